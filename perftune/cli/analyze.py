@@ -1,0 +1,69 @@
+"""`perftune analyze PATH...`: summarise traces recorded anywhere, run the rules."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from perftune.cli._options import config_default, format_option, out_option
+from perftune.engine.types import Severity
+from perftune.errors import UsageError
+from perftune.pipeline import RuleSelection, analyze_paths, findings_document, write_analysis
+from perftune.report.console import finding_lines, summary_lines
+
+
+def _codes(values: tuple[str, ...], key: str) -> list[str]:
+    out = [v.strip() for raw in values for v in raw.split(",") if v.strip()]
+    if not out:
+        configured = config_default(key, [])
+        out = [configured] if isinstance(configured, str) else list(configured)
+    return out
+
+
+@click.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@format_option
+@out_option
+@click.option("--select", multiple=True, help="Only these rule codes or prefixes (PFT2,PFT401).")
+@click.option("--ignore", multiple=True, help="Skip these rule codes or prefixes.")
+@click.option("--preview", is_flag=True, help="Also run rules in preview.")
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
+              help="Exit 1 when a finding has this severity or higher.")
+@click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
+@click.pass_context
+def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out_dir: Path | None,
+            select: tuple[str, ...], ignore: tuple[str, ...], preview: bool, fail_on: str | None,
+            top: int) -> None:
+    """Summarise trace files and report what makes the step slow.
+
+    PATHS are Kineto / torch.profiler traces (.json or .json.gz) or directories of per-rank
+    traces as written by tensorboard_trace_handler. Works without torch installed.
+    """
+    options = config_default("rules", {})
+    if not isinstance(options, dict):
+        raise UsageError("[tool.perftune.rules] must be a table of rule codes")
+    rules = RuleSelection(select=_codes(select, "select"), ignore=_codes(ignore, "ignore"),
+                          preview=preview or bool(config_default("preview", False)),
+                          options={k.upper(): v for k, v in options.items()})
+    analysis = analyze_paths(list(paths), rules)
+    if output_format == "json":
+        click.echo(json.dumps(findings_document(analysis), indent=2, default=str))
+    else:
+        for line in summary_lines(analysis.summary):
+            click.echo(line)
+        click.echo("")
+        for line in finding_lines(analysis.findings, top):
+            click.echo(line)
+    if out_dir is not None or config_default("always-write", False):
+        target = out_dir or Path(config_default("runs-dir", "perftune-runs")) / (
+            datetime.now().strftime("%Y%m%d-%H%M%S") + "-analyze")
+        write_analysis(analysis, target)
+        click.echo(f"wrote {target}", err=output_format == "json")
+    threshold = fail_on or config_default("fail-on")
+    if threshold:
+        level = Severity.parse(str(threshold)).rank
+        if any(f.severity.rank >= level for f in analysis.findings):
+            ctx.exit(1)

@@ -1,0 +1,67 @@
+"""The `perftune` click group.
+
+Commands are imported only when invoked (a lazy group), so `perftune analyze` never pays for
+torch, optuna or plotly imports that another command needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import click
+
+from perftune._version import __version__
+from perftune.errors import PerftuneError
+
+# command name -> "module:attribute"; one line per command module in perftune/cli/.
+COMMANDS: dict[str, str] = {
+    "analyze": "perftune.cli.analyze:analyze",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        command = getattr(importlib.import_module(module_name), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="perftune")
+def cli() -> None:
+    """perftune: find out why a PyTorch training step is slow, and make it fast.
+
+    \b
+    Typical use:
+      perftune profile train.py --epochs 1     capture a trace of your unmodified script
+      perftune analyze trace.json.gz           summarise a trace recorded anywhere
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the group, turning perftune's own errors into one line and an exit code."""
+    try:
+        # standalone_mode=False returns ctx.exit(code)'s code instead of exiting.
+        result = cli.main(args=argv, prog_name="perftune", standalone_mode=False)
+    except PerftuneError as exc:
+        click.echo(f"perftune: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("perftune: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("perftune: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,108 @@
+"""Discover the rule catalogue (rules/pftNNN_slug/rule.py), select rules, run them."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from perftune._resources import rules_dir
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding
+from perftune.errors import ConfigError
+from perftune.trace.model import Trace
+
+_FOLDER = re.compile(r"^pft\d{3}_[a-z0-9_]+$")
+_CODE = re.compile(r"^PFT\d{3}$")
+
+
+def _load_module(path: Path) -> Any:
+    # Loaded by file path under a private name: never as a top-level `rules` package.
+    name = f"perftune._loaded_rules.{path.parent.name}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot load rule module {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@functools.lru_cache(maxsize=4)
+def rule_classes(folder: Path | None = None) -> tuple[type[Rule], ...]:
+    """Every Rule subclass in the catalogue, sorted by code."""
+    base = folder or rules_dir()
+    found: dict[str, type[Rule]] = {}
+    for path in sorted(base.glob("pft*/rule.py")):
+        if not _FOLDER.match(path.parent.name):
+            continue
+        module = _load_module(path)
+        for obj in vars(module).values():
+            if isinstance(obj, type) and issubclass(obj, Rule) and obj is not Rule and obj.code:
+                if not _CODE.match(obj.code):
+                    raise ConfigError(f"{path}: rule code {obj.code!r} is not PFT + three digits")
+                if obj.code in found and found[obj.code] is not obj:
+                    raise ConfigError(f"{path}: rule code {obj.code} is used twice")
+                found[obj.code] = obj
+    return tuple(found[c] for c in sorted(found))
+
+
+def rule_folder(code: str) -> Path | None:
+    for path in sorted(rules_dir().glob(f"{code.lower()}_*")):
+        if path.is_dir():
+            return path
+    return None
+
+
+def _matches(code: str, patterns: Iterable[str]) -> bool:
+    return any(code.startswith(p.upper()) for p in patterns)
+
+
+def select_rules(
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    preview: bool = False,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Rule]:
+    """Instantiate the rules chosen by code or prefix (`PFT2`, `PFT201`)."""
+    classes = rule_classes()
+    known = {c.code for c in classes}
+    for pattern in [*select, *ignore]:
+        if not any(code.startswith(pattern.upper()) for code in known):
+            raise ConfigError(f"no rule matches {pattern!r} (see `perftune rules`)")
+    options = options or {}
+    chosen = []
+    for cls in classes:
+        if select and not _matches(cls.code, select):
+            continue
+        if ignore and _matches(cls.code, ignore):
+            continue
+        if cls.status == "preview" and not preview and not (select and cls.code in {s.upper() for s in select}):
+            continue
+        try:
+            chosen.append(cls(**dict(options.get(cls.code, {}))))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return chosen
+
+
+def run_rules(trace: Trace, rules: Sequence[Rule]) -> list[Finding]:
+    """Run rules on a trace; findings ranked by estimated saving, then severity and code."""
+    findings: list[Finding] = []
+    for rule in rules:
+        findings.extend(rule.check(trace))
+    findings.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
+                                 f.location.file or "", f.location.line or 0))
+    return findings
+
+
+def analyze(trace: Trace, select: Sequence[str] = (), ignore: Sequence[str] = (),
+            preview: bool = False,
+            options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Finding]:
+    return run_rules(trace, select_rules(select, ignore, preview, options))

@@ -1,0 +1,72 @@
+"""The Rule base class. A rule is pure: `check(trace)` yields Findings; no I/O, no printing."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+from perftune.engine.types import Finding, Location, Severity, Suggestion
+from perftune.trace.model import Trace
+
+CATEGORIES = {
+    "1": "input pipeline",
+    "2": "host-device sync",
+    "3": "idle / launch overhead",
+    "4": "memory and bandwidth",
+    "5": "compute efficiency / precision / tiling",
+    "6": "distributed",
+    "9": "trace quality",
+}
+REQUIRED_SECTIONS = ("What it detects", "Why is it slow?", "Example", "Use instead")
+
+
+class Rule:
+    """Subclass, set `code`, `name`, optionally `severity`, `status` and `options`, write check()."""
+
+    code: ClassVar[str] = ""
+    name: ClassVar[str] = ""
+    severity: ClassVar[Severity] = Severity.WARNING
+    status: ClassVar[str] = "stable"  # or "preview": only run when preview rules are enabled
+    # Per-rule options with defaults; [tool.perftune.rules.PFTnnn] overrides them.
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def __init__(self, **overrides: Any) -> None:
+        unknown = set(overrides) - set(self.options)
+        if unknown:
+            raise ValueError(f"{self.code}: unknown option(s) {sorted(unknown)}; "
+                             f"known: {sorted(self.options)}")
+        self.config: dict[str, Any] = {**self.options, **overrides}
+
+    @property
+    def category(self) -> str:
+        return CATEGORIES.get(self.code[3:4], "other")
+
+    @classmethod
+    def doc(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    def check(self, trace: Trace) -> Iterator[Finding]:
+        raise NotImplementedError
+
+    def finding(
+        self,
+        message: str,
+        *,
+        location: Location | None = None,
+        suggestion: Suggestion,
+        severity: Severity | None = None,
+        evidence: dict[str, Any] | None = None,
+        est_saving_ms_per_step: float = 0.0,
+        count: int = 1,
+        op_chain: tuple[str, ...] = (),
+        latent: bool = False,
+        rank: int | None = None,
+    ) -> Finding:
+        return Finding(
+            code=self.code, name=self.name, message=message,
+            severity=severity or self.severity, location=location or Location(),
+            suggestion=suggestion, evidence=evidence or {},
+            est_saving_ms_per_step=float(est_saving_ms_per_step), count=count,
+            op_chain=op_chain, latent=latent, rank=rank,
+        )

@@ -1,0 +1,96 @@
+"""The gate's decision on one set of samples: pass, regression, or not yet decided.
+
+A flat "more than 5 % slower than the stored number" gate flaps on shared runners because one
+noisy launch moves the number. This one fails only when the data exclude "no slowdown" *and*
+the estimate exceeds the allowance, and passes only when the data exclude a slowdown as big as
+the allowance; anything between asks for more launches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from perftune.errors import UsageError
+from perftune.gate.stats import RatioEstimate, ratio_interval
+
+Outcome = Literal["pass", "regression", "undecided"]
+
+DEFAULT_MAX_REGRESSION = 0.05
+DEFAULT_CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class DecisionRule:
+    """What counts as a regression.
+
+    `noise_floor` is the smallest slowdown that calibration showed this runner can measure
+    with the launches the gate may use; the allowance is never tighter than that, because a
+    tighter one could only be met by chance.
+    """
+
+    max_regression: float = DEFAULT_MAX_REGRESSION
+    confidence: float = DEFAULT_CONFIDENCE
+    noise_floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.max_regression < 10.0:
+            raise UsageError(f"--max-regression must be a positive fraction (0.05 = 5 %), got {self.max_regression}")
+        if not 0.5 <= self.confidence < 1.0:
+            raise UsageError(f"--confidence must be in [0.5, 1), got {self.confidence}")
+        if self.noise_floor < 0.0:
+            raise UsageError(f"noise floor must not be negative, got {self.noise_floor}")
+
+    @property
+    def threshold(self) -> float:
+        """The allowance actually applied (0.05 = 5 % slower is still fine)."""
+        return max(self.max_regression, self.noise_floor)
+
+    @property
+    def raised_by_calibration(self) -> bool:
+        return self.noise_floor > self.max_regression
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    estimate: RatioEstimate
+    threshold: float
+
+    @property
+    def improvement(self) -> bool:
+        """Head is faster beyond doubt (the whole interval lies below 1)."""
+        return self.estimate.high < 1.0
+
+    @property
+    def decided(self) -> bool:
+        return self.outcome != "undecided"
+
+    @property
+    def reason(self) -> str:
+        est, limit = self.estimate, 1.0 + self.threshold
+        interval = f"[{est.low:.3f}, {est.high:.3f}]"
+        if self.outcome == "regression":
+            return (f"ratio {est.ratio:.3f} exceeds the allowed {limit:.3f} and its "
+                    f"{est.confidence:.0%} interval {interval} lies above 1")
+        if self.outcome == "pass":
+            return f"the {est.confidence:.0%} interval {interval} lies below the allowed {limit:.3f}"
+        if est.low > 1.0:
+            return (f"slower beyond noise (interval {interval}) but the ratio {est.ratio:.3f} "
+                    f"does not exceed the allowed {limit:.3f}, and the interval does not exclude it")
+        return f"the {est.confidence:.0%} interval {interval} straddles the allowed {limit:.3f}"
+
+
+def decide(base: Sequence[float], head: Sequence[float], rule: DecisionRule) -> Decision:
+    """Decide on per-launch step times (ms) of the base and the head."""
+    est = ratio_interval(base, head, rule.confidence)
+    limit = 1.0 + rule.threshold
+    outcome: Outcome
+    if est.low > 1.0 and est.ratio > limit:
+        outcome = "regression"
+    elif est.high < limit:
+        outcome = "pass"
+    else:
+        outcome = "undecided"
+    return Decision(outcome=outcome, estimate=est, threshold=rule.threshold)

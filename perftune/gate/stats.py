@@ -1,0 +1,219 @@
+"""Statistics of the gate: ratio of geometric means with a Welch interval on log step times.
+
+Step times are positive and their noise is multiplicative (a busy neighbour slows everything by
+some percent), so the gate works on logarithms: the mean of log-medians is the log of the
+geometric mean, and a difference of means is the log of the head/base ratio.
+
+Only numpy and the standard library: the Student-t and normal quantiles are computed here
+(integration plus bisection) so the gate runs where scipy is not installed; the tests check
+them against scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from perftune.errors import UsageError
+
+# The calibration's "reliably detect" means this chance of failing the gate on a real regression.
+DEFAULT_POWER = 0.9
+
+
+def log_samples(samples: Sequence[float], what: str = "samples") -> NDArray[np.float64]:
+    """Logarithms of positive, finite step times; anything else is a measurement bug."""
+    values = np.asarray(samples, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise UsageError(f"{what}: need at least one step time")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise UsageError(f"{what}: step times must be positive finite numbers, got {list(samples)!r}")
+    return np.log(values)
+
+
+def geometric_mean(samples: Sequence[float]) -> float:
+    return float(np.exp(np.mean(log_samples(samples))))
+
+
+def log_sd(samples: Sequence[float]) -> float:
+    """Launch-to-launch noise: standard deviation of the log step times (≈ relative spread)."""
+    logs = log_samples(samples)
+    return float(np.std(logs, ddof=1)) if logs.size > 1 else 0.0
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _t_cdf(x: float, df: float) -> float:
+    """P(T <= x) for Student's t with `df` (real, > 0) degrees of freedom."""
+    if x == 0.0:
+        return 0.5
+    if math.isinf(df):
+        return normal_cdf(x)
+    log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(math.pi)
+    # With x = sqrt(df)·tan(θ) the density becomes cos(θ)^(df-1) on a finite range, smooth
+    # for df >= 1 (Welch gives at least 1), so composite Simpson is accurate to ~1e-9 even
+    # in the far tails; the tests compare against scipy.stats.t.
+    theta = np.linspace(0.0, math.atan(abs(x) / math.sqrt(df)), 2001)
+    density = np.exp(log_norm + (df - 1) * np.log(np.cos(theta)))
+    h = theta[1] - theta[0]
+    area = h / 3 * (density[0] + density[-1] + 4 * density[1:-1:2].sum() + 2 * density[2:-1:2].sum())
+    return 0.5 + math.copysign(float(area), x)
+
+
+def _invert(cdf_at: float, cdf: Callable[[float], float], hi: float) -> float:
+    """The x >= 0 with cdf(x) = cdf_at (cdf_at >= 0.5), by bisection on a monotone cdf."""
+    lo = 0.0
+    while cdf(hi) < cdf_at:
+        lo, hi = hi, hi * 2
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if cdf(mid) < cdf_at:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-10 * max(1.0, hi):
+            break
+    return (lo + hi) / 2
+
+
+def normal_quantile(p: float) -> float:
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"probability must be in (0, 1), got {p}")
+    if p < 0.5:
+        return -normal_quantile(1.0 - p)
+    return _invert(p, normal_cdf, 4.0)
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with `df` degrees of freedom (df may be fractional)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"probability must be in (0, 1), got {p}")
+    if not df > 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    return _invert(p, lambda x: _t_cdf(x, df), 4.0)
+
+
+@dataclass(frozen=True)
+class RatioEstimate:
+    """head/base ratio of geometric means with a two-sided confidence interval."""
+
+    ratio: float
+    low: float
+    high: float
+    confidence: float
+    n_base: int
+    n_head: int
+    base_geomean_ms: float
+    head_geomean_ms: float
+    base_log_sd: float
+    head_log_sd: float
+    df: float
+
+    @property
+    def change(self) -> float:
+        """Relative change of step time, +0.10 = 10 % slower."""
+        return self.ratio - 1.0
+
+    @property
+    def noise(self) -> float:
+        """Pooled launch-to-launch noise (log sd), what calibration reports."""
+        return pooled_log_sd(self.base_log_sd, self.n_base, self.head_log_sd, self.n_head)
+
+
+def pooled_log_sd(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
+    dof = (n_a - 1) + (n_b - 1)
+    if dof <= 0:
+        return 0.0
+    return math.sqrt(((n_a - 1) * sd_a**2 + (n_b - 1) * sd_b**2) / dof)
+
+
+def ratio_interval(
+    base: Sequence[float], head: Sequence[float], confidence: float = 0.95
+) -> RatioEstimate:
+    """Welch interval on log step times, mapped back to a ratio of geometric means.
+
+    Welch rather than a pooled t-test because base and head need not share their noise: a
+    regression that adds a host sync often makes the step time noisier too.
+    """
+    if not 0.5 <= confidence < 1.0:
+        raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
+    x = log_samples(base, "base")
+    y = log_samples(head, "head")
+    if x.size < 2 or y.size < 2:
+        raise UsageError("need at least two launches per side for an interval")
+    var_x = float(np.var(x, ddof=1)) / x.size
+    var_y = float(np.var(y, ddof=1)) / y.size
+    diff = float(y.mean() - x.mean())
+    se = math.sqrt(var_x + var_y)
+    if se > 0:
+        # Welch–Satterthwaite; guarded against one side having zero spread.
+        df = se**4 / (
+            (var_x**2 / (x.size - 1) if var_x else 0.0) + (var_y**2 / (y.size - 1) if var_y else 0.0)
+        )
+        half = t_quantile(0.5 + confidence / 2, df) * se
+    else:
+        # Identical launches (a coarse clock): the data show no spread at all.
+        df, half = float(x.size + y.size - 2), 0.0
+    return RatioEstimate(
+        ratio=math.exp(diff),
+        low=math.exp(diff - half),
+        high=math.exp(diff + half),
+        confidence=confidence,
+        n_base=int(x.size),
+        n_head=int(y.size),
+        base_geomean_ms=float(np.exp(x.mean())),
+        head_geomean_ms=float(np.exp(y.mean())),
+        base_log_sd=float(np.std(x, ddof=1)),
+        head_log_sd=float(np.std(y, ddof=1)),
+        df=df,
+    )
+
+
+def min_detectable_regression(
+    noise: float, launches: int, confidence: float = 0.95, power: float = DEFAULT_POWER
+) -> float:
+    """Smallest relative slowdown that `launches` per side detect with chance `power`.
+
+    `noise` is the launch-to-launch log sd (as from calibration). Standard two-sample
+    formula on logs: the slowdown must clear the interval half-width plus a power margin.
+    """
+    if launches < 2:
+        raise UsageError("need at least two launches per side")
+    se = noise * math.sqrt(2.0 / launches)
+    df = 2 * launches - 2
+    effect = (t_quantile(0.5 + confidence / 2, df) + normal_quantile(power)) * se
+    return math.exp(effect) - 1.0
+
+
+def launches_needed(
+    noise: float,
+    regression: float,
+    confidence: float = 0.95,
+    power: float = DEFAULT_POWER,
+    limit: int = 1000,
+) -> int | None:
+    """Launches per side to detect `regression` (0.05 = 5 %) reliably; None beyond `limit`."""
+    if regression <= 0:
+        raise UsageError(f"regression must be positive, got {regression}")
+
+    def detects(launches: int) -> bool:
+        return min_detectable_regression(noise, launches, confidence, power) <= regression
+
+    if not detects(limit):
+        return None
+    # The detectable slowdown shrinks as launches grow, so bisect for the first that suffices.
+    lo, hi = 1, limit
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if detects(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi

@@ -1,0 +1,84 @@
+"""The summary `perftune analyze` prints: devices, ranks, steps, and where step time goes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+
+from perftune._version import __version__
+from perftune.trace import metrics
+from perftune.trace.model import Trace
+
+SCHEMA_VERSION = 1
+BREAKDOWN_KEYS = ("compute_ms", "communication_ms", "memcpy_ms", "memset_ms", "device_idle_ms",
+                  "sync_ms", "dataloader_ms", "optimizer_ms")
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def devices(trace: Trace) -> list[dict[str, Any]]:
+    out = []
+    for props in trace.device_properties:
+        out.append({"id": props.get("id"), "name": props.get("name"),
+                    "memory_bytes": props.get("totalGlobalMem"),
+                    "sms": props.get("numSms"),
+                    "compute_capability": (f"{props.get('computeMajor')}.{props.get('computeMinor')}"
+                                           if props.get("computeMajor") is not None else None)})
+    return out
+
+
+def summarize(trace: Trace) -> dict[str, Any]:
+    """A JSON-ready summary of a trace (schema `summary.json`, version SCHEMA_VERSION)."""
+    breakdown = metrics.step_breakdown(trace)
+    dist = metrics.step_time_distribution(trace)
+    mean_breakdown = {k: float(np.mean([getattr(b, k) for b in breakdown])) if breakdown else 0.0
+                      for k in BREAKDOWN_KEYS}
+    syncs = metrics.host_device_syncs(trace)
+    in_step = [s for s in syncs if s.step >= 0]
+    per_rank = []
+    for rank in trace.rank_ids:
+        d = metrics.Distribution.of(s.dur / 1000.0 for s in trace.steps_of(rank))
+        per_rank.append({"rank": rank, "steps": d.count, "median_ms": d.median})
+    return _clean({
+        "schema_version": SCHEMA_VERSION,
+        "perftune_version": __version__,
+        "files": [str(p) for p in trace.paths],
+        "runtime": trace.runtime,
+        "has_device_activity": trace.has_device_activity,
+        "devices": devices(trace),
+        "ranks": list(trace.rank_ids),
+        "world_size": len(trace.rank_ids),
+        "events": len(trace.events),
+        "span_ms": trace.span_us() / 1000.0,
+        "step_source": trace.step_source,
+        "steps": {"count": dist.count, "median_ms": dist.median, "p10_ms": dist.p10,
+                  "p90_ms": dist.p90, "mean_ms": dist.mean, "min_ms": dist.min, "max_ms": dist.max},
+        "per_rank": per_rank,
+        "breakdown_ms_per_step": mean_breakdown,
+        "per_step": [asdict(b) for b in breakdown],
+        "syncs": {"count": len(syncs), "in_steps": len(in_step),
+                  "total_ms": sum(s.dur_us for s in syncs) / 1000.0,
+                  "by_call": _count_by(s.call for s in syncs)},
+        "top_host_ops": metrics.top_host_ops(trace, 10).to_dict(orient="records"),
+        "top_kernels": metrics.top_kernels(trace, 10).to_dict(orient="records"),
+    })
+
+
+def _count_by(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
