@@ -55,7 +55,7 @@ def resolve_commit(root: Path, ref: str) -> str:
 def head_state(root: Path) -> tuple[str | None, bool]:
     """(commit of HEAD or None before the first commit, whether the checkout has changes)."""
     head = _git(root, "rev-parse", "--verify", "--quiet", "HEAD", check=False)
-    commit = head.stdout.strip() or None if head.returncode == 0 else None
+    commit = (head.stdout.strip() or None) if head.returncode == 0 else None
     status = _git(root, "status", "--porcelain", "--untracked-files=no", check=False)
     return commit, bool(status.stdout.strip())
 

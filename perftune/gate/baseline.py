@@ -1,0 +1,116 @@
+"""The stored baseline (`perftune baseline -o perf-baseline.json`): samples plus fingerprint."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from perftune._version import __version__
+from perftune.errors import ConfigError
+from perftune.gate.fingerprint import Fingerprint
+
+SCHEMA_VERSION = 1
+KIND = "perftune-baseline"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    samples_ms: tuple[float, ...]
+    fingerprint: Fingerprint
+    warmup: int
+    steps: int
+    script: str | None
+    module: str | None = None
+    args: tuple[str, ...] = ()
+    knobs: dict[str, Any] = field(default_factory=dict)
+    git_commit: str | None = None
+    git_dirty: bool = False
+    created: str = ""
+    perftune_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": KIND,
+            "created": self.created or datetime.now(UTC).isoformat(timespec="seconds"),
+            "perftune_version": self.perftune_version,
+            "script": self.script,
+            "module": self.module,
+            "args": list(self.args),
+            "knobs": self.knobs,
+            "warmup": self.warmup,
+            "steps": self.steps,
+            "samples_ms": list(self.samples_ms),
+            "git": {"commit": self.git_commit, "dirty": self.git_dirty},
+            "fingerprint": self.fingerprint.to_dict(),
+        }
+
+
+def save(baseline: Baseline, path: Path) -> None:
+    """Write atomically: a cancelled job must not leave half a baseline behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(baseline.to_dict(), indent=2) + "\n"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:
+    if key not in data:
+        raise ConfigError(f"{path}: not a perftune baseline (no {key!r})")
+    value = data[key]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+        raise ConfigError(f"{path}: {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def load(path: Path) -> Baseline:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: baseline file not found (record one with `perftune baseline`)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read baseline: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: baseline is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise ConfigError(f"{path}: not a perftune baseline file")
+    if data.get("schema_version") != SCHEMA_VERSION:
+        raise ConfigError(f"{path}: baseline schema version {data.get('schema_version')!r} is not "
+                          f"supported (expected {SCHEMA_VERSION}); record it again")
+    samples = _require(data, "samples_ms", list, path)
+    if len(samples) < 2 or not all(
+        isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+        for s in samples
+    ):
+        raise ConfigError(f"{path}: samples_ms must hold at least two positive step times")
+    git = data.get("git") or {}
+    args = _require(data, "args", list, path)
+    knobs = data.get("knobs") or {}
+    if not isinstance(knobs, dict):
+        raise ConfigError(f"{path}: 'knobs' must be an object")
+    return Baseline(
+        samples_ms=tuple(float(s) for s in samples),
+        fingerprint=Fingerprint.from_dict(data.get("fingerprint"), source=str(path)),
+        warmup=_require(data, "warmup", int, path),
+        steps=_require(data, "steps", int, path),
+        script=data.get("script"),
+        module=data.get("module"),
+        args=tuple(str(a) for a in args),
+        knobs=knobs,
+        git_commit=git.get("commit") if isinstance(git, dict) else None,
+        git_dirty=bool(git.get("dirty")) if isinstance(git, dict) else False,
+        created=str(data.get("created", "")),
+        perftune_version=str(data.get("perftune_version", "")),
+    )

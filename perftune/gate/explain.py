@@ -1,0 +1,294 @@
+"""Why head differs from base: one profiled launch per side, compared.
+
+The timing verdict says *whether* step time changed; this says *what* changed: which
+categories and operators/kernels got slower, and which problems are new in head (a new
+host↔device sync is the usual cause). Structural changes — new syncs, more kernel launches
+or operator calls per step, higher peak memory, new findings — do not depend on timing noise,
+so they are reported even when the time is within noise.
+
+Trace analysis (`perftune.trace`) and the rule engine (`perftune.engine`) are optional here:
+they are looked up when a verdict is explained, and without them the explanation falls back to
+what capture itself records (step time, peak memory) and says what it skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perftune.errors import PerftuneError
+
+if TYPE_CHECKING:
+    from perftune.capture.runner import CaptureResult
+
+# Changes smaller than these are noise of one profiled launch, not something to point at.
+MIN_OP_DELTA_MS = 0.05
+MIN_OP_DELTA_SHARE = 0.02  # of the base step time
+# Counts per step are deterministic for deterministic code; the margin absorbs the odd extra
+# event at a window edge.
+COUNT_MARGIN = 0.05
+# Peak memory: the device allocator's peak is exact, a process's peak RSS wobbles.
+MEMORY_MARGIN = {"cuda-allocator": (0.05, 1 << 20), "rss": (0.10, 32 << 20)}
+MAX_LISTED = 10
+
+
+@dataclass(frozen=True)
+class TimeShare:
+    """Time per step of one category or operator/kernel on each side (ms)."""
+
+    name: str
+    kind: str  # category | operator | kernel
+    base_ms: float
+    head_ms: float
+
+    @property
+    def delta_ms(self) -> float:
+        return self.head_ms - self.base_ms
+
+
+@dataclass(frozen=True)
+class FindingRef:
+    """A finding reduced to what identifies it across revisions (lines move, code stays)."""
+
+    code: str
+    name: str
+    message: str
+    file: str | None
+    line: int | None
+    function: str | None
+    source: str | None
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        return (self.code, Path(self.file).name if self.file else "", self.function or "",
+                (self.source or "").strip())
+
+    @property
+    def where(self) -> str:
+        if self.file is None:
+            return "<trace>"
+        return f"{self.file}:{self.line}" if self.line is not None else self.file
+
+
+@dataclass(frozen=True)
+class StructuralChange:
+    kind: str  # host-device-syncs | kernel-launches | operator-calls | peak-memory | new-finding
+    message: str
+    base: float | None = None
+    head: float | None = None
+    finding: FindingRef | None = None
+
+
+@dataclass(frozen=True)
+class ProfileSummary:
+    """What one profiled launch says about a side; None fields were not measurable."""
+
+    run_dir: Path
+    step_ms: float | None
+    peak_memory_bytes: int | None
+    memory_kind: str | None
+    categories_ms: Mapping[str, float] = field(default_factory=dict)
+    operators_ms: Mapping[str, float] = field(default_factory=dict)
+    kernels_ms: Mapping[str, float] = field(default_factory=dict)
+    syncs_per_step: float | None = None
+    kernels_per_step: float | None = None
+    operators_per_step: float | None = None
+    findings: tuple[FindingRef, ...] | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Explanation:
+    base: ProfileSummary
+    head: ProfileSummary
+    slower: tuple[TimeShare, ...]
+    faster: tuple[TimeShare, ...]
+    structural: tuple[StructuralChange, ...]
+    notes: tuple[str, ...] = ()
+
+    @property
+    def new_findings(self) -> tuple[FindingRef, ...]:
+        return tuple(c.finding for c in self.structural if c.finding is not None)
+
+    @property
+    def new_problems(self) -> tuple[StructuralChange, ...]:
+        """What `--fail-on-new-findings` fails on: every structural change for the worse."""
+        return self.structural
+
+    def to_dict(self) -> dict[str, Any]:
+        def side(summary: ProfileSummary) -> dict[str, Any]:
+            data = asdict(summary)
+            data["run_dir"] = str(summary.run_dir)
+            data["findings"] = (None if summary.findings is None
+                                else [asdict(f) for f in summary.findings])
+            return data
+
+        return {
+            "base": side(self.base),
+            "head": side(self.head),
+            "slower": [asdict(s) | {"delta_ms": s.delta_ms} for s in self.slower],
+            "faster": [asdict(s) | {"delta_ms": s.delta_ms} for s in self.faster],
+            "structural": [asdict(c) for c in self.structural],
+            "notes": list(self.notes),
+        }
+
+
+def _available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _finding_refs(findings: Iterable[Any]) -> tuple[FindingRef, ...]:
+    out = []
+    for f in findings:
+        loc = f.location
+        out.append(FindingRef(code=str(f.code), name=str(getattr(f, "name", "")),
+                              message=str(getattr(f, "message", "")),
+                              file=getattr(loc, "file", None), line=getattr(loc, "line", None),
+                              function=getattr(loc, "function", None),
+                              source=getattr(loc, "source", None)))
+    return tuple(out)
+
+
+def _per_step(frame: Any, value: str, steps: int) -> dict[str, float]:
+    return {str(name): float(v) / steps for name, v in zip(frame["name"], frame[value], strict=True)}
+
+
+def summarize_capture(result: CaptureResult) -> ProfileSummary:
+    """Read one profiled launch: its trace when the trace model is installed, else capture's data."""
+    notes: list[str] = []
+    measured = result.measured()
+    step_ms = statistics.median(s.duration_ms for s in measured) if measured else None
+    memory_kind = None
+    steps_file = result.run_dir / "steps.json"
+    if steps_file.is_file():
+        import json
+
+        try:
+            memory_kind = json.loads(steps_file.read_text()).get("memory_kind")
+        except (OSError, ValueError):
+            memory_kind = None
+    base = ProfileSummary(run_dir=result.run_dir, step_ms=step_ms,
+                          peak_memory_bytes=result.peak_memory_bytes, memory_kind=memory_kind)
+    if result.trace_path is None or not Path(result.trace_path).is_file():
+        return _with_notes(base, ["no trace was recorded, so operators were not compared"])
+    # perftune.trace is developed alongside the gate; until it is installed the explanation
+    # keeps to capture's own numbers instead of failing the gate.
+    if not (_available("perftune.trace") and _available("perftune.trace.metrics")):
+        return _with_notes(base, ["perftune.trace is not available: operators not compared"])
+    from perftune.trace import load
+    from perftune.trace import metrics
+
+    try:
+        trace = load(result.trace_path)
+    except PerftuneError as exc:
+        return _with_notes(base, [f"trace could not be read: {exc}"])
+    steps = max(1, len(trace.steps))
+    breakdown = metrics.step_breakdown(trace)
+    categories: dict[str, float] = {}
+    if breakdown:
+        for key in ("compute_ms", "communication_ms", "memcpy_ms", "memset_ms", "sync_ms",
+                    "dataloader_ms", "optimizer_ms", "device_idle_ms"):
+            categories[key.removesuffix("_ms")] = statistics.fmean(getattr(b, key) for b in breakdown)
+    events = trace.events
+    host_ops = events[(events["cat"] == "cpu_op") & ~events["is_device"]]
+    syncs = [s for s in metrics.host_device_syncs(trace) if s.step >= 0]
+    findings: tuple[FindingRef, ...] | None = None
+    # The rule engine, like the trace model, is optional: new findings are only listed with it.
+    if _available("perftune.engine"):
+        from perftune.engine import analyze
+
+        findings = _finding_refs(analyze(trace))
+    else:
+        notes.append("perftune.engine is not available: findings not compared")
+    return ProfileSummary(
+        run_dir=result.run_dir,
+        step_ms=step_ms,
+        peak_memory_bytes=result.peak_memory_bytes,
+        memory_kind=memory_kind,
+        categories_ms=categories,
+        operators_ms=_per_step(metrics.top_host_ops(trace, 200), "self_ms", steps),
+        kernels_ms=_per_step(metrics.top_kernels(trace, 200), "total_ms", steps),
+        syncs_per_step=len(syncs) / steps,
+        kernels_per_step=(statistics.fmean(b.kernel_count for b in breakdown)
+                          if breakdown and trace.has_device_activity else None),
+        operators_per_step=len(host_ops) / steps,
+        findings=findings,
+        notes=tuple(notes),
+    )
+
+
+def _with_notes(summary: ProfileSummary, notes: Sequence[str]) -> ProfileSummary:
+    return ProfileSummary(run_dir=summary.run_dir, step_ms=summary.step_ms,
+                          peak_memory_bytes=summary.peak_memory_bytes,
+                          memory_kind=summary.memory_kind, notes=(*summary.notes, *notes))
+
+
+def _shares(kind: str, base: Mapping[str, float], head: Mapping[str, float]) -> list[TimeShare]:
+    return [TimeShare(name=name, kind=kind, base_ms=base.get(name, 0.0), head_ms=head.get(name, 0.0))
+            for name in sorted(set(base) | set(head))]
+
+
+def _count_increase(kind: str, what: str, base: float | None, head: float | None) -> StructuralChange | None:
+    if base is None or head is None:
+        return None
+    if head - base >= 1.0 and head > base * (1 + COUNT_MARGIN):
+        return StructuralChange(kind=kind, base=base, head=head,
+                                message=f"{what} per step: {base:g} → {head:g}")
+    return None
+
+
+def _memory_increase(base: ProfileSummary, head: ProfileSummary) -> StructuralChange | None:
+    if base.peak_memory_bytes is None or head.peak_memory_bytes is None:
+        return None
+    share, floor = MEMORY_MARGIN.get(head.memory_kind or "rss", MEMORY_MARGIN["rss"])
+    grown = head.peak_memory_bytes - base.peak_memory_bytes
+    if grown > floor and grown > share * base.peak_memory_bytes:
+        what = "device allocator peak" if head.memory_kind == "cuda-allocator" else "peak memory (RSS)"
+        return StructuralChange(kind="peak-memory", base=float(base.peak_memory_bytes),
+                                head=float(head.peak_memory_bytes),
+                                message=f"{what}: {_mib(base.peak_memory_bytes)} → "
+                                        f"{_mib(head.peak_memory_bytes)}")
+    return None
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
+
+
+def compare(base: ProfileSummary, head: ProfileSummary) -> Explanation:
+    """What got slower or faster, and what is structurally new in head."""
+    reference = base.step_ms or 0.0
+    floor = max(MIN_OP_DELTA_MS, MIN_OP_DELTA_SHARE * reference)
+    shares = (_shares("category", base.categories_ms, head.categories_ms)
+              + _shares("operator", base.operators_ms, head.operators_ms)
+              + _shares("kernel", base.kernels_ms, head.kernels_ms))
+    slower = sorted((s for s in shares if s.delta_ms >= floor), key=lambda s: -s.delta_ms)
+    faster = sorted((s for s in shares if -s.delta_ms >= floor), key=lambda s: s.delta_ms)
+
+    structural: list[StructuralChange] = []
+    for change in (
+        _count_increase("host-device-syncs", "host↔device syncs", base.syncs_per_step, head.syncs_per_step),
+        _count_increase("kernel-launches", "kernel launches", base.kernels_per_step, head.kernels_per_step),
+        _count_increase("operator-calls", "operator calls", base.operators_per_step, head.operators_per_step),
+        _memory_increase(base, head),
+    ):
+        if change is not None:
+            structural.append(change)
+    if base.findings is not None and head.findings is not None:
+        known = {f.key for f in base.findings}
+        for finding in head.findings:
+            if finding.key not in known:
+                known.add(finding.key)
+                structural.append(StructuralChange(
+                    kind="new-finding", finding=finding,
+                    message=f"new {finding.code} {finding.name} at {finding.where}: {finding.message}"))
+    notes = tuple(dict.fromkeys((*base.notes, *head.notes)))
+    return Explanation(base=base, head=head, slower=tuple(slower[:MAX_LISTED]),
+                       faster=tuple(faster[:MAX_LISTED]), structural=tuple(structural), notes=notes)

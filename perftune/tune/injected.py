@@ -1,0 +1,123 @@
+"""The knobs perftune applies itself (precision, checkpoint placement, batch size), without torch.
+
+Shared by the tuner (which validates a search space and writes the "how to apply" snippets) and
+by the injectors in the child process (perftune/capture/injectors.py), so both read a knob value
+the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from perftune.errors import ConfigError
+
+PRECISION = "precision"
+CHECKPOINT = "checkpoint"
+BATCH_SIZE = "batch_size"
+INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE)
+
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# tf32 is a CUDA matmul mode, and fp16 autocast on CPU is neither fast nor what anyone ships.
+CUDA_ONLY_PRECISIONS = ("tf32", "fp16")
+
+# Environment variables the tuner sets for a trial's child process.
+INJECT_ENV = "PERFTUNE_INJECT"  # JSON list: the knobs the injectors should apply
+REPORT_ENV = "PERFTUNE_INJECT_REPORT"  # file the injectors describe what they did in (JSON)
+SEED_ENV = "PERFTUNE_SEED"  # seed torch/random/numpy before the script runs
+MEMORY_BUDGET_ENV = "PERFTUNE_MEMORY_BUDGET"  # bytes; caps the CUDA caching allocator
+
+_PLACEMENT = re.compile(r"^(every|first)[:_\-]?(\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointPlacement:
+    """Which of the model's repeated blocks run under `torch.utils.checkpoint`."""
+
+    mode: str  # none | all | every | first
+    n: int = 0
+
+    def selects(self, index: int) -> bool:
+        """Whether block `index` (0-based) is checkpointed."""
+        if self.mode == "all":
+            return True
+        if self.mode == "every":
+            return index % self.n == 0
+        if self.mode == "first":
+            return index < self.n
+        return False
+
+    def canonical(self) -> str:
+        return f"{self.mode}:{self.n}" if self.mode in ("every", "first") else self.mode
+
+    def describe(self) -> str:
+        if self.mode == "every":
+            return "every block" if self.n == 1 else f"every {self.n}th block (0, {self.n}, …)"
+        if self.mode == "first":
+            return f"the first {self.n} blocks"
+        return "all blocks" if self.mode == "all" else "no blocks"
+
+
+def parse_checkpoint(value: object) -> CheckpointPlacement:
+    """Read a checkpoint knob value: none, all, every:K (every2, every-2), first:N."""
+    if value is None or value is False:
+        return CheckpointPlacement("none")
+    if value is True:
+        return CheckpointPlacement("all")
+    text = str(value).strip().lower()
+    if text in ("none", "off", "no", "0"):
+        return CheckpointPlacement("none")
+    if text in ("all", "on", "yes"):
+        return CheckpointPlacement("all")
+    match = _PLACEMENT.match(text)
+    if match is None or int(match.group(2)) < 1:
+        raise ConfigError(
+            f"checkpoint={value!r}: expected none, all, every:K or first:N (K, N >= 1)"
+        )
+    return CheckpointPlacement(match.group(1), int(match.group(2)))
+
+
+def parse_precision(value: object) -> str:
+    text = str(value).strip().lower()
+    if text not in PRECISIONS:
+        raise ConfigError(f"precision={value!r}: expected one of {', '.join(PRECISIONS)}")
+    return text
+
+
+def parse_batch_size(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"batch_size={value!r}: expected a positive integer")
+    return value
+
+
+def validate(name: str, value: object) -> object:
+    """The canonical form of an injected knob's value (raises ConfigError when invalid)."""
+    if name == PRECISION:
+        return parse_precision(value)
+    if name == CHECKPOINT:
+        return parse_checkpoint(value).canonical()
+    if name == BATCH_SIZE:
+        return parse_batch_size(value)
+    return value
+
+
+def baseline_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration the accuracy guard compares `values` with: fp32, no checkpointing.
+
+    Checkpointing recomputes the same ops (the non-reentrant variant also restores the RNG
+    state), so its losses must match the plain run too; comparing against the un-checkpointed
+    fp32 run catches a model whose recomputation is not faithful, and needs one baseline per
+    setting of the other knobs instead of one per checkpoint placement.
+    """
+    out = dict(values)
+    if PRECISION in out:
+        out[PRECISION] = "fp32"
+    if CHECKPOINT in out:
+        out[CHECKPOINT] = "none"
+    return out
+
+
+def needs_guard(values: Mapping[str, Any]) -> bool:
+    return dict(values) != baseline_values(values)
