@@ -22,7 +22,7 @@ EXIT_INCONCLUSIVE = 4
 @dataclass(frozen=True)
 class Verdict:
     status: Status
-    decision: Decision
+    decisions: tuple[Decision, ...]  # one per look at the data; the last one counts
     rule: DecisionRule
     mode: Mode
     base_label: str
@@ -36,6 +36,10 @@ class Verdict:
     notes: tuple[str, ...] = ()
     elapsed_s: float = 0.0
     run_dir: Path | None = None
+
+    @property
+    def decision(self) -> Decision:
+        return self.decisions[-1]
 
     @property
     def ratio(self) -> float:
@@ -81,10 +85,10 @@ class Verdict:
             word = "REGRESSION"
         elif self.status == "inconclusive":
             word = "INCONCLUSIVE"
+        elif self.structural_failure:
+            word = "FAIL (new problems in head)"
         elif self.improvement:
-            word = "PASS (improvement)"
+            word = "PASS (faster)"
         else:
             word = "PASS"
-        if self.structural_failure:
-            word += " + NEW FINDINGS" if self.status != "pass" else " -> FAIL (new findings)"
         return f"{word}: {numbers}"
