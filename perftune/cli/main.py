@@ -16,6 +16,11 @@ from perftune.errors import PerftuneError
 # command name -> "module:attribute"; one line per command module in perftune/cli/.
 COMMANDS: dict[str, str] = {
     "analyze": "perftune.cli.analyze:analyze",
+    "baseline": "perftune.cli.baseline:baseline",
+    "calibrate": "perftune.cli.calibrate:calibrate",
+    "gate": "perftune.cli.gate:gate",
+    "profile": "perftune.cli.profile:profile",
+    "tune": "perftune.cli.tune:tune",
 }
 
 

@@ -33,6 +33,9 @@ class Baseline:
     git_dirty: bool = False
     created: str = ""
     perftune_version: str = __version__
+    # The base side's profiled launch (explain.profile_to_dict), so that baseline mode can
+    # still report structural changes; None when recorded with --no-explain.
+    profile: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +52,7 @@ class Baseline:
             "samples_ms": list(self.samples_ms),
             "git": {"commit": self.git_commit, "dirty": self.git_dirty},
             "fingerprint": self.fingerprint.to_dict(),
+            "profile": self.profile,
         }
 
 
@@ -70,7 +74,7 @@ def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path
     if key not in data:
         raise ConfigError(f"{path}: not a perftune baseline (no {key!r})")
     value = data[key]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is int:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
         raise ConfigError(f"{path}: {key!r} has the wrong type ({type(value).__name__})")
     return value
 
@@ -113,4 +117,5 @@ def load(path: Path) -> Baseline:
         git_dirty=bool(git.get("dirty")) if isinstance(git, dict) else False,
         created=str(data.get("created", "")),
         perftune_version=str(data.get("perftune_version", "")),
+        profile=data.get("profile") if isinstance(data.get("profile"), dict) else None,
     )

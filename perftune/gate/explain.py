@@ -120,21 +120,67 @@ class Explanation:
         return self.structural
 
     def to_dict(self) -> dict[str, Any]:
-        def side(summary: ProfileSummary) -> dict[str, Any]:
-            data = asdict(summary)
-            data["run_dir"] = str(summary.run_dir)
-            data["findings"] = (None if summary.findings is None
-                                else [asdict(f) for f in summary.findings])
-            return data
-
         return {
-            "base": side(self.base),
-            "head": side(self.head),
+            "base": profile_to_dict(self.base),
+            "head": profile_to_dict(self.head),
             "slower": [asdict(s) | {"delta_ms": s.delta_ms} for s in self.slower],
             "faster": [asdict(s) | {"delta_ms": s.delta_ms} for s in self.faster],
             "structural": [asdict(c) for c in self.structural],
             "notes": list(self.notes),
         }
+
+
+def profile_to_dict(summary: ProfileSummary) -> dict[str, Any]:
+    data = asdict(summary)
+    data["run_dir"] = str(summary.run_dir)
+    data["findings"] = None if summary.findings is None else [asdict(f) for f in summary.findings]
+    data["categories_ms"] = dict(summary.categories_ms)
+    data["operators_ms"] = dict(summary.operators_ms)
+    data["kernels_ms"] = dict(summary.kernels_ms)
+    data["notes"] = list(summary.notes)
+    return data
+
+
+def profile_from_dict(data: Mapping[str, Any]) -> ProfileSummary:
+    """Inverse of profile_to_dict (a baseline file stores the base side's profile this way)."""
+    findings = data.get("findings")
+
+    def floats(key: str) -> dict[str, float]:
+        value = data.get(key) or {}
+        return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    def number(key: str) -> float | None:
+        value = data.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+    peak = data.get("peak_memory_bytes")
+    return ProfileSummary(
+        run_dir=Path(str(data.get("run_dir", ""))),
+        step_ms=number("step_ms"),
+        peak_memory_bytes=int(peak) if isinstance(peak, int | float) else None,
+        memory_kind=data.get("memory_kind") if isinstance(data.get("memory_kind"), str) else None,
+        categories_ms=floats("categories_ms"),
+        operators_ms=floats("operators_ms"),
+        kernels_ms=floats("kernels_ms"),
+        syncs_per_step=number("syncs_per_step"),
+        kernels_per_step=number("kernels_per_step"),
+        operators_per_step=number("operators_per_step"),
+        findings=(None if not isinstance(findings, list)
+                  else tuple(_finding_from_dict(f) for f in findings if isinstance(f, dict))),
+        notes=tuple(str(n) for n in data.get("notes") or ()),
+    )
+
+
+def _finding_from_dict(data: Mapping[str, Any]) -> FindingRef:
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return None if value is None else str(value)
+
+    line = data.get("line")
+    return FindingRef(code=str(data.get("code", "")), name=str(data.get("name", "")),
+                      message=str(data.get("message", "")), file=text("file"),
+                      line=int(line) if isinstance(line, int) else None,
+                      function=text("function"), source=text("source"))
 
 
 def _available(module: str) -> bool:
@@ -165,15 +211,7 @@ def summarize_capture(result: CaptureResult) -> ProfileSummary:
     notes: list[str] = []
     measured = result.measured()
     step_ms = statistics.median(s.duration_ms for s in measured) if measured else None
-    memory_kind = None
-    steps_file = result.run_dir / "steps.json"
-    if steps_file.is_file():
-        import json
-
-        try:
-            memory_kind = json.loads(steps_file.read_text()).get("memory_kind")
-        except (OSError, ValueError):
-            memory_kind = None
+    memory_kind = getattr(result, "memory_kind", None)
     base = ProfileSummary(run_dir=result.run_dir, step_ms=step_ms,
                           peak_memory_bytes=result.peak_memory_bytes, memory_kind=memory_kind)
     if result.trace_path is None or not Path(result.trace_path).is_file():
@@ -182,8 +220,7 @@ def summarize_capture(result: CaptureResult) -> ProfileSummary:
     # keeps to capture's own numbers instead of failing the gate.
     if not (_available("perftune.trace") and _available("perftune.trace.metrics")):
         return _with_notes(base, ["perftune.trace is not available: operators not compared"])
-    from perftune.trace import load
-    from perftune.trace import metrics
+    from perftune.trace import load, metrics
 
     try:
         trace = load(result.trace_path)

@@ -125,8 +125,11 @@ def collect(meta: Mapping[str, Any] | None = None) -> Fingerprint:
     its torch build), which is what the step time depends on.
     """
     meta = meta or {}
-    devices = _first(meta, "device_names", "devices", "gpu_names") or []
-    gpus = tuple(str(d) for d in devices) if isinstance(devices, list | tuple) else (str(devices),)
+    devices = _first(meta, "devices", "device_names") or []
+    if not isinstance(devices, list | tuple):
+        devices = [devices]
+    # Capture lists "cpu: <model>" when the script used no accelerator; the CPU is its own field.
+    gpus = tuple(str(d) for d in devices if not str(d).startswith("cpu:"))
     torch_version = _first(meta, "torch_version", "torch")
     cuda_version = _first(meta, "cuda_version", "cuda")
     python_version = _first(meta, "python_version", "python")

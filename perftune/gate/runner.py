@@ -93,6 +93,8 @@ class Launch:
     run_dir: Path
     wall_s: float
     peak_memory_bytes: int | None = None
+    # meta.json of the launch (interpreter, torch/CUDA, devices) for the fingerprint.
+    meta: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,10 @@ def _log_tail(run_dir: Path) -> str:
 def check_measured(result: CaptureResult, side: Side) -> float:
     """The launch's median step time, or a ScriptError saying why there is none."""
     what = f"{side.name} ({side.label})" if side.label else side.name
+    if result.status == "interrupted":
+        # Ctrl-C or a cancelled CI job reached the child first; unwind the whole gate (and its
+        # worktree) the same way.
+        raise KeyboardInterrupt
     if not result.ok:
         detail = f": {result.error}" if result.error else ""
         code = f", exit code {result.exit_code}" if result.exit_code is not None else ""
@@ -181,6 +187,7 @@ def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSetting
         run_dir=run_dir,
         wall_s=time.monotonic() - started,
         peak_memory_bytes=result.peak_memory_bytes,
+        meta=dict(result.meta),
     )
 
 
@@ -224,10 +231,7 @@ class SequentialGate:
         rng = random.Random(self.seed)
         decisions: list[Decision] = []
         for per_side in plan.rounds():
-            if self.base is None:
-                order = [HEAD] * per_side
-            else:
-                order = abba_order(per_side, rng)
+            order = [HEAD] * per_side if self.base is None else abba_order(per_side, rng)
             for name in order:
                 side = self.head if name == HEAD else self.base
                 assert side is not None

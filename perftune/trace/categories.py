@@ -15,6 +15,7 @@ CUDA_RUNTIME = "cuda_runtime"
 CUDA_DRIVER = "cuda_driver"
 CUDA_SYNC = "cuda_sync"
 
+KERNEL_CATS = frozenset({KERNEL})
 # Device activity that occupies an engine (annotations and sync markers do not).
 DEVICE_WORK_CATS = frozenset({KERNEL, MEMCPY, MEMSET, "gpu_memory", "mtia_ccp_events"})
 # Everything recorded on the device timeline.
@@ -24,27 +25,68 @@ RUNTIME_CATS = frozenset({CUDA_RUNTIME, CUDA_DRIVER, "runtime", "driver", "hip_r
 OP_CATS = frozenset({CPU_OP, USER_ANNOTATION, "operator", "Operator"})
 FLOW_CATS = frozenset({"ac2g", "async_cpu_to_gpu", "fwdbwd"})
 
+# Spellings of older Kineto / PyTorch versions (1.8-1.10) and other exporters, mapped onto the
+# current category names so that every rule sees one vocabulary.
+_CATEGORY_ALIASES = {
+    "Kernel": KERNEL,
+    "Memcpy": MEMCPY,
+    "Memset": MEMSET,
+    "Runtime": CUDA_RUNTIME,
+    "Operator": CPU_OP,
+    "operator": CPU_OP,
+    "cpu_operator": CPU_OP,
+    "user_annotation": USER_ANNOTATION,
+    "User Annotation": USER_ANNOTATION,
+    "gpu_user_annotation": GPU_USER_ANNOTATION,
+    "Python": PYTHON_FUNCTION,
+    "python_function": PYTHON_FUNCTION,
+    "hip_runtime": CUDA_RUNTIME,
+    "Cuda_runtime": CUDA_RUNTIME,
+}
+
+
+def normalise_category(cat: str) -> str:
+    return _CATEGORY_ALIASES.get(cat, cat)
+
+
 # Runtime calls where the host waits for the device.
 SYNC_CALLS = frozenset({
     "cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize",
+    "cudaStreamWaitEvent_host",  # placeholder name some builds emit for host waits
     "cuStreamSynchronize", "cuCtxSynchronize", "cuEventSynchronize",
     "hipStreamSynchronize", "hipDeviceSynchronize", "hipEventSynchronize",
-    "cudaStreamWaitEvent_host",  # placeholder name some builds emit for host waits
+    "hipCtxSynchronize",
 })
 # Synchronous copies: the call itself blocks until the copy is done.
-BLOCKING_COPY_CALLS = frozenset({"cudaMemcpy", "hipMemcpy", "cuMemcpyDtoH_v2", "cuMemcpy"})
-COPY_CALLS = frozenset({"cudaMemcpyAsync", "hipMemcpyAsync", "hipMemcpyWithStream"}) | BLOCKING_COPY_CALLS
+BLOCKING_COPY_CALLS = frozenset({
+    "cudaMemcpy", "cudaMemcpy2D", "cudaMemcpyToSymbol", "cudaMemcpyFromSymbol",
+    "cuMemcpyDtoH_v2", "cuMemcpyHtoD_v2", "cuMemcpy", "cuMemcpyDtoH", "cuMemcpyHtoD",
+    "hipMemcpy", "hipMemcpy2D", "hipMemcpyDtoH", "hipMemcpyHtoD",
+})
+ASYNC_COPY_CALLS = frozenset({
+    "cudaMemcpyAsync", "cudaMemcpy2DAsync", "cudaMemcpyPeerAsync", "cuMemcpyAsync",
+    "cuMemcpyDtoHAsync_v2", "cuMemcpyHtoDAsync_v2",
+    "hipMemcpyAsync", "hipMemcpyWithStream", "hipMemcpy2DAsync", "hipMemcpyDtoHAsync",
+    "hipMemcpyHtoDAsync",
+})
+COPY_CALLS = ASYNC_COPY_CALLS | BLOCKING_COPY_CALLS
 LAUNCH_CALLS = frozenset({
     "cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx",
-    "hipLaunchKernel", "hipExtLaunchKernel", "hipModuleLaunchKernel", "cudaLaunchCooperativeKernel",
-    "hipExtModuleLaunchKernel", "cudaGraphLaunch", "hipGraphLaunch",
+    "cudaLaunchCooperativeKernel", "cudaLaunchCooperativeKernelMultiDevice",
+    "hipLaunchKernel", "hipExtLaunchKernel", "hipModuleLaunchKernel", "hipExtModuleLaunchKernel",
+    "hipLaunchCooperativeKernel", "cudaGraphLaunch", "hipGraphLaunch",
 })
 MALLOC_CALLS = frozenset({"cudaMalloc", "cudaFree", "hipMalloc", "hipFree", "cudaMallocAsync",
-                          "cudaFreeAsync", "cudaHostAlloc", "cudaFreeHost", "hipHostMalloc"})
+                          "cudaFreeAsync", "cudaHostAlloc", "cudaFreeHost", "hipHostMalloc",
+                          "hipHostFree", "cudaMallocHost", "hipMallocAsync", "hipFreeAsync"})
 
-_COMM_KERNEL = re.compile(r"nccl|rccl|AllReduce|AllGather|ReduceScatter|Broadcast|SendRecv|all_to_all",
+_COMM_KERNEL = re.compile(r"nccl|rccl|AllReduce|AllGather|ReduceScatter|Broadcast|SendRecv|all_to_all"
+                          r"|AllToAll",
                           re.IGNORECASE)
 _MEMCPY_KIND = re.compile(r"Memcpy\s+(\w+)\s*\((\w+)\s*->\s*(\w+)\)")
+# ROCm names its copies "CopyHostToDevice", "CopyDeviceToHost", ...
+_ROCM_COPY = re.compile(r"Copy(Host|Device)To(Host|Device)")
+_ROCM_SIDE = {"Host": "H", "Device": "D"}
 
 PROFILER_STEP_PREFIX = "ProfilerStep#"
 OPTIMIZER_STEP_PREFIX = "Optimizer.step#"
@@ -58,6 +100,10 @@ def is_comm_kernel(name: str) -> bool:
 def memcpy_kind(name: str) -> tuple[str, str, str]:
     """('HtoD', 'Pageable', 'Device') from 'Memcpy HtoD (Pageable -> Device)'."""
     m = _MEMCPY_KIND.search(name)
-    if m is None:
-        return ("unknown", "unknown", "unknown")
-    return (m.group(1), m.group(2), m.group(3))
+    if m is not None:
+        return (m.group(1), m.group(2), m.group(3))
+    r = _ROCM_COPY.search(name)
+    if r is not None:
+        kind = f"{_ROCM_SIDE[r.group(1)]}to{_ROCM_SIDE[r.group(2)]}"
+        return (kind, "unknown", "unknown")
+    return ("unknown", "unknown", "unknown")

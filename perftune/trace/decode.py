@@ -1,23 +1,50 @@
 """Typed, lazy decoding of Kineto / PyTorch-profiler Chrome-trace JSON.
 
-Only the fields the analysis needs are decoded into typed structs; everything else in an
-event is skipped by the decoder. Shapes and other bulky arguments stay as raw JSON bytes
-(`msgspec.Raw`) and are decoded only for the events that ask for them.
+A trace file is decoded in two passes so that memory stays bounded on multi-GB traces:
+
+1. the top level (header fields, and `traceEvents` as a list of still-encoded `msgspec.Raw`
+   slices of the input);
+2. the events, a chunk at a time, into small typed structs that hold only the fields the
+   analysis needs. Everything else in an event is skipped by the decoder, and bulky arguments
+   (shapes, concrete inputs, launch metadata) stay as raw JSON bytes, decoded on demand.
+
+The structs are `gc=False` (they never form cycles), which keeps the garbage collector from
+rescanning millions of young objects during the decode. A chunk that fails typed validation
+(a string where a number belongs, `"args": []`, ...) is decoded again event by event on a
+tolerant path that coerces what it can, drops what it cannot and counts each problem, so a few
+malformed events never reject a whole trace.
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
+import math
+import stat
 import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import msgspec
+import numpy as np
+import pandas as pd
 
 from perftune.errors import TraceError
 
+NO_ID = -1
+_NAN = math.nan
+_EMPTY_RAW = msgspec.Raw(b"")
+# Events decoded per chunk: large enough to amortise the per-chunk overhead, small enough
+# that the typed structs of one chunk stay in the tens of MB.
+CHUNK_EVENTS = 1 << 16
+
 
 class EventArgs(msgspec.Struct, frozen=True):
+    """The arguments of one event, as `Trace.args[i]` returns them (None: absent)."""
+
     external_id: int | None = msgspec.field(default=None, name="External id")
     correlation: int | None = None
     stream: int | None = None
@@ -25,12 +52,12 @@ class EventArgs(msgspec.Struct, frozen=True):
     python_id: int | None = msgspec.field(default=None, name="Python id")
     python_parent_id: int | None = msgspec.field(default=None, name="Python parent id")
     nbytes: int | None = msgspec.field(default=None, name="bytes")
-    # Bulky or rarely needed: kept raw, decoded on demand.
-    input_dims: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="Input Dims")
-    input_type: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="Input type")
-    concrete_inputs: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="Concrete Inputs")
-    grid: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""))
-    block: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""))
+    # Bulky or rarely needed: kept raw, decoded on demand with decode_raw().
+    input_dims: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Input Dims")
+    input_type: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Input type")
+    concrete_inputs: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Concrete Inputs")
+    grid: msgspec.Raw = msgspec.field(default=_EMPTY_RAW)
+    block: msgspec.Raw = msgspec.field(default=_EMPTY_RAW)
     registers_per_thread: float | None = msgspec.field(default=None, name="registers per thread")
     shared_memory: float | None = msgspec.field(default=None, name="shared memory")
     blocks_per_sm: float | None = msgspec.field(default=None, name="blocks per SM")
@@ -41,59 +68,152 @@ class EventArgs(msgspec.Struct, frozen=True):
     msg_nelems: int | None = msgspec.field(default=None, name="In msg nelems")
     dtype: str | None = None
     sync_kind: str | None = msgspec.field(default=None, name="cuda_sync_kind")
-    # Metadata events (ph == "M") carry their value here.
     meta_name: Any = msgspec.field(default=None, name="name")
     labels: Any = None
-    # Triton / torch.compile launch metadata (kept raw).
-    kernel_kwargs: msgspec.Raw = msgspec.field(default=msgspec.Raw(b""), name="kernel_kwargs")
+    kernel_kwargs: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="kernel_kwargs")
     num_warps: int | None = None
     num_stages: int | None = None
+    # Added after the first version; all optional.
+    input_strides: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Input Strides")
+    out_msg_nelems: int | None = msgspec.field(default=None, name="Out msg nelems")
+    group_size: int | None = msgspec.field(default=None, name="Group size")
+    process_group_name: str | None = msgspec.field(default=None, name="Process Group Name")
+    process_group_desc: str | None = msgspec.field(default=None, name="Process Group Description")
+    process_group_ranks: Any = msgspec.field(default=None, name="Process Group Ranks")
+    wait_on_stream: int | None = None
+    wait_on_event_correlation: int | None = msgspec.field(
+        default=None, name="wait_on_cuda_event_record_corr_id")
+    kernel_file: str | None = None
+    kernel_backend: str | None = None
 
 
-_EMPTY_ARGS = EventArgs()
+# ---------------------------------------------------------------------------- decode structs
+class _Args(msgspec.Struct, frozen=True, gc=False):
+    """Decode target for `args`. Defaults are sentinels (-1, NaN, b"") rather than None so
+    that whole columns convert to numpy without a Python-level check per value."""
+
+    external_id: int = msgspec.field(default=NO_ID, name="External id")
+    correlation: int = NO_ID
+    stream: int = NO_ID
+    device: int = NO_ID
+    python_id: int = msgspec.field(default=NO_ID, name="Python id")
+    python_parent_id: int = msgspec.field(default=NO_ID, name="Python parent id")
+    nbytes: int = msgspec.field(default=NO_ID, name="bytes")
+    # kernels
+    grid: list[int] | str | None = None
+    block: list[int] | str | None = None
+    registers_per_thread: float = msgspec.field(default=_NAN, name="registers per thread")
+    shared_memory: float = msgspec.field(default=_NAN, name="shared memory")
+    blocks_per_sm: float = msgspec.field(default=_NAN, name="blocks per SM")
+    warps_per_sm: float = msgspec.field(default=_NAN, name="warps per SM")
+    occupancy: float = msgspec.field(default=_NAN, name="est. achieved occupancy %")
+    # operators
+    input_dims: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Input Dims")
+    input_type: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Input type")
+    input_strides: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Input Strides")
+    concrete_inputs: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="Concrete Inputs")
+    kernel_kwargs: msgspec.Raw = msgspec.field(default=_EMPTY_RAW, name="kernel_kwargs")
+    # Rare scalars default to None: the loader keeps only events where one is set.
+    flops: float | None = None
+    kernel_file: str | None = None
+    kernel_backend: str | None = None
+    num_warps: int | None = None
+    num_stages: int | None = None
+    # collectives (record_param_comms ops and NCCL kernels)
+    collective: str | None = msgspec.field(default=None, name="Collective name")
+    msg_nelems: int | None = msgspec.field(default=None, name="In msg nelems")
+    out_msg_nelems: int | None = msgspec.field(default=None, name="Out msg nelems")
+    group_size: int | None = msgspec.field(default=None, name="Group size")
+    dtype: str | None = None
+    process_group_name: str | None = msgspec.field(default=None, name="Process Group Name")
+    process_group_desc: str | None = msgspec.field(default=None, name="Process Group Description")
+    process_group_ranks: Any = msgspec.field(default=None, name="Process Group Ranks")
+    # device-side sync markers (cat cuda_sync)
+    sync_kind: str | None = msgspec.field(default=None, name="cuda_sync_kind")
+    wait_on_stream: int | None = None
+    wait_on_event_correlation: int | None = msgspec.field(
+        default=None, name="wait_on_cuda_event_record_corr_id")
+    # metadata events (ph M)
+    meta_name: Any = msgspec.field(default=None, name="name")
+    labels: Any = None
+    # [memory] instant events (profile_memory=True)
+    mem_bytes: int | None = msgspec.field(default=None, name="Bytes")
+    total_allocated: int | None = msgspec.field(default=None, name="Total Allocated")
+    total_reserved: int | None = msgspec.field(default=None, name="Total Reserved")
+    addr: int | None = msgspec.field(default=None, name="Addr")
+    device_id: int | None = msgspec.field(default=None, name="Device Id")
+    device_type: int | None = msgspec.field(default=None, name="Device Type")
 
 
-class RawEvent(msgspec.Struct, frozen=True):
+EMPTY_ARGS = _Args()
+
+
+class _Event(msgspec.Struct, gc=False):
+    # Declared in the order Kineto writes the keys, which is msgspec's fast path.
     ph: str = ""
-    name: str = ""
     cat: str = ""
-    pid: int | str | float = 0
-    tid: int | str | float = 0
-    ts: float | None = None
-    dur: float | None = None
+    name: str = ""
+    pid: int | float | str = 0
+    tid: int | float | str = 0
+    ts: float = _NAN
+    dur: float = 0.0
     id: int | str | None = None
-    args: EventArgs = _EMPTY_ARGS
+    args: _Args = EMPTY_ARGS
 
 
-class RawTrace(msgspec.Struct):
-    traceEvents: list[RawEvent] | None = None  # noqa: N815 - Kineto's field name
+class _Top(msgspec.Struct, gc=False):
+    traceEvents: list[msgspec.Raw] | None = None  # noqa: N815 - Kineto's field name
     schemaVersion: Any = None  # noqa: N815
-    deviceProperties: list[dict[str, Any]] | None = None  # noqa: N815
+    deviceProperties: Any = None  # noqa: N815
     distributedInfo: Any = None  # noqa: N815
-    displayTimeUnit: str | None = None  # noqa: N815
+    displayTimeUnit: Any = None  # noqa: N815
     baseTimeNanoseconds: Any = None  # noqa: N815
-    traceName: str | None = None  # noqa: N815
+    traceName: Any = None  # noqa: N815
     cuda_runtime_version: Any = None
     hip_runtime_version: Any = None
     cuda_driver_version: Any = None
+    cupti_version: Any = None
     record_shapes: Any = None
     with_stack: Any = None
     profile_memory: Any = None
     with_flops: Any = None
+    with_modules: Any = None
 
+
+HEADER_KEYS = ("schemaVersion", "displayTimeUnit", "baseTimeNanoseconds", "traceName",
+               "cuda_runtime_version", "hip_runtime_version", "cuda_driver_version",
+               "cupti_version", "record_shapes", "with_stack", "profile_memory", "with_flops",
+               "with_modules")
 
 # strict=False: numbers re-serialised as strings ("stream": "7") still decode as numbers.
-_trace_decoder = msgspec.json.Decoder(RawTrace, strict=False)
-_list_decoder = msgspec.json.Decoder(list[RawEvent], strict=False)
+_top_decoder = msgspec.json.Decoder(_Top, strict=False)
+_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+_chunk_decoder = msgspec.json.Decoder(list[_Event], strict=False)
+_event_decoder = msgspec.json.Decoder(_Event, strict=False)
 _any_decoder = msgspec.json.Decoder()
 
+_ARG_FIELDS = msgspec.structs.fields(_Args)
+_EVENT_FIELDS = [f for f in msgspec.structs.fields(_Event) if f.name != "args"]
 
+
+# ---------------------------------------------------------------------------- reading
 def read_bytes(path: Path) -> bytes:
     """The JSON text of a trace file, gunzipped when it is gzip (by magic, not by name)."""
     try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise TraceError(path, "dangling symbolic link (its target does not exist)") from None
+        raise TraceError(path, "no such file or directory") from None
+    except OSError as exc:
+        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise TraceError(path, "is a directory, not a trace file")
+    if not stat.S_ISREG(mode):
+        # Opening a FIFO or a device would block or read forever.
+        raise TraceError(path, "not a regular file (a pipe, socket or device)")
+    try:
         data = path.read_bytes()
-    except IsADirectoryError:
-        raise TraceError(path, "is a directory, not a trace file") from None
     except OSError as exc:
         raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
     if data[:2] == b"\x1f\x8b":
@@ -101,11 +221,50 @@ def read_bytes(path: Path) -> bytes:
             data = gzip.decompress(data)
         except (EOFError, OSError, zlib.error) as exc:
             raise TraceError(path, f"truncated or corrupt gzip data ({exc})") from None
+    if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark some editors add
+        data = data[3:]
     return data
 
 
-def decode(path: Path, data: bytes | None = None) -> RawTrace:
-    """Decode one trace file into typed structs; raise TraceError on anything unusable."""
+def sniff_is_trace(path: Path, limit: int = 1 << 16) -> bool:
+    """Cheap check that a file in a trace directory looks like a Chrome trace (not any JSON)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(limit)
+    except OSError:
+        return True  # let the real read report the problem
+    if head[:2] == b"\x1f\x8b":
+        try:
+            head = zlib.decompressobj(wbits=31).decompress(head, limit)
+        except zlib.error:
+            return True
+    return b'"traceEvents"' in head or b'"ph"' in head
+
+
+# ---------------------------------------------------------------------------- decoding
+@dataclass
+class DecodedFile:
+    """One file after the first pass: its header, and its events still encoded."""
+
+    path: Path
+    header: dict[str, Any]
+    device_properties: tuple[dict[str, Any], ...]
+    distributed: dict[str, Any]
+    raw_events: list[msgspec.Raw | None]
+    problems: Counter[str] = field(default_factory=Counter)
+
+    def chunks(self, size: int = CHUNK_EVENTS) -> Iterator[list[_Event]]:
+        """Typed events, a chunk at a time, in file order; releases each chunk's raw slices."""
+        raws = self.raw_events
+        for start in range(0, len(raws), size):
+            part = raws[start:start + size]
+            raws[start:start + size] = [None] * len(part)  # free as we go (same length: O(chunk))
+            yield decode_chunk(part, self.problems)  # type: ignore[arg-type]
+        raws.clear()
+
+
+def decode(path: Path, data: bytes | None = None) -> DecodedFile:
+    """First pass over one trace file; raise TraceError on anything unusable."""
     if data is None:
         data = read_bytes(path)
     if not data.strip():
@@ -114,20 +273,32 @@ def decode(path: Path, data: bytes | None = None) -> RawTrace:
     try:
         if head == b"[":
             # The JSON-array form of the Chrome trace format: events only, no metadata.
-            trace = RawTrace(traceEvents=_list_decoder.decode(data))
+            top = _Top(traceEvents=_array_decoder.decode(data))
         elif head == b"{":
-            trace = _trace_decoder.decode(data)
+            top = _top_decoder.decode(data)
         else:
-            raise TraceError(path, "not JSON (expected a Chrome-trace object or array)")
+            raise TraceError(path, _not_an_object(data))
     except msgspec.DecodeError as exc:
         raise TraceError(path, _describe_decode_error(data, exc)) from None
     except msgspec.ValidationError as exc:
         raise TraceError(path, f"not a PyTorch profiler trace: {exc}") from None
-    if trace.traceEvents is None:
+    except RecursionError:
+        raise TraceError(path, "not a PyTorch profiler trace (JSON nested too deeply)") from None
+    if top.traceEvents is None:
         raise TraceError(path, "not a PyTorch profiler trace (no 'traceEvents' list)")
-    if not any(e.ph == "X" for e in trace.traceEvents):
+    if not top.traceEvents:
         raise TraceError(path, "the trace holds no events (empty trace)")
-    return trace
+    return DecodedFile(path=path, header=_header(top), device_properties=_device_properties(top),
+                       distributed=_distributed(top), raw_events=list(top.traceEvents))
+
+
+def _not_an_object(data: bytes) -> str:
+    try:
+        value = _any_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return "not JSON (expected a Chrome-trace object or array)"
+    return f"not a PyTorch profiler trace (the file is a JSON {type(value).__name__}, " \
+           "expected an object with 'traceEvents')"
 
 
 def _describe_decode_error(data: bytes, exc: msgspec.DecodeError) -> str:
@@ -138,11 +309,290 @@ def _describe_decode_error(data: bytes, exc: msgspec.DecodeError) -> str:
         _any_decoder.decode(data)
     except msgspec.DecodeError:
         return f"not valid JSON: {text}"
+    except RecursionError:
+        return "not a PyTorch profiler trace (JSON nested too deeply)"
     return f"not a PyTorch profiler trace: {text}"
 
 
-def decode_raw(raw: msgspec.Raw) -> Any:
-    """Decode a deferred argument (shapes, grid, launch metadata); None when absent."""
-    if not bytes(raw):
+def decode_chunk(raws: list[msgspec.Raw], problems: Counter[str]) -> list[_Event]:
+    """Typed events from encoded ones; falls back to the tolerant path for bad chunks."""
+    if not raws:
+        return []
+    try:
+        return _chunk_decoder.decode(b"[" + b",".join(raws) + b"]")
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        pass
+    out = []
+    for raw in raws:
+        event = decode_event(raw, problems)
+        if event is not None:
+            out.append(event)
+    return out
+
+
+def decode_event(raw: msgspec.Raw | bytes, problems: Counter[str]) -> _Event | None:
+    """One event, typed when possible, else field by field with coercion; None if hopeless."""
+    try:
+        return _event_decoder.decode(raw)
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+        pass
+    try:
+        obj = _any_decoder.decode(raw)
+    except (msgspec.DecodeError, RecursionError):
+        problems["an event that is not valid JSON"] += 1
         return None
-    return _any_decoder.decode(raw)
+    if not isinstance(obj, dict):
+        problems[f"an item that is not an event object (a JSON {type(obj).__name__})"] += 1
+        return None
+    values: dict[str, Any] = {}
+    for f in _EVENT_FIELDS:
+        if f.encode_name in obj:
+            ok, value = _coerce(obj[f.encode_name], f.type)
+            if ok:
+                values[f.name] = value
+            else:
+                problems[f"'{f.encode_name}' is not {_type_name(f.type)}"] += 1
+    args = obj.get("args")
+    if isinstance(args, dict):
+        values["args"] = _coerce_args(args, problems)
+    elif args is not None:
+        problems["'args' is not an object"] += 1
+    return _Event(**values)
+
+
+def _coerce_args(args: dict[str, Any], problems: Counter[str]) -> _Args:
+    values: dict[str, Any] = {}
+    for f in _ARG_FIELDS:
+        if f.encode_name not in args:
+            continue
+        value = args[f.encode_name]
+        if f.type is msgspec.Raw:
+            values[f.name] = msgspec.Raw(msgspec.json.encode(value))
+            continue
+        ok, coerced = _coerce(value, f.type)
+        if ok:
+            values[f.name] = coerced
+        else:
+            problems[f"args '{f.encode_name}' is not {_type_name(f.type)}"] += 1
+    return _Args(**values)
+
+
+def _coerce(value: Any, typ: Any) -> tuple[bool, Any]:
+    try:
+        out = msgspec.convert(value, typ, strict=False)
+    except (msgspec.ValidationError, TypeError, ValueError, OverflowError):
+        return False, None
+    if isinstance(out, float) and not math.isfinite(out) and math.isfinite(_as_float(value)):
+        return False, None
+    return True, out
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError, OverflowError):
+        return _NAN
+
+
+def _type_name(typ: Any) -> str:
+    name = getattr(typ, "__name__", None) or str(typ)
+    return {"int": "an integer", "float": "a number", "str": "a string"}.get(name, f"of type {typ}")
+
+
+def problem_summary(problems: Counter[str]) -> list[str]:
+    """One line per kind of problem met on the tolerant path, most frequent first."""
+    return [f"{n} event{'s' if n != 1 else ''}: {what} (ignored)" for what, n in problems.most_common()]
+
+
+# ---------------------------------------------------------------------------- header
+def _maybe_literal(value: Any) -> Any:
+    """Header values some tools re-serialise as strings: '1', '{"rank": 0}', "{'rank': 0}"."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if text[:1] in "[{":
+        try:
+            return _any_decoder.decode(text.encode())
+        except (msgspec.DecodeError, RecursionError):
+            pass
+        try:
+            return ast.literal_eval(text)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            pass
+    return value
+
+
+def _header(top: _Top) -> dict[str, Any]:
+    header: dict[str, Any] = {}
+    for key in HEADER_KEYS:
+        value = getattr(top, key)
+        if value is not None:
+            header[key] = _maybe_literal(value)
+    return header
+
+
+def _device_properties(top: _Top) -> tuple[dict[str, Any], ...]:
+    props = _maybe_literal(top.deviceProperties)
+    if isinstance(props, dict):
+        props = [props]
+    if not isinstance(props, list):
+        return ()
+    return tuple({k: _maybe_literal(v) for k, v in p.items()} for p in props if isinstance(p, dict))
+
+
+def _distributed(top: _Top) -> dict[str, Any]:
+    info = _maybe_literal(top.distributedInfo)
+    if not isinstance(info, dict):
+        return {}
+    return {k: _maybe_literal(v) for k, v in info.items()}
+
+
+# ---------------------------------------------------------------------------- lazy values
+def decode_raw(raw: msgspec.Raw | bytes | memoryview | None) -> Any:
+    """Decode a deferred argument (shapes, grid, launch metadata); None when absent."""
+    if raw is None:
+        return None
+    data = bytes(raw)
+    if not data:
+        return None
+    try:
+        return _any_decoder.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+
+
+# ---------------------------------------------------------------------------- argument store
+@dataclass(frozen=True)
+class RawColumn:
+    """One deferred argument (e.g. `Input Dims`) of many events: a blob and slice offsets."""
+
+    rows: np.ndarray  # sorted event rows that have the argument
+    starts: np.ndarray
+    ends: np.ndarray
+    blob: bytes
+
+    def get(self, row: int) -> bytes | None:
+        k = int(np.searchsorted(self.rows, row))
+        if k < len(self.rows) and int(self.rows[k]) == row:
+            return self.blob[int(self.starts[k]):int(self.ends[k])]
+        return None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass(frozen=True)
+class ArgStore:
+    """The arguments that are not columns of `Trace.events`, stored sparsely.
+
+    Kernel launch properties are dense over kernel rows; shapes and launch metadata are raw
+    JSON in blobs; rare scalars (flops, collective sizes, sync kinds, ...) are kept only for
+    the events that have any.
+    """
+
+    kernel_rows: np.ndarray
+    kernel_dims: np.ndarray  # (n, 6): grid x y z, block x y z; -1 unknown
+    kernel_floats: np.ndarray  # (n, 5): registers, shared memory, blocks/SM, warps/SM, occupancy
+    raw: dict[str, RawColumn]
+    rare_rows: np.ndarray
+    rare_values: list[tuple[Any, ...]]
+    rare_fields: tuple[str, ...]
+
+    @staticmethod
+    def empty() -> ArgStore:
+        none = np.empty(0, np.int64)
+        return ArgStore(kernel_rows=none, kernel_dims=np.empty((0, 6), np.int64),
+                        kernel_floats=np.empty((0, 5)), raw={}, rare_rows=none, rare_values=[],
+                        rare_fields=())
+
+    def kernel_index(self, row: int) -> int | None:
+        k = int(np.searchsorted(self.kernel_rows, row))
+        if k < len(self.kernel_rows) and int(self.kernel_rows[k]) == row:
+            return k
+        return None
+
+    def raw_value(self, name: str, row: int) -> bytes | None:
+        column = self.raw.get(name)
+        return column.get(row) if column is not None else None
+
+    def rare(self, row: int) -> dict[str, Any]:
+        k = int(np.searchsorted(self.rare_rows, row))
+        if k < len(self.rare_rows) and int(self.rare_rows[k]) == row:
+            return {f: v for f, v in zip(self.rare_fields, self.rare_values[k], strict=True)
+                    if v is not None}
+        return {}
+
+    def rare_table(self, fields: Sequence[str]) -> pd.DataFrame:
+        """Rows with any of `fields` set, one column per field (None where absent)."""
+        idx = [self.rare_fields.index(f) for f in fields]
+        rows = []
+        values: list[list[Any]] = [[] for _ in fields]
+        for row, vals in zip(self.rare_rows.tolist(), self.rare_values, strict=True):
+            picked = [vals[i] for i in idx]
+            if any(v is not None for v in picked):
+                rows.append(row)
+                for col, v in zip(values, picked, strict=True):
+                    col.append(v)
+        data: dict[str, Any] = {"row": np.asarray(rows, dtype=np.int64)}
+        for f, col in zip(fields, values, strict=True):
+            data[f] = pd.Series(col, dtype=object)
+        return pd.DataFrame(data)
+
+
+_VIEW_IDS = (("external_id", "ext_id"), ("correlation", "corr"), ("stream", "stream"),
+             ("device", "device"), ("python_id", "py_id"), ("python_parent_id", "py_parent"),
+             ("nbytes", "nbytes"))
+_KERNEL_FLOAT_FIELDS = ("registers_per_thread", "shared_memory", "blocks_per_sm", "warps_per_sm",
+                        "occupancy")
+
+
+class ArgsView(Sequence[EventArgs]):
+    """`Trace.args`: each row's arguments, assembled on access from columns and the store."""
+
+    def __init__(self, events: pd.DataFrame, store: ArgStore) -> None:
+        self._events = events
+        self._store = store
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @overload
+    def __getitem__(self, i: int) -> EventArgs: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[EventArgs]: ...
+
+    def __getitem__(self, i: int | slice) -> EventArgs | list[EventArgs]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self._events)
+        row = int(i)
+        if row < 0:
+            row += n
+        if not 0 <= row < n:
+            raise IndexError(i)
+        ev = self._events
+        values: dict[str, Any] = {}
+        for attr, col in _VIEW_IDS:
+            v = int(ev[col].iat[row])
+            if v != NO_ID:
+                values[attr] = v
+        store = self._store
+        k = store.kernel_index(row)
+        if k is not None:
+            dims = store.kernel_dims[k].tolist()
+            if dims[0] != NO_ID:
+                values["grid"] = msgspec.Raw(msgspec.json.encode(dims[:3]))
+            if dims[3] != NO_ID:
+                values["block"] = msgspec.Raw(msgspec.json.encode(dims[3:]))
+            for attr, v in zip(_KERNEL_FLOAT_FIELDS, store.kernel_floats[k].tolist(), strict=True):
+                if not math.isnan(v):
+                    values[attr] = v
+        for name in store.raw:
+            raw = store.raw_value(name, row)
+            if raw is not None:
+                values[name] = msgspec.Raw(raw)
+        values.update(store.rare(row))
+        return EventArgs(**values)

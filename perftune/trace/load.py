@@ -1,37 +1,78 @@
-"""Load Kineto trace files (one, several, or a directory of per-rank files) into a `Trace`."""
+"""Load Kineto trace files (one, several, or a directory of per-rank files) into a `Trace`.
+
+Columns are built a chunk of events at a time with C-level iteration (`map(attrgetter)`,
+`np.fromiter`, `pd.factorize`); strings are interned once into the categories of the `cat` and
+`name` columns. No per-event Python loop runs over complete events.
+"""
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import pandas as pd
 
 from perftune.errors import TraceError
 from perftune.trace import categories as C
-from perftune.trace.decode import EventArgs, RawEvent, RawTrace, decode
-from perftune.trace.model import NO_ID, RankInfo, Trace
+from perftune.trace.decode import (
+    EMPTY_ARGS,
+    NO_ID,
+    ArgsView,
+    ArgStore,
+    DecodedFile,
+    RawColumn,
+    decode,
+    problem_summary,
+    sniff_is_trace,
+)
+from perftune.trace.model import RankInfo, Trace
 from perftune.trace.steps import find_steps
 
-_TRACE_SUFFIXES = (".json", ".json.gz", ".pt.trace.json", ".pt.trace.json.gz")
-_RANK_IN_NAME = re.compile(r"(?:rank|worker)[-_]?(\d+)", re.IGNORECASE)
+_TRACE_SUFFIXES = (".json", ".json.gz")
+_PREFERRED_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
+_PREFERRED_NAMES = ("trace.json", "trace.json.gz")
+# tensorboard_trace_handler names files <worker>.<time>.pt.trace.json[.gz]; the worker name is
+# often "rank-3", "rank_3", "trace_8_rank_1" or "worker3".
+_RANK_IN_NAME = re.compile(r"(?:^|[^a-z])(?:rank|worker)[-_]?(\d+)", re.IGNORECASE)
+_DIGITS = re.compile(r"(\d+)")
+
+
+# ---------------------------------------------------------------------------- files
+def _natural_key(path: Path) -> tuple[Any, ...]:
+    m = _RANK_IN_NAME.search(path.name)
+    rank = int(m.group(1)) if m else -1
+    parts = tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(str(path)))
+    return (rank, parts)
+
+
+def _directory_traces(path: Path) -> list[Path]:
+    candidates = [p for p in path.rglob("*") if p.name.endswith(_TRACE_SUFFIXES) and p.is_file()]
+    preferred = [p for p in candidates
+                 if p.name.endswith(_PREFERRED_SUFFIXES) or p.name in _PREFERRED_NAMES]
+    # A run directory also holds summary.json, steps.json, ...: only sniffed traces count.
+    found = preferred or [p for p in candidates if sniff_is_trace(p)]
+    return sorted(found, key=_natural_key)
 
 
 def trace_files(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand directories into the trace files they hold (sorted); keep files as given."""
+    """Expand directories into the trace files they hold (ranks in order); keep files as given."""
     out: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(_TRACE_SUFFIXES))
+            found = _directory_traces(path)
             if not found:
                 raise TraceError(path, "directory holds no trace files (*.json, *.json.gz)")
             out.extend(found)
-        elif path.exists():
-            out.append(path)
+        elif path.exists() or path.is_symlink():
+            out.append(path)  # unreadable and dangling paths are reported by read_bytes
         else:
             raise TraceError(path, "no such file or directory")
     if not out:
@@ -44,162 +85,534 @@ def load(paths: str | Path | Sequence[str | Path]) -> Trace:
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = trace_files(paths)
-    decoded = [(f, decode(f)) for f in files]
-    return build(decoded)
+    # The decode allocates millions of short-lived objects that cannot form cycles; the cyclic
+    # collector would rescan them over and over.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        builder = _Builder()
+        for position, path in enumerate(files):
+            try:
+                builder.add(decode(path), position)
+            except TraceError:
+                raise
+            except (ValueError, TypeError, KeyError, IndexError, OverflowError,
+                    msgspec.MsgspecError) as exc:  # malformed data the checks above missed
+                raise TraceError(path, f"malformed trace ({type(exc).__name__}: {exc})") from None
+        return builder.finish()
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
-def _rank_of(path: Path, raw: RawTrace, position: int) -> int:
-    info = raw.distributedInfo
-    if isinstance(info, dict) and "rank" in info:
+# ---------------------------------------------------------------------------- building
+class _Interner:
+    """Strings → small int codes, shared by every chunk and file of one trace."""
+
+    def __init__(self) -> None:
+        self.codes: dict[str, int] = {}
+
+    def encode(self, strings: list[str]) -> np.ndarray:
+        if not strings:
+            return np.empty(0, np.int32)
+        local, uniques = pd.factorize(np.asarray(strings, dtype=object))
+        table = np.fromiter((self.codes.setdefault(u, len(self.codes)) for u in uniques),
+                            dtype=np.int32, count=len(uniques))
+        return table[local]
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.codes)  # dicts keep insertion order = code order
+
+
+_TIME = attrgetter("ts", "dur")
+_TIME_DTYPE = np.dtype([("ts", np.float64), ("dur", np.float64)])
+_ID_FIELDS = ("external_id", "correlation", "stream", "device", "python_id", "python_parent_id",
+              "nbytes")
+_ID_COLUMNS = ("ext_id", "corr", "stream", "device", "py_id", "py_parent", "nbytes")
+_IDS = attrgetter(*_ID_FIELDS)
+_IDS_DTYPE = np.dtype([(f, np.int64) for f in _ID_FIELDS])
+_KERNEL_FLOATS = ("registers_per_thread", "shared_memory", "blocks_per_sm", "warps_per_sm",
+                  "occupancy")
+_KERNEL_F = attrgetter(*_KERNEL_FLOATS)
+_KERNEL_F_DTYPE = np.dtype([(f, np.float64) for f in _KERNEL_FLOATS])
+_GRID = attrgetter("grid", "block")
+RAW_FIELDS = ("input_dims", "input_type", "input_strides", "concrete_inputs", "kernel_kwargs")
+_RAWS = attrgetter(*RAW_FIELDS)
+_RAW_DEFAULT = _RAWS(EMPTY_ARGS)
+RARE_FIELDS = ("flops", "kernel_file", "kernel_backend", "num_warps", "num_stages", "collective",
+               "msg_nelems", "out_msg_nelems", "group_size", "dtype", "process_group_name",
+               "process_group_desc", "process_group_ranks", "sync_kind", "wait_on_stream",
+               "wait_on_event_correlation")
+_RARES = attrgetter(*RARE_FIELDS)
+_RARE_DEFAULT = _RARES(EMPTY_ARGS)
+_FLOW_PH = frozenset({"s", "f", "t"})
+_INSTANT_PH = frozenset({"i", "I"})
+# Categories whose events never carry shapes, launch or collective arguments: skipping them
+# keeps the sparse-argument scan off the most numerous events.
+_LIGHT_CATS = frozenset({C.CUDA_RUNTIME, C.CUDA_DRIVER, C.PYTHON_FUNCTION, C.MEMCPY, C.MEMSET,
+                         "runtime", "driver"})
+# Profiler-internal spans ("PyTorch Profiler (0)" on pid "Spans"): not program activity.
+_SKIP_CATS = frozenset({"Trace"})
+
+
+def _dim3(value: Any) -> tuple[int, int, int]:
+    if isinstance(value, list) and 0 < len(value) <= 3 and all(isinstance(v, int) for v in value):
+        padded = [*value, 1, 1][:3]
+        return (padded[0], padded[1], padded[2])
+    return (NO_ID, NO_ID, NO_ID)
+
+
+@dataclass
+class _Part:
+    """The columns of one chunk (rows local to the chunk)."""
+
+    rank: int
+    cat: np.ndarray
+    name: np.ndarray
+    pid: np.ndarray
+    tid: np.ndarray
+    time: np.ndarray
+    ids: np.ndarray
+    kernel_rows: np.ndarray
+    kernel_dims: np.ndarray
+    kernel_floats: np.ndarray
+    raw_rows: list[np.ndarray]
+    raw_lens: list[np.ndarray]
+    raw_blobs: list[bytes]
+    rare_rows: np.ndarray
+    rare_values: list[tuple[Any, ...]]
+
+
+@dataclass
+class _Builder:
+    cats: _Interner = field(default_factory=_Interner)
+    names: _Interner = field(default_factory=_Interner)
+    labels: dict[str, int] = field(default_factory=dict)
+    parts: list[_Part] = field(default_factory=list)
+    ranks: list[RankInfo] = field(default_factory=list)
+    flows: list[dict[str, np.ndarray]] = field(default_factory=list)
+    memory: list[tuple[Any, ...]] = field(default_factory=list)
+    thread_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
+    process_names: dict[tuple[int, int], str] = field(default_factory=dict)
+    process_labels: dict[tuple[int, int], str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    rows: int = 0
+
+    # -------------------------------------------------------------- per file
+    def add(self, decoded: DecodedFile, position: int) -> None:
+        rank = self._rank_of(decoded, position)
+        self.ranks.append(RankInfo(rank=rank, path=decoded.path,
+                                   device_properties=decoded.device_properties,
+                                   distributed=decoded.distributed, header=decoded.header))
+        rows_before = self.rows
+        decoded_events = 0
+        for events in decoded.chunks():
+            decoded_events += len(events)
+            self._add_chunk(events, rank)
+        for line in problem_summary(decoded.problems):
+            self.warnings.append(f"{decoded.path}: {line}")
+        if self.rows == rows_before:
+            if decoded_events == 0:
+                problems = "; ".join(problem_summary(decoded.problems)[:2])
+                raise TraceError(decoded.path, "not a PyTorch profiler trace (no item of "
+                                 f"'traceEvents' is a trace event: {problems})")
+            raise TraceError(decoded.path, "the trace holds no timed events (no complete 'X' "
+                             "events, only metadata, flows or instants)")
+
+    def _rank_of(self, decoded: DecodedFile, position: int) -> int:
+        rank: int | None = None
+        value = decoded.distributed.get("rank")
+        if isinstance(value, int) and not isinstance(value, bool):
+            rank = value
+        if rank is None:
+            m = _RANK_IN_NAME.search(decoded.path.name)
+            if m:
+                rank = int(m.group(1))
+        taken = {r.rank for r in self.ranks}
+        if rank is None:
+            rank = position
+        if rank in taken:
+            new = max(taken) + 1
+            self.warnings.append(f"{decoded.path}: rank {rank} appears in two files; "
+                                 f"this one is loaded as rank {new}")
+            rank = new
+        return rank
+
+    # -------------------------------------------------------------- per chunk
+    def _add_chunk(self, events: list[Any], rank: int) -> None:
+        xs = [e for e in events if e.ph == "X"]
+        rest = [e for e in events if e.ph != "X"]
+        if rest:
+            self._add_other(rest, rank)
+        if xs:
+            self._add_complete(xs, rank)
+
+    def _add_complete(self, xs: list[Any], rank: int) -> None:
+        n = len(xs)
+        time = np.fromiter(map(_TIME, xs), dtype=_TIME_DTYPE, count=n)
+        cat_strings = list(map(attrgetter("cat"), xs))
+        cat_local, cat_uniques = pd.factorize(np.asarray(cat_strings, dtype=object))
+        keep = np.isfinite(time["ts"])
+        skip_cats = [k for k, c in enumerate(cat_uniques) if c in _SKIP_CATS]
+        if skip_cats:
+            keep &= ~np.isin(cat_local, skip_cats)
+        if not keep.all():
+            dropped_ts = int(np.count_nonzero(~np.isfinite(time["ts"])))
+            if dropped_ts:
+                self.warnings.append(f"{dropped_ts} complete event(s) without a valid 'ts' skipped")
+            idx = np.flatnonzero(keep)
+            xs = [xs[i] for i in idx.tolist()]
+            time = time[idx]
+            cat_local = cat_local[idx]
+            n = len(xs)
+            if n == 0:
+                return
+        cat_table = np.fromiter((self.cats.codes.setdefault(c, len(self.cats.codes))
+                                 for c in cat_uniques), dtype=np.int32, count=len(cat_uniques))
+        cat = cat_table[cat_local]
+        name = self.names.encode(list(map(attrgetter("name"), xs)))
+        pid = self._ids(list(map(attrgetter("pid"), xs)))
+        tid = self._ids(list(map(attrgetter("tid"), xs)))
+        args = list(map(attrgetter("args"), xs))
+        ids = np.fromiter(map(_IDS, args), dtype=_IDS_DTYPE, count=n)
+
+        kernel_kinds = [k for k, c in enumerate(cat_uniques) if c in C.KERNEL_CATS]
+        kernel_rows = np.flatnonzero(np.isin(cat_local, kernel_kinds)) if kernel_kinds \
+            else np.empty(0, np.int64)
+        kargs = [args[i] for i in kernel_rows.tolist()]
+        kernel_floats = np.fromiter(map(_KERNEL_F, kargs), dtype=_KERNEL_F_DTYPE, count=len(kargs))
+        kernel_dims = np.array([(*_dim3(g), *_dim3(b)) for g, b in map(_GRID, kargs)],
+                               dtype=np.int64).reshape(len(kargs), 6)
+
+        light = [k for k, c in enumerate(cat_uniques) if c in _LIGHT_CATS]
+        heavy_rows = np.flatnonzero(~np.isin(cat_local, light)) if light else np.arange(n)
+        heavy = [args[i] for i in heavy_rows.tolist()]
+        # Shapes and launch metadata: a blob per field, so that the chunk's buffer is released.
+        raw_rows: list[np.ndarray] = []
+        raw_lens: list[np.ndarray] = []
+        raw_blobs: list[bytes] = []
+        with_raw = [k for k, t in enumerate(map(_RAWS, heavy)) if t != _RAW_DEFAULT]
+        for f in RAW_FIELDS:
+            values = [getattr(heavy[k], f) for k in with_raw]
+            lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+            present = np.flatnonzero(lens)
+            raw_rows.append(heavy_rows[np.asarray(with_raw, dtype=np.int64)[present]]
+                            if len(present) else np.empty(0, np.int64))
+            raw_lens.append(lens[present])
+            raw_blobs.append(b"".join(values))
+        rare = [(k, t) for k, t in enumerate(map(_RARES, heavy)) if t != _RARE_DEFAULT]
+        rare_rows = heavy_rows[np.fromiter((k for k, _ in rare), np.int64, len(rare))]
+        self.parts.append(_Part(
+            rank=rank, cat=cat, name=name, pid=pid, tid=tid, time=time, ids=ids,
+            kernel_rows=kernel_rows, kernel_dims=kernel_dims, kernel_floats=kernel_floats,
+            raw_rows=raw_rows, raw_lens=raw_lens, raw_blobs=raw_blobs,
+            rare_rows=rare_rows, rare_values=[t for _, t in rare]))
+        self.rows += n
+
+    def _ids(self, values: list[Any]) -> np.ndarray:
+        """pid/tid are ints, or labels like 'Spans'; labels get stable negative codes."""
         try:
-            return int(info["rank"])
-        except (TypeError, ValueError):
-            pass
-    m = _RANK_IN_NAME.search(path.name)
-    if m:
-        return int(m.group(1))
-    return position
+            return np.array(values, dtype=np.int64)
+        except (ValueError, TypeError, OverflowError):
+            return np.fromiter((self._label(v) for v in values), dtype=np.int64, count=len(values))
+
+    def _label(self, value: Any) -> int:
+        if isinstance(value, int) and -(1 << 62) < value < (1 << 62):
+            return value
+        if isinstance(value, float) and value.is_integer() and abs(value) < (1 << 62):
+            return int(value)
+        text = str(value)
+        if text.lstrip("-").isdigit() and len(text) < 18:
+            return int(text)
+        return self.labels.setdefault(text, -2 - len(self.labels))
+
+    def _add_other(self, rest: list[Any], rank: int) -> None:
+        flows = [e for e in rest if e.ph in _FLOW_PH and e.cat in C.FLOW_CATS]
+        if flows:
+            n = len(flows)
+            ts = np.fromiter(map(attrgetter("ts"), flows), dtype=np.float64, count=n)
+            self.flows.append({
+                "rank": np.full(n, rank, np.int32),
+                "cat": np.asarray(list(map(attrgetter("cat"), flows)), dtype=object),
+                "ph": np.asarray(list(map(attrgetter("ph"), flows)), dtype=object),
+                "id": np.asarray(list(map(attrgetter("id"), flows)), dtype=object),
+                "pid": self._ids(list(map(attrgetter("pid"), flows))),
+                "tid": self._ids(list(map(attrgetter("tid"), flows))),
+                "ts": ts,
+            })
+        for e in rest:
+            if e.ph == "M":
+                self._add_metadata(e, rank)
+            elif e.ph in _INSTANT_PH and e.name == "[memory]" and np.isfinite(e.ts):
+                a = e.args
+                self.memory.append((rank, e.ts, a.device_type, a.device_id, a.addr, a.mem_bytes,
+                                    a.total_allocated, a.total_reserved))
+
+    def _add_metadata(self, e: Any, rank: int) -> None:
+        pid = self._label(e.pid)
+        value = e.args.meta_name
+        if e.name == "thread_name" and isinstance(value, str):
+            self.thread_names[(rank, pid, self._label(e.tid))] = value
+        elif e.name == "process_name" and isinstance(value, str):
+            self.process_names[(rank, pid)] = value
+        elif e.name == "process_labels" and isinstance(e.args.labels, str):
+            self.process_labels[(rank, pid)] = e.args.labels
+
+    # -------------------------------------------------------------- the whole trace
+    def finish(self) -> Trace:
+        parts = self.parts
+        if not parts:
+            raise TraceError(self.ranks[0].path if self.ranks else "<none>",
+                             "the trace holds no events (empty trace)")
+        offsets = np.cumsum([0] + [len(p.cat) for p in parts])
+        n = int(offsets[-1])
+        time = np.concatenate([p.time for p in parts])
+        ts = time["ts"].copy()
+        dur = time["dur"].copy()
+        del time
+        bad_dur = ~np.isfinite(dur) | (dur < 0)
+        if bad_dur.any():
+            self.warnings.append(f"{int(np.count_nonzero(bad_dur))} event(s) with a negative or "
+                                 "invalid 'dur' treated as instantaneous")
+            dur[bad_dur] = 0.0
+        t0 = float(ts.min())
+        ts -= t0
+        cat_codes, cat_categories = _normalised_categories(
+            np.concatenate([p.cat for p in parts]), self.cats.categories)
+        events = pd.DataFrame({
+            "rank": np.concatenate([np.full(len(p.cat), p.rank, np.int32) for p in parts]),
+            "cat": pd.Categorical.from_codes(cat_codes, categories=pd.Index(cat_categories,
+                                                                               dtype=object)),
+            "name": pd.Categorical.from_codes(np.concatenate([p.name for p in parts]),
+                                              categories=pd.Index(self.names.categories,
+                                                                  dtype=object)),
+            "pid": np.concatenate([p.pid for p in parts]),
+            "tid": np.concatenate([p.tid for p in parts]),
+            "ts": ts,
+            "dur": dur,
+            "end": ts + dur,
+        }, copy=False)
+        ids = np.concatenate([p.ids for p in parts])
+        for f, col in zip(_ID_FIELDS, _ID_COLUMNS, strict=True):
+            events[col] = ids[f]
+        del ids
+        is_device = np.asarray(events["cat"].isin(C.DEVICE_CATS))
+        events["is_device"] = is_device
+        _fill_device_ids(events, is_device)
+        store = self._arg_store(parts, offsets)
+        self.parts = []
+        flow_frame = _link_flows(events, self.flows, t0)
+        _fill_correlation_from_flows(events, flow_frame)
+        steps, source = find_steps(events)
+        memory = pd.DataFrame(self.memory, columns=["rank", "ts", "device_type", "device_id", "addr",
+                                                    "bytes", "total_allocated", "total_reserved"])
+        memory["ts"] = memory["ts"].astype(np.float64) - t0
+        return Trace(events=events, args=ArgsView(events, store), ranks=tuple(self.ranks),
+                     t0_us=t0, steps=steps, step_source=source, flows=flow_frame,
+                     thread_names=self.thread_names, process_names=self.process_names,
+                     process_labels=self.process_labels, memory=memory,
+                     warnings=tuple(self.warnings), arg_store=store)
+
+    def _arg_store(self, parts: list[_Part], offsets: np.ndarray) -> ArgStore:
+        def rows(get: Any) -> np.ndarray:
+            pieces = [get(p) + int(off) for p, off in zip(parts, offsets[:-1], strict=True)]
+            return np.concatenate(pieces) if pieces else np.empty(0, np.int64)
+
+        raw_columns = {}
+        for k, f in enumerate(RAW_FIELDS):
+            lens = np.concatenate([p.raw_lens[k] for p in parts])
+            ends = np.cumsum(lens)
+            raw_columns[f] = RawColumn(rows=rows(lambda p, k=k: p.raw_rows[k]), starts=ends - lens,
+                                       ends=ends, blob=b"".join(p.raw_blobs[k] for p in parts))
+        kernel_floats = np.concatenate([p.kernel_floats for p in parts])
+        return ArgStore(
+            kernel_rows=rows(lambda p: p.kernel_rows),
+            kernel_dims=np.concatenate([p.kernel_dims for p in parts]),
+            kernel_floats=np.column_stack([kernel_floats[f] for f in _KERNEL_FLOATS])
+            if len(kernel_floats) else np.empty((0, len(_KERNEL_FLOATS))),
+            raw=raw_columns,
+            rare_rows=rows(lambda p: p.rare_rows),
+            rare_values=[v for p in parts for v in p.rare_values],
+            rare_fields=RARE_FIELDS,
+        )
 
 
-def _as_int_id(value: int | str | float, names: dict[str, int]) -> int:
-    """pid/tid are ints, or labels like 'Spans'; labels get stable negative codes."""
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    if value.lstrip("-").isdigit():
-        return int(value)
-    return names.setdefault(value, -1 - len(names))
+def _normalised_categories(codes: np.ndarray, categories: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Map legacy spellings ('Kernel', 'Runtime', 'Operator', ...) onto Kineto's current ones."""
+    normal = [C.normalise_category(c) for c in categories]
+    if normal == categories:
+        return codes, categories
+    unique = list(dict.fromkeys(normal))
+    where = {c: k for k, c in enumerate(unique)}
+    table = np.asarray([where[c] for c in normal], dtype=np.int32)
+    return table[codes], unique
 
 
-def _header(raw: RawTrace) -> dict[str, Any]:
-    header: dict[str, Any] = {}
-    for key in ("schemaVersion", "displayTimeUnit", "baseTimeNanoseconds", "traceName",
-                "cuda_runtime_version", "hip_runtime_version", "cuda_driver_version",
-                "record_shapes", "with_stack", "profile_memory", "with_flops"):
-        value = getattr(raw, key)
-        if value is not None:
-            # Some tools re-serialise metadata as strings ("schemaVersion": "1").
-            if isinstance(value, str) and value.lstrip("-").isdigit():
-                value = int(value)
-            header[key] = value
-    return header
+def _fill_device_ids(events: pd.DataFrame, is_device: np.ndarray) -> None:
+    """Device events of older or trimmed traces lack args.device/stream: Kineto puts the
+    device in `pid` and the stream in `tid` of device events."""
+    device = events["device"].to_numpy()
+    stream = events["stream"].to_numpy()
+    pid = events["pid"].to_numpy()
+    tid = events["tid"].to_numpy()
+    need_dev = is_device & (device == NO_ID) & (pid >= 0) & (pid < 1024)
+    need_stream = is_device & (stream == NO_ID) & (tid >= 0)
+    if need_dev.any():
+        events["device"] = np.where(need_dev, pid, device)
+    if need_stream.any():
+        events["stream"] = np.where(need_stream, tid, stream)
 
 
-def build(decoded: Sequence[tuple[Path, RawTrace]]) -> Trace:
-    ranks: list[RankInfo] = []
-    seen_ranks: set[int] = set()
-    columns: dict[str, list[Any]] = {k: [] for k in (
-        "rank", "cat", "name", "pid", "tid", "ts", "dur")}
-    args: list[EventArgs] = []
-    flows: list[tuple[int, str, Any, int, int, float, str]] = []
-    thread_names: dict[tuple[int, int, int], str] = {}
-    labels: dict[str, int] = {}
-    for position, (path, raw) in enumerate(decoded):
-        rank = _rank_of(path, raw, position)
-        if rank in seen_ranks:
-            rank = max(seen_ranks) + 1
-        seen_ranks.add(rank)
-        distributed = raw.distributedInfo if isinstance(raw.distributedInfo, dict) else {}
-        ranks.append(RankInfo(rank=rank, path=path,
-                              device_properties=tuple(raw.deviceProperties or ()),
-                              distributed=distributed, header=_header(raw)))
-        events: list[RawEvent] = raw.traceEvents or []
-        complete = [e for e in events if e.ph == "X" and e.ts is not None]
-        n = len(complete)
-        columns["rank"].append(np.full(n, rank, dtype=np.int32))
-        columns["cat"].extend(e.cat for e in complete)
-        columns["name"].extend(e.name for e in complete)
-        columns["pid"].extend(_as_int_id(e.pid, labels) for e in complete)
-        columns["tid"].extend(_as_int_id(e.tid, labels) for e in complete)
-        columns["ts"].append(np.fromiter((e.ts for e in complete), dtype=np.float64, count=n))
-        columns["dur"].append(np.fromiter((e.dur or 0.0 for e in complete), dtype=np.float64, count=n))
-        args.extend(e.args for e in complete)
-        for e in events:
-            if e.ph in ("s", "f", "t") and e.cat in C.FLOW_CATS and e.ts is not None:
-                flows.append((rank, e.ph, e.id, _as_int_id(e.pid, labels),
-                              _as_int_id(e.tid, labels), float(e.ts), e.cat))
-            elif e.ph == "M" and e.name == "thread_name" and isinstance(e.args.meta_name, str):
-                thread_names[(rank, _as_int_id(e.pid, labels), _as_int_id(e.tid, labels))] = e.args.meta_name
-
-    ev = pd.DataFrame({
-        "rank": np.concatenate(columns["rank"]) if columns["rank"] else np.empty(0, np.int32),
-        "cat": pd.Categorical(columns["cat"]),
-        "name": pd.Categorical(columns["name"]),
-        "pid": np.asarray(columns["pid"], dtype=np.int64),
-        "tid": np.asarray(columns["tid"], dtype=np.int64),
-        "ts": np.concatenate(columns["ts"]) if columns["ts"] else np.empty(0),
-        "dur": np.concatenate(columns["dur"]) if columns["dur"] else np.empty(0),
-    })
-    if ev.empty:
-        raise TraceError(decoded[0][0] if decoded else "<none>", "the trace holds no events (empty trace)")
-    t0 = float(ev["ts"].min())
-    ev["ts"] = ev["ts"] - t0
-    ev["end"] = ev["ts"] + ev["dur"]
-    _add_arg_columns(ev, args)
-    ev["is_device"] = ev["cat"].isin(C.DEVICE_CATS).to_numpy()
-    flow_frame = _link_flows(ev, flows, t0)
-    _fill_correlation_from_flows(ev, flow_frame)
-    steps, source = find_steps(ev)
-    return Trace(events=ev, args=args, ranks=tuple(ranks), t0_us=t0, steps=steps,
-                 step_source=source, flows=flow_frame, thread_names=thread_names)
+# ---------------------------------------------------------------------------- flows
+_EMPTY_FLOWS = {"cat": pd.Series([], dtype=object), "id": pd.Series([], dtype=object),
+                "src": np.empty(0, np.int64), "dst": np.empty(0, np.int64)}
 
 
-def _ids(values: Iterable[int | None]) -> np.ndarray:
-    return np.fromiter((NO_ID if v is None else v for v in values), dtype=np.int64)
+def _thread_codes(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray,
+                  uniques: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A dense int code per (rank, pid, tid); codes for the flows reuse the events' uniques."""
+    if uniques is None:
+        uniques = (np.unique(rank), np.unique(pid), np.unique(tid))
+    codes = []
+    for values, u in zip((rank, pid, tid), uniques, strict=True):
+        k = np.searchsorted(u, values)
+        k = np.clip(k, 0, max(len(u) - 1, 0))
+        codes.append(np.where(u[k] == values, k, -1) if len(u) else np.full(len(values), -1))
+    nr, np_, nt = (len(u) for u in uniques)
+    code = (codes[0].astype(np.int64) * np_ + codes[1]) * nt + codes[2]
+    code[(codes[0] < 0) | (codes[1] < 0) | (codes[2] < 0)] = -1
+    return code, uniques
 
 
-def _add_arg_columns(ev: pd.DataFrame, args: list[EventArgs]) -> None:
-    ev["ext_id"] = _ids(a.external_id for a in args)
-    ev["corr"] = _ids(a.correlation for a in args)
-    ev["stream"] = _ids(a.stream for a in args)
-    ev["device"] = _ids(a.device for a in args)
-    ev["py_id"] = _ids(a.python_id for a in args)
-    ev["py_parent"] = _ids(a.python_parent_id for a in args)
-    ev["nbytes"] = _ids(a.nbytes for a in args)
-
-
-def _link_flows(ev: pd.DataFrame, flows: list[tuple[int, str, Any, int, int, float, str]],
-                t0: float) -> pd.DataFrame:
+def _link_flows(ev: pd.DataFrame, flows: list[dict[str, np.ndarray]], t0: float) -> pd.DataFrame:
     """Flow pairs (start event row → end event row) for ac2g / async_cpu_to_gpu / fwdbwd.
 
-    A flow endpoint binds to the complete event on the same thread that starts at its time
-    (Kineto writes them that way); endpoints that bind to nothing keep -1.
+    A flow endpoint binds to the complete event on its thread that starts at its timestamp
+    (Kineto writes them so). Where several events start there, an ac2g endpoint prefers the one
+    whose correlation equals the flow id, then a runtime call (start) or device event (end);
+    a fwdbwd endpoint prefers a cpu_op. Endpoints that bind to nothing keep -1.
     """
     if not flows:
-        return pd.DataFrame({"cat": pd.Series([], dtype=object), "src": np.empty(0, np.int64),
-                             "dst": np.empty(0, np.int64)})
-    by_start: dict[tuple[int, int, int, float], int] = {}
-    key_cols = zip(ev["rank"].to_numpy().tolist(), ev["pid"].to_numpy().tolist(),
-                   ev["tid"].to_numpy().tolist(), np.round(ev["ts"].to_numpy(), 3).tolist(), strict=True)
-    for i, key in enumerate(key_cols):
-        by_start.setdefault(key, i)
-    pending: dict[tuple[int, str, Any], list[int]] = {}
-    for rank, ph, fid, pid, tid, ts, cat in flows:
-        row = by_start.get((rank, pid, tid, round(ts - t0, 3)), NO_ID)
-        slot = pending.setdefault((rank, cat, fid), [NO_ID, NO_ID])
-        if ph == "s":
-            slot[0] = row
-        else:
-            slot[1] = row
-    cats = [k[1] for k in pending]
-    src = np.fromiter((v[0] for v in pending.values()), dtype=np.int64)
-    dst = np.fromiter((v[1] for v in pending.values()), dtype=np.int64)
-    return pd.DataFrame({"cat": cats, "src": src, "dst": dst})
+        return pd.DataFrame(_EMPTY_FLOWS)
+    fl = {k: np.concatenate([f[k] for f in flows]) for k in flows[0]}
+    thread, uniques = _thread_codes(ev["rank"].to_numpy(), ev["pid"].to_numpy(),
+                                    ev["tid"].to_numpy())
+    fthread, _ = _thread_codes(fl["rank"], fl["pid"], fl["tid"], uniques)
+    ts_ns = np.rint(ev["ts"].to_numpy() * 1000.0).astype(np.int64)
+    fts_ns = np.rint((fl["ts"] - t0) * 1000.0).astype(np.int64)
+    order = np.lexsort((ts_ns, thread))
+    key_thread = thread[order]
+    key_ts = ts_ns[order]
+    # Binary search on (thread, ts) pairs: first by thread, then by ts within the thread.
+    lo_t = np.searchsorted(key_thread, fthread, "left")
+    hi_t = np.searchsorted(key_thread, fthread, "right")
+    lo = np.empty(len(fthread), np.int64)
+    hi = np.empty(len(fthread), np.int64)
+    # Group endpoints by thread so that each thread's slice is searched once.
+    for code in np.unique(fthread).tolist():
+        sel = np.flatnonzero(fthread == code)
+        a, b = int(lo_t[sel[0]]), int(hi_t[sel[0]])
+        if code < 0 or a == b:
+            lo[sel] = hi[sel] = 0
+            continue
+        lo[sel] = a + np.searchsorted(key_ts[a:b], fts_ns[sel], "left")
+        hi[sel] = a + np.searchsorted(key_ts[a:b], fts_ns[sel], "right")
+    count = hi - lo
+    row = np.where(count >= 1, order[np.minimum(lo, len(order) - 1)], NO_ID)
+    ambiguous = np.flatnonzero(count > 1)
+    if len(ambiguous):
+        row = row.copy()
+        corr = ev["corr"].to_numpy()
+        is_dev = ev["is_device"].to_numpy()
+        cat = ev["cat"]
+        cat_codes = cat.cat.codes.to_numpy()
+        cat_names = list(cat.cat.categories)
+        for k in ambiguous.tolist():
+            candidates = order[lo[k]:hi[k]].tolist()
+            row[k] = _pick_endpoint(candidates, fl["cat"][k], fl["ph"][k], fl["id"][k], corr,
+                                    is_dev, cat_codes, cat_names)
+    ids = pd.Series(fl["id"], dtype=object).map(_flow_id_key)
+    endpoints = pd.DataFrame({"rank": fl["rank"], "cat": fl["cat"], "id": ids,
+                              "ph": fl["ph"], "row": row})
+    start = endpoints[endpoints["ph"] == "s"].drop_duplicates(["rank", "cat", "id"], keep="last")
+    end = endpoints[endpoints["ph"] != "s"].drop_duplicates(["rank", "cat", "id"], keep="last")
+    pairs = start.merge(end, on=["rank", "cat", "id"], how="outer", suffixes=("_s", "_e"))
+    return pd.DataFrame({
+        "cat": pairs["cat"].astype(object).to_numpy(),
+        "id": pairs["id"].to_numpy(),
+        "src": pairs["row_s"].fillna(NO_ID).to_numpy(dtype=np.int64),
+        "dst": pairs["row_e"].fillna(NO_ID).to_numpy(dtype=np.int64),
+    })
+
+
+def _flow_id_key(value: Any) -> Any:
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, str) and value.lower().startswith("0x"):
+        try:
+            return int(value, 16)
+        except ValueError:
+            return value
+    return value
+
+
+def _pick_endpoint(candidates: list[int], cat: str, ph: str, fid: Any, corr: np.ndarray,
+                   is_dev: np.ndarray, cat_codes: np.ndarray, cat_names: list[str]) -> int:
+    if cat in ("ac2g", "async_cpu_to_gpu"):
+        key = _flow_id_key(fid)
+        for r in candidates:
+            if corr[r] == key:
+                return r
+        want_device = ph != "s"
+        for r in candidates:
+            if bool(is_dev[r]) == want_device and (
+                    want_device or cat_names[cat_codes[r]] in C.RUNTIME_CATS):
+                return r
+    else:
+        for r in candidates:
+            if cat_names[cat_codes[r]] in C.OP_CATS:
+                return r
+    return candidates[0]
 
 
 def _fill_correlation_from_flows(ev: pd.DataFrame, flows: pd.DataFrame) -> None:
     """Older traces lack `correlation` in args; an ac2g flow pair then carries the link."""
     if flows.empty:
         return
-    corr = ev["corr"].to_numpy().copy()
-    sub = flows[flows["cat"].isin(["ac2g", "async_cpu_to_gpu"])
-                & (flows["src"] != NO_ID) & (flows["dst"] != NO_ID)]
-    changed = False
-    for k, (a, b) in enumerate(zip(sub["src"].tolist(), sub["dst"].tolist(), strict=True)):
-        if corr[a] == NO_ID or corr[b] == NO_ID:
-            link = corr[a] if corr[a] != NO_ID else (corr[b] if corr[b] != NO_ID else -(k + 2))
-            corr[a] = corr[b] = link
-            changed = True
-    if changed:
-        ev["corr"] = corr
+    sub = flows[flows["cat"].isin(["ac2g", "async_cpu_to_gpu"]).to_numpy()
+                & (flows["src"] != NO_ID).to_numpy() & (flows["dst"] != NO_ID).to_numpy()]
+    if sub.empty:
+        return
+    corr = ev["corr"].to_numpy()
+    src = sub["src"].to_numpy()
+    dst = sub["dst"].to_numpy()
+    missing = (corr[src] == NO_ID) | (corr[dst] == NO_ID)
+    if not missing.any():
+        return
+    corr = corr.copy()
+    src, dst = src[missing], dst[missing]
+    ids = sub["id"].to_numpy()[missing]
+    numeric = np.fromiter((isinstance(v, int) and v >= 0 for v in ids), bool, len(ids))
+    # Synthetic links for non-numeric ids stay negative (below NO_ID) so they never collide.
+    synthetic = -2 - np.arange(len(ids), dtype=np.int64)
+    link = np.where(corr[src] != NO_ID, corr[src],
+                    np.where(corr[dst] != NO_ID, corr[dst],
+                             np.where(numeric, np.array([v if isinstance(v, int) else 0
+                                                         for v in ids], dtype=np.int64),
+                                      synthetic)))
+    corr[src] = link
+    corr[dst] = link
+    ev["corr"] = corr
+
+
+# Kept for callers of the first version.
+def build(decoded: Sequence[tuple[Path, DecodedFile]]) -> Trace:
+    builder = _Builder()
+    for position, (_, d) in enumerate(decoded):
+        builder.add(d, position)
+    return builder.finish()
+
+
+__all__ = ["build", "load", "trace_files"]

@@ -1,0 +1,259 @@
+"""Inside the child: set up the capture, run the script, and report how it went.
+
+Exit behaviour follows python's: the script's own exit code, 1 and its traceback on an
+exception, 130 on Ctrl-C. A clean early stop after the window exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from perftune import _runtime
+from perftune.capture import injectors, script
+from perftune.capture.control import StopCapture, Terminated
+from perftune.capture.hooks import Hooks, MarkerError
+from perftune.capture.layout import CHILD_RESULT_FILE, CONFIG_ENV
+from perftune.capture.meta import torch_meta
+from perftune.capture.results import write_json
+from perftune.capture.session import CaptureSession
+from perftune.capture.timeslice import TICK_SIGNAL, TimeSliceTicker
+
+_SIGTERM_EXIT = 128 + signal.SIGTERM
+_SIGINT_EXIT = 128 + signal.SIGINT
+_OOM_NAMES = ("OutOfMemoryError",)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ in _OOM_NAMES:
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _exit_code_of(code: object) -> int:
+    """The process exit code python derives from SystemExit.code."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    return 1
+
+
+def _load_config() -> dict[str, Any] | None:
+    path = os.environ.pop(CONFIG_ENV, None)
+    if not path:
+        return None
+    config: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
+    # Hand the script the PYTHONPATH and sys.path it would have had without perftune.
+    original = config.get("pythonpath")
+    if original is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = original
+    injected = config.get("injected_path")
+    if injected in sys.path[1:]:
+        del sys.path[sys.path.index(injected, 1)]
+    return config
+
+
+class ChildRun:
+    """The capture of one script run, from setup to the result file."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.run_dir = Path(config["run_dir"])
+        self.session = CaptureSession(
+            skip=int(config["skip"]),
+            active=int(config["active"]),
+            full=bool(config["full"]),
+            profile=bool(config["profile"]),
+            detail=str(config["detail"]),
+            run_dir=self.run_dir,
+            step_marker=config.get("step_marker"),
+        )
+        self.hooks = Hooks(self.session)
+        self.ticker: TimeSliceTicker | None = None
+        self.knobs_injected: list[str] = []
+        self.finished = False
+
+    # -- setup ---------------------------------------------------------------------------------
+    def setup(self) -> None:
+        script_path = script.prepare(
+            self.config["path"], self.config["module"], self.config["args"]
+        )
+        self.knobs_injected = list(injectors.install(self.config.get("knobs") or {}))
+        self.hooks.install(self.config.get("step_marker"), script_path)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        if self.config.get("step_marker") is None:
+            self.ticker = TimeSliceTicker(
+                float(self.config["time_slice_s"]),
+                self.session.log.t0,
+                self.session.time_slices_wanted,
+            )
+            self.ticker.start(self.session.on_tick)
+        os.register_at_fork(after_in_child=self._in_forked_child)
+        self._guard_os_exit()
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        raise Terminated()
+
+    def _in_forked_child(self) -> None:
+        # A DataLoader worker (or any fork) is not the script: no steps, default signals.
+        self.session.forked()
+        _runtime._step_callback = None
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(TICK_SIGNAL, signal.SIG_DFL)
+
+    def _guard_os_exit(self) -> None:
+        """os._exit skips every handler; write the results first when the script calls it."""
+        real_exit = os._exit
+        pid = os.getpid()
+
+        def _exit(status: int) -> NoReturn:
+            if os.getpid() == pid and not self.finished:
+                error = None if status == 0 else f"the script called os._exit({status})"
+                self.finish("ok-if-window" if status == 0 else "crashed", status, error)
+                sys.stdout.flush()
+                sys.stderr.flush()
+            real_exit(status)
+
+        os._exit = _exit
+
+    # -- the end -------------------------------------------------------------------------------
+    def finish(self, status: str, exit_code: int, error: str | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        # A second Ctrl-C or the timeout's SIGTERM must not cut the results file in half.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        previous_term = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            self._write(status, exit_code, error)
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous_term)
+
+    def _write(self, status: str, exit_code: int, error: str | None) -> None:
+        session = self.session
+        if self.ticker is not None:
+            self.ticker.stop()
+        session.finish()
+        if status == "ok-if-window":
+            status = "ok" if session.window_done else "window-not-reached"
+        if status == "ok":
+            bad = session.first_bad_loss()
+            if bad is not None:
+                status = "nan"
+                error = f"the loss is not finite at step {bad}"
+        notes = [*session.window.notes, *session.notes, *self._step_notes(status)]
+        try:
+            meta = torch_meta()
+        except Exception as exc:
+            meta = {"torch_meta_error": _describe(exc)}
+        meta["knobs_injected"] = self.knobs_injected
+        write_json(
+            self.run_dir / CHILD_RESULT_FILE,
+            {
+                "status": status,
+                "exit_code": exit_code,
+                "error": error,
+                "step_source": session.step_source,
+                "steps": session.steps_json(),
+                "peak_memory_bytes": session.peak_memory_bytes,
+                "memory_kind": session.memory_kind,
+                "declared_knobs": _runtime.declared_knobs,
+                "profiler": session.window.who,
+                "notes": notes,
+                "meta": meta,
+            },
+        )
+
+    def _step_notes(self, status: str) -> list[str]:
+        session = self.session
+        steps = len(session.log)
+        how_to_mark = (
+            "call perftune.step() at the end of each step, or pass "
+            "--step-marker module:function naming a function called once per step"
+        )
+        notes = []
+        if session.source == "time-window":
+            notes.append(
+                "no optimizer.step(), perftune.step() or step-marker call was seen, so the steps "
+                f"are time slices of {float(self.config['time_slice_s']):g} s; for real step "
+                f"times {how_to_mark}"
+            )
+        elif steps == 0:
+            if session.step_marker is not None:
+                notes.append(f"the step marker {session.step_marker} was never called")
+            elif session.optimizer_seen:
+                notes.append(f"an optimizer was created but never stepped; {how_to_mark}")
+            else:
+                notes.append(f"no step boundary was seen; {how_to_mark}")
+        if status == "window-not-reached" or (status != "ok" and not session.window_done):
+            last = session.skip + session.active - 1
+            notes.append(
+                f"the script ran {steps} step{'s' if steps != 1 else ''}, ending before the "
+                f"profiling window (steps {session.skip} to {last}) was complete; run it for "
+                "more steps or lower --skip/--active"
+            )
+        return notes
+
+
+def main() -> str | int | None:
+    config = _load_config()
+    if config is None:
+        print(
+            "perftune.capture.bootstrap is started by `perftune profile`, not by hand",
+            file=sys.stderr,
+        )
+        return 2
+    run = ChildRun(config)
+    try:
+        run.setup()
+    except MarkerError as exc:
+        print(f"perftune: error: {exc}", file=sys.stderr)
+        write_json(run.run_dir / CHILD_RESULT_FILE, {"usage_error": True, "error": str(exc)})
+        return 2
+    here = os.path.dirname(os.path.abspath(__file__))
+    own_files = {os.path.join(here, "child.py"), os.path.join(here, "bootstrap.py")}
+    run.session.begin()
+    exit_request: str | int | None = 0
+    try:
+        script.run(config["path"], config["module"])
+    except StopCapture:
+        run.finish("ok", 0, None)
+    except SystemExit as exc:
+        code = _exit_code_of(exc.code)
+        if code == 0:
+            run.finish("ok-if-window", 0, None)
+        else:
+            run.finish("crashed", code, f"the script exited with code {code}")
+        exit_request = exc.code if isinstance(exc.code, (int, type(None))) else str(exc.code)
+    except KeyboardInterrupt as exc:
+        script.show_exception(exc, own_files)
+        run.finish("interrupted", _SIGINT_EXIT, "interrupted (KeyboardInterrupt)")
+        exit_request = _SIGINT_EXIT
+    except Terminated:
+        run.finish("terminated", _SIGTERM_EXIT, "stopped by SIGTERM")
+        exit_request = _SIGTERM_EXIT
+    except script.ModuleNotFound as exc:
+        print(exc, file=sys.stderr)
+        run.finish("crashed", 1, str(exc))
+        exit_request = 1
+    except BaseException as exc:
+        script.show_exception(exc, own_files)
+        run.finish("oom" if _is_oom(exc) else "crashed", 1, _describe(exc))
+        exit_request = 1
+    else:
+        run.finish("ok-if-window", 0, None)
+    return exit_request

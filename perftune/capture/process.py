@@ -1,0 +1,181 @@
+"""Run the child process, forward Ctrl-C to it, and stop it when it runs past its timeout.
+
+Process groups: when stdin is not a terminal (CI, tests, tuner trials) the child gets its own
+process group, so a timeout can kill it together with everything it started (DataLoader workers,
+subprocesses). When stdin is a terminal the child stays in perftune's foreground group, because
+a background group that reads the terminal (`input()`, `breakpoint()`) is stopped by SIGTTIN; the
+terminal then delivers Ctrl-C to the child itself, and a timeout kills the child's process tree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import psutil
+
+# Time the child gets after SIGTERM to write the steps it has before it is killed.
+TERMINATE_GRACE_S = 5.0
+# With a shared process group, the terminal's Ctrl-C reaches the child directly; a SIGINT sent to
+# perftune alone (kill -INT) is forwarded only if the child is still running after this delay.
+SHARED_GROUP_FORWARD_DELAY_S = 1.0
+_POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    returncode: int  # negative: killed by that signal
+    timed_out: bool
+    interrupted: bool
+    wall_s: float
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is not None and os.isatty(sys.stdin.fileno())
+    except (OSError, ValueError):
+        return False
+
+
+class _Supervisor:
+    def __init__(self, proc: subprocess.Popen[bytes], own_group: bool) -> None:
+        self.proc = proc
+        self.own_group = own_group
+        self.interrupts = 0
+        self.timed_out = False
+        self.forward_at: float | None = None
+        self.kill_at: float | None = None
+
+    # -- signals sent to the child -------------------------------------------------------------
+    def _send(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signum)
+
+    def terminate(self) -> None:
+        """Ask the child to stop and write what it has; kill it after the grace period."""
+        self._send(signal.SIGTERM)
+        if self.kill_at is None:
+            self.kill_at = time.monotonic() + TERMINATE_GRACE_S
+
+    def kill_tree(self) -> None:
+        if self.own_group:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            return
+        try:
+            victims = psutil.Process(self.proc.pid).children(recursive=True)
+        except psutil.Error:
+            victims = []
+        self._send(signal.SIGKILL)
+        for victim in victims:
+            with contextlib.suppress(psutil.Error):
+                victim.kill()
+
+    # -- perftune's own signals ----------------------------------------------------------------
+    def on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupts += 1
+        if self.interrupts == 1:
+            if self.own_group:
+                self._send(signal.SIGINT)
+            else:
+                self.forward_at = time.monotonic() + SHARED_GROUP_FORWARD_DELAY_S
+        elif self.interrupts == 2:
+            self.terminate()
+        else:
+            self.kill_tree()
+
+    def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.interrupts += 1
+        self.terminate()
+
+    @contextlib.contextmanager
+    def handling_signals(self) -> Iterator[None]:
+        # signal.signal works only in the main thread; a tuner running trials in threads simply
+        # gets the default behaviour.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {
+            signal.SIGINT: signal.signal(signal.SIGINT, self.on_sigint),
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self.on_sigterm),
+        }
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    # -- waiting -------------------------------------------------------------------------------
+    def wait(self, timeout_s: float | None) -> int:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                return self.proc.wait(timeout=_POLL_S)
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if self.forward_at is not None and now >= self.forward_at:
+                self.forward_at = None
+                self._send(signal.SIGINT)
+            if deadline is not None and now >= deadline and not self.timed_out:
+                self.timed_out = True
+                self.terminate()
+            if self.kill_at is not None and now >= self.kill_at:
+                self.kill_at = None
+                self.kill_tree()
+
+
+def run_child(
+    argv: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    timeout_s: float | None,
+    log_path: Path | None,
+) -> ChildExit:
+    """Run `argv` to its end (or its timeout) with stdio passed through or sent to `log_path`."""
+    own_group = log_path is not None or not _stdin_is_terminal()
+    log: IO[bytes] | None = None
+    started = time.monotonic()
+    try:
+        if log_path is not None:
+            log = log_path.open("wb")
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL if log is not None else None,
+            stdout=log,
+            stderr=subprocess.STDOUT if log is not None else None,
+            process_group=0 if own_group else None,
+        )
+        supervisor = _Supervisor(proc, own_group)
+        with supervisor.handling_signals():
+            try:
+                returncode = supervisor.wait(timeout_s)
+            except BaseException:
+                supervisor.kill_tree()
+                proc.wait()
+                raise
+        if own_group and (supervisor.timed_out or supervisor.interrupts or returncode < 0):
+            # Whatever the script left running (workers, servers) goes with it.
+            supervisor.kill_tree()
+        return ChildExit(
+            returncode=returncode,
+            timed_out=supervisor.timed_out,
+            interrupted=supervisor.interrupts > 0,
+            wall_s=time.monotonic() - started,
+        )
+    finally:
+        if log is not None:
+            log.close()

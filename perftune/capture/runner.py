@@ -1,0 +1,287 @@
+"""The Capture Python API: run a training script in a child process and collect its run directory.
+
+`run_capture` is what `perftune profile`, every tuner trial and every gate run call. The parent
+side is torch-free: the child (`python -m perftune.capture.bootstrap`) imports torch, runs the
+script exactly like `python SCRIPT ARGS` would, and hands its findings back in a private file
+that this module turns into steps.json and meta.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import perftune
+from perftune._runtime import KNOBS_ENV
+from perftune.capture.layout import (
+    CHILD_CONFIG_FILE,
+    CHILD_RESULT_FILE,
+    CONFIG_ENV,
+    DETAILS,
+    META_FILE,
+    OUTPUT_LOG,
+    STATUSES,
+    STEPS_FILE,
+    TRACE_FILE,
+)
+from perftune.capture.meta import host_meta
+from perftune.capture.process import ChildExit, run_child
+from perftune.capture.results import (
+    CaptureResult,
+    StepRecord,
+    load_capture,
+    steps_document,
+    write_json,
+)
+from perftune.errors import ScriptError, UsageError
+
+__all__ = [
+    "CaptureOptions",
+    "CaptureResult",
+    "ScriptTarget",
+    "StepRecord",
+    "load_capture",
+    "run_capture",
+]
+
+_MARKER = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+@dataclass(frozen=True)
+class ScriptTarget:
+    """What to run: a script file or a module (`-m`), its arguments, and the working directory."""
+
+    path: Path | None = None
+    module: str | None = None
+    args: tuple[str, ...] = ()
+    cwd: Path = field(default_factory=Path.cwd)
+
+    @property
+    def name(self) -> str:
+        """A short name for run directories: the script's stem or the module's last part."""
+        if self.path is not None:
+            return Path(self.path).stem or "script"
+        return (self.module or "module").rsplit(".", 1)[-1]
+
+    def python_command(self) -> list[str]:
+        """The plain command this capture stands for."""
+        head = [str(self.path)] if self.path is not None else ["-m", str(self.module)]
+        return ["python", *head, *self.args]
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    skip: int = 5  # warm-up steps before the window
+    active: int = 3  # profiled steps (measured steps when profile=False)
+    profile: bool = True  # False: no torch.profiler, only step timing (tuner/gate trials)
+    full: bool = False  # run the script to its end instead of stopping after the window
+    detail: str = "default"  # light | default | full
+    step_marker: str | None = None  # "module:function" whose calls end a step
+    knobs: Mapping[str, Any] = field(default_factory=dict)  # -> PERFTUNE_KNOBS in the child
+    timeout_s: float | None = None  # kill the child's process group after this
+    env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the child
+    quiet: bool = False  # send the script's stdout/stderr to run_dir/output.log
+    # Length of one pseudo-step when the script shows no step boundary at all.
+    time_slice_s: float = 1.0
+
+
+def validate(target: ScriptTarget, options: CaptureOptions) -> None:
+    """Raise UsageError for options or targets that cannot run."""
+    if (target.path is None) == (target.module is None):
+        raise UsageError("give either a script path or a module (-m), not both or neither")
+    if target.module is not None and not _MODULE.match(target.module):
+        raise UsageError(f"{target.module!r} is not a module name")
+    if target.path is not None:
+        script = _script_path(target)
+        if not script.exists():
+            raise UsageError(f"no such script: {target.path}")
+    if not Path(target.cwd).is_dir():
+        raise UsageError(f"working directory {target.cwd} does not exist")
+    if options.skip < 0:
+        raise UsageError(f"--skip must be 0 or more, got {options.skip}")
+    if options.active < 1:
+        raise UsageError(f"--active must be 1 or more, got {options.active}")
+    if options.detail not in DETAILS:
+        raise UsageError(f"--detail must be one of {', '.join(DETAILS)}, got {options.detail!r}")
+    if options.step_marker is not None and not _MARKER.match(options.step_marker):
+        raise UsageError(
+            f"--step-marker must look like module:function, got {options.step_marker!r}"
+        )
+    if options.timeout_s is not None and options.timeout_s <= 0:
+        raise UsageError(f"the timeout must be positive, got {options.timeout_s}")
+    if options.time_slice_s <= 0:
+        raise UsageError(f"the time slice must be positive, got {options.time_slice_s}")
+
+
+def _script_path(target: ScriptTarget) -> Path:
+    path = Path(str(target.path))
+    return path if path.is_absolute() else Path(target.cwd) / path
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    """Remove a previous run's files so results of two runs never mix."""
+    for name in (
+        TRACE_FILE,
+        STEPS_FILE,
+        META_FILE,
+        OUTPUT_LOG,
+        CHILD_CONFIG_FILE,
+        CHILD_RESULT_FILE,
+    ):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _child_env(
+    options: CaptureOptions, config_path: Path, package_root: str
+) -> tuple[dict[str, str], str | None]:
+    """The child's environment, and the PYTHONPATH the script must see (None: unset)."""
+    env = dict(os.environ)
+    env.update(options.env)
+    if options.knobs:
+        env[KNOBS_ENV] = json.dumps(dict(options.knobs))
+    env[CONFIG_ENV] = str(config_path)
+    # perftune must be importable by `python -m perftune.capture.bootstrap` from any working
+    # directory; the bootstrap takes this entry out again before the script runs.
+    original = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = package_root + (os.pathsep + original if original else "")
+    return env, original
+
+
+def _describe_returncode(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
+        return f"the script's process was killed by {name}{hint}"
+    return f"the script's process ended with exit code {returncode} without reporting its steps"
+
+
+def _assemble(
+    child: dict[str, Any] | None,
+    outcome: ChildExit,
+    target: ScriptTarget,
+    options: CaptureOptions,
+    run_dir: Path,
+    meta: dict[str, Any],
+) -> tuple[CaptureResult, dict[str, Any]]:
+    child = child or {}
+    status = str(child.get("status", "crashed"))
+    error = child.get("error")
+    notes = [str(note) for note in child.get("notes", [])]
+    if outcome.timed_out:
+        status = "timeout"
+        error = f"the script ran past the timeout of {options.timeout_s:g} s and was stopped"
+    elif outcome.interrupted and status != "ok":
+        status = "interrupted"
+        error = error or "interrupted"
+    elif not child:
+        error = _describe_returncode(outcome.returncode)
+    elif status == "terminated":
+        status = "interrupted"
+    if status not in STATUSES:
+        status = "crashed"
+    exit_code: int | None = outcome.returncode if outcome.returncode >= 0 else None
+    trace = run_dir / TRACE_FILE
+    meta = {**meta, **child.get("meta", {}), "wall_s": round(outcome.wall_s, 3)}
+    result = CaptureResult(
+        run_dir=run_dir,
+        status=status,
+        exit_code=exit_code,
+        error=error,
+        step_source=str(child.get("step_source") or "time-window"),
+        steps=tuple(StepRecord.from_json(step) for step in child.get("steps", [])),
+        peak_memory_bytes=child.get("peak_memory_bytes"),
+        trace_path=trace if trace.exists() else None,
+        meta=meta,
+        memory_kind=str(child.get("memory_kind", "rss")),
+        skip=options.skip,
+        active=options.active,
+        profiler=str(child.get("profiler", "off")),
+        notes=tuple(notes),
+    )
+    extra = {
+        "declared_knobs": child.get("declared_knobs", {}),
+        "knobs": dict(options.knobs),
+    }
+    return result, extra
+
+
+def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -> CaptureResult:
+    """Run `target` under capture and write `run_dir` (trace.json.gz, steps.json, meta.json).
+
+    Never raises for what the script does (crash, exit code, timeout, Ctrl-C): those are in the
+    result's status. Raises UsageError for bad options and ScriptError when the child could not
+    be started at all.
+    """
+    validate(target, options)
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _clear_run_dir(run_dir)
+    cwd = Path(target.cwd).resolve()
+    script = _script_path(target).resolve() if target.path is not None else None
+    meta = host_meta(
+        command=target.python_command(),
+        argv=[str(target.path) if target.path is not None else str(target.module), *target.args],
+        cwd=cwd,
+        script=script,
+        module=target.module,
+    )
+    meta["perftune_command"] = list(sys.argv)
+    package_root = str(Path(perftune.__file__).resolve().parent.parent)
+    config_path = run_dir / CHILD_CONFIG_FILE
+    env, original_pythonpath = _child_env(options, config_path, package_root)
+    config = {
+        "path": str(target.path) if target.path is not None else None,
+        "module": target.module,
+        "args": list(target.args),
+        "skip": options.skip,
+        "active": options.active,
+        "profile": options.profile,
+        "full": options.full,
+        "detail": options.detail,
+        "step_marker": options.step_marker,
+        "knobs": dict(options.knobs),
+        "time_slice_s": options.time_slice_s,
+        "run_dir": str(run_dir),
+        "injected_path": package_root,
+        "pythonpath": original_pythonpath,
+    }
+    write_json(config_path, config)
+    argv = [sys.executable, "-m", "perftune.capture.bootstrap"]
+    try:
+        outcome = run_child(
+            argv,
+            cwd=cwd,
+            env=env,
+            timeout_s=options.timeout_s,
+            log_path=run_dir / OUTPUT_LOG if options.quiet else None,
+        )
+    except OSError as exc:
+        raise ScriptError(f"cannot start {sys.executable}: {exc}") from None
+    finally:
+        config_path.unlink(missing_ok=True)
+    child_path = run_dir / CHILD_RESULT_FILE
+    child: dict[str, Any] | None = None
+    if child_path.exists():
+        try:
+            child = json.loads(child_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            child = None
+    if child is not None and child.get("usage_error"):
+        child_path.unlink(missing_ok=True)
+        raise UsageError(str(child.get("error")))
+    result, extra = _assemble(child, outcome, target, options, run_dir, meta)
+    write_json(run_dir / STEPS_FILE, steps_document(result, extra))
+    write_json(run_dir / META_FILE, result.meta)
+    child_path.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,161 @@
+"""The short summary `perftune profile` prints: steps found, step times, profiler overhead."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from perftune.capture.results import CaptureResult, StepRecord
+
+SOURCE_WORDS = {
+    "optimizer": "the optimizer.step() hook",
+    "perftune.step": "perftune.step() calls",
+    "marker": "the --step-marker function",
+    "time-window": "time slices (no step boundary found)",
+}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile, q in [0, 100]; values must not be empty."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    label: str
+    count: int
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    indices: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "count": self.count,
+            "median_ms": self.median_ms,
+            "p10_ms": self.p10_ms,
+            "p90_ms": self.p90_ms,
+            "steps": list(self.indices),
+        }
+
+
+def step_stats(label: str, steps: Sequence[StepRecord]) -> StepStats | None:
+    if not steps:
+        return None
+    durations = [step.duration_ms for step in steps]
+    return StepStats(
+        label=label,
+        count=len(steps),
+        median_ms=percentile(durations, 50),
+        p10_ms=percentile(durations, 10),
+        p90_ms=percentile(durations, 90),
+        indices=tuple(step.index for step in steps),
+    )
+
+
+def split_steps(result: CaptureResult) -> tuple[list[StepRecord], list[StepRecord]]:
+    """(profiled steps, un-profiled steps comparable with them).
+
+    The first step is left out of the un-profiled ones: it holds the script's setup (model
+    build, first allocations, compilation) and says nothing about profiler overhead.
+    """
+    profiled = [step for step in result.steps if step.phase == "profiled"]
+    plain = [step for step in result.steps if step.phase != "profiled" and step.index > 0]
+    return profiled, plain
+
+
+def overhead(profiled: StepStats | None, plain: StepStats | None) -> float | None:
+    """Profiled median over un-profiled median, minus one (0.25 = 25 % slower)."""
+    if profiled is None or plain is None or plain.median_ms <= 0:
+        return None
+    return profiled.median_ms / plain.median_ms - 1.0
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    parts: list[str] = []
+    start = prev = None
+    for index in indices:
+        if start is None:
+            start = prev = index
+        elif prev is not None and index == prev + 1:
+            prev = index
+        else:
+            parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+            start = prev = index
+    if start is not None:
+        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
+    return ",".join(parts)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def _bytes(value: int) -> str:
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def summary_document(result: CaptureResult) -> dict[str, Any]:
+    profiled, plain = split_steps(result)
+    prof = step_stats("profiled", profiled)
+    rest = step_stats("un-profiled", plain)
+    ratio = overhead(prof, rest)
+    return {
+        "run_dir": str(result.run_dir),
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "step_source": result.step_source,
+        "steps": len(result.steps),
+        "profiled": prof.to_json() if prof else None,
+        "unprofiled": rest.to_json() if rest else None,
+        "profiler_overhead": ratio,
+        "profiler": result.profiler,
+        "peak_memory_bytes": result.peak_memory_bytes,
+        "memory_kind": result.memory_kind,
+        "trace": str(result.trace_path) if result.trace_path else None,
+        "notes": list(result.notes),
+    }
+
+
+def summary_lines(result: CaptureResult, shown_run_dir: str | None = None) -> list[str]:
+    count = len(result.steps)
+    source = SOURCE_WORDS.get(result.step_source, result.step_source)
+    lines = [f"steps      {count} found by {source}" if count else "steps      none found"]
+    profiled, plain = split_steps(result)
+    stats = [s for s in (step_stats("profiled", profiled), step_stats("un-profiled", plain)) if s]
+    if stats:
+        lines.append(f"{'step time':<14}{'median':>10}{'p10':>11}{'p90':>11}   steps")
+        for row in stats:
+            lines.append(
+                f"  {row.label:<12}{_ms(row.median_ms):>10}{_ms(row.p10_ms):>11}"
+                f"{_ms(row.p90_ms):>11}   {_ranges(row.indices)}"
+            )
+    ratio = overhead(*stats) if len(stats) == 2 else None
+    if ratio is not None:
+        lines.append(f"profiler   {ratio:+.1%} on the median step (profiled vs un-profiled steps)")
+    if result.peak_memory_bytes is not None:
+        kind = "CUDA allocator" if result.memory_kind == "cuda-allocator" else "process RSS"
+        lines.append(f"memory     peak {_bytes(result.peak_memory_bytes)} ({kind})")
+    if result.trace_path is not None:
+        lines.append(f"trace      {result.trace_path.name}")
+    if result.status != "ok":
+        detail = f": {result.error}" if result.error else ""
+        lines.append(f"status     {result.status}{detail}")
+    for note in result.notes:
+        lines.append(f"note       {note}")
+    lines.append(f"run dir    {shown_run_dir or result.run_dir}")
+    return lines

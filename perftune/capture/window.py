@@ -1,0 +1,199 @@
+"""The profiling window: torch.profiler started and stopped by hand at step boundaries.
+
+Also records the memory peak of the window and steps aside when the script runs a profiler of
+its own (two Kineto sessions cannot coexist: starting a second one silently restarts the first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import os
+import resource
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.autograd.profiler as autograd_profiler
+from torch.profiler import ProfilerAction, ProfilerActivity, profile
+
+from perftune._version import __version__
+
+
+def _record_every_step(step: int) -> ProfilerAction:
+    # A schedule makes torch.profiler emit ProfilerStep#N annotations, which trace analysis uses
+    # to find steps; this one records every step between our manual start() and stop().
+    return ProfilerAction.RECORD
+
+
+def profiler_kwargs(detail: str, cuda: bool) -> dict[str, Any]:
+    """torch.profiler.profile settings for --detail light | default | full."""
+    activities = [ProfilerActivity.CPU]
+    if cuda:
+        activities.append(ProfilerActivity.CUDA)
+    kwargs: dict[str, Any] = {
+        "activities": activities,
+        "record_shapes": True,
+        # Python stacks let the rules point at the user's source line.
+        "with_stack": detail != "light",
+    }
+    if detail == "full":
+        kwargs.update(profile_memory=True, with_flops=True, with_modules=True)
+    if cuda:
+        # Older torch has no cuda_sync events; the trace is still useful without them.
+        with contextlib.suppress(AttributeError, TypeError):
+            kwargs["experimental_config"] = torch._C._profiler._ExperimentalConfig(
+                enable_cuda_sync_events=True
+            )
+    return kwargs
+
+
+def script_profiler_running() -> bool:
+    """Whether a profiler (the script's) is enabled right now."""
+    try:
+        return bool(torch.autograd._profiler_enabled())  # type: ignore[attr-defined]
+    except AttributeError:
+        return bool(getattr(autograd_profiler, "_is_profiler_enabled", False))
+
+
+class MemoryPeak:
+    """The window's memory peak: the CUDA allocator's when the script uses CUDA, else peak RSS."""
+
+    def __init__(self, cuda_available: bool) -> None:
+        self.cuda_available = cuda_available
+
+    def _cuda(self) -> bool:
+        return self.cuda_available and bool(torch.cuda.is_initialized())  # type: ignore[no-untyped-call]
+
+    @property
+    def kind(self) -> str:
+        return "cuda-allocator" if self._cuda() else "rss"
+
+    def reset(self) -> None:
+        if self._cuda():
+            torch.cuda.reset_peak_memory_stats()
+            return
+        try:  # Linux: "5" resets the VmHWM high-water mark to the current RSS
+            with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+                fh.write("5")
+        except OSError:
+            pass
+
+    def read(self) -> int | None:
+        if self._cuda():
+            return int(torch.cuda.max_memory_allocated())
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                for line in fh:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+        except (OSError, ValueError):
+            return None
+
+
+class ProfilerWindow:
+    """Owns perftune's torch.profiler session for the active steps."""
+
+    def __init__(self, *, enabled: bool, detail: str, cuda: bool, trace_path: Path) -> None:
+        self.enabled = enabled
+        self.detail = detail
+        self.cuda = cuda
+        self.trace_path = trace_path
+        self.profiler: profile | None = None
+        self.own_call = False  # True while perftune itself calls into torch.profiler
+        self.script_profiler = False  # the script started a profiler of its own
+        self.notes: list[str] = []
+
+    @property
+    def running(self) -> bool:
+        return self.profiler is not None
+
+    @property
+    def who(self) -> str:
+        """Who profiled: perftune, the script, or nobody (steps.json "profiler")."""
+        if self.script_profiler:
+            return "script"
+        return "perftune" if self.trace_path.exists() else "off"
+
+    def start(self, first_step: int, metadata: dict[str, Any]) -> bool:
+        """Start profiling before step `first_step`; False when perftune does not profile."""
+        if not self.enabled:
+            return False
+        if self.script_profiler or script_profiler_running():
+            self.step_aside()
+            return False
+        self.own_call = True
+        try:
+            prof = profile(schedule=_record_every_step, **profiler_kwargs(self.detail, self.cuda))
+            prof.step_num = first_step  # ProfilerStep#N then matches steps.json's index
+            prof.start()
+            prof.add_metadata_json("perftune", json.dumps({"version": __version__, **metadata}))
+        except Exception as exc:  # a profiler that cannot start must not end the training run
+            self.notes.append(f"perftune's profiler could not start ({type(exc).__name__}: {exc})")
+            return False
+        finally:
+            self.own_call = False
+        self.profiler = prof
+        return True
+
+    def step(self) -> None:
+        if self.profiler is not None:
+            self.own_call = True
+            try:
+                self.profiler.step()
+            finally:
+                self.own_call = False
+
+    def stop(self) -> None:
+        """Stop profiling and write trace.json.gz."""
+        prof, self.profiler = self.profiler, None
+        if prof is None:
+            return
+        self.own_call = True
+        try:
+            prof.stop()
+            self._export(prof)
+        except Exception as exc:
+            self.notes.append(f"the trace could not be written ({type(exc).__name__}: {exc})")
+        finally:
+            self.own_call = False
+
+    def _export(self, prof: profile) -> None:
+        plain = self.trace_path.with_name(self.trace_path.name + ".tmp.json")
+        partial = self.trace_path.with_name(self.trace_path.name + ".tmp")
+        try:
+            prof.export_chrome_trace(str(plain))
+            with plain.open("rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+            os.replace(partial, self.trace_path)
+        finally:
+            plain.unlink(missing_ok=True)
+            partial.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Stop profiling without writing a trace (the steps it covered no longer count)."""
+        prof, self.profiler = self.profiler, None
+        if prof is not None:
+            self.own_call = True
+            try:
+                prof.stop()
+            except Exception:
+                pass
+            finally:
+                self.own_call = False
+
+    def step_aside(self) -> None:
+        """The script profiles: drop perftune's session (if any) and never start one again."""
+        if not self.script_profiler:
+            self.script_profiler = True
+            self.notes.append(
+                "the script runs its own torch.profiler, so perftune did not record a trace "
+                "(two profilers cannot run at once); step times were still measured"
+            )
+        self.discard()

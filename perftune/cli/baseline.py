@@ -1,0 +1,60 @@
+"""`perftune baseline SCRIPT [ARGS] -o perf-baseline.json`: record samples for `gate --baseline`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from perftune.cli._options import out_option
+from perftune.cli.gate import (
+    SCRIPT_CONTEXT,
+    default_run_dir,
+    gate_config,
+    measure_options,
+    measure_settings,
+    progress_printer,
+    script_arguments,
+    script_options,
+)
+
+
+@click.command(context_settings=SCRIPT_CONTEXT)
+@script_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("perf-baseline.json"), show_default=True, help="Baseline file to write.")
+@click.option("--launches", type=int, default=None,
+              help="Launches to record (the gate compares its launches with these) [default: 10].")
+@measure_options
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Profile one launch too, so that the gate can report structural changes.")
+@out_option
+def baseline(script_and_args: tuple[str, ...], module: str | None, quiet: bool, output: Path,
+             launches: int | None, warmup: int | None, steps: int | None, timeout_s: float | None,
+             explain: bool, out_dir: Path | None) -> None:
+    """Record step-time samples and an environment fingerprint for `perftune gate --baseline`.
+
+    Each launch is a separate process; the file holds the per-launch medians, how they were
+    measured, and the CPU/GPU model, torch/CUDA, Python and perftune versions. The gate refuses
+    to compare against it on a different environment unless told to warn.
+    """
+    from perftune.gate import baseline as baseline_mod
+    from perftune.gate import session
+    from perftune.gate.stats import geometric_mean, log_sd
+
+    script, args = script_arguments(module, script_and_args)
+    run_dir = default_run_dir(out_dir, "baseline")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress_printer(quiet)
+    progress(f"perftune baseline: {script or '-m ' + str(module)}, run dir {run_dir}")
+    recorded = session.record_baseline(
+        script, args, run_dir, measure_settings(warmup, steps, timeout_s),
+        launches if launches is not None else int(gate_config("baseline-launches", 10)),
+        module=module, explain=explain, progress=progress)
+    baseline_mod.save(recorded, output)
+    (run_dir / "baseline.json").write_text(json.dumps(recorded.to_dict(), indent=2) + "\n")
+    click.echo(f"perftune baseline: {len(recorded.samples_ms)} launches, step time "
+               f"{geometric_mean(recorded.samples_ms):.3f} ms (geometric mean), launch-to-launch "
+               f"noise {log_sd(recorded.samples_ms):.1%}")
+    click.echo(f"  wrote {output} (run dir {run_dir})")

@@ -1,0 +1,77 @@
+"""`perftune calibrate SCRIPT [ARGS]`: how noisy is this runner, and what can the gate detect?"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from perftune.cli._options import out_option
+from perftune.cli.gate import (
+    SCRIPT_CONTEXT,
+    default_run_dir,
+    gate_config,
+    measure_options,
+    measure_settings,
+    parse_fraction,
+    progress_printer,
+    script_arguments,
+    script_options,
+)
+
+
+@click.command(context_settings=SCRIPT_CONTEXT)
+@script_options
+@click.option("--launches", type=int, default=10, show_default=True,
+              help="Launches per side (the same code on both sides).")
+@measure_options
+@click.option("--max-regression", default=None,
+              help="The allowance you want to gate on, 0.05 or 5% [default: 5%].")
+@click.option("--confidence", type=float, default=None, help="Confidence of the interval [default: 0.95].")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the calibration here, for `perftune gate --calibration FILE`.")
+@click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
+@out_option
+def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool, launches: int,
+              warmup: int | None, steps: int | None, timeout_s: float | None,
+              max_regression: str | None, confidence: float | None, output: Path | None,
+              seed: int | None, out_dir: Path | None) -> None:
+    """Measure this runner's launch-to-launch noise by running the same code on both sides.
+
+    Suggests the number of launches for the allowance you want, and the smallest regression
+    the gate can reliably detect (90 % of the time) with a given number of launches.
+    """
+    from perftune.gate import calibration as calibration_mod
+    from perftune.gate import session
+
+    script, args = script_arguments(module, script_and_args)
+    wanted = parse_fraction(max_regression if max_regression is not None
+                            else gate_config("max-regression", 0.05), "--max-regression")
+    level = confidence if confidence is not None else float(gate_config("confidence", 0.95))
+    run_dir = default_run_dir(out_dir, "calibrate")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress_printer(quiet)
+    progress(f"perftune calibrate: {launches} launches per side of the same code, run dir {run_dir}")
+    result = session.calibrate(script, args, run_dir, measure_settings(warmup, steps, timeout_s),
+                               launches, level, module=module, seed=seed, progress=progress)
+    (run_dir / "calibration.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    if output is not None:
+        calibration_mod.save(result, output)
+    aa = result.aa
+    click.echo(f"perftune calibrate: launch-to-launch noise {result.noise:.2%} "
+               f"({launches} launches per side, step time {aa.base_geomean_ms:.3f} ms)")
+    click.echo(f"  same code on both sides: ratio {aa.ratio:.3f}, {level:.0%} CI "
+               f"[{aa.low:.3f}, {aa.high:.3f}]" + ("" if aa.low <= 1.0 <= aa.high else
+                                                   "  (excludes 1: this runner drifts)"))
+    needed = result.launches_for(wanted)
+    if needed is None:
+        click.echo(f"  a {wanted:.1%} regression cannot be detected reliably with up to 1000 launches")
+    else:
+        click.echo(f"  to detect a {wanted:.1%} regression reliably: --max-launches {max(needed, 2)} "
+                   f"(per side)")
+    click.echo("  smallest regression detected reliably, by launches per side:")
+    for n, detectable in result.table():
+        click.echo(f"    {n:>3}: {detectable:.1%}")
+    written = f"{output} and " if output is not None else ""
+    click.echo(f"  wrote {written}{run_dir / 'calibration.json'}")

@@ -1,0 +1,252 @@
+"""`perftune gate SCRIPT [ARGS] --against REF | --baseline FILE`: the CI regression gate.
+
+Also holds the options and helpers `perftune baseline` and `perftune calibrate` share with it,
+so that the three commands measure a launch the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from perftune.cli._options import config_default, format_option, load_config, out_option
+from perftune.errors import ConfigError, ScriptError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Commands that run a user's script take its arguments verbatim; gate options may still come
+# anywhere, and `--` ends them (for script flags that share a gate option's name).
+SCRIPT_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": True,
+                  "help_option_names": ["-h", "--help"]}
+
+
+def gate_config(key: str, fallback: Any) -> Any:
+    """A default from `[tool.perftune.gate]`, else from `[tool.perftune]`, else `fallback`."""
+    table = load_config().get("gate", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[tool.perftune.gate] must be a table")
+    for name in (key, key.replace("-", "_")):
+        if name in table:
+            return table[name]
+    return config_default(key, fallback)
+
+
+def parse_fraction(text: str | float, option: str) -> float:
+    """'5%' or 0.05 → 0.05; a bare number of 1 or more is refused as ambiguous."""
+    raw = str(text).strip()
+    try:
+        if raw.endswith("%"):
+            return float(raw[:-1]) / 100.0
+        value = float(raw)
+    except ValueError:
+        raise UsageError(f"{option}: expected a fraction like 0.05 or a percentage like 5%, got {text!r}") from None
+    if value >= 1.0:
+        raise UsageError(f"{option} {raw}: write 0.05 or 5% for five percent")
+    return value
+
+
+def script_arguments(module: str | None, script_and_args: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
+    if module is not None:
+        return None, script_and_args
+    if not script_and_args:
+        raise UsageError("give the training SCRIPT to run (or -m MODULE)")
+    script = Path(script_and_args[0])
+    if not script.is_file():
+        raise UsageError(f"{script}: no such script")
+    return script, script_and_args[1:]
+
+
+def default_run_dir(out_dir: Path | None, name: str) -> Path:
+    if out_dir is not None:
+        return out_dir
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(config_default("runs-dir", "perftune-runs")) / f"{stamp}-{name}"
+
+
+def measure_options(func: F) -> F:
+    """--warmup/--steps/--timeout: how one launch is measured (same in gate, baseline, calibrate)."""
+    func = click.option("--timeout", "timeout_s", type=float, default=None,
+                        help="Kill a launch after this many seconds [default: 900].")(func)
+    func = click.option("--steps", type=int, default=None,
+                        help="Steps measured per launch after the warm-up [default: 10].")(func)
+    func = click.option("--warmup", type=int, default=None,
+                        help="Warm-up steps discarded at the start of each launch [default: 5].")(func)
+    return func
+
+
+def script_options(func: F) -> F:
+    func = click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED)(func)
+    func = click.option("-m", "--module", default=None,
+                        help="Run a module (like python -m) instead of a SCRIPT file.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")(func)
+    return func
+
+
+def measure_settings(warmup: int | None, steps: int | None, timeout_s: float | None) -> Any:
+    from perftune.gate.runner import MeasureSettings
+
+    return MeasureSettings(
+        warmup=warmup if warmup is not None else int(gate_config("warmup", 5)),
+        steps=steps if steps is not None else int(gate_config("steps", 10)),
+        timeout_s=timeout_s if timeout_s is not None else float(gate_config("timeout", 900.0)),
+    )
+
+
+def progress_printer(quiet: bool) -> Callable[[str], None]:
+    def show(line: str) -> None:
+        if not quiet:
+            click.echo(line, err=True)
+
+    return show
+
+
+def _write_error_outputs(run_dir: Path, message: str, script: str, mode: str, junit: Path | None) -> None:
+    from perftune.gate import outputs
+
+    outputs.write_json(run_dir / "gate.json", outputs.error_dict(message, mode, ScriptError.exit_code))
+    markdown = outputs.render_error_markdown(message, script)
+    (run_dir / "gate.md").write_text(markdown)
+    outputs.append_step_summary(markdown)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(outputs.render_error_junit(message, script))
+    if outputs.is_github_actions():
+        click.echo(outputs.annotation("error", message.splitlines()[0] if message else "script failed",
+                                      title="perftune gate: the script failed"))
+
+
+def _checkout_root() -> Path | None:
+    """The repository root that annotation paths are relative to (GitHub's workspace)."""
+    from perftune.gate.worktree import repo_root
+
+    try:
+        return repo_root(Path.cwd())
+    except UsageError:
+        return None
+
+
+@click.command(context_settings=SCRIPT_CONTEXT)
+@script_options
+@click.option("--against", "against", metavar="REF", default=None,
+              help="Compare with this git revision (checked out into a temporary worktree).")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Compare with a baseline file written by `perftune baseline`.")
+@click.option("--max-regression", default=None,
+              help="Allowed slowdown, 0.05 or 5% [default: 5%]; never tighter than --calibration shows is measurable.")
+@click.option("--confidence", type=float, default=None, help="Confidence of the interval [default: 0.95].")
+@click.option("--launches", type=int, default=None, help="Launches per side before the first decision [default: 6].")
+@click.option("--max-launches", type=int, default=None,
+              help="Launches per side at most, added 4 at a time while undecided [default: 20].")
+@measure_options
+@click.option("--inconclusive", type=click.Choice(["pass", "fail", "error"]), default=None,
+              help="Exit code when still undecided at --max-launches: 0, 1, or 4 [default: error = 4].")
+@click.option("--fail-on-new-findings", is_flag=True, default=None,
+              help="Also fail when head has structural changes for the worse (new syncs, findings, …).")
+@click.option("--explain/--no-explain", default=None,
+              help="Profile one launch per side to show what changed [default: explain].")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable.")
+@click.option("--fingerprint-mismatch", type=click.Choice(["refuse", "warn"]), default=None,
+              help="With --baseline: refuse (exit 2, default) or warn when the environment differs.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a JUnit XML report here.")
+@click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
+@out_option
+@format_option
+@click.pass_context
+def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | None, quiet: bool,
+         against: str | None, baseline_path: Path | None, max_regression: str | None,
+         confidence: float | None, launches: int | None, max_launches: int | None,
+         warmup: int | None, steps: int | None, timeout_s: float | None,
+         inconclusive: str | None, fail_on_new_findings: bool | None, explain: bool | None,
+         calibration: Path | None, fingerprint_mismatch: str | None, junit: Path | None,
+         seed: int | None, out_dir: Path | None, output_format: str) -> None:
+    """Fail the build when training step time really regressed.
+
+    \b
+    perftune gate train.py --epochs 1 --against origin/main
+    perftune gate train.py --baseline perf-baseline.json
+
+    Base and head are launched interleaved in randomised ABBA order, each launch a separate
+    process (warm-up discarded, median of the steady steps). The gate fails only when the
+    confidence interval of the head/base ratio lies above 1 and the ratio exceeds the allowed
+    slowdown; it passes when the interval lies below the allowance; otherwise it adds launches.
+    Exit codes: 0 pass, 1 regression, 2 usage, 3 script failed, 4 inconclusive.
+    """
+    from perftune.gate import baseline as baseline_mod
+    from perftune.gate import calibration as calibration_mod
+    from perftune.gate import outputs, session
+    from perftune.gate.decision import DecisionRule
+    from perftune.gate.runner import LaunchPlan
+
+    if (against is None) == (baseline_path is None):
+        raise UsageError("give exactly one of --against REF or --baseline FILE")
+    script, args = script_arguments(module, script_and_args)
+    stored = baseline_mod.load(baseline_path) if baseline_path is not None else None
+    if stored is not None:
+        # The stored samples were measured one way; measure the head the same way.
+        warmup = stored.warmup if warmup is None else warmup
+        steps = stored.steps if steps is None else steps
+    plan = LaunchPlan(
+        launches=launches if launches is not None else int(gate_config("launches", 6)),
+        max_launches=max_launches if max_launches is not None else int(gate_config("max-launches", 20)),
+    )
+    rule = DecisionRule(
+        max_regression=parse_fraction(max_regression if max_regression is not None
+                                      else gate_config("max-regression", 0.05), "--max-regression"),
+        confidence=confidence if confidence is not None else float(gate_config("confidence", 0.95)),
+    )
+    calibration = calibration or (Path(gate_config("calibration", "")) if gate_config("calibration", "") else None)
+    if calibration is not None:
+        rule = DecisionRule(max_regression=rule.max_regression, confidence=rule.confidence,
+                            noise_floor=calibration_mod.noise_floor(calibration, rule, plan.max_launches))
+    policy = inconclusive or str(gate_config("inconclusive", "error"))
+    if policy not in ("pass", "fail", "error"):
+        raise ConfigError(f"inconclusive = {policy!r}: use pass, fail or error")
+    options = session.GateOptions(
+        rule=rule, plan=plan, measure=measure_settings(warmup, steps, timeout_s),
+        inconclusive=policy,  # type: ignore[arg-type]
+        explain=explain if explain is not None else bool(gate_config("explain", True)),
+        fail_on_new_findings=(fail_on_new_findings if fail_on_new_findings is not None
+                              else bool(gate_config("fail-on-new-findings", False))),
+        seed=seed,
+    )
+    run_dir = default_run_dir(out_dir, "gate")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress = progress_printer(quiet)
+    shown = str(script) if script is not None else f"-m {module}"
+    mode = "revision" if against is not None else "baseline"
+    try:
+        if stored is not None:
+            verdict = session.gate_against_baseline(
+                script, args, stored, run_dir, options, module=module,
+                fingerprint_mismatch=fingerprint_mismatch or str(gate_config("fingerprint-mismatch", "refuse")),
+                progress=progress)
+        else:
+            assert against is not None
+            verdict = session.gate_against_revision(script, args, against, run_dir, options,
+                                                    module=module, progress=progress)
+    except ScriptError as exc:
+        _write_error_outputs(run_dir, str(exc), shown, mode, junit)
+        raise
+
+    outputs.write_json(run_dir / "gate.json", outputs.verdict_dict(verdict))
+    markdown = outputs.render_markdown(verdict, shown)
+    (run_dir / "gate.md").write_text(markdown)
+    outputs.append_step_summary(markdown)
+    if junit is not None:
+        junit.parent.mkdir(parents=True, exist_ok=True)
+        junit.write_text(outputs.render_junit(verdict, shown))
+    if outputs.is_github_actions():
+        for line in outputs.render_annotations(verdict, _checkout_root()):
+            click.echo(line)
+    if output_format == "json":
+        click.echo(json.dumps(outputs.verdict_dict(verdict), indent=2, default=str))
+    else:
+        click.echo(outputs.render_terminal(verdict))
+    ctx.exit(verdict.return_code)

@@ -1,0 +1,265 @@
+"""`perftune profile SCRIPT [ARGS]...` / `perftune profile -m MODULE [ARGS]...`.
+
+Runs an unmodified training script under capture, prints a short summary and, when the analysis
+pipeline is installed, its findings. Exit codes: 0 ok, 1 findings at or above --fail-on,
+2 usage, 3 the script failed or measured nothing, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from perftune.cli._options import config_default, format_option, out_option
+from perftune.errors import PerftuneError, UsageError
+
+# A run that measured nothing or whose script failed (DESIGN.md, exit codes).
+_FAILED = 3
+_INTERRUPTED = 130
+
+
+class ScriptCommand(click.Command):
+    """perftune's options come first; the script (or -m MODULE) and everything after it are the
+    script's, exactly as with `python [options] SCRIPT ARGS`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {
+            name
+            for param in self.params
+            if isinstance(param, click.Option) and not param.is_flag and not param.count
+            for name in param.opts
+        }
+        i = 0
+        while i < len(args):
+            token = args[i]
+            if token == "--":
+                break
+            if token in ("-m", "--module"):
+                if i + 1 >= len(args):
+                    break  # click reports the missing value
+                args = [*args[:i], "--module", args[i + 1], "--", *args[i + 2 :]]
+                break
+            if token.startswith("-m") and not token.startswith("--"):
+                args = [*args[:i], "--module", token[2:], "--", *args[i + 1 :]]
+                break
+            if token.startswith("-") and token != "-":
+                name = token.split("=", 1)[0]
+                i += 2 if name in takes_value and "=" not in token else 1
+                continue
+            args = [*args[:i], "--", *args[i:]]
+            break
+        return super().parse_args(ctx, args)
+
+
+def default_run_dir(name: str) -> Path:
+    """perftune-runs/<YYYYmmdd-HHMMSS>-<name>/ under [tool.perftune] runs-dir, made unique."""
+    base = Path(str(config_default("runs-dir", "perftune-runs")))
+    stem = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
+    candidate = base / stem
+    suffix = 2
+    while candidate.exists():
+        candidate = base / f"{stem}-{suffix}"
+        suffix += 1
+    return candidate
+
+
+def _shown(path: Path) -> str:
+    """The run directory as the user would type it: relative when below the current folder."""
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
+
+
+def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -> int:
+    """Run the analysis pipeline on the run directory; the exit code its findings ask for."""
+    # perftune.pipeline (the lead's) loads the trace, runs the rules and writes summary, findings
+    # and reports into the run directory. Looked up first so capture works without it.
+    if importlib.util.find_spec("perftune.pipeline") is None:
+        return 0
+    try:
+        from perftune.pipeline import process_run
+
+        analysis: Any = process_run(run_dir)
+    except PerftuneError:
+        raise
+    except Exception as exc:
+        # The capture is complete and on disk; a failing analysis must not hide it.
+        click.echo(
+            f"perftune: error: analysing the trace failed ({type(exc).__name__}: {exc}); the "
+            f"capture is complete, retry with `perftune analyze {_shown(run_dir)}`",
+            err=True,
+        )
+        return 2 if fail_on else 0
+    if analysis is None:
+        return 0
+    if isinstance(analysis, str):
+        if output_format == "text" and analysis:
+            click.echo(analysis)
+        return 0
+    if output_format == "text":
+        from perftune.report.console import finding_lines, summary_lines
+
+        click.echo("")
+        for line in summary_lines(analysis.summary):
+            click.echo(line)
+        click.echo("")
+        for line in finding_lines(analysis.findings, top):
+            click.echo(line)
+    threshold = fail_on or config_default("fail-on")
+    if threshold:
+        from perftune.engine.types import Severity
+
+        try:
+            level = Severity.parse(str(threshold)).rank
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if any(finding.severity.rank >= level for finding in analysis.findings):
+            return 1
+    return 0
+
+
+def exit_code_for(status: str, steps: int) -> int:
+    """perftune's exit code for a capture status (the script's own code is in steps.json)."""
+    if status in ("ok", "nan"):
+        return 0
+    if status == "interrupted":
+        return _INTERRUPTED
+    if status == "window-not-reached":
+        return 0 if steps else _FAILED
+    return _FAILED
+
+
+@click.command(cls=ScriptCommand, context_settings={"ignore_unknown_options": True})
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "-m",
+    "--module",
+    "module",
+    default=None,
+    metavar="MODULE",
+    help="Run a module, as `python -m MODULE`.",
+)
+@click.option(
+    "--skip",
+    type=int,
+    default=None,
+    help="Warm-up steps before the profiled window (warm-up, compilation). [default: 5]",
+)
+@click.option("--active", type=int, default=None, help="Profiled steps. [default: 3]")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="Let the script run to its end instead of stopping it after the window.",
+)
+@click.option(
+    "--detail",
+    type=click.Choice(["light", "default", "full"]),
+    default=None,
+    help="Profiler detail: light (ops, shapes), default (+ Python stacks for source "
+    "lines), full (+ memory, FLOPs, modules).",
+)
+@click.option(
+    "--step-marker",
+    default=None,
+    metavar="MODULE:FUNCTION",
+    help="A function called once per training step; each return ends a step.",
+)
+@click.option(
+    "--time-slice",
+    "time_slice_s",
+    type=float,
+    default=1.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Length of one pseudo-step when the script shows no step boundary.",
+)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Stop the script (and everything it started) after this long.",
+)
+@click.option(
+    "--quiet", is_flag=True, help="Send the script's output to output.log in the run dir."
+)
+@click.option("--no-analyze", is_flag=True, help="Only capture; do not run the rules.")
+@click.option(
+    "--fail-on",
+    type=click.Choice(["info", "warning", "error"]),
+    default=None,
+    help="Exit 1 when a finding has this severity or higher.",
+)
+@click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
+@format_option
+@out_option
+@click.pass_context
+def profile(
+    ctx: click.Context,
+    script_args: tuple[str, ...],
+    module: str | None,
+    skip: int | None,
+    active: int | None,
+    full: bool,
+    detail: str | None,
+    step_marker: str | None,
+    time_slice_s: float,
+    timeout_s: float | None,
+    quiet: bool,
+    no_analyze: bool,
+    fail_on: str | None,
+    top: int,
+    output_format: str,
+    out_dir: Path | None,
+) -> None:
+    """Profile a training script as it is: `perftune profile train.py --epochs 1`.
+
+    The script runs like `python train.py --epochs 1` would. Steps are found from optimizer.step()
+    (or perftune.step() calls, or --step-marker); after --skip warm-up steps, --active steps are
+    recorded with torch.profiler, then the script is stopped (unless --full). The trace, every
+    step's time and the run's metadata go to a run directory.
+    """
+    # Imported here: the capture runner is torch-free but not needed by `--help`.
+    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+    from perftune.capture.summary import summary_document, summary_lines
+
+    if module is None and not script_args:
+        raise UsageError("give the script to profile: perftune profile train.py [ARGS]...")
+    if module is not None:
+        target = ScriptTarget(path=None, module=module, args=script_args, cwd=Path.cwd())
+    else:
+        target = ScriptTarget(
+            path=Path(script_args[0]), module=None, args=script_args[1:], cwd=Path.cwd()
+        )
+    options = CaptureOptions(
+        skip=int(skip if skip is not None else config_default("skip", 5)),
+        active=int(active if active is not None else config_default("active", 3)),
+        full=full,
+        detail=str(detail or config_default("detail", "default")),
+        step_marker=step_marker,
+        timeout_s=timeout_s,
+        quiet=quiet,
+        time_slice_s=time_slice_s,
+    )
+    run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
+    result = run_capture(target, run_dir, options)
+
+    code = exit_code_for(result.status, len(result.steps))
+    if output_format == "json":
+        click.echo(json.dumps(summary_document(result), indent=2))
+    else:
+        click.echo("")
+        click.echo(f"perftune: captured {' '.join(target.python_command()[1:])}", err=False)
+        for line in summary_lines(result, _shown(result.run_dir)):
+            click.echo(line)
+    if not no_analyze and result.trace_path is not None:
+        code = max(code, _analyze(result.run_dir, output_format, fail_on, top))
+    ctx.exit(code)

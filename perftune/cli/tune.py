@@ -1,0 +1,328 @@
+"""`perftune tune SCRIPT [ARGS]`: find the fastest knob values that fit and still train the same."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from perftune.cli._options import config_default, format_option, load_config, out_option
+from perftune.errors import ConfigError, ScriptError, UsageError
+
+# Perftune's options may come before or after SCRIPT; `--` ends them (for a script flag with
+# the name of a tune option). The script's own arguments are passed on verbatim.
+SCRIPT_CONTEXT = {
+    "ignore_unknown_options": True,
+    "allow_interspersed_args": True,
+    "help_option_names": ["-h", "--help"],
+}
+
+
+def tune_config() -> dict[str, Any]:
+    table = load_config().get("tune", {})
+    if not isinstance(table, dict):
+        raise ConfigError("[tool.perftune.tune] must be a table")
+    return table
+
+
+def _config(table: Mapping[str, Any], key: str, fallback: Any = None) -> Any:
+    for name in (key, key.replace("-", "_")):
+        if name in table:
+            return table[name]
+    return config_default(key, fallback) if key in ("runs-dir",) else fallback
+
+
+def _fraction(text: str | float, option: str) -> float:
+    raw = str(text).strip()
+    try:
+        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UsageError(f"{option}: expected 0.05 or 5%, got {text!r}") from None
+    if not 0 < value < 1:
+        raise UsageError(f"{option}: expected a fraction between 0 and 1 (0.05 or 5%), got {text!r}")
+    return value
+
+
+def _script(module: str | None, script_and_args: tuple[str, ...]) -> Any:
+    from perftune.tune.trial import Script
+
+    if module is not None:
+        return Script(path=None, module=module, args=script_and_args, cwd=Path.cwd())
+    if not script_and_args:
+        raise UsageError("give the training SCRIPT to tune (or -m MODULE)")
+    path = Path(script_and_args[0])
+    if not path.is_file():
+        raise UsageError(f"{path}: no such script")
+    return Script(path=path, module=None, args=script_and_args[1:], cwd=Path.cwd())
+
+
+def _run_dir(out_dir: Path | None, stem: str, resume: bool) -> Path:
+    runs = Path(str(config_default("runs-dir", "perftune-runs")))
+    if out_dir is not None:
+        return out_dir
+    if resume:
+        from perftune.tune.study import JOURNAL
+
+        earlier = sorted(p for p in runs.glob(f"*-tune-{stem}") if (p / JOURNAL).exists())
+        if not earlier:
+            raise UsageError(f"--resume: no earlier tuning run of {stem} in {runs}/; give --out DIR")
+        return earlier[-1]
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return runs / f"{stamp}-tune-{stem}"
+
+
+class RichReporter:
+    """A progress bar with the best so far, and one line per finished trial (on stderr)."""
+
+    def __init__(self, console: Any, total: int | None, quiet: bool) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = console
+        self.quiet = quiet
+        self.progress = Progress(
+            TextColumn("[bold]tune[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.description}"),
+            console=console,
+            transient=True,
+            disable=quiet,
+        )
+        self.task = self.progress.add_task("", total=total)
+
+    def __enter__(self) -> RichReporter:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(None, None, None)
+
+    def note(self, text: str) -> None:
+        from rich.markup import escape
+
+        if not self.quiet:
+            self.progress.console.print(f"[dim]perftune: {escape(text)}[/]", highlight=False)
+
+    def started(self, number: int, values: Mapping[str, Any], role: str, why: str, history: Any) -> None:
+        from rich.markup import escape
+
+        self.progress.update(self.task, completed=history.counted(), description=escape(self._best(history)))
+
+    def finished(self, record: Any, history: Any) -> None:
+        from rich.markup import escape
+
+        outcome = record.outcome
+        values = " ".join(f"{k}={v}" for k, v in record.values.items())
+        if outcome.measured:
+            result = f"{outcome.throughput:,.1f} {outcome.unit}, {outcome.step_ms:.1f} ms/step"
+            if outcome.status != "ok":
+                result += f" [yellow]{escape(outcome.status)}[/]"
+        else:
+            result = f"[red]{escape(outcome.status)}[/] {escape((outcome.reason or '')[:100])}"
+        if not self.quiet:
+            self.progress.console.print(
+                f"trial {record.number:>3} [dim]{escape(record.role)}[/] {escape(values)}: {result}",
+                highlight=False,
+            )
+        self.progress.update(self.task, completed=history.counted(), description=escape(self._best(history)))
+
+    @staticmethod
+    def _best(history: Any) -> str:
+        best = history.incumbent()
+        if best is None or best.throughput is None:
+            return "best: -"
+        values = " ".join(f"{k}={v}" for k, v in best.values.items())
+        return f"best {best.throughput:,.1f}: {values}"
+
+
+@click.command(context_settings=SCRIPT_CONTEXT)
+@click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("-m", "--module", default=None, help="Tune a module (like python -m) instead of a SCRIPT file.")
+@click.option("--knob", "knobs", multiple=True, metavar="NAME=V1,V2",
+              help="Values to try for a knob (repeatable); LOW..HIGH gives the powers of two in "
+                   "between. Injected knobs: precision (fp32,tf32,bf16,fp16), checkpoint "
+                   "(none,all,every:K,first:N), batch_size.")
+@click.option("--arg", "arg_templates", multiple=True, metavar="KNOB=TEMPLATE",
+              help="Pass a knob as the script's own flag, e.g. --arg batch_size=--batch-size={}.")
+@click.option("--from-findings", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Add the knobs suggested by the findings of a profile run (its run dir or findings.json).")
+@click.option("--no-declared", is_flag=True, help="Ignore the knobs the script declares with perftune.knob().")
+@click.option("--samples-per-step", default=None, metavar="N|KNOB|A*B",
+              help="Samples per step for the throughput [default: the batch_size knob, else the model input's leading dimension].")
+@click.option("--tokens-per-sample", default=None, metavar="N|KNOB",
+              help="Report tokens/s: tokens in one sample (a number or a knob).")
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="Peak memory a configuration may use, e.g. 8GiB (device allocator on GPU, RSS on CPU).")
+@click.option("--accuracy-tolerance", default=None, metavar="FRACTION",
+              help="Largest relative loss difference from the fp32 baseline over the measured steps [default: 5%].")
+@click.option("--max-trials", type=int, default=None, help="Stop after this many trials (repeats included).")
+@click.option("--time-budget", default=None, metavar="DURATION", help="Stop starting trials after this long, e.g. 20m.")
+@click.option("--strategy", type=click.Choice(["auto", "grid", "structured", "tpe", "random"]), default=None,
+              help="auto: the grid for up to 16 configurations (or when --max-trials covers them), else structured.")
+@click.option("--top-k", type=int, default=None, help="Candidates measured again at the end [default: 3].")
+@click.option("--repeats", type=int, default=None, help="Extra measurements of each of them [default: 2].")
+@click.option("--trial-warmup", type=int, default=None, help="Warm-up steps discarded in each trial [default: 3].")
+@click.option("--trial-steps", type=int, default=None, help="Steps measured in each trial [default: 8].")
+@click.option("--trial-timeout", default=None, metavar="DURATION", help="Stop a trial after this long [default: 5m].")
+@click.option("--seed", type=int, default=None, help="Seed torch/random/numpy in every trial [default: 0].")
+@click.option("--no-seed", is_flag=True, help="Do not seed the trials (the script seeds itself).")
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage shared by several workers, e.g. postgresql://user@host/db [default: a journal file in the run dir].")
+@click.option("--study-name", default=None, help="Study name in the storage [default: tune-SCRIPT].")
+@click.option("--resume", is_flag=True, help="Continue the tuning run in --out (default: the latest of this script).")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard HParams to RUN_DIR/tensorboard.")
+@click.option("--no-html", is_flag=True, help="Do not write tuning.html.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+@out_option
+@format_option
+@click.pass_context
+def tune(
+    ctx: click.Context,
+    script_and_args: tuple[str, ...],
+    module: str | None,
+    knobs: tuple[str, ...],
+    arg_templates: tuple[str, ...],
+    from_findings: Path | None,
+    no_declared: bool,
+    samples_per_step: str | None,
+    tokens_per_sample: str | None,
+    memory_budget: str | None,
+    accuracy_tolerance: str | None,
+    max_trials: int | None,
+    time_budget: str | None,
+    strategy: str | None,
+    top_k: int | None,
+    repeats: int | None,
+    trial_warmup: int | None,
+    trial_steps: int | None,
+    trial_timeout: str | None,
+    seed: int | None,
+    no_seed: bool,
+    storage: str | None,
+    study_name: str | None,
+    resume: bool,
+    tensorboard: bool,
+    no_html: bool,
+    quiet: bool,
+    out_dir: Path | None,
+    output_format: str,
+) -> None:
+    """Tune knobs (batch size, precision, checkpointing, tile sizes...) for throughput.
+
+    \b
+    perftune tune train.py --epochs 1 --knob batch_size=16..256 --knob precision=fp32,bf16
+    perftune tune train.py --knob chunk=16,32,64 --memory-budget 8GiB --max-trials 40
+    perftune tune train.py --from-findings perftune-runs/20250101-train
+
+    Every trial runs the script in its own process with one configuration (warm-up steps
+    discarded, median of the measured steps). The fastest configuration (samples/s) within the
+    memory budget whose losses stay within the tolerance of the fp32 run wins; tuning.json,
+    tuning.html and the way to apply it are written to the run directory. Ctrl-C stops and
+    keeps the finished trials; --resume goes on.
+    """
+    from rich.console import Console
+
+    from perftune.tune import space as space_mod
+    from perftune.tune.constraints import DEFAULT_TOLERANCE
+    from perftune.tune.objective import Objective
+    from perftune.tune.results import build_tuning, write_tuning
+    from perftune.tune.strategy import StrategySettings
+    from perftune.tune.trial import Measurement
+    from perftune.tune.tuner import SpaceSources, Tuner, TuneSettings
+    from perftune.tune.units import parse_bytes, parse_duration
+
+    table = tune_config()
+    script = _script(module, script_and_args)
+    config_knobs, config_args = space_mod.knobs_from_config(table)
+    cli_knobs = tuple(space_mod.parse_knob_option(spec) for spec in knobs)
+    cli_args = [space_mod.parse_arg_option(spec) for spec in arg_templates]
+    findings = space_mod.knobs_from_findings(from_findings) if from_findings is not None else {}
+    budget_text = memory_budget if memory_budget is not None else _config(table, "memory-budget")
+    timeout_text = trial_timeout if trial_timeout is not None else _config(table, "trial-timeout", "5m")
+    seed_value = None if no_seed else (seed if seed is not None else int(_config(table, "seed", 0)))
+    measurement = Measurement(
+        warmup=trial_warmup if trial_warmup is not None else int(_config(table, "trial-warmup", 3)),
+        steps=trial_steps if trial_steps is not None else int(_config(table, "trial-steps", 8)),
+        timeout_s=parse_duration(timeout_text),
+        seed=seed_value,
+        memory_budget=parse_bytes(budget_text) if budget_text is not None else None,
+    )
+    if measurement.warmup < 0 or measurement.steps < 1:
+        raise UsageError("--trial-warmup must be 0 or more and --trial-steps 1 or more")
+    max_trials = max_trials if max_trials is not None else _config(table, "max-trials")
+    if max_trials is not None and int(max_trials) < 1:
+        raise UsageError("--max-trials must be 1 or more")
+    time_text = time_budget if time_budget is not None else _config(table, "time-budget")
+    tolerance_text = accuracy_tolerance if accuracy_tolerance is not None else _config(table, "accuracy-tolerance")
+    settings = TuneSettings(
+        script=script,
+        run_dir=_run_dir(out_dir, script.stem, resume),
+        sources=SpaceSources(
+            cli=cli_knobs,
+            config=config_knobs,
+            findings=findings,
+            args=(*config_args, *cli_args),
+            use_declared=not no_declared,
+        ),
+        measurement=measurement,
+        objective=Objective(
+            samples_per_step=samples_per_step or _config(table, "samples-per-step"),
+            tokens_per_sample=tokens_per_sample or _config(table, "tokens-per-sample"),
+        ),
+        tolerance=_fraction(tolerance_text, "--accuracy-tolerance") if tolerance_text is not None else DEFAULT_TOLERANCE,
+        strategy=StrategySettings(
+            name=strategy or str(_config(table, "strategy", "auto")),
+            top_k=top_k if top_k is not None else int(_config(table, "top-k", 3)),
+            repeats=repeats if repeats is not None else int(_config(table, "repeats", 2)),
+        ),
+        max_trials=int(max_trials) if max_trials is not None else None,
+        time_budget_s=parse_duration(time_text) if time_text is not None else None,
+        storage=storage or _config(table, "storage"),
+        study_name=study_name or f"tune-{script.stem}",
+        resume=resume,
+    )
+    if settings.strategy.top_k < 1 or settings.strategy.repeats < 0:
+        raise UsageError("--top-k must be 1 or more and --repeats 0 or more")
+
+    err = Console(stderr=True)
+    # Piped output is read in a file or a CI log, not an 80-column terminal.
+    out = Console() if sys.stdout.isatty() else Console(width=160)
+    with RichReporter(err, settings.max_trials, quiet) as reporter:
+        if not quiet:
+            err.print(f"perftune: tuning {script.describe()} into {settings.run_dir}", highlight=False, markup=False)
+        run = Tuner(settings, reporter).run()
+    tuning = build_tuning(run)
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    path = write_tuning(tuning, settings.run_dir)
+    written = [path]
+    if not no_html:
+        from perftune.tune.render import write_html
+
+        written.append(write_html(tuning, settings.run_dir))
+    if tensorboard:
+        from perftune.tune.tensorboard import write_hparams
+
+        written.append(write_hparams(tuning, settings.run_dir))
+    if output_format == "json":
+        click.echo(json.dumps(tuning, indent=1, default=str))
+    else:
+        from perftune.tune.render import print_results
+
+        print_results(tuning, out)
+    if not quiet:
+        err.print("perftune: wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
+    if run.interrupted:
+        if not quiet:
+            err.print("perftune: interrupted; finished trials are kept, --resume continues", markup=False)
+        ctx.exit(130)
+    if tuning["best"] is None:
+        raise ScriptError(
+            "no configuration ran successfully within the constraints; see the reasons in "
+            f"{path}"
+        )

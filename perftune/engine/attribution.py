@@ -1,0 +1,448 @@
+"""Source attribution: from a trace event to the user's file, line, function and source text.
+
+torch.profiler's python frames (`with_stack=True`) name a function by the line it was entered
+at: `train.py(12): train_step` is the `def` line, not the line of the op. The line is refined
+here by reading the function's source (parsed with `ast`, never executed) and matching the
+call sites that can produce the op (`.item()`, `t[mask]`, `torch.unique(...)`, ...): the k-th
+occurrence of an op inside one call of a function maps to the k-th matching site. When the
+file is missing or nothing matches, the frame's own line is kept.
+
+Also here: grouping occurrences by (code, location) into one finding with a count, per-step
+figures, and safe reading of source lines.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perftune.engine.types import Location
+from perftune.trace.frames import Frame, parse_python_function
+from perftune.trace.model import Trace
+
+# ---------------------------------------------------------------------------- call sites
+
+
+@dataclass(frozen=True)
+class Site:
+    """A place in a function body that can issue ops: a call, an index, a truth test."""
+
+    line: int
+    kind: str                 # "call" | "index" | "index-store" | "test"
+    name: str = ""            # callee name for calls: "item", "nonzero", "DataLoader", ...
+    nargs: int = 0
+    keywords: frozenset[str] = frozenset()
+    masked_args: bool = False  # a call with an argument like `x[mask]`
+    col: int = 0
+
+
+def _callee(node: ast.Call) -> str:
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return ""
+
+
+def _is_mask_index(node: ast.Subscript) -> bool:
+    """`x[mask]`, `x[t > 0]`, `x[idx]`: an index that is neither a constant nor a slice."""
+    index = node.slice
+    if isinstance(index, (ast.Constant, ast.Slice)):
+        return False
+    if isinstance(index, ast.Tuple):
+        return any(not isinstance(e, (ast.Constant, ast.Slice)) and not _is_ellipsis(e)
+                   for e in index.elts) and not all(isinstance(e, ast.Name) for e in index.elts)
+    if isinstance(index, ast.UnaryOp) and isinstance(index.operand, ast.Constant):
+        return False  # x[-1]
+    return True
+
+
+def _is_ellipsis(node: ast.expr) -> bool:
+    return isinstance(node, ast.Constant) and node.value is Ellipsis
+
+
+class _SiteCollector(ast.NodeVisitor):
+    def __init__(self, include_functions: bool) -> None:
+        self.sites: list[Site] = []
+        self.include_functions = include_functions
+        self._store_targets: set[int] = set()
+
+    def generic_visit(self, node: ast.AST) -> None:
+        super().generic_visit(node)
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        if self.include_functions:
+            self.generic_visit(node)
+
+    def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
+        if self.include_functions:
+            self.generic_visit(node)
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        if self.include_functions:
+            self.generic_visit(node)
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        return  # a lambda runs as its own frame
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        for target in node.targets:
+            if isinstance(target, ast.Subscript) and _is_mask_index(target):
+                self.sites.append(Site(line=target.lineno, kind="index-store", col=target.col_offset))
+                self._store_targets.add(id(target))
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        if isinstance(node.target, ast.Subscript) and _is_mask_index(node.target):
+            self.sites.append(Site(line=node.target.lineno, kind="index-store",
+                                   col=node.target.col_offset))
+            self._store_targets.add(id(node.target))
+        self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        if id(node) not in self._store_targets and _is_mask_index(node):
+            self.sites.append(Site(line=node.lineno, kind="index", col=node.col_offset))
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        name = _callee(node)
+        # The line that holds `.name(`: for chained calls spread over lines it is the
+        # attribute's end, not the start of the expression.
+        line = node.func.end_lineno if isinstance(node.func, ast.Attribute) and node.func.end_lineno else node.lineno
+        masked = any(isinstance(a, ast.Subscript) and _is_mask_index(a)
+                     for a in [*node.args, *(k.value for k in node.keywords)])
+        self.sites.append(Site(line=line, kind="call", name=name, nargs=len(node.args),
+                               keywords=frozenset(k.arg for k in node.keywords if k.arg),
+                               masked_args=masked, col=node.col_offset))
+        self.generic_visit(node)
+
+    def _test(self, test: ast.expr) -> None:
+        self.sites.append(Site(line=test.lineno, kind="test", col=test.col_offset))
+
+    def visit_If(self, node: ast.If) -> None:
+        self._test(node.test)
+        self.generic_visit(node)
+
+    def visit_While(self, node: ast.While) -> None:
+        self._test(node.test)
+        self.generic_visit(node)
+
+    def visit_IfExp(self, node: ast.IfExp) -> None:
+        self._test(node.test)
+        self.generic_visit(node)
+
+    def visit_Assert(self, node: ast.Assert) -> None:
+        self._test(node.test)
+        self.generic_visit(node)
+
+
+def _scope_nodes(tree: ast.Module, line: int, function: str) -> list[ast.AST] | None:
+    """The statements a frame `file(line): function` executes."""
+    if function == "<module>":
+        for stmt in tree.body:
+            end = getattr(stmt, "end_lineno", stmt.lineno) or stmt.lineno
+            if stmt.lineno <= line <= end:
+                return [stmt]
+        return list(tree.body)
+    best: ast.AST | None = None
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == function:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if first <= line <= (node.end_lineno or node.lineno) and (
+                    best is None or node.lineno > getattr(best, "lineno", 0)):
+                best = node
+    if best is not None:
+        return list(getattr(best, "body", []))
+    if function.startswith("<"):  # <listcomp>, <genexpr>, <lambda>: the statement on that line
+        for node in ast.walk(tree):
+            if isinstance(node, ast.stmt) and node.lineno <= line <= (node.end_lineno or node.lineno) \
+                    and not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                best = node
+        return [best] if best is not None else None
+    return None
+
+
+# ---------------------------------------------------------------------------- source files
+@dataclass
+class SourceReader:
+    """Reads the user's source files for a trace; every failure means "not available"."""
+
+    roots: tuple[Path, ...]
+    _lines: dict[str, list[str] | None] = field(default_factory=dict)
+    _trees: dict[str, ast.Module | None] = field(default_factory=dict)
+    _paths: dict[str, Path | None] = field(default_factory=dict)
+    _sites: dict[tuple[str, int, str], list[Site] | None] = field(default_factory=dict)
+
+    def resolve(self, file: str) -> Path | None:
+        if file in self._paths:
+            return self._paths[file]
+        found: Path | None = None
+        if file and not file.startswith("<"):
+            candidate = Path(file)
+            tries = [candidate] if candidate.is_absolute() else [r / candidate for r in self.roots]
+            for path in tries:
+                try:
+                    if path.is_file():
+                        found = path.resolve()
+                        break
+                except OSError:
+                    continue
+        self._paths[file] = found
+        return found
+
+    def lines(self, file: str) -> list[str] | None:
+        if file not in self._lines:
+            path = self.resolve(file)
+            text: list[str] | None = None
+            if path is not None:
+                try:
+                    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+                except OSError:
+                    text = None
+            self._lines[file] = text
+        return self._lines[file]
+
+    def line(self, file: str | None, lineno: int | None) -> str | None:
+        if file is None or lineno is None:
+            return None
+        lines = self.lines(file)
+        if lines is None or not 1 <= lineno <= len(lines):
+            return None
+        return lines[lineno - 1]
+
+    def tree(self, file: str) -> ast.Module | None:
+        if file not in self._trees:
+            lines = self.lines(file)
+            tree: ast.Module | None = None
+            if lines is not None:
+                try:
+                    tree = ast.parse("\n".join(lines) + "\n")
+                except (SyntaxError, ValueError, RecursionError):
+                    tree = None
+            self._trees[file] = tree
+        return self._trees[file]
+
+    def sites(self, frame: Frame) -> list[Site] | None:
+        """Call sites of the function a frame ran, in source order (None: source unavailable)."""
+        key = (frame.file, frame.line, frame.function)
+        if key not in self._sites:
+            tree = self.tree(frame.file)
+            result: list[Site] | None = None
+            if tree is not None:
+                nodes = _scope_nodes(tree, frame.line, frame.function)
+                if nodes is not None:
+                    collector = _SiteCollector(include_functions=False)
+                    for node in nodes:
+                        collector.visit(node)
+                    result = sorted(collector.sites, key=lambda s: (s.line, s.col))
+            self._sites[key] = result
+        return self._sites[key]
+
+    def all_calls(self, names: Iterable[str]) -> list[tuple[str, Site]]:
+        """Calls named `names` anywhere in the files read so far ((file, site) pairs)."""
+        wanted = set(names)
+        out: list[tuple[str, Site]] = []
+        for file in list(self._lines):
+            tree = self.tree(file)
+            if tree is None:
+                continue
+            collector = _SiteCollector(include_functions=True)
+            collector.visit(tree)
+            out.extend((file, s) for s in collector.sites if s.kind == "call" and s.name in wanted)
+        return sorted(out, key=lambda fs: (fs[0], fs[1].line))
+
+
+def source_roots(trace: Trace) -> tuple[Path, ...]:
+    """Folders relative frame paths are resolved against: the run directory's recorded cwd and
+    script folder (meta.json), the trace's folder, then the current directory."""
+    roots: list[Path] = []
+    for path in trace.paths:
+        folder = Path(path).resolve().parent
+        meta = folder / "meta.json"
+        if meta.is_file():
+            try:
+                data = json.loads(meta.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = {}
+            if isinstance(data, dict):
+                for key in ("cwd", "script", "script_path"):
+                    value = data.get(key)
+                    if isinstance(value, str) and value:
+                        p = Path(value)
+                        roots.append(p if key == "cwd" else p.parent)
+        roots.append(folder)
+    roots.append(Path.cwd())
+    return tuple(dict.fromkeys(roots))
+
+
+_READERS: weakref.WeakKeyDictionary[Trace, SourceReader] = weakref.WeakKeyDictionary()
+
+
+def reader_for(trace: Trace) -> SourceReader:
+    reader = _READERS.get(trace)
+    if reader is None:
+        reader = SourceReader(roots=source_roots(trace))
+        _READERS[trace] = reader
+    return reader
+
+
+def read_source_line(path: str | Path, line: int) -> str | None:
+    """One line of a file, or None when the file or line does not exist (never raises)."""
+    try:
+        with Path(path).open(encoding="utf-8", errors="replace") as fh:
+            for k, text in enumerate(fh, start=1):
+                if k == line:
+                    return text.rstrip("\n")
+    except OSError:
+        return None
+    return None
+
+
+# ---------------------------------------------------------------------------- occurrences
+SiteMatcher = Callable[[Site], bool]
+
+
+@dataclass(frozen=True)
+class Occurrence:
+    """One event attributed to user code, with its cost."""
+
+    row: int
+    step: int
+    cost_us: float                 # what removing it would save (stall, or CPU cost)
+    cpu_us: float = 0.0
+    stall_us: float = 0.0
+    chain: tuple[str, ...] = ()
+    frame_row: int | None = None   # the user frame's event (orders occurrences in one call)
+    key: str = ""                  # what to match sites against (kind label, python call)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Occurrences at one location: one finding."""
+
+    location: Location
+    occurrences: tuple[Occurrence, ...]
+    windows: int                   # step iterations in the trace
+    frame: Frame | None = None     # the profiler's frame before line refinement
+    resolved_path: Path | None = None
+    site: Site | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.occurrences)
+
+    @property
+    def per_step(self) -> float:
+        return self.count / self.windows
+
+    @property
+    def cost_ms_per_step(self) -> float:
+        return sum(o.cost_us for o in self.occurrences) / 1000.0 / self.windows
+
+    @property
+    def stall_ms_per_step(self) -> float:
+        return sum(o.stall_us for o in self.occurrences) / 1000.0 / self.windows
+
+    @property
+    def cpu_ms_per_step(self) -> float:
+        return sum(o.cpu_us for o in self.occurrences) / 1000.0 / self.windows
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        chains = Counter(o.chain for o in self.occurrences if o.chain)
+        return chains.most_common(1)[0][0] if chains else ()
+
+    @property
+    def rows(self) -> tuple[int, ...]:
+        return tuple(o.row for o in self.occurrences)
+
+
+def frame_of_row(trace: Trace, frame_row: int | None) -> Frame | None:
+    if frame_row is None:
+        return None
+    return parse_python_function(trace.name_of(frame_row))
+
+
+def _assign_sites(reader: SourceReader, frame: Frame, occs: list[Occurrence],
+                  matcher: SiteMatcher | None) -> list[Site | None]:
+    """Map occurrences inside one call of a function to call sites, in order."""
+    if matcher is None:
+        return [None] * len(occs)
+    sites = reader.sites(frame)
+    if not sites:
+        return [None] * len(occs)
+    candidates = [s for s in sites if matcher(s)]
+    if not candidates:
+        return [None] * len(occs)
+    n = len(candidates)
+    if len(occs) == n or n == 1:
+        return [candidates[min(k, n - 1)] for k in range(len(occs))]
+    if len(occs) % n == 0:  # a loop in the function: the pattern repeats
+        return [candidates[k % n] for k in range(len(occs))]
+    return [candidates[min(k, n - 1)] for k in range(len(occs))]
+
+
+def attribute(trace: Trace, occurrences: Sequence[Occurrence],
+              matcher: Callable[[Occurrence], SiteMatcher | None] | None = None,
+              windows: int = 1) -> list[Group]:
+    """Group occurrences by source location (file:line after refinement); one group each.
+
+    `matcher(occurrence)` returns a predicate over call sites that could have issued it, or
+    None to keep the frame's line."""
+    reader = reader_for(trace)
+    # Occurrences inside one call of a function (one frame event), in time order.
+    by_call: dict[tuple[int | None, str], list[Occurrence]] = {}
+    for occ in sorted(occurrences, key=lambda o: o.row):
+        by_call.setdefault((occ.frame_row, occ.key), []).append(occ)
+    placed: dict[tuple[str | None, int | None, str | None], list[tuple[Occurrence, Frame | None, Site | None]]] = {}
+    for (frame_row, _), occs in by_call.items():
+        frame = frame_of_row(trace, frame_row)
+        if frame is None:
+            for occ in occs:
+                placed.setdefault((None, None, None), []).append((occ, None, None))
+            continue
+        sites = _assign_sites(reader, frame, occs, matcher(occs[0]) if matcher else None)
+        for occ, site in zip(occs, sites, strict=True):
+            line = site.line if site is not None else frame.line
+            placed.setdefault((frame.file, line, frame.function), []).append((occ, frame, site))
+    groups = []
+    for (file, line, function), items in placed.items():
+        frame = items[0][1]
+        site = items[0][2]
+        source = reader.line(file, line)
+        groups.append(Group(
+            location=Location(file=file, line=line, function=function,
+                              source=source.rstrip() if source is not None else None),
+            occurrences=tuple(o for o, _, _ in items), windows=max(1, windows), frame=frame,
+            resolved_path=reader.resolve(file) if file else None, site=site))
+    groups.sort(key=lambda g: (-g.cost_ms_per_step, g.location.file or "", g.location.line or 0))
+    return groups
+
+
+def location_of(trace: Trace, frame_row: int | None) -> Location:
+    """The unrefined location of a frame event (the frame's own line), with its source."""
+    frame = frame_of_row(trace, frame_row)
+    if frame is None:
+        return Location()
+    source = reader_for(trace).line(frame.file, frame.line)
+    return Location(file=frame.file, line=frame.line, function=frame.function,
+                    source=source.rstrip() if source is not None else None)
+
+
+def find_calls(trace: Trace, names: Iterable[str], files: Iterable[str]) -> list[Location]:
+    """Calls named `names` (e.g. DataLoader) in the given user files, as locations."""
+    reader = reader_for(trace)
+    for file in files:
+        reader.lines(file)
+    out = []
+    for file, site in reader.all_calls(names):
+        source = reader.line(file, site.line)
+        out.append(Location(file=file, line=site.line, function=None,
+                            source=source.rstrip() if source is not None else None))
+    return out

@@ -1,0 +1,359 @@
+"""The gate's Python API: compare two sides, a revision, or a stored baseline; calibrate.
+
+Each function runs launches into a run directory and returns a frozen result; rendering and
+exit codes are the CLI's business (perftune/cli/gate.py, baseline.py, calibrate.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perftune.errors import ScriptError, UsageError
+from perftune.gate import explain as explain_mod
+from perftune.gate import fingerprint as fingerprint_mod
+from perftune.gate.baseline import Baseline
+from perftune.gate.calibration import Calibration
+from perftune.gate.decision import DecisionRule
+from perftune.gate.explain import Explanation, ProfileSummary
+from perftune.gate.runner import (
+    BASE,
+    HEAD,
+    Launch,
+    LaunchPlan,
+    MeasureSettings,
+    SequentialGate,
+    Side,
+    capture_side,
+)
+from perftune.gate.verdict import InconclusivePolicy, Mode, Status, Verdict
+from perftune.gate.worktree import head_state, map_into, repo_root, revision_worktree
+
+if TYPE_CHECKING:
+    from perftune.capture.runner import ScriptTarget
+
+Progress = Callable[[str], None]
+
+# Steps profiled per side to explain a verdict: enough for per-step averages, few enough that
+# the profiler's overhead does not make the explanation the slowest part of the gate.
+EXPLAIN_STEPS = 3
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    rule: DecisionRule = field(default_factory=DecisionRule)
+    plan: LaunchPlan = field(default_factory=LaunchPlan)
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    inconclusive: InconclusivePolicy = "error"
+    explain: bool = True
+    fail_on_new_findings: bool = False
+    seed: int | None = None
+
+
+def _quiet(_: str) -> None:
+    return None
+
+
+def _launch_reporter(progress: Progress) -> Callable[[Launch], None]:
+    def report(launch: Launch) -> None:
+        progress(f"  launch {launch.seq + 1:>3} {launch.side}: {launch.median_ms:.3f} ms "
+                 f"({launch.wall_s:.1f} s)")
+
+    return report
+
+
+def _python_path(root: Path) -> dict[str, str]:
+    """Put the side's own checkout first on the child's import path.
+
+    With the project installed in editable mode, `import mypkg` in the base worktree would
+    otherwise load the head's code and the gate would compare head with head.
+    """
+    entries = [str(root)]
+    if (root / "src").is_dir():
+        entries.insert(0, str(root / "src"))
+    existing = os.environ.get("PYTHONPATH")
+    if existing:
+        entries.append(existing)
+    return {"PYTHONPATH": os.pathsep.join(entries)}
+
+
+def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
+                  measure: MeasureSettings, progress: Progress = _quiet) -> tuple[Explanation | None, list[str]]:
+    """Profile one launch per side (or use the stored base profile) and compare them."""
+    summaries: dict[str, ProfileSummary] = {}
+    notes: list[str] = []
+    if isinstance(base, ProfileSummary):
+        summaries[BASE] = base
+        sides: list[Side] = [head]
+    else:
+        sides = [base, head]
+    for side in sides:
+        progress(f"  profiling one {side.name} launch to explain the verdict")
+        result = capture_side(side, out_dir / side.name, measure, profile=True,
+                              active=min(EXPLAIN_STEPS, measure.steps))
+        if not result.ok or not result.measured():
+            notes.append(f"the profiled {side.name} launch did not finish ({result.status}); "
+                         "no explanation")
+            return None, notes
+        summaries[side.name] = explain_mod.summarize_capture(result)
+    return explain_mod.compare(summaries[BASE], summaries[HEAD]), notes
+
+
+def run_gate(
+    head: Side,
+    run_dir: Path,
+    options: GateOptions,
+    *,
+    base: Side | None = None,
+    base_samples: Sequence[float] = (),
+    base_profile: ProfileSummary | None = None,
+    mode: Mode = "ab",
+    base_label: str = "base",
+    head_label: str = "head",
+    notes: Sequence[str] = (),
+    on_launch: Callable[[Launch], None] | None = None,
+    progress: Progress = _quiet,
+) -> Verdict:
+    """Launch until decided (both sides interleaved, or head against stored base samples)."""
+    started = time.monotonic()
+    report = _launch_reporter(progress)
+
+    def launched(launch: Launch) -> None:
+        report(launch)
+        if on_launch is not None:
+            on_launch(launch)
+
+    def looked(decision: Any) -> None:
+        est = decision.estimate
+        progress(f"  after {est.n_base}+{est.n_head} launches: ratio {est.ratio:.3f} "
+                 f"[{est.low:.3f}, {est.high:.3f}] -> {decision.outcome}")
+
+    sequential = SequentialGate(head=head, base=base, launch_root=run_dir / "launches",
+                                settings=options.measure, base_samples=base_samples,
+                                seed=options.seed, on_launch=launched, on_decision=looked)
+    result = sequential.run(options.rule, options.plan)
+    decision = result.decision
+    status: Status = "inconclusive" if decision.outcome == "undecided" else decision.outcome
+    # Read only now: `on_launch` may have added notes while launching (baseline fingerprint).
+    all_notes = list(notes)
+    if options.rule.raised_by_calibration:
+        all_notes.append(f"allowance raised from {options.rule.max_regression:.1%} to "
+                         f"{options.rule.threshold:.1%}: calibration shows smaller slowdowns "
+                         "are not measurable on this runner")
+    explanation = None
+    if options.explain:
+        reference: Side | ProfileSummary | None = base if base is not None else base_profile
+        if reference is None:
+            all_notes.append("the baseline holds no profile (recorded with --no-explain), "
+                             "so structural changes were not compared")
+        else:
+            explanation, explain_notes = explain_sides(reference, head, run_dir / "explain",
+                                                       options.measure, progress)
+            all_notes += explain_notes
+            if explanation is not None:
+                all_notes += explanation.notes
+    return Verdict(
+        status=status,
+        decisions=result.decisions,
+        rule=options.rule,
+        mode=mode,
+        base_label=base_label,
+        head_label=head_label,
+        launches=result.launches,
+        base_samples_ms=tuple(base_samples) if base is None else result.samples(BASE),
+        head_samples_ms=result.samples(HEAD),
+        inconclusive_policy=options.inconclusive,
+        fail_on_new_findings=options.fail_on_new_findings,
+        explanation=explanation,
+        notes=tuple(dict.fromkeys(all_notes)),
+        elapsed_s=time.monotonic() - started,
+        run_dir=run_dir,
+    )
+
+
+def _target(path: Path | None, module: str | None, args: Sequence[str], cwd: Path) -> ScriptTarget:
+    from perftune.capture.runner import ScriptTarget
+
+    return ScriptTarget(path=path, module=module, args=tuple(args), cwd=cwd)
+
+
+def _head_label(root: Path) -> str:
+    commit, dirty = head_state(root)
+    where = commit[:10] if commit else "no commit yet"
+    return f"working tree ({where}{' + uncommitted changes' if dirty else ''})"
+
+
+def gate_against_revision(
+    script: Path | None,
+    args: Sequence[str],
+    ref: str,
+    run_dir: Path,
+    options: GateOptions,
+    *,
+    module: str | None = None,
+    cwd: Path | None = None,
+    knobs: Mapping[str, Any] | None = None,
+    progress: Progress = _quiet,
+) -> Verdict:
+    """Compare the working tree with `ref` checked out into a temporary worktree."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = repo_root(cwd)
+    head_script = script.resolve() if script is not None else None
+    if head_script is not None and not head_script.is_file():
+        raise UsageError(f"{script}: no such script")
+    head_label = _head_label(root)
+    with revision_worktree(root, ref) as worktree:
+        base_script = map_into(head_script, root, worktree.path) if head_script else None
+        if base_script is not None and not base_script.is_file():
+            raise UsageError(f"{head_script.relative_to(root) if head_script else script} does "
+                             f"not exist at {worktree.label}")
+        progress(f"perftune gate: {head_label} vs {worktree.label}, worktree {worktree.path}")
+        base = Side(name=BASE, label=worktree.label, knobs=dict(knobs or {}),
+                    target=_target(base_script, module, args, map_into(cwd, root, worktree.path)),
+                    env=_python_path(worktree.path))
+        head = Side(name=HEAD, label=head_label, knobs=dict(knobs or {}),
+                    target=_target(head_script, module, args, cwd), env=_python_path(root))
+        return run_gate(head, run_dir, options, base=base, mode="revision",
+                        base_label=worktree.label, head_label=head_label, progress=progress)
+
+
+def _fingerprint_guard(stored: fingerprint_mod.Fingerprint, policy: str, notes: list[str]) -> Callable[[Launch], None]:
+    """Checks the first head launch's environment against the baseline's, once."""
+    checked = False
+
+    def check(launch: Launch) -> None:
+        nonlocal checked
+        if checked:
+            return
+        checked = True
+        differences = stored.differences(fingerprint_mod.collect(launch.meta))
+        if not differences:
+            return
+        text = "; ".join(differences)
+        if policy == "refuse":
+            raise UsageError(
+                f"this environment differs from the baseline's ({text}); record a new baseline "
+                "here, or pass --fingerprint-mismatch warn to compare anyway")
+        notes.append(f"environment differs from the baseline's: {text}")
+
+    return check
+
+
+def gate_against_baseline(
+    script: Path | None,
+    args: Sequence[str],
+    baseline: Baseline,
+    run_dir: Path,
+    options: GateOptions,
+    *,
+    module: str | None = None,
+    cwd: Path | None = None,
+    fingerprint_mismatch: str = "refuse",
+    progress: Progress = _quiet,
+) -> Verdict:
+    """Compare the working tree with the samples stored by `perftune baseline`."""
+    if fingerprint_mismatch not in ("refuse", "warn"):
+        raise UsageError(f"--fingerprint-mismatch must be refuse or warn, got {fingerprint_mismatch}")
+    if (options.measure.warmup, options.measure.steps) != (baseline.warmup, baseline.steps):
+        raise UsageError(f"the baseline was measured with --warmup {baseline.warmup} --steps "
+                         f"{baseline.steps}; the gate must measure the same way")
+    cwd = (cwd or Path.cwd()).resolve()
+    notes: list[str] = []
+    created = f", recorded {baseline.created}" if baseline.created else ""
+    commit = f" at {baseline.git_commit[:10]}" if baseline.git_commit else ""
+    base_label = f"stored baseline{commit}{created}"
+    head = Side(name=HEAD, label="working tree", knobs=dict(baseline.knobs),
+                target=_target(script.resolve() if script else None, module, args, cwd))
+    return run_gate(
+        head, run_dir, options, base_samples=baseline.samples_ms,
+        base_profile=explain_mod.profile_from_dict(baseline.profile) if baseline.profile else None,
+        mode="baseline", base_label=base_label, head_label="working tree", notes=notes,
+        on_launch=_fingerprint_guard(baseline.fingerprint, fingerprint_mismatch, notes),
+        progress=progress)
+
+
+def record_baseline(
+    script: Path | None,
+    args: Sequence[str],
+    run_dir: Path,
+    measure: MeasureSettings,
+    launches: int,
+    *,
+    module: str | None = None,
+    cwd: Path | None = None,
+    knobs: Mapping[str, Any] | None = None,
+    explain: bool = True,
+    progress: Progress = _quiet,
+) -> Baseline:
+    """Measure `launches` launches of the working tree and return them as a baseline."""
+    if launches < 2:
+        raise UsageError(f"--launches must be at least 2, got {launches}")
+    cwd = (cwd or Path.cwd()).resolve()
+    head = Side(name=HEAD, label="working tree", knobs=dict(knobs or {}),
+                target=_target(script.resolve() if script else None, module, args, cwd))
+    report = _launch_reporter(progress)
+    measured: list[Launch] = []
+    from perftune.gate.runner import measure_launch
+
+    for seq in range(launches):
+        launch = measure_launch(head, seq, run_dir / "launches" / f"{seq:03d}-{HEAD}", measure)
+        report(launch)
+        measured.append(launch)
+    profile = None
+    if explain:
+        progress("  profiling one launch for the baseline's structural summary")
+        result = capture_side(head, run_dir / "explain" / HEAD, measure, profile=True,
+                              active=min(EXPLAIN_STEPS, measure.steps))
+        if not result.ok:
+            raise ScriptError(f"the profiled launch failed ({result.status}): {result.error}; "
+                              f"run dir {result.run_dir}")
+        profile = explain_mod.profile_to_dict(explain_mod.summarize_capture(result))
+    commit: str | None = None
+    dirty = False
+    with contextlib.suppress(UsageError):  # outside a git checkout the baseline has no commit
+        commit, dirty = head_state(repo_root(cwd))
+    return Baseline(
+        samples_ms=tuple(launch.median_ms for launch in measured),
+        fingerprint=fingerprint_mod.collect(measured[0].meta),
+        warmup=measure.warmup,
+        steps=measure.steps,
+        script=str(script) if script else None,
+        module=module,
+        args=tuple(args),
+        knobs=dict(knobs or {}),
+        git_commit=commit,
+        git_dirty=dirty,
+        profile=profile,
+    )
+
+
+def calibrate(
+    script: Path | None,
+    args: Sequence[str],
+    run_dir: Path,
+    measure: MeasureSettings,
+    launches: int,
+    confidence: float,
+    *,
+    module: str | None = None,
+    cwd: Path | None = None,
+    seed: int | None = None,
+    progress: Progress = _quiet,
+) -> Calibration:
+    """Run the same code on both sides, interleaved like a gate, and measure the noise."""
+    cwd = (cwd or Path.cwd()).resolve()
+    target = _target(script.resolve() if script else None, module, args, cwd)
+    sequential = SequentialGate(
+        head=Side(name=HEAD, target=target, label="same code"),
+        base=Side(name=BASE, target=target, label="same code"),
+        launch_root=run_dir / "launches", settings=measure, seed=seed,
+        on_launch=_launch_reporter(progress))
+    result = sequential.run(DecisionRule(confidence=confidence),
+                            LaunchPlan(launches=launches, max_launches=launches))
+    estimate = result.decision.estimate
+    return Calibration(noise=estimate.noise, launches=launches, aa=estimate, confidence=confidence)

@@ -1,0 +1,278 @@
+"""What a report shows, gathered once from a run directory: the renderers only read this.
+
+A `RunView` is built either from a fresh `Analysis` (the trace is at hand, so the timeline,
+memory and roofline sections can be drawn) or from the JSON documents a run directory already
+holds (`perftune report` on a run whose trace is gone). Optional inputs — steps.json,
+meta.json, tuning.json, gate.json, fix.json — appear when their file exists; a file that cannot
+be read becomes a note in the report instead of an error, because a report of what *is* there is
+more useful than none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perftune.engine.types import Finding
+from perftune.trace.metrics import Distribution
+
+if TYPE_CHECKING:
+    from perftune.pipeline import Analysis
+    from perftune.trace.model import Trace
+
+OPTIONAL_DOCUMENTS = ("steps", "meta", "tuning", "gate", "fix")
+
+
+@dataclass(frozen=True)
+class RunView:
+    """Everything the renderers need about one run."""
+
+    run_dir: Path | None
+    summary: Mapping[str, Any]
+    findings: tuple[Finding, ...]
+    trace: Trace | None = None
+    steps: Mapping[str, Any] | None = None
+    meta: Mapping[str, Any] | None = None
+    tuning: Mapping[str, Any] | None = None
+    gate: Mapping[str, Any] | None = None
+    fix: Mapping[str, Any] | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def title(self) -> str:
+        """The script when the run captured one, else the trace file(s)."""
+        script = meta_value(self.meta, "script", "script_path")
+        if script:
+            return Path(str(script)).name
+        module = meta_value(self.meta, "module")
+        if module:
+            return f"-m {module}"
+        files = [Path(str(f)).name for f in self.summary.get("files", [])]
+        if files:
+            return files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
+        return self.run_dir.name if self.run_dir else "perftune run"
+
+    @property
+    def total_saving_ms(self) -> float:
+        return sum(f.est_saving_ms_per_step for f in self.findings)
+
+
+def read_document(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(document, None), (None, None) when the file is absent, or (None, note) when unreadable."""
+    if not path.is_file():
+        return None, None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"{path.name} could not be read ({exc}); its section is left out"
+    if not isinstance(data, dict):
+        return None, f"{path.name} is not a JSON object; its section is left out"
+    return data, None
+
+
+def _optional_documents(run_dir: Path | None) -> tuple[dict[str, Any], list[str]]:
+    docs: dict[str, Any] = {}
+    notes: list[str] = []
+    if run_dir is None:
+        return docs, notes
+    for name in OPTIONAL_DOCUMENTS:
+        doc, note = read_document(run_dir / f"{name}.json")
+        docs[name] = doc
+        if note:
+            notes.append(note)
+    return docs, notes
+
+
+def view_of_analysis(analysis: Analysis, run_dir: Path | None) -> RunView:
+    docs, notes = _optional_documents(run_dir)
+    return RunView(run_dir=run_dir, summary=analysis.summary, findings=analysis.findings,
+                   trace=analysis.trace, notes=tuple(notes), **docs)
+
+
+def view_of_documents(run_dir: Path) -> RunView:
+    """A view from summary.json / findings.json alone (no trace to re-analyse)."""
+    docs, notes = _optional_documents(run_dir)
+    findings_doc, note = read_document(run_dir / "findings.json")
+    if note:
+        notes.append(note)
+    summary_doc, note = read_document(run_dir / "summary.json")
+    if note:
+        notes.append(note)
+    summary: Mapping[str, Any] = summary_doc or (findings_doc or {}).get("summary") or {}
+    findings: list[Finding] = []
+    for raw in (findings_doc or {}).get("findings", []):
+        try:
+            findings.append(Finding.from_dict(raw))
+        except (KeyError, TypeError, ValueError) as exc:
+            notes.append(f"a finding in findings.json could not be read ({exc!r})")
+    findings.sort(key=lambda f: -f.est_saving_ms_per_step)
+    return RunView(run_dir=run_dir, summary=summary, findings=tuple(findings), notes=tuple(notes),
+                   **docs)
+
+
+# ---------------------------------------------------------------------------- meta.json
+_META_KEYS: Mapping[str, tuple[str, ...]] = {
+    "script": ("script", "script_path"),
+    "module": ("module",),
+    "command": ("command",),
+    "argv": ("argv", "args"),
+    "cwd": ("cwd",),
+    "git_commit": ("git_commit", "commit"),
+    "git_dirty": ("git_dirty", "dirty"),
+    "start_time": ("start_time", "started_at", "start", "time"),
+    "python": ("python_version", "python"),
+    "torch": ("torch_version", "torch"),
+    "cuda": ("cuda_version", "cuda"),
+    "devices": ("device_names", "devices"),
+    "hostname": ("hostname", "host"),
+    "perftune": ("perftune_version", "perftune"),
+}
+
+
+def meta_value(meta: Mapping[str, Any] | None, *keys: str) -> Any:
+    """The first present value among `keys`, looking one level into nested tables too.
+
+    meta.json is written by the capture stage; accepting a few spellings (`git.commit`,
+    `git_commit`) keeps the header right while that format settles.
+    """
+    if not meta:
+        return None
+    for key in keys:
+        if key in meta and meta[key] not in (None, "", []):
+            return meta[key]
+    for key in keys:
+        head, _, tail = key.partition("_")
+        nested = meta.get(head)
+        if tail and isinstance(nested, Mapping) and nested.get(tail) not in (None, "", []):
+            return nested[tail]
+    return None
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value)
+    return str(value)
+
+
+def header_facts(view: RunView) -> list[tuple[str, str]]:
+    """(label, value) pairs for the report header, from meta.json or else the trace."""
+    meta = view.meta
+    facts: list[tuple[str, str]] = []
+
+    def add(label: str, value: Any) -> None:
+        if value not in (None, "", [], ()):
+            facts.append((label, _text(value)))
+
+    add("script", meta_value(meta, *_META_KEYS["script"]) or meta_value(meta, *_META_KEYS["module"]))
+    command = meta_value(meta, *_META_KEYS["command"])
+    if command is None and meta_value(meta, *_META_KEYS["argv"]) is not None:
+        command = meta_value(meta, *_META_KEYS["argv"])
+    add("command", command)
+    add("working directory", meta_value(meta, *_META_KEYS["cwd"]))
+    commit = meta_value(meta, *_META_KEYS["git_commit"])
+    if commit:
+        dirty = meta_value(meta, *_META_KEYS["git_dirty"])
+        add("git commit", f"{commit}{' (uncommitted changes)' if dirty else ''}")
+    add("when", meta_value(meta, *_META_KEYS["start_time"]))
+    versions = []
+    for label, key in (("python", "python"), ("torch", "torch"), ("CUDA", "cuda")):
+        value = meta_value(meta, *_META_KEYS[key])
+        if value:
+            versions.append(f"{label} {value}")
+    if not versions:
+        header = view.trace.ranks[0].header if view.trace is not None and view.trace.ranks else {}
+        if header.get("cuda_runtime_version"):
+            versions.append(f"CUDA runtime {header['cuda_runtime_version']}")
+        if header.get("hip_runtime_version"):
+            versions.append(f"HIP runtime {header['hip_runtime_version']}")
+    add("versions", ", ".join(versions))
+    add("devices", meta_value(meta, *_META_KEYS["devices"]) or device_line(view.summary))
+    add("host", meta_value(meta, *_META_KEYS["hostname"]))
+    add("perftune", meta_value(meta, *_META_KEYS["perftune"]) or view.summary.get("perftune_version"))
+    files = view.summary.get("files") or []
+    add("trace", ", ".join(str(f) for f in files[:4]) + (" …" if len(files) > 4 else ""))
+    return facts
+
+
+def device_line(summary: Mapping[str, Any]) -> str:
+    names = [str(d.get("name")) for d in summary.get("devices", []) if d.get("name")]
+    if not names:
+        return "CPU only" if summary.get("runtime") == "cpu" else ""
+    return ", ".join(f"{names.count(n)}× {n}" if names.count(n) > 1 else n
+                     for n in dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------------------- step timing
+@dataclass(frozen=True)
+class StepPoint:
+    index: int
+    duration_ms: float
+    phase: str  # warmup | profiled | measured
+    samples: int | None = None
+
+
+@dataclass(frozen=True)
+class StepTiming:
+    """Step times as the report shows them: measured steps apart from profiled ones."""
+
+    source: str
+    points: tuple[StepPoint, ...]
+    measured: Distribution | None     # phase "measured" (outside the profiler window)
+    profiled: Distribution | None     # phase "profiled" (inside it)
+    samples_per_s: float | None = None
+
+    @property
+    def headline(self) -> Distribution | None:
+        """The distribution the report leads with: unprofiled steps when there are any."""
+        return self.measured if self.measured is not None else self.profiled
+
+    @property
+    def profiler_overhead(self) -> float | None:
+        """Median profiled step over median measured step, minus one (0.12 = 12 % slower)."""
+        if self.measured is None or self.profiled is None or not self.measured.median:
+            return None
+        return self.profiled.median / self.measured.median - 1.0
+
+
+def _distribution(values: Sequence[float]) -> Distribution | None:
+    return Distribution.of(values) if values else None
+
+
+def step_timing(view: RunView) -> StepTiming:
+    """From steps.json when the run has one (it times steps outside the profiler too), else
+    from the trace's steps as summarised (all of them profiled)."""
+    steps_doc = view.steps
+    if steps_doc and isinstance(steps_doc.get("steps"), list) and steps_doc["steps"]:
+        points = []
+        for raw in steps_doc["steps"]:
+            try:
+                dur = float(raw["duration_ms"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if math.isfinite(dur):
+                samples = raw.get("samples")
+                points.append(StepPoint(index=int(raw.get("index", len(points))), duration_ms=dur,
+                                        phase=str(raw.get("phase") or "measured"),
+                                        samples=int(samples) if isinstance(samples, int) else None))
+        measured = [p for p in points if p.phase == "measured"]
+        profiled = [p for p in points if p.phase == "profiled"]
+        rate_from = measured or profiled
+        rates = [p.samples / (p.duration_ms / 1000.0) for p in rate_from
+                 if p.samples and p.duration_ms > 0]
+        return StepTiming(
+            source=f"steps.json ({steps_doc.get('step_source', 'unknown')} steps)",
+            points=tuple(points),
+            measured=_distribution([p.duration_ms for p in measured]),
+            profiled=_distribution([p.duration_ms for p in profiled]),
+            samples_per_s=Distribution.of(rates).median if rates else None,
+        )
+    per_step = view.summary.get("per_step") or []
+    points = [StepPoint(index=int(s.get("step", k)), duration_ms=float(s["dur_ms"]), phase="profiled")
+              for k, s in enumerate(per_step) if s.get("dur_ms") is not None]
+    return StepTiming(source=f"trace ({view.summary.get('step_source', 'unknown')})",
+                      points=tuple(points), measured=None,
+                      profiled=_distribution([p.duration_ms for p in points]))

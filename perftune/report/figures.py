@@ -1,0 +1,290 @@
+"""Plotly figures of a report, as plain {"data": [...], "layout": {...}} dictionaries.
+
+They are drawn by the plotly.js bundled in the page, so building them needs no plotly import.
+Text that plotly draws (names in hover labels, axis categories) goes through `label()`:
+plotly.js interprets a few HTML-like tags in such strings, so names from a trace are
+entity-escaped there — plotly shows `&lt;` as `<` without ever treating it as markup.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from perftune.report.data import StepTiming
+from perftune.report.memory import MemorySeries
+from perftune.report.timeline import StepTimeline
+
+Figure = dict[str, Any]
+
+COLORS = {
+    "compute": "#4C78A8", "kernel": "#4C78A8", "communication": "#F58518", "memcpy": "#54A24B",
+    "memset": "#88D27A", "idle": "#D0D0D0", "device idle": "#D0D0D0", "sync": "#E45756",
+    "dataloader": "#B279A2", "optimizer": "#9D755D", "op": "#72B7B2", "other host": "#BAB0AC",
+    "warmup": "#BAB0AC", "profiled": "#F58518", "measured": "#4C78A8",
+}
+_FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12}
+
+
+def label(text: Any, limit: int = 160) -> str:
+    """A string safe for plotly's pseudo-HTML text, shortened to `limit` characters."""
+    s = str(text)
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return html.escape(s, quote=False)
+
+
+def _layout(**kwargs: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"font": _FONT, "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+                            "height": 360, "hovermode": "closest", "paper_bgcolor": "white",
+                            "plot_bgcolor": "white",
+                            "legend": {"orientation": "h", "y": -0.2}}
+    for key, value in kwargs.items():
+        base[key] = value
+    return base
+
+
+def _axis(title: str, **kwargs: Any) -> dict[str, Any]:
+    return {"title": {"text": title}, "gridcolor": "#eee", "zerolinecolor": "#ccc", **kwargs}
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------- step time
+def step_time_figure(timing: StepTiming) -> Figure | None:
+    if not timing.points:
+        return None
+    data: list[dict[str, Any]] = []
+    for phase in ("warmup", "profiled", "measured"):
+        pts = [p for p in timing.points if p.phase == phase]
+        if not pts:
+            continue
+        data.append({"type": "bar", "name": phase, "x": [p.index for p in pts],
+                     "y": [p.duration_ms for p in pts], "marker": {"color": COLORS[phase]},
+                     "hovertemplate": f"step %{{x}} ({phase})<br>%{{y:.3f}} ms<extra></extra>"})
+    shapes: list[dict[str, Any]] = []
+    head = timing.headline
+    if head is not None and _finite(head.median):
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": head.median,
+                       "y1": head.median, "line": {"color": "#333", "width": 1.5, "dash": "dash"}})
+        if _finite(head.p10) and _finite(head.p90):
+            shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": head.p10,
+                           "y1": head.p90, "fillcolor": "rgba(76,120,168,0.12)", "line": {"width": 0},
+                           "layer": "below"})
+    return {"data": data, "layout": _layout(
+        barmode="group", shapes=shapes, xaxis=_axis("step"), yaxis=_axis("step time (ms)"),
+        height=300)}
+
+
+# ---------------------------------------------------------------------------- breakdown
+DEVICE_STACK = (("compute_ms", "compute"), ("communication_ms", "communication"),
+                ("memcpy_ms", "memcpy"), ("memset_ms", "memset"), ("device_idle_ms", "device idle"))
+HOST_STACK = (("sync_ms", "sync"), ("dataloader_ms", "dataloader"), ("optimizer_ms", "optimizer"))
+
+
+def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
+    """Per step, two stacked bars: the device's time (what it did and when it sat idle) and the
+    host's (waiting in syncs, for data, in the optimizer, everything else) — the two views
+    overlap in time, so they are drawn side by side rather than added up."""
+    per_step: Sequence[Mapping[str, Any]] = summary.get("per_step") or []
+    if not per_step:
+        return None
+    multi_rank = len({s.get("rank") for s in per_step}) > 1
+    xs = [f"r{s.get('rank')} s{s.get('step')}" if multi_rank else str(s.get("step"))
+          for s in per_step]
+    device = bool(summary.get("has_device_activity"))
+    data: list[dict[str, Any]] = []
+    if device:
+        for key, name in DEVICE_STACK:
+            values = [float(s.get(key) or 0.0) for s in per_step]
+            if key in ("communication_ms", "memset_ms") and not any(values):
+                continue
+            data.append({"type": "bar", "name": f"device: {name}", "x": xs, "y": values,
+                         "offsetgroup": "device", "legendgroup": "device",
+                         "marker": {"color": COLORS[name]},
+                         "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>device</extra>"})
+    other = []
+    for s in per_step:
+        known = sum(float(s.get(k) or 0.0) for k, _ in HOST_STACK)
+        other.append(max(0.0, float(s.get("dur_ms") or 0.0) - known))
+    for key, name in HOST_STACK:
+        values = [float(s.get(key) or 0.0) for s in per_step]
+        if not any(values):
+            continue
+        data.append({"type": "bar", "name": f"host: {name}", "x": xs, "y": values,
+                     "offsetgroup": "host", "legendgroup": "host", "marker": {"color": COLORS[name]},
+                     "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>host</extra>"})
+    data.append({"type": "bar", "name": "host: other", "x": xs, "y": other, "offsetgroup": "host",
+                 "legendgroup": "host", "marker": {"color": COLORS["other host"]},
+                 "hovertemplate": "other: %{y:.3f} ms<extra>host</extra>"})
+    return {"data": data, "layout": _layout(
+        barmode="relative", xaxis=_axis("step (left bar: device, right bar: host)", type="category"),
+        yaxis=_axis("ms"), height=380)}
+
+
+# ---------------------------------------------------------------------------- timeline
+def timeline_figure(timeline: StepTimeline) -> Figure:
+    data: list[dict[str, Any]] = []
+    kinds = sorted({b.kind for b in timeline.bars}, key=list(COLORS).index)
+    for kind in kinds:
+        bars = [b for b in timeline.bars if b.kind == kind]
+        data.append({
+            "type": "bar", "orientation": "h", "name": kind,
+            "y": [label(b.lane, 60) for b in bars], "base": [b.start_ms for b in bars],
+            "x": [max(b.dur_ms, 1e-4) for b in bars],
+            "hovertext": [f"{label(b.name)}<br>{b.dur_ms:.3f} ms at +{b.start_ms:.3f} ms"
+                          for b in bars],
+            "hoverinfo": "text", "marker": {"color": COLORS.get(kind, "#999"), "line": {"width": 0}},
+        })
+    lanes = [label(lane, 60) for lane in timeline.lanes]
+    return {"data": data, "layout": _layout(
+        barmode="overlay", bargap=0.25, height=max(220, 70 + 48 * len(lanes)),
+        margin={"l": 200, "r": 20, "t": 30, "b": 50},
+        xaxis=_axis(f"ms from the start of {label(timeline.step_name)}"),
+        yaxis={"categoryorder": "array", "categoryarray": lanes[::-1], "automargin": True},
+        shapes=[{"type": "line", "x0": timeline.dur_ms, "x1": timeline.dur_ms, "yref": "paper",
+                 "y0": 0, "y1": 1, "line": {"color": "#333", "dash": "dot", "width": 1}}])}
+
+
+# ---------------------------------------------------------------------------- memory
+def memory_figure(series: Sequence[MemorySeries], step_starts_ms: Iterable[float] = ()) -> Figure:
+    gib = 1024.0 ** 3
+    data: list[dict[str, Any]] = []
+    for s in series:
+        data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv"},
+                     "name": f"{label(s.label)} allocated", "x": list(s.t_ms),
+                     "y": [v / gib for v in s.allocated_bytes],
+                     "hovertemplate": "%{y:.3f} GiB at %{x:.1f} ms<extra></extra>"})
+        if any(s.reserved_bytes):
+            data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "dash": "dot"},
+                         "name": f"{label(s.label)} reserved", "x": list(s.t_ms),
+                         "y": [v / gib for v in s.reserved_bytes],
+                         "hovertemplate": "%{y:.3f} GiB at %{x:.1f} ms<extra></extra>"})
+    shapes = [{"type": "line", "x0": t, "x1": t, "yref": "paper", "y0": 0, "y1": 1,
+               "line": {"color": "#bbb", "width": 1, "dash": "dot"}} for t in step_starts_ms]
+    return {"data": data, "layout": _layout(xaxis=_axis("ms from the start of the trace"),
+                                            yaxis=_axis("GiB"), shapes=shapes[:200])}
+
+
+# ---------------------------------------------------------------------------- roofline
+@dataclass(frozen=True)
+class RooflineOp:
+    """One operator (name, kind, dtype) summed over its calls."""
+
+    name: str
+    kind: str
+    dtype: str
+    calls: int
+    flops: float
+    bytes: float
+    time_ms: float
+
+    @property
+    def intensity(self) -> float:
+        return self.flops / self.bytes if self.bytes > 0 else math.inf
+
+    @property
+    def tflops(self) -> float:
+        return self.flops / (self.time_ms / 1000.0) / 1e12 if self.time_ms > 0 else 0.0
+
+
+def heavy_ops(points: Any, top: int = 40) -> list[RooflineOp]:
+    """The `top` operators by time from perftune.trace.roofline.roofline_points (a frame with one
+    row per op call: name, kind, dtype, flops, bytes, dur_us), summed per (name, kind, dtype)."""
+    if points is None or len(points) == 0:
+        return []
+    frame = points.assign(dtype=points["dtype"].fillna("").astype(str))
+    grouped = frame.groupby(["name", "kind", "dtype"], observed=True, sort=False).agg(
+        calls=("flops", "size"), flops=("flops", "sum"), bytes=("bytes", "sum"),
+        dur_us=("dur_us", "sum"))
+    grouped = grouped.sort_values("dur_us", ascending=False).head(top)
+    out = []
+    for (name, kind, dtype), row in grouped.iterrows():
+        op = RooflineOp(str(name), str(kind), str(dtype), int(row["calls"]), float(row["flops"]),
+                        float(row["bytes"]), float(row["dur_us"]) / 1000.0)
+        if op.flops > 0 and op.bytes > 0 and op.time_ms > 0:
+            out.append(op)
+    return out
+
+
+def roofline_figure(ops: Sequence[RooflineOp], peak_flops_per_s: float | None,
+                    peak_bytes_per_s: float | None,
+                    flops_by_dtype: Mapping[str, float] | None = None,
+                    roof_source: str = "") -> Figure | None:
+    """Heavy ops at (FLOP/byte, achieved TFLOP/s), marker area by time, under the roofs."""
+    if not ops:
+        return None
+    xs = [op.intensity for op in ops]
+    ys = [op.tflops for op in ops]
+    biggest = max(op.time_ms for op in ops) or 1.0
+    kinds = sorted({op.kind for op in ops})
+    palette = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D"]
+    data: list[dict[str, Any]] = []
+    for n, kind in enumerate(kinds):
+        sel = [op for op in ops if op.kind == kind]
+        data.append({
+            "type": "scatter", "mode": "markers", "name": label(kind, 40),
+            "x": [op.intensity for op in sel], "y": [op.tflops for op in sel],
+            "marker": {"size": [8 + 24 * math.sqrt(op.time_ms / biggest) for op in sel],
+                       "color": palette[n % len(palette)], "opacity": 0.75,
+                       "line": {"width": 0.5, "color": "#fff"}},
+            "hovertext": [f"{label(op.name)} ({label(op.dtype or '?')}, {op.calls} calls)<br>"
+                          f"{op.intensity:.2f} FLOP/byte · {op.tflops:.3f} TFLOP/s · "
+                          f"{op.time_ms:.3f} ms" for op in sel],
+            "hoverinfo": "text"})
+    lo, hi = min(xs) / 4, max(xs) * 4
+    annotations = []
+    if _finite(peak_flops_per_s) and _finite(peak_bytes_per_s) and peak_flops_per_s and peak_bytes_per_s:
+        roofs = {"fp32": float(peak_flops_per_s)}
+        roofs.update({k: float(v) for k, v in (flops_by_dtype or {}).items() if _finite(v)})
+        bandwidth = float(peak_bytes_per_s) / 1e12  # TB/s: TFLOP/s per FLOP/byte
+        lo = min(lo, min(roofs.values()) / 1e12 / bandwidth / 8)
+        hi = max(hi, max(roofs.values()) / 1e12 / bandwidth * 8)
+        for n, (dtype, flops) in enumerate(sorted(roofs.items(), key=lambda kv: kv[1])):
+            peak = flops / 1e12
+            ridge = peak / bandwidth
+            data.append({"type": "scatter", "mode": "lines", "name": f"roof {label(dtype)}",
+                         "x": [lo, ridge, hi], "y": [lo * bandwidth, peak, peak],
+                         "line": {"color": "#E45756", "width": 2 if dtype == "fp32" else 1,
+                                  "dash": "solid" if dtype == "fp32" else "dash"},
+                         "hovertemplate": f"{label(dtype)} roof: {peak:.1f} TFLOP/s, ridge at "
+                                          f"{ridge:.1f} FLOP/byte<extra></extra>",
+                         "showlegend": n == 0 or dtype == "fp32"})
+        if roof_source:
+            annotations.append({"text": label(roof_source, 90), "xref": "paper", "yref": "paper",
+                                "x": 1, "y": 1.06, "showarrow": False, "xanchor": "right",
+                                "font": {"size": 11, "color": "#666"}})
+    return {"data": data, "layout": _layout(
+        xaxis=_axis("arithmetic intensity (FLOP/byte)", type="log", range=[math.log10(lo), math.log10(hi)]),
+        yaxis=_axis("achieved TFLOP/s", type="log"), height=420, annotations=annotations)}
+
+
+# ---------------------------------------------------------------------------- comparison
+def compare_steps_figure(label_a: str, steps_a: Sequence[float], label_b: str,
+                         steps_b: Sequence[float]) -> Figure | None:
+    if not steps_a and not steps_b:
+        return None
+    data = [{"type": "box", "name": label(name, 40), "y": list(values), "boxpoints": "all",
+             "jitter": 0.4, "pointpos": 0, "marker": {"color": color},
+             "hovertemplate": "%{y:.3f} ms<extra></extra>"}
+            for name, values, color in ((label_a, steps_a, "#4C78A8"), (label_b, steps_b, "#F58518"))
+            if values]
+    return {"data": data, "layout": _layout(yaxis=_axis("step time (ms)"), showlegend=False,
+                                            height=320)}
+
+
+def compare_breakdown_figure(rows: Sequence[Mapping[str, Any]], label_a: str,
+                             label_b: str) -> Figure | None:
+    if not rows:
+        return None
+    cats = [label(r["category"]) for r in rows]
+    data = [{"type": "bar", "name": label(name, 40), "x": cats, "y": [r[key] for r in rows],
+             "marker": {"color": color}, "hovertemplate": "%{y:.3f} ms<extra></extra>"}
+            for name, key, color in ((label_a, "a_ms", "#4C78A8"), (label_b, "b_ms", "#F58518"))]
+    return {"data": data, "layout": _layout(barmode="group", yaxis=_axis("ms per step"),
+                                            height=320)}

@@ -1,0 +1,456 @@
+"""report.html and diff.html: one self-contained page each, opening offline from disk.
+
+The page inlines plotly.js (once), the CSS and a little JavaScript; it requests nothing from a
+network. Every string that came from a trace, a script or an argument reaches the page either
+through jinja2 with autoescape on, or inside the JSON blob the plots are drawn from, which is
+escaped for a <script> element (`script_json`).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import json
+import math
+import secrets
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+import numpy as np
+
+from perftune._resources import reports_dir
+from perftune._version import __version__
+from perftune.engine.types import Finding, Location
+from perftune.report import figures as F
+from perftune.report.data import RunView, device_line, header_facts, meta_value, step_timing
+from perftune.report.timeline import PERFETTO_URL
+
+if TYPE_CHECKING:
+    from perftune.report.compare import Comparison
+
+# ---------------------------------------------------------------------------- escaping
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
+                   "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def plain_json(value: Any) -> Any:
+    """`value` with NaN/inf as None and numpy scalars and arrays as Python values."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return plain_json(value.tolist())
+    if isinstance(value, np.generic):
+        return plain_json(value.item())
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
+
+
+def script_json(value: Any) -> str:
+    """JSON that is safe inside a <script> element: no `<`, `>`, `&`, U+2028 or U+2029, so a
+    string holding `</script>` or `<!--` cannot end or change the element."""
+    text = json.dumps(plain_json(value), ensure_ascii=False, allow_nan=False,
+                      separators=(",", ":"))
+    for raw, escaped in _SCRIPT_ESCAPES.items():
+        text = text.replace(raw, escaped)
+    return text
+
+
+# ---------------------------------------------------------------------------- environment
+def _fmt_ms(value: Any) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    if abs(value) >= 100:
+        return f"{value:,.1f} ms"
+    if abs(value) >= 1:
+        return f"{value:.2f} ms"
+    return f"{value:.3f} ms"
+
+
+def _fmt_pct(value: Any, signed: bool = False) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
+
+
+def _fmt_bytes(value: Any) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(size) < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
+        size /= 1024
+    return f"{size:.2f} TiB"
+
+
+def _fmt_num(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "–"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:.4g}"
+    return str(value)
+
+
+def _fmt_value(value: Any, limit: int = 400) -> str:
+    """A compact one-line rendering of evidence values."""
+    if isinstance(value, (int, float, bool)) or value is None:
+        return _fmt_num(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        text = json.dumps(plain_json(value), ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+@functools.lru_cache(maxsize=4)
+def _environment(folder: str) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(Path(folder) / "templates")),
+        autoescape=True,  # every {{ }} is HTML-escaped unless a value is marked |safe
+        undefined=jinja2.StrictUndefined,
+        extensions=["jinja2.ext.do"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(ms=_fmt_ms, pct=_fmt_pct, bytes=_fmt_bytes, num=_fmt_num,
+                       value=_fmt_value)
+    env.tests["scalar"] = _is_scalar
+    env.tests["mapping"] = lambda v: isinstance(v, Mapping)
+    env.tests["rows"] = lambda v: (isinstance(v, list) and bool(v)
+                                   and all(isinstance(x, Mapping) for x in v))
+    return env
+
+
+def environment() -> jinja2.Environment:
+    return _environment(str(reports_dir()))
+
+
+@functools.lru_cache(maxsize=1)
+def _assets() -> tuple[str, str]:
+    static = reports_dir() / "static"
+    return ((static / "report.css").read_text(encoding="utf-8"),
+            (static / "report.js").read_text(encoding="utf-8"))
+
+
+@functools.lru_cache(maxsize=1)
+def plotly_js() -> str:
+    """plotly's bundled plotly.min.js, made safe to inline in a <script> element."""
+    from plotly.offline import get_plotlyjs
+
+    source: str = get_plotlyjs()
+    return source.replace("</script", "<\\/script").replace("<!--", "<\\!--")
+
+
+# ---------------------------------------------------------------------------- findings
+@dataclass(frozen=True)
+class SnippetLine:
+    number: int | None
+    text: str
+    hit: bool
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    kind: str  # add | del | hunk | meta | ctx
+    text: str
+
+
+def _resolve_source(file: str, roots: Sequence[Path]) -> Path | None:
+    path = Path(file)
+    candidates = [path] if path.is_absolute() else [root / path for root in roots]
+    for candidate in candidates:
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:
+            continue
+    return None
+
+
+def source_snippet(location: Location, roots: Sequence[Path], context: int = 3) -> list[SnippetLine]:
+    """The flagged line with `context` lines around it when the file on disk still matches what
+    the trace recorded; the recorded line alone otherwise."""
+    recorded = [SnippetLine(location.line, location.source.rstrip(), True)] if location.source else []
+    if not location.file or not location.line:
+        return recorded
+    path = _resolve_source(location.file, roots)
+    if path is None:
+        return recorded
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return recorded
+    if not 0 < location.line <= len(lines):
+        return recorded
+    if location.source and lines[location.line - 1].strip() != location.source.strip():
+        return recorded  # the file changed since the run: show only what was recorded
+    lo, hi = max(1, location.line - context), min(len(lines), location.line + context)
+    return [SnippetLine(n, lines[n - 1], n == location.line) for n in range(lo, hi + 1)]
+
+
+def diff_lines(diff: str) -> list[DiffLine]:
+    out = []
+    for line in diff.rstrip("\n").splitlines():
+        if line.startswith(("+++", "---")):
+            kind = "meta"
+        elif line.startswith("@@"):
+            kind = "hunk"
+        elif line.startswith("+"):
+            kind = "add"
+        elif line.startswith("-"):
+            kind = "del"
+        else:
+            kind = "ctx"
+        out.append(DiffLine(kind, line))
+    return out
+
+
+@dataclass(frozen=True)
+class RuleDoc:
+    code: str
+    name: str
+    category: str
+    html: str  # rendered from the rule's own docstring, raw HTML disabled
+
+
+def rule_docs(codes: Iterable[str]) -> dict[str, RuleDoc]:
+    """Docs of the rules behind the findings, from the catalogue; {} when it cannot be loaded."""
+    wanted = set(codes)
+    if not wanted:
+        return {}
+    try:
+        from perftune.engine.registry import rule_classes
+
+        classes = rule_classes()
+    except Exception:  # a broken catalogue must not cost the user their report
+        return {}
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False})
+    out = {}
+    for cls in classes:
+        if cls.code in wanted:
+            out[cls.code] = RuleDoc(code=cls.code, name=cls.name, category=_category(cls.code),
+                                    html=md.render(cls.doc()))
+    return out
+
+
+def _category(code: str) -> str:
+    from perftune.engine.rule import CATEGORIES
+
+    return CATEGORIES.get(code[3:4], "other")
+
+
+@dataclass(frozen=True)
+class FindingView:
+    finding: Finding
+    anchor: str
+    snippet: list[SnippetLine]
+    diff: list[DiffLine]
+    evidence: list[tuple[str, str]]
+    has_doc: bool
+
+
+def finding_views(findings: Sequence[Finding], roots: Sequence[Path],
+                  docs: Mapping[str, RuleDoc]) -> list[FindingView]:
+    out = []
+    for n, f in enumerate(findings):
+        out.append(FindingView(
+            finding=f, anchor=f"finding-{n + 1}", snippet=source_snippet(f.location, roots),
+            diff=diff_lines(f.suggestion.diff) if f.suggestion.diff else [],
+            evidence=[(str(k), _fmt_value(v)) for k, v in f.evidence.items()],
+            has_doc=f.code in docs))
+    return out
+
+
+# ---------------------------------------------------------------------------- optional parts
+def _roofline(view: RunView) -> tuple[dict[str, Any] | None, list[F.RooflineOp], str]:
+    """(figure, heavy ops, where the roofs came from); (None, [], "") when the roofline module
+    is not installed or has nothing to place."""
+    if view.trace is None or importlib.util.find_spec("perftune.trace.roofline") is None:
+        return None, [], ""
+    try:
+        from perftune.trace import roofline
+
+        ops = F.heavy_ops(roofline.roofline_points(view.trace))
+        if not ops:
+            return None, [], ""
+        # measure=False: use the calibrated machine's cached roofs, never benchmark while rendering.
+        peaks = roofline.peaks(view.trace, measure=False)
+        source = str(getattr(peaks, "source", ""))
+        figure = F.roofline_figure(ops, getattr(peaks, "flops_per_s", None),
+                                   getattr(peaks, "bytes_per_s", None),
+                                   getattr(peaks, "flops_by_dtype", None), source)
+        return figure, ops, source
+    except Exception:  # another stage's module: its failure must not cost the whole report
+        return None, [], ""
+
+
+def tuning_figures(tuning: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The tuner's own figures (perftune.tune.figures) as plain figure dicts, when it exists."""
+    if importlib.util.find_spec("perftune.tune.figures") is None:
+        return []
+    try:
+        from perftune.tune.figures import tuning_figures as make  # type: ignore[import-not-found, unused-ignore]
+
+        made = make(dict(tuning))
+        items = made.values() if isinstance(made, Mapping) else made
+        out = []
+        for fig in items or ():
+            if hasattr(fig, "to_json"):
+                out.append(json.loads(fig.to_json()))
+            elif isinstance(fig, Mapping):
+                out.append(json.loads(json.dumps(plain_json(fig))))
+        return out
+    except Exception:
+        return []
+
+
+def _step_starts_ms(view: RunView) -> list[float]:
+    if view.trace is None:
+        return []
+    first = view.trace.steps[0].rank if view.trace.steps else 0
+    return [s.start / 1000.0 for s in view.trace.steps if s.rank == first]
+
+
+def _top_tables(view: RunView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    if view.trace is not None:
+        from perftune.trace import metrics
+
+        ops = metrics.top_host_ops(view.trace, 30).to_dict(orient="records")
+        kernels = metrics.top_kernels(view.trace, 30).to_dict(orient="records")
+        return plain_json(ops), plain_json(kernels)
+    return list(view.summary.get("top_host_ops") or []), list(view.summary.get("top_kernels") or [])
+
+
+# ---------------------------------------------------------------------------- the page
+def report_context(view: RunView) -> dict[str, Any]:
+    from perftune.report.memory import memory_timeline
+    from perftune.report.timeline import step_timeline
+
+    figures: dict[str, Any] = {}
+    timing = step_timing(view)
+    fig = F.step_time_figure(timing)
+    if fig:
+        figures["steps"] = fig
+    fig = F.breakdown_figure(view.summary)
+    if fig:
+        figures["breakdown"] = fig
+    timeline = step_timeline(view.trace) if view.trace is not None else None
+    if timeline is not None and timeline.bars:
+        figures["timeline"] = F.timeline_figure(timeline)
+    memory = memory_timeline(view.trace) if view.trace is not None else ()
+    if memory:
+        figures["memory"] = F.memory_figure(memory, _step_starts_ms(view))
+    roof, roof_ops, roof_source = _roofline(view)
+    if roof:
+        figures["roofline"] = roof
+    tuning_figs = tuning_figures(view.tuning) if view.tuning else []
+    for k, tfig in enumerate(tuning_figs):
+        figures[f"tuning-{k}"] = tfig
+    # Relative source paths in a trace are relative to where the script ran.
+    roots = [Path(str(cwd))] if (cwd := meta_value(view.meta, "cwd")) else []
+    roots.extend(p for p in (view.run_dir, Path.cwd()) if p is not None)
+    docs = rule_docs(f.code for f in view.findings)
+    ops, kernels = _top_tables(view)
+    steps = view.summary.get("steps") or {}
+    breakdown = view.summary.get("breakdown_ms_per_step") or {}
+    mean = steps.get("mean_ms") or 0.0
+    trace_name = None
+    if view.run_dir is not None and (view.run_dir / "trace.json.gz").exists():
+        trace_name = "trace.json.gz"
+    elif view.summary.get("files"):
+        trace_name = str(view.summary["files"][0])
+    return {
+        "title": view.title,
+        "version": __version__,
+        "facts": header_facts(view),
+        "summary": view.summary,
+        "devices": device_line(view.summary),
+        "timing": timing,
+        "device_idle_share": (breakdown.get("device_idle_ms") or 0.0) / mean if mean else None,
+        "breakdown": [(label, breakdown.get(key), (breakdown.get(key) or 0.0) / mean if mean else None)
+                      for key, label in _BREAKDOWN_ROWS
+                      if breakdown.get(key) is not None
+                      and (view.summary.get("has_device_activity") or key not in _DEVICE_KEYS)],
+        "findings": finding_views(view.findings, roots, docs),
+        "total_saving_ms": view.total_saving_ms,
+        "rule_docs": [docs[c] for c in sorted(docs)],
+        "top_ops": ops,
+        "top_kernels": kernels,
+        "timeline": timeline,
+        "memory": memory,
+        "has_roofline": "roofline" in figures,
+        "roofline_ops": roof_ops,
+        "roofline_source": roof_source,
+        "tuning": view.tuning,
+        "tuning_figures": [f"tuning-{k}" for k in range(len(tuning_figs))],
+        "gate": view.gate,
+        "fix": view.fix,
+        "notes": view.notes,
+        "figure_ids": sorted(figures),
+        "trace_name": trace_name,
+        "perfetto_url": PERFETTO_URL,
+        "figures_json": script_json(figures),
+    }
+
+
+_BREAKDOWN_ROWS = (
+    ("compute_ms", "device compute"), ("communication_ms", "communication"),
+    ("memcpy_ms", "memcpy"), ("memset_ms", "memset"), ("device_idle_ms", "device idle"),
+    ("sync_ms", "host: waiting in sync calls"), ("dataloader_ms", "host: waiting for the DataLoader"),
+    ("optimizer_ms", "host: optimizer step"))
+_DEVICE_KEYS = frozenset({"compute_ms", "communication_ms", "memcpy_ms", "memset_ms", "device_idle_ms"})
+
+
+def _page(template: str, context: Mapping[str, Any]) -> str:
+    css, js = _assets()
+    return environment().get_template(template).render(
+        **context, css=css, js=js, plotly_js=plotly_js(), nonce=secrets.token_urlsafe(18))
+
+
+def render_report_html(view: RunView) -> str:
+    return _page("report.html.j2", report_context(view))
+
+
+def write_report_html(view: RunView, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report_html(view), encoding="utf-8")
+    return path
+
+
+def render_diff_html(comparison: Comparison) -> str:
+    figures: dict[str, Any] = {}
+    fig = F.compare_steps_figure(comparison.a.label, comparison.a.step_ms,
+                                 comparison.b.label, comparison.b.step_ms)
+    if fig:
+        figures["steps"] = fig
+    fig = F.compare_breakdown_figure([r.to_dict() for r in comparison.breakdown],
+                                     comparison.a.label, comparison.b.label)
+    if fig:
+        figures["breakdown"] = fig
+    context = {"title": f"{comparison.a.label} → {comparison.b.label}", "version": __version__,
+               "c": comparison, "figure_ids": sorted(figures), "figures_json": script_json(figures)}
+    return _page("diff.html.j2", context)
+
+
+def write_diff_html(comparison: Comparison, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_diff_html(comparison), encoding="utf-8")
+    return path

@@ -1,0 +1,244 @@
+"""report.md: a compact Markdown summary for a GitHub step summary or a PR comment.
+
+Kept under MAX_BYTES (a PR comment holds 65,536 characters); when the findings do not fit,
+the later ones are left out and a note says so. Strings from a trace or a script are escaped
+(`escape`, `code`, `fence`) so they cannot become links, HTML, emphasis or table columns.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from perftune.engine.types import Finding
+from perftune.report.data import RunView, device_line, header_facts, step_timing
+
+MAX_BYTES = 64 * 1024
+_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_TRUNCATED = "\n\n> **Note:** this summary was truncated to fit {limit} KB; {rest}. See `report.html` for everything.\n"
+
+
+def escape(text: Any, limit: int = 200) -> str:
+    """Plain text for Markdown: no markup, no HTML, no table breaks, one line."""
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _SPECIAL.sub(r"\\\1", s)
+
+
+def code(text: Any, limit: int = 200) -> str:
+    """Inline code that survives backticks and table pipes in `text`."""
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    s = s.replace("|", "\\|")  # GFM splits table cells on | even inside code spans
+    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
+    ticks = "`" * (longest + 1)
+    pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
+    return f"{ticks}{pad}{s}{pad}{ticks}"
+
+
+def fence(text: str, lang: str = "", max_lines: int = 60) -> str:
+    lines = text.rstrip("\n").splitlines()
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines], f"… ({len(lines) - max_lines} more lines)"]
+    body = "\n".join(lines)
+    longest = max((len(m) for m in re.findall(r"`{3,}", body)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return f"{ticks}{lang}\n{body}\n{ticks}"
+
+
+def _ms(value: Any) -> str:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    return f"{value:,.1f} ms" if abs(value) >= 100 else f"{value:.2f} ms" if abs(value) >= 1 \
+        else f"{value:.3f} ms"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str = "") -> str:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join((":--" if a == "l" else "--:") for a in (align or "l" * len(header))) + "|"]
+    out.extend("| " + " | ".join(r) + " |" for r in rows)
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------- blocks
+def _head(view: RunView) -> str:
+    lines = [f"## perftune: {escape(view.title)}", ""]
+    facts = [f"**{escape(k)}** {code(v) if k in ('command', 'git commit') else escape(v)}"
+             for k, v in header_facts(view) if k not in ("trace", "working directory")]
+    lines.append(" · ".join(facts) if facts else escape(device_line(view.summary)))
+    return "\n".join(lines)
+
+
+def _steps(view: RunView) -> str:
+    timing = step_timing(view)
+    head = timing.headline
+    if head is None:
+        return "**Step time** not measured (no steps in this run)."
+    kind = "unprofiled" if timing.measured is not None else "profiled"
+    text = (f"**Step time** median **{_ms(head.median)}** (p10 {_ms(head.p10)}, p90 {_ms(head.p90)}) "
+            f"over {head.count} {kind} steps")
+    if timing.samples_per_s:
+        text += f" · **{timing.samples_per_s:,.1f} samples/s**"
+    if timing.profiler_overhead is not None:
+        text += f" · profiler overhead {timing.profiler_overhead:+.1%}"
+    return text + "."
+
+
+def _breakdown(view: RunView) -> str | None:
+    breakdown = view.summary.get("breakdown_ms_per_step") or {}
+    mean = (view.summary.get("steps") or {}).get("mean_ms") or 0.0
+    device = bool(view.summary.get("has_device_activity"))
+    rows = []
+    for key, name in (("compute_ms", "device compute"), ("communication_ms", "communication"),
+                      ("memcpy_ms", "memcpy"), ("device_idle_ms", "device idle"),
+                      ("sync_ms", "host: sync waits"), ("dataloader_ms", "host: DataLoader wait"),
+                      ("optimizer_ms", "host: optimizer")):
+        value = breakdown.get(key)
+        if value is None or (not device and key in ("compute_ms", "communication_ms", "memcpy_ms",
+                                                     "device_idle_ms")):
+            continue
+        if key == "communication_ms" and not value:
+            continue
+        rows.append((name, _ms(value), f"{value / mean:.1%}" if mean else "–"))
+    if not rows:
+        return None
+    return "### Where the time goes (mean per step)\n\n" + _table(("", "time", "share"), rows, "lrr")
+
+
+def _gate(view: RunView) -> str | None:
+    gate = view.gate
+    if not gate:
+        return None
+    status = gate.get("status") or gate.get("verdict")
+    headline = gate.get("headline")
+    text = "### Gate\n\n"
+    if headline:
+        text += f"**{escape(headline, 300)}**"
+    elif status:
+        text += f"**{escape(status)}**"
+    scalars = [(k, v) for k, v in gate.items() if isinstance(v, (str, int, float, bool))
+               and k not in ("headline",)][:12]
+    if scalars:
+        text += "\n\n" + _table(("", "value"), ((escape(k), escape(v)) for k, v in scalars))
+    return text
+
+
+def _tuning(view: RunView) -> str | None:
+    tuning = view.tuning
+    if not tuning:
+        return None
+    text = "### Tuning\n\n"
+    best = tuning.get("best")
+    if isinstance(best, Mapping):
+        rows = [(escape(k), code(v)) for k, v in _flatten(best)][:20]
+        text += "**Best trial**\n\n" + _table(("", "value"), rows)
+    trials = tuning.get("trials")
+    if isinstance(trials, list):
+        text += f"\n\n{len(trials)} trials; all of them are in `report.html` and `tuning.json`."
+    if text == "### Tuning\n\n":
+        scalars = [(escape(k), escape(v)) for k, v in tuning.items()
+                   if isinstance(v, (str, int, float, bool))][:12]
+        text += _table(("", "value"), scalars) if scalars else "see `tuning.json`"
+    return text
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.extend(_flatten(v, key + "."))
+        else:
+            out.append((key, v))
+    return out
+
+
+def _findings_table(findings: Sequence[Finding], shown: int) -> str:
+    total = sum(f.est_saving_ms_per_step for f in findings)
+    head = f"### Findings: {len(findings)}" + (f" (≈{_ms(total)} per step to gain)" if total else "")
+    rows = [(str(n), f.severity.value, f"{f.code} {escape(f.name)}", code(f.location),
+             str(f.count), _ms(f.est_saving_ms_per_step) if f.est_saving_ms_per_step else "–")
+            for n, f in enumerate(findings[:shown], 1)]
+    more = f"\n\n… and {len(findings) - shown} more in `findings.json`." if len(findings) > shown else ""
+    return head + "\n\n" + _table(("#", "severity", "rule", "where", "count", "saving / step"),
+                                  rows, "lllrrr") + more
+
+
+def _finding_detail(n: int, f: Finding) -> str:
+    # Inside an HTML block Markdown escapes are not processed: HTML-escape the summary instead.
+    summary = html.escape(f"{n}. {f.code} {f.name} at {f.location}"[:300])
+    lines = [f"<details><summary>{summary}</summary>", "",
+             escape(f.message, 1000), ""]
+    if f.location.source:
+        lines += [fence(f.location.source.strip(), "python"), ""]
+    if f.op_chain:
+        lines += ["op chain: " + " → ".join(code(op, 80) for op in f.op_chain[:12]), ""]
+    lines.append(f"**Fix:** {escape(f.suggestion.title, 300)} ({f.suggestion.applicability.value})")
+    if f.suggestion.diff:
+        lines += ["", fence(f.suggestion.diff, "diff")]
+    elif f.suggestion.after:
+        if f.suggestion.before:
+            lines += ["", fence(f.suggestion.before, "python")]
+        lines += ["", fence(f.suggestion.after, "python")]
+    lines += ["", "</details>"]
+    return "\n".join(lines)
+
+
+def _top(view: RunView) -> str | None:
+    blocks = []
+    ops = view.summary.get("top_host_ops") or []
+    if ops:
+        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", _ms(r.get("self_ms")))
+                for r in ops[:10]]
+        blocks.append("### Top host operators (self time)\n\n"
+                      + _table(("operator", "calls", "self"), rows, "lrr"))
+    kernels = view.summary.get("top_kernels") or []
+    if kernels:
+        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", _ms(r.get("total_ms")))
+                for r in kernels[:10]]
+        blocks.append("### Top kernels\n\n" + _table(("kernel", "calls", "total"), rows, "lrr"))
+    return "\n\n".join(blocks) or None
+
+
+def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
+    findings = view.findings
+    blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
+                                _breakdown(view)]
+    if findings:
+        blocks.append(_findings_table(findings, shown=50))
+        blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))
+    else:
+        blocks.append("### Findings\n\nNone: no rule matched this run.")
+    blocks.append(_top(view))
+    if view.notes:
+        blocks.append("\n".join(f"> {escape(n, 300)}" for n in view.notes))
+    blocks.append("Full report: `report.html` (opens offline in a browser).")
+    present = [b for b in blocks if b]
+    out: list[str] = []
+    used = 0
+    reserve = len(_TRUNCATED.encode()) + 80
+    for k, block in enumerate(present):
+        size = len(block.encode("utf-8")) + 2
+        if used + size > max_bytes - reserve:
+            rest = present[k:]
+            left = sum(1 for b in rest if b.startswith("<details>"))
+            what = f"{left} finding details and {len(rest) - left} other sections were left out" \
+                if left else f"{len(rest)} sections were left out"
+            out.append(_TRUNCATED.format(limit=max_bytes // 1024, rest=what).strip())
+            break
+        out.append(block)
+        used += size
+    return "\n\n".join(out) + "\n"
+
+
+def write_markdown(view: RunView, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown(view), encoding="utf-8")
+    return path

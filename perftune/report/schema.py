@@ -1,0 +1,223 @@
+"""The versioned schemas of summary.json and findings.json, as msgspec Structs.
+
+These Structs are the source of truth: the JSON Schema files in perftune/report/schemas/ are
+generated from them (`python -m perftune.report.schema` rewrites them) and documents are
+validated by converting them into the Structs (`validate_summary`, `validate_findings`).
+Unknown fields are rejected so that a field added to a document without a schema change is
+caught by the tests instead of surprising a CI consumer; adding a field means adding it here,
+regenerating the files and, for an incompatible change, raising SCHEMA_VERSION.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from perftune.trace.summary import SCHEMA_VERSION
+
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+
+Milliseconds = Annotated[float, msgspec.Meta(description="milliseconds")]
+MaybeMs = Annotated[float | None, msgspec.Meta(description="milliseconds; null when undefined")]
+RuleCode = Annotated[str, msgspec.Meta(pattern=r"^PFT\d{3}$", description="rule code, PFT + 3 digits")]
+
+
+class _Doc(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+# ---------------------------------------------------------------------------- summary.json
+class Device(_Doc):
+    id: int | None = None
+    name: str | None = None
+    memory_bytes: int | None = None
+    sms: int | None = None
+    compute_capability: str | None = None
+
+
+class StepStats(_Doc):
+    """Distribution of step durations over every step of every rank."""
+
+    count: int
+    median_ms: MaybeMs
+    p10_ms: MaybeMs
+    p90_ms: MaybeMs
+    mean_ms: MaybeMs
+    min_ms: MaybeMs
+    max_ms: MaybeMs
+
+
+class RankSteps(_Doc):
+    rank: int
+    steps: int
+    median_ms: MaybeMs
+
+
+class Breakdown(_Doc):
+    """Mean per step. Device-side figures are unions of busy intervals of the work the step's
+    host code launched; host-side figures are time inside the step window on its rank."""
+
+    compute_ms: Milliseconds
+    communication_ms: Milliseconds
+    memcpy_ms: Milliseconds
+    memset_ms: Milliseconds
+    device_idle_ms: Milliseconds
+    sync_ms: Milliseconds
+    dataloader_ms: Milliseconds
+    optimizer_ms: Milliseconds
+
+
+class StepBreakdown(_Doc):
+    rank: int
+    step: int
+    dur_ms: Milliseconds
+    compute_ms: Milliseconds
+    communication_ms: Milliseconds
+    memcpy_ms: Milliseconds
+    memset_ms: Milliseconds
+    device_busy_ms: Milliseconds
+    device_idle_ms: Milliseconds
+    sync_ms: Milliseconds
+    dataloader_ms: Milliseconds
+    optimizer_ms: Milliseconds
+    kernel_count: int
+
+
+class Syncs(_Doc):
+    count: int
+    in_steps: int
+    total_ms: Milliseconds
+    by_call: dict[str, int]
+
+
+class HostOp(_Doc):
+    name: str
+    calls: int
+    self_ms: Milliseconds
+    total_ms: Milliseconds
+
+
+class Kernel(_Doc):
+    name: str
+    calls: int
+    total_ms: Milliseconds
+    mean_us: Annotated[float, msgspec.Meta(description="microseconds")]
+
+
+class Summary(_Doc):
+    """summary.json: what the trace holds and where step time goes."""
+
+    schema_version: Literal[1]
+    perftune_version: str
+    files: list[str]
+    runtime: Literal["cuda", "rocm", "cpu"]
+    has_device_activity: bool
+    devices: list[Device]
+    ranks: list[int]
+    world_size: int
+    events: int
+    span_ms: MaybeMs
+    step_source: Literal["profiler-step", "optimizer-step", "whole-trace"]
+    steps: StepStats
+    per_rank: list[RankSteps]
+    breakdown_ms_per_step: Breakdown
+    per_step: list[StepBreakdown]
+    syncs: Syncs
+    top_host_ops: list[HostOp]
+    top_kernels: list[Kernel]
+
+
+# ---------------------------------------------------------------------------- findings.json
+class Location(_Doc):
+    file: str | None = None
+    line: int | None = None
+    function: str | None = None
+    source: str | None = None
+
+
+class Suggestion(_Doc):
+    title: str
+    applicability: Literal["safe", "unsafe", "display-only"] = "display-only"
+    diff: str | None = None
+    before: str | None = None
+    after: str | None = None
+    knobs: dict[str, list[Any]] = msgspec.field(default_factory=dict)
+
+
+class Finding(_Doc):
+    code: RuleCode
+    name: str
+    message: str
+    severity: Literal["info", "warning", "error"]
+    location: Location
+    suggestion: Suggestion
+    evidence: dict[str, Any] = msgspec.field(default_factory=dict)
+    est_saving_ms_per_step: Milliseconds = 0.0
+    count: Annotated[int, msgspec.Meta(ge=1)] = 1
+    op_chain: list[str] = msgspec.field(default_factory=list)
+    latent: bool = False
+    rank: int | None = None
+
+
+class FindingsDocument(_Doc):
+    """findings.json: the findings ranked by estimated saving, with the run's summary."""
+
+    schema_version: Literal[1]
+    findings: list[Finding]
+    summary: Summary
+
+
+# ---------------------------------------------------------------------------- helpers
+DOCUMENTS: dict[str, type[_Doc]] = {"summary": Summary, "findings": FindingsDocument}
+
+
+class SchemaError(ValueError):
+    """A document does not match its schema; the message names the offending path."""
+
+
+def validate(kind: str, document: Any) -> Any:
+    """Convert a decoded JSON document into its Struct; raise SchemaError when it does not fit."""
+    try:
+        return msgspec.convert(document, DOCUMENTS[kind], strict=True)
+    except msgspec.ValidationError as exc:
+        raise SchemaError(f"{kind}.json: {exc}") from None
+
+
+def validate_summary(document: Any) -> Summary:
+    result: Summary = validate("summary", document)
+    return result
+
+
+def validate_findings(document: Any) -> FindingsDocument:
+    result: FindingsDocument = validate("findings", document)
+    return result
+
+
+def json_schema(kind: str) -> dict[str, Any]:
+    schema: dict[str, Any] = msgspec.json.schema(DOCUMENTS[kind])
+    title = {"summary": "perftune summary.json", "findings": "perftune findings.json"}[kind]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://perftune.dev/schemas/{kind}.schema.json",
+            "title": title, "x-schema-version": SCHEMA_VERSION, **schema}
+
+
+def schema_text(kind: str) -> str:
+    return json.dumps(json_schema(kind), indent=2, sort_keys=True) + "\n"
+
+
+def write_schema_files(folder: Path = SCHEMAS_DIR) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for kind in DOCUMENTS:
+        path = folder / f"{kind}.schema.json"
+        path.write_text(schema_text(kind), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    for written_path in write_schema_files():
+        print(written_path)

@@ -1,0 +1,128 @@
+"""One step laid out on its host threads and device streams, for a quick look in the report.
+
+Only the top-level operators of each host thread (what the step *called*), the sync waits and
+the device work the step launched are kept, and at most `max_events` of them (the longest);
+the full trace is for Perfetto.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perftune.trace import categories as C
+from perftune.trace.metrics import device_event_steps, sync_call_mask
+from perftune.trace.model import NO_ID, Trace
+
+PERFETTO_URL = "https://ui.perfetto.dev"
+
+
+@dataclass(frozen=True)
+class TimelineBar:
+    lane: str
+    kind: str  # op | dataloader | optimizer | sync | kernel | communication | memcpy | memset
+    name: str
+    start_ms: float  # from the start of the step
+    dur_ms: float
+
+
+@dataclass(frozen=True)
+class StepTimeline:
+    step_name: str
+    rank: int
+    dur_ms: float
+    lanes: tuple[str, ...]
+    bars: tuple[TimelineBar, ...]
+    total_events: int  # candidates before the cap
+
+    @property
+    def truncated(self) -> bool:
+        return len(self.bars) < self.total_events
+
+
+def _pick_step(trace: Trace) -> int | None:
+    """The step of median duration on the first rank: typical, not the warm-up outlier."""
+    if not trace.steps:
+        return None
+    first = trace.steps[0].rank
+    candidates = [k for k, s in enumerate(trace.steps) if s.rank == first]
+    candidates.sort(key=lambda k: trace.steps[k].dur)
+    return candidates[len(candidates) // 2]
+
+
+def _host_kind(name: str) -> str:
+    if name.startswith(C.DATALOADER_PREFIX):
+        return "dataloader"
+    if name.startswith(C.OPTIMIZER_STEP_PREFIX):
+        return "optimizer"
+    return "op"
+
+
+def _device_kind(cat: str, name: str) -> str:
+    if cat == C.KERNEL:
+        return "communication" if C.is_comm_kernel(name) else "kernel"
+    return {C.MEMCPY: "memcpy", C.MEMSET: "memset"}.get(cat, "kernel")
+
+
+def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
+    k = _pick_step(trace)
+    if k is None:
+        return None
+    step = trace.steps[k]
+    ev = trace.events
+    ts = ev["ts"].to_numpy()
+    dur = ev["dur"].to_numpy()
+    cats = ev["cat"].astype(str).to_numpy()
+    names = ev["name"].astype(str).to_numpy()
+    on_rank = ev["rank"].to_numpy() == step.rank
+    is_dev = ev["is_device"].to_numpy()
+    in_window = on_rank & ~is_dev & (ts >= step.start) & (ts < step.end)
+    is_op = np.isin(cats, list(C.OP_CATS))
+    is_step_marker = np.char.startswith(names.astype(str), C.PROFILER_STEP_PREFIX)
+    parent = trace.parent
+
+    # rows: (row, kind); a host op is top-level when no enclosing op other than the step
+    # marker exists (python frames in between do not count).
+    chosen: list[tuple[int, str]] = []
+    for row in np.flatnonzero(in_window & is_op & ~is_step_marker).tolist():
+        p = int(parent[row])
+        while p != NO_ID and not (is_op[p] and not is_step_marker[p]):
+            p = int(parent[p])
+        if p == NO_ID:
+            chosen.append((row, _host_kind(names[row])))
+    chosen.extend((row, "sync") for row in np.flatnonzero(in_window & sync_call_mask(trace)).tolist())
+    work = np.isin(cats, list(C.DEVICE_WORK_CATS)) & on_rank
+    chosen.extend((row, _device_kind(cats[row], names[row]))
+                  for row in np.flatnonzero(work & (device_event_steps(trace) == k)).tolist())
+    total = len(chosen)
+    if total > max_events:
+        chosen.sort(key=lambda rk: -dur[rk[0]])
+        chosen = chosen[:max_events]
+
+    pids = ev["pid"].to_numpy()
+    tids = ev["tid"].to_numpy()
+    devices = ev["device"].to_numpy()
+    streams = ev["stream"].to_numpy()
+    bars: list[TimelineBar] = []
+    lane_order: dict[str, tuple[int, float]] = {}
+    for row, kind in chosen:
+        if is_dev[row]:
+            device = int(devices[row]) if devices[row] != NO_ID else int(pids[row])
+            stream = int(streams[row]) if streams[row] != NO_ID else int(tids[row])
+            lane = f"device {device} · stream {stream}"
+            order = 1
+        else:
+            key = (step.rank, int(pids[row]), int(tids[row]))
+            lane = trace.thread_names.get(key) or f"thread {int(tids[row])}"
+            order = 0
+        first = lane_order.get(lane)
+        if first is None or ts[row] < first[1]:
+            lane_order[lane] = (order, float(ts[row]) if first is None else min(first[1], float(ts[row])))
+        bars.append(TimelineBar(lane=lane, kind=kind, name=names[row],
+                                start_ms=(float(ts[row]) - step.start) / 1000.0,
+                                dur_ms=float(dur[row]) / 1000.0))
+    lanes = tuple(sorted(lane_order, key=lambda name: (*lane_order[name], name)))
+    bars.sort(key=lambda b: b.start_ms)
+    return StepTimeline(step_name=step.name, rank=step.rank, dur_ms=step.dur / 1000.0,
+                        lanes=lanes, bars=tuple(bars), total_events=total)

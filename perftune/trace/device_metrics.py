@@ -1,0 +1,229 @@
+"""Per-operator facts for the idle, memory, compute and distributed rules.
+
+Device time under each host op, dtype sizes from `Input type`, tensor inputs from `Input Dims`,
+the batch size guessed from activations. Pure functions over a `Trace`; expensive per-trace
+arrays are memoised on the trace object (a trace does not change once loaded), so rules that
+need the same array compute it once.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from perftune.trace import categories as C
+from perftune.trace.model import NO_ID, Trace
+
+T = TypeVar("T")
+
+_MEMO: weakref.WeakKeyDictionary[Trace, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def memoized(fn: Callable[[Trace], T]) -> Callable[[Trace], T]:
+    """Cache a one-argument function of a trace for the trace's lifetime."""
+    key = f"{fn.__module__}.{fn.__qualname__}"
+
+    @functools.wraps(fn)
+    def wrapper(trace: Trace) -> T:
+        slot = _MEMO.setdefault(trace, {})
+        if key not in slot:
+            slot[key] = fn(trace)
+        value: T = slot[key]
+        return value
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------- dtypes
+_DTYPE_BYTES = {
+    "float": 4, "double": 8, "c10::Half": 2, "c10::BFloat16": 2, "long int": 8, "long": 8,
+    "int": 4, "short int": 2, "short": 2, "bool": 1, "unsigned char": 1, "signed char": 1,
+    "char": 1, "c10::complex<float>": 8, "c10::complex<double>": 16, "c10::complex<c10::Half>": 4,
+    "c10::Float8_e4m3fn": 1, "c10::Float8_e5m2": 1, "c10::Float8_e4m3fnuz": 1,
+    "c10::Float8_e5m2fnuz": 1, "unsigned int": 4, "unsigned long": 8, "unsigned short": 2,
+    "c10::qint8": 1, "c10::quint8": 1, "c10::qint32": 4,
+}
+_DTYPE_SHORT = {"float": "fp32", "double": "fp64", "c10::Half": "fp16", "c10::BFloat16": "bf16",
+                "c10::Float8_e4m3fn": "fp8", "c10::Float8_e5m2": "fp8"}
+
+
+def dtype_bytes(type_name: str | None) -> int | None:
+    """Bytes per element of a profiler `Input type` string; None for non-tensors (Scalar, '')."""
+    if not type_name:
+        return None
+    return _DTYPE_BYTES.get(str(type_name))
+
+
+def short_dtype(type_name: str | None) -> str | None:
+    """'fp32', 'bf16', ... for floating types; 'int'/'bool' for the rest; None when unknown."""
+    if not type_name:
+        return None
+    name = str(type_name)
+    if name in _DTYPE_SHORT:
+        return _DTYPE_SHORT[name]
+    if name == "bool":
+        return "bool"
+    if name in _DTYPE_BYTES:
+        return "int"
+    return None
+
+
+def numel(shape: Sequence[Any]) -> int:
+    out = 1
+    for d in shape:
+        out *= int(d)
+    return out
+
+
+def tensor_inputs(trace: Trace, row: int) -> list[tuple[list[int], str]]:
+    """(shape, type) of each tensor input of a cpu_op (empty without record_shapes)."""
+    dims = trace.input_dims(row) or []
+    types = trace.input_types(row) or []
+    out: list[tuple[list[int], str]] = []
+    for k, shape in enumerate(dims):
+        t = str(types[k]) if k < len(types) else ""
+        if dtype_bytes(t) is None or not isinstance(shape, list):
+            continue
+        if not all(isinstance(d, int) for d in shape):
+            continue  # TensorList inputs are lists of shapes
+        out.append((shape, t))
+    return out
+
+
+def largest_input(trace: Trace, row: int) -> tuple[tuple[int, ...], str] | None:
+    ins = tensor_inputs(trace, row)
+    if not ins:
+        return None
+    shape, t = max(ins, key=lambda st: numel(st[0]))
+    return tuple(shape), t
+
+
+# ---------------------------------------------------------------------------- device time
+@memoized
+def inclusive_device_us(trace: Trace) -> np.ndarray:
+    """For every host row: device work time (µs) issued under it, itself included.
+
+    A kernel counts for the runtime call that launched it and for every host event enclosing
+    that call (the op, its parent ops, the step annotation), so an op's figure is the device
+    time it caused.
+    """
+    ev = trace.events
+    out = np.zeros(len(ev))
+    launch = trace.launch_of_device_event
+    work = ev["cat"].isin(C.DEVICE_WORK_CATS).to_numpy() & (launch != NO_ID)
+    if not work.any():
+        return out
+    per_launch: dict[int, float] = {}
+    for lr, d in zip(launch[work].tolist(), ev["dur"].to_numpy()[work].tolist(), strict=True):
+        per_launch[lr] = per_launch.get(lr, 0.0) + d
+    parent = trace.parent
+    for lr, d in per_launch.items():
+        p = lr
+        while p != NO_ID:
+            out[p] += d
+            p = int(parent[p])
+    return out
+
+
+@memoized
+def kernels_under(trace: Trace) -> np.ndarray:
+    """For every host row: how many kernels were launched under it (inclusive)."""
+    ev = trace.events
+    out = np.zeros(len(ev), dtype=np.int64)
+    launch = trace.launch_of_device_event
+    kern = (ev["cat"] == C.KERNEL).to_numpy() & (launch != NO_ID)
+    parent = trace.parent
+    for lr in launch[kern].tolist():
+        p = lr
+        while p != NO_ID:
+            out[p] += 1
+            p = int(parent[p])
+    return out
+
+
+def launching_op(trace: Trace, device_row: int) -> int | None:
+    """The innermost cpu_op above the runtime call that launched a device event."""
+    launch = int(trace.launch_of_device_event[device_row])
+    if launch == NO_ID:
+        return None
+    cats = trace.events["cat"]
+    for a in trace.ancestors(launch):
+        if cats.iat[a] == C.CPU_OP:
+            return a
+    return None
+
+
+def outermost_op(trace: Trace, row: int) -> int | None:
+    """The outermost cpu_op enclosing (or being) a host row: what the user's line called."""
+    cats = trace.events["cat"]
+    found = row if cats.iat[row] == C.CPU_OP else None
+    for a in trace.ancestors(row):
+        if cats.iat[a] == C.CPU_OP:
+            found = a
+    return found
+
+
+# ---------------------------------------------------------------------------- formatting
+def fmt_bytes(n: float) -> str:
+    if not math.isfinite(n):
+        return "?"
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+# ---------------------------------------------------------------------------- steps
+def main_rank(trace: Trace) -> int:
+    return trace.rank_ids[0] if trace.rank_ids else 0
+
+
+def step_count(trace: Trace, rank: int | None = None) -> int:
+    return len(trace.steps_of(main_rank(trace) if rank is None else rank))
+
+
+def per_step(trace: Trace, total: float, rank: int | None = None) -> float:
+    """A total over a rank's steps, spread over them (the total itself when there are none)."""
+    n = step_count(trace, rank)
+    return total / n if n else total
+
+
+# ---------------------------------------------------------------------------- batch size
+_BATCH_OPS = ("aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::linear", "aten::layer_norm",
+              "aten::batch_norm", "aten::convolution")
+
+
+def guess_batch_size(trace: Trace) -> int | None:
+    """The training batch size, from the leading dim of the model's activations.
+
+    The most common leading dimension of convolution / linear / normalisation inputs with three
+    or more dims (activations, not weights) is the batch in nearly every model; None when the
+    trace has no shapes.
+    """
+    ev = trace.events
+    cand = np.flatnonzero(ev["name"].isin(_BATCH_OPS).to_numpy())
+    counts: dict[int, int] = {}
+    for row in cand.tolist()[:5000]:
+        dims = trace.input_dims(row) or []
+        first = dims[0] if dims else None
+        if isinstance(first, list) and len(first) >= 3 and isinstance(first[0], int):
+            counts[first[0]] = counts.get(first[0], 0) + 1
+    if not counts:
+        return None
+    return max(counts, key=lambda b: (counts[b], b))
+
+
+def batch_size_values(batch: int | None, direction: str) -> list[int]:
+    """Tuner values around a batch size: 'down' under memory pressure, 'up' for an idle device."""
+    if batch is None or batch < 1:
+        return []
+    if direction == "down":
+        values = {max(1, batch // 4), max(1, batch // 2), batch}
+    else:
+        values = {batch, batch * 2, batch * 4}
+    return sorted(values)

@@ -1,0 +1,312 @@
+"""When the device sits idle inside a step, and why; tiny kernels; host-side overhead.
+
+Device idle is measured on the device timeline: inside each step's window, the time no kernel,
+copy or memset runs on any stream of the rank. Each gap gets one cause, judged from what the
+host was doing:
+
+- `input`:      the host was waiting for the next batch (a DataLoader `__next__` covers most
+                of the gap);
+- `sync`:       the host had blocked in a synchronising call until the device drained, so
+                nothing was queued when the device finished (the call ends where the gap starts);
+- `dependency`: work had been queued before the gap began but had to wait (a stream waiting
+                on an event, e.g. for a collective or another stream);
+- `launch`:     a short gap between back-to-back kernels (shorter than `launch_gap_us`): the
+                host issues kernels more slowly than the device runs them;
+- `host`:       the host was busy elsewhere (Python, operator dispatch, CPU ops) and launched
+                the next work late.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from perftune.trace import categories as C
+from perftune.trace.comm import covered, merge_intervals
+from perftune.trace.device_metrics import memoized
+from perftune.trace.metrics import sync_call_mask
+from perftune.trace.model import NO_ID, Trace
+
+CAUSES = ("input", "sync", "dependency", "launch", "host")
+LAUNCH_GAP_US = 10.0
+
+
+@dataclass(frozen=True)
+class IdleGap:
+    rank: int
+    step: int  # index into trace.steps
+    start: float
+    end: float
+    cause: str
+    host_row: int  # the host event blamed (DataLoader annotation, sync call, ...), else -1
+    next_device_row: int  # the device event that ended the gap, else -1
+
+    @property
+    def dur(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class StepIdle:
+    """Device idle time of one step, in milliseconds, split by cause."""
+
+    rank: int
+    step: int
+    dur_ms: float
+    busy_ms: float
+    idle_ms: float
+    by_cause: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def idle_share(self) -> float:
+        return self.idle_ms / self.dur_ms if self.dur_ms > 0 else 0.0
+
+
+def _dataloader_mask(trace: Trace) -> np.ndarray:
+    ev = trace.events
+    names = ev["name"]
+    cats = names.cat.categories
+    dl = {n for n in cats if str(n).startswith(C.DATALOADER_PREFIX)}
+    return names.isin(dl).to_numpy() & ~ev["is_device"].to_numpy()
+
+
+def _work_mask(trace: Trace) -> np.ndarray:
+    return trace.events["cat"].isin(C.DEVICE_WORK_CATS).to_numpy()
+
+
+@memoized
+def idle_gaps(trace: Trace) -> list[IdleGap]:
+    """Every gap in device activity inside a step, with its cause (see the module docstring)."""
+    return _idle_gaps(trace, LAUNCH_GAP_US)
+
+
+def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
+    if not trace.has_device_activity:
+        return []
+    ev = trace.events
+    ts = ev["ts"].to_numpy()
+    end = ev["end"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    work = _work_mask(trace)
+    dl = _dataloader_mask(trace)
+    syncs = sync_call_mask(trace)
+    launch = trace.launch_of_device_event
+    out: list[IdleGap] = []
+    for r in trace.rank_ids:
+        on_rank = rank == r
+        w_rows = np.flatnonzero(work & on_rank)
+        if len(w_rows) == 0:
+            continue
+        w_order = w_rows[np.argsort(ts[w_rows], kind="stable")]
+        w_ts = ts[w_order]
+        ms, me = merge_intervals(ts[w_rows], end[w_rows])
+        dl_rows = np.flatnonzero(dl & on_rank)
+        dls, dle = merge_intervals(ts[dl_rows], end[dl_rows])
+        s_rows = np.flatnonzero(syncs & on_rank)
+        s_end = end[s_rows]
+        s_order = np.argsort(s_end)
+        s_rows, s_end = s_rows[s_order], s_end[s_order]
+        for k, step in enumerate(trace.steps):
+            if step.rank != r:
+                continue
+            # Complement of the merged busy intervals inside the step window.
+            lo, hi = step.start, step.end
+            inside = (me > lo) & (ms < hi)
+            bs = np.clip(ms[inside], lo, hi)
+            be = np.clip(me[inside], lo, hi)
+            g_start = np.concatenate([[lo], be])
+            g_end = np.concatenate([bs, [hi]])
+            keep = g_end - g_start > 0.0
+            for g0, g1 in zip(g_start[keep].tolist(), g_end[keep].tolist(), strict=True):
+                out.append(_classify(g0, g1, r, k, dls, dle, s_rows, s_end, w_order, w_ts, ts,
+                                     launch, launch_gap_us))
+    return out
+
+
+def _classify(g0: float, g1: float, r: int, k: int, dls: np.ndarray, dle: np.ndarray,
+              s_rows: np.ndarray, s_end: np.ndarray, w_order: np.ndarray, w_ts: np.ndarray,
+              ts: np.ndarray, launch: np.ndarray, launch_gap_us: float) -> IdleGap:
+    gap = g1 - g0
+    nxt_pos = int(np.searchsorted(w_ts, g1, side="left"))
+    nxt = int(w_order[nxt_pos]) if nxt_pos < len(w_order) else NO_ID
+    if len(dls) and covered(dls, dle, np.array([g0]), np.array([g1]))[0] >= 0.5 * gap:
+        # Blame the DataLoader annotation that overlaps the gap the most (its row is found by
+        # the rule; here the gap keeps no row, the annotation intervals are merged).
+        return IdleGap(r, k, g0, g1, "input", NO_ID, nxt)
+    # A sync call that returned when the device drained, i.e. at the start of the gap.
+    tol = 2.0 + min(0.5 * gap, 50.0)
+    a = int(np.searchsorted(s_end, g0 - 2.0, side="left"))
+    b = int(np.searchsorted(s_end, g0 + tol, side="right"))
+    if b > a:
+        return IdleGap(r, k, g0, g1, "sync", int(s_rows[a]), nxt)
+    if nxt != NO_ID and launch[nxt] != NO_ID and ts[launch[nxt]] < g0 - 1.0:
+        return IdleGap(r, k, g0, g1, "dependency", int(launch[nxt]), nxt)
+    if gap < launch_gap_us and nxt != NO_ID:
+        return IdleGap(r, k, g0, g1, "launch", int(launch[nxt]) if launch[nxt] != NO_ID else NO_ID, nxt)
+    return IdleGap(r, k, g0, g1, "host", int(launch[nxt]) if nxt != NO_ID and launch[nxt] != NO_ID else NO_ID, nxt)
+
+
+@memoized
+def step_idle(trace: Trace) -> list[StepIdle]:
+    """Per step: device busy and idle time (ms) on the device timeline, idle split by cause."""
+    if not trace.has_device_activity:
+        return []
+    gaps = idle_gaps(trace)
+    by_step: dict[int, dict[str, float]] = {}
+    for g in gaps:
+        slot = by_step.setdefault(g.step, {})
+        slot[g.cause] = slot.get(g.cause, 0.0) + g.dur / 1000.0
+    out = []
+    for k, step in enumerate(trace.steps):
+        causes = by_step.get(k, {})
+        idle = sum(causes.values())
+        dur = step.dur / 1000.0
+        out.append(StepIdle(rank=step.rank, step=k, dur_ms=dur, busy_ms=max(0.0, dur - idle),
+                            idle_ms=idle, by_cause={c: round(causes.get(c, 0.0), 6) for c in CAUSES}))
+    return out
+
+
+def gaps_overlapping(trace: Trace, gaps: Sequence[IdleGap], rows: np.ndarray) -> np.ndarray:
+    """For each host row: how much of the given gaps it overlaps (µs)."""
+    ev = trace.events
+    if not gaps or len(rows) == 0:
+        return np.zeros(len(rows))
+    gs, ge = merge_intervals(np.array([g.start for g in gaps]), np.array([g.end for g in gaps]))
+    return covered(gs, ge, ev["ts"].to_numpy()[rows], ev["end"].to_numpy()[rows])
+
+
+# ---------------------------------------------------------------------------- tiny kernels
+@dataclass(frozen=True)
+class TinyKernels:
+    """Kernels that run for less time than the host call that launched them."""
+
+    rows: np.ndarray  # kernel rows
+    launch_rows: np.ndarray
+    steps: np.ndarray  # step index of each (by launch time), -1 outside steps
+    dur_us: np.ndarray
+    launch_us: np.ndarray
+    wait_us: np.ndarray  # device idle before each one, capped at its launch call's duration
+    kernel_count: int  # all kernels in steps
+
+
+@memoized
+def tiny_kernels(trace: Trace) -> TinyKernels:
+    ev = trace.events
+    kern = (ev["cat"] == C.KERNEL).to_numpy()
+    launch = trace.launch_of_device_event
+    ts = ev["ts"].to_numpy()
+    end = ev["end"].to_numpy()
+    dur = ev["dur"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    empty = np.empty(0, dtype=np.int64)
+    rows = np.flatnonzero(kern & (launch != NO_ID))
+    if len(rows) == 0:
+        return TinyKernels(empty, empty, empty, np.empty(0), np.empty(0), np.empty(0), 0)
+    lrows = launch[rows]
+    steps_all = trace.step_of(ts[lrows], rank[lrows])
+    tiny = dur[rows] < dur[lrows]
+    # Device idle before each kernel: from the latest end of earlier work on the same rank.
+    work = np.flatnonzero(_work_mask(trace))
+    wait = np.zeros(len(rows))
+    for r in trace.rank_ids:
+        w = work[rank[work] == r]
+        order = w[np.lexsort((end[w], ts[w]))]
+        run_end = np.maximum.accumulate(end[order])
+        pos = {int(row): p for p, row in enumerate(order.tolist())}
+        sel = np.flatnonzero((rank[rows] == r) & tiny)
+        for j in sel.tolist():
+            p = pos.get(int(rows[j]), 0)
+            prev_end = run_end[p - 1] if p > 0 else ts[rows[j]]
+            wait[j] = max(0.0, ts[rows[j]] - prev_end)
+    keep = tiny & (steps_all != NO_ID)
+    return TinyKernels(rows=rows[keep], launch_rows=lrows[keep], steps=steps_all[keep],
+                       dur_us=dur[rows][keep], launch_us=dur[lrows][keep],
+                       wait_us=np.minimum(wait[keep], dur[lrows][keep]),
+                       kernel_count=int(np.count_nonzero(steps_all != NO_ID)))
+
+
+# ---------------------------------------------------------------------------- host overhead
+@dataclass(frozen=True)
+class HostOverhead:
+    """Where the host thread's time goes in one step (ms): inside ops vs between them."""
+
+    rank: int
+    step: int
+    dur_ms: float
+    op_ms: float  # union of top-level ops on the step's thread
+    tiny_op_ms: float  # top-level ops shorter than the tiny threshold
+    python_ms: float  # step time outside any op (interpreter, Python code, profiler)
+    op_count: int  # all cpu_ops in the step on that thread, nested ones included
+    top_level_ops: int
+
+    @property
+    def overhead_share(self) -> float:
+        return (self.python_ms + self.tiny_op_ms) / self.dur_ms if self.dur_ms > 0 else 0.0
+
+
+def _step_thread(trace: Trace, k: int) -> tuple[int, int] | None:
+    """(pid, tid) of the thread that ran step k: its annotation's thread, else the busiest."""
+    ev = trace.events
+    step = trace.steps[k]
+    names = ev["name"]
+    hit = np.flatnonzero((names == step.name).to_numpy() & (ev["rank"] == step.rank).to_numpy()
+                         & ~ev["is_device"].to_numpy())
+    if len(hit):
+        row = int(hit[0])
+        return int(ev["pid"].iat[row]), int(ev["tid"].iat[row])
+    ops = ev[(ev["cat"] == C.CPU_OP) & (ev["rank"] == step.rank)]
+    if ops.empty:
+        return None
+    top = ops.groupby(["pid", "tid"]).size().idxmax()
+    return int(top[0]), int(top[1])
+
+
+@memoized
+def host_overhead(trace: Trace) -> list[HostOverhead]:
+    return host_overhead_with(trace, tiny_op_us=20.0)
+
+
+def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
+    ev = trace.events
+    is_op = (ev["cat"] == C.CPU_OP).to_numpy()
+    ts = ev["ts"].to_numpy()
+    end = ev["end"].to_numpy()
+    parent = trace.parent
+    cats = ev["cat"].to_numpy()
+    out = []
+    for k, step in enumerate(trace.steps):
+        thread = _step_thread(trace, k)
+        if thread is None:
+            continue
+        on = (is_op & (ev["rank"] == step.rank).to_numpy() & (ev["pid"] == thread[0]).to_numpy()
+              & (ev["tid"] == thread[1]).to_numpy() & (ts >= step.start) & (ts < step.end))
+        rows = np.flatnonzero(on)
+        if len(rows) == 0:
+            out.append(HostOverhead(step.rank, k, step.dur / 1000.0, 0.0, 0.0, step.dur / 1000.0, 0, 0))
+            continue
+        # Top-level: no cpu_op ancestor (annotations and python frames do not count).
+        top = []
+        for row in rows.tolist():
+            p = int(parent[row])
+            nested = False
+            while p != NO_ID:
+                if cats[p] == C.CPU_OP:
+                    nested = True
+                    break
+                p = int(parent[p])
+            if not nested:
+                top.append(row)
+        top_a = np.asarray(top, dtype=np.int64)
+        s = np.clip(ts[top_a], step.start, step.end)
+        e = np.clip(end[top_a], step.start, step.end)
+        ms, me = merge_intervals(s, e)
+        op_us = float(np.sum(me - ms))
+        tiny = (end[top_a] - ts[top_a]) < tiny_op_us
+        out.append(HostOverhead(
+            rank=step.rank, step=k, dur_ms=step.dur / 1000.0, op_ms=op_us / 1000.0,
+            tiny_op_ms=float(np.sum((e - s)[tiny])) / 1000.0,
+            python_ms=max(0.0, step.dur - op_us) / 1000.0, op_count=len(rows),
+            top_level_ops=len(top_a)))
+    return out

@@ -1,0 +1,619 @@
+"""Host-operator views for the sync and input-pipeline rules (pure functions over a `Trace`).
+
+The central question is *which user-visible operator* made the host wait for the device, or
+would make it wait on a GPU. `host_hazards` answers it once per trace: every sync call, every
+blocking device→host copy and every operator that needs device data on the host (nonzero,
+unique, item, ...) is walked up to the outermost ATen op (the "user op": what the user's line
+called), classified into a rule code, and measured (stall on a GPU trace, CPU cost otherwise).
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from perftune.trace import categories as C
+from perftune.trace.frames import is_user_frame, parse_python_function
+from perftune.trace.metrics import sync_call_mask
+from perftune.trace.model import NO_ID, Trace
+
+# ---------------------------------------------------------------------------- op families
+NONZERO_OPS = frozenset({"aten::nonzero", "aten::nonzero_numpy", "aten::argwhere",
+                         "aten::masked_select"})
+WHERE_OP = "aten::where"
+INDEX_OP = "aten::index"
+INDEX_PUT_OPS = frozenset({"aten::index_put_", "aten::index_put", "aten::_index_put_impl_"})
+UNIQUE_OPS = frozenset({"aten::_unique", "aten::_unique2", "aten::unique_dim",
+                        "aten::unique_consecutive", "aten::unique_dim_consecutive", "aten::unique"})
+REPEAT_INTERLEAVE_OP = "aten::repeat_interleave"
+SCALAR_OPS = frozenset({"aten::is_nonzero", "aten::item", "aten::_local_scalar_dense"})
+COPY_OPS = frozenset({"aten::to", "aten::_to_copy", "aten::copy_"})
+LOSS_OPS = frozenset({"aten::cross_entropy_loss", "aten::nll_loss", "aten::nll_loss_nd",
+                      "aten::nll_loss2d", "aten::nll_loss_forward", "aten::binary_cross_entropy",
+                      "aten::binary_cross_entropy_with_logits", "aten::mse_loss",
+                      "aten::smooth_l1_loss", "aten::l1_loss", "aten::huber_loss"})
+# Ops that, met anywhere below a user op, mean it needed device data on the host.
+_LEAF_OPS = NONZERO_OPS | UNIQUE_OPS | SCALAR_OPS | {REPEAT_INTERLEAVE_OP}
+
+# Python-level calls (from with_stack `<built-in method NAME of ...>` events).
+TENSOR_FACTORY_CALLS = frozenset({"tensor", "as_tensor", "Tensor", "LongTensor", "FloatTensor",
+                                  "IntTensor", "BoolTensor", "HalfTensor", "DoubleTensor"})
+HOST_TRANSFER_CALLS = frozenset({"tolist", "numpy", "cpu"})
+DEVICE_MOVE_CALLS = frozenset({"to", "cuda"})
+
+_BUILTIN = re.compile(r"^<built-in (?:method|function) (?P<name>[A-Za-z_][\w]*)")
+
+# Rule codes the classifier assigns (the catalogue in docs/contracts.md).
+DATA_DEPENDENT_SHAPE = "PFT202"
+UNIQUE_SYNC = "PFT203"
+BOOLEAN_MASK_ASSIGNMENT = "PFT204"
+REPEAT_INTERLEAVE = "PFT205"
+SCALAR_READBACK = "PFT206"
+HOST_TRANSFER = "PFT207"
+PAGEABLE_COPY = "PFT208"
+BLOCKING_COPY = "PFT209"
+TENSOR_FROM_PYTHON = "PFT210"
+EXPLICIT_SYNCHRONIZE = "PFT211"
+
+
+def python_call_name(name: str) -> str | None:
+    """'<built-in method item of Tensor object at 0x..>' → 'item'; frames and others → None."""
+    m = _BUILTIN.match(name)
+    return m.group("name") if m else None
+
+
+# ---------------------------------------------------------------------------- per-trace index
+@dataclass(frozen=True)
+class _ThreadIndex:
+    rows: np.ndarray  # host rows of one thread, sorted by start time
+    ts: np.ndarray
+
+
+class _Index:
+    """Lookups the rules need many times: events under an op, python frames of an op."""
+
+    def __init__(self, trace: Trace) -> None:
+        ev = trace.events
+        self.trace = trace
+        self.cat = ev["cat"].astype(str).to_numpy()
+        self.names = ev["name"].astype(str).to_numpy()
+        self.ts = ev["ts"].to_numpy()
+        self.end = ev["end"].to_numpy()
+        self.dur = ev["dur"].to_numpy()
+        self.is_device = ev["is_device"].to_numpy()
+        self.is_runtime = np.isin(self.cat, list(C.RUNTIME_CATS))
+        self.is_op = self.cat == C.CPU_OP
+        self.sync = sync_call_mask(trace)
+        self.parent = trace.parent
+        host = np.flatnonzero(~self.is_device)
+        keys = (ev["rank"].to_numpy()[host], ev["pid"].to_numpy()[host], ev["tid"].to_numpy()[host])
+        self.thread_of: dict[int, tuple[int, int, int]] = {}
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for row, r, p, t in zip(host.tolist(), *(k.tolist() for k in keys), strict=True):
+            groups.setdefault((r, p, t), []).append(row)
+            self.thread_of[row] = (r, p, t)
+        self.threads: dict[tuple[int, int, int], _ThreadIndex] = {}
+        for key, rows in groups.items():
+            arr = np.asarray(rows, dtype=np.int64)
+            order = np.argsort(self.ts[arr], kind="stable")
+            arr = arr[order]
+            self.threads[key] = _ThreadIndex(rows=arr, ts=self.ts[arr])
+        self._frame_rows: dict[int, bool] = {}
+
+    def under(self, row: int) -> np.ndarray:
+        """Host rows nested inside `row` (same thread, starting within it), in time order."""
+        key = self.thread_of.get(row)
+        if key is None:
+            return np.empty(0, dtype=np.int64)
+        th = self.threads[key]
+        lo = np.searchsorted(th.ts, self.ts[row], side="left")
+        hi = np.searchsorted(th.ts, self.end[row], side="left")
+        rows = th.rows[lo:hi]
+        rows = rows[(rows != row) & (self.end[rows] <= self.end[row] + 0.01)]
+        return rows
+
+    def is_user_frame_row(self, row: int) -> bool:
+        cached = self._frame_rows.get(row)
+        if cached is None:
+            frame = parse_python_function(self.names[row]) if self.cat[row] == C.PYTHON_FUNCTION else None
+            cached = frame is not None and is_user_frame(frame)
+            self._frame_rows[row] = cached
+        return cached
+
+
+_INDEXES: weakref.WeakKeyDictionary[Trace, _Index] = weakref.WeakKeyDictionary()
+
+
+def _index(trace: Trace) -> _Index:
+    idx = _INDEXES.get(trace)
+    if idx is None:
+        idx = _Index(trace)
+        _INDEXES[trace] = idx
+    return idx
+
+
+# ---------------------------------------------------------------------------- small queries
+def user_op(trace: Trace, row: int) -> int | None:
+    """The outermost ATen op enclosing `row` (itself included): the op the user's line called."""
+    idx = _index(trace)
+    best = row if idx.is_op[row] else None
+    for a in trace.ancestors(row):
+        if idx.is_op[a]:
+            best = a
+    return best
+
+
+def calling_python(trace: Trace, row: int) -> str | None:
+    """The python-level call that issued op `row` ('item', 'tolist', 'tensor', ...), if recorded.
+
+    Looks only at python events between the op and the user's frame, so a `.to()` inside a
+    library's `tolist` wrapper still reports 'tolist'."""
+    idx = _index(trace)
+    name: str | None = None
+    for a in trace.ancestors(row):
+        if idx.cat[a] != C.PYTHON_FUNCTION:
+            continue
+        if idx.is_user_frame_row(a):
+            break
+        called = python_call_name(idx.names[a])
+        if called is not None:
+            name = called  # keep going: the outermost builtin call below the user frame wins
+    return name
+
+
+def user_frame_row(trace: Trace, row: int) -> int | None:
+    """Row of the innermost user python frame enclosing `row` (follows fwdbwd for backward)."""
+    idx = _index(trace)
+    for a in trace.ancestors(row):
+        if idx.cat[a] == C.PYTHON_FUNCTION and idx.is_user_frame_row(a):
+            return a
+    fwd = trace.forward_op_of(row)
+    if fwd is not None and fwd != row:
+        return user_frame_row(trace, fwd)
+    return None
+
+
+def runtime_calls_under(trace: Trace, row: int) -> list[int]:
+    idx = _index(trace)
+    return [int(r) for r in idx.under(row) if idx.is_runtime[r]]
+
+
+def ops_under(trace: Trace, row: int) -> list[int]:
+    idx = _index(trace)
+    return [int(r) for r in idx.under(row) if idx.is_op[r]]
+
+
+def in_scope_steps(trace: Trace, rows: np.ndarray | Sequence[int]) -> np.ndarray:
+    """Step index of each row; rows outside every step get -1.
+
+    Traces whose steps come from optimizer calls bound N-1 steps with N calls: the iteration
+    before the first boundary is work of a real step too, so it maps to step 0 there.
+    """
+    ev = trace.events
+    arr = np.asarray(rows, dtype=np.int64)
+    if len(arr) == 0:
+        return np.empty(0, dtype=np.int64)
+    steps = trace.step_of(ev["ts"].to_numpy()[arr], ev["rank"].to_numpy()[arr])
+    if trace.step_source == "optimizer-step" and trace.steps:
+        first = min(s.start for s in trace.steps)
+        span = float(np.median([s.dur for s in trace.steps]))
+        before = (steps == NO_ID) & (ev["ts"].to_numpy()[arr] >= first - 2 * span)
+        steps[before] = 0
+    return steps
+
+
+def step_windows(trace: Trace) -> int:
+    """How many step iterations the trace covers (N optimizer calls = N iterations)."""
+    n = len({(s.rank, s.index) for s in trace.steps}) // max(1, len(trace.rank_ids))
+    if trace.step_source == "optimizer-step":
+        n += 1
+    return max(1, n)
+
+
+def median_step_us(trace: Trace) -> float:
+    if not trace.steps:
+        return trace.span_us()
+    return float(np.median([s.dur for s in trace.steps]))
+
+
+# ---------------------------------------------------------------------------- hazards
+@dataclass(frozen=True)
+class Hazard:
+    """One occurrence of an op that synchronises (GPU) or would synchronise (CPU) the host."""
+
+    row: int                     # the user op (or the sync call / python call when no op)
+    code: str | None             # rule code it belongs to; None: generic sync (PFT201)
+    kind: str                    # short label: 'nonzero', 'boolean-mask-index', 'item', ...
+    chain: tuple[str, ...]       # user op → ... → runtime calls
+    sync_rows: tuple[int, ...]   # sync calls (and blocking copies) under it
+    copy_rows: tuple[int, ...]   # device memcpy events it issued
+    stall_us: float              # host time spent waiting in sync_rows
+    cpu_us: float                # host duration of the op
+    on_device: bool              # it launched device work or waited for the device
+    step: int                    # index into trace.steps, -1 outside
+    rank: int
+    python_call: str | None      # 'item', 'tolist', 'to', ... when with_stack recorded it
+    frame_row: int | None        # row of the innermost user python frame
+
+    @property
+    def latent(self) -> bool:
+        return not self.on_device
+
+
+def _copy_kinds(trace: Trace, copy_rows: Sequence[int]) -> set[tuple[str, str, str]]:
+    return {C.memcpy_kind(trace.name_of(r)) for r in copy_rows}
+
+
+def classify(names: Sequence[str], python_call: str | None,
+             copy_kinds: set[tuple[str, str, str]], has_op: bool) -> tuple[str | None, str]:
+    """Rule code and label for a user op chain (outermost op first).
+
+    The user op decides: a sync deep inside an unrelated op (bincount, nms, ...) is left to
+    the generic rule, attributed to that op, rather than blamed on an `.item()` nobody wrote.
+    """
+    if not has_op:
+        return EXPLICIT_SYNCHRONIZE, "explicit synchronize"
+    kinds = {k[0] for k in copy_kinds}
+    if python_call in TENSOR_FACTORY_CALLS:
+        return TENSOR_FROM_PYTHON, f"torch.{python_call}(python data)"
+    if python_call in HOST_TRANSFER_CALLS and (not copy_kinds or "DtoH" in kinds):
+        return HOST_TRANSFER, f".{python_call}()"
+    top = names[0]
+    if top in INDEX_PUT_OPS and "aten::nonzero" in names:
+        return BOOLEAN_MASK_ASSIGNMENT, "boolean-mask assignment"
+    if top == INDEX_OP and "aten::nonzero" in names:
+        return DATA_DEPENDENT_SHAPE, "boolean-mask indexing"
+    if top in NONZERO_OPS:
+        return DATA_DEPENDENT_SHAPE, top.removeprefix("aten::")
+    if top == WHERE_OP and ("aten::nonzero_numpy" in names or "aten::nonzero" in names):
+        return DATA_DEPENDENT_SHAPE, "where(condition)"
+    if top in UNIQUE_OPS:
+        return UNIQUE_SYNC, top.removeprefix("aten::").lstrip("_").rstrip("2")
+    if top == REPEAT_INTERLEAVE_OP:
+        return REPEAT_INTERLEAVE, "repeat_interleave"
+    if top in SCALAR_OPS:
+        label = {"aten::is_nonzero": "bool(tensor)", "aten::item": "float()/int() of a tensor",
+                 "aten::_local_scalar_dense": "scalar read-back"}[top]
+        if python_call in {"item", "tolist"}:
+            label = f".{python_call}()"
+        return SCALAR_READBACK, label
+    if top in COPY_OPS and copy_kinds:
+        if "DtoH" in kinds:
+            return HOST_TRANSFER, f".{python_call}()" if python_call else "device→host copy"
+        if any(k == "HtoD" and src == "Pageable" for k, src, _ in copy_kinds):
+            return PAGEABLE_COPY, "host→device copy from pageable memory"
+        return BLOCKING_COPY, "blocking copy"
+    return None, top
+
+
+@dataclass
+class _Acc:
+    syncs: list[int]
+    copies: list[int]
+
+
+def _blocking_copy_calls(trace: Trace, idx: _Index) -> list[int]:
+    """Copy calls to or from pageable memory: the host waits inside them until the copy is done
+    (the driver stages pageable memory through a pinned buffer synchronously)."""
+    out = []
+    ev = trace.events
+    for row in np.flatnonzero((ev["cat"] == C.MEMCPY).to_numpy()).tolist():
+        _, src, dst = C.memcpy_kind(trace.name_of(row))
+        if "Pageable" in (src, dst):
+            launch = trace.launched_by(row)
+            if launch is not None and not idx.sync[launch]:
+                out.append(launch)
+    return out
+
+
+def _python_anchor(trace: Trace, idx: _Index, row: int) -> int | None:
+    """The `.tolist()` / `.cpu()` / `torch.tensor(...)` python call that issued `row`, if any."""
+    anchor: int | None = None
+    for a in trace.ancestors(row):
+        if idx.cat[a] != C.PYTHON_FUNCTION:
+            continue
+        if idx.is_user_frame_row(a):
+            break
+        called = python_call_name(idx.names[a])
+        if called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS:
+            anchor = a
+    return anchor
+
+
+def library_frames(trace: Trace, row: int) -> tuple[str, ...]:
+    """Files of the non-user python frames between op `row` and the user's frame."""
+    idx = _index(trace)
+    out: list[str] = []
+    for a in trace.ancestors(row):
+        if idx.cat[a] != C.PYTHON_FUNCTION:
+            continue
+        if idx.is_user_frame_row(a):
+            break
+        frame = parse_python_function(idx.names[a])
+        if frame is not None:
+            out.append(frame.file)
+    return tuple(out)
+
+
+def idle_after_us(trace: Trace, row: int, cap_us: float = 10_000.0) -> float:
+    """Device idle time right after host event `row` ends (the bubble a sync leaves behind).
+
+    A sync drains the device; it stays idle until the host has queued the next work."""
+    starts = _device_starts(trace).get(int(trace.events["rank"].iat[row]))
+    if starts is None or len(starts) == 0:
+        return 0.0
+    end = float(trace.events["end"].iat[row])
+    k = int(np.searchsorted(starts, end, side="left"))
+    if k >= len(starts):
+        return 0.0
+    return float(min(cap_us, max(0.0, starts[k] - end)))
+
+
+_STARTS: weakref.WeakKeyDictionary[Trace, dict[int, np.ndarray]] = weakref.WeakKeyDictionary()
+
+
+def _device_starts(trace: Trace) -> dict[int, np.ndarray]:
+    cached = _STARTS.get(trace)
+    if cached is None:
+        ev = trace.events
+        work = ev[ev["cat"].isin(C.DEVICE_WORK_CATS)]
+        cached = {int(r): np.sort(g["ts"].to_numpy()) for r, g in work.groupby("rank")}
+        _STARTS[trace] = cached
+    return cached
+
+
+def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
+    """Every sync-causing (or, on a CPU trace, sync-prone) op occurrence, one per user op."""
+    cached = _HAZARDS.get(trace)
+    if cached is not None:
+        return cached
+    idx = _index(trace)
+    groups: dict[int, _Acc] = {}
+    explicit: list[int] = []
+
+    def anchor_of(row: int) -> int | None:
+        py = _python_anchor(trace, idx, row)
+        return py if py is not None else user_op(trace, row)
+
+    def add(row: int, sync: int | None = None, copy: int | None = None) -> None:
+        anchor = anchor_of(row)
+        if anchor is None:
+            if sync is not None:
+                explicit.append(sync)
+            return
+        acc = groups.setdefault(anchor, _Acc([], []))
+        if sync is not None and sync not in acc.syncs:
+            acc.syncs.append(sync)
+        if copy is not None:
+            acc.copies.append(copy)
+
+    for row in np.flatnonzero(idx.sync).tolist():
+        add(row, sync=row)
+    for row in _blocking_copy_calls(trace, idx):
+        add(row, sync=row)
+    for row in np.flatnonzero(np.isin(idx.names, list(_LEAF_OPS)) & idx.is_op).tolist():
+        add(row)
+    for row in np.flatnonzero(idx.cat == C.MEMCPY).tolist():
+        launch = trace.launched_by(row)
+        if launch is not None and user_op(trace, launch) is not None:
+            add(launch, copy=row)
+    # Python-level transfers and factories (on CPU traces visible only through with_stack).
+    for row in np.flatnonzero(idx.cat == C.PYTHON_FUNCTION).tolist():
+        called = python_call_name(idx.names[row])
+        if (called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS) \
+                and _python_anchor(trace, idx, row) is None:
+            parent = int(idx.parent[row])
+            if parent == NO_ID or idx.is_user_frame_row(parent):
+                groups.setdefault(row, _Acc([], []))
+
+    ev = trace.events
+    rank_col = ev["rank"].to_numpy()
+    hazards: list[Hazard] = []
+    for anchor, acc in groups.items():
+        inner = idx.under(anchor).tolist()
+        if idx.is_op[anchor]:
+            names = [idx.names[anchor]] + [idx.names[r] for r in inner if idx.is_op[r]]
+            call = calling_python(trace, anchor)
+        else:
+            names = [idx.names[r] for r in inner if idx.is_op[r]]
+            call = python_call_name(idx.names[anchor])
+        runtime = [r for r in inner if idx.is_runtime[r]]
+        syncs = sorted(set(acc.syncs) | {r for r in runtime if idx.sync[r]})
+        copies = sorted(set(acc.copies) | {d for r in runtime for d in trace.device_events_of(r)
+                                            if idx.cat[d] == C.MEMCPY})
+        if idx.is_op[anchor]:
+            code, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True)
+        elif call in TENSOR_FACTORY_CALLS and "aten::lift_fresh" not in names and not copies:
+            continue  # torch.tensor(existing_tensor): no python data involved
+        elif names or copies or call in HOST_TRANSFER_CALLS:
+            code, kind = classify(names or [f"Tensor.{call}"], call, _copy_kinds(trace, copies),
+                                  has_op=True)
+        else:
+            continue
+        if code is None and not syncs:
+            continue  # an ordinary op that happened to contain a copy
+        stall = float(sum(idx.dur[s] for s in syncs))
+        chain = _chain(trace, idx, anchor, inner, syncs, copies)
+        if not idx.is_op[anchor]:
+            chain = (f"Tensor.{call}" if call in HOST_TRANSFER_CALLS else f"torch.{call}", *chain[1:]) \
+                if chain and chain[0] == idx.names[anchor] else (f"torch.{call}", *chain)
+        hazards.append(Hazard(
+            row=anchor, code=code, kind=kind, chain=chain, sync_rows=tuple(syncs),
+            copy_rows=tuple(copies), stall_us=stall, cpu_us=float(idx.dur[anchor]),
+            on_device=bool(runtime) or bool(syncs), step=-1, rank=int(rank_col[anchor]),
+            python_call=call, frame_row=user_frame_row(trace, anchor)))
+    for row in explicit:
+        code, kind = classify([], None, set(), has_op=False)
+        hazards.append(Hazard(
+            row=row, code=code, kind=kind, chain=tuple(_clean_chain(trace.op_chain(row))),
+            sync_rows=(row,), copy_rows=(), stall_us=float(idx.dur[row]),
+            cpu_us=float(idx.dur[row]), on_device=True, step=-1, rank=int(rank_col[row]),
+            python_call=None, frame_row=user_frame_row(trace, row)))
+    hazards.sort(key=lambda h: float(idx.ts[h.row]))
+    steps = in_scope_steps(trace, [h.row for h in hazards])
+    out = tuple(Hazard(**{**h.__dict__, "step": int(s)}) for h, s in zip(hazards, steps, strict=True))
+    _HAZARDS[trace] = out
+    return out
+
+
+_HAZARDS: weakref.WeakKeyDictionary[Trace, tuple[Hazard, ...]] = weakref.WeakKeyDictionary()
+
+
+def _clean_chain(names: Sequence[str]) -> list[str]:
+    """Drop step/DataLoader/optimizer annotations from an op chain: they are not causes."""
+    return [n for n in names if not n.startswith((C.PROFILER_STEP_PREFIX, C.DATALOADER_PREFIX,
+                                                    C.OPTIMIZER_STEP_PREFIX, "##"))]
+
+
+def _chain(trace: Trace, idx: _Index, op: int, inner: list[int], syncs: list[int],
+           copies: list[int]) -> tuple[str, ...]:
+    """user op → the op that needed device data → the runtime calls that waited."""
+    if not idx.is_op[op]:
+        return (idx.names[op],)
+    target: int | None = syncs[0] if syncs else None
+    if target is None:
+        leaves = [r for r in inner if idx.is_op[r] and idx.names[r] in _LEAF_OPS]
+        target = leaves[-1] if leaves else None
+    if target is None:
+        return (idx.names[op],)
+    path = [a for a in reversed(trace.ancestors(target)) if a == op or a in set(inner)]
+    names = [idx.names[a] for a in path if idx.is_op[a]]
+    if idx.is_op[target]:
+        names.append(idx.names[target])
+    else:
+        parent = int(idx.parent[target])
+        calls = [r for r in inner if idx.is_runtime[r] and int(idx.parent[r]) == parent
+                 and idx.ts[r] <= idx.ts[target]]
+        names.extend(idx.names[r] for r in calls[-2:] if r != target)
+        names.append(idx.names[target])
+    # Collapse repeats (aten::sum → aten::sum) without losing order.
+    out: list[str] = []
+    for n in names:
+        if not out or out[-1] != n:
+            out.append(n)
+    return tuple(out)
+
+
+# ---------------------------------------------------------------------------- copies
+def to_non_blocking(concrete: Sequence[object] | None) -> bool | None:
+    """The `non_blocking` argument of an `aten::to` call, from its concrete inputs."""
+    if not concrete:
+        return None
+    pos = {8: 5, 6: 3, 5: 2}.get(len(concrete))
+    if pos is None:
+        return None
+    value = str(concrete[pos])
+    return True if value == "True" else False if value == "False" else None
+
+
+@dataclass(frozen=True)
+class DeviceMove:
+    """A `.to(...)` / `.cuda()` call in user code: a host→device copy on a GPU."""
+
+    row: int                 # the aten::to op
+    python_call: str         # 'to' or 'cuda'
+    input_dims: tuple[int, ...] | None
+    non_blocking: bool | None
+    step: int
+    frame_row: int | None
+    after_dataloader: bool   # the first ops after a DataLoader __next__ in the same step
+    cpu_us: float
+
+
+def device_moves(trace: Trace) -> tuple[DeviceMove, ...]:
+    """Every `aten::to` that the user's code called as `.to(...)`/`.cuda()` (with_stack needed)."""
+    idx = _index(trace)
+    loader_ends = _dataloader_ends(trace, idx)
+    out: list[DeviceMove] = []
+    rows = np.flatnonzero((idx.names == "aten::to") & idx.is_op).tolist()
+    for row in rows:
+        if user_op(trace, row) != row:
+            continue
+        call = calling_python(trace, row)
+        if call not in DEVICE_MOVE_CALLS:
+            continue
+        dims = trace.input_dims(row)
+        first = dims[0] if dims and isinstance(dims[0], list) else None
+        out.append(DeviceMove(
+            row=row, python_call=str(call),
+            input_dims=tuple(int(d) for d in first) if first is not None else None,
+            non_blocking=to_non_blocking(trace.concrete_inputs(row)), step=-1,
+            frame_row=user_frame_row(trace, row),
+            after_dataloader=_follows_dataloader(idx, row, loader_ends), cpu_us=float(idx.dur[row])))
+    steps = in_scope_steps(trace, [m.row for m in out])
+    return tuple(DeviceMove(**{**m.__dict__, "step": int(s)}) for m, s in zip(out, steps, strict=True))
+
+
+def _dataloader_ends(trace: Trace, idx: _Index) -> dict[tuple[int, int, int], np.ndarray]:
+    rows = [r for r in np.flatnonzero(~idx.is_device).tolist()
+            if idx.names[r].startswith(C.DATALOADER_PREFIX)]
+    out: dict[tuple[int, int, int], list[float]] = {}
+    for r in rows:
+        out.setdefault(idx.thread_of[r], []).append(float(idx.end[r]))
+    return {k: np.sort(np.asarray(v)) for k, v in out.items()}
+
+
+def _follows_dataloader(idx: _Index, row: int, ends: dict[tuple[int, int, int], np.ndarray]) -> bool:
+    """True when `row` comes right after a DataLoader `__next__` on the same thread.
+
+    "Right after" = few top-level ops since the batch arrived (views, casts and the copies
+    themselves); a forward pass in between means the copied tensor is not the batch."""
+    key = idx.thread_of.get(row)
+    if key is None or key not in ends:
+        return False
+    arr = ends[key]
+    k = int(np.searchsorted(arr, idx.ts[row], side="right")) - 1
+    if k < 0:
+        return False
+    th = idx.threads[key]
+    lo = np.searchsorted(th.ts, arr[k], side="left")
+    hi = np.searchsorted(th.ts, idx.ts[row], side="left")
+    top_level = 0
+    for r in th.rows[lo:hi].tolist():
+        parent = int(idx.parent[r])
+        if idx.is_op[r] and (parent == NO_ID or not idx.is_op[parent]) \
+                and idx.names[r] not in COPY_OPS:
+            top_level += 1
+    return top_level <= 8
+
+
+def follows_dataloader(trace: Trace, row: int) -> bool:
+    """Whether host event `row` is among the first ops after a DataLoader `__next__`."""
+    idx = _index(trace)
+    return _follows_dataloader(idx, row, _dataloader_ends(trace, idx))
+
+
+# ---------------------------------------------------------------------------- data loading
+@dataclass(frozen=True)
+class LoaderWait:
+    rows: tuple[int, ...]
+    single_process: bool
+    wait_us_per_step: float
+    share: float          # of the median step
+    steps: int
+
+
+def dataloader_wait(trace: Trace) -> LoaderWait | None:
+    """DataLoader `__next__` time inside steps, per step and as a share of the step."""
+    idx = _index(trace)
+    rows = [r for r in np.flatnonzero(~idx.is_device).tolist()
+            if idx.names[r].startswith(C.DATALOADER_PREFIX)]
+    if not rows:
+        return None
+    steps = in_scope_steps(trace, rows)
+    inside = [r for r, s in zip(rows, steps.tolist(), strict=True) if s != NO_ID]
+    if not inside:
+        return None
+    n = step_windows(trace)
+    total = float(sum(idx.dur[r] for r in inside))
+    stepped = float(sum(s.dur for s in trace.steps))
+    single = any("SingleProcess" in idx.names[r] for r in inside)
+    # Share of the time spent in steps: with optimizer-bounded steps the first iteration's
+    # wait falls before the first boundary, so the ratio can pass 1; cap it.
+    share = min(1.0, total / stepped) if stepped > 0 else 0.0
+    return LoaderWait(rows=tuple(inside), single_process=single, wait_us_per_step=total / n,
+                      share=share, steps=n)

@@ -1,0 +1,323 @@
+"""The Optuna study that records the trials: storage, ask/tell, and reading the record back.
+
+Storage is an Optuna journal file in the run directory by default (a killed run loses no
+finished trial, and `--resume` goes on from it), or any Optuna storage URL given with
+`--storage` (postgresql://... lets workers on several machines share one study).
+
+Each trial's knob values are its Optuna params; what perftune measured is the user attribute
+"outcome" (see TrialOutcome), next to "role", "why" and "worker". The search space and the
+measurement settings are user attributes of the study, so every worker and every resumed run
+measures the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perftune.errors import ConfigError, UsageError
+from perftune.tune.history import TrialRecord, record_from_attrs
+from perftune.tune.space import SearchSpace
+from perftune.tune.trial import TrialOutcome
+
+if TYPE_CHECKING:
+    import optuna
+
+JOURNAL = "study.journal"
+SETTINGS_ATTR = "perftune"
+HEARTBEAT_S = 10
+GRACE_S = 60
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _quiet_optuna() -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def make_storage(url: str | None, run_dir: Path) -> Any:
+    """The Optuna storage: a journal file in `run_dir`, or the database at `url`."""
+    import optuna
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    _quiet_optuna()
+    if url is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(run_dir / JOURNAL)))
+    if url.endswith((".journal", ".log")) and "://" not in url:
+        return JournalStorage(JournalFileBackend(url))
+    try:
+        # Heartbeats let a worker fail the trials of a worker that died mid-trial.
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    except (ImportError, optuna.exceptions.StorageInternalError, ValueError) as exc:
+        raise ConfigError(f"--storage {_redact(url)}: cannot open: {exc}") from None
+    except Exception as exc:  # sqlalchemy's connection errors, without importing sqlalchemy
+        raise ConfigError(f"--storage {_redact(url)}: cannot open: {type(exc).__name__}: {exc}") from None
+
+
+def _redact(url: str) -> str:
+    """The URL without its password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, host = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}"
+
+
+class ProposalSampler:
+    """An Optuna sampler that returns the values the strategy chose, or asks a real sampler
+    (TPE or random) when the strategy leaves the choice to it."""
+
+    def __init__(self, fallback: Any) -> None:
+        self.fallback = fallback
+        self.fixed: dict[str, Any] | None = None
+
+    # The methods of optuna.samplers.BaseSampler (duck-typed: optuna is imported lazily).
+    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+        if self.fixed is not None:
+            return {}
+        return self.fallback.infer_relative_search_space(study, trial)  # type: ignore[no-any-return]
+
+    def sample_relative(self, study: Any, trial: Any, search_space: Any) -> dict[str, Any]:
+        if self.fixed is not None:
+            return {}
+        return self.fallback.sample_relative(study, trial, search_space)  # type: ignore[no-any-return]
+
+    def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
+        if self.fixed is not None:
+            return self.fixed[name]
+        return self.fallback.sample_independent(study, trial, name, distribution)
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self.fallback.before_trial(study, trial)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        self.fallback.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.fallback.reseed_rng()
+
+
+def _constraints(trial: Any) -> Sequence[float]:
+    outcome = trial.user_attrs.get("outcome") or {}
+    return [1.0 if outcome.get("status") == "over-budget" else 0.0]
+
+
+def make_sampler(kind: str, seed: int | None) -> Any:
+    import optuna
+
+    if kind == "random":
+        fallback: Any = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        fallback = optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=5, constraints_func=_constraints
+        )
+
+    # Built as a real subclass here so optuna.Study accepts it.
+    class _Sampler(ProposalSampler, optuna.samplers.BaseSampler):
+        pass
+
+    return _Sampler(fallback)
+
+
+class Study:
+    """One tuning study: the Optuna study, its sampler, and this worker's running trial."""
+
+    def __init__(self, study: optuna.Study, sampler: ProposalSampler) -> None:
+        self.optuna = study
+        self.sampler = sampler
+        self.worker = worker_id()
+
+    @classmethod
+    def open(
+        cls,
+        storage: Any,
+        name: str,
+        *,
+        sampler_kind: str,
+        seed: int | None,
+        must_exist: bool,
+        must_be_new: bool,
+    ) -> Study:
+        import optuna
+
+        sampler = make_sampler(sampler_kind, seed)
+        exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        if must_exist and not exists:
+            raise UsageError(f"no study {name!r} to resume in this storage")
+        if must_be_new and exists:
+            raise UsageError(
+                f"study {name!r} already exists; pass --resume to continue it, or another --out"
+            )
+        study = optuna.create_study(
+            storage=storage,
+            study_name=name,
+            direction="maximize",
+            sampler=sampler,
+            load_if_exists=True,
+        )
+        return cls(study, sampler)
+
+    # --- settings shared by all workers ---------------------------------------------------
+
+    def settings(self) -> dict[str, Any] | None:
+        value = self.optuna.user_attrs.get(SETTINGS_ATTR)
+        return dict(value) if isinstance(value, Mapping) else None
+
+    def save_settings(self, settings: Mapping[str, Any]) -> dict[str, Any]:
+        """Store the settings unless another worker got there first; return the stored ones."""
+        current = self.settings()
+        if current is not None:
+            return current
+        self.optuna.set_user_attr(SETTINGS_ATTR, json.loads(json.dumps(settings)))
+        return dict(settings)
+
+    # --- trials ---------------------------------------------------------------------------
+
+    def distributions(self, space: SearchSpace) -> dict[str, Any]:
+        from optuna.distributions import CategoricalDistribution
+
+        return {k.name: CategoricalDistribution(list(k.allowed)) for k in space.knobs}
+
+    def records(self) -> list[TrialRecord]:
+        import optuna
+
+        out = []
+        for trial in self.optuna.get_trials(deepcopy=False):
+            if trial.user_attrs.get("role") == "cached":
+                continue
+            running = trial.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.WAITING)
+            out.append(record_from_attrs(trial.number, trial.params, trial.user_attrs, running))
+        return out
+
+    def start(self, space: SearchSpace, values: Mapping[str, Any] | None, role: str, why: str) -> Any:
+        """A RUNNING trial with `values` (None: the sampler chooses)."""
+        self.sampler.fixed = dict(values) if values is not None else None
+        try:
+            trial = self.optuna.ask(self.distributions(space))
+        finally:
+            self.sampler.fixed = None
+        trial.set_user_attr("values", dict(trial.params))
+        trial.set_user_attr("role", role)
+        trial.set_user_attr("why", why)
+        trial.set_user_attr("worker", self.worker)
+        return trial
+
+    def finish(self, trial: Any, outcome: TrialOutcome) -> None:
+        import optuna
+
+        trial.set_user_attr("outcome", _jsonable(outcome.to_json()))
+        if outcome.measured and outcome.throughput is not None:
+            self.optuna.tell(trial, outcome.throughput)
+        else:
+            self.optuna.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def cache_hit(self, trial: Any, throughput: float | None) -> None:
+        """A sampler proposal already measured: told with the known figure, not run again."""
+        import optuna
+
+        trial.set_user_attr("role", "cached")
+        if throughput is None:
+            self.optuna.tell(trial, state=optuna.trial.TrialState.FAIL)
+        else:
+            self.optuna.tell(trial, throughput)
+
+    def drop(self, trial: Any, status: str, reason: str) -> None:
+        """End a trial that did not run (a duplicate of another worker's, or interrupted)."""
+        import optuna
+
+        trial.set_user_attr("outcome", {"status": status, "reason": reason})
+        self.optuna.tell(trial, state=optuna.trial.TrialState.FAIL)
+
+    def add_finished(
+        self, space: SearchSpace, values: Mapping[str, Any], role: str, why: str, outcome: TrialOutcome
+    ) -> None:
+        """Record a trial that ran before the study knew its space (the probe)."""
+        import optuna
+
+        measured = outcome.measured and outcome.throughput is not None
+        trial = optuna.trial.create_trial(
+            state=optuna.trial.TrialState.COMPLETE if measured else optuna.trial.TrialState.FAIL,
+            value=outcome.throughput if measured else None,
+            params=dict(values),
+            distributions=self.distributions(space),
+            user_attrs={
+                "values": dict(values),
+                "role": role,
+                "why": why,
+                "worker": self.worker,
+                "outcome": _jsonable(outcome.to_json()),
+            },
+        )
+        self.optuna.add_trial(trial)
+
+    def fail_stale(self) -> list[int]:
+        """Fail the RUNNING trials of workers that died: by heartbeat on a database, by process
+        id on this host for a journal file (which has no heartbeat)."""
+        import optuna
+
+        storage = self.optuna._storage  # Optuna exposes no public getter
+        failed: list[int] = []
+        if isinstance(storage, optuna.storages.RDBStorage):
+            failed_ids = optuna.storages.fail_stale_trials(self.optuna)  # type: ignore[func-returns-value]
+            return list(failed_ids or [])
+        host = socket.gethostname()
+        for trial in self.optuna.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            worker = str(trial.user_attrs.get("worker", ""))
+            name, _, pid = worker.rpartition(":")
+            if name == host and pid.isdigit() and not _alive(int(pid)):
+                self.optuna.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                failed.append(trial.number)
+        return failed
+
+    def heartbeat(self, trial: Any) -> Callable[[], None]:
+        """Keep a database trial's heartbeat while it runs; returns the function that stops it."""
+        import optuna
+
+        storage = self.optuna._storage
+        if not isinstance(storage, optuna.storages.RDBStorage) or storage.get_heartbeat_interval() is None:
+            return lambda: None
+        stop = threading.Event()
+        trial_id = trial._trial_id  # the storage's id; Optuna's own heartbeat thread uses it too
+
+        def beat() -> None:
+            while not stop.is_set():
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception:  # a lost connection must not kill the trial
+                    pass
+                stop.wait(HEARTBEAT_S)
+
+        thread = threading.Thread(target=beat, name="perftune-heartbeat", daemon=True)
+        thread.start()
+
+        def halt() -> None:
+            stop.set()
+            thread.join(timeout=5)
+
+        return halt
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _jsonable(data: Any) -> Any:
+    return json.loads(json.dumps(data, default=str))

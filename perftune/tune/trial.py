@@ -1,0 +1,323 @@
+"""One trial: the user's script run in its own process with a configuration's knob values.
+
+A trial is a capture run without the profiler (`run_capture(profile=False)`) that stops after
+the warm-up and measured steps. Its outcome is the median step time and spread of the measured
+steps, the throughput, the peak memory, the losses of the measured steps, and a status: a trial
+that crashes, runs out of memory, runs past the timeout or produces NaN is recorded with its
+reason, and the search goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from perftune.tune.constraints import over_budget
+from perftune.tune.injected import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
+from perftune.tune.objective import Objective
+from perftune.tune.space import SearchSpace
+
+INJECT_REPORT = "injectors.json"
+# Statuses of a trial that measured its steps (the others carry no step time).
+MEASURED = ("ok", "over-budget")
+MEMORY_FAILURES = ("oom", "over-budget")
+
+
+@dataclass(frozen=True)
+class Script:
+    """What the tuner runs: a script file or a module, with its own arguments."""
+
+    path: Path | None
+    module: str | None
+    args: tuple[str, ...]
+    cwd: Path
+
+    def describe(self) -> str:
+        head = str(self.path) if self.path is not None else f"-m {self.module}"
+        return " ".join([head, *self.args])
+
+    @property
+    def stem(self) -> str:
+        if self.path is not None:
+            return self.path.stem
+        return (self.module or "script").rsplit(".", 1)[-1]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": str(self.path) if self.path is not None else None,
+            "module": self.module,
+            "args": list(self.args),
+            "cwd": str(self.cwd),
+        }
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """How each trial measures: warm-up steps discarded, then `steps` measured steps."""
+
+    warmup: int = 3
+    steps: int = 8
+    timeout_s: float | None = 300.0
+    seed: int | None = 0
+    memory_budget: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    status: str  # ok | over-budget | crashed | oom | timeout | nan | no-steps | interrupted
+    reason: str | None
+    step_ms: float | None = None  # median of the measured steps
+    step_ms_iqr: float | None = None
+    spread: float | None = None  # interquartile range over the median
+    step_ms_min: float | None = None
+    step_ms_max: float | None = None
+    measured_steps: int = 0
+    throughput: float | None = None
+    unit: str | None = None
+    samples_per_step: float | None = None
+    samples_source: str | None = None
+    peak_memory_bytes: int | None = None
+    memory_kind: str | None = None
+    losses: tuple[float | None, ...] = ()
+    wall_s: float | None = None
+    measured_s: float | None = None
+    overhead_s: float | None = None  # wall time beyond the measured steps
+    run_dir: str | None = None
+    exit_code: int | None = None
+    injected: dict[str, Any] = field(default_factory=dict)
+    declared_knobs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def measured(self) -> bool:
+        return self.status in MEASURED
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["losses"] = [_finite_or_text(v) for v in self.losses]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TrialOutcome:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in data.items() if k in known}
+        values["losses"] = tuple(_from_text(v) for v in data.get("losses", ()))
+        return cls(**values)
+
+
+def _finite_or_text(value: float | None) -> float | str | None:
+    # JSON has no NaN/Infinity; keep them readable as strings.
+    if value is None or math.isfinite(value):
+        return value
+    return str(value)
+
+
+def _from_text(value: Any) -> float | None:
+    if value is None:
+        return None
+    return float(value)
+
+
+class StepLike(Protocol):
+    @property
+    def duration_ms(self) -> float: ...
+    @property
+    def loss(self) -> float | None: ...
+    @property
+    def samples(self) -> int | None: ...
+
+
+class TrialRunner:
+    """Runs trials of one script under one measurement setting."""
+
+    def __init__(
+        self, script: Script, space: SearchSpace, measurement: Measurement, objective: Objective
+    ) -> None:
+        self.script = script
+        self.space = space
+        self.measurement = measurement
+        self.objective = objective
+
+    def environment(self, run_dir: Path) -> dict[str, str]:
+        env = {
+            INJECT_ENV: json.dumps(self.space.injected()),
+            REPORT_ENV: str(run_dir / INJECT_REPORT),
+        }
+        if self.measurement.seed is not None:
+            env[SEED_ENV] = str(self.measurement.seed)
+        if self.measurement.memory_budget is not None:
+            env[MEMORY_BUDGET_ENV] = str(self.measurement.memory_budget)
+        return env
+
+    def run(self, values: Mapping[str, Any], run_dir: Path) -> TrialOutcome:
+        # Imported here: perftune.capture imports torch, which `perftune tune --help` and the
+        # results/report code must not pay for.
+        from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        target = ScriptTarget(
+            path=self.script.path,
+            module=self.script.module,
+            args=(*self.script.args, *self.space.script_args(values)),
+            cwd=self.script.cwd,
+        )
+        options = CaptureOptions(
+            skip=self.measurement.warmup,
+            active=self.measurement.steps,
+            profile=False,
+            knobs=dict(values),
+            timeout_s=self.measurement.timeout_s,
+            env=self.environment(run_dir),
+            quiet=True,
+        )
+        started = time.monotonic()
+        result = run_capture(target, run_dir, options)
+        wall = time.monotonic() - started
+        return outcome_from_capture(
+            status=result.status,
+            error=result.error,
+            exit_code=result.exit_code,
+            measured=result.measured(),
+            peak_memory_bytes=result.peak_memory_bytes,
+            run_dir=run_dir,
+            wall_s=wall,
+            values=values,
+            objective=self.objective,
+            measurement=self.measurement,
+        )
+
+
+def outcome_from_capture(
+    *,
+    status: str,
+    error: str | None,
+    exit_code: int | None,
+    measured: Sequence[StepLike],
+    peak_memory_bytes: int | None,
+    run_dir: Path,
+    wall_s: float,
+    values: Mapping[str, Any],
+    objective: Objective,
+    measurement: Measurement,
+) -> TrialOutcome:
+    """Turn a capture result into a trial outcome (status, figures, reason)."""
+    steps_json = _read_json(run_dir / "steps.json")
+    common: dict[str, Any] = {
+        "peak_memory_bytes": peak_memory_bytes,
+        "memory_kind": steps_json.get("memory_kind"),
+        "wall_s": wall_s,
+        "run_dir": str(run_dir),
+        "exit_code": exit_code,
+        "injected": _read_json(run_dir / INJECT_REPORT),
+        "declared_knobs": steps_json.get("declared_knobs") or {},
+    }
+    failed = _failure(status, error, measurement, steps_json, run_dir)
+    if failed is not None:
+        return TrialOutcome(status=failed[0], reason=failed[1], **common)
+    if not measured:
+        return TrialOutcome(
+            status="no-steps",
+            reason=f"no measured steps recorded; see {run_dir / 'output.log'}",
+            **common,
+        )
+    durations = [s.duration_ms for s in measured]
+    losses = tuple(s.loss for s in measured)
+    bad = next((i for i, v in enumerate(losses) if v is not None and not math.isfinite(v)), None)
+    if bad is not None:
+        return TrialOutcome(
+            status="nan",
+            reason=f"loss is {losses[bad]} at measured step {bad}",
+            losses=losses,
+            **common,
+        )
+    median = statistics.median(durations)
+    q1, q3 = _quartiles(durations)
+    throughput, unit, samples = objective.throughput(
+        values, [s.samples for s in measured], median / 1000.0
+    )
+    _, samples_source = objective.samples(values, [s.samples for s in measured])
+    measured_s = sum(durations) / 1000.0
+    budget_reason = over_budget(peak_memory_bytes, measurement.memory_budget)
+    return TrialOutcome(
+        status="over-budget" if budget_reason else "ok",
+        reason=budget_reason,
+        step_ms=median,
+        step_ms_iqr=q3 - q1,
+        spread=(q3 - q1) / median if median > 0 else None,
+        step_ms_min=min(durations),
+        step_ms_max=max(durations),
+        measured_steps=len(durations),
+        throughput=throughput,
+        unit=unit,
+        samples_per_step=samples,
+        samples_source=samples_source,
+        losses=losses,
+        measured_s=measured_s,
+        overhead_s=max(0.0, wall_s - measured_s),
+        **common,
+    )
+
+
+def _failure(
+    status: str,
+    error: str | None,
+    measurement: Measurement,
+    steps_json: Mapping[str, Any],
+    run_dir: Path,
+) -> tuple[str, str] | None:
+    log = run_dir / "output.log"
+    detail = _last_line(error) or f"see {log}"
+    if status == "ok":
+        return None
+    if status == "timeout":
+        return "timeout", f"ran past the trial timeout of {measurement.timeout_s:g}s"
+    if status == "oom" or (status == "crashed" and _is_out_of_memory(error)):
+        return "oom", f"out of memory: {detail}"
+    if status == "nan":
+        return "nan", f"non-finite loss: {detail}"
+    if status == "window-not-reached":
+        seen = len(steps_json.get("steps") or [])
+        wanted = measurement.warmup + measurement.steps
+        return (
+            "no-steps",
+            f"the script stopped after {seen} steps, before the {wanted} a trial needs "
+            f"({measurement.warmup} warm-up + {measurement.steps} measured)",
+        )
+    if status == "interrupted":
+        return "interrupted", "interrupted"
+    return "crashed", f"{detail} (exit code {steps_json.get('exit_code')}; log: {log})"
+
+
+def _is_out_of_memory(error: str | None) -> bool:
+    text = (error or "").lower()
+    return "memoryerror" in text or "out of memory" in text or "outofmemory" in text
+
+
+def _last_line(text: str | None) -> str | None:
+    if not text:
+        return None
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float]:
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

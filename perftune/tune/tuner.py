@@ -1,0 +1,346 @@
+"""The tuning loop: probe the script, then ask the strategy, run the trial, record it; repeat.
+
+Stops when the strategy has nothing left, at --max-trials, at the --time-budget, or at Ctrl-C
+(the running trial is dropped and re-run by `--resume`; finished trials are kept).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from perftune.errors import ScriptError, UsageError
+from perftune.tune import injected
+from perftune.tune.constraints import DEFAULT_TOLERANCE
+from perftune.tune.history import History, TrialRecord
+from perftune.tune.objective import Objective
+from perftune.tune.space import (
+    ArgTemplate,
+    SearchSpace,
+    Value,
+    build_space,
+    config_key,
+    knobs_from_declared,
+    without,
+)
+from perftune.tune.strategy import Proposal, StrategySettings, propose
+from perftune.tune.study import Study, make_storage
+from perftune.tune.trial import Measurement, Script, TrialOutcome, TrialRunner
+
+TRIALS_DIR = "trials"
+# A sampler that keeps proposing measured configurations has run out of ideas.
+MAX_CACHE_HITS = 25
+POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class SpaceSources:
+    cli: tuple[tuple[str, tuple[Value, ...]], ...] = ()
+    config: Mapping[str, tuple[Value, ...]] = field(default_factory=dict)
+    findings: Mapping[str, tuple[Value, ...]] = field(default_factory=dict)
+    args: tuple[ArgTemplate, ...] = ()
+    use_declared: bool = True
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    script: Script
+    run_dir: Path
+    sources: SpaceSources = field(default_factory=SpaceSources)
+    measurement: Measurement = field(default_factory=Measurement)
+    objective: Objective = field(default_factory=Objective)
+    tolerance: float = DEFAULT_TOLERANCE
+    strategy: StrategySettings = field(default_factory=StrategySettings)
+    max_trials: int | None = None
+    time_budget_s: float | None = None
+    storage: str | None = None
+    study_name: str = "perftune"
+    resume: bool = False
+    sampler_seed: int | None = 0
+
+
+@dataclass(frozen=True)
+class TuneRun:
+    settings: TuneSettings
+    space: SearchSpace
+    history: History
+    strategy: str
+    stop_reason: str
+    interrupted: bool
+    elapsed_s: float
+    notes: tuple[str, ...]
+    measurement: Measurement
+    objective: Objective
+
+
+class Reporter(Protocol):
+    def note(self, text: str) -> None: ...
+    def started(self, number: int, values: Mapping[str, Any], role: str, why: str, history: History) -> None: ...
+    def finished(self, record: TrialRecord, history: History) -> None: ...
+
+
+class SilentReporter:
+    def note(self, text: str) -> None:
+        pass
+
+    def started(self, number: int, values: Mapping[str, Any], role: str, why: str, history: History) -> None:
+        pass
+
+    def finished(self, record: TrialRecord, history: History) -> None:
+        pass
+
+
+class Tuner:
+    def __init__(self, settings: TuneSettings, reporter: Reporter | None = None) -> None:
+        self.settings = settings
+        self.reporter: Reporter = reporter or SilentReporter()
+        self.notes: list[str] = []
+        self.measurement = settings.measurement
+        self.objective = settings.objective
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.reporter.note(text)
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def _open(self) -> tuple[Study, SearchSpace]:
+        s = self.settings
+        storage = make_storage(s.storage, s.run_dir)
+        # A fresh journal in a fresh run dir is new by construction; a shared database study is
+        # joined by every worker, so only --resume on a journal insists that it exists.
+        study = Study.open(
+            storage,
+            s.study_name,
+            sampler_kind="random" if s.strategy.name == "random" else "tpe",
+            seed=s.sampler_seed,
+            must_exist=s.resume and s.storage is None,
+            must_be_new=not s.resume and s.storage is None,
+        )
+        stored = study.settings()
+        if stored is None:
+            space = self._probe(study)
+        else:
+            space = self._adopt_stored(stored)
+        return study, space
+
+    def _adopt_stored(self, stored: Mapping[str, Any]) -> SearchSpace:
+        """Settings of a study made earlier (resume, or another worker): they win, so every
+        trial of the study is measured the same way."""
+        space = SearchSpace.from_json(stored["space"])
+        measurement = Measurement(**stored["measurement"])
+        objective = Objective(**{k: v for k, v in stored["objective"].items() if k != "unit"})
+        if self.settings.sources.cli and dict(self.settings.sources.cli).keys() - set(space.names):
+            raise UsageError(
+                "the study already has its search space "
+                f"({', '.join(space.names)}); --knob cannot add knobs to it"
+            )
+        if measurement != self.measurement:
+            self.note("measuring as the existing study does (its warm-up, steps, seed, budget)")
+        self.measurement = measurement
+        self.objective = objective
+        return space
+
+    def _partial_space(self) -> SearchSpace:
+        src = self.settings.sources
+        return build_space(cli=src.cli, config=src.config, findings=src.findings, args=src.args)
+
+    def _probe(self, study: Study) -> SearchSpace:
+        """Run the script once with the default values, to learn the knobs it declares; the run
+        also counts as the trial of the default configuration."""
+        partial = self._partial_space()
+        # Only what perftune itself applies or passes as a flag: the script's own knob()
+        # calls fall back to their defaults, which is what the search starts from.
+        probe_values = {
+            k.name: k.default
+            for k in partial.knobs
+            if k.name in injected.INJECTED_KNOBS or partial.arg_for(k.name) is not None
+        }
+        runner = TrialRunner(self.settings.script, partial, self.measurement, self.objective)
+        self.reporter.note("probe: running the script with its defaults to find its knobs")
+        outcome = runner.run(probe_values, self.settings.run_dir / TRIALS_DIR / "probe")
+        if outcome.status in ("crashed", "no-steps"):
+            raise ScriptError(
+                f"the script failed with its default knob values: {outcome.reason}"
+            )
+        if outcome.status == "interrupted":
+            raise KeyboardInterrupt
+        space = self._full_space(outcome)
+        self.objective.check(space.names)
+        stored = study.save_settings(
+            {
+                "space": space.to_json(),
+                "measurement": self.measurement.to_json(),
+                "objective": self.objective.to_json(),
+                "script": self.settings.script.to_json(),
+            }
+        )
+        space = SearchSpace.from_json(stored["space"])
+        full_values = {**space.default(), **probe_values}
+        declared = outcome.declared_knobs
+        for knob in space.knobs:
+            if knob.name not in probe_values and isinstance(declared.get(knob.name), dict):
+                full_values[knob.name] = declared[knob.name].get("default")
+        if all(full_values.get(k.name) in k.allowed for k in space.knobs):
+            study.add_finished(space, full_values, "probe", "defaults (finds the declared knobs)", outcome)
+        return space
+
+    def _full_space(self, probe: TrialOutcome) -> SearchSpace:
+        src = self.settings.sources
+        declared_raw = probe.declared_knobs if src.use_declared else {}
+        declared, defaults, notes = knobs_from_declared(declared_raw)
+        for text in notes:
+            if not any(text.startswith(f"knob {name!r}") for name, _ in src.cli):
+                self.note(text)
+        space = build_space(
+            cli=src.cli,
+            config=src.config,
+            findings=src.findings,
+            declared=declared,
+            declared_defaults=defaults,
+            args=src.args,
+            declared_names=probe.declared_knobs,
+        )
+        reachable = set(injected.INJECTED_KNOBS) | set(probe.declared_knobs) | {a.knob for a in space.args}
+        unused = [k.name for k in space.knobs if k.name not in reachable]
+        if unused:
+            self.note(
+                f"dropped knob(s) the script never reads: {', '.join(unused)} (no "
+                "perftune.knob() call for them ran, and no --arg maps them to a flag)"
+            )
+            space = without(space, unused)
+        if not space.knobs:
+            raise UsageError(
+                "nothing to tune: give knobs with --knob NAME=V1,V2, [tool.perftune.tune], "
+                "--from-findings, or declare them in the script with perftune.knob()"
+            )
+        return space
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> TuneRun:
+        s = self.settings
+        started = time.monotonic()
+        study, space = self._open()
+        runner = TrialRunner(s.script, space, self.measurement, self.objective)
+        strategy = s.strategy.resolve(space, s.max_trials)
+        reserve = 0
+        if s.max_trials is not None:
+            reserve = min(s.strategy.repeat_trials, s.max_trials // 4)
+        sampler_open = s.max_trials is not None or s.time_budget_s is not None
+        stop_reason = "search finished"
+        interrupted = False
+        cache_hits = 0
+        for number in study.fail_stale():
+            self.note(f"trial {number} was left running by a worker that stopped; marked failed")
+        try:
+            while True:
+                history = History(space, study.records(), tolerance=s.tolerance)
+                counted = history.counted()
+                elapsed = time.monotonic() - started
+                if s.max_trials is not None and counted >= s.max_trials:
+                    stop_reason = f"reached --max-trials {s.max_trials}"
+                    break
+                if s.time_budget_s is not None and elapsed >= s.time_budget_s:
+                    stop_reason = "reached --time-budget"
+                    break
+                search_open = (s.max_trials is None or counted < s.max_trials - reserve) and (
+                    s.time_budget_s is None or elapsed < 0.8 * s.time_budget_s
+                )
+                proposal = propose(
+                    space,
+                    history,
+                    s.strategy,
+                    strategy=strategy,
+                    search_open=search_open,
+                    sampler_open=sampler_open,
+                )
+                if proposal is None:
+                    if history.pending:
+                        # Other workers' results may open new moves (a new best to explore).
+                        time.sleep(POLL_S)
+                        study.fail_stale()
+                        continue
+                    if not search_open:
+                        stop_reason = "budget spent (repeats done)"
+                    break
+                outcome = self._run_one(study, space, runner, proposal, history)
+                if outcome == "cached":
+                    cache_hits += 1
+                    if cache_hits > MAX_CACHE_HITS:
+                        stop_reason = "the sampler proposes only measured configurations"
+                        break
+                    continue
+                cache_hits = 0
+                if outcome == "interrupted":
+                    interrupted = True
+                    stop_reason = "interrupted"
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+            stop_reason = "interrupted"
+        history = History(space, study.records(), tolerance=s.tolerance)
+        return TuneRun(
+            settings=s,
+            space=space,
+            history=history,
+            strategy=strategy,
+            stop_reason=stop_reason,
+            interrupted=interrupted,
+            elapsed_s=time.monotonic() - started,
+            notes=tuple(self.notes),
+            measurement=self.measurement,
+            objective=self.objective,
+        )
+
+    def _run_one(
+        self,
+        study: Study,
+        space: SearchSpace,
+        runner: TrialRunner,
+        proposal: Proposal,
+        history: History,
+    ) -> str:
+        trial = study.start(space, proposal.values, proposal.role, proposal.why)
+        values = dict(trial.params)
+        if proposal.values is None and (history.seen(values) or history.memory_pruned(values)):
+            known = history.result(values)
+            study.cache_hit(trial, known.throughput if known is not None else None)
+            return "cached"
+        if proposal.role != "repeat" and self._taken_by_another(study, space, trial.number, values):
+            study.drop(trial, "duplicate", "another worker took this configuration first")
+            return "duplicate"
+        self.reporter.started(trial.number, values, proposal.role, proposal.why, history)
+        halt = study.heartbeat(trial)
+        try:
+            outcome = runner.run(values, self.settings.run_dir / TRIALS_DIR / f"{trial.number:04d}")
+        except BaseException:
+            halt()
+            study.drop(trial, "interrupted", "perftune stopped during this trial")
+            raise
+        halt()
+        if outcome.status == "interrupted":
+            study.drop(trial, "interrupted", "interrupted (Ctrl-C); --resume runs it again")
+            return "interrupted"
+        study.finish(trial, outcome)
+        record = TrialRecord(trial.number, values, proposal.role, proposal.why, study.worker, outcome)
+        after = History(space, [*history.records, record], tolerance=self.settings.tolerance)
+        self.reporter.finished(record, after)
+        return "done"
+
+    @staticmethod
+    def _taken_by_another(study: Study, space: SearchSpace, number: int, values: Mapping[str, Any]) -> bool:
+        # The strategy never proposes a configuration it has seen, so an earlier trial of the
+        # same one was started by another worker in the meantime.
+        key = config_key(values)
+        return any(
+            r.number < number and r.key == key and r.counts and r.role != "repeat"
+            for r in study.records()
+        )
+
+
+def count_trials(records: Sequence[TrialRecord]) -> int:
+    return sum(1 for r in records if r.counts)

@@ -1,0 +1,191 @@
+"""`perftune gate / baseline / calibrate` end to end: real git repos, real training processes.
+
+The scripts are tiny (a few ms per step) and the launch counts small, so that the whole file
+runs in about a minute; the statistics themselves are covered on synthetic samples elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TRAIN = """\
+import torch
+from torch import nn
+
+WORK = {work}  # micro-batches per step
+{extra}
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = nn.Linear(256, 256)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+x = torch.randn(64, 256)
+for step in range(40):
+    optimizer.zero_grad()
+    for _ in range(WORK * 8):
+        model(x).pow(2).mean().backward()
+    optimizer.step()
+"""
+
+# Few launches and steps: enough to see a 4x slowdown on a busy runner, quick enough for a test suite.
+FAST = ["--warmup", "2", "--steps", "5", "--launches", "3", "--max-launches", "3", "-q"]
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def write_script(root: Path, work: int, extra: str = "") -> None:
+    (root / "train.py").write_text(TRAIN.format(work=work, extra=extra))
+
+
+def perftune(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items()
+                if k not in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "perftune", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env=full_env)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    git(root, "init", "-q")
+    git(root, "config", "user.email", "ci@example.com")
+    git(root, "config", "user.name", "ci")
+    write_script(root, work=1)
+    git(root, "add", "train.py")
+    git(root, "commit", "-q", "-m", "reference")
+    return root
+
+
+def test_a_4x_slowdown_fails_the_gate(repo: Path, tmp_path: Path) -> None:
+    write_script(repo, work=4)
+    git(repo, "commit", "-q", "-am", "four times the work")
+    summary = tmp_path / "step-summary.md"
+    junit = tmp_path / "junit.xml"
+    out = perftune("gate", "train.py", "--against", "HEAD~1", *FAST, "--out", str(tmp_path / "run"),
+                   "--junit", str(junit), cwd=repo,
+                   env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "REGRESSION" in out.stdout
+    assert out.stdout.startswith("::error title=perftune gate%3A step time regression::")
+
+    verdict = json.loads((tmp_path / "run" / "gate.json").read_text())
+    assert verdict["status"] == "regression" and verdict["return_code"] == 1
+    assert verdict["ratio"] > 2.0 and verdict["interval"][0] > 1.0
+    sides = [launch["side"] for launch in verdict["launches"]]
+    assert sorted(sides) == ["base"] * 3 + ["head"] * 3
+    assert verdict["base"]["label"].startswith("HEAD~1")
+    # The explanation profiled one launch per side; the extra work shows up per step.
+    explanation = verdict["explanation"]
+    assert explanation is not None
+    assert explanation["head"]["step_ms"] > explanation["base"]["step_ms"]
+    assert any(c["kind"] == "operator-calls" for c in explanation["structural"])
+
+    markdown = (tmp_path / "run" / "gate.md").read_text()
+    assert markdown.startswith("## perftune gate: ❌ step time regression")
+    assert "### What changed" in markdown
+    assert summary.read_text() == markdown + ("" if markdown.endswith("\n") else "\n")
+
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("failures") == "1"
+    # The temporary worktree is gone.
+    listed = subprocess.run(["git", "-C", str(repo), "worktree", "list"], capture_output=True,
+                            text=True, check=True).stdout
+    assert len(listed.strip().splitlines()) == 1
+
+
+def test_no_change_never_fails(repo: Path, tmp_path: Path) -> None:
+    calibration = tmp_path / "calibration.json"
+    cal = perftune("calibrate", "train.py", "--warmup", "2", "--steps", "5", "--launches", "2",
+                   "-q", "-o", str(calibration), "--out", str(tmp_path / "cal"), cwd=repo)
+    assert cal.returncode == 0, cal.stdout + cal.stderr
+    assert "launch-to-launch noise" in cal.stdout
+    assert "smallest regression detected reliably" in cal.stdout
+    noise = json.loads(calibration.read_text())["noise_log_sd"]
+    assert noise >= 0
+
+    out = perftune("gate", "train.py", "--against", "HEAD", *FAST, "--no-explain",
+                   "--calibration", str(calibration), "--out", str(tmp_path / "run"), cwd=repo)
+    assert out.returncode in (0, 4), out.stdout + out.stderr
+    verdict = json.loads((tmp_path / "run" / "gate.json").read_text())
+    assert verdict["status"] in ("pass", "inconclusive")
+    assert verdict["explanation"] is None
+    assert verdict["threshold"] >= 0.05
+    if verdict["threshold_raised_by_calibration"]:
+        assert any("calibration" in note for note in verdict["notes"])
+
+
+def test_baseline_round_trip_and_fingerprint(repo: Path, tmp_path: Path) -> None:
+    stored = repo / "perf-baseline.json"
+    rec = perftune("baseline", "train.py", "-o", str(stored), "--warmup", "2", "--steps", "5",
+                   "--launches", "3", "-q", "--out", str(tmp_path / "rec"), cwd=repo)
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    data = json.loads(stored.read_text())
+    assert len(data["samples_ms"]) == 3 and data["steps"] == 5 and data["warmup"] == 2
+    assert data["fingerprint"]["torch"] and data["fingerprint"]["python"]
+    assert data["profile"]["operators_per_step"] > 0
+
+    same = perftune("gate", "train.py", "--baseline", str(stored), "--launches", "3",
+                    "--max-launches", "3", "-q", "--out", str(tmp_path / "same"), cwd=repo)
+    assert same.returncode in (0, 4), same.stdout + same.stderr
+    verdict = json.loads((tmp_path / "same" / "gate.json").read_text())
+    assert verdict["mode"] == "baseline"
+    assert verdict["base"]["samples_ms"] == data["samples_ms"]
+    assert [launch["side"] for launch in verdict["launches"]] == ["head"] * 3
+
+    # Recorded elsewhere: refused unless told to warn.
+    data["fingerprint"]["torch"] = "0.0.1-elsewhere"
+    stored.write_text(json.dumps(data))
+    refused = perftune("gate", "train.py", "--baseline", str(stored), "--launches", "3",
+                       "--max-launches", "3", "-q", "--out", str(tmp_path / "refused"), cwd=repo)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "differs from the baseline" in refused.stderr and "0.0.1-elsewhere" in refused.stderr
+
+    write_script(repo, work=4)
+    warned = perftune("gate", "train.py", "--baseline", str(stored), "--launches", "3",
+                      "--max-launches", "3", "-q", "--fingerprint-mismatch", "warn",
+                      "--out", str(tmp_path / "warned"), cwd=repo)
+    assert warned.returncode == 1, warned.stdout + warned.stderr
+    verdict = json.loads((tmp_path / "warned" / "gate.json").read_text())
+    assert any("0.0.1-elsewhere" in note for note in verdict["notes"])
+    assert any(c["kind"] == "operator-calls" for c in verdict["explanation"]["structural"])
+
+
+def test_a_crashing_script_exits_3(repo: Path, tmp_path: Path) -> None:
+    write_script(repo, work=1, extra="raise SystemExit('broken on purpose')")
+    junit = tmp_path / "junit.xml"
+    out = perftune("gate", "train.py", "--against", "HEAD", *FAST, "--junit", str(junit),
+                   "--out", str(tmp_path / "run"), cwd=repo)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "perftune: error:" in out.stderr and "head" in out.stderr
+    assert "Traceback" not in out.stderr.split("last lines of")[0]
+    verdict = json.loads((tmp_path / "run" / "gate.json").read_text())
+    assert verdict["status"] == "error" and verdict["return_code"] == 3
+    error = ET.parse(junit).getroot().find("testsuite/testcase/error")
+    assert error is not None and error.get("type") == "script-error"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train.py"], "exactly one of --against"),
+    (["train.py", "--against", "HEAD", "--baseline", "x.json"], "exactly one of --against"),
+    (["missing.py", "--against", "HEAD"], "no such script"),
+    (["train.py", "--against", "no-such-ref"], "not a commit"),
+    (["train.py", "--against", "HEAD", "--max-regression", "5"], "5%"),
+    (["train.py", "--baseline", "nothing.json"], "not found"),
+])
+def test_usage_errors_exit_2(repo: Path, tmp_path: Path, args: list[str], message: str) -> None:
+    out = perftune("gate", *args, "--out", str(tmp_path / "run"), cwd=repo)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

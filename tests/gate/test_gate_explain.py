@@ -1,0 +1,67 @@
+"""Comparing the profiled launches of base and head: what got slower, what is new."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perftune.gate.explain import FindingRef, ProfileSummary, compare, profile_from_dict, profile_to_dict
+
+
+def summary(**kwargs: object) -> ProfileSummary:
+    fields: dict[str, object] = {"run_dir": Path("/r"), "step_ms": 20.0,
+                                 "peak_memory_bytes": 500 << 20, "memory_kind": "rss"}
+    fields.update(kwargs)
+    return ProfileSummary(**fields)  # type: ignore[arg-type]
+
+
+def finding(code: str, line: int, source: str = "x = t.item()") -> FindingRef:
+    return FindingRef(code=code, name="n", message="m", file=f"/checkout/{line}/train.py", line=line,
+                      function="step", source=source)
+
+
+def test_slower_and_faster_operators_are_ranked() -> None:
+    base = summary(operators_ms={"aten::mm": 5.0, "aten::add": 2.0, "aten::relu": 1.0})
+    head = summary(operators_ms={"aten::mm": 9.0, "aten::add": 1.0, "aten::relu": 1.001,
+                                 "aten::nonzero": 1.5})
+    explained = compare(base, head)
+    assert [s.name for s in explained.slower] == ["aten::mm", "aten::nonzero"]
+    assert explained.slower[0].delta_ms == 4.0
+    assert [s.name for s in explained.faster] == ["aten::add"]
+    assert explained.structural == ()
+
+
+def test_structural_changes_are_found_regardless_of_time() -> None:
+    base = summary(syncs_per_step=0.0, kernels_per_step=200.0, operators_per_step=300.0,
+                   findings=(finding("PFT206", 10),))
+    head = summary(syncs_per_step=2.0, kernels_per_step=260.0, operators_per_step=300.0,
+                   peak_memory_bytes=900 << 20,
+                   findings=(finding("PFT206", 14), finding("PFT202", 20, "idx = m.nonzero()")))
+    explained = compare(base, head)
+    kinds = [c.kind for c in explained.structural]
+    assert kinds == ["host-device-syncs", "kernel-launches", "peak-memory", "new-finding"]
+    # The PFT206 moved by four lines (and lives in another checkout): not new.
+    assert [f.code for f in explained.new_findings] == ["PFT202"]
+    assert explained.new_problems == explained.structural
+    assert "500.0 MiB → 900.0 MiB" in explained.structural[2].message
+
+
+def test_small_wobbles_are_not_structural() -> None:
+    base = summary(operators_per_step=300.0, peak_memory_bytes=500 << 20)
+    head = summary(operators_per_step=302.0, peak_memory_bytes=(500 << 20) + (20 << 20))
+    assert compare(base, head).structural == ()
+
+
+def test_missing_trace_analysis_is_a_note_not_a_failure() -> None:
+    base = summary(notes=("perftune.trace is not available: operators not compared",))
+    head = summary(notes=("perftune.trace is not available: operators not compared",))
+    explained = compare(base, head)
+    assert explained.notes == ("perftune.trace is not available: operators not compared",)
+    assert explained.slower == () and explained.structural == ()
+
+
+def test_profile_round_trip() -> None:
+    original = summary(operators_ms={"aten::mm": 2.0}, kernels_ms={"sgemm": 1.0},
+                       categories_ms={"compute": 3.0}, syncs_per_step=1.0,
+                       findings=(finding("PFT203", 3),), notes=("n",))
+    again = profile_from_dict(profile_to_dict(original))
+    assert again == original
