@@ -14,6 +14,7 @@ from typing import Any
 
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
+from perftune.errors import ConfigError
 from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
@@ -34,8 +35,46 @@ class Analysis:
     findings: tuple[Finding, ...]
 
 
+def _code_list(value: Any, key: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"[tool.perftune] {key} must be a list of rule codes or prefixes")
+    return [c.strip() for v in value for c in v.split(",") if c.strip()]
+
+
+def selection_from_config(select: Sequence[str] = (), ignore: Sequence[str] = (),
+                          preview: bool = False, config: Mapping[str, Any] | None = None) -> RuleSelection:
+    """The rules to run: command-line choices, else `[tool.perftune]` select / ignore /
+    preview, with per-rule options from `[tool.perftune.rules.PFTnnn]`."""
+    if config is None:
+        from perftune.cli._options import load_config
+
+        config = load_config()
+
+    def get(key: str) -> Any:
+        for name in (key, key.replace("-", "_"), key.replace("_", "-")):
+            if name in config:
+                return config[name]
+        return None
+
+    options = get("rules") or {}
+    if not isinstance(options, Mapping):
+        raise ConfigError("[tool.perftune.rules] must be a table of rule codes")
+    for code, values in options.items():
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[tool.perftune.rules.{code}] must be a table of options")
+    chosen_select = [c.strip() for v in select for c in v.split(",") if c.strip()] or _code_list(get("select"), "select")
+    chosen_ignore = [c.strip() for v in ignore for c in v.split(",") if c.strip()] or _code_list(get("ignore"), "ignore")
+    return RuleSelection(select=chosen_select, ignore=chosen_ignore,
+                         preview=preview or bool(get("preview")),
+                         options={str(k).upper(): dict(v) for k, v in options.items()})
+
+
 def analyze_trace(trace: Trace, rules: RuleSelection | None = None) -> Analysis:
-    rules = rules or RuleSelection()
+    rules = rules or selection_from_config()
     findings = run_engine(trace, rules.select, rules.ignore, rules.preview, rules.options)
     return Analysis(trace=trace, summary=summarize(trace), findings=tuple(findings))
 

@@ -61,7 +61,7 @@ def _load_config() -> dict[str, Any] | None:
     else:
         os.environ["PYTHONPATH"] = original
     injected = config.get("injected_path")
-    if injected in sys.path[1:]:
+    if injected is not None and injected in sys.path[1:]:
         del sys.path[sys.path.index(injected, 1)]
     return config
 
@@ -94,15 +94,17 @@ class ChildRun:
         self.knobs_injected = list(injectors.install(self.config.get("knobs") or {}))
         self.hooks.install(self.config.get("step_marker"), script_path)
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        if self.config.get("step_marker") is None:
-            self.ticker = TimeSliceTicker(
-                float(self.config["time_slice_s"]),
-                self.session.log.t0,
-                self.session.time_slices_wanted,
-            )
-            self.ticker.start(self.session.on_tick)
         os.register_at_fork(after_in_child=self._in_forked_child)
         self._guard_os_exit()
+
+    def start(self) -> None:
+        """The script starts now: open a skip=0 window, start the time slices."""
+        self.session.begin()
+        if self.config.get("step_marker") is None:
+            self.ticker = TimeSliceTicker(
+                float(self.config["time_slice_s"]), self.session.time_slices_wanted
+            )
+            self.ticker.start(self.session.on_tick)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         raise Terminated()
@@ -226,9 +228,9 @@ def main() -> str | int | None:
         return 2
     here = os.path.dirname(os.path.abspath(__file__))
     own_files = {os.path.join(here, "child.py"), os.path.join(here, "bootstrap.py")}
-    run.session.begin()
     exit_request: str | int | None = 0
     try:
+        run.start()
         script.run(config["path"], config["module"])
     except StopCapture:
         run.finish("ok", 0, None)

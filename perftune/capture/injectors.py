@@ -426,6 +426,7 @@ class _LossScaling:
 
     def __init__(self) -> None:
         self.scaler: Any = None
+        self.creating = False
         self.active = False
         self.script_scaler = False
         self.scaled_since_step = False
@@ -451,7 +452,7 @@ class _LossScaling:
         @functools.wraps(scaler_init)
         def init_scaler(self: Any, *args: Any, **kwargs: Any) -> None:
             scaler_init(self, *args, **kwargs)
-            if self is not scaling.scaler and self.is_enabled():
+            if not scaling.creating and self.is_enabled():
                 scaling.script_scaler = True
                 _report.update("fp16_scaler", "the script's own GradScaler")
 
@@ -469,7 +470,11 @@ class _LossScaling:
     def activate(self, device_type: str) -> None:
         # Created here (not in install) so the script's own scaler, made before the first
         # forward, has been seen by then.
-        self.scaler = torch.amp.GradScaler(device_type)
+        self.creating = True
+        try:
+            self.scaler = torch.amp.GradScaler(device_type)
+        finally:
+            self.creating = False
         self.active = not self.script_scaler
         _report.update(
             "fp16_scaler", "injected GradScaler" if self.active else "the script's own GradScaler"

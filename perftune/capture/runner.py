@@ -139,8 +139,19 @@ def _clear_run_dir(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
+def _importable_root() -> str | None:
+    """perftune's folder when a fresh interpreter elsewhere would not find perftune on its own.
+
+    That is the case when this process found it only through sys.path[0], i.e. `python -m
+    perftune` run from a checkout that is not installed.
+    """
+    root = str(Path(perftune.__file__).resolve().parent.parent)
+    found = {os.path.abspath(entry) for entry in sys.path[1:] if entry}
+    return None if root in found else root
+
+
 def _child_env(
-    options: CaptureOptions, config_path: Path, package_root: str
+    options: CaptureOptions, config_path: Path, injected: str | None
 ) -> tuple[dict[str, str], str | None]:
     """The child's environment, and the PYTHONPATH the script must see (None: unset)."""
     env = dict(os.environ)
@@ -148,10 +159,11 @@ def _child_env(
     if options.knobs:
         env[KNOBS_ENV] = json.dumps(dict(options.knobs))
     env[CONFIG_ENV] = str(config_path)
-    # perftune must be importable by `python -m perftune.capture.bootstrap` from any working
-    # directory; the bootstrap takes this entry out again before the script runs.
     original = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = package_root + (os.pathsep + original if original else "")
+    if injected is not None:
+        # So that `python -m perftune.capture.bootstrap` works from any working directory; the
+        # bootstrap takes the entry out again before the script runs.
+        env["PYTHONPATH"] = injected + (os.pathsep + original if original else "")
     return env, original
 
 
@@ -237,9 +249,9 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
         module=target.module,
     )
     meta["perftune_command"] = list(sys.argv)
-    package_root = str(Path(perftune.__file__).resolve().parent.parent)
+    injected = _importable_root()
     config_path = run_dir / CHILD_CONFIG_FILE
-    env, original_pythonpath = _child_env(options, config_path, package_root)
+    env, original_pythonpath = _child_env(options, config_path, injected)
     config = {
         "path": str(target.path) if target.path is not None else None,
         "module": target.module,
@@ -253,7 +265,7 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
         "knobs": dict(options.knobs),
         "time_slice_s": options.time_slice_s,
         "run_dir": str(run_dir),
-        "injected_path": package_root,
+        "injected_path": injected,
         "pythonpath": original_pythonpath,
     }
     write_json(config_path, config)

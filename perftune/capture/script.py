@@ -54,7 +54,8 @@ def run(path: str | None, module: str | None) -> None:
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         return
     assert path is not None
-    script = os.path.abspath(path)
+    # python joins a relative path to the cwd without normalising it (work/../proj/x.py).
+    script = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
     if os.path.isdir(script) or _is_zip(Path(script)):
         runpy.run_path(script, run_name="__main__")
         return

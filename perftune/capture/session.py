@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import weakref
 from pathlib import Path
@@ -104,7 +105,7 @@ class CaptureSession:
 
     def on_optimizer_created(self) -> None:
         self.optimizer_seen = True
-        if self.source == "time-window" and not self.window_done:
+        if self.source == "time-window":
             # Real steps are coming; the time slices recorded so far mean nothing.
             self._drop_steps(None)
 
@@ -158,7 +159,9 @@ class CaptureSession:
         if source != self.source:
             if self.source is not None:
                 weaker = SOURCE_PRIORITY[source] < SOURCE_PRIORITY[self.source]
-                if weaker or self.window_done:
+                # Time slices are only a stand-in: real steps replace them even after their
+                # window; a real source's finished window stays.
+                if weaker or (self.window_done and self.source != "time-window"):
                     return False
                 self._drop_steps(source)
                 return False
@@ -177,18 +180,36 @@ class CaptureSession:
             self.window.step()
         elif action == "stop":
             self._close_window()
-            # A script that profiles itself is let run, so its own trace gets written.
-            stop = not self.full and not self.window.script_profiler
-            if self.window.script_profiler and not self.full:
-                self.notes.append(
-                    "perftune let the script run to its end instead of stopping it after the "
-                    "window, so that its own profiler can finish"
-                )
+            stop = self._should_stop()
         elif self.window_done and self.log.pending_losses >= _LOSS_BATCH:
             self.log.convert_losses(loss_to_float)
         # Profiler start/stop and trace export happen between steps, not inside one.
         self.log.step_start = time.perf_counter()
         return stop
+
+    def _should_stop(self) -> bool:
+        """Whether to stop the script now that the window is recorded."""
+        if self.full:
+            return False
+        if self.window.script_profiler:
+            # A script that profiles itself runs on, so that its own trace gets written.
+            self.notes.append(
+                "perftune let the script run to its end instead of stopping it after the "
+                "window, so that its own profiler can finish"
+            )
+            return False
+        if self.source == "time-window":
+            # Time slices may only mean a slow start (data loading before the optimizer
+            # exists): stopping now could cut off the real steps.
+            print(
+                "perftune: no training step seen so far, so a time-sliced trace was recorded; "
+                "the script keeps running (Ctrl-C stops it and keeps the results). Mark steps "
+                "with perftune.step() or --step-marker module:function.",
+                file=sys.stderr,
+                flush=True,
+            )
+            return False
+        return True
 
     def _sync(self) -> None:
         # Step times must include the device work the step queued; never touch CUDA in a script
@@ -199,6 +220,10 @@ class CaptureSession:
     def _drop_steps(self, new_source: str | None) -> None:
         old = self.source
         self.window.discard()
+        if self.window_done:
+            self.window.forget()
+            self.window_done = False
+            self.peak_memory_bytes = None
         self.window_open = False
         self.profiling = False
         self.log.restart(time.perf_counter())

@@ -10,7 +10,6 @@ from __future__ import annotations
 import _thread
 import signal
 import threading
-import time
 from collections.abc import Callable
 from types import FrameType
 
@@ -18,9 +17,8 @@ TICK_SIGNAL = signal.SIGUSR2
 
 
 class TimeSliceTicker:
-    def __init__(self, slice_s: float, t0: float, wanted: Callable[[], bool]) -> None:
+    def __init__(self, slice_s: float, wanted: Callable[[], bool]) -> None:
         self.slice_s = slice_s
-        self.t0 = t0
         self.wanted = wanted  # False once a real step source has shown up
         self._stop = threading.Event()
         self._handler: Callable[[int, FrameType | None], None] | None = None
@@ -38,11 +36,11 @@ class TimeSliceTicker:
         self._stop.set()
 
     def _run(self) -> None:
-        tick = 1
-        while not self._stop.wait(max(0.0, self.t0 + tick * self.slice_s - time.perf_counter())):
+        # Each slice is measured from the previous tick, so a main thread that was busy (the
+        # profiler starting) does not get a burst of catch-up ticks.
+        while not self._stop.wait(self.slice_s):
             if not self.wanted():
                 return
             # If the script installed its own handler for this signal, stay out of its way.
             if signal.getsignal(TICK_SIGNAL) is self._handler:
                 _thread.interrupt_main(TICK_SIGNAL)
-            tick += 1

@@ -188,6 +188,10 @@ class ProfilerWindow:
             finally:
                 self.own_call = False
 
+    def forget(self) -> None:
+        """Delete the trace written by an earlier window (its steps no longer count)."""
+        self.trace_path.unlink(missing_ok=True)
+
     def step_aside(self) -> None:
         """The script profiles: drop perftune's session (if any) and never start one again."""
         if not self.script_profiler:

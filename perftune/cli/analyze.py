@@ -10,17 +10,14 @@ import click
 
 from perftune.cli._options import config_default, format_option, out_option
 from perftune.engine.types import Severity
-from perftune.errors import UsageError
-from perftune.pipeline import RuleSelection, analyze_paths, findings_document, write_analysis
+from perftune.errors import ConfigError
+from perftune.pipeline import (
+    analyze_paths,
+    findings_document,
+    selection_from_config,
+    write_analysis,
+)
 from perftune.report.console import finding_lines, summary_lines
-
-
-def _codes(values: tuple[str, ...], key: str) -> list[str]:
-    out = [v.strip() for raw in values for v in raw.split(",") if v.strip()]
-    if not out:
-        configured = config_default(key, [])
-        out = [configured] if isinstance(configured, str) else list(configured)
-    return out
 
 
 @click.command()
@@ -42,12 +39,7 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out
     PATHS are Kineto / torch.profiler traces (.json or .json.gz) or directories of per-rank
     traces as written by tensorboard_trace_handler. Works without torch installed.
     """
-    options = config_default("rules", {})
-    if not isinstance(options, dict):
-        raise UsageError("[tool.perftune.rules] must be a table of rule codes")
-    rules = RuleSelection(select=_codes(select, "select"), ignore=_codes(ignore, "ignore"),
-                          preview=preview or bool(config_default("preview", False)),
-                          options={k.upper(): v for k, v in options.items()})
+    rules = selection_from_config(select, ignore, preview)
     analysis = analyze_paths(list(paths), rules)
     if output_format == "json":
         click.echo(json.dumps(findings_document(analysis), indent=2, default=str))
@@ -64,6 +56,9 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out
         click.echo(f"wrote {target}", err=output_format == "json")
     threshold = fail_on or config_default("fail-on")
     if threshold:
-        level = Severity.parse(str(threshold)).rank
+        try:
+            level = Severity.parse(str(threshold)).rank
+        except ValueError as exc:
+            raise ConfigError(f"[tool.perftune] fail-on: {exc}") from None
         if any(f.severity.rank >= level for f in analysis.findings):
             ctx.exit(1)

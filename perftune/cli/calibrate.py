@@ -59,19 +59,21 @@ def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool,
     if output is not None:
         calibration_mod.save(result, output)
     aa = result.aa
-    click.echo(f"perftune calibrate: launch-to-launch noise {result.noise:.2%} "
-               f"({launches} launches per side, step time {aa.base_geomean_ms:.3f} ms)")
+    click.echo(f"perftune calibrate: launch-to-launch noise {result.noise:.2%}, within ABBA pairs "
+               f"{result.paired_noise:.2%} ({launches} launches per side, step time "
+               f"{aa.base_geomean_ms:.3f} ms)")
     click.echo(f"  same code on both sides: ratio {aa.ratio:.3f}, {level:.0%} CI "
                f"[{aa.low:.3f}, {aa.high:.3f}]" + ("" if aa.low <= 1.0 <= aa.high else
-                                                   "  (excludes 1: this runner drifts)"))
-    needed = result.launches_for(wanted)
-    if needed is None:
-        click.echo(f"  a {wanted:.1%} regression cannot be detected reliably with up to 1000 launches")
-    else:
-        click.echo(f"  to detect a {wanted:.1%} regression reliably: --max-launches {max(needed, 2)} "
-                   f"(per side)")
-    click.echo("  smallest regression detected reliably, by launches per side:")
-    for n, detectable in result.table():
-        click.echo(f"    {n:>3}: {detectable:.1%}")
+                                                   "  (excludes 1: unusually unlucky, or a drifting runner)"))
+    for paired, mode in ((True, "gate --against REF"), (False, "gate --baseline FILE")):
+        needed = result.launches_for(wanted, paired)
+        if needed is None:
+            click.echo(f"  {mode}: a {wanted:.1%} regression cannot be detected reliably with up "
+                       "to 1000 launches per side")
+        else:
+            click.echo(f"  {mode}: detecting a {wanted:.1%} regression reliably needs "
+                       f"--max-launches {needed}")
+        cells = ", ".join(f"{n}: {d:.1%}" for n, d in result.table(paired))
+        click.echo(f"    smallest regression detected reliably, by launches per side: {cells}")
     written = f"{output} and " if output is not None else ""
     click.echo(f"  wrote {written}{run_dir / 'calibration.json'}")

@@ -203,8 +203,10 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
     )
     calibration = calibration or (Path(gate_config("calibration", "")) if gate_config("calibration", "") else None)
     if calibration is not None:
+        floor = calibration_mod.noise_floor(calibration, rule.confidence, plan.max_launches,
+                                            paired=against is not None)
         rule = DecisionRule(max_regression=rule.max_regression, confidence=rule.confidence,
-                            noise_floor=calibration_mod.noise_floor(calibration, rule, plan.max_launches))
+                            noise_floor=floor)
     policy = inconclusive or str(gate_config("inconclusive", "error"))
     if policy not in ("pass", "fail", "error"):
         raise ConfigError(f"inconclusive = {policy!r}: use pass, fail or error")

@@ -18,8 +18,13 @@ COMMANDS: dict[str, str] = {
     "analyze": "perftune.cli.analyze:analyze",
     "baseline": "perftune.cli.baseline:baseline",
     "calibrate": "perftune.cli.calibrate:calibrate",
+    "diff": "perftune.cli.diff:diff",
     "gate": "perftune.cli.gate:gate",
+    "machine": "perftune.cli.machine:machine",
     "profile": "perftune.cli.profile:profile",
+    "report": "perftune.cli.report:report",
+    "rule": "perftune.cli.rule:rule",
+    "rules": "perftune.cli.rule:rules",
     "tune": "perftune.cli.tune:tune",
 }
 

@@ -80,7 +80,13 @@ class RichReporter:
     """A progress bar with the best so far, and one line per finished trial (on stderr)."""
 
     def __init__(self, console: Any, total: int | None, quiet: bool) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         self.console = console
         self.quiet = quiet

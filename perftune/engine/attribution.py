@@ -39,6 +39,13 @@ class Site:
     keywords: frozenset[str] = frozenset()
     masked_args: bool = False  # a call with an argument like `x[mask]`
     col: int = 0
+    maskish: bool = False      # an index that is visibly boolean (`x[t > 0]`, `x[valid]`)
+    first_arg: str = ""        # source of a call's first positional argument
+    kw_values: tuple[tuple[str, str], ...] = ()  # (keyword, source of its value)
+    loop: tuple[int, int] | None = None  # lines of the innermost for/while loop around it
+
+    def keyword(self, name: str) -> str | None:
+        return next((v for k, v in self.kw_values if k == name), None)
 
 
 def _callee(node: ast.Call) -> str:
@@ -58,20 +65,69 @@ def _is_mask_index(node: ast.Subscript) -> bool:
     if isinstance(index, ast.Tuple):
         return any(not isinstance(e, (ast.Constant, ast.Slice)) and not _is_ellipsis(e)
                    for e in index.elts) and not all(isinstance(e, ast.Name) for e in index.elts)
-    if isinstance(index, ast.UnaryOp) and isinstance(index.operand, ast.Constant):
-        return False  # x[-1]
-    return True
+    # x[-1] is a constant too
+    return not (isinstance(index, ast.UnaryOp) and isinstance(index.operand, ast.Constant))
 
 
 def _is_ellipsis(node: ast.expr) -> bool:
     return isinstance(node, ast.Constant) and node.value is Ellipsis
 
 
+_BOOL_CALLS = frozenset({"eq", "ne", "gt", "lt", "ge", "le", "isnan", "isinf", "isfinite",
+                         "isin", "logical_and", "logical_or", "logical_not", "logical_xor",
+                         "bool", "isclose", "isneginf", "isposinf", "signbit"})
+
+
+def _bool_expr(node: ast.expr, mask_names: set[str]) -> bool:
+    """An expression that evidently yields a boolean tensor."""
+    if isinstance(node, ast.Compare):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.Invert, ast.Not)):
+        return True
+    if isinstance(node, ast.BinOp) and isinstance(node.op, (ast.BitAnd, ast.BitOr, ast.BitXor)):
+        return _bool_expr(node.left, mask_names) or _bool_expr(node.right, mask_names)
+    if isinstance(node, ast.Call):
+        return _callee(node) in _BOOL_CALLS
+    if isinstance(node, ast.Name):
+        return node.id in mask_names or "mask" in node.id.lower() or node.id.lower() in {
+            "valid", "keep", "sel", "selected", "pos", "neg"}
+    return False
+
+
+def _mask_names(nodes: Sequence[ast.AST]) -> set[str]:
+    names: set[str] = set()
+    for _ in range(2):  # `m2 = m1 & other` after `m1 = t > 0`
+        for root in nodes:
+            for node in ast.walk(root):
+                if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                        and isinstance(node.targets[0], ast.Name) and _bool_expr(node.value, names):
+                    names.add(node.targets[0].id)
+    return names
+
+
 class _SiteCollector(ast.NodeVisitor):
-    def __init__(self, include_functions: bool) -> None:
+    def __init__(self, include_functions: bool, mask_names: set[str] | None = None) -> None:
         self.sites: list[Site] = []
         self.include_functions = include_functions
+        self.mask_names = mask_names or set()
         self._store_targets: set[int] = set()
+        self.loops: list[tuple[int, int]] = []
+
+    def _loop(self, node: ast.For | ast.AsyncFor | ast.While) -> None:
+        self.loops.append((node.lineno, node.end_lineno or node.lineno))
+
+    def visit_For(self, node: ast.For) -> None:
+        self._loop(node)
+        self.sites.append(Site(line=node.lineno, kind="for", name=ast.unparse(node.iter),
+                               col=node.col_offset))
+        self.generic_visit(node)
+
+    def visit_AsyncFor(self, node: ast.AsyncFor) -> None:
+        self._loop(node)
+        self.generic_visit(node)
+
+    def _maskish(self, sub: ast.Subscript) -> bool:
+        return _bool_expr(sub.slice, self.mask_names)
 
     def generic_visit(self, node: ast.AST) -> None:
         super().generic_visit(node)
@@ -94,20 +150,22 @@ class _SiteCollector(ast.NodeVisitor):
     def visit_Assign(self, node: ast.Assign) -> None:
         for target in node.targets:
             if isinstance(target, ast.Subscript) and _is_mask_index(target):
-                self.sites.append(Site(line=target.lineno, kind="index-store", col=target.col_offset))
+                self.sites.append(Site(line=target.lineno, kind="index-store", col=target.col_offset,
+                                       maskish=self._maskish(target)))
                 self._store_targets.add(id(target))
         self.generic_visit(node)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         if isinstance(node.target, ast.Subscript) and _is_mask_index(node.target):
             self.sites.append(Site(line=node.target.lineno, kind="index-store",
-                                   col=node.target.col_offset))
+                                   col=node.target.col_offset, maskish=self._maskish(node.target)))
             self._store_targets.add(id(node.target))
         self.generic_visit(node)
 
     def visit_Subscript(self, node: ast.Subscript) -> None:
         if id(node) not in self._store_targets and _is_mask_index(node):
-            self.sites.append(Site(line=node.lineno, kind="index", col=node.col_offset))
+            self.sites.append(Site(line=node.lineno, kind="index", col=node.col_offset,
+                                   maskish=self._maskish(node)))
         self.generic_visit(node)
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -117,9 +175,13 @@ class _SiteCollector(ast.NodeVisitor):
         line = node.func.end_lineno if isinstance(node.func, ast.Attribute) and node.func.end_lineno else node.lineno
         masked = any(isinstance(a, ast.Subscript) and _is_mask_index(a)
                      for a in [*node.args, *(k.value for k in node.keywords)])
+        first = node.args[0] if node.args else None
         self.sites.append(Site(line=line, kind="call", name=name, nargs=len(node.args),
                                keywords=frozenset(k.arg for k in node.keywords if k.arg),
-                               masked_args=masked, col=node.col_offset))
+                               masked_args=masked, col=node.col_offset,
+                               first_arg=ast.unparse(first) if first is not None else "",
+                               kw_values=tuple((k.arg, ast.unparse(k.value))
+                                               for k in node.keywords if k.arg)))
         self.generic_visit(node)
 
     def _test(self, test: ast.expr) -> None:
@@ -130,6 +192,7 @@ class _SiteCollector(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_While(self, node: ast.While) -> None:
+        self._loop(node)
         self._test(node.test)
         self.generic_visit(node)
 
@@ -140,6 +203,27 @@ class _SiteCollector(ast.NodeVisitor):
     def visit_Assert(self, node: ast.Assert) -> None:
         self._test(node.test)
         self.generic_visit(node)
+
+
+def _with_loop(site: Site, loops: list[tuple[int, int]]) -> Site:
+    around = [lp for lp in loops if lp[0] <= site.line <= lp[1] and not (site.kind == "for" and lp[0] == site.line)]
+    if not around:
+        return site
+    from dataclasses import replace
+
+    return replace(site, loop=min(around, key=lambda lp: lp[1] - lp[0]))
+
+
+def _is_entry_line(tree: ast.Module, frame: Frame) -> bool:
+    if frame.function == "<module>":
+        return False
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == frame.function:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if frame.line in (first, node.lineno):
+                return True
+    return not any(isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                   and node.name == frame.function for node in ast.walk(tree))
 
 
 def _scope_nodes(tree: ast.Module, line: int, function: str) -> list[ast.AST] | None:
@@ -178,6 +262,19 @@ class SourceReader:
     _trees: dict[str, ast.Module | None] = field(default_factory=dict)
     _paths: dict[str, Path | None] = field(default_factory=dict)
     _sites: dict[tuple[str, int, str], list[Site] | None] = field(default_factory=dict)
+    _entry: dict[tuple[str, int, str], bool] = field(default_factory=dict)
+    _loops: dict[tuple[str, int, str], list[tuple[int, int]]] = field(default_factory=dict)
+
+    def loops(self, frame: Frame) -> list[tuple[int, int]]:
+        """(first, last) lines of the for/while loops in the function a frame ran."""
+        self.sites(frame)
+        return self._loops.get((frame.file, frame.line, frame.function), [])
+
+    def is_entry_line(self, frame: Frame) -> bool:
+        """Whether the frame's line is where its function starts (`def`): frames entered while
+        profiling; frames already running when profiling began carry their current line."""
+        self.sites(frame)
+        return self._entry.get((frame.file, frame.line, frame.function), True)
 
     def resolve(self, file: str) -> Path | None:
         if file in self._paths:
@@ -237,10 +334,14 @@ class SourceReader:
             if tree is not None:
                 nodes = _scope_nodes(tree, frame.line, frame.function)
                 if nodes is not None:
-                    collector = _SiteCollector(include_functions=False)
+                    collector = _SiteCollector(include_functions=False,
+                                               mask_names=_mask_names(nodes))
                     for node in nodes:
                         collector.visit(node)
-                    result = sorted(collector.sites, key=lambda s: (s.line, s.col))
+                    result = sorted((_with_loop(site, collector.loops) for site in collector.sites),
+                                    key=lambda s: (s.line, s.col))
+                    self._entry[key] = _is_entry_line(tree, frame)
+                    self._loops[key] = list(collector.loops)
             self._sites[key] = result
         return self._sites[key]
 
@@ -380,6 +481,21 @@ def _assign_sites(reader: SourceReader, frame: Frame, occs: list[Occurrence],
     candidates = [s for s in sites if matcher(s)]
     if not candidates:
         return [None] * len(occs)
+    # A frame that was already running when profiling began sits at its current line, inside
+    # the training loop: the ops of a step come from sites in the loop around that line.
+    if not reader.is_entry_line(frame):
+        loops = [lp for lp in reader.loops(frame) if lp[0] <= frame.line <= lp[1]]
+        if loops:
+            lo, hi = min(loops, key=lambda lp: lp[1] - lp[0])
+            inside = [c for c in candidates if lo <= c.line <= hi]
+            if inside:
+                candidates = inside
+    # Loops over a DataLoader first, for the data-loading rules.
+    if all(s.kind == "for" for s in candidates) and any("loader" in s.name.lower() for s in candidates):
+        candidates = [s for s in candidates if "loader" in s.name.lower()]
+    # Boolean-looking indexes first: `x[i]` with an int is not a mask.
+    if all(s.kind.startswith("index") for s in candidates) and any(s.maskish for s in candidates):
+        candidates = [s for s in candidates if s.maskish]
     n = len(candidates)
     if len(occs) == n or n == 1:
         return [candidates[min(k, n - 1)] for k in range(len(occs))]
@@ -397,25 +513,30 @@ def attribute(trace: Trace, occurrences: Sequence[Occurrence],
     None to keep the frame's line."""
     reader = reader_for(trace)
     # Occurrences inside one call of a function (one frame event), in time order.
-    by_call: dict[tuple[int | None, str], list[Occurrence]] = {}
+    # (A frame spanning several steps — the training loop's own function — repeats per step.)
+    by_call: dict[tuple[int | None, str, int], list[Occurrence]] = {}
     for occ in sorted(occurrences, key=lambda o: o.row):
-        by_call.setdefault((occ.frame_row, occ.key), []).append(occ)
+        by_call.setdefault((occ.frame_row, occ.key, occ.step), []).append(occ)
     placed: dict[tuple[str | None, int | None, str | None], list[tuple[Occurrence, Frame | None, Site | None]]] = {}
-    for (frame_row, _), occs in by_call.items():
+    for (frame_row, _, _), occs in by_call.items():
         frame = frame_of_row(trace, frame_row)
         if frame is None:
+            # No python stack: keep different causes apart (by their op chain).
             for occ in occs:
-                placed.setdefault((None, None, None), []).append((occ, None, None))
+                placed.setdefault((None, None, " → ".join(occ.chain) or None), []).append(
+                    (occ, None, None))
             continue
         sites = _assign_sites(reader, frame, occs, matcher(occs[0]) if matcher else None)
         for occ, site in zip(occs, sites, strict=True):
-            line = site.line if site is not None else frame.line
-            placed.setdefault((frame.file, line, frame.function), []).append((occ, frame, site))
+            at = site.line if site is not None else frame.line
+            placed.setdefault((frame.file, at, frame.function), []).append((occ, frame, site))
     groups = []
     for (file, line, function), items in placed.items():
         frame = items[0][1]
         site = items[0][2]
         source = reader.line(file, line)
+        if file is None:
+            function = None
         groups.append(Group(
             location=Location(file=file, line=line, function=function,
                               source=source.rstrip() if source is not None else None),
@@ -435,14 +556,39 @@ def location_of(trace: Trace, frame_row: int | None) -> Location:
                     source=source.rstrip() if source is not None else None)
 
 
-def find_calls(trace: Trace, names: Iterable[str], files: Iterable[str]) -> list[Location]:
-    """Calls named `names` (e.g. DataLoader) in the given user files, as locations."""
+def user_files(trace: Trace) -> list[str]:
+    """Files of the user's own python frames in the trace (as the profiler wrote them)."""
+    from perftune.trace.frames import is_user_frame
+
+    ev = trace.events
+    names = ev.loc[ev["cat"] == "python_function", "name"].astype(str).unique()
+    files: dict[str, None] = {}
+    for name in names:
+        frame = parse_python_function(name)
+        if frame is not None and is_user_frame(frame):
+            files[frame.file] = None
+    return list(files)
+
+
+@dataclass(frozen=True)
+class CallSite:
+    """A call found by reading the user's files (e.g. the DataLoader construction)."""
+
+    location: Location
+    site: Site
+    path: Path | None
+
+
+def find_calls(trace: Trace, names: Iterable[str], files: Iterable[str] | None = None) -> list[CallSite]:
+    """Calls named `names` in the user's files (default: every user file of the trace)."""
     reader = reader_for(trace)
-    for file in files:
+    for file in (user_files(trace) if files is None else files):
         reader.lines(file)
     out = []
     for file, site in reader.all_calls(names):
         source = reader.line(file, site.line)
-        out.append(Location(file=file, line=site.line, function=None,
-                            source=source.rstrip() if source is not None else None))
+        out.append(CallSite(
+            location=Location(file=file, line=site.line, function=None,
+                              source=source.rstrip() if source is not None else None),
+            site=site, path=reader.resolve(file)))
     return out

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
 import sys
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from perftune._resources import rules_dir
-from perftune.engine.rule import Rule
+from perftune.engine.rule import CATEGORIES, Rule
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
 from perftune.trace.model import Trace
@@ -60,8 +63,45 @@ def rule_folder(code: str) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class RuleInfo:
+    """What `perftune rules` lists about a rule."""
+
+    code: str
+    name: str
+    category: str
+    status: str
+    severity: str
+    summary: str
+    options: dict[str, Any]
+    folder: Path | None
+
+
+def rule_info(cls: type[Rule]) -> RuleInfo:
+    from perftune.engine.docs import summary_of
+
+    summary = summary_of(cls.doc())
+    return RuleInfo(code=cls.code, name=cls.name, category=CATEGORIES.get(cls.code[3:4], "other"),
+                    status=cls.status, severity=cls.severity.value, summary=summary,
+                    options=dict(cls.options), folder=rule_folder(cls.code))
+
+
+def catalogue() -> list[RuleInfo]:
+    """Every rule of the catalogue, sorted by code."""
+    return [rule_info(cls) for cls in rule_classes()]
+
+
+def rule_by_code(code: str) -> type[Rule]:
+    """The rule class for a code (case-insensitive); ConfigError when there is none."""
+    wanted = code.strip().upper()
+    for cls in rule_classes():
+        if cls.code == wanted:
+            return cls
+    raise ConfigError(f"no rule {code!r} (see `perftune rules`)")
+
+
 def _matches(code: str, patterns: Iterable[str]) -> bool:
-    return any(code.startswith(p.upper()) for p in patterns)
+    return any(p.upper() == "ALL" or code.startswith(p.upper()) for p in patterns)
 
 
 def select_rules(
@@ -74,9 +114,15 @@ def select_rules(
     classes = rule_classes()
     known = {c.code for c in classes}
     for pattern in [*select, *ignore]:
-        if not any(code.startswith(pattern.upper()) for code in known):
+        if pattern.upper() != "ALL" and not any(code.startswith(pattern.upper()) for code in known):
             raise ConfigError(f"no rule matches {pattern!r} (see `perftune rules`)")
     options = options or {}
+    for code, values in options.items():
+        if code.upper() not in known:
+            raise ConfigError(f"[tool.perftune.rules.{code}]: no such rule (see `perftune rules`)")
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"[tool.perftune.rules.{code}] must be a table of options")
+    options = {k.upper(): v for k, v in options.items()}
     chosen = []
     for cls in classes:
         if select and not _matches(cls.code, select):
@@ -92,11 +138,21 @@ def select_rules(
     return chosen
 
 
-def run_rules(trace: Trace, rules: Sequence[Rule]) -> list[Finding]:
-    """Run rules on a trace; findings ranked by estimated saving, then severity and code."""
+def run_rules(trace: Trace, rules: Sequence[Rule], strict: bool = False) -> list[Finding]:
+    """Run rules on a trace; findings ranked by estimated saving, then severity and code.
+
+    A rule that fails on an odd trace must not take the whole analysis down: its error is
+    reported as a warning and the other rules still run (`strict=True` re-raises, for tests).
+    """
     findings: list[Finding] = []
     for rule in rules:
-        findings.extend(rule.check(trace))
+        try:
+            findings.extend(rule.check(trace))
+        except Exception as exc:
+            if strict or os.environ.get("PERFTUNE_STRICT_RULES"):
+                raise
+            warnings.warn(f"rule {rule.code} failed on this trace and was skipped: "
+                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
     findings.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
                                  f.location.file or "", f.location.line or 0))
     return findings

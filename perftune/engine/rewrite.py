@@ -162,6 +162,28 @@ def _keyword_rewrite(source: str, line: int, names: Sequence[str], values: Mappi
 
 
 # ---------------------------------------------------------------------------- copies
+@transformer("PFT208")
+def pin_and_non_blocking(source: str, line: int, params: Mapping[str, Any]) -> Rewrite | None:
+    """`.to(device)` → `.to(device, non_blocking=True)` and, in the same file, the one
+    `DataLoader(...)` without pinning → `pin_memory=True`: the copy becomes asynchronous only
+    when both are there."""
+    import libcst as cst
+
+    first = non_blocking_copy(source, line, params)
+    base = first.code if first is not None else source
+    module = _parse(base)
+    if module is None:
+        return first
+    _, positions = _with_positions(module)
+    loaders = [c for c in positions if isinstance(c, cst.Call) and _callee_name(c) == "DataLoader"]
+    if len(loaders) != 1:
+        return first
+    pinned = _set_keywords(loaders[0], {"pin_memory": "True"}, overwrite=True)
+    if pinned is None:
+        return first
+    return Rewrite(_replace_node(module, loaders[0], pinned).code, Applicability.SAFE)
+
+
 @transformer("PFT208", "PFT209")
 def non_blocking_copy(source: str, line: int, params: Mapping[str, Any]) -> Rewrite | None:
     """`.to(device)` / `.cuda()` → the same call with `non_blocking=True`.
@@ -200,7 +222,11 @@ def _is_scalar_literal(node: Any) -> bool:
         return True
     if isinstance(node, cst.UnaryOperation) and isinstance(node.expression, (cst.Integer, cst.Float)):
         return True
-    return isinstance(node, cst.Name) and node.value in {"True", "False"}
+    if isinstance(node, cst.UnaryOperation) and isinstance(node.expression, cst.Name):
+        return _is_scalar_literal(node.expression)
+    # True/False, and module constants by convention (IGNORE_INDEX = -100).
+    return isinstance(node, cst.Name) and (node.value in {"True", "False"}
+                                           or (node.value.isupper() and len(node.value) > 1))
 
 
 def _single_index(sub: cst.Subscript) -> Any:
@@ -434,11 +460,14 @@ def masked_loss(source: str, line: int, params: Mapping[str, Any]) -> Rewrite | 
     if len(calls) != 1:
         return None
     call = calls[0]
-    mask_node = _single_index(call.args[1].value)
-    if mask_node is None or _single_index(call.args[0].value) is None:
+    first, second = call.args[0].value, call.args[1].value
+    if not isinstance(first, cst.Subscript) or not isinstance(second, cst.Subscript):
+        return None
+    mask_node = _single_index(second)
+    if mask_node is None or _single_index(first) is None:
         return None
     mask_code = _code_of(mask_node)
-    target = call.args[1].value.value
+    target = second.value
     target_code = _code_of(target)
     ignore = params.get("ignore_index") or _mask_ignore_value(module, mask_code, target_code)
     if ignore is None:
@@ -560,7 +589,7 @@ def rewrite_file(code: str, path: Path | None, line: int | None, params: Mapping
     for fn in TRANSFORMERS[code]:
         try:
             result = fn(source, line, params or {})
-        except Exception:  # noqa: BLE001 - an odd file must never crash an analysis
+        except Exception:
             result = None
         if result is not None and result.code != source:
             return unified_diff(source, result.code, _display_path(path, recorded)), result.applicability

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -36,6 +37,10 @@ class Rule:
         if unknown:
             raise ValueError(f"{self.code}: unknown option(s) {sorted(unknown)}; "
                              f"known: {sorted(self.options)}")
+        for key, value in overrides.items():
+            if not _same_kind(self.options[key], value):
+                raise ValueError(f"{self.code}: option {key} must be like {self.options[key]!r}, "
+                                 f"got {value!r}")
         self.config: dict[str, Any] = {**self.options, **overrides}
 
     @property
@@ -44,7 +49,12 @@ class Rule:
 
     @classmethod
     def doc(cls) -> str:
-        return inspect.cleandoc(cls.__doc__ or "")
+        """The rule's documentation: its class docstring, else its module's (rule.py)."""
+        text = cls.__dict__.get("__doc__")
+        if not text:
+            module = sys.modules.get(cls.__module__)
+            text = getattr(module, "__doc__", None)
+        return inspect.cleandoc(text or "")
 
     def check(self, trace: Trace) -> Iterator[Finding]:
         raise NotImplementedError
@@ -70,3 +80,14 @@ class Rule:
             est_saving_ms_per_step=float(est_saving_ms_per_step), count=count,
             op_chain=op_chain, latent=latent, rank=rank,
         )
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    """Whether a configured value fits an option's default (numbers are interchangeable)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, (int, float)):
+        return isinstance(value, (int, float))
+    if default is None:
+        return True
+    return isinstance(value, type(default))

@@ -15,7 +15,6 @@ from typing import Any
 
 from perftune._version import __version__
 from perftune.errors import ConfigError
-from perftune.gate.decision import DecisionRule
 from perftune.gate.stats import (
     DEFAULT_POWER,
     RatioEstimate,
@@ -30,26 +29,26 @@ LAUNCH_TABLE = (4, 6, 10, 14, 20, 30, 50)
 
 @dataclass(frozen=True)
 class Calibration:
-    noise: float  # pooled log sd of per-launch medians (≈ relative launch-to-launch spread)
+    """Noise of this runner: across launches, and within ABBA pairs (what --against sees)."""
+
+    noise: float  # pooled log sd of per-launch medians: what --baseline has to see through
+    paired_noise: float  # the same after cancelling the drift a pair shares: what --against sees
     launches: int  # per side
-    aa: RatioEstimate  # the A/A comparison itself; its interval should contain 1
+    aa: RatioEstimate  # the A/A comparison itself (paired, like a gate); it should contain 1
     confidence: float
     power: float = DEFAULT_POWER
 
-    def detectable(self, launches: int) -> float:
+    def detectable(self, launches: int, paired: bool = True) -> float:
         """Smallest slowdown reliably detected with `launches` per side."""
-        return min_detectable_regression(self.noise, launches, self.confidence, self.power)
+        noise = self.paired_noise if paired else self.noise
+        return min_detectable_regression(noise, launches, self.confidence, self.power, paired)
 
-    def launches_for(self, regression: float) -> int | None:
-        return launches_needed(self.noise, regression, self.confidence, self.power)
+    def launches_for(self, regression: float, paired: bool = True) -> int | None:
+        noise = self.paired_noise if paired else self.noise
+        return launches_needed(noise, regression, self.confidence, self.power, paired=paired)
 
-    def floor_rule(self, rule: DecisionRule, max_launches: int) -> DecisionRule:
-        """`rule` with its allowance raised to what `max_launches` can measure on this runner."""
-        return DecisionRule(max_regression=rule.max_regression, confidence=rule.confidence,
-                            noise_floor=self.detectable(max_launches))
-
-    def table(self) -> list[tuple[int, float]]:
-        return [(n, self.detectable(n)) for n in LAUNCH_TABLE]
+    def table(self, paired: bool = True) -> list[tuple[int, float]]:
+        return [(n, self.detectable(n, paired)) for n in LAUNCH_TABLE]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,12 +56,14 @@ class Calibration:
             "kind": KIND,
             "perftune_version": __version__,
             "noise_log_sd": self.noise,
+            "paired_noise_log_sd": self.paired_noise,
             "launches": self.launches,
             "confidence": self.confidence,
             "power": self.power,
             "aa_ratio": self.aa.ratio,
             "aa_interval": [self.aa.low, self.aa.high],
-            "detectable": {str(n): d for n, d in self.table()},
+            "detectable_against_revision": {str(n): d for n, d in self.table(paired=True)},
+            "detectable_against_baseline": {str(n): d for n, d in self.table(paired=False)},
         }
 
 
@@ -71,8 +72,16 @@ def save(calibration: Calibration, path: Path) -> None:
     path.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
 
 
-def load_noise(path: Path) -> tuple[float, float]:
-    """(noise log sd, power) from a calibration file; the rest is recomputed for the gate."""
+def _number(data: dict[str, Any], key: str, path: Path) -> float:
+    value = data.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not value >= 0:
+        raise ConfigError(f"{path}: calibration has no usable {key}")
+    return float(value)
+
+
+def noise_floor(path: Path, confidence: float, max_launches: int, paired: bool) -> float:
+    """The smallest slowdown the gate can reliably detect with `max_launches` per side, per the
+    calibration file (paired: an interleaved --against gate; else a --baseline gate)."""
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -82,14 +91,8 @@ def load_noise(path: Path) -> tuple[float, float]:
         raise ConfigError(f"{path}: cannot read calibration: {exc}") from None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         raise ConfigError(f"{path}: not a perftune calibration file")
-    noise, power = data.get("noise_log_sd"), data.get("power", DEFAULT_POWER)
-    if not isinstance(noise, int | float) or noise < 0 or not isinstance(power, int | float) \
-            or not 0 < power < 1:
-        raise ConfigError(f"{path}: calibration has no usable noise_log_sd/power")
-    return float(noise), float(power)
-
-
-def noise_floor(path: Path, rule: DecisionRule, max_launches: int) -> float:
-    """The smallest slowdown the gate can measure with `max_launches`, per the calibration file."""
-    noise, power = load_noise(path)
-    return min_detectable_regression(noise, max_launches, rule.confidence, power)
+    noise = _number(data, "paired_noise_log_sd" if paired else "noise_log_sd", path)
+    power = _number(data, "power", path)
+    if not 0 < power < 1:
+        raise ConfigError(f"{path}: calibration power must be in (0, 1), got {power}")
+    return min_detectable_regression(noise, max_launches, confidence, power, paired)

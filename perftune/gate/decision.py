@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from perftune.errors import UsageError
-from perftune.gate.stats import RatioEstimate, ratio_interval
+from perftune.gate.stats import RatioEstimate, paired_ratio_interval, ratio_interval
 
 Outcome = Literal["pass", "regression", "undecided"]
 
@@ -82,9 +82,15 @@ class Decision:
         return f"the {est.confidence:.0%} interval {interval} straddles the allowed {limit:.3f}"
 
 
-def decide(base: Sequence[float], head: Sequence[float], rule: DecisionRule) -> Decision:
-    """Decide on per-launch step times (ms) of the base and the head."""
-    est = ratio_interval(base, head, rule.confidence)
+def decide(base: Sequence[float], head: Sequence[float], rule: DecisionRule,
+           paired: bool = False) -> Decision:
+    """Decide on per-launch step times (ms) of the base and the head.
+
+    `paired`: base[i] and head[i] ran side by side (an interleaved gate); otherwise the two
+    sides are independent samples (a stored baseline).
+    """
+    interval = paired_ratio_interval if paired else ratio_interval
+    est = interval(base, head, rule.confidence)
     limit = 1.0 + rule.threshold
     outcome: Outcome
     if est.low > 1.0 and est.ratio > limit:

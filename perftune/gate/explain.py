@@ -14,6 +14,7 @@ what capture itself records (step time, peak memory) and says what it skipped.
 from __future__ import annotations
 
 import importlib.util
+import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -202,8 +203,21 @@ def _finding_refs(findings: Iterable[Any]) -> tuple[FindingRef, ...]:
     return tuple(out)
 
 
+_STEP_NUMBER = re.compile(r"#\d+$")
+
+
 def _per_step(frame: Any, value: str, steps: int) -> dict[str, float]:
-    return {str(name): float(v) / steps for name, v in zip(frame["name"], frame[value], strict=True)}
+    """name → ms per step. Step annotations (ProfilerStep#7) hold only the loop's own overhead
+    and are numbered differently on each side, so they are left out; other numbered names are
+    merged under their unnumbered form."""
+    out: dict[str, float] = {}
+    for name, v in zip(frame["name"], frame[value], strict=True):
+        text = str(name)
+        if text.startswith("ProfilerStep#"):
+            continue
+        key = _STEP_NUMBER.sub("", text)
+        out[key] = out.get(key, 0.0) + float(v) / steps
+    return out
 
 
 def summarize_capture(result: CaptureResult) -> ProfileSummary:

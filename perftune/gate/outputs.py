@@ -172,6 +172,9 @@ def render_markdown(verdict: Verdict, script: str) -> str:
         f"| launches | {est.n_base} | {est.n_head} |",
         f"| launch-to-launch noise | {est.base_log_sd:.1%} | {est.head_log_sd:.1%} |",
     ]
+    if est.method == "paired":
+        head.append(f"| noise within ABBA launch pairs (what the interval uses) | "
+                    f"{est.noise:.1%} | {est.noise:.1%} |")
     body = _explanation_md(verdict.explanation, verdict.fail_on_new_findings) if verdict.explanation else []
     notes = ["", "### Notes", "", *(f"- {md_escape(n, 500)}" for n in verdict.notes)] if verdict.notes else []
     launches = ["", "<details><summary>Launches (in run order)</summary>", "",

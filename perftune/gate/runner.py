@@ -236,7 +236,9 @@ class SequentialGate:
                 side = self.head if name == HEAD else self.base
                 assert side is not None
                 self._run_one(side)
-            decision = decide(self._samples(BASE), self._samples(HEAD), rule)
+            # Interleaved launches are analysed as ABBA pairs; stored samples as a second sample.
+            decision = decide(self._samples(BASE), self._samples(HEAD), rule,
+                              paired=self.base is not None)
             decisions.append(decision)
             if self.on_decision is not None:
                 self.on_decision(decision)

@@ -19,7 +19,7 @@ from perftune.gate import explain as explain_mod
 from perftune.gate import fingerprint as fingerprint_mod
 from perftune.gate.baseline import Baseline
 from perftune.gate.calibration import Calibration
-from perftune.gate.decision import DecisionRule
+from perftune.gate.decision import Decision, DecisionRule
 from perftune.gate.explain import Explanation, ProfileSummary
 from perftune.gate.runner import (
     BASE,
@@ -31,6 +31,7 @@ from perftune.gate.runner import (
     Side,
     capture_side,
 )
+from perftune.gate.stats import ratio_interval
 from perftune.gate.verdict import InconclusivePolicy, Mode, Status, Verdict
 from perftune.gate.worktree import head_state, map_into, repo_root, revision_worktree
 
@@ -82,6 +83,24 @@ def _python_path(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(entries)}
 
 
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def _busy_note(before: float | None, after: float | None) -> str | None:
+    """A note when other processes competed for the CPUs: the likely cause of a wide interval."""
+    loads = [load for load in (before, after) if load is not None]
+    cpus = fingerprint_mod.cpu_count()
+    if not loads or max(loads) <= cpus:
+        return None
+    return (f"the runner was busy: load average up to {max(loads):.1f} on {cpus} CPUs; other "
+            "processes competing for the CPUs widen the interval (ABBA pairing absorbs slow "
+            "changes of load, not bursts)")
+
+
 def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
                   measure: MeasureSettings, progress: Progress = _quiet) -> tuple[Explanation | None, list[str]]:
     """Profile one launch per side (or use the stored base profile) and compare them."""
@@ -96,6 +115,8 @@ def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
         progress(f"  profiling one {side.name} launch to explain the verdict")
         result = capture_side(side, out_dir / side.name, measure, profile=True,
                               active=min(EXPLAIN_STEPS, measure.steps))
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
         if not result.ok or not result.measured():
             notes.append(f"the profiled {side.name} launch did not finish ({result.status}); "
                          "no explanation")
@@ -121,6 +142,7 @@ def run_gate(
 ) -> Verdict:
     """Launch until decided (both sides interleaved, or head against stored base samples)."""
     started = time.monotonic()
+    load_before = _load_average()
     report = _launch_reporter(progress)
 
     def launched(launch: Launch) -> None:
@@ -128,7 +150,7 @@ def run_gate(
         if on_launch is not None:
             on_launch(launch)
 
-    def looked(decision: Any) -> None:
+    def looked(decision: Decision) -> None:
         est = decision.estimate
         progress(f"  after {est.n_base}+{est.n_head} launches: ratio {est.ratio:.3f} "
                  f"[{est.low:.3f}, {est.high:.3f}] -> {decision.outcome}")
@@ -141,6 +163,9 @@ def run_gate(
     status: Status = "inconclusive" if decision.outcome == "undecided" else decision.outcome
     # Read only now: `on_launch` may have added notes while launching (baseline fingerprint).
     all_notes = list(notes)
+    busy = _busy_note(load_before, _load_average())
+    if busy:
+        all_notes.append(busy)
     if options.rule.raised_by_calibration:
         all_notes.append(f"allowance raised from {options.rule.max_regression:.1%} to "
                          f"{options.rule.threshold:.1%}: calibration shows smaller slowdowns "
@@ -309,6 +334,8 @@ def record_baseline(
         progress("  profiling one launch for the baseline's structural summary")
         result = capture_side(head, run_dir / "explain" / HEAD, measure, profile=True,
                               active=min(EXPLAIN_STEPS, measure.steps))
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
         if not result.ok:
             raise ScriptError(f"the profiled launch failed ({result.status}): {result.error}; "
                               f"run dir {result.run_dir}")
@@ -355,5 +382,7 @@ def calibrate(
         on_launch=_launch_reporter(progress))
     result = sequential.run(DecisionRule(confidence=confidence),
                             LaunchPlan(launches=launches, max_launches=launches))
-    estimate = result.decision.estimate
-    return Calibration(noise=estimate.noise, launches=launches, aa=estimate, confidence=confidence)
+    paired = result.decision.estimate
+    unpaired = ratio_interval(result.samples(BASE), result.samples(HEAD), confidence)
+    return Calibration(noise=unpaired.noise, paired_noise=paired.noise, launches=launches,
+                       aa=paired, confidence=confidence)

@@ -115,16 +115,16 @@ class RatioEstimate:
     base_log_sd: float
     head_log_sd: float
     df: float
+    method: str = "welch"  # welch | paired
+    # Launch-to-launch noise as this method sees it (log sd per launch): pooled over both
+    # sides for Welch; for pairs, the spread of the pair differences divided by √2, i.e. what
+    # is left once the drift both launches of a pair share is taken out.
+    noise: float = 0.0
 
     @property
     def change(self) -> float:
         """Relative change of step time, +0.10 = 10 % slower."""
         return self.ratio - 1.0
-
-    @property
-    def noise(self) -> float:
-        """Pooled launch-to-launch noise (log sd), what calibration reports."""
-        return pooled_log_sd(self.base_log_sd, self.n_base, self.head_log_sd, self.n_head)
 
 
 def pooled_log_sd(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
@@ -132,6 +132,30 @@ def pooled_log_sd(sd_a: float, n_a: int, sd_b: float, n_b: int) -> float:
     if dof <= 0:
         return 0.0
     return math.sqrt(((n_a - 1) * sd_a**2 + (n_b - 1) * sd_b**2) / dof)
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.5 <= confidence < 1.0:
+        raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
+
+
+def _estimate(x: NDArray[np.float64], y: NDArray[np.float64], diff: float, half: float,
+              confidence: float, df: float, method: str, noise: float) -> RatioEstimate:
+    return RatioEstimate(
+        ratio=math.exp(diff),
+        low=math.exp(diff - half),
+        high=math.exp(diff + half),
+        confidence=confidence,
+        n_base=int(x.size),
+        n_head=int(y.size),
+        base_geomean_ms=float(np.exp(x.mean())),
+        head_geomean_ms=float(np.exp(y.mean())),
+        base_log_sd=float(np.std(x, ddof=1)),
+        head_log_sd=float(np.std(y, ddof=1)),
+        df=df,
+        method=method,
+        noise=noise,
+    )
 
 
 def ratio_interval(
@@ -142,8 +166,7 @@ def ratio_interval(
     Welch rather than a pooled t-test because base and head need not share their noise: a
     regression that adds a host sync often makes the step time noisier too.
     """
-    if not 0.5 <= confidence < 1.0:
-        raise UsageError(f"confidence must be in [0.5, 1), got {confidence}")
+    _check_confidence(confidence)
     x = log_samples(base, "base")
     y = log_samples(head, "head")
     if x.size < 2 or y.size < 2:
@@ -161,33 +184,48 @@ def ratio_interval(
     else:
         # Identical launches (a coarse clock): the data show no spread at all.
         df, half = float(x.size + y.size - 2), 0.0
-    return RatioEstimate(
-        ratio=math.exp(diff),
-        low=math.exp(diff - half),
-        high=math.exp(diff + half),
-        confidence=confidence,
-        n_base=int(x.size),
-        n_head=int(y.size),
-        base_geomean_ms=float(np.exp(x.mean())),
-        head_geomean_ms=float(np.exp(y.mean())),
-        base_log_sd=float(np.std(x, ddof=1)),
-        head_log_sd=float(np.std(y, ddof=1)),
-        df=df,
-    )
+    noise = pooled_log_sd(float(np.std(x, ddof=1)), x.size, float(np.std(y, ddof=1)), y.size)
+    return _estimate(x, y, diff, half, confidence, df, "welch", noise)
+
+
+def paired_ratio_interval(
+    base: Sequence[float], head: Sequence[float], confidence: float = 0.95
+) -> RatioEstimate:
+    """Interval from launch pairs: base[i] and head[i] ran next to each other.
+
+    A shared runner's load changes over seconds to minutes, so the two launches of an ABBA
+    pair mostly see the same load; the pair's log ratio cancels it where a two-sample test
+    would count it as noise. The mean of the pair log ratios is still the log of the ratio of
+    geometric means.
+    """
+    _check_confidence(confidence)
+    x = log_samples(base, "base")
+    y = log_samples(head, "head")
+    if x.size != y.size:
+        raise UsageError(f"paired launches need as many base as head launches ({x.size} vs {y.size})")
+    if x.size < 2:
+        raise UsageError("need at least two launch pairs for an interval")
+    d = y - x
+    sd = float(np.std(d, ddof=1))
+    df = float(d.size - 1)
+    half = t_quantile(0.5 + confidence / 2, df) * sd / math.sqrt(d.size) if sd > 0 else 0.0
+    return _estimate(x, y, float(d.mean()), half, confidence, df, "paired", sd / math.sqrt(2.0))
 
 
 def min_detectable_regression(
-    noise: float, launches: int, confidence: float = 0.95, power: float = DEFAULT_POWER
+    noise: float, launches: int, confidence: float = 0.95, power: float = DEFAULT_POWER,
+    paired: bool = False,
 ) -> float:
     """Smallest relative slowdown that `launches` per side detect with chance `power`.
 
     `noise` is the launch-to-launch log sd (as from calibration). Standard two-sample
     formula on logs: the slowdown must clear the interval half-width plus a power margin.
+    Pairs have as many degrees of freedom as pairs less one, two samples twice that.
     """
     if launches < 2:
         raise UsageError("need at least two launches per side")
     se = noise * math.sqrt(2.0 / launches)
-    df = 2 * launches - 2
+    df = launches - 1 if paired else 2 * launches - 2
     effect = (t_quantile(0.5 + confidence / 2, df) + normal_quantile(power)) * se
     return math.exp(effect) - 1.0
 
@@ -198,13 +236,14 @@ def launches_needed(
     confidence: float = 0.95,
     power: float = DEFAULT_POWER,
     limit: int = 1000,
+    paired: bool = False,
 ) -> int | None:
     """Launches per side to detect `regression` (0.05 = 5 %) reliably; None beyond `limit`."""
     if regression <= 0:
         raise UsageError(f"regression must be positive, got {regression}")
 
     def detects(launches: int) -> bool:
-        return min_detectable_regression(noise, launches, confidence, power) <= regression
+        return min_detectable_regression(noise, launches, confidence, power, paired) <= regression
 
     if not detects(limit):
         return None

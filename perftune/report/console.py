@@ -1,11 +1,25 @@
-"""The terminal summary: steps, where the time goes, and the top findings with their fix."""
+"""The terminal summary: steps, where the time goes, and the top findings with their fix.
+
+Two forms: plain lines (`summary_lines`, `finding_lines`) for callers that print with click,
+and `print_run`, which uses rich — aligned, coloured on a terminal, plain when piped or when
+NO_COLOR is set (rich decides; nothing here forces a terminal). Strings from a trace are given
+to rich as `Text`, never as markup, so `[bold]` in an op name prints as it is.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from perftune.engine.types import Finding
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from perftune.report.data import RunView
 
 _BREAKDOWN_LABELS = (
     ("compute_ms", "device compute"),
@@ -78,3 +92,163 @@ def finding_lines(findings: Sequence[Finding], top: int = 10) -> list[str]:
         elif f.suggestion.after:
             lines.extend("            " + d for d in f.suggestion.after.rstrip().splitlines()[:8])
     return lines
+
+
+# ---------------------------------------------------------------------------- rich
+_SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A rich Console that colours only a terminal and honours NO_COLOR."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+@contextlib.contextmanager
+def progress(description: str, console: Console | None = None) -> Iterator[None]:
+    """A spinner on stderr while a long step runs, only when stderr is a terminal."""
+    err = console or make_console(stderr=True)
+    if not err.is_terminal or os.environ.get("PERFTUNE_NO_PROGRESS"):
+        yield
+        return
+    with err.status(description, spinner="dots"):
+        yield
+
+
+def _shown_path(path: Path) -> str:
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    except (ValueError, OSError):
+        return str(path)
+
+
+def print_run(view: RunView, written: Sequence[Path] = (), console: Console | None = None,
+              top: int = 10) -> None:
+    """The run's summary, its top findings with file:line and the fix, and where the reports are."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from perftune.report.data import device_line, step_timing
+
+    out = console or make_console()
+    out.print(Text.assemble(("perftune ", "bold"), (view.title, "bold cyan")))
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="dim", no_wrap=True)
+    facts.add_column()
+    facts.add_row("devices", Text(device_line(view.summary) or "none recorded"))
+    timing = step_timing(view)
+    head = timing.headline
+    if head is not None:
+        kind = "unprofiled" if timing.measured is not None else "profiled"
+        line = Text.assemble((_ms(head.median), "bold"),
+                             f" median over {head.count} {kind} steps   p10 {_ms(head.p10)}"
+                             f"   p90 {_ms(head.p90)}")
+        if timing.profiler_overhead is not None:
+            line.append(f"   profiler overhead {timing.profiler_overhead:+.1%}", style="dim")
+        facts.add_row("step time", line)
+    if timing.samples_per_s:
+        facts.add_row("throughput", Text(f"{timing.samples_per_s:,.1f} samples/s"))
+    out.print(facts)
+
+    breakdown = view.summary.get("breakdown_ms_per_step") or {}
+    mean = (view.summary.get("steps") or {}).get("mean_ms") or 0.0
+    table = Table(title="where the time goes (mean per step)", title_justify="left",
+                  box=None, padding=(0, 2), show_header=False)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    table.add_column(no_wrap=True)
+    for key, label in _BREAKDOWN_LABELS:
+        value = breakdown.get(key)
+        if value is None or (key in ("communication_ms", "memset_ms") and not value):
+            continue
+        if key in ("compute_ms", "memcpy_ms", "device_idle_ms") and not view.summary.get("has_device_activity"):
+            continue
+        share = value / mean if mean else 0.0
+        bar = Text("█" * max(0, min(20, round(20 * share))), style="blue")
+        table.add_row(label, _ms(value), f"{share:.1%}" if mean else "", bar)
+    if table.row_count:
+        out.print(table)
+
+    findings = view.findings
+    if not findings:
+        out.print(Text("no findings", style="green"))
+    else:
+        total = view.total_saving_ms
+        out.print(Text.assemble(("findings ", "bold"), f"{len(findings)}",
+                                (f"   ≈{_ms(total)} per step to gain" if total else "", "bold"),
+                                (f"   (top {min(top, len(findings))})" if len(findings) > top else "",
+                                 "dim")))
+        for f in findings[:top]:
+            head_line = Text("  ")
+            head_line.append(f"{f.severity.value:<8}", style=_SEVERITY_STYLE.get(f.severity.value, ""))
+            head_line.append(f"{f.code} ", style="bold")
+            head_line.append(f.name)
+            if f.count > 1:
+                head_line.append(f" ×{f.count}", style="dim")
+            if f.est_saving_ms_per_step:
+                head_line.append(f"   ≈{_ms(f.est_saving_ms_per_step)}/step", style="bold")
+            out.print(head_line)
+            out.print(Text.assemble("          ", (str(f.location), "cyan"), "  ", f.message))
+            if f.location.source:
+                out.print(Text.assemble("          > ", (f.location.source.strip(), "dim")))
+            out.print(Text.assemble("          fix: ", (f.suggestion.title, "green")))
+    for path in written:
+        if path.name.endswith(".html"):
+            out.print(Text.assemble(("report ", "bold"), _shown_path(path)))
+        elif path.is_dir():
+            out.print(Text.assemble(("tensorboard ", "bold"),
+                                    f"tensorboard --logdir {_shown_path(path)}"))
+
+
+def print_comparison(comparison: Any, written: Sequence[Path] = (), console: Console | None = None,
+                     top: int = 8) -> None:
+    """`perftune diff` in the terminal: step time change, breakdown, ops, findings."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out = console or make_console()
+    c = comparison
+    s = c.steps
+    out.print(Text.assemble(("perftune diff ", "bold"), (c.a.label, "cyan"), " → ", (c.b.label, "cyan")))
+    line = Text.assemble("step time  ", (_ms(c.a.median_ms), "bold"), " → ", (_ms(c.b.median_ms), "bold"))
+    if s.change is not None:
+        style = "red" if s.verdict == "slower" else "green" if s.verdict == "faster" else ""
+        line.append(f"   {s.change:+.1%}", style=f"bold {style}".strip())
+        line.append(f"   {s.verdict}", style=style)
+        if s.ci_low is not None and s.ci_high is not None:
+            line.append(f"   ({s.confidence:.0%} CI of B/A [{s.ci_low:.3f}, {s.ci_high:.3f}], "
+                        f"{len(c.a.step_ms)}+{len(c.b.step_ms)} steps)", style="dim")
+    out.print(line)
+    for note in c.notes:
+        out.print(Text(f"note: {note}", style="dim"))
+    table = Table(box=None, padding=(0, 2), title="mean per step", title_justify="left")
+    table.add_column("")
+    table.add_column(c.a.label, justify="right", no_wrap=True)
+    table.add_column(c.b.label, justify="right", no_wrap=True)
+    table.add_column("change", justify="right", no_wrap=True)
+    for d in c.breakdown:
+        style = "red" if d.delta_ms > 0.0005 else "green" if d.delta_ms < -0.0005 else "dim"
+        table.add_row(d.category, _ms(d.a_ms), _ms(d.b_ms), Text(f"{d.delta_ms:+.3f} ms", style=style))
+    if table.row_count:
+        out.print(table)
+    for title, rows, style in (("slower", c.slower, "red"), ("faster", c.faster, "green")):
+        if not rows:
+            continue
+        out.print(Text(f"{title} in {c.b.label} (per step)", style="bold"))
+        for d in rows[:top]:
+            name = d.name if len(d.name) <= 70 else d.name[:69] + "…"
+            shape = f" {d.shape}" if d.shape else ""
+            out.print(Text.assemble("  ", (f"{d.delta_ms:+9.3f} ms", style), f"  {d.kind:<6} ", name,
+                                    (shape[:60], "dim"), (f"  ({d.status})", "dim")))
+    fixed, new = c.fixed, c.new
+    out.print(Text.assemble(("findings ", "bold"), (f"{len(fixed)} fixed", "green"), ", ",
+                            (f"{len(new)} new", "red" if new else ""), f", {len(c.kept)} still there"))
+    for f in fixed[:top]:
+        out.print(Text.assemble("  ", ("fixed ", "green"), f"{f.code} {f.name}  ", (f.location, "cyan")))
+    for f in new[:top]:
+        out.print(Text.assemble("  ", ("new   ", "red"), f"{f.code} {f.name}  ", (f.location, "cyan"),
+                                "  ", f.message))
+    for path in written:
+        out.print(Text.assemble(("wrote ", "bold"), _shown_path(path)))

@@ -52,6 +52,8 @@ class RunView:
         if module:
             return f"-m {module}"
         files = [Path(str(f)).name for f in self.summary.get("files", [])]
+        if self.run_dir is not None and files == ["trace.json.gz"]:
+            return self.run_dir.name  # the capture's own file name says nothing
         if files:
             return files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"
         return self.run_dir.name if self.run_dir else "perftune run"
@@ -190,7 +192,10 @@ def header_facts(view: RunView) -> list[tuple[str, str]]:
         if header.get("hip_runtime_version"):
             versions.append(f"HIP runtime {header['hip_runtime_version']}")
     add("versions", ", ".join(versions))
-    add("devices", meta_value(meta, *_META_KEYS["devices"]) or device_line(view.summary))
+    devices = meta_value(meta, *_META_KEYS["devices"])
+    if isinstance(devices, (list, tuple)):
+        devices = ", ".join(str(d) for d in devices)
+    add("devices", devices or device_line(view.summary))
     add("host", meta_value(meta, *_META_KEYS["hostname"]))
     add("perftune", meta_value(meta, *_META_KEYS["perftune"]) or view.summary.get("perftune_version"))
     files = view.summary.get("files") or []
@@ -247,7 +252,7 @@ def step_timing(view: RunView) -> StepTiming:
     from the trace's steps as summarised (all of them profiled)."""
     steps_doc = view.steps
     if steps_doc and isinstance(steps_doc.get("steps"), list) and steps_doc["steps"]:
-        points = []
+        points: list[StepPoint] = []
         for raw in steps_doc["steps"]:
             try:
                 dur = float(raw["duration_ms"])

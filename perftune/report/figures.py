@@ -22,7 +22,7 @@ Figure = dict[str, Any]
 
 COLORS = {
     "compute": "#4C78A8", "kernel": "#4C78A8", "communication": "#F58518", "memcpy": "#54A24B",
-    "memset": "#88D27A", "idle": "#D0D0D0", "device idle": "#D0D0D0", "sync": "#E45756",
+    "memset": "#88D27A", "idle": "#D0D0D0", "sync": "#E45756",
     "dataloader": "#B279A2", "optimizer": "#9D755D", "op": "#72B7B2", "other host": "#BAB0AC",
     "warmup": "#BAB0AC", "profiled": "#F58518", "measured": "#4C78A8",
 }
@@ -38,10 +38,11 @@ def label(text: Any, limit: int = 160) -> str:
 
 
 def _layout(**kwargs: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"font": _FONT, "margin": {"l": 60, "r": 20, "t": 30, "b": 50},
+    base: dict[str, Any] = {"font": _FONT, "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
                             "height": 360, "hovermode": "closest", "paper_bgcolor": "white",
                             "plot_bgcolor": "white",
-                            "legend": {"orientation": "h", "y": -0.2}}
+                            "legend": {"orientation": "h", "x": 0, "y": 1.02, "xanchor": "left",
+                                       "yanchor": "bottom"}}
     for key, value in kwargs.items():
         base[key] = value
     return base
@@ -76,14 +77,24 @@ def step_time_figure(timing: StepTiming) -> Figure | None:
             shapes.append({"type": "rect", "xref": "paper", "x0": 0, "x1": 1, "y0": head.p10,
                            "y1": head.p90, "fillcolor": "rgba(76,120,168,0.12)", "line": {"width": 0},
                            "layer": "below"})
+    yaxis = _axis("step time (ms)")
+    annotations = []
+    kept = [p.duration_ms for p in timing.points if p.phase != "warmup"]
+    warm = [p.duration_ms for p in timing.points if p.phase == "warmup"]
+    if kept and warm and max(warm) > 3 * max(kept):
+        # A compile or cache-warming first step would flatten every other bar: clip it.
+        yaxis["range"] = [0, 1.6 * max(kept)]
+        annotations.append({"text": f"warm-up clipped (up to {max(warm):,.0f} ms)", "xref": "paper",
+                            "yref": "paper", "x": 0, "y": 1.0, "xanchor": "left",
+                            "showarrow": False, "font": {"size": 11, "color": "#666"}})
     return {"data": data, "layout": _layout(
-        barmode="group", shapes=shapes, xaxis=_axis("step"), yaxis=_axis("step time (ms)"),
-        height=300)}
+        barmode="group", shapes=shapes, xaxis=_axis("step"), yaxis=yaxis, height=300,
+        annotations=annotations)}
 
 
 # ---------------------------------------------------------------------------- breakdown
 DEVICE_STACK = (("compute_ms", "compute"), ("communication_ms", "communication"),
-                ("memcpy_ms", "memcpy"), ("memset_ms", "memset"), ("device_idle_ms", "device idle"))
+                ("memcpy_ms", "memcpy"), ("memset_ms", "memset"), ("device_idle_ms", "idle"))
 HOST_STACK = (("sync_ms", "sync"), ("dataloader_ms", "dataloader"), ("optimizer_ms", "optimizer"))
 
 
@@ -144,7 +155,7 @@ def timeline_figure(timeline: StepTimeline) -> Figure:
     lanes = [label(lane, 60) for lane in timeline.lanes]
     return {"data": data, "layout": _layout(
         barmode="overlay", bargap=0.25, height=max(220, 70 + 48 * len(lanes)),
-        margin={"l": 200, "r": 20, "t": 30, "b": 50},
+        margin={"l": 200, "r": 20, "t": 40, "b": 50},
         xaxis=_axis(f"ms from the start of {label(timeline.step_name)}"),
         yaxis={"categoryorder": "array", "categoryarray": lanes[::-1], "automargin": True},
         shapes=[{"type": "line", "x0": timeline.dur_ms, "x1": timeline.dur_ms, "yref": "paper",
@@ -152,23 +163,30 @@ def timeline_figure(timeline: StepTimeline) -> Figure:
 
 
 # ---------------------------------------------------------------------------- memory
+def _byte_unit(peak: float) -> tuple[str, float]:
+    for unit, size in (("GiB", 1024.0 ** 3), ("MiB", 1024.0 ** 2), ("KiB", 1024.0)):
+        if peak >= size:
+            return unit, size
+    return "B", 1.0
+
+
 def memory_figure(series: Sequence[MemorySeries], step_starts_ms: Iterable[float] = ()) -> Figure:
-    gib = 1024.0 ** 3
+    unit, gib = _byte_unit(max((s.peak_allocated_bytes for s in series), default=0.0))
     data: list[dict[str, Any]] = []
     for s in series:
         data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv"},
                      "name": f"{label(s.label)} allocated", "x": list(s.t_ms),
                      "y": [v / gib for v in s.allocated_bytes],
-                     "hovertemplate": "%{y:.3f} GiB at %{x:.1f} ms<extra></extra>"})
+                     "hovertemplate": f"%{{y:.3f}} {unit} at %{{x:.1f}} ms<extra></extra>"})
         if any(s.reserved_bytes):
             data.append({"type": "scatter", "mode": "lines", "line": {"shape": "hv", "dash": "dot"},
                          "name": f"{label(s.label)} reserved", "x": list(s.t_ms),
                          "y": [v / gib for v in s.reserved_bytes],
-                         "hovertemplate": "%{y:.3f} GiB at %{x:.1f} ms<extra></extra>"})
+                         "hovertemplate": f"%{{y:.3f}} {unit} at %{{x:.1f}} ms<extra></extra>"})
     shapes = [{"type": "line", "x0": t, "x1": t, "yref": "paper", "y0": 0, "y1": 1,
                "line": {"color": "#bbb", "width": 1, "dash": "dot"}} for t in step_starts_ms]
     return {"data": data, "layout": _layout(xaxis=_axis("ms from the start of the trace"),
-                                            yaxis=_axis("GiB"), shapes=shapes[:200])}
+                                            yaxis=_axis(unit), shapes=shapes[:200])}
 
 
 # ---------------------------------------------------------------------------- roofline
@@ -189,8 +207,12 @@ class RooflineOp:
         return self.flops / self.bytes if self.bytes > 0 else math.inf
 
     @property
+    def flops_per_s(self) -> float:
+        return self.flops / (self.time_ms / 1000.0) if self.time_ms > 0 else 0.0
+
+    @property
     def tflops(self) -> float:
-        return self.flops / (self.time_ms / 1000.0) / 1e12 if self.time_ms > 0 else 0.0
+        return self.flops_per_s / 1e12
 
 
 def heavy_ops(points: Any, top: int = 40) -> list[RooflineOp]:
@@ -220,7 +242,15 @@ def roofline_figure(ops: Sequence[RooflineOp], peak_flops_per_s: float | None,
     if not ops:
         return None
     xs = [op.intensity for op in ops]
-    ys = [op.tflops for op in ops]
+    roofs: dict[str, float] = {}
+    bandwidth = 0.0
+    if _finite(peak_flops_per_s) and _finite(peak_bytes_per_s) and peak_flops_per_s and peak_bytes_per_s:
+        roofs = {"fp32": float(peak_flops_per_s)}
+        roofs.update({k: float(v) for k, v in (flops_by_dtype or {}).items() if _finite(v)})
+        bandwidth = float(peak_bytes_per_s)
+    # TFLOP/s for accelerators, GFLOP/s for a CPU: numbers a reader recognises.
+    top = max([*(op.flops_per_s for op in ops), *roofs.values()])
+    unit, scale = ("TFLOP/s", 1e12) if top >= 1e12 else ("GFLOP/s", 1e9)
     biggest = max(op.time_ms for op in ops) or 1.0
     kinds = sorted({op.kind for op in ops})
     palette = ["#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#9D755D"]
@@ -229,30 +259,27 @@ def roofline_figure(ops: Sequence[RooflineOp], peak_flops_per_s: float | None,
         sel = [op for op in ops if op.kind == kind]
         data.append({
             "type": "scatter", "mode": "markers", "name": label(kind, 40),
-            "x": [op.intensity for op in sel], "y": [op.tflops for op in sel],
+            "x": [op.intensity for op in sel], "y": [op.flops_per_s / scale for op in sel],
             "marker": {"size": [8 + 24 * math.sqrt(op.time_ms / biggest) for op in sel],
                        "color": palette[n % len(palette)], "opacity": 0.75,
                        "line": {"width": 0.5, "color": "#fff"}},
             "hovertext": [f"{label(op.name)} ({label(op.dtype or '?')}, {op.calls} calls)<br>"
-                          f"{op.intensity:.2f} FLOP/byte · {op.tflops:.3f} TFLOP/s · "
+                          f"{op.intensity:.2f} FLOP/byte · {op.flops_per_s / scale:.3g} {unit} · "
                           f"{op.time_ms:.3f} ms" for op in sel],
             "hoverinfo": "text"})
     lo, hi = min(xs) / 4, max(xs) * 4
     annotations = []
-    if _finite(peak_flops_per_s) and _finite(peak_bytes_per_s) and peak_flops_per_s and peak_bytes_per_s:
-        roofs = {"fp32": float(peak_flops_per_s)}
-        roofs.update({k: float(v) for k, v in (flops_by_dtype or {}).items() if _finite(v)})
-        bandwidth = float(peak_bytes_per_s) / 1e12  # TB/s: TFLOP/s per FLOP/byte
-        lo = min(lo, min(roofs.values()) / 1e12 / bandwidth / 8)
-        hi = max(hi, max(roofs.values()) / 1e12 / bandwidth * 8)
+    if roofs:
+        lo = min(lo, min(roofs.values()) / bandwidth / 8)
+        hi = max(hi, max(roofs.values()) / bandwidth * 8)
         for n, (dtype, flops) in enumerate(sorted(roofs.items(), key=lambda kv: kv[1])):
-            peak = flops / 1e12
-            ridge = peak / bandwidth
+            ridge = flops / bandwidth
             data.append({"type": "scatter", "mode": "lines", "name": f"roof {label(dtype)}",
-                         "x": [lo, ridge, hi], "y": [lo * bandwidth, peak, peak],
+                         "x": [lo, ridge, hi],
+                         "y": [lo * bandwidth / scale, flops / scale, flops / scale],
                          "line": {"color": "#E45756", "width": 2 if dtype == "fp32" else 1,
                                   "dash": "solid" if dtype == "fp32" else "dash"},
-                         "hovertemplate": f"{label(dtype)} roof: {peak:.1f} TFLOP/s, ridge at "
+                         "hovertemplate": f"{label(dtype)} roof: {flops / scale:.3g} {unit}, ridge at "
                                           f"{ridge:.1f} FLOP/byte<extra></extra>",
                          "showlegend": n == 0 or dtype == "fp32"})
         if roof_source:
@@ -260,8 +287,9 @@ def roofline_figure(ops: Sequence[RooflineOp], peak_flops_per_s: float | None,
                                 "x": 1, "y": 1.06, "showarrow": False, "xanchor": "right",
                                 "font": {"size": 11, "color": "#666"}})
     return {"data": data, "layout": _layout(
-        xaxis=_axis("arithmetic intensity (FLOP/byte)", type="log", range=[math.log10(lo), math.log10(hi)]),
-        yaxis=_axis("achieved TFLOP/s", type="log"), height=420, annotations=annotations)}
+        xaxis=_axis("arithmetic intensity (FLOP/byte)", type="log",
+                    range=[math.log10(lo), math.log10(hi)]),
+        yaxis=_axis(f"achieved {unit}", type="log"), height=420, annotations=annotations)}
 
 
 # ---------------------------------------------------------------------------- comparison

@@ -107,10 +107,7 @@ def _fmt_value(value: Any, limit: int = 400) -> str:
     """A compact one-line rendering of evidence values."""
     if isinstance(value, (int, float, bool)) or value is None:
         return _fmt_num(value)
-    if isinstance(value, str):
-        text = value
-    else:
-        text = json.dumps(plain_json(value), ensure_ascii=False)
+    text = value if isinstance(value, str) else json.dumps(plain_json(value), ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -322,6 +319,36 @@ def tuning_figures(tuning: Mapping[str, Any]) -> list[dict[str, Any]]:
         return []
 
 
+def trial_rows(tuning: Mapping[str, Any], limit: int = 200) -> list[dict[str, Any]]:
+    """tuning.json's trials as flat table rows: number, status, one column per knob, results."""
+    trials = tuning.get("trials")
+    if not isinstance(trials, list):
+        return []
+    rows = []
+    for trial in trials[:limit]:
+        if not isinstance(trial, Mapping):
+            continue
+        row: dict[str, Any] = {k: trial[k] for k in ("number", "status", "role") if k in trial}
+        values = trial.get("values") or trial.get("knobs") or trial.get("params") or {}
+        if isinstance(values, Mapping):
+            row.update({str(k): v for k, v in values.items()})
+        for key in ("throughput", "step_ms", "peak_memory_bytes", "loss_deviation"):
+            if key in trial:
+                row[key] = trial[key]
+        rows.append(row)
+    return rows
+
+
+def _gate_figure(gate: Mapping[str, Any]) -> dict[str, Any] | None:
+    base, head = gate.get("base"), gate.get("head")
+    if not isinstance(base, Mapping) or not isinstance(head, Mapping):
+        return None
+    a = [float(v) for v in base.get("samples_ms") or [] if isinstance(v, (int, float))]
+    b = [float(v) for v in head.get("samples_ms") or [] if isinstance(v, (int, float))]
+    return F.compare_steps_figure(str(base.get("label") or "base"), a,
+                                  str(head.get("label") or "head"), b)
+
+
 def _step_starts_ms(view: RunView) -> list[float]:
     if view.trace is None:
         return []
@@ -361,6 +388,9 @@ def report_context(view: RunView) -> dict[str, Any]:
     roof, roof_ops, roof_source = _roofline(view)
     if roof:
         figures["roofline"] = roof
+    gate_fig = _gate_figure(view.gate) if view.gate else None
+    if gate_fig:
+        figures["gate"] = gate_fig
     tuning_figs = tuning_figures(view.tuning) if view.tuning else []
     for k, tfig in enumerate(tuning_figs):
         figures[f"tuning-{k}"] = tfig
@@ -401,6 +431,7 @@ def report_context(view: RunView) -> dict[str, Any]:
         "roofline_source": roof_source,
         "tuning": view.tuning,
         "tuning_figures": [f"tuning-{k}" for k in range(len(tuning_figs))],
+        "tuning_trials": trial_rows(view.tuning) if view.tuning else [],
         "gate": view.gate,
         "fix": view.fix,
         "notes": view.notes,

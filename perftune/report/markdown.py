@@ -18,7 +18,9 @@ from perftune.engine.types import Finding
 from perftune.report.data import RunView, device_line, header_facts, step_timing
 
 MAX_BYTES = 64 * 1024
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~>])")
+_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")
+# Characters that make markup only at the start of a line: headings, lists, quotes.
+_LEADING = re.compile(r"^(\d+)([.)])|^([#+\-=])")
 _TRUNCATED = "\n\n> **Note:** this summary was truncated to fit {limit} KB; {rest}. See `report.html` for everything.\n"
 
 
@@ -28,7 +30,10 @@ def escape(text: Any, limit: int = 200) -> str:
     if len(s) > limit:
         s = s[: limit - 1] + "…"
     s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _SPECIAL.sub(r"\\\1", s)
+    s = _SPECIAL.sub(r"\\\1", s)
+    s = _LEADING.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", s)
+    # A zero-width space after @ keeps a name from mentioning a GitHub user in a PR comment.
+    return s.replace("@", "@\u200b")
 
 
 def code(text: Any, limit: int = 200) -> str:

@@ -117,7 +117,9 @@ class Summary(_Doc):
     has_device_activity: bool
     devices: list[Device]
     ranks: list[int]
-    world_size: int
+    world_size: Annotated[int, msgspec.Meta(
+        description="ranks in the job (from distributedInfo), which may exceed the ranks loaded")]
+    ranks_loaded: Annotated[int, msgspec.Meta(description="trace files (ranks) analysed")]
     events: int
     span_ms: MaybeMs
     step_source: Literal["profiler-step", "optimizer-step", "whole-trace"]
@@ -128,6 +130,9 @@ class Summary(_Doc):
     syncs: Syncs
     top_host_ops: list[HostOp]
     top_kernels: list[Kernel]
+    warnings: Annotated[list[str], msgspec.Meta(
+        description="problems met while loading the trace (events skipped or repaired)")] = \
+        msgspec.field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- findings.json

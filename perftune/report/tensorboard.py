@@ -119,7 +119,7 @@ def _hparam_value(value: Any) -> bool | int | float | str:
 
 def _trials(tuning: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
     """(trial id, knob values, numeric metrics) for each trial recorded in tuning.json."""
-    out = []
+    out: list[tuple[str, dict[str, Any], dict[str, float]]] = []
     raw_trials = tuning.get("trials")
     if not isinstance(raw_trials, list):
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.metrics import device_event_steps, sync_call_mask
@@ -65,6 +66,13 @@ def _device_kind(cat: str, name: str) -> str:
     return {C.MEMCPY: "memcpy", C.MEMSET: "memset"}.get(cat, "kernel")
 
 
+def categorical_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, categories as str) of a categorical column: per-row strings without converting
+    every row (`astype(str)` on a million-event trace takes seconds)."""
+    cat = column.astype("category")
+    return cat.cat.codes.to_numpy(), np.asarray([str(c) for c in cat.cat.categories], dtype=object)
+
+
 def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
     k = _pick_step(trace)
     if k is None:
@@ -73,13 +81,21 @@ def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
     ev = trace.events
     ts = ev["ts"].to_numpy()
     dur = ev["dur"].to_numpy()
-    cats = ev["cat"].astype(str).to_numpy()
-    names = ev["name"].astype(str).to_numpy()
+    cat_codes, cat_names = categorical_strings(ev["cat"])
+    name_codes, name_strings = categorical_strings(ev["name"])
     on_rank = ev["rank"].to_numpy() == step.rank
     is_dev = ev["is_device"].to_numpy()
     in_window = on_rank & ~is_dev & (ts >= step.start) & (ts < step.end)
-    is_op = np.isin(cats, list(C.OP_CATS))
-    is_step_marker = np.char.startswith(names.astype(str), C.PROFILER_STEP_PREFIX)
+    is_op = np.isin(cat_names, list(C.OP_CATS))[cat_codes]
+    is_step_marker = np.asarray([n.startswith(C.PROFILER_STEP_PREFIX) for n in name_strings],
+                                dtype=bool)[name_codes]
+
+    def name(row: int) -> str:
+        return str(name_strings[name_codes[row]])
+
+    def cat(row: int) -> str:
+        return str(cat_names[cat_codes[row]])
+
     parent = trace.parent
 
     # rows: (row, kind); a host op is top-level when no enclosing op other than the step
@@ -90,10 +106,10 @@ def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
         while p != NO_ID and not (is_op[p] and not is_step_marker[p]):
             p = int(parent[p])
         if p == NO_ID:
-            chosen.append((row, _host_kind(names[row])))
+            chosen.append((row, _host_kind(name(row))))
     chosen.extend((row, "sync") for row in np.flatnonzero(in_window & sync_call_mask(trace)).tolist())
-    work = np.isin(cats, list(C.DEVICE_WORK_CATS)) & on_rank
-    chosen.extend((row, _device_kind(cats[row], names[row]))
+    work = np.isin(cat_names, list(C.DEVICE_WORK_CATS))[cat_codes] & on_rank
+    chosen.extend((row, _device_kind(cat(row), name(row)))
                   for row in np.flatnonzero(work & (device_event_steps(trace) == k)).tolist())
     total = len(chosen)
     if total > max_events:
@@ -119,7 +135,7 @@ def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
         first = lane_order.get(lane)
         if first is None or ts[row] < first[1]:
             lane_order[lane] = (order, float(ts[row]) if first is None else min(first[1], float(ts[row])))
-        bars.append(TimelineBar(lane=lane, kind=kind, name=names[row],
+        bars.append(TimelineBar(lane=lane, kind=kind, name=name(row),
                                 start_ms=(float(ts[row]) - step.start) / 1000.0,
                                 dur_ms=float(dur[row]) / 1000.0))
     lanes = tuple(sorted(lane_order, key=lambda name: (*lane_order[name], name)))

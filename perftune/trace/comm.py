@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from perftune.trace import categories as C
+from perftune.trace.device_metrics import memoized
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
-from perftune.trace.device_metrics import memoized
 
 
 # ---------------------------------------------------------------------------- intervals
@@ -54,7 +54,8 @@ def covered(ms: np.ndarray, me: np.ndarray, starts: np.ndarray, ends: np.ndarray
                                        (me - ms)[np.maximum(k - 1, 0)]), 0.0)
         return np.where(k > 0, full + last, 0.0)
 
-    return np.maximum(0.0, before(ends) - before(starts))
+    out: np.ndarray = np.maximum(0.0, before(ends) - before(starts))
+    return out
 
 
 # ---------------------------------------------------------------------------- collectives
@@ -77,15 +78,9 @@ def collective_kind(kernel_name: str) -> str:
     return "other"
 
 
-@memoized
 def comm_kernel_mask(trace: Trace) -> np.ndarray:
-    ev = trace.events
-    kern = (ev["cat"] == C.KERNEL).to_numpy()
-    if not kern.any():
-        return kern
-    names = ev["name"]
-    flags = {n: C.is_comm_kernel(str(n)) for n in names[kern].unique()}
-    return kern & names.map(flags).fillna(False).to_numpy(dtype=bool)
+    """Kernel rows that are NCCL / RCCL collectives."""
+    return np.asarray(trace.comm_kernel_mask, dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -113,9 +108,10 @@ def comm_overlap(trace: Trace) -> list[CommStep]:
     comm = comm_kernel_mask(trace)
     if not comm.any():
         return []
-    compute = (ev["cat"] == C.KERNEL).to_numpy() & ~comm
+    compute = trace.cat_mask(C.KERNEL_CATS) & ~comm
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
+    dur = ev["dur"].to_numpy()
     rank = ev["rank"].to_numpy()
     dev_step = device_event_steps(trace)
     out: list[CommStep] = []
@@ -137,7 +133,7 @@ def comm_overlap(trace: Trace) -> list[CommStep]:
             by_kind: dict[str, float] = {}
             for row, hid in zip(rows.tolist(), own.tolist(), strict=True):
                 kind = collective_kind(trace.name_of(row))
-                by_kind[kind] = by_kind.get(kind, 0.0) + (float(ev["dur"].iat[row]) - hid) / 1000.0
+                by_kind[kind] = by_kind.get(kind, 0.0) + (float(dur[row]) - hid) / 1000.0
             out.append(CommStep(rank=r, step=k, step_dur_ms=step.dur / 1000.0,
                                 comm_ms=total / 1000.0, exposed_ms=(total - hidden) / 1000.0,
                                 overlapped_ms=hidden / 1000.0, kernel_count=len(rows),
@@ -163,7 +159,7 @@ def rank_step_table(trace: Trace) -> pd.DataFrame:
     """
     comm = {(c.rank, c.step): c.comm_ms for c in comm_overlap(trace)}
     ev = trace.events
-    compute = (ev["cat"] == C.KERNEL).to_numpy() & ~comm_kernel_mask(trace)
+    compute = trace.cat_mask(C.KERNEL_CATS) & ~comm_kernel_mask(trace)
     dev_step = device_event_steps(trace)
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
@@ -198,13 +194,71 @@ def step_skew(trace: Trace) -> list[StepSkew]:
     for step, group in table.groupby("step", sort=True):
         if len(group) < 2:
             continue
-        slow = group.loc[group["work_ms"].idxmax()]
-        fast = group.loc[group["work_ms"].idxmin()]
+        work = group["work_ms"].to_numpy(dtype=np.float64)
+        dur = group["dur_ms"].to_numpy(dtype=np.float64)
+        comm = group["comm_ms"].to_numpy(dtype=np.float64)
+        ranks = group["rank"].to_numpy()
         out.append(StepSkew(
-            step=int(step), ranks=len(group), slowest_rank=int(slow["rank"]),
-            fastest_rank=int(fast["rank"]),
-            dur_skew_ms=float(group["dur_ms"].max() - group["dur_ms"].min()),
-            work_skew_ms=float(group["work_ms"].max() - group["work_ms"].min()),
-            max_wait_ms=float(group["comm_ms"].max() - group["comm_ms"].min()),
-            median_dur_ms=float(group["dur_ms"].median())))
+            step=int(str(step)), ranks=len(group), slowest_rank=int(ranks[int(np.argmax(work))]),
+            fastest_rank=int(ranks[int(np.argmin(work))]),
+            dur_skew_ms=float(dur.max() - dur.min()), work_skew_ms=float(work.max() - work.min()),
+            max_wait_ms=float(comm.max() - comm.min()), median_dur_ms=float(np.median(dur))))
+    return out
+
+
+# ---------------------------------------------------------------------------- one rank's wait
+@dataclass(frozen=True)
+class CollectiveWait:
+    """Collective time of one step beyond the fastest instance of the same collective (ms)."""
+
+    rank: int
+    step: int  # index into trace.steps
+    comm_ms: float
+    wait_ms: float
+    matched: int  # collectives matched with the same collective in other steps
+
+
+@memoized
+def collective_waits(trace: Trace) -> list[CollectiveWait]:
+    """Per rank and step: how much longer its collectives ran than their fastest instances.
+
+    The k-th launch of a collective kernel in each step moves the same data every step, so
+    the fastest of its instances is the transfer; the excess in other steps is time spent
+    waiting for slower peers. This needs only one rank's trace; with every rank's trace,
+    `step_skew` names the straggler.
+    """
+    ev = trace.events
+    comm = comm_kernel_mask(trace)
+    if not comm.any():
+        return []
+    dev_step = device_event_steps(trace)
+    rows = np.flatnonzero(comm & (dev_step != NO_ID))
+    dur = ev["dur"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    per_key: dict[tuple[int, str, int], dict[int, float]] = {}
+    by_step: dict[tuple[int, int], list[int]] = {}
+    for row in rows[np.argsort(ev["ts"].to_numpy()[rows], kind="stable")].tolist():
+        by_step.setdefault((int(rank[row]), int(dev_step[row])), []).append(row)
+    for (r, k), rs in by_step.items():
+        seen: dict[str, int] = {}
+        for row in rs:
+            name = trace.name_of(row)
+            n = seen.get(name, 0)
+            seen[name] = n + 1
+            per_key.setdefault((r, name, n), {})[k] = float(dur[row])
+    out: list[CollectiveWait] = []
+    for (r, k), rs in sorted(by_step.items()):
+        wait = 0.0
+        matched = 0
+        seen2: dict[str, int] = {}
+        for row in rs:
+            name = trace.name_of(row)
+            n = seen2.get(name, 0)
+            seen2[name] = n + 1
+            inst = per_key[(r, name, n)]
+            if len(inst) >= 2:
+                wait += float(dur[row]) - min(inst.values())
+                matched += 1
+        out.append(CollectiveWait(rank=r, step=k, comm_ms=float(dur[rs].sum()) / 1000.0,
+                                  wait_ms=wait / 1000.0, matched=matched))
     return out

@@ -65,11 +65,7 @@ class StepIdle:
 
 
 def _dataloader_mask(trace: Trace) -> np.ndarray:
-    ev = trace.events
-    names = ev["name"]
-    cats = names.cat.categories
-    dl = {n for n in cats if str(n).startswith(C.DATALOADER_PREFIX)}
-    return names.isin(dl).to_numpy() & ~ev["is_device"].to_numpy()
+    return trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device
 
 
 def _work_mask(trace: Trace) -> np.ndarray:
@@ -230,37 +226,20 @@ def tiny_kernels(trace: Trace) -> TinyKernels:
 # ---------------------------------------------------------------------------- host overhead
 @dataclass(frozen=True)
 class HostOverhead:
-    """Where the host thread's time goes in one step (ms): inside ops vs between them."""
+    """Where a rank's host time goes in one step (ms): inside ops vs between them."""
 
     rank: int
     step: int
     dur_ms: float
-    op_ms: float  # union of top-level ops on the step's thread
+    op_ms: float  # union over the rank's threads of top-level ops, runtime calls, DataLoader waits
     tiny_op_ms: float  # top-level ops shorter than the tiny threshold
-    python_ms: float  # step time outside any op (interpreter, Python code, profiler)
-    op_count: int  # all cpu_ops in the step on that thread, nested ones included
+    python_ms: float  # step time when no thread of the rank runs any of those (Python, profiler)
+    op_count: int  # cpu_ops starting in the step, nested ones included
     top_level_ops: int
 
     @property
     def overhead_share(self) -> float:
         return (self.python_ms + self.tiny_op_ms) / self.dur_ms if self.dur_ms > 0 else 0.0
-
-
-def _step_thread(trace: Trace, k: int) -> tuple[int, int] | None:
-    """(pid, tid) of the thread that ran step k: its annotation's thread, else the busiest."""
-    ev = trace.events
-    step = trace.steps[k]
-    names = ev["name"]
-    hit = np.flatnonzero((names == step.name).to_numpy() & (ev["rank"] == step.rank).to_numpy()
-                         & ~ev["is_device"].to_numpy())
-    if len(hit):
-        row = int(hit[0])
-        return int(ev["pid"].iat[row]), int(ev["tid"].iat[row])
-    ops = ev[(ev["cat"] == C.CPU_OP) & (ev["rank"] == step.rank)]
-    if ops.empty:
-        return None
-    top = ops.groupby(["pid", "tid"]).size().idxmax()
-    return int(top[0]), int(top[1])
 
 
 @memoized
@@ -270,43 +249,35 @@ def host_overhead(trace: Trace) -> list[HostOverhead]:
 
 def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
     ev = trace.events
-    is_op = (ev["cat"] == C.CPU_OP).to_numpy()
+    cats = ev["cat"].to_numpy()
+    is_op = cats == C.CPU_OP
+    busy_kind = is_op | trace.cat_mask(C.RUNTIME_CATS) | _dataloader_mask(trace)
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
+    rank = ev["rank"].to_numpy()
     parent = trace.parent
-    cats = ev["cat"].to_numpy()
+    # Top-level: no cpu_op or runtime call above (annotations and python frames do not count).
+    top_level = np.zeros(len(ev), dtype=bool)
+    for row in np.flatnonzero(busy_kind).tolist():
+        p = int(parent[row])
+        while p != NO_ID and not busy_kind[p]:
+            p = int(parent[p])
+        top_level[row] = p == NO_ID
     out = []
     for k, step in enumerate(trace.steps):
-        thread = _step_thread(trace, k)
-        if thread is None:
-            continue
-        on = (is_op & (ev["rank"] == step.rank).to_numpy() & (ev["pid"] == thread[0]).to_numpy()
-              & (ev["tid"] == thread[1]).to_numpy() & (ts >= step.start) & (ts < step.end))
-        rows = np.flatnonzero(on)
-        if len(rows) == 0:
-            out.append(HostOverhead(step.rank, k, step.dur / 1000.0, 0.0, 0.0, step.dur / 1000.0, 0, 0))
-            continue
-        # Top-level: no cpu_op ancestor (annotations and python frames do not count).
-        top = []
-        for row in rows.tolist():
-            p = int(parent[row])
-            nested = False
-            while p != NO_ID:
-                if cats[p] == C.CPU_OP:
-                    nested = True
-                    break
-                p = int(parent[p])
-            if not nested:
-                top.append(row)
-        top_a = np.asarray(top, dtype=np.int64)
-        s = np.clip(ts[top_a], step.start, step.end)
-        e = np.clip(end[top_a], step.start, step.end)
+        window = (rank == step.rank) & (ts < step.end) & (end > step.start)
+        top = np.flatnonzero(top_level & window)
+        s = np.clip(ts[top], step.start, step.end)
+        e = np.clip(end[top], step.start, step.end)
         ms, me = merge_intervals(s, e)
-        op_us = float(np.sum(me - ms))
-        tiny = (end[top_a] - ts[top_a]) < tiny_op_us
+        busy_us = float(np.sum(me - ms))
+        top_ops = is_op[top]
+        tiny = top_ops & ((end[top] - ts[top]) < tiny_op_us)
+        starts_in = window & (ts >= step.start)
         out.append(HostOverhead(
-            rank=step.rank, step=k, dur_ms=step.dur / 1000.0, op_ms=op_us / 1000.0,
+            rank=step.rank, step=k, dur_ms=step.dur / 1000.0, op_ms=busy_us / 1000.0,
             tiny_op_ms=float(np.sum((e - s)[tiny])) / 1000.0,
-            python_ms=max(0.0, step.dur - op_us) / 1000.0, op_count=len(rows),
-            top_level_ops=len(top_a)))
+            python_ms=max(0.0, step.dur - busy_us) / 1000.0,
+            op_count=int(np.count_nonzero(is_op & starts_in)),
+            top_level_ops=int(np.count_nonzero(top_ops))))
     return out

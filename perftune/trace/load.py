@@ -11,6 +11,7 @@ import gc
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,15 @@ from perftune.errors import TraceError
 from perftune.trace import categories as C
 from perftune.trace.decode import (
     EMPTY_ARGS,
+    FLOW_TYPES,
     NO_ID,
     ArgsView,
     ArgStore,
+    Complete,
     DecodedFile,
+    Flow,
+    Instant,
+    Meta,
     RawColumn,
     decode,
     problem_summary,
@@ -138,29 +144,73 @@ _KERNEL_F = attrgetter(*_KERNEL_FLOATS)
 _KERNEL_F_DTYPE = np.dtype([(f, np.float64) for f in _KERNEL_FLOATS])
 _GRID = attrgetter("grid", "block")
 RAW_FIELDS = ("input_dims", "input_type", "input_strides", "concrete_inputs", "kernel_kwargs")
-_RAWS = attrgetter(*RAW_FIELDS)
-_RAW_DEFAULT = _RAWS(EMPTY_ARGS)
 RARE_FIELDS = ("flops", "kernel_file", "kernel_backend", "num_warps", "num_stages", "collective",
                "msg_nelems", "out_msg_nelems", "group_size", "dtype", "process_group_name",
                "process_group_desc", "process_group_ranks", "sync_kind", "wait_on_stream",
                "wait_on_event_correlation")
-_RARES = attrgetter(*RARE_FIELDS)
-_RARE_DEFAULT = _RARES(EMPTY_ARGS)
-_FLOW_PH = frozenset({"s", "f", "t"})
-_INSTANT_PH = frozenset({"i", "I"})
+# Shapes, launch metadata and rare scalars in one getter: one tuple compare per event finds the
+# few events that carry any of them.
+_EXTRAS = attrgetter(*RAW_FIELDS, *RARE_FIELDS)
+_EXTRAS_DEFAULT = _EXTRAS(EMPTY_ARGS)
+_N_RAW = len(RAW_FIELDS)
+_MEMORY_COLUMNS = ("device_type", "device_id", "addr", "bytes", "total_allocated",
+                   "total_reserved")
+_MEMORY = attrgetter("device_type", "device_id", "addr", "mem_bytes", "total_allocated",
+                     "total_reserved")
 # Categories whose events never carry shapes, launch or collective arguments: skipping them
 # keeps the sparse-argument scan off the most numerous events.
 _LIGHT_CATS = frozenset({C.CUDA_RUNTIME, C.CUDA_DRIVER, C.PYTHON_FUNCTION, C.MEMCPY, C.MEMSET,
                          "runtime", "driver"})
 # Profiler-internal spans ("PyTorch Profiler (0)" on pid "Spans"): not program activity.
 _SKIP_CATS = frozenset({"Trace"})
+FLOW_CAT_NAMES = ("ac2g", "async_cpu_to_gpu", "fwdbwd")
+_FLOW_CAT_CODE = {c: k for k, c in enumerate(FLOW_CAT_NAMES)}
+_FWDBWD = _FLOW_CAT_CODE["fwdbwd"]
+_FLOW_START = FLOW_TYPES[0]  # ph "s"
+
+
+def _records(source: list[Any], getter: Any, dtype: np.dtype[Any], missing: float) -> np.ndarray:
+    """A structured array of `getter(item)` tuples; JSON null and out-of-range ints → missing."""
+    n = len(source)
+    try:
+        return np.fromiter(map(getter, source), dtype=dtype, count=n)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    limit = 1 << 62
+
+    def clean(v: Any) -> Any:
+        if v is None or (isinstance(v, int) and not -limit < v < limit):
+            return missing
+        return v
+
+    return np.fromiter((tuple(map(clean, getter(x))) for x in source), dtype=dtype, count=n)
 
 
 def _dim3(value: Any) -> tuple[int, int, int]:
-    if isinstance(value, list) and 0 < len(value) <= 3 and all(isinstance(v, int) for v in value):
+    if isinstance(value, list) and 0 < len(value) <= 3 and all(
+            isinstance(v, int) and 0 <= v < (1 << 31) for v in value):
         padded = [*value, 1, 1][:3]
         return (padded[0], padded[1], padded[2])
     return (NO_ID, NO_ID, NO_ID)
+
+
+def _launch_dims(kargs: list[Any]) -> np.ndarray:
+    """(n, 6) grid and block sizes of kernels; rows with anything but 3 ints each → -1."""
+    pairs = list(map(_GRID, kargs))
+    try:
+        dims = np.array(pairs, dtype=np.int64)
+        if dims.shape == (len(kargs), 2, 3):
+            return dims.reshape(len(kargs), 6)
+    except (TypeError, ValueError, OverflowError):
+        pass
+    return np.array([(*_dim3(g), *_dim3(b)) for g, b in pairs],
+                    dtype=np.int64).reshape(len(kargs), 6)
+
+
+def _in(uniques: Any, wanted: frozenset[str], local: np.ndarray) -> np.ndarray:
+    """Rows whose (chunk-local) category code names one of `wanted`."""
+    hit = np.fromiter((c in wanted for c in uniques), bool, len(uniques))
+    return hit[local] if hit.any() else np.zeros(len(local), bool)
 
 
 @dataclass
@@ -185,13 +235,27 @@ class _Part:
 
 
 @dataclass
+class _Flows:
+    """Flow endpoints of one chunk, as int columns."""
+
+    rank: np.ndarray
+    cat: np.ndarray
+    start: np.ndarray
+    id: np.ndarray
+    pid: np.ndarray
+    tid: np.ndarray
+    ts: np.ndarray
+
+
+@dataclass
 class _Builder:
     cats: _Interner = field(default_factory=_Interner)
     names: _Interner = field(default_factory=_Interner)
     labels: dict[str, int] = field(default_factory=dict)
+    flow_labels: dict[str, int] = field(default_factory=dict)
     parts: list[_Part] = field(default_factory=list)
     ranks: list[RankInfo] = field(default_factory=list)
-    flows: list[dict[str, np.ndarray]] = field(default_factory=list)
+    flows: list[_Flows] = field(default_factory=list)
     memory: list[tuple[Any, ...]] = field(default_factory=list)
     thread_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
     process_names: dict[tuple[int, int], str] = field(default_factory=dict)
@@ -214,9 +278,12 @@ class _Builder:
             self.warnings.append(f"{decoded.path}: {line}")
         if self.rows == rows_before:
             if decoded_events == 0:
-                problems = "; ".join(problem_summary(decoded.problems)[:2])
                 raise TraceError(decoded.path, "not a PyTorch profiler trace (no item of "
-                                 f"'traceEvents' is a trace event: {problems})")
+                                 "'traceEvents' is an event object)")
+            if decoded.problems:
+                what, count = decoded.problems.most_common(1)[0]
+                raise TraceError(decoded.path, "the trace holds no usable timed events "
+                                 f"({count} event{'s' if count != 1 else ''}: {what})")
             raise TraceError(decoded.path, "the trace holds no timed events (no complete 'X' "
                              "events, only metadata, flows or instants)")
 
@@ -241,22 +308,18 @@ class _Builder:
 
     # -------------------------------------------------------------- per chunk
     def _add_chunk(self, events: list[Any], rank: int) -> None:
-        xs = [e for e in events if e.ph == "X"]
-        rest = [e for e in events if e.ph != "X"]
-        if rest:
-            self._add_other(rest, rank)
+        xs = [e for e in events if e.__class__ is Complete]
+        if len(xs) != len(events):
+            self._add_other([e for e in events if e.__class__ is not Complete], rank)
         if xs:
             self._add_complete(xs, rank)
 
     def _add_complete(self, xs: list[Any], rank: int) -> None:
         n = len(xs)
         time = np.fromiter(map(_TIME, xs), dtype=_TIME_DTYPE, count=n)
-        cat_strings = list(map(attrgetter("cat"), xs))
-        cat_local, cat_uniques = pd.factorize(np.asarray(cat_strings, dtype=object))
-        keep = np.isfinite(time["ts"])
-        skip_cats = [k for k, c in enumerate(cat_uniques) if c in _SKIP_CATS]
-        if skip_cats:
-            keep &= ~np.isin(cat_local, skip_cats)
+        cat_local, cat_uniques = pd.factorize(np.asarray(list(map(attrgetter("cat"), xs)),
+                                                         dtype=object))
+        keep = np.isfinite(time["ts"]) & ~_in(cat_uniques, _SKIP_CATS, cat_local)
         if not keep.all():
             dropped_ts = int(np.count_nonzero(~np.isfinite(time["ts"])))
             if dropped_ts:
@@ -275,34 +338,31 @@ class _Builder:
         pid = self._ids(list(map(attrgetter("pid"), xs)))
         tid = self._ids(list(map(attrgetter("tid"), xs)))
         args = list(map(attrgetter("args"), xs))
-        ids = np.fromiter(map(_IDS, args), dtype=_IDS_DTYPE, count=n)
+        ids = _records(args, _IDS, _IDS_DTYPE, NO_ID)
 
-        kernel_kinds = [k for k, c in enumerate(cat_uniques) if c in C.KERNEL_CATS]
-        kernel_rows = np.flatnonzero(np.isin(cat_local, kernel_kinds)) if kernel_kinds \
-            else np.empty(0, np.int64)
+        kernel_rows = np.flatnonzero(_in(cat_uniques, C.KERNEL_CATS, cat_local))
         kargs = [args[i] for i in kernel_rows.tolist()]
-        kernel_floats = np.fromiter(map(_KERNEL_F, kargs), dtype=_KERNEL_F_DTYPE, count=len(kargs))
-        kernel_dims = np.array([(*_dim3(g), *_dim3(b)) for g, b in map(_GRID, kargs)],
-                               dtype=np.int64).reshape(len(kargs), 6)
+        kernel_floats = _records(kargs, _KERNEL_F, _KERNEL_F_DTYPE, np.nan)
+        kernel_dims = _launch_dims(kargs)
 
-        light = [k for k, c in enumerate(cat_uniques) if c in _LIGHT_CATS]
-        heavy_rows = np.flatnonzero(~np.isin(cat_local, light)) if light else np.arange(n)
+        heavy_rows = np.flatnonzero(~_in(cat_uniques, _LIGHT_CATS, cat_local))
         heavy = [args[i] for i in heavy_rows.tolist()]
+        extras = [(k, t) for k, t in enumerate(map(_EXTRAS, heavy)) if t != _EXTRAS_DEFAULT]
+        extra_rows = heavy_rows[np.fromiter((k for k, _ in extras), np.int64, len(extras))]
         # Shapes and launch metadata: a blob per field, so that the chunk's buffer is released.
         raw_rows: list[np.ndarray] = []
         raw_lens: list[np.ndarray] = []
         raw_blobs: list[bytes] = []
-        with_raw = [k for k, t in enumerate(map(_RAWS, heavy)) if t != _RAW_DEFAULT]
-        for f in RAW_FIELDS:
-            values = [getattr(heavy[k], f) for k in with_raw]
+        for f in range(_N_RAW):
+            values = [t[f] for _, t in extras]
             lens = np.fromiter(map(len, values), dtype=np.int64, count=len(values))
             present = np.flatnonzero(lens)
-            raw_rows.append(heavy_rows[np.asarray(with_raw, dtype=np.int64)[present]]
-                            if len(present) else np.empty(0, np.int64))
+            raw_rows.append(extra_rows[present])
             raw_lens.append(lens[present])
             raw_blobs.append(b"".join(values))
-        rare = [(k, t) for k, t in enumerate(map(_RARES, heavy)) if t != _RARE_DEFAULT]
-        rare_rows = heavy_rows[np.fromiter((k for k, _ in rare), np.int64, len(rare))]
+        rare = [(k, t[_N_RAW:]) for k, (_, t) in enumerate(extras) if any(
+            v is not None for v in t[_N_RAW:])]
+        rare_rows = extra_rows[np.fromiter((k for k, _ in rare), np.int64, len(rare))]
         self.parts.append(_Part(
             rank=rank, cat=cat, name=name, pid=pid, tid=tid, time=time, ids=ids,
             kernel_rows=kernel_rows, kernel_dims=kernel_dims, kernel_floats=kernel_floats,
@@ -327,31 +387,49 @@ class _Builder:
             return int(text)
         return self.labels.setdefault(text, -2 - len(self.labels))
 
+    def _flow_ids(self, values: list[Any]) -> np.ndarray:
+        try:
+            return np.array(values, dtype=np.int64)
+        except (ValueError, TypeError, OverflowError):
+            return np.fromiter((self._flow_id(v) for v in values), np.int64, len(values))
+
+    def _flow_id(self, value: Any) -> int:
+        if isinstance(value, int) and 0 <= value < (1 << 62):
+            return value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            try:
+                number = int(text, 16) if text.startswith("0x") else int(text)
+                if 0 <= number < (1 << 62):
+                    return number
+            except ValueError:
+                pass
+        # Any other id: a stable code below every real one.
+        return self.flow_labels.setdefault(repr(value), -2 - len(self.flow_labels))
+
     def _add_other(self, rest: list[Any], rank: int) -> None:
-        flows = [e for e in rest if e.ph in _FLOW_PH and e.cat in C.FLOW_CATS]
+        flows = [e for e in rest if isinstance(e, Flow) and e.cat in _FLOW_CAT_CODE]
         if flows:
             n = len(flows)
-            ts = np.fromiter(map(attrgetter("ts"), flows), dtype=np.float64, count=n)
-            self.flows.append({
-                "rank": np.full(n, rank, np.int32),
-                "cat": np.asarray(list(map(attrgetter("cat"), flows)), dtype=object),
-                "ph": np.asarray(list(map(attrgetter("ph"), flows)), dtype=object),
-                "id": np.asarray(list(map(attrgetter("id"), flows)), dtype=object),
-                "pid": self._ids(list(map(attrgetter("pid"), flows))),
-                "tid": self._ids(list(map(attrgetter("tid"), flows))),
-                "ts": ts,
-            })
+            self.flows.append(_Flows(
+                rank=np.full(n, rank, np.int32),
+                cat=np.fromiter((_FLOW_CAT_CODE[e.cat] for e in flows), np.int8, n),
+                start=np.fromiter((e.__class__ is _FLOW_START for e in flows), bool, n),
+                id=self._flow_ids(list(map(attrgetter("id"), flows))),
+                pid=self._ids(list(map(attrgetter("pid"), flows))),
+                tid=self._ids(list(map(attrgetter("tid"), flows))),
+                ts=np.fromiter(map(attrgetter("ts"), flows), np.float64, n)))
         for e in rest:
-            if e.ph == "M":
+            if e.__class__ is Meta:
                 self._add_metadata(e, rank)
-            elif e.ph in _INSTANT_PH and e.name == "[memory]" and np.isfinite(e.ts):
-                a = e.args
-                self.memory.append((rank, e.ts, a.device_type, a.device_id, a.addr, a.mem_bytes,
-                                    a.total_allocated, a.total_reserved))
+        memory = [e for e in rest if isinstance(e, Instant) and e.name == "[memory]"]
+        if memory:
+            self.memory.extend(zip(repeat(rank), map(attrgetter("ts"), memory),
+                                   map(_MEMORY, map(attrgetter("args"), memory))))
 
     def _add_metadata(self, e: Any, rank: int) -> None:
         pid = self._label(e.pid)
-        value = e.args.meta_name
+        value = e.args.name
         if e.name == "thread_name" and isinstance(value, str):
             self.thread_names[(rank, pid, self._label(e.tid))] = value
         elif e.name == "process_name" and isinstance(value, str):
@@ -366,10 +444,9 @@ class _Builder:
             raise TraceError(self.ranks[0].path if self.ranks else "<none>",
                              "the trace holds no events (empty trace)")
         offsets = np.cumsum([0] + [len(p.cat) for p in parts])
-        n = int(offsets[-1])
         time = np.concatenate([p.time for p in parts])
-        ts = time["ts"].copy()
-        dur = time["dur"].copy()
+        ts = np.ascontiguousarray(time["ts"])
+        dur = np.ascontiguousarray(time["dur"])
         del time
         bad_dur = ~np.isfinite(dur) | (dur < 0)
         if bad_dur.any():
@@ -380,10 +457,11 @@ class _Builder:
         ts -= t0
         cat_codes, cat_categories = _normalised_categories(
             np.concatenate([p.cat for p in parts]), self.cats.categories)
-        events = pd.DataFrame({
+        cat = pd.Categorical.from_codes(cat_codes, categories=pd.Index(cat_categories, dtype=object))
+        is_device = np.asarray(pd.Series(cat).isin(C.DEVICE_CATS))
+        columns: dict[str, Any] = {
             "rank": np.concatenate([np.full(len(p.cat), p.rank, np.int32) for p in parts]),
-            "cat": pd.Categorical.from_codes(cat_codes, categories=pd.Index(cat_categories,
-                                                                               dtype=object)),
+            "cat": cat,
             "name": pd.Categorical.from_codes(np.concatenate([p.name for p in parts]),
                                               categories=pd.Index(self.names.categories,
                                                                   dtype=object)),
@@ -392,22 +470,22 @@ class _Builder:
             "ts": ts,
             "dur": dur,
             "end": ts + dur,
-        }, copy=False)
+        }
         ids = np.concatenate([p.ids for p in parts])
         for f, col in zip(_ID_FIELDS, _ID_COLUMNS, strict=True):
-            events[col] = ids[f]
+            columns[col] = np.ascontiguousarray(ids[f])
         del ids
-        is_device = np.asarray(events["cat"].isin(C.DEVICE_CATS))
-        events["is_device"] = is_device
-        _fill_device_ids(events, is_device)
+        columns["is_device"] = is_device
+        _fill_device_ids(columns, is_device)
+        events = pd.DataFrame(columns, copy=False)
         store = self._arg_store(parts, offsets)
         self.parts = []
         flow_frame = _link_flows(events, self.flows, t0)
-        _fill_correlation_from_flows(events, flow_frame)
         steps, source = find_steps(events)
-        memory = pd.DataFrame(self.memory, columns=["rank", "ts", "device_type", "device_id", "addr",
-                                                    "bytes", "total_allocated", "total_reserved"])
+        memory = pd.DataFrame([(r, t, *m) for r, t, m in self.memory],
+                              columns=["rank", "ts", *_MEMORY_COLUMNS])
         memory["ts"] = memory["ts"].astype(np.float64) - t0
+        memory = memory[np.isfinite(memory["ts"].to_numpy())].reset_index(drop=True)
         return Trace(events=events, args=ArgsView(events, store), ranks=tuple(self.ranks),
                      t0_us=t0, steps=steps, step_source=source, flows=flow_frame,
                      thread_names=self.thread_names, process_names=self.process_names,
@@ -449,24 +527,106 @@ def _normalised_categories(codes: np.ndarray, categories: list[str]) -> tuple[np
     return table[codes], unique
 
 
-def _fill_device_ids(events: pd.DataFrame, is_device: np.ndarray) -> None:
+def _fill_device_ids(columns: dict[str, Any], is_device: np.ndarray) -> None:
     """Device events of older or trimmed traces lack args.device/stream: Kineto puts the
     device in `pid` and the stream in `tid` of device events."""
-    device = events["device"].to_numpy()
-    stream = events["stream"].to_numpy()
-    pid = events["pid"].to_numpy()
-    tid = events["tid"].to_numpy()
+    device, stream, pid, tid = (columns[c] for c in ("device", "stream", "pid", "tid"))
     need_dev = is_device & (device == NO_ID) & (pid >= 0) & (pid < 1024)
     need_stream = is_device & (stream == NO_ID) & (tid >= 0)
     if need_dev.any():
-        events["device"] = np.where(need_dev, pid, device)
+        columns["device"] = np.where(need_dev, pid, device)
     if need_stream.any():
-        events["stream"] = np.where(need_stream, tid, stream)
+        columns["stream"] = np.where(need_stream, tid, stream)
 
 
 # ---------------------------------------------------------------------------- flows
-_EMPTY_FLOWS = {"cat": pd.Series([], dtype=object), "id": pd.Series([], dtype=object),
-                "src": np.empty(0, np.int64), "dst": np.empty(0, np.int64)}
+def _empty_flows() -> pd.DataFrame:
+    return pd.DataFrame({"cat": pd.Series([], dtype=object), "id": np.empty(0, np.int64),
+                         "src": np.empty(0, np.int64), "dst": np.empty(0, np.int64)})
+
+
+def _link_flows(ev: pd.DataFrame, chunks: list[_Flows], t0: float) -> pd.DataFrame:
+    """Flow pairs (start event row → end event row): fwdbwd always; ac2g / async_cpu_to_gpu
+    only when some launch or device event lacks `correlation` (otherwise the correlation
+    column already is that link, and pairing a million redundant endpoints is wasted work).
+    Afterwards the pairs fill the missing correlations.
+
+    A flow endpoint binds to the complete event on its thread that starts at its timestamp
+    (Kineto writes them so). Where several events start there, an ac2g endpoint prefers the one
+    whose correlation equals the flow id, then a runtime call (start) or device event (end);
+    a fwdbwd endpoint prefers a cpu_op. Endpoints that bind to nothing keep -1.
+    """
+    if not chunks:
+        return _empty_flows()
+    cat = np.concatenate([c.cat for c in chunks])
+    corr = ev["corr"].to_numpy()
+    is_dev = ev["is_device"].to_numpy()
+    launches = np.asarray(ev["cat"].isin(C.RUNTIME_CATS))
+    need_ac2g = bool(((is_dev | launches) & (corr == NO_ID)).any())
+    keep = (cat == _FWDBWD) | need_ac2g
+    if not keep.any():
+        return _empty_flows()
+
+    def col(name: str) -> np.ndarray:
+        return np.concatenate([getattr(c, name) for c in chunks])[keep]
+
+    fl = {name: col(name) for name in ("rank", "cat", "start", "id", "pid", "tid", "ts")}
+    rows = _bind_endpoints(ev, fl, t0)
+    endpoints = pd.DataFrame({"rank": fl["rank"], "cat": fl["cat"], "id": fl["id"], "row": rows})
+    key = ["rank", "cat", "id"]
+    start = endpoints[fl["start"]].drop_duplicates(key, keep="last")
+    end = endpoints[~fl["start"]].drop_duplicates(key, keep="last")
+    pairs = start.merge(end, on=key, how="outer", suffixes=("_s", "_e"))
+    flows = pd.DataFrame({
+        "cat": np.asarray(FLOW_CAT_NAMES, dtype=object)[pairs["cat"].to_numpy(dtype=np.int64)],
+        "id": pairs["id"].to_numpy(dtype=np.int64),
+        "src": pairs["row_s"].fillna(NO_ID).to_numpy(dtype=np.int64),
+        "dst": pairs["row_e"].fillna(NO_ID).to_numpy(dtype=np.int64),
+    })
+    if need_ac2g:
+        _fill_correlation_from_flows(ev, flows)
+    return flows
+
+
+def _bind_endpoints(ev: pd.DataFrame, fl: dict[str, np.ndarray], t0: float) -> np.ndarray:
+    thread, uniques = _thread_codes(ev["rank"].to_numpy(), ev["pid"].to_numpy(),
+                                    ev["tid"].to_numpy())
+    fthread, _ = _thread_codes(fl["rank"], fl["pid"], fl["tid"], uniques)
+    ts_ns = np.rint(ev["ts"].to_numpy() * 1000.0).astype(np.int64)
+    fts_ns = np.rint((fl["ts"] - t0) * 1000.0).astype(np.int64)
+    order = np.lexsort((ts_ns, thread))
+    key_thread = thread[order]
+    key_ts = ts_ns[order]
+    lo = np.zeros(len(fthread), np.int64)
+    hi = np.zeros(len(fthread), np.int64)
+    # Search each thread's slice once: first by thread, then by start time within it.
+    t_lo = np.searchsorted(key_thread, fthread, "left")
+    t_hi = np.searchsorted(key_thread, fthread, "right")
+    by_thread = np.argsort(fthread, kind="stable")
+    bounds = np.flatnonzero(np.diff(fthread[by_thread])) + 1
+    for sel in np.split(by_thread, bounds) if len(by_thread) else []:
+        a, b = int(t_lo[sel[0]]), int(t_hi[sel[0]])
+        if fthread[sel[0]] < 0 or a == b:
+            continue
+        lo[sel] = a + np.searchsorted(key_ts[a:b], fts_ns[sel], "left")
+        hi[sel] = a + np.searchsorted(key_ts[a:b], fts_ns[sel], "right")
+    count = hi - lo
+    row = np.where(count >= 1, order[np.minimum(lo, len(order) - 1)], NO_ID)
+    ambiguous = np.flatnonzero(count > 1)
+    if len(ambiguous):
+        corr = ev["corr"].to_numpy()
+        is_dev = ev["is_device"].to_numpy()
+        cat_codes = ev["cat"].cat.codes.to_numpy()
+        cat_names = [str(c) for c in ev["cat"].cat.categories]
+        name_codes = ev["name"].cat.codes.to_numpy()
+        names = ev["name"].cat.categories
+        for k in ambiguous.tolist():
+            candidates = order[lo[k]:hi[k]].tolist()
+            row[k] = _pick_endpoint(
+                candidates, int(fl["cat"][k]), bool(fl["start"][k]), int(fl["id"][k]), corr,
+                is_dev, [cat_names[cat_codes[r]] for r in candidates],
+                [str(names[name_codes[r]]) for r in candidates])
+    return row
 
 
 def _thread_codes(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray,
@@ -477,131 +637,64 @@ def _thread_codes(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray,
         uniques = (np.unique(rank), np.unique(pid), np.unique(tid))
     codes = []
     for values, u in zip((rank, pid, tid), uniques, strict=True):
-        k = np.searchsorted(u, values)
-        k = np.clip(k, 0, max(len(u) - 1, 0))
-        codes.append(np.where(u[k] == values, k, -1) if len(u) else np.full(len(values), -1))
-    nr, np_, nt = (len(u) for u in uniques)
-    code = (codes[0].astype(np.int64) * np_ + codes[1]) * nt + codes[2]
+        if not len(u):
+            codes.append(np.full(len(values), -1, np.int64))
+            continue
+        k = np.clip(np.searchsorted(u, values), 0, len(u) - 1)
+        codes.append(np.where(u[k] == values, k, -1))
+    _, n_pid, n_tid = (len(u) for u in uniques)
+    code = (codes[0].astype(np.int64) * n_pid + codes[1]) * n_tid + codes[2]
     code[(codes[0] < 0) | (codes[1] < 0) | (codes[2] < 0)] = -1
     return code, uniques
 
 
-def _link_flows(ev: pd.DataFrame, flows: list[dict[str, np.ndarray]], t0: float) -> pd.DataFrame:
-    """Flow pairs (start event row → end event row) for ac2g / async_cpu_to_gpu / fwdbwd.
-
-    A flow endpoint binds to the complete event on its thread that starts at its timestamp
-    (Kineto writes them so). Where several events start there, an ac2g endpoint prefers the one
-    whose correlation equals the flow id, then a runtime call (start) or device event (end);
-    a fwdbwd endpoint prefers a cpu_op. Endpoints that bind to nothing keep -1.
-    """
-    if not flows:
-        return pd.DataFrame(_EMPTY_FLOWS)
-    fl = {k: np.concatenate([f[k] for f in flows]) for k in flows[0]}
-    thread, uniques = _thread_codes(ev["rank"].to_numpy(), ev["pid"].to_numpy(),
-                                    ev["tid"].to_numpy())
-    fthread, _ = _thread_codes(fl["rank"], fl["pid"], fl["tid"], uniques)
-    ts_ns = np.rint(ev["ts"].to_numpy() * 1000.0).astype(np.int64)
-    fts_ns = np.rint((fl["ts"] - t0) * 1000.0).astype(np.int64)
-    order = np.lexsort((ts_ns, thread))
-    key_thread = thread[order]
-    key_ts = ts_ns[order]
-    # Binary search on (thread, ts) pairs: first by thread, then by ts within the thread.
-    lo_t = np.searchsorted(key_thread, fthread, "left")
-    hi_t = np.searchsorted(key_thread, fthread, "right")
-    lo = np.empty(len(fthread), np.int64)
-    hi = np.empty(len(fthread), np.int64)
-    # Group endpoints by thread so that each thread's slice is searched once.
-    for code in np.unique(fthread).tolist():
-        sel = np.flatnonzero(fthread == code)
-        a, b = int(lo_t[sel[0]]), int(hi_t[sel[0]])
-        if code < 0 or a == b:
-            lo[sel] = hi[sel] = 0
-            continue
-        lo[sel] = a + np.searchsorted(key_ts[a:b], fts_ns[sel], "left")
-        hi[sel] = a + np.searchsorted(key_ts[a:b], fts_ns[sel], "right")
-    count = hi - lo
-    row = np.where(count >= 1, order[np.minimum(lo, len(order) - 1)], NO_ID)
-    ambiguous = np.flatnonzero(count > 1)
-    if len(ambiguous):
-        row = row.copy()
-        corr = ev["corr"].to_numpy()
-        is_dev = ev["is_device"].to_numpy()
-        cat = ev["cat"]
-        cat_codes = cat.cat.codes.to_numpy()
-        cat_names = list(cat.cat.categories)
-        for k in ambiguous.tolist():
-            candidates = order[lo[k]:hi[k]].tolist()
-            row[k] = _pick_endpoint(candidates, fl["cat"][k], fl["ph"][k], fl["id"][k], corr,
-                                    is_dev, cat_codes, cat_names)
-    ids = pd.Series(fl["id"], dtype=object).map(_flow_id_key)
-    endpoints = pd.DataFrame({"rank": fl["rank"], "cat": fl["cat"], "id": ids,
-                              "ph": fl["ph"], "row": row})
-    start = endpoints[endpoints["ph"] == "s"].drop_duplicates(["rank", "cat", "id"], keep="last")
-    end = endpoints[endpoints["ph"] != "s"].drop_duplicates(["rank", "cat", "id"], keep="last")
-    pairs = start.merge(end, on=["rank", "cat", "id"], how="outer", suffixes=("_s", "_e"))
-    return pd.DataFrame({
-        "cat": pairs["cat"].astype(object).to_numpy(),
-        "id": pairs["id"].to_numpy(),
-        "src": pairs["row_s"].fillna(NO_ID).to_numpy(dtype=np.int64),
-        "dst": pairs["row_e"].fillna(NO_ID).to_numpy(dtype=np.int64),
-    })
+_ISSUING_CALLS = C.LAUNCH_CALLS | C.COPY_CALLS | frozenset({
+    "cudaMemsetAsync", "cudaMemset", "hipMemsetAsync", "hipMemset", "cuMemsetD8Async",
+    "cuMemsetD32Async"})
 
 
-def _flow_id_key(value: Any) -> Any:
-    if isinstance(value, str) and value.lstrip("-").isdigit():
-        return int(value)
-    if isinstance(value, str) and value.lower().startswith("0x"):
-        try:
-            return int(value, 16)
-        except ValueError:
-            return value
-    return value
-
-
-def _pick_endpoint(candidates: list[int], cat: str, ph: str, fid: Any, corr: np.ndarray,
-                   is_dev: np.ndarray, cat_codes: np.ndarray, cat_names: list[str]) -> int:
-    if cat in ("ac2g", "async_cpu_to_gpu"):
-        key = _flow_id_key(fid)
-        for r in candidates:
-            if corr[r] == key:
+def _pick_endpoint(candidates: list[int], cat: int, start: bool, fid: int, corr: np.ndarray,
+                   is_dev: np.ndarray, cats: list[str], names: list[str]) -> int:
+    if cat == _FWDBWD:
+        for r, c in zip(candidates, cats, strict=True):
+            if c in C.OP_CATS:
                 return r
-        want_device = ph != "s"
-        for r in candidates:
-            if bool(is_dev[r]) == want_device and (
-                    want_device or cat_names[cat_codes[r]] in C.RUNTIME_CATS):
+        return candidates[0]
+    for r in candidates:
+        if corr[r] == fid:
+            return r
+    if start:  # a runtime call that issues device work, else any runtime call
+        for r, c, n in zip(candidates, cats, names, strict=True):
+            if c in C.RUNTIME_CATS and n in _ISSUING_CALLS:
+                return r
+        for r, c in zip(candidates, cats, strict=True):
+            if c in C.RUNTIME_CATS:
                 return r
     else:
         for r in candidates:
-            if cat_names[cat_codes[r]] in C.OP_CATS:
+            if is_dev[r]:
                 return r
     return candidates[0]
 
 
 def _fill_correlation_from_flows(ev: pd.DataFrame, flows: pd.DataFrame) -> None:
     """Older traces lack `correlation` in args; an ac2g flow pair then carries the link."""
-    if flows.empty:
-        return
-    sub = flows[flows["cat"].isin(["ac2g", "async_cpu_to_gpu"]).to_numpy()
-                & (flows["src"] != NO_ID).to_numpy() & (flows["dst"] != NO_ID).to_numpy()]
+    sub = flows[(flows["cat"] != "fwdbwd").to_numpy() & (flows["src"] != NO_ID).to_numpy()
+                & (flows["dst"] != NO_ID).to_numpy()]
     if sub.empty:
         return
-    corr = ev["corr"].to_numpy()
+    corr = ev["corr"].to_numpy().copy()
     src = sub["src"].to_numpy()
     dst = sub["dst"].to_numpy()
     missing = (corr[src] == NO_ID) | (corr[dst] == NO_ID)
     if not missing.any():
         return
-    corr = corr.copy()
     src, dst = src[missing], dst[missing]
     ids = sub["id"].to_numpy()[missing]
-    numeric = np.fromiter((isinstance(v, int) and v >= 0 for v in ids), bool, len(ids))
-    # Synthetic links for non-numeric ids stay negative (below NO_ID) so they never collide.
-    synthetic = -2 - np.arange(len(ids), dtype=np.int64)
+    # Synthetic links for non-numeric ids stay below NO_ID so they never collide with real ones.
+    synthetic = -(1 << 40) - np.arange(len(ids), dtype=np.int64)
     link = np.where(corr[src] != NO_ID, corr[src],
-                    np.where(corr[dst] != NO_ID, corr[dst],
-                             np.where(numeric, np.array([v if isinstance(v, int) else 0
-                                                         for v in ids], dtype=np.int64),
-                                      synthetic)))
+                    np.where(corr[dst] != NO_ID, corr[dst], np.where(ids >= 0, ids, synthetic)))
     corr[src] = link
     corr[dst] = link
     ev["corr"] = corr

@@ -9,6 +9,7 @@ the training uses) or numpy, and keeps the best of a few repeats. The result is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -119,6 +120,8 @@ def _torch_available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+
+
 def measure(*, matmul_n: int = 1024, copy_bytes: int = 64 << 20, repeats: int = 5,
             use_torch: bool | None = None) -> MachinePeaks:
     """Run the benchmarks (about a second); copy bytes count one read plus one write."""
@@ -162,8 +165,6 @@ def machine_peaks(refresh: bool = False, measure_if_missing: bool = True) -> Mac
         if hit is not None or not measure_if_missing:
             return hit
     peaks = measure()
-    try:
+    with contextlib.suppress(OSError):  # a read-only home still gets this run's figures
         save(peaks)
-    except OSError:
-        pass  # a read-only home still gets this run's figures
     return peaks

@@ -1,6 +1,7 @@
 """Pure functions over a `Trace`: step times, device busy/idle, syncs, copies, DataLoader waits.
 
-These feed `perftune analyze`'s summary and the rules. None of them print or do I/O.
+These feed `perftune analyze`'s summary and the rules. None of them print or do I/O. Times
+are microseconds unless a name says `_ms`.
 """
 
 from __future__ import annotations
@@ -13,33 +14,77 @@ import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.frames import Frame
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Step, Trace
 
 
 # ---------------------------------------------------------------------------- intervals
 def union_length(starts: np.ndarray, ends: np.ndarray) -> float:
-    """Total length covered by a set of intervals (overlaps counted once)."""
-    if len(starts) == 0:
+    """Total length covered by a set of intervals (overlaps counted once; empty ones ignored)."""
+    s_all = np.asarray(starts, dtype=np.float64)
+    e_all = np.asarray(ends, dtype=np.float64)
+    keep = e_all > s_all
+    if not keep.any():
         return 0.0
-    order = np.argsort(starts, kind="stable")
-    s = starts[order]
-    e = np.maximum.accumulate(ends[order])
+    order = np.argsort(s_all[keep], kind="stable")
+    s = s_all[keep][order]
+    e = np.maximum.accumulate(e_all[keep][order])
     # A new run starts where an interval begins after everything before it has ended.
     new_run = np.empty(len(s), dtype=bool)
     new_run[0] = True
     new_run[1:] = s[1:] > e[:-1]
-    run_id = np.cumsum(new_run) - 1
     run_start = s[new_run]
-    run_end = np.zeros(len(run_start))
-    np.maximum.at(run_end, run_id, e)
-    return float(np.sum(run_end - run_start))
+    # The running maximum is non-decreasing, so a run's end is its value at the run's last row.
+    last = np.append(np.flatnonzero(new_run)[1:] - 1, len(s) - 1)
+    return float(np.sum(e[last] - run_start))
 
 
 def clipped_union(starts: np.ndarray, ends: np.ndarray, lo: float, hi: float) -> float:
-    s = np.clip(starts, lo, hi)
-    e = np.clip(ends, lo, hi)
+    """union_length of the intervals clipped to [lo, hi]."""
+    s = np.clip(np.asarray(starts, dtype=np.float64), lo, hi)
+    e = np.clip(np.asarray(ends, dtype=np.float64), lo, hi)
+    return union_length(s, e)
+
+
+def gaps(starts: np.ndarray, ends: np.ndarray, lo: float, hi: float) -> list[tuple[float, float]]:
+    """The sub-intervals of [lo, hi] that no interval covers, in time order."""
+    s = np.clip(np.asarray(starts, dtype=np.float64), lo, hi)
+    e = np.clip(np.asarray(ends, dtype=np.float64), lo, hi)
     keep = e > s
-    return union_length(s[keep], e[keep])
+    s, e = s[keep], e[keep]
+    order = np.argsort(s, kind="stable")
+    out: list[tuple[float, float]] = []
+    cursor = lo
+    for a, b in zip(s[order].tolist(), e[order].tolist(), strict=True):
+        if a > cursor:
+            out.append((cursor, a))
+        cursor = max(cursor, b)
+    if hi > cursor:
+        out.append((cursor, hi))
+    return out
+
+
+class _Timeline:
+    """Events of one selection sorted by start, for fast [lo, hi) window queries."""
+
+    def __init__(self, ts: np.ndarray, end: np.ndarray) -> None:
+        order = np.argsort(ts, kind="stable")
+        self.ts = ts[order]
+        self.end = end[order]
+        self.order = order
+        self.max_dur = float(np.max(self.end - self.ts)) if len(ts) else 0.0
+
+    def window(self, lo: float, hi: float) -> np.ndarray:
+        """Positions (into the sorted arrays) of the events overlapping [lo, hi)."""
+        a = int(np.searchsorted(self.ts, lo - self.max_dur, "left"))
+        b = int(np.searchsorted(self.ts, hi, "left"))
+        pos = np.arange(a, b)
+        return pos[self.end[a:b] > lo]
+
+    def busy(self, lo: float, hi: float, mask: np.ndarray | None = None) -> float:
+        pos = self.window(lo, hi)
+        if mask is not None:
+            pos = pos[mask[self.order[pos]]]
+        return clipped_union(self.ts[pos], self.end[pos], lo, hi)
 
 
 # ---------------------------------------------------------------------------- steps
@@ -83,16 +128,52 @@ def device_event_steps(trace: Trace) -> np.ndarray:
     """
     ev = trace.events
     launch = trace.launch_of_device_event
-    is_dev = ev["is_device"].to_numpy()
-    when = np.where(launch != NO_ID, ev["ts"].to_numpy()[np.maximum(launch, 0)], ev["ts"].to_numpy())
+    is_dev = trace.is_device
+    ts = ev["ts"].to_numpy()
+    when = np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts)
     out = trace.step_of(when, ev["rank"].to_numpy())
     out[~is_dev] = NO_ID
     return out
 
 
+def device_busy(trace: Trace, rank: int | None = None, device: int | None = None,
+                start: float | None = None, end: float | None = None,
+                cats: Iterable[str] = C.DEVICE_WORK_CATS) -> float:
+    """µs during which the device(s) ran work of `cats` within [start, end] (union, so
+    concurrent streams count once)."""
+    ev = trace.events
+    sel = trace.cat_mask(cats) & trace.is_device
+    if rank is not None:
+        sel &= ev["rank"].to_numpy() == rank
+    if device is not None:
+        sel &= ev["device"].to_numpy() == device
+    ts = ev["ts"].to_numpy()[sel]
+    te = ev["end"].to_numpy()[sel]
+    lo = float(ts.min()) if start is None and len(ts) else (start or 0.0)
+    hi = float(te.max()) if end is None and len(te) else (end or 0.0)
+    return clipped_union(ts, te, lo, hi)
+
+
+def device_idle_gaps(trace: Trace, rank: int, start: float, end: float,
+                     device: int | None = None, min_gap_us: float = 0.0) -> pd.DataFrame:
+    """Stretches of [start, end] in which `rank`'s device(s) ran no work: start, end, dur_us."""
+    ev = trace.events
+    sel = trace.cat_mask(C.DEVICE_WORK_CATS) & trace.is_device & (ev["rank"].to_numpy() == rank)
+    if device is not None:
+        sel &= ev["device"].to_numpy() == device
+    found = [(a, b, b - a) for a, b in gaps(ev["ts"].to_numpy()[sel], ev["end"].to_numpy()[sel],
+                                            start, end) if b - a >= min_gap_us]
+    return pd.DataFrame(found, columns=["start", "end", "dur_us"])
+
+
 @dataclass(frozen=True)
 class StepBreakdown:
-    """Where one step's time went, in milliseconds."""
+    """Where one step's time went, in milliseconds.
+
+    Device figures are the union of the rank's device work inside the step's window (so
+    compute + idle never exceed the step); host figures are time inside those host calls.
+    `kernel_count` counts the compute kernels the step's host code launched.
+    """
 
     rank: int
     step: int
@@ -110,66 +191,116 @@ class StepBreakdown:
 
 
 def _category_masks(trace: Trace) -> dict[str, np.ndarray]:
-    ev = trace.events
-    cat = ev["cat"]
-    names = ev["name"].astype(str)
-    kernel = (cat == C.KERNEL).to_numpy()
-    comm = kernel & names.map(C.is_comm_kernel).to_numpy(dtype=bool)
+    kernel = trace.cat_mask(C.KERNEL_CATS)
+    comm = trace.comm_kernel_mask
     return {
         "compute": kernel & ~comm,
         "communication": comm,
-        "memcpy": (cat == C.MEMCPY).to_numpy(),
-        "memset": (cat == C.MEMSET).to_numpy(),
-        "work": cat.isin(C.DEVICE_WORK_CATS).to_numpy(),
+        "memcpy": trace.cat_mask({C.MEMCPY}),
+        "memset": trace.cat_mask({C.MEMSET}),
+        "work": trace.cat_mask(C.DEVICE_WORK_CATS),
     }
 
 
 def step_breakdown(trace: Trace) -> list[StepBreakdown]:
     ev = trace.events
     masks = _category_masks(trace)
-    dev_step = device_event_steps(trace)
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
-    host_sync = sync_call_mask(trace)
-    names = ev["name"].astype(str)
-    dl = (names.str.startswith(C.DATALOADER_PREFIX) & ~ev["is_device"]).to_numpy()
-    opt = (names.str.startswith(C.OPTIMIZER_STEP_PREFIX) & ~ev["is_device"]).to_numpy()
     rank = ev["rank"].to_numpy()
+    is_dev = trace.is_device
+    host = ~is_dev
+    host_masks = {
+        "sync": sync_call_mask(trace),
+        "dataloader": trace.name_startswith(C.DATALOADER_PREFIX) & host,
+        "optimizer": trace.name_startswith(C.OPTIMIZER_STEP_PREFIX) & host,
+    }
+    dev_step = device_event_steps(trace)
+    compute_launched = np.bincount(dev_step[masks["compute"] & (dev_step >= 0)],
+                                   minlength=len(trace.steps))
+    timelines: dict[tuple[int, str], tuple[_Timeline, np.ndarray]] = {}
+
+    def timeline(r: int, what: str) -> tuple[_Timeline, np.ndarray]:
+        key = (r, what)
+        if key not in timelines:
+            base = (masks["work"] & is_dev) if what == "device" else host_masks[what]
+            rows = np.flatnonzero(base & (rank == r))
+            timelines[key] = (_Timeline(ts[rows], end[rows]), rows)
+        return timelines[key]
+
     out: list[StepBreakdown] = []
     for k, step in enumerate(trace.steps):
-        in_step = dev_step == k
+        dev_line, dev_rows = timeline(step.rank, "device")
 
-        def busy(mask: np.ndarray, in_step: np.ndarray = in_step) -> float:
-            sel = mask & in_step
-            return union_length(ts[sel], end[sel]) / 1000.0
+        def busy(name: str, line: _Timeline = dev_line, rows: np.ndarray = dev_rows,
+                 step: Step = step) -> float:
+            mask = None if name == "work" else masks[name][rows]
+            return line.busy(step.start, step.end, mask) / 1000.0
 
-        on_rank = rank == step.rank
-        host_window = on_rank & (ts < step.end) & (end > step.start)
+        def host_time(what: str, step: Step = step) -> float:
+            line, _ = timeline(step.rank, what)
+            return line.busy(step.start, step.end) / 1000.0
 
-        def host_time(mask: np.ndarray, host_window: np.ndarray = host_window) -> float:
-            sel = mask & host_window
-            return clipped_union(ts[sel], end[sel], step.start, step.end) / 1000.0
-
-        device_busy = busy(masks["work"])
         dur_ms = step.dur / 1000.0
+        device_busy_ms = busy("work")
         out.append(StepBreakdown(
             rank=step.rank, step=step.index, dur_ms=dur_ms,
-            compute_ms=busy(masks["compute"]), communication_ms=busy(masks["communication"]),
-            memcpy_ms=busy(masks["memcpy"]), memset_ms=busy(masks["memset"]),
-            device_busy_ms=device_busy,
-            device_idle_ms=max(0.0, dur_ms - device_busy) if trace.has_device_activity else 0.0,
-            sync_ms=host_time(host_sync), dataloader_ms=host_time(dl), optimizer_ms=host_time(opt),
-            kernel_count=int(np.count_nonzero(masks["compute"] & in_step)),
+            compute_ms=busy("compute"), communication_ms=busy("communication"),
+            memcpy_ms=busy("memcpy"), memset_ms=busy("memset"),
+            device_busy_ms=device_busy_ms,
+            device_idle_ms=max(0.0, dur_ms - device_busy_ms) if trace.has_device_activity else 0.0,
+            sync_ms=host_time("sync"), dataloader_ms=host_time("dataloader"),
+            optimizer_ms=host_time("optimizer"),
+            kernel_count=int(compute_launched[k]) if k < len(compute_launched) else 0,
         ))
     return out
 
 
 # ---------------------------------------------------------------------------- syncs
+def _memcpy_kind_rows(trace: Trace) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
+    """Per row: index into the list of distinct (kind, src, dst) of memcpy names, else -1."""
+    names = trace.events["name"]
+    categories = names.cat.categories
+    kinds = [C.memcpy_kind(str(c)) for c in categories]
+    codes = names.cat.codes.to_numpy()
+    is_copy = trace.cat_mask({C.MEMCPY})
+    return np.where(is_copy, codes, NO_ID), kinds
+
+
+def pageable_copy_launch_mask(trace: Trace) -> np.ndarray:
+    """Runtime rows whose device copy moves to or from pageable host memory."""
+    code, kinds = _memcpy_kind_rows(trace)
+    pageable = np.fromiter(("Pageable" in (k[1], k[2]) for k in kinds), bool, len(kinds))
+    dev_rows = np.flatnonzero(code != NO_ID)
+    if len(dev_rows) == 0:
+        return np.zeros(len(trace.events), bool)
+    hit = dev_rows[pageable[code[dev_rows]]]
+    launch = trace.launch_of_device_event[hit]
+    out = np.zeros(len(trace.events), bool)
+    out[launch[launch != NO_ID]] = True
+    return out
+
+
 def sync_call_mask(trace: Trace) -> np.ndarray:
-    """Host runtime calls in which the host waits for the device."""
-    ev = trace.events
-    names = ev["name"]
-    return (names.isin(C.SYNC_CALLS) | names.isin(C.BLOCKING_COPY_CALLS)).to_numpy() & ~ev["is_device"].to_numpy()
+    """Host runtime calls in which the host waits for the device: synchronize calls, blocking
+    copies, and async copies to or from pageable memory (which the driver runs synchronously)."""
+    host = ~trace.is_device
+    named = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
+    async_copy = trace.name_isin(C.ASYNC_COPY_CALLS) & pageable_copy_launch_mask(trace)
+    mask: np.ndarray = (named | async_copy) & host
+    return mask
+
+
+def _sync_kind(call: str) -> str:
+    if call in C.SYNC_CALLS:
+        if "Stream" in call:
+            return "stream-sync"
+        if "Event" in call:
+            return "event-sync"
+        return "device-sync"
+    if call in C.BLOCKING_COPY_CALLS:
+        return "blocking-copy"
+    return "pageable-copy"
 
 
 @dataclass(frozen=True)
@@ -184,6 +315,10 @@ class SyncCall:
     op_chain: tuple[str, ...]
     cause: str  # innermost torch op (aten::nonzero, aten::item, ...) or the call itself
     frame: Frame | None
+    # stream-sync | event-sync | device-sync | blocking-copy | pageable-copy
+    kind: str = ""
+    # The innermost host op around the call (-1: none): calls of one `.item()` share it.
+    op_row: int = NO_ID
 
 
 def host_device_syncs(trace: Trace) -> list[SyncCall]:
@@ -193,14 +328,19 @@ def host_device_syncs(trace: Trace) -> list[SyncCall]:
     if len(rows) == 0:
         return []
     steps = trace.step_of(ev["ts"].to_numpy()[rows], ev["rank"].to_numpy()[rows])
+    frames = trace.user_frames(rows.tolist())
+    op_rows = trace._op_rows
+    rank = ev["rank"].to_numpy()
+    dur = ev["dur"].to_numpy()
     out = []
-    for row, step in zip(rows.tolist(), steps.tolist(), strict=True):
+    for row, step, frame in zip(rows.tolist(), steps.tolist(), frames, strict=True):
         chain = tuple(trace.op_chain(row))
         ops = [c for c in chain[:-1] if c.startswith(("aten::", "c10d::", "torchvision::"))]
         cause = _innermost_cause(ops) if ops else chain[-1]
-        out.append(SyncCall(row=row, rank=int(ev["rank"].iat[row]), step=step,
-                            call=chain[-1], dur_us=float(ev["dur"].iat[row]), op_chain=chain,
-                            cause=cause, frame=trace.user_frame(row)))
+        op_row = next((a for a in trace.ancestors(row) if op_rows[a]), NO_ID)
+        out.append(SyncCall(row=row, rank=int(rank[row]), step=step,
+                            call=chain[-1], dur_us=float(dur[row]), op_chain=chain,
+                            cause=cause, frame=frame, kind=_sync_kind(chain[-1]), op_row=op_row))
     return out
 
 
@@ -211,10 +351,11 @@ _PASS_THROUGH = frozenset({"aten::_local_scalar_dense", "aten::copy_", "aten::_t
 
 
 def _innermost_cause(ops: list[str]) -> str:
-    """The op that made the host need device data: the outermost-but-meaningful op in the chain.
+    """The op that made the host need device data: the innermost op that is not a pass-through.
 
     For `aten::index → aten::nonzero → aten::item` the cause is aten::nonzero; for a bare
-    `aten::item → aten::_local_scalar_dense` it is aten::item.
+    `aten::item → aten::_local_scalar_dense` (all pass-throughs) it is the outermost op,
+    aten::item.
     """
     for op in reversed(ops):
         if op not in _PASS_THROUGH:
@@ -224,69 +365,79 @@ def _innermost_cause(ops: list[str]) -> str:
 
 # ---------------------------------------------------------------------------- copies
 def memcpy_events(trace: Trace) -> pd.DataFrame:
-    """Device copies with kind (HtoD/DtoH/DtoD), source/destination memory, bytes, step."""
+    """Device copies: row, rank, kind (HtoD/DtoH/DtoD/...), src and dst memory (Pageable,
+    Pinned, Device, ...), bytes, dur_us, step (of the launching host call), launch row."""
     ev = trace.events
-    rows = np.flatnonzero((ev["cat"] == C.MEMCPY).to_numpy())
-    steps = device_event_steps(trace)[rows] if len(rows) else np.empty(0, np.int64)
-    kinds = [C.memcpy_kind(trace.name_of(r)) for r in rows.tolist()]
+    code, kinds = _memcpy_kind_rows(trace)
+    rows = np.flatnonzero(code != NO_ID)
+    picked = [kinds[c] for c in code[rows].tolist()]
     return pd.DataFrame({
         "row": rows,
         "rank": ev["rank"].to_numpy()[rows],
-        "kind": [k[0] for k in kinds],
-        "src": [k[1] for k in kinds],
-        "dst": [k[2] for k in kinds],
+        "kind": pd.Series([k[0] for k in picked], dtype=object),
+        "src": pd.Series([k[1] for k in picked], dtype=object),
+        "dst": pd.Series([k[2] for k in picked], dtype=object),
         "bytes": ev["nbytes"].to_numpy()[rows],
         "dur_us": ev["dur"].to_numpy()[rows],
-        "step": steps,
-        "launch": trace.launch_of_device_event[rows] if len(rows) else np.empty(0, np.int64),
+        "step": device_event_steps(trace)[rows],
+        "launch": trace.launch_of_device_event[rows],
     })
 
 
 def pageable_copies(trace: Trace) -> pd.DataFrame:
     copies = memcpy_events(trace)
-    return copies[(copies["src"] == "Pageable") | (copies["dst"] == "Pageable")]
+    return copies[((copies["src"] == "Pageable") | (copies["dst"] == "Pageable")).to_numpy()]
 
 
 # ---------------------------------------------------------------------------- data loading
 def dataloader_waits(trace: Trace) -> pd.DataFrame:
     """`enumerate(DataLoader)#...__next__` annotations: how long each step waited for data."""
     ev = trace.events
-    names = ev["name"].astype(str)
-    rows = np.flatnonzero((names.str.startswith(C.DATALOADER_PREFIX) & ~ev["is_device"]).to_numpy())
+    rows = np.flatnonzero(trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device)
     steps = trace.step_of(ev["ts"].to_numpy()[rows], ev["rank"].to_numpy()[rows])
-    picked = names.to_numpy()[rows].astype(str)
+    picked = [trace.name_of(r) for r in rows.tolist()]
     return pd.DataFrame({
-        "row": rows, "rank": ev["rank"].to_numpy()[rows], "name": picked,
+        "row": rows, "rank": ev["rank"].to_numpy()[rows],
+        "name": pd.Series(picked, dtype=object),
         "dur_us": ev["dur"].to_numpy()[rows], "step": steps,
         # _SingleProcessDataLoaderIter loads in the training process (num_workers=0).
-        "multiprocess": np.char.find(picked, "MultiProcessing") >= 0 if len(rows) else np.empty(0, bool),
+        "multiprocess": np.fromiter(("MultiProcessing" in p for p in picked), bool, len(picked)),
     })
 
 
 # ---------------------------------------------------------------------------- operators
-def _self_times(trace: Trace) -> pd.DataFrame:
+def self_times(trace: Trace) -> pd.DataFrame:
+    """Host ops (cpu_op, user annotations): row, name, dur_us, self_us (dur minus child ops)."""
     ev = trace.events
-    host_ops = (ev["cat"].isin(C.OP_CATS)).to_numpy()
+    host_ops = trace.cat_mask(C.OP_CATS) & ~trace.is_device
     parent = trace.parent
-    child_time = np.zeros(len(ev))
+    dur = ev["dur"].to_numpy()
     rows = np.flatnonzero(host_ops)
     par = parent[rows]
     has_parent = par != NO_ID
-    np.add.at(child_time, par[has_parent], ev["dur"].to_numpy()[rows][has_parent])
-    self_us = np.maximum(0.0, ev["dur"].to_numpy() - child_time)
-    return pd.DataFrame({"row": rows, "name": ev["name"].astype(str).to_numpy()[rows],
-                         "dur_us": ev["dur"].to_numpy()[rows], "self_us": self_us[rows]})
+    child_time = np.bincount(par[has_parent], weights=dur[rows][has_parent],
+                             minlength=len(ev)) if has_parent.any() else np.zeros(len(ev))
+    self_us = np.maximum(0.0, dur - child_time)
+    return pd.DataFrame({"row": rows, "name": ev["name"].to_numpy()[rows],
+                         "dur_us": dur[rows], "self_us": self_us[rows]})
+
+
+_self_times = self_times
 
 
 def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
     """Host operators by total self time: name, calls, self_ms, total_ms."""
-    df = _self_times(trace)
+    df = self_times(trace)
     if df.empty:
         return pd.DataFrame(columns=["name", "calls", "self_ms", "total_ms"])
-    agg = df.groupby("name", observed=True).agg(calls=("row", "size"), self_us=("self_us", "sum"),
-                                                total_us=("dur_us", "sum"))
-    agg = agg.sort_values("self_us", ascending=False).head(n)
-    return pd.DataFrame({"name": agg.index, "calls": agg["calls"].to_numpy(),
+    codes = trace.events["name"].cat.codes.to_numpy()[df["row"].to_numpy()]
+    agg = pd.DataFrame({"code": codes, "self_us": df["self_us"].to_numpy(),
+                        "dur_us": df["dur_us"].to_numpy()}).groupby("code").agg(
+        calls=("self_us", "size"), self_us=("self_us", "sum"), total_us=("dur_us", "sum"))
+    agg = agg.sort_values("self_us", ascending=False, kind="stable").head(n)
+    categories = trace.events["name"].cat.categories
+    return pd.DataFrame({"name": [str(categories[c]) for c in agg.index],
+                         "calls": agg["calls"].to_numpy(),
                          "self_ms": agg["self_us"].to_numpy() / 1000.0,
                          "total_ms": agg["total_us"].to_numpy() / 1000.0})
 
@@ -294,10 +445,15 @@ def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
 def top_kernels(trace: Trace, n: int = 15) -> pd.DataFrame:
     """Device kernels by total time: name, calls, total_ms, mean_us."""
     ev = trace.events
-    sel = ev[(ev["cat"] == C.KERNEL)]
-    if sel.empty:
+    rows = np.flatnonzero(trace.cat_mask(C.KERNEL_CATS))
+    if len(rows) == 0:
         return pd.DataFrame(columns=["name", "calls", "total_ms", "mean_us"])
-    agg = sel.groupby("name", observed=True)["dur"].agg(["size", "sum", "mean"])
-    agg = agg.sort_values("sum", ascending=False).head(n)
-    return pd.DataFrame({"name": agg.index.astype(str), "calls": agg["size"].to_numpy(),
-                         "total_ms": agg["sum"].to_numpy() / 1000.0, "mean_us": agg["mean"].to_numpy()})
+    codes = ev["name"].cat.codes.to_numpy()[rows]
+    dur = ev["dur"].to_numpy()[rows]
+    agg = pd.DataFrame({"code": codes, "dur": dur}).groupby("code")["dur"].agg(["size", "sum", "mean"])
+    agg = agg.sort_values("sum", ascending=False, kind="stable").head(n)
+    categories = ev["name"].cat.categories
+    return pd.DataFrame({"name": [str(categories[c]) for c in agg.index],
+                         "calls": agg["size"].to_numpy(),
+                         "total_ms": agg["sum"].to_numpy() / 1000.0,
+                         "mean_us": agg["mean"].to_numpy()})

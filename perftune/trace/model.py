@@ -1,13 +1,15 @@
 """The columnar trace model: one pandas frame of events plus the links between them.
 
 Times are microseconds (the Chrome-trace unit; `displayTimeUnit` only changes how viewers
-print them) relative to `Trace.t0_us`, the earliest event of the trace.
+print them) relative to `Trace.t0_us`, the earliest event of the trace. Everything derived
+(nesting, links, frames) is computed on first use and cached, with numpy over whole columns.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,10 @@ import numpy as np
 import pandas as pd
 
 from perftune.trace import categories as C
-from perftune.trace.decode import EventArgs, decode_raw
+from perftune.trace.decode import NO_ID, ArgStore, EventArgs, decode_raw
 from perftune.trace.frames import Frame, is_user_frame, parse_python_function
 
-NO_ID = -1
+__all__ = ["NO_ID", "RankInfo", "Step", "Trace"]
 
 
 @dataclass(frozen=True)
@@ -46,24 +48,35 @@ class Step:
         return self.end - self.start
 
 
+def _empty_frame() -> pd.DataFrame:
+    return pd.DataFrame()
+
+
 @dataclass(eq=False)
 class Trace:
     """A loaded trace (one file, or one file per rank).
 
     `events` has one row per complete (`ph == "X"`) event with the columns
-    rank, cat, name (categoricals: interned strings), pid, tid, ts, dur, end, ext_id, corr,
-    stream, device, py_id, py_parent, nbytes, is_device; `args` keeps each row's typed, lazily
-    decoded arguments.
+    rank, cat, name (categoricals: interned strings), pid, tid, ts, dur, end (µs, float),
+    ext_id, corr, stream, device, py_id, py_parent, nbytes (int64, -1 when absent), is_device.
+    `args[i]` assembles row i's other arguments on demand (shapes, launch and collective
+    properties); `flows` pairs flow endpoints (cat, id, src row, dst row); `memory` holds
+    `[memory]` allocator events (profile_memory=True) when there are any.
     """
 
     events: pd.DataFrame
-    args: list[EventArgs]
+    args: Sequence[EventArgs]
     ranks: tuple[RankInfo, ...]
     t0_us: float
     steps: tuple[Step, ...]
     step_source: str
     flows: pd.DataFrame = field(repr=False)
     thread_names: dict[tuple[int, int, int], str] = field(default_factory=dict, repr=False)
+    process_names: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
+    process_labels: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
+    memory: pd.DataFrame = field(default_factory=_empty_frame, repr=False)
+    warnings: tuple[str, ...] = ()
+    arg_store: ArgStore | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -78,6 +91,30 @@ class Trace:
     def device_properties(self) -> tuple[dict[str, Any], ...]:
         return self.ranks[0].device_properties if self.ranks else ()
 
+    def device_props(self, rank: int, device: int) -> dict[str, Any] | None:
+        """deviceProperties entry of `device` (its `id`) in `rank`'s file, if recorded."""
+        for info in self.ranks:
+            if info.rank == rank:
+                for props in info.device_properties:
+                    if props.get("id") == device:
+                        return props
+        return None
+
+    @functools.cached_property
+    def world_size(self) -> int:
+        """The job's world size from distributedInfo, else the number of rank files."""
+        sizes = [r.distributed.get("world_size") for r in self.ranks]
+        known = [s for s in sizes if isinstance(s, int) and not isinstance(s, bool)]
+        return max([*known, len(self.ranks)])
+
+    @property
+    def distributed_backend(self) -> str | None:
+        for r in self.ranks:
+            backend = r.distributed.get("backend")
+            if isinstance(backend, str):
+                return backend
+        return None
+
     @functools.cached_property
     def has_device_activity(self) -> bool:
         """True when the trace recorded kernels, copies or memsets on an accelerator."""
@@ -86,16 +123,19 @@ class Trace:
     @functools.cached_property
     def runtime(self) -> str:
         """'cuda', 'rocm' or 'cpu' — from runtime call names and the header."""
-        names = self.events.loc[self.events["cat"].isin(C.RUNTIME_CATS), "name"]
-        if names.astype(str).str.startswith("hip").any():
+        runtime_rows = self.cat_mask(C.RUNTIME_CATS)
+        if runtime_rows.any() and (self.name_mask(lambda s: s.startswith("hip")) & runtime_rows).any():
             return "rocm"
-        if len(names) or self.has_device_activity:
-            header = self.ranks[0].header if self.ranks else {}
-            return "rocm" if header.get("hip_runtime_version") else "cuda"
+        if any(r.header.get("hip_runtime_version") for r in self.ranks):
+            return "rocm"
+        if runtime_rows.any() or self.has_device_activity:
+            return "cuda"
         return "cpu"
 
     def span_us(self, rank: int | None = None) -> float:
-        ev = self.events if rank is None else self.events[self.events["rank"] == rank]
+        ev = self.events
+        if rank is not None:
+            ev = ev[(ev["rank"] == rank).to_numpy()]
         if ev.empty:
             return 0.0
         return float(ev["end"].max() - ev["ts"].min())
@@ -103,166 +143,350 @@ class Trace:
     def name_of(self, i: int) -> str:
         return str(self.events["name"].iat[i])
 
+    def cat_of(self, i: int) -> str:
+        return str(self.events["cat"].iat[i])
+
     def steps_of(self, rank: int) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.rank == rank)
 
+    # ------------------------------------------------------------------ vectorised selection
+    def name_mask(self, predicate: Callable[[str], bool]) -> np.ndarray:
+        """Rows whose name satisfies `predicate`, testing each distinct name once."""
+        return _categorical_mask(self.events["name"], predicate)
+
+    def name_startswith(self, prefix: str | tuple[str, ...]) -> np.ndarray:
+        return self.name_mask(lambda s: s.startswith(prefix))
+
+    def name_matches(self, pattern: str | re.Pattern[str]) -> np.ndarray:
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        return self.name_mask(lambda s: regex.search(s) is not None)
+
+    def name_isin(self, names: Iterable[str]) -> np.ndarray:
+        wanted = frozenset(names)
+        return self.name_mask(wanted.__contains__)
+
+    def cat_mask(self, cats: Iterable[str]) -> np.ndarray:
+        wanted = frozenset(cats)
+        return _categorical_mask(self.events["cat"], wanted.__contains__)
+
+    @property
+    def is_device(self) -> np.ndarray:
+        return np.asarray(self.events["is_device"].to_numpy(), dtype=bool)
+
     # ------------------------------------------------------------------ lazy arguments
+    def _raw(self, name: str, i: int) -> Any:
+        if self.arg_store is not None:
+            return decode_raw(self.arg_store.raw_value(name, i))
+        return decode_raw(getattr(self.args[i], name))
+
     def input_dims(self, i: int) -> list[Any] | None:
         """`Input Dims` of a cpu_op (needs record_shapes), decoded on demand."""
-        value = decode_raw(self.args[i].input_dims)
+        value = self._raw("input_dims", i)
         return value if isinstance(value, list) else None
 
     def input_types(self, i: int) -> list[Any] | None:
-        value = decode_raw(self.args[i].input_type)
+        value = self._raw("input_type", i)
+        return value if isinstance(value, list) else None
+
+    def input_strides(self, i: int) -> list[Any] | None:
+        value = self._raw("input_strides", i)
         return value if isinstance(value, list) else None
 
     def concrete_inputs(self, i: int) -> list[Any] | None:
-        value = decode_raw(self.args[i].concrete_inputs)
+        value = self._raw("concrete_inputs", i)
         return value if isinstance(value, list) else None
 
     def launch_dims(self, i: int) -> tuple[list[int] | None, list[int] | None]:
         """(grid, block) of a kernel."""
+        if self.arg_store is not None:
+            k = self.arg_store.kernel_index(i)
+            if k is None:
+                return (None, None)
+            dims = self.arg_store.kernel_dims[k].tolist()
+            return (dims[:3] if dims[0] != NO_ID else None, dims[3:] if dims[3] != NO_ID else None)
         grid = decode_raw(self.args[i].grid)
         block = decode_raw(self.args[i].block)
         return (grid if isinstance(grid, list) else None, block if isinstance(block, list) else None)
+
+    @functools.cached_property
+    def kernels(self) -> pd.DataFrame:
+        """Launch properties of every kernel row: row, grid_x..z, block_x..z, registers,
+        shared_memory, blocks_per_sm, warps_per_sm, occupancy (-1 / NaN when unknown)."""
+        store = self.arg_store or ArgStore.empty()
+        dims = store.kernel_dims
+        fl = store.kernel_floats
+        return pd.DataFrame({
+            "row": store.kernel_rows,
+            "grid_x": dims[:, 0], "grid_y": dims[:, 1], "grid_z": dims[:, 2],
+            "block_x": dims[:, 3], "block_y": dims[:, 4], "block_z": dims[:, 5],
+            "registers": fl[:, 0], "shared_memory": fl[:, 1], "blocks_per_sm": fl[:, 2],
+            "warps_per_sm": fl[:, 3], "occupancy": fl[:, 4],
+        })
+
+    @functools.cached_property
+    def collectives(self) -> pd.DataFrame:
+        """Collective arguments (record_param_comms ops, NCCL kernels): row, collective,
+        msg_nelems, out_msg_nelems, group_size, dtype, process_group_name, process_group_ranks."""
+        fields = ("collective", "msg_nelems", "out_msg_nelems", "group_size", "dtype",
+                  "process_group_name", "process_group_ranks")
+        if self.arg_store is None or not self.arg_store.rare_fields:
+            return pd.DataFrame({"row": np.empty(0, np.int64), **{f: [] for f in fields}})
+        table = self.arg_store.rare_table(fields)
+        return table[table["collective"].notna().to_numpy()].reset_index(drop=True)
 
     # ------------------------------------------------------------------ host nesting
     @functools.cached_property
     def parent(self) -> np.ndarray:
         """Index of the innermost host event enclosing each host event on its thread, else -1."""
-        ev = self.events
-        parent = np.full(len(ev), NO_ID, dtype=np.int64)
-        host = ev.index[~ev["is_device"].to_numpy()]
-        if len(host) == 0:
-            return parent
-        sub = ev.loc[host, ["rank", "pid", "tid", "ts", "end", "dur"]]
-        # Enclosing events first: by thread, start time, then longest first.
-        order = np.lexsort((-sub["dur"].to_numpy(), sub["ts"].to_numpy(), sub["tid"].to_numpy(),
-                            sub["pid"].to_numpy(), sub["rank"].to_numpy()))
-        idx = host.to_numpy()[order].tolist()
-        rank = sub["rank"].to_numpy()[order].tolist()
-        pid = sub["pid"].to_numpy()[order].tolist()
-        tid = sub["tid"].to_numpy()[order].tolist()
-        ts = sub["ts"].to_numpy()[order].tolist()
-        end = sub["end"].to_numpy()[order].tolist()
-        stack: list[int] = []  # positions into the sorted lists
-        key_prev: tuple[Any, ...] | None = None
-        out = parent
-        for pos in range(len(idx)):
-            key = (rank[pos], pid[pos], tid[pos])
-            if key != key_prev:
-                stack.clear()
-                key_prev = key
-            t = ts[pos]
-            while stack and end[stack[-1]] <= t:
-                stack.pop()
-            # Rounding can make a child end a hair after its parent: allow 0.01 us.
-            while stack and end[pos] > end[stack[-1]] + 0.01:
-                stack.pop()
-            if stack:
-                out[idx[pos]] = idx[stack[-1]]
-            stack.append(pos)
-        return out
+        return _nesting(self.events, self.t0_us)
 
     def ancestors(self, i: int) -> list[int]:
         """Enclosing host events of event i, innermost first."""
+        parent = self.parent
         chain: list[int] = []
-        p = int(self.parent[i])
+        p = int(parent[i])
         while p != NO_ID:
             chain.append(p)
-            p = int(self.parent[p])
+            p = int(parent[p])
         return chain
 
     def children(self, i: int) -> np.ndarray:
         return np.flatnonzero(self.parent == i)
 
     def op_chain(self, i: int) -> list[str]:
-        """Names of the host ops from the outermost torch op down to event i.
+        """Names of the host ops and annotations from the outermost one down to event i.
 
-        Python frames and annotations (ProfilerStep, DataLoader) are left out: the chain says
-        which operator caused a call, e.g. aten::index → aten::nonzero → cudaStreamSynchronize.
+        Python frames, runtime calls and the ProfilerStep marker are left out: the chain says
+        which operator caused a call, e.g. aten::item → aten::_local_scalar_dense →
+        cudaStreamSynchronize.
         """
-        cats = self.events["cat"]
-        names = [self.name_of(a) for a in reversed(self.ancestors(i))
-                 if cats.iat[a] in C.OP_CATS]
+        op_rows = self._op_rows
+        names = [self.name_of(a) for a in reversed(self.ancestors(i)) if op_rows[a]]
         names.append(self.name_of(i))
         return names
 
+    @functools.cached_property
+    def _op_rows(self) -> np.ndarray:
+        mask: np.ndarray = self.cat_mask(C.OP_CATS) & ~self.name_startswith(C.PROFILER_STEP_PREFIX)
+        return mask
+
     # ------------------------------------------------------------------ python stacks
     @functools.cached_property
-    def _frames(self) -> dict[int, Frame]:
-        ev = self.events
+    def _python_rows(self) -> np.ndarray:
+        return self.cat_mask({C.PYTHON_FUNCTION})
+
+    @functools.cached_property
+    def _frame_of_name(self) -> dict[int, Frame]:
+        """Parsed frame per distinct python_function name (by category code)."""
+        names = self.events["name"]
+        codes = names.cat.codes.to_numpy()[self._python_rows]
+        categories = names.cat.categories
         out: dict[int, Frame] = {}
-        for i in np.flatnonzero((ev["cat"] == C.PYTHON_FUNCTION).to_numpy()):
-            frame = parse_python_function(self.name_of(int(i)))
+        for code in np.unique(codes).tolist():
+            frame = parse_python_function(str(categories[code]))
             if frame is not None:
-                out[int(i)] = frame
+                out[code] = frame
         return out
 
     @functools.cached_property
+    def _frames(self) -> dict[int, Frame]:
+        """Row → frame for every python_function event that names a source line."""
+        by_name = self._frame_of_name
+        codes = self.events["name"].cat.codes.to_numpy()
+        return {r: by_name[c] for r in np.flatnonzero(self._python_rows).tolist()
+                if (c := int(codes[r])) in by_name}
+
+    @functools.cached_property
     def has_python_stacks(self) -> bool:
-        return bool(self._frames)
+        return bool(self._frame_of_name)
+
+    @functools.cached_property
+    def _python_row_by_id(self) -> dict[tuple[int, int], int]:
+        ev = self.events
+        rows = np.flatnonzero(self._python_rows & (ev["py_id"].to_numpy() != NO_ID))
+        return dict(zip(zip(ev["rank"].to_numpy()[rows].tolist(),
+                            ev["py_id"].to_numpy()[rows].tolist(), strict=True),
+                        rows.tolist(), strict=True))
+
+    @functools.cached_property
+    def _python_timeline(self) -> tuple[dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]],
+                                        np.ndarray]:
+        """Per thread: python_function starts (sorted) and rows; and their nesting among
+        themselves (python frames form a proper call tree even where ops overhang them)."""
+        ev = self.events
+        rows = np.flatnonzero(self._python_rows)
+        py_parent = _nesting(ev, self.t0_us, rows)
+        ts = ev["ts"].to_numpy()
+        rank, pid, tid = (ev[c].to_numpy()[rows] for c in ("rank", "pid", "tid"))
+        out: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+        dur = ev["dur"].to_numpy()
+        for members in _groups(_dense_thread(rank, pid, tid)):
+            g_rows = rows[members]
+            order = np.lexsort((-dur[g_rows], ts[g_rows]))
+            first = members[0]
+            out[(int(rank[first]), int(pid[first]), int(tid[first]))] = (ts[g_rows][order],
+                                                                         g_rows[order])
+        return out, py_parent
+
+    def _innermost_python(self, i: int) -> int:
+        """The innermost python_function event on i's thread open when i starts.
+
+        By start time only: the profiler's python and operator clocks differ slightly, and an
+        op may end a little after the python frame that called it.
+        """
+        if self._python_rows[i]:
+            return i
+        timeline, py_parent = self._python_timeline
+        ev = self.events
+        key = (int(ev["rank"].to_numpy()[i]), int(ev["pid"].to_numpy()[i]),
+               int(ev["tid"].to_numpy()[i]))
+        found = timeline.get(key)
+        if found is None:
+            return NO_ID
+        starts, rows = found
+        t = float(ev["ts"].to_numpy()[i])
+        k = int(np.searchsorted(starts, t, side="right")) - 1
+        if k < 0:
+            return NO_ID
+        end = ev["end"].to_numpy()
+        p = int(rows[k])
+        while p != NO_ID and end[p] <= t:
+            p = int(py_parent[p])
+        return p
+
+    def python_stack_rows(self, i: int) -> list[int]:
+        """python_function rows enclosing event i (itself included), innermost first.
+
+        The innermost frame is the one open when i starts; from there the chain follows
+        `Python parent id` (the profiler's own record of the call tree), else time nesting.
+        """
+        if not self.has_python_stacks:
+            return []
+        a = self._innermost_python(i)
+        _, time_parent = self._python_timeline
+        ev = self.events
+        py_parent = ev["py_parent"].to_numpy()
+        rank = ev["rank"].to_numpy()
+        by_id = self._python_row_by_id
+        out: list[int] = []
+        seen: set[int] = set()
+        while a != NO_ID and a not in seen:
+            out.append(a)
+            seen.add(a)
+            nxt = by_id.get((int(rank[a]), int(py_parent[a]))) if py_parent[a] != NO_ID else None
+            a = nxt if nxt is not None else int(time_parent[a])
+        return out
 
     def python_stack(self, i: int) -> list[Frame]:
         """The python frames enclosing event i, innermost first."""
-        frames = self._frames
-        return [frames[a] for a in self.ancestors(i) if a in frames]
+        frames = self._frame_of_name
+        codes = self.events["name"].cat.codes.to_numpy()
+        return [frames[c] for r in self.python_stack_rows(self._host_row(i))
+                if (c := int(codes[r])) in frames]
+
+    def _host_row(self, i: int) -> int:
+        """Device events are attributed to the runtime call that launched them."""
+        if self.events["is_device"].iat[i]:
+            launch = int(self.launch_of_device_event[i])
+            if launch != NO_ID:
+                return launch
+        return i
 
     def user_frame(self, i: int) -> Frame | None:
         """The innermost frame of the user's own code that led to event i.
 
-        Frames inside torch, other installed packages, the standard library and perftune are
-        skipped. Backward ops run on autograd threads without a python stack; they are mapped
-        to their forward op through `fwdbwd` flows first.
+        Frames inside torch, the standard library and perftune are skipped; third-party
+        packages (transformers, timm, ...) count as the user's. Device events map to their
+        launching call; backward ops run on autograd threads without a python stack, so they are
+        mapped to their forward op through `fwdbwd` flows.
         """
+        i = self._host_row(i)
         for frame in self.python_stack(i):
             if is_user_frame(frame):
                 return frame
         fwd = self.forward_op_of(i)
         if fwd is not None and fwd != i:
-            return self.user_frame(fwd)
+            for frame in self.python_stack(fwd):
+                if is_user_frame(frame):
+                    return frame
         return None
+
+    def user_frames(self, rows: Iterable[int]) -> list[Frame | None]:
+        """user_frame() for many rows, sharing the work of rows under the same python frame."""
+        cache: dict[int, Frame | None] = {}
+        out: list[Frame | None] = []
+        stacks = self.has_python_stacks
+        for r in rows:
+            h = self._host_row(int(r))
+            p = self._innermost_python(h) if stacks else NO_ID
+            if p == NO_ID:
+                out.append(self.user_frame(h))
+                continue
+            if p not in cache:
+                cache[p] = self.user_frame(h)
+            out.append(cache[p])
+        return out
 
     # ------------------------------------------------------------------ host ↔ device links
     @functools.cached_property
-    def _corr_index(self) -> dict[tuple[int, int], list[int]]:
-        """(rank, correlation) → event rows, for runtime calls and device activity."""
+    def _corr_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted (rank, correlation) keys, their rows) of runtime calls and device events."""
         ev = self.events
-        mask = (ev["corr"] != NO_ID).to_numpy()
-        out: dict[tuple[int, int], list[int]] = {}
-        for i, r, c in zip(np.flatnonzero(mask).tolist(), ev["rank"].to_numpy()[mask].tolist(),
-                           ev["corr"].to_numpy()[mask].tolist(), strict=True):
-            out.setdefault((r, c), []).append(i)
-        return out
+        corr = ev["corr"].to_numpy()
+        rows = np.flatnonzero(corr != NO_ID)
+        keys = _rank_key(ev["rank"].to_numpy()[rows], corr[rows])
+        order = np.argsort(keys, kind="stable")
+        return keys[order], rows[order]
+
+    def _same_correlation(self, i: int) -> np.ndarray:
+        ev = self.events
+        corr = int(ev["corr"].to_numpy()[i])
+        if corr == NO_ID:
+            return np.empty(0, np.int64)
+        keys, rows = self._corr_keys
+        key = _rank_key(np.asarray([ev["rank"].to_numpy()[i]]), np.asarray([corr]))[0]
+        lo = int(np.searchsorted(keys, key, "left"))
+        hi = int(np.searchsorted(keys, key, "right"))
+        return rows[lo:hi]
 
     def launched_by(self, i: int) -> int | None:
         """The runtime call (cudaLaunchKernel, hipMemcpyAsync, ...) that issued device event i."""
-        ev = self.events
-        key = (int(ev["rank"].iat[i]), int(ev["corr"].iat[i]))
-        for j in self._corr_index.get(key, []):
-            if not ev["is_device"].iat[j]:
-                return j
+        launch = int(self.launch_of_device_event[i])
+        if launch != NO_ID:
+            return launch
+        is_dev = self.events["is_device"].to_numpy()
+        for j in self._same_correlation(i).tolist():
+            if not is_dev[j]:
+                return int(j)
         return None
 
     def device_events_of(self, i: int) -> list[int]:
         """Device events issued by runtime call i."""
-        ev = self.events
-        key = (int(ev["rank"].iat[i]), int(ev["corr"].iat[i]))
-        return [j for j in self._corr_index.get(key, []) if ev["is_device"].iat[j]]
+        is_dev = self.events["is_device"].to_numpy()
+        return [int(j) for j in self._same_correlation(i).tolist() if is_dev[j]]
 
     @functools.cached_property
     def launch_of_device_event(self) -> np.ndarray:
         """For every row: the runtime row that launched it (device rows only), else -1."""
         ev = self.events
-        out = np.full(len(ev), NO_ID, dtype=np.int64)
-        runtime: dict[tuple[int, int], int] = {}
-        is_dev = ev["is_device"].to_numpy()
+        n = len(ev)
+        out = np.full(n, NO_ID, dtype=np.int64)
         corr = ev["corr"].to_numpy()
         rank = ev["rank"].to_numpy()
-        for i in np.flatnonzero((corr != NO_ID) & ~is_dev).tolist():
-            runtime[(int(rank[i]), int(corr[i]))] = i
-        for i in np.flatnonzero((corr != NO_ID) & is_dev).tolist():
-            out[i] = runtime.get((int(rank[i]), int(corr[i])), NO_ID)
+        is_dev = ev["is_device"].to_numpy()
+        host = np.flatnonzero((corr != NO_ID) & ~is_dev)
+        dev = np.flatnonzero((corr != NO_ID) & is_dev)
+        if len(host) == 0 or len(dev) == 0:
+            return out
+        hkeys = _rank_key(rank[host], corr[host])
+        order = np.argsort(hkeys, kind="stable")
+        hkeys = hkeys[order]
+        host = host[order]
+        dkeys = _rank_key(rank[dev], corr[dev])
+        k = np.searchsorted(hkeys, dkeys)
+        k_clip = np.minimum(k, len(hkeys) - 1)
+        found = hkeys[k_clip] == dkeys
+        out[dev[found]] = host[k_clip[found]]
         return out
 
     @functools.cached_property
@@ -271,7 +495,7 @@ class Trace:
         fl = self.flows
         if fl.empty:
             return {}
-        sub = fl[fl["cat"] == "fwdbwd"]
+        sub = fl[(fl["cat"] == "fwdbwd").to_numpy()]
         return {int(b): int(a) for a, b in zip(sub["src"], sub["dst"], strict=True)
                 if a != NO_ID and b != NO_ID}
 
@@ -285,6 +509,61 @@ class Trace:
                 return fwd[a]
         return None
 
+    # ------------------------------------------------------------------ timelines
+    def device_ids(self, rank: int | None = None) -> list[int]:
+        """Devices with recorded activity (on `rank`, or anywhere)."""
+        ev = self.events
+        sel = ev["is_device"].to_numpy()
+        if rank is not None:
+            sel = sel & (ev["rank"].to_numpy() == rank)
+        dev = ev["device"].to_numpy()[sel]
+        return sorted(int(d) for d in np.unique(dev) if d != NO_ID)
+
+    def streams(self) -> pd.DataFrame:
+        """One row per (rank, device, stream) with device work: events, kernels, comm_kernels,
+        copies, busy_us (union of its work), first_us, last_us, and kind (compute, comm, copy,
+        mixed)."""
+        from perftune.trace.metrics import union_length
+
+        ev = self.events
+        work = self.cat_mask(C.DEVICE_WORK_CATS)
+        cols = ["rank", "device", "stream", "events", "kernels", "comm_kernels", "copies",
+                "busy_us", "first_us", "last_us", "kind"]
+        if not work.any():
+            return pd.DataFrame({c: [] for c in cols})
+        kernel = self.cat_mask(C.KERNEL_CATS)
+        comm = kernel & self.comm_kernel_mask
+        copy = self.cat_mask({C.MEMCPY, C.MEMSET})
+        rows = np.flatnonzero(work)
+        rank, device, stream = (ev[c].to_numpy()[rows] for c in ("rank", "device", "stream"))
+        ts, end = ev["ts"].to_numpy()[rows], ev["end"].to_numpy()[rows]
+        out = []
+        for members in _groups(_dense_thread(rank, device, stream)):
+            g_rows = rows[members]
+            kernels = int(kernel[g_rows].sum())
+            comms = int(comm[g_rows].sum())
+            copies = int(copy[g_rows].sum())
+            if comms and comms == kernels and not copies:
+                kind = "comm"
+            elif copies and not kernels:
+                kind = "copy"
+            elif kernels and not comms:
+                kind = "compute" if not copies else "mixed"
+            else:
+                kind = "mixed"
+            first = members[0]
+            out.append((int(rank[first]), int(device[first]), int(stream[first]), len(g_rows),
+                        kernels, comms, copies, union_length(ts[members], end[members]),
+                        float(ts[members].min()), float(end[members].max()), kind))
+        return pd.DataFrame(out, columns=cols).sort_values(
+            ["rank", "device", "stream"], kind="stable").reset_index(drop=True)
+
+    @functools.cached_property
+    def comm_kernel_mask(self) -> np.ndarray:
+        """Kernel rows that are collectives (NCCL / RCCL)."""
+        mask: np.ndarray = self.cat_mask(C.KERNEL_CATS) & self.name_mask(C.is_comm_kernel)
+        return mask
+
     # ------------------------------------------------------------------ iteration helpers
     def rows(self, mask: pd.Series | np.ndarray) -> Iterator[int]:
         yield from np.flatnonzero(np.asarray(mask)).tolist()
@@ -294,6 +573,98 @@ class Trace:
         ts_a = np.asarray(ts, dtype=np.float64)
         rank_a = np.asarray(rank)
         out = np.full(len(ts_a), NO_ID, dtype=np.int64)
+        by_rank: dict[int, list[int]] = {}
         for k, s in enumerate(self.steps):
-            out[(rank_a == s.rank) & (ts_a >= s.start) & (ts_a < s.end)] = k
+            by_rank.setdefault(s.rank, []).append(k)
+        for r, ks in by_rank.items():
+            ks = sorted(ks, key=lambda k: self.steps[k].start)
+            starts = np.asarray([self.steps[k].start for k in ks])
+            ends = np.asarray([self.steps[k].end for k in ks])
+            sel = np.flatnonzero(rank_a == r)
+            if len(sel) == 0:
+                continue
+            pos = np.searchsorted(starts, ts_a[sel], side="right") - 1
+            ok = pos >= 0
+            ok[ok] = ts_a[sel][ok] < ends[pos[ok]]
+            out[sel[ok]] = np.asarray(ks)[pos[ok]]
         return out
+
+
+# ---------------------------------------------------------------------------- helpers
+def _categorical_mask(column: pd.Series, predicate: Callable[[str], bool]) -> np.ndarray:
+    categories = column.cat.categories
+    hit = np.fromiter((bool(predicate(str(c))) for c in categories), dtype=bool,
+                      count=len(categories))
+    codes = column.cat.codes.to_numpy()
+    if not hit.any():
+        return np.zeros(len(codes), dtype=bool)
+    # codes == -1 (missing) would index the last category: guard it.
+    mask: np.ndarray = hit[codes] & (codes >= 0)
+    return mask
+
+
+def _rank_key(rank: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """One sortable int64 per (rank, correlation); correlations fit in 43 bits either way."""
+    return rank.astype(np.int64) * (1 << 44) + (corr.astype(np.int64) + (1 << 43))
+
+
+def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> np.ndarray:
+    """Innermost enclosing host event on the same thread, for every row (-1 for none).
+
+    Host events of a thread sorted by (start, longest first) are nested intervals; the parent
+    of an event is the nearest earlier event still open when it starts and ending no earlier
+    than it. Found for all events at once by pointer jumping: each unresolved event jumps from
+    its candidate to the candidate's own candidate, which skips only events that cannot
+    enclose it, so a few vectorised rounds settle everything. Rounding of absolute µs
+    timestamps (0.25 µs at epoch scale) lets a child end a hair after its parent: the
+    tolerance is twice the float spacing of the absolute times, and at least 10 ns.
+    """
+    n = len(ev)
+    parent = np.full(n, NO_ID, dtype=np.int64)
+    host = np.flatnonzero(~ev["is_device"].to_numpy()) if rows is None else rows
+    if len(host) == 0:
+        return parent
+    ts = ev["ts"].to_numpy()[host]
+    end = ev["end"].to_numpy()[host]
+    dur = ev["dur"].to_numpy()[host]
+    thread = _dense_thread(ev["rank"].to_numpy()[host], ev["pid"].to_numpy()[host],
+                           ev["tid"].to_numpy()[host])
+    order = np.lexsort((-dur, ts, thread))
+    ts, end, thread, rows = ts[order], end[order], thread[order], host[order]
+    span = float(end.max()) if len(end) else 0.0
+    tol = max(0.01, 2.0 * float(np.spacing(abs(t0_us) + abs(span))))
+    m = len(rows)
+    cand = np.arange(-1, m - 1, dtype=np.int64)
+    first_of_thread = np.ones(m, dtype=bool)
+    first_of_thread[1:] = thread[1:] != thread[:-1]
+    cand[first_of_thread] = NO_ID
+    todo = np.flatnonzero(cand != NO_ID)
+    while len(todo):
+        c = cand[todo]
+        encloses = (end[c] > ts[todo]) & (end[c] + tol >= end[todo])
+        todo = todo[~encloses]
+        if len(todo) == 0:
+            break
+        cand[todo] = cand[cand[todo]]
+        todo = todo[cand[todo] != NO_ID]
+    found = cand != NO_ID
+    parent[rows[found]] = rows[cand[found]]
+    return parent
+
+
+def _groups(codes: np.ndarray) -> list[np.ndarray]:
+    """Positions of each distinct code, in order of the codes."""
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    return np.split(order, bounds) if len(order) else []
+
+
+def _dense_thread(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
+    """A dense int64 code per distinct (rank, pid, tid)."""
+    code = np.zeros(len(rank), dtype=np.int64)
+    for column in (rank, pid, tid):
+        local, uniques = pd.factorize(column)
+        code = code * max(len(uniques), 1) + local
+        # Re-densify so that the product never overflows, however many threads there are.
+        code = pd.factorize(code)[0].astype(np.int64)
+    return code

@@ -24,29 +24,20 @@ import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace import device_specs, machine
-from perftune.trace.model import NO_ID, Trace
 from perftune.trace.device_metrics import (
     dtype_bytes,
     inclusive_device_us,
     memoized,
     numel,
     short_dtype,
-    tensor_inputs,
 )
+from perftune.trace.model import NO_ID, Trace
 
 # ---------------------------------------------------------------------------- op classes
-_UNARY = frozenset("""abs neg exp exp2 expm1 log log1p log2 log10 tanh sigmoid relu relu6 gelu
-silu mish sqrt rsqrt reciprocal sin cos tan erf erfc sign square floor ceil round trunc frac
-hardswish hardsigmoid hardtanh softplus elu selu celu leaky_relu logit nan_to_num clamp
-clamp_min clamp_max fill zero bernoulli native_dropout dropout threshold isnan isinf
-logical_not bitwise_not""".split())
-_BINARY = frozenset("""add sub rsub mul div true_divide floor_divide pow maximum minimum fmod
-remainder where masked_fill addcmul addcdiv lerp eq ne lt gt le ge logical_and logical_or
-bitwise_and bitwise_or bitwise_xor atan2 hypot threshold_backward gelu_backward silu_backward
-sigmoid_backward tanh_backward hardtanh_backward leaky_relu_backward copysign xlogy
-mse_loss""".split())
-_COMPARISONS = frozenset("eq ne lt gt le ge isnan isinf logical_not logical_and logical_or".split())
-_TWO_FLOPS = frozenset("addcmul addcdiv lerp".split())
+_UNARY = frozenset(["abs", "neg", "exp", "exp2", "expm1", "log", "log1p", "log2", "log10", "tanh", "sigmoid", "relu", "relu6", "gelu", "silu", "mish", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "tan", "erf", "erfc", "sign", "square", "floor", "ceil", "round", "trunc", "frac", "hardswish", "hardsigmoid", "hardtanh", "softplus", "elu", "selu", "celu", "leaky_relu", "logit", "nan_to_num", "clamp", "clamp_min", "clamp_max", "fill", "zero", "bernoulli", "native_dropout", "dropout", "threshold", "isnan", "isinf", "logical_not", "bitwise_not"])
+_BINARY = frozenset(["add", "sub", "rsub", "mul", "div", "true_divide", "floor_divide", "pow", "maximum", "minimum", "fmod", "remainder", "where", "masked_fill", "addcmul", "addcdiv", "lerp", "eq", "ne", "lt", "gt", "le", "ge", "logical_and", "logical_or", "bitwise_and", "bitwise_or", "bitwise_xor", "atan2", "hypot", "threshold_backward", "gelu_backward", "silu_backward", "sigmoid_backward", "tanh_backward", "hardtanh_backward", "leaky_relu_backward", "copysign", "xlogy", "mse_loss"])
+_COMPARISONS = frozenset(["eq", "ne", "lt", "gt", "le", "ge", "isnan", "isinf", "logical_not", "logical_and", "logical_or"])
+_TWO_FLOPS = frozenset(["addcmul", "addcdiv", "lerp"])
 # Ops that read a tensor and write one of the same shape, with a few FLOPs per element.
 _NORMS = {"softmax": 5, "_softmax": 5, "log_softmax": 5, "_log_softmax": 5, "layer_norm": 8,
           "native_layer_norm": 8, "batch_norm": 4, "native_batch_norm": 4, "_batch_norm_impl_index": 4,
@@ -55,13 +46,9 @@ _NORMS = {"softmax": 5, "_softmax": 5, "log_softmax": 5, "_log_softmax": 5, "lay
           "native_layer_norm_backward": 10, "native_batch_norm_backward": 8,
           "cudnn_batch_norm_backward": 8}
 # Ops that read a tensor and write something much smaller.
-_REDUCTIONS = frozenset("sum mean amax amin max min var std norm var_mean std_mean logsumexp prod "
-                        "argmax argmin all any linalg_vector_norm".split())
-_GEMMS = frozenset("mm addmm bmm baddbmm matmul linear addbmm _addmm_activation".split())
-_CONVS = frozenset("""conv1d conv2d conv3d convolution _convolution cudnn_convolution
-mkldnn_convolution miopen_convolution thnn_conv2d _slow_conv2d_forward slow_conv3d
-_nnpack_spatial_convolution cudnn_convolution_relu cudnn_convolution_add_relu
-conv_transpose1d conv_transpose2d conv_transpose3d""".split())
+_REDUCTIONS = frozenset(["sum", "mean", "amax", "amin", "max", "min", "var", "std", "norm", "var_mean", "std_mean", "logsumexp", "prod", "argmax", "argmin", "all", "any", "linalg_vector_norm"])
+_GEMMS = frozenset(["mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "addbmm", "_addmm_activation"])
+_CONVS = frozenset(["conv1d", "conv2d", "conv3d", "convolution", "_convolution", "cudnn_convolution", "mkldnn_convolution", "miopen_convolution", "thnn_conv2d", "_slow_conv2d_forward", "slow_conv3d", "_nnpack_spatial_convolution", "cudnn_convolution_relu", "cudnn_convolution_add_relu", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"])
 _CONV_BACKWARD = frozenset({"convolution_backward", "cudnn_convolution_backward",
                             "mkldnn_convolution_backward", "miopen_convolution_backward"})
 _ATTENTION_BHLD = frozenset({"scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
@@ -162,29 +149,34 @@ def _conv_forward_flops(inp: Sequence[int], weight: Sequence[int], out_spatial: 
     return 2.0 * n * k * numel(out_spatial) * per_output
 
 
+def _per_dim(value: list[int] | None, dims: int, default: int) -> list[int] | None:
+    """A conv argument as one value per spatial dim ('[1]' and '1' broadcast), else None."""
+    if value is None:
+        return [default] * dims
+    if len(value) == 1:
+        return value * dims
+    return value[:dims] if len(value) >= dims else None
+
+
 def _conv_out_spatial(core: str, inp: Sequence[int], weight: Sequence[int],
                       concrete: list[Any] | None) -> list[int]:
-    spatial_in = list(inp[2:])
-    kernel = list(weight[2:])
+    spatial_in = [int(d) for d in inp[2:]]
+    kernel = [int(d) for d in weight[2:]]
     dims = len(spatial_in)
     positions = _CONV_ARGS.get(core)
-    stride, padding, dilation = [1] * dims, [0] * dims, [1] * dims
-    same = True  # without concrete inputs, assume a stride-1 'same' convolution
-    if positions is not None and concrete:
-        got = []
-        for pos in positions:
-            got.append(_int_list(concrete[pos]) if pos is not None and pos < len(concrete) else None)
-        if got[0] is not None:
-            same = False
-            stride = (got[0] * dims)[:dims] if len(got[0]) == 1 else got[0][:dims]
-            padding = ((got[1] or [0]) * dims)[:dims] if len(got[1] or [0]) == 1 else (got[1] or [])[:dims]
-            dilation = ((got[2] or [1]) * dims)[:dims] if len(got[2] or [1]) == 1 else (got[2] or [])[:dims]
-    if same or len(padding) != dims or len(dilation) != dims or len(stride) != dims:
+    if positions is None or not concrete:
+        return spatial_in  # without the arguments, assume a stride-1 'same' convolution
+    got = [_int_list(concrete[pos]) if pos is not None and pos < len(concrete) else None
+           for pos in positions]
+    if got[0] is None:
         return spatial_in
-    out = []
-    for size, ker, s, p, d in zip(spatial_in, kernel, stride, padding, dilation, strict=False):
-        out.append(max(1, (size + 2 * p - d * (ker - 1) - 1) // max(s, 1) + 1))
-    return out
+    stride = _per_dim(got[0], dims, 1)
+    padding = _per_dim(got[1], dims, 0)
+    dilation = _per_dim(got[2], dims, 1)
+    if stride is None or padding is None or dilation is None:
+        return spatial_in
+    return [max(1, (size + 2 * p - d * (ker - 1) - 1) // max(s, 1) + 1)
+            for size, ker, s, p, d in zip(spatial_in, kernel, stride, padding, dilation, strict=False)]
 
 
 def _gemm_cost(core: str, ins: list[tuple[list[int], str]]) -> tuple[float, float] | None:
@@ -207,15 +199,15 @@ def _gemm_cost(core: str, ins: list[tuple[list[int], str]]) -> tuple[float, floa
         n, k = shapes[1]
         return 2.0 * rows * k * n, float(rows * n)
     if core == "matmul" and len(shapes) >= 2 and shapes[0] and shapes[1]:
-        a, b = list(shapes[0]), list(shapes[1])
-        if len(a) == 1:
-            a = [1, *a]
-        if len(b) == 1:
-            b = [*b, 1]
-        batch = _broadcast([a[:-2], b[:-2]])
+        lhs, rhs = list(shapes[0]), list(shapes[1])
+        if len(lhs) == 1:
+            lhs = [1, *lhs]
+        if len(rhs) == 1:
+            rhs = [*rhs, 1]
+        batch = _broadcast([lhs[:-2], rhs[:-2]])
         if batch is None:
             return None
-        m, k, n = a[-2], a[-1], b[-1]
+        m, k, n = lhs[-2], lhs[-1], rhs[-1]
         return 2.0 * numel(batch) * m * k * n, float(numel(batch) * m * n)
     return None
 
@@ -359,12 +351,13 @@ def device_peaks(props: dict[str, Any] | None) -> Peaks:
                  flops_by_dtype=by_dtype)
 
 
-def peaks(trace: Trace, measure: bool = True) -> Peaks:
+def peaks(trace: Trace, measure: bool = False) -> Peaks:
     """The roofs of the trace's device: GPU table for GPU traces, measured host peaks for CPU.
 
-    For CPU traces the host peaks come from `perftune machine`'s cache; with `measure` they are
-    measured (about a second) and cached when missing. They describe the machine running the
-    analysis, which is the one that recorded the trace in the usual `perftune profile` flow.
+    For CPU traces the host peaks come from `perftune machine`'s cache (analysis never runs
+    benchmarks behind the user's back); with `measure=True` they are measured (about a second)
+    and cached when missing. They describe the machine running the analysis, which is the one
+    that recorded the trace in the usual `perftune profile` flow.
     """
     if trace.has_device_activity:
         return device_peaks(trace.device_properties[0] if trace.device_properties else None)
@@ -422,6 +415,7 @@ def _roofline_frame(trace: Trace) -> pd.DataFrame:
         return pd.DataFrame(columns=_COLUMNS)
     roofs = peaks(trace)
     ev = trace.events
+    rank = ev["rank"].to_numpy()
     rows = sorted(counted)
     on_device = trace.has_device_activity
     if on_device:
@@ -452,7 +446,7 @@ def _roofline_frame(trace: Trace) -> pd.DataFrame:
                 efficiency = achieved_b / roofs.bytes_per_s
         else:
             bound, efficiency = "unknown", math.nan
-        out.append((trace.name_of(row), row, int(ev["rank"].iat[row]), cost.kind, dtype, cost.flops,
+        out.append((trace.name_of(row), row, int(rank[row]), cost.kind, dtype, cost.flops,
                     cost.bytes, intensity, d, achieved_f, achieved_b, peak_f, bound, efficiency))
     return pd.DataFrame(out, columns=_COLUMNS)
 

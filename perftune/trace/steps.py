@@ -1,4 +1,5 @@
-"""Find training steps in a trace: ProfilerStep#N, else optimizer steps, else the whole trace."""
+"""Find training steps in a trace, per rank: ProfilerStep#N, else optimizer steps, else the
+whole trace as one window (flagged as such by the step source)."""
 
 from __future__ import annotations
 
@@ -11,51 +12,74 @@ from perftune.trace.model import Step
 PROFILER_STEP = "profiler-step"
 OPTIMIZER_STEP = "optimizer-step"
 WHOLE_TRACE = "whole-trace"
+# From the most to the least precise; a trace whose ranks disagree reports the least.
+_PRECISION = (PROFILER_STEP, OPTIMIZER_STEP, WHOLE_TRACE)
 
 
-def _host(ev: pd.DataFrame) -> pd.DataFrame:
-    return ev[~ev["cat"].isin(C.DEVICE_CATS)]
+def _prefix_mask(names: pd.Series, prefix: str) -> np.ndarray:
+    categories = names.cat.categories
+    hit = np.fromiter((str(c).startswith(prefix) for c in categories), bool, len(categories))
+    codes = names.cat.codes.to_numpy()
+    return hit[codes] & (codes >= 0) if hit.any() else np.zeros(len(codes), bool)
 
 
 def find_steps(ev: pd.DataFrame) -> tuple[tuple[Step, ...], str]:
-    host = _host(ev)
-    names = host["name"].astype(str)
-    marked = host[names.str.startswith(C.PROFILER_STEP_PREFIX)]
-    if not marked.empty:
-        steps = []
-        for rank, group in marked.groupby("rank", sort=True):
-            for row in group.sort_values("ts").itertuples():
-                suffix = str(row.name)[len(C.PROFILER_STEP_PREFIX):]
-                index = int(suffix) if suffix.isdigit() else len(steps)
-                steps.append(Step(rank=int(rank), index=index, name=str(row.name),
-                                  start=float(row.ts), end=float(row.end)))
-        return tuple(steps), PROFILER_STEP
-    optim = host[names.str.startswith(C.OPTIMIZER_STEP_PREFIX)]
-    if not optim.empty:
-        steps = []
-        for rank, group in optim.groupby("rank", sort=True):
-            # N optimizer calls bound N-1 complete steps.
-            ends = _collapse_nested(group)
-            for k in range(1, len(ends)):
-                steps.append(Step(rank=int(rank), index=k - 1, name=f"step {k - 1}",
-                                  start=float(ends[k - 1]), end=float(ends[k])))
-        if steps:
-            return tuple(steps), OPTIMIZER_STEP
-    steps = []
-    for rank, group in ev.groupby("rank", sort=True):
-        steps.append(Step(rank=int(rank), index=0, name="whole trace",
-                          start=float(group["ts"].min()), end=float(group["end"].max())))
-    return tuple(steps), WHOLE_TRACE
+    host = ~ev["is_device"].to_numpy()
+    names = ev["name"]
+    profiler = host & _prefix_mask(names, C.PROFILER_STEP_PREFIX)
+    optimizer = host & _prefix_mask(names, C.OPTIMIZER_STEP_PREFIX)
+    rank = ev["rank"].to_numpy()
+    ts = ev["ts"].to_numpy()
+    end = ev["end"].to_numpy()
+    steps: list[Step] = []
+    sources: set[str] = set()
+    for r in np.unique(rank).tolist():
+        on_rank = rank == r
+        found = _profiler_steps(int(r), np.flatnonzero(profiler & on_rank), names, ts, end)
+        source = PROFILER_STEP
+        if not found:
+            found = _optimizer_steps(int(r), np.flatnonzero(optimizer & on_rank), ts, end)
+            source = OPTIMIZER_STEP
+        if not found:
+            rows = np.flatnonzero(on_rank)
+            found = [Step(rank=int(r), index=0, name="whole trace", start=float(ts[rows].min()),
+                          end=float(end[rows].max()))]
+            source = WHOLE_TRACE
+        steps.extend(found)
+        sources.add(source)
+    source = max(sources, key=_PRECISION.index) if sources else WHOLE_TRACE
+    return tuple(steps), source
 
 
-def _collapse_nested(group: pd.DataFrame) -> np.ndarray:
+def _profiler_steps(rank: int, rows: np.ndarray, names: pd.Series, ts: np.ndarray,
+                    end: np.ndarray) -> list[Step]:
+    steps: dict[str, Step] = {}
+    for row in rows[np.argsort(ts[rows], kind="stable")].tolist():
+        name = str(names.iat[row])
+        suffix = name[len(C.PROFILER_STEP_PREFIX):]
+        index = int(suffix) if suffix.isdigit() else len(steps)
+        step = Step(rank=rank, index=index, name=name, start=float(ts[row]), end=float(end[row]))
+        # A step recorded twice (on two threads) counts once: keep the longer record.
+        if name not in steps or steps[name].dur < step.dur:
+            steps[name] = step
+    return sorted(steps.values(), key=lambda s: s.start)
+
+
+def _optimizer_steps(rank: int, rows: np.ndarray, ts: np.ndarray, end: np.ndarray) -> list[Step]:
+    """N optimizer calls bound N-1 complete steps: from the end of one to the end of the next."""
+    ends = _collapse_nested(ts[rows], end[rows])
+    return [Step(rank=rank, index=k - 1, name=f"step {k - 1}", start=float(ends[k - 1]),
+                 end=float(ends[k])) for k in range(1, len(ends))]
+
+
+def _collapse_nested(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """End times of the outermost optimizer annotations (nested ones are the same call)."""
-    rows = group.sort_values(["ts", "dur"], ascending=[True, False])
-    ends: list[float] = []
+    order = np.lexsort((-ends, starts))
+    out: list[float] = []
     last_end = -np.inf
-    for ts, end in zip(rows["ts"].tolist(), rows["end"].tolist(), strict=True):
-        if ts < last_end:  # inside the previous call
+    for s, e in zip(starts[order].tolist(), ends[order].tolist(), strict=True):
+        if s < last_end:  # inside the previous call
             continue
-        ends.append(end)
-        last_end = end
-    return np.asarray(ends)
+        out.append(e)
+        last_end = e
+    return np.asarray(out)

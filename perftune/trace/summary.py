@@ -30,8 +30,13 @@ def _clean(value: Any) -> Any:
 
 
 def devices(trace: Trace) -> list[dict[str, Any]]:
+    """The devices the trace used (deviceProperties lists every GPU of the machine; only those
+    with recorded activity are reported, all of them when none has any)."""
+    used = set(trace.device_ids())
+    props_list = [p for p in trace.device_properties if p.get("id") in used] or \
+        list(trace.device_properties)
     out = []
-    for props in trace.device_properties:
+    for props in props_list:
         out.append({"id": props.get("id"), "name": props.get("name"),
                     "memory_bytes": props.get("totalGlobalMem"),
                     "sms": props.get("numSms"),
@@ -52,7 +57,7 @@ def summarize(trace: Trace) -> dict[str, Any]:
     for rank in trace.rank_ids:
         d = metrics.Distribution.of(s.dur / 1000.0 for s in trace.steps_of(rank))
         per_rank.append({"rank": rank, "steps": d.count, "median_ms": d.median})
-    return _clean({
+    summary: dict[str, Any] = _clean({
         "schema_version": SCHEMA_VERSION,
         "perftune_version": __version__,
         "files": [str(p) for p in trace.paths],
@@ -60,7 +65,8 @@ def summarize(trace: Trace) -> dict[str, Any]:
         "has_device_activity": trace.has_device_activity,
         "devices": devices(trace),
         "ranks": list(trace.rank_ids),
-        "world_size": len(trace.rank_ids),
+        "world_size": trace.world_size,
+        "ranks_loaded": len(trace.rank_ids),
         "events": len(trace.events),
         "span_ms": trace.span_us() / 1000.0,
         "step_source": trace.step_source,
@@ -74,7 +80,9 @@ def summarize(trace: Trace) -> dict[str, Any]:
                   "by_call": _count_by(s.call for s in syncs)},
         "top_host_ops": metrics.top_host_ops(trace, 10).to_dict(orient="records"),
         "top_kernels": metrics.top_kernels(trace, 10).to_dict(orient="records"),
+        "warnings": list(trace.warnings),
     })
+    return summary
 
 
 def _count_by(values: Any) -> dict[str, int]:

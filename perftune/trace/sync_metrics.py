@@ -103,6 +103,7 @@ class _Index:
             arr = arr[order]
             self.threads[key] = _ThreadIndex(rows=arr, ts=self.ts[arr])
         self._frame_rows: dict[int, bool] = {}
+        self.loader_ends: dict[tuple[int, int, int], np.ndarray] | None = None
 
     def under(self, row: int) -> np.ndarray:
         """Host rows nested inside `row` (same thread, starting within it), in time order."""
@@ -112,9 +113,9 @@ class _Index:
         th = self.threads[key]
         lo = np.searchsorted(th.ts, self.ts[row], side="left")
         hi = np.searchsorted(th.ts, self.end[row], side="left")
-        rows = th.rows[lo:hi]
-        rows = rows[(rows != row) & (self.end[rows] <= self.end[row] + 0.01)]
-        return rows
+        rows: np.ndarray = th.rows[lo:hi]
+        keep = (rows != row) & (self.end[rows] <= self.end[row] + 0.01)
+        return np.asarray(rows[keep], dtype=np.int64)
 
     def is_user_frame_row(self, row: int) -> bool:
         cached = self._frame_rows.get(row)
@@ -197,12 +198,15 @@ def in_scope_steps(trace: Trace, rows: np.ndarray | Sequence[int]) -> np.ndarray
     arr = np.asarray(rows, dtype=np.int64)
     if len(arr) == 0:
         return np.empty(0, dtype=np.int64)
-    steps = trace.step_of(ev["ts"].to_numpy()[arr], ev["rank"].to_numpy()[arr])
+    ts = ev["ts"].to_numpy()[arr]
+    steps = trace.step_of(ts, ev["rank"].to_numpy()[arr])
     if trace.step_source == "optimizer-step" and trace.steps:
+        # N optimizer calls bound N-1 steps; the work before the first boundary and after
+        # the last is the first and the last iteration, partial but real.
         first = min(s.start for s in trace.steps)
-        span = float(np.median([s.dur for s in trace.steps]))
-        before = (steps == NO_ID) & (ev["ts"].to_numpy()[arr] >= first - 2 * span)
-        steps[before] = 0
+        last_index = max(range(len(trace.steps)), key=lambda k: trace.steps[k].end)
+        steps[(steps == NO_ID) & (ts < first)] = 0
+        steps[(steps == NO_ID) & (ts >= trace.steps[last_index].end)] = last_index
     return steps
 
 
@@ -249,7 +253,8 @@ def _copy_kinds(trace: Trace, copy_rows: Sequence[int]) -> set[tuple[str, str, s
 
 
 def classify(names: Sequence[str], python_call: str | None,
-             copy_kinds: set[tuple[str, str, str]], has_op: bool) -> tuple[str | None, str]:
+             copy_kinds: set[tuple[str, str, str]], has_op: bool,
+             has_sync: bool = True) -> tuple[str | None, str]:
     """Rule code and label for a user op chain (outermost op first).
 
     The user op decides: a sync deep inside an unrelated op (bincount, nms, ...) is left to
@@ -282,11 +287,14 @@ def classify(names: Sequence[str], python_call: str | None,
             label = f".{python_call}()"
         return SCALAR_READBACK, label
     if top in COPY_OPS and copy_kinds:
-        if "DtoH" in kinds:
+        pageable_out = any(k == "DtoH" and dst == "Pageable" for k, _, dst in copy_kinds)
+        if "DtoH" in kinds and (has_sync or pageable_out):
             return HOST_TRANSFER, f".{python_call}()" if python_call else "device→host copy"
         if any(k == "HtoD" and src == "Pageable" for k, src, _ in copy_kinds):
             return PAGEABLE_COPY, "host→device copy from pageable memory"
-        return BLOCKING_COPY, "blocking copy"
+        if has_sync:
+            return BLOCKING_COPY, "blocking copy"
+        return None, top  # an asynchronous copy: nothing waits
     return None, top
 
 
@@ -343,10 +351,11 @@ def idle_after_us(trace: Trace, row: int, cap_us: float = 10_000.0) -> float:
     """Device idle time right after host event `row` ends (the bubble a sync leaves behind).
 
     A sync drains the device; it stays idle until the host has queued the next work."""
-    starts = _device_starts(trace).get(int(trace.events["rank"].iat[row]))
+    idx = _index(trace)
+    starts = _device_starts(trace).get(int(trace.events["rank"].to_numpy()[row]))
     if starts is None or len(starts) == 0:
         return 0.0
-    end = float(trace.events["end"].iat[row])
+    end = float(idx.end[row])
     k = int(np.searchsorted(starts, end, side="left"))
     if k >= len(starts):
         return 0.0
@@ -361,7 +370,7 @@ def _device_starts(trace: Trace) -> dict[int, np.ndarray]:
     if cached is None:
         ev = trace.events
         work = ev[ev["cat"].isin(C.DEVICE_WORK_CATS)]
-        cached = {int(r): np.sort(g["ts"].to_numpy()) for r, g in work.groupby("rank")}
+        cached = {int(str(r)): np.sort(g["ts"].to_numpy()) for r, g in work.groupby("rank")}
         _STARTS[trace] = cached
     return cached
 
@@ -425,8 +434,10 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
         syncs = sorted(set(acc.syncs) | {r for r in runtime if idx.sync[r]})
         copies = sorted(set(acc.copies) | {d for r in runtime for d in trace.device_events_of(r)
                                             if idx.cat[d] == C.MEMCPY})
+        real_syncs = any(idx.sync[r] for r in syncs)
         if idx.is_op[anchor]:
-            code, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True)
+            code, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True,
+                                  has_sync=real_syncs)
         elif call in TENSOR_FACTORY_CALLS and "aten::lift_fresh" not in names and not copies:
             continue  # torch.tensor(existing_tensor): no python data involved
         elif names or copies or call in HOST_TRANSFER_CALLS:
@@ -439,8 +450,7 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
         stall = float(sum(idx.dur[s] for s in syncs))
         chain = _chain(trace, idx, anchor, inner, syncs, copies)
         if not idx.is_op[anchor]:
-            chain = (f"Tensor.{call}" if call in HOST_TRANSFER_CALLS else f"torch.{call}", *chain[1:]) \
-                if chain and chain[0] == idx.names[anchor] else (f"torch.{call}", *chain)
+            chain = (f"Tensor.{call}" if call in HOST_TRANSFER_CALLS else f"torch.{call}", *chain)
         hazards.append(Hazard(
             row=anchor, code=code, kind=kind, chain=chain, sync_rows=tuple(syncs),
             copy_rows=tuple(copies), stall_us=stall, cpu_us=float(idx.dur[anchor]),
@@ -472,14 +482,14 @@ def _clean_chain(names: Sequence[str]) -> list[str]:
 def _chain(trace: Trace, idx: _Index, op: int, inner: list[int], syncs: list[int],
            copies: list[int]) -> tuple[str, ...]:
     """user op → the op that needed device data → the runtime calls that waited."""
-    if not idx.is_op[op]:
-        return (idx.names[op],)
-    target: int | None = syncs[0] if syncs else None
+    # The call the host waited in: a real sync call when there is one (after the copy).
+    waits = [r for r in syncs if idx.sync[r]] or syncs
+    target: int | None = max(waits, key=lambda r: idx.ts[r]) if waits else None
     if target is None:
         leaves = [r for r in inner if idx.is_op[r] and idx.names[r] in _LEAF_OPS]
         target = leaves[-1] if leaves else None
     if target is None:
-        return (idx.names[op],)
+        return (idx.names[op],) if idx.is_op[op] else ()
     path = [a for a in reversed(trace.ancestors(target)) if a == op or a in set(inner)]
     names = [idx.names[a] for a in path if idx.is_op[a]]
     if idx.is_op[target]:
@@ -520,8 +530,9 @@ class DeviceMove:
     non_blocking: bool | None
     step: int
     frame_row: int | None
-    after_dataloader: bool   # the first ops after a DataLoader __next__ in the same step
+    after_dataloader: bool   # among the first ops after a DataLoader __next__
     cpu_us: float
+    early_in_step: bool = False  # among the first ops of its step (moving the step's inputs)
 
 
 def device_moves(trace: Trace) -> tuple[DeviceMove, ...]:
@@ -545,23 +556,64 @@ def device_moves(trace: Trace) -> tuple[DeviceMove, ...]:
             frame_row=user_frame_row(trace, row),
             after_dataloader=_follows_dataloader(idx, row, loader_ends), cpu_us=float(idx.dur[row])))
     steps = in_scope_steps(trace, [m.row for m in out])
-    return tuple(DeviceMove(**{**m.__dict__, "step": int(s)}) for m, s in zip(out, steps, strict=True))
+    moves = []
+    for m, k in zip(out, steps.tolist(), strict=True):
+        early = False
+        if 0 <= k < len(trace.steps):
+            early = _few_ops_between(idx, trace.steps[k].start, m.row)
+        moves.append(DeviceMove(**{**m.__dict__, "step": int(k), "early_in_step": early}))
+    return tuple(moves)
+
+
+def _is_marker(name: str) -> bool:
+    return name.startswith((C.PROFILER_STEP_PREFIX, C.DATALOADER_PREFIX))
+
+
+def _few_ops_between(idx: _Index, start: float, row: int, limit: int = 8) -> bool:
+    """At most `limit` top-level ops (or annotated blocks) ran on this thread between `start`
+    and `row`, copies aside: `row` belongs to the preparation of the step's inputs."""
+    key = idx.thread_of.get(row)
+    if key is None:
+        return False
+    th = idx.threads[key]
+    lo = np.searchsorted(th.ts, start, side="left")
+    hi = np.searchsorted(th.ts, idx.ts[row], side="left")
+    count = 0
+    for r in th.rows[lo:hi].tolist():
+        if not (idx.is_op[r] or idx.cat[r] == C.USER_ANNOTATION) or _is_marker(idx.names[r]) \
+                or idx.names[r] in COPY_OPS:
+            continue
+        parent = int(idx.parent[r])
+        if parent != NO_ID and (idx.is_op[parent] or (idx.cat[parent] == C.USER_ANNOTATION
+                                                      and not _is_marker(idx.names[parent]))):
+            continue  # nested in an op or a block already counted
+        count += 1
+        if count > limit:
+            return False
+    return True
+
+
+def uses_pinned_memory(trace: Trace) -> bool:
+    """Whether the program pins host memory anywhere in the trace (tensor.pin_memory())."""
+    idx = _index(trace)
+    return bool(np.isin(idx.names, ["aten::pin_memory", "aten::_pin_memory"]).any())
 
 
 def _dataloader_ends(trace: Trace, idx: _Index) -> dict[tuple[int, int, int], np.ndarray]:
-    rows = [r for r in np.flatnonzero(~idx.is_device).tolist()
-            if idx.names[r].startswith(C.DATALOADER_PREFIX)]
-    out: dict[tuple[int, int, int], list[float]] = {}
-    for r in rows:
-        out.setdefault(idx.thread_of[r], []).append(float(idx.end[r]))
-    return {k: np.sort(np.asarray(v)) for k, v in out.items()}
+    if idx.loader_ends is None:
+        rows = [r for r in np.flatnonzero(~idx.is_device).tolist()
+                if idx.names[r].startswith(C.DATALOADER_PREFIX)]
+        out: dict[tuple[int, int, int], list[float]] = {}
+        for r in rows:
+            out.setdefault(idx.thread_of[r], []).append(float(idx.end[r]))
+        idx.loader_ends = {k: np.sort(np.asarray(v)) for k, v in out.items()}
+    return idx.loader_ends
 
 
 def _follows_dataloader(idx: _Index, row: int, ends: dict[tuple[int, int, int], np.ndarray]) -> bool:
-    """True when `row` comes right after a DataLoader `__next__` on the same thread.
-
-    "Right after" = few top-level ops since the batch arrived (views, casts and the copies
-    themselves); a forward pass in between means the copied tensor is not the batch."""
+    """True when `row` comes right after a DataLoader `__next__` on the same thread: few
+    top-level ops since the batch arrived (a forward pass in between means it is not the
+    batch being moved)."""
     key = idx.thread_of.get(row)
     if key is None or key not in ends:
         return False
@@ -569,16 +621,7 @@ def _follows_dataloader(idx: _Index, row: int, ends: dict[tuple[int, int, int], 
     k = int(np.searchsorted(arr, idx.ts[row], side="right")) - 1
     if k < 0:
         return False
-    th = idx.threads[key]
-    lo = np.searchsorted(th.ts, arr[k], side="left")
-    hi = np.searchsorted(th.ts, idx.ts[row], side="left")
-    top_level = 0
-    for r in th.rows[lo:hi].tolist():
-        parent = int(idx.parent[r])
-        if idx.is_op[r] and (parent == NO_ID or not idx.is_op[parent]) \
-                and idx.names[r] not in COPY_OPS:
-            top_level += 1
-    return top_level <= 8
+    return _few_ops_between(idx, float(arr[k]), row)
 
 
 def follows_dataloader(trace: Trace, row: int) -> bool:
@@ -604,7 +647,8 @@ def dataloader_wait(trace: Trace) -> LoaderWait | None:
             if idx.names[r].startswith(C.DATALOADER_PREFIX)]
     if not rows:
         return None
-    steps = in_scope_steps(trace, rows)
+    # Strictly inside step windows: the first batch of a run waits for worker start-up.
+    steps = trace.step_of(trace.events["ts"].to_numpy()[rows], trace.events["rank"].to_numpy()[rows])
     inside = [r for r, s in zip(rows, steps.tolist(), strict=True) if s != NO_ID]
     if not inside:
         return None
@@ -617,3 +661,102 @@ def dataloader_wait(trace: Trace) -> LoaderWait | None:
     share = min(1.0, total / stepped) if stepped > 0 else 0.0
     return LoaderWait(rows=tuple(inside), single_process=single, wait_us_per_step=total / n,
                       share=share, steps=n)
+
+
+# ---------------------------------------------------------------------------- masked losses
+def _selected_count(trace: Trace, idx: _Index, index_row: int) -> int | None:
+    """How many elements a boolean-mask index selected, from the shape nonzero resized to."""
+    for r in idx.under(index_row).tolist():
+        if idx.names[r] in ("aten::as_strided_", "aten::resize_") and idx.is_op[r]:
+            dims = trace.input_dims(r)
+            if dims and isinstance(dims[0], list) and len(dims[0]) == 2:
+                return int(dims[0][0])
+    return None
+
+
+def masked_loss_pairs(trace: Trace, max_between: int = 6) -> dict[int, int]:
+    """Boolean-mask index ops whose result feeds a loss: index op row → loss op row.
+
+    The loss is the next top-level loss op in the same call of the same user function, a few
+    ops later; when both shapes were recorded, its input must have as many rows as the mask
+    selected."""
+    cached = _PAIRS.get(trace)
+    if cached is not None:
+        return cached
+    idx = _index(trace)
+    out: dict[int, int] = {}
+    frames: dict[int, list[int]] = {}
+    for h in host_hazards(trace):
+        if h.kind == "boolean-mask indexing" and h.frame_row is not None:
+            frames.setdefault(h.frame_row, []).append(h.row)
+    for frame_row, index_rows in frames.items():
+        inside = [r for r in idx.under(frame_row).tolist() if idx.is_op[r]
+                  and (int(idx.parent[r]) == NO_ID or not idx.is_op[int(idx.parent[r])])]
+        position = {r: k for k, r in enumerate(inside)}
+        for row in index_rows:
+            k = position.get(row)
+            if k is None:
+                continue
+            for later in inside[k + 1:k + 2 + max_between]:
+                if idx.names[later] not in LOSS_OPS:
+                    continue
+                selected = _selected_count(trace, idx, row)
+                dims = trace.input_dims(later)
+                rows = dims[0][0] if dims and isinstance(dims[0], list) and dims[0] else None
+                if selected is not None and rows is not None and int(rows) != selected:
+                    break
+                out[row] = later
+                break
+    _PAIRS[trace] = out
+    return out
+
+
+_PAIRS: weakref.WeakKeyDictionary[Trace, dict[int, int]] = weakref.WeakKeyDictionary()
+
+
+def in_data_loading(trace: Trace, row: int) -> bool:
+    """Whether `row` runs inside a DataLoader fetch (`__next__`, or torch/utils/data code):
+    batches are built from CPU tensors there, even in a GPU job."""
+    idx = _index(trace)
+    for a in trace.ancestors(row):
+        name = idx.names[a]
+        if name.startswith(C.DATALOADER_PREFIX):
+            return True
+        if idx.cat[a] == C.PYTHON_FUNCTION and "torch/utils/data/" in name.replace("\\", "/"):
+            return True
+    return False
+
+
+def masked_copy_pairs(trace: Trace, max_between: int = 2) -> dict[int, int]:
+    """`t[mask] = v[mask]`: boolean-mask index ops whose result is assigned through a mask by
+    the next top-level ops of the same call (index op row → index_put_ row). The assignment
+    (PFT204) is the one finding; its rewrite (torch.where) removes both syncs."""
+    cached = _COPY_PAIRS.get(trace)
+    if cached is not None:
+        return cached
+    idx = _index(trace)
+    puts = {h.row for h in host_hazards(trace) if h.code == BOOLEAN_MASK_ASSIGNMENT}
+    out: dict[int, int] = {}
+    for h in host_hazards(trace):
+        if h.kind != "boolean-mask indexing" or h.frame_row is None:
+            continue
+        key = idx.thread_of.get(h.row)
+        if key is None:
+            continue
+        th = idx.threads[key]
+        k = int(np.searchsorted(th.ts, idx.end[h.row], side="left"))
+        seen = 0
+        for r in th.rows[k:k + 64].tolist():
+            if not idx.is_op[r] or (int(idx.parent[r]) != NO_ID and idx.is_op[int(idx.parent[r])]):
+                continue
+            if r in puts:
+                out[h.row] = r
+                break
+            seen += 1
+            if seen > max_between:
+                break
+    _COPY_PAIRS[trace] = out
+    return out
+
+
+_COPY_PAIRS: weakref.WeakKeyDictionary[Trace, dict[int, int]] = weakref.WeakKeyDictionary()

@@ -33,7 +33,11 @@ def _values(values: Mapping[str, Any]) -> str:
 
 
 def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
+    if value is None:
+        return "-"
+    if value != 0 and abs(value) < 0.001:
+        return f"{value * 100:.2g}%"  # a loss deviation of 8e-5 is not "0.0%"
+    return f"{value * 100:.1f}%"
 
 
 def _figure(value: float | None) -> str:

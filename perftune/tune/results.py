@@ -100,11 +100,18 @@ def _runner_up(best: ConfigResult, second: ConfigResult | None) -> dict[str, Any
     if second is None or not best.throughput or second.throughput is None:
         return None
     gap = (best.throughput - second.throughput) / best.throughput
-    # Noise: the spread of repeated figures where there are repeats, else the spread of the
-    # steps within the trials.
-    noise_figures = [summarise_spread(c.throughputs) for c in (best, second)]
-    noise_figures += [m.spread for c in (best, second) for m in c.measurements]
-    noise = max((n for n in noise_figures if n is not None), default=None)
+    # Noise: how far repeated figures of one configuration spread; without repeats, a rough
+    # standard error of each trial's median (its interquartile range over sqrt(steps)).
+    repeat_spreads = [summarise_spread(c.throughputs) for c in (best, second)]
+    noise_figures = [n for n in repeat_spreads if n is not None]
+    if not noise_figures:
+        noise_figures = [
+            m.spread / max(1, m.measured_steps) ** 0.5
+            for c in (best, second)
+            for m in c.measurements
+            if m.spread is not None
+        ]
+    noise = max(noise_figures, default=None)
     best_low = min(best.throughputs) if best.throughputs else best.throughput
     second_high = max(second.throughputs) if second.throughputs else second.throughput
     return {

@@ -237,8 +237,12 @@ def _local_values(knob: Knob, current: Value) -> list[Value]:
 
 
 def _sweep(space: SearchSpace, centre: Mapping[str, Value]) -> Iterator[tuple[dict[str, Value], str]]:
-    """Every single-knob change of the incumbent (the local moves above come first)."""
+    """Every single-knob change of the incumbent (the local moves above come first). Not the
+    batch size: the batch search and the next smaller batch cover it, throughput being
+    unimodal in the batch size."""
     for knob in space.knobs:
+        if knob.name == BATCH_SIZE:
+            continue
         for value in sorted_choices(knob):
             if value != centre[knob.name]:
                 yield _with(centre, **{knob.name: value}), f"{knob.name}: sweep around the best"

@@ -12,11 +12,14 @@ measures the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping, Sequence
+import time
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,13 +59,31 @@ def make_storage(url: str | None, run_dir: Path) -> Any:
         return JournalStorage(JournalFileBackend(str(run_dir / JOURNAL)))
     if url.endswith((".journal", ".log")) and "://" not in url:
         return JournalStorage(JournalFileBackend(url))
+    database = _with_driver(url)
     try:
-        # Heartbeats let a worker fail the trials of a worker that died mid-trial.
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        with warnings.catch_warnings():
+            # Optuna marks heartbeats experimental; they are what fails a dead worker's trials.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _retry(
+                lambda: RDBStorage(database, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            )
     except (ImportError, optuna.exceptions.StorageInternalError, ValueError) as exc:
         raise ConfigError(f"--storage {_redact(url)}: cannot open: {exc}") from None
     except Exception as exc:  # sqlalchemy's connection errors, without importing sqlalchemy
         raise ConfigError(f"--storage {_redact(url)}: cannot open: {type(exc).__name__}: {exc}") from None
+
+
+def _with_driver(url: str) -> str:
+    """`postgresql://` with the driver that is installed: SQLAlchemy 2.1 picks psycopg (3) for
+    a bare postgresql:// URL, while psycopg2-binary is what most environments have."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        return url
+    import importlib.util
+
+    rest = url.split("://", 1)[1]
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return f"postgresql+psycopg2://{rest}"
+    return f"postgresql://{rest}"
 
 
 def _redact(url: str) -> str:
@@ -71,8 +92,8 @@ def _redact(url: str) -> str:
     if not sep or "@" not in rest:
         return url
     credentials, _, host = rest.rpartition("@")
-    user = credentials.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+    user, has_password, _ = credentials.partition(":")
+    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
 
 
 class ProposalSampler:
@@ -109,9 +130,7 @@ class ProposalSampler:
         self.fallback.reseed_rng()
 
 
-def _constraints(trial: Any) -> Sequence[float]:
-    outcome = trial.user_attrs.get("outcome") or {}
-    return [1.0 if outcome.get("status") == "over-budget" else 0.0]
+MEMORY_CONSTRAINT = "memory_over_budget"
 
 
 def make_sampler(kind: str, seed: int | None) -> Any:
@@ -120,9 +139,8 @@ def make_sampler(kind: str, seed: int | None) -> Any:
     if kind == "random":
         fallback: Any = optuna.samplers.RandomSampler(seed=seed)
     else:
-        fallback = optuna.samplers.TPESampler(
-            seed=seed, n_startup_trials=5, constraints_func=_constraints
-        )
+        # The memory budget reaches TPE as a constraint set on each trial (Study.finish).
+        fallback = optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
 
     # Built as a real subclass here so optuna.Study accepts it.
     class _Sampler(ProposalSampler, optuna.samplers.BaseSampler):
@@ -153,19 +171,21 @@ class Study:
         import optuna
 
         sampler = make_sampler(sampler_kind, seed)
-        exists = name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        exists = name in {s.study_name for s in _retry(lambda: optuna.get_all_study_summaries(storage))}
         if must_exist and not exists:
             raise UsageError(f"no study {name!r} to resume in this storage")
         if must_be_new and exists:
             raise UsageError(
                 f"study {name!r} already exists; pass --resume to continue it, or another --out"
             )
-        study = optuna.create_study(
-            storage=storage,
-            study_name=name,
-            direction="maximize",
-            sampler=sampler,
-            load_if_exists=True,
+        study = _retry(
+            lambda: optuna.create_study(
+                storage=storage,
+                study_name=name,
+                direction="maximize",
+                sampler=sampler,
+                load_if_exists=True,
+            )
         )
         return cls(study, sampler)
 
@@ -218,6 +238,7 @@ class Study:
         import optuna
 
         trial.set_user_attr("outcome", _jsonable(outcome.to_json()))
+        trial.set_constraint(MEMORY_CONSTRAINT, 1.0 if outcome.status == "over-budget" else 0.0)
         if outcome.measured and outcome.throughput is not None:
             self.optuna.tell(trial, outcome.throughput)
         else:
@@ -259,6 +280,7 @@ class Study:
                 "worker": self.worker,
                 "outcome": _jsonable(outcome.to_json()),
             },
+            constraints={MEMORY_CONSTRAINT: 1.0 if outcome.status == "over-budget" else 0.0},
         )
         self.optuna.add_trial(trial)
 
@@ -293,10 +315,9 @@ class Study:
 
         def beat() -> None:
             while not stop.is_set():
-                try:
+                # A lost connection must not kill the trial.
+                with contextlib.suppress(Exception):
                     storage.record_heartbeat(trial_id)
-                except Exception:  # a lost connection must not kill the trial
-                    pass
                 stop.wait(HEARTBEAT_S)
 
         thread = threading.Thread(target=beat, name="perftune-heartbeat", daemon=True)
@@ -307,6 +328,19 @@ class Study:
             thread.join(timeout=5)
 
         return halt
+
+
+def _retry(action: Callable[[], Any], attempts: int = 4) -> Any:
+    """Workers starting together race to create the study (and a database's tables); the
+    loser's error goes away when it tries again."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _alive(pid: int) -> bool:

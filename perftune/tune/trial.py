@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -85,6 +85,7 @@ class TrialOutcome:
     unit: str | None = None
     samples_per_step: float | None = None
     samples_source: str | None = None
+    input_samples: float | None = None  # median leading dim of the model input, when seen
     peak_memory_bytes: int | None = None
     memory_kind: str | None = None
     losses: tuple[float | None, ...] = ()
@@ -99,6 +100,18 @@ class TrialOutcome:
     @property
     def measured(self) -> bool:
         return self.status in MEASURED
+
+    def rescored(self, values: Mapping[str, Any], objective: Objective) -> TrialOutcome:
+        """The outcome with its throughput for `values` (the probe ran before the knobs the
+        script declares, batch_size among them, were known)."""
+        if self.step_ms is None:
+            return self
+        recorded = [int(self.input_samples)] if self.input_samples is not None else []
+        throughput, unit, samples = objective.throughput(values, recorded, self.step_ms / 1000.0)
+        _, source = objective.samples(values, recorded)
+        return replace(
+            self, throughput=throughput, unit=unit, samples_per_step=samples, samples_source=source
+        )
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -228,6 +241,13 @@ def outcome_from_capture(
             reason=f"no measured steps recorded; see {run_dir / 'output.log'}",
             **common,
         )
+    if len(measured) < measurement.steps:
+        return TrialOutcome(
+            status="no-steps",
+            reason=f"the script stopped after {len(measured)} of the {measurement.steps} "
+            "measured steps a trial needs (give it more steps, or lower --trial-steps)",
+            **common,
+        )
     durations = [s.duration_ms for s in measured]
     losses = tuple(s.loss for s in measured)
     bad = next((i for i, v in enumerate(losses) if v is not None and not math.isfinite(v)), None)
@@ -240,10 +260,10 @@ def outcome_from_capture(
         )
     median = statistics.median(durations)
     q1, q3 = _quartiles(durations)
-    throughput, unit, samples = objective.throughput(
-        values, [s.samples for s in measured], median / 1000.0
-    )
-    _, samples_source = objective.samples(values, [s.samples for s in measured])
+    recorded = [s.samples for s in measured]
+    throughput, unit, samples = objective.throughput(values, recorded, median / 1000.0)
+    _, samples_source = objective.samples(values, recorded)
+    seen = [n for n in recorded if n is not None]
     measured_s = sum(durations) / 1000.0
     budget_reason = over_budget(peak_memory_bytes, measurement.memory_budget)
     return TrialOutcome(
@@ -259,6 +279,7 @@ def outcome_from_capture(
         unit=unit,
         samples_per_step=samples,
         samples_source=samples_source,
+        input_samples=statistics.median(seen) if seen else None,
         losses=losses,
         measured_s=measured_s,
         overhead_s=max(0.0, wall_s - measured_s),

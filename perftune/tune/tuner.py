@@ -121,10 +121,7 @@ class Tuner:
             must_be_new=not s.resume and s.storage is None,
         )
         stored = study.settings()
-        if stored is None:
-            space = self._probe(study)
-        else:
-            space = self._adopt_stored(stored)
+        space = self._probe(study) if stored is None else self._adopt_stored(stored)
         return study, space
 
     def _adopt_stored(self, stored: Mapping[str, Any]) -> SearchSpace:
@@ -185,7 +182,13 @@ class Tuner:
             if knob.name not in probe_values and isinstance(declared.get(knob.name), dict):
                 full_values[knob.name] = declared[knob.name].get("default")
         if all(full_values.get(k.name) in k.allowed for k in space.knobs):
-            study.add_finished(space, full_values, "probe", "defaults (finds the declared knobs)", outcome)
+            study.add_finished(
+                space,
+                full_values,
+                "probe",
+                "defaults (finds the declared knobs)",
+                outcome.rescored(full_values, self.objective),
+            )
         return space
 
     def _full_space(self, probe: TrialOutcome) -> SearchSpace:

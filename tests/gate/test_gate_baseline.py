@@ -83,5 +83,5 @@ def test_fingerprint_differences_name_each_field() -> None:
     diffs = stored.differences(other)
     assert len(diffs) == 2
     assert any(d.startswith("torch: 2.3.0 (baseline) vs 2.4.0 (now)") for d in diffs)
-    assert any("gpu_models: none (baseline) vs NVIDIA A10G (now)" == d for d in diffs)
+    assert any(d == "gpu_models: none (baseline) vs NVIDIA A10G (now)" for d in diffs)
     assert fingerprint.Fingerprint.from_dict(other.to_dict()) == other

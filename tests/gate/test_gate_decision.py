@@ -142,7 +142,6 @@ def test_plan_rounds_add_launches_up_to_the_maximum() -> None:
 
 
 def make_verdict(decision: Decision, status: str, policy: str = "error") -> Verdict:
-    est = decision.estimate
     return Verdict(status=status, decisions=(decision,), rule=DecisionRule(), mode="ab",  # type: ignore[arg-type]
                    base_label="base", head_label="head", launches=(), base_samples_ms=(),
                    head_samples_ms=(), inconclusive_policy=policy, run_dir=Path("x"))  # type: ignore[arg-type]
@@ -163,3 +162,37 @@ def test_verdict_return_codes() -> None:
         verdict.status = "pass"  # type: ignore[misc]
     assert verdict.headline.startswith("REGRESSION")
     assert "CI [" in verdict.headline
+
+
+def test_paired_decision_on_a_drifting_runner() -> None:
+    # Load drifts between pairs: paired analysis sees a 10 % slowdown the two-sample one misses.
+    rule = DecisionRule()
+    caught = missed = 0
+    for seed in SEEDS:
+        rng = np.random.default_rng(seed)
+        load = rng.lognormal(0.0, 0.25, 8)
+        base = (20.0 * load * rng.lognormal(0.0, 0.01, 8)).tolist()
+        head = (22.0 * load * rng.lognormal(0.0, 0.01, 8)).tolist()
+        caught += decide(base, head, rule, paired=True).outcome == "regression"
+        missed += decide(base, head, rule, paired=False).outcome != "regression"
+    assert caught == len(SEEDS)
+    assert missed > len(SEEDS) // 2
+
+
+def test_calibration_file_sets_the_floor(tmp_path: Path) -> None:
+    from perftune.errors import ConfigError
+    from perftune.gate import calibration, stats
+
+    est = stats.paired_ratio_interval([20.0, 21.0, 19.5], [20.5, 20.0, 20.1])
+    cal = calibration.Calibration(noise=0.08, paired_noise=0.02, launches=3, aa=est, confidence=0.95)
+    path = tmp_path / "cal.json"
+    calibration.save(cal, path)
+    revision_floor = calibration.noise_floor(path, 0.95, 20, paired=True)
+    baseline_floor = calibration.noise_floor(path, 0.95, 20, paired=False)
+    assert revision_floor == pytest.approx(cal.detectable(20, paired=True))
+    assert baseline_floor == pytest.approx(cal.detectable(20, paired=False))
+    assert baseline_floor > revision_floor
+    assert cal.launches_for(0.05) == stats.launches_needed(0.02, 0.05, paired=True)
+    path.write_text('{"kind": "perftune-calibration", "noise_log_sd": "high"}')
+    with pytest.raises(ConfigError):
+        calibration.noise_floor(path, 0.95, 20, paired=False)

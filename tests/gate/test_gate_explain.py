@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from perftune.gate.explain import FindingRef, ProfileSummary, compare, profile_from_dict, profile_to_dict
+from perftune.gate.explain import (
+    FindingRef,
+    ProfileSummary,
+    compare,
+    profile_from_dict,
+    profile_to_dict,
+)
 
 
 def summary(**kwargs: object) -> ProfileSummary:

@@ -112,3 +112,39 @@ def test_detectable_regression_is_detected_about_as_often_as_promised() -> None:
         head = rng.lognormal(math.log1p(effect), noise, n)
         hits += stats.ratio_interval(base, head, 0.95).low > 1.0
     assert 0.82 <= hits / trials <= 0.97
+
+
+def test_paired_interval_matches_scipy_on_log_ratios() -> None:
+    scipy_stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(4)
+    base = rng.lognormal(3.0, 0.05, 7)
+    head = base * rng.lognormal(0.04, 0.02, 7)
+    est = stats.paired_ratio_interval(base, head, 0.95)
+    result = scipy_stats.ttest_rel(np.log(head), np.log(base))
+    low, high = result.confidence_interval(0.95)
+    assert (est.low, est.high) == (pytest.approx(math.exp(low)), pytest.approx(math.exp(high)))
+    assert est.method == "paired" and est.df == 6
+    # Still the ratio of geometric means.
+    assert est.ratio == pytest.approx(stats.geometric_mean(head) / stats.geometric_mean(base))
+
+
+def test_pairs_cancel_drift_that_both_launches_share() -> None:
+    # A runner whose load changes between pairs (±30 %) but not within one: pairing removes it.
+    rng = np.random.default_rng(9)
+    load = rng.lognormal(0.0, 0.3, 10)
+    base = 20.0 * load * rng.lognormal(0.0, 0.01, 10)
+    head = 21.0 * load * rng.lognormal(0.0, 0.01, 10)
+    paired = stats.paired_ratio_interval(base, head)
+    welch = stats.ratio_interval(base, head)
+    assert paired.low > 1.0 and welch.low < 1.0
+    assert paired.noise < 0.03 < welch.noise
+    assert paired.low < 1.05 < paired.high
+
+
+def test_paired_interval_needs_matching_pairs() -> None:
+    with pytest.raises(UsageError, match="as many"):
+        stats.paired_ratio_interval([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_paired_detection_has_fewer_degrees_of_freedom() -> None:
+    assert stats.min_detectable_regression(0.03, 4, paired=True) > stats.min_detectable_regression(0.03, 4)

@@ -24,7 +24,7 @@ for step in range(100):
     if mode == "hang" and step == 2:
         time.sleep(600)
     if mode == "big" and step == 1:
-        keep.append(torch.ones(200 * 2**20 // 4))  # 200 MiB, kept
+        keep.append(torch.ones(2**30 // 4))  # 1 GiB, kept
     loss = model(torch.randn(batch, 8)).pow(2).mean()
     if mode == "nan" and step >= 2:
         loss = loss * math.nan

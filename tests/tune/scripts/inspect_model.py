@@ -49,7 +49,7 @@ data = TensorDataset(torch.randn(256, 16), torch.randn(256, 1))
 loader = DataLoader(data, batch_size=4)
 model = Model()
 optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-for epoch in range(10):
+for _epoch in range(10):
     for x, y in loader:
         calls[:] = [0, 0, 0, 0]
         out = model(x)

@@ -1,0 +1,115 @@
+"""`perftune report RUN_DIR`: re-render every report of a run directory without re-running it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from perftune.cli._options import config_default, format_option
+from perftune.errors import UsageError
+
+_TRACE_NAMES = ("trace.json.gz", "trace.json")
+_TRACE_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
+
+
+def _codes(values: tuple[str, ...], key: str) -> list[str]:
+    out = [v.strip() for raw in values for v in raw.split(",") if v.strip()]
+    if not out:
+        configured = config_default(key, [])
+        out = [configured] if isinstance(configured, str) else list(configured)
+    return out
+
+
+def run_traces(run_dir: Path) -> list[Path]:
+    """The trace file(s) of a run directory: trace.json.gz, else per-rank *.pt.trace.json(.gz)
+    at its top level (copies below tensorboard/ are not the run's own)."""
+    for name in _TRACE_NAMES:
+        if (run_dir / name).is_file():
+            return [run_dir / name]
+    return sorted(p for p in run_dir.iterdir() if p.is_file() and p.name.endswith(_TRACE_SUFFIXES))
+
+
+def recorded_traces(run_dir: Path) -> list[Path]:
+    """The trace files summary.json names (`perftune analyze --out` does not copy them), when
+    they are all still where they were."""
+    from perftune.report.data import read_document
+
+    summary, _ = read_document(run_dir / "summary.json")
+    files = [Path(str(f)) for f in (summary or {}).get("files") or []]
+    return files if files and all(f.is_file() for f in files) else []
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@format_option
+@click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None,
+              help="Also write RUN_DIR/tensorboard/ (default: [tool.perftune] tensorboard).")
+@click.option("--select", multiple=True, help="Only these rule codes or prefixes (PFT2,PFT401).")
+@click.option("--ignore", multiple=True, help="Skip these rule codes or prefixes.")
+@click.option("--preview", is_flag=True, help="Also run rules in preview.")
+@click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
+def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: tuple[str, ...],
+           ignore: tuple[str, ...], preview: bool, top: int) -> None:
+    """Re-render report.html, report.md, summary.json and findings.json of RUN_DIR.
+
+    The trace in RUN_DIR is analysed again (with this perftune's rules and the options given);
+    a run directory without a trace is rendered from its summary.json and findings.json.
+    The script is not run again. Works without torch installed.
+    """
+    from perftune.pipeline import RuleSelection, analyze_paths, findings_document, write_analysis
+    from perftune.report import render_view
+    from perftune.report.console import make_console, print_run, progress
+    from perftune.report.data import view_of_analysis, view_of_documents
+    from perftune.report.tensorboard import write_tensorboard_view
+
+    if not run_dir.exists():
+        raise UsageError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise UsageError(f"{run_dir} is a file; `perftune report` takes a run directory "
+                         f"(for a trace file: perftune analyze {run_dir} --out DIR)")
+    if tensorboard is None:
+        tensorboard = bool(config_default("tensorboard", False))
+    traces = run_traces(run_dir) or recorded_traces(run_dir)
+    err = make_console(stderr=True)
+    if traces:
+        options = config_default("rules", {})
+        if not isinstance(options, dict):
+            raise UsageError("[tool.perftune.rules] must be a table of rule codes")
+        rules = RuleSelection(select=_codes(select, "select"), ignore=_codes(ignore, "ignore"),
+                              preview=preview or bool(config_default("preview", False)),
+                              options={k.upper(): v for k, v in options.items()})
+        with progress(f"analysing {traces[0].name}", err):
+            analysis = analyze_paths(traces, rules)
+        with progress("rendering reports", err):
+            written = write_analysis(analysis, run_dir)
+            view = view_of_analysis(analysis, run_dir)
+            if tensorboard:
+                written.append(write_tensorboard_view(view))
+        document = findings_document(analysis)
+    elif (run_dir / "summary.json").is_file() or (run_dir / "findings.json").is_file():
+        view = view_of_documents(run_dir)
+        if select or ignore:
+            # Without a trace the rules cannot run again; narrow the recorded findings instead.
+            picked = tuple(f for f in view.findings
+                           if (not select or any(f.code.startswith(s.upper()) for s in _codes(select, "select")))
+                           and not any(f.code.startswith(i.upper()) for i in _codes(ignore, "ignore")))
+            from dataclasses import replace
+
+            view = replace(view, findings=picked,
+                           notes=(*view.notes, "no trace in this run directory: findings were "
+                                  "filtered from findings.json, not recomputed"))
+        with progress("rendering reports", err):
+            written = render_view(view, tensorboard=tensorboard)
+        document = {"schema_version": view.summary.get("schema_version", 1),
+                    "findings": [f.to_dict() for f in view.findings], "summary": dict(view.summary)}
+    else:
+        raise UsageError(f"{run_dir} holds no trace.json.gz, summary.json or findings.json: "
+                         "not a perftune run directory")
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2, default=str))
+        for path in written:
+            click.echo(f"wrote {path}", err=True)
+    else:
+        print_run(view, written, top=top)

@@ -1,0 +1,85 @@
+"""Rule-folder checks and expected-findings snapshots (used by the catalogue test).
+
+Every rule folder holds fixture traces (`*.json` / `*.json.gz`, small, captured with
+torch.profiler or built with `perftune.engine.testing.TraceBuilder`) and `expected.json`:
+for each fixture, the findings the rule must produce, reduced to what identifies them
+(code, file name, line, function, count, severity, latent). `PERFTUNE_BLESS=1` rewrites the
+snapshots from the current results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding
+
+EXPECTED = "expected.json"
+BLESS_ENV = "PERFTUNE_BLESS"
+
+
+def blessing() -> bool:
+    return os.environ.get(BLESS_ENV, "") not in ("", "0", "false", "no")
+
+
+def fixtures(folder: Path) -> list[Path]:
+    """The fixture traces of a rule folder, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.name != EXPECTED
+                  and (p.name.endswith(".json") or p.name.endswith(".json.gz")))
+
+
+def snapshot(findings: Sequence[Finding]) -> list[dict[str, Any]]:
+    """What a finding is, without the numbers that vary with the machine."""
+    rows = [{"code": f.code,
+             "file": Path(f.location.file).name if f.location.file else None,
+             "line": f.location.line, "function": f.location.function, "count": f.count,
+             "severity": f.severity.value, "latent": f.latent} for f in findings]
+    return sorted(rows, key=lambda r: (r["code"], r["file"] or "", r["line"] or 0, r["function"] or ""))
+
+
+def run_fixture(rule: type[Rule], path: Path) -> list[Finding]:
+    """Run one rule (with its default options) on one fixture trace."""
+    from perftune.engine.registry import run_rules
+    from perftune.trace import load
+
+    return run_rules(load(path), [rule()], strict=True)
+
+
+def read_expected(folder: Path) -> dict[str, list[dict[str, Any]]]:
+    path = folder / EXPECTED
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of fixture name → findings")
+    return {str(k): list(v) for k, v in data.items()}
+
+
+def write_expected(folder: Path, data: dict[str, list[dict[str, Any]]]) -> Path:
+    path = folder / EXPECTED
+    path.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+def folder_problems(folder: Path, rule: type[Rule]) -> list[str]:
+    """What a rule folder lacks: documentation sections, examples, fixtures, snapshot."""
+    from perftune.engine.docs import problems
+
+    out = [f"docstring: {p}" for p in problems(rule.doc())]
+    for name in ("rule.py", "bad.py", "good.py"):
+        if not (folder / name).is_file():
+            out.append(f"missing {name}")
+    for name in ("bad.py", "good.py"):
+        path = folder / name
+        if path.is_file() and not path.read_text(encoding="utf-8").strip():
+            out.append(f"{name} is empty")
+    if not fixtures(folder):
+        out.append("no fixture traces (*.json.gz): capture one or build one with "
+                   "perftune.engine.testing.TraceBuilder")
+    if not rule.name or rule.name != rule.name.lower() or " " in rule.name:
+        out.append(f"rule name {rule.name!r} should be lower-case-with-dashes")
+    return out

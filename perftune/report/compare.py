@@ -1,0 +1,397 @@
+"""Comparing two runs: step time with its spread, breakdown deltas, ops that got slower or
+faster, findings fixed and new. Pure functions over analysed runs; rendering lives elsewhere.
+
+`compare_runs(a, b)` takes two `Analysis` objects; `compare_views` takes two `RunView`s, which
+also covers run directories whose trace is gone (summary.json/findings.json only) and uses the
+unprofiled step times of steps.json when a run has them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from perftune.engine.types import Finding
+from perftune.report.data import RunView, step_timing, view_of_analysis
+from perftune.report.timeline import categorical_strings
+from perftune.trace import categories as C
+from perftune.trace.metrics import Distribution, device_event_steps
+from perftune.trace.model import NO_ID, Trace
+
+if TYPE_CHECKING:
+    from perftune.pipeline import Analysis
+
+BREAKDOWN = (("compute_ms", "device compute"), ("communication_ms", "communication"),
+             ("memcpy_ms", "memcpy"), ("memset_ms", "memset"), ("device_idle_ms", "device idle"),
+             ("sync_ms", "host: sync waits"), ("dataloader_ms", "host: DataLoader wait"),
+             ("optimizer_ms", "host: optimizer"))
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+# ---------------------------------------------------------------------------- per-run facts
+@dataclass(frozen=True)
+class OpStat:
+    """One operator or kernel, matched across runs by kind, name and shape."""
+
+    kind: str  # "op" (host operator, self time) | "kernel" (device time)
+    name: str
+    shape: str | None  # input dims of an op, grid×block of a kernel; None when not recorded
+    calls_per_step: float
+    ms_per_step: float
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    label: str
+    step_ms: tuple[float, ...]
+    step_source: str
+    breakdown: Mapping[str, float]
+    ops: tuple[OpStat, ...]
+    findings: tuple[Finding, ...]
+    has_device_activity: bool
+
+
+def _shape_text(value: Any) -> str | None:
+    if value is None or value == [] or value == "":
+        return None
+    return json.dumps(value, separators=(",", ":"), default=str).replace('"', "")
+
+
+def _op_stats(trace: Trace) -> list[OpStat]:
+    """Host-op self time and kernel time inside the steps, per step, by (name, shape)."""
+    ev = trace.events
+    n_steps = max(1, len(trace.steps))
+    ts = ev["ts"].to_numpy()
+    dur = ev["dur"].to_numpy()
+    name_codes, name_strings = categorical_strings(ev["name"])
+    cat_codes, cat_names = categorical_strings(ev["cat"])
+    is_op = np.isin(cat_names, list(C.OP_CATS))[cat_codes] & ~ev["is_device"].to_numpy()
+    # Step annotations would otherwise show up as the biggest "operator" of all.
+    is_op &= ~np.asarray([n.startswith(C.PROFILER_STEP_PREFIX) for n in name_strings],
+                         dtype=bool)[name_codes]
+    in_step = trace.step_of(ts, ev["rank"].to_numpy()) != NO_ID
+    parent = trace.parent
+    child = np.zeros(len(ev))
+    rows = np.flatnonzero(is_op)
+    par = parent[rows]
+    has_parent = par != NO_ID
+    np.add.at(child, par[has_parent], dur[rows][has_parent])
+    self_us = np.maximum(0.0, dur - child)
+    acc: dict[tuple[str, str, str | None], list[float]] = {}
+    for row in np.flatnonzero(is_op & in_step).tolist():
+        key = ("op", str(name_strings[name_codes[row]]), _shape_text(trace.input_dims(row)))
+        slot = acc.setdefault(key, [0.0, 0.0])
+        slot[0] += 1
+        slot[1] += self_us[row]
+    kernels = (cat_names == C.KERNEL)[cat_codes] & (device_event_steps(trace) != NO_ID)
+    for row in np.flatnonzero(kernels).tolist():
+        grid, block = trace.launch_dims(row)
+        shape = f"{_shape_text(grid)}×{_shape_text(block)}" if grid or block else None
+        slot = acc.setdefault(("kernel", str(name_strings[name_codes[row]]), shape), [0.0, 0.0])
+        slot[0] += 1
+        slot[1] += dur[row]
+    return [OpStat(kind, name, shape, calls / n_steps, us / 1000.0 / n_steps)
+            for (kind, name, shape), (calls, us) in acc.items()]
+
+
+def _summary_op_stats(summary: Mapping[str, Any]) -> list[OpStat]:
+    """Without a trace: the summary's top lists (no shapes, whole trace per step)."""
+    n_steps = max(1, int((summary.get("steps") or {}).get("count") or 1))
+    out = [OpStat("op", str(r["name"]), None, float(r.get("calls") or 0) / n_steps,
+                  float(r.get("self_ms") or 0.0) / n_steps)
+           for r in summary.get("top_host_ops") or [] if r.get("name") is not None]
+    out.extend(OpStat("kernel", str(r["name"]), None, float(r.get("calls") or 0) / n_steps,
+                      float(r.get("total_ms") or 0.0) / n_steps)
+               for r in summary.get("top_kernels") or [] if r.get("name") is not None)
+    return out
+
+
+def facts_of_view(view: RunView, label: str) -> RunFacts:
+    timing = step_timing(view)
+    headline_phase = "measured" if timing.measured is not None else "profiled"
+    step_ms = tuple(p.duration_ms for p in timing.points if p.phase == headline_phase)
+    breakdown = {k: float(v) for k, v in (view.summary.get("breakdown_ms_per_step") or {}).items()
+                 if isinstance(v, (int, float))}
+    ops = _op_stats(view.trace) if view.trace is not None else _summary_op_stats(view.summary)
+    return RunFacts(label=label, step_ms=step_ms, step_source=timing.source, breakdown=breakdown,
+                    ops=tuple(ops), findings=view.findings,
+                    has_device_activity=bool(view.summary.get("has_device_activity")))
+
+
+# ---------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class RunSide:
+    label: str
+    step_ms: tuple[float, ...]
+    step_source: str
+    median_ms: float | None
+    p10_ms: float | None
+    p90_ms: float | None
+    findings: int
+
+
+@dataclass(frozen=True)
+class StepChange:
+    """B's median step over A's, with a bootstrap confidence interval of that ratio."""
+
+    ratio: float | None
+    delta_ms: float | None
+    ci_low: float | None
+    ci_high: float | None
+    confidence: float
+    verdict: str  # slower | faster | no clear change | too few steps | not measured
+
+    @property
+    def change(self) -> float | None:
+        return None if self.ratio is None else self.ratio - 1.0
+
+
+@dataclass(frozen=True)
+class CategoryDelta:
+    category: str
+    a_ms: float
+    b_ms: float
+
+    @property
+    def delta_ms(self) -> float:
+        return self.b_ms - self.a_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"category": self.category, "a_ms": self.a_ms, "b_ms": self.b_ms,
+                "delta_ms": self.delta_ms}
+
+
+@dataclass(frozen=True)
+class OpDelta:
+    kind: str
+    name: str
+    shape: str | None
+    a_ms: float  # per step
+    b_ms: float
+    a_calls: float  # per step
+    b_calls: float
+    status: str  # slower | faster | new | gone
+
+    @property
+    def delta_ms(self) -> float:
+        return self.b_ms - self.a_ms
+
+
+@dataclass(frozen=True)
+class FindingChange:
+    status: str  # fixed | new | kept
+    code: str
+    name: str
+    location: str
+    function: str | None
+    a_saving_ms: float | None
+    b_saving_ms: float | None
+    matched_by: str | None  # location | function (kept findings only)
+    message: str
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: RunSide
+    b: RunSide
+    steps: StepChange
+    breakdown: tuple[CategoryDelta, ...]
+    slower: tuple[OpDelta, ...]
+    faster: tuple[OpDelta, ...]
+    findings: tuple[FindingChange, ...]
+    shapes_matched: bool = True
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def fixed(self) -> tuple[FindingChange, ...]:
+        return tuple(f for f in self.findings if f.status == "fixed")
+
+    @property
+    def new(self) -> tuple[FindingChange, ...]:
+        return tuple(f for f in self.findings if f.status == "new")
+
+    @property
+    def kept(self) -> tuple[FindingChange, ...]:
+        return tuple(f for f in self.findings if f.status == "kept")
+
+    def to_dict(self) -> dict[str, Any]:
+        steps = asdict(self.steps)
+        steps["change"] = self.steps.change
+        out: dict[str, Any] = _finite({
+            "schema_version": 1,
+            "a": asdict(self.a), "b": asdict(self.b), "steps": steps,
+            "breakdown": [d.to_dict() for d in self.breakdown],
+            "slower": [{**asdict(d), "delta_ms": d.delta_ms} for d in self.slower],
+            "faster": [{**asdict(d), "delta_ms": d.delta_ms} for d in self.faster],
+            "findings": {"fixed": [asdict(f) for f in self.fixed],
+                         "new": [asdict(f) for f in self.new],
+                         "kept": [asdict(f) for f in self.kept]},
+            "shapes_matched": self.shapes_matched,
+            "notes": list(self.notes),
+        })
+        return out
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------- comparing
+def _side(facts: RunFacts) -> RunSide:
+    d = Distribution.of(facts.step_ms) if facts.step_ms else None
+    return RunSide(label=facts.label, step_ms=facts.step_ms, step_source=facts.step_source,
+                   median_ms=d.median if d else None, p10_ms=d.p10 if d else None,
+                   p90_ms=d.p90 if d else None, findings=len(facts.findings))
+
+
+def step_change(a: Sequence[float], b: Sequence[float], seed: int = 0) -> StepChange:
+    if not a or not b:
+        return StepChange(None, None, None, None, CONFIDENCE, "not measured")
+    med_a, med_b = float(np.median(a)), float(np.median(b))
+    if med_a <= 0:
+        return StepChange(None, med_b - med_a, None, None, CONFIDENCE, "not measured")
+    ratio = med_b / med_a
+    if len(a) < 3 or len(b) < 3:
+        return StepChange(ratio, med_b - med_a, None, None, CONFIDENCE, "too few steps")
+    # Resample both runs' steps; the spread of the resampled ratios is the ratio's uncertainty.
+    rng = np.random.default_rng(seed)
+    arr_a, arr_b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    ra = np.median(rng.choice(arr_a, size=(BOOTSTRAP_RESAMPLES, len(arr_a))), axis=1)
+    rb = np.median(rng.choice(arr_b, size=(BOOTSTRAP_RESAMPLES, len(arr_b))), axis=1)
+    ratios = rb / np.maximum(ra, 1e-12)
+    tail = (1.0 - CONFIDENCE) / 2
+    low, high = float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1 - tail))
+    verdict = "slower" if low > 1.0 else "faster" if high < 1.0 else "no clear change"
+    return StepChange(ratio, med_b - med_a, low, high, CONFIDENCE, verdict)
+
+
+def _breakdown(a: RunFacts, b: RunFacts) -> tuple[CategoryDelta, ...]:
+    device = a.has_device_activity or b.has_device_activity
+    out = []
+    for key, label in BREAKDOWN:
+        if key not in a.breakdown and key not in b.breakdown:
+            continue
+        if not device and key in ("compute_ms", "communication_ms", "memcpy_ms", "memset_ms",
+                                  "device_idle_ms"):
+            continue
+        va, vb = a.breakdown.get(key, 0.0), b.breakdown.get(key, 0.0)
+        if key in ("communication_ms", "memset_ms") and not va and not vb:
+            continue
+        out.append(CategoryDelta(label, va, vb))
+    return tuple(out)
+
+
+def _op_deltas(a: RunFacts, b: RunFacts, top: int) -> tuple[tuple[OpDelta, ...], tuple[OpDelta, ...], bool]:
+    shaped_a = any(o.shape for o in a.ops if o.kind == "op")
+    shaped_b = any(o.shape for o in b.ops if o.kind == "op")
+    # Shapes only help when both runs recorded them; otherwise match ops by name alone.
+    use_shapes = shaped_a == shaped_b
+
+    def table(ops: Iterable[OpStat]) -> dict[tuple[str, str, str | None], list[float]]:
+        out: dict[tuple[str, str, str | None], list[float]] = {}
+        for o in ops:
+            key = (o.kind, o.name, o.shape if use_shapes or o.kind == "kernel" else None)
+            slot = out.setdefault(key, [0.0, 0.0])
+            slot[0] += o.ms_per_step
+            slot[1] += o.calls_per_step
+        return out
+
+    ta, tb = table(a.ops), table(b.ops)
+    base = float(np.median(a.step_ms)) if a.step_ms else 0.0
+    floor = max(0.005, 0.002 * base)  # ignore changes below 0.2 % of a step (or 5 µs)
+    deltas = []
+    for key in ta.keys() | tb.keys():
+        (ams, acalls), (bms, bcalls) = ta.get(key, [0.0, 0.0]), tb.get(key, [0.0, 0.0])
+        delta = bms - ams
+        if abs(delta) < floor:
+            continue
+        if key not in ta:
+            status = "new"
+        elif key not in tb:
+            status = "gone"
+        else:
+            if ams > 0 and abs(delta) / ams < 0.05:
+                continue  # within 5 %: run-to-run noise rather than a change
+            status = "slower" if delta > 0 else "faster"
+        deltas.append(OpDelta(key[0], key[1], key[2], ams, bms, acalls, bcalls, status))
+    slower = sorted((d for d in deltas if d.delta_ms > 0), key=lambda d: -d.delta_ms)[:top]
+    faster = sorted((d for d in deltas if d.delta_ms < 0), key=lambda d: d.delta_ms)[:top]
+    return tuple(slower), tuple(faster), use_shapes
+
+
+def _location_key(f: Finding) -> tuple[Any, ...]:
+    return (f.code, f.location.file, f.location.line)
+
+
+def _function_key(f: Finding) -> tuple[Any, ...] | None:
+    return (f.code, f.location.function) if f.location.function else None
+
+
+def match_findings(a: Sequence[Finding], b: Sequence[Finding]) -> tuple[FindingChange, ...]:
+    """Pair findings by code + file + line, then the rest by code + function; the unpaired
+    ones of A were fixed and those of B are new."""
+    left, right = list(a), list(b)
+    kept: list[FindingChange] = []
+    for how, keyfn in (("location", _location_key), ("function", _function_key)):
+        pool: dict[tuple[Any, ...], list[Finding]] = {}
+        for f in right:
+            k = keyfn(f)
+            if k is not None:
+                pool.setdefault(k, []).append(f)
+        unmatched = []
+        for f in left:
+            k = keyfn(f)
+            candidates = pool.get(k) if k is not None else None
+            if candidates:
+                other = candidates.pop(0)
+                right.remove(other)
+                kept.append(_change("kept", other, f, other, how))
+            else:
+                unmatched.append(f)
+        left = unmatched
+    fixed = [_change("fixed", f, f, None, None) for f in left]
+    new = [_change("new", f, None, f, None) for f in right]
+    return (*fixed, *new, *kept)
+
+
+def _change(status: str, f: Finding, fa: Finding | None, fb: Finding | None,
+            how: str | None) -> FindingChange:
+    return FindingChange(status=status, code=f.code, name=f.name, location=str(f.location),
+                         function=f.location.function,
+                         a_saving_ms=fa.est_saving_ms_per_step if fa else None,
+                         b_saving_ms=fb.est_saving_ms_per_step if fb else None,
+                         matched_by=how, message=f.message)
+
+
+def compare_facts(a: RunFacts, b: RunFacts, top: int = 20) -> Comparison:
+    slower, faster, shapes = _op_deltas(a, b, top)
+    notes = []
+    if not shapes:
+        notes.append("only one run recorded operator shapes (record_shapes); ops were matched by name")
+    if a.step_source != b.step_source:
+        notes.append(f"step times come from different sources: {a.step_source} vs {b.step_source}")
+    return Comparison(a=_side(a), b=_side(b), steps=step_change(a.step_ms, b.step_ms),
+                      breakdown=_breakdown(a, b), slower=slower, faster=faster,
+                      findings=match_findings(a.findings, b.findings), shapes_matched=shapes,
+                      notes=tuple(notes))
+
+
+def compare_views(a: RunView, b: RunView, labels: tuple[str, str] = ("A", "B")) -> Comparison:
+    return compare_facts(facts_of_view(a, labels[0]), facts_of_view(b, labels[1]))
+
+
+def compare_runs(a: Analysis, b: Analysis, labels: tuple[str, str] = ("A", "B")) -> Comparison:
+    """Compare two analysed runs (B against A)."""
+    return compare_views(view_of_analysis(a, None), view_of_analysis(b, None), labels)

@@ -1,0 +1,292 @@
+"""Operator sequences worth fusing: elementwise chains and hand-written attention.
+
+Both patterns are found on the host timeline: the forward ops of one thread in time order,
+taking only the outermost op with a cost model of each call chain (see `roofline.counted_ops`)
+and skipping views and allocations in between. Backward ops are left out: they mirror the
+forward pattern and are fixed by the same change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perftune.trace import categories as C
+from perftune.trace.device_metrics import (
+    dtype_bytes,
+    inclusive_device_us,
+    memoized,
+    numel,
+    tensor_inputs,
+)
+from perftune.trace.frames import Frame
+from perftune.trace.model import NO_ID, Trace
+from perftune.trace.roofline import OpCost, base_name, counted_ops
+
+# Ops under these annotations belong to the backward pass or the optimizer (PFT303's subject).
+_SKIP_UNDER = ("autograd::engine::evaluate_function", "Optimizer.step#", "Optimizer.zero_grad#")
+_SOFTMAX = frozenset({"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"})
+# Ops that may sit between the parts of a pattern without breaking it (views, scaling, masks).
+_PASSIVE = frozenset({"view", "reshape", "_reshape_alias", "transpose", "t", "permute", "expand",
+                      "contiguous", "clone", "empty", "empty_like", "empty_strided", "as_strided",
+                      "unsqueeze", "squeeze", "select", "slice", "detach", "_unsafe_view",
+                      "lift_fresh", "alias", "to", "_to_copy", "copy_", "resolve_conj",
+                      "resolve_neg", "size", "stride", "numel", "split", "chunk", "unbind",
+                      "result_type", "broadcast_tensors", "zeros", "ones", "full", "scalar_tensor",
+                      "dropout", "native_dropout", "masked_fill", "where", "div", "mul", "triu",
+                      "tril"})
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    row: int
+    name: str
+    cost: OpCost | None
+    shape: tuple[int, ...]  # largest tensor input
+    ts: float
+    time_us: float  # device time on GPU traces, wall time on CPU traces
+
+
+@memoized
+def forward_sequences(trace: Trace) -> dict[tuple[int, int, int], list[OpRecord]]:
+    """Per host thread: its forward top-level ops in time order (costed or not)."""
+    ev = trace.events
+    counted = counted_ops(trace)
+    cats = ev["cat"].to_numpy()
+    is_op = cats == C.CPU_OP
+    parent = trace.parent
+    on_device = trace.has_device_activity
+    dev = inclusive_device_us(trace) if on_device else None
+    dur = ev["dur"].to_numpy()
+    out: dict[tuple[int, int, int], list[OpRecord]] = {}
+    rows = np.flatnonzero(is_op)
+    names = ev["name"]
+    rank, pid, tid, ts = (ev["rank"].to_numpy(), ev["pid"].to_numpy(), ev["tid"].to_numpy(),
+                          ev["ts"].to_numpy())
+    for row in rows.tolist():
+        # top-level among ops: no cpu_op ancestor; backward ops sit under autograd annotations
+        p = int(parent[row])
+        nested = backward = False
+        while p != NO_ID:
+            if is_op[p]:
+                nested = True
+                break
+            if str(names.iat[p]).startswith(_SKIP_UNDER):
+                backward = True
+            p = int(parent[p])
+        if nested or backward:
+            continue
+        name = str(names.iat[row])
+        if "Backward" in name:
+            continue
+        cost = counted.get(row)
+        ins = tensor_inputs(trace, row) if cost is not None else []
+        shape: tuple[int, ...] = ()
+        for s, _ in ins:
+            if not shape or numel(s) > numel(shape):
+                shape = tuple(s)
+        time_us = float(dev[row]) if dev is not None else float(dur[row])
+        out.setdefault((int(rank[row]), int(pid[row]), int(tid[row])), []).append(
+            OpRecord(row=row, name=name, cost=cost, shape=shape, ts=float(ts[row]), time_us=time_us))
+    for seq in out.values():
+        seq.sort(key=lambda r: r.ts)
+    return out
+
+
+def _frame_key(trace: Trace, row: int, cache: dict[int, Frame | None]) -> Frame | None:
+    if row not in cache:
+        cache[row] = trace.user_frame(row)
+    return cache[row]
+
+
+# ---------------------------------------------------------------------------- elementwise chains
+@dataclass(frozen=True)
+class ElementwiseChain:
+    rows: tuple[int, ...]  # the chain's ops, in order
+    names: tuple[str, ...]
+    shape: tuple[int, ...]
+    dtype: str | None
+    frame: Frame | None
+    large_ops: int  # ops reading the chain's full shape
+    time_us: float
+    bytes: float  # what the chain moves, op by op
+    fused_bytes: float  # what one fused kernel would move: read the input once, write once
+    flops: float
+
+    @property
+    def saving_us(self) -> float:
+        if self.bytes <= 0:
+            return 0.0
+        return self.time_us * max(0.0, 1.0 - self.fused_bytes / self.bytes)
+
+
+def _is_chain_op(rec: OpRecord) -> bool:
+    return rec.cost is not None and rec.cost.kind in ("elementwise", "norm", "reduction")
+
+
+@memoized
+def elementwise_chains(trace: Trace) -> list[ElementwiseChain]:
+    return find_elementwise_chains(trace, min_ops=3, min_numel=4096)
+
+
+def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int) -> list[ElementwiseChain]:
+    """Runs of unfused elementwise / normalisation ops over one large shape from one function."""
+    frames: dict[int, Frame | None] = {}
+    out: list[ElementwiseChain] = []
+    for seq in forward_sequences(trace).values():
+        run: list[OpRecord] = []
+        run_frame: Frame | None = None
+
+        def flush(run: list[OpRecord] = run) -> None:
+            chain = _make_chain(trace, run, frames, min_ops, min_numel)
+            if chain is not None:
+                out.append(chain)
+            run.clear()
+
+        for rec in seq:
+            if not _is_chain_op(rec):
+                if base_name(rec.name) in _PASSIVE and rec.cost is None:
+                    continue  # views and allocations do not break a chain
+                flush()
+                continue
+            frame = _frame_key(trace, rec.row, frames)
+            same_frame = frame == run_frame if frame is not None or run_frame is not None else True
+            if run and (not same_frame or not _compatible(run, rec)):
+                flush()
+            if not run:
+                run_frame = frame
+            run.append(rec)
+        flush()
+    out.sort(key=lambda c: c.rows[0])
+    return out
+
+
+def _compatible(run: list[OpRecord], rec: OpRecord) -> bool:
+    """The op works on the chain's shape, or broadcasts into it (a reduction's small result)."""
+    big = max((r.shape for r in run), key=numel)
+    if not rec.shape or not big:
+        return True
+    if tuple(rec.shape) == tuple(big):
+        return True
+    try:
+        return tuple(np.broadcast_shapes(tuple(rec.shape), tuple(big))) == tuple(big)
+    except ValueError:
+        return False
+
+
+def _make_chain(trace: Trace, run: list[OpRecord], frames: dict[int, Frame | None],
+                min_ops: int, min_numel: int) -> ElementwiseChain | None:
+    if len(run) < min_ops:
+        return None
+    big = max((r.shape for r in run), key=numel)
+    n = numel(big) if big else 0
+    if n < min_numel:
+        return None
+    # On a GPU an op that launched nothing (dropout in eval mode, ops on CPU tensors) is no pass
+    # over device memory.
+    on_device = trace.has_device_activity
+    large = [r for r in run if r.shape and numel(r.shape) == n and (r.time_us > 0 or not on_device)]
+    if len(large) < min_ops:
+        return None
+    costs = [r.cost for r in run if r.cost is not None]
+    dtype = next((c.dtype for c in costs if c.dtype), None)
+    ins = tensor_inputs(trace, large[0].row)
+    size = dtype_bytes(max(ins, key=lambda st: numel(st[0]))[1]) if ins else None
+    fused = 2.0 * n * (size or 4)
+    return ElementwiseChain(
+        rows=tuple(r.row for r in run), names=tuple(r.name for r in run), shape=tuple(big),
+        dtype=dtype, frame=_frame_key(trace, run[0].row, frames), large_ops=len(large),
+        time_us=sum(r.time_us for r in run), bytes=float(sum(c.bytes for c in costs)),
+        fused_bytes=fused, flops=float(sum(c.flops for c in costs)))
+
+
+# ---------------------------------------------------------------------------- attention
+@dataclass(frozen=True)
+class AttentionPattern:
+    """matmul → (scale / mask) → softmax → (dropout) → matmul over an L×L score matrix."""
+
+    rows: tuple[int, ...]  # all ops of the pattern, first matmul to last matmul
+    scores_shape: tuple[int, ...]  # [..., L, S]
+    head_dim: int
+    dtype: str | None
+    frame: Frame | None
+    time_us: float
+    extra_us: float  # time in ops between the two matmuls (softmax, scale, mask, dropout)
+    score_bytes: float  # one score matrix
+
+
+def _matmul_out(trace: Trace, rec: OpRecord) -> tuple[tuple[int, ...], int] | None:
+    """(output shape, contraction dim) of a matmul-like op from its input shapes."""
+    core = base_name(rec.name)
+    if core not in ("matmul", "bmm", "baddbmm", "einsum"):
+        return None
+    ins = [s for s, _ in tensor_inputs(trace, rec.row)]
+    if core == "baddbmm":
+        ins = ins[1:]
+    if len(ins) < 2 or len(ins[0]) < 2 or len(ins[1]) < 2:
+        return None
+    a, b = ins[0], ins[1]
+    try:
+        batch = tuple(np.broadcast_shapes(tuple(a[:-2]), tuple(b[:-2])))
+    except ValueError:
+        return None
+    return (*batch, a[-2], b[-1]), a[-1]
+
+
+@memoized
+def attention_patterns(trace: Trace) -> list[AttentionPattern]:
+    return find_attention_patterns(trace, min_len=64)
+
+
+def find_attention_patterns(trace: Trace, min_len: int) -> list[AttentionPattern]:
+    frames: dict[int, Frame | None] = {}
+    out: list[AttentionPattern] = []
+    for seq in forward_sequences(trace).values():
+        k = 0
+        while k < len(seq):
+            first = seq[k]
+            mm = _matmul_out(trace, first)
+            if mm is None or len(mm[0]) < 3 or min(mm[0][-2], mm[0][-1]) < min_len:
+                k += 1
+                continue
+            scores, head_dim = mm
+            # look ahead for softmax over the scores, then a matmul consuming them
+            j, soft = k + 1, None
+            while j < len(seq) and j - k <= 8:
+                core = base_name(seq[j].name)
+                if core in _SOFTMAX and tuple(seq[j].shape) == tuple(scores):
+                    soft = j
+                    break
+                cost_j = seq[j].cost
+                if core not in _PASSIVE and cost_j is not None and cost_j.kind in ("gemm", "conv"):
+                    break
+                j += 1
+            if soft is None:
+                k += 1
+                continue
+            m, second = soft + 1, None
+            while m < len(seq) and m - soft <= 6:
+                nxt = _matmul_out(trace, seq[m])
+                ins = [s for s, _ in tensor_inputs(trace, seq[m].row)] if nxt is not None else []
+                if nxt is not None and ins and tuple(ins[0]) == tuple(scores):
+                    second = m
+                    break
+                if base_name(seq[m].name) not in _PASSIVE:
+                    break
+                m += 1
+            if second is None:
+                k += 1
+                continue
+            part = seq[k:second + 1]
+            frame = _frame_key(trace, first.row, frames)
+            dtype = first.cost.dtype if first.cost is not None else None
+            size = 2 if dtype in ("fp16", "bf16") else 4
+            out.append(AttentionPattern(
+                rows=tuple(r.row for r in part), scores_shape=tuple(scores), head_dim=int(head_dim),
+                dtype=dtype, frame=frame, time_us=sum(r.time_us for r in part),
+                extra_us=sum(r.time_us for r in seq[k + 1:second]),
+                score_bytes=float(numel(scores) * size)))
+            k = second + 1
+    out.sort(key=lambda p: p.rows[0])
+    return out

@@ -1,0 +1,117 @@
+"""How much the profiler itself distorted a trace: event density, stacks, profiled vs not.
+
+The profiler costs time per recorded event: about a microsecond or two per operator (more
+with `record_shapes`), and per Python call with `with_stack=True`. A trace with many Python
+events per operator, or operators packed densely in time, spent a large part of its step in
+the profiler. When the trace sits in a `perftune profile` run directory, `steps.json` holds
+the step times of profiled and unprofiled steps of the same run, which measures the overhead
+directly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from perftune.trace import categories as C
+from perftune.trace.device_metrics import memoized
+from perftune.trace.model import Trace
+
+OP_COST_US = 1.5  # profiler cost per recorded operator (record_shapes on), order of magnitude
+PYTHON_COST_US = 0.7  # per python_function event (with_stack)
+
+
+@dataclass(frozen=True)
+class EventDensity:
+    cpu_ops: int
+    python_events: int
+    host_span_us: float  # span of host events on the rank (all threads' busiest)
+    steps: int
+
+    @property
+    def python_per_op(self) -> float:
+        return self.python_events / self.cpu_ops if self.cpu_ops else float(self.python_events)
+
+    @property
+    def ops_per_ms(self) -> float:
+        return self.cpu_ops / (self.host_span_us / 1000.0) if self.host_span_us > 0 else 0.0
+
+    def estimated_overhead_us(self, op_cost_us: float = OP_COST_US,
+                              python_cost_us: float = PYTHON_COST_US) -> float:
+        return self.cpu_ops * op_cost_us + self.python_events * python_cost_us
+
+    def estimated_share(self, op_cost_us: float = OP_COST_US,
+                        python_cost_us: float = PYTHON_COST_US) -> float:
+        """Estimated profiler time over the traced host time (capped at 1)."""
+        if self.host_span_us <= 0:
+            return 0.0
+        return min(1.0, self.estimated_overhead_us(op_cost_us, python_cost_us) / self.host_span_us)
+
+
+@memoized
+def event_density(trace: Trace) -> EventDensity:
+    """Event counts of the first rank inside its steps (the whole trace without steps)."""
+    ev = trace.events
+    rank = trace.rank_ids[0] if trace.rank_ids else 0
+    on = (ev["rank"].to_numpy() == rank) & ~ev["is_device"].to_numpy()
+    steps = trace.steps_of(rank)
+    if steps:
+        lo, hi = min(s.start for s in steps), max(s.end for s in steps)
+        ts = ev["ts"].to_numpy()
+        on &= (ts >= lo) & (ts < hi)
+        span = hi - lo
+    else:
+        span = float(ev["end"].to_numpy()[on].max() - ev["ts"].to_numpy()[on].min()) if on.any() else 0.0
+    cats = ev["cat"].to_numpy()
+    return EventDensity(cpu_ops=int(np.count_nonzero(on & (cats == C.CPU_OP))),
+                        python_events=int(np.count_nonzero(on & (cats == C.PYTHON_FUNCTION))),
+                        host_span_us=float(span), steps=len(steps))
+
+
+@dataclass(frozen=True)
+class PhaseTimes:
+    """Median step times (ms) of one run's profiled and unprofiled steps (from steps.json)."""
+
+    path: Path
+    profiled_ms: float
+    unprofiled_ms: float
+    profiled_steps: int
+    unprofiled_steps: int
+
+    @property
+    def overhead(self) -> float:
+        return self.profiled_ms / self.unprofiled_ms - 1.0 if self.unprofiled_ms > 0 else 0.0
+
+
+def read_phase_times(path: Path) -> PhaseTimes | None:
+    """Profiled vs unprofiled ('measured') step medians of a steps.json, None when absent."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    steps = data.get("steps") if isinstance(data, dict) else None
+    if not isinstance(steps, list):
+        return None
+    by_phase: dict[str, list[float]] = {}
+    for s in steps:
+        if isinstance(s, dict) and isinstance(s.get("duration_ms"), (int, float)):
+            by_phase.setdefault(str(s.get("phase")), []).append(float(s["duration_ms"]))
+    prof, meas = by_phase.get("profiled", []), by_phase.get("measured", [])
+    if not prof or not meas:
+        return None
+    return PhaseTimes(path=path, profiled_ms=float(np.median(prof)),
+                      unprofiled_ms=float(np.median(meas)), profiled_steps=len(prof),
+                      unprofiled_steps=len(meas))
+
+
+@memoized
+def phase_times(trace: Trace) -> PhaseTimes | None:
+    """steps.json next to the trace (a perftune run directory), if it has both phases."""
+    for path in trace.paths:
+        found = read_phase_times(Path(path).parent / "steps.json")
+        if found is not None:
+            return found
+    return None

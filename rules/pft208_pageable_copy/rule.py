@@ -1,0 +1,93 @@
+"""PFT208 pageable-copy: host→device copies from pageable (not pinned) memory.
+
+## What it detects
+On a GPU trace: `Memcpy HtoD (Pageable -> Device)` issued by `.to(device)` / `.cuda()` /
+`copy_` in a step. On a CPU trace (latent): `.to(device)` / `.cuda()` of a step's inputs (the first
+ops of the step, or right after a DataLoader `__next__`) when the source is not pinned: a
+DataLoader without `pin_memory=True`, or tensors the program never pins.
+
+## Why is it slow?
+The GPU's copy engine can only read page-locked memory. From pageable memory the driver first
+copies through a pinned staging buffer on the CPU, synchronously: the host blocks for the
+whole copy, and the copy cannot overlap with compute. `non_blocking=True` has no effect on
+pageable memory.
+
+## Example
+```python
+loader = DataLoader(dataset, batch_size=64)
+for images, labels in loader:
+    images = images.to(device)
+```
+
+## Use instead
+```python
+loader = DataLoader(dataset, batch_size=64, pin_memory=True)
+for images, labels in loader:
+    images = images.to(device, non_blocking=True)   # async, overlaps with compute
+```
+
+## Evidence
+The copies, their bytes and the time the host was blocked in the copy calls and the syncs
+that follow them.
+
+## Options
+`error_share` (default 0.05): error when the measured cost is at least this share of a step.
+
+## Known problems
+Pinned memory is a limited resource: pin batches (DataLoader `pin_memory=True`), not whole
+datasets. On a CPU trace the source memory cannot be seen; the rule reads the DataLoader's
+arguments from the source.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from perftune.engine.attribution import Group, SiteMatcher
+from perftune.engine.hazards import (
+    HazardRule,
+    calls,
+    dataloader_pinned,
+    is_device_move,
+    latent_batch_moves,
+    non_blocking_of,
+)
+from perftune.engine.types import Severity
+from perftune.trace import sync_metrics as sm
+from perftune.trace.model import Trace
+
+
+class PageableCopy(HazardRule):
+    code = "PFT208"
+    name = "pageable-copy"
+    what = "Host→device copy from pageable memory"
+    fix_title = ("Copy from pinned memory with non_blocking=True "
+                 "(DataLoader(pin_memory=True) or tensor.pin_memory())")
+    after = ("loader = DataLoader(dataset, ..., pin_memory=True)\n"
+             "x = x.to(device, non_blocking=True)")
+
+    def hazards(self, trace: Trace) -> list[sm.Hazard]:
+        if trace.has_device_activity:
+            return super().hazards(trace)
+        moves = latent_batch_moves(trace, self.code)
+        from_loader = [h for h in moves if sm.follows_dataloader(trace, h.row)]
+        others = [h for h in moves if h not in from_loader]
+        out = [] if dataloader_pinned(trace) else from_loader
+        # Tensors not from a DataLoader are pageable unless the program pins them itself.
+        return out + ([] if sm.uses_pinned_memory(trace) else others)
+
+    def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
+        return calls("to", "cuda", "copy_")
+
+    def keep_group(self, trace: Trace, group: Group, latent: bool) -> bool:
+        return not latent or is_device_move(group.site)
+
+    def latent_severity(self, trace: Trace, group: Group, hazards: list[sm.Hazard]) -> Severity:
+        # Already non_blocking: the remaining problem (the memory is not pinned) is inferred
+        # from the source, not seen in the trace.
+        if all(non_blocking_of(trace, h, group.site) for h in hazards):
+            return Severity.INFO
+        return Severity.WARNING
+
+    def rewrite_params(self, group: Group, hazards: list[sm.Hazard]) -> dict[str, Any]:
+        return {"direction": "HtoD"}

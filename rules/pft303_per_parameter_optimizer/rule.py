@@ -1,0 +1,140 @@
+"""PFT303 per-parameter-optimizer: the optimizer updates one parameter tensor at a time."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from perftune.engine.attribution import location_of
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.trace import categories as C
+from perftune.trace.device_metrics import inclusive_device_us, kernels_under
+from perftune.trace.model import NO_ID, Trace
+from perftune.trace.roofline import op_kind
+from perftune.trace.sync_metrics import user_frame_row
+
+_MULTI_TENSOR = ("aten::_foreach_", "aten::_fused_")
+# Optimizers with a fused implementation (CUDA; CPU for Adam, AdamW, SGD and Adagrad since 2.4).
+_FUSED = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
+
+
+class PerParameterOptimizer(Rule):
+    """## What it detects
+    An optimizer step that runs its update as separate small ops for every parameter tensor —
+    hundreds of `aten::add_` / `aten::mul_` / `aten::addcdiv_` calls (and on a GPU as many tiny
+    kernels) under `Optimizer.step#...` — instead of the multi-tensor (`foreach`) or `fused`
+    implementations.
+
+    ## Why is it slow?
+    Every op pays the Python → dispatcher → kernel-launch overhead (5–20 µs) while moving only
+    one parameter's worth of data. With N parameters and k ops per update that is N·k launches
+    per step; `foreach=True` turns them into k launches over lists of tensors, `fused=True`
+    into one kernel.
+
+    ## Example
+    ```python
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, foreach=False)
+    ```
+
+    ## Use instead
+    ```python
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)   # or foreach=True
+    ```
+    PyTorch picks `foreach` by default only when every parameter is on a CUDA device; pass it
+    explicitly elsewhere, and check custom optimizers that loop over parameters.
+
+    ## Evidence
+    Optimizer class, per-parameter ops and kernels per step, the most repeated op (about one per
+    parameter), the optimizer's host and device time per step.
+
+    ## Options
+    `min_ops_per_step` (16): per-parameter ops per optimizer step to report.
+    """
+
+    code: ClassVar[str] = "PFT303"
+    name: ClassVar[str] = "per-parameter-optimizer"
+    severity: ClassVar[Severity] = Severity.WARNING
+    options: ClassVar[dict[str, Any]] = {"min_ops_per_step": 16}
+
+    def check(self, trace: Trace) -> Iterator[Finding]:
+        ev = trace.events
+        steps_rows = np.flatnonzero(trace.name_startswith(C.OPTIMIZER_STEP_PREFIX) & ~trace.is_device)
+        if len(steps_rows) == 0:
+            return
+        ops = np.flatnonzero((ev["cat"] == C.CPU_OP).to_numpy())
+        ops = ops[np.argsort(ev["ts"].to_numpy()[ops], kind="stable")]
+        op_ts = ev["ts"].to_numpy()[ops]
+        key_cols = (ev["rank"].to_numpy(), ev["pid"].to_numpy(), ev["tid"].to_numpy())
+        by_class: dict[str, list[dict[str, Any]]] = {}
+        parent = trace.parent
+        dev = inclusive_device_us(trace)
+        kern = kernels_under(trace)
+        for row in steps_rows.tolist():
+            name = trace.name_of(row)
+            cls = name[len(C.OPTIMIZER_STEP_PREFIX):].split(".", 1)[0] or "Optimizer"
+            lo, hi = float(ev["ts"].iat[row]), float(ev["end"].iat[row])
+            a, b = np.searchsorted(op_ts, lo, side="left"), np.searchsorted(op_ts, hi, side="right")
+            inside = [int(r) for r in ops[a:b] if all(col[r] == col[row] for col in key_cols)
+                      and float(ev["end"].iat[int(r)]) <= hi + 0.01]
+            if any(trace.name_of(r).startswith(_MULTI_TENSOR) for r in inside):
+                continue  # foreach / fused already
+            # Per-parameter update ops: elementwise ops not nested in another op of the step.
+            inside_set = set(inside)
+            top = [r for r in inside if op_kind(trace.name_of(r)) in ("elementwise", "norm", "reduction")
+                   and not _nested_in(parent, r, inside_set)]
+            if not top:
+                continue
+            names = Counter(trace.name_of(r) for r in top)
+            durs = [float(ev["dur"].iat[r]) for r in top]
+            by_class.setdefault(cls, []).append({
+                "row": row, "ops": len(top), "names": names, "median_op_us": float(np.median(durs)),
+                "host_us": hi - lo, "device_us": float(dev[row]), "kernels": int(kern[row])})
+        for cls, calls in sorted(by_class.items()):
+            n = len(calls)
+            ops_per = sum(c["ops"] for c in calls) / n
+            if ops_per < self.config["min_ops_per_step"]:
+                continue
+            names = sum((c["names"] for c in calls), Counter())
+            distinct = len(names)
+            median_op = float(np.median([c["median_op_us"] for c in calls]))
+            # foreach runs one call per op kind; the per-op overhead of the rest goes away.
+            saving_ms = max(0.0, ops_per - distinct) * median_op / 1000.0
+            host_ms = sum(c["host_us"] for c in calls) / n / 1000.0
+            saving_ms = min(saving_ms, host_ms)
+            top_name, top_count = names.most_common(1)[0]
+            params = round(top_count / n)
+            evidence: dict[str, Any] = {
+                "optimizer": cls, "calls": n, "per_parameter_ops_per_step": round(ops_per, 1),
+                "estimated_parameters": params, "op_counts_per_step": {k: round(v / n, 1) for k, v in names.most_common(8)},
+                "median_op_us": round(median_op, 3), "optimizer_host_ms_per_step": round(host_ms, 3),
+            }
+            if trace.has_device_activity:
+                evidence["kernels_per_step"] = round(sum(c["kernels"] for c in calls) / n, 1)
+                evidence["optimizer_device_ms_per_step"] = round(sum(c["device_us"] for c in calls) / n / 1000.0, 3)
+            impl = "fused=True" if cls in _FUSED else "foreach=True"
+            message = (f"{cls}.step runs {ops_per:.0f} per-parameter ops per step "
+                       f"(~{params} parameters × {top_name} ...) instead of multi-tensor kernels; "
+                       f"the optimizer takes {host_ms:.2f} ms of host time per step")
+            first = calls[0]["row"]
+            yield self.finding(
+                message, location=location_of(trace, user_frame_row(trace, first)),
+                evidence=evidence, est_saving_ms_per_step=saving_ms, count=n,
+                op_chain=(trace.name_of(first), top_name),
+                suggestion=Suggestion(
+                    title=f"Use the multi-tensor optimizer: torch.optim.{cls}(..., {impl}) "
+                          "(or foreach=True)",
+                    after=f"optimizer = torch.optim.{cls}(model.parameters(), lr=lr, {impl})",
+                    knobs={"optimizer_impl": ["foreach", "fused"] if cls in _FUSED else ["foreach"]}))
+
+
+def _nested_in(parent: np.ndarray, row: int, others: set[int]) -> bool:
+    p = int(parent[row])
+    while p != NO_ID:
+        if p in others:
+            return True
+        p = int(parent[p])
+    return False

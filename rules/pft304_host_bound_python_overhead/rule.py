@@ -1,0 +1,143 @@
+"""PFT304 host-bound-python-overhead: the host, not the device, sets the step time."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.trace import categories as C
+from perftune.trace.device_metrics import batch_size_values, guess_batch_size, main_rank
+from perftune.trace.idle_metrics import host_overhead, idle_gaps, step_idle
+from perftune.trace.model import Trace
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
+
+
+class HostBoundPythonOverhead(Rule):
+    """## What it detects
+    Steps whose length is set by host-side work — Python code, the operator dispatcher, kernel
+    launches — rather than by the computation. On a GPU trace: the device sits idle for a
+    large share of the step while the host is busy between launches (not waiting for data or
+    a sync). On a CPU trace: most of the step goes to Python between operators and to
+    operators so short that dispatch overhead is all they do.
+
+    ## Why is it slow?
+    Each PyTorch op costs a few microseconds of Python and dispatcher work before any math
+    happens. A model made of many small ops (small layers, a small batch, Python loops over
+    tensors) spends its step in that overhead: a faster GPU would not help at all.
+
+    ## Example
+    ```python
+    for t in range(seq_len):                      # a Python loop of tiny ops
+        h = torch.tanh(x[:, t] @ w_x + h @ w_h + b)
+    ```
+
+    ## Use instead
+    ```python
+    step = torch.compile(step)                    # traces the loop once, fuses the ops
+    # on a GPU: torch.compile(model, mode="reduce-overhead") replays CUDA graphs
+    ```
+    Or give each op more work: a larger batch, vectorised code instead of Python loops.
+
+    ## Evidence
+    GPU: host-caused device idle per step, device busy time, ops and launches per step, the
+    host ops that ran while the device waited. CPU: Python time between ops, time in tiny ops
+    (shorter than `tiny_op_us`), op count per step.
+
+    ## Options
+    `min_host_idle_share` (0.25): GPU — share of the step the device waits on host work.
+    `min_overhead_share` (0.5), `min_ops_per_step` (200): CPU — overhead share of the step and
+    how many ops a step must run.
+    """
+
+    code: ClassVar[str] = "PFT304"
+    name: ClassVar[str] = "host-bound-python-overhead"
+    severity: ClassVar[Severity] = Severity.WARNING
+    options: ClassVar[dict[str, Any]] = {"min_host_idle_share": 0.25, "min_overhead_share": 0.5,
+                                         "min_ops_per_step": 200}
+
+    def check(self, trace: Trace) -> Iterator[Finding]:
+        if trace.has_device_activity:
+            yield from self._gpu(trace)
+        else:
+            yield from self._cpu(trace)
+
+    def _knobs(self, trace: Trace) -> dict[str, list[Any]]:
+        values = batch_size_values(guess_batch_size(trace), "up")
+        return {"batch_size": values} if values else {}
+
+    def _gpu(self, trace: Trace) -> Iterator[Finding]:
+        rank = main_rank(trace)
+        steps = [s for s in step_idle(trace) if s.rank == rank]
+        if not steps:
+            return
+        host_idle = _mean([s.by_cause.get("host", 0.0) + s.by_cause.get("launch", 0.0) for s in steps])
+        dur = _mean([s.dur_ms for s in steps])
+        share = host_idle / dur if dur > 0 else 0.0
+        if share < self.config["min_host_idle_share"]:
+            return
+        ev = trace.events
+        over = [o for o in host_overhead(trace) if o.rank == rank]
+        launches = int(np.count_nonzero(trace.name_isin(C.LAUNCH_CALLS) & (ev["rank"].to_numpy() == rank)))
+        n = max(1, len(steps))
+        gaps = [g for g in idle_gaps(trace) if g.rank == rank and g.cause in ("host", "launch")]
+        long_gaps = Counter(round(g.dur) for g in gaps)
+        evidence: dict[str, Any] = {
+            "rank": rank, "steps": len(steps), "step_ms": round(dur, 3),
+            "host_caused_idle_ms_per_step": round(host_idle, 3), "host_caused_idle_share": round(share, 4),
+            "device_busy_ms_per_step": round(_mean([s.busy_ms for s in steps]), 3),
+            "ops_per_step": round(_mean([o.op_count for o in over]), 1),
+            "launches_per_step": round(launches / n, 1),
+            "python_ms_per_step": round(_mean([o.python_ms for o in over]), 3),
+            "idle_gaps_per_step": round(len(gaps) / n, 1),
+            "median_gap_us": round(float(np.median([g.dur for g in gaps])), 3) if gaps else 0.0,
+            "most_common_gap_us": long_gaps.most_common(1)[0][0] if long_gaps else 0,
+        }
+        message = (f"the host sets the pace: the GPU waits {host_idle:.2f} ms per step "
+                   f"({share:.0%} of {dur:.2f} ms) for Python and operator work between launches; "
+                   f"{evidence['ops_per_step']:.0f} ops and {evidence['launches_per_step']:.0f} "
+                   f"launches per step")
+        yield self.finding(
+            message, evidence=evidence, est_saving_ms_per_step=host_idle, rank=rank,
+            severity=Severity.WARNING,
+            suggestion=Suggestion(
+                title="Take Python and dispatch off the critical path: torch.compile (CUDA graphs "
+                      "with mode=\"reduce-overhead\"), fewer and larger ops, a larger batch",
+                after='model = torch.compile(model, mode="reduce-overhead")',
+                knobs=self._knobs(trace)))
+
+    def _cpu(self, trace: Trace) -> Iterator[Finding]:
+        rank = main_rank(trace)
+        over = [o for o in host_overhead(trace) if o.rank == rank]
+        if not over:
+            return
+        dur = _mean([o.dur_ms for o in over])
+        python = _mean([o.python_ms for o in over])
+        tiny = _mean([o.tiny_op_ms for o in over])
+        ops = _mean([float(o.op_count) for o in over])
+        share = (python + tiny) / dur if dur > 0 else 0.0
+        if share < self.config["min_overhead_share"] or ops < self.config["min_ops_per_step"]:
+            return
+        evidence = {
+            "rank": rank, "steps": len(over), "step_ms": round(dur, 3),
+            "python_ms_per_step": round(python, 3), "tiny_op_ms_per_step": round(tiny, 3),
+            "op_ms_per_step": round(_mean([o.op_ms for o in over]), 3),
+            "overhead_share": round(share, 4), "ops_per_step": round(ops, 1),
+            "top_level_ops_per_step": round(_mean([float(o.top_level_ops) for o in over]), 1),
+        }
+        message = (f"{share:.0%} of each {dur:.2f} ms step is Python between ops and tiny ops "
+                   f"({ops:.0f} ops per step): dispatch overhead, not computation, sets the pace")
+        yield self.finding(
+            message, evidence=evidence, est_saving_ms_per_step=tiny, rank=rank,
+            severity=Severity.INFO,
+            suggestion=Suggestion(
+                title="Cut per-op overhead: torch.compile the step, vectorise Python loops over "
+                      "tensors, a larger batch",
+                after="train_step = torch.compile(train_step)", knobs=self._knobs(trace)))

@@ -1,0 +1,131 @@
+"""PFT601 exposed-communication: collective time that no compute overlaps."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from perftune.engine.attribution import location_of
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.trace.comm import CommStep, collective_kind, comm_kernel_mask, comm_overlap
+from perftune.trace.device_metrics import launching_op, outermost_op
+from perftune.trace.model import Trace
+from perftune.trace.sync_metrics import user_frame_row
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
+
+
+class ExposedCommunication(Rule):
+    """## What it detects
+    NCCL / RCCL collective kernels (all-reduce, all-gather, reduce-scatter, broadcast, …)
+    whose time is not overlapped by compute kernels on other streams: per step, the part of
+    the collectives' union on the device timeline during which no compute kernel runs.
+
+    ## Why is it slow?
+    Data-parallel training hides gradient all-reduce behind the rest of the backward pass:
+    DDP reduces buckets of gradients as soon as they are ready, on a separate stream. Exposed
+    communication is time the GPU does nothing but wait for the network — all-reduces issued
+    after backward, one collective per parameter, synchronous collectives in the step, or
+    buckets that only fill at the very end.
+
+    ## Example
+    ```python
+    loss.backward()
+    for p in model.parameters():                 # one blocking all-reduce per parameter
+        dist.all_reduce(p.grad)
+    ```
+
+    ## Use instead
+    ```python
+    model = DDP(model, device_ids=[rank], bucket_cap_mb=25, gradient_as_bucket_view=True)
+    loss.backward()                              # all-reduce overlaps the backward pass
+    ```
+    With FSDP: `backward_prefetch=BackwardPrefetch.BACKWARD_PRE`, `forward_prefetch=True`.
+
+    ## Evidence
+    Per step: collective time, exposed time, overlapped time; exposed time by collective kind;
+    collective kernels per step; the op that launched most of the exposed time.
+
+    ## Options
+    `min_ms_per_step` (0.5), `min_share` (0.05): exposed time per step, and as a share of the
+    step, to report.
+    """
+
+    code: ClassVar[str] = "PFT601"
+    name: ClassVar[str] = "exposed-communication"
+    severity: ClassVar[Severity] = Severity.WARNING
+    options: ClassVar[dict[str, Any]] = {"min_ms_per_step": 0.5, "min_share": 0.05}
+
+    def check(self, trace: Trace) -> Iterator[Finding]:
+        per_rank: dict[int, list[CommStep]] = {}
+        for c in comm_overlap(trace):
+            per_rank.setdefault(c.rank, []).append(c)
+        if not per_rank:
+            return
+        rank = max(per_rank, key=lambda r: (_mean([c.exposed_ms for c in per_rank[r]]), -r))
+        steps = per_rank[rank]
+        exposed = _mean([c.exposed_ms for c in steps])
+        dur = _mean([c.step_dur_ms for c in steps])
+        share = exposed / dur if dur > 0 else 0.0
+        if exposed < self.config["min_ms_per_step"] or share < self.config["min_share"]:
+            return
+        comm_ms = _mean([c.comm_ms for c in steps])
+        kinds: Counter[str] = Counter()
+        for c in steps:
+            kinds.update(c.by_kind)
+        per_step_kernels = _mean([float(c.kernel_count) for c in steps])
+        # Which op launched the collectives (c10d::allreduce_, nccl:all_reduce, DDP hooks ...)
+        ev = trace.events
+        rows = np.flatnonzero(comm_kernel_mask(trace) & (ev["rank"].to_numpy() == rank))
+        ops: Counter[str] = Counter()
+        first: dict[str, int] = {}
+        for row in rows.tolist():
+            inner = launching_op(trace, row)
+            op = outermost_op(trace, inner) if inner is not None else None
+            if op is None:
+                continue
+            name = trace.name_of(op)
+            ops[name] += float(ev["dur"].iat[row])
+            first.setdefault(name, op)
+        top = ops.most_common(1)[0][0] if ops else None
+        n = len(steps)
+        evidence: dict[str, Any] = {
+            "rank": rank, "steps": n, "step_ms": round(dur, 3),
+            "comm_ms_per_step": round(comm_ms, 3), "exposed_ms_per_step": round(exposed, 3),
+            "overlapped_ms_per_step": round(_mean([c.overlapped_ms for c in steps]), 3),
+            "exposed_share_of_step": round(share, 4),
+            "exposed_share_of_comm": round(exposed / comm_ms, 4) if comm_ms > 0 else None,
+            "exposed_ms_per_step_by_kind": {k: round(v / n, 3) for k, v in kinds.most_common()},
+            "collective_kernels_per_step": round(per_step_kernels, 1),
+            "per_step": [{"step": trace.steps[c.step].index, "comm_ms": round(c.comm_ms, 3),
+                          "exposed_ms": round(c.exposed_ms, 3)} for c in steps[:20]],
+            "launched_by": [{"op": k, "ms": round(v / 1000.0, 3)} for k, v in ops.most_common(3)],
+        }
+        if len(per_rank) > 1:
+            evidence["exposed_ms_by_rank"] = {str(r): round(_mean([c.exposed_ms for c in cs]), 3)
+                                              for r, cs in sorted(per_rank.items())}
+        many = per_step_kernels >= 50
+        kind = collective_kind(max(kinds, key=lambda k: kinds[k])) if kinds else "collective"
+        message = (f"{exposed:.2f} ms per step ({share:.0%} of the step) of collective time "
+                   f"({comm_ms:.2f} ms total, mostly {kind}) runs with no compute to hide it"
+                   + (f"; {per_step_kernels:.0f} collectives per step suggests they are not "
+                      "bucketed" if many else ""))
+        title = ("Overlap communication with compute: DDP gradient buckets (bucket_cap_mb, "
+                 "gradient_as_bucket_view=True), no per-parameter or post-backward all-reduce, "
+                 "FSDP prefetching")
+        yield self.finding(
+            message, location=location_of(trace, user_frame_row(trace, first[top])) if top else None,
+            evidence=evidence, est_saving_ms_per_step=exposed, rank=rank,
+            op_chain=(top,) if top else (), count=len(rows),
+            severity=Severity.ERROR if share >= 0.25 else Severity.WARNING,
+            suggestion=Suggestion(
+                title=title,
+                after="model = DDP(model, device_ids=[local_rank], bucket_cap_mb=25,\n"
+                      "            gradient_as_bucket_view=True)",
+                knobs={"bucket_cap_mb": [10, 25, 50, 100]}))

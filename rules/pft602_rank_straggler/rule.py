@@ -1,0 +1,129 @@
+"""PFT602 rank-straggler: one rank's step work holds every other rank back."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+import numpy as np
+
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.trace.comm import collective_waits, rank_step_table, step_skew
+from perftune.trace.model import Trace
+
+
+class RankStraggler(Rule):
+    """## What it detects
+    In a multi-rank trace (one file per rank), steps in which one rank does more work than the
+    others — step time minus time in collectives — so that the others wait for it inside their
+    collectives. Reports the per-step skew, which rank is slowest and how often, and the extra
+    collective (wait) time on the other ranks. With a single rank's trace, the wait shows as
+    collectives that take longer in some steps than the same collective (same kernel, same
+    position in the step) takes in the fastest step: that excess is time spent waiting for a
+    slower peer.
+
+    ## Why is it slow?
+    Synchronous data parallelism runs at the speed of the slowest rank: every all-reduce waits
+    until all ranks have arrived. A rank with more data to load, a slower GPU, thermal
+    throttling, an unbalanced shard or extra logging work makes every rank pay its delay.
+
+    ## Example
+    ```python
+    if rank == 0:
+        log_images(batch)          # extra work on rank 0 every step
+    loss.backward()                # other ranks wait in the all-reduce
+    ```
+
+    ## Use instead
+    ```python
+    if rank == 0 and step % 100 == 0:
+        log_images(batch)          # rare, or offloaded to another process
+    ```
+    Balance shards (same sequence lengths per rank), check the slow rank's data pipeline and
+    hardware.
+
+    ## Evidence
+    Per step: slowest and fastest rank, skew of own work and of step time, the longest wait in
+    collectives; how often each rank was the slowest. Single rank: collective time and the
+    wait beyond the fastest instances, per step.
+
+    ## Options
+    `min_skew_ms` (1.0) and `min_skew_share` (0.05): median work skew per step (single rank:
+    mean collective wait per step), in ms and as a share of the step, to report.
+    """
+
+    code: ClassVar[str] = "PFT602"
+    name: ClassVar[str] = "rank-straggler"
+    severity: ClassVar[Severity] = Severity.WARNING
+    options: ClassVar[dict[str, Any]] = {"min_skew_ms": 1.0, "min_skew_share": 0.05}
+
+    def check(self, trace: Trace) -> Iterator[Finding]:
+        skews = step_skew(trace)
+        if not skews:
+            yield from self._single_rank(trace)
+            return
+        work = float(np.median([s.work_skew_ms for s in skews]))
+        step_ms = float(np.median([s.median_dur_ms for s in skews]))
+        if work < self.config["min_skew_ms"] or (step_ms > 0 and work / step_ms < self.config["min_skew_share"]):
+            return
+        slowest = Counter(s.slowest_rank for s in skews)
+        rank, times = slowest.most_common(1)[0]
+        table = rank_step_table(trace)
+        by_rank = table.groupby("rank")[["work_ms", "comm_ms", "dur_ms"]].median()
+        evidence: dict[str, Any] = {
+            "ranks": int(table["rank"].nunique()), "steps": len(skews),
+            "median_step_ms": round(step_ms, 3), "median_work_skew_ms": round(work, 3),
+            "median_dur_skew_ms": round(float(np.median([s.dur_skew_ms for s in skews])), 3),
+            "median_max_wait_ms": round(float(np.median([s.max_wait_ms for s in skews])), 3),
+            "slowest_rank": rank, "slowest_in_steps": times,
+            "slowest_counts": {str(r): c for r, c in sorted(slowest.items())},
+            "per_step": [{"step": s.step, "slowest": s.slowest_rank, "fastest": s.fastest_rank,
+                          "work_skew_ms": round(s.work_skew_ms, 3), "max_wait_ms": round(s.max_wait_ms, 3)}
+                         for s in skews[:20]],
+            "median_by_rank": {str(r): {k: round(float(v), 3) for k, v in row.items()}
+                               for r, row in by_rank.iterrows()},
+        }
+        persistent = times / len(skews) >= 0.5
+        message = (f"rank {rank} is the slowest in {times} of {len(skews)} steps; the ranks' own "
+                   f"work differs by {work:.2f} ms per step (median, {work / step_ms:.0%} of the "
+                   f"step) and the others wait for it in collectives"
+                   + ("" if persistent else " (the slowest rank changes: jitter, not one straggler)"))
+        yield self.finding(
+            message, evidence=evidence, est_saving_ms_per_step=work, rank=rank,
+            severity=Severity.WARNING if persistent else Severity.INFO,
+            suggestion=Suggestion(
+                title=f"Balance the ranks: find what rank {rank} does extra (data loading, logging, "
+                      "uneven shards or sequence lengths, a slower or throttled GPU)"))
+
+    def _single_rank(self, trace: Trace) -> Iterator[Finding]:
+        waits = [w for w in collective_waits(trace) if w.matched]
+        if len(waits) < 2:
+            return
+        by_rank: dict[int, list[float]] = {}
+        for w in waits:
+            by_rank.setdefault(w.rank, []).append(w.wait_ms)
+        rank = max(by_rank, key=lambda r: (float(np.mean(by_rank[r])), -r))
+        mine = [w for w in waits if w.rank == rank]
+        wait = float(np.mean([w.wait_ms for w in mine]))
+        step_ms = float(np.mean([trace.steps[w.step].dur / 1000.0 for w in mine]))
+        if wait < self.config["min_skew_ms"] or (step_ms > 0 and wait / step_ms < self.config["min_skew_share"]):
+            return
+        worst = max(mine, key=lambda w: w.wait_ms)
+        evidence: dict[str, Any] = {
+            "ranks": 1, "rank": rank, "steps": len(mine), "mean_step_ms": round(step_ms, 3),
+            "mean_wait_ms_per_step": round(wait, 3),
+            "per_step": [{"step": trace.steps[w.step].index, "comm_ms": round(w.comm_ms, 3),
+                          "wait_ms": round(w.wait_ms, 3)} for w in mine[:20]],
+            "worst_step": trace.steps[worst.step].index,
+        }
+        message = (f"rank {rank}'s collectives wait {wait:.2f} ms per step on average "
+                   f"({wait / step_ms:.0%} of the step; {worst.wait_ms:.2f} ms in step "
+                   f"{evidence['worst_step']}) beyond their fastest instance: a slower peer holds "
+                   "this rank back (load every rank's trace to name it)")
+        yield self.finding(
+            message, evidence=evidence, est_saving_ms_per_step=wait, rank=rank,
+            suggestion=Suggestion(
+                title="Find the straggler: analyse all ranks' traces together (perftune analyze "
+                      "DIR_OF_RANK_TRACES) and balance their work"))

@@ -1,0 +1,63 @@
+"""PFT902 no-step-markers: the trace does not say where training steps begin and end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import ClassVar
+
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.trace.model import Trace
+from perftune.trace.steps import WHOLE_TRACE
+
+
+class NoStepMarkers(Rule):
+    """## What it detects
+    A trace with neither `ProfilerStep#N` annotations nor optimizer steps
+    (`Optimizer.step#...`), so the whole trace is analysed as one window.
+
+    ## Why is it slow?
+    Without step boundaries nothing can be reported per step: not step time, not device idle
+    per step, not how often a sync happens per iteration. Warm-up and one-off work mix with
+    the steady state.
+
+    ## Example
+    ```python
+    with torch.profiler.profile() as prof:
+        for x, y in loader:
+            train_step(x, y)
+    ```
+
+    ## Use instead
+    ```python
+    with torch.profiler.profile(schedule=torch.profiler.schedule(wait=1, warmup=2, active=5),
+                                on_trace_ready=torch.profiler.tensorboard_trace_handler("log")) as prof:
+        for x, y in loader:
+            train_step(x, y)
+            prof.step()                       # marks ProfilerStep#N
+    ```
+    `perftune profile train.py` marks steps for you (at each optimizer step, or
+    `--step-marker module:function`, or `perftune.step()` in the loop).
+
+    ## Evidence
+    The trace's span and event count.
+    """
+
+    code: ClassVar[str] = "PFT902"
+    name: ClassVar[str] = "no-step-markers"
+    severity: ClassVar[Severity] = Severity.WARNING
+
+    def check(self, trace: Trace) -> Iterator[Finding]:
+        if trace.step_source != WHOLE_TRACE:
+            return
+        span = trace.span_us() / 1000.0
+        evidence = {"step_source": trace.step_source, "span_ms": round(span, 3),
+                    "events": len(trace.events), "ranks": len(trace.rank_ids)}
+        yield self.finding(
+            f"no step markers (no ProfilerStep#N, no optimizer steps): the whole {span:.1f} ms "
+            "trace is analysed as one step",
+            evidence=evidence,
+            suggestion=Suggestion(
+                title="Mark steps: profile with perftune profile, or call prof.step() once per "
+                      "iteration with a torch.profiler schedule",
+                after="for batch in loader:\n    train_step(batch)\n    prof.step()"))

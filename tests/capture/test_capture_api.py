@@ -1,0 +1,141 @@
+"""The Python API the tuner and the gate use: run_capture, load_capture, CaptureOptions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from capture_helpers import train_script, write
+from perftune.capture.runner import (
+    CaptureOptions,
+    CaptureResult,
+    ScriptTarget,
+    load_capture,
+    run_capture,
+)
+from perftune.errors import TraceError, UsageError
+
+
+def test_trial_without_profiler_measures_and_logs_quietly(tmp_path: Path) -> None:
+    script = write(tmp_path / "train.py", train_script(
+        header="import perftune\nlr = perftune.knob('lr', 0.01, choices=[0.01, 0.5])\n"
+               "print('LR', lr)\n",
+    ))
+    target = ScriptTarget(path=script, module=None, args=("--steps", "50"), cwd=tmp_path)
+    options = CaptureOptions(skip=2, active=4, profile=False, quiet=True, knobs={"lr": 0.5},
+                             env={"EXTRA_FOR_SCRIPT": "1"})
+
+    result = run_capture(target, tmp_path / "trial", options)
+
+    assert isinstance(result, CaptureResult)
+    assert result.ok and result.status == "ok" and result.exit_code == 0
+    assert result.trace_path is None and not (tmp_path / "trial" / "trace.json.gz").exists()
+    assert [s.phase for s in result.steps] == ["warmup"] * 2 + ["measured"] * 4
+    assert len(result.measured()) == 4
+    median = result.median_step_ms()
+    assert median is not None and median > 0
+    assert result.profiler == "off"
+    log = (tmp_path / "trial" / "output.log").read_text()
+    assert "LR 0.5" in log  # the knob reached the script; its output went to the log
+    steps = json.loads((tmp_path / "trial" / "steps.json").read_text())
+    assert steps["knobs"] == {"lr": 0.5}
+    assert steps["declared_knobs"] == {"lr": {"default": 0.01, "choices": [0.01, 0.5]}}
+    assert steps["schema_version"] == 1
+    # Nothing private is left in the run directory.
+    assert sorted(p.name for p in (tmp_path / "trial").iterdir()) == [
+        "meta.json", "output.log", "steps.json"]
+
+
+def test_load_capture_reads_back_the_same_result(tmp_path: Path) -> None:
+    script = write(tmp_path / "train.py", train_script())
+    result = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "run",
+                         CaptureOptions(skip=1, active=2, quiet=True))
+
+    loaded = load_capture(tmp_path / "run")
+
+    assert loaded.steps == result.steps
+    assert loaded.status == result.status == "ok"
+    assert loaded.trace_path == result.trace_path == tmp_path / "run" / "trace.json.gz"
+    assert loaded.meta == result.meta
+    assert loaded.peak_memory_bytes == result.peak_memory_bytes
+    assert loaded.step_source == "optimizer" and loaded.skip == 1 and loaded.active == 2
+    meta = loaded.meta
+    for key in ("command", "argv", "cwd", "git_commit", "git_dirty", "python_version",
+                "torch_version", "cuda_version", "devices", "hostname", "perftune_version",
+                "start_time"):
+        assert key in meta, key
+    assert meta["command"] == ["python", str(script)]
+
+
+def test_a_second_run_into_the_same_directory_replaces_the_first(tmp_path: Path) -> None:
+    script = write(tmp_path / "train.py", train_script())
+    target = ScriptTarget(path=script, cwd=tmp_path)
+    run_capture(target, tmp_path / "run", CaptureOptions(skip=1, active=1, quiet=True))
+
+    second = run_capture(target, tmp_path / "run",
+                         CaptureOptions(skip=1, active=1, profile=False, quiet=True))
+
+    assert second.trace_path is None
+    assert not (tmp_path / "run" / "trace.json.gz").exists()
+
+
+def test_git_state_of_the_scripts_repository(tmp_path: Path) -> None:
+    import subprocess
+
+    repo = tmp_path / "repo"
+    script = write(repo / "train.py", train_script())
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "train.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    options = CaptureOptions(skip=1, active=1, profile=False, quiet=True)
+
+    clean = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "a", options)
+    script.write_text(script.read_text() + "# edited\n")
+    dirty = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "b", options)
+
+    assert clean.meta["git_commit"] == commit and clean.meta["git_dirty"] is False
+    assert dirty.meta["git_dirty"] is True
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        (ScriptTarget(path=None, module=None), CaptureOptions(), "either a script"),
+        (ScriptTarget(path=Path("x.py"), module="x"), CaptureOptions(), "either a script"),
+        (ScriptTarget(module="not a module"), CaptureOptions(), "not a module name"),
+        (ScriptTarget(module="m"), CaptureOptions(active=0), "--active"),
+        (ScriptTarget(module="m"), CaptureOptions(skip=-1), "--skip"),
+        (ScriptTarget(module="m"), CaptureOptions(detail="max"), "--detail"),
+        (ScriptTarget(module="m"), CaptureOptions(timeout_s=0), "timeout"),
+        (ScriptTarget(module="m"), CaptureOptions(step_marker="nocolon"), "--step-marker"),
+    ],
+)
+def test_bad_options_are_usage_errors(tmp_path: Path, target: ScriptTarget,
+                                      options: CaptureOptions, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        run_capture(target, tmp_path / "run", options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_load_capture_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="not found"):
+        load_capture(tmp_path)
+    (tmp_path / "steps.json").write_text("[1, 2]")
+    with pytest.raises(TraceError, match="not a JSON object"):
+        load_capture(tmp_path)
+
+
+def test_skip_zero_profiles_from_the_first_step(tmp_path: Path) -> None:
+    script = write(tmp_path / "train.py", train_script())
+
+    result = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "run",
+                         CaptureOptions(skip=0, active=2, quiet=True))
+
+    assert result.ok
+    assert [s.phase for s in result.steps] == ["profiled", "profiled"]
+    assert result.trace_path is not None

@@ -1,0 +1,158 @@
+"""Source attribution: def-line frames are refined to the op's line by reading the source."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from perftune.engine.attribution import (
+    Occurrence,
+    attribute,
+    find_calls,
+    read_source_line,
+    reader_for,
+    source_roots,
+)
+from perftune.engine.hazards import calls
+from perftune.engine.testing import TraceBuilder
+
+TRAIN = textwrap.dedent("""\
+    import torch
+
+
+    def step(x, mask, loss):
+        y = x[mask]
+        total = loss.item()
+        z = x.sum().item()
+        if z > 0:
+            pass
+        return y, total
+""")
+
+
+def _item_trace(tmp: Path, file: str = "train.py", items: int = 2, steps: int = 2) -> Path:
+    b = TraceBuilder()
+    for _ in range(steps):
+        with b.step(), b.frame(file, 4, "step"):
+            b.leaf("aten::index")
+            for _ in range(items):
+                with b.op("aten::item"):
+                    b.leaf("aten::_local_scalar_dense")
+    return b.write(tmp / "trace.json.gz")
+
+
+def _occurrences(trace, name: str) -> list[Occurrence]:
+    from perftune.trace import sync_metrics as sm
+
+    out = []
+    for h in sm.host_hazards(trace):
+        if trace.name_of(h.row) == name:
+            out.append(Occurrence(row=h.row, step=h.step, cost_us=h.cpu_us, chain=h.chain,
+                                  frame_row=h.frame_row, key=name))
+    return out
+
+
+def test_kth_occurrence_maps_to_kth_call_site(tmp_path: Path) -> None:
+    from perftune.trace import load
+
+    (tmp_path / "train.py").write_text(TRAIN)
+    trace = load(_item_trace(tmp_path))
+    groups = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"), windows=2)
+    assert sorted((g.location.line, g.count) for g in groups) == [(6, 2), (7, 2)]
+    by_line = {g.location.line: g for g in groups}
+    assert by_line[6].location.source == "    total = loss.item()"
+    assert by_line[6].location.function == "step" and by_line[6].per_step == 1.0
+
+
+def test_missing_source_keeps_the_frame_line(tmp_path: Path) -> None:
+    from perftune.trace import load
+
+    trace = load(_item_trace(tmp_path, file="gone/elsewhere.py"))
+    (group,) = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"))
+    assert (group.location.file, group.location.line, group.location.source) == ("gone/elsewhere.py", 4, None)
+    assert group.count == 4  # two per call, two calls: one finding with a count
+
+
+def test_changed_source_falls_back_to_the_frame_line(tmp_path: Path) -> None:
+    from perftune.trace import load
+
+    (tmp_path / "train.py").write_text("def step(x, mask, loss):\n    return x\n")
+    trace = load(_item_trace(tmp_path))
+    (group,) = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"))
+    assert group.location.line == 4 and group.location.source is None  # file has 2 lines only
+
+
+def test_boolean_index_prefers_mask_like_subscripts(tmp_path: Path) -> None:
+    from perftune.trace import load
+
+    (tmp_path / "m.py").write_text(textwrap.dedent("""\
+        def f(x, t, i):
+            first = x[i]
+            keep = t > 0
+            return first, x[keep]
+    """))
+    b = TraceBuilder()
+    with b.step(), b.frame("m.py", 1, "f"):
+        b.leaf("aten::select")
+        with b.op("aten::index"):
+            b.leaf("aten::nonzero")
+    trace = load(b.write(tmp_path / "t.json.gz"))
+    occs = _occurrences(trace, "aten::index")
+    (group,) = attribute(trace, occs, lambda o: (lambda s: s.kind == "index"))
+    assert group.location.line == 4
+
+
+def test_module_frames_search_the_enclosing_statement(tmp_path: Path) -> None:
+    from perftune.trace import load
+
+    (tmp_path / "loop.py").write_text(textwrap.dedent("""\
+        import torch
+        x = torch.ones(3)
+        for step in range(10):
+            y = x * 2
+            print(y.sum().item())
+        z = x.item()
+    """))
+    b = TraceBuilder()
+    with b.step(), b.frame("loop.py", 4, "<module>"), b.op("aten::item"):
+        b.leaf("aten::_local_scalar_dense")
+    trace = load(b.write(tmp_path / "t.json.gz"))
+    (group,) = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"))
+    assert group.location.line == 5  # the loop's item, not the one after the loop
+
+
+def test_source_roots_read_the_run_directory_meta(tmp_path: Path) -> None:
+    from perftune.trace import load
+
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "train.py").write_text(TRAIN)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "meta.json").write_text(json.dumps({"cwd": str(project), "script": str(project / "pkg/train.py")}))
+    trace = load(_item_trace(run, file="pkg/train.py"))
+    assert project in source_roots(trace)
+    assert reader_for(trace).line("pkg/train.py", 6) == "    total = loss.item()"
+    trace2 = load(_item_trace(run, file="train.py"))
+    assert reader_for(trace2).resolve("train.py") == (project / "pkg" / "train.py").resolve()
+
+
+def test_find_calls_reads_user_files_only(tmp_path: Path) -> None:
+    from perftune.trace import load
+
+    (tmp_path / "train.py").write_text("from torch.utils.data import DataLoader\n"
+                                       "def step(x, mask, loss):\n"
+                                       "    return DataLoader(x, pin_memory=True)\n")
+    trace = load(_item_trace(tmp_path))
+    (site,) = find_calls(trace, ["DataLoader"])
+    assert site.location.line == 3 and site.site.keyword("pin_memory") == "True"
+
+
+def test_read_source_line_never_raises(tmp_path: Path) -> None:
+    path = tmp_path / "a.py"
+    path.write_text("one\ntwo\n")
+    assert read_source_line(path, 2) == "two"
+    assert read_source_line(path, 9) is None
+    assert read_source_line(tmp_path / "missing.py", 1) is None
+    assert read_source_line(tmp_path, 1) is None  # a directory

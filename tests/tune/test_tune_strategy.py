@@ -1,0 +1,194 @@
+"""The search strategies, driven by simulated trials (the strategy only sees outcomes)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pytest
+
+from perftune.tune import space as sp
+from perftune.tune.history import History, TrialRecord
+from perftune.tune.strategy import Proposal, StrategySettings, propose
+from perftune.tune.trial import TrialOutcome
+
+Simulator = Callable[[Mapping[str, Any]], TrialOutcome]
+
+
+def ok(throughput: float, memory: int = 100, losses: tuple[float, ...] = (1.0, 0.9)) -> TrialOutcome:
+    return TrialOutcome(
+        status="ok", reason=None, step_ms=1000.0 / throughput, throughput=throughput,
+        unit="samples/s", peak_memory_bytes=memory, losses=losses, spread=0.01,
+    )
+
+
+def failed(status: str) -> TrialOutcome:
+    return TrialOutcome(status=status, reason=status)
+
+
+def drive(
+    space: sp.SearchSpace,
+    simulate: Simulator,
+    *,
+    strategy: str = "structured",
+    settings: StrategySettings | None = None,
+    limit: int = 500,
+) -> tuple[list[TrialRecord], list[Proposal]]:
+    settings = settings or StrategySettings(name=strategy, repeats=0)
+    records: list[TrialRecord] = []
+    proposals: list[Proposal] = []
+    while len(records) < limit:
+        history = History(space, records, tolerance=0.05)
+        proposal = propose(space, history, settings, strategy=strategy, search_open=True, sampler_open=False)
+        if proposal is None:
+            break
+        assert proposal.values is not None
+        proposals.append(proposal)
+        records.append(
+            TrialRecord(len(records), dict(proposal.values), proposal.role, proposal.why, "w", simulate(proposal.values))
+        )
+    return records, proposals
+
+
+def tiled_landscape(values: Mapping[str, Any]) -> TrialOutcome:
+    """Like samples/tiled_matmul.py: per-op overhead for small tiles and chunks, padding waste
+    for tiles that do not divide the width, throughput growing with the batch."""
+    tile, chunk, batch = values["tile"], values["chunk"], values["batch_size"]
+    width = 384
+    padded = math.ceil(width / tile) * tile
+    ops = (padded / tile) * math.ceil(padded / (tile * chunk))
+    step_s = 20e-6 * ops + 1e-9 * batch * padded * padded
+    return ok(batch / step_s, memory=batch * 1000)
+
+
+TILED = sp.build_space(
+    cli=[("tile", (16, 32, 64, 128, 256)), ("chunk", (1, 2, 4, 8)), ("batch_size", (32, 64, 128, 256))]
+)
+
+
+def test_structured_search_finds_the_optimum_in_a_quarter_of_the_grid() -> None:
+    records, _ = drive(TILED, tiled_landscape)
+    grid = {sp.config_key(v): tiled_landscape(v).throughput for v in TILED.grid()}
+    optimum = max(grid.values())
+    best = History(TILED, records, tolerance=0.05).incumbent()
+    assert best is not None and best.throughput == optimum
+    assert len(records) <= TILED.size // 4
+    # Every configuration was tried once.
+    assert len({r.key for r in records}) == len(records)
+
+
+def test_grid_tries_everything_once() -> None:
+    records, _ = drive(TILED, tiled_landscape, strategy="grid")
+    assert len(records) == TILED.size
+    assert records[0].values == TILED.default()
+
+
+def memory_limited(limit: int, checkpoint_saves: float = 0.5) -> Simulator:
+    """Memory grows with the batch; checkpointing halves it at a 20% time cost; OOM above `limit`."""
+
+    def simulate(values: Mapping[str, Any]) -> TrialOutcome:
+        batch = values["batch_size"]
+        saving = checkpoint_saves if values.get("checkpoint", "none") != "none" else 1.0
+        memory = int(batch * 10 * saving)
+        if memory > limit:
+            return failed("oom")
+        slowdown = 1.2 if saving < 1 else 1.0
+        return ok(batch / (0.001 * batch + 0.05) / slowdown, memory=memory)
+
+    return simulate
+
+
+BATCHES = sp.build_space(cli=[("batch_size", (8, 16, 32, 64, 128, 256, 512, 1024))])
+
+
+def test_batch_size_doubles_until_memory_runs_out() -> None:
+    records, _proposals = drive(BATCHES, memory_limited(limit=700))
+    batches = [r.values["batch_size"] for r in records]
+    # Doubling from the smallest, stopping at the first OOM (64 fits: 640; 128 does not).
+    assert batches[:5] == [8, 16, 32, 64, 128]
+    assert records[4].status == "oom"
+    # Nothing above a batch that ran out of memory is tried.
+    assert max(batches) == 128
+    assert History(BATCHES, records, tolerance=0.05).incumbent().values["batch_size"] == 64  # type: ignore[union-attr]
+
+
+def test_bisection_between_the_largest_fit_and_the_smallest_failure() -> None:
+    space = sp.build_space(cli=[("batch_size", (10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 40))])
+    records, proposals = drive(space, memory_limited(limit=250))
+    batches = [r.values["batch_size"] for r in records]
+    assert batches[:3] == [10, 20, 40]  # doubling (the next choice at least twice as large)
+    assert records[2].status == "oom"
+    assert batches[3] == 26 and "bisection" in proposals[3].why  # halfway between 20 and 40
+    incumbent = History(space, records, tolerance=0.05).incumbent()
+    assert incumbent is not None and incumbent.values["batch_size"] == 24  # 24*10 = 240 fits, 26 does not
+    assert batches[3:] == [26, 22, 24]
+
+
+def test_checkpointing_is_tried_with_a_larger_batch_when_memory_bound() -> None:
+    space = sp.build_space(
+        cli=[("checkpoint", ("none", "all")), ("batch_size", (8, 16, 32, 64, 128, 256))]
+    )
+    records, proposals = drive(space, memory_limited(limit=400))
+    keys = [(r.values["checkpoint"], r.values["batch_size"]) for r in records]
+    # fp: 32 fits (320), 64 does not; so checkpointing is tried at 64 right away.
+    assert keys[:5] == [("none", 8), ("none", 16), ("none", 32), ("none", 64), ("all", 64)]
+    assert "to fit batch 64" in proposals[4].why
+    best = History(space, records, tolerance=0.05).incumbent()
+    assert best is not None and best.values == {"checkpoint": "all", "batch_size": 64}
+
+
+def test_nothing_feasible_yet_tries_smaller_batches_first() -> None:
+    space = sp.build_space(cli=[("tile", (1, 2)), ("batch_size", (64, 128))])
+    space = sp.SearchSpace(
+        knobs=tuple(sp.Knob(k.name, k.choices, 128 if k.name == "batch_size" else k.default, k.source) for k in space.knobs)
+    )
+
+    def simulate(values: Mapping[str, Any]) -> TrialOutcome:
+        return failed("oom") if values["batch_size"] == 128 else ok(values["batch_size"] * values["tile"])
+
+    records, _ = drive(space, simulate)
+    assert records[0].status == "oom"
+    assert records[1].values["batch_size"] == 64
+
+
+def test_the_guard_baseline_comes_first_and_rejects_a_deviating_precision() -> None:
+    space = sp.build_space(cli=[("precision", ("bf16", "fp16")), ("tile", (1, 2))])
+
+    def simulate(values: Mapping[str, Any]) -> TrialOutcome:
+        speed = {"fp32": 1.0, "bf16": 2.0, "fp16": 3.0}[values["precision"]] * values["tile"]
+        losses = {"fp32": (1.0, 0.9), "bf16": (1.01, 0.9), "fp16": (1.5, 1.4)}[values["precision"]]
+        return ok(speed, losses=losses)
+
+    records, proposals = drive(space, simulate, strategy="grid")
+    assert proposals[0].values == {"precision": "bf16", "tile": 1}
+    # The leading configuration's accuracy is checked before the search goes on.
+    assert proposals[1].role == "baseline"
+    assert proposals[1].values == {"precision": "fp32", "tile": 1}
+    history = History(space, records, tolerance=0.05)
+    best = history.incumbent()
+    assert best is not None and best.values == {"precision": "bf16", "tile": 2}
+    rejected = history.result({"precision": "fp16", "tile": 2})
+    assert rejected is not None and rejected.verdict == "accuracy"
+    assert rejected.guard is not None and rejected.guard.deviation == pytest.approx(0.5 / 0.9)
+    # The fp32 runs are not candidates: fp32 is not in the searched values.
+    assert all(c.values["precision"] != "fp32" for c in history.ranking())
+
+
+def test_top_candidates_are_repeated_interleaved() -> None:
+    space = sp.build_space(cli=[("tile", (1, 2, 3, 4))])
+    settings = StrategySettings(name="grid", top_k=3, repeats=2)
+    records, proposals = drive(space, lambda v: ok(float(v["tile"])), strategy="grid", settings=settings)
+    repeats = [p.values["tile"] for p in proposals if p.role == "repeat"]  # type: ignore[index]
+    assert repeats == [4, 3, 2, 4, 3, 2]
+    history = History(space, records, tolerance=0.05)
+    assert [len(c.measurements) for c in history.ranking()] == [3, 3, 3, 1]
+
+
+def test_running_trials_of_other_workers_are_not_proposed_again() -> None:
+    space = sp.build_space(cli=[("tile", (1, 2, 3))])
+    running = TrialRecord(0, {"tile": 2}, "search", "grid", "other", None)
+    history = History(space, [running], tolerance=0.05)
+    proposal = propose(space, history, StrategySettings(name="grid"), strategy="grid", search_open=True, sampler_open=False)
+    assert proposal is not None and proposal.values == {"tile": 1}
+    assert history.counted() == 1
