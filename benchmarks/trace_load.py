@@ -43,6 +43,15 @@ def _peak_rss_mb() -> float:
     return max(own, kids) / 1024.0  # ru_maxrss is KiB on Linux
 
 
+def _cpu_s() -> float:
+    """CPU seconds of this process and its (forked) workers: the machine-load-independent cost."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
 def _child(kind: str, path: str) -> None:
     t0 = time.perf_counter()
     if kind == "perftune":
@@ -50,6 +59,7 @@ def _child(kind: str, path: str) -> None:
         from perftune.trace.summary import summarize
 
         t1 = time.perf_counter()
+        c1 = _cpu_s()
         trace = load(path)
         t2 = time.perf_counter()
         summary = summarize(trace)
@@ -62,12 +72,14 @@ def _child(kind: str, path: str) -> None:
         from hta.trace_analysis import TraceAnalysis
 
         t1 = time.perf_counter()
+        c1 = _cpu_s()
         analysis = TraceAnalysis(trace_dir=path)
         t2 = t3 = time.perf_counter()
         info = {"events": int(sum(len(analysis.t.get_trace(r)) for r in analysis.t.traces)),
                 "steps": len(analysis.get_profiler_steps())}
     print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "summary_s": t3 - t2,
-                      "work_s": t3 - t1, "peak_rss_mb": _peak_rss_mb(), **info}))
+                      "work_s": t3 - t1, "cpu_s": _cpu_s() - c1, "peak_rss_mb": _peak_rss_mb(),
+                      **info}))
 
 
 # ---------------------------------------------------------------------------- parent side
@@ -159,6 +171,7 @@ def _summarise(label: str, runs: list[dict[str, Any]]) -> dict[str, float]:
     return {
         "label": label,  # type: ignore[dict-item]
         "work_s": statistics.median(r["work_s"] for r in runs),
+        "cpu_s": statistics.median(r["cpu_s"] for r in runs),
         "load_s": statistics.median(r["load_s"] for r in runs),
         "summary_s": statistics.median(r["summary_s"] for r in runs),
         "import_s": statistics.median(r["import_s"] for r in runs),
@@ -171,7 +184,7 @@ def _summarise(label: str, runs: list[dict[str, Any]]) -> dict[str, float]:
 
 def _print_row(s: dict[str, Any]) -> None:
     print(f"  {s['label']:<10} work {s['work_s']:7.2f} s (load {s['load_s']:.2f} + summary "
-          f"{s['summary_s']:.2f})   process {s['process_s']:6.2f} s   peak RSS "
+          f"{s['summary_s']:.2f}; CPU {s['cpu_s']:.2f} s)   process {s['process_s']:6.2f} s   peak RSS "
           f"{s['peak_rss_mb']:7.0f} MB   events {s['events']:,}  steps {s['steps']}")
 
 
@@ -187,12 +200,14 @@ def compare(trace: Path, repeat: int, hta_python: Path | None, scratch: Path) ->
         ours.append(_run(perftune_cmd, env))
         if hta_cmd:
             theirs.append(_run(hta_cmd))
+    print(f"  (load average now {os.getloadavg()[0]:.1f})")
     a = _summarise("perftune", ours)
     _print_row(a)
     if theirs:
         b = _summarise("HTA", theirs)
         _print_row(b)
-        print(f"  ratio      HTA/perftune time {b['work_s'] / a['work_s']:.1f}x   "
+        print(f"  ratio      HTA/perftune time {b['work_s'] / a['work_s']:.1f}x "
+              f"(CPU {b['cpu_s'] / a['cpu_s']:.1f}x)   "
               f"perftune/HTA peak RSS {a['peak_rss_mb'] / b['peak_rss_mb']:.2f}")
 
 
@@ -219,7 +234,8 @@ def main() -> None:
     if not args.trace.exists():
         raise SystemExit(f"{args.trace} not found (the shared traces folder is absent)")
     args.scratch.mkdir(parents=True, exist_ok=True)
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; HTA: {hta or 'not measured'}")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f}; HTA: {hta or 'not measured'}")
     compare(args.trace, args.repeat, hta, args.scratch)
     if args.big_gb > 0:
         target = int(args.big_gb * 1e9)

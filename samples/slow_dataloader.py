@@ -42,7 +42,7 @@ class AugmentedImages(Dataset):
         if torch.rand((), generator=generator) < 0.5:
             image = image.flip(-1)
         image = image * (0.8 + 0.4 * torch.rand(3, 1, 1, generator=generator))
-        for _ in range(4):  # a separable blur, pass after pass
+        for _ in range(2):  # a separable blur, pass after pass
             image = F.conv1d(image.reshape(-1, 1, SIZE), BLUR.view(1, 1, 5), padding=2).reshape(3, SIZE, SIZE)
             image = F.conv1d(image.transpose(1, 2).reshape(-1, 1, SIZE), BLUR.view(1, 1, 5), padding=2)
             image = image.reshape(3, SIZE, SIZE).transpose(1, 2)
@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="training steps to run")
     parser.add_argument("--fixed", action="store_true", help="load batches in worker processes")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -52,12 +52,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=384)
-    parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    tile = perftune.knob("tile", 64, choices=[16, 32, 64, 128, 256])
+    tile = perftune.knob("tile", 64, choices=[32, 64, 96, 128, 256])
     chunk = perftune.knob("chunk", 2, choices=[1, 2, 4, 8])
     batch = perftune.knob("batch_size", args.batch_size, choices=[32, 64, 128, 256])
 

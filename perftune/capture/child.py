@@ -6,6 +6,7 @@ exception, 130 on Ctrl-C. A clean early stop after the window exits 0.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -17,12 +18,13 @@ from typing import Any, NoReturn
 from perftune import _runtime
 from perftune.capture import injectors, script
 from perftune.capture.control import StopCapture, Terminated
-from perftune.capture.hooks import Hooks, MarkerError
+from perftune.capture.hooks import Hooks
 from perftune.capture.layout import CHILD_RESULT_FILE, CONFIG_ENV
 from perftune.capture.meta import torch_meta
 from perftune.capture.results import write_json
 from perftune.capture.session import CaptureSession
 from perftune.capture.timeslice import TICK_SIGNAL, TimeSliceTicker
+from perftune.errors import PerftuneError
 
 _SIGTERM_EXIT = 128 + signal.SIGTERM
 _SIGINT_EXIT = 128 + signal.SIGINT
@@ -113,8 +115,9 @@ class ChildRun:
         # A DataLoader worker (or any fork) is not the script: no steps, default signals.
         self.session.forked()
         _runtime._step_callback = None
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(TICK_SIGNAL, signal.SIG_DFL)
+        with contextlib.suppress(ValueError):  # a fork from a thread cannot set handlers
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(TICK_SIGNAL, signal.SIG_DFL)
 
     def _guard_os_exit(self) -> None:
         """os._exit skips every handler; write the results first when the script calls it."""
@@ -222,7 +225,7 @@ def main() -> str | int | None:
     run = ChildRun(config)
     try:
         run.setup()
-    except MarkerError as exc:
+    except PerftuneError as exc:  # an unusable --step-marker or knob value
         print(f"perftune: error: {exc}", file=sys.stderr)
         write_json(run.run_dir / CHILD_RESULT_FILE, {"usage_error": True, "error": str(exc)})
         return 2

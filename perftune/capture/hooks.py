@@ -22,10 +22,11 @@ from torch.utils.data import dataloader
 
 from perftune import _runtime
 from perftune.capture.session import CaptureSession
+from perftune.errors import UsageError
 
 
-class MarkerError(Exception):
-    """The --step-marker cannot be used (the bootstrap reports it as a usage error)."""
+class MarkerError(UsageError):
+    """The --step-marker cannot be used."""
 
 
 def wrap_boundary(fn: Callable[..., Any], on_return: Callable[[], None]) -> Callable[..., Any]:

@@ -436,7 +436,7 @@ class _LossScaling:
 
     def install(self, patches: _Patches) -> None:
         scaling = self
-        tensor_backward = torch.Tensor.backward
+        tensor_backward: Callable[..., Any] = torch.Tensor.backward
 
         @functools.wraps(tensor_backward)
         def backward(self: torch.Tensor, gradient: Any = None, *args: Any, **kwargs: Any) -> Any:

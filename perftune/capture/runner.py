@@ -126,16 +126,12 @@ def _script_path(target: ScriptTarget) -> Path:
     return path if path.is_absolute() else Path(target.cwd) / path
 
 
+_RUN_FILES = (TRACE_FILE, STEPS_FILE, META_FILE, OUTPUT_LOG, CHILD_CONFIG_FILE, CHILD_RESULT_FILE)
+
+
 def _clear_run_dir(run_dir: Path) -> None:
     """Remove a previous run's files so results of two runs never mix."""
-    for name in (
-        TRACE_FILE,
-        STEPS_FILE,
-        META_FILE,
-        OUTPUT_LOG,
-        CHILD_CONFIG_FILE,
-        CHILD_RESULT_FILE,
-    ):
+    for name in _RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
 
 

@@ -8,7 +8,6 @@ CUDA is synchronised at boundaries only when the script itself initialised CUDA.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import weakref
@@ -63,7 +62,6 @@ class CaptureSession:
         self.active = active
         self.full = full
         self.step_marker = step_marker
-        self.pid = os.getpid()
         self.cuda_available = torch.cuda.is_available()
         self.log = StepLog(time.perf_counter())
         self.window = ProfilerWindow(
@@ -105,7 +103,7 @@ class CaptureSession:
 
     def on_optimizer_created(self) -> None:
         self.optimizer_seen = True
-        if self.source == "time-window":
+        if self.enabled and self.source == "time-window":
             # Real steps are coming; the time slices recorded so far mean nothing.
             self._drop_steps(None)
 
@@ -145,7 +143,7 @@ class CaptureSession:
     # -- boundaries ----------------------------------------------------------------------------
     def boundary(self, source: str) -> None:
         """A step ended (seen by `source`); may stop the script after the window."""
-        if not self.enabled or self._busy or os.getpid() != self.pid:
+        if not self.enabled or self._busy:  # forked workers are disabled by forked()
             return
         self._busy = True  # a time-slice tick can arrive while a boundary is being handled
         try:
@@ -235,7 +233,7 @@ class CaptureSession:
                 f"steps are marked by {new_source}; the {old} boundaries seen before it were "
                 "dropped"
             )
-        if new_source is not None and self.skip == 0:
+        if self.skip == 0:  # the next step is the first one again
             self._open_window()
 
     def _open_window(self) -> None:

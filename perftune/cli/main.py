@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "baseline": "perftune.cli.baseline:baseline",
     "calibrate": "perftune.cli.calibrate:calibrate",
     "diff": "perftune.cli.diff:diff",
+    "fix": "perftune.cli.fix:fix",
     "gate": "perftune.cli.gate:gate",
     "machine": "perftune.cli.machine:machine",
     "profile": "perftune.cli.profile:profile",

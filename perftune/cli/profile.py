@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ def exit_code_for(status: str, steps: int) -> int:
 
 
 @click.command(cls=ScriptCommand, context_settings={"ignore_unknown_options": True})
-@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
 @click.option(
     "-m",
     "--module",
@@ -150,9 +151,15 @@ def exit_code_for(status: str, steps: int) -> int:
     "--skip",
     type=int,
     default=None,
-    help="Warm-up steps before the profiled window (warm-up, compilation). [default: 5]",
+    help="Warm-up steps before the profiled window (warm-up, compilation). "
+    "[default: 5, or [tool.perftune] skip]",
 )
-@click.option("--active", type=int, default=None, help="Profiled steps. [default: 3]")
+@click.option(
+    "--active",
+    type=int,
+    default=None,
+    help="Profiled steps. [default: 3, or [tool.perftune] active]",
+)
 @click.option(
     "--full",
     is_flag=True,
@@ -163,7 +170,7 @@ def exit_code_for(status: str, steps: int) -> int:
     type=click.Choice(["light", "default", "full"]),
     default=None,
     help="Profiler detail: light (ops, shapes), default (+ Python stacks for source "
-    "lines), full (+ memory, FLOPs, modules).",
+    "lines), full (+ memory, FLOPs, modules). [default: default, or [tool.perftune] detail]",
 )
 @click.option(
     "--step-marker",
@@ -222,10 +229,12 @@ def profile(
 ) -> None:
     """Profile a training script as it is: `perftune profile train.py --epochs 1`.
 
-    The script runs like `python train.py --epochs 1` would. Steps are found from optimizer.step()
-    (or perftune.step() calls, or --step-marker); after --skip warm-up steps, --active steps are
-    recorded with torch.profiler, then the script is stopped (unless --full). The trace, every
-    step's time and the run's metadata go to a run directory.
+    The script runs like `python train.py --epochs 1` would (or `python -m MODULE` with -m);
+    perftune's options come before the script, everything after it is the script's. Steps are
+    found from optimizer.step() (or perftune.step() calls, or --step-marker); after --skip warm-up
+    steps, --active steps are recorded with torch.profiler, then the script is stopped (unless
+    --full). The trace, every step's time and the run's metadata go to a run directory,
+    perftune-runs/<time>-<script>/ unless --out or [tool.perftune] runs-dir say otherwise.
     """
     # Imported here: the capture runner is torch-free but not needed by `--help`.
     from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
@@ -257,7 +266,7 @@ def profile(
         click.echo(json.dumps(summary_document(result), indent=2))
     else:
         click.echo("")
-        click.echo(f"perftune: captured {' '.join(target.python_command()[1:])}", err=False)
+        click.echo(f"perftune: captured {shlex.join(target.python_command()[1:])}")
         for line in summary_lines(result, _shown(result.run_dir)):
             click.echo(line)
     if not no_analyze and result.trace_path is not None:

@@ -134,7 +134,9 @@ def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
                  "legendgroup": "host", "marker": {"color": COLORS["other host"]},
                  "hovertemplate": "other: %{y:.3f} ms<extra>host</extra>"})
     return {"data": data, "layout": _layout(
-        barmode="relative", xaxis=_axis("step (left bar: device, right bar: host)", type="category"),
+        barmode="relative",
+        xaxis=_axis("step (left bar: device, right bar: host)" if device else "step (host time)",
+                    type="category"),
         yaxis=_axis("ms"), height=380)}
 
 

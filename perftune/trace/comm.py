@@ -141,11 +141,6 @@ def comm_overlap(trace: Trace) -> list[CommStep]:
     return out
 
 
-def comm_launch_rows(trace: Trace) -> list[int]:
-    """The host runtime calls that launched collective kernels."""
-    launch = trace.launch_of_device_event
-    rows = np.flatnonzero(comm_kernel_mask(trace))
-    return [int(launch[r]) for r in rows.tolist() if launch[r] != NO_ID]
 
 
 # ---------------------------------------------------------------------------- rank skew

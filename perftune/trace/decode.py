@@ -39,7 +39,7 @@ _NAN = math.nan
 _EMPTY_RAW = msgspec.Raw(b"")
 # Events decoded per chunk: large enough to amortise the per-chunk overhead, small enough
 # that the typed structs of one chunk stay in the tens of MB.
-CHUNK_EVENTS = 1 << 16
+CHUNK_EVENTS = 1 << 15
 
 
 class EventArgs(msgspec.Struct, frozen=True):
@@ -201,19 +201,25 @@ class Ignored(msgspec.Struct, gc=False):
 
 
 FLOW_PHASES = ("s", "t", "f")
-FLOW_TYPES = tuple(msgspec.defstruct(f"Flow_{p}", [], bases=(Flow,), tag_field="ph", tag=p,
-                                      gc=False) for p in FLOW_PHASES)
+
+
+def _phase_struct(base: type[Any], phase: str) -> Any:
+    return msgspec.defstruct(f"{base.__name__}_{phase if phase.isalpha() else ord(phase)}", [],
+                             bases=(base,), tag_field="ph", tag=phase, gc=False)
+
+
+FLOW_TYPES: tuple[type[Flow], ...] = tuple(_phase_struct(Flow, p) for p in FLOW_PHASES)
 FLOW_PHASE_OF = {cls: p for cls, p in zip(FLOW_TYPES, FLOW_PHASES, strict=True)}
-_INSTANT_TYPES = tuple(msgspec.defstruct(f"Instant_{p}", [], bases=(Instant,), tag_field="ph",
-                                         tag=p, gc=False) for p in ("i", "I"))
+INSTANT_TYPES: tuple[type[Instant], ...] = tuple(_phase_struct(Instant, p) for p in ("i", "I"))
 # Every other phase of the Chrome trace event format.
 _OTHER_PHASES = ("B", "E", "C", "b", "n", "e", "S", "T", "p", "F", "P", "N", "O", "D", "V", "v",
                  "R", "c", "(", ")")
-_IGNORED_TYPES = tuple(msgspec.defstruct(f"Ignored_{k}", [], bases=(Ignored,), tag_field="ph",
-                                         tag=p, gc=False) for k, p in enumerate(_OTHER_PHASES))
-_EVENT_TYPES = (Complete, Meta, *FLOW_TYPES, *_INSTANT_TYPES, *_IGNORED_TYPES)
-_TYPE_OF_PHASE = {msgspec.inspect.type_info(t).tag: t  # type: ignore[attr-defined]
-                  for t in _EVENT_TYPES}
+_IGNORED_TYPES: tuple[type[Ignored], ...] = tuple(_phase_struct(Ignored, p)
+                                                  for p in _OTHER_PHASES)
+_EVENT_TYPES = (Complete, Meta, *FLOW_TYPES, *INSTANT_TYPES, *_IGNORED_TYPES)
+_TYPE_OF_PHASE: dict[str, Any] = {
+    msgspec.inspect.type_info(t).tag: t  # type: ignore[attr-defined]
+    for t in _EVENT_TYPES}
 Event = Union[_EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007
 
 
@@ -272,13 +278,24 @@ def read_bytes(path: Path) -> bytes:
     except OSError as exc:
         raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
     if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise TraceError(path, f"truncated or corrupt gzip data ({exc})") from None
+        data = _gunzip(path, data)
     if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark some editors add
         data = data[3:]
     return data
+
+
+def _gunzip(path: Path, data: bytes) -> bytes:
+    # The gzip trailer holds the output size (mod 4 GiB): sizing the output buffer up front
+    # avoids the growing-and-copying that doubles peak memory for large traces.
+    size = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
+    try:
+        out = zlib.decompress(data, wbits=31, bufsize=max(size, 1 << 16))
+        if len(out) % (1 << 32) == size:
+            return out
+        # Several gzip members (concatenated files): the general path reads them all.
+        return gzip.decompress(data)
+    except (EOFError, OSError, zlib.error) as exc:
+        raise TraceError(path, f"truncated or corrupt gzip data ({exc})") from None
 
 
 def sniff_is_trace(path: Path, limit: int = 1 << 16) -> bool:
@@ -308,14 +325,20 @@ class DecodedFile:
     raw_events: list[msgspec.Raw | None]
     problems: Counter[str] = field(default_factory=Counter)
 
-    def chunks(self, size: int = CHUNK_EVENTS) -> Iterator[list[Any]]:
-        """Typed events, a chunk at a time, in file order; releases each chunk's raw slices."""
+    def chunk_count(self) -> int:
+        return -(-len(self.raw_events) // CHUNK_EVENTS)
+
+    def chunks(self, first: int = 0, stop: int | None = None) -> Iterator[list[Any]]:
+        """Typed events of chunks [first, stop), a chunk at a time, in file order; releases
+        each chunk's raw slices as it goes."""
         raws = self.raw_events
-        for start in range(0, len(raws), size):
+        size = CHUNK_EVENTS
+        stop = self.chunk_count() if stop is None else stop
+        for k in range(first, stop):
+            start = k * size
             part = raws[start:start + size]
-            raws[start:start + size] = [None] * len(part)  # free as we go (same length: O(chunk))
+            raws[start:start + size] = [None] * len(part)  # same length: O(chunk), no shift
             yield decode_chunk(part, self.problems)  # type: ignore[arg-type]
-        raws.clear()
 
 
 def decode(path: Path, data: bytes | None = None) -> DecodedFile:
@@ -388,7 +411,11 @@ def decode_chunk(raws: list[msgspec.Raw], problems: Counter[str]) -> list[Any]:
     """Typed events from encoded ones; falls back to the tolerant path for bad chunks."""
     if not raws:
         return []
-    data = b"[" + b",".join(raws) + b"]"
+    # One copy: the brackets ride on the first and last event.
+    edges: list[msgspec.Raw | bytes] = list(raws)
+    edges[0] = b"[" + bytes(edges[0])
+    edges[-1] = bytes(edges[-1]) + b"]"
+    data = b",".join(edges)
     for decoder in (_chunk_decoder, _lax_chunk_decoder):
         try:
             events: list[Any] = decoder.decode(data)

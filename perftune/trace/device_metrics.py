@@ -95,12 +95,6 @@ def tensor_inputs(trace: Trace, row: int) -> list[tuple[list[int], str]]:
     return out
 
 
-def largest_input(trace: Trace, row: int) -> tuple[tuple[int, ...], str] | None:
-    ins = tensor_inputs(trace, row)
-    if not ins:
-        return None
-    shape, t = max(ins, key=lambda st: numel(st[0]))
-    return tuple(shape), t
 
 
 # ---------------------------------------------------------------------------- device time
@@ -146,25 +140,44 @@ def kernels_under(trace: Trace) -> np.ndarray:
     return out
 
 
+@memoized
+def names(trace: Trace) -> np.ndarray:
+    """Every row's name as a numpy object array (fast per-row access in loops)."""
+    col = trace.events["name"]
+    return np.asarray(col.cat.categories, dtype=object)[col.cat.codes.to_numpy()]
+
+
+@memoized
+def op_mask(trace: Trace) -> np.ndarray:
+    """Rows that are cpu_ops (ATen operators and other recorded operators)."""
+    return np.asarray(trace.cat_mask({C.CPU_OP}), dtype=bool)
+
+
 def launching_op(trace: Trace, device_row: int) -> int | None:
     """The innermost cpu_op above the runtime call that launched a device event."""
     launch = int(trace.launch_of_device_event[device_row])
     if launch == NO_ID:
         return None
-    cats = trace.events["cat"]
-    for a in trace.ancestors(launch):
-        if cats.iat[a] == C.CPU_OP:
-            return a
+    is_op = op_mask(trace)
+    parent = trace.parent
+    p = int(parent[launch])
+    while p != NO_ID:
+        if is_op[p]:
+            return p
+        p = int(parent[p])
     return None
 
 
 def outermost_op(trace: Trace, row: int) -> int | None:
     """The outermost cpu_op enclosing (or being) a host row: what the user's line called."""
-    cats = trace.events["cat"]
-    found = row if cats.iat[row] == C.CPU_OP else None
-    for a in trace.ancestors(row):
-        if cats.iat[a] == C.CPU_OP:
-            found = a
+    is_op = op_mask(trace)
+    parent = trace.parent
+    found = row if is_op[row] else None
+    p = int(parent[row])
+    while p != NO_ID:
+        if is_op[p]:
+            found = p
+        p = int(parent[p])
     return found
 
 
@@ -186,11 +199,6 @@ def main_rank(trace: Trace) -> int:
 def step_count(trace: Trace, rank: int | None = None) -> int:
     return len(trace.steps_of(main_rank(trace) if rank is None else rank))
 
-
-def per_step(trace: Trace, total: float, rank: int | None = None) -> float:
-    """A total over a rank's steps, spread over them (the total itself when there are none)."""
-    n = step_count(trace, rank)
-    return total / n if n else total
 
 
 # ---------------------------------------------------------------------------- batch size

@@ -16,7 +16,13 @@ from typing import Protocol
 from perftune.trace.frames import Frame
 
 _ARITH = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.FloorDiv, ast.Mod)
-ELEMENTWISE_CALLS = frozenset(["exp", "exp2", "expm1", "log", "log1p", "log2", "tanh", "sigmoid", "relu", "relu_", "gelu", "silu", "mish", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "erf", "pow", "mul", "add", "sub", "div", "neg", "abs", "clamp", "clamp_", "where", "masked_fill", "softmax", "log_softmax", "layer_norm", "mean", "var", "std", "sum", "square", "addcmul", "addcdiv", "lerp", "maximum", "minimum", "softplus", "dropout", "sign"])
+ELEMENTWISE_CALLS = frozenset([
+    "exp", "exp2", "expm1", "log", "log1p", "log2", "tanh", "sigmoid", "relu", "relu_",
+    "gelu", "silu", "mish", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "erf", "pow",
+    "mul", "add", "sub", "div", "neg", "abs", "clamp", "clamp_", "where", "masked_fill",
+    "softmax", "log_softmax", "layer_norm", "mean", "var", "std", "sum", "square",
+    "addcmul", "addcdiv", "lerp", "maximum", "minimum", "softplus", "dropout", "sign",
+])
 MATMUL_CALLS = frozenset({"matmul", "bmm", "mm", "einsum", "baddbmm"})
 SOFTMAX_CALLS = frozenset({"softmax", "log_softmax"})
 
@@ -65,14 +71,15 @@ def function_body(tree: ast.Module, frame: Frame) -> list[ast.stmt] | None:
 
 def _walk_same_scope(nodes: list[ast.stmt]) -> Iterator[ast.AST]:
     """Nodes of these statements in source order, not entering nested functions or classes."""
+    nested = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
     for stmt in nodes:
+        if isinstance(stmt, nested):
+            continue
         stack: list[ast.AST] = [stmt]
         while stack:
             node = stack.pop()
             yield node
-            children = [c for c in ast.iter_child_nodes(node)
-                        if not isinstance(c, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-                                              ast.Lambda))]
+            children = [c for c in ast.iter_child_nodes(node) if not isinstance(c, nested)]
             stack.extend(reversed(children))
 
 

@@ -65,7 +65,8 @@ class StepIdle:
 
 
 def _dataloader_mask(trace: Trace) -> np.ndarray:
-    return trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device
+    mask: np.ndarray = trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device
+    return mask
 
 
 def _work_mask(trace: Trace) -> np.ndarray:

@@ -7,11 +7,16 @@ Columns are built a chunk of events at a time with C-level iteration (`map(attrg
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import pickle
 import re
+import signal
+import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -25,13 +30,12 @@ from perftune.trace import categories as C
 from perftune.trace.decode import (
     EMPTY_ARGS,
     FLOW_TYPES,
+    INSTANT_TYPES,
     NO_ID,
-    ArgsView,
     ArgStore,
+    ArgsView,
     Complete,
     DecodedFile,
-    Flow,
-    Instant,
     Meta,
     RawColumn,
     decode,
@@ -131,16 +135,21 @@ class _Interner:
         return list(self.codes)  # dicts keep insertion order = code order
 
 
-_TIME = attrgetter("ts", "dur")
 _TIME_DTYPE = np.dtype([("ts", np.float64), ("dur", np.float64)])
-_ID_FIELDS = ("external_id", "correlation", "stream", "device", "python_id", "python_parent_id",
-              "nbytes")
-_ID_COLUMNS = ("ext_id", "corr", "stream", "device", "py_id", "py_parent", "nbytes")
-_IDS = attrgetter(*_ID_FIELDS)
+# Integer args become columns; each is read only from the categories that carry it (stream,
+# device and bytes from device events, python ids from python frames), which saves most of the
+# per-event attribute reads on large traces.
+_LINK_FIELDS = ("external_id", "correlation")
+_DEVICE_FIELDS = ("stream", "device", "nbytes")
+_PYTHON_FIELDS = ("python_id", "python_parent_id")
+_ID_FIELDS = (*_LINK_FIELDS, *_DEVICE_FIELDS, *_PYTHON_FIELDS)
+_ID_COLUMNS = ("ext_id", "corr", "stream", "device", "nbytes", "py_id", "py_parent")
 _IDS_DTYPE = np.dtype([(f, np.int64) for f in _ID_FIELDS])
+_ID_GROUPS = tuple((fields, np.dtype([(f, np.int64) for f in fields]))
+                   for fields in (_LINK_FIELDS, _DEVICE_FIELDS, _PYTHON_FIELDS))
+_PYTHON_CATS = frozenset({C.PYTHON_FUNCTION})
 _KERNEL_FLOATS = ("registers_per_thread", "shared_memory", "blocks_per_sm", "warps_per_sm",
                   "occupancy")
-_KERNEL_F = attrgetter(*_KERNEL_FLOATS)
 _KERNEL_F_DTYPE = np.dtype([(f, np.float64) for f in _KERNEL_FLOATS])
 _GRID = attrgetter("grid", "block")
 RAW_FIELDS = ("input_dims", "input_type", "input_strides", "concrete_inputs", "kernel_kwargs")
@@ -155,8 +164,11 @@ _EXTRAS_DEFAULT = _EXTRAS(EMPTY_ARGS)
 _N_RAW = len(RAW_FIELDS)
 _MEMORY_COLUMNS = ("device_type", "device_id", "addr", "bytes", "total_allocated",
                    "total_reserved")
-_MEMORY = attrgetter("device_type", "device_id", "addr", "mem_bytes", "total_allocated",
-                     "total_reserved")
+_MEMORY_FIELDS = ("device_type", "device_id", "addr", "mem_bytes", "total_allocated",
+                  "total_reserved")
+_MEMORY_DTYPE = np.dtype([(c, np.int64) for c in _MEMORY_FIELDS])
+# "absent" in memory columns, where -1 is a real value (Device Id -1 is the CPU).
+_NO_VALUE = -(1 << 62)
 # Categories whose events never carry shapes, launch or collective arguments: skipping them
 # keeps the sparse-argument scan off the most numerous events.
 _LIGHT_CATS = frozenset({C.CUDA_RUNTIME, C.CUDA_DRIVER, C.PYTHON_FUNCTION, C.MEMCPY, C.MEMSET,
@@ -166,14 +178,21 @@ _SKIP_CATS = frozenset({"Trace"})
 FLOW_CAT_NAMES = ("ac2g", "async_cpu_to_gpu", "fwdbwd")
 _FLOW_CAT_CODE = {c: k for k, c in enumerate(FLOW_CAT_NAMES)}
 _FWDBWD = _FLOW_CAT_CODE["fwdbwd"]
-_FLOW_START = FLOW_TYPES[0]  # ph "s"
+_FWDBWD_ONLY = {"fwdbwd": _FWDBWD}
+_FLOW_STARTS = frozenset(FLOW_TYPES[:1])  # ph "s"
+_FLOW_CLASSES = frozenset(FLOW_TYPES)
+_INSTANT_CLASSES = frozenset(INSTANT_TYPES)
 
 
-def _records(source: list[Any], getter: Any, dtype: np.dtype[Any], missing: float) -> np.ndarray:
-    """A structured array of `getter(item)` tuples; JSON null and out-of-range ints → missing."""
+def _column(source: list[Any], attr: str, dtype: Any, missing: float) -> np.ndarray:
+    """`attr` of every item as an array; JSON null and out-of-range ints become `missing`.
+
+    One C-level pass (`map(attrgetter)` into `np.fromiter`) per field: faster than building
+    tuples into a structured array.
+    """
     n = len(source)
     try:
-        return np.fromiter(map(getter, source), dtype=dtype, count=n)
+        return np.fromiter(map(attrgetter(attr), source), dtype=dtype, count=n)
     except (TypeError, ValueError, OverflowError):
         pass
     limit = 1 << 62
@@ -183,7 +202,16 @@ def _records(source: list[Any], getter: Any, dtype: np.dtype[Any], missing: floa
             return missing
         return v
 
-    return np.fromiter((tuple(map(clean, getter(x))) for x in source), dtype=dtype, count=n)
+    return np.fromiter((clean(getattr(x, attr)) for x in source), dtype=dtype, count=n)
+
+
+def _records(source: list[Any], fields: Sequence[str], dtype: np.dtype[Any],
+             missing: float) -> np.ndarray:
+    """A structured array with one _column per field."""
+    out = np.empty(len(source), dtype=dtype)
+    for f in fields:
+        out[f] = _column(source, f, dtype[f], missing)
+    return out
 
 
 def _dim3(value: Any) -> tuple[int, int, int]:
@@ -256,12 +284,13 @@ class _Builder:
     parts: list[_Part] = field(default_factory=list)
     ranks: list[RankInfo] = field(default_factory=list)
     flows: list[_Flows] = field(default_factory=list)
-    memory: list[tuple[Any, ...]] = field(default_factory=list)
+    memory: list[dict[str, np.ndarray]] = field(default_factory=list)
     thread_names: dict[tuple[int, int, int], str] = field(default_factory=dict)
     process_names: dict[tuple[int, int], str] = field(default_factory=dict)
     process_labels: dict[tuple[int, int], str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     rows: int = 0
+    launch_flows: bool = False
 
     # -------------------------------------------------------------- per file
     def add(self, decoded: DecodedFile, position: int) -> None:
@@ -270,10 +299,8 @@ class _Builder:
                                    device_properties=decoded.device_properties,
                                    distributed=decoded.distributed, header=decoded.header))
         rows_before = self.rows
-        decoded_events = 0
-        for events in decoded.chunks():
-            decoded_events += len(events)
-            self._add_chunk(events, rank)
+        decoded_events = _add_chunks_in_parallel(self, decoded, rank)
+        decoded.raw_events.clear()
         for line in problem_summary(decoded.problems):
             self.warnings.append(f"{decoded.path}: {line}")
         if self.rows == rows_before:
@@ -307,16 +334,69 @@ class _Builder:
         return rank
 
     # -------------------------------------------------------------- per chunk
+    def add_chunks(self, decoded: DecodedFile, rank: int, first: int, stop: int) -> int:
+        """Columns of chunks [first, stop) of a file; returns how many events they held."""
+        count = 0
+        for events in decoded.chunks(first=first, stop=stop):
+            count += len(events)
+            self._add_chunk(events, rank)
+        return count
+
+    def export(self, events: int, problems: Counter[str]) -> dict[str, Any]:
+        """What a worker process hands back: its columns and the string tables they use."""
+        return {"parts": self.parts, "flows": self.flows, "memory": self.memory,
+                "cats": self.cats.categories, "names": self.names.categories,
+                "labels": self.labels, "flow_labels": self.flow_labels,
+                "thread_names": self.thread_names, "process_names": self.process_names,
+                "process_labels": self.process_labels, "warnings": self.warnings,
+                "rows": self.rows, "launch_flows": self.launch_flows, "events": events,
+                "problems": problems}
+
+    def merge(self, other: dict[str, Any], problems: Counter[str]) -> int:
+        """Append a worker's export (its chunks follow ours in the file)."""
+        cat_table = np.asarray([self.cats.codes.setdefault(c, len(self.cats.codes))
+                                for c in other["cats"]], dtype=np.int32)
+        name_table = np.asarray([self.names.codes.setdefault(c, len(self.names.codes))
+                                 for c in other["names"]], dtype=np.int32)
+        labels = {code: self._label(text) for text, code in other["labels"].items()}
+        flow_labels = {code: self._flow_id(_LabelText(text))
+                       for text, code in other["flow_labels"].items()}
+        for part in other["parts"]:
+            part.cat = cat_table[part.cat] if len(part.cat) else part.cat
+            part.name = name_table[part.name] if len(part.name) else part.name
+            part.pid = _remap(part.pid, labels)
+            part.tid = _remap(part.tid, labels)
+            self.parts.append(part)
+        for flows in other["flows"]:
+            flows.pid = _remap(flows.pid, labels)
+            flows.tid = _remap(flows.tid, labels)
+            flows.id = _remap(flows.id, flow_labels)
+            self.flows.append(flows)
+        self.memory.extend(other["memory"])
+        pairs: tuple[tuple[dict[Any, str], dict[Any, str]], ...] = (
+            (self.thread_names, other["thread_names"]),
+            (self.process_names, other["process_names"]),
+            (self.process_labels, other["process_labels"]))
+        for mine, theirs in pairs:
+            for key, value in theirs.items():
+                mine.setdefault(_remap_key(key, labels), value)
+        self.warnings.extend(other["warnings"])
+        self.rows += other["rows"]
+        self.launch_flows = self.launch_flows or other["launch_flows"]
+        problems.update(other["problems"])
+        return int(other["events"])
+
     def _add_chunk(self, events: list[Any], rank: int) -> None:
         xs = [e for e in events if e.__class__ is Complete]
-        if len(xs) != len(events):
-            self._add_other([e for e in events if e.__class__ is not Complete], rank)
         if xs:
             self._add_complete(xs, rank)
+        if len(xs) != len(events):
+            self._add_other([e for e in events if e.__class__ is not Complete], rank,
+                            self.launch_flows)
 
     def _add_complete(self, xs: list[Any], rank: int) -> None:
         n = len(xs)
-        time = np.fromiter(map(_TIME, xs), dtype=_TIME_DTYPE, count=n)
+        time = _records(xs, ("ts", "dur"), _TIME_DTYPE, np.nan)
         cat_local, cat_uniques = pd.factorize(np.asarray(list(map(attrgetter("cat"), xs)),
                                                          dtype=object))
         keep = np.isfinite(time["ts"]) & ~_in(cat_uniques, _SKIP_CATS, cat_local)
@@ -334,15 +414,19 @@ class _Builder:
         cat_table = np.fromiter((self.cats.codes.setdefault(c, len(self.cats.codes))
                                  for c in cat_uniques), dtype=np.int32, count=len(cat_uniques))
         cat = cat_table[cat_local]
+        args = list(map(attrgetter("args"), xs))
+        ids = self._id_columns(args, cat_uniques, cat_local)
+        if not self.launch_flows:
+            # Launches or device events without `correlation`: their ac2g flows carry the link.
+            linked = _in(cat_uniques, C.DEVICE_CATS | C.RUNTIME_CATS, cat_local)
+            self.launch_flows = bool((linked & (ids["correlation"] == NO_ID)).any())
         name = self.names.encode(list(map(attrgetter("name"), xs)))
         pid = self._ids(list(map(attrgetter("pid"), xs)))
         tid = self._ids(list(map(attrgetter("tid"), xs)))
-        args = list(map(attrgetter("args"), xs))
-        ids = _records(args, _IDS, _IDS_DTYPE, NO_ID)
 
         kernel_rows = np.flatnonzero(_in(cat_uniques, C.KERNEL_CATS, cat_local))
         kargs = [args[i] for i in kernel_rows.tolist()]
-        kernel_floats = _records(kargs, _KERNEL_F, _KERNEL_F_DTYPE, np.nan)
+        kernel_floats = _records(kargs, _KERNEL_FLOATS, _KERNEL_F_DTYPE, np.nan)
         kernel_dims = _launch_dims(kargs)
 
         heavy_rows = np.flatnonzero(~_in(cat_uniques, _LIGHT_CATS, cat_local))
@@ -370,10 +454,25 @@ class _Builder:
             rare_rows=rare_rows, rare_values=[t for _, t in rare]))
         self.rows += n
 
+    @staticmethod
+    def _id_columns(args: list[Any], cat_uniques: Any, cat_local: np.ndarray) -> np.ndarray:
+        n = len(args)
+        ids = np.full(n, NO_ID, dtype=_IDS_DTYPE)
+        where = (np.arange(n), np.flatnonzero(_in(cat_uniques, C.DEVICE_CATS, cat_local)),
+                 np.flatnonzero(_in(cat_uniques, _PYTHON_CATS, cat_local)))
+        for (fields, dtype), rows in zip(_ID_GROUPS, where, strict=True):
+            if len(rows) == 0:
+                continue
+            subset = args if len(rows) == n else [args[i] for i in rows.tolist()]
+            values = _records(subset, fields, dtype, NO_ID)
+            for f in fields:
+                ids[f][rows] = values[f]
+        return ids
+
     def _ids(self, values: list[Any]) -> np.ndarray:
         """pid/tid are ints, or labels like 'Spans'; labels get stable negative codes."""
         try:
-            return np.array(values, dtype=np.int64)
+            return np.fromiter(values, dtype=np.int64, count=len(values))
         except (ValueError, TypeError, OverflowError):
             return np.fromiter((self._label(v) for v in values), dtype=np.int64, count=len(values))
 
@@ -389,11 +488,13 @@ class _Builder:
 
     def _flow_ids(self, values: list[Any]) -> np.ndarray:
         try:
-            return np.array(values, dtype=np.int64)
+            return np.fromiter(values, dtype=np.int64, count=len(values))
         except (ValueError, TypeError, OverflowError):
             return np.fromiter((self._flow_id(v) for v in values), np.int64, len(values))
 
     def _flow_id(self, value: Any) -> int:
+        if isinstance(value, _LabelText):  # a label handed back by a worker process
+            return self.flow_labels.setdefault(str(value), -2 - len(self.flow_labels))
         if isinstance(value, int) and 0 <= value < (1 << 62):
             return value
         if isinstance(value, str):
@@ -407,25 +508,31 @@ class _Builder:
         # Any other id: a stable code below every real one.
         return self.flow_labels.setdefault(repr(value), -2 - len(self.flow_labels))
 
-    def _add_other(self, rest: list[Any], rank: int) -> None:
-        flows = [e for e in rest if isinstance(e, Flow) and e.cat in _FLOW_CAT_CODE]
+    def _add_other(self, rest: list[Any], rank: int, launch_flows: bool) -> None:
+        # ac2g flows repeat the `correlation` link of modern traces: kept only where it lacks.
+        wanted = _FLOW_CAT_CODE if launch_flows else _FWDBWD_ONLY
+        flows = [e for e in rest if e.__class__ in _FLOW_CLASSES and e.cat in wanted]
         if flows:
             n = len(flows)
             self.flows.append(_Flows(
                 rank=np.full(n, rank, np.int32),
-                cat=np.fromiter((_FLOW_CAT_CODE[e.cat] for e in flows), np.int8, n),
-                start=np.fromiter((e.__class__ is _FLOW_START for e in flows), bool, n),
+                cat=np.fromiter(map(wanted.__getitem__, map(attrgetter("cat"), flows)), np.int8, n),
+                start=np.fromiter(map(_FLOW_STARTS.__contains__, map(type, flows)), bool, n),
                 id=self._flow_ids(list(map(attrgetter("id"), flows))),
                 pid=self._ids(list(map(attrgetter("pid"), flows))),
                 tid=self._ids(list(map(attrgetter("tid"), flows))),
                 ts=np.fromiter(map(attrgetter("ts"), flows), np.float64, n)))
-        for e in rest:
-            if e.__class__ is Meta:
-                self._add_metadata(e, rank)
-        memory = [e for e in rest if isinstance(e, Instant) and e.name == "[memory]"]
+        for e in [e for e in rest if e.__class__ is Meta]:
+            self._add_metadata(e, rank)
+        memory = [e for e in rest if e.__class__ in _INSTANT_CLASSES and e.name == "[memory]"]
         if memory:
-            self.memory.extend(zip(repeat(rank), map(attrgetter("ts"), memory),
-                                   map(_MEMORY, map(attrgetter("args"), memory))))
+            values = _records(list(map(attrgetter("args"), memory)), _MEMORY_FIELDS,
+                              _MEMORY_DTYPE, _NO_VALUE)
+            self.memory.append({"rank": np.full(len(memory), rank, np.int32),
+                                "ts": np.fromiter(map(attrgetter("ts"), memory), np.float64,
+                                                  len(memory)),
+                                **{c: values[f] for c, f in zip(_MEMORY_COLUMNS, _MEMORY_FIELDS,
+                                                                strict=True)}})
 
     def _add_metadata(self, e: Any, rank: int) -> None:
         pid = self._label(e.pid)
@@ -482,9 +589,14 @@ class _Builder:
         self.parts = []
         flow_frame = _link_flows(events, self.flows, t0)
         steps, source = find_steps(events)
-        memory = pd.DataFrame([(r, t, *m) for r, t, m in self.memory],
-                              columns=["rank", "ts", *_MEMORY_COLUMNS])
-        memory["ts"] = memory["ts"].astype(np.float64) - t0
+        memory = pd.DataFrame({c: np.concatenate([m[c] for m in self.memory]) if self.memory
+                               else np.empty(0, np.float64 if c == "ts" else np.int64)
+                               for c in ("rank", "ts", *_MEMORY_COLUMNS)})
+        memory["ts"] = memory["ts"] - t0
+        for c in _MEMORY_COLUMNS:
+            absent = memory[c].to_numpy() == _NO_VALUE
+            if absent.any():
+                memory[c] = np.where(absent, np.nan, memory[c].to_numpy())
         memory = memory[np.isfinite(memory["ts"].to_numpy())].reset_index(drop=True)
         return Trace(events=events, args=ArgsView(events, store), ranks=tuple(self.ranks),
                      t0_us=t0, steps=steps, step_source=source, flows=flow_frame,
@@ -514,6 +626,99 @@ class _Builder:
             rare_values=[v for p in parts for v in p.rare_values],
             rare_fields=RARE_FIELDS,
         )
+
+
+# ---------------------------------------------------------------------------- parallel decode
+class _LabelText(str):
+    """A flow-id label that is already a label's text (not an id to parse)."""
+
+
+def _remap(values: np.ndarray, table: dict[int, int]) -> np.ndarray:
+    """Replace a worker's label codes (all <= -2) by ours."""
+    if not table or not len(values):
+        return values
+    labelled = values <= -2
+    if not labelled.any():
+        return values
+    keys = np.asarray(sorted(table), dtype=np.int64)
+    new = np.asarray([table[k] for k in keys.tolist()], dtype=np.int64)
+    out: np.ndarray = values.copy()
+    k = np.clip(np.searchsorted(keys, values[labelled]), 0, len(keys) - 1)
+    hit = keys[k] == values[labelled]
+    sub = out[labelled]
+    sub[hit] = new[k[hit]]
+    out[labelled] = sub
+    return out
+
+
+def _remap_key(key: tuple[int, ...], table: dict[int, int]) -> tuple[int, ...]:
+    return (key[0], *(table.get(v, v) for v in key[1:]))
+
+
+# Below this many events a second process costs more than it saves.
+PARALLEL_MIN_EVENTS = 1 << 17
+
+
+def _workers() -> int:
+    """Processes for decoding one large file: PERFTUNE_TRACE_WORKERS, else up to 2 where the
+    platform forks cheaply (Linux) and there is a second CPU."""
+    if not hasattr(os, "fork"):
+        return 1
+    setting = os.environ.get("PERFTUNE_TRACE_WORKERS", "")
+    if setting.strip().isdigit():
+        return min(2, max(1, int(setting)))
+    if sys.platform != "linux":
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
+
+
+def _add_chunks_in_parallel(builder: _Builder, decoded: DecodedFile, rank: int) -> int:
+    """Decode a file's chunks, the second half in a forked worker when the file is large.
+
+    The worker shares the parent's memory copy-on-write (the file's bytes are not copied),
+    builds the columns of its chunks and pickles them back through a pipe; the parent remaps
+    its string codes. Any failure of the worker falls back to doing its chunks here.
+    """
+    n_chunks = decoded.chunk_count()
+    if _workers() < 2 or len(decoded.raw_events) < PARALLEL_MIN_EVENTS or n_chunks < 2:
+        return builder.add_chunks(decoded, rank, 0, n_chunks)
+    split = (n_chunks + 1) // 2
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns into the caller
+        code = 1
+        try:
+            os.close(read_fd)
+            worker = _Builder(launch_flows=builder.launch_flows)
+            problems: Counter[str] = Counter()
+            decoded.problems = problems
+            events = worker.add_chunks(decoded, rank, split, n_chunks)
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(worker.export(events, problems), out, protocol=pickle.HIGHEST_PROTOCOL)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    payload: dict[str, Any] | None = None
+    try:
+        events = builder.add_chunks(decoded, rank, 0, split)
+        with os.fdopen(read_fd, "rb") as src:
+            try:
+                payload = pickle.load(src)
+            except (EOFError, pickle.UnpicklingError, OSError):
+                payload = None
+    finally:
+        if payload is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if payload is None:  # the worker failed: do its share here
+        return events + builder.add_chunks(decoded, rank, split, n_chunks)
+    return events + builder.merge(payload, decoded.problems)
 
 
 def _normalised_categories(codes: np.ndarray, categories: list[str]) -> tuple[np.ndarray, list[str]]:
@@ -568,7 +773,8 @@ def _link_flows(ev: pd.DataFrame, chunks: list[_Flows], t0: float) -> pd.DataFra
         return _empty_flows()
 
     def col(name: str) -> np.ndarray:
-        return np.concatenate([getattr(c, name) for c in chunks])[keep]
+        out: np.ndarray = np.concatenate([getattr(c, name) for c in chunks])[keep]
+        return out
 
     fl = {name: col(name) for name in ("rank", "cat", "start", "id", "pid", "tid", "ts")}
     rows = _bind_endpoints(ev, fl, t0)

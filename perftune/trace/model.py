@@ -60,8 +60,12 @@ class Trace:
     rank, cat, name (categoricals: interned strings), pid, tid, ts, dur, end (µs, float),
     ext_id, corr, stream, device, py_id, py_parent, nbytes (int64, -1 when absent), is_device.
     `args[i]` assembles row i's other arguments on demand (shapes, launch and collective
-    properties); `flows` pairs flow endpoints (cat, id, src row, dst row); `memory` holds
-    `[memory]` allocator events (profile_memory=True) when there are any.
+    properties); `flows` pairs flow endpoints (cat, id, src row, dst row): every `fwdbwd`
+    flow, and `ac2g` / `async_cpu_to_gpu` flows only for traces whose launches lack a
+    `correlation` arg (elsewhere the `corr` column is that same link); `memory` holds
+    `[memory]` allocator events (profile_memory=True): rank, ts, device_type, device_id, addr,
+    bytes, total_allocated, total_reserved. `warnings` lists what the loader had to skip or
+    coerce (malformed events, duplicate ranks).
     """
 
     events: pd.DataFrame

@@ -17,6 +17,7 @@ from perftune.trace.device_metrics import (
     dtype_bytes,
     inclusive_device_us,
     memoized,
+    names,
     numel,
     tensor_inputs,
 )
@@ -61,7 +62,7 @@ def forward_sequences(trace: Trace) -> dict[tuple[int, int, int], list[OpRecord]
     dur = ev["dur"].to_numpy()
     out: dict[tuple[int, int, int], list[OpRecord]] = {}
     rows = np.flatnonzero(is_op)
-    names = ev["name"]
+    row_names = names(trace)
     rank, pid, tid, ts = (ev["rank"].to_numpy(), ev["pid"].to_numpy(), ev["tid"].to_numpy(),
                           ev["ts"].to_numpy())
     for row in rows.tolist():
@@ -72,12 +73,12 @@ def forward_sequences(trace: Trace) -> dict[tuple[int, int, int], list[OpRecord]
             if is_op[p]:
                 nested = True
                 break
-            if str(names.iat[p]).startswith(_SKIP_UNDER):
+            if str(row_names[p]).startswith(_SKIP_UNDER):
                 backward = True
             p = int(parent[p])
         if nested or backward:
             continue
-        name = str(names.iat[row])
+        name = str(row_names[row])
         if "Backward" in name:
             continue
         cost = counted.get(row)
@@ -125,9 +126,6 @@ def _is_chain_op(rec: OpRecord) -> bool:
     return rec.cost is not None and rec.cost.kind in ("elementwise", "norm", "reduction")
 
 
-@memoized
-def elementwise_chains(trace: Trace) -> list[ElementwiseChain]:
-    return find_elementwise_chains(trace, min_ops=3, min_numel=4096)
 
 
 def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int) -> list[ElementwiseChain]:
@@ -234,9 +232,6 @@ def _matmul_out(trace: Trace, rec: OpRecord) -> tuple[tuple[int, ...], int] | No
     return (*batch, a[-2], b[-1]), a[-1]
 
 
-@memoized
-def attention_patterns(trace: Trace) -> list[AttentionPattern]:
-    return find_attention_patterns(trace, min_len=64)
 
 
 def find_attention_patterns(trace: Trace, min_len: int) -> list[AttentionPattern]:

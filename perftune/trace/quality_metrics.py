@@ -73,7 +73,7 @@ def event_density(trace: Trace) -> EventDensity:
 
 @dataclass(frozen=True)
 class PhaseTimes:
-    """Median step times (ms) of one run's profiled and unprofiled steps (from steps.json)."""
+    """Median step times (ms) of one run's profiled and un-profiled steps (from steps.json)."""
 
     path: Path
     profiled_ms: float
@@ -87,7 +87,11 @@ class PhaseTimes:
 
 
 def read_phase_times(path: Path) -> PhaseTimes | None:
-    """Profiled vs unprofiled ('measured') step medians of a steps.json, None when absent."""
+    """Profiled vs un-profiled step medians of a steps.json, None without both.
+
+    Un-profiled steps are every step outside the profiled window except the first (index 0),
+    which holds the script's setup — the same split `perftune profile` prints.
+    """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -95,11 +99,15 @@ def read_phase_times(path: Path) -> PhaseTimes | None:
     steps = data.get("steps") if isinstance(data, dict) else None
     if not isinstance(steps, list):
         return None
-    by_phase: dict[str, list[float]] = {}
+    prof: list[float] = []
+    meas: list[float] = []
     for s in steps:
-        if isinstance(s, dict) and isinstance(s.get("duration_ms"), (int, float)):
-            by_phase.setdefault(str(s.get("phase")), []).append(float(s["duration_ms"]))
-    prof, meas = by_phase.get("profiled", []), by_phase.get("measured", [])
+        if not isinstance(s, dict) or not isinstance(s.get("duration_ms"), (int, float)):
+            continue
+        if s.get("phase") == "profiled":
+            prof.append(float(s["duration_ms"]))
+        elif s.get("index") != 0:
+            meas.append(float(s["duration_ms"]))
     if not prof or not meas:
         return None
     return PhaseTimes(path=path, profiled_ms=float(np.median(prof)),

@@ -28,15 +28,33 @@ from perftune.trace.device_metrics import (
     dtype_bytes,
     inclusive_device_us,
     memoized,
+    names,
     numel,
+    op_mask,
     short_dtype,
 )
 from perftune.trace.model import NO_ID, Trace
 
 # ---------------------------------------------------------------------------- op classes
-_UNARY = frozenset(["abs", "neg", "exp", "exp2", "expm1", "log", "log1p", "log2", "log10", "tanh", "sigmoid", "relu", "relu6", "gelu", "silu", "mish", "sqrt", "rsqrt", "reciprocal", "sin", "cos", "tan", "erf", "erfc", "sign", "square", "floor", "ceil", "round", "trunc", "frac", "hardswish", "hardsigmoid", "hardtanh", "softplus", "elu", "selu", "celu", "leaky_relu", "logit", "nan_to_num", "clamp", "clamp_min", "clamp_max", "fill", "zero", "bernoulli", "native_dropout", "dropout", "threshold", "isnan", "isinf", "logical_not", "bitwise_not"])
-_BINARY = frozenset(["add", "sub", "rsub", "mul", "div", "true_divide", "floor_divide", "pow", "maximum", "minimum", "fmod", "remainder", "where", "masked_fill", "addcmul", "addcdiv", "lerp", "eq", "ne", "lt", "gt", "le", "ge", "logical_and", "logical_or", "bitwise_and", "bitwise_or", "bitwise_xor", "atan2", "hypot", "threshold_backward", "gelu_backward", "silu_backward", "sigmoid_backward", "tanh_backward", "hardtanh_backward", "leaky_relu_backward", "copysign", "xlogy", "mse_loss"])
-_COMPARISONS = frozenset(["eq", "ne", "lt", "gt", "le", "ge", "isnan", "isinf", "logical_not", "logical_and", "logical_or"])
+_UNARY = frozenset([
+    "abs", "neg", "exp", "exp2", "expm1", "log", "log1p", "log2", "log10", "tanh",
+    "sigmoid", "relu", "relu6", "gelu", "silu", "mish", "sqrt", "rsqrt", "reciprocal",
+    "sin", "cos", "tan", "erf", "erfc", "sign", "square", "floor", "ceil", "round", "trunc",
+    "frac", "hardswish", "hardsigmoid", "hardtanh", "softplus", "elu", "selu", "celu",
+    "leaky_relu", "logit", "nan_to_num", "clamp", "clamp_min", "clamp_max", "fill", "zero",
+    "bernoulli", "native_dropout", "dropout", "threshold", "isnan", "isinf", "logical_not",
+    "bitwise_not",
+])
+_BINARY = frozenset([
+    "add", "sub", "rsub", "mul", "div", "true_divide", "floor_divide", "pow", "maximum",
+    "minimum", "fmod", "remainder", "where", "masked_fill", "addcmul", "addcdiv", "lerp",
+    "eq", "ne", "lt", "gt", "le", "ge", "logical_and", "logical_or", "bitwise_and",
+    "bitwise_or", "bitwise_xor", "atan2", "hypot", "threshold_backward", "gelu_backward",
+    "silu_backward", "sigmoid_backward", "tanh_backward", "hardtanh_backward",
+    "leaky_relu_backward", "copysign", "xlogy", "mse_loss",
+])
+_COMPARISONS = frozenset(["eq", "ne", "lt", "gt", "le", "ge", "isnan", "isinf", "logical_not",
+                          "logical_and", "logical_or"])
 _TWO_FLOPS = frozenset(["addcmul", "addcdiv", "lerp"])
 # Ops that read a tensor and write one of the same shape, with a few FLOPs per element.
 _NORMS = {"softmax": 5, "_softmax": 5, "log_softmax": 5, "_log_softmax": 5, "layer_norm": 8,
@@ -46,9 +64,18 @@ _NORMS = {"softmax": 5, "_softmax": 5, "log_softmax": 5, "_log_softmax": 5, "lay
           "native_layer_norm_backward": 10, "native_batch_norm_backward": 8,
           "cudnn_batch_norm_backward": 8}
 # Ops that read a tensor and write something much smaller.
-_REDUCTIONS = frozenset(["sum", "mean", "amax", "amin", "max", "min", "var", "std", "norm", "var_mean", "std_mean", "logsumexp", "prod", "argmax", "argmin", "all", "any", "linalg_vector_norm"])
-_GEMMS = frozenset(["mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "addbmm", "_addmm_activation"])
-_CONVS = frozenset(["conv1d", "conv2d", "conv3d", "convolution", "_convolution", "cudnn_convolution", "mkldnn_convolution", "miopen_convolution", "thnn_conv2d", "_slow_conv2d_forward", "slow_conv3d", "_nnpack_spatial_convolution", "cudnn_convolution_relu", "cudnn_convolution_add_relu", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d"])
+_REDUCTIONS = frozenset([
+    "sum", "mean", "amax", "amin", "max", "min", "var", "std", "norm", "var_mean",
+    "std_mean", "logsumexp", "prod", "argmax", "argmin", "all", "any", "linalg_vector_norm",
+])
+_GEMMS = frozenset(["mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "addbmm",
+                    "_addmm_activation"])
+_CONVS = frozenset([
+    "conv1d", "conv2d", "conv3d", "convolution", "_convolution", "cudnn_convolution",
+    "mkldnn_convolution", "miopen_convolution", "thnn_conv2d", "_slow_conv2d_forward",
+    "slow_conv3d", "_nnpack_spatial_convolution", "cudnn_convolution_relu",
+    "cudnn_convolution_add_relu", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+])
 _CONV_BACKWARD = frozenset({"convolution_backward", "cudnn_convolution_backward",
                             "mkldnn_convolution_backward", "miopen_convolution_backward"})
 _ATTENTION_BHLD = frozenset({"scaled_dot_product_attention", "_scaled_dot_product_flash_attention",
@@ -281,18 +308,17 @@ def op_cost(name: str, dims: list[Any] | None, types: list[Any] | None,
 @memoized
 def op_costs(trace: Trace) -> dict[int, OpCost]:
     """Cost of every host op with a cost model and recorded shapes (all of them, nested too)."""
-    ev = trace.events
-    names = ev["name"]
-    cats = ev["cat"]
     out: dict[int, OpCost] = {}
-    cand = np.flatnonzero((cats == C.CPU_OP).to_numpy())
+    cand = np.flatnonzero(op_mask(trace))
     if len(cand) == 0:
         return out
-    kinds = {n: op_kind(str(n)) for n in names.iloc[cand].unique()}
+    row_names = names(trace)
+    kinds = {n: op_kind(str(n)) for n in set(row_names[cand].tolist())}
     for row in cand.tolist():
-        if kinds.get(names.iat[row]) is None:
+        name = row_names[row]
+        if kinds.get(name) is None:
             continue
-        cost = op_cost(trace.name_of(row), trace.input_dims(row), trace.input_types(row),
+        cost = op_cost(name, trace.input_dims(row), trace.input_types(row),
                        trace.concrete_inputs(row))
         if cost is not None:
             out[row] = cost
@@ -373,8 +399,8 @@ _TENSOR_CORE = re.compile(
     r"h884|h1688|s1688|h16816|s16816|i8816|884gemm|1688gemm|16816gemm|hmma|xmma|wgmma|tensorop|"
     r"tf32|bf16|f16f16|fp16|nvjet|hgemm|_MI\d+x\d+|mfma",
     re.IGNORECASE)
-# FP32 SIMT kernels: cuBLAS 'sgemm', cuDNN 'scudnn', fp32-only xmma/cutlass variants.
-_FP32_SIMT = re.compile(r"sgemm|scudnn|_f32f32_f32f32_f32_|implicit_convolve_sgemm|"
+# FP32 SIMT kernels: cuBLAS 'sgemm', cuDNN 'scudnn', fp32-only xmma/cutlass/nvjet variants.
+_FP32_SIMT = re.compile(r"sgemm|scudnn|_f32f32_f32f32_f32_|implicit_convolve_sgemm|nvjet_sss|"
                         r"winograd|wgrad_alg|dgrad_engine|dgrad2d|cutlass_simt", re.IGNORECASE)
 
 
@@ -392,9 +418,10 @@ def _tensor_core_ops(trace: Trace, rows: list[int]) -> set[int]:
     kern = np.flatnonzero((ev["cat"] == C.KERNEL).to_numpy() & (launch != NO_ID))
     wanted = set(rows)
     out: set[int] = set()
+    row_names = names(trace)
+    tc = {n: uses_tensor_cores(str(n)) for n in set(row_names[kern].tolist())}
     for k in kern.tolist():
-        name = trace.name_of(k)
-        if not uses_tensor_cores(name):
+        if not tc[row_names[k]]:
             continue
         for a in trace.ancestors(int(launch[k])):
             if a in wanted:
@@ -416,6 +443,7 @@ def _roofline_frame(trace: Trace) -> pd.DataFrame:
     roofs = peaks(trace)
     ev = trace.events
     rank = ev["rank"].to_numpy()
+    row_names = names(trace)
     rows = sorted(counted)
     on_device = trace.has_device_activity
     if on_device:
@@ -446,7 +474,7 @@ def _roofline_frame(trace: Trace) -> pd.DataFrame:
                 efficiency = achieved_b / roofs.bytes_per_s
         else:
             bound, efficiency = "unknown", math.nan
-        out.append((trace.name_of(row), row, int(rank[row]), cost.kind, dtype, cost.flops,
+        out.append((str(row_names[row]), row, int(rank[row]), cost.kind, dtype, cost.flops,
                     cost.bytes, intensity, d, achieved_f, achieved_b, peak_f, bound, efficiency))
     return pd.DataFrame(out, columns=_COLUMNS)
 

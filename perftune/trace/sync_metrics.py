@@ -18,7 +18,6 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.frames import is_user_frame, parse_python_function
-from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Trace
 
 # ---------------------------------------------------------------------------- op families
@@ -87,7 +86,9 @@ class _Index:
         self.is_device = ev["is_device"].to_numpy()
         self.is_runtime = np.isin(self.cat, list(C.RUNTIME_CATS))
         self.is_op = self.cat == C.CPU_OP
-        self.sync = sync_call_mask(trace)
+        # Calls that wait by name (synchronize, cudaMemcpy); pageable async copies, which
+        # wait too, are found from their device copies (_blocking_copy_calls).
+        self.sync = np.isin(self.names, list(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)) & ~self.is_device
         self.parent = trace.parent
         host = np.flatnonzero(~self.is_device)
         keys = (ev["rank"].to_numpy()[host], ev["pid"].to_numpy()[host], ev["tid"].to_numpy()[host])
@@ -103,6 +104,7 @@ class _Index:
             arr = arr[order]
             self.threads[key] = _ThreadIndex(rows=arr, ts=self.ts[arr])
         self._frame_rows: dict[int, bool] = {}
+        self._copies: dict[tuple[int, int], list[int]] | None = None
         self.loader_ends: dict[tuple[int, int, int], np.ndarray] | None = None
 
     def under(self, row: int) -> np.ndarray:
@@ -116,6 +118,19 @@ class _Index:
         rows: np.ndarray = th.rows[lo:hi]
         keep = (rows != row) & (self.end[rows] <= self.end[row] + 0.01)
         return np.asarray(rows[keep], dtype=np.int64)
+
+    def copies_of(self, runtime_row: int) -> list[int]:
+        """Device memcpy rows issued by a runtime call (same rank and correlation id)."""
+        if self._copies is None:
+            ev = self.trace.events
+            rank = ev["rank"].to_numpy()
+            corr = ev["corr"].to_numpy()
+            self._copies = {}
+            for r in np.flatnonzero((self.cat == C.MEMCPY) & (corr != NO_ID)).tolist():
+                self._copies.setdefault((int(rank[r]), int(corr[r])), []).append(r)
+            self._rank = rank
+            self._corr = corr
+        return self._copies.get((int(self._rank[runtime_row]), int(self._corr[runtime_row])), [])
 
     def is_user_frame_row(self, row: int) -> bool:
         cached = self._frame_rows.get(row)
@@ -432,8 +447,8 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
             call = python_call_name(idx.names[anchor])
         runtime = [r for r in inner if idx.is_runtime[r]]
         syncs = sorted(set(acc.syncs) | {r for r in runtime if idx.sync[r]})
-        copies = sorted(set(acc.copies) | {d for r in runtime for d in trace.device_events_of(r)
-                                            if idx.cat[d] == C.MEMCPY})
+        copies = sorted(set(acc.copies) | {d for r in runtime if idx.names[r] in C.COPY_CALLS
+                                            for d in idx.copies_of(r)})
         real_syncs = any(idx.sync[r] for r in syncs)
         if idx.is_op[anchor]:
             code, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True,
@@ -457,7 +472,7 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
             on_device=bool(runtime) or bool(syncs), step=-1, rank=int(rank_col[anchor]),
             python_call=call, frame_row=user_frame_row(trace, anchor)))
     for row in explicit:
-        code, kind = classify([], None, set(), has_op=False)
+        code, kind = _classify_opless(trace, idx, row)
         hazards.append(Hazard(
             row=row, code=code, kind=kind, chain=tuple(_clean_chain(trace.op_chain(row))),
             sync_rows=(row,), copy_rows=(), stall_us=float(idx.dur[row]),
@@ -471,6 +486,23 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
 
 
 _HAZARDS: weakref.WeakKeyDictionary[Trace, tuple[Hazard, ...]] = weakref.WeakKeyDictionary()
+
+
+def _classify_opless(trace: Trace, idx: _Index, row: int) -> tuple[str | None, str]:
+    """A sync call under no ATen op: `torch.cuda.synchronize()` and friends called from Python
+    (PFT211), unless a library's annotated region issued it (DDP's forward, ...): then it is a
+    generic sync (PFT201) of that region."""
+    for a in trace.ancestors(row):
+        if idx.cat[a] == C.PYTHON_FUNCTION:
+            frame = parse_python_function(idx.names[a])
+            if frame is not None and "synchronize" in frame.function \
+                    and "torch/cuda/" in frame.file.replace("\\", "/"):
+                return EXPLICIT_SYNCHRONIZE, "explicit synchronize"
+            continue
+        if idx.cat[a] == C.USER_ANNOTATION and not _is_marker(idx.names[a]) \
+                and not idx.names[a].startswith((C.OPTIMIZER_STEP_PREFIX, "##")):
+            return None, idx.names[a]
+    return EXPLICIT_SYNCHRONIZE, "explicit synchronize"
 
 
 def _clean_chain(names: Sequence[str]) -> list[str]:

@@ -311,13 +311,13 @@ def build_space(
 ) -> SearchSpace:
     """Merge the sources into one space; later sources replace a knob's values."""
     merged: dict[str, tuple[tuple[Value, ...], str]] = {}
-    for source, knobs in (
+    for source, given in (
         ("findings", findings or {}),
         ("declared", declared or {}),
         ("config", config or {}),
         ("cli", dict(cli)),
     ):
-        for name, values in knobs.items():
+        for name, values in given.items():
             merged[name] = (values, source)
     defaults = dict(declared_defaults or {})
     arg_map: dict[str, ArgTemplate] = {}

@@ -20,6 +20,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -284,21 +285,32 @@ class Study:
         )
         self.optuna.add_trial(trial)
 
-    def fail_stale(self) -> list[int]:
-        """Fail the RUNNING trials of workers that died: by heartbeat on a database, by process
-        id on this host for a journal file (which has no heartbeat)."""
+    def fail_stale(self, max_age_s: float | None = None) -> list[int]:
+        """Fail the RUNNING trials of workers that died: by heartbeat on a database; on a journal
+        file (no heartbeat), by process id for workers on this host, and by age (`max_age_s`,
+        well past the trial timeout) for workers elsewhere."""
         import optuna
 
         storage = self.optuna._storage  # Optuna exposes no public getter
-        failed: list[int] = []
         if isinstance(storage, optuna.storages.RDBStorage):
-            failed_ids = optuna.storages.fail_stale_trials(self.optuna)  # type: ignore[func-returns-value]
-            return list(failed_ids or [])
+            optuna.storages.fail_stale_trials(self.optuna)
+            return []
+        failed: list[int] = []
         host = socket.gethostname()
+        now = datetime.now()
         for trial in self.optuna.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
             worker = str(trial.user_attrs.get("worker", ""))
             name, _, pid = worker.rpartition(":")
-            if name == host and pid.isdigit() and not _alive(int(pid)):
+            started = trial.datetime_start
+            if name == host and pid.isdigit():
+                stale = not _alive(int(pid), started)
+            else:
+                stale = (
+                    max_age_s is not None
+                    and started is not None
+                    and (now - started).total_seconds() > max_age_s
+                )
+            if stale:
                 self.optuna.tell(trial.number, state=optuna.trial.TrialState.FAIL)
                 failed.append(trial.number)
         return failed
@@ -343,14 +355,18 @@ def _retry(action: Callable[[], Any], attempts: int = 4) -> Any:
     raise AssertionError("unreachable")
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, since: datetime | None) -> bool:
+    """Whether the process `pid` runs and is the one that started a trial at `since` (not a
+    later process that got the same id)."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        created = datetime.fromtimestamp(psutil.Process(pid).create_time())
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.Error:
         return True
-    return True
+    return since is None or created <= since + timedelta(seconds=1)
 
 
 def _jsonable(data: Any) -> Any:

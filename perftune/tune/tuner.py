@@ -237,7 +237,7 @@ class Tuner:
         stop_reason = "search finished"
         interrupted = False
         cache_hits = 0
-        for number in study.fail_stale():
+        for number in study.fail_stale(self._stale_after()):
             self.note(f"trial {number} was left running by a worker that stopped; marked failed")
         try:
             while True:
@@ -265,7 +265,7 @@ class Tuner:
                     if history.pending:
                         # Other workers' results may open new moves (a new best to explore).
                         time.sleep(POLL_S)
-                        study.fail_stale()
+                        study.fail_stale(self._stale_after())
                         continue
                     if not search_open:
                         stop_reason = "budget spent (repeats done)"
@@ -298,6 +298,11 @@ class Tuner:
             measurement=self.measurement,
             objective=self.objective,
         )
+
+    def _stale_after(self) -> float:
+        """A trial running this long has lost its worker (the timeout would have ended it)."""
+        timeout = self.measurement.timeout_s or 3600.0
+        return 2 * timeout + 120.0
 
     def _run_one(
         self,

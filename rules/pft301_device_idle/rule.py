@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -56,7 +55,9 @@ def _mean(values: list[float]) -> float:
 
 
 class DeviceIdle(Rule):
-    """## What it detects
+    """PFT301 device-idle: the GPU waits for the host inside the training step.
+
+    ## What it detects
     Time inside each training step when no kernel, copy or memset runs on the GPU, measured on
     the device timeline, and what the host was doing meanwhile. Every gap gets one cause:
     `input` (the host waited for the DataLoader), `sync` (the host had blocked in a synchronising
@@ -93,7 +94,8 @@ class DeviceIdle(Rule):
     ## Options
     `min_idle_share` (0.1): report when the mean idle share of the step reaches this.
     `min_idle_ms` (0.2): and the mean idle time per step reaches this.
-    `error_share` (0.4): severity error from this idle share up.
+    `error_share` (0.4): severity error from this idle share up (warning at most when the
+    trace holds a single step, which often includes one-off work).
 
     ## Known problems
     Steps taken from optimizer calls (no ProfilerStep markers) start at the end of one
@@ -149,6 +151,10 @@ class DeviceIdle(Rule):
             if values:
                 knobs["batch_size"] = values
         severity = Severity.ERROR if share >= self.config["error_share"] else Severity.WARNING
+        if len(steps) < 2:
+            # A single step often holds one-off work (compilation, warm-up): no error on it alone.
+            severity = Severity.WARNING
+            message += " (one step only: it may include one-off work such as compilation)"
         yield self.finding(
             message, location=location, severity=severity, evidence=evidence,
             est_saving_ms_per_step=idle, op_chain=chain, rank=rank,
@@ -172,20 +178,20 @@ class DeviceIdle(Rule):
                      "dataloader_wait_ms_per_step": round(float(overlap.sum()) / 1000.0
                                                           / max(1, len({g.step for g in gaps})), 3)})
         if cause in ("sync", "dependency"):
-            weights: Counter[int] = Counter()
+            weights: dict[int, float] = {}
             for g in gaps:
                 if g.host_row != NO_ID:
-                    weights[g.host_row] += g.dur
+                    weights[g.host_row] = weights.get(g.host_row, 0.0) + g.dur
             if not weights:
                 return None, (), {}
             # The same call site recurs every step: group by the op chain that issued it.
-            by_chain: Counter[tuple[str, ...]] = Counter()
+            by_chain: dict[tuple[str, ...], float] = {}
             first: dict[tuple[str, ...], int] = {}
             for row, w in weights.items():
                 chain = tuple(trace.op_chain(row))
-                by_chain[chain] += w
+                by_chain[chain] = by_chain.get(chain, 0.0) + w
                 first.setdefault(chain, row)
-            chain, _ = by_chain.most_common(1)[0]
+            chain = max(by_chain, key=lambda c: by_chain[c])
             row = first[chain]
             return (location_of(trace, user_frame_row(trace, row)), chain,
                     {"blamed_call": trace.name_of(row)})
@@ -194,7 +200,7 @@ class DeviceIdle(Rule):
         if len(host) == 0:
             return None, (), {}
         overlap = gaps_overlapping(trace, gaps, host)
-        tops: Counter[str] = Counter()
+        tops: dict[str, float] = {}
         best_row: dict[str, int] = {}
         for row, us in zip(host.tolist(), overlap.tolist(), strict=True):
             if us <= 0:
@@ -203,14 +209,15 @@ class DeviceIdle(Rule):
             if top is None or top != row:
                 continue
             name = trace.name_of(row)
-            tops[name] += us
+            tops[name] = tops.get(name, 0.0) + us
             if name not in best_row:
                 best_row[name] = row
         if not tops:
             return None, (), {}
         n_steps = max(1, len({g.step for g in gaps}))
-        name, _ = tops.most_common(1)[0]
+        ranked = sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))
+        name = ranked[0][0]
         row = best_row[name]
         return (location_of(trace, user_frame_row(trace, row)), (name,),
                 {"host_ops_during_idle": [{"op": n, "ms_per_step": round(us / 1000.0 / n_steps, 3)}
-                                          for n, us in tops.most_common(8)]})
+                                          for n, us in ranked[:8]]})

@@ -23,7 +23,9 @@ from perftune.trace.sync_metrics import user_frame_row
 
 
 class LaunchBoundTinyKernels(Rule):
-    """## What it detects
+    """PFT302 launch-bound-tiny-kernels: kernels that finish before the next one can be launched.
+
+    ## What it detects
     Steps made of many kernels that run for less time than the host needs to launch them:
     each kernel is shorter than its own `cudaLaunchKernel` call, so the GPU finishes it and
     then waits for the next launch.

@@ -23,7 +23,9 @@ _FUSED = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
 
 
 class PerParameterOptimizer(Rule):
-    """## What it detects
+    """PFT303 per-parameter-optimizer: the optimizer updates one parameter tensor at a time.
+
+    ## What it detects
     An optimizer step that runs its update as separate small ops for every parameter tensor —
     hundreds of `aten::add_` / `aten::mul_` / `aten::addcdiv_` calls (and on a GPU as many tiny
     kernels) under `Optimizer.step#...` — instead of the multi-tensor (`foreach`) or `fused`
@@ -53,12 +55,14 @@ class PerParameterOptimizer(Rule):
 
     ## Options
     `min_ops_per_step` (16): per-parameter ops per optimizer step to report.
+    `warning_share` (0.01): a warning when the estimated saving is at least this share of the
+    step, info below (CPU optimizers are mostly arithmetic, not launch overhead).
     """
 
     code: ClassVar[str] = "PFT303"
     name: ClassVar[str] = "per-parameter-optimizer"
     severity: ClassVar[Severity] = Severity.WARNING
-    options: ClassVar[dict[str, Any]] = {"min_ops_per_step": 16}
+    options: ClassVar[dict[str, Any]] = {"min_ops_per_step": 16, "warning_share": 0.01}
 
     def check(self, trace: Trace) -> Iterator[Finding]:
         ev = trace.events
@@ -73,13 +77,14 @@ class PerParameterOptimizer(Rule):
         parent = trace.parent
         dev = inclusive_device_us(trace)
         kern = kernels_under(trace)
+        ts_a, end_a, dur_a = ev["ts"].to_numpy(), ev["end"].to_numpy(), ev["dur"].to_numpy()
         for row in steps_rows.tolist():
             name = trace.name_of(row)
             cls = name[len(C.OPTIMIZER_STEP_PREFIX):].split(".", 1)[0] or "Optimizer"
-            lo, hi = float(ev["ts"].iat[row]), float(ev["end"].iat[row])
+            lo, hi = float(ts_a[row]), float(end_a[row])
             a, b = np.searchsorted(op_ts, lo, side="left"), np.searchsorted(op_ts, hi, side="right")
             inside = [int(r) for r in ops[a:b] if all(col[r] == col[row] for col in key_cols)
-                      and float(ev["end"].iat[int(r)]) <= hi + 0.01]
+                      and float(end_a[int(r)]) <= hi + 0.01]
             if any(trace.name_of(r).startswith(_MULTI_TENSOR) for r in inside):
                 continue  # foreach / fused already
             # Per-parameter update ops: elementwise ops not nested in another op of the step.
@@ -89,7 +94,7 @@ class PerParameterOptimizer(Rule):
             if not top:
                 continue
             names = Counter(trace.name_of(r) for r in top)
-            durs = [float(ev["dur"].iat[r]) for r in top]
+            durs = [float(dur_a[r]) for r in top]
             by_class.setdefault(cls, []).append({
                 "row": row, "ops": len(top), "names": names, "median_op_us": float(np.median(durs)),
                 "host_us": hi - lo, "device_us": float(dev[row]), "kernels": int(kern[row])})
@@ -120,8 +125,12 @@ class PerParameterOptimizer(Rule):
                        f"(~{params} parameters × {top_name} ...) instead of multi-tensor kernels; "
                        f"the optimizer takes {host_ms:.2f} ms of host time per step")
             first = calls[0]["row"]
+            step_ms = float(np.median([s.dur for s in trace.steps])) / 1000.0 if trace.steps else 0.0
+            evidence["estimated_saving_share"] = round(saving_ms / step_ms, 4) if step_ms > 0 else None
+            severity = (Severity.WARNING if step_ms <= 0 or saving_ms / step_ms >= self.config["warning_share"]
+                        else Severity.INFO)
             yield self.finding(
-                message, location=location_of(trace, user_frame_row(trace, first)),
+                message, severity=severity, location=location_of(trace, user_frame_row(trace, first)),
                 evidence=evidence, est_saving_ms_per_step=saving_ms, count=n,
                 op_chain=(trace.name_of(first), top_name),
                 suggestion=Suggestion(

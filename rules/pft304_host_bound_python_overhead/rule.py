@@ -21,7 +21,9 @@ def _mean(values: list[float]) -> float:
 
 
 class HostBoundPythonOverhead(Rule):
-    """## What it detects
+    """PFT304 host-bound-python-overhead: the host, not the device, sets the step time.
+
+    ## What it detects
     Steps whose length is set by host-side work — Python code, the operator dispatcher, kernel
     launches — rather than by the computation. On a GPU trace: the device sits idle for a
     large share of the step while the host is busy between launches (not waiting for data or

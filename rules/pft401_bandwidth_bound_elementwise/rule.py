@@ -23,7 +23,9 @@ def _core(name: str) -> str:
 
 
 class BandwidthBoundElementwise(Rule):
-    """## What it detects
+    """PFT401 bandwidth-bound-elementwise: chains of unfused elementwise ops over one large tensor.
+
+    ## What it detects
     Chains of separate elementwise and normalisation ops (`mul`, `add`, `pow`, `tanh`, `mean`,
     `sqrt`, …) over the same large tensor, issued one after another from one function — a
     hand-written GELU, LayerNorm or activation formula. Each op reads and writes the whole

@@ -15,7 +15,9 @@ from perftune.trace.pattern_metrics import AttentionPattern, find_attention_patt
 
 
 class MaterialisedAttention(Rule):
-    """## What it detects
+    """PFT402 materialised-attention: softmax(Q Kᵀ) V written out as separate ops.
+
+    ## What it detects
     Attention computed as separate ops from one function: a matrix product producing a
     `[..., L, L]` score tensor (`q @ k.transpose(-2, -1)`), a softmax over it (optionally with
     scaling, masking and dropout in between), and a second matrix product with the values.

@@ -16,7 +16,9 @@ from perftune.trace.sync_metrics import user_frame_row
 
 
 class MemoryNearCapacity(Rule):
-    """## What it detects
+    """PFT403 memory-near-capacity: the allocator's peak is close to the device's memory.
+
+    ## What it detects
     A training step whose peak device memory — the caching allocator's `Total Allocated` /
     `Total Reserved` from the `[memory]` events of a `profile_memory=True` trace — comes within
     `threshold` of the GPU's memory (`totalGlobalMem` in the trace's device properties).

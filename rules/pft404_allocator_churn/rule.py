@@ -15,7 +15,9 @@ from perftune.trace.sync_metrics import user_frame_row
 
 
 class AllocatorChurn(Rule):
-    """## What it detects
+    """PFT404 allocator-churn: device memory allocated and freed with the driver inside steps.
+
+    ## What it detects
     `cudaMalloc` / `cudaFree` (`hipMalloc` / `hipFree`) runtime calls inside training steps
     after the first, and calls to `torch.cuda.empty_cache()` in the step.
 
@@ -72,9 +74,9 @@ class AllocatorChurn(Rule):
         by_chain: Counter[tuple[str, ...]] = Counter()
         first_row: dict[tuple[str, ...], int] = {}
         for r in calls.rows.tolist():
-            chain = tuple(trace.op_chain(r)[:-1]) or (trace.name_of(r),)
-            by_chain[chain] += 1
-            first_row.setdefault(chain, r)
+            source = tuple(trace.op_chain(r)[:-1]) or (trace.name_of(r),)
+            by_chain[source] += 1
+            first_row.setdefault(source, r)
         anchor: int | None = None
         chain: tuple[str, ...] = ()
         if empties:

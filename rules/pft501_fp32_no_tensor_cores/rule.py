@@ -16,7 +16,9 @@ from perftune.trace.sync_metrics import user_frame_row
 
 
 class Fp32NoTensorCores(Rule):
-    """## What it detects
+    """PFT501 fp32-no-tensor-cores: matrix math in plain FP32 on a GPU that has tensor cores.
+
+    ## What it detects
     GEMM and convolution kernels running in plain FP32 on the vector units — cuBLAS `sgemm`,
     cuDNN `scudnn`, `implicit_convolve_sgemm`, winograd and similar kernels without a
     tensor-core marker (`h884`, `s1688`, `tf32`, `xmma`, `wgmma`, `hmma`, `cutlass_80_tensorop`,

@@ -44,7 +44,9 @@ def gemm_dims(name: str, shapes: list[list[int]]) -> dict[str, int]:
 
 
 class MisalignedGemm(Rule):
-    """## What it detects
+    """PFT502 misaligned-gemm: matrix dimensions that are not multiples of 8.
+
+    ## What it detects
     Matrix multiplications and convolutions whose problem dimensions (K and N of a GEMM —
     input and output features; input and output channels of a convolution, from `Input Dims`)
     are not multiples of 8 for fp16/bf16 (4 for fp32/TF32, 16 for int8/fp8), weighted by the
@@ -92,28 +94,28 @@ class MisalignedGemm(Rule):
         steps = max(1, step_count(trace))
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         aligned_rates: dict[str, list[float]] = {}
-        for rec in mats.itertuples(index=False):
-            shapes = [s for s, _ in tensor_inputs(trace, int(rec.row))]
-            dims = gemm_dims(str(rec.name), shapes)
+        for rec in mats.to_dict("records"):
+            shapes = [s for s, _ in tensor_inputs(trace, int(rec["row"]))]
+            dims = gemm_dims(str(rec["name"]), shapes)
             if not dims:
                 continue
-            multiple = _MULTIPLE.get(str(rec.dtype), 8)
+            multiple = _MULTIPLE.get(str(rec["dtype"]), 8)
             # M (rows: batch × sequence) is tiled freely; K and N are the padded dimensions.
             bad = {k: v for k, v in dims.items()
                    if k != "M" and v >= self.config["min_dim"] and v % multiple}
             if not bad:
-                if rec.flops > 0:
-                    aligned_rates.setdefault(str(rec.dtype), []).append(float(rec.achieved_flops_per_s))
+                if rec["flops"] > 0:
+                    aligned_rates.setdefault(str(rec["dtype"]), []).append(float(rec["achieved_flops_per_s"]))
                 continue
-            frame_row = user_frame_row(trace, int(rec.row))
-            key = (frame_row if frame_row is None else trace.name_of(frame_row), str(rec.name),
-                   tuple(sorted(dims.items())), str(rec.dtype))
+            frame_row = user_frame_row(trace, int(rec["row"]))
+            key = (frame_row if frame_row is None else trace.name_of(frame_row), str(rec["name"]),
+                   tuple(sorted(dims.items())), str(rec["dtype"]))
             g = groups.setdefault(key, {"rows": [], "us": 0.0, "flops": 0.0, "dims": dims, "bad": bad,
-                                        "dtype": str(rec.dtype), "multiple": multiple,
-                                        "frame_row": frame_row, "name": str(rec.name)})
-            g["rows"].append(int(rec.row))
-            g["us"] += float(rec.dur_us)
-            g["flops"] += float(rec.flops)
+                                        "dtype": str(rec["dtype"]), "multiple": multiple,
+                                        "frame_row": frame_row, "name": str(rec["name"])})
+            g["rows"].append(int(rec["row"]))
+            g["us"] += float(rec["dur_us"])
+            g["flops"] += float(rec["flops"])
         for g in sorted(groups.values(), key=lambda g: -g["us"]):
             share = g["us"] / total_us if total_us > 0 else 0.0
             if share < self.config["min_share"]:

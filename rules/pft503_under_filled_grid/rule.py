@@ -18,7 +18,9 @@ from perftune.trace.sync_metrics import user_frame_row
 
 
 class UnderFilledGrid(Rule):
-    """## What it detects
+    """PFT503 under-filled-grid: kernels launched with fewer blocks than the GPU has SMs.
+
+    ## What it detects
     Kernels whose grid has fewer thread blocks than the GPU has streaming multiprocessors
     (SMs), and kernels that end with a thin last wave (say 1.1 waves: the second wave keeps a
     tenth of the SMs busy), weighted by the time they take. Launch dimensions come from the

@@ -27,7 +27,9 @@ _ADVICE = {
 
 
 class LowOccupancy(Rule):
-    """## What it detects
+    """PFT504 low-occupancy: hand-written or generated kernels that keep few warps per SM.
+
+    ## What it detects
     Kernels — custom CUDA extensions, Triton, elementwise and reduction kernels; not the vendor
     GEMM/convolution libraries, which trade occupancy for tiling on purpose — whose theoretical
     occupancy (resident warps per SM over the maximum) is low, computed from the trace's

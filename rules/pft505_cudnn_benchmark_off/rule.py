@@ -22,7 +22,9 @@ _CONV_OPS = frozenset({"aten::cudnn_convolution", "aten::miopen_convolution",
 
 
 class CudnnBenchmarkOff(Rule):
-    """## What it detects
+    """PFT505 cudnn-benchmark-off: static-shape convolutions without cuDNN autotuning.
+
+    ## What it detects
     A convolutional network on a GPU whose convolutions run with the same shapes every step
     while cuDNN shows no sign of autotuning: the same conv calls (and conv kernels) repeat
     step after step, and no convolution call ever tries several algorithms
@@ -73,7 +75,8 @@ class CudnnBenchmarkOff(Rule):
             return
         from perftune.trace.kernel_metrics import is_conv_kernel
 
-        conv = table[table["name"].map(is_conv_kernel).to_numpy(dtype=bool)]
+        flags = {n: is_conv_kernel(n) for n in table["name"].unique()}
+        conv = table[table["name"].map(flags).to_numpy(dtype=bool)]
         if conv.empty:
             return
         total = float(table["dur"].sum())

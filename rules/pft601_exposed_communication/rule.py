@@ -22,7 +22,9 @@ def _mean(values: list[float]) -> float:
 
 
 class ExposedCommunication(Rule):
-    """## What it detects
+    """PFT601 exposed-communication: collective time that no compute overlaps.
+
+    ## What it detects
     NCCL / RCCL collective kernels (all-reduce, all-gather, reduce-scatter, broadcast, …)
     whose time is not overlapped by compute kernels on other streams: per step, the part of
     the collectives' union on the device timeline during which no compute kernel runs.
@@ -83,17 +85,19 @@ class ExposedCommunication(Rule):
         # Which op launched the collectives (c10d::allreduce_, nccl:all_reduce, DDP hooks ...)
         ev = trace.events
         rows = np.flatnonzero(comm_kernel_mask(trace) & (ev["rank"].to_numpy() == rank))
-        ops: Counter[str] = Counter()
+        ops: dict[str, float] = {}
         first: dict[str, int] = {}
+        dur_a = ev["dur"].to_numpy()
         for row in rows.tolist():
             inner = launching_op(trace, row)
             op = outermost_op(trace, inner) if inner is not None else None
             if op is None:
                 continue
             name = trace.name_of(op)
-            ops[name] += float(ev["dur"].iat[row])
+            ops[name] = ops.get(name, 0.0) + float(dur_a[row])
             first.setdefault(name, op)
-        top = ops.most_common(1)[0][0] if ops else None
+        ranked_ops = sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
+        top = ranked_ops[0][0] if ranked_ops else None
         n = len(steps)
         evidence: dict[str, Any] = {
             "rank": rank, "steps": n, "step_ms": round(dur, 3),
@@ -105,7 +109,7 @@ class ExposedCommunication(Rule):
             "collective_kernels_per_step": round(per_step_kernels, 1),
             "per_step": [{"step": trace.steps[c.step].index, "comm_ms": round(c.comm_ms, 3),
                           "exposed_ms": round(c.exposed_ms, 3)} for c in steps[:20]],
-            "launched_by": [{"op": k, "ms": round(v / 1000.0, 3)} for k, v in ops.most_common(3)],
+            "launched_by": [{"op": k, "ms": round(v / 1000.0, 3)} for k, v in ranked_ops[:3]],
         }
         if len(per_rank) > 1:
             evidence["exposed_ms_by_rank"] = {str(r): round(_mean([c.exposed_ms for c in cs]), 3)

@@ -15,7 +15,9 @@ from perftune.trace.model import Trace
 
 
 class RankStraggler(Rule):
-    """## What it detects
+    """PFT602 rank-straggler: one rank's step work holds every other rank back.
+
+    ## What it detects
     In a multi-rank trace (one file per rank), steps in which one rank does more work than the
     others — step time minus time in collectives — so that the others wait for it inside their
     collectives. Reports the per-step skew, which rank is slowest and how often, and the extra

@@ -27,7 +27,9 @@ _WORK = re.compile(r"replicate|parallel_apply|scatter|gather|Broadcast|ReduceAdd
 
 
 class DataParallelNotDdp(Rule):
-    """## What it detects
+    """PFT603 dataparallel-not-ddp: torch.nn.DataParallel instead of DistributedDataParallel.
+
+    ## What it detects
     A model wrapped in `torch.nn.DataParallel`: its module annotation or python frames
     (`data_parallel.py`, `replicate.py`, `parallel_apply.py`, `scatter_gather.py`) and the
     autograd functions it uses to move data between GPUs (`Broadcast`, `Scatter`, `Gather`,

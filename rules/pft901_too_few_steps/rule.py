@@ -12,7 +12,9 @@ from perftune.trace.steps import WHOLE_TRACE
 
 
 class TooFewSteps(Rule):
-    """## What it detects
+    """PFT901 too-few-steps: too few training steps in the trace for stable figures.
+
+    ## What it detects
     A trace with step markers but fewer than `min_steps` steps on a rank.
 
     ## Why is it slow?

@@ -12,7 +12,9 @@ from perftune.trace.steps import WHOLE_TRACE
 
 
 class NoStepMarkers(Rule):
-    """## What it detects
+    """PFT902 no-step-markers: the trace does not say where training steps begin and end.
+
+    ## What it detects
     A trace with neither `ProfilerStep#N` annotations nor optimizer steps
     (`Optimizer.step#...`), so the whole trace is analysed as one window.
 

@@ -12,7 +12,9 @@ from perftune.trace.quality_metrics import event_density, phase_times
 
 
 class ProfilerOverhead(Rule):
-    """## What it detects
+    """PFT903 profiler-overhead: the profiler's own cost dominates the traced steps.
+
+    ## What it detects
     Traces distorted by the profiler itself: many `python_function` events per operator
     (`with_stack=True` records every Python call), or operators so densely packed that the
     per-event cost of recording them is a large share of the traced time. In a `perftune

@@ -99,8 +99,14 @@ def profile_command(*args: str) -> list[str]:
 def profile(tmp_path: Path) -> Callable[..., Profiled]:
     """Run `perftune profile --no-analyze --out RUN ARGS...` and return what it left behind."""
 
-    def run(*args: str, cwd: Path | None = None, out: Path | None = None, timeout: float = 120,
-            stdin: str | None = None, analyze: bool = False) -> Profiled:
+    def run(
+        *args: str,
+        cwd: Path | None = None,
+        out: Path | None = None,
+        timeout: float = 120,
+        stdin: str | None = None,
+        analyze: bool = False,
+    ) -> Profiled:
         run_dir = out or tmp_path / "run"
         flags = ["--out", str(run_dir)] + ([] if analyze else ["--no-analyze"])
         done = subprocess.run(

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from capture_helpers import train_script, write
+
 from perftune.capture.runner import (
     CaptureOptions,
     CaptureResult,
@@ -19,13 +19,22 @@ from perftune.errors import TraceError, UsageError
 
 
 def test_trial_without_profiler_measures_and_logs_quietly(tmp_path: Path) -> None:
-    script = write(tmp_path / "train.py", train_script(
-        header="import perftune\nlr = perftune.knob('lr', 0.01, choices=[0.01, 0.5])\n"
-               "print('LR', lr)\n",
-    ))
+    script = write(
+        tmp_path / "train.py",
+        train_script(
+            header="import perftune\nlr = perftune.knob('lr', 0.01, choices=[0.01, 0.5])\n"
+            "print('LR', lr)\n",
+        ),
+    )
     target = ScriptTarget(path=script, module=None, args=("--steps", "50"), cwd=tmp_path)
-    options = CaptureOptions(skip=2, active=4, profile=False, quiet=True, knobs={"lr": 0.5},
-                             env={"EXTRA_FOR_SCRIPT": "1"})
+    options = CaptureOptions(
+        skip=2,
+        active=4,
+        profile=False,
+        quiet=True,
+        knobs={"lr": 0.5},
+        env={"EXTRA_FOR_SCRIPT": "1"},
+    )
 
     result = run_capture(target, tmp_path / "trial", options)
 
@@ -45,13 +54,19 @@ def test_trial_without_profiler_measures_and_logs_quietly(tmp_path: Path) -> Non
     assert steps["schema_version"] == 1
     # Nothing private is left in the run directory.
     assert sorted(p.name for p in (tmp_path / "trial").iterdir()) == [
-        "meta.json", "output.log", "steps.json"]
+        "meta.json",
+        "output.log",
+        "steps.json",
+    ]
 
 
 def test_load_capture_reads_back_the_same_result(tmp_path: Path) -> None:
     script = write(tmp_path / "train.py", train_script())
-    result = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "run",
-                         CaptureOptions(skip=1, active=2, quiet=True))
+    result = run_capture(
+        ScriptTarget(path=script, cwd=tmp_path),
+        tmp_path / "run",
+        CaptureOptions(skip=1, active=2, quiet=True),
+    )
 
     loaded = load_capture(tmp_path / "run")
 
@@ -62,21 +77,29 @@ def test_load_capture_reads_back_the_same_result(tmp_path: Path) -> None:
     assert loaded.peak_memory_bytes == result.peak_memory_bytes
     assert loaded.step_source == "optimizer" and loaded.skip == 1 and loaded.active == 2
     meta = loaded.meta
-    for key in ("command", "argv", "cwd", "git_commit", "git_dirty", "python_version",
-                "torch_version", "cuda_version", "devices", "hostname", "perftune_version",
-                "start_time"):
+    for key in (
+        "command",
+        "argv",
+        "cwd",
+        "git_commit",
+        "git_dirty",
+        "python_version",
+        "torch_version",
+        "cuda_version",
+        "devices",
+        "hostname",
+        "perftune_version",
+        "start_time",
+    ):
         assert key in meta, key
     assert meta["command"] == ["python", str(script)]
 
-
-def test_a_second_run_into_the_same_directory_replaces_the_first(tmp_path: Path) -> None:
-    script = write(tmp_path / "train.py", train_script())
-    target = ScriptTarget(path=script, cwd=tmp_path)
-    run_capture(target, tmp_path / "run", CaptureOptions(skip=1, active=1, quiet=True))
-
-    second = run_capture(target, tmp_path / "run",
-                         CaptureOptions(skip=1, active=1, profile=False, quiet=True))
-
+    # A second run into the same directory replaces the first: no stale trace is left.
+    second = run_capture(
+        ScriptTarget(path=script, cwd=tmp_path),
+        tmp_path / "run",
+        CaptureOptions(skip=1, active=1, profile=False, quiet=True),
+    )
     assert second.trace_path is None
     assert not (tmp_path / "run" / "trace.json.gz").exists()
 
@@ -84,22 +107,24 @@ def test_a_second_run_into_the_same_directory_replaces_the_first(tmp_path: Path)
 def test_git_state_of_the_scripts_repository(tmp_path: Path) -> None:
     import subprocess
 
+    from perftune.capture.meta import git_state
+
     repo = tmp_path / "repo"
-    script = write(repo / "train.py", train_script())
+    script = write(repo / "sub" / "train.py", "print('x')\n")
+    assert git_state(repo) == {"git_commit": None, "git_dirty": None}
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "train.py"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
-    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                            check=True).stdout.strip()
-    options = CaptureOptions(skip=1, active=1, profile=False, quiet=True)
+    commit = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
-    clean = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "a", options)
-    script.write_text(script.read_text() + "# edited\n")
-    dirty = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "b", options)
-
-    assert clean.meta["git_commit"] == commit and clean.meta["git_dirty"] is False
-    assert dirty.meta["git_dirty"] is True
+    assert git_state(script.parent) == {"git_commit": commit, "git_dirty": False}
+    write(repo / "untracked.py", "")
+    assert git_state(script.parent)["git_dirty"] is False  # untracked files change nothing
+    script.write_text("print('edited')\n")
+    assert git_state(script.parent) == {"git_commit": commit, "git_dirty": True}
 
 
 @pytest.mark.parametrize(
@@ -115,8 +140,9 @@ def test_git_state_of_the_scripts_repository(tmp_path: Path) -> None:
         (ScriptTarget(module="m"), CaptureOptions(step_marker="nocolon"), "--step-marker"),
     ],
 )
-def test_bad_options_are_usage_errors(tmp_path: Path, target: ScriptTarget,
-                                      options: CaptureOptions, message: str) -> None:
+def test_bad_options_are_usage_errors(
+    tmp_path: Path, target: ScriptTarget, options: CaptureOptions, message: str
+) -> None:
     with pytest.raises(UsageError, match=message):
         run_capture(target, tmp_path / "run", options)
     assert not (tmp_path / "run").exists()
@@ -133,8 +159,11 @@ def test_load_capture_of_a_directory_that_is_not_a_run(tmp_path: Path) -> None:
 def test_skip_zero_profiles_from_the_first_step(tmp_path: Path) -> None:
     script = write(tmp_path / "train.py", train_script())
 
-    result = run_capture(ScriptTarget(path=script, cwd=tmp_path), tmp_path / "run",
-                         CaptureOptions(skip=0, active=2, quiet=True))
+    result = run_capture(
+        ScriptTarget(path=script, cwd=tmp_path),
+        tmp_path / "run",
+        CaptureOptions(skip=0, active=2, quiet=True),
+    )
 
     assert result.ok
     assert [s.phase for s in result.steps] == ["profiled", "profiled"]

@@ -50,9 +50,19 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
     return proj, work
 
 
-def _plain(args: list[str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=child_env(), input=stdin,
-                          capture_output=True, text=True, timeout=60, check=False)
+def _plain(
+    args: list[str], cwd: Path, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=child_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_script_sees_what_python_would_give_it(tmp_path: Path, profile) -> None:
@@ -104,12 +114,15 @@ def test_missing_module_fails_like_python(tmp_path: Path, profile) -> None:
 
 
 def test_stdin_and_stdout_pass_through(tmp_path: Path, profile) -> None:
-    script = write(tmp_path / "echo.py", """\
+    script = write(
+        tmp_path / "echo.py",
+        """\
         import sys
         line = sys.stdin.readline()
         print("GOT " + line.strip().upper())
         print("ERR LINE", file=sys.stderr)
-    """)
+    """,
+    )
 
     done = profile(str(script), stdin="hello capture\n")
 
@@ -118,11 +131,14 @@ def test_stdin_and_stdout_pass_through(tmp_path: Path, profile) -> None:
 
 
 def test_script_exit_code_is_kept(tmp_path: Path, profile) -> None:
-    script = write(tmp_path / "exits.py", """\
+    script = write(
+        tmp_path / "exits.py",
+        """\
         import sys
         print("before exit")
         sys.exit(7)
-    """)
+    """,
+    )
 
     done = profile(str(script))
 

@@ -11,13 +11,19 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-
 from capture_helpers import REPO, child_env
 
 SAMPLES = REPO / "samples"
 # The capture helper's samples (gpt, tiled_matmul and regression_demo belong to other work).
-OURS = ["segmentation", "scalar_readback", "naive_attention", "elementwise_chain",
-        "slow_dataloader", "pageable_copy", "clean"]
+OURS = [
+    "segmentation",
+    "scalar_readback",
+    "naive_attention",
+    "elementwise_chain",
+    "slow_dataloader",
+    "pageable_copy",
+    "clean",
+]
 EXPECTED = {
     "segmentation": {"PFT202", "PFT203", "PFT212"},
     "scalar_readback": {"PFT206"},
@@ -55,15 +61,36 @@ def test_planted_lines_use_the_catalogue_codes(name: str) -> None:
 def test_sample_is_profiled_and_its_fix_runs(name: str, tmp_path: Path) -> None:
     script = SAMPLES / f"{name}.py"
     env = child_env()
-    fixed = subprocess.run([sys.executable, str(script), "--fixed", "--steps", "2"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, timeout=120, check=False)
+    fixed = subprocess.run(
+        [sys.executable, str(script), "--fixed", "--steps", "2"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert fixed.returncode == 0, fixed.stderr
 
     done = subprocess.run(
-        [sys.executable, "-m", "perftune", "profile", "--no-analyze", "--out", str(tmp_path / "run"),
-         str(script)],
-        cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "perftune",
+            "profile",
+            "--no-analyze",
+            "--out",
+            str(tmp_path / "run"),
+            str(script),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
     assert done.returncode == 0, done.stderr
     assert "8 found by the optimizer.step() hook" in done.stdout
@@ -83,7 +110,7 @@ def test_segmentation_fixed_loss_equals_the_original() -> None:
 
     seg = _load_sample("segmentation")
     torch.manual_seed(3)
-    for images, masks in seg.make_batches(3, 2, 32, torch.device("cpu")):
+    for _, masks in seg.make_batches(3, 2, 32, torch.device("cpu")):
         logits = torch.randn(2, seg.NUM_CLASSES, 32, 32)
         assert (masks == seg.VOID).any()
         original = seg.segmentation_loss(logits, masks)
@@ -111,4 +138,38 @@ def test_segmentation_trains_the_same_with_the_fix() -> None:
         return out
 
     assert losses(seg.segmentation_loss) == pytest.approx(
-        losses(seg.segmentation_loss_fixed), abs=1e-6)
+        losses(seg.segmentation_loss_fixed), abs=1e-6
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("perftune.pipeline") is None,
+    reason="the analysis pipeline is not installed",
+)
+def test_profile_analyzes_the_capture_and_fails_on_findings(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "perftune",
+            "profile",
+            "--out",
+            str(run_dir),
+            "--fail-on",
+            "warning",
+            str(SAMPLES / "segmentation.py"),
+        ],
+        cwd=tmp_path,
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+    assert done.returncode == 1, done.stdout + done.stderr  # the planted problems are warnings
+    assert (run_dir / "findings.json").exists() and (run_dir / "summary.json").exists()
+    assert "PFT202" in done.stdout and "segmentation.py:" in done.stdout

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from capture_helpers import train_script, write
 
 # A training loop without an optimizer: a hand-written SGD update.
@@ -27,8 +26,10 @@ print("TRAINING DONE")
 
 
 def test_perftune_step_marks_steps_without_an_optimizer(tmp_path: Path, profile) -> None:
-    script = write(tmp_path / "manual.py", MANUAL_SGD.format(
-        marker_import="", steps=1000, end_of_step="perftune.step()"))
+    script = write(
+        tmp_path / "manual.py",
+        MANUAL_SGD.format(marker_import="", steps=1000, end_of_step="perftune.step()"),
+    )
 
     done = profile("--skip", "2", "--active", "2", str(script))
 
@@ -45,15 +46,20 @@ def test_script_with_perftune_step_runs_unchanged_without_perftune(tmp_path: Pat
     import subprocess
     import sys
 
-    script = write(tmp_path / "manual.py", MANUAL_SGD.format(
-        marker_import="", steps=3, end_of_step="perftune.step()"))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, check=False)
+    script = write(
+        tmp_path / "manual.py",
+        MANUAL_SGD.format(marker_import="", steps=3, end_of_step="perftune.step()"),
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0 and "TRAINING DONE" in done.stdout
 
 
 def test_step_marker_wraps_a_function_in_a_module(tmp_path: Path, profile) -> None:
-    write(tmp_path / "loop.py", """\
+    write(
+        tmp_path / "loop.py",
+        """\
         import torch
 
         def train_step(w, x, y):
@@ -63,10 +69,17 @@ def test_step_marker_wraps_a_function_in_a_module(tmp_path: Path, profile) -> No
                 w -= 0.01 * w.grad
                 w.grad.zero_()
             return loss
-    """)
-    script = write(tmp_path / "main.py", MANUAL_SGD.format(
-        marker_import="from loop import train_step", steps=1000, end_of_step="pass").replace(
-        "    loss = ((x @ w - y) ** 2).mean()\n    loss.backward()\n", "    train_step(w, x, y)\n"))
+    """,
+    )
+    script = write(
+        tmp_path / "main.py",
+        MANUAL_SGD.format(
+            marker_import="from loop import train_step", steps=1000, end_of_step="pass"
+        ).replace(
+            "    loss = ((x @ w - y) ** 2).mean()\n    loss.backward()\n",
+            "    train_step(w, x, y)\n",
+        ),
+    )
 
     done = profile("--step-marker", "loop:train_step", "--skip", "2", "--active", "1", str(script))
 
@@ -84,8 +97,9 @@ def test_step_marker_wraps_a_function_in_a_module(tmp_path: Path, profile) -> No
         ("not a marker", "must look like module:function"),
     ],
 )
-def test_unusable_step_marker_is_a_usage_error(tmp_path: Path, profile, marker: str,
-                                               message: str) -> None:
+def test_unusable_step_marker_is_a_usage_error(
+    tmp_path: Path, profile, marker: str, message: str
+) -> None:
     write(tmp_path / "loop.py", "def train_step():\n    pass\n")
     script = write(tmp_path / "main.py", "print('should not run')\n")
 
@@ -99,19 +113,37 @@ def test_unusable_step_marker_is_a_usage_error(tmp_path: Path, profile, marker: 
 
 @pytest.mark.slow
 def test_time_slices_when_no_step_is_visible(tmp_path: Path, profile) -> None:
-    script = write(tmp_path / "nosteps.py", """\
-        import time
+    script = write(
+        tmp_path / "nosteps.py",
+        """\
+        import pathlib, sys, time
         import torch
 
+        # Works until perftune has written the time-sliced trace (however slow the machine),
+        # then a little longer, then ends by itself.
+        trace = pathlib.Path(sys.argv[1]) / "trace.json.gz"
         x = torch.randn(64, 64)
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not trace.exists():
             y = torch.tanh(x @ x)
             time.sleep(0.01)
+        time.sleep(0.5)
         print("SCRIPT DONE")
-    """)
+    """,
+    )
+    run_dir = tmp_path / "run"
 
-    done = profile("--time-slice", "0.3", "--skip", "2", "--active", "2", str(script))
+    done = profile(
+        "--time-slice",
+        "0.3",
+        "--skip",
+        "2",
+        "--active",
+        "2",
+        str(script),
+        str(run_dir),
+        out=run_dir,
+    )
 
     assert done.returncode == 0, done.stderr
     steps = done.steps
@@ -129,7 +161,10 @@ def test_time_slices_when_no_step_is_visible(tmp_path: Path, profile) -> None:
 
 
 def test_real_steps_after_a_slow_start_replace_the_time_slices(tmp_path: Path, profile) -> None:
-    script = write(tmp_path / "slow_start.py", train_script(header="""\
+    script = write(
+        tmp_path / "slow_start.py",
+        train_script(
+            header="""\
         import time
         import torch
         x = torch.randn(64, 64)
@@ -137,7 +172,9 @@ def test_real_steps_after_a_slow_start_replace_the_time_slices(tmp_path: Path, p
         while time.monotonic() < deadline:
             torch.tanh(x @ x)
             time.sleep(0.01)
-    """))
+    """
+        ),
+    )
 
     done = profile("--time-slice", "0.3", "--skip", "2", "--active", "2", str(script))
 
@@ -153,14 +190,17 @@ def test_real_steps_after_a_slow_start_replace_the_time_slices(tmp_path: Path, p
 
 def test_explicit_marks_beat_the_optimizer(tmp_path: Path, profile) -> None:
     # Two optimizer steps per training step (a GAN-like loop) marked with perftune.step().
-    script = write(tmp_path / "two.py", train_script(
-        header="import perftune\n",
-        before_step="print('ITERATION', step)",
-        after_step="""\
+    script = write(
+        tmp_path / "two.py",
+        train_script(
+            header="import perftune\n",
+            before_step="print('ITERATION', step)",
+            after_step="""\
             optimizer.step()
             perftune.step()
         """,
-    ))
+        ),
+    )
 
     done = profile("--skip", "2", "--active", "2", str(script))
 
@@ -174,19 +214,22 @@ def test_explicit_marks_beat_the_optimizer(tmp_path: Path, profile) -> None:
 
 
 def test_only_the_first_optimizer_marks_steps(tmp_path: Path, profile) -> None:
-    script = write(tmp_path / "gan.py", train_script(
-        before_step="print('ITERATION', step)",
-        header="""\
+    script = write(
+        tmp_path / "gan.py",
+        train_script(
+            before_step="print('ITERATION', step)",
+            header="""\
             import torch
             critic = torch.nn.Linear(8, 1)
             critic_opt = torch.optim.SGD(critic.parameters(), lr=0.01)
         """,
-        after_step="""\
+            after_step="""\
             critic_opt.zero_grad()
             critic(x).mean().backward()
             critic_opt.step()
         """,
-    ))
+        ),
+    )
 
     done = profile("--skip", "2", "--active", "2", str(script), "--steps", "1000")
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perftune.capture.results import CaptureResult, StepRecord, load_capture, steps_document, write_json
+from perftune.capture.results import (
+    CaptureResult,
+    StepRecord,
+    load_capture,
+    steps_document,
+    write_json,
+)
 from perftune.capture.steps import StepLog, phase_of, window_action
 from perftune.capture.summary import overhead, percentile, split_steps, step_stats, summary_lines
 from perftune.cli.profile import default_run_dir, exit_code_for, profile
@@ -38,8 +43,14 @@ def test_step_log_times_are_relative_to_the_start() -> None:
     log.add(101.5, "profiled", loss=object(), samples=None)
     log.convert_losses(lambda loss: 2.5)
     steps = log.to_json()
-    assert steps[0] == {"index": 0, "start_s": 0.5, "duration_ms": 500.0, "phase": "warmup",
-                        "loss": None, "samples": 8}
+    assert steps[0] == {
+        "index": 0,
+        "start_s": 0.5,
+        "duration_ms": 500.0,
+        "phase": "warmup",
+        "loss": None,
+        "samples": 8,
+    }
     assert steps[1]["start_s"] == 1.25 and steps[1]["duration_ms"] == 250.0
     assert steps[1]["loss"] == 2.5
     log.relabel("profiled", "measured", first_index=1)
@@ -60,11 +71,23 @@ def test_percentiles_are_ordered_and_within_range(values: list[float]) -> None:
 
 
 def _result(tmp_path: Path, phases: list[str], durations: list[float]) -> CaptureResult:
-    steps = tuple(StepRecord(i, float(i), d, p, None, None)
-                  for i, (p, d) in enumerate(zip(phases, durations, strict=True)))
-    return CaptureResult(run_dir=tmp_path, status="ok", exit_code=0, error=None,
-                         step_source="optimizer", steps=steps, peak_memory_bytes=3 * 2**20,
-                         trace_path=None, meta={}, skip=3, active=2)
+    steps = tuple(
+        StepRecord(i, float(i), d, p, None, None)
+        for i, (p, d) in enumerate(zip(phases, durations, strict=True))
+    )
+    return CaptureResult(
+        run_dir=tmp_path,
+        status="ok",
+        exit_code=0,
+        error=None,
+        step_source="optimizer",
+        steps=steps,
+        peak_memory_bytes=3 * 2**20,
+        trace_path=None,
+        meta={},
+        skip=3,
+        active=2,
+    )
 
 
 def test_profiler_overhead_compares_profiled_with_later_warmup_steps(tmp_path: Path) -> None:
@@ -90,8 +113,16 @@ def test_steps_json_round_trip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("status", "steps", "code"),
-    [("ok", 8, 0), ("nan", 8, 0), ("window-not-reached", 3, 0), ("window-not-reached", 0, 3),
-     ("crashed", 4, 3), ("oom", 4, 3), ("timeout", 4, 3), ("interrupted", 4, 130)],
+    [
+        ("ok", 8, 0),
+        ("nan", 8, 0),
+        ("window-not-reached", 3, 0),
+        ("window-not-reached", 0, 3),
+        ("crashed", 4, 3),
+        ("oom", 4, 3),
+        ("timeout", 4, 3),
+        ("interrupted", 4, 130),
+    ],
 )
 def test_exit_codes(status: str, steps: int, code: int) -> None:
     assert exit_code_for(status, steps) == code
@@ -108,15 +139,18 @@ def test_exit_codes(status: str, steps: int, code: int) -> None:
         (["--", "--weird-name.py"], ("--weird-name.py",), None, None),
     ],
 )
-def test_options_before_the_script_are_perftunes(argv: list[str], script_args: tuple[str, ...],
-                                                 module: str | None, skip: int | None) -> None:
+def test_options_before_the_script_are_perftunes(
+    argv: list[str], script_args: tuple[str, ...], module: str | None, skip: int | None
+) -> None:
     ctx = profile.make_context("profile", list(argv))
     assert ctx.params["script_args"] == script_args
     assert ctx.params["module"] == module
     assert ctx.params["skip"] == skip
 
 
-def test_run_dir_default_and_runs_dir_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_run_dir_default_and_runs_dir_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     first = default_run_dir("train")
     assert first.parent == Path("perftune-runs") and first.name.endswith("-train")
@@ -129,8 +163,9 @@ def test_run_dir_default_and_runs_dir_setting(tmp_path: Path, monkeypatch: pytes
 def _session(tmp_path: Path, skip: int = 1, active: int = 2):
     from perftune.capture.session import CaptureSession
 
-    return CaptureSession(skip=skip, active=active, full=False, profile=False, detail="light",
-                          run_dir=tmp_path)
+    return CaptureSession(
+        skip=skip, active=active, full=False, profile=False, detail="light", run_dir=tmp_path
+    )
 
 
 def test_session_keeps_losses_on_device_until_the_window_ends(tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import re
 from pathlib import Path
 
 import pytest
-
 from capture_helpers import train_script, write
 
 
@@ -37,7 +36,9 @@ def test_stops_a_long_script_right_after_the_window(tmp_path: Path, profile) -> 
     assert "profiler " in done.stdout and "on the median step" in done.stdout
 
 
-def test_trace_is_a_torch_profiler_chrome_trace_of_the_active_steps(tmp_path: Path, profile) -> None:
+def test_trace_is_a_torch_profiler_chrome_trace_of_the_active_steps(
+    tmp_path: Path, profile
+) -> None:
     script = write(tmp_path / "train.py", train_script())
 
     done = profile(str(script))  # defaults: skip 5, active 3, detail default
@@ -47,8 +48,11 @@ def test_trace_is_a_torch_profiler_chrome_trace_of_the_active_steps(tmp_path: Pa
     events = trace["traceEvents"]
     names = {e.get("name") for e in events}
     assert {"ProfilerStep#5", "ProfilerStep#6", "ProfilerStep#7"} <= names
-    assert not any(str(n).startswith("ProfilerStep#") and n not in
-                   {"ProfilerStep#5", "ProfilerStep#6", "ProfilerStep#7"} for n in names)
+    assert not any(
+        str(n).startswith("ProfilerStep#")
+        and n not in {"ProfilerStep#5", "ProfilerStep#6", "ProfilerStep#7"}
+        for n in names
+    )
     assert {"aten::linear", "aten::mse_loss"} <= names
     assert any(str(n).startswith("Optimizer.step#SGD") for n in names)
     # Default detail records shapes and Python stacks (source lines for the rules).
@@ -104,7 +108,7 @@ def test_json_summary(tmp_path: Path, profile) -> None:
     done = profile("--format", "json", "--skip", "2", "--active", "2", str(script))
 
     assert done.returncode == 0, done.stderr
-    summary = json.loads(done.stdout[done.stdout.index("{"):])
+    summary = json.loads(done.stdout[done.stdout.index("{") :])
     assert summary["status"] == "ok"
     assert summary["steps"] == 4
     assert summary["profiled"]["steps"] == [2, 3]

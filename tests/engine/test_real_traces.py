@@ -71,3 +71,11 @@ def test_event_sync_trace_if_tensor_chain_and_explicit_syncs() -> None:
     explicit = by_code(EVENT_SYNC, "PFT211")
     assert sorted(f.op_chain[-1] for f in explicit) == ["cudaDeviceSynchronize", "cudaEventSynchronize"]
     assert not by_code(EVENT_SYNC, "PFT201")
+
+
+def test_ddp_region_sync_is_a_generic_sync_not_an_explicit_one() -> None:
+    name = "HolisticTraceAnalysis__nccl_data.json.gz"
+    (f,) = by_code(name, "PFT201")
+    assert f.op_chain == ("DistributedDataParallel.forward", "cudaEventSynchronize")
+    assert f.count == 24 and f.evidence["per_step"] == 8.0
+    assert not by_code(name, "PFT211")

@@ -35,8 +35,10 @@ def profiled_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
                            "--detail", "full", "--quiet", "--skip", "2", "--active", "3",
                            str(sample)], capture_output=True, text=True, timeout=300, env=env,
                           cwd=tmp_path_factory.getbasetemp())
-    if not (run_dir / "trace.json.gz").exists():
-        pytest.skip(f"`perftune profile` produced no trace (rc {done.returncode}): "
+    missing = [name for name in ("trace.json.gz", "steps.json", "findings.json", "report.html")
+               if not (run_dir / name).exists()]
+    if missing:
+        pytest.skip(f"`perftune profile` did not write {', '.join(missing)} (rc {done.returncode}): "
                     f"{done.stderr[-800:]}")
     return run_dir
 

@@ -419,7 +419,7 @@ def straggler_rank(rank: int, compute_us: float, comm_us: list[float], world: in
     """One rank of a data-parallel job: compute, then two all-reduces per step."""
     b = TraceBuilder(device=True, rank=rank, world_size=world, device_properties=[dict(A100)],
                      pid=1000 + rank)
-    for k, comm in enumerate(comm_us):
+    for comm in comm_us:
         with b.step(), b.frame("bad.py", 1, "train_step"):
             _op_kernel(b, "aten::mm", "ampere_s16816gemm_tf32_128x128_nn", compute_us)
             b.advance(compute_us + 50)
@@ -427,7 +427,6 @@ def straggler_rank(rank: int, compute_us: float, comm_us: list[float], world: in
                 with b.op("c10d::allreduce_"), b.annotation("nccl:all_reduce"):
                     b.kernel(NCCL_ALLREDUCE, dur=comm, stream=20, grid=(2, 1, 1), block=(512, 1, 1))
             b.sync(dur=2 * comm + 10)
-        del k
     return b
 
 
@@ -487,7 +486,7 @@ def _stacks(deep: bool) -> dict[str, Any]:
     b = TraceBuilder(device=False)
     for _ in range(3):
         with b.step(), b.frame("bad.py", 1, "train_step"):
-            for k in range(200):
+            for _ in range(200):
                 if deep:
                     with b.pycall("torch/nn/modules/module.py(1736): _wrapped_call_impl"), \
                             b.pycall("torch/nn/modules/module.py(1747): _call_impl"), \
@@ -498,7 +497,6 @@ def _stacks(deep: bool) -> dict[str, Any]:
                         b.leaf("aten::add", dur=2.0)
                 else:
                     b.leaf("aten::add", dur=100.0)
-                del k
     return b.to_dict()
 
 

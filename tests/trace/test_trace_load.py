@@ -426,3 +426,55 @@ def test_only_metadata_is_no_timed_trace(tmp_path: Path) -> None:
     path = write(tmp_path / "meta.json", doc([meta("thread_name", 1, 1, "x")]))
     with pytest.raises(TraceError, match="no timed events"):
         load(path)
+
+
+def _varied_events() -> list[dict]:
+    events: list[dict] = []
+    for k in range(40):
+        t = 10_000.0 * k
+        events += gpu_step(t0=t, step=k, corr0=100 * k + 10)
+        events.append(op("aten::zero_", t + 900, 5, pid="Spans" if k % 2 else HOST_PID,
+                         tid=f"worker-{k % 3}"))
+        events.append(flow("s", f"0x{k:x}", t + 100, HOST_PID, HOST_TID, cat="fwdbwd"))
+        events.append(flow("f", f"0x{k:x}", t + 800, HOST_PID, HOST_TID, cat="fwdbwd"))
+        events.append({"ph": "i", "cat": "cpu_instant_event", "name": "[memory]", "pid": HOST_PID,
+                       "tid": HOST_TID, "ts": t + 5, "s": "t",
+                       "args": {"Device Type": 1, "Device Id": 0, "Bytes": k,
+                                "Total Allocated": 10 * k, "Total Reserved": 1 << 20}})
+    events.append(meta("thread_name", "Spans", "worker-1", "late label"))
+    events.append({"ph": "X", "cat": "cpu_op", "name": "bad", "pid": 1, "tid": 1, "ts": 390_000,
+                   "dur": "abc"})
+    # Launches without correlation late in the file: their ac2g flows carry the link.
+    events += [runtime("cudaLaunchKernel", 395_000, 5, None),
+               kernel("late_kernel", 395_100, 7, None),
+               flow("s", 999_999, 395_000, HOST_PID, HOST_TID),
+               flow("f", 999_999, 395_100, 0, 7)]
+    return events
+
+
+def test_parallel_decode_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    import perftune.trace.decode as decode_module
+
+    load_module = sys.modules["perftune.trace.load"]
+    path = write(tmp_path / "t.json", doc(_varied_events()))
+    monkeypatch.setattr(decode_module, "CHUNK_EVENTS", 97)
+    monkeypatch.setattr(load_module, "PARALLEL_MIN_EVENTS", 100)
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "1")
+    serial = load(path)
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "2")
+    parallel = load(path)
+    if load_module._workers() < 2:
+        pytest.skip("no fork on this platform")
+    assert parallel.events.equals(serial.events)
+    assert parallel.flows.equals(serial.flows)
+    assert parallel.memory.equals(serial.memory)
+    assert parallel.thread_names == serial.thread_names
+    assert parallel.warnings == serial.warnings and any("'dur'" in w for w in parallel.warnings)
+    assert [parallel.args[r] for r in range(0, len(parallel.events), 7)] == \
+        [serial.args[r] for r in range(0, len(serial.events), 7)]
+    late = _row(parallel, "late_kernel")
+    assert parallel.name_of(parallel.launched_by(late)) == "cudaLaunchKernel"
+    spans = parallel.events["pid"].to_numpy()[np.flatnonzero(parallel.name_isin(["aten::zero_"]))]
+    assert len(set(spans.tolist())) == 2  # "Spans" got one code in both halves

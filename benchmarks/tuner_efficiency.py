@@ -1,0 +1,205 @@
+"""How efficient is `perftune tune`? Trials to the optimum, and the overhead of one trial.
+
+On samples/tiled_matmul.py (tile x chunk x batch_size = 80 configurations, declared in the
+script), this runs:
+
+1. the exhaustive grid once, to know the optimum (each configuration measured once);
+2. the default strategy (`perftune tune samples/tiled_matmul.py`, nothing else);
+
+and reports the trials and the wall time the default strategy needed before its best so far
+was within 3% of the grid's optimum (target: at most 25% of the grid's trials), judged by the
+grid's own measurement of the configuration the strategy held best at that point (both runs
+measure on the same noisy machine; a pick's own figure would flatter it). It also replays the
+strategy against the grid's table (no processes, no noise: the strategy's efficiency alone),
+and breaks down the per-trial overhead beyond the measured steps (process start and imports,
+warm-up steps, the rest).
+
+    python benchmarks/tuner_efficiency.py                # about 10 minutes on 2 CPU cores
+    python benchmarks/tuner_efficiency.py --grid-dir D   # reuse a grid run from before
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "samples" / "tiled_matmul.py"
+WITHIN = 0.03
+
+
+def tune(out: Path, *args: str) -> dict[str, Any]:
+    started = time.monotonic()
+    command = [sys.executable, "-m", "perftune", "tune", str(SAMPLE), "--out", str(out), "-q", *args]
+    print("$", " ".join(command[2:]), flush=True)
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"perftune tune failed ({done.returncode}):\n{done.stderr}")
+    tuning: dict[str, Any] = json.loads((out / "tuning.json").read_text())
+    tuning["_wall_s"] = time.monotonic() - started
+    return tuning
+
+
+def key(values: dict[str, Any]) -> str:
+    return json.dumps(values, sort_keys=True)
+
+
+def grid_table(grid: dict[str, Any]) -> dict[str, float]:
+    return {
+        key(c["values"]): c["throughput"]
+        for c in grid["configs"]
+        if c["throughput"] is not None and c["verdict"] == "feasible"
+    }
+
+
+def incumbents(tuning: dict[str, Any]) -> list[tuple[int, float, dict[str, Any] | None]]:
+    """After each trial (in order): trials so far, their wall time, and the best so far by the
+    run's own measurements (medians of repeats included)."""
+    measured: dict[str, list[float]] = {}
+    values_of: dict[str, dict[str, Any]] = {}
+    out = []
+    wall = 0.0
+    trials = sorted(
+        (t for t in tuning["trials"] if t["status"] not in ("interrupted", "duplicate")),
+        key=lambda t: t["number"],
+    )
+    for count, trial in enumerate(trials, start=1):
+        wall += trial.get("wall_s") or 0.0
+        if trial["status"] == "ok" and trial.get("throughput") is not None:
+            measured.setdefault(key(trial["values"]), []).append(trial["throughput"])
+            values_of[key(trial["values"])] = trial["values"]
+        best = max(measured, key=lambda k: statistics.median(measured[k]), default=None)
+        out.append((count, wall, values_of[best] if best else None))
+    return out
+
+
+def first_within(
+    steps: list[tuple[int, float, dict[str, Any] | None]], table: dict[str, float], optimum: float
+) -> tuple[int, float] | None:
+    for count, wall, best in steps:
+        if best is not None and table.get(key(best), 0.0) >= (1 - WITHIN) * optimum:
+            return count, wall
+    return None
+
+
+def replay(grid: dict[str, Any], table: dict[str, float], optimum: float) -> tuple[int | None, int]:
+    """The default strategy against the grid's table: (trials to within 3%, trials in all)."""
+    from perftune.tune.history import History, TrialRecord
+    from perftune.tune.space import SearchSpace
+    from perftune.tune.strategy import StrategySettings, propose
+    from perftune.tune.trial import TrialOutcome
+
+    space = SearchSpace.from_json(grid["space"])
+    settings = StrategySettings()
+    strategy = settings.resolve(space, None)
+    records: list[TrialRecord] = []
+    reached: int | None = None
+    while len(records) < space.size * 2:
+        history = History(space, records, tolerance=0.05)
+        incumbent = history.incumbent()
+        if reached is None and incumbent is not None and table.get(key(incumbent.values), 0.0) >= (1 - WITHIN) * optimum:
+            reached = len(records)
+        proposal = propose(space, history, settings, strategy=strategy, search_open=True, sampler_open=False)
+        if proposal is None or proposal.values is None:
+            break
+        throughput = table.get(key(proposal.values))
+        outcome = (
+            TrialOutcome(status="ok", reason=None, throughput=throughput, step_ms=1.0, losses=())
+            if throughput is not None
+            else TrialOutcome(status="crashed", reason="failed in the grid run")
+        )
+        records.append(TrialRecord(len(records), dict(proposal.values), proposal.role, proposal.why, "replay", outcome))
+    return reached, len(records)
+
+
+def overheads(tuning: dict[str, Any]) -> dict[str, float]:
+    """Median seconds per trial: beyond the measured steps in all, and its parts."""
+    total, warmup, rest = [], [], []
+    for trial in tuning["trials"]:
+        if trial.get("overhead_s") is None or not trial.get("run_dir"):
+            continue
+        steps = json.loads((Path(trial["run_dir"]) / "steps.json").read_text())["steps"]
+        warm = sum(s["duration_ms"] for s in steps if s["phase"] == "warmup") / 1000
+        total.append(trial["overhead_s"])
+        warmup.append(warm)
+        rest.append(trial["overhead_s"] - warm)
+    return {
+        "beyond_measured_s": statistics.median(total),
+        "warmup_steps_s": statistics.median(warmup),
+        "start_imports_and_exit_s": statistics.median(rest),
+        "trials": len(total),
+    }
+
+
+def python_import_s(modules: str) -> float:
+    """Median time of a bare `python -c 'import MODULES'` (3 runs): what every trial's fresh
+    process pays before the script starts (torch._dynamo is imported by the first optimizer)."""
+    times = []
+    for _ in range(3):
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-c", f"import {modules}"], check=True)
+        times.append(time.monotonic() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("perftune-runs/bench-tuner"))
+    parser.add_argument("--grid-dir", type=Path, default=None, help="reuse this grid run")
+    parser.add_argument("--trial-warmup", default="3", help="passed to perftune tune")
+    parser.add_argument("--trial-steps", default="8", help="passed to perftune tune")
+    args = parser.parse_args()
+    measure = ("--trial-warmup", args.trial_warmup, "--trial-steps", args.trial_steps)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.grid_dir is not None:
+        grid = json.loads((args.grid_dir / "tuning.json").read_text())
+        grid["_wall_s"] = grid.get("elapsed_s", 0.0)
+    else:
+        grid = tune(args.out / f"{stamp}-grid", "--strategy", "grid", "--repeats", "0", *measure)
+    default = tune(args.out / f"{stamp}-default", *measure)
+
+    table = grid_table(grid)
+    optimum_key = max(table, key=lambda k: table[k])
+    optimum = table[optimum_key]
+    grid_trials = len([t for t in grid["trials"] if t["status"] != "interrupted"])
+    reached = first_within(incumbents(default), table, optimum)
+    replayed, replay_total = replay(grid, table, optimum)
+    picked = default["best"]["values"] if default["best"] else None
+    picked_grid = table.get(key(picked), 0.0) if picked else 0.0
+    rank = sorted(table.values(), reverse=True).index(picked_grid) + 1 if picked_grid else None
+    summary = {
+        "load_average_at_end": os.getloadavg(),
+        "cpus": os.cpu_count(),
+        "configurations": grid["space"]["size"],
+        "grid": {"trials": grid_trials, "wall_s": grid["_wall_s"], "optimum": json.loads(optimum_key), "throughput": optimum},
+        "default_strategy": {
+            "strategy": default["strategy"],
+            "trials": default["stats"]["trials"],
+            "wall_s": default["_wall_s"],
+            "trials_to_within_3pct": reached[0] if reached else None,
+            "trial_wall_s_to_within_3pct": reached[1] if reached else None,
+            "fraction_of_grid": (reached[0] / grid_trials) if reached else None,
+            "picked": picked,
+            "picked_grid_throughput_ratio": picked_grid / optimum if picked else None,
+            "picked_grid_rank": rank,
+        },
+        "replay": {"trials_to_within_3pct": replayed, "trials": replay_total},
+        "overhead": overheads(default),
+        "python_start_s": python_import_s("sys"),
+        "python_import_torch_s": python_import_s("torch"),
+        "python_import_torch_and_dynamo_s": python_import_s("torch, torch._dynamo"),
+    }
+    (args.out / f"{stamp}-summary.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()

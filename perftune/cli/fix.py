@@ -1,0 +1,135 @@
+"""`perftune fix SCRIPT [ARGS]...` / `perftune fix RUN_DIR`: verified rewrites.
+
+Applies perftune's own mechanical rewrites to copies of the project, measures each one (and the
+compatible ones together) against the original in interleaved launches with the same seed,
+checks that the first steps' losses still match, and writes the rewrites that pass as a patch.
+Exit codes: 0 ok (whatever the verdicts), 2 usage or a dirty tree with --apply, 3 the script
+failed or measured nothing, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from perftune.cli._options import config_default, format_option, out_option
+from perftune.cli.profile import ScriptCommand, default_run_dir
+from perftune.errors import UsageError
+
+
+def _shown(path: Path) -> str:
+    try:
+        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
+
+
+@click.command(cls=ScriptCommand, context_settings={"ignore_unknown_options": True})
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.option("--skip", type=int, default=None,
+              help="Warm-up steps before the profiled window of the first run. [default: 5]")
+@click.option("--active", type=int, default=None, help="Profiled steps. [default: 3]")
+@click.option("--warmup", type=int, default=None,
+              help="Warm-up steps discarded at the start of each measured launch. [default: 5]")
+@click.option("--steps", type=int, default=None,
+              help="Steps measured per launch after the warm-up. [default: 10]")
+@click.option("--launches", type=int, default=None,
+              help="Launches of every version (original, each rewrite, all together), run "
+              "interleaved. [default: 4]")
+@click.option("--rtol", type=float, default=1e-4, show_default=True,
+              help="Relative tolerance of the loss comparison.")
+@click.option("--atol", type=float, default=1e-6, show_default=True,
+              help="Absolute tolerance of the loss comparison.")
+@click.option("--check-steps", type=int, default=5, show_default=True,
+              help="How many leading steps' losses must match.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="PYTHONHASHSEED and PERFTUNE_SEED of every run.")
+@click.option("--select", multiple=True, help="Only rewrites for these rule codes or prefixes.")
+@click.option("--require-faster", is_flag=True,
+              help="Keep only rewrites measurably faster here (default: also those with no "
+              "measurable change, e.g. GPU syncs on a CPU machine).")
+@click.option("--apply", "apply_fix", is_flag=True,
+              help="Write the verified rewrites into your files (they must be committed).")
+@click.option("--force", is_flag=True, help="With --apply: write even into uncommitted files.")
+@click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
+              metavar="SECONDS", help="Stop any one run after this long.")
+@format_option
+@out_option
+@click.pass_context
+def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, active: int | None,
+        warmup: int | None, steps: int | None, launches: int | None, rtol: float, atol: float,
+        check_steps: int, seed: int, select: tuple[str, ...], require_faster: bool,
+        apply_fix: bool, force: bool, timeout_s: float, output_format: str,
+        out_dir: Path | None) -> None:
+    """Prove perftune's suggested rewrites: faster, same results, as a patch.
+
+    `perftune fix train.py [ARGS]` profiles the script, takes every finding whose suggestion is
+    a mechanical diff, and runs the original and the rewritten code interleaved with the same
+    seed. A rewrite is kept when the first steps' losses match (--rtol/--atol) and it is not
+    slower; the kept ones go into fix.patch. `perftune fix RUN_DIR` starts from an earlier
+    `perftune profile` run. The script must seed itself for the loss check to mean anything.
+    """
+    from perftune.fix.outputs import render_report, summary_lines, write_outputs
+    from perftune.fix.session import (
+        FixSettings,
+        apply_patch,
+        check_clean,
+        plan_for,
+        verify_rewrites,
+    )
+    from perftune.fix.sources import from_profile, from_run_dir, is_run_dir
+    from perftune.fix.verify import Tolerance
+
+    if not script_args:
+        raise UsageError("give the script to fix: perftune fix train.py [ARGS]... (or a run dir)")
+    if force and not apply_fix:
+        raise UsageError("--force only goes with --apply")
+    settings = FixSettings(
+        warmup=int(warmup if warmup is not None else config_default("warmup", 5)),
+        steps=int(steps if steps is not None else config_default("steps", 10)),
+        launches=int(launches if launches is not None else config_default("launches", 4)),
+        tolerance=Tolerance(rtol=rtol, atol=atol, steps=check_steps),
+        seed=seed, timeout_s=timeout_s,
+        select=tuple(c.strip() for v in select for c in v.split(",") if c.strip()),
+        require_faster=require_faster)
+    run_dir = (out_dir if out_dir is not None else default_run_dir("fix")).resolve()
+
+    def say(text: str) -> None:
+        click.echo(f"perftune fix: {text}", err=True)
+
+    first = Path(script_args[0])
+    if is_run_dir(first):
+        if len(script_args) > 1:
+            raise UsageError(f"{first} is a run directory; its script arguments come from its "
+                             "meta.json, give no others")
+        source = from_run_dir(first.resolve())
+        source_run = source.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        say(f"profiling {first}")
+        source = from_profile(
+            first.resolve(), tuple(script_args[1:]), Path.cwd(), run_dir,
+            skip=int(skip if skip is not None else config_default("skip", 5)),
+            active=int(active if active is not None else config_default("active", 3)),
+            timeout_s=timeout_s, seed=seed)
+        source_run = None
+    plan = plan_for(source.target, settings.select)
+    if apply_fix:
+        # Fail before minutes of measuring, not after.
+        check_clean(plan.project, sorted({f for c in plan.candidates for f in c.files}), force)
+    say(f"{len(plan.candidates)} rewrite(s) to try, {len(plan.skipped)} finding(s) without one")
+    outcome = verify_rewrites(plan, source.target, settings, run_dir, progress=say)
+    applied = apply_patch(plan, outcome.chosen, force) if apply_fix and outcome.chosen else []
+    doc = write_outputs(outcome, run_dir, applied=applied, source_run=source_run)
+    note = render_report(run_dir, source.analysis, source_run)
+    if note:
+        say(note)
+    if output_format == "json":
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        for line in summary_lines(doc, _shown(run_dir)):
+            click.echo(line)
+    ctx.exit(0)

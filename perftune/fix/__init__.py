@@ -1,0 +1,23 @@
+"""Verified rewrites (`perftune fix`): apply perftune's mechanical rewrites to a copy of the
+project, measure them against the original, check the losses, and hand back a patch.
+
+Modules: diffs (parse/write unified diffs), apply (check and splice them), extra_rewrites
+(rewrites the engine lacks), plan (findings → candidates), workspace (project copies), measure
+(interleaved launches), verify (loss, speed and memory checks), session (the whole run),
+sources (profile or run dir), outputs (fix.json, fix.patch, fix.md).
+"""
+
+from perftune.fix.apply import StaleDiffError, apply_diff
+from perftune.fix.diffs import DiffError, parse_unified_diff, render_file_diff
+from perftune.fix.session import (
+    FixOutcome,
+    FixSettings,
+    FixTarget,
+    apply_patch,
+    plan_for,
+    verify_rewrites,
+)
+
+__all__ = ["DiffError", "FixOutcome", "FixSettings", "FixTarget", "StaleDiffError", "apply_diff",
+           "apply_patch", "parse_unified_diff", "plan_for", "render_file_diff",
+           "verify_rewrites"]

@@ -1,0 +1,266 @@
+"""What `perftune fix` writes: fix.json, fix.patch, fix.md, and the lines it prints.
+
+Renderers only: every number was measured and every verdict decided in session/verify. In
+fix.json each rewrite's flat, scalar fields come first so that the HTML report's generic table
+shows them as columns; the diff and the step-by-step losses follow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perftune._version import __version__
+from perftune.fix.session import FixOutcome, Measured
+
+if TYPE_CHECKING:
+    from perftune.pipeline import Analysis
+
+SCHEMA_VERSION = 1
+FIX_JSON = "fix.json"
+FIX_PATCH = "fix.patch"
+FIX_MD = "fix.md"
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def _speedup_text(m: Measured) -> str:
+    s = m.speed
+    if s.ratio is None:
+        return "not measured"
+    if s.low is None or s.high is None:
+        return f"{1 / s.ratio:.2f}× (no interval: too few launches)"
+    return (f"{1 / s.ratio:.2f}× ({s.confidence:.0%} interval {1 / s.high:.3g}–"
+            f"{1 / s.low:.3g}×)")
+
+
+def _losses_text(m: Measured) -> str:
+    c = m.losses
+    if c.status == "match":
+        return f"match ({c.steps_compared} steps, max rel. diff {c.max_rel_diff or 0:.1e})"
+    return f"{c.status}: {c.reason}" if c.reason else c.status
+
+
+def _memory_ratio(m: Measured) -> float | None:
+    return _round(m.memory.ratio, 3)
+
+
+def measured_dict(m: Measured) -> dict[str, Any]:
+    s, c = m.speed, m.losses
+    return {
+        "status": m.verdict.status,
+        "included": m.verdict.included,
+        "reason": m.verdict.reason,
+        "speed": {"verdict": s.verdict, "time_ratio": _round(s.ratio), "low": _round(s.low),
+                  "high": _round(s.high), "confidence": s.confidence,
+                  "speedup": _round(s.speedup, 3), "base_ms": _round(s.base_ms),
+                  "rewritten_ms": _round(s.rewritten_ms), "pairs": s.pairs},
+        "memory": {"kind": m.memory.kind, "base_peak_bytes": m.memory.base_bytes,
+                   "peak_bytes": m.memory.rewritten_bytes, "ratio": _memory_ratio(m)},
+        "losses": {"status": c.status, "steps_compared": c.steps_compared,
+                   "max_abs_diff": c.max_abs_diff, "max_rel_diff": c.max_rel_diff,
+                   "first_mismatch": c.first_mismatch, "reason": c.reason,
+                   "base": list(c.base), "rewritten": list(c.rewritten)},
+    }
+
+
+def headline(outcome: FixOutcome) -> str:
+    n = len(outcome.rewrites)
+    if not n:
+        return "no mechanical rewrite to try among the findings"
+    kept = len(outcome.chosen)
+    if not kept:
+        return f"none of {n} rewrite(s) passed the checks; the patch is empty"
+    m = outcome.chosen_measure
+    speed = f"; {_speedup_text(m)} faster than the original" if m is not None else ""
+    losses = ", losses match" if m is not None and m.losses.status == "match" else ""
+    return f"{kept} of {n} rewrite(s) verified and in fix.patch{speed}{losses}"
+
+
+def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
+                 source_run: Path | None = None) -> dict[str, Any]:
+    plan, target, settings = outcome.plan, outcome.target, outcome.settings
+    rewrites: list[dict[str, Any]] = []
+    for r in outcome.rewrites:
+        c, m = r.candidate, r.measured
+        rewrites.append({
+            "id": c.id,
+            "rule": "+".join(c.codes),
+            "where": c.where,
+            "status": m.verdict.status,
+            "in_patch": c.id in outcome.chosen,
+            "speedup": _round(m.speed.speedup, 3),
+            "time_ratio": _round(m.speed.ratio),
+            "ratio_low": _round(m.speed.low),
+            "ratio_high": _round(m.speed.high),
+            "memory_ratio": _memory_ratio(m),
+            "losses": m.losses.status,
+            "max_rel_diff": m.losses.max_rel_diff,
+            "reason": m.verdict.reason,
+            "title": c.title,
+            "applicability": c.applicability,
+            "origin": c.origin,
+            "function": c.function,
+            "source": c.source,
+            "conflicts_with": list(r.conflicts),
+            "est_saving_ms_per_step": c.est_saving_ms_per_step,
+            "latent": c.latent,
+            "diff": "".join(_diff_text(plan.originals, c.id, outcome)),
+            "measured": measured_dict(m),
+        })
+    combined = outcome.combined
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "perftune_version": __version__,
+        "headline": headline(outcome),
+        "script": plan.script,
+        "args": list(target.args),
+        "cwd": str(target.cwd),
+        "project_root": str(plan.project.root),
+        "source_run": str(source_run) if source_run else None,
+        "patch": FIX_PATCH if outcome.patch else None,
+        "patch_rewrites": list(outcome.chosen),
+        "applied": bool(applied),
+        "applied_files": [str(p) for p in applied],
+        "baseline": {"median_ms": _round(outcome.baseline_ms),
+                     "peak_memory_bytes": outcome.baseline_memory,
+                     "memory_kind": outcome.memory_kind,
+                     "losses_reproducible": outcome.reproducible.status
+                     if outcome.reproducible else None},
+        "combined": None if combined is None else {"rewrites": list(combined.rewrites),
+                                                   **measured_dict(combined)},
+        "rewrites": rewrites,
+        "skipped": [{"rule": s.code, "where": s.where, "reason": s.reason}
+                    for s in plan.skipped],
+        "settings": {"warmup": settings.warmup, "steps": settings.steps,
+                     "launches": settings.launches, "rtol": settings.tolerance.rtol,
+                     "atol": settings.tolerance.atol, "check_steps": settings.tolerance.steps,
+                     "seed": settings.seed, "confidence": settings.confidence,
+                     "require_faster": settings.require_faster},
+        "launches": [{"seq": x.seq, "version": x.arm, "block": x.block, "status": x.status,
+                      "median_ms": _round(x.median_ms), "peak_memory_bytes": x.peak_memory_bytes,
+                      "run_dir": str(x.run_dir)} for x in outcome.launches],
+        "notes": list(outcome.notes),
+    }
+
+
+def _diff_text(originals: Mapping[str, str], rewrite_id: str, outcome: FixOutcome) -> list[str]:
+    from perftune.fix.diffs import render_file_diff
+
+    texts = outcome.plan.texts([rewrite_id])
+    return [render_file_diff(rel, originals[rel], texts[rel]) for rel in sorted(texts)]
+
+
+def fix_markdown(doc: Mapping[str, Any], patch: str) -> str:
+    lines = [f"# perftune fix: {doc['script']}", "", f"**{doc['headline']}**", ""]
+    base = doc["baseline"]
+    if base.get("median_ms") is not None:
+        lines += [f"Original: {base['median_ms']:.3f} ms/step (median of launch medians), peak "
+                  f"memory {_mib(base.get('peak_memory_bytes'))} ({base.get('memory_kind')}).",
+                  ""]
+    if doc["rewrites"]:
+        lines += ["| rewrite | rule | where | verdict | speed-up | time ratio (interval) | "
+                  "memory | losses |", "|:--|:--|:--|:--|--:|:--|--:|:--|"]
+        for r in doc["rewrites"]:
+            interval = (f"{r['time_ratio']:.3f} ({r['ratio_low']:.3g}–{r['ratio_high']:.3g})"
+                        if r["ratio_low"] is not None else str(r["time_ratio"]))
+            speedup = f"{r['speedup']:.2f}×" if r["speedup"] else "–"
+            memory = f"{r['memory_ratio']:.2f}×" if r["memory_ratio"] else "–"
+            mark = " (in patch)" if r["in_patch"] else ""
+            lines.append(f"| {r['id']}{mark} | {r['rule']} | `{r['where']}` | {r['status']} | "
+                         f"{speedup} | {interval} | {memory} | {r['losses']} |")
+        lines.append("")
+        for r in doc["rewrites"]:
+            lines += [f"## {r['id']}: {r['title']}", "", f"{r['rule']} at `{r['where']}` "
+                      f"({r['applicability']}, {r['origin']} rewrite): {r['reason']}", "",
+                      "```diff", r["diff"].rstrip("\n"), "```", ""]
+    combined = doc.get("combined")
+    if combined:
+        speed = combined["speed"]
+        lines += ["## Together", "", f"{', '.join(combined['rewrites'])}: {combined['reason']} "
+                  f"(time ratio {speed['time_ratio']}, losses {combined['losses']['status']})",
+                  ""]
+    if patch:
+        lines += ["## The patch", "", "Apply it from the project root with "
+                  "`git apply fix.patch` (or `patch -p1 < fix.patch`), or run perftune fix again "
+                  "with `--apply`.", "", "```diff", patch.rstrip("\n"), "```", ""]
+    if doc["skipped"]:
+        lines += ["## Not tried", ""]
+        lines += [f"- {s['rule']} `{s['where']}`: {s['reason']}" for s in doc["skipped"]]
+        lines.append("")
+    if doc["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    lines += ["Scripts must seed their random number generators (torch.manual_seed) for the loss "
+              "comparison to mean anything; perftune sets PYTHONHASHSEED and PERFTUNE_SEED.", ""]
+    return "\n".join(lines)
+
+
+def _mib(value: Any) -> str:
+    return f"{value / 2**20:.1f} MiB" if isinstance(value, (int, float)) else "unknown"
+
+
+def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path] = (),
+                  source_run: Path | None = None) -> dict[str, Any]:
+    """fix.json, fix.patch (when not empty) and fix.md in `run_dir`; returns the document."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    doc = fix_document(outcome, applied=applied, source_run=source_run)
+    (run_dir / FIX_JSON).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    patch_path = run_dir / FIX_PATCH
+    if outcome.patch:
+        patch_path.write_text(outcome.patch, encoding="utf-8", newline="")
+    else:
+        patch_path.unlink(missing_ok=True)
+    (run_dir / FIX_MD).write_text(fix_markdown(doc, outcome.patch), encoding="utf-8")
+    return doc
+
+
+_COPIED = ("meta.json", "steps.json", "summary.json", "findings.json")
+
+
+def render_report(run_dir: Path, analysis: Analysis | None, source_run: Path | None) -> str | None:
+    """report.html/report.md of the fix run dir with its fix section; a note when that fails.
+
+    A fix of an earlier run gets that run's documents copied in, so its report shows the
+    findings next to the fixes.
+    """
+    try:
+        from perftune.report import render_view
+        from perftune.report.data import view_of_analysis, view_of_documents
+
+        if source_run is not None and source_run.resolve() != run_dir.resolve():
+            for name in _COPIED:
+                if (source_run / name).is_file() and not (run_dir / name).exists():
+                    shutil.copyfile(source_run / name, run_dir / name)
+        view = (view_of_analysis(analysis, run_dir) if analysis is not None
+                else view_of_documents(run_dir))
+        render_view(view)
+    except Exception as exc:
+        # The measurements and the patch are on disk; a report problem must not hide them.
+        return f"the HTML report could not be rendered ({type(exc).__name__}: {exc})"
+    return None
+
+
+def summary_lines(doc: Mapping[str, Any], shown_dir: str) -> list[str]:
+    lines = [f"perftune fix: {doc['headline']}"]
+    for r in doc["rewrites"]:
+        mark = "✓" if r["in_patch"] else "✗"
+        speed = f"{r['speedup']:.2f}×" if r["speedup"] else "–"
+        lines.append(f"  {mark} {r['id']} {r['rule']:<14} {r['where']}  {r['status']}  "
+                     f"speed-up {speed}  losses {r['losses']}")
+        lines.append(f"      {r['reason']}")
+    for s in doc["skipped"]:
+        lines.append(f"  · {s['rule']} {s['where']}: {s['reason']}")
+    for note in doc["notes"]:
+        lines.append(f"  note: {note}")
+    if doc["patch"]:
+        lines.append(f"patch: {shown_dir}/{FIX_PATCH}  (apply from {doc['project_root']} with "
+                     f"`git apply`, or rerun with --apply)")
+    if doc["applied"]:
+        lines.append(f"applied to: {', '.join(doc['applied_files'])}")
+    lines.append(f"details: {shown_dir}/{FIX_MD}, {shown_dir}/report.html")
+    return lines

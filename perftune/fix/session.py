@@ -1,0 +1,330 @@
+"""`perftune fix` from start to end: findings → candidates → measured, checked rewrites → patch.
+
+Every version of the code (the original included) runs from its own copy of the project, with
+the same seed, interleaved with the others; the original's own files are only touched by
+`apply_patch` (`--apply`), after the measurement, and only when git says they are unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from perftune.capture.runner import ScriptTarget
+from perftune.engine.types import Finding
+from perftune.errors import UsageError
+from perftune.fix.diffs import render_patch
+from perftune.fix.measure import BASE, Arm, ArmLaunch, Measurements, run_interleaved
+from perftune.fix.plan import Candidate, Plan, compatible_set, conflicts_of, make_plan
+from perftune.fix.verify import (
+    DIFFERS,
+    UNKNOWN,
+    LossCheck,
+    MemoryCheck,
+    SpeedCheck,
+    Tolerance,
+    Verdict,
+    baseline_reproducible,
+    compare_losses,
+    compare_speed,
+    judge,
+    typical_memory,
+)
+from perftune.fix.workspace import (
+    Project,
+    copy_project,
+    find_project,
+    git_dirty_files,
+    import_roots,
+    write_texts,
+)
+from perftune.gate.runner import MeasureSettings, Side
+
+ALL = "all"
+CHOSEN = "chosen"
+SEED_ENV = "PERFTUNE_SEED"
+
+
+@dataclass(frozen=True)
+class FixSettings:
+    warmup: int = 5  # steps discarded at the start of each launch
+    steps: int = 10  # steps measured per launch
+    launches: int = 4  # launches per version
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    seed: int = 0
+    confidence: float = 0.95
+    timeout_s: float | None = 900.0
+    select: tuple[str, ...] = ()
+    require_faster: bool = False
+
+    def __post_init__(self) -> None:
+        if self.launches < 1:
+            raise UsageError(f"--launches must be at least 1, got {self.launches}")
+        if self.tolerance.rtol < 0 or self.tolerance.atol < 0:
+            raise UsageError("--rtol and --atol must not be negative")
+        if self.tolerance.steps < 1:
+            raise UsageError(f"--check-steps must be at least 1, got {self.tolerance.steps}")
+
+
+@dataclass(frozen=True)
+class FixTarget:
+    """The script to fix, how it is run, and what the analysis found in it."""
+
+    script: Path  # absolute
+    args: tuple[str, ...]
+    cwd: Path
+    findings: tuple[Finding, ...]
+    roots: tuple[Path, ...] = ()  # where relative finding paths are looked up
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What one version did against the original."""
+
+    key: str
+    rewrites: tuple[str, ...]
+    speed: SpeedCheck
+    memory: MemoryCheck
+    losses: LossCheck
+    verdict: Verdict
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    candidate: Candidate
+    measured: Measured
+    conflicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FixOutcome:
+    plan: Plan
+    settings: FixSettings
+    target: FixTarget
+    rewrites: tuple[RewriteResult, ...]
+    combined: Measured | None  # the chosen rewrites measured together (two or more)
+    chosen: tuple[str, ...]
+    patch: str
+    baseline_ms: float | None
+    baseline_memory: int | None
+    memory_kind: str
+    reproducible: LossCheck | None
+    launches: tuple[ArmLaunch, ...]
+    notes: tuple[str, ...] = ()
+
+    def result(self, rewrite_id: str) -> RewriteResult:
+        return next(r for r in self.rewrites if r.candidate.id == rewrite_id)
+
+    @property
+    def chosen_measure(self) -> Measured | None:
+        """The measurement that stands for the patch as a whole."""
+        if self.combined is not None and set(self.combined.rewrites) == set(self.chosen):
+            return self.combined
+        if len(self.chosen) == 1:
+            return self.result(self.chosen[0]).measured
+        return None
+
+
+Progress = Callable[[str], None]
+
+
+def plan_for(target: FixTarget, select: Sequence[str] = ()) -> Plan:
+    project = find_project(target.script)
+    roots = (*target.roots, target.cwd, target.script.parent)
+    return make_plan(target.findings, project, target.script, roots, select)
+
+
+# ---------------------------------------------------------------------------- workspaces
+@dataclass
+class _Workspaces:
+    plan: Plan
+    target: FixTarget
+    settings: FixSettings
+    temp: Path
+    arms: dict[str, Arm] = field(default_factory=dict)
+
+    def env(self, copy_root: Path) -> dict[str, str]:
+        touched = [f for c in self.plan.candidates for f in c.files]
+        extra = [str(copy_root / rel) for rel in import_roots(self.plan.project, self.plan.script,
+                                                                touched)]
+        env = {"PYTHONHASHSEED": str(self.settings.seed), SEED_ENV: str(self.settings.seed)}
+        if extra:
+            existing = os.environ.get("PYTHONPATH")
+            env["PYTHONPATH"] = os.pathsep.join([*extra, *([existing] if existing else [])])
+        return env
+
+    def add(self, key: str, ids: Sequence[str]) -> Arm:
+        # Same-length folder names keep file paths (and so tracebacks, __file__) alike in size.
+        root = self.temp / f"{len(self.arms):03d}"
+        touched = sorted(self.plan.originals)
+        copy_project(self.plan.project, root, real_copies=touched)
+        write_texts(root, {**self.plan.originals, **self.plan.texts(ids)})
+        side = Side(name=key, target=ScriptTarget(path=root / self.plan.script,
+                                                  args=self.target.args, cwd=self.target.cwd),
+                    label=",".join(ids) or "original", env=self.env(root))
+        arm = Arm(key=key, side=side, rewrites=tuple(ids))
+        self.arms[key] = arm
+        return arm
+
+
+# ---------------------------------------------------------------------------- judging
+def _losses_against(base: Sequence[float | None], launches: Sequence[ArmLaunch],
+                    tol: Tolerance, reproducible: LossCheck | None) -> LossCheck:
+    if reproducible is not None and reproducible.status == DIFFERS:
+        return LossCheck(UNKNOWN, 0, None, None, None, tuple(base[:tol.steps]), (),
+                         "two runs of the unchanged script gave different losses, so the script "
+                         "is not deterministic; seed it (torch.manual_seed) for this check")
+    if not launches:
+        return LossCheck(UNKNOWN, 0, None, None, None, tuple(base[:tol.steps]), (),
+                         "no launch finished")
+    checks = [compare_losses(base, launch.losses, tol) for launch in launches]
+    return next((c for c in checks if c.status == DIFFERS), checks[0])
+
+
+def _measured(key: str, arm: Arm, found: Measurements, base_ref: Sequence[float | None],
+              reproducible: LossCheck | None, settings: FixSettings, applicability: str,
+              memory_kind: str, base_memory: int | None) -> Measured:
+    xs, ys = found.paired_medians(key)
+    speed = compare_speed(xs, ys, settings.confidence)
+    launches = found.of(key)
+    memory = MemoryCheck(base_memory, typical_memory([x.peak_memory_bytes for x in launches]),
+                         memory_kind)
+    losses = _losses_against(base_ref, launches, settings.tolerance, reproducible)
+    verdict = judge(losses, speed, applicability, require_faster=settings.require_faster,
+                    failed=found.failed.get(key))
+    return Measured(key, arm.rewrites, speed, memory, losses, verdict)
+
+
+def _applicability(candidates: Sequence[Candidate]) -> str:
+    return "safe" if all(c.applicability == "safe" for c in candidates) else "unsafe"
+
+
+# ---------------------------------------------------------------------------- the run
+def verify_rewrites(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
+                    progress: Progress | None = None) -> FixOutcome:
+    """Measure every candidate alone and the compatible ones together; choose the patch."""
+    say = progress or (lambda _text: None)
+    empty = FixOutcome(plan, settings, target, (), None, (), "", None, None, "rss", None, ())
+    if not plan.candidates:
+        return empty
+    temp = Path(tempfile.mkdtemp(prefix="perftune-fix-"))
+    try:
+        return _verify(plan, target, settings, run_dir, say, temp)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
+            say: Progress, temp: Path) -> FixOutcome:
+    spaces = _Workspaces(plan, target, settings, temp)
+    arms = [spaces.add(BASE, ())]
+    arms += [spaces.add(c.id, (c.id,)) for c in plan.candidates]
+    together = [c.id for c in compatible_set(plan.candidates)]
+    if len(together) >= 2:
+        arms.append(spaces.add(ALL, together))
+    measure = MeasureSettings(warmup=settings.warmup, steps=settings.steps,
+                              timeout_s=settings.timeout_s)
+    total = len(arms) * settings.launches
+    launch_root = run_dir / "launches"
+
+    def show(launch: ArmLaunch) -> None:
+        what = f"{launch.median_ms:.2f} ms/step" if launch.median_ms else launch.status
+        say(f"launch {launch.seq + 1}/{total} {launch.arm}: {what}")
+
+    say(f"measuring the original and {len(arms) - 1} rewritten version(s), "
+        f"{settings.launches} launches each")
+    found = run_interleaved(arms, settings.launches, launch_root, measure, settings.seed, show)
+    base_launches = found.of(BASE)
+    base_ref = base_launches[0].losses
+    reproducible = baseline_reproducible([b.losses for b in base_launches], settings.tolerance)
+    memory_kind = base_launches[0].memory_kind
+    base_memory = typical_memory([b.peak_memory_bytes for b in base_launches])
+
+    def measured(key: str, candidates: Sequence[Candidate]) -> Measured:
+        return _measured(key, spaces.arms[key], found, base_ref, reproducible, settings,
+                         _applicability(candidates), memory_kind, base_memory)
+
+    results = tuple(RewriteResult(c, measured(c.id, [c]),
+                                  tuple(conflicts_of(c, plan.candidates)))
+                    for c in plan.candidates)
+    notes: list[str] = []
+    if reproducible.status == DIFFERS:
+        notes.append("the unchanged script gave different losses in two launches; it must seed "
+                     "its random number generators for the correctness check to mean anything")
+    accepted = sorted((r for r in results if r.measured.verdict.included),
+                      key=lambda r: r.measured.speed.ratio or 1.0)
+    chosen_set = compatible_set([r.candidate for r in accepted])
+    chosen = tuple(c.id for c in chosen_set)
+    combined: Measured | None = None
+    if len(chosen) >= 2:
+        if set(chosen) == set(together):
+            combined = measured(ALL, chosen_set)
+        else:
+            spaces.add(CHOSEN, chosen)
+            say(f"measuring the {len(chosen)} verified rewrites together")
+            total = len(found.launches) + 2 * settings.launches
+            next_block = max(launch.block for launch in found.launches) + 1
+            run_interleaved([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
+                            launch_root, measure, settings.seed + 1, show, into=found,
+                            first_block=next_block)
+            combined = measured(CHOSEN, chosen_set)
+        if not combined.verdict.included:
+            best = accepted[0].candidate.id
+            notes.append(f"the verified rewrites together failed their check "
+                         f"({combined.verdict.reason}); the patch holds only the best one, {best}")
+            chosen = (best,)
+    texts = plan.texts(chosen)
+    patch = render_patch((rel, plan.originals[rel], texts[rel]) for rel in sorted(texts))
+    return FixOutcome(plan, settings, target, results, combined, chosen, patch,
+                      _median([b.median_ms for b in base_launches]), base_memory, memory_kind,
+                      reproducible, tuple(found.launches), tuple(notes))
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    import statistics
+
+    known = [v for v in values if v is not None]
+    return statistics.median(known) if known else None
+
+
+# ---------------------------------------------------------------------------- --apply
+def check_clean(project: Project, files: Sequence[str], force: bool) -> None:
+    """Refuse (UsageError, exit 2) to write files git does not show as committed."""
+    if force or not files:
+        return
+    dirty = git_dirty_files(project, files)
+    if dirty is None:
+        raise UsageError(f"{project.root} is not a git repository, so perftune cannot check that "
+                         f"{', '.join(files)} can be restored; commit them or pass --force")
+    if dirty:
+        raise UsageError(f"{', '.join(sorted(dirty))} has uncommitted changes; commit or stash "
+                         "them first, or pass --force")
+
+
+def apply_patch(plan: Plan, chosen: Sequence[str], force: bool = False) -> list[Path]:
+    """Write the chosen rewrites into the user's files; return the files written.
+
+    Refused when a file changed since it was planned (the measured rewrite would not be the
+    one written) or, without `force`, when git shows uncommitted changes in it.
+    """
+    texts = plan.texts(chosen)
+    check_clean(plan.project, sorted(texts), force)
+    for rel in texts:
+        current = (plan.project.root / rel).read_text(encoding="utf-8")
+        if current != plan.originals[rel]:
+            raise UsageError(f"{rel} changed while perftune fix ran; nothing was written")
+    written: list[Path] = []
+    for rel, text in texts.items():
+        path = plan.project.root / rel
+        tmp = path.with_name(f".{path.name}.perftune-fix.tmp")
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+

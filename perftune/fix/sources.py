@@ -1,0 +1,101 @@
+"""Where the findings to fix come from: a fresh profile of a script, or an existing run dir.
+
+A run directory written by `perftune profile` holds the script, its arguments and the working
+directory in meta.json, and its findings in findings.json (or a trace to analyse again).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perftune.engine.types import Finding
+from perftune.errors import ScriptError, TraceError, UsageError
+from perftune.fix.session import FixTarget
+
+if TYPE_CHECKING:
+    from perftune.pipeline import Analysis
+
+
+@dataclass(frozen=True)
+class Source:
+    target: FixTarget
+    analysis: Analysis | None  # when a trace was analysed here (for the report)
+    run_dir: Path | None  # the profile run the findings came from
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "meta.json").is_file()
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise TraceError(path, f"cannot read: {exc}") from None
+    if not isinstance(data, dict):
+        raise TraceError(path, "not a JSON object")
+    return data
+
+
+def from_run_dir(run_dir: Path) -> Source:
+    """The script, arguments and findings of an earlier `perftune profile` run."""
+    meta = _read(run_dir / "meta.json")
+    if meta.get("module"):
+        raise UsageError(f"{run_dir} profiled a module (-m {meta['module']}); perftune fix "
+                         "needs a script file")
+    script_text = meta.get("script")
+    if not isinstance(script_text, str) or not script_text:
+        raise UsageError(f"{run_dir}/meta.json names no script")
+    cwd = Path(str(meta.get("cwd") or run_dir))
+    script = Path(script_text)
+    script = script if script.is_absolute() else cwd / script
+    if not script.is_file():
+        raise UsageError(f"{script}: the script of {run_dir} no longer exists")
+    argv = meta.get("argv") or []
+    args = tuple(str(a) for a in argv[1:]) if isinstance(argv, list) else ()
+    findings_path = run_dir / "findings.json"
+    analysis: Analysis | None = None
+    if findings_path.is_file():
+        doc = _read(findings_path)
+        try:
+            findings = tuple(Finding.from_dict(f) for f in doc.get("findings", []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TraceError(findings_path, f"a finding cannot be read ({exc!r})") from None
+    elif (run_dir / "trace.json.gz").is_file():
+        from perftune.pipeline import analyze_paths
+
+        analysis = analyze_paths([run_dir / "trace.json.gz"])
+        findings = analysis.findings
+    else:
+        raise UsageError(f"{run_dir} holds neither findings.json nor trace.json.gz")
+    target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=findings,
+                       roots=(cwd, script.parent, run_dir))
+    return Source(target, analysis, run_dir)
+
+
+def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, *, skip: int,
+                 active: int, timeout_s: float | None, seed: int) -> Source:
+    """Profile the script into `run_dir` (as `perftune profile` would) and analyse it."""
+    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+    from perftune.pipeline import process_run
+
+    if not script.is_file():
+        raise UsageError(f"{script}: no such script")
+    options = CaptureOptions(skip=skip, active=active, timeout_s=timeout_s, quiet=True,
+                             env={"PYTHONHASHSEED": str(seed), "PERFTUNE_SEED": str(seed)})
+    result = run_capture(ScriptTarget(path=script, args=args, cwd=cwd), run_dir, options)
+    if result.status == "interrupted":
+        raise KeyboardInterrupt
+    if not result.ok or result.trace_path is None:
+        detail = f": {result.error}" if result.error else ""
+        raise ScriptError(f"profiling {script} failed ({result.status}){detail}; see "
+                          f"{run_dir / 'output.log'}")
+    analysis = process_run(run_dir)
+    if analysis is None:
+        raise ScriptError(f"profiling {script} recorded no trace; see {run_dir}")
+    target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=analysis.findings,
+                       roots=(cwd, script.resolve().parent, run_dir))
+    return Source(target, analysis, run_dir)

@@ -1,0 +1,184 @@
+"""The checks a rewrite must pass: same losses as the original, not slower, and its memory.
+
+Losses are compared step by step for the first steps of a launch (both runs start from the same
+seed, so a semantics-preserving rewrite gives the same numbers up to floating-point reordering).
+Step time is the gate's measure: per-launch medians, paired with the original's launch of the
+same interleaved block, as a ratio of geometric means with a confidence interval.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from perftune.gate.stats import paired_ratio_interval
+
+MATCH = "match"
+DIFFERS = "differs"
+UNKNOWN = "unknown"
+
+FASTER = "faster"
+SLOWER = "slower"
+NO_CHANGE = "no-change"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float = 1e-4
+    atol: float = 1e-6
+    steps: int = 5  # how many leading steps' losses are compared
+
+
+@dataclass(frozen=True)
+class LossCheck:
+    status: str  # match | differs | unknown
+    steps_compared: int
+    max_abs_diff: float | None
+    max_rel_diff: float | None
+    first_mismatch: int | None  # step index
+    base: tuple[float | None, ...]
+    rewritten: tuple[float | None, ...]
+    reason: str = ""
+
+
+def _close(a: float, b: float, tol: Tolerance) -> bool:
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    if math.isinf(a) or math.isinf(b):
+        return a == b
+    return abs(a - b) <= tol.atol + tol.rtol * abs(a)
+
+
+def compare_losses(base: Sequence[float | None], rewritten: Sequence[float | None],
+                   tol: Tolerance) -> LossCheck:
+    """Compare the first `tol.steps` losses that both runs recorded."""
+    head_base = tuple(base[:tol.steps])
+    head_new = tuple(rewritten[:tol.steps])
+    pairs = [(k, a, b) for k, (a, b) in enumerate(zip(head_base, head_new, strict=False))
+             if a is not None and b is not None]
+    if not pairs:
+        return LossCheck(UNKNOWN, 0, None, None, None, head_base, head_new,
+                         "no losses recorded (capture saw no loss.backward())")
+    if len(head_new) < len(head_base) and len(pairs) < min(tol.steps, len(head_base)):
+        reason = f"the rewritten run recorded {len(head_new)} of {len(head_base)} losses"
+    else:
+        reason = ""
+    finite = [(a, b) for _, a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+    max_abs = max((abs(a - b) for a, b in finite), default=0.0)
+    max_rel = max((abs(a - b) / abs(a) if a else (0.0 if a == b else math.inf)
+                   for a, b in finite), default=0.0)
+    first = next((k for k, a, b in pairs if not _close(a, b, tol)), None)
+    status = MATCH if first is None else DIFFERS
+    if first is not None:
+        reason = (f"step {first}: loss {head_new[first]!r} instead of {head_base[first]!r} "
+                  f"(rtol {tol.rtol:g}, atol {tol.atol:g})")
+    return LossCheck(status, len(pairs), max_abs, max_rel, first, head_base, head_new, reason)
+
+
+@dataclass(frozen=True)
+class SpeedCheck:
+    """rewritten/original step time: ratio of geometric means and its interval."""
+
+    verdict: str  # faster | slower | no-change | unknown
+    ratio: float | None
+    low: float | None
+    high: float | None
+    confidence: float
+    base_ms: float | None
+    rewritten_ms: float | None
+    pairs: int
+
+    @property
+    def speedup(self) -> float | None:
+        return 1.0 / self.ratio if self.ratio else None
+
+
+def compare_speed(base: Sequence[float], rewritten: Sequence[float],
+                  confidence: float = 0.95) -> SpeedCheck:
+    """Launch medians of interleaved blocks: base[i] and rewritten[i] ran in the same block."""
+    n = min(len(base), len(rewritten))
+    if n < 2:
+        ratio = rewritten[0] / base[0] if n == 1 else None
+        return SpeedCheck(UNKNOWN, ratio, None, None, confidence,
+                          base[0] if base else None, rewritten[0] if rewritten else None, n)
+    est = paired_ratio_interval(base[:n], rewritten[:n], confidence)
+    if est.high < 1.0:
+        verdict = FASTER
+    elif est.low > 1.0:
+        verdict = SLOWER
+    else:
+        verdict = NO_CHANGE
+    return SpeedCheck(verdict, est.ratio, est.low, est.high, confidence,
+                      est.base_geomean_ms, est.head_geomean_ms, n)
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    base_bytes: int | None
+    rewritten_bytes: int | None
+    kind: str  # cuda-allocator | rss
+
+    @property
+    def ratio(self) -> float | None:
+        if not self.base_bytes or self.rewritten_bytes is None:
+            return None
+        return self.rewritten_bytes / self.base_bytes
+
+
+def typical_memory(values: Sequence[int | None]) -> int | None:
+    known = [v for v in values if v is not None]
+    return int(statistics.median(known)) if known else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # verified | unverified | slower | changed-results | failed
+    included: bool
+    reason: str
+
+
+def judge(losses: LossCheck, speed: SpeedCheck, applicability: str, *,
+          require_faster: bool = False, failed: str | None = None) -> Verdict:
+    """Whether a measured rewrite goes into the patch, and why (or why not)."""
+    if failed:
+        return Verdict("failed", False, failed)
+    if losses.status == DIFFERS:
+        return Verdict("changed-results", False, f"changes the losses: {losses.reason}")
+    if speed.verdict == SLOWER:
+        return Verdict("slower", False,
+                       f"slower: {speed.ratio:.3f}× the original step time "
+                       f"({_interval(speed)})")
+    if require_faster and speed.verdict != FASTER:
+        return Verdict("not-faster", False, "not measurably faster (--require-faster)")
+    if losses.status == UNKNOWN and applicability != "safe":
+        return Verdict("unverified", False,
+                       f"could not check the losses ({losses.reason}); an unsafe rewrite is "
+                       "only kept when they match")
+    if speed.verdict == FASTER:
+        return Verdict("verified", True, f"{1 / (speed.ratio or 1):.2f}× faster ({_interval(speed)})")
+    what = "losses match" if losses.status == MATCH else "safe rewrite, losses not recorded"
+    return Verdict("verified", True, f"{what}; no measurable speed change on this machine "
+                   f"({_interval(speed)})")
+
+
+def _interval(speed: SpeedCheck) -> str:
+    if speed.low is None or speed.high is None:
+        return "too few launches for an interval"
+    return (f"time ratio {speed.ratio:.3f}, {speed.confidence:.0%} interval "
+            f"{speed.low:.3g}–{speed.high:.3g}")
+
+
+def baseline_reproducible(runs: Sequence[Sequence[float | None]], tol: Tolerance) -> LossCheck:
+    """Do two unchanged runs give the same losses? If not, the script does not seed itself and
+    no loss comparison means anything."""
+    if len(runs) < 2:
+        return LossCheck(UNKNOWN, 0, None, None, None, tuple(runs[0]) if runs else (), (),
+                         "only one launch of the original")
+    worst = compare_losses(runs[0], runs[1], tol)
+    for other in runs[2:]:
+        check = compare_losses(runs[0], other, tol)
+        if check.status == DIFFERS:
+            return check
+    return worst

@@ -1,0 +1,124 @@
+"""`perftune fix` through the CLI, with real training scripts in real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fix_helpers import REPO, finding_with_diff, git, perftune, tiny_project, write_run_dir
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+
+RIGHT = "loss = (prediction - targets).pow(2).mean()"
+WRONG = "loss = ((prediction - targets) ** 2).sum()"
+ORIGINAL = "loss = ((prediction - targets) ** 2).mean()"
+
+
+def _findings(script: Path) -> list:  # type: ignore[type-arg]
+    # Both rewrite the same line, so they are measured alone and never together.
+    right = finding_with_diff("PFT401", script, "train.py", ORIGINAL, RIGHT, saving=2.0)
+    wrong = finding_with_diff("PFT206", script, "train.py", ORIGINAL, WRONG, saving=1.0)
+    return [right, wrong]
+
+
+def test_a_dirty_tree_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    script = tiny_project(tmp_path / "repo")
+    run = write_run_dir(tmp_path / "profile", script, [], script.parent, _findings(script))
+    with script.open("a", encoding="utf-8") as fh:
+        fh.write("# a local edit\n")
+    out = tmp_path / "out"
+    proc = perftune("fix", "--apply", "--out", str(out), str(run), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("perftune: error:")]
+    assert len(errors) == 1 and "uncommitted changes" in errors[0]
+    assert "Traceback" not in proc.stderr
+    assert not (out / "launches").exists()
+    assert script.read_text(encoding="utf-8").endswith("# a local edit\n")
+
+
+def test_a_stale_diff_is_reported_and_not_tried(tmp_path: Path) -> None:
+    script = tiny_project(tmp_path / "repo")
+    run = write_run_dir(tmp_path / "profile", script, [], script.parent, _findings(script))
+    script.write_text(script.read_text(encoding="utf-8").replace(ORIGINAL, ORIGINAL + " * 1.0"),
+                      encoding="utf-8")
+    out = tmp_path / "out"
+    proc = perftune("fix", "--out", str(out), "--format", "json", str(run), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["rewrites"] == []
+    assert {s["rule"] for s in doc["skipped"]} == {"PFT401", "PFT206"}
+    assert all(s["reason"].startswith("stale diff") for s in doc["skipped"])
+    assert not (out / "fix.patch").exists()
+    assert not (out / "launches").exists()
+
+
+def test_a_rewrite_that_changes_the_losses_is_caught_and_the_good_ones_applied(
+        tmp_path: Path) -> None:
+    script = tiny_project(tmp_path / "repo")
+    findings = [
+        finding_with_diff("PFT401", script, "train.py", ORIGINAL, RIGHT, saving=3.0),
+        finding_with_diff("PFT303", script, "train.py", "optimizer.zero_grad()",
+                          "optimizer.zero_grad(set_to_none=True)", saving=2.0),
+        # Compatible with both, so "all together" holds it and fails: the verified two are
+        # then measured together on their own.
+        finding_with_diff("PFT206", script, "train.py", "lr=0.1", "lr=0.2", saving=1.0),
+    ]
+    run = write_run_dir(tmp_path / "profile", script, ["12"], script.parent, findings)
+    out = tmp_path / "out"
+    proc = perftune("fix", "--apply", "--launches", "2", "--warmup", "1", "--steps", "2",
+                    "--out", str(out), str(run), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    doc = json.loads((out / "fix.json").read_text(encoding="utf-8"))
+    by_rule = {r["rule"]: r for r in doc["rewrites"]}
+    wrong, right, right2 = by_rule["PFT206"], by_rule["PFT401"], by_rule["PFT303"]
+    assert wrong["status"] == "changed-results"
+    assert wrong["losses"] == "differs"
+    assert not wrong["in_patch"]
+    assert wrong["measured"]["losses"]["first_mismatch"] == 1  # lr acts from the second step
+    for good in (right, right2):
+        assert good["losses"] == "match", good["reason"]
+        assert good["in_patch"], good["reason"]
+    assert doc["baseline"]["losses_reproducible"] == "match"
+    versions = [x["version"] for x in doc["launches"]]
+    assert versions.count("all") == 2 and versions.count("chosen") == 2
+    assert versions.count("base") == 4
+    assert sorted(doc["combined"]["rewrites"]) == sorted([right["id"], right2["id"]])
+    assert doc["combined"]["losses"]["status"] == "match"
+    # Applied: the file holds the good rewrites only, and the patch is exactly those.
+    text = script.read_text(encoding="utf-8")
+    assert RIGHT in text and "set_to_none=True" in text and "lr=0.1" in text
+    assert doc["applied"] and doc["applied_files"] == [str(script.resolve())]
+    patch = (out / "fix.patch").read_text(encoding="utf-8")
+    assert "+    " + RIGHT in patch and "lr=0.2" not in patch
+    git(script.parent, "apply", "--check", "-R", str(out / "fix.patch"))
+    md = (out / "fix.md").read_text(encoding="utf-8")
+    assert "changed-results" in md and "git apply" in md
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert 'id="fix"' in html
+
+
+@pytest.mark.slow
+def test_segmentation_sample_end_to_end(tmp_path: Path) -> None:
+    """The motivating case: three rewrites, losses equal, one patch that applies."""
+    out = tmp_path / "fix"
+    proc = perftune("fix", "--skip", "1", "--active", "1", "--warmup", "1", "--steps", "2",
+                    "--launches", "1", "--out", str(out), "samples/segmentation.py",
+                    "--steps", "6", cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((out / "fix.json").read_text(encoding="utf-8"))
+    rules = {r["rule"]: r for r in doc["rewrites"]}
+    assert set(rules) == {"PFT202", "PFT203", "PFT212"}
+    for rewrite in rules.values():
+        assert rewrite["losses"] == "match", rewrite["reason"]
+        assert rewrite["in_patch"], rewrite["reason"]
+    assert rules["PFT203"]["origin"] == "extra"
+    assert doc["combined"]["losses"]["status"] == "match"
+    patch = (out / "fix.patch").read_text(encoding="utf-8")
+    assert patch.startswith("--- a/samples/segmentation.py\n")
+    for needle in ("torch.searchsorted", "ignore_index=IGNORE", "masked_fill_(target == VOID"):
+        assert needle in patch
+    git(REPO, "apply", "--check", str(out / "fix.patch"))
+    assert (out / "trace.json.gz").is_file()  # the profile that found them is in the run dir
+    assert 'id="fix"' in (out / "report.html").read_text(encoding="utf-8")

@@ -1,0 +1,127 @@
+"""tuning.json, the figures and the HTML page, built from simulated trials."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from perftune.tune import space as sp
+from perftune.tune.figures import pareto_front, tuning_figures
+from perftune.tune.history import History, TrialRecord
+from perftune.tune.objective import Objective
+from perftune.tune.render import print_results, render_html, summary_lines
+from perftune.tune.results import build_tuning
+from perftune.tune.trial import Measurement, Script, TrialOutcome
+from perftune.tune.tuner import TuneRun, TuneSettings
+
+MIB = 2**20
+
+
+def outcome(throughput: float | None, memory: int, status: str = "ok", losses=(2.0, 1.9), injected=None) -> TrialOutcome:
+    if throughput is None:
+        return TrialOutcome(status=status, reason=f"{status}: see log")
+    return TrialOutcome(
+        status=status, reason="over the budget" if status == "over-budget" else None,
+        step_ms=1000 * 16 / throughput, step_ms_iqr=0.1, spread=0.02, measured_steps=4,
+        throughput=throughput, unit="samples/s", samples_per_step=16, peak_memory_bytes=memory,
+        memory_kind="rss", losses=losses, wall_s=3.0, overhead_s=2.5, injected=injected or {},
+    )
+
+
+def make_run(tmp_path: Path) -> TuneRun:
+    space = sp.build_space(
+        cli=[("precision", ("fp32", "bf16")), ("checkpoint", ("none", "every:2")), ("label", ("a", "<b>x</b>"))],
+        args=[sp.parse_arg_option("label=--label={}")],
+    )
+    injected = {
+        "precision": {"value": "bf16", "device": "cpu"},
+        "checkpoint": {"placement": "every:2", "container": "layers", "block_class": "Block", "blocks": ["0", "1", "2", "3"], "checkpointed": [0, 2]},
+    }
+    rows = [
+        ({"precision": "fp32", "checkpoint": "none", "label": "a"}, outcome(100.0, 300 * MIB)),
+        ({"precision": "bf16", "checkpoint": "every:2", "label": "a"}, outcome(180.0, 250 * MIB, losses=(2.01, 1.9), injected=injected)),
+        ({"precision": "bf16", "checkpoint": "none", "label": "a"}, outcome(190.0, 900 * MIB, status="over-budget")),
+        ({"precision": "fp32", "checkpoint": "every:2", "label": "a"}, outcome(90.0, 200 * MIB)),
+        ({"precision": "fp32", "checkpoint": "none", "label": "<b>x</b>"}, outcome(None, 0, status="oom")),
+        ({"precision": "bf16", "checkpoint": "every:2", "label": "a"}, outcome(170.0, 250 * MIB, injected=injected)),
+        ({"precision": "fp32", "checkpoint": "every:2", "label": "a"}, outcome(92.0, 200 * MIB)),
+    ]
+    records = [TrialRecord(i, values, "search" if i < 5 else "repeat", "test", "w", o) for i, (values, o) in enumerate(rows)]
+    settings = TuneSettings(
+        script=Script(path=Path("train.py"), module=None, args=("--epochs", "1"), cwd=tmp_path),
+        run_dir=tmp_path,
+        measurement=Measurement(memory_budget=512 * MIB),
+    )
+    return TuneRun(
+        settings=settings, space=space, history=History(space, records, tolerance=0.05),
+        strategy="grid", stop_reason="search finished", interrupted=False, elapsed_s=30.0,
+        notes=("a note",), measurement=settings.measurement, objective=Objective(),
+    )
+
+
+def test_tuning_json_holds_every_trial_and_the_best_with_how_to_apply_it(tmp_path: Path) -> None:
+    tuning = json.loads(json.dumps(build_tuning(make_run(tmp_path))))
+    assert len(tuning["trials"]) == 7
+    for trial in tuning["trials"]:
+        for field in ("values", "status", "throughput", "step_ms", "spread", "peak_memory_bytes", "loss_deviation"):
+            assert field in trial
+    statuses = [t["status"] for t in tuning["trials"]]
+    assert statuses == ["ok", "ok", "over-budget", "ok", "oom", "ok", "ok"]
+    best = tuning["best"]
+    assert best["values"] == {"precision": "bf16", "checkpoint": "every:2", "label": "a"}
+    assert best["throughput"] == 175.0  # the median of its two measurements
+    assert best["measurements"] == 2
+    assert best["loss_deviation"] == pytest.approx(0.005)  # 2.01 against fp32's 2.0
+    assert best["speedup_vs_default"] == 1.75
+    runner_up = tuning["runner_up"]
+    assert runner_up["values"] == {"precision": "fp32", "checkpoint": "none", "label": "a"}
+    assert runner_up["gap"] == pytest.approx(75 / 175)
+    assert runner_up["distinct"] is False  # measured once: not separated by repeats
+    assert tuning["configs"][0]["rank"] == 1
+    verdicts = {json.dumps(c["values"], sort_keys=True): c["verdict"] for c in tuning["configs"]}
+    assert sorted(verdicts.values()) == ["feasible", "feasible", "feasible", "oom", "over-budget"]
+    apply = tuning["apply"]
+    assert apply["flags"] == ["--label=a"]
+    assert apply["command"] == "python train.py --epochs 1 --label=a"
+    titles = " | ".join(c["title"] for c in apply["code"])
+    assert "bf16 autocast" in titles and "every 2th block" in titles and "layers" in titles
+    autocast = next(c for c in apply["code"] if c["knob"] == "precision")["snippet"]
+    assert 'torch.autocast(device_type="cpu", dtype=torch.bfloat16)' in autocast
+    checkpoint = next(c for c in apply["code"] if c["knob"] == "checkpoint")["snippet"]
+    assert "for i, block in enumerate(self.layers):" in checkpoint and "if i % 2 == 0:" in checkpoint
+    assert tuning["constraints"]["memory_budget_bytes"] == 512 * MIB
+    assert tuning["stats"] == {"trials": 7, "configs": 5, "failed": 1, "overhead_s_median": 2.5}
+
+
+def test_figures_show_the_budget_the_pareto_front_and_the_knobs(tmp_path: Path) -> None:
+    tuning = build_tuning(make_run(tmp_path))
+    memory, parallel, progress = tuning_figures(tuning)
+    names = [trace.name for trace in memory.data]
+    assert "Pareto front" in names and "best" in names and "over-budget" in names
+    assert any(shape.x0 == 512 for shape in memory.layout.shapes)  # the budget line, in MiB
+    labels = [d.label for d in parallel.data[0].dimensions]
+    assert labels == ["precision", "checkpoint", "label", "samples/s"]
+    assert len(progress.data) == 3  # trials, best so far, failures
+    assert pareto_front([(1, 10), (2, 5), (3, 20), (4, 20), (0.5, 1)]) == [(0.5, 1), (1, 10), (3, 20)]
+
+
+def test_html_is_self_contained_and_escapes_strings(tmp_path: Path) -> None:
+    page = render_html(build_tuning(make_run(tmp_path)))
+    assert "<b>x</b>" not in page
+    assert "&lt;b&gt;x&lt;/b&gt;" in page
+    assert "<script src=" not in page
+
+
+def test_terminal_summary(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    tuning = build_tuning(make_run(tmp_path))
+    lines = summary_lines(tuning)
+    assert lines[1].startswith("best: precision=bf16 checkpoint=every:2 label=a")
+    assert "1.75x the defaults" in lines[1]
+    console = Console(record=True, width=200)
+    print_results(tuning, console)
+    text = console.export_text()
+    assert "over-budget" in text and "oom" in text and "<b>x</b>" in text

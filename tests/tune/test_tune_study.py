@@ -1,0 +1,82 @@
+"""The Optuna study: journal storage, fixed and sampled proposals, stale trials, settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from perftune.errors import UsageError
+from perftune.tune import space as sp
+from perftune.tune.study import Study, _redact, _with_driver, make_storage
+from perftune.tune.trial import TrialOutcome
+
+SPACE = sp.build_space(cli=[("tile", (16, 32, 64)), ("precision", ("bf16",))])
+
+
+def open_study(tmp_path: Path, **kwargs) -> Study:
+    options = {"sampler_kind": "tpe", "seed": 0, "must_exist": False, "must_be_new": False} | kwargs
+    return Study.open(make_storage(None, tmp_path), "s", **options)
+
+
+def test_trials_round_trip_through_the_journal(tmp_path: Path) -> None:
+    study = open_study(tmp_path, must_be_new=True)
+    trial = study.start(SPACE, {"tile": 32, "precision": "bf16"}, "search", "grid")
+    assert trial.params == {"tile": 32, "precision": "bf16"}
+    assert study.records()[0].running
+    study.finish(trial, TrialOutcome(status="ok", reason=None, throughput=5.0, losses=(1.0, float("nan"))))
+    baseline = study.start(SPACE, {"tile": 32, "precision": "fp32"}, "baseline", "guard")
+    study.finish(baseline, TrialOutcome(status="oom", reason="out of memory"))
+    # Read back by another process's view of the same file.
+    again = open_study(tmp_path)
+    records = again.records()
+    assert [(r.number, r.status, r.role) for r in records] == [(0, "ok", "search"), (1, "oom", "baseline")]
+    assert records[0].outcome is not None and records[0].outcome.throughput == 5.0
+    assert records[0].outcome.losses[0] == 1.0
+    with pytest.raises(UsageError, match="--resume"):
+        open_study(tmp_path, must_be_new=True)
+    with pytest.raises(UsageError, match="no study"):
+        Study.open(make_storage(None, tmp_path / "other"), "s", sampler_kind="tpe", seed=0, must_exist=True, must_be_new=False)
+
+
+def test_sampled_proposals_stay_in_the_allowed_values(tmp_path: Path) -> None:
+    study = open_study(tmp_path)
+    for _ in range(6):
+        trial = study.start(SPACE, None, "search", "sampler")
+        assert trial.params["tile"] in (16, 32, 64)
+        assert trial.params["precision"] in ("bf16", "fp32")
+        study.finish(trial, TrialOutcome(status="ok", reason=None, throughput=float(trial.params["tile"])))
+
+
+def test_settings_are_kept_by_the_first_worker(tmp_path: Path) -> None:
+    study = open_study(tmp_path)
+    assert study.settings() is None
+    assert study.save_settings({"space": 1}) == {"space": 1}
+    assert study.save_settings({"space": 2}) == {"space": 1}
+
+
+def test_running_trials_of_a_dead_worker_are_failed(tmp_path: Path) -> None:
+    study = open_study(tmp_path)
+    # A worker that starts a trial and dies without finishing it.
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from perftune.tune.study import Study, make_storage\n"
+        "from perftune.tune import space as sp\n"
+        "s = Study.open(make_storage(None, Path(sys.argv[1])), 's', sampler_kind='tpe', seed=0, must_exist=True, must_be_new=False)\n"
+        "s.start(sp.build_space(cli=[('tile', (16, 32, 64)), ('precision', ('bf16',))]), {'tile': 16, 'precision': 'bf16'}, 'search', 'x')\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    assert study.records()[0].running
+    assert study.fail_stale() == [0]
+    assert study.records()[0].status == "interrupted"
+    assert study.optuna.trials[0].state == optuna.trial.TrialState.FAIL
+
+
+def test_database_urls() -> None:
+    assert _redact("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
+    assert _redact("postgresql://user@host/db") == "postgresql://user@host/db"
+    assert _with_driver("sqlite:///x.db") == "sqlite:///x.db"
+    assert _with_driver("postgresql://u@h/db").startswith("postgresql")
