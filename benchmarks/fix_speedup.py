@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -48,13 +49,25 @@ def _losses(measured: dict[str, Any]) -> str:
     return losses["status"]
 
 
+def thread_env(threads: int | None) -> dict[str, str]:
+    """Intra-op threads of every launch: on a shared 2-core machine, two spinning OpenMP threads
+    per launch turn a neighbour's load into 10× swings in step time; one thread keeps the
+    comparison about the code."""
+    if threads is None:
+        return {}
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def run_sample(name: str, args: argparse.Namespace) -> tuple[list[str], dict[str, Any], float]:
     out = Path(args.out) / name
-    command = ["perftune", "fix", "--launches", str(args.launches), "--warmup", str(args.warmup),
-               "--steps", str(args.steps), "--out", str(out), f"samples/{name}.py"]
+    prefix = [f"OMP_NUM_THREADS={args.threads}"] if args.threads else []
+    command = [*prefix, "perftune", "fix", "--launches", str(args.launches),
+               "--warmup", str(args.warmup), "--steps", str(args.steps), "--out", str(out),
+               f"samples/{name}.py"]
+    env = {**os.environ, **thread_env(args.threads)}
     started = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "perftune", *command[1:]], cwd=REPO, text=True,
-                          capture_output=True, check=False)
+    proc = subprocess.run([sys.executable, "-m", "perftune", *command[len(prefix) + 1:]],
+                          cwd=REPO, text=True, capture_output=True, check=False, env=env)
     wall = time.monotonic() - started
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -84,10 +97,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--samples", nargs="*", default=list(SAMPLES))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS of every launch (0: leave the environment alone)")
     parser.add_argument("--out", default="perftune-runs/fix-bench")
     parser.add_argument("--report", default=None, help="also write the markdown here")
     args = parser.parse_args()
 
+    args.threads = args.threads or None
     results = []
     for name in args.samples:
         print(f"perftune fix samples/{name}.py ...", file=sys.stderr, flush=True)
@@ -95,7 +111,8 @@ def main() -> None:
         results.append((name, command, doc, wall))
     parts = [f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, Python "
              f"{platform.python_version()}; launches per version {args.launches}, warm-up "
-             f"{args.warmup}, measured steps {args.steps}.", "", table(results), ""]
+             f"{args.warmup}, measured steps {args.steps}, OMP_NUM_THREADS="
+             f"{args.threads or 'unset'}.", "", table(results), ""]
     for _, command, doc, wall in results:
         parts.append(f"- `{' '.join(command)}` ({wall:.0f} s): {doc['headline']}")
     report = "\n".join(parts) + "\n"

@@ -13,6 +13,9 @@ replacement) and applies the gate's sequential rule. This keeps the within-pair 
 but drops any longer-range one; the report keeps the two estimates apart.
 
     python benchmarks/gate_power.py --budget-min 25 --out perftune-runs/gate-power
+
+Results accumulate in OUT/gates.jsonl (runs can be split over several invocations);
+`--budget-min 0` only prints the report of what is there.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from perftune.capture.runner import ScriptTarget
+from perftune.errors import ScriptError
 from perftune.gate.decision import DecisionRule, decide
 from perftune.gate.runner import BASE, HEAD, LaunchPlan, Side
 from perftune.gate.session import GateOptions, run_gate
@@ -44,12 +48,12 @@ REPLAYS = 4000
 @dataclass
 class Condition:
     name: str
-    slowdown: float
     outcomes: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     launches: list[int] = field(default_factory=list)
     pairs: list[tuple[float, float]] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -62,25 +66,25 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def one_gate(cond: Condition, run_dir: Path, options: GateOptions) -> dict[str, Any]:
+def one_gate(name: str, slowdown: float, run_dir: Path, options: GateOptions) -> dict[str, Any]:
     target = ScriptTarget(path=SAMPLE, args=("--steps", "100"), cwd=SAMPLE.parent)
     base = Side(name=BASE, target=target, label="slowdown 0", knobs={"slowdown": 0.0})
-    head = Side(name=HEAD, target=target, label=f"slowdown {cond.slowdown}",
-                knobs={"slowdown": cond.slowdown})
+    head = Side(name=HEAD, target=target, label=f"slowdown {slowdown}", knobs={"slowdown": slowdown})
+    load = os.getloadavg()[0]
     started = time.monotonic()
-    verdict = run_gate(head, run_dir, options, base=base)
-    seconds = time.monotonic() - started
-    base_ms, head_ms = verdict.base_samples_ms, verdict.head_samples_ms
-    cond.outcomes.append(verdict.status)
-    cond.seconds.append(seconds)
-    cond.launches.append(len(verdict.launches))
-    cond.pairs += list(zip(base_ms, head_ms, strict=True))
-    cond.ratios.append(verdict.ratio)
-    return {"condition": cond.name, "slowdown": cond.slowdown, "status": verdict.status,
+    try:
+        verdict = run_gate(head, run_dir, options, base=base)
+    except ScriptError as exc:
+        # A launch that could not run (exit 3) is the gate working as specified; it says
+        # nothing about false alarms or detection, so it is logged and left out of the rates.
+        return {"condition": name, "slowdown": slowdown, "status": "error", "error": str(exc),
+                "seconds": time.monotonic() - started, "loadavg": load}
+    return {"condition": name, "slowdown": slowdown, "status": verdict.status,
             "return_code": verdict.return_code, "ratio": verdict.ratio,
             "interval": [verdict.decision.estimate.low, verdict.decision.estimate.high],
-            "launches": len(verdict.launches), "seconds": seconds, "base_ms": list(base_ms),
-            "head_ms": list(head_ms), "loadavg": os.getloadavg()[0]}
+            "launches": len(verdict.launches), "seconds": time.monotonic() - started,
+            "base_ms": list(verdict.base_samples_ms), "head_ms": list(verdict.head_samples_ms),
+            "loadavg": max(load, os.getloadavg()[0])}
 
 
 def replay(pairs: list[tuple[float, float]], rule: DecisionRule, plan: LaunchPlan,
@@ -107,62 +111,80 @@ def rate(outcomes: list[str], status: str) -> str:
     return f"{k}/{n} = {k / n:.1%} (95% CI {low:.0%}–{high:.0%})"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget-min", type=float, default=25.0,
-                        help="stop starting new gates after this many minutes")
-    parser.add_argument("--out", type=Path, default=Path("perftune-runs/gate-power"))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-
-    options = GateOptions(explain=False)  # defaults otherwise: what `perftune gate` uses
-    conditions: dict[str, Condition] = {}
-    for name, slowdown in CYCLE:
-        conditions.setdefault(name, Condition(name, slowdown))
-    args.out.mkdir(parents=True, exist_ok=True)
-    log = (args.out / "gates.jsonl").open("a")
-    deadline = time.monotonic() + args.budget_min * 60
-    started = time.monotonic()
-    count = 0
-    print(f"gate power: default settings {options.plan} {options.rule} {options.measure}", flush=True)
-    while time.monotonic() < deadline:
-        name, _ = CYCLE[count % len(CYCLE)]
-        cond = conditions[name]
-        record = one_gate(cond, args.out / f"gate-{count:03d}", options)
-        log.write(json.dumps(record) + "\n")
-        log.flush()
-        count += 1
-        print(f"{count:3d} {name:9s} {record['status']:12s} ratio {record['ratio']:.3f} "
-              f"[{record['interval'][0]:.3f}, {record['interval'][1]:.3f}] "
-              f"{record['launches']:2d} launches {record['seconds']:5.0f} s "
-              f"load {record['loadavg']:.1f}", flush=True)
-    total = time.monotonic() - started
-
-    rng = random.Random(args.seed)
-    print(f"\nreal gates: {count} in {total / 60:.1f} min\n")
-    print("| condition | gates | failed (exit 1) | passed | inconclusive | median ratio | "
-          "launches per side (median) | time per gate (median, max) |")
-    print("|---|---:|---|---|---|---:|---:|---:|")
-    for cond in conditions.values():
-        n = len(cond.outcomes)
-        if n == 0:
+def report(records: list[dict[str, Any]], options: GateOptions, seed: int) -> None:
+    conditions: dict[str, Condition] = {name: Condition(name) for name, _ in CYCLE}
+    errors = [r for r in records if r["status"] == "error"]
+    for r in records:
+        if r["status"] == "error":
             continue
-        print(f"| {cond.name} | {n} | {rate(cond.outcomes, 'regression')} | "
+        cond = conditions[r["condition"]]
+        cond.outcomes.append(r["status"])
+        cond.seconds.append(r["seconds"])
+        cond.launches.append(r["launches"])
+        cond.pairs += list(zip(r["base_ms"], r["head_ms"], strict=True))
+        cond.ratios.append(r["ratio"])
+        cond.loads.append(r["loadavg"])
+    total = sum(r["seconds"] for r in records)
+    print(f"\nreal gates: {len(records) - len(errors)} decided or inconclusive, {len(errors)} "
+          f"stopped by a launch that could not run; {total / 60:.1f} min of gates in all\n")
+    print("| condition | gates | failed (exit 1) | passed | inconclusive | median ratio | "
+          "launches per side (median) | time per gate (median, max) | load average (median) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for cond in conditions.values():
+        if not cond.outcomes:
+            continue
+        print(f"| {cond.name} | {len(cond.outcomes)} | {rate(cond.outcomes, 'regression')} | "
               f"{cond.outcomes.count('pass')} | {cond.outcomes.count('inconclusive')} | "
               f"{statistics.median(cond.ratios):.3f} | "
               f"{statistics.median(cond.launches) / 2:.0f} | "
-              f"{statistics.median(cond.seconds):.0f} s, {max(cond.seconds):.0f} s |")
+              f"{statistics.median(cond.seconds):.0f} s, {max(cond.seconds):.0f} s | "
+              f"{statistics.median(cond.loads):.1f} |")
+    rng = random.Random(seed)
     print(f"\nreplayed gates ({REPLAYS} per condition, drawn from the measured ABBA pairs):\n")
-    print("| condition | pairs measured | true ratio (median of pair ratios) | failed | passed | inconclusive |")
+    print("| condition | pairs measured | median pair ratio | failed | passed | inconclusive |")
     print("|---|---:|---:|---:|---:|---:|")
     for cond in conditions.values():
         if len(cond.pairs) < 2:
             continue
         replayed = [replay(cond.pairs, options.rule, options.plan, rng) for _ in range(REPLAYS)]
-        true_ratio = statistics.median(h / b for b, h in cond.pairs)
-        print(f"| {cond.name} | {len(cond.pairs)} | {true_ratio:.3f} | "
+        pair_ratio = statistics.median(h / b for b, h in cond.pairs)
+        print(f"| {cond.name} | {len(cond.pairs)} | {pair_ratio:.3f} | "
               f"{replayed.count('regression') / REPLAYS:.1%} | {replayed.count('pass') / REPLAYS:.1%} | "
               f"{replayed.count('inconclusive') / REPLAYS:.1%} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget-min", type=float, default=25.0,
+                        help="stop starting new gates after this many minutes (0: only report)")
+    parser.add_argument("--out", type=Path, default=Path("perftune-runs/gate-power"),
+                        help="results folder; gates.jsonl there is appended to and reported")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    options = GateOptions(explain=False)  # defaults otherwise: what `perftune gate` uses
+    args.out.mkdir(parents=True, exist_ok=True)
+    log_path = args.out / "gates.jsonl"
+    done = len(log_path.read_text().splitlines()) if log_path.exists() else 0
+    deadline = time.monotonic() + args.budget_min * 60
+    print(f"gate power: default settings {options.plan} {options.rule} {options.measure}", flush=True)
+    with log_path.open("a") as log:
+        count = done
+        while time.monotonic() < deadline:
+            name, slowdown = CYCLE[count % len(CYCLE)]
+            record = one_gate(name, slowdown, args.out / f"gate-{count:03d}", options)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            count += 1
+            if record["status"] == "error":
+                print(f"{count:3d} {name:9s} error: {record['error'].splitlines()[0]}", flush=True)
+                continue
+            print(f"{count:3d} {name:9s} {record['status']:12s} ratio {record['ratio']:.3f} "
+                  f"[{record['interval'][0]:.3f}, {record['interval'][1]:.3f}] "
+                  f"{record['launches']:2d} launches {record['seconds']:5.0f} s "
+                  f"load {record['loadavg']:.1f}", flush=True)
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    report(records, options, args.seed)
 
 
 if __name__ == "__main__":

@@ -153,6 +153,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("perftune-runs/bench-tuner"))
     parser.add_argument("--grid-dir", type=Path, default=None, help="reuse this grid run")
+    parser.add_argument("--default-dir", type=Path, default=None, help="reuse this default-strategy run")
     parser.add_argument("--trial-warmup", default="3", help="passed to perftune tune")
     parser.add_argument("--trial-steps", default="8", help="passed to perftune tune")
     args = parser.parse_args()
@@ -164,7 +165,14 @@ def main() -> None:
         grid["_wall_s"] = grid.get("elapsed_s", 0.0)
     else:
         grid = tune(args.out / f"{stamp}-grid", "--strategy", "grid", "--repeats", "0", *measure)
-    default = tune(args.out / f"{stamp}-default", *measure)
+    if args.default_dir is not None:
+        default = json.loads((args.default_dir / "tuning.json").read_text())
+        default["_wall_s"] = default.get("elapsed_s", 0.0)
+    else:
+        default = tune(args.out / f"{stamp}-default", *measure)
+    crashed = [t["number"] for t in grid["trials"] if t["status"] == "crashed"]
+    if crashed:
+        print(f"warning: {len(crashed)} grid trials crashed: {crashed}; the optimum may be missing", file=sys.stderr)
 
     table = grid_table(grid)
     optimum_key = max(table, key=lambda k: table[k])

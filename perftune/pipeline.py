@@ -76,7 +76,19 @@ def selection_from_config(select: Sequence[str] = (), ignore: Sequence[str] = ()
 def analyze_trace(trace: Trace, rules: RuleSelection | None = None) -> Analysis:
     rules = rules or selection_from_config()
     findings = run_engine(trace, rules.select, rules.ignore, rules.preview, rules.options)
-    return Analysis(trace=trace, summary=summarize(trace), findings=tuple(findings))
+    return Analysis(trace=trace, summary=summary_of(trace), findings=tuple(findings))
+
+
+def summary_of(trace: Trace) -> dict[str, Any]:
+    """summary.json: the trace's summary, with the multi-rank section when two or more ranks
+    were loaded (per-rank steps, skew, stragglers, communication and collective waits)."""
+    from perftune.trace.multirank import multi_rank_summary
+
+    summary = summarize(trace)
+    section = multi_rank_summary(trace)
+    if section is not None:
+        summary["multi_rank"] = section
+    return summary
 
 
 def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = None) -> Analysis:
@@ -113,11 +125,25 @@ def _render_reports(analysis: Analysis, run_dir: Path) -> list[Path]:
     return render_run(run_dir, analysis)
 
 
+def run_traces(run_dir: Path) -> list[Path]:
+    """The trace files of a capture run directory: trace.json.gz, or one rank-K.trace.json.gz
+    per rank of a multi-rank run (in rank order)."""
+    single = run_dir / "trace.json.gz"
+    if single.exists():
+        return [single]
+    ranks = []
+    for path in run_dir.glob("rank-*.trace.json.gz"):
+        number = path.name[len("rank-"):-len(".trace.json.gz")]
+        if number.isdigit():
+            ranks.append((int(number), path))
+    return [path for _, path in sorted(ranks)]
+
+
 def process_run(run_dir: Path, rules: RuleSelection | None = None) -> Analysis | None:
     """Analyse a capture run directory in place; None when it holds no trace."""
-    trace_path = run_dir / "trace.json.gz"
-    if not trace_path.exists():
+    traces = run_traces(run_dir)
+    if not traces:
         return None
-    analysis = analyze_paths([trace_path], rules)
+    analysis = analyze_paths(traces, rules)
     write_analysis(analysis, run_dir)
     return analysis

@@ -11,15 +11,22 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
 from perftune import _runtime
-from perftune.capture import injectors, script
+from perftune.capture import distributed, injectors, script
 from perftune.capture.control import StopCapture, Terminated
 from perftune.capture.hooks import Hooks
-from perftune.capture.layout import CHILD_RESULT_FILE, CONFIG_ENV
+from perftune.capture.layout import (
+    CHILD_RESULT_FILE,
+    CONFIG_ENV,
+    RANK_CHILD_RESULT_FILE,
+    RANK_TRACE_FILE,
+    TRACE_FILE,
+)
 from perftune.capture.meta import torch_meta
 from perftune.capture.results import write_json
 from perftune.capture.session import CaptureSession
@@ -74,6 +81,13 @@ class ChildRun:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.run_dir = Path(config["run_dir"])
+        # Under torchrun every rank is one of these, writing files named by its global rank.
+        self.rank = distributed.RankIdentity.from_env() if config.get("distributed") else None
+        if self.rank is None:
+            trace_name, self.result_path = TRACE_FILE, self.run_dir / CHILD_RESULT_FILE
+        else:
+            trace_name = RANK_TRACE_FILE.format(rank=self.rank.rank)
+            self.result_path = self.run_dir / RANK_CHILD_RESULT_FILE.format(rank=self.rank.rank)
         self.session = CaptureSession(
             skip=int(config["skip"]),
             active=int(config["active"]),
@@ -82,6 +96,7 @@ class ChildRun:
             detail=str(config["detail"]),
             run_dir=self.run_dir,
             step_marker=config.get("step_marker"),
+            trace_name=trace_name,
         )
         self.hooks = Hooks(self.session)
         self.ticker: TimeSliceTicker | None = None
@@ -90,6 +105,8 @@ class ChildRun:
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
+        if self.rank is not None:
+            distributed.announce_rank(self.run_dir, self.rank)
         script_path = script.prepare(
             self.config["path"], self.config["module"], self.config["args"]
         )
@@ -167,7 +184,7 @@ class ChildRun:
             meta = {"torch_meta_error": _describe(exc)}
         meta["knobs_injected"] = self.knobs_injected
         write_json(
-            self.run_dir / CHILD_RESULT_FILE,
+            self.result_path,
             {
                 "status": status,
                 "exit_code": exit_code,
@@ -180,6 +197,9 @@ class ChildRun:
                 "profiler": session.window.who,
                 "notes": notes,
                 "meta": meta,
+                # Wall clock, so that the parent can tell which rank of a job failed first.
+                "finished_at": time.time(),
+                "rank": None if self.rank is None else self.rank.to_json(),
             },
         )
 
@@ -227,7 +247,7 @@ def main() -> str | int | None:
         run.setup()
     except PerftuneError as exc:  # an unusable --step-marker or knob value
         print(f"perftune: error: {exc}", file=sys.stderr)
-        write_json(run.run_dir / CHILD_RESULT_FILE, {"usage_error": True, "error": str(exc)})
+        write_json(run.result_path, {"usage_error": True, "error": str(exc)})
         return 2
     here = os.path.dirname(os.path.abspath(__file__))
     own_files = {os.path.join(here, "child.py"), os.path.join(here, "bootstrap.py")}
@@ -237,6 +257,12 @@ def main() -> str | int | None:
         script.run(config["path"], config["module"])
     except StopCapture:
         run.finish("ok", 0, None)
+        if run.rank is not None:
+            # Every rank stops after the same step; leave the process group together so that
+            # no rank tears down its connections while a peer still finishes a collective.
+            problem = distributed.leave_process_group()
+            if problem:
+                print(f"perftune: rank {run.rank.rank}: {problem}", file=sys.stderr)
     except SystemExit as exc:
         code = _exit_code_of(exc.code)
         if code == 0:

@@ -16,6 +16,19 @@ CHILD_RESULT_FILE = ".capture-child.json"
 # that processes the script starts (DataLoader workers, subprocesses) never see it.
 CONFIG_ENV = "PERFTUNE_CAPTURE_CONFIG"
 
+# Multi-rank runs (`perftune profile --nproc-per-node N`, docs/contracts.md "Multi-rank run
+# directory"): one trace and one steps file per rank, named by the global rank (RANK).
+RANK_TRACE_FILE = "rank-{rank}.trace.json.gz"
+RANK_STEPS_FILE = "rank-{rank}.steps.json"
+RANK_TRACE_GLOB = "rank-*.trace.json.gz"
+# Private per-rank hand-over files: the child's results, its pid (for the watchdog) and the
+# Python stacks it dumps on request when the job is stopped for hanging.
+RANK_CHILD_RESULT_FILE = ".capture-child-rank-{rank}.json"
+RANK_INFO_FILE = ".capture-rank-{rank}.json"
+RANK_STACKS_FILE = ".capture-rank-{rank}.stacks"
+RANK_FILE_GLOBS = (RANK_TRACE_GLOB, "rank-*.steps.json", ".capture-child-rank-*.json",
+                   ".capture-rank-*.json", ".capture-rank-*.stacks")
+
 SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "window-not-reached", "crashed", "interrupted", "timeout", "oom", "nan")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,6 +30,7 @@ TERMINATE_GRACE_S = 5.0
 # perftune alone (kill -INT) is forwarded only if the child is still running after this delay.
 SHARED_GROUP_FORWARD_DELAY_S = 1.0
 _POLL_S = 0.05
+WATCH_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,35 @@ class ChildExit:
     timed_out: bool
     interrupted: bool
     wall_s: float
+    stopped: str | None = None  # why the watch stopped the child (None: it did not)
+
+
+def _no_reason() -> str | None:
+    return None
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_groups() -> Iterable[int]:
+    return ()
+
+
+@dataclass(frozen=True)
+class ChildWatch:
+    """What a launcher child (torchrun) needs beyond a plain script child.
+
+    torchrun starts every worker in a session of its own, so the child's process group does not
+    hold them: `groups` names the workers' process groups, killed together with the child.
+    `poll` is asked every WATCH_POLL_S for a reason to stop the child now (a rank failed and the
+    rest did not follow); `before_stop` runs once before the child is stopped for its timeout or
+    for such a reason (to ask the workers where they are stuck).
+    """
+
+    poll: Callable[[], str | None] = _no_reason
+    before_stop: Callable[[], None] = _nothing
+    groups: Callable[[], Iterable[int]] = _no_groups
 
 
 def _stdin_is_terminal() -> bool:
@@ -48,13 +78,19 @@ def _stdin_is_terminal() -> bool:
 
 
 class _Supervisor:
-    def __init__(self, proc: subprocess.Popen[bytes], own_group: bool) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], own_group: bool, watch: ChildWatch | None = None
+    ) -> None:
         self.proc = proc
         self.own_group = own_group
+        self.watch = watch
         self.interrupts = 0
         self.timed_out = False
+        self.stopped: str | None = None
         self.forward_at: float | None = None
         self.kill_at: float | None = None
+        self.next_watch = time.monotonic() + WATCH_POLL_S
+        self._watch_groups: set[int] = set()
 
     # -- signals sent to the child -------------------------------------------------------------
     def _send(self, signum: int) -> None:
@@ -67,7 +103,18 @@ class _Supervisor:
         if self.kill_at is None:
             self.kill_at = time.monotonic() + TERMINATE_GRACE_S
 
+    def kill_watch_groups(self) -> None:
+        """SIGKILL the process groups the watch named (workers in sessions of their own)."""
+        if self.watch is None:
+            return
+        with contextlib.suppress(Exception):  # a watch that fails must not keep workers alive
+            self._watch_groups.update(self.watch.groups())
+        for group in sorted(self._watch_groups):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(group, signal.SIGKILL)
+
     def kill_tree(self) -> None:
+        self.kill_watch_groups()
         if self.own_group:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -129,10 +176,34 @@ class _Supervisor:
                 self._send(signal.SIGINT)
             if deadline is not None and now >= deadline and not self.timed_out:
                 self.timed_out = True
+                self._before_stop()
                 self.terminate()
+            if self.watch is not None and now >= self.next_watch:
+                self.next_watch = now + WATCH_POLL_S
+                self._poll_watch()
             if self.kill_at is not None and now >= self.kill_at:
                 self.kill_at = None
                 self.kill_tree()
+
+    def _poll_watch(self) -> None:
+        assert self.watch is not None
+        with contextlib.suppress(Exception):  # remember the groups while the workers live
+            self._watch_groups.update(self.watch.groups())
+        if self.stopped is not None or self.timed_out or self.kill_at is not None:
+            return
+        try:
+            reason = self.watch.poll()
+        except Exception:
+            reason = None
+        if reason:
+            self.stopped = reason
+            self._before_stop()
+            self.terminate()
+
+    def _before_stop(self) -> None:
+        if self.watch is not None:
+            with contextlib.suppress(Exception):
+                self.watch.before_stop()
 
 
 def run_child(
@@ -142,6 +213,7 @@ def run_child(
     env: Mapping[str, str],
     timeout_s: float | None,
     log_path: Path | None,
+    watch: ChildWatch | None = None,
 ) -> ChildExit:
     """Run `argv` to its end (or its timeout) with stdio passed through or sent to `log_path`."""
     own_group = log_path is not None or not _stdin_is_terminal()
@@ -159,7 +231,7 @@ def run_child(
             stderr=subprocess.STDOUT if log is not None else None,
             process_group=0 if own_group else None,
         )
-        supervisor = _Supervisor(proc, own_group)
+        supervisor = _Supervisor(proc, own_group, watch)
         with supervisor.handling_signals():
             try:
                 returncode = supervisor.wait(timeout_s)
@@ -170,11 +242,14 @@ def run_child(
         if own_group and (supervisor.timed_out or supervisor.interrupts or returncode < 0):
             # Whatever the script left running (workers, servers) goes with it.
             supervisor.kill_tree()
+        # Workers the launcher left behind (it was killed, or it gave up on them) go too.
+        supervisor.kill_watch_groups()
         return ChildExit(
             returncode=returncode,
             timed_out=supervisor.timed_out,
             interrupted=supervisor.interrupts > 0,
             wall_s=time.monotonic() - started,
+            stopped=supervisor.stopped,
         )
     finally:
         if log is not None:

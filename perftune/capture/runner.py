@@ -27,6 +27,7 @@ from perftune.capture.layout import (
     DETAILS,
     META_FILE,
     OUTPUT_LOG,
+    RANK_FILE_GLOBS,
     STATUSES,
     STEPS_FILE,
     TRACE_FILE,
@@ -133,6 +134,9 @@ def _clear_run_dir(run_dir: Path) -> None:
     """Remove a previous run's files so results of two runs never mix."""
     for name in _RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+    for pattern in RANK_FILE_GLOBS:  # a multi-rank run's per-rank files
+        for path in run_dir.glob(pattern):
+            path.unlink(missing_ok=True)
 
 
 def _importable_root() -> str | None:
@@ -181,6 +185,7 @@ def _assemble(
     options: CaptureOptions,
     run_dir: Path,
     meta: dict[str, Any],
+    trace_name: str = TRACE_FILE,
 ) -> tuple[CaptureResult, dict[str, Any]]:
     child = child or {}
     status = str(child.get("status", "crashed"))
@@ -199,7 +204,7 @@ def _assemble(
     if status not in STATUSES:
         status = "crashed"
     exit_code: int | None = outcome.returncode if outcome.returncode >= 0 else None
-    trace = run_dir / TRACE_FILE
+    trace = run_dir / trace_name
     meta = {**meta, **child.get("meta", {}), "wall_s": round(outcome.wall_s, 3)}
     result = CaptureResult(
         run_dir=run_dir,
@@ -224,31 +229,15 @@ def _assemble(
     return result, extra
 
 
-def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -> CaptureResult:
-    """Run `target` under capture and write `run_dir` (trace.json.gz, steps.json, meta.json).
-
-    Never raises for what the script does (crash, exit code, timeout, Ctrl-C): those are in the
-    result's status. Raises UsageError for bad options and ScriptError when the child could not
-    be started at all.
-    """
-    validate(target, options)
-    run_dir = Path(run_dir).resolve()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _clear_run_dir(run_dir)
-    cwd = Path(target.cwd).resolve()
-    script = _script_path(target).resolve() if target.path is not None else None
-    meta = host_meta(
-        command=target.python_command(),
-        argv=[str(target.path) if target.path is not None else str(target.module), *target.args],
-        cwd=cwd,
-        script=script,
-        module=target.module,
-    )
-    meta["perftune_command"] = list(sys.argv)
-    injected = _importable_root()
-    config_path = run_dir / CHILD_CONFIG_FILE
-    env, original_pythonpath = _child_env(options, config_path, injected)
-    config = {
+def child_config(
+    target: ScriptTarget,
+    options: CaptureOptions,
+    run_dir: Path,
+    injected: str | None,
+    pythonpath: str | None,
+) -> dict[str, Any]:
+    """What the bootstrap reads from PERFTUNE_CAPTURE_CONFIG."""
+    return {
         "path": str(target.path) if target.path is not None else None,
         "module": target.module,
         "args": list(target.args),
@@ -262,9 +251,52 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
         "time_slice_s": options.time_slice_s,
         "run_dir": str(run_dir),
         "injected_path": injected,
-        "pythonpath": original_pythonpath,
+        "pythonpath": pythonpath,
     }
-    write_json(config_path, config)
+
+
+def capture_meta(target: ScriptTarget, cwd: Path) -> dict[str, Any]:
+    """meta.json's host facts for a run of `target`."""
+    script = _script_path(target).resolve() if target.path is not None else None
+    meta = host_meta(
+        command=target.python_command(),
+        argv=[str(target.path) if target.path is not None else str(target.module), *target.args],
+        cwd=cwd,
+        script=script,
+        module=target.module,
+    )
+    meta["perftune_command"] = list(sys.argv)
+    return meta
+
+
+def read_child_result(path: Path) -> dict[str, Any] | None:
+    """The child's hand-over file, or None when it is missing or unreadable."""
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -> CaptureResult:
+    """Run `target` under capture and write `run_dir` (trace.json.gz, steps.json, meta.json).
+
+    Never raises for what the script does (crash, exit code, timeout, Ctrl-C): those are in the
+    result's status. Raises UsageError for bad options and ScriptError when the child could not
+    be started at all.
+    """
+    validate(target, options)
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _clear_run_dir(run_dir)
+    cwd = Path(target.cwd).resolve()
+    meta = capture_meta(target, cwd)
+    injected = _importable_root()
+    config_path = run_dir / CHILD_CONFIG_FILE
+    env, original_pythonpath = _child_env(options, config_path, injected)
+    write_json(config_path, child_config(target, options, run_dir, injected, original_pythonpath))
     argv = [sys.executable, "-m", "perftune.capture.bootstrap"]
     try:
         outcome = run_child(
@@ -279,12 +311,7 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
     finally:
         config_path.unlink(missing_ok=True)
     child_path = run_dir / CHILD_RESULT_FILE
-    child: dict[str, Any] | None = None
-    if child_path.exists():
-        try:
-            child = json.loads(child_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            child = None
+    child = read_child_result(child_path)
     if child is not None and child.get("usage_error"):
         child_path.unlink(missing_ok=True)
         raise UsageError(str(child.get("error")))

@@ -57,6 +57,7 @@ class CaptureSession:
         detail: str,
         run_dir: Path,
         step_marker: str | None = None,
+        trace_name: str = TRACE_FILE,
     ) -> None:
         self.skip = skip
         self.active = active
@@ -68,7 +69,7 @@ class CaptureSession:
             enabled=profile,
             detail=detail,
             cuda=self.cuda_available,
-            trace_path=run_dir / TRACE_FILE,
+            trace_path=run_dir / trace_name,
         )
         self.memory = MemoryPeak(self.cuda_available)
         self.source: str | None = None

@@ -109,6 +109,11 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
         source_run = source.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
+        if first.is_dir():
+            raise UsageError(f"{first} is a folder but not a perftune run directory (no "
+                             "meta.json); give a script or a `perftune profile` run")
+        if not first.is_file():
+            raise UsageError(f"{first}: no such script")
         say(f"profiling {first}")
         source = from_profile(
             first.resolve(), tuple(script_args[1:]), Path.cwd(), run_dir,

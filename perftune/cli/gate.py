@@ -203,7 +203,7 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
     )
     calibration = calibration or (Path(gate_config("calibration", "")) if gate_config("calibration", "") else None)
     if calibration is not None:
-        floor = calibration_mod.noise_floor(calibration, rule.confidence, plan.max_launches,
+        floor = calibration_mod.noise_floor(calibration, rule.confidence, plan,
                                             paired=against is not None)
         rule = DecisionRule(max_regression=rule.max_regression, confidence=rule.confidence,
                             noise_floor=floor)

@@ -1,8 +1,9 @@
 """`perftune profile SCRIPT [ARGS]...` / `perftune profile -m MODULE [ARGS]...`.
 
 Runs an unmodified training script under capture, prints a short summary and, when the analysis
-pipeline is installed, its findings. Exit codes: 0 ok, 1 findings at or above --fail-on,
-2 usage, 3 the script failed or measured nothing, 130 interrupted.
+pipeline is installed, its findings. With `--nproc-per-node N` the script is launched by torchrun
+with the capture in every rank. Exit codes: 0 ok, 1 findings at or above --fail-on, 2 usage,
+3 the script (or a rank) failed or measured nothing, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -126,6 +127,40 @@ def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -
     return 0
 
 
+def _profile_ranks(
+    target: Any,
+    run_dir: Path,
+    options: Any,
+    launch: Any,
+    output_format: str,
+    no_analyze: bool,
+    fail_on: str | None,
+    top: int,
+) -> int:
+    """`perftune profile --nproc-per-node N`: capture every rank, then analyse them together."""
+    from perftune.capture.distributed import (
+        run_distributed,
+        summary_document,
+        summary_lines,
+        torchrun_command,
+    )
+
+    result = run_distributed(target, run_dir, options, launch)
+    code = exit_code_for(result.status, result.steps)
+    if output_format == "json":
+        click.echo(json.dumps(summary_document(result), indent=2))
+    else:
+        click.echo("")
+        click.echo(f"perftune: captured {shlex.join(torchrun_command(launch, target))}")
+        for line in summary_lines(result, _shown(result.run_dir)):
+            click.echo(line)
+    if code == _FAILED and result.error:
+        click.echo(f"perftune: error: {result.error}", err=True)
+    if not no_analyze and result.trace_paths:
+        code = max(code, _analyze(result.run_dir, output_format, fail_on, top))
+    return code
+
+
 def exit_code_for(status: str, steps: int) -> int:
     """perftune's exit code for a capture status (the script's own code is in steps.json)."""
     if status in ("ok", "nan"):
@@ -206,6 +241,21 @@ def exit_code_for(status: str, steps: int) -> int:
     help="Exit 1 when a finding has this severity or higher.",
 )
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
+@click.option(
+    "--nproc-per-node",
+    default=None,
+    metavar="N",
+    help="Launch the script with torchrun, N processes (ranks) on this node, perftune's capture "
+    "in every rank; one trace per rank, analysed together.",
+)
+@click.option("--nnodes", default=None, metavar="N|MIN:MAX", help="torchrun: number of nodes.")
+@click.option("--node-rank", type=int, default=None, help="torchrun: rank of this node.")
+@click.option("--rdzv-backend", default=None, help="torchrun: rendezvous backend (c10d, ...).")
+@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="torchrun: rendezvous "
+              "endpoint shared by every node.")
+@click.option("--rdzv-id", default=None, help="torchrun: id of the job's rendezvous.")
+@click.option("--master-addr", default=None, help="torchrun: address of the rank 0 node.")
+@click.option("--master-port", type=int, default=None, help="torchrun: port on the rank 0 node.")
 @format_option
 @out_option
 @click.pass_context
@@ -224,6 +274,14 @@ def profile(
     no_analyze: bool,
     fail_on: str | None,
     top: int,
+    nproc_per_node: str | None,
+    nnodes: str | None,
+    node_rank: int | None,
+    rdzv_backend: str | None,
+    rdzv_endpoint: str | None,
+    rdzv_id: str | None,
+    master_addr: str | None,
+    master_port: int | None,
     output_format: str,
     out_dir: Path | None,
 ) -> None:
@@ -235,6 +293,13 @@ def profile(
     steps, --active steps are recorded with torch.profiler, then the script is stopped (unless
     --full). The trace, every step's time and the run's metadata go to a run directory,
     perftune-runs/<time>-<script>/ unless --out or [tool.perftune] runs-dir say otherwise.
+
+    With --nproc-per-node N the script runs under torchrun (`torchrun --nproc-per-node N
+    train.py`, the script calls init_process_group itself): every rank is captured and stops
+    after the same step, its trace and steps go to rank-K.trace.json.gz and rank-K.steps.json,
+    and the ranks are analysed together (step skew, stragglers, communication). A rank that fails
+    ends the run with exit code 3 naming it; with --timeout, a hung job is stopped and the rank
+    that hung is named.
     """
     # Imported here: the capture runner is torch-free but not needed by `--help`.
     from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
@@ -259,6 +324,26 @@ def profile(
         time_slice_s=time_slice_s,
     )
     run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
+    launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,
+                     master_port)
+    if nproc_per_node is not None:
+        from perftune.capture.distributed import LaunchOptions
+
+        launch = LaunchOptions(
+            nproc_per_node=str(nproc_per_node).strip(),
+            nnodes=str(nnodes).strip() if nnodes is not None else "1",
+            node_rank=node_rank,
+            rdzv_backend=rdzv_backend,
+            rdzv_endpoint=rdzv_endpoint,
+            rdzv_id=rdzv_id,
+            master_addr=master_addr,
+            master_port=master_port,
+        )
+        ctx.exit(_profile_ranks(target, run_dir, options, launch, output_format, no_analyze,
+                                fail_on, top))
+    if any(value is not None for value in launch_values):
+        raise UsageError("the torchrun options (--nnodes, --node-rank, --rdzv-*, --master-*) "
+                         "need --nproc-per-node N")
     result = run_capture(target, run_dir, options)
 
     code = exit_code_for(result.status, len(result.steps))

@@ -77,7 +77,11 @@ def headline(outcome: FixOutcome) -> str:
     if not kept:
         return f"none of {n} rewrite(s) passed the checks; the patch is empty"
     m = outcome.chosen_measure
-    speed = f"; {_speedup_text(m)} faster than the original" if m is not None else ""
+    speed = ""
+    if m is not None and m.speed.verdict == "faster":
+        speed = f"; {_speedup_text(m)} faster than the original"
+    elif m is not None and m.speed.ratio is not None:
+        speed = f"; no measurable speed change here (speed-up {_speedup_text(m)})"
     losses = ", losses match" if m is not None and m.losses.status == "match" else ""
     return f"{kept} of {n} rewrite(s) verified and in fix.patch{speed}{losses}"
 
@@ -134,6 +138,9 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
                      if outcome.reproducible else None},
         "combined": None if combined is None else {"rewrites": list(combined.rewrites),
                                                    **measured_dict(combined)},
+        "all_together": None if outcome.all_together is None else {
+            "rewrites": list(outcome.all_together.rewrites),
+            **measured_dict(outcome.all_together)},
         "rewrites": rewrites,
         "skipped": [{"rule": s.code, "where": s.where, "reason": s.reason}
                     for s in plan.skipped],

@@ -115,6 +115,8 @@ class FixOutcome:
     reproducible: LossCheck | None
     launches: tuple[ArmLaunch, ...]
     notes: tuple[str, ...] = ()
+    # Every compatible rewrite together, as first measured (None with fewer than two).
+    all_together: Measured | None = None
 
     def result(self, rewrite_id: str) -> RewriteResult:
         return next(r for r in self.rewrites if r.candidate.id == rewrite_id)
@@ -259,10 +261,11 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
                       key=lambda r: r.measured.speed.ratio or 1.0)
     chosen_set = compatible_set([r.candidate for r in accepted])
     chosen = tuple(c.id for c in chosen_set)
+    all_together = (measured(ALL, plan.by_id(together)) if ALL in spaces.arms else None)
     combined: Measured | None = None
     if len(chosen) >= 2:
         if set(chosen) == set(together):
-            combined = measured(ALL, chosen_set)
+            combined = all_together
         else:
             spaces.add(CHOSEN, chosen)
             say(f"measuring the {len(chosen)} verified rewrites together")
@@ -272,16 +275,17 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
                             launch_root, measure, settings.seed + 1, show, into=found,
                             first_block=next_block)
             combined = measured(CHOSEN, chosen_set)
-        if not combined.verdict.included:
+        if combined is None or not combined.verdict.included:
             best = accepted[0].candidate.id
-            notes.append(f"the verified rewrites together failed their check "
-                         f"({combined.verdict.reason}); the patch holds only the best one, {best}")
+            why = combined.verdict.reason if combined is not None else "not measured"
+            notes.append(f"the verified rewrites together failed their check ({why}); the "
+                         f"patch holds only the best one, {best}")
             chosen = (best,)
     texts = plan.texts(chosen)
     patch = render_patch((rel, plan.originals[rel], texts[rel]) for rel in sorted(texts))
     return FixOutcome(plan, settings, target, results, combined, chosen, patch,
                       _median([b.median_ms for b in base_launches]), base_memory, memory_kind,
-                      reproducible, tuple(found.launches), tuple(notes))
+                      reproducible, tuple(found.launches), tuple(notes), all_together)
 
 
 def _median(values: Sequence[float | None]) -> float | None:

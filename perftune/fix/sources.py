@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.engine.types import Finding
-from perftune.errors import ScriptError, TraceError, UsageError
+from perftune.errors import PerftuneError, ScriptError, TraceError, UsageError
 from perftune.fix.session import FixTarget
 
 if TYPE_CHECKING:
@@ -67,7 +67,13 @@ def from_run_dir(run_dir: Path) -> Source:
     elif (run_dir / "trace.json.gz").is_file():
         from perftune.pipeline import analyze_paths
 
-        analysis = analyze_paths([run_dir / "trace.json.gz"])
+        try:
+            analysis = analyze_paths([run_dir / "trace.json.gz"])
+        except PerftuneError:
+            raise
+        except Exception as exc:
+            raise TraceError(run_dir / "trace.json.gz",
+                             f"analysing it failed ({type(exc).__name__}: {exc})") from exc
         findings = analysis.findings
     else:
         raise UsageError(f"{run_dir} holds neither findings.json nor trace.json.gz")
@@ -93,7 +99,14 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
         detail = f": {result.error}" if result.error else ""
         raise ScriptError(f"profiling {script} failed ({result.status}){detail}; see "
                           f"{run_dir / 'output.log'}")
-    analysis = process_run(run_dir)
+    try:
+        analysis = process_run(run_dir)
+    except PerftuneError:
+        raise
+    except Exception as exc:
+        # A bug in a rule must not end in a traceback; the capture is on disk to retry with.
+        raise TraceError(run_dir / "trace.json.gz",
+                         f"analysing it failed ({type(exc).__name__}: {exc})") from exc
     if analysis is None:
         raise ScriptError(f"profiling {script} recorded no trace; see {run_dir}")
     target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=analysis.findings,

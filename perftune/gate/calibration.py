@@ -15,16 +15,23 @@ from typing import Any
 
 from perftune._version import __version__
 from perftune.errors import ConfigError
-from perftune.gate.stats import (
-    DEFAULT_POWER,
-    RatioEstimate,
-    launches_needed,
-    min_detectable_regression,
-)
+from perftune.gate.runner import DEFAULT_LAUNCHES, LaunchPlan
+from perftune.gate.stats import DEFAULT_POWER, RatioEstimate, min_detectable_regression
 
 KIND = "perftune-calibration"
 SCHEMA_VERSION = 1
 LAUNCH_TABLE = (4, 6, 10, 14, 20, 30, 50)
+LAUNCH_LIMIT = 1000
+
+
+def gate_detectable(noise: float, max_launches: int, confidence: float, power: float,
+                    paired: bool, first: int = DEFAULT_LAUNCHES) -> float:
+    """Smallest slowdown a gate with the default rounds up to `max_launches` per side
+    reliably detects: its last look has all the launches, at the per-look confidence."""
+    max_launches = max(2, max_launches)
+    plan = LaunchPlan(launches=min(first, max_launches), max_launches=max_launches)
+    look = 1.0 - (1.0 - confidence) / plan.looks
+    return min_detectable_regression(noise, max_launches, look, power, paired)
 
 
 @dataclass(frozen=True)
@@ -39,13 +46,23 @@ class Calibration:
     power: float = DEFAULT_POWER
 
     def detectable(self, launches: int, paired: bool = True) -> float:
-        """Smallest slowdown reliably detected with `launches` per side."""
+        """Smallest slowdown a gate with at most `launches` per side reliably detects."""
         noise = self.paired_noise if paired else self.noise
-        return min_detectable_regression(noise, launches, self.confidence, self.power, paired)
+        return gate_detectable(noise, launches, self.confidence, self.power, paired)
 
     def launches_for(self, regression: float, paired: bool = True) -> int | None:
+        """The --max-launches that detects `regression` reliably; None beyond LAUNCH_LIMIT."""
         noise = self.paired_noise if paired else self.noise
-        return launches_needed(noise, regression, self.confidence, self.power, paired=paired)
+        if gate_detectable(noise, LAUNCH_LIMIT, self.confidence, self.power, paired) > regression:
+            return None
+        lo, hi = 1, LAUNCH_LIMIT
+        while hi - lo > 1:  # the detectable slowdown shrinks as launches grow
+            mid = (lo + hi) // 2
+            if gate_detectable(noise, mid, self.confidence, self.power, paired) <= regression:
+                hi = mid
+            else:
+                lo = mid
+        return hi
 
     def table(self, paired: bool = True) -> list[tuple[int, float]]:
         return [(n, self.detectable(n, paired)) for n in LAUNCH_TABLE]
@@ -79,7 +96,7 @@ def _number(data: dict[str, Any], key: str, path: Path) -> float:
     return float(value)
 
 
-def noise_floor(path: Path, confidence: float, max_launches: int, paired: bool) -> float:
+def noise_floor(path: Path, confidence: float, plan: LaunchPlan, paired: bool) -> float:
     """The smallest slowdown the gate can reliably detect with `max_launches` per side, per the
     calibration file (paired: an interleaved --against gate; else a --baseline gate)."""
     try:
@@ -95,4 +112,4 @@ def noise_floor(path: Path, confidence: float, max_launches: int, paired: bool) 
     power = _number(data, "power", path)
     if not 0 < power < 1:
         raise ConfigError(f"{path}: calibration power must be in (0, 1), got {power}")
-    return min_detectable_regression(noise, max_launches, confidence, power, paired)
+    return gate_detectable(noise, plan.max_launches, confidence, power, paired, plan.launches)

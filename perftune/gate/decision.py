@@ -51,6 +51,19 @@ class DecisionRule:
     def raised_by_calibration(self) -> bool:
         return self.noise_floor > self.max_regression
 
+    def per_look(self, looks: int) -> DecisionRule:
+        """The rule for each of `looks` looks at growing data (Bonferroni).
+
+        Deciding again after every round of launches gives chance more than one try; splitting
+        the error rate over the planned looks keeps the whole gate's false-alarm rate at
+        1 - confidence. One look leaves the rule as it is.
+        """
+        if looks < 1:
+            raise UsageError(f"looks must be at least 1, got {looks}")
+        return DecisionRule(max_regression=self.max_regression,
+                            confidence=1.0 - (1.0 - self.confidence) / looks,
+                            noise_floor=self.noise_floor)
+
 
 @dataclass(frozen=True)
 class Decision:

@@ -24,6 +24,7 @@ from perftune.gate.decision import Decision, DecisionRule, decide
 if TYPE_CHECKING:
     from perftune.capture.runner import CaptureResult, ScriptTarget
 
+DEFAULT_LAUNCHES = 6
 BASE = "base"
 HEAD = "head"
 LOG_TAIL_LINES = 20
@@ -59,7 +60,7 @@ class MeasureSettings:
 class LaunchPlan:
     """How many launches per side: `launches` first, then `add` more per round up to the max."""
 
-    launches: int = 6
+    launches: int = DEFAULT_LAUNCHES
     max_launches: int = 20
     add: int = 4
 
@@ -70,6 +71,11 @@ class LaunchPlan:
             raise UsageError(f"--max-launches ({self.max_launches}) must be >= --launches ({self.launches})")
         if self.add < 1:
             raise UsageError(f"launches added per round must be >= 1, got {self.add}")
+
+    @property
+    def looks(self) -> int:
+        """How many times the gate may decide: once after each round."""
+        return len(self.rounds())
 
     def rounds(self) -> list[int]:
         """Launches per side to add at each look: [6, 4, 4, 4, 2] for 6/20/4."""
@@ -229,6 +235,7 @@ class SequentialGate:
 
     def run(self, rule: DecisionRule, plan: LaunchPlan) -> SequentialResult:
         rng = random.Random(self.seed)
+        look_rule = rule.per_look(plan.looks)
         decisions: list[Decision] = []
         for per_side in plan.rounds():
             order = [HEAD] * per_side if self.base is None else abba_order(per_side, rng)
@@ -237,7 +244,7 @@ class SequentialGate:
                 assert side is not None
                 self._run_one(side)
             # Interleaved launches are analysed as ABBA pairs; stored samples as a second sample.
-            decision = decide(self._samples(BASE), self._samples(HEAD), rule,
+            decision = decide(self._samples(BASE), self._samples(HEAD), look_rule,
                               paired=self.base is not None)
             decisions.append(decision)
             if self.on_decision is not None:

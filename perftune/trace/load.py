@@ -109,7 +109,11 @@ def load(paths: str | Path | Sequence[str | Path]) -> Trace:
             except (ValueError, TypeError, KeyError, IndexError, OverflowError,
                     msgspec.MsgspecError) as exc:  # malformed data the checks above missed
                 raise TraceError(path, f"malformed trace ({type(exc).__name__}: {exc})") from None
-        return builder.finish()
+        try:
+            return builder.finish()
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+            where = files[0] if len(files) == 1 else files[0].parent
+            raise TraceError(where, f"malformed trace ({type(exc).__name__}: {exc})") from None
     finally:
         if was_enabled:
             gc.enable()

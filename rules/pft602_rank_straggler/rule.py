@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -10,18 +9,28 @@ import numpy as np
 
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
-from perftune.trace.comm import collective_waits, rank_step_table, step_skew
+from perftune.trace.comm import collective_waits
 from perftune.trace.model import Trace
+from perftune.trace.multirank import (
+    comm_source,
+    rank_steps,
+    steps_across_ranks,
+    straggler_candidate,
+)
 
 
 class RankStraggler(Rule):
     """PFT602 rank-straggler: one rank's step work holds every other rank back.
 
     ## What it detects
-    In a multi-rank trace (one file per rank), steps in which one rank does more work than the
-    others — step time minus time in collectives — so that the others wait for it inside their
-    collectives. Reports the per-step skew, which rank is slowest and how often, and the extra
-    collective (wait) time on the other ranks. With a single rank's trace, the wait shows as
+    In a multi-rank trace (one file per rank, e.g. a `perftune profile --nproc-per-node N` run),
+    steps in which one rank does more work than the others, so that the others wait for it
+    inside their collectives. Each collective is matched across ranks by its position in the
+    step; a rank's duration in it minus the shortest rank's is its wait, and the step minus
+    that wait is the rank's own work. Reports the rank whose own work exceeds the others' most
+    (median over steps), how often it is the slowest, the per-step skew and the waits. Works
+    on GPU traces (NCCL kernels) and CPU traces (gloo collectives). With a single rank's trace,
+    the wait shows as
     collectives that take longer in some steps than the same collective (same kernel, same
     position in the step) takes in the fastest step: that excess is time spent waiting for a
     slower peer.
@@ -52,8 +61,9 @@ class RankStraggler(Rule):
     wait beyond the fastest instances, per step.
 
     ## Options
-    `min_skew_ms` (1.0) and `min_skew_share` (0.05): median work skew per step (single rank:
-    mean collective wait per step), in ms and as a share of the step, to report.
+    `min_skew_ms` (1.0) and `min_skew_share` (0.05): the slowest rank's median margin over the
+    other ranks' own work per step (single rank: mean collective wait per step), in ms and as a
+    share of the step, to report.
     """
 
     code: ClassVar[str] = "PFT602"
@@ -62,32 +72,41 @@ class RankStraggler(Rule):
     options: ClassVar[dict[str, Any]] = {"min_skew_ms": 1.0, "min_skew_share": 0.05}
 
     def check(self, trace: Trace) -> Iterator[Finding]:
-        skews = step_skew(trace)
+        skews = steps_across_ranks(trace)
         if not skews:
             yield from self._single_rank(trace)
             return
-        work = float(np.median([s.work_skew_ms for s in skews]))
-        step_ms = float(np.median([s.median_dur_ms for s in skews]))
+        found = straggler_candidate(trace)
+        if found is None or found.steps == 0:
+            return
+        work = found.margin_ms
+        step_ms = found.median_step_ms
         if work < self.config["min_skew_ms"] or (step_ms > 0 and work / step_ms < self.config["min_skew_share"]):
             return
-        slowest = Counter(s.slowest_rank for s in skews)
-        rank, times = slowest.most_common(1)[0]
-        table = rank_step_table(trace)
-        by_rank = table.groupby("rank")[["work_ms", "comm_ms", "dur_ms"]].median()
+        rank, times = found.rank, found.slowest_in
+        rows = rank_steps(trace)
+        by_rank: dict[int, dict[str, float]] = {}
+        for r in sorted({row.rank for row in rows}):
+            mine = [row for row in rows if row.rank == r]
+            by_rank[r] = {key: round(float(np.median([getattr(row, attr) for row in mine])), 3)
+                          for key, attr in (("work_ms", "busy_ms"), ("comm_ms", "comm_ms"),
+                                            ("dur_ms", "dur_ms"), ("wait_ms", "wait_ms"))}
+        waits = [s.max_wait_ms for s in skews]
         evidence: dict[str, Any] = {
-            "ranks": int(table["rank"].nunique()), "steps": len(skews),
+            "ranks": len(by_rank), "steps": len(skews),
             "median_step_ms": round(step_ms, 3), "median_work_skew_ms": round(work, 3),
+            "median_busy_skew_ms": round(float(np.median([s.busy_skew_ms for s in skews])), 3),
             "median_dur_skew_ms": round(float(np.median([s.dur_skew_ms for s in skews])), 3),
-            "median_max_wait_ms": round(float(np.median([s.max_wait_ms for s in skews])), 3),
+            "median_max_wait_ms": round(float(np.median(waits)), 3),
             "slowest_rank": rank, "slowest_in_steps": times,
-            "slowest_counts": {str(r): c for r, c in sorted(slowest.items())},
+            "slowest_counts": {str(r): c for r, c in found.slowest_counts.items()},
+            "communication": sorted({src for src in comm_source(trace).values()}),
             "per_step": [{"step": s.step, "slowest": s.slowest_rank, "fastest": s.fastest_rank,
-                          "work_skew_ms": round(s.work_skew_ms, 3), "max_wait_ms": round(s.max_wait_ms, 3)}
+                          "work_skew_ms": round(s.busy_skew_ms, 3), "max_wait_ms": round(s.max_wait_ms, 3)}
                          for s in skews[:20]],
-            "median_by_rank": {str(r): {k: round(float(v), 3) for k, v in row.items()}
-                               for r, row in by_rank.iterrows()},
+            "median_by_rank": {str(r): values for r, values in by_rank.items()},
         }
-        persistent = times / len(skews) >= 0.5
+        persistent = found.persistent
         message = (f"rank {rank} is the slowest in {times} of {len(skews)} steps; the ranks' own "
                    f"work differs by {work:.2f} ms per step (median, {work / step_ms:.0%} of the "
                    f"step) and the others wait for it in collectives"

@@ -67,7 +67,8 @@ def test_a_rewrite_that_changes_the_losses_is_caught_and_the_good_ones_applied(
     ]
     run = write_run_dir(tmp_path / "profile", script, ["12"], script.parent, findings)
     out = tmp_path / "out"
-    proc = perftune("fix", "--apply", "--launches", "2", "--warmup", "1", "--steps", "2",
+    # One launch per version keeps this test short; the interval needs more (see benchmarks/).
+    proc = perftune("fix", "--apply", "--launches", "1", "--warmup", "1", "--steps", "2",
                     "--out", str(out), str(run), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     doc = json.loads((out / "fix.json").read_text(encoding="utf-8"))
@@ -80,11 +81,12 @@ def test_a_rewrite_that_changes_the_losses_is_caught_and_the_good_ones_applied(
     for good in (right, right2):
         assert good["losses"] == "match", good["reason"]
         assert good["in_patch"], good["reason"]
-    assert doc["baseline"]["losses_reproducible"] == "match"
     versions = [x["version"] for x in doc["launches"]]
-    assert versions.count("all") == 2 and versions.count("chosen") == 2
-    assert versions.count("base") == 4
+    assert versions.count("all") == 1 and versions.count("chosen") == 1
+    assert versions.count("base") == 2
     assert sorted(doc["combined"]["rewrites"]) == sorted([right["id"], right2["id"]])
+    assert doc["all_together"]["status"] == "changed-results"
+    assert len(doc["all_together"]["rewrites"]) == 3
     assert doc["combined"]["losses"]["status"] == "match"
     # Applied: the file holds the good rewrites only, and the patch is exactly those.
     text = script.read_text(encoding="utf-8")

@@ -1,0 +1,849 @@
+"""Multi-rank capture: the script launched by torchrun, perftune's capture in every rank.
+
+`perftune profile --nproc-per-node N SCRIPT` runs `python -m torch.distributed.run [launch
+options] -m perftune.capture.bootstrap`; every worker runs the ordinary bootstrap, which reads
+its rank from RANK / LOCAL_RANK and writes files named by it (docs/contracts.md, "Multi-rank
+run directory"). Ranks step in lockstep, so each one stops after the same step index; they
+then meet at a barrier and leave the process group together.
+
+torchrun tears the job down when a rank fails; this module names the rank that failed first,
+stops a job whose failed rank the others do not follow, and on a timeout asks every rank for
+its Python stack (faulthandler) to tell the rank that hung from the ranks waiting for it in a
+collective. Workers live in sessions of their own, so their process groups are killed by
+name rather than with torchrun's.
+
+The parent side is torch-free; the child side imports torch.distributed inside its functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import json
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+
+from perftune.capture.layout import (
+    CHILD_CONFIG_FILE,
+    META_FILE,
+    OUTPUT_LOG,
+    RANK_CHILD_RESULT_FILE,
+    RANK_INFO_FILE,
+    RANK_STACKS_FILE,
+    RANK_STEPS_FILE,
+    RANK_TRACE_FILE,
+    STEPS_FILE,
+)
+from perftune.capture.process import ChildExit, ChildWatch, run_child
+from perftune.capture.results import CaptureResult, steps_document, write_json
+from perftune.capture.runner import (
+    CaptureOptions,
+    ScriptTarget,
+    _assemble,
+    _child_env,
+    _clear_run_dir,
+    _importable_root,
+    capture_meta,
+    child_config,
+    read_child_result,
+    validate,
+)
+from perftune.errors import ScriptError, UsageError
+
+__all__ = [
+    "DistributedResult",
+    "LaunchOptions",
+    "RankIdentity",
+    "RankResult",
+    "StackSite",
+    "announce_rank",
+    "leave_process_group",
+    "run_distributed",
+    "stack_site",
+]
+
+# After a rank failed, how long the others get to follow (torchrun stops them) before perftune
+# stops the job itself.
+RANK_FAILURE_GRACE_S = 20.0
+# How long the ranks wait for each other at the final barrier before giving up on it.
+BARRIER_TIMEOUT_S = 60.0
+# How long the watchdog waits for the ranks' stack dumps.
+STACK_DUMP_WAIT_S = 2.0
+STACK_SIGNAL = signal.SIGUSR1
+_FAILED_STATUSES = ("crashed", "oom")
+_NPROC_WORDS = ("auto", "cpu", "gpu", "xpu")
+_NNODES = re.compile(r"^\d+(:\d+)?$")
+
+
+# ============================================================================ child side
+@dataclass(frozen=True)
+class RankIdentity:
+    """Who this process is in the job, from the variables torchrun sets."""
+
+    rank: int
+    local_rank: int
+    world_size: int | None
+    local_world_size: int | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RankIdentity:
+        env = os.environ if env is None else env
+
+        def number(name: str) -> int | None:
+            try:
+                return int(env[name])
+            except (KeyError, ValueError):
+                return None
+
+        rank = number("RANK")
+        local_rank = number("LOCAL_RANK")
+        return cls(
+            rank=rank if rank is not None else (local_rank or 0),
+            local_rank=local_rank if local_rank is not None else (rank or 0),
+            world_size=number("WORLD_SIZE"),
+            local_world_size=number("LOCAL_WORLD_SIZE"),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "local_rank": self.local_rank,
+            "world_size": self.world_size,
+            "local_world_size": self.local_world_size,
+        }
+
+
+# Kept open for faulthandler, which writes to the file descriptor from a signal handler.
+_stack_file: IO[str] | None = None
+
+
+def announce_rank(run_dir: Path, identity: RankIdentity) -> None:
+    """Tell the parent this rank's pid, and dump Python stacks when it sends STACK_SIGNAL."""
+    global _stack_file
+    stacks = run_dir / RANK_STACKS_FILE.format(rank=identity.rank)
+    registered = False
+    try:
+        _stack_file = stacks.open("w", encoding="utf-8")
+        # A C-level handler: it runs even while the main thread is blocked inside a collective.
+        faulthandler.register(STACK_SIGNAL, file=_stack_file, all_threads=True)
+        registered = True
+    except (OSError, RuntimeError, ValueError):
+        registered = False
+    try:
+        created: float | None = psutil.Process().create_time()
+    except psutil.Error:
+        created = None
+    write_json(
+        run_dir / RANK_INFO_FILE.format(rank=identity.rank),
+        {
+            **identity.to_json(),
+            "pid": os.getpid(),
+            "pgid": os.getpgid(0),
+            "create_time": created,
+            "hostname": socket.gethostname(),
+            "stack_dump": registered,
+            "started_at": time.time(),
+        },
+    )
+
+
+def leave_process_group(timeout_s: float = BARRIER_TIMEOUT_S) -> str | None:
+    """Meet the other ranks at a barrier, then destroy the process group; a problem, or None.
+
+    Runs after the script was stopped at the end of the window: no rank closes its connections
+    while another still finishes the last collective. The barrier runs on a helper thread so
+    that a peer that never arrives costs `timeout_s`, not a hang.
+    """
+    try:
+        import torch
+        import torch.distributed as dist
+    except ImportError:
+        return None
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    device: int | None = None
+    with contextlib.suppress(Exception):
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+            device = torch.cuda.current_device()
+    problems: list[str] = []
+    done = threading.Event()
+
+    def meet() -> None:
+        try:
+            if device is not None:  # the current device is per thread; NCCL needs this rank's
+                torch.cuda.set_device(device)
+            dist.barrier()
+        except Exception as exc:
+            problems.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0:1]}")
+        finally:
+            done.set()
+
+    threading.Thread(target=meet, name="perftune-final-barrier", daemon=True).start()
+    if not done.wait(timeout_s):
+        return f"the other ranks did not reach the final barrier within {timeout_s:g} s"
+    if problems:
+        return f"the final barrier failed ({problems[0]})"
+    try:
+        dist.destroy_process_group()
+    except Exception as exc:
+        return f"leaving the process group failed ({type(exc).__name__}: {exc})"
+    return None
+
+
+# ============================================================================ launch options
+@dataclass(frozen=True)
+class LaunchOptions:
+    """torchrun's options, as `perftune profile` takes them."""
+
+    nproc_per_node: str = "1"  # a number, or auto | cpu | gpu | xpu as torchrun accepts
+    nnodes: str = "1"  # N or MIN:MAX
+    node_rank: int | None = None
+    rdzv_backend: str | None = None
+    rdzv_endpoint: str | None = None
+    rdzv_id: str | None = None
+    master_addr: str | None = None
+    master_port: int | None = None
+
+    @property
+    def single_node(self) -> bool:
+        return self.nnodes in ("1", "1:1")
+
+    def torchrun_args(self) -> list[str]:
+        """Arguments for `python -m torch.distributed.run`, before the entry point."""
+        args = ["--nproc-per-node", self.nproc_per_node, "--nnodes", self.nnodes]
+        # A failed rank must end the run, not restart the job from scratch.
+        args += ["--max-restarts", "0"]
+        rendezvous = (self.rdzv_endpoint, self.rdzv_backend, self.master_addr, self.master_port)
+        if self.single_node and all(value is None for value in rendezvous):
+            # One machine: a rendezvous on a free local port, so that two runs never collide.
+            args.append("--standalone")
+        if self.node_rank is not None:
+            args += ["--node-rank", str(self.node_rank)]
+        if self.rdzv_backend is not None:
+            args += ["--rdzv-backend", self.rdzv_backend]
+        if self.rdzv_endpoint is not None:
+            args += ["--rdzv-endpoint", self.rdzv_endpoint]
+        if self.rdzv_id is not None:
+            args += ["--rdzv-id", self.rdzv_id]
+        if self.master_addr is not None:
+            args += ["--master-addr", self.master_addr]
+        if self.master_port is not None:
+            args += ["--master-port", str(self.master_port)]
+        return args
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "launcher": "torchrun",
+            "nproc_per_node": self.nproc_per_node,
+            "nnodes": self.nnodes,
+            "node_rank": self.node_rank,
+            "rdzv_backend": self.rdzv_backend,
+            "rdzv_endpoint": self.rdzv_endpoint,
+            "rdzv_id": self.rdzv_id,
+            "master_addr": self.master_addr,
+            "master_port": self.master_port,
+        }
+
+
+def validate_launch(launch: LaunchOptions) -> None:
+    nproc = launch.nproc_per_node
+    if nproc not in _NPROC_WORDS and not (nproc.isdigit() and int(nproc) >= 1):
+        raise UsageError(
+            f"--nproc-per-node must be a positive number or one of {', '.join(_NPROC_WORDS)}, "
+            f"got {nproc!r}"
+        )
+    if not _NNODES.match(launch.nnodes) or launch.nnodes.startswith("0"):
+        raise UsageError(f"--nnodes must look like N or MIN:MAX, got {launch.nnodes!r}")
+    if launch.node_rank is not None and launch.node_rank < 0:
+        raise UsageError(f"--node-rank must be 0 or more, got {launch.node_rank}")
+    if not launch.single_node and launch.rdzv_endpoint is None and launch.master_addr is None:
+        raise UsageError(
+            "a job on several nodes needs --rdzv-endpoint HOST:PORT (or --master-addr) so that "
+            "the nodes can find each other"
+        )
+
+
+def torchrun_command(launch: LaunchOptions, target: ScriptTarget) -> list[str]:
+    """The command this capture stands for, as a user would type it."""
+    head = [str(target.path)] if target.path is not None else ["-m", str(target.module)]
+    return ["torchrun", *launch.torchrun_args(), *head, *target.args]
+
+
+# ============================================================================ results
+@dataclass(frozen=True)
+class StackSite:
+    """Where a rank's main thread was when the watchdog asked (from its faulthandler dump)."""
+
+    file: str
+    line: int
+    function: str
+    in_library: bool  # the innermost frame is in torch (or another library): waiting there
+    user_file: str | None = None  # the innermost frame of the user's own code
+    user_line: int | None = None
+    user_function: str | None = None
+
+    def describe(self) -> str:
+        if self.user_file is not None and self.in_library:
+            return (f"{self.user_file}:{self.user_line} in {self.user_function} (waiting inside "
+                    f"{Path(self.file).name}:{self.line} in {self.function})")
+        return f"{self.file}:{self.line} in {self.function}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "function": self.function,
+            "in_library": self.in_library,
+            "user_file": self.user_file,
+            "user_line": self.user_line,
+            "user_function": self.user_function,
+        }
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """One rank's capture and what the job-level watchdog learnt about it."""
+
+    rank: int
+    local_rank: int | None
+    capture: CaptureResult
+    finished_at: float | None = None  # wall clock of its results (None: it never wrote them)
+    started: bool = True  # it reached perftune's bootstrap
+    stack: StackSite | None = None
+    hostname: str | None = None
+    world_size: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.capture.status in _FAILED_STATUSES
+
+    def to_json(self) -> dict[str, Any]:
+        capture = self.capture
+        return {
+            "rank": self.rank,
+            "local_rank": self.local_rank,
+            "hostname": self.hostname,
+            "status": capture.status,
+            "exit_code": capture.exit_code,
+            "error": capture.error,
+            "steps": len(capture.steps),
+            "median_step_ms": capture.median_step_ms(),
+            "steps_file": RANK_STEPS_FILE.format(rank=self.rank),
+            "trace": capture.trace_path.name if capture.trace_path is not None else None,
+            "stack": self.stack.to_json() if self.stack is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class DistributedResult:
+    """The outcome of a multi-rank capture: the job's status and every local rank's capture."""
+
+    run_dir: Path
+    status: str
+    exit_code: int | None  # torchrun's
+    error: str | None
+    failed_rank: int | None
+    world_size: int | None
+    ranks: tuple[RankResult, ...]
+    meta: dict[str, Any]
+    launch: LaunchOptions
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def trace_paths(self) -> tuple[Path, ...]:
+        return tuple(r.capture.trace_path for r in self.ranks if r.capture.trace_path is not None)
+
+    @property
+    def steps(self) -> int:
+        """Steps of the rank with the most (the ranks step in lockstep)."""
+        return max((len(r.capture.steps) for r in self.ranks), default=0)
+
+    def rank(self, rank: int) -> RankResult:
+        for result in self.ranks:
+            if result.rank == rank:
+                return result
+        raise KeyError(rank)
+
+
+# ============================================================================ stacks
+_THREAD_HEADER = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+)")
+_FRAME = re.compile(r'^\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<function>.*)$')
+_LIBRARY_PARTS = ("site-packages", "dist-packages")
+
+
+def _stack_blocks(text: str) -> list[list[tuple[str, int, str]]]:
+    """faulthandler's dump as one list of (file, line, function) per thread, innermost first."""
+    blocks: list[list[tuple[str, int, str]]] = []
+    current: list[tuple[str, int, str]] | None = None
+    for line in text.splitlines():
+        if _THREAD_HEADER.match(line):
+            current = []
+            blocks.append(current)
+            continue
+        frame = _FRAME.match(line)
+        if frame is not None and current is not None:
+            current.append((frame["file"], int(frame["line"]), frame["function"].strip()))
+    return blocks
+
+
+def _is_library(path: str) -> bool:
+    parts = Path(path).parts
+    if any(part in _LIBRARY_PARTS for part in parts):
+        return True
+    if "perftune" in parts and "capture" in parts:
+        return True
+    stdlib = os.path.dirname(os.__file__)
+    return path.startswith(stdlib + os.sep) or path.startswith("<frozen ")
+
+
+def stack_site(dump: str) -> StackSite | None:
+    """Where the main thread of a faulthandler dump is: the thread that runs perftune's
+    bootstrap (the script runs inside it), else the last thread dumped."""
+    blocks = [block for block in _stack_blocks(dump) if block]
+    if not blocks:
+        return None
+    main = next(
+        (b for b in blocks if any("perftune/capture/bootstrap" in f.replace("\\", "/")
+                                  for f, _, _ in b)),
+        blocks[-1],
+    )
+    file, line, function = main[0]
+    user = next(((f, n, fn) for f, n, fn in main if not _is_library(f)), None)
+    return StackSite(
+        file=file,
+        line=line,
+        function=function,
+        in_library=_is_library(file),
+        user_file=user[0] if user else None,
+        user_line=user[1] if user else None,
+        user_function=user[2] if user else None,
+    )
+
+
+# ============================================================================ the watchdog
+@dataclass(frozen=True)
+class _RankInfo:
+    rank: int
+    local_rank: int | None
+    pid: int
+    pgid: int
+    create_time: float | None
+    hostname: str | None
+    stack_dump: bool
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _rank_of_file(path: Path, prefix: str) -> int | None:
+    match = re.match(re.escape(prefix) + r"(\d+)", path.name)
+    return int(match.group(1)) if match else None
+
+
+def _rank_infos(run_dir: Path) -> dict[int, _RankInfo]:
+    infos: dict[int, _RankInfo] = {}
+    for path in run_dir.glob(RANK_INFO_FILE.format(rank="*")):
+        data = _read_json(path)
+        rank = _rank_of_file(path, RANK_INFO_FILE.split("{", 1)[0])
+        if data is None or rank is None:
+            continue
+        try:
+            infos[rank] = _RankInfo(
+                rank=rank,
+                local_rank=data.get("local_rank"),
+                pid=int(data["pid"]),
+                pgid=int(data.get("pgid") or data["pid"]),
+                create_time=data.get("create_time"),
+                hostname=data.get("hostname"),
+                stack_dump=bool(data.get("stack_dump")),
+            )
+        except (KeyError, TypeError, ValueError):
+            continue
+    return infos
+
+
+def _alive(info: _RankInfo) -> bool:
+    """Whether the rank's process still runs (and its pid was not reused since)."""
+    try:
+        proc = psutil.Process(info.pid)
+        if info.create_time is not None and abs(proc.create_time() - info.create_time) > 0.5:
+            return False
+        return bool(proc.status() != psutil.STATUS_ZOMBIE)
+    except psutil.Error:
+        return False
+
+
+class RankWatch:
+    """The job's watchdog: worker process groups, a rank failure nobody follows, stack dumps."""
+
+    def __init__(self, run_dir: Path, grace_s: float = RANK_FAILURE_GRACE_S) -> None:
+        self.run_dir = run_dir
+        self.grace_s = grace_s
+        self.failure_seen_at: float | None = None
+        self.dumped = False
+
+    def groups(self) -> Iterable[int]:
+        here = os.getpgid(0)
+        return [info.pgid for info in _rank_infos(self.run_dir).values()
+                if info.pgid not in (here, 0) and _alive(info)]
+
+    def poll(self) -> str | None:
+        if self.failure_seen_at is None:
+            for path in self.run_dir.glob(RANK_CHILD_RESULT_FILE.format(rank="*")):
+                data = _read_json(path)
+                if data is not None and data.get("status") in _FAILED_STATUSES:
+                    self.failure_seen_at = time.monotonic()
+                    break
+            return None
+        if time.monotonic() - self.failure_seen_at < self.grace_s:
+            return None
+        if any(_alive(info) for info in _rank_infos(self.run_dir).values()):
+            return (f"a rank failed and the others were still running {self.grace_s:g} s "
+                    "later; perftune stopped them")
+        return None
+
+    def before_stop(self) -> None:
+        """Ask every live rank for its Python stacks, and wait a little for them."""
+        if self.dumped:
+            return
+        self.dumped = True
+        asked = []
+        for info in _rank_infos(self.run_dir).values():
+            if info.stack_dump and _alive(info):
+                with contextlib.suppress(OSError):
+                    os.kill(info.pid, STACK_SIGNAL)
+                    asked.append(info.rank)
+        deadline = time.monotonic() + STACK_DUMP_WAIT_S
+        while asked and time.monotonic() < deadline:
+            if all(self._stack_text(rank) for rank in asked):
+                time.sleep(0.1)  # let the last thread's frames land
+                return
+            time.sleep(0.05)
+
+    def _stack_text(self, rank: int) -> str:
+        try:
+            return (self.run_dir / RANK_STACKS_FILE.format(rank=rank)).read_text(
+                encoding="utf-8", errors="replace"
+            )
+        except OSError:
+            return ""
+
+    def stack(self, rank: int) -> StackSite | None:
+        return stack_site(self._stack_text(rank)) if self.dumped else None
+
+
+# ============================================================================ assembly
+def _outcome_of(child: dict[str, Any] | None, job: ChildExit) -> ChildExit:
+    """A rank's own ChildExit, from its results (torchrun reports only the job's code)."""
+    if child is not None and isinstance(child.get("exit_code"), int):
+        code = int(child["exit_code"])
+    else:
+        code = -int(signal.SIGKILL)  # no results: the process was killed before it wrote them
+    return ChildExit(
+        returncode=code, timed_out=job.timed_out, interrupted=job.interrupted, wall_s=job.wall_s
+    )
+
+
+def _first_failure(ranks: Sequence[RankResult]) -> RankResult | None:
+    """The rank that failed first: the others' errors (a closed connection) follow from it."""
+    failed = [r for r in ranks if r.failed]
+    if not failed:
+        return None
+    return min(failed, key=lambda r: (r.finished_at if r.finished_at is not None else math.inf,
+                                      r.rank))
+
+
+def _hung_ranks(ranks: Sequence[RankResult]) -> list[RankResult]:
+    """Ranks stuck in their own code (outside torch and other libraries): with a job stuck as a
+    whole, the ranks waiting for them sit inside a collective."""
+    return [r for r in ranks if r.stack is not None and not r.stack.in_library]
+
+
+def _job_status(
+    ranks: Sequence[RankResult], outcome: ChildExit, timeout_s: float | None
+) -> tuple[str, str | None, int | None, list[str]]:
+    """(status, error, failed rank, notes) of the whole job."""
+    notes: list[str] = []
+    if not ranks:
+        if outcome.timed_out:
+            return ("timeout", f"torchrun ran past the timeout of {timeout_s:g} s before any "
+                    "rank started", None, notes)
+        if outcome.interrupted:
+            return "interrupted", "interrupted", None, notes
+        return ("crashed", f"torchrun ended with exit code {outcome.returncode} before any rank "
+                "started (see its output above)", None, notes)
+    if outcome.timed_out:
+        hung = _hung_ranks(ranks)
+        stalled = ", ".join(str(r.rank) for r in hung)
+        if hung and len(hung) == len(ranks) > 1:
+            first = hung[0]
+            where = first.stack.describe() if first.stack is not None else "an unknown place"
+            return ("timeout", f"the job ran past the timeout of {timeout_s:g} s and was stopped; "
+                    f"every rank was busy in its own code (rank {first.rank} at {where})", None,
+                    notes)
+        if hung:
+            first = hung[0]
+            where = first.stack.describe() if first.stack is not None else "an unknown place"
+            error = (f"rank {first.rank} hung at {where}; the job ran past the timeout of "
+                     f"{timeout_s:g} s and was stopped")
+            if len(hung) > 1:
+                notes.append(f"ranks {stalled} were all outside torch when the job was stopped")
+            waiting = [r for r in ranks if r.stack is not None and r.stack.in_library]
+            if waiting:
+                notes.append("ranks " + ", ".join(str(r.rank) for r in waiting)
+                             + f" were waiting inside torch for rank {first.rank}")
+            return "timeout", error, first.rank, notes
+        sites = {r.stack.describe() for r in ranks if r.stack is not None}
+        where = f" (at {sorted(sites)[0]})" if len(sites) == 1 else ""
+        return ("timeout", f"the job ran past the timeout of {timeout_s:g} s and was stopped; "
+                f"every rank was waiting inside torch{where}: a collective that not every rank "
+                "entered, or a deadlock", None, notes)
+    failure = _first_failure(ranks)
+    if failure is not None:
+        others = [r.rank for r in ranks if r.failed and r.rank != failure.rank]
+        if others:
+            notes.append("ranks " + ", ".join(map(str, others)) + f" failed after rank "
+                         f"{failure.rank} (their errors follow from its failure)")
+        error = failure.capture.error or "it failed"
+        return failure.capture.status, f"rank {failure.rank} failed: {error}", failure.rank, notes
+    statuses = {r.capture.status for r in ranks}
+    if "interrupted" in statuses or outcome.interrupted:
+        return "interrupted", "interrupted", None, notes
+    bad = [r for r in ranks if r.capture.status not in ("ok", "nan", "window-not-reached")]
+    if bad:
+        first = bad[0]
+        return (first.capture.status, f"rank {first.rank} failed: {first.capture.error}",
+                first.rank, notes)
+    if "window-not-reached" in statuses:
+        return "window-not-reached", None, None, notes
+    if "nan" in statuses:
+        first = min((r for r in ranks if r.capture.status == "nan"), key=lambda r: r.rank)
+        error = first.capture.error or "the loss is not finite"
+        return "nan", f"rank {first.rank}: {error}", first.rank, notes
+    if outcome.returncode != 0:
+        return ("crashed", f"torchrun ended with exit code {outcome.returncode} although every "
+                "rank reported success", None, notes)
+    return "ok", None, None, notes
+
+
+def _assemble_ranks(
+    run_dir: Path,
+    target: ScriptTarget,
+    options: CaptureOptions,
+    meta: dict[str, Any],
+    outcome: ChildExit,
+    watch: RankWatch,
+) -> tuple[list[RankResult], dict[int, dict[str, Any]]]:
+    infos = _rank_infos(run_dir)
+    results: dict[int, dict[str, Any] | None] = {}
+    for path in run_dir.glob(RANK_CHILD_RESULT_FILE.format(rank="*")):
+        rank = _rank_of_file(path, RANK_CHILD_RESULT_FILE.split("{", 1)[0])
+        if rank is not None:
+            results[rank] = read_child_result(path)
+    for rank in infos:
+        results.setdefault(rank, None)
+    usage = next((c for c in results.values() if c is not None and c.get("usage_error")), None)
+    if usage is not None:
+        raise UsageError(str(usage.get("error")))
+    ranks: list[RankResult] = []
+    extras: dict[int, dict[str, Any]] = {}
+    for rank in sorted(results):
+        child = results[rank]
+        capture, extra = _assemble(
+            child, _outcome_of(child, outcome), target, options, run_dir, dict(meta),
+            trace_name=RANK_TRACE_FILE.format(rank=rank),
+        )
+        info = infos.get(rank)
+        identity = (child or {}).get("rank") or {}
+        finished = (child or {}).get("finished_at")
+        ranks.append(RankResult(
+            rank=rank,
+            local_rank=identity.get("local_rank", info.local_rank if info else None),
+            capture=capture,
+            finished_at=float(finished) if isinstance(finished, (int, float)) else None,
+            started=info is not None or child is not None,
+            stack=watch.stack(rank),
+            hostname=info.hostname if info else None,
+            world_size=identity.get("world_size"),
+        ))
+        extras[rank] = extra
+    return ranks, extras
+
+
+def _job_steps_document(result: DistributedResult, extras: Mapping[int, Any]) -> dict[str, Any]:
+    """steps.json of a multi-rank run: the contract's fields for the job (steps of the lowest
+    rank), plus the world size, the launch and a section per rank."""
+    lead = result.ranks[0] if result.ranks else None
+    if lead is not None:
+        lead_capture = lead.capture
+        document = steps_document(lead_capture, extras.get(lead.rank, {}))
+    else:
+        document = {"schema_version": 1, "step_source": "time-window", "skip": 0, "active": 0,
+                    "declared_knobs": {}, "knobs": {}, "peak_memory_bytes": None,
+                    "memory_kind": "rss", "profiler": "off", "steps": []}
+    peaks = [r.capture.peak_memory_bytes for r in result.ranks
+             if r.capture.peak_memory_bytes is not None]
+    document.update({
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "peak_memory_bytes": max(peaks) if peaks else None,
+        "notes": [*document.get("notes", []), *result.notes],
+        "steps_rank": lead.rank if lead is not None else None,
+        "world_size": result.world_size,
+        "failed_rank": result.failed_rank,
+        "launch": result.launch.to_json(),
+        "ranks": [r.to_json() for r in result.ranks],
+    })
+    return document
+
+
+def run_distributed(
+    target: ScriptTarget, run_dir: Path, options: CaptureOptions, launch: LaunchOptions
+) -> DistributedResult:
+    """Run `target` under torchrun with perftune's capture in every rank (see the module doc).
+
+    Like `run_capture`, never raises for what the script does: a failed, hung or interrupted
+    rank is in the result's status, error and failed_rank. Raises UsageError for bad options
+    and ScriptError when torchrun cannot be started.
+    """
+    validate(target, options)
+    validate_launch(launch)
+    run_dir = Path(run_dir).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _clear_run_dir(run_dir)
+    cwd = Path(target.cwd).resolve()
+    meta = capture_meta(target, cwd)
+    meta["command"] = torchrun_command(launch, target)
+    meta["launch"] = launch.to_json()
+    injected = _importable_root()
+    config_path = run_dir / CHILD_CONFIG_FILE
+    env, original_pythonpath = _child_env(options, config_path, injected)
+    config = child_config(target, options, run_dir, injected, original_pythonpath)
+    config["distributed"] = True
+    write_json(config_path, config)
+    argv = [sys.executable, "-m", "torch.distributed.run", *launch.torchrun_args(),
+            "-m", "perftune.capture.bootstrap"]
+    watch = RankWatch(run_dir)
+    try:
+        outcome = run_child(
+            argv,
+            cwd=cwd,
+            env=env,
+            timeout_s=options.timeout_s,
+            log_path=run_dir / OUTPUT_LOG if options.quiet else None,
+            watch=ChildWatch(poll=watch.poll, before_stop=watch.before_stop, groups=watch.groups),
+        )
+    except OSError as exc:
+        raise ScriptError(f"cannot start torchrun ({sys.executable}): {exc}") from None
+    finally:
+        config_path.unlink(missing_ok=True)
+    try:
+        ranks, extras = _assemble_ranks(run_dir, target, options, meta, outcome, watch)
+    finally:
+        for pattern in (RANK_CHILD_RESULT_FILE, RANK_INFO_FILE, RANK_STACKS_FILE):
+            for path in run_dir.glob(pattern.format(rank="*")):
+                path.unlink(missing_ok=True)
+    status, error, failed_rank, notes = _job_status(ranks, outcome, options.timeout_s)
+    if outcome.stopped:
+        notes.append(outcome.stopped)
+    world = next((r.world_size for r in ranks if isinstance(r.world_size, int)), None)
+    lead_meta = ranks[0].capture.meta if ranks else dict(meta)
+    job_meta = {**lead_meta, "world_size": world,
+                "ranks": {str(r.rank): {"hostname": r.hostname, "local_rank": r.local_rank}
+                          for r in ranks}}
+    result = DistributedResult(
+        run_dir=run_dir,
+        status=status,
+        exit_code=outcome.returncode if outcome.returncode >= 0 else None,
+        error=error,
+        failed_rank=failed_rank,
+        world_size=world if world is not None else _world_from_ranks(ranks),
+        ranks=tuple(ranks),
+        meta=job_meta,
+        launch=launch,
+        notes=tuple(notes),
+    )
+    for rank in ranks:
+        write_json(run_dir / RANK_STEPS_FILE.format(rank=rank.rank),
+                   {**steps_document(rank.capture, extras.get(rank.rank, {})),
+                    "rank": rank.rank, "local_rank": rank.local_rank,
+                    "world_size": result.world_size})
+    write_json(run_dir / STEPS_FILE, _job_steps_document(result, extras))
+    write_json(run_dir / META_FILE, result.meta)
+    return result
+
+
+def _world_from_ranks(ranks: Sequence[RankResult]) -> int | None:
+    return max(r.rank for r in ranks) + 1 if ranks else None
+
+
+# ============================================================================ printing
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def summary_lines(result: DistributedResult, shown_run_dir: str | None = None) -> list[str]:
+    """What `perftune profile --nproc-per-node N` prints about the capture."""
+    world = f", world size {result.world_size}" if result.world_size else ""
+    lines = [f"ranks      {len(result.ranks)} on this node{world}"]
+    for r in result.ranks:
+        capture = r.capture
+        median = capture.median_step_ms()
+        trace = capture.trace_path.name if capture.trace_path is not None else "no trace"
+        lines.append(f"  rank {r.rank:<4}{capture.status:<20}{len(capture.steps):>4} steps   "
+                     f"median {_ms(median):>10}   {trace}")
+    medians = [m for r in result.ranks if (m := r.capture.median_step_ms()) is not None]
+    if len(medians) > 1:
+        lines.append(f"step time  median of the ranks' medians {_ms(statistics.median(medians))}, "
+                     f"spread {_ms(max(medians) - min(medians))}")
+    if result.status != "ok":
+        detail = f": {result.error}" if result.error else ""
+        lines.append(f"status     {result.status}{detail}")
+    for note in result.notes:
+        lines.append(f"note       {note}")
+    lead = result.ranks[0].capture.notes if result.ranks else ()
+    for note in lead:
+        lines.append(f"note       rank {result.ranks[0].rank}: {note}")
+    lines.append(f"run dir    {shown_run_dir or result.run_dir}")
+    return lines
+
+
+def summary_document(result: DistributedResult) -> dict[str, Any]:
+    """`perftune profile --nproc-per-node N --format json`."""
+    return {
+        "run_dir": str(result.run_dir),
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "error": result.error,
+        "failed_rank": result.failed_rank,
+        "world_size": result.world_size,
+        "launch": result.launch.to_json(),
+        "ranks": [r.to_json() for r in result.ranks],
+        "traces": [str(p) for p in result.trace_paths],
+        "notes": list(result.notes),
+    }

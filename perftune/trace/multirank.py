@@ -1,0 +1,428 @@
+"""The ranks of one job side by side: step skew, stragglers, communication and collective waits.
+
+Synchronous data parallelism runs at the speed of its slowest rank: every collective completes
+only once every rank has entered it, so the ranks that arrive early spend the difference inside
+the collective. Three views of that, per rank and step:
+
+- *communication*: the union of the rank's collectives in the step, and the part of it that no
+  compute overlaps (*exposed*). On a GPU trace the collectives are NCCL/RCCL kernels and the
+  figures come from `comm.comm_overlap`; on a CPU trace (gloo) they are the collectives' host
+  annotations (`gloo:all_reduce` on gloo's worker threads) and compute is the rank's host
+  operators on its other threads.
+- *collective wait*: the k-th collective of a step is the same call on every rank; its duration
+  on a rank minus its shortest duration on any rank is the time that rank waited for the
+  others (`collective_waits`).
+- *busy time*: the step minus that wait — what the rank did itself. The rank with the most is
+  the step's slowest rank; a rank that is the slowest step after step, by a clear margin, is a
+  straggler (`straggler`).
+
+Pure functions of a loaded multi-rank `Trace` (one file per rank, `trace.load(dir)`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from perftune.trace import categories as C
+from perftune.trace.comm import collective_kind, comm_overlap, covered, merge_intervals
+from perftune.trace.device_metrics import memoized
+from perftune.trace.metrics import device_event_steps
+from perftune.trace.model import NO_ID, Trace
+
+# Host-side collectives that *run* on the host (CPU backends): gloo's worker threads annotate
+# each collective they execute. `nccl:*` host annotations only enqueue device work and are not
+# used: on a GPU trace the kernels are the collectives.
+_HOST_COLLECTIVE = re.compile(r"^(gloo|mpi|ucc):", re.IGNORECASE)
+# Host operators that are communication, not compute (they only enqueue or wait).
+_HOST_COMM_OP = re.compile(r"^(c10d::|gloo:|nccl:|mpi:|ucc:|record_param_comms)|"
+                           r"torch\.distributed\.|distributed::", re.IGNORECASE)
+
+# Defaults shared by summary.json's straggler and rule PFT602 (its options override them).
+STRAGGLER_MIN_MS = 1.0
+STRAGGLER_MIN_SHARE = 0.05
+
+
+# ---------------------------------------------------------------------------- collectives
+@dataclass(frozen=True)
+class CollectiveCall:
+    """One collective on one rank: a communication kernel, or a host collective on CPU."""
+
+    rank: int
+    step: int  # Step.index of the step that issued it
+    seq: int  # its position among the rank's collectives of that step, by start time
+    name: str
+    kind: str  # all_reduce, all_gather, ... (comm.collective_kind)
+    start_ms: float  # from the start of the trace
+    dur_ms: float
+    source: str  # device | host
+
+
+def _host_collective_mask(trace: Trace) -> np.ndarray:
+    mask: np.ndarray = (trace.name_matches(_HOST_COLLECTIVE) & ~trace.is_device
+                        & ~trace.cat_mask({C.PYTHON_FUNCTION}))
+    return mask
+
+
+@memoized
+def comm_source(trace: Trace) -> dict[int, str]:
+    """Per rank: 'device' (communication kernels), 'host' (CPU collectives) or 'none'."""
+    rank = trace.events["rank"].to_numpy()
+    device = np.asarray(trace.comm_kernel_mask, dtype=bool)
+    host = _host_collective_mask(trace)
+    out: dict[int, str] = {}
+    for r in trace.rank_ids:
+        on_rank = rank == r
+        out[r] = ("device" if (device & on_rank).any() else
+                  "host" if (host & on_rank).any() else "none")
+    return out
+
+
+@memoized
+def collective_calls(trace: Trace) -> list[CollectiveCall]:
+    """Every collective inside a step, per rank, in start order (see `comm_source`)."""
+    ev = trace.events
+    ts = ev["ts"].to_numpy()
+    dur = ev["dur"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    sources = comm_source(trace)
+    device_mask = np.asarray(trace.comm_kernel_mask, dtype=bool)
+    host_mask = _host_collective_mask(trace)
+    dev_step = device_event_steps(trace) if device_mask.any() else None
+    out: list[CollectiveCall] = []
+    for r, source in sources.items():
+        on_rank = rank == r
+        if source == "device":
+            assert dev_step is not None
+            rows = np.flatnonzero(device_mask & on_rank)
+            steps = dev_step[rows]
+        elif source == "host":
+            rows = np.flatnonzero(host_mask & on_rank)
+            steps = trace.step_of(ts[rows], rank[rows])
+        else:
+            continue
+        keep = steps != NO_ID
+        rows, steps = rows[keep], steps[keep]
+        order = np.lexsort((ts[rows], steps))
+        seq: Counter[int] = Counter()
+        for row, k in zip(rows[order].tolist(), steps[order].tolist(), strict=True):
+            index = trace.steps[k].index
+            name = trace.name_of(row)
+            out.append(CollectiveCall(
+                rank=int(r), step=index, seq=seq[index], name=name,
+                kind=collective_kind(name.split(":", 1)[-1]), start_ms=float(ts[row]) / 1000.0,
+                dur_ms=float(dur[row]) / 1000.0, source=source))
+            seq[index] += 1
+    return out
+
+
+@dataclass(frozen=True)
+class CollectiveWait:
+    """One collective call matched across ranks: how long each rank spent in it, and waited."""
+
+    step: int
+    seq: int
+    kind: str
+    dur_ms: dict[int, float]  # per rank
+    wait_ms: dict[int, float]  # per rank: its duration minus the shortest
+    last_rank: int  # the rank that waited least: the others waited for it
+    start_ms: dict[int, float]  # per rank, from the start of the trace
+
+    @property
+    def max_wait_ms(self) -> float:
+        return max(self.wait_ms.values(), default=0.0)
+
+
+@memoized
+def collective_waits(trace: Trace) -> list[CollectiveWait]:
+    """Per collective call index (step, position in the step) present on two or more ranks
+    with the same kind: the per-rank duration minus the minimum across ranks."""
+    groups: dict[tuple[int, int], list[CollectiveCall]] = {}
+    for call in collective_calls(trace):
+        groups.setdefault((call.step, call.seq), []).append(call)
+    out: list[CollectiveWait] = []
+    for (step, seq), calls in sorted(groups.items()):
+        if len({c.rank for c in calls}) < 2 or len({c.kind for c in calls}) != 1:
+            continue  # one rank only, or not the same collective: nothing to compare
+        durations = {c.rank: c.dur_ms for c in calls}
+        fastest = min(durations.values())
+        waits = {r: d - fastest for r, d in durations.items()}
+        last = min(sorted(durations), key=lambda r: durations[r])
+        out.append(CollectiveWait(step=step, seq=seq, kind=calls[0].kind, dur_ms=durations,
+                                  wait_ms=waits, last_rank=last,
+                                  start_ms={c.rank: c.start_ms for c in calls}))
+    return out
+
+
+# ---------------------------------------------------------------------------- per rank and step
+@dataclass(frozen=True)
+class RankStep:
+    """One step of one rank (milliseconds)."""
+
+    rank: int
+    step: int  # Step.index
+    dur_ms: float
+    comm_ms: float  # union of its collectives
+    exposed_ms: float  # the part of comm_ms with no compute running
+    wait_ms: float  # collective wait, concurrent collectives counted once (0: none matched)
+    busy_ms: float  # dur_ms minus the wait: the rank's own time
+    calls: int  # collectives in the step
+    matched: int  # of which matched with other ranks
+
+
+def _host_exposure(trace: Trace) -> dict[tuple[int, int], tuple[float, float]]:
+    """(comm µs, exposed µs) per (rank, index into trace.steps) for ranks with host collectives.
+
+    Compute is the rank's host operators on threads that run no collective, minus operators that
+    only enqueue or wait for communication."""
+    ev = trace.events
+    ts = ev["ts"].to_numpy()
+    end = ev["end"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    tid = ev["tid"].to_numpy()
+    pid = ev["pid"].to_numpy()
+    comm = _host_collective_mask(trace)
+    ops = trace.cat_mask({C.CPU_OP}) & ~trace.is_device & ~trace.name_matches(_HOST_COMM_OP)
+    out: dict[tuple[int, int], tuple[float, float]] = {}
+    for r, source in comm_source(trace).items():
+        if source != "host":
+            continue
+        on_rank = rank == r
+        comm_rows = np.flatnonzero(comm & on_rank)
+        comm_threads = set(zip(pid[comm_rows].tolist(), tid[comm_rows].tolist(), strict=True))
+        op_rows = np.flatnonzero(ops & on_rank)
+        keep = np.fromiter(((p, t) not in comm_threads for p, t in
+                            zip(pid[op_rows].tolist(), tid[op_rows].tolist(), strict=True)),
+                           bool, len(op_rows))
+        op_rows = op_rows[keep]
+        cs, ce = merge_intervals(ts[op_rows], end[op_rows])
+        for k, step in enumerate(trace.steps):
+            if step.rank != r:
+                continue
+            sel = comm_rows[(ts[comm_rows] < step.end) & (end[comm_rows] > step.start)]
+            if len(sel) == 0:
+                out[(r, k)] = (0.0, 0.0)
+                continue
+            ms, me = merge_intervals(np.maximum(ts[sel], step.start), np.minimum(end[sel], step.end))
+            total = float(np.sum(me - ms))
+            hidden = float(np.sum(covered(cs, ce, ms, me)))
+            out[(r, k)] = (total, max(0.0, total - hidden))
+    return out
+
+
+@memoized
+def rank_steps(trace: Trace) -> list[RankStep]:
+    """One row per step of every rank: duration, communication, exposure, wait, busy time."""
+    device = {(c.rank, c.step): (c.comm_ms, c.exposed_ms) for c in comm_overlap(trace)}
+    host = {key: (c / 1000.0, e / 1000.0) for key, (c, e) in _host_exposure(trace).items()}
+    # A rank that arrives early waits at the start of the collective: the first `wait` ms of
+    # each call are waiting. Buckets reduced concurrently (several gloo threads, streams)
+    # overlap, so the waits of one step are a union, never more than the step.
+    spans: dict[tuple[int, int], list[tuple[float, float]]] = {}
+    matched: Counter[tuple[int, int]] = Counter()
+    for w in collective_waits(trace):
+        for r, wait in w.wait_ms.items():
+            spans.setdefault((r, w.step), []).append((w.start_ms[r], w.start_ms[r] + wait))
+            matched[(r, w.step)] += 1
+    waits: dict[tuple[int, int], float] = {}
+    for key, pairs in spans.items():
+        starts, ends = merge_intervals(np.asarray([a for a, _ in pairs]),
+                                       np.asarray([b for _, b in pairs]))
+        waits[key] = float(np.sum(ends - starts))
+    calls: Counter[tuple[int, int]] = Counter((c.rank, c.step) for c in collective_calls(trace))
+    out: list[RankStep] = []
+    for k, step in sorted(enumerate(trace.steps), key=lambda ks: (ks[1].rank, ks[1].start)):
+        comm_ms, exposed_ms = device.get((step.rank, k)) or host.get((step.rank, k)) or (0.0, 0.0)
+        key = (step.rank, step.index)
+        dur_ms = step.dur / 1000.0
+        wait = waits.get(key, 0.0)
+        out.append(RankStep(rank=step.rank, step=step.index, dur_ms=dur_ms, comm_ms=comm_ms,
+                            exposed_ms=exposed_ms, wait_ms=wait, busy_ms=dur_ms - wait,
+                            calls=calls.get(key, 0), matched=matched.get(key, 0)))
+    return out
+
+
+@dataclass(frozen=True)
+class StepAcrossRanks:
+    """One step index seen on two or more ranks."""
+
+    step: int
+    ranks: int
+    median_dur_ms: float
+    dur_skew_ms: float  # longest minus shortest step
+    busy_skew_ms: float  # most minus least busy time
+    slowest_rank: int  # the busiest rank: the others waited for it
+    fastest_rank: int
+    max_wait_ms: float  # the longest collective wait of any rank
+
+
+def _busy(row: RankStep, waits_known: bool) -> float:
+    # Without matched collectives the whole communication time stands in for the wait.
+    return row.busy_ms if waits_known else row.dur_ms - row.comm_ms
+
+
+@memoized
+def steps_across_ranks(trace: Trace) -> list[StepAcrossRanks]:
+    """Per step index present on two or more ranks: skew, and who was slowest."""
+    by_step: dict[int, list[RankStep]] = {}
+    for row in rank_steps(trace):
+        by_step.setdefault(row.step, []).append(row)
+    out: list[StepAcrossRanks] = []
+    for step, rows in sorted(by_step.items()):
+        rows = sorted(rows, key=lambda r: r.rank)
+        if len({r.rank for r in rows}) < 2:
+            continue
+        known = any(r.matched for r in rows)
+        busy = [_busy(r, known) for r in rows]
+        durs = [r.dur_ms for r in rows]
+        waits = [r.wait_ms if known else r.comm_ms for r in rows]
+        out.append(StepAcrossRanks(
+            step=step, ranks=len(rows), median_dur_ms=float(statistics.median(durs)),
+            dur_skew_ms=max(durs) - min(durs), busy_skew_ms=max(busy) - min(busy),
+            slowest_rank=rows[int(np.argmax(busy))].rank,
+            fastest_rank=rows[int(np.argmin(busy))].rank,
+            max_wait_ms=max(waits) - (0.0 if known else min(waits))))
+    return out
+
+
+# ---------------------------------------------------------------------------- stragglers
+@dataclass(frozen=True)
+class Straggler:
+    """A rank the others wait for, step after step."""
+
+    rank: int
+    slowest_in: int  # steps in which it was the slowest rank
+    steps: int  # steps seen on two or more ranks
+    margin_ms: float  # median over steps of its busy time minus the other ranks' median
+    median_step_ms: float
+    slowest_counts: dict[int, int]
+
+    @property
+    def share_of_step(self) -> float:
+        return self.margin_ms / self.median_step_ms if self.median_step_ms > 0 else 0.0
+
+    @property
+    def persistent(self) -> bool:
+        return self.slowest_in * 2 >= self.steps
+
+
+def straggler_candidate(trace: Trace) -> Straggler | None:
+    """The rank with the largest median margin over the others' busy time, whatever its size
+    (None with fewer than two ranks per step). `straggler` applies the thresholds."""
+    table = steps_across_ranks(trace)
+    if not table:
+        return None
+    by_step: dict[int, list[RankStep]] = {}
+    for row in rank_steps(trace):
+        by_step.setdefault(row.step, []).append(row)
+    margins: dict[int, list[float]] = {}
+    for s in table:
+        rows = by_step[s.step]
+        known = any(r.matched for r in rows)
+        busy = {r.rank: _busy(r, known) for r in rows}
+        for r, value in busy.items():
+            others = [v for q, v in busy.items() if q != r]
+            margins.setdefault(r, []).append(value - float(statistics.median(others)))
+    scores = {r: float(statistics.median(values)) for r, values in margins.items()}
+    rank = max(sorted(scores), key=lambda r: scores[r])
+    counts = Counter(s.slowest_rank for s in table)
+    return Straggler(rank=rank, slowest_in=counts.get(rank, 0), steps=len(table),
+                     margin_ms=scores[rank],
+                     median_step_ms=float(statistics.median(s.median_dur_ms for s in table)),
+                     slowest_counts=dict(sorted(counts.items())))
+
+
+def straggler(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
+              min_share: float = STRAGGLER_MIN_SHARE) -> Straggler | None:
+    """The straggler, when one rank's own work exceeds the others' by at least `min_ms` and
+    `min_share` of the step (median over steps) and it is the slowest in at least half of them."""
+    found = straggler_candidate(trace)
+    if found is None or not found.persistent:
+        return None
+    if found.margin_ms < min_ms or found.share_of_step < min_share:
+        return None
+    return found
+
+
+# ---------------------------------------------------------------------------- summary.json
+def _median(values: Iterable[float]) -> float | None:
+    data = [v for v in values if math.isfinite(v)]
+    return float(statistics.median(data)) if data else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def multi_rank_summary(trace: Trace) -> dict[str, Any] | None:
+    """summary.json's `multi_rank` section; None when fewer than two ranks were loaded."""
+    if len(trace.rank_ids) < 2:
+        return None
+    rows = rank_steps(trace)
+    table = steps_across_ranks(trace)
+    waits = collective_waits(trace)
+    slowest = Counter(s.slowest_rank for s in table)
+    sources = comm_source(trace)
+    per_rank = []
+    for r in sorted(trace.rank_ids):
+        mine = [row for row in rows if row.rank == r]
+        per_rank.append({
+            "rank": r,
+            "steps": len(mine),
+            "median_step_ms": _median(row.dur_ms for row in mine),
+            "comm_ms_per_step": _mean([row.comm_ms for row in mine]) or 0.0,
+            "exposed_comm_ms_per_step": _mean([row.exposed_ms for row in mine]) or 0.0,
+            "wait_ms_per_step": _mean([row.wait_ms for row in mine]) or 0.0,
+            "busy_ms_per_step": _mean([row.busy_ms for row in mine]),
+            "slowest_in_steps": slowest.get(r, 0),
+            "comm_source": sources.get(r, "none"),
+        })
+    found = straggler(trace)
+    candidate = straggler_candidate(trace)
+    kinds = {s for s in sources.values() if s != "none"}
+    section = {
+        "ranks": len(trace.rank_ids),
+        "comm_source": kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none"),
+        "steps_compared": len(table),
+        "step_skew_ms": {"median": _median(s.dur_skew_ms for s in table),
+                         "max": max((s.dur_skew_ms for s in table), default=None)},
+        "busy_skew_ms": {"median": _median(s.busy_skew_ms for s in table),
+                         "max": max((s.busy_skew_ms for s in table), default=None)},
+        "straggler": None if found is None else {
+            "rank": found.rank, "slowest_in_steps": found.slowest_in, "steps": found.steps,
+            "margin_ms": found.margin_ms, "share_of_step": found.share_of_step},
+        "largest_margin": None if candidate is None else {
+            "rank": candidate.rank, "margin_ms": candidate.margin_ms,
+            "slowest_in_steps": candidate.slowest_in},
+        "per_rank": per_rank,
+        "per_step": [{"step": s.step, "ranks": s.ranks, "median_step_ms": s.median_dur_ms,
+                      "step_skew_ms": s.dur_skew_ms, "busy_skew_ms": s.busy_skew_ms,
+                      "slowest_rank": s.slowest_rank, "fastest_rank": s.fastest_rank,
+                      "max_wait_ms": s.max_wait_ms} for s in table],
+        "rank_steps": [asdict(row) for row in rows],
+        "collectives": {
+            "calls": len(collective_calls(trace)),
+            "matched": len(waits),
+            "wait_ms_by_rank": {str(r): sum(row.wait_ms for row in rows if row.rank == r)
+                                for r in sorted(trace.rank_ids)},
+        },
+    }
+    result: dict[str, Any] = _rounded(section)
+    return result
