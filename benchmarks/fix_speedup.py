@@ -7,8 +7,9 @@ interleaved in palindromic (ABBA-style) blocks with the same seed, and compares 
 memory and the first steps' losses. This script only drives the CLI and tabulates fix.json, so
 the figures are exactly what a user running the printed command gets.
 
-    python benchmarks/fix_speedup.py --launches 6 --out perftune-runs/fix-bench \\
-        --report benchmarks/fix_speedup.md
+    python benchmarks/fix_speedup.py --launches 8 --out perftune-runs/fix-bench
+
+Figures and their reading: benchmarks/fix_speedup.md.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def table(results: list[tuple[str, list[str], dict[str, Any], float]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--launches", type=int, default=6, help="launches per version")
+    parser.add_argument("--launches", type=int, default=8, help="launches per version")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--samples", nargs="*", default=list(SAMPLES))

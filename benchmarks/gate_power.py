@@ -92,6 +92,7 @@ def replay(pairs: list[tuple[float, float]], rule: DecisionRule, plan: LaunchPla
     """One gate replayed from measured pairs, with the gate's rounds and rule."""
     base: list[float] = []
     head: list[float] = []
+    rule = rule.per_look(plan.looks)  # as SequentialGate does
     for size in plan.rounds():
         for _ in range(size):
             b, h = rng.choice(pairs)

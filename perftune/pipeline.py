@@ -76,16 +76,19 @@ def selection_from_config(select: Sequence[str] = (), ignore: Sequence[str] = ()
 def analyze_trace(trace: Trace, rules: RuleSelection | None = None) -> Analysis:
     rules = rules or selection_from_config()
     findings = run_engine(trace, rules.select, rules.ignore, rules.preview, rules.options)
-    return Analysis(trace=trace, summary=summary_of(trace), findings=tuple(findings))
+    return Analysis(trace=trace, summary=summary_of(trace, rules), findings=tuple(findings))
 
 
-def summary_of(trace: Trace) -> dict[str, Any]:
+def summary_of(trace: Trace, rules: RuleSelection | None = None) -> dict[str, Any]:
     """summary.json: the trace's summary, with the multi-rank section when two or more ranks
-    were loaded (per-rank steps, skew, stragglers, communication and collective waits)."""
-    from perftune.trace.multirank import multi_rank_summary
+    were loaded (per-rank steps, skew, stragglers, communication and collective waits). The
+    straggler threshold is rule PFT602's, with its `[tool.perftune.rules.PFT602]` options."""
+    from perftune.trace.multirank import STRAGGLER_MIN_MS, STRAGGLER_MIN_SHARE, multi_rank_summary
 
     summary = summarize(trace)
-    section = multi_rank_summary(trace)
+    options = (rules.options if rules is not None else {}).get("PFT602", {})
+    section = multi_rank_summary(trace, float(options.get("min_skew_ms", STRAGGLER_MIN_MS)),
+                                 float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)))
     if section is not None:
         summary["multi_rank"] = section
     return summary

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import importlib.util
+import itertools
 import json
 import math
 import os
@@ -277,9 +279,25 @@ def validate_launch(launch: LaunchOptions) -> None:
 
 
 def torchrun_command(launch: LaunchOptions, target: ScriptTarget) -> list[str]:
-    """The command this capture stands for, as a user would type it."""
+    """The command this capture stands for, as a user would type it (perftune's additions to
+    torchrun's arguments, --max-restarts 0 and --standalone, left out)."""
     head = [str(target.path)] if target.path is not None else ["-m", str(target.module)]
-    return ["torchrun", *launch.torchrun_args(), *head, *target.args]
+    args = ["--nproc-per-node", launch.nproc_per_node]
+    if not launch.single_node:
+        args += ["--nnodes", launch.nnodes]
+    for flag, value in (("--node-rank", launch.node_rank), ("--rdzv-backend", launch.rdzv_backend),
+                        ("--rdzv-endpoint", launch.rdzv_endpoint), ("--rdzv-id", launch.rdzv_id),
+                        ("--master-addr", launch.master_addr),
+                        ("--master-port", launch.master_port)):
+        if value is not None:
+            args += [flag, str(value)]
+    return ["torchrun", *args, *head, *target.args]
+
+
+def _ranks_phrase(ranks: Sequence[int]) -> str:
+    """'rank 3' or 'ranks 0, 1'."""
+    return (f"rank {ranks[0]}" if len(ranks) == 1
+            else "ranks " + ", ".join(str(r) for r in ranks))
 
 
 # ============================================================================ results
@@ -287,26 +305,29 @@ def torchrun_command(launch: LaunchOptions, target: ScriptTarget) -> list[str]:
 class StackSite:
     """Where a rank's main thread was when the watchdog asked (from its faulthandler dump)."""
 
-    file: str
+    file: str  # the innermost frame
     line: int
     function: str
-    in_library: bool  # the innermost frame is in torch (or another library): waiting there
+    in_torch: bool  # the innermost frame is in torch: waiting in a collective (or computing)
     user_file: str | None = None  # the innermost frame of the user's own code
     user_line: int | None = None
     user_function: str | None = None
 
     def describe(self) -> str:
-        if self.user_file is not None and self.in_library:
-            return (f"{self.user_file}:{self.user_line} in {self.user_function} (waiting inside "
-                    f"{Path(self.file).name}:{self.line} in {self.function})")
-        return f"{self.file}:{self.line} in {self.function}"
+        inner = f"{self.file}:{self.line} in {self.function}"
+        if self.user_file is None:
+            return inner
+        user = f"{self.user_file}:{self.user_line} in {self.user_function}"
+        if self.user_file == self.file and self.user_line == self.line:
+            return user
+        return f"{user} (inside {Path(self.file).name}:{self.line} in {self.function})"
 
     def to_json(self) -> dict[str, Any]:
         return {
             "file": self.file,
             "line": self.line,
             "function": self.function,
-            "in_library": self.in_library,
+            "in_torch": self.in_torch,
             "user_file": self.user_file,
             "user_line": self.user_line,
             "user_function": self.user_function,
@@ -403,7 +424,28 @@ def _stack_blocks(text: str) -> list[list[tuple[str, int, str]]]:
     return blocks
 
 
+def _torch_dir() -> str | None:
+    """torch's package folder, found without importing torch (the parent stays torch-free)."""
+    try:
+        spec = importlib.util.find_spec("torch")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return os.path.realpath(next(iter(spec.submodule_search_locations)))
+
+
+def _in_torch(path: str, torch_dir: str | None) -> bool:
+    if torch_dir is not None:
+        for folder, file in ((torch_dir, path), (os.path.realpath(torch_dir), os.path.realpath(path))):
+            if file.startswith(folder + os.sep):
+                return True
+    parts = Path(path).parts
+    return any(a in _LIBRARY_PARTS and b == "torch" for a, b in itertools.pairwise(parts))
+
+
 def _is_library(path: str) -> bool:
+    """Installed packages, the standard library and perftune's capture: not the user's code."""
     parts = Path(path).parts
     if any(part in _LIBRARY_PARTS for part in parts):
         return True
@@ -413,7 +455,7 @@ def _is_library(path: str) -> bool:
     return path.startswith(stdlib + os.sep) or path.startswith("<frozen ")
 
 
-def stack_site(dump: str) -> StackSite | None:
+def stack_site(dump: str, torch_dir: str | None = None) -> StackSite | None:
     """Where the main thread of a faulthandler dump is: the thread that runs perftune's
     bootstrap (the script runs inside it), else the last thread dumped."""
     blocks = [block for block in _stack_blocks(dump) if block]
@@ -430,7 +472,7 @@ def stack_site(dump: str) -> StackSite | None:
         file=file,
         line=line,
         function=function,
-        in_library=_is_library(file),
+        in_torch=_in_torch(file, torch_dir if torch_dir is not None else _torch_dir()),
         user_file=user[0] if user else None,
         user_line=user[1] if user else None,
         user_function=user[2] if user else None,
@@ -576,9 +618,9 @@ def _first_failure(ranks: Sequence[RankResult]) -> RankResult | None:
 
 
 def _hung_ranks(ranks: Sequence[RankResult]) -> list[RankResult]:
-    """Ranks stuck in their own code (outside torch and other libraries): with a job stuck as a
-    whole, the ranks waiting for them sit inside a collective."""
-    return [r for r in ranks if r.stack is not None and not r.stack.in_library]
+    """Ranks stuck outside torch (their own code, a lock, a file): with a job stuck as a whole,
+    the ranks waiting for them sit inside torch, in a collective."""
+    return [r for r in ranks if r.stack is not None and not r.stack.in_torch]
 
 
 def _job_status(
@@ -601,7 +643,7 @@ def _job_status(
             first = hung[0]
             where = first.stack.describe() if first.stack is not None else "an unknown place"
             return ("timeout", f"the job ran past the timeout of {timeout_s:g} s and was stopped; "
-                    f"every rank was busy in its own code (rank {first.rank} at {where})", None,
+                    f"every rank was stuck outside torch (rank {first.rank} at {where})", None,
                     notes)
         if hung:
             first = hung[0]
@@ -610,10 +652,11 @@ def _job_status(
                      f"{timeout_s:g} s and was stopped")
             if len(hung) > 1:
                 notes.append(f"ranks {stalled} were all outside torch when the job was stopped")
-            waiting = [r for r in ranks if r.stack is not None and r.stack.in_library]
+            waiting = [r.rank for r in ranks if r.stack is not None and r.stack.in_torch]
             if waiting:
-                notes.append("ranks " + ", ".join(str(r.rank) for r in waiting)
-                             + f" were waiting inside torch for rank {first.rank}")
+                verb = "was" if len(waiting) == 1 else "were"
+                notes.append(f"{_ranks_phrase(waiting)} {verb} waiting inside torch (in a "
+                             f"collective) for rank {first.rank}")
             return "timeout", error, first.rank, notes
         sites = {r.stack.describe() for r in ranks if r.stack is not None}
         where = f" (at {sorted(sites)[0]})" if len(sites) == 1 else ""
@@ -624,8 +667,8 @@ def _job_status(
     if failure is not None:
         others = [r.rank for r in ranks if r.failed and r.rank != failure.rank]
         if others:
-            notes.append("ranks " + ", ".join(map(str, others)) + f" failed after rank "
-                         f"{failure.rank} (their errors follow from its failure)")
+            notes.append(f"{_ranks_phrase(others)} failed after rank {failure.rank} (an error "
+                         "that follows from its failure, such as a closed connection)")
         error = failure.capture.error or "it failed"
         return failure.capture.status, f"rank {failure.rank} failed: {error}", failure.rank, notes
     statuses = {r.capture.status for r in ranks}

@@ -138,7 +138,8 @@ def _checkout_root() -> Path | None:
               default=None, help="Compare with a baseline file written by `perftune baseline`.")
 @click.option("--max-regression", default=None,
               help="Allowed slowdown, 0.05 or 5% [default: 5%]; never tighter than --calibration shows is measurable.")
-@click.option("--confidence", type=float, default=None, help="Confidence of the interval [default: 0.95].")
+@click.option("--confidence", type=float, default=None,
+              help="Confidence of the whole gate, split over its looks at the data [default: 0.95].")
 @click.option("--launches", type=int, default=None, help="Launches per side before the first decision [default: 6].")
 @click.option("--max-launches", type=int, default=None,
               help="Launches per side at most, added 4 at a time while undecided [default: 20].")

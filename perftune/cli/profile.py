@@ -14,12 +14,16 @@ import os
 import shlex
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from perftune.cli._options import config_default, format_option, out_option
 from perftune.errors import PerftuneError, UsageError
+
+if TYPE_CHECKING:
+    from perftune.capture.distributed import LaunchOptions
+    from perftune.capture.runner import CaptureOptions, ScriptTarget
 
 # A run that measured nothing or whose script failed (DESIGN.md, exit codes).
 _FAILED = 3
@@ -128,10 +132,10 @@ def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -
 
 
 def _profile_ranks(
-    target: Any,
+    target: ScriptTarget,
     run_dir: Path,
-    options: Any,
-    launch: Any,
+    options: CaptureOptions,
+    launch: LaunchOptions,
     output_format: str,
     no_analyze: bool,
     fail_on: str | None,

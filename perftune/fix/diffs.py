@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from perftune.errors import UsageError
@@ -157,15 +157,3 @@ def render_patch(changes: Iterable[tuple[str, str, str]], context: int = 3) -> s
 def with_path(diff: FileDiff, path: str) -> FileDiff:
     return FileDiff(path, path, diff.hunks)
 
-
-def changed_line_numbers(hunks: Sequence[Hunk]) -> list[int]:
-    """Old-file line numbers (1-based) the hunks remove or insert before."""
-    numbers: list[int] = []
-    for hunk in hunks:
-        line = hunk.old_start if hunk.old_count else hunk.old_start + 1
-        for row in hunk.lines:
-            if row[0] == "-" or row[0] == "+":
-                numbers.append(line)
-            if row[0] in " -":
-                line += 1
-    return numbers

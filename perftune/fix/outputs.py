@@ -81,7 +81,7 @@ def headline(outcome: FixOutcome) -> str:
     if m is not None and m.speed.verdict == "faster":
         speed = f"; {_speedup_text(m)} faster than the original"
     elif m is not None and m.speed.ratio is not None:
-        speed = f"; no measurable speed change here (speed-up {_speedup_text(m)})"
+        speed = f"; no measurable speed change here, speed-up {_speedup_text(m)}"
     losses = ", losses match" if m is not None and m.losses.status == "match" else ""
     return f"{kept} of {n} rewrite(s) verified and in fix.patch{speed}{losses}"
 
@@ -192,6 +192,10 @@ def fix_markdown(doc: Mapping[str, Any], patch: str) -> str:
         lines += ["## Together", "", f"{', '.join(combined['rewrites'])}: {combined['reason']} "
                   f"(time ratio {speed['time_ratio']}, losses {combined['losses']['status']})",
                   ""]
+    together = doc.get("all_together")
+    if together and (not combined or together["rewrites"] != combined["rewrites"]):
+        lines += [f"All compatible rewrites together ({', '.join(together['rewrites'])}): "
+                  f"{together['status']}, {together['reason']}", ""]
     if patch:
         lines += ["## The patch", "", "Apply it from the project root with "
                   "`git apply fix.patch` (or `patch -p1 < fix.patch`), or run perftune fix again "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from perftune.errors import UsageError
-from perftune.gate.stats import RatioEstimate, paired_ratio_interval, ratio_interval
+from perftune.gate.stats import RatioEstimate, paired_ratio_interval, percent, ratio_interval
 
 Outcome = Literal["pass", "regression", "undecided"]
 
@@ -86,13 +86,13 @@ class Decision:
         interval = f"[{est.low:.3f}, {est.high:.3f}]"
         if self.outcome == "regression":
             return (f"ratio {est.ratio:.3f} exceeds the allowed {limit:.3f} and its "
-                    f"{est.confidence:.0%} interval {interval} lies above 1")
+                    f"{percent(est.confidence)} interval {interval} lies above 1")
         if self.outcome == "pass":
-            return f"the {est.confidence:.0%} interval {interval} lies below the allowed {limit:.3f}"
+            return f"the {percent(est.confidence)} interval {interval} lies below the allowed {limit:.3f}"
         if est.low > 1.0:
             return (f"slower beyond noise (interval {interval}) but the ratio {est.ratio:.3f} "
                     f"does not exceed the allowed {limit:.3f}, and the interval does not exclude it")
-        return f"the {est.confidence:.0%} interval {interval} straddles the allowed {limit:.3f}"
+        return f"the {percent(est.confidence)} interval {interval} straddles the allowed {limit:.3f}"
 
 
 def decide(base: Sequence[float], head: Sequence[float], rule: DecisionRule,

@@ -19,6 +19,7 @@ from perftune._version import __version__
 from perftune.gate.decision import Decision
 from perftune.gate.explain import Explanation, StructuralChange
 from perftune.gate.runner import Launch
+from perftune.gate.stats import percent
 from perftune.gate.verdict import Verdict
 
 SCHEMA_VERSION = 1
@@ -126,8 +127,12 @@ def _summary_sentence(verdict: Verdict) -> str:
     est = verdict.decision.estimate
     change = est.ratio - 1.0
     word = "slower" if change > 0 else "faster"
+    split = ""
+    if est.confidence > verdict.rule.confidence:
+        looks = round((1 - verdict.rule.confidence) / (1 - est.confidence))
+        split = f" (the {percent(verdict.rule.confidence)} confidence split over up to {looks} looks)"
     return (f"**Head is {abs(change):.1%} {word}** than base: ratio {est.ratio:.3f}, "
-            f"{est.confidence:.0%} interval [{est.low:.3f}, {est.high:.3f}], "
+            f"{percent(est.confidence)} interval [{est.low:.3f}, {est.high:.3f}]{split}, "
             f"allowed slowdown {verdict.threshold:.1%}. {md_escape(verdict.decision.reason, 400)}.")
 
 

@@ -24,6 +24,11 @@ from perftune.errors import UsageError
 DEFAULT_POWER = 0.9
 
 
+def percent(level: float) -> str:
+    """0.95 → '95%', 0.9875 → '98.8%' (confidence levels split over looks are not round)."""
+    return f"{level:.1%}".replace(".0%", "%")
+
+
 def log_samples(samples: Sequence[float], what: str = "samples") -> NDArray[np.float64]:
     """Logarithms of positive, finite step times; anything else is a measurement bug."""
     values = np.asarray(samples, dtype=np.float64)
@@ -228,31 +233,3 @@ def min_detectable_regression(
     df = launches - 1 if paired else 2 * launches - 2
     effect = (t_quantile(0.5 + confidence / 2, df) + normal_quantile(power)) * se
     return math.exp(effect) - 1.0
-
-
-def launches_needed(
-    noise: float,
-    regression: float,
-    confidence: float = 0.95,
-    power: float = DEFAULT_POWER,
-    limit: int = 1000,
-    paired: bool = False,
-) -> int | None:
-    """Launches per side to detect `regression` (0.05 = 5 %) reliably; None beyond `limit`."""
-    if regression <= 0:
-        raise UsageError(f"regression must be positive, got {regression}")
-
-    def detects(launches: int) -> bool:
-        return min_detectable_regression(noise, launches, confidence, power, paired) <= regression
-
-    if not detects(limit):
-        return None
-    # The detectable slowdown shrinks as launches grow, so bisect for the first that suffices.
-    lo, hi = 1, limit
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if detects(mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi

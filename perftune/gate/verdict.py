@@ -9,6 +9,7 @@ from typing import Literal
 from perftune.gate.decision import Decision, DecisionRule
 from perftune.gate.explain import Explanation
 from perftune.gate.runner import Launch
+from perftune.gate.stats import percent
 
 Status = Literal["pass", "regression", "inconclusive"]
 InconclusivePolicy = Literal["pass", "fail", "error"]
@@ -79,7 +80,7 @@ class Verdict:
         change = est.ratio - 1.0
         direction = "slower" if change > 0 else "faster"
         numbers = (f"head/base {est.ratio:.3f} ({abs(change):.1%} {direction}), "
-                   f"{est.confidence:.0%} CI [{est.low:.3f}, {est.high:.3f}], "
+                   f"{percent(est.confidence)} CI [{est.low:.3f}, {est.high:.3f}], "
                    f"allowed +{self.threshold:.1%}, {est.n_base}+{est.n_head} launches")
         if self.status == "regression":
             word = "REGRESSION"

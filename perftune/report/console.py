@@ -70,6 +70,42 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             continue
         share = f"{100.0 * value / mean:5.1f}%" if mean else "     "
         lines.append(f"  {label:<26}{_ms(value):>14}  {share}")
+    lines.extend(rank_lines(summary))
+    return lines
+
+
+_COMM_WORDS = {"device": "NCCL/RCCL kernels", "host": "host collectives (gloo)",
+               "none": "no collectives found", "mixed": "kernels and host collectives"}
+_RANK_COLUMNS = (("median step", "median_step_ms"), ("own work", "busy_ms_per_step"),
+                 ("wait", "wait_ms_per_step"), ("comm", "comm_ms_per_step"),
+                 ("exposed", "exposed_comm_ms_per_step"))
+
+
+def rank_lines(summary: dict[str, Any]) -> list[str]:
+    """The per-rank table of a multi-rank summary (mean per step): [] for one rank."""
+    section = summary.get("multi_rank")
+    if not isinstance(section, dict) or not section.get("per_rank"):
+        return []
+    source = _COMM_WORDS.get(str(section.get("comm_source")), str(section.get("comm_source")))
+    lines = ["", f"ranks side by side (mean per step; communication from {source})",
+             "  rank" + "".join(f"{title:>14}" for title, _ in _RANK_COLUMNS) + "   slowest in"]
+    compared = section.get("steps_compared") or 0
+    for row in section["per_rank"][:64]:
+        cells = "".join(f"{_ms(row.get(key)):>14}" for _, key in _RANK_COLUMNS)
+        lines.append(f"  {row.get('rank')!s:<4}{cells}   {row.get('slowest_in_steps')} of {compared}")
+    if len(section["per_rank"]) > 64:
+        lines.append(f"  … {len(section['per_rank']) - 64} more ranks in summary.json")
+    skew = (section.get("step_skew_ms") or {}).get("median")
+    if skew is not None:
+        lines.append(f"step skew  median {_ms(skew)} between the longest and shortest rank's step")
+    found = section.get("straggler")
+    if isinstance(found, dict):
+        lines.append(f"straggler  rank {found.get('rank')}: the slowest in "
+                     f"{found.get('slowest_in_steps')} of {found.get('steps')} steps, its own work "
+                     f"{_ms(found.get('margin_ms'))} per step above the others' "
+                     f"({100.0 * float(found.get('share_of_step') or 0.0):.0f}% of the step)")
+    else:
+        lines.append("straggler  none (no rank is slower than the others step after step)")
     return lines
 
 
@@ -170,6 +206,8 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
         table.add_row(label, _ms(value), f"{share:.1%}" if mean else "", bar)
     if table.row_count:
         out.print(table)
+    for rank_line in rank_lines(dict(view.summary))[1:]:
+        out.print(Text(rank_line))
 
     findings = view.findings
     if not findings:

@@ -16,6 +16,7 @@ from typing import Any
 
 from perftune.report.data import StepTiming
 from perftune.report.memory import MemorySeries
+from perftune.report.ranks import CollectiveTimeline, StepGrid
 from perftune.report.timeline import StepTimeline
 
 Figure = dict[str, Any]
@@ -292,6 +293,103 @@ def roofline_figure(ops: Sequence[RooflineOp], peak_flops_per_s: float | None,
         xaxis=_axis("arithmetic intensity (FLOP/byte)", type="log",
                     range=[math.log10(lo), math.log10(hi)]),
         yaxis=_axis(f"achieved {unit}", type="log"), height=420, annotations=annotations)}
+
+
+# ---------------------------------------------------------------------------- ranks
+_KIND_COLORS = ("#F58518", "#4C78A8", "#54A24B", "#B279A2", "#72B7B2", "#9D755D", "#BAB0AC")
+
+
+def rank_heatmap_figure(grid: StepGrid) -> Figure:
+    """Step time per rank (rows) and step (columns): a straggler is a row, a slow step a column."""
+    ylabels = [f"rank {r}" for r in grid.ranks]
+    hover = [[f"rank {r}, step {s}" + (f" ({label(grid.phases[s])})" if s in grid.phases else "")
+              + (f"<br>{v:.3f} ms" if v is not None else "<br>no step")
+              for s, v in zip(grid.steps, row, strict=True)]
+             for r, row in zip(grid.ranks, grid.dur_ms, strict=True)]
+    values = [v for row in grid.dur_ms for v in row if v is not None]
+    # Warm-up steps (compilation, first allocations) would wash out the colour of the rest.
+    kept = [v for s, row in zip(grid.steps, zip(*grid.dur_ms, strict=True), strict=True)
+            for v in row if v is not None and grid.phases.get(s) != "warmup"] or values
+    top = max(kept) if kept else None
+    data: dict[str, Any] = {
+        "type": "heatmap", "x": list(grid.steps), "y": ylabels, "z": [list(r) for r in grid.dur_ms],
+        "text": hover, "hoverinfo": "text", "colorscale": "Viridis", "reversescale": False,
+        "colorbar": {"title": {"text": "ms"}}, "xgap": 1, "ygap": 1,
+    }
+    if top is not None:
+        data.update(zmin=min(kept), zmax=top)
+    return {"data": [data], "layout": _layout(
+        xaxis=_axis("step", type="category" if len(grid.steps) < 40 else "linear"),
+        yaxis={"autorange": "reversed", "automargin": True},
+        height=max(220, 80 + 26 * len(grid.ranks)), margin={"l": 80, "r": 20, "t": 30, "b": 50})}
+
+
+def rank_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
+    """Per rank, mean per step: its own work and its wait for the others (left bar), and its
+    communication, split into the part compute hides and the exposed part (right bar)."""
+    if len(rows) < 2:
+        return None
+    xs = [f"rank {r.get('rank')}" for r in rows]
+
+    def col(key: str) -> list[float]:
+        return [float(r.get(key) or 0.0) for r in rows]
+
+    wait, busy = col("wait_ms_per_step"), col("busy_ms_per_step")
+    comm, exposed = col("comm_ms_per_step"), col("exposed_comm_ms_per_step")
+    stacks = (
+        ("own work", busy, "step", COLORS["compute"]),
+        ("waiting for other ranks", wait, "step", COLORS["sync"]),
+        ("communication hidden by compute", [max(0.0, c - e) for c, e in zip(comm, exposed, strict=True)],
+         "comm", "#FFBF79"),
+        ("communication exposed", exposed, "comm", COLORS["communication"]),
+    )
+    data = [{"type": "bar", "name": name, "x": xs, "y": values, "offsetgroup": group,
+             "legendgroup": group, "marker": {"color": color},
+             "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>%{{x}}</extra>"}
+            for name, values, group, color in stacks if any(values) or group == "step"]
+    return {"data": data, "layout": _layout(
+        barmode="relative", xaxis=_axis("rank (left bar: the step, right bar: communication)",
+                                        type="category"),
+        yaxis=_axis("ms per step"), height=340)}
+
+
+def collective_timeline_figure(timeline: CollectiveTimeline) -> Figure:
+    """Every rank's collectives on one time axis; the darker start of a bar is the wait."""
+    kinds = sorted({b.kind for b in timeline.bars})
+    lanes = [f"rank {r}" for r in timeline.ranks]
+    data: list[dict[str, Any]] = []
+    for n, kind in enumerate(kinds):
+        bars = [b for b in timeline.bars if b.kind == kind]
+        data.append({
+            "type": "bar", "orientation": "h", "name": label(kind, 40),
+            "y": [f"rank {b.rank}" for b in bars], "base": [b.start_ms for b in bars],
+            "x": [max(b.dur_ms, 1e-4) for b in bars], "width": 0.6,
+            "marker": {"color": _KIND_COLORS[n % len(_KIND_COLORS)], "line": {"width": 0}},
+            "hovertext": [f"{label(b.name, 80)}<br>rank {b.rank}, step {b.step}, call {b.seq}<br>"
+                          f"{b.dur_ms:.3f} ms, of which {b.wait_ms:.3f} ms waiting"
+                          for b in bars], "hoverinfo": "text"})
+    waits = [b for b in timeline.bars if b.wait_ms > 0]
+    if waits:
+        data.append({
+            "type": "bar", "orientation": "h", "name": "waiting for other ranks",
+            "y": [f"rank {b.rank}" for b in waits], "base": [b.start_ms for b in waits],
+            "x": [b.wait_ms for b in waits], "width": 0.3,
+            "marker": {"color": COLORS["sync"], "line": {"width": 0}},
+            "hovertext": [f"rank {b.rank} waited {b.wait_ms:.3f} ms (step {b.step}, call {b.seq})"
+                          for b in waits], "hoverinfo": "text"})
+    shapes = []
+    for n, rank in enumerate(timeline.ranks):
+        at = len(lanes) - 1 - n  # the lanes run top to bottom: category positions are reversed
+        for start in timeline.step_starts.get(rank, ()):
+            shapes.append({"type": "line", "x0": start, "x1": start, "yref": "y",
+                           "y0": at - 0.45, "y1": at + 0.45,
+                           "line": {"color": "#333", "width": 1, "dash": "dot"}})
+    return {"data": data, "layout": _layout(
+        barmode="overlay", height=max(220, 90 + 40 * len(lanes)),
+        margin={"l": 80, "r": 20, "t": 40, "b": 50},
+        xaxis=_axis(f"ms from the start of step {timeline.steps[0]}"),
+        yaxis={"categoryorder": "array", "categoryarray": lanes[::-1], "automargin": True},
+        shapes=shapes[:400])}
 
 
 # ---------------------------------------------------------------------------- comparison

@@ -393,6 +393,7 @@ def report_context(view: RunView) -> dict[str, Any]:
     gate_fig = _gate_figure(view.gate) if view.gate else None
     if gate_fig:
         figures["gate"] = gate_fig
+    ranks = _rank_views(view, figures)
     tuning_figs = tuning_figures(view.tuning) if view.tuning else []
     for k, tfig in enumerate(tuning_figs):
         figures[f"tuning-{k}"] = tfig
@@ -427,6 +428,7 @@ def report_context(view: RunView) -> dict[str, Any]:
         "top_ops": ops,
         "top_kernels": kernels,
         "timeline": timeline,
+        "ranks": ranks,
         "memory": memory,
         "has_roofline": "roofline" in figures,
         "roofline_ops": roof_ops,
@@ -442,6 +444,33 @@ def report_context(view: RunView) -> dict[str, Any]:
         "perfetto_url": PERFETTO_URL,
         "figures_json": script_json(figures),
     }
+
+
+def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None:
+    """The Ranks section of a multi-rank run: heatmap, per-rank breakdown, collective
+    timeline; their figures go into `figures`. None for a single rank."""
+    from perftune.report.ranks import collective_timeline, multi_rank, rank_table, step_grid
+
+    section = multi_rank(view.summary)
+    if section is None:
+        return None
+    grid = step_grid(view)
+    if grid is not None:
+        figures["rank-heatmap"] = F.rank_heatmap_figure(grid)
+    rows = rank_table(view.summary)
+    fig = F.rank_breakdown_figure(rows)
+    if fig:
+        figures["rank-breakdown"] = fig
+    timeline = None
+    if view.trace is not None:
+        try:
+            timeline = collective_timeline(view.trace)
+        except Exception:  # the other sections are worth more than this one
+            timeline = None
+    if timeline is not None and timeline.bars:
+        figures["rank-collectives"] = F.collective_timeline_figure(timeline)
+    return {"section": section, "rows": rows, "grid": grid, "collectives": timeline,
+            "straggler": section.get("straggler"), "per_step": section.get("per_step") or []}
 
 
 _BREAKDOWN_ROWS = (

@@ -117,6 +117,30 @@ def _breakdown(view: RunView) -> str | None:
     return "### Where the time goes (mean per step)\n\n" + _table(("", "time", "share"), rows, "lrr")
 
 
+def _ranks(view: RunView) -> str | None:
+    """The per-rank table of a multi-rank run (mean per step), and its straggler."""
+    from perftune.report.ranks import multi_rank, rank_table
+
+    section = multi_rank(view.summary)
+    rows = rank_table(view.summary)
+    if section is None or not rows:
+        return None
+    compared = section.get("steps_compared") or 0
+    table = _table(("rank", "median step", "own work", "wait for others", "communication",
+                    "exposed", "slowest in"),
+                   [(str(r.get("rank")), _ms(r.get("median_step_ms")), _ms(r.get("busy_ms_per_step")),
+                     _ms(r.get("wait_ms_per_step")), _ms(r.get("comm_ms_per_step")),
+                     _ms(r.get("exposed_comm_ms_per_step")),
+                     f"{r.get('slowest_in_steps')} of {compared}") for r in rows[:64]],
+                   "lrrrrrr")
+    found = section.get("straggler")
+    verdict = (f"**Straggler: rank {found.get('rank')}**, the slowest in "
+               f"{found.get('slowest_in_steps')} of {found.get('steps')} steps; its own work is "
+               f"{_ms(found.get('margin_ms'))} per step above the others'."
+               if isinstance(found, Mapping) else "No straggler.")
+    return f"### Ranks (mean per step)\n\n{verdict}\n\n{table}"
+
+
 def _gate(view: RunView) -> str | None:
     gate = view.gate
     if not gate:
@@ -215,7 +239,7 @@ def _top(view: RunView) -> str | None:
 def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     findings = view.findings
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
-                                _breakdown(view)]
+                                _breakdown(view), _ranks(view)]
     if findings:
         blocks.append(_findings_table(findings, shown=50))
         blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))

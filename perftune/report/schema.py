@@ -107,6 +107,95 @@ class Kernel(_Doc):
     mean_us: Annotated[float, msgspec.Meta(description="microseconds")]
 
 
+class Skew(_Doc):
+    median: MaybeMs = None
+    max: MaybeMs = None
+
+
+class StragglerRank(_Doc):
+    """The rank the others wait for: its own work (step minus collective wait) exceeds the other
+    ranks' by `margin_ms` (median over steps), beyond PFT602's thresholds."""
+
+    rank: int
+    slowest_in_steps: int
+    steps: int
+    margin_ms: Milliseconds
+    share_of_step: Annotated[float, msgspec.Meta(description="margin_ms / median step")]
+
+
+class LargestMargin(_Doc):
+    """The rank with the largest margin whatever its size (the straggler candidate)."""
+
+    rank: int
+    margin_ms: Milliseconds
+    slowest_in_steps: int
+
+
+CommSource = Literal["device", "host", "none", "mixed"]
+
+
+class RankStats(_Doc):
+    """One rank, mean per step unless named median."""
+
+    rank: int
+    steps: int
+    median_step_ms: MaybeMs
+    comm_ms_per_step: Milliseconds
+    exposed_comm_ms_per_step: Milliseconds
+    wait_ms_per_step: Annotated[float, msgspec.Meta(
+        description="time in collectives beyond the fastest rank's duration of the same call")]
+    busy_ms_per_step: MaybeMs
+    slowest_in_steps: int
+    comm_source: CommSource
+
+
+class StepAcrossRanks(_Doc):
+    step: int
+    ranks: int
+    median_step_ms: Milliseconds
+    step_skew_ms: Milliseconds
+    busy_skew_ms: Milliseconds
+    slowest_rank: int
+    fastest_rank: int
+    max_wait_ms: Milliseconds
+
+
+class RankStep(_Doc):
+    rank: int
+    step: int
+    dur_ms: Milliseconds
+    comm_ms: Milliseconds
+    exposed_ms: Milliseconds
+    wait_ms: Milliseconds
+    exposed_wait_ms: Annotated[float, msgspec.Meta(
+        description="the part of wait_ms with no compute running (a part of exposed_ms)")]
+    busy_ms: Milliseconds
+    calls: int
+    matched: int
+
+
+class CollectiveTotals(_Doc):
+    calls: int
+    matched: Annotated[int, msgspec.Meta(description="collective calls matched across ranks")]
+    wait_ms_by_rank: dict[str, float]
+
+
+class MultiRank(_Doc):
+    """Two or more ranks of one job side by side (present when two or more were loaded)."""
+
+    ranks: int
+    comm_source: CommSource
+    steps_compared: Annotated[int, msgspec.Meta(description="step indices seen on 2+ ranks")]
+    step_skew_ms: Skew
+    busy_skew_ms: Skew
+    straggler: StragglerRank | None
+    largest_margin: LargestMargin | None
+    per_rank: list[RankStats]
+    per_step: list[StepAcrossRanks]
+    rank_steps: list[RankStep]
+    collectives: CollectiveTotals
+
+
 class Summary(_Doc):
     """summary.json: what the trace holds and where step time goes."""
 
@@ -133,6 +222,7 @@ class Summary(_Doc):
     warnings: Annotated[list[str], msgspec.Meta(
         description="problems met while loading the trace (events skipped or repaired)")] = \
         msgspec.field(default_factory=list)
+    multi_rank: MultiRank | None = None
 
 
 # ---------------------------------------------------------------------------- findings.json

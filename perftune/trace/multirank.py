@@ -172,37 +172,59 @@ class RankStep:
     comm_ms: float  # union of its collectives
     exposed_ms: float  # the part of comm_ms with no compute running
     wait_ms: float  # collective wait, concurrent collectives counted once (0: none matched)
+    exposed_wait_ms: float  # the part of the wait with no compute running (in exposed_ms)
     busy_ms: float  # dur_ms minus the wait: the rank's own time
     calls: int  # collectives in the step
     matched: int  # of which matched with other ranks
 
 
-def _host_exposure(trace: Trace) -> dict[tuple[int, int], tuple[float, float]]:
-    """(comm µs, exposed µs) per (rank, index into trace.steps) for ranks with host collectives.
-
-    Compute is the rank's host operators on threads that run no collective, minus operators that
-    only enqueue or wait for communication."""
+@memoized
+def compute_intervals(trace: Trace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Per rank, the merged intervals (µs) during which it computed: its non-communication
+    kernels when its collectives are kernels; else its host operators on threads that run no
+    collective, leaving out operators that only enqueue or wait for communication."""
     ev = trace.events
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
     rank = ev["rank"].to_numpy()
     tid = ev["tid"].to_numpy()
     pid = ev["pid"].to_numpy()
-    comm = _host_collective_mask(trace)
+    device_comm = np.asarray(trace.comm_kernel_mask, dtype=bool)
+    kernels = trace.cat_mask(C.KERNEL_CATS) & ~device_comm
+    host_comm = _host_collective_mask(trace)
     ops = trace.cat_mask({C.CPU_OP}) & ~trace.is_device & ~trace.name_matches(_HOST_COMM_OP)
+    out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for r, source in comm_source(trace).items():
+        on_rank = rank == r
+        if source == "device":
+            rows = np.flatnonzero(kernels & on_rank)
+        else:
+            comm_rows = np.flatnonzero(host_comm & on_rank)
+            threads = set(zip(pid[comm_rows].tolist(), tid[comm_rows].tolist(), strict=True))
+            rows = np.flatnonzero(ops & on_rank)
+            keep = np.fromiter(((p, t) not in threads for p, t in
+                                zip(pid[rows].tolist(), tid[rows].tolist(), strict=True)),
+                               bool, len(rows))
+            rows = rows[keep]
+        out[r] = merge_intervals(ts[rows], end[rows])
+    return out
+
+
+def _host_exposure(trace: Trace) -> dict[tuple[int, int], tuple[float, float]]:
+    """(comm µs, exposed µs) per (rank, index into trace.steps) for ranks with host collectives
+    (device collectives: `comm.comm_overlap`)."""
+    ev = trace.events
+    ts = ev["ts"].to_numpy()
+    end = ev["end"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    comm = _host_collective_mask(trace)
+    compute = compute_intervals(trace)
     out: dict[tuple[int, int], tuple[float, float]] = {}
     for r, source in comm_source(trace).items():
         if source != "host":
             continue
-        on_rank = rank == r
-        comm_rows = np.flatnonzero(comm & on_rank)
-        comm_threads = set(zip(pid[comm_rows].tolist(), tid[comm_rows].tolist(), strict=True))
-        op_rows = np.flatnonzero(ops & on_rank)
-        keep = np.fromiter(((p, t) not in comm_threads for p, t in
-                            zip(pid[op_rows].tolist(), tid[op_rows].tolist(), strict=True)),
-                           bool, len(op_rows))
-        op_rows = op_rows[keep]
-        cs, ce = merge_intervals(ts[op_rows], end[op_rows])
+        comm_rows = np.flatnonzero(comm & (rank == r))
+        cs, ce = compute[r]
         for k, step in enumerate(trace.steps):
             if step.rank != r:
                 continue
@@ -231,20 +253,25 @@ def rank_steps(trace: Trace) -> list[RankStep]:
         for r, wait in w.wait_ms.items():
             spans.setdefault((r, w.step), []).append((w.start_ms[r], w.start_ms[r] + wait))
             matched[(r, w.step)] += 1
-    waits: dict[tuple[int, int], float] = {}
+    waits: dict[tuple[int, int], tuple[float, float]] = {}
+    compute = compute_intervals(trace)
     for key, pairs in spans.items():
         starts, ends = merge_intervals(np.asarray([a for a, _ in pairs]),
                                        np.asarray([b for _, b in pairs]))
-        waits[key] = float(np.sum(ends - starts))
+        cs, ce = compute.get(key[0], (np.empty(0), np.empty(0)))
+        hidden = float(np.sum(covered(cs, ce, starts * 1000.0, ends * 1000.0))) / 1000.0
+        total = float(np.sum(ends - starts))
+        waits[key] = (total, max(0.0, total - hidden))
     calls: Counter[tuple[int, int]] = Counter((c.rank, c.step) for c in collective_calls(trace))
     out: list[RankStep] = []
     for k, step in sorted(enumerate(trace.steps), key=lambda ks: (ks[1].rank, ks[1].start)):
         comm_ms, exposed_ms = device.get((step.rank, k)) or host.get((step.rank, k)) or (0.0, 0.0)
         key = (step.rank, step.index)
         dur_ms = step.dur / 1000.0
-        wait = waits.get(key, 0.0)
+        wait, exposed_wait = waits.get(key, (0.0, 0.0))
         out.append(RankStep(rank=step.rank, step=step.index, dur_ms=dur_ms, comm_ms=comm_ms,
-                            exposed_ms=exposed_ms, wait_ms=wait, busy_ms=dur_ms - wait,
+                            exposed_ms=exposed_ms, wait_ms=wait,
+                            exposed_wait_ms=min(exposed_wait, exposed_ms), busy_ms=dur_ms - wait,
                             calls=calls.get(key, 0), matched=matched.get(key, 0)))
     return out
 
@@ -371,8 +398,10 @@ def _rounded(value: Any) -> Any:
     return value
 
 
-def multi_rank_summary(trace: Trace) -> dict[str, Any] | None:
-    """summary.json's `multi_rank` section; None when fewer than two ranks were loaded."""
+def multi_rank_summary(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
+                       min_share: float = STRAGGLER_MIN_SHARE) -> dict[str, Any] | None:
+    """summary.json's `multi_rank` section; None when fewer than two ranks were loaded.
+    `min_ms` and `min_share` are the straggler thresholds (`straggler`)."""
     if len(trace.rank_ids) < 2:
         return None
     rows = rank_steps(trace)
@@ -394,7 +423,7 @@ def multi_rank_summary(trace: Trace) -> dict[str, Any] | None:
             "slowest_in_steps": slowest.get(r, 0),
             "comm_source": sources.get(r, "none"),
         })
-    found = straggler(trace)
+    found = straggler(trace, min_ms, min_share)
     candidate = straggler_candidate(trace)
     kinds = {s for s in sources.values() if s != "none"}
     section = {

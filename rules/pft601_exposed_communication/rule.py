@@ -14,11 +14,21 @@ from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import CommStep, collective_kind, comm_kernel_mask, comm_overlap
 from perftune.trace.device_metrics import launching_op, outermost_op
 from perftune.trace.model import Trace
+from perftune.trace.multirank import rank_steps
 from perftune.trace.sync_metrics import user_frame_row
 
 
 def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else 0.0
+
+
+def _peer_waits(trace: Trace) -> dict[tuple[int, int], float]:
+    """The exposed part of each rank's collective wait per (rank, step index) when two or more
+    ranks are loaded, else {}."""
+    if len(trace.rank_ids) < 2:
+        return {}
+    return {(row.rank, row.step): row.exposed_wait_ms for row in rank_steps(trace)
+            if row.exposed_wait_ms > 0}
 
 
 class ExposedCommunication(Rule):
@@ -50,9 +60,13 @@ class ExposedCommunication(Rule):
     ```
     With FSDP: `backward_prefetch=BackwardPrefetch.BACKWARD_PRE`, `forward_prefetch=True`.
 
+    With every rank's trace loaded, the part of the exposed time a rank spent waiting for a
+    slower rank (its collective wait, see PFT602) is left out: overlapping cannot recover it.
+
     ## Evidence
     Per step: collective time, exposed time, overlapped time; exposed time by collective kind;
-    collective kernels per step; the op that launched most of the exposed time.
+    collective kernels per step; the op that launched most of the exposed time; with several
+    ranks, the exposed time spent waiting for other ranks.
 
     ## Options
     `min_ms_per_step` (0.5), `min_share` (0.05): exposed time per step, and as a share of the
@@ -70,9 +84,17 @@ class ExposedCommunication(Rule):
             per_rank.setdefault(c.rank, []).append(c)
         if not per_rank:
             return
-        rank = max(per_rank, key=lambda r: (_mean([c.exposed_ms for c in per_rank[r]]), -r))
+        # With every rank's trace, the part of a rank's exposed collectives spent waiting for a
+        # slower rank is PFT602's (balance the ranks), not this rule's (overlap the transfer).
+        waits = _peer_waits(trace)
+
+        def net(c: CommStep) -> float:
+            return max(0.0, c.exposed_ms - waits.get((c.rank, trace.steps[c.step].index), 0.0))
+
+        rank = max(per_rank, key=lambda r: (_mean([net(c) for c in per_rank[r]]), -r))
         steps = per_rank[rank]
-        exposed = _mean([c.exposed_ms for c in steps])
+        waited = _mean([c.exposed_ms - net(c) for c in steps])
+        exposed = _mean([net(c) for c in steps])
         dur = _mean([c.step_dur_ms for c in steps])
         share = exposed / dur if dur > 0 else 0.0
         if exposed < self.config["min_ms_per_step"] or share < self.config["min_share"]:
@@ -111,6 +133,9 @@ class ExposedCommunication(Rule):
                           "exposed_ms": round(c.exposed_ms, 3)} for c in steps[:20]],
             "launched_by": [{"op": k, "ms": round(v / 1000.0, 3)} for k, v in ranked_ops[:3]],
         }
+        if waits:
+            evidence["exposed_ms_per_step_with_waits"] = round(exposed + waited, 3)
+            evidence["waiting_for_other_ranks_ms_per_step"] = round(waited, 3)
         if len(per_rank) > 1:
             evidence["exposed_ms_by_rank"] = {str(r): round(_mean([c.exposed_ms for c in cs]), 3)
                                               for r, cs in sorted(per_rank.items())}

@@ -187,12 +187,35 @@ def test_calibration_file_sets_the_floor(tmp_path: Path) -> None:
     cal = calibration.Calibration(noise=0.08, paired_noise=0.02, launches=3, aa=est, confidence=0.95)
     path = tmp_path / "cal.json"
     calibration.save(cal, path)
-    revision_floor = calibration.noise_floor(path, 0.95, 20, paired=True)
-    baseline_floor = calibration.noise_floor(path, 0.95, 20, paired=False)
+    revision_floor = calibration.noise_floor(path, 0.95, LaunchPlan(), paired=True)
+    baseline_floor = calibration.noise_floor(path, 0.95, LaunchPlan(), paired=False)
     assert revision_floor == pytest.approx(cal.detectable(20, paired=True))
     assert baseline_floor == pytest.approx(cal.detectable(20, paired=False))
     assert baseline_floor > revision_floor
-    assert cal.launches_for(0.05) == stats.launches_needed(0.02, 0.05, paired=True)
+    needed = cal.launches_for(0.05)
+    assert needed is not None
+    assert cal.detectable(needed) <= 0.05 < cal.detectable(needed - 1)
+    assert cal.launches_for(0.0001) is None
     path.write_text('{"kind": "perftune-calibration", "noise_log_sd": "high"}')
     with pytest.raises(ConfigError):
-        calibration.noise_floor(path, 0.95, 20, paired=False)
+        calibration.noise_floor(path, 0.95, LaunchPlan(), paired=False)
+
+
+def test_per_look_rule_splits_the_error_rate() -> None:
+    rule = DecisionRule(max_regression=0.07, confidence=0.95, noise_floor=0.01)
+    assert rule.per_look(1) == rule
+    five = rule.per_look(5)
+    assert five.confidence == pytest.approx(0.99)
+    assert (five.max_regression, five.noise_floor) == (0.07, 0.01)
+    assert LaunchPlan().looks == 5
+
+
+def test_splitting_over_looks_keeps_noisy_a_a_gates_from_failing() -> None:
+    # Heavy noise, where the allowance alone does not protect: peeking five times at 95 %
+    # fails noticeably more A/A gates than splitting the 5 % over the five looks.
+    plan, rule = LaunchPlan(), DecisionRule()
+    peeking = sum(sequential(s, 1.0, 0.08, rule, plan)[-1].outcome == "regression" for s in range(300))
+    split = sum(sequential(s, 1.0, 0.08, rule.per_look(plan.looks), plan)[-1].outcome == "regression"
+                for s in range(300))
+    assert split < peeking
+    assert split <= 300 * 0.02
