@@ -545,6 +545,7 @@ class RankWatch:
         self.grace_s = grace_s
         self.failure_seen_at: float | None = None
         self.dumped = False
+        self.stopped_at: float | None = None  # wall clock when perftune began to stop the job
 
     def groups(self) -> Iterable[int]:
         here = os.getpgid(0)
@@ -571,6 +572,7 @@ class RankWatch:
         if self.dumped:
             return
         self.dumped = True
+        self.stopped_at = time.time()
         asked = []
         for info in _rank_infos(self.run_dir).values():
             if info.stack_dump and _alive(info):
@@ -624,9 +626,14 @@ def _hung_ranks(ranks: Sequence[RankResult]) -> list[RankResult]:
 
 
 def _job_status(
-    ranks: Sequence[RankResult], outcome: ChildExit, timeout_s: float | None
+    ranks: Sequence[RankResult],
+    outcome: ChildExit,
+    timeout_s: float | None,
+    stopped_at: float | None = None,
 ) -> tuple[str, str | None, int | None, list[str]]:
-    """(status, error, failed rank, notes) of the whole job."""
+    """(status, error, failed rank, notes) of the whole job. `stopped_at`: when perftune began
+    to stop the job (its timeout, or a failed rank the others did not follow); ranks that fail
+    after that fail because of the stop."""
     notes: list[str] = []
     if not ranks:
         if outcome.timed_out:
@@ -635,8 +642,10 @@ def _job_status(
         if outcome.interrupted:
             return "interrupted", "interrupted", None, notes
         return ("crashed", f"torchrun ended with exit code {outcome.returncode} before any rank "
-                "started (see its output above)", None, notes)
-    if outcome.timed_out:
+                "started (its output says why)", None, notes)
+    before_stop = [r for r in ranks if r.failed and (
+        stopped_at is None or (r.finished_at is not None and r.finished_at < stopped_at))]
+    if outcome.timed_out and not before_stop:
         hung = _hung_ranks(ranks)
         stalled = ", ".join(str(r.rank) for r in hung)
         if hung and len(hung) == len(ranks) > 1:
@@ -663,7 +672,7 @@ def _job_status(
         return ("timeout", f"the job ran past the timeout of {timeout_s:g} s and was stopped; "
                 f"every rank was waiting inside torch{where}: a collective that not every rank "
                 "entered, or a deadlock", None, notes)
-    failure = _first_failure(ranks)
+    failure = _first_failure(before_stop or ranks)
     if failure is not None:
         others = [r.rank for r in ranks if r.failed and r.rank != failure.rank]
         if others:
@@ -809,7 +818,8 @@ def run_distributed(
         for pattern in (RANK_CHILD_RESULT_FILE, RANK_INFO_FILE, RANK_STACKS_FILE):
             for path in run_dir.glob(pattern.format(rank="*")):
                 path.unlink(missing_ok=True)
-    status, error, failed_rank, notes = _job_status(ranks, outcome, options.timeout_s)
+    status, error, failed_rank, notes = _job_status(ranks, outcome, options.timeout_s,
+                                                    watch.stopped_at)
     if outcome.stopped:
         notes.append(outcome.stopped)
     world = next((r.world_size for r in ranks if isinstance(r.world_size, int)), None)

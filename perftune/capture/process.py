@@ -90,7 +90,6 @@ class _Supervisor:
         self.forward_at: float | None = None
         self.kill_at: float | None = None
         self.next_watch = time.monotonic() + WATCH_POLL_S
-        self._watch_groups: set[int] = set()
 
     # -- signals sent to the child -------------------------------------------------------------
     def _send(self, signum: int) -> None:
@@ -104,12 +103,17 @@ class _Supervisor:
             self.kill_at = time.monotonic() + TERMINATE_GRACE_S
 
     def kill_watch_groups(self) -> None:
-        """SIGKILL the process groups the watch named (workers in sessions of their own)."""
+        """SIGKILL the process groups the watch names (workers in sessions of their own).
+
+        Asked afresh each time: the watch names only groups whose leader is still the process
+        it started, never a group id a finished worker left for another process to reuse."""
         if self.watch is None:
             return
-        with contextlib.suppress(Exception):  # a watch that fails must not keep workers alive
-            self._watch_groups.update(self.watch.groups())
-        for group in sorted(self._watch_groups):
+        try:
+            groups = sorted(set(self.watch.groups()))
+        except Exception:
+            groups = []
+        for group in groups:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signal.SIGKILL)
 
@@ -187,8 +191,6 @@ class _Supervisor:
 
     def _poll_watch(self) -> None:
         assert self.watch is not None
-        with contextlib.suppress(Exception):  # remember the groups while the workers live
-            self._watch_groups.update(self.watch.groups())
         if self.stopped is not None or self.timed_out or self.kill_at is not None:
             return
         try:

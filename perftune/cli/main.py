@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+
 import click
 
 from perftune._version import __version__

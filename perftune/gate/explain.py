@@ -204,16 +204,20 @@ def _finding_refs(findings: Iterable[Any]) -> tuple[FindingRef, ...]:
 
 
 _STEP_NUMBER = re.compile(r"#\d+$")
+_TORCH_ANNOTATION = re.compile(r"^(ProfilerStep|Optimizer\.\w+|enumerate\(DataLoader\))#")
 
 
 def _per_step(frame: Any, value: str, steps: int) -> dict[str, float]:
-    """name → ms per step. Step annotations (ProfilerStep#7) hold only the loop's own overhead
-    and are numbered differently on each side, so they are left out; other numbered names are
-    merged under their unnumbered form."""
+    """name → ms per step, operators only.
+
+    The annotations torch itself wraps around a step (ProfilerStep#7, Optimizer.step#SGD.step,
+    enumerate(DataLoader)#…) are left out: their "self time" is whatever Python ran between
+    operators, not work of their own, and ProfilerStep is numbered differently on each side.
+    """
     out: dict[str, float] = {}
     for name, v in zip(frame["name"], frame[value], strict=True):
         text = str(name)
-        if text.startswith("ProfilerStep#"):
+        if _TORCH_ANNOTATION.search(text):
             continue
         key = _STEP_NUMBER.sub("", text)
         out[key] = out.get(key, 0.0) + float(v) / steps

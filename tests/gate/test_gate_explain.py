@@ -71,3 +71,16 @@ def test_profile_round_trip() -> None:
                        findings=(finding("PFT203", 3),), notes=("n",))
     again = profile_from_dict(profile_to_dict(original))
     assert again == original
+
+
+def test_torch_step_annotations_are_not_compared_as_operators() -> None:
+    import pandas as pd
+
+    from perftune.gate.explain import _per_step
+
+    frame = pd.DataFrame({"name": ["ProfilerStep#3", "Optimizer.step#SGD.step",
+                                   "enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__",
+                                   "aten::mm", "block#2", "block#3"],
+                          "self_ms": [9.0, 8.0, 7.0, 4.0, 1.0, 3.0]})
+    # Per step over two steps; numbered user annotations merge under one name.
+    assert _per_step(frame, "self_ms", 2) == {"aten::mm": 2.0, "block": 2.0}

@@ -194,6 +194,21 @@ def test_a_hung_rank_is_named_from_the_stacks_after_a_timeout() -> None:
         "ranks 0, 2 were waiting inside torch (in a collective) for rank 1"]
 
 
+def test_failures_caused_by_the_stop_do_not_hide_the_hung_rank() -> None:
+    # rank 0 lost its peer once perftune stopped the hung rank 1: a consequence of the stop
+    ranks = [_rank(0, "crashed", "RuntimeError: Connection closed by peer", finished=12.0,
+                   stack="torch"), _rank(1, "interrupted", finished=11.0, stack="own")]
+    status, error, failed, _ = _job_status(ranks, _exit(1, timed_out=True), 30.0, stopped_at=10.0)
+    assert (status, failed) == ("timeout", 1) and error is not None and "rank 1 hung" in error
+
+
+def test_a_failure_before_the_timeout_is_the_cause() -> None:
+    ranks = [_rank(0, "interrupted", finished=40.0, stack="torch"),
+             _rank(1, "crashed", "OSError: disk full", finished=5.0, stack=None)]
+    status, error, failed, _ = _job_status(ranks, _exit(1, timed_out=True), 30.0, stopped_at=35.0)
+    assert (status, error, failed) == ("crashed", "rank 1 failed: OSError: disk full", 1)
+
+
 def test_a_timeout_with_every_rank_inside_torch_names_no_rank() -> None:
     ranks = [_rank(0, "interrupted", stack="torch"), _rank(1, "interrupted", stack="torch")]
     status, error, failed, _ = _job_status(ranks, _exit(1, timed_out=True), 5.0)

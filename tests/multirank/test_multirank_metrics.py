@@ -163,3 +163,26 @@ def test_pft602_on_a_cpu_job_names_the_rank_and_keeps_its_evidence(tmp_path: Pat
     assert f.evidence["median_by_rank"]["0"]["wait_ms"] == pytest.approx(5.01, abs=1e-3)
     assert not [g for g in analyze(job(tmp_path / "even", [[4000.0] * 3] * 4), select=["PFT602"])
                 if g.code == "PFT602"]
+
+
+def test_pft601_leaves_the_wait_for_a_slower_rank_to_pft602(tmp_path: Path) -> None:
+    # rank 0's all-reduces are fully exposed (4 ms per step), half of it waiting for rank 1
+    folder = write_ranks(tmp_path / "gpu", [device_rank(0, [2000.0] * 3),
+                                            device_rank(1, [1000.0] * 3, compute_us=4000.0)])
+    (alone,) = analyze(load(folder / "rank-0.trace.json.gz"), select=["PFT601"])
+    assert alone.est_saving_ms_per_step == pytest.approx(4.0)
+    trace = load(folder)
+    rows = [r for r in M.rank_steps(trace) if r.rank == 0]
+    assert all(r.exposed_wait_ms == pytest.approx(2.0) == r.wait_ms for r in rows)
+    (together,) = analyze(trace, select=["PFT601"])
+    assert together.est_saving_ms_per_step == pytest.approx(2.0)
+    assert together.evidence["waiting_for_other_ranks_ms_per_step"] == pytest.approx(2.0)
+    assert together.evidence["exposed_ms_per_step_with_waits"] == pytest.approx(4.0)
+
+
+def test_a_wait_hidden_by_compute_is_not_exposed(tmp_path: Path) -> None:
+    # rank 0 computes 2 ms more while its buckets wait: that part of its 5 ms wait is hidden
+    trace = job(tmp_path, [[4000.0, 9000.0]] * 2, overlap_us=2000.0)
+    for row in (r for r in M.rank_steps(trace) if r.rank == 0):
+        assert row.wait_ms == pytest.approx(5.01, abs=1e-6)
+        assert row.exposed_wait_ms == pytest.approx(3.01, abs=1e-6)
