@@ -9,6 +9,7 @@ import click
 
 from perftune.cli._options import config_default, format_option
 from perftune.errors import UsageError
+from perftune.pipeline import run_traces as capture_run_traces
 
 _TRACE_NAMES = ("trace.json.gz", "trace.json")
 _TRACE_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
@@ -71,7 +72,7 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
                          f"(for a trace file: perftune analyze {run_dir} --out DIR)")
     if tensorboard is None:
         tensorboard = bool(config_default("tensorboard", False))
-    traces = run_traces(run_dir) or recorded_traces(run_dir)
+    traces = capture_run_traces(run_dir) or run_traces(run_dir) or recorded_traces(run_dir)
     err = make_console(stderr=True)
     if traces:
         options = config_default("rules", {})
