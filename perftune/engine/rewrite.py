@@ -82,6 +82,20 @@ def _statement_on_line(module: Any, positions: Any, line: int) -> Any:
     return best
 
 
+def _assignment_on_line(source: str, line: int) -> tuple[Any, Any, Any] | None:
+    """(module, statement, assignment) when `line` holds exactly one `x = ...`."""
+    import libcst as cst
+
+    module = _parse(source)
+    if module is None:
+        return None
+    _, positions = _with_positions(module)
+    stmt = _statement_on_line(module, positions, line)
+    if stmt is None or len(stmt.body) != 1 or not isinstance(stmt.body[0], cst.Assign):
+        return None
+    return module, stmt, stmt.body[0]
+
+
 def _replace_node(module: Any, old: Any, new: Any) -> Any:
     return module.deep_replace(old, new)
 
@@ -244,14 +258,10 @@ def mask_assignment(source: str, line: int, params: Mapping[str, Any]) -> Rewrit
     `t` instead of writing into it, and broadcasting differs)."""
     import libcst as cst
 
-    module = _parse(source)
-    if module is None:
+    found = _assignment_on_line(source, line)
+    if found is None:
         return None
-    _, positions = _with_positions(module)
-    stmt = _statement_on_line(module, positions, line)
-    if stmt is None or len(stmt.body) != 1 or not isinstance(stmt.body[0], cst.Assign):
-        return None
-    assign = stmt.body[0]
+    module, stmt, assign = found
     if len(assign.targets) != 1 or not isinstance(assign.targets[0].target, cst.Subscript):
         return None
     target = assign.targets[0].target
@@ -308,14 +318,10 @@ def nonzero_then_assign(source: str, line: int, params: Mapping[str, Any]) -> Re
     Both statements go; unsafe when `idx` is used again later (then nothing is rewritten)."""
     import libcst as cst
 
-    module = _parse(source)
-    if module is None:
+    found = _assignment_on_line(source, line)
+    if found is None:
         return None
-    _, positions = _with_positions(module)
-    stmt = _statement_on_line(module, positions, line)
-    if stmt is None or len(stmt.body) != 1 or not isinstance(stmt.body[0], cst.Assign):
-        return None
-    first = stmt.body[0]
+    module, stmt, first = found
     if len(first.targets) != 1 or not isinstance(first.targets[0].target, cst.Name) \
             or not isinstance(first.value, cst.Call):
         return None
