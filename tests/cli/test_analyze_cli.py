@@ -85,3 +85,19 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path) -> None:
     empty_dir.mkdir()
     out = run("analyze", str(empty_dir))
     assert out.returncode == 2 and "no trace files" in out.stderr
+
+
+def test_analyze_works_where_torch_cannot_be_imported(tmp_path: Path) -> None:
+    # DESIGN: analyze/report work without torch; block its import in the child process.
+    code = (
+        "import sys\n"
+        "for name in ('torch', 'optuna'):\n"
+        "    sys.modules[name] = None\n"
+        "from perftune.cli.main import main\n"
+        f"main(['analyze', {str(shared_trace(NCCL))!r}, '--out', {str(tmp_path / 'run')!r}])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "torch" not in out.stderr
+    assert (tmp_path / "run" / "report.html").exists()
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"]["count"] == 3
