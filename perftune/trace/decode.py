@@ -223,7 +223,7 @@ _TYPE_OF_PHASE: dict[str, Any] = {
 Event = Union[_EVENT_TYPES]  # type: ignore[valid-type]  # noqa: UP007
 
 
-class _Top(msgspec.Struct, gc=False):
+class TopLevel(msgspec.Struct, gc=False):
     traceEvents: list[msgspec.Raw] | None = None
     schemaVersion: Any = None
     deviceProperties: Any = None
@@ -249,10 +249,10 @@ HEADER_KEYS = ("schemaVersion", "displayTimeUnit", "baseTimeNanoseconds", "trace
 
 # strict=False: numbers re-serialised as strings ("stream": "7") still decode as numbers.
 # Chunks try the strict decoder first (15% faster) and fall back to the lax one.
-_top_decoder = msgspec.json.Decoder(_Top, strict=False)
-_array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
-_chunk_decoder = msgspec.json.Decoder(list[Event])
-_lax_chunk_decoder = msgspec.json.Decoder(list[Event], strict=False)
+top_decoder = msgspec.json.Decoder(TopLevel, strict=False)
+array_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+chunk_decoder = msgspec.json.Decoder(list[Event])
+lax_chunk_decoder = msgspec.json.Decoder(list[Event], strict=False)
 _event_decoder = msgspec.json.Decoder(Event, strict=False)
 _any_decoder = msgspec.json.Decoder()
 
@@ -352,9 +352,9 @@ def decode(path: Path, data: bytes | None = None) -> DecodedFile:
     try:
         if head == b"[":
             # The JSON-array form of the Chrome trace format: events only, no metadata.
-            top = _Top(traceEvents=_array_decoder.decode(data))
+            top = TopLevel(traceEvents=array_decoder.decode(data))
         elif head == b"{":
-            top = _top_decoder.decode(data)
+            top = top_decoder.decode(data)
         else:
             raise TraceError(path, _not_an_object(data))
     except msgspec.DecodeError as exc:
@@ -367,8 +367,8 @@ def decode(path: Path, data: bytes | None = None) -> DecodedFile:
         raise TraceError(path, "not a PyTorch profiler trace (no 'traceEvents' list)")
     if not top.traceEvents:
         raise TraceError(path, "the trace holds no events (empty trace)")
-    return DecodedFile(path=path, header=_header(top), device_properties=_device_properties(top),
-                       distributed=_distributed(top), raw_events=list(top.traceEvents))
+    return DecodedFile(path=path, header=header_of(top), device_properties=device_properties_of(top),
+                       distributed=distributed_of(top), raw_events=list(top.traceEvents))
 
 
 _SPACE = frozenset(b" \t\r\n")
@@ -416,7 +416,7 @@ def decode_chunk(raws: list[msgspec.Raw], problems: Counter[str]) -> list[Any]:
     edges[0] = b"[" + bytes(edges[0])
     edges[-1] = bytes(edges[-1]) + b"]"
     data = b",".join(edges)
-    for decoder in (_chunk_decoder, _lax_chunk_decoder):
+    for decoder in (chunk_decoder, lax_chunk_decoder):
         try:
             events: list[Any] = decoder.decode(data)
             return events
@@ -523,7 +523,7 @@ def _maybe_literal(value: Any) -> Any:
     return value
 
 
-def _header(top: _Top) -> dict[str, Any]:
+def header_of(top: TopLevel) -> dict[str, Any]:
     header: dict[str, Any] = {}
     for key in HEADER_KEYS:
         value = getattr(top, key)
@@ -532,7 +532,7 @@ def _header(top: _Top) -> dict[str, Any]:
     return header
 
 
-def _device_properties(top: _Top) -> tuple[dict[str, Any], ...]:
+def device_properties_of(top: TopLevel) -> tuple[dict[str, Any], ...]:
     props = _maybe_literal(top.deviceProperties)
     if isinstance(props, dict):
         props = [props]
@@ -541,7 +541,7 @@ def _device_properties(top: _Top) -> tuple[dict[str, Any], ...]:
     return tuple({k: _maybe_literal(v) for k, v in p.items()} for p in props if isinstance(p, dict))
 
 
-def _distributed(top: _Top) -> dict[str, Any]:
+def distributed_of(top: TopLevel) -> dict[str, Any]:
     info = _maybe_literal(top.distributedInfo)
     if not isinstance(info, dict):
         return {}

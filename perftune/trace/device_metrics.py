@@ -144,7 +144,8 @@ def kernels_under(trace: Trace) -> np.ndarray:
 def names(trace: Trace) -> np.ndarray:
     """Every row's name as a numpy object array (fast per-row access in loops)."""
     col = trace.events["name"]
-    return np.asarray(col.cat.categories, dtype=object)[col.cat.codes.to_numpy()]
+    names: np.ndarray = np.asarray(col.cat.categories, dtype=object)[col.cat.codes.to_numpy()]
+    return names
 
 
 @memoized

@@ -70,7 +70,8 @@ def _dataloader_mask(trace: Trace) -> np.ndarray:
 
 
 def _work_mask(trace: Trace) -> np.ndarray:
-    return trace.events["cat"].isin(C.DEVICE_WORK_CATS).to_numpy()
+    mask: np.ndarray = trace.events["cat"].isin(C.DEVICE_WORK_CATS).to_numpy()
+    return mask
 
 
 @memoized

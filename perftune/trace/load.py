@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
+import mmap
 import os
 import pickle
 import re
 import signal
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 import numpy as np
@@ -38,12 +40,17 @@ from perftune.trace.decode import (
     DecodedFile,
     Meta,
     RawColumn,
+    TopLevel,
     decode,
+    device_properties_of,
+    distributed_of,
+    header_of,
     problem_summary,
     sniff_is_trace,
 )
 from perftune.trace.model import RankInfo, Trace
 from perftune.trace.steps import find_steps
+from perftune.trace.stream import EventStream, StreamFallback, text_size
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
 _PREFERRED_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
@@ -103,14 +110,18 @@ def load(paths: str | Path | Sequence[str | Path]) -> Trace:
         builder = _Builder()
         for position, path in enumerate(files):
             try:
-                builder.add(decode(path), position)
+                builder.add_file(path, position)
             except TraceError:
                 raise
             except (ValueError, TypeError, KeyError, IndexError, OverflowError,
                     msgspec.MsgspecError) as exc:  # malformed data the checks above missed
                 raise TraceError(path, f"malformed trace ({type(exc).__name__}: {exc})") from None
         try:
-            return builder.finish()
+            _release_free_heap()
+            trace = builder.finish()
+            del builder  # its chunk lists and string tables: freed before the heap is trimmed
+            _release_free_heap()
+            return trace
         except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
             where = files[0] if len(files) == 1 else files[0].parent
             raise TraceError(where, f"malformed trace ({type(exc).__name__}: {exc})") from None
@@ -132,7 +143,8 @@ class _Interner:
         local, uniques = pd.factorize(np.asarray(strings, dtype=object))
         table = np.fromiter((self.codes.setdefault(u, len(self.codes)) for u in uniques),
                             dtype=np.int32, count=len(uniques))
-        return table[local]
+        codes: np.ndarray = table[local]
+        return codes
 
     @property
     def categories(self) -> list[str]:
@@ -249,13 +261,7 @@ def _in(uniques: Any, wanted: frozenset[str], local: np.ndarray) -> np.ndarray:
 class _Part:
     """The columns of one chunk (rows local to the chunk)."""
 
-    rank: int
-    cat: np.ndarray
-    name: np.ndarray
-    pid: np.ndarray
-    tid: np.ndarray
-    time: np.ndarray
-    ids: np.ndarray
+    rows: int
     kernel_rows: np.ndarray
     kernel_dims: np.ndarray
     kernel_floats: np.ndarray
@@ -264,6 +270,87 @@ class _Part:
     raw_blobs: list[bytes]
     rare_rows: np.ndarray
     rare_values: list[tuple[Any, ...]]
+
+
+_DENSE_DTYPES: dict[str, Any] = {
+    "rank": np.int32, "cat": np.int32, "name": np.int32, "pid": np.int64, "tid": np.int64,
+    "ts": np.float64, "dur": np.float64, **{f: np.int64 for f in _ID_FIELDS}}
+# JSON text per complete event, low: the columns are reserved from it (untouched pages of a
+# reservation cost address space, not memory) and grow when a trace beats it.
+_BYTES_PER_EVENT = 100
+
+
+def _reserved(size: int, dtype: Any) -> np.ndarray:
+    """An uninitialised array whose untouched pages stay out of memory.
+
+    numpy asks for transparent huge pages on large arrays: one written byte would then make
+    2 MB resident, and a reservation sized for the worst case would cost memory for real.
+    An anonymous mapping of our own gets 4 KB pages, resident only once written.
+    """
+    nbytes = size * np.dtype(dtype).itemsize
+    if nbytes < (1 << 20):
+        return np.empty(size, dtype)
+    try:
+        area = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    except (OSError, ValueError, AttributeError):
+        return np.empty(size, dtype)
+    return np.frombuffer(area, dtype=dtype, count=size)
+
+
+class _Dense:
+    """The one-value-per-event columns of every chunk, appended in place.
+
+    Concatenating per-chunk arrays at the end would hold every column twice at the peak;
+    columns reserved up front are filled where they lie and handed over as views.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cols = {k: np.empty(0, dt) for k, dt in _DENSE_DTYPES.items()}
+
+    def reserve(self, rows: int) -> None:
+        """Make room for `rows` more events (amortised: at least 1.5x the capacity)."""
+        capacity = len(self.cols["ts"])
+        if self.n + rows <= capacity:
+            return
+        size = max(self.n + rows, capacity + capacity // 2)
+        for k, old in self.cols.items():
+            new = _reserved(size, old.dtype)
+            new[:self.n] = old[:self.n]
+            self.cols[k] = new
+
+    def append(self, values: dict[str, Any]) -> None:
+        n = len(values["ts"])
+        self.reserve(n)
+        for k, col in self.cols.items():
+            col[self.n:self.n + n] = values[k]
+        self.n += n
+
+    def view(self) -> dict[str, np.ndarray]:
+        return {k: col[:self.n] for k, col in self.cols.items()}
+
+    def send(self, out: IO[bytes]) -> None:
+        """Write the filled part of every column, raw (a worker's hand-back)."""
+        for col in self.cols.values():
+            out.write(col[:self.n].data.cast("B"))
+
+    def receive(self, src: io.BufferedIOBase, n: int, fix: Callable[[dict[str, np.ndarray]], None]) -> None:
+        """Append `n` rows written by `send`, read straight into the reserved columns (no
+        intermediate copy); `fix` then adjusts the new rows in place."""
+        self.reserve(n)
+        new = {}
+        for k, col in self.cols.items():
+            part = col[self.n:self.n + n]
+            view = part.data.cast("B")
+            got = 0
+            while got < len(view):
+                k_read = src.readinto(view[got:])
+                if not k_read:
+                    raise EOFError("the worker's columns end early")
+                got += k_read
+            new[k] = part
+        fix(new)
+        self.n += n
 
 
 @dataclass
@@ -286,6 +373,7 @@ class _Builder:
     labels: dict[str, int] = field(default_factory=dict)
     flow_labels: dict[str, int] = field(default_factory=dict)
     parts: list[_Part] = field(default_factory=list)
+    dense: _Dense = field(default_factory=_Dense)
     ranks: list[RankInfo] = field(default_factory=list)
     flows: list[_Flows] = field(default_factory=list)
     memory: list[dict[str, np.ndarray]] = field(default_factory=list)
@@ -297,12 +385,61 @@ class _Builder:
     launch_flows: bool = False
 
     # -------------------------------------------------------------- per file
+    def add_file(self, path: Path, position: int) -> None:
+        """Add one trace file: streamed where the stream handles it, else read whole."""
+        if _streaming():
+            state = self._state()
+            try:
+                self._add_streamed(path, position)
+                return
+            except StreamFallback:
+                self._restore(state)
+        self.add(decode(path), position)
+
+    def _state(self) -> tuple[Any, ...]:
+        """What `_restore` needs to forget a file that was half added."""
+        return (len(self.parts), self.dense.n, len(self.ranks), len(self.flows), len(self.memory),
+                dict(self.thread_names), dict(self.process_names), dict(self.process_labels),
+                len(self.warnings), self.rows, self.launch_flows, dict(self.cats.codes),
+                dict(self.names.codes), dict(self.labels), dict(self.flow_labels))
+
+    def _restore(self, state: tuple[Any, ...]) -> None:
+        (parts, self.dense.n, ranks, flows, memory, self.thread_names, self.process_names,
+         self.process_labels, warnings, self.rows, self.launch_flows, self.cats.codes,
+         self.names.codes, self.labels, self.flow_labels) = state
+        del self.parts[parts:], self.ranks[ranks:], self.flows[flows:], self.memory[memory:]
+        del self.warnings[warnings:]
+
+    def _add_streamed(self, path: Path, position: int) -> None:
+        """Add a file read as a stream (perftune.trace.stream); StreamFallback leaves it to
+        the caller to undo and read the file whole."""
+        problems: Counter[str] = Counter()
+        with EventStream(path, problems) as stream:
+            start = stream.open_head()
+            head = _decoded_header(path, stream.header, problems)
+            rank = self._rank_of(head, position)
+            rows_before = self.rows
+            tail_header = _stream_events(self, stream, start, rank)
+        for key, value in tail_header.items():
+            stream.header.setdefault(key, value)
+        decoded = _decoded_header(path, stream.header, problems)
+        if decoded.distributed != head.distributed and self._rank_of(decoded, position) != rank:
+            raise StreamFallback("the rank is only named after the events")
+        if self.rows == rows_before or stream.events == 0:
+            raise StreamFallback("no usable events")  # the whole-file path words the error
+        self.ranks.append(RankInfo(rank=rank, path=path,
+                                   device_properties=decoded.device_properties,
+                                   distributed=decoded.distributed, header=decoded.header))
+        for line in problem_summary(problems):
+            self.warnings.append(f"{path}: {line}")
+
     def add(self, decoded: DecodedFile, position: int) -> None:
         rank = self._rank_of(decoded, position)
         self.ranks.append(RankInfo(rank=rank, path=decoded.path,
                                    device_properties=decoded.device_properties,
                                    distributed=decoded.distributed, header=decoded.header))
         rows_before = self.rows
+        self.dense.reserve(len(decoded.raw_events))
         decoded_events = _add_chunks_in_parallel(self, decoded, rank)
         decoded.raw_events.clear()
         for line in problem_summary(decoded.problems):
@@ -348,7 +485,7 @@ class _Builder:
 
     def export(self, events: int, problems: Counter[str]) -> dict[str, Any]:
         """What a worker process hands back: its columns and the string tables they use."""
-        return {"parts": self.parts, "flows": self.flows, "memory": self.memory,
+        return {"parts": self.parts, "dense_rows": self.dense.n, "flows": self.flows, "memory": self.memory,
                 "cats": self.cats.categories, "names": self.names.categories,
                 "labels": self.labels, "flow_labels": self.flow_labels,
                 "thread_names": self.thread_names, "process_names": self.process_names,
@@ -356,8 +493,10 @@ class _Builder:
                 "rows": self.rows, "launch_flows": self.launch_flows, "events": events,
                 "problems": problems}
 
-    def merge(self, other: dict[str, Any], problems: Counter[str]) -> int:
-        """Append a worker's export (its chunks follow ours in the file)."""
+    def merge(self, other: dict[str, Any], problems: Counter[str],
+              src: io.BufferedIOBase) -> int:
+        """Append a worker's export (its chunks follow ours in the file); its dense columns
+        follow the pickled export in `src` (see _Dense.send)."""
         cat_table = np.asarray([self.cats.codes.setdefault(c, len(self.cats.codes))
                                 for c in other["cats"]], dtype=np.int32)
         name_table = np.asarray([self.names.codes.setdefault(c, len(self.names.codes))
@@ -365,12 +504,17 @@ class _Builder:
         labels = {code: self._label(text) for text, code in other["labels"].items()}
         flow_labels = {code: self._flow_id(_LabelText(text))
                        for text, code in other["flow_labels"].items()}
-        for part in other["parts"]:
-            part.cat = cat_table[part.cat] if len(part.cat) else part.cat
-            part.name = name_table[part.name] if len(part.name) else part.name
-            part.pid = _remap(part.pid, labels)
-            part.tid = _remap(part.tid, labels)
-            self.parts.append(part)
+
+        def fix(new: dict[str, np.ndarray]) -> None:
+            if len(new["ts"]):
+                new["cat"][:] = cat_table[new["cat"]]
+                new["name"][:] = name_table[new["name"]]
+                new["pid"][:] = _remap(new["pid"], labels)
+                new["tid"][:] = _remap(new["tid"], labels)
+
+        self.dense.receive(src, other["dense_rows"], fix)
+        # Only now, with the columns read in full, does the builder take the rest.
+        self.parts.extend(other["parts"])
         for flows in other["flows"]:
             flows.pid = _remap(flows.pid, labels)
             flows.tid = _remap(flows.tid, labels)
@@ -382,8 +526,8 @@ class _Builder:
             (self.process_names, other["process_names"]),
             (self.process_labels, other["process_labels"]))
         for mine, theirs in pairs:
-            for key, value in theirs.items():
-                mine.setdefault(_remap_key(key, labels), value)
+            for key, value in theirs.items():  # theirs come later in the file: they win
+                mine[_remap_key(key, labels)] = value
         self.warnings.extend(other["warnings"])
         self.rows += other["rows"]
         self.launch_flows = self.launch_flows or other["launch_flows"]
@@ -415,8 +559,11 @@ class _Builder:
             n = len(xs)
             if n == 0:
                 return
+        # Skipped categories are not interned: the categories must not depend on which chunk
+        # held a skipped event next to kept ones.
         cat_table = np.fromiter((self.cats.codes.setdefault(c, len(self.cats.codes))
-                                 for c in cat_uniques), dtype=np.int32, count=len(cat_uniques))
+                                 if c not in _SKIP_CATS else -1 for c in cat_uniques),
+                                dtype=np.int32, count=len(cat_uniques))
         cat = cat_table[cat_local]
         args = list(map(attrgetter("args"), xs))
         ids = self._id_columns(args, cat_uniques, cat_local)
@@ -451,9 +598,11 @@ class _Builder:
         rare = [(k, t[_N_RAW:]) for k, (_, t) in enumerate(extras) if any(
             v is not None for v in t[_N_RAW:])]
         rare_rows = extra_rows[np.fromiter((k for k, _ in rare), np.int64, len(rare))]
+        self.dense.append({"rank": rank, "cat": cat, "name": name, "pid": pid, "tid": tid,
+                           "ts": time["ts"], "dur": time["dur"],
+                           **{f: ids[f] for f in _ID_FIELDS}})
         self.parts.append(_Part(
-            rank=rank, cat=cat, name=name, pid=pid, tid=tid, time=time, ids=ids,
-            kernel_rows=kernel_rows, kernel_dims=kernel_dims, kernel_floats=kernel_floats,
+            rows=n, kernel_rows=kernel_rows, kernel_dims=kernel_dims, kernel_floats=kernel_floats,
             raw_rows=raw_rows, raw_lens=raw_lens, raw_blobs=raw_blobs,
             rare_rows=rare_rows, rare_values=[t for _, t in rare]))
         self.rows += n
@@ -513,8 +662,9 @@ class _Builder:
         return self.flow_labels.setdefault(repr(value), -2 - len(self.flow_labels))
 
     def _add_other(self, rest: list[Any], rank: int, launch_flows: bool) -> None:
-        # ac2g flows repeat the `correlation` link of modern traces: kept only where it lacks.
-        wanted = _FLOW_CAT_CODE if launch_flows else _FWDBWD_ONLY
+        # ac2g flows repeat the `correlation` link of modern traces: all are kept here (compact
+        # columns), and _link_flows uses them only where some launch lacks it.
+        wanted = _FLOW_CAT_CODE
         flows = [e for e in rest if e.__class__ in _FLOW_CLASSES and e.cat in wanted]
         if flows:
             n = len(flows)
@@ -554,11 +704,12 @@ class _Builder:
         if not parts:
             raise TraceError(self.ranks[0].path if self.ranks else "<none>",
                              "the trace holds no events (empty trace)")
-        offsets = np.cumsum([0] + [len(p.cat) for p in parts])
-        time = np.concatenate([p.time for p in parts])
-        ts = np.ascontiguousarray(time["ts"])
-        dur = np.ascontiguousarray(time["dur"])
-        del time
+        offsets = np.cumsum([0] + [p.rows for p in parts])
+        self._canonical_labels()
+        dense = self.dense.view()
+        self.dense = _Dense()
+        ts = dense["ts"]
+        dur = dense["dur"]
         bad_dur = ~np.isfinite(dur) | (dur < 0)
         if bad_dur.any():
             self.warnings.append(f"{int(np.count_nonzero(bad_dur))} event(s) with a negative or "
@@ -567,25 +718,23 @@ class _Builder:
         t0 = float(ts.min())
         ts -= t0
         cat_codes, cat_categories = _normalised_categories(
-            np.concatenate([p.cat for p in parts]), self.cats.categories)
+            dense["cat"], self.cats.categories)
         cat = pd.Categorical.from_codes(cat_codes, categories=pd.Index(cat_categories, dtype=object))
         is_device = np.asarray(pd.Series(cat).isin(C.DEVICE_CATS))
         columns: dict[str, Any] = {
-            "rank": np.concatenate([np.full(len(p.cat), p.rank, np.int32) for p in parts]),
+            "rank": dense["rank"],
             "cat": cat,
-            "name": pd.Categorical.from_codes(np.concatenate([p.name for p in parts]),
+            "name": pd.Categorical.from_codes(dense["name"],
                                               categories=pd.Index(self.names.categories,
                                                                   dtype=object)),
-            "pid": np.concatenate([p.pid for p in parts]),
-            "tid": np.concatenate([p.tid for p in parts]),
+            "pid": dense["pid"],
+            "tid": dense["tid"],
             "ts": ts,
             "dur": dur,
             "end": ts + dur,
         }
-        ids = np.concatenate([p.ids for p in parts])
         for f, col in zip(_ID_FIELDS, _ID_COLUMNS, strict=True):
-            columns[col] = np.ascontiguousarray(ids[f])
-        del ids
+            columns[col] = dense[f]
         columns["is_device"] = is_device
         _fill_device_ids(columns, is_device)
         events = pd.DataFrame(columns, copy=False)
@@ -607,6 +756,30 @@ class _Builder:
                      thread_names=self.thread_names, process_names=self.process_names,
                      process_labels=self.process_labels, memory=memory,
                      warnings=tuple(self.warnings), arg_store=store)
+
+    def _canonical_labels(self) -> None:
+        """Number label codes (string pids/tids, odd flow ids) by their text, not by where
+        they first appeared: the codes must not depend on how the file was cut in chunks."""
+        table = {old: -2 - k for k, (_, old) in enumerate(sorted(self.labels.items()))}
+        if any(old != new for old, new in table.items()):
+            cols = self.dense.cols
+            for c in ("pid", "tid"):
+                cols[c][:self.dense.n] = _remap(cols[c][:self.dense.n], table)
+            for flows in self.flows:
+                flows.pid = _remap(flows.pid, table)
+                flows.tid = _remap(flows.tid, table)
+            tables: tuple[dict[Any, str], ...] = (self.thread_names, self.process_names,
+                                                  self.process_labels)
+            for names in tables:
+                renamed = {_remap_key(key, table): value for key, value in names.items()}
+                names.clear()
+                names.update(renamed)
+            self.labels = {text: table[old] for text, old in self.labels.items()}
+        flow_table = {old: -2 - k for k, (_, old) in enumerate(sorted(self.flow_labels.items()))}
+        if any(old != new for old, new in flow_table.items()):
+            for flows in self.flows:
+                flows.id = _remap(flows.id, flow_table)
+            self.flow_labels = {text: flow_table[old] for text, old in self.flow_labels.items()}
 
     def _arg_store(self, parts: list[_Part], offsets: np.ndarray) -> ArgStore:
         def rows(get: Any) -> np.ndarray:
@@ -703,6 +876,7 @@ def _add_chunks_in_parallel(builder: _Builder, decoded: DecodedFile, rank: int) 
             events = worker.add_chunks(decoded, rank, split, n_chunks)
             with os.fdopen(write_fd, "wb") as out:
                 pickle.dump(worker.export(events, problems), out, protocol=pickle.HIGHEST_PROTOCOL)
+                worker.dense.send(out)
             code = 0
         finally:
             os._exit(code)
@@ -713,6 +887,7 @@ def _add_chunks_in_parallel(builder: _Builder, decoded: DecodedFile, rank: int) 
         with os.fdopen(read_fd, "rb") as src:
             try:
                 payload = pickle.load(src)
+                events += builder.merge(payload, decoded.problems, src)
             except (EOFError, pickle.UnpicklingError, OSError):
                 payload = None
     finally:
@@ -722,7 +897,105 @@ def _add_chunks_in_parallel(builder: _Builder, decoded: DecodedFile, rank: int) 
         os.waitpid(pid, 0)
     if payload is None:  # the worker failed: do its share here
         return events + builder.add_chunks(decoded, rank, split, n_chunks)
-    return events + builder.merge(payload, decoded.problems)
+    return events
+
+
+def _release_free_heap() -> None:
+    """Give the C heap's free pages back to the system (glibc's malloc_trim).
+
+    Decoding frees millions of small objects; the freed heap stays resident and the analysis
+    that follows would grow on top of it. A no-op where the C library has no malloc_trim.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
+def _streaming() -> bool:
+    """PERFTUNE_TRACE_STREAM=0 reads every file whole (the general path)."""
+    return os.environ.get("PERFTUNE_TRACE_STREAM", "1").strip() != "0"
+
+
+def _decoded_header(path: Path, header: dict[str, Any], problems: Counter[str]) -> DecodedFile:
+    top = TopLevel(**header)
+    return DecodedFile(path=path, header=header_of(top),
+                       device_properties=device_properties_of(top),
+                       distributed=distributed_of(top), raw_events=[], problems=problems)
+
+
+# Below this much JSON text a second process costs more than it saves.
+PARALLEL_MIN_BYTES = 1 << 24
+PARALLEL_HEAD_SHARE_GZIP = 0.56
+
+
+def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int) -> dict[str, Any]:
+    """Add the events of a stream; a large file's second half is decoded by a forked worker
+    that reads the file on its own (the head stops at a separator near the middle of the text,
+    the worker starts there). Returns the header keys the worker read after the events."""
+    size = text_size(stream.path)
+    builder.dense.reserve((size - start) // _BYTES_PER_EVENT)
+    if _workers() < 2 or size < PARALLEL_MIN_BYTES:
+        for events in stream.read(start):
+            builder._add_chunk(events, rank)
+        return {}
+    # The worker also inflates the head's half of a gzip file (without decoding it): the head
+    # takes a larger share so that both finish together.
+    share = PARALLEL_HEAD_SHARE_GZIP if stream.compressed else 0.5
+    split = start + int((size - start) * share)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns into the caller
+        code = 1
+        try:
+            os.close(read_fd)
+            payload: dict[str, Any]
+            try:
+                worker = _Builder(launch_flows=builder.launch_flows)
+                worker.dense.reserve((size - split) // _BYTES_PER_EVENT)
+                problems: Counter[str] = Counter()
+                with EventStream(stream.path, problems) as tail:
+                    first = tail.open_tail(split)
+                    if first is not None:
+                        tail.array_form = stream.array_form
+                        for events in tail.read(first):
+                            worker._add_chunk(events, rank)
+                payload = {"export": worker.export(tail.events, problems),
+                           "header": tail.header}
+                dense: _Dense | None = worker.dense
+            except (StreamFallback, TraceError, OSError, ValueError, TypeError, KeyError,
+                    IndexError, OverflowError, msgspec.MsgspecError):
+                payload, dense = {"fallback": True}, None
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump(payload, out, protocol=pickle.HIGHEST_PROTOCOL)
+                if dense is not None:
+                    dense.send(out)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    got: dict[str, Any] | None = None
+    try:
+        for events in stream.read(start, stop=split):
+            builder._add_chunk(events, rank)
+        with os.fdopen(read_fd, "rb") as src:
+            try:
+                got = pickle.load(src)
+                if not got.get("fallback"):
+                    stream.events += builder.merge(got["export"], stream.problems, src)
+            except (EOFError, pickle.UnpicklingError, OSError):
+                got = None
+    finally:
+        if got is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if got is None or got.get("fallback"):
+        raise StreamFallback("the worker could not read its half")
+    header: dict[str, Any] = got["header"]
+    return header
 
 
 def _normalised_categories(codes: np.ndarray, categories: list[str]) -> tuple[np.ndarray, list[str]]:

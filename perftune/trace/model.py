@@ -628,20 +628,33 @@ def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> 
     host = np.flatnonzero(~ev["is_device"].to_numpy()) if rows is None else rows
     if len(host) == 0:
         return parent
+    # Sorted by (thread, start, longest first) without building a thread code: lexsort over
+    # the columns themselves keeps the temporaries few (this runs on every host event).
+    rank = ev["rank"].to_numpy()[host]
+    pid = ev["pid"].to_numpy()[host]
+    tid = ev["tid"].to_numpy()[host]
     ts = ev["ts"].to_numpy()[host]
-    end = ev["end"].to_numpy()[host]
-    dur = ev["dur"].to_numpy()[host]
-    thread = _dense_thread(ev["rank"].to_numpy()[host], ev["pid"].to_numpy()[host],
-                           ev["tid"].to_numpy()[host])
-    order = np.lexsort((-dur, ts, thread))
-    ts, end, thread, rows = ts[order], end[order], thread[order], host[order]
-    span = float(end.max()) if len(end) else 0.0
-    tol = max(0.01, 2.0 * float(np.spacing(abs(t0_us) + abs(span))))
+    neg_dur = ev["dur"].to_numpy()[host]
+    np.negative(neg_dur, out=neg_dur)
+    order = np.lexsort((neg_dur, ts, tid, pid, rank))
+    del neg_dur
+    rows = host[order]
+    del host
     m = len(rows)
+    first_of_thread = np.zeros(m, dtype=bool)
+    first_of_thread[0] = True
+    for column in (rank, pid, tid):
+        ordered = column[order]
+        first_of_thread[1:] |= ordered[1:] != ordered[:-1]
+    del rank, pid, tid, ordered
+    ts = ts[order]
+    del order
+    end = ev["end"].to_numpy()[rows]
+    span = float(end.max())
+    tol = max(0.01, 2.0 * float(np.spacing(abs(t0_us) + abs(span))))
     cand = np.arange(-1, m - 1, dtype=np.int64)
-    first_of_thread = np.ones(m, dtype=bool)
-    first_of_thread[1:] = thread[1:] != thread[:-1]
     cand[first_of_thread] = NO_ID
+    del first_of_thread
     todo = np.flatnonzero(cand != NO_ID)
     while len(todo):
         c = cand[todo]

@@ -1,0 +1,306 @@
+"""Streaming decode of a trace file: the JSON text a block at a time, the events a chunk at a time.
+
+`decode.decode` needs the whole decompressed text in memory (54 MB for a 3 MB gzip trace) and
+a `Raw` slice per event on top. This module never holds more than a few MB of text: it inflates
+the file a block at a time, reads the header keys before `traceEvents`, and cuts the event array
+at separators (`}` `,` `{` between two events) into chunks that are decoded and handed on one by
+one; the header keys after the array are read from the tail.
+
+A cut is only a guess until its chunk decodes: a separator can sit inside a string or inside
+an array of objects in `args`. A chunk that ends at a wrong cut cannot decode (its last value is
+unfinished), so every chunk is checked by its own decode, and anything the stream does not
+handle — a wrong cut, malformed JSON, a truncated gzip member, an unusual top-level shape —
+raises `StreamFallback`; the loader then reads the file whole on the general path of
+`decode.decode`, which also words the errors. The stream is a fast path, never the only one.
+
+Two processes can share one file: the head reads from the top and stops at the first
+separator at or after a byte offset `split` of the text; the tail starts at that same
+separator (it inflates the text before it without decoding it) and reads to the end.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from perftune.errors import TraceError
+from perftune.trace.decode import (
+    TopLevel,
+    array_decoder,
+    chunk_decoder,
+    decode_chunk,
+    lax_chunk_decoder,
+    top_decoder,
+)
+
+# Text per chunk of events: a few thousand events, a few MB of typed structs at a time.
+STREAM_BYTES = 1 << 20
+READ_BYTES = 1 << 18  # compressed bytes read at a time
+BLOCK_BYTES = 1 << 20  # decompressed bytes produced at a time
+# A header this long before "traceEvents" is not a Kineto trace: read it whole instead.
+MAX_PREFIX = 1 << 26
+_SEPARATOR = re.compile(rb"\}\s*,\s*\{")
+_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
+_GZIP = b"\x1f\x8b"
+_SPACE = b" \t\r\n"
+
+
+class StreamFallback(Exception):
+    """The stream met something it does not handle; read the file whole instead."""
+
+
+def open_regular(path: Path) -> IO[bytes]:
+    """Open a trace file for reading, with the same one-line errors as `decode.read_bytes`."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise TraceError(path, "dangling symbolic link (its target does not exist)") from None
+        raise TraceError(path, "no such file or directory") from None
+    except OSError as exc:
+        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise TraceError(path, "is a directory, not a trace file")
+    if not stat.S_ISREG(mode):
+        raise TraceError(path, "not a regular file (a pipe, socket or device)")
+    try:
+        return path.open("rb")
+    except OSError as exc:
+        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def text_size(path: Path) -> int:
+    """The size of the file's JSON text: the gzip trailer's figure (mod 4 GiB, so a guess for
+    bigger traces), else the file size. Only used to balance work; never trusted for more."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        if fh.read(2) != _GZIP or size < 18:
+            return size
+        fh.seek(-4, 2)
+        isize = int.from_bytes(fh.read(4), "little")
+    while isize < size:  # text is never smaller than its gzip: add the lost 4 GiB multiples
+        isize += 1 << 32
+    return isize
+
+
+def _blocks(fh: IO[bytes]) -> Iterator[bytes]:
+    """The file's JSON text, a block at a time (gunzipped when it is gzip, by magic)."""
+    head = fh.read(2)
+    if head != _GZIP:
+        data = head + fh.read(BLOCK_BYTES)
+        while data:
+            yield data
+            data = fh.read(BLOCK_BYTES)
+        return
+    pending = head
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        while True:
+            if not pending:
+                pending = fh.read(READ_BYTES)
+                if not pending:
+                    if not inflater.eof:
+                        raise StreamFallback("truncated gzip data")
+                    return
+            out = inflater.decompress(pending, BLOCK_BYTES)
+            pending = inflater.unconsumed_tail
+            if out:
+                yield out
+            if inflater.eof:
+                rest = inflater.unused_data + pending
+                if not rest:
+                    rest = fh.read(READ_BYTES)
+                    if not rest:
+                        return
+                if rest[:2] != _GZIP:
+                    raise StreamFallback("data after the gzip member")
+                inflater = zlib.decompressobj(wbits=31)  # the next member of a concatenation
+                pending = rest
+    except zlib.error as exc:
+        raise StreamFallback(f"corrupt gzip data ({exc})") from None
+
+
+def _header_values(top: TopLevel) -> dict[str, Any]:
+    """The header fields a decoded (partial) top-level object holds, without traceEvents."""
+    return {k: v for k, v in msgspec.structs.asdict(top).items()
+            if k != "traceEvents" and v is not None}
+
+
+class EventStream:
+    """The events of one trace file as typed chunks, read without holding the whole text."""
+
+    def __init__(self, path: Path, problems: Counter[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.header: dict[str, Any] = {}  # keys before traceEvents, then those after it
+        self.array_form = False  # the file is a bare JSON array of events
+        self.events = 0
+        self.chunks = 0
+        self._fh = open_regular(path)
+        self.compressed = self._fh.read(2) == _GZIP
+        self._fh.seek(0)
+        self._blocks = _blocks(self._fh)
+        self._buf = bytearray()
+        self._pos = 0  # offset in the text of _buf[0]
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- text
+    def _more(self) -> bool:
+        """Append the next block of text to the buffer; False at the end of the file."""
+        for block in self._blocks:
+            self._buf += block
+            return True
+        return False
+
+    def _drop(self, upto: int) -> None:
+        """Forget the text before offset `upto` of the file's text."""
+        n = upto - self._pos
+        if n > 0:
+            del self._buf[:n]
+            self._pos = upto
+
+    # -------------------------------------------------------------- the top of the file
+    def open_head(self) -> int:
+        """Read the header keys before the event array; return the text offset of the array's
+        first byte after `[`."""
+        buf = self._buf
+        while len(buf) < 3 and self._more():
+            pass
+        if buf[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark some editors add
+            self._drop(3)
+        while True:
+            stripped = len(buf) - len(buf.lstrip(_SPACE))
+            if stripped < len(buf):
+                break
+            if not self._more():
+                raise StreamFallback("empty file")
+        first = buf[stripped:stripped + 1]
+        if first == b"[":
+            self.array_form = True
+            return self._pos + stripped + 1
+        if first != b"{":
+            raise StreamFallback("not an object")
+        look = stripped
+        while True:
+            k = buf.find(b'"traceEvents"', look)
+            if k >= 0:
+                m = _EVENTS_KEY.match(buf, k)
+                if m is not None:
+                    break
+                if len(buf) - k > 4096 or not self._more():
+                    raise StreamFallback("traceEvents is not a list")
+                continue
+            look = max(stripped, len(buf) - 16)
+            if len(buf) > MAX_PREFIX or not self._more():
+                raise StreamFallback("no traceEvents key")
+        prefix = bytes(buf[:m.end()]) + b"]}"
+        try:
+            top = top_decoder.decode(prefix)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            raise StreamFallback("header does not decode") from None
+        self.header.update(_header_values(top))
+        return self._pos + m.end()
+
+    def open_tail(self, split: int) -> int | None:
+        """Skip to the first separator at or after text offset `split` (the cut of the head);
+        return the offset of its `{`, or None when the file's events end before it."""
+        if self._fh.seekable() and self._fh.read(2) != _GZIP:
+            self._fh.seek(split)  # plain text: no need to read what comes before
+            self._blocks = _blocks(self._fh)
+            self._pos = split
+        else:
+            self._fh.seek(0)
+            self._blocks = _blocks(self._fh)
+        while True:
+            if self._pos + len(self._buf) > split:
+                self._drop(split)
+                m = _SEPARATOR.search(self._buf, max(0, split - self._pos))
+                if m is not None:
+                    return self._pos + m.end() - 1
+            elif self._buf:
+                self._drop(self._pos + len(self._buf))
+            if not self._more():
+                return None
+
+    # -------------------------------------------------------------- events
+    def read(self, start: int, stop: int | None = None) -> Iterator[list[Any]]:
+        """Typed events from text offset `start` (an event's `{`, or just after `[`) in chunks:
+        to the end of the file, or only up to the first separator at or after `stop`."""
+        self._drop(start)
+        while True:
+            begin = self._pos
+            target = begin + STREAM_BYTES
+            if stop is not None:
+                target = min(target, stop)
+            m = None
+            while True:
+                m = _SEPARATOR.search(self._buf, max(0, target - begin))
+                if m is not None or not self._more():
+                    break
+            if m is None:
+                yield from self._last(bytes(self._buf))
+                return
+            cut = begin + m.start()
+            events = self._middle(m.start() + 1)
+            self._drop(begin + m.end() - 1)
+            self.chunks += 1
+            self.events += len(events)
+            yield events
+            if stop is not None and cut >= stop:
+                return
+
+    def _middle(self, n: int) -> list[Any]:
+        """Decode the first `n` bytes of the buffer as a list of events (one copy of them,
+        between brackets, so that the buffer stays free to shrink)."""
+        data = bytearray(n + 2)
+        data[0] = 0x5B  # [
+        data[1:n + 1] = memoryview(self._buf)[:n]
+        data[n + 1] = 0x5D  # ]
+        for decoder in (chunk_decoder, lax_chunk_decoder):
+            try:
+                events: list[Any] = decoder.decode(data)
+                return events
+            except msgspec.ValidationError:
+                continue
+            except (msgspec.DecodeError, RecursionError):
+                raise StreamFallback("a chunk does not decode (a cut inside a value?)") from None
+        try:
+            raws = array_decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            raise StreamFallback("a chunk does not decode") from None
+        return decode_chunk(raws, self.problems)
+
+    def _last(self, text: bytes) -> Iterator[list[Any]]:
+        """The events up to the end of the array, and the header keys after it."""
+        try:
+            if self.array_form:
+                raws = array_decoder.decode(b"[" + text)
+            else:
+                top = top_decoder.decode(b'{"traceEvents":[' + text)
+                raws = top.traceEvents or []
+                for key, value in _header_values(top).items():
+                    self.header.setdefault(key, value)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            raise StreamFallback("the end of the file does not decode") from None
+        del text
+        self._buf.clear()
+        if raws:
+            events = decode_chunk(raws, self.problems)
+            self.chunks += 1
+            self.events += len(events)
+            yield events
