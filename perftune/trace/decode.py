@@ -26,7 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union, overload
+from typing import IO, Any, Union, overload
 
 import msgspec
 import numpy as np
@@ -258,8 +258,8 @@ _any_decoder = msgspec.json.Decoder()
 
 
 # ---------------------------------------------------------------------------- reading
-def read_bytes(path: Path) -> bytes:
-    """The JSON text of a trace file, gunzipped when it is gzip (by magic, not by name)."""
+def open_regular(path: Path) -> IO[bytes]:
+    """Open a trace file for reading; one-line errors for what cannot be read as a file."""
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
@@ -274,9 +274,18 @@ def read_bytes(path: Path) -> bytes:
         # Opening a FIFO or a device would block or read forever.
         raise TraceError(path, "not a regular file (a pipe, socket or device)")
     try:
-        data = path.read_bytes()
+        return path.open("rb")
     except OSError as exc:
         raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
+
+
+def read_bytes(path: Path) -> bytes:
+    """The JSON text of a trace file, gunzipped when it is gzip (by magic, not by name)."""
+    with open_regular(path) as fh:
+        try:
+            data = fh.read()
+        except OSError as exc:
+            raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(path, data)
     if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark some editors add

@@ -418,8 +418,10 @@ def self_times(trace: Trace) -> pd.DataFrame:
     child_time = np.bincount(par[has_parent], weights=dur[rows][has_parent],
                              minlength=len(ev)) if has_parent.any() else np.zeros(len(ev))
     self_us = np.maximum(0.0, dur - child_time)
-    return pd.DataFrame({"row": rows, "name": ev["name"].to_numpy()[rows],
-                         "dur_us": dur[rows], "self_us": self_us[rows]})
+    name = ev["name"]
+    names = np.asarray(name.cat.categories, dtype=object)[name.cat.codes.to_numpy()[rows]]
+    return pd.DataFrame({"row": rows, "name": names, "dur_us": dur[rows],
+                         "self_us": self_us[rows]})
 
 
 _self_times = self_times
@@ -431,15 +433,23 @@ def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=["name", "calls", "self_ms", "total_ms"])
     codes = trace.events["name"].cat.codes.to_numpy()[df["row"].to_numpy()]
-    agg = pd.DataFrame({"code": codes, "self_us": df["self_us"].to_numpy(),
-                        "dur_us": df["dur_us"].to_numpy()}).groupby("code").agg(
-        calls=("self_us", "size"), self_us=("self_us", "sum"), total_us=("dur_us", "sum"))
-    agg = agg.sort_values("self_us", ascending=False, kind="stable").head(n)
+    present, calls, sums = _sums_by_code(codes, df["self_us"].to_numpy(),
+                                         df["dur_us"].to_numpy())
+    top = np.argsort(-sums[0], kind="stable")[:n]
     categories = trace.events["name"].cat.categories
-    return pd.DataFrame({"name": [str(categories[c]) for c in agg.index],
-                         "calls": agg["calls"].to_numpy(),
-                         "self_ms": agg["self_us"].to_numpy() / 1000.0,
-                         "total_ms": agg["total_us"].to_numpy() / 1000.0})
+    return pd.DataFrame({"name": [str(categories[c]) for c in present[top]],
+                         "calls": calls[top],
+                         "self_ms": sums[0][top] / 1000.0,
+                         "total_ms": sums[1][top] / 1000.0})
+
+
+def _sums_by_code(codes: np.ndarray, *weights: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Per distinct code (ascending): the code, its count, and the sum of each weight."""
+    counts = np.bincount(codes)
+    present = np.flatnonzero(counts)
+    sums = [np.bincount(codes, weights=w, minlength=len(counts))[present] for w in weights]
+    return present, counts[present], sums
 
 
 def top_kernels(trace: Trace, n: int = 15) -> pd.DataFrame:
@@ -449,11 +459,10 @@ def top_kernels(trace: Trace, n: int = 15) -> pd.DataFrame:
     if len(rows) == 0:
         return pd.DataFrame(columns=["name", "calls", "total_ms", "mean_us"])
     codes = ev["name"].cat.codes.to_numpy()[rows]
-    dur = ev["dur"].to_numpy()[rows]
-    agg = pd.DataFrame({"code": codes, "dur": dur}).groupby("code")["dur"].agg(["size", "sum", "mean"])
-    agg = agg.sort_values("sum", ascending=False, kind="stable").head(n)
+    present, calls, (total,) = _sums_by_code(codes, ev["dur"].to_numpy()[rows])
+    top = np.argsort(-total, kind="stable")[:n]
     categories = ev["name"].cat.categories
-    return pd.DataFrame({"name": [str(categories[c]) for c in agg.index],
-                         "calls": agg["size"].to_numpy(),
-                         "total_ms": agg["sum"].to_numpy() / 1000.0,
-                         "mean_us": agg["mean"].to_numpy()})
+    return pd.DataFrame({"name": [str(categories[c]) for c in present[top]],
+                         "calls": calls[top],
+                         "total_ms": total[top] / 1000.0,
+                         "mean_us": total[top] / calls[top]})

@@ -21,7 +21,6 @@ separator (it inflates the text before it without decoding it) and reads to the 
 from __future__ import annotations
 
 import re
-import stat
 import types
 import zlib
 from collections import Counter
@@ -31,13 +30,13 @@ from typing import IO, Any
 
 import msgspec
 
-from perftune.errors import TraceError
 from perftune.trace.decode import (
     TopLevel,
     array_decoder,
     chunk_decoder,
     decode_chunk,
     lax_chunk_decoder,
+    open_regular,
     top_decoder,
 )
 
@@ -64,26 +63,6 @@ _SPACE = b" \t\r\n"
 
 class StreamFallback(Exception):
     """The stream met something it does not handle; read the file whole instead."""
-
-
-def open_regular(path: Path) -> IO[bytes]:
-    """Open a trace file for reading, with the same one-line errors as `decode.read_bytes`."""
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        if path.is_symlink():
-            raise TraceError(path, "dangling symbolic link (its target does not exist)") from None
-        raise TraceError(path, "no such file or directory") from None
-    except OSError as exc:
-        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(mode):
-        raise TraceError(path, "is a directory, not a trace file")
-    if not stat.S_ISREG(mode):
-        raise TraceError(path, "not a regular file (a pipe, socket or device)")
-    try:
-        return path.open("rb")
-    except OSError as exc:
-        raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
 def text_size(path: Path) -> int:
