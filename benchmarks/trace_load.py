@@ -109,12 +109,12 @@ def make_synthetic(base: Path, target_bytes: int, out: Path) -> Path:
     """Repeat the steps of `base` until the JSON reaches `target_bytes` (plain .json)."""
     import gzip
 
-    import orjson
+    import msgspec
 
     if out.exists() and out.stat().st_size >= target_bytes * 0.95:
         return out
     raw = base.read_bytes()
-    doc = orjson.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    doc = msgspec.json.decode(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
     events: list[dict[str, Any]] = doc.pop("traceEvents")
     meta = [e for e in events if e.get("ph") == "M"]
     body = [e for e in events if e.get("ph") != "M" and e.get("cat") != "Trace"]
@@ -133,9 +133,9 @@ def make_synthetic(base: Path, target_bytes: int, out: Path) -> Path:
     steps = sum(1 for e in body if str(e.get("name", "")).startswith("ProfilerStep#"))
     tmp = out.with_suffix(".tmp")
     with tmp.open("wb") as fh:
-        header = orjson.dumps(doc)[:-1]  # the header object without its closing brace
+        header = msgspec.json.encode(doc)[:-1]  # the header object without its closing brace
         fh.write(header + (b"," if len(doc) else b"") + b'"traceEvents":[')
-        fh.write(b",".join(orjson.dumps(e) for e in meta))
+        fh.write(b",".join(msgspec.json.encode(e) for e in meta))
         written = fh.tell()
         copy = 0
         while written < target_bytes:
@@ -158,7 +158,7 @@ def make_synthetic(base: Path, target_bytes: int, out: Path) -> Path:
                 name = e2.get("name")
                 if isinstance(name, str) and name.startswith("ProfilerStep#"):
                     e2["name"] = f"ProfilerStep#{int(name[13:]) + copy * steps}"
-                chunk.append(orjson.dumps(e2))
+                chunk.append(msgspec.json.encode(e2))
             fh.write(b"," + b",".join(chunk))
             written = fh.tell()
             copy += 1

@@ -127,12 +127,12 @@ def device_event_steps(trace: Trace) -> np.ndarray:
     events whose launch is unknown fall back to the step window containing their start.
     """
     ev = trace.events
-    launch = trace.launch_of_device_event
-    is_dev = trace.is_device
+    dev = np.flatnonzero(trace.is_device)  # only device rows: a fraction of the trace
+    launch = trace.launch_of_device_event[dev]
     ts = ev["ts"].to_numpy()
-    when = np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts)
-    out = trace.step_of(when, ev["rank"].to_numpy())
-    out[~is_dev] = NO_ID
+    when = np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts[dev])
+    out = np.full(len(ev), NO_ID, dtype=np.int64)
+    out[dev] = trace.step_of(when, ev["rank"].to_numpy()[dev])
     return out
 
 

@@ -584,13 +584,21 @@ class Trace:
             ks = sorted(ks, key=lambda k: self.steps[k].start)
             starts = np.asarray([self.steps[k].start for k in ks])
             ends = np.asarray([self.steps[k].end for k in ks])
-            sel = np.flatnonzero(rank_a == r)
-            if len(sel) == 0:
+            mine = rank_a == r
+            # One rank (the common case): work on the whole arrays, no selected copies.
+            sel = None if mine.all() else np.flatnonzero(mine)
+            if sel is not None and len(sel) == 0:
                 continue
-            pos = np.searchsorted(starts, ts_a[sel], side="right") - 1
-            ok = pos >= 0
-            ok[ok] = ts_a[sel][ok] < ends[pos[ok]]
-            out[sel[ok]] = np.asarray(ks)[pos[ok]]
+            t = ts_a if sel is None else ts_a[sel]
+            pos = np.searchsorted(starts, t, side="right") - 1
+            inside = pos >= 0
+            np.maximum(pos, 0, out=pos)
+            inside &= t < ends[pos]
+            found = np.where(inside, np.asarray(ks, dtype=np.int64)[pos], NO_ID)
+            if sel is None:
+                out = found
+            else:
+                out[sel] = found
         return out
 
 
