@@ -13,13 +13,14 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import perftune
 from perftune._runtime import KNOBS_ENV
+from perftune.capture.launcher import LAUNCH_FILE, fresh_command, read_launch
 from perftune.capture.layout import (
     CHILD_CONFIG_FILE,
     CHILD_RESULT_FILE,
@@ -92,6 +93,9 @@ class CaptureOptions:
     quiet: bool = False  # send the script's stdout/stderr to run_dir/output.log
     # Length of one pseudo-step when the script shows no step boundary at all.
     time_slice_s: float = 1.0
+    # The child command; None: `python -m perftune.capture.bootstrap`. The tuner passes a
+    # ZygoteLauncher's command (perftune/capture/launcher.py) to fork trials from a zygote.
+    launcher: Sequence[str] | None = None
 
 
 def validate(target: ScriptTarget, options: CaptureOptions) -> None:
@@ -120,6 +124,8 @@ def validate(target: ScriptTarget, options: CaptureOptions) -> None:
         raise UsageError(f"the timeout must be positive, got {options.timeout_s}")
     if options.time_slice_s <= 0:
         raise UsageError(f"the time slice must be positive, got {options.time_slice_s}")
+    if options.launcher is not None and not options.launcher:
+        raise UsageError("the launcher command is empty")
 
 
 def _script_path(target: ScriptTarget) -> Path:
@@ -127,7 +133,15 @@ def _script_path(target: ScriptTarget) -> Path:
     return path if path.is_absolute() else Path(target.cwd) / path
 
 
-_RUN_FILES = (TRACE_FILE, STEPS_FILE, META_FILE, OUTPUT_LOG, CHILD_CONFIG_FILE, CHILD_RESULT_FILE)
+_RUN_FILES = (
+    TRACE_FILE,
+    STEPS_FILE,
+    META_FILE,
+    OUTPUT_LOG,
+    CHILD_CONFIG_FILE,
+    CHILD_RESULT_FILE,
+    LAUNCH_FILE,
+)
 
 
 def _clear_run_dir(run_dir: Path) -> None:
@@ -148,6 +162,15 @@ def _importable_root() -> str | None:
     root = str(Path(perftune.__file__).resolve().parent.parent)
     found = {os.path.abspath(entry) for entry in sys.path[1:] if entry}
     return None if root in found else root
+
+
+def child_pythonpath(env: Mapping[str, str]) -> str | None:
+    """The PYTHONPATH a child started with `env` gets so that it finds perftune (None: as is)."""
+    injected = _importable_root()
+    if injected is None:
+        return None
+    original = env.get("PYTHONPATH")
+    return injected + (os.pathsep + original if original else "")
 
 
 def _child_env(
@@ -297,7 +320,7 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
     config_path = run_dir / CHILD_CONFIG_FILE
     env, original_pythonpath = _child_env(options, config_path, injected)
     write_json(config_path, child_config(target, options, run_dir, injected, original_pythonpath))
-    argv = [sys.executable, "-m", "perftune.capture.bootstrap"]
+    argv = list(options.launcher) if options.launcher is not None else fresh_command()
     try:
         outcome = run_child(
             argv,
@@ -307,7 +330,7 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
             log_path=run_dir / OUTPUT_LOG if options.quiet else None,
         )
     except OSError as exc:
-        raise ScriptError(f"cannot start {sys.executable}: {exc}") from None
+        raise ScriptError(f"cannot start {argv[0]}: {exc}") from None
     finally:
         config_path.unlink(missing_ok=True)
     child_path = run_dir / CHILD_RESULT_FILE
@@ -315,6 +338,10 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
     if child is not None and child.get("usage_error"):
         child_path.unlink(missing_ok=True)
         raise UsageError(str(child.get("error")))
+    launch = read_launch(run_dir)
+    if launch is not None:  # how a launcher started the child (zygote fork or fresh)
+        meta["launch"] = launch
+        (run_dir / LAUNCH_FILE).unlink(missing_ok=True)
     result, extra = _assemble(child, outcome, target, options, run_dir, meta)
     write_json(run_dir / STEPS_FILE, steps_document(result, extra))
     write_json(run_dir / META_FILE, result.meta)

@@ -1,7 +1,8 @@
 """The trials so far, grouped by configuration, with each configuration's verdict.
 
 A configuration can be measured several times (the interleaved repeats of the top candidates);
-its figure is the median throughput of its measurements. Its verdict is one of: feasible,
+its figure is the median throughput of its measurements, leaving out noisy ones (step spread,
+IQR/median, above NOISY_SPREAD) when it has quiet ones. Its verdict is one of: feasible,
 over-budget, accuracy (rejected by the guard), or the failure of its trials (oom, crashed, ...).
 """
 
@@ -18,8 +19,19 @@ from perftune.tune.space import SearchSpace, config_key
 from perftune.tune.trial import MEMORY_FAILURES, TrialOutcome
 
 # Roles a trial plays: the search proper, the fp32 run the accuracy guard needs, a repeat of a
-# top candidate, the first run that discovers the knobs the script declares.
-ROLES = ("probe", "search", "baseline", "repeat")
+# top candidate, the first run that discovers the knobs the script declares, a second
+# measurement of a configuration whose first one was too noisy to act on.
+ROLES = ("probe", "search", "baseline", "repeat", "recheck")
+# A measurement whose steps spread more than this (interquartile range over the median) was
+# disturbed (a load spike on a shared machine): the structured search measures the
+# configuration again before it acts on the figure. Quiet trials spread 0.02-0.2 on CPU.
+NOISY_SPREAD = 0.3
+# Measurements a noisy configuration gets at most for the recheck (then its figure stands).
+RECHECK_LIMIT = 2
+
+
+def noisy(outcome: TrialOutcome) -> bool:
+    return outcome.spread is not None and outcome.spread > NOISY_SPREAD
 
 
 @dataclass(frozen=True)
@@ -63,8 +75,21 @@ class ConfigResult:
 
     @property
     def throughput(self) -> float | None:
-        figures = [m.throughput for m in self.measurements if m.throughput is not None]
+        """Median throughput of the quiet measurements (of all, when every one was noisy)."""
+        measured = [m for m in self.measurements if m.throughput is not None]
+        quiet = [m for m in measured if not noisy(m)]
+        figures = [m.throughput for m in (quiet or measured) if m.throughput is not None]
         return statistics.median(figures) if figures else None
+
+    @property
+    def needs_recheck(self) -> bool:
+        """Feasible, but measured only noisily and fewer than RECHECK_LIMIT times."""
+        measured = self.measurements
+        return (
+            0 < len(measured) < RECHECK_LIMIT
+            and all(noisy(m) for m in measured)
+            and self.verdict == "feasible"
+        )
 
     @property
     def throughputs(self) -> tuple[float, ...]:

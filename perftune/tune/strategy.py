@@ -15,6 +15,9 @@ Strategies:
 - tpe / random: Optuna's samplers from the start (after the defaults).
 Every strategy ends by repeating the top candidates, interleaved, to separate real differences
 from noise; and runs the fp32 baseline any leading configuration needs for the accuracy guard.
+The structured search acts on single figures (which configuration is the best so far, whether a
+larger batch still pays off), so a configuration whose one measurement was noisy (its steps
+spread more than history.NOISY_SPREAD) is measured once more before the search goes on.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from perftune.tune.history import ConfigResult, History
+from perftune.tune.history import ConfigResult, History, noisy
 from perftune.tune.injected import BATCH_SIZE, CHECKPOINT, PRECISION
 from perftune.tune.space import Knob, SearchSpace, Value, sorted_choices
 
@@ -92,10 +95,33 @@ def _search(space: SearchSpace, history: History, strategy: str, sampler_open: b
         return _grid(space, history)
     if strategy in ("tpe", "random"):
         return _sampler(space, history)
+    recheck = _recheck(history)
+    if recheck is not None:
+        return recheck
     found = _structured(space, history)
     if found is None and sampler_open:
         return _sampler(space, history)
     return found
+
+
+def _recheck(history: History) -> Proposal | None:
+    """A configuration measured only noisily, measured again before the search acts on it
+    (the incumbent first: every move starts from it)."""
+    noisy_ones = [c for c in history.configs.values() if c.in_space and c.needs_recheck]
+    if not noisy_ones:
+        return None
+    incumbent = history.incumbent()
+    noisy_ones.sort(key=lambda c: (incumbent is None or c.key != incumbent.key, c.first_trial))
+    for config in noisy_ones:
+        if config.key in history.pending_keys:
+            continue  # another worker is measuring it
+        spread = max((m.spread or 0.0) for m in config.measurements if noisy(m))
+        return Proposal(
+            dict(config.values),
+            "recheck",
+            f"measure again: its steps spread {spread:.0%} of the median (disturbed?)",
+        )
+    return None
 
 
 def _grid(space: SearchSpace, history: History) -> Proposal | None:

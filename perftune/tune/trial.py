@@ -96,6 +96,9 @@ class TrialOutcome:
     exit_code: int | None = None
     injected: dict[str, Any] = field(default_factory=dict)
     declared_knobs: dict[str, Any] = field(default_factory=dict)
+    # "zygote": forked from the tuner's pre-imported zygote; "fresh": a new python process
+    # (None: not known, e.g. the client was killed before it could say).
+    launch: str | None = None
 
     @property
     def measured(self) -> bool:
@@ -148,16 +151,34 @@ class StepLike(Protocol):
     def samples(self) -> int | None: ...
 
 
+class Launcher(Protocol):
+    """Where a trial's process comes from (perftune.capture.launcher.ZygoteLauncher)."""
+
+    def alive(self) -> bool: ...
+    def command(self) -> list[str]: ...
+
+
 class TrialRunner:
-    """Runs trials of one script under one measurement setting."""
+    """Runs trials of one script under one measurement setting.
+
+    With a `launcher` (the tuner's zygote) trials are forked from it while it is alive; without
+    one, or once it is gone, each trial is a fresh `python -m perftune.capture.bootstrap`.
+    """
 
     def __init__(
-        self, script: Script, space: SearchSpace, measurement: Measurement, objective: Objective
+        self,
+        script: Script,
+        space: SearchSpace,
+        measurement: Measurement,
+        objective: Objective,
+        launcher: Launcher | None = None,
     ) -> None:
         self.script = script
         self.space = space
         self.measurement = measurement
         self.objective = objective
+        self.launcher = launcher
+        self.last_launch: dict[str, Any] | None = None  # how the last trial was started
 
     def environment(self, run_dir: Path) -> dict[str, str]:
         env = {
@@ -190,11 +211,14 @@ class TrialRunner:
             timeout_s=self.measurement.timeout_s,
             env=self.environment(run_dir),
             quiet=True,
+            launcher=self.launcher.command() if self.launcher is not None and self.launcher.alive() else None,
         )
         started = time.monotonic()
         result = run_capture(target, run_dir, options)
         wall = time.monotonic() - started
-        return outcome_from_capture(
+        launch = result.meta.get("launch")
+        self.last_launch = launch if isinstance(launch, dict) else None
+        outcome = outcome_from_capture(
             status=result.status,
             error=result.error,
             exit_code=result.exit_code,
@@ -206,6 +230,11 @@ class TrialRunner:
             objective=self.objective,
             measurement=self.measurement,
         )
+        if self.last_launch is not None:
+            outcome = replace(outcome, launch=str(self.last_launch.get("launcher")))
+        elif options.launcher is None:
+            outcome = replace(outcome, launch="fresh")
+        return outcome
 
 
 def outcome_from_capture(

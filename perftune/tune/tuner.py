@@ -60,6 +60,9 @@ class TuneSettings:
     study_name: str = "perftune"
     resume: bool = False
     sampler_seed: int | None = 0
+    # Fork trials from a pre-imported zygote (perftune/capture/zygote.py) instead of starting
+    # a fresh python for each; `perftune tune --no-reuse` turns it off.
+    reuse_processes: bool = True
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,8 @@ class Tuner:
         self.notes: list[str] = []
         self.measurement = settings.measurement
         self.objective = settings.objective
+        self.launcher: Any = None  # the ZygoteLauncher while the run lasts
+        self._launch_noted = False
 
     def note(self, text: str) -> None:
         self.notes.append(text)
@@ -121,6 +126,7 @@ class Tuner:
             must_be_new=not s.resume and s.storage is None,
         )
         stored = study.settings()
+        self._start_launcher()  # before the probe, which is a trial too
         space = self._probe(study) if stored is None else self._adopt_stored(stored)
         return study, space
 
@@ -156,9 +162,12 @@ class Tuner:
             for k in partial.knobs
             if k.name in injected.INJECTED_KNOBS or partial.arg_for(k.name) is not None
         }
-        runner = TrialRunner(self.settings.script, partial, self.measurement, self.objective)
+        runner = TrialRunner(
+            self.settings.script, partial, self.measurement, self.objective, self.launcher
+        )
         self.reporter.note("probe: running the script with its defaults to find its knobs")
         outcome = runner.run(probe_values, self.settings.run_dir / TRIALS_DIR / "probe")
+        self._check_launch(runner)
         if outcome.status in ("crashed", "no-steps"):
             raise ScriptError(
                 f"the script failed with its default knob values: {outcome.reason}"
@@ -224,11 +233,54 @@ class Tuner:
 
     # --- the loop -------------------------------------------------------------------------
 
+    # --- where trial processes come from -------------------------------------------------
+
+    def _start_launcher(self) -> None:
+        if not self.settings.reuse_processes:
+            return
+        from perftune.capture.launcher import ZygoteError, ZygoteLauncher
+
+        launcher = ZygoteLauncher(self.settings.run_dir, self.settings.script.cwd)
+        try:
+            launcher.start()
+        except ZygoteError as exc:
+            self._launch_noted = True
+            self.note(f"{exc}; every trial runs as a fresh process")
+            return
+        self.launcher = launcher
+
+    def _stop_launcher(self) -> None:
+        launcher, self.launcher = self.launcher, None
+        if launcher is not None:
+            launcher.stop()
+
+    def _check_launch(self, runner: TrialRunner) -> None:
+        """Say once when trials stopped being forked from the zygote, and why."""
+        if self.launcher is None or self._launch_noted:
+            return
+        stopped = self.launcher.why_stopped()
+        launch = runner.last_launch or {}
+        if stopped is not None:
+            reason = f"the trial launcher (zygote) stopped: {stopped}"
+        elif launch.get("launcher") == "fresh":
+            reason = f"a trial could not be forked from the zygote: {launch.get('reason')}"
+        else:
+            return
+        self._launch_noted = True
+        self.note(f"{reason}; such trials run as fresh processes (see {self.launcher.log_path})")
+
     def run(self) -> TuneRun:
+        """Tune; the zygote (if any) lives exactly as long as this call, Ctrl-C and errors too."""
+        try:
+            return self._run()
+        finally:
+            self._stop_launcher()
+
+    def _run(self) -> TuneRun:
         s = self.settings
         started = time.monotonic()
         study, space = self._open()
-        runner = TrialRunner(s.script, space, self.measurement, self.objective)
+        runner = TrialRunner(s.script, space, self.measurement, self.objective, self.launcher)
         strategy = s.strategy.resolve(space, s.max_trials)
         reserve = 0
         if s.max_trials is not None:
@@ -318,7 +370,7 @@ class Tuner:
             known = history.result(values)
             study.cache_hit(trial, known.throughput if known is not None else None)
             return "cached"
-        if proposal.role != "repeat" and self._taken_by_another(study, space, trial.number, values):
+        if proposal.role not in ("repeat", "recheck") and self._taken_by_another(study, space, trial.number, values):
             study.drop(trial, "duplicate", "another worker took this configuration first")
             return "duplicate"
         self.reporter.started(trial.number, values, proposal.role, proposal.why, history)
@@ -330,6 +382,7 @@ class Tuner:
             study.drop(trial, "interrupted", "perftune stopped during this trial")
             raise
         halt()
+        self._check_launch(runner)
         if outcome.status == "interrupted":
             study.drop(trial, "interrupted", "interrupted (Ctrl-C); --resume runs it again")
             return "interrupted"
@@ -345,7 +398,7 @@ class Tuner:
         # same one was started by another worker in the meantime.
         key = config_key(values)
         return any(
-            r.number < number and r.key == key and r.counts and r.role != "repeat"
+            r.number < number and r.key == key and r.counts and r.role not in ("repeat", "recheck")
             for r in study.records()
         )
 

@@ -42,7 +42,7 @@ def postgres_url() -> Iterator[str]:
 def test_two_workers_share_one_study(postgres_url: str, project: Path) -> None:
     study = f"shared-{os.getpid()}-{time.monotonic_ns()}"
     args = (
-        str(SCRIPTS / "labelled.py"), "--knob", "label=a,b,c,d", "--no-declared",
+        str(SCRIPTS / "paced.py"), "--knob", "label=a,b,c,d", "--no-declared",
         "--repeats", "0", "--trial-warmup", "1", "--trial-steps", "3", "-q",
         "--storage", postgres_url, "--study-name", study,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -192,3 +193,62 @@ def test_running_trials_of_other_workers_are_not_proposed_again() -> None:
     proposal = propose(space, history, StrategySettings(name="grid"), strategy="grid", search_open=True, sampler_open=False)
     assert proposal is not None and proposal.values == {"tile": 1}
     assert history.counted() == 1
+
+
+def noisy_first(landscape: Simulator, victims: set[str], slowdown: float = 20.0, times: int = 1) -> Simulator:
+    """`landscape`, except that the first `times` measurements of each victim were taken during
+    a load spike: far slower, with steps spreading over several times their median."""
+    seen: dict[str, int] = {}
+
+    def simulate(values: Mapping[str, Any]) -> TrialOutcome:
+        key = sp.config_key(values)
+        seen[key] = seen.get(key, 0) + 1
+        true = landscape(values)
+        if key in victims and seen[key] <= times:
+            assert true.throughput is not None
+            return replace(true, throughput=true.throughput / slowdown, spread=2.5)
+        return true
+
+    return simulate
+
+
+def test_a_noisy_measurement_is_taken_again_before_the_search_acts_on_it() -> None:
+    victim = {"tile": 64, "chunk": 2, "batch_size": 256}  # the first doubling that pays off
+    records, proposals = drive(TILED, noisy_first(tiled_landscape, {sp.config_key(victim)}))
+    index = next(i for i, r in enumerate(records) if r.values == victim)
+    # The very next trial measures it again, and says why.
+    assert proposals[index + 1].role == "recheck"
+    assert proposals[index + 1].values == victim
+    assert "spread" in proposals[index + 1].why
+    history = History(TILED, records, tolerance=0.05)
+    # Its figure is the quiet measurement's, not the median of a spike and a quiet run.
+    result = history.result(victim)
+    assert result is not None and result.throughput == tiled_landscape(victim).throughput
+    # And the search is not misled: it still finds the optimum in a quarter of the grid.
+    optimum = max(tiled_landscape(v).throughput or 0.0 for v in TILED.grid())
+    best = history.incumbent()
+    assert best is not None and best.throughput == optimum
+    assert len(records) <= TILED.size // 4
+    assert [p.role for p in proposals].count("recheck") == 1
+
+
+def test_quiet_measurements_are_not_taken_again() -> None:
+    _, proposals = drive(TILED, tiled_landscape)  # every trial spreads 1%
+    assert all(p.role == "search" for p in proposals)
+
+
+def test_a_configuration_that_stays_noisy_is_rechecked_once() -> None:
+    space = sp.build_space(cli=[("tile", (1, 2, 3))])
+    always = noisy_first(lambda v: ok(float(v["tile"])), {sp.config_key({"tile": 2})}, times=99)
+    records, _ = drive(space, always)
+    assert [r.values["tile"] for r in records if r.role == "recheck"] == [2]
+    result = History(space, records, tolerance=0.05).result({"tile": 2})
+    assert result is not None and len(result.measurements) == 2 and not result.needs_recheck
+    # Every figure noisy: the median of them all stands.
+    assert result.throughput == pytest.approx(2.0 / 20.0)
+
+
+def test_the_grid_does_not_recheck() -> None:
+    noisy_default = noisy_first(tiled_landscape, {sp.config_key(TILED.default())})
+    records, _ = drive(TILED, noisy_default, strategy="grid")
+    assert len(records) == TILED.size

@@ -1,0 +1,178 @@
+"""How a capture's child is started: a fresh interpreter, or a fork of a pre-imported zygote.
+
+`fresh_command()` is the default child command of `run_capture`. `ZygoteLauncher` starts one
+zygote (perftune.capture.zygote) for a series of captures of the same script (the tuner's
+trials) and gives the command that runs a capture through it (`CaptureOptions.launcher`): a
+tiny client that hands the trial to the zygote, or runs it fresh when the zygote cannot take
+it. Torch-free: the zygote imports torch in its own process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+BOOTSTRAP = "perftune.capture.bootstrap"
+# Written by the client into the run directory: how the trial was started (read by run_capture).
+LAUNCH_FILE = "launch.json"
+SOCKET_NAME = "zygote.sock"
+LOG_NAME = "zygote.log"
+READY = "perftune-zygote ready"  # = perftune.capture.zygote.READY
+START_TIMEOUT_S = 120.0
+STOP_GRACE_S = 5.0
+# sockaddr_un holds 108 bytes; longer paths go to a short temporary folder.
+_MAX_SOCKET_PATH = 100
+
+
+def fresh_command() -> list[str]:
+    """The child command of a capture without a launcher: a new python running the bootstrap."""
+    return [sys.executable, "-m", BOOTSTRAP]
+
+
+def client_path() -> Path:
+    return Path(__file__).resolve().parent / "zygote_client.py"
+
+
+class ZygoteError(Exception):
+    """The zygote could not be started."""
+
+
+class ZygoteLauncher:
+    """One zygote for a series of captures run in `cwd` with this process's environment.
+
+    Use as a context manager (or start()/stop()): stopping kills the zygote and whatever trial
+    it still runs; if this process dies, the zygote sees its stdin close and stops itself.
+    """
+
+    def __init__(self, run_dir: Path, cwd: Path, env: Mapping[str, str] | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.cwd = Path(cwd)
+        self.env = dict(os.environ if env is None else env)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._socket_dir: str | None = None
+        self.socket_path = self._socket_path()
+        self.log_path = self.run_dir / LOG_NAME
+        self._log: IO[bytes] | None = None
+
+    def _socket_path(self) -> str:
+        path = str(self.run_dir.resolve() / SOCKET_NAME)
+        if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
+            return path
+        self._socket_dir = tempfile.mkdtemp(prefix="perftune-zygote-")
+        return os.path.join(self._socket_dir, SOCKET_NAME)
+
+    def __enter__(self) -> ZygoteLauncher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the zygote and wait until it has imported torch and listens."""
+        from perftune.capture.runner import child_pythonpath
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        env = dict(self.env)
+        pythonpath = child_pythonpath(env)
+        if pythonpath is not None:
+            env["PYTHONPATH"] = pythonpath
+        self._log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "perftune.capture.zygote", self.socket_path],
+                cwd=self.cwd,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                # Away from the terminal's Ctrl-C: the tuner decides when the zygote stops.
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.stop()
+            raise ZygoteError(f"cannot start the zygote: {exc}") from None
+        if not self._wait_ready():
+            problem = self.why_stopped() or "it did not get ready"
+            self.stop()
+            raise ZygoteError(f"the zygote did not start: {problem} (see {self.log_path})")
+
+    def _wait_ready(self) -> bool:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT_S
+        line = b""
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if ready:
+                chunk = os.read(fd, 256)
+                if not chunk:
+                    return False
+                line += chunk
+                if b"\n" in line:
+                    return line.split(b"\n", 1)[0].decode(errors="replace") == READY
+        return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and os.path.exists(self.socket_path)
+
+    def why_stopped(self) -> str | None:
+        """Why the zygote is gone (None while it runs)."""
+        if self.proc is None:
+            return "it was not started"
+        code = self.proc.poll()
+        if code is None:
+            return None if os.path.exists(self.socket_path) else "its socket is gone"
+        return f"it exited with code {code}" if code >= 0 else f"it was killed by signal {-code}"
+
+    def command(self) -> list[str]:
+        """The child command that runs a capture through the zygote (or fresh, as a fallback)."""
+        return [sys.executable, "-I", "-S", str(client_path()), self.socket_path, "--", *fresh_command()]
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()  # the zygote stops when its stdin closes
+            try:
+                proc.wait(timeout=STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout is not None:
+                proc.stdout.close()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        with contextlib.suppress(OSError):
+            os.unlink(self.socket_path)
+        if self._socket_dir is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._socket_dir)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+
+def read_launch(run_dir: Path) -> dict[str, Any] | None:
+    """How the client started the capture in `run_dir` (None: no client ran)."""
+    import json
+
+    path = Path(run_dir) / LAUNCH_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

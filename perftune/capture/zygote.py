@@ -1,0 +1,446 @@
+"""A pre-imported parent that forks tuner trials: `python -m perftune.capture.zygote SOCKET`.
+
+A fresh trial process spends most of its overhead importing torch and torch._dynamo (the first
+`torch.optim` optimizer imports it: `Optimizer.add_param_group` is wrapped by
+`torch._disable_dynamo`). The zygote imports them, and perftune's capture modules, once; runs
+no torch op, starts no thread and never touches CUDA; then forks one child per trial. The
+child becomes what `python -m perftune.capture.bootstrap` would have been: the client's stdio,
+working directory, environment (os.environ replaced), sys.argv and sys.path, default signal
+handlers, a process group of its own, and the bootstrap's `main()` with its exit code. The
+script and its own modules are imported fresh in the child, as always.
+
+It forks only when that is safe, and otherwise answers "refuse REASON" so that the client runs
+the trial as a fresh process: the trial's environment must equal the zygote's except for
+perftune's own variables (PERFTUNE_*), its working directory must be the zygote's (relative
+PYTHONPATH entries resolve against it), its command must be the bootstrap's, the zygote must
+still be single-threaded (threading.active_count() == 1) and CUDA uninitialised.
+
+Protocol (Unix stream socket): the client sends a 4-byte length and a JSON request {cwd, env,
+command, client_pid} with its fds 0, 1, 2 attached; the zygote answers "pid N\\n" or "refuse
+REASON\\n"; the client may send "signal N\\n" (relayed to the trial); the zygote ends with "exit
+N\\n" or "signal N\\n". When the client's connection closes before the trial ended (the client
+was killed: a timeout), the zygote kills the trial's process group.
+
+The zygote stops when its parent closes the pipe on its stdin (the parent exited, however) or
+on SIGTERM, killing the process groups of the trials still running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import io
+import json
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+# Before anything is imported: what the imports change in os.environ is applied to every
+# trial's own environment too (torch sets TORCHINDUCTOR_CACHE_DIR, for one).
+_START_ENV = dict(os.environ)
+OWN_PREFIX = "PERFTUNE_"
+BOOTSTRAP = "perftune.capture.bootstrap"
+READY = "perftune-zygote ready"
+_MAX_REQUEST = 16 * 1024 * 1024
+
+
+def preload() -> None:
+    """Import what every trial imports before its first step."""
+    import torch
+    import torch._dynamo
+    import torch.optim
+    import torch.utils.data
+
+    import perftune
+    import perftune.capture.bootstrap
+    import perftune.capture.child
+    import perftune.capture.injectors  # noqa: F401
+
+    del torch
+
+
+def _own(key: str) -> bool:
+    return key.startswith(OWN_PREFIX)
+
+
+def env_difference(theirs: dict[str, str], ours: dict[str, str]) -> list[str]:
+    """Names of the variables (not perftune's own) that differ between the two environments."""
+    names = {k for k in (*theirs, *ours) if not _own(k)}
+    return sorted(k for k in names if theirs.get(k) != ours.get(k))
+
+
+def import_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, str | None]:
+    """What importing changed in os.environ (None: removed)."""
+    changes: dict[str, str | None] = {k: v for k, v in after.items() if before.get(k) != v}
+    changes.update({k: None for k in before if k not in after})
+    return changes
+
+
+@dataclass(frozen=True)
+class Request:
+    cwd: str
+    env: dict[str, str]
+    command: list[str]
+    fds: tuple[int, ...]
+    changes: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass
+class Trial:
+    pid: int
+    pidfd: int
+    conn: socket.socket | None
+    signalled: bool = False
+    buffer: bytes = b""
+
+
+class Zygote:
+    def __init__(self, path: str, parent_fd: int | None) -> None:
+        self.path = path
+        self.parent_fd = parent_fd
+        self.pid = os.getpid()
+        self.cwd = os.getcwd()
+        self.env = dict(os.environ)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        self.trials: dict[int, Trial] = {}  # by the fd the zygote waits on (conn or pidfd)
+        self.poll = select.poll()
+        self.poll.register(self.listener.fileno(), select.POLLIN)
+        if parent_fd is not None:
+            self.poll.register(parent_fd, select.POLLIN)
+
+    # -- the loop (in the zygote) --------------------------------------------------------------
+    def serve(self) -> Request | None:
+        """Serve until told to stop (returns None); in a forked child, return its request."""
+        while True:
+            for fd, _events in self.poll.poll():
+                if fd == self.parent_fd:
+                    return None  # the parent closed our stdin: it is gone, or done with us
+                if fd == self.listener.fileno():
+                    request = self._accept()
+                    if request is not None:
+                        return request  # in the forked child
+                    continue
+                trial = self.trials.get(fd)
+                if trial is None:
+                    continue
+                if trial.conn is not None and fd == trial.conn.fileno():
+                    self._from_client(trial)
+                else:
+                    self._ended(trial)
+
+    def _accept(self) -> Request | None:
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return None
+        fds: list[int] = []
+        try:
+            conn.settimeout(5.0)
+            data, fds = _receive(conn)
+            request = json.loads(data)
+            reason = self._refusal(request)
+            if reason is not None:
+                conn.sendall(f"refuse {reason}\n".encode())
+                conn.close()
+                _close_all(fds)
+                return None
+            pid = os.fork()
+        except Exception as exc:  # a client that went away, or a bad request: never our end
+            with contextlib.suppress(OSError):
+                conn.sendall(f"refuse {type(exc).__name__}: {exc}\n".encode())
+            conn.close()
+            _close_all(fds)
+            return None
+        if pid == 0:
+            conn.close()
+            self._leave()
+            return Request(
+                cwd=request["cwd"],
+                env=dict(request["env"]),
+                command=list(request["command"]),
+                fds=tuple(fds),
+                changes=import_changes(_START_ENV, self.env),
+            )
+        _close_all(fds)
+        pidfd = os.pidfd_open(pid)
+        trial = Trial(pid=pid, pidfd=pidfd, conn=conn)
+        conn.setblocking(False)
+        self.trials[conn.fileno()] = trial
+        self.trials[pidfd] = trial
+        self.poll.register(conn.fileno(), select.POLLIN)
+        self.poll.register(pidfd, select.POLLIN)
+        with contextlib.suppress(OSError):
+            conn.sendall(f"pid {pid}\n".encode())
+        return None
+
+    def _refusal(self, request: dict[str, Any]) -> str | None:
+        if request.get("command", [])[1:] != ["-m", BOOTSTRAP]:
+            return "the zygote runs only the capture bootstrap"
+        if request.get("command", [""])[0] != sys.executable:
+            return "a different python than the zygote's"
+        if not os.path.samefile(request.get("cwd", ""), self.cwd):
+            return f"the working directory differs from the zygote's ({self.cwd})"
+        differ = env_difference(dict(request.get("env", {})), _START_ENV)
+        if differ:
+            shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
+            return f"the environment differs from the zygote's in {shown}"
+        if threading.active_count() != 1:
+            return "the zygote has started threads"
+        if _cuda_initialised():
+            return "CUDA was initialised in the zygote"
+        return None
+
+    def _from_client(self, trial: Trial) -> None:
+        assert trial.conn is not None
+        try:
+            chunk = trial.conn.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            # The client died (SIGKILL at a timeout): the trial goes with it.
+            self._forget_client(trial)
+            _kill_group(trial.pid)
+            return
+        trial.buffer += chunk
+        while b"\n" in trial.buffer:
+            line, _, trial.buffer = trial.buffer.partition(b"\n")
+            kind, _, number = line.decode().partition(" ")
+            if kind == "signal" and number.isdigit():
+                trial.signalled = True
+                # Not yet reaped, so the pid is still this trial's.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(trial.pid, int(number))
+
+    def _forget_client(self, trial: Trial) -> None:
+        if trial.conn is None:
+            return
+        fd = trial.conn.fileno()
+        self.poll.unregister(fd)
+        del self.trials[fd]
+        trial.conn.close()
+        trial.conn = None
+
+    def _ended(self, trial: Trial) -> None:
+        # Leftovers of a trial that was stopped (workers, servers) go with it, as run_child
+        # kills a fresh trial's process group; before reaping, so the group id is still ours.
+        try:
+            info = os.waitid(os.P_PID, trial.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:
+            info = None
+        else:
+            if info is None:
+                return  # not ended after all (a stale event for a reused fd number)
+        signalled = info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED)
+        if trial.signalled or signalled or trial.conn is None:
+            _kill_group(trial.pid)
+        _, status = os.waitpid(trial.pid, 0)
+        self.poll.unregister(trial.pidfd)
+        del self.trials[trial.pidfd]
+        os.close(trial.pidfd)
+        if trial.conn is not None:
+            if os.WIFSIGNALED(status):
+                message = f"signal {os.WTERMSIG(status)}\n"
+            else:
+                message = f"exit {os.waitstatus_to_exitcode(status)}\n"
+            with contextlib.suppress(OSError):
+                trial.conn.setblocking(True)
+                trial.conn.sendall(message.encode())
+            self._forget_client(trial)
+
+    # -- the end (in the zygote) ---------------------------------------------------------------
+    def close(self) -> None:
+        if os.getpid() != self.pid:
+            return
+        for trial in {id(t): t for t in self.trials.values()}.values():
+            _kill_group(trial.pid)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(trial.pid, 0)
+        self.listener.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+
+    # -- in the forked child -------------------------------------------------------------------
+    def _leave(self) -> None:
+        """Drop everything of the zygote's in a forked child."""
+        self.listener.close()
+        for trial in {id(t): t for t in self.trials.values()}.values():
+            if trial.conn is not None:
+                trial.conn.close()
+            os.close(trial.pidfd)
+        if self.parent_fd is not None:
+            os.close(self.parent_fd)
+        self.trials = {}
+
+
+def _cuda_initialised() -> bool:
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    return bool(torch.cuda.is_initialized())
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def _receive(conn: socket.socket) -> tuple[bytes, list[int]]:
+    data, fds, _flags, _addr = socket.recv_fds(conn, 65536, 8)
+    if len(data) < 4:
+        raise ValueError("short request")
+    (size,) = struct.unpack("!I", data[:4])
+    if size > _MAX_REQUEST:
+        raise ValueError("request too large")
+    body = data[4:]
+    while len(body) < size:
+        chunk = conn.recv(min(65536, size - len(body)))
+        if not chunk:
+            raise ValueError("truncated request")
+        body += chunk
+    if len(fds) != 3:
+        raise ValueError("expected the client's stdin, stdout and stderr")
+    return body, list(fds)
+
+
+# --- the forked child becomes the bootstrap ---------------------------------------------------
+
+
+_STDIO = (("stdin", 0, "rb"), ("stdout", 1, "wb"), ("stderr", 2, "wb"))
+
+
+def _reopen_stdio() -> None:
+    """New sys.stdin/stdout/stderr on fds 0-2, made the way python makes them at start for
+    those files (buffering by whether they are terminals, and -u / PYTHONUNBUFFERED, which
+    the zygote shares with its trials)."""
+    buffered = not getattr(sys.__stdout__, "write_through", False)
+
+    def text(stream: Any, fd: int, mode: str) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, mode, closefd=False)
+        binary: io.FileIO | io.BufferedReader | io.BufferedWriter
+        if mode == "rb":
+            binary = io.BufferedReader(raw)
+        else:
+            binary = io.BufferedWriter(raw) if buffered else raw
+        return io.TextIOWrapper(
+            binary,  # type: ignore[arg-type]
+            encoding=getattr(stream, "encoding", None),
+            errors=getattr(stream, "errors", None),
+            newline="\n",
+            line_buffering=buffered and (os.isatty(fd) or fd == 2),
+            write_through=not buffered,
+        )
+
+    streams = {name: text(getattr(sys, f"__{name}__"), fd, mode) for name, fd, mode in _STDIO}
+    for name, stream in streams.items():
+        # sys.__stdout__ and friends too: they are what python set up at start.
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
+def _die_with_parent(parent: int) -> None:
+    """A trial whose zygote is killed dies too (its client then runs it fresh): no orphans."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the prctl
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def become_bootstrap(request: Request, zygote_pid: int) -> str | int | None:
+    """Turn this forked child into `python -m perftune.capture.bootstrap` and run it."""
+    os.setpgid(0, 0)  # a process group of its own, like run_child gives a fresh trial
+    _die_with_parent(zygote_pid)
+    for signum, handler in (
+        (signal.SIGINT, signal.default_int_handler),
+        (signal.SIGTERM, signal.SIG_DFL),
+        (signal.SIGHUP, signal.SIG_DFL),
+        (signal.SIGCHLD, signal.SIG_DFL),
+    ):
+        signal.signal(signum, handler)
+    for target, fd in enumerate(request.fds):
+        os.dup2(fd, target)
+    _close_all([fd for fd in request.fds if fd > 2])
+    _reopen_stdio()
+    os.chdir(request.cwd)
+    env = dict(request.env)
+    for key, value in request.changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    os.environ.clear()
+    os.environ.update(env)
+    import perftune.capture.bootstrap as bootstrap
+    from perftune.capture.child import main
+
+    # As `python -m perftune.capture.bootstrap` started in cwd would have them.
+    sys.argv = [os.path.abspath(str(bootstrap.__file__))]
+    sys.path[0] = os.getcwd()
+    gc.enable()
+    _reseed_numpy()
+    return main()
+
+
+def _reseed_numpy() -> None:
+    """A fresh process draws numpy's global seed from the OS; a fork would share the zygote's.
+    (Python's `random` reseeds itself after a fork.)"""
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        with contextlib.suppress(Exception):
+            numpy.random.seed()
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def main(argv: list[str]) -> str | int | None:
+    if len(argv) != 1:
+        print("usage: python -m perftune.capture.zygote SOCKET (started by perftune tune)", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    # Trials are watched through pidfds (Linux 5.3+); without them, no zygote at all.
+    os.close(os.pidfd_open(os.getpid()))
+    preload()
+    gc.collect()
+    gc.freeze()  # keep the preloaded objects' pages shared with the children
+    zygote = Zygote(argv[0], parent_fd=0)
+    request: Request | None = None
+    try:
+        print(READY, flush=True)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the parent reads only the ready line
+        os.close(devnull)
+        request = zygote.serve()
+    finally:
+        zygote.close()  # nothing in a forked child
+    if request is None:
+        return 0
+    return become_bootstrap(request, zygote.pid)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
