@@ -1,10 +1,11 @@
 """Verified rewrites (`perftune fix`): apply perftune's mechanical rewrites to a copy of the
 project, measure them against the original, check the losses, and hand back a patch.
 
-Modules: diffs (parse/write unified diffs), apply (check and splice them), extra_rewrites
-(rewrites the engine lacks), plan (findings → candidates), workspace (project copies), measure
-(interleaved launches), verify (loss, speed and memory checks), session (the whole run),
-sources (profile or run dir), outputs (fix.json, fix.patch, fix.md).
+The rewrites themselves are the engine's (`perftune.engine.rewrite`): each candidate is a
+finding's diff. Modules: diffs (parse/write unified diffs), apply (check and splice them), plan
+(findings → candidates), workspace (project copies), measure (interleaved launches), verify
+(loss, speed and memory checks), session (the whole run), sources (profile or run dir), outputs
+(fix.json, fix.patch, fix.md).
 """
 
 from perftune.fix.apply import StaleDiffError, apply_diff

@@ -108,7 +108,6 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
             "reason": m.verdict.reason,
             "title": c.title,
             "applicability": c.applicability,
-            "origin": c.origin,
             "function": c.function,
             "source": c.source,
             "conflicts_with": list(r.conflicts),
@@ -184,7 +183,7 @@ def fix_markdown(doc: Mapping[str, Any], patch: str) -> str:
         lines.append("")
         for r in doc["rewrites"]:
             lines += [f"## {r['id']}: {r['title']}", "", f"{r['rule']} at `{r['where']}` "
-                      f"({r['applicability']}, {r['origin']} rewrite): {r['reason']}", "",
+                      f"({r['applicability']}): {r['reason']}", "",
                       "```diff", r["diff"].rstrip("\n"), "```", ""]
     combined = doc.get("combined")
     if combined:

@@ -1,9 +1,9 @@
 """From findings to rewrite candidates: which diffs to try, on which files, and which combine.
 
-A candidate is one mechanical change: the engine's diff from a finding (or, where the engine
-only has a snippet, one from `extra_rewrites`), checked against the file as it is now, with its
-path made relative to the project root. Findings without a diff, whose file cannot be found or
-lies outside the project, or whose diff no longer fits are kept as skipped with the reason.
+A candidate is one mechanical change: the engine's diff from a finding, checked against the
+file as it is now, with its path made relative to the project root. Findings without a diff,
+whose file cannot be found or lies outside the project, or whose diff no longer fits are kept
+as skipped with the reason.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from pathlib import Path
 from perftune.engine.types import Applicability, Finding
 from perftune.fix.apply import Change, StaleDiffError, conflicts, locate, splice
 from perftune.fix.diffs import DiffError, FileDiff, parse_unified_diff, with_path
-from perftune.fix.extra_rewrites import extra_rewrite
 from perftune.fix.workspace import Project
 
 
@@ -28,7 +27,6 @@ class Candidate:
     codes: tuple[str, ...]
     title: str
     applicability: str
-    origin: str  # engine | extra
     file: str  # relative to the project root, POSIX
     line: int | None
     function: str | None
@@ -133,38 +131,25 @@ class _Builder:
         loc = finding.location
         self.skipped.append(Skipped(finding.code, str(loc), reason))
 
-    def diffs_for(self, finding: Finding, path: Path,
-                  rel: str) -> tuple[str, str, str, str] | None:
-        """(diff text, applicability, origin, title) for the finding, None when it has none."""
-        sug = finding.suggestion
-        if sug.diff and sug.applicability != Applicability.DISPLAY_ONLY:
-            return sug.diff, sug.applicability.value, "engine", sug.title
-        made = extra_rewrite(finding.code, path, finding.location.line, rel)
-        if made is not None:
-            return made[0], made[1].value, "extra", made[2] or sug.title
-        return None
-
     def add(self, finding: Finding) -> None:
         loc = finding.location
+        sug = finding.suggestion
         path = resolve_source(loc.file, self.roots)
         if path is None:
-            sug = finding.suggestion
             if sug.diff or sug.applicability != Applicability.DISPLAY_ONLY:
                 self.skip(finding, f"source file {loc.file!r} not found")
             else:
                 self.skip(finding, "no mechanical rewrite (advice only)")
             return
-        rel = self.project.relative(path)
-        made = self.diffs_for(finding, path, rel or path.name)
-        if made is None:
+        if not sug.diff or sug.applicability == Applicability.DISPLAY_ONLY:
             self.skip(finding, "no mechanical rewrite (advice only)")
             return
+        rel = self.project.relative(path)
         if rel is None:
             self.skip(finding, f"{path} is outside the project {self.project.root}")
             return
-        text, applicability, origin, title = made
         try:
-            parsed = parse_unified_diff(text, f"{finding.code} diff")
+            parsed = parse_unified_diff(sug.diff, f"{finding.code} diff")
         except DiffError as exc:
             self.skip(finding, f"unreadable diff: {exc}")
             return
@@ -190,7 +175,7 @@ class _Builder:
                 return
         self.candidates.append(Candidate(
             id=f"r{len(self.candidates) + 1}", codes=(finding.code,),
-            title=title, applicability=applicability, origin=origin,
+            title=sug.title, applicability=sug.applicability.value,
             file=rel, line=loc.line, function=loc.function, source=loc.source,
             diffs=(diff,), changes={rel: changes},
             est_saving_ms_per_step=finding.est_saving_ms_per_step, latent=finding.latent))

@@ -71,6 +71,7 @@ def test_split_lines_only_breaks_at_newlines() -> None:
 # ---------------------------------------------------------------------------- real files
 @pytest.mark.parametrize(("sample", "code", "marker"), [
     ("segmentation.py", "PFT202", "expect[PFT202]"),
+    ("segmentation.py", "PFT203", "expect[PFT203]"),
     ("segmentation.py", "PFT212", "expect[PFT212]"),
     ("pageable_copy.py", "PFT209", "expect[PFT208] expect[PFT209]"),
     ("scalar_readback.py", "PFT206", "running += loss.item()"),

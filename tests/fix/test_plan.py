@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fix_helpers import REPO, finding_with_diff, git_repo, line_of
 
+from perftune.engine.rewrite import suggestion
 from perftune.engine.types import Applicability, Finding, Location, Severity, Suggestion
 from perftune.fix.plan import compatible_set, conflicts_of, make_plan
 from perftune.fix.workspace import find_project
@@ -85,17 +86,24 @@ def test_select_keeps_only_the_chosen_rules(project: Path) -> None:
     assert [c.codes for c in plan.candidates] == [("PFT207",)]
 
 
-def test_a_pft203_finding_without_a_diff_gets_the_extra_rewrite(tmp_path: Path) -> None:
+def test_a_pft203_finding_brings_the_engine_diff_and_a_snippet_is_skipped(tmp_path: Path) -> None:
     text = (REPO / "samples" / "segmentation.py").read_text(encoding="utf-8")
     script = git_repo(tmp_path / "repo", {"seg.py": text}) / "seg.py"
     line = line_of(text, "expect[PFT203]")
-    finding = Finding(code="PFT203", name="unique-sync", message="m", severity=Severity.WARNING,
-                      location=Location(file="seg.py", line=line),
+    location = Location(file="seg.py", line=line)
+    rewritten = Finding(code="PFT203", name="unique-sync", message="m", severity=Severity.WARNING,
+                        location=location,
+                        suggestion=suggestion("PFT203", "count with a fixed size", location, script))
+    plan = _plan(script, [rewritten])
+    (candidate,) = plan.candidates
+    assert candidate.applicability == "unsafe"
+    assert candidate.title.startswith("Count with sort + searchsorted")
+    assert "searchsorted" in plan.texts([candidate.id])["seg.py"]
+    snippet = Finding(code="PFT203", name="unique-sync", message="m", severity=Severity.WARNING,
+                      location=location,
                       suggestion=Suggestion(title="count with a fixed size",
                                             applicability=Applicability.DISPLAY_ONLY,
                                             before="torch.unique(...)"))
-    plan = _plan(script, [finding])
-    (candidate,) = plan.candidates
-    assert candidate.origin == "extra"
-    assert candidate.applicability == "unsafe"
-    assert "searchsorted" in plan.texts([candidate.id])["seg.py"]
+    plan = _plan(script, [snippet])
+    assert plan.candidates == ()
+    assert [s.reason for s in plan.skipped] == ["no mechanical rewrite (advice only)"]

@@ -91,3 +91,5 @@ def test_planted_lines_are_found_on_a_real_cpu_trace(tmp_path: Path) -> None:
     masked = by_line[("PFT212", 16)]
     assert masked.suggestion.diff is not None and "ignore_index=IGNORE" in masked.suggestion.diff
     assert masked.location.source is not None and "cross_entropy" in masked.location.source
+    unique = by_line[("PFT203", 10)]  # `labels` is used again: not the histogram the rewrite proves
+    assert unique.suggestion.diff is None and unique.suggestion.after

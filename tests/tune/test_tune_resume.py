@@ -13,8 +13,10 @@ from tune_helpers import SCRIPTS, load_tuning, perftune_cmd, run_tune
 
 pytestmark = pytest.mark.slow
 
+# paced.py sleeps 0.3 s a step: a trial forked from the zygote would otherwise end in ~0.3 s and
+# the whole run before the test could interrupt it.
 ARGS = (
-    str(SCRIPTS / "labelled.py"), "--knob", "label=a,b,c,d", "--no-declared", "--repeats", "0",
+    str(SCRIPTS / "paced.py"), "--knob", "label=a,b,c,d", "--no-declared", "--repeats", "0",
     "--trial-warmup", "1", "--trial-steps", "3",
 )
 
@@ -30,7 +32,7 @@ def _finished_trials(run_dir: Path) -> dict[int, tuple[dict, float]]:
         return {}
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        study = optuna.load_study(study_name="tune-labelled", storage=JournalStorage(JournalFileBackend(str(journal))))
+        study = optuna.load_study(study_name="tune-paced", storage=JournalStorage(JournalFileBackend(str(journal))))
     except KeyError:
         return {}
     return {
