@@ -59,6 +59,12 @@ def grid_table(grid: dict[str, Any]) -> dict[str, float]:
     }
 
 
+
+def _counted_trials(tuning: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's trials in order, without interrupted or duplicate ones."""
+    return sorted((t for t in tuning["trials"] if t["status"] not in ("interrupted", "duplicate")),
+                  key=lambda t: t["number"])
+
 def tuner_incumbents(tuning: dict[str, Any]) -> list[tuple[int, float, dict[str, Any] | None]]:
     """After each trial (in order): trials so far, their wall time, and the configuration the
     tuner itself held best at that point (perftune.tune.history.History.incumbent over the
@@ -71,10 +77,7 @@ def tuner_incumbents(tuning: dict[str, Any]) -> list[tuple[int, float, dict[str,
     records: list[TrialRecord] = []
     out = []
     wall = 0.0
-    trials = sorted(
-        (t for t in tuning["trials"] if t["status"] not in ("interrupted", "duplicate")),
-        key=lambda t: t["number"],
-    )
+    trials = _counted_trials(tuning)
     for count, trial in enumerate(trials, start=1):
         wall += trial.get("wall_s") or 0.0
         outcome = TrialOutcome.from_json(trial)
@@ -92,10 +95,7 @@ def incumbents(tuning: dict[str, Any]) -> list[tuple[int, float, dict[str, Any] 
     values_of: dict[str, dict[str, Any]] = {}
     out = []
     wall = 0.0
-    trials = sorted(
-        (t for t in tuning["trials"] if t["status"] not in ("interrupted", "duplicate")),
-        key=lambda t: t["number"],
-    )
+    trials = _counted_trials(tuning)
     for count, trial in enumerate(trials, start=1):
         wall += trial.get("wall_s") or 0.0
         if trial["status"] == "ok" and trial.get("throughput") is not None:

@@ -440,7 +440,8 @@ class _Builder:
                                    distributed=decoded.distributed, header=decoded.header))
         rows_before = self.rows
         self.dense.reserve(len(decoded.raw_events))
-        decoded_events = _add_chunks_in_parallel(self, decoded, rank)
+        # The whole-file path (a fallback for what the stream does not handle): one process.
+        decoded_events = self.add_chunks(decoded, rank, 0, decoded.chunk_count())
         decoded.raw_events.clear()
         for line in problem_summary(decoded.problems):
             self.warnings.append(f"{decoded.path}: {line}")
@@ -832,8 +833,6 @@ def _remap_key(key: tuple[int, ...], table: dict[int, int]) -> tuple[int, ...]:
     return (key[0], *(table.get(v, v) for v in key[1:]))
 
 
-# Below this many events a second process costs more than it saves.
-PARALLEL_MIN_EVENTS = 1 << 17
 
 
 def _workers() -> int:
@@ -851,53 +850,6 @@ def _workers() -> int:
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
     return 2 if cpus >= 2 else 1
-
-
-def _add_chunks_in_parallel(builder: _Builder, decoded: DecodedFile, rank: int) -> int:
-    """Decode a file's chunks, the second half in a forked worker when the file is large.
-
-    The worker shares the parent's memory copy-on-write (the file's bytes are not copied),
-    builds the columns of its chunks and pickles them back through a pipe; the parent remaps
-    its string codes. Any failure of the worker falls back to doing its chunks here.
-    """
-    n_chunks = decoded.chunk_count()
-    if _workers() < 2 or len(decoded.raw_events) < PARALLEL_MIN_EVENTS or n_chunks < 2:
-        return builder.add_chunks(decoded, rank, 0, n_chunks)
-    split = (n_chunks + 1) // 2
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the worker: never returns into the caller
-        code = 1
-        try:
-            os.close(read_fd)
-            worker = _Builder(launch_flows=builder.launch_flows)
-            problems: Counter[str] = Counter()
-            decoded.problems = problems
-            events = worker.add_chunks(decoded, rank, split, n_chunks)
-            with os.fdopen(write_fd, "wb") as out:
-                pickle.dump(worker.export(events, problems), out, protocol=pickle.HIGHEST_PROTOCOL)
-                worker.dense.send(out)
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    payload: dict[str, Any] | None = None
-    try:
-        events = builder.add_chunks(decoded, rank, 0, split)
-        with os.fdopen(read_fd, "rb") as src:
-            try:
-                payload = pickle.load(src)
-                events += builder.merge(payload, decoded.problems, src)
-            except (EOFError, pickle.UnpicklingError, OSError):
-                payload = None
-    finally:
-        if payload is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    if payload is None:  # the worker failed: do its share here
-        return events + builder.add_chunks(decoded, rank, split, n_chunks)
-    return events
 
 
 def _release_free_heap() -> None:

@@ -455,12 +455,12 @@ def _varied_events() -> list[dict]:
 def test_parallel_decode_matches_serial(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    import perftune.trace.decode as decode_module
+    import perftune.trace.stream as stream_module
 
     load_module = sys.modules["perftune.trace.load"]
     path = write(tmp_path / "t.json", doc(_varied_events()))
-    monkeypatch.setattr(decode_module, "CHUNK_EVENTS", 97)
-    monkeypatch.setattr(load_module, "PARALLEL_MIN_EVENTS", 100)
+    monkeypatch.setattr(stream_module, "STREAM_BYTES", 2000)
+    monkeypatch.setattr(load_module, "PARALLEL_MIN_BYTES", 100)
     monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "1")
     serial = load(path)
     monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "2")
