@@ -636,25 +636,24 @@ def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> 
     host = np.flatnonzero(~ev["is_device"].to_numpy()) if rows is None else rows
     if len(host) == 0:
         return parent
-    # Sorted by (thread, start, longest first) without building a thread code: lexsort over
-    # the columns themselves keeps the temporaries few (this runs on every host event).
-    rank = ev["rank"].to_numpy()[host]
-    pid = ev["pid"].to_numpy()[host]
-    tid = ev["tid"].to_numpy()[host]
+    # Sorted by (thread, start, longest first). The thread is one int64 key built from small
+    # per-column codes (threads are few), so the sort has three keys, not five: this runs on
+    # every host event and its temporaries set the summary's peak memory.
+    thread = _thread_key(ev["rank"].to_numpy()[host], ev["pid"].to_numpy()[host],
+                         ev["tid"].to_numpy()[host])
     ts = ev["ts"].to_numpy()[host]
     neg_dur = ev["dur"].to_numpy()[host]
     np.negative(neg_dur, out=neg_dur)
-    order = np.lexsort((neg_dur, ts, tid, pid, rank))
+    order = np.lexsort((neg_dur, ts, thread))
     del neg_dur
     rows = host[order]
     del host
     m = len(rows)
-    first_of_thread = np.zeros(m, dtype=bool)
+    thread = thread[order]
+    first_of_thread = np.empty(m, dtype=bool)
     first_of_thread[0] = True
-    for column in (rank, pid, tid):
-        ordered = column[order]
-        first_of_thread[1:] |= ordered[1:] != ordered[:-1]
-    del rank, pid, tid, ordered
+    np.not_equal(thread[1:], thread[:-1], out=first_of_thread[1:])
+    del thread
     ts = ts[order]
     del order
     end = ev["end"].to_numpy()[rows]
@@ -675,6 +674,18 @@ def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> 
     found = cand != NO_ID
     parent[rows[found]] = rows[cand[found]]
     return parent
+
+
+def _thread_key(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
+    """One int64 per row, equal exactly where (rank, pid, tid) are (not dense, not ordered)."""
+    key = np.zeros(len(rank), dtype=np.int64)
+    for column in (rank, pid, tid):
+        codes, uniques = pd.factorize(column)
+        if int(key.max(initial=0)) + 1 > (1 << 62) // max(len(uniques), 1):
+            key = pd.factorize(key)[0].astype(np.int64)  # re-densify before it could overflow
+        key *= max(len(uniques), 1)
+        key += codes
+    return key
 
 
 def _groups(codes: np.ndarray) -> list[np.ndarray]:
