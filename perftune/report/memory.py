@@ -1,50 +1,17 @@
-"""The allocator's memory over time, from the `[memory]` instant events of `profile_memory=True`.
-
-A trace model that keeps those events (`Trace.memory`) is read directly; for one that keeps
-complete events only, the instant events are read again from the trace files — with a decoder
-that types nothing but the four fields the plot needs, and only for files holding the marker.
-"""
+"""The allocator's memory over time, from the `[memory]` instant events of `profile_memory=True`
+that the trace model keeps in `Trace.memory`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, cast
 
-import msgspec
 import numpy as np
 import pandas as pd
 
-from perftune.errors import TraceError
-from perftune.trace.decode import read_bytes
 from perftune.trace.model import Trace
 
-_MARKER = b'"[memory]"'
 _DEVICE_TYPES = {0: "CPU", 1: "GPU"}
-
-
-class _MemoryArgs(msgspec.Struct, frozen=True):
-    total_allocated: float | None = msgspec.field(default=None, name="Total Allocated")
-    total_reserved: float | None = msgspec.field(default=None, name="Total Reserved")
-    device_type: int | None = msgspec.field(default=None, name="Device Type")
-    device_id: int | None = msgspec.field(default=None, name="Device Id")
-
-
-_NO_ARGS = _MemoryArgs()
-
-
-class _Event(msgspec.Struct, frozen=True):
-    ph: str = ""
-    name: str = ""
-    ts: float | None = None
-    args: _MemoryArgs = _NO_ARGS
-
-
-class _File(msgspec.Struct):
-    traceEvents: list[_Event] | None = None  # Kineto's field name
-
-
-_decoder = msgspec.json.Decoder(_File, strict=False)
-_list_decoder = msgspec.json.Decoder(list[_Event], strict=False)
 
 
 @dataclass(frozen=True)
@@ -58,16 +25,6 @@ class MemorySeries:
     reserved_bytes: tuple[float, ...]
     peak_allocated_bytes: float
     events: int
-
-
-def _decode(data: bytes) -> list[_Event]:
-    head = data.lstrip()[:1]
-    try:
-        if head == b"[":
-            return _list_decoder.decode(data)
-        return _decoder.decode(data).traceEvents or []
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return []
 
 
 def _downsample(t: np.ndarray, alloc: np.ndarray, reserved: np.ndarray,
@@ -112,33 +69,9 @@ def _from_frame(trace: Trace, frame: pd.DataFrame, max_points: int) -> list[Memo
     return out
 
 
-def _from_files(trace: Trace, max_points: int) -> list[MemorySeries]:
-    """Read the instant events again from the trace files (trace models without `memory`)."""
-    out: list[MemorySeries] = []
-    for info in trace.ranks:
-        try:
-            data = read_bytes(info.path)
-        except TraceError:
-            continue
-        if _MARKER not in data:
-            continue
-        groups: dict[tuple[int, int], list[tuple[float, float, float]]] = {}
-        for e in _decode(data):
-            if e.ph != "i" or e.name != "[memory]" or e.ts is None or e.args.total_allocated is None:
-                continue
-            key = (e.args.device_type or 0, e.args.device_id if e.args.device_id is not None else -1)
-            groups.setdefault(key, []).append((e.ts - trace.t0_us, e.args.total_allocated,
-                                               e.args.total_reserved or 0.0))
-        for (dtype, did), rows in sorted(groups.items()):
-            arr = np.asarray(rows, dtype=np.float64)
-            out.append(_series(trace, info.rank, dtype, did, arr[:, 0], arr[:, 1], arr[:, 2],
-                               max_points))
-    return out
-
-
 def memory_timeline(trace: Trace, max_points: int = 3000) -> tuple[MemorySeries, ...]:
     """One series per (rank, device) that recorded allocator events; () when none did."""
-    frame = getattr(trace, "memory", None)
-    if isinstance(frame, pd.DataFrame) and "total_allocated" in frame.columns:
-        return tuple(_from_frame(trace, frame, max_points)) if not frame.empty else ()
-    return tuple(_from_files(trace, max_points))
+    frame = trace.memory
+    if frame.empty or "total_allocated" not in frame.columns:
+        return ()
+    return tuple(_from_frame(trace, frame, max_points))
