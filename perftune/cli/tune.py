@@ -182,7 +182,7 @@ class RichReporter:
               help="Optuna storage shared by several workers, e.g. postgresql://user@host/db [default: a journal file in the run dir].")
 @click.option("--study-name", default=None, help="Study name in the storage [default: tune-SCRIPT].")
 @click.option("--resume", is_flag=True, help="Continue the tuning run in --out (default: the latest of this script).")
-@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard HParams to RUN_DIR/tensorboard.")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard HParams to RUN_DIR/tensorboard/tuning.")
 @click.option("--no-reuse", "no_reuse", is_flag=True,
               help="Start every trial as a fresh python process instead of forking it from a "
                    "zygote that imported torch once (the default saves ~2 s per trial; trials "
@@ -318,9 +318,10 @@ def tune(
 
         written.append(write_html(tuning, settings.run_dir))
     if tensorboard:
-        from perftune.tune.tensorboard import write_hparams
+        from perftune.report import TENSORBOARD_DIR
+        from perftune.report.tensorboard import write_tuning_hparams
 
-        written.append(write_hparams(tuning, settings.run_dir))
+        written.append(write_tuning_hparams(tuning, settings.run_dir / TENSORBOARD_DIR / "tuning"))
     if output_format == "json":
         click.echo(json.dumps(tuning, indent=1, default=str))
     else:

@@ -144,12 +144,16 @@ def _trials(tuning: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], dict[s
     return out
 
 
-def _write_hparams(root: Path, tuning: Mapping[str, Any]) -> None:
+def write_tuning_hparams(tuning: Mapping[str, Any], root: Path) -> Path:
+    """TensorBoard HParams of a tuning.json under `root` (one run per trial: its knob values
+    and numeric figures), written with tensorboard's own writer (no torch); return `root`.
+    `perftune tune --tensorboard` and `perftune report --tensorboard` both write them here."""
     from tensorboard.plugins.hparams import summary_v2 as hp
 
+    shutil.rmtree(root, ignore_errors=True)  # ours: trials of an earlier render
     trials = _trials(tuning)
     if not trials:
-        return
+        return root
     values: dict[str, set[Any]] = {}
     for _, knobs, _ in trials:
         for name, value in knobs.items():
@@ -171,6 +175,7 @@ def _write_hparams(root: Path, tuning: Mapping[str, Any]) -> None:
         for name, value in metrics.items():
             writer.scalar(f"tuning/{name}", value, 0)
         writer.close()
+    return root
 
 
 def _place_trace(view: RunView, root: Path) -> list[Path]:
@@ -218,9 +223,10 @@ def write_tensorboard_view(view: RunView) -> Path:
         writer.text("perftune/findings", _findings_markdown(view))
     finally:
         writer.close()
-    shutil.rmtree(root / "tuning", ignore_errors=True)  # ours: trials of an earlier render
     if view.tuning:
-        _write_hparams(root / "tuning", view.tuning)
+        write_tuning_hparams(view.tuning, root / "tuning")
+    else:
+        shutil.rmtree(root / "tuning", ignore_errors=True)  # ours: trials of an earlier render
     _place_trace(view, root)
     return root
 

@@ -106,8 +106,9 @@ def test_html_json_and_tensorboard_outputs_escape_what_the_script_gave(project: 
     assert page.count("<script") >= 3  # plotly.js embedded once, then the figures
     # Self-contained: plotly.js is in the page, nothing is loaded from elsewhere.
     assert "<script src=" not in page and len(page) > 3_000_000
-    events = list((out / "tensorboard").rglob("events.out.tfevents.*"))
-    assert len(events) >= 2  # one run per measured trial
+    events = list((out / "tensorboard" / "tuning").rglob("events.out.tfevents.*"))
+    assert len(events) == 3  # the HParams config, then one run per trial (the report's writer)
+    assert sorted(p.parent.name for p in events) == ["trial-0", "trial-1", "tuning"]
 
 
 def test_usage_errors_exit_2_with_one_line(project: Path) -> None:
