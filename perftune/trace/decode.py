@@ -431,6 +431,11 @@ def decode_chunk(raws: list[msgspec.Raw], problems: Counter[str]) -> list[Any]:
             return events
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             pass
+    return decode_events(raws, problems)
+
+
+def decode_events(raws: Sequence[msgspec.Raw], problems: Counter[str]) -> list[Any]:
+    """The tolerant path: each event on its own (see decode_event); hopeless ones dropped."""
     out = []
     for raw in raws:
         event = decode_event(raw, problems)

@@ -50,7 +50,7 @@ from perftune.trace.decode import (
 )
 from perftune.trace.model import RankInfo, Trace
 from perftune.trace.steps import find_steps
-from perftune.trace.stream import EventStream, StreamFallback, text_size
+from perftune.trace.stream import EventStream, StreamFallback
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
 _PREFERRED_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
@@ -194,7 +194,6 @@ _SKIP_CATS = frozenset({"Trace"})
 FLOW_CAT_NAMES = ("ac2g", "async_cpu_to_gpu", "fwdbwd")
 _FLOW_CAT_CODE = {c: k for k, c in enumerate(FLOW_CAT_NAMES)}
 _FWDBWD = _FLOW_CAT_CODE["fwdbwd"]
-_FWDBWD_ONLY = {"fwdbwd": _FWDBWD}
 _FLOW_STARTS = frozenset(FLOW_TYPES[:1])  # ph "s"
 _FLOW_CLASSES = frozenset(FLOW_TYPES)
 _INSTANT_CLASSES = frozenset(INSTANT_TYPES)
@@ -382,7 +381,6 @@ class _Builder:
     process_labels: dict[tuple[int, int], str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     rows: int = 0
-    launch_flows: bool = False
 
     # -------------------------------------------------------------- per file
     def add_file(self, path: Path, position: int) -> None:
@@ -400,12 +398,12 @@ class _Builder:
         """What `_restore` needs to forget a file that was half added."""
         return (len(self.parts), self.dense.n, len(self.ranks), len(self.flows), len(self.memory),
                 dict(self.thread_names), dict(self.process_names), dict(self.process_labels),
-                len(self.warnings), self.rows, self.launch_flows, dict(self.cats.codes),
+                len(self.warnings), self.rows, dict(self.cats.codes),
                 dict(self.names.codes), dict(self.labels), dict(self.flow_labels))
 
     def _restore(self, state: tuple[Any, ...]) -> None:
         (parts, self.dense.n, ranks, flows, memory, self.thread_names, self.process_names,
-         self.process_labels, warnings, self.rows, self.launch_flows, self.cats.codes,
+         self.process_labels, warnings, self.rows, self.cats.codes,
          self.names.codes, self.labels, self.flow_labels) = state
         del self.parts[parts:], self.ranks[ranks:], self.flows[flows:], self.memory[memory:]
         del self.warnings[warnings:]
@@ -491,7 +489,7 @@ class _Builder:
                 "labels": self.labels, "flow_labels": self.flow_labels,
                 "thread_names": self.thread_names, "process_names": self.process_names,
                 "process_labels": self.process_labels, "warnings": self.warnings,
-                "rows": self.rows, "launch_flows": self.launch_flows, "events": events,
+                "rows": self.rows, "events": events,
                 "problems": problems}
 
     def merge(self, other: dict[str, Any], problems: Counter[str],
@@ -531,7 +529,6 @@ class _Builder:
                 mine[_remap_key(key, labels)] = value
         self.warnings.extend(other["warnings"])
         self.rows += other["rows"]
-        self.launch_flows = self.launch_flows or other["launch_flows"]
         problems.update(other["problems"])
         return int(other["events"])
 
@@ -540,8 +537,7 @@ class _Builder:
         if xs:
             self._add_complete(xs, rank)
         if len(xs) != len(events):
-            self._add_other([e for e in events if e.__class__ is not Complete], rank,
-                            self.launch_flows)
+            self._add_other([e for e in events if e.__class__ is not Complete], rank)
 
     def _add_complete(self, xs: list[Any], rank: int) -> None:
         n = len(xs)
@@ -568,10 +564,6 @@ class _Builder:
         cat = cat_table[cat_local]
         args = list(map(attrgetter("args"), xs))
         ids = self._id_columns(args, cat_uniques, cat_local)
-        if not self.launch_flows:
-            # Launches or device events without `correlation`: their ac2g flows carry the link.
-            linked = _in(cat_uniques, C.DEVICE_CATS | C.RUNTIME_CATS, cat_local)
-            self.launch_flows = bool((linked & (ids["correlation"] == NO_ID)).any())
         name = self.names.encode(list(map(attrgetter("name"), xs)))
         pid = self._ids(list(map(attrgetter("pid"), xs)))
         tid = self._ids(list(map(attrgetter("tid"), xs)))
@@ -662,7 +654,7 @@ class _Builder:
         # Any other id: a stable code below every real one.
         return self.flow_labels.setdefault(repr(value), -2 - len(self.flow_labels))
 
-    def _add_other(self, rest: list[Any], rank: int, launch_flows: bool) -> None:
+    def _add_other(self, rest: list[Any], rank: int) -> None:
         # ac2g flows repeat the `correlation` link of modern traces: all are kept here (compact
         # columns), and _link_flows uses them only where some launch lacks it.
         wanted = _FLOW_CAT_CODE
@@ -887,7 +879,7 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
     """Add the events of a stream; a large file's second half is decoded by a forked worker
     that reads the file on its own (the head stops at a separator near the middle of the text,
     the worker starts there). Returns the header keys the worker read after the events."""
-    size = text_size(stream.path)
+    size = stream.text_size()
     builder.dense.reserve((size - start) // _BYTES_PER_EVENT)
     if _workers() < 2 or size < PARALLEL_MIN_BYTES:
         for events in stream.read(start):
@@ -905,7 +897,7 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
             os.close(read_fd)
             payload: dict[str, Any]
             try:
-                worker = _Builder(launch_flows=builder.launch_flows)
+                worker = _Builder()
                 worker.dense.reserve((size - split) // _BYTES_PER_EVENT)
                 problems: Counter[str] = Counter()
                 with EventStream(stream.path, problems) as tail:

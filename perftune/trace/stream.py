@@ -35,6 +35,7 @@ from perftune.trace.decode import (
     array_decoder,
     chunk_decoder,
     decode_chunk,
+    decode_events,
     lax_chunk_decoder,
     open_regular,
     top_decoder,
@@ -63,20 +64,6 @@ _SPACE = b" \t\r\n"
 
 class StreamFallback(Exception):
     """The stream met something it does not handle; read the file whole instead."""
-
-
-def text_size(path: Path) -> int:
-    """The size of the file's JSON text: the gzip trailer's figure (mod 4 GiB, so a guess for
-    bigger traces), else the file size. Only used to balance work; never trusted for more."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        if fh.read(2) != _GZIP or size < 18:
-            return size
-        fh.seek(-4, 2)
-        isize = int.from_bytes(fh.read(4), "little")
-    while isize < size:  # text is never smaller than its gzip: add the lost 4 GiB multiples
-        isize += 1 << 32
-    return isize
 
 
 def _blocks(fh: IO[bytes]) -> Iterator[bytes]:
@@ -131,7 +118,6 @@ class EventStream:
         self.header: dict[str, Any] = {}  # keys before traceEvents, then those after it
         self.array_form = False  # the file is a bare JSON array of events
         self.events = 0
-        self.chunks = 0
         self._fh = open_regular(path)
         self.compressed = self._fh.read(2) == _GZIP
         self._fh.seek(0)
@@ -139,6 +125,20 @@ class EventStream:
         self._buf = bytearray()
         self._pos = 0  # offset in the text of _buf[0]
         self._off = 0  # bytes at the front of _buf already consumed (dropped lazily)
+
+    def text_size(self) -> int:
+        """The size of the file's JSON text: the gzip trailer's figure (mod 4 GiB, so a guess
+        for bigger traces), else the file size. Only used to balance work, never trusted."""
+        size = self.path.stat().st_size
+        if not self.compressed or size < 18:
+            return size
+        where = self._fh.tell()
+        self._fh.seek(-4, 2)
+        isize = int.from_bytes(self._fh.read(4), "little")
+        self._fh.seek(where)
+        while isize < size:  # text is never smaller than its gzip: add the lost 4 GiB multiples
+            isize += 1 << 32
+        return isize
 
     def close(self) -> None:
         self._fh.close()
@@ -257,7 +257,6 @@ class EventStream:
             cut = self._pos + m.start()
             events = self._middle(self._off, m.start() + 1 - self._off)
             self._drop(self._pos + m.end() - 1)
-            self.chunks += 1
             self.events += len(events)
             yield events
             if stop is not None and cut >= stop:
@@ -283,7 +282,7 @@ class EventStream:
             raws = array_decoder.decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             raise StreamFallback("a chunk does not decode") from None
-        return decode_chunk(raws, self.problems)
+        return decode_events(raws, self.problems)
 
     def _last(self, text: bytes) -> Iterator[list[Any]]:
         """The events up to the end of the array, and the header keys after it."""
@@ -301,6 +300,5 @@ class EventStream:
         self._buf.clear()
         if raws:
             events = decode_chunk(raws, self.problems)
-            self.chunks += 1
             self.events += len(events)
             yield events

@@ -187,9 +187,9 @@ def test_concatenated_gzip_members_and_truncation(tmp_path: Path,
     assert str(streamed.value) == str(read_whole.value)
 
 
-def test_columns_are_reserved_not_resident(tmp_path: Path) -> None:
-    """A reservation far larger than the trace costs address space only: the columns of a
-    small trace are views of the first rows of their reservation."""
+def test_reserved_columns_are_writable_and_keep_rows_when_they_grow(tmp_path: Path) -> None:
+    """Columns are reserved larger than the trace (an anonymous mapping) and handed over as
+    views of their first rows; growing a reservation keeps what was written."""
     reserved = load_module._reserved(1 << 22, np.int64)  # 32 MB of address space
     assert reserved.flags.writeable and len(reserved) == 1 << 22
     reserved[:10] = np.arange(10)
