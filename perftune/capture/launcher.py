@@ -28,7 +28,7 @@ LOG_NAME = "zygote.log"
 READY = "perftune-zygote ready"  # = perftune.capture.zygote.READY
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
-# sockaddr_un holds 108 bytes; longer paths go to a short temporary folder.
+# sockaddr_un holds 108 bytes; a TMPDIR too long for that falls back to /tmp.
 _MAX_SOCKET_PATH = 100
 
 
@@ -63,11 +63,16 @@ class ZygoteLauncher:
         self._log: IO[bytes] | None = None
 
     def _socket_path(self) -> str:
-        path = str(self.run_dir.resolve() / SOCKET_NAME)
-        if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
-            return path
+        # Whoever can connect to the socket can have code run as this user: it lives in a
+        # folder of its own that mkdtemp creates 0700 whatever the umask (a run directory may
+        # be readable by everyone), and it is short enough for sockaddr_un.
         self._socket_dir = tempfile.mkdtemp(prefix="perftune-zygote-")
-        return os.path.join(self._socket_dir, SOCKET_NAME)
+        path = os.path.join(self._socket_dir, SOCKET_NAME)
+        if len(os.fsencode(path)) > _MAX_SOCKET_PATH:
+            os.rmdir(self._socket_dir)
+            self._socket_dir = tempfile.mkdtemp(prefix="perftune-zygote-", dir="/tmp")
+            path = os.path.join(self._socket_dir, SOCKET_NAME)
+        return path
 
     def __enter__(self) -> ZygoteLauncher:
         self.start()

@@ -108,9 +108,7 @@ class Zygote:
         self.pid = os.getpid()
         self.cwd = os.getcwd()
         self.env = dict(os.environ)
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        self.listener.listen(16)
+        self.listener = listen_privately(path)
         self.trials: dict[int, Trial] = {}  # by the fd the zygote waits on (conn or pidfd)
         self.poll = select.poll()
         self.poll.register(self.listener.fileno(), select.POLLIN)
@@ -141,6 +139,13 @@ class Zygote:
         try:
             conn, _ = self.listener.accept()
         except OSError:
+            return None
+        stranger = peer_refusal(conn, os.getuid())
+        if stranger is not None:
+            # A trial runs code as this user: another user's process gets nothing, not even
+            # a reading of the request (it could carry file descriptors).
+            print(f"perftune zygote: {stranger}", file=sys.stderr, flush=True)
+            conn.close()
             return None
         fds: list[int] = []
         try:
@@ -281,6 +286,42 @@ class Zygote:
         if self.parent_fd is not None:
             os.close(self.parent_fd)
         self.trials = {}
+
+
+def listen_privately(path: str) -> socket.socket:
+    """A listening Unix socket at `path` that only this user can connect to.
+
+    A socket file takes its mode from the umask at bind time (fchmod before bind does not
+    reach it on Linux), so the umask is narrowed around bind; the zygote has no threads yet
+    that could create files meanwhile. The folder (mkdtemp, 0700) guards it as well.
+    """
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(previous)
+    os.chmod(path, 0o600)
+    listener.listen(16)
+    return listener
+
+
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def peer_refusal(conn: socket.socket, uid: int) -> str | None:
+    """Why the process at the other end of `conn` may not start a trial (None: it may).
+
+    The kernel reports the peer's credentials (SO_PEERCRED); only processes of `uid` pass.
+    """
+    try:
+        raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        pid, peer_uid, _gid = _PEERCRED.unpack(raw)
+    except (OSError, AttributeError, struct.error) as exc:
+        return f"refused a connection whose credentials cannot be read ({exc})"
+    if peer_uid != uid:
+        return f"refused a connection from uid {peer_uid} (pid {pid}); only uid {uid} may start trials"
+    return None
 
 
 def _cuda_initialised() -> bool:
