@@ -33,6 +33,9 @@ class Analysis:
     trace: Trace
     summary: dict[str, Any]
     findings: tuple[Finding, ...]
+    # The folders source files were read from (perftune.sourcefiles): the reports read the
+    # same ones, no others.
+    source_roots: tuple[Path, ...] = ()
 
 
 def _code_list(value: Any, key: str) -> list[str]:
@@ -73,10 +76,17 @@ def selection_from_config(select: Sequence[str] = (), ignore: Sequence[str] = ()
                          options={str(k).upper(): dict(v) for k, v in options.items()})
 
 
-def analyze_trace(trace: Trace, rules: RuleSelection | None = None) -> Analysis:
+def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
+                  source_roots: Sequence[str | Path] | None = None) -> Analysis:
+    """Summary and findings of a trace. Source lines are read only from files under
+    `source_roots` (default: the current directory)."""
+    from perftune.engine.attribution import use_source_roots
+
     rules = rules or selection_from_config()
+    access = use_source_roots(trace, [Path.cwd()] if source_roots is None else source_roots)
     findings = run_engine(trace, rules.select, rules.ignore, rules.preview, rules.options)
-    return Analysis(trace=trace, summary=summary_of(trace, rules), findings=tuple(findings))
+    return Analysis(trace=trace, summary=summary_of(trace, rules), findings=tuple(findings),
+                    source_roots=access.roots)
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None) -> dict[str, Any]:
@@ -94,8 +104,9 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None) -> dict[str, An
     return summary
 
 
-def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = None) -> Analysis:
-    return analyze_trace(load(paths), rules)
+def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = None,
+                  source_roots: Sequence[str | Path] | None = None) -> Analysis:
+    return analyze_trace(load(paths), rules, source_roots)
 
 
 def findings_document(analysis: Analysis) -> dict[str, Any]:
@@ -143,10 +154,13 @@ def run_traces(run_dir: Path) -> list[Path]:
 
 
 def process_run(run_dir: Path, rules: RuleSelection | None = None) -> Analysis | None:
-    """Analyse a capture run directory in place; None when it holds no trace."""
+    """Analyse a capture run directory this process just wrote, in place; None when it holds no
+    trace. Its source roots are the working directory and script folder the capture recorded."""
+    from perftune.engine.attribution import recorded_roots
+
     traces = run_traces(run_dir)
     if not traces:
         return None
-    analysis = analyze_paths(traces, rules)
+    analysis = analyze_paths(traces, rules, recorded_roots(run_dir) or None)
     write_analysis(analysis, run_dir)
     return analysis

@@ -62,3 +62,12 @@ out_option = click.option(
     default=None,
     help="Run directory to write results into.",
 )
+
+source_root_option = click.option(
+    "--source-root",
+    "source_roots",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A folder of the analysed program's source; source lines are shown only for .py files "
+    "under these folders (repeatable; default: the current directory).",
+)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import config_default, format_option, out_option
+from perftune.cli._options import config_default, format_option, out_option, source_root_option
 from perftune.engine.types import Severity
 from perftune.errors import ConfigError
 from perftune.pipeline import (
@@ -30,17 +30,18 @@ from perftune.report.console import finding_lines, summary_lines
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
               help="Exit 1 when a finding has this severity or higher.")
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
+@source_root_option
 @click.pass_context
 def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out_dir: Path | None,
             select: tuple[str, ...], ignore: tuple[str, ...], preview: bool, fail_on: str | None,
-            top: int) -> None:
+            top: int, source_roots: tuple[Path, ...]) -> None:
     """Summarise trace files and report what makes the step slow.
 
     PATHS are Kineto / torch.profiler traces (.json or .json.gz) or directories of per-rank
     traces as written by tensorboard_trace_handler. Works without torch installed.
     """
     rules = selection_from_config(select, ignore, preview)
-    analysis = analyze_paths(list(paths), rules)
+    analysis = analyze_paths(list(paths), rules, source_roots or None)
     if output_format == "json":
         click.echo(json.dumps(findings_document(analysis), indent=2, default=str))
     else:

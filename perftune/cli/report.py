@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import config_default, format_option
+from perftune.cli._options import config_default, format_option, source_root_option
 from perftune.errors import UsageError
 from perftune.pipeline import run_traces as capture_run_traces
 
@@ -51,8 +51,9 @@ def recorded_traces(run_dir: Path) -> list[Path]:
 @click.option("--ignore", multiple=True, help="Skip these rule codes or prefixes.")
 @click.option("--preview", is_flag=True, help="Also run rules in preview.")
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
+@source_root_option
 def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: tuple[str, ...],
-           ignore: tuple[str, ...], preview: bool, top: int) -> None:
+           ignore: tuple[str, ...], preview: bool, top: int, source_roots: tuple[Path, ...]) -> None:
     """Re-render report.html, report.md, summary.json and findings.json of RUN_DIR.
 
     The trace in RUN_DIR is analysed again (with this perftune's rules and the options given);
@@ -82,7 +83,7 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
                               preview=preview or bool(config_default("preview", False)),
                               options={k.upper(): v for k, v in options.items()})
         with progress(f"analysing {traces[0].name}", err):
-            analysis = analyze_paths(traces, rules)
+            analysis = analyze_paths(traces, rules, source_roots or None)
         with progress("rendering reports", err):
             written = write_analysis(analysis, run_dir)
             view = view_of_analysis(analysis, run_dir)
@@ -90,7 +91,7 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
                 written.append(write_tensorboard_view(view))
         document = findings_document(analysis)
     elif (run_dir / "summary.json").is_file() or (run_dir / "findings.json").is_file():
-        view = view_of_documents(run_dir)
+        view = view_of_documents(run_dir, source_roots or (Path.cwd(),))
         if select or ignore:
             # Without a trace the rules cannot run again; narrow the recorded findings instead.
             picked = tuple(f for f in view.findings

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perftune.engine.types import Location
+from perftune.sourcefiles import SourceRoots, default_roots, read_python_file
 from perftune.trace.frames import Frame, parse_python_function
 from perftune.trace.model import Trace
 
@@ -255,9 +256,12 @@ def _scope_nodes(tree: ast.Module, line: int, function: str) -> list[ast.AST] | 
 # ---------------------------------------------------------------------------- source files
 @dataclass
 class SourceReader:
-    """Reads the user's source files for a trace; every failure means "not available"."""
+    """Reads the user's source files for a trace; every failure means "not available".
 
-    roots: tuple[Path, ...]
+    Files are read only through `access` (perftune.sourcefiles): inside the source roots,
+    regular `.py` files under the size limit."""
+
+    access: SourceRoots
     _lines: dict[str, list[str] | None] = field(default_factory=dict)
     _trees: dict[str, ast.Module | None] = field(default_factory=dict)
     _paths: dict[str, Path | None] = field(default_factory=dict)
@@ -277,32 +281,15 @@ class SourceReader:
         return self._entry.get((frame.file, frame.line, frame.function), True)
 
     def resolve(self, file: str) -> Path | None:
-        if file in self._paths:
-            return self._paths[file]
-        found: Path | None = None
-        if file and not file.startswith("<"):
-            candidate = Path(file)
-            tries = [candidate] if candidate.is_absolute() else [r / candidate for r in self.roots]
-            for path in tries:
-                try:
-                    if path.is_file():
-                        found = path.resolve()
-                        break
-                except OSError:
-                    continue
-        self._paths[file] = found
-        return found
+        if file not in self._paths:
+            self._paths[file] = self.access.resolve(file)
+        return self._paths[file]
 
     def lines(self, file: str) -> list[str] | None:
         if file not in self._lines:
             path = self.resolve(file)
-            text: list[str] | None = None
-            if path is not None:
-                try:
-                    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-                except OSError:
-                    text = None
-            self._lines[file] = text
+            text = read_python_file(path) if path is not None else None
+            self._lines[file] = text.splitlines() if text is not None else None
         return self._lines[file]
 
     def line(self, file: str | None, lineno: int | None) -> str | None:
@@ -359,50 +346,80 @@ class SourceReader:
         return sorted(out, key=lambda fs: (fs[0], fs[1].line))
 
 
-def source_roots(trace: Trace) -> tuple[Path, ...]:
-    """Folders relative frame paths are resolved against: the run directory's recorded cwd and
-    script folder (meta.json), the trace's folder, then the current directory."""
-    roots: list[Path] = []
+def lookup_folders(trace: Trace) -> tuple[Path, ...]:
+    """Folders relative frame paths are looked up in: the run directory's recorded cwd and
+    script folder (meta.json), then the trace's folder. Only where to look: what is found is
+    read only when it is inside a source root."""
+    folders: list[Path] = []
     for path in trace.paths:
         folder = Path(path).resolve().parent
         meta = folder / "meta.json"
+        data: object = {}
         if meta.is_file():
             try:
                 data = json.loads(meta.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 data = {}
-            if isinstance(data, dict):
-                for key in ("cwd", "script", "script_path"):
-                    value = data.get(key)
-                    if isinstance(value, str) and value:
-                        p = Path(value)
-                        roots.append(p if key == "cwd" else p.parent)
-        roots.append(folder)
-    roots.append(Path.cwd())
+        if isinstance(data, dict):
+            for key in ("cwd", "script", "script_path"):
+                value = data.get(key)
+                if isinstance(value, str) and value:
+                    p = Path(value)
+                    folders.append(p if key == "cwd" else p.parent)
+        folders.append(folder)
+    return tuple(dict.fromkeys(folders))
+
+
+def recorded_roots(run_dir: Path) -> tuple[Path, ...]:
+    """The working directory and script folder a capture run recorded in its meta.json: the
+    source roots of a run this perftune just captured (never of a run directory from
+    elsewhere, whose meta.json could name any folder)."""
+    meta = run_dir / "meta.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    roots: list[Path] = []
+    if isinstance(data, dict):
+        cwd = data.get("cwd")
+        if isinstance(cwd, str) and cwd:
+            roots.append(Path(cwd))
+        for key in ("script", "script_path"):
+            value = data.get(key)
+            if isinstance(value, str) and value:
+                script = Path(value)
+                roots.append((script if script.is_absolute() or not cwd else Path(str(cwd)) / script).parent)
     return tuple(dict.fromkeys(roots))
 
 
 _READERS: weakref.WeakKeyDictionary[Trace, SourceReader] = weakref.WeakKeyDictionary()
 
 
+def use_source_roots(trace: Trace, roots: Iterable[str | Path]) -> SourceRoots:
+    """Allow reading this trace's source files under `roots` only (replaces what was read)."""
+    access = SourceRoots.of(roots, lookup_folders(trace))
+    _READERS[trace] = SourceReader(access=access)
+    return access
+
+
 def reader_for(trace: Trace) -> SourceReader:
+    """The trace's source reader: the roots given with `use_source_roots`, else the current
+    directory."""
     reader = _READERS.get(trace)
     if reader is None:
-        reader = SourceReader(roots=source_roots(trace))
+        reader = SourceReader(access=SourceRoots.of([Path.cwd()], lookup_folders(trace)))
         _READERS[trace] = reader
     return reader
 
 
-def read_source_line(path: str | Path, line: int) -> str | None:
-    """One line of a file, or None when the file or line does not exist (never raises)."""
-    try:
-        with Path(path).open(encoding="utf-8", errors="replace") as fh:
-            for k, text in enumerate(fh, start=1):
-                if k == line:
-                    return text.rstrip("\n")
-    except OSError:
+def read_source_line(path: str | Path, line: int, roots: SourceRoots | None = None) -> str | None:
+    """One line of a source file inside `roots` (default: the current directory), or None when
+    the file may not be read, does not exist or has no such line (never raises)."""
+    text = (roots or default_roots()).read(str(path))
+    if text is None:
         return None
-    return None
+    lines = text.splitlines()
+    return lines[line - 1] if 1 <= line <= len(lines) else None
 
 
 # ---------------------------------------------------------------------------- occurrences

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.engine.types import Applicability, Location, Suggestion
+from perftune.sourcefiles import read_python_file
 
 if TYPE_CHECKING:  # libcst is imported lazily at run time (TID253)
     import libcst as cst
@@ -760,10 +761,11 @@ def rewrite_file(code: str, path: Path | None, line: int | None, params: Mapping
     transformer applies."""
     if path is None or line is None or code not in TRANSFORMERS:
         return None
-    try:
-        source = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        return None
+    # `path` comes from the source reader (inside the source roots); read it the same guarded
+    # way (regular .py file under the size limit) so libcst never sees a huge or special file.
+    source = read_python_file(path)
+    if source is None or "\ufffd" in source:
+        return None  # unreadable, or not UTF-8: no diff against a file we cannot reproduce
     for fn in TRANSFORMERS[code]:
         try:
             result = fn(source, line, params or {})

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.engine.types import Finding
+from perftune.redact import redact_argv, redact_command
 from perftune.trace.metrics import Distribution
 
 if TYPE_CHECKING:
@@ -41,6 +42,9 @@ class RunView:
     gate: Mapping[str, Any] | None = None
     fix: Mapping[str, Any] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Folders whose source files the report may read (context lines): the analysis' source
+    # roots; none for a view of documents alone unless the user named some.
+    source_roots: tuple[Path, ...] = ()
 
     @property
     def title(self) -> str:
@@ -92,11 +96,13 @@ def _optional_documents(run_dir: Path | None) -> tuple[dict[str, Any], list[str]
 def view_of_analysis(analysis: Analysis, run_dir: Path | None) -> RunView:
     docs, notes = _optional_documents(run_dir)
     return RunView(run_dir=run_dir, summary=analysis.summary, findings=analysis.findings,
-                   trace=analysis.trace, notes=tuple(notes), **docs)
+                   trace=analysis.trace, notes=tuple(notes),
+                   source_roots=analysis.source_roots, **docs)
 
 
-def view_of_documents(run_dir: Path) -> RunView:
-    """A view from summary.json / findings.json alone (no trace to re-analyse)."""
+def view_of_documents(run_dir: Path, source_roots: Sequence[Path] = ()) -> RunView:
+    """A view from summary.json / findings.json alone (no trace to re-analyse); source files
+    are read for context only under `source_roots`."""
     docs, notes = _optional_documents(run_dir)
     findings_doc, note = read_document(run_dir / "findings.json")
     if note:
@@ -113,7 +119,7 @@ def view_of_documents(run_dir: Path) -> RunView:
             notes.append(f"a finding in findings.json could not be read ({exc!r})")
     findings.sort(key=lambda f: -f.est_saving_ms_per_step)
     return RunView(run_dir=run_dir, summary=summary, findings=tuple(findings), notes=tuple(notes),
-                   **docs)
+                   source_roots=tuple(source_roots), **docs)
 
 
 # ---------------------------------------------------------------------------- meta.json
@@ -173,6 +179,8 @@ def header_facts(view: RunView) -> list[tuple[str, str]]:
     command = meta_value(meta, *_META_KEYS["command"])
     if command is None and meta_value(meta, *_META_KEYS["argv"]) is not None:
         command = meta_value(meta, *_META_KEYS["argv"])
+    if command is not None:  # a meta.json from elsewhere (or an older perftune) may hold secrets
+        command = redact_argv(command) if isinstance(command, list) else redact_command(str(command))
     add("command", command)
     add("working directory", meta_value(meta, *_META_KEYS["cwd"]))
     commit = meta_value(meta, *_META_KEYS["git_commit"])

@@ -27,6 +27,7 @@ from perftune.engine.types import Finding, Location
 from perftune.report import figures as F
 from perftune.report.data import RunView, device_line, header_facts, meta_value, step_timing
 from perftune.report.timeline import PERFETTO_URL
+from perftune.sourcefiles import SourceRoots
 
 if TYPE_CHECKING:
     from perftune.report.compare import Comparison
@@ -168,31 +169,19 @@ class DiffLine:
     text: str
 
 
-def _resolve_source(file: str, roots: Sequence[Path]) -> Path | None:
-    path = Path(file)
-    candidates = [path] if path.is_absolute() else [root / path for root in roots]
-    for candidate in candidates:
-        try:
-            if candidate.is_file():
-                return candidate
-        except OSError:
-            continue
-    return None
-
-
-def source_snippet(location: Location, roots: Sequence[Path], context: int = 3) -> list[SnippetLine]:
+def source_snippet(location: Location, roots: SourceRoots | Sequence[Path],
+                   context: int = 3) -> list[SnippetLine]:
     """The flagged line with `context` lines around it when the file on disk still matches what
-    the trace recorded; the recorded line alone otherwise."""
+    the trace recorded; the recorded line alone otherwise. Files are read only through
+    perftune.sourcefiles (inside the source roots, regular .py files under the size limit)."""
     recorded = [SnippetLine(location.line, location.source.rstrip(), True)] if location.source else []
     if not location.file or not location.line:
         return recorded
-    path = _resolve_source(location.file, roots)
-    if path is None:
+    access = roots if isinstance(roots, SourceRoots) else SourceRoots.of(roots)
+    text = access.read(location.file)
+    if text is None:
         return recorded
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return recorded
+    lines = text.splitlines()
     if not 0 < location.line <= len(lines):
         return recorded
     if location.source and lines[location.line - 1].strip() != location.source.strip():
@@ -264,7 +253,7 @@ class FindingView:
     has_doc: bool
 
 
-def finding_views(findings: Sequence[Finding], roots: Sequence[Path],
+def finding_views(findings: Sequence[Finding], roots: SourceRoots | Sequence[Path],
                   docs: Mapping[str, RuleDoc]) -> list[FindingView]:
     out = []
     for n, f in enumerate(findings):
@@ -397,9 +386,11 @@ def report_context(view: RunView) -> dict[str, Any]:
     tuning_figs = tuning_figures(view.tuning) if view.tuning else []
     for k, tfig in enumerate(tuning_figs):
         figures[f"tuning-{k}"] = tfig
-    # Relative source paths in a trace are relative to where the script ran.
-    roots = [Path(str(cwd))] if (cwd := meta_value(view.meta, "cwd")) else []
-    roots.extend(p for p in (view.run_dir, Path.cwd()) if p is not None)
+    # Relative source paths in a trace are relative to where the script ran; files are read
+    # only under the analysis' source roots.
+    lookup = [Path(str(cwd))] if (cwd := meta_value(view.meta, "cwd")) else []
+    lookup.extend(p for p in (view.run_dir,) if p is not None)
+    roots = SourceRoots.of(view.source_roots, lookup)
     docs = rule_docs(f.code for f in view.findings)
     ops, kernels = _top_tables(view)
     steps = view.summary.get("steps") or {}

@@ -6,16 +6,25 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from perftune.engine.attribution import (
     Occurrence,
     attribute,
     find_calls,
+    lookup_folders,
     read_source_line,
     reader_for,
-    source_roots,
+    use_source_roots,
 )
 from perftune.engine.hazards import calls
 from perftune.engine.testing import TraceBuilder
+
+@pytest.fixture(autouse=True)
+def _in_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Source is read under the current directory by default: analyse from the project folder."""
+    monkeypatch.chdir(tmp_path)
+
 
 TRAIN = textwrap.dedent("""\
     import torch
@@ -132,10 +141,16 @@ def test_source_roots_read_the_run_directory_meta(tmp_path: Path) -> None:
     run.mkdir()
     (run / "meta.json").write_text(json.dumps({"cwd": str(project), "script": str(project / "pkg/train.py")}))
     trace = load(_item_trace(run, file="pkg/train.py"))
-    assert project in source_roots(trace)
+    assert project.resolve() in [p.resolve() for p in lookup_folders(trace)]
+    use_source_roots(trace, [project])
     assert reader_for(trace).line("pkg/train.py", 6) == "    total = loss.item()"
     trace2 = load(_item_trace(run, file="train.py"))
+    use_source_roots(trace2, [project])
     assert reader_for(trace2).resolve("train.py") == (project / "pkg" / "train.py").resolve()
+    # The recorded folders say only where to look: outside the source roots nothing is read.
+    trace3 = load(_item_trace(run, file="pkg/train.py"))
+    use_source_roots(trace3, [run])
+    assert reader_for(trace3).line("pkg/train.py", 6) is None
 
 
 def test_find_calls_reads_user_files_only(tmp_path: Path) -> None:
@@ -152,7 +167,7 @@ def test_find_calls_reads_user_files_only(tmp_path: Path) -> None:
 def test_read_source_line_never_raises(tmp_path: Path) -> None:
     path = tmp_path / "a.py"
     path.write_text("one\ntwo\n")
-    assert read_source_line(path, 2) == "two"
+    assert read_source_line(path, 2) == "two"  # under the current directory
     assert read_source_line(path, 9) is None
     assert read_source_line(tmp_path / "missing.py", 1) is None
     assert read_source_line(tmp_path, 1) is None  # a directory

@@ -67,8 +67,10 @@ SCRIPT = textwrap.dedent("""\
 """)
 
 
-def test_planted_lines_are_found_on_a_real_cpu_trace(tmp_path: Path) -> None:
+def test_planted_lines_are_found_on_a_real_cpu_trace(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("torch")
+    monkeypatch.chdir(tmp_path)  # source is read under the current directory (the project)
     script = tmp_path / "planted.py"
     script.write_text(SCRIPT)
     trace_path = tmp_path / "trace.json"

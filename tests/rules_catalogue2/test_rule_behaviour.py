@@ -83,6 +83,7 @@ def test_elementwise_chain_evidence_against_cached_cpu_peaks(tmp_path: Path,
         "hostname": socket.gethostname(), "cpu": "Test CPU", "threads": 8,
         "measured_at": "2026-01-01T00:00:00+00:00", "matmul_n": 1024, "copy_bytes": 1 << 26}))
     monkeypatch.setenv("PERFTUNE_CACHE_DIR", str(cache))
+    monkeypatch.chdir(tmp_path)  # source is read under the current directory (the project)
     findings = run(fixture_trace(tmp_path, "pft401_bandwidth_bound_elementwise", "cpu"), "PFT401")
     gelu = next(f for f in findings if f.location.function == "gelu")
     ev = gelu.evidence
