@@ -64,6 +64,7 @@ from perftune.capture.runner import (
     validate,
 )
 from perftune.errors import ScriptError, UsageError
+from perftune.redact import redact_argv
 
 __all__ = [
     "DistributedResult",
@@ -788,7 +789,7 @@ def run_distributed(
     _clear_run_dir(run_dir)
     cwd = Path(target.cwd).resolve()
     meta = capture_meta(target, cwd)
-    meta["command"] = torchrun_command(launch, target)
+    meta["command"] = redact_argv(torchrun_command(launch, target))
     meta["launch"] = launch.to_json()
     injected = _importable_root()
     config_path = run_dir / CHILD_CONFIG_FILE

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from perftune._version import __version__
+from perftune.redact import redact_argv
 
 
 def git_state(folder: Path) -> dict[str, Any]:
@@ -57,8 +58,9 @@ def host_meta(
     """Facts the parent knows before the child starts."""
     folder = script.parent if script is not None else cwd
     return {
-        "command": command,
-        "argv": argv,
+        # meta.json is shared with the results: credentials in the arguments stay out of it.
+        "command": redact_argv(command),
+        "argv": redact_argv(argv),
         "cwd": str(cwd),
         "script": str(script) if script is not None else None,
         "module": module,

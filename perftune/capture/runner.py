@@ -43,6 +43,7 @@ from perftune.capture.results import (
     write_json,
 )
 from perftune.errors import ScriptError, UsageError
+from perftune.redact import redact_argv
 
 __all__ = [
     "CaptureOptions",
@@ -288,7 +289,7 @@ def capture_meta(target: ScriptTarget, cwd: Path) -> dict[str, Any]:
         script=script,
         module=target.module,
     )
-    meta["perftune_command"] = list(sys.argv)
+    meta["perftune_command"] = redact_argv(sys.argv)  # `tune --storage` holds a password
     return meta
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from perftune._version import __version__
 from perftune.fix.session import FixOutcome, Measured
+from perftune.redact import redact_argv
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
@@ -122,7 +123,7 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
         "perftune_version": __version__,
         "headline": headline(outcome),
         "script": plan.script,
-        "args": list(target.args),
+        "args": redact_argv(target.args),
         "cwd": str(target.cwd),
         "project_root": str(plan.project.root),
         "source_run": str(source_run) if source_run else None,

@@ -14,6 +14,7 @@ from typing import Any
 from perftune._version import __version__
 from perftune.errors import ConfigError
 from perftune.gate.fingerprint import Fingerprint
+from perftune.redact import redact_argv
 
 SCHEMA_VERSION = 1
 KIND = "perftune-baseline"
@@ -45,7 +46,7 @@ class Baseline:
             "perftune_version": self.perftune_version,
             "script": self.script,
             "module": self.module,
-            "args": list(self.args),
+            "args": redact_argv(self.args),  # a shared record: no credentials
             "knobs": self.knobs,
             "warmup": self.warmup,
             "steps": self.steps,

@@ -12,6 +12,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
+from perftune.redact import redact_argv
 from perftune.tune.injected import BATCH_SIZE, CHECKPOINT, PRECISION, parse_checkpoint
 from perftune.tune.space import SearchSpace
 from perftune.tune.trial import Script
@@ -56,7 +57,8 @@ def apply_instructions(
         "values": dict(values),
         "flags": flags,
         "knobs": knob_values,
-        "command": env + " ".join(shlex.quote(part) for part in command),
+        # The script's own arguments may hold a database URL or a token: never in the record.
+        "command": env + " ".join(shlex.quote(part) for part in redact_argv(command)),
         "code": code,
     }
 

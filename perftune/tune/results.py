@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from perftune.redact import redact_argv, redact_url
 from perftune.tune.apply import apply_instructions
 from perftune.tune.constraints import GuardResult
 from perftune.tune.history import ConfigResult, History, TrialRecord, summarise_spread
@@ -145,7 +146,7 @@ def build_tuning(run: TuneRun) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "script": settings.script.to_json(),
-        "command": list(sys.argv),
+        "command": redact_argv(sys.argv),
         "run_dir": str(settings.run_dir),
         "study": {
             "name": settings.study_name,
@@ -190,11 +191,11 @@ def build_tuning(run: TuneRun) -> dict[str, Any]:
 
 
 def _storage_label(storage: str | None, run_dir: Path) -> str:
-    from perftune.tune.study import JOURNAL, _redact
+    from perftune.tune.study import JOURNAL
 
     if storage is None:
         return f"journal:{run_dir / JOURNAL}"
-    return _redact(storage)
+    return redact_url(storage)
 
 
 def write_tuning(tuning: dict[str, Any], run_dir: Path) -> Path:

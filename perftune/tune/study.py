@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.errors import ConfigError, UsageError
+from perftune.redact import redact_text, redact_url
 from perftune.tune.history import TrialRecord, record_from_attrs
 from perftune.tune.space import SearchSpace
 from perftune.tune.trial import TrialOutcome
@@ -69,9 +70,17 @@ def make_storage(url: str | None, run_dir: Path) -> Any:
                 lambda: RDBStorage(database, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
             )
     except (ImportError, optuna.exceptions.StorageInternalError, ValueError) as exc:
-        raise ConfigError(f"--storage {_redact(url)}: cannot open: {exc}") from None
+        raise ConfigError(f"--storage {redact_url(url)}: cannot open: {_first_line(exc)}") from None
     except Exception as exc:  # sqlalchemy's connection errors, without importing sqlalchemy
-        raise ConfigError(f"--storage {_redact(url)}: cannot open: {type(exc).__name__}: {exc}") from None
+        raise ConfigError(f"--storage {redact_url(url)}: cannot open: {type(exc).__name__}: "
+                          f"{_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's message in one line (SQLAlchemy appends hints and a link), with any URL or
+    connection string it quotes back redacted."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return redact_text(lines[0] if lines else type(exc).__name__)
 
 
 def _with_driver(url: str) -> str:
@@ -85,16 +94,6 @@ def _with_driver(url: str) -> str:
     if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
         return f"postgresql+psycopg2://{rest}"
     return f"postgresql://{rest}"
-
-
-def _redact(url: str) -> str:
-    """The URL without its password."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest:
-        return url
-    credentials, _, host = rest.rpartition("@")
-    user, has_password, _ = credentials.partition(":")
-    return f"{scheme}://{user}{':***' if has_password else ''}@{host}"
 
 
 class ProposalSampler:

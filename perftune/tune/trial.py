@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from perftune.redact import redact_argv
 from perftune.tune.constraints import over_budget
 from perftune.tune.injected import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
 from perftune.tune.objective import Objective
@@ -40,7 +41,7 @@ class Script:
 
     def describe(self) -> str:
         head = str(self.path) if self.path is not None else f"-m {self.module}"
-        return " ".join([head, *self.args])
+        return " ".join([head, *redact_argv(self.args)])  # printed: no credentials
 
     @property
     def stem(self) -> str:
@@ -52,7 +53,7 @@ class Script:
         return {
             "path": str(self.path) if self.path is not None else None,
             "module": self.module,
-            "args": list(self.args),
+            "args": redact_argv(self.args),  # a record: credentials in the arguments stay out
             "cwd": str(self.cwd),
         }
 

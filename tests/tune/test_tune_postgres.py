@@ -4,39 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tune_helpers import HERE, SCRIPTS, load_tuning, perftune_cmd
+from tune_helpers import SCRIPTS, load_tuning, perftune_cmd
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
-START = HERE / "start_postgres.sh"
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    url = os.environ.get("PERFTUNE_TEST_POSTGRES_URL")
-    if url:
-        yield url
-        return
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        pytest.skip("psycopg2 is not installed (pip install psycopg2-binary)")
-    # Not under pytest's tmp dir: the server may run as the postgres user, who cannot enter it.
-    folder = Path(tempfile.mkdtemp(prefix="perftune-pg-"))
-    started = subprocess.run([str(START), "start", str(folder)], capture_output=True, text=True)
-    if started.returncode == 3:
-        pytest.skip(f"no PostgreSQL server to start: {started.stderr.strip()}")
-    assert started.returncode == 0, started.stderr
-    try:
-        yield started.stdout.strip().split("=", 1)[1]
-    finally:
-        subprocess.run([str(START), "stop", str(folder)], capture_output=True)
 
 
 def test_two_workers_share_one_study(postgres_url: str, project: Path) -> None:

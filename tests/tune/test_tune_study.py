@@ -10,8 +10,9 @@ import optuna
 import pytest
 
 from perftune.errors import UsageError
+from perftune.redact import redact_url
 from perftune.tune import space as sp
-from perftune.tune.study import Study, _redact, _with_driver, make_storage
+from perftune.tune.study import Study, _with_driver, make_storage
 from perftune.tune.trial import TrialOutcome
 
 SPACE = sp.build_space(cli=[("tile", (16, 32, 64)), ("precision", ("bf16",))])
@@ -76,7 +77,7 @@ def test_running_trials_of_a_dead_worker_are_failed(tmp_path: Path) -> None:
 
 
 def test_database_urls() -> None:
-    assert _redact("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
-    assert _redact("postgresql://user@host/db") == "postgresql://user@host/db"
+    assert redact_url("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
+    assert redact_url("postgresql://user@host/db") == "postgresql://user@host/db"
     assert _with_driver("sqlite:///x.db") == "sqlite:///x.db"
     assert _with_driver("postgresql://u@h/db").startswith("postgresql")
