@@ -1,8 +1,8 @@
-"""The versioned schemas of summary.json and findings.json, as msgspec Structs.
+"""The versioned schemas of summary.json and findings.json, generated from their Structs.
 
-These Structs are the source of truth: the JSON Schema files in perftune/report/schemas/ are
-generated from them (`python -m perftune.report.schema` rewrites them) and documents are
-validated by converting them into the Structs (`validate_summary`, `validate_findings`).
+The Structs in `perftune.documents` are the source of truth: the JSON Schema files in
+perftune/report/schemas/ are generated from them (`python -m perftune.report.schema` rewrites
+them) and documents are validated by converting them into the Structs (`validate_summary`, `validate_findings`).
 Unknown fields are rejected so that a field added to a document without a schema change is
 caught by the tests instead of surprising a CI consumer; adding a field means adding it here,
 regenerating the files and, for an incompatible change, raising SCHEMA_VERSION.
@@ -10,263 +10,43 @@ regenerating the files and, for an incompatible change, raising SCHEMA_VERSION.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 
-from perftune.trace.summary import SCHEMA_VERSION
+from perftune.documents import (
+    SCHEMA_VERSION,
+    Breakdown,
+    CollectiveTotals,
+    Device,
+    Finding,
+    FindingsDocument,
+    HostOp,
+    Kernel,
+    LargestMargin,
+    Location,
+    MultiRank,
+    RankStats,
+    RankStep,
+    RankSteps,
+    Skew,
+    StepAcrossRanks,
+    StepBreakdown,
+    StepStats,
+    StragglerRank,
+    Suggestion,
+    Summary,
+    Syncs,
+)
 
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
-Milliseconds = Annotated[float, msgspec.Meta(description="milliseconds")]
-MaybeMs = Annotated[float | None, msgspec.Meta(description="milliseconds; null when undefined")]
-RuleCode = Annotated[str, msgspec.Meta(pattern=r"^PFT\d{3}$", description="rule code, PFT + 3 digits")]
-
-
-class _Doc(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-# ---------------------------------------------------------------------------- summary.json
-class Device(_Doc):
-    id: int | None = None
-    name: str | None = None
-    memory_bytes: int | None = None
-    sms: int | None = None
-    compute_capability: str | None = None
-
-
-class StepStats(_Doc):
-    """Distribution of step durations over every step of every rank."""
-
-    count: int
-    median_ms: MaybeMs
-    p10_ms: MaybeMs
-    p90_ms: MaybeMs
-    mean_ms: MaybeMs
-    min_ms: MaybeMs
-    max_ms: MaybeMs
-
-
-class RankSteps(_Doc):
-    rank: int
-    steps: int
-    median_ms: MaybeMs
-
-
-class Breakdown(_Doc):
-    """Mean per step. Device-side figures are unions of busy intervals of the work the step's
-    host code launched; host-side figures are time inside the step window on its rank."""
-
-    compute_ms: Milliseconds
-    communication_ms: Milliseconds
-    memcpy_ms: Milliseconds
-    memset_ms: Milliseconds
-    device_idle_ms: Milliseconds
-    sync_ms: Milliseconds
-    dataloader_ms: Milliseconds
-    optimizer_ms: Milliseconds
-
-
-class StepBreakdown(_Doc):
-    rank: int
-    step: int
-    dur_ms: Milliseconds
-    compute_ms: Milliseconds
-    communication_ms: Milliseconds
-    memcpy_ms: Milliseconds
-    memset_ms: Milliseconds
-    device_busy_ms: Milliseconds
-    device_idle_ms: Milliseconds
-    sync_ms: Milliseconds
-    dataloader_ms: Milliseconds
-    optimizer_ms: Milliseconds
-    kernel_count: int
-
-
-class Syncs(_Doc):
-    count: int
-    in_steps: int
-    total_ms: Milliseconds
-    by_call: dict[str, int]
-
-
-class HostOp(_Doc):
-    name: str
-    calls: int
-    self_ms: Milliseconds
-    total_ms: Milliseconds
-
-
-class Kernel(_Doc):
-    name: str
-    calls: int
-    total_ms: Milliseconds
-    mean_us: Annotated[float, msgspec.Meta(description="microseconds")]
-
-
-class Skew(_Doc):
-    median: MaybeMs = None
-    max: MaybeMs = None
-
-
-class StragglerRank(_Doc):
-    """The rank the others wait for: its own work (step minus collective wait) exceeds the other
-    ranks' by `margin_ms` (median over steps), beyond PFT602's thresholds."""
-
-    rank: int
-    slowest_in_steps: int
-    steps: int
-    margin_ms: Milliseconds
-    share_of_step: Annotated[float, msgspec.Meta(description="margin_ms / median step")]
-
-
-class LargestMargin(_Doc):
-    """The rank with the largest margin whatever its size (the straggler candidate)."""
-
-    rank: int
-    margin_ms: Milliseconds
-    slowest_in_steps: int
-
-
-CommSource = Literal["device", "host", "none", "mixed"]
-
-
-class RankStats(_Doc):
-    """One rank, mean per step unless named median."""
-
-    rank: int
-    steps: int
-    median_step_ms: MaybeMs
-    comm_ms_per_step: Milliseconds
-    exposed_comm_ms_per_step: Milliseconds
-    wait_ms_per_step: Annotated[float, msgspec.Meta(
-        description="time in collectives beyond the fastest rank's duration of the same call")]
-    busy_ms_per_step: MaybeMs
-    slowest_in_steps: int
-    comm_source: CommSource
-
-
-class StepAcrossRanks(_Doc):
-    step: int
-    ranks: int
-    median_step_ms: Milliseconds
-    step_skew_ms: Milliseconds
-    busy_skew_ms: Milliseconds
-    slowest_rank: int
-    fastest_rank: int
-    max_wait_ms: Milliseconds
-
-
-class RankStep(_Doc):
-    rank: int
-    step: int
-    dur_ms: Milliseconds
-    comm_ms: Milliseconds
-    exposed_ms: Milliseconds
-    wait_ms: Milliseconds
-    exposed_wait_ms: Annotated[float, msgspec.Meta(
-        description="the part of wait_ms with no compute running (a part of exposed_ms)")]
-    busy_ms: Milliseconds
-    calls: int
-    matched: int
-
-
-class CollectiveTotals(_Doc):
-    calls: int
-    matched: Annotated[int, msgspec.Meta(description="collective calls matched across ranks")]
-    wait_ms_by_rank: dict[str, float]
-
-
-class MultiRank(_Doc):
-    """Two or more ranks of one job side by side (present when two or more were loaded)."""
-
-    ranks: int
-    comm_source: CommSource
-    steps_compared: Annotated[int, msgspec.Meta(description="step indices seen on 2+ ranks")]
-    step_skew_ms: Skew
-    busy_skew_ms: Skew
-    straggler: StragglerRank | None
-    largest_margin: LargestMargin | None
-    per_rank: list[RankStats]
-    per_step: list[StepAcrossRanks]
-    rank_steps: list[RankStep]
-    collectives: CollectiveTotals
-
-
-class Summary(_Doc):
-    """summary.json: what the trace holds and where step time goes."""
-
-    schema_version: Literal[1]
-    perftune_version: str
-    files: list[str]
-    runtime: Literal["cuda", "rocm", "cpu"]
-    has_device_activity: bool
-    devices: list[Device]
-    ranks: list[int]
-    world_size: Annotated[int, msgspec.Meta(
-        description="ranks in the job (from distributedInfo), which may exceed the ranks loaded")]
-    ranks_loaded: Annotated[int, msgspec.Meta(description="trace files (ranks) analysed")]
-    events: int
-    span_ms: MaybeMs
-    step_source: Literal["profiler-step", "optimizer-step", "whole-trace"]
-    steps: StepStats
-    per_rank: list[RankSteps]
-    breakdown_ms_per_step: Breakdown
-    per_step: list[StepBreakdown]
-    syncs: Syncs
-    top_host_ops: list[HostOp]
-    top_kernels: list[Kernel]
-    warnings: Annotated[list[str], msgspec.Meta(
-        description="problems met while loading the trace (events skipped or repaired)")] = \
-        msgspec.field(default_factory=list)
-    multi_rank: MultiRank | None = None
-
-
-# ---------------------------------------------------------------------------- findings.json
-class Location(_Doc):
-    file: str | None = None
-    line: int | None = None
-    function: str | None = None
-    source: str | None = None
-
-
-class Suggestion(_Doc):
-    title: str
-    applicability: Literal["safe", "unsafe", "display-only"] = "display-only"
-    diff: str | None = None
-    before: str | None = None
-    after: str | None = None
-    knobs: dict[str, list[Any]] = msgspec.field(default_factory=dict)
-
-
-class Finding(_Doc):
-    code: RuleCode
-    name: str
-    message: str
-    severity: Literal["info", "warning", "error"]
-    location: Location
-    suggestion: Suggestion
-    evidence: dict[str, Any] = msgspec.field(default_factory=dict)
-    est_saving_ms_per_step: Milliseconds = 0.0
-    count: Annotated[int, msgspec.Meta(ge=1)] = 1
-    op_chain: list[str] = msgspec.field(default_factory=list)
-    latent: bool = False
-    rank: int | None = None
-
-
-class FindingsDocument(_Doc):
-    """findings.json: the findings ranked by estimated saving, with the run's summary."""
-
-    schema_version: Literal[1]
-    findings: list[Finding]
-    summary: Summary
-
-
 # ---------------------------------------------------------------------------- helpers
-DOCUMENTS: dict[str, type[_Doc]] = {"summary": Summary, "findings": FindingsDocument}
+# The documents with a published JSON Schema file.
+DOCUMENTS: dict[str, type[msgspec.Struct]] = {"summary": Summary, "findings": FindingsDocument}
 
 
 class SchemaError(ValueError):
@@ -291,8 +71,19 @@ def validate_findings(document: Any) -> FindingsDocument:
     return result
 
 
+def _clean_descriptions(node: Any) -> Any:
+    """Docstring descriptions without their source indentation (Python 3.13 strips it when
+    compiling, older versions keep it), so the generated files do not depend on the Python."""
+    if isinstance(node, dict):
+        return {k: inspect.cleandoc(v) if k == "description" and isinstance(v, str)
+                else _clean_descriptions(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_clean_descriptions(v) for v in node]
+    return node
+
+
 def json_schema(kind: str) -> dict[str, Any]:
-    schema: dict[str, Any] = msgspec.json.schema(DOCUMENTS[kind])
+    schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(DOCUMENTS[kind]))
     title = {"summary": "perftune summary.json", "findings": "perftune findings.json"}[kind]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://perftune.dev/schemas/{kind}.schema.json",
@@ -304,13 +95,20 @@ def schema_text(kind: str) -> str:
 
 
 def write_schema_files(folder: Path = SCHEMAS_DIR) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for kind in DOCUMENTS:
-        path = folder / f"{kind}.schema.json"
-        path.write_text(schema_text(kind), encoding="utf-8")
-        written.append(path)
-    return written
+    from perftune.fsutil import write_text_atomic
+
+    return [write_text_atomic(folder / f"{kind}.schema.json", schema_text(kind))
+            for kind in DOCUMENTS]
+
+
+__all__ = [
+    "DOCUMENTS", "SCHEMAS_DIR", "SCHEMA_VERSION", "Breakdown", "CollectiveTotals", "Device",
+    "Finding", "FindingsDocument", "HostOp", "Kernel", "LargestMargin", "Location", "MultiRank",
+    "RankStats", "RankStep", "RankSteps", "SchemaError", "Skew", "StepAcrossRanks",
+    "StepBreakdown", "StepStats", "StragglerRank", "Suggestion", "Summary", "Syncs",
+    "json_schema", "schema_text", "validate", "validate_findings", "validate_summary",
+    "write_schema_files",
+]
 
 
 if __name__ == "__main__":

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 
 from perftune._version import __version__
+from perftune.documents import SCHEMA_VERSION
 from perftune.trace import metrics
 from perftune.trace.model import Trace
 
-SCHEMA_VERSION = 1
+__all__ = ["BREAKDOWN_KEYS", "SCHEMA_VERSION", "devices", "summarize"]
 BREAKDOWN_KEYS = ("compute_ms", "communication_ms", "memcpy_ms", "memset_ms", "device_idle_ms",
                   "sync_ms", "dataloader_ms", "optimizer_ms")
 
@@ -29,6 +31,20 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def _count(value: Any) -> int | None:
+    """An id or a count from deviceProperties as the schema's integer: traces re-serialised by
+    other tools carry them as strings ("0") or floats (8.0); anything else is unknown (null)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
 def devices(trace: Trace) -> list[dict[str, Any]]:
     """The devices the trace used (deviceProperties lists every GPU of the machine; only those
     with recorded activity are reported, all of them when none has any)."""
@@ -37,9 +53,10 @@ def devices(trace: Trace) -> list[dict[str, Any]]:
         list(trace.device_properties)
     out = []
     for props in props_list:
-        out.append({"id": props.get("id"), "name": props.get("name"),
-                    "memory_bytes": props.get("totalGlobalMem"),
-                    "sms": props.get("numSms"),
+        name = props.get("name")
+        out.append({"id": _count(props.get("id")), "name": None if name is None else str(name),
+                    "memory_bytes": _count(props.get("totalGlobalMem")),
+                    "sms": _count(props.get("numSms")),
                     "compute_capability": (f"{props.get('computeMajor')}.{props.get('computeMinor')}"
                                            if props.get("computeMajor") is not None else None)})
     return out
@@ -76,13 +93,20 @@ def summarize(trace: Trace) -> dict[str, Any]:
         "breakdown_ms_per_step": mean_breakdown,
         "per_step": [asdict(b) for b in breakdown],
         "syncs": {"count": len(syncs), "in_steps": len(in_step),
-                  "total_ms": sum(s.dur_us for s in syncs) / 1000.0,
+                  "total_ms": _finite_total(s.dur_us for s in syncs) / 1000.0,
                   "by_call": _count_by(s.call for s in syncs)},
         "top_host_ops": metrics.top_host_ops(trace, 10).to_dict(orient="records"),
         "top_kernels": metrics.top_kernels(trace, 10).to_dict(orient="records"),
         "warnings": list(trace.warnings),
     })
     return summary
+
+
+def _finite_total(values: Any) -> float:
+    """A sum the schema can hold: an absurd `dur` in a hostile trace (inf, 1e308) must not turn
+    the total into null (summary.json's `syncs.total_ms` is a number)."""
+    total = sum(v for v in values if math.isfinite(v))
+    return total if math.isfinite(total) else sys.float_info.max
 
 
 def _count_by(values: Any) -> dict[str, int]:
