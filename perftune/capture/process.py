@@ -24,6 +24,8 @@ from typing import IO
 
 import psutil
 
+from perftune import _signals
+
 # Time the child gets after SIGTERM to write the steps it has before it is killed.
 TERMINATE_GRACE_S = 5.0
 # With a shared process group, the terminal's Ctrl-C reaches the child directly; a SIGINT sent to
@@ -68,6 +70,46 @@ class ChildWatch:
     poll: Callable[[], str | None] = _no_reason
     before_stop: Callable[[], None] = _nothing
     groups: Callable[[], Iterable[int]] = _no_groups
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, looked up before any fork (Linux only; None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+def child_preexec(parent: int, prctl: Callable[..., int] | None) -> Callable[[], None]:
+    """What a child runs between fork and exec (subprocess's preexec_fn).
+
+    It dies with perftune: a `kill -9` of perftune must not leave a trial or a script running
+    as an orphan (PR_SET_PDEATHSIG survives the exec); if perftune died before the prctl took
+    effect, the parent is already someone else and the child ends at once.
+    It also gets SIGINT and SIGTERM back at their defaults: a perftune started with SIGINT
+    ignored (nohup, `&` in a script) still stops its child when it forwards a Ctrl-C, which an
+    inherited SIG_IGN would swallow.
+    """
+
+    def setup() -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) == signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
+        if prctl is None:
+            return
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(128 + signal.SIGKILL)
+
+    return setup
 
 
 def _stdin_is_terminal() -> bool:
@@ -134,6 +176,7 @@ class _Supervisor:
 
     # -- perftune's own signals ----------------------------------------------------------------
     def on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        _signals.record(signum)
         self.interrupts += 1
         if self.interrupts == 1:
             if self.own_group:
@@ -146,6 +189,7 @@ class _Supervisor:
             self.kill_tree()
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        _signals.record(signum)
         self.interrupts += 1
         self.terminate()
 
@@ -232,6 +276,7 @@ def run_child(
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,
             process_group=0 if own_group else None,
+            preexec_fn=child_preexec(os.getpid(), _prctl()),
         )
         supervisor = _Supervisor(proc, own_group, watch)
         with supervisor.handling_signals():

@@ -11,6 +11,7 @@ import sys
 
 import click
 
+from perftune import _signals
 from perftune._version import __version__
 from perftune.errors import PerftuneError
 
@@ -67,13 +68,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("perftune: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(_signals.interrupted_exit_code())
     except click.ClickException as exc:
         exc.show()
         sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
     except KeyboardInterrupt:
+        # 130 for Ctrl-C, 143 for SIGTERM (a cancelled CI job), as a shell would report them.
         click.echo("perftune: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(_signals.interrupted_exit_code())
     except BrokenPipeError:
         sys.exit(0)
     sys.exit(result if isinstance(result, int) else 0)

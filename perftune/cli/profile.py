@@ -3,7 +3,7 @@
 Runs an unmodified training script under capture, prints a short summary and, when the analysis
 pipeline is installed, its findings. With `--nproc-per-node N` the script is launched by torchrun
 with the capture in every rank. Exit codes: 0 ok, 1 findings at or above --fail-on, 2 usage,
-3 the script (or a rank) failed or measured nothing, 130 interrupted.
+3 the script (or a rank) failed or measured nothing, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from perftune import _signals
 from perftune.cli._options import config_default, format_option, out_option
 from perftune.errors import PerftuneError, UsageError
 
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 # A run that measured nothing or whose script failed (DESIGN.md, exit codes).
 _FAILED = 3
-_INTERRUPTED = 130
 
 
 class ScriptCommand(click.Command):
@@ -170,7 +170,7 @@ def exit_code_for(status: str, steps: int) -> int:
     if status in ("ok", "nan"):
         return 0
     if status == "interrupted":
-        return _INTERRUPTED
+        return _signals.interrupted_exit_code()  # 130 for Ctrl-C, 143 for SIGTERM
     if status == "window-not-reached":
         return 0 if steps else _FAILED
     return _FAILED

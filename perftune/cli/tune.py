@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from perftune import _signals
 from perftune.cli._options import config_default, format_option, load_config, out_option
 from perftune.errors import ConfigError, ScriptError, UsageError
 
@@ -333,7 +334,7 @@ def tune(
     if run.interrupted:
         if not quiet:
             err.print("perftune: interrupted; finished trials are kept, --resume continues", markup=False)
-        ctx.exit(130)
+        ctx.exit(_signals.interrupted_exit_code())
     if tuning["best"] is None:
         raise ScriptError(
             "no configuration ran successfully within the constraints; see the reasons in "

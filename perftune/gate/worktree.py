@@ -75,6 +75,9 @@ class _Terminated(KeyboardInterrupt):
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    from perftune import _signals
+
+    _signals.record(signum)  # so that perftune exits 143, not Ctrl-C's 130
     raise _Terminated()
 
 
