@@ -6,7 +6,6 @@ holds the same files.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
+from perftune.rundir import FINDINGS, SUMMARY, RunDir
 from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
@@ -117,19 +117,14 @@ def findings_document(analysis: Analysis) -> dict[str, Any]:
     }
 
 
-def write_json(path: Path, data: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)  # atomic: a crash never leaves half a file behind
-    return path
-
-
 def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
-    """summary.json and findings.json, then every report renderer that is installed."""
-    written = [write_json(run_dir / "summary.json", analysis.summary),
-               write_json(run_dir / "findings.json", findings_document(analysis))]
-    written.extend(_render_reports(analysis, run_dir))
+    """summary.json and findings.json, then every report renderer that is installed; each
+    written atomically, with the run directory locked against another perftune process."""
+    run = RunDir(run_dir)
+    with run.lock():
+        written = [run.write_json(SUMMARY, analysis.summary),
+                   run.write_json(FINDINGS, findings_document(analysis))]
+        written.extend(_render_reports(analysis, run_dir))
     return written
 
 
@@ -140,17 +135,8 @@ def _render_reports(analysis: Analysis, run_dir: Path) -> list[Path]:
 
 
 def run_traces(run_dir: Path) -> list[Path]:
-    """The trace files of a capture run directory: trace.json.gz, or one rank-K.trace.json.gz
-    per rank of a multi-rank run (in rank order)."""
-    single = run_dir / "trace.json.gz"
-    if single.exists():
-        return [single]
-    ranks = []
-    for path in run_dir.glob("rank-*.trace.json.gz"):
-        number = path.name[len("rank-"):-len(".trace.json.gz")]
-        if number.isdigit():
-            ranks.append((int(number), path))
-    return [path for _, path in sorted(ranks)]
+    """The trace files of a run directory (`RunDir.traces`: the one rule for every command)."""
+    return RunDir(run_dir).traces()
 
 
 def process_run(run_dir: Path, rules: RuleSelection | None = None) -> Analysis | None:

@@ -172,13 +172,22 @@ class RunDir:
 
     # -- claiming and locking ------------------------------------------------------------------
     def check_new_run(self, *, force: bool, same_run: bool = False) -> None:
-        """Refuse to write a new run over another run's documents unless `force`; `same_run`
-        says the caller re-analyses the very run this folder holds (always allowed)."""
+        """Refuse to write a new run over another run's documents unless `force` (which removes
+        them, so that the two runs never mix); `same_run` says the caller re-analyses the very
+        run this folder holds (always allowed, nothing removed). Call it holding the lock."""
         present = self.documents_present()
-        if present and not force and not same_run:
+        if not present or same_run:
+            return
+        if not force:
             shown = ", ".join(present[:4]) + (" …" if len(present) > 4 else "")
             raise RunDirInUse(f"{self.path} already holds another run ({shown}); choose a new "
                               "--out directory, or pass --force to replace that run")
+        stale = [*RUN_DOCUMENTS, OUTPUT_LOG, *(p.name for p in self.path.glob("rank-*.json*"))]
+        for name in stale:
+            try:
+                (self.path / name).unlink(missing_ok=True)
+            except OSError as exc:
+                raise OutputError(self.path / name, exc.strerror or type(exc).__name__) from None
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[RunDir]:

@@ -32,6 +32,7 @@ from perftune.capture.results import write_json
 from perftune.capture.session import CaptureSession
 from perftune.capture.timeslice import TICK_SIGNAL, TimeSliceTicker
 from perftune.errors import PerftuneError
+from perftune.fsutil import OutputError
 
 _SIGTERM_EXIT = 128 + signal.SIGTERM
 _SIGINT_EXIT = 128 + signal.SIGINT
@@ -183,8 +184,7 @@ class ChildRun:
         except Exception as exc:
             meta = {"torch_meta_error": _describe(exc)}
         meta["knobs_injected"] = self.knobs_injected
-        write_json(
-            self.result_path,
+        self._hand_over(
             {
                 "status": status,
                 "exit_code": exit_code,
@@ -200,8 +200,23 @@ class ChildRun:
                 # Wall clock, so that the parent can tell which rank of a job failed first.
                 "finished_at": time.time(),
                 "rank": None if self.rank is None else self.rank.to_json(),
+                "output_error": session.window.output_error,
             },
         )
+
+    def _hand_over(self, document: dict[str, Any]) -> None:
+        """Write the results file; when the run directory cannot take it (full disk, read-only),
+        write it to the parent's private fallback instead, so that the steps measured reach
+        the parent and the failure is reported as perftune's, not the script's."""
+        try:
+            write_json(self.result_path, document)
+        except OutputError as exc:
+            fallback = self.config.get("result_fallback")
+            if not fallback:
+                raise
+            document["output_error"] = document.get("output_error") or {
+                "path": exc.path, "problem": exc.problem}
+            write_json(Path(fallback), document)
 
     def _step_notes(self, status: str) -> list[str]:
         session = self.session

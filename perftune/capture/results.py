@@ -5,8 +5,6 @@ Torch-free, so the tuner, the gate and `perftune report` can read capture runs a
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from perftune.capture.layout import META_FILE, SCHEMA_VERSION, STEPS_FILE, TRACE_FILE
+from perftune.documents import StepsDocument
 from perftune.errors import TraceError
+from perftune.fsutil import OutputError, write_json_atomic
+from perftune.rundir import DocumentError, decode, read_json_object
 
 
 @dataclass(frozen=True)
@@ -105,51 +106,57 @@ def steps_document(result: CaptureResult, extra: Mapping[str, Any]) -> dict[str,
     }
 
 
+class CaptureOutputError(OutputError):
+    """The run directory could not be written (full disk, read-only folder). `result` is what
+    the script did: its own status and every step measured, kept in memory for the caller to
+    report, since steps.json may not have been written."""
+
+    def __init__(self, error: OutputError, result: CaptureResult) -> None:
+        super().__init__(error.path, error.problem)
+        self.result = result
+
+
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON atomically (a reader never sees half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=repr) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write JSON atomically (a reader never sees half a file); OutputError on a disk error."""
+    write_json_atomic(path, data, indent=1)
 
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TraceError(path, "not found (is this a perftune capture run directory?)") from None
-    except (OSError, ValueError) as exc:
-        raise TraceError(path, f"cannot read: {exc}") from None
-    if not isinstance(data, dict):
-        raise TraceError(path, "not a JSON object")
+        data = read_json_object(path)
+    except DocumentError as exc:
+        raise TraceError(path, exc.problem) from None
+    if data is None:
+        raise TraceError(path, "not found (is this a perftune capture run directory?)")
     return data
 
 
 def load_capture(run_dir: Path) -> CaptureResult:
     """Read a capture run directory back (steps.json and meta.json)."""
     run_dir = Path(run_dir)
-    doc = read_json(run_dir / STEPS_FILE)
+    steps_path = run_dir / STEPS_FILE
+    try:
+        doc = decode(steps_path, read_json(steps_path), StepsDocument)
+    except DocumentError as exc:
+        raise TraceError(steps_path, f"not a perftune steps file: {exc.problem}") from None
     meta_path = run_dir / META_FILE
     meta = read_json(meta_path) if meta_path.exists() else {}
     trace = run_dir / TRACE_FILE
-    try:
-        steps = tuple(StepRecord.from_json(step) for step in doc.get("steps", []))
-        exit_code = doc.get("exit_code")
-        peak = doc.get("peak_memory_bytes")
-        return CaptureResult(
-            run_dir=run_dir,
-            status=str(doc["status"]),
-            exit_code=None if exit_code is None else int(exit_code),
-            error=doc.get("error"),
-            step_source=str(doc.get("step_source", "time-window")),
-            steps=steps,
-            peak_memory_bytes=None if peak is None else int(peak),
-            trace_path=trace if trace.exists() else None,
-            meta=meta,
-            memory_kind=str(doc.get("memory_kind", "rss")),
-            skip=int(doc.get("skip", 0)),
-            active=int(doc.get("active", 0)),
-            profiler=str(doc.get("profiler", "off")),
-            notes=tuple(str(note) for note in doc.get("notes", [])),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TraceError(run_dir / STEPS_FILE, f"not a perftune steps file: {exc}") from None
+    return CaptureResult(
+        run_dir=run_dir,
+        status=doc.status,
+        exit_code=doc.exit_code,
+        error=doc.error,
+        step_source=doc.step_source,
+        steps=tuple(StepRecord(index=step.index, start_s=step.start_s,
+                               duration_ms=step.duration_ms, phase=step.phase, loss=step.loss,
+                               samples=step.samples) for step in doc.steps),
+        peak_memory_bytes=doc.peak_memory_bytes,
+        trace_path=trace if trace.exists() else None,
+        meta=meta,
+        memory_kind=doc.memory_kind,
+        skip=doc.skip,
+        active=doc.active,
+        profiler=doc.profiler,
+        notes=tuple(doc.notes),
+    )

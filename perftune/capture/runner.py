@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ from perftune.capture.layout import (
 from perftune.capture.meta import host_meta
 from perftune.capture.process import ChildExit, run_child
 from perftune.capture.results import (
+    CaptureOutputError,
     CaptureResult,
     StepRecord,
     load_capture,
@@ -43,7 +46,9 @@ from perftune.capture.results import (
     write_json,
 )
 from perftune.errors import ScriptError, UsageError
+from perftune.fsutil import OutputError
 from perftune.redact import redact_argv
+from perftune.rundir import RunDir
 
 __all__ = [
     "CaptureOptions",
@@ -309,8 +314,15 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
 
     Never raises for what the script does (crash, exit code, timeout, Ctrl-C): those are in the
     result's status. Raises UsageError for bad options and ScriptError when the child could not
-    be started at all.
+    be started at all; RunDirBusy when another perftune process holds `run_dir`; OutputError
+    when `run_dir` cannot be written, CaptureOutputError (with the result measured, in memory)
+    when that happens after the script ran.
     """
+    with RunDir(run_dir).lock():
+        return _run_capture(target, run_dir, options)
+
+
+def _run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -> CaptureResult:
     validate(target, options)
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -320,7 +332,22 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
     injected = _importable_root()
     config_path = run_dir / CHILD_CONFIG_FILE
     env, original_pythonpath = _child_env(options, config_path, injected)
-    write_json(config_path, child_config(target, options, run_dir, injected, original_pythonpath))
+    config = child_config(target, options, run_dir, injected, original_pythonpath)
+    # Where the child hands its results over when run_dir cannot take them (full disk): a
+    # private folder elsewhere, so that the steps measured still reach this process.
+    fallback_dir = Path(tempfile.mkdtemp(prefix="perftune-capture-"))
+    config["result_fallback"] = str(fallback_dir / CHILD_RESULT_FILE)
+    try:
+        write_json(config_path, config)
+        return _run_child(target, run_dir, options, env=env, config_path=config_path, cwd=cwd,
+                          meta=meta, fallback=fallback_dir / CHILD_RESULT_FILE)
+    finally:
+        shutil.rmtree(fallback_dir, ignore_errors=True)
+
+
+def _run_child(target: ScriptTarget, run_dir: Path, options: CaptureOptions, *,
+               env: dict[str, str], config_path: Path, cwd: Path, meta: dict[str, Any],
+               fallback: Path) -> CaptureResult:
     argv = list(options.launcher) if options.launcher is not None else fresh_command()
     try:
         outcome = run_child(
@@ -335,7 +362,7 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
     finally:
         config_path.unlink(missing_ok=True)
     child_path = run_dir / CHILD_RESULT_FILE
-    child = read_child_result(child_path)
+    child = read_child_result(child_path) or read_child_result(fallback)
     if child is not None and child.get("usage_error"):
         child_path.unlink(missing_ok=True)
         raise UsageError(str(child.get("error")))
@@ -344,7 +371,15 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
         meta["launch"] = launch
         (run_dir / LAUNCH_FILE).unlink(missing_ok=True)
     result, extra = _assemble(child, outcome, target, options, run_dir, meta)
-    write_json(run_dir / STEPS_FILE, steps_document(result, extra))
-    write_json(run_dir / META_FILE, result.meta)
-    child_path.unlink(missing_ok=True)
+    try:
+        write_json(run_dir / STEPS_FILE, steps_document(result, extra))
+        write_json(run_dir / META_FILE, result.meta)
+    except OutputError as exc:
+        raise CaptureOutputError(exc, result) from None
+    finally:
+        child_path.unlink(missing_ok=True)
+    failed = (child or {}).get("output_error")
+    if isinstance(failed, dict):  # the child could not write the trace or its results
+        raise CaptureOutputError(OutputError(failed.get("path"), str(failed.get("problem"))),
+                                 result)
     return result

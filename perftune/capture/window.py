@@ -7,6 +7,7 @@ its own (two Kineto sessions cannot coexist: starting a second one silently rest
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import os
@@ -109,6 +110,7 @@ class ProfilerWindow:
         self.own_call = False  # True while perftune itself calls into torch.profiler
         self.script_profiler = False  # the script started a profiler of its own
         self.notes: list[str] = []
+        self.output_error: dict[str, str] | None = None  # the trace could not be written
 
     @property
     def running(self) -> bool:
@@ -161,6 +163,10 @@ class ProfilerWindow:
             self._export(prof)
         except Exception as exc:
             self.notes.append(f"the trace could not be written ({type(exc).__name__}: {exc})")
+            if isinstance(exc, OSError):  # full disk, read-only folder: perftune's fault, not
+                # the script's; the parent reports it as an output error (exit 2)
+                self.output_error = {"path": str(self.trace_path),
+                                     "problem": exc.strerror or type(exc).__name__}
         finally:
             self.own_call = False
 
@@ -169,12 +175,16 @@ class ProfilerWindow:
         partial = self.trace_path.with_name(self.trace_path.name + ".tmp")
         try:
             prof.export_chrome_trace(str(plain))
+            if not plain.exists():  # Kineto logs "Failed to write" and returns without raising
+                raise _export_failure(plain.parent)
             with plain.open("rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
             os.replace(partial, self.trace_path)
         finally:
             plain.unlink(missing_ok=True)
             partial.unlink(missing_ok=True)
+            # Kineto writes through its own NAME.tmp and leaves it behind when the disk is full.
+            plain.with_name(plain.name + ".tmp").unlink(missing_ok=True)
 
     def discard(self) -> None:
         """Stop profiling without writing a trace (the steps it covered no longer count)."""
@@ -201,3 +211,14 @@ class ProfilerWindow:
                 "(two profilers cannot run at once); step times were still measured"
             )
         self.discard()
+
+
+def _export_failure(folder: Path) -> OSError:
+    """Why the profiler wrote nothing, as the OSError a plain write would have raised."""
+    try:
+        full = os.statvfs(folder).f_bavail == 0  # Kineto's own NAME.tmp still holds the space
+    except OSError:
+        full = False
+    code = errno.ENOSPC if full else errno.EIO
+    return OSError(code, os.strerror(code))
+

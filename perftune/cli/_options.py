@@ -63,6 +63,13 @@ out_option = click.option(
     help="Run directory to write results into.",
 )
 
+force_option = click.option(
+    "--force",
+    is_flag=True,
+    help="Write into an --out directory that already holds another run, replacing that run's "
+    "documents (by default perftune refuses, so that two runs never mix).",
+)
+
 source_root_option = click.option(
     "--source-root",
     "source_roots",

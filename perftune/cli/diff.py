@@ -11,6 +11,7 @@ import click
 
 from perftune.cli._options import config_default, format_option, out_option
 from perftune.errors import UsageError
+from perftune.rundir import DIFF_HTML, DIFF_JSON, RunDir
 
 if TYPE_CHECKING:
     from perftune.report.data import RunView
@@ -19,17 +20,17 @@ if TYPE_CHECKING:
 def load_side(path: Path) -> RunView:
     """A run directory (its trace re-analysed, or its JSON documents), a directory of trace
     files, or a trace file."""
-    from perftune.cli.report import run_traces
     from perftune.pipeline import analyze_paths
     from perftune.report.data import view_of_analysis, view_of_documents
 
     if not path.exists():
         raise UsageError(f"{path}: no such run directory or trace file")
     if path.is_dir():
-        traces = run_traces(path)
+        run = RunDir(path)
+        traces = run.traces()
         if traces:
             return view_of_analysis(analyze_paths(traces), path)
-        if (path / "summary.json").is_file() or (path / "findings.json").is_file():
+        if run.summary.is_file() or run.findings.is_file():
             return view_of_documents(path)
         return view_of_analysis(analyze_paths([path]), None)  # per-rank trace files
     return view_of_analysis(analyze_paths([path]), None)
@@ -70,11 +71,11 @@ def diff(ctx: click.Context, run_a: Path, run_b: Path, output_format: str, out_d
     comparison = compare_views(view_a, view_b, _labels(run_a, run_b))
     target = out_dir or Path(str(config_default("runs-dir", "perftune-runs"))) / (
         datetime.now().strftime("%Y%m%d-%H%M%S") + "-diff")
-    target.mkdir(parents=True, exist_ok=True)
     document = comparison.to_dict()
-    json_path = target / "diff.json"
-    json_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
-    html_path = write_diff_html(comparison, target / "diff.html")
+    out = RunDir(target)
+    with out.lock():
+        json_path = out.write_json(DIFF_JSON, document)
+        html_path = write_diff_html(comparison, out.file(DIFF_HTML))
     if output_format == "json":
         click.echo(json.dumps(document, indent=2))
         click.echo(f"wrote {target}", err=True)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from perftune.cli._options import config_default, format_option, source_root_option
 from perftune.errors import UsageError
-from perftune.pipeline import run_traces as capture_run_traces
+from perftune.rundir import FINDINGS, SUMMARY, RunDir
 
-_TRACE_NAMES = ("trace.json.gz", "trace.json")
-_TRACE_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
-
+if TYPE_CHECKING:
+    from perftune.report.data import RunView
 
 def _codes(values: tuple[str, ...], key: str) -> list[str]:
     out = [v.strip() for raw in values for v in raw.split(",") if v.strip()]
@@ -24,21 +24,15 @@ def _codes(values: tuple[str, ...], key: str) -> list[str]:
 
 
 def run_traces(run_dir: Path) -> list[Path]:
-    """The trace file(s) of a run directory: trace.json.gz, else per-rank *.pt.trace.json(.gz)
-    at its top level (copies below tensorboard/ are not the run's own)."""
-    for name in _TRACE_NAMES:
-        if (run_dir / name).is_file():
-            return [run_dir / name]
-    return sorted(p for p in run_dir.iterdir() if p.is_file() and p.name.endswith(_TRACE_SUFFIXES))
+    """The trace file(s) of a run directory (`RunDir.traces`)."""
+    return RunDir(run_dir).traces()
 
 
 def recorded_traces(run_dir: Path) -> list[Path]:
     """The trace files summary.json names (`perftune analyze --out` does not copy them), when
     they are all still where they were."""
-    from perftune.report.data import read_document
-
-    summary, _ = read_document(run_dir / "summary.json")
-    files = [Path(str(f)) for f in (summary or {}).get("files") or []]
+    summary = RunDir(run_dir).read_summary()
+    files = [Path(f) for f in (summary.files if summary is not None else [])]
     return files if files and all(f.is_file() for f in files) else []
 
 
@@ -60,11 +54,7 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
     a run directory without a trace is rendered from its summary.json and findings.json.
     The script is not run again. Works without torch installed.
     """
-    from perftune.pipeline import RuleSelection, analyze_paths, findings_document, write_analysis
-    from perftune.report import render_view
-    from perftune.report.console import make_console, print_run, progress
-    from perftune.report.data import view_of_analysis, view_of_documents
-    from perftune.report.tensorboard import write_tensorboard_view
+    from perftune.report.console import print_run
 
     if not run_dir.exists():
         raise UsageError(f"{run_dir}: no such run directory")
@@ -73,7 +63,34 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
                          f"(for a trace file: perftune analyze {run_dir} --out DIR)")
     if tensorboard is None:
         tensorboard = bool(config_default("tensorboard", False))
-    traces = capture_run_traces(run_dir) or run_traces(run_dir) or recorded_traces(run_dir)
+    # Held from reading to the last file written: re-rendering the run is legitimate, a second
+    # perftune process writing into it at the same time is not.
+    with RunDir(run_dir).lock():
+        document, view, written = _render(run_dir, tensorboard, select, ignore, preview,
+                                          source_roots)
+    from perftune.report.console import warning_lines
+
+    for warning in warning_lines(view.summary):  # events the loader skipped or repaired
+        click.echo(warning, err=True)
+    if output_format == "json":
+        click.echo(json.dumps(document, indent=2, default=str))
+        for path in written:
+            click.echo(f"wrote {path}", err=True)
+    else:
+        print_run(view, written, top=top)
+
+
+def _render(run_dir: Path, tensorboard: bool, select: tuple[str, ...], ignore: tuple[str, ...],
+            preview: bool, source_roots: tuple[Path, ...]
+            ) -> tuple[dict[str, Any], RunView, list[Path]]:
+    from perftune.pipeline import RuleSelection, analyze_paths, findings_document, write_analysis
+    from perftune.report import render_view
+    from perftune.report.console import make_console, progress
+    from perftune.report.data import view_of_analysis, view_of_documents
+    from perftune.report.tensorboard import write_tensorboard_view
+
+    run = RunDir(run_dir)
+    traces = run.traces() or recorded_traces(run_dir)
     err = make_console(stderr=True)
     if traces:
         options = config_default("rules", {})
@@ -90,7 +107,7 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
             if tensorboard:
                 written.append(write_tensorboard_view(view))
         document = findings_document(analysis)
-    elif (run_dir / "summary.json").is_file() or (run_dir / "findings.json").is_file():
+    elif run.file(SUMMARY).is_file() or run.file(FINDINGS).is_file():
         view = view_of_documents(run_dir, source_roots or (Path.cwd(),))
         if select or ignore:
             # Without a trace the rules cannot run again; narrow the recorded findings instead.
@@ -109,9 +126,4 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
     else:
         raise UsageError(f"{run_dir} holds no trace.json.gz, summary.json or findings.json: "
                          "not a perftune run directory")
-    if output_format == "json":
-        click.echo(json.dumps(document, indent=2, default=str))
-        for path in written:
-            click.echo(f"wrote {path}", err=True)
-    else:
-        print_run(view, written, top=top)
+    return document, view, written

@@ -10,15 +10,25 @@ more useful than none.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune.documents import MetaDocument, StepsDocument, Summary
 from perftune.engine.types import Finding
 from perftune.redact import redact_argv, redact_command
+from perftune.rundir import (
+    META,
+    STEPS,
+    SUMMARY,
+    DocumentError,
+    RunDir,
+    decode,
+    read_json_object,
+    to_builtins,
+)
 from perftune.trace.metrics import Distribution
 
 if TYPE_CHECKING:
@@ -26,6 +36,8 @@ if TYPE_CHECKING:
     from perftune.trace.model import Trace
 
 OPTIONAL_DOCUMENTS = ("steps", "meta", "tuning", "gate", "fix")
+_TYPED_OPTIONAL: dict[str, type[StepsDocument] | type[MetaDocument]] = {
+    STEPS: StepsDocument, META: MetaDocument}
 
 
 @dataclass(frozen=True)
@@ -68,15 +80,15 @@ class RunView:
 
 
 def read_document(path: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """(document, None), (None, None) when the file is absent, or (None, note) when unreadable."""
-    if not path.is_file():
-        return None, None
+    """(document, None), (None, None) when the file is absent, or (None, note) when unreadable
+    or, for steps.json and meta.json, not matching its Struct (perftune.documents)."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"{path.name} could not be read ({exc}); its section is left out"
-    if not isinstance(data, dict):
-        return None, f"{path.name} is not a JSON object; its section is left out"
+        data = read_json_object(path)
+        kind = _TYPED_OPTIONAL.get(path.name)
+        if data is not None and kind is not None:
+            decode(path, data, kind)
+    except DocumentError as exc:
+        return None, f"{path.name} could not be read ({exc.problem}); its section is left out"
     return data, None
 
 
@@ -86,7 +98,7 @@ def _optional_documents(run_dir: Path | None) -> tuple[dict[str, Any], list[str]
     if run_dir is None:
         return docs, notes
     for name in OPTIONAL_DOCUMENTS:
-        doc, note = read_document(run_dir / f"{name}.json")
+        doc, note = read_document(RunDir(run_dir).file(f"{name}.json"))
         docs[name] = doc
         if note:
             notes.append(note)
@@ -104,19 +116,17 @@ def view_of_documents(run_dir: Path, source_roots: Sequence[Path] = ()) -> RunVi
     """A view from summary.json / findings.json alone (no trace to re-analyse); source files
     are read for context only under `source_roots`."""
     docs, notes = _optional_documents(run_dir)
-    findings_doc, note = read_document(run_dir / "findings.json")
-    if note:
-        notes.append(note)
-    summary_doc, note = read_document(run_dir / "summary.json")
-    if note:
-        notes.append(note)
-    summary: Mapping[str, Any] = summary_doc or (findings_doc or {}).get("summary") or {}
-    findings: list[Finding] = []
-    for raw in (findings_doc or {}).get("findings", []):
-        try:
-            findings.append(Finding.from_dict(raw))
-        except (KeyError, TypeError, ValueError) as exc:
-            notes.append(f"a finding in findings.json could not be read ({exc!r})")
+    # The run's own documents are validated, not guessed at: a corrupt or foreign summary.json
+    # or findings.json is a DocumentError (one line, exit 2) rather than a traceback later.
+    run = RunDir(run_dir)
+    findings_doc = run.read_findings()
+    summary_raw = run.read_json(SUMMARY)
+    if summary_raw is not None:
+        decode(run.summary, summary_raw, Summary, strict=True)
+    summary: Mapping[str, Any] = summary_raw or \
+        (to_builtins(findings_doc.summary) if findings_doc is not None else {})
+    findings = [Finding.from_dict(to_builtins(raw))
+                for raw in (findings_doc.findings if findings_doc is not None else [])]
     findings.sort(key=lambda f: -f.est_saving_ms_per_step)
     return RunView(run_dir=run_dir, summary=summary, findings=tuple(findings), notes=tuple(notes),
                    source_roots=tuple(source_roots), **docs)

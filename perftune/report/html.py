@@ -24,6 +24,7 @@ import numpy as np
 from perftune._resources import reports_dir
 from perftune._version import __version__
 from perftune.engine.types import Finding, Location
+from perftune.fsutil import write_text_atomic
 from perftune.report import figures as F
 from perftune.report.data import RunView, device_line, header_facts, meta_value, step_timing
 from perftune.report.timeline import PERFETTO_URL
@@ -483,9 +484,8 @@ def render_report_html(view: RunView) -> str:
 
 
 def write_report_html(view: RunView, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report_html(view), encoding="utf-8")
-    return path
+    # Atomic: a reader (or a crash) never sees half a report.
+    return write_text_atomic(path, render_report_html(view))
 
 
 def render_diff_html(comparison: Comparison) -> str:
@@ -504,6 +504,5 @@ def render_diff_html(comparison: Comparison) -> str:
 
 
 def write_diff_html(comparison: Comparison, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_diff_html(comparison), encoding="utf-8")
-    return path
+    # Atomic: a reader (or a crash) never sees half a report.
+    return write_text_atomic(path, render_diff_html(comparison))
