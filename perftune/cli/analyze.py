@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 
 import click
 
-from perftune.cli._options import config_default, format_option, out_option, source_root_option
+from perftune.cli._options import (
+    config_default,
+    force_option,
+    format_option,
+    out_option,
+    source_root_option,
+)
 from perftune.engine.types import Severity
 from perftune.errors import ConfigError
 from perftune.pipeline import (
@@ -18,6 +25,7 @@ from perftune.pipeline import (
     write_analysis,
 )
 from perftune.report.console import finding_lines, summary_lines
+from perftune.rundir import DocumentError, RunDir, same_files
 
 
 @click.command()
@@ -31,15 +39,53 @@ from perftune.report.console import finding_lines, summary_lines
               help="Exit 1 when a finding has this severity or higher.")
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
 @source_root_option
+@force_option
 @click.pass_context
 def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out_dir: Path | None,
             select: tuple[str, ...], ignore: tuple[str, ...], preview: bool, fail_on: str | None,
-            top: int, source_roots: tuple[Path, ...]) -> None:
+            top: int, source_roots: tuple[Path, ...], force: bool) -> None:
     """Summarise trace files and report what makes the step slow.
 
     PATHS are Kineto / torch.profiler traces (.json or .json.gz) or directories of per-rank
     traces as written by tensorboard_trace_handler. Works without torch installed.
+
+    With --out DIR the summary, findings and reports go to DIR; a DIR that holds another run is
+    refused without --force (re-analysing the run DIR holds is always allowed).
     """
+    target: Path | None = None
+    if out_dir is not None or config_default("always-write", False):
+        target = out_dir or Path(config_default("runs-dir", "perftune-runs")) / (
+            datetime.now().strftime("%Y%m%d-%H%M%S") + "-analyze")
+    if target is None:
+        _analyze(ctx, paths, output_format, None, select, ignore, preview, fail_on, top,
+                 source_roots)
+        return
+    run = RunDir(target)
+    # Locked before the (possibly long) analysis, so that a second run fails at once.
+    with run.lock():
+        run.check_new_run(force=force, same_run=_same_run(run, paths))
+        _analyze(ctx, paths, output_format, target, select, ignore, preview, fail_on, top,
+                 source_roots)
+
+
+def _same_run(run: RunDir, paths: tuple[Path, ...]) -> bool:
+    """Whether `paths` are the run's own traces: files inside the run directory, or the files
+    its summary.json says it analysed."""
+    root = os.path.realpath(run.path)
+    if all(os.path.realpath(p).startswith(root + os.sep) or os.path.realpath(p) == root
+           for p in paths):
+        return True
+    try:
+        summary = run.read_summary()
+    except DocumentError:
+        return False  # a corrupt summary proves nothing: refuse without --force
+    return summary is not None and same_files(summary.files, paths)
+
+
+def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
+             target: Path | None, select: tuple[str, ...], ignore: tuple[str, ...],
+             preview: bool, fail_on: str | None, top: int,
+             source_roots: tuple[Path, ...]) -> None:
     rules = selection_from_config(select, ignore, preview)
     analysis = analyze_paths(list(paths), rules, source_roots or None)
     if output_format == "json":
@@ -50,9 +96,7 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out
         click.echo("")
         for line in finding_lines(analysis.findings, top):
             click.echo(line)
-    if out_dir is not None or config_default("always-write", False):
-        target = out_dir or Path(config_default("runs-dir", "perftune-runs")) / (
-            datetime.now().strftime("%Y%m%d-%H%M%S") + "-analyze")
+    if target is not None:
         write_analysis(analysis, target)
         click.echo(f"wrote {target}", err=output_format == "json")
     threshold = fail_on or config_default("fail-on")

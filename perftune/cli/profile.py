@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from perftune import _signals
-from perftune.cli._options import config_default, format_option, out_option
+from perftune.cli._options import config_default, force_option, format_option, out_option
 from perftune.errors import PerftuneError, UsageError
+from perftune.rundir import RunDir
 
 if TYPE_CHECKING:
     from perftune.capture.distributed import LaunchOptions
@@ -165,6 +166,11 @@ def _profile_ranks(
     return code
 
 
+def _median_text(result: Any) -> str:
+    median = result.median_step_ms()
+    return "-" if median is None else f"{median:.3f} ms"
+
+
 def exit_code_for(status: str, steps: int) -> int:
     """perftune's exit code for a capture status (the script's own code is in steps.json)."""
     if status in ("ok", "nan"):
@@ -262,6 +268,7 @@ def exit_code_for(status: str, steps: int) -> int:
 @click.option("--master-port", type=int, default=None, help="torchrun: port on the rank 0 node.")
 @format_option
 @out_option
+@force_option
 @click.pass_context
 def profile(
     ctx: click.Context,
@@ -288,6 +295,7 @@ def profile(
     master_port: int | None,
     output_format: str,
     out_dir: Path | None,
+    force: bool,
 ) -> None:
     """Profile a training script as it is: `perftune profile train.py --epochs 1`.
 
@@ -306,6 +314,7 @@ def profile(
     that hung is named.
     """
     # Imported here: the capture runner is torch-free but not needed by `--help`.
+    from perftune.capture.results import CaptureOutputError
     from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
     from perftune.capture.summary import summary_document, summary_lines
 
@@ -328,6 +337,10 @@ def profile(
         time_slice_s=time_slice_s,
     )
     run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
+    # Held until the command ends (click closes the context): a second perftune process
+    # writing into this folder at the same time gets one line and exit 2 instead of mixing
+    # its files with this run's; a folder holding another run needs --force.
+    ctx.with_resource(RunDir(run_dir).lock()).check_new_run(force=force)
     launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,
                      master_port)
     if nproc_per_node is not None:
@@ -348,7 +361,17 @@ def profile(
     if any(value is not None for value in launch_values):
         raise UsageError("the torchrun options (--nnodes, --node-rank, --rdzv-*, --master-*) "
                          "need --nproc-per-node N")
-    result = run_capture(target, run_dir, options)
+    try:
+        result = run_capture(target, run_dir, options)
+    except CaptureOutputError as exc:
+        # perftune could not write the run directory: that is exit 2 with one line naming the
+        # path (cli.main), and the script's own outcome is told apart, from memory.
+        measured = exc.result
+        click.echo(f"perftune: the script itself: {measured.status}, "
+                   f"{len(measured.steps)} step{'s' if len(measured.steps) != 1 else ''} "
+                   f"measured (median {_median_text(measured)}); they could not all be written "
+                   f"to {_shown(run_dir)}", err=True)
+        raise
 
     code = exit_code_for(result.status, len(result.steps))
     if output_format == "json":

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perftune.engine.types import Finding
+from perftune.fsutil import write_text_atomic
 from perftune.report.data import RunView, device_line, header_facts, step_timing
 
 MAX_BYTES = 64 * 1024
@@ -268,6 +269,5 @@ def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
 
 
 def write_markdown(view: RunView, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_markdown(view), encoding="utf-8")
-    return path
+    # Atomic: a reader (or a crash) never sees half a report.
+    return write_text_atomic(path, render_markdown(view))
