@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from perftune import textsafe
 from perftune._version import __version__
 from perftune.gate.decision import Decision
 from perftune.gate.explain import Explanation, StructuralChange
 from perftune.gate.runner import Launch
 from perftune.gate.stats import percent
 from perftune.gate.verdict import Verdict
+from perftune.textsafe import md_text, terminal_safe
 
 SCHEMA_VERSION = 1
 MAX_MARKDOWN_BYTES = 64 * 1024
@@ -86,23 +87,14 @@ def write_json(path: Path, data: Mapping[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------- markdown
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
-
-
 def md_escape(text: str, limit: int = MAX_NAME) -> str:
-    """Plain text safe inside a Markdown table cell (no HTML, links or table breaks)."""
-    one_line = " ".join(str(text).split())
-    if len(one_line) > limit:
-        one_line = one_line[: limit - 1] + "…"
-    return _MD_SPECIAL.sub(r"\\\1", one_line)
+    """Plain text safe inside a Markdown table cell (the one escaping report.md uses too)."""
+    return md_text(text, limit)
 
 
 def md_code(text: str, limit: int = MAX_NAME) -> str:
-    """An inline code span (backslash escapes do not work inside one, so drop backticks)."""
-    one_line = " ".join(str(text).replace("`", "'").split())
-    if len(one_line) > limit:
-        one_line = one_line[: limit - 1] + "…"
-    return f"`{one_line}`"
+    """An inline code span, fenced to survive backticks in `text` (shared with report.md)."""
+    return textsafe.md_code(text, limit)
 
 
 def _ms(value: float | None) -> str:
@@ -154,7 +146,7 @@ def _explanation_md(explanation: Explanation, fail_on_new: bool) -> list[str]:
             continue
         lines += [f"{title} (one profiled launch per side, per step):", "",
                   "| what | kind | base | head | change |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {md_escape(r.name)} | {r.kind} | {_ms(r.base_ms)} | {_ms(r.head_ms)} | "
+        lines += [f"| {md_code(r.name)} | {md_escape(r.kind)} | {_ms(r.base_ms)} | {_ms(r.head_ms)} | "
                   f"{_delta(r.delta_ms)} |" for r in rows]
         lines.append("")
     return lines
@@ -343,7 +335,8 @@ def render_terminal(verdict: Verdict) -> str:
     lines += [f"  note: {n}" for n in verdict.notes]
     if verdict.run_dir is not None:
         lines.append(f"  run dir: {verdict.run_dir}")
-    return "\n".join(lines)
+    # Operator names and messages come from traces: no escape sequence reaches the terminal.
+    return "\n".join(terminal_safe(line) for line in lines)
 
 
 def is_github_actions(environ: Mapping[str, str] | None = None) -> bool:

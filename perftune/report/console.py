@@ -3,7 +3,8 @@
 Two forms: plain lines (`summary_lines`, `finding_lines`) for callers that print with click,
 and `print_run`, which uses rich — aligned, coloured on a terminal, plain when piped or when
 NO_COLOR is set (rich decides; nothing here forces a terminal). Strings from a trace are given
-to rich as `Text`, never as markup, so `[bold]` in an op name prints as it is.
+to rich as `Text`, never as markup, so `[bold]` in an op name prints as it is, and pass through
+`terminal_safe` first, so an escape sequence, `\r` or `\b` in one cannot act on the terminal.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.engine.types import Finding
+from perftune.textsafe import terminal_safe as _safe
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,6 +73,21 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         share = f"{100.0 * value / mean:5.1f}%" if mean else "     "
         lines.append(f"  {label:<26}{_ms(value):>14}  {share}")
     lines.extend(rank_lines(summary))
+    return [_safe(line) for line in lines]
+
+
+MAX_WARNINGS = 20
+
+
+def warning_lines(summary: dict[str, Any] | Any, limit: int = MAX_WARNINGS) -> list[str]:
+    """`perftune: warning: …` for what the loader skipped or repaired (summary["warnings"]),
+    at most `limit` of them, then how many more summary.json lists."""
+    warnings = summary.get("warnings") if hasattr(summary, "get") else None
+    if not isinstance(warnings, list) or not warnings:
+        return []
+    lines = [f"perftune: warning: {_safe(w)}" for w in warnings[:limit]]
+    if len(warnings) > limit:
+        lines.append(f"perftune: warning: … {len(warnings) - limit} more in summary.json")
     return lines
 
 
@@ -127,7 +144,7 @@ def finding_lines(findings: Sequence[Finding], top: int = 10) -> list[str]:
             lines.extend("            " + d for d in f.suggestion.diff.rstrip().splitlines()[:12])
         elif f.suggestion.after:
             lines.extend("            " + d for d in f.suggestion.after.rstrip().splitlines()[:8])
-    return lines
+    return [_safe(line) for line in lines]
 
 
 # ---------------------------------------------------------------------------- rich
@@ -168,11 +185,11 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
     from perftune.report.data import device_line, step_timing
 
     out = console or make_console()
-    out.print(Text.assemble(("perftune ", "bold"), (view.title, "bold cyan")))
+    out.print(Text.assemble(("perftune ", "bold"), (_safe(view.title), "bold cyan")))
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim", no_wrap=True)
     facts.add_column()
-    facts.add_row("devices", Text(device_line(view.summary) or "none recorded"))
+    facts.add_row("devices", Text(_safe(device_line(view.summary) or "none recorded")))
     timing = step_timing(view)
     head = timing.headline
     if head is not None:
@@ -207,7 +224,7 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
     if table.row_count:
         out.print(table)
     for rank_line in rank_lines(dict(view.summary))[1:]:
-        out.print(Text(rank_line))
+        out.print(Text(_safe(rank_line)))
 
     findings = view.findings
     if not findings:
@@ -222,16 +239,16 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
             head_line = Text("  ")
             head_line.append(f"{f.severity.value:<8}", style=_SEVERITY_STYLE.get(f.severity.value, ""))
             head_line.append(f"{f.code} ", style="bold")
-            head_line.append(f.name)
+            head_line.append(_safe(f.name))
             if f.count > 1:
                 head_line.append(f" ×{f.count}", style="dim")
             if f.est_saving_ms_per_step:
                 head_line.append(f"   ≈{_ms(f.est_saving_ms_per_step)}/step", style="bold")
             out.print(head_line)
-            out.print(Text.assemble("          ", (str(f.location), "cyan"), "  ", f.message))
+            out.print(Text.assemble("          ", (_safe(f.location), "cyan"), "  ", _safe(f.message)))
             if f.location.source:
-                out.print(Text.assemble("          > ", (f.location.source.strip(), "dim")))
-            out.print(Text.assemble("          fix: ", (f.suggestion.title, "green")))
+                out.print(Text.assemble("          > ", (_safe(f.location.source.strip()), "dim")))
+            out.print(Text.assemble("          fix: ", (_safe(f.suggestion.title), "green")))
     for path in written:
         if path.name.endswith(".html"):
             out.print(Text.assemble(("report ", "bold"), _shown_path(path)))
@@ -249,7 +266,8 @@ def print_comparison(comparison: Any, written: Sequence[Path] = (), console: Con
     out = console or make_console()
     c = comparison
     s = c.steps
-    out.print(Text.assemble(("perftune diff ", "bold"), (c.a.label, "cyan"), " → ", (c.b.label, "cyan")))
+    out.print(Text.assemble(("perftune diff ", "bold"), (_safe(c.a.label), "cyan"), " → ",
+                            (_safe(c.b.label), "cyan")))
     line = Text.assemble("step time  ", (_ms(c.a.median_ms), "bold"), " → ", (_ms(c.b.median_ms), "bold"))
     if s.change is not None:
         style = "red" if s.verdict == "slower" else "green" if s.verdict == "faster" else ""
@@ -260,33 +278,34 @@ def print_comparison(comparison: Any, written: Sequence[Path] = (), console: Con
                         f"{len(c.a.step_ms)}+{len(c.b.step_ms)} steps)", style="dim")
     out.print(line)
     for note in c.notes:
-        out.print(Text(f"note: {note}", style="dim"))
+        out.print(Text(f"note: {_safe(note)}", style="dim"))
     table = Table(box=None, padding=(0, 2), title="mean per step", title_justify="left")
     table.add_column("")
-    table.add_column(c.a.label, justify="right", no_wrap=True)
-    table.add_column(c.b.label, justify="right", no_wrap=True)
+    table.add_column(_safe(c.a.label), justify="right", no_wrap=True)
+    table.add_column(_safe(c.b.label), justify="right", no_wrap=True)
     table.add_column("change", justify="right", no_wrap=True)
     for d in c.breakdown:
         style = "red" if d.delta_ms > 0.0005 else "green" if d.delta_ms < -0.0005 else "dim"
-        table.add_row(d.category, _ms(d.a_ms), _ms(d.b_ms), Text(f"{d.delta_ms:+.3f} ms", style=style))
+        table.add_row(_safe(d.category), _ms(d.a_ms), _ms(d.b_ms), Text(f"{d.delta_ms:+.3f} ms", style=style))
     if table.row_count:
         out.print(table)
     for title, rows, style in (("slower", c.slower, "red"), ("faster", c.faster, "green")):
         if not rows:
             continue
-        out.print(Text(f"{title} in {c.b.label} (per step)", style="bold"))
+        out.print(Text(f"{title} in {_safe(c.b.label)} (per step)", style="bold"))
         for d in rows[:top]:
-            name = d.name if len(d.name) <= 70 else d.name[:69] + "…"
-            shape = f" {d.shape}" if d.shape else ""
-            out.print(Text.assemble("  ", (f"{d.delta_ms:+9.3f} ms", style), f"  {d.kind:<6} ", name,
-                                    (shape[:60], "dim"), (f"  ({d.status})", "dim")))
+            name = _safe(d.name if len(d.name) <= 70 else d.name[:69] + "…")
+            shape = _safe(f" {d.shape}" if d.shape else "")
+            out.print(Text.assemble("  ", (f"{d.delta_ms:+9.3f} ms", style), f"  {_safe(d.kind):<6} ",
+                                    name, (shape[:60], "dim"), (f"  ({_safe(d.status)})", "dim")))
     fixed, new = c.fixed, c.new
     out.print(Text.assemble(("findings ", "bold"), (f"{len(fixed)} fixed", "green"), ", ",
                             (f"{len(new)} new", "red" if new else ""), f", {len(c.kept)} still there"))
     for f in fixed[:top]:
-        out.print(Text.assemble("  ", ("fixed ", "green"), f"{f.code} {f.name}  ", (f.location, "cyan")))
+        out.print(Text.assemble("  ", ("fixed ", "green"), _safe(f"{f.code} {f.name}  "),
+                                (_safe(f.location), "cyan")))
     for f in new[:top]:
-        out.print(Text.assemble("  ", ("new   ", "red"), f"{f.code} {f.name}  ", (f.location, "cyan"),
-                                "  ", f.message))
+        out.print(Text.assemble("  ", ("new   ", "red"), _safe(f"{f.code} {f.name}  "),
+                                (_safe(f.location), "cyan"), "  ", _safe(f.message)))
     for path in written:
-        out.print(Text.assemble(("wrote ", "bold"), _shown_path(path)))
+        out.print(Text.assemble(("wrote ", "bold"), _safe(_shown_path(path))))

@@ -2,14 +2,14 @@
 
 Kept under MAX_BYTES (a PR comment holds 65,536 characters); when the findings do not fit,
 the later ones are left out and a note says so. Strings from a trace or a script are escaped
-(`escape`, `code`, `fence`) so they cannot become links, HTML, emphasis or table columns.
+(`escape`, `code`, `fence` from perftune.textsafe) so they cannot become links, mentions, HTML,
+emphasis or table columns: names from a trace go in code spans.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,46 +17,16 @@ from typing import Any
 from perftune.engine.types import Finding
 from perftune.fsutil import write_text_atomic
 from perftune.report.data import RunView, device_line, header_facts, step_timing
+from perftune.textsafe import md_code, md_fence, md_text, terminal_safe
 
 MAX_BYTES = 64 * 1024
-_SPECIAL = re.compile(r"([\\`*_{}\[\]|~])")
-# Characters that make markup only at the start of a line: headings, lists, quotes.
-_LEADING = re.compile(r"^(\d+)([.)])|^([#+\-=])")
+MAX_WARNINGS = 20
 _TRUNCATED = "\n\n> **Note:** this summary was truncated to fit {limit} KB; {rest}. See `report.html` for everything.\n"
 
-
-def escape(text: Any, limit: int = 200) -> str:
-    """Plain text for Markdown: no markup, no HTML, no table breaks, one line."""
-    s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    s = _SPECIAL.sub(r"\\\1", s)
-    s = _LEADING.sub(lambda m: f"{m.group(1)}\\{m.group(2)}" if m.group(1) else f"\\{m.group(3)}", s)
-    # A zero-width space after @ keeps a name from mentioning a GitHub user in a PR comment.
-    return s.replace("@", "@\u200b")
-
-
-def code(text: Any, limit: int = 200) -> str:
-    """Inline code that survives backticks and table pipes in `text`."""
-    s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    s = s.replace("|", "\\|")  # GFM splits table cells on | even inside code spans
-    longest = max((len(m) for m in re.findall(r"`+", s)), default=0)
-    ticks = "`" * (longest + 1)
-    pad = " " if s.startswith("`") or s.endswith("`") or not s else ""
-    return f"{ticks}{pad}{s}{pad}{ticks}"
-
-
-def fence(text: str, lang: str = "", max_lines: int = 60) -> str:
-    lines = text.rstrip("\n").splitlines()
-    if len(lines) > max_lines:
-        lines = [*lines[:max_lines], f"… ({len(lines) - max_lines} more lines)"]
-    body = "\n".join(lines)
-    longest = max((len(m) for m in re.findall(r"`{3,}", body)), default=0)
-    ticks = "`" * max(3, longest + 1)
-    return f"{ticks}{lang}\n{body}\n{ticks}"
+# One escaping for every Markdown perftune writes (report.md, gate.md): perftune.textsafe.
+escape = md_text
+code = md_code
+fence = md_fence
 
 
 def _ms(value: Any) -> str:
@@ -202,8 +172,10 @@ def _findings_table(findings: Sequence[Finding], shown: int) -> str:
 
 
 def _finding_detail(n: int, f: Finding) -> str:
-    # Inside an HTML block Markdown escapes are not processed: HTML-escape the summary instead.
-    summary = html.escape(f"{n}. {f.code} {f.name} at {f.location}"[:300])
+    # Inside an HTML block Markdown escapes are not processed: HTML-escape the summary instead,
+    # and put the trace's file name in <code>, where GitHub makes no mention or link.
+    where = html.escape(terminal_safe(str(f.location))[:240])
+    summary = f"{html.escape(f'{n}. {f.code} {f.name} at ')}<code>{where}</code>"
     lines = [f"<details><summary>{summary}</summary>", "",
              escape(f.message, 1000), ""]
     if f.location.source:
@@ -237,6 +209,17 @@ def _top(view: RunView) -> str | None:
     return "\n\n".join(blocks) or None
 
 
+def _warnings(view: RunView) -> str | None:
+    """What the loader skipped or repaired (events without a timestamp, negative durations…)."""
+    warnings = view.summary.get("warnings")
+    if not isinstance(warnings, list) or not warnings:
+        return None
+    lines = [f"- {escape(w, 300)}" for w in warnings[:MAX_WARNINGS]]
+    if len(warnings) > MAX_WARNINGS:
+        lines.append(f"- … {len(warnings) - MAX_WARNINGS} more in `summary.json`")
+    return "### Trace warnings\n\n" + "\n".join(lines)
+
+
 def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     findings = view.findings
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
@@ -247,6 +230,7 @@ def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     else:
         blocks.append("### Findings\n\nNone: no rule matched this run.")
     blocks.append(_top(view))
+    blocks.append(_warnings(view))
     if view.notes:
         blocks.append("\n".join(f"> {escape(n, 300)}" for n in view.notes))
     blocks.append("Full report: `report.html` (opens offline in a browser).")

@@ -68,10 +68,10 @@ def test_markdown_summary() -> None:
     text = outputs.render_markdown(verdict, "train.py")
     assert text.startswith("## perftune gate: ❌ step time regression")
     assert f"{verdict.ratio:.3f}" in text
-    assert "`train.py` · base HEAD\\~1 \\(abc\\)" in text
-    # Names from a trace cannot break the table or inject HTML.
-    assert "<script>" not in text
-    assert "aten::mm \\| \\<script\\>" in text
+    assert "`train.py` · base HEAD\\~1 (abc)" in text
+    # Names from a trace are code spans: they cannot break the table or inject HTML.
+    assert "<script>" not in text.replace("`aten::mm \\| <script>alert(1)</script>`", "")
+    assert "| `aten::mm \\| <script>alert(1)</script>` |" in text
     assert "new PFT206 scalar-readback at /repo/train.py:12" in text.replace("\\", "")
     assert "operator calls per step: 100 → 130" in text
     assert "| launches | 6 | 6 |" in text

@@ -141,7 +141,8 @@ def test_findings_with_source_diff_chain_and_rule_docs(tmp_path: Path) -> None:
     findings = hostile_findings()
     planted = findings[0].__class__(**{**findings[0].__dict__, "location": Location(
         file=str(source), line=12, function="step", source="x = mask.nonzero()")})
-    render_run(tmp_path, Analysis(analysis.trace, analysis.summary, (planted, findings[1])))
+    render_run(tmp_path, Analysis(analysis.trace, analysis.summary, (planted, findings[1]),
+                                  source_roots=(tmp_path,)))
     page = (tmp_path / "report.html").read_text(encoding="utf-8")
     # The flagged line with its neighbours, the flagged one marked.
     assert '<span class="line hit"><span class="ln">12</span>x = mask.nonzero()</span>' in page
