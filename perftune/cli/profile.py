@@ -110,6 +110,10 @@ def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -
         if output_format == "text" and analysis:
             click.echo(analysis)
         return 0
+    from perftune.report.console import warning_lines
+
+    for warning in warning_lines(analysis.summary):  # events the loader skipped or repaired
+        click.echo(warning, err=True)
     if output_format == "text":
         from perftune.report.console import finding_lines, summary_lines
 
