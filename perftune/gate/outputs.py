@@ -7,7 +7,6 @@ they land in.
 
 from __future__ import annotations
 
-import json
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
@@ -16,6 +15,7 @@ from typing import Any
 
 from perftune import textsafe
 from perftune._version import __version__
+from perftune.fsutil import write_json_atomic
 from perftune.gate.decision import Decision
 from perftune.gate.explain import Explanation, StructuralChange
 from perftune.gate.runner import Launch
@@ -83,7 +83,7 @@ def error_dict(message: str, mode: str, return_code: int) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    write_json_atomic(path, data)
 
 
 # ---------------------------------------------------------------------------- markdown

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from perftune.trace import categories as C
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Trace, subtree_sums
 
 T = TypeVar("T")
 
@@ -112,31 +112,19 @@ def inclusive_device_us(trace: Trace) -> np.ndarray:
     work = ev["cat"].isin(C.DEVICE_WORK_CATS).to_numpy() & (launch != NO_ID)
     if not work.any():
         return out
-    per_launch: dict[int, float] = {}
-    for lr, d in zip(launch[work].tolist(), ev["dur"].to_numpy()[work].tolist(), strict=True):
-        per_launch[lr] = per_launch.get(lr, 0.0) + d
-    parent = trace.parent
-    for lr, d in per_launch.items():
-        p = lr
-        while p != NO_ID:
-            out[p] += d
-            p = int(parent[p])
-    return out
+    # Summed up the nesting tree level by level: linear in events, however deep they nest.
+    per_launch = np.bincount(launch[work], weights=ev["dur"].to_numpy()[work], minlength=len(ev))
+    return subtree_sums(trace.parent, per_launch)
 
 
 @memoized
 def kernels_under(trace: Trace) -> np.ndarray:
     """For every host row: how many kernels were launched under it (inclusive)."""
     ev = trace.events
-    out = np.zeros(len(ev), dtype=np.int64)
     launch = trace.launch_of_device_event
     kern = (ev["cat"] == C.KERNEL).to_numpy() & (launch != NO_ID)
-    parent = trace.parent
-    for lr in launch[kern].tolist():
-        p = lr
-        while p != NO_ID:
-            out[p] += 1
-            p = int(parent[p])
+    per_launch = np.bincount(launch[kern], minlength=len(ev))
+    out: np.ndarray = np.rint(subtree_sums(trace.parent, per_launch)).astype(np.int64)
     return out
 
 

@@ -544,11 +544,14 @@ class _Builder:
         time = _records(xs, ("ts", "dur"), _TIME_DTYPE, np.nan)
         cat_local, cat_uniques = pd.factorize(np.asarray(list(map(attrgetter("cat"), xs)),
                                                          dtype=object))
-        keep = np.isfinite(time["ts"]) & ~_in(cat_uniques, _SKIP_CATS, cat_local)
+        # abs() < limit is False for NaN and inf too: one comparison finds every unusable ts.
+        valid_ts = np.abs(time["ts"]) < MAX_ABS_TS_US
+        keep = valid_ts & ~_in(cat_uniques, _SKIP_CATS, cat_local)
         if not keep.all():
-            dropped_ts = int(np.count_nonzero(~np.isfinite(time["ts"])))
+            dropped_ts = int(np.count_nonzero(~valid_ts))
             if dropped_ts:
-                self.warnings.append(f"{dropped_ts} complete event(s) without a valid 'ts' skipped")
+                self.warnings.append(f"{dropped_ts} complete event(s) without a valid 'ts' "
+                                     "(missing, not a number, or beyond any clock) skipped")
             idx = np.flatnonzero(keep)
             xs = [xs[i] for i in idx.tolist()]
             time = time[idx]
@@ -701,12 +704,16 @@ class _Builder:
         self._canonical_labels()
         dense = self.dense.view()
         self.dense = _Dense()
+        kept = _plausible_times(dense["rank"], dense["ts"], self.warnings)
+        if kept is not None:  # copies, on hostile traces only
+            dense = {k: col[kept] for k, col in dense.items()}
         ts = dense["ts"]
         dur = dense["dur"]
-        bad_dur = ~np.isfinite(dur) | (dur < 0)
+        # Negated test: NaN fails every comparison, so it lands here too.
+        bad_dur = ~((dur >= 0) & (dur <= MAX_SPAN_US))
         if bad_dur.any():
-            self.warnings.append(f"{int(np.count_nonzero(bad_dur))} event(s) with a negative or "
-                                 "invalid 'dur' treated as instantaneous")
+            self.warnings.append(f"{int(np.count_nonzero(bad_dur))} event(s) with a negative, "
+                                 "invalid or absurdly long 'dur' treated as instantaneous")
             dur[bad_dur] = 0.0
         t0 = float(ts.min())
         ts -= t0
@@ -732,6 +739,8 @@ class _Builder:
         _fill_device_ids(columns, is_device)
         events = pd.DataFrame(columns, copy=False)
         store = self._arg_store(parts, offsets)
+        if kept is not None:
+            store = _store_rows(store, kept)
         self.parts = []
         flow_frame = _link_flows(events, self.flows, t0)
         steps, source = find_steps(events)
@@ -743,7 +752,10 @@ class _Builder:
             absent = memory[c].to_numpy() == _NO_VALUE
             if absent.any():
                 memory[c] = np.where(absent, np.nan, memory[c].to_numpy())
-        memory = memory[np.isfinite(memory["ts"].to_numpy())].reset_index(drop=True)
+        # Allocator events far outside the events' time are as absurd as such events.
+        mem_ts = memory["ts"].to_numpy()
+        memory = memory[(mem_ts >= -MAX_SPAN_US) & (mem_ts <= float(columns["end"].max())
+                                                     + MAX_SPAN_US)].reset_index(drop=True)
         return Trace(events=events, args=ArgsView(events, store), ranks=tuple(self.ranks),
                      t0_us=t0, steps=steps, step_source=source, flows=flow_frame,
                      thread_names=self.thread_names, process_names=self.process_names,
@@ -796,6 +808,66 @@ class _Builder:
             rare_values=[v for p in parts for v in p.rare_values],
             rare_fields=RARE_FIELDS,
         )
+
+
+# ---------------------------------------------------------------------------- absurd times
+# Timestamps are µs, since the epoch (1.7e15 in 2024) or since the profiler started. Beyond
+# 1e17 µs (year 5100) a value is no clock reading; NaN and inf are not either.
+MAX_ABS_TS_US = 1e17
+# One file's events span seconds to minutes. An event this far (28 hours) from the middle of
+# its rank's events, or this long, is corrupt: kept, it would stretch every time window (and
+# the work done over windows) by a factor of millions.
+MAX_SPAN_US = 1e11
+
+
+def _plausible_times(rank: np.ndarray, ts: np.ndarray, warnings: list[str]) -> np.ndarray | None:
+    """Rows whose ts lies within MAX_SPAN_US of their rank's median ts; None when all do.
+
+    The median, not the first or the mean, anchors the check: a few absurd values cannot move
+    it, so at most the absurd events are dropped, never the trace around them.
+    """
+    if not len(ts):
+        return None
+    one_rank = bool(rank[0] == rank[-1]) and bool((rank == rank[0]).all())
+    groups = [slice(None)] if one_rank else [np.flatnonzero(rank == r) for r in np.unique(rank)]
+    keep: np.ndarray | None = None
+    for rows in groups:
+        t = ts[rows]
+        middle = float(np.median(t))
+        ok = np.abs(t - middle) <= MAX_SPAN_US
+        if ok.all():
+            continue
+        if keep is None:
+            keep = np.ones(len(ts), bool)
+        keep[rows] = ok
+    if keep is None:
+        return None
+    dropped = int(len(ts) - np.count_nonzero(keep))
+    warnings.append(f"{dropped} complete event(s) with a 'ts' more than {MAX_SPAN_US / 3.6e9:.0f} "
+                    "hours away from the rest of their trace skipped")
+    return keep
+
+
+def _store_rows(store: ArgStore, keep: np.ndarray) -> ArgStore:
+    """The store with the rows of `keep` only, renumbered to the kept rows' new positions."""
+    new_row = np.cumsum(keep) - 1
+
+    def select(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hit = keep[rows] if len(rows) else np.zeros(0, bool)
+        return hit, new_row[rows[hit]]
+
+    hit, kernel_rows = select(store.kernel_rows)
+    raw = {}
+    for name, column in store.raw.items():
+        got, rows = select(column.rows)
+        raw[name] = RawColumn(rows=rows, starts=column.starts[got], ends=column.ends[got],
+                              blob=column.blob)
+    rare_hit, rare_rows = select(store.rare_rows)
+    return ArgStore(kernel_rows=kernel_rows, kernel_dims=store.kernel_dims[hit],
+                    kernel_floats=store.kernel_floats[hit], raw=raw, rare_rows=rare_rows,
+                    rare_values=[v for v, h in zip(store.rare_values, rare_hit.tolist(),
+                                                   strict=True) if h],
+                    rare_fields=store.rare_fields)
 
 
 # ---------------------------------------------------------------------------- parallel decode
@@ -1019,8 +1091,17 @@ def _bind_endpoints(ev: pd.DataFrame, fl: dict[str, np.ndarray], t0: float) -> n
     thread, uniques = _thread_codes(ev["rank"].to_numpy(), ev["pid"].to_numpy(),
                                     ev["tid"].to_numpy())
     fthread, _ = _thread_codes(fl["rank"], fl["pid"], fl["tid"], uniques)
-    ts_ns = np.rint(ev["ts"].to_numpy() * 1000.0).astype(np.int64)
-    fts_ns = np.rint((fl["ts"] - t0) * 1000.0).astype(np.int64)
+    # Clipped: ranks far apart on the clock (an epoch clock and a relative one) must not
+    # overflow the cast; within one rank the times are close together (see _plausible_times).
+    ts_ns = np.rint(np.clip(ev["ts"].to_numpy() * 1000.0, -_NS_LIMIT, _NS_LIMIT)).astype(np.int64)
+    # Event times are plausible by now (see _plausible_times); flow times are not checked:
+    # an absurd one binds to nothing instead of overflowing the ns cast.
+    fts = fl["ts"] - t0
+    absurd = ~(np.abs(fts) < _NS_LIMIT / 1000.0)
+    if absurd.any():
+        fthread = np.where(absurd, -1, fthread)
+        fts = np.where(absurd, 0.0, fts)
+    fts_ns = np.rint(fts * 1000.0).astype(np.int64)
     order = np.lexsort((ts_ns, thread))
     key_thread = thread[order]
     key_ts = ts_ns[order]
@@ -1048,7 +1129,10 @@ def _bind_endpoints(ev: pd.DataFrame, fl: dict[str, np.ndarray], t0: float) -> n
         name_codes = ev["name"].cat.codes.to_numpy()
         names = ev["name"].cat.categories
         for k in ambiguous.tolist():
-            candidates = order[lo[k]:hi[k]].tolist()
+            # Kineto never starts more than a few events on one thread at one ns; a hostile
+            # trace can start thousands there: the first few stand for all of them, so that
+            # binding stays linear in the flows.
+            candidates = order[lo[k]:min(hi[k], lo[k] + _MAX_CANDIDATES)].tolist()
             row[k] = _pick_endpoint(
                 candidates, int(fl["cat"][k]), bool(fl["start"][k]), int(fl["id"][k]), corr,
                 is_dev, [cat_names[cat_codes[r]] for r in candidates],
@@ -1075,6 +1159,8 @@ def _thread_codes(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray,
     return code, uniques
 
 
+_MAX_CANDIDATES = 16
+_NS_LIMIT = 9e18  # int64 ns
 _ISSUING_CALLS = C.LAUNCH_CALLS | C.COPY_CALLS | frozenset({
     "cudaMemsetAsync", "cudaMemset", "hipMemsetAsync", "hipMemset", "cuMemsetD8Async",
     "cuMemsetD32Async"})

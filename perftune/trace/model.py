@@ -673,7 +673,65 @@ def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> 
         todo = todo[cand[todo] != NO_ID]
     found = cand != NO_ID
     parent[rows[found]] = rows[cand[found]]
+    _cap_depth(parent)
     return parent
+
+
+# Real nesting (python frames, ops, runtime calls) is tens to a few hundred deep. Events that
+# start at one instant nest as deep as there are events (a clock bug, a hostile trace); every
+# walk up the tree would then cost that much per event. Each run of this many levels starts a
+# new tree, so that no walk is longer.
+MAX_NESTING_DEPTH = 512
+
+
+def nesting_depth(parent: np.ndarray) -> np.ndarray:
+    """Ancestors of every row (0 for a root), by pointer doubling: O(n log depth)."""
+    depth = (parent != NO_ID).astype(np.int64)
+    jump = parent.copy()
+    active = np.flatnonzero(jump != NO_ID)
+    while len(active):
+        up = jump[active]
+        depth[active] += depth[up]
+        jump[active] = jump[up]
+        active = active[jump[active] != NO_ID]
+    return depth
+
+
+def _cap_depth(parent: np.ndarray) -> None:
+    depth = nesting_depth(parent)
+    cut = (depth > 0) & (depth % MAX_NESTING_DEPTH == 0)
+    if cut.any():
+        parent[cut] = NO_ID
+
+
+def subtree_sums(parent: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """For every row: its weight plus the weights of all rows nested under it.
+
+    Deepest level first, one vectorised step per level (levels are at most MAX_NESTING_DEPTH).
+    """
+    out = np.asarray(weights, dtype=np.float64).copy()
+    nodes = np.flatnonzero(parent != NO_ID)
+    if not len(nodes):
+        return out
+    depth = nesting_depth(parent)[nodes]
+    order = np.argsort(-depth, kind="stable")
+    nodes, depth = nodes[order], depth[order]
+    for level in np.split(nodes, np.flatnonzero(np.diff(depth)) + 1):
+        np.add.at(out, parent[level], out[level])
+    return out
+
+
+def nearest_ancestor(parent: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For every row: its nearest ancestor in `mask`, else -1 (pointer doubling)."""
+    nxt = parent.copy()
+    active = np.flatnonzero(nxt != NO_ID)
+    active = active[~mask[nxt[active]]]
+    while len(active):
+        nxt[active] = nxt[nxt[active]]
+        up = nxt[active]
+        active = active[up != NO_ID]
+        active = active[~mask[nxt[active]]]
+    return nxt
 
 
 def _thread_key(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
