@@ -14,6 +14,7 @@ import click
 from perftune import _signals
 from perftune._version import __version__
 from perftune.errors import PerftuneError
+from perftune.textsafe import terminal_safe
 
 # command name -> "module:attribute"; one line per command module in perftune/cli/.
 COMMANDS: dict[str, str] = {
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         # standalone_mode=False returns ctx.exit(code)'s code instead of exiting.
         result = cli.main(args=argv, prog_name="perftune", standalone_mode=False)
     except PerftuneError as exc:
-        click.echo(f"perftune: error: {exc}", err=True)
+        # The message may quote a trace or a script's output: no escape sequence reaches the terminal.
+        click.echo(f"perftune: error: {terminal_safe(exc, multiline=True)}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("perftune: interrupted", err=True)

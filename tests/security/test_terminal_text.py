@@ -189,3 +189,13 @@ def test_gate_md_and_terminal_line_are_inert() -> None:
     assert not ACTIVE.search(text)
     line = outputs.render_terminal(verdict)  # type: ignore[arg-type]
     assert "pwned" in line and not ACTIVE.search(line.replace("\n", ""))
+
+
+def test_error_line_naming_a_hostile_file_is_inert(tmp_path: Path) -> None:
+    """A folder of traces from elsewhere can hold any file name; the one-line error quotes it."""
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    (folder / f"bad{TITLE}.pt.trace.json").write_text("not json")
+    proc = _perftune("analyze", str(folder), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.startswith("perftune: error: ")
+    assert "pwned" in proc.stderr and not ACTIVE.search(proc.stderr.rstrip("\n"))
