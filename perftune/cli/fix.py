@@ -70,7 +70,10 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
     a mechanical diff, and runs the original and the rewritten code interleaved with the same
     seed. A rewrite is kept when the first steps' losses match (--rtol/--atol) and it is not
     slower; the kept ones go into fix.patch. `perftune fix RUN_DIR` starts from an earlier
-    `perftune profile` run. The script must seed itself for the loss check to mean anything.
+    `perftune profile` run: it takes the findings' locations from it and makes each rewrite
+    again on the current source (a diff recorded in the run dir is never run nor written).
+    With --apply the patch is printed before it is written. The script must seed itself for
+    the loss check to mean anything.
     """
     from perftune.fix.outputs import render_report, summary_lines, write_outputs
     from perftune.fix.session import (
@@ -127,7 +130,12 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
         check_clean(plan.project, sorted({f for c in plan.candidates for f in c.files}), force)
     say(f"{len(plan.candidates)} rewrite(s) to try, {len(plan.skipped)} finding(s) without one")
     outcome = verify_rewrites(plan, source.target, settings, run_dir, progress=say)
-    applied = apply_patch(plan, outcome.chosen, force) if apply_fix and outcome.chosen else []
+    def show(patch: str) -> None:
+        # The exact patch about to go into the user's files, shown before they are written.
+        say("--apply: writing this patch:")
+        click.echo(patch, err=True, nl=False)
+
+    applied = apply_patch(plan, outcome.chosen, force, show) if apply_fix and outcome.chosen else []
     doc = write_outputs(outcome, run_dir, applied=applied, source_run=source_run)
     note = render_report(run_dir, source.analysis, source_run)
     if note:

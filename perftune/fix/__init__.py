@@ -2,10 +2,12 @@
 project, measure them against the original, check the losses, and hand back a patch.
 
 The rewrites themselves are the engine's (`perftune.engine.rewrite`): each candidate is a
-finding's diff. Modules: diffs (parse/write unified diffs), apply (check and splice them), plan
-(findings → candidates), workspace (project copies), measure (interleaved launches), verify
-(loss, speed and memory checks), session (the whole run), sources (profile or run dir), outputs
-(fix.json, fix.patch, fix.md).
+finding's diff when the findings were made in this run, and is made again on the current source
+when they come from a run directory (whose diffs are never trusted; see regen). Modules: diffs
+(parse/write unified diffs), apply (check and splice them), regen (rewrites remade from
+locations), plan (findings → candidates), workspace (project copies), measure (interleaved
+launches), verify (loss, speed and memory checks), session (the whole run), sources (profile or
+run dir), outputs (fix.json, fix.patch, fix.md).
 """
 
 from perftune.fix.apply import StaleDiffError, apply_diff

@@ -14,8 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perftune.engine.types import Applicability, Finding
+from perftune.fix import regen
 from perftune.fix.apply import Change, StaleDiffError, conflicts, locate, splice
-from perftune.fix.diffs import DiffError, FileDiff, parse_unified_diff, with_path
+from perftune.fix.diffs import (
+    DiffError,
+    FileDiff,
+    parse_unified_diff,
+    render_file_diff,
+    render_patch,
+    with_path,
+)
 from perftune.fix.workspace import Project
 
 
@@ -77,6 +85,12 @@ class Plan:
             out[rel] = splice(self.originals[rel], changes)
         return out
 
+    def patch(self, ids: Iterable[str]) -> str:
+        """The unified diff of the chosen rewrites together: what is shown, saved as fix.patch
+        and, with --apply, written (apply_patch applies exactly this text)."""
+        texts = self.texts(ids)
+        return render_patch((rel, self.originals[rel], texts[rel]) for rel in sorted(texts))
+
     def digest(self, rel: str) -> str:
         return hashlib.sha256(self.originals[rel].encode("utf-8")).hexdigest()
 
@@ -118,6 +132,7 @@ def resolve_source(file: str | None, roots: Sequence[Path]) -> Path | None:
 class _Builder:
     project: Project
     roots: Sequence[Path]
+    regenerate: bool = False  # findings from a run dir: remake each rewrite, use no recorded diff
     originals: dict[str, str] = field(default_factory=dict)
     candidates: list[Candidate] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -148,6 +163,9 @@ class _Builder:
         if rel is None:
             self.skip(finding, f"{path} is outside the project {self.project.root}")
             return
+        if self.regenerate:
+            self.add_regenerated(finding, rel)
+            return
         try:
             parsed = parse_unified_diff(sug.diff, f"{finding.code} diff")
         except DiffError as exc:
@@ -166,6 +184,11 @@ class _Builder:
         except (OSError, UnicodeDecodeError) as exc:
             self.skip(finding, f"cannot read {rel}: {exc}")
             return
+        self.keep(finding, rel, diff, changes, sug.title, sug.applicability.value)
+
+    def keep(self, finding: Finding, rel: str, diff: FileDiff, changes: tuple[Change, ...],
+             title: str, applicability: str, line: int | None = None) -> None:
+        loc = finding.location
         for existing in self.candidates:
             if existing.changes == {rel: changes}:
                 # Two rules suggesting the same change (PFT208 and PFT209 on one copy).
@@ -175,10 +198,39 @@ class _Builder:
                 return
         self.candidates.append(Candidate(
             id=f"r{len(self.candidates) + 1}", codes=(finding.code,),
-            title=sug.title, applicability=sug.applicability.value,
-            file=rel, line=loc.line, function=loc.function, source=loc.source,
-            diffs=(diff,), changes={rel: changes},
+            title=title, applicability=applicability,
+            file=rel, line=line if line is not None else loc.line, function=loc.function,
+            source=loc.source, diffs=(diff,), changes={rel: changes},
             est_saving_ms_per_step=finding.est_saving_ms_per_step, latent=finding.latent))
+
+    def add_regenerated(self, finding: Finding, finding_rel: str) -> None:
+        """The rule's rewrite made again on the current text, at the finding's line or else at
+        a line the recorded diff points to (its content is never used)."""
+        loc = finding.location
+        sites = [(finding_rel, loc.line)] if loc.line is not None else []
+        for site in regen.recorded_sites(finding.suggestion.diff):
+            path = resolve_source(site.file, self.roots)
+            rel = self.project.relative(path) if path is not None else None
+            if rel is not None and (rel, site.line) not in sites:
+                sites.append((rel, site.line))
+        for rel, line in sites:
+            try:
+                text = self.text(rel)
+            except (OSError, UnicodeDecodeError) as exc:
+                self.skip(finding, f"cannot read {rel}: {exc}")
+                return
+            made = regen.regenerate(finding.code, text, line)
+            if made is None:
+                continue
+            patch = render_file_diff(rel, text, made.code)
+            (diff,) = parse_unified_diff(patch, f"{finding.code} rewrite")
+            changes = locate(diff, text, rel)
+            title = made.note or finding.suggestion.title
+            self.keep(finding, rel, diff, changes, title, made.applicability.value, line)
+            return
+        where = f"{finding_rel}:{loc.line}" if loc.line is not None else finding_rel
+        self.skip(finding, f"the current source no longer matches: {finding.code}'s rewrite "
+                  f"does not apply at {where} any more (the recorded diff is never used)")
 
 
 def _merged(existing: Candidate, finding: Finding) -> Candidate:
@@ -194,12 +246,16 @@ def _selected(code: str, select: Sequence[str]) -> bool:
 
 
 def make_plan(findings: Iterable[Finding], project: Project, script: Path,
-              roots: Sequence[Path], select: Sequence[str] = ()) -> Plan:
-    """Candidates from `findings` (best estimated saving first)."""
+              roots: Sequence[Path], select: Sequence[str] = (), *,
+              regenerate: bool = False) -> Plan:
+    """Candidates from `findings` (best estimated saving first).
+
+    With `regenerate` (findings read from a run directory) every rewrite is made again by the
+    engine on the current source, and the findings' own diffs serve only as locations."""
     script_rel = project.relative(script)
     if script_rel is None:
         raise DiffError(f"{script} is outside its project {project.root}")
-    builder = _Builder(project, [*roots, project.root])
+    builder = _Builder(project, [*roots, project.root], regenerate)
     ordered = sorted(findings, key=lambda f: -f.est_saving_ms_per_step)
     for finding in ordered:
         if _selected(finding.code, select):

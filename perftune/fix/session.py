@@ -17,7 +17,8 @@ from pathlib import Path
 from perftune.capture.runner import ScriptTarget
 from perftune.engine.types import Finding
 from perftune.errors import UsageError
-from perftune.fix.diffs import render_patch
+from perftune.fix.apply import apply_diff
+from perftune.fix.diffs import parse_unified_diff
 from perftune.fix.measure import BASE, Arm, ArmLaunch, Measurements, run_interleaved
 from perftune.fix.plan import Candidate, Plan, compatible_set, conflicts_of, make_plan
 from perftune.fix.verify import (
@@ -79,6 +80,9 @@ class FixTarget:
     cwd: Path
     findings: tuple[Finding, ...]
     roots: tuple[Path, ...] = ()  # where relative finding paths are looked up
+    # Findings read from a run directory: their diffs are not trusted, the rewrites are made
+    # again on the current source (perftune.fix.regen).
+    regenerate: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +141,8 @@ Progress = Callable[[str], None]
 def plan_for(target: FixTarget, select: Sequence[str] = ()) -> Plan:
     project = find_project(target.script)
     roots = (*target.roots, target.cwd, target.script.parent)
-    return make_plan(target.findings, project, target.script, roots, select)
+    return make_plan(target.findings, project, target.script, roots, select,
+                     regenerate=target.regenerate)
 
 
 # ---------------------------------------------------------------------------- workspaces
@@ -281,8 +286,7 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             notes.append(f"the verified rewrites together failed their check ({why}); the "
                          f"patch holds only the best one, {best}")
             chosen = (best,)
-    texts = plan.texts(chosen)
-    patch = render_patch((rel, plan.originals[rel], texts[rel]) for rel in sorted(texts))
+    patch = plan.patch(chosen)
     return FixOutcome(plan, settings, target, results, combined, chosen, patch,
                       _median([b.median_ms for b in base_launches]), base_memory, memory_kind,
                       reproducible, tuple(found.launches), tuple(notes), all_together)
@@ -309,11 +313,15 @@ def check_clean(project: Project, files: Sequence[str], force: bool) -> None:
                          "them first, or pass --force")
 
 
-def apply_patch(plan: Plan, chosen: Sequence[str], force: bool = False) -> list[Path]:
+def apply_patch(plan: Plan, chosen: Sequence[str], force: bool = False,
+                show: Callable[[str], None] | None = None) -> list[Path]:
     """Write the chosen rewrites into the user's files; return the files written.
 
+    What is written is `plan.patch(chosen)` — the patch shown to the user and saved as
+    fix.patch — applied to the files as they are now, so the bytes written are the shown ones.
     Refused when a file changed since it was planned (the measured rewrite would not be the
-    one written) or, without `force`, when git shows uncommitted changes in it.
+    one written) or, without `force`, when git shows uncommitted changes in it. `show` is
+    handed the patch after those checks and before anything is written.
     """
     texts = plan.texts(chosen)
     check_clean(plan.project, sorted(texts), force)
@@ -321,8 +329,16 @@ def apply_patch(plan: Plan, chosen: Sequence[str], force: bool = False) -> list[
         current = (plan.project.root / rel).read_text(encoding="utf-8")
         if current != plan.originals[rel]:
             raise UsageError(f"{rel} changed while perftune fix ran; nothing was written")
+    patch = plan.patch(chosen)
+    patched = {diff.path: apply_diff(diff, plan.originals[diff.path], diff.path)
+               for diff in (parse_unified_diff(patch, "fix.patch") if patch else ())}
+    changed = {rel: text for rel, text in texts.items() if text != plan.originals[rel]}
+    if patched != changed:  # the shown patch and the measured text must be one and the same
+        raise UsageError("the patch does not reproduce the measured rewrite; nothing was written")
+    if show is not None:
+        show(patch)
     written: list[Path] = []
-    for rel, text in texts.items():
+    for rel, text in patched.items():
         path = plan.project.root / rel
         tmp = path.with_name(f".{path.name}.perftune-fix.tmp")
         with tmp.open("w", encoding="utf-8", newline="") as fh:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from perftune.engine.types import Finding
 from perftune.errors import PerftuneError, ScriptError, TraceError, UsageError
 from perftune.fix.session import FixTarget
+from perftune.redact import REDACTED
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
@@ -56,6 +57,9 @@ def from_run_dir(run_dir: Path) -> Source:
         raise UsageError(f"{script}: the script of {run_dir} no longer exists")
     argv = meta.get("argv") or []
     args = tuple(str(a) for a in argv[1:]) if isinstance(argv, list) else ()
+    if any(REDACTED in a for a in args):
+        raise UsageError(f"{run_dir}/meta.json records the script's arguments with credentials "
+                         f"hidden ({REDACTED}); run `perftune fix {script} ARGS...` with them")
     findings_path = run_dir / "findings.json"
     analysis: Analysis | None = None
     if findings_path.is_file():
@@ -78,7 +82,9 @@ def from_run_dir(run_dir: Path) -> Source:
     else:
         raise UsageError(f"{run_dir} holds neither findings.json nor trace.json.gz")
     target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=findings,
-                       roots=(cwd, script.parent, run_dir))
+                       roots=(cwd, script.parent, run_dir),
+                       # findings.json is untrusted; findings analysed here just now are not
+                       regenerate=analysis is None)
     return Source(target, analysis, run_dir)
 
 
