@@ -97,9 +97,12 @@ def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -
     except PerftuneError:
         raise
     except Exception as exc:
+        from perftune.textsafe import terminal_safe
+
         # The capture is complete and on disk; a failing analysis must not hide it.
         click.echo(
-            f"perftune: error: analysing the trace failed ({type(exc).__name__}: {exc}); the "
+            f"perftune: error: analysing the trace failed ({type(exc).__name__}: "
+            f"{terminal_safe(exc)}); the "
             f"capture is complete, retry with `perftune analyze {_shown(run_dir)}`",
             err=True,
         )

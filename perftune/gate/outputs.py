@@ -276,7 +276,9 @@ def _xml(suite: ET.Element) -> str:
 
 # ---------------------------------------------------------------------------- annotations
 def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # Then no other control character either: workflow commands land in a CI log that renders
+    # escape sequences.
+    return terminal_safe(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _escape_property(text: str) -> str:

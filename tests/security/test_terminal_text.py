@@ -189,6 +189,10 @@ def test_gate_md_and_terminal_line_are_inert() -> None:
     assert not ACTIVE.search(text)
     line = outputs.render_terminal(verdict)  # type: ignore[arg-type]
     assert "pwned" in line and not ACTIVE.search(line.replace("\n", ""))
+    # GitHub workflow commands go to a CI log that renders escape sequences too.
+    command = outputs.annotation("error", f"slower: x{TITLE}\r\nnext", title=f"t{LINK}",
+                                 file=f"a{TITLE}.py", line=3)
+    assert "pwned" in command and "%0D%0A" in command and not ACTIVE.search(command)
 
 
 def test_error_line_naming_a_hostile_file_is_inert(tmp_path: Path) -> None:
