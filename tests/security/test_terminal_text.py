@@ -135,6 +135,8 @@ def test_skipped_events_are_warned_on_the_terminal_and_in_report_md(tmp_path: Pa
     assert "without a valid 'ts'" not in analyzed.stdout  # stdout stays the summary
     text = (run / "report.md").read_text(encoding="utf-8")
     assert "### Trace warnings" in text and "without a valid 'ts'" in text
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "trace warning: 1 complete event(s) without a valid &#39;ts&#39;" in page
     reported = _perftune("report", str(run), cwd=tmp_path)
     assert warning.search(reported.stderr), reported.stderr
     # A clean trace warns about nothing.
