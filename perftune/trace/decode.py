@@ -18,8 +18,8 @@ malformed events never reject a whole trace.
 from __future__ import annotations
 
 import ast
-import gzip
 import math
+import os
 import stat
 import zlib
 from collections import Counter
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from perftune.errors import TraceError
+from perftune.trace.limits import TextLimit, text_limit
 
 NO_ID = -1
 _NAN = math.nan
@@ -279,32 +280,52 @@ def open_regular(path: Path) -> IO[bytes]:
         raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
 
 
-def read_bytes(path: Path) -> bytes:
-    """The JSON text of a trace file, gunzipped when it is gzip (by magic, not by name)."""
+def read_bytes(path: Path, max_bytes: int | None = None) -> bytes:
+    """The JSON text of a trace file, gunzipped when it is gzip (by magic, not by name), at
+    most the file's TextLimit (perftune.trace.limits) of it."""
     with open_regular(path) as fh:
         try:
-            data = fh.read()
+            size = os.fstat(fh.fileno()).st_size
+            head = fh.read(2)
+            limit = text_limit(path, size, head == b"\x1f\x8b", max_bytes)
+            if head != b"\x1f\x8b" and size > limit.max_bytes:
+                raise limit.exceeded(path)
+            data = head + fh.read()
         except OSError as exc:
             raise TraceError(path, f"cannot read: {exc.strerror or exc}") from None
     if data[:2] == b"\x1f\x8b":
-        data = _gunzip(path, data)
+        data = _gunzip(path, data, limit)
     if data[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark some editors add
         data = data[3:]
     return data
 
 
-def _gunzip(path: Path, data: bytes) -> bytes:
-    # The gzip trailer holds the output size (mod 4 GiB): sizing the output buffer up front
-    # avoids the growing-and-copying that doubles peak memory for large traces.
-    size = int.from_bytes(data[-4:], "little") if len(data) >= 18 else 0
+def _gunzip(path: Path, data: bytes, limit: TextLimit) -> bytes:
+    """Every gzip member of `data`, inflated up to the limit. The trailer's size field is not
+    trusted for anything (a truncated or forged file claims up to 4 GiB)."""
+    out: list[bytes] = []
+    total = 0
+    rest = data
     try:
-        out = zlib.decompress(data, wbits=31, bufsize=max(size, 1 << 16))
-        if len(out) % (1 << 32) == size:
-            return out
-        # Several gzip members (concatenated files): the general path reads them all.
-        return gzip.decompress(data)
+        while rest:
+            inflater = zlib.decompressobj(wbits=31)
+            part = inflater.decompress(rest, limit.max_bytes + 1 - total)
+            total += len(part)
+            out.append(part)
+            if total > limit.max_bytes:
+                raise limit.exceeded(path)
+            if not inflater.eof:
+                if inflater.unconsumed_tail:  # stopped by the size cap, not by the input
+                    raise limit.exceeded(path)
+                raise EOFError("compressed file ended before the end-of-stream marker")
+            rest = inflater.unused_data
+            if rest and rest[:2] != b"\x1f\x8b":
+                if rest.strip(b"\x00"):  # zero padding after a member is tolerated (gzip -d)
+                    raise OSError("trailing garbage after the gzip data")
+                break
     except (EOFError, OSError, zlib.error) as exc:
         raise TraceError(path, f"truncated or corrupt gzip data ({exc})") from None
+    return out[0] if len(out) == 1 else b"".join(out)
 
 
 def sniff_is_trace(path: Path, limit: int = 1 << 16) -> bool:
@@ -350,10 +371,10 @@ class DecodedFile:
             yield decode_chunk(part, self.problems)  # type: ignore[arg-type]
 
 
-def decode(path: Path, data: bytes | None = None) -> DecodedFile:
+def decode(path: Path, data: bytes | None = None, max_bytes: int | None = None) -> DecodedFile:
     """First pass over one trace file; raise TraceError on anything unusable."""
     if data is None:
-        data = read_bytes(path)
+        data = read_bytes(path, max_bytes)
     start = _first_non_space(data)
     if start < 0:
         raise TraceError(path, "file is empty")

@@ -48,6 +48,7 @@ from perftune.trace.decode import (
     problem_summary,
     sniff_is_trace,
 )
+from perftune.trace.limits import MAX_STRING_CHARS, truncated
 from perftune.trace.model import RankInfo, Trace
 from perftune.trace.steps import find_steps
 from perftune.trace.stream import EventStream, StreamFallback
@@ -97,8 +98,12 @@ def trace_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load(paths: str | Path | Sequence[str | Path]) -> Trace:
-    """Load one trace file, several per-rank files, or a directory of them."""
+def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None = None) -> Trace:
+    """Load one trace file, several per-rank files, or a directory of them.
+
+    `max_trace_bytes` caps the JSON text of each file (default: PERFTUNE_MAX_TRACE_BYTES, see
+    perftune.trace.limits); a gzip file is also capped relative to its size.
+    """
     if isinstance(paths, (str, Path)):
         paths = [paths]
     files = trace_files(paths)
@@ -107,7 +112,7 @@ def load(paths: str | Path | Sequence[str | Path]) -> Trace:
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        builder = _Builder()
+        builder = _Builder(max_bytes=max_trace_bytes)
         for position, path in enumerate(files):
             try:
                 builder.add_file(path, position)
@@ -141,7 +146,11 @@ class _Interner:
         if not strings:
             return np.empty(0, np.int32)
         local, uniques = pd.factorize(np.asarray(strings, dtype=object))
-        table = np.fromiter((self.codes.setdefault(u, len(self.codes)) for u in uniques),
+        # Long strings are cut once per distinct string (a chunk has few): every output that
+        # prints a name stays small whatever the trace holds.
+        limit = MAX_STRING_CHARS
+        table = np.fromiter((self.codes.setdefault(u if len(u) <= limit else truncated(u),
+                                                   len(self.codes)) for u in uniques),
                             dtype=np.int32, count=len(uniques))
         codes: np.ndarray = table[local]
         return codes
@@ -381,6 +390,7 @@ class _Builder:
     process_labels: dict[tuple[int, int], str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     rows: int = 0
+    max_bytes: int | None = None  # text limit per file (None: perftune.trace.limits default)
 
     # -------------------------------------------------------------- per file
     def add_file(self, path: Path, position: int) -> None:
@@ -392,7 +402,7 @@ class _Builder:
                 return
             except StreamFallback:
                 self._restore(state)
-        self.add(decode(path), position)
+        self.add(decode(path, max_bytes=self.max_bytes), position)
 
     def _state(self) -> tuple[Any, ...]:
         """What `_restore` needs to forget a file that was half added."""
@@ -412,15 +422,17 @@ class _Builder:
         """Add a file read as a stream (perftune.trace.stream); StreamFallback leaves it to
         the caller to undo and read the file whole."""
         problems: Counter[str] = Counter()
-        with EventStream(path, problems) as stream:
+        with EventStream(path, problems, self.max_bytes) as stream:
             start = stream.open_head()
             head = _decoded_header(path, stream.header, problems)
+            _sane_header(head, [])  # its warnings are those of the full header below
             rank = self._rank_of(head, position)
             rows_before = self.rows
             tail_header = _stream_events(self, stream, start, rank)
         for key, value in tail_header.items():
             stream.header.setdefault(key, value)
         decoded = _decoded_header(path, stream.header, problems)
+        _sane_header(decoded, self.warnings)
         if decoded.distributed != head.distributed and self._rank_of(decoded, position) != rank:
             raise StreamFallback("the rank is only named after the events")
         if self.rows == rows_before or stream.events == 0:
@@ -432,6 +444,7 @@ class _Builder:
             self.warnings.append(f"{path}: {line}")
 
     def add(self, decoded: DecodedFile, position: int) -> None:
+        _sane_header(decoded, self.warnings)
         rank = self._rank_of(decoded, position)
         self.ranks.append(RankInfo(rank=rank, path=decoded.path,
                                    device_properties=decoded.device_properties,
@@ -457,7 +470,7 @@ class _Builder:
     def _rank_of(self, decoded: DecodedFile, position: int) -> int:
         rank: int | None = None
         value = decoded.distributed.get("rank")
-        if isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_RANKS:
             rank = value
         if rank is None:
             m = _RANK_IN_NAME.search(decoded.path.name)
@@ -561,7 +574,7 @@ class _Builder:
                 return
         # Skipped categories are not interned: the categories must not depend on which chunk
         # held a skipped event next to kept ones.
-        cat_table = np.fromiter((self.cats.codes.setdefault(c, len(self.cats.codes))
+        cat_table = np.fromiter((self.cats.codes.setdefault(truncated(c), len(self.cats.codes))
                                  if c not in _SKIP_CATS else -1 for c in cat_uniques),
                                 dtype=np.int32, count=len(cat_uniques))
         cat = cat_table[cat_local]
@@ -591,7 +604,7 @@ class _Builder:
             raw_rows.append(extra_rows[present])
             raw_lens.append(lens[present])
             raw_blobs.append(b"".join(values))
-        rare = [(k, t[_N_RAW:]) for k, (_, t) in enumerate(extras) if any(
+        rare = [(k, _short(t[_N_RAW:])) for k, (_, t) in enumerate(extras) if any(
             v is not None for v in t[_N_RAW:])]
         rare_rows = extra_rows[np.fromiter((k for k, _ in rare), np.int64, len(rare))]
         self.dense.append({"rank": rank, "cat": cat, "name": name, "pid": pid, "tid": tid,
@@ -630,7 +643,7 @@ class _Builder:
             return value
         if isinstance(value, float) and value.is_integer() and abs(value) < (1 << 62):
             return int(value)
-        text = str(value)
+        text = truncated(str(value))
         if text.lstrip("-").isdigit() and len(text) < 18:
             return int(text)
         return self.labels.setdefault(text, -2 - len(self.labels))
@@ -688,11 +701,11 @@ class _Builder:
         pid = self._label(e.pid)
         value = e.args.name
         if e.name == "thread_name" and isinstance(value, str):
-            self.thread_names[(rank, pid, self._label(e.tid))] = value
+            self.thread_names[(rank, pid, self._label(e.tid))] = truncated(value)
         elif e.name == "process_name" and isinstance(value, str):
-            self.process_names[(rank, pid)] = value
+            self.process_names[(rank, pid)] = truncated(value)
         elif e.name == "process_labels" and isinstance(e.args.labels, str):
-            self.process_labels[(rank, pid)] = e.args.labels
+            self.process_labels[(rank, pid)] = truncated(e.args.labels)
 
     # -------------------------------------------------------------- the whole trace
     def finish(self) -> Trace:
@@ -808,6 +821,65 @@ class _Builder:
             rare_values=[v for p in parts for v in p.rare_values],
             rare_fields=RARE_FIELDS,
         )
+
+
+def _short(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Rare argument values with long strings cut (collective names, kernel files, ...)."""
+    if any(isinstance(v, str) and len(v) > MAX_STRING_CHARS for v in values):
+        return tuple(truncated(v) if isinstance(v, str) else v for v in values)
+    return values
+
+
+# ---------------------------------------------------------------------------- header sanity
+MAX_RANKS = 1 << 24
+# Header counts perftune reads (distributedInfo): anything but a plain int in range is noise.
+_COUNT_KEYS = ("rank", "world_size", "local_rank", "local_world_size", "pg_count")
+
+
+_DEVICE_NUMBERS = frozenset({
+    "id", "totalGlobalMem", "computeMajor", "computeMinor", "maxThreadsPerBlock",
+    "maxThreadsPerMultiprocessor", "regsPerBlock", "regsPerMultiprocessor", "warpSize",
+    "sharedMemPerBlock", "sharedMemPerMultiprocessor", "numSms", "sharedMemPerBlockOptin"})
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < (1 << 62)
+
+
+def _sane_header(decoded: DecodedFile, warnings: list[str]) -> None:
+    """Drop the header fields perftune reads when they have the wrong type or an absurd
+    value, with one warning per file; cut long strings. Other fields are kept as they are.
+
+    The header only describes the trace (rank, devices): an odd field there is no reason to
+    reject the events, which are the trace.
+    """
+    odd: list[str] = []
+    info = decoded.distributed
+    for key in list(info):
+        value = info[key]
+        if key in _COUNT_KEYS and not (_count(value) and value < MAX_RANKS):
+            odd.append(f"distributedInfo.{key}")
+            del info[key]
+        elif isinstance(value, str):
+            info[key] = truncated(value)
+    props = []
+    for k, entry in enumerate(decoded.device_properties):
+        clean: dict[str, Any] = {}
+        for key, value in entry.items():
+            if (key in _DEVICE_NUMBERS and not _count(value)) or (
+                    key == "name" and not isinstance(value, str)):
+                odd.append(f"deviceProperties[{k}].{truncated(str(key), 40)}")
+            else:
+                clean[key] = truncated(value) if isinstance(value, str) else value
+        props.append(clean)
+    decoded.device_properties = tuple(props)
+    for key, value in decoded.header.items():
+        if isinstance(value, str):
+            decoded.header[key] = truncated(value)
+    if odd:
+        more = f" and {len(odd) - 5} more" if len(odd) > 5 else ""
+        warnings.append(f"{decoded.path}: header field(s) of an unexpected type or range "
+                        f"ignored: {', '.join(odd[:5])}{more}")
 
 
 # ---------------------------------------------------------------------------- absurd times
@@ -972,7 +1044,7 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
                 worker = _Builder()
                 worker.dense.reserve((size - split) // _BYTES_PER_EVENT)
                 problems: Counter[str] = Counter()
-                with EventStream(stream.path, problems) as tail:
+                with EventStream(stream.path, problems, stream.limit.max_bytes) as tail:
                     first = tail.open_tail(split)
                     if first is not None:
                         tail.array_form = stream.array_form
@@ -981,7 +1053,9 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
                 payload = {"export": worker.export(tail.events, problems),
                            "header": tail.header}
                 dense: _Dense | None = worker.dense
-            except (StreamFallback, TraceError, OSError, ValueError, TypeError, KeyError,
+            except TraceError as exc:  # e.g. the text limit: final, no second reading
+                payload, dense = {"error": (exc.path, exc.problem)}, None
+            except (StreamFallback, OSError, ValueError, TypeError, KeyError,
                     IndexError, OverflowError, msgspec.MsgspecError):
                 payload, dense = {"fallback": True}, None
             with os.fdopen(write_fd, "wb") as out:
@@ -999,6 +1073,8 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
         with os.fdopen(read_fd, "rb") as src:
             try:
                 got = pickle.load(src)
+                if got.get("error"):
+                    raise TraceError(*got["error"])
                 if not got.get("fallback"):
                     stream.events += builder.merge(got["export"], stream.problems, src)
             except (EOFError, pickle.UnpicklingError, OSError):

@@ -20,6 +20,7 @@ separator (it inflates the text before it without decoding it) and reads to the 
 
 from __future__ import annotations
 
+import os
 import re
 import types
 import zlib
@@ -40,6 +41,7 @@ from perftune.trace.decode import (
     open_regular,
     top_decoder,
 )
+from perftune.trace.limits import TextLimit, text_limit
 
 _inflate_lib: types.ModuleType
 try:  # ISA-L's inflate: the same API as zlib, about 3x faster on trace text
@@ -66,8 +68,9 @@ class StreamFallback(Exception):
     """The stream met something it does not handle; read the file whole instead."""
 
 
-def _blocks(fh: IO[bytes]) -> Iterator[bytes]:
-    """The file's JSON text, a block at a time (gunzipped when it is gzip, by magic)."""
+def _blocks(fh: IO[bytes], path: Path, limit: TextLimit) -> Iterator[bytes]:
+    """The file's JSON text, a block at a time (gunzipped when it is gzip, by magic); past
+    the limit, a TraceError (a plain file's size was checked when it was opened)."""
     head = fh.read(2)
     if head != _GZIP:
         data = head + fh.read(BLOCK_BYTES)
@@ -77,6 +80,7 @@ def _blocks(fh: IO[bytes]) -> Iterator[bytes]:
         return
     pending = head
     inflater = _inflate_lib.decompressobj(wbits=31)
+    left = limit.max_bytes
     try:
         while True:
             if not pending:
@@ -88,6 +92,9 @@ def _blocks(fh: IO[bytes]) -> Iterator[bytes]:
             out = inflater.decompress(pending, BLOCK_BYTES)
             pending = inflater.unconsumed_tail
             if out:
+                left -= len(out)
+                if left < 0:
+                    raise limit.exceeded(path)
                 yield out
             if inflater.eof:
                 rest = inflater.unused_data + pending
@@ -112,24 +119,34 @@ def _header_values(top: TopLevel) -> dict[str, Any]:
 class EventStream:
     """The events of one trace file as typed chunks, read without holding the whole text."""
 
-    def __init__(self, path: Path, problems: Counter[str]) -> None:
+    def __init__(self, path: Path, problems: Counter[str], max_bytes: int | None = None) -> None:
         self.path = path
         self.problems = problems
         self.header: dict[str, Any] = {}  # keys before traceEvents, then those after it
         self.array_form = False  # the file is a bare JSON array of events
         self.events = 0
         self._fh = open_regular(path)
-        self.compressed = self._fh.read(2) == _GZIP
+        try:
+            self.compressed = self._fh.read(2) == _GZIP
+            self._size = os.fstat(self._fh.fileno()).st_size
+            self.limit = text_limit(path, self._size, self.compressed, max_bytes)
+            if not self.compressed and self._size > self.limit.max_bytes:
+                raise self.limit.exceeded(path)
+        except BaseException:
+            self._fh.close()
+            raise
         self._fh.seek(0)
-        self._blocks = _blocks(self._fh)
+        self._blocks = _blocks(self._fh, path, self.limit)
         self._buf = bytearray()
         self._pos = 0  # offset in the text of _buf[0]
         self._off = 0  # bytes at the front of _buf already consumed (dropped lazily)
 
     def text_size(self) -> int:
         """The size of the file's JSON text: the gzip trailer's figure (mod 4 GiB, so a guess
-        for bigger traces), else the file size. Only used to balance work, never trusted."""
-        size = self.path.stat().st_size
+        for bigger traces), else the file size. Only used to balance work and reserve address
+        space, never trusted: a truncated or forged trailer claims anything, so the figure is
+        capped by the text limit."""
+        size = self._size
         if not self.compressed or size < 18:
             return size
         where = self._fh.tell()
@@ -138,7 +155,7 @@ class EventStream:
         self._fh.seek(where)
         while isize < size:  # text is never smaller than its gzip: add the lost 4 GiB multiples
             isize += 1 << 32
-        return isize
+        return min(isize, self.limit.max_bytes)
 
     def close(self) -> None:
         self._fh.close()
@@ -220,11 +237,11 @@ class EventStream:
         return the offset of its `{`, or None when the file's events end before it."""
         if self._fh.seekable() and self._fh.read(2) != _GZIP:
             self._fh.seek(split)  # plain text: no need to read what comes before
-            self._blocks = _blocks(self._fh)
+            self._blocks = _blocks(self._fh, self.path, self.limit)
             self._pos = split
         else:
             self._fh.seek(0)
-            self._blocks = _blocks(self._fh)
+            self._blocks = _blocks(self._fh, self.path, self.limit)
         while True:
             if self._pos + len(self._buf) > split:
                 self._drop(split)
