@@ -80,4 +80,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(_signals.interrupted_exit_code())
     except BrokenPipeError:
         sys.exit(0)
+    except MemoryError:
+        # A trace (or run) too large for this machine's memory: the input's size is the
+        # problem, so it is reported like bad input, not as perftune's own traceback.
+        click.echo("perftune: error: out of memory (the input is too large for this machine; "
+                   "see PERFTUNE_MAX_TRACE_BYTES to reject such traces early)", err=True)
+        sys.exit(2)
     sys.exit(result if isinstance(result, int) else 0)
