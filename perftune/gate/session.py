@@ -239,13 +239,16 @@ def gate_against_revision(
             raise UsageError(f"{head_script.relative_to(root) if head_script else script} does "
                              f"not exist at {worktree.label}")
         progress(f"perftune gate: {head_label} vs {worktree.label}, worktree {worktree.path}")
+        for note in worktree.notes:
+            progress(f"perftune gate: {note}")
         base = Side(name=BASE, label=worktree.label, knobs=dict(knobs or {}),
                     target=_target(base_script, module, args, map_into(cwd, root, worktree.path)),
                     env=_python_path(worktree.path))
         head = Side(name=HEAD, label=head_label, knobs=dict(knobs or {}),
                     target=_target(head_script, module, args, cwd), env=_python_path(root))
         return run_gate(head, run_dir, options, base=base, mode="revision",
-                        base_label=worktree.label, head_label=head_label, progress=progress)
+                        base_label=worktree.label, head_label=head_label, notes=worktree.notes,
+                        progress=progress)
 
 
 def _fingerprint_guard(stored: fingerprint_mod.Fingerprint, policy: str, notes: list[str]) -> Callable[[Launch], None]:

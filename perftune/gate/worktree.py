@@ -1,4 +1,5 @@
-"""The base revision in a temporary git worktree, removed afterwards even on error or Ctrl-C."""
+"""The base revision in a temporary git worktree (with its submodules, from the working copy's
+clones), removed afterwards even on error or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ class Worktree:
     path: Path
     ref: str
     commit: str
+    notes: tuple[str, ...] = ()  # what was done to make it runnable (submodules), for the output
 
     @property
     def label(self) -> str:
@@ -102,10 +104,78 @@ def revision_worktree(root: Path, ref: str) -> Iterator[Worktree]:
     with _sigterm_unwinds():
         try:
             _git(root, "worktree", "add", "--detach", str(path), commit)
-            yield Worktree(path=path, ref=ref, commit=commit)
+            notes = checkout_submodules(path, root)
+            yield Worktree(path=path, ref=ref, commit=commit, notes=tuple(notes))
         finally:
             remove_worktree(root, path)
             shutil.rmtree(holder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- submodules
+# `git worktree add` leaves submodules empty, so a base revision that imports code from one
+# fails to start. They are checked out from the clones the working copy already holds (its
+# .git/modules, or the submodule's own checkout): never fetched, so a gate needs no network and
+# no credentials, and never changes the user's repository configuration.
+def _submodules(checkout: Path) -> list[tuple[str, str, str]]:
+    """(name, path, commit) of every submodule recorded at the checkout's HEAD."""
+    if not (checkout / ".gitmodules").is_file():
+        return []
+    listed = _git(checkout, "config", "--file", ".gitmodules", "--null", "--get-regexp",
+                  r"^submodule\..*\.path$", check=False)
+    found = []
+    for item in listed.stdout.split("\0"):
+        key, _, sub = item.partition("\n")
+        if not key.startswith("submodule.") or not key.endswith(".path") or not sub:
+            continue
+        stage = _git(checkout, "ls-files", "--stage", "--", sub, check=False).stdout.split()
+        if len(stage) >= 2 and stage[0] == "160000":  # a gitlink: the submodule's commit
+            found.append((key[len("submodule."):-len(".path")], sub, stage[1]))
+    return found
+
+
+def _local_clones(working: Path, name: str, sub: str) -> list[Path]:
+    """Where the working copy keeps a clone of submodule `name`: under its git directory's
+    modules/, or a checkout at the same path."""
+    places: list[Path] = []
+    if working.is_dir():
+        for which in ("--git-common-dir", "--git-dir"):
+            proc = _git(working, "rev-parse", "--path-format=absolute", which, check=False)
+            if proc.returncode == 0 and proc.stdout.strip():
+                places.append(Path(proc.stdout.strip()) / "modules" / name)
+        places.append(working / sub)
+    return [p for p in dict.fromkeys(places) if p.exists()]
+
+
+def _holds(clone: Path, commit: str) -> bool:
+    return _git(clone, "cat-file", "-e", f"{commit}^{{commit}}", check=False).returncode == 0
+
+
+def checkout_submodules(checkout: Path, working: Path, prefix: str = "") -> list[str]:
+    """Check out the submodules of `checkout` (recursively) from the working copy `working`'s
+    clones; one note per submodule saying what was done or why not."""
+    notes: list[str] = []
+    for name, sub, commit in _submodules(checkout):
+        shown = f"{prefix}{sub}"
+        source = next((c for c in _local_clones(working, name, sub) if _holds(c, commit)), None)
+        if source is None:
+            notes.append(f"submodule {shown} of the base ({commit[:10]}) is not checked out: no "
+                         "clone in the working copy holds that commit and perftune fetches "
+                         "nothing (run `git submodule update --init --recursive` first)")
+            continue
+        dest = checkout / sub
+        cloned = _git(checkout, "-c", "protocol.file.allow=always", "clone", "--quiet",
+                      "--no-checkout", str(source), str(dest), check=False)
+        checked = (_git(dest, "checkout", "--quiet", "--detach", commit, check=False)
+                   if cloned.returncode == 0 else cloned)
+        if checked.returncode != 0:
+            why = (checked.stderr.strip() or checked.stdout.strip()).splitlines()
+            notes.append(f"submodule {shown} of the base ({commit[:10]}) could not be checked "
+                         f"out: {why[-1] if why else 'git failed'}")
+            continue
+        notes.append(f"submodule {shown} checked out at {commit[:10]} in the base worktree from "
+                     "the working copy's clone (nothing fetched)")
+        notes += checkout_submodules(dest, working / sub, f"{shown}/")
+    return notes
 
 
 def remove_worktree(root: Path, path: Path) -> None:
