@@ -24,7 +24,12 @@ from perftune.pipeline import (
     selection_from_config,
     write_analysis,
 )
-from perftune.report.console import finding_lines, summary_lines, warning_lines
+from perftune.report.console import (
+    finding_lines,
+    source_hint_lines,
+    summary_lines,
+    warning_lines,
+)
 from perftune.rundir import DocumentError, RunDir, same_files
 
 
@@ -88,8 +93,8 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
              source_roots: tuple[Path, ...]) -> None:
     rules = selection_from_config(select, ignore, preview)
     analysis = analyze_paths(list(paths), rules, source_roots or None)
-    for warning in warning_lines(analysis.summary):  # events the loader skipped or repaired
-        click.echo(warning, err=True)
+    for warning in [*warning_lines(analysis.summary), *source_hint_lines(analysis.findings)]:
+        click.echo(warning, err=True)  # events the loader skipped; source it did not read
     if output_format == "json":
         click.echo(json.dumps(findings_document(analysis), indent=2, default=str))
     else:

@@ -68,10 +68,10 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
     with RunDir(run_dir).lock():
         document, view, written = _render(run_dir, tensorboard, select, ignore, preview,
                                           source_roots)
-    from perftune.report.console import warning_lines
+    from perftune.report.console import source_hint_lines, warning_lines
 
-    for warning in warning_lines(view.summary):  # events the loader skipped or repaired
-        click.echo(warning, err=True)
+    for warning in [*warning_lines(view.summary), *source_hint_lines(view.findings)]:
+        click.echo(warning, err=True)  # events the loader skipped; source it did not read
     if output_format == "json":
         click.echo(json.dumps(document, indent=2, default=str))
         for path in written:

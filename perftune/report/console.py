@@ -98,6 +98,17 @@ _RANK_COLUMNS = (("median step", "median_step_ms"), ("own work", "busy_ms_per_st
                  ("exposed", "exposed_comm_ms_per_step"))
 
 
+def source_hint_lines(findings: Sequence[Finding]) -> list[str]:
+    """A note when findings name .py files whose lines were not read (outside the source roots,
+    gone, or refused), so the user knows how to get them."""
+    unread = {f.location.file for f in findings
+              if f.location.file and f.location.file.endswith(".py") and not f.location.source}
+    if not unread:
+        return []
+    return [f"perftune: note: source lines not shown for {len(unread)} file(s) outside the source "
+            "roots or unreadable; name the program's folders with --source-root DIR"]
+
+
 def rank_lines(summary: dict[str, Any]) -> list[str]:
     """The per-rank table of a multi-rank summary (mean per step): [] for one rank."""
     section = summary.get("multi_rank")

@@ -112,6 +112,8 @@ def test_source_root_option_names_the_folders(tmp_path: Path) -> None:
         findings = json.loads((run / "findings.json").read_text())["findings"]
         (legit,) = [f for f in findings if f["location"]["file"] == "train.py"]
         assert (legit["location"]["source"] == LEGIT.rstrip()) is shown
+        assert "perftune: note: source lines not shown for" in proc.stderr
+        assert "--source-root DIR" in proc.stderr
         _assert_no_leak(_outputs(run, proc.stdout + proc.stderr))
 
 
