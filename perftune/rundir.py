@@ -280,6 +280,14 @@ class RunDir:
     def read_meta(self) -> MetaDocument | None:
         return read_document(self.meta, MetaDocument)
 
+    def recorded_meta(self) -> MetaDocument | None:
+        """meta.json where it is only a hint (where to look for sources): None when absent or
+        unusable rather than an error."""
+        try:
+            return self.read_meta()
+        except DocumentError:
+            return None
+
 
 def _read_owner(fd: int) -> str:
     with contextlib.suppress(OSError, ValueError):
@@ -305,8 +313,8 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     except RecursionError:
         raise DocumentError(path, "not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
-        raise DocumentError(path, f"not a perftune document (a JSON {type(data).__name__}, "
-                                  "not an object)")
+        raise DocumentError(path, f"not a JSON object (a JSON {type(data).__name__}), so not a "
+                                  "perftune document")
     return data
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-# Files of a capture run directory (docs/contracts.md, "Capture run directory").
-TRACE_FILE = "trace.json.gz"
-STEPS_FILE = "steps.json"
-META_FILE = "meta.json"
-OUTPUT_LOG = "output.log"
+from perftune import rundir
+
+# Files of a capture run directory (docs/contracts.md, "Capture run directory"); their names
+# are RunDir's, the one place that names run-directory files.
+TRACE_FILE = rundir.TRACE
+STEPS_FILE = rundir.STEPS
+META_FILE = rundir.META
+OUTPUT_LOG = rundir.OUTPUT_LOG
 
 # Private hand-over files between parent and child; removed once the run is assembled.
 CHILD_CONFIG_FILE = ".capture-config.json"
@@ -18,8 +21,8 @@ CONFIG_ENV = "PERFTUNE_CAPTURE_CONFIG"
 
 # Multi-rank runs (`perftune profile --nproc-per-node N`, docs/contracts.md "Multi-rank run
 # directory"): one trace and one steps file per rank, named by the global rank (RANK).
-RANK_TRACE_FILE = "rank-{rank}.trace.json.gz"
-RANK_STEPS_FILE = "rank-{rank}.steps.json"
+RANK_TRACE_FILE = rundir.RANK_TRACE
+RANK_STEPS_FILE = rundir.RANK_STEPS
 RANK_TRACE_GLOB = "rank-*.trace.json.gz"
 # Private per-rank hand-over files: the child's results, its pid (for the watchdog) and the
 # Python stacks it dumps on request when the job is stopped for hanging.

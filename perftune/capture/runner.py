@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any
 
 import perftune
 from perftune._runtime import KNOBS_ENV
+from perftune.capture import killed
 from perftune.capture.launcher import LAUNCH_FILE, fresh_command, read_launch
 from perftune.capture.layout import (
     CHILD_CONFIG_FILE,
@@ -197,14 +197,8 @@ def _child_env(
 
 
 def _describe_returncode(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        hint = " (the system may have run out of memory)" if name == "SIGKILL" else ""
-        return f"the script's process was killed by {name}{hint}"
-    return f"the script's process ended with exit code {returncode} without reporting its steps"
+    # Never "out of memory" from the signal alone: a SIGKILL is also kill -9 or a scheduler.
+    return killed.describe_exit(returncode, oom_killed=False)
 
 
 def _assemble(
@@ -318,12 +312,12 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
     when `run_dir` cannot be written, CaptureOutputError (with the result measured, in memory)
     when that happens after the script ran.
     """
+    validate(target, options)  # before the lock creates run_dir: bad options leave nothing
     with RunDir(run_dir).lock():
         return _run_capture(target, run_dir, options)
 
 
 def _run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -> CaptureResult:
-    validate(target, options)
     run_dir = Path(run_dir).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     _clear_run_dir(run_dir)
@@ -349,6 +343,7 @@ def _run_child(target: ScriptTarget, run_dir: Path, options: CaptureOptions, *,
                env: dict[str, str], config_path: Path, cwd: Path, meta: dict[str, Any],
                fallback: Path) -> CaptureResult:
     argv = list(options.launcher) if options.launcher is not None else fresh_command()
+    oom_before = killed.oom_kill_counts()
     try:
         outcome = run_child(
             argv,
@@ -363,6 +358,10 @@ def _run_child(target: ScriptTarget, run_dir: Path, options: CaptureOptions, *,
         config_path.unlink(missing_ok=True)
     child_path = run_dir / CHILD_RESULT_FILE
     child = read_child_result(child_path) or read_child_result(fallback)
+    if child is None:
+        # Killed outright (SIGKILL, the OOM killer): the steps it streamed while it ran.
+        child = killed.streamed_result(run_dir / STEPS_FILE, outcome.returncode,
+                                       killed.oom_killed_since(oom_before))
     if child is not None and child.get("usage_error"):
         child_path.unlink(missing_ok=True)
         raise UsageError(str(child.get("error")))

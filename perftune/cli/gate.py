@@ -16,6 +16,8 @@ import click
 
 from perftune.cli._options import config_default, format_option, load_config, out_option
 from perftune.errors import ConfigError, ScriptError, UsageError
+from perftune.fsutil import write_text_atomic
+from perftune.rundir import GATE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -108,13 +110,13 @@ def progress_printer(quiet: bool) -> Callable[[str], None]:
 def _write_error_outputs(run_dir: Path, message: str, script: str, mode: str, junit: Path | None) -> None:
     from perftune.gate import outputs
 
-    outputs.write_json(run_dir / "gate.json", outputs.error_dict(message, mode, ScriptError.exit_code))
+    outputs.write_json(run_dir / GATE, outputs.error_dict(message, mode, ScriptError.exit_code))
     markdown = outputs.render_error_markdown(message, script)
-    (run_dir / "gate.md").write_text(markdown)
+    write_text_atomic(run_dir / "gate.md", markdown)
     outputs.append_step_summary(markdown)
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(outputs.render_error_junit(message, script))
+        write_text_atomic(junit, outputs.render_error_junit(message, script))
     if outputs.is_github_actions():
         click.echo(outputs.annotation("error", message.splitlines()[0] if message else "script failed",
                                       title="perftune gate: the script failed"))
@@ -238,13 +240,13 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
         _write_error_outputs(run_dir, str(exc), shown, mode, junit)
         raise
 
-    outputs.write_json(run_dir / "gate.json", outputs.verdict_dict(verdict))
+    outputs.write_json(run_dir / GATE, outputs.verdict_dict(verdict))
     markdown = outputs.render_markdown(verdict, shown)
-    (run_dir / "gate.md").write_text(markdown)
+    write_text_atomic(run_dir / "gate.md", markdown)
     outputs.append_step_summary(markdown)
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)
-        junit.write_text(outputs.render_junit(verdict, shown))
+        write_text_atomic(junit, outputs.render_junit(verdict, shown))
     if outputs.is_github_actions():
         for line in outputs.render_annotations(verdict, _checkout_root()):
             click.echo(line)

@@ -322,7 +322,7 @@ def profile(
     """
     # Imported here: the capture runner is torch-free but not needed by `--help`.
     from perftune.capture.results import CaptureOutputError
-    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture, validate
     from perftune.capture.summary import summary_document, summary_lines
 
     if module is None and not script_args:
@@ -344,12 +344,17 @@ def profile(
         time_slice_s=time_slice_s,
     )
     run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
+    launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,
+                     master_port)
+    if nproc_per_node is None:  # usage errors first: they create no run directory
+        if any(value is not None for value in launch_values):
+            raise UsageError("the torchrun options (--nnodes, --node-rank, --rdzv-*, "
+                             "--master-*) need --nproc-per-node N")
+        validate(target, options)
     # Held until the command ends (click closes the context): a second perftune process
     # writing into this folder at the same time gets one line and exit 2 instead of mixing
     # its files with this run's; a folder holding another run needs --force.
     ctx.with_resource(RunDir(run_dir).lock()).check_new_run(force=force)
-    launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,
-                     master_port)
     if nproc_per_node is not None:
         from perftune.capture.distributed import LaunchOptions
 
@@ -365,9 +370,6 @@ def profile(
         )
         ctx.exit(_profile_ranks(target, run_dir, options, launch, output_format, no_analyze,
                                 fail_on, top))
-    if any(value is not None for value in launch_values):
-        raise UsageError("the torchrun options (--nnodes, --node-rank, --rdzv-*, --master-*) "
-                         "need --nproc-per-node N")
     try:
         result = run_capture(target, run_dir, options)
     except CaptureOutputError as exc:

@@ -14,7 +14,6 @@ figures, and safe reading of source lines.
 from __future__ import annotations
 
 import ast
-import json
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from perftune.engine.types import Location
+from perftune.rundir import RunDir
 from perftune.sourcefiles import SourceRoots, default_roots, read_python_file
 from perftune.trace.frames import Frame, parse_python_function
 from perftune.trace.model import Trace
@@ -353,19 +353,12 @@ def lookup_folders(trace: Trace) -> tuple[Path, ...]:
     folders: list[Path] = []
     for path in trace.paths:
         folder = Path(path).resolve().parent
-        meta = folder / "meta.json"
-        data: object = {}
-        if meta.is_file():
-            try:
-                data = json.loads(meta.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                data = {}
-        if isinstance(data, dict):
-            for key in ("cwd", "script", "script_path"):
-                value = data.get(key)
-                if isinstance(value, str) and value:
-                    p = Path(value)
-                    folders.append(p if key == "cwd" else p.parent)
+        meta = RunDir(folder).recorded_meta()
+        if meta is not None:
+            if meta.cwd:
+                folders.append(Path(meta.cwd))
+            if meta.script:
+                folders.append(Path(meta.script).parent)
         folders.append(folder)
     return tuple(dict.fromkeys(folders))
 
@@ -374,21 +367,15 @@ def recorded_roots(run_dir: Path) -> tuple[Path, ...]:
     """The working directory and script folder a capture run recorded in its meta.json: the
     source roots of a run this perftune just captured (never of a run directory from
     elsewhere, whose meta.json could name any folder)."""
-    meta = run_dir / "meta.json"
-    try:
-        data = json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
-    except (OSError, ValueError):
-        data = {}
+    meta = RunDir(run_dir).recorded_meta()
     roots: list[Path] = []
-    if isinstance(data, dict):
-        cwd = data.get("cwd")
-        if isinstance(cwd, str) and cwd:
+    if meta is not None:
+        cwd = meta.cwd
+        if cwd:
             roots.append(Path(cwd))
-        for key in ("script", "script_path"):
-            value = data.get(key)
-            if isinstance(value, str) and value:
-                script = Path(value)
-                roots.append((script if script.is_absolute() or not cwd else Path(str(cwd)) / script).parent)
+        if meta.script:
+            script = Path(meta.script)
+            roots.append((script if script.is_absolute() or not cwd else Path(cwd) / script).parent)
     return tuple(dict.fromkeys(roots))
 
 

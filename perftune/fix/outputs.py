@@ -7,7 +7,6 @@ shows them as columns; the diff and the step-by-step losses follow.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 from perftune._version import __version__
 from perftune.fix.session import FixOutcome, Measured
+from perftune.fsutil import write_json_atomic, write_text_atomic
 from perftune.redact import redact_argv
+from perftune.rundir import FINDINGS, FIX, META, STEPS, SUMMARY
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
 
 SCHEMA_VERSION = 1
-FIX_JSON = "fix.json"
+FIX_JSON = FIX
 FIX_PATCH = "fix.patch"
 FIX_MD = "fix.md"
 
@@ -220,17 +221,17 @@ def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path]
     """fix.json, fix.patch (when not empty) and fix.md in `run_dir`; returns the document."""
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = fix_document(outcome, applied=applied, source_run=source_run)
-    (run_dir / FIX_JSON).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(run_dir / FIX_JSON, doc)
     patch_path = run_dir / FIX_PATCH
     if outcome.patch:
-        patch_path.write_text(outcome.patch, encoding="utf-8", newline="")
+        write_text_atomic(patch_path, outcome.patch)
     else:
         patch_path.unlink(missing_ok=True)
-    (run_dir / FIX_MD).write_text(fix_markdown(doc, outcome.patch), encoding="utf-8")
+    write_text_atomic(run_dir / FIX_MD, fix_markdown(doc, outcome.patch))
     return doc
 
 
-_COPIED = ("meta.json", "steps.json", "summary.json", "findings.json")
+_COPIED = (META, STEPS, SUMMARY, FINDINGS)
 
 
 def render_report(run_dir: Path, analysis: Analysis | None, source_run: Path | None) -> str | None:

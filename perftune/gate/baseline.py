@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 from perftune._version import __version__
 from perftune.errors import ConfigError
+from perftune.fsutil import write_json_atomic
 from perftune.gate.fingerprint import Fingerprint
 from perftune.redact import redact_argv
 
@@ -59,16 +58,7 @@ class Baseline:
 
 def save(baseline: Baseline, path: Path) -> None:
     """Write atomically: a cancelled job must not leave half a baseline behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(baseline.to_dict(), indent=2) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, baseline.to_dict())
 
 
 def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...], path: Path) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 
 from perftune._version import __version__
 from perftune.errors import ConfigError
+from perftune.fsutil import write_json_atomic
 from perftune.gate.runner import DEFAULT_LAUNCHES, LaunchPlan
 from perftune.gate.stats import DEFAULT_POWER, RatioEstimate, min_detectable_regression
 
@@ -86,7 +87,7 @@ class Calibration:
 
 def save(calibration: Calibration, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(calibration.to_dict(), indent=2) + "\n")
+    write_json_atomic(path, calibration.to_dict())
 
 
 def _number(data: dict[str, Any], key: str, path: Path) -> float:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from perftune.errors import ScriptError, UsageError
 from perftune.gate.decision import Decision, DecisionRule, decide
+from perftune.rundir import OUTPUT_LOG, RunDir
 
 if TYPE_CHECKING:
     from perftune.capture.runner import CaptureResult, ScriptTarget
@@ -132,7 +133,7 @@ def abba_order(per_side: int, rng: random.Random) -> list[str]:
 
 
 def _log_tail(run_dir: Path) -> str:
-    log = run_dir / "output.log"
+    log = RunDir(run_dir).file(OUTPUT_LOG)
     try:
         lines = log.read_text(errors="replace").splitlines()
     except OSError:

@@ -14,9 +14,8 @@ if TYPE_CHECKING:
     from perftune.pipeline import Analysis
     from perftune.report.data import RunView
 
-REPORT_HTML = "report.html"
-REPORT_MD = "report.md"
-TENSORBOARD_DIR = "tensorboard"
+from perftune.rundir import REPORT_HTML, REPORT_MD
+from perftune.rundir import TENSORBOARD as TENSORBOARD_DIR
 
 
 def render_view(view: RunView, *, tensorboard: bool = False) -> list[Path]:

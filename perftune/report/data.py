@@ -23,6 +23,7 @@ from perftune.rundir import (
     META,
     STEPS,
     SUMMARY,
+    TRACE,
     DocumentError,
     RunDir,
     decode,
@@ -68,7 +69,7 @@ class RunView:
         if module:
             return f"-m {module}"
         files = [Path(str(f)).name for f in self.summary.get("files", [])]
-        if self.run_dir is not None and files == ["trace.json.gz"]:
+        if self.run_dir is not None and files == [TRACE]:
             return self.run_dir.name  # the capture's own file name says nothing
         if files:
             return files[0] if len(files) == 1 else f"{files[0]} (+{len(files) - 1} more)"

@@ -28,6 +28,7 @@ from perftune.fsutil import write_text_atomic
 from perftune.report import figures as F
 from perftune.report.data import RunView, device_line, header_facts, meta_value, step_timing
 from perftune.report.timeline import PERFETTO_URL
+from perftune.rundir import TRACE, RunDir
 from perftune.sourcefiles import SourceRoots
 
 if TYPE_CHECKING:
@@ -398,8 +399,8 @@ def report_context(view: RunView) -> dict[str, Any]:
     breakdown = view.summary.get("breakdown_ms_per_step") or {}
     mean = steps.get("mean_ms") or 0.0
     trace_name = None
-    if view.run_dir is not None and (view.run_dir / "trace.json.gz").exists():
-        trace_name = "trace.json.gz"
+    if view.run_dir is not None and RunDir(view.run_dir).trace.exists():
+        trace_name = TRACE
     elif view.summary.get("files"):
         trace_name = str(view.summary["files"][0])
     return {

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from perftune.report.data import RunView, step_timing, view_of_analysis
 from perftune.report.markdown import render_markdown
+from perftune.rundir import RunDir
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
@@ -181,8 +182,8 @@ def write_tuning_hparams(tuning: Mapping[str, Any], root: Path) -> Path:
 def _place_trace(view: RunView, root: Path) -> list[Path]:
     """Copy (or hard-link) the trace where the PyTorch profiler plugin finds it."""
     sources: list[tuple[int, Path]] = []
-    if view.run_dir is not None and (view.run_dir / "trace.json.gz").is_file():
-        sources.append((0, view.run_dir / "trace.json.gz"))
+    if view.run_dir is not None and RunDir(view.run_dir).trace.is_file():
+        sources.append((0, RunDir(view.run_dir).trace))
     elif view.trace is not None:
         sources.extend((r.rank, r.path) for r in view.trace.ranks if r.path.is_file())
     if not sources:
@@ -215,7 +216,7 @@ def _place_trace(view: RunView, root: Path) -> list[Path]:
 def write_tensorboard_view(view: RunView) -> Path:
     if view.run_dir is None:
         raise ValueError("a RunView needs a run directory to write TensorBoard logs into")
-    root = view.run_dir / "tensorboard"
+    root = RunDir(view.run_dir).tensorboard
     writer = _Writer(root)
     try:
         _write_steps(writer, view)

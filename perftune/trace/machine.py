@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from perftune.fsutil import write_json_atomic
+
 CACHE_ENV = "PERFTUNE_CACHE_DIR"
 CACHE_FILE = "machine.json"
 SCHEMA = 1
@@ -150,12 +152,7 @@ def cached() -> MachinePeaks | None:
 
 
 def save(peaks: MachinePeaks) -> Path:
-    path = cache_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(peaks.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(cache_path(), peaks.to_dict())
 
 
 def machine_peaks(refresh: bool = False, measure_if_missing: bool = True) -> MachinePeaks | None:

@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
+from perftune.fsutil import write_json_atomic
 from perftune.redact import redact_argv, redact_url
+from perftune.rundir import TUNING
 from perftune.tune.apply import apply_instructions
 from perftune.tune.constraints import GuardResult
 from perftune.tune.history import ConfigResult, History, TrialRecord, summarise_spread
 from perftune.tune.tuner import TuneRun
 
 SCHEMA_VERSION = 1
-TUNING_FILE = "tuning.json"
+TUNING_FILE = TUNING
 
 
 def _guard_json(result: GuardResult | None) -> dict[str, Any] | None:
@@ -199,8 +200,4 @@ def _storage_label(storage: str | None, run_dir: Path) -> str:
 
 
 def write_tuning(tuning: dict[str, Any], run_dir: Path) -> Path:
-    path = run_dir / TUNING_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(tuning, indent=1, default=str) + "\n")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(run_dir / TUNING_FILE, tuning, indent=1)

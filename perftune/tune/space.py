@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from perftune.errors import ConfigError, UsageError
+from perftune.rundir import RunDir
 from perftune.tune import injected
 
 Value = int | float | str | bool
@@ -257,7 +258,7 @@ def knobs_from_config(table: Mapping[str, Any]) -> tuple[dict[str, tuple[Value, 
 
 def knobs_from_findings(path: Path) -> dict[str, tuple[Value, ...]]:
     """The knobs suggested by a profile run's findings (RUN_DIR or its findings.json)."""
-    file = path / "findings.json" if path.is_dir() else path
+    file = RunDir(path).findings if path.is_dir() else path
     try:
         data = json.loads(file.read_text())
     except (OSError, json.JSONDecodeError) as exc:

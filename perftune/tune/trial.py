@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from perftune.redact import redact_argv
+from perftune.rundir import OUTPUT_LOG, RunDir
 from perftune.tune.constraints import over_budget
 from perftune.tune.injected import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
 from perftune.tune.objective import Objective
@@ -252,7 +253,7 @@ def outcome_from_capture(
     measurement: Measurement,
 ) -> TrialOutcome:
     """Turn a capture result into a trial outcome (status, figures, reason)."""
-    steps_json = _read_json(run_dir / "steps.json")
+    steps_json = _read_json(RunDir(run_dir).steps)
     common: dict[str, Any] = {
         "peak_memory_bytes": peak_memory_bytes,
         "memory_kind": steps_json.get("memory_kind"),
@@ -324,7 +325,7 @@ def _failure(
     steps_json: Mapping[str, Any],
     run_dir: Path,
 ) -> tuple[str, str] | None:
-    log = run_dir / "output.log"
+    log = RunDir(run_dir).file(OUTPUT_LOG)
     detail = _last_line(error) or f"see {log}"
     if status == "ok":
         return None
