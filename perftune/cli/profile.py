@@ -21,6 +21,7 @@ import click
 from perftune import _signals
 from perftune.cli._options import config_default, force_option, format_option, out_option
 from perftune.errors import PerftuneError, UsageError
+from perftune.redact import redact_argv
 from perftune.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -163,7 +164,7 @@ def _profile_ranks(
         click.echo(json.dumps(summary_document(result), indent=2))
     else:
         click.echo("")
-        click.echo(f"perftune: captured {shlex.join(torchrun_command(launch, target))}")
+        click.echo(f"perftune: captured {shlex.join(redact_argv(torchrun_command(launch, target)))}")
         for line in summary_lines(result, _shown(result.run_dir)):
             click.echo(line)
     if code == _FAILED and result.error:
@@ -387,7 +388,7 @@ def profile(
         click.echo(json.dumps(summary_document(result), indent=2))
     else:
         click.echo("")
-        click.echo(f"perftune: captured {shlex.join(target.python_command()[1:])}")
+        click.echo(f"perftune: captured {shlex.join(redact_argv(target.python_command()[1:]))}")
         for line in summary_lines(result, _shown(result.run_dir)):
             click.echo(line)
     if not no_analyze and result.trace_path is not None:

@@ -8,12 +8,14 @@ covered without naming it here.
 from __future__ import annotations
 
 import gzip
+import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from tune_helpers import SCRIPTS, load_tuning, run_tune
+from tune_helpers import SCRIPTS, load_tuning, perftune_cmd, run_tune
 
 from perftune.redact import REDACTED, redact_argv, redact_command, redact_text, redact_url
 
@@ -87,6 +89,27 @@ def test_an_unreachable_database_is_one_line_without_the_password(project: Path)
     assert errors[0].startswith("perftune: error: --storage postgresql://u:***@127.0.0.1:1/db")
     assert "Traceback" not in proc.stderr
     assert _leaks(project, proc.stdout, proc.stderr) == {}
+
+
+@pytest.mark.slow
+def test_no_secret_in_any_file_of_a_profile_or_a_gate_baseline(project: Path) -> None:
+    """The script's own arguments: meta.json, reports, baseline.json and the terminal."""
+    script = str(SCRIPTS / "labelled.py")
+    profile = subprocess.run(
+        perftune_cmd("profile", "--out", str(project / "profile"), script, *SCRIPT_ARGS),
+        cwd=project, capture_output=True, text=True, timeout=300)
+    assert profile.returncode == 0, profile.stderr
+    assert (project / "profile" / "report.html").is_file()
+    baseline = subprocess.run(
+        perftune_cmd("baseline", "-o", str(project / "baseline.json"), "--warmup", "1",
+                     "--steps", "3", "--launches", "2", "--out", str(project / "baseline"),
+                     script, *SCRIPT_ARGS),
+        cwd=project, capture_output=True, text=True, timeout=300)
+    assert baseline.returncode == 0, baseline.stderr
+    assert _leaks(project, profile.stdout, profile.stderr, baseline.stdout,
+                  baseline.stderr) == {}
+    meta = json.loads((project / "profile" / "meta.json").read_text())
+    assert meta["argv"][1:] == ["--db", "mysql://app:***@db.example/x", "--api-token", "***"]
 
 
 @pytest.mark.parametrize(("text", "expected"), [
