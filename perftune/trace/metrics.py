@@ -116,7 +116,8 @@ def clipped_sums(starts: np.ndarray, ends: np.ndarray, lo: np.ndarray,
     def below(t: np.ndarray) -> np.ndarray:
         ks = np.searchsorted(s, t, side="right")
         ke = np.searchsorted(e, t, side="right")
-        return (ks * t - cs[ks]) - (ke * t - ce[ke])
+        below_t: np.ndarray = (ks * t - cs[ks]) - (ke * t - ce[ke])
+        return below_t
 
     out: np.ndarray = np.maximum(0.0, below(hi) - below(lo))
     return out

@@ -686,7 +686,7 @@ MAX_NESTING_DEPTH = 512
 
 def nesting_depth(parent: np.ndarray) -> np.ndarray:
     """Ancestors of every row (0 for a root), by pointer doubling: O(n log depth)."""
-    depth = (parent != NO_ID).astype(np.int64)
+    depth: np.ndarray = (parent != NO_ID).astype(np.int64)
     jump = parent.copy()
     active = np.flatnonzero(jump != NO_ID)
     while len(active):
