@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from perftune.documents import MetaDocument, StepsDocument, Summary
 from perftune.engine.types import Finding
 from perftune.redact import redact_argv, redact_command
@@ -266,29 +268,32 @@ def _distribution(values: Sequence[float]) -> Distribution | None:
     return Distribution.of(values) if values else None
 
 
+def _steps_document(raw: Mapping[str, Any] | None) -> StepsDocument | None:
+    """steps.json as its Struct (read_document validated it; a view built by hand may hold
+    anything, and then the trace's steps are used)."""
+    if raw is None:
+        return None
+    try:
+        return msgspec.convert(raw, StepsDocument)
+    except msgspec.ValidationError:
+        return None
+
+
 def step_timing(view: RunView) -> StepTiming:
     """From steps.json when the run has one (it times steps outside the profiler too), else
     from the trace's steps as summarised (all of them profiled)."""
-    steps_doc = view.steps
-    if steps_doc and isinstance(steps_doc.get("steps"), list) and steps_doc["steps"]:
-        points: list[StepPoint] = []
-        for raw in steps_doc["steps"]:
-            try:
-                dur = float(raw["duration_ms"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            if math.isfinite(dur):
-                samples = raw.get("samples")
-                points.append(StepPoint(index=int(raw.get("index", len(points))), duration_ms=dur,
-                                        phase=str(raw.get("phase") or "measured"),
-                                        samples=int(samples) if isinstance(samples, int) else None))
+    steps_doc = _steps_document(view.steps)
+    if steps_doc is not None and steps_doc.steps:
+        points = [StepPoint(index=step.index, duration_ms=step.duration_ms,
+                            phase=step.phase or "measured", samples=step.samples)
+                  for step in steps_doc.steps if math.isfinite(step.duration_ms)]
         measured = [p for p in points if p.phase == "measured"]
         profiled = [p for p in points if p.phase == "profiled"]
         rate_from = measured or profiled
         rates = [p.samples / (p.duration_ms / 1000.0) for p in rate_from
                  if p.samples and p.duration_ms > 0]
         return StepTiming(
-            source=f"steps.json ({steps_doc.get('step_source', 'unknown')} steps)",
+            source=f"steps.json ({steps_doc.step_source} steps)",
             points=tuple(points),
             measured=_distribution([p.duration_ms for p in measured]),
             profiled=_distribution([p.duration_ms for p in profiled]),
