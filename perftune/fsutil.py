@@ -73,6 +73,13 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any, *, indent: int = 
 
 
 def _umask() -> int:
+    # Read, not set-and-restore, where the kernel tells it: os.umask(0) would leave the whole
+    # process at umask 0 for a moment, and the capture writes steps.json while the script's
+    # own threads may be creating files.
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     current = os.umask(0)
     os.umask(current)
     return current

@@ -25,18 +25,24 @@ from perftune.capture.layout import (
     CONFIG_ENV,
     RANK_CHILD_RESULT_FILE,
     RANK_TRACE_FILE,
+    SCHEMA_VERSION,
+    STEPS_FILE,
     TRACE_FILE,
 )
 from perftune.capture.meta import torch_meta
 from perftune.capture.results import write_json
 from perftune.capture.session import CaptureSession
+from perftune.capture.shutdown import THREAD_GRACE_S, wind_down
 from perftune.capture.timeslice import TICK_SIGNAL, TimeSliceTicker
 from perftune.errors import PerftuneError
-from perftune.fsutil import OutputError
+from perftune.fsutil import OutputError, write_json_atomic
 
 _SIGTERM_EXIT = 128 + signal.SIGTERM
 _SIGINT_EXIT = 128 + signal.SIGINT
 _OOM_NAMES = ("OutOfMemoryError",)
+# steps.json's status and error while the script runs; what a reader finds when the script was
+# killed outright (SIGKILL, the OOM killer) and nobody wrote the final file.
+STREAMED_ERROR = "the script's process ended before perftune could write its results"
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -103,6 +109,8 @@ class ChildRun:
         self.ticker: TimeSliceTicker | None = None
         self.knobs_injected: list[str] = []
         self.finished = False
+        if self.rank is None:
+            self.session.stream = self._stream_steps
 
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -127,7 +135,67 @@ class ChildRun:
             self.ticker.start(self.session.on_tick)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.finished:
+            # The results are written; only the script's exit handlers or threads are left
+            # (perftune's timeout reached them): end quietly, not with a traceback of ours
+            # printed from inside python's shutdown.
+            _flush_stdio()
+            os._exit(_SIGTERM_EXIT)
         raise Terminated()
+
+    def _stream_steps(self, steps: list[dict[str, Any]]) -> None:
+        """steps.json as it stands while the script runs, in the final file's format, so that
+        a script killed outright still leaves its steps; the parent rewrites it at the end.
+        No fsync: a killed process loses nothing the kernel already has."""
+        session = self.session
+        write_json_atomic(
+            self.run_dir / STEPS_FILE,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "step_source": session.step_source,
+                "skip": session.skip,
+                "active": session.active,
+                "status": "crashed",
+                "exit_code": None,
+                "error": STREAMED_ERROR,
+                "peak_memory_bytes": session.peak_memory_bytes,
+                "memory_kind": session.memory_kind,
+                "declared_knobs": dict(_runtime.declared_knobs),
+                "knobs": dict(self.config.get("knobs") or {}),
+                "profiler": session.window.who,
+                "notes": [],
+                "steps": steps,
+            },
+            indent=1,
+            fsync=False,
+        )
+
+    def end_after_stop(self, exit_code: int) -> None:
+        """The script was stopped after the window: end it the way it would end (exit
+        handlers, then its threads and child processes, within a grace period), say in the
+        results what perftune had to end, and exit now if threads are still running."""
+        try:
+            ending = wind_down(THREAD_GRACE_S)
+        except Exception as exc:  # never let the wind-down keep the capture from ending
+            self.add_notes([f"ending the script after the window failed ({_describe(exc)})"])
+            _flush_stdio()
+            os._exit(exit_code)
+        self.add_notes(ending.notes(THREAD_GRACE_S))
+        if ending.threads_left:
+            # python would join them forever; the process ends without them.
+            _flush_stdio()
+            os._exit(exit_code)
+
+    def add_notes(self, notes: list[str]) -> None:
+        """Append notes to the results file already written (best effort)."""
+        if not notes:
+            return
+        try:
+            document = json.loads(self.result_path.read_text(encoding="utf-8"))
+            document["notes"] = [*document.get("notes", []), *notes]
+            write_json(self.result_path, document)
+        except (OSError, ValueError, OutputError, AttributeError, TypeError):
+            pass
 
     def _in_forked_child(self) -> None:
         # A DataLoader worker (or any fork) is not the script: no steps, default signals.
@@ -249,6 +317,12 @@ class ChildRun:
         return notes
 
 
+def _flush_stdio() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
 def main() -> str | int | None:
     config = _load_config()
     if config is None:
@@ -278,6 +352,7 @@ def main() -> str | int | None:
             problem = distributed.leave_process_group()
             if problem:
                 print(f"perftune: rank {run.rank.rank}: {problem}", file=sys.stderr)
+        run.end_after_stop(0)
     except SystemExit as exc:
         code = _exit_code_of(exc.code)
         if code == 0:

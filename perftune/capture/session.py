@@ -11,6 +11,7 @@ import math
 import sys
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from perftune.capture.window import MemoryPeak, ProfilerWindow
 
 # In --full runs, loss tensors are read back in batches of this many steps, not one by one.
 _LOSS_BATCH = 256
+# The steps measured so far are handed to `CaptureSession.stream` at most this often, so that a
+# script killed outright (SIGKILL, the OOM killer) still leaves them behind.
+STREAM_INTERVAL_S = 0.5
 
 
 def leading_dim(batch: Any) -> int | None:
@@ -85,6 +89,10 @@ class CaptureSession:
         self.enabled = True
         self.notes: list[str] = []
         self._busy = False
+        # Called with steps_json() between steps (ChildRun writes steps.json with it).
+        self.stream: Callable[[list[dict[str, Any]]], None] | None = None
+        self._streamed_at = -math.inf
+        self._streamed_steps = 0
 
     # -- events from the hooks ---------------------------------------------------------------
     def begin(self) -> None:
@@ -171,6 +179,7 @@ class CaptureSession:
         self.log.add(time.perf_counter(), phase, self.pending_loss, self.pending_samples)
         self.pending_loss = None
         self.pending_samples = None
+        self._stream()  # before the window action: never inside a step the profiler records
         stop = False
         action = window_action(index + 1, self.skip, self.active)
         if action == "start":
@@ -182,9 +191,29 @@ class CaptureSession:
             stop = self._should_stop()
         elif self.window_done and self.log.pending_losses >= _LOSS_BATCH:
             self.log.convert_losses(loss_to_float)
-        # Profiler start/stop and trace export happen between steps, not inside one.
+        # Profiler start/stop, trace export and streaming happen between steps, not inside one.
         self.log.step_start = time.perf_counter()
         return stop
+
+    def _stream(self) -> None:
+        """Hand the steps so far to `stream`, at most every STREAM_INTERVAL_S.
+
+        Never while perftune profiles: the write would show up inside the traced steps.
+        """
+        if self.stream is None or self.profiling or len(self.log) == self._streamed_steps:
+            return
+        now = time.perf_counter()
+        if now - self._streamed_at < STREAM_INTERVAL_S:
+            return
+        self._streamed_at = now
+        self._streamed_steps = len(self.log)
+        try:
+            self.stream(self.steps_json())
+        except Exception as exc:  # a full disk must not end the training run
+            self.stream = None
+            self.notes.append(
+                f"the steps could not be saved while the script ran ({type(exc).__name__}: {exc})"
+            )
 
     def _should_stop(self) -> bool:
         """Whether to stop the script now that the window is recorded."""
@@ -226,6 +255,7 @@ class CaptureSession:
         self.window_open = False
         self.profiling = False
         self.log.restart(time.perf_counter())
+        self._streamed_steps = -1  # the next boundary streams the new steps
         self.pending_loss = None
         self.pending_samples = None
         self.source = new_source

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from capture_helpers import child_env, profile_command, write
+from capture_helpers import Profiled, child_env, profile_command, write
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +122,147 @@ def test_the_script_dies_with_a_killed_perftune(tmp_path: Path) -> None:
     if not gone:
         os.kill(script_pid, signal.SIGKILL)
     assert gone, "the script kept running after perftune was killed"
+
+
+# -- the end of a script stopped after the window ----------------------------------------------
+
+# A worker thread the script stops only after its training loop, as plain python ends it.
+WORKER_AFTER_TRAINING = """\
+import threading, time
+import torch
+stop = threading.Event()
+def work():
+    while not stop.is_set():
+        time.sleep(0.05)
+worker = threading.Thread(target=work, name="script-worker")
+worker.start()
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(20):
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+stop.set()
+worker.join()
+print("TRAINING DONE", flush=True)
+"""
+
+# The same worker, stopped by an atexit handler: python would run it after the thread ended,
+# which is never; perftune runs exit handlers first, so this one ends at once.
+WORKER_STOPPED_AT_EXIT = WORKER_AFTER_TRAINING.replace(
+    "worker.start()\n", "worker.start()\nimport atexit\natexit.register(stop.set)\n"
+)
+
+# Starts a long-lived child process and records its pid.
+SLEEP_CHILD = """\
+import subprocess, sys
+import torch
+child = subprocess.Popen(["sleep", "300"])
+with open(sys.argv[1], "w") as fh:
+    fh.write(str(child.pid))
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(20):
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+child.wait()
+"""
+
+
+def run_profile(tmp_path: Path, script_text: str, *args: str, options: tuple[str, ...] = ()) -> Profiled:
+    script = write(tmp_path / "script.py", script_text)
+    done = subprocess.run(
+        profile_command("--out", str(tmp_path / "run"), "--no-analyze", *options, str(script), *args),
+        cwd=tmp_path, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        timeout=120,  # before the fix: hangs forever
+    )
+    return Profiled(done.returncode, done.stdout, done.stderr, tmp_path / "run")
+
+
+def test_a_worker_thread_stopped_after_training_does_not_hang_the_run(tmp_path: Path) -> None:
+    out = run_profile(tmp_path, WORKER_AFTER_TRAINING)
+    assert out.returncode == 0, out.stderr
+    assert out.steps["status"] == "ok"
+    assert len(out.steps["steps"]) == 8  # 5 warm-up + 3 profiled
+    notes = " ".join(out.steps["notes"])
+    assert "script-worker" in notes and "non-daemon threads" in notes
+
+
+def test_exit_handlers_run_before_the_threads_are_waited_for(tmp_path: Path) -> None:
+    out = run_profile(tmp_path, WORKER_STOPPED_AT_EXIT)
+    assert out.returncode == 0, out.stderr
+    assert out.steps["status"] == "ok"
+    assert not any("thread" in note for note in out.steps["notes"])
+
+
+# An exit handler that outlasts perftune's --timeout.
+SLOW_EXIT_HANDLER = WORKER_STOPPED_AT_EXIT.replace(
+    "atexit.register(stop.set)\n", "atexit.register(stop.set)\natexit.register(time.sleep, 300)\n"
+)
+
+
+def test_a_timeout_during_the_scripts_shutdown_prints_no_traceback_of_perftune(
+    tmp_path: Path,
+) -> None:
+    out = run_profile(tmp_path, SLOW_EXIT_HANDLER, options=("--timeout", "25"))
+    assert "Traceback" not in out.stderr, out.stderr
+    assert len(out.steps["steps"]) == 8
+    assert out.steps["status"] == "timeout"
+
+
+def test_a_child_process_the_script_started_is_ended(tmp_path: Path) -> None:
+    pid_file = tmp_path / "sleep.pid"
+    out = run_profile(tmp_path, SLEEP_CHILD, str(pid_file))
+    sleep_pid = int(pid_file.read_text())
+    gone = wait_until(lambda: not alive(sleep_pid), limit=10)
+    if not gone:
+        os.kill(sleep_pid, signal.SIGKILL)
+    assert gone, "the script's sleep child outlived the run"
+    assert out.returncode == 0, out.stderr
+    assert len(out.steps["steps"]) == 8
+    assert f"sleep (pid {sleep_pid})" in " ".join(out.steps["notes"])
+
+
+# -- a script killed outright ------------------------------------------------------------------
+
+# perftune.step() marks 6 steps, the last one after a pause long enough for the steps to be
+# saved (they are saved at most every 0.5 s), then the script SIGKILLs itself.
+KILLS_ITSELF = """\
+import os, signal, time
+import perftune
+for step in range(5):
+    time.sleep(0.02)
+    perftune.step()
+time.sleep(0.7)
+perftune.step()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_script_killed_by_sigkill_keeps_its_steps_and_is_not_called_oom(tmp_path: Path) -> None:
+    out = run_profile(tmp_path, KILLS_ITSELF, options=("--skip", "100"))
+    assert out.returncode == 3, out.stderr
+    steps = out.steps
+    assert len(steps["steps"]) >= 6
+    assert steps["status"] == "crashed"
+    assert "SIGKILL" in steps["error"] and "memory" not in steps["error"]
+
+
+def test_a_sigkilled_trial_is_crashed_not_oom(tmp_path: Path) -> None:
+    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+    from perftune.tune.objective import Objective
+    from perftune.tune.trial import Measurement, outcome_from_capture
+
+    script = write(tmp_path / "script.py", KILLS_ITSELF)
+    run_dir = tmp_path / "trial"
+    result = run_capture(ScriptTarget(path=script, cwd=tmp_path), run_dir,
+                         CaptureOptions(skip=2, active=100, profile=False, quiet=True))
+    assert len(result.steps) >= 6
+    outcome = outcome_from_capture(
+        status=result.status, error=result.error, exit_code=result.exit_code,
+        measured=result.measured(), peak_memory_bytes=None, run_dir=run_dir, wall_s=1.0,
+        values={}, objective=Objective(), measurement=Measurement(warmup=2, steps=100),
+    )
+    assert outcome.status == "crashed", outcome
+    assert "SIGKILL" in (outcome.reason or "")
