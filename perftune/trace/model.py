@@ -673,6 +673,7 @@ def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> 
         todo = todo[cand[todo] != NO_ID]
     found = cand != NO_ID
     parent[rows[found]] = rows[cand[found]]
+    del cand, rows, found, ts, end, todo  # before the depth check's own temporaries
     _cap_depth(parent)
     return parent
 
@@ -686,14 +687,21 @@ MAX_NESTING_DEPTH = 512
 
 def nesting_depth(parent: np.ndarray) -> np.ndarray:
     """Ancestors of every row (0 for a root), by pointer doubling: O(n log depth)."""
-    depth: np.ndarray = (parent != NO_ID).astype(np.int64)
-    jump = parent.copy()
-    active = np.flatnonzero(jump != NO_ID)
+    depth: np.ndarray = (parent != NO_ID).astype(np.int32)
+    active = np.flatnonzero(depth)
+    # Jump pointers of the active rows only: most rows are roots or settle in a round or two,
+    # and this runs on every trace (the nesting's peak memory is the summary's).
+    jump = parent[active]
     while len(active):
-        up = jump[active]
-        depth[active] += depth[up]
-        jump[active] = jump[up]
-        active = active[jump[active] != NO_ID]
+        depth[active] += depth[jump]
+        # A row's next jump is where its target jumps: a target still active passes on its own
+        # pointer; a settled one (a root, or done) holds its full depth and ends the chain.
+        pos = np.minimum(np.searchsorted(active, jump), len(active) - 1)
+        live = active[pos] == jump
+        nxt = np.full(len(jump), NO_ID, np.int64)
+        nxt[live] = jump[pos[live]]
+        keep = nxt != NO_ID
+        active, jump = active[keep], nxt[keep]
     return depth
 
 
