@@ -16,6 +16,7 @@ from pathlib import Path
 
 from perftune.errors import ScriptError
 from perftune.gate.runner import MeasureSettings, Side, capture_side
+from perftune.rundir import OUTPUT_LOG, RunDir
 
 BASE = "base"
 
@@ -92,7 +93,7 @@ def palindrome_blocks(keys: Sequence[str], launches: int, rng: random.Random) ->
 
 def _log_tail(run_dir: Path, lines: int = 15) -> str:
     try:
-        text = (run_dir / "output.log").read_text(errors="replace").splitlines()
+        text = RunDir(run_dir).file(OUTPUT_LOG).read_text(errors="replace").splitlines()
     except OSError:
         return ""
     tail = "\n".join(text[-lines:])

@@ -6,15 +6,15 @@ directory in meta.json, and its findings in findings.json (or a trace to analyse
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from perftune.engine.types import Finding
 from perftune.errors import PerftuneError, ScriptError, TraceError, UsageError
 from perftune.fix.session import FixTarget
 from perftune.redact import REDACTED
+from perftune.rundir import OUTPUT_LOG, RunDir, to_builtins
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
@@ -28,55 +28,44 @@ class Source:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and (path / "meta.json").is_file()
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise TraceError(path, f"cannot read: {exc}") from None
-    if not isinstance(data, dict):
-        raise TraceError(path, "not a JSON object")
-    return data
+    return path.is_dir() and RunDir(path).meta.is_file()
 
 
 def from_run_dir(run_dir: Path) -> Source:
-    """The script, arguments and findings of an earlier `perftune profile` run."""
-    meta = _read(run_dir / "meta.json")
-    if meta.get("module"):
-        raise UsageError(f"{run_dir} profiled a module (-m {meta['module']}); perftune fix "
+    """The script, arguments and findings of an earlier `perftune profile` run (its documents
+    read through their Structs: a corrupt one is one line, exit 2)."""
+    run = RunDir(run_dir)
+    meta = run.read_meta()
+    if meta is None:
+        raise UsageError(f"{run_dir} holds no meta.json: not a `perftune profile` run")
+    if meta.module:
+        raise UsageError(f"{run_dir} profiled a module (-m {meta.module}); perftune fix "
                          "needs a script file")
-    script_text = meta.get("script")
-    if not isinstance(script_text, str) or not script_text:
+    script_text = meta.script
+    if not script_text:
         raise UsageError(f"{run_dir}/meta.json names no script")
-    cwd = Path(str(meta.get("cwd") or run_dir))
+    cwd = Path(meta.cwd or run_dir)
     script = Path(script_text)
     script = script if script.is_absolute() else cwd / script
     if not script.is_file():
         raise UsageError(f"{script}: the script of {run_dir} no longer exists")
-    argv = meta.get("argv") or []
-    args = tuple(str(a) for a in argv[1:]) if isinstance(argv, list) else ()
+    args = tuple(meta.argv[1:]) if meta.argv else ()
     if any(REDACTED in a for a in args):
         raise UsageError(f"{run_dir}/meta.json records the script's arguments with credentials "
                          f"hidden ({REDACTED}); run `perftune fix {script} ARGS...` with them")
-    findings_path = run_dir / "findings.json"
     analysis: Analysis | None = None
-    if findings_path.is_file():
-        doc = _read(findings_path)
-        try:
-            findings = tuple(Finding.from_dict(f) for f in doc.get("findings", []))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TraceError(findings_path, f"a finding cannot be read ({exc!r})") from None
-    elif (run_dir / "trace.json.gz").is_file():
+    recorded = run.read_findings()
+    if recorded is not None:
+        findings = tuple(Finding.from_dict(to_builtins(f)) for f in recorded.findings)
+    elif run.trace.is_file():
         from perftune.pipeline import analyze_paths
 
         try:
-            analysis = analyze_paths([run_dir / "trace.json.gz"])
+            analysis = analyze_paths([run.trace])
         except PerftuneError:
             raise
         except Exception as exc:
-            raise TraceError(run_dir / "trace.json.gz",
+            raise TraceError(run.trace,
                              f"analysing it failed ({type(exc).__name__}: {exc})") from exc
         findings = analysis.findings
     else:
@@ -104,14 +93,14 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
     if not result.ok or result.trace_path is None:
         detail = f": {result.error}" if result.error else ""
         raise ScriptError(f"profiling {script} failed ({result.status}){detail}; see "
-                          f"{run_dir / 'output.log'}")
+                          f"{RunDir(run_dir).file(OUTPUT_LOG)}")
     try:
         analysis = process_run(run_dir)
     except PerftuneError:
         raise
     except Exception as exc:
         # A bug in a rule must not end in a traceback; the capture is on disk to retry with.
-        raise TraceError(run_dir / "trace.json.gz",
+        raise TraceError(RunDir(run_dir).trace,
                          f"analysing it failed ({type(exc).__name__}: {exc})") from exc
     if analysis is None:
         raise ScriptError(f"profiling {script} recorded no trace; see {run_dir}")

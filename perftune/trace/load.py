@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from perftune.errors import TraceError
+from perftune.rundir import TRACE, TRACE_PLAIN
 from perftune.trace import categories as C
 from perftune.trace.decode import (
     EMPTY_ARGS,
@@ -55,7 +56,7 @@ from perftune.trace.stream import EventStream, StreamFallback
 
 _TRACE_SUFFIXES = (".json", ".json.gz")
 _PREFERRED_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
-_PREFERRED_NAMES = ("trace.json", "trace.json.gz")
+_PREFERRED_NAMES = (TRACE_PLAIN, TRACE)
 # tensorboard_trace_handler names files <worker>.<time>.pt.trace.json[.gz]; the worker name is
 # often "rank-3", "rank_3", "trace_8_rank_1" or "worker3".
 _RANK_IN_NAME = re.compile(r"(?:^|[^a-z])(?:rank|worker)[-_]?(\d+)", re.IGNORECASE)
