@@ -86,6 +86,7 @@ _HELD: dict[str, list[int]] = {}
 _HELD_GUARD = threading.Lock()
 
 _S = TypeVar("_S", bound=msgspec.Struct)
+_NO_LOCKING = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
 @dataclass(frozen=True)
@@ -243,6 +244,8 @@ class RunDir:
                     by = f" (pid {owner})" if owner else ""
                     raise RunDirBusy(f"{self.path} is in use by another perftune run{by}; "
                                      "wait for it to finish or choose another --out") from None
+                if exc.errno in _NO_LOCKING:
+                    return fd  # a filesystem without flock (some NFS): run unlocked, as before
                 raise OutputError(lock_path, exc.strerror or type(exc).__name__) from None
             try:
                 current = os.stat(lock_path).st_ino
