@@ -28,6 +28,7 @@ from perftune.documents import (
     Kernel,
     LargestMargin,
     Location,
+    MetaDocument,
     MultiRank,
     RankStats,
     RankStep,
@@ -35,6 +36,7 @@ from perftune.documents import (
     Skew,
     StepAcrossRanks,
     StepBreakdown,
+    StepsDocument,
     StepStats,
     StragglerRank,
     Suggestion,
@@ -46,7 +48,8 @@ SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 # ---------------------------------------------------------------------------- helpers
 # The documents with a published JSON Schema file.
-DOCUMENTS: dict[str, type[msgspec.Struct]] = {"summary": Summary, "findings": FindingsDocument}
+DOCUMENTS: dict[str, type[msgspec.Struct]] = {
+    "summary": Summary, "findings": FindingsDocument, "steps": StepsDocument, "meta": MetaDocument}
 
 
 class SchemaError(ValueError):
@@ -84,7 +87,7 @@ def _clean_descriptions(node: Any) -> Any:
 
 def json_schema(kind: str) -> dict[str, Any]:
     schema: dict[str, Any] = _clean_descriptions(msgspec.json.schema(DOCUMENTS[kind]))
-    title = {"summary": "perftune summary.json", "findings": "perftune findings.json"}[kind]
+    title = f"perftune {kind}.json"
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://perftune.dev/schemas/{kind}.schema.json",
             "title": title, "x-schema-version": SCHEMA_VERSION, **schema}
@@ -102,11 +105,38 @@ def write_schema_files(folder: Path = SCHEMAS_DIR) -> list[Path]:
 
 
 __all__ = [
-    "DOCUMENTS", "SCHEMAS_DIR", "SCHEMA_VERSION", "Breakdown", "CollectiveTotals", "Device",
-    "Finding", "FindingsDocument", "HostOp", "Kernel", "LargestMargin", "Location", "MultiRank",
-    "RankStats", "RankStep", "RankSteps", "SchemaError", "Skew", "StepAcrossRanks",
-    "StepBreakdown", "StepStats", "StragglerRank", "Suggestion", "Summary", "Syncs",
-    "json_schema", "schema_text", "validate", "validate_findings", "validate_summary",
+    "DOCUMENTS",
+    "SCHEMAS_DIR",
+    "SCHEMA_VERSION",
+    "Breakdown",
+    "CollectiveTotals",
+    "Device",
+    "Finding",
+    "FindingsDocument",
+    "HostOp",
+    "Kernel",
+    "LargestMargin",
+    "Location",
+    "MetaDocument",
+    "MultiRank",
+    "RankStats",
+    "RankStep",
+    "RankSteps",
+    "SchemaError",
+    "Skew",
+    "StepAcrossRanks",
+    "StepBreakdown",
+    "StepStats",
+    "StepsDocument",
+    "StragglerRank",
+    "Suggestion",
+    "Summary",
+    "Syncs",
+    "json_schema",
+    "schema_text",
+    "validate",
+    "validate_findings",
+    "validate_summary",
     "write_schema_files",
 ]
 
