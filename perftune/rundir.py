@@ -43,6 +43,12 @@ OUTPUT_LOG = "output.log"
 TUNING = "tuning.json"
 GATE = "gate.json"
 FIX = "fix.json"
+FIX_MD = "fix.md"
+FIX_PATCH = "fix.patch"
+GATE_MD = "gate.md"
+BASELINE = "baseline.json"
+CALIBRATION = "calibration.json"
+TUNING_HTML = "tuning.html"
 DIFF_JSON = "diff.json"
 DIFF_HTML = "diff.html"
 LOCK = ".perftune.lock"
@@ -347,8 +353,38 @@ def same_files(a: Sequence[str | Path], b: Sequence[str | Path]) -> bool:
 
 
 __all__ = [
-    "DIFF_HTML", "DIFF_JSON", "FINDINGS", "FIX", "GATE", "LOCK", "META", "OUTPUT_LOG",
-    "RANK_STEPS", "RANK_TRACE", "REPORT_HTML", "REPORT_MD", "RUN_DOCUMENTS", "STEPS", "SUMMARY",
-    "TENSORBOARD", "TRACE", "TRACE_PLAIN", "TUNING", "DocumentError", "RunDir", "RunDirBusy",
-    "RunDirInUse", "decode", "read_document", "read_json_object", "same_files", "to_builtins",
+    "BASELINE",
+    "CALIBRATION",
+    "DIFF_HTML",
+    "DIFF_JSON",
+    "FINDINGS",
+    "FIX",
+    "FIX_MD",
+    "FIX_PATCH",
+    "GATE",
+    "GATE_MD",
+    "LOCK",
+    "META",
+    "OUTPUT_LOG",
+    "RANK_STEPS",
+    "RANK_TRACE",
+    "REPORT_HTML",
+    "REPORT_MD",
+    "RUN_DOCUMENTS",
+    "STEPS",
+    "SUMMARY",
+    "TENSORBOARD",
+    "TRACE",
+    "TRACE_PLAIN",
+    "TUNING",
+    "TUNING_HTML",
+    "DocumentError",
+    "RunDir",
+    "RunDirBusy",
+    "RunDirInUse",
+    "decode",
+    "read_document",
+    "read_json_object",
+    "same_files",
+    "to_builtins",
 ]

@@ -18,6 +18,7 @@ from perftune.cli.gate import (
     script_options,
 )
 from perftune.fsutil import write_json_atomic
+from perftune.rundir import BASELINE
 
 
 @click.command(context_settings=SCRIPT_CONTEXT)
@@ -53,7 +54,7 @@ def baseline(script_and_args: tuple[str, ...], module: str | None, quiet: bool, 
         launches if launches is not None else int(gate_config("baseline-launches", 10)),
         module=module, explain=explain, progress=progress)
     baseline_mod.save(recorded, output)
-    write_json_atomic(run_dir / "baseline.json", recorded.to_dict())
+    write_json_atomic(run_dir / BASELINE, recorded.to_dict())
     click.echo(f"perftune baseline: {len(recorded.samples_ms)} launches, step time "
                f"{geometric_mean(recorded.samples_ms):.3f} ms (geometric mean), launch-to-launch "
                f"noise {log_sd(recorded.samples_ms):.1%}")

@@ -19,6 +19,7 @@ from perftune.cli.gate import (
     script_options,
 )
 from perftune.fsutil import write_json_atomic
+from perftune.rundir import CALIBRATION
 
 
 @click.command(context_settings=SCRIPT_CONTEXT)
@@ -55,7 +56,7 @@ def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool,
     progress(f"perftune calibrate: {launches} launches per side of the same code, run dir {run_dir}")
     result = session.calibrate(script, args, run_dir, measure_settings(warmup, steps, timeout_s),
                                launches, level, module=module, seed=seed, progress=progress)
-    write_json_atomic(run_dir / "calibration.json", result.to_dict())
+    write_json_atomic(run_dir / CALIBRATION, result.to_dict())
     if output is not None:
         calibration_mod.save(result, output)
     aa = result.aa

@@ -17,7 +17,7 @@ import click
 from perftune.cli._options import config_default, format_option, load_config, out_option
 from perftune.errors import ConfigError, ScriptError, UsageError
 from perftune.fsutil import write_text_atomic
-from perftune.rundir import GATE
+from perftune.rundir import GATE, GATE_MD
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,7 +112,7 @@ def _write_error_outputs(run_dir: Path, message: str, script: str, mode: str, ju
 
     outputs.write_json(run_dir / GATE, outputs.error_dict(message, mode, ScriptError.exit_code))
     markdown = outputs.render_error_markdown(message, script)
-    write_text_atomic(run_dir / "gate.md", markdown)
+    write_text_atomic(run_dir / GATE_MD, markdown)
     outputs.append_step_summary(markdown)
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)
@@ -242,7 +242,7 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
 
     outputs.write_json(run_dir / GATE, outputs.verdict_dict(verdict))
     markdown = outputs.render_markdown(verdict, shown)
-    write_text_atomic(run_dir / "gate.md", markdown)
+    write_text_atomic(run_dir / GATE_MD, markdown)
     outputs.append_step_summary(markdown)
     if junit is not None:
         junit.parent.mkdir(parents=True, exist_ok=True)

@@ -16,15 +16,13 @@ from perftune._version import __version__
 from perftune.fix.session import FixOutcome, Measured
 from perftune.fsutil import write_json_atomic, write_text_atomic
 from perftune.redact import redact_argv
-from perftune.rundir import FINDINGS, FIX, META, STEPS, SUMMARY
+from perftune.rundir import FINDINGS, FIX, FIX_MD, FIX_PATCH, META, STEPS, SUMMARY
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
 
 SCHEMA_VERSION = 1
 FIX_JSON = FIX
-FIX_PATCH = "fix.patch"
-FIX_MD = "fix.md"
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:

@@ -8,9 +8,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from perftune.rundir import TUNING_HTML
 from perftune.tune.units import format_bytes, format_duration
 
-HTML_FILE = "tuning.html"
+HTML_FILE = TUNING_HTML
 STATUS_STYLE = {
     "ok": "green",
     "over-budget": "yellow",
