@@ -219,6 +219,7 @@ class RunDir:
         fd = self._acquire()
         with _HELD_GUARD:
             _HELD[key] = [fd, 1]
+        self._remove_stale_temporaries()
         try:
             yield self
         finally:
@@ -229,6 +230,13 @@ class RunDir:
             with contextlib.suppress(OSError):
                 os.unlink(self.path / LOCK)
             os.close(fd)
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of an atomic write whose writer was killed (fsutil names them
+        .NAME.XXXX.tmp): holding the lock, nobody else is writing them."""
+        for path in self.path.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _acquire(self) -> int:
         try:

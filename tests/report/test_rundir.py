@@ -242,6 +242,15 @@ def test_the_lock_goes_with_its_holder(held) -> None:
     assert leftovers(run) == []
 
 
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".summary.json.k1ll3d.tmp").write_text('{"half": ', encoding="utf-8")
+    done = perftune("analyze", str(shared_trace(SMALL_TRACE)), "--out", str(run))
+    assert done.returncode == 0, done.stderr
+    assert leftovers(run) == []
+
+
 def test_analyze_out_refuses_another_run_but_reanalyses_its_own(tmp_path: Path) -> None:
     first, second = shared_trace(SMALL_TRACE), shared_trace(SMALL_PLAIN)
     run = tmp_path / "run"
