@@ -175,8 +175,12 @@ def test_failures_are_reported_as_for_a_fresh_trial(
     assert forked.meta["launch"]["launcher"] == "zygote"
     assert (forked.status, forked.exit_code) == (status, exit_code)
     assert forked.error is not None and error in forked.error
-    # Killed outright, the trial wrote nothing (as a fresh one would not).
-    assert len(forked.steps) == (0 if exit_code is None else 3)
+    if exit_code is None:
+        # Killed outright, the trial keeps the steps streamed while it ran (the first one is
+        # streamed at once, the rest at most every 0.5 s), as a fresh one does.
+        assert 1 <= len(forked.steps) <= 3
+    else:
+        assert len(forked.steps) == 3
     if status != "crashed" or exit_code == 1:
         log = (forked.run_dir / "output.log").read_text()
         assert "Traceback (most recent call last):" in log
