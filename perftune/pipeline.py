@@ -53,7 +53,7 @@ def selection_from_config(select: Sequence[str] = (), ignore: Sequence[str] = ()
     """The rules to run: command-line choices, else `[tool.perftune]` select / ignore /
     preview, with per-rule options from `[tool.perftune.rules.PFTnnn]`."""
     if config is None:
-        from perftune.cli._options import load_config
+        from perftune.config import load_config
 
         config = load_config()
 

@@ -34,8 +34,7 @@ from typing import Any
 import torch
 
 from perftune import _runtime
-from perftune.errors import ConfigError
-from perftune.tune.injected import (
+from perftune.capture.knobs import (
     BATCH_SIZE,
     CHECKPOINT,
     CUDA_ONLY_PRECISIONS,
@@ -50,6 +49,7 @@ from perftune.tune.injected import (
     parse_checkpoint,
     parse_precision,
 )
+from perftune.errors import ConfigError
 
 _PERFTUNE_DIR = str(Path(__file__).resolve().parents[1])
 _TORCH_DIR = str(Path(torch.__file__).resolve().parent)

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from perftune.capture.knobs import BATCH_SIZE, baseline_values, needs_guard
 from perftune.tune.constraints import GuardResult, guard
-from perftune.tune.injected import BATCH_SIZE, baseline_values, needs_guard
 from perftune.tune.space import SearchSpace, config_key
 from perftune.tune.trial import MEMORY_FAILURES, TrialOutcome
 

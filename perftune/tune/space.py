@@ -18,9 +18,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from perftune.capture import knobs as injected
 from perftune.errors import ConfigError, UsageError
 from perftune.rundir import RunDir
-from perftune.tune import injected
 
 Value = int | float | str | bool
 

@@ -26,8 +26,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from perftune.capture.knobs import BATCH_SIZE, CHECKPOINT, PRECISION
 from perftune.tune.history import ConfigResult, History, noisy
-from perftune.tune.injected import BATCH_SIZE, CHECKPOINT, PRECISION
 from perftune.tune.space import Knob, SearchSpace, Value, sorted_choices
 
 STRATEGIES = ("auto", "grid", "structured", "tpe", "random")

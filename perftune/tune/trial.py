@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from perftune.capture.knobs import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
 from perftune.redact import redact_argv
 from perftune.rundir import OUTPUT_LOG, RunDir
 from perftune.tune.constraints import over_budget
-from perftune.tune.injected import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
 from perftune.tune.objective import Objective
 from perftune.tune.space import SearchSpace
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from perftune.capture import knobs as injected
 from perftune.errors import ScriptError, UsageError
-from perftune.tune import injected
 from perftune.tune.constraints import DEFAULT_TOLERANCE
 from perftune.tune.history import History, TrialRecord
 from perftune.tune.objective import Objective

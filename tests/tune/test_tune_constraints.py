@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
+from perftune.capture.knobs import baseline_values, needs_guard
 from perftune.tune.constraints import guard, loss_deviation, over_budget
-from perftune.tune.injected import baseline_values, needs_guard
 
 
 def test_over_budget() -> None:

@@ -1,8 +1,9 @@
 """The knobs perftune applies itself (precision, checkpoint placement, batch size), without torch.
 
-Shared by the tuner (which validates a search space and writes the "how to apply" snippets) and
-by the injectors in the child process (perftune/capture/injectors.py), so both read a knob value
-the same way.
+The protocol between the tuner and the child process: the tuner (which validates a search space
+and writes the "how to apply" snippets) sets these values and environment variables, the
+injectors in the child (perftune/capture/injectors.py) read them, so both read a knob value the
+same way. It lives in capture, below the tuner, because the child may not import the tuner.
 """
 
 from __future__ import annotations
