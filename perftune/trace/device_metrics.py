@@ -73,10 +73,19 @@ def short_dtype(type_name: str | None) -> str | None:
     return None
 
 
+# PyTorch tensors have at most 64 dimensions; a longer "shape" is corrupt or hostile data
+# (a product of a million dims is a bigint that takes minutes to build).
+MAX_TENSOR_DIMS = 64
+_MAX_NUMEL = 1 << 62
+
+
 def numel(shape: Sequence[Any]) -> int:
+    """Elements of a tensor of `shape`; 0 for more than MAX_TENSOR_DIMS dims, capped at 2**62."""
+    if len(shape) > MAX_TENSOR_DIMS:
+        return 0
     out = 1
     for d in shape:
-        out *= int(d)
+        out = min(out * int(d), _MAX_NUMEL)
     return out
 
 

@@ -24,6 +24,9 @@ from perftune.trace.frames import Frame, is_user_frame, parse_python_function
 __all__ = ["NO_ID", "RankInfo", "Step", "Trace"]
 
 
+MAX_RAW_ARG_BYTES = 1 << 20
+
+
 @dataclass(frozen=True)
 class RankInfo:
     """One rank's file and what its header said."""
@@ -179,9 +182,13 @@ class Trace:
 
     # ------------------------------------------------------------------ lazy arguments
     def _raw(self, name: str, i: int) -> Any:
-        if self.arg_store is not None:
-            return decode_raw(self.arg_store.raw_value(name, i))
-        return decode_raw(getattr(self.args[i], name))
+        raw = (self.arg_store.raw_value(name, i) if self.arg_store is not None
+               else getattr(self.args[i], name))
+        # Shapes of even a 10^4-tensor foreach op take a few hundred KB; more is not a shape
+        # list anyone can use, and decoding it per access would cost seconds each time.
+        if raw is not None and len(raw) > MAX_RAW_ARG_BYTES:
+            return None
+        return decode_raw(raw)
 
     def input_dims(self, i: int) -> list[Any] | None:
         """`Input Dims` of a cpu_op (needs record_shapes), decoded on demand."""
