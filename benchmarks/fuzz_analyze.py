@@ -6,11 +6,11 @@
 Every mutant (see tests/trace/mutate.py: byte flips, truncation, field type swaps, absurd
 numbers, huge strings, deleted keys, duplicated events, odd header fields, gzip variants and
 bombs) is written to a file and analysed by `perftune analyze FILE --out DIR` in a subprocess
-with a per-mutant timeout; its peak RSS comes from the kernel's accounting of that child
-(wait4). A run ends one of four ways: clean (exit 0), one-line error (exit 2, a single
-`perftune: error:` line on stderr), traceback (anything else) or timeout. The script prints
-the counts, the slowest run, the largest peak RSS and the largest file written, and lists
-every run that was not clean or a one-line error.
+with a per-mutant timeout; each run reports its own peak RSS (VmHWM, and its workers').
+A run ends one of four ways: clean (exit 0), one-line error (exit 2, a single
+`perftune: error:` line on stderr, warnings allowed before it), traceback (anything else) or
+timeout. The script prints the counts, the slowest run, the largest peak RSS and the largest
+file written, and lists every run that was not clean or a one-line error.
 """
 
 from __future__ import annotations
@@ -54,22 +54,45 @@ def _limit_memory(gb: float) -> Any:
     return apply
 
 
+# The child reports its own peak: the kernel's ru_maxrss for a forked child includes the
+# memory of this (large) parent before the exec, so wait4's figure would be ours, not its.
+_CHILD = """
+import atexit, os, resource, sys
+def _report():
+    hwm = 0
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                hwm = int(line.split()[1])
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with open(os.environ["FUZZ_RSS_FILE"], "w") as f:
+        f.write(str(max(hwm, workers)))
+atexit.register(_report)
+sys.argv = ["perftune", *sys.argv[1:]]
+from perftune.cli.main import main
+main()
+"""
+
+
 def run_one(path: Path, out_dir: Path, timeout: float, mem_gb: float) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "perftune", "analyze", str(path), "--out", str(out_dir)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    cmd = [sys.executable, "-c", _CHILD, "analyze", str(path), "--out", str(out_dir)]
+    rss_file = out_dir.parent / "rss.txt"
+    rss_file.unlink(missing_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1",
+           "FUZZ_RSS_FILE": str(rss_file)}
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err, tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT,
                                 preexec_fn=_limit_memory(mem_gb))
         timed_out = False
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.perf_counter() - started > timeout:
                 timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
-                pid, status, usage = os.wait4(proc.pid, 0)
+                pid, status, _ = os.wait4(proc.pid, 0)
                 break
             time.sleep(0.02)
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -91,8 +114,12 @@ def run_one(path: Path, out_dir: Path, timeout: float, mem_gb: float) -> dict[st
         outcome = "clean"
     # Python warnings (RuntimeWarning from numpy, ...) that leaked to the terminal.
     noisy = any("Warning:" in ln and not ln.startswith("perftune:") for ln in lines)
+    try:  # KB; absent when the run was killed
+        rss_mb = int(rss_file.read_text()) / 1024
+    except (OSError, ValueError):
+        rss_mb = 0.0
     return {"outcome": outcome, "rc": rc, "seconds": seconds, "noisy": noisy,
-            "rss_mb": usage.ru_maxrss / 1024, "written_mb": written / 1e6,
+            "rss_mb": rss_mb, "written_mb": written / 1e6,
             "stderr": lines[-1][:300] if lines else "", "stderr_lines": len(lines)}
 
 
