@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perftune.capture.measure import BASE, HEAD, Side
 from perftune.capture.runner import ScriptTarget
 from perftune.errors import ScriptError
 from perftune.gate.decision import DecisionRule, decide
-from perftune.gate.runner import BASE, HEAD, LaunchPlan, Side
+from perftune.gate.runner import LaunchPlan
 from perftune.gate.session import GateOptions, run_gate
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "regression_demo.py"

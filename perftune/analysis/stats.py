@@ -1,17 +1,19 @@
-"""Statistics of the gate: ratio of geometric means with a Welch interval on log step times.
+"""The one answer to "is B slower than A": ratio of geometric means with a Welch (or paired)
+interval on log step times. Used by the gate, fix, the tuner's history and `perftune diff`.
 
 Step times are positive and their noise is multiplicative (a busy neighbour slows everything by
-some percent), so the gate works on logarithms: the mean of log-medians is the log of the
+some percent), so this works on logarithms: the mean of log-medians is the log of the
 geometric mean, and a difference of means is the log of the head/base ratio.
 
-Only numpy and the standard library: the Student-t and normal quantiles are computed here
-(integration plus bisection) so the gate runs where scipy is not installed; the tests check
-them against scipy.
+Only numpy and the standard library (scipy is a test dependency, not a runtime one): normal
+quantiles are `statistics.NormalDist`'s; the Student-t quantile, which the standard library
+lacks, is computed here (integration plus bisection); the tests check both against scipy.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -49,8 +51,7 @@ def log_sd(samples: Sequence[float]) -> float:
     return float(np.std(logs, ddof=1)) if logs.size > 1 else 0.0
 
 
-def normal_cdf(x: float) -> float:
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+_NORMAL = statistics.NormalDist()
 
 
 def _t_cdf(x: float, df: float) -> float:
@@ -58,7 +59,7 @@ def _t_cdf(x: float, df: float) -> float:
     if x == 0.0:
         return 0.5
     if math.isinf(df):
-        return normal_cdf(x)
+        return _NORMAL.cdf(x)
     log_norm = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(math.pi)
     # With x = sqrt(df)·tan(θ) the density becomes cos(θ)^(df-1) on a finite range, smooth
     # for df >= 1 (Welch gives at least 1), so composite Simpson is accurate to ~1e-9 even
@@ -89,9 +90,7 @@ def _invert(cdf_at: float, cdf: Callable[[float], float], hi: float) -> float:
 def normal_quantile(p: float) -> float:
     if not 0.0 < p < 1.0:
         raise ValueError(f"probability must be in (0, 1), got {p}")
-    if p < 0.5:
-        return -normal_quantile(1.0 - p)
-    return _invert(p, normal_cdf, 4.0)
+    return _NORMAL.inv_cdf(p)
 
 
 def t_quantile(p: float, df: float) -> float:

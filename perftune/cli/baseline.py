@@ -40,9 +40,9 @@ def baseline(script_and_args: tuple[str, ...], module: str | None, quiet: bool, 
     measured, and the CPU/GPU model, torch/CUDA, Python and perftune versions. The gate refuses
     to compare against it on a different environment unless told to warn.
     """
+    from perftune.analysis.stats import geometric_mean, log_sd
     from perftune.gate import baseline as baseline_mod
     from perftune.gate import session
-    from perftune.gate.stats import geometric_mean, log_sd
 
     script, args = script_arguments(module, script_and_args)
     run_dir = default_run_dir(out_dir, "baseline")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from perftune.capture.measure import MeasureSettings, Side
 from perftune.capture.runner import ScriptTarget
 from perftune.engine.types import Finding
 from perftune.errors import UsageError
@@ -43,7 +44,6 @@ from perftune.fix.workspace import (
     import_roots,
     write_texts,
 )
-from perftune.gate.runner import MeasureSettings, Side
 
 ALL = "all"
 CHOSEN = "chosen"

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from perftune.gate.stats import paired_ratio_interval
+from perftune.analysis.stats import paired_ratio_interval
 
 MATCH = "match"
 DIFFERS = "differs"

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from perftune._version import __version__
+from perftune.analysis.stats import DEFAULT_POWER, RatioEstimate, min_detectable_regression
 from perftune.errors import ConfigError
 from perftune.fsutil import write_json_atomic
 from perftune.gate.runner import DEFAULT_LAUNCHES, LaunchPlan
-from perftune.gate.stats import DEFAULT_POWER, RatioEstimate, min_detectable_regression
 
 KIND = "perftune-calibration"
 SCHEMA_VERSION = 1

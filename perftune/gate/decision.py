@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from perftune.analysis.stats import RatioEstimate, paired_ratio_interval, percent, ratio_interval
 from perftune.errors import UsageError
-from perftune.gate.stats import RatioEstimate, paired_ratio_interval, percent, ratio_interval
 
 Outcome = Literal["pass", "regression", "undecided"]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from perftune import textsafe
 from perftune._version import __version__
+from perftune.analysis.stats import percent
+from perftune.capture.measure import Launch
 from perftune.fsutil import write_json_atomic
 from perftune.gate.decision import Decision
 from perftune.gate.explain import Explanation, StructuralChange
-from perftune.gate.runner import Launch
-from perftune.gate.stats import percent
 from perftune.gate.verdict import Verdict
 from perftune.textsafe import md_text, terminal_safe
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune.analysis.stats import ratio_interval
+from perftune.capture.measure import BASE, HEAD, Launch, MeasureSettings, Side, capture_side
 from perftune.errors import ScriptError, UsageError
 from perftune.gate import explain as explain_mod
 from perftune.gate import fingerprint as fingerprint_mod
@@ -21,17 +23,7 @@ from perftune.gate.baseline import Baseline
 from perftune.gate.calibration import Calibration
 from perftune.gate.decision import Decision, DecisionRule
 from perftune.gate.explain import Explanation, ProfileSummary
-from perftune.gate.runner import (
-    BASE,
-    HEAD,
-    Launch,
-    LaunchPlan,
-    MeasureSettings,
-    SequentialGate,
-    Side,
-    capture_side,
-)
-from perftune.gate.stats import ratio_interval
+from perftune.gate.runner import LaunchPlan, SequentialGate
 from perftune.gate.verdict import InconclusivePolicy, Mode, Status, Verdict
 from perftune.gate.worktree import head_state, map_into, repo_root, revision_worktree
 
@@ -327,7 +319,7 @@ def record_baseline(
                 target=_target(script.resolve() if script else None, module, args, cwd))
     report = _launch_reporter(progress)
     measured: list[Launch] = []
-    from perftune.gate.runner import measure_launch
+    from perftune.capture.measure import measure_launch
 
     for seq in range(launches):
         launch = measure_launch(head, seq, run_dir / "launches" / f"{seq:03d}-{HEAD}", measure)

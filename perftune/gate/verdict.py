@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from perftune.analysis.stats import percent
+from perftune.capture.measure import Launch
 from perftune.gate.decision import Decision, DecisionRule
 from perftune.gate.explain import Explanation
-from perftune.gate.runner import Launch
-from perftune.gate.stats import percent
 
 Status = Literal["pass", "regression", "inconclusive"]
 InconclusivePolicy = Literal["pass", "fail", "error"]

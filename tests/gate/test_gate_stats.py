@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from perftune.analysis import stats
 from perftune.errors import UsageError
-from perftune.gate import stats
 
 
 @pytest.mark.parametrize("df", [1.0, 1.7, 2.0, 3.0, 4.5, 10.0, 37.2, 500.0])

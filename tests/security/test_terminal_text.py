@@ -156,9 +156,9 @@ def test_warning_lines_are_capped() -> None:
 
 # ---------------------------------------------------------------------------- gate
 def _gate_verdict() -> object:
+    from perftune.capture.measure import Launch
     from perftune.gate.decision import DecisionRule, decide
     from perftune.gate.explain import ProfileSummary, compare
-    from perftune.gate.runner import Launch
     from perftune.gate.verdict import Verdict
 
     rng = np.random.default_rng(5)

@@ -1,0 +1,132 @@
+"""One measured launch of a script: the A/B step-time measurement the gate and fix share.
+
+A launch is one process run with capture and profiling off (warm-up discarded, the median of
+the steady steps is its figure). The gate interleaves base and head launches
+(perftune.gate.runner), fix interleaves the original with each rewrite (perftune.fix.measure);
+both measure a launch here, so a gate and a fix of the same script measure alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from perftune.errors import ScriptError, UsageError
+from perftune.rundir import OUTPUT_LOG, RunDir
+
+if TYPE_CHECKING:
+    from perftune.capture.runner import CaptureResult, ScriptTarget
+
+BASE = "base"
+HEAD = "head"
+LOG_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a script (in a worktree or the checkout) and its knobs."""
+
+    name: str
+    target: ScriptTarget
+    label: str = ""
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How one launch is measured."""
+
+    warmup: int = 5
+    steps: int = 10
+    timeout_s: float | None = 900.0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0:
+            raise UsageError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.steps < 1:
+            raise UsageError(f"--steps must be >= 1, got {self.steps}")
+
+
+@dataclass(frozen=True)
+class Launch:
+    """One measured process."""
+
+    side: str
+    seq: int
+    median_ms: float
+    measured_steps: int
+    run_dir: Path
+    wall_s: float
+    peak_memory_bytes: int | None = None
+    # meta.json of the launch (interpreter, torch/CUDA, devices) for the fingerprint.
+    meta: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+
+def _log_tail(run_dir: Path) -> str:
+    log = RunDir(run_dir).file(OUTPUT_LOG)
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    tail = "\n".join(lines[-LOG_TAIL_LINES:])
+    return f"\nlast lines of {log}:\n{tail}" if tail else ""
+
+
+def check_measured(result: CaptureResult, side: Side) -> float:
+    """The launch's median step time, or a ScriptError saying why there is none."""
+    what = f"{side.name} ({side.label})" if side.label else side.name
+    if result.status == "interrupted":
+        # Ctrl-C or a cancelled CI job reached the child first; unwind the whole gate (and its
+        # worktree) the same way.
+        raise KeyboardInterrupt
+    if not result.ok:
+        detail = f": {result.error}" if result.error else ""
+        code = f", exit code {result.exit_code}" if result.exit_code is not None else ""
+        raise ScriptError(
+            f"{what} launch failed ({result.status}{code}){detail}; run dir {result.run_dir}"
+            + _log_tail(result.run_dir))
+    median = result.median_step_ms()
+    if median is None or not median > 0:
+        raise ScriptError(
+            f"{what} launch measured no steps after the warm-up; run more steps or lower "
+            f"--warmup; run dir {result.run_dir}" + _log_tail(result.run_dir))
+    return float(median)
+
+
+def capture_side(side: Side, run_dir: Path, settings: MeasureSettings, *, profile: bool,
+                 active: int | None = None) -> CaptureResult:
+    """Run one process of `side` with capture (profiling on for explaining, off for timing)."""
+    # Imported here: capture is the package that may pull in torch, and `perftune gate
+    # --help` or a config error should not pay for it.
+    from perftune.capture.runner import CaptureOptions, run_capture
+
+    options = CaptureOptions(
+        skip=settings.warmup,
+        active=active if active is not None else settings.steps,
+        profile=profile,
+        knobs=dict(side.knobs),
+        timeout_s=settings.timeout_s,
+        env=dict(side.env),
+        quiet=True,
+    )
+    return run_capture(side.target, run_dir, options)
+
+
+def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSettings) -> Launch:
+    started = time.monotonic()
+    result = capture_side(side, run_dir, settings, profile=False)
+    median = check_measured(result, side)
+    return Launch(
+        side=side.name,
+        seq=seq,
+        median_ms=median,
+        measured_steps=len(result.measured()),
+        run_dir=run_dir,
+        wall_s=time.monotonic() - started,
+        peak_memory_bytes=result.peak_memory_bytes,
+        meta=dict(result.meta),
+    )
