@@ -7,6 +7,12 @@ regular module, because this one runs as `__main__` and the script takes that na
 
 import sys
 
+if __name__ == "__main__":
+    from perftune.capture.control import die_with_parent
+
+    # Before the seconds of importing torch: a perftune killed meanwhile takes this along.
+    die_with_parent("PERFTUNE_PARENT_PID")  # = perftune.capture.process.PARENT_ENV
+
 from perftune.capture.child import main
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from perftune import _runtime
 from perftune.capture import distributed, injectors, script
-from perftune.capture.control import StopCapture, Terminated
+from perftune.capture.control import StopCapture, Terminated, restore_stop_signals
 from perftune.capture.hooks import Hooks
 from perftune.capture.layout import (
     CHILD_RESULT_FILE,
@@ -122,6 +122,7 @@ class ChildRun:
         self.knobs_injected = list(injectors.install(self.config.get("knobs") or {}))
         self.hooks.install(self.config.get("step_marker"), script_path)
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        restore_stop_signals()
         os.register_at_fork(after_in_child=self._in_forked_child)
         self._guard_os_exit()
 

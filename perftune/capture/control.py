@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
+import signal
+import sys
 import threading
 
 
@@ -31,3 +35,32 @@ def raise_in_main_thread(exc_type: type[BaseException]) -> None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
             ctypes.c_ulong(main.ident), ctypes.py_object(exc_type)
         )
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(variable: str) -> None:
+    """Die with perftune: a `kill -9` of perftune must leave no script or trial running.
+
+    `variable` names the environment variable that holds perftune's pid (taken out of the
+    environment, so that the script's own subprocesses never see it). Linux only (elsewhere a
+    no-op): PR_SET_PDEATHSIG, which also survives an exec; if perftune died before it took
+    effect, the parent is already someone else and this process ends at once.
+    """
+    parent = os.environ.pop(variable, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != int(parent):
+        os._exit(128 + signal.SIGKILL)
+
+
+def restore_stop_signals() -> None:
+    """SIGINT as plain python has it, even when perftune was started with it ignored (nohup,
+    `cmd &` in a script): the child inherits SIG_IGN, and perftune's forwarded Ctrl-C would be
+    swallowed."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -808,6 +808,7 @@ def run_distributed(
             timeout_s=options.timeout_s,
             log_path=run_dir / OUTPUT_LOG if options.quiet else None,
             watch=ChildWatch(poll=watch.poll, before_stop=watch.before_stop, groups=watch.groups),
+            tell_parent=False,  # torchrun is not perftune's bootstrap; its workers' parent is it
         )
     except OSError as exc:
         raise ScriptError(f"cannot start torchrun ({sys.executable}): {exc}") from None

@@ -72,44 +72,11 @@ class ChildWatch:
     groups: Callable[[], Iterable[int]] = _no_groups
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, looked up before any fork (Linux only; None elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-def child_preexec(parent: int, prctl: Callable[..., int] | None) -> Callable[[], None]:
-    """What a child runs between fork and exec (subprocess's preexec_fn).
-
-    It dies with perftune: a `kill -9` of perftune must not leave a trial or a script running
-    as an orphan (PR_SET_PDEATHSIG survives the exec); if perftune died before the prctl took
-    effect, the parent is already someone else and the child ends at once.
-    It also gets SIGINT and SIGTERM back at their defaults: a perftune started with SIGINT
-    ignored (nohup, `&` in a script) still stops its child when it forwards a Ctrl-C, which an
-    inherited SIG_IGN would swallow.
-    """
-
-    def setup() -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            if signal.getsignal(signum) == signal.SIG_IGN:
-                signal.signal(signum, signal.SIG_DFL)
-        if prctl is None:
-            return
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(128 + signal.SIGKILL)
-
-    return setup
+# Every child learns perftune's pid from this variable and dies with it (control.die_with_parent:
+# PR_SET_PDEATHSIG, armed by the child itself at its start). Not a preexec_fn: running Python
+# between fork and exec would also run the fork hooks in perftune, where a Ctrl-C arriving at that
+# moment is swallowed ("Exception ignored in _releaseLock").
+PARENT_ENV = "PERFTUNE_PARENT_PID"
 
 
 def _stdin_is_terminal() -> bool:
@@ -260,8 +227,15 @@ def run_child(
     timeout_s: float | None,
     log_path: Path | None,
     watch: ChildWatch | None = None,
+    tell_parent: bool = True,
 ) -> ChildExit:
-    """Run `argv` to its end (or its timeout) with stdio passed through or sent to `log_path`."""
+    """Run `argv` to its end (or its timeout) with stdio passed through or sent to `log_path`.
+
+    `tell_parent`: the child is perftune's bootstrap or zygote client, which reads PARENT_ENV
+    to die with perftune (not a launcher like torchrun, whose workers have another parent).
+    """
+    if tell_parent:
+        env = {**env, PARENT_ENV: str(os.getpid())}
     own_group = log_path is not None or not _stdin_is_terminal()
     log: IO[bytes] | None = None
     started = time.monotonic()
@@ -276,7 +250,6 @@ def run_child(
             stdout=log,
             stderr=subprocess.STDOUT if log is not None else None,
             process_group=0 if own_group else None,
-            preexec_fn=child_preexec(os.getpid(), _prctl()),
         )
         supervisor = _Supervisor(proc, own_group, watch)
         with supervisor.handling_signals():

@@ -32,6 +32,8 @@ import struct
 import sys
 
 CONFIG_ENV = "PERFTUNE_CAPTURE_CONFIG"  # = perftune.capture.layout.CONFIG_ENV
+PARENT_ENV = "PERFTUNE_PARENT_PID"  # = perftune.capture.process.PARENT_ENV
+_PR_SET_PDEATHSIG = 1
 LAUNCH_FILE = "launch.json"  # = perftune.capture.launcher.LAUNCH_FILE
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CONNECT_TIMEOUT_S = 5.0
@@ -48,6 +50,21 @@ def _record(how: str, **details: object) -> None:
             json.dump({"launcher": how, **details}, fh)
     except OSError:
         pass
+
+
+def _die_with_parent() -> None:
+    """Die with perftune (PR_SET_PDEATHSIG, kept across the exec of a fresh trial): a client
+    left behind by a `kill -9` of perftune would see its trial end and run it again, fresh.
+    The variable leaves the environment, so the trial (forked or fresh) never sees it."""
+    parent = os.environ.pop(PARENT_ENV, "")
+    if not parent.isdigit() or not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != int(parent):  # perftune died before the prctl took effect
+        os._exit(128 + signal.SIGKILL)
 
 
 def _fresh(command: list[str], reason: str, pending: list[int]) -> None:
@@ -106,6 +123,7 @@ def main(argv: list[str]) -> int:
         print("usage: zygote_client.py SOCKET -- COMMAND...", file=sys.stderr)
         return 2
     path, command = argv[0], argv[2:]
+    _die_with_parent()
     # Signals that come before the trial runs are kept and relayed once it does.
     pending: list[int] = []
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
