@@ -80,11 +80,13 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
                   source_roots: Sequence[str | Path] | None = None) -> Analysis:
     """Summary and findings of a trace. Source lines are read only from files under
     `source_roots` (default: the current directory)."""
-    from perftune.engine.attribution import use_source_roots
+    from perftune.engine.context import Context
 
     rules = rules or selection_from_config()
-    access = use_source_roots(trace, [Path.cwd()] if source_roots is None else source_roots)
-    findings = run_engine(trace, rules.select, rules.ignore, rules.preview, rules.options)
+    # One analysis context per run: the engine reads the run-dir facts and the source lines.
+    ctx = Context.build(trace, source_roots)
+    access = ctx.source.access
+    findings = run_engine(ctx, rules.select, rules.ignore, rules.preview, rules.options)
     return Analysis(trace=trace, summary=summary_of(trace, rules), findings=tuple(findings),
                     source_roots=access.roots)
 

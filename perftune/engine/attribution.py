@@ -14,7 +14,6 @@ figures, and safe reading of source lines.
 from __future__ import annotations
 
 import ast
-import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -379,26 +378,6 @@ def recorded_roots(run_dir: Path) -> tuple[Path, ...]:
     return tuple(dict.fromkeys(roots))
 
 
-_READERS: weakref.WeakKeyDictionary[Trace, SourceReader] = weakref.WeakKeyDictionary()
-
-
-def use_source_roots(trace: Trace, roots: Iterable[str | Path]) -> SourceRoots:
-    """Allow reading this trace's source files under `roots` only (replaces what was read)."""
-    access = SourceRoots.of(roots, lookup_folders(trace))
-    _READERS[trace] = SourceReader(access=access)
-    return access
-
-
-def reader_for(trace: Trace) -> SourceReader:
-    """The trace's source reader: the roots given with `use_source_roots`, else the current
-    directory."""
-    reader = _READERS.get(trace)
-    if reader is None:
-        reader = SourceReader(access=SourceRoots.of([Path.cwd()], lookup_folders(trace)))
-        _READERS[trace] = reader
-    return reader
-
-
 def read_source_line(path: str | Path, line: int, roots: SourceRoots | None = None) -> str | None:
     """One line of a source file inside `roots` (default: the current directory), or None when
     the file may not be read, does not exist or has no such line (never raises)."""
@@ -508,14 +487,13 @@ def _assign_sites(reader: SourceReader, frame: Frame, occs: list[Occurrence],
     return [candidates[min(k, n - 1)] for k in range(len(occs))]
 
 
-def attribute(trace: Trace, occurrences: Sequence[Occurrence],
+def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurrence],
               matcher: Callable[[Occurrence], SiteMatcher | None] | None = None,
               windows: int = 1) -> list[Group]:
     """Group occurrences by source location (file:line after refinement); one group each.
 
     `matcher(occurrence)` returns a predicate over call sites that could have issued it, or
-    None to keep the frame's line."""
-    reader = reader_for(trace)
+    None to keep the frame's line. Source is read through `reader` (the run's context)."""
     # Occurrences inside one call of a function (one frame event), in time order.
     # (A frame spanning several steps — the training loop's own function — repeats per step.)
     by_call: dict[tuple[int | None, str, int], list[Occurrence]] = {}
@@ -550,12 +528,12 @@ def attribute(trace: Trace, occurrences: Sequence[Occurrence],
     return groups
 
 
-def location_of(trace: Trace, frame_row: int | None) -> Location:
+def location_of(trace: Trace, reader: SourceReader, frame_row: int | None) -> Location:
     """The unrefined location of a frame event (the frame's own line), with its source."""
     frame = frame_of_row(trace, frame_row)
     if frame is None:
         return Location()
-    source = reader_for(trace).line(frame.file, frame.line)
+    source = reader.line(frame.file, frame.line)
     return Location(file=frame.file, line=frame.line, function=frame.function,
                     source=source.rstrip() if source is not None else None)
 
@@ -583,9 +561,9 @@ class CallSite:
     path: Path | None
 
 
-def find_calls(trace: Trace, names: Iterable[str], files: Iterable[str] | None = None) -> list[CallSite]:
+def find_calls(trace: Trace, reader: SourceReader, names: Iterable[str],
+               files: Iterable[str] | None = None) -> list[CallSite]:
     """Calls named `names` in the user's files (default: every user file of the trace)."""
-    reader = reader_for(trace)
     for file in (user_files(trace) if files is None else files):
         reader.lines(file)
     out = []

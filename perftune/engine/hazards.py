@@ -1,9 +1,12 @@
 """Shared machinery of the host↔device sync rules (2xx): from hazards to findings.
 
-A sync rule says which hazards are its own (`accepts`), which call sites can issue them
-(`site_matcher`), and how to phrase the message and the fix. This base class does the rest
-the same way for every rule: the step scope, GPU-measured versus CPU-latent, grouping by
-source line with a count, severity from the share of the step, and the estimated saving.
+A sync rule says which hazards are its own (`causes`, the neutral `SyncCause` facts it
+reports, or `accepts`), which call sites can issue them (`site_matcher`), and how to phrase the
+message and the fix. This base class does the rest the same way for every rule: the step
+scope, GPU-measured versus CPU-latent, grouping by source line with a count, severity from the
+share of the step, and the estimated saving. "One cause, one finding": a hazard that a rule
+declaring `supersedes = (this code,)` explains is left to that rule (resolved here, from the
+catalogue's metadata, whichever rules are selected).
 """
 
 from __future__ import annotations
@@ -12,15 +15,9 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import (
-    CallSite,
-    Group,
-    Occurrence,
-    Site,
-    SiteMatcher,
-    attribute,
-    find_calls,
-)
+from perftune.engine.attribution import CallSite, Group, Occurrence, Site, SiteMatcher
+from perftune.engine.context import Context
+from perftune.engine.registry import superseding_rules
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
@@ -33,8 +30,9 @@ LATENT_NOTE = "synchronises the host when the tensor is on a GPU"
 _HOST_SIDE_LIBRARIES = ("torch/utils/data/", "torch/optim/", "torch/profiler/",
                         "torch/autograd/profiler", "torch/_dynamo/", "torch/_inductor/",
                         "torch/amp/", "torch/cuda/amp/", "perftune/")
-# Rules whose cost is the copy itself, not a drained pipeline.
-_COPY_CODES = frozenset({sm.HOST_TRANSFER, sm.PAGEABLE_COPY, sm.BLOCKING_COPY, sm.TENSOR_FROM_PYTHON})
+# Causes whose cost is the copy itself, not a drained pipeline.
+_COPY_CAUSES = frozenset({sm.SyncCause.HOST_TRANSFER, sm.SyncCause.PAGEABLE_COPY,
+                          sm.SyncCause.BLOCKING_COPY, sm.SyncCause.TENSOR_FROM_PYTHON})
 
 
 def calls(*names: str) -> SiteMatcher:
@@ -63,10 +61,17 @@ class HazardRule(Rule):
     # What the finding calls the problem in messages ("`.item()`", "boolean-mask indexing").
     what: ClassVar[str] = ""
     gpu_only: ClassVar[bool] = False
+    # The neutral facts (trace.sync_metrics.SyncCause) this rule reports.
+    causes: ClassVar[frozenset[sm.SyncCause]] = frozenset()
 
     # ------------------------------------------------------------------ hooks
-    def accepts(self, trace: Trace, hazard: sm.Hazard) -> bool:
-        return hazard.code == self.code
+    def accepts(self, ctx: Context, hazard: sm.Hazard) -> bool:
+        return hazard.cause in self.causes
+
+    def explains(self, ctx: Context, hazard: sm.Hazard) -> bool:
+        """The hazards this rule's findings account for (what it supersedes in other rules):
+        by default the ones it reports."""
+        return self.accepts(ctx, hazard)
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         """Call sites that could have issued the hazard: by default, a call of the python
@@ -77,10 +82,10 @@ class HazardRule(Rule):
         names.discard(None)
         return calls(*sorted(n for n in names if n)) if names else None
 
-    def keep_group(self, trace: Trace, group: Group, latent: bool) -> bool:
+    def keep_group(self, ctx: Context, group: Group, latent: bool) -> bool:
         return True
 
-    def latent_severity(self, trace: Trace, group: Group, hazards: list[sm.Hazard]) -> Severity:
+    def latent_severity(self, ctx: Context, group: Group, hazards: list[sm.Hazard]) -> Severity:
         return Severity.WARNING
 
     def describe(self, group: Group, hazards: list[sm.Hazard]) -> str:
@@ -89,7 +94,7 @@ class HazardRule(Rule):
         kinds = [k for k, _ in Counter(h.kind for h in hazards).most_common()]
         return " and ".join(kinds[:3])
 
-    def make_suggestion(self, trace: Trace, group: Group, hazards: list[sm.Hazard],
+    def make_suggestion(self, ctx: Context, group: Group, hazards: list[sm.Hazard],
                         latent: bool) -> Suggestion:
         return suggestion(self.code, self.fix_title, group.location, group.resolved_path,
                           after=self.after, params=self.rewrite_params(group, hazards))
@@ -98,51 +103,57 @@ class HazardRule(Rule):
         return {}
 
     # ------------------------------------------------------------------ the check
-    def hazards(self, trace: Trace) -> list[sm.Hazard]:
+    def hazards(self, ctx: Context) -> list[sm.Hazard]:
+        trace = ctx.trace
         latent = not trace.has_device_activity
         if latent and self.gpu_only:
             return []
+        superseding = [cls() for cls in superseding_rules(self.code)]
         out = []
-        for h in sm.host_hazards(trace):
-            if h.step < 0 or not self.accepts(trace, h):
+        for h in sm.host_hazards(ctx.host):
+            if h.step < 0 or not self.accepts(ctx, h):
                 continue
+            if any(isinstance(rule, HazardRule) and rule.explains(ctx, h) for rule in superseding):
+                continue  # one cause, one finding: the more specific rule reports it
             if not latent and not h.on_device:
                 continue  # an op on CPU tensors inside a GPU trace is not a device sync
-            if sm.in_data_loading(trace, h.row):
+            if sm.in_data_loading(ctx.host, h.row):
                 continue  # the DataLoader builds batches from CPU tensors
-            if latent and any(m in f.replace("\\", "/") for f in sm.library_frames(trace, h.row)
+            if latent and any(m in f.replace("\\", "/") for f in sm.library_frames(ctx.host, h.row)
                               for m in _HOST_SIDE_LIBRARIES):
                 continue
             out.append(h)
         return out
 
-    def occurrence_cost(self, trace: Trace, h: sm.Hazard, latent: bool) -> float:
+    def occurrence_cost(self, ctx: Context, h: sm.Hazard, latent: bool) -> float:
         if latent:
             return h.cpu_us
-        if h.code in _COPY_CODES:
+        if h.cause in _COPY_CAUSES:
             return h.stall_us
-        bubble = sm.idle_after_us(trace, h.sync_rows[-1], cap_us=1000.0) if h.sync_rows else 0.0
+        bubble = sm.idle_after_us(ctx.host, h.sync_rows[-1], cap_us=1000.0) if h.sync_rows else 0.0
         return h.stall_us + bubble
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         latent = not trace.has_device_activity
-        hazards = self.hazards(trace)
+        hazards = self.hazards(ctx)
         if not hazards:
             return
         by_row = {h.row: h for h in hazards}
-        occs = [Occurrence(row=h.row, step=h.step, cost_us=self.occurrence_cost(trace, h, latent),
+        occs = [Occurrence(row=h.row, step=h.step, cost_us=self.occurrence_cost(ctx, h, latent),
                            cpu_us=h.cpu_us, stall_us=h.stall_us, chain=h.chain,
                            frame_row=h.frame_row, key=f"{h.kind}|{h.python_call}")
                 for h in hazards]
         matchers = {o.key: self.site_matcher(by_row[o.row]) for o in occs}
-        groups = attribute(trace, occs, lambda o: matchers[o.key], windows=sm.step_windows(trace))
+        groups = ctx.attribute(occs, lambda o: matchers[o.key], windows=sm.step_windows(trace))
         for group in groups:
-            if not self.keep_group(trace, group, latent):
+            if not self.keep_group(ctx, group, latent):
                 continue
-            yield self.to_finding(trace, group, [by_row[r] for r in group.rows], latent)
+            yield self.to_finding(ctx, group, [by_row[r] for r in group.rows], latent)
 
-    def to_finding(self, trace: Trace, group: Group, hazards: list[sm.Hazard],
+    def to_finding(self, ctx: Context, group: Group, hazards: list[sm.Hazard],
                    latent: bool) -> Finding:
+        trace = ctx.trace
         what = self.describe(group, hazards)
         per = _fmt_count(group.per_step)
         syncs = Counter(trace.name_of(s) for h in hazards for s in h.sync_rows)
@@ -154,7 +165,7 @@ class HazardRule(Rule):
         if latent:
             message = (f"{what} {LATENT_NOTE} ({per} per step; this CPU trace cannot measure "
                        f"the stall)")
-            severity = self.latent_severity(trace, group, hazards)
+            severity = self.latent_severity(ctx, group, hazards)
         else:
             stall = group.stall_ms_per_step
             message = (f"{what} makes the host wait for the GPU {per} per step "
@@ -170,7 +181,7 @@ class HazardRule(Rule):
         ranks = {h.rank for h in hazards}
         return self.finding(
             message, location=group.location,
-            suggestion=self.make_suggestion(trace, group, hazards, latent),
+            suggestion=self.make_suggestion(ctx, group, hazards, latent),
             severity=severity, evidence=evidence,
             est_saving_ms_per_step=round(group.cost_ms_per_step, 4), count=group.count,
             op_chain=group.chain, latent=latent, rank=ranks.pop() if len(ranks) == 1 else None)
@@ -195,22 +206,23 @@ def is_device_move(site: Site | None) -> bool:
     return not first.startswith(_DTYPE_ARG) and "dtype" not in first
 
 
-def dataloader_pinned(trace: Trace) -> bool | None:
+def dataloader_pinned(ctx: Context) -> bool | None:
     """Whether the user's DataLoader(...) constructions pass pin_memory=True (None: none found)."""
-    sites = find_calls(trace, ["DataLoader"])
+    sites = ctx.find_calls(["DataLoader"])
     if not sites:
         return None
     return all((cs.site.keyword("pin_memory") or "False").strip() == "True" for cs in sites)
 
 
-def latent_batch_moves(trace: Trace, code: str) -> list[sm.Hazard]:
+def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
     """On a CPU trace: `.to(device)` / `.cuda()` of DataLoader batches, as latent copy hazards."""
+    trace = ctx.trace
     out = []
-    for move in sm.device_moves(trace):
+    for move in sm.device_moves(ctx.host):
         if move.step < 0 or not (move.after_dataloader or move.early_in_step) or not move.input_dims:
             continue
         out.append(sm.Hazard(
-            row=move.row, code=code, kind=f".{move.python_call}() of a batch",
+            row=move.row, cause=cause, kind=f".{move.python_call}() of a batch",
             chain=("aten::to",), sync_rows=(), copy_rows=(), stall_us=0.0, cpu_us=move.cpu_us,
             on_device=False, step=move.step, rank=int(trace.events["rank"].to_numpy()[move.row]),
             python_call=move.python_call, frame_row=move.frame_row))
@@ -223,25 +235,25 @@ def non_blocking_of(trace: Trace, hazard: sm.Hazard, site: Site | None) -> bool:
     return bool(sm.to_non_blocking(trace.concrete_inputs(hazard.row)))
 
 
-def dataloader_location(trace: Trace) -> CallSite | None:
-    sites = find_calls(trace, ["DataLoader"])
+def dataloader_location(ctx: Context) -> CallSite | None:
+    sites = ctx.find_calls(["DataLoader"])
     return sites[0] if sites else None
 
 
-def loop_location(trace: Trace, wait_rows: Sequence[int]) -> Location:
+def loop_location(ctx: Context, wait_rows: Sequence[int]) -> Location:
     """The user's line that iterates over the DataLoader (`for batch in loader:`), refined
     from the frame that was running when each batch was fetched."""
-    durations = trace.events["dur"].to_numpy()
+    durations = ctx.trace.events["dur"].to_numpy()
     occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
-                       frame_row=sm.user_frame_row(trace, r), key="loader") for r in wait_rows]
-    groups = attribute(trace, occs, lambda o: (lambda s: s.kind == "for" or (s.kind == "call" and s.name == "next")))
+                       frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
+    groups = ctx.attribute(occs, lambda o: (lambda s: s.kind == "for" or (s.kind == "call" and s.name == "next")))
     return groups[0].location if groups else Location()
 
 
-def loader_location(trace: Trace, wait_rows: Sequence[int]) -> tuple[Location, CallSite | None]:
+def loader_location(ctx: Context, wait_rows: Sequence[int]) -> tuple[Location, CallSite | None]:
     """Where to point a DataLoader-configuration finding: the DataLoader's construction in the
     user's code when it can be found, else the loop that iterates over it."""
-    site = dataloader_location(trace)
+    site = dataloader_location(ctx)
     if site is not None:
         return site.location, site
-    return loop_location(trace, wait_rows), None
+    return loop_location(ctx, wait_rows), None

@@ -11,13 +11,16 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from perftune._resources import rules_dir
 from perftune.engine.rule import CATEGORIES, Rule
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
 from perftune.trace.model import Trace
+
+if TYPE_CHECKING:
+    from perftune.engine.context import Context
 
 _FOLDER = re.compile(r"^pft\d{3}_[a-z0-9_]+$")
 _CODE = re.compile(r"^PFT\d{3}$")
@@ -54,6 +57,12 @@ def rule_classes(folder: Path | None = None) -> tuple[type[Rule], ...]:
                     raise ConfigError(f"{path}: rule code {obj.code} is used twice")
                 found[obj.code] = obj
     return tuple(found[c] for c in sorted(found))
+
+
+def superseding_rules(code: str) -> tuple[type[Rule], ...]:
+    """The catalogue's rules that declare `supersedes` on `code` ("one cause, one finding"):
+    what they explain is theirs, whichever rules a run selects."""
+    return tuple(cls for cls in rule_classes() if code in cls.supersedes)
 
 
 def rule_folder(code: str) -> Path | None:
@@ -138,16 +147,20 @@ def select_rules(
     return chosen
 
 
-def run_rules(trace: Trace, rules: Sequence[Rule], strict: bool = False) -> list[Finding]:
-    """Run rules on a trace; findings ranked by estimated saving, then severity and code.
+def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = False) -> list[Finding]:
+    """Run rules on one analysis context (built here for a bare trace); findings ranked by
+    estimated saving, then severity and code.
 
     A rule that fails on an odd trace must not take the whole analysis down: its error is
     reported as a warning and the other rules still run (`strict=True` re-raises, for tests).
     """
+    from perftune.engine.context import as_context
+
+    ctx = as_context(subject)
     findings: list[Finding] = []
     for rule in rules:
         try:
-            findings.extend(rule.check(trace))
+            findings.extend(rule.check(ctx))
         except Exception as exc:
             if strict or os.environ.get("PERFTUNE_STRICT_RULES"):
                 raise
@@ -158,7 +171,7 @@ def run_rules(trace: Trace, rules: Sequence[Rule], strict: bool = False) -> list
     return findings
 
 
-def analyze(trace: Trace, select: Sequence[str] = (), ignore: Sequence[str] = (),
+def analyze(subject: Trace | Context, select: Sequence[str] = (), ignore: Sequence[str] = (),
             preview: bool = False,
             options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Finding]:
-    return run_rules(trace, select_rules(select, ignore, preview, options))
+    return run_rules(subject, select_rules(select, ignore, preview, options))

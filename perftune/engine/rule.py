@@ -1,14 +1,16 @@
-"""The Rule base class. A rule is pure: `check(trace)` yields Findings; no I/O, no printing."""
+"""The Rule base class. A rule is pure: `check(ctx)` yields Findings; no I/O, no printing."""
 
 from __future__ import annotations
 
 import inspect
 import sys
 from collections.abc import Iterator, Mapping
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from perftune.engine.types import Finding, Location, Severity, Suggestion
-from perftune.trace.model import Trace
+
+if TYPE_CHECKING:
+    from perftune.engine.context import Context
 
 CATEGORIES = {
     "1": "input pipeline",
@@ -31,6 +33,10 @@ class Rule:
     status: ClassVar[str] = "stable"  # or "preview": only run when preview rules are enabled
     # Per-rule options with defaults; [tool.perftune.rules.PFTnnn] overrides them.
     options: ClassVar[Mapping[str, Any]] = {}
+    # "One cause, one finding": codes of rules whose findings this rule's findings replace at
+    # the same trace rows (e.g. a specific sync rule supersedes the generic PFT201). The
+    # engine resolves it (registry.resolve_supersession); rules never check each other.
+    supersedes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, **overrides: Any) -> None:
         unknown = set(overrides) - set(self.options)
@@ -56,7 +62,7 @@ class Rule:
             text = getattr(module, "__doc__", None)
         return inspect.cleandoc(text or "")
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
         raise NotImplementedError
 
     def finding(

@@ -46,9 +46,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding
-from perftune.trace.model import Trace
 
 
 class {cls}(Rule):
@@ -56,8 +56,9 @@ class {cls}(Rule):
     name = "{slug}"
     status = "preview"  # "stable" once its fixtures and a sample show it works
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
-        # Pure: read the trace (perftune.trace.metrics, sync_metrics, ...), yield findings.
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        # Pure: read ctx.trace and the context's facts (ctx.host, ctx.fact(...), ctx.peaks,
+        # ctx.phase_times, ctx.location_of(...)); open no file; yield findings.
         return iter(())
 '''
 

@@ -45,7 +45,7 @@ _HOST_COLLECTIVE = re.compile(r"^(gloo|mpi|ucc):", re.IGNORECASE)
 _HOST_COMM_OP = re.compile(r"^(c10d::|gloo:|nccl:|mpi:|ucc:|record_param_comms)|"
                            r"torch\.distributed\.|distributed::", re.IGNORECASE)
 
-# Defaults shared by summary.json's straggler and rule PFT602 (its options override them).
+# Defaults shared by summary.json's straggler and the rank-straggler rule (its options override them).
 STRAGGLER_MIN_MS = 1.0
 STRAGGLER_MIN_SHARE = 0.05
 

@@ -25,7 +25,7 @@ from perftune.trace.frames import Frame
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.roofline import OpCost, base_name, counted_ops
 
-# Ops under these annotations belong to the backward pass or the optimizer (PFT303's subject).
+# Ops under these annotations belong to the backward pass or the optimizer (the per-parameter-optimizer rule's subject).
 _SKIP_UNDER = ("autograd::engine::evaluate_function", "Optimizer.step#", "Optimizer.zero_grad#")
 _SOFTMAX = frozenset({"softmax", "_softmax", "log_softmax", "_log_softmax", "_safe_softmax"})
 # Ops that may sit between the parts of a pattern without breaking it (views, scaling, masks).

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 
-from perftune.rundir import RunDir
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import memoized
 from perftune.trace.model import Trace
@@ -114,13 +113,3 @@ def read_phase_times(path: Path) -> PhaseTimes | None:
     return PhaseTimes(path=path, profiled_ms=float(np.median(prof)),
                       unprofiled_ms=float(np.median(meas)), profiled_steps=len(prof),
                       unprofiled_steps=len(meas))
-
-
-@memoized
-def phase_times(trace: Trace) -> PhaseTimes | None:
-    """steps.json next to the trace (a perftune run directory), if it has both phases."""
-    for path in trace.paths:
-        found = read_phase_times(RunDir(Path(path).parent).steps)
-        if found is not None:
-            return found
-    return None

@@ -386,8 +386,15 @@ def peaks(trace: Trace, measure: bool = False) -> Peaks:
     that recorded the trace in the usual `perftune profile` flow.
     """
     if trace.has_device_activity:
+        return peaks_for(trace, None)
+    return peaks_for(trace, machine.machine_peaks(measure_if_missing=measure))
+
+
+def peaks_for(trace: Trace, host: machine.MachinePeaks | None) -> Peaks:
+    """The roofs of the trace's device: GPU table for GPU traces, else `host` (this machine's
+    measured peaks, read by the caller), else unknown."""
+    if trace.has_device_activity:
         return device_peaks(trace.device_properties[0] if trace.device_properties else None)
-    host = machine.machine_peaks(measure_if_missing=measure)
     if host is None:
         return UNKNOWN_PEAKS
     return Peaks(host.flops_per_s, host.bytes_per_s, f"measured: {host.method} on {host.cpu}",

@@ -4,15 +4,21 @@ The central question is *which user-visible operator* made the host wait for the
 would make it wait on a GPU. `host_hazards` answers it once per trace: every sync call, every
 blocking device→host copy and every operator that needs device data on the host (nonzero,
 unique, item, ...) is walked up to the outermost ATen op (the "user op": what the user's line
-called), classified into a rule code, and measured (stall on a GPU trace, CPU cost otherwise).
+called), classified into a neutral `SyncCause` (what the op is, not which rule reports it), and
+measured (stall on a GPU trace, CPU cost otherwise).
+
+Every query takes a `HostIndex`: the per-trace lookups (threads, frames, copies) and the
+derived tables (hazards, masked-loss pairs, ...) computed lazily, once per index. The analysis
+context (perftune.engine.context) owns one index per run; nothing is cached at module level.
 """
 
 from __future__ import annotations
 
 import re
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
 
 import numpy as np
 
@@ -46,17 +52,22 @@ DEVICE_MOVE_CALLS = frozenset({"to", "cuda"})
 
 _BUILTIN = re.compile(r"^<built-in (?:method|function) (?P<name>[A-Za-z_][\w]*)")
 
-# Rule codes the classifier assigns (the catalogue in docs/contracts.md).
-DATA_DEPENDENT_SHAPE = "PFT202"
-UNIQUE_SYNC = "PFT203"
-BOOLEAN_MASK_ASSIGNMENT = "PFT204"
-REPEAT_INTERLEAVE = "PFT205"
-SCALAR_READBACK = "PFT206"
-HOST_TRANSFER = "PFT207"
-PAGEABLE_COPY = "PFT208"
-BLOCKING_COPY = "PFT209"
-TENSOR_FROM_PYTHON = "PFT210"
-EXPLICIT_SYNCHRONIZE = "PFT211"
+
+
+class SyncCause(StrEnum):
+    """What kind of operation made (or would make) the host wait: a fact about the trace.
+    Which rule reports which cause is the rules' business (their `causes` metadata)."""
+
+    DATA_DEPENDENT_SHAPE = "data-dependent-shape op"
+    UNIQUE = "unique"
+    BOOLEAN_MASK_ASSIGNMENT = "boolean mask assignment"
+    REPEAT_INTERLEAVE = "repeat_interleave without output size"
+    SCALAR_READBACK = "scalar readback"
+    HOST_TRANSFER = "device-to-host transfer"
+    PAGEABLE_COPY = "copy from pageable memory"
+    BLOCKING_COPY = "blocking copy"
+    TENSOR_FROM_PYTHON = "tensor from python data"
+    EXPLICIT_SYNCHRONIZE = "explicit synchronize"
 
 
 def python_call_name(name: str) -> str | None:
@@ -72,8 +83,9 @@ class _ThreadIndex:
     ts: np.ndarray
 
 
-class _Index:
-    """Lookups the rules need many times: events under an op, python frames of an op."""
+class HostIndex:
+    """Lookups the rules need many times (events under an op, python frames of an op) and the
+    tables derived from them, each computed once per index."""
 
     def __init__(self, trace: Trace) -> None:
         ev = trace.events
@@ -105,7 +117,6 @@ class _Index:
             self.threads[key] = _ThreadIndex(rows=arr, ts=self.ts[arr])
         self._frame_rows: dict[int, bool] = {}
         self._copies: dict[tuple[int, int], list[int]] | None = None
-        self.loader_ends: dict[tuple[int, int, int], np.ndarray] | None = None
 
     def under(self, row: int) -> np.ndarray:
         """Host rows nested inside `row` (same thread, starting within it), in time order."""
@@ -141,21 +152,39 @@ class _Index:
         return cached
 
 
-_INDEXES: weakref.WeakKeyDictionary[Trace, _Index] = weakref.WeakKeyDictionary()
+    # ------------------------------------------------------------ derived, once per index
+    @cached_property
+    def hazards(self) -> tuple[Hazard, ...]:
+        return _host_hazards(self)
 
+    @cached_property
+    def device_starts(self) -> dict[int, np.ndarray]:
+        ev = self.trace.events
+        work = ev[ev["cat"].isin(C.DEVICE_WORK_CATS)]
+        return {int(str(r)): np.sort(g["ts"].to_numpy()) for r, g in work.groupby("rank")}
 
-def _index(trace: Trace) -> _Index:
-    idx = _INDEXES.get(trace)
-    if idx is None:
-        idx = _Index(trace)
-        _INDEXES[trace] = idx
-    return idx
+    @cached_property
+    def masked_loss_pairs(self) -> dict[int, int]:
+        return _masked_loss_pairs(self)
+
+    @cached_property
+    def masked_copy_pairs(self) -> dict[int, int]:
+        return _masked_copy_pairs(self)
+
+    @cached_property
+    def dataloader_ends(self) -> dict[tuple[int, int, int], np.ndarray]:
+        rows = [r for r in np.flatnonzero(~self.is_device).tolist()
+                if self.names[r].startswith(C.DATALOADER_PREFIX)]
+        out: dict[tuple[int, int, int], list[float]] = {}
+        for r in rows:
+            out.setdefault(self.thread_of[r], []).append(float(self.end[r]))
+        return {k: np.sort(np.asarray(v)) for k, v in out.items()}
 
 
 # ---------------------------------------------------------------------------- small queries
-def user_op(trace: Trace, row: int) -> int | None:
+def user_op(host: HostIndex, row: int) -> int | None:
     """The outermost ATen op enclosing `row` (itself included): the op the user's line called."""
-    idx = _index(trace)
+    idx, trace = host, host.trace
     best = row if idx.is_op[row] else None
     for a in trace.ancestors(row):
         if idx.is_op[a]:
@@ -163,12 +192,12 @@ def user_op(trace: Trace, row: int) -> int | None:
     return best
 
 
-def calling_python(trace: Trace, row: int) -> str | None:
+def calling_python(host: HostIndex, row: int) -> str | None:
     """The python-level call that issued op `row` ('item', 'tolist', 'tensor', ...), if recorded.
 
     Looks only at python events between the op and the user's frame, so a `.to()` inside a
     library's `tolist` wrapper still reports 'tolist'."""
-    idx = _index(trace)
+    idx, trace = host, host.trace
     name: str | None = None
     for a in trace.ancestors(row):
         if idx.cat[a] != C.PYTHON_FUNCTION:
@@ -181,25 +210,25 @@ def calling_python(trace: Trace, row: int) -> str | None:
     return name
 
 
-def user_frame_row(trace: Trace, row: int) -> int | None:
+def user_frame_row(host: HostIndex, row: int) -> int | None:
     """Row of the innermost user python frame enclosing `row` (follows fwdbwd for backward)."""
-    idx = _index(trace)
+    idx, trace = host, host.trace
     for a in trace.ancestors(row):
         if idx.cat[a] == C.PYTHON_FUNCTION and idx.is_user_frame_row(a):
             return a
     fwd = trace.forward_op_of(row)
     if fwd is not None and fwd != row:
-        return user_frame_row(trace, fwd)
+        return user_frame_row(host, fwd)
     return None
 
 
-def runtime_calls_under(trace: Trace, row: int) -> list[int]:
-    idx = _index(trace)
+def runtime_calls_under(host: HostIndex, row: int) -> list[int]:
+    idx = host
     return [int(r) for r in idx.under(row) if idx.is_runtime[r]]
 
 
-def ops_under(trace: Trace, row: int) -> list[int]:
-    idx = _index(trace)
+def ops_under(host: HostIndex, row: int) -> list[int]:
+    idx = host
     return [int(r) for r in idx.under(row) if idx.is_op[r]]
 
 
@@ -245,7 +274,7 @@ class Hazard:
     """One occurrence of an op that synchronises (GPU) or would synchronise (CPU) the host."""
 
     row: int                     # the user op (or the sync call / python call when no op)
-    code: str | None             # rule code it belongs to; None: generic sync (PFT201)
+    cause: SyncCause | None      # what kind of op it is; None: a sync of some other op
     kind: str                    # short label: 'nonzero', 'boolean-mask-index', 'item', ...
     chain: tuple[str, ...]       # user op → ... → runtime calls
     sync_rows: tuple[int, ...]   # sync calls (and blocking copies) under it
@@ -269,46 +298,46 @@ def _copy_kinds(trace: Trace, copy_rows: Sequence[int]) -> set[tuple[str, str, s
 
 def classify(names: Sequence[str], python_call: str | None,
              copy_kinds: set[tuple[str, str, str]], has_op: bool,
-             has_sync: bool = True) -> tuple[str | None, str]:
-    """Rule code and label for a user op chain (outermost op first).
+             has_sync: bool = True) -> tuple[SyncCause | None, str]:
+    """Cause and label for a user op chain (outermost op first).
 
     The user op decides: a sync deep inside an unrelated op (bincount, nms, ...) is left to
     the generic rule, attributed to that op, rather than blamed on an `.item()` nobody wrote.
     """
     if not has_op:
-        return EXPLICIT_SYNCHRONIZE, "explicit synchronize"
+        return SyncCause.EXPLICIT_SYNCHRONIZE, "explicit synchronize"
     kinds = {k[0] for k in copy_kinds}
     if python_call in TENSOR_FACTORY_CALLS:
-        return TENSOR_FROM_PYTHON, f"torch.{python_call}(python data)"
+        return SyncCause.TENSOR_FROM_PYTHON, f"torch.{python_call}(python data)"
     if python_call in HOST_TRANSFER_CALLS and (not copy_kinds or "DtoH" in kinds):
-        return HOST_TRANSFER, f".{python_call}()"
+        return SyncCause.HOST_TRANSFER, f".{python_call}()"
     top = names[0]
     if top in INDEX_PUT_OPS and "aten::nonzero" in names:
-        return BOOLEAN_MASK_ASSIGNMENT, "boolean-mask assignment"
+        return SyncCause.BOOLEAN_MASK_ASSIGNMENT, "boolean-mask assignment"
     if top == INDEX_OP and "aten::nonzero" in names:
-        return DATA_DEPENDENT_SHAPE, "boolean-mask indexing"
+        return SyncCause.DATA_DEPENDENT_SHAPE, "boolean-mask indexing"
     if top in NONZERO_OPS:
-        return DATA_DEPENDENT_SHAPE, top.removeprefix("aten::")
+        return SyncCause.DATA_DEPENDENT_SHAPE, top.removeprefix("aten::")
     if top == WHERE_OP and ("aten::nonzero_numpy" in names or "aten::nonzero" in names):
-        return DATA_DEPENDENT_SHAPE, "where(condition)"
+        return SyncCause.DATA_DEPENDENT_SHAPE, "where(condition)"
     if top in UNIQUE_OPS:
-        return UNIQUE_SYNC, top.removeprefix("aten::").lstrip("_").rstrip("2")
+        return SyncCause.UNIQUE, top.removeprefix("aten::").lstrip("_").rstrip("2")
     if top == REPEAT_INTERLEAVE_OP:
-        return REPEAT_INTERLEAVE, "repeat_interleave"
+        return SyncCause.REPEAT_INTERLEAVE, "repeat_interleave"
     if top in SCALAR_OPS:
         label = {"aten::is_nonzero": "bool(tensor)", "aten::item": "float()/int() of a tensor",
                  "aten::_local_scalar_dense": "scalar read-back"}[top]
         if python_call in {"item", "tolist"}:
             label = f".{python_call}()"
-        return SCALAR_READBACK, label
+        return SyncCause.SCALAR_READBACK, label
     if top in COPY_OPS and copy_kinds:
         pageable_out = any(k == "DtoH" and dst == "Pageable" for k, _, dst in copy_kinds)
         if "DtoH" in kinds and (has_sync or pageable_out):
-            return HOST_TRANSFER, f".{python_call}()" if python_call else "device→host copy"
+            return SyncCause.HOST_TRANSFER, f".{python_call}()" if python_call else "device→host copy"
         if any(k == "HtoD" and src == "Pageable" for k, src, _ in copy_kinds):
-            return PAGEABLE_COPY, "host→device copy from pageable memory"
+            return SyncCause.PAGEABLE_COPY, "host→device copy from pageable memory"
         if has_sync:
-            return BLOCKING_COPY, "blocking copy"
+            return SyncCause.BLOCKING_COPY, "blocking copy"
         return None, top  # an asynchronous copy: nothing waits
     return None, top
 
@@ -319,7 +348,7 @@ class _Acc:
     copies: list[int]
 
 
-def _blocking_copy_calls(trace: Trace, idx: _Index) -> list[int]:
+def _blocking_copy_calls(trace: Trace, idx: HostIndex) -> list[int]:
     """Copy calls to or from pageable memory: the host waits inside them until the copy is done
     (the driver stages pageable memory through a pinned buffer synchronously)."""
     out = []
@@ -333,7 +362,7 @@ def _blocking_copy_calls(trace: Trace, idx: _Index) -> list[int]:
     return out
 
 
-def _python_anchor(trace: Trace, idx: _Index, row: int) -> int | None:
+def _python_anchor(trace: Trace, idx: HostIndex, row: int) -> int | None:
     """The `.tolist()` / `.cpu()` / `torch.tensor(...)` python call that issued `row`, if any."""
     anchor: int | None = None
     for a in trace.ancestors(row):
@@ -347,9 +376,9 @@ def _python_anchor(trace: Trace, idx: _Index, row: int) -> int | None:
     return anchor
 
 
-def library_frames(trace: Trace, row: int) -> tuple[str, ...]:
+def library_frames(host: HostIndex, row: int) -> tuple[str, ...]:
     """Files of the non-user python frames between op `row` and the user's frame."""
-    idx = _index(trace)
+    idx, trace = host, host.trace
     out: list[str] = []
     for a in trace.ancestors(row):
         if idx.cat[a] != C.PYTHON_FUNCTION:
@@ -362,12 +391,12 @@ def library_frames(trace: Trace, row: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def idle_after_us(trace: Trace, row: int, cap_us: float = 10_000.0) -> float:
+def idle_after_us(host: HostIndex, row: int, cap_us: float = 10_000.0) -> float:
     """Device idle time right after host event `row` ends (the bubble a sync leaves behind).
 
     A sync drains the device; it stays idle until the host has queued the next work."""
-    idx = _index(trace)
-    starts = _device_starts(trace).get(int(trace.events["rank"].to_numpy()[row]))
+    idx, trace = host, host.trace
+    starts = host.device_starts.get(int(trace.events["rank"].to_numpy()[row]))
     if starts is None or len(starts) == 0:
         return 0.0
     end = float(idx.end[row])
@@ -377,31 +406,19 @@ def idle_after_us(trace: Trace, row: int, cap_us: float = 10_000.0) -> float:
     return float(min(cap_us, max(0.0, starts[k] - end)))
 
 
-_STARTS: weakref.WeakKeyDictionary[Trace, dict[int, np.ndarray]] = weakref.WeakKeyDictionary()
-
-
-def _device_starts(trace: Trace) -> dict[int, np.ndarray]:
-    cached = _STARTS.get(trace)
-    if cached is None:
-        ev = trace.events
-        work = ev[ev["cat"].isin(C.DEVICE_WORK_CATS)]
-        cached = {int(str(r)): np.sort(g["ts"].to_numpy()) for r, g in work.groupby("rank")}
-        _STARTS[trace] = cached
-    return cached
-
-
-def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
+def host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
     """Every sync-causing (or, on a CPU trace, sync-prone) op occurrence, one per user op."""
-    cached = _HAZARDS.get(trace)
-    if cached is not None:
-        return cached
-    idx = _index(trace)
+    return host.hazards
+
+
+def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
+    idx, trace = host, host.trace
     groups: dict[int, _Acc] = {}
     explicit: list[int] = []
 
     def anchor_of(row: int) -> int | None:
         py = _python_anchor(trace, idx, row)
-        return py if py is not None else user_op(trace, row)
+        return py if py is not None else user_op(host, row)
 
     def add(row: int, sync: int | None = None, copy: int | None = None) -> None:
         anchor = anchor_of(row)
@@ -423,7 +440,7 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
         add(row)
     for row in np.flatnonzero(idx.cat == C.MEMCPY).tolist():
         launch = trace.launched_by(row)
-        if launch is not None and user_op(trace, launch) is not None:
+        if launch is not None and user_op(host, launch) is not None:
             add(launch, copy=row)
     # Python-level transfers and factories (on CPU traces visible only through with_stack).
     for row in np.flatnonzero(idx.cat == C.PYTHON_FUNCTION).tolist():
@@ -441,7 +458,7 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
         inner = idx.under(anchor).tolist()
         if idx.is_op[anchor]:
             names = [idx.names[anchor]] + [idx.names[r] for r in inner if idx.is_op[r]]
-            call = calling_python(trace, anchor)
+            call = calling_python(host, anchor)
         else:
             names = [idx.names[r] for r in inner if idx.is_op[r]]
             call = python_call_name(idx.names[anchor])
@@ -451,58 +468,53 @@ def host_hazards(trace: Trace) -> tuple[Hazard, ...]:
                                             for d in idx.copies_of(r)})
         real_syncs = any(idx.sync[r] for r in syncs)
         if idx.is_op[anchor]:
-            code, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True,
+            cause, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True,
                                   has_sync=real_syncs)
         elif call in TENSOR_FACTORY_CALLS and "aten::lift_fresh" not in names and not copies:
             continue  # torch.tensor(existing_tensor): no python data involved
         elif names or copies or call in HOST_TRANSFER_CALLS:
-            code, kind = classify(names or [f"Tensor.{call}"], call, _copy_kinds(trace, copies),
+            cause, kind = classify(names or [f"Tensor.{call}"], call, _copy_kinds(trace, copies),
                                   has_op=True)
         else:
             continue
-        if code is None and not syncs:
+        if cause is None and not syncs:
             continue  # an ordinary op that happened to contain a copy
         stall = float(sum(idx.dur[s] for s in syncs))
         chain = _chain(trace, idx, anchor, inner, syncs, copies)
         if not idx.is_op[anchor]:
             chain = (f"Tensor.{call}" if call in HOST_TRANSFER_CALLS else f"torch.{call}", *chain)
         hazards.append(Hazard(
-            row=anchor, code=code, kind=kind, chain=chain, sync_rows=tuple(syncs),
+            row=anchor, cause=cause, kind=kind, chain=chain, sync_rows=tuple(syncs),
             copy_rows=tuple(copies), stall_us=stall, cpu_us=float(idx.dur[anchor]),
             on_device=bool(runtime) or bool(syncs), step=-1, rank=int(rank_col[anchor]),
-            python_call=call, frame_row=user_frame_row(trace, anchor)))
+            python_call=call, frame_row=user_frame_row(host, anchor)))
     for row in explicit:
-        code, kind = _classify_opless(trace, idx, row)
+        cause, kind = _classify_opless(trace, idx, row)
         hazards.append(Hazard(
-            row=row, code=code, kind=kind, chain=tuple(_clean_chain(trace.op_chain(row))),
+            row=row, cause=cause, kind=kind, chain=tuple(_clean_chain(trace.op_chain(row))),
             sync_rows=(row,), copy_rows=(), stall_us=float(idx.dur[row]),
             cpu_us=float(idx.dur[row]), on_device=True, step=-1, rank=int(rank_col[row]),
-            python_call=None, frame_row=user_frame_row(trace, row)))
+            python_call=None, frame_row=user_frame_row(host, row)))
     hazards.sort(key=lambda h: float(idx.ts[h.row]))
     steps = in_scope_steps(trace, [h.row for h in hazards])
-    out = tuple(Hazard(**{**h.__dict__, "step": int(s)}) for h, s in zip(hazards, steps, strict=True))
-    _HAZARDS[trace] = out
-    return out
+    return tuple(Hazard(**{**h.__dict__, "step": int(s)}) for h, s in zip(hazards, steps, strict=True))
 
 
-_HAZARDS: weakref.WeakKeyDictionary[Trace, tuple[Hazard, ...]] = weakref.WeakKeyDictionary()
-
-
-def _classify_opless(trace: Trace, idx: _Index, row: int) -> tuple[str | None, str]:
+def _classify_opless(trace: Trace, idx: HostIndex, row: int) -> tuple[SyncCause | None, str]:
     """A sync call under no ATen op: `torch.cuda.synchronize()` and friends called from Python
-    (PFT211), unless a library's annotated region issued it (DDP's forward, ...): then it is a
-    generic sync (PFT201) of that region."""
+    (an explicit synchronize), unless a library's annotated region issued it (DDP's forward,
+    ...): then it is a sync without a cause of its own, named after that region."""
     for a in trace.ancestors(row):
         if idx.cat[a] == C.PYTHON_FUNCTION:
             frame = parse_python_function(idx.names[a])
             if frame is not None and "synchronize" in frame.function \
                     and "torch/cuda/" in frame.file.replace("\\", "/"):
-                return EXPLICIT_SYNCHRONIZE, "explicit synchronize"
+                return SyncCause.EXPLICIT_SYNCHRONIZE, "explicit synchronize"
             continue
         if idx.cat[a] == C.USER_ANNOTATION and not _is_marker(idx.names[a]) \
                 and not idx.names[a].startswith((C.OPTIMIZER_STEP_PREFIX, "##")):
             return None, idx.names[a]
-    return EXPLICIT_SYNCHRONIZE, "explicit synchronize"
+    return SyncCause.EXPLICIT_SYNCHRONIZE, "explicit synchronize"
 
 
 def _clean_chain(names: Sequence[str]) -> list[str]:
@@ -511,7 +523,7 @@ def _clean_chain(names: Sequence[str]) -> list[str]:
                                                     C.OPTIMIZER_STEP_PREFIX, "##"))]
 
 
-def _chain(trace: Trace, idx: _Index, op: int, inner: list[int], syncs: list[int],
+def _chain(trace: Trace, idx: HostIndex, op: int, inner: list[int], syncs: list[int],
            copies: list[int]) -> tuple[str, ...]:
     """user op → the op that needed device data → the runtime calls that waited."""
     # The call the host waited in: a real sync call when there is one (after the copy).
@@ -567,16 +579,16 @@ class DeviceMove:
     early_in_step: bool = False  # among the first ops of its step (moving the step's inputs)
 
 
-def device_moves(trace: Trace) -> tuple[DeviceMove, ...]:
+def device_moves(host: HostIndex) -> tuple[DeviceMove, ...]:
     """Every `aten::to` that the user's code called as `.to(...)`/`.cuda()` (with_stack needed)."""
-    idx = _index(trace)
-    loader_ends = _dataloader_ends(trace, idx)
+    idx, trace = host, host.trace
+    loader_ends = idx.dataloader_ends
     out: list[DeviceMove] = []
     rows = np.flatnonzero((idx.names == "aten::to") & idx.is_op).tolist()
     for row in rows:
-        if user_op(trace, row) != row:
+        if user_op(host, row) != row:
             continue
-        call = calling_python(trace, row)
+        call = calling_python(host, row)
         if call not in DEVICE_MOVE_CALLS:
             continue
         dims = trace.input_dims(row)
@@ -585,7 +597,7 @@ def device_moves(trace: Trace) -> tuple[DeviceMove, ...]:
             row=row, python_call=str(call),
             input_dims=tuple(int(d) for d in first) if first is not None else None,
             non_blocking=to_non_blocking(trace.concrete_inputs(row)), step=-1,
-            frame_row=user_frame_row(trace, row),
+            frame_row=user_frame_row(host, row),
             after_dataloader=_follows_dataloader(idx, row, loader_ends), cpu_us=float(idx.dur[row])))
     steps = in_scope_steps(trace, [m.row for m in out])
     moves = []
@@ -601,7 +613,7 @@ def _is_marker(name: str) -> bool:
     return name.startswith((C.PROFILER_STEP_PREFIX, C.DATALOADER_PREFIX))
 
 
-def _few_ops_between(idx: _Index, start: float, row: int, limit: int = 8) -> bool:
+def _few_ops_between(idx: HostIndex, start: float, row: int, limit: int = 8) -> bool:
     """At most `limit` top-level ops (or annotated blocks) ran on this thread between `start`
     and `row`, copies aside: `row` belongs to the preparation of the step's inputs."""
     key = idx.thread_of.get(row)
@@ -625,24 +637,13 @@ def _few_ops_between(idx: _Index, start: float, row: int, limit: int = 8) -> boo
     return True
 
 
-def uses_pinned_memory(trace: Trace) -> bool:
+def uses_pinned_memory(host: HostIndex) -> bool:
     """Whether the program pins host memory anywhere in the trace (tensor.pin_memory())."""
-    idx = _index(trace)
+    idx = host
     return bool(np.isin(idx.names, ["aten::pin_memory", "aten::_pin_memory"]).any())
 
 
-def _dataloader_ends(trace: Trace, idx: _Index) -> dict[tuple[int, int, int], np.ndarray]:
-    if idx.loader_ends is None:
-        rows = [r for r in np.flatnonzero(~idx.is_device).tolist()
-                if idx.names[r].startswith(C.DATALOADER_PREFIX)]
-        out: dict[tuple[int, int, int], list[float]] = {}
-        for r in rows:
-            out.setdefault(idx.thread_of[r], []).append(float(idx.end[r]))
-        idx.loader_ends = {k: np.sort(np.asarray(v)) for k, v in out.items()}
-    return idx.loader_ends
-
-
-def _follows_dataloader(idx: _Index, row: int, ends: dict[tuple[int, int, int], np.ndarray]) -> bool:
+def _follows_dataloader(idx: HostIndex, row: int, ends: dict[tuple[int, int, int], np.ndarray]) -> bool:
     """True when `row` comes right after a DataLoader `__next__` on the same thread: few
     top-level ops since the batch arrived (a forward pass in between means it is not the
     batch being moved)."""
@@ -656,10 +657,10 @@ def _follows_dataloader(idx: _Index, row: int, ends: dict[tuple[int, int, int], 
     return _few_ops_between(idx, float(arr[k]), row)
 
 
-def follows_dataloader(trace: Trace, row: int) -> bool:
+def follows_dataloader(host: HostIndex, row: int) -> bool:
     """Whether host event `row` is among the first ops after a DataLoader `__next__`."""
-    idx = _index(trace)
-    return _follows_dataloader(idx, row, _dataloader_ends(trace, idx))
+    idx = host
+    return _follows_dataloader(idx, row, idx.dataloader_ends)
 
 
 # ---------------------------------------------------------------------------- data loading
@@ -672,9 +673,9 @@ class LoaderWait:
     steps: int
 
 
-def dataloader_wait(trace: Trace) -> LoaderWait | None:
+def dataloader_wait(host: HostIndex) -> LoaderWait | None:
     """DataLoader `__next__` time inside steps, per step and as a share of the step."""
-    idx = _index(trace)
+    idx, trace = host, host.trace
     rows = [r for r in np.flatnonzero(~idx.is_device).tolist()
             if idx.names[r].startswith(C.DATALOADER_PREFIX)]
     if not rows:
@@ -696,7 +697,7 @@ def dataloader_wait(trace: Trace) -> LoaderWait | None:
 
 
 # ---------------------------------------------------------------------------- masked losses
-def _selected_count(trace: Trace, idx: _Index, index_row: int) -> int | None:
+def _selected_count(trace: Trace, idx: HostIndex, index_row: int) -> int | None:
     """How many elements a boolean-mask index selected, from the shape nonzero resized to."""
     for r in idx.under(index_row).tolist():
         if idx.names[r] in ("aten::as_strided_", "aten::resize_") and idx.is_op[r]:
@@ -706,19 +707,21 @@ def _selected_count(trace: Trace, idx: _Index, index_row: int) -> int | None:
     return None
 
 
-def masked_loss_pairs(trace: Trace, max_between: int = 6) -> dict[int, int]:
+def masked_loss_pairs(host: HostIndex) -> dict[int, int]:
+    """Boolean-mask index ops whose result feeds a loss: index op row → loss op row."""
+    return host.masked_loss_pairs
+
+
+def _masked_loss_pairs(host: HostIndex, max_between: int = 6) -> dict[int, int]:
     """Boolean-mask index ops whose result feeds a loss: index op row → loss op row.
 
     The loss is the next top-level loss op in the same call of the same user function, a few
     ops later; when both shapes were recorded, its input must have as many rows as the mask
     selected."""
-    cached = _PAIRS.get(trace)
-    if cached is not None:
-        return cached
-    idx = _index(trace)
+    idx, trace = host, host.trace
     out: dict[int, int] = {}
     frames: dict[int, list[int]] = {}
-    for h in host_hazards(trace):
+    for h in host.hazards:
         if h.kind == "boolean-mask indexing" and h.frame_row is not None:
             frames.setdefault(h.frame_row, []).append(h.row)
     for frame_row, index_rows in frames.items():
@@ -739,17 +742,13 @@ def masked_loss_pairs(trace: Trace, max_between: int = 6) -> dict[int, int]:
                     break
                 out[row] = later
                 break
-    _PAIRS[trace] = out
     return out
 
 
-_PAIRS: weakref.WeakKeyDictionary[Trace, dict[int, int]] = weakref.WeakKeyDictionary()
-
-
-def in_data_loading(trace: Trace, row: int) -> bool:
+def in_data_loading(host: HostIndex, row: int) -> bool:
     """Whether `row` runs inside a DataLoader fetch (`__next__`, or torch/utils/data code):
     batches are built from CPU tensors there, even in a GPU job."""
-    idx = _index(trace)
+    idx, trace = host, host.trace
     for a in trace.ancestors(row):
         name = idx.names[a]
         if name.startswith(C.DATALOADER_PREFIX):
@@ -759,17 +758,18 @@ def in_data_loading(trace: Trace, row: int) -> bool:
     return False
 
 
-def masked_copy_pairs(trace: Trace, max_between: int = 2) -> dict[int, int]:
+def masked_copy_pairs(host: HostIndex) -> dict[int, int]:
+    """`t[mask] = v[mask]`: boolean-mask index op row → the index_put_ row assigning it."""
+    return host.masked_copy_pairs
+
+
+def _masked_copy_pairs(host: HostIndex, max_between: int = 2) -> dict[int, int]:
     """`t[mask] = v[mask]`: boolean-mask index ops whose result is assigned through a mask by
-    the next top-level ops of the same call (index op row → index_put_ row). The assignment
-    (PFT204) is the one finding; its rewrite (torch.where) removes both syncs."""
-    cached = _COPY_PAIRS.get(trace)
-    if cached is not None:
-        return cached
-    idx = _index(trace)
-    puts = {h.row for h in host_hazards(trace) if h.code == BOOLEAN_MASK_ASSIGNMENT}
+    the next top-level ops of the same call (index op row → index_put_ row)."""
+    idx = host
+    puts = {h.row for h in host.hazards if h.cause == SyncCause.BOOLEAN_MASK_ASSIGNMENT}
     out: dict[int, int] = {}
-    for h in host_hazards(trace):
+    for h in host.hazards:
         if h.kind != "boolean-mask indexing" or h.frame_row is None:
             continue
         key = idx.thread_of.get(h.row)
@@ -787,8 +787,4 @@ def masked_copy_pairs(trace: Trace, max_between: int = 2) -> dict[int, int]:
             seen += 1
             if seen > max_between:
                 break
-    _COPY_PAIRS[trace] = out
     return out
-
-
-_COPY_PAIRS: weakref.WeakKeyDictionary[Trace, dict[int, int]] = weakref.WeakKeyDictionary()

@@ -38,12 +38,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from perftune.engine.context import Context
 from perftune.engine.hazards import dataloader_location, loop_location
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class DataLoaderWait(Rule):
@@ -51,14 +51,14 @@ class DataLoaderWait(Rule):
     name = "dataloader-wait"
     options: ClassVar[dict[str, Any]] = {"threshold": 0.10, "error_share": 0.30}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
-        wait = sm.dataloader_wait(trace)
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        wait = sm.dataloader_wait(ctx.host)
         if wait is None or wait.share < float(self.config["threshold"]):
             return
         # The wait happens where the loop asks for the next batch; the fix goes where the
         # DataLoader is built (the diff edits that line when it is in the same file).
-        location = loop_location(trace, wait.rows)
-        site = dataloader_location(trace)
+        location = loop_location(ctx, wait.rows)
+        site = dataloader_location(ctx)
         ms = wait.wait_us_per_step / 1000.0
         current = site.site.keyword("num_workers") if site is not None else None
         workers = 4

@@ -37,12 +37,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from perftune.engine.context import Context
 from perftune.engine.hazards import loader_location
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class DataLoaderNoWorkers(Rule):
@@ -50,11 +50,11 @@ class DataLoaderNoWorkers(Rule):
     name = "dataloader-no-workers"
     options: ClassVar[dict[str, Any]] = {"min_share": 0.02, "error_share": 0.30}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
-        wait = sm.dataloader_wait(trace)
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        wait = sm.dataloader_wait(ctx.host)
         if wait is None or not wait.single_process or wait.share < float(self.config["min_share"]):
             return
-        location, site = loader_location(trace, wait.rows)
+        location, site = loader_location(ctx, wait.rows)
         ms = wait.wait_us_per_step / 1000.0
         severity = Severity.ERROR if wait.share >= float(self.config["error_share"]) else Severity.WARNING
         yield self.finding(

@@ -35,12 +35,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from perftune.engine.context import Context
 from perftune.engine.hazards import dataloader_location
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class DataLoaderNoPinMemory(Rule):
@@ -48,14 +48,15 @@ class DataLoaderNoPinMemory(Rule):
     name = "dataloader-no-pin-memory"
     options: ClassVar[dict[str, Any]] = {"error_share": 0.05}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if not trace.has_device_activity:
             return
-        copies = [h for h in sm.host_hazards(trace)
-                  if h.code == sm.PAGEABLE_COPY and h.step >= 0 and sm.follows_dataloader(trace, h.row)]
+        copies = [h for h in sm.host_hazards(ctx.host)
+                  if h.cause == sm.SyncCause.PAGEABLE_COPY and h.step >= 0 and sm.follows_dataloader(ctx.host, h.row)]
         if not copies:
             return
-        site = dataloader_location(trace)
+        site = dataloader_location(ctx)
         if site is not None and (site.site.keyword("pin_memory") or "").strip() == "True":
             return
         location = site.location if site is not None else Location()

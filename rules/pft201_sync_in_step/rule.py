@@ -33,9 +33,9 @@ Only reported on traces with device activity: a CPU trace has no syncs to measur
 from __future__ import annotations
 
 from perftune.engine.attribution import Group
+from perftune.engine.context import Context
 from perftune.engine.hazards import HazardRule
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class SyncInStep(HazardRule):
@@ -46,9 +46,10 @@ class SyncInStep(HazardRule):
                  "(fixed output sizes, no host reads in the step)")
     after = "# keep the value on the device; read results back every N steps or after the loop"
 
-    def accepts(self, trace: Trace, hazard: sm.Hazard) -> bool:
-        # Only syncs no specific rule explains: one problem, one finding.
-        return hazard.code is None and bool(hazard.sync_rows)
+    def accepts(self, ctx: Context, hazard: sm.Hazard) -> bool:
+        # Syncs the trace attributes to no specific cause (nonzero, unique, `.item()`, copies,
+        # ... each have their own rule): an op that waited for the device for its own reasons.
+        return hazard.cause is None and bool(hazard.sync_rows)
 
     def describe(self, group: Group, hazards: list[sm.Hazard]) -> str:
         op = hazards[0].chain[0] if hazards[0].chain else "an op"

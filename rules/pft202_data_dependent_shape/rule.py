@@ -46,7 +46,6 @@ from typing import Any
 from perftune.engine.attribution import Group, SiteMatcher
 from perftune.engine.hazards import HazardRule, calls
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class DataDependentShape(HazardRule):
@@ -57,13 +56,9 @@ class DataDependentShape(HazardRule):
     after = ("x = torch.where(mask, x, fill)          # instead of x[idx] = ... after nonzero\n"
              "total = (x * mask).sum()                # instead of x[mask].sum()")
 
-    def accepts(self, trace: Trace, hazard: sm.Hazard) -> bool:
-        if hazard.code != self.code:
-            return False
-        # A boolean index that feeds a loss is PFT212's, one assigned through the same kind
-        # of mask (`t[m] = v[m]`) is PFT204's: one problem, one finding.
-        return hazard.row not in sm.masked_loss_pairs(trace) \
-            and hazard.row not in sm.masked_copy_pairs(trace)
+    # A boolean index that feeds a loss (PFT212) or is assigned through the same kind of mask
+    # (`t[m] = v[m]`, PFT204) is left to those rules: they declare `supersedes = ("PFT202",)`.
+    causes = frozenset({sm.SyncCause.DATA_DEPENDENT_SHAPE})
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         if hazard.kind == "boolean-mask indexing":

@@ -44,6 +44,7 @@ from perftune.trace import sync_metrics as sm
 class UniqueSync(HazardRule):
     code = "PFT203"
     name = "unique-sync"
+    causes = frozenset({sm.SyncCause.UNIQUE})
     fix_title = ("Count a known set of values with a fixed-size scatter_add_/bincount(minlength=) "
                  "instead of torch.unique")
     after = ("per_label = torch.zeros(NUM_CLASSES, dtype=torch.long, device=x.device)\n"

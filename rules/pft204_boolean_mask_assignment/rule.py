@@ -34,6 +34,7 @@ the old values, so the rewrite is marked unsafe.
 from __future__ import annotations
 
 from perftune.engine.attribution import SiteMatcher
+from perftune.engine.context import Context
 from perftune.engine.hazards import HazardRule
 from perftune.trace import sync_metrics as sm
 
@@ -41,9 +42,16 @@ from perftune.trace import sync_metrics as sm
 class BooleanMaskAssignment(HazardRule):
     code = "PFT204"
     name = "boolean-mask-assignment"
+    causes = frozenset({sm.SyncCause.BOOLEAN_MASK_ASSIGNMENT})
+    # `t[m] = v[m]`: the index `v[m]` feeding the assignment is this finding's too (the
+    # rewrite, torch.where, removes both syncs): one cause, one finding.
+    supersedes = ("PFT202",)
     fix_title = "Assign through the mask without indexing: masked_fill_ / torch.where"
     after = ("t.masked_fill_(mask, value)        # scalar value, in place\n"
              "t = torch.where(mask, values, t)   # tensor values")
+
+    def explains(self, ctx: Context, hazard: sm.Hazard) -> bool:
+        return self.accepts(ctx, hazard) or hazard.row in sm.masked_copy_pairs(ctx.host)
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return lambda s: s.kind == "index-store"

@@ -31,11 +31,11 @@ token_ids = torch.repeat_interleave(ids, lengths, output_size=total_tokens)
 from __future__ import annotations
 
 from perftune.engine.attribution import Group, SiteMatcher
+from perftune.engine.context import Context
 from perftune.engine.hazards import HazardRule, calls
 from perftune.engine.rewrite import suggestion
 from perftune.engine.types import Suggestion
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class RepeatInterleaveNoOutputSize(HazardRule):
@@ -44,9 +44,12 @@ class RepeatInterleaveNoOutputSize(HazardRule):
     fix_title = "Pass output_size= (the known total) to repeat_interleave"
     after = "out = torch.repeat_interleave(x, repeats, output_size=total)"
 
-    def accepts(self, trace: Trace, hazard: sm.Hazard) -> bool:
-        if hazard.code != self.code:
+    causes = frozenset({sm.SyncCause.REPEAT_INTERLEAVE})
+
+    def accepts(self, ctx: Context, hazard: sm.Hazard) -> bool:
+        if hazard.cause not in self.causes:
             return False
+        trace = ctx.trace
         types = trace.input_types(hazard.row) or []
         concrete = trace.concrete_inputs(hazard.row) or []
         if len(types) > 1 and types[1] in ("Scalar", "int"):
@@ -57,7 +60,7 @@ class RepeatInterleaveNoOutputSize(HazardRule):
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return calls("repeat_interleave")
 
-    def make_suggestion(self, trace: Trace, group: Group, hazards: list[sm.Hazard],
+    def make_suggestion(self, ctx: Context, group: Group, hazards: list[sm.Hazard],
                         latent: bool) -> Suggestion:
         after = self.after
         src = (group.location.source or "").strip()

@@ -48,6 +48,7 @@ from perftune.trace import sync_metrics as sm
 class ScalarReadback(HazardRule):
     code = "PFT206"
     name = "scalar-readback"
+    causes = frozenset({sm.SyncCause.SCALAR_READBACK})
     fix_title = "Keep the value on the device; read it back every N steps, not every step"
     after = ("running += loss.detach()                 # no sync\n"
              "if step % 100 == 0:\n"

@@ -41,6 +41,7 @@ from perftune.trace import sync_metrics as sm
 class HostTransferInLoop(HazardRule):
     code = "PFT207"
     name = "host-transfer-in-loop"
+    causes = frozenset({sm.SyncCause.HOST_TRANSFER})
     fix_title = "Keep results on the device during the loop; copy to the host once, after it"
     after = ("outputs.append(t.detach())            # on the device\n"
              "# after the loop:\n"

@@ -44,6 +44,7 @@ from __future__ import annotations
 from typing import Any
 
 from perftune.engine.attribution import Group, SiteMatcher
+from perftune.engine.context import Context
 from perftune.engine.hazards import (
     HazardRule,
     calls,
@@ -54,7 +55,6 @@ from perftune.engine.hazards import (
 )
 from perftune.engine.types import Severity
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class PageableCopy(HazardRule):
@@ -66,26 +66,28 @@ class PageableCopy(HazardRule):
     after = ("loader = DataLoader(dataset, ..., pin_memory=True)\n"
              "x = x.to(device, non_blocking=True)")
 
-    def hazards(self, trace: Trace) -> list[sm.Hazard]:
-        if trace.has_device_activity:
-            return super().hazards(trace)
-        moves = latent_batch_moves(trace, self.code)
-        from_loader = [h for h in moves if sm.follows_dataloader(trace, h.row)]
+    causes = frozenset({sm.SyncCause.PAGEABLE_COPY})
+
+    def hazards(self, ctx: Context) -> list[sm.Hazard]:
+        if ctx.trace.has_device_activity:
+            return super().hazards(ctx)
+        moves = latent_batch_moves(ctx, sm.SyncCause.PAGEABLE_COPY)
+        from_loader = [h for h in moves if sm.follows_dataloader(ctx.host, h.row)]
         others = [h for h in moves if h not in from_loader]
-        out = [] if dataloader_pinned(trace) else from_loader
+        out = [] if dataloader_pinned(ctx) else from_loader
         # Tensors not from a DataLoader are pageable unless the program pins them itself.
-        return out + ([] if sm.uses_pinned_memory(trace) else others)
+        return out + ([] if sm.uses_pinned_memory(ctx.host) else others)
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return calls("to", "cuda", "copy_")
 
-    def keep_group(self, trace: Trace, group: Group, latent: bool) -> bool:
+    def keep_group(self, ctx: Context, group: Group, latent: bool) -> bool:
         return not latent or is_device_move(group.site)
 
-    def latent_severity(self, trace: Trace, group: Group, hazards: list[sm.Hazard]) -> Severity:
+    def latent_severity(self, ctx: Context, group: Group, hazards: list[sm.Hazard]) -> Severity:
         # Already non_blocking: the remaining problem (the memory is not pinned) is inferred
         # from the source, not seen in the trace.
-        if all(non_blocking_of(trace, h, group.site) for h in hazards):
+        if all(non_blocking_of(ctx.trace, h, group.site) for h in hazards):
             return Severity.INFO
         return Severity.WARNING
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from perftune.engine.attribution import Group, SiteMatcher
+from perftune.engine.context import Context
 from perftune.engine.hazards import (
     HazardRule,
     calls,
@@ -46,7 +47,6 @@ from perftune.engine.hazards import (
 )
 from perftune.trace import categories as C
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class BlockingCopy(HazardRule):
@@ -56,30 +56,32 @@ class BlockingCopy(HazardRule):
     fix_title = "Pass non_blocking=True to the copy (with pinned memory it then overlaps compute)"
     after = "x = x.to(device, non_blocking=True)"
 
-    def accepts(self, trace: Trace, hazard: sm.Hazard) -> bool:
-        # Pageable copies (PFT208) that also sync the stream are blocking copies as well:
-        # two problems, two fixes (pin the memory; pass non_blocking=True).
-        if hazard.code not in (sm.BLOCKING_COPY, sm.PAGEABLE_COPY):
-            return False
-        return any(trace.name_of(r) in C.SYNC_CALLS for r in hazard.sync_rows)
+    # Pageable copies that also sync the stream are blocking copies as well: two problems,
+    # two fixes (pin the memory — PFT208; pass non_blocking=True — this rule).
+    causes = frozenset({sm.SyncCause.BLOCKING_COPY, sm.SyncCause.PAGEABLE_COPY})
 
-    def hazards(self, trace: Trace) -> list[sm.Hazard]:
-        if trace.has_device_activity:
-            return super().hazards(trace)
-        return [h for h in latent_batch_moves(trace, self.code)
-                if not sm.to_non_blocking(trace.concrete_inputs(h.row))]
+    def accepts(self, ctx: Context, hazard: sm.Hazard) -> bool:
+        if hazard.cause not in self.causes:
+            return False
+        return any(ctx.trace.name_of(r) in C.SYNC_CALLS for r in hazard.sync_rows)
+
+    def hazards(self, ctx: Context) -> list[sm.Hazard]:
+        if ctx.trace.has_device_activity:
+            return super().hazards(ctx)
+        return [h for h in latent_batch_moves(ctx, sm.SyncCause.BLOCKING_COPY)
+                if not sm.to_non_blocking(ctx.trace.concrete_inputs(h.row))]
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return calls("to", "cuda", "copy_")
 
-    def keep_group(self, trace: Trace, group: Group, latent: bool) -> bool:
+    def keep_group(self, ctx: Context, group: Group, latent: bool) -> bool:
         if not latent:
             return True
         return is_device_move(group.site) and not any(
-            non_blocking_of(trace, h, group.site) for h in self._by_rows(trace, group))
+            non_blocking_of(ctx.trace, h, group.site) for h in self._by_rows(ctx, group))
 
-    def _by_rows(self, trace: Trace, group: Group) -> list[sm.Hazard]:
-        return [h for h in latent_batch_moves(trace, self.code) if h.row in set(group.rows)]
+    def _by_rows(self, ctx: Context, group: Group) -> list[sm.Hazard]:
+        return [h for h in latent_batch_moves(ctx, sm.SyncCause.BLOCKING_COPY) if h.row in set(group.rows)]
 
     def rewrite_params(self, group: Group, hazards: list[sm.Hazard]) -> dict[str, Any]:
         # Device→host copies are PFT207's, so what is left here uploads or moves between

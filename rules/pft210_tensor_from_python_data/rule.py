@@ -31,14 +31,15 @@ are reported.
 from __future__ import annotations
 
 from perftune.engine.attribution import Group, SiteMatcher
+from perftune.engine.context import Context
 from perftune.engine.hazards import HazardRule, calls
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class TensorFromPythonData(HazardRule):
     code = "PFT210"
     name = "tensor-from-python-data"
+    causes = frozenset({sm.SyncCause.TENSOR_FROM_PYTHON})
     fix_title = "Build constant tensors once, outside the step (or directly on the device)"
     after = ("WEIGHTS = torch.tensor([...], device=device)   # module level / __init__\n"
              "# in the step: use WEIGHTS")
@@ -46,7 +47,7 @@ class TensorFromPythonData(HazardRule):
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return calls(hazard.python_call or "tensor")
 
-    def keep_group(self, trace: Trace, group: Group, latent: bool) -> bool:
+    def keep_group(self, ctx: Context, group: Group, latent: bool) -> bool:
         if not latent:
             return True
         site, source = group.site, group.location.source or ""

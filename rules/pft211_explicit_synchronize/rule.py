@@ -42,6 +42,7 @@ from perftune.trace import sync_metrics as sm
 class ExplicitSynchronize(HazardRule):
     code = "PFT211"
     name = "explicit-synchronize"
+    causes = frozenset({sm.SyncCause.EXPLICIT_SYNCHRONIZE})
     gpu_only = True
     fix_title = "Remove the synchronize from the step; time with CUDA events instead"
     after = ("start = torch.cuda.Event(enable_timing=True); end = torch.cuda.Event(enable_timing=True)\n"

@@ -35,9 +35,9 @@ from __future__ import annotations
 from typing import Any
 
 from perftune.engine.attribution import Group, SiteMatcher
+from perftune.engine.context import Context
 from perftune.engine.hazards import HazardRule
 from perftune.trace import sync_metrics as sm
-from perftune.trace.model import Trace
 
 
 class MaskedLoss(HazardRule):
@@ -47,8 +47,11 @@ class MaskedLoss(HazardRule):
     fix_title = "Let the loss skip elements: ignore_index= instead of boolean-mask indexing"
     after = "loss = F.cross_entropy(logits, target, ignore_index=IGNORE)"
 
-    def accepts(self, trace: Trace, hazard: sm.Hazard) -> bool:
-        return hazard.kind == "boolean-mask indexing" and hazard.row in sm.masked_loss_pairs(trace)
+    # A masked loss is a boolean-mask index too: one cause, one finding (this one).
+    supersedes = ("PFT202",)
+
+    def accepts(self, ctx: Context, hazard: sm.Hazard) -> bool:
+        return hazard.kind == "boolean-mask indexing" and hazard.row in sm.masked_loss_pairs(ctx.host)
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return lambda s: s.kind == "call" and s.masked_args

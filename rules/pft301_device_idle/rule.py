@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
@@ -20,7 +20,7 @@ from perftune.trace.idle_metrics import (
     idle_gaps,
     step_idle,
 )
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID
 from perftune.trace.sync_metrics import user_frame_row
 
 _CAUSE_TEXT = {
@@ -108,7 +108,8 @@ class DeviceIdle(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_idle_share": 0.1, "min_idle_ms": 0.2, "error_share": 0.4}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if not trace.has_device_activity:
             return
         per_rank: dict[int, list[StepIdle]] = {}
@@ -127,7 +128,7 @@ class DeviceIdle(Rule):
         by_cause = {c: round(_mean([s.by_cause.get(c, 0.0) for s in steps]), 4) for c in CAUSES}
         dominant = max(CAUSES, key=lambda c: by_cause[c])
         gaps = [g for g in idle_gaps(trace) if g.rank == rank]
-        location, chain, blamed = self._blame(trace, dominant, [g for g in gaps if g.cause == dominant])
+        location, chain, blamed = self._blame(ctx, dominant, [g for g in gaps if g.cause == dominant])
         step_ms = _mean([s.dur_ms for s in steps])
         worst = sorted(steps, key=lambda s: -s.idle_ms)[:10]
         evidence: dict[str, Any] = {
@@ -160,9 +161,10 @@ class DeviceIdle(Rule):
             est_saving_ms_per_step=idle, op_chain=chain, rank=rank,
             suggestion=Suggestion(title=_FIX[dominant], after=_AFTER.get(dominant), knobs=knobs))
 
-    def _blame(self, trace: Trace, cause: str,
+    def _blame(self, ctx: Context, cause: str,
                gaps: list[IdleGap]) -> tuple[Location | None, tuple[str, ...], dict[str, Any]]:
         """The host event behind most of the dominant cause's idle time, and its location."""
+        trace = ctx.trace
         ev = trace.events
         if not gaps:
             return None, (), {}
@@ -173,7 +175,7 @@ class DeviceIdle(Rule):
                 return None, (), {}
             overlap = gaps_overlapping(trace, gaps, dl)
             row = int(dl[int(np.argmax(overlap))])
-            return (location_of(trace, user_frame_row(trace, row)), (trace.name_of(row),),
+            return (ctx.location_of(user_frame_row(ctx.host, row)), (trace.name_of(row),),
                     {"dataloader": trace.name_of(row),
                      "dataloader_wait_ms_per_step": round(float(overlap.sum()) / 1000.0
                                                           / max(1, len({g.step for g in gaps})), 3)})
@@ -193,7 +195,7 @@ class DeviceIdle(Rule):
                 first.setdefault(chain, row)
             chain = max(by_chain, key=lambda c: by_chain[c])
             row = first[chain]
-            return (location_of(trace, user_frame_row(trace, row)), chain,
+            return (ctx.location_of(user_frame_row(ctx.host, row)), chain,
                     {"blamed_call": trace.name_of(row)})
         # host / launch: the outermost ops running while the device waited
         host = np.flatnonzero((ev["cat"] == C.CPU_OP).to_numpy() & (ev["rank"].to_numpy() == gaps[0].rank))
@@ -218,6 +220,6 @@ class DeviceIdle(Rule):
         ranked = sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))
         name = ranked[0][0]
         row = best_row[name]
-        return (location_of(trace, user_frame_row(trace, row)), (name,),
+        return (ctx.location_of(user_frame_row(ctx.host, row)), (name,),
                 {"host_ops_during_idle": [{"op": n, "ms_per_step": round(us / 1000.0 / n_steps, 3)}
                                           for n, us in ranked[:8]]})

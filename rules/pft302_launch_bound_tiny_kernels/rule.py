@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.device_metrics import (
@@ -18,7 +18,6 @@ from perftune.trace.device_metrics import (
     step_count,
 )
 from perftune.trace.idle_metrics import tiny_kernels
-from perftune.trace.model import Trace
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -67,7 +66,8 @@ class LaunchBoundTinyKernels(Rule):
     options: ClassVar[dict[str, Any]] = {"min_tiny_per_step": 50, "min_tiny_share": 0.3,
                                          "min_wait_ms": 0.05, "min_wait_share": 0.02}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if not trace.has_device_activity:
             return
         tk = tiny_kernels(trace)
@@ -101,7 +101,7 @@ class LaunchBoundTinyKernels(Rule):
             names[kname] = names.get(kname, 0) + 1
         ranked = sorted(by_op.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
         top_op = ranked[0][0]
-        location = location_of(trace, user_frame_row(trace, op_row[top_op])) if top_op in op_row else None
+        location = ctx.location_of(user_frame_row(ctx.host, op_row[top_op])) if top_op in op_row else None
         evidence: dict[str, Any] = {
             "steps": steps, "tiny_kernels_per_step": round(per_step, 2),
             "kernels_per_step": round(tk.kernel_count / steps, 2), "tiny_share": round(share, 4),

@@ -8,12 +8,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import inclusive_device_us, kernels_under
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID
 from perftune.trace.roofline import op_kind
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -65,7 +65,8 @@ class PerParameterOptimizer(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_ops_per_step": 16, "warning_share": 0.01}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         ev = trace.events
         steps_rows = np.flatnonzero(trace.name_startswith(C.OPTIMIZER_STEP_PREFIX) & ~trace.is_device)
         if len(steps_rows) == 0:
@@ -134,7 +135,7 @@ class PerParameterOptimizer(Rule):
                 step_ms <= 0 or saving_ms / step_ms >= self.config["warning_share"])
                 else Severity.INFO)
             yield self.finding(
-                message, severity=severity, location=location_of(trace, user_frame_row(trace, first)),
+                message, severity=severity, location=ctx.location_of(user_frame_row(ctx.host, first)),
                 evidence=evidence, est_saving_ms_per_step=saving_ms, count=n,
                 op_chain=(trace.name_of(first), top_name),
                 suggestion=Suggestion(

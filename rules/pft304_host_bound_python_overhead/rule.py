@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
@@ -65,7 +66,8 @@ class HostBoundPythonOverhead(Rule):
     options: ClassVar[dict[str, Any]] = {"min_host_idle_share": 0.25, "min_overhead_share": 0.5,
                                          "min_ops_per_step": 200}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if trace.has_device_activity:
             yield from self._gpu(trace)
         else:

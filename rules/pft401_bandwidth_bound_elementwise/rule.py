@@ -5,14 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import reader_for
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace.device_metrics import fmt_bytes, step_count
 from perftune.trace.frame_source import frame_site, is_elementwise
 from perftune.trace.model import Trace
 from perftune.trace.pattern_metrics import ElementwiseChain, find_elementwise_chains
-from perftune.trace.roofline import peaks
 
 _FUSED = {"tanh": "F.gelu(x, approximate=\"tanh\")", "sqrt": "F.layer_norm / F.rms_norm",
           "rsqrt": "F.layer_norm / F.rms_norm", "sigmoid": "F.silu", "exp": "torch.softmax"}
@@ -70,7 +69,8 @@ class BandwidthBoundElementwise(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_ops": 3, "min_numel": 16384, "min_saving_ms": 0.01}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         chains = find_elementwise_chains(trace, self.config["min_ops"], self.config["min_numel"])
         if not chains:
             return
@@ -80,8 +80,8 @@ class BandwidthBoundElementwise(Rule):
                    tuple(_core(n) for n in c.names), c.shape)
             groups.setdefault(key, []).append(c)
         steps = max(1, step_count(trace))
-        roofs = peaks(trace)
-        reader = reader_for(trace)
+        roofs = ctx.peaks
+        reader = ctx.source
         # One finding per location: chains of other shapes at the same line are the same code.
         by_loc: dict[Any, list[ElementwiseChain]] = {}
         for (frame_key, _, _), cs in groups.items():

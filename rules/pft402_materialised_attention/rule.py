@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import reader_for
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace.device_metrics import fmt_bytes, step_count
 from perftune.trace.frame_source import frame_site, is_matmul
-from perftune.trace.model import Trace
 from perftune.trace.pattern_metrics import AttentionPattern, find_attention_patterns
 
 
@@ -52,7 +51,8 @@ class MaterialisedAttention(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_len": 64}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         patterns = find_attention_patterns(trace, self.config["min_len"])
         if not patterns:
             return
@@ -61,7 +61,7 @@ class MaterialisedAttention(Rule):
         for p in patterns:
             key = (p.frame.file, p.frame.line, p.frame.function) if p.frame else ("<trace>", p.rows[0])
             by_loc.setdefault(key, []).append(p)
-        reader = reader_for(trace)
+        reader = ctx.source
         for ps in by_loc.values():
             main = max(ps, key=lambda p: p.time_us)
             time_ms = sum(p.time_us for p in ps) / 1000.0 / steps

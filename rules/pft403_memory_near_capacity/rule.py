@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import device_specs
 from perftune.trace.device_metrics import batch_size_values, fmt_bytes, guess_batch_size
 from perftune.trace.memory_metrics import device_memory_peaks, op_at
-from perftune.trace.model import Trace
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -57,7 +56,8 @@ class MemoryNearCapacity(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"threshold": 0.9}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         for peak in device_memory_peaks(trace):
             if not peak.capacity:
                 continue
@@ -65,7 +65,7 @@ class MemoryNearCapacity(Rule):
             if share < self.config["threshold"]:
                 continue
             op = op_at(trace, peak.rank, peak.peak_ts)
-            location = location_of(trace, user_frame_row(trace, op)) if op is not None else None
+            location = ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None
             props = trace.device_props(peak.rank, peak.device_id) or (
                 trace.device_properties[0] if trace.device_properties else None)
             evidence: dict[str, Any] = {

@@ -6,11 +6,10 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.memory_metrics import allocator_calls
-from perftune.trace.model import Trace
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -58,7 +57,8 @@ class AllocatorChurn(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_calls_per_step": 1.0}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         calls = allocator_calls(trace)
         if calls.steady_steps <= 0:
             return
@@ -85,7 +85,7 @@ class AllocatorChurn(Rule):
         elif by_chain:
             chain = by_chain.most_common(1)[0][0]
             anchor = first_row[chain]
-        location = location_of(trace, user_frame_row(trace, anchor)) if anchor is not None else None
+        location = ctx.location_of(user_frame_row(ctx.host, anchor)) if anchor is not None else None
         if empties and location is not None and location.file is None:
             location = None
         evidence: dict[str, Any] = {

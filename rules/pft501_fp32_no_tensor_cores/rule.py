@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import device_specs
 from perftune.trace.device_metrics import step_count
 from perftune.trace.kernel_metrics import kernel_table, matrix_kernel_use, user_op_of_kernel
-from perftune.trace.model import Trace
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -61,7 +60,8 @@ class Fp32NoTensorCores(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_ms_per_step": 0.5, "min_share": 0.1, "max_speedup": 3.0}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if not trace.has_device_activity or not trace.device_properties:
             return
         props = trace.device_properties[0]
@@ -103,7 +103,7 @@ class Fp32NoTensorCores(Rule):
             best = [int(r) for r in use.simt_rows.tolist() if names.get(int(r)) == use.top_simt[0][0]]
             top_row = best[0] if best else top_row
         op = user_op_of_kernel(trace, top_row) if top_row is not None else None
-        location = location_of(trace, user_frame_row(trace, op)) if op is not None else None
+        location = ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None
         if ampere:
             title = ("Use tensor cores: torch.set_float32_matmul_precision(\"high\") (TF32) and "
                      "cudnn.allow_tf32, or bf16 autocast")

@@ -7,11 +7,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.device_metrics import step_count, tensor_inputs
-from perftune.trace.model import Trace
 from perftune.trace.roofline import base_name, roofline_points
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -83,7 +82,8 @@ class MisalignedGemm(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_share": 0.05, "min_dim": 16}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         points = roofline_points(trace)
         if points.empty:
             return
@@ -107,7 +107,7 @@ class MisalignedGemm(Rule):
                 if rec["flops"] > 0:
                     aligned_rates.setdefault(str(rec["dtype"]), []).append(float(rec["achieved_flops_per_s"]))
                 continue
-            frame_row = user_frame_row(trace, int(rec["row"]))
+            frame_row = user_frame_row(ctx.host, int(rec["row"]))
             key = (frame_row if frame_row is None else trace.name_of(frame_row), str(rec["name"]),
                    tuple(sorted(dims.items())), str(rec["dtype"]))
             g = groups.setdefault(key, {"rows": [], "us": 0.0, "flops": 0.0, "dims": dims, "bad": bad,
@@ -143,7 +143,7 @@ class MisalignedGemm(Rule):
                        f"{g['multiple']}; {ms:.3f} ms per step, {share:.0%} of matrix time"
                        + (" (tensor cores need aligned dimensions on a GPU)" if latent else ""))
             yield self.finding(
-                message, location=location_of(trace, g["frame_row"]), evidence=evidence,
+                message, location=ctx.location_of(g["frame_row"]), evidence=evidence,
                 est_saving_ms_per_step=saving, count=len(g["rows"]), op_chain=(g["name"],),
                 severity=Severity.INFO if latent else Severity.WARNING, latent=latent,
                 suggestion=Suggestion(

@@ -7,13 +7,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, step_count
 from perftune.trace.kernel_metrics import grid_fill, user_op_of_kernel
-from perftune.trace.model import Trace
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -62,7 +61,8 @@ class UnderFilledGrid(Rule):
                                          "min_ms_per_step": 0.2, "tail_efficiency": 0.6,
                                          "max_tail_waves": 4.0, "max_fill": 0.75}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         fill = grid_fill(trace)
         if fill.empty:
             return
@@ -111,7 +111,7 @@ class UnderFilledGrid(Rule):
         if batch:
             knobs["batch_size"] = batch
         yield self.finding(
-            message, location=location_of(trace, user_frame_row(trace, op)) if op is not None else None,
+            message, location=ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None,
             evidence=evidence, est_saving_ms_per_step=saving, count=len(sel),
             op_chain=tuple(trace.op_chain(op)) if op is not None else (),
             suggestion=Suggestion(

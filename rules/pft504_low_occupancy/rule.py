@@ -7,13 +7,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import step_count
 from perftune.trace.kernel_metrics import grid_fill, user_op_of_kernel
-from perftune.trace.model import Trace
 from perftune.trace.sync_metrics import user_frame_row
 
 _ADVICE = {
@@ -76,7 +75,8 @@ class LowOccupancy(Rule):
     options: ClassVar[dict[str, Any]] = {"max_occupancy": 0.25, "min_kernel_us": 10.0,
                                          "min_ms_per_step": 0.2, "target_occupancy": 0.5}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         fill = grid_fill(trace)
         if fill.empty:
             return
@@ -114,7 +114,7 @@ class LowOccupancy(Rule):
                        f"{first['registers']:.0f} registers/thread, {first['shared_memory']:.0f} B "
                        f"shared/block); {ms:.3f} ms per step")
             yield self.finding(
-                message, location=location_of(trace, user_frame_row(trace, op)) if op is not None else None,
+                message, location=ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None,
                 evidence=evidence, est_saving_ms_per_step=saving, count=len(g),
                 op_chain=tuple(trace.op_chain(op)) if op is not None else (),
                 suggestion=Suggestion(title=f"Raise occupancy: {_ADVICE.get(limiter, 'rebalance the launch configuration')}"))

@@ -8,12 +8,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.device_metrics import step_count
 from perftune.trace.kernel_metrics import kernel_table, user_op_of_kernel
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID
 from perftune.trace.sync_metrics import user_frame_row
 
 _CONV_OPS = frozenset({"aten::cudnn_convolution", "aten::miopen_convolution",
@@ -67,7 +67,8 @@ class CudnnBenchmarkOff(Rule):
     status: ClassVar[str] = "preview"
     options: ClassVar[dict[str, Any]] = {"min_convs_per_step": 4, "min_share": 0.1, "assumed_gain": 0.1}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if not trace.has_device_activity or len(trace.steps) < 2:
             return
         table = kernel_table(trace)
@@ -112,7 +113,7 @@ class CudnnBenchmarkOff(Rule):
             return
         conv_ms = float(conv["dur"].sum()) / 1000.0 / n
         first_op = int(ops[0]) if len(ops) else None
-        location = location_of(trace, user_frame_row(trace, first_op)) if first_op is not None else None
+        location = ctx.location_of(user_frame_row(ctx.host, first_op)) if first_op is not None else None
         shapes = len({k for c in per_step.values() for k in c})
         has_shapes = any("[" in k for c in per_step.values() for k in c)
         evidence: dict[str, Any] = {

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.decode import decode_raw
@@ -93,7 +93,8 @@ class TritonTiles(Rule):
     options: ClassVar[dict[str, Any]] = {"max_fill": 0.75, "max_occupancy": 0.25,
                                          "min_share_of_triton": 0.05}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         fill = grid_fill(trace)
         if fill.empty:
             return
@@ -133,7 +134,7 @@ class TritonTiles(Rule):
             }
             message = (f"Triton kernel {name}: {', '.join(problems)}; {ms:.4f} ms per step")
             yield self.finding(
-                message, location=location_of(trace, user_frame_row(trace, op)) if op is not None else None,
+                message, location=ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None,
                 evidence=evidence, est_saving_ms_per_step=lost / 1000.0 / steps, count=len(g),
                 op_chain=tuple(trace.op_chain(op)) if op is not None else (),
                 suggestion=Suggestion(

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import CommStep, collective_kind, comm_kernel_mask, comm_overlap
@@ -78,7 +78,8 @@ class ExposedCommunication(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_ms_per_step": 0.5, "min_share": 0.05}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         per_rank: dict[int, list[CommStep]] = {}
         for c in comm_overlap(trace):
             per_rank.setdefault(c.rank, []).append(c)
@@ -149,7 +150,7 @@ class ExposedCommunication(Rule):
                  "gradient_as_bucket_view=True), no per-parameter or post-backward all-reduce, "
                  "FSDP prefetching")
         yield self.finding(
-            message, location=location_of(trace, user_frame_row(trace, first[top])) if top else None,
+            message, location=ctx.location_of(user_frame_row(ctx.host, first[top])) if top else None,
             evidence=evidence, est_saving_ms_per_step=exposed, rank=rank,
             op_chain=(top,) if top else (), count=len(rows),
             severity=Severity.ERROR if share >= 0.25 else Severity.WARNING,

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import collective_waits
@@ -71,7 +72,8 @@ class RankStraggler(Rule):
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_skew_ms": 1.0, "min_skew_share": 0.05}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         skews = steps_across_ranks(trace)
         if not skews:
             yield from self._single_rank(trace)

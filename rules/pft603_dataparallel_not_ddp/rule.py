@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.engine.attribution import location_of
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
@@ -68,7 +68,8 @@ class DataParallelNotDdp(Rule):
     name: ClassVar[str] = "dataparallel-not-ddp"
     severity: ClassVar[Severity] = Severity.WARNING
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         hits = np.flatnonzero(trace.name_matches(_NAME) & ~trace.is_device)
         if len(hits) == 0:
             return
@@ -94,7 +95,7 @@ class DataParallelNotDdp(Rule):
                    + f"): one process drives {max(1, len(devices))} GPU(s), replicating the model "
                    f"and gathering on GPU 0 every step ({ms_total / steps:.2f} ms of host time per step)")
         yield self.finding(
-            message, location=location_of(trace, user_frame_row(trace, anchor)),
+            message, location=ctx.location_of(user_frame_row(ctx.host, anchor)),
             evidence=evidence, est_saving_ms_per_step=ms_total / steps, count=len(hits),
             op_chain=(trace.name_of(anchor),),
             suggestion=Suggestion(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
-from perftune.trace.model import Trace
 from perftune.trace.steps import WHOLE_TRACE
 
 
@@ -46,7 +46,8 @@ class TooFewSteps(Rule):
     severity: ClassVar[Severity] = Severity.INFO
     options: ClassVar[dict[str, Any]] = {"min_steps": 3}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if trace.step_source == WHOLE_TRACE or not trace.steps:
             return  # PFT902 covers traces without step markers
         counts = {r: len(trace.steps_of(r)) for r in trace.rank_ids}

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar
 
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
-from perftune.trace.model import Trace
 from perftune.trace.steps import WHOLE_TRACE
 
 
@@ -49,7 +49,8 @@ class NoStepMarkers(Rule):
     name: ClassVar[str] = "no-step-markers"
     severity: ClassVar[Severity] = Severity.WARNING
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         if trace.step_source != WHOLE_TRACE:
             return
         span = trace.span_us() / 1000.0

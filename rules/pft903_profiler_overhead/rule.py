@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
-from perftune.trace.model import Trace
-from perftune.trace.quality_metrics import event_density, phase_times
+from perftune.trace.quality_metrics import event_density
 
 
 class ProfilerOverhead(Rule):
@@ -54,10 +54,11 @@ class ProfilerOverhead(Rule):
     options: ClassVar[dict[str, Any]] = {"max_overhead": 0.25, "max_estimated_share": 0.3,
                                          "op_cost_us": 1.5, "python_cost_us": 0.7}
 
-    def check(self, trace: Trace) -> Iterator[Finding]:
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         density = event_density(trace)
         share = density.estimated_share(self.config["op_cost_us"], self.config["python_cost_us"])
-        measured = phase_times(trace)
+        measured = ctx.phase_times  # steps.json of the run, read by the engine
         evidence: dict[str, Any] = {
             "cpu_ops": density.cpu_ops, "python_events": density.python_events,
             "python_events_per_op": round(density.python_per_op, 2),

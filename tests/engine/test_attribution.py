@@ -10,15 +10,13 @@ import pytest
 
 from perftune.engine.attribution import (
     Occurrence,
-    attribute,
-    find_calls,
     lookup_folders,
     read_source_line,
-    reader_for,
-    use_source_roots,
 )
+from perftune.engine.context import Context
 from perftune.engine.hazards import calls
 from perftune.engine.testing import TraceBuilder
+
 
 @pytest.fixture(autouse=True)
 def _in_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -55,7 +53,7 @@ def _occurrences(trace, name: str) -> list[Occurrence]:
     from perftune.trace import sync_metrics as sm
 
     out = []
-    for h in sm.host_hazards(trace):
+    for h in sm.host_hazards(sm.HostIndex(trace)):
         if trace.name_of(h.row) == name:
             out.append(Occurrence(row=h.row, step=h.step, cost_us=h.cpu_us, chain=h.chain,
                                   frame_row=h.frame_row, key=name))
@@ -67,7 +65,7 @@ def test_kth_occurrence_maps_to_kth_call_site(tmp_path: Path) -> None:
 
     (tmp_path / "train.py").write_text(TRAIN)
     trace = load(_item_trace(tmp_path))
-    groups = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"), windows=2)
+    groups = Context.build(trace).attribute(_occurrences(trace, "aten::item"), lambda o: calls("item"), windows=2)
     assert sorted((g.location.line, g.count) for g in groups) == [(6, 2), (7, 2)]
     by_line = {g.location.line: g for g in groups}
     assert by_line[6].location.source == "    total = loss.item()"
@@ -78,7 +76,7 @@ def test_missing_source_keeps_the_frame_line(tmp_path: Path) -> None:
     from perftune.trace import load
 
     trace = load(_item_trace(tmp_path, file="gone/elsewhere.py"))
-    (group,) = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"))
+    (group,) = Context.build(trace).attribute(_occurrences(trace, "aten::item"), lambda o: calls("item"))
     assert (group.location.file, group.location.line, group.location.source) == ("gone/elsewhere.py", 4, None)
     assert group.count == 4  # two per call, two calls: one finding with a count
 
@@ -88,7 +86,7 @@ def test_changed_source_falls_back_to_the_frame_line(tmp_path: Path) -> None:
 
     (tmp_path / "train.py").write_text("def step(x, mask, loss):\n    return x\n")
     trace = load(_item_trace(tmp_path))
-    (group,) = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"))
+    (group,) = Context.build(trace).attribute(_occurrences(trace, "aten::item"), lambda o: calls("item"))
     assert group.location.line == 4 and group.location.source is None  # file has 2 lines only
 
 
@@ -108,7 +106,7 @@ def test_boolean_index_prefers_mask_like_subscripts(tmp_path: Path) -> None:
             b.leaf("aten::nonzero")
     trace = load(b.write(tmp_path / "t.json.gz"))
     occs = _occurrences(trace, "aten::index")
-    (group,) = attribute(trace, occs, lambda o: (lambda s: s.kind == "index"))
+    (group,) = Context.build(trace).attribute(occs, lambda o: (lambda s: s.kind == "index"))
     assert group.location.line == 4
 
 
@@ -127,7 +125,7 @@ def test_module_frames_search_the_enclosing_statement(tmp_path: Path) -> None:
     with b.step(), b.frame("loop.py", 4, "<module>"), b.op("aten::item"):
         b.leaf("aten::_local_scalar_dense")
     trace = load(b.write(tmp_path / "t.json.gz"))
-    (group,) = attribute(trace, _occurrences(trace, "aten::item"), lambda o: calls("item"))
+    (group,) = Context.build(trace).attribute(_occurrences(trace, "aten::item"), lambda o: calls("item"))
     assert group.location.line == 5  # the loop's item, not the one after the loop
 
 
@@ -142,15 +140,12 @@ def test_source_roots_read_the_run_directory_meta(tmp_path: Path) -> None:
     (run / "meta.json").write_text(json.dumps({"cwd": str(project), "script": str(project / "pkg/train.py")}))
     trace = load(_item_trace(run, file="pkg/train.py"))
     assert project.resolve() in [p.resolve() for p in lookup_folders(trace)]
-    use_source_roots(trace, [project])
-    assert reader_for(trace).line("pkg/train.py", 6) == "    total = loss.item()"
+    assert Context.build(trace, [project]).source.line("pkg/train.py", 6) == "    total = loss.item()"
     trace2 = load(_item_trace(run, file="train.py"))
-    use_source_roots(trace2, [project])
-    assert reader_for(trace2).resolve("train.py") == (project / "pkg" / "train.py").resolve()
+    assert Context.build(trace2, [project]).source.resolve("train.py") == (project / "pkg" / "train.py").resolve()
     # The recorded folders say only where to look: outside the source roots nothing is read.
     trace3 = load(_item_trace(run, file="pkg/train.py"))
-    use_source_roots(trace3, [run])
-    assert reader_for(trace3).line("pkg/train.py", 6) is None
+    assert Context.build(trace3, [run]).source.line("pkg/train.py", 6) is None
 
 
 def test_find_calls_reads_user_files_only(tmp_path: Path) -> None:
@@ -160,7 +155,7 @@ def test_find_calls_reads_user_files_only(tmp_path: Path) -> None:
                                        "def step(x, mask, loss):\n"
                                        "    return DataLoader(x, pin_memory=True)\n")
     trace = load(_item_trace(tmp_path))
-    (site,) = find_calls(trace, ["DataLoader"])
+    (site,) = Context.build(trace).find_calls(["DataLoader"])
     assert site.location.line == 3 and site.site.keyword("pin_memory") == "True"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from perftune.engine.attribution import use_source_roots
+from perftune.engine.context import Context
 from perftune.engine.registry import run_rules, select_rules
 from perftune.trace import load
 
@@ -72,9 +72,9 @@ def captured(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_real_cpu_trace_finds_the_chain_and_the_attention(captured: Path) -> None:
     trace = load(captured)
-    use_source_roots(trace, [captured.parent])  # the script's folder
+    ctx = Context.build(trace, [captured.parent])  # source: the script's folder
     assert not trace.has_device_activity and len(trace.steps) == 3
-    findings = run_rules(trace, select_rules(select=["PFT401", "PFT402"]), strict=True)
+    findings = run_rules(ctx, select_rules(select=["PFT401", "PFT402"]), strict=True)
     by_code: dict[str, list[int | None]] = {}
     for f in findings:
         assert f.location.file is not None and f.location.file.endswith("model.py")

@@ -19,7 +19,7 @@ from perftune.trace.frame_source import (
     lines_matching,
 )
 from perftune.trace.frames import Frame
-from perftune.trace.quality_metrics import event_density, phase_times, read_phase_times
+from perftune.trace.quality_metrics import event_density, read_phase_times
 
 
 def test_event_density_counts_steps_only() -> None:
@@ -59,7 +59,10 @@ def test_phase_times_compare_profiled_and_unprofiled_steps(tmp_path: Path) -> No
     with b.step():
         b.leaf("aten::add", dur=5)
     trace = load(b.write(tmp_path / "trace.json.gz"))
-    found = phase_times(trace)
+    # the engine reads it when it builds the run's analysis context (rules read no files)
+    from perftune.engine.context import Context
+
+    found = Context.build(trace).phase_times
     assert found is not None and found.path == path
 
 

@@ -1,0 +1,120 @@
+"""The analysis context: everything a rule may look at, built once per run by the engine.
+
+A rule is pure: `check(ctx)` reads the trace, the run-directory facts, the machine's peaks and
+the user's source lines from the context and never opens a file itself. The engine (or the
+pipeline) does the reading when it builds the context; the shared indexes (the host-op index
+of the sync rules, per-trace tables such as kernel statistics) are computed lazily, once per
+context, and live as long as it does — there are no module-level caches keyed by trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+from perftune.engine.attribution import (
+    CallSite,
+    Group,
+    Occurrence,
+    SiteMatcher,
+    SourceReader,
+    attribute,
+    find_calls,
+    location_of,
+    lookup_folders,
+)
+from perftune.engine.types import Location
+from perftune.rundir import RunDir
+from perftune.sourcefiles import SourceRoots
+from perftune.trace.machine import MachinePeaks
+from perftune.trace.model import Trace
+from perftune.trace.quality_metrics import PhaseTimes, read_phase_times
+from perftune.trace.roofline import Peaks, peaks_for
+from perftune.trace.sync_metrics import HostIndex
+
+T = TypeVar("T")
+
+
+def run_phase_times(trace: Trace) -> PhaseTimes | None:
+    """Profiled and unprofiled step times from the steps.json next to the trace (a perftune run
+    directory), if it has both phases."""
+    for path in trace.paths:
+        found = read_phase_times(RunDir(Path(path).parent).steps)
+        if found is not None:
+            return found
+    return None
+
+
+def cached_machine_peaks() -> MachinePeaks | None:
+    """The host's peaks from `perftune machine`'s cache: analysis never runs a benchmark."""
+    from perftune.trace.machine import machine_peaks
+
+    return machine_peaks(measure_if_missing=False)
+
+
+@dataclass(eq=False)
+class Context:
+    """One analysis run's inputs and shared, lazily computed indexes (see the module doc)."""
+
+    trace: Trace
+    source: SourceReader
+    # Run-directory facts, read by the engine: profiled vs unprofiled steps (steps.json).
+    phase_times: PhaseTimes | None = None
+    # Where the host's peaks come from on a CPU trace: `perftune machine`'s cache by default.
+    machine_source: Callable[[], MachinePeaks | None] = cached_machine_peaks
+    _facts: dict[Callable[[Trace], Any], Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(cls, trace: Trace, source_roots: Iterable[str | Path] | None = None, *,
+              run_facts: bool = True,
+              machine_source: Callable[[], MachinePeaks | None] | None = None) -> Context:
+        """The context of one run: source lines readable under `source_roots` (default: the
+        current directory), run-dir facts read next to the trace unless `run_facts` is off."""
+        roots = [Path.cwd()] if source_roots is None else list(source_roots)
+        reader = SourceReader(access=SourceRoots.of(roots, lookup_folders(trace)))
+        return cls(trace=trace, source=reader,
+                   phase_times=run_phase_times(trace) if run_facts else None,
+                   machine_source=machine_source or cached_machine_peaks)
+
+    # ------------------------------------------------------------------ shared indexes
+    @cached_property
+    def host(self) -> HostIndex:
+        """The host-op index of the sync and input-pipeline rules (trace.sync_metrics)."""
+        return HostIndex(self.trace)
+
+    @cached_property
+    def machine(self) -> MachinePeaks | None:
+        return self.machine_source()
+
+    @cached_property
+    def peaks(self) -> Peaks:
+        """The roofs of the trace's device (GPU table, or this machine's measured peaks)."""
+        return peaks_for(self.trace, None if self.trace.has_device_activity else self.machine)
+
+    def fact(self, compute: Callable[[Trace], T]) -> T:
+        """A per-trace table (`compute(trace)`), computed on first use and kept for the run."""
+        if compute not in self._facts:
+            self._facts[compute] = compute(self.trace)
+        value: T = self._facts[compute]
+        return value
+
+    # ------------------------------------------------------------------ source attribution
+    def attribute(self, occurrences: Sequence[Occurrence],
+                  matcher: Callable[[Occurrence], SiteMatcher | None] | None = None,
+                  windows: int = 1) -> list[Group]:
+        return attribute(self.trace, self.source, occurrences, matcher, windows)
+
+    def location_of(self, frame_row: int | None) -> Location:
+        return location_of(self.trace, self.source, frame_row)
+
+    def find_calls(self, names: Iterable[str], files: Iterable[str] | None = None) -> list[CallSite]:
+        return find_calls(self.trace, self.source, names, files)
+
+
+def as_context(subject: Trace | Context) -> Context:
+    """A context for a bare trace (tests, the public `analyze(trace)`): source under the current
+    directory, run-dir facts next to the trace."""
+    return subject if isinstance(subject, Context) else Context.build(subject)
