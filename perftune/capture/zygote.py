@@ -15,6 +15,10 @@ perftune's own variables (PERFTUNE_*), its working directory must be the zygote'
 PYTHONPATH entries resolve against it), its command must be the bootstrap's, the zygote must
 still be single-threaded (threading.active_count() == 1) and CUDA uninitialised.
 
+The socket lies in a folder of its own (mkdtemp, 0700), is bound with mode 0600 whatever the
+umask, and a connection from another uid (SO_PEERCRED) is closed unread: a trial runs code as
+this user.
+
 Protocol (Unix stream socket): the client sends a 4-byte length and a JSON request {cwd, env,
 command, client_pid} with its fds 0, 1, 2 attached; the zygote answers "pid N\\n" or "refuse
 REASON\\n"; the client may send "signal N\\n" (relayed to the trial); the zygote ends with "exit
