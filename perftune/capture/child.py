@@ -177,6 +177,9 @@ class ChildRun:
         results what perftune had to end, and exit now if threads are still running."""
         try:
             ending = wind_down(THREAD_GRACE_S)
+        except KeyboardInterrupt:  # Ctrl-C during the grace period: the results are written
+            _flush_stdio()
+            os._exit(_SIGINT_EXIT)
         except Exception as exc:  # never let the wind-down keep the capture from ending
             self.add_notes([f"ending the script after the window failed ({_describe(exc)})"])
             _flush_stdio()

@@ -266,3 +266,17 @@ def test_a_sigkilled_trial_is_crashed_not_oom(tmp_path: Path) -> None:
     )
     assert outcome.status == "crashed", outcome
     assert "SIGKILL" in (outcome.reason or "")
+
+
+def test_ctrl_c_during_the_grace_period_ends_quietly(tmp_path: Path) -> None:
+    script = write(tmp_path / "script.py", WORKER_AFTER_TRAINING)
+    run = tmp_path / "run"
+    proc = start_profile(tmp_path, str(script))
+    # The child's private results file appears when the window is done and the results are
+    # written; the wind-down (3 s of grace for the lingering thread) follows.
+    assert wait_until(lambda: (run / ".capture-child.json").exists() or proc.poll() is not None, 120)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert "Traceback" not in err, err
+    steps = json.loads((run / "steps.json").read_text())
+    assert len(steps["steps"]) == 8
