@@ -120,20 +120,13 @@ def findings_document(analysis: Analysis) -> dict[str, Any]:
 
 
 def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
-    """summary.json and findings.json, then every report renderer that is installed; each
-    written atomically, with the run directory locked against another perftune process."""
+    """summary.json and findings.json, each written atomically, with the run directory locked
+    against another perftune process. The reports are rendered by the caller (the CLI, through
+    perftune.report.write_run): rendering is a layer above the analysis."""
     run = RunDir(run_dir)
     with run.lock():
-        written = [run.write_json(SUMMARY, analysis.summary),
-                   run.write_json(FINDINGS, findings_document(analysis))]
-        written.extend(_render_reports(analysis, run_dir))
-    return written
-
-
-def _render_reports(analysis: Analysis, run_dir: Path) -> list[Path]:
-    from perftune.report import render_run
-
-    return render_run(run_dir, analysis)
+        return [run.write_json(SUMMARY, analysis.summary),
+                run.write_json(FINDINGS, findings_document(analysis))]
 
 
 def run_traces(run_dir: Path) -> list[Path]:
@@ -142,8 +135,9 @@ def run_traces(run_dir: Path) -> list[Path]:
 
 
 def process_run(run_dir: Path, rules: RuleSelection | None = None) -> Analysis | None:
-    """Analyse a capture run directory this process just wrote, in place; None when it holds no
-    trace. Its source roots are the working directory and script folder the capture recorded."""
+    """Analyse a capture run directory this process just wrote, in place (summary.json and
+    findings.json; no reports); None when it holds no trace. Its source roots are the working
+    directory and script folder the capture recorded."""
     from perftune.engine.attribution import recorded_roots
 
     traces = run_traces(run_dir)

@@ -18,12 +18,8 @@ from perftune.cli._options import (
 )
 from perftune.engine.types import Severity
 from perftune.errors import ConfigError
-from perftune.pipeline import (
-    analyze_paths,
-    findings_document,
-    selection_from_config,
-    write_analysis,
-)
+from perftune.pipeline import analyze_paths, findings_document, selection_from_config
+from perftune.report import write_run
 from perftune.report.console import (
     finding_lines,
     source_hint_lines,
@@ -104,7 +100,7 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
         for line in finding_lines(analysis.findings, top):
             click.echo(line)
     if target is not None:
-        write_analysis(analysis, target)
+        write_run(analysis, target)
         click.echo(f"wrote {target}", err=output_format == "json")
     threshold = fail_on or config_default("fail-on")
     if threshold:

@@ -75,7 +75,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
     With --apply the patch is printed before it is written. The script must seed itself for
     the loss check to mean anything.
     """
-    from perftune.fix.outputs import render_report, summary_lines, write_outputs
+    from perftune.fix.outputs import summary_lines, write_outputs
     from perftune.fix.session import (
         FixSettings,
         apply_patch,
@@ -85,6 +85,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
     )
     from perftune.fix.sources import from_profile, from_run_dir, is_run_dir
     from perftune.fix.verify import Tolerance
+    from perftune.report import render_fix_run
 
     if not script_args:
         raise UsageError("give the script to fix: perftune fix train.py [ARGS]... (or a run dir)")
@@ -137,9 +138,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
 
     applied = apply_patch(plan, outcome.chosen, force, show) if apply_fix and outcome.chosen else []
     doc = write_outputs(outcome, run_dir, applied=applied, source_run=source_run)
-    note = render_report(run_dir, source.analysis, source_run)
-    if note:
-        say(note)
+    render_fix_run(run_dir, source.analysis, source_run)
     if output_format == "json":
         click.echo(json.dumps(doc, indent=2))
     else:

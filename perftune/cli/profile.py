@@ -8,7 +8,6 @@ with the capture in every rank. Exit codes: 0 ok, 1 findings at or above --fail-
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -87,14 +86,14 @@ def _shown(path: Path) -> str:
 
 def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -> int:
     """Run the analysis pipeline on the run directory; the exit code its findings ask for."""
-    # perftune.pipeline (the lead's) loads the trace, runs the rules and writes summary, findings
-    # and reports into the run directory. Looked up first so capture works without it.
-    if importlib.util.find_spec("perftune.pipeline") is None:
-        return 0
+    # Load the trace, run the rules, write summary and findings, then the reports.
     try:
         from perftune.pipeline import process_run
+        from perftune.report import render_run
 
         analysis: Any = process_run(run_dir)
+        if analysis is not None:
+            render_run(run_dir, analysis)
     except PerftuneError:
         raise
     except Exception as exc:

@@ -87,7 +87,6 @@ def _render(run_dir: Path, tensorboard: bool, select: tuple[str, ...], ignore: t
     from perftune.report import render_view
     from perftune.report.console import make_console, progress
     from perftune.report.data import view_of_analysis, view_of_documents
-    from perftune.report.tensorboard import write_tensorboard_view
 
     run = RunDir(run_dir)
     traces = run.traces() or recorded_traces(run_dir)
@@ -104,8 +103,7 @@ def _render(run_dir: Path, tensorboard: bool, select: tuple[str, ...], ignore: t
         with progress("rendering reports", err):
             written = write_analysis(analysis, run_dir)
             view = view_of_analysis(analysis, run_dir)
-            if tensorboard:
-                written.append(write_tensorboard_view(view))
+            written.extend(render_view(view, tensorboard=tensorboard))
         document = findings_document(analysis)
     elif run.file(SUMMARY).is_file() or run.file(FINDINGS).is_file():
         view = view_of_documents(run_dir, source_roots or (Path.cwd(),))

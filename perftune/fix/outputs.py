@@ -7,19 +7,15 @@ shows them as columns; the diff and the step-by-step losses follow.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from perftune._version import __version__
 from perftune.fix.session import FixOutcome, Measured
 from perftune.fsutil import write_json_atomic, write_text_atomic
 from perftune.redact import redact_argv
-from perftune.rundir import FINDINGS, FIX, FIX_MD, FIX_PATCH, META, STEPS, SUMMARY
-
-if TYPE_CHECKING:
-    from perftune.pipeline import Analysis
+from perftune.rundir import FIX, FIX_MD, FIX_PATCH
 
 SCHEMA_VERSION = 1
 FIX_JSON = FIX
@@ -227,32 +223,6 @@ def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path]
         patch_path.unlink(missing_ok=True)
     write_text_atomic(run_dir / FIX_MD, fix_markdown(doc, outcome.patch))
     return doc
-
-
-_COPIED = (META, STEPS, SUMMARY, FINDINGS)
-
-
-def render_report(run_dir: Path, analysis: Analysis | None, source_run: Path | None) -> str | None:
-    """report.html/report.md of the fix run dir with its fix section; a note when that fails.
-
-    A fix of an earlier run gets that run's documents copied in, so its report shows the
-    findings next to the fixes.
-    """
-    try:
-        from perftune.report import render_view
-        from perftune.report.data import view_of_analysis, view_of_documents
-
-        if source_run is not None and source_run.resolve() != run_dir.resolve():
-            for name in _COPIED:
-                if (source_run / name).is_file() and not (run_dir / name).exists():
-                    shutil.copyfile(source_run / name, run_dir / name)
-        view = (view_of_analysis(analysis, run_dir) if analysis is not None
-                else view_of_documents(run_dir))
-        render_view(view)
-    except Exception as exc:
-        # The measurements and the patch are on disk; a report problem must not hide them.
-        return f"the HTML report could not be rendered ({type(exc).__name__}: {exc})"
-    return None
 
 
 def summary_lines(doc: Mapping[str, Any], shown_dir: str) -> list[str]:

@@ -1,12 +1,14 @@
 """Renderers only (html, tensorboard, json, markdown, console); no analysis here.
 
 `render_run(run_dir, analysis)` writes the reports of a run directory: report.html and
-report.md always, the TensorBoard log directory when asked. summary.json and findings.json are
-written by perftune.pipeline.write_analysis before it calls this.
+report.md always, the TensorBoard log directory when asked. `write_run` writes the documents
+(perftune.pipeline.write_analysis: summary.json, findings.json) and then the reports, under one
+run-directory lock; the commands call it (the analysis never calls up into the renderers).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +16,7 @@ if TYPE_CHECKING:
     from perftune.pipeline import Analysis
     from perftune.report.data import RunView
 
-from perftune.rundir import REPORT_HTML, REPORT_MD
+from perftune.rundir import FINDINGS, META, REPORT_HTML, REPORT_MD, STEPS, SUMMARY, RunDir
 from perftune.rundir import TENSORBOARD as TENSORBOARD_DIR
 
 
@@ -45,4 +47,33 @@ def render_run(run_dir: Path, analysis: Analysis, *, tensorboard: bool = False) 
     return render_view(view_of_analysis(analysis, Path(run_dir)), tensorboard=tensorboard)
 
 
-__all__ = ["REPORT_HTML", "REPORT_MD", "TENSORBOARD_DIR", "render_run", "render_view"]
+def write_run(analysis: Analysis, run_dir: Path, *, tensorboard: bool = False) -> list[Path]:
+    """summary.json and findings.json, then the reports; the run directory locked throughout."""
+    from perftune.pipeline import write_analysis
+
+    with RunDir(run_dir).lock():
+        written = write_analysis(analysis, run_dir)
+        written.extend(render_run(run_dir, analysis, tensorboard=tensorboard))
+    return written
+
+
+# The documents of the profile run a fix started from, copied into the fix's run directory so
+# that its report shows the findings next to the fixes.
+_FIX_COPIED = (META, STEPS, SUMMARY, FINDINGS)
+
+
+def render_fix_run(run_dir: Path, analysis: Analysis | None, source_run: Path | None) -> list[Path]:
+    """report.html/report.md of a `perftune fix` run directory, with its fix section."""
+    from perftune.report.data import view_of_analysis, view_of_documents
+
+    if source_run is not None and source_run.resolve() != run_dir.resolve():
+        for name in _FIX_COPIED:
+            if (source_run / name).is_file() and not (run_dir / name).exists():
+                shutil.copyfile(source_run / name, run_dir / name)
+    view = (view_of_analysis(analysis, run_dir) if analysis is not None
+            else view_of_documents(run_dir))
+    return render_view(view)
+
+
+__all__ = ["REPORT_HTML", "REPORT_MD", "TENSORBOARD_DIR", "render_fix_run", "render_run",
+           "render_view", "write_run"]

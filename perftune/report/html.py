@@ -9,7 +9,6 @@ escaped for a <script> element (`script_json`).
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import math
 import secrets
@@ -222,12 +221,9 @@ def rule_docs(codes: Iterable[str]) -> dict[str, RuleDoc]:
     wanted = set(codes)
     if not wanted:
         return {}
-    try:
-        from perftune.engine.registry import rule_classes
+    from perftune.engine.registry import rule_classes
 
-        classes = rule_classes()
-    except Exception:  # a broken catalogue must not cost the user their report
-        return {}
+    classes = rule_classes()
     from markdown_it import MarkdownIt
 
     md = MarkdownIt("commonmark", {"html": False})
@@ -269,45 +265,29 @@ def finding_views(findings: Sequence[Finding], roots: SourceRoots | Sequence[Pat
 
 # ---------------------------------------------------------------------------- optional parts
 def _roofline(view: RunView) -> tuple[dict[str, Any] | None, list[F.RooflineOp], str]:
-    """(figure, heavy ops, where the roofs came from); (None, [], "") when the roofline module
-    is not installed or has nothing to place."""
-    if view.trace is None or importlib.util.find_spec("perftune.trace.roofline") is None:
+    """(figure, heavy ops, where the roofs came from); (None, [], "") when there is no trace or
+    nothing to place."""
+    if view.trace is None:
         return None, [], ""
-    try:
-        from perftune.trace import roofline
+    from perftune.trace import roofline
 
-        ops = F.heavy_ops(roofline.roofline_points(view.trace))
-        if not ops:
-            return None, [], ""
-        # measure=False: use the calibrated machine's cached roofs, never benchmark while rendering.
-        peaks = roofline.peaks(view.trace, measure=False)
-        source = str(getattr(peaks, "source", ""))
-        figure = F.roofline_figure(ops, getattr(peaks, "flops_per_s", None),
-                                   getattr(peaks, "bytes_per_s", None),
-                                   getattr(peaks, "flops_by_dtype", None), source)
-        return figure, ops, source
-    except Exception:  # another stage's module: its failure must not cost the whole report
+    ops = F.heavy_ops(roofline.roofline_points(view.trace))
+    if not ops:
         return None, [], ""
+    # measure=False: use the calibrated machine's cached roofs, never benchmark while rendering.
+    peaks = roofline.peaks(view.trace, measure=False)
+    source = str(getattr(peaks, "source", ""))
+    figure = F.roofline_figure(ops, getattr(peaks, "flops_per_s", None),
+                               getattr(peaks, "bytes_per_s", None),
+                               getattr(peaks, "flops_by_dtype", None), source)
+    return figure, ops, source
 
 
 def tuning_figures(tuning: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The tuner's own figures (perftune.tune.figures) as plain figure dicts, when it exists."""
-    if importlib.util.find_spec("perftune.tune.figures") is None:
-        return []
-    try:
-        from perftune.tune.figures import tuning_figures as make  # type: ignore[import-not-found, unused-ignore]
+    """The tuner's own figures (perftune.report.tuning) as plain figure dicts."""
+    from perftune.report.tuning import tuning_figures as make
 
-        made = make(dict(tuning))
-        items = made.values() if isinstance(made, Mapping) else made
-        out = []
-        for fig in items or ():
-            if hasattr(fig, "to_json"):
-                out.append(json.loads(fig.to_json()))
-            elif isinstance(fig, Mapping):
-                out.append(json.loads(json.dumps(plain_json(fig))))
-        return out
-    except Exception:
-        return []
+    return [json.loads(fig.to_json()) for fig in make(dict(tuning))]
 
 
 def trial_rows(tuning: Mapping[str, Any], limit: int = 200) -> list[dict[str, Any]]:
@@ -456,10 +436,7 @@ def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None
         figures["rank-breakdown"] = fig
     timeline = None
     if view.trace is not None:
-        try:
-            timeline = collective_timeline(view.trace)
-        except Exception:  # the other sections are worth more than this one
-            timeline = None
+        timeline = collective_timeline(view.trace)
     if timeline is not None and timeline.bars:
         figures["rank-collectives"] = F.collective_timeline_figure(timeline)
     return {"section": section, "rows": rows, "grid": grid, "collectives": timeline,

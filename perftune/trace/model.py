@@ -534,7 +534,7 @@ class Trace:
         """One row per (rank, device, stream) with device work: events, kernels, comm_kernels,
         copies, busy_us (union of its work), first_us, last_us, and kind (compute, comm, copy,
         mixed)."""
-        from perftune.trace.metrics import union_length
+        from perftune.trace.intervals import union_length
 
         ev = self.events
         work = self.cat_mask(C.DEVICE_WORK_CATS)

@@ -143,10 +143,6 @@ def test_segmentation_trains_the_same_with_the_fix() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("perftune.pipeline") is None,
-    reason="the analysis pipeline is not installed",
-)
 def test_profile_analyzes_the_capture_and_fails_on_findings(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     done = subprocess.run(

@@ -18,8 +18,8 @@ from report_helpers import (
 )
 
 from perftune.engine.types import Location
-from perftune.pipeline import Analysis, analyze_paths, write_analysis
-from perftune.report import render_run
+from perftune.pipeline import Analysis, analyze_paths
+from perftune.report import render_run, write_run
 from perftune.report.data import view_of_documents
 from perftune.report.html import _fmt_ms, render_report_html, script_json, source_snippet
 from tests.conftest import SHARED_TRACES, shared_trace
@@ -200,7 +200,7 @@ def test_hostile_names_are_escaped_in_the_html_source(tmp_path: Path) -> None:
 
 def test_report_from_documents_when_the_trace_is_gone(tmp_path: Path) -> None:
     analysis = analyze_paths([shared_trace("HolisticTraceAnalysis__nccl_data.json.gz")])
-    write_analysis(analysis, tmp_path)
+    write_run(analysis, tmp_path)
     (tmp_path / "report.html").unlink()
     view = view_of_documents(tmp_path)
     assert view.trace is None and len(view.findings) == len(analysis.findings)
