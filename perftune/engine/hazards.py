@@ -63,6 +63,12 @@ class HazardRule(Rule):
     gpu_only: ClassVar[bool] = False
     # The neutral facts (trace.sync_metrics.SyncCause) this rule reports.
     causes: ClassVar[frozenset[sm.SyncCause]] = frozenset()
+    # Message templates (str.format): a rule folder may phrase its findings differently.
+    gpu_message: ClassVar[str] = ("{what} makes the host wait for the GPU {per} per step "
+                                  "({stall:.3f} ms/step blocked{idle})")
+    idle_clause: ClassVar[str] = ", then {idle:.3f} ms/step of device idle while the queue refills"
+    latent_message: ClassVar[str] = ("{what} {latent_note} ({per} per step; this CPU trace cannot "
+                                     "measure the stall)")
 
     # ------------------------------------------------------------------ hooks
     def accepts(self, ctx: Context, hazard: sm.Hazard) -> bool:
@@ -163,17 +169,14 @@ class HazardRule(Rule):
             "trace_rows": list(group.rows[:5]),
         }
         if latent:
-            message = (f"{what} {LATENT_NOTE} ({per} per step; this CPU trace cannot measure "
-                       f"the stall)")
+            message = self.latent_message.format(what=what, latent_note=LATENT_NOTE, per=per)
             severity = self.latent_severity(ctx, group, hazards)
         else:
             stall = group.stall_ms_per_step
-            message = (f"{what} makes the host wait for the GPU {per} per step "
-                       f"({stall:.3f} ms/step blocked")
             idle = group.cost_ms_per_step - stall
-            if idle > 0.0005:
-                message += f", then {idle:.3f} ms/step of device idle while the queue refills"
-            message += ")"
+            message = self.gpu_message.format(
+                what=what, per=per, stall=stall,
+                idle=self.idle_clause.format(idle=idle) if idle > 0.0005 else "")
             evidence.update({"stall_ms_per_step": round(stall, 4),
                              "device_idle_after_ms_per_step": round(max(0.0, idle), 4),
                              "sync_calls": dict(syncs)})

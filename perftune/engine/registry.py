@@ -27,8 +27,14 @@ _CODE = re.compile(r"^PFT\d{3}$")
 
 
 def _load_module(path: Path) -> Any:
-    # Loaded by file path under a private name: never as a top-level `rules` package.
-    name = f"perftune._loaded_rules.{path.parent.name}"
+    return load_rule_file(path)
+
+
+def load_rule_file(path: Path) -> Any:
+    """A module of a rule folder (rule.py, fix.py, fixtures.py), loaded by file path under a
+    private name: never as a top-level `rules` package."""
+    stem = "" if path.stem == "rule" else f"__{path.stem}"
+    name = f"perftune._loaded_rules.{path.parent.name}{stem}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
