@@ -216,6 +216,17 @@ def paired_ratio_interval(
     return _estimate(x, y, float(d.mean()), half, confidence, df, "paired", sd / math.sqrt(2.0))
 
 
+def direction(estimate: RatioEstimate) -> str:
+    """Whether head is reliably above base ("higher"), below ("lower"), or neither ("unclear"):
+    the interval of head/base excludes 1 on one side. For step times higher is slower; for a
+    throughput, higher is faster."""
+    if estimate.low > 1.0:
+        return "higher"
+    if estimate.high < 1.0:
+        return "lower"
+    return "unclear"
+
+
 def min_detectable_regression(
     noise: float, launches: int, confidence: float = 0.95, power: float = DEFAULT_POWER,
     paired: bool = False,

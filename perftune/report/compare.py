@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perftune.analysis import stats
 from perftune.engine.types import Finding
 from perftune.report.data import RunView, step_timing, view_of_analysis
 from perftune.report.timeline import categorical_strings
@@ -30,7 +31,6 @@ BREAKDOWN = (("compute_ms", "device compute"), ("communication_ms", "communicati
              ("memcpy_ms", "memcpy"), ("memset_ms", "memset"), ("device_idle_ms", "device idle"),
              ("sync_ms", "host: sync waits"), ("dataloader_ms", "host: DataLoader wait"),
              ("optimizer_ms", "host: optimizer"))
-BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 
 
@@ -138,7 +138,7 @@ class RunSide:
 
 @dataclass(frozen=True)
 class StepChange:
-    """B's median step over A's, with a bootstrap confidence interval of that ratio."""
+    """B's step time over A's (ratio of geometric means) with its confidence interval."""
 
     ratio: float | None
     delta_ms: float | None
@@ -256,25 +256,23 @@ def _side(facts: RunFacts) -> RunSide:
                    p90_ms=d.p90 if d else None, findings=len(facts.findings))
 
 
-def step_change(a: Sequence[float], b: Sequence[float], seed: int = 0) -> StepChange:
+def step_change(a: Sequence[float], b: Sequence[float]) -> StepChange:
+    """B's step times against A's with the gate's statistics (perftune.analysis.stats): ratio
+    of geometric means and a Welch interval on log step times."""
     if not a or not b:
         return StepChange(None, None, None, None, CONFIDENCE, "not measured")
     med_a, med_b = float(np.median(a)), float(np.median(b))
-    if med_a <= 0:
+    # Zero-length or broken steps are not step times; the statistics work on logarithms.
+    pos_a = [float(v) for v in a if math.isfinite(v) and v > 0]
+    pos_b = [float(v) for v in b if math.isfinite(v) and v > 0]
+    if not pos_a or not pos_b or med_a <= 0:
         return StepChange(None, med_b - med_a, None, None, CONFIDENCE, "not measured")
-    ratio = med_b / med_a
-    if len(a) < 3 or len(b) < 3:
+    if len(pos_a) < 3 or len(pos_b) < 3:
+        ratio = float(np.median(pos_b)) / float(np.median(pos_a))
         return StepChange(ratio, med_b - med_a, None, None, CONFIDENCE, "too few steps")
-    # Resample both runs' steps; the spread of the resampled ratios is the ratio's uncertainty.
-    rng = np.random.default_rng(seed)
-    arr_a, arr_b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ra = np.median(rng.choice(arr_a, size=(BOOTSTRAP_RESAMPLES, len(arr_a))), axis=1)
-    rb = np.median(rng.choice(arr_b, size=(BOOTSTRAP_RESAMPLES, len(arr_b))), axis=1)
-    ratios = rb / np.maximum(ra, 1e-12)
-    tail = (1.0 - CONFIDENCE) / 2
-    low, high = float(np.quantile(ratios, tail)), float(np.quantile(ratios, 1 - tail))
-    verdict = "slower" if low > 1.0 else "faster" if high < 1.0 else "no clear change"
-    return StepChange(ratio, med_b - med_a, low, high, CONFIDENCE, verdict)
+    est = stats.ratio_interval(pos_a, pos_b, CONFIDENCE)
+    verdict = {"higher": "slower", "lower": "faster"}.get(stats.direction(est), "no clear change")
+    return StepChange(est.ratio, med_b - med_a, est.low, est.high, CONFIDENCE, verdict)
 
 
 def _breakdown(a: RunFacts, b: RunFacts) -> tuple[CategoryDelta, ...]:

@@ -12,7 +12,6 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import memoized
@@ -141,64 +140,6 @@ def comm_overlap(trace: Trace) -> list[CommStep]:
     return out
 
 
-
-
-# ---------------------------------------------------------------------------- rank skew
-@memoized
-def rank_step_table(trace: Trace) -> pd.DataFrame:
-    """One row per (step index, rank): dur_ms, comm_ms, busy_ms (compute kernels), work_ms.
-
-    `work_ms` = step time minus collective time: what the rank did itself. In a synchronous
-    job every rank's step lasts about as long as the slowest rank's work; the fast ranks spend
-    the difference inside collectives, waiting.
-    """
-    comm = {(c.rank, c.step): c.comm_ms for c in comm_overlap(trace)}
-    ev = trace.events
-    compute = trace.cat_mask(C.KERNEL_CATS) & ~comm_kernel_mask(trace)
-    dev_step = device_event_steps(trace)
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rows = []
-    for k, step in enumerate(trace.steps):
-        sel = compute & (dev_step == k)
-        ms, me = merge_intervals(ts[sel], end[sel])
-        busy = float(np.sum(me - ms)) / 1000.0
-        c = comm.get((step.rank, k), 0.0)
-        rows.append((step.index, step.rank, step.dur / 1000.0, c, busy, step.dur / 1000.0 - c))
-    return pd.DataFrame(rows, columns=["step", "rank", "dur_ms", "comm_ms", "busy_ms", "work_ms"])
-
-
-@dataclass(frozen=True)
-class StepSkew:
-    step: int
-    ranks: int
-    slowest_rank: int
-    fastest_rank: int
-    dur_skew_ms: float  # max - min step duration
-    work_skew_ms: float  # max - min own work (step minus collectives)
-    max_wait_ms: float  # most collective time any rank spent beyond the least-waiting rank
-    median_dur_ms: float
-
-
-def step_skew(trace: Trace) -> list[StepSkew]:
-    """Per step index present on two or more ranks: who was slowest, and by how much."""
-    table = rank_step_table(trace)
-    out: list[StepSkew] = []
-    if table.empty or table["rank"].nunique() < 2:
-        return out
-    for step, group in table.groupby("step", sort=True):
-        if len(group) < 2:
-            continue
-        work = group["work_ms"].to_numpy(dtype=np.float64)
-        dur = group["dur_ms"].to_numpy(dtype=np.float64)
-        comm = group["comm_ms"].to_numpy(dtype=np.float64)
-        ranks = group["rank"].to_numpy()
-        out.append(StepSkew(
-            step=int(str(step)), ranks=len(group), slowest_rank=int(ranks[int(np.argmax(work))]),
-            fastest_rank=int(ranks[int(np.argmin(work))]),
-            dur_skew_ms=float(dur.max() - dur.min()), work_skew_ms=float(work.max() - work.min()),
-            max_wait_ms=float(comm.max() - comm.min()), median_dur_ms=float(np.median(dur))))
-    return out
 
 
 # ---------------------------------------------------------------------------- one rank's wait

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from perftune.analysis import stats
 from perftune.capture.knobs import BATCH_SIZE, baseline_values, needs_guard
 from perftune.tune.constraints import GuardResult, guard
 from perftune.tune.space import SearchSpace, config_key
@@ -263,6 +264,19 @@ def record_from_attrs(
         worker=attrs.get("worker"),
         outcome=outcome,
     )
+
+
+def reliably_faster(best: ConfigResult, other: ConfigResult, confidence: float = 0.95) -> bool:
+    """Whether `best`'s repeated throughputs are reliably above `other`'s: the gate's statistics
+    (perftune.analysis.stats, Welch interval on the logarithms) over the repeats, which needs two
+    measurements of each. "Every repeat beat every repeat" is not enough: with two repeats each,
+    a third of truly equal pairs look like that once the better median is called the best."""
+    mine = [v for v in best.throughputs if v > 0]
+    theirs = [v for v in other.throughputs if v > 0]
+    if len(mine) < 2 or len(theirs) < 2:
+        return False
+    estimate = stats.ratio_interval(theirs, mine, confidence)
+    return stats.direction(estimate) == "higher"
 
 
 def summarise_spread(values: Iterable[float]) -> float | None:

@@ -76,7 +76,7 @@ def summary_lines(tuning: Mapping[str, Any]) -> list[str]:
     runner_up = tuning.get("runner_up")
     if runner_up is not None:
         verdict = (
-            "a real difference (every repeat of the best beat every repeat of the runner-up)"
+            "a real difference (its repeats put the best ahead at 95% confidence)"
             if runner_up.get("distinct")
             else f"within noise ({_percent(runner_up.get('noise'))})"
             if runner_up.get("noise") is not None and runner_up["gap"] <= runner_up["noise"]

@@ -12,7 +12,13 @@ from perftune.redact import redact_argv, redact_url
 from perftune.rundir import TUNING
 from perftune.tune.apply import apply_instructions
 from perftune.tune.constraints import GuardResult
-from perftune.tune.history import ConfigResult, History, TrialRecord, summarise_spread
+from perftune.tune.history import (
+    ConfigResult,
+    History,
+    TrialRecord,
+    reliably_faster,
+    summarise_spread,
+)
 from perftune.tune.tuner import TuneRun
 
 SCHEMA_VERSION = 1
@@ -114,15 +120,13 @@ def _runner_up(best: ConfigResult, second: ConfigResult | None) -> dict[str, Any
             if m.spread is not None
         ]
     noise = max(noise_figures, default=None)
-    best_low = min(best.throughputs) if best.throughputs else best.throughput
-    second_high = max(second.throughputs) if second.throughputs else second.throughput
     return {
         "values": second.values,
         "throughput": second.throughput,
         "gap": gap,
         "noise": noise,
-        # Distinct when every repeat of the best beat every repeat of the runner-up.
-        "distinct": len(best.throughputs) > 1 and len(second.throughputs) > 1 and best_low > second_high,
+        # Distinct when the repeats say the best is reliably faster (the gate's statistics).
+        "distinct": reliably_faster(best, second),
         "measurements": len(second.measurements),
     }
 
