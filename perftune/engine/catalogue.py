@@ -1,16 +1,19 @@
-"""Rule-folder checks and expected-findings snapshots (used by the catalogue test).
+"""Rule-folder checks and findings snapshots (used by the catalogue test).
 
 Every rule folder holds fixture traces (`*.json` / `*.json.gz`, small, captured with
-torch.profiler or built with `perftune.engine.testing.TraceBuilder`) and `expected.json`:
-for each fixture, the findings the rule must produce, reduced to what identifies them
-(code, file name, line, function, count, severity, latent). `PERFTUNE_BLESS=1` rewrites the
-snapshots from the current results.
+torch.profiler or built by the folder's `fixtures.py` with `perftune.engine.testing`) and
+`expected.json`: for each fixture, the full findings the rule must produce — code, location
+(file name, line, function, source line), message, severity, count, evidence, estimated
+saving, op chain and the suggestion with its diff. Fixtures run in a fixed context (source
+read from the rule folder only, no machine peaks, no run-directory facts), so the snapshot is
+the same on every machine. `PERFTUNE_BLESS=1` rewrites the snapshots from the current results.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,21 +35,33 @@ def fixtures(folder: Path) -> list[Path]:
                   and (p.name.endswith(".json") or p.name.endswith(".json.gz")))
 
 
+_DIFF_HEADER = re.compile(r"^(---|\+\+\+) ([ab])/(?:.*/)?([^/\n]+)$", re.M)
+
+
 def snapshot(findings: Sequence[Finding]) -> list[dict[str, Any]]:
-    """What a finding is, without the numbers that vary with the machine."""
-    rows = [{"code": f.code,
-             "file": Path(f.location.file).name if f.location.file else None,
-             "line": f.location.line, "function": f.location.function, "count": f.count,
-             "severity": f.severity.value, "latent": f.latent} for f in findings]
-    return sorted(rows, key=lambda r: (r["code"], r["file"] or "", r["line"] or 0, r["function"] or ""))
+    """Everything a finding says, as JSON (file paths reduced to their names)."""
+    rows = []
+    for f in findings:
+        d = f.to_dict()
+        location = d.pop("location")
+        location["file"] = Path(location["file"]).name if location["file"] else None
+        suggestion = d["suggestion"]
+        if suggestion.get("diff"):
+            suggestion["diff"] = _DIFF_HEADER.sub(r"\1 \2/\3", suggestion["diff"])
+        rows.append({"code": d.pop("code"), **location, **d})
+    rows = json.loads(json.dumps(rows))
+    return sorted(rows, key=lambda r: (r["code"], r["file"] or "", r["line"] or 0, r["function"] or "",
+                                       r["message"]))
 
 
 def run_fixture(rule: type[Rule], path: Path) -> list[Finding]:
-    """Run one rule (with its default options) on one fixture trace."""
+    """Run one rule (with its default options) on one fixture trace, in a fixed context."""
+    from perftune.engine.context import Context
     from perftune.engine.registry import run_rules
     from perftune.trace import load
 
-    return run_rules(load(path), [rule()], strict=True)
+    ctx = Context.build(load(path), [path.parent], run_facts=False, machine_source=lambda: None)
+    return run_rules(ctx, [rule()], strict=True)
 
 
 def read_expected(folder: Path) -> dict[str, list[dict[str, Any]]]:
@@ -61,7 +76,8 @@ def read_expected(folder: Path) -> dict[str, list[dict[str, Any]]]:
 
 def write_expected(folder: Path, data: dict[str, list[dict[str, Any]]]) -> Path:
     path = folder / EXPECTED
-    path.write_text(json.dumps(dict(sorted(data.items())), indent=2) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(dict(sorted(data.items())), indent=2, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
     return path
 
 
