@@ -25,7 +25,17 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from perftune.documents import FindingsDocument, MetaDocument, StepsDocument, Summary
+from perftune.documents import (
+    DiffDocument,
+    FindingsDocument,
+    FixDocument,
+    GateDocument,
+    MetaDocument,
+    StepsDocument,
+    Summary,
+    TuningDocument,
+    document_data,
+)
 from perftune.errors import PerftuneError
 from perftune.fsutil import OutputError, write_json_atomic, write_text_atomic
 
@@ -60,6 +70,13 @@ PROFILER_TRACE_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
 # Files whose presence means the folder already holds a run: writing another run there would
 # mix the two (`--force` to overwrite).
 RUN_DOCUMENTS = (TRACE, STEPS, META, SUMMARY, FINDINGS, REPORT_HTML, REPORT_MD, TUNING, GATE, FIX)
+
+
+# The file each typed document is written as (RunDir.write_document).
+DOCUMENT_FILES: dict[type[msgspec.Struct], str] = {
+    Summary: SUMMARY, FindingsDocument: FINDINGS, TuningDocument: TUNING, GateDocument: GATE,
+    FixDocument: FIX, DiffDocument: DIFF_JSON,
+}
 
 
 class DocumentError(PerftuneError):
@@ -280,6 +297,11 @@ class RunDir:
     def write_text(self, name: str, text: str) -> Path:
         return write_text_atomic(self.path / name, text)
 
+    def write_document(self, document: msgspec.Struct, *, indent: int = 2) -> Path:
+        """A stage document (tuning, gate, fix, diff, summary, findings) under its own name."""
+        return write_json_atomic(self.path / DOCUMENT_FILES[type(document)],
+                                 document_data(document), indent=indent)
+
     # -- reading -------------------------------------------------------------------------------
     def read_json(self, name: str) -> dict[str, Any] | None:
         """A JSON object document, None when the file is absent; DocumentError otherwise."""
@@ -296,6 +318,18 @@ class RunDir:
 
     def read_meta(self) -> MetaDocument | None:
         return read_document(self.meta, MetaDocument)
+
+    def read_tuning(self) -> TuningDocument | None:
+        return read_document(self.file(TUNING), TuningDocument, strict=True)
+
+    def read_gate(self) -> GateDocument | None:
+        return read_document(self.file(GATE), GateDocument, strict=True)
+
+    def read_fix(self) -> FixDocument | None:
+        return read_document(self.file(FIX), FixDocument, strict=True)
+
+    def read_diff(self) -> DiffDocument | None:
+        return read_document(self.file(DIFF_JSON), DiffDocument, strict=True)
 
     def recorded_meta(self) -> MetaDocument | None:
         """meta.json where it is only a hint (where to look for sources): None when absent or
@@ -365,6 +399,7 @@ __all__ = [
     "CALIBRATION",
     "DIFF_HTML",
     "DIFF_JSON",
+    "DOCUMENT_FILES",
     "FINDINGS",
     "FIX",
     "FIX_MD",

@@ -13,13 +13,13 @@ from perftune.cli.gate import (
     gate_config,
     measure_options,
     measure_settings,
-    parse_fraction,
     progress_printer,
     script_arguments,
     script_options,
 )
 from perftune.fsutil import write_json_atomic
 from perftune.rundir import CALIBRATION
+from perftune.units import parse_fraction
 
 
 @click.command(context_settings=SCRIPT_CONTEXT)

@@ -75,6 +75,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
     With --apply the patch is printed before it is written. The script must seed itself for
     the loss check to mean anything.
     """
+    from perftune.documents import document_data
     from perftune.fix.outputs import summary_lines, write_outputs
     from perftune.fix.session import (
         FixSettings,
@@ -140,7 +141,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
     doc = write_outputs(outcome, run_dir, applied=applied, source_run=source_run)
     render_fix_run(run_dir, source.analysis, source_run)
     if output_format == "json":
-        click.echo(json.dumps(doc, indent=2))
+        click.echo(json.dumps(document_data(doc), indent=2))
     else:
         for line in summary_lines(doc, _shown(run_dir)):
             click.echo(line)

@@ -17,7 +17,8 @@ import click
 from perftune.cli._options import config_default, format_option, load_config, out_option
 from perftune.errors import ConfigError, ScriptError, UsageError
 from perftune.fsutil import write_text_atomic
-from perftune.rundir import GATE, GATE_MD
+from perftune.rundir import GATE_MD
+from perftune.units import parse_fraction
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,20 +37,6 @@ def gate_config(key: str, fallback: Any) -> Any:
         if name in table:
             return table[name]
     return config_default(key, fallback)
-
-
-def parse_fraction(text: str | float, option: str) -> float:
-    """'5%' or 0.05 → 0.05; a bare number of 1 or more is refused as ambiguous."""
-    raw = str(text).strip()
-    try:
-        if raw.endswith("%"):
-            return float(raw[:-1]) / 100.0
-        value = float(raw)
-    except ValueError:
-        raise UsageError(f"{option}: expected a fraction like 0.05 or a percentage like 5%, got {text!r}") from None
-    if value >= 1.0:
-        raise UsageError(f"{option} {raw}: write 0.05 or 5% for five percent")
-    return value
 
 
 def script_arguments(module: str | None, script_and_args: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
@@ -110,7 +97,7 @@ def progress_printer(quiet: bool) -> Callable[[str], None]:
 def _write_error_outputs(run_dir: Path, message: str, script: str, mode: str, junit: Path | None) -> None:
     from perftune.gate import outputs
 
-    outputs.write_json(run_dir / GATE, outputs.error_dict(message, mode, ScriptError.exit_code))
+    outputs.write_document(run_dir, outputs.error_document(message, mode, ScriptError.exit_code))
     markdown = outputs.render_error_markdown(message, script)
     write_text_atomic(run_dir / GATE_MD, markdown)
     outputs.append_step_summary(markdown)
@@ -240,7 +227,7 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
         _write_error_outputs(run_dir, str(exc), shown, mode, junit)
         raise
 
-    outputs.write_json(run_dir / GATE, outputs.verdict_dict(verdict))
+    outputs.write_document(run_dir, outputs.verdict_document(verdict))
     markdown = outputs.render_markdown(verdict, shown)
     write_text_atomic(run_dir / GATE_MD, markdown)
     outputs.append_step_summary(markdown)

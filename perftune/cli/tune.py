@@ -38,17 +38,6 @@ def _config(table: Mapping[str, Any], key: str, fallback: Any = None) -> Any:
     return config_default(key, fallback) if key in ("runs-dir",) else fallback
 
 
-def _fraction(text: str | float, option: str) -> float:
-    raw = str(text).strip()
-    try:
-        value = float(raw[:-1]) / 100.0 if raw.endswith("%") else float(raw)
-    except ValueError:
-        raise UsageError(f"{option}: expected 0.05 or 5%, got {text!r}") from None
-    if not 0 < value < 1:
-        raise UsageError(f"{option}: expected a fraction between 0 and 1 (0.05 or 5%), got {text!r}")
-    return value
-
-
 def _script(module: str | None, script_and_args: tuple[str, ...]) -> Any:
     from perftune.tune.trial import Script
 
@@ -247,7 +236,7 @@ def tune(
     from perftune.tune.strategy import StrategySettings
     from perftune.tune.trial import Measurement
     from perftune.tune.tuner import SpaceSources, Tuner, TuneSettings
-    from perftune.tune.units import parse_bytes, parse_duration
+    from perftune.units import parse_bytes, parse_duration, parse_fraction
 
     table = tune_config()
     script = _script(module, script_and_args)
@@ -287,7 +276,7 @@ def tune(
             samples_per_step=samples_per_step or _config(table, "samples-per-step"),
             tokens_per_sample=tokens_per_sample or _config(table, "tokens-per-sample"),
         ),
-        tolerance=_fraction(tolerance_text, "--accuracy-tolerance") if tolerance_text is not None else DEFAULT_TOLERANCE,
+        tolerance=parse_fraction(tolerance_text, "--accuracy-tolerance") if tolerance_text is not None else DEFAULT_TOLERANCE,
         strategy=StrategySettings(
             name=strategy or str(_config(table, "strategy", "auto")),
             top_k=top_k if top_k is not None else int(_config(table, "top-k", 3)),
@@ -315,16 +304,18 @@ def tune(
     path = write_tuning(tuning, settings.run_dir)
     written = [path]
     if not no_html:
-        from perftune.tune.render import write_html
+        from perftune.report.html import write_tuning_html
 
-        written.append(write_html(tuning, settings.run_dir))
+        written.append(write_tuning_html(tuning, settings.run_dir))
     if tensorboard:
         from perftune.report import TENSORBOARD_DIR
         from perftune.report.tensorboard import write_tuning_hparams
 
         written.append(write_tuning_hparams(tuning, settings.run_dir / TENSORBOARD_DIR / "tuning"))
     if output_format == "json":
-        click.echo(json.dumps(tuning, indent=1, default=str))
+        from perftune.documents import document_data
+
+        click.echo(json.dumps(document_data(tuning), indent=1, default=str))
     else:
         from perftune.tune.render import print_results
 
@@ -335,7 +326,7 @@ def tune(
         if not quiet:
             err.print("perftune: interrupted; finished trials are kept, --resume continues", markup=False)
         ctx.exit(_signals.interrupted_exit_code())
-    if tuning["best"] is None:
+    if tuning.best is None:
         raise ScriptError(
             "no configuration ran successfully within the constraints; see the reasons in "
             f"{path}"

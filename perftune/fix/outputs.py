@@ -12,13 +12,25 @@ from pathlib import Path
 from typing import Any
 
 from perftune._version import __version__
+from perftune.documents import (
+    FixBaseline,
+    FixDocument,
+    FixLaunch,
+    FixLosses,
+    FixMeasured,
+    FixMemory,
+    FixRewrite,
+    FixSettings,
+    FixSkipped,
+    FixSpeed,
+    FixTogether,
+)
 from perftune.fix.session import FixOutcome, Measured
-from perftune.fsutil import write_json_atomic, write_text_atomic
+from perftune.fsutil import write_text_atomic
 from perftune.redact import redact_argv
-from perftune.rundir import FIX, FIX_MD, FIX_PATCH
+from perftune.rundir import FIX_MD, FIX_PATCH, RunDir
 
 SCHEMA_VERSION = 1
-FIX_JSON = FIX
 
 
 def _round(value: float | None, digits: int = 4) -> float | None:
@@ -46,23 +58,31 @@ def _memory_ratio(m: Measured) -> float | None:
     return _round(m.memory.ratio, 3)
 
 
-def measured_dict(m: Measured) -> dict[str, Any]:
+def _measured_fields(m: Measured) -> dict[str, Any]:
     s, c = m.speed, m.losses
     return {
         "status": m.verdict.status,
         "included": m.verdict.included,
         "reason": m.verdict.reason,
-        "speed": {"verdict": s.verdict, "time_ratio": _round(s.ratio), "low": _round(s.low),
-                  "high": _round(s.high), "confidence": s.confidence,
-                  "speedup": _round(s.speedup, 3), "base_ms": _round(s.base_ms),
-                  "rewritten_ms": _round(s.rewritten_ms), "pairs": s.pairs},
-        "memory": {"kind": m.memory.kind, "base_peak_bytes": m.memory.base_bytes,
-                   "peak_bytes": m.memory.rewritten_bytes, "ratio": _memory_ratio(m)},
-        "losses": {"status": c.status, "steps_compared": c.steps_compared,
-                   "max_abs_diff": c.max_abs_diff, "max_rel_diff": c.max_rel_diff,
-                   "first_mismatch": c.first_mismatch, "reason": c.reason,
-                   "base": list(c.base), "rewritten": list(c.rewritten)},
+        "speed": FixSpeed(verdict=s.verdict, time_ratio=_round(s.ratio), low=_round(s.low),
+                          high=_round(s.high), confidence=s.confidence,
+                          speedup=_round(s.speedup, 3), base_ms=_round(s.base_ms),
+                          rewritten_ms=_round(s.rewritten_ms), pairs=s.pairs),
+        "memory": FixMemory(kind=m.memory.kind, base_peak_bytes=m.memory.base_bytes,
+                            peak_bytes=m.memory.rewritten_bytes, ratio=_memory_ratio(m)),
+        "losses": FixLosses(status=c.status, steps_compared=c.steps_compared,
+                            max_abs_diff=c.max_abs_diff, max_rel_diff=c.max_rel_diff,
+                            first_mismatch=c.first_mismatch, reason=c.reason,
+                            base=list(c.base), rewritten=list(c.rewritten)),
     }
+
+
+def measured_entry(m: Measured) -> FixMeasured:
+    return FixMeasured(**_measured_fields(m))
+
+
+def _together(rewrites: Sequence[str], m: Measured) -> FixTogether:
+    return FixTogether(rewrites=list(rewrites), **_measured_fields(m))
 
 
 def headline(outcome: FixOutcome) -> str:
@@ -83,72 +103,69 @@ def headline(outcome: FixOutcome) -> str:
 
 
 def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
-                 source_run: Path | None = None) -> dict[str, Any]:
+                 source_run: Path | None = None) -> FixDocument:
     plan, target, settings = outcome.plan, outcome.target, outcome.settings
-    rewrites: list[dict[str, Any]] = []
+    rewrites: list[FixRewrite] = []
     for r in outcome.rewrites:
         c, m = r.candidate, r.measured
-        rewrites.append({
-            "id": c.id,
-            "rule": "+".join(c.codes),
-            "where": c.where,
-            "status": m.verdict.status,
-            "in_patch": c.id in outcome.chosen,
-            "speedup": _round(m.speed.speedup, 3),
-            "time_ratio": _round(m.speed.ratio),
-            "ratio_low": _round(m.speed.low),
-            "ratio_high": _round(m.speed.high),
-            "memory_ratio": _memory_ratio(m),
-            "losses": m.losses.status,
-            "max_rel_diff": m.losses.max_rel_diff,
-            "reason": m.verdict.reason,
-            "title": c.title,
-            "applicability": c.applicability,
-            "function": c.function,
-            "source": c.source,
-            "conflicts_with": list(r.conflicts),
-            "est_saving_ms_per_step": c.est_saving_ms_per_step,
-            "latent": c.latent,
-            "diff": "".join(_diff_text(plan.originals, c.id, outcome)),
-            "measured": measured_dict(m),
-        })
+        rewrites.append(FixRewrite(
+            id=c.id,
+            rule="+".join(c.codes),
+            where=c.where,
+            status=m.verdict.status,
+            in_patch=c.id in outcome.chosen,
+            speedup=_round(m.speed.speedup, 3),
+            time_ratio=_round(m.speed.ratio),
+            ratio_low=_round(m.speed.low),
+            ratio_high=_round(m.speed.high),
+            memory_ratio=_memory_ratio(m),
+            losses=m.losses.status,
+            max_rel_diff=m.losses.max_rel_diff,
+            reason=m.verdict.reason,
+            title=c.title,
+            applicability=c.applicability,
+            function=c.function,
+            source=c.source,
+            conflicts_with=list(r.conflicts),
+            est_saving_ms_per_step=c.est_saving_ms_per_step,
+            latent=c.latent,
+            diff="".join(_diff_text(plan.originals, c.id, outcome)),
+            measured=measured_entry(m),
+        ))
     combined = outcome.combined
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "perftune_version": __version__,
-        "headline": headline(outcome),
-        "script": plan.script,
-        "args": redact_argv(target.args),
-        "cwd": str(target.cwd),
-        "project_root": str(plan.project.root),
-        "source_run": str(source_run) if source_run else None,
-        "patch": FIX_PATCH if outcome.patch else None,
-        "patch_rewrites": list(outcome.chosen),
-        "applied": bool(applied),
-        "applied_files": [str(p) for p in applied],
-        "baseline": {"median_ms": _round(outcome.baseline_ms),
-                     "peak_memory_bytes": outcome.baseline_memory,
-                     "memory_kind": outcome.memory_kind,
-                     "losses_reproducible": outcome.reproducible.status
-                     if outcome.reproducible else None},
-        "combined": None if combined is None else {"rewrites": list(combined.rewrites),
-                                                   **measured_dict(combined)},
-        "all_together": None if outcome.all_together is None else {
-            "rewrites": list(outcome.all_together.rewrites),
-            **measured_dict(outcome.all_together)},
-        "rewrites": rewrites,
-        "skipped": [{"rule": s.code, "where": s.where, "reason": s.reason}
-                    for s in plan.skipped],
-        "settings": {"warmup": settings.warmup, "steps": settings.steps,
-                     "launches": settings.launches, "rtol": settings.tolerance.rtol,
-                     "atol": settings.tolerance.atol, "check_steps": settings.tolerance.steps,
-                     "seed": settings.seed, "confidence": settings.confidence,
-                     "require_faster": settings.require_faster},
-        "launches": [{"seq": x.seq, "version": x.arm, "block": x.block, "status": x.status,
-                      "median_ms": _round(x.median_ms), "peak_memory_bytes": x.peak_memory_bytes,
-                      "run_dir": str(x.run_dir)} for x in outcome.launches],
-        "notes": list(outcome.notes),
-    }
+    return FixDocument(
+        schema_version=SCHEMA_VERSION,
+        perftune_version=__version__,
+        headline=headline(outcome),
+        script=plan.script,
+        args=redact_argv(target.args),
+        cwd=str(target.cwd),
+        project_root=str(plan.project.root),
+        source_run=str(source_run) if source_run else None,
+        patch=FIX_PATCH if outcome.patch else None,
+        patch_rewrites=list(outcome.chosen),
+        applied=bool(applied),
+        applied_files=[str(p) for p in applied],
+        baseline=FixBaseline(median_ms=_round(outcome.baseline_ms),
+                             peak_memory_bytes=outcome.baseline_memory,
+                             memory_kind=outcome.memory_kind,
+                             losses_reproducible=outcome.reproducible.status
+                             if outcome.reproducible else None),
+        combined=None if combined is None else _together(combined.rewrites, combined),
+        all_together=None if outcome.all_together is None else _together(
+            outcome.all_together.rewrites, outcome.all_together),
+        rewrites=rewrites,
+        skipped=[FixSkipped(rule=s.code, where=s.where, reason=s.reason) for s in plan.skipped],
+        settings=FixSettings(warmup=settings.warmup, steps=settings.steps,
+                             launches=settings.launches, rtol=settings.tolerance.rtol,
+                             atol=settings.tolerance.atol, check_steps=settings.tolerance.steps,
+                             seed=settings.seed, confidence=settings.confidence,
+                             require_faster=settings.require_faster),
+        launches=[FixLaunch(seq=x.seq, version=x.arm, block=x.block, status=x.status,
+                            median_ms=_round(x.median_ms), peak_memory_bytes=x.peak_memory_bytes,
+                            run_dir=str(x.run_dir)) for x in outcome.launches],
+        notes=list(outcome.notes),
+    )
 
 
 def _diff_text(originals: Mapping[str, str], rewrite_id: str, outcome: FixOutcome) -> list[str]:
@@ -158,49 +175,50 @@ def _diff_text(originals: Mapping[str, str], rewrite_id: str, outcome: FixOutcom
     return [render_file_diff(rel, originals[rel], texts[rel]) for rel in sorted(texts)]
 
 
-def fix_markdown(doc: Mapping[str, Any], patch: str) -> str:
-    lines = [f"# perftune fix: {doc['script']}", "", f"**{doc['headline']}**", ""]
-    base = doc["baseline"]
-    if base.get("median_ms") is not None:
-        lines += [f"Original: {base['median_ms']:.3f} ms/step (median of launch medians), peak "
-                  f"memory {_mib(base.get('peak_memory_bytes'))} ({base.get('memory_kind')}).",
+def fix_markdown(doc: FixDocument, patch: str) -> str:
+    lines = [f"# perftune fix: {doc.script}", "", f"**{doc.headline}**", ""]
+    base = doc.baseline
+    if base.median_ms is not None:
+        lines += [f"Original: {base.median_ms:.3f} ms/step (median of launch medians), peak "
+                  f"memory {_mib(base.peak_memory_bytes)} ({base.memory_kind}).",
                   ""]
-    if doc["rewrites"]:
+    if doc.rewrites:
         lines += ["| rewrite | rule | where | verdict | speed-up | time ratio (interval) | "
                   "memory | losses |", "|:--|:--|:--|:--|--:|:--|--:|:--|"]
-        for r in doc["rewrites"]:
-            interval = (f"{r['time_ratio']:.3f} ({r['ratio_low']:.3g}–{r['ratio_high']:.3g})"
-                        if r["ratio_low"] is not None else str(r["time_ratio"]))
-            speedup = f"{r['speedup']:.2f}×" if r["speedup"] else "–"
-            memory = f"{r['memory_ratio']:.2f}×" if r["memory_ratio"] else "–"
-            mark = " (in patch)" if r["in_patch"] else ""
-            lines.append(f"| {r['id']}{mark} | {r['rule']} | `{r['where']}` | {r['status']} | "
-                         f"{speedup} | {interval} | {memory} | {r['losses']} |")
+        for r in doc.rewrites:
+            interval = (f"{r.time_ratio:.3f} ({r.ratio_low:.3g}–{r.ratio_high:.3g})"
+                        if r.ratio_low is not None else str(r.time_ratio))
+            speedup = f"{r.speedup:.2f}×" if r.speedup else "–"
+            memory = f"{r.memory_ratio:.2f}×" if r.memory_ratio else "–"
+            mark = " (in patch)" if r.in_patch else ""
+            lines.append(f"| {r.id}{mark} | {r.rule} | `{r.where}` | {r.status} | "
+                         f"{speedup} | {interval} | {memory} | {r.losses} |")
         lines.append("")
-        for r in doc["rewrites"]:
-            lines += [f"## {r['id']}: {r['title']}", "", f"{r['rule']} at `{r['where']}` "
-                      f"({r['applicability']}): {r['reason']}", "",
-                      "```diff", r["diff"].rstrip("\n"), "```", ""]
-    combined = doc.get("combined")
+        for r in doc.rewrites:
+            lines += [f"## {r.id}: {r.title}", "", f"{r.rule} at `{r.where}` "
+                      f"({r.applicability}): {r.reason}", "",
+                      "```diff", r.diff.rstrip("\n"), "```", ""]
+    combined = doc.combined
     if combined:
-        speed = combined["speed"]
-        lines += ["## Together", "", f"{', '.join(combined['rewrites'])}: {combined['reason']} "
-                  f"(time ratio {speed['time_ratio']}, losses {combined['losses']['status']})",
+        ratio = combined.speed.time_ratio if combined.speed else None
+        losses = combined.losses.status if combined.losses else None
+        lines += ["## Together", "", f"{', '.join(combined.rewrites)}: {combined.reason} "
+                  f"(time ratio {ratio}, losses {losses})",
                   ""]
-    together = doc.get("all_together")
-    if together and (not combined or together["rewrites"] != combined["rewrites"]):
-        lines += [f"All compatible rewrites together ({', '.join(together['rewrites'])}): "
-                  f"{together['status']}, {together['reason']}", ""]
+    together = doc.all_together
+    if together and (not combined or together.rewrites != combined.rewrites):
+        lines += [f"All compatible rewrites together ({', '.join(together.rewrites)}): "
+                  f"{together.status}, {together.reason}", ""]
     if patch:
         lines += ["## The patch", "", "Apply it from the project root with "
                   "`git apply fix.patch` (or `patch -p1 < fix.patch`), or run perftune fix again "
                   "with `--apply`.", "", "```diff", patch.rstrip("\n"), "```", ""]
-    if doc["skipped"]:
+    if doc.skipped:
         lines += ["## Not tried", ""]
-        lines += [f"- {s['rule']} `{s['where']}`: {s['reason']}" for s in doc["skipped"]]
+        lines += [f"- {s.rule} `{s.where}`: {s.reason}" for s in doc.skipped]
         lines.append("")
-    if doc["notes"]:
-        lines += ["## Notes", ""] + [f"- {n}" for n in doc["notes"]] + [""]
+    if doc.notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in doc.notes] + [""]
     lines += ["Scripts must seed their random number generators (torch.manual_seed) for the loss "
               "comparison to mean anything; perftune sets PYTHONHASHSEED and PERFTUNE_SEED.", ""]
     return "\n".join(lines)
@@ -211,11 +229,11 @@ def _mib(value: Any) -> str:
 
 
 def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path] = (),
-                  source_run: Path | None = None) -> dict[str, Any]:
+                  source_run: Path | None = None) -> FixDocument:
     """fix.json, fix.patch (when not empty) and fix.md in `run_dir`; returns the document."""
     run_dir.mkdir(parents=True, exist_ok=True)
     doc = fix_document(outcome, applied=applied, source_run=source_run)
-    write_json_atomic(run_dir / FIX_JSON, doc)
+    RunDir(run_dir).write_document(doc)
     patch_path = run_dir / FIX_PATCH
     if outcome.patch:
         write_text_atomic(patch_path, outcome.patch)
@@ -225,22 +243,22 @@ def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path]
     return doc
 
 
-def summary_lines(doc: Mapping[str, Any], shown_dir: str) -> list[str]:
-    lines = [f"perftune fix: {doc['headline']}"]
-    for r in doc["rewrites"]:
-        mark = "✓" if r["in_patch"] else "✗"
-        speed = f"{r['speedup']:.2f}×" if r["speedup"] else "–"
-        lines.append(f"  {mark} {r['id']} {r['rule']:<14} {r['where']}  {r['status']}  "
-                     f"speed-up {speed}  losses {r['losses']}")
-        lines.append(f"      {r['reason']}")
-    for s in doc["skipped"]:
-        lines.append(f"  · {s['rule']} {s['where']}: {s['reason']}")
-    for note in doc["notes"]:
+def summary_lines(doc: FixDocument, shown_dir: str) -> list[str]:
+    lines = [f"perftune fix: {doc.headline}"]
+    for r in doc.rewrites:
+        mark = "✓" if r.in_patch else "✗"
+        speed = f"{r.speedup:.2f}×" if r.speedup else "–"
+        lines.append(f"  {mark} {r.id} {r.rule:<14} {r.where}  {r.status}  "
+                     f"speed-up {speed}  losses {r.losses}")
+        lines.append(f"      {r.reason}")
+    for s in doc.skipped:
+        lines.append(f"  · {s.rule} {s.where}: {s.reason}")
+    for note in doc.notes:
         lines.append(f"  note: {note}")
-    if doc["patch"]:
-        lines.append(f"patch: {shown_dir}/{FIX_PATCH}  (apply from {doc['project_root']} with "
+    if doc.patch:
+        lines.append(f"patch: {shown_dir}/{FIX_PATCH}  (apply from {doc.project_root} with "
                      f"`git apply`, or rerun with --apply)")
-    if doc["applied"]:
-        lines.append(f"applied to: {', '.join(doc['applied_files'])}")
+    if doc.applied:
+        lines.append(f"applied to: {', '.join(doc.applied_files)}")
     lines.append(f"details: {shown_dir}/{FIX_MD}, {shown_dir}/report.html")
     return lines

@@ -13,14 +13,24 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from perftune import textsafe
 from perftune._version import __version__
 from perftune.analysis.stats import percent
 from perftune.capture.measure import Launch
-from perftune.fsutil import write_json_atomic
+from perftune.documents import (
+    GateDocument,
+    GateExplanation,
+    GateLaunch,
+    GateLook,
+    GateSide,
+    document_data,
+)
 from perftune.gate.decision import Decision
 from perftune.gate.explain import Explanation, StructuralChange
 from perftune.gate.verdict import Verdict
+from perftune.rundir import RunDir
 from perftune.textsafe import md_text, terminal_safe
 
 SCHEMA_VERSION = 1
@@ -30,60 +40,67 @@ MAX_NAME = 120
 
 
 # ---------------------------------------------------------------------------- gate.json
-def _decision_dict(decision: Decision) -> dict[str, Any]:
+def _look(decision: Decision) -> GateLook:
     est = decision.estimate
-    return {"outcome": decision.outcome, "n_base": est.n_base, "n_head": est.n_head,
-            "ratio": est.ratio, "low": est.low, "high": est.high, "threshold": decision.threshold}
+    return GateLook(outcome=decision.outcome, n_base=est.n_base, n_head=est.n_head,
+                    ratio=est.ratio, low=est.low, high=est.high, threshold=decision.threshold)
 
 
-def _launch_dict(launch: Launch) -> dict[str, Any]:
-    return {"side": launch.side, "seq": launch.seq, "median_ms": launch.median_ms,
-            "measured_steps": launch.measured_steps, "run_dir": str(launch.run_dir),
-            "wall_s": launch.wall_s, "peak_memory_bytes": launch.peak_memory_bytes}
+def _launch(launch: Launch) -> GateLaunch:
+    return GateLaunch(side=launch.side, seq=launch.seq, median_ms=launch.median_ms,
+                      measured_steps=launch.measured_steps, run_dir=str(launch.run_dir),
+                      wall_s=launch.wall_s, peak_memory_bytes=launch.peak_memory_bytes)
+
+
+def verdict_document(verdict: Verdict) -> GateDocument:
+    est = verdict.decision.estimate
+    explanation = verdict.explanation
+    return GateDocument(
+        schema_version=SCHEMA_VERSION,
+        perftune_version=__version__,
+        status=verdict.status,
+        return_code=verdict.return_code,
+        headline=verdict.headline,
+        mode=verdict.mode,
+        ratio=est.ratio,
+        interval=[est.low, est.high],
+        confidence=est.confidence,
+        change=est.ratio - 1.0,
+        improvement=verdict.improvement,
+        max_regression=verdict.rule.max_regression,
+        threshold=verdict.threshold,
+        threshold_raised_by_calibration=verdict.rule.raised_by_calibration,
+        reason=verdict.decision.reason,
+        base=GateSide(label=verdict.base_label, samples_ms=list(verdict.base_samples_ms),
+                      geomean_ms=est.base_geomean_ms, log_sd=est.base_log_sd),
+        head=GateSide(label=verdict.head_label, samples_ms=list(verdict.head_samples_ms),
+                      geomean_ms=est.head_geomean_ms, log_sd=est.head_log_sd),
+        noise_log_sd=est.noise,
+        looks=[_look(d) for d in verdict.decisions],
+        launches=[_launch(launch) for launch in verdict.launches],
+        inconclusive_policy=verdict.inconclusive_policy,
+        fail_on_new_findings=verdict.fail_on_new_findings,
+        structural_failure=verdict.structural_failure,
+        explanation=None if explanation is None else msgspec.convert(
+            explanation.to_dict(), GateExplanation),
+        notes=list(verdict.notes),
+        elapsed_s=verdict.elapsed_s,
+        run_dir=str(verdict.run_dir) if verdict.run_dir else None,
+    )
+
+
+def error_document(message: str, mode: str, return_code: int) -> GateDocument:
+    return GateDocument(schema_version=SCHEMA_VERSION, perftune_version=__version__,
+                        status="error", return_code=return_code, mode=mode, error=message)
 
 
 def verdict_dict(verdict: Verdict) -> dict[str, Any]:
-    est = verdict.decision.estimate
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "perftune_version": __version__,
-        "status": verdict.status,
-        "return_code": verdict.return_code,
-        "headline": verdict.headline,
-        "mode": verdict.mode,
-        "ratio": est.ratio,
-        "interval": [est.low, est.high],
-        "confidence": est.confidence,
-        "change": est.ratio - 1.0,
-        "improvement": verdict.improvement,
-        "max_regression": verdict.rule.max_regression,
-        "threshold": verdict.threshold,
-        "threshold_raised_by_calibration": verdict.rule.raised_by_calibration,
-        "reason": verdict.decision.reason,
-        "base": {"label": verdict.base_label, "samples_ms": list(verdict.base_samples_ms),
-                 "geomean_ms": est.base_geomean_ms, "log_sd": est.base_log_sd},
-        "head": {"label": verdict.head_label, "samples_ms": list(verdict.head_samples_ms),
-                 "geomean_ms": est.head_geomean_ms, "log_sd": est.head_log_sd},
-        "noise_log_sd": est.noise,
-        "looks": [_decision_dict(d) for d in verdict.decisions],
-        "launches": [_launch_dict(launch) for launch in verdict.launches],
-        "inconclusive_policy": verdict.inconclusive_policy,
-        "fail_on_new_findings": verdict.fail_on_new_findings,
-        "structural_failure": verdict.structural_failure,
-        "explanation": verdict.explanation.to_dict() if verdict.explanation else None,
-        "notes": list(verdict.notes),
-        "elapsed_s": verdict.elapsed_s,
-        "run_dir": str(verdict.run_dir) if verdict.run_dir else None,
-    }
+    """gate.json's content as JSON data (what `perftune gate --format json` prints)."""
+    return document_data(verdict_document(verdict))
 
 
-def error_dict(message: str, mode: str, return_code: int) -> dict[str, Any]:
-    return {"schema_version": SCHEMA_VERSION, "perftune_version": __version__, "status": "error",
-            "return_code": return_code, "mode": mode, "error": message}
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    write_json_atomic(path, data)
+def write_document(run_dir: Path, document: GateDocument) -> Path:
+    return RunDir(run_dir).write_document(document)
 
 
 # ---------------------------------------------------------------------------- markdown

@@ -18,14 +18,24 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from perftune.documents import MetaDocument, StepsDocument, Summary
+from perftune.documents import (
+    FixDocument,
+    GateDocument,
+    MetaDocument,
+    StepsDocument,
+    Summary,
+    TuningDocument,
+)
 from perftune.engine.types import Finding
 from perftune.redact import redact_argv, redact_command
 from perftune.rundir import (
+    FIX,
+    GATE,
     META,
     STEPS,
     SUMMARY,
     TRACE,
+    TUNING,
     DocumentError,
     RunDir,
     decode,
@@ -41,6 +51,9 @@ if TYPE_CHECKING:
 OPTIONAL_DOCUMENTS = ("steps", "meta", "tuning", "gate", "fix")
 _TYPED_OPTIONAL: dict[str, type[StepsDocument] | type[MetaDocument]] = {
     STEPS: StepsDocument, META: MetaDocument}
+# The stage documents, read as their Structs (strict: perftune wrote them).
+_STAGE_DOCUMENTS: dict[str, type[TuningDocument] | type[GateDocument] | type[FixDocument]] = {
+    TUNING: TuningDocument, GATE: GateDocument, FIX: FixDocument}
 
 
 @dataclass(frozen=True)
@@ -53,9 +66,9 @@ class RunView:
     trace: Trace | None = None
     steps: Mapping[str, Any] | None = None
     meta: Mapping[str, Any] | None = None
-    tuning: Mapping[str, Any] | None = None
-    gate: Mapping[str, Any] | None = None
-    fix: Mapping[str, Any] | None = None
+    tuning: TuningDocument | None = None
+    gate: GateDocument | None = None
+    fix: FixDocument | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
     # Folders whose source files the report may read (context lines): the analysis' source
     # roots; none for a view of documents alone unless the user named some.
@@ -82,13 +95,19 @@ class RunView:
         return sum(f.est_saving_ms_per_step for f in self.findings)
 
 
-def read_document(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+def read_document(path: Path) -> tuple[Any, str | None]:
     """(document, None), (None, None) when the file is absent, or (None, note) when unreadable
-    or, for steps.json and meta.json, not matching its Struct (perftune.documents)."""
+    or not matching its Struct (perftune.documents). tuning.json, gate.json and fix.json come
+    back as their Structs; steps.json and meta.json as checked JSON objects."""
     try:
         data = read_json_object(path)
+        if data is None:
+            return None, None
+        stage = _STAGE_DOCUMENTS.get(path.name)
+        if stage is not None:
+            return decode(path, data, stage, strict=True), None
         kind = _TYPED_OPTIONAL.get(path.name)
-        if data is not None and kind is not None:
+        if kind is not None:
             decode(path, data, kind)
     except DocumentError as exc:
         return None, f"{path.name} could not be read ({exc.problem}); its section is left out"

@@ -18,17 +18,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2
+import msgspec
 import numpy as np
 
+from perftune import units
 from perftune._resources import reports_dir
 from perftune._version import __version__
+from perftune.documents import GateDocument, TuningDocument, document_data
 from perftune.engine.types import Finding, Location
 from perftune.fsutil import write_text_atomic
 from perftune.report import figures as F
 from perftune.report.data import RunView, device_line, header_facts, meta_value, step_timing
 from perftune.report.timeline import PERFETTO_URL
-from perftune.rundir import TRACE, RunDir
+from perftune.report.tuning import figure_dicts, tuning_context
+from perftune.rundir import TRACE, TUNING_HTML, RunDir
 from perftune.sourcefiles import SourceRoots
+from perftune.tune.render import knob_value
 
 if TYPE_CHECKING:
     from perftune.report.compare import Comparison
@@ -66,49 +71,10 @@ def script_json(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------- environment
-def _fmt_ms(value: Any) -> str:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    if abs(value) >= 100:
-        return f"{value:,.1f} ms"
-    if abs(value) >= 1:
-        return f"{value:.2f} ms"
-    return f"{value:.3f} ms"
-
-
-def _fmt_pct(value: Any, signed: bool = False) -> str:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    return f"{value:+.1%}" if signed else f"{value:.1%}"
-
-
-def _fmt_bytes(value: Any) -> str:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(size) < 1024 or unit == "TiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.2f} {unit}"
-        size /= 1024
-    return f"{size:.2f} TiB"
-
-
-def _fmt_num(value: Any) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value).lower() if isinstance(value, bool) else "–"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "–"
-        return f"{value:,.4g}" if abs(value) < 1e6 else f"{value:.4g}"
-    return str(value)
-
-
 def _fmt_value(value: Any, limit: int = 400) -> str:
     """A compact one-line rendering of evidence values."""
     if isinstance(value, (int, float, bool)) or value is None:
-        return _fmt_num(value)
+        return units.number(value)
     text = value if isinstance(value, str) else json.dumps(plain_json(value), ensure_ascii=False)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -127,8 +93,8 @@ def _environment(folder: str) -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ms=_fmt_ms, pct=_fmt_pct, bytes=_fmt_bytes, num=_fmt_num,
-                       value=_fmt_value)
+    env.filters.update(ms=units.ms, pct=units.percent, bytes=units.size, num=units.number,
+                       rate=units.rate, knob=knob_value, value=_fmt_value)
     env.tests["scalar"] = _is_scalar
     env.tests["mapping"] = lambda v: isinstance(v, Mapping)
     env.tests["rows"] = lambda v: (isinstance(v, list) and bool(v)
@@ -283,41 +249,12 @@ def _roofline(view: RunView) -> tuple[dict[str, Any] | None, list[F.RooflineOp],
     return figure, ops, source
 
 
-def tuning_figures(tuning: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The tuner's own figures (perftune.report.tuning) as plain figure dicts."""
-    from perftune.report.tuning import tuning_figures as make
-
-    return [json.loads(fig.to_json()) for fig in make(dict(tuning))]
-
-
-def trial_rows(tuning: Mapping[str, Any], limit: int = 200) -> list[dict[str, Any]]:
-    """tuning.json's trials as flat table rows: number, status, one column per knob, results."""
-    trials = tuning.get("trials")
-    if not isinstance(trials, list):
-        return []
-    rows = []
-    for trial in trials[:limit]:
-        if not isinstance(trial, Mapping):
-            continue
-        row: dict[str, Any] = {k: trial[k] for k in ("number", "status", "role") if k in trial}
-        values = trial.get("values") or trial.get("knobs") or trial.get("params") or {}
-        if isinstance(values, Mapping):
-            row.update({str(k): v for k, v in values.items()})
-        for key in ("throughput", "step_ms", "peak_memory_bytes", "loss_deviation"):
-            if key in trial:
-                row[key] = trial[key]
-        rows.append(row)
-    return rows
-
-
-def _gate_figure(gate: Mapping[str, Any]) -> dict[str, Any] | None:
-    base, head = gate.get("base"), gate.get("head")
-    if not isinstance(base, Mapping) or not isinstance(head, Mapping):
+def _gate_figure(gate: GateDocument) -> dict[str, Any] | None:
+    base, head = gate.base, gate.head
+    if isinstance(base, msgspec.UnsetType) or isinstance(head, msgspec.UnsetType):
         return None
-    a = [float(v) for v in base.get("samples_ms") or [] if isinstance(v, (int, float))]
-    b = [float(v) for v in head.get("samples_ms") or [] if isinstance(v, (int, float))]
-    return F.compare_steps_figure(str(base.get("label") or "base"), a,
-                                  str(head.get("label") or "head"), b)
+    return F.compare_steps_figure(base.label or "base", list(base.samples_ms),
+                                  head.label or "head", list(head.samples_ms))
 
 
 def _step_starts_ms(view: RunView) -> list[float]:
@@ -365,7 +302,7 @@ def report_context(view: RunView) -> dict[str, Any]:
     if gate_fig:
         figures["gate"] = gate_fig
     ranks = _rank_views(view, figures)
-    tuning_figs = tuning_figures(view.tuning) if view.tuning else []
+    tuning_figs = figure_dicts(view.tuning) if view.tuning else []
     for k, tfig in enumerate(tuning_figs):
         figures[f"tuning-{k}"] = tfig
     # Relative source paths in a trace are relative to where the script ran; files are read
@@ -406,11 +343,13 @@ def report_context(view: RunView) -> dict[str, Any]:
         "has_roofline": "roofline" in figures,
         "roofline_ops": roof_ops,
         "roofline_source": roof_source,
-        "tuning": view.tuning,
+        "tuning": tuning_context(view.tuning) if view.tuning else None,
+        "tuning_data": document_data(view.tuning) if view.tuning else None,
         "tuning_figures": [f"tuning-{k}" for k in range(len(tuning_figs))],
-        "tuning_trials": trial_rows(view.tuning) if view.tuning else [],
         "gate": view.gate,
+        "gate_data": document_data(view.gate) if view.gate else None,
         "fix": view.fix,
+        "fix_data": document_data(view.fix) if view.fix else None,
         "notes": view.notes,
         "figure_ids": sorted(figures),
         "trace_name": trace_name,
@@ -451,14 +390,15 @@ _BREAKDOWN_ROWS = (
 _DEVICE_KEYS = frozenset({"compute_ms", "communication_ms", "memcpy_ms", "memset_ms", "device_idle_ms"})
 
 
-def _page(template: str, context: Mapping[str, Any]) -> str:
+def render_page(template: str, context: Mapping[str, Any]) -> str:
+    """A page from reports/templates: the context plus the inlined CSS, JS and plotly."""
     css, js = _assets()
     return environment().get_template(template).render(
         **context, css=css, js=js, plotly_js=plotly_js(), nonce=secrets.token_urlsafe(18))
 
 
 def render_report_html(view: RunView) -> str:
-    return _page("report.html.j2", report_context(view))
+    return render_page("report.html.j2", report_context(view))
 
 
 def write_report_html(view: RunView, path: Path) -> Path:
@@ -478,9 +418,24 @@ def render_diff_html(comparison: Comparison) -> str:
         figures["breakdown"] = fig
     context = {"title": f"{comparison.a.label} → {comparison.b.label}", "version": __version__,
                "c": comparison, "figure_ids": sorted(figures), "figures_json": script_json(figures)}
-    return _page("diff.html.j2", context)
+    return render_page("diff.html.j2", context)
 
 
 def write_diff_html(comparison: Comparison, path: Path) -> Path:
     # Atomic: a reader (or a crash) never sees half a report.
     return write_text_atomic(path, render_diff_html(comparison))
+
+
+def render_tuning_html(tuning: TuningDocument) -> str:
+    """tuning.html: the tuner's results on their own page."""
+    figures = {f"tuning-{k}": fig for k, fig in enumerate(figure_dicts(tuning))}
+    script = tuning.script.path or tuning.script.module or "script"
+    context = {"title": f"perftune tune: {script}", "version": __version__,
+               "tuning": tuning_context(tuning), "tuning_figures": sorted(figures),
+               "figure_ids": sorted(figures), "figures_json": script_json(figures)}
+    return render_page("tuning.html.j2", context)
+
+
+def write_tuning_html(tuning: TuningDocument, run_dir: Path) -> Path:
+    # Atomic: a reader (or a crash) never sees half a page.
+    return RunDir(run_dir).write_text(TUNING_HTML, render_tuning_html(tuning))

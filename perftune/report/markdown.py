@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from perftune.documents import document_data
 from perftune.engine.types import Finding
 from perftune.fsutil import write_text_atomic
 from perftune.report.data import RunView, device_line, header_facts, step_timing
@@ -114,17 +115,16 @@ def _ranks(view: RunView) -> str | None:
 
 def _gate(view: RunView) -> str | None:
     gate = view.gate
-    if not gate:
+    if gate is None:
         return None
-    status = gate.get("status") or gate.get("verdict")
-    headline = gate.get("headline")
+    headline = gate.headline or None
     text = "### Gate\n\n"
     if headline:
         text += f"**{escape(headline, 300)}**"
-    elif status:
-        text += f"**{escape(status)}**"
-    scalars = [(k, v) for k, v in gate.items() if isinstance(v, (str, int, float, bool))
-               and k not in ("headline",)][:12]
+    elif gate.status:
+        text += f"**{escape(gate.status)}**"
+    scalars = [(k, v) for k, v in document_data(gate).items()
+               if isinstance(v, (str, int, float, bool)) and k not in ("headline",)][:12]
     if scalars:
         text += "\n\n" + _table(("", "value"), ((escape(k), escape(v)) for k, v in scalars))
     return text
@@ -132,20 +132,13 @@ def _gate(view: RunView) -> str | None:
 
 def _tuning(view: RunView) -> str | None:
     tuning = view.tuning
-    if not tuning:
+    if tuning is None:
         return None
     text = "### Tuning\n\n"
-    best = tuning.get("best")
-    if isinstance(best, Mapping):
-        rows = [(escape(k), code(v)) for k, v in _flatten(best)][:20]
+    if tuning.best is not None:
+        rows = [(escape(k), code(v)) for k, v in _flatten(document_data(tuning.best))][:20]
         text += "**Best trial**\n\n" + _table(("", "value"), rows)
-    trials = tuning.get("trials")
-    if isinstance(trials, list):
-        text += f"\n\n{len(trials)} trials; all of them are in `report.html` and `tuning.json`."
-    if text == "### Tuning\n\n":
-        scalars = [(escape(k), escape(v)) for k, v in tuning.items()
-                   if isinstance(v, (str, int, float, bool))][:12]
-        text += _table(("", "value"), scalars) if scalars else "see `tuning.json`"
+    text += f"\n\n{len(tuning.trials)} trials; all of them are in `report.html` and `tuning.json`."
     return text
 
 

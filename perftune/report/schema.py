@@ -1,8 +1,9 @@
-"""The versioned schemas of summary.json and findings.json, generated from their Structs.
+"""The versioned schemas of the run documents, generated from their Structs.
 
 The Structs in `perftune.documents` are the source of truth: the JSON Schema files in
-perftune/report/schemas/ are generated from them (`python -m perftune.report.schema` rewrites
-them) and documents are validated by converting them into the Structs (`validate_summary`, `validate_findings`).
+perftune/report/schemas/ (summary, findings, steps, meta, tuning, gate, fix, diff) are generated
+from them (`python -m perftune.report.schema` rewrites them) and documents are validated by
+converting them into the Structs (`validate`, `validate_summary`, `validate_findings`).
 Unknown fields are rejected so that a field added to a document without a schema change is
 caught by the tests instead of surprising a CI consumer; adding a field means adding it here,
 regenerating the files and, for an incompatible change, raising SCHEMA_VERSION.
@@ -17,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from perftune.documents import DOCUMENTS as RUN_DOCUMENTS
 from perftune.documents import (
     SCHEMA_VERSION,
     Breakdown,
@@ -47,9 +49,8 @@ from perftune.documents import (
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 
 # ---------------------------------------------------------------------------- helpers
-# The documents with a published JSON Schema file.
-DOCUMENTS: dict[str, type[msgspec.Struct]] = {
-    "summary": Summary, "findings": FindingsDocument, "steps": StepsDocument, "meta": MetaDocument}
+# The documents with a published JSON Schema file: every run document (perftune.documents).
+DOCUMENTS: dict[str, type[msgspec.Struct]] = dict(RUN_DOCUMENTS)
 
 
 class SchemaError(ValueError):

@@ -19,10 +19,10 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune.documents import TuningDocument, document_data
 from perftune.report.data import RunView, step_timing, view_of_analysis
 from perftune.report.markdown import render_markdown
 from perftune.rundir import RunDir
@@ -118,34 +118,19 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _trials(tuning: Mapping[str, Any]) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
+def _trials(tuning: TuningDocument) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
     """(trial id, knob values, numeric metrics) for each trial recorded in tuning.json."""
     out: list[tuple[str, dict[str, Any], dict[str, float]]] = []
-    raw_trials = tuning.get("trials")
-    if not isinstance(raw_trials, list):
-        return out
-    for k, trial in enumerate(raw_trials):
-        if not isinstance(trial, Mapping):
-            continue
-        knobs = trial.get("knobs") or trial.get("params") or trial.get("values") or {}
-        if not isinstance(knobs, Mapping):
-            continue
-        metrics: dict[str, float] = {}
-        sources: Iterable[tuple[str, Any]] = list(trial.items())
-        nested = trial.get("metrics")
-        if isinstance(nested, Mapping):
-            sources = [*sources, *nested.items()]
-        for key, value in sources:
-            if key in ("number", "index", "id") or isinstance(value, bool):
-                continue
-            if isinstance(value, (int, float)):
-                metrics[str(key)] = float(value)
-        trial_id = str(trial.get("number", trial.get("index", trial.get("id", k))))
-        out.append((trial_id, {str(n): _hparam_value(v) for n, v in knobs.items()}, metrics))
+    for trial in tuning.trials:
+        metrics = {key: float(value) for key, value in document_data(trial).items()
+                   if key != "number" and isinstance(value, (int, float))
+                   and not isinstance(value, bool)}
+        out.append((str(trial.number),
+                    {str(n): _hparam_value(v) for n, v in trial.values.items()}, metrics))
     return out
 
 
-def write_tuning_hparams(tuning: Mapping[str, Any], root: Path) -> Path:
+def write_tuning_hparams(tuning: TuningDocument, root: Path) -> Path:
     """TensorBoard HParams of a tuning.json under `root` (one run per trial: its knob values
     and numeric figures), written with tensorboard's own writer (no torch); return `root`.
     `perftune tune --tensorboard` and `perftune report --tensorboard` both write them here."""
@@ -224,7 +209,7 @@ def write_tensorboard_view(view: RunView) -> Path:
         writer.text("perftune/findings", _findings_markdown(view))
     finally:
         writer.close()
-    if view.tuning:
+    if view.tuning is not None:
         write_tuning_hparams(view.tuning, root / "tuning")
     else:
         shutil.rmtree(root / "tuning", ignore_errors=True)  # ours: trials of an earlier render

@@ -1,12 +1,16 @@
-"""Plotly figures of a tuning run, built from tuning.json alone (the report can embed them).
+"""The tuner's page (tuning.html) and its section in report.html, from tuning.json's Struct.
+
+Both are rendered by perftune.report.html from the templates in reports/ (tuning.html.j2, the
+`tuning_section` macro), so they share the report's escaping, CSS and offline plotly. This
+module holds what they show: the figures and the table rows. The figures:
 
 - throughput against peak memory: every configuration, the memory budget line, the Pareto
   front (nothing else is both faster and smaller), the best one marked;
 - parallel coordinates: each measured configuration's knob values and throughput;
 - the search: each trial's throughput in order, and the best so far.
 
-Every string that came from a script or a trial is HTML-escaped: plotly renders a subset of
-HTML in its labels.
+Every string that came from a script or a trial is HTML-escaped inside the figures too: plotly
+renders a subset of HTML in its labels.
 """
 
 from __future__ import annotations
@@ -14,15 +18,21 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-MIB = 2**20
+import msgspec
+
+from perftune.documents import TuneConfig, TuneTrial, TuningDocument
+from perftune.tune.render import knob_value, summary_lines, values_text
+
 COLOURS = {
     "feasible": "#1f77b4",
     "over-budget": "#ff7f0e",
     "accuracy": "#d62728",
     "best": "#2ca02c",
 }
+MIB = 2**20
 
 
 def _text(value: Any) -> str:
@@ -31,6 +41,12 @@ def _text(value: Any) -> str:
 
 def _values_label(values: Mapping[str, Any]) -> str:
     return "<br>".join(f"{_text(k)} = {_text(v)}" for k, v in values.items())
+
+
+def _measured(trial: TuneTrial, name: str) -> Any:
+    """A measured field of a trial; None while the trial runs (the field is absent then)."""
+    value = getattr(trial, name)
+    return None if value is msgspec.UNSET else value
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -42,42 +58,39 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[tuple[float, flo
     return front
 
 
-def tuning_figures(tuning: Mapping[str, Any]) -> list[Any]:
+# ---------------------------------------------------------------------------- figures
+def tuning_figures(tuning: TuningDocument) -> list[Any]:
     """The figures of a tuning run (plotly Figure objects)."""
     return [_memory_figure(tuning), _parallel_figure(tuning), _progress_figure(tuning)]
 
 
-def _unit(tuning: Mapping[str, Any]) -> str:
-    return str((tuning.get("objective") or {}).get("unit") or "samples/s")
+def figure_dicts(tuning: TuningDocument) -> list[dict[str, Any]]:
+    """The figures as the plain dicts the pages draw from."""
+    return [json.loads(fig.to_json()) for fig in tuning_figures(tuning)]
 
 
-def _memory_figure(tuning: Mapping[str, Any]) -> Any:
+def _memory_figure(tuning: TuningDocument) -> Any:
     import plotly.graph_objects as go
 
-    unit = _unit(tuning)
-    best = (tuning.get("best") or {}).get("values")
+    unit = tuning.objective.unit
+    best = tuning.best.values if tuning.best is not None else None
     figure = go.Figure()
     points: list[tuple[float, float]] = []
     for verdict in ("feasible", "over-budget", "accuracy"):
-        rows = [
-            c
-            for c in tuning.get("configs", [])
-            if c.get("verdict") == verdict
-            and c.get("throughput") is not None
-            and c.get("peak_memory_bytes") is not None
-        ]
+        rows = [c for c in tuning.configs if c.verdict == verdict
+                and c.throughput is not None and c.peak_memory_bytes is not None]
         if not rows:
             continue
         if verdict == "feasible":
-            points = [(c["peak_memory_bytes"] / MIB, c["throughput"]) for c in rows if c.get("in_space", True)]
+            points = [(_mib(c), c.throughput or 0.0) for c in rows if c.in_space]
         figure.add_trace(
             go.Scatter(
-                x=[c["peak_memory_bytes"] / MIB for c in rows],
-                y=[c["throughput"] for c in rows],
+                x=[_mib(c) for c in rows],
+                y=[c.throughput for c in rows],
                 mode="markers",
                 name=_text(verdict),
                 marker={"color": COLOURS[verdict], "size": 9},
-                text=[_values_label(c["values"]) for c in rows],
+                text=[_values_label(c.values) for c in rows],
                 hovertemplate="%{text}<br>%{y:.4g} " + _text(unit) + "<br>%{x:.1f} MiB<extra></extra>",
             )
         )
@@ -94,12 +107,12 @@ def _memory_figure(tuning: Mapping[str, Any]) -> Any:
             )
         )
     if best is not None:
-        chosen = next((c for c in tuning.get("configs", []) if c.get("values") == best), None)
-        if chosen is not None and chosen.get("peak_memory_bytes") is not None:
+        chosen = next((c for c in tuning.configs if c.values == best), None)
+        if chosen is not None and chosen.peak_memory_bytes is not None:
             figure.add_trace(
                 go.Scatter(
-                    x=[chosen["peak_memory_bytes"] / MIB],
-                    y=[chosen["throughput"]],
+                    x=[_mib(chosen)],
+                    y=[chosen.throughput],
                     mode="markers",
                     name="best",
                     marker={"color": COLOURS["best"], "size": 16, "symbol": "star"},
@@ -107,7 +120,7 @@ def _memory_figure(tuning: Mapping[str, Any]) -> Any:
                     hovertemplate="best<br>%{text}<extra></extra>",
                 )
             )
-    budget = (tuning.get("constraints") or {}).get("memory_budget_bytes")
+    budget = tuning.constraints.memory_budget_bytes
     if budget:
         figure.add_vline(
             x=budget / MIB,
@@ -124,41 +137,42 @@ def _memory_figure(tuning: Mapping[str, Any]) -> Any:
     return figure
 
 
-def _memory_kind(tuning: Mapping[str, Any]) -> str | None:
-    for trial in tuning.get("trials", []):
-        if trial.get("memory_kind"):
-            return str(trial["memory_kind"])
+def _mib(config: TuneConfig) -> float:
+    return (config.peak_memory_bytes or 0) / MIB
+
+
+def _memory_kind(tuning: TuningDocument) -> str | None:
+    for trial in tuning.trials:
+        kind = _measured(trial, "memory_kind")
+        if kind:
+            return str(kind)
     return None
 
 
-def _parallel_figure(tuning: Mapping[str, Any]) -> Any:
+def _parallel_figure(tuning: TuningDocument) -> Any:
     import plotly.graph_objects as go
 
-    rows = [
-        c
-        for c in tuning.get("configs", [])
-        if c.get("throughput") is not None and c.get("verdict") == "feasible"
-    ]
-    knobs = [k["name"] for k in (tuning.get("space") or {}).get("knobs", [])]
+    rows = [c for c in tuning.configs if c.throughput is not None and c.verdict == "feasible"]
+    knobs = tuning.space.knobs
     dimensions = []
-    for knob in (tuning.get("space") or {}).get("knobs", []):
-        name = knob["name"]
-        choices = list(knob.get("choices", [])) + [v for v in knob.get("extra", []) if v not in knob.get("choices", [])]
+    for knob in knobs:
+        choices = list(knob.choices) + [v for v in knob.extra if v not in knob.choices]
         numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in choices)
         if numeric:
             choices = sorted(choices)
-        labels = [json.dumps(v) if isinstance(v, bool) else str(v) for v in choices]
+        labels = [knob_value(v) for v in choices]
         dimensions.append(
             {
-                "label": _text(name),
-                "values": [choices.index(c["values"].get(name)) if c["values"].get(name) in choices else 0 for c in rows],
+                "label": _text(knob.name),
+                "values": [choices.index(c.values.get(knob.name)) if c.values.get(knob.name) in choices else 0
+                           for c in rows],
                 "tickvals": list(range(len(choices))),
                 "ticktext": [_text(label) for label in labels],
                 "range": [0, max(0, len(choices) - 1)],
             }
         )
-    throughput = [c["throughput"] for c in rows]
-    dimensions.append({"label": _text(_unit(tuning)), "values": throughput})
+    throughput = [c.throughput for c in rows]
+    dimensions.append({"label": _text(tuning.objective.unit), "values": throughput})
     figure = go.Figure(
         go.Parcoords(
             line={"color": throughput, "colorscale": "Viridis", "showscale": True} if throughput else {},
@@ -172,50 +186,52 @@ def _parallel_figure(tuning: Mapping[str, Any]) -> Any:
     return figure
 
 
-def _progress_figure(tuning: Mapping[str, Any]) -> Any:
+def _progress_figure(tuning: TuningDocument) -> Any:
     import plotly.graph_objects as go
 
-    unit = _unit(tuning)
-    trials = [t for t in tuning.get("trials", []) if t.get("status") not in ("running", "interrupted")]
-    order = sorted(trials, key=lambda t: t["number"])
-    measured = [t for t in order if t.get("throughput") is not None]
+    unit = tuning.objective.unit
+    trials = [t for t in tuning.trials if t.status not in ("running", "interrupted")]
+    order = sorted(trials, key=lambda t: t.number)
+    measured = [t for t in order if _measured(t, "throughput") is not None]
     best_so_far: list[float | None] = []
     best: float | None = None
     for trial in order:
-        if trial.get("status") == "ok" and trial.get("throughput") is not None:
-            best = trial["throughput"] if best is None else max(best, trial["throughput"])
+        throughput = _measured(trial, "throughput")
+        if trial.status == "ok" and throughput is not None:
+            best = throughput if best is None else max(best, throughput)
         best_so_far.append(best)
     figure = go.Figure()
     figure.add_trace(
         go.Scatter(
-            x=[t["number"] for t in measured],
-            y=[t["throughput"] for t in measured],
+            x=[t.number for t in measured],
+            y=[_measured(t, "throughput") for t in measured],
             mode="markers",
             name="trial",
-            marker={"color": [COLOURS.get(t.get("status"), COLOURS["feasible"]) if t.get("status") != "ok" else COLOURS["feasible"] for t in measured]},
-            text=[f"{_text(t.get('role'))}: {_text(t.get('why'))}<br>{_values_label(t['values'])}" for t in measured],
+            marker={"color": [COLOURS.get(t.status, COLOURS["feasible"]) if t.status != "ok"
+                              else COLOURS["feasible"] for t in measured]},
+            text=[f"{_text(t.role)}: {_text(t.why)}<br>{_values_label(t.values)}" for t in measured],
             hovertemplate="trial %{x}<br>%{text}<br>%{y:.4g}<extra></extra>",
         )
     )
     figure.add_trace(
         go.Scatter(
-            x=[t["number"] for t in order],
+            x=[t.number for t in order],
             y=best_so_far,
             mode="lines",
             line={"shape": "hv", "color": COLOURS["best"]},
             name="best so far",
         )
     )
-    failed = [t for t in order if t.get("throughput") is None]
+    failed = [t for t in order if _measured(t, "throughput") is None]
     if failed:
         figure.add_trace(
             go.Scatter(
-                x=[t["number"] for t in failed],
+                x=[t.number for t in failed],
                 y=[0] * len(failed),
                 mode="markers",
                 name="failed",
                 marker={"color": "#7f7f7f", "symbol": "x", "size": 9},
-                text=[f"{_text(t.get('status'))}: {_text(t.get('reason'))}" for t in failed],
+                text=[f"{_text(t.status)}: {_text(_measured(t, 'reason'))}" for t in failed],
                 hovertemplate="trial %{x}<br>%{text}<extra></extra>",
             )
         )
@@ -226,3 +242,44 @@ def _progress_figure(tuning: Mapping[str, Any]) -> Any:
         template="plotly_white",
     )
     return figure
+
+
+# ---------------------------------------------------------------------------- the page
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as the pages' trials table shows it (measured fields None while running)."""
+
+    number: int
+    values: str
+    role: str
+    why: str
+    status: str
+    throughput: float | None
+    step_ms: float | None
+    spread: float | None
+    peak_memory_bytes: int | None
+    loss_deviation: float | None
+    wall_s: float | None
+    reason: str
+
+
+def trial_rows(tuning: TuningDocument, limit: int = 200) -> list[TrialRow]:
+    return [TrialRow(number=t.number, values=values_text(t.values), role=t.role, why=t.why,
+                     status=t.status, throughput=_measured(t, "throughput"),
+                     step_ms=_measured(t, "step_ms"), spread=_measured(t, "spread"),
+                     peak_memory_bytes=_measured(t, "peak_memory_bytes"),
+                     loss_deviation=t.loss_deviation, wall_s=_measured(t, "wall_s"),
+                     reason=_measured(t, "reason") or "")
+            for t in tuning.trials[:limit]]
+
+
+def tuning_context(tuning: TuningDocument) -> dict[str, Any]:
+    """What the `tuning_section` macro reads (figures are drawn from `figure_ids`)."""
+    best_values = tuning.best.values if tuning.best is not None else None
+    return {
+        "t": tuning,
+        "summary_lines": summary_lines(tuning)[:3],
+        "knobs": [k.name for k in tuning.space.knobs],
+        "best_values": best_values,
+        "trial_rows": trial_rows(tuning),
+    }

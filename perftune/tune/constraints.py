@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from perftune.tune.units import format_bytes
+from perftune import units
 
 DEFAULT_TOLERANCE = 0.05
 
@@ -16,8 +16,8 @@ def over_budget(peak_bytes: int | None, budget_bytes: int | None) -> str | None:
     if budget_bytes is None or peak_bytes is None or peak_bytes <= budget_bytes:
         return None
     return (
-        f"peak memory {format_bytes(peak_bytes)} is over the budget of "
-        f"{format_bytes(budget_bytes)}"
+        f"peak memory {units.size(peak_bytes)} is over the budget of "
+        f"{units.size(budget_bytes)}"
     )
 
 
@@ -79,11 +79,7 @@ def guard(
             step,
             tolerance,
             baseline_trial,
-            f"loss deviates {_percent(deviation)} from the fp32 baseline (trial "
-            f"{baseline_trial}) at measured step {step}; tolerance {_percent(tolerance)}",
+            f"loss deviates {units.percent(deviation, digits=2)} from the fp32 baseline (trial "
+            f"{baseline_trial}) at measured step {step}; tolerance {units.percent(tolerance, digits=2)}",
         )
     return GuardResult("passed", deviation, step, tolerance, baseline_trial)
-
-
-def _percent(value: float) -> str:
-    return "inf" if math.isinf(value) else f"{value * 100:.2f}%"

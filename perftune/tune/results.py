@@ -1,15 +1,36 @@
-"""tuning.json: every trial, every configuration's verdict, the best one and how to apply it."""
+"""tuning.json: every trial, every configuration's verdict, the best one and how to apply it.
+
+The document is a `perftune.documents.TuningDocument`, built here and nowhere else."""
 
 from __future__ import annotations
 
 import statistics
 import sys
 from pathlib import Path
-from typing import Any
 
-from perftune.fsutil import write_json_atomic
+import msgspec
+
+from perftune.documents import (
+    AccuracyGuard,
+    CodeChange,
+    TuneApply,
+    TuneBest,
+    TuneConfig,
+    TuneConstraints,
+    TuneDefault,
+    TuneKnob,
+    TuneMeasurement,
+    TuneObjective,
+    TuneRunnerUp,
+    TuneScript,
+    TuneSpace,
+    TuneStats,
+    TuneStudy,
+    TuneTrial,
+    TuningDocument,
+)
 from perftune.redact import redact_argv, redact_url
-from perftune.rundir import TUNING
+from perftune.rundir import RunDir
 from perftune.tune.apply import apply_instructions
 from perftune.tune.constraints import GuardResult
 from perftune.tune.history import (
@@ -22,88 +43,76 @@ from perftune.tune.history import (
 from perftune.tune.tuner import TuneRun
 
 SCHEMA_VERSION = 1
-TUNING_FILE = TUNING
 
 
-def _guard_json(result: GuardResult | None) -> dict[str, Any] | None:
+def _guard(result: GuardResult | None) -> AccuracyGuard | None:
     if result is None:
         return None
-    return {
-        "status": result.status,
-        "deviation": result.deviation,
-        "step": result.step,
-        "tolerance": result.tolerance,
-        "baseline_trial": result.baseline_trial,
-        "reason": result.reason,
-    }
+    return AccuracyGuard(status=result.status,  # type: ignore[arg-type]
+                         deviation=result.deviation, step=result.step,
+                         tolerance=result.tolerance, baseline_trial=result.baseline_trial,
+                         reason=result.reason)
 
 
-def trial_json(record: TrialRecord, history: History) -> dict[str, Any]:
+def trial_entry(record: TrialRecord, history: History) -> TuneTrial:
     outcome = record.outcome
     guard = history.trial_guard(record)
-    data: dict[str, Any] = {
-        "number": record.number,
-        "values": record.values,
-        "role": record.role,
-        "why": record.why,
-        "worker": record.worker,
-        "status": record.status,
-    }
+    trial = TuneTrial(number=record.number, values=record.values, role=record.role,
+                      why=record.why, worker=record.worker, status=record.status,
+                      loss_deviation=guard.deviation if guard is not None else None,
+                      accuracy=_guard(guard))
     if outcome is not None:
         body = outcome.to_json()
         body.pop("status", None)
         body.pop("declared_knobs", None)
-        data.update(body)
-    data["loss_deviation"] = guard.deviation if guard is not None else None
-    data["accuracy"] = _guard_json(guard)
-    if guard is not None and guard.status == "rejected" and data["status"] == "ok":
-        data["status"] = "accuracy"
-        data["reason"] = guard.reason
-    return data
+        trial = msgspec.structs.replace(trial, **body)
+    if guard is not None and guard.status == "rejected" and trial.status == "ok":
+        trial = msgspec.structs.replace(trial, status="accuracy", reason=guard.reason)
+    return trial
 
 
-def config_json(config: ConfigResult, rank: int | None) -> dict[str, Any]:
+def config_entry(config: ConfigResult, rank: int | None) -> TuneConfig:
     measurements = config.measurements
-    return {
-        "rank": rank,
-        "values": config.values,
-        "verdict": config.verdict,
-        "in_space": config.in_space,
-        "throughput": config.throughput,
-        "throughputs": list(config.throughputs),
-        "repeat_spread": summarise_spread(config.throughputs),
-        "step_ms": statistics.median([m.step_ms for m in measurements if m.step_ms is not None])
+    return TuneConfig(
+        rank=rank,
+        values=config.values,
+        verdict=config.verdict,
+        in_space=config.in_space,
+        throughput=config.throughput,
+        throughputs=list(config.throughputs),
+        repeat_spread=summarise_spread(config.throughputs),
+        step_ms=statistics.median([m.step_ms for m in measurements if m.step_ms is not None])
         if measurements
         else None,
-        "peak_memory_bytes": config.peak_memory_bytes,
-        "trials": [t.number for t in config.trials],
-        "loss_deviation": config.guard.deviation if config.guard is not None else None,
-        "accuracy": _guard_json(config.guard),
-    }
+        peak_memory_bytes=config.peak_memory_bytes,
+        trials=[t.number for t in config.trials],
+        loss_deviation=config.guard.deviation if config.guard is not None else None,
+        accuracy=_guard(config.guard),
+    )
 
 
-def _best_json(config: ConfigResult, unit: str | None, default: ConfigResult | None) -> dict[str, Any]:
+def _best(config: ConfigResult, unit: str | None, default: ConfigResult | None) -> TuneBest:
     first_ok = next(t for t in config.trials if t.outcome is not None and t.outcome.measured)
     assert first_ok.outcome is not None
-    data: dict[str, Any] = {
-        "trial": first_ok.number,
-        "values": config.values,
-        "throughput": config.throughput,
-        "unit": unit,
-        "step_ms": first_ok.outcome.step_ms,
-        "spread": first_ok.outcome.spread,
-        "peak_memory_bytes": config.peak_memory_bytes,
-        "measurements": len(config.measurements),
-        "loss_deviation": config.guard.deviation if config.guard is not None else None,
-        "accuracy": _guard_json(config.guard),
-        "speedup_vs_default": None,
-    }
+    speedup = None
     if default is not None and default.throughput and config.throughput:
-        data["speedup_vs_default"] = config.throughput / default.throughput
-    return data
+        speedup = config.throughput / default.throughput
+    return TuneBest(
+        trial=first_ok.number,
+        values=config.values,
+        throughput=config.throughput,
+        unit=unit,
+        step_ms=first_ok.outcome.step_ms,
+        spread=first_ok.outcome.spread,
+        peak_memory_bytes=config.peak_memory_bytes,
+        measurements=len(config.measurements),
+        loss_deviation=config.guard.deviation if config.guard is not None else None,
+        accuracy=_guard(config.guard),
+        speedup_vs_default=speedup,
+    )
 
 
-def _runner_up(best: ConfigResult, second: ConfigResult | None) -> dict[str, Any] | None:
+def _runner_up(best: ConfigResult, second: ConfigResult | None) -> TuneRunnerUp | None:
     """How close the runner-up came, and whether the gap is larger than the noise."""
     if second is None or not best.throughput or second.throughput is None:
         return None
@@ -120,18 +129,18 @@ def _runner_up(best: ConfigResult, second: ConfigResult | None) -> dict[str, Any
             if m.spread is not None
         ]
     noise = max(noise_figures, default=None)
-    return {
-        "values": second.values,
-        "throughput": second.throughput,
-        "gap": gap,
-        "noise": noise,
+    return TuneRunnerUp(
+        values=second.values,
+        throughput=second.throughput,
+        gap=gap,
+        noise=noise,
         # Distinct when the repeats say the best is reliably faster (the gate's statistics).
-        "distinct": reliably_faster(best, second),
-        "measurements": len(second.measurements),
-    }
+        distinct=reliably_faster(best, second),
+        measurements=len(second.measurements),
+    )
 
 
-def build_tuning(run: TuneRun) -> dict[str, Any]:
+def build_tuning(run: TuneRun) -> TuningDocument:
     history = run.history
     settings = run.settings
     ranking = history.ranking()
@@ -148,51 +157,52 @@ def build_tuning(run: TuneRun) -> dict[str, Any]:
         next(t for t in best.trials if t.outcome is not None and t.outcome.measured) if best else None
     )
     overheads = [t.outcome.overhead_s for t in history.done if t.outcome and t.outcome.overhead_s is not None]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "script": settings.script.to_json(),
-        "command": redact_argv(sys.argv),
-        "run_dir": str(settings.run_dir),
-        "study": {
-            "name": settings.study_name,
-            "storage": _storage_label(settings.storage, settings.run_dir),
-        },
-        "strategy": run.strategy,
-        "stop_reason": run.stop_reason,
-        "interrupted": run.interrupted,
-        "elapsed_s": run.elapsed_s,
-        "objective": run.objective.to_json() | {"unit": unit},
-        "measurement": run.measurement.to_json(),
-        "constraints": {
-            "memory_budget_bytes": run.measurement.memory_budget,
-            "accuracy_tolerance": history.tolerance,
-        },
-        "space": run.space.to_json() | {"size": run.space.size},
-        "trials": [trial_json(r, history) for r in history.records if r.outcome is not None or r.running],
-        "configs": [config_json(c, ranked.get(c.key)) for c in configs],
-        "best": _best_json(best, unit, default) if best else None,
-        "runner_up": _runner_up(best, ranking[1] if len(ranking) > 1 else None) if best else None,
-        "default": {
-            "values": run.space.default(),
-            "throughput": default.throughput if default is not None else None,
-            "verdict": default.verdict if default is not None else None,
-        },
-        "apply": apply_instructions(
+    space = run.space.to_json()
+    apply = (
+        apply_instructions(
             run.space,
             best.values,
             settings.script,
             best_trial.outcome.injected if best_trial and best_trial.outcome else {},
         )
         if best
-        else None,
-        "stats": {
-            "trials": history.counted(),
-            "configs": len(history.configs),
-            "failed": sum(1 for t in history.done if t.outcome and not t.outcome.measured),
-            "overhead_s_median": statistics.median(overheads) if overheads else None,
-        },
-        "notes": list(run.notes),
-    }
+        else None
+    )
+    return TuningDocument(
+        schema_version=SCHEMA_VERSION,
+        script=TuneScript(**settings.script.to_json()),
+        command=redact_argv(sys.argv),
+        run_dir=str(settings.run_dir),
+        study=TuneStudy(name=settings.study_name,
+                        storage=_storage_label(settings.storage, settings.run_dir)),
+        strategy=run.strategy,
+        stop_reason=run.stop_reason,
+        interrupted=run.interrupted,
+        elapsed_s=run.elapsed_s,
+        objective=TuneObjective(**(run.objective.to_json() | {"unit": unit})),
+        measurement=TuneMeasurement(**run.measurement.to_json()),
+        constraints=TuneConstraints(memory_budget_bytes=run.measurement.memory_budget,
+                                    accuracy_tolerance=history.tolerance),
+        space=TuneSpace(knobs=[TuneKnob(**k) for k in space["knobs"]], args=space["args"],
+                        declared=space["declared"], size=run.space.size),
+        trials=[trial_entry(r, history) for r in history.records if r.outcome is not None or r.running],
+        configs=[config_entry(c, ranked.get(c.key)) for c in configs],
+        best=_best(best, unit, default) if best else None,
+        runner_up=_runner_up(best, ranking[1] if len(ranking) > 1 else None) if best else None,
+        default=TuneDefault(values=run.space.default(),
+                            throughput=default.throughput if default is not None else None,
+                            verdict=default.verdict if default is not None else None),
+        apply=None if apply is None else TuneApply(
+            values=apply["values"], flags=apply["flags"], knobs=apply["knobs"],
+            command=apply["command"], code=[CodeChange(**c) for c in apply["code"]]),
+        stats=TuneStats(
+            trials=history.counted(),
+            configs=len(history.configs),
+            failed=sum(1 for t in history.done if t.outcome and not t.outcome.measured),
+            overhead_s_median=statistics.median(overheads) if overheads else None,
+        ),
+        notes=list(run.notes),
+    )
 
 
 def _storage_label(storage: str | None, run_dir: Path) -> str:
@@ -203,5 +213,5 @@ def _storage_label(storage: str | None, run_dir: Path) -> str:
     return redact_url(storage)
 
 
-def write_tuning(tuning: dict[str, Any], run_dir: Path) -> Path:
-    return write_json_atomic(run_dir / TUNING_FILE, tuning, indent=1)
+def write_tuning(tuning: TuningDocument, run_dir: Path) -> Path:
+    return RunDir(run_dir).write_document(tuning, indent=1)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from perftune.cli.gate import gate, parse_fraction
+from perftune.cli.gate import gate
 from perftune.errors import UsageError
+from perftune.units import parse_fraction
 
 
 def parsed(*args: str) -> dict[str, object]:

@@ -97,7 +97,8 @@ def test_hostile_trace_injects_nothing(browser: Any, tmp_path: Path) -> None:
                                                "hostname": XSS_THREAD}))
     (run / "tuning.json").write_text(json.dumps(tuning))
     (run / "gate.json").write_text(json.dumps(gate))
-    (run / "fix.json").write_text(json.dumps({XSS: [XSS_IMG]}))
+    (run / "fix.json").write_text(json.dumps({"headline": XSS, "applied": True,
+                                              "applied_files": [XSS_IMG], "notes": [XSS]}))
     render_run(run, Analysis(analysis.trace, analysis.summary, hostile_findings()))
     page = run / "report.html"
     seen = visit(browser, page, wait_ms=1000)
@@ -105,3 +106,41 @@ def test_hostile_trace_injects_nothing(browser: Any, tmp_path: Path) -> None:
     assert seen.injected == []
     assert XSS in seen.text and XSS_IMG in seen.text  # the raw strings, shown as text
     assert_drawn(seen, {"steps", "timeline"})
+
+
+def test_tuning_page(browser: Any, tmp_path: Path) -> None:
+    """tuning.html, rendered from the report's templates: offline, its three figures drawn,
+    its tables sortable, and a knob value holding markup shown as text."""
+    import msgspec
+
+    from perftune.documents import TuningDocument
+    from perftune.report.html import write_tuning_html
+
+    configs, trials = [], []
+    for n, (batch, throughput, memory) in enumerate([(8, 410.0, 300), (16, 620.0, 520),
+                                                    (32, 700.0, 900)]):
+        values = {"batch_size": batch, "label": XSS}
+        verdict = "over-budget" if memory > 800 else "feasible"
+        trials.append({"number": n, "values": values, "role": "search", "why": "grid",
+                       "status": "ok", "throughput": throughput, "step_ms": 1000 * batch / throughput,
+                       "peak_memory_bytes": memory * 2**20, "memory_kind": "rss"})
+        configs.append({"rank": n + 1 if verdict == "feasible" else None, "values": values,
+                        "verdict": verdict, "throughput": throughput, "trials": [n],
+                        "peak_memory_bytes": memory * 2**20})
+    tuning = msgspec.convert({
+        "script": {"path": "train.py"}, "strategy": "grid", "stop_reason": "search finished",
+        "elapsed_s": 12.0, "constraints": {"memory_budget_bytes": 800 * 2**20},
+        "space": {"knobs": [{"name": "batch_size", "choices": [8, 16, 32], "default": 8},
+                            {"name": "label", "choices": [XSS], "default": XSS}], "size": 3},
+        "trials": trials, "configs": configs, "stats": {"trials": 3, "configs": 3},
+        "best": {"trial": 1, "values": configs[1]["values"], "throughput": 620.0,
+                 "unit": "samples/s", "speedup_vs_default": 1.51},
+        "apply": {"command": "python train.py --batch-size 16", "code": []},
+    }, TuningDocument)
+    page = write_tuning_html(tuning, tmp_path)
+    seen = visit(browser, page, wait_ms=1000)
+    assert_clean_offline_page(seen, page)
+    assert seen.injected == []
+    assert_drawn(seen, {"tuning-0", "tuning-2"})  # the parallel coordinates draw no svg marks
+    assert "Best: batch_size = 16" in seen.text and "620" in seen.text
+    assert "python train.py --batch-size 16" in seen.text and XSS in seen.text

@@ -21,7 +21,8 @@ from perftune.engine.types import Location
 from perftune.pipeline import Analysis, analyze_paths
 from perftune.report import render_run, write_run
 from perftune.report.data import view_of_documents
-from perftune.report.html import _fmt_ms, render_report_html, script_json, source_snippet
+from perftune.report.html import render_report_html, script_json, source_snippet
+from perftune.units import ms as _fmt_ms
 from tests.conftest import SHARED_TRACES, shared_trace
 
 REAL_TRACES = sorted(p.name for p in SHARED_TRACES.glob("*.json.gz")) if SHARED_TRACES.exists() else []
@@ -105,7 +106,7 @@ def test_optional_sections_follow_the_files_in_the_run_dir(cpu_traces: dict[int,
         gate={"status": "regression", "headline": "REGRESSION: head/base 1.081",
               "base": {"label": "main", "samples_ms": [10.0, 10.2, 9.9]},
               "head": {"label": "HEAD", "samples_ms": [10.9, 11.0, 10.8]}},
-        fix={"applied": [{"code": "PFT206", "file": "train_model.py", "line": 26}]})
+        fix={"applied": True, "applied_files": ["train_model.py"]})
     render_run(full, analyze_paths([full / "trace.json.gz"]))
     page = (full / "report.html").read_text(encoding="utf-8")
     assert "<h1>train_model.py</h1>" in page
@@ -122,6 +123,19 @@ def test_optional_sections_follow_the_files_in_the_run_dir(cpu_traces: dict[int,
     assert 'id="gate"' in page and "verdict-regression" in page and "REGRESSION: head/base 1.081" in page
     assert [t["name"] for t in figures["gate"]["data"]] == ["main", "HEAD"]
     assert 'id="fix"' in page and "train_model.py" in page
+
+
+def test_a_stage_document_of_another_shape_becomes_a_note(cpu_traces: dict[int, Path],
+                                                          tmp_path: Path) -> None:
+    # tuning.json, gate.json and fix.json are read through their Structs: a field perftune does
+    # not write, or one of the wrong type, leaves the section out with a note.
+    run = run_dir_with(tmp_path / "run", next(iter(cpu_traces.values())),
+                       fix={"applied": [{"code": "PFT206", "file": "train_model.py"}]},
+                       gate={"status": "pass", "looks": "three"})
+    render_run(run, analyze_paths([run / "trace.json.gz"]))
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert "fix.json could not be read" in page and 'id="fix"' not in page
+    assert "gate.json could not be read" in page and 'id="gate"' not in page
 
 
 def test_a_broken_optional_file_becomes_a_note(cpu_traces: dict[int, Path], tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def test_profiled_run_outputs_validate(profiled_run: Path) -> None:
 
 
 def test_schema_files_are_generated_from_the_structs() -> None:
-    for kind in ("summary", "findings", "steps", "meta"):
+    for kind in ("summary", "findings", "steps", "meta", "tuning", "gate", "fix", "diff"):
         path = SCHEMAS_DIR / f"{kind}.schema.json"
         assert path.read_text(encoding="utf-8") == schema_text(kind), (
             f"{path.name} is stale: run `python -m perftune.report.schema`")

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from perftune.documents import TuningDocument, document_data
+from perftune.report.html import render_tuning_html, write_tuning_html
+from perftune.report.tuning import pareto_front, tuning_figures
+from perftune.rundir import RunDir
 from perftune.tune import space as sp
-from perftune.tune.figures import pareto_front, tuning_figures
 from perftune.tune.history import History, TrialRecord
 from perftune.tune.objective import Objective
-from perftune.tune.render import print_results, render_html, summary_lines
-from perftune.tune.results import build_tuning
+from perftune.tune.render import print_results, summary_lines
+from perftune.tune.results import build_tuning, write_tuning
 from perftune.tune.trial import Measurement, Script, TrialOutcome
 from perftune.tune.tuner import TuneRun, TuneSettings
 
@@ -62,7 +65,7 @@ def make_run(tmp_path: Path) -> TuneRun:
 
 
 def test_tuning_json_holds_every_trial_and_the_best_with_how_to_apply_it(tmp_path: Path) -> None:
-    tuning = json.loads(json.dumps(build_tuning(make_run(tmp_path))))
+    tuning = json.loads(json.dumps(document_data(build_tuning(make_run(tmp_path)))))
     assert len(tuning["trials"]) == 7
     for trial in tuning["trials"]:
         for field in ("values", "status", "throughput", "step_ms", "spread", "peak_memory_bytes", "loss_deviation"):
@@ -108,10 +111,35 @@ def test_figures_show_the_budget_the_pareto_front_and_the_knobs(tmp_path: Path) 
 
 
 def test_html_is_self_contained_and_escapes_strings(tmp_path: Path) -> None:
-    page = render_html(build_tuning(make_run(tmp_path)))
+    page = render_tuning_html(build_tuning(make_run(tmp_path)))
     assert "<b>x</b>" not in page
     assert "&lt;b&gt;x&lt;/b&gt;" in page
     assert "<script src=" not in page
+
+
+def test_tuning_json_is_written_from_its_struct_and_read_back(tmp_path: Path) -> None:
+    tuning = build_tuning(make_run(tmp_path))
+    assert isinstance(tuning, TuningDocument)
+    run = RunDir(tmp_path / "run")
+    path = write_tuning(tuning, run.path)
+    assert run.read_tuning() == tuning
+    text = path.read_text(encoding="utf-8")
+    # The trial keys in the order tuning.json has always had them; a running trial has no
+    # measured fields at all (not nulls).
+    first = json.loads(text)["trials"][0]
+    assert list(first)[:8] == ["number", "values", "role", "why", "worker", "status", "reason",
+                               "step_ms"]
+    assert list(first)[-2:] == ["loss_deviation", "accuracy"]
+
+
+def test_the_tuning_page_comes_from_the_report_templates(tmp_path: Path) -> None:
+    tuning = build_tuning(make_run(tmp_path))
+    page = write_tuning_html(tuning, tmp_path).read_text(encoding="utf-8")
+    assert 'http-equiv="Content-Security-Policy"' in page  # the report's base template
+    assert 'id="tuning-configs"' in page and 'id="tuning-trials"' in page
+    assert "How to apply the best configuration" in page
+    assert "python train.py --epochs 1 --label=a" in page
+    assert page.count('class="plotly-target"') == 3
 
 
 def test_terminal_summary(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from perftune.errors import ConfigError, UsageError
 from perftune.tune import space as sp
 from perftune.tune.objective import Objective
-from perftune.tune.units import format_bytes, parse_bytes, parse_duration
+from perftune.units import parse_bytes, parse_duration, size
 
 
 @pytest.mark.parametrize(
@@ -158,8 +158,8 @@ def test_bad_units(text: str) -> None:
 
 
 def test_format_bytes() -> None:
-    assert format_bytes(3 * 2**30) == "3.00 GiB"
-    assert format_bytes(None) == "-"
+    assert size(3 * 2**30) == "3.00 GiB"
+    assert size(None) == "–" and size(None, "-") == "-"
 
 
 def test_objective_samples_per_step() -> None:
