@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import click
 
 from perftune.cli._options import config_default, format_option, out_option
+from perftune.documents import document_data
 from perftune.errors import UsageError
-from perftune.rundir import DIFF_HTML, DIFF_JSON, RunDir
+from perftune.rundir import DIFF_HTML, RunDir
 
 if TYPE_CHECKING:
     from perftune.report.data import RunView
@@ -71,13 +72,13 @@ def diff(ctx: click.Context, run_a: Path, run_b: Path, output_format: str, out_d
     comparison = compare_views(view_a, view_b, _labels(run_a, run_b))
     target = out_dir or Path(str(config_default("runs-dir", "perftune-runs"))) / (
         datetime.now().strftime("%Y%m%d-%H%M%S") + "-diff")
-    document = comparison.to_dict()
+    document = comparison.to_document()
     out = RunDir(target)
     with out.lock():
-        json_path = out.write_json(DIFF_JSON, document)
+        json_path = out.write_document(document)
         html_path = write_diff_html(comparison, out.file(DIFF_HTML))
     if output_format == "json":
-        click.echo(json.dumps(document, indent=2))
+        click.echo(json.dumps(document_data(document), indent=2))
         click.echo(f"wrote {target}", err=True)
     else:
         print_comparison(comparison, [html_path, json_path], top=top)

@@ -11,12 +11,22 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from perftune.analysis import stats
+from perftune.documents import (
+    DiffCategory,
+    DiffDocument,
+    DiffFinding,
+    DiffFindings,
+    DiffOp,
+    DiffSide,
+    DiffSteps,
+    document_data,
+)
 from perftune.engine.types import Finding
 from perftune.report.data import RunView, step_timing, view_of_analysis
 from perftune.report.timeline import categorical_strings
@@ -220,22 +230,50 @@ class Comparison:
     def kept(self) -> tuple[FindingChange, ...]:
         return tuple(f for f in self.findings if f.status == "kept")
 
+    def to_document(self) -> DiffDocument:
+        """diff.json (non-finite numbers become null: the file is strict JSON)."""
+        s = self.steps
+        return DiffDocument(
+            schema_version=1,
+            a=_side_entry(self.a), b=_side_entry(self.b),
+            steps=DiffSteps(ratio=_finite(s.ratio), delta_ms=_finite(s.delta_ms),
+                            ci_low=_finite(s.ci_low), ci_high=_finite(s.ci_high),
+                            confidence=_finite(s.confidence), verdict=s.verdict,
+                            change=_finite(s.change)),
+            breakdown=[DiffCategory(category=d.category, a_ms=_finite(d.a_ms),
+                                    b_ms=_finite(d.b_ms), delta_ms=_finite(d.delta_ms))
+                       for d in self.breakdown],
+            slower=[_op_entry(d) for d in self.slower],
+            faster=[_op_entry(d) for d in self.faster],
+            findings=DiffFindings(fixed=[_finding_entry(f) for f in self.fixed],
+                                  new=[_finding_entry(f) for f in self.new],
+                                  kept=[_finding_entry(f) for f in self.kept]),
+            shapes_matched=self.shapes_matched,
+            notes=list(self.notes),
+        )
+
     def to_dict(self) -> dict[str, Any]:
-        steps = asdict(self.steps)
-        steps["change"] = self.steps.change
-        out: dict[str, Any] = _finite({
-            "schema_version": 1,
-            "a": asdict(self.a), "b": asdict(self.b), "steps": steps,
-            "breakdown": [d.to_dict() for d in self.breakdown],
-            "slower": [{**asdict(d), "delta_ms": d.delta_ms} for d in self.slower],
-            "faster": [{**asdict(d), "delta_ms": d.delta_ms} for d in self.faster],
-            "findings": {"fixed": [asdict(f) for f in self.fixed],
-                         "new": [asdict(f) for f in self.new],
-                         "kept": [asdict(f) for f in self.kept]},
-            "shapes_matched": self.shapes_matched,
-            "notes": list(self.notes),
-        })
-        return out
+        return document_data(self.to_document())
+
+
+def _side_entry(side: RunSide) -> DiffSide:
+    return DiffSide(label=side.label, step_ms=[_finite(v) for v in side.step_ms],
+                    step_source=side.step_source, median_ms=_finite(side.median_ms),
+                    p10_ms=_finite(side.p10_ms), p90_ms=_finite(side.p90_ms),
+                    findings=side.findings)
+
+
+def _op_entry(d: OpDelta) -> DiffOp:
+    return DiffOp(kind=d.kind, name=d.name, shape=d.shape, a_ms=_finite(d.a_ms),
+                  b_ms=_finite(d.b_ms), a_calls=_finite(d.a_calls), b_calls=_finite(d.b_calls),
+                  status=d.status, delta_ms=_finite(d.delta_ms))
+
+
+def _finding_entry(f: FindingChange) -> DiffFinding:
+    return DiffFinding(status=f.status,  # type: ignore[arg-type]
+                       code=f.code, name=f.name, location=f.location, function=f.function,
+                       a_saving_ms=_finite(f.a_saving_ms), b_saving_ms=_finite(f.b_saving_ms),
+                       matched_by=f.matched_by, message=f.message)
 
 
 def _finite(value: Any) -> Any:

@@ -88,3 +88,20 @@ def test_broken_documents_are_rejected_with_the_path(good_documents: dict, break
     breakage(broken)
     with pytest.raises(SchemaError, match=where):
         validate_findings(broken)
+
+
+def test_diff_json_is_written_from_its_struct_and_reads_back(cpu_traces: dict[int, Path],
+                                                             tmp_path: Path) -> None:
+    from perftune.documents import DiffDocument, document_data
+    from perftune.report.compare import compare_runs
+    from perftune.rundir import RunDir
+
+    small, big = (analyze_paths([p]) for p in cpu_traces.values())
+    document = compare_runs(small, big, ("small", "big")).to_document()
+    assert isinstance(document, DiffDocument)
+    run = RunDir(tmp_path)
+    text = run.write_document(document).read_text(encoding="utf-8")
+    assert run.read_diff() == document
+    assert list(json.loads(text)) == ["schema_version", "a", "b", "steps", "breakdown", "slower",
+                                      "faster", "findings", "shapes_matched", "notes"]
+    assert json.loads(text) == document_data(document)
