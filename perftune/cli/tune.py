@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from perftune import _signals
-from perftune.cli._options import config_default, format_option, load_config, out_option
-from perftune.errors import ConfigError, ScriptError, UsageError
+from perftune.cli._options import format_option, out_option
+from perftune.errors import ScriptError
 
 # Perftune's options may come before or after SCRIPT; `--` ends them (for a script flag with
 # the name of a tune option). The script's own arguments are passed on verbatim.
@@ -22,48 +21,6 @@ SCRIPT_CONTEXT = {
     "allow_interspersed_args": True,
     "help_option_names": ["-h", "--help"],
 }
-
-
-def tune_config() -> dict[str, Any]:
-    table = load_config().get("tune", {})
-    if not isinstance(table, dict):
-        raise ConfigError("[tool.perftune.tune] must be a table")
-    return table
-
-
-def _config(table: Mapping[str, Any], key: str, fallback: Any = None) -> Any:
-    for name in (key, key.replace("-", "_")):
-        if name in table:
-            return table[name]
-    return config_default(key, fallback) if key in ("runs-dir",) else fallback
-
-
-def _script(module: str | None, script_and_args: tuple[str, ...]) -> Any:
-    from perftune.tune.trial import Script
-
-    if module is not None:
-        return Script(path=None, module=module, args=script_and_args, cwd=Path.cwd())
-    if not script_and_args:
-        raise UsageError("give the training SCRIPT to tune (or -m MODULE)")
-    path = Path(script_and_args[0])
-    if not path.is_file():
-        raise UsageError(f"{path}: no such script")
-    return Script(path=path, module=None, args=script_and_args[1:], cwd=Path.cwd())
-
-
-def _run_dir(out_dir: Path | None, stem: str, resume: bool) -> Path:
-    runs = Path(str(config_default("runs-dir", "perftune-runs")))
-    if out_dir is not None:
-        return out_dir
-    if resume:
-        from perftune.tune.study import JOURNAL
-
-        earlier = sorted(p for p in runs.glob(f"*-tune-{stem}") if (p / JOURNAL).exists())
-        if not earlier:
-            raise UsageError(f"--resume: no earlier tuning run of {stem} in {runs}/; give --out DIR")
-        return earlier[-1]
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return runs / f"{stamp}-tune-{stem}"
 
 
 class RichReporter:
@@ -229,68 +186,20 @@ def tune(
     """
     from rich.console import Console
 
-    from perftune.tune import space as space_mod
-    from perftune.tune.constraints import DEFAULT_TOLERANCE
-    from perftune.tune.objective import Objective
+    from perftune.tune.options import TuneOptions, settings_from_options
     from perftune.tune.results import build_tuning, write_tuning
-    from perftune.tune.strategy import StrategySettings
-    from perftune.tune.trial import Measurement
-    from perftune.tune.tuner import SpaceSources, Tuner, TuneSettings
-    from perftune.units import parse_bytes, parse_duration, parse_fraction
+    from perftune.tune.tuner import Tuner
 
-    table = tune_config()
-    script = _script(module, script_and_args)
-    config_knobs, config_args = space_mod.knobs_from_config(table)
-    cli_knobs = tuple(space_mod.parse_knob_option(spec) for spec in knobs)
-    cli_args = [space_mod.parse_arg_option(spec) for spec in arg_templates]
-    findings = space_mod.knobs_from_findings(from_findings) if from_findings is not None else {}
-    budget_text = memory_budget if memory_budget is not None else _config(table, "memory-budget")
-    timeout_text = trial_timeout if trial_timeout is not None else _config(table, "trial-timeout", "5m")
-    seed_value = None if no_seed else (seed if seed is not None else int(_config(table, "seed", 0)))
-    measurement = Measurement(
-        warmup=trial_warmup if trial_warmup is not None else int(_config(table, "trial-warmup", 3)),
-        steps=trial_steps if trial_steps is not None else int(_config(table, "trial-steps", 8)),
-        timeout_s=parse_duration(timeout_text),
-        seed=seed_value,
-        memory_budget=parse_bytes(budget_text) if budget_text is not None else None,
-    )
-    if measurement.warmup < 0 or measurement.steps < 1:
-        raise UsageError("--trial-warmup must be 0 or more and --trial-steps 1 or more")
-    max_trials = max_trials if max_trials is not None else _config(table, "max-trials")
-    if max_trials is not None and int(max_trials) < 1:
-        raise UsageError("--max-trials must be 1 or more")
-    time_text = time_budget if time_budget is not None else _config(table, "time-budget")
-    tolerance_text = accuracy_tolerance if accuracy_tolerance is not None else _config(table, "accuracy-tolerance")
-    settings = TuneSettings(
-        script=script,
-        run_dir=_run_dir(out_dir, script.stem, resume),
-        sources=SpaceSources(
-            cli=cli_knobs,
-            config=config_knobs,
-            findings=findings,
-            args=(*config_args, *cli_args),
-            use_declared=not no_declared,
-        ),
-        measurement=measurement,
-        objective=Objective(
-            samples_per_step=samples_per_step or _config(table, "samples-per-step"),
-            tokens_per_sample=tokens_per_sample or _config(table, "tokens-per-sample"),
-        ),
-        tolerance=parse_fraction(tolerance_text, "--accuracy-tolerance") if tolerance_text is not None else DEFAULT_TOLERANCE,
-        strategy=StrategySettings(
-            name=strategy or str(_config(table, "strategy", "auto")),
-            top_k=top_k if top_k is not None else int(_config(table, "top-k", 3)),
-            repeats=repeats if repeats is not None else int(_config(table, "repeats", 2)),
-        ),
-        max_trials=int(max_trials) if max_trials is not None else None,
-        time_budget_s=parse_duration(time_text) if time_text is not None else None,
-        storage=storage or _config(table, "storage"),
-        study_name=study_name or f"tune-{script.stem}",
-        resume=resume,
-        reuse_processes=not (no_reuse or bool(_config(table, "no-reuse", False))),
-    )
-    if settings.strategy.top_k < 1 or settings.strategy.repeats < 0:
-        raise UsageError("--top-k must be 1 or more and --repeats 0 or more")
+    settings = settings_from_options(TuneOptions(
+        script_and_args=script_and_args, module=module, knobs=knobs,
+        arg_templates=arg_templates, from_findings=from_findings, no_declared=no_declared,
+        samples_per_step=samples_per_step, tokens_per_sample=tokens_per_sample,
+        memory_budget=memory_budget, accuracy_tolerance=accuracy_tolerance,
+        max_trials=max_trials, time_budget=time_budget, strategy=strategy, top_k=top_k,
+        repeats=repeats, trial_warmup=trial_warmup, trial_steps=trial_steps,
+        trial_timeout=trial_timeout, seed=seed, no_seed=no_seed, storage=storage,
+        study_name=study_name, resume=resume, no_reuse=no_reuse, out_dir=out_dir))
+    script = settings.script
 
     err = Console(stderr=True)
     # Piped output is read in a file or a CI log, not an 80-column terminal.
