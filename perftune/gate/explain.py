@@ -6,14 +6,12 @@ host↔device sync is the usual cause). Structural changes — new syncs, more k
 or operator calls per step, higher peak memory, new findings — do not depend on timing noise,
 so they are reported even when the time is within noise.
 
-Trace analysis (`perftune.trace`) and the rule engine (`perftune.engine`) are optional here:
-they are looked up when a verdict is explained, and without them the explanation falls back to
-what capture itself records (step time, peak memory) and says what it skipped.
+Without a readable trace the explanation falls back to what capture itself records (step time,
+peak memory) and says what it skipped.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -184,13 +182,6 @@ def _finding_from_dict(data: Mapping[str, Any]) -> FindingRef:
                       function=text("function"), source=text("source"))
 
 
-def _available(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def _finding_refs(findings: Iterable[Any]) -> tuple[FindingRef, ...]:
     out = []
     for f in findings:
@@ -225,8 +216,7 @@ def _per_step(frame: Any, value: str, steps: int) -> dict[str, float]:
 
 
 def summarize_capture(result: CaptureResult) -> ProfileSummary:
-    """Read one profiled launch: its trace when the trace model is installed, else capture's data."""
-    notes: list[str] = []
+    """Read one profiled launch: its trace when one was recorded, else capture's own data."""
     measured = result.measured()
     step_ms = statistics.median(s.duration_ms for s in measured) if measured else None
     memory_kind = getattr(result, "memory_kind", None)
@@ -234,10 +224,7 @@ def summarize_capture(result: CaptureResult) -> ProfileSummary:
                           peak_memory_bytes=result.peak_memory_bytes, memory_kind=memory_kind)
     if result.trace_path is None or not Path(result.trace_path).is_file():
         return _with_notes(base, ["no trace was recorded, so operators were not compared"])
-    # perftune.trace is developed alongside the gate; until it is installed the explanation
-    # keeps to capture's own numbers instead of failing the gate.
-    if not (_available("perftune.trace") and _available("perftune.trace.metrics")):
-        return _with_notes(base, ["perftune.trace is not available: operators not compared"])
+    from perftune.engine import analyze
     from perftune.trace import load, metrics
 
     try:
@@ -254,14 +241,7 @@ def summarize_capture(result: CaptureResult) -> ProfileSummary:
     events = trace.events
     host_ops = events[(events["cat"] == "cpu_op") & ~events["is_device"]]
     syncs = [s for s in metrics.host_device_syncs(trace) if s.step >= 0]
-    findings: tuple[FindingRef, ...] | None = None
-    # The rule engine, like the trace model, is optional: new findings are only listed with it.
-    if _available("perftune.engine"):
-        from perftune.engine import analyze
-
-        findings = _finding_refs(analyze(trace))
-    else:
-        notes.append("perftune.engine is not available: findings not compared")
+    findings = _finding_refs(analyze(trace))
     return ProfileSummary(
         run_dir=result.run_dir,
         step_ms=step_ms,
@@ -275,7 +255,6 @@ def summarize_capture(result: CaptureResult) -> ProfileSummary:
                           if breakdown and trace.has_device_activity else None),
         operators_per_step=len(host_ops) / steps,
         findings=findings,
-        notes=tuple(notes),
     )
 
 
