@@ -1,7 +1,9 @@
 """The rule catalogue: every rule folder is complete and its findings match expected.json.
 
-Runs each rule on the fixture traces in its folder and compares the findings with the folder's
-snapshot. After an intended change, rewrite the snapshots with
+Runs each rule on the fixture traces in its folder and compares the full findings with the
+folder's snapshot; the fixture traces themselves must be what the folder's fixtures.py builds.
+After an intended change, rewrite the traces with `python -m perftune.engine.fixtures` (or
+`PERFTUNE_BLESS=1`, which also rewrites the snapshots), run
 `PERFTUNE_BLESS=1 pytest tests/engine/test_catalogue.py` and review the diff.
 """
 
@@ -22,6 +24,7 @@ from perftune.engine.catalogue import (
     snapshot,
     write_expected,
 )
+from perftune.engine.fixtures import encode, fixture_file, folder_fixtures
 from perftune.engine.registry import _load_module, rule_classes
 from perftune.engine.rule import Rule
 
@@ -58,6 +61,21 @@ def test_codes_are_unique_and_match_their_folders() -> None:
 def test_rule_folder_is_complete(folder: Path) -> None:
     problems = folder_problems(folder, _rule_of(folder))
     assert not problems, f"{folder.name}:\n  " + "\n  ".join(problems)
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)
+def test_fixture_traces_are_what_the_folder_builds(folder: Path) -> None:
+    builders = folder_fixtures(folder)
+    assert builders, f"{folder.name}: fixtures.py with FIXTURES (the traces' builders) missing"
+    assert {fixture_file(folder, name).name for name in builders} == {p.name for p in fixtures(folder)}
+    for name, build in sorted(builders.items()):
+        data, path = encode(build()), fixture_file(folder, name)
+        if blessing():
+            path.write_bytes(data)
+            continue
+        assert path.read_bytes() == data, (f"{path} differs from its builder "
+                                           f"(python -m perftune.engine.fixtures {folder.name[:6]})")
+        assert len(data) < 64 * 1024, "fixtures stay small"
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda p: p.name)

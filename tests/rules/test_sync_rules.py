@@ -142,16 +142,15 @@ def test_dataloader_threshold_option_and_worker_knobs() -> None:
 
 
 def test_every_finding_has_a_suggestion_and_a_location_or_chain() -> None:
-    import sys
-    from pathlib import Path
+    from perftune._resources import rules_dir
+    from perftune.engine.fixtures import folder_fixtures
+    from perftune.trace import load
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    import fixture_traces  # the same builders as the rule folders' fixtures
-
-    for folder, fixtures in fixture_traces.FIXTURES.items():
-        code = folder[:6].upper()
-        for name, (build, gpu) in fixtures.items():
-            for f in run_rules(build(gpu).trace(), [rule_by_code(code)()], strict=True):
+    # the 1xx/2xx folders' own fixture traces (what their fixtures.py builds)
+    for folder in sorted(rules_dir().glob("pft[12]*")):
+        code = folder.name[:6].upper()
+        for name in folder_fixtures(folder):
+            for f in run_rules(load(folder / f"{name}.json.gz"), [rule_by_code(code)()], strict=True):
                 assert f.suggestion.title, (folder, name)
                 assert f.suggestion.diff or f.suggestion.after, (folder, name)
                 assert f.location.file or f.op_chain, (folder, name)
@@ -159,12 +158,10 @@ def test_every_finding_has_a_suggestion_and_a_location_or_chain() -> None:
 
 
 def test_masked_copy_is_one_finding_of_pft204() -> None:
-    import sys
-    from pathlib import Path
+    from perftune._resources import rules_dir
+    from perftune.engine.fixtures import folder_fixtures
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    import fixture_traces
-
-    trace = fixture_traces.pft204(True).trace()
+    build = folder_fixtures(next(rules_dir().glob("pft204_*")))["gpu"]
+    trace = build().trace()  # type: ignore[union-attr]
     codes = sorted({f.code for f in run(trace, "PFT2")})
     assert codes == ["PFT204"]  # the v[mask] read on the same line is not a second finding

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from perftune._resources import rules_dir
+from perftune.engine.fixtures import A100, encode, folder_fixtures, straggler_rank
 from perftune.engine.registry import run_rules, select_rules
 from perftune.engine.testing import TraceBuilder
 from perftune.engine.types import Finding
 from perftune.trace import load
 from perftune.trace.model import Trace
-from tests.rules_catalogue2.catalogue2_fixtures import A100, FIXTURES, encode, straggler_rank
 
 F32 = "float"
 
@@ -29,7 +29,7 @@ def fixture_trace(tmp_path: Path, folder: str, name: str) -> Trace:
     """A fixture written next to a copy of its folder's bad.py (frames point at it)."""
     path = tmp_path / folder / f"{name}.json.gz"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(encode(FIXTURES[folder][name]()))
+    path.write_bytes(encode(folder_fixtures(rules_dir() / folder)[name]()))
     shutil.copy(rules_dir() / folder / "bad.py", path.parent / "bad.py")
     return load(path)
 
@@ -57,7 +57,7 @@ def test_straggler_across_rank_files(tmp_path: Path) -> None:
 def test_profiler_overhead_measured_from_the_run_directory(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    (run_dir / "trace.json.gz").write_bytes(encode(FIXTURES["pft903_profiler_overhead"]["light"]()))
+    (run_dir / "trace.json.gz").write_bytes(encode(folder_fixtures(rules_dir() / "pft903_profiler_overhead")["light"]()))
 
     def steps(profiled: float, measured: float) -> None:
         rows = [{"index": k, "start_s": k, "duration_ms": ms, "phase": ph, "loss": None, "samples": None}
