@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from perftune.engine import docs
+from perftune.engine.catalogue import folder_problems, run_fixture
 from perftune.engine.registry import _load_module
 from perftune.engine.rule import Rule
 from perftune.engine.scaffold import scaffold
@@ -73,12 +74,24 @@ def test_markdown_page_has_examples_and_config() -> None:
 def test_scaffold_creates_a_loadable_documented_rule(tmp_path: Path) -> None:
     folder = scaffold("PFT213", "cpu-bound-collate", root=tmp_path)
     assert folder.name == "pft213_cpu_bound_collate"
-    assert {p.name for p in folder.iterdir()} == {"rule.py", "bad.py", "good.py", "expected.json"}
+    # one folder holds the whole rule: docs + check, fixture builders and their traces, snapshot
+    assert {p.name for p in folder.iterdir()} == {"rule.py", "bad.py", "good.py", "expected.json",
+                                                 "fixtures.py", "bad.json.gz", "clean.json.gz"}
     module = _load_module(folder / "rule.py")
     rule = module.CpuBoundCollate
     assert issubclass(rule, Rule) and rule.code == "PFT213" and rule.status == "preview"
     assert docs.problems(rule.doc()) == []
-    assert list(rule().check(None)) == []  # type: ignore[arg-type]
+    assert folder_problems(folder, rule) == []
+    for fixture in ("bad.json.gz", "clean.json.gz"):
+        assert run_fixture(rule, folder / fixture) == []  # check(ctx) is a stub until written
+
+
+def test_scaffold_with_fix_writes_the_rewrite_module(tmp_path: Path) -> None:
+    from perftune.engine.registry import load_rule_file
+
+    folder = scaffold("PFT214", "slow-thing", root=tmp_path, with_fix=True)
+    fix = load_rule_file(folder / "fix.py")
+    assert [fn("x = 1\n", 1, {}) for fn in fix.TRANSFORMERS] == [None]
 
 
 @pytest.mark.parametrize(("code", "slug", "message"), [
