@@ -3,7 +3,7 @@
 A `with_stack` frame names a function by its first line (`train.py(12): step` is the `def`),
 so a rule that knows *what kind* of expression issued its ops (a chain of arithmetic, a matrix
 product) finds the line by looking for that shape in the function's body. The caller supplies
-the parsed module (e.g. from `perftune.engine.attribution.reader_for(trace).tree(file)`); this
+the parsed module (e.g. from the analysis context's source reader, `ctx.source.tree(file)`); this
 module never reads files.
 """
 
