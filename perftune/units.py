@@ -54,14 +54,14 @@ def percent(value: Any, signed: bool = False, digits: int = 1, missing: str = MI
     return f"{number * 100:{sign}.{digits}f}%"
 
 
-def size(value: Any, missing: str = MISSING) -> str:
-    """Bytes in binary units with two decimals (300.00 MiB); whole bytes under 1 KiB."""
+def size(value: Any, missing: str = MISSING, digits: int = 2) -> str:
+    """Bytes in binary units, two decimals unless told (300.00 MiB); whole bytes under 1 KiB."""
     number = _real(value)
     if number is None or not math.isfinite(number):
         return missing
     for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if abs(number) >= scale:
-            return f"{number / scale:.2f} {unit}"
+            return f"{number / scale:.{digits}f} {unit}"
     return f"{int(number)} B"
 
 

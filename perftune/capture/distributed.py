@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import functools
 import importlib.util
 import itertools
 import json
@@ -38,6 +39,7 @@ from typing import IO, Any
 
 import psutil
 
+from perftune import units
 from perftune.capture.layout import (
     CHILD_CONFIG_FILE,
     META_FILE,
@@ -856,10 +858,8 @@ def _world_from_ranks(ranks: Sequence[RankResult]) -> int | None:
 
 
 # ============================================================================ printing
-def _ms(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
+# The terminal marks a missing figure with an ASCII dash.
+_ms = functools.partial(units.ms, missing="-")
 
 
 def summary_lines(result: DistributedResult, shown_run_dir: str | None = None) -> list[str]:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from perftune import units
 from perftune.capture.results import CaptureResult, StepRecord
 
 SOURCE_WORDS = {
@@ -95,19 +96,6 @@ def _ranges(indices: Sequence[int]) -> str:
     return ",".join(parts)
 
 
-def _ms(value: float) -> str:
-    return f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
-
-
-def _bytes(value: int) -> str:
-    size = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TiB"
-
-
 def summary_document(result: CaptureResult) -> dict[str, Any]:
     profiled, plain = split_steps(result)
     prof = step_stats("profiled", profiled)
@@ -141,15 +129,15 @@ def summary_lines(result: CaptureResult, shown_run_dir: str | None = None) -> li
         lines.append(f"{'step time':<14}{'median':>10}{'p10':>11}{'p90':>11}   steps")
         for row in stats:
             lines.append(
-                f"  {row.label:<12}{_ms(row.median_ms):>10}{_ms(row.p10_ms):>11}"
-                f"{_ms(row.p90_ms):>11}   {_ranges(row.indices)}"
+                f"  {row.label:<12}{units.ms(row.median_ms):>10}{units.ms(row.p10_ms):>11}"
+                f"{units.ms(row.p90_ms):>11}   {_ranges(row.indices)}"
             )
     ratio = overhead(*stats) if len(stats) == 2 else None
     if ratio is not None:
         lines.append(f"profiler   {ratio:+.1%} on the median step (profiled vs un-profiled steps)")
     if result.peak_memory_bytes is not None:
         kind = "CUDA allocator" if result.memory_kind == "cuda-allocator" else "process RSS"
-        lines.append(f"memory     peak {_bytes(result.peak_memory_bytes)} ({kind})")
+        lines.append(f"memory     peak {units.size(result.peak_memory_bytes)} ({kind})")
     if result.trace_path is not None:
         lines.append(f"trace      {result.trace_path.name}")
     if result.status != "ok":

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from perftune import units
 from perftune._version import __version__
 from perftune.documents import (
     FixBaseline,
@@ -180,7 +181,7 @@ def fix_markdown(doc: FixDocument, patch: str) -> str:
     base = doc.baseline
     if base.median_ms is not None:
         lines += [f"Original: {base.median_ms:.3f} ms/step (median of launch medians), peak "
-                  f"memory {_mib(base.peak_memory_bytes)} ({base.memory_kind}).",
+                  f"memory {units.size(base.peak_memory_bytes, missing='unknown')} ({base.memory_kind}).",
                   ""]
     if doc.rewrites:
         lines += ["| rewrite | rule | where | verdict | speed-up | time ratio (interval) | "
@@ -222,10 +223,6 @@ def fix_markdown(doc: FixDocument, patch: str) -> str:
     lines += ["Scripts must seed their random number generators (torch.manual_seed) for the loss "
               "comparison to mean anything; perftune sets PYTHONHASHSEED and PERFTUNE_SEED.", ""]
     return "\n".join(lines)
-
-
-def _mib(value: Any) -> str:
-    return f"{value / 2**20:.1f} MiB" if isinstance(value, (int, float)) else "unknown"
 
 
 def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path] = (),

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune import units
 from perftune.errors import PerftuneError
 
 if TYPE_CHECKING:
@@ -287,13 +288,9 @@ def _memory_increase(base: ProfileSummary, head: ProfileSummary) -> StructuralCh
         what = "device allocator peak" if head.memory_kind == "cuda-allocator" else "peak memory (RSS)"
         return StructuralChange(kind="peak-memory", base=float(base.peak_memory_bytes),
                                 head=float(head.peak_memory_bytes),
-                                message=f"{what}: {_mib(base.peak_memory_bytes)} → "
-                                        f"{_mib(head.peak_memory_bytes)}")
+                                message=f"{what}: {units.size(base.peak_memory_bytes)} → "
+                                        f"{units.size(head.peak_memory_bytes)}")
     return None
-
-
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
 
 
 def compare(base: ProfileSummary, head: ProfileSummary) -> Explanation:

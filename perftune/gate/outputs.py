@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from perftune import textsafe
+from perftune import textsafe, units
 from perftune._version import __version__
 from perftune.analysis.stats import percent
 from perftune.capture.measure import Launch
@@ -114,10 +114,6 @@ def md_code(text: str, limit: int = MAX_NAME) -> str:
     return textsafe.md_code(text, limit)
 
 
-def _ms(value: float | None) -> str:
-    return "–" if value is None else f"{value:.3f} ms" if value < 10 else f"{value:.1f} ms"
-
-
 def _delta(value: float) -> str:
     return f"{value:+.3f} ms"
 
@@ -163,7 +159,7 @@ def _explanation_md(explanation: Explanation, fail_on_new: bool) -> list[str]:
             continue
         lines += [f"{title} (one profiled launch per side, per step):", "",
                   "| what | kind | base | head | change |", "|---|---|---:|---:|---:|"]
-        lines += [f"| {md_code(r.name)} | {md_escape(r.kind)} | {_ms(r.base_ms)} | {_ms(r.head_ms)} | "
+        lines += [f"| {md_code(r.name)} | {md_escape(r.kind)} | {units.ms(r.base_ms)} | {units.ms(r.head_ms)} | "
                   f"{_delta(r.delta_ms)} |" for r in rows]
         lines.append("")
     return lines
@@ -181,8 +177,8 @@ def render_markdown(verdict: Verdict, script: str) -> str:
         "",
         "| | base | head |",
         "|---|---:|---:|",
-        f"| step time (geometric mean of launch medians) | {_ms(est.base_geomean_ms)} | "
-        f"{_ms(est.head_geomean_ms)} |",
+        f"| step time (geometric mean of launch medians) | {units.ms(est.base_geomean_ms)} | "
+        f"{units.ms(est.head_geomean_ms)} |",
         f"| launches | {est.n_base} | {est.n_head} |",
         f"| launch-to-launch noise | {est.base_log_sd:.1%} | {est.head_log_sd:.1%} |",
     ]
@@ -193,7 +189,7 @@ def render_markdown(verdict: Verdict, script: str) -> str:
     notes = ["", "### Notes", "", *(f"- {md_escape(n, 500)}" for n in verdict.notes)] if verdict.notes else []
     launches = ["", "<details><summary>Launches (in run order)</summary>", "",
                 "| # | side | median step |", "|---:|---|---:|",
-                *(f"| {launch.seq} | {launch.side} | {_ms(launch.median_ms)} |" for launch in verdict.launches),
+                *(f"| {launch.seq} | {launch.side} | {units.ms(launch.median_ms)} |" for launch in verdict.launches),
                 "", "</details>"]
     footer = ["", f"<sub>perftune {__version__} · {verdict.elapsed_s:.0f} s · exit code "
                   f"{verdict.return_code}</sub>", ""]

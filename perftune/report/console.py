@@ -10,11 +10,13 @@ to rich as `Text`, never as markup, so `[bold]` in an op name prints as it is, a
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune import units
 from perftune.engine.types import Finding
 from perftune.textsafe import terminal_safe as _safe
 
@@ -35,10 +37,8 @@ _BREAKDOWN_LABELS = (
 )
 
 
-def _ms(value: Any) -> str:
-    if value is None:
-        return "-"
-    return f"{value:,.3f} ms" if value < 10 else f"{value:,.1f} ms"
+# The terminal marks a missing figure with an ASCII dash.
+_ms = functools.partial(units.ms, missing="-")
 
 
 def summary_lines(summary: dict[str, Any]) -> list[str]:

@@ -9,11 +9,11 @@ emphasis or table columns: names from a trace go in code spans.
 from __future__ import annotations
 
 import html
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from perftune import units
 from perftune.documents import document_data
 from perftune.engine.types import Finding
 from perftune.fsutil import write_text_atomic
@@ -28,13 +28,6 @@ _TRUNCATED = "\n\n> **Note:** this summary was truncated to fit {limit} KB; {res
 escape = md_text
 code = md_code
 fence = md_fence
-
-
-def _ms(value: Any) -> str:
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "–"
-    return f"{value:,.1f} ms" if abs(value) >= 100 else f"{value:.2f} ms" if abs(value) >= 1 \
-        else f"{value:.3f} ms"
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], align: str = "") -> str:
@@ -59,7 +52,7 @@ def _steps(view: RunView) -> str:
     if head is None:
         return "**Step time** not measured (no steps in this run)."
     kind = "unprofiled" if timing.measured is not None else "profiled"
-    text = (f"**Step time** median **{_ms(head.median)}** (p10 {_ms(head.p10)}, p90 {_ms(head.p90)}) "
+    text = (f"**Step time** median **{units.ms(head.median)}** (p10 {units.ms(head.p10)}, p90 {units.ms(head.p90)}) "
             f"over {head.count} {kind} steps")
     if timing.samples_per_s:
         text += f" · **{timing.samples_per_s:,.1f} samples/s**"
@@ -83,7 +76,7 @@ def _breakdown(view: RunView) -> str | None:
             continue
         if key == "communication_ms" and not value:
             continue
-        rows.append((name, _ms(value), f"{value / mean:.1%}" if mean else "–"))
+        rows.append((name, units.ms(value), f"{value / mean:.1%}" if mean else "–"))
     if not rows:
         return None
     return "### Where the time goes (mean per step)\n\n" + _table(("", "time", "share"), rows, "lrr")
@@ -100,15 +93,15 @@ def _ranks(view: RunView) -> str | None:
     compared = section.get("steps_compared") or 0
     table = _table(("rank", "median step", "own work", "wait for others", "communication",
                     "exposed", "slowest in"),
-                   [(str(r.get("rank")), _ms(r.get("median_step_ms")), _ms(r.get("busy_ms_per_step")),
-                     _ms(r.get("wait_ms_per_step")), _ms(r.get("comm_ms_per_step")),
-                     _ms(r.get("exposed_comm_ms_per_step")),
+                   [(str(r.get("rank")), units.ms(r.get("median_step_ms")), units.ms(r.get("busy_ms_per_step")),
+                     units.ms(r.get("wait_ms_per_step")), units.ms(r.get("comm_ms_per_step")),
+                     units.ms(r.get("exposed_comm_ms_per_step")),
                      f"{r.get('slowest_in_steps')} of {compared}") for r in rows[:64]],
                    "lrrrrrr")
     found = section.get("straggler")
     verdict = (f"**Straggler: rank {found.get('rank')}**, the slowest in "
                f"{found.get('slowest_in_steps')} of {found.get('steps')} steps; its own work is "
-               f"{_ms(found.get('margin_ms'))} per step above the others'."
+               f"{units.ms(found.get('margin_ms'))} per step above the others'."
                if isinstance(found, Mapping) else "No straggler.")
     return f"### Ranks (mean per step)\n\n{verdict}\n\n{table}"
 
@@ -155,9 +148,9 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
 
 def _findings_table(findings: Sequence[Finding], shown: int) -> str:
     total = sum(f.est_saving_ms_per_step for f in findings)
-    head = f"### Findings: {len(findings)}" + (f" (≈{_ms(total)} per step to gain)" if total else "")
+    head = f"### Findings: {len(findings)}" + (f" (≈{units.ms(total)} per step to gain)" if total else "")
     rows = [(str(n), f.severity.value, f"{f.code} {escape(f.name)}", code(f.location),
-             str(f.count), _ms(f.est_saving_ms_per_step) if f.est_saving_ms_per_step else "–")
+             str(f.count), units.ms(f.est_saving_ms_per_step) if f.est_saving_ms_per_step else "–")
             for n, f in enumerate(findings[:shown], 1)]
     more = f"\n\n… and {len(findings) - shown} more in `findings.json`." if len(findings) > shown else ""
     return head + "\n\n" + _table(("#", "severity", "rule", "where", "count", "saving / step"),
@@ -190,13 +183,13 @@ def _top(view: RunView) -> str | None:
     blocks = []
     ops = view.summary.get("top_host_ops") or []
     if ops:
-        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", _ms(r.get("self_ms")))
+        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", units.ms(r.get("self_ms")))
                 for r in ops[:10]]
         blocks.append("### Top host operators (self time)\n\n"
                       + _table(("operator", "calls", "self"), rows, "lrr"))
     kernels = view.summary.get("top_kernels") or []
     if kernels:
-        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", _ms(r.get("total_ms")))
+        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", units.ms(r.get("total_ms")))
                 for r in kernels[:10]]
         blocks.append("### Top kernels\n\n" + _table(("kernel", "calls", "total"), rows, "lrr"))
     return "\n\n".join(blocks) or None

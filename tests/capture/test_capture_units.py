@@ -100,7 +100,7 @@ def test_profiler_overhead_compares_profiled_with_later_warmup_steps(tmp_path: P
     lines = "\n".join(summary_lines(result))
     assert "+20.0%" in lines
     assert "5 found by the optimizer.step() hook" in lines
-    assert "3.0 MiB" in lines
+    assert "3.00 MiB" in lines
 
 
 def test_steps_json_round_trip(tmp_path: Path) -> None:

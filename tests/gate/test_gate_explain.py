@@ -48,7 +48,7 @@ def test_structural_changes_are_found_regardless_of_time() -> None:
     # The PFT206 moved by four lines (and lives in another checkout): not new.
     assert [f.code for f in explained.new_findings] == ["PFT202"]
     assert explained.new_problems == explained.structural
-    assert "500.0 MiB → 900.0 MiB" in explained.structural[2].message
+    assert "500.00 MiB → 900.00 MiB" in explained.structural[2].message
 
 
 def test_small_wobbles_are_not_structural() -> None:
