@@ -1,0 +1,65 @@
+"""steps.json and meta.json: written by the capture stage, which adds fields as it grows, so
+these Structs check the fields perftune reads and keep the rest (`forbid_unknown_fields=False`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+# ---------------------------------------------------------------------------- steps.json
+class _Open(msgspec.Struct, kw_only=True):
+    """A capture document: the fields perftune reads are checked, others are kept by the writer
+    and ignored here (the capture stage adds fields without a schema change)."""
+
+
+class StepEntry(_Open, kw_only=True):
+    index: int
+    start_s: float
+    duration_ms: float
+    phase: str
+    loss: float | None = None
+    samples: int | None = None
+
+
+class StepsDocument(_Open, kw_only=True):
+    """steps.json: every step the capture timed, and how the script ended."""
+
+    schema_version: int = 1
+    status: str
+    step_source: str = "time-window"
+    skip: int = 0
+    active: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    peak_memory_bytes: int | None = None
+    memory_kind: str = "rss"
+    declared_knobs: dict[str, Any] = msgspec.field(default_factory=dict)
+    knobs: dict[str, Any] = msgspec.field(default_factory=dict)
+    profiler: str = "off"
+    notes: list[str] = msgspec.field(default_factory=list)
+    steps: list[StepEntry] = msgspec.field(default_factory=list)
+    # A multi-rank job (`profile --nproc-per-node`): the rank whose steps are listed, and more.
+    steps_rank: int | None = None
+    world_size: int | None = None
+    failed_rank: int | None = None
+
+
+# ---------------------------------------------------------------------------- meta.json
+class MetaDocument(_Open, kw_only=True):
+    """meta.json: where and how the run was made. Every field is optional: a run directory
+    written by `analyze --out` has none, and the capture stage adds facts as it learns them."""
+
+    command: list[str] | None = None
+    argv: list[str] | None = None
+    cwd: str | None = None
+    script: str | None = None
+    module: str | None = None
+    git_commit: str | None = None
+    git_dirty: bool | None = None
+    python_version: str | None = None
+    hostname: str | None = None
+    perftune_version: str | None = None
+    start_time: str | None = None
+    wall_s: float | None = None
