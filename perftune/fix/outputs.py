@@ -48,13 +48,6 @@ def _speedup_text(m: Measured) -> str:
             f"{1 / s.low:.3g}×)")
 
 
-def _losses_text(m: Measured) -> str:
-    c = m.losses
-    if c.status == "match":
-        return f"match ({c.steps_compared} steps, max rel. diff {c.max_rel_diff or 0:.1e})"
-    return f"{c.status}: {c.reason}" if c.reason else c.status
-
-
 def _memory_ratio(m: Measured) -> float | None:
     return _round(m.memory.ratio, 3)
 

@@ -439,9 +439,6 @@ def self_times(trace: Trace) -> pd.DataFrame:
                          "self_us": self_us[rows]})
 
 
-_self_times = self_times
-
-
 def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
     """Host operators by total self time: name, calls, self_ms, total_ms."""
     df = self_times(trace)

@@ -286,7 +286,3 @@ def summarise_spread(values: Iterable[float]) -> float | None:
         return None
     middle = statistics.median(figures)
     return (max(figures) - min(figures)) / middle if middle else None
-
-
-def as_dict(record: TrialRecord) -> dict[str, Any]:
-    return {"number": record.number, "values": record.values, "role": record.role}

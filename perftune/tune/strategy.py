@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from perftune.capture.knobs import BATCH_SIZE, CHECKPOINT, PRECISION
 from perftune.tune.history import ConfigResult, History, noisy
@@ -304,8 +303,3 @@ def _repeat(history: History, settings: StrategySettings) -> Proposal | None:
     return Proposal(
         dict(config.values), "repeat", f"repeat {have + 1}/{wanted} of candidate #{rank + 1}"
     )
-
-
-def trial_values(values: Mapping[str, Any], space: SearchSpace) -> dict[str, Value]:
-    """Values in the space's knob order (for display and the study record)."""
-    return {name: values[name] for name in space.names if name in values}

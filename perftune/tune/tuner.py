@@ -7,7 +7,7 @@ Stops when the strategy has nothing left, at --max-trials, at the --time-budget,
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -401,7 +401,3 @@ class Tuner:
             r.number < number and r.key == key and r.counts and r.role not in ("repeat", "recheck")
             for r in study.records()
         )
-
-
-def count_trials(records: Sequence[TrialRecord]) -> int:
-    return sum(1 for r in records if r.counts)
