@@ -242,16 +242,26 @@ class EventStream:
         else:
             self._fh.seek(0)
             self._blocks = _blocks(self._fh, self.path, self.limit)
+        look = split
         while True:
             if self._pos + len(self._buf) > split:
                 self._drop(split)
-                m = _SEPARATOR.search(self._buf, max(self._off, split - self._pos))
+                m = _SEPARATOR.search(self._buf, max(self._off, look - self._pos))
                 if m is not None:
                     return self._pos + m.end() - 1
+                look = self._resume(look)
             elif self._buf:
                 self._drop(self._pos + len(self._buf))
             if not self._more():
                 return None
+
+    def _resume(self, look: int) -> int:
+        """Where a separator search that found nothing from text offset `look` goes on once
+        more text has come: at the last `}` it passed (a separator cut by the end of the buffer
+        starts there), else at the end. Searching from `look` again would rescan the whole
+        buffer per block: quadratic in a stretch without separators (a gzip bomb of blanks)."""
+        brace = self._buf.rfind(b"}", max(self._off, look - self._pos))
+        return self._pos + (brace if brace >= 0 else len(self._buf))
 
     # -------------------------------------------------------------- events
     def read(self, start: int, stop: int | None = None) -> Iterator[list[Any]]:
@@ -264,9 +274,13 @@ class EventStream:
             if stop is not None:
                 target = min(target, stop)
             m = None
+            look = target  # text offset where the search starts
             while True:  # _more may compact the buffer: positions are recomputed each time
-                m = _SEPARATOR.search(self._buf, max(self._off, target - self._pos))
-                if m is not None or not self._more():
+                m = _SEPARATOR.search(self._buf, max(self._off, look - self._pos))
+                if m is not None:
+                    break
+                look = self._resume(look)
+                if not self._more():
                     break
             if m is None:
                 yield from self._last(bytes(self._buf[self._off:]))
