@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune import units
+from perftune.analysis.compare import slower_and_faster, time_deltas
 from perftune.errors import PerftuneError
 
 if TYPE_CHECKING:
@@ -265,11 +266,6 @@ def _with_notes(summary: ProfileSummary, notes: Sequence[str]) -> ProfileSummary
                           memory_kind=summary.memory_kind, notes=(*summary.notes, *notes))
 
 
-def _shares(kind: str, base: Mapping[str, float], head: Mapping[str, float]) -> list[TimeShare]:
-    return [TimeShare(name=name, kind=kind, base_ms=base.get(name, 0.0), head_ms=head.get(name, 0.0))
-            for name in sorted(set(base) | set(head))]
-
-
 def _count_increase(kind: str, what: str, base: float | None, head: float | None) -> StructuralChange | None:
     if base is None or head is None:
         return None
@@ -297,11 +293,15 @@ def compare(base: ProfileSummary, head: ProfileSummary) -> Explanation:
     """What got slower or faster, and what is structurally new in head."""
     reference = base.step_ms or 0.0
     floor = max(MIN_OP_DELTA_MS, MIN_OP_DELTA_SHARE * reference)
-    shares = (_shares("category", base.categories_ms, head.categories_ms)
-              + _shares("operator", base.operators_ms, head.operators_ms)
-              + _shares("kernel", base.kernels_ms, head.kernels_ms))
-    slower = sorted((s for s in shares if s.delta_ms >= floor), key=lambda s: -s.delta_ms)
-    faster = sorted((s for s in shares if -s.delta_ms >= floor), key=lambda s: s.delta_ms)
+    deltas = []
+    for kind, a, b in (("category", base.categories_ms, head.categories_ms),
+                       ("operator", base.operators_ms, head.operators_ms),
+                       ("kernel", base.kernels_ms, head.kernels_ms)):
+        deltas += time_deltas({(kind, k): v for k, v in a.items()},
+                              {(kind, k): v for k, v in b.items()}, floor,
+                              keys=[(kind, name) for name in sorted(set(a) | set(b))])
+    slower, faster = (tuple(TimeShare(name=d.key[1], kind=d.key[0], base_ms=d.a_ms, head_ms=d.b_ms)
+                            for d in side) for side in slower_and_faster(deltas, MAX_LISTED))
 
     structural: list[StructuralChange] = []
     for change in (
@@ -321,5 +321,5 @@ def compare(base: ProfileSummary, head: ProfileSummary) -> Explanation:
                     kind="new-finding", finding=finding,
                     message=f"new {finding.code} {finding.name} at {finding.where}: {finding.message}"))
     notes = tuple(dict.fromkeys((*base.notes, *head.notes)))
-    return Explanation(base=base, head=head, slower=tuple(slower[:MAX_LISTED]),
-                       faster=tuple(faster[:MAX_LISTED]), structural=tuple(structural), notes=notes)
+    return Explanation(base=base, head=head, slower=slower, faster=faster,
+                       structural=tuple(structural), notes=notes)

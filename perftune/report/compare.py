@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perftune.analysis import stats
+from perftune.analysis.compare import slower_and_faster, time_deltas
 from perftune.documents import (
     DiffCategory,
     DiffDocument,
@@ -347,24 +348,17 @@ def _op_deltas(a: RunFacts, b: RunFacts, top: int) -> tuple[tuple[OpDelta, ...],
     ta, tb = table(a.ops), table(b.ops)
     base = float(np.median(a.step_ms)) if a.step_ms else 0.0
     floor = max(0.005, 0.002 * base)  # ignore changes below 0.2 % of a step (or 5 µs)
-    deltas = []
-    for key in ta.keys() | tb.keys():
-        (ams, acalls), (bms, bcalls) = ta.get(key, [0.0, 0.0]), tb.get(key, [0.0, 0.0])
-        delta = bms - ams
-        if abs(delta) < floor:
-            continue
-        if key not in ta:
-            status = "new"
-        elif key not in tb:
-            status = "gone"
-        else:
-            if ams > 0 and abs(delta) / ams < 0.05:
-                continue  # within 5 %: run-to-run noise rather than a change
-            status = "slower" if delta > 0 else "faster"
-        deltas.append(OpDelta(key[0], key[1], key[2], ams, bms, acalls, bcalls, status))
-    slower = sorted((d for d in deltas if d.delta_ms > 0), key=lambda d: -d.delta_ms)[:top]
-    faster = sorted((d for d in deltas if d.delta_ms < 0), key=lambda d: d.delta_ms)[:top]
-    return tuple(slower), tuple(faster), use_shapes
+    # Within 5 % of A's time: run-to-run noise rather than a change.
+    changed = time_deltas({k: v[0] for k, v in ta.items()}, {k: v[0] for k, v in tb.items()},
+                          floor, min_relative=0.05)
+    slower, faster = (
+        tuple(OpDelta(d.key[0], d.key[1], d.key[2], d.a_ms, d.b_ms,
+                      ta.get(d.key, [0.0, 0.0])[1], tb.get(d.key, [0.0, 0.0])[1],
+                      "new" if not d.in_a else "gone" if not d.in_b
+                      else "slower" if d.delta_ms > 0 else "faster")
+              for d in side)
+        for side in slower_and_faster(changed, top))
+    return slower, faster, use_shapes
 
 
 def _location_key(f: Finding) -> tuple[Any, ...]:
