@@ -18,6 +18,7 @@ from perftune.rundir import FINDINGS, SUMMARY, RunDir
 from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
+from perftune.trace.tables import Tables
 
 
 @dataclass(frozen=True)
@@ -87,11 +88,12 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
     ctx = Context.build(trace, source_roots)
     access = ctx.source.access
     findings = run_engine(ctx, rules.select, rules.ignore, rules.preview, rules.options)
-    return Analysis(trace=trace, summary=summary_of(trace, rules), findings=tuple(findings),
+    return Analysis(trace=trace, summary=summary_of(trace, rules, ctx.tables), findings=tuple(findings),
                     source_roots=access.roots)
 
 
-def summary_of(trace: Trace, rules: RuleSelection | None = None) -> dict[str, Any]:
+def summary_of(trace: Trace, rules: RuleSelection | None = None,
+               tables: Tables | None = None) -> dict[str, Any]:
     """summary.json: the trace's summary, with the multi-rank section when two or more ranks
     were loaded (per-rank steps, skew, stragglers, communication and collective waits). The
     straggler threshold is rule PFT602's, with its `[tool.perftune.rules.PFT602]` options."""
@@ -100,7 +102,8 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None) -> dict[str, An
     summary = summarize(trace)
     options = (rules.options if rules is not None else {}).get("PFT602", {})
     section = multi_rank_summary(trace, float(options.get("min_skew_ms", STRAGGLER_MIN_MS)),
-                                 float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)))
+                                 float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)),
+                                 tables=tables)  # the rank tables the rules computed
     if section is not None:
         summary["multi_rank"] = section
     return summary

@@ -10,10 +10,10 @@ context, and live as long as it does — there are no module-level caches keyed 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from perftune.engine.attribution import (
     CallSite,
@@ -34,6 +34,7 @@ from perftune.trace.model import Trace
 from perftune.trace.quality_metrics import PhaseTimes, read_phase_times
 from perftune.trace.roofline import Peaks, peaks_for
 from perftune.trace.sync_metrics import HostIndex
+from perftune.trace.tables import Tables
 
 T = TypeVar("T")
 
@@ -65,7 +66,6 @@ class Context:
     phase_times: PhaseTimes | None = None
     # Where the host's peaks come from on a CPU trace: `perftune machine`'s cache by default.
     machine_source: Callable[[], MachinePeaks | None] = cached_machine_peaks
-    _facts: dict[Callable[[Trace], Any], Any] = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, trace: Trace, source_roots: Iterable[str | Path] | None = None, *,
@@ -86,6 +86,11 @@ class Context:
         return HostIndex(self.trace)
 
     @cached_property
+    def tables(self) -> Tables:
+        """The per-trace tables of this run (kernel statistics, idle gaps, ranks, ...)."""
+        return Tables(self.trace)
+
+    @cached_property
     def machine(self) -> MachinePeaks | None:
         return self.machine_source()
 
@@ -94,12 +99,9 @@ class Context:
         """The roofs of the trace's device (GPU table, or this machine's measured peaks)."""
         return peaks_for(self.trace, None if self.trace.has_device_activity else self.machine)
 
-    def fact(self, compute: Callable[[Trace], T]) -> T:
-        """A per-trace table (`compute(trace)`), computed on first use and kept for the run."""
-        if compute not in self._facts:
-            self._facts[compute] = compute(self.trace)
-        value: T = self._facts[compute]
-        return value
+    def fact(self, table: Callable[[Trace, Tables | None], T]) -> T:
+        """A per-trace table (`table(trace, tables)`), computed on first use, kept for the run."""
+        return self.tables(table)
 
     # ------------------------------------------------------------------ source attribution
     def attribute(self, occurrences: Sequence[Occurrence],

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from perftune.trace import categories as C
-from perftune.trace.device_metrics import memoized
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
+from perftune.trace.tables import Tables
 
 
 # ---------------------------------------------------------------------------- intervals
@@ -100,8 +100,7 @@ class CommStep:
         return self.exposed_ms / self.step_dur_ms if self.step_dur_ms > 0 else 0.0
 
 
-@memoized
-def comm_overlap(trace: Trace) -> list[CommStep]:
+def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     """Per rank and step: collective kernel time, and how much of it compute does not hide."""
     ev = trace.events
     comm = comm_kernel_mask(trace)
@@ -154,8 +153,7 @@ class CollectiveWait:
     matched: int  # collectives matched with the same collective in other steps
 
 
-@memoized
-def collective_waits(trace: Trace) -> list[CollectiveWait]:
+def collective_waits(trace: Trace, tables: Tables | None = None) -> list[CollectiveWait]:
     """Per rank and step: how much longer its collectives ran than their fastest instances.
 
     The k-th launch of a collective kernel in each step moves the same data every step, so

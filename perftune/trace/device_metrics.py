@@ -2,42 +2,21 @@
 
 Device time under each host op, dtype sizes from `Input type`, tensor inputs from `Input Dims`,
 the batch size guessed from activations. Pure functions over a `Trace`; expensive per-trace
-arrays are memoised on the trace object (a trace does not change once loaded), so rules that
-need the same array compute it once.
+arrays are tables (`fn(trace, tables=None)`, perftune.trace.tables): the analysis context holds
+one `Tables` per run, so rules that need the same array compute it once.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import weakref
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.model import NO_ID, Trace, subtree_sums
-
-T = TypeVar("T")
-
-_MEMO: weakref.WeakKeyDictionary[Trace, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def memoized(fn: Callable[[Trace], T]) -> Callable[[Trace], T]:
-    """Cache a one-argument function of a trace for the trace's lifetime."""
-    key = f"{fn.__module__}.{fn.__qualname__}"
-
-    @functools.wraps(fn)
-    def wrapper(trace: Trace) -> T:
-        slot = _MEMO.setdefault(trace, {})
-        if key not in slot:
-            slot[key] = fn(trace)
-        value: T = slot[key]
-        return value
-
-    return wrapper
-
+from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- dtypes
 _DTYPE_BYTES = {
@@ -107,8 +86,7 @@ def tensor_inputs(trace: Trace, row: int) -> list[tuple[list[int], str]]:
 
 
 # ---------------------------------------------------------------------------- device time
-@memoized
-def inclusive_device_us(trace: Trace) -> np.ndarray:
+def inclusive_device_us(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """For every host row: device work time (µs) issued under it, itself included.
 
     A kernel counts for the runtime call that launched it and for every host event enclosing
@@ -126,8 +104,7 @@ def inclusive_device_us(trace: Trace) -> np.ndarray:
     return subtree_sums(trace.parent, per_launch)
 
 
-@memoized
-def kernels_under(trace: Trace) -> np.ndarray:
+def kernels_under(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """For every host row: how many kernels were launched under it (inclusive)."""
     ev = trace.events
     launch = trace.launch_of_device_event
@@ -137,26 +114,25 @@ def kernels_under(trace: Trace) -> np.ndarray:
     return out
 
 
-@memoized
-def names(trace: Trace) -> np.ndarray:
+def names(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """Every row's name as a numpy object array (fast per-row access in loops)."""
     col = trace.events["name"]
     names: np.ndarray = np.asarray(col.cat.categories, dtype=object)[col.cat.codes.to_numpy()]
     return names
 
 
-@memoized
-def op_mask(trace: Trace) -> np.ndarray:
+def op_mask(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """Rows that are cpu_ops (ATen operators and other recorded operators)."""
     return np.asarray(trace.cat_mask({C.CPU_OP}), dtype=bool)
 
 
-def launching_op(trace: Trace, device_row: int) -> int | None:
+def launching_op(trace: Trace, device_row: int, tables: Tables | None = None) -> int | None:
     """The innermost cpu_op above the runtime call that launched a device event."""
+    t = Tables.of(trace, tables)
     launch = int(trace.launch_of_device_event[device_row])
     if launch == NO_ID:
         return None
-    is_op = op_mask(trace)
+    is_op = t(op_mask)
     parent = trace.parent
     p = int(parent[launch])
     while p != NO_ID:
@@ -166,9 +142,10 @@ def launching_op(trace: Trace, device_row: int) -> int | None:
     return None
 
 
-def outermost_op(trace: Trace, row: int) -> int | None:
+def outermost_op(trace: Trace, row: int, tables: Tables | None = None) -> int | None:
     """The outermost cpu_op enclosing (or being) a host row: what the user's line called."""
-    is_op = op_mask(trace)
+    t = Tables.of(trace, tables)
+    is_op = t(op_mask)
     parent = trace.parent
     found = row if is_op[row] else None
     p = int(parent[row])

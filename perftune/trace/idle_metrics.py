@@ -25,9 +25,9 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.comm import covered, merge_intervals
-from perftune.trace.device_metrics import memoized
 from perftune.trace.metrics import clipped_sums, covered_in_windows, sync_call_mask
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
+from perftune.trace.tables import Tables
 
 CAUSES = ("input", "sync", "dependency", "launch", "host")
 LAUNCH_GAP_US = 10.0
@@ -74,8 +74,7 @@ def _work_mask(trace: Trace) -> np.ndarray:
     return mask
 
 
-@memoized
-def idle_gaps(trace: Trace) -> list[IdleGap]:
+def idle_gaps(trace: Trace, tables: Tables | None = None) -> list[IdleGap]:
     """Every gap in device activity inside a step, with its cause (see the module docstring)."""
     return _idle_gaps(trace, LAUNCH_GAP_US)
 
@@ -146,12 +145,12 @@ def _classify(g0: float, g1: float, r: int, k: int, dls: np.ndarray, dle: np.nda
     return IdleGap(r, k, g0, g1, "host", int(launch[nxt]) if nxt != NO_ID and launch[nxt] != NO_ID else NO_ID, nxt)
 
 
-@memoized
-def step_idle(trace: Trace) -> list[StepIdle]:
+def step_idle(trace: Trace, tables: Tables | None = None) -> list[StepIdle]:
     """Per step: device busy and idle time (ms) on the device timeline, idle split by cause."""
+    t = Tables.of(trace, tables)
     if not trace.has_device_activity:
         return []
-    gaps = idle_gaps(trace)
+    gaps = t(idle_gaps)
     by_step: dict[int, dict[str, float]] = {}
     for g in gaps:
         slot = by_step.setdefault(g.step, {})
@@ -189,8 +188,7 @@ class TinyKernels:
     kernel_count: int  # all kernels in steps
 
 
-@memoized
-def tiny_kernels(trace: Trace) -> TinyKernels:
+def tiny_kernels(trace: Trace, tables: Tables | None = None) -> TinyKernels:
     ev = trace.events
     kern = (ev["cat"] == C.KERNEL).to_numpy()
     launch = trace.launch_of_device_event
@@ -244,8 +242,7 @@ class HostOverhead:
         return (self.python_ms + self.tiny_op_ms) / self.dur_ms if self.dur_ms > 0 else 0.0
 
 
-@memoized
-def host_overhead(trace: Trace) -> list[HostOverhead]:
+def host_overhead(trace: Trace, tables: Tables | None = None) -> list[HostOverhead]:
     return host_overhead_with(trace, tiny_op_us=20.0)
 
 

@@ -14,9 +14,10 @@ import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace import device_specs
-from perftune.trace.device_metrics import launching_op, memoized, outermost_op
+from perftune.trace.device_metrics import launching_op, outermost_op
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.roofline import uses_tensor_cores
+from perftune.trace.tables import Tables
 
 _MATRIX = re.compile(
     r"gemm|conv|scudnn|winograd|dgrad|wgrad|fprop|xmma|cutlass|nvjet|Cijk_|igemm|"
@@ -53,8 +54,7 @@ def _props(trace: Trace, rank: int, device: int) -> dict[str, object]:
         dict(trace.device_properties[0]) if trace.device_properties else {})
 
 
-@memoized
-def kernel_table(trace: Trace) -> pd.DataFrame:
+def kernel_table(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     """One row per kernel: row, rank, device, name, dur, ts, blocks (grid product), threads
     (block product), registers, shared_memory, blocks_per_sm, occupancy (the profiler's estimate,
     %), sms (of its device), matrix, tensor_core, launch (runtime row); -1 / NaN when unknown."""
@@ -107,9 +107,9 @@ class MatrixKernelUse:
     simt_rows: np.ndarray
 
 
-@memoized
-def matrix_kernel_use(trace: Trace) -> MatrixKernelUse:
-    table = kernel_table(trace)
+def matrix_kernel_use(trace: Trace, tables: Tables | None = None) -> MatrixKernelUse:
+    t = Tables.of(trace, tables)
+    table = t(kernel_table)
     empty = MatrixKernelUse(0.0, 0.0, 0.0, 0.0, [], np.empty(0, np.int64))
     if table.empty:
         return empty
@@ -122,7 +122,7 @@ def matrix_kernel_use(trace: Trace) -> MatrixKernelUse:
     fp32_rows: list[int] = []
     dur = trace.events["dur"].to_numpy()
     for row in simt["row"].tolist():
-        op = launching_op(trace, int(row))
+        op = launching_op(trace, int(row), t)
         dtype = _op_dtype(trace, op) if op is not None else None
         if dtype in ("fp16", "bf16"):
             half_us += float(dur[int(row)])
@@ -148,19 +148,21 @@ def _op_dtype(trace: Trace, op: int) -> str | None:
     return None
 
 
-def user_op_of_kernel(trace: Trace, row: int) -> int | None:
-    """The outermost op above a kernel's launch (what the user's line called)."""
-    inner = launching_op(trace, row)
-    return outermost_op(trace, inner) if inner is not None else None
+def user_op_of_kernel(trace: Trace, row: int, tables: Tables | None = None) -> int | None:
+    """The outermost op above a kernel's launch (what the user's line called); pass `tables`
+    when calling it for many kernels."""
+    t = Tables.of(trace, tables)
+    inner = launching_op(trace, row, t)
+    return outermost_op(trace, inner, t) if inner is not None else None
 
 
 # ---------------------------------------------------------------------------- grid fill
-@memoized
-def grid_fill(trace: Trace) -> pd.DataFrame:
+def grid_fill(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     """Per kernel with known launch dims: blocks, SMs, fill (blocks / SMs, at most 1), resident
     blocks per SM (occupancy calculator), waves, wave efficiency, theoretical occupancy and its
     limiter, the profiler's occupancy estimate (%), library / triton flags."""
-    table = kernel_table(trace)
+    t = Tables.of(trace, tables)
+    table = t(kernel_table)
     cols = ["row", "rank", "name", "dur", "blocks", "threads", "sms", "fill",
             "resident_blocks_per_sm", "waves", "wave_efficiency", "theoretical_occupancy",
             "limiter", "occupancy", "registers", "shared_memory", "library", "triton"]

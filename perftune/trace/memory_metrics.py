@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from perftune.trace import categories as C
-from perftune.trace.device_metrics import memoized
 from perftune.trace.frames import parse_python_function
 from perftune.trace.model import NO_ID, Trace
+from perftune.trace.tables import Tables
 
 CUDA_DEVICE_TYPE = 1  # c10::DeviceType::CUDA (HIP builds report CUDA too)
 _MEMORY_COLUMNS = ("rank", "ts", "device_type", "device_id", "bytes", "total_allocated",
@@ -73,8 +73,7 @@ def _capacity(trace: Trace, rank: int, device_id: int) -> tuple[int | None, str 
             str(name) if name is not None else None)
 
 
-@memoized
-def device_memory_peaks(trace: Trace) -> list[MemoryPeak]:
+def device_memory_peaks(trace: Trace, tables: Tables | None = None) -> list[MemoryPeak]:
     """Peak allocated / reserved bytes per (rank, device) from the GPU allocator's events."""
     mem = memory_frame(trace)
     out: list[MemoryPeak] = []
@@ -127,8 +126,7 @@ def _first_step_indices(trace: Trace) -> set[int]:
     return set(first.values())
 
 
-@memoized
-def allocator_calls(trace: Trace) -> AllocatorCalls:
+def allocator_calls(trace: Trace, tables: Tables | None = None) -> AllocatorCalls:
     ev = trace.events
     names = ev["name"]
     host = ~ev["is_device"].to_numpy()

@@ -33,9 +33,9 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.comm import collective_kind, comm_overlap, covered, merge_intervals
-from perftune.trace.device_metrics import memoized
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
+from perftune.trace.tables import Tables
 
 # Host-side collectives that *run* on the host (CPU backends): gloo's worker threads annotate
 # each collective they execute. `nccl:*` host annotations only enqueue device work and are not
@@ -71,8 +71,7 @@ def _host_collective_mask(trace: Trace) -> np.ndarray:
     return mask
 
 
-@memoized
-def comm_source(trace: Trace) -> dict[int, str]:
+def comm_source(trace: Trace, tables: Tables | None = None) -> dict[int, str]:
     """Per rank: 'device' (communication kernels), 'host' (CPU collectives) or 'none'."""
     rank = trace.events["rank"].to_numpy()
     device = np.asarray(trace.comm_kernel_mask, dtype=bool)
@@ -85,14 +84,14 @@ def comm_source(trace: Trace) -> dict[int, str]:
     return out
 
 
-@memoized
-def collective_calls(trace: Trace) -> list[CollectiveCall]:
+def collective_calls(trace: Trace, tables: Tables | None = None) -> list[CollectiveCall]:
     """Every collective inside a step, per rank, in start order (see `comm_source`)."""
+    t = Tables.of(trace, tables)
     ev = trace.events
     ts = ev["ts"].to_numpy()
     dur = ev["dur"].to_numpy()
     rank = ev["rank"].to_numpy()
-    sources = comm_source(trace)
+    sources = t(comm_source)
     device_mask = np.asarray(trace.comm_kernel_mask, dtype=bool)
     host_mask = _host_collective_mask(trace)
     dev_step = device_event_steps(trace) if device_mask.any() else None
@@ -140,12 +139,12 @@ class CollectiveWait:
         return max(self.wait_ms.values(), default=0.0)
 
 
-@memoized
-def collective_waits(trace: Trace) -> list[CollectiveWait]:
+def collective_waits(trace: Trace, tables: Tables | None = None) -> list[CollectiveWait]:
     """Per collective call index (step, position in the step) present on two or more ranks
     with the same kind: the per-rank duration minus the minimum across ranks."""
+    t = Tables.of(trace, tables)
     groups: dict[tuple[int, int], list[CollectiveCall]] = {}
-    for call in collective_calls(trace):
+    for call in t(collective_calls):
         groups.setdefault((call.step, call.seq), []).append(call)
     out: list[CollectiveWait] = []
     for (step, seq), calls in sorted(groups.items()):
@@ -178,11 +177,11 @@ class RankStep:
     matched: int  # of which matched with other ranks
 
 
-@memoized
-def compute_intervals(trace: Trace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def compute_intervals(trace: Trace, tables: Tables | None = None) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per rank, the merged intervals (µs) during which it computed: its non-communication
     kernels when its collectives are kernels; else its host operators on threads that run no
     collective, leaving out operators that only enqueue or wait for communication."""
+    t = Tables.of(trace, tables)
     ev = trace.events
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
@@ -194,7 +193,7 @@ def compute_intervals(trace: Trace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     host_comm = _host_collective_mask(trace)
     ops = trace.cat_mask({C.CPU_OP}) & ~trace.is_device & ~trace.name_matches(_HOST_COMM_OP)
     out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for r, source in comm_source(trace).items():
+    for r, source in t(comm_source).items():
         on_rank = rank == r
         if source == "device":
             rows = np.flatnonzero(kernels & on_rank)
@@ -210,17 +209,18 @@ def compute_intervals(trace: Trace) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _host_exposure(trace: Trace) -> dict[tuple[int, int], tuple[float, float]]:
+def _host_exposure(trace: Trace, tables: Tables | None = None) -> dict[tuple[int, int], tuple[float, float]]:
     """(comm µs, exposed µs) per (rank, index into trace.steps) for ranks with host collectives
     (device collectives: `comm.comm_overlap`)."""
+    t = Tables.of(trace, tables)
     ev = trace.events
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
     rank = ev["rank"].to_numpy()
     comm = _host_collective_mask(trace)
-    compute = compute_intervals(trace)
+    compute = t(compute_intervals)
     out: dict[tuple[int, int], tuple[float, float]] = {}
-    for r, source in comm_source(trace).items():
+    for r, source in t(comm_source).items():
         if source != "host":
             continue
         comm_rows = np.flatnonzero(comm & (rank == r))
@@ -239,22 +239,22 @@ def _host_exposure(trace: Trace) -> dict[tuple[int, int], tuple[float, float]]:
     return out
 
 
-@memoized
-def rank_steps(trace: Trace) -> list[RankStep]:
+def rank_steps(trace: Trace, tables: Tables | None = None) -> list[RankStep]:
     """One row per step of every rank: duration, communication, exposure, wait, busy time."""
-    device = {(c.rank, c.step): (c.comm_ms, c.exposed_ms) for c in comm_overlap(trace)}
+    t = Tables.of(trace, tables)
+    device = {(c.rank, c.step): (c.comm_ms, c.exposed_ms) for c in t(comm_overlap)}
     host = {key: (c / 1000.0, e / 1000.0) for key, (c, e) in _host_exposure(trace).items()}
     # A rank that arrives early waits at the start of the collective: the first `wait` ms of
     # each call are waiting. Buckets reduced concurrently (several gloo threads, streams)
     # overlap, so the waits of one step are a union, never more than the step.
     spans: dict[tuple[int, int], list[tuple[float, float]]] = {}
     matched: Counter[tuple[int, int]] = Counter()
-    for w in collective_waits(trace):
+    for w in t(collective_waits):
         for r, wait in w.wait_ms.items():
             spans.setdefault((r, w.step), []).append((w.start_ms[r], w.start_ms[r] + wait))
             matched[(r, w.step)] += 1
     waits: dict[tuple[int, int], tuple[float, float]] = {}
-    compute = compute_intervals(trace)
+    compute = t(compute_intervals)
     for key, pairs in spans.items():
         starts, ends = merge_intervals(np.asarray([a for a, _ in pairs]),
                                        np.asarray([b for _, b in pairs]))
@@ -262,7 +262,7 @@ def rank_steps(trace: Trace) -> list[RankStep]:
         hidden = float(np.sum(covered(cs, ce, starts * 1000.0, ends * 1000.0))) / 1000.0
         total = float(np.sum(ends - starts))
         waits[key] = (total, max(0.0, total - hidden))
-    calls: Counter[tuple[int, int]] = Counter((c.rank, c.step) for c in collective_calls(trace))
+    calls: Counter[tuple[int, int]] = Counter((c.rank, c.step) for c in t(collective_calls))
     out: list[RankStep] = []
     for k, step in sorted(enumerate(trace.steps), key=lambda ks: (ks[1].rank, ks[1].start)):
         comm_ms, exposed_ms = device.get((step.rank, k)) or host.get((step.rank, k)) or (0.0, 0.0)
@@ -295,11 +295,11 @@ def _busy(row: RankStep, waits_known: bool) -> float:
     return row.busy_ms if waits_known else row.dur_ms - row.comm_ms
 
 
-@memoized
-def steps_across_ranks(trace: Trace) -> list[StepAcrossRanks]:
+def steps_across_ranks(trace: Trace, tables: Tables | None = None) -> list[StepAcrossRanks]:
     """Per step index present on two or more ranks: skew, and who was slowest."""
+    t = Tables.of(trace, tables)
     by_step: dict[int, list[RankStep]] = {}
-    for row in rank_steps(trace):
+    for row in t(rank_steps):
         by_step.setdefault(row.step, []).append(row)
     out: list[StepAcrossRanks] = []
     for step, rows in sorted(by_step.items()):
@@ -340,14 +340,15 @@ class Straggler:
         return self.slowest_in * 2 >= self.steps
 
 
-def straggler_candidate(trace: Trace) -> Straggler | None:
+def straggler_candidate(trace: Trace, tables: Tables | None = None) -> Straggler | None:
     """The rank with the largest median margin over the others' busy time, whatever its size
     (None with fewer than two ranks per step). `straggler` applies the thresholds."""
-    table = steps_across_ranks(trace)
+    t = Tables.of(trace, tables)
+    table = t(steps_across_ranks)
     if not table:
         return None
     by_step: dict[int, list[RankStep]] = {}
-    for row in rank_steps(trace):
+    for row in t(rank_steps):
         by_step.setdefault(row.step, []).append(row)
     margins: dict[int, list[float]] = {}
     for s in table:
@@ -399,16 +400,17 @@ def _rounded(value: Any) -> Any:
 
 
 def multi_rank_summary(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
-                       min_share: float = STRAGGLER_MIN_SHARE) -> dict[str, Any] | None:
+                       min_share: float = STRAGGLER_MIN_SHARE, tables: Tables | None = None) -> dict[str, Any] | None:
     """summary.json's `multi_rank` section; None when fewer than two ranks were loaded.
     `min_ms` and `min_share` are the straggler thresholds (`straggler`)."""
+    t = Tables.of(trace, tables)
     if len(trace.rank_ids) < 2:
         return None
-    rows = rank_steps(trace)
-    table = steps_across_ranks(trace)
-    waits = collective_waits(trace)
+    rows = t(rank_steps)
+    table = t(steps_across_ranks)
+    waits = t(collective_waits)
     slowest = Counter(s.slowest_rank for s in table)
-    sources = comm_source(trace)
+    sources = t(comm_source)
     per_rank = []
     for r in sorted(trace.rank_ids):
         mine = [row for row in rows if row.rank == r]
@@ -447,7 +449,7 @@ def multi_rank_summary(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
                       "max_wait_ms": s.max_wait_ms} for s in table],
         "rank_steps": [asdict(row) for row in rows],
         "collectives": {
-            "calls": len(collective_calls(trace)),
+            "calls": len(t(collective_calls)),
             "matched": len(waits),
             "wait_ms_by_rank": {str(r): sum(row.wait_ms for row in rows if row.rank == r)
                                 for r in sorted(trace.rank_ids)},

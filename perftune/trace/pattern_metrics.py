@@ -16,7 +16,6 @@ from perftune.trace import categories as C
 from perftune.trace.device_metrics import (
     dtype_bytes,
     inclusive_device_us,
-    memoized,
     names,
     numel,
     tensor_inputs,
@@ -24,6 +23,7 @@ from perftune.trace.device_metrics import (
 from perftune.trace.frames import Frame
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.roofline import OpCost, base_name, counted_ops
+from perftune.trace.tables import Tables
 
 # Ops under these annotations belong to the backward pass or the optimizer (the per-parameter-optimizer rule's subject).
 _SKIP_UNDER = ("autograd::engine::evaluate_function", "Optimizer.step#", "Optimizer.zero_grad#")
@@ -49,20 +49,20 @@ class OpRecord:
     time_us: float  # device time on GPU traces, wall time on CPU traces
 
 
-@memoized
-def forward_sequences(trace: Trace) -> dict[tuple[int, int, int], list[OpRecord]]:
+def forward_sequences(trace: Trace, tables: Tables | None = None) -> dict[tuple[int, int, int], list[OpRecord]]:
     """Per host thread: its forward top-level ops in time order (costed or not)."""
+    t = Tables.of(trace, tables)
     ev = trace.events
-    counted = counted_ops(trace)
+    counted = t(counted_ops)
     cats = ev["cat"].to_numpy()
     is_op = cats == C.CPU_OP
     parent = trace.parent
     on_device = trace.has_device_activity
-    dev = inclusive_device_us(trace) if on_device else None
+    dev = t(inclusive_device_us) if on_device else None
     dur = ev["dur"].to_numpy()
     out: dict[tuple[int, int, int], list[OpRecord]] = {}
     rows = np.flatnonzero(is_op)
-    row_names = names(trace)
+    row_names = t(names)
     rank, pid, tid, ts = (ev["rank"].to_numpy(), ev["pid"].to_numpy(), ev["tid"].to_numpy(),
                           ev["ts"].to_numpy())
     for row in rows.tolist():
@@ -128,11 +128,12 @@ def _is_chain_op(rec: OpRecord) -> bool:
 
 
 
-def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int) -> list[ElementwiseChain]:
+def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int, tables: Tables | None = None) -> list[ElementwiseChain]:
     """Runs of unfused elementwise / normalisation ops over one large shape from one function."""
+    t = Tables.of(trace, tables)
     frames: dict[int, Frame | None] = {}
     out: list[ElementwiseChain] = []
-    for seq in forward_sequences(trace).values():
+    for seq in t(forward_sequences).values():
         run: list[OpRecord] = []
         run_frame: Frame | None = None
 
@@ -234,10 +235,11 @@ def _matmul_out(trace: Trace, rec: OpRecord) -> tuple[tuple[int, ...], int] | No
 
 
 
-def find_attention_patterns(trace: Trace, min_len: int) -> list[AttentionPattern]:
+def find_attention_patterns(trace: Trace, min_len: int, tables: Tables | None = None) -> list[AttentionPattern]:
+    t = Tables.of(trace, tables)
     frames: dict[int, Frame | None] = {}
     out: list[AttentionPattern] = []
-    for seq in forward_sequences(trace).values():
+    for seq in t(forward_sequences).values():
         k = 0
         while k < len(seq):
             first = seq[k]

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from perftune.trace import categories as C
-from perftune.trace.device_metrics import memoized
 from perftune.trace.model import Trace
+from perftune.trace.tables import Tables
 
 OP_COST_US = 1.5  # profiler cost per recorded operator (record_shapes on), order of magnitude
 PYTHON_COST_US = 0.7  # per python_function event (with_stack)
@@ -51,8 +51,7 @@ class EventDensity:
         return min(1.0, self.estimated_overhead_us(op_cost_us, python_cost_us) / self.host_span_us)
 
 
-@memoized
-def event_density(trace: Trace) -> EventDensity:
+def event_density(trace: Trace, tables: Tables | None = None) -> EventDensity:
     """Event counts of the first rank inside its steps (the whole trace without steps)."""
     ev = trace.events
     rank = trace.rank_ids[0] if trace.rank_ids else 0

@@ -27,13 +27,13 @@ from perftune.trace import device_specs, machine
 from perftune.trace.device_metrics import (
     dtype_bytes,
     inclusive_device_us,
-    memoized,
     names,
     numel,
     op_mask,
     short_dtype,
 )
 from perftune.trace.model import NO_ID, Trace
+from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- op classes
 _UNARY = frozenset([
@@ -305,14 +305,14 @@ def op_cost(name: str, dims: list[Any] | None, types: list[Any] | None,
     return OpCost(elems, in_bytes, kind, dtype)
 
 
-@memoized
-def op_costs(trace: Trace) -> dict[int, OpCost]:
+def op_costs(trace: Trace, tables: Tables | None = None) -> dict[int, OpCost]:
     """Cost of every host op with a cost model and recorded shapes (all of them, nested too)."""
+    t = Tables.of(trace, tables)
     out: dict[int, OpCost] = {}
-    cand = np.flatnonzero(op_mask(trace))
+    cand = np.flatnonzero(t(op_mask))
     if len(cand) == 0:
         return out
-    row_names = names(trace)
+    row_names = t(names)
     kinds = {n: op_kind(str(n)) for n in set(row_names[cand].tolist())}
     for row in cand.tolist():
         name = row_names[row]
@@ -325,10 +325,10 @@ def op_costs(trace: Trace) -> dict[int, OpCost]:
     return out
 
 
-@memoized
-def counted_ops(trace: Trace) -> dict[int, OpCost]:
+def counted_ops(trace: Trace, tables: Tables | None = None) -> dict[int, OpCost]:
     """The outermost costed op of each call chain (its children are inside its figures)."""
-    costs = op_costs(trace)
+    t = Tables.of(trace, tables)
+    costs = t(op_costs)
     out = {}
     for row, cost in costs.items():
         if not any(a in costs for a in trace.ancestors(row)):
@@ -418,14 +418,15 @@ def uses_tensor_cores(kernel_name: str) -> bool:
     return bool(_TENSOR_CORE.search(kernel_name))
 
 
-def _tensor_core_ops(trace: Trace, rows: list[int]) -> set[int]:
+def _tensor_core_ops(trace: Trace, rows: list[int], tables: Tables | None = None) -> set[int]:
     """Counted ops (among `rows`) whose kernels include a tensor-core kernel."""
+    t = Tables.of(trace, tables)
     ev = trace.events
     launch = trace.launch_of_device_event
     kern = np.flatnonzero((ev["cat"] == C.KERNEL).to_numpy() & (launch != NO_ID))
     wanted = set(rows)
     out: set[int] = set()
-    row_names = names(trace)
+    row_names = t(names)
     tc = {n: uses_tensor_cores(str(n)) for n in set(row_names[kern].tolist())}
     for k in kern.tolist():
         if not tc[row_names[k]]:
@@ -442,19 +443,19 @@ _COLUMNS = ["name", "row", "rank", "kind", "dtype", "flops", "bytes", "intensity
             "efficiency"]
 
 
-@memoized
-def _roofline_frame(trace: Trace) -> pd.DataFrame:
-    counted = counted_ops(trace)
+def _roofline_frame(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
+    t = Tables.of(trace, tables)
+    counted = t(counted_ops)
     if not counted:
         return pd.DataFrame(columns=_COLUMNS)
     roofs = peaks(trace)
     ev = trace.events
     rank = ev["rank"].to_numpy()
-    row_names = names(trace)
+    row_names = t(names)
     rows = sorted(counted)
     on_device = trace.has_device_activity
     if on_device:
-        dur = inclusive_device_us(trace)[rows]
+        dur = t(inclusive_device_us)[rows]
         tensor_ops = _tensor_core_ops(trace, [r for r in rows if counted[r].kind in ("gemm", "conv", "attention")])
     else:
         dur = ev["dur"].to_numpy()[rows]
@@ -486,11 +487,12 @@ def _roofline_frame(trace: Trace) -> pd.DataFrame:
     return pd.DataFrame(out, columns=_COLUMNS)
 
 
-def roofline_points(trace: Trace) -> pd.DataFrame:
+def roofline_points(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     """One row per counted op call: name, row, rank, kind, dtype, flops, bytes, intensity,
     dur_us, achieved_flops_per_s, achieved_bytes_per_s, peak_flops_per_s, bound, efficiency.
 
     `dur_us` is the op's kernel time on GPU traces and its wall time on CPU traces; `bound` is
     'memory' or 'compute' (left or right of the ridge point), 'unknown' without peaks.
     """
-    return _roofline_frame(trace).copy()
+    t = Tables.of(trace, tables)
+    return t(_roofline_frame).copy()

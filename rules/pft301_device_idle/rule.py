@@ -113,7 +113,7 @@ class DeviceIdle(Rule):
         if not trace.has_device_activity:
             return
         per_rank: dict[int, list[StepIdle]] = {}
-        for s in step_idle(trace):
+        for s in ctx.fact(step_idle):
             per_rank.setdefault(s.rank, []).append(s)
         if not per_rank:
             return
@@ -127,7 +127,7 @@ class DeviceIdle(Rule):
             return
         by_cause = {c: round(_mean([s.by_cause.get(c, 0.0) for s in steps]), 4) for c in CAUSES}
         dominant = max(CAUSES, key=lambda c: by_cause[c])
-        gaps = [g for g in idle_gaps(trace) if g.rank == rank]
+        gaps = [g for g in ctx.fact(idle_gaps) if g.rank == rank]
         location, chain, blamed = self._blame(ctx, dominant, [g for g in gaps if g.cause == dominant])
         step_ms = _mean([s.dur_ms for s in steps])
         worst = sorted(steps, key=lambda s: -s.idle_ms)[:10]
@@ -207,7 +207,7 @@ class DeviceIdle(Rule):
         for row, us in zip(host.tolist(), overlap.tolist(), strict=True):
             if us <= 0:
                 continue
-            top = outermost_op(trace, row)
+            top = outermost_op(trace, row, ctx.tables)
             if top is None or top != row:
                 continue
             name = trace.name_of(row)

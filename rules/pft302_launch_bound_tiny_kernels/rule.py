@@ -70,7 +70,7 @@ class LaunchBoundTinyKernels(Rule):
         trace = ctx.trace
         if not trace.has_device_activity:
             return
-        tk = tiny_kernels(trace)
+        tk = ctx.fact(tiny_kernels)
         steps = max(1, len({(trace.steps[s].rank, trace.steps[s].index) for s in tk.steps.tolist()}))
         steps = max(steps, step_count(trace))
         n = len(tk.rows)
@@ -89,8 +89,8 @@ class LaunchBoundTinyKernels(Rule):
         op_row: dict[str, int] = {}
         names: dict[str, int] = {}
         for k, row in enumerate(tk.rows.tolist()):
-            inner = launching_op(trace, row)
-            top = outermost_op(trace, inner) if inner is not None else None
+            inner = launching_op(trace, row, ctx.tables)
+            top = outermost_op(trace, inner, ctx.tables) if inner is not None else None
             op = trace.name_of(top) if top is not None else "(no op)"
             slot = by_op.setdefault(op, [0.0, 0.0])
             slot[0] += 1

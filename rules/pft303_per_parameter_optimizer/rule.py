@@ -77,8 +77,8 @@ class PerParameterOptimizer(Rule):
         key_cols = (ev["rank"].to_numpy(), ev["pid"].to_numpy(), ev["tid"].to_numpy())
         by_class: dict[str, list[dict[str, Any]]] = {}
         parent = trace.parent
-        dev = inclusive_device_us(trace)
-        kern = kernels_under(trace)
+        dev = ctx.fact(inclusive_device_us)
+        kern = ctx.fact(kernels_under)
         ts_a, end_a, dur_a = ev["ts"].to_numpy(), ev["end"].to_numpy(), ev["dur"].to_numpy()
         for row in steps_rows.tolist():
             name = trace.name_of(row)

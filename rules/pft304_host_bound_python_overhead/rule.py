@@ -69,17 +69,18 @@ class HostBoundPythonOverhead(Rule):
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
         if trace.has_device_activity:
-            yield from self._gpu(trace)
+            yield from self._gpu(ctx)
         else:
-            yield from self._cpu(trace)
+            yield from self._cpu(ctx)
 
     def _knobs(self, trace: Trace) -> dict[str, list[Any]]:
         values = batch_size_values(guess_batch_size(trace), "up")
         return {"batch_size": values} if values else {}
 
-    def _gpu(self, trace: Trace) -> Iterator[Finding]:
+    def _gpu(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         rank = main_rank(trace)
-        steps = [s for s in step_idle(trace) if s.rank == rank]
+        steps = [s for s in ctx.fact(step_idle) if s.rank == rank]
         if not steps:
             return
         host_idle = _mean([s.by_cause.get("host", 0.0) + s.by_cause.get("launch", 0.0) for s in steps])
@@ -88,10 +89,10 @@ class HostBoundPythonOverhead(Rule):
         if share < self.config["min_host_idle_share"]:
             return
         ev = trace.events
-        over = [o for o in host_overhead(trace) if o.rank == rank]
+        over = [o for o in ctx.fact(host_overhead) if o.rank == rank]
         launches = int(np.count_nonzero(trace.name_isin(C.LAUNCH_CALLS) & (ev["rank"].to_numpy() == rank)))
         n = max(1, len(steps))
-        gaps = [g for g in idle_gaps(trace) if g.rank == rank and g.cause in ("host", "launch")]
+        gaps = [g for g in ctx.fact(idle_gaps) if g.rank == rank and g.cause in ("host", "launch")]
         long_gaps = Counter(round(g.dur) for g in gaps)
         evidence: dict[str, Any] = {
             "rank": rank, "steps": len(steps), "step_ms": round(dur, 3),
@@ -117,9 +118,10 @@ class HostBoundPythonOverhead(Rule):
                 after='model = torch.compile(model, mode="reduce-overhead")',
                 knobs=self._knobs(trace)))
 
-    def _cpu(self, trace: Trace) -> Iterator[Finding]:
+    def _cpu(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
         rank = main_rank(trace)
-        over = [o for o in host_overhead(trace) if o.rank == rank]
+        over = [o for o in ctx.fact(host_overhead) if o.rank == rank]
         if not over:
             return
         dur = _mean([o.dur_ms for o in over])

@@ -71,7 +71,8 @@ class BandwidthBoundElementwise(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        chains = find_elementwise_chains(trace, self.config["min_ops"], self.config["min_numel"])
+        chains = find_elementwise_chains(trace, self.config["min_ops"], self.config["min_numel"],
+                                         tables=ctx.tables)
         if not chains:
             return
         groups: dict[tuple[Any, ...], list[ElementwiseChain]] = {}

@@ -53,7 +53,7 @@ class MaterialisedAttention(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        patterns = find_attention_patterns(trace, self.config["min_len"])
+        patterns = find_attention_patterns(trace, self.config["min_len"], tables=ctx.tables)
         if not patterns:
             return
         steps = max(1, step_count(trace))

@@ -58,7 +58,7 @@ class MemoryNearCapacity(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        for peak in device_memory_peaks(trace):
+        for peak in ctx.fact(device_memory_peaks):
             if not peak.capacity:
                 continue
             share = max(peak.peak_allocated, peak.peak_reserved) / peak.capacity

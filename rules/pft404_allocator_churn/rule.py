@@ -59,7 +59,7 @@ class AllocatorChurn(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        calls = allocator_calls(trace)
+        calls = ctx.fact(allocator_calls)
         if calls.steady_steps <= 0:
             return
         n = calls.steady_steps

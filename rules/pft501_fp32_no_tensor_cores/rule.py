@@ -67,11 +67,11 @@ class Fp32NoTensorCores(Rule):
         props = trace.device_properties[0]
         if not device_specs.has_tensor_cores(props):
             return
-        use = matrix_kernel_use(trace)
+        use = ctx.fact(matrix_kernel_use)
         if use.fp32_simt_us <= 0:
             return
         steps = max(1, step_count(trace) if trace.steps else 1)
-        table = kernel_table(trace)
+        table = ctx.fact(kernel_table)
         kernel_us = float(table["dur"].sum())
         fp32_ms = use.fp32_simt_us / 1000.0 / steps
         share = use.fp32_simt_us / kernel_us if kernel_us > 0 else 0.0
@@ -102,7 +102,7 @@ class Fp32NoTensorCores(Rule):
             names = table.set_index("row")["name"]
             best = [int(r) for r in use.simt_rows.tolist() if names.get(int(r)) == use.top_simt[0][0]]
             top_row = best[0] if best else top_row
-        op = user_op_of_kernel(trace, top_row) if top_row is not None else None
+        op = user_op_of_kernel(trace, top_row, ctx.tables) if top_row is not None else None
         location = ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None
         if ampere:
             title = ("Use tensor cores: torch.set_float32_matmul_precision(\"high\") (TF32) and "

@@ -84,7 +84,7 @@ class MisalignedGemm(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        points = roofline_points(trace)
+        points = roofline_points(trace, ctx.tables)
         if points.empty:
             return
         mats = points[points["kind"].isin(["gemm", "conv"])]

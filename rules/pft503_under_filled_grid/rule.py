@@ -63,7 +63,7 @@ class UnderFilledGrid(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        fill = grid_fill(trace)
+        fill = ctx.fact(grid_fill)
         if fill.empty:
             return
         names = fill["name"]
@@ -92,7 +92,7 @@ class UnderFilledGrid(Rule):
                                        waves=("waves", "median"), row=("row", "first"))
                .sort_values("lost", ascending=False))
         top = agg.iloc[0]
-        op = user_op_of_kernel(trace, int(top["row"]))
+        op = user_op_of_kernel(trace, int(top["row"]), ctx.tables)
         sms = int(fill["sms"].iloc[0])
         saving = float(sel["lost_us"].sum()) / 1000.0 / steps
         evidence: dict[str, Any] = {

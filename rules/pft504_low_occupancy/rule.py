@@ -77,7 +77,7 @@ class LowOccupancy(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        fill = grid_fill(trace)
+        fill = ctx.fact(grid_fill)
         if fill.empty:
             return
         comm = fill["name"].map(C.is_comm_kernel).to_numpy(dtype=bool)
@@ -99,7 +99,7 @@ class LowOccupancy(Rule):
             theo = float(first["theoretical_occupancy"])
             limiter = str(first["limiter"])
             saving = ms * max(0.0, 1.0 - theo / target) * 0.5
-            op = user_op_of_kernel(trace, int(first["row"]))
+            op = user_op_of_kernel(trace, int(first["row"]), ctx.tables)
             achieved = float(np.nanmedian(g["occupancy"].to_numpy(dtype=np.float64))) if g["occupancy"].notna().any() else None
             evidence: dict[str, Any] = {
                 "kernel": str(name)[:200], "calls": len(g), "ms_per_step": round(ms, 3),

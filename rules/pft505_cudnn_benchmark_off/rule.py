@@ -71,7 +71,7 @@ class CudnnBenchmarkOff(Rule):
         trace = ctx.trace
         if not trace.has_device_activity or len(trace.steps) < 2:
             return
-        table = kernel_table(trace)
+        table = ctx.fact(kernel_table)
         if table.empty:
             return
         from perftune.trace.kernel_metrics import is_conv_kernel
@@ -105,7 +105,7 @@ class CudnnBenchmarkOff(Rule):
         # Benchmarking launches several conv kernels for one conv call.
         launches_per_op: Counter[int] = Counter()
         for row in conv["row"].tolist():
-            op = user_op_of_kernel(trace, int(row))
+            op = user_op_of_kernel(trace, int(row), ctx.tables)
             if op is not None:
                 launches_per_op[op] += 1
         most = max(launches_per_op.values(), default=0)

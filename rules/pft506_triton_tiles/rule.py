@@ -95,7 +95,7 @@ class TritonTiles(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        fill = grid_fill(trace)
+        fill = ctx.fact(grid_fill)
         if fill.empty:
             return
         tri = fill[fill["triton"].to_numpy(dtype=bool)]
@@ -120,7 +120,7 @@ class TritonTiles(Rule):
                 problems.append(f"{theo:.0%} theoretical occupancy ({first['limiter']})")
             if not problems:
                 continue
-            op = launching_op(trace, int(first["row"]))
+            op = launching_op(trace, int(first["row"]), ctx.tables)
             meta = launch_metadata(trace, op)
             ms = us / 1000.0 / steps
             lost = float((g["dur"] * (1.0 - np.minimum(g["fill"], g["wave_efficiency"]))).sum())

@@ -13,7 +13,6 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import CommStep, collective_kind, comm_kernel_mask, comm_overlap
 from perftune.trace.device_metrics import launching_op, outermost_op
-from perftune.trace.model import Trace
 from perftune.trace.multirank import rank_steps
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -22,12 +21,12 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
-def _peer_waits(trace: Trace) -> dict[tuple[int, int], float]:
+def _peer_waits(ctx: Context) -> dict[tuple[int, int], float]:
     """The exposed part of each rank's collective wait per (rank, step index) when two or more
     ranks are loaded, else {}."""
-    if len(trace.rank_ids) < 2:
+    if len(ctx.trace.rank_ids) < 2:
         return {}
-    return {(row.rank, row.step): row.exposed_wait_ms for row in rank_steps(trace)
+    return {(row.rank, row.step): row.exposed_wait_ms for row in ctx.fact(rank_steps)
             if row.exposed_wait_ms > 0}
 
 
@@ -81,13 +80,13 @@ class ExposedCommunication(Rule):
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
         per_rank: dict[int, list[CommStep]] = {}
-        for c in comm_overlap(trace):
+        for c in ctx.fact(comm_overlap):
             per_rank.setdefault(c.rank, []).append(c)
         if not per_rank:
             return
         # With every rank's trace, the part of a rank's exposed collectives spent waiting for a
         # slower rank is PFT602's (balance the ranks), not this rule's (overlap the transfer).
-        waits = _peer_waits(trace)
+        waits = _peer_waits(ctx)
 
         def net(c: CommStep) -> float:
             return max(0.0, c.exposed_ms - waits.get((c.rank, trace.steps[c.step].index), 0.0))
@@ -112,8 +111,8 @@ class ExposedCommunication(Rule):
         first: dict[str, int] = {}
         dur_a = ev["dur"].to_numpy()
         for row in rows.tolist():
-            inner = launching_op(trace, row)
-            op = outermost_op(trace, inner) if inner is not None else None
+            inner = launching_op(trace, row, ctx.tables)
+            op = outermost_op(trace, inner, ctx.tables) if inner is not None else None
             if op is None:
                 continue
             name = trace.name_of(op)

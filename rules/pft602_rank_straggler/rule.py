@@ -11,7 +11,6 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import collective_waits
-from perftune.trace.model import Trace
 from perftune.trace.multirank import (
     comm_source,
     rank_steps,
@@ -74,9 +73,9 @@ class RankStraggler(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        skews = steps_across_ranks(trace)
+        skews = ctx.fact(steps_across_ranks)
         if not skews:
-            yield from self._single_rank(trace)
+            yield from self._single_rank(ctx)
             return
         found = straggler_candidate(trace)
         if found is None or found.steps == 0:
@@ -86,7 +85,7 @@ class RankStraggler(Rule):
         if work < self.config["min_skew_ms"] or (step_ms > 0 and work / step_ms < self.config["min_skew_share"]):
             return
         rank, times = found.rank, found.slowest_in
-        rows = rank_steps(trace)
+        rows = ctx.fact(rank_steps)
         by_rank: dict[int, dict[str, float]] = {}
         for r in sorted({row.rank for row in rows}):
             mine = [row for row in rows if row.rank == r]
@@ -102,7 +101,7 @@ class RankStraggler(Rule):
             "median_max_wait_ms": round(float(np.median(waits)), 3),
             "slowest_rank": rank, "slowest_in_steps": times,
             "slowest_counts": {str(r): c for r, c in found.slowest_counts.items()},
-            "communication": sorted({src for src in comm_source(trace).values()}),
+            "communication": sorted({src for src in ctx.fact(comm_source).values()}),
             "per_step": [{"step": s.step, "slowest": s.slowest_rank, "fastest": s.fastest_rank,
                           "work_skew_ms": round(s.busy_skew_ms, 3), "max_wait_ms": round(s.max_wait_ms, 3)}
                          for s in skews[:20]],
@@ -120,8 +119,9 @@ class RankStraggler(Rule):
                 title=f"Balance the ranks: find what rank {rank} does extra (data loading, logging, "
                       "uneven shards or sequence lengths, a slower or throttled GPU)"))
 
-    def _single_rank(self, trace: Trace) -> Iterator[Finding]:
-        waits = [w for w in collective_waits(trace) if w.matched]
+    def _single_rank(self, ctx: Context) -> Iterator[Finding]:
+        trace = ctx.trace
+        waits = [w for w in ctx.fact(collective_waits) if w.matched]
         if len(waits) < 2:
             return
         by_rank: dict[int, list[float]] = {}

@@ -55,8 +55,7 @@ class ProfilerOverhead(Rule):
                                          "op_cost_us": 1.5, "python_cost_us": 0.7}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
-        trace = ctx.trace
-        density = event_density(trace)
+        density = ctx.fact(event_density)
         share = density.estimated_share(self.config["op_cost_us"], self.config["python_cost_us"])
         measured = ctx.phase_times  # steps.json of the run, read by the engine
         evidence: dict[str, Any] = {

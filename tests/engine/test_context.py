@@ -12,6 +12,7 @@ from perftune.engine.context import Context
 from perftune.engine.registry import rule_by_code, run_rules, superseding_rules
 from perftune.engine.testing import TraceBuilder
 from perftune.trace import sync_metrics as sm
+from perftune.trace.device_metrics import inclusive_device_us, op_mask
 from perftune.trace.quality_metrics import PhaseTimes
 
 PACKAGE = Path(__file__).resolve().parents[2] / "perftune"
@@ -38,9 +39,16 @@ def test_the_trace_layer_names_no_rule_codes() -> None:
 
 
 def test_no_module_level_caches_keyed_by_trace() -> None:
-    for module in (sm, attribution):
+    import importlib
+    import pkgutil
+
+    import perftune.trace
+
+    modules = [attribution] + [importlib.import_module(f"perftune.trace.{m.name}")
+                               for m in pkgutil.iter_modules(perftune.trace.__path__)]
+    for module in modules:
         caches = [name for name, value in vars(module).items()
-                  if isinstance(value, weakref.WeakKeyDictionary)]
+                  if isinstance(value, weakref.WeakKeyDictionary) or name in ("memoized", "_MEMO")]
         assert caches == [], f"{module.__name__}: {caches}"
 
 
@@ -51,7 +59,15 @@ def test_each_context_owns_its_indexes() -> None:
     assert first.host is not second.host  # and never shared through a module cache
     (hazard,) = {h.cause for h in sm.host_hazards(first.host)}
     assert hazard is sm.SyncCause.SCALAR_READBACK
-    assert first.fact(sm.step_windows) == 3
+    # per-trace tables (kernel statistics, idle gaps, ...) likewise: once per context
+    assert first.fact(op_mask) is first.fact(op_mask)
+    assert first.fact(op_mask) is not second.fact(op_mask)
+    assert first.fact(inclusive_device_us)[hazard_row(first)] > 0
+
+
+def hazard_row(ctx: Context) -> int:
+    (h, *_) = sm.host_hazards(ctx.host)
+    return h.row
 
 
 def test_pft903_reads_run_facts_from_the_context_not_from_disk(tmp_path: Path) -> None:
