@@ -65,6 +65,14 @@ def size(value: Any, missing: str = MISSING, digits: int = 2) -> str:
     return f"{int(number)} B"
 
 
+def delta_ms(value: Any, missing: str = MISSING) -> str:
+    """A change in milliseconds, signed, to the microsecond (+0.050 ms)."""
+    number = _real(value)
+    if number is None or not math.isfinite(number):
+        return missing
+    return f"{number:+.3f} ms"
+
+
 def number(value: Any, missing: str = MISSING) -> str:
     """A count or a measurement without a unit: integers with separators, floats to four
     significant digits; true/false for booleans."""

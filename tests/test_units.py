@@ -44,3 +44,8 @@ def test_fractions_as_people_write_them(text: str | float, value: float) -> None
 def test_one_rule_refuses_ambiguous_and_impossible_fractions(text: str, says: str) -> None:
     with pytest.raises(UsageError, match=says):
         units.parse_fraction(text, "--x")
+
+
+def test_a_change_in_milliseconds_is_signed() -> None:
+    assert units.delta_ms(0.05) == "+0.050 ms" and units.delta_ms(-1.5) == "-1.500 ms"
+    assert units.delta_ms(None) == "–"

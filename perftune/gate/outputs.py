@@ -114,10 +114,6 @@ def md_code(text: str, limit: int = MAX_NAME) -> str:
     return textsafe.md_code(text, limit)
 
 
-def _delta(value: float) -> str:
-    return f"{value:+.3f} ms"
-
-
 def _title(verdict: Verdict) -> str:
     if verdict.status == "regression":
         return "❌ step time regression"
@@ -160,7 +156,7 @@ def _explanation_md(explanation: Explanation, fail_on_new: bool) -> list[str]:
         lines += [f"{title} (one profiled launch per side, per step):", "",
                   "| what | kind | base | head | change |", "|---|---|---:|---:|---:|"]
         lines += [f"| {md_code(r.name)} | {md_escape(r.kind)} | {units.ms(r.base_ms)} | {units.ms(r.head_ms)} | "
-                  f"{_delta(r.delta_ms)} |" for r in rows]
+                  f"{units.delta_ms(r.delta_ms)} |" for r in rows]
         lines.append("")
     return lines
 
@@ -345,7 +341,7 @@ def render_terminal(verdict: Verdict) -> str:
     lines = [f"perftune gate: {verdict.headline}"]
     if verdict.explanation is not None:
         lines += [f"  structural: {c.message}" for c in verdict.explanation.structural]
-        lines += [f"  slower: {r.name[:MAX_NAME]} ({r.kind}) {_delta(r.delta_ms)}/step"
+        lines += [f"  slower: {r.name[:MAX_NAME]} ({r.kind}) {units.delta_ms(r.delta_ms)}/step"
                   for r in verdict.explanation.slower[:3]]
     lines += [f"  note: {n}" for n in verdict.notes]
     if verdict.run_dir is not None:

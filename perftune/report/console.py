@@ -297,7 +297,7 @@ def print_comparison(comparison: Any, written: Sequence[Path] = (), console: Con
     table.add_column("change", justify="right", no_wrap=True)
     for d in c.breakdown:
         style = "red" if d.delta_ms > 0.0005 else "green" if d.delta_ms < -0.0005 else "dim"
-        table.add_row(_safe(d.category), _ms(d.a_ms), _ms(d.b_ms), Text(f"{d.delta_ms:+.3f} ms", style=style))
+        table.add_row(_safe(d.category), _ms(d.a_ms), _ms(d.b_ms), Text(units.delta_ms(d.delta_ms), style=style))
     if table.row_count:
         out.print(table)
     for title, rows, style in (("slower", c.slower, "red"), ("faster", c.faster, "green")):

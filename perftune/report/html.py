@@ -94,7 +94,7 @@ def _environment(folder: str) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(ms=units.ms, pct=units.percent, bytes=units.size, num=units.number,
-                       rate=units.rate, knob=knob_value, value=_fmt_value)
+                       delta_ms=units.delta_ms, rate=units.rate, knob=knob_value, value=_fmt_value)
     env.tests["scalar"] = _is_scalar
     env.tests["mapping"] = lambda v: isinstance(v, Mapping)
     env.tests["rows"] = lambda v: (isinstance(v, list) and bool(v)
