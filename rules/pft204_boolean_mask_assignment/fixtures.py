@@ -16,7 +16,7 @@ from perftune.engine.fixtures import (
 from perftune.engine.testing import TraceBuilder
 
 
-def pft202_clean(gpu: bool) -> TraceBuilder:
+def clean(gpu: bool) -> TraceBuilder:
     def body(b: TraceBuilder) -> None:
         compute(b)
         with b.frame("good.py", 6, "relabel_void"):
@@ -49,5 +49,5 @@ def pft204(gpu: bool) -> TraceBuilder:
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft204(True),
     "cpu": lambda: pft204(False),
-    "clean": lambda: pft202_clean(True),
+    "clean": lambda: clean(True),
 }

@@ -17,7 +17,7 @@ from perftune.engine.fixtures import (
 from perftune.engine.testing import TraceBuilder
 
 
-def pft208_clean(gpu: bool) -> TraceBuilder:
+def clean(gpu: bool) -> TraceBuilder:
     b = TraceBuilder(device=gpu)
     with b.frame("good.py", 4, "train"):
         for _ in range(STEPS):
@@ -52,5 +52,5 @@ def pft209(gpu: bool) -> TraceBuilder:
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft209(True),
     "cpu": lambda: pft209(False),
-    "clean": lambda: pft208_clean(True),
+    "clean": lambda: clean(True),
 }

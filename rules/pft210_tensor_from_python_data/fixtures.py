@@ -17,7 +17,7 @@ from perftune.engine.fixtures import (
 from perftune.engine.testing import TraceBuilder
 
 
-def pft202_clean(gpu: bool) -> TraceBuilder:
+def clean(gpu: bool) -> TraceBuilder:
     def body(b: TraceBuilder) -> None:
         compute(b)
         with b.frame("good.py", 6, "relabel_void"):
@@ -48,5 +48,5 @@ def pft210(gpu: bool) -> TraceBuilder:
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft210(True),
     "cpu": lambda: pft210(False),
-    "clean": lambda: pft202_clean(True),
+    "clean": lambda: clean(True),
 }

@@ -16,7 +16,7 @@ from perftune.engine.fixtures import (
 from perftune.engine.testing import TraceBuilder
 
 
-def pft206_clean(gpu: bool) -> TraceBuilder:
+def clean(gpu: bool) -> TraceBuilder:
     """An `.item()` on a CPU tensor inside a GPU trace is not a sync (e.g. a step counter)."""
     def body(b: TraceBuilder) -> None:
         with b.frame("good.py", 1, "train_step"):
@@ -42,5 +42,5 @@ def pft211(gpu: bool) -> TraceBuilder:
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft211(True),
     "cpu": lambda: pft211(False),
-    "clean": lambda: pft206_clean(True),
+    "clean": lambda: clean(True),
 }
