@@ -8,12 +8,13 @@ one `Tables` per run, so rules that need the same array compute it once.
 
 from __future__ import annotations
 
-import math
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from perftune import units
 from perftune.trace import categories as C
 from perftune.trace.model import NO_ID, Trace, subtree_sums
 from perftune.trace.tables import Tables
@@ -157,13 +158,8 @@ def outermost_op(trace: Trace, row: int, tables: Tables | None = None) -> int | 
 
 
 # ---------------------------------------------------------------------------- formatting
-def fmt_bytes(n: float) -> str:
-    if not math.isfinite(n):
-        return "?"
-    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
+# Finding messages keep one decimal (their text is part of the rules' snapshots).
+fmt_bytes = functools.partial(units.size, missing="?", digits=1)
 
 
 # ---------------------------------------------------------------------------- steps
