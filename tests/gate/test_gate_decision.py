@@ -180,8 +180,8 @@ def test_paired_decision_on_a_drifting_runner() -> None:
 
 
 def test_calibration_file_sets_the_floor(tmp_path: Path) -> None:
-    from perftune.errors import ConfigError
     from perftune.analysis import stats
+    from perftune.errors import ConfigError
     from perftune.gate import calibration
 
     est = stats.paired_ratio_interval([20.0, 21.0, 19.5], [20.5, 20.0, 20.1])
