@@ -12,11 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 grimp = pytest.importorskip("grimp")
 use_cases = pytest.importorskip("importlinter.application.use_cases")
 
-# Cycles inside a package that are known and owned by other work; anything else fails.
-KNOWN_CYCLE_BREAKERS = {
-    # The zygote launcher asks the runner for the child's PYTHONPATH (capture lifecycle work).
-    "perftune.capture": {("perftune.capture.runner", "perftune.capture.launcher")},
-}
 
 
 @pytest.fixture(scope="module")
@@ -52,4 +47,4 @@ def test_no_new_import_cycles_inside_a_package(graph: object) -> None:
     packages = sorted(m for m in graph.modules if graph.find_children(m))  # type: ignore[attr-defined]
     found = {p: breakers for p in packages
              if (breakers := graph.nominate_cycle_breakers(p))}  # type: ignore[attr-defined]
-    assert found == KNOWN_CYCLE_BREAKERS
+    assert found == {}

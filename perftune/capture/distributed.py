@@ -40,6 +40,7 @@ from typing import IO, Any
 import psutil
 
 from perftune import units
+from perftune.capture.launcher import importable_root
 from perftune.capture.layout import (
     CHILD_CONFIG_FILE,
     META_FILE,
@@ -59,7 +60,6 @@ from perftune.capture.runner import (
     _assemble,
     _child_env,
     _clear_run_dir,
-    _importable_root,
     capture_meta,
     child_config,
     read_child_result,
@@ -793,7 +793,7 @@ def run_distributed(
     meta = capture_meta(target, cwd)
     meta["command"] = redact_argv(torchrun_command(launch, target))
     meta["launch"] = launch.to_json()
-    injected = _importable_root()
+    injected = importable_root()
     config_path = run_dir / CHILD_CONFIG_FILE
     env, original_pythonpath = _child_env(options, config_path, injected)
     config = child_config(target, options, run_dir, injected, original_pythonpath)

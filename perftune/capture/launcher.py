@@ -20,6 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import perftune
+
 BOOTSTRAP = "perftune.capture.bootstrap"
 # Written by the client into the run directory: how the trial was started (read by run_capture).
 LAUNCH_FILE = "launch.json"
@@ -83,7 +85,6 @@ class ZygoteLauncher:
 
     def start(self) -> None:
         """Start the zygote and wait until it has imported torch and listens."""
-        from perftune.capture.runner import child_pythonpath
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -181,3 +182,23 @@ def read_launch(run_dir: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def importable_root() -> str | None:
+    """perftune's folder when a fresh interpreter elsewhere would not find perftune on its own.
+
+    That is the case when this process found it only through sys.path[0], i.e. `python -m
+    perftune` run from a checkout that is not installed.
+    """
+    root = str(Path(perftune.__file__).resolve().parent.parent)
+    found = {os.path.abspath(entry) for entry in sys.path[1:] if entry}
+    return None if root in found else root
+
+
+def child_pythonpath(env: Mapping[str, str]) -> str | None:
+    """The PYTHONPATH a child started with `env` gets so that it finds perftune (None: as is)."""
+    injected = importable_root()
+    if injected is None:
+        return None
+    original = env.get("PYTHONPATH")
+    return injected + (os.pathsep + original if original else "")

@@ -19,10 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import perftune
 from perftune._runtime import KNOBS_ENV
 from perftune.capture import killed
-from perftune.capture.launcher import LAUNCH_FILE, fresh_command, read_launch
+from perftune.capture.launcher import (
+    LAUNCH_FILE,
+    fresh_command,
+    importable_root,
+    read_launch,
+)
 from perftune.capture.layout import (
     CHILD_CONFIG_FILE,
     CHILD_RESULT_FILE,
@@ -157,26 +161,6 @@ def _clear_run_dir(run_dir: Path) -> None:
     for pattern in RANK_FILE_GLOBS:  # a multi-rank run's per-rank files
         for path in run_dir.glob(pattern):
             path.unlink(missing_ok=True)
-
-
-def _importable_root() -> str | None:
-    """perftune's folder when a fresh interpreter elsewhere would not find perftune on its own.
-
-    That is the case when this process found it only through sys.path[0], i.e. `python -m
-    perftune` run from a checkout that is not installed.
-    """
-    root = str(Path(perftune.__file__).resolve().parent.parent)
-    found = {os.path.abspath(entry) for entry in sys.path[1:] if entry}
-    return None if root in found else root
-
-
-def child_pythonpath(env: Mapping[str, str]) -> str | None:
-    """The PYTHONPATH a child started with `env` gets so that it finds perftune (None: as is)."""
-    injected = _importable_root()
-    if injected is None:
-        return None
-    original = env.get("PYTHONPATH")
-    return injected + (os.pathsep + original if original else "")
 
 
 def _child_env(
@@ -323,7 +307,7 @@ def _run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -
     _clear_run_dir(run_dir)
     cwd = Path(target.cwd).resolve()
     meta = capture_meta(target, cwd)
-    injected = _importable_root()
+    injected = importable_root()
     config_path = run_dir / CHILD_CONFIG_FILE
     env, original_pythonpath = _child_env(options, config_path, injected)
     config = child_config(target, options, run_dir, injected, original_pythonpath)
