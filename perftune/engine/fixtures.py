@@ -156,6 +156,33 @@ def straggler_rank(rank: int, compute_us: float, comm_us: list[float], world: in
 
 
 # ---------------------------------------------------------------------------- writing
+
+
+def masked_relabel_clean(gpu: bool) -> TraceBuilder:
+    """The rewritten loss: `torch.where` relabelling and a multiplied mask (no sync, no mask)."""
+    def body(b: TraceBuilder) -> None:
+        compute(b)
+        with b.frame("good.py", 6, "relabel_void"):
+            compute(b, "aten::eq", 10)
+            compute(b, "aten::where", 10)
+        with b.frame("good.py", 10, "masked_mean"):
+            compute(b, "aten::ne", 10)
+            compute(b, "aten::mul", 10)
+            compute(b, "aten::sum", 10)
+    return steps(TraceBuilder(device=gpu), body)
+
+
+def cpu_item_clean(gpu: bool) -> TraceBuilder:
+    """An `.item()` on a CPU tensor inside a GPU trace is not a sync (e.g. a step counter)."""
+    def body(b: TraceBuilder) -> None:
+        with b.frame("good.py", 1, "train_step"):
+            compute(b, "aten::linear", 400)
+            compute(b, "aten::add_", 10)
+            with pycall(b, "item"), b.op("aten::item"), b.op("aten::_local_scalar_dense"):
+                pass  # CPU tensor: no runtime call below
+    return steps(TraceBuilder(device=gpu), body)
+
+
 def encode(data: TraceBuilder | Mapping[str, Any]) -> bytes:
     """The bytes of a fixture file: compact JSON, gzip with mtime 0 (stable across runs)."""
     doc = data.to_dict() if isinstance(data, TraceBuilder) else dict(data)

@@ -10,24 +10,12 @@ from __future__ import annotations
 from perftune.engine.fixtures import (
     Fixture,
     compute,
+    masked_relabel_clean,
     pycall,
     readback,
     steps,
 )
 from perftune.engine.testing import TraceBuilder
-
-
-def clean(gpu: bool) -> TraceBuilder:
-    def body(b: TraceBuilder) -> None:
-        compute(b)
-        with b.frame("good.py", 6, "relabel_void"):
-            compute(b, "aten::eq", 10)
-            compute(b, "aten::where", 10)
-        with b.frame("good.py", 10, "masked_mean"):
-            compute(b, "aten::ne", 10)
-            compute(b, "aten::mul", 10)
-            compute(b, "aten::sum", 10)
-    return steps(TraceBuilder(device=gpu), body)
 
 
 def pft203(gpu: bool) -> TraceBuilder:
@@ -49,5 +37,5 @@ def pft203(gpu: bool) -> TraceBuilder:
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft203(True),
     "cpu": lambda: pft203(False),
-    "clean": lambda: clean(True),
+    "clean": lambda: masked_relabel_clean(True),
 }

@@ -10,23 +10,11 @@ from __future__ import annotations
 from perftune.engine.fixtures import (
     Fixture,
     compute,
+    masked_relabel_clean,
     nonzero,
     steps,
 )
 from perftune.engine.testing import TraceBuilder
-
-
-def clean(gpu: bool) -> TraceBuilder:
-    def body(b: TraceBuilder) -> None:
-        compute(b)
-        with b.frame("good.py", 6, "relabel_void"):
-            compute(b, "aten::eq", 10)
-            compute(b, "aten::where", 10)
-        with b.frame("good.py", 10, "masked_mean"):
-            compute(b, "aten::ne", 10)
-            compute(b, "aten::mul", 10)
-            compute(b, "aten::sum", 10)
-    return steps(TraceBuilder(device=gpu), body)
 
 
 def pft204(gpu: bool) -> TraceBuilder:
@@ -49,5 +37,5 @@ def pft204(gpu: bool) -> TraceBuilder:
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft204(True),
     "cpu": lambda: pft204(False),
-    "clean": lambda: clean(True),
+    "clean": lambda: masked_relabel_clean(True),
 }

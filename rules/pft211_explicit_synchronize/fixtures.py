@@ -10,21 +10,10 @@ from __future__ import annotations
 from perftune.engine.fixtures import (
     Fixture,
     compute,
-    pycall,
+    cpu_item_clean,
     steps,
 )
 from perftune.engine.testing import TraceBuilder
-
-
-def clean(gpu: bool) -> TraceBuilder:
-    """An `.item()` on a CPU tensor inside a GPU trace is not a sync (e.g. a step counter)."""
-    def body(b: TraceBuilder) -> None:
-        with b.frame("good.py", 1, "train_step"):
-            compute(b, "aten::linear", 400)
-            compute(b, "aten::add_", 10)
-            with pycall(b, "item"), b.op("aten::item"), b.op("aten::_local_scalar_dense"):
-                pass  # CPU tensor: no runtime call below
-    return steps(TraceBuilder(device=gpu), body)
 
 
 def pft211(gpu: bool) -> TraceBuilder:
@@ -42,5 +31,5 @@ def pft211(gpu: bool) -> TraceBuilder:
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft211(True),
     "cpu": lambda: pft211(False),
-    "clean": lambda: clean(True),
+    "clean": lambda: cpu_item_clean(True),
 }
