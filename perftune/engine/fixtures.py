@@ -183,6 +183,19 @@ def cpu_item_clean(gpu: bool) -> TraceBuilder:
     return steps(TraceBuilder(device=gpu), body)
 
 
+def gemm_steps(n: int, marked: bool = True) -> dict[str, Any]:
+    """`n` GPU steps of one GEMM each, with or without ProfilerStep markers (trace-quality rules)."""
+    b = TraceBuilder(device=True)
+    for _ in range(n):
+        if marked:
+            with b.step(), b.frame("bad.py", 1, "train_step"):
+                op_kernel(b, "aten::mm", "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", 500.0)
+        else:
+            with b.frame("bad.py", 1, "train_step"):
+                op_kernel(b, "aten::mm", "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", 500.0)
+    return b.to_dict()
+
+
 def encode(data: TraceBuilder | Mapping[str, Any]) -> bytes:
     """The bytes of a fixture file: compact JSON, gzip with mtime 0 (stable across runs)."""
     doc = data.to_dict() if isinstance(data, TraceBuilder) else dict(data)

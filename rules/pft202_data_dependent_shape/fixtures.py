@@ -10,6 +10,7 @@ from __future__ import annotations
 from perftune.engine.fixtures import (
     Fixture,
     compute,
+    masked_relabel_clean,
     nonzero,
     pycall,
     steps,
@@ -40,21 +41,8 @@ def pft202(gpu: bool) -> TraceBuilder:
     return steps(TraceBuilder(device=gpu), body)
 
 
-def pft202_clean(gpu: bool) -> TraceBuilder:
-    def body(b: TraceBuilder) -> None:
-        compute(b)
-        with b.frame("good.py", 6, "relabel_void"):
-            compute(b, "aten::eq", 10)
-            compute(b, "aten::where", 10)
-        with b.frame("good.py", 10, "masked_mean"):
-            compute(b, "aten::ne", 10)
-            compute(b, "aten::mul", 10)
-            compute(b, "aten::sum", 10)
-    return steps(TraceBuilder(device=gpu), body)
-
-
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft202(True),
     "cpu": lambda: pft202(False),
-    "clean": lambda: pft202_clean(True),
+    "clean": lambda: masked_relabel_clean(True),
 }
