@@ -10,6 +10,7 @@ from __future__ import annotations
 from perftune.engine.fixtures import (
     Fixture,
     compute,
+    cpu_item_clean,
     item,
     pycall,
     steps,
@@ -31,19 +32,8 @@ def pft206(gpu: bool) -> TraceBuilder:
     return steps(TraceBuilder(device=gpu), body)
 
 
-def pft206_clean(gpu: bool) -> TraceBuilder:
-    """An `.item()` on a CPU tensor inside a GPU trace is not a sync (e.g. a step counter)."""
-    def body(b: TraceBuilder) -> None:
-        with b.frame("good.py", 1, "train_step"):
-            compute(b, "aten::linear", 400)
-            compute(b, "aten::add_", 10)
-            with pycall(b, "item"), b.op("aten::item"), b.op("aten::_local_scalar_dense"):
-                pass  # CPU tensor: no runtime call below
-    return steps(TraceBuilder(device=gpu), body)
-
-
 FIXTURES: dict[str, Fixture] = {
     "gpu": lambda: pft206(True),
     "cpu": lambda: pft206(False),
-    "clean": lambda: pft206_clean(True),
+    "clean": lambda: cpu_item_clean(True),
 }
