@@ -196,6 +196,29 @@ def gemm_steps(n: int, marked: bool = True) -> dict[str, Any]:
     return b.to_dict()
 
 
+def batch_copy_loop(gpu: bool, file: str, memory: str, *, non_blocking: bool,
+                    optimizer: bool = False) -> TraceBuilder:
+    """Steps that copy an image batch and its labels to the device (`memory`: Pageable or
+    Pinned), then convolve; `optimizer` adds the loss and a multi-tensor update."""
+    b = TraceBuilder(device=gpu)
+    with b.frame(file, 4, "train"):
+        for _ in range(STEPS):
+            with b.step():
+                with b.dataloader(single_process=True, dur=200):
+                    pass
+                with pycall(b, "to"):
+                    copy_to_device(b, 4 * 64 * 3 * 32 * 32, memory, non_blocking=non_blocking,
+                                   dims=[64, 3, 32, 32])
+                with pycall(b, "to"):
+                    copy_to_device(b, 8 * 64, memory, non_blocking=non_blocking, dims=[64])
+                compute(b, "aten::conv2d", 2000)
+                if optimizer:
+                    compute(b, "aten::cross_entropy_loss", 50)
+                    with b.optimizer_step():
+                        compute(b, "aten::_foreach_add_", 100)
+    return b
+
+
 def encode(data: TraceBuilder | Mapping[str, Any]) -> bytes:
     """The bytes of a fixture file: compact JSON, gzip with mtime 0 (stable across runs)."""
     doc = data.to_dict() if isinstance(data, TraceBuilder) else dict(data)

@@ -7,53 +7,10 @@ users read. After changing a builder: `python -m perftune.engine.fixtures pft208
 
 from __future__ import annotations
 
-from perftune.engine.fixtures import (
-    STEPS,
-    Fixture,
-    compute,
-    copy_to_device,
-    pycall,
-)
-from perftune.engine.testing import TraceBuilder
-
-
-def pft208(gpu: bool) -> TraceBuilder:
-    b = TraceBuilder(device=gpu)
-    with b.frame("bad.py", 4, "train"):
-        for _ in range(STEPS):
-            with b.step():
-                with b.dataloader(single_process=True, dur=200):
-                    pass
-                with pycall(b, "to"):
-                    copy_to_device(b, 4 * 64 * 3 * 32 * 32, "Pageable", non_blocking=False,
-                                   dims=[64, 3, 32, 32])
-                with pycall(b, "to"):
-                    copy_to_device(b, 8 * 64, "Pageable", non_blocking=False, dims=[64])
-                compute(b, "aten::conv2d", 2000)
-                compute(b, "aten::cross_entropy_loss", 50)
-                with b.optimizer_step():
-                    compute(b, "aten::_foreach_add_", 100)
-    return b
-
-
-def pft208_clean(gpu: bool) -> TraceBuilder:
-    b = TraceBuilder(device=gpu)
-    with b.frame("good.py", 4, "train"):
-        for _ in range(STEPS):
-            with b.step():
-                with b.dataloader(single_process=True, dur=200):
-                    pass
-                with pycall(b, "to"):
-                    copy_to_device(b, 4 * 64 * 3 * 32 * 32, "Pinned", non_blocking=True,
-                                   dims=[64, 3, 32, 32])
-                with pycall(b, "to"):
-                    copy_to_device(b, 8 * 64, "Pinned", non_blocking=True, dims=[64])
-                compute(b, "aten::conv2d", 2000)
-    return b
-
+from perftune.engine.fixtures import Fixture, batch_copy_loop
 
 FIXTURES: dict[str, Fixture] = {
-    "gpu": lambda: pft208(True),
-    "cpu": lambda: pft208(False),
-    "clean": lambda: pft208_clean(True),
+    "gpu": lambda: batch_copy_loop(True, "bad.py", "Pageable", non_blocking=False, optimizer=True),
+    "cpu": lambda: batch_copy_loop(False, "bad.py", "Pageable", non_blocking=False, optimizer=True),
+    "clean": lambda: batch_copy_loop(True, "good.py", "Pinned", non_blocking=True),
 }
