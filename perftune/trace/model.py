@@ -162,6 +162,12 @@ class Trace:
         strings, codes = self._interned("name")
         return np.asarray(strings, dtype=object)[codes] if len(codes) else np.empty(0, object)
 
+    @functools.cached_property
+    def cats(self) -> np.ndarray:
+        """Every row's category as one object array."""
+        strings, codes = self._interned("cat")
+        return np.asarray(strings, dtype=object)[codes] if len(codes) else np.empty(0, object)
+
     def _interned(self, column: str) -> tuple[list[str], np.ndarray]:
         """(distinct strings, per-row code) of a categorical column, built once per trace."""
         cache = self.__dict__.setdefault("_interned_columns", {})
@@ -217,6 +223,13 @@ class Trace:
         if raw is not None and len(raw) > MAX_RAW_ARG_BYTES:
             return None
         return decode_raw(raw)
+
+    def arg_bytes(self, name: str, i: int) -> bytes | None:
+        """Row i's deferred argument `name` (input_dims, input_type, ...) as its raw JSON bytes:
+        a key for caching what is computed from it, without decoding it."""
+        raw = (self.arg_store.raw_value(name, i) if self.arg_store is not None
+               else getattr(self.args[i], name))
+        return None if raw is None else bytes(raw)
 
     def input_dims(self, i: int) -> list[Any] | None:
         """`Input Dims` of a cpu_op (needs record_shapes), decoded on demand."""
