@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from perftune.analysis.modules import modules_document
-from perftune.analysis.phases import phases_document
+from perftune.analysis.phases import optimizer_ms_per_step, phase_table, phases_document, step_phases
 from perftune.documents import document_data
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
@@ -122,7 +122,13 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
                                  tables=tables)  # the rank tables the rules computed
     if section is not None:
         summary["multi_rank"] = section
-    summary["phases"] = document_data(phases_document(trace))
+    per_step = tables(phase_table) if tables is not None else step_phases(trace)
+    summary["phases"] = document_data(phases_document(trace, per_step))
+    # One optimizer figure: the phases' (clipped to the step, the profiler's stop left out).
+    if len(per_step) == len(summary.get("per_step") or []):
+        for row, phases in zip(summary["per_step"], per_step, strict=True):
+            row["optimizer_ms"] = phases.phase_ms["optimizer"]
+        summary["breakdown_ms_per_step"]["optimizer_ms"] = optimizer_ms_per_step(per_step)
     summary["modules"] = document_data(modules_document(trace))
     return summary
 

@@ -41,7 +41,10 @@ _BREAKDOWN_LABELS = (
 _ms = functools.partial(units.ms, missing="-")
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
+def summary_lines(summary: dict[str, Any], timed: bool = False) -> list[str]:
+    """The analysis summary. `timed`: the caller printed the run's step count and step times
+    already (perftune profile, from steps.json): the trace's steps are named as those profiled
+    steps, with no second count or median for the same steps."""
     lines: list[str] = []
     names = [str(d.get("name")) for d in summary.get("devices", [])]
     devices = ", ".join(f"{names.count(n)}× {n}" if names.count(n) > 1 else n
@@ -54,9 +57,12 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     source = summary.get("step_source")
     note = {"profiler-step": "ProfilerStep markers", "optimizer-step": "optimizer steps",
             "whole-trace": "no step markers: the whole trace is one window"}.get(str(source), str(source))
-    lines.append(f"steps      {steps.get('count')} ({note})")
-    lines.append(f"step time  median {_ms(steps.get('median_ms'))}   p10 {_ms(steps.get('p10_ms'))}"
-                 f"   p90 {_ms(steps.get('p90_ms'))}")
+    if timed:
+        lines.append(f"trace      holds the {steps.get('count')} profiled steps above ({note})")
+    else:
+        lines.append(f"steps      {steps.get('count')} ({note})")
+        lines.append(f"step time  median {_ms(steps.get('median_ms'))}   p10 {_ms(steps.get('p10_ms'))}"
+                     f"   p90 {_ms(steps.get('p90_ms'))}")
     lines.append("")
     lines.append("where the time goes (mean per step)")
     breakdown = summary.get("breakdown_ms_per_step", {})

@@ -268,9 +268,7 @@ def _top_tables(view: RunView) -> tuple[list[dict[str, Any]], list[dict[str, Any
     if view.trace is not None:
         from perftune.trace import metrics
 
-        # Step markers are annotations around everything, not operators: leave them out.
-        ops = [r for r in metrics.top_host_ops(view.trace, 40).to_dict(orient="records")
-               if not str(r["name"]).startswith("ProfilerStep#")][:30]
+        ops = metrics.top_host_ops(view.trace, 30).to_dict(orient="records")
         kernels = metrics.top_kernels(view.trace, 30).to_dict(orient="records")
         return plain_json(ops), plain_json(kernels)
     return list(view.summary.get("top_host_ops") or []), list(view.summary.get("top_kernels") or [])

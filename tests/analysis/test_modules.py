@@ -4,11 +4,7 @@ measurement (module hooks timed with time.perf_counter inside the script) gives 
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -16,24 +12,9 @@ from perftune.analysis.modules import leaf_ranking, module_times, modules_docume
 from perftune.trace import load
 from tests.conftest import shared_trace
 
-PLANTED = Path(__file__).with_name("data") / "planted_module.py"
-ROOT = Path(__file__).resolve().parents[2]
 # The profiler numbers instances of a class in the order it first meets them: the script's
 # `wide` is the third Conv2d its forward calls.
 WIDE = "Net_0.Conv2d_2"
-
-
-@pytest.fixture(scope="module")
-def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    pytest.importorskip("torch")
-    out = tmp_path_factory.mktemp("planted")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANTED_STEPS": "12"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "perftune", "profile", "--out", str(out / "run"), "--skip", "3",
-         "--active", "5", str(PLANTED), str(out / "hand.json")],
-        capture_output=True, text=True, env=env, cwd=out, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc.stdout
 
 
 def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run) -> None:

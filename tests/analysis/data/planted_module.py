@@ -18,14 +18,16 @@ class Net(nn.Module):
         self.small1 = nn.Conv2d(8, 8, 1)
         self.wide = nn.Conv2d(8, 192, 7, padding=3)  # the planted expensive module
         self.small2 = nn.Conv2d(192, 4, 1)
-        self.head = nn.Linear(4 * 24 * 24, 10)
+        self.head = nn.Linear(4 * 24 * 24, 16)
+        # Many small parameters: SGD on CPU updates them one by one (PFT303's per-parameter ops).
+        self.tail = nn.Sequential(*[nn.Linear(16, 16) for _ in range(8)], nn.Linear(16, 10))
 
     def forward(self, x):
         x = torch.relu(self.stem(x))
         x = torch.relu(self.small1(x))
         x = torch.relu(self.wide(x))
         x = torch.relu(self.small2(x))
-        return self.head(x.flatten(1))
+        return self.tail(self.head(x.flatten(1)))
 
 
 model = Net()
