@@ -24,6 +24,7 @@ def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
          "--active", "5", str(PLANTED), str(out / "hand.json")],
         capture_output=True, text=True, env=env, cwd=out, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (out / "stderr.txt").write_text(proc.stderr)
     return out, proc.stdout
 
 

@@ -85,8 +85,14 @@ def test_no_profiler_overhead_against_warmup_steps(planted_run) -> None:
     """The run stops after the window: no steps after it, so no overhead figure anywhere
     (the terminal, the report, PFT903), rather than one against warm-up steps."""
     out, stdout = planted_run
-    summary, findings = _docs(out / "run")
+    _, findings = _docs(out / "run")
     assert "on the median step" not in stdout
     assert "profiler overhead" not in (out / "run" / "report.md").read_text()
     assert not any(f["code"] == "PFT903" and "measured_overhead" in f["evidence"]
                    for f in findings["findings"])
+
+
+def test_kineto_start_stop_lines_do_not_reach_the_terminal(planted_run) -> None:
+    out, stdout = planted_run
+    stderr = (out / "stderr.txt").read_text()
+    assert "USDT:" not in stderr + stdout and "profiler_start" not in stderr + stdout
