@@ -12,8 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune.analysis.efficiency import efficiency_document
 from perftune.analysis.modules import modules_document
-from perftune.analysis.phases import optimizer_ms_per_step, phase_table, phases_document, step_phases
+from perftune.analysis.phases import (
+    optimizer_ms_per_step,
+    phase_table,
+    phases_document,
+    step_phases,
+)
 from perftune.documents import Finding as DocFinding
 from perftune.documents import Summary, document_data
 from perftune.engine import analyze as run_engine
@@ -134,6 +140,7 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
             row["optimizer_ms"] = phases.phase_ms["optimizer"]
         summary["breakdown_ms_per_step"]["optimizer_ms"] = optimizer_ms_per_step(per_step)
     summary["modules"] = document_data(modules_document(trace))
+    summary["efficiency"] = document_data(efficiency_document(trace, tables))
     return summary
 
 

@@ -256,6 +256,36 @@ class Modules(_Doc):
     modules: list[ModuleTime] = msgspec.field(default_factory=list)
 
 
+class Roofs(_Doc):
+    flops_per_s: float | None
+    bytes_per_s: float | None
+    source: str
+
+
+class OpEfficiency(_Doc):
+    """One heavy operator (by name and dtype), per step, against the machine's peaks."""
+
+    name: str
+    kind: str
+    dtype: str | None
+    calls_per_step: float
+    ms_per_step: Milliseconds
+    share: Annotated[float, msgspec.Meta(description="ms_per_step / mean step")]
+    flops_per_s: float
+    bytes_per_s: float
+    intensity: Annotated[float | None, msgspec.Meta(description="FLOP per byte")]
+    bound: Literal["compute", "bandwidth", "overhead", "unknown"]
+    percent_of_peak: Annotated[float | None, msgspec.Meta(
+        description="achieved over the attainable roof at this intensity, in per cent")]
+
+
+class Efficiency(_Doc):
+    """The heavy operators against the machine's peaks (analysis/efficiency.py)."""
+
+    roofs: Roofs
+    ops: list[OpEfficiency] = msgspec.field(default_factory=list)
+
+
 class Summary(_Doc):
     """summary.json: what the trace holds and where step time goes."""
 
@@ -285,6 +315,7 @@ class Summary(_Doc):
     multi_rank: MultiRank | None = None
     phases: Phases | None = None
     modules: Modules | None = None
+    efficiency: Efficiency | None = None
 
 
 # ---------------------------------------------------------------------------- findings.json

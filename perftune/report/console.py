@@ -80,6 +80,7 @@ def summary_lines(summary: dict[str, Any], timed: bool = False) -> list[str]:
         lines.append(f"  {label:<26}{_ms(value):>14}  {share}")
     lines.extend(phase_lines(summary))
     lines.extend(module_lines(summary))
+    lines.extend(efficiency_lines(summary))
     lines.extend(rank_lines(summary))
     return [_safe(line) for line in lines]
 
@@ -101,6 +102,37 @@ def phase_lines(summary: Mapping[str, Any]) -> list[str]:
             line += (f"   device: compute {_ms(dev['compute_ms'])}, comm {_ms(dev['communication_ms'])},"
                      f" copies {_ms(dev['memcpy_ms'])}, idle {_ms(dev['idle_ms'])}")
         lines.append(line)
+    return lines
+
+
+def _rate(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if value >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def efficiency_lines(summary: Mapping[str, Any], top: int = 6) -> list[str]:
+    """The heavy operators against the machine's peaks: what bounds each, and how close."""
+    eff = summary.get("efficiency")
+    if not eff or not eff.get("ops"):
+        return []
+    roofs = eff.get("roofs") or {}
+    source = roofs.get("source") or "unknown"
+    if roofs.get("flops_per_s"):
+        head = (f"heavy operators vs peaks ({_rate(roofs['flops_per_s'], 'FLOP/s')}, "
+                f"{_rate(roofs.get('bytes_per_s'), 'B/s')}; {source})")
+    else:
+        head = f"heavy operators (peaks {source}: run `perftune machine` on a CPU host)"
+    lines = ["", head,
+             f"  {'operator':<34}{'time':>11}{'share':>7}{'FLOP/s':>12}{'bytes/s':>12}  bound"]
+    for op in eff["ops"][:top]:
+        pct = op.get("percent_of_peak")
+        bound = f"{op['bound']}" + (f" ({pct:.0f}% of peak)" if pct is not None else "")
+        lines.append(f"  {op['name'][-34:]:<34}{_ms(op['ms_per_step']):>11}{100.0 * op['share']:6.1f}%"
+                     f"{_rate(op['flops_per_s'], ''):>12}{_rate(op['bytes_per_s'], ''):>12}  {bound}")
     return lines
 
 
@@ -302,7 +334,8 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
         table.add_row(label, _ms(value), f"{share:.1%}" if mean else "", bar)
     if table.row_count:
         out.print(table)
-    for extra in [*phase_lines(view.summary), *module_lines(view.summary)]:
+    for extra in [*phase_lines(view.summary), *module_lines(view.summary),
+                  *efficiency_lines(view.summary)]:
         out.print(Text(_safe(extra)))
     for rank_line in rank_lines(dict(view.summary))[1:]:
         out.print(Text(_safe(rank_line)))

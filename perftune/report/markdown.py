@@ -121,6 +121,22 @@ def _modules(view: RunView) -> str | None:
                      rows, "lrrrrrr"))
 
 
+def _efficiency(view: RunView) -> str | None:
+    eff = view.summary.get("efficiency") or {}
+    if not eff.get("ops"):
+        return None
+    roofs = eff.get("roofs") or {}
+    rows = []
+    for op in eff["ops"][:10]:
+        pct = op.get("percent_of_peak")
+        rows.append((md_code(op["name"]), md_text(op.get("dtype") or "–"), units.ms(op["ms_per_step"]),
+                     f"{op['share']:.1%}", f"{op['flops_per_s'] / 1e9:.3g}", f"{op['bytes_per_s'] / 1e9:.3g}",
+                     md_text(op["bound"]), f"{pct:.0f}%" if pct is not None else "–"))
+    return (f"### Heavy operators against the peaks ({md_text(roofs.get('source') or 'unknown')})\n\n"
+            + _table(("operator", "dtype", "time/step", "share", "GFLOP/s", "GB/s", "bound", "% of peak"),
+                     rows, "llrrrrlr"))
+
+
 def _ranks(view: RunView) -> str | None:
     """The per-rank table of a multi-rank run (mean per step), and its straggler."""
     from perftune.report.ranks import multi_rank, rank_table
@@ -248,7 +264,7 @@ def _warnings(view: RunView) -> str | None:
 def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     findings = view.findings
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
-                                _breakdown(view), _phases(view), _modules(view), _ranks(view)]
+                                _breakdown(view), _phases(view), _modules(view), _efficiency(view), _ranks(view)]
     if findings:
         blocks.append(_findings_table(findings, shown=50))
         blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))

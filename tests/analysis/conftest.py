@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     pytest.importorskip("torch")
     out = tmp_path_factory.mktemp("planted")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANTED_STEPS": "12"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANTED_STEPS": "12",
+           "PERFTUNE_CACHE_DIR": str(out / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "perftune", "profile", "--out", str(out / "run"), "--skip", "3",
          "--active", "5", str(PLANTED), str(out / "hand.json")],

@@ -61,3 +61,20 @@ def test_backward_is_attributed_through_forward_links(planted_run) -> None:
 def test_foreign_trace_without_modules_says_so() -> None:
     doc = modules_document(load(shared_trace("HolisticTraceAnalysis__nccl_data.json.gz")))
     assert doc.source == "none" and doc.modules == [] and "with_stack" in doc.note
+
+
+def test_heavy_operators_against_peaks_measured_once_by_the_capture(planted_run) -> None:
+    """perftune profile measured this machine's peaks on first use (cached), so a CPU run's
+    heavy operators have a roof: the planted convolution is compute-bound at some % of peak."""
+    out, stdout = planted_run
+    assert (out / "cache" / "machine.json").exists() or list((out / "cache").glob("*.json"))
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    eff = summary["efficiency"]
+    assert eff["roofs"]["source"].startswith("measured")
+    convs = [op for op in eff["ops"] if op["name"].startswith("aten::conv")]
+    assert convs and convs[0]["bound"] == "compute"
+    assert 0 < convs[0]["percent_of_peak"] <= 150
+    elementwise = [op for op in eff["ops"] if op["name"] in ("aten::relu", "aten::threshold_backward")]
+    assert elementwise and all(op["bound"] in ("bandwidth", "overhead") for op in elementwise)
+    assert "heavy operators vs peaks" in stdout
+    assert "Heavy operators against the peaks" in (out / "run" / "report.md").read_text()
