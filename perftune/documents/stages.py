@@ -300,6 +300,9 @@ class TimeShareChange(_Stage):
     base_ms: Milliseconds
     head_ms: Milliseconds
     delta_ms: Milliseconds
+    # Interval of the change from the launch-to-launch noise of the gate's launches.
+    low_ms: MaybeMs = None
+    high_ms: MaybeMs = None
 
 
 class StructuralChange(_Stage):

@@ -151,6 +151,12 @@ def _structural_lines(changes: Iterable[StructuralChange]) -> list[str]:
     return [f"- {md_escape(c.message, 300)}" for c in changes]
 
 
+def _share_interval(share: Any) -> str:
+    if share.low_ms is None or share.high_ms is None:
+        return "–"
+    return f"{units.delta_ms(share.low_ms)} to {units.delta_ms(share.high_ms)}"
+
+
 def _explanation_md(explanation: Explanation, fail_on_new: bool) -> list[str]:
     lines = ["", "### What changed", ""]
     if explanation.structural:
@@ -163,10 +169,11 @@ def _explanation_md(explanation: Explanation, fail_on_new: bool) -> list[str]:
     for title, rows in (("Slower in head", explanation.slower), ("Faster in head", explanation.faster)):
         if not rows:
             continue
-        lines += [f"{title} (one profiled launch per side, per step):", "",
-                  "| what | kind | base | head | change |", "|---|---|---:|---:|---:|"]
+        lines += [f"{title} (one profiled launch per side, per step; interval from the "
+                  "launch-to-launch noise):", "",
+                  "| what | kind | base | head | change | interval |", "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {md_code(r.name)} | {md_escape(r.kind)} | {units.ms(r.base_ms)} | {units.ms(r.head_ms)} | "
-                  f"{units.delta_ms(r.delta_ms)} |" for r in rows]
+                  f"{units.delta_ms(r.delta_ms)} | {_share_interval(r)} |" for r in rows]
         lines.append("")
     return lines
 
@@ -356,8 +363,10 @@ def render_terminal(verdict: Verdict) -> str:
     lines = [f"perftune gate: {verdict.headline}"]
     if verdict.explanation is not None:
         lines += [f"  structural: {c.message}" for c in verdict.explanation.structural]
-        lines += [f"  slower: {r.name[:MAX_NAME]} ({r.kind}) {units.delta_ms(r.delta_ms)}/step"
-                  for r in verdict.explanation.slower[:3]]
+        for word, rows in (("slower", verdict.explanation.slower), ("faster", verdict.explanation.faster)):
+            lines += [f"  {word}: {r.name[:MAX_NAME]} ({r.kind}) {units.delta_ms(r.delta_ms)}/step"
+                      + (f" ({_share_interval(r)})" if r.low_ms is not None else "")
+                      for r in rows[:3]]
     lines += [f"  note: {n}" for n in verdict.notes]
     if verdict.run_dir is not None:
         lines.append(f"  run dir: {verdict.run_dir}")

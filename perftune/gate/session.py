@@ -79,6 +79,17 @@ def _python_path(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(entries)}
 
 
+def wall_noise(base: Sequence[float], head: Sequence[float],
+               confidence: float) -> explain_mod.LaunchNoise | None:
+    """The launch-to-launch noise of the wall times the gate measured (the profiled launches
+    that explain the verdict are timed by the wall clock too)."""
+    if len(base) < 2 or len(head) < 2:
+        return None
+    estimate = ratio_interval(base, head, confidence)
+    return explain_mod.LaunchNoise(log_sd=estimate.noise, launches=len(base) + len(head),
+                                   confidence=confidence)
+
+
 def figure_note(result_figure: str, load: RunnerLoad) -> str:
     """Which figure decided, and the load that chose it."""
     if result_figure == "cpu":
@@ -91,7 +102,8 @@ def figure_note(result_figure: str, load: RunnerLoad) -> str:
 
 
 def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
-                  measure: MeasureSettings, progress: Progress = _quiet) -> tuple[Explanation | None, list[str]]:
+                  measure: MeasureSettings, progress: Progress = _quiet,
+                  noise: explain_mod.LaunchNoise | None = None) -> tuple[Explanation | None, list[str]]:
     """Profile one launch per side (or use the stored base profile) and compare them."""
     summaries: dict[str, ProfileSummary] = {}
     notes: list[str] = []
@@ -111,7 +123,7 @@ def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
                          "no explanation")
             return None, notes
         summaries[side.name] = explain_mod.summarize_capture(result)
-    return explain_mod.compare(summaries[BASE], summaries[HEAD]), notes
+    return explain_mod.compare(summaries[BASE], summaries[HEAD], noise), notes
 
 
 def run_gate(
@@ -151,6 +163,7 @@ def run_gate(
                                 size_launches=options.size_launches and base is not None)
     result = sequential.run(options.rule, options.plan)
     decision = result.decision
+    base_wall = tuple(base_samples) if base is None else result.samples(BASE)
     status: Status = "inconclusive" if decision.outcome == "undecided" else decision.outcome
     # Read only now: `on_launch` may have added notes while launching (baseline fingerprint).
     all_notes = list(notes)
@@ -170,7 +183,9 @@ def run_gate(
                              "so structural changes were not compared")
         else:
             explanation, explain_notes = explain_sides(reference, head, run_dir / "explain",
-                                                       options.measure, progress)
+                                                       options.measure, progress,
+                                                       wall_noise(base_wall, result.samples(HEAD),
+                                                                  options.rule.confidence))
             all_notes += explain_notes
             if explanation is not None:
                 all_notes += explanation.notes
