@@ -25,7 +25,7 @@ from perftune.analysis.stats import MIN_PART_NOISE, part_change_interval
 from perftune.errors import PerftuneError
 
 if TYPE_CHECKING:
-    from perftune.capture.runner import CaptureResult
+    from perftune.capture.parent.runner import CaptureResult
 
 # Changes smaller than these are noise of one profiled launch, not something to point at.
 MIN_OP_DELTA_MS = 0.05

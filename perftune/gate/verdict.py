@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from perftune.analysis.stats import percent
-from perftune.capture.measure import Launch
+from perftune.capture.parent.measure import Launch
 from perftune.gate.decision import FIGURE_WORDS, Decision, DecisionRule, Figure
 from perftune.gate.explain import Explanation
 from perftune.gate.load import RunnerLoad

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perftune.capture.measure import BASE, HEAD, Launch
+from perftune.capture.parent.measure import BASE, HEAD, Launch
 from perftune.gate import load as load_mod
 from perftune.gate.baseline import Baseline, load, save
 from perftune.gate.decision import DecisionRule, decide
