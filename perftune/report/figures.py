@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from perftune.documents import RankStats, Summary
 from perftune.report.data import StepTiming
 from perftune.report.memory import MemorySeries
 from perftune.report.ranks import CollectiveTimeline, StepGrid
@@ -99,21 +100,20 @@ DEVICE_STACK = (("compute_ms", "compute"), ("communication_ms", "communication")
 HOST_STACK = (("sync_ms", "sync"), ("dataloader_ms", "dataloader"), ("optimizer_ms", "optimizer"))
 
 
-def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
+def breakdown_figure(summary: Summary | None) -> Figure | None:
     """Per step, two stacked bars: the device's time (what it did and when it sat idle) and the
     host's (waiting in syncs, for data, in the optimizer, everything else) — the two views
     overlap in time, so they are drawn side by side rather than added up."""
-    per_step: Sequence[Mapping[str, Any]] = summary.get("per_step") or []
-    if not per_step:
+    per_step = summary.per_step if summary is not None else []
+    if summary is None or not per_step:
         return None
-    multi_rank = len({s.get("rank") for s in per_step}) > 1
-    xs = [f"r{s.get('rank')} s{s.get('step')}" if multi_rank else str(s.get("step"))
-          for s in per_step]
-    device = bool(summary.get("has_device_activity"))
+    multi_rank = len({s.rank for s in per_step}) > 1
+    xs = [f"r{s.rank} s{s.step}" if multi_rank else str(s.step) for s in per_step]
+    device = summary.has_device_activity
     data: list[dict[str, Any]] = []
     if device:
         for key, name in DEVICE_STACK:
-            values = [float(s.get(key) or 0.0) for s in per_step]
+            values = [float(getattr(s, key)) for s in per_step]
             if key in ("communication_ms", "memset_ms") and not any(values):
                 continue
             data.append({"type": "bar", "name": f"device: {name}", "x": xs, "y": values,
@@ -122,10 +122,10 @@ def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
                          "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>device</extra>"})
     other = []
     for s in per_step:
-        known = sum(float(s.get(k) or 0.0) for k, _ in HOST_STACK)
-        other.append(max(0.0, float(s.get("dur_ms") or 0.0) - known))
+        known = sum(float(getattr(s, k)) for k, _ in HOST_STACK)
+        other.append(max(0.0, float(s.dur_ms) - known))
     for key, name in HOST_STACK:
-        values = [float(s.get(key) or 0.0) for s in per_step]
+        values = [float(getattr(s, key)) for s in per_step]
         if not any(values):
             continue
         data.append({"type": "bar", "name": f"host: {name}", "x": xs, "y": values,
@@ -324,15 +324,15 @@ def rank_heatmap_figure(grid: StepGrid) -> Figure:
         height=max(220, 80 + 26 * len(grid.ranks)), margin={"l": 80, "r": 20, "t": 30, "b": 50})}
 
 
-def rank_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
+def rank_breakdown_figure(rows: Sequence[RankStats]) -> Figure | None:
     """Per rank, mean per step: its own work and its wait for the others (left bar), and its
     communication, split into the part compute hides and the exposed part (right bar)."""
     if len(rows) < 2:
         return None
-    xs = [f"rank {r.get('rank')}" for r in rows]
+    xs = [f"rank {r.rank}" for r in rows]
 
     def col(key: str) -> list[float]:
-        return [float(r.get(key) or 0.0) for r in rows]
+        return [float(getattr(r, key) or 0.0) for r in rows]
 
     wait, busy = col("wait_ms_per_step"), col("busy_ms_per_step")
     comm, exposed = col("comm_ms_per_step"), col("exposed_comm_ms_per_step")
