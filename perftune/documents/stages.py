@@ -217,6 +217,8 @@ class TuningDocument(_Stage):
 class GateSide(_Stage):
     label: str = ""
     samples_ms: list[float] = msgspec.field(default_factory=list)
+    # CPU time per step of each launch (user + sys of the process), where measured.
+    cpu_samples_ms: list[float] = msgspec.field(default_factory=list)
     geomean_ms: MaybeMs = None
     log_sd: float | None = None
 
@@ -231,6 +233,26 @@ class GateLook(_Stage):
     low: float
     high: float
     threshold: float
+    figure: str = "wall"  # wall | cpu: what this look compared
+
+
+class LaunchLoadDoc(_Stage):
+    """What other processes did on the machine while one launch ran."""
+
+    others_cpus: float  # CPUs' worth of time they used, on average
+    steal: float  # share of CPU time the hypervisor took
+    load_average: float | None = None
+
+
+class GateLoad(_Stage):
+    """The runner's load over the gate; `busy` switched the decision to CPU time."""
+
+    busy: bool
+    before: LaunchLoadDoc | None = None
+    mean_others_cpus: float = 0.0
+    max_others_cpus: float = 0.0
+    max_steal: float = 0.0
+    load_averages: list[float] = msgspec.field(default_factory=list)
 
 
 class GateLaunch(_Stage):
@@ -241,6 +263,8 @@ class GateLaunch(_Stage):
     run_dir: str
     wall_s: float
     peak_memory_bytes: int | None = None
+    median_cpu_ms: MaybeMs = None
+    load: LaunchLoadDoc | None = None
 
 
 class FindingRef(_Stage):
@@ -276,6 +300,9 @@ class TimeShareChange(_Stage):
     base_ms: Milliseconds
     head_ms: Milliseconds
     delta_ms: Milliseconds
+    # Interval of the change from the launch-to-launch noise of the gate's launches.
+    low_ms: MaybeMs = None
+    high_ms: MaybeMs = None
 
 
 class StructuralChange(_Stage):
@@ -317,6 +344,9 @@ class GateDocument(_Stage):
     base: GateSide | msgspec.UnsetType = msgspec.UNSET
     head: GateSide | msgspec.UnsetType = msgspec.UNSET
     noise_log_sd: float | msgspec.UnsetType = msgspec.UNSET
+    # wall | cpu: the figure the deciding look compared (cpu when the runner was busy).
+    figure: str | msgspec.UnsetType = msgspec.UNSET
+    load: GateLoad | msgspec.UnsetType | None = msgspec.UNSET
     looks: list[GateLook] | msgspec.UnsetType = msgspec.UNSET
     launches: list[GateLaunch] | msgspec.UnsetType = msgspec.UNSET
     inconclusive_policy: str | msgspec.UnsetType = msgspec.UNSET

@@ -286,6 +286,9 @@ def _top_tables(view: RunView) -> tuple[list[Any], list[Any]]:
 
 
 # ---------------------------------------------------------------------------- the page
+TOP_MODULES = 25
+
+
 def report_context(view: RunView) -> dict[str, Any]:
     from perftune.report.memory import memory_timeline
     from perftune.report.timeline import step_timeline
@@ -298,6 +301,10 @@ def report_context(view: RunView) -> dict[str, Any]:
     fig = F.breakdown_figure(view.summary)
     if fig:
         figures["breakdown"] = fig
+    modules = view.summary.modules if view.summary is not None else None
+    fig = F.module_tree_figure(modules)
+    if fig:
+        figures["modules-tree"] = fig
     timeline = step_timeline(view.trace) if view.trace is not None else None
     if timeline is not None and timeline.bars:
         figures["timeline"] = F.timeline_figure(timeline)
@@ -349,6 +356,9 @@ def report_context(view: RunView) -> dict[str, Any]:
         "findings": finding_views(view.findings, roots, docs),
         "total_saving_ms": view.total_saving_ms,
         "rule_docs": [docs[c] for c in sorted(docs)],
+        "phases": summary.phases if summary is not None else None,
+        "modules": modules,
+        "top_modules": modules.modules[:TOP_MODULES] if modules is not None else [],
         "top_ops": ops,
         "top_kernels": kernels,
         "timeline": timeline,
