@@ -284,14 +284,23 @@ class Summary(_Doc):
         msgspec.field(default_factory=list)
     # Present when two or more ranks were loaded; absent (not null) otherwise.
     multi_rank: MultiRank | msgspec.UnsetType | None = msgspec.UNSET
-    phases: Phases | None = None
-    modules: Modules | None = None
+    # Absent in a summary.json of an older perftune.
+    phases: Phases | msgspec.UnsetType | None = msgspec.UNSET
+    modules: Modules | msgspec.UnsetType | None = msgspec.UNSET
 
     @property
     def ranks_section(self) -> MultiRank | None:
         """The multi-rank section, None for a single rank."""
         section = self.multi_rank
         return section if isinstance(section, MultiRank) and section.ranks else None
+
+    @property
+    def phase_section(self) -> Phases | None:
+        return self.phases if isinstance(self.phases, Phases) else None
+
+    @property
+    def module_section(self) -> Modules | None:
+        return self.modules if isinstance(self.modules, Modules) else None
 
 
 # ---------------------------------------------------------------------------- findings.json

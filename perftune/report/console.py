@@ -67,7 +67,7 @@ def summary_lines(summary: Summary) -> list[str]:
 
 def phase_lines(summary: Summary | None) -> list[str]:
     """The phases of the mean step (they sum to it), with the device's share on GPU traces."""
-    phases = summary.phases if summary is not None else None
+    phases = summary.phase_section if summary is not None else None
     if phases is None or not phases.mean:
         return []
     mean = phases.mean_step_ms or 0.0
@@ -87,7 +87,7 @@ def phase_lines(summary: Summary | None) -> list[str]:
 
 def module_lines(summary: Summary | None, top: int = 8) -> list[str]:
     """The modules with the most own time (forward + backward)."""
-    modules = summary.modules if summary is not None else None
+    modules = summary.module_section if summary is not None else None
     if modules is None:
         return []
     if modules.source != "trace":

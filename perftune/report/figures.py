@@ -123,7 +123,7 @@ def breakdown_figure(summary: Summary | None) -> Figure | None:
                          "offsetgroup": "device", "legendgroup": "device",
                          "marker": {"color": COLORS[name]},
                          "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>device</extra>"})
-    phases = summary.phases
+    phases = summary.phase_section
     phase_steps = phases.per_step if phases is not None else []
     if phases is not None and len(phase_steps) == len(per_step):
         # The phases partition each step: the host bar is them, with nothing left over.

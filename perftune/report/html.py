@@ -301,7 +301,7 @@ def report_context(view: RunView) -> dict[str, Any]:
     fig = F.breakdown_figure(view.summary)
     if fig:
         figures["breakdown"] = fig
-    modules = view.summary.modules if view.summary is not None else None
+    modules = view.summary.module_section if view.summary is not None else None
     fig = F.module_tree_figure(modules)
     if fig:
         figures["modules-tree"] = fig
@@ -356,7 +356,7 @@ def report_context(view: RunView) -> dict[str, Any]:
         "findings": finding_views(view.findings, roots, docs),
         "total_saving_ms": view.total_saving_ms,
         "rule_docs": [docs[c] for c in sorted(docs)],
-        "phases": summary.phases if summary is not None else None,
+        "phases": summary.phase_section if summary is not None else None,
         "modules": modules,
         "top_modules": modules.modules[:TOP_MODULES] if modules is not None else [],
         "top_ops": ops,

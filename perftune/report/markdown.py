@@ -86,7 +86,7 @@ def _breakdown(view: RunView) -> str | None:
 
 
 def _phases(view: RunView) -> str | None:
-    phases = view.summary.phases if view.summary is not None else None
+    phases = view.summary.phase_section if view.summary is not None else None
     if phases is None or not phases.mean:
         return None
     device = any(p.device for p in phases.mean)
@@ -111,7 +111,7 @@ TOP_MODULES = 10
 
 
 def _modules(view: RunView) -> str | None:
-    modules = view.summary.modules if view.summary is not None else None
+    modules = view.summary.module_section if view.summary is not None else None
     if modules is None:
         return None
     if modules.source != "trace":
