@@ -133,6 +133,8 @@ class TuneConfig(_Stage):
     trials: list[int] = msgspec.field(default_factory=list)
     loss_deviation: Ratio | None = None
     accuracy: AccuracyGuard | None = None
+    # The script's own defaults: the baseline every other configuration is compared with.
+    baseline: bool = False
 
 
 class TuneBest(_Stage):
@@ -147,6 +149,10 @@ class TuneBest(_Stage):
     loss_deviation: Ratio | None = None
     accuracy: AccuracyGuard | None = None
     speedup_vs_default: float | None = None
+    # Whether the repeats put the best reliably ahead of the defaults (the gate's statistics);
+    # without that there is no winner to act on.
+    reliably_faster_than_default: bool = False
+    is_default: bool = False
 
 
 class TuneRunnerUp(_Stage):
@@ -159,9 +165,22 @@ class TuneRunnerUp(_Stage):
 
 
 class TuneDefault(_Stage):
+    """The baseline: the script's own defaults (perftune.knob defaults, else the first value)."""
+
     values: Values = msgspec.field(default_factory=dict)
     throughput: float | None = None
     verdict: str | None = None
+    # Spread of its repeated figures ((max - min) / median), the noise a winner must beat.
+    noise: Ratio | None = None
+
+
+class TuneUnmeasured(_Stage):
+    """A value of a knob whose configurations were not all measured, and why."""
+
+    knob: str
+    value: Any = None
+    measured: int = 0
+    total: int = 0
 
 
 class CodeChange(_Stage):
@@ -211,6 +230,8 @@ class TuningDocument(_Stage):
     apply: TuneApply | None = None
     stats: TuneStats = msgspec.field(default_factory=TuneStats)
     notes: list[str] = msgspec.field(default_factory=list)
+    # Knob values whose configurations were not all measured (the budget ran out first).
+    unmeasured: list[TuneUnmeasured] = msgspec.field(default_factory=list)
 
 
 # gate.json ---------------------------------------------------------------------------------
