@@ -21,11 +21,11 @@ from perftune.analysis.phases import (
     step_phases,
 )
 from perftune.documents import Finding as DocFinding
-from perftune.documents import Summary, document_data
+from perftune.documents import FindingsDocument, Summary
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
-from perftune.rundir import FINDINGS, SUMMARY, RunDir
+from perftune.rundir import RunDir
 from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
@@ -46,7 +46,7 @@ class RuleSelection:
 @dataclass(frozen=True)
 class Analysis:
     trace: Trace
-    summary: dict[str, Any]
+    summary: Summary
     findings: tuple[Finding, ...]
     # The folders source files were read from (perftune.sourcefiles): the reports read the
     # same ones, no others.
@@ -119,7 +119,7 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None,
-               tables: Tables | None = None) -> dict[str, Any]:
+               tables: Tables | None = None) -> Summary:
     """summary.json: the trace's summary, with the multi-rank section when two or more ranks
     were loaded (per-rank steps, skew, stragglers, communication and collective waits). The
     straggler threshold is rule PFT602's, with its `[tool.perftune.rules.PFT602]` options."""
@@ -131,16 +131,16 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
                                  float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)),
                                  tables=tables)  # the rank tables the rules computed
     if section is not None:
-        summary["multi_rank"] = section
+        summary.multi_rank = section
     per_step = tables(phase_table) if tables is not None else step_phases(trace)
-    summary["phases"] = document_data(phases_document(trace, per_step))
+    summary.phases = phases_document(trace, per_step)
     # One optimizer figure: the phases' (clipped to the step, the profiler's stop left out).
-    if len(per_step) == len(summary.get("per_step") or []):
-        for row, phases in zip(summary["per_step"], per_step, strict=True):
-            row["optimizer_ms"] = phases.phase_ms["optimizer"]
-        summary["breakdown_ms_per_step"]["optimizer_ms"] = optimizer_ms_per_step(per_step)
-    summary["modules"] = document_data(modules_document(trace))
-    summary["efficiency"] = document_data(efficiency_document(trace, tables))
+    if len(per_step) == len(summary.per_step):
+        for row, phases in zip(summary.per_step, per_step, strict=True):
+            row.optimizer_ms = phases.phase_ms["optimizer"]
+        summary.breakdown_ms_per_step.optimizer_ms = optimizer_ms_per_step(per_step)
+    summary.modules = modules_document(trace)
+    summary.efficiency = efficiency_document(trace, tables)
     return summary
 
 
@@ -152,12 +152,10 @@ def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = Non
     return analyze_trace(trace, rules, source_roots, timings)
 
 
-def findings_document(analysis: Analysis) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "findings": [f.to_dict() for f in analysis.findings],
-        "summary": analysis.summary,
-    }
+def findings_document(summary: Summary, findings: Sequence[Finding]) -> FindingsDocument:
+    """findings.json: the findings (ranked as given) with the run's summary."""
+    return FindingsDocument(schema_version=SCHEMA_VERSION,
+                            findings=[f.document() for f in findings], summary=summary)
 
 
 def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
@@ -166,8 +164,8 @@ def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
     perftune.report.write_run): rendering is a layer above the analysis."""
     run = RunDir(run_dir)
     with run.lock():
-        return [run.write_json(SUMMARY, analysis.summary),
-                run.write_json(FINDINGS, findings_document(analysis))]
+        return [run.write_document(analysis.summary),
+                run.write_document(findings_document(analysis.summary, analysis.findings))]
 
 
 def run_traces(run_dir: Path) -> list[Path]:
@@ -205,7 +203,7 @@ class Results:
         """One row per step: rank, step, dur_ms and one column per phase (ms); they sum to dur_ms."""
         import pandas as pd
 
-        section = self.summary.phases
+        section = self.summary.phase_section
         if section is None:
             return pd.DataFrame(columns=["rank", "step", "dur_ms"])
         return pd.DataFrame([{"rank": s.rank, "step": s.step, "dur_ms": s.dur_ms, **s.phases}
@@ -219,7 +217,8 @@ class Results:
 
         from perftune.documents import ModuleTime, document_data
 
-        rows = self.summary.modules.modules if self.summary.modules is not None else []
+        section = self.summary.module_section
+        rows = section.modules if section is not None else []
         return pd.DataFrame([document_data(m) for m in rows], columns=list(ModuleTime.__struct_fields__))
 
     @property
@@ -253,9 +252,6 @@ class Results:
 def analyze(path: str | Path, rules: RuleSelection | None = None) -> Results:
     """`perftune.analyze(path)`: a trace file, or a run directory (its traces are re-analysed;
     without them, its summary.json and findings.json are read). Writes nothing."""
-    import msgspec
-
-    from perftune.documents import FindingsDocument
     from perftune.errors import PerftuneError
 
     target = Path(path)
@@ -274,5 +270,5 @@ def analyze(path: str | Path, rules: RuleSelection | None = None) -> Results:
         analysis = analyze_paths(traces, rules or RuleSelection())
     else:
         analysis = analyze_paths([target], rules or RuleSelection())
-    document = msgspec.convert(findings_document(analysis), FindingsDocument)
-    return Results(summary=document.summary, findings=tuple(document.findings), trace=analysis.trace)
+    return Results(summary=analysis.summary, findings=tuple(f.document() for f in analysis.findings),
+                   trace=analysis.trace)

@@ -28,7 +28,7 @@ def test_analyze_a_trace_file() -> None:
     assert isinstance(result.summary, Summary)
     phases = result.phases
     assert len(phases) == result.summary.steps.count
-    names = result.summary.phases.names
+    names = result.summary.phase_section.names
     assert ((phases[names].sum(axis=1) - phases["dur_ms"]).abs() < 1e-6 * phases["dur_ms"] + 1e-9).all()
     assert result.modules.empty  # this trace has no module ranges
     ops = result.operators
