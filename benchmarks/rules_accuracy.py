@@ -31,7 +31,6 @@ and the known false positives (issue 13, section 5) must not be reported.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shlex
 import subprocess
@@ -48,6 +47,8 @@ CORPUS = ROOT / "tests" / "field"
 TRACES = ROOT.parent / "shared" / "traces"
 _GROUP = re.compile(r"(file-expect|file-not|expect|not)\[([A-Z0-9*, ]+)\]")
 _RUN_ARGS = re.compile(r"perftune-run:\s*(.+)$")
+_SCRIPT_ARGS = re.compile(r"perftune-args:\s*(.+)$")
+_OWN_TRACES = re.compile(r"perftune-traces:\s*(\S+)")
 _ALL = "*"
 
 
@@ -61,7 +62,9 @@ class Truth:
     forbid: dict[int, set[str]] = field(default_factory=dict)       # line -> codes or {"*"}
     file_expect: set[str] = field(default_factory=set)
     file_forbid: set[str] = field(default_factory=set)
-    run_args: tuple[str, ...] = ()
+    run_args: tuple[str, ...] = ()      # `perftune profile` options
+    script_args: tuple[str, ...] = ()   # the script's own arguments ({run}: the run folder)
+    own_traces: str | None = None       # where the script's own profiler writes ({run})
 
     def forbidden_at(self, code: str, line: int | None) -> bool:
         if code in self.file_forbid:
@@ -77,6 +80,12 @@ def read_truth(path: Path) -> Truth:
         run = _RUN_ARGS.search(text)
         if run:
             truth.run_args = tuple(shlex.split(run.group(1)))
+        args = _SCRIPT_ARGS.search(text)
+        if args:
+            truth.script_args = tuple(shlex.split(args.group(1)))
+        own = _OWN_TRACES.search(text)
+        if own:
+            truth.own_traces = own.group(1)
         if "perftune:" not in text:
             continue
         for kind, group in _GROUP.findall(text.split("perftune:", 1)[1]):
@@ -239,23 +248,36 @@ def tally(results: Sequence[ScriptResult]) -> tuple[Tally, dict[str, Tally]]:
 
 
 # ---------------------------------------------------------------------------- running
-def profile(script: Path, run_dir: Path, reuse: bool, extra: Sequence[str] = (),
-            timeout: float = 600) -> tuple[list[Path], str | None]:
-    """Profile one script into run_dir (once: reused with `reuse`); its traces, or an error."""
+def _traces(run_dir: Path, own: str | None) -> list[Path]:
     from perftune.rundir import RunDir
 
-    if reuse and run_dir.is_dir():
-        traces = RunDir(run_dir).traces()
+    if not run_dir.is_dir():
+        return []
+    found = RunDir(run_dir).traces()
+    if not found and own:
+        folder = Path(own.replace("{run}", str(run_dir)))
+        found = sorted(p for p in folder.glob("*.json*") if p.is_file()) if folder.is_dir() else []
+    return found
+
+
+def profile(script: Path, run_dir: Path, reuse: bool, extra: Sequence[str] = (),
+            timeout: float = 600, script_args: Sequence[str] = (),
+            own_traces: str | None = None) -> tuple[list[Path], str | None]:
+    """Profile one script into run_dir (once: reused with `reuse`); its traces (perftune's, or
+    those its own profiler wrote into `own_traces`), or an error."""
+    if reuse:
+        traces = _traces(run_dir, own_traces)
         if traces:
             return traces, None
+    args = [a.replace("{run}", str(run_dir)) for a in script_args]
     cmd = [sys.executable, "-m", "perftune", "profile", "--no-analyze", "--quiet", *extra,
-           "--out", str(run_dir), str(script)]
+           *(["--force"] if run_dir.exists() else []), "--out", str(run_dir), str(script), *args]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                               check=False)
     except subprocess.TimeoutExpired:
         return [], f"profile timed out after {timeout:.0f} s"
-    traces = RunDir(run_dir).traces() if run_dir.is_dir() else []
+    traces = _traces(run_dir, own_traces)
     if not traces:
         tail = (proc.stderr.strip() or proc.stdout.strip())[-300:]
         return [], f"no trace (exit {proc.returncode}): {tail}"
@@ -273,7 +295,8 @@ def analyse_run(run_dir: Path, traces: Sequence[Path]) -> list[Any]:
 def run_script(script: Path, runs: Path, reuse: bool) -> ScriptResult:
     truth = read_truth(script)
     run_dir = runs / script.parent.name / script.stem
-    traces, error = profile(script.relative_to(ROOT), run_dir, reuse, truth.run_args)
+    traces, error = profile(script.relative_to(ROOT), run_dir, reuse, truth.run_args,
+                            script_args=truth.script_args, own_traces=truth.own_traces)
     if error:
         result = ScriptResult(truth.name, truth, missed=set(truth.expect),
                               file_missed=set(truth.file_expect), error=error)

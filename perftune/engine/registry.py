@@ -172,6 +172,10 @@ def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = Fa
                 raise
             warnings.warn(f"rule {rule.code} failed on this trace and was skipped: "
                           f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+    from perftune.engine.savings import account
+
+    # Savings that can be true: bounded by the step, one cause linked, moved waits said.
+    findings = account(ctx, findings)
     findings.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
                                  f.location.file or "", f.location.line or 0))
     return findings

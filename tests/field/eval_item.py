@@ -32,7 +32,7 @@ class Net(nn.Module):
 def train(model, device, batches, optimizer) -> None:
     model.train()
     for data, target in batches:
-        data, target = data.to(device), target.to(device)
+        data, target = data.to(device), target.to(device)  # perftune: expect[PFT208,PFT209]
         optimizer.zero_grad()
         loss = F.nll_loss(model(data), target)
         loss.backward()
@@ -44,7 +44,7 @@ def test(model, device, batches) -> float:
     test_loss, correct, seen = 0.0, 0, 0
     with torch.no_grad():
         for data, target in batches:
-            data, target = data.to(device), target.to(device)
+            data, target = data.to(device), target.to(device)  # perftune: expect[PFT208,PFT209]
             output = model(data)
             test_loss += F.nll_loss(output, target, reduction="sum").item()  # perftune: expect[PFT206]
             pred = output.argmax(dim=1, keepdim=True)

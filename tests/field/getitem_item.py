@@ -49,7 +49,7 @@ def main() -> None:
                           nn.Flatten(), nn.Linear(16, 10)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     for images, labels in loader:  # perftune: expect[PFT101]
-        images, labels = images.to(device), labels.to(device)
+        images, labels = images.to(device), labels.to(device)  # perftune: expect[PFT208,PFT209]
         loss = nn.functional.cross_entropy(model(images), labels)
         optimizer.zero_grad()
         loss.backward()

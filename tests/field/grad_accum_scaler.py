@@ -31,10 +31,10 @@ def main() -> None:
     labels = torch.randint(0, 8, (args.accumulate * 4, 32))
 
     micro = 0
-    for step in range(args.steps):
+    for _step in range(args.steps):
         for _ in range(args.accumulate):
-            x = features[micro % len(features)].to(device)
-            y = labels[micro % len(labels)].to(device)
+            x = features[micro % len(features)].to(device)  # perftune: expect[PFT208,PFT209]
+            y = labels[micro % len(labels)].to(device)  # perftune: expect[PFT208,PFT209]
             micro += 1
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_cuda):
                 loss = nn.functional.cross_entropy(model(x), y) / args.accumulate

@@ -1,9 +1,12 @@
 """A training loop that runs its own torch.profiler with a schedule and a trace handler.
 
 Many training scripts carry a `--profile` switch that wraps the loop in `torch.profiler.profile`
-with `schedule(wait, warmup, active)` and `tensorboard_trace_handler`, calling `prof.step()` each
-iteration. The script's own trace is written to its log folder; its `loss.item()` per iteration
-is read back for a progress bar.
+with `schedule(wait, warmup, active)`, `tensorboard_trace_handler`, shapes and stacks,
+calling `prof.step()` each iteration. The script's own trace is written to its log folder;
+its `loss.item()` per iteration is read back for a progress bar.
+
+perftune-args: --logdir {run}/script-trace
+perftune-traces: {run}/script-trace
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ def main() -> None:
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     losses = []
     with profile(activities=activities, schedule=schedule(wait=1, warmup=1, active=3, repeat=1),
-                 on_trace_ready=tensorboard_trace_handler(args.logdir)) as prof:
+                 on_trace_ready=tensorboard_trace_handler(args.logdir), record_shapes=True,
+                 with_stack=True) as prof:
         for _ in range(args.steps):
             loss = nn.functional.cross_entropy(model(x), y)
             optimizer.zero_grad()

@@ -41,7 +41,7 @@ def main() -> None:
         optimizer.step()
     model.eval()
     with torch.no_grad():
-        for images, target in val_loader:
+        for images, _target in val_loader:
             model(images.to(device, non_blocking=True))
 
 

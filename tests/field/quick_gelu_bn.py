@@ -40,8 +40,8 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = nn.Sequential(Block(256), Block(256), nn.Linear(256, 10)).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(512, 256, device=device)
-    y = torch.randint(0, 10, (512,), device=device)
+    x = torch.randn(1024, 256, device=device)
+    y = torch.randint(0, 10, (1024,), device=device)
     for _ in range(args.steps):
         loss = nn.functional.cross_entropy(model(x), y)
         optimizer.zero_grad()

@@ -30,7 +30,7 @@ def main() -> None:
     x = torch.randn(8, 64, 64, device=device)
     y = torch.randint(0, 5, (8, 64), device=device)
     losses = []
-    for step in range(args.steps):
+    for _step in range(args.steps):
         b = random.randrange(8)
         loss = nn.functional.cross_entropy(model(x[b]), y[b])
         optimizer.zero_grad()

@@ -40,8 +40,19 @@ acc = _accuracy_module()
 SCRIPTS = acc.scripts(FIELD)
 
 # (script, code, line or None for file-level) -> (owner, reason). Only for expectations whose
-# fix belongs to another helper's area; a `not[...]` violation is never listed here.
-KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {}
+# fix belongs to another helper's area (issue 13); a `not[...]` violation is never listed here.
+_ATTRIB = "field-attrib (issue 13, sections 2 and 6)"
+KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {
+    ("manual_sgd_lm.py", "PFT303", 75): (_ATTRIB, "manual per-parameter update loops are not detected yet"),
+    ("tiny_overhead.py", "PFT304", None): (_ATTRIB, "an overhead-bound step on a CPU trace is not reported yet"),
+    ("transformer_causal_mask.py", "PFT206", 46): (
+        _ATTRIB, "the causal-mask sync inside nn.TransformerEncoder lands on the def line, not the call line"),
+    ("own_profiler.py", "PFT206", 45): (
+        _ATTRIB, "in the script's own trace the loss.item() sync lands on the next line (prof.step())"),
+    ("inference_no_grad.py", "PFT207", 34): (
+        "field-attrib / field-steps (issue 13, sections 1 and 2)",
+        "per-batch .cpu() in a no_grad inference loop (steps by module call) is not reported"),
+}
 
 
 @pytest.fixture(scope="session")
@@ -67,11 +78,13 @@ def test_findings_agree_with_the_scripts_truth(script: Path, field_runs: Path) -
     report = "\n".join(acc.describe(result))
     assert result.error is None, report
     assert not result.violations, f"findings at lines marked not[...]:\n{report}"
-    missing = {(code, line) for code, line in result.missed if (script.name, code, line) not in KNOWN_MISSES}
-    missing |= {(code, None) for code in result.file_missed if (script.name, code, None) not in KNOWN_MISSES}
-    assert not missing, f"expected findings not reported: {sorted(missing, key=str)}\n{report}"
-    known = [(c, ln) for c, ln in sorted(result.missed) if (script.name, c, ln) in KNOWN_MISSES]
-    known += [(c, None) for c in sorted(result.file_missed) if (script.name, c, None) in KNOWN_MISSES]
+    not_at_line = {(c, ln) for c, ln in result.missed | result.found_elsewhere}
+    not_at_line |= {(c, None) for c in result.file_missed}
+    known = {m for m in not_at_line if (script.name, *m) in KNOWN_MISSES}
+    missing = not_at_line - known
+    assert not missing, f"expected findings not reported at their line: {sorted(missing, key=str)}\n{report}"
+    stale = [key for key in KNOWN_MISSES if key[0] == script.name and key[1:] not in not_at_line]
+    assert not stale, f"found now: remove {stale} from KNOWN_MISSES\n{report}"
     if known:
-        owners = {KNOWN_MISSES[(script.name, c, ln)] for c, ln in known}
-        pytest.xfail("; ".join(f"{owner}: {reason}" for owner, reason in sorted(owners)))
+        pytest.xfail("; ".join(f"{KNOWN_MISSES[(script.name, *m)][0]}: {KNOWN_MISSES[(script.name, *m)][1]}"
+                               for m in sorted(known, key=str)))

@@ -173,7 +173,7 @@ def _chain_trace(ops: list[str], counter_between: bool = False) -> TraceBuilder:
             for i, name in enumerate(ops):
                 if counter_between and i == 1:
                     op_kernel(b, "aten::add_", ADD_KERNEL, 2.0, [[], []], ["long int", "long int"])
-                op_kernel(b, name, ADD_KERNEL, 400.0, dims + [[]], [F32, ""])
+                op_kernel(b, name, ADD_KERNEL, 400.0, [*dims, []], [F32, ""])
     return b
 
 
