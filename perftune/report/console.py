@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +72,47 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             continue
         share = f"{100.0 * value / mean:5.1f}%" if mean else "     "
         lines.append(f"  {label:<26}{_ms(value):>14}  {share}")
+    lines.extend(phase_lines(summary))
+    lines.extend(module_lines(summary))
     lines.extend(rank_lines(summary))
     return [_safe(line) for line in lines]
+
+
+def phase_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The phases of the mean step (they sum to it), with the device's share on GPU traces."""
+    phases = summary.get("phases")
+    if not phases or not phases.get("mean"):
+        return []
+    mean = phases.get("mean_step_ms") or 0.0
+    lines = ["", f"phases of the step (mean per step, sum {_ms(sum(p['ms'] for p in phases['mean']))}"
+                 f" of {_ms(mean)})"]
+    for p in phases["mean"]:
+        if not p["ms"] or (mean and p["ms"] / mean < 0.0005):
+            continue
+        line = f"  {p['label']:<48}{_ms(p['ms']):>12}  {100.0 * p['share']:5.1f}%"
+        dev = p.get("device")
+        if dev:
+            line += (f"   device: compute {_ms(dev['compute_ms'])}, comm {_ms(dev['communication_ms'])},"
+                     f" copies {_ms(dev['memcpy_ms'])}, idle {_ms(dev['idle_ms'])}")
+        lines.append(line)
+    return lines
+
+
+def module_lines(summary: Mapping[str, Any], top: int = 8) -> list[str]:
+    """The modules with the most own time (forward + backward)."""
+    modules = summary.get("modules")
+    if not modules:
+        return []
+    if modules.get("source") != "trace":
+        return ["", f"modules    {modules.get('note') or 'no module information in this trace'}"]
+    rows = modules.get("modules") or []
+    lines = ["", f"modules by own time (forward + backward, per step; top {min(top, len(rows))} of {len(rows)})",
+             f"  {'module':<40}{'own':>11}{'fwd':>11}{'bwd':>11}{'share':>8}{'calls':>7}"]
+    for m in rows[:top]:
+        lines.append(f"  {m['path'][-40:]:<40}{_ms(m['self_ms']):>11}{_ms(m['forward_self_ms']):>11}"
+                     f"{_ms(m['backward_self_ms']):>11}{100.0 * m['self_share']:7.1f}%"
+                     f"{m['calls_per_step']:7.3g}")
+    return lines
 
 
 MAX_WARNINGS = 20
@@ -134,6 +173,29 @@ def rank_lines(summary: dict[str, Any]) -> list[str]:
                      f"({100.0 * float(found.get('share_of_step') or 0.0):.0f}% of the step)")
     else:
         lines.append("straggler  none (no rank is slower than the others step after step)")
+    return lines
+
+
+def timing_lines(timings: dict[str, float]) -> list[str]:
+    """`perftune analyze --timings`: one line per stage and rule, in run order, then the
+    slowest rules' share of the rules' time."""
+    if not timings:
+        return []
+    rules = {k: v for k, v in timings.items() if k.startswith("PFT")}
+    rule_total = sum(rules.values())
+    total = sum(timings.values())
+    lines = ["timings (wall seconds):", f"  {'stage':<12} {'seconds':>9} {'share':>7}"]
+    for stage, seconds in timings.items():
+        if stage in rules:
+            continue
+        lines.append(f"  {stage:<12} {seconds:9.3f} {seconds / total if total else 0:7.1%}")
+        if stage == "context" and rules:
+            lines.append(f"  {'rules':<12} {rule_total:9.3f} {rule_total / total if total else 0:7.1%}")
+    lines.append(f"  {'total':<12} {total:9.3f}")
+    if rules:
+        lines.append(f"  {'rule':<12} {'seconds':>9} {'of rules':>8}")
+        for code, seconds in sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  {code:<12} {seconds:9.3f} {seconds / rule_total if rule_total else 0:8.1%}")
     return lines
 
 
@@ -234,6 +296,8 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
         table.add_row(label, _ms(value), f"{share:.1%}" if mean else "", bar)
     if table.row_count:
         out.print(table)
+    for extra in [*phase_lines(view.summary), *module_lines(view.summary)]:
+        out.print(Text(_safe(extra)))
     for rank_line in rank_lines(dict(view.summary))[1:]:
         out.print(Text(_safe(rank_line)))
 

@@ -9,15 +9,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perftune.capture.results import (
+from perftune.capture.child.steps import StepLog, phase_of, window_action
+from perftune.capture.parent.results import (
     CaptureResult,
     StepRecord,
     load_capture,
     steps_document,
     write_json,
 )
-from perftune.capture.steps import StepLog, phase_of, window_action
-from perftune.capture.summary import overhead, percentile, split_steps, step_stats, summary_lines
+from perftune.capture.parent.summary import (
+    overhead,
+    percentile,
+    split_steps,
+    step_stats,
+    summary_lines,
+)
 from perftune.cli.profile import default_run_dir, exit_code_for, profile
 
 
@@ -43,6 +49,8 @@ def test_step_log_times_are_relative_to_the_start() -> None:
     log.add(101.5, "profiled", loss=object(), samples=None)
     log.convert_losses(lambda loss: 2.5)
     steps = log.to_json()
+    assert steps[0]["cpu_ms"] >= 0  # the process's CPU time, next to the wall time
+    del steps[0]["cpu_ms"]
     assert steps[0] == {
         "index": 0,
         "start_s": 0.5,
@@ -161,7 +169,7 @@ def test_run_dir_default_and_runs_dir_setting(
 
 
 def _session(tmp_path: Path, skip: int = 1, active: int = 2):
-    from perftune.capture.session import CaptureSession
+    from perftune.capture.child.session import CaptureSession
 
     return CaptureSession(
         skip=skip, active=active, full=False, profile=False, detail="light", run_dir=tmp_path
@@ -171,7 +179,7 @@ def _session(tmp_path: Path, skip: int = 1, active: int = 2):
 def test_session_keeps_losses_on_device_until_the_window_ends(tmp_path: Path) -> None:
     import torch
 
-    from perftune.capture.control import StopCapture
+    from perftune.capture.child.control import StopCapture
 
     session = _session(tmp_path)
     session.on_loss(torch.tensor(1.5))
@@ -214,3 +222,23 @@ def test_forked_session_records_nothing(tmp_path: Path) -> None:
     session.forked()
     session.boundary("optimizer")
     assert len(session.log) == 0
+
+
+def test_step_log_records_cpu_time_next_to_wall_time(tmp_path: Path) -> None:
+    """A step that sleeps takes wall time but next to no CPU time; a step that computes takes
+    CPU time. (Orders of magnitude, not timings: a sleeping step uses ~0 CPU on any machine.)"""
+    import time as _time
+
+    from perftune.capture.child.steps import StepLog
+
+    log = StepLog(_time.perf_counter())
+    _time.sleep(0.2)
+    log.add(_time.perf_counter(), "measured", None, None)
+    log.begin_step(_time.perf_counter())
+    deadline = _time.process_time() + 0.05
+    while _time.process_time() < deadline:
+        pass
+    log.add(_time.perf_counter(), "measured", None, None)
+    sleeping, computing = log.to_json()
+    assert sleeping["cpu_ms"] < sleeping["duration_ms"] / 4
+    assert computing["cpu_ms"] >= 50.0

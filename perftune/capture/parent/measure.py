@@ -18,7 +18,7 @@ from perftune.errors import ScriptError, UsageError
 from perftune.rundir import OUTPUT_LOG, RunDir
 
 if TYPE_CHECKING:
-    from perftune.capture.runner import CaptureResult, ScriptTarget
+    from perftune.capture.parent.runner import CaptureResult, ScriptTarget
 
 BASE = "base"
 HEAD = "head"
@@ -62,6 +62,11 @@ class Launch:
     run_dir: Path
     wall_s: float
     peak_memory_bytes: int | None = None
+    # Median CPU time (user + sys) of the measured steps: the figure a busy runner barely
+    # moves; None when the steps did not record it.
+    median_cpu_ms: float | None = None
+    # What else ran on the machine during the launch (perftune.gate.load), when measured.
+    load: Any = field(default=None, compare=False)
     # meta.json of the launch (interpreter, torch/CUDA, devices) for the fingerprint.
     meta: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -102,7 +107,7 @@ def capture_side(side: Side, run_dir: Path, settings: MeasureSettings, *, profil
     """Run one process of `side` with capture (profiling on for explaining, off for timing)."""
     # Imported here: capture is the package that may pull in torch, and `perftune gate
     # --help` or a config error should not pay for it.
-    from perftune.capture.runner import CaptureOptions, run_capture
+    from perftune.capture.parent.runner import CaptureOptions, run_capture
 
     options = CaptureOptions(
         skip=settings.warmup,
@@ -128,5 +133,6 @@ def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSetting
         run_dir=run_dir,
         wall_s=time.monotonic() - started,
         peak_memory_bytes=result.peak_memory_bytes,
+        median_cpu_ms=result.median_cpu_ms(),
         meta=dict(result.meta),
     )
