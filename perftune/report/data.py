@@ -94,8 +94,8 @@ class RunView:
         the mean step."""
         from perftune.engine.savings import headline_ms
 
-        steps = self.summary.get("steps") if isinstance(self.summary, dict) else None
-        step_ms = (steps.get("mean_ms") or steps.get("median_ms")) if isinstance(steps, dict) else None
+        steps = getattr(self.summary, "steps", None) if self.summary is not None else None
+        step_ms = (steps.mean_ms or steps.median_ms) if steps is not None else None
         return headline_ms(self.findings, float(step_ms) if isinstance(step_ms, (int, float)) else None)
 
 

@@ -99,3 +99,15 @@ def test_exposed_communication_is_never_more_than_the_step() -> None:
     for f in found:
         assert f.evidence["exposed_share_of_step"] <= 1.0
         assert f.est_saving_ms_per_step <= f.evidence["step_ms"] + 1e-6
+
+
+def test_the_report_headline_is_the_union_never_above_the_step() -> None:
+    from perftune.pipeline import analyze_paths
+    from perftune.report.data import view_of_analysis
+
+    analysis = analyze_paths([shared_trace("param__resnet_kineto.json.gz")])
+    view = view_of_analysis(analysis, None)
+    step = view.summary.steps.mean_ms
+    naive = sum(f.est_saving_ms_per_step for f in view.findings)
+    assert view.total_saving_ms <= step
+    assert view.total_saving_ms < naive
