@@ -102,6 +102,73 @@ def summarize(trace: Trace) -> dict[str, Any]:
     return summary
 
 
+def merge_summaries(summaries: list[dict[str, Any]], step_ms: list[float],
+                    top: int = 10) -> dict[str, Any]:
+    """One summary of several ranks analysed apart (`perftune analyze DIR --jobs N`): counts
+    and lists of every rank together, step statistics over `step_ms` (every step of every
+    rank), the top host ops and kernels merged by name from each rank's top lists (so an op
+    in no rank's top `top` is missing). The `multi_rank` section is the caller's."""
+    if not summaries:
+        raise ValueError("no rank summaries to merge")
+    first = summaries[0]
+    dist = metrics.Distribution.of(step_ms)
+    per_step = [row for s in summaries for row in s.get("per_step", [])]
+    weights = [len(s.get("per_step", [])) for s in summaries]
+    breakdown = {}
+    for key in first.get("breakdown_ms_per_step", {}):
+        total_weight = sum(weights)
+        breakdown[key] = (sum(float(s["breakdown_ms_per_step"].get(key) or 0.0) * w
+                              for s, w in zip(summaries, weights, strict=True)) / total_weight
+                          if total_weight else 0.0)
+    by_call: dict[str, int] = {}
+    for s in summaries:
+        for call, n in s["syncs"]["by_call"].items():
+            by_call[call] = by_call.get(call, 0) + n
+    ops: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        for row in s.get("top_host_ops", []):
+            slot = ops.setdefault(row["name"], {"name": row["name"], "calls": 0, "self_ms": 0.0,
+                                                "total_ms": 0.0})
+            for k in ("calls", "self_ms", "total_ms"):
+                slot[k] += row[k] or 0
+    kernels: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        for row in s.get("top_kernels", []):
+            slot = kernels.setdefault(row["name"], {"name": row["name"], "calls": 0, "total_ms": 0.0})
+            slot["calls"] += row["calls"] or 0
+            slot["total_ms"] += row["total_ms"] or 0.0
+    for slot in kernels.values():
+        slot["mean_us"] = slot["total_ms"] * 1000.0 / slot["calls"] if slot["calls"] else 0.0
+    ranks = sorted(r for s in summaries for r in s.get("ranks", []))
+    merged: dict[str, Any] = _clean({
+        "schema_version": first["schema_version"],
+        "perftune_version": first["perftune_version"],
+        "files": [f for s in summaries for f in s.get("files", [])],
+        "runtime": first["runtime"],
+        "has_device_activity": any(s.get("has_device_activity") for s in summaries),
+        "devices": first.get("devices", []),
+        "ranks": ranks,
+        "world_size": max([len(ranks), *(s.get("world_size") or 0 for s in summaries)]),
+        "ranks_loaded": len(ranks),
+        "events": sum(s.get("events", 0) for s in summaries),
+        "span_ms": max(s.get("span_ms") or 0.0 for s in summaries),
+        "step_source": first["step_source"],
+        "steps": {"count": dist.count, "median_ms": dist.median, "p10_ms": dist.p10,
+                  "p90_ms": dist.p90, "mean_ms": dist.mean, "min_ms": dist.min, "max_ms": dist.max},
+        "per_rank": [row for s in summaries for row in s.get("per_rank", [])],
+        "breakdown_ms_per_step": breakdown,
+        "per_step": per_step,
+        "syncs": {"count": sum(s["syncs"]["count"] for s in summaries),
+                  "in_steps": sum(s["syncs"]["in_steps"] for s in summaries),
+                  "total_ms": _finite_total(s["syncs"]["total_ms"] for s in summaries),
+                  "by_call": by_call},
+        "top_host_ops": sorted(ops.values(), key=lambda r: -r["self_ms"])[:top],
+        "top_kernels": sorted(kernels.values(), key=lambda r: -r["total_ms"])[:top],
+        "warnings": [w for s in summaries for w in s.get("warnings", [])],
+    })
+    return merged
+
+
 def _finite_total(values: Any) -> float:
     """A sum the schema can hold: an absurd `dur` in a hostile trace (inf, 1e308) must not turn
     the total into null (summary.json's `syncs.total_ms` is a number)."""
