@@ -246,6 +246,8 @@ def analyze_rank(path: str, position: int, rules: RuleSelection,
     trace = _load_one(path, position)
     timings = {"load": time.perf_counter() - started}
     analysis = analyze_trace(trace, rules, source_roots, timings)
+    if is_url(path):  # the file the user named, not the worker's temporary copy
+        analysis.summary["files"] = [path]
     rank = trace.rank_ids[0]
     started = time.perf_counter()
     result = reduce_rank(trace, rank)
