@@ -258,10 +258,11 @@ def analyze_rank(path: str, position: int, rules: RuleSelection,
 
 
 def _pool_context() -> Any:
+    """Spawned workers: no copy of this process's memory, the same on every platform, and
+    direct children (their CPU and peak memory count in this process's rusage)."""
     import multiprocessing
 
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return multiprocessing.get_context("spawn")
 
 
 def _dask_client(address: str) -> Any:

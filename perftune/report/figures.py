@@ -99,6 +99,24 @@ DEVICE_STACK = (("compute_ms", "compute"), ("communication_ms", "communication")
 HOST_STACK = (("sync_ms", "sync"), ("dataloader_ms", "dataloader"), ("optimizer_ms", "optimizer"))
 
 
+# Past this many ranks the step breakdown shows each step's mean over the ranks (the per-rank
+# view is the heatmap and the per-rank table), and the timeline the ranks that wait most.
+MAX_RANK_BARS = 16
+MAX_TIMELINE_RANKS = 16
+MAX_HEATMAP_HEIGHT = 900
+
+
+def _mean_over_ranks(per_step: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    by_step: dict[Any, list[Mapping[str, Any]]] = {}
+    for s in per_step:
+        by_step.setdefault(s.get("step"), []).append(s)
+    out = []
+    for step, rows in sorted(by_step.items(), key=lambda kv: (kv[0] is None, kv[0])):
+        keys = {k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and k not in ("rank", "step")}
+        out.append({"step": step, **{k: sum(float(r.get(k) or 0.0) for r in rows) / len(rows) for k in keys}})
+    return out
+
+
 def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
     """Per step, two stacked bars: the device's time (what it did and when it sat idle) and the
     host's (waiting in syncs, for data, in the optimizer, everything else) — the two views
@@ -106,7 +124,11 @@ def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
     per_step: Sequence[Mapping[str, Any]] = summary.get("per_step") or []
     if not per_step:
         return None
-    multi_rank = len({s.get("rank") for s in per_step}) > 1
+    ranks = {s.get("rank") for s in per_step}
+    if len(ranks) > MAX_RANK_BARS:  # many ranks: the mean over ranks of each step index
+        per_step = _mean_over_ranks(per_step)
+        ranks = {None}
+    multi_rank = len(ranks) > 1
     xs = [f"r{s.get('rank')} s{s.get('step')}" if multi_rank else str(s.get("step"))
           for s in per_step]
     device = bool(summary.get("has_device_activity"))
@@ -314,14 +336,15 @@ def rank_heatmap_figure(grid: StepGrid) -> Figure:
     data: dict[str, Any] = {
         "type": "heatmap", "x": list(grid.steps), "y": ylabels, "z": [list(r) for r in grid.dur_ms],
         "text": hover, "hoverinfo": "text", "colorscale": "Viridis", "reversescale": False,
-        "colorbar": {"title": {"text": "ms"}}, "xgap": 1, "ygap": 1,
+        "colorbar": {"title": {"text": "ms"}}, "xgap": 1, "ygap": 1 if len(grid.ranks) <= 64 else 0,
     }
     if top is not None:
         data.update(zmin=min(kept), zmax=top)
     return {"data": [data], "layout": _layout(
         xaxis=_axis("step", type="category" if len(grid.steps) < 40 else "linear"),
         yaxis={"autorange": "reversed", "automargin": True},
-        height=max(220, 80 + 26 * len(grid.ranks)), margin={"l": 80, "r": 20, "t": 30, "b": 50})}
+        height=min(MAX_HEATMAP_HEIGHT, max(220, 80 + 26 * len(grid.ranks))),
+        margin={"l": 80, "r": 20, "t": 30, "b": 50})}
 
 
 def rank_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> Figure | None:

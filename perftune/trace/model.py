@@ -231,6 +231,19 @@ class Trace:
                else getattr(self.args[i], name))
         return None if raw is None else bytes(raw)
 
+    def arg_bytes_of(self, name: str, rows: np.ndarray) -> list[bytes | None]:
+        """`arg_bytes` of many rows with one search over the argument's rows."""
+        column = self.arg_store.raw.get(name) if self.arg_store is not None else None
+        if self.arg_store is None:
+            return [self.arg_bytes(name, int(i)) for i in rows]
+        if column is None or len(column.rows) == 0:
+            return [None] * len(rows)
+        k = np.minimum(np.searchsorted(column.rows, rows), len(column.rows) - 1)
+        hit = (column.rows[k] == rows).tolist()
+        blob = column.blob
+        starts, ends = column.starts[k].tolist(), column.ends[k].tolist()
+        return [blob[a:b] if h else None for h, a, b in zip(hit, starts, ends, strict=True)]
+
     def input_dims(self, i: int) -> list[Any] | None:
         """`Input Dims` of a cpu_op (needs record_shapes), decoded on demand."""
         value = self._raw("input_dims", i)

@@ -124,3 +124,27 @@ def test_dask_local_cluster_gives_the_same_documents(host_folder: Path) -> None:
         assert by_url.summary["files"] == [f"memory:///job/rank-{r}.trace.json.gz" for r in range(4)]
         assert by_url.summary["multi_rank"] == local.summary["multi_rank"]
         assert [f.code for f in by_url.findings] == [f.code for f in local.findings]
+
+
+def test_report_figures_stay_readable_at_many_ranks(tmp_path: Path) -> None:
+    from perftune.report import figures as F
+    from perftune.report.ranks import StepGrid, collective_timeline
+    from perftune.trace import load
+
+    ranks = 20
+    work = [[4000.0] * ranks for _ in range(2)]
+    for step in work:
+        step[7] = 9000.0  # rank 7 is the one the others wait for
+    trace = load(write_ranks(tmp_path / "many", host_job(work)))
+    timeline = collective_timeline(trace)
+    assert timeline is not None
+    assert len(timeline.ranks) == 16 and 7 in timeline.ranks
+    per_step = [{"rank": r, "step": s, "dur_ms": 10.0 + r, "sync_ms": 1.0}
+                for r in range(128) for s in range(3)]
+    fig = F.breakdown_figure({"per_step": per_step, "has_device_activity": False})
+    assert fig is not None
+    assert all(list(trace_["x"]) == ["0", "1", "2"] for trace_ in fig["data"])  # one bar per step
+    grid = StepGrid(ranks=tuple(range(128)), steps=(0, 1, 2),
+                    dur_ms=tuple((1.0, 2.0, 3.0) for _ in range(128)), source="", phases={})
+    heat = F.rank_heatmap_figure(grid)
+    assert len(heat["data"]) == 1 and heat["layout"]["height"] <= F.MAX_HEATMAP_HEIGHT
