@@ -17,10 +17,15 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from perftune import _runtime
-from perftune.capture import distributed, injectors, script
-from perftune.capture.control import StopCapture, Terminated, restore_stop_signals
-from perftune.capture.hooks import Hooks
-from perftune.capture.layout import (
+from perftune.capture.child import injectors, script
+from perftune.capture.child.control import StopCapture, Terminated, restore_stop_signals
+from perftune.capture.child.hooks import Hooks
+from perftune.capture.child.meta import torch_meta
+from perftune.capture.child.rank import RankIdentity, announce_rank, leave_process_group
+from perftune.capture.child.session import CaptureSession
+from perftune.capture.child.shutdown import THREAD_GRACE_S, wind_down
+from perftune.capture.child.timeslice import TICK_SIGNAL, TimeSliceTicker
+from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
     CONFIG_ENV,
     RANK_CHILD_RESULT_FILE,
@@ -29,11 +34,7 @@ from perftune.capture.layout import (
     STEPS_FILE,
     TRACE_FILE,
 )
-from perftune.capture.meta import torch_meta
-from perftune.capture.results import write_json
-from perftune.capture.session import CaptureSession
-from perftune.capture.shutdown import THREAD_GRACE_S, wind_down
-from perftune.capture.timeslice import TICK_SIGNAL, TimeSliceTicker
+from perftune.capture.parent.results import write_json
 from perftune.errors import PerftuneError
 from perftune.fsutil import OutputError, write_json_atomic
 
@@ -89,7 +90,7 @@ class ChildRun:
         self.config = config
         self.run_dir = Path(config["run_dir"])
         # Under torchrun every rank is one of these, writing files named by its global rank.
-        self.rank = distributed.RankIdentity.from_env() if config.get("distributed") else None
+        self.rank = RankIdentity.from_env() if config.get("distributed") else None
         if self.rank is None:
             trace_name, self.result_path = TRACE_FILE, self.run_dir / CHILD_RESULT_FILE
         else:
@@ -115,7 +116,7 @@ class ChildRun:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         if self.rank is not None:
-            distributed.announce_rank(self.run_dir, self.rank)
+            announce_rank(self.run_dir, self.rank)
         script_path = script.prepare(
             self.config["path"], self.config["module"], self.config["args"]
         )
@@ -331,7 +332,7 @@ def main() -> str | int | None:
     config = _load_config()
     if config is None:
         print(
-            "perftune.capture.bootstrap is started by `perftune profile`, not by hand",
+            "perftune.capture.child.bootstrap is started by `perftune profile`, not by hand",
             file=sys.stderr,
         )
         return 2
@@ -343,7 +344,7 @@ def main() -> str | int | None:
         write_json(run.result_path, {"usage_error": True, "error": str(exc)})
         return 2
     here = os.path.dirname(os.path.abspath(__file__))
-    own_files = {os.path.join(here, "child.py"), os.path.join(here, "bootstrap.py")}
+    own_files = {os.path.join(here, "main.py"), os.path.join(here, "bootstrap.py")}
     exit_request: str | int | None = 0
     try:
         run.start()
@@ -353,7 +354,7 @@ def main() -> str | int | None:
         if run.rank is not None:
             # Every rank stops after the same step; leave the process group together so that
             # no rank tears down its connections while a peer still finishes a collective.
-            problem = distributed.leave_process_group()
+            problem = leave_process_group()
             if problem:
                 print(f"perftune: rank {run.rank.rank}: {problem}", file=sys.stderr)
         run.end_after_stop(0)
