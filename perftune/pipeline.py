@@ -290,7 +290,7 @@ def analyze_ranks(paths: Sequence[str | Path], rules: RuleSelection | None = Non
     an address such as tcp://host:8786, or a distributed.Client), whose workers read the
     files by path or fsspec URL. The three give the same result."""
     from perftune.trace.multirank import STRAGGLER_MIN_MS, STRAGGLER_MIN_SHARE, cross_rank_summary
-    from perftune.trace.summary import merge_summaries
+    from perftune.trace.summary import merge_modules, merge_phases, merge_summaries
 
     rules = rules or selection_from_config()
     files = rank_files(paths)
@@ -331,6 +331,8 @@ def analyze_ranks(paths: Sequence[str | Path], rules: RuleSelection | None = Non
                                  float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)))
     if section is not None:
         summary["multi_rank"] = section
+    summary["phases"] = merge_phases([r.summary.get("phases") for r in ranks])
+    summary["modules"] = merge_modules([r.summary.get("modules") for r in ranks])
     duplicates = sorted({r.rank for r in ranks if [q.rank for q in ranks].count(r.rank) > 1})
     if duplicates:
         summary["warnings"].append(f"ranks {duplicates} appear in two files; their figures are "

@@ -169,6 +169,77 @@ def merge_summaries(summaries: list[dict[str, Any]], step_ms: list[float],
     return merged
 
 
+def _weighted(values: list[tuple[float, int]]) -> float:
+    total = sum(n for _, n in values)
+    return sum(v * n for v, n in values) / total if total else 0.0
+
+
+def merge_phases(docs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """summary.json `phases` of several ranks: each phase's mean per step over every step of
+    every rank (weighted by the ranks' step counts), the per-step rows of all."""
+    docs_n = [(d, len(d.get("per_step") or [])) for d in docs if d]
+    if not docs_n:
+        return None
+    names: list[str] = []
+    for d, _ in docs_n:
+        names.extend(n for n in d["names"] if n not in names)
+    mean_step = _weighted([(d["mean_step_ms"], n) for d, n in docs_n])
+    means = []
+    for name in names:
+        rows = [(next((m for m in d["mean"] if m["name"] == name), None), n) for d, n in docs_n]
+        present = [(m, n) for m, n in rows if m is not None]
+        ms = _weighted([(m["ms"] if m else 0.0, n) for m, n in rows])
+        entry: dict[str, Any] = {"name": name, "label": present[0][0]["label"], "ms": ms,
+                                 "share": ms / mean_step if mean_step else 0.0}
+        devices = [((m or {}).get("device"), n) for m, n in rows]
+        if any(dev for dev, _ in devices):
+            keys = next(dev for dev, _ in devices if dev).keys()
+            entry["device"] = {k: _weighted([((dev or {}).get(k) or 0.0, n) for dev, n in devices])
+                               for k in keys}
+        else:
+            entry["device"] = present[0][0].get("device")
+        means.append(entry)
+    return {"names": names, "mean_step_ms": mean_step, "mean": means,
+            "per_step": [row for d, _ in docs_n for row in d["per_step"]],
+            "max_sum_error": max(d["max_sum_error"] for d, _ in docs_n)}
+
+
+_MODULE_PER_STEP = ("calls_per_step", "forward_ms", "forward_self_ms", "backward_ms",
+                    "backward_self_ms", "self_ms", "total_ms")
+
+
+def merge_modules(docs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """summary.json `modules` of several ranks: per module path, its figures per step over
+    every step of every rank (a rank without the module counts 0), ranked by own time."""
+    docs = [d for d in docs if d]
+    if not docs:
+        return None
+    traced = [d for d in docs if d.get("source") == "trace"]
+    if not traced:
+        return {**docs[0], "steps": sum(d.get("steps", 0) for d in docs),
+                "step_ms": _weighted([(d.get("step_ms", 0.0), d.get("steps", 0)) for d in docs])}
+    steps = [(d, d.get("steps", 0)) for d in traced]
+    step_ms = _weighted([(d.get("step_ms", 0.0), n) for d, n in steps])
+    paths: dict[str, dict[str, Any]] = {}
+    for d, _ in steps:
+        for m in d.get("modules", []):
+            paths.setdefault(m["path"], m)
+    modules = []
+    for path, first in paths.items():
+        rows = [(next((m for m in d.get("modules", []) if m["path"] == path), None), n) for d, n in steps]
+        entry = {**first, **{k: _weighted([((m or {}).get(k) or 0.0, n) for m, n in rows])
+                             for k in _MODULE_PER_STEP}}
+        entry["share"] = entry["total_ms"] / step_ms if step_ms else 0.0
+        entry["self_share"] = entry["self_ms"] / step_ms if step_ms else 0.0
+        modules.append(entry)
+    modules.sort(key=lambda m: -m["self_ms"])
+    return {"source": "trace", "note": traced[0].get("note", ""),
+            "steps": sum(n for _, n in steps), "step_ms": step_ms,
+            "unattributed_backward_ms": _weighted([(d.get("unattributed_backward_ms", 0.0), n)
+                                                   for d, n in steps]),
+            "modules": modules}
+
+
 def _finite_total(values: Any) -> float:
     """A sum the schema can hold: an absurd `dur` in a hostile trace (inf, 1e308) must not turn
     the total into null (summary.json's `syncs.total_ms` is a number)."""

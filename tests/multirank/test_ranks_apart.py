@@ -49,6 +49,13 @@ def test_cross_rank_section_matches_all_ranks_loaded_together(folder_name: str,
     assert apart.summary["events"] == together.summary["events"]
     assert apart.summary["steps"]["count"] == together.summary["steps"]["count"]
     assert apart.summary["per_rank"] == together.summary["per_rank"]
+    # per-step means over every step of every rank, merged from the ranks' own
+    phases, phases_together = apart.summary["phases"], together.summary["phases"]
+    assert phases["names"] == phases_together["names"]
+    assert phases["mean_step_ms"] == pytest.approx(phases_together["mean_step_ms"])
+    assert [m["ms"] for m in phases["mean"]] == pytest.approx([m["ms"] for m in phases_together["mean"]])
+    assert len(phases["per_step"]) == len(phases_together["per_step"])
+    assert apart.summary["modules"]["steps"] == together.summary["modules"]["steps"]
 
 
 def test_straggler_found_from_the_reductions(host_folder: Path) -> None:
