@@ -155,3 +155,13 @@ def test_report_figures_stay_readable_at_many_ranks(tmp_path: Path) -> None:
                     dur_ms=tuple((1.0, 2.0, 3.0) for _ in range(128)), source="", phases={})
     heat = F.rank_heatmap_figure(grid)
     assert len(heat["data"]) == 1 and heat["layout"]["height"] <= F.MAX_HEATMAP_HEIGHT
+
+
+def test_a_bad_rank_file_in_a_worker_is_one_line(host_folder: Path) -> None:
+    (host_folder / "rank-2.trace.json.gz").write_bytes(b"\x1f\x8b\x08\x00 truncated")
+    files = [str(host_folder / f"rank-{r}.trace.json.gz") for r in range(4)]
+    out = subprocess.run([sys.executable, "-m", "perftune", "analyze", *files, "--jobs", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("perftune: error: ") and "rank-2" in lines[0], out.stderr
