@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trace_load import DEFAULT_TRACE, HTA_PYTHON, _hta_dir  # noqa: E402
+from trace_load import DEFAULT_TRACE, HTA_PYTHON, _hta_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 HTA_SNIPPET = ("import logging, sys; logging.disable(logging.CRITICAL); "

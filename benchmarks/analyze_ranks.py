@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from analyze_end_to_end import measure  # noqa: E402
+from analyze_end_to_end import measure
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT.parent / "shared" / "traces" / "HolisticTraceAnalysis__nccl_data.json.gz"
@@ -49,6 +49,7 @@ def write_ranks(base: Path, count: int, folder: Path) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--base", type=Path, default=BASE, help="the real trace every rank copies")
     ap.add_argument("--ranks", default="2,8,32,128")
     ap.add_argument("--jobs", default="1,2")
     ap.add_argument("--together-max", type=int, default=8,
@@ -65,7 +66,7 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     for count in [int(x) for x in args.ranks.split(",")]:
-        folder = write_ranks(BASE, count, args.scratch / f"ranks-{count}")
+        folder = write_ranks(args.base, count, args.scratch / f"ranks-{count}")
         modes = [(f"--jobs {j}", ["--jobs", str(j)]) for j in (int(x) for x in args.jobs.split(","))]
         if count <= args.together_max:
             modes.insert(0, ("together", []))

@@ -276,7 +276,7 @@ def _dask_client(address: str) -> Any:
     except ImportError:
         raise ConfigError(DASK_MISSING) from None
     try:
-        return Client(address, timeout=30, set_as_default=False)
+        return Client(address, timeout=30, set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError) as exc:
         raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
 

@@ -29,9 +29,9 @@ from perftune.pipeline import (
 from perftune.report import write_run
 from perftune.report.console import (
     finding_lines,
-    timing_lines,
     source_hint_lines,
     summary_lines,
+    timing_lines,
     warning_lines,
 )
 from perftune.rundir import DocumentError, RunDir, same_files
@@ -59,7 +59,7 @@ from perftune.rundir import DocumentError, RunDir, same_files
                    "(tcp://host:8786; also PERFTUNE_SCHEDULER); its workers read the traces "
                    "by path or fsspec URL. Needs perftune[dask].")
 @click.pass_context
-def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out_dir: Path | None,
+def analyze(ctx: click.Context, paths: tuple[str, ...], output_format: str, out_dir: Path | None,
             select: tuple[str, ...], ignore: tuple[str, ...], preview: bool, fail_on: str | None,
             top: int, source_roots: tuple[Path, ...], force: bool, timings: bool,
             jobs: int | None, scheduler: str | None) -> None:
@@ -79,21 +79,22 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out
     if scheduler is not None and not scheduler.strip():
         scheduler = None
     spread = {"jobs": jobs, "scheduler": scheduler}
-    paths = tuple(p if "://" in p and not p.startswith("file://") else Path(p)  # type: ignore[misc]
-                  for p in paths)
+    named: tuple[Path, ...] = tuple(  # fsspec URLs stay strings (read on the workers)
+        p if "://" in p and not p.startswith("file://") else Path(p)  # type: ignore[misc]
+        for p in paths)
     target: Path | None = None
     if out_dir is not None or config_default("always-write", False):
         target = out_dir or Path(config_default("runs-dir", "perftune-runs")) / (
             datetime.now().strftime("%Y%m%d-%H%M%S") + "-analyze")
     if target is None:
-        _analyze(ctx, paths, output_format, None, select, ignore, preview, fail_on, top,
+        _analyze(ctx, named, output_format, None, select, ignore, preview, fail_on, top,
                  source_roots, timings, spread)
         return
     run = RunDir(target)
     # Locked before the (possibly long) analysis, so that a second run fails at once.
     with run.lock():
-        run.check_new_run(force=force, same_run=_same_run(run, paths))
-        _analyze(ctx, paths, output_format, target, select, ignore, preview, fail_on, top,
+        run.check_new_run(force=force, same_run=_same_run(run, named))
+        _analyze(ctx, named, output_format, target, select, ignore, preview, fail_on, top,
                  source_roots, timings, spread)
 
 

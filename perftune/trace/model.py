@@ -150,11 +150,11 @@ class Trace:
     def name_of(self, i: int) -> str:
         """Row i's name: a lookup in the interned strings, no pandas row access."""
         strings, codes = self._interned("name")
-        return strings[codes[i]]
+        return str(strings[codes[i]])
 
     def cat_of(self, i: int) -> str:
         strings, codes = self._interned("cat")
-        return strings[codes[i]]
+        return str(strings[codes[i]])
 
     @functools.cached_property
     def names(self) -> np.ndarray:

@@ -211,13 +211,13 @@ _MODULE_PER_STEP = ("calls_per_step", "forward_ms", "forward_self_ms", "backward
 def merge_modules(docs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
     """summary.json `modules` of several ranks: per module path, its figures per step over
     every step of every rank (a rank without the module counts 0), ranked by own time."""
-    docs = [d for d in docs if d]
-    if not docs:
+    given = [d for d in docs if d]
+    if not given:
         return None
-    traced = [d for d in docs if d.get("source") == "trace"]
+    traced = [d for d in given if d.get("source") == "trace"]
     if not traced:
-        return {**docs[0], "steps": sum(d.get("steps", 0) for d in docs),
-                "step_ms": _weighted([(d.get("step_ms", 0.0), d.get("steps", 0)) for d in docs])}
+        return {**given[0], "steps": sum(d.get("steps", 0) for d in given),
+                "step_ms": _weighted([(d.get("step_ms", 0.0), d.get("steps", 0)) for d in given])}
     steps = [(d, d.get("steps", 0)) for d in traced]
     step_ms = _weighted([(d.get("step_ms", 0.0), n) for d, n in steps])
     paths: dict[str, dict[str, Any]] = {}
