@@ -12,13 +12,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from perftune.analysis.modules import modules_document
 from perftune.analysis.phases import phases_document
-from perftune.documents import document_data
+from perftune.documents import FindingsDocument, Summary
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
-from perftune.rundir import FINDINGS, SUMMARY, RunDir
+from perftune.rundir import RunDir
 from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
@@ -36,7 +38,7 @@ class RuleSelection:
 @dataclass(frozen=True)
 class Analysis:
     trace: Trace | None  # None when the ranks were analysed apart (analyze_ranks)
-    summary: dict[str, Any]
+    summary: Summary
     findings: tuple[Finding, ...]
     # The folders source files were read from (perftune.sourcefiles): the reports read the
     # same ones, no others.
@@ -109,7 +111,7 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None,
-               tables: Tables | None = None) -> dict[str, Any]:
+               tables: Tables | None = None) -> Summary:
     """summary.json: the trace's summary, with the multi-rank section when two or more ranks
     were loaded (per-rank steps, skew, stragglers, communication and collective waits). The
     straggler threshold is rule PFT602's, with its `[tool.perftune.rules.PFT602]` options."""
@@ -121,9 +123,9 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
                                  float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)),
                                  tables=tables)  # the rank tables the rules computed
     if section is not None:
-        summary["multi_rank"] = section
-    summary["phases"] = document_data(phases_document(trace))
-    summary["modules"] = document_data(modules_document(trace))
+        summary.multi_rank = section
+    summary.phases = phases_document(trace)
+    summary.modules = modules_document(trace)
     return summary
 
 
@@ -135,12 +137,10 @@ def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = Non
     return analyze_trace(trace, rules, source_roots, timings)
 
 
-def findings_document(analysis: Analysis) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "findings": [f.to_dict() for f in analysis.findings],
-        "summary": analysis.summary,
-    }
+def findings_document(summary: Summary, findings: Sequence[Finding]) -> FindingsDocument:
+    """findings.json: the findings (ranked as given) with the run's summary."""
+    return FindingsDocument(schema_version=SCHEMA_VERSION,
+                            findings=[f.document() for f in findings], summary=summary)
 
 
 def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
@@ -149,8 +149,8 @@ def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
     perftune.report.write_run): rendering is a layer above the analysis."""
     run = RunDir(run_dir)
     with run.lock():
-        return [run.write_json(SUMMARY, analysis.summary),
-                run.write_json(FINDINGS, findings_document(analysis))]
+        return [run.write_document(analysis.summary),
+                run.write_document(findings_document(analysis.summary, analysis.findings))]
 
 
 def run_traces(run_dir: Path) -> list[Path]:
@@ -185,7 +185,7 @@ class RankAnalysis:
 
     rank: int
     path: str
-    summary: dict[str, Any]
+    summary: Summary
     findings: tuple[Finding, ...]
     result: Any  # trace.multirank.RankResult
     timings: dict[str, float]
@@ -252,7 +252,7 @@ def analyze_rank(path: str, position: int, rules: RuleSelection,
     timings = {"load": time.perf_counter() - started}
     analysis = analyze_trace(trace, rules, source_roots, timings)
     if is_url(path):  # the file the user named, not the worker's temporary copy
-        analysis.summary["files"] = [path]
+        analysis.summary.files = [path]
     rank = trace.rank_ids[0]
     started = time.perf_counter()
     result = reduce_rank(trace, rank)
@@ -324,19 +324,19 @@ def analyze_ranks(paths: Sequence[str | Path], rules: RuleSelection | None = Non
     started = time.perf_counter()
     ranks.sort(key=lambda r: r.rank)
     options = rules.options.get("PFT602", {})
-    summary = merge_summaries([r.summary for r in ranks],
-                              [step[1] for r in ranks for step in r.result.steps])
+    docs = [msgspec.to_builtins(r.summary) for r in ranks]  # merged as plain data, then typed
+    merged = merge_summaries(docs, [step[1] for r in ranks for step in r.result.steps])
     section = cross_rank_summary([r.result for r in ranks],
                                  float(options.get("min_skew_ms", STRAGGLER_MIN_MS)),
                                  float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)))
-    if section is not None:
-        summary["multi_rank"] = section
-    summary["phases"] = merge_phases([r.summary.get("phases") for r in ranks])
-    summary["modules"] = merge_modules([r.summary.get("modules") for r in ranks])
+    merged["multi_rank"] = msgspec.to_builtins(section) if section is not None else None
+    merged["phases"] = merge_phases([d.get("phases") for d in docs])
+    merged["modules"] = merge_modules([d.get("modules") for d in docs])
     duplicates = sorted({r.rank for r in ranks if [q.rank for q in ranks].count(r.rank) > 1})
     if duplicates:
-        summary["warnings"].append(f"ranks {duplicates} appear in two files; their figures are "
-                                   "mixed in the cross-rank analysis")
+        merged["warnings"].append(f"ranks {duplicates} appear in two files; their figures are "
+                                  "mixed in the cross-rank analysis")
+    summary = msgspec.convert(merged, Summary)
     findings = merge_rank_findings([r.findings for r in ranks], cross_rank_findings(
         [r.result for r in ranks], rules))
     timings["cross-rank"] = time.perf_counter() - started

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 from multirank_helpers import device_rank, host_job, write_ranks
 
@@ -23,7 +24,12 @@ HOST_WORK = [[4000.0, 9000.0, 4100.0, 3900.0]] * 5  # rank 1 is the straggler
 
 
 def _documents(analysis) -> str:
-    return json.dumps(findings_document(analysis), sort_keys=True, default=str)
+    document = findings_document(analysis.summary, analysis.findings)
+    return json.dumps(msgspec.to_builtins(document), sort_keys=True, default=str)
+
+
+def _summary(analysis) -> dict:
+    return msgspec.to_builtins(analysis.summary)
 
 
 @pytest.fixture
@@ -41,26 +47,27 @@ def device_folder(tmp_path: Path) -> Path:
 def test_cross_rank_section_matches_all_ranks_loaded_together(folder_name: str,
                                                               request: pytest.FixtureRequest) -> None:
     folder = request.getfixturevalue(folder_name)
-    together = analyze_paths([folder])
-    apart = analyze_ranks([folder], jobs=1)
-    assert apart.trace is None  # no rank's events were kept
-    assert apart.summary["multi_rank"] == together.summary["multi_rank"]
-    assert apart.summary["ranks"] == together.summary["ranks"]
-    assert apart.summary["events"] == together.summary["events"]
-    assert apart.summary["steps"]["count"] == together.summary["steps"]["count"]
-    assert apart.summary["per_rank"] == together.summary["per_rank"]
+    together_run = analyze_paths([folder])
+    apart_run = analyze_ranks([folder], jobs=1)
+    assert apart_run.trace is None  # no rank's events were kept
+    together, apart = _summary(together_run), _summary(apart_run)
+    assert apart["multi_rank"] == together["multi_rank"]
+    assert apart["ranks"] == together["ranks"]
+    assert apart["events"] == together["events"]
+    assert apart["steps"]["count"] == together["steps"]["count"]
+    assert apart["per_rank"] == together["per_rank"]
     # per-step means over every step of every rank, merged from the ranks' own
-    phases, phases_together = apart.summary["phases"], together.summary["phases"]
+    phases, phases_together = apart["phases"], together["phases"]
     assert phases["names"] == phases_together["names"]
     assert phases["mean_step_ms"] == pytest.approx(phases_together["mean_step_ms"])
     assert [m["ms"] for m in phases["mean"]] == pytest.approx([m["ms"] for m in phases_together["mean"]])
     assert len(phases["per_step"]) == len(phases_together["per_step"])
-    assert apart.summary["modules"]["steps"] == together.summary["modules"]["steps"]
+    assert apart["modules"]["steps"] == together["modules"]["steps"]
 
 
 def test_straggler_found_from_the_reductions(host_folder: Path) -> None:
     apart = analyze_ranks([host_folder], jobs=1)
-    assert apart.summary["multi_rank"]["straggler"]["rank"] == 1
+    assert _summary(apart)["multi_rank"]["straggler"]["rank"] == 1
     stragglers = [f for f in apart.findings if f.code == "PFT602"]
     assert len(stragglers) == 1 and stragglers[0].rank == 1
     assert stragglers[0].evidence["ranks"] == 4  # compared across the four ranks
@@ -128,8 +135,8 @@ def test_dask_local_cluster_gives_the_same_documents(host_folder: Path) -> None:
         for path in sorted(host_folder.iterdir()):
             fs.pipe(f"/job/{path.name}", path.read_bytes())
         by_url = analyze_ranks(["memory://job"], scheduler=client)
-        assert by_url.summary["files"] == [f"memory:///job/rank-{r}.trace.json.gz" for r in range(4)]
-        assert by_url.summary["multi_rank"] == local.summary["multi_rank"]
+        assert by_url.summary.files == [f"memory:///job/rank-{r}.trace.json.gz" for r in range(4)]
+        assert _summary(by_url)["multi_rank"] == _summary(local)["multi_rank"]
         assert [f.code for f in by_url.findings] == [f.code for f in local.findings]
 
 
@@ -146,11 +153,12 @@ def test_report_figures_stay_readable_at_many_ranks(tmp_path: Path) -> None:
     timeline = collective_timeline(trace)
     assert timeline is not None
     assert len(timeline.ranks) == 16 and 7 in timeline.ranks
-    per_step = [{"rank": r, "step": s, "dur_ms": 10.0 + r, "sync_ms": 1.0}
-                for r in range(128) for s in range(3)]
-    fig = F.breakdown_figure({"per_step": per_step, "has_device_activity": False})
+    from perftune.pipeline import summary_of
+
+    fig = F.breakdown_figure(summary_of(trace))
     assert fig is not None
-    assert all(list(trace_["x"]) == ["0", "1", "2"] for trace_ in fig["data"])  # one bar per step
+    steps = sorted({str(s.index) for s in trace.steps})
+    assert all(sorted(set(t["x"])) == steps for t in fig["data"])  # one bar per step, not per rank
     grid = StepGrid(ranks=tuple(range(128)), steps=(0, 1, 2),
                     dur_ms=tuple((1.0, 2.0, 3.0) for _ in range(128)), source="", phases={})
     heat = F.rank_heatmap_figure(grid)
