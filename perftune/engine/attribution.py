@@ -331,6 +331,31 @@ class SourceReader:
             self._sites[key] = result
         return self._sites[key]
 
+    def names_bound_to(self, file: str, callees: Iterable[str]) -> frozenset[str]:
+        """Names a file binds to the result of calling one of `callees` (`self.encoder =
+        nn.TransformerEncoder(...)`, `train_loader = DataLoader(...)` → 'encoder',
+        'train_loader'). Empty when the source is unavailable."""
+        wanted = frozenset(callees)
+        tree = self.tree(file)
+        if tree is None or not wanted:
+            return frozenset()
+        out: set[str] = set()
+        for node in ast.walk(tree):
+            targets: list[ast.expr] = []
+            value: ast.expr | None = None
+            if isinstance(node, ast.Assign):
+                targets, value = list(node.targets), node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            if not isinstance(value, ast.Call) or _callee(value) not in wanted:
+                continue
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    out.add(target.id)
+                elif isinstance(target, ast.Attribute):
+                    out.add(target.attr)
+        return frozenset(out)
+
     def all_calls(self, names: Iterable[str]) -> list[tuple[str, Site]]:
         """Calls named `names` anywhere in the files read so far ((file, site) pairs)."""
         wanted = set(names)
@@ -390,6 +415,31 @@ def read_source_line(path: str | Path, line: int, roots: SourceRoots | None = No
 
 # ---------------------------------------------------------------------------- occurrences
 SiteMatcher = Callable[[Site], bool]
+
+
+def library_call_matcher(reader: SourceReader, file: str, function: str,
+                         module_class: str | None) -> SiteMatcher:
+    """Call sites of the user's function that can have called a library function: an op that
+    ran inside a library call is the user's *call* line, never an `if` or another statement.
+
+    `function` is the library frame's function ('__getitem__' is indexing, '__next__' a loop
+    over an iterator); `module_class` an nn.Module's class: the calls of names the file binds
+    to an instance of it (`self.encoder = nn.TransformerEncoder(...)` → `self.encoder(...)`),
+    else any call whose name looks like it."""
+    if function == "__getitem__":
+        return lambda site: site.kind == "index"
+    if function == "__setitem__":
+        return lambda site: site.kind == "index-store"
+    if function in ("__next__", "__iter__"):
+        return lambda site: site.kind == "for" or (site.kind == "call" and site.name == "next")
+    if module_class is not None:
+        bound = reader.names_bound_to(file, {module_class})
+        lowered = module_class.lower()
+        if bound:
+            return lambda site: site.kind == "call" and site.name in bound
+        return lambda site: site.kind == "call" and bool(site.name) and (
+            site.name.lower() in lowered or lowered in site.name.lower())
+    return lambda site: site.kind == "call" and site.name == function
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,15 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import CallSite, Group, Occurrence, Site, SiteMatcher
+from perftune.engine.attribution import (
+    CallSite,
+    Group,
+    Occurrence,
+    Site,
+    SiteMatcher,
+    frame_of_row,
+    library_call_matcher,
+)
 from perftune.engine.context import Context
 from perftune.engine.registry import superseding_rules
 from perftune.engine.rewrite import suggestion
@@ -33,6 +41,46 @@ _HOST_SIDE_LIBRARIES = ("torch/utils/data/", "torch/optim/", "torch/profiler/",
 # Causes whose cost is the copy itself, not a drained pipeline.
 _COPY_CAUSES = frozenset({sm.SyncCause.HOST_TRANSFER, sm.SyncCause.PAGEABLE_COPY,
                           sm.SyncCause.BLOCKING_COPY, sm.SyncCause.TENSOR_FROM_PYTHON})
+
+
+# A sync inside a library function that the library lets its caller avoid: the library's own
+# lever, said at the user's call line (function name of a library frame → advice).
+LIBRARY_FIXES: dict[str, str] = {
+    "_detect_is_causal_mask": (
+        "pass `is_causal=True` with the causal mask (or `is_causal=False` without one): the "
+        "module then skips comparing the mask with a generated causal mask, which reads the "
+        "result back to the host"),
+    "_nested_tensor_from_mask_left_aligned": (
+        "construct the encoder with `enable_nested_tensor=False`: the nested-tensor fast path "
+        "checks the padding mask on the host"),
+    "_nested_tensor_from_mask": (
+        "construct the encoder with `enable_nested_tensor=False`: the nested-tensor fast path "
+        "checks the padding mask on the host"),
+    "_prepare_4d_attention_mask_for_sdpa": (
+        "pass `attention_mask=None` for batches without padding: the library tests an "
+        "all-ones mask with `torch.all(mask == 1)` on the host to drop it"),
+    "_ignore_causal_mask_sdpa": (
+        "pass `attention_mask=None` for batches without padding: the library tests an "
+        "all-ones mask on the host to drop it"),
+}
+
+
+def library_fix(call: sm.LibraryCall | None) -> str | None:
+    if call is None:
+        return None
+    return next((LIBRARY_FIXES[f] for f in reversed(call.functions) if f in LIBRARY_FIXES), None)
+
+
+def is_named_library_call(call: sm.LibraryCall | None) -> bool:
+    """A call worth naming beside the user's line: an nn.Module, or a function of a package
+    other than torch (torch's wrappers of an op, `torch.unique` → `_unique_impl`, are the op)."""
+    return call is not None and (call.module_class is not None or call.package != "torch")
+
+
+def via_text(call: sm.LibraryCall) -> str:
+    """'nn.TransformerEncoder (torch.nn.modules.transformer._detect_is_causal_mask)'."""
+    inner = [n for n in call.inner if not n.endswith((".forward", "._call_impl"))]
+    return f"{call.name} ({inner[-1]})" if inner else call.name
 
 
 def calls(*names: str) -> SiteMatcher:
@@ -146,19 +194,40 @@ class HazardRule(Rule):
         if not hazards:
             return
         by_row = {h.row: h for h in hazards}
+        via = {h.row: sm.library_call(ctx.host, h.row) for h in hazards}
         occs = [Occurrence(row=h.row, step=h.step, cost_us=self.occurrence_cost(ctx, h, latent),
                            cpu_us=h.cpu_us, stall_us=h.stall_us, chain=h.chain,
-                           frame_row=h.frame_row, key=f"{h.kind}|{h.python_call}")
+                           frame_row=h.frame_row,
+                           key=f"{h.kind}|{h.python_call}|{via[h.row].name if via[h.row] else ''}")
                 for h in hazards]
-        matchers = {o.key: self.site_matcher(by_row[o.row]) for o in occs}
+        matchers = {o.key: self.matcher_for(ctx, by_row[o.row], via[o.row]) for o in occs}
         groups = ctx.attribute(occs, lambda o: matchers[o.key], windows=sm.step_windows(trace))
         for group in groups:
             if not self.keep_group(ctx, group, latent):
                 continue
-            yield self.to_finding(ctx, group, [by_row[r] for r in group.rows], latent)
+            yield self.to_finding(ctx, group, [by_row[r] for r in group.rows], latent,
+                                  via=via[group.rows[0]])
+
+    def matcher_for(self, ctx: Context, hazard: sm.Hazard,
+                    call: sm.LibraryCall | None) -> SiteMatcher | None:
+        """The rule's own call sites for an op issued straight from the user's line; the call
+        of the library function for one that ran inside a library call (the recorded stack
+        says which: never an `if` or index of the user's function for a library's sync)."""
+        own = self.site_matcher(hazard)
+        if call is None:
+            return own
+        user = frame_of_row(ctx.trace, hazard.frame_row)
+        if user is None:
+            return None
+        library = library_call_matcher(ctx.source, user.file, call.function, call.module_class)
+        if not is_named_library_call(call) and own is not None:
+            # torch's own wrapper of the op (`torch.unique` → torch/functional.py): the user
+            # called the op itself
+            return lambda site: own(site) or library(site)
+        return library
 
     def to_finding(self, ctx: Context, group: Group, hazards: list[sm.Hazard],
-                   latent: bool) -> Finding:
+                   latent: bool, via: sm.LibraryCall | None = None) -> Finding:
         trace = ctx.trace
         what = self.describe(group, hazards)
         per = _fmt_count(group.per_step)
@@ -181,6 +250,16 @@ class HazardRule(Rule):
                              "device_idle_after_ms_per_step": round(max(0.0, idle), 4),
                              "sync_calls": dict(syncs)})
             severity = gpu_severity(trace, group.cost_ms_per_step, float(self.config["error_share"]))
+        call = via
+        if call is not None and is_named_library_call(call):
+            evidence["via"] = call.name
+            if call.inner:
+                evidence["via_frames"] = list(call.inner[-3:])
+            message += f" — inside `{via_text(call)}`, called from this line"
+            fix = library_fix(call)
+            if fix is not None:
+                evidence["library_fix"] = fix
+                message += f"; {fix}"
         ranks = {h.rank for h in hazards}
         return self.finding(
             message, location=group.location,
