@@ -11,9 +11,12 @@ catalogue's metadata, whichever rules are selected).
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
+
+import numpy as np
 
 from perftune.engine.attribution import (
     CallSite,
@@ -289,11 +292,11 @@ def is_device_move(site: Site | None) -> bool:
 
 
 def dataloader_pinned(ctx: Context) -> bool | None:
-    """Whether the user's DataLoader(...) constructions pass pin_memory=True (None: none found)."""
-    sites = ctx.find_calls(["DataLoader"])
-    if not sites:
+    """Whether the DataLoader the steps iterated passes pin_memory=True (None: not found)."""
+    site = dataloader_location(ctx)
+    if site is None:
         return None
-    return all((cs.site.keyword("pin_memory") or "False").strip() == "True" for cs in sites)
+    return (site.site.keyword("pin_memory") or "False").strip() == "True"
 
 
 def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
@@ -317,9 +320,88 @@ def non_blocking_of(trace: Trace, hazard: sm.Hazard, site: Site | None) -> bool:
     return bool(sm.to_non_blocking(trace.concrete_inputs(hazard.row)))
 
 
-def dataloader_location(ctx: Context) -> CallSite | None:
-    sites = ctx.find_calls(["DataLoader"])
-    return sites[0] if sites else None
+_LOADER_CALLS = frozenset({"DataLoader", "StatefulDataLoader", "DataLoader2"})
+# Calls that wrap a loader on the way to a loop: `enumerate(loader)`, `iter(loader)`, `tqdm(...)`.
+_ITER_WRAPPERS = frozenset({"enumerate", "iter", "tqdm", "zip", "cycle", "islice", "trange"})
+
+
+def _names_in(expr: str) -> list[str]:
+    """Identifiers an iterated expression mentions, innermost call arguments included:
+    'enumerate(tqdm(self.train_loader))' → ['train_loader', ...]."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return []
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            out.append(node.attr)
+        elif isinstance(node, ast.Name) and node.id not in _ITER_WRAPPERS:
+            out.append(node.id)
+    return out
+
+
+def iterated_loader_names(ctx: Context, wait_rows: Sequence[int]) -> list[str]:
+    """Names of what the step's loop iterated, read at the loop line the recorded stack names
+    (`for x, y in train_loader:` → 'train_loader')."""
+    if not wait_rows:
+        return []
+    durations = ctx.trace.events["dur"].to_numpy()
+    occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
+                       frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
+    groups = ctx.attribute(occs, lambda o: fetch_site)
+    names: list[str] = []
+    for group in groups:
+        site = group.site
+        if site is None:
+            continue
+        names.extend(_names_in(site.name if site.kind == "for" else site.first_arg))
+    return list(dict.fromkeys(names))
+
+
+def dataloader_location(ctx: Context, wait_rows: Sequence[int] | None = None) -> CallSite | None:
+    """The `DataLoader(...)` construction of the loader the profiled steps iterated: the one
+    bound to the name the loop (recorded stack → `for ... in NAME`) reads, through one
+    `it = iter(NAME)` alias. When the stack cannot say, the only DataLoader of the user's
+    files; None when there are several and nothing tells which ran (never a guess)."""
+    sites = ctx.find_calls(sorted(_LOADER_CALLS))
+    if not sites:
+        return None
+    rows = list(wait_rows) if wait_rows is not None else loader_rows(ctx)
+    names = iterated_loader_names(ctx, rows)
+    if names:
+        by_file: dict[str, list[tuple[str, ast.Call, int]]] = {}
+        for cs in sites:
+            if cs.location.file is not None and cs.location.file not in by_file:
+                by_file[cs.location.file] = ctx.source.bindings(cs.location.file)
+        wanted = set(names)
+        for _ in range(2):  # `it = iter(train_loader)`: follow the alias once
+            for file, bindings in by_file.items():
+                for name, call, line in bindings:
+                    if name in wanted and hazards_callee(call) in _ITER_WRAPPERS:
+                        wanted |= set(_names_in(ast.unparse(call)))
+        for file, bindings in by_file.items():
+            lines = {line for name, call, line in bindings
+                     if name in wanted and hazards_callee(call) in _LOADER_CALLS}
+            for cs in sites:
+                if cs.location.file == file and cs.location.line in lines:
+                    return cs
+    return sites[0] if len(sites) == 1 else None
+
+
+def hazards_callee(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def loader_rows(ctx: Context) -> list[int]:
+    """Rows of the DataLoader fetches (`enumerate(DataLoader)#...__next__`) inside the steps."""
+    from perftune.trace import categories as C
+
+    fetch = ctx.trace.events["name"].astype(str).str.startswith(C.DATALOADER_PREFIX).to_numpy()
+    rows = np.flatnonzero(fetch & ~ctx.host.is_device).tolist()
+    steps = sm.in_scope_steps(ctx.trace, rows)
+    return [r for r, k in zip(rows, steps.tolist(), strict=True) if k >= 0]
 
 
 def loop_location(ctx: Context, wait_rows: Sequence[int]) -> Location:
@@ -328,14 +410,21 @@ def loop_location(ctx: Context, wait_rows: Sequence[int]) -> Location:
     durations = ctx.trace.events["dur"].to_numpy()
     occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
                        frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
-    groups = ctx.attribute(occs, lambda o: (lambda s: s.kind == "for" or (s.kind == "call" and s.name == "next")))
+    groups = ctx.attribute(occs, lambda o: fetch_site)
     return groups[0].location if groups else Location()
+
+
+def fetch_site(site: Site) -> bool:
+    """A line that can fetch a batch: `for ... in loader:` (not over a range) or `next(it)`."""
+    if site.kind == "for":
+        return not site.name.startswith(("range(", "enumerate(range(", "tqdm(range(", "trange("))
+    return site.kind == "call" and site.name == "next"
 
 
 def loader_location(ctx: Context, wait_rows: Sequence[int]) -> tuple[Location, CallSite | None]:
     """Where to point a DataLoader-configuration finding: the DataLoader's construction in the
     user's code when it can be found, else the loop that iterates over it."""
-    site = dataloader_location(ctx)
+    site = dataloader_location(ctx, wait_rows)
     if site is not None:
         return site.location, site
     return loop_location(ctx, wait_rows), None

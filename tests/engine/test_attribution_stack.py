@@ -116,3 +116,61 @@ def test_op_inside_numpy_is_the_users_line_via_numpy(tmp_path: Path) -> None:
     assert (f.location.file, f.location.line) == ("train.py", 9)
     assert f.evidence["via"] == "numpy._core.memmap.__getitem__"
     assert "numpy._core.memmap.__getitem__" in f.message
+
+
+def test_without_python_stacks_the_record_function_region_is_the_location(tmp_path: Path) -> None:
+    """Production traces often carry no python stack: the enclosing `record_function`
+    annotation names where the sync happened instead of `<trace>`."""
+    b = TraceBuilder(device=True)
+    for _ in range(2):
+        with b.step(), b.annotation("## sparse_data_dist ##"):
+            with b.op("aten::item", input_dims=[[]], input_types=["float"]), \
+                    b.op("aten::_local_scalar_dense"):
+                readback(b)
+    path = b.write(tmp_path / "trace.json.gz")
+    (f,) = [f for f in _findings(path, ["PFT2"]) if f.code == "PFT206"]
+    assert f.location.file is None
+    assert f.location.function == "## sparse_data_dist ##"
+    assert str(f.location) == "## sparse_data_dist ##"
+
+
+LOADERS = textwrap.dedent("""\
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+
+    def train(model, opt):
+        eval_loader = DataLoader(TensorDataset(torch.randn(64, 3)), batch_size=8, num_workers=0)
+        train_loader = DataLoader(TensorDataset(torch.randn(64, 3)), batch_size=8)
+        batches = iter(train_loader)
+        for _ in range(100):
+            (x,) = next(batches)
+            model(x).sum().backward()
+            opt.step()
+        for (x,) in eval_loader:
+            model(x)
+""")
+
+
+def test_dataloader_advice_goes_to_the_loader_the_steps_iterated(tmp_path: Path) -> None:
+    """Two DataLoaders: the evaluation loader (first in the file) never ran in the window;
+    the one the loop fetched from (`next(batches)`, `batches = iter(train_loader)`) gets the
+    configuration advice."""
+    from perftune.engine.fixtures import STEPS, compute
+
+    (tmp_path / "train.py").write_text(LOADERS)
+    b = TraceBuilder(device=True)
+    with b.frame("train.py", 9, "train"):  # already running: its current line, in the loop
+        for _ in range(STEPS + 1):
+            with b.step():
+                with b.dataloader(single_process=True, dur=4000):
+                    pass
+                compute(b, "aten::conv2d", 2000, host=2000)
+                with b.optimizer_step():
+                    compute(b, "aten::_foreach_add_", 50)
+    path = b.write(tmp_path / "trace.json.gz")
+    found = {f.code: f for f in _findings(path, ["PFT1"])}
+    assert found["PFT102"].location.line == 7
+    assert "train_loader = DataLoader" in (found["PFT102"].location.source or "")
+    assert found["PFT101"].location.line == 10  # where the step waits: `next(batches)`
+    assert "train_loader" in (found["PFT101"].suggestion.diff or "")
