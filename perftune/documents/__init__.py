@@ -50,6 +50,8 @@ from perftune.documents.analysis import (
 )
 from perftune.documents.capture import (
     MetaDocument,
+    ProvenanceDocument,
+    ProvenanceSite,
     StepEntry,
     StepsDocument,
 )
@@ -129,6 +131,7 @@ def document_data(document: msgspec.Struct) -> dict[str, Any]:
 DOCUMENTS: dict[str, type[msgspec.Struct]] = {
     "summary": Summary, "findings": FindingsDocument, "steps": StepsDocument, "meta": MetaDocument,
     "tuning": TuningDocument, "gate": GateDocument, "fix": FixDocument, "diff": DiffDocument,
+    "provenance": ProvenanceDocument,
 }
 
 
@@ -177,6 +180,8 @@ __all__ = [
     "Milliseconds",
     "MultiRank",
     "ProfiledSide",
+    "ProvenanceDocument",
+    "ProvenanceSite",
     "RankStats",
     "RankStep",
     "RankSteps",

@@ -86,6 +86,82 @@ def via_text(call: sm.LibraryCall) -> str:
     return f"{call.name} ({inner[-1]})" if inner else call.name
 
 
+# The calls the capture's provenance mode records (perftune/capture/provenance.py) for each
+# neutral cause: a latent hazard on a CPU run is kept only where such a call ran on tensors
+# that would be on the accelerator.
+_PROVENANCE_CALLS: dict[sm.SyncCause, frozenset[str]] = {
+    sm.SyncCause.SCALAR_READBACK: frozenset({"item", "__bool__", "__int__", "__float__",
+                                             "__index__", "__complex__", "equal", "allclose"}),
+    sm.SyncCause.DATA_DEPENDENT_SHAPE: frozenset({"nonzero", "argwhere", "masked_select",
+                                                  "__getitem__[bool]", "nonzero_static"}),
+    sm.SyncCause.UNIQUE: frozenset({"unique", "unique_consecutive"}),
+    sm.SyncCause.HOST_TRANSFER: frozenset({"tolist", "cpu", "numpy"}),
+    sm.SyncCause.BOOLEAN_MASK_ASSIGNMENT: frozenset({"__setitem__[bool]"}),
+    sm.SyncCause.REPEAT_INTERLEAVE: frozenset({"repeat_interleave"}),
+}
+
+
+def provenance_lines(ctx: Context, hazard: sm.Hazard) -> frozenset[int] | None:
+    """On a CPU run with device provenance: the lines of the hazard's user function where a
+    call of its kind ran on accelerator-bound tensors (empty: only on host tensors, not a
+    hazard). None when provenance does not apply (GPU trace, no provenance.json, a copy)."""
+    doc = ctx.provenance
+    if doc is None or not doc.enabled or ctx.trace.has_device_activity:
+        return None
+    wanted = _PROVENANCE_CALLS.get(hazard.cause) if hazard.cause is not None else None
+    if wanted is None:
+        return None
+    frame = frame_of_row(ctx.trace, hazard.frame_row)
+    if frame is None:
+        return None
+    lines = {site.line for site in doc.sites
+             if site.function == frame.function and site.call in wanted and site.tagged
+             and same_file(site.file, frame.file)}
+    return frozenset(lines)
+
+
+def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[int, tuple[int, bool]]:
+    """On a CPU run with device provenance: hazard row → (recorded line, tagged).
+
+    The mode recorded, per line of the user's function, how many calls of each kind ran per
+    step on device-bound and on host-only tensors. The occurrences of one call of the function
+    (one step), in time order, are laid over those lines in source order with their per-step
+    counts — the recorded order, not a guess among the function's call sites."""
+    doc = ctx.provenance
+    out: dict[int, tuple[int, bool]] = {}
+    if doc is None or not doc.enabled or ctx.trace.has_device_activity:
+        return out
+    per_call: dict[tuple[int | None, int, frozenset[str]], list[sm.Hazard]] = {}
+    for h in hazards:
+        wanted = _PROVENANCE_CALLS.get(h.cause) if h.cause is not None else None
+        if wanted is not None:
+            per_call.setdefault((h.frame_row, h.step, wanted), []).append(h)
+    steps = max(1, doc.steps)
+    for (frame_row, _, wanted), group in per_call.items():
+        frame = frame_of_row(ctx.trace, frame_row)
+        if frame is None:
+            continue
+        recorded = sorted((s for s in doc.sites if s.function == frame.function
+                           and s.call in wanted and same_file(s.file, frame.file)),
+                          key=lambda s: s.line)
+        if not recorded:
+            continue
+        layout: list[tuple[int, bool]] = []
+        for site in recorded:
+            calls_per_step = max(1, round((site.tagged + site.untagged) / steps))
+            layout.extend([(site.line, site.tagged > 0 and site.tagged >= site.untagged)]
+                          * calls_per_step)
+        group.sort(key=lambda h: h.row)
+        for k, h in enumerate(group):
+            out[h.row] = layout[k % len(layout)]
+    return out
+
+
+def same_file(recorded: str, named: str) -> bool:
+    a, b = recorded.replace("\\", "/"), named.replace("\\", "/")
+    return a == b or a.endswith("/" + b.lstrip("./")) or b.endswith("/" + a.lstrip("./"))
+
+
 def calls(*names: str) -> SiteMatcher:
     wanted = frozenset(names)
     return lambda site: site.kind == "call" and site.name in wanted
@@ -179,6 +255,8 @@ class HazardRule(Rule):
             if latent and any(m in f.replace("\\", "/") for f in sm.library_frames(ctx.host, h.row)
                               for m in _HOST_SIDE_LIBRARIES):
                 continue
+            if latent and provenance_lines(ctx, h) == frozenset():
+                continue  # provenance: this call ran on host-only tensors, never a device sync
             out.append(h)
         return out
 
@@ -196,14 +274,21 @@ class HazardRule(Rule):
         hazards = self.hazards(ctx)
         if not hazards:
             return
+        recorded = provenance_assignment(ctx, hazards) if latent else {}
+        # provenance: a call that ran on host-only tensors is never a device sync
+        hazards = [h for h in hazards if recorded.get(h.row, (0, True))[1]]
+        if not hazards:
+            return
         by_row = {h.row: h for h in hazards}
         via = {h.row: sm.library_call(ctx.host, h.row) for h in hazards}
         occs = [Occurrence(row=h.row, step=h.step, cost_us=self.occurrence_cost(ctx, h, latent),
                            cpu_us=h.cpu_us, stall_us=h.stall_us, chain=h.chain,
                            frame_row=h.frame_row,
-                           key=f"{h.kind}|{h.python_call}|{via[h.row].name if via[h.row] else ''}")
+                           key=f"{h.kind}|{h.python_call}|{via[h.row].name if via[h.row] else ''}"
+                               f"|{recorded[h.row][0] if h.row in recorded else ''}")
                 for h in hazards]
-        matchers = {o.key: self.matcher_for(ctx, by_row[o.row], via[o.row]) for o in occs}
+        matchers = {o.key: self.matcher_for(ctx, by_row[o.row], via[o.row],
+                                            recorded.get(o.row, (None, True))[0]) for o in occs}
         groups = ctx.attribute(occs, lambda o: matchers[o.key], windows=sm.step_windows(trace))
         for group in groups:
             if not self.keep_group(ctx, group, latent):
@@ -211,12 +296,14 @@ class HazardRule(Rule):
             yield self.to_finding(ctx, group, [by_row[r] for r in group.rows], latent,
                                   via=via[group.rows[0]])
 
-    def matcher_for(self, ctx: Context, hazard: sm.Hazard,
-                    call: sm.LibraryCall | None) -> SiteMatcher | None:
+    def matcher_for(self, ctx: Context, hazard: sm.Hazard, call: sm.LibraryCall | None,
+                    line: int | None = None) -> SiteMatcher | None:
         """The rule's own call sites for an op issued straight from the user's line; the call
         of the library function for one that ran inside a library call (the recorded stack
         says which: never an `if` or index of the user's function for a library's sync)."""
         own = self.site_matcher(hazard)
+        if line is not None:  # the line provenance recorded: no guessing among call sites
+            return lambda site: site.line == line
         if call is None:
             return own
         user = frame_of_row(ctx.trace, hazard.frame_row)
