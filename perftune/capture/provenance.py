@@ -29,13 +29,13 @@ import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from types import FrameType
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
-from torch.utils.weak import WeakIdKeyDictionary
 
 from perftune.documents import ProvenanceDocument, ProvenanceSite
 from perftune.trace.frames import Frame, dotted_name, is_user_frame
@@ -54,6 +54,7 @@ _PLUMBING = ("/torch/nn/modules/module.py", "/torch/_tensor.py", "/torch/overrid
              "/torch/utils/_contextlib.py", "/torch/_dynamo/", "/torch/functional.py",
              "/torch/_jit_internal.py", "/torch/utils/_device.py")
 _THIS = __file__
+_PLAIN, _SYNC, _INDEX, _MOVE = 0, 1, 2, 3
 
 
 def enabled_for(cuda: bool) -> bool:
@@ -104,33 +105,64 @@ def _frame_file(frame: FrameType) -> str:
     return frame.f_code.co_filename
 
 
+class TagSet:
+    """Tensors by identity, forgotten when they die: a set of ids (a lookup is one hash) plus
+    a weak reference per tensor whose callback removes its id before the id can be reused."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+
+    def __contains__(self, t: object) -> bool:
+        return id(t) in self._refs
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def add(self, t: torch.Tensor) -> None:
+        key = id(t)
+        if key in self._refs:
+            return
+        refs = self._refs
+        try:
+            refs[key] = weakref.ref(t, lambda _r, k=key: refs.pop(k, None))
+        except TypeError:  # not weak-referenceable: skip rather than keep it alive
+            pass
+
+
 class ProvenanceMode(TorchFunctionMode):
     """Tags accelerator-bound tensors and records sync-prone call sites (see the module doc)."""
 
-    def __init__(self, tags: WeakIdKeyDictionary) -> None:
+    def __init__(self, tags: TagSet) -> None:
         super().__init__()
         self.tags = tags
         self.ops = 0
         self.sites: dict[tuple[str, int, str, str, str | None], list[int]] = {}
         self._user_files: dict[str, bool] = {}
+        self._kinds: dict[Any, int] = {}
 
     # ------------------------------------------------------------------ tags
     def tagged(self, t: torch.Tensor) -> bool:
         return isinstance(t, torch.nn.Parameter) or t in self.tags
 
     def _any_tagged(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-        for t in _tensors(args):
-            if self.tagged(t):
-                return True
-        return any(self.tagged(t) for t in _tensors(kwargs.values())) if kwargs else False
+        tags, param, tensor = self.tags, torch.nn.Parameter, torch.Tensor
+        for v in (*args, *kwargs.values()) if kwargs else args:
+            if isinstance(v, tensor):
+                if id(v) in tags._refs or isinstance(v, param):
+                    return True
+            elif isinstance(v, (list, tuple)):
+                for w in v:
+                    if isinstance(w, tensor) and (id(w) in tags._refs or isinstance(w, param)):
+                        return True
+        return False
 
     def tag(self, out: Any) -> None:
         if isinstance(out, torch.Tensor):
-            self.tags[out] = True
+            self.tags.add(out)
         elif isinstance(out, (list, tuple)):
             for t in out:
                 if isinstance(t, torch.Tensor):
-                    self.tags[t] = True
+                    self.tags.add(t)
 
     # ------------------------------------------------------------------ sites
     def _is_user(self, file: str) -> bool:
@@ -159,21 +191,33 @@ class ProvenanceMode(TorchFunctionMode):
         counts[0 if tagged else 1] += 1
 
     # ------------------------------------------------------------------ the mode
+    def _kind(self, func: Callable[..., Any]) -> int:
+        name = getattr(func, "__name__", "")
+        kind = _SYNC if name in _SYNC_PRONE else _INDEX if name in _INDEXING \
+            else _MOVE if name in _MOVES else _PLAIN
+        try:
+            self._kinds[func] = kind
+        except TypeError:
+            pass
+        return kind
+
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
                            kwargs: dict[str, Any] | None = None) -> Any:
         kwargs = kwargs or {}
-        if torch.compiler.is_compiling():
-            return func(*args, **kwargs)
         self.ops += 1
-        name = getattr(func, "__name__", "")
+        kind = self._kinds.get(func)
+        if kind is None:
+            kind = self._kind(func)
         tagged_in = self._any_tagged(args, kwargs)
-        if name in _SYNC_PRONE:
-            if not (name == "repeat_interleave" and "output_size" in kwargs):
+        if kind == _SYNC:
+            name = func.__name__
+            if not (name == "repeat_interleave" and "output_size" in kwargs) \
+                    and not torch.compiler.is_compiling():
                 self._record(name, tagged_in)
-        elif name in _INDEXING and _is_bool_index(args):
-            self._record(f"{name}[bool]", tagged_in)
+        elif kind == _INDEX and _is_bool_index(args):
+            self._record(f"{func.__name__}[bool]", tagged_in)
         out = func(*args, **kwargs)
-        if tagged_in or (name in _MOVES and _moves_to_device(args, kwargs, name)) \
+        if tagged_in or (kind == _MOVE and _moves_to_device(args, kwargs, func.__name__)) \
                 or (kwargs.get("device") is not None and self._is_user(_frame_file(sys._getframe(1)))):
             # a factory given `device=` in the user's code (libraries keep host-side counters
             # with an explicit device="cpu": Adam's step)
@@ -188,7 +232,7 @@ class Provenance:
     def __init__(self, *, cuda: bool) -> None:
         self.enabled = enabled_for(cuda)
         self.device = "cuda" if cuda else "cpu"
-        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.tags = TagSet()
         self.mode: ProvenanceMode | None = None
         self.steps = 0
         self.window_s = 0.0
@@ -213,10 +257,7 @@ class Provenance:
                         __name: str = name, **kwargs: Any) -> Any:
                 out = __orig(self_, *args, **kwargs)
                 if isinstance(out, torch.Tensor) and _moves_to_device((self_, *args), kwargs, __name):
-                    try:
-                        tags[out] = True
-                    except TypeError:
-                        pass
+                    tags.add(out)
                 return out
 
             wrapper.__name__ = original.__name__
@@ -232,7 +273,7 @@ class Provenance:
     # ------------------------------------------------------------------ the window
     def _tag_buffers(self, module: torch.nn.Module, inputs: Any) -> None:
         for b in module.buffers(recurse=False):
-            self.tags[b] = True
+            self.tags.add(b)
 
     def start(self) -> None:
         if not self.enabled or self.mode is not None:
