@@ -1,4 +1,4 @@
-"""Overhead of the capture's device-provenance mode (perftune/capture/provenance.py).
+"""Overhead of the capture's device-provenance mode (perftune/capture/child/provenance.py).
 
 Runs the same CPU training step with and without the mode, interleaved (ABAB...) in one process,
 plain and under torch.profiler(with_stack=True) as the capture window runs it, and prints the
@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from perftune.capture.provenance import Provenance
+from perftune.capture.child.provenance import Provenance
 
 
 def mlp() -> tuple[nn.Module, Callable[[], torch.Tensor], Callable[[], torch.Tensor]]:

@@ -71,7 +71,8 @@ PROFILER_TRACE_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
 
 # Files whose presence means the folder already holds a run: writing another run there would
 # mix the two (`--force` to overwrite).
-RUN_DOCUMENTS = (TRACE, STEPS, META, SUMMARY, FINDINGS, REPORT_HTML, REPORT_MD, TUNING, GATE, FIX)
+RUN_DOCUMENTS = (TRACE, STEPS, META, SUMMARY, FINDINGS, REPORT_HTML, REPORT_MD, TUNING, GATE, FIX,
+                 PROVENANCE)
 
 
 # The file each typed document is written as (RunDir.write_document).

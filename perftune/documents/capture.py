@@ -76,6 +76,8 @@ class ProvenanceSite(_Open, kw_only=True):
     via: str | None = None          # the library function the user's line called, if any
     tagged: int = 0                 # calls whose input would be on the accelerator
     untagged: int = 0               # calls on host-only tensors (never a device sync)
+    order: int = 0                  # when it was first seen in the window (0, 1, 2, ...): the
+                                    # order of the calls inside a step
 
 
 class ProvenanceDocument(_Open, kw_only=True):

@@ -41,6 +41,9 @@ LATENT_NOTE = "synchronises the host when the tensor is on a GPU"
 _HOST_SIDE_LIBRARIES = ("torch/utils/data/", "torch/optim/", "torch/profiler/",
                         "torch/autograd/profiler", "torch/_dynamo/", "torch/_inductor/",
                         "torch/amp/", "torch/cuda/amp/", "perftune/")
+# The capture's provenance mode sits between every op and its caller in a CPU trace: it is
+# not where the op came from.
+_PROVENANCE_MODE_FILE = "capture/child/provenance.py"
 # Causes whose cost is the copy itself, not a drained pipeline.
 _COPY_CAUSES = frozenset({sm.SyncCause.HOST_TRANSFER, sm.SyncCause.PAGEABLE_COPY,
                           sm.SyncCause.BLOCKING_COPY, sm.SyncCause.TENSOR_FROM_PYTHON})
@@ -86,7 +89,7 @@ def via_text(call: sm.LibraryCall) -> str:
     return f"{call.name} ({inner[-1]})" if inner else call.name
 
 
-# The calls the capture's provenance mode records (perftune/capture/provenance.py) for each
+# The calls the capture's provenance mode records (perftune/capture/child/provenance.py) for each
 # neutral cause: a latent hazard on a CPU run is kept only where such a call ran on tensors
 # that would be on the accelerator.
 _PROVENANCE_CALLS: dict[sm.SyncCause, frozenset[str]] = {
@@ -135,6 +138,8 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
     for h in hazards:
         wanted = _PROVENANCE_CALLS.get(h.cause) if h.cause is not None else None
         if wanted is not None:
+            if h.python_call in wanted:  # the recorded python call narrows the kind
+                wanted = frozenset({h.python_call})
             per_call.setdefault((h.frame_row, h.step, wanted), []).append(h)
     steps = max(1, doc.steps)
     for (frame_row, _, wanted), group in per_call.items():
@@ -142,8 +147,9 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
         if frame is None:
             continue
         recorded = sorted((s for s in doc.sites if s.function == frame.function
-                           and s.call in wanted and same_file(s.file, frame.file)),
-                          key=lambda s: s.line)
+                           and s.call in wanted and same_file(s.file, frame.file)
+                           and not _host_side_via(s.via)),
+                          key=lambda s: (s.order, s.line))  # the order they ran in a step
         if not recorded:
             continue
         layout: list[tuple[int, bool]] = []
@@ -155,6 +161,15 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
         for k, h in enumerate(group):
             out[h.row] = layout[k % len(layout)]
     return out
+
+
+def _host_side_via(via: str | None) -> bool:
+    """A call recorded inside a host-side library (the optimizer's step counters, data
+    loading): the hazard filter drops those, so the layout leaves them out too."""
+    if not via:
+        return False
+    dotted = tuple(m.rstrip("/").replace("/", ".") for m in _HOST_SIDE_LIBRARIES)
+    return via.startswith(dotted)
 
 
 def same_file(recorded: str, named: str) -> bool:
@@ -253,6 +268,7 @@ class HazardRule(Rule):
             if sm.in_data_loading(ctx.host, h.row):
                 continue  # the DataLoader builds batches from CPU tensors
             if latent and any(m in f.replace("\\", "/") for f in sm.library_frames(ctx.host, h.row)
+                              if not f.endswith(_PROVENANCE_MODE_FILE)
                               for m in _HOST_SIDE_LIBRARIES):
                 continue
             if latent and provenance_lines(ctx, h) == frozenset():

@@ -415,7 +415,8 @@ def library_frames(host: HostIndex, row: int) -> tuple[str, ...]:
 _PLUMBING_FILES = ("torch/nn/modules/module.py", "torch/_dynamo/", "torch/utils/_contextlib.py",
                    "torch/autograd/grad_mode.py", "torch/_compile.py", "torch/utils/hooks.py",
                    "torch/_jit_internal.py", "torch/overrides.py", "torch/utils/_device.py",
-                   "torch/_tensor.py", "torch/autograd/profiler.py")
+                   "torch/_tensor.py", "torch/autograd/profiler.py", "perftune/capture/",
+                   "perftune/_runtime.py")
 _MODULE_PREFIX = "nn.Module: "
 
 

@@ -27,6 +27,7 @@ from perftune.capture.parent import distributed
 from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
     CONFIG_ENV,
+    PROVENANCE_FILE,
     RANK_CHILD_RESULT_FILE,
     RANK_TRACE_FILE,
     SCHEMA_VERSION,
@@ -35,6 +36,7 @@ from perftune.capture.parent.layout import (
 )
 from perftune.capture.parent.meta import torch_meta
 from perftune.capture.parent.results import write_json
+from perftune.documents import document_data
 from perftune.errors import PerftuneError
 from perftune.fsutil import OutputError, write_json_atomic
 
@@ -105,6 +107,7 @@ class ChildRun:
             run_dir=self.run_dir,
             step_marker=config.get("step_marker"),
             trace_name=trace_name,
+            provenance=self.rank is None,
         )
         self.hooks = Hooks(self.session)
         self.ticker: TimeSliceTicker | None = None
@@ -252,6 +255,7 @@ class ChildRun:
                 status = "nan"
                 error = f"the loss is not finite at step {bad}"
         notes = [*session.window.notes, *session.notes, *self._step_notes(status)]
+        notes.extend(self._write_provenance())
         try:
             meta = torch_meta()
         except Exception as exc:
@@ -276,6 +280,18 @@ class ChildRun:
                 "output_error": session.window.output_error,
             },
         )
+
+    def _write_provenance(self) -> list[str]:
+        """provenance.json (device provenance of the profiled steps), when it was recorded."""
+        recorder = self.session.provenance
+        document = recorder.document() if recorder is not None else None
+        if document is None or not self.session.window_done:
+            return []
+        try:
+            write_json_atomic(self.run_dir / PROVENANCE_FILE, document_data(document))
+        except (OutputError, OSError) as exc:
+            return [f"device provenance could not be written ({exc})"]
+        return [document.note] if document.note else []
 
     def _hand_over(self, document: dict[str, Any]) -> None:
         """Write the results file; when the run directory cannot take it (full disk, read-only),

@@ -19,6 +19,7 @@ import torch
 
 from perftune.capture.child.control import StopCapture, raise_in_main_thread
 from perftune.capture.child.steps import SOURCE_PRIORITY, StepLog, phase_of, window_action
+from perftune.capture.child.provenance import Provenance
 from perftune.capture.child.window import MemoryPeak, ProfilerWindow
 from perftune.capture.parent.layout import TRACE_FILE
 
@@ -62,6 +63,7 @@ class CaptureSession:
         run_dir: Path,
         step_marker: str | None = None,
         trace_name: str = TRACE_FILE,
+        provenance: bool = False,
     ) -> None:
         self.skip = skip
         self.active = active
@@ -76,6 +78,8 @@ class CaptureSession:
             trace_path=run_dir / trace_name,
         )
         self.memory = MemoryPeak(self.cuda_available)
+        # Device provenance of the profiled steps (CPU runs; provenance.json).
+        self.provenance = Provenance(cuda=self.cuda_available) if provenance and profile else None
         self.source: str | None = None
         self.optimizer_seen = False
         self._stepping_optimizer: weakref.ref[Any] | None = None
@@ -97,6 +101,8 @@ class CaptureSession:
     # -- events from the hooks ---------------------------------------------------------------
     def begin(self) -> None:
         """The script is about to start: with skip=0 the window opens before its first step."""
+        if self.provenance is not None:
+            self.provenance.install()
         if self.skip == 0:
             self._open_window()
 
@@ -148,6 +154,8 @@ class CaptureSession:
     def forked(self) -> None:
         """In a forked child (a DataLoader worker): every hook goes quiet."""
         self.enabled = False
+        if self.provenance is not None:
+            self.provenance.abandon()
 
     # -- boundaries ----------------------------------------------------------------------------
     def boundary(self, source: str) -> None:
@@ -273,11 +281,15 @@ class CaptureSession:
         self.profiling = self.window.start(
             self.skip, {"step_source": self.source, "skip": self.skip, "active": self.active}
         )
+        if self.profiling and self.provenance is not None:
+            self.provenance.start()
 
     def _close_window(self) -> None:
         # Read the peak before the profiler stops: exporting the trace allocates a lot.
         self.peak_memory_bytes = self.memory.read()
         self.memory_kind = self.memory.kind
+        if self.provenance is not None:
+            self.provenance.stop(steps=max(0, len(self.log) - self.skip))
         self.window.stop()
         self.window_open = False
         self.window_done = True

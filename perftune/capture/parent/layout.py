@@ -9,6 +9,7 @@ from perftune import rundir
 TRACE_FILE = rundir.TRACE
 STEPS_FILE = rundir.STEPS
 META_FILE = rundir.META
+PROVENANCE_FILE = rundir.PROVENANCE
 OUTPUT_LOG = rundir.OUTPUT_LOG
 
 # Private hand-over files between parent and child; removed once the run is assembled.

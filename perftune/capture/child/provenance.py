@@ -25,6 +25,7 @@ off by default (the trace measures the real syncs); PERFTUNE_PROVENANCE=1/0 forc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -187,7 +188,9 @@ class ProvenanceMode(TorchFunctionMode):
             via = dotted_name(Frame(file=_frame_file(library), line=library.f_lineno,
                                     function=library.f_code.co_name))
         key = (_frame_file(frame), frame.f_lineno, frame.f_code.co_name, call, via)
-        counts = self.sites.setdefault(key, [0, 0])
+        counts = self.sites.get(key)
+        if counts is None:
+            counts = self.sites[key] = [0, 0, len(self.sites)]
         counts[0 if tagged else 1] += 1
 
     # ------------------------------------------------------------------ the mode
@@ -288,12 +291,22 @@ class Provenance:
             self.note = f"device provenance could not start ({type(exc).__name__}: {exc})"
             self.mode = None
 
-    def step(self) -> None:
-        if self.mode is not None:
-            self.steps += 1
-
-    def stop(self) -> None:
+    def abandon(self) -> None:
+        """In a forked child (a DataLoader worker): leave the mode, record nothing."""
         mode, self.mode = self.mode, None
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if mode is not None:
+            with contextlib.suppress(Exception):
+                mode.__exit__(None, None, None)
+        self.uninstall()
+        self.enabled = False
+
+    def stop(self, steps: int | None = None) -> None:
+        mode, self.mode = self.mode, None
+        if steps is not None:
+            self.steps = steps
         if mode is None:
             return
         if self._hook is not None:
@@ -317,7 +330,7 @@ class Provenance:
         mode = self._recorded or self.mode
         sites = [] if mode is None else [
             ProvenanceSite(file=file, line=line, function=function, call=call, via=via,
-                           tagged=counts[0], untagged=counts[1])
+                           tagged=counts[0], untagged=counts[1], order=counts[2])
             for (file, line, function, call, via), counts in sorted(
                 mode.sites.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][3]))]
         return ProvenanceDocument(enabled=mode is not None, device=self.device, steps=self.steps,
