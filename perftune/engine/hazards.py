@@ -14,6 +14,7 @@ from __future__ import annotations
 import ast
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,6 +29,17 @@ from perftune.engine.attribution import (
     library_call_matcher,
 )
 from perftune.engine.context import Context
+from perftune.engine.frameworks import (
+    HF_TRAINER,
+    LIGHTNING,
+    Framework,
+    config_site,
+    framework_of,
+    frameworks,
+    is_false,
+    keyword_value,
+    loader_function_site,
+)
 from perftune.engine.registry import superseding_rules
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
@@ -71,10 +83,49 @@ LIBRARY_FIXES: dict[str, str] = {
 }
 
 
-def library_fix(call: sm.LibraryCall | None) -> str | None:
+# Syncs inside a framework's own loop: its configuration lever, said at the user's
+# configuration line (framework key, function of a library frame, advice, keyword).
+FRAMEWORK_FIXES: tuple[tuple[str, str, str, str], ...] = (
+    ("hf-trainer", "_inner_training_loop",
+     "set `TrainingArguments(logging_nan_inf_filter=False)`: with the default the Trainer "
+     "tests every step's loss with `torch.isnan(loss) or torch.isinf(loss)`, a host read of a "
+     "device value", "logging_nan_inf_filter"),
+    ("hf-trainer", "_prepare_input",
+     "set `TrainingArguments(accelerator_config={\"non_blocking\": True})` (with "
+     "`dataloader_pin_memory=True`, the default): the Trainer then copies each batch to the "
+     "GPU without waiting for it", "accelerator_config"),
+    ("hf-trainer", "_maybe_log_save_evaluate",
+     "raise `TrainingArguments(logging_steps=...)`: the Trainer reads the accumulated loss "
+     "back (`.item()`) at every logging step", "logging_steps"),
+    ("lightning", "log",
+     "log per-step values with `self.log(..., on_step=False, on_epoch=True)` (or without "
+     "`sync_dist=True`): Lightning then reduces them once per epoch instead of reading them "
+     "back every step", "on_step"),
+)
+
+
+@dataclass(frozen=True)
+class LibraryFix:
+    advice: str
+    framework: Framework | None = None
+    keyword: str | None = None      # the framework's configuration keyword
+
+
+def library_fix(call: sm.LibraryCall | None, frames: Sequence[str] = ()) -> LibraryFix | None:
+    """The library's (or the framework's) own lever against a sync inside its code."""
     if call is None:
         return None
-    return next((LIBRARY_FIXES[f] for f in reversed(call.functions) if f in LIBRARY_FIXES), None)
+    found = next((LIBRARY_FIXES[f] for f in reversed(call.functions) if f in LIBRARY_FIXES), None)
+    if found is not None:
+        return LibraryFix(found)
+    fw = framework_of([*frames, *(n.replace(".", "/") + ".py" for n in call.inner)])
+    if fw is None:
+        return None
+    for function in reversed(call.functions):  # the innermost frame with a lever
+        for key, name, advice, keyword in FRAMEWORK_FIXES:
+            if key == fw.key and name == function:
+                return LibraryFix(advice, fw, keyword)
+    return None
 
 
 def is_named_library_call(call: sm.LibraryCall | None) -> bool:
@@ -357,19 +408,33 @@ class HazardRule(Rule):
                              "sync_calls": dict(syncs)})
             severity = gpu_severity(trace, group.cost_ms_per_step, float(self.config["error_share"]))
         call = via
+        lever: tuple[LibraryFix, CallSite] | None = None
         if call is not None and is_named_library_call(call):
             evidence["via"] = call.name
             if call.inner:
                 evidence["via_frames"] = list(call.inner[-3:])
             message += f" — inside `{via_text(call)}`, called from this line"
-            fix = library_fix(call)
+            fix = library_fix(call, sm.library_frames(ctx.host, group.rows[0]))
             if fix is not None:
-                evidence["library_fix"] = fix
-                message += f"; {fix}"
+                evidence["library_fix"] = fix.advice
+                message += f"; {fix.advice}"
+                if fix.framework is not None:
+                    evidence["framework"] = fix.framework.name
+                    config = config_site(ctx, fix.framework) \
+                        if fix.framework is not LIGHTNING else None
+                    if config is not None:  # the lever goes where the user configures it
+                        evidence["called_from"] = str(group.location)
+                        group = replace(group, location=config.location,
+                                        resolved_path=config.path, site=config.site)
+                        lever = (fix, config)
         ranks = {h.rank for h in hazards}
+        made = (Suggestion(title=lever[0].advice[0].upper() + lever[0].advice[1:],
+                           before=lever[1].location.source,
+                           after=f"{lever[1].site.name}(..., {lever[0].keyword}=...)")
+                if lever is not None else self.make_suggestion(ctx, group, hazards, latent))
         return self.finding(
             message, location=group.location,
-            suggestion=self.make_suggestion(ctx, group, hazards, latent),
+            suggestion=made,
             severity=severity, evidence=evidence,
             est_saving_ms_per_step=round(group.cost_ms_per_step, 4), count=group.count,
             op_chain=group.chain, latent=latent, rank=ranks.pop() if len(ranks) == 1 else None)
@@ -409,12 +474,27 @@ def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
     for move in sm.device_moves(ctx.host):
         if move.step < 0 or not (move.after_dataloader or move.early_in_step) or not move.input_dims:
             continue
+        if framework_moves(ctx, move.row, cause):
+            continue
         out.append(sm.Hazard(
             row=move.row, cause=cause, kind=f".{move.python_call}() of a batch",
             chain=("aten::to",), sync_rows=(), copy_rows=(), stall_us=0.0, cpu_us=move.cpu_us,
             on_device=False, step=move.step, rank=int(trace.events["rank"].to_numpy()[move.row]),
             python_call=move.python_call, frame_row=move.frame_row))
     return out
+
+
+def framework_moves(ctx: Context, row: int, cause: sm.SyncCause) -> bool:
+    """A batch move made by a framework (Trainer's `_prepare_input`, Lightning's
+    `batch_to_device`): what it does on a GPU (pinned memory by default in Trainer,
+    `non_blocking=True` in Lightning and accelerate) is not a finding. Trainer with
+    `dataloader_pin_memory=False` keeps its pageable-copy finding."""
+    fw = framework_of(sm.library_frames(ctx.host, row))
+    if fw is None:
+        return False
+    if fw is HF_TRAINER and cause == sm.SyncCause.PAGEABLE_COPY:
+        return not is_false(keyword_value(config_site(ctx, fw), "dataloader_pin_memory"))
+    return True
 
 
 def non_blocking_of(trace: Trace, hazard: sm.Hazard, site: Site | None) -> bool:
@@ -489,6 +569,10 @@ def dataloader_location(ctx: Context, wait_rows: Sequence[int] | None = None) ->
             for cs in sites:
                 if cs.location.file == file and cs.location.line in lines:
                     return cs
+    if LIGHTNING in frameworks(ctx):
+        found = loader_function_site(ctx, "train_dataloader")
+        if found is not None:
+            return found
     return sites[0] if len(sites) == 1 else None
 
 
