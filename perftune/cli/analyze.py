@@ -23,9 +23,9 @@ from perftune.pipeline import analyze_paths, findings_document, selection_from_c
 from perftune.report import write_run
 from perftune.report.console import (
     finding_lines,
-    timing_lines,
     source_hint_lines,
     summary_lines,
+    timing_lines,
     warning_lines,
 )
 from perftune.rundir import DocumentError, RunDir, same_files

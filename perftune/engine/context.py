@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
+from perftune.documents import ProvenanceDocument
 from perftune.engine.attribution import (
     CallSite,
     Group,
@@ -27,7 +28,6 @@ from perftune.engine.attribution import (
     lookup_folders,
 )
 from perftune.engine.types import Location
-from perftune.documents import ProvenanceDocument
 from perftune.rundir import DocumentError, RunDir
 from perftune.sourcefiles import SourceRoots
 from perftune.trace.machine import MachinePeaks

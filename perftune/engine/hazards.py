@@ -348,10 +348,11 @@ class HazardRule(Rule):
             return
         by_row = {h.row: h for h in hazards}
         via = {h.row: sm.library_call(ctx.host, h.row) for h in hazards}
+        via_names = {row: call.name if call is not None else "" for row, call in via.items()}
         occs = [Occurrence(row=h.row, step=h.step, cost_us=self.occurrence_cost(ctx, h, latent),
                            cpu_us=h.cpu_us, stall_us=h.stall_us, chain=h.chain,
                            frame_row=h.frame_row,
-                           key=f"{h.kind}|{h.python_call}|{via[h.row].name if via[h.row] else ''}"
+                           key=f"{h.kind}|{h.python_call}|{via_names[h.row]}"
                                f"|{recorded[h.row][0] if h.row in recorded else ''}")
                 for h in hazards]
         matchers = {o.key: self.matcher_for(ctx, by_row[o.row], via[o.row],
@@ -559,8 +560,8 @@ def dataloader_location(ctx: Context, wait_rows: Sequence[int] | None = None) ->
                 by_file[cs.location.file] = ctx.source.bindings(cs.location.file)
         wanted = set(names)
         for _ in range(2):  # `it = iter(train_loader)`: follow the alias once
-            for file, bindings in by_file.items():
-                for name, call, line in bindings:
+            for bindings in by_file.values():
+                for name, call, _ in bindings:
                     if name in wanted and hazards_callee(call) in _ITER_WRAPPERS:
                         wanted |= set(_names_in(ast.unparse(call)))
         for file, bindings in by_file.items():

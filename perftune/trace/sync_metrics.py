@@ -23,7 +23,13 @@ from functools import cached_property
 import numpy as np
 
 from perftune.trace import categories as C
-from perftune.trace.frames import Frame, dotted_name, is_user_frame, package_of, parse_python_function
+from perftune.trace.frames import (
+    Frame,
+    dotted_name,
+    is_user_frame,
+    package_of,
+    parse_python_function,
+)
 from perftune.trace.model import NO_ID, Trace
 
 # ---------------------------------------------------------------------------- op families

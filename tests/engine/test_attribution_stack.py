@@ -123,10 +123,10 @@ def test_without_python_stacks_the_record_function_region_is_the_location(tmp_pa
     annotation names where the sync happened instead of `<trace>`."""
     b = TraceBuilder(device=True)
     for _ in range(2):
-        with b.step(), b.annotation("## sparse_data_dist ##"):
-            with b.op("aten::item", input_dims=[[]], input_types=["float"]), \
-                    b.op("aten::_local_scalar_dense"):
-                readback(b)
+        with b.step(), b.annotation("## sparse_data_dist ##"), \
+                b.op("aten::item", input_dims=[[]], input_types=["float"]), \
+                b.op("aten::_local_scalar_dense"):
+            readback(b)
     path = b.write(tmp_path / "trace.json.gz")
     (f,) = [f for f in _findings(path, ["PFT2"]) if f.code == "PFT206"]
     assert f.location.file is None

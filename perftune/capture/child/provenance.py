@@ -124,10 +124,12 @@ class TagSet:
         if key in self._refs:
             return
         refs = self._refs
-        try:
-            refs[key] = weakref.ref(t, lambda _r, k=key: refs.pop(k, None))
-        except TypeError:  # not weak-referenceable: skip rather than keep it alive
-            pass
+
+        def forget(_ref: weakref.ref[torch.Tensor], k: int = key) -> None:
+            refs.pop(k, None)
+
+        with contextlib.suppress(TypeError):  # not weak-referenceable: not kept alive by us
+            refs[key] = weakref.ref(t, forget)
 
 
 class ProvenanceMode(TorchFunctionMode):
@@ -198,10 +200,8 @@ class ProvenanceMode(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         kind = _SYNC if name in _SYNC_PRONE else _INDEX if name in _INDEXING \
             else _MOVE if name in _MOVES else _PLAIN
-        try:
+        with contextlib.suppress(TypeError):  # an unhashable callable: classified every call
             self._kinds[func] = kind
-        except TypeError:
-            pass
         return kind
 
     def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
@@ -283,7 +283,7 @@ class Provenance:
             return
         try:
             self.mode = ProvenanceMode(self.tags)
-            self.mode.__enter__()
+            self.mode.__enter__()  # type: ignore[no-untyped-call]
             self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._tag_buffers)
             self._thread = threading.get_ident()
             self._started = time.perf_counter()
@@ -299,7 +299,7 @@ class Provenance:
             self._hook = None
         if mode is not None:
             with contextlib.suppress(Exception):
-                mode.__exit__(None, None, None)
+                mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
         self.uninstall()
         self.enabled = False
 
@@ -314,7 +314,7 @@ class Provenance:
             self._hook = None
         try:
             if threading.get_ident() == self._thread:
-                mode.__exit__(None, None, None)
+                mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
             else:  # pragma: no cover - a window closed from another thread
                 self.note = "device provenance was stopped from another thread"
         except Exception as exc:

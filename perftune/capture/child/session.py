@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from perftune.capture.child.control import StopCapture, raise_in_main_thread
-from perftune.capture.child.steps import SOURCE_PRIORITY, StepLog, phase_of, window_action
 from perftune.capture.child.provenance import Provenance
+from perftune.capture.child.steps import SOURCE_PRIORITY, StepLog, phase_of, window_action
 from perftune.capture.child.window import MemoryPeak, ProfilerWindow
 from perftune.capture.parent.layout import TRACE_FILE
 
