@@ -206,7 +206,7 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
         layout: list[tuple[int, bool]] = []
         for site in recorded:
             calls_per_step = max(1, round((site.tagged + site.untagged) / steps))
-            layout.extend([(site.line, site.tagged > 0 and site.tagged >= site.untagged)]
+            layout.extend([(site.line, site.tagged > 0)]
                           * calls_per_step)
         group.sort(key=lambda h: h.row)
         for k, h in enumerate(group):

@@ -1,7 +1,8 @@
 """Device provenance on a real CPU capture (issue #13, section 3): `perftune profile` runs the
-script in a child process; during the profiled steps a TorchFunctionMode tags tensors that would
-be on the accelerator and records every sync-prone call site; provenance.json says which, and the
-latent-sync rules report only those."""
+script in a child process; over the last warm-up steps before the profiler window (the same code
+as the profiled steps) a TorchFunctionMode tags tensors that would be on the accelerator and
+records every sync-prone call site; provenance.json says which, and the latent-sync rules report
+only those."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def _profile(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
     script.write_text(SCRIPT)
     run_dir = tmp_path / "run"
     done = subprocess.run(
-        [sys.executable, "-m", "perftune", "profile", "--out", str(run_dir), "--skip", "3",
-         "--active", "3", str(script)],
+        [sys.executable, "-m", "perftune", "profile", "--out", str(run_dir), "--skip", "4",
+         "--active", "2", str(script)],
         cwd=tmp_path, env=child_env(**(env or {})), stdin=subprocess.DEVNULL,
         capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode in (0, 1), done.stdout + done.stderr
@@ -67,11 +68,11 @@ def test_cpu_capture_reports_only_device_bound_syncs(tmp_path: Path) -> None:
     doc = json.loads((run_dir / "provenance.json").read_text())
     assert doc["enabled"] and doc["device"] == "cpu" and doc["steps"] == 3
     sites = {(s["line"], s["call"]): s for s in doc["sites"] if s["file"].endswith("train.py")}
-    assert sites[(14, "__int__")]["tagged"] == 0 and sites[(14, "__int__")]["untagged"] == 3
-    assert sites[(23, "item")]["untagged"] == 3 and sites[(23, "item")]["tagged"] == 0
-    # (the first profiled step starts after its forward: that loss predates the window)
+    assert sites[(14, "__int__")]["tagged"] == 0 and sites[(14, "__int__")]["untagged"] >= 2
+    assert sites[(23, "item")]["untagged"] >= 2 and sites[(23, "item")]["tagged"] == 0
+    # (the first step it covers starts after its forward: that loss predates the mode)
     assert sites[(24, "item")]["tagged"] >= 2
-    assert sites[(19, "__getitem__[bool]")]["tagged"] == 3
+    assert sites[(19, "__getitem__[bool]")]["tagged"] >= 2
     # the optimizer's own step counter (`_get_value(step)` in torch/optim) is host-only
     assert all(s["tagged"] == 0 for s in doc["sites"] if s["call"] == "item" and s["via"]
                and "optim" in s["via"])

@@ -1,4 +1,4 @@
-"""Device provenance during the profiled steps of a CPU run (provenance.json).
+"""Device provenance of the training step on a CPU run (provenance.json).
 
 On a CPU trace every `.item()`, `nonzero()` or boolean mask looks the same; on a GPU only the
 ones whose tensor lives on the device synchronise the host. This module tells them apart by
@@ -17,10 +17,13 @@ Python bools (the mode never sees those). For every sync-prone call (`item`, `to
 the innermost frame of the user's code (and the library function in between) with how many
 calls ran on tagged and untagged inputs; the latent-sync rules read that back.
 
-Cost: a Python call per torch function in the window only (the mode is pushed when the window
-opens and popped when it closes); `.to()`/`.cuda()` results are tagged from the start by a thin
-wrapper so that data moved to the device before the window counts too. On a CUDA run the mode is
-off by default (the trace measures the real syncs); PERFTUNE_PROVENANCE=1/0 forces it.
+Cost: a Python call per torch function, for a few steps only. The session runs the mode over
+the last warm-up steps before the profiler window (the same code as the profiled steps, and
+steps that are never measured): its hook would otherwise inflate the host time the profiled
+steps record (benchmarks/provenance_overhead.py measures it). With no warm-up steps it runs
+inside the window. `.to()`/`.cuda()` results are tagged from the script's start by a thin
+wrapper, so data moved to the device before the mode starts counts too. On a CUDA run the mode
+is off by default (the trace measures the real syncs); PERFTUNE_PROVENANCE=1/0 forces it.
 """
 
 from __future__ import annotations
@@ -291,6 +294,11 @@ class Provenance:
             self.note = f"device provenance could not start ({type(exc).__name__}: {exc})"
             self.mode = None
 
+    def step(self) -> None:
+        """A step boundary: counts the steps the mode covered."""
+        if self.mode is not None:
+            self.steps += 1
+
     def abandon(self) -> None:
         """In a forked child (a DataLoader worker): leave the mode, record nothing."""
         mode, self.mode = self.mode, None
@@ -303,10 +311,12 @@ class Provenance:
         self.uninstall()
         self.enabled = False
 
-    def stop(self, steps: int | None = None) -> None:
+    @property
+    def running(self) -> bool:
+        return self.mode is not None
+
+    def stop(self) -> None:
         mode, self.mode = self.mode, None
-        if steps is not None:
-            self.steps = steps
         if mode is None:
             return
         if self._hook is not None:

@@ -23,6 +23,8 @@ from perftune.capture.child.steps import SOURCE_PRIORITY, StepLog, phase_of, win
 from perftune.capture.child.window import MemoryPeak, ProfilerWindow
 from perftune.capture.parent.layout import TRACE_FILE
 
+# Warm-up steps before the profiler window that record device provenance (CPU runs).
+PROVENANCE_STEPS = 3
 # In --full runs, loss tensors are read back in batches of this many steps, not one by one.
 _LOSS_BATCH = 256
 # The steps measured so far are handed to `CaptureSession.stream` at most this often, so that a
@@ -78,8 +80,12 @@ class CaptureSession:
             trace_path=run_dir / trace_name,
         )
         self.memory = MemoryPeak(self.cuda_available)
-        # Device provenance of the profiled steps (CPU runs; provenance.json).
+        # Device provenance (CPU runs; provenance.json), recorded over the last warm-up steps
+        # before the window (the same code as the profiled steps): its per-op Python hook
+        # would otherwise inflate the very host time the profiled steps measure. With no
+        # warm-up steps (skip=0) it runs inside the window.
         self.provenance = Provenance(cuda=self.cuda_available) if provenance and profile else None
+        self.provenance_steps = min(PROVENANCE_STEPS, skip)
         self.source: str | None = None
         self.optimizer_seen = False
         self._stepping_optimizer: weakref.ref[Any] | None = None
@@ -103,6 +109,8 @@ class CaptureSession:
         """The script is about to start: with skip=0 the window opens before its first step."""
         if self.provenance is not None:
             self.provenance.install()
+            if self.provenance_steps and self.skip == self.provenance_steps:
+                self.provenance.start()  # every warm-up step is one it covers
         if self.skip == 0:
             self._open_window()
 
@@ -189,6 +197,11 @@ class CaptureSession:
         self.pending_samples = None
         self._stream()  # before the window action: never inside a step the profiler records
         stop = False
+        if self.provenance is not None:
+            self.provenance.step()  # counts the steps it covered while it runs
+            if self.provenance_steps and index + 1 == self.skip - self.provenance_steps \
+                    and not self.window_done:
+                self.provenance.start()
         action = window_action(index + 1, self.skip, self.active)
         if action == "start":
             self._open_window()
@@ -281,15 +294,18 @@ class CaptureSession:
         self.profiling = self.window.start(
             self.skip, {"step_source": self.source, "skip": self.skip, "active": self.active}
         )
-        if self.profiling and self.provenance is not None:
-            self.provenance.start()
+        if self.provenance is not None:
+            if self.provenance.running:
+                self.provenance.stop()  # the warm-up steps it covered end here
+            elif self.profiling and self.provenance_steps == 0:
+                self.provenance.start()
 
     def _close_window(self) -> None:
         # Read the peak before the profiler stops: exporting the trace allocates a lot.
         self.peak_memory_bytes = self.memory.read()
         self.memory_kind = self.memory.kind
         if self.provenance is not None:
-            self.provenance.stop(steps=max(0, len(self.log) - self.skip))
+            self.provenance.stop()
         self.window.stop()
         self.window_open = False
         self.window_done = True
