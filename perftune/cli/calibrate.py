@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import out_option
+from perftune.cli._options import InterspersedScriptCommand, out_option
 from perftune.cli.gate import (
     SCRIPT_CONTEXT,
     default_run_dir,
@@ -22,7 +22,7 @@ from perftune.rundir import CALIBRATION
 from perftune.units import parse_fraction
 
 
-@click.command(context_settings=SCRIPT_CONTEXT)
+@click.command(cls=InterspersedScriptCommand, context_settings=SCRIPT_CONTEXT)
 @script_options
 @click.option("--launches", type=int, default=10, show_default=True,
               help="Launches per side (the same code on both sides).")
@@ -31,7 +31,7 @@ from perftune.units import parse_fraction
               help="The allowance you want to gate on, 0.05 or 5% [default: 5%].")
 @click.option("--confidence", type=float, default=None, help="Confidence of the interval [default: 0.95].")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the calibration here, for `perftune gate --calibration FILE`.")
+              help="Write the calibration here, for `perftune gate --calibration FILE` (gate reads ./perftune-calibration.json by itself).")
 @click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
 @out_option
 def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool, launches: int,

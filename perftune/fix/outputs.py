@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from perftune import units
 from perftune._version import __version__
 from perftune.documents import (
@@ -126,6 +128,9 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
             diff="".join(_diff_text(plan.originals, c.id, outcome)),
             measured=measured_entry(m),
         ))
+    doc_view = _RewritesView(rewrites)
+    rewrites = [r if r.in_patch else msgspec.structs.replace(
+        r, dropped_reason=dropped_because(r, doc_view)) for r in rewrites]
     combined = outcome.combined
     return FixDocument(
         schema_version=SCHEMA_VERSION,
@@ -233,6 +238,33 @@ def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path]
     return doc
 
 
+class _RewritesView:
+    """What dropped_because reads of a document: its rewrites."""
+
+    def __init__(self, rewrites: Sequence[FixRewrite]) -> None:
+        self.rewrites = list(rewrites)
+
+
+def dropped_because(rewrite: Any, doc: Any) -> str:
+    """Why a rewrite is not in the patch, in words (the terminal shows it next to the ✗)."""
+    if rewrite.status != "verified":
+        return {"slower": "it was measured slower than the original",
+                "warns": "it makes the library print a warning the original does not",
+                "changed-results": "it changes the losses",
+                "failed": "the rewritten script failed",
+                "unverified": "its losses could not be checked",
+                "not-faster": "it is not measurably faster (--require-faster)",
+                }.get(rewrite.status, f"its check ended {rewrite.status}")
+    chosen = [r.id for r in doc.rewrites if r.in_patch]
+    clash = [c for c in rewrite.conflicts_with if c in chosen]
+    if clash:
+        return (f"it edits the same code as {', '.join(clash)}, which is in the patch "
+                "(measured faster)")
+    if chosen:
+        return "the verified rewrites together failed their check; the patch keeps the best one"
+    return "not chosen"
+
+
 def summary_lines(doc: FixDocument, shown_dir: str) -> list[str]:
     lines = [f"perftune fix: {doc.headline}"]
     for r in doc.rewrites:
@@ -241,6 +273,8 @@ def summary_lines(doc: FixDocument, shown_dir: str) -> list[str]:
         lines.append(f"  {mark} {r.id} {r.rule:<14} {r.where}  {r.status}  "
                      f"speed-up {speed}  losses {r.losses}")
         lines.append(f"      {r.reason}")
+        if not r.in_patch:
+            lines.append(f"      not in the patch: {r.dropped_reason or dropped_because(r, doc)}")
     for s in doc.skipped:
         lines.append(f"  · {s.rule} {s.where}: {s.reason}")
     for note in doc.notes:

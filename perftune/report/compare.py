@@ -26,10 +26,11 @@ from perftune.documents import (
     DiffOp,
     DiffSide,
     DiffSteps,
+    Summary,
     document_data,
 )
 from perftune.engine.types import Finding
-from perftune.report.data import RunView, step_timing, view_of_analysis
+from perftune.report.data import RunView, breakdown_rows, step_timing, view_of_analysis
 from perftune.report.timeline import categorical_strings
 from perftune.trace import categories as C
 from perftune.trace.metrics import Distribution, device_event_steps
@@ -111,15 +112,15 @@ def _op_stats(trace: Trace) -> list[OpStat]:
             for (kind, name, shape), (calls, us) in acc.items()]
 
 
-def _summary_op_stats(summary: Mapping[str, Any]) -> list[OpStat]:
+def _summary_op_stats(summary: Summary | None) -> list[OpStat]:
     """Without a trace: the summary's top lists (no shapes, whole trace per step)."""
-    n_steps = max(1, int((summary.get("steps") or {}).get("count") or 1))
-    out = [OpStat("op", str(r["name"]), None, float(r.get("calls") or 0) / n_steps,
-                  float(r.get("self_ms") or 0.0) / n_steps)
-           for r in summary.get("top_host_ops") or [] if r.get("name") is not None]
-    out.extend(OpStat("kernel", str(r["name"]), None, float(r.get("calls") or 0) / n_steps,
-                      float(r.get("total_ms") or 0.0) / n_steps)
-               for r in summary.get("top_kernels") or [] if r.get("name") is not None)
+    if summary is None:
+        return []
+    n_steps = max(1, summary.steps.count or 1)
+    out = [OpStat("op", r.name, None, r.calls / n_steps, r.self_ms / n_steps)
+           for r in summary.top_host_ops]
+    out.extend(OpStat("kernel", r.name, None, r.calls / n_steps, r.total_ms / n_steps)
+               for r in summary.top_kernels)
     return out
 
 
@@ -127,12 +128,13 @@ def facts_of_view(view: RunView, label: str) -> RunFacts:
     timing = step_timing(view)
     headline_phase = "measured" if timing.measured is not None else "profiled"
     step_ms = tuple(p.duration_ms for p in timing.points if p.phase == headline_phase)
-    breakdown = {k: float(v) for k, v in (view.summary.get("breakdown_ms_per_step") or {}).items()
-                 if isinstance(v, (int, float))}
-    ops = _op_stats(view.trace) if view.trace is not None else _summary_op_stats(view.summary)
+    summary = view.summary
+    breakdown = ({} if summary is None else
+                 {key: float(value) for key, _, value in breakdown_rows(summary)})
+    ops = _op_stats(view.trace) if view.trace is not None else _summary_op_stats(summary)
     return RunFacts(label=label, step_ms=step_ms, step_source=timing.source, breakdown=breakdown,
                     ops=tuple(ops), findings=view.findings,
-                    has_device_activity=bool(view.summary.get("has_device_activity")))
+                    has_device_activity=summary is not None and summary.has_device_activity)
 
 
 # ---------------------------------------------------------------------------- results

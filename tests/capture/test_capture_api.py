@@ -45,6 +45,9 @@ def test_trial_without_profiler_measures_and_logs_quietly(tmp_path: Path) -> Non
     assert len(result.measured()) == 4
     median = result.median_step_ms()
     assert median is not None and median > 0
+    # Each step also records the process's CPU time, the figure a busy runner barely moves.
+    assert all(s.cpu_ms is not None and s.cpu_ms >= 0 for s in result.steps)
+    assert result.median_cpu_ms() is None or result.median_cpu_ms() > 0
     assert result.profiler == "off"
     log = (tmp_path / "trial" / "output.log").read_text()
     assert "LR 0.5" in log  # the knob reached the script; its output went to the log
@@ -168,3 +171,15 @@ def test_skip_zero_profiles_from_the_first_step(tmp_path: Path) -> None:
     assert result.ok
     assert [s.phase for s in result.steps] == ["profiled", "profiled"]
     assert result.trace_path is not None
+
+
+@pytest.mark.parametrize("source", ["def broken(:\n    pass\n",
+                                    "import argparse\nargparse.ArgumentParser().parse_args()\n"])
+def test_a_failing_script_gets_no_advice_about_marking_steps(tmp_path: Path, source: str) -> None:
+    """A SyntaxError or an argparse error is the script's to fix: the notes must not suggest
+    perftune.step() or lowering --skip (they did, next to "crashed")."""
+    script = write(tmp_path / "train.py", source)
+    target = ScriptTarget(path=script, args=("--bogus",), cwd=tmp_path)
+    result = run_capture(target, tmp_path / "run", CaptureOptions(profile=False, quiet=True))
+    assert not result.ok and result.status == "crashed"
+    assert not any("perftune.step()" in note or "--skip" in note for note in result.notes), result.notes
