@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from perftune.capture.hooks import Hooks
-from perftune.capture.session import CaptureSession
+from perftune.capture.child.hooks import Hooks
+from perftune.capture.child.session import CaptureSession
 
 REPO = Path(__file__).resolve().parents[1]
 

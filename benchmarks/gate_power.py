@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perftune.capture.measure import BASE, HEAD, Side
-from perftune.capture.runner import ScriptTarget
+from perftune.capture.parent.measure import BASE, HEAD, Side
+from perftune.capture.parent.runner import ScriptTarget
 from perftune.errors import ScriptError
 from perftune.gate.decision import DecisionRule, decide
 from perftune.gate.runner import LaunchPlan

@@ -6,6 +6,7 @@ holds the same files.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ class Analysis:
     # The folders source files were read from (perftune.sourcefiles): the reports read the
     # same ones, no others.
     source_roots: tuple[Path, ...] = ()
+    # Wall seconds per stage, in order: "load", "context", one entry per rule code, "summary"
+    # (`perftune analyze --timings`; the CLI adds "reports").
+    timings: dict[str, float] = field(default_factory=dict, compare=False)
 
 
 def _code_list(value: Any, key: str) -> list[str]:
@@ -78,18 +82,27 @@ def selection_from_config(select: Sequence[str] = (), ignore: Sequence[str] = ()
 
 
 def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
-                  source_roots: Sequence[str | Path] | None = None) -> Analysis:
+                  source_roots: Sequence[str | Path] | None = None,
+                  timings: dict[str, float] | None = None) -> Analysis:
     """Summary and findings of a trace. Source lines are read only from files under
-    `source_roots` (default: the current directory)."""
+    `source_roots` (default: the current directory). `timings` (stage -> seconds) is extended
+    with this call's stages and kept on the result."""
     from perftune.engine.context import Context
 
+    timings = {} if timings is None else timings
     rules = rules or selection_from_config()
+    started = time.perf_counter()
     # One analysis context per run: the engine reads the run-dir facts and the source lines.
     ctx = Context.build(trace, source_roots)
     access = ctx.source.access
-    findings = run_engine(ctx, rules.select, rules.ignore, rules.preview, rules.options)
-    return Analysis(trace=trace, summary=summary_of(trace, rules, ctx.tables), findings=tuple(findings),
-                    source_roots=access.roots)
+    timings["context"] = time.perf_counter() - started
+    findings = run_engine(ctx, rules.select, rules.ignore, rules.preview, rules.options,
+                          timings=timings)
+    started = time.perf_counter()
+    summary = summary_of(trace, rules, ctx.tables)
+    timings["summary"] = time.perf_counter() - started
+    return Analysis(trace=trace, summary=summary, findings=tuple(findings),
+                    source_roots=access.roots, timings=timings)
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None,
@@ -111,7 +124,10 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
 
 def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = None,
                   source_roots: Sequence[str | Path] | None = None) -> Analysis:
-    return analyze_trace(load(paths), rules, source_roots)
+    started = time.perf_counter()
+    trace = load(paths)
+    timings = {"load": time.perf_counter() - started}
+    return analyze_trace(trace, rules, source_roots, timings)
 
 
 def findings_document(analysis: Analysis) -> dict[str, Any]:

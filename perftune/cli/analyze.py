@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from perftune.pipeline import analyze_paths, findings_document, selection_from_c
 from perftune.report import write_run
 from perftune.report.console import (
     finding_lines,
+    timing_lines,
     source_hint_lines,
     summary_lines,
     warning_lines,
@@ -41,10 +43,12 @@ from perftune.rundir import DocumentError, RunDir, same_files
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
 @source_root_option
 @force_option
+@click.option("--timings", is_flag=True,
+              help="Print on stderr how long each stage and each rule took.")
 @click.pass_context
 def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out_dir: Path | None,
             select: tuple[str, ...], ignore: tuple[str, ...], preview: bool, fail_on: str | None,
-            top: int, source_roots: tuple[Path, ...], force: bool) -> None:
+            top: int, source_roots: tuple[Path, ...], force: bool, timings: bool) -> None:
     """Summarise trace files and report what makes the step slow.
 
     PATHS are Kineto / torch.profiler traces (.json or .json.gz) or directories of per-rank
@@ -59,14 +63,14 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out
             datetime.now().strftime("%Y%m%d-%H%M%S") + "-analyze")
     if target is None:
         _analyze(ctx, paths, output_format, None, select, ignore, preview, fail_on, top,
-                 source_roots)
+                 source_roots, timings)
         return
     run = RunDir(target)
     # Locked before the (possibly long) analysis, so that a second run fails at once.
     with run.lock():
         run.check_new_run(force=force, same_run=_same_run(run, paths))
         _analyze(ctx, paths, output_format, target, select, ignore, preview, fail_on, top,
-                 source_roots)
+                 source_roots, timings)
 
 
 def _same_run(run: RunDir, paths: tuple[Path, ...]) -> bool:
@@ -86,7 +90,7 @@ def _same_run(run: RunDir, paths: tuple[Path, ...]) -> bool:
 def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
              target: Path | None, select: tuple[str, ...], ignore: tuple[str, ...],
              preview: bool, fail_on: str | None, top: int,
-             source_roots: tuple[Path, ...]) -> None:
+             source_roots: tuple[Path, ...], show_timings: bool = False) -> None:
     rules = selection_from_config(select, ignore, preview)
     analysis = analyze_paths(list(paths), rules, source_roots or None)
     for warning in [*warning_lines(analysis.summary), *source_hint_lines(analysis.findings)]:
@@ -100,8 +104,13 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
         for line in finding_lines(analysis.findings, top):
             click.echo(line)
     if target is not None:
+        started = time.perf_counter()
         write_run(analysis, target)
+        analysis.timings["reports"] = time.perf_counter() - started
         click.echo(f"wrote {target}", err=output_format == "json")
+    if show_timings:
+        for line in timing_lines(analysis.timings):
+            click.echo(line, err=True)
     threshold = fail_on or config_default("fail-on")
     if threshold:
         try:

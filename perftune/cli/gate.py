@@ -77,7 +77,7 @@ def script_options(func: F) -> F:
 
 
 def measure_settings(warmup: int | None, steps: int | None, timeout_s: float | None) -> Any:
-    from perftune.capture.measure import MeasureSettings
+    from perftune.capture.parent.measure import MeasureSettings
 
     return MeasureSettings(
         warmup=warmup if warmup is not None else int(gate_config("warmup", 5)),

@@ -33,9 +33,39 @@ COMMANDS: dict[str, str] = {
 }
 
 
+# command name -> its one-line help as `perftune --help` lists it, so that listing the commands
+# imports none of them (tests/cli/test_analyze_cli.py checks each against the command's own).
+SHORT_HELP: dict[str, str] = {
+    "analyze": "Summarise trace files and report what makes the step slow.",
+    "baseline": "Record step-time samples and an environment fingerprint for `perftune gate --baseline`.",
+    "calibrate": "Measure this runner's launch-to-launch noise by running the same code on both sides.",
+    "diff": "Compare RUN_B against RUN_A: step time, breakdown, operators, findings.",
+    "fix": "Prove perftune's suggested rewrites: faster, same results, as a patch.",
+    "gate": "Fail the build when training step time really regressed.",
+    "machine": "Measure and cache this machine's peak matmul FLOP/s and memory bandwidth.",
+    "profile": "Profile a training script as it is: `perftune profile train.py --epochs 1`.",
+    "report": "Re-render report.html, report.md, summary.json and findings.json of RUN_DIR.",
+    "rule": "Explain rule CODE (e.g.",
+    "rules": "List every rule: code, name, category and status.",
+    "tune": "Tune knobs (batch size, precision, checkpointing, tile sizes...) for throughput.",
+}
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list from SHORT_HELP, shortened as click would (no command imported)."""
+        from click.utils import make_default_short_help
+
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = [(n, make_default_short_help(SHORT_HELP.get(n, ""), limit)) for n in names]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)

@@ -24,8 +24,8 @@ from perftune.redact import redact_argv
 from perftune.rundir import RunDir
 
 if TYPE_CHECKING:
-    from perftune.capture.distributed import LaunchOptions
-    from perftune.capture.runner import CaptureOptions, ScriptTarget
+    from perftune.capture.parent.distributed import LaunchOptions
+    from perftune.capture.parent.runner import CaptureOptions, ScriptTarget
 
 # A run that measured nothing or whose script failed (DESIGN.md, exit codes).
 _FAILED = 3
@@ -150,7 +150,7 @@ def _profile_ranks(
     top: int,
 ) -> int:
     """`perftune profile --nproc-per-node N`: capture every rank, then analyse them together."""
-    from perftune.capture.distributed import (
+    from perftune.capture.parent.distributed import (
         run_distributed,
         summary_document,
         summary_lines,
@@ -321,9 +321,9 @@ def profile(
     that hung is named.
     """
     # Imported here: the capture runner is torch-free but not needed by `--help`.
-    from perftune.capture.results import CaptureOutputError
-    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture, validate
-    from perftune.capture.summary import summary_document, summary_lines
+    from perftune.capture.parent.results import CaptureOutputError
+    from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture, validate
+    from perftune.capture.parent.summary import summary_document, summary_lines
 
     if module is None and not script_args:
         raise UsageError("give the script to profile: perftune profile train.py [ARGS]...")
@@ -356,7 +356,7 @@ def profile(
     # its files with this run's; a folder holding another run needs --force.
     ctx.with_resource(RunDir(run_dir).lock()).check_new_run(force=force)
     if nproc_per_node is not None:
-        from perftune.capture.distributed import LaunchOptions
+        from perftune.capture.parent.distributed import LaunchOptions
 
         launch = LaunchOptions(
             nproc_per_node=str(nproc_per_node).strip(),

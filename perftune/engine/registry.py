@@ -7,6 +7,7 @@ import importlib.util
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -153,18 +154,22 @@ def select_rules(
     return chosen
 
 
-def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = False) -> list[Finding]:
+def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = False,
+              timings: dict[str, float] | None = None) -> list[Finding]:
     """Run rules on one analysis context (built here for a bare trace); findings ranked by
     estimated saving, then severity and code.
 
     A rule that fails on an odd trace must not take the whole analysis down: its error is
     reported as a warning and the other rules still run (`strict=True` re-raises, for tests).
+    `timings`, when given, receives each rule's wall time in seconds under its code (a shared
+    index is charged to the first rule that asks for it).
     """
     from perftune.engine.context import as_context
 
     ctx = as_context(subject)
     findings: list[Finding] = []
     for rule in rules:
+        started = time.perf_counter()
         try:
             findings.extend(rule.check(ctx))
         except Exception as exc:
@@ -172,6 +177,9 @@ def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = Fa
                 raise
             warnings.warn(f"rule {rule.code} failed on this trace and was skipped: "
                           f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+        finally:
+            if timings is not None:
+                timings[rule.code] = timings.get(rule.code, 0.0) + time.perf_counter() - started
     findings.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
                                  f.location.file or "", f.location.line or 0))
     return findings
@@ -179,5 +187,6 @@ def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = Fa
 
 def analyze(subject: Trace | Context, select: Sequence[str] = (), ignore: Sequence[str] = (),
             preview: bool = False,
-            options: Mapping[str, Mapping[str, Any]] | None = None) -> list[Finding]:
-    return run_rules(subject, select_rules(select, ignore, preview, options))
+            options: Mapping[str, Mapping[str, Any]] | None = None,
+            timings: dict[str, float] | None = None) -> list[Finding]:
+    return run_rules(subject, select_rules(select, ignore, preview, options), timings=timings)

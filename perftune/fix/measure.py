@@ -1,6 +1,6 @@
 """Running the original and its rewritten versions interleaved, one process per launch.
 
-A launch is measured exactly as a gate launch is (`perftune.capture.measure.capture_side`: warm-up
+A launch is measured exactly as a gate launch is (`perftune.capture.parent.measure.capture_side`: warm-up
 discarded, median of the steady steps). The versions take turns in palindromic blocks — a
 random order, then the same order reversed (ABBA for two versions) — so that a shared machine
 slowing down or speeding up during the run hits every version alike and cancels out of each
@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perftune.capture.measure import MeasureSettings, Side, capture_side
+from perftune.capture.parent.measure import MeasureSettings, Side, capture_side
 from perftune.errors import ScriptError
 from perftune.fix.verify import losses_by_step
 from perftune.rundir import OUTPUT_LOG, RunDir

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perftune.capture.measure import MeasureSettings, Side
-from perftune.capture.runner import ScriptTarget
+from perftune.capture.parent.measure import MeasureSettings, Side
+from perftune.capture.parent.runner import ScriptTarget
 from perftune.engine.types import Finding
 from perftune.errors import UsageError
 from perftune.fix.apply import apply_diff

@@ -80,7 +80,7 @@ def from_run_dir(run_dir: Path) -> Source:
 def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, *, skip: int,
                  active: int, timeout_s: float | None, seed: int) -> Source:
     """Profile the script into `run_dir` (as `perftune profile` would) and analyse it."""
-    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+    from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
     from perftune.pipeline import process_run
 
     if not script.is_file():

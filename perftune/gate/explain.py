@@ -24,7 +24,7 @@ from perftune.analysis.compare import slower_and_faster, time_deltas
 from perftune.errors import PerftuneError
 
 if TYPE_CHECKING:
-    from perftune.capture.runner import CaptureResult
+    from perftune.capture.parent.runner import CaptureResult
 
 # Changes smaller than these are noise of one profiled launch, not something to point at.
 MIN_OP_DELTA_MS = 0.05

@@ -18,7 +18,7 @@ import msgspec
 from perftune import textsafe, units
 from perftune._version import __version__
 from perftune.analysis.stats import percent
-from perftune.capture.measure import Launch
+from perftune.capture.parent.measure import Launch
 from perftune.documents import (
     GateDocument,
     GateExplanation,

@@ -1,6 +1,6 @@
 """Launching base and head interleaved, and adding launches until the data decide.
 
-Each launch is one process measured like `perftune profile` (perftune.capture.measure:
+Each launch is one process measured like `perftune profile` (perftune.capture.parent.measure:
 warm-up discarded, median of the steady steps); the per-launch medians are the samples. Steps
 of one launch are not independent (they share the process, its allocator state, its CPU
 frequency), so they are never pooled across launches.
@@ -16,7 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perftune.capture.measure import BASE, HEAD, Launch, MeasureSettings, Side, measure_launch
+from perftune.capture.parent.measure import (
+    BASE,
+    HEAD,
+    Launch,
+    MeasureSettings,
+    Side,
+    measure_launch,
+)
 from perftune.errors import UsageError
 from perftune.gate.decision import Decision, DecisionRule, decide
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.analysis.stats import ratio_interval
-from perftune.capture.measure import BASE, HEAD, Launch, MeasureSettings, Side, capture_side
+from perftune.capture.parent.measure import BASE, HEAD, Launch, MeasureSettings, Side, capture_side
 from perftune.errors import ScriptError, UsageError
 from perftune.gate import explain as explain_mod
 from perftune.gate import fingerprint as fingerprint_mod
@@ -28,7 +28,7 @@ from perftune.gate.verdict import InconclusivePolicy, Mode, Status, Verdict
 from perftune.gate.worktree import head_state, map_into, repo_root, revision_worktree
 
 if TYPE_CHECKING:
-    from perftune.capture.runner import ScriptTarget
+    from perftune.capture.parent.runner import ScriptTarget
 
 Progress = Callable[[str], None]
 
@@ -195,7 +195,7 @@ def run_gate(
 
 
 def _target(path: Path | None, module: str | None, args: Sequence[str], cwd: Path) -> ScriptTarget:
-    from perftune.capture.runner import ScriptTarget
+    from perftune.capture.parent.runner import ScriptTarget
 
     return ScriptTarget(path=path, module=module, args=tuple(args), cwd=cwd)
 
@@ -319,7 +319,7 @@ def record_baseline(
                 target=_target(script.resolve() if script else None, module, args, cwd))
     report = _launch_reporter(progress)
     measured: list[Launch] = []
-    from perftune.capture.measure import measure_launch
+    from perftune.capture.parent.measure import measure_launch
 
     for seq in range(launches):
         launch = measure_launch(head, seq, run_dir / "launches" / f"{seq:03d}-{HEAD}", measure)

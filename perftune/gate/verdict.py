@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from perftune.analysis.stats import percent
-from perftune.capture.measure import Launch
+from perftune.capture.parent.measure import Launch
 from perftune.gate.decision import Decision, DecisionRule
 from perftune.gate.explain import Explanation
 

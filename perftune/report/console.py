@@ -137,6 +137,29 @@ def rank_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def timing_lines(timings: dict[str, float]) -> list[str]:
+    """`perftune analyze --timings`: one line per stage and rule, in run order, then the
+    slowest rules' share of the rules' time."""
+    if not timings:
+        return []
+    rules = {k: v for k, v in timings.items() if k.startswith("PFT")}
+    rule_total = sum(rules.values())
+    total = sum(timings.values())
+    lines = ["timings (wall seconds):", f"  {'stage':<12} {'seconds':>9} {'share':>7}"]
+    for stage, seconds in timings.items():
+        if stage in rules:
+            continue
+        lines.append(f"  {stage:<12} {seconds:9.3f} {seconds / total if total else 0:7.1%}")
+        if stage == "context" and rules:
+            lines.append(f"  {'rules':<12} {rule_total:9.3f} {rule_total / total if total else 0:7.1%}")
+    lines.append(f"  {'total':<12} {total:9.3f}")
+    if rules:
+        lines.append(f"  {'rule':<12} {'seconds':>9} {'of rules':>8}")
+        for code, seconds in sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  {code:<12} {seconds:9.3f} {seconds / rule_total if rule_total else 0:8.1%}")
+    return lines
+
+
 def finding_lines(findings: Sequence[Finding], top: int = 10) -> list[str]:
     if not findings:
         return ["no findings"]

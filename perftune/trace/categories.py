@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 KERNEL = "kernel"
@@ -93,7 +94,9 @@ OPTIMIZER_STEP_PREFIX = "Optimizer.step#"
 DATALOADER_PREFIX = "enumerate(DataLoader)#"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def is_comm_kernel(name: str) -> bool:
+    """Whether a kernel name is a collective's; each distinct (interned) name is matched once."""
     return bool(_COMM_KERNEL.search(name))
 
 

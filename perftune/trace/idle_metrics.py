@@ -105,6 +105,9 @@ def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
         s_end = end[s_rows]
         s_order = np.argsort(s_end)
         s_rows, s_end = s_rows[s_order], s_end[s_order]
+        g0s: list[np.ndarray] = []
+        g1s: list[np.ndarray] = []
+        ks: list[np.ndarray] = []
         for k, step in enumerate(trace.steps):
             if step.rank != r:
                 continue
@@ -116,33 +119,46 @@ def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
             g_start = np.concatenate([[lo], be])
             g_end = np.concatenate([bs, [hi]])
             keep = g_end - g_start > 0.0
-            for g0, g1 in zip(g_start[keep].tolist(), g_end[keep].tolist(), strict=True):
-                out.append(_classify(g0, g1, r, k, dls, dle, s_rows, s_end, w_order, w_ts, ts,
-                                     launch, launch_gap_us))
+            g0s.append(g_start[keep])
+            g1s.append(g_end[keep])
+            ks.append(np.full(int(keep.sum()), k, dtype=np.int64))
+        if g0s:
+            out.extend(_classify(np.concatenate(g0s), np.concatenate(g1s), r, np.concatenate(ks),
+                                 dls, dle, s_rows, s_end, w_order, w_ts, ts, launch, launch_gap_us))
     return out
 
 
-def _classify(g0: float, g1: float, r: int, k: int, dls: np.ndarray, dle: np.ndarray,
-              s_rows: np.ndarray, s_end: np.ndarray, w_order: np.ndarray, w_ts: np.ndarray,
-              ts: np.ndarray, launch: np.ndarray, launch_gap_us: float) -> IdleGap:
+def _classify(g0: np.ndarray, g1: np.ndarray, r: int, k: np.ndarray, dls: np.ndarray,
+              dle: np.ndarray, s_rows: np.ndarray, s_end: np.ndarray, w_order: np.ndarray,
+              w_ts: np.ndarray, ts: np.ndarray, launch: np.ndarray,
+              launch_gap_us: float) -> list[IdleGap]:
+    """The cause of each gap [g0, g1) of rank r, over whole arrays (first match wins)."""
+    n = len(g0)
+    if n == 0:
+        return []
     gap = g1 - g0
-    nxt_pos = int(np.searchsorted(w_ts, g1, side="left"))
-    nxt = int(w_order[nxt_pos]) if nxt_pos < len(w_order) else NO_ID
-    if len(dls) and covered(dls, dle, np.array([g0]), np.array([g1]))[0] >= 0.5 * gap:
-        # Blame the DataLoader annotation that overlaps the gap the most (its row is found by
-        # the rule; here the gap keeps no row, the annotation intervals are merged).
-        return IdleGap(r, k, g0, g1, "input", NO_ID, nxt)
+    nxt_pos = np.searchsorted(w_ts, g1, side="left")
+    has_next = nxt_pos < len(w_order)
+    nxt = np.where(has_next, w_order[np.minimum(nxt_pos, max(len(w_order) - 1, 0))], NO_ID)
+    nxt_launch = np.where(has_next, launch[np.maximum(nxt, 0)], NO_ID)
+    # Blame the DataLoader annotation that overlaps the gap the most (its row is found by the
+    # rule; here the gap keeps no row, the annotation intervals are merged).
+    is_input = (covered(dls, dle, g0, g1) >= 0.5 * gap) if len(dls) else np.zeros(n, dtype=bool)
     # A sync call that returned when the device drained, i.e. at the start of the gap.
-    tol = 2.0 + min(0.5 * gap, 50.0)
-    a = int(np.searchsorted(s_end, g0 - 2.0, side="left"))
-    b = int(np.searchsorted(s_end, g0 + tol, side="right"))
-    if b > a:
-        return IdleGap(r, k, g0, g1, "sync", int(s_rows[a]), nxt)
-    if nxt != NO_ID and launch[nxt] != NO_ID and ts[launch[nxt]] < g0 - 1.0:
-        return IdleGap(r, k, g0, g1, "dependency", int(launch[nxt]), nxt)
-    if gap < launch_gap_us and nxt != NO_ID:
-        return IdleGap(r, k, g0, g1, "launch", int(launch[nxt]) if launch[nxt] != NO_ID else NO_ID, nxt)
-    return IdleGap(r, k, g0, g1, "host", int(launch[nxt]) if nxt != NO_ID and launch[nxt] != NO_ID else NO_ID, nxt)
+    tol = 2.0 + np.minimum(0.5 * gap, 50.0)
+    a = np.searchsorted(s_end, g0 - 2.0, side="left")
+    b = np.searchsorted(s_end, g0 + tol, side="right")
+    is_sync = b > a
+    sync_row = s_rows[np.minimum(a, max(len(s_rows) - 1, 0))] if len(s_rows) else np.full(n, NO_ID)
+    is_dep = (nxt_launch != NO_ID) & (ts[np.maximum(nxt_launch, 0)] < g0 - 1.0)
+    is_launch = (gap < launch_gap_us) & has_next
+    cause = np.select([is_input, is_sync, is_dep, is_launch], [0, 1, 2, 3], 4)
+    host = np.select([is_input, is_sync], [NO_ID, sync_row], nxt_launch)
+    names = ("input", "sync", "dependency", "launch", "host")
+    return [IdleGap(r, step, start, end, names[c], row, nx)
+            for start, end, step, c, row, nx in zip(g0.tolist(), g1.tolist(), k.tolist(),
+                                                    cause.tolist(), host.tolist(), nxt.tolist(),
+                                                    strict=True)]
 
 
 def step_idle(trace: Trace, tables: Tables | None = None) -> list[StepIdle]:

@@ -148,10 +148,44 @@ class Trace:
         return float(ev["end"].max() - ev["ts"].min())
 
     def name_of(self, i: int) -> str:
-        return str(self.events["name"].iat[i])
+        """Row i's name: a lookup in the interned strings, no pandas row access."""
+        strings, codes = self._interned("name")
+        return strings[codes[i]]
 
     def cat_of(self, i: int) -> str:
-        return str(self.events["cat"].iat[i])
+        strings, codes = self._interned("cat")
+        return strings[codes[i]]
+
+    @functools.cached_property
+    def names(self) -> np.ndarray:
+        """Every row's name as one object array (the interned strings, not copies)."""
+        strings, codes = self._interned("name")
+        return np.asarray(strings, dtype=object)[codes] if len(codes) else np.empty(0, object)
+
+    @functools.cached_property
+    def cats(self) -> np.ndarray:
+        """Every row's category as one object array."""
+        strings, codes = self._interned("cat")
+        return np.asarray(strings, dtype=object)[codes] if len(codes) else np.empty(0, object)
+
+    def _interned(self, column: str) -> tuple[list[str], np.ndarray]:
+        """(distinct strings, per-row code) of a categorical column, built once per trace."""
+        cache = self.__dict__.setdefault("_interned_columns", {})
+        if column not in cache:
+            values = self.events[column]
+            if isinstance(values.dtype, pd.CategoricalDtype):
+                strings = [str(s) for s in values.cat.categories]
+                codes = values.cat.codes.to_numpy()
+                if len(codes) and codes.min() < 0:  # a missing value reads as "nan", as before
+                    strings.append("nan")
+                    codes = np.where(codes < 0, len(strings) - 1, codes)
+            else:
+                cat = pd.Categorical(values.astype(str)) if len(values) else pd.Categorical([])
+                strings = [str(s) for s in cat.categories]
+                codes = np.asarray(cat.codes)
+            cache[column] = (strings, codes)
+        found: tuple[list[str], np.ndarray] = cache[column]
+        return found
 
     def steps_of(self, rank: int) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.rank == rank)
@@ -189,6 +223,13 @@ class Trace:
         if raw is not None and len(raw) > MAX_RAW_ARG_BYTES:
             return None
         return decode_raw(raw)
+
+    def arg_bytes(self, name: str, i: int) -> bytes | None:
+        """Row i's deferred argument `name` (input_dims, input_type, ...) as its raw JSON bytes:
+        a key for caching what is computed from it, without decoding it."""
+        raw = (self.arg_store.raw_value(name, i) if self.arg_store is not None
+               else getattr(self.args[i], name))
+        return None if raw is None else bytes(raw)
 
     def input_dims(self, i: int) -> list[Any] | None:
         """`Input Dims` of a cpu_op (needs record_shapes), decoded on demand."""

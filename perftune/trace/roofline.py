@@ -314,12 +314,20 @@ def op_costs(trace: Trace, tables: Tables | None = None) -> dict[int, OpCost]:
         return out
     row_names = t(names)
     kinds = {n: op_kind(str(n)) for n in set(row_names[cand].tolist())}
+    # A cost depends only on the name and the three raw arguments: ops repeat with the same
+    # shapes every step, so each distinct combination is decoded and costed once.
+    known: dict[tuple[Any, ...], OpCost | None] = {}
     for row in cand.tolist():
         name = row_names[row]
         if kinds.get(name) is None:
             continue
-        cost = op_cost(name, trace.input_dims(row), trace.input_types(row),
-                       trace.concrete_inputs(row))
+        key = (name, trace.arg_bytes("input_dims", row), trace.arg_bytes("input_type", row),
+               trace.arg_bytes("concrete_inputs", row))
+        if key in known:
+            cost = known[key]
+        else:
+            cost = known[key] = op_cost(name, trace.input_dims(row), trace.input_types(row),
+                                        trace.concrete_inputs(row))
         if cost is not None:
             out[row] = cost
     return out

@@ -83,6 +83,24 @@ class _ThreadIndex:
     ts: np.ndarray
 
 
+class _ThreadOf:
+    """Host row -> its thread's (rank, pid, tid) key, from one array (no dict per row)."""
+
+    def __init__(self, thread_no: np.ndarray, keys: list[tuple[int, int, int]]) -> None:
+        self._no = thread_no
+        self._keys = keys
+
+    def get(self, row: int, default: tuple[int, int, int] | None = None) -> tuple[int, int, int] | None:
+        n = int(self._no[row]) if 0 <= row < len(self._no) else -1
+        return self._keys[n] if n >= 0 else default
+
+    def __getitem__(self, row: int) -> tuple[int, int, int]:
+        key = self.get(row)
+        if key is None:
+            raise KeyError(row)
+        return key
+
+
 class HostIndex:
     """Lookups the rules need many times (events under an op, python frames of an op) and the
     tables derived from them, each computed once per index."""
@@ -90,31 +108,34 @@ class HostIndex:
     def __init__(self, trace: Trace) -> None:
         ev = trace.events
         self.trace = trace
-        self.cat = ev["cat"].astype(str).to_numpy()
-        self.names = ev["name"].astype(str).to_numpy()
+        self.cat = trace.cats
+        self.names = trace.names
         self.ts = ev["ts"].to_numpy()
         self.end = ev["end"].to_numpy()
         self.dur = ev["dur"].to_numpy()
         self.is_device = ev["is_device"].to_numpy()
-        self.is_runtime = np.isin(self.cat, list(C.RUNTIME_CATS))
-        self.is_op = self.cat == C.CPU_OP
+        self.is_runtime = trace.cat_mask(C.RUNTIME_CATS)
+        self.is_op = trace.cat_mask({C.CPU_OP})
         # Calls that wait by name (synchronize, cudaMemcpy); pageable async copies, which
         # wait too, are found from their device copies (_blocking_copy_calls).
-        self.sync = np.isin(self.names, list(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)) & ~self.is_device
+        self.sync = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS) & ~self.is_device
         self.parent = trace.parent
+        # Host rows grouped by thread, each thread's rows in time order (ties in row order).
         host = np.flatnonzero(~self.is_device)
-        keys = (ev["rank"].to_numpy()[host], ev["pid"].to_numpy()[host], ev["tid"].to_numpy()[host])
-        self.thread_of: dict[int, tuple[int, int, int]] = {}
-        groups: dict[tuple[int, int, int], list[int]] = {}
-        for row, r, p, t in zip(host.tolist(), *(k.tolist() for k in keys), strict=True):
-            groups.setdefault((r, p, t), []).append(row)
-            self.thread_of[row] = (r, p, t)
+        r, p, t = (ev[c].to_numpy()[host] for c in ("rank", "pid", "tid"))
+        order = np.lexsort((self.ts[host], t, p, r))
+        rows, r, p, t = host[order], r[order], p[order], t[order]
+        cut = np.flatnonzero((r[1:] != r[:-1]) | (p[1:] != p[:-1]) | (t[1:] != t[:-1])) + 1
+        starts = np.concatenate([[0], cut]).astype(np.int64) if len(rows) else np.empty(0, np.int64)
+        ends = np.concatenate([cut, [len(rows)]]).astype(np.int64) if len(rows) else starts
+        keys = list(zip(r[starts].tolist(), p[starts].tolist(), t[starts].tolist(), strict=True))
         self.threads: dict[tuple[int, int, int], _ThreadIndex] = {}
-        for key, rows in groups.items():
-            arr = np.asarray(rows, dtype=np.int64)
-            order = np.argsort(self.ts[arr], kind="stable")
-            arr = arr[order]
+        thread_no = np.full(len(ev), -1, dtype=np.int64)
+        for n, (key, a, b) in enumerate(zip(keys, starts.tolist(), ends.tolist(), strict=True)):
+            arr = rows[a:b]
             self.threads[key] = _ThreadIndex(rows=arr, ts=self.ts[arr])
+            thread_no[arr] = n
+        self.thread_of = _ThreadOf(thread_no, keys)
         self._frame_rows: dict[int, bool] = {}
         self._copies: dict[tuple[int, int], list[int]] | None = None
 
@@ -173,8 +194,7 @@ class HostIndex:
 
     @cached_property
     def dataloader_ends(self) -> dict[tuple[int, int, int], np.ndarray]:
-        rows = [r for r in np.flatnonzero(~self.is_device).tolist()
-                if self.names[r].startswith(C.DATALOADER_PREFIX)]
+        rows = np.flatnonzero(~self.is_device & self.trace.name_startswith(C.DATALOADER_PREFIX)).tolist()
         out: dict[tuple[int, int, int], list[float]] = {}
         for r in rows:
             out.setdefault(self.thread_of[r], []).append(float(self.end[r]))
@@ -676,8 +696,7 @@ class LoaderWait:
 def dataloader_wait(host: HostIndex) -> LoaderWait | None:
     """DataLoader `__next__` time inside steps, per step and as a share of the step."""
     idx, trace = host, host.trace
-    rows = [r for r in np.flatnonzero(~idx.is_device).tolist()
-            if idx.names[r].startswith(C.DATALOADER_PREFIX)]
+    rows = np.flatnonzero(~idx.is_device & trace.name_startswith(C.DATALOADER_PREFIX)).tolist()
     if not rows:
         return None
     # Strictly inside step windows: the first batch of a run waits for worker start-up.

@@ -12,7 +12,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from perftune.capture.knobs import BATCH_SIZE, CHECKPOINT, PRECISION, parse_checkpoint
+from perftune.capture.parent.knobs import BATCH_SIZE, CHECKPOINT, PRECISION, parse_checkpoint
 from perftune.redact import redact_argv
 from perftune.tune.space import SearchSpace
 from perftune.tune.trial import Script

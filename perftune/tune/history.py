@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perftune.analysis import stats
-from perftune.capture.knobs import BATCH_SIZE, baseline_values, needs_guard
+from perftune.capture.parent.knobs import BATCH_SIZE, baseline_values, needs_guard
 from perftune.tune.constraints import GuardResult, guard
 from perftune.tune.space import SearchSpace, config_key
 from perftune.tune.trial import MEMORY_FAILURES, TrialOutcome

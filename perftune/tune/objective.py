@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from perftune.capture.knobs import BATCH_SIZE
+from perftune.capture.parent.knobs import BATCH_SIZE
 from perftune.errors import UsageError
 
 _TERM = re.compile(r"^(\d+(?:\.\d+)?|[A-Za-z_][A-Za-z0-9_.\-]*)$")

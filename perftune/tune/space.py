@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from perftune.capture import knobs as injected
+from perftune.capture.parent import knobs as injected
 from perftune.errors import ConfigError, UsageError
 from perftune.rundir import RunDir
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from perftune.capture.knobs import BATCH_SIZE, CHECKPOINT, PRECISION
+from perftune.capture.parent.knobs import BATCH_SIZE, CHECKPOINT, PRECISION
 from perftune.tune.history import ConfigResult, History, noisy
 from perftune.tune.space import Knob, SearchSpace, Value, sorted_choices
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from perftune.capture.knobs import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
+from perftune.capture.parent.knobs import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
 from perftune.redact import redact_argv
 from perftune.rundir import OUTPUT_LOG, RunDir
 from perftune.tune.constraints import over_budget
@@ -154,7 +154,7 @@ class StepLike(Protocol):
 
 
 class Launcher(Protocol):
-    """Where a trial's process comes from (perftune.capture.launcher.ZygoteLauncher)."""
+    """Where a trial's process comes from (perftune.capture.parent.launcher.ZygoteLauncher)."""
 
     def alive(self) -> bool: ...
     def command(self) -> list[str]: ...
@@ -164,7 +164,7 @@ class TrialRunner:
     """Runs trials of one script under one measurement setting.
 
     With a `launcher` (the tuner's zygote) trials are forked from it while it is alive; without
-    one, or once it is gone, each trial is a fresh `python -m perftune.capture.bootstrap`.
+    one, or once it is gone, each trial is a fresh `python -m perftune.capture.child.bootstrap`.
     """
 
     def __init__(
@@ -196,7 +196,7 @@ class TrialRunner:
     def run(self, values: Mapping[str, Any], run_dir: Path) -> TrialOutcome:
         # Imported here: perftune.capture imports torch, which `perftune tune --help` and the
         # results/report code must not pay for.
-        from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+        from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
 
         run_dir.mkdir(parents=True, exist_ok=True)
         target = ScriptTarget(

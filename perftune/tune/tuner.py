@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from perftune.capture import knobs as injected
+from perftune.capture.parent import knobs as injected
 from perftune.errors import ScriptError, UsageError
 from perftune.tune.constraints import DEFAULT_TOLERANCE
 from perftune.tune.history import History, TrialRecord
@@ -60,7 +60,7 @@ class TuneSettings:
     study_name: str = "perftune"
     resume: bool = False
     sampler_seed: int | None = 0
-    # Fork trials from a pre-imported zygote (perftune/capture/zygote.py) instead of starting
+    # Fork trials from a pre-imported zygote (perftune/capture/child/zygote.py) instead of starting
     # a fresh python for each; `perftune tune --no-reuse` turns it off.
     reuse_processes: bool = True
 
@@ -238,7 +238,7 @@ class Tuner:
     def _start_launcher(self) -> None:
         if not self.settings.reuse_processes:
             return
-        from perftune.capture.launcher import ZygoteError, ZygoteLauncher
+        from perftune.capture.parent.launcher import ZygoteError, ZygoteLauncher
 
         launcher = ZygoteLauncher(self.settings.run_dir, self.settings.script.cwd)
         try:

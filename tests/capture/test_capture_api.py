@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from capture_helpers import train_script, write
 
-from perftune.capture.runner import (
+from perftune.capture.parent.runner import (
     CaptureOptions,
     CaptureResult,
     ScriptTarget,
@@ -107,7 +107,7 @@ def test_load_capture_reads_back_the_same_result(tmp_path: Path) -> None:
 def test_git_state_of_the_scripts_repository(tmp_path: Path) -> None:
     import subprocess
 
-    from perftune.capture.meta import git_state
+    from perftune.capture.parent.meta import git_state
 
     repo = tmp_path / "repo"
     script = write(repo / "sub" / "train.py", "print('x')\n")

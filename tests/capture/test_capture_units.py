@@ -9,15 +9,21 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from perftune.capture.results import (
+from perftune.capture.child.steps import StepLog, phase_of, window_action
+from perftune.capture.parent.results import (
     CaptureResult,
     StepRecord,
     load_capture,
     steps_document,
     write_json,
 )
-from perftune.capture.steps import StepLog, phase_of, window_action
-from perftune.capture.summary import overhead, percentile, split_steps, step_stats, summary_lines
+from perftune.capture.parent.summary import (
+    overhead,
+    percentile,
+    split_steps,
+    step_stats,
+    summary_lines,
+)
 from perftune.cli.profile import default_run_dir, exit_code_for, profile
 
 
@@ -161,7 +167,7 @@ def test_run_dir_default_and_runs_dir_setting(
 
 
 def _session(tmp_path: Path, skip: int = 1, active: int = 2):
-    from perftune.capture.session import CaptureSession
+    from perftune.capture.child.session import CaptureSession
 
     return CaptureSession(
         skip=skip, active=active, full=False, profile=False, detail="light", run_dir=tmp_path
@@ -171,7 +177,7 @@ def _session(tmp_path: Path, skip: int = 1, active: int = 2):
 def test_session_keeps_losses_on_device_until_the_window_ends(tmp_path: Path) -> None:
     import torch
 
-    from perftune.capture.control import StopCapture
+    from perftune.capture.child.control import StopCapture
 
     session = _session(tmp_path)
     session.on_loss(torch.tensor(1.5))

@@ -19,8 +19,8 @@ import psutil
 import pytest
 from capture_helpers import train_script, write
 
-from perftune.capture.launcher import ZygoteLauncher
-from perftune.capture.runner import CaptureOptions, CaptureResult, ScriptTarget, run_capture
+from perftune.capture.parent.launcher import ZygoteLauncher
+from perftune.capture.parent.runner import CaptureOptions, CaptureResult, ScriptTarget, run_capture
 
 pytestmark = pytest.mark.slow
 
@@ -218,7 +218,7 @@ def test_a_timeout_kills_the_forked_trial_and_what_it_started(workdir: Path, zyg
 DRIVER = """\
 import json, sys
 from pathlib import Path
-from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
 script, run_dir, launcher = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 target = ScriptTarget(path=Path(script), cwd=Path.cwd())
 options = CaptureOptions(skip=100000, active=1, profile=False, quiet=True, launcher=launcher)
@@ -328,7 +328,7 @@ def test_the_zygote_stops_when_its_parent_dies(tmp_path: Path) -> None:
         """\
         import sys, time
         from pathlib import Path
-        from perftune.capture.launcher import ZygoteLauncher
+        from perftune.capture.parent.launcher import ZygoteLauncher
         launcher = ZygoteLauncher(Path(sys.argv[1]), Path.cwd())
         launcher.start()
         print(launcher.pid, flush=True)

@@ -6,7 +6,7 @@ import json
 import signal
 from pathlib import Path
 
-from perftune.capture import killed
+from perftune.capture.parent import killed
 
 
 def _streamed(tmp_path: Path, count: int) -> Path:

@@ -250,7 +250,7 @@ def test_a_script_killed_by_sigkill_keeps_its_steps_and_is_not_called_oom(tmp_pa
 
 
 def test_a_sigkilled_trial_is_crashed_not_oom(tmp_path: Path) -> None:
-    from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+    from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
     from perftune.tune.objective import Objective
     from perftune.tune.trial import Measurement, outcome_from_capture
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from perftune.capture.launcher import ZygoteLauncher
-from perftune.capture.zygote import peer_refusal
+from perftune.capture.child.zygote import peer_refusal
+from perftune.capture.parent.launcher import ZygoteLauncher
 
 pytestmark = pytest.mark.slow
 

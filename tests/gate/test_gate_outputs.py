@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from perftune.capture.measure import Launch
+from perftune.capture.parent.measure import Launch
 from perftune.gate import outputs
 from perftune.gate.decision import DecisionRule, decide
 from perftune.gate.explain import FindingRef, ProfileSummary, compare

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from perftune.capture.distributed import (
+from perftune.capture.parent.distributed import (
     LaunchOptions,
     RankIdentity,
     RankResult,
@@ -23,10 +23,10 @@ from perftune.capture.distributed import (
     torchrun_command,
     validate_launch,
 )
-from perftune.capture.layout import RANK_CHILD_RESULT_FILE, RANK_INFO_FILE
-from perftune.capture.process import ChildExit
-from perftune.capture.results import CaptureResult
-from perftune.capture.runner import ScriptTarget
+from perftune.capture.parent.layout import RANK_CHILD_RESULT_FILE, RANK_INFO_FILE
+from perftune.capture.parent.process import ChildExit
+from perftune.capture.parent.results import CaptureResult
+from perftune.capture.parent.runner import ScriptTarget
 from perftune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def test_cli_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) 
 # ---------------------------------------------------------------------------- stack dumps
 def _real_dump(tmp_path: Path, user_code: str, library: str = "") -> str:
     """A real faulthandler dump of a process whose main thread runs a fake
-    perftune/capture/bootstrap.py that calls the user's script (threads alive beside it)."""
+    perftune/capture/child/bootstrap.py that calls the user's script (threads alive beside it)."""
     boot = tmp_path / "perftune" / "capture" / "bootstrap.py"
     boot.parent.mkdir(parents=True)
     # a stand-in for torch (the real one would be imported instead of a folder named torch)

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from perftune.capture.results import load_capture
+from perftune.capture.parent.results import load_capture
 
 pytestmark = pytest.mark.slow
 
@@ -65,7 +65,7 @@ def leftovers(cwd: Path) -> list[int]:
     found = []
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         try:
-            if proc.info["cwd"] == str(cwd) and "perftune.capture.bootstrap" in " ".join(
+            if proc.info["cwd"] == str(cwd) and "perftune.capture.child.bootstrap" in " ".join(
                     proc.info["cmdline"] or []):
                 found.append(proc.pid)
         except psutil.Error:

@@ -156,7 +156,7 @@ def test_warning_lines_are_capped() -> None:
 
 # ---------------------------------------------------------------------------- gate
 def _gate_verdict() -> object:
-    from perftune.capture.measure import Launch
+    from perftune.capture.parent.measure import Launch
     from perftune.gate.decision import DecisionRule, decide
     from perftune.gate.explain import ProfileSummary, compare
     from perftune.gate.verdict import Verdict

@@ -26,7 +26,7 @@ from perftune.trace.frames import Frame, is_library_frame, is_user_frame, parse_
     ("typing.py(392): inner", False),
     ("<frozen os>(808): getenv", False),
     ("<string>(1): <module>", False),
-    ("/work/main/perftune/capture/bootstrap.py(50): run", False),
+    ("/work/main/perftune/capture/child/bootstrap.py(50): run", False),
 ])
 def test_user_frames(name: str, user: bool) -> None:
     frame = parse_python_function(name)

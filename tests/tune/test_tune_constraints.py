@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from perftune.capture.knobs import baseline_values, needs_guard
+from perftune.capture.parent.knobs import baseline_values, needs_guard
 from perftune.tune.constraints import guard, loss_deviation, over_budget
 
 

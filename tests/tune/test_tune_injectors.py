@@ -9,9 +9,9 @@ import pytest
 import torch
 from tune_helpers import SCRIPTS
 
-from perftune.capture import injectors
-from perftune.capture.knobs import INJECT_ENV, REPORT_ENV, parse_checkpoint
-from perftune.capture.runner import CaptureOptions, ScriptTarget, run_capture
+from perftune.capture.child import injectors
+from perftune.capture.parent.knobs import INJECT_ENV, REPORT_ENV, parse_checkpoint
+from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
 
 
 def _inspect(tmp_path: Path, knobs: dict, inject: list[str] | None = None) -> tuple[dict, dict, str]:

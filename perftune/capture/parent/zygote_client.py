@@ -1,6 +1,6 @@
-"""The trial's child process when trials are forked from a zygote (perftune.capture.zygote).
+"""The trial's child process when trials are forked from a zygote (perftune.capture.child.zygote).
 
-Started by `run_capture` in place of `python -m perftune.capture.bootstrap`, as
+Started by `run_capture` in place of `python -m perftune.capture.child.bootstrap`, as
 
     python -I -S .../zygote_client.py SOCKET -- FRESH_COMMAND...
 
@@ -31,10 +31,10 @@ import socket
 import struct
 import sys
 
-CONFIG_ENV = "PERFTUNE_CAPTURE_CONFIG"  # = perftune.capture.layout.CONFIG_ENV
-PARENT_ENV = "PERFTUNE_PARENT_PID"  # = perftune.capture.process.PARENT_ENV
+CONFIG_ENV = "PERFTUNE_CAPTURE_CONFIG"  # = perftune.capture.parent.layout.CONFIG_ENV
+PARENT_ENV = "PERFTUNE_PARENT_PID"  # = perftune.capture.parent.process.PARENT_ENV
 _PR_SET_PDEATHSIG = 1
-LAUNCH_FILE = "launch.json"  # = perftune.capture.launcher.LAUNCH_FILE
+LAUNCH_FILE = "launch.json"  # = perftune.capture.parent.launcher.LAUNCH_FILE
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CONNECT_TIMEOUT_S = 5.0
 

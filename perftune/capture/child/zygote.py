@@ -1,10 +1,10 @@
-"""A pre-imported parent that forks tuner trials: `python -m perftune.capture.zygote SOCKET`.
+"""A pre-imported parent that forks tuner trials: `python -m perftune.capture.child.zygote SOCKET`.
 
 A fresh trial process spends most of its overhead importing torch and torch._dynamo (the first
 `torch.optim` optimizer imports it: `Optimizer.add_param_group` is wrapped by
 `torch._disable_dynamo`). The zygote imports them, and perftune's capture modules, once; runs
 no torch op, starts no thread and never touches CUDA; then forks one child per trial. The
-child becomes what `python -m perftune.capture.bootstrap` would have been: the client's stdio,
+child becomes what `python -m perftune.capture.child.bootstrap` would have been: the client's stdio,
 working directory, environment (os.environ replaced), sys.argv and sys.path, default signal
 handlers, a process group of its own, and the bootstrap's `main()` with its exit code. The
 script and its own modules are imported fresh in the child, as always.
@@ -50,7 +50,7 @@ from typing import Any
 # trial's own environment too (torch sets TORCHINDUCTOR_CACHE_DIR, for one).
 _START_ENV = dict(os.environ)
 OWN_PREFIX = "PERFTUNE_"
-BOOTSTRAP = "perftune.capture.bootstrap"
+BOOTSTRAP = "perftune.capture.child.bootstrap"
 READY = "perftune-zygote ready"
 _MAX_REQUEST = 16 * 1024 * 1024
 
@@ -62,10 +62,6 @@ def preload() -> None:
     import torch.optim
     import torch.utils.data
 
-    import perftune
-    import perftune.capture.bootstrap
-    import perftune.capture.child
-    import perftune.capture.injectors  # noqa: F401
 
     del torch
 
@@ -414,7 +410,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def become_bootstrap(request: Request, zygote_pid: int) -> str | int | None:
-    """Turn this forked child into `python -m perftune.capture.bootstrap` and run it."""
+    """Turn this forked child into `python -m perftune.capture.child.bootstrap` and run it."""
     os.setpgid(0, 0)  # a process group of its own, like run_child gives a fresh trial
     _die_with_parent(zygote_pid)
     for signum, handler in (
@@ -437,10 +433,10 @@ def become_bootstrap(request: Request, zygote_pid: int) -> str | int | None:
             env[key] = value
     os.environ.clear()
     os.environ.update(env)
-    import perftune.capture.bootstrap as bootstrap
-    from perftune.capture.child import main
+    import perftune.capture.child.bootstrap as bootstrap
+    from perftune.capture.child.main import main
 
-    # As `python -m perftune.capture.bootstrap` started in cwd would have them.
+    # As `python -m perftune.capture.child.bootstrap` started in cwd would have them.
     sys.argv = [os.path.abspath(str(bootstrap.__file__))]
     sys.path[0] = os.getcwd()
     gc.enable()
@@ -463,7 +459,7 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str]) -> str | int | None:
     if len(argv) != 1:
-        print("usage: python -m perftune.capture.zygote SOCKET (started by perftune tune)", file=sys.stderr)
+        print("usage: python -m perftune.capture.child.zygote SOCKET (started by perftune tune)", file=sys.stderr)
         return 2
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop

@@ -1,7 +1,7 @@
 """The Capture Python API: run a training script in a child process and collect its run directory.
 
 `run_capture` is what `perftune profile`, every tuner trial and every gate run call. The parent
-side is torch-free: the child (`python -m perftune.capture.bootstrap`) imports torch, runs the
+side is torch-free: the child (`python -m perftune.capture.child.bootstrap`) imports torch, runs the
 script exactly like `python SCRIPT ARGS` would, and hands its findings back in a private file
 that this module turns into steps.json and meta.json.
 """
@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from perftune._runtime import KNOBS_ENV
-from perftune.capture import killed
-from perftune.capture.launcher import (
+from perftune.capture.parent import killed
+from perftune.capture.parent.launcher import (
     LAUNCH_FILE,
     fresh_command,
     importable_root,
     read_launch,
 )
-from perftune.capture.layout import (
+from perftune.capture.parent.layout import (
     CHILD_CONFIG_FILE,
     CHILD_RESULT_FILE,
     CONFIG_ENV,
@@ -39,9 +39,9 @@ from perftune.capture.layout import (
     STEPS_FILE,
     TRACE_FILE,
 )
-from perftune.capture.meta import host_meta
-from perftune.capture.process import ChildExit, run_child
-from perftune.capture.results import (
+from perftune.capture.parent.meta import host_meta
+from perftune.capture.parent.process import ChildExit, run_child
+from perftune.capture.parent.results import (
     CaptureOutputError,
     CaptureResult,
     StepRecord,
@@ -103,8 +103,8 @@ class CaptureOptions:
     quiet: bool = False  # send the script's stdout/stderr to run_dir/output.log
     # Length of one pseudo-step when the script shows no step boundary at all.
     time_slice_s: float = 1.0
-    # The child command; None: `python -m perftune.capture.bootstrap`. The tuner passes a
-    # ZygoteLauncher's command (perftune/capture/launcher.py) to fork trials from a zygote.
+    # The child command; None: `python -m perftune.capture.child.bootstrap`. The tuner passes a
+    # ZygoteLauncher's command (perftune/capture/parent/launcher.py) to fork trials from a zygote.
     launcher: Sequence[str] | None = None
 
 
@@ -174,7 +174,7 @@ def _child_env(
     env[CONFIG_ENV] = str(config_path)
     original = env.get("PYTHONPATH")
     if injected is not None:
-        # So that `python -m perftune.capture.bootstrap` works from any working directory; the
+        # So that `python -m perftune.capture.child.bootstrap` works from any working directory; the
         # bootstrap takes the entry out again before the script runs.
         env["PYTHONPATH"] = injected + (os.pathsep + original if original else "")
     return env, original

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perftune import units
-from perftune.capture.results import CaptureResult, StepRecord
+from perftune.capture.parent.results import CaptureResult, StepRecord
 
 SOURCE_WORDS = {
     "optimizer": "the optimizer.step() hook",

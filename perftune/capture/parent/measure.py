@@ -18,7 +18,7 @@ from perftune.errors import ScriptError, UsageError
 from perftune.rundir import OUTPUT_LOG, RunDir
 
 if TYPE_CHECKING:
-    from perftune.capture.runner import CaptureResult, ScriptTarget
+    from perftune.capture.parent.runner import CaptureResult, ScriptTarget
 
 BASE = "base"
 HEAD = "head"
@@ -102,7 +102,7 @@ def capture_side(side: Side, run_dir: Path, settings: MeasureSettings, *, profil
     """Run one process of `side` with capture (profiling on for explaining, off for timing)."""
     # Imported here: capture is the package that may pull in torch, and `perftune gate
     # --help` or a config error should not pay for it.
-    from perftune.capture.runner import CaptureOptions, run_capture
+    from perftune.capture.parent.runner import CaptureOptions, run_capture
 
     options = CaptureOptions(
         skip=settings.warmup,

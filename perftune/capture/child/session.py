@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 
-from perftune.capture.control import StopCapture, raise_in_main_thread
-from perftune.capture.layout import TRACE_FILE
-from perftune.capture.steps import SOURCE_PRIORITY, StepLog, phase_of, window_action
-from perftune.capture.window import MemoryPeak, ProfilerWindow
+from perftune.capture.child.control import StopCapture, raise_in_main_thread
+from perftune.capture.child.steps import SOURCE_PRIORITY, StepLog, phase_of, window_action
+from perftune.capture.child.window import MemoryPeak, ProfilerWindow
+from perftune.capture.parent.layout import TRACE_FILE
 
 # In --full runs, loss tensors are read back in batches of this many steps, not one by one.
 _LOSS_BATCH = 256

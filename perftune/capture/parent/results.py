@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perftune.capture.layout import META_FILE, SCHEMA_VERSION, STEPS_FILE, TRACE_FILE
+from perftune.capture.parent.layout import META_FILE, SCHEMA_VERSION, STEPS_FILE, TRACE_FILE
 from perftune.documents import StepsDocument
 from perftune.errors import TraceError
 from perftune.fsutil import OutputError, write_json_atomic

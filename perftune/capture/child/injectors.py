@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from perftune import _runtime
-from perftune.capture.knobs import (
+from perftune.capture.parent.knobs import (
     BATCH_SIZE,
     CHECKPOINT,
     CUDA_ONLY_PRECISIONS,
@@ -51,7 +51,7 @@ from perftune.capture.knobs import (
 )
 from perftune.errors import ConfigError
 
-_PERFTUNE_DIR = str(Path(__file__).resolve().parents[1])
+_PERFTUNE_DIR = str(Path(__file__).resolve().parents[2])
 _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
 
 

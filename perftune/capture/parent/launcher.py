@@ -1,7 +1,7 @@
 """How a capture's child is started: a fresh interpreter, or a fork of a pre-imported zygote.
 
 `fresh_command()` is the default child command of `run_capture`. `ZygoteLauncher` starts one
-zygote (perftune.capture.zygote) for a series of captures of the same script (the tuner's
+zygote (perftune.capture.child.zygote) for a series of captures of the same script (the tuner's
 trials) and gives the command that runs a capture through it (`CaptureOptions.launcher`): a
 tiny client that hands the trial to the zygote, or runs it fresh when the zygote cannot take
 it. Torch-free: the zygote imports torch in its own process.
@@ -22,12 +22,12 @@ from typing import IO, Any
 
 import perftune
 
-BOOTSTRAP = "perftune.capture.bootstrap"
+BOOTSTRAP = "perftune.capture.child.bootstrap"
 # Written by the client into the run directory: how the trial was started (read by run_capture).
 LAUNCH_FILE = "launch.json"
 SOCKET_NAME = "zygote.sock"
 LOG_NAME = "zygote.log"
-READY = "perftune-zygote ready"  # = perftune.capture.zygote.READY
+READY = "perftune-zygote ready"  # = perftune.capture.child.zygote.READY
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
 # sockaddr_un holds 108 bytes; a TMPDIR too long for that falls back to /tmp.
@@ -96,7 +96,7 @@ class ZygoteLauncher:
         self._log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "perftune.capture.zygote", self.socket_path],
+                [sys.executable, "-m", "perftune.capture.child.zygote", self.socket_path],
                 cwd=self.cwd,
                 env=env,
                 stdin=subprocess.PIPE,

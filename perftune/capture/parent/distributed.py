@@ -1,7 +1,7 @@
 """Multi-rank capture: the script launched by torchrun, perftune's capture in every rank.
 
 `perftune profile --nproc-per-node N SCRIPT` runs `python -m torch.distributed.run [launch
-options] -m perftune.capture.bootstrap`; every worker runs the ordinary bootstrap, which reads
+options] -m perftune.capture.child.bootstrap`; every worker runs the ordinary bootstrap, which reads
 its rank from RANK / LOCAL_RANK and writes files named by it (docs/contracts.md, "Multi-rank
 run directory"). Ranks step in lockstep, so each one stops after the same step index; they
 then meet at a barrier and leave the process group together.
@@ -40,8 +40,8 @@ from typing import IO, Any
 import psutil
 
 from perftune import units
-from perftune.capture.launcher import importable_root
-from perftune.capture.layout import (
+from perftune.capture.parent.launcher import importable_root
+from perftune.capture.parent.layout import (
     CHILD_CONFIG_FILE,
     META_FILE,
     OUTPUT_LOG,
@@ -52,9 +52,9 @@ from perftune.capture.layout import (
     RANK_TRACE_FILE,
     STEPS_FILE,
 )
-from perftune.capture.process import ChildExit, ChildWatch, run_child
-from perftune.capture.results import CaptureResult, steps_document, write_json
-from perftune.capture.runner import (
+from perftune.capture.parent.process import ChildExit, ChildWatch, run_child
+from perftune.capture.parent.results import CaptureResult, steps_document, write_json
+from perftune.capture.parent.runner import (
     CaptureOptions,
     ScriptTarget,
     _assemble,
@@ -465,7 +465,7 @@ def stack_site(dump: str, torch_dir: str | None = None) -> StackSite | None:
     if not blocks:
         return None
     main = next(
-        (b for b in blocks if any("perftune/capture/bootstrap" in f.replace("\\", "/")
+        (b for b in blocks if any("perftune/capture/child/bootstrap" in f.replace("\\", "/")
                                   for f, _, _ in b)),
         blocks[-1],
     )
@@ -800,7 +800,7 @@ def run_distributed(
     config["distributed"] = True
     write_json(config_path, config)
     argv = [sys.executable, "-m", "torch.distributed.run", *launch.torchrun_args(),
-            "-m", "perftune.capture.bootstrap"]
+            "-m", "perftune.capture.child.bootstrap"]
     watch = RankWatch(run_dir)
     try:
         outcome = run_child(

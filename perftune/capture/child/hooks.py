@@ -21,7 +21,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import dataloader
 
 from perftune import _runtime
-from perftune.capture.session import CaptureSession
+from perftune.capture.child.session import CaptureSession
 from perftune.errors import UsageError
 
 

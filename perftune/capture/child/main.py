@@ -17,10 +17,14 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from perftune import _runtime
-from perftune.capture import distributed, injectors, script
-from perftune.capture.control import StopCapture, Terminated, restore_stop_signals
-from perftune.capture.hooks import Hooks
-from perftune.capture.layout import (
+from perftune.capture.child import injectors, script
+from perftune.capture.child.control import StopCapture, Terminated, restore_stop_signals
+from perftune.capture.child.hooks import Hooks
+from perftune.capture.child.session import CaptureSession
+from perftune.capture.child.shutdown import THREAD_GRACE_S, wind_down
+from perftune.capture.child.timeslice import TICK_SIGNAL, TimeSliceTicker
+from perftune.capture.parent import distributed
+from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
     CONFIG_ENV,
     RANK_CHILD_RESULT_FILE,
@@ -29,11 +33,8 @@ from perftune.capture.layout import (
     STEPS_FILE,
     TRACE_FILE,
 )
-from perftune.capture.meta import torch_meta
-from perftune.capture.results import write_json
-from perftune.capture.session import CaptureSession
-from perftune.capture.shutdown import THREAD_GRACE_S, wind_down
-from perftune.capture.timeslice import TICK_SIGNAL, TimeSliceTicker
+from perftune.capture.parent.meta import torch_meta
+from perftune.capture.parent.results import write_json
 from perftune.errors import PerftuneError
 from perftune.fsutil import OutputError, write_json_atomic
 
@@ -331,7 +332,7 @@ def main() -> str | int | None:
     config = _load_config()
     if config is None:
         print(
-            "perftune.capture.bootstrap is started by `perftune profile`, not by hand",
+            "perftune.capture.child.bootstrap is started by `perftune profile`, not by hand",
             file=sys.stderr,
         )
         return 2
@@ -343,7 +344,7 @@ def main() -> str | int | None:
         write_json(run.result_path, {"usage_error": True, "error": str(exc)})
         return 2
     here = os.path.dirname(os.path.abspath(__file__))
-    own_files = {os.path.join(here, "child.py"), os.path.join(here, "bootstrap.py")}
+    own_files = {os.path.join(here, "main.py"), os.path.join(here, "bootstrap.py")}
     exit_request: str | int | None = 0
     try:
         run.start()

@@ -2,7 +2,7 @@
 
 The protocol between the tuner and the child process: the tuner (which validates a search space
 and writes the "how to apply" snippets) sets these values and environment variables, the
-injectors in the child (perftune/capture/injectors.py) read them, so both read a knob value the
+injectors in the child (perftune/capture/child/injectors.py) read them, so both read a knob value the
 same way. It lives in capture, below the tuner, because the child may not import the tuner.
 """
 
