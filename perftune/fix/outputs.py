@@ -13,7 +13,7 @@ from typing import Any
 
 from perftune import units
 from perftune._version import __version__
-from perftune.capture.summary import SOURCE_WORDS as STEP_WORDS
+from perftune.capture.parent.summary import SOURCE_WORDS as STEP_WORDS
 from perftune.documents import (
     FixBaseline,
     FixDocument,

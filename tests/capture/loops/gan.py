@@ -20,6 +20,7 @@ optimizerD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
 optimizerG = torch.optim.Adam(netG.parameters(), lr=2e-4, betas=(0.5, 0.999))
 real_label, fake_label = 1.0, 0.0
 for i in range(args.iterations):
+    print("ITERATION", i, flush=True)
     for _ in range(args.critic):
         real = torch.randn(16, 16)
         netD.zero_grad()
@@ -36,5 +37,4 @@ for i in range(args.iterations):
     errG = criterion(netD(fake), torch.full((16, 1), real_label))
     errG.backward()
     optimizerG.step()
-    print("ITERATION", i, flush=True)
 print("TRAINING DONE", flush=True)

@@ -21,6 +21,7 @@ scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: min(1.0, (it
 scaler = torch.amp.GradScaler("cpu")
 micro = 0
 for i in range(args.iterations):
+    print("ITERATION", i, flush=True)
     for _ in range(args.accumulate):
         x, y = torch.randn(8, 16), torch.randn(8, 1)
         loss = nn.functional.mse_loss(model(x), y) / args.accumulate
@@ -32,5 +33,4 @@ for i in range(args.iterations):
     scaler.update()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    print("ITERATION", i, flush=True)
 print("TRAINING DONE", flush=True)

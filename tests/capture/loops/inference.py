@@ -20,7 +20,7 @@ model.eval()
 total = 0.0
 with torch.no_grad():
     for i, (x, y) in enumerate(loader):
+        print("BATCH", i, flush=True)
         logits = model(x)
         total += float(criterion(logits, y))
-        print("BATCH", i, flush=True)
 print("INFERENCE DONE", total, flush=True)

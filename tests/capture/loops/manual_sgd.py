@@ -32,6 +32,7 @@ model = RNNModel()
 criterion = nn.CrossEntropyLoss()
 model.train()
 for i in range(args.iterations):
+    print("ITERATION", i, flush=True)
     start = (i * BPTT) % (corpus.size(1) - BPTT - 1)
     data = corpus[:, start:start + BPTT]
     targets = corpus[:, start + 1:start + 1 + BPTT]
@@ -42,5 +43,4 @@ for i in range(args.iterations):
     nn.utils.clip_grad_norm_(model.parameters(), 0.25)
     for p in model.parameters():
         p.data.add_(p.grad, alpha=-args.lr)
-    print("ITERATION", i, flush=True)
 print("TRAINING DONE", flush=True)

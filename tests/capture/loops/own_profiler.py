@@ -15,11 +15,11 @@ with profile(activities=[ProfilerActivity.CPU],
              schedule=schedule(wait=1, warmup=1, active=3, repeat=1),
              on_trace_ready=tensorboard_trace_handler(sys.argv[1])) as prof:
     for i in range(12):
+        print("ITERATION", i, flush=True)
         x, y = torch.randn(8, 16), torch.randn(8, 1)
         optimizer.zero_grad()
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
         optimizer.step()
         prof.step()
-        print("ITERATION", i, flush=True)
 print("TRAINING DONE", flush=True)

@@ -16,6 +16,7 @@ optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=0.1, total_iters=5)
 cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=100)
 for i in range(args.iterations):
+    print("ITERATION", i, flush=True)
     x, y = torch.randn(8, 16), torch.randint(0, 4, (8,))
     optimizer.zero_grad()
     loss = nn.functional.cross_entropy(model(x), y)
@@ -23,5 +24,4 @@ for i in range(args.iterations):
     optimizer.step()
     warmup.step()
     cosine.step()
-    print("ITERATION", i, flush=True)
 print("TRAINING DONE", flush=True)

@@ -34,7 +34,7 @@ from torch.optim.optimizer import (
 )
 
 if TYPE_CHECKING:
-    from perftune.capture.session import CaptureSession
+    from perftune.capture.child.session import CaptureSession
 
 
 def _is_compiling() -> bool:
@@ -181,21 +181,25 @@ class StepHooks:
         module_cls = torch.nn.Module
         original = module_cls.__call__
         session = self.session
+        hooks = self
 
-        @functools.wraps(original)
-        def call(module: Any, *args: Any, **kwargs: Any) -> Any:
-            if self._module_depth or _is_compiling() or session.in_loader:
-                return original(module, *args, **kwargs)
-            if not self._on_main_thread():
-                return original(module, *args, **kwargs)
-            self._module_depth += 1
+        # The first parameter must be named `self`: with with_stack=True, torch.profiler's
+        # Python tracer takes the code of nn.Module.__call__ (this function, while patched) to
+        # spot module calls and reads the frame's `self` local; any other name crashes it.
+        def call(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+            if hooks._module_depth or _is_compiling() or session.in_loader:
+                return original(self, *args, **kwargs)
+            if not hooks._on_main_thread():
+                return original(self, *args, **kwargs)
+            hooks._module_depth += 1
             try:
-                result = original(module, *args, **kwargs)
+                result = original(self, *args, **kwargs)
             finally:
-                self._module_depth -= 1
-            session.on_module_call(module)
+                hooks._module_depth -= 1
+            session.on_module_call(self)
             return result
 
+        functools.update_wrapper(call, original)
         self._module_undo = self._patch(module_cls, "__call__", call)
 
     def drop_module_hook(self) -> None:
@@ -226,8 +230,11 @@ class StepHooks:
         @functools.wraps(original_export)
         def export_chrome_trace(prof: Any, path: str, *args: Any, **kwargs: Any) -> Any:
             result = original_export(prof, path, *args, **kwargs)
-            if not session.window.own_call:
-                session.on_script_trace(os.path.abspath(path))
+            full = os.path.abspath(path)
+            # tensorboard_trace_handler exports into the folder already recorded.
+            inside = any(os.path.dirname(full) == known for known in session.script_traces)
+            if not session.window.own_call and not inside:
+                session.on_script_trace(full)
             return result
 
         self._patch(cls, "export_chrome_trace", export_chrome_trace)
