@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from perftune.analysis.modules import modules_document
+from perftune.analysis.phases import phases_document
+from perftune.documents import document_data
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
@@ -119,6 +122,8 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
                                  tables=tables)  # the rank tables the rules computed
     if section is not None:
         summary["multi_rank"] = section
+    summary["phases"] = document_data(phases_document(trace))
+    summary["modules"] = document_data(modules_document(trace))
     return summary
 
 

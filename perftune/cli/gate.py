@@ -24,6 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Commands that run a user's script take its arguments verbatim; gate options may still come
 # anywhere, and `--` ends them (for script flags that share a gate option's name).
+# A calibration here is used without --calibration (`perftune calibrate -o` writes it).
+DEFAULT_CALIBRATION = Path("perftune-calibration.json")
 SCRIPT_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": True,
                   "help_option_names": ["-h", "--help"]}
 
@@ -140,7 +142,7 @@ def _checkout_root() -> Path | None:
 @click.option("--explain/--no-explain", default=None,
               help="Profile one launch per side to show what changed [default: explain].")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable.")
+              help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable [default: ./perftune-calibration.json when present].")
 @click.option("--fingerprint-mismatch", type=click.Choice(["refuse", "warn"]), default=None,
               help="With --baseline: refuse (exit 2, default) or warn when the environment differs.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -192,6 +194,8 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
         confidence=confidence if confidence is not None else float(gate_config("confidence", 0.95)),
     )
     calibration = calibration or (Path(gate_config("calibration", "")) if gate_config("calibration", "") else None)
+    if calibration is None and DEFAULT_CALIBRATION.is_file():
+        calibration = DEFAULT_CALIBRATION  # `perftune calibrate -o` wrote it here
     if calibration is not None:
         floor = calibration_mod.noise_floor(calibration, rule.confidence, plan,
                                             paired=against is not None)
@@ -207,6 +211,8 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
         fail_on_new_findings=(fail_on_new_findings if fail_on_new_findings is not None
                               else bool(gate_config("fail-on-new-findings", False))),
         seed=seed,
+        # Launch length follows the step time unless --steps (or the config) fixes it.
+        size_launches=steps is None and gate_config("steps", None) is None,
     )
     run_dir = default_run_dir(out_dir, "gate")
     run_dir.mkdir(parents=True, exist_ok=True)

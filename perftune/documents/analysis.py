@@ -189,6 +189,73 @@ class MultiRank(_Doc):
     collectives: CollectiveTotals
 
 
+class PhaseDevice(_Doc):
+    """What the device did during one phase (a partition of the phase's time: compute first,
+    then communication, then copies; idle is what remains)."""
+
+    compute_ms: Milliseconds
+    communication_ms: Milliseconds
+    memcpy_ms: Milliseconds
+    idle_ms: Milliseconds
+
+
+class PhaseTime(_Doc):
+    """One phase, mean per step over every step of every rank."""
+
+    name: str
+    label: str
+    ms: Milliseconds
+    share: Annotated[float, msgspec.Meta(description="ms / mean step")]
+    device: PhaseDevice | None = None
+
+
+class StepPhaseTimes(_Doc):
+    rank: int
+    step: int
+    dur_ms: Milliseconds
+    phases: Annotated[dict[str, float], msgspec.Meta(description="phase name → ms")]
+
+
+class Phases(_Doc):
+    """Every step cut into named phases that sum to the step (analysis/phases.py)."""
+
+    names: list[str]
+    mean_step_ms: Milliseconds
+    mean: list[PhaseTime]
+    per_step: list[StepPhaseTimes]
+    max_sum_error: Annotated[float, msgspec.Meta(
+        description="largest |sum of phases - step| / step over the steps")]
+
+
+class ModuleTime(_Doc):
+    """One nn.Module instance by its path, milliseconds per step."""
+
+    path: str
+    name: str
+    parent: str | None
+    depth: int
+    calls_per_step: float
+    forward_ms: Milliseconds
+    forward_self_ms: Milliseconds
+    backward_ms: Milliseconds
+    backward_self_ms: Milliseconds
+    self_ms: Annotated[float, msgspec.Meta(description="forward_self_ms + backward_self_ms")]
+    total_ms: Annotated[float, msgspec.Meta(description="forward_ms + backward_ms")]
+    share: Annotated[float, msgspec.Meta(description="total_ms / mean step")]
+    self_share: Annotated[float, msgspec.Meta(description="self_ms / mean step")]
+
+
+class Modules(_Doc):
+    """Time per nn.Module, ranked by own (self) time (analysis/modules.py)."""
+
+    source: Literal["trace", "none"]
+    note: str = ""
+    steps: int = 0
+    step_ms: Milliseconds = 0.0
+    unattributed_backward_ms: Milliseconds = 0.0
+    modules: list[ModuleTime] = msgspec.field(default_factory=list)
+
+
 class Summary(_Doc):
     """summary.json: what the trace holds and where step time goes."""
 
@@ -216,6 +283,8 @@ class Summary(_Doc):
         description="problems met while loading the trace (events skipped or repaired)")] = \
         msgspec.field(default_factory=list)
     multi_rank: MultiRank | None = None
+    phases: Phases | None = None
+    modules: Modules | None = None
 
 
 # ---------------------------------------------------------------------------- findings.json

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +72,47 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
             continue
         share = f"{100.0 * value / mean:5.1f}%" if mean else "     "
         lines.append(f"  {label:<26}{_ms(value):>14}  {share}")
+    lines.extend(phase_lines(summary))
+    lines.extend(module_lines(summary))
     lines.extend(rank_lines(summary))
     return [_safe(line) for line in lines]
+
+
+def phase_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The phases of the mean step (they sum to it), with the device's share on GPU traces."""
+    phases = summary.get("phases")
+    if not phases or not phases.get("mean"):
+        return []
+    mean = phases.get("mean_step_ms") or 0.0
+    lines = ["", f"phases of the step (mean per step, sum {_ms(sum(p['ms'] for p in phases['mean']))}"
+                 f" of {_ms(mean)})"]
+    for p in phases["mean"]:
+        if not p["ms"] or (mean and p["ms"] / mean < 0.0005):
+            continue
+        line = f"  {p['label']:<48}{_ms(p['ms']):>12}  {100.0 * p['share']:5.1f}%"
+        dev = p.get("device")
+        if dev:
+            line += (f"   device: compute {_ms(dev['compute_ms'])}, comm {_ms(dev['communication_ms'])},"
+                     f" copies {_ms(dev['memcpy_ms'])}, idle {_ms(dev['idle_ms'])}")
+        lines.append(line)
+    return lines
+
+
+def module_lines(summary: Mapping[str, Any], top: int = 8) -> list[str]:
+    """The modules with the most own time (forward + backward)."""
+    modules = summary.get("modules")
+    if not modules:
+        return []
+    if modules.get("source") != "trace":
+        return ["", f"modules    {modules.get('note') or 'no module information in this trace'}"]
+    rows = modules.get("modules") or []
+    lines = ["", f"modules by own time (forward + backward, per step; top {min(top, len(rows))} of {len(rows)})",
+             f"  {'module':<40}{'own':>11}{'fwd':>11}{'bwd':>11}{'share':>8}{'calls':>7}"]
+    for m in rows[:top]:
+        lines.append(f"  {m['path'][-40:]:<40}{_ms(m['self_ms']):>11}{_ms(m['forward_self_ms']):>11}"
+                     f"{_ms(m['backward_self_ms']):>11}{100.0 * m['self_share']:7.1f}%"
+                     f"{m['calls_per_step']:7.3g}")
+    return lines
 
 
 MAX_WARNINGS = 20
@@ -257,6 +296,8 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
         table.add_row(label, _ms(value), f"{share:.1%}" if mean else "", bar)
     if table.row_count:
         out.print(table)
+    for extra in [*phase_lines(view.summary), *module_lines(view.summary)]:
+        out.print(Text(_safe(extra)))
     for rank_line in rank_lines(dict(view.summary))[1:]:
         out.print(Text(_safe(rank_line)))
 

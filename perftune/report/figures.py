@@ -26,6 +26,9 @@ COLORS = {
     "memset": "#88D27A", "idle": "#D0D0D0", "sync": "#E45756",
     "dataloader": "#B279A2", "optimizer": "#9D755D", "op": "#72B7B2", "other host": "#BAB0AC",
     "warmup": "#BAB0AC", "profiled": "#F58518", "measured": "#4C78A8",
+    # phases of a step (analysis/phases.py)
+    "profiler": "#E0E0E0", "data": "#B279A2", "zero_grad": "#C7A88F", "backward": "#E45756",
+    "forward": "#4C78A8", "other_ops": "#72B7B2", "python": "#BAB0AC", "module": "#9ECAE9",
 }
 _FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12}
 
@@ -120,6 +123,25 @@ def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
                          "offsetgroup": "device", "legendgroup": "device",
                          "marker": {"color": COLORS[name]},
                          "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>device</extra>"})
+    phases = summary.get("phases") or {}
+    phase_steps: Sequence[Mapping[str, Any]] = phases.get("per_step") or []
+    if len(phase_steps) == len(per_step):
+        # The phases partition each step: the host bar is them, with nothing left over.
+        labels = {p["name"]: p["label"] for p in phases.get("mean") or []}
+        for name in phases.get("names") or []:
+            values = [float((s.get("phases") or {}).get(name) or 0.0) for s in phase_steps]
+            if not any(values):
+                continue
+            text = label(labels.get(name, name), 60)
+            data.append({"type": "bar", "name": f"host: {text}", "x": xs, "y": values,
+                         "offsetgroup": "host", "legendgroup": "host",
+                         "marker": {"color": COLORS.get(name, "#999")},
+                         "hovertemplate": f"{text}: %{{y:.3f}} ms<extra>phase</extra>"})
+        return {"data": data, "layout": _layout(
+            barmode="relative",
+            xaxis=_axis("step (left bar: device, right bar: phases)" if device else "step (phases)",
+                        type="category"),
+            yaxis=_axis("ms"), height=400)}
     other = []
     for s in per_step:
         known = sum(float(s.get(k) or 0.0) for k, _ in HOST_STACK)
@@ -141,6 +163,35 @@ def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
         yaxis=_axis("ms"), height=380)}
 
 
+# ---------------------------------------------------------------------------- modules
+def module_tree_figure(modules: Mapping[str, Any]) -> Figure | None:
+    """The module tree as a plotly icicle: each box a module, its size the module's total time
+    per step (forward + backward), its own time and share on hover; click a box to fold in."""
+    rows: Sequence[Mapping[str, Any]] = modules.get("modules") or []
+    if not rows:
+        return None
+    known = {m["path"] for m in rows}
+    ids = [m["path"] for m in rows]
+    parents = [m["parent"] if m.get("parent") in known else "" for m in rows]
+    return {"data": [{
+        "type": "icicle", "ids": [label(i, 400) for i in ids],
+        "labels": [label(m["name"], 60) for m in rows],
+        "parents": [label(p, 400) for p in parents],
+        "values": [max(float(m["total_ms"]), 0.0) for m in rows], "branchvalues": "total",
+        "customdata": [[float(m["forward_ms"]), float(m["backward_ms"]), float(m["self_ms"]),
+                        100.0 * float(m["share"]), float(m["calls_per_step"])] for m in rows],
+        "hovertemplate": ("%{id}<br>total %{value:.3f} ms/step (%{customdata[3]:.1f}% of the step)"
+                          "<br>forward %{customdata[0]:.3f} ms · backward %{customdata[1]:.3f} ms"
+                          "<br>own %{customdata[2]:.3f} ms · %{customdata[4]:.3g} calls/step"
+                          "<extra></extra>"),
+        "tiling": {"orientation": "v"}, "root": {"color": "#f5f5f5"},
+        "marker": {"colors": [float(m["self_share"]) for m in rows], "colorscale": "Blues",
+                   "reversescale": True, "cmin": 0.0, "cmax": max(float(m["self_share"]) for m in rows) or 1.0,
+                   "showscale": False},
+    }], "layout": _layout(height=max(320, 60 + 70 * (1 + max(int(m["depth"]) for m in rows))),
+                          margin={"l": 10, "r": 10, "t": 30, "b": 10})}
+
+
 # ---------------------------------------------------------------------------- timeline
 def timeline_figure(timeline: StepTimeline) -> Figure:
     data: list[dict[str, Any]] = []
@@ -152,6 +203,8 @@ def timeline_figure(timeline: StepTimeline) -> Figure:
             "y": [label(b.lane, 60) for b in bars], "base": [b.start_ms for b in bars],
             "x": [max(b.dur_ms, 1e-4) for b in bars],
             "hovertext": [f"{label(b.name)}<br>{b.dur_ms:.3f} ms at +{b.start_ms:.3f} ms"
+                          + ("<br>" + "<br>".join(label(d, 200) for d in b.detail.split("<br>"))
+                             if b.detail else "")
                           for b in bars],
             "hoverinfo": "text", "marker": {"color": COLORS.get(kind, "#999"), "line": {"width": 0}},
         })

@@ -277,6 +277,9 @@ def _top_tables(view: RunView) -> tuple[list[dict[str, Any]], list[dict[str, Any
 
 
 # ---------------------------------------------------------------------------- the page
+TOP_MODULES = 25
+
+
 def report_context(view: RunView) -> dict[str, Any]:
     from perftune.report.memory import memory_timeline
     from perftune.report.timeline import step_timeline
@@ -289,6 +292,10 @@ def report_context(view: RunView) -> dict[str, Any]:
     fig = F.breakdown_figure(view.summary)
     if fig:
         figures["breakdown"] = fig
+    modules = view.summary.get("modules") or {}
+    fig = F.module_tree_figure(modules)
+    if fig:
+        figures["modules-tree"] = fig
     timeline = step_timeline(view.trace) if view.trace is not None else None
     if timeline is not None and timeline.bars:
         figures["timeline"] = F.timeline_figure(timeline)
@@ -335,6 +342,9 @@ def report_context(view: RunView) -> dict[str, Any]:
         "findings": finding_views(view.findings, roots, docs),
         "total_saving_ms": view.total_saving_ms,
         "rule_docs": [docs[c] for c in sorted(docs)],
+        "phases": view.summary.get("phases") or None,
+        "modules": modules or None,
+        "top_modules": list((modules.get("modules") or [])[:TOP_MODULES]),
         "top_ops": ops,
         "top_kernels": kernels,
         "timeline": timeline,

@@ -82,6 +82,45 @@ def _breakdown(view: RunView) -> str | None:
     return "### Where the time goes (mean per step)\n\n" + _table(("", "time", "share"), rows, "lrr")
 
 
+def _phases(view: RunView) -> str | None:
+    phases = view.summary.get("phases") or {}
+    if not phases.get("mean"):
+        return None
+    device = any(p.get("device") for p in phases["mean"])
+    header = ("phase", "time", "share", *(("device compute", "comm", "copies", "device idle") if device else ()))
+    rows = []
+    for p in phases["mean"]:
+        if not p["ms"]:
+            continue
+        row = [md_text(p["label"]), units.ms(p["ms"]), f"{p['share']:.1%}"]
+        if device and p.get("device"):
+            d = p["device"]
+            row += [units.ms(d["compute_ms"]), units.ms(d["communication_ms"]), units.ms(d["memcpy_ms"]),
+                    units.ms(d["idle_ms"])]
+        elif device:
+            row += ["–"] * 4
+        rows.append(row)
+    return ("### Phases of the step (mean per step; they sum to the step)\n\n"
+            + _table(header, rows, "lrr" + "r" * (4 if device else 0)))
+
+
+TOP_MODULES = 10
+
+
+def _modules(view: RunView) -> str | None:
+    modules = view.summary.get("modules") or {}
+    if not modules:
+        return None
+    if modules.get("source") != "trace":
+        return f"### Modules\n\n{modules.get('note') or 'no module information in this trace'}"
+    rows = [(md_code(m["path"]), units.ms(m["self_ms"]), units.ms(m["forward_self_ms"]),
+             units.ms(m["backward_self_ms"]), units.ms(m["total_ms"]), f"{m['share']:.1%}",
+             f"{m['calls_per_step']:.3g}") for m in (modules.get("modules") or [])[:TOP_MODULES]]
+    return (f"### Modules (top {len(rows)} by own time, per step)\n\n"
+            + _table(("module", "own", "forward (own)", "backward (own)", "total", "share", "calls"),
+                     rows, "lrrrrrr"))
+
+
 def _ranks(view: RunView) -> str | None:
     """The per-rank table of a multi-rank run (mean per step), and its straggler."""
     from perftune.report.ranks import multi_rank, rank_table
@@ -209,7 +248,7 @@ def _warnings(view: RunView) -> str | None:
 def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     findings = view.findings
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
-                                _breakdown(view), _ranks(view)]
+                                _breakdown(view), _phases(view), _modules(view), _ranks(view)]
     if findings:
         blocks.append(_findings_table(findings, shown=50))
         blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))

@@ -268,6 +268,32 @@ def test_a_sigkilled_trial_is_crashed_not_oom(tmp_path: Path) -> None:
     assert "SIGKILL" in (outcome.reason or "")
 
 
+# An exit handler that is still running when Ctrl-C comes (torch registers some of its own).
+SLOW_EXIT_HANDLER = WORKER_STOPPED_AT_EXIT.replace(
+    "atexit.register(stop.set)\n",
+    "atexit.register(stop.set)\n"
+    "def slow():\n"
+    "    open('exit-handler-started', 'w').close()\n"
+    "    time.sleep(2)\n"
+    "atexit.register(slow)\n",
+)
+
+
+def test_ctrl_c_while_the_exit_handlers_run_ends_quietly(tmp_path: Path) -> None:
+    """Regression: a Ctrl-C that landed inside an atexit handler printed "Exception ignored in
+    atexit callback" and a traceback; it now waits for the handlers, then ends the child."""
+    script = write(tmp_path / "script.py", SLOW_EXIT_HANDLER)
+    proc = start_profile(tmp_path, str(script))
+    marker = tmp_path / "exit-handler-started"
+    assert wait_until(lambda: marker.exists() or proc.poll() is not None, 120)
+    assert marker.exists(), proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert "Traceback" not in err, err
+    assert "Exception ignored" not in err, err
+    assert len(json.loads((tmp_path / "run" / "steps.json").read_text())["steps"]) == 8
+
+
 def test_ctrl_c_during_the_grace_period_ends_quietly(tmp_path: Path) -> None:
     script = write(tmp_path / "script.py", WORKER_AFTER_TRAINING)
     run = tmp_path / "run"

@@ -13,13 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from perftune.capture.child.rank import RankIdentity
 from perftune.capture.parent.distributed import (
     LaunchOptions,
-    RankIdentity,
     RankResult,
-    RankWatch,
     _job_status,
-    stack_site,
     torchrun_command,
     validate_launch,
 )
@@ -27,6 +25,7 @@ from perftune.capture.parent.layout import RANK_CHILD_RESULT_FILE, RANK_INFO_FIL
 from perftune.capture.parent.process import ChildExit
 from perftune.capture.parent.results import CaptureResult
 from perftune.capture.parent.runner import ScriptTarget
+from perftune.capture.parent.watchdog import RankWatch, stack_site
 from perftune.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -20,10 +20,11 @@ from perftune import _runtime
 from perftune.capture.child import injectors, script
 from perftune.capture.child.control import StopCapture, Terminated, restore_stop_signals
 from perftune.capture.child.hooks import Hooks
+from perftune.capture.child.meta import torch_meta
+from perftune.capture.child.rank import RankIdentity, announce_rank, leave_process_group
 from perftune.capture.child.session import CaptureSession
 from perftune.capture.child.shutdown import THREAD_GRACE_S, wind_down
 from perftune.capture.child.timeslice import TICK_SIGNAL, TimeSliceTicker
-from perftune.capture.parent import distributed
 from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
     CONFIG_ENV,
@@ -33,7 +34,6 @@ from perftune.capture.parent.layout import (
     STEPS_FILE,
     TRACE_FILE,
 )
-from perftune.capture.parent.meta import torch_meta
 from perftune.capture.parent.refit import window_advice
 from perftune.capture.parent.results import write_json
 from perftune.errors import PerftuneError
@@ -91,7 +91,7 @@ class ChildRun:
         self.config = config
         self.run_dir = Path(config["run_dir"])
         # Under torchrun every rank is one of these, writing files named by its global rank.
-        self.rank = distributed.RankIdentity.from_env() if config.get("distributed") else None
+        self.rank = RankIdentity.from_env() if config.get("distributed") else None
         if self.rank is None:
             trace_name, self.result_path = TRACE_FILE, self.run_dir / CHILD_RESULT_FILE
         else:
@@ -117,7 +117,7 @@ class ChildRun:
     # -- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         if self.rank is not None:
-            distributed.announce_rank(self.run_dir, self.rank)
+            announce_rank(self.run_dir, self.rank)
         script_path = script.prepare(
             self.config["path"], self.config["module"], self.config["args"]
         )
@@ -363,7 +363,7 @@ def main() -> str | int | None:
         if run.rank is not None:
             # Every rank stops after the same step; leave the process group together so that
             # no rank tears down its connections while a peer still finishes a collective.
-            problem = distributed.leave_process_group()
+            problem = leave_process_group()
             if problem:
                 print(f"perftune: rank {run.rank.rank}: {problem}", file=sys.stderr)
         run.end_after_stop(0)

@@ -120,7 +120,8 @@ class CaptureSession:
         if self.skip == 0:
             self._open_window()
         # After the profiler started: its start-up is not the script's first step.
-        self.script_started = self.log.step_start = time.perf_counter()
+        self.script_started = time.perf_counter()
+        self.log.begin_step(self.script_started)
 
     def on_optimizer_step(self, optimizer: Any) -> None:
         # Keyed by the optimizer: several that take turns (a GAN) make one iteration.
@@ -230,7 +231,7 @@ class CaptureSession:
         elif self.window_done and self.log.pending_losses >= _LOSS_BATCH:
             self.log.convert_losses(loss_to_float)
         # Profiler start/stop, trace export and streaming happen between steps, not inside one.
-        self.log.step_start = time.perf_counter()
+        self.log.begin_step(time.perf_counter())
         return stop
 
     def _stream(self) -> None:

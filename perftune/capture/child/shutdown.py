@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -51,8 +52,21 @@ def run_exit_handlers() -> None:
     """Run the atexit handlers now (python runs them only after its threads have ended).
 
     atexit prints and skips a handler that raises; each handler runs once (they are cleared).
+    A Ctrl-C while they run waits until they are done, then raises KeyboardInterrupt here: raised
+    inside a handler (torch registers some), atexit would print it as "Exception ignored in
+    atexit callback" with a traceback, and go on with the next handler.
     """
-    atexit._run_exitfuncs()
+    if threading.current_thread() is not threading.main_thread():
+        atexit._run_exitfuncs()
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: pending.append(signum))
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt
 
 
 def _script_threads() -> list[threading.Thread]:

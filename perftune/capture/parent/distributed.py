@@ -1,43 +1,30 @@
-"""Multi-rank capture: the script launched by torchrun, perftune's capture in every rank.
+"""Multi-rank capture, parent side: launch the script under torchrun and read the job back.
 
 `perftune profile --nproc-per-node N SCRIPT` runs `python -m torch.distributed.run [launch
-options] -m perftune.capture.child.bootstrap`; every worker runs the ordinary bootstrap, which reads
-its rank from RANK / LOCAL_RANK and writes files named by it (docs/contracts.md, "Multi-rank
-run directory"). Ranks step in lockstep, so each one stops after the same step index; they
-then meet at a barrier and leave the process group together.
+options] -m perftune.capture.child.bootstrap`; every worker runs the ordinary bootstrap, which
+reads its rank from RANK / LOCAL_RANK and writes files named by it (docs/contracts.md,
+"Multi-rank run directory"; the worker's side is perftune/capture/child/rank.py). Ranks step in
+lockstep, so each one stops after the same step index; they then meet at a barrier and leave
+the process group together.
 
-torchrun tears the job down when a rank fails; this module names the rank that failed first,
-stops a job whose failed rank the others do not follow, and on a timeout asks every rank for
-its Python stack (faulthandler) to tell the rank that hung from the ranks waiting for it in a
-collective. Workers live in sessions of their own, so their process groups are killed by
-name rather than with torchrun's.
-
-The parent side is torch-free; the child side imports torch.distributed inside its functions.
+torchrun tears the job down when a rank fails; this module names the rank that failed first
+and why the job ended (`_job_status`), with what the watchdog (perftune/capture/parent/
+watchdog.py) learnt: a failure the others did not follow, and on a timeout every rank's Python
+stack, which tells the rank that hung from the ranks waiting for it in a collective.
 """
 
 from __future__ import annotations
 
-import contextlib
-import faulthandler
 import functools
-import importlib.util
-import itertools
-import json
 import math
-import os
 import re
 import signal
-import socket
 import statistics
 import sys
-import threading
-import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
-
-import psutil
+from typing import Any
 
 from perftune import units
 from perftune.capture.parent.launcher import importable_root
@@ -65,147 +52,29 @@ from perftune.capture.parent.runner import (
     read_child_result,
     validate,
 )
+from perftune.capture.parent.watchdog import (
+    FAILED_STATUSES,
+    RankWatch,
+    StackSite,
+    rank_infos,
+    rank_of_file,
+)
 from perftune.errors import ScriptError, UsageError
 from perftune.redact import redact_argv
 
 __all__ = [
     "DistributedResult",
     "LaunchOptions",
-    "RankIdentity",
     "RankResult",
-    "StackSite",
-    "announce_rank",
-    "leave_process_group",
     "run_distributed",
-    "stack_site",
+    "summary_document",
+    "summary_lines",
+    "torchrun_command",
+    "validate_launch",
 ]
 
-# After a rank failed, how long the others get to follow (torchrun stops them) before perftune
-# stops the job itself.
-RANK_FAILURE_GRACE_S = 20.0
-# How long the ranks wait for each other at the final barrier before giving up on it.
-BARRIER_TIMEOUT_S = 60.0
-# How long the watchdog waits for the ranks' stack dumps.
-STACK_DUMP_WAIT_S = 2.0
-STACK_SIGNAL = signal.SIGUSR1
-_FAILED_STATUSES = ("crashed", "oom")
 _NPROC_WORDS = ("auto", "cpu", "gpu", "xpu")
 _NNODES = re.compile(r"^\d+(:\d+)?$")
-
-
-# ============================================================================ child side
-@dataclass(frozen=True)
-class RankIdentity:
-    """Who this process is in the job, from the variables torchrun sets."""
-
-    rank: int
-    local_rank: int
-    world_size: int | None
-    local_world_size: int | None = None
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> RankIdentity:
-        env = os.environ if env is None else env
-
-        def number(name: str) -> int | None:
-            try:
-                return int(env[name])
-            except (KeyError, ValueError):
-                return None
-
-        rank = number("RANK")
-        local_rank = number("LOCAL_RANK")
-        return cls(
-            rank=rank if rank is not None else (local_rank or 0),
-            local_rank=local_rank if local_rank is not None else (rank or 0),
-            world_size=number("WORLD_SIZE"),
-            local_world_size=number("LOCAL_WORLD_SIZE"),
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "rank": self.rank,
-            "local_rank": self.local_rank,
-            "world_size": self.world_size,
-            "local_world_size": self.local_world_size,
-        }
-
-
-# Kept open for faulthandler, which writes to the file descriptor from a signal handler.
-_stack_file: IO[str] | None = None
-
-
-def announce_rank(run_dir: Path, identity: RankIdentity) -> None:
-    """Tell the parent this rank's pid, and dump Python stacks when it sends STACK_SIGNAL."""
-    global _stack_file
-    stacks = run_dir / RANK_STACKS_FILE.format(rank=identity.rank)
-    registered = False
-    try:
-        _stack_file = stacks.open("w", encoding="utf-8")
-        # A C-level handler: it runs even while the main thread is blocked inside a collective.
-        faulthandler.register(STACK_SIGNAL, file=_stack_file, all_threads=True)
-        registered = True
-    except (OSError, RuntimeError, ValueError):
-        registered = False
-    try:
-        created: float | None = psutil.Process().create_time()
-    except psutil.Error:
-        created = None
-    write_json(
-        run_dir / RANK_INFO_FILE.format(rank=identity.rank),
-        {
-            **identity.to_json(),
-            "pid": os.getpid(),
-            "pgid": os.getpgid(0),
-            "create_time": created,
-            "hostname": socket.gethostname(),
-            "stack_dump": registered,
-            "started_at": time.time(),
-        },
-    )
-
-
-def leave_process_group(timeout_s: float = BARRIER_TIMEOUT_S) -> str | None:
-    """Meet the other ranks at a barrier, then destroy the process group; a problem, or None.
-
-    Runs after the script was stopped at the end of the window: no rank closes its connections
-    while another still finishes the last collective. The barrier runs on a helper thread so
-    that a peer that never arrives costs `timeout_s`, not a hang.
-    """
-    try:
-        import torch
-        import torch.distributed as dist
-    except ImportError:
-        return None
-    if not (dist.is_available() and dist.is_initialized()):
-        return None
-    device: int | None = None
-    with contextlib.suppress(Exception):
-        if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
-            device = torch.cuda.current_device()
-    problems: list[str] = []
-    done = threading.Event()
-
-    def meet() -> None:
-        try:
-            if device is not None:  # the current device is per thread; NCCL needs this rank's
-                torch.cuda.set_device(device)
-            dist.barrier()
-        except Exception as exc:
-            problems.append(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0:1]}")
-        finally:
-            done.set()
-
-    threading.Thread(target=meet, name="perftune-final-barrier", daemon=True).start()
-    if not done.wait(timeout_s):
-        return f"the other ranks did not reach the final barrier within {timeout_s:g} s"
-    if problems:
-        return f"the final barrier failed ({problems[0]})"
-    try:
-        dist.destroy_process_group()
-    except Exception as exc:
-        return f"leaving the process group failed ({type(exc).__name__}: {exc})"
-    return None
 
 
 # ============================================================================ launch options
@@ -305,39 +174,6 @@ def _ranks_phrase(ranks: Sequence[int]) -> str:
 
 # ============================================================================ results
 @dataclass(frozen=True)
-class StackSite:
-    """Where a rank's main thread was when the watchdog asked (from its faulthandler dump)."""
-
-    file: str  # the innermost frame
-    line: int
-    function: str
-    in_torch: bool  # the innermost frame is in torch: waiting in a collective (or computing)
-    user_file: str | None = None  # the innermost frame of the user's own code
-    user_line: int | None = None
-    user_function: str | None = None
-
-    def describe(self) -> str:
-        inner = f"{self.file}:{self.line} in {self.function}"
-        if self.user_file is None:
-            return inner
-        user = f"{self.user_file}:{self.user_line} in {self.user_function}"
-        if self.user_file == self.file and self.user_line == self.line:
-            return user
-        return f"{user} (inside {Path(self.file).name}:{self.line} in {self.function})"
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "file": self.file,
-            "line": self.line,
-            "function": self.function,
-            "in_torch": self.in_torch,
-            "user_file": self.user_file,
-            "user_line": self.user_line,
-            "user_function": self.user_function,
-        }
-
-
-@dataclass(frozen=True)
 class RankResult:
     """One rank's capture and what the job-level watchdog learnt about it."""
 
@@ -352,7 +188,7 @@ class RankResult:
 
     @property
     def failed(self) -> bool:
-        return self.capture.status in _FAILED_STATUSES
+        return self.capture.status in FAILED_STATUSES
 
     def to_json(self) -> dict[str, Any]:
         capture = self.capture
@@ -405,200 +241,6 @@ class DistributedResult:
                 return result
         raise KeyError(rank)
 
-
-# ============================================================================ stacks
-_THREAD_HEADER = re.compile(r"^(Current thread|Thread) (0x[0-9a-fA-F]+)")
-_FRAME = re.compile(r'^\s+File "(?P<file>.*)", line (?P<line>\d+) in (?P<function>.*)$')
-_LIBRARY_PARTS = ("site-packages", "dist-packages")
-
-
-def _stack_blocks(text: str) -> list[list[tuple[str, int, str]]]:
-    """faulthandler's dump as one list of (file, line, function) per thread, innermost first."""
-    blocks: list[list[tuple[str, int, str]]] = []
-    current: list[tuple[str, int, str]] | None = None
-    for line in text.splitlines():
-        if _THREAD_HEADER.match(line):
-            current = []
-            blocks.append(current)
-            continue
-        frame = _FRAME.match(line)
-        if frame is not None and current is not None:
-            current.append((frame["file"], int(frame["line"]), frame["function"].strip()))
-    return blocks
-
-
-def _torch_dir() -> str | None:
-    """torch's package folder, found without importing torch (the parent stays torch-free)."""
-    try:
-        spec = importlib.util.find_spec("torch")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return os.path.realpath(next(iter(spec.submodule_search_locations)))
-
-
-def _in_torch(path: str, torch_dir: str | None) -> bool:
-    if torch_dir is not None:
-        for folder, file in ((torch_dir, path), (os.path.realpath(torch_dir), os.path.realpath(path))):
-            if file.startswith(folder + os.sep):
-                return True
-    parts = Path(path).parts
-    return any(a in _LIBRARY_PARTS and b == "torch" for a, b in itertools.pairwise(parts))
-
-
-def _is_library(path: str) -> bool:
-    """Installed packages, the standard library and perftune's capture: not the user's code."""
-    parts = Path(path).parts
-    if any(part in _LIBRARY_PARTS for part in parts):
-        return True
-    if "perftune" in parts and "capture" in parts:
-        return True
-    stdlib = os.path.dirname(os.__file__)
-    return path.startswith(stdlib + os.sep) or path.startswith("<frozen ")
-
-
-def stack_site(dump: str, torch_dir: str | None = None) -> StackSite | None:
-    """Where the main thread of a faulthandler dump is: the thread that runs perftune's
-    bootstrap (the script runs inside it), else the last thread dumped."""
-    blocks = [block for block in _stack_blocks(dump) if block]
-    if not blocks:
-        return None
-    main = next(
-        (b for b in blocks if any("perftune/capture/child/bootstrap" in f.replace("\\", "/")
-                                  for f, _, _ in b)),
-        blocks[-1],
-    )
-    file, line, function = main[0]
-    user = next(((f, n, fn) for f, n, fn in main if not _is_library(f)), None)
-    return StackSite(
-        file=file,
-        line=line,
-        function=function,
-        in_torch=_in_torch(file, torch_dir if torch_dir is not None else _torch_dir()),
-        user_file=user[0] if user else None,
-        user_line=user[1] if user else None,
-        user_function=user[2] if user else None,
-    )
-
-
-# ============================================================================ the watchdog
-@dataclass(frozen=True)
-class _RankInfo:
-    rank: int
-    local_rank: int | None
-    pid: int
-    pgid: int
-    create_time: float | None
-    hostname: str | None
-    stack_dump: bool
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _rank_of_file(path: Path, prefix: str) -> int | None:
-    match = re.match(re.escape(prefix) + r"(\d+)", path.name)
-    return int(match.group(1)) if match else None
-
-
-def _rank_infos(run_dir: Path) -> dict[int, _RankInfo]:
-    infos: dict[int, _RankInfo] = {}
-    for path in run_dir.glob(RANK_INFO_FILE.format(rank="*")):
-        data = _read_json(path)
-        rank = _rank_of_file(path, RANK_INFO_FILE.split("{", 1)[0])
-        if data is None or rank is None:
-            continue
-        try:
-            infos[rank] = _RankInfo(
-                rank=rank,
-                local_rank=data.get("local_rank"),
-                pid=int(data["pid"]),
-                pgid=int(data.get("pgid") or data["pid"]),
-                create_time=data.get("create_time"),
-                hostname=data.get("hostname"),
-                stack_dump=bool(data.get("stack_dump")),
-            )
-        except (KeyError, TypeError, ValueError):
-            continue
-    return infos
-
-
-def _alive(info: _RankInfo) -> bool:
-    """Whether the rank's process still runs (and its pid was not reused since)."""
-    try:
-        proc = psutil.Process(info.pid)
-        if info.create_time is not None and abs(proc.create_time() - info.create_time) > 0.5:
-            return False
-        return bool(proc.status() != psutil.STATUS_ZOMBIE)
-    except psutil.Error:
-        return False
-
-
-class RankWatch:
-    """The job's watchdog: worker process groups, a rank failure nobody follows, stack dumps."""
-
-    def __init__(self, run_dir: Path, grace_s: float = RANK_FAILURE_GRACE_S) -> None:
-        self.run_dir = run_dir
-        self.grace_s = grace_s
-        self.failure_seen_at: float | None = None
-        self.dumped = False
-        self.stopped_at: float | None = None  # wall clock when perftune began to stop the job
-
-    def groups(self) -> Iterable[int]:
-        here = os.getpgid(0)
-        return [info.pgid for info in _rank_infos(self.run_dir).values()
-                if info.pgid not in (here, 0) and _alive(info)]
-
-    def poll(self) -> str | None:
-        if self.failure_seen_at is None:
-            for path in self.run_dir.glob(RANK_CHILD_RESULT_FILE.format(rank="*")):
-                data = _read_json(path)
-                if data is not None and data.get("status") in _FAILED_STATUSES:
-                    self.failure_seen_at = time.monotonic()
-                    break
-            return None
-        if time.monotonic() - self.failure_seen_at < self.grace_s:
-            return None
-        if any(_alive(info) for info in _rank_infos(self.run_dir).values()):
-            return (f"a rank failed and the others were still running {self.grace_s:g} s "
-                    "later; perftune stopped them")
-        return None
-
-    def before_stop(self) -> None:
-        """Ask every live rank for its Python stacks, and wait a little for them."""
-        if self.dumped:
-            return
-        self.dumped = True
-        self.stopped_at = time.time()
-        asked = []
-        for info in _rank_infos(self.run_dir).values():
-            if info.stack_dump and _alive(info):
-                with contextlib.suppress(OSError):
-                    os.kill(info.pid, STACK_SIGNAL)
-                    asked.append(info.rank)
-        deadline = time.monotonic() + STACK_DUMP_WAIT_S
-        while asked and time.monotonic() < deadline:
-            if all(self._stack_text(rank) for rank in asked):
-                time.sleep(0.1)  # let the last thread's frames land
-                return
-            time.sleep(0.05)
-
-    def _stack_text(self, rank: int) -> str:
-        try:
-            return (self.run_dir / RANK_STACKS_FILE.format(rank=rank)).read_text(
-                encoding="utf-8", errors="replace"
-            )
-        except OSError:
-            return ""
-
-    def stack(self, rank: int) -> StackSite | None:
-        return stack_site(self._stack_text(rank)) if self.dumped else None
 
 
 # ============================================================================ assembly
@@ -711,10 +353,10 @@ def _assemble_ranks(
     outcome: ChildExit,
     watch: RankWatch,
 ) -> tuple[list[RankResult], dict[int, dict[str, Any]]]:
-    infos = _rank_infos(run_dir)
+    infos = rank_infos(run_dir)
     results: dict[int, dict[str, Any] | None] = {}
     for path in run_dir.glob(RANK_CHILD_RESULT_FILE.format(rank="*")):
-        rank = _rank_of_file(path, RANK_CHILD_RESULT_FILE.split("{", 1)[0])
+        rank = rank_of_file(path, RANK_CHILD_RESULT_FILE.split("{", 1)[0])
         if rank is not None:
             results[rank] = read_child_result(path)
     for rank in infos:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from perftune import rundir
 
 # Files of a capture run directory (docs/contracts.md, "Capture run directory"); their names
@@ -29,6 +31,8 @@ RANK_TRACE_GLOB = "rank-*.trace.json.gz"
 RANK_CHILD_RESULT_FILE = ".capture-child-rank-{rank}.json"
 RANK_INFO_FILE = ".capture-rank-{rank}.json"
 RANK_STACKS_FILE = ".capture-rank-{rank}.stacks"
+# The signal the parent's watchdog sends a rank to have it dump its Python stacks there.
+STACK_SIGNAL = signal.SIGUSR1
 RANK_FILE_GLOBS = (RANK_TRACE_GLOB, "rank-*.steps.json", ".capture-child-rank-*.json",
                    ".capture-rank-*.json", ".capture-rank-*.stacks")
 

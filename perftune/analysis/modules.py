@@ -1,0 +1,184 @@
+"""Time per nn.Module: forward and backward, self and total, share of the step, calls per step.
+
+Forward time comes from the module ranges of the trace: `nn.Module: Conv2d_2` frames that the
+Python tracer records (`with_stack=True`, which `perftune profile` turns on by default) or that
+`with_modules` adds. The tree is their nesting; a module's path names its ancestors
+(`Net_0.Conv2d_2`: the profiler numbers instances of a class in the order it first meets them).
+
+Backward time is attributed to the module whose forward produced it: each backward node
+(`autograd::engine::evaluate_function: …`) is linked by a `fwdbwd` flow to the forward operator
+that recorded it, and that operator's innermost module range owns it. Backward nodes without a
+forward link (AccumulateGrad, custom engines) are counted as unattributed, not guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perftune.analysis.phases import BACKWARD_PREFIX, MODULE_PREFIX
+from perftune.documents import Modules
+from perftune.documents import ModuleTime as ModuleRow
+from perftune.trace.model import NO_ID, Trace, nearest_ancestor
+
+__all__ = ["MAX_MODULES", "ModuleTime", "ModuleTree", "leaf_ranking", "module_times", "modules_document"]
+
+# summary.json keeps this many modules (by own time); a model has rarely more.
+MAX_MODULES = 2000
+
+
+@dataclass(frozen=True)
+class ModuleTime:
+    """One module instance (by its path), milliseconds per step."""
+
+    path: str
+    name: str
+    parent: str | None
+    depth: int
+    calls_per_step: float
+    forward_ms: float
+    forward_self_ms: float
+    backward_ms: float
+    backward_self_ms: float
+    share: float  # (forward_ms + backward_ms) / mean step
+
+    @property
+    def total_ms(self) -> float:
+        return self.forward_ms + self.backward_ms
+
+
+@dataclass(frozen=True)
+class ModuleTree:
+    source: str  # "trace" | "none"
+    note: str
+    steps: int
+    step_ms: float
+    modules: tuple[ModuleTime, ...]  # largest total first
+    unattributed_backward_ms: float
+
+
+def _unit_of(trace: Trace, rows: np.ndarray, is_unit: np.ndarray) -> np.ndarray:
+    """Each row's backward node: itself when it is one, else its nearest enclosing one."""
+    up = nearest_ancestor(trace.parent, is_unit)
+    return np.where(is_unit[rows], rows, up[rows])
+
+
+def module_times(trace: Trace) -> ModuleTree:
+    ev = trace.events
+    steps = [s for s in trace.steps]
+    n_steps = len(steps)
+    step_ms = float(np.mean([s.dur for s in steps])) / 1000.0 if steps else 0.0
+    host = ~trace.is_device
+    is_module = host & trace.name_startswith(MODULE_PREFIX)
+    if not is_module.any():
+        return ModuleTree(source="none", steps=n_steps, step_ms=step_ms, modules=(),
+                          unattributed_backward_ms=0.0,
+                          note="no nn.Module ranges in this trace: record it with Python stacks "
+                               "(perftune profile does; torch.profiler(with_stack=True) or "
+                               "with_modules=True) for the module view")
+    ts = ev["ts"].to_numpy()
+    dur = ev["dur"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    in_step = trace.step_of(ts, rank) >= 0
+    parent_mod = nearest_ancestor(trace.parent, is_module)
+    mod_rows = np.flatnonzero(is_module)
+    names = {int(r): trace.name_of(int(r))[len(MODULE_PREFIX):] for r in mod_rows.tolist()}
+    paths: dict[int, str] = {}
+
+    def path_of(r: int) -> str:
+        if r in paths:
+            return paths[r]
+        chain = []
+        a = r
+        while a != NO_ID:
+            chain.append(names[a])
+            a = int(parent_mod[a])
+        paths[r] = ".".join(reversed(chain))
+        return paths[r]
+
+    fwd: dict[str, float] = {}
+    fwd_child: dict[str, float] = {}
+    calls: dict[str, int] = {}
+    parent_of: dict[str, str | None] = {}
+    for r in mod_rows[in_step[mod_rows]].tolist():
+        p = path_of(r)
+        fwd[p] = fwd.get(p, 0.0) + float(dur[r])
+        calls[p] = calls.get(p, 0) + 1
+        up = int(parent_mod[r])
+        parent_of[p] = path_of(up) if up != NO_ID else None
+        if up != NO_ID:
+            pp = path_of(up)
+            fwd_child[pp] = fwd_child.get(pp, 0.0) + float(dur[r])
+    # Backward: node → forward op (fwdbwd flow) → innermost module of that op.
+    is_unit = host & trace.name_startswith(BACKWARD_PREFIX)
+    bwd_self: dict[str, float] = {}
+    attributed_units: set[int] = set()
+    fl = trace.flows
+    if not fl.empty:
+        sub = fl[(fl["cat"] == "fwdbwd").to_numpy()]
+        src = sub["src"].to_numpy()
+        dst = sub["dst"].to_numpy()
+        ok = (src != NO_ID) & (dst != NO_ID)
+        src, dst = src[ok], dst[ok]
+        units = _unit_of(trace, dst, is_unit) if len(dst) else dst
+        seen: set[int] = set()
+        for s, u in zip(src.tolist(), units.tolist(), strict=True):
+            if u == NO_ID or u in seen or not in_step[u]:
+                continue
+            seen.add(u)
+            m = int(parent_mod[s]) if not is_module[s] else s
+            if m == NO_ID:
+                continue
+            attributed_units.add(u)
+            p = path_of(m)
+            bwd_self[p] = bwd_self.get(p, 0.0) + float(dur[u])
+            parent_of.setdefault(p, path_of(int(parent_mod[m])) if parent_mod[m] != NO_ID else None)
+    # Outermost backward nodes only (reentrant backward nests them).
+    unit_rows = np.flatnonzero(is_unit & in_step)
+    outer = nearest_ancestor(trace.parent, is_unit)[unit_rows] == NO_ID
+    unattributed = float(sum(dur[u] for u in unit_rows[outer].tolist() if u not in attributed_units))
+    all_paths = set(fwd) | set(bwd_self)
+    bwd_total = dict(bwd_self)
+    for p in all_paths:  # add each module's own backward to all its ancestors
+        q = parent_of.get(p)
+        while q is not None:
+            bwd_total[q] = bwd_total.get(q, 0.0) + bwd_self.get(p, 0.0)
+            q = parent_of.get(q)
+    per = max(n_steps, 1) * 1000.0
+    rows = []
+    for p in all_paths:
+        f = fwd.get(p, 0.0) / per
+        b = bwd_total.get(p, 0.0) / per
+        rows.append(ModuleTime(
+            path=p, name=p.rsplit(".", 1)[-1], parent=parent_of.get(p), depth=p.count("."),
+            calls_per_step=calls.get(p, 0) / max(n_steps, 1), forward_ms=f,
+            forward_self_ms=max(0.0, fwd.get(p, 0.0) - fwd_child.get(p, 0.0)) / per,
+            backward_ms=b, backward_self_ms=bwd_self.get(p, 0.0) / per,
+            share=(f + b) / step_ms if step_ms > 0 else 0.0))
+    rows.sort(key=lambda m: (-m.total_ms, m.path))
+    return ModuleTree(source="trace", note="", steps=n_steps, step_ms=step_ms, modules=tuple(rows),
+                      unattributed_backward_ms=unattributed / per)
+
+
+def leaf_ranking(tree: ModuleTree) -> list[ModuleTime]:
+    """The modules by their own time (self forward + self backward): the ones to look at first
+    (a root's total is the whole model and says nothing)."""
+    return sorted(tree.modules, key=lambda m: (-(m.forward_self_ms + m.backward_self_ms), m.path))
+
+
+def modules_document(trace: Trace, tree: ModuleTree | None = None) -> Modules:
+    """summary.json's `modules` section: ranked by own time, largest first."""
+    tree = module_times(trace) if tree is None else tree
+    step = tree.step_ms
+    return Modules(
+        source="trace" if tree.source == "trace" else "none", note=tree.note, steps=tree.steps,
+        step_ms=step, unattributed_backward_ms=tree.unattributed_backward_ms,
+        modules=[ModuleRow(path=m.path, name=m.name, parent=m.parent, depth=m.depth,
+                           calls_per_step=m.calls_per_step, forward_ms=m.forward_ms,
+                           forward_self_ms=m.forward_self_ms, backward_ms=m.backward_ms,
+                           backward_self_ms=m.backward_self_ms,
+                           self_ms=m.forward_self_ms + m.backward_self_ms, total_ms=m.total_ms,
+                           share=m.share,
+                           self_share=(m.forward_self_ms + m.backward_self_ms) / step if step > 0 else 0.0)
+                 for m in leaf_ranking(tree)[:MAX_MODULES]])

@@ -1,0 +1,82 @@
+"""Time per nn.Module: a planted expensive module is named first, with the share a hand
+measurement (module hooks timed with time.perf_counter inside the script) gives it."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from perftune.analysis.modules import leaf_ranking, module_times, modules_document
+from perftune.trace import load
+from tests.conftest import shared_trace
+
+PLANTED = Path(__file__).with_name("data") / "planted_module.py"
+ROOT = Path(__file__).resolve().parents[2]
+# The profiler numbers instances of a class in the order it first meets them: the script's
+# `wide` is the third Conv2d its forward calls.
+WIDE = "Net_0.Conv2d_2"
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("planted")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLANTED_STEPS": "12"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "perftune", "profile", "--out", str(out / "run"), "--skip", "3",
+         "--active", "5", str(PLANTED), str(out / "hand.json")],
+        capture_output=True, text=True, env=env, cwd=out, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run) -> None:
+    out, stdout = planted_run
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    modules = summary["modules"]
+    assert modules["source"] == "trace"
+    first = modules["modules"][0]
+    assert first["path"] == WIDE
+    # The hand measurement of the same profiled steps (steps.json says which those are).
+    steps = json.loads((out / "run" / "steps.json").read_text())["steps"]
+    profiled = [s["index"] for s in steps if s.get("phase") == "profiled"]
+    hand = json.loads((out / "hand.json").read_text())["shares"]
+    expected = statistics.median(hand[i] for i in profiled if i < len(hand))
+    assert abs(first["share"] - expected) <= 0.10 * expected, (first, expected)
+    assert first["forward_ms"] > 0 and first["backward_ms"] > 0
+    # The terminal names it first in the module table.
+    table = stdout[stdout.index("modules by own time"):].splitlines()
+    assert WIDE in table[2]
+
+
+def test_planted_module_in_the_html_report(planted_run) -> None:
+    out, _ = planted_run
+    html = (out / "run" / "report.html").read_text()
+    assert "modules-tree" in html and WIDE in html
+    md = (out / "run" / "report.md").read_text()
+    section = md[md.index("### Modules"):]
+    assert section.index(WIDE) < section.index("Net_0.Conv2d_3")
+
+
+def test_backward_is_attributed_through_forward_links(planted_run) -> None:
+    out, _ = planted_run
+    tree = module_times(load(out / "run" / "trace.json.gz"))
+    by_path = {m.path: m for m in tree.modules}
+    root = by_path["Net_0"]
+    children = [m for m in tree.modules if m.parent == "Net_0"]
+    # A parent's totals hold its children's; own time is what is left.
+    assert root.backward_ms == pytest.approx(root.backward_self_ms
+                                             + sum(c.backward_ms for c in children))
+    assert root.forward_self_ms <= root.forward_ms
+    assert leaf_ranking(tree)[0].path == WIDE
+
+
+def test_foreign_trace_without_modules_says_so() -> None:
+    doc = modules_document(load(shared_trace("HolisticTraceAnalysis__nccl_data.json.gz")))
+    assert doc.source == "none" and doc.modules == [] and "with_stack" in doc.note
