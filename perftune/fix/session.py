@@ -285,7 +285,8 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
     found = run_interleaved(arms, settings.launches, launch_root, measure, settings.seed, show)
     base_launches = found.of(BASE)
     base_ref = base_launches[0]
-    reproducible = baseline_reproducible([b.losses for b in base_launches], settings.tolerance)
+    reproducible: LossCheck | None = baseline_reproducible([b.losses for b in base_launches],
+                                                           settings.tolerance)
     if not_comparable(base_ref) is not None:
         reproducible = None  # time slices: two runs' step k are different work
     memory_kind = base_launches[0].memory_kind

@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from perftune.capture.child.control import StopCapture, raise_in_main_thread
 from perftune.capture.child import stepdetect
+from perftune.capture.child.control import StopCapture, raise_in_main_thread
 from perftune.capture.child.stepdetect import StepDetector
 from perftune.capture.child.steps import StepLog, phase_of, window_action
 from perftune.capture.child.window import MemoryPeak, ProfilerWindow

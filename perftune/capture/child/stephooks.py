@@ -171,7 +171,8 @@ class StepHooks:
 
         @functools.wraps(original_method)
         def tensor_backward(tensor: Any, *args: Any, **kwargs: Any) -> Any:
-            return run(tensor, lambda: original_method(tensor, *args, **kwargs))
+            return run(tensor, lambda: original_method(  # type: ignore[no-untyped-call]
+                tensor, *args, **kwargs))
 
         self._patch(autograd, "backward", backward)
         self._patch(torch.Tensor, "backward", tensor_backward)
@@ -186,7 +187,7 @@ class StepHooks:
         # The first parameter must be named `self`: with with_stack=True, torch.profiler's
         # Python tracer takes the code of nn.Module.__call__ (this function, while patched) to
         # spot module calls and reads the frame's `self` local; any other name crashes it.
-        def call(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
             if hooks._module_depth or _is_compiling() or session.in_loader:
                 return original(self, *args, **kwargs)
             if not hooks._on_main_thread():

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+
 def window_action(steps_done: int, skip: int, active: int) -> str | None:
     """What to do at the boundary after `steps_done` steps: start, step, stop or nothing.
 

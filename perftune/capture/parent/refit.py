@@ -18,11 +18,16 @@ if TYPE_CHECKING:
 class _Options(Protocol):
     """What of runner.CaptureOptions (a frozen dataclass) a refit reads."""
 
-    skip: int
-    active: int
-    profile: bool
-    step_marker: str | None
-    time_slice_s: float
+    @property
+    def skip(self) -> int: ...
+    @property
+    def active(self) -> int: ...
+    @property
+    def profile(self) -> bool: ...
+    @property
+    def step_marker(self) -> str | None: ...
+    @property
+    def time_slice_s(self) -> float: ...
 
 
 Options = TypeVar("Options", bound=_Options)

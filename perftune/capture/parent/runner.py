@@ -41,8 +41,8 @@ from perftune.capture.parent.layout import (
     TRACE_FILE,
 )
 from perftune.capture.parent.meta import host_meta
-from perftune.capture.parent.refit import refit_options
 from perftune.capture.parent.process import ChildExit, run_child
+from perftune.capture.parent.refit import refit_options
 from perftune.capture.parent.results import (
     CaptureOutputError,
     CaptureResult,
