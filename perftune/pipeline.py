@@ -14,11 +14,11 @@ from typing import Any
 
 from perftune.analysis.modules import modules_document
 from perftune.analysis.phases import phases_document
-from perftune.documents import document_data
+from perftune.documents import FindingsDocument, Summary
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
-from perftune.rundir import FINDINGS, SUMMARY, RunDir
+from perftune.rundir import RunDir
 from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
@@ -36,7 +36,7 @@ class RuleSelection:
 @dataclass(frozen=True)
 class Analysis:
     trace: Trace
-    summary: dict[str, Any]
+    summary: Summary
     findings: tuple[Finding, ...]
     # The folders source files were read from (perftune.sourcefiles): the reports read the
     # same ones, no others.
@@ -109,7 +109,7 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None,
-               tables: Tables | None = None) -> dict[str, Any]:
+               tables: Tables | None = None) -> Summary:
     """summary.json: the trace's summary, with the multi-rank section when two or more ranks
     were loaded (per-rank steps, skew, stragglers, communication and collective waits). The
     straggler threshold is rule PFT602's, with its `[tool.perftune.rules.PFT602]` options."""
@@ -121,9 +121,9 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
                                  float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)),
                                  tables=tables)  # the rank tables the rules computed
     if section is not None:
-        summary["multi_rank"] = section
-    summary["phases"] = document_data(phases_document(trace))
-    summary["modules"] = document_data(modules_document(trace))
+        summary.multi_rank = section
+    summary.phases = phases_document(trace)
+    summary.modules = modules_document(trace)
     return summary
 
 
@@ -135,12 +135,10 @@ def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = Non
     return analyze_trace(trace, rules, source_roots, timings)
 
 
-def findings_document(analysis: Analysis) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "findings": [f.to_dict() for f in analysis.findings],
-        "summary": analysis.summary,
-    }
+def findings_document(summary: Summary, findings: Sequence[Finding]) -> FindingsDocument:
+    """findings.json: the findings (ranked as given) with the run's summary."""
+    return FindingsDocument(schema_version=SCHEMA_VERSION,
+                            findings=[f.document() for f in findings], summary=summary)
 
 
 def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
@@ -149,8 +147,8 @@ def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
     perftune.report.write_run): rendering is a layer above the analysis."""
     run = RunDir(run_dir)
     with run.lock():
-        return [run.write_json(SUMMARY, analysis.summary),
-                run.write_json(FINDINGS, findings_document(analysis))]
+        return [run.write_document(analysis.summary),
+                run.write_document(findings_document(analysis.summary, analysis.findings))]
 
 
 def run_traces(run_dir: Path) -> list[Path]:

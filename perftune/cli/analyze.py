@@ -17,15 +17,16 @@ from perftune.cli._options import (
     out_option,
     source_root_option,
 )
+from perftune.documents import document_data
 from perftune.engine.types import Severity
 from perftune.errors import ConfigError
 from perftune.pipeline import analyze_paths, findings_document, selection_from_config
 from perftune.report import write_run
 from perftune.report.console import (
     finding_lines,
-    timing_lines,
     source_hint_lines,
     summary_lines,
+    timing_lines,
     warning_lines,
 )
 from perftune.rundir import DocumentError, RunDir, same_files
@@ -96,7 +97,8 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
     for warning in [*warning_lines(analysis.summary), *source_hint_lines(analysis.findings)]:
         click.echo(warning, err=True)  # events the loader skipped; source it did not read
     if output_format == "json":
-        click.echo(json.dumps(findings_document(analysis), indent=2, default=str))
+        document = findings_document(analysis.summary, analysis.findings)
+        click.echo(json.dumps(document_data(document), indent=2, default=str))
     else:
         for line in summary_lines(analysis.summary):
             click.echo(line)

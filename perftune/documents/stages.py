@@ -460,6 +460,8 @@ class FixRewrite(_Stage):
     latent: bool = False
     diff: str = ""
     measured: FixMeasured | None = None
+    # Why the rewrite is not in fix.patch, in words; empty when it is.
+    dropped_reason: str = ""
 
 
 class FixBaseline(_Stage):

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from perftune import units
 from perftune._version import __version__
 from perftune.capture.parent.summary import SOURCE_WORDS as STEP_WORDS
@@ -128,6 +130,9 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
             diff="".join(_diff_text(plan.originals, c.id, outcome)),
             measured=measured_entry(m),
         ))
+    doc_view = _RewritesView(rewrites)
+    rewrites = [r if r.in_patch else msgspec.structs.replace(
+        r, dropped_reason=dropped_because(r, doc_view)) for r in rewrites]
     combined = outcome.combined
     return FixDocument(
         schema_version=SCHEMA_VERSION,
@@ -255,7 +260,14 @@ def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path]
     return doc
 
 
-def dropped_because(rewrite: Any, doc: FixDocument) -> str:
+class _RewritesView:
+    """What dropped_because reads of a document: its rewrites."""
+
+    def __init__(self, rewrites: Sequence[FixRewrite]) -> None:
+        self.rewrites = list(rewrites)
+
+
+def dropped_because(rewrite: Any, doc: Any) -> str:
     """Why a rewrite is not in the patch, in words (the terminal shows it next to the ✗)."""
     if rewrite.status != "verified":
         return {"slower": "it was measured slower than the original",
@@ -284,7 +296,7 @@ def summary_lines(doc: FixDocument, shown_dir: str) -> list[str]:
                      f"speed-up {speed}  losses {r.losses}")
         lines.append(f"      {r.reason}")
         if not r.in_patch:
-            lines.append(f"      not in the patch: {dropped_because(r, doc)}")
+            lines.append(f"      not in the patch: {r.dropped_reason or dropped_because(r, doc)}")
     for s in doc.skipped:
         lines.append(f"  · {s.rule} {s.where}: {s.reason}")
     for note in doc.notes:

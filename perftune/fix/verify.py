@@ -175,7 +175,8 @@ def judge(losses: LossCheck, speed: SpeedCheck, applicability: str, *,
         return Verdict("slower", False,
                        f"slower: {speed.ratio:.3f}× the original step time "
                        f"({_interval(speed)})")
-    if speed.verdict != FASTER and speed.ratio is not None and speed.ratio > 1 + SLOWER_MEASURED:
+    if (speed.verdict != FASTER and speed.low is not None and speed.ratio is not None
+            and speed.ratio > 1 + SLOWER_MEASURED):
         return Verdict("slower", False,
                        f"measured slower ({speed.ratio:.3f}× the original step time, "
                        f"{_interval(speed)}); only a rewrite measured not slower is kept")

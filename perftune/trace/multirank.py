@@ -26,11 +26,20 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from perftune.documents import (
+    CollectiveTotals,
+    LargestMargin,
+    MultiRank,
+    RankStats,
+    Skew,
+    StragglerRank,
+)
+from perftune.documents import RankStep as RankStepRow
+from perftune.documents import StepAcrossRanks as StepAcrossRanksRow
 from perftune.trace import categories as C
 from perftune.trace.comm import collective_kind, comm_overlap, covered, merge_intervals
 from perftune.trace.metrics import device_event_steps
@@ -389,18 +398,24 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
-    return value
+def _r(value: float | None) -> float | None:
+    """A figure as summary.json holds it: rounded to 4 decimals, null when undefined."""
+    if value is None:
+        return None
+    number = float(value)
+    return round(number, 4) if math.isfinite(number) else None
+
+
+def _rf(value: float) -> float:
+    """A figure the schema requires to be a number, rounded (a non-finite one as 0)."""
+    if isinstance(value, int):
+        return value  # a sum of nothing stays the integer 0
+    return _r(value) or 0.0
 
 
 def multi_rank_summary(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
-                       min_share: float = STRAGGLER_MIN_SHARE, tables: Tables | None = None) -> dict[str, Any] | None:
+                       min_share: float = STRAGGLER_MIN_SHARE,
+                       tables: Tables | None = None) -> MultiRank | None:
     """summary.json's `multi_rank` section; None when fewer than two ranks were loaded.
     `min_ms` and `min_share` are the straggler thresholds (`straggler`)."""
     t = Tables.of(trace, tables)
@@ -414,46 +429,48 @@ def multi_rank_summary(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
     per_rank = []
     for r in sorted(trace.rank_ids):
         mine = [row for row in rows if row.rank == r]
-        per_rank.append({
-            "rank": r,
-            "steps": len(mine),
-            "median_step_ms": _median(row.dur_ms for row in mine),
-            "comm_ms_per_step": _mean([row.comm_ms for row in mine]) or 0.0,
-            "exposed_comm_ms_per_step": _mean([row.exposed_ms for row in mine]) or 0.0,
-            "wait_ms_per_step": _mean([row.wait_ms for row in mine]) or 0.0,
-            "busy_ms_per_step": _mean([row.busy_ms for row in mine]),
-            "slowest_in_steps": slowest.get(r, 0),
-            "comm_source": sources.get(r, "none"),
-        })
+        per_rank.append(RankStats(
+            rank=r,
+            steps=len(mine),
+            median_step_ms=_r(_median(row.dur_ms for row in mine)),
+            comm_ms_per_step=_rf(_mean([row.comm_ms for row in mine]) or 0.0),
+            exposed_comm_ms_per_step=_rf(_mean([row.exposed_ms for row in mine]) or 0.0),
+            wait_ms_per_step=_rf(_mean([row.wait_ms for row in mine]) or 0.0),
+            busy_ms_per_step=_r(_mean([row.busy_ms for row in mine])),
+            slowest_in_steps=slowest.get(r, 0),
+            comm_source=sources.get(r, "none"),  # type: ignore[arg-type]
+        ))
     found = straggler(trace, min_ms, min_share)
     candidate = straggler_candidate(trace)
     kinds = {s for s in sources.values() if s != "none"}
-    section = {
-        "ranks": len(trace.rank_ids),
-        "comm_source": kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none"),
-        "steps_compared": len(table),
-        "step_skew_ms": {"median": _median(s.dur_skew_ms for s in table),
-                         "max": max((s.dur_skew_ms for s in table), default=None)},
-        "busy_skew_ms": {"median": _median(s.busy_skew_ms for s in table),
-                         "max": max((s.busy_skew_ms for s in table), default=None)},
-        "straggler": None if found is None else {
-            "rank": found.rank, "slowest_in_steps": found.slowest_in, "steps": found.steps,
-            "margin_ms": found.margin_ms, "share_of_step": found.share_of_step},
-        "largest_margin": None if candidate is None else {
-            "rank": candidate.rank, "margin_ms": candidate.margin_ms,
-            "slowest_in_steps": candidate.slowest_in},
-        "per_rank": per_rank,
-        "per_step": [{"step": s.step, "ranks": s.ranks, "median_step_ms": s.median_dur_ms,
-                      "step_skew_ms": s.dur_skew_ms, "busy_skew_ms": s.busy_skew_ms,
-                      "slowest_rank": s.slowest_rank, "fastest_rank": s.fastest_rank,
-                      "max_wait_ms": s.max_wait_ms} for s in table],
-        "rank_steps": [asdict(row) for row in rows],
-        "collectives": {
-            "calls": len(t(collective_calls)),
-            "matched": len(waits),
-            "wait_ms_by_rank": {str(r): sum(row.wait_ms for row in rows if row.rank == r)
-                                for r in sorted(trace.rank_ids)},
-        },
-    }
-    result: dict[str, Any] = _rounded(section)
-    return result
+    return MultiRank(
+        ranks=len(trace.rank_ids),
+        comm_source=kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none"),  # type: ignore[arg-type]
+        steps_compared=len(table),
+        step_skew_ms=Skew(median=_r(_median(s.dur_skew_ms for s in table)),
+                          max=_r(max((s.dur_skew_ms for s in table), default=None))),
+        busy_skew_ms=Skew(median=_r(_median(s.busy_skew_ms for s in table)),
+                          max=_r(max((s.busy_skew_ms for s in table), default=None))),
+        straggler=None if found is None else StragglerRank(
+            rank=found.rank, slowest_in_steps=found.slowest_in, steps=found.steps,
+            margin_ms=_rf(found.margin_ms), share_of_step=_rf(found.share_of_step)),
+        largest_margin=None if candidate is None else LargestMargin(
+            rank=candidate.rank, margin_ms=_rf(candidate.margin_ms),
+            slowest_in_steps=candidate.slowest_in),
+        per_rank=per_rank,
+        per_step=[StepAcrossRanksRow(
+            step=s.step, ranks=s.ranks, median_step_ms=_rf(s.median_dur_ms),
+            step_skew_ms=_rf(s.dur_skew_ms), busy_skew_ms=_rf(s.busy_skew_ms),
+            slowest_rank=s.slowest_rank, fastest_rank=s.fastest_rank,
+            max_wait_ms=_rf(s.max_wait_ms)) for s in table],
+        rank_steps=[RankStepRow(
+            rank=row.rank, step=row.step, dur_ms=_rf(row.dur_ms), comm_ms=_rf(row.comm_ms),
+            exposed_ms=_rf(row.exposed_ms), wait_ms=_rf(row.wait_ms),
+            exposed_wait_ms=_rf(row.exposed_wait_ms), busy_ms=_rf(row.busy_ms),
+            calls=row.calls, matched=row.matched) for row in rows],
+        collectives=CollectiveTotals(
+            calls=len(t(collective_calls)),
+            matched=len(waits),
+            wait_ms_by_rank={str(r): _rf(sum(row.wait_ms for row in rows if row.rank == r))
+                             for r in sorted(trace.rank_ids)}),
+    )

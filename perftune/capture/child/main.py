@@ -304,7 +304,11 @@ class ChildRun:
             "call perftune.step() at the end of each step, or pass "
             "--step-marker module:function naming a function called once per step"
         )
-        notes = []
+        notes: list[str] = []
+        if status not in ("ok", "window-not-reached"):
+            # The script failed (a SyntaxError, an argparse error, an exception): its own error
+            # and exit code say what to do; advice about marking steps or --skip would not.
+            return notes
         if session.source == "time-window":
             notes.append(
                 "no optimizer step, backward(), nn.Module call, perftune.step() or step-marker "
