@@ -39,12 +39,14 @@ def test_fix_verifies_a_rewrite_of_a_manual_sgd_script_on_the_same_steps(tmp_pat
     by_rule = {r["rule"]: r for r in doc["rewrites"]}
     good, wrong = by_rule["PFT209"], by_rule["PFT204"]
     assert good["losses"] == "match", good["reason"]
-    assert good["in_patch"]
+    # Whether it is kept also depends on its measured speed on this (shared) machine.
+    assert good["status"] != "changed-results"
     losses = good["measured"]["losses"]
     assert losses["compared_steps"] == list(range(len(losses["compared_steps"])))
     assert len(losses["compared_steps"]) == 4  # warm-up 1 + 3 measured steps, all with a loss
     assert losses["base"] == losses["rewritten"] or losses["max_rel_diff"] < 1e-4
     assert wrong["losses"] == "differs" and not wrong["in_patch"]
+    assert wrong["status"] == "changed-results"
     assert wrong["measured"]["losses"]["first_mismatch"] == 0
     md = (out / "fix.md").read_text(encoding="utf-8")
     assert "steps found by backward() calls" in md
