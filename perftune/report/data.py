@@ -90,7 +90,13 @@ class RunView:
 
     @property
     def total_saving_ms(self) -> float:
-        return sum(f.est_saving_ms_per_step for f in self.findings)
+        """The headline: the union of the findings' savings (each cause once), never more than
+        the mean step."""
+        from perftune.engine.savings import headline_ms
+
+        steps = getattr(self.summary, "steps", None) if self.summary is not None else None
+        step_ms = (steps.mean_ms or steps.median_ms) if steps is not None else None
+        return headline_ms(self.findings, float(step_ms) if isinstance(step_ms, (int, float)) else None)
 
 
 def read_document(path: Path) -> tuple[Any, str | None]:
