@@ -292,6 +292,10 @@ class CaptureSession:
             return False  # an optimizer step is likely to come and regroup the backward() calls
         if self.source == stepdetect.OPTIMIZER:
             return len(self.detector.keys) >= self.optimizers_created
+        if self.source == stepdetect.MODULE:
+            # The forward comes before backward() in the same iteration: with an optimizer
+            # around, or before a second step shows the calls repeat, wait.
+            return not self.optimizers_created and steps_done >= 2
         return True
 
     def _regroup(self, old: str | None) -> bool:
