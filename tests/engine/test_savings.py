@@ -111,3 +111,11 @@ def test_the_report_headline_is_the_union_never_above_the_step() -> None:
     naive = sum(f.est_saving_ms_per_step for f in view.findings)
     assert view.total_saving_ms <= step
     assert view.total_saving_ms < naive
+
+
+def test_the_terminal_says_which_findings_share_one_saving() -> None:
+    from perftune.report.console import finding_lines
+
+    trace = batch_copy_loop(True, "train.py", "Pageable", non_blocking=False).trace()
+    lines = finding_lines(_all(trace), top=20)
+    assert any("same cause as PFT209" in line and "counted once" in line for line in lines)
