@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perftune.analysis import stats
-from perftune.analysis.compare import slower_and_faster, time_deltas
+from perftune.analysis.compare import FindingIdentity, slower_and_faster, time_deltas
+from perftune.analysis.compare import match_findings as analysis_match
 from perftune.documents import (
     DiffCategory,
     DiffDocument,
@@ -205,7 +206,7 @@ class FindingChange:
     function: str | None
     a_saving_ms: float | None
     b_saving_ms: float | None
-    matched_by: str | None  # location | function (kept findings only)
+    matched_by: str | None  # source | location | function (kept findings only)
     message: str
 
 
@@ -363,39 +364,19 @@ def _op_deltas(a: RunFacts, b: RunFacts, top: int) -> tuple[tuple[OpDelta, ...],
     return slower, faster, use_shapes
 
 
-def _location_key(f: Finding) -> tuple[Any, ...]:
-    return (f.code, f.location.file, f.location.line)
-
-
-def _function_key(f: Finding) -> tuple[Any, ...] | None:
-    return (f.code, f.location.function) if f.location.function else None
+def _identity(f: Finding) -> FindingIdentity:
+    loc = f.location
+    return FindingIdentity(code=f.code, file=loc.file, line=loc.line, function=loc.function,
+                           source=loc.source)
 
 
 def match_findings(a: Sequence[Finding], b: Sequence[Finding]) -> tuple[FindingChange, ...]:
-    """Pair findings by code + file + line, then the rest by code + function; the unpaired
-    ones of A were fixed and those of B are new."""
-    left, right = list(a), list(b)
-    kept: list[FindingChange] = []
-    for how, keyfn in (("location", _location_key), ("function", _function_key)):
-        pool: dict[tuple[Any, ...], list[Finding]] = {}
-        for f in right:
-            k = keyfn(f)
-            if k is not None:
-                pool.setdefault(k, []).append(f)
-        unmatched = []
-        for f in left:
-            k = keyfn(f)
-            candidates = pool.get(k) if k is not None else None
-            if candidates:
-                other = candidates.pop(0)
-                right.remove(other)
-                kept.append(_change("kept", other, f, other, how))
-            else:
-                unmatched.append(f)
-        left = unmatched
-    fixed = [_change("fixed", f, f, None, None) for f in left]
-    new = [_change("new", f, None, f, None) for f in right]
-    return (*fixed, *new, *kept)
+    """Findings fixed (in A only), new (in B only) and kept, paired by
+    perftune.analysis.compare.match_findings."""
+    match = analysis_match(a, b, _identity)
+    return (*(_change("fixed", f, f, None, None) for f in match.fixed),
+            *(_change("new", f, None, f, None) for f in match.new),
+            *(_change("kept", fb, fa, fb, how) for fa, fb, how in match.kept))
 
 
 def _change(status: str, f: Finding, fa: Finding | None, fb: Finding | None,

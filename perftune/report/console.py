@@ -195,6 +195,8 @@ def finding_lines(findings: Sequence[Finding], top: int = 10) -> list[str]:
         count = f" ×{f.count}" if f.count > 1 else ""
         lines.append(f"  {f.severity.value:<7} {f.code} {f.name}{count}  {saving}")
         lines.append(f"          {f.location}  {f.message}")
+        if _link_note(f):
+            lines.append(f"          {_link_note(f)}")
         if f.location.source:
             lines.append(f"          > {f.location.source.strip()}")
         if f.op_chain:
@@ -308,6 +310,8 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
                 head_line.append(f"   ≈{_ms(f.est_saving_ms_per_step)}/step", style="bold")
             out.print(head_line)
             out.print(Text.assemble("          ", (_safe(f.location), "cyan"), "  ", _safe(f.message)))
+            if _link_note(f):
+                out.print(Text.assemble("          ", (_safe(_link_note(f)), "dim")))
             if f.location.source:
                 out.print(Text.assemble("          > ", (_safe(f.location.source.strip()), "dim")))
             out.print(Text.assemble("          fix: ", (_safe(f.suggestion.title), "green")))
@@ -371,3 +375,12 @@ def print_comparison(comparison: Any, written: Sequence[Path] = (), console: Con
                                 (_safe(f.location), "cyan"), "  ", _safe(f.message)))
     for path in written:
         out.print(Text.assemble(("wrote ", "bold"), _safe(_shown_path(path))))
+
+
+def _link_note(f: Any) -> str:
+    """Findings of one cause share one saving (engine/savings.py): say so under each of them."""
+    same = f.evidence.get("same_cause_as") if isinstance(f.evidence, dict) else None
+    if isinstance(same, list) and same:
+        return (f"same cause as {', '.join(str(s) for s in same[:3])}: one saving, counted once "
+                "in the total")
+    return ""

@@ -14,7 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from perftune.documents import Modules, RankStats, Summary
+import msgspec
+
+from perftune.documents import Modules, RankStats, StepBreakdown, StepPhaseTimes, Summary
 from perftune.report.data import StepTiming
 from perftune.report.memory import MemorySeries
 from perftune.report.ranks import CollectiveTimeline, StepGrid
@@ -103,6 +105,36 @@ DEVICE_STACK = (("compute_ms", "compute"), ("communication_ms", "communication")
 HOST_STACK = (("sync_ms", "sync"), ("dataloader_ms", "dataloader"), ("optimizer_ms", "optimizer"))
 
 
+# Past this many ranks the step breakdown shows each step's mean over the ranks (the per-rank
+# view is the heatmap and the per-rank table), and the timeline the ranks that wait most.
+MAX_RANK_BARS = 16
+MAX_TIMELINE_RANKS = 16
+MAX_HEATMAP_HEIGHT = 900
+
+
+def _mean_over_ranks(per_step: Sequence[StepBreakdown],
+                     phase_steps: Sequence[StepPhaseTimes]) -> tuple[list[StepBreakdown], list[StepPhaseTimes]]:
+    """Per step index, the mean over the ranks of its breakdown (and of its phases, given one
+    phase row per breakdown row)."""
+    rows: dict[int, list[int]] = {}
+    for n, s in enumerate(per_step):
+        rows.setdefault(s.step, []).append(n)
+    fields = [f for f in StepBreakdown.__struct_fields__ if f not in ("rank", "step")]
+    steps: list[StepBreakdown] = []
+    phases: list[StepPhaseTimes] = []
+    for step, picks in sorted(rows.items()):
+        mean = {f: sum(float(getattr(per_step[n], f)) for n in picks) / len(picks) for f in fields}
+        mean["kernel_count"] = round(mean["kernel_count"])
+        steps.append(msgspec.convert({"rank": -1, "step": step, **mean}, StepBreakdown))
+        if phase_steps:
+            names = {k for n in picks for k in phase_steps[n].phases}
+            phases.append(StepPhaseTimes(
+                rank=-1, step=step, dur_ms=mean["dur_ms"],
+                phases={k: sum(phase_steps[n].phases.get(k, 0.0) for n in picks) / len(picks)
+                        for k in sorted(names)}))
+    return steps, phases
+
+
 def breakdown_figure(summary: Summary | None) -> Figure | None:
     """Per step, two stacked bars: the device's time (what it did and when it sat idle) and the
     host's (waiting in syncs, for data, in the optimizer, everything else) — the two views
@@ -110,6 +142,11 @@ def breakdown_figure(summary: Summary | None) -> Figure | None:
     per_step = summary.per_step if summary is not None else []
     if summary is None or not per_step:
         return None
+    phases = summary.phase_section
+    phase_steps = list(phases.per_step) if phases is not None else []
+    if len({s.rank for s in per_step}) > MAX_RANK_BARS:  # many ranks: each step's mean
+        per_step, phase_steps = _mean_over_ranks(
+            per_step, phase_steps if len(phase_steps) == len(per_step) else [])
     multi_rank = len({s.rank for s in per_step}) > 1
     xs = [f"r{s.rank} s{s.step}" if multi_rank else str(s.step) for s in per_step]
     device = summary.has_device_activity
@@ -123,8 +160,6 @@ def breakdown_figure(summary: Summary | None) -> Figure | None:
                          "offsetgroup": "device", "legendgroup": "device",
                          "marker": {"color": COLORS[name]},
                          "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>device</extra>"})
-    phases = summary.phase_section
-    phase_steps = phases.per_step if phases is not None else []
     if phases is not None and len(phase_steps) == len(per_step):
         # The phases partition each step: the host bar is them, with nothing left over.
         labels = {p.name: p.label for p in phases.mean}
@@ -367,14 +402,15 @@ def rank_heatmap_figure(grid: StepGrid) -> Figure:
     data: dict[str, Any] = {
         "type": "heatmap", "x": list(grid.steps), "y": ylabels, "z": [list(r) for r in grid.dur_ms],
         "text": hover, "hoverinfo": "text", "colorscale": "Viridis", "reversescale": False,
-        "colorbar": {"title": {"text": "ms"}}, "xgap": 1, "ygap": 1,
+        "colorbar": {"title": {"text": "ms"}}, "xgap": 1, "ygap": 1 if len(grid.ranks) <= 64 else 0,
     }
     if top is not None:
         data.update(zmin=min(kept), zmax=top)
     return {"data": [data], "layout": _layout(
         xaxis=_axis("step", type="category" if len(grid.steps) < 40 else "linear"),
         yaxis={"autorange": "reversed", "automargin": True},
-        height=max(220, 80 + 26 * len(grid.ranks)), margin={"l": 80, "r": 20, "t": 30, "b": 50})}
+        height=min(MAX_HEATMAP_HEIGHT, max(220, 80 + 26 * len(grid.ranks))),
+        margin={"l": 80, "r": 20, "t": 30, "b": 50})}
 
 
 def rank_breakdown_figure(rows: Sequence[RankStats]) -> Figure | None:

@@ -58,6 +58,8 @@ def _steps(view: RunView) -> str:
         text += f" · **{timing.samples_per_s:,.1f} samples/s**"
     if timing.profiler_overhead is not None:
         text += f" · profiler overhead {timing.profiler_overhead:+.1%}"
+    if timing.source.startswith("steps.json: "):
+        text += f" · {escape(timing.source.removeprefix('steps.json: '))}"
     return text + "."
 
 
@@ -185,8 +187,7 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
     return out
 
 
-def _findings_table(findings: Sequence[Finding], shown: int) -> str:
-    total = sum(f.est_saving_ms_per_step for f in findings)
+def _findings_table(findings: Sequence[Finding], shown: int, total: float) -> str:
     head = f"### Findings: {len(findings)}" + (f" (≈{units.ms(total)} per step to gain)" if total else "")
     rows = [(str(n), f.severity.value, f"{f.code} {escape(f.name)}", code(f.location),
              str(f.count), units.ms(f.est_saving_ms_per_step) if f.est_saving_ms_per_step else "–")
@@ -250,7 +251,7 @@ def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
                                 _breakdown(view), _phases(view), _modules(view), _ranks(view)]
     if findings:
-        blocks.append(_findings_table(findings, shown=50))
+        blocks.append(_findings_table(findings, shown=50, total=view.total_saving_ms))
         blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))
     else:
         blocks.append("### Findings\n\nNone: no rule matched this run.")

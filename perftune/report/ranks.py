@@ -119,10 +119,12 @@ class CollectiveTimeline:
         return len(self.bars) < self.total_calls
 
 
-def collective_timeline(trace: Trace, max_steps: int = 3,
-                        max_bars: int = 1500) -> CollectiveTimeline | None:
+def collective_timeline(trace: Trace, max_steps: int = 3, max_bars: int = 1500,
+                        max_ranks: int = 16) -> CollectiveTimeline | None:
     """The collectives of (at most) `max_steps` step indices common to the ranks, with the part
-    of each spent waiting for the others; None for fewer than two ranks or no collectives."""
+    of each spent waiting for the others; None for fewer than two ranks or no collectives.
+    With more than `max_ranks` ranks, the lanes are the ranks that waited most and the one
+    that waited least (the one the others waited for)."""
     from perftune.trace.multirank import collective_calls, collective_waits, comm_source
 
     calls = collective_calls(trace)
@@ -135,6 +137,14 @@ def collective_timeline(trace: Trace, max_steps: int = 3,
     if not shown:
         return None
     waits = {(w.step, w.seq): w.wait_ms for w in collective_waits(trace)}
+    if len(ranks) > max_ranks:
+        waited: dict[int, float] = dict.fromkeys(ranks, 0.0)
+        for per_rank in waits.values():
+            for r, ms in per_rank.items():
+                waited[r] = waited.get(r, 0.0) + ms
+        order = sorted(ranks, key=lambda r: (-waited[r], r))
+        ranks = sorted({*order[:max_ranks - 1], order[-1]})
+        calls = [c for c in calls if c.rank in ranks]
     chosen = [c for c in calls if c.step in shown]
     total = len(chosen)
     if total > max_bars:  # keep the longest calls: they are what the eye should find

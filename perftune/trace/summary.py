@@ -135,6 +135,157 @@ def summarize(trace: Trace) -> Summary:
     )
 
 
+def _clean(value: Any) -> Any:
+    """Plain data the schema accepts: NaN and infinities become None, numpy scalars Python's."""
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        return _clean(value.item())
+    return value
+
+
+def merge_summaries(summaries: list[dict[str, Any]], step_ms: list[float],
+                    top: int = 10) -> dict[str, Any]:
+    """One summary of several ranks analysed apart (`perftune analyze DIR --jobs N`): counts
+    and lists of every rank together, step statistics over `step_ms` (every step of every
+    rank), the top host ops and kernels merged by name from each rank's top lists (so an op
+    in no rank's top `top` is missing). The `multi_rank` section is the caller's."""
+    if not summaries:
+        raise ValueError("no rank summaries to merge")
+    first = summaries[0]
+    dist = metrics.Distribution.of(step_ms)
+    per_step = [row for s in summaries for row in s.get("per_step", [])]
+    weights = [len(s.get("per_step", [])) for s in summaries]
+    breakdown = {}
+    for key in first.get("breakdown_ms_per_step", {}):
+        total_weight = sum(weights)
+        breakdown[key] = (sum(float(s["breakdown_ms_per_step"].get(key) or 0.0) * w
+                              for s, w in zip(summaries, weights, strict=True)) / total_weight
+                          if total_weight else 0.0)
+    by_call: dict[str, int] = {}
+    for s in summaries:
+        for call, n in s["syncs"]["by_call"].items():
+            by_call[call] = by_call.get(call, 0) + n
+    ops: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        for row in s.get("top_host_ops", []):
+            slot = ops.setdefault(row["name"], {"name": row["name"], "calls": 0, "self_ms": 0.0,
+                                                "total_ms": 0.0})
+            for k in ("calls", "self_ms", "total_ms"):
+                slot[k] += row[k] or 0
+    kernels: dict[str, dict[str, Any]] = {}
+    for s in summaries:
+        for row in s.get("top_kernels", []):
+            slot = kernels.setdefault(row["name"], {"name": row["name"], "calls": 0, "total_ms": 0.0})
+            slot["calls"] += row["calls"] or 0
+            slot["total_ms"] += row["total_ms"] or 0.0
+    for slot in kernels.values():
+        slot["mean_us"] = slot["total_ms"] * 1000.0 / slot["calls"] if slot["calls"] else 0.0
+    ranks = sorted(r for s in summaries for r in s.get("ranks", []))
+    merged: dict[str, Any] = _clean({
+        "schema_version": first["schema_version"],
+        "perftune_version": first["perftune_version"],
+        "files": [f for s in summaries for f in s.get("files", [])],
+        "runtime": first["runtime"],
+        "has_device_activity": any(s.get("has_device_activity") for s in summaries),
+        "devices": first.get("devices", []),
+        "ranks": ranks,
+        "world_size": max([len(ranks), *(s.get("world_size") or 0 for s in summaries)]),
+        "ranks_loaded": len(ranks),
+        "events": sum(s.get("events", 0) for s in summaries),
+        "span_ms": max(s.get("span_ms") or 0.0 for s in summaries),
+        "step_source": first["step_source"],
+        "steps": {"count": dist.count, "median_ms": dist.median, "p10_ms": dist.p10,
+                  "p90_ms": dist.p90, "mean_ms": dist.mean, "min_ms": dist.min, "max_ms": dist.max},
+        "per_rank": [row for s in summaries for row in s.get("per_rank", [])],
+        "breakdown_ms_per_step": breakdown,
+        "per_step": per_step,
+        "syncs": {"count": sum(s["syncs"]["count"] for s in summaries),
+                  "in_steps": sum(s["syncs"]["in_steps"] for s in summaries),
+                  "total_ms": _finite_total(s["syncs"]["total_ms"] for s in summaries),
+                  "by_call": by_call},
+        "top_host_ops": sorted(ops.values(), key=lambda r: -r["self_ms"])[:top],
+        "top_kernels": sorted(kernels.values(), key=lambda r: -r["total_ms"])[:top],
+        "warnings": [w for s in summaries for w in s.get("warnings", [])],
+    })
+    return merged
+
+
+def _weighted(values: list[tuple[float, int]]) -> float:
+    total = sum(n for _, n in values)
+    return sum(v * n for v, n in values) / total if total else 0.0
+
+
+def merge_phases(docs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """summary.json `phases` of several ranks: each phase's mean per step over every step of
+    every rank (weighted by the ranks' step counts), the per-step rows of all."""
+    docs_n = [(d, len(d.get("per_step") or [])) for d in docs if d]
+    if not docs_n:
+        return None
+    names: list[str] = []
+    for d, _ in docs_n:
+        names.extend(n for n in d["names"] if n not in names)
+    mean_step = _weighted([(d["mean_step_ms"], n) for d, n in docs_n])
+    means = []
+    for name in names:
+        rows = [(next((m for m in d["mean"] if m["name"] == name), None), n) for d, n in docs_n]
+        present = [(m, n) for m, n in rows if m is not None]
+        ms = _weighted([(m["ms"] if m else 0.0, n) for m, n in rows])
+        entry: dict[str, Any] = {"name": name, "label": present[0][0]["label"], "ms": ms,
+                                 "share": ms / mean_step if mean_step else 0.0}
+        devices = [((m or {}).get("device"), n) for m, n in rows]
+        if any(dev for dev, _ in devices):
+            keys = next(dev for dev, _ in devices if dev).keys()
+            entry["device"] = {k: _weighted([((dev or {}).get(k) or 0.0, n) for dev, n in devices])
+                               for k in keys}
+        else:
+            entry["device"] = present[0][0].get("device")
+        means.append(entry)
+    return {"names": names, "mean_step_ms": mean_step, "mean": means,
+            "per_step": [row for d, _ in docs_n for row in d["per_step"]],
+            "max_sum_error": max(d["max_sum_error"] for d, _ in docs_n)}
+
+
+_MODULE_PER_STEP = ("calls_per_step", "forward_ms", "forward_self_ms", "backward_ms",
+                    "backward_self_ms", "self_ms", "total_ms")
+
+
+def merge_modules(docs: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """summary.json `modules` of several ranks: per module path, its figures per step over
+    every step of every rank (a rank without the module counts 0), ranked by own time."""
+    given = [d for d in docs if d]
+    if not given:
+        return None
+    traced = [d for d in given if d.get("source") == "trace"]
+    if not traced:
+        return {**given[0], "steps": sum(d.get("steps", 0) for d in given),
+                "step_ms": _weighted([(d.get("step_ms", 0.0), d.get("steps", 0)) for d in given])}
+    steps = [(d, d.get("steps", 0)) for d in traced]
+    step_ms = _weighted([(d.get("step_ms", 0.0), n) for d, n in steps])
+    paths: dict[str, dict[str, Any]] = {}
+    for d, _ in steps:
+        for m in d.get("modules", []):
+            paths.setdefault(m["path"], m)
+    modules = []
+    for path, first in paths.items():
+        rows = [(next((m for m in d.get("modules", []) if m["path"] == path), None), n) for d, n in steps]
+        entry = {**first, **{k: _weighted([((m or {}).get(k) or 0.0, n) for m, n in rows])
+                             for k in _MODULE_PER_STEP}}
+        entry["share"] = entry["total_ms"] / step_ms if step_ms else 0.0
+        entry["self_share"] = entry["self_ms"] / step_ms if step_ms else 0.0
+        modules.append(entry)
+    modules.sort(key=lambda m: -m["self_ms"])
+    return {"source": "trace", "note": traced[0].get("note", ""),
+            "steps": sum(n for _, n in steps), "step_ms": step_ms,
+            "unattributed_backward_ms": _weighted([(d.get("unattributed_backward_ms", 0.0), n)
+                                                   for d, n in steps]),
+            "modules": modules}
+
+
 def _finite_total(values: Iterable[float]) -> float:
     """A sum the schema can hold: an absurd `dur` in a hostile trace (inf, 1e308) must not turn
     the total into null (summary.json's `syncs.total_ms` is a number)."""
