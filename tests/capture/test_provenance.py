@@ -66,7 +66,8 @@ def _lines(run_dir: Path, code: str) -> set[int]:
 def test_cpu_capture_reports_only_device_bound_syncs(tmp_path: Path) -> None:
     run_dir = _profile(tmp_path)
     doc = json.loads((run_dir / "provenance.json").read_text())
-    assert doc["enabled"] and doc["device"] == "cpu" and doc["steps"] == 3
+    # three warm-up steps, more while the step detector holds the window back
+    assert doc["enabled"] and doc["device"] == "cpu" and doc["steps"] >= 3
     sites = {(s["line"], s["call"]): s for s in doc["sites"] if s["file"].endswith("train.py")}
     assert sites[(14, "__int__")]["tagged"] == 0 and sites[(14, "__int__")]["untagged"] >= 2
     assert sites[(23, "item")]["untagged"] >= 2 and sites[(23, "item")]["tagged"] == 0
