@@ -315,6 +315,7 @@ def profile(
         timeout_s=timeout_s,
         quiet=quiet,
         time_slice_s=time_slice_s,
+        refit=True,
     )
     run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
     launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,

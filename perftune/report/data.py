@@ -318,6 +318,14 @@ def _steps_document(raw: Mapping[str, Any] | None) -> StepsDocument | None:
         return None
 
 
+def steps_found_by(step_source: str, detail: str | None) -> str:
+    """How the capture found the steps, in words: "steps.json: steps found by backward() calls"."""
+    from perftune.capture.parent.summary import SOURCE_WORDS
+
+    words = SOURCE_WORDS.get(step_source, step_source)
+    return f"steps.json: steps found by {words}" + (f"; {detail}" if detail else "")
+
+
 def step_timing(view: RunView) -> StepTiming:
     """From steps.json when the run has one (it times steps outside the profiler too), else
     from the trace's steps as summarised (all of them profiled)."""
@@ -332,7 +340,7 @@ def step_timing(view: RunView) -> StepTiming:
         rates = [p.samples / (p.duration_ms / 1000.0) for p in rate_from
                  if p.samples and p.duration_ms > 0]
         return StepTiming(
-            source=f"steps.json ({steps_doc.step_source} steps)",
+            source=steps_found_by(steps_doc.step_source, steps_doc.step_detail),
             points=tuple(points),
             measured=_distribution([p.duration_ms for p in measured]),
             profiled=_distribution([p.duration_ms for p in profiled]),

@@ -58,6 +58,8 @@ def _steps(view: RunView) -> str:
         text += f" · **{timing.samples_per_s:,.1f} samples/s**"
     if timing.profiler_overhead is not None:
         text += f" · profiler overhead {timing.profiler_overhead:+.1%}"
+    if timing.source.startswith("steps.json: "):
+        text += f" · {escape(timing.source.removeprefix('steps.json: '))}"
     return text + "."
 
 

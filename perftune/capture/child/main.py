@@ -28,13 +28,16 @@ from perftune.capture.child.timeslice import TICK_SIGNAL, TimeSliceTicker
 from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
     CONFIG_ENV,
+    PROVENANCE_FILE,
     RANK_CHILD_RESULT_FILE,
     RANK_TRACE_FILE,
     SCHEMA_VERSION,
     STEPS_FILE,
     TRACE_FILE,
 )
+from perftune.capture.parent.refit import window_advice
 from perftune.capture.parent.results import write_json
+from perftune.documents import document_data
 from perftune.errors import PerftuneError
 from perftune.fsutil import OutputError, write_json_atomic
 
@@ -105,6 +108,7 @@ class ChildRun:
             run_dir=self.run_dir,
             step_marker=config.get("step_marker"),
             trace_name=trace_name,
+            provenance=self.rank is None,
         )
         self.hooks = Hooks(self.session)
         self.ticker: TimeSliceTicker | None = None
@@ -252,6 +256,7 @@ class ChildRun:
                 status = "nan"
                 error = f"the loss is not finite at step {bad}"
         notes = [*session.window.notes, *session.notes, *self._step_notes(status)]
+        notes.extend(self._write_provenance())
         try:
             meta = torch_meta()
         except Exception as exc:
@@ -263,6 +268,11 @@ class ChildRun:
                 "exit_code": exit_code,
                 "error": error,
                 "step_source": session.step_source,
+                "step_detail": session.detector.detail(),
+                "skip": session.window_first,
+                "seeded": session.seeded,
+                "script_traces": list(session.script_traces),
+                "script_s": session.script_s,
                 "steps": session.steps_json(),
                 "peak_memory_bytes": session.peak_memory_bytes,
                 "memory_kind": session.memory_kind,
@@ -276,6 +286,18 @@ class ChildRun:
                 "output_error": session.window.output_error,
             },
         )
+
+    def _write_provenance(self) -> list[str]:
+        """provenance.json (device provenance of the profiled steps), when it was recorded."""
+        recorder = self.session.provenance
+        document = recorder.document() if recorder is not None else None
+        if document is None or not self.session.window_done:
+            return []
+        try:
+            write_json_atomic(self.run_dir / PROVENANCE_FILE, document_data(document))
+        except (OutputError, OSError) as exc:
+            return [f"device provenance could not be written ({exc})"]
+        return [document.note] if document.note else []
 
     def _hand_over(self, document: dict[str, Any]) -> None:
         """Write the results file; when the run directory cannot take it (full disk, read-only),
@@ -305,9 +327,9 @@ class ChildRun:
             return notes
         if session.source == "time-window":
             notes.append(
-                "no optimizer.step(), perftune.step() or step-marker call was seen, so the steps "
-                f"are time slices of {float(self.config['time_slice_s']):g} s; for real step "
-                f"times {how_to_mark}"
+                "no optimizer step, backward(), nn.Module call, perftune.step() or step-marker "
+                f"call was seen, so the steps are time slices of "
+                f"{float(self.config['time_slice_s']):.3g} s; for real step times {how_to_mark}"
             )
         elif steps == 0:
             if session.step_marker is not None:
@@ -320,9 +342,12 @@ class ChildRun:
             last = session.skip + session.active - 1
             notes.append(
                 f"the script ran {steps} step{'s' if steps != 1 else ''}, ending before the "
-                f"profiling window (steps {session.skip} to {last}) was complete; run it for "
-                "more steps or lower --skip/--active"
+                f"profiling window (steps {session.skip} to {last}) was complete; "
+                + window_advice(steps, session.skip, session.active)
             )
+        for path in session.script_traces:
+            notes.append(f"the script's own profiler writes its traces to {path}: analyse them "
+                         f"with `perftune analyze {path}`")
         return notes
 
 

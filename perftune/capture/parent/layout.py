@@ -11,6 +11,7 @@ from perftune import rundir
 TRACE_FILE = rundir.TRACE
 STEPS_FILE = rundir.STEPS
 META_FILE = rundir.META
+PROVENANCE_FILE = rundir.PROVENANCE
 OUTPUT_LOG = rundir.OUTPUT_LOG
 
 # Private hand-over files between parent and child; removed once the run is assembled.
@@ -39,6 +40,8 @@ RANK_FILE_GLOBS = (RANK_TRACE_GLOB, "rank-*.steps.json", ".capture-child-rank-*.
 SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "window-not-reached", "crashed", "interrupted", "timeout", "oom", "nan")
-STEP_SOURCES = ("optimizer", "perftune.step", "marker", "time-window")
+# How steps were found, weakest first (perftune.capture.child.stepdetect decides).
+STEP_SOURCES = ("time-window", "module", "backward", "optimizer", "script-profiler",
+                "perftune.step", "marker")
 PHASES = ("warmup", "profiled", "measured")
 DETAILS = ("light", "default", "full")
