@@ -46,7 +46,7 @@ def _shown(path: Path) -> str:
 @click.option("--check-steps", type=int, default=5, show_default=True,
               help="How many leading steps' losses must match.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="PYTHONHASHSEED and PERFTUNE_SEED of every run.")
+              help="PYTHONHASHSEED of every run, and the seed of torch, random and numpy.")
 @click.option("--select", multiple=True, help="Only rewrites for these rule codes or prefixes.")
 @click.option("--require-faster", is_flag=True,
               help="Keep only rewrites measurably faster here (default: also those with no "

@@ -214,7 +214,8 @@ def fix_markdown(doc: FixDocument, patch: str) -> str:
     if doc.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in doc.notes] + [""]
     lines += ["Scripts must seed their random number generators (torch.manual_seed) for the loss "
-              "comparison to mean anything; perftune sets PYTHONHASHSEED and PERFTUNE_SEED.", ""]
+              "comparison to mean anything; perftune sets PYTHONHASHSEED and seeds torch, random "
+              "and numpy (--seed).", ""]
     return "\n".join(lines)
 
 
