@@ -14,6 +14,13 @@ but drops any longer-range one; the report keeps the two estimates apart.
 
     python benchmarks/gate_power.py --budget-min 25 --out perftune-runs/gate-power
 
+Busy runner mode: `--busy 1` keeps one other CPU-bound process running for the whole benchmark
+(a shared CI runner with a neighbour job); `--cycle 0,0.3` picks the slowdowns that take turns
+(0 = A/A). Each gate records which figure decided (wall time, or CPU time once the runner was
+seen busy), the load it measured, and its time to verdict.
+
+    python benchmarks/gate_power.py --busy 1 --cycle 0,0.3 --budget-min 20 --out perftune-runs/gate-busy
+
 Results accumulate in OUT/gates.jsonl (runs can be split over several invocations);
 `--budget-min 0` only prints the report of what is there.
 """
@@ -26,6 +33,8 @@ import math
 import os
 import random
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +64,8 @@ class Condition:
     pairs: list[tuple[float, float]] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)
+    others: list[float] = field(default_factory=list)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -65,6 +76,11 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def cycle_of(text: str) -> tuple[tuple[str, float], ...]:
+    slowdowns = [float(part) for part in text.split(",") if part.strip()]
+    return tuple(("A/A" if s == 0 else f"A/B +{s:.0%}", s) for s in slowdowns)
 
 
 def one_gate(name: str, slowdown: float, run_dir: Path, options: GateOptions) -> dict[str, Any]:
@@ -80,11 +96,16 @@ def one_gate(name: str, slowdown: float, run_dir: Path, options: GateOptions) ->
         # nothing about false alarms or detection, so it is logged and left out of the rates.
         return {"condition": name, "slowdown": slowdown, "status": "error", "error": str(exc),
                 "seconds": time.monotonic() - started, "loadavg": load}
+    runner = verdict.load
     return {"condition": name, "slowdown": slowdown, "status": verdict.status,
             "return_code": verdict.return_code, "ratio": verdict.ratio,
             "interval": [verdict.decision.estimate.low, verdict.decision.estimate.high],
             "launches": len(verdict.launches), "seconds": time.monotonic() - started,
+            "figure": verdict.figure,
             "base_ms": list(verdict.base_samples_ms), "head_ms": list(verdict.head_samples_ms),
+            "base_cpu_ms": list(verdict.base_cpu_ms), "head_cpu_ms": list(verdict.head_cpu_ms),
+            "others_cpus": runner.mean_others if runner else None,
+            "busy": runner.busy if runner else None,
             "loadavg": max(load, os.getloadavg()[0])}
 
 
@@ -114,24 +135,31 @@ def rate(outcomes: list[str], status: str) -> str:
 
 
 def report(records: list[dict[str, Any]], options: GateOptions, seed: int) -> None:
-    conditions: dict[str, Condition] = {name: Condition(name) for name, _ in CYCLE}
+    conditions: dict[str, Condition] = {}
     errors = [r for r in records if r["status"] == "error"]
     for r in records:
         if r["status"] == "error":
             continue
-        cond = conditions[r["condition"]]
+        cond = conditions.setdefault(r["condition"], Condition(r["condition"]))
         cond.outcomes.append(r["status"])
+        cond.figures.append(r.get("figure", "wall"))
+        cond.others.append(r.get("others_cpus") or 0.0)
         cond.seconds.append(r["seconds"])
         cond.launches.append(r["launches"])
-        cond.pairs += list(zip(r["base_ms"], r["head_ms"], strict=True))
+        if r.get("figure") == "cpu":
+            # Replays compare what the gate compared: the CPU times of a busy run.
+            cond.pairs += list(zip(r["base_cpu_ms"], r["head_cpu_ms"], strict=True))
+        else:
+            cond.pairs += list(zip(r["base_ms"], r["head_ms"], strict=True))
         cond.ratios.append(r["ratio"])
         cond.loads.append(r["loadavg"])
     total = sum(r["seconds"] for r in records)
     print(f"\nreal gates: {len(records) - len(errors)} decided or inconclusive, {len(errors)} "
           f"stopped by a launch that could not run; {total / 60:.1f} min of gates in all\n")
     print("| condition | gates | failed (exit 1) | passed | inconclusive | median ratio | "
-          "launches per side (median) | time per gate (median, max) | load average (median) |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+          "launches per side (median) | time to verdict (median, max) | decided on | "
+          "others' CPU use (median) | load average (median) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|")
     for cond in conditions.values():
         if not cond.outcomes:
             continue
@@ -140,6 +168,8 @@ def report(records: list[dict[str, Any]], options: GateOptions, seed: int) -> No
               f"{statistics.median(cond.ratios):.3f} | "
               f"{statistics.median(cond.launches) / 2:.0f} | "
               f"{statistics.median(cond.seconds):.0f} s, {max(cond.seconds):.0f} s | "
+              f"{', '.join(f'{k} {cond.figures.count(k)}' for k in ('wall', 'cpu') if k in cond.figures)} | "
+              f"{statistics.median(cond.others):.2f} CPUs | "
               f"{statistics.median(cond.loads):.1f} |")
     rng = random.Random(seed)
     print(f"\nreplayed gates ({REPLAYS} per condition, drawn from the measured ABBA pairs):\n")
@@ -162,18 +192,39 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("perftune-runs/gate-power"),
                         help="results folder; gates.jsonl there is appended to and reported")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--busy", type=int, default=0,
+                        help="keep this many other CPU-bound processes running (a busy runner)")
+    parser.add_argument("--cycle", default=",".join(str(s) for _, s in CYCLE),
+                        help="slowdowns of the head that take turns, 0 = A/A [default: %(default)s]")
     args = parser.parse_args()
+    cycle = cycle_of(args.cycle)
 
-    options = GateOptions(explain=False)  # defaults otherwise: what `perftune gate` uses
+    # What `perftune gate` uses by default (launch length sized from the step time), no
+    # explanation (it measures nothing the verdict uses).
+    options = GateOptions(explain=False, size_launches=True)
     args.out.mkdir(parents=True, exist_ok=True)
     log_path = args.out / "gates.jsonl"
     done = len(log_path.read_text().splitlines()) if log_path.exists() else 0
     deadline = time.monotonic() + args.budget_min * 60
-    print(f"gate power: default settings {options.plan} {options.rule} {options.measure}", flush=True)
+    print(f"gate power: default settings {options.plan} {options.rule} {options.measure}, "
+          f"{args.busy} busy process(es)", flush=True)
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        run_gates(args, cycle, options, log_path, done, deadline)
+    finally:
+        for hog in hogs:
+            hog.terminate()
+            hog.wait()
+    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    report(records, options, args.seed)
+
+
+def run_gates(args: argparse.Namespace, cycle: tuple[tuple[str, float], ...],
+              options: GateOptions, log_path: Path, done: int, deadline: float) -> None:
     with log_path.open("a") as log:
         count = done
         while time.monotonic() < deadline:
-            name, slowdown = CYCLE[count % len(CYCLE)]
+            name, slowdown = cycle[count % len(cycle)]
             record = one_gate(name, slowdown, args.out / f"gate-{count:03d}", options)
             log.write(json.dumps(record) + "\n")
             log.flush()
@@ -184,9 +235,8 @@ def main() -> None:
             print(f"{count:3d} {name:9s} {record['status']:12s} ratio {record['ratio']:.3f} "
                   f"[{record['interval'][0]:.3f}, {record['interval'][1]:.3f}] "
                   f"{record['launches']:2d} launches {record['seconds']:5.0f} s "
+                  f"on {record['figure']} others {record['others_cpus'] or 0:.2f} CPUs "
                   f"load {record['loadavg']:.1f}", flush=True)
-    records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    report(records, options, args.seed)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Step, Trace
 
 __all__ = ["DEVICE_PARTS", "PHASES", "PHASE_LABELS", "StepPhases", "main_threads", "mean_device",
-           "mean_phases", "phases_document", "step_phases"]
+           "mean_phases", "phase_segments", "phases_document", "step_phases"]
 
 # Highest priority first.
 PHASES = ("profiler", "data", "optimizer", "zero_grad", "backward", "forward", "sync",
@@ -169,9 +169,21 @@ def _coverage(bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
 
 def step_phases(trace: Trace) -> list[StepPhases]:
     """The phases of every step of every rank (trace.steps order)."""
+    return _phases(trace, None)[0]
+
+
+def phase_segments(trace: Trace, step: int) -> list[tuple[str, float, float]]:
+    """(phase, start µs, end µs) of step `step` (an index into trace.steps), in time order,
+    neighbours of one phase merged: the phase lane of the report's timeline."""
+    return _phases(trace, step)[1]
+
+
+def _phases(trace: Trace, segments_for: int | None
+            ) -> tuple[list[StepPhases], list[tuple[str, float, float]]]:
     ev = trace.events
+    segments: list[tuple[str, float, float]] = []
     if not trace.steps or ev.empty:
-        return []
+        return [], segments
     ts = ev["ts"].to_numpy()
     end = ev["end"].to_numpy()
     rank = ev["rank"].to_numpy()
@@ -212,6 +224,8 @@ def step_phases(trace: Trace) -> list[StepPhases]:
     for k, s in enumerate(trace.steps):
         by_rank.setdefault(s.rank, []).append(k)
     for r, ks in by_rank.items():
+        if segments_for is not None and segments_for not in ks:
+            continue
         on_rank = rank == r
         main = threads.get(r)
         on_main = on_rank & (pid == main[0]) & (tid == main[1]) if main else on_rank
@@ -272,6 +286,15 @@ def step_phases(trace: Trace) -> list[StepPhases]:
                 part[_coverage(bounds, s_, e_)] = q
             dev_sums = np.zeros((n_steps, len(PHASES), len(DEVICE_PARTS)))
             np.add.at(dev_sums, (seg_step[inside], label[inside], part[inside]), seg_len[inside])
+        if segments_for is not None:
+            mine = np.flatnonzero(seg_step == ks.index(segments_for))
+            for i in mine.tolist():
+                name = PHASES[int(label[i])]
+                a, b = float(bounds[i]), float(bounds[i + 1])
+                if segments and segments[-1][0] == name and segments[-1][2] == a:
+                    segments[-1] = (name, segments[-1][1], b)
+                else:
+                    segments.append((name, a, b))
         for j, k in enumerate(ks):
             step = trace.steps[k]
             phase_ms = {p: float(sums[j, i]) / 1000.0 for i, p in enumerate(PHASES)}
@@ -282,7 +305,7 @@ def step_phases(trace: Trace) -> list[StepPhases]:
                              for i, p in enumerate(PHASES)}
             out[k] = StepPhases(rank=step.rank, step=step.index, dur_ms=step.dur / 1000.0,
                                 phase_ms=phase_ms, device_ms=device_ms)
-    return [s for s in out if s is not None]
+    return [s for s in out if s is not None], segments
 
 
 def mean_phases(per_step: list[StepPhases]) -> dict[str, float]:

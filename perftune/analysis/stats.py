@@ -243,3 +243,32 @@ def min_detectable_regression(
     df = launches - 1 if paired else 2 * launches - 2
     effect = (t_quantile(0.5 + confidence / 2, df) + normal_quantile(power)) * se
     return math.exp(effect) - 1.0
+
+
+# Part of a step (a category, an operator) measured in one launch per side moves more from
+# launch to launch than the whole step does: the split between parts shifts too. Never assume
+# less relative noise for a part than this.
+MIN_PART_NOISE = 0.05
+
+
+def part_change_interval(base_ms: float, head_ms: float, noise: float, launches: int,
+                         confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of head − base (ms) for one part of a step measured in one launch per side.
+
+    Each side's value is one launch's, so it carries one launch's relative noise: `noise` is
+    the launch-to-launch log sd the gate measured on whole steps (floored at MIN_PART_NOISE),
+    with `launches` launches behind that estimate (its degrees of freedom). Used for the
+    gate's explanation lines: a line whose interval holds 0 is noise, not a change.
+    """
+    _check_confidence(confidence)
+    sd = max(noise, MIN_PART_NOISE)
+    spread = math.sqrt((sd * base_ms) ** 2 + (sd * head_ms) ** 2)
+    df = max(1, launches - 2)
+    half = t_quantile(0.5 + confidence / 2, df) * spread
+    delta = head_ms - base_ms
+    return delta - half, delta + half
+
+
+def separated(estimate: RatioEstimate) -> bool:
+    """The interval excludes "no difference" (1): one side is reliably above the other."""
+    return direction(estimate) != "unclear"

@@ -31,7 +31,7 @@ from perftune.units import parse_fraction
 @click.option("--confidence", type=float, default=0.95, show_default=True,
               help="Confidence of the interval.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the calibration here, for `perftune gate --calibration FILE`.")
+              help="Write the calibration here, for `perftune gate --calibration FILE` (gate reads ./perftune-calibration.json by itself).")
 @click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
 @out_option
 def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool, launches: int,

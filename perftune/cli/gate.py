@@ -25,6 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # Commands that run a user's script take its arguments verbatim; gate options may still come
 # anywhere, and `--` ends them (for script flags that share a gate option's name).
+# A calibration here is used without --calibration (`perftune calibrate -o` writes it).
+DEFAULT_CALIBRATION = Path("perftune-calibration.json")
 SCRIPT_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": True,
                   "help_option_names": ["-h", "--help"]}
 
@@ -127,7 +129,7 @@ def _checkout_root() -> Path | None:
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="Profile one launch per side to show what changed.")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable.")
+              help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable [default: ./perftune-calibration.json when present].")
 @click.option("--fingerprint-mismatch", type=click.Choice(["refuse", "warn"]), default="refuse", show_default=True,
               help="With --baseline: refuse (exit 2) or warn when the environment differs.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -177,6 +179,8 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
                         confidence=confidence)
     if calibration is not None and calibration == Path(""):
         calibration = None  # `calibration = ""` in [tool.perftune.gate]: none
+    if calibration is None and DEFAULT_CALIBRATION.is_file():
+        calibration = DEFAULT_CALIBRATION  # `perftune calibrate -o` wrote it here
     if calibration is not None:
         floor = calibration_mod.noise_floor(calibration, rule.confidence, plan,
                                             paired=against is not None)
@@ -189,6 +193,9 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
         explain=explain,
         fail_on_new_findings=fail_on_new_findings,
         seed=seed,
+        # Launch length follows the step time unless --steps (or the config, or the baseline)
+        # fixes it.
+        size_launches=stored is None and ctx.get_parameter_source("steps") is ParameterSource.DEFAULT,
     )
     run_dir = default_run_dir(out_dir, "gate")
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ class StepEntry(_Open, kw_only=True):
     phase: str
     loss: float | None = None
     samples: int | None = None
+    # The process's CPU time (user + sys, all threads) during the step; absent in older runs.
+    cpu_ms: float | None = None
 
 
 class StepsDocument(_Open, kw_only=True):

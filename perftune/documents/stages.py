@@ -133,6 +133,8 @@ class TuneConfig(_Stage):
     trials: list[int] = msgspec.field(default_factory=list)
     loss_deviation: Ratio | None = None
     accuracy: AccuracyGuard | None = None
+    # The script's own defaults: the baseline every other configuration is compared with.
+    baseline: bool = False
 
 
 class TuneBest(_Stage):
@@ -147,6 +149,10 @@ class TuneBest(_Stage):
     loss_deviation: Ratio | None = None
     accuracy: AccuracyGuard | None = None
     speedup_vs_default: float | None = None
+    # Whether the repeats put the best reliably ahead of the defaults (the gate's statistics);
+    # without that there is no winner to act on.
+    reliably_faster_than_default: bool = False
+    is_default: bool = False
 
 
 class TuneRunnerUp(_Stage):
@@ -159,9 +165,22 @@ class TuneRunnerUp(_Stage):
 
 
 class TuneDefault(_Stage):
+    """The baseline: the script's own defaults (perftune.knob defaults, else the first value)."""
+
     values: Values = msgspec.field(default_factory=dict)
     throughput: float | None = None
     verdict: str | None = None
+    # Spread of its repeated figures ((max - min) / median), the noise a winner must beat.
+    noise: Ratio | None = None
+
+
+class TuneUnmeasured(_Stage):
+    """A value of a knob whose configurations were not all measured, and why."""
+
+    knob: str
+    value: Any = None
+    measured: int = 0
+    total: int = 0
 
 
 class CodeChange(_Stage):
@@ -211,12 +230,16 @@ class TuningDocument(_Stage):
     apply: TuneApply | None = None
     stats: TuneStats = msgspec.field(default_factory=TuneStats)
     notes: list[str] = msgspec.field(default_factory=list)
+    # Knob values whose configurations were not all measured (the budget ran out first).
+    unmeasured: list[TuneUnmeasured] = msgspec.field(default_factory=list)
 
 
 # gate.json ---------------------------------------------------------------------------------
 class GateSide(_Stage):
     label: str = ""
     samples_ms: list[float] = msgspec.field(default_factory=list)
+    # CPU time per step of each launch (user + sys of the process), where measured.
+    cpu_samples_ms: list[float] = msgspec.field(default_factory=list)
     geomean_ms: MaybeMs = None
     log_sd: float | None = None
 
@@ -231,6 +254,26 @@ class GateLook(_Stage):
     low: float
     high: float
     threshold: float
+    figure: str = "wall"  # wall | cpu: what this look compared
+
+
+class LaunchLoadDoc(_Stage):
+    """What other processes did on the machine while one launch ran."""
+
+    others_cpus: float  # CPUs' worth of time they used, on average
+    steal: float  # share of CPU time the hypervisor took
+    load_average: float | None = None
+
+
+class GateLoad(_Stage):
+    """The runner's load over the gate; `busy` switched the decision to CPU time."""
+
+    busy: bool
+    before: LaunchLoadDoc | None = None
+    mean_others_cpus: float = 0.0
+    max_others_cpus: float = 0.0
+    max_steal: float = 0.0
+    load_averages: list[float] = msgspec.field(default_factory=list)
 
 
 class GateLaunch(_Stage):
@@ -241,6 +284,8 @@ class GateLaunch(_Stage):
     run_dir: str
     wall_s: float
     peak_memory_bytes: int | None = None
+    median_cpu_ms: MaybeMs = None
+    load: LaunchLoadDoc | None = None
 
 
 class FindingRef(_Stage):
@@ -276,6 +321,9 @@ class TimeShareChange(_Stage):
     base_ms: Milliseconds
     head_ms: Milliseconds
     delta_ms: Milliseconds
+    # Interval of the change from the launch-to-launch noise of the gate's launches.
+    low_ms: MaybeMs = None
+    high_ms: MaybeMs = None
 
 
 class StructuralChange(_Stage):
@@ -317,6 +365,9 @@ class GateDocument(_Stage):
     base: GateSide | msgspec.UnsetType = msgspec.UNSET
     head: GateSide | msgspec.UnsetType = msgspec.UNSET
     noise_log_sd: float | msgspec.UnsetType = msgspec.UNSET
+    # wall | cpu: the figure the deciding look compared (cpu when the runner was busy).
+    figure: str | msgspec.UnsetType = msgspec.UNSET
+    load: GateLoad | msgspec.UnsetType | None = msgspec.UNSET
     looks: list[GateLook] | msgspec.UnsetType = msgspec.UNSET
     launches: list[GateLaunch] | msgspec.UnsetType = msgspec.UNSET
     inconclusive_policy: str | msgspec.UnsetType = msgspec.UNSET

@@ -10,6 +10,7 @@ pair of blocks.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,8 @@ class ArmLaunch:
     losses: tuple[float | None, ...]
     run_dir: Path
     error: str | None = None
+    # Warning lines the launch printed (Python's "file:line: SomeWarning: text" form).
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -100,6 +103,39 @@ def _log_tail(run_dir: Path, lines: int = 15) -> str:
     return f"\nlast lines of {run_dir / 'output.log'}:\n{tail}" if tail else ""
 
 
+_WARNING = re.compile(r"\b(\w*Warning): (.+)$")
+
+
+def warning_lines(text: str) -> tuple[str, ...]:
+    """The warnings in a launch's output, as 'Category: message' without the file and line
+    (which differ between the original and a rewritten copy)."""
+    found = []
+    for line in text.splitlines():
+        match = _WARNING.search(line)
+        if match:
+            found.append(f"{match.group(1)}: {match.group(2).strip()}")
+    return tuple(dict.fromkeys(found))
+
+
+def _warnings(run_dir: Path) -> tuple[str, ...]:
+    try:
+        return warning_lines(RunDir(run_dir).file(OUTPUT_LOG).read_text(errors="replace"))
+    except OSError:
+        return ()
+
+
+def new_warnings(base: Sequence[ArmLaunch], arm: Sequence[ArmLaunch]) -> tuple[str, ...]:
+    """Warnings every launch of the rewritten version printed and no original launch did: the
+    library complaining about the rewrite on every run (pin_memory=True with no GPU)."""
+    if not arm:
+        return ()
+    known = {w for launch in base for w in launch.warnings}
+    common = set(arm[0].warnings)
+    for launch in arm[1:]:
+        common &= set(launch.warnings)
+    return tuple(w for w in arm[0].warnings if w in common and w not in known)
+
+
 def _launch(arm: Arm, seq: int, block: int, run_dir: Path,
             settings: MeasureSettings) -> ArmLaunch:
     result = capture_side(arm.side, run_dir, settings, profile=False)
@@ -112,7 +148,7 @@ def _launch(arm: Arm, seq: int, block: int, run_dir: Path,
     return ArmLaunch(arm=arm.key, seq=seq, block=block, status=status, median_ms=median,
                      peak_memory_bytes=result.peak_memory_bytes, memory_kind=result.memory_kind,
                      losses=tuple(step.loss for step in result.steps), run_dir=run_dir,
-                     error=error)
+                     error=error, warnings=_warnings(run_dir))
 
 
 def run_interleaved(arms: Sequence[Arm], launches: int, launch_root: Path,

@@ -234,6 +234,26 @@ def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path]
     return doc
 
 
+def dropped_because(rewrite: Any, doc: FixDocument) -> str:
+    """Why a rewrite is not in the patch, in words (the terminal shows it next to the ✗)."""
+    if rewrite.status != "verified":
+        return {"slower": "it was measured slower than the original",
+                "warns": "it makes the library print a warning the original does not",
+                "changed-results": "it changes the losses",
+                "failed": "the rewritten script failed",
+                "unverified": "its losses could not be checked",
+                "not-faster": "it is not measurably faster (--require-faster)",
+                }.get(rewrite.status, f"its check ended {rewrite.status}")
+    chosen = [r.id for r in doc.rewrites if r.in_patch]
+    clash = [c for c in rewrite.conflicts_with if c in chosen]
+    if clash:
+        return (f"it edits the same code as {', '.join(clash)}, which is in the patch "
+                "(measured faster)")
+    if chosen:
+        return "the verified rewrites together failed their check; the patch keeps the best one"
+    return "not chosen"
+
+
 def summary_lines(doc: FixDocument, shown_dir: str) -> list[str]:
     lines = [f"perftune fix: {doc.headline}"]
     for r in doc.rewrites:
@@ -242,6 +262,8 @@ def summary_lines(doc: FixDocument, shown_dir: str) -> list[str]:
         lines.append(f"  {mark} {r.id} {r.rule:<14} {r.where}  {r.status}  "
                      f"speed-up {speed}  losses {r.losses}")
         lines.append(f"      {r.reason}")
+        if not r.in_patch:
+            lines.append(f"      not in the patch: {dropped_because(r, doc)}")
     for s in doc.skipped:
         lines.append(f"  · {s.rule} {s.where}: {s.reason}")
     for note in doc.notes:

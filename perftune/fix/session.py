@@ -20,7 +20,7 @@ from perftune.engine.types import Finding
 from perftune.errors import UsageError
 from perftune.fix.apply import apply_diff
 from perftune.fix.diffs import parse_unified_diff
-from perftune.fix.measure import BASE, Arm, ArmLaunch, Measurements, run_interleaved
+from perftune.fix.measure import BASE, Arm, ArmLaunch, Measurements, new_warnings, run_interleaved
 from perftune.fix.plan import Candidate, Plan, compatible_set, conflicts_of, make_plan
 from perftune.fix.verify import (
     DIFFERS,
@@ -200,8 +200,9 @@ def _measured(key: str, arm: Arm, found: Measurements, base_ref: Sequence[float 
     memory = MemoryCheck(base_memory, typical_memory([x.peak_memory_bytes for x in launches]),
                          memory_kind)
     losses = _losses_against(base_ref, launches, settings.tolerance, reproducible)
+    warnings = new_warnings(found.of(BASE), launches) if key != BASE else ()
     verdict = judge(losses, speed, applicability, require_faster=settings.require_faster,
-                    failed=found.failed.get(key))
+                    failed=found.failed.get(key), warnings=warnings)
     return Measured(key, arm.rewrites, speed, memory, losses, verdict)
 
 

@@ -139,17 +139,31 @@ class Verdict:
     reason: str
 
 
+# A rewrite whose measured step time is this much above the original's is not kept even when
+# the interval cannot exclude "no change": it was measured slower, and nothing says faster.
+SLOWER_MEASURED = 0.02
+
+
 def judge(losses: LossCheck, speed: SpeedCheck, applicability: str, *,
-          require_faster: bool = False, failed: str | None = None) -> Verdict:
+          require_faster: bool = False, failed: str | None = None,
+          warnings: Sequence[str] = ()) -> Verdict:
     """Whether a measured rewrite goes into the patch, and why (or why not)."""
     if failed:
         return Verdict("failed", False, failed)
+    if warnings:
+        return Verdict("warns", False,
+                       "makes the library warn on every run, which the original does not: "
+                       + "; ".join(warnings[:2]))
     if losses.status == DIFFERS:
         return Verdict("changed-results", False, f"changes the losses: {losses.reason}")
     if speed.verdict == SLOWER:
         return Verdict("slower", False,
                        f"slower: {speed.ratio:.3f}× the original step time "
                        f"({_interval(speed)})")
+    if speed.verdict != FASTER and speed.ratio is not None and speed.ratio > 1 + SLOWER_MEASURED:
+        return Verdict("slower", False,
+                       f"measured slower ({speed.ratio:.3f}× the original step time, "
+                       f"{_interval(speed)}); only a rewrite measured not slower is kept")
     if require_faster and speed.verdict != FASTER:
         return Verdict("not-faster", False, "not measurably faster (--require-faster)")
     if losses.status == UNKNOWN and applicability != "safe":

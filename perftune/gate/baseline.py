@@ -36,6 +36,9 @@ class Baseline:
     # The base side's profiled launch (explain.profile_to_dict), so that baseline mode can
     # still report structural changes; None when recorded with --no-explain.
     profile: dict[str, Any] | None = None
+    # CPU time per step of each launch (same order as samples_ms): what a gate on a busy
+    # runner compares; empty in baselines recorded before perftune measured it.
+    cpu_samples_ms: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class Baseline:
             "warmup": self.warmup,
             "steps": self.steps,
             "samples_ms": list(self.samples_ms),
+            "cpu_samples_ms": list(self.cpu_samples_ms),
             "git": {"commit": self.git_commit, "dirty": self.git_dirty},
             "fingerprint": self.fingerprint.to_dict(),
             "profile": self.profile,
@@ -90,6 +94,11 @@ def load(path: Path) -> Baseline:
         for s in samples
     ):
         raise ConfigError(f"{path}: samples_ms must hold at least two positive step times")
+    cpu = data.get("cpu_samples_ms") or []
+    if not (isinstance(cpu, list) and len(cpu) == len(samples) and all(
+            isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) and s > 0
+            for s in cpu)):
+        cpu = []  # absent, or not one positive time per launch: the gate stays on wall time
     git = data.get("git") or {}
     args = _require(data, "args", list, path)
     knobs = data.get("knobs") or {}
@@ -109,4 +118,5 @@ def load(path: Path) -> Baseline:
         created=str(data.get("created", "")),
         perftune_version=str(data.get("perftune_version", "")),
         profile=data.get("profile") if isinstance(data.get("profile"), dict) else None,
+        cpu_samples_ms=tuple(float(s) for s in cpu),
     )

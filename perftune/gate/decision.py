@@ -16,6 +16,10 @@ from perftune.analysis.stats import RatioEstimate, paired_ratio_interval, percen
 from perftune.errors import UsageError
 
 Outcome = Literal["pass", "regression", "undecided"]
+# What a launch's sample is: its median wall time per step, or its median CPU time per step
+# (user + sys of the process), the figure a busy runner barely moves (perftune.gate.load).
+Figure = Literal["wall", "cpu"]
+FIGURE_WORDS = {"wall": "wall time", "cpu": "CPU time"}
 
 DEFAULT_MAX_REGRESSION = 0.05
 DEFAULT_CONFIDENCE = 0.95
@@ -70,6 +74,7 @@ class Decision:
     outcome: Outcome
     estimate: RatioEstimate
     threshold: float
+    figure: Figure = "wall"
 
     @property
     def improvement(self) -> bool:
@@ -96,7 +101,7 @@ class Decision:
 
 
 def decide(base: Sequence[float], head: Sequence[float], rule: DecisionRule,
-           paired: bool = False) -> Decision:
+           paired: bool = False, figure: Figure = "wall") -> Decision:
     """Decide on per-launch step times (ms) of the base and the head.
 
     `paired`: base[i] and head[i] ran side by side (an interleaved gate); otherwise the two
@@ -112,4 +117,4 @@ def decide(base: Sequence[float], head: Sequence[float], rule: DecisionRule,
         outcome = "pass"
     else:
         outcome = "undecided"
-    return Decision(outcome=outcome, estimate=est, threshold=rule.threshold)
+    return Decision(outcome=outcome, estimate=est, threshold=rule.threshold, figure=figure)

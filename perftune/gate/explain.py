@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from perftune import units
 from perftune.analysis.compare import slower_and_faster, time_deltas
+from perftune.analysis.stats import MIN_PART_NOISE, part_change_interval
 from perftune.errors import PerftuneError
 
 if TYPE_CHECKING:
@@ -45,6 +46,10 @@ class TimeShare:
     kind: str  # category | operator | kernel
     base_ms: float
     head_ms: float
+    # Interval of the change (ms), from the noise of the launches the gate ran; None when no
+    # noise estimate was available.
+    low_ms: float | None = None
+    high_ms: float | None = None
 
     @property
     def delta_ms(self) -> float:
@@ -124,11 +129,16 @@ class Explanation:
         return {
             "base": profile_to_dict(self.base),
             "head": profile_to_dict(self.head),
-            "slower": [asdict(s) | {"delta_ms": s.delta_ms} for s in self.slower],
-            "faster": [asdict(s) | {"delta_ms": s.delta_ms} for s in self.faster],
+            "slower": [_share_dict(s) for s in self.slower],
+            "faster": [_share_dict(s) for s in self.faster],
             "structural": [asdict(c) for c in self.structural],
             "notes": list(self.notes),
         }
+
+
+def _share_dict(share: TimeShare) -> dict[str, Any]:
+    data = asdict(share) | {"delta_ms": share.delta_ms}
+    return {k: v for k, v in data.items() if v is not None}
 
 
 def profile_to_dict(summary: ProfileSummary) -> dict[str, Any]:
@@ -289,8 +299,23 @@ def _memory_increase(base: ProfileSummary, head: ProfileSummary) -> StructuralCh
     return None
 
 
-def compare(base: ProfileSummary, head: ProfileSummary) -> Explanation:
-    """What got slower or faster, and what is structurally new in head."""
+@dataclass(frozen=True)
+class LaunchNoise:
+    """The launch-to-launch noise the gate measured (log sd of whole-step launch medians) and
+    how many launches it rests on: each explanation line's interval follows from it."""
+
+    log_sd: float
+    launches: int
+    confidence: float = 0.95
+
+
+def compare(base: ProfileSummary, head: ProfileSummary,
+            noise: LaunchNoise | None = None) -> Explanation:
+    """What got slower or faster, and what is structurally new in head.
+
+    With `noise`, each time line gets its own interval (stats.part_change_interval) and a line
+    whose interval holds 0 is left out: on identical code nothing is listed as changed.
+    """
     reference = base.step_ms or 0.0
     floor = max(MIN_OP_DELTA_MS, MIN_OP_DELTA_SHARE * reference)
     deltas = []
@@ -300,8 +325,22 @@ def compare(base: ProfileSummary, head: ProfileSummary) -> Explanation:
         deltas += time_deltas({(kind, k): v for k, v in a.items()},
                               {(kind, k): v for k, v in b.items()}, floor,
                               keys=[(kind, name) for name in sorted(set(a) | set(b))])
-    slower, faster = (tuple(TimeShare(name=d.key[1], kind=d.key[0], base_ms=d.a_ms, head_ms=d.b_ms)
-                            for d in side) for side in slower_and_faster(deltas, MAX_LISTED))
+    shown = []
+    hidden = 0
+    for d in deltas:
+        low = high = None
+        if noise is not None:
+            low, high = part_change_interval(d.a_ms, d.b_ms, noise.log_sd, noise.launches,
+                                             noise.confidence)
+            if low <= 0.0 <= high:
+                hidden += 1
+                continue
+        shown.append((d, low, high))
+    by_delta = {id(d): (low, high) for d, low, high in shown}
+    slower, faster = (tuple(TimeShare(name=d.key[1], kind=d.key[0], base_ms=d.a_ms, head_ms=d.b_ms,
+                                      low_ms=by_delta[id(d)][0], high_ms=by_delta[id(d)][1])
+                            for d in side)
+                      for side in slower_and_faster([d for d, _, _ in shown], MAX_LISTED))
 
     structural: list[StructuralChange] = []
     for change in (
@@ -321,5 +360,9 @@ def compare(base: ProfileSummary, head: ProfileSummary) -> Explanation:
                     kind="new-finding", finding=finding,
                     message=f"new {finding.code} {finding.name} at {finding.where}: {finding.message}"))
     notes = tuple(dict.fromkeys((*base.notes, *head.notes)))
+    if hidden and noise is not None:
+        notes += (f"{hidden} time difference(s) between the profiled launches lie within the "
+                  f"launch-to-launch noise ({max(noise.log_sd, MIN_PART_NOISE):.0%} per launch) "
+                  "and are not listed as changes",)
     return Explanation(base=base, head=head, slower=slower, faster=faster,
                        structural=tuple(structural), notes=notes)

@@ -23,11 +23,13 @@ from perftune.documents import (
     GateDocument,
     GateExplanation,
     GateLaunch,
+    GateLoad,
     GateLook,
     GateSide,
+    LaunchLoadDoc,
     document_data,
 )
-from perftune.gate.decision import Decision
+from perftune.gate.decision import FIGURE_WORDS, Decision
 from perftune.gate.explain import Explanation, StructuralChange
 from perftune.gate.verdict import Verdict
 from perftune.rundir import RunDir
@@ -43,13 +45,17 @@ MAX_NAME = 120
 def _look(decision: Decision) -> GateLook:
     est = decision.estimate
     return GateLook(outcome=decision.outcome, n_base=est.n_base, n_head=est.n_head,
-                    ratio=est.ratio, low=est.low, high=est.high, threshold=decision.threshold)
+                    ratio=est.ratio, low=est.low, high=est.high, threshold=decision.threshold,
+                    figure=decision.figure)
 
 
 def _launch(launch: Launch) -> GateLaunch:
+    load = launch.load.to_json() if launch.load is not None else None
     return GateLaunch(side=launch.side, seq=launch.seq, median_ms=launch.median_ms,
                       measured_steps=launch.measured_steps, run_dir=str(launch.run_dir),
-                      wall_s=launch.wall_s, peak_memory_bytes=launch.peak_memory_bytes)
+                      wall_s=launch.wall_s, peak_memory_bytes=launch.peak_memory_bytes,
+                      median_cpu_ms=launch.median_cpu_ms,
+                      load=None if load is None else msgspec.convert(load, LaunchLoadDoc))
 
 
 def verdict_document(verdict: Verdict) -> GateDocument:
@@ -72,10 +78,14 @@ def verdict_document(verdict: Verdict) -> GateDocument:
         threshold_raised_by_calibration=verdict.rule.raised_by_calibration,
         reason=verdict.decision.reason,
         base=GateSide(label=verdict.base_label, samples_ms=list(verdict.base_samples_ms),
+                      cpu_samples_ms=list(verdict.base_cpu_ms),
                       geomean_ms=est.base_geomean_ms, log_sd=est.base_log_sd),
         head=GateSide(label=verdict.head_label, samples_ms=list(verdict.head_samples_ms),
+                      cpu_samples_ms=list(verdict.head_cpu_ms),
                       geomean_ms=est.head_geomean_ms, log_sd=est.head_log_sd),
         noise_log_sd=est.noise,
+        figure=verdict.figure,
+        load=None if verdict.load is None else msgspec.convert(verdict.load.to_json(), GateLoad),
         looks=[_look(d) for d in verdict.decisions],
         launches=[_launch(launch) for launch in verdict.launches],
         inconclusive_policy=verdict.inconclusive_policy,
@@ -141,6 +151,12 @@ def _structural_lines(changes: Iterable[StructuralChange]) -> list[str]:
     return [f"- {md_escape(c.message, 300)}" for c in changes]
 
 
+def _share_interval(share: Any) -> str:
+    if share.low_ms is None or share.high_ms is None:
+        return "–"
+    return f"{units.delta_ms(share.low_ms)} to {units.delta_ms(share.high_ms)}"
+
+
 def _explanation_md(explanation: Explanation, fail_on_new: bool) -> list[str]:
     lines = ["", "### What changed", ""]
     if explanation.structural:
@@ -153,10 +169,11 @@ def _explanation_md(explanation: Explanation, fail_on_new: bool) -> list[str]:
     for title, rows in (("Slower in head", explanation.slower), ("Faster in head", explanation.faster)):
         if not rows:
             continue
-        lines += [f"{title} (one profiled launch per side, per step):", "",
-                  "| what | kind | base | head | change |", "|---|---|---:|---:|---:|"]
+        lines += [f"{title} (one profiled launch per side, per step; interval from the "
+                  "launch-to-launch noise):", "",
+                  "| what | kind | base | head | change | interval |", "|---|---|---:|---:|---:|---:|"]
         lines += [f"| {md_code(r.name)} | {md_escape(r.kind)} | {units.ms(r.base_ms)} | {units.ms(r.head_ms)} | "
-                  f"{units.delta_ms(r.delta_ms)} |" for r in rows]
+                  f"{units.delta_ms(r.delta_ms)} | {_share_interval(r)} |" for r in rows]
         lines.append("")
     return lines
 
@@ -173,7 +190,8 @@ def render_markdown(verdict: Verdict, script: str) -> str:
         "",
         "| | base | head |",
         "|---|---:|---:|",
-        f"| step time (geometric mean of launch medians) | {units.ms(est.base_geomean_ms)} | "
+        f"| {FIGURE_WORDS[verdict.figure]} per step (geometric mean of launch medians) | "
+        f"{units.ms(est.base_geomean_ms)} | "
         f"{units.ms(est.head_geomean_ms)} |",
         f"| launches | {est.n_base} | {est.n_head} |",
         f"| launch-to-launch noise | {est.base_log_sd:.1%} | {est.head_log_sd:.1%} |",
@@ -184,8 +202,12 @@ def render_markdown(verdict: Verdict, script: str) -> str:
     body = _explanation_md(verdict.explanation, verdict.fail_on_new_findings) if verdict.explanation else []
     notes = ["", "### Notes", "", *(f"- {md_escape(n, 500)}" for n in verdict.notes)] if verdict.notes else []
     launches = ["", "<details><summary>Launches (in run order)</summary>", "",
-                "| # | side | median step |", "|---:|---|---:|",
-                *(f"| {launch.seq} | {launch.side} | {units.ms(launch.median_ms)} |" for launch in verdict.launches),
+                "| # | side | median step (wall) | median step (CPU) | others' CPU use |",
+                "|---:|---|---:|---:|---:|",
+                *(f"| {launch.seq} | {launch.side} | {units.ms(launch.median_ms)} | "
+                  f"{units.ms(launch.median_cpu_ms) if launch.median_cpu_ms else '–'} | "
+                  f"{f'{launch.load.others_cpus:.2f} CPUs' if launch.load else '–'} |"
+                  for launch in verdict.launches),
                 "", "</details>"]
     footer = ["", f"<sub>perftune {__version__} · {verdict.elapsed_s:.0f} s · exit code "
                   f"{verdict.return_code}</sub>", ""]
@@ -341,8 +363,10 @@ def render_terminal(verdict: Verdict) -> str:
     lines = [f"perftune gate: {verdict.headline}"]
     if verdict.explanation is not None:
         lines += [f"  structural: {c.message}" for c in verdict.explanation.structural]
-        lines += [f"  slower: {r.name[:MAX_NAME]} ({r.kind}) {units.delta_ms(r.delta_ms)}/step"
-                  for r in verdict.explanation.slower[:3]]
+        for word, rows in (("slower", verdict.explanation.slower), ("faster", verdict.explanation.faster)):
+            lines += [f"  {word}: {r.name[:MAX_NAME]} ({r.kind}) {units.delta_ms(r.delta_ms)}/step"
+                      + (f" ({_share_interval(r)})" if r.low_ms is not None else "")
+                      for r in rows[:3]]
     lines += [f"  note: {n}" for n in verdict.notes]
     if verdict.run_dir is not None:
         lines.append(f"  run dir: {verdict.run_dir}")

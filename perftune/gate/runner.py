@@ -7,10 +7,18 @@ frequency), so they are never pooled across launches.
 
 Launches alternate in randomised ABBA blocks: slow drift of a shared runner (a neighbour job
 starting, thermal throttling) then hits both sides alike instead of biasing one.
+
+Around each launch the runner's load is measured (perftune.gate.load). While the runner is
+quiet the gate decides on wall time per step; once other processes are seen competing for the
+CPUs it decides on CPU time per step (user + sys of the training process), which they barely
+move, and the verdict says which figure decided. Launch length follows the measured step time
+when the user did not fix --steps: enough steps for about a second of steady state.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,9 +33,47 @@ from perftune.capture.parent.measure import (
     measure_launch,
 )
 from perftune.errors import UsageError
-from perftune.gate.decision import Decision, DecisionRule, decide
+from perftune.gate import load as load_mod
+from perftune.gate.decision import Decision, DecisionRule, Figure, decide
 
 DEFAULT_LAUNCHES = 6
+# Steady-state time one launch should measure when its length is sized from the step time:
+# a launch's fixed cost (starting Python, importing torch) is seconds, so a second of steps
+# costs little and halves the noise of a launch median over a 10-step one on a fast script.
+TARGET_MEASURED_S = 1.0
+MIN_SIZED_STEPS = 5
+MAX_SIZED_STEPS = 100
+
+
+def sized_steps(step_ms: float, default: int) -> int:
+    """Measured steps per launch for a script whose steps take `step_ms`: about
+    TARGET_MEASURED_S of them, between MIN_SIZED_STEPS and MAX_SIZED_STEPS (`default` when the
+    step time is unknown)."""
+    if not step_ms > 0:
+        return default
+    wanted = math.ceil(TARGET_MEASURED_S * 1000.0 / step_ms)
+    return max(MIN_SIZED_STEPS, min(MAX_SIZED_STEPS, wanted))
+
+
+def launch_samples(launches: Sequence[Launch], side: str, figure: Figure) -> list[float] | None:
+    """One side's per-launch samples of `figure`; None when a launch lacks it."""
+    values = [launch.median_ms if figure == "wall" else launch.median_cpu_ms
+              for launch in launches if launch.side == side]
+    if any(v is None or not v > 0 for v in values):
+        return None
+    return [float(v) for v in values if v is not None]
+
+
+def choose_figure(launches: Sequence[Launch], load: load_mod.RunnerLoad,
+                  base_cpu: Sequence[float] | None = None, stored_base: bool = False) -> Figure:
+    """CPU time once the runner is busy and every launch measured it; wall time otherwise."""
+    if not load.busy:
+        return "wall"
+    if launch_samples(launches, HEAD, "cpu") is None:
+        return "wall"
+    if stored_base:
+        return "cpu" if base_cpu else "wall"
+    return "cpu" if launch_samples(launches, BASE, "cpu") is not None else "wall"
 
 
 @dataclass(frozen=True)
@@ -71,8 +117,15 @@ class SequentialResult:
     def decision(self) -> Decision:
         return self.decisions[-1]
 
-    def samples(self, side: str) -> tuple[float, ...]:
-        return tuple(launch.median_ms for launch in self.launches if launch.side == side)
+    load: load_mod.RunnerLoad = field(default_factory=lambda: load_mod.RunnerLoad(None))
+    steps: int | None = None  # measured steps per launch after sizing, None: as set
+
+    @property
+    def figure(self) -> Figure:
+        return self.decision.figure
+
+    def samples(self, side: str, figure: Figure = "wall") -> tuple[float, ...]:
+        return tuple(launch_samples(self.launches, side, figure) or ())
 
 
 def abba_order(per_side: int, rng: random.Random) -> list[str]:
@@ -103,10 +156,17 @@ class SequentialGate:
     launch_root: Path
     settings: MeasureSettings
     base_samples: Sequence[float] = ()
+    # CPU time per step of the stored base launches, when the baseline recorded it.
+    base_cpu_samples: Sequence[float] = ()
     seed: int | None = None
     on_launch: Callable[[Launch], None] | None = None
     on_decision: Callable[[Decision], None] | None = None
+    # Size the launches' measured steps from the first launch's step time (sized_steps).
+    size_launches: bool = False
+    # Measure the runner's load around launches (perftune.gate.load); off for replays.
+    measure_load: bool = True
     _launches: list[Launch] = field(default_factory=list, init=False)
+    _load: load_mod.RunnerLoad = field(default_factory=lambda: load_mod.RunnerLoad(None), init=False)
 
     def __post_init__(self) -> None:
         if self.base is None and len(self.base_samples) < 2:
@@ -115,21 +175,37 @@ class SequentialGate:
     def _run_one(self, side: Side) -> Launch:
         seq = len(self._launches)
         run_dir = self.launch_root / f"{seq:03d}-{side.name}"
+        before = load_mod.read_cpu_times() if self.measure_load else None
         launch = measure_launch(side, seq, run_dir, self.settings)
+        measured = load_mod.launch_load(before, load_mod.read_cpu_times()) if before else None
+        if measured is not None:
+            launch = dataclasses.replace(launch, load=measured)
+            self._load = self._load.with_launch(measured)
         self._launches.append(launch)
+        if seq == 0 and self.size_launches:
+            steps = sized_steps(launch.median_ms, self.settings.steps)
+            self.settings = dataclasses.replace(self.settings, steps=steps)
         if self.on_launch is not None:
             self.on_launch(launch)
         return launch
 
-    def _samples(self, side: str) -> list[float]:
+    def _samples(self, side: str, figure: Figure) -> list[float]:
         if side == BASE and self.base is None:
-            return list(self.base_samples)
-        return [launch.median_ms for launch in self._launches if launch.side == side]
+            return list(self.base_samples if figure == "wall" else self.base_cpu_samples)
+        return launch_samples(self._launches, side, figure) or []
+
+    def _figure(self) -> Figure:
+        return choose_figure(self._launches, self._load, self.base_cpu_samples,
+                             stored_base=self.base is None)
 
     def run(self, rule: DecisionRule, plan: LaunchPlan) -> SequentialResult:
         rng = random.Random(self.seed)
         look_rule = rule.per_look(plan.looks)
         decisions: list[Decision] = []
+        if self.measure_load:
+            # Before the first launch: what the rest of the machine does with nothing of ours
+            # running (a one-second look at /proc/stat, and the load average).
+            self._load = load_mod.RunnerLoad(load_mod.probe_others())
         for per_side in plan.rounds():
             order = [HEAD] * per_side if self.base is None else abba_order(per_side, rng)
             for name in order:
@@ -137,11 +213,14 @@ class SequentialGate:
                 assert side is not None
                 self._run_one(side)
             # Interleaved launches are analysed as ABBA pairs; stored samples as a second sample.
-            decision = decide(self._samples(BASE), self._samples(HEAD), look_rule,
-                              paired=self.base is not None)
+            figure = self._figure()
+            decision = decide(self._samples(BASE, figure), self._samples(HEAD, figure), look_rule,
+                              paired=self.base is not None, figure=figure)
             decisions.append(decision)
             if self.on_decision is not None:
                 self.on_decision(decision)
             if decision.decided:
                 break
-        return SequentialResult(launches=tuple(self._launches), decisions=tuple(decisions))
+        return SequentialResult(launches=tuple(self._launches), decisions=tuple(decisions),
+                                load=self._load,
+                                steps=self.settings.steps if self.size_launches else None)

@@ -21,7 +21,8 @@ from perftune.gate import explain as explain_mod
 from perftune.gate import fingerprint as fingerprint_mod
 from perftune.gate.baseline import Baseline
 from perftune.gate.calibration import Calibration
-from perftune.gate.decision import Decision, DecisionRule
+from perftune.gate.decision import FIGURE_WORDS, Decision, DecisionRule
+from perftune.gate.load import RunnerLoad
 from perftune.gate.explain import Explanation, ProfileSummary
 from perftune.gate.runner import LaunchPlan, SequentialGate
 from perftune.gate.verdict import InconclusivePolicy, Mode, Status, Verdict
@@ -46,6 +47,9 @@ class GateOptions:
     explain: bool = True
     fail_on_new_findings: bool = False
     seed: int | None = None
+    # Size each launch's measured steps from the first launch's step time (the user did not
+    # fix --steps); never for a stored baseline, whose launches had a fixed length.
+    size_launches: bool = False
 
 
 def _quiet(_: str) -> None:
@@ -75,27 +79,31 @@ def _python_path(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(entries)}
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # not on every platform
+def wall_noise(base: Sequence[float], head: Sequence[float],
+               confidence: float) -> explain_mod.LaunchNoise | None:
+    """The launch-to-launch noise of the wall times the gate measured (the profiled launches
+    that explain the verdict are timed by the wall clock too)."""
+    if len(base) < 2 or len(head) < 2:
         return None
+    estimate = ratio_interval(base, head, confidence)
+    return explain_mod.LaunchNoise(log_sd=estimate.noise, launches=len(base) + len(head),
+                                   confidence=confidence)
 
 
-def _busy_note(before: float | None, after: float | None) -> str | None:
-    """A note when other processes competed for the CPUs: the likely cause of a wide interval."""
-    loads = [load for load in (before, after) if load is not None]
-    cpus = fingerprint_mod.cpu_count()
-    # The gate's own launch accounts for one runnable process.
-    if not loads or max(loads) <= cpus + 1:
-        return None
-    return (f"the runner was busy: load average up to {max(loads):.1f} on {cpus} CPUs; other "
-            "processes competing for the CPUs widen the interval (ABBA pairing absorbs slow "
-            "changes of load, not bursts)")
+def figure_note(result_figure: str, load: RunnerLoad) -> str:
+    """Which figure decided, and the load that chose it."""
+    if result_figure == "cpu":
+        return (f"decided on CPU time per step (user + sys of the script's process): the runner "
+                f"was busy ({load.describe()}), which slows wall time but barely CPU time")
+    if load.busy:
+        return (f"decided on wall time although the runner was busy ({load.describe()}): the "
+                "launches did not record CPU time per step")
+    return f"decided on wall time per step: the runner was quiet ({load.describe()})"
 
 
 def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
-                  measure: MeasureSettings, progress: Progress = _quiet) -> tuple[Explanation | None, list[str]]:
+                  measure: MeasureSettings, progress: Progress = _quiet,
+                  noise: explain_mod.LaunchNoise | None = None) -> tuple[Explanation | None, list[str]]:
     """Profile one launch per side (or use the stored base profile) and compare them."""
     summaries: dict[str, ProfileSummary] = {}
     notes: list[str] = []
@@ -115,7 +123,7 @@ def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
                          "no explanation")
             return None, notes
         summaries[side.name] = explain_mod.summarize_capture(result)
-    return explain_mod.compare(summaries[BASE], summaries[HEAD]), notes
+    return explain_mod.compare(summaries[BASE], summaries[HEAD], noise), notes
 
 
 def run_gate(
@@ -125,6 +133,7 @@ def run_gate(
     *,
     base: Side | None = None,
     base_samples: Sequence[float] = (),
+    base_cpu_samples: Sequence[float] = (),
     base_profile: ProfileSummary | None = None,
     mode: Mode = "ab",
     base_label: str = "base",
@@ -135,7 +144,6 @@ def run_gate(
 ) -> Verdict:
     """Launch until decided (both sides interleaved, or head against stored base samples)."""
     started = time.monotonic()
-    load_before = _load_average()
     report = _launch_reporter(progress)
 
     def launched(launch: Launch) -> None:
@@ -145,20 +153,24 @@ def run_gate(
 
     def looked(decision: Decision) -> None:
         est = decision.estimate
-        progress(f"  after {est.n_base}+{est.n_head} launches: ratio {est.ratio:.3f} "
-                 f"[{est.low:.3f}, {est.high:.3f}] -> {decision.outcome}")
+        progress(f"  after {est.n_base}+{est.n_head} launches ({FIGURE_WORDS[decision.figure]}): "
+                 f"ratio {est.ratio:.3f} [{est.low:.3f}, {est.high:.3f}] -> {decision.outcome}")
 
     sequential = SequentialGate(head=head, base=base, launch_root=run_dir / "launches",
                                 settings=options.measure, base_samples=base_samples,
-                                seed=options.seed, on_launch=launched, on_decision=looked)
+                                base_cpu_samples=base_cpu_samples,
+                                seed=options.seed, on_launch=launched, on_decision=looked,
+                                size_launches=options.size_launches and base is not None)
     result = sequential.run(options.rule, options.plan)
     decision = result.decision
+    base_wall = tuple(base_samples) if base is None else result.samples(BASE)
     status: Status = "inconclusive" if decision.outcome == "undecided" else decision.outcome
     # Read only now: `on_launch` may have added notes while launching (baseline fingerprint).
     all_notes = list(notes)
-    busy = _busy_note(load_before, _load_average())
-    if busy:
-        all_notes.append(busy)
+    all_notes.append(figure_note(result.figure, result.load))
+    if result.steps is not None and result.steps != options.measure.steps:
+        all_notes.append(f"launches measured {result.steps} steps each after the first, sized "
+                         "from its step time (about a second of steady steps)")
     if options.rule.raised_by_calibration:
         all_notes.append(f"allowance raised from {options.rule.max_regression:.1%} to "
                          f"{options.rule.threshold:.1%}: calibration shows smaller slowdowns "
@@ -171,7 +183,9 @@ def run_gate(
                              "so structural changes were not compared")
         else:
             explanation, explain_notes = explain_sides(reference, head, run_dir / "explain",
-                                                       options.measure, progress)
+                                                       options.measure, progress,
+                                                       wall_noise(base_wall, result.samples(HEAD),
+                                                                  options.rule.confidence))
             all_notes += explain_notes
             if explanation is not None:
                 all_notes += explanation.notes
@@ -185,6 +199,9 @@ def run_gate(
         launches=result.launches,
         base_samples_ms=tuple(base_samples) if base is None else result.samples(BASE),
         head_samples_ms=result.samples(HEAD),
+        base_cpu_ms=tuple(base_cpu_samples) if base is None else result.samples(BASE, "cpu"),
+        head_cpu_ms=result.samples(HEAD, "cpu"),
+        load=result.load,
         inconclusive_policy=options.inconclusive,
         fail_on_new_findings=options.fail_on_new_findings,
         explanation=explanation,
@@ -292,6 +309,7 @@ def gate_against_baseline(
                 target=_target(script.resolve() if script else None, module, args, cwd))
     return run_gate(
         head, run_dir, options, base_samples=baseline.samples_ms,
+        base_cpu_samples=baseline.cpu_samples_ms,
         base_profile=explain_mod.profile_from_dict(baseline.profile) if baseline.profile else None,
         mode="baseline", base_label=base_label, head_label="working tree", notes=notes,
         on_launch=_fingerprint_guard(baseline.fingerprint, fingerprint_mismatch, notes),
@@ -342,6 +360,9 @@ def record_baseline(
         commit, dirty = head_state(repo_root(cwd))
     return Baseline(
         samples_ms=tuple(launch.median_ms for launch in measured),
+        cpu_samples_ms=tuple(launch.median_cpu_ms for launch in measured
+                             if launch.median_cpu_ms is not None)
+        if all(launch.median_cpu_ms for launch in measured) else (),
         fingerprint=fingerprint_mod.collect(measured[0].meta),
         warmup=measure.warmup,
         steps=measure.steps,

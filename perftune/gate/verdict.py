@@ -8,8 +8,9 @@ from typing import Literal
 
 from perftune.analysis.stats import percent
 from perftune.capture.parent.measure import Launch
-from perftune.gate.decision import Decision, DecisionRule
+from perftune.gate.decision import FIGURE_WORDS, Decision, DecisionRule, Figure
 from perftune.gate.explain import Explanation
+from perftune.gate.load import RunnerLoad
 
 Status = Literal["pass", "regression", "inconclusive"]
 InconclusivePolicy = Literal["pass", "fail", "error"]
@@ -37,6 +38,15 @@ class Verdict:
     notes: tuple[str, ...] = ()
     elapsed_s: float = 0.0
     run_dir: Path | None = None
+    # CPU time per step of each launch (empty where not measured), and the runner's load.
+    base_cpu_ms: tuple[float, ...] = ()
+    head_cpu_ms: tuple[float, ...] = ()
+    load: RunnerLoad | None = None
+
+    @property
+    def figure(self) -> Figure:
+        """What the deciding look compared: wall time or CPU time per step."""
+        return self.decision.figure
 
     @property
     def decision(self) -> Decision:
@@ -81,7 +91,8 @@ class Verdict:
         direction = "slower" if change > 0 else "faster"
         numbers = (f"head/base {est.ratio:.3f} ({abs(change):.1%} {direction}), "
                    f"{percent(est.confidence)} CI [{est.low:.3f}, {est.high:.3f}], "
-                   f"allowed +{self.threshold:.1%}, {est.n_base}+{est.n_head} launches")
+                   f"allowed +{self.threshold:.1%}, {est.n_base}+{est.n_head} launches, "
+                   f"on {FIGURE_WORDS[self.figure]}")
         if self.status == "regression":
             word = "REGRESSION"
         elif self.status == "inconclusive":

@@ -28,7 +28,7 @@ COLORS = {
     "warmup": "#BAB0AC", "profiled": "#F58518", "measured": "#4C78A8",
     # phases of a step (analysis/phases.py)
     "profiler": "#E0E0E0", "data": "#B279A2", "zero_grad": "#C7A88F", "backward": "#E45756",
-    "forward": "#4C78A8", "other_ops": "#72B7B2", "python": "#BAB0AC",
+    "forward": "#4C78A8", "other_ops": "#72B7B2", "python": "#BAB0AC", "module": "#9ECAE9",
 }
 _FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12}
 
@@ -186,6 +186,7 @@ def module_tree_figure(modules: Mapping[str, Any]) -> Figure | None:
                           "<extra></extra>"),
         "tiling": {"orientation": "v"}, "root": {"color": "#f5f5f5"},
         "marker": {"colors": [float(m["self_share"]) for m in rows], "colorscale": "Blues",
+                   "reversescale": True, "cmin": 0.0, "cmax": max(float(m["self_share"]) for m in rows) or 1.0,
                    "showscale": False},
     }], "layout": _layout(height=max(320, 60 + 70 * (1 + max(int(m["depth"]) for m in rows))),
                           margin={"l": 10, "r": 10, "t": 30, "b": 10})}
@@ -202,6 +203,8 @@ def timeline_figure(timeline: StepTimeline) -> Figure:
             "y": [label(b.lane, 60) for b in bars], "base": [b.start_ms for b in bars],
             "x": [max(b.dur_ms, 1e-4) for b in bars],
             "hovertext": [f"{label(b.name)}<br>{b.dur_ms:.3f} ms at +{b.start_ms:.3f} ms"
+                          + ("<br>" + "<br>".join(label(d, 200) for d in b.detail.split("<br>"))
+                             if b.detail else "")
                           for b in bars],
             "hoverinfo": "text", "marker": {"color": COLORS.get(kind, "#999"), "line": {"width": 0}},
         })

@@ -12,20 +12,26 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from perftune.analysis.phases import MODULE_PREFIX, PHASE_LABELS, phase_segments
 from perftune.trace import categories as C
 from perftune.trace.metrics import device_event_steps, sync_call_mask
 from perftune.trace.model import NO_ID, Trace
 
 PERFETTO_URL = "https://ui.perfetto.dev"
+PHASE_LANE = "phases"
+# Module levels drawn as lanes of their own (0: the model, 1: its children).
+MODULE_LEVELS = 2
 
 
 @dataclass(frozen=True)
 class TimelineBar:
     lane: str
     kind: str  # op | dataloader | optimizer | sync | kernel | communication | memcpy | memset
+    #            | module | a phase (analysis.phases.PHASES)
     name: str
     start_ms: float  # from the start of the step
     dur_ms: float
+    detail: str = ""  # op chain and source line, for the hover
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,26 @@ def categorical_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return cat.cat.codes.to_numpy(), np.asarray([str(c) for c in cat.cat.categories], dtype=object)
 
 
+def _details(trace: Trace, rows: list[int], is_dev: np.ndarray) -> dict[int, str]:
+    """Hover text per bar: the op chain that led to it (for device work, the chain of the host
+    call that launched it) and the user's source line, when the trace has Python stacks."""
+    launch = trace.launch_of_device_event
+    hosts = [int(launch[r]) if is_dev[r] and launch[r] != NO_ID else r for r in rows]
+    frames = trace.user_frames(hosts) if trace.has_python_stacks else [None] * len(hosts)
+    out: dict[int, str] = {}
+    for row, host, frame in zip(rows, hosts, frames, strict=True):
+        parts = []
+        if host != row or not is_dev[row]:
+            chain = trace.op_chain(host)
+            if len(chain) > 1 or host != row:
+                parts.append(" → ".join(chain[-6:]))
+        if frame is not None:
+            parts.append(f"{frame.file}:{frame.line}" + (f" in {frame.function}" if frame.function else ""))
+        if parts:
+            out[row] = "<br>".join(parts)
+    return out
+
+
 def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
     k = _pick_step(trace)
     if k is None:
@@ -116,6 +142,20 @@ def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
         chosen.sort(key=lambda rk: -dur[rk[0]])
         chosen = chosen[:max_events]
 
+    # Module ranges of the first levels, each level a lane.
+    is_module = np.asarray([n.startswith(MODULE_PREFIX) for n in name_strings], dtype=bool)[name_codes]
+    module_rows = np.flatnonzero(in_window & is_module)
+    module_lane: dict[int, str] = {}
+    for row in module_rows.tolist():
+        depth, p = 0, int(parent[row])
+        while p != NO_ID:
+            depth += int(is_module[p])
+            p = int(parent[p])
+        if depth < MODULE_LEVELS:
+            module_lane[row] = f"modules · level {depth}"
+    chosen.extend((row, "module") for row in module_lane)
+    details = _details(trace, [row for row, kind in chosen], is_dev)
+
     pids = ev["pid"].to_numpy()
     tids = ev["tid"].to_numpy()
     devices = ev["device"].to_numpy()
@@ -123,7 +163,10 @@ def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
     bars: list[TimelineBar] = []
     lane_order: dict[str, tuple[int, float]] = {}
     for row, kind in chosen:
-        if is_dev[row]:
+        if row in module_lane:
+            lane = module_lane[row]
+            order = -1
+        elif is_dev[row]:
             device = int(devices[row]) if devices[row] != NO_ID else int(pids[row])
             stream = int(streams[row]) if streams[row] != NO_ID else int(tids[row])
             lane = f"device {device} · stream {stream}"
@@ -135,9 +178,17 @@ def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
         first = lane_order.get(lane)
         if first is None or ts[row] < first[1]:
             lane_order[lane] = (order, float(ts[row]) if first is None else min(first[1], float(ts[row])))
-        bars.append(TimelineBar(lane=lane, kind=kind, name=name(row),
+        text = name(row)
+        bars.append(TimelineBar(lane=lane, kind=kind,
+                                name=text[len(MODULE_PREFIX):] if kind == "module" else text,
                                 start_ms=(float(ts[row]) - step.start) / 1000.0,
-                                dur_ms=float(dur[row]) / 1000.0))
+                                dur_ms=float(dur[row]) / 1000.0, detail=details.get(row, "")))
+    segments = phase_segments(trace, k)
+    if segments:
+        lane_order[PHASE_LANE] = (-2, step.start)
+    for phase, a, b in segments:
+        bars.append(TimelineBar(lane=PHASE_LANE, kind=phase, name=PHASE_LABELS[phase],
+                                start_ms=(a - step.start) / 1000.0, dur_ms=(b - a) / 1000.0))
     lanes = tuple(sorted(lane_order, key=lambda name: (*lane_order[name], name)))
     bars.sort(key=lambda b: b.start_ms)
     return StepTimeline(step_name=step.name, rank=step.rank, dur_ms=step.dur / 1000.0,

@@ -57,9 +57,11 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
         lines.append("no configuration ran successfully within the constraints")
         return lines
     speedup = best.speedup_vs_default
-    lines.append(
-        f"best: {values_text(best.values)} — {units.rate(best.throughput, NONE)} {unit}"
-        + (f", {speedup:.2f}x the defaults" if speedup else "")
+    default = tuning.default
+    winner = best.reliably_faster_than_default or default is None or default.throughput is None
+    figures = (
+        f"{units.rate(best.throughput, NONE)} {unit}"
+        + (f", {speedup:.2f}x your defaults" if speedup and not best.is_default else "")
         + f", peak memory {units.size(best.peak_memory_bytes, NONE)}"
         + (
             f", loss within {units.percent(best.loss_deviation, missing=NONE)} of fp32"
@@ -67,6 +69,21 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
             else ""
         )
     )
+    if best.is_default:
+        lines.append(f"your defaults are already the fastest configuration measured: "
+                     f"{values_text(best.values)} — {figures}")
+        winner = False
+    elif not winner:
+        noise = _noise(tuning)
+        lines.append(
+            "no configuration is reliably faster than your defaults on this machine"
+            + (f" (noise ±{noise * 50:.0f} %)" if noise is not None else "")
+            + f"; the fastest measured was {values_text(best.values)} — {figures}, not separated "
+            "from the defaults by repeated measurements"
+        )
+    else:
+        lines.append(f"best: {values_text(best.values)} — {figures}; reliably faster than "
+                     f"your defaults ({values_text(default.values) if default else NONE})")
     runner_up = tuning.runner_up
     if runner_up is not None:
         verdict = (
@@ -80,13 +97,32 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
             f"runner-up: {values_text(runner_up.values)} — "
             f"{units.percent(runner_up.gap, missing=NONE)} slower; {verdict}"
         )
+    for gap in tuning.unmeasured:
+        lines.append(f"not measured: {gap.total - gap.measured} of the {gap.total} configurations "
+                     f"with {gap.knob}={knob_value(gap.value)} ({tuning.stop_reason})")
     apply = tuning.apply
+    if not winner:
+        return lines
     if apply is not None and apply.command:
-        lines.append(f"run it: {apply.command}")
+        # Every winning value: the command carries flags and declared knobs; the rest (batch
+        # size, precision injected by perftune) needs the code changes listed below it.
+        in_command = set(apply.knobs) | {k for k, v in apply.values.items()
+                                         if any(str(v) in f for f in apply.flags)}
+        rest = {k: v for k, v in apply.values.items() if k not in in_command}
+        lines.append(f"run it: {apply.command}"
+                     + (f"  with {values_text(rest)} (code changes below)" if rest else ""))
     for change in apply.code if apply is not None else []:
         lines.append(f"code change ({change.knob}): {change.title}")
         lines.extend("    " + line for line in change.snippet.splitlines())
     return lines
+
+
+def _noise(tuning: TuningDocument) -> float | None:
+    """How far repeated figures spread ((max − min) / median): of the defaults, else the best's."""
+    figures = [f for f in (tuning.default.noise if tuning.default else None,
+                           tuning.best.spread if tuning.best else None,
+                           tuning.runner_up.noise if tuning.runner_up else None) if f is not None]
+    return max(figures) if figures else None
 
 
 def print_results(tuning: TuningDocument, console: Any, limit: int = 20) -> None:
@@ -111,6 +147,8 @@ def print_results(tuning: TuningDocument, console: Any, limit: int = 20) -> None
         verdict = config.verdict
         style = STATUS_STYLE.get(verdict if verdict != "feasible" else "ok", "")
         marker = "best" if config.values == best_values else verdict
+        if config.baseline:
+            marker += " · your defaults"
         reason = ""
         if verdict != "feasible":
             reason = next((_reason(t) for t in tuning.trials
@@ -124,10 +162,15 @@ def print_results(tuning: TuningDocument, console: Any, limit: int = 20) -> None
             units.size(config.peak_memory_bytes, NONE),
             units.percent(config.loss_deviation, missing=NONE),
             str(len(config.trials)),
-            f"[{style}]{escape(marker)}[/]" + (f" {escape(reason[:70])}" if reason else ""),
+            f"[{style}]{escape(marker)}[/]" + (" (reason below)" if reason else ""),
         )
     if len(tuning.configs) > limit:
         table.caption = f"{len(tuning.configs) - limit} more configurations in tuning.json"
     console.print(table)
+    for trial in tuning.trials:
+        if _reason(trial) and trial.status != "ok":
+            # Whole: a cut-off error message is the one thing the user cannot act on.
+            console.print(escape(f"trial {trial.number} ({values_text(trial.values)}) "
+                                 f"{trial.status}: {_reason(trial)}"), highlight=False)
     for line in summary_lines(tuning):
         console.print(escape(line), highlight=False)

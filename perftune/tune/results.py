@@ -27,6 +27,7 @@ from perftune.documents import (
     TuneStats,
     TuneStudy,
     TuneTrial,
+    TuneUnmeasured,
     TuningDocument,
 )
 from perftune.redact import redact_argv, redact_url
@@ -40,6 +41,8 @@ from perftune.tune.history import (
     reliably_faster,
     summarise_spread,
 )
+from perftune.tune.space import config_key
+from perftune.tune.space import SearchSpace
 from perftune.tune.tuner import TuneRun
 
 SCHEMA_VERSION = 1
@@ -71,9 +74,10 @@ def trial_entry(record: TrialRecord, history: History) -> TuneTrial:
     return trial
 
 
-def config_entry(config: ConfigResult, rank: int | None) -> TuneConfig:
+def config_entry(config: ConfigResult, rank: int | None, baseline: bool = False) -> TuneConfig:
     measurements = config.measurements
     return TuneConfig(
+        baseline=baseline,
         rank=rank,
         values=config.values,
         verdict=config.verdict,
@@ -97,6 +101,7 @@ def _best(config: ConfigResult, unit: str | None, default: ConfigResult | None) 
     speedup = None
     if default is not None and default.throughput and config.throughput:
         speedup = config.throughput / default.throughput
+    is_default = default is not None and default.key == config.key
     return TuneBest(
         trial=first_ok.number,
         values=config.values,
@@ -109,6 +114,9 @@ def _best(config: ConfigResult, unit: str | None, default: ConfigResult | None) 
         loss_deviation=config.guard.deviation if config.guard is not None else None,
         accuracy=_guard(config.guard),
         speedup_vs_default=speedup,
+        reliably_faster_than_default=(default is not None and not is_default
+                                      and reliably_faster(config, default)),
+        is_default=is_default,
     )
 
 
@@ -138,6 +146,20 @@ def _runner_up(best: ConfigResult, second: ConfigResult | None) -> TuneRunnerUp 
         distinct=reliably_faster(best, second),
         measurements=len(second.measurements),
     )
+
+
+def unmeasured(space: SearchSpace, history: History) -> list[TuneUnmeasured]:
+    """Per knob value, how many of its configurations were measured, where not all were."""
+    done = {config_key(c.values) for c in history.configs.values() if c.throughputs}
+    out = []
+    for knob in space.knobs:
+        for value in knob.choices:
+            configs = [v for v in space.grid() if v[knob.name] == value]
+            measured = sum(config_key(v) in done for v in configs)
+            if measured < len(configs):
+                out.append(TuneUnmeasured(knob=knob.name, value=value, measured=measured,
+                                          total=len(configs)))
+    return out
 
 
 def build_tuning(run: TuneRun) -> TuningDocument:
@@ -186,12 +208,16 @@ def build_tuning(run: TuneRun) -> TuningDocument:
         space=TuneSpace(knobs=[TuneKnob(**k) for k in space["knobs"]], args=space["args"],
                         declared=space["declared"], size=run.space.size),
         trials=[trial_entry(r, history) for r in history.records if r.outcome is not None or r.running],
-        configs=[config_entry(c, ranked.get(c.key)) for c in configs],
+        configs=[config_entry(c, ranked.get(c.key),
+                              baseline=default is not None and c.key == default.key)
+                 for c in configs],
         best=_best(best, unit, default) if best else None,
         runner_up=_runner_up(best, ranking[1] if len(ranking) > 1 else None) if best else None,
         default=TuneDefault(values=run.space.default(),
                             throughput=default.throughput if default is not None else None,
-                            verdict=default.verdict if default is not None else None),
+                            verdict=default.verdict if default is not None else None,
+                            noise=summarise_spread(default.throughputs) if default else None),
+        unmeasured=unmeasured(run.space, history),
         apply=None if apply is None else TuneApply(
             values=apply["values"], flags=apply["flags"], knobs=apply["knobs"],
             command=apply["command"], code=[CodeChange(**c) for c in apply["code"]]),

@@ -350,6 +350,13 @@ def without(space: SearchSpace, names: Iterable[str]) -> SearchSpace:
 
 
 def _make_knob(name: str, choices: tuple[Value, ...], source: str, declared: Value | None) -> Knob:
+    if declared is not None and declared not in choices:
+        # The script's own default is the baseline every configuration is compared with: it
+        # is measured even when the values to try leave it out (batch 8 with --knob
+        # batch_size=4,16,32), else "2x the defaults" would compare with something never run.
+        choices = (*choices, declared)
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in choices):
+            choices = tuple(sorted(choices))  # type: ignore[type-var]
     extra: tuple[Value, ...] = ()
     if name == injected.PRECISION and "fp32" not in choices:
         extra = ("fp32",)

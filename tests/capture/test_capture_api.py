@@ -45,6 +45,9 @@ def test_trial_without_profiler_measures_and_logs_quietly(tmp_path: Path) -> Non
     assert len(result.measured()) == 4
     median = result.median_step_ms()
     assert median is not None and median > 0
+    # Each step also records the process's CPU time, the figure a busy runner barely moves.
+    assert all(s.cpu_ms is not None and s.cpu_ms >= 0 for s in result.steps)
+    assert result.median_cpu_ms() is None or result.median_cpu_ms() > 0
     assert result.profiler == "off"
     log = (tmp_path / "trial" / "output.log").read_text()
     assert "LR 0.5" in log  # the knob reached the script; its output went to the log

@@ -49,6 +49,8 @@ def test_step_log_times_are_relative_to_the_start() -> None:
     log.add(101.5, "profiled", loss=object(), samples=None)
     log.convert_losses(lambda loss: 2.5)
     steps = log.to_json()
+    assert steps[0]["cpu_ms"] >= 0  # the process's CPU time, next to the wall time
+    del steps[0]["cpu_ms"]
     assert steps[0] == {
         "index": 0,
         "start_s": 0.5,
@@ -220,3 +222,23 @@ def test_forked_session_records_nothing(tmp_path: Path) -> None:
     session.forked()
     session.boundary("optimizer")
     assert len(session.log) == 0
+
+
+def test_step_log_records_cpu_time_next_to_wall_time(tmp_path: Path) -> None:
+    """A step that sleeps takes wall time but next to no CPU time; a step that computes takes
+    CPU time. (Orders of magnitude, not timings: a sleeping step uses ~0 CPU on any machine.)"""
+    import time as _time
+
+    from perftune.capture.child.steps import StepLog
+
+    log = StepLog(_time.perf_counter())
+    _time.sleep(0.2)
+    log.add(_time.perf_counter(), "measured", None, None)
+    log.begin_step(_time.perf_counter())
+    deadline = _time.process_time() + 0.05
+    while _time.process_time() < deadline:
+        pass
+    log.add(_time.perf_counter(), "measured", None, None)
+    sleeping, computing = log.to_json()
+    assert sleeping["cpu_ms"] < sleeping["duration_ms"] / 4
+    assert computing["cpu_ms"] >= 50.0

@@ -116,3 +116,45 @@ def test_pairs_come_from_blocks_where_both_ran() -> None:
                           _launch("r1", 1, None, "crashed")])
     assert found.paired_medians("r1") == ([10, 11], [5, 6])
     assert [x.median_ms for x in found.of(BASE)] == [10, 11, 12]
+
+
+def test_a_rewrite_measured_slower_is_dropped_even_within_noise() -> None:
+    """pin_memory=True on a CPU-only run measured 0.89x (ratio 1.12) with an interval that
+    held 1: it was kept before; a rewrite must be measured not slower."""
+    slower = judge(_losses("match"), _speed("no-change", 1.12), "safe")
+    assert (slower.status, slower.included) == ("slower", False)
+    assert "measured slower" in slower.reason
+    assert judge(_losses("match"), _speed("no-change", 1.01), "safe").included
+
+
+def test_a_rewrite_that_makes_the_library_warn_every_run_is_dropped() -> None:
+    from perftune.fix.measure import new_warnings, warning_lines
+
+    log = ("/x/torch/utils/data/dataloader.py:683: UserWarning: 'pin_memory' argument is set as "
+           "true but no accelerator is found, then device pinned memory won't be used.\n"
+           "  warnings.warn(warn_msg)\nstep 1\n")
+    found = warning_lines(log)
+    assert found == ("UserWarning: 'pin_memory' argument is set as true but no accelerator is "
+                     "found, then device pinned memory won't be used.",)
+    base = [_launch(BASE, 0, 10)]
+    arm = [ArmLaunch(**{**_launch("r1", 0, 9).__dict__, "warnings": found}) for _ in range(2)]
+    assert new_warnings(base, arm) == found
+    # A warning the original prints too is the script's, not the rewrite's.
+    warned_base = [ArmLaunch(**{**_launch(BASE, 0, 10).__dict__, "warnings": found})]
+    assert new_warnings(warned_base, arm) == ()
+    verdict = judge(_losses("match"), _speed("faster"), "safe", warnings=found)
+    assert (verdict.status, verdict.included) == ("warns", False)
+    assert "pin_memory" in verdict.reason
+
+
+def test_the_terminal_says_why_a_rewrite_is_not_in_the_patch() -> None:
+    from types import SimpleNamespace
+
+    from perftune.fix.outputs import dropped_because
+
+    kept = SimpleNamespace(id="R1", status="verified", in_patch=True, conflicts_with=["R2"])
+    clashing = SimpleNamespace(id="R2", status="verified", in_patch=False, conflicts_with=["R1"])
+    warns = SimpleNamespace(id="R3", status="warns", in_patch=False, conflicts_with=[])
+    doc = SimpleNamespace(rewrites=[kept, clashing, warns])
+    assert dropped_because(clashing, doc).startswith("it edits the same code as R1")
+    assert "warning" in dropped_because(warns, doc)

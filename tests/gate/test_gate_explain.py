@@ -84,3 +84,38 @@ def test_torch_step_annotations_are_not_compared_as_operators() -> None:
                           "self_ms": [9.0, 8.0, 7.0, 4.0, 1.0, 3.0]})
     # Per step over two steps; numbered user annotations merge under one name.
     assert _per_step(frame, "self_ms", 2) == {"aten::mm": 2.0, "block": 2.0}
+
+
+def test_an_a_a_explanation_lists_no_change() -> None:
+    """Identical code, one noisy profiled launch per side: the optimizer took 76.8 ms more in
+    head's launch, 11 % of its time, while whole steps moved 8 % from launch to launch. That is
+    noise, not a change (before each line had an interval, it was listed as "slower")."""
+    from perftune.gate.explain import LaunchNoise
+
+    base = summary(step_ms=1500.0, categories_ms={"optimizer": 700.0, "compute": 800.0})
+    head = summary(step_ms=1560.0, categories_ms={"optimizer": 776.8, "compute": 783.2})
+    explained = compare(base, head, LaunchNoise(log_sd=0.08, launches=12))
+    assert explained.slower == () and explained.faster == ()
+    assert any("within the launch-to-launch noise" in note for note in explained.notes)
+
+
+def test_a_real_change_is_listed_with_its_interval() -> None:
+    from perftune.gate.explain import LaunchNoise
+
+    base = summary(step_ms=1500.0, categories_ms={"optimizer": 700.0, "compute": 800.0})
+    head = summary(step_ms=2300.0, categories_ms={"optimizer": 1500.0, "compute": 805.0})
+    explained = compare(base, head, LaunchNoise(log_sd=0.03, launches=12))
+    assert [s.name for s in explained.slower] == ["optimizer"]
+    line = explained.slower[0]
+    assert line.low_ms is not None and line.high_ms is not None
+    assert 0.0 < line.low_ms < line.delta_ms == 800.0 < line.high_ms
+    assert explained.to_dict()["slower"][0]["low_ms"] == line.low_ms
+
+
+def test_part_change_interval_floors_the_noise_and_widens_with_fewer_launches() -> None:
+    from perftune.analysis.stats import MIN_PART_NOISE, part_change_interval
+
+    tight = part_change_interval(100.0, 150.0, 0.0, 40)
+    assert tight == part_change_interval(100.0, 150.0, MIN_PART_NOISE, 40)  # floored
+    few = part_change_interval(100.0, 150.0, 0.0, 4)
+    assert few[0] < tight[0] < 50.0 < tight[1] < few[1]

@@ -33,7 +33,7 @@ def outcome(throughput: float | None, memory: int, status: str = "ok", losses=(2
     )
 
 
-def make_run(tmp_path: Path) -> TuneRun:
+def make_run(tmp_path: Path, extra_rows: tuple = ()) -> TuneRun:
     space = sp.build_space(
         cli=[("precision", ("fp32", "bf16")), ("checkpoint", ("none", "every:2")), ("label", ("a", "<b>x</b>"))],
         args=[sp.parse_arg_option("label=--label={}")],
@@ -50,6 +50,7 @@ def make_run(tmp_path: Path) -> TuneRun:
         ({"precision": "fp32", "checkpoint": "none", "label": "<b>x</b>"}, outcome(None, 0, status="oom")),
         ({"precision": "bf16", "checkpoint": "every:2", "label": "a"}, outcome(170.0, 250 * MIB, injected=injected)),
         ({"precision": "fp32", "checkpoint": "every:2", "label": "a"}, outcome(92.0, 200 * MIB)),
+        *extra_rows,
     ]
     records = [TrialRecord(i, values, "search" if i < 5 else "repeat", "test", "w", o) for i, (values, o) in enumerate(rows)]
     settings = TuneSettings(
@@ -145,11 +146,41 @@ def test_the_tuning_page_comes_from_the_report_templates(tmp_path: Path) -> None
 def test_terminal_summary(tmp_path: Path) -> None:
     from rich.console import Console
 
-    tuning = build_tuning(make_run(tmp_path))
+    # The defaults measured twice, the best twice: the repeats separate them, a winner.
+    defaults = {"precision": "fp32", "checkpoint": "none", "label": "a"}
+    tuning = build_tuning(make_run(tmp_path, ((defaults, outcome(101.0, 300 * MIB)),)))
     lines = summary_lines(tuning)
     assert lines[1].startswith("best: precision=bf16 checkpoint=every:2 label=a")
-    assert "1.75x the defaults" in lines[1]
+    assert "x your defaults" in lines[1] and "reliably faster than your defaults" in lines[1]
+    run_it = next(line for line in lines if line.startswith("run it: "))
+    # Every winning value is on the "run it" line (the injected ones via the code changes).
+    assert "--label=a" in run_it and "precision=bf16" in run_it and "checkpoint=every:2" in run_it
+    assert [c.baseline for c in tuning.configs if c.values == defaults] == [True]
     console = Console(record=True, width=200)
     print_results(tuning, console)
     text = console.export_text()
     assert "over-budget" in text and "oom" in text and "<b>x</b>" in text
+
+
+def test_no_winner_without_repeats_that_separate_it_from_the_defaults(tmp_path: Path) -> None:
+    """The defaults measured once: 1.8x on one measurement is not a verdict to act on."""
+    tuning = build_tuning(make_run(tmp_path))
+    assert tuning.best is not None and not tuning.best.reliably_faster_than_default
+    lines = summary_lines(tuning)
+    assert lines[1].startswith("no configuration is reliably faster than your defaults on this machine")
+    assert not any(line.startswith("run it") for line in lines)
+
+
+def test_the_script_default_is_the_baseline_even_when_not_among_the_values() -> None:
+    space = sp.build_space(cli=[("batch_size", (4, 16, 32))], declared_defaults={"batch_size": 8})
+    assert space.default() == {"batch_size": 8}
+    assert space.knob("batch_size").choices == (4, 8, 16, 32)
+
+
+def test_unmeasured_parts_of_the_space_are_named(tmp_path: Path) -> None:
+    tuning = build_tuning(make_run(tmp_path))
+    gaps = {(g.knob, g.value): (g.measured, g.total) for g in tuning.unmeasured}
+    # label=<b>x</b>: one configuration ran (oom), none measured; bf16 with label x never ran.
+    assert gaps[("label", "<b>x</b>")] == (0, 4)
+    assert ("precision", "bf16") in gaps
+    assert any(line.startswith("not measured: 4 of the 4 configurations with label=") for line in summary_lines(tuning))

@@ -192,7 +192,7 @@ class CaptureSession:
         elif self.window_done and self.log.pending_losses >= _LOSS_BATCH:
             self.log.convert_losses(loss_to_float)
         # Profiler start/stop, trace export and streaming happen between steps, not inside one.
-        self.log.step_start = time.perf_counter()
+        self.log.begin_step(time.perf_counter())
         return stop
 
     def _stream(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,14 @@ class Step:
     phase: str
     loss: Any = None  # a detached tensor until the window is over, then a float or None
     samples: int | None = None
+    # CPU time (user + sys, all threads of the process) spent during the step: unlike wall
+    # time it barely changes when other processes compete for the CPUs (perftune gate).
+    cpu_ms: float | None = None
+
+
+def cpu_clock() -> float:
+    """The process's CPU time in seconds (user + system, every thread)."""
+    return time.process_time()
 
 
 class StepLog:
@@ -51,20 +60,28 @@ class StepLog:
         self.t0 = t0
         self.steps: list[Step] = []
         self.step_start = t0
+        self.cpu_start = cpu_clock()
         self._unconverted = 0  # steps[_unconverted:] may still hold loss tensors
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def add(self, end: float, phase: str, loss: Any, samples: int | None) -> Step:
-        step = Step(len(self.steps), self.step_start, end, phase, loss, samples)
+        cpu = cpu_clock()
+        step = Step(len(self.steps), self.step_start, end, phase, loss, samples,
+                    cpu_ms=(cpu - self.cpu_start) * 1000.0)
         self.steps.append(step)
         return step
+
+    def begin_step(self, now: float) -> None:
+        """The next step starts now (after the between-steps work perftune does)."""
+        self.step_start = now
+        self.cpu_start = cpu_clock()
 
     def restart(self, now: float) -> None:
         self.steps.clear()
         self._unconverted = 0
-        self.step_start = now
+        self.begin_step(now)
 
     def relabel(self, old: str, new: str, first_index: int) -> None:
         for step in self.steps[first_index:]:
@@ -91,6 +108,7 @@ class StepLog:
                 "phase": step.phase,
                 "loss": step.loss if isinstance(step.loss, float) else None,
                 "samples": step.samples,
+                "cpu_ms": None if step.cpu_ms is None else round(step.cpu_ms, 6),
             }
             for step in self.steps
         ]

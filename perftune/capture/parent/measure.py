@@ -63,6 +63,11 @@ class Launch:
     run_dir: Path
     wall_s: float
     peak_memory_bytes: int | None = None
+    # Median CPU time (user + sys) of the measured steps: the figure a busy runner barely
+    # moves; None when the steps did not record it.
+    median_cpu_ms: float | None = None
+    # What else ran on the machine during the launch (perftune.gate.load), when measured.
+    load: Any = field(default=None, compare=False)
     # meta.json of the launch (interpreter, torch/CUDA, devices) for the fingerprint.
     meta: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -130,5 +135,6 @@ def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSetting
         run_dir=run_dir,
         wall_s=time.monotonic() - started,
         peak_memory_bytes=result.peak_memory_bytes,
+        median_cpu_ms=result.median_cpu_ms(),
         meta=dict(result.meta),
     )

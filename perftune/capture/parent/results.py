@@ -28,6 +28,7 @@ class StepRecord:
     phase: str  # warmup | profiled | measured
     loss: float | None = None
     samples: int | None = None
+    cpu_ms: float | None = None  # the process's CPU time (user + sys) during the step
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,12 +38,14 @@ class StepRecord:
             "phase": self.phase,
             "loss": self.loss,
             "samples": self.samples,
+            "cpu_ms": self.cpu_ms,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> StepRecord:
         loss = data.get("loss")
         samples = data.get("samples")
+        cpu = data.get("cpu_ms")
         return cls(
             index=int(data["index"]),
             start_s=float(data["start_s"]),
@@ -50,6 +53,7 @@ class StepRecord:
             phase=str(data["phase"]),
             loss=None if loss is None else float(loss),
             samples=None if samples is None else int(samples),
+            cpu_ms=None if cpu is None else float(cpu),
         )
 
 
@@ -84,6 +88,14 @@ class CaptureResult:
     def median_step_ms(self) -> float | None:
         durations = [step.duration_ms for step in self.measured()]
         return statistics.median(durations) if durations else None
+
+    def median_cpu_ms(self) -> float | None:
+        """Median CPU time of the measured steps; None when a step lacks it (an older run)
+        or a step used no measurable CPU time (a coarse clock)."""
+        cpu = [step.cpu_ms for step in self.measured()]
+        if not cpu or any(c is None or not c > 0 for c in cpu):
+            return None
+        return statistics.median(c for c in cpu if c is not None)
 
 
 def steps_document(result: CaptureResult, extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -150,7 +162,8 @@ def load_capture(run_dir: Path) -> CaptureResult:
         step_source=doc.step_source,
         steps=tuple(StepRecord(index=step.index, start_s=step.start_s,
                                duration_ms=step.duration_ms, phase=step.phase, loss=step.loss,
-                               samples=step.samples) for step in doc.steps),
+                               samples=step.samples, cpu_ms=step.cpu_ms)
+                     for step in doc.steps),
         peak_memory_bytes=doc.peak_memory_bytes,
         trace_path=trace if trace.exists() else None,
         meta=meta,
