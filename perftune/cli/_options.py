@@ -19,8 +19,7 @@ import click
 
 # Re-exported: the commands read their defaults through these.
 from perftune.config import config_default as config_default
-from perftune.config import find_pyproject as find_pyproject
-from perftune.config import load_config as load_config
+from perftune.config import load_config
 from perftune.errors import ConfigError
 
 format_option = click.option(

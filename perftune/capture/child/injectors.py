@@ -124,11 +124,6 @@ def install(knobs: Mapping[str, Any], *, inject: Sequence[str] | None = None,
     return names
 
 
-def uninstall() -> None:
-    """Undo `install` (for tests that install injectors in their own process)."""
-    _patches.restore()
-
-
 def _seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)

@@ -35,6 +35,4 @@ RANK_FILE_GLOBS = (RANK_TRACE_GLOB, "rank-*.steps.json", ".capture-child-rank-*.
 SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "window-not-reached", "crashed", "interrupted", "timeout", "oom", "nan")
-STEP_SOURCES = ("optimizer", "perftune.step", "marker", "time-window")
-PHASES = ("warmup", "profiled", "measured")
 DETAILS = ("light", "default", "full")
