@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from trace_load import DEFAULT_TRACE, HTA_PYTHON, _hta_dir, make_synthetic  # noqa: E402
+from trace_load import DEFAULT_TRACE, HTA_PYTHON, _hta_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 HTA_SNIPPET = ("import logging, sys; logging.disable(logging.CRITICAL); "
@@ -59,6 +59,7 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def timings_table(trace: Path, env: dict[str, str]) -> list[str]:
+    """The `--timings` table of one run (stderr)."""
     result = subprocess.run([sys.executable, "-m", "perftune", "analyze", str(trace),
                              "--format", "json", "--timings"], capture_output=True, text=True,
                             env=env, cwd=ROOT)
@@ -131,7 +132,13 @@ def main() -> None:
     for gb in [float(s) for s in args.sizes_gb.split(",") if s.strip()]:
         path = args.scratch / f"synthetic-{gb:g}gb.json"
         started = time.perf_counter()
-        make_synthetic(args.trace, int(gb * 1e9), path)
+        # In a child: a child's peak RSS counts the memory of the parent it was forked from,
+        # so this process must stay small.
+        subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                        "from trace_load import make_synthetic; from pathlib import Path; "
+                        "make_synthetic(Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]))",
+                        str(Path(__file__).resolve().parent), str(args.trace), str(int(gb * 1e9)),
+                        str(path)], check=True)
         print(f"synthetic {path.name}: ready in {time.perf_counter() - started:.0f} s", flush=True)
         traces.append((path, args.big_repeat))
 

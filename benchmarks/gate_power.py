@@ -21,6 +21,11 @@ seen busy), the load it measured, and its time to verdict.
 
     python benchmarks/gate_power.py --busy 1 --cycle 0,0.3 --budget-min 20 --out perftune-runs/gate-busy
 
+`--replay-launches NAME=GATE_DIR` (repeatable) replays gates from the launches one gate (finished
+or not) left on disk, on wall time and on CPU time alike: launch i of base and of head form pair i
+in run order. That is how the figures of a gate that a very busy machine kept from finishing are
+still compared.
+
 Results accumulate in OUT/gates.jsonl (runs can be split over several invocations);
 `--budget-min 0` only prints the report of what is there.
 """
@@ -126,6 +131,66 @@ def replay(pairs: list[tuple[float, float]], rule: DecisionRule, plan: LaunchPla
     return "inconclusive"
 
 
+def launch_figures(gate_dir: Path) -> dict[str, list[tuple[float, float]]]:
+    """side -> [(wall median, CPU median)] of a gate's launches in run order (from steps.json)."""
+    out: dict[str, list[tuple[float, float]]] = {BASE: [], HEAD: []}
+    for launch in sorted((gate_dir / "launches").iterdir()):
+        try:
+            doc = json.loads((launch / "steps.json").read_text())
+        except (OSError, ValueError):
+            continue
+        steps = [s for s in doc.get("steps", []) if s["phase"] != "warmup"]
+        if doc.get("status") != "ok" or not steps or any(s.get("cpu_ms") is None for s in steps):
+            continue
+        side = launch.name.split("-", 1)[1]
+        out[side].append((statistics.median(s["duration_ms"] for s in steps),
+                          statistics.median(s["cpu_ms"] for s in steps)))
+    return out
+
+
+def replay_launches(specs: list[str], options: GateOptions, seed: int) -> None:
+    rng = random.Random(seed)
+    print(f"\nreplayed gates ({REPLAYS} per figure) from the launches on disk:\n")
+    print("| gate | pairs | figure | launch-to-launch noise (pairs) | median pair ratio | failed | "
+          "passed | inconclusive | launches per side (median) |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
+    for spec in specs:
+        name, _, folder = spec.partition("=")
+        sides = launch_figures(Path(folder))
+        n = min(len(sides[BASE]), len(sides[HEAD]))
+        for index, figure in ((0, "wall"), (1, "cpu")):
+            pairs = [(sides[BASE][i][index], sides[HEAD][i][index]) for i in range(n)]
+            if len(pairs) < 2:
+                continue
+            logs = [math.log(h / b) for b, h in pairs]
+            noise = statistics.stdev(logs) / math.sqrt(2)
+            results = [replay_sized(pairs, options.rule, options.plan, rng) for _ in range(REPLAYS)]
+            outcomes = [o for o, _ in results]
+            print(f"| {name} | {n} | {figure} | {noise:.1%} | "
+                  f"{statistics.median(h / b for b, h in pairs):.3f} | "
+                  f"{outcomes.count('regression') / REPLAYS:.1%} | "
+                  f"{outcomes.count('pass') / REPLAYS:.1%} | "
+                  f"{outcomes.count('inconclusive') / REPLAYS:.1%} | "
+                  f"{statistics.median(k for _, k in results):.0f} |")
+
+
+def replay_sized(pairs: list[tuple[float, float]], rule: DecisionRule, plan: LaunchPlan,
+                 rng: random.Random) -> tuple[str, int]:
+    """replay(), also returning the launches per side the gate took."""
+    base: list[float] = []
+    head: list[float] = []
+    rule = rule.per_look(plan.looks)
+    for size in plan.rounds():
+        for _ in range(size):
+            b, h = rng.choice(pairs)
+            base.append(b)
+            head.append(h)
+        decision = decide(base, head, rule, paired=True)
+        if decision.decided:
+            return decision.outcome, len(head)
+    return "inconclusive", len(head)
+
+
 def rate(outcomes: list[str], status: str) -> str:
     k, n = outcomes.count(status), len(outcomes)
     if n == 0:
@@ -196,8 +261,13 @@ def main() -> None:
                         help="keep this many other CPU-bound processes running (a busy runner)")
     parser.add_argument("--cycle", default=",".join(str(s) for _, s in CYCLE),
                         help="slowdowns of the head that take turns, 0 = A/A [default: %(default)s]")
+    parser.add_argument("--replay-launches", action="append", default=[], metavar="NAME=GATE_DIR",
+                        help="replay gates from the launches a gate left in GATE_DIR (repeatable)")
     args = parser.parse_args()
     cycle = cycle_of(args.cycle)
+    if args.replay_launches:
+        replay_launches(args.replay_launches, GateOptions(explain=False), args.seed)
+        return
 
     # What `perftune gate` uses by default (launch length sized from the step time), no
     # explanation (it measures nothing the verdict uses).

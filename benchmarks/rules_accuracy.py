@@ -1,15 +1,30 @@
-"""Precision and recall of the rule catalogue, on the samples and on real GPU traces.
+"""Precision, recall and right-line rate of the rule catalogue, on the field corpus, the
+samples and real GPU traces.
 
-Samples: every `samples/*.py` with `# perftune: expect[PFTnnn]` markers (plus clean.py) is
-profiled on this machine with `perftune profile` (a real CPU run, torch.profiler with Python
-stacks), the whole catalogue runs on the trace, and each finding is matched to the markers by
-(code, file, line). A finding at a marked line with the marked code is a true positive; a
-marker with no such finding is a miss; any other finding is a false positive. clean.py must
-have no finding at warning severity or above.
+Corpus (tests/field/*.py) and samples (samples/*.py): each script is profiled on this machine
+with `perftune profile` (a real CPU run, torch.profiler with Python stacks; a script saying
+`perftune-run: ARGS` in its text gets those profile options, e.g. `--nproc-per-node 2`), the
+whole catalogue runs on the trace, and each finding is scored against the script's truth
+markers:
 
-Real GPU traces (../shared/traces): the known problems in them must be found where they are.
+- `# perftune: expect[PFTnnn]` on a line that must be reported there;
+- `# perftune: not[PFTnnn,...]` or `not[*]` on a line that must not be;
+- `perftune: file-expect[PFTnnn]` (anywhere in the file): a finding of that code, wherever it is
+  reported (whole-step findings have no line);
+- `perftune: file-not[PFTnnn]`: no finding of that code at all.
 
-    python benchmarks/rules_accuracy.py [--runs DIR] [--reuse] [--samples a.py b.py]
+A finding at a marked line with the marked code is right (true positive, right line); a finding
+whose code matches an `expect` marker of the file at another line (or at no line, or in a
+library file) found the problem at the *wrong line*; a marker with no finding of its code is a
+miss; any other finding is a false positive, and one at a `not[...]` line (or of a `file-not`
+code) is also a *violation*. Trace-quality findings (PFT9xx) describe the trace, not the code:
+they are listed, not scored. precision = (right + wrong line) / scored findings; recall =
+markers found (at any line) / markers; right-line rate = right / (right + wrong line).
+
+Real GPU traces (../shared/traces): the known problems in them must be found where they are,
+and the known false positives (issue 13, section 5) must not be reported.
+
+    python benchmarks/rules_accuracy.py [--runs DIR] [--reuse] [--only NAME ...]
         [--markdown benchmarks/rules_accuracy.md]
 """
 
@@ -17,88 +32,295 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
+CORPUS = ROOT / "tests" / "field"
 TRACES = ROOT.parent / "shared" / "traces"
-_MARK = re.compile(r"expect\[([A-Z0-9, ]+)\]")
+_GROUP = re.compile(r"(file-expect|file-not|expect|not)\[([A-Z0-9*, ]+)\]")
+_RUN_ARGS = re.compile(r"perftune-run:\s*(.+)$")
+_SCRIPT_ARGS = re.compile(r"perftune-args:\s*(.+)$")
+_OWN_TRACES = re.compile(r"perftune-traces:\s*(\S+)")
+_ALL = "*"
 
 
+# ---------------------------------------------------------------------------- truth markers
 @dataclass
-class Score:
-    tp: set[tuple[str, str, int]] = field(default_factory=set)
-    fn: set[tuple[str, str, int]] = field(default_factory=set)
-    fp: list[tuple[str, str, int | None, str]] = field(default_factory=list)
+class Truth:
+    """What a script says about itself."""
 
-    def precision(self) -> float:
-        return len(self.tp) / max(1, len(self.tp) + len(self.fp))
+    name: str
+    expect: set[tuple[str, int]] = field(default_factory=set)       # (code, line)
+    forbid: dict[int, set[str]] = field(default_factory=dict)       # line -> codes or {"*"}
+    file_expect: set[str] = field(default_factory=set)
+    file_forbid: set[str] = field(default_factory=set)
+    run_args: tuple[str, ...] = ()      # `perftune profile` options
+    script_args: tuple[str, ...] = ()   # the script's own arguments ({run}: the run folder)
+    own_traces: str | None = None       # where the script's own profiler writes ({run})
 
-    def recall(self) -> float:
-        return len(self.tp) / max(1, len(self.tp) + len(self.fn))
+    def forbidden_at(self, code: str, line: int | None) -> bool:
+        if code in self.file_forbid:
+            return True
+        codes = self.forbid.get(line or -1, set())
+        return _ALL in codes or code in codes
+
+
+def read_truth(path: Path) -> Truth:
+    """The truth markers of one script (see the module docstring)."""
+    truth = Truth(path.name)
+    for lineno, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        run = _RUN_ARGS.search(text)
+        if run:
+            truth.run_args = tuple(shlex.split(run.group(1)))
+        args = _SCRIPT_ARGS.search(text)
+        if args:
+            truth.script_args = tuple(shlex.split(args.group(1)))
+        own = _OWN_TRACES.search(text)
+        if own:
+            truth.own_traces = own.group(1)
+        if "perftune:" not in text:
+            continue
+        for kind, group in _GROUP.findall(text.split("perftune:", 1)[1]):
+            codes = {c.strip() for c in group.split(",") if c.strip()}
+            if kind == "expect":
+                truth.expect |= {(c, lineno) for c in codes}
+            elif kind == "not":
+                truth.forbid.setdefault(lineno, set()).update(codes)
+            elif kind == "file-expect":
+                truth.file_expect |= codes
+            else:
+                truth.file_forbid |= codes
+    return truth
 
 
 def markers(path: Path) -> set[tuple[str, str, int]]:
-    """(code, file name, line) of every `# perftune: expect[...]` in a sample."""
-    out = set()
-    for lineno, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if "perftune:" not in text:
+    """(code, file name, line) of every `# perftune: expect[...]` in a script."""
+    return {(code, path.name, line) for code, line in read_truth(path).expect}
+
+
+def scripts(folder: Path) -> list[Path]:
+    """The scripts of a folder that carry truth markers (and samples/clean.py)."""
+    out = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name.startswith(("test_", "conftest")):
             continue
-        for group in _MARK.findall(text.split("perftune:", 1)[1]):
-            for code in group.split(","):
-                out.add((code.strip(), path.name, lineno))
+        t = read_truth(path)
+        if t.expect or t.forbid or t.file_expect or t.file_forbid or path.name == "clean.py":
+            out.append(path)
     return out
 
 
-def profile(sample: Path, run_dir: Path, reuse: bool) -> Path | None:
-    trace = run_dir / "trace.json.gz"
-    if reuse and trace.exists():
-        return trace
-    cmd = [sys.executable, "-m", "perftune", "profile", "--no-analyze", "--quiet",
-           "--out", str(run_dir), str(sample.relative_to(ROOT))]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
-    if not trace.exists():
-        print(f"  {sample.name}: no trace (exit {proc.returncode}): {proc.stderr.strip()[-300:]}")
-        return None
-    return trace
+# ---------------------------------------------------------------------------- scoring
+@dataclass(frozen=True)
+class Scored:
+    """One finding, judged."""
+
+    code: str
+    where: str
+    verdict: str      # right | wrong-line | false-positive | unscored
+    violation: bool   # at a not[...] line or of a file-not code
+    severity: str
+    saving_ms: float
 
 
-def analyse(trace: Path) -> list[object]:
-    from perftune.engine.registry import run_rules, select_rules
-    from perftune.trace import load
+@dataclass
+class ScriptResult:
+    name: str
+    truth: Truth
+    findings: list[Scored] = field(default_factory=list)
+    found: set[tuple[str, int]] = field(default_factory=set)          # markers found at the line
+    found_elsewhere: set[tuple[str, int]] = field(default_factory=set)
+    missed: set[tuple[str, int]] = field(default_factory=set)
+    file_found: set[str] = field(default_factory=set)
+    file_missed: set[str] = field(default_factory=set)
+    error: str | None = None
 
-    return list(run_rules(load(trace), select_rules(preview=True)))
+    @property
+    def violations(self) -> list[Scored]:
+        return [f for f in self.findings if f.violation]
 
 
-def score_sample(sample: Path, findings: list, expected: set[tuple[str, str, int]],
-                 score: Score, per_code: dict[str, Score]) -> list[str]:
-    lines = []
-    found = set()
+def _loc(f: Any) -> tuple[str, int | None]:
+    return (Path(f.location.file).name if f.location.file else "", f.location.line)
+
+
+def score_script(truth: Truth, findings: Iterable[Any]) -> ScriptResult:
+    """Judge every finding of one script's run against its truth."""
+    result = ScriptResult(truth.name, truth)
+    findings = list(findings)
+    expect_codes = {c for c, _ in truth.expect}
+    at_line = {(f.code, _loc(f)[1]) for f in findings if _loc(f)[0] == truth.name}
+    result.found = {m for m in truth.expect if m in at_line}
     for f in findings:
-        key = (f.code, Path(f.location.file).name if f.location.file else "", f.location.line or 0)
-        code_score = per_code.setdefault(f.code, Score())
-        if key in expected:
-            found.add(key)
+        fname, line = _loc(f)
+        here = fname == truth.name
+        if f.code.startswith("PFT9"):
+            verdict = "unscored"
+        elif here and (f.code, line) in truth.expect:
+            verdict = "right"
+        elif f.code in truth.file_expect:
+            verdict = "right"
+            result.file_found.add(f.code)
+        elif f.code in expect_codes:
+            verdict = "wrong-line"
         else:
-            entry = (f.code, key[1], f.location.line, f.severity.value)
-            score.fp.append(entry)
-            code_score.fp.append(entry)
-        lines.append(f"  {'TP' if key in expected else 'FP'} {f.code} {key[1]}:{key[2]} "
-                     f"{f.severity.value}{' latent' if f.latent else ''} ×{f.count}")
-    for key in expected:
-        code_score = per_code.setdefault(key[0], Score())
-        if key in found:
-            score.tp.add(key)
-            code_score.tp.add(key)
+            verdict = "false-positive"
+        violation = (here or not fname) and truth.forbidden_at(f.code, line if here else None)
+        if f.code in truth.file_forbid:
+            violation = True
+        where = f"{fname or '<trace>'}:{line}" if fname else "<trace>"
+        result.findings.append(Scored(f.code, where, verdict, violation, f.severity.value,
+                                      float(f.est_saving_ms_per_step)))
+    wrong = [s for s in result.findings if s.verdict == "wrong-line"]
+    for code, line in sorted(truth.expect - result.found):
+        hit = next((s for s in wrong if s.code == code), None)
+        if hit is not None:
+            result.found_elsewhere.add((code, line))
         else:
-            score.fn.add(key)
-            code_score.fn.add(key)
-            lines.append(f"  FN {key[0]} {key[1]}:{key[2]} (planted, not found)")
+            result.missed.add((code, line))
+    result.file_missed = truth.file_expect - result.file_found
+    return result
+
+
+@dataclass
+class Tally:
+    right: int = 0
+    wrong_line: int = 0
+    false_pos: int = 0
+    markers: int = 0
+    markers_found: int = 0
+    violations: int = 0
+
+    def add_finding(self, s: Scored) -> None:
+        if s.verdict == "right":
+            self.right += 1
+        elif s.verdict == "wrong-line":
+            self.wrong_line += 1
+        elif s.verdict == "false-positive":
+            self.false_pos += 1
+        self.violations += s.violation
+
+    @property
+    def precision(self) -> float | None:
+        n = self.right + self.wrong_line + self.false_pos
+        return (self.right + self.wrong_line) / n if n else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.markers_found / self.markers if self.markers else None
+
+    @property
+    def right_line(self) -> float | None:
+        n = self.right + self.wrong_line
+        return self.right / n if n else None
+
+
+def tally(results: Sequence[ScriptResult]) -> tuple[Tally, dict[str, Tally]]:
+    """Overall and per-rule figures over scored scripts."""
+    total, per_code = Tally(), {}
+    for r in results:
+        for s in r.findings:
+            if s.verdict == "unscored":
+                continue
+            total.add_finding(s)
+            per_code.setdefault(s.code, Tally()).add_finding(s)
+        for code, _ in r.truth.expect:
+            per_code.setdefault(code, Tally()).markers += 1
+            total.markers += 1
+        for code, _ in r.found | r.found_elsewhere:
+            per_code[code].markers_found += 1
+            total.markers_found += 1
+        for code in r.truth.file_expect:
+            per_code.setdefault(code, Tally()).markers += 1
+            total.markers += 1
+        for code in r.file_found:
+            per_code[code].markers_found += 1
+            total.markers_found += 1
+    return total, per_code
+
+
+# ---------------------------------------------------------------------------- running
+def _traces(run_dir: Path, own: str | None) -> list[Path]:
+    from perftune.rundir import RunDir
+
+    if not run_dir.is_dir():
+        return []
+    found = RunDir(run_dir).traces()
+    if not found and own:
+        folder = Path(own.replace("{run}", str(run_dir)))
+        found = sorted(p for p in folder.glob("*.json*") if p.is_file()) if folder.is_dir() else []
+    return found
+
+
+def profile(script: Path, run_dir: Path, reuse: bool, extra: Sequence[str] = (),
+            timeout: float = 600, script_args: Sequence[str] = (),
+            own_traces: str | None = None) -> tuple[list[Path], str | None]:
+    """Profile one script into run_dir (once: reused with `reuse`); its traces (perftune's, or
+    those its own profiler wrote into `own_traces`), or an error."""
+    if reuse:
+        traces = _traces(run_dir, own_traces)
+        if traces:
+            return traces, None
+    args = [a.replace("{run}", str(run_dir)) for a in script_args]
+    cmd = [sys.executable, "-m", "perftune", "profile", "--no-analyze", "--quiet", *extra,
+           *(["--force"] if run_dir.exists() else []), "--out", str(run_dir), str(script), *args]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return [], f"profile timed out after {timeout:.0f} s"
+    traces = _traces(run_dir, own_traces)
+    if not traces:
+        tail = (proc.stderr.strip() or proc.stdout.strip())[-300:]
+        return [], f"no trace (exit {proc.returncode}): {tail}"
+    return traces, None
+
+
+def analyse_run(run_dir: Path, traces: Sequence[Path]) -> list[Any]:
+    """The findings `perftune analyze RUN_DIR` would report (every rule, preview included),
+    with source lines read from the checkout."""
+    from perftune.pipeline import RuleSelection, analyze_paths
+
+    return list(analyze_paths(traces, RuleSelection(preview=True), [ROOT]).findings)
+
+
+def run_script(script: Path, runs: Path, reuse: bool) -> ScriptResult:
+    truth = read_truth(script)
+    run_dir = runs / script.parent.name / script.stem
+    traces, error = profile(script.relative_to(ROOT), run_dir, reuse, truth.run_args,
+                            script_args=truth.script_args, own_traces=truth.own_traces)
+    if error:
+        result = ScriptResult(truth.name, truth, missed=set(truth.expect),
+                              file_missed=set(truth.file_expect), error=error)
+        return result
+    return score_script(truth, analyse_run(run_dir, traces))
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}"
+
+
+def describe(result: ScriptResult) -> list[str]:
+    if result.error:
+        return [f"{result.name}: capture failed: {result.error}"]
+    lines = [f"{result.name}: {len(result.truth.expect) + len(result.truth.file_expect)} expected,"
+             f" {len(result.findings)} findings"]
+    tag = {"right": "OK ", "wrong-line": "WL ", "false-positive": "FP ", "unscored": "-- "}
+    for s in result.findings:
+        lines.append(f"  {tag[s.verdict]}{s.code} {s.where} {s.severity}"
+                     f"{'  NOT-VIOLATION' if s.violation else ''}")
+    for code, line in sorted(result.missed):
+        lines.append(f"  FN {code} {result.name}:{line} (expected, not found)")
+    for code in sorted(result.file_missed):
+        lines.append(f"  FN {code} {result.name} (expected anywhere, not found)")
     return lines
 
 
@@ -109,6 +331,7 @@ class RealCheck:
     code: str
     what: str
     test: str  # a python expression over `f` (a Finding)
+    absent: bool = False  # a known false positive: the check holds when no finding matches
 
 
 REAL_CHECKS = (
@@ -132,6 +355,8 @@ REAL_CHECKS = (
     RealCheck("HolisticTraceAnalysis__cuda_event_sync__event_sync_trace.json.gz", "PFT211",
               "explicit cudaEventSynchronize / cudaDeviceSynchronize in the step",
               "f.op_chain[-1] in ('cudaEventSynchronize', 'cudaDeviceSynchronize')"),
+    RealCheck("HolisticTraceAnalysis__nccl_data.json.gz", "PFT603",
+              "not: DataParallel on a DistributedDataParallel job", "True", absent=True),
 )
 
 
@@ -150,8 +375,13 @@ def real_traces() -> tuple[list[str], int, int]:
             cache[check.trace] = run_rules(load(path), select_rules(preview=True))
         ok = [f for f in cache[check.trace] if f.code == check.code
               and eval(check.test, {}, {"f": f})]
-        hits += bool(ok)
-        shown = f"{ok[0].location} ×{ok[0].count}, {ok[0].severity.value}" if ok else "**missed**"
+        if check.absent:
+            hits += not ok
+            shown = (f"**reported** at {ok[0].location}: {ok[0].message[:80]}" if ok
+                     else "absent, as it should be")
+        else:
+            hits += bool(ok)
+            shown = f"{ok[0].location} ×{ok[0].count}, {ok[0].severity.value}" if ok else "**missed**"
         lines.append(f"| {check.trace.split('__')[0]} `{check.trace.split('__', 1)[-1][:38]}` | "
                      f"{check.code} | {check.what} | {shown} |")
     return lines, hits, len(REAL_CHECKS)
@@ -162,109 +392,83 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "perftune-runs" / "rules-accuracy")
     parser.add_argument("--reuse", action="store_true", help="reuse traces already in --runs")
-    parser.add_argument("--samples", nargs="*", default=None)
+    parser.add_argument("--only", nargs="*", default=None,
+                        help="only these scripts (file names in tests/field or samples)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the report here")
     args = parser.parse_args(argv)
 
-    chosen = [SAMPLES / s for s in args.samples] if args.samples else sorted(
-        p for p in SAMPLES.glob("*.py") if markers(p) or p.name == "clean.py")
-    score, per_code = Score(), {}
-    report: list[str] = []
-    clean_bad: list[str] = []
     started = time.time()
-    for sample in chosen:
-        expected = markers(sample)
-        trace = profile(sample, args.runs / sample.stem, args.reuse)
-        if trace is None:
-            score.fn |= expected
-            report.append(f"{sample.name}: capture failed")
-            continue
-        findings = analyse(trace)
-        report.append(f"{sample.name}: {len(expected)} planted, {len(findings)} findings")
-        report += score_sample(sample, findings, expected, score, per_code)
-        if sample.name == "clean.py":
-            clean_bad = [f"{f.code} {f.location} {f.severity.value}" for f in findings
-                         if f.severity.value in ("warning", "error")]
+    sets: dict[str, list[ScriptResult]] = {}
+    for label, folder in (("corpus", CORPUS), ("samples", SAMPLES)):
+        chosen = [p for p in scripts(folder) if not args.only or p.name in args.only]
+        results = []
+        for script in chosen:
+            print(f"{label}: {script.name}", file=sys.stderr, flush=True)
+            results.append(run_script(script, args.runs, args.reuse))
+        sets[label] = results
     real_lines, real_hits, real_total = real_traces()
     elapsed = time.time() - started
 
-    print("\n".join(report))
-    print(f"\nprecision {score.precision():.2f}  recall {score.recall():.2f}  "
-          f"(TP {len(score.tp)}, FP {len(score.fp)}, FN {len(score.fn)})")
-    print(f"clean.py findings at warning or above: {clean_bad or 'none'}")
-    print(f"real GPU traces: {real_hits}/{real_total} known problems found")
+    for label, results in sets.items():
+        print(f"== {label}")
+        for r in results:
+            print("\n".join(describe(r)))
+        total, _ = tally(results)
+        print(f"{label}: precision {_pct(total.precision)}  recall {_pct(total.recall)}  "
+              f"right line {_pct(total.right_line)}  (right {total.right}, wrong line "
+              f"{total.wrong_line}, FP {total.false_pos}, markers {total.markers_found}/"
+              f"{total.markers}, not[] violations {total.violations})")
+    print(f"real GPU traces: {real_hits}/{real_total} checks hold")
     if args.markdown:
-        args.markdown.write_text(_markdown(score, per_code, report, clean_bad, real_lines,
-                                           real_hits, real_total, elapsed), encoding="utf-8")
+        args.markdown.write_text(_markdown(sets, real_lines, real_hits, real_total, elapsed),
+                                 encoding="utf-8")
         print(f"wrote {args.markdown}")
     return 0
 
 
-def _markdown(score: Score, per_code: dict[str, Score], report: list[str], clean_bad: list[str],
-              real_lines: list[str], real_hits: int, real_total: int, elapsed: float) -> str:
-    fp_sev = Counter(s for *_, s in score.fp)
-    warn_fp = [e for e in score.fp if e[3] != "info"]
-    warn_prec = len(score.tp) / max(1, len(score.tp) + len(warn_fp))
-    categories: dict[str, list[int]] = {}
-    for code, sc in per_code.items():
-        tally = categories.setdefault(code[3], [0, 0, 0])
-        tally[0] += len(sc.tp)
-        tally[1] += len(sc.fp)
-        tally[2] += len(sc.fn)
-    cat_rows = [f"| {c}xx | {tp} | {fp} | {fn} | {tp / max(1, tp + fp):.2f} | {tp / max(1, tp + fn):.2f} |"
-                for c, (tp, fp, fn) in sorted(categories.items())]
-    rows = []
-    for code in sorted(per_code):
-        s = per_code[code]
-        rows.append(f"| {code} | {len(s.tp)} | {len(s.fp)} | {len(s.fn)} | "
-                    f"{s.precision():.2f} | {s.recall():.2f} |")
-    return "\n".join([
+def _table(total: Tally, per_code: dict[str, Tally]) -> list[str]:
+    rows = ["| rule | right | wrong line | FP | not[] violations | markers found | precision | "
+            "recall | right line |", "|---|---|---|---|---|---|---|---|---|"]
+    for code, t in [("**all**", total), *sorted(per_code.items())]:
+        rows.append(f"| {code} | {t.right} | {t.wrong_line} | {t.false_pos} | {t.violations} | "
+                    f"{t.markers_found}/{t.markers} | {_pct(t.precision)} | {_pct(t.recall)} | "
+                    f"{_pct(t.right_line)} |")
+    return rows
+
+
+def _markdown(sets: dict[str, list[ScriptResult]], real_lines: list[str], real_hits: int,
+              real_total: int, elapsed: float) -> str:
+    out = [
         "# Rule accuracy",
         "",
         "Produced by `python benchmarks/rules_accuracy.py --markdown benchmarks/rules_accuracy.md`"
-        f" ({time.strftime('%Y-%m-%d')}, {elapsed:.0f} s; 2 CPU cores, no GPU, torch CPU build).",
+        f" ({time.strftime('%Y-%m-%d %H:%M')}, {elapsed:.0f} s; 2 shared CPU cores, no GPU, torch "
+        "CPU build). `--reuse` re-scores the traces of an earlier run without profiling again.",
         "",
-        "## Samples (profiled on CPU with `perftune profile`)",
-        "",
-        "Each finding is matched to the `# perftune: expect[PFTnnn]` markers by (code, file, line).",
-        "On a CPU trace the sync rules report *latent* hazards (what would stall on a GPU).",
-        "",
-        f"- precision **{score.precision():.2f}** (TP {len(score.tp)}, FP {len(score.fp)}: "
-        f"{dict(fp_sev) or 'none'}); counting only findings at warning or above: "
-        f"**{warn_prec:.2f}**",
-        f"- recall **{score.recall():.2f}** ({len(score.tp)} of {len(score.tp) + len(score.fn)} "
-        "planted problems found at the marked line)",
-        f"- clean.py: {'no finding at warning or above' if not clean_bad else ', '.join(clean_bad)}",
-        "",
-        "| category | TP | FP | FN | precision | recall |",
-        "|---|---|---|---|---|---|",
-        *cat_rows,
-        "",
-        "| code | TP | FP | FN | precision | recall |",
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "Notes on the false positives of the sync and input-pipeline rules: PFT208 at *info*",
-        "severity on slow_dataloader.py's `.to(device, non_blocking=True)` lines is real (its",
-        "DataLoader does not pin memory, so on a GPU the copy is staged and synchronous even with",
-        "`non_blocking=True`) but not planted; it is reported at info because a CPU trace cannot",
-        "show the memory kind. Other categories' findings are listed as the catalogue reports them.",
-        "",
-        "Per sample:",
-        "",
-        "```",
-        *report,
-        "```",
-        "",
-        "## Real GPU traces (../shared/traces)",
-        "",
-        f"{real_hits} of {real_total} known problems found.",
-        "",
-        "| trace | rule | known problem | finding |",
-        "|---|---|---|---|",
-        *real_lines,
-        "",
-    ])
+        "Scoring (see the script's docstring): *right* = the marked code at the marked line;",
+        "*wrong line* = a finding whose code is expected in the script but at another line (or",
+        "none); *FP* = any other finding; trace-quality findings (PFT9xx) are not scored.",
+        "precision = (right + wrong line) / findings; recall = expected markers found at any",
+        "line / markers; right line = right / (right + wrong line). On a CPU trace the sync",
+        "rules report *latent* hazards (what would stall on a GPU).",
+    ]
+    titles = {"corpus": "Field corpus (`tests/field/`, see its README)",
+              "samples": "Samples (`samples/`)"}
+    for label, results in sets.items():
+        total, per_code = tally(results)
+        out += ["", f"## {titles[label]}", "",
+                f"precision **{_pct(total.precision)}**, recall **{_pct(total.recall)}**, "
+                f"right line **{_pct(total.right_line)}**; not[] violations: "
+                f"**{total.violations}**.", "", *_table(total, per_code), "", "Per script:", "",
+                "```"]
+        for r in results:
+            out += describe(r)
+        out += ["```"]
+    out += ["", "## Real GPU traces (../shared/traces)", "",
+            f"{real_hits} of {real_total} checks hold (known problems found where they are;",
+            "known false positives absent).", "",
+            "| trace | rule | check | result |", "|---|---|---|---|", *real_lines, ""]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

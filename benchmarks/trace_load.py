@@ -64,7 +64,7 @@ def _child(kind: str, path: str) -> None:
         t2 = time.perf_counter()
         summary = summarize(trace)
         t3 = time.perf_counter()
-        info = {"events": summary["events"], "steps": summary["steps"]["count"]}
+        info = {"events": summary.events, "steps": summary.steps.count}
     else:
         import logging
 

@@ -31,6 +31,10 @@ class TraceError(PerftuneError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[type[TraceError], tuple[str, str]]:
+        # Raised in a worker process or a Dask task, it reaches the caller whole.
+        return (type(self), (self.path, self.problem))
+
 
 class ScriptError(PerftuneError):
     """The user's script failed, hung, or measured nothing."""

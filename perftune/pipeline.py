@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from perftune.analysis.modules import modules_document
 from perftune.analysis.phases import phases_document
-from perftune.documents import document_data
+from perftune.documents import FindingsDocument, Summary
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
-from perftune.rundir import FINDINGS, SUMMARY, RunDir
+from perftune.rundir import RunDir
 from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
@@ -35,8 +37,8 @@ class RuleSelection:
 
 @dataclass(frozen=True)
 class Analysis:
-    trace: Trace
-    summary: dict[str, Any]
+    trace: Trace | None  # None when the ranks were analysed apart (analyze_ranks)
+    summary: Summary
     findings: tuple[Finding, ...]
     # The folders source files were read from (perftune.sourcefiles): the reports read the
     # same ones, no others.
@@ -109,7 +111,7 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None,
-               tables: Tables | None = None) -> dict[str, Any]:
+               tables: Tables | None = None) -> Summary:
     """summary.json: the trace's summary, with the multi-rank section when two or more ranks
     were loaded (per-rank steps, skew, stragglers, communication and collective waits). The
     straggler threshold is rule PFT602's, with its `[tool.perftune.rules.PFT602]` options."""
@@ -121,9 +123,9 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
                                  float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)),
                                  tables=tables)  # the rank tables the rules computed
     if section is not None:
-        summary["multi_rank"] = section
-    summary["phases"] = document_data(phases_document(trace))
-    summary["modules"] = document_data(modules_document(trace))
+        summary.multi_rank = section
+    summary.phases = phases_document(trace)
+    summary.modules = modules_document(trace)
     return summary
 
 
@@ -135,12 +137,10 @@ def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = Non
     return analyze_trace(trace, rules, source_roots, timings)
 
 
-def findings_document(analysis: Analysis) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "findings": [f.to_dict() for f in analysis.findings],
-        "summary": analysis.summary,
-    }
+def findings_document(summary: Summary, findings: Sequence[Finding]) -> FindingsDocument:
+    """findings.json: the findings (ranked as given) with the run's summary."""
+    return FindingsDocument(schema_version=SCHEMA_VERSION,
+                            findings=[f.document() for f in findings], summary=summary)
 
 
 def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
@@ -149,8 +149,8 @@ def write_analysis(analysis: Analysis, run_dir: Path) -> list[Path]:
     perftune.report.write_run): rendering is a layer above the analysis."""
     run = RunDir(run_dir)
     with run.lock():
-        return [run.write_json(SUMMARY, analysis.summary),
-                run.write_json(FINDINGS, findings_document(analysis))]
+        return [run.write_document(analysis.summary),
+                run.write_document(findings_document(analysis.summary, analysis.findings))]
 
 
 def run_traces(run_dir: Path) -> list[Path]:
@@ -170,3 +170,214 @@ def process_run(run_dir: Path, rules: RuleSelection | None = None) -> Analysis |
     analysis = analyze_paths(traces, rules, recorded_roots(run_dir) or None)
     write_analysis(analysis, run_dir)
     return analysis
+
+
+# ---------------------------------------------------------------------------- many ranks apart
+SCHEDULER_ENV = "PERFTUNE_SCHEDULER"
+DASK_MISSING = ('--scheduler needs dask.distributed: pip install "perftune[dask]" '
+                '(or pip install "dask[distributed]")')
+
+
+@dataclass(frozen=True)
+class RankAnalysis:
+    """What one rank's worker sends back: its findings, its summary and its reduction for the
+    cross-rank analysis (trace.multirank.RankResult), never its events."""
+
+    rank: int
+    path: str
+    summary: Summary
+    findings: tuple[Finding, ...]
+    result: Any  # trace.multirank.RankResult
+    timings: dict[str, float]
+
+
+def is_url(path: str | Path) -> bool:
+    """An fsspec URL (s3://, gs://, memory://, ...), not a local path."""
+    text = str(path)
+    return "://" in text and not text.startswith("file://")
+
+
+def rank_files(paths: Sequence[str | Path]) -> list[str]:
+    """The trace files of `paths` in rank order: local files and directories as `trace.load`
+    expands them; fsspec URLs (a file, or a folder listed with fsspec) as given."""
+    local = [p for p in paths if not is_url(p)]
+    out = [str(p) for p in load_files(local)] if local else []
+    for url in (str(p) for p in paths if is_url(p)):
+        try:
+            import fsspec
+        except ImportError:
+            raise ConfigError(f"{url}: reading URLs needs fsspec: pip install \"perftune[dask]\"") from None
+        fs, root = fsspec.core.url_to_fs(url)
+        if fs.isdir(root):
+            found = sorted(p for p in fs.find(root) if p.endswith((".json", ".json.gz")))
+            if not found:
+                raise ConfigError(f"{url}: holds no trace files (*.json, *.json.gz)")
+            out.extend(fs.unstrip_protocol(p) for p in found)
+        else:
+            out.append(url)
+    return out
+
+
+def load_files(paths: Sequence[str | Path]) -> list[Path]:
+    from perftune.trace.load import trace_files
+
+    return trace_files(paths)
+
+
+def _load_one(path: str, position: int) -> Trace:
+    if not is_url(path):
+        return load([path], first_position=position)
+    import tempfile
+
+    import fsspec
+
+    suffix = ".json.gz" if path.endswith(".gz") else ".json"
+    with tempfile.TemporaryDirectory(prefix="perftune-rank-") as tmp:
+        local = Path(tmp) / (Path(path.split("://", 1)[1]).name or f"rank{suffix}")
+        with fsspec.open(path, "rb") as src, local.open("wb") as dst:
+            while chunk := src.read(1 << 24):
+                dst.write(chunk)
+        trace = load([local], first_position=position)
+    return trace
+
+
+def analyze_rank(path: str, position: int, rules: RuleSelection,
+                 source_roots: Sequence[str | Path] | None = None) -> RankAnalysis:
+    """One rank file on its own: load, rules, summary and its cross-rank reduction. What a
+    worker process or a Dask task runs; only the returned value leaves it."""
+    from perftune.trace.multirank import reduce_rank
+
+    started = time.perf_counter()
+    trace = _load_one(path, position)
+    timings = {"load": time.perf_counter() - started}
+    analysis = analyze_trace(trace, rules, source_roots, timings)
+    if is_url(path):  # the file the user named, not the worker's temporary copy
+        analysis.summary.files = [path]
+    rank = trace.rank_ids[0]
+    started = time.perf_counter()
+    result = reduce_rank(trace, rank)
+    timings["reduce"] = time.perf_counter() - started
+    findings = tuple(f if f.rank is not None else replace(f, rank=rank) for f in analysis.findings)
+    return RankAnalysis(rank=rank, path=path, summary=analysis.summary, findings=findings,
+                        result=result, timings=timings)
+
+
+def _pool_context() -> Any:
+    """Spawned workers: no copy of this process's memory, the same on every platform, and
+    direct children (their CPU and peak memory count in this process's rusage)."""
+    import multiprocessing
+
+    return multiprocessing.get_context("spawn")
+
+
+def _dask_client(address: str) -> Any:
+    try:
+        from distributed import Client
+    except ImportError:
+        raise ConfigError(DASK_MISSING) from None
+    try:
+        return Client(address, timeout=30, set_as_default=False)  # type: ignore[no-untyped-call]
+    except (OSError, TimeoutError) as exc:
+        raise ConfigError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+
+
+def analyze_ranks(paths: Sequence[str | Path], rules: RuleSelection | None = None,
+                  source_roots: Sequence[str | Path] | None = None, jobs: int = 1,
+                  scheduler: str | Any | None = None) -> Analysis:
+    """Each rank file analysed apart, then the cross-rank analysis on the gathered reductions:
+    memory bounded by the largest rank, not the sum. The ranks run in this process (`jobs`
+    1), in `jobs` worker processes, or as tasks on a dask.distributed cluster (`scheduler`:
+    an address such as tcp://host:8786, or a distributed.Client), whose workers read the
+    files by path or fsspec URL. The three give the same result."""
+    from perftune.trace.multirank import STRAGGLER_MIN_MS, STRAGGLER_MIN_SHARE, cross_rank_summary
+    from perftune.trace.summary import merge_modules, merge_phases, merge_summaries
+
+    rules = rules or selection_from_config()
+    files = rank_files(paths)
+    roots = list(source_roots) if source_roots else None
+    started = time.perf_counter()
+    if scheduler is not None:
+        client = _dask_client(scheduler) if isinstance(scheduler, str) else scheduler
+        try:
+            futures = [client.submit(analyze_rank, f, k, rules, roots, pure=False)
+                       for k, f in enumerate(files)]
+            ranks: list[RankAnalysis] = client.gather(futures)
+        finally:
+            if isinstance(scheduler, str):
+                client.close()
+    elif jobs > 1 and len(files) > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(jobs, len(files)),
+                                 mp_context=_pool_context()) as pool:
+            ranks = list(pool.map(analyze_rank, files, range(len(files)), [rules] * len(files),
+                                  [roots] * len(files)))
+    else:
+        ranks = [analyze_rank(f, k, rules, roots) for k, f in enumerate(files)]
+    timings = {"ranks": time.perf_counter() - started}
+    for stage in ("load", "context", "summary", "reduce"):  # summed over the ranks
+        timings[f"{stage} (all ranks)"] = sum(r.timings.get(stage, 0.0) for r in ranks)
+    for r in ranks:
+        for code, seconds in r.timings.items():
+            if code.startswith("PFT"):
+                timings[code] = timings.get(code, 0.0) + seconds
+    started = time.perf_counter()
+    ranks.sort(key=lambda r: r.rank)
+    options = rules.options.get("PFT602", {})
+    docs = [msgspec.to_builtins(r.summary) for r in ranks]  # merged as plain data, then typed
+    merged = merge_summaries(docs, [step[1] for r in ranks for step in r.result.steps])
+    section = cross_rank_summary([r.result for r in ranks],
+                                 float(options.get("min_skew_ms", STRAGGLER_MIN_MS)),
+                                 float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)))
+    merged["multi_rank"] = msgspec.to_builtins(section) if section is not None else None
+    merged["phases"] = merge_phases([d.get("phases") for d in docs])
+    merged["modules"] = merge_modules([d.get("modules") for d in docs])
+    duplicates = sorted({r.rank for r in ranks if [q.rank for q in ranks].count(r.rank) > 1})
+    if duplicates:
+        merged["warnings"].append(f"ranks {duplicates} appear in two files; their figures are "
+                                  "mixed in the cross-rank analysis")
+    summary = msgspec.convert(merged, Summary)
+    findings = merge_rank_findings([r.findings for r in ranks], cross_rank_findings(
+        [r.result for r in ranks], rules))
+    timings["cross-rank"] = time.perf_counter() - started
+    return Analysis(trace=None, summary=summary, findings=tuple(findings),  # type: ignore[arg-type]
+                    source_roots=tuple(Path(p) for p in (roots or [Path.cwd()])), timings=timings)
+
+
+def cross_rank_findings(results: Sequence[Any], rules: RuleSelection) -> dict[str, list[Finding]]:
+    """Per rule code: the findings of the rules with a cross-rank part (Rule.check_ranks) on
+    the gathered reductions; rules without one (or with nothing to compare) are absent."""
+    from perftune.engine import select_rules
+
+    if len(results) < 2:
+        return {}
+    out: dict[str, list[Finding]] = {}
+    for rule in select_rules(rules.select, rules.ignore, rules.preview, rules.options):
+        found = rule.check_ranks(results)
+        if found is not None:
+            out[rule.code] = found
+    return out
+
+
+def merge_rank_findings(per_rank: Sequence[Sequence[Finding]],
+                        cross: Mapping[str, list[Finding]] | None = None) -> list[Finding]:
+    """One finding per (code, source location) over the ranks: the rank where it costs most,
+    with `evidence.ranks` listing every rank it was found on; ranked like the engine's. The
+    rules in `cross` (code -> cross-rank findings) contribute those instead of per-rank ones."""
+    cross = cross or {}
+    groups: dict[tuple[Any, ...], list[Finding]] = {}
+    for findings in per_rank:
+        for f in findings:
+            if f.code in cross:
+                continue
+            key = (f.code, f.location.file, f.location.line, f.location.function)
+            groups.setdefault(key, []).append(f)
+    out = []
+    for found in groups.values():
+        best = min(found, key=lambda f: (-f.est_saving_ms_per_step, f.rank if f.rank is not None else -1))
+        ranks = sorted({f.rank for f in found if f.rank is not None})
+        out.append(replace(best, evidence={**best.evidence, "ranks": ranks}))
+    out.extend(f for found in cross.values() for f in found)
+    out.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
+                            f.location.file or "", f.location.line or 0, f.rank or 0))
+    return out

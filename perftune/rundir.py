@@ -303,10 +303,6 @@ class RunDir:
                                  document_data(document), indent=indent)
 
     # -- reading -------------------------------------------------------------------------------
-    def read_json(self, name: str) -> dict[str, Any] | None:
-        """A JSON object document, None when the file is absent; DocumentError otherwise."""
-        return read_json_object(self.path / name)
-
     def read_summary(self) -> Summary | None:
         return read_document(self.summary, Summary, strict=True)
 
@@ -383,12 +379,6 @@ def read_document(path: Path, kind: type[_S], *, strict: bool = False) -> _S | N
     return None if data is None else decode(path, data, kind, strict=strict)
 
 
-def to_builtins(document: msgspec.Struct) -> dict[str, Any]:
-    """A decoded document as plain JSON data again (for renderers that take mappings)."""
-    data: dict[str, Any] = msgspec.to_builtins(document)
-    return data
-
-
 def same_files(a: Sequence[str | Path], b: Sequence[str | Path]) -> bool:
     """Whether two lists name the same files (compared by real path, in any order)."""
     return sorted(os.path.realpath(p) for p in a) == sorted(os.path.realpath(p) for p in b)
@@ -429,5 +419,4 @@ __all__ = [
     "read_document",
     "read_json_object",
     "same_files",
-    "to_builtins",
 ]

@@ -9,6 +9,9 @@ hung rank is reported.
 
     torchrun --nproc-per-node 2 samples/ddp.py [--steps N] [--straggler-rank 1 --straggler-ms 20]
     perftune profile --nproc-per-node 2 samples/ddp.py --steps 30
+
+perftune-run: --nproc-per-node 2
+perftune-args: --steps 30 --straggler-rank 1 --straggler-ms 20
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20, help="training steps to run")
     parser.add_argument("--fixed", action="store_true", help="use fused F.gelu and F.layer_norm")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=1024)
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -17,9 +18,15 @@ from perftune.cli._options import (
     out_option,
     source_root_option,
 )
+from perftune.documents import document_data
 from perftune.engine.types import Severity
 from perftune.errors import ConfigError
-from perftune.pipeline import analyze_paths, findings_document, selection_from_config
+from perftune.pipeline import (
+    analyze_paths,
+    analyze_ranks,
+    findings_document,
+    selection_from_config,
+)
 from perftune.report import write_run
 from perftune.report.console import (
     finding_lines,
@@ -32,7 +39,7 @@ from perftune.rundir import DocumentError, RunDir, same_files
 
 
 @click.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("paths", nargs=-1, required=True)
 @format_option
 @out_option
 @click.option("--select", multiple=True, help="Only these rule codes or prefixes (PFT2,PFT401).")
@@ -45,10 +52,18 @@ from perftune.rundir import DocumentError, RunDir, same_files
 @force_option
 @click.option("--timings", is_flag=True,
               help="Print on stderr how long each stage and each rule took.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Analyse each rank file apart in N worker processes, then compare the ranks "
+                   "from their reductions only (memory: the largest rank, not the sum).")
+@click.option("--scheduler", envvar="PERFTUNE_SCHEDULER", default=None, metavar="ADDRESS",
+              help="Run the per-rank analyses as tasks on this dask.distributed scheduler "
+                   "(tcp://host:8786; also PERFTUNE_SCHEDULER); its workers read the traces "
+                   "by path or fsspec URL. Needs perftune[dask].")
 @click.pass_context
-def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out_dir: Path | None,
+def analyze(ctx: click.Context, paths: tuple[str, ...], output_format: str, out_dir: Path | None,
             select: tuple[str, ...], ignore: tuple[str, ...], preview: bool, fail_on: str | None,
-            top: int, source_roots: tuple[Path, ...], force: bool, timings: bool) -> None:
+            top: int, source_roots: tuple[Path, ...], force: bool, timings: bool,
+            jobs: int | None, scheduler: str | None) -> None:
     """Summarise trace files and report what makes the step slow.
 
     PATHS are Kineto / torch.profiler traces (.json or .json.gz) or directories of per-rank
@@ -56,21 +71,32 @@ def analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str, out
 
     With --out DIR the summary, findings and reports go to DIR; a DIR that holds another run is
     refused without --force (re-analysing the run DIR holds is always allowed).
+
+    With --jobs N or --scheduler ADDRESS each rank file is analysed on its own (in worker
+    processes, or on a Dask cluster, where PATHS may be fsspec URLs such as s3://bucket/run/)
+    and only compact per-rank results are gathered: findings merged across ranks
+    (evidence.ranks), the summary of all ranks, and the cross-rank section.
     """
+    if scheduler is not None and not scheduler.strip():
+        scheduler = None
+    spread = {"jobs": jobs, "scheduler": scheduler}
+    named: tuple[Path, ...] = tuple(  # fsspec URLs stay strings (read on the workers)
+        p if "://" in p and not p.startswith("file://") else Path(p)  # type: ignore[misc]
+        for p in paths)
     target: Path | None = None
     if out_dir is not None or config_default("always-write", False):
         target = out_dir or Path(config_default("runs-dir", "perftune-runs")) / (
             datetime.now().strftime("%Y%m%d-%H%M%S") + "-analyze")
     if target is None:
-        _analyze(ctx, paths, output_format, None, select, ignore, preview, fail_on, top,
-                 source_roots, timings)
+        _analyze(ctx, named, output_format, None, select, ignore, preview, fail_on, top,
+                 source_roots, timings, spread)
         return
     run = RunDir(target)
     # Locked before the (possibly long) analysis, so that a second run fails at once.
     with run.lock():
-        run.check_new_run(force=force, same_run=_same_run(run, paths))
-        _analyze(ctx, paths, output_format, target, select, ignore, preview, fail_on, top,
-                 source_roots, timings)
+        run.check_new_run(force=force, same_run=_same_run(run, named))
+        _analyze(ctx, named, output_format, target, select, ignore, preview, fail_on, top,
+                 source_roots, timings, spread)
 
 
 def _same_run(run: RunDir, paths: tuple[Path, ...]) -> bool:
@@ -90,13 +116,22 @@ def _same_run(run: RunDir, paths: tuple[Path, ...]) -> bool:
 def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
              target: Path | None, select: tuple[str, ...], ignore: tuple[str, ...],
              preview: bool, fail_on: str | None, top: int,
-             source_roots: tuple[Path, ...], show_timings: bool = False) -> None:
+             source_roots: tuple[Path, ...], show_timings: bool = False,
+             spread: dict[str, Any] | None = None) -> None:
     rules = selection_from_config(select, ignore, preview)
-    analysis = analyze_paths(list(paths), rules, source_roots or None)
+    spread = spread or {}
+    if spread.get("jobs") is not None or spread.get("scheduler"):
+        analysis = analyze_ranks(list(paths), rules, source_roots or None,
+                                 jobs=spread.get("jobs") or 1, scheduler=spread.get("scheduler"))
+    else:
+        if any(not isinstance(p, Path) for p in paths):
+            raise ConfigError("URLs (s3://, gs://, ...) are read only with --scheduler or --jobs")
+        analysis = analyze_paths(list(paths), rules, source_roots or None)
     for warning in [*warning_lines(analysis.summary), *source_hint_lines(analysis.findings)]:
         click.echo(warning, err=True)  # events the loader skipped; source it did not read
     if output_format == "json":
-        click.echo(json.dumps(findings_document(analysis), indent=2, default=str))
+        document = findings_document(analysis.summary, analysis.findings)
+        click.echo(json.dumps(document_data(document), indent=2, default=str))
     else:
         for line in summary_lines(analysis.summary):
             click.echo(line)

@@ -72,8 +72,10 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int
     slower; the kept ones go into fix.patch. `perftune fix RUN_DIR` starts from an earlier
     `perftune profile` run: it takes the findings' locations from it and makes each rewrite
     again on the current source (a diff recorded in the run dir is never run nor written).
-    With --apply the patch is printed before it is written. The script must seed itself for
-    the loss check to mean anything.
+    With --apply the patch is printed before it is written. Losses are compared step by step,
+    step k of both runs as perftune's step detector numbered them (optimizer steps, else
+    backward() calls, ...); a script whose steps are only time slices gets no loss check. The
+    script must seed itself (torch.manual_seed) for the check to mean anything.
     """
     from perftune.documents import document_data
     from perftune.fix.outputs import summary_lines, write_outputs

@@ -15,7 +15,12 @@ from typing import Any, TypeVar
 import click
 from click.core import ParameterSource
 
-from perftune.cli._options import config_default, format_option, out_option
+from perftune.cli._options import (
+    InterspersedScriptCommand,
+    config_default,
+    format_option,
+    out_option,
+)
 from perftune.errors import ScriptError, UsageError
 from perftune.fsutil import write_text_atomic
 from perftune.rundir import GATE_MD
@@ -107,7 +112,7 @@ def _checkout_root() -> Path | None:
         return None
 
 
-@click.command(context_settings=SCRIPT_CONTEXT)
+@click.command(cls=InterspersedScriptCommand, context_settings=SCRIPT_CONTEXT)
 @script_options
 @click.option("--against", "against", metavar="REF", default=None,
               help="Compare with this git revision (checked out into a temporary worktree).")

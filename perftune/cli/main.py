@@ -57,13 +57,11 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list from SHORT_HELP, shortened as click would (no command imported)."""
-        from click.utils import make_default_short_help
-
         names = self.list_commands(ctx)
         if not names:
             return
         limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = [(n, make_default_short_help(SHORT_HELP.get(n, ""), limit)) for n in names]
+        rows = [(n, click.Command(n, help=SHORT_HELP.get(n, "")).get_short_help_str(limit)) for n in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

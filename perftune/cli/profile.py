@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from perftune import _signals
-from perftune.cli._options import config_default, force_option, format_option, out_option
+from perftune.cli._options import (
+    ScriptCommand,
+    config_default,
+    force_option,
+    format_option,
+    out_option,
+)
 from perftune.errors import PerftuneError, UsageError
 from perftune.redact import redact_argv
 from perftune.rundir import RunDir
@@ -29,39 +35,6 @@ if TYPE_CHECKING:
 
 # A run that measured nothing or whose script failed (DESIGN.md, exit codes).
 _FAILED = 3
-
-
-class ScriptCommand(click.Command):
-    """perftune's options come first; the script (or -m MODULE) and everything after it are the
-    script's, exactly as with `python [options] SCRIPT ARGS`."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes_value = {
-            name
-            for param in self.params
-            if isinstance(param, click.Option) and not param.is_flag and not param.count
-            for name in param.opts
-        }
-        i = 0
-        while i < len(args):
-            token = args[i]
-            if token == "--":
-                break
-            if token in ("-m", "--module"):
-                if i + 1 >= len(args):
-                    break  # click reports the missing value
-                args = [*args[:i], "--module", args[i + 1], "--", *args[i + 2 :]]
-                break
-            if token.startswith("-m") and not token.startswith("--"):
-                args = [*args[:i], "--module", token[2:], "--", *args[i + 1 :]]
-                break
-            if token.startswith("-") and token != "-":
-                name = token.split("=", 1)[0]
-                i += 2 if name in takes_value and "=" not in token else 1
-                continue
-            args = [*args[:i], "--", *args[i:]]
-            break
-        return super().parse_args(ctx, args)
 
 
 def default_run_dir(name: str) -> Path:
@@ -344,6 +317,7 @@ def profile(
         timeout_s=timeout_s,
         quiet=quiet,
         time_slice_s=time_slice_s,
+        refit=True,
     )
     run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
     launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from perftune.cli._options import config_default, format_option, source_root_option
+from perftune.documents import FindingsDocument, document_data
 from perftune.errors import UsageError
 from perftune.rundir import FINDINGS, SUMMARY, RunDir
 
@@ -72,7 +73,7 @@ def report(run_dir: Path, output_format: str, tensorboard: bool, select: tuple[s
     for warning in [*warning_lines(view.summary), *source_hint_lines(view.findings)]:
         click.echo(warning, err=True)  # events the loader skipped; source it did not read
     if output_format == "json":
-        click.echo(json.dumps(document, indent=2, default=str))
+        click.echo(json.dumps(document_data(document), indent=2, default=str))
         for path in written:
             click.echo(f"wrote {path}", err=True)
     else:
@@ -81,7 +82,7 @@ def report(run_dir: Path, output_format: str, tensorboard: bool, select: tuple[s
 
 def _render(run_dir: Path, tensorboard: bool, select: tuple[str, ...], ignore: tuple[str, ...],
             preview: bool, source_roots: tuple[Path, ...]
-            ) -> tuple[dict[str, Any], RunView, list[Path]]:
+            ) -> tuple[FindingsDocument, RunView, list[Path]]:
     from perftune.pipeline import RuleSelection, analyze_paths, findings_document, write_analysis
     from perftune.report import render_view
     from perftune.report.console import make_console, progress
@@ -103,7 +104,7 @@ def _render(run_dir: Path, tensorboard: bool, select: tuple[str, ...], ignore: t
             written = write_analysis(analysis, run_dir)
             view = view_of_analysis(analysis, run_dir)
             written.extend(render_view(view, tensorboard=tensorboard))
-        document = findings_document(analysis)
+        document = findings_document(analysis.summary, analysis.findings)
     elif run.file(SUMMARY).is_file() or run.file(FINDINGS).is_file():
         view = view_of_documents(run_dir, source_roots or (Path.cwd(),))
         if select or ignore:
@@ -118,8 +119,8 @@ def _render(run_dir: Path, tensorboard: bool, select: tuple[str, ...], ignore: t
                                   "filtered from findings.json, not recomputed"))
         with progress("rendering reports", err):
             written = render_view(view, tensorboard=tensorboard)
-        document = {"schema_version": view.summary.get("schema_version", 1),
-                    "findings": [f.to_dict() for f in view.findings], "summary": dict(view.summary)}
+        assert view.summary is not None  # summary.json, or findings.json's copy of it
+        document = findings_document(view.summary, view.findings)
     else:
         raise UsageError(f"{run_dir} holds no trace.json.gz, summary.json or findings.json: "
                          "not a perftune run directory")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from perftune import _signals
-from perftune.cli._options import format_option, out_option
+from perftune.cli._options import InterspersedScriptCommand, format_option, out_option
 from perftune.errors import ScriptError
 
 # Perftune's options may come before or after SCRIPT; `--` ends them (for a script flag with
@@ -94,7 +94,7 @@ class RichReporter:
         return f"best {best.throughput:,.1f}: {values}"
 
 
-@click.command(context_settings=SCRIPT_CONTEXT)
+@click.command(cls=InterspersedScriptCommand, context_settings=SCRIPT_CONTEXT)
 @click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED)
 @click.option("-m", "--module", default=None, help="Tune a module (like python -m) instead of a SCRIPT file.")
 @click.option("--knob", "knobs", multiple=True, metavar="NAME=V1,V2",

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 # summary.json and findings.json; raised for an incompatible change (docs/schemas.md).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 Milliseconds = Annotated[float, msgspec.Meta(description="milliseconds")]
 MaybeMs = Annotated[float | None, msgspec.Meta(description="milliseconds; null when undefined")]
@@ -282,9 +282,25 @@ class Summary(_Doc):
     warnings: Annotated[list[str], msgspec.Meta(
         description="problems met while loading the trace (events skipped or repaired)")] = \
         msgspec.field(default_factory=list)
-    multi_rank: MultiRank | None = None
-    phases: Phases | None = None
-    modules: Modules | None = None
+    # Present when two or more ranks were loaded; absent (not null) otherwise.
+    multi_rank: MultiRank | msgspec.UnsetType | None = msgspec.UNSET
+    # Absent in a summary.json of an older perftune.
+    phases: Phases | msgspec.UnsetType | None = msgspec.UNSET
+    modules: Modules | msgspec.UnsetType | None = msgspec.UNSET
+
+    @property
+    def ranks_section(self) -> MultiRank | None:
+        """The multi-rank section, None for a single rank."""
+        section = self.multi_rank
+        return section if isinstance(section, MultiRank) and section.ranks else None
+
+    @property
+    def phase_section(self) -> Phases | None:
+        return self.phases if isinstance(self.phases, Phases) else None
+
+    @property
+    def module_section(self) -> Modules | None:
+        return self.modules if isinstance(self.modules, Modules) else None
 
 
 # ---------------------------------------------------------------------------- findings.json

@@ -40,6 +40,12 @@ class StepsDocument(_Open, kw_only=True):
     declared_knobs: dict[str, Any] = msgspec.field(default_factory=dict)
     knobs: dict[str, Any] = msgspec.field(default_factory=dict)
     profiler: str = "off"
+    # How the step detector grouped the steps ("2 optimizers per iteration (Adam, Adam); ...",
+    # "4 backward() calls per step (gradient accumulation)"), or null.
+    step_detail: str | None = None
+    seeded: bool | None = None  # the script called torch.manual_seed
+    script_traces: list[str] = msgspec.field(default_factory=list)  # its own profiler's output
+    script_s: float | None = None  # how long the script itself ran
     notes: list[str] = msgspec.field(default_factory=list)
     steps: list[StepEntry] = msgspec.field(default_factory=list)
     # A multi-rank job (`profile --nproc-per-node`): the rank whose steps are listed, and more.

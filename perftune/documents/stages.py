@@ -409,6 +409,9 @@ class FixLosses(_Stage):
     reason: str = ""
     base: list[float | None] = msgspec.field(default_factory=list)
     rewritten: list[float | None] = msgspec.field(default_factory=list)
+    # The step indices (as the step detector numbered them in both runs) whose losses were
+    # compared: the same steps of the script in the original and the rewritten run.
+    compared_steps: list[int] = msgspec.field(default_factory=list)
 
 
 class FixMeasured(_Stage):
@@ -457,6 +460,8 @@ class FixRewrite(_Stage):
     latent: bool = False
     diff: str = ""
     measured: FixMeasured | None = None
+    # Why the rewrite is not in fix.patch, in words; empty when it is.
+    dropped_reason: str = ""
 
 
 class FixBaseline(_Stage):
@@ -464,6 +469,10 @@ class FixBaseline(_Stage):
     peak_memory_bytes: int | None = None
     memory_kind: str | None = None
     losses_reproducible: str | None = None
+    # How the capture found the steps whose losses are compared (steps.json's step_source),
+    # and whether the script seeds torch (it called torch.manual_seed).
+    step_source: str | None = None
+    seeded: bool | None = None
 
 
 class FixSkipped(_Stage):

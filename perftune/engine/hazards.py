@@ -210,11 +210,11 @@ def is_device_move(site: Site | None) -> bool:
 
 
 def dataloader_pinned(ctx: Context) -> bool | None:
-    """Whether the user's DataLoader(...) constructions pass pin_memory=True (None: none found)."""
-    sites = ctx.find_calls(["DataLoader"])
-    if not sites:
+    """Whether the DataLoader the steps iterated passes pin_memory=True (None: not found)."""
+    site = dataloader_location(ctx)
+    if site is None:
         return None
-    return all((cs.site.keyword("pin_memory") or "False").strip() == "True" for cs in sites)
+    return (site.site.keyword("pin_memory") or "False").strip() == "True"
 
 
 def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:

@@ -180,6 +180,10 @@ def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = Fa
         finally:
             if timings is not None:
                 timings[rule.code] = timings.get(rule.code, 0.0) + time.perf_counter() - started
+    from perftune.engine.savings import account
+
+    # Savings that can be true: bounded by the step, one cause linked, moved waits said.
+    findings = account(ctx, findings)
     findings.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
                                  f.location.file or "", f.location.line or 0))
     return findings

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 
 if TYPE_CHECKING:
     from perftune.engine.context import Context
+    from perftune.trace.multirank import RankResult
 
 CATEGORIES = {
     "1": "input pipeline",
@@ -64,6 +65,13 @@ class Rule:
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         raise NotImplementedError
+
+    def check_ranks(self, results: Sequence[RankResult]) -> list[Finding] | None:
+        """The rule's cross-rank findings when the ranks were analysed apart (`perftune analyze
+        DIR --jobs N`, `--scheduler`): from their reductions only. None (the default): the rule
+        has no cross-rank part here, and its per-rank findings stand; a list (even empty)
+        replaces its per-rank findings."""
+        return None
 
     def finding(
         self,

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
 
+from perftune import documents
+
 
 class Severity(str, Enum):
     INFO = "info"
@@ -74,6 +76,35 @@ class Finding:
         d["suggestion"]["applicability"] = self.suggestion.applicability.value
         d["op_chain"] = list(self.op_chain)
         return d
+
+    def document(self) -> documents.Finding:
+        """The finding as findings.json holds it."""
+        loc, sug = self.location, self.suggestion
+        return documents.Finding(
+            code=self.code, name=self.name, message=self.message,
+            severity=self.severity.value,  # type: ignore[arg-type]
+            location=documents.Location(file=loc.file, line=loc.line, function=loc.function,
+                                        source=loc.source),
+            suggestion=documents.Suggestion(
+                title=sug.title, applicability=sug.applicability.value,  # type: ignore[arg-type]
+                diff=sug.diff, before=sug.before, after=sug.after,
+                knobs={k: list(v) for k, v in sug.knobs.items()}),
+            evidence=dict(self.evidence), est_saving_ms_per_step=self.est_saving_ms_per_step,
+            count=self.count, op_chain=list(self.op_chain), latent=self.latent, rank=self.rank)
+
+    @staticmethod
+    def from_document(doc: documents.Finding) -> Finding:
+        """A finding read back from findings.json."""
+        loc, sug = doc.location, doc.suggestion
+        return Finding(
+            code=doc.code, name=doc.name, message=doc.message, severity=Severity(doc.severity),
+            location=Location(file=loc.file, line=loc.line, function=loc.function,
+                              source=loc.source),
+            suggestion=Suggestion(title=sug.title, applicability=Applicability(sug.applicability),
+                                  diff=sug.diff, before=sug.before, after=sug.after,
+                                  knobs=dict(sug.knobs)),
+            evidence=dict(doc.evidence), est_saving_ms_per_step=float(doc.est_saving_ms_per_step),
+            count=doc.count, op_chain=tuple(doc.op_chain), latent=doc.latent, rank=doc.rank)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Finding:

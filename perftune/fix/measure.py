@@ -17,6 +17,7 @@ from pathlib import Path
 
 from perftune.capture.parent.measure import MeasureSettings, Side, capture_side
 from perftune.errors import ScriptError
+from perftune.fix.verify import losses_by_step
 from perftune.rundir import OUTPUT_LOG, RunDir
 
 BASE = "base"
@@ -40,11 +41,13 @@ class ArmLaunch:
     median_ms: float | None
     peak_memory_bytes: int | None
     memory_kind: str
-    losses: tuple[float | None, ...]
+    losses: tuple[float | None, ...]  # position k: the loss of step k (losses_by_step)
     run_dir: Path
     error: str | None = None
     # Warning lines the launch printed (Python's "file:line: SomeWarning: text" form).
     warnings: tuple[str, ...] = ()
+    step_source: str = ""  # the step detector that numbered the steps (steps.json)
+    seeded: bool | None = None  # the script called torch.manual_seed (None: unknown)
 
     @property
     def ok(self) -> bool:
@@ -147,8 +150,9 @@ def _launch(arm: Arm, seq: int, block: int, run_dir: Path,
         status, error = "no-steps", "measured no steps after the warm-up"
     return ArmLaunch(arm=arm.key, seq=seq, block=block, status=status, median_ms=median,
                      peak_memory_bytes=result.peak_memory_bytes, memory_kind=result.memory_kind,
-                     losses=tuple(step.loss for step in result.steps), run_dir=run_dir,
-                     error=error, warnings=_warnings(run_dir))
+                     losses=losses_by_step([(step.index, step.loss) for step in result.steps]),
+                     run_dir=run_dir, error=error, warnings=_warnings(run_dir),
+                     step_source=result.step_source, seeded=result.seeded)
 
 
 def run_interleaved(arms: Sequence[Arm], launches: int, launch_root: Path,

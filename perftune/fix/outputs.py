@@ -11,8 +11,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from perftune import units
 from perftune._version import __version__
+from perftune.capture.parent.summary import SOURCE_WORDS as STEP_WORDS
 from perftune.documents import (
     FixBaseline,
     FixDocument,
@@ -67,7 +70,8 @@ def _measured_fields(m: Measured) -> dict[str, Any]:
         "losses": FixLosses(status=c.status, steps_compared=c.steps_compared,
                             max_abs_diff=c.max_abs_diff, max_rel_diff=c.max_rel_diff,
                             first_mismatch=c.first_mismatch, reason=c.reason,
-                            base=list(c.base), rewritten=list(c.rewritten)),
+                            base=list(c.base), rewritten=list(c.rewritten),
+                            compared_steps=list(c.compared)),
     }
 
 
@@ -126,6 +130,9 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
             diff="".join(_diff_text(plan.originals, c.id, outcome)),
             measured=measured_entry(m),
         ))
+    doc_view = _RewritesView(rewrites)
+    rewrites = [r if r.in_patch else msgspec.structs.replace(
+        r, dropped_reason=dropped_because(r, doc_view)) for r in rewrites]
     combined = outcome.combined
     return FixDocument(
         schema_version=SCHEMA_VERSION,
@@ -144,7 +151,9 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
                              peak_memory_bytes=outcome.baseline_memory,
                              memory_kind=outcome.memory_kind,
                              losses_reproducible=outcome.reproducible.status
-                             if outcome.reproducible else None),
+                             if outcome.reproducible else None,
+                             step_source=_base_field(outcome, "step_source") or None,
+                             seeded=_base_field(outcome, "seeded")),
         combined=None if combined is None else _together(combined.rewrites, combined),
         all_together=None if outcome.all_together is None else _together(
             outcome.all_together.rewrites, outcome.all_together),
@@ -160,6 +169,25 @@ def fix_document(outcome: FixOutcome, *, applied: Sequence[Path] = (),
                             run_dir=str(x.run_dir)) for x in outcome.launches],
         notes=list(outcome.notes),
     )
+
+
+def _base_field(outcome: FixOutcome, name: str) -> Any:
+    """A fact of the original's first launch (how its steps were found, whether it seeds)."""
+    base = next((x for x in outcome.launches if x.arm == "base" and x.ok), None)
+    return getattr(base, name) if base is not None else None
+
+
+def _loss_check_note(base: FixBaseline) -> str:
+    steps = STEP_WORDS.get(base.step_source or "", base.step_source or "unknown")
+    if base.step_source == "time-window":
+        return (f"Steps were {steps}, so no loss comparison is possible; call perftune.step() "
+                "once per iteration.")
+    seed = ("The script seeds torch (torch.manual_seed)." if base.seeded else
+            "The script never calls torch.manual_seed: seed it for the loss comparison to mean "
+            "anything." if base.seeded is False else "")
+    return (f"Losses are compared step by step, step k of the original against step k of the "
+            f"rewritten run, steps found by {steps}. {seed} perftune sets PYTHONHASHSEED and "
+            "seeds torch, random and numpy (--seed).").replace("  ", " ")
 
 
 def _diff_text(originals: Mapping[str, str], rewrite_id: str, outcome: FixOutcome) -> list[str]:
@@ -213,9 +241,7 @@ def fix_markdown(doc: FixDocument, patch: str) -> str:
         lines.append("")
     if doc.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in doc.notes] + [""]
-    lines += ["Scripts must seed their random number generators (torch.manual_seed) for the loss "
-              "comparison to mean anything; perftune sets PYTHONHASHSEED and seeds torch, random "
-              "and numpy (--seed).", ""]
+    lines += [_loss_check_note(doc.baseline), ""]
     return "\n".join(lines)
 
 
@@ -234,7 +260,14 @@ def write_outputs(outcome: FixOutcome, run_dir: Path, *, applied: Sequence[Path]
     return doc
 
 
-def dropped_because(rewrite: Any, doc: FixDocument) -> str:
+class _RewritesView:
+    """What dropped_because reads of a document: its rewrites."""
+
+    def __init__(self, rewrites: Sequence[FixRewrite]) -> None:
+        self.rewrites = list(rewrites)
+
+
+def dropped_because(rewrite: Any, doc: Any) -> str:
     """Why a rewrite is not in the patch, in words (the terminal shows it next to the ✗)."""
     if rewrite.status != "verified":
         return {"slower": "it was measured slower than the original",
@@ -263,7 +296,7 @@ def summary_lines(doc: FixDocument, shown_dir: str) -> list[str]:
                      f"speed-up {speed}  losses {r.losses}")
         lines.append(f"      {r.reason}")
         if not r.in_patch:
-            lines.append(f"      not in the patch: {dropped_because(r, doc)}")
+            lines.append(f"      not in the patch: {r.dropped_reason or dropped_because(r, doc)}")
     for s in doc.skipped:
         lines.append(f"  · {s.rule} {s.where}: {s.reason}")
     for note in doc.notes:

@@ -178,20 +178,56 @@ class _Workspaces:
 
 
 # ---------------------------------------------------------------------------- judging
-def _losses_against(base: Sequence[float | None], launches: Sequence[ArmLaunch],
-                    tol: Tolerance, reproducible: LossCheck | None) -> LossCheck:
+# steps.json's step_source when no step boundary was seen: fixed time slices.
+TIME_SLICES = "time-window"
+
+
+def not_comparable(base: ArmLaunch) -> str | None:
+    """Why the losses of this script's steps cannot be compared between runs, if they cannot."""
+    if base.step_source == TIME_SLICES:
+        return ("the steps are time slices (perftune saw no optimizer step, backward() or "
+                "module call), so step k of two runs does not hold the same work; call "
+                "perftune.step() once per iteration to compare losses")
+    return None
+
+
+def unreproducible_reason(base_launches: Sequence[ArmLaunch]) -> str:
+    """Why two runs of the unchanged script gave different losses: never "seed it" to a script
+    that seeds."""
+    if any(launch.seeded for launch in base_launches):
+        return ("two runs of the unchanged script gave different losses although it seeds torch "
+                "(torch.manual_seed): something else differs between runs (DataLoader workers "
+                "or numpy/random without a seed, data read in a varying order, nondeterministic "
+                "kernels); make it deterministic for this check")
+    return ("two runs of the unchanged script gave different losses and it never calls "
+            "torch.manual_seed; seed it for this check")
+
+
+def _losses_against(base: ArmLaunch, launches: Sequence[ArmLaunch], tol: Tolerance,
+                    reproducible: LossCheck | None,
+                    base_launches: Sequence[ArmLaunch] = ()) -> LossCheck:
+    head = tuple(base.losses[:tol.steps])
+    why = not_comparable(base)
+    if why is not None:
+        return LossCheck(UNKNOWN, 0, None, None, None, head, (), why)
     if reproducible is not None and reproducible.status == DIFFERS:
-        return LossCheck(UNKNOWN, 0, None, None, None, tuple(base[:tol.steps]), (),
-                         "two runs of the unchanged script gave different losses, so the script "
-                         "is not deterministic; seed it (torch.manual_seed) for this check")
+        return LossCheck(UNKNOWN, 0, None, None, None, head, (),
+                         unreproducible_reason(base_launches or (base,)))
     if not launches:
-        return LossCheck(UNKNOWN, 0, None, None, None, tuple(base[:tol.steps]), (),
-                         "no launch finished")
-    checks = [compare_losses(base, launch.losses, tol) for launch in launches]
+        return LossCheck(UNKNOWN, 0, None, None, None, head, (), "no launch finished")
+    checks = []
+    for launch in launches:
+        if launch.step_source != base.step_source:
+            checks.append(LossCheck(
+                UNKNOWN, 0, None, None, None, head, tuple(launch.losses[:tol.steps]),
+                f"the original's steps were found by {base.step_source}, this version's by "
+                f"{launch.step_source}: step k is not the same work"))
+            continue
+        checks.append(compare_losses(base.losses, launch.losses, tol))
     return next((c for c in checks if c.status == DIFFERS), checks[0])
 
 
-def _measured(key: str, arm: Arm, found: Measurements, base_ref: Sequence[float | None],
+def _measured(key: str, arm: Arm, found: Measurements, base_ref: ArmLaunch,
               reproducible: LossCheck | None, settings: FixSettings, applicability: str,
               memory_kind: str, base_memory: int | None) -> Measured:
     xs, ys = found.paired_medians(key)
@@ -199,7 +235,8 @@ def _measured(key: str, arm: Arm, found: Measurements, base_ref: Sequence[float 
     launches = found.of(key)
     memory = MemoryCheck(base_memory, typical_memory([x.peak_memory_bytes for x in launches]),
                          memory_kind)
-    losses = _losses_against(base_ref, launches, settings.tolerance, reproducible)
+    losses = _losses_against(base_ref, launches, settings.tolerance, reproducible,
+                             found.of(BASE))
     warnings = new_warnings(found.of(BASE), launches) if key != BASE else ()
     verdict = judge(losses, speed, applicability, require_faster=settings.require_faster,
                     failed=found.failed.get(key), warnings=warnings)
@@ -246,8 +283,11 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         f"{settings.launches} launches each")
     found = run_interleaved(arms, settings.launches, launch_root, measure, settings.seed, show)
     base_launches = found.of(BASE)
-    base_ref = base_launches[0].losses
-    reproducible = baseline_reproducible([b.losses for b in base_launches], settings.tolerance)
+    base_ref = base_launches[0]
+    reproducible: LossCheck | None = baseline_reproducible([b.losses for b in base_launches],
+                                                           settings.tolerance)
+    if not_comparable(base_ref) is not None:
+        reproducible = None  # time slices: two runs' step k are different work
     memory_kind = base_launches[0].memory_kind
     base_memory = typical_memory([b.peak_memory_bytes for b in base_launches])
 
@@ -259,9 +299,11 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
                                   tuple(conflicts_of(c, plan.candidates)))
                     for c in plan.candidates)
     notes: list[str] = []
-    if reproducible.status == DIFFERS:
-        notes.append("the unchanged script gave different losses in two launches; it must seed "
-                     "its random number generators for the correctness check to mean anything")
+    why_not = not_comparable(base_ref)
+    if why_not is not None:
+        notes.append(f"losses were not compared: {why_not}")
+    elif reproducible is not None and reproducible.status == DIFFERS:
+        notes.append(f"losses were not compared: {unreproducible_reason(base_launches)}")
     accepted = sorted((r for r in results if r.measured.verdict.included),
                       key=lambda r: r.measured.speed.ratio or 1.0)
     chosen_set = compatible_set([r.candidate for r in accepted])

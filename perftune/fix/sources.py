@@ -14,7 +14,7 @@ from perftune.engine.types import Finding
 from perftune.errors import PerftuneError, ScriptError, TraceError, UsageError
 from perftune.fix.session import FixTarget
 from perftune.redact import REDACTED
-from perftune.rundir import OUTPUT_LOG, RunDir, to_builtins
+from perftune.rundir import OUTPUT_LOG, RunDir
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
@@ -56,7 +56,7 @@ def from_run_dir(run_dir: Path) -> Source:
     analysis: Analysis | None = None
     recorded = run.read_findings()
     if recorded is not None:
-        findings = tuple(Finding.from_dict(to_builtins(f)) for f in recorded.findings)
+        findings = tuple(Finding.from_document(f) for f in recorded.findings)
     elif run.trace.is_file():
         from perftune.pipeline import analyze_paths
 

@@ -41,6 +41,7 @@ class LossCheck:
     base: tuple[float | None, ...]
     rewritten: tuple[float | None, ...]
     reason: str = ""
+    compared: tuple[int, ...] = ()  # the step indices whose losses were compared
 
 
 def _close(a: float, b: float, tol: Tolerance) -> bool:
@@ -53,7 +54,10 @@ def _close(a: float, b: float, tol: Tolerance) -> bool:
 
 def compare_losses(base: Sequence[float | None], rewritten: Sequence[float | None],
                    tol: Tolerance) -> LossCheck:
-    """Compare the first `tol.steps` losses that both runs recorded."""
+    """Compare the losses of the first `tol.steps` steps that both runs recorded.
+
+    Position k of both sequences is step k as the step detector numbered it in each run, so
+    the same step of the script is compared (see `losses_by_step`)."""
     head_base = tuple(base[:tol.steps])
     head_new = tuple(rewritten[:tol.steps])
     pairs = [(k, a, b) for k, (a, b) in enumerate(zip(head_base, head_new, strict=False))
@@ -74,7 +78,18 @@ def compare_losses(base: Sequence[float | None], rewritten: Sequence[float | Non
     if first is not None:
         reason = (f"step {first}: loss {head_new[first]!r} instead of {head_base[first]!r} "
                   f"(rtol {tol.rtol:g}, atol {tol.atol:g})")
-    return LossCheck(status, len(pairs), max_abs, max_rel, first, head_base, head_new, reason)
+    return LossCheck(status, len(pairs), max_abs, max_rel, first, head_base, head_new, reason,
+                     tuple(k for k, _, _ in pairs))
+
+
+def losses_by_step(steps: Sequence[tuple[int, float | None]]) -> tuple[float | None, ...]:
+    """(step index, loss) pairs as a sequence whose position k is step k (None: no loss)."""
+    if not steps:
+        return ()
+    out: list[float | None] = [None] * (max(index for index, _ in steps) + 1)
+    for index, loss in steps:
+        out[index] = loss
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -160,7 +175,8 @@ def judge(losses: LossCheck, speed: SpeedCheck, applicability: str, *,
         return Verdict("slower", False,
                        f"slower: {speed.ratio:.3f}× the original step time "
                        f"({_interval(speed)})")
-    if speed.verdict != FASTER and speed.ratio is not None and speed.ratio > 1 + SLOWER_MEASURED:
+    if (speed.verdict != FASTER and speed.low is not None and speed.ratio is not None
+            and speed.ratio > 1 + SLOWER_MEASURED):
         return Verdict("slower", False,
                        f"measured slower ({speed.ratio:.3f}× the original step time, "
                        f"{_interval(speed)}); only a rewrite measured not slower is kept")
@@ -172,7 +188,7 @@ def judge(losses: LossCheck, speed: SpeedCheck, applicability: str, *,
                        "only kept when they match")
     if speed.verdict == FASTER:
         return Verdict("verified", True, f"{1 / (speed.ratio or 1):.2f}× faster ({_interval(speed)})")
-    what = "losses match" if losses.status == MATCH else "safe rewrite, losses not recorded"
+    what = "losses match" if losses.status == MATCH else "safe rewrite, losses not compared"
     return Verdict("verified", True, f"{what}; no measurable speed change on this machine "
                    f"({_interval(speed)})")
 

@@ -20,7 +20,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune import units
-from perftune.analysis.compare import slower_and_faster, time_deltas
+from perftune.analysis.compare import (
+    FindingIdentity,
+    match_findings,
+    slower_and_faster,
+    time_deltas,
+)
 from perftune.analysis.stats import MIN_PART_NOISE, part_change_interval
 from perftune.errors import PerftuneError
 
@@ -69,9 +74,9 @@ class FindingRef:
     source: str | None
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        return (self.code, Path(self.file).name if self.file else "", self.function or "",
-                (self.source or "").strip())
+    def identity(self) -> FindingIdentity:
+        return FindingIdentity(code=self.code, file=self.file, line=self.line,
+                               function=self.function, source=self.source)
 
     @property
     def where(self) -> str:
@@ -352,13 +357,11 @@ def compare(base: ProfileSummary, head: ProfileSummary,
         if change is not None:
             structural.append(change)
     if base.findings is not None and head.findings is not None:
-        known = {f.key for f in base.findings}
-        for finding in head.findings:
-            if finding.key not in known:
-                known.add(finding.key)
-                structural.append(StructuralChange(
-                    kind="new-finding", finding=finding,
-                    message=f"new {finding.code} {finding.name} at {finding.where}: {finding.message}"))
+        matched = match_findings(base.findings, head.findings, lambda f: f.identity)
+        for finding in matched.new:
+            structural.append(StructuralChange(
+                kind="new-finding", finding=finding,
+                message=f"new {finding.code} {finding.name} at {finding.where}: {finding.message}"))
     notes = tuple(dict.fromkeys((*base.notes, *head.notes)))
     if hidden and noise is not None:
         notes += (f"{hidden} time difference(s) between the profiled launches lie within the "

@@ -22,8 +22,8 @@ from perftune.gate import fingerprint as fingerprint_mod
 from perftune.gate.baseline import Baseline
 from perftune.gate.calibration import Calibration
 from perftune.gate.decision import FIGURE_WORDS, Decision, DecisionRule
-from perftune.gate.load import RunnerLoad
 from perftune.gate.explain import Explanation, ProfileSummary
+from perftune.gate.load import RunnerLoad
 from perftune.gate.runner import LaunchPlan, SequentialGate
 from perftune.gate.verdict import InconclusivePolicy, Mode, Status, Verdict
 from perftune.gate.worktree import head_state, map_into, repo_root, revision_worktree

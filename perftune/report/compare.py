@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perftune.analysis import stats
-from perftune.analysis.compare import slower_and_faster, time_deltas
+from perftune.analysis.compare import FindingIdentity, slower_and_faster, time_deltas
+from perftune.analysis.compare import match_findings as analysis_match
 from perftune.documents import (
     DiffCategory,
     DiffDocument,
@@ -26,10 +27,11 @@ from perftune.documents import (
     DiffOp,
     DiffSide,
     DiffSteps,
+    Summary,
     document_data,
 )
 from perftune.engine.types import Finding
-from perftune.report.data import RunView, step_timing, view_of_analysis
+from perftune.report.data import RunView, breakdown_rows, step_timing, view_of_analysis
 from perftune.report.timeline import categorical_strings
 from perftune.trace import categories as C
 from perftune.trace.metrics import Distribution, device_event_steps
@@ -111,15 +113,15 @@ def _op_stats(trace: Trace) -> list[OpStat]:
             for (kind, name, shape), (calls, us) in acc.items()]
 
 
-def _summary_op_stats(summary: Mapping[str, Any]) -> list[OpStat]:
+def _summary_op_stats(summary: Summary | None) -> list[OpStat]:
     """Without a trace: the summary's top lists (no shapes, whole trace per step)."""
-    n_steps = max(1, int((summary.get("steps") or {}).get("count") or 1))
-    out = [OpStat("op", str(r["name"]), None, float(r.get("calls") or 0) / n_steps,
-                  float(r.get("self_ms") or 0.0) / n_steps)
-           for r in summary.get("top_host_ops") or [] if r.get("name") is not None]
-    out.extend(OpStat("kernel", str(r["name"]), None, float(r.get("calls") or 0) / n_steps,
-                      float(r.get("total_ms") or 0.0) / n_steps)
-               for r in summary.get("top_kernels") or [] if r.get("name") is not None)
+    if summary is None:
+        return []
+    n_steps = max(1, summary.steps.count or 1)
+    out = [OpStat("op", r.name, None, r.calls / n_steps, r.self_ms / n_steps)
+           for r in summary.top_host_ops]
+    out.extend(OpStat("kernel", r.name, None, r.calls / n_steps, r.total_ms / n_steps)
+               for r in summary.top_kernels)
     return out
 
 
@@ -127,12 +129,13 @@ def facts_of_view(view: RunView, label: str) -> RunFacts:
     timing = step_timing(view)
     headline_phase = "measured" if timing.measured is not None else "profiled"
     step_ms = tuple(p.duration_ms for p in timing.points if p.phase == headline_phase)
-    breakdown = {k: float(v) for k, v in (view.summary.get("breakdown_ms_per_step") or {}).items()
-                 if isinstance(v, (int, float))}
-    ops = _op_stats(view.trace) if view.trace is not None else _summary_op_stats(view.summary)
+    summary = view.summary
+    breakdown = ({} if summary is None else
+                 {key: float(value) for key, _, value in breakdown_rows(summary)})
+    ops = _op_stats(view.trace) if view.trace is not None else _summary_op_stats(summary)
     return RunFacts(label=label, step_ms=step_ms, step_source=timing.source, breakdown=breakdown,
                     ops=tuple(ops), findings=view.findings,
-                    has_device_activity=bool(view.summary.get("has_device_activity")))
+                    has_device_activity=summary is not None and summary.has_device_activity)
 
 
 # ---------------------------------------------------------------------------- results
@@ -203,7 +206,7 @@ class FindingChange:
     function: str | None
     a_saving_ms: float | None
     b_saving_ms: float | None
-    matched_by: str | None  # location | function (kept findings only)
+    matched_by: str | None  # source | location | function (kept findings only)
     message: str
 
 
@@ -361,39 +364,19 @@ def _op_deltas(a: RunFacts, b: RunFacts, top: int) -> tuple[tuple[OpDelta, ...],
     return slower, faster, use_shapes
 
 
-def _location_key(f: Finding) -> tuple[Any, ...]:
-    return (f.code, f.location.file, f.location.line)
-
-
-def _function_key(f: Finding) -> tuple[Any, ...] | None:
-    return (f.code, f.location.function) if f.location.function else None
+def _identity(f: Finding) -> FindingIdentity:
+    loc = f.location
+    return FindingIdentity(code=f.code, file=loc.file, line=loc.line, function=loc.function,
+                           source=loc.source)
 
 
 def match_findings(a: Sequence[Finding], b: Sequence[Finding]) -> tuple[FindingChange, ...]:
-    """Pair findings by code + file + line, then the rest by code + function; the unpaired
-    ones of A were fixed and those of B are new."""
-    left, right = list(a), list(b)
-    kept: list[FindingChange] = []
-    for how, keyfn in (("location", _location_key), ("function", _function_key)):
-        pool: dict[tuple[Any, ...], list[Finding]] = {}
-        for f in right:
-            k = keyfn(f)
-            if k is not None:
-                pool.setdefault(k, []).append(f)
-        unmatched = []
-        for f in left:
-            k = keyfn(f)
-            candidates = pool.get(k) if k is not None else None
-            if candidates:
-                other = candidates.pop(0)
-                right.remove(other)
-                kept.append(_change("kept", other, f, other, how))
-            else:
-                unmatched.append(f)
-        left = unmatched
-    fixed = [_change("fixed", f, f, None, None) for f in left]
-    new = [_change("new", f, None, f, None) for f in right]
-    return (*fixed, *new, *kept)
+    """Findings fixed (in A only), new (in B only) and kept, paired by
+    perftune.analysis.compare.match_findings."""
+    match = analysis_match(a, b, _identity)
+    return (*(_change("fixed", f, f, None, None) for f in match.fixed),
+            *(_change("new", f, None, f, None) for f in match.new),
+            *(_change("kept", fb, fa, fb, how) for fa, fb, how in match.kept))
 
 
 def _change(status: str, f: Finding, fa: Finding | None, fb: Finding | None,

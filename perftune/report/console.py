@@ -12,63 +12,50 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune import units
 from perftune.engine.types import Finding
+from perftune.report.data import breakdown_rows
 from perftune.textsafe import terminal_safe as _safe
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from perftune.documents import Summary
     from perftune.report.data import RunView
-
-_BREAKDOWN_LABELS = (
-    ("compute_ms", "device compute"),
-    ("communication_ms", "communication"),
-    ("memcpy_ms", "memcpy"),
-    ("memset_ms", "memset"),
-    ("device_idle_ms", "device idle"),
-    ("sync_ms", "host: inside sync calls"),
-    ("dataloader_ms", "host: DataLoader wait"),
-    ("optimizer_ms", "host: optimizer"),
-)
 
 
 # The terminal marks a missing figure with an ASCII dash.
 _ms = functools.partial(units.ms, missing="-")
 
 
-def summary_lines(summary: dict[str, Any]) -> list[str]:
+def summary_lines(summary: Summary) -> list[str]:
     lines: list[str] = []
-    names = [str(d.get("name")) for d in summary.get("devices", [])]
+    names = [str(d.name) for d in summary.devices]
     devices = ", ".join(f"{names.count(n)}× {n}" if names.count(n) > 1 else n
                         for n in dict.fromkeys(names)) or "none recorded"
-    lines.append(f"trace      {', '.join(summary.get('files', []))}")
-    lines.append(f"runtime    {summary.get('runtime')}   devices: {devices}")
-    ranks = summary.get("ranks", [])
+    lines.append(f"trace      {', '.join(summary.files)}")
+    lines.append(f"runtime    {summary.runtime}   devices: {devices}")
+    ranks = summary.ranks
     lines.append(f"ranks      {len(ranks)} ({', '.join(map(str, ranks[:8]))}{' …' if len(ranks) > 8 else ''})")
-    steps = summary.get("steps", {})
-    source = summary.get("step_source")
+    steps = summary.steps
+    source = summary.step_source
     note = {"profiler-step": "ProfilerStep markers", "optimizer-step": "optimizer steps",
-            "whole-trace": "no step markers: the whole trace is one window"}.get(str(source), str(source))
-    lines.append(f"steps      {steps.get('count')} ({note})")
-    lines.append(f"step time  median {_ms(steps.get('median_ms'))}   p10 {_ms(steps.get('p10_ms'))}"
-                 f"   p90 {_ms(steps.get('p90_ms'))}")
+            "whole-trace": "no step markers: the whole trace is one window"}.get(source, source)
+    lines.append(f"steps      {steps.count} ({note})")
+    lines.append(f"step time  median {_ms(steps.median_ms)}   p10 {_ms(steps.p10_ms)}"
+                 f"   p90 {_ms(steps.p90_ms)}")
     lines.append("")
     lines.append("where the time goes (mean per step)")
-    breakdown = summary.get("breakdown_ms_per_step", {})
     # Shares of the mean step, the same statistic as the breakdown itself.
-    mean = steps.get("mean_ms") or 0.0
-    for key, label in _BREAKDOWN_LABELS:
-        value = breakdown.get(key)
-        if value is None:
-            continue
+    mean = steps.mean_ms or 0.0
+    for key, label, value in breakdown_rows(summary):
         if key in ("communication_ms", "memset_ms") and not value:
             continue
-        if key in ("compute_ms", "memcpy_ms", "device_idle_ms") and not summary.get("has_device_activity"):
+        if key in ("compute_ms", "memcpy_ms", "device_idle_ms") and not summary.has_device_activity:
             continue
         share = f"{100.0 * value / mean:5.1f}%" if mean else "     "
         lines.append(f"  {label:<26}{_ms(value):>14}  {share}")
@@ -78,51 +65,51 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     return [_safe(line) for line in lines]
 
 
-def phase_lines(summary: Mapping[str, Any]) -> list[str]:
+def phase_lines(summary: Summary | None) -> list[str]:
     """The phases of the mean step (they sum to it), with the device's share on GPU traces."""
-    phases = summary.get("phases")
-    if not phases or not phases.get("mean"):
+    phases = summary.phase_section if summary is not None else None
+    if phases is None or not phases.mean:
         return []
-    mean = phases.get("mean_step_ms") or 0.0
-    lines = ["", f"phases of the step (mean per step, sum {_ms(sum(p['ms'] for p in phases['mean']))}"
+    mean = phases.mean_step_ms or 0.0
+    lines = ["", f"phases of the step (mean per step, sum {_ms(sum(p.ms for p in phases.mean))}"
                  f" of {_ms(mean)})"]
-    for p in phases["mean"]:
-        if not p["ms"] or (mean and p["ms"] / mean < 0.0005):
+    for p in phases.mean:
+        if not p.ms or (mean and p.ms / mean < 0.0005):
             continue
-        line = f"  {p['label']:<48}{_ms(p['ms']):>12}  {100.0 * p['share']:5.1f}%"
-        dev = p.get("device")
+        line = f"  {p.label:<48}{_ms(p.ms):>12}  {100.0 * p.share:5.1f}%"
+        dev = p.device
         if dev:
-            line += (f"   device: compute {_ms(dev['compute_ms'])}, comm {_ms(dev['communication_ms'])},"
-                     f" copies {_ms(dev['memcpy_ms'])}, idle {_ms(dev['idle_ms'])}")
+            line += (f"   device: compute {_ms(dev.compute_ms)}, comm {_ms(dev.communication_ms)},"
+                     f" copies {_ms(dev.memcpy_ms)}, idle {_ms(dev.idle_ms)}")
         lines.append(line)
     return lines
 
 
-def module_lines(summary: Mapping[str, Any], top: int = 8) -> list[str]:
+def module_lines(summary: Summary | None, top: int = 8) -> list[str]:
     """The modules with the most own time (forward + backward)."""
-    modules = summary.get("modules")
-    if not modules:
+    modules = summary.module_section if summary is not None else None
+    if modules is None:
         return []
-    if modules.get("source") != "trace":
-        return ["", f"modules    {modules.get('note') or 'no module information in this trace'}"]
-    rows = modules.get("modules") or []
+    if modules.source != "trace":
+        return ["", f"modules    {modules.note or 'no module information in this trace'}"]
+    rows = modules.modules
     lines = ["", f"modules by own time (forward + backward, per step; top {min(top, len(rows))} of {len(rows)})",
              f"  {'module':<40}{'own':>11}{'fwd':>11}{'bwd':>11}{'share':>8}{'calls':>7}"]
     for m in rows[:top]:
-        lines.append(f"  {m['path'][-40:]:<40}{_ms(m['self_ms']):>11}{_ms(m['forward_self_ms']):>11}"
-                     f"{_ms(m['backward_self_ms']):>11}{100.0 * m['self_share']:7.1f}%"
-                     f"{m['calls_per_step']:7.3g}")
+        lines.append(f"  {m.path[-40:]:<40}{_ms(m.self_ms):>11}{_ms(m.forward_self_ms):>11}"
+                     f"{_ms(m.backward_self_ms):>11}{100.0 * m.self_share:7.1f}%"
+                     f"{m.calls_per_step:7.3g}")
     return lines
 
 
 MAX_WARNINGS = 20
 
 
-def warning_lines(summary: dict[str, Any] | Any, limit: int = MAX_WARNINGS) -> list[str]:
-    """`perftune: warning: …` for what the loader skipped or repaired (summary["warnings"]),
+def warning_lines(summary: Summary | None, limit: int = MAX_WARNINGS) -> list[str]:
+    """`perftune: warning: …` for what the loader skipped or repaired (summary.warnings),
     at most `limit` of them, then how many more summary.json lists."""
-    warnings = summary.get("warnings") if hasattr(summary, "get") else None
-    if not isinstance(warnings, list) or not warnings:
+    warnings = summary.warnings if summary is not None else []
+    if not warnings:
         return []
     lines = [f"perftune: warning: {_safe(w)}" for w in warnings[:limit]]
     if len(warnings) > limit:
@@ -148,29 +135,29 @@ def source_hint_lines(findings: Sequence[Finding]) -> list[str]:
             "roots or unreadable; name the program's folders with --source-root DIR"]
 
 
-def rank_lines(summary: dict[str, Any]) -> list[str]:
+def rank_lines(summary: Summary | None) -> list[str]:
     """The per-rank table of a multi-rank summary (mean per step): [] for one rank."""
-    section = summary.get("multi_rank")
-    if not isinstance(section, dict) or not section.get("per_rank"):
+    section = summary.ranks_section if summary is not None else None
+    if section is None or not section.per_rank:
         return []
-    source = _COMM_WORDS.get(str(section.get("comm_source")), str(section.get("comm_source")))
+    source = _COMM_WORDS.get(section.comm_source, section.comm_source)
     lines = ["", f"ranks side by side (mean per step; communication from {source})",
              "  rank" + "".join(f"{title:>14}" for title, _ in _RANK_COLUMNS) + "   slowest in"]
-    compared = section.get("steps_compared") or 0
-    for row in section["per_rank"][:64]:
-        cells = "".join(f"{_ms(row.get(key)):>14}" for _, key in _RANK_COLUMNS)
-        lines.append(f"  {row.get('rank')!s:<4}{cells}   {row.get('slowest_in_steps')} of {compared}")
-    if len(section["per_rank"]) > 64:
-        lines.append(f"  … {len(section['per_rank']) - 64} more ranks in summary.json")
-    skew = (section.get("step_skew_ms") or {}).get("median")
+    compared = section.steps_compared or 0
+    for row in section.per_rank[:64]:
+        cells = "".join(f"{_ms(getattr(row, key)):>14}" for _, key in _RANK_COLUMNS)
+        lines.append(f"  {row.rank!s:<4}{cells}   {row.slowest_in_steps} of {compared}")
+    if len(section.per_rank) > 64:
+        lines.append(f"  … {len(section.per_rank) - 64} more ranks in summary.json")
+    skew = section.step_skew_ms.median
     if skew is not None:
         lines.append(f"step skew  median {_ms(skew)} between the longest and shortest rank's step")
-    found = section.get("straggler")
-    if isinstance(found, dict):
-        lines.append(f"straggler  rank {found.get('rank')}: the slowest in "
-                     f"{found.get('slowest_in_steps')} of {found.get('steps')} steps, its own work "
-                     f"{_ms(found.get('margin_ms'))} per step above the others' "
-                     f"({100.0 * float(found.get('share_of_step') or 0.0):.0f}% of the step)")
+    found = section.straggler
+    if found is not None:
+        lines.append(f"straggler  rank {found.rank}: the slowest in "
+                     f"{found.slowest_in_steps} of {found.steps} steps, its own work "
+                     f"{_ms(found.margin_ms)} per step above the others' "
+                     f"({100.0 * float(found.share_of_step or 0.0):.0f}% of the step)")
     else:
         lines.append("straggler  none (no rank is slower than the others step after step)")
     return lines
@@ -208,6 +195,8 @@ def finding_lines(findings: Sequence[Finding], top: int = 10) -> list[str]:
         count = f" ×{f.count}" if f.count > 1 else ""
         lines.append(f"  {f.severity.value:<7} {f.code} {f.name}{count}  {saving}")
         lines.append(f"          {f.location}  {f.message}")
+        if _link_note(f):
+            lines.append(f"          {_link_note(f)}")
         if f.location.source:
             lines.append(f"          > {f.location.source.strip()}")
         if f.op_chain:
@@ -277,19 +266,19 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
         facts.add_row("throughput", Text(f"{timing.samples_per_s:,.1f} samples/s"))
     out.print(facts)
 
-    breakdown = view.summary.get("breakdown_ms_per_step") or {}
-    mean = (view.summary.get("steps") or {}).get("mean_ms") or 0.0
+    summary = view.summary
+    mean = (summary.steps.mean_ms if summary is not None else None) or 0.0
     table = Table(title="where the time goes (mean per step)", title_justify="left",
                   box=None, padding=(0, 2), show_header=False)
     table.add_column(no_wrap=True)
     table.add_column(justify="right", no_wrap=True)
     table.add_column(justify="right", no_wrap=True)
     table.add_column(no_wrap=True)
-    for key, label in _BREAKDOWN_LABELS:
-        value = breakdown.get(key)
-        if value is None or (key in ("communication_ms", "memset_ms") and not value):
+    device = summary is not None and summary.has_device_activity
+    for key, label, value in breakdown_rows(summary) if summary is not None else []:
+        if key in ("communication_ms", "memset_ms") and not value:
             continue
-        if key in ("compute_ms", "memcpy_ms", "device_idle_ms") and not view.summary.get("has_device_activity"):
+        if key in ("compute_ms", "memcpy_ms", "device_idle_ms") and not device:
             continue
         share = value / mean if mean else 0.0
         bar = Text("█" * max(0, min(20, round(20 * share))), style="blue")
@@ -298,7 +287,7 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
         out.print(table)
     for extra in [*phase_lines(view.summary), *module_lines(view.summary)]:
         out.print(Text(_safe(extra)))
-    for rank_line in rank_lines(dict(view.summary))[1:]:
+    for rank_line in rank_lines(view.summary)[1:]:
         out.print(Text(_safe(rank_line)))
 
     findings = view.findings
@@ -321,6 +310,8 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
                 head_line.append(f"   ≈{_ms(f.est_saving_ms_per_step)}/step", style="bold")
             out.print(head_line)
             out.print(Text.assemble("          ", (_safe(f.location), "cyan"), "  ", _safe(f.message)))
+            if _link_note(f):
+                out.print(Text.assemble("          ", (_safe(_link_note(f)), "dim")))
             if f.location.source:
                 out.print(Text.assemble("          > ", (_safe(f.location.source.strip()), "dim")))
             out.print(Text.assemble("          fix: ", (_safe(f.suggestion.title), "green")))
@@ -384,3 +375,12 @@ def print_comparison(comparison: Any, written: Sequence[Path] = (), console: Con
                                 (_safe(f.location), "cyan"), "  ", _safe(f.message)))
     for path in written:
         out.print(Text.assemble(("wrote ", "bold"), _safe(_shown_path(path))))
+
+
+def _link_note(f: Any) -> str:
+    """Findings of one cause share one saving (engine/savings.py): say so under each of them."""
+    same = f.evidence.get("same_cause_as") if isinstance(f.evidence, dict) else None
+    if isinstance(same, list) and same:
+        return (f"same cause as {', '.join(str(s) for s in same[:3])}: one saving, counted once "
+                "in the total")
+    return ""

@@ -33,14 +33,12 @@ from perftune.rundir import (
     GATE,
     META,
     STEPS,
-    SUMMARY,
     TRACE,
     TUNING,
     DocumentError,
     RunDir,
     decode,
     read_json_object,
-    to_builtins,
 )
 from perftune.trace.metrics import Distribution
 
@@ -61,7 +59,7 @@ class RunView:
     """Everything the renderers need about one run."""
 
     run_dir: Path | None
-    summary: Mapping[str, Any]
+    summary: Summary | None  # None: a run directory without summary.json or findings.json
     findings: tuple[Finding, ...]
     trace: Trace | None = None
     steps: Mapping[str, Any] | None = None
@@ -83,7 +81,7 @@ class RunView:
         module = meta_value(self.meta, "module")
         if module:
             return f"-m {module}"
-        files = [Path(str(f)).name for f in self.summary.get("files", [])]
+        files = [Path(f).name for f in self.summary.files] if self.summary is not None else []
         if self.run_dir is not None and files == [TRACE]:
             return self.run_dir.name  # the capture's own file name says nothing
         if files:
@@ -92,7 +90,13 @@ class RunView:
 
     @property
     def total_saving_ms(self) -> float:
-        return sum(f.est_saving_ms_per_step for f in self.findings)
+        """The headline: the union of the findings' savings (each cause once), never more than
+        the mean step."""
+        from perftune.engine.savings import headline_ms
+
+        steps = getattr(self.summary, "steps", None) if self.summary is not None else None
+        step_ms = (steps.mean_ms or steps.median_ms) if steps is not None else None
+        return headline_ms(self.findings, float(step_ms) if isinstance(step_ms, (int, float)) else None)
 
 
 def read_document(path: Path) -> tuple[Any, str | None]:
@@ -142,13 +146,9 @@ def view_of_documents(run_dir: Path, source_roots: Sequence[Path] = ()) -> RunVi
     # or findings.json is a DocumentError (one line, exit 2) rather than a traceback later.
     run = RunDir(run_dir)
     findings_doc = run.read_findings()
-    summary_raw = run.read_json(SUMMARY)
-    if summary_raw is not None:
-        decode(run.summary, summary_raw, Summary, strict=True)
-    summary: Mapping[str, Any] = summary_raw or \
-        (to_builtins(findings_doc.summary) if findings_doc is not None else {})
-    findings = [Finding.from_dict(to_builtins(raw))
-                for raw in (findings_doc.findings if findings_doc is not None else [])]
+    summary = run.read_summary() or (findings_doc.summary if findings_doc is not None else None)
+    findings = [Finding.from_document(doc)
+                for doc in (findings_doc.findings if findings_doc is not None else [])]
     findings.sort(key=lambda f: -f.est_saving_ms_per_step)
     return RunView(run_dir=run_dir, summary=summary, findings=tuple(findings), notes=tuple(notes),
                    source_roots=tuple(source_roots), **docs)
@@ -237,16 +237,36 @@ def header_facts(view: RunView) -> list[tuple[str, str]]:
         devices = ", ".join(str(d) for d in devices)
     add("devices", devices or device_line(view.summary))
     add("host", meta_value(meta, *_META_KEYS["hostname"]))
-    add("perftune", meta_value(meta, *_META_KEYS["perftune"]) or view.summary.get("perftune_version"))
-    files = view.summary.get("files") or []
+    summary = view.summary
+    add("perftune", meta_value(meta, *_META_KEYS["perftune"])
+        or (summary.perftune_version if summary is not None else None))
+    files = summary.files if summary is not None else []
     add("trace", ", ".join(str(f) for f in files[:4]) + (" …" if len(files) > 4 else ""))
     return facts
 
 
-def device_line(summary: Mapping[str, Any]) -> str:
-    names = [str(d.get("name")) for d in summary.get("devices", []) if d.get("name")]
+BREAKDOWN_LABELS = (
+    ("compute_ms", "device compute"),
+    ("communication_ms", "communication"),
+    ("memcpy_ms", "memcpy"),
+    ("memset_ms", "memset"),
+    ("device_idle_ms", "device idle"),
+    ("sync_ms", "host: inside sync calls"),
+    ("dataloader_ms", "host: DataLoader wait"),
+    ("optimizer_ms", "host: optimizer"),
+)
+
+
+def breakdown_rows(summary: Summary) -> list[tuple[str, str, float]]:
+    """(key, label, mean ms per step) of the breakdown, in the order the reports show it."""
+    breakdown = summary.breakdown_ms_per_step
+    return [(key, label, getattr(breakdown, key)) for key, label in BREAKDOWN_LABELS]
+
+
+def device_line(summary: Summary | None) -> str:
+    names = [d.name for d in summary.devices if d.name] if summary is not None else []
     if not names:
-        return "CPU only" if summary.get("runtime") == "cpu" else ""
+        return "CPU only" if summary is not None and summary.runtime == "cpu" else ""
     return ", ".join(f"{names.count(n)}× {n}" if names.count(n) > 1 else n
                      for n in dict.fromkeys(names))
 
@@ -298,6 +318,14 @@ def _steps_document(raw: Mapping[str, Any] | None) -> StepsDocument | None:
         return None
 
 
+def steps_found_by(step_source: str, detail: str | None) -> str:
+    """How the capture found the steps, in words: "steps.json: steps found by backward() calls"."""
+    from perftune.capture.parent.summary import SOURCE_WORDS
+
+    words = SOURCE_WORDS.get(step_source, step_source)
+    return f"steps.json: steps found by {words}" + (f"; {detail}" if detail else "")
+
+
 def step_timing(view: RunView) -> StepTiming:
     """From steps.json when the run has one (it times steps outside the profiler too), else
     from the trace's steps as summarised (all of them profiled)."""
@@ -312,15 +340,15 @@ def step_timing(view: RunView) -> StepTiming:
         rates = [p.samples / (p.duration_ms / 1000.0) for p in rate_from
                  if p.samples and p.duration_ms > 0]
         return StepTiming(
-            source=f"steps.json ({steps_doc.step_source} steps)",
+            source=steps_found_by(steps_doc.step_source, steps_doc.step_detail),
             points=tuple(points),
             measured=_distribution([p.duration_ms for p in measured]),
             profiled=_distribution([p.duration_ms for p in profiled]),
             samples_per_s=Distribution.of(rates).median if rates else None,
         )
-    per_step = view.summary.get("per_step") or []
-    points = [StepPoint(index=int(s.get("step", k)), duration_ms=float(s["dur_ms"]), phase="profiled")
-              for k, s in enumerate(per_step) if s.get("dur_ms") is not None]
-    return StepTiming(source=f"trace ({view.summary.get('step_source', 'unknown')})",
+    summary = view.summary
+    points = [StepPoint(index=s.step, duration_ms=s.dur_ms, phase="profiled")
+              for s in (summary.per_step if summary is not None else [])]
+    return StepTiming(source=f"trace ({summary.step_source if summary is not None else 'unknown'})",
                       points=tuple(points), measured=None,
                       profiled=_distribution([p.duration_ms for p in points]))

@@ -14,6 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
+from perftune.documents import Modules, RankStats, StepBreakdown, StepPhaseTimes, Summary
 from perftune.report.data import StepTiming
 from perftune.report.memory import MemorySeries
 from perftune.report.ranks import CollectiveTimeline, StepGrid
@@ -102,34 +105,66 @@ DEVICE_STACK = (("compute_ms", "compute"), ("communication_ms", "communication")
 HOST_STACK = (("sync_ms", "sync"), ("dataloader_ms", "dataloader"), ("optimizer_ms", "optimizer"))
 
 
-def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
+# Past this many ranks the step breakdown shows each step's mean over the ranks (the per-rank
+# view is the heatmap and the per-rank table), and the timeline the ranks that wait most.
+MAX_RANK_BARS = 16
+MAX_TIMELINE_RANKS = 16
+MAX_HEATMAP_HEIGHT = 900
+
+
+def _mean_over_ranks(per_step: Sequence[StepBreakdown],
+                     phase_steps: Sequence[StepPhaseTimes]) -> tuple[list[StepBreakdown], list[StepPhaseTimes]]:
+    """Per step index, the mean over the ranks of its breakdown (and of its phases, given one
+    phase row per breakdown row)."""
+    rows: dict[int, list[int]] = {}
+    for n, s in enumerate(per_step):
+        rows.setdefault(s.step, []).append(n)
+    fields = [f for f in StepBreakdown.__struct_fields__ if f not in ("rank", "step")]
+    steps: list[StepBreakdown] = []
+    phases: list[StepPhaseTimes] = []
+    for step, picks in sorted(rows.items()):
+        mean = {f: sum(float(getattr(per_step[n], f)) for n in picks) / len(picks) for f in fields}
+        mean["kernel_count"] = round(mean["kernel_count"])
+        steps.append(msgspec.convert({"rank": -1, "step": step, **mean}, StepBreakdown))
+        if phase_steps:
+            names = {k for n in picks for k in phase_steps[n].phases}
+            phases.append(StepPhaseTimes(
+                rank=-1, step=step, dur_ms=mean["dur_ms"],
+                phases={k: sum(phase_steps[n].phases.get(k, 0.0) for n in picks) / len(picks)
+                        for k in sorted(names)}))
+    return steps, phases
+
+
+def breakdown_figure(summary: Summary | None) -> Figure | None:
     """Per step, two stacked bars: the device's time (what it did and when it sat idle) and the
     host's (waiting in syncs, for data, in the optimizer, everything else) — the two views
     overlap in time, so they are drawn side by side rather than added up."""
-    per_step: Sequence[Mapping[str, Any]] = summary.get("per_step") or []
-    if not per_step:
+    per_step = summary.per_step if summary is not None else []
+    if summary is None or not per_step:
         return None
-    multi_rank = len({s.get("rank") for s in per_step}) > 1
-    xs = [f"r{s.get('rank')} s{s.get('step')}" if multi_rank else str(s.get("step"))
-          for s in per_step]
-    device = bool(summary.get("has_device_activity"))
+    phases = summary.phase_section
+    phase_steps = list(phases.per_step) if phases is not None else []
+    if len({s.rank for s in per_step}) > MAX_RANK_BARS:  # many ranks: each step's mean
+        per_step, phase_steps = _mean_over_ranks(
+            per_step, phase_steps if len(phase_steps) == len(per_step) else [])
+    multi_rank = len({s.rank for s in per_step}) > 1
+    xs = [f"r{s.rank} s{s.step}" if multi_rank else str(s.step) for s in per_step]
+    device = summary.has_device_activity
     data: list[dict[str, Any]] = []
     if device:
         for key, name in DEVICE_STACK:
-            values = [float(s.get(key) or 0.0) for s in per_step]
+            values = [float(getattr(s, key)) for s in per_step]
             if key in ("communication_ms", "memset_ms") and not any(values):
                 continue
             data.append({"type": "bar", "name": f"device: {name}", "x": xs, "y": values,
                          "offsetgroup": "device", "legendgroup": "device",
                          "marker": {"color": COLORS[name]},
                          "hovertemplate": f"{name}: %{{y:.3f}} ms<extra>device</extra>"})
-    phases = summary.get("phases") or {}
-    phase_steps: Sequence[Mapping[str, Any]] = phases.get("per_step") or []
-    if len(phase_steps) == len(per_step):
+    if phases is not None and len(phase_steps) == len(per_step):
         # The phases partition each step: the host bar is them, with nothing left over.
-        labels = {p["name"]: p["label"] for p in phases.get("mean") or []}
-        for name in phases.get("names") or []:
-            values = [float((s.get("phases") or {}).get(name) or 0.0) for s in phase_steps]
+        labels = {p.name: p.label for p in phases.mean}
+        for name in phases.names:
+            values = [float(s.phases.get(name) or 0.0) for s in phase_steps]
             if not any(values):
                 continue
             text = label(labels.get(name, name), 60)
@@ -144,10 +179,10 @@ def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
             yaxis=_axis("ms"), height=400)}
     other = []
     for s in per_step:
-        known = sum(float(s.get(k) or 0.0) for k, _ in HOST_STACK)
-        other.append(max(0.0, float(s.get("dur_ms") or 0.0) - known))
+        known = sum(float(getattr(s, k)) for k, _ in HOST_STACK)
+        other.append(max(0.0, float(s.dur_ms) - known))
     for key, name in HOST_STACK:
-        values = [float(s.get(key) or 0.0) for s in per_step]
+        values = [float(getattr(s, key)) for s in per_step]
         if not any(values):
             continue
         data.append({"type": "bar", "name": f"host: {name}", "x": xs, "y": values,
@@ -164,31 +199,31 @@ def breakdown_figure(summary: Mapping[str, Any]) -> Figure | None:
 
 
 # ---------------------------------------------------------------------------- modules
-def module_tree_figure(modules: Mapping[str, Any]) -> Figure | None:
+def module_tree_figure(modules: Modules | None) -> Figure | None:
     """The module tree as a plotly icicle: each box a module, its size the module's total time
     per step (forward + backward), its own time and share on hover; click a box to fold in."""
-    rows: Sequence[Mapping[str, Any]] = modules.get("modules") or []
+    rows = modules.modules if modules is not None else []
     if not rows:
         return None
-    known = {m["path"] for m in rows}
-    ids = [m["path"] for m in rows]
-    parents = [m["parent"] if m.get("parent") in known else "" for m in rows]
+    known = {m.path for m in rows}
+    ids = [m.path for m in rows]
+    parents = [m.parent if m.parent in known else "" for m in rows]
     return {"data": [{
         "type": "icicle", "ids": [label(i, 400) for i in ids],
-        "labels": [label(m["name"], 60) for m in rows],
-        "parents": [label(p, 400) for p in parents],
-        "values": [max(float(m["total_ms"]), 0.0) for m in rows], "branchvalues": "total",
-        "customdata": [[float(m["forward_ms"]), float(m["backward_ms"]), float(m["self_ms"]),
-                        100.0 * float(m["share"]), float(m["calls_per_step"])] for m in rows],
+        "labels": [label(m.name, 60) for m in rows],
+        "parents": [label(p or "", 400) for p in parents],
+        "values": [max(float(m.total_ms), 0.0) for m in rows], "branchvalues": "total",
+        "customdata": [[float(m.forward_ms), float(m.backward_ms), float(m.self_ms),
+                        100.0 * float(m.share), float(m.calls_per_step)] for m in rows],
         "hovertemplate": ("%{id}<br>total %{value:.3f} ms/step (%{customdata[3]:.1f}% of the step)"
                           "<br>forward %{customdata[0]:.3f} ms · backward %{customdata[1]:.3f} ms"
                           "<br>own %{customdata[2]:.3f} ms · %{customdata[4]:.3g} calls/step"
                           "<extra></extra>"),
         "tiling": {"orientation": "v"}, "root": {"color": "#f5f5f5"},
-        "marker": {"colors": [float(m["self_share"]) for m in rows], "colorscale": "Blues",
-                   "reversescale": True, "cmin": 0.0, "cmax": max(float(m["self_share"]) for m in rows) or 1.0,
+        "marker": {"colors": [float(m.self_share) for m in rows], "colorscale": "Blues",
+                   "reversescale": True, "cmin": 0.0, "cmax": max(float(m.self_share) for m in rows) or 1.0,
                    "showscale": False},
-    }], "layout": _layout(height=max(320, 60 + 70 * (1 + max(int(m["depth"]) for m in rows))),
+    }], "layout": _layout(height=max(320, 60 + 70 * (1 + max(m.depth for m in rows))),
                           margin={"l": 10, "r": 10, "t": 30, "b": 10})}
 
 
@@ -367,25 +402,26 @@ def rank_heatmap_figure(grid: StepGrid) -> Figure:
     data: dict[str, Any] = {
         "type": "heatmap", "x": list(grid.steps), "y": ylabels, "z": [list(r) for r in grid.dur_ms],
         "text": hover, "hoverinfo": "text", "colorscale": "Viridis", "reversescale": False,
-        "colorbar": {"title": {"text": "ms"}}, "xgap": 1, "ygap": 1,
+        "colorbar": {"title": {"text": "ms"}}, "xgap": 1, "ygap": 1 if len(grid.ranks) <= 64 else 0,
     }
     if top is not None:
         data.update(zmin=min(kept), zmax=top)
     return {"data": [data], "layout": _layout(
         xaxis=_axis("step", type="category" if len(grid.steps) < 40 else "linear"),
         yaxis={"autorange": "reversed", "automargin": True},
-        height=max(220, 80 + 26 * len(grid.ranks)), margin={"l": 80, "r": 20, "t": 30, "b": 50})}
+        height=min(MAX_HEATMAP_HEIGHT, max(220, 80 + 26 * len(grid.ranks))),
+        margin={"l": 80, "r": 20, "t": 30, "b": 50})}
 
 
-def rank_breakdown_figure(rows: Sequence[Mapping[str, Any]]) -> Figure | None:
+def rank_breakdown_figure(rows: Sequence[RankStats]) -> Figure | None:
     """Per rank, mean per step: its own work and its wait for the others (left bar), and its
     communication, split into the part compute hides and the exposed part (right bar)."""
     if len(rows) < 2:
         return None
-    xs = [f"rank {r.get('rank')}" for r in rows]
+    xs = [f"rank {r.rank}" for r in rows]
 
     def col(key: str) -> list[float]:
-        return [float(r.get(key) or 0.0) for r in rows]
+        return [float(getattr(r, key) or 0.0) for r in rows]
 
     wait, busy = col("wait_ms_per_step"), col("busy_ms_per_step")
     comm, exposed = col("comm_ms_per_step"), col("exposed_comm_ms_per_step")

@@ -28,7 +28,14 @@ from perftune.documents import GateDocument, TuningDocument, document_data
 from perftune.engine.types import Finding, Location
 from perftune.fsutil import write_text_atomic
 from perftune.report import figures as F
-from perftune.report.data import RunView, device_line, header_facts, meta_value, step_timing
+from perftune.report.data import (
+    RunView,
+    breakdown_rows,
+    device_line,
+    header_facts,
+    meta_value,
+    step_timing,
+)
 from perftune.report.timeline import PERFETTO_URL
 from perftune.report.tuning import figure_dicts, tuning_context
 from perftune.rundir import TRACE, TUNING_HTML, RunDir
@@ -264,7 +271,7 @@ def _step_starts_ms(view: RunView) -> list[float]:
     return [s.start / 1000.0 for s in view.trace.steps if s.rank == first]
 
 
-def _top_tables(view: RunView) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _top_tables(view: RunView) -> tuple[list[Any], list[Any]]:
     if view.trace is not None:
         from perftune.trace import metrics
 
@@ -273,7 +280,9 @@ def _top_tables(view: RunView) -> tuple[list[dict[str, Any]], list[dict[str, Any
                if not str(r["name"]).startswith("ProfilerStep#")][:30]
         kernels = metrics.top_kernels(view.trace, 30).to_dict(orient="records")
         return plain_json(ops), plain_json(kernels)
-    return list(view.summary.get("top_host_ops") or []), list(view.summary.get("top_kernels") or [])
+    if view.summary is None:
+        return [], []
+    return list(view.summary.top_host_ops), list(view.summary.top_kernels)
 
 
 # ---------------------------------------------------------------------------- the page
@@ -292,7 +301,7 @@ def report_context(view: RunView) -> dict[str, Any]:
     fig = F.breakdown_figure(view.summary)
     if fig:
         figures["breakdown"] = fig
-    modules = view.summary.get("modules") or {}
+    modules = view.summary.module_section if view.summary is not None else None
     fig = F.module_tree_figure(modules)
     if fig:
         figures["modules-tree"] = fig
@@ -319,32 +328,37 @@ def report_context(view: RunView) -> dict[str, Any]:
     roots = SourceRoots.of(view.source_roots, lookup)
     docs = rule_docs(f.code for f in view.findings)
     ops, kernels = _top_tables(view)
-    steps = view.summary.get("steps") or {}
-    breakdown = view.summary.get("breakdown_ms_per_step") or {}
-    mean = steps.get("mean_ms") or 0.0
+    summary = view.summary
+    has_device = summary is not None and summary.has_device_activity
+    mean = (summary.steps.mean_ms if summary is not None else None) or 0.0
+    breakdown = [(key, label, value) for key, label, value in
+                 (breakdown_rows(summary) if summary is not None else [])]
+    idle = summary.breakdown_ms_per_step.device_idle_ms if summary is not None else 0.0
     trace_name = None
     if view.run_dir is not None and RunDir(view.run_dir).trace.exists():
         trace_name = TRACE
-    elif view.summary.get("files"):
-        trace_name = str(view.summary["files"][0])
+    elif summary is not None and summary.files:
+        trace_name = summary.files[0]
     return {
         "title": view.title,
         "version": __version__,
         "facts": header_facts(view),
-        "summary": view.summary,
+        "has_device": has_device,
+        "cpu_only": summary is not None and summary.runtime == "cpu",
+        "world_size": summary.world_size if summary is not None else 1,
+        "trace_warnings": summary.warnings if summary is not None else [],
         "devices": device_line(view.summary),
         "timing": timing,
-        "device_idle_share": (breakdown.get("device_idle_ms") or 0.0) / mean if mean else None,
-        "breakdown": [(label, breakdown.get(key), (breakdown.get(key) or 0.0) / mean if mean else None)
-                      for key, label in _BREAKDOWN_ROWS
-                      if breakdown.get(key) is not None
-                      and (view.summary.get("has_device_activity") or key not in _DEVICE_KEYS)],
+        "device_idle_share": idle / mean if mean else None,
+        "breakdown": [(_HTML_LABELS.get(key, label), value, value / mean if mean else None)
+                      for key, label, value in breakdown
+                      if has_device or key not in _DEVICE_KEYS],
         "findings": finding_views(view.findings, roots, docs),
         "total_saving_ms": view.total_saving_ms,
         "rule_docs": [docs[c] for c in sorted(docs)],
-        "phases": view.summary.get("phases") or None,
-        "modules": modules or None,
-        "top_modules": list((modules.get("modules") or [])[:TOP_MODULES]),
+        "phases": summary.phase_section if summary is not None else None,
+        "modules": modules,
+        "top_modules": modules.modules[:TOP_MODULES] if modules is not None else [],
         "top_ops": ops,
         "top_kernels": kernels,
         "timeline": timeline,
@@ -371,15 +385,15 @@ def report_context(view: RunView) -> dict[str, Any]:
 def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None:
     """The Ranks section of a multi-rank run: heatmap, per-rank breakdown, collective
     timeline; their figures go into `figures`. None for a single rank."""
-    from perftune.report.ranks import collective_timeline, multi_rank, rank_table, step_grid
+    from perftune.report.ranks import collective_timeline, step_grid
 
-    section = multi_rank(view.summary)
+    section = view.summary.ranks_section if view.summary is not None else None
     if section is None:
         return None
     grid = step_grid(view)
     if grid is not None:
         figures["rank-heatmap"] = F.rank_heatmap_figure(grid)
-    rows = rank_table(view.summary)
+    rows = section.per_rank
     fig = F.rank_breakdown_figure(rows)
     if fig:
         figures["rank-breakdown"] = fig
@@ -389,14 +403,13 @@ def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None
     if timeline is not None and timeline.bars:
         figures["rank-collectives"] = F.collective_timeline_figure(timeline)
     return {"section": section, "rows": rows, "grid": grid, "collectives": timeline,
-            "straggler": section.get("straggler"), "per_step": section.get("per_step") or []}
+            "straggler": section.straggler, "per_step": section.per_step}
 
 
-_BREAKDOWN_ROWS = (
-    ("compute_ms", "device compute"), ("communication_ms", "communication"),
-    ("memcpy_ms", "memcpy"), ("memset_ms", "memset"), ("device_idle_ms", "device idle"),
-    ("sync_ms", "host: waiting in sync calls"), ("dataloader_ms", "host: waiting for the DataLoader"),
-    ("optimizer_ms", "host: optimizer step"))
+# The page words the host rows more fully than the terminal (report.console).
+_HTML_LABELS = {"sync_ms": "host: waiting in sync calls",
+                "dataloader_ms": "host: waiting for the DataLoader",
+                "optimizer_ms": "host: optimizer step"}
 _DEVICE_KEYS = frozenset({"compute_ms", "communication_ms", "memcpy_ms", "memset_ms", "device_idle_ms"})
 
 

@@ -58,20 +58,25 @@ def _steps(view: RunView) -> str:
         text += f" · **{timing.samples_per_s:,.1f} samples/s**"
     if timing.profiler_overhead is not None:
         text += f" · profiler overhead {timing.profiler_overhead:+.1%}"
+    if timing.source.startswith("steps.json: "):
+        text += f" · {escape(timing.source.removeprefix('steps.json: '))}"
     return text + "."
 
 
 def _breakdown(view: RunView) -> str | None:
-    breakdown = view.summary.get("breakdown_ms_per_step") or {}
-    mean = (view.summary.get("steps") or {}).get("mean_ms") or 0.0
-    device = bool(view.summary.get("has_device_activity"))
+    summary = view.summary
+    if summary is None:
+        return None
+    breakdown = summary.breakdown_ms_per_step
+    mean = summary.steps.mean_ms or 0.0
+    device = summary.has_device_activity
     rows = []
     for key, name in (("compute_ms", "device compute"), ("communication_ms", "communication"),
                       ("memcpy_ms", "memcpy"), ("device_idle_ms", "device idle"),
                       ("sync_ms", "host: sync waits"), ("dataloader_ms", "host: DataLoader wait"),
                       ("optimizer_ms", "host: optimizer")):
-        value = breakdown.get(key)
-        if value is None or (not device and key in ("compute_ms", "communication_ms", "memcpy_ms",
+        value = getattr(breakdown, key)
+        if (not device and key in ("compute_ms", "communication_ms", "memcpy_ms",
                                                      "device_idle_ms")):
             continue
         if key == "communication_ms" and not value:
@@ -83,20 +88,20 @@ def _breakdown(view: RunView) -> str | None:
 
 
 def _phases(view: RunView) -> str | None:
-    phases = view.summary.get("phases") or {}
-    if not phases.get("mean"):
+    phases = view.summary.phase_section if view.summary is not None else None
+    if phases is None or not phases.mean:
         return None
-    device = any(p.get("device") for p in phases["mean"])
+    device = any(p.device for p in phases.mean)
     header = ("phase", "time", "share", *(("device compute", "comm", "copies", "device idle") if device else ()))
     rows = []
-    for p in phases["mean"]:
-        if not p["ms"]:
+    for p in phases.mean:
+        if not p.ms:
             continue
-        row = [md_text(p["label"]), units.ms(p["ms"]), f"{p['share']:.1%}"]
-        if device and p.get("device"):
-            d = p["device"]
-            row += [units.ms(d["compute_ms"]), units.ms(d["communication_ms"]), units.ms(d["memcpy_ms"]),
-                    units.ms(d["idle_ms"])]
+        row = [md_text(p.label), units.ms(p.ms), f"{p.share:.1%}"]
+        if device and p.device:
+            d = p.device
+            row += [units.ms(d.compute_ms), units.ms(d.communication_ms), units.ms(d.memcpy_ms),
+                    units.ms(d.idle_ms)]
         elif device:
             row += ["–"] * 4
         rows.append(row)
@@ -108,14 +113,14 @@ TOP_MODULES = 10
 
 
 def _modules(view: RunView) -> str | None:
-    modules = view.summary.get("modules") or {}
-    if not modules:
+    modules = view.summary.module_section if view.summary is not None else None
+    if modules is None:
         return None
-    if modules.get("source") != "trace":
-        return f"### Modules\n\n{modules.get('note') or 'no module information in this trace'}"
-    rows = [(md_code(m["path"]), units.ms(m["self_ms"]), units.ms(m["forward_self_ms"]),
-             units.ms(m["backward_self_ms"]), units.ms(m["total_ms"]), f"{m['share']:.1%}",
-             f"{m['calls_per_step']:.3g}") for m in (modules.get("modules") or [])[:TOP_MODULES]]
+    if modules.source != "trace":
+        return f"### Modules\n\n{modules.note or 'no module information in this trace'}"
+    rows = [(md_code(m.path), units.ms(m.self_ms), units.ms(m.forward_self_ms),
+             units.ms(m.backward_self_ms), units.ms(m.total_ms), f"{m.share:.1%}",
+             f"{m.calls_per_step:.3g}") for m in modules.modules[:TOP_MODULES]]
     return (f"### Modules (top {len(rows)} by own time, per step)\n\n"
             + _table(("module", "own", "forward (own)", "backward (own)", "total", "share", "calls"),
                      rows, "lrrrrrr"))
@@ -123,25 +128,22 @@ def _modules(view: RunView) -> str | None:
 
 def _ranks(view: RunView) -> str | None:
     """The per-rank table of a multi-rank run (mean per step), and its straggler."""
-    from perftune.report.ranks import multi_rank, rank_table
-
-    section = multi_rank(view.summary)
-    rows = rank_table(view.summary)
-    if section is None or not rows:
+    section = view.summary.ranks_section if view.summary is not None else None
+    if section is None or not section.per_rank:
         return None
-    compared = section.get("steps_compared") or 0
+    compared = section.steps_compared or 0
     table = _table(("rank", "median step", "own work", "wait for others", "communication",
                     "exposed", "slowest in"),
-                   [(str(r.get("rank")), units.ms(r.get("median_step_ms")), units.ms(r.get("busy_ms_per_step")),
-                     units.ms(r.get("wait_ms_per_step")), units.ms(r.get("comm_ms_per_step")),
-                     units.ms(r.get("exposed_comm_ms_per_step")),
-                     f"{r.get('slowest_in_steps')} of {compared}") for r in rows[:64]],
+                   [(str(r.rank), units.ms(r.median_step_ms), units.ms(r.busy_ms_per_step),
+                     units.ms(r.wait_ms_per_step), units.ms(r.comm_ms_per_step),
+                     units.ms(r.exposed_comm_ms_per_step),
+                     f"{r.slowest_in_steps} of {compared}") for r in section.per_rank[:64]],
                    "lrrrrrr")
-    found = section.get("straggler")
-    verdict = (f"**Straggler: rank {found.get('rank')}**, the slowest in "
-               f"{found.get('slowest_in_steps')} of {found.get('steps')} steps; its own work is "
-               f"{units.ms(found.get('margin_ms'))} per step above the others'."
-               if isinstance(found, Mapping) else "No straggler.")
+    found = section.straggler
+    verdict = (f"**Straggler: rank {found.rank}**, the slowest in "
+               f"{found.slowest_in_steps} of {found.steps} steps; its own work is "
+               f"{units.ms(found.margin_ms)} per step above the others'."
+               if found is not None else "No straggler.")
     return f"### Ranks (mean per step)\n\n{verdict}\n\n{table}"
 
 
@@ -185,8 +187,7 @@ def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> list[tuple[str, An
     return out
 
 
-def _findings_table(findings: Sequence[Finding], shown: int) -> str:
-    total = sum(f.est_saving_ms_per_step for f in findings)
+def _findings_table(findings: Sequence[Finding], shown: int, total: float) -> str:
     head = f"### Findings: {len(findings)}" + (f" (≈{units.ms(total)} per step to gain)" if total else "")
     rows = [(str(n), f.severity.value, f"{f.code} {escape(f.name)}", code(f.location),
              str(f.count), units.ms(f.est_saving_ms_per_step) if f.est_saving_ms_per_step else "–")
@@ -220,24 +221,24 @@ def _finding_detail(n: int, f: Finding) -> str:
 
 def _top(view: RunView) -> str | None:
     blocks = []
-    ops = view.summary.get("top_host_ops") or []
+    if view.summary is None:
+        return None
+    ops = view.summary.top_host_ops
     if ops:
-        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", units.ms(r.get("self_ms")))
-                for r in ops[:10]]
+        rows = [(code(r.name, 90), f"{r.calls:,}", units.ms(r.self_ms)) for r in ops[:10]]
         blocks.append("### Top host operators (self time)\n\n"
                       + _table(("operator", "calls", "self"), rows, "lrr"))
-    kernels = view.summary.get("top_kernels") or []
+    kernels = view.summary.top_kernels
     if kernels:
-        rows = [(code(r.get("name"), 90), f"{r.get('calls', 0):,}", units.ms(r.get("total_ms")))
-                for r in kernels[:10]]
+        rows = [(code(r.name, 90), f"{r.calls:,}", units.ms(r.total_ms)) for r in kernels[:10]]
         blocks.append("### Top kernels\n\n" + _table(("kernel", "calls", "total"), rows, "lrr"))
     return "\n\n".join(blocks) or None
 
 
 def _warnings(view: RunView) -> str | None:
     """What the loader skipped or repaired (events without a timestamp, negative durations…)."""
-    warnings = view.summary.get("warnings")
-    if not isinstance(warnings, list) or not warnings:
+    warnings = view.summary.warnings if view.summary is not None else []
+    if not warnings:
         return None
     lines = [f"- {escape(w, 300)}" for w in warnings[:MAX_WARNINGS]]
     if len(warnings) > MAX_WARNINGS:
@@ -250,7 +251,7 @@ def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
                                 _breakdown(view), _phases(view), _modules(view), _ranks(view)]
     if findings:
-        blocks.append(_findings_table(findings, shown=50))
+        blocks.append(_findings_table(findings, shown=50, total=view.total_saving_ms))
         blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))
     else:
         blocks.append("### Findings\n\nNone: no rule matched this run.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +23,6 @@ if TYPE_CHECKING:
 _RANK_STEPS = re.compile(r"^rank-(\d+)\.steps\.json$")
 
 
-def multi_rank(summary: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    section = summary.get("multi_rank")
-    return section if isinstance(section, Mapping) and section.get("ranks") else None
 
 
 @dataclass(frozen=True)
@@ -87,11 +84,11 @@ def step_grid(view: RunView) -> StepGrid | None:
         grid = _grid(cells, "every step of every rank (rank-K.steps.json)", phases)
         if grid is not None:
             return grid
-    section = multi_rank(view.summary)
-    for row in (section or {}).get("rank_steps", []):
-        dur = _number(row.get("dur_ms"))
-        if dur is not None and isinstance(row.get("rank"), int) and isinstance(row.get("step"), int):
-            cells[(row["rank"], row["step"])] = dur
+    section = view.summary.ranks_section if view.summary is not None else None
+    for row in section.rank_steps if section is not None else []:
+        dur = _number(row.dur_ms)
+        if dur is not None:
+            cells[(row.rank, row.step)] = dur
     return _grid(cells, "the profiled steps of every rank's trace", {})
 
 
@@ -122,10 +119,12 @@ class CollectiveTimeline:
         return len(self.bars) < self.total_calls
 
 
-def collective_timeline(trace: Trace, max_steps: int = 3,
-                        max_bars: int = 1500) -> CollectiveTimeline | None:
+def collective_timeline(trace: Trace, max_steps: int = 3, max_bars: int = 1500,
+                        max_ranks: int = 16) -> CollectiveTimeline | None:
     """The collectives of (at most) `max_steps` step indices common to the ranks, with the part
-    of each spent waiting for the others; None for fewer than two ranks or no collectives."""
+    of each spent waiting for the others; None for fewer than two ranks or no collectives.
+    With more than `max_ranks` ranks, the lanes are the ranks that waited most and the one
+    that waited least (the one the others waited for)."""
     from perftune.trace.multirank import collective_calls, collective_waits, comm_source
 
     calls = collective_calls(trace)
@@ -138,6 +137,14 @@ def collective_timeline(trace: Trace, max_steps: int = 3,
     if not shown:
         return None
     waits = {(w.step, w.seq): w.wait_ms for w in collective_waits(trace)}
+    if len(ranks) > max_ranks:
+        waited: dict[int, float] = dict.fromkeys(ranks, 0.0)
+        for per_rank in waits.values():
+            for r, ms in per_rank.items():
+                waited[r] = waited.get(r, 0.0) + ms
+        order = sorted(ranks, key=lambda r: (-waited[r], r))
+        ranks = sorted({*order[:max_ranks - 1], order[-1]})
+        calls = [c for c in calls if c.rank in ranks]
     chosen = [c for c in calls if c.step in shown]
     total = len(chosen)
     if total > max_bars:  # keep the longest calls: they are what the eye should find
@@ -155,9 +162,3 @@ def collective_timeline(trace: Trace, max_steps: int = 3,
                               total_calls=total,
                               source=sources.pop() if len(sources) == 1 else "mixed")
 
-
-def rank_table(summary: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
-    """summary.json's per-rank rows, slowest-in counts included (empty for one rank)."""
-    section = multi_rank(summary)
-    rows = (section or {}).get("per_rank") or []
-    return [row for row in rows if isinstance(row, Mapping)]

@@ -82,17 +82,14 @@ def _write_steps(writer: _Writer, view: RunView) -> None:
         writer.scalar(f"step/time_ms_{p.phase}", p.duration_ms, p.index)
         if p.samples and p.duration_ms > 0:
             writer.scalar("step/samples_per_s", p.samples / (p.duration_ms / 1000.0), p.index)
-    per_step = view.summary.get("per_step") or []
-    ranks = {s.get("rank") for s in per_step}
-    first = min(ranks) if ranks else None
+    per_step = view.summary.per_step if view.summary is not None else []
+    first = min((s.rank for s in per_step), default=None)
     for s in per_step:
-        if s.get("rank") != first:
+        if s.rank != first:
             continue
         for key in ("compute_ms", "communication_ms", "memcpy_ms", "device_idle_ms", "sync_ms",
                     "dataloader_ms", "optimizer_ms"):
-            value = s.get(key)
-            if isinstance(value, (int, float)):
-                writer.scalar(f"breakdown/{key}", value, int(s.get("step", 0)))
+            writer.scalar(f"breakdown/{key}", getattr(s, key), s.step)
     head = timing.headline
     if head is not None and head.count:
         writer.scalar("summary/median_step_ms", head.median, 0)

@@ -81,8 +81,10 @@ MALLOC_CALLS = frozenset({"cudaMalloc", "cudaFree", "hipMalloc", "hipFree", "cud
                           "cudaFreeAsync", "cudaHostAlloc", "cudaFreeHost", "hipHostMalloc",
                           "hipHostFree", "cudaMallocHost", "hipMallocAsync", "hipFreeAsync"})
 
+# NVLS / multimem and symmetric-memory all-reduces (one_shot_all_reduce, multimem_all_reduce)
+# are collectives too, whatever library launched them.
 _COMM_KERNEL = re.compile(r"nccl|rccl|AllReduce|AllGather|ReduceScatter|Broadcast|SendRecv|all_to_all"
-                          r"|AllToAll",
+                          r"|AllToAll|all_reduce|all_gather|reduce_scatter|multimem|NVLS|symm_mem",
                           re.IGNORECASE)
 _MEMCPY_KIND = re.compile(r"Memcpy\s+(\w+)\s*\((\w+)\s*->\s*(\w+)\)")
 # ROCm names its copies "CopyHostToDevice", "CopyDeviceToHost", ...

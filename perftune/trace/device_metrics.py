@@ -16,7 +16,7 @@ import numpy as np
 
 from perftune import units
 from perftune.trace import categories as C
-from perftune.trace.model import NO_ID, Trace, subtree_sums
+from perftune.trace.model import NO_ID, Trace, nesting_depth, subtree_sums
 from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- dtypes
@@ -127,55 +127,80 @@ def op_mask(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     return np.asarray(trace.cat_mask({C.CPU_OP}), dtype=bool)
 
 
+def op_ancestry(trace: Trace, tables: Tables | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For every row, over whole columns: (the innermost cpu_op strictly above it, the
+    outermost cpu_op enclosing or being it), -1 where none. Computed level by level of the
+    host nesting (parents before children), once per trace."""
+
+    t = Tables.of(trace, tables)
+    is_op = t(op_mask)
+    parent = trace.parent
+    n = len(parent)
+    inner_above = np.full(n, NO_ID, dtype=np.int64)
+    outer = np.full(n, NO_ID, dtype=np.int64)
+    if n == 0:
+        return inner_above, outer
+    depth = nesting_depth(parent)
+    order = np.argsort(depth, kind="stable")
+    bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
+    roots = order[bounds[0]:bounds[1]]
+    outer[roots] = np.where(is_op[roots], roots, NO_ID)
+    for d in range(1, len(bounds) - 1):
+        rows = order[bounds[d]:bounds[d + 1]]
+        if len(rows) == 0:
+            continue
+        par = parent[rows]
+        inner_above[rows] = np.where(is_op[par], par, inner_above[par])
+        above = outer[par]
+        outer[rows] = np.where(above != NO_ID, above, np.where(is_op[rows], rows, NO_ID))
+    return inner_above, outer
+
 def launching_op(trace: Trace, device_row: int, tables: Tables | None = None) -> int | None:
     """The innermost cpu_op above the runtime call that launched a device event."""
     t = Tables.of(trace, tables)
     launch = int(trace.launch_of_device_event[device_row])
     if launch == NO_ID:
         return None
-    is_op = t(op_mask)
-    parent = trace.parent
-    p = int(parent[launch])
-    while p != NO_ID:
-        if is_op[p]:
-            return p
-        p = int(parent[p])
-    return None
-
+    if tables is None:  # one question: walk up (the whole-column table pays off over many)
+        is_op, parent = t(op_mask), trace.parent
+        p = int(parent[launch])
+        while p != NO_ID:
+            if is_op[p]:
+                return p
+            p = int(parent[p])
+        return None
+    found = int(t(op_ancestry)[0][launch])
+    return None if found == NO_ID else found
 
 def outermost_op(trace: Trace, row: int, tables: Tables | None = None) -> int | None:
     """The outermost cpu_op enclosing (or being) a host row: what the user's line called."""
     t = Tables.of(trace, tables)
-    is_op = t(op_mask)
-    parent = trace.parent
-    found = row if is_op[row] else None
-    p = int(parent[row])
-    while p != NO_ID:
-        if is_op[p]:
-            found = p
-        p = int(parent[p])
-    return found
-
+    if tables is None:  # one question: walk up
+        is_op, parent = t(op_mask), trace.parent
+        walked = row if is_op[row] else None
+        p = int(parent[row])
+        while p != NO_ID:
+            if is_op[p]:
+                walked = p
+            p = int(parent[p])
+        return walked
+    found = int(t(op_ancestry)[1][row])
+    return None if found == NO_ID else found
 
 # ---------------------------------------------------------------------------- formatting
 # Finding messages keep one decimal (their text is part of the rules' snapshots).
 fmt_bytes = functools.partial(units.size, missing="?", digits=1)
 
-
 # ---------------------------------------------------------------------------- steps
 def main_rank(trace: Trace) -> int:
     return trace.rank_ids[0] if trace.rank_ids else 0
 
-
 def step_count(trace: Trace, rank: int | None = None) -> int:
     return len(trace.steps_of(main_rank(trace) if rank is None else rank))
-
-
 
 # ---------------------------------------------------------------------------- batch size
 _BATCH_OPS = ("aten::conv1d", "aten::conv2d", "aten::conv3d", "aten::linear", "aten::layer_norm",
               "aten::batch_norm", "aten::convolution")
-
 
 def guess_batch_size(trace: Trace) -> int | None:
     """The training batch size, from the leading dim of the model's activations.
@@ -195,7 +220,6 @@ def guess_batch_size(trace: Trace) -> int | None:
     if not counts:
         return None
     return max(counts, key=lambda b: (counts[b], b))
-
 
 def batch_size_values(batch: int | None, direction: str) -> list[int]:
     """Tuner values around a batch size: 'down' under memory pressure, 'up' for an idle device."""

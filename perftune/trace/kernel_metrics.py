@@ -29,7 +29,11 @@ _NOT_MATRIX = re.compile(r"\bbn_|batch_?norm|nchwToNhwc|nhwcToNchw|splitKreduce|
 _CONV = re.compile(r"conv|scudnn|winograd|dgrad|wgrad|fprop|implicit_convolve|igemm", re.IGNORECASE)
 # Vendor-tuned libraries pick their own tiles and occupancy on purpose.
 _LIBRARY = re.compile(r"gemm|cudnn|cutlass|xmma|nvjet|Cijk_|MIOpen|cublas|nccl|rccl|flash|fmha|"
-                      r"sm\d\d_|ampere_|volta_|turing_|hopper_|maxwell_", re.IGNORECASE)
+                      r"sm\d\d_|ampere_|volta_|turing_|hopper_|maxwell_|"
+                      # cuDNN's convolution engines, cuBLAS's gemv / split-K, CUB, cuTENSOR
+                      r"wgrad|dgrad|fprop|convolve|winograd|splitKreduce|gemv|cub::|cutensor|"
+                      # NVLS / multimem and symmetric-memory collectives
+                      r"multimem|nvls|symm_mem|all_reduce", re.IGNORECASE)
 
 
 def is_matrix_kernel(name: str) -> bool:

@@ -99,11 +99,14 @@ def trace_files(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None = None) -> Trace:
+def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None = None,
+         first_position: int = 0) -> Trace:
     """Load one trace file, several per-rank files, or a directory of them.
 
     `max_trace_bytes` caps the JSON text of each file (default: PERFTUNE_MAX_TRACE_BYTES, see
-    perftune.trace.limits); a gzip file is also capped relative to its size.
+    perftune.trace.limits); a gzip file is also capped relative to its size. A file that names
+    no rank (no distributedInfo, no rank in its name) is rank `first_position` + its position:
+    a worker loading the k-th file of a directory alone passes k.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -116,7 +119,7 @@ def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None =
         builder = _Builder(max_bytes=max_trace_bytes)
         for position, path in enumerate(files):
             try:
-                builder.add_file(path, position)
+                builder.add_file(path, first_position + position)
             except TraceError:
                 raise
             except (ValueError, TypeError, KeyError, IndexError, OverflowError,

@@ -150,11 +150,11 @@ class Trace:
     def name_of(self, i: int) -> str:
         """Row i's name: a lookup in the interned strings, no pandas row access."""
         strings, codes = self._interned("name")
-        return strings[codes[i]]
+        return str(strings[codes[i]])
 
     def cat_of(self, i: int) -> str:
         strings, codes = self._interned("cat")
-        return strings[codes[i]]
+        return str(strings[codes[i]])
 
     @functools.cached_property
     def names(self) -> np.ndarray:
@@ -230,6 +230,19 @@ class Trace:
         raw = (self.arg_store.raw_value(name, i) if self.arg_store is not None
                else getattr(self.args[i], name))
         return None if raw is None else bytes(raw)
+
+    def arg_bytes_of(self, name: str, rows: np.ndarray) -> list[bytes | None]:
+        """`arg_bytes` of many rows with one search over the argument's rows."""
+        column = self.arg_store.raw.get(name) if self.arg_store is not None else None
+        if self.arg_store is None:
+            return [self.arg_bytes(name, int(i)) for i in rows]
+        if column is None or len(column.rows) == 0:
+            return [None] * len(rows)
+        k = np.minimum(np.searchsorted(column.rows, rows), len(column.rows) - 1)
+        hit = (column.rows[k] == rows).tolist()
+        blob = column.blob
+        starts, ends = column.starts[k].tolist(), column.ends[k].tolist()
+        return [blob[a:b] if h else None for h, a, b in zip(hit, starts, ends, strict=True)]
 
     def input_dims(self, i: int) -> list[Any] | None:
         """`Input Dims` of a cpu_op (needs record_shapes), decoded on demand."""

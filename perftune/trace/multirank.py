@@ -26,11 +26,20 @@ import re
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
+from perftune.documents import (
+    CollectiveTotals,
+    LargestMargin,
+    MultiRank,
+    RankStats,
+    Skew,
+    StragglerRank,
+)
+from perftune.documents import RankStep as RankStepRow
+from perftune.documents import StepAcrossRanks as StepAcrossRanksRow
 from perftune.trace import categories as C
 from perftune.trace.comm import collective_kind, comm_overlap, covered, merge_intervals
 from perftune.trace.metrics import device_event_steps
@@ -142,9 +151,13 @@ class CollectiveWait:
 def collective_waits(trace: Trace, tables: Tables | None = None) -> list[CollectiveWait]:
     """Per collective call index (step, position in the step) present on two or more ranks
     with the same kind: the per-rank duration minus the minimum across ranks."""
-    t = Tables.of(trace, tables)
+    return waits_of_calls(Tables.of(trace, tables)(collective_calls))
+
+
+def waits_of_calls(calls: Iterable[CollectiveCall]) -> list[CollectiveWait]:
+    """`collective_waits` of the calls of every rank, however they were gathered."""
     groups: dict[tuple[int, int], list[CollectiveCall]] = {}
-    for call in t(collective_calls):
+    for call in calls:
         groups.setdefault((call.step, call.seq), []).append(call)
     out: list[CollectiveWait] = []
     for (step, seq), calls in sorted(groups.items()):
@@ -239,22 +252,94 @@ def _host_exposure(trace: Trace, tables: Tables | None = None) -> dict[tuple[int
     return out
 
 
+@dataclass(frozen=True)
+class RankResult:
+    """One rank reduced to what the cross-rank analysis needs: small, picklable, computed where
+    the rank's trace is (a worker process, a Dask worker) so that only this travels.
+
+    Times of `calls` are ms from the start of the trace they were read from; `compute` holds the
+    rank's compute intervals (µs, same origin) inside its collectives only, which is all the
+    wait's exposure needs.
+    """
+
+    rank: int
+    source: str  # comm_source: device | host | none
+    steps: tuple[tuple[int, float, float, float], ...]  # (Step.index, dur_ms, comm_ms, exposed_ms), by start
+    calls: tuple[CollectiveCall, ...]
+    compute: tuple[np.ndarray, np.ndarray]
+
+
+def reduce_rank(trace: Trace, rank: int, tables: Tables | None = None) -> RankResult:
+    """Rank `rank` of `trace` reduced to a RankResult."""
+    t = Tables.of(trace, tables)
+    device = {(c.rank, c.step): (c.comm_ms, c.exposed_ms) for c in t(comm_overlap)}
+    host = {key: (c / 1000.0, e / 1000.0) for key, (c, e) in t(_host_exposure).items()}
+    steps = []
+    for k, step in sorted(enumerate(trace.steps), key=lambda ks: ks[1].start):
+        if step.rank != rank:
+            continue
+        comm_ms, exposed_ms = device.get((rank, k)) or host.get((rank, k)) or (0.0, 0.0)
+        steps.append((step.index, step.dur / 1000.0, comm_ms, exposed_ms))
+    calls = tuple(c for c in t(collective_calls) if c.rank == rank)
+    cs, ce = t(compute_intervals).get(rank, (np.empty(0), np.empty(0)))
+    if len(calls):  # keep compute only inside the calls (the waits lie there)
+        ws, we = merge_intervals(np.asarray([c.start_ms * 1000.0 for c in calls]),
+                                 np.asarray([(c.start_ms + c.dur_ms) * 1000.0 for c in calls]))
+        cs, ce = _intersect(cs, ce, ws, we)
+    else:
+        cs, ce = np.empty(0), np.empty(0)
+    return RankResult(rank=rank, source=t(comm_source).get(rank, "none"), steps=tuple(steps),
+                      calls=calls, compute=(cs, ce))
+
+
+def _intersect(a_s: np.ndarray, a_e: np.ndarray, b_s: np.ndarray,
+               b_e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Intersection of two sets of merged, sorted intervals."""
+    if len(a_s) == 0 or len(b_s) == 0:
+        return np.empty(0), np.empty(0)
+    # For each b interval, the a intervals that may overlap it.
+    lo = np.searchsorted(a_e, b_s, side="right")
+    hi = np.searchsorted(a_s, b_e, side="left")
+    counts = np.maximum(hi - lo, 0)
+    if counts.sum() == 0:
+        return np.empty(0), np.empty(0)
+    b_idx = np.repeat(np.arange(len(b_s)), counts)
+    offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    a_idx = np.repeat(lo, counts) + offsets
+    starts = np.maximum(a_s[a_idx], b_s[b_idx])
+    ends = np.minimum(a_e[a_idx], b_e[b_idx])
+    keep = ends > starts
+    return starts[keep], ends[keep]
+
+
+def rank_results(trace: Trace, tables: Tables | None = None) -> list[RankResult]:
+    """Every rank of a loaded trace reduced (the in-process path of the cross-rank analysis)."""
+    t = Tables.of(trace, tables)
+    return [reduce_rank(trace, r, t) for r in sorted(trace.rank_ids)]
+
+
 def rank_steps(trace: Trace, tables: Tables | None = None) -> list[RankStep]:
     """One row per step of every rank: duration, communication, exposure, wait, busy time."""
     t = Tables.of(trace, tables)
-    device = {(c.rank, c.step): (c.comm_ms, c.exposed_ms) for c in t(comm_overlap)}
-    host = {key: (c / 1000.0, e / 1000.0) for key, (c, e) in _host_exposure(trace).items()}
+    return rank_steps_of(t(rank_results), t(collective_waits))
+
+
+def rank_steps_of(results: Sequence[RankResult],
+                  waits_table: Sequence[CollectiveWait] | None = None) -> list[RankStep]:
+    """`rank_steps` from reduced ranks (`waits_table`: their collective waits, if computed)."""
+    if waits_table is None:
+        waits_table = waits_of_calls(c for r in results for c in r.calls)
     # A rank that arrives early waits at the start of the collective: the first `wait` ms of
     # each call are waiting. Buckets reduced concurrently (several gloo threads, streams)
     # overlap, so the waits of one step are a union, never more than the step.
     spans: dict[tuple[int, int], list[tuple[float, float]]] = {}
     matched: Counter[tuple[int, int]] = Counter()
-    for w in t(collective_waits):
+    for w in waits_table:
         for r, wait in w.wait_ms.items():
             spans.setdefault((r, w.step), []).append((w.start_ms[r], w.start_ms[r] + wait))
             matched[(r, w.step)] += 1
     waits: dict[tuple[int, int], tuple[float, float]] = {}
-    compute = t(compute_intervals)
+    compute = {res.rank: res.compute for res in results}
     for key, pairs in spans.items():
         starts, ends = merge_intervals(np.asarray([a for a, _ in pairs]),
                                        np.asarray([b for _, b in pairs]))
@@ -262,17 +347,17 @@ def rank_steps(trace: Trace, tables: Tables | None = None) -> list[RankStep]:
         hidden = float(np.sum(covered(cs, ce, starts * 1000.0, ends * 1000.0))) / 1000.0
         total = float(np.sum(ends - starts))
         waits[key] = (total, max(0.0, total - hidden))
-    calls: Counter[tuple[int, int]] = Counter((c.rank, c.step) for c in t(collective_calls))
+    calls: Counter[tuple[int, int]] = Counter((c.rank, c.step) for res in results for c in res.calls)
     out: list[RankStep] = []
-    for k, step in sorted(enumerate(trace.steps), key=lambda ks: (ks[1].rank, ks[1].start)):
-        comm_ms, exposed_ms = device.get((step.rank, k)) or host.get((step.rank, k)) or (0.0, 0.0)
-        key = (step.rank, step.index)
-        dur_ms = step.dur / 1000.0
-        wait, exposed_wait = waits.get(key, (0.0, 0.0))
-        out.append(RankStep(rank=step.rank, step=step.index, dur_ms=dur_ms, comm_ms=comm_ms,
-                            exposed_ms=exposed_ms, wait_ms=wait,
-                            exposed_wait_ms=min(exposed_wait, exposed_ms), busy_ms=dur_ms - wait,
-                            calls=calls.get(key, 0), matched=matched.get(key, 0)))
+    for res in sorted(results, key=lambda res: res.rank):
+        for index, dur_ms, comm_ms, exposed_ms in res.steps:
+            key = (res.rank, index)
+            wait, exposed_wait = waits.get(key, (0.0, 0.0))
+            out.append(RankStep(rank=res.rank, step=index, dur_ms=dur_ms, comm_ms=comm_ms,
+                                exposed_ms=exposed_ms, wait_ms=wait,
+                                exposed_wait_ms=min(exposed_wait, exposed_ms),
+                                busy_ms=dur_ms - wait, calls=calls.get(key, 0),
+                                matched=matched.get(key, 0)))
     return out
 
 
@@ -297,9 +382,12 @@ def _busy(row: RankStep, waits_known: bool) -> float:
 
 def steps_across_ranks(trace: Trace, tables: Tables | None = None) -> list[StepAcrossRanks]:
     """Per step index present on two or more ranks: skew, and who was slowest."""
-    t = Tables.of(trace, tables)
+    return steps_across_ranks_of(Tables.of(trace, tables)(rank_steps))
+
+
+def steps_across_ranks_of(rank_rows: Sequence[RankStep]) -> list[StepAcrossRanks]:
     by_step: dict[int, list[RankStep]] = {}
-    for row in t(rank_steps):
+    for row in rank_rows:
         by_step.setdefault(row.step, []).append(row)
     out: list[StepAcrossRanks] = []
     for step, rows in sorted(by_step.items()):
@@ -344,11 +432,15 @@ def straggler_candidate(trace: Trace, tables: Tables | None = None) -> Straggler
     """The rank with the largest median margin over the others' busy time, whatever its size
     (None with fewer than two ranks per step). `straggler` applies the thresholds."""
     t = Tables.of(trace, tables)
-    table = t(steps_across_ranks)
+    return straggler_candidate_of(t(steps_across_ranks), t(rank_steps))
+
+
+def straggler_candidate_of(table: Sequence[StepAcrossRanks],
+                           rank_rows: Sequence[RankStep]) -> Straggler | None:
     if not table:
         return None
     by_step: dict[int, list[RankStep]] = {}
-    for row in t(rank_steps):
+    for row in rank_rows:
         by_step.setdefault(row.step, []).append(row)
     margins: dict[int, list[float]] = {}
     for s in table:
@@ -371,7 +463,12 @@ def straggler(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
               min_share: float = STRAGGLER_MIN_SHARE) -> Straggler | None:
     """The straggler, when one rank's own work exceeds the others' by at least `min_ms` and
     `min_share` of the step (median over steps) and it is the slowest in at least half of them."""
-    found = straggler_candidate(trace)
+    return straggler_of(straggler_candidate(trace), min_ms, min_share)
+
+
+def straggler_of(found: Straggler | None, min_ms: float = STRAGGLER_MIN_MS,
+                 min_share: float = STRAGGLER_MIN_SHARE) -> Straggler | None:
+    """The candidate, when it passes `straggler`'s thresholds."""
     if found is None or not found.persistent:
         return None
     if found.margin_ms < min_ms or found.share_of_step < min_share:
@@ -389,71 +486,90 @@ def _mean(values: Sequence[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return round(value, 4) if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
-    return value
+def _r(value: float | None) -> float | None:
+    """A figure as summary.json holds it: rounded to 4 decimals, null when undefined."""
+    if value is None:
+        return None
+    number = float(value)
+    return round(number, 4) if math.isfinite(number) else None
+
+
+def _rf(value: float) -> float:
+    """A figure the schema requires to be a number, rounded (a non-finite one as 0)."""
+    if isinstance(value, int):
+        return value  # a sum of nothing stays the integer 0
+    return _r(value) or 0.0
 
 
 def multi_rank_summary(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
-                       min_share: float = STRAGGLER_MIN_SHARE, tables: Tables | None = None) -> dict[str, Any] | None:
+                       min_share: float = STRAGGLER_MIN_SHARE,
+                       tables: Tables | None = None) -> MultiRank | None:
     """summary.json's `multi_rank` section; None when fewer than two ranks were loaded.
     `min_ms` and `min_share` are the straggler thresholds (`straggler`)."""
     t = Tables.of(trace, tables)
     if len(trace.rank_ids) < 2:
         return None
-    rows = t(rank_steps)
-    table = t(steps_across_ranks)
-    waits = t(collective_waits)
+    return cross_rank_summary(t(rank_results), min_ms, min_share)
+
+
+def cross_rank_summary(results: Sequence[RankResult], min_ms: float = STRAGGLER_MIN_MS,
+                       min_share: float = STRAGGLER_MIN_SHARE) -> MultiRank | None:
+    """The `multi_rank` section from reduced ranks only (no trace): what `perftune analyze DIR
+    --jobs N` and `--scheduler` compute after gathering one RankResult per rank."""
+    if len(results) < 2:
+        return None
+    results = sorted(results, key=lambda res: res.rank)
+    rank_ids = [res.rank for res in results]
+    waits = waits_of_calls(c for res in results for c in res.calls)
+    rows = rank_steps_of(results, waits)
+    table = steps_across_ranks_of(rows)
     slowest = Counter(s.slowest_rank for s in table)
-    sources = t(comm_source)
+    sources = {res.rank: res.source for res in results}
     per_rank = []
-    for r in sorted(trace.rank_ids):
+    for r in rank_ids:
         mine = [row for row in rows if row.rank == r]
-        per_rank.append({
-            "rank": r,
-            "steps": len(mine),
-            "median_step_ms": _median(row.dur_ms for row in mine),
-            "comm_ms_per_step": _mean([row.comm_ms for row in mine]) or 0.0,
-            "exposed_comm_ms_per_step": _mean([row.exposed_ms for row in mine]) or 0.0,
-            "wait_ms_per_step": _mean([row.wait_ms for row in mine]) or 0.0,
-            "busy_ms_per_step": _mean([row.busy_ms for row in mine]),
-            "slowest_in_steps": slowest.get(r, 0),
-            "comm_source": sources.get(r, "none"),
-        })
-    found = straggler(trace, min_ms, min_share)
-    candidate = straggler_candidate(trace)
+        per_rank.append(RankStats(
+            rank=r,
+            steps=len(mine),
+            median_step_ms=_r(_median(row.dur_ms for row in mine)),
+            comm_ms_per_step=_rf(_mean([row.comm_ms for row in mine]) or 0.0),
+            exposed_comm_ms_per_step=_rf(_mean([row.exposed_ms for row in mine]) or 0.0),
+            wait_ms_per_step=_rf(_mean([row.wait_ms for row in mine]) or 0.0),
+            busy_ms_per_step=_r(_mean([row.busy_ms for row in mine])),
+            slowest_in_steps=slowest.get(r, 0),
+            comm_source=sources.get(r, "none"),  # type: ignore[arg-type]
+        ))
+    candidate = straggler_candidate_of(table, rows)
+    found = straggler_of(candidate, min_ms, min_share)
     kinds = {s for s in sources.values() if s != "none"}
-    section = {
-        "ranks": len(trace.rank_ids),
-        "comm_source": kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none"),
-        "steps_compared": len(table),
-        "step_skew_ms": {"median": _median(s.dur_skew_ms for s in table),
-                         "max": max((s.dur_skew_ms for s in table), default=None)},
-        "busy_skew_ms": {"median": _median(s.busy_skew_ms for s in table),
-                         "max": max((s.busy_skew_ms for s in table), default=None)},
-        "straggler": None if found is None else {
-            "rank": found.rank, "slowest_in_steps": found.slowest_in, "steps": found.steps,
-            "margin_ms": found.margin_ms, "share_of_step": found.share_of_step},
-        "largest_margin": None if candidate is None else {
-            "rank": candidate.rank, "margin_ms": candidate.margin_ms,
-            "slowest_in_steps": candidate.slowest_in},
-        "per_rank": per_rank,
-        "per_step": [{"step": s.step, "ranks": s.ranks, "median_step_ms": s.median_dur_ms,
-                      "step_skew_ms": s.dur_skew_ms, "busy_skew_ms": s.busy_skew_ms,
-                      "slowest_rank": s.slowest_rank, "fastest_rank": s.fastest_rank,
-                      "max_wait_ms": s.max_wait_ms} for s in table],
-        "rank_steps": [asdict(row) for row in rows],
-        "collectives": {
-            "calls": len(t(collective_calls)),
-            "matched": len(waits),
-            "wait_ms_by_rank": {str(r): sum(row.wait_ms for row in rows if row.rank == r)
-                                for r in sorted(trace.rank_ids)},
-        },
-    }
-    result: dict[str, Any] = _rounded(section)
-    return result
+    return MultiRank(
+        ranks=len(rank_ids),
+        comm_source=kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none"),  # type: ignore[arg-type]
+        steps_compared=len(table),
+        step_skew_ms=Skew(median=_r(_median(s.dur_skew_ms for s in table)),
+                          max=_r(max((s.dur_skew_ms for s in table), default=None))),
+        busy_skew_ms=Skew(median=_r(_median(s.busy_skew_ms for s in table)),
+                          max=_r(max((s.busy_skew_ms for s in table), default=None))),
+        straggler=None if found is None else StragglerRank(
+            rank=found.rank, slowest_in_steps=found.slowest_in, steps=found.steps,
+            margin_ms=_rf(found.margin_ms), share_of_step=_rf(found.share_of_step)),
+        largest_margin=None if candidate is None else LargestMargin(
+            rank=candidate.rank, margin_ms=_rf(candidate.margin_ms),
+            slowest_in_steps=candidate.slowest_in),
+        per_rank=per_rank,
+        per_step=[StepAcrossRanksRow(
+            step=s.step, ranks=s.ranks, median_step_ms=_rf(s.median_dur_ms),
+            step_skew_ms=_rf(s.dur_skew_ms), busy_skew_ms=_rf(s.busy_skew_ms),
+            slowest_rank=s.slowest_rank, fastest_rank=s.fastest_rank,
+            max_wait_ms=_rf(s.max_wait_ms)) for s in table],
+        rank_steps=[RankStepRow(
+            rank=row.rank, step=row.step, dur_ms=_rf(row.dur_ms), comm_ms=_rf(row.comm_ms),
+            exposed_ms=_rf(row.exposed_ms), wait_ms=_rf(row.wait_ms),
+            exposed_wait_ms=_rf(row.exposed_wait_ms), busy_ms=_rf(row.busy_ms),
+            calls=row.calls, matched=row.matched) for row in rows],
+        collectives=CollectiveTotals(
+            calls=sum(len(res.calls) for res in results),
+            matched=len(waits),
+            wait_ms_by_rank={str(r): _rf(sum(row.wait_ms for row in rows if row.rank == r))
+                             for r in rank_ids}),
+    )

@@ -149,6 +149,10 @@ def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int, tables: 
                     continue  # views and allocations do not break a chain
                 flush()
                 continue
+            if run and _is_integer(rec) != _is_integer(run[0]):
+                if not rec.shape or numel(rec.shape) < min_numel:
+                    continue  # a counter (num_batches_tracked += 1) is no part of the chain
+                flush()
             frame = _frame_key(trace, rec.row, frames)
             same_frame = frame == run_frame if frame is not None or run_frame is not None else True
             if run and (not same_frame or not _compatible(run, rec)):
@@ -159,6 +163,12 @@ def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int, tables: 
         flush()
     out.sort(key=lambda c: c.rows[0])
     return out
+
+
+def _is_integer(rec: OpRecord) -> bool:
+    """An op on integer or boolean tensors (indices, counters, masks), not activations."""
+    dtype = (rec.cost.dtype if rec.cost is not None else None) or ""
+    return dtype.lower().startswith(("int", "uint", "long", "bool", "short", "byte", "char"))
 
 
 def _compatible(run: list[OpRecord], rec: OpRecord) -> bool:

@@ -317,12 +317,12 @@ def op_costs(trace: Trace, tables: Tables | None = None) -> dict[int, OpCost]:
     # A cost depends only on the name and the three raw arguments: ops repeat with the same
     # shapes every step, so each distinct combination is decoded and costed once.
     known: dict[tuple[Any, ...], OpCost | None] = {}
-    for row in cand.tolist():
+    costed = np.asarray([kinds.get(n) is not None for n in row_names[cand].tolist()], dtype=bool)
+    rows = cand[costed] if len(cand) else cand
+    raw = [trace.arg_bytes_of(arg, rows) for arg in ("input_dims", "input_type", "concrete_inputs")]
+    for row, dims, types, concrete in zip(rows.tolist(), *raw, strict=True):
         name = row_names[row]
-        if kinds.get(name) is None:
-            continue
-        key = (name, trace.arg_bytes("input_dims", row), trace.arg_bytes("input_type", row),
-               trace.arg_bytes("concrete_inputs", row))
+        key = (name, dims, types, concrete)
         if key in known:
             cost = known[key]
         else:

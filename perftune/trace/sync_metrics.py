@@ -24,6 +24,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.frames import is_user_frame, parse_python_function
+from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Trace
 
 # ---------------------------------------------------------------------------- op families
@@ -116,9 +117,12 @@ class HostIndex:
         self.is_device = ev["is_device"].to_numpy()
         self.is_runtime = trace.cat_mask(C.RUNTIME_CATS)
         self.is_op = trace.cat_mask({C.CPU_OP})
-        # Calls that wait by name (synchronize, cudaMemcpy); pageable async copies, which
-        # wait too, are found from their device copies (_blocking_copy_calls).
-        self.sync = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS) & ~self.is_device
+        # Every host call in which the host waits for the device: the one detector,
+        # trace.metrics.sync_call_mask (also behind host_device_syncs and the summary's syncs);
+        # `sync` are those that wait by name (synchronize, cudaMemcpy), `waits` adds the async
+        # copies to or from pageable memory, which the driver runs synchronously.
+        self.waits = sync_call_mask(trace)
+        self.sync = self.waits & trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
         self.parent = trace.parent
         # Host rows grouped by thread, each thread's rows in time order (ties in row order).
         host = np.flatnonzero(~self.is_device)
@@ -368,20 +372,6 @@ class _Acc:
     copies: list[int]
 
 
-def _blocking_copy_calls(trace: Trace, idx: HostIndex) -> list[int]:
-    """Copy calls to or from pageable memory: the host waits inside them until the copy is done
-    (the driver stages pageable memory through a pinned buffer synchronously)."""
-    out = []
-    ev = trace.events
-    for row in np.flatnonzero((ev["cat"] == C.MEMCPY).to_numpy()).tolist():
-        _, src, dst = C.memcpy_kind(trace.name_of(row))
-        if "Pageable" in (src, dst):
-            launch = trace.launched_by(row)
-            if launch is not None and not idx.sync[launch]:
-                out.append(launch)
-    return out
-
-
 def _python_anchor(trace: Trace, idx: HostIndex, row: int) -> int | None:
     """The `.tolist()` / `.cpu()` / `torch.tensor(...)` python call that issued `row`, if any."""
     anchor: int | None = None
@@ -452,9 +442,7 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         if copy is not None:
             acc.copies.append(copy)
 
-    for row in np.flatnonzero(idx.sync).tolist():
-        add(row, sync=row)
-    for row in _blocking_copy_calls(trace, idx):
+    for row in np.flatnonzero(idx.waits).tolist():
         add(row, sync=row)
     for row in np.flatnonzero(np.isin(idx.names, list(_LEAF_OPS)) & idx.is_op).tolist():
         add(row)

@@ -41,8 +41,7 @@ from perftune.tune.history import (
     reliably_faster,
     summarise_spread,
 )
-from perftune.tune.space import config_key
-from perftune.tune.space import SearchSpace
+from perftune.tune.space import SearchSpace, config_key
 from perftune.tune.tuner import TuneRun
 
 SCHEMA_VERSION = 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -20,6 +21,14 @@ from perftune.trace.sync_metrics import user_frame_row
 _MULTI_TENSOR = ("aten::_foreach_", "aten::_fused_")
 # Optimizers with a fused implementation (CUDA; CPU for Adam, AdamW, SGD and Adagrad since 2.4).
 _FUSED = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
+# torch.optim's optimizers that take `foreach=` (and pick it by default when every parameter is
+# on a CUDA device). Advice naming torch.optim.X is only given for these: there is no
+# torch.optim.FusedAdam.
+_TORCH_FOREACH = frozenset({"Adam", "AdamW", "SGD", "Adagrad", "Adadelta", "Adamax", "ASGD",
+                            "NAdam", "RAdam", "RMSprop", "Rprop", "Adafactor"})
+# Kernels of multi-tensor implementations outside torch.optim (apex / DeepSpeed / TE FusedAdam,
+# FusedLAMB, ...): one launch updates many parameters.
+_MULTI_TENSOR_KERNEL = re.compile(r"multi_tensor|MultiTensor|fused_adam|FusedAdam|fused_lamb", re.IGNORECASE)
 
 
 class PerParameterOptimizer(Rule):
@@ -58,6 +67,14 @@ class PerParameterOptimizer(Rule):
     `warning_share` (0.01): on a GPU trace, a warning when the estimated saving is at least this
     share of the step, info below. On a CPU-only trace always info (CPU optimizers are mostly
     arithmetic, not launch overhead, and the estimate is within the machine's noise).
+
+    ## Known problems
+    Not reported: optimizers that launch multi-tensor kernels (`multi_tensor_apply`, apex /
+    DeepSpeed `FusedAdam`), and torch.optim optimizers on a CPU-only trace (on a GPU PyTorch
+    picks `foreach` by default, so the CPU run's per-parameter ops say nothing about the script).
+    Advice names `torch.optim.X(..., foreach/fused=True)` only for torch.optim's own classes;
+    for other optimizers it is generic and says so. The saving is the measured time of the
+    per-parameter ops, less the share a multi-tensor call keeps (one call per op kind).
     """
 
     code: ClassVar[str] = "PFT303"
@@ -89,6 +106,12 @@ class PerParameterOptimizer(Rule):
                       and float(end_a[int(r)]) <= hi + 0.01]
             if any(trace.name_of(r).startswith(_MULTI_TENSOR) for r in inside):
                 continue  # foreach / fused already
+            if cls.startswith("Fused") or _launches_multi_tensor_kernels(trace, row):
+                continue  # apex / DeepSpeed style fused optimizers: multi-tensor kernels
+            if cls in _TORCH_FOREACH and not trace.has_device_activity:
+                # On a CPU run torch.optim runs one tensor at a time by default; on a GPU the
+                # same code picks foreach: nothing to change in the script.
+                continue
             # Per-parameter update ops: elementwise ops not nested in another op of the step.
             inside_set = set(inside)
             top = [r for r in inside if op_kind(trace.name_of(r)) in ("elementwise", "norm", "reduction")
@@ -99,6 +122,7 @@ class PerParameterOptimizer(Rule):
             durs = [float(dur_a[r]) for r in top]
             by_class.setdefault(cls, []).append({
                 "row": row, "ops": len(top), "names": names, "median_op_us": float(np.median(durs)),
+                "ops_us": float(sum(durs)),
                 "host_us": hi - lo, "device_us": float(dev[row]), "kernels": int(kern[row])})
         for cls, calls in sorted(by_class.items()):
             n = len(calls)
@@ -108,10 +132,12 @@ class PerParameterOptimizer(Rule):
             names = sum((c["names"] for c in calls), Counter())
             distinct = len(names)
             median_op = float(np.median([c["median_op_us"] for c in calls]))
-            # foreach runs one call per op kind; the per-op overhead of the rest goes away.
-            saving_ms = max(0.0, ops_per - distinct) * median_op / 1000.0
+            # foreach runs one call per op kind: of the measured time of the per-parameter ops,
+            # the share of the calls that go away (never a count times a typical op time).
+            ops_ms = sum(c["ops_us"] for c in calls) / n / 1000.0
+            saving_ms = ops_ms * max(0.0, ops_per - distinct) / ops_per if ops_per else 0.0
             host_ms = sum(c["host_us"] for c in calls) / n / 1000.0
-            saving_ms = min(saving_ms, host_ms)
+            saving_ms = round(min(saving_ms, host_ms), 4)
             top_name, top_count = names.most_common(1)[0]
             params = round(top_count / n)
             evidence: dict[str, Any] = {
@@ -123,6 +149,16 @@ class PerParameterOptimizer(Rule):
                 evidence["kernels_per_step"] = round(sum(c["kernels"] for c in calls) / n, 1)
                 evidence["optimizer_device_ms_per_step"] = round(sum(c["device_us"] for c in calls) / n / 1000.0, 3)
             impl = "fused=True" if cls in _FUSED else "foreach=True"
+            if cls in _TORCH_FOREACH:
+                title = (f"Use the multi-tensor optimizer: torch.optim.{cls}(..., {impl})"
+                         + (" (or foreach=True)" if impl != "foreach=True" else ""))
+                after = f"optimizer = torch.optim.{cls}(model.parameters(), lr=lr, {impl})"
+            else:
+                # Not a torch.optim class: generic advice, and it says so.
+                title = (f"{cls} is not a torch.optim optimizer: use its multi-tensor or fused "
+                         "implementation if it has one, or write its update with torch._foreach_* "
+                         "ops over the parameter list (generic advice)")
+                after = "torch._foreach_add_(params, grads, alpha=-lr)  # one call for every parameter"
             message = (f"{cls}.step runs {ops_per:.0f} per-parameter ops per step "
                        f"(~{params} parameters × {top_name} ...) instead of multi-tensor kernels; "
                        f"the optimizer takes {host_ms:.2f} ms of host time per step")
@@ -139,10 +175,27 @@ class PerParameterOptimizer(Rule):
                 evidence=evidence, est_saving_ms_per_step=saving_ms, count=n,
                 op_chain=(trace.name_of(first), top_name),
                 suggestion=Suggestion(
-                    title=f"Use the multi-tensor optimizer: torch.optim.{cls}(..., {impl}) "
-                          "(or foreach=True)",
-                    after=f"optimizer = torch.optim.{cls}(model.parameters(), lr=lr, {impl})",
-                    knobs={"optimizer_impl": ["foreach", "fused"] if cls in _FUSED else ["foreach"]}))
+                    title=title, after=after,
+                    knobs={"optimizer_impl": ["foreach", "fused"] if cls in _FUSED else ["foreach"]}
+                    if cls in _TORCH_FOREACH else {}))
+
+
+def _launches_multi_tensor_kernels(trace: Any, row: int) -> bool:
+    """Whether kernels launched inside the optimizer step are multi-tensor ones."""
+    if not trace.has_device_activity:
+        return False
+    ev = trace.events
+    lo, hi = float(ev["ts"].iat[row]), float(ev["end"].iat[row])
+    kernels = np.flatnonzero(trace.is_device & (ev["cat"] == C.KERNEL).to_numpy())
+    if len(kernels) == 0:
+        return False
+    launch = trace.launch_of_device_event[kernels]
+    ts = ev["ts"].to_numpy()
+    when = np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts[kernels])
+    for k in kernels[(when >= lo) & (when <= hi)].tolist():
+        if _MULTI_TENSOR_KERNEL.search(trace.name_of(k)):
+            return True
+    return False
 
 
 def _nested_in(parent: np.ndarray, row: int, others: set[int]) -> bool:

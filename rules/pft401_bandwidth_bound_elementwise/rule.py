@@ -13,8 +13,9 @@ from perftune.trace.frame_source import frame_site, is_elementwise
 from perftune.trace.model import Trace
 from perftune.trace.pattern_metrics import ElementwiseChain, find_elementwise_chains
 
-_FUSED = {"tanh": "F.gelu(x, approximate=\"tanh\")", "sqrt": "F.layer_norm / F.rms_norm",
-          "rsqrt": "F.layer_norm / F.rms_norm", "sigmoid": "F.silu", "exp": "torch.softmax"}
+# What a chain computes, recognised from its ops (and the constants on its source line), and the
+# one op that computes exactly that. A chain that is none of these gets generic advice.
+_GELU_TANH = "F.gelu(x, approximate=\"tanh\")"
 
 
 def _core(name: str) -> str:
@@ -58,6 +59,9 @@ class BandwidthBoundElementwise(Rule):
     `min_ops` (3): ops in a chain. `min_numel` (16384): elements of the chain's tensor.
     `min_saving_ms` (0.01): estimated saving per step worth reporting.
 
+    `min_numel_cpu` (262144): on a CPU-only trace, the smallest tensor a chain must cover (smaller
+    chains are launch-bound on a GPU, not bandwidth-bound).
+
     ## Known problems
     On CPU traces the peaks are measured on the machine running the analysis. The fused
     traffic assumes one tensor read and one written; chains reading several large tensors
@@ -67,12 +71,16 @@ class BandwidthBoundElementwise(Rule):
     code: ClassVar[str] = "PFT401"
     name: ClassVar[str] = "bandwidth-bound-elementwise"
     severity: ClassVar[Severity] = Severity.WARNING
-    options: ClassVar[dict[str, Any]] = {"min_ops": 3, "min_numel": 16384, "min_saving_ms": 0.01}
+    options: ClassVar[dict[str, Any]] = {"min_ops": 3, "min_numel": 16384, "min_saving_ms": 0.01,
+                                         "min_numel_cpu": 1 << 18}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        chains = find_elementwise_chains(trace, self.config["min_ops"], self.config["min_numel"],
-                                         tables=ctx.tables)
+        # On a CPU trace op times are dispatch overhead, not memory traffic: only tensors big
+        # enough to be bandwidth-bound on a GPU (a quarter million elements) say anything about fusion.
+        min_numel = self.config["min_numel"] if trace.has_device_activity else max(
+            self.config["min_numel"], self.config["min_numel_cpu"])
+        chains = find_elementwise_chains(trace, self.config["min_ops"], min_numel, tables=ctx.tables)
         if not chains:
             return
         groups: dict[tuple[Any, ...], list[ElementwiseChain]] = {}
@@ -125,7 +133,7 @@ class BandwidthBoundElementwise(Rule):
         location = Location()
         if main.frame is not None:
             location = Location(*frame_site(reader, main.frame, is_elementwise, pick="densest"))
-        hint = next((_FUSED[_core(n)] for n in main.names if _core(n) in _FUSED), "a fused op")
+        hint, after = _replacement(tuple(_core(n) for n in main.names), location.source or "")
         ops = " → ".join(_core(n) for n in main.names[:8]) + (" → …" if len(main.names) > 8 else "")
         shape = "×".join(str(d) for d in main.shape)
         message = (f"{len(main.names)} unfused elementwise ops ({ops}) each pass over a {shape} "
@@ -137,6 +145,30 @@ class BandwidthBoundElementwise(Rule):
             count=len(cs), op_chain=tuple(main.names),
             latent=False,
             suggestion=Suggestion(
-                title=f"Fuse the chain: use {hint}, or torch.compile the function",
-                before="y = 0.5 * x * (1.0 + torch.tanh(0.79788456 * (x + 0.044715 * x.pow(3))))",
-                after="y = F.gelu(x, approximate=\"tanh\")   # or: fn = torch.compile(fn)"))
+                title=f"Fuse the chain: {hint}",
+                before=location.source.strip() if location.source else None,
+                after=after))
+
+
+def _replacement(ops: tuple[str, ...], source: str) -> tuple[str, str]:
+    """(advice, snippet) for a chain: the built-in op only when the chain is that function."""
+    kinds = set(ops)
+    text = source.replace(" ", "")
+    compiled = "fn = torch.compile(fn)   # one fused kernel for the whole chain"
+    if "tanh" in kinds and ("0.044715" in text or ("pow" in kinds and "add" in kinds)):
+        return (f"it is the tanh approximation of GELU: use {_GELU_TANH}",
+                f"y = {_GELU_TANH}")
+    if "erf" in kinds and ("0.7071" in text or "sqrt(2" in text or "div" in kinds or "mul" in kinds):
+        return "it is the exact GELU: use F.gelu(x)", "y = F.gelu(x)"
+    if kinds == {"sigmoid", "mul"} and ops.count("mul") == 1 and len(ops) == 2:
+        return "it is SiLU: use F.silu(x)", "y = F.silu(x)"
+    if "mean" in kinds and kinds & {"sqrt", "rsqrt"} and "sub" in kinds:
+        return ("it looks like LayerNorm: use F.layer_norm (check eps and the affine terms)",
+                "y = F.layer_norm(x, x.shape[-1:], weight, bias, eps)")
+    if "mean" in kinds and "rsqrt" in kinds and "sub" not in kinds:
+        return ("it looks like RMSNorm: use F.rms_norm (check eps and the weight)",
+                "y = F.rms_norm(x, x.shape[-1:], weight, eps)")
+    if "exp" in kinds and "sum" in kinds and "div" in kinds:
+        return "it looks like softmax: use torch.softmax(x, dim)", "y = torch.softmax(x, dim=-1)"
+    return ("no single built-in op computes this chain; torch.compile the function that holds it "
+            "(generic advice)", compiled)

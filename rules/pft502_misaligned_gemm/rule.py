@@ -15,6 +15,7 @@ from perftune.trace.roofline import base_name, roofline_points
 from perftune.trace.sync_metrics import user_frame_row
 
 # Bytes per element → the multiple tensor cores need (16 bytes: 8 halves, 4 floats, 16 int8).
+_NO_TENSOR_CORES = frozenset({"fp32", "fp64"})
 _MULTIPLE = {"fp16": 8, "bf16": 8, "fp8": 16, "int": 16, "fp32": 4, "tf32": 4, "fp64": 2}
 
 
@@ -72,6 +73,12 @@ class MisalignedGemm(Rule):
     The op, its dimensions and the misaligned ones, dtype, time per step and share of all
     matrix time, achieved TFLOP/s against aligned matrix ops of the same trace.
 
+    ## Known problems
+    Reported only on GPU traces and for tensor-core dtypes (fp16, bf16, TF32, int8/fp8): plain
+    FP32 math and CPU runs say nothing about alignment (PFT501 covers FP32 precision). The
+    advice names the padded dimension the way the op uses it (a Linear's out_features or
+    in_features); for other matrix ops it is generic and says so.
+
     ## Options
     `min_share` (0.05): share of the trace's matrix time an op must take. `min_dim` (16):
     smaller dimensions (RGB input channels, a few classes) are ignored.
@@ -84,6 +91,10 @@ class MisalignedGemm(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
+        if not trace.has_device_activity:
+            # No tensor cores on a CPU, and the dtype a GPU run would use (autocast, TF32) is
+            # not the CPU's fp32: nothing this trace can say about alignment.
+            return
         points = roofline_points(trace, ctx.tables)
         if points.empty:
             return
@@ -99,6 +110,8 @@ class MisalignedGemm(Rule):
             dims = gemm_dims(str(rec["name"]), shapes)
             if not dims:
                 continue
+            if str(rec["dtype"]) in _NO_TENSOR_CORES:
+                continue  # plain FP32 / FP64 math does not use tensor cores (that is PFT501's)
             multiple = _MULTIPLE.get(str(rec["dtype"]), 8)
             # M (rows: batch × sequence) is tiled freely; K and N are the padded dimensions.
             bad = {k: v for k, v in dims.items()
@@ -138,16 +151,29 @@ class MisalignedGemm(Rule):
                 "achieved_tflops": round(rate / 1e12, 4),
                 "aligned_median_tflops": round(ref_rate / 1e12, 4) if ref_rate else None,
             }
-            latent = not trace.has_device_activity
             message = (f"{g['name']} with {dims_text} ({g['dtype']}): {bad_text} not a multiple of "
-                       f"{g['multiple']}; {ms:.3f} ms per step, {share:.0%} of matrix time"
-                       + (" (tensor cores need aligned dimensions on a GPU)" if latent else ""))
+                       f"{g['multiple']}; {ms:.3f} ms per step, {share:.0%} of matrix time")
             yield self.finding(
                 message, location=ctx.location_of(g["frame_row"]), evidence=evidence,
                 est_saving_ms_per_step=saving, count=len(g["rows"]), op_chain=(g["name"],),
-                severity=Severity.INFO if latent else Severity.WARNING, latent=latent,
+                severity=Severity.WARNING,
                 suggestion=Suggestion(
                     title="Pad the dimension to a multiple of 64 (at least "
                           f"{g['multiple']}): " + ", ".join(f"{k} {v} → {padded[k]}" for k, v in g["bad"].items()),
-                    after="head = nn.Linear(d_model, 50304)  # vocab 50257 padded to a multiple of 64",
+                    after=_padding_advice(g["name"], g["dims"], padded),
                     knobs={"pad_multiple": [8, 64]}))
+
+
+def _padding_advice(op: str, dims: dict[str, int], padded: dict[str, int]) -> str:
+    """What padding means for this op: a Linear's out_features (N) or in_features (K); for other
+    matrix ops the dimension by name, generic (which tensor carries it is the caller's)."""
+    core = op.removeprefix("aten::")
+    if core in ("linear", "addmm") and set(padded) == {"N"}:
+        n, p = dims["N"], padded["N"]
+        return (f"nn.Linear(in_features, {p})  # out_features {n} padded to {p}; use only the "
+                f"first {n} outputs (e.g. logits[..., :{n}]), as GPT trainers pad the vocabulary")
+    if core in ("linear", "addmm") and set(padded) == {"K"}:
+        return (f"# in_features {dims['K']} → {padded['K']}: pad the layer's input size (the hidden "
+                "or embedding width feeding it), and the previous layer's output with it")
+    return ("# generic advice: pad " + ", ".join(f"{k} = {dims[k]} to {v}" for k, v in padded.items())
+            + f" in the tensors {op} multiplies (zero padding, sliced off after)")

@@ -68,7 +68,10 @@ class UnderFilledGrid(Rule):
             return
         names = fill["name"]
         comm = names.map(C.is_comm_kernel).to_numpy(dtype=bool)
-        usable = fill[~comm & ~fill["triton"].to_numpy(dtype=bool)
+        # Vendor-tuned kernels (cuBLAS, cuDNN, CUTLASS, NCCL, flash attention) pick their grids
+        # on purpose; collectives (NCCL, NVLS / multimem all-reduce) fill the SMs they need.
+        usable = fill[~comm & ~fill["library"].to_numpy(dtype=bool)
+                      & ~fill["triton"].to_numpy(dtype=bool)
                       & (fill["dur"].to_numpy() >= self.config["min_kernel_us"])]
         total_us = float(fill["dur"].sum())
         under = usable["fill"].to_numpy() <= self.config["max_fill"]

@@ -89,7 +89,10 @@ class ExposedCommunication(Rule):
         waits = _peer_waits(ctx)
 
         def net(c: CommStep) -> float:
-            return max(0.0, c.exposed_ms - waits.get((c.rank, trace.steps[c.step].index), 0.0))
+            # Exposed time is time in the step: never more than the step (collectives on
+            # several streams, or running past the step's end, are counted within it once).
+            exposed = min(c.exposed_ms, c.step_dur_ms) if c.step_dur_ms > 0 else c.exposed_ms
+            return max(0.0, exposed - waits.get((c.rank, trace.steps[c.step].index), 0.0))
 
         rank = max(per_rank, key=lambda r: (_mean([net(c) for c in per_rank[r]]), -r))
         steps = per_rank[rank]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -12,10 +12,17 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import collective_waits
 from perftune.trace.multirank import (
+    RankResult,
+    RankStep,
+    StepAcrossRanks,
+    Straggler,
     comm_source,
     rank_steps,
+    rank_steps_of,
     steps_across_ranks,
+    steps_across_ranks_of,
     straggler_candidate,
+    straggler_candidate_of,
 )
 
 
@@ -77,7 +84,19 @@ class RankStraggler(Rule):
         if not skews:
             yield from self._single_rank(ctx)
             return
-        found = straggler_candidate(trace)
+        yield from self._across(skews, straggler_candidate(trace), ctx.fact(rank_steps),
+                                ctx.fact(comm_source))
+
+    def check_ranks(self, results: Sequence[RankResult]) -> list[Finding] | None:
+        rows = rank_steps_of(results)
+        skews = steps_across_ranks_of(rows)
+        if not skews:
+            return None  # nothing to compare: each rank's own findings stand
+        return list(self._across(skews, straggler_candidate_of(skews, rows), rows,
+                                 {r.rank: r.source for r in results}))
+
+    def _across(self, skews: Sequence[StepAcrossRanks], found: Straggler | None,
+                rows: Sequence[RankStep], sources: dict[int, str]) -> Iterator[Finding]:
         if found is None or found.steps == 0:
             return
         work = found.margin_ms
@@ -85,7 +104,6 @@ class RankStraggler(Rule):
         if work < self.config["min_skew_ms"] or (step_ms > 0 and work / step_ms < self.config["min_skew_share"]):
             return
         rank, times = found.rank, found.slowest_in
-        rows = ctx.fact(rank_steps)
         by_rank: dict[int, dict[str, float]] = {}
         for r in sorted({row.rank for row in rows}):
             mine = [row for row in rows if row.rank == r]
@@ -101,7 +119,7 @@ class RankStraggler(Rule):
             "median_max_wait_ms": round(float(np.median(waits)), 3),
             "slowest_rank": rank, "slowest_in_steps": times,
             "slowest_counts": {str(r): c for r, c in found.slowest_counts.items()},
-            "communication": sorted({src for src in ctx.fact(comm_source).values()}),
+            "communication": sorted(set(sources.values())),
             "per_step": [{"step": s.step, "slowest": s.slowest_rank, "fastest": s.fastest_rank,
                           "work_skew_ms": round(s.busy_skew_ms, 3), "max_wait_ms": round(s.max_wait_ms, 3)}
                          for s in skews[:20]],

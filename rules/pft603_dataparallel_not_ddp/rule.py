@@ -18,12 +18,22 @@ from perftune.trace.device_metrics import step_count
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.sync_metrics import user_frame_row
 
+# DataParallel's autograd Functions (Broadcast, Scatter, Gather, ReduceAddCoalesced) are Python
+# Functions: their backward nodes are named "GatherBackward", with no digit; "GatherBackward0"
+# is ATen's gather / scatter backward, used by any model.
 _NAME = re.compile(
     r"(?<!Distributed)DataParallel|^(?:autograd::engine::evaluate_function: )?"
-    r"(?:Broadcast|ReduceAddCoalesced|Gather|Scatter)(?:Backward\d*)?$|"
+    r"(?:Broadcast|ReduceAddCoalesced|Gather|Scatter)(?:Backward)?$|"
     r"torch/nn/parallel/(?:data_parallel|replicate|parallel_apply|scatter_gather)\.py")
 _WORK = re.compile(r"replicate|parallel_apply|scatter|gather|Broadcast|ReduceAddCoalesced",
                    re.IGNORECASE)
+# DistributedDataParallel's own frames and annotation: it calls the scatter_gather helpers
+# (`_to_kwargs` → `scatter_kwargs`) to move its inputs, which is no DataParallel.
+_DDP = re.compile(r"DistributedDataParallel|torch/nn/parallel/distributed\.py")
+# Signals only DataParallel produces (DDP never replicates the module or runs parallel_apply).
+_DP_ONLY = re.compile(r"(?<!Distributed)DataParallel|torch/nn/parallel/(?:data_parallel|replicate|"
+                      r"parallel_apply)\.py|^(?:autograd::engine::evaluate_function: )?"
+                      r"(?:Broadcast|ReduceAddCoalesced)(?:Backward)?$")
 
 
 class DataParallelNotDdp(Rule):
@@ -73,6 +83,13 @@ class DataParallelNotDdp(Rule):
         hits = np.flatnonzero(trace.name_matches(_NAME) & ~trace.is_device)
         if len(hits) == 0:
             return
+        if np.any(trace.name_matches(_DDP) & ~trace.is_device):
+            # A DDP job: its scatter_gather calls are DDP's own; DataParallel shows itself by
+            # replicate / parallel_apply / its module name, not by those helpers.
+            hits = np.asarray([r for r in hits.tolist() if _DP_ONLY.search(trace.name_of(r))
+                               and not _under_ddp(trace, r)], dtype=np.int64)
+            if len(hits) == 0:
+                return
         ev = trace.events
         names = Counter(_signal(trace.name_of(r)) for r in hits.tolist())
         work = [r for r in hits.tolist() if _WORK.search(trace.name_of(r))]
@@ -103,6 +120,15 @@ class DataParallelNotDdp(Rule):
                       "nn.DataParallel",
                 before="model = nn.DataParallel(model).cuda()",
                 after="model = DDP(model.cuda(local_rank), device_ids=[local_rank])  # torchrun"))
+
+
+def _under_ddp(trace: Trace, row: int) -> bool:
+    p = int(trace.parent[row])
+    while p != NO_ID:
+        if _DDP.search(trace.name_of(p)):
+            return True
+        p = int(trace.parent[p])
+    return False
 
 
 def _signal(name: str) -> str:

@@ -33,6 +33,12 @@ class TooFewSteps(Rule):
     # perftune profile train.py --active 5
     schedule = torch.profiler.schedule(wait=1, warmup=2, active=5)
     ```
+    `perftune profile` finds the steps itself (optimizer steps, else `backward()` calls, else
+    top-level module calls; `perftune rule PFT902` lists the order) and profiles `--active`
+    of them after `--skip` warm-up steps. A script that ends before that window (fewer steps
+    than `--skip`, a run under a second) is profiled once more with a window that fits: then
+    the trace has fewer steps than asked for, and this finding says so. Run such a script for
+    more iterations when the figures matter.
 
     ## Evidence
     Steps per rank, where they came from, their durations.

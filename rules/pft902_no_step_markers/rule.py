@@ -38,8 +38,14 @@ class NoStepMarkers(Rule):
             train_step(x, y)
             prof.step()                       # marks ProfilerStep#N
     ```
-    `perftune profile train.py` marks steps for you (at each optimizer step, or
-    `--step-marker module:function`, or `perftune.step()` in the loop).
+    `perftune profile train.py` marks the steps for you, with the first of these it sees:
+    `--step-marker module:function` or `perftune.step()`; the script's own `prof.step()`;
+    optimizer steps (`optimizer.step()`, `scaler.step(optimizer)`; optimizers that take turns,
+    a GAN's D and G, make one iteration; gradient accumulation is one step per optimizer step);
+    the outermost `backward()` call (hand-written parameter updates); the top-level
+    `nn.Module` call (inference under `torch.no_grad()`); time slices only when none shows.
+    Its summary line says which (`steps  8 found by backward() calls`), and steps.json
+    records it (`step_source`, `step_detail`).
 
     ## Evidence
     The trace's span and event count.

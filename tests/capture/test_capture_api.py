@@ -171,3 +171,15 @@ def test_skip_zero_profiles_from_the_first_step(tmp_path: Path) -> None:
     assert result.ok
     assert [s.phase for s in result.steps] == ["profiled", "profiled"]
     assert result.trace_path is not None
+
+
+@pytest.mark.parametrize("source", ["def broken(:\n    pass\n",
+                                    "import argparse\nargparse.ArgumentParser().parse_args()\n"])
+def test_a_failing_script_gets_no_advice_about_marking_steps(tmp_path: Path, source: str) -> None:
+    """A SyntaxError or an argparse error is the script's to fix: the notes must not suggest
+    perftune.step() or lowering --skip (they did, next to "crashed")."""
+    script = write(tmp_path / "train.py", source)
+    target = ScriptTarget(path=script, args=("--bogus",), cwd=tmp_path)
+    result = run_capture(target, tmp_path / "run", CaptureOptions(profile=False, quiet=True))
+    assert not result.ok and result.status == "crashed"
+    assert not any("perftune.step()" in note or "--skip" in note for note in result.notes), result.notes

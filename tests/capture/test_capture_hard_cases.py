@@ -112,7 +112,8 @@ def test_dataloader_workers_do_not_record_steps(tmp_path: Path, profile) -> None
     assert "Traceback" not in done.stderr
 
 
-def test_exit_before_the_window_keeps_the_steps(tmp_path: Path, profile) -> None:
+def test_exit_before_the_window_is_profiled_again_with_a_window_that_fits(
+        tmp_path: Path, profile) -> None:
     script = write(
         tmp_path / "short.py",
         train_script(
@@ -128,11 +129,15 @@ def test_exit_before_the_window_keeps_the_steps(tmp_path: Path, profile) -> None
 
     assert done.returncode == 0  # the script's own exit code
     steps = done.steps
-    assert steps["status"] == "window-not-reached"
+    # It ended after 3 steps, before the default window (steps 5 to 7): a short run is run
+    # again with a window that fits, not left without a trace.
+    assert steps["status"] == "ok"
     assert steps["exit_code"] == 0
-    assert len(steps["steps"]) == 3
-    assert not (done.run_dir / "trace.json.gz").exists()
-    assert "ran 3 steps" in done.stdout
+    assert [s["phase"] for s in steps["steps"]] == ["warmup", "profiled", "profiled"]
+    assert (done.run_dir / "trace.json.gz").exists()
+    assert "ended after 3 steps" in done.stdout
+    assert "--skip 1 --active 2" in done.stdout
+    assert "lower --skip" not in done.stdout + done.stderr
 
 
 def test_crash_shows_the_scripts_traceback_and_keeps_steps(tmp_path: Path, profile) -> None:

@@ -199,12 +199,15 @@ def test_session_lets_explicit_marks_replace_the_optimizer(tmp_path: Path) -> No
     session = _session(tmp_path, skip=5)
     session.boundary("optimizer")
     session.boundary("optimizer")
-    session.boundary("perftune.step")  # replaces: the count starts again from here
+    # Replaces: the steps so far (nothing profiled yet) become step 0, which this call ends.
+    session.boundary("perftune.step")
     session.boundary("optimizer")  # weaker: ignored from now on
     session.boundary("perftune.step")
     assert session.source == "perftune.step"
-    assert len(session.log) == 1
-    assert any("marked by perftune.step" in note for note in session.notes)
+    assert len(session.log) == 2
+    assert session.log.steps[0].start == pytest.approx(session.log.t0, abs=1.0)
+    assert any("marked by perftune.step" in note and "merged into step 0" in note
+               for note in session.notes)
 
 
 def test_session_drops_time_slices_when_an_optimizer_appears(tmp_path: Path) -> None:

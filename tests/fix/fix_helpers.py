@@ -98,10 +98,11 @@ def write_run_dir(run_dir: Path, script: Path, args: list[str], cwd: Path,
 def _summary() -> dict[str, Any]:
     """A real summary document (of a tiny trace), so the run dir's documents pass their schema
     and the fix report renders."""
+    from perftune.documents import document_data
     from perftune.pipeline import analyze_paths
 
     trace = REPO / "rules" / "pft102_dataloader_no_workers" / "clean.json.gz"
-    return analyze_paths([trace]).summary
+    return document_data(analyze_paths([trace]).summary)
 
 
 def perftune(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from multirank_helpers import device_rank, host_job, write_ranks
 
+from perftune.documents import document_data
 from perftune.engine import analyze
 from perftune.pipeline import analyze_paths, selection_from_config, summary_of
 from perftune.report.schema import validate_summary
@@ -125,13 +126,13 @@ def test_one_rank_has_no_multi_rank_section(tmp_path: Path) -> None:
     trace = load(builders[0].write(tmp_path / "rank-0.trace.json.gz"))
     assert M.multi_rank_summary(trace) is None
     assert M.steps_across_ranks(trace) == [] and M.straggler_candidate(trace) is None
-    assert "multi_rank" not in summary_of(trace)
+    assert "multi_rank" not in document_data(summary_of(trace))
 
 
 def test_summary_section_validates_and_names_the_straggler(tmp_path: Path) -> None:
     folder = write_ranks(tmp_path / "job", host_job([[4000.0, 9000.0]] * 4))
     analysis = analyze_paths([folder], selection_from_config(config={}))
-    summary = json.loads(json.dumps(analysis.summary))
+    summary = json.loads(json.dumps(document_data(analysis.summary)))
     parsed = validate_summary(summary)
     section = parsed.multi_rank
     assert section is not None and section.ranks == 2 and section.comm_source == "host"
@@ -148,8 +149,9 @@ def test_summary_straggler_follows_the_pft602_options(tmp_path: Path) -> None:
     folder = write_ranks(tmp_path / "job", host_job([[4000.0, 9000.0]] * 3))
     strict = selection_from_config(config={"rules": {"PFT602": {"min_skew_ms": 20.0}}})
     analysis = analyze_paths([folder], strict)
-    assert analysis.summary["multi_rank"]["straggler"] is None
-    assert analysis.summary["multi_rank"]["largest_margin"]["rank"] == 1
+    section = analysis.summary.ranks_section
+    assert section is not None and section.straggler is None
+    assert section.largest_margin is not None and section.largest_margin.rank == 1
     assert not [f for f in analysis.findings if f.code == "PFT602"]
 
 

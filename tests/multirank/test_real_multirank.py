@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from perftune.documents import document_data
 from perftune.pipeline import analyze_paths, selection_from_config
 from perftune.report import figures as F
 from perftune.report.data import view_of_analysis
-from perftune.report.ranks import collective_timeline, rank_table, step_grid
+from perftune.report.ranks import collective_timeline, step_grid
 from perftune.report.schema import validate_summary
 from perftune.trace import load
 from perftune.trace import multirank as M
@@ -94,7 +95,7 @@ def test_per_rank_steps_skew_and_straggler_shape(trace: Trace) -> None:
 
 def test_summary_json_has_a_valid_multi_rank_section(two_ranks: Path) -> None:
     analysis = analyze_paths([two_ranks], selection_from_config(config={}))
-    summary = json.loads(json.dumps(analysis.summary))
+    summary = json.loads(json.dumps(document_data(analysis.summary)))
     parsed = validate_summary(summary)
     section = parsed.multi_rank
     assert section is not None and section.ranks == 2 and section.comm_source == "device"
@@ -118,7 +119,9 @@ def test_report_views_are_valid_plotly_figures(two_ranks: Path, tmp_path: Path) 
     assert timeline is not None and timeline.ranks == (0, 1) and len(timeline.steps) == 3
     assert all(0.0 <= b.wait_ms <= b.dur_ms for b in timeline.bars)
     assert len(timeline.bars) <= 1500 and timeline.total_calls >= len(timeline.bars)
-    rows = rank_table(analysis.summary)
+    section = analysis.summary.ranks_section
+    assert section is not None
+    rows = section.per_rank
     for figure in (F.rank_heatmap_figure(grid), F.rank_breakdown_figure(rows),
                    F.collective_timeline_figure(timeline)):
         assert figure is not None

@@ -52,15 +52,15 @@ def test_report_of_a_real_trace_shows_its_numbers(name: str, tmp_path: Path) -> 
     analysis, page = rendered(name, tmp_path)
     summary = analysis.summary
 
-    assert _fmt_ms(summary["steps"]["median_ms"]) in page
-    for device in {d["name"] for d in summary["devices"] if d.get("name")}:
+    assert _fmt_ms(summary.steps.median_ms) in page
+    for device in {d.name for d in summary.devices if d.name}:
         assert html.escape(device) in page
-    for row in summary["top_kernels"][:3]:  # kernel names with <templates> arrive escaped
-        assert html.escape(row["name"], quote=False) in page or html.escape(row["name"]) in page
+    for row in summary.top_kernels[:3]:  # kernel names with <templates> arrive escaped
+        assert html.escape(row.name, quote=False) in page or html.escape(row.name) in page
     figures = figures_of(page)
     assert {"steps", "breakdown"} <= set(figures)
-    assert len(figures["steps"]["data"][0]["y"]) == summary["steps"]["count"] or \
-        sum(len(t["y"]) for t in figures["steps"]["data"]) == summary["steps"]["count"]
+    assert len(figures["steps"]["data"][0]["y"]) == summary.steps.count or \
+        sum(len(t["y"]) for t in figures["steps"]["data"]) == summary.steps.count
     if analysis.trace.has_device_activity:
         assert "timeline" in figures and "https://ui.perfetto.dev" in page
         lanes = figures["timeline"]["layout"]["yaxis"]["categoryarray"]
@@ -219,7 +219,7 @@ def test_report_from_documents_when_the_trace_is_gone(tmp_path: Path) -> None:
     view = view_of_documents(tmp_path)
     assert view.trace is None and len(view.findings) == len(analysis.findings)
     page = render_report_html(view)
-    assert _fmt_ms(analysis.summary["steps"]["median_ms"]) in page
+    assert _fmt_ms(analysis.summary.steps.median_ms) in page
     assert set(figures_of(page)) == {"steps", "breakdown"}  # no trace: no timeline or memory
     for f in analysis.findings:
         assert f.code in page

@@ -179,6 +179,7 @@ def test_summary_and_findings_of_every_shared_trace_validate(tmp_path: Path) -> 
 ])
 def test_summary_of_an_odd_trace_still_matches_its_schema(tmp_path: Path, mutate, field: str
                                                           ) -> None:
+    from perftune.documents import document_data
     from perftune.pipeline import analyze_paths
     from perftune.report.schema import validate_summary
 
@@ -186,7 +187,7 @@ def test_summary_of_an_odd_trace_still_matches_its_schema(tmp_path: Path, mutate
     mutate(doc)
     trace = tmp_path / "odd.json"
     trace.write_text(json.dumps(doc), encoding="utf-8")
-    summary = json.loads(json.dumps(analyze_paths([trace]).summary, default=str))
+    summary = json.loads(json.dumps(document_data(analyze_paths([trace]).summary)))
     parsed = validate_summary(summary)  # before: `devices[0].id` a string, `syncs.total_ms` null
     assert parsed.syncs.total_ms >= 0 and parsed.devices, summary[field]
 

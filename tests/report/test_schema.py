@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from perftune.documents import document_data
 from perftune.pipeline import analyze_paths, findings_document, write_analysis
 from perftune.report.schema import (
     SCHEMAS_DIR,
@@ -67,7 +68,7 @@ def test_schema_files_are_generated_from_the_structs() -> None:
 @pytest.fixture(scope="module")
 def good_documents() -> dict:
     analysis = analyze_paths([shared_trace("HolisticTraceAnalysis__cuda_event_sync__event_sync_trace.json.gz")])
-    doc = json.loads(json.dumps(findings_document(analysis), default=str))
+    doc = json.loads(json.dumps(document_data(findings_document(analysis.summary, analysis.findings))))
     doc["findings"] = [{"code": "PFT206", "name": "scalar-readback", "message": "m",
                         "severity": "warning", "location": {"file": "a.py", "line": 3},
                         "suggestion": {"title": "t", "applicability": "safe"}}]

@@ -45,7 +45,7 @@ SCRIPT = textwrap.dedent('''
         fused(x, q, k, v)
 
 
-    x = torch.randn(128, 512)
+    x = torch.randn(512, 512)  # a quarter million elements: the CPU floor of PFT401
     q = k = v = torch.randn(2, 2, 128, 32)
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_stack=True,
                  schedule=schedule(wait=0, warmup=1, active=3),
@@ -83,7 +83,7 @@ def test_real_cpu_trace_finds_the_chain_and_the_attention(captured: Path) -> Non
                        "PFT402": _expected_lines(SCRIPT, "PFT402")}
     chain = next(f for f in findings if f.code == "PFT401")
     assert chain.location.function == "gelu" and chain.count == 3
-    assert chain.evidence["shape"] == [128, 512] and chain.evidence["dtype"] == "fp32"
+    assert chain.evidence["shape"] == [512, 512] and chain.evidence["dtype"] == "fp32"
     assert chain.location.source is not None and "torch.tanh" in chain.location.source
     attn = next(f for f in findings if f.code == "PFT402")
     assert attn.evidence["scores_shape"] == [2, 2, 128, 128] and attn.evidence["head_dim"] == 32

@@ -97,16 +97,15 @@ def test_elementwise_chain_evidence_against_cached_cpu_peaks(tmp_path: Path,
     assert gelu.location.source is not None and "torch.tanh" in gelu.location.source
 
 
-def test_misaligned_gemm_on_a_cpu_trace_is_a_latent_hint() -> None:
+def test_misaligned_gemm_is_not_reported_on_a_cpu_trace() -> None:
+    # No tensor cores on a CPU, and the GPU run's dtype (autocast, TF32) is unknown: an FP32 CPU
+    # trace says nothing about alignment (issue 13: PFT502 on CPU/fp32 traces was a false positive).
     b = TraceBuilder(device=False)
     for _ in range(3):
         with b.step():
             b.leaf("aten::linear", dur=900, input_dims=[[64, 512], [50257, 512], [50257]], input_types=[F32] * 3)
             b.leaf("aten::linear", dur=90, input_dims=[[64, 512], [512, 512], [512]], input_types=[F32] * 3)
-    (f,) = run(b.trace(), "PFT502")
-    assert f.latent and f.severity.value == "info"
-    assert f.evidence["misaligned"] == {"N": 50257} and f.evidence["required_multiple"] == 4
-    assert f.evidence["padded_to_64"] == {"N": 50304}
+    assert run(b.trace(), "PFT502") == []
 
 
 def test_sync_caused_idle_points_at_the_sync() -> None:
@@ -125,13 +124,15 @@ def test_sync_caused_idle_points_at_the_sync() -> None:
     assert (f.location.file, f.location.function) == ("train.py", "train_step")
 
 
-def test_per_parameter_optimizer_on_cpu_suggests_foreach_knobs(tmp_path: Path) -> None:
+def test_per_parameter_optimizer_on_cpu_gives_generic_advice_for_a_custom_optimizer(tmp_path: Path) -> None:
     (f,) = run(fixture_trace(tmp_path, "pft303_per_parameter_optimizer", "cpu"), "PFT303")
     assert f.evidence["per_parameter_ops_per_step"] == 240.0
     assert f.evidence["estimated_parameters"] == 40
     assert "kernels_per_step" not in f.evidence
-    assert "fused=True" in f.suggestion.title
-    assert f.suggestion.knobs == {"optimizer_impl": ["foreach", "fused"]}
+    # The CPU fixture is a custom optimizer (torch.optim's are foreach by default on a GPU):
+    # the advice is generic and names no torch.optim class that does not exist.
+    assert f.evidence["optimizer"] == "Lion" and "torch.optim.Lion" not in f.suggestion.title
+    assert "generic advice" in f.suggestion.title and f.suggestion.knobs == {}
 
 
 def test_memory_near_capacity_offers_tuner_knobs(tmp_path: Path) -> None:

@@ -171,9 +171,9 @@ def test_every_real_trace_summarises(name: str) -> None:
 
     t = _load(name)
     summary = summarize(t)
-    assert summary["steps"]["count"] == len(t.steps) > 0
-    assert summary["runtime"] == "cuda"
-    assert summary["devices"] and len(summary["devices"]) == 1  # only the GPU used
-    assert summary["warnings"] == []
-    for b in summary["per_step"]:
-        assert b["device_busy_ms"] <= b["dur_ms"] + 1e-6
+    assert summary.steps.count == len(t.steps) > 0
+    assert summary.runtime == "cuda"
+    assert summary.devices and len(summary.devices) == 1  # only the GPU used
+    assert summary.warnings == []
+    for b in summary.per_step:
+        assert b.device_busy_ms <= b.dur_ms + 1e-6

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 import torch.autograd.profiler as autograd_profiler
-from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import dataloader
 
 from perftune import _runtime
 from perftune.capture.child.session import CaptureSession
+from perftune.capture.child.stephooks import StepHooks
 from perftune.errors import UsageError
 
 
@@ -45,6 +45,7 @@ class Hooks:
     def __init__(self, session: CaptureSession) -> None:
         self.session = session
         self._undo: list[Callable[[], None]] = []
+        self.steps = StepHooks(session)
 
     def _patch(self, owner: Any, name: str, replacement: Any) -> None:
         original = inspect.getattr_static(owner, name)
@@ -55,7 +56,6 @@ class Hooks:
         """Install everything; the step marker module is imported here (sys.path must be set)."""
         self.install_step_hook()
         self._optimizer_created()
-        self._losses()
         self._batches()
         self._profiler_guard()
         self._user_steps()
@@ -68,10 +68,11 @@ class Hooks:
 
     # -- step sources ----------------------------------------------------------------------------
     def install_step_hook(self) -> None:
-        handle = register_optimizer_step_post_hook(  # type: ignore[no-untyped-call]
-            lambda optimizer, args, kwargs: self.session.on_optimizer_step(optimizer)
-        )
-        self._undo.append(handle.remove)
+        """The step detector's hooks (optimizer steps, backward(), module calls, the script's
+        profiler, seeds; perftune.capture.child.stephooks)."""
+        self.steps.install()
+        self.session.on_modules_unneeded = self.steps.drop_module_hook
+        self._undo.append(self.steps.remove)
 
     def _user_steps(self) -> None:
         session = self.session
@@ -134,19 +135,6 @@ class Hooks:
 
         self._patch(torch.optim.Optimizer, "__init__", __init__)
 
-    def _losses(self) -> None:
-        # The loss is the tensor backward() is called on, kept detached: reading it now would
-        # synchronise the device every step.
-        original = torch.Tensor.backward
-        session = self.session
-
-        @functools.wraps(original)
-        def backward(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-            session.on_loss(tensor)
-            return original(tensor, *args, **kwargs)  # type: ignore[no-untyped-call]
-
-        self._patch(torch.Tensor, "backward", backward)
-
     def _batches(self) -> None:
         iterator = dataloader._BaseDataLoaderIter
         original = iterator.__next__
@@ -154,7 +142,12 @@ class Hooks:
 
         @functools.wraps(original)
         def __next__(it: Any) -> Any:
-            batch = original(it)
+            outer = session.in_loader
+            session.in_loader = True  # transforms are modules: their calls are no steps
+            try:
+                batch = original(it)
+            finally:
+                session.in_loader = outer
             session.on_batch(batch)
             return batch
 

@@ -33,6 +33,7 @@ from perftune.capture.parent.layout import (
     STEPS_FILE,
     TRACE_FILE,
 )
+from perftune.capture.parent.refit import window_advice
 from perftune.capture.parent.results import write_json
 from perftune.capture.parent.spec import ChildSpec, take_spec
 from perftune.errors import PerftuneError
@@ -259,6 +260,11 @@ class ChildRun:
                 "exit_code": exit_code,
                 "error": error,
                 "step_source": session.step_source,
+                "step_detail": session.detector.detail(),
+                "skip": session.window_first,
+                "seeded": session.seeded,
+                "script_traces": list(session.script_traces),
+                "script_s": session.script_s,
                 "steps": session.steps_json(),
                 "peak_memory_bytes": session.peak_memory_bytes,
                 "memory_kind": session.memory_kind,
@@ -294,12 +300,16 @@ class ChildRun:
             "call perftune.step() at the end of each step, or pass "
             "--step-marker module:function naming a function called once per step"
         )
-        notes = []
+        notes: list[str] = []
+        if status not in ("ok", "window-not-reached"):
+            # The script failed (a SyntaxError, an argparse error, an exception): its own error
+            # and exit code say what to do; advice about marking steps or --skip would not.
+            return notes
         if session.source == "time-window":
             notes.append(
-                "no optimizer.step(), perftune.step() or step-marker call was seen, so the steps "
-                f"are time slices of {self.spec.time_slice_s:g} s; for real step "
-                f"times {how_to_mark}"
+                "no optimizer step, backward(), nn.Module call, perftune.step() or step-marker "
+                f"call was seen, so the steps are time slices of "
+                f"{self.spec.time_slice_s:.3g} s; for real step times {how_to_mark}"
             )
         elif steps == 0:
             if session.step_marker is not None:
@@ -312,9 +322,12 @@ class ChildRun:
             last = session.skip + session.active - 1
             notes.append(
                 f"the script ran {steps} step{'s' if steps != 1 else ''}, ending before the "
-                f"profiling window (steps {session.skip} to {last}) was complete; run it for "
-                "more steps or lower --skip/--active"
+                f"profiling window (steps {session.skip} to {last}) was complete; "
+                + window_advice(steps, session.skip, session.active)
             )
+        for path in session.script_traces:
+            notes.append(f"the script's own profiler writes its traces to {path}: analyse them "
+                         f"with `perftune analyze {path}`")
         return notes
 
 

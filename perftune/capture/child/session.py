@@ -1,7 +1,8 @@
 """One capture inside the child process: step boundaries, the window, losses, and the results.
 
-Every hook (optimizer step, perftune.step(), the step marker, time slices) ends in
-`CaptureSession.boundary`. Work on un-profiled steps is kept to a clock read and an append;
+Every hook (optimizer step, backward(), top-level module call, the script's prof.step(),
+perftune.step(), the step marker, time slices) ends in `CaptureSession.boundary`, where the
+step detector (`stepdetect.StepDetector`) says whether the event ends a step. Work on un-profiled steps is kept to a clock read and an append;
 CUDA is synchronised at boundaries only when the script itself initialised CUDA.
 """
 
@@ -10,18 +11,24 @@ from __future__ import annotations
 import math
 import sys
 import time
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from perftune.capture.child import stepdetect
 from perftune.capture.child.control import StopCapture, raise_in_main_thread
-from perftune.capture.child.steps import SOURCE_PRIORITY, StepLog, phase_of, window_action
+from perftune.capture.child.stepdetect import StepDetector
+from perftune.capture.child.steps import StepLog, phase_of, window_action
 from perftune.capture.child.window import MemoryPeak, ProfilerWindow
 from perftune.capture.parent.layout import TRACE_FILE
 
+# While the steps may still be regrouped (an optimizer was created but has not stepped yet, so
+# backward() calls are standing in; two optimizers were created and one has stepped), the window
+# waits, for at most this many steps past --skip: profiling steps that are about to be dropped
+# wastes the window.
+UNSETTLED_LIMIT = 64
 # In --full runs, loss tensors are read back in batches of this many steps, not one by one.
 _LOSS_BATCH = 256
 # The steps measured so far are handed to `CaptureSession.stream` at most this often, so that a
@@ -76,9 +83,18 @@ class CaptureSession:
             trace_path=run_dir / trace_name,
         )
         self.memory = MemoryPeak(self.cuda_available)
-        self.source: str | None = None
+        self.detector = StepDetector()
+        self.window_first = skip  # the first profiled step (later while steps are unsettled)
+        self.optimizers_created = 0
         self.optimizer_seen = False
-        self._stepping_optimizer: weakref.ref[Any] | None = None
+        self.seeded = False  # the script called torch.manual_seed
+        self.script_traces: list[str] = []  # where the script's own profiler wrote traces
+        self.in_loader = False  # inside DataLoader.__next__ (module calls there are no steps)
+        # Called once a detector stronger than module calls is in charge (StepHooks removes
+        # its nn.Module.__call__ patch).
+        self.on_modules_unneeded: Callable[[], None] | None = None
+        self.script_started: float | None = None
+        self.script_ended: float | None = None
         self.window_open = False
         self.window_done = False
         self.profiling = False  # perftune's profiler records the step under way
@@ -95,23 +111,42 @@ class CaptureSession:
         self._streamed_steps = 0
 
     # -- events from the hooks ---------------------------------------------------------------
+    @property
+    def source(self) -> str | None:
+        return self.detector.source
+
     def begin(self) -> None:
         """The script is about to start: with skip=0 the window opens before its first step."""
         if self.skip == 0:
             self._open_window()
+        # After the profiler started: its start-up is not the script's first step.
+        self.script_started = time.perf_counter()
+        self.log.begin_step(self.script_started)
 
     def on_optimizer_step(self, optimizer: Any) -> None:
-        # Only the first optimizer that steps marks steps: two optimizers stepping once per
-        # training step each (a GAN) must not count as two steps.
-        current = self._stepping_optimizer() if self._stepping_optimizer is not None else None
-        if current is None:
-            self._stepping_optimizer = weakref.ref(optimizer)
-        elif current is not optimizer:
-            return
-        self.boundary("optimizer")
+        # Keyed by the optimizer: several that take turns (a GAN) make one iteration.
+        self.boundary(stepdetect.OPTIMIZER, id(optimizer), type(optimizer).__name__)
+
+    def on_backward(self) -> None:
+        self.boundary(stepdetect.BACKWARD)
+
+    def on_module_call(self, module: Any) -> None:
+        self.boundary(stepdetect.MODULE, id(module), type(module).__name__)
+
+    def on_script_profiler_step(self) -> None:
+        self.boundary(stepdetect.SCRIPT_PROFILER)
+
+    def on_script_trace(self, path: str) -> None:
+        if self.enabled and path not in self.script_traces:
+            self.script_traces.append(path)
+
+    def on_seed(self) -> None:
+        if self.enabled:
+            self.seeded = True
 
     def on_optimizer_created(self) -> None:
         self.optimizer_seen = True
+        self.optimizers_created += 1
         if self.enabled and self.source == "time-window":
             # Real steps are coming; the time slices recorded so far mean nothing.
             self._drop_steps(None)
@@ -126,7 +161,7 @@ class CaptureSession:
 
     def on_tick(self) -> None:
         if self.time_slices_wanted():
-            self.boundary("time-window")
+            self.boundary(stepdetect.TIME_WINDOW)
 
     def time_slices_wanted(self) -> bool:
         return (
@@ -143,45 +178,49 @@ class CaptureSession:
         self.window.step_aside()
         if self.profiling:
             self.profiling = False
-            self.log.relabel("profiled", "measured", self.skip)
+            self.log.relabel("profiled", "measured", self.window_first)
 
     def forked(self) -> None:
         """In a forked child (a DataLoader worker): every hook goes quiet."""
         self.enabled = False
 
     # -- boundaries ----------------------------------------------------------------------------
-    def boundary(self, source: str) -> None:
-        """A step ended (seen by `source`); may stop the script after the window."""
+    def boundary(self, source: str, key: Any = None, name: str = "") -> None:
+        """An event of `source` (an optimizer or module `key`) was seen; it may end a step, and
+        may stop the script after the window."""
         if not self.enabled or self._busy:  # forked workers are disabled by forked()
             return
         self._busy = True  # a time-slice tick can arrive while a boundary is being handled
         try:
-            stop = self._boundary(source)
+            stop = self._boundary(source, key, name)
         finally:
             self._busy = False
         if stop:
             raise_in_main_thread(StopCapture)
 
-    def _boundary(self, source: str) -> bool:
-        if source != self.source:
-            if self.source is not None:
-                weaker = SOURCE_PRIORITY[source] < SOURCE_PRIORITY[self.source]
-                # Time slices are only a stand-in: real steps replace them even after their
-                # window; a real source's finished window stays.
-                if weaker or (self.window_done and self.source != "time-window"):
-                    return False
-                self._drop_steps(source)
-                return False
-            self.source = source
+    def _boundary(self, source: str, key: Any, name: str) -> bool:
+        before = self.source
+        decision = self.detector.event(source, key, name)
+        if decision == stepdetect.IGNORE:
+            return False
+        if before != self.source and self.on_modules_unneeded is not None and (
+                stepdetect.PRIORITY[source] > stepdetect.PRIORITY[stepdetect.MODULE]):
+            unneeded, self.on_modules_unneeded = self.on_modules_unneeded, None
+            unneeded()
+        if decision == stepdetect.REGROUP and not self._regroup(before):
+            return False
         self._sync()
         index = len(self.log)
-        phase = phase_of(index, self.skip, self.active, self.profiling)
+        phase = phase_of(index, self.window_first, self.active, self.profiling)
         self.log.add(time.perf_counter(), phase, self.pending_loss, self.pending_samples)
         self.pending_loss = None
         self.pending_samples = None
         self._stream()  # before the window action: never inside a step the profiler records
         stop = False
-        action = window_action(index + 1, self.skip, self.active)
+        action = window_action(index + 1, self.window_first, self.active)
+        if action == "start" and not self._settled(index + 1):
+            self.window_first += 1  # wait: these steps may still be regrouped
+            action = None
         if action == "start":
             self._open_window()
         elif action == "step":
@@ -245,8 +284,42 @@ class CaptureSession:
         if self.cuda_available and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
             torch.cuda.synchronize()
 
-    def _drop_steps(self, new_source: str | None) -> None:
-        old = self.source
+    def _settled(self, steps_done: int) -> bool:
+        """Whether the grouping of steps is final enough to profile them."""
+        if steps_done >= self.skip + UNSETTLED_LIMIT:
+            return True
+        if self.source == stepdetect.BACKWARD and self.optimizers_created:
+            return False  # an optimizer step is likely to come and regroup the backward() calls
+        if self.source == stepdetect.OPTIMIZER:
+            return len(self.detector.keys) >= self.optimizers_created
+        return True
+
+    def _regroup(self, old: str | None) -> bool:
+        """The steps seen so far belong to a new grouping. Before anything was profiled they
+        become the first step, which this event ends (True); once perftune's profiler ran on
+        them they are dropped and steps start again after this event (False)."""
+        if self.window_open or self.window_done:
+            self._drop_steps(self.source, old)
+            self.detector.dropped()
+            return False
+        folded = self.log.fold()
+        self.window_first = self.skip
+        if folded:
+            if self.pending_samples is None:
+                self.pending_samples = next((s.samples for s in folded if s.samples), None)
+            if self.pending_loss is None:
+                self.pending_loss = folded[-1].loss
+            self._merged_note(old, self.source)
+        return True
+
+    def _merged_note(self, old: str | None, new: str | None) -> None:
+        explicit = (stepdetect.PERFTUNE_STEP, stepdetect.MARKER, stepdetect.SCRIPT_PROFILER)
+        if new in explicit and old not in (None, stepdetect.TIME_WINDOW, new):
+            self.notes.append(f"steps are marked by {new}; the {old} boundaries seen before it "
+                              "were merged into step 0")
+
+    def _drop_steps(self, new_source: str | None, old: str | None = None) -> None:
+        old = old if old is not None else self.source
         self.window.discard()
         if self.window_done:
             self.window.forget()
@@ -255,10 +328,12 @@ class CaptureSession:
         self.window_open = False
         self.profiling = False
         self.log.restart(time.perf_counter())
+        self.window_first = self.skip
         self._streamed_steps = -1  # the next boundary streams the new steps
         self.pending_loss = None
         self.pending_samples = None
-        self.source = new_source
+        if new_source is None:
+            self.detector = StepDetector()
         if old not in (None, "time-window") and new_source is not None:
             self.notes.append(
                 f"steps are marked by {new_source}; the {old} boundaries seen before it were "
@@ -271,10 +346,13 @@ class CaptureSession:
         self.memory.reset()
         self.window_open = True
         self.profiling = self.window.start(
-            self.skip, {"step_source": self.source, "skip": self.skip, "active": self.active}
+            self.window_first,
+            {"step_source": self.source, "skip": self.window_first, "active": self.active}
         )
 
     def _close_window(self) -> None:
+        if self.source not in (None, stepdetect.TIME_WINDOW):
+            self.detector.locked = True  # real steps were profiled: the grouping stays
         # Read the peak before the profiler stops: exporting the trace allocates a lot.
         self.peak_memory_bytes = self.memory.read()
         self.memory_kind = self.memory.kind
@@ -288,8 +366,10 @@ class CaptureSession:
     def finish(self) -> None:
         """Close whatever is open (the script ended, crashed or was interrupted)."""
         self.enabled = False
+        if self.script_ended is None:
+            self.script_ended = time.perf_counter()
         if self.window_open:
-            done = len(self.log) - self.skip
+            done = len(self.log) - self.window_first
             if self.profiling:
                 self.notes.append(
                     f"the profiling window was cut short after {max(done, 0)} of {self.active} "
@@ -314,6 +394,14 @@ class CaptureSession:
         if self.step_marker is not None:
             return "marker"
         return "optimizer" if self.optimizer_seen else "time-window"
+
+    @property
+    def script_s(self) -> float | None:
+        """How long the script itself ran (perftune's imports and setup left out)."""
+        if self.script_started is None:
+            return None
+        end = self.script_ended if self.script_ended is not None else time.perf_counter()
+        return round(end - self.script_started, 6)
 
     def first_bad_loss(self) -> int | None:
         """Index of the first measured step whose loss is nan or infinite."""

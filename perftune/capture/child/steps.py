@@ -7,11 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# A stronger source replaces a weaker one the first time it fires: an explicit marker or
-# perftune.step() says more about the user's step than the optimizer does (two optimizers per
-# step, a GAN), and any of them beats the time-window fallback.
-SOURCE_PRIORITY = {"time-window": 0, "optimizer": 1, "perftune.step": 2, "marker": 3}
-
 
 def window_action(steps_done: int, skip: int, active: int) -> str | None:
     """What to do at the boundary after `steps_done` steps: start, step, stop or nothing.
@@ -77,6 +72,17 @@ class StepLog:
         """The next step starts now (after the between-steps work perftune does)."""
         self.step_start = now
         self.cpu_start = cpu_clock()
+
+    def fold(self) -> list[Step]:
+        """Forget the steps so far and return them: the next step starts where the first of
+        them started (they become part of it)."""
+        folded = list(self.steps)
+        if folded:
+            self.step_start = folded[0].start
+            self.cpu_start -= sum(step.cpu_ms or 0.0 for step in folded) / 1000.0
+        self.steps.clear()
+        self._unconverted = 0
+        return folded
 
     def restart(self, now: float) -> None:
         self.steps.clear()

@@ -35,4 +35,8 @@ RANK_FILE_GLOBS = (RANK_TRACE_GLOB, "rank-*.steps.json", ".capture-child-rank-*.
 SCHEMA_VERSION = 1
 
 STATUSES = ("ok", "window-not-reached", "crashed", "interrupted", "timeout", "oom", "nan")
+# How steps were found, weakest first (perftune.capture.child.stepdetect decides).
+STEP_SOURCES = ("time-window", "module", "backward", "optimizer", "script-profiler",
+                "perftune.step", "marker")
+PHASES = ("warmup", "profiled", "measured")
 DETAILS = ("light", "default", "full")

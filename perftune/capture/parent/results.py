@@ -76,6 +76,11 @@ class CaptureResult:
     active: int = 0
     profiler: str = "off"  # perftune | script (the script ran its own) | off
     notes: tuple[str, ...] = field(default=())
+    # How the step detector grouped the steps, in words (None: nothing to add to step_source).
+    step_detail: str | None = None
+    seeded: bool | None = None  # the script called torch.manual_seed (None: unknown)
+    script_traces: tuple[str, ...] = ()  # where the script's own torch.profiler wrote traces
+    script_s: float | None = None  # how long the script itself ran, perftune's setup left out
 
     @property
     def ok(self) -> bool:
@@ -113,6 +118,10 @@ def steps_document(result: CaptureResult, extra: Mapping[str, Any]) -> dict[str,
         "declared_knobs": dict(extra.get("declared_knobs", {})),
         "knobs": dict(extra.get("knobs", {})),
         "profiler": result.profiler,
+        "step_detail": result.step_detail,
+        "seeded": result.seeded,
+        "script_traces": list(result.script_traces),
+        "script_s": result.script_s,
         "notes": list(result.notes),
         "steps": [step.to_json() for step in result.steps],
     }
@@ -172,4 +181,8 @@ def load_capture(run_dir: Path) -> CaptureResult:
         active=doc.active,
         profiler=doc.profiler,
         notes=tuple(doc.notes),
+        step_detail=doc.step_detail,
+        seeded=doc.seeded,
+        script_traces=tuple(doc.script_traces),
+        script_s=doc.script_s,
     )

@@ -8,6 +8,7 @@ that this module turns into steps.json and meta.json.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -40,6 +41,7 @@ from perftune.capture.parent.layout import (
 )
 from perftune.capture.parent.meta import host_meta
 from perftune.capture.parent.process import ChildExit, run_child
+from perftune.capture.parent.refit import refit_options
 from perftune.capture.parent.results import (
     CaptureOutputError,
     CaptureResult,
@@ -110,6 +112,9 @@ class CaptureOptions:
     quiet: bool = False  # send the script's stdout/stderr to run_dir/output.log
     # Length of one pseudo-step when the script shows no step boundary at all.
     time_slice_s: float = 1.0
+    # When the script ends before the window (a run under a second), run it once more with a
+    # window that fits the steps it showed (perftune profile; parent/refit.py).
+    refit: bool = False
     # The child command; None: `python -m perftune.capture.child.bootstrap`. The tuner passes a
     # ZygoteLauncher's command (perftune/capture/parent/launcher.py) to fork trials from a zygote.
     launcher: Sequence[str] | None = None
@@ -229,10 +234,14 @@ def _assemble(
         trace_path=trace if trace.exists() else None,
         meta=meta,
         memory_kind=str(child.get("memory_kind", "rss")),
-        skip=options.skip,
+        skip=int(child.get("skip", options.skip)),  # later than asked while steps settled
         active=options.active,
         profiler=str(child.get("profiler", "off")),
         notes=tuple(notes),
+        step_detail=child.get("step_detail"),
+        seeded=child.get("seeded"),
+        script_traces=tuple(str(p) for p in child.get("script_traces") or ()),
+        script_s=child.get("script_s"),
     )
     extra = {
         "declared_knobs": child.get("declared_knobs", {}),
@@ -308,7 +317,15 @@ def run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) ->
     """
     validate(target, options)  # before the lock creates run_dir: bad options leave nothing
     with RunDir(run_dir).lock():
-        return _run_capture(target, run_dir, options)
+        result = _run_capture(target, run_dir, options)
+        again = refit_options(result, options) if options.refit else None
+        if again is None:
+            return result
+        refitted, why = again
+        if not options.quiet:
+            print(f"perftune: {why}", file=sys.stderr, flush=True)
+        second = _run_capture(target, run_dir, refitted)
+        return dataclasses.replace(second, notes=(why, *second.notes))
 
 
 def _run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -> CaptureResult:

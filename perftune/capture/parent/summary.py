@@ -10,8 +10,12 @@ from typing import Any
 from perftune import units
 from perftune.capture.parent.results import CaptureResult, StepRecord
 
+# How steps were found (steps.json's step_source), in the words of the summary line.
 SOURCE_WORDS = {
     "optimizer": "the optimizer.step() hook",
+    "backward": "backward() calls",
+    "module": "top-level nn.Module calls",
+    "script-profiler": "the script's own prof.step() calls",
     "perftune.step": "perftune.step() calls",
     "marker": "the --step-marker function",
     "time-window": "time slices (no step boundary found)",
@@ -107,6 +111,7 @@ def summary_document(result: CaptureResult) -> dict[str, Any]:
         "exit_code": result.exit_code,
         "error": result.error,
         "step_source": result.step_source,
+        "step_detail": result.step_detail,
         "steps": len(result.steps),
         "profiled": prof.to_json() if prof else None,
         "unprofiled": rest.to_json() if rest else None,
@@ -115,6 +120,7 @@ def summary_document(result: CaptureResult) -> dict[str, Any]:
         "peak_memory_bytes": result.peak_memory_bytes,
         "memory_kind": result.memory_kind,
         "trace": str(result.trace_path) if result.trace_path else None,
+        "script_traces": list(result.script_traces),
         "notes": list(result.notes),
     }
 
@@ -122,7 +128,8 @@ def summary_document(result: CaptureResult) -> dict[str, Any]:
 def summary_lines(result: CaptureResult, shown_run_dir: str | None = None) -> list[str]:
     count = len(result.steps)
     source = SOURCE_WORDS.get(result.step_source, result.step_source)
-    lines = [f"steps      {count} found by {source}" if count else "steps      none found"]
+    detail = f"; {result.step_detail}" if result.step_detail else ""
+    lines = [f"steps      {count} found by {source}{detail}" if count else "steps      none found"]
     profiled, plain = split_steps(result)
     stats = [s for s in (step_stats("profiled", profiled), step_stats("un-profiled", plain)) if s]
     if stats:
