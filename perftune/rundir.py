@@ -31,6 +31,7 @@ from perftune.documents import (
     FixDocument,
     GateDocument,
     MetaDocument,
+    ProvenanceDocument,
     StepsDocument,
     Summary,
     TuningDocument,
@@ -44,6 +45,7 @@ TRACE = "trace.json.gz"
 TRACE_PLAIN = "trace.json"  # a trace copied in by hand, uncompressed
 STEPS = "steps.json"
 META = "meta.json"
+PROVENANCE = "provenance.json"
 SUMMARY = "summary.json"
 FINDINGS = "findings.json"
 REPORT_HTML = "report.html"
@@ -69,13 +71,14 @@ PROFILER_TRACE_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
 
 # Files whose presence means the folder already holds a run: writing another run there would
 # mix the two (`--force` to overwrite).
-RUN_DOCUMENTS = (TRACE, STEPS, META, SUMMARY, FINDINGS, REPORT_HTML, REPORT_MD, TUNING, GATE, FIX)
+RUN_DOCUMENTS = (TRACE, STEPS, META, SUMMARY, FINDINGS, REPORT_HTML, REPORT_MD, TUNING, GATE, FIX,
+                 PROVENANCE)
 
 
 # The file each typed document is written as (RunDir.write_document).
 DOCUMENT_FILES: dict[type[msgspec.Struct], str] = {
     Summary: SUMMARY, FindingsDocument: FINDINGS, TuningDocument: TUNING, GateDocument: GATE,
-    FixDocument: FIX, DiffDocument: DIFF_JSON,
+    FixDocument: FIX, DiffDocument: DIFF_JSON, ProvenanceDocument: PROVENANCE,
 }
 
 
@@ -136,6 +139,10 @@ class RunDir:
     @property
     def meta(self) -> Path:
         return self.path / META
+
+    @property
+    def provenance(self) -> Path:
+        return self.path / PROVENANCE
 
     @property
     def summary(self) -> Path:
@@ -314,6 +321,10 @@ class RunDir:
 
     def read_meta(self) -> MetaDocument | None:
         return read_document(self.meta, MetaDocument)
+
+    def read_provenance(self) -> ProvenanceDocument | None:
+        """provenance.json of a CPU capture (None when absent)."""
+        return read_document(self.provenance, ProvenanceDocument)
 
     def read_tuning(self) -> TuningDocument | None:
         return read_document(self.file(TUNING), TuningDocument, strict=True)

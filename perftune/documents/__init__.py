@@ -56,6 +56,8 @@ from perftune.documents.analysis import (
 )
 from perftune.documents.capture import (
     MetaDocument,
+    ProvenanceDocument,
+    ProvenanceSite,
     StepEntry,
     StepsDocument,
 )
@@ -138,6 +140,7 @@ def document_data(document: msgspec.Struct) -> dict[str, Any]:
 DOCUMENTS: dict[str, type[msgspec.Struct]] = {
     "summary": Summary, "findings": FindingsDocument, "steps": StepsDocument, "meta": MetaDocument,
     "tuning": TuningDocument, "gate": GateDocument, "fix": FixDocument, "diff": DiffDocument,
+    "provenance": ProvenanceDocument,
 }
 
 
@@ -193,6 +196,8 @@ __all__ = [
     "PhaseTime",
     "Phases",
     "ProfiledSide",
+    "ProvenanceDocument",
+    "ProvenanceSite",
     "RankStats",
     "RankStep",
     "RankSteps",

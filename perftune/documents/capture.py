@@ -71,3 +71,44 @@ class MetaDocument(_Open, kw_only=True):
     perftune_version: str | None = None
     start_time: str | None = None
     wall_s: float | None = None
+
+
+# ---------------------------------------------------------------------------- provenance.json
+class ProvenanceSite(_Open, kw_only=True):
+    """One sync-prone call site seen during the profiled steps, at the user's line."""
+
+    file: str                       # as the interpreter names it (co_filename)
+    line: int
+    function: str
+    call: str                       # 'item', 'nonzero', '__bool__', '__getitem__[bool]', ...
+    via: str | None = None          # the library function the user's line called, if any
+    tagged: int = 0                 # calls whose input would be on the accelerator
+    untagged: int = 0               # calls on host-only tensors (never a device sync)
+    order: int = 0                  # when it was first seen in the window (0, 1, 2, ...): the
+                                    # order of the calls inside a step
+
+
+class ProvenanceDocument(_Open, kw_only=True):
+    """provenance.json: which sync-prone calls of the profiled steps ran on tensors that would
+    be on the accelerator (model parameters and buffers, `.to(device)` / `.cuda()` results,
+    factories given `device=`, and every op output computed from one of those)."""
+
+    schema_version: int = 1
+    enabled: bool = True
+    device: str = "cpu"              # where the run's tensors were ('cpu', 'cuda')
+    steps: int = 0                   # profiled steps the mode covered
+    ops_seen: int = 0
+    note: str | None = None
+    sites: list[ProvenanceSite] = msgspec.field(default_factory=list)
+
+    def tagged_at(self, file: str, line: int) -> bool | None:
+        """Whether a call at file:line ran on accelerator-bound tensors (None: not recorded)."""
+        found = [s for s in self.sites if s.line == line and _same_file(s.file, file)]
+        if not found:
+            return None
+        return any(s.tagged for s in found)
+
+
+def _same_file(recorded: str, named: str) -> bool:
+    a, b = recorded.replace("\\", "/"), named.replace("\\", "/")
+    return a == b or a.endswith("/" + b.lstrip("./")) or b.endswith("/" + a.lstrip("./"))

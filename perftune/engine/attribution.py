@@ -331,6 +331,53 @@ class SourceReader:
             self._sites[key] = result
         return self._sites[key]
 
+    def names_bound_to(self, file: str, callees: Iterable[str]) -> frozenset[str]:
+        """Names a file binds to the result of calling one of `callees` (`self.encoder =
+        nn.TransformerEncoder(...)`, `train_loader = DataLoader(...)` → 'encoder',
+        'train_loader'). Empty when the source is unavailable."""
+        wanted = frozenset(callees)
+        tree = self.tree(file)
+        if tree is None or not wanted:
+            return frozenset()
+        out: set[str] = set()
+        for node in ast.walk(tree):
+            targets: list[ast.expr] = []
+            value: ast.expr | None = None
+            if isinstance(node, ast.Assign):
+                targets, value = list(node.targets), node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            if not isinstance(value, ast.Call) or _callee(value) not in wanted:
+                continue
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    out.add(target.id)
+                elif isinstance(target, ast.Attribute):
+                    out.add(target.attr)
+        return frozenset(out)
+
+    def bindings(self, file: str) -> list[tuple[str, ast.Call, int]]:
+        """(name, call, line) of every `name = f(...)` / `self.name = f(...)` in a file."""
+        tree = self.tree(file)
+        out: list[tuple[str, ast.Call, int]] = []
+        if tree is None:
+            return out
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                targets, value = list(node.targets), node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                targets, value = [node.target], node.value
+            else:
+                continue
+            if not isinstance(value, ast.Call):
+                continue
+            for target in targets:
+                name = target.id if isinstance(target, ast.Name) else \
+                    target.attr if isinstance(target, ast.Attribute) else None
+                if name:
+                    out.append((name, value, value.lineno))
+        return out
+
     def all_calls(self, names: Iterable[str]) -> list[tuple[str, Site]]:
         """Calls named `names` anywhere in the files read so far ((file, site) pairs)."""
         wanted = set(names)
@@ -390,6 +437,31 @@ def read_source_line(path: str | Path, line: int, roots: SourceRoots | None = No
 
 # ---------------------------------------------------------------------------- occurrences
 SiteMatcher = Callable[[Site], bool]
+
+
+def library_call_matcher(reader: SourceReader, file: str, function: str,
+                         module_class: str | None) -> SiteMatcher:
+    """Call sites of the user's function that can have called a library function: an op that
+    ran inside a library call is the user's *call* line, never an `if` or another statement.
+
+    `function` is the library frame's function ('__getitem__' is indexing, '__next__' a loop
+    over an iterator); `module_class` an nn.Module's class: the calls of names the file binds
+    to an instance of it (`self.encoder = nn.TransformerEncoder(...)` → `self.encoder(...)`),
+    else any call whose name looks like it."""
+    if function == "__getitem__":
+        return lambda site: site.kind == "index"
+    if function == "__setitem__":
+        return lambda site: site.kind == "index-store"
+    if function in ("__next__", "__iter__"):
+        return lambda site: site.kind == "for" or (site.kind == "call" and site.name == "next")
+    if module_class is not None:
+        bound = reader.names_bound_to(file, {module_class})
+        lowered = module_class.lower()
+        if bound:
+            return lambda site: site.kind == "call" and site.name in bound
+        return lambda site: site.kind == "call" and bool(site.name) and (
+            site.name.lower() in lowered or lowered in site.name.lower())
+    return lambda site: site.kind == "call" and site.name == function
 
 
 @dataclass(frozen=True)
@@ -503,10 +575,12 @@ def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurren
     for (frame_row, _, _), occs in by_call.items():
         frame = frame_of_row(trace, frame_row)
         if frame is None:
-            # No python stack: keep different causes apart (by their op chain).
+            # No python stack: the enclosing record_function annotation (`## sparse_data_dist
+            # ##`) is the location; without one keep different causes apart by their op chain.
             for occ in occs:
-                placed.setdefault((None, None, " → ".join(occ.chain) or None), []).append(
-                    (occ, None, None))
+                region = enclosing_annotation(trace, occ.row)
+                key = ("@" + region) if region else (" → ".join(occ.chain) or None)
+                placed.setdefault((None, None, key), []).append((occ, None, None))
             continue
         sites = _assign_sites(reader, frame, occs, matcher(occs[0]) if matcher else None)
         for occ, site in zip(occs, sites, strict=True):
@@ -518,7 +592,7 @@ def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurren
         site = items[0][2]
         source = reader.line(file, line)
         if file is None:
-            function = None
+            function = function[1:] if function and function.startswith("@") else None
         groups.append(Group(
             location=Location(file=file, line=line, function=function,
                               source=source.rstrip() if source is not None else None),
@@ -526,6 +600,31 @@ def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurren
             resolved_path=reader.resolve(file) if file else None, site=site))
     groups.sort(key=lambda g: (-g.cost_ms_per_step, g.location.file or "", g.location.line or 0))
     return groups
+
+
+# Annotations that mark time, not code: never a location.
+_MARKER_ANNOTATIONS = ("ProfilerStep#", "enumerate(DataLoader)#", "perftune")
+
+
+def enclosing_annotation(trace: Trace, row: int) -> str | None:
+    """The innermost `record_function` region around a host event (`## sparse_data_dist ##`,
+    `Optimizer.step#SGD.step`), or None: where an event happened in a trace without python
+    stacks."""
+    from perftune.trace import categories as C
+
+    cats = trace.events["cat"]
+    if bool(trace.events["is_device"].iat[row]):
+        launch = trace.launched_by(row)
+        if launch is None:
+            return None
+        row = launch
+    for a in trace.ancestors(row):
+        if str(cats.iat[a]) != C.USER_ANNOTATION:
+            continue
+        name = trace.name_of(a)
+        if not name.startswith(_MARKER_ANNOTATIONS) and name.strip():
+            return name
+    return None
 
 
 def location_of(trace: Trace, reader: SourceReader, frame_row: int | None) -> Location:

@@ -15,6 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
+from perftune.documents import ProvenanceDocument
 from perftune.engine.attribution import (
     CallSite,
     Group,
@@ -27,7 +28,7 @@ from perftune.engine.attribution import (
     lookup_folders,
 )
 from perftune.engine.types import Location
-from perftune.rundir import RunDir
+from perftune.rundir import DocumentError, RunDir
 from perftune.sourcefiles import SourceRoots
 from perftune.trace.machine import MachinePeaks
 from perftune.trace.model import Trace
@@ -49,6 +50,19 @@ def run_phase_times(trace: Trace) -> PhaseTimes | None:
     return None
 
 
+def run_provenance(trace: Trace) -> ProvenanceDocument | None:
+    """provenance.json next to the trace (a CPU capture's device provenance), if any. An
+    unreadable one is ignored: provenance only narrows latent findings."""
+    for path in trace.paths:
+        try:
+            found = RunDir(Path(path).parent).read_provenance()
+        except DocumentError:
+            return None
+        if found is not None:
+            return found
+    return None
+
+
 def cached_machine_peaks() -> MachinePeaks | None:
     """The host's peaks from `perftune machine`'s cache: analysis never runs a benchmark."""
     from perftune.trace.machine import machine_peaks
@@ -64,6 +78,9 @@ class Context:
     source: SourceReader
     # Run-directory facts, read by the engine: profiled vs unprofiled steps (steps.json).
     phase_times: PhaseTimes | None = None
+    # Device provenance of a CPU capture (provenance.json): which sync-prone call sites ran on
+    # tensors that would be on the accelerator.
+    provenance: ProvenanceDocument | None = None
     # Where the host's peaks come from on a CPU trace: `perftune machine`'s cache by default.
     machine_source: Callable[[], MachinePeaks | None] = cached_machine_peaks
 
@@ -77,6 +94,7 @@ class Context:
         reader = SourceReader(access=SourceRoots.of(roots, lookup_folders(trace)))
         return cls(trace=trace, source=reader,
                    phase_times=run_phase_times(trace) if run_facts else None,
+                   provenance=run_provenance(trace) if run_facts else None,
                    machine_source=machine_source or cached_machine_peaks)
 
     # ------------------------------------------------------------------ shared indexes

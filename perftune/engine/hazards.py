@@ -11,12 +11,35 @@ catalogue's metadata, whichever rules are selected).
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from perftune.engine.attribution import CallSite, Group, Occurrence, Site, SiteMatcher
+import numpy as np
+
+from perftune.engine.attribution import (
+    CallSite,
+    Group,
+    Occurrence,
+    Site,
+    SiteMatcher,
+    frame_of_row,
+    library_call_matcher,
+)
 from perftune.engine.context import Context
+from perftune.engine.frameworks import (
+    HF_TRAINER,
+    LIGHTNING,
+    Framework,
+    config_site,
+    framework_of,
+    frameworks,
+    is_false,
+    keyword_value,
+    loader_function_site,
+)
 from perftune.engine.registry import superseding_rules
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
@@ -30,9 +53,179 @@ LATENT_NOTE = "synchronises the host when the tensor is on a GPU"
 _HOST_SIDE_LIBRARIES = ("torch/utils/data/", "torch/optim/", "torch/profiler/",
                         "torch/autograd/profiler", "torch/_dynamo/", "torch/_inductor/",
                         "torch/amp/", "torch/cuda/amp/", "perftune/")
+# The capture's provenance mode sits between every op and its caller in a CPU trace: it is
+# not where the op came from.
+_PROVENANCE_MODE_FILE = "capture/child/provenance.py"
 # Causes whose cost is the copy itself, not a drained pipeline.
 _COPY_CAUSES = frozenset({sm.SyncCause.HOST_TRANSFER, sm.SyncCause.PAGEABLE_COPY,
                           sm.SyncCause.BLOCKING_COPY, sm.SyncCause.TENSOR_FROM_PYTHON})
+
+
+# A sync inside a library function that the library lets its caller avoid: the library's own
+# lever, said at the user's call line (function name of a library frame → advice).
+LIBRARY_FIXES: dict[str, str] = {
+    "_detect_is_causal_mask": (
+        "pass `is_causal=True` with the causal mask (or `is_causal=False` without one): the "
+        "module then skips comparing the mask with a generated causal mask, which reads the "
+        "result back to the host"),
+    "_nested_tensor_from_mask_left_aligned": (
+        "construct the encoder with `enable_nested_tensor=False`: the nested-tensor fast path "
+        "checks the padding mask on the host"),
+    "_nested_tensor_from_mask": (
+        "construct the encoder with `enable_nested_tensor=False`: the nested-tensor fast path "
+        "checks the padding mask on the host"),
+    "_prepare_4d_attention_mask_for_sdpa": (
+        "pass `attention_mask=None` for batches without padding: the library tests an "
+        "all-ones mask with `torch.all(mask == 1)` on the host to drop it"),
+    "_ignore_causal_mask_sdpa": (
+        "pass `attention_mask=None` for batches without padding: the library tests an "
+        "all-ones mask on the host to drop it"),
+}
+
+
+# Syncs inside a framework's own loop: its configuration lever, said at the user's
+# configuration line (framework key, function of a library frame, advice, keyword).
+FRAMEWORK_FIXES: tuple[tuple[str, str, str, str], ...] = (
+    ("hf-trainer", "_inner_training_loop",
+     "set `TrainingArguments(logging_nan_inf_filter=False)`: with the default the Trainer "
+     "tests every step's loss with `torch.isnan(loss) or torch.isinf(loss)`, a host read of a "
+     "device value", "logging_nan_inf_filter"),
+    ("hf-trainer", "_prepare_input",
+     "set `TrainingArguments(accelerator_config={\"non_blocking\": True})` (with "
+     "`dataloader_pin_memory=True`, the default): the Trainer then copies each batch to the "
+     "GPU without waiting for it", "accelerator_config"),
+    ("hf-trainer", "_maybe_log_save_evaluate",
+     "raise `TrainingArguments(logging_steps=...)`: the Trainer reads the accumulated loss "
+     "back (`.item()`) at every logging step", "logging_steps"),
+    ("lightning", "log",
+     "log per-step values with `self.log(..., on_step=False, on_epoch=True)` (or without "
+     "`sync_dist=True`): Lightning then reduces them once per epoch instead of reading them "
+     "back every step", "on_step"),
+)
+
+
+@dataclass(frozen=True)
+class LibraryFix:
+    advice: str
+    framework: Framework | None = None
+    keyword: str | None = None      # the framework's configuration keyword
+
+
+def library_fix(call: sm.LibraryCall | None, frames: Sequence[str] = ()) -> LibraryFix | None:
+    """The library's (or the framework's) own lever against a sync inside its code."""
+    if call is None:
+        return None
+    found = next((LIBRARY_FIXES[f] for f in reversed(call.functions) if f in LIBRARY_FIXES), None)
+    if found is not None:
+        return LibraryFix(found)
+    fw = framework_of([*frames, *(n.replace(".", "/") + ".py" for n in call.inner)])
+    if fw is None:
+        return None
+    for function in reversed(call.functions):  # the innermost frame with a lever
+        for key, name, advice, keyword in FRAMEWORK_FIXES:
+            if key == fw.key and name == function:
+                return LibraryFix(advice, fw, keyword)
+    return None
+
+
+def is_named_library_call(call: sm.LibraryCall | None) -> bool:
+    """A call worth naming beside the user's line: an nn.Module, or a function of a package
+    other than torch (torch's wrappers of an op, `torch.unique` → `_unique_impl`, are the op)."""
+    return call is not None and (call.module_class is not None or call.package != "torch")
+
+
+def via_text(call: sm.LibraryCall) -> str:
+    """'nn.TransformerEncoder (torch.nn.modules.transformer._detect_is_causal_mask)'."""
+    inner = [n for n in call.inner if not n.endswith((".forward", "._call_impl"))]
+    return f"{call.name} ({inner[-1]})" if inner else call.name
+
+
+# The calls the capture's provenance mode records (perftune/capture/child/provenance.py) for each
+# neutral cause: a latent hazard on a CPU run is kept only where such a call ran on tensors
+# that would be on the accelerator.
+_PROVENANCE_CALLS: dict[sm.SyncCause, frozenset[str]] = {
+    sm.SyncCause.SCALAR_READBACK: frozenset({"item", "__bool__", "__int__", "__float__",
+                                             "__index__", "__complex__", "equal", "allclose"}),
+    sm.SyncCause.DATA_DEPENDENT_SHAPE: frozenset({"nonzero", "argwhere", "masked_select",
+                                                  "__getitem__[bool]", "nonzero_static"}),
+    sm.SyncCause.UNIQUE: frozenset({"unique", "unique_consecutive"}),
+    sm.SyncCause.HOST_TRANSFER: frozenset({"tolist", "cpu", "numpy"}),
+    sm.SyncCause.BOOLEAN_MASK_ASSIGNMENT: frozenset({"__setitem__[bool]"}),
+    sm.SyncCause.REPEAT_INTERLEAVE: frozenset({"repeat_interleave"}),
+}
+
+
+def provenance_lines(ctx: Context, hazard: sm.Hazard) -> frozenset[int] | None:
+    """On a CPU run with device provenance: the lines of the hazard's user function where a
+    call of its kind ran on accelerator-bound tensors (empty: only on host tensors, not a
+    hazard). None when provenance does not apply (GPU trace, no provenance.json, a copy)."""
+    doc = ctx.provenance
+    if doc is None or not doc.enabled or ctx.trace.has_device_activity:
+        return None
+    wanted = _PROVENANCE_CALLS.get(hazard.cause) if hazard.cause is not None else None
+    if wanted is None:
+        return None
+    frame = frame_of_row(ctx.trace, hazard.frame_row)
+    if frame is None:
+        return None
+    lines = {site.line for site in doc.sites
+             if site.function == frame.function and site.call in wanted and site.tagged
+             and same_file(site.file, frame.file)}
+    return frozenset(lines)
+
+
+def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[int, tuple[int, bool]]:
+    """On a CPU run with device provenance: hazard row → (recorded line, tagged).
+
+    The mode recorded, per line of the user's function, how many calls of each kind ran per
+    step on device-bound and on host-only tensors. The occurrences of one call of the function
+    (one step), in time order, are laid over those lines in source order with their per-step
+    counts — the recorded order, not a guess among the function's call sites."""
+    doc = ctx.provenance
+    out: dict[int, tuple[int, bool]] = {}
+    if doc is None or not doc.enabled or ctx.trace.has_device_activity:
+        return out
+    per_call: dict[tuple[int | None, int, frozenset[str]], list[sm.Hazard]] = {}
+    for h in hazards:
+        wanted = _PROVENANCE_CALLS.get(h.cause) if h.cause is not None else None
+        if wanted is not None:
+            if h.python_call in wanted:  # the recorded python call narrows the kind
+                wanted = frozenset({h.python_call})
+            per_call.setdefault((h.frame_row, h.step, wanted), []).append(h)
+    steps = max(1, doc.steps)
+    for (frame_row, _, wanted), group in per_call.items():
+        frame = frame_of_row(ctx.trace, frame_row)
+        if frame is None:
+            continue
+        recorded = sorted((s for s in doc.sites if s.function == frame.function
+                           and s.call in wanted and same_file(s.file, frame.file)
+                           and not _host_side_via(s.via)),
+                          key=lambda s: (s.order, s.line))  # the order they ran in a step
+        if not recorded:
+            continue
+        layout: list[tuple[int, bool]] = []
+        for site in recorded:
+            calls_per_step = max(1, round((site.tagged + site.untagged) / steps))
+            layout.extend([(site.line, site.tagged > 0)]
+                          * calls_per_step)
+        group.sort(key=lambda h: h.row)
+        for k, h in enumerate(group):
+            out[h.row] = layout[k % len(layout)]
+    return out
+
+
+def _host_side_via(via: str | None) -> bool:
+    """A call recorded inside a host-side library (the optimizer's step counters, data
+    loading): the hazard filter drops those, so the layout leaves them out too."""
+    if not via:
+        return False
+    dotted = tuple(m.rstrip("/").replace("/", ".") for m in _HOST_SIDE_LIBRARIES)
+    return via.startswith(dotted)
+
+
+def same_file(recorded: str, named: str) -> bool:
+    a, b = recorded.replace("\\", "/"), named.replace("\\", "/")
+    return a == b or a.endswith("/" + b.lstrip("./")) or b.endswith("/" + a.lstrip("./"))
 
 
 def calls(*names: str) -> SiteMatcher:
@@ -126,8 +319,11 @@ class HazardRule(Rule):
             if sm.in_data_loading(ctx.host, h.row):
                 continue  # the DataLoader builds batches from CPU tensors
             if latent and any(m in f.replace("\\", "/") for f in sm.library_frames(ctx.host, h.row)
+                              if not f.endswith(_PROVENANCE_MODE_FILE)
                               for m in _HOST_SIDE_LIBRARIES):
                 continue
+            if latent and provenance_lines(ctx, h) == frozenset():
+                continue  # provenance: this call ran on host-only tensors, never a device sync
             out.append(h)
         return out
 
@@ -145,20 +341,51 @@ class HazardRule(Rule):
         hazards = self.hazards(ctx)
         if not hazards:
             return
+        recorded = provenance_assignment(ctx, hazards) if latent else {}
+        # provenance: a call that ran on host-only tensors is never a device sync
+        hazards = [h for h in hazards if recorded.get(h.row, (0, True))[1]]
+        if not hazards:
+            return
         by_row = {h.row: h for h in hazards}
+        via = {h.row: sm.library_call(ctx.host, h.row) for h in hazards}
+        via_names = {row: call.name if call is not None else "" for row, call in via.items()}
         occs = [Occurrence(row=h.row, step=h.step, cost_us=self.occurrence_cost(ctx, h, latent),
                            cpu_us=h.cpu_us, stall_us=h.stall_us, chain=h.chain,
-                           frame_row=h.frame_row, key=f"{h.kind}|{h.python_call}")
+                           frame_row=h.frame_row,
+                           key=f"{h.kind}|{h.python_call}|{via_names[h.row]}"
+                               f"|{recorded[h.row][0] if h.row in recorded else ''}")
                 for h in hazards]
-        matchers = {o.key: self.site_matcher(by_row[o.row]) for o in occs}
+        matchers = {o.key: self.matcher_for(ctx, by_row[o.row], via[o.row],
+                                            recorded.get(o.row, (None, True))[0]) for o in occs}
         groups = ctx.attribute(occs, lambda o: matchers[o.key], windows=sm.step_windows(trace))
         for group in groups:
             if not self.keep_group(ctx, group, latent):
                 continue
-            yield self.to_finding(ctx, group, [by_row[r] for r in group.rows], latent)
+            yield self.to_finding(ctx, group, [by_row[r] for r in group.rows], latent,
+                                  via=via[group.rows[0]])
+
+    def matcher_for(self, ctx: Context, hazard: sm.Hazard, call: sm.LibraryCall | None,
+                    line: int | None = None) -> SiteMatcher | None:
+        """The rule's own call sites for an op issued straight from the user's line; the call
+        of the library function for one that ran inside a library call (the recorded stack
+        says which: never an `if` or index of the user's function for a library's sync)."""
+        own = self.site_matcher(hazard)
+        if line is not None:  # the line provenance recorded: no guessing among call sites
+            return lambda site: site.line == line
+        if call is None:
+            return own
+        user = frame_of_row(ctx.trace, hazard.frame_row)
+        if user is None:
+            return None
+        library = library_call_matcher(ctx.source, user.file, call.function, call.module_class)
+        if not is_named_library_call(call) and own is not None:
+            # torch's own wrapper of the op (`torch.unique` → torch/functional.py): the user
+            # called the op itself
+            return lambda site: own(site) or library(site)
+        return library
 
     def to_finding(self, ctx: Context, group: Group, hazards: list[sm.Hazard],
-                   latent: bool) -> Finding:
+                   latent: bool, via: sm.LibraryCall | None = None) -> Finding:
         trace = ctx.trace
         what = self.describe(group, hazards)
         per = _fmt_count(group.per_step)
@@ -181,10 +408,34 @@ class HazardRule(Rule):
                              "device_idle_after_ms_per_step": round(max(0.0, idle), 4),
                              "sync_calls": dict(syncs)})
             severity = gpu_severity(trace, group.cost_ms_per_step, float(self.config["error_share"]))
+        call = via
+        lever: tuple[LibraryFix, CallSite] | None = None
+        if call is not None and is_named_library_call(call):
+            evidence["via"] = call.name
+            if call.inner:
+                evidence["via_frames"] = list(call.inner[-3:])
+            message += f" — inside `{via_text(call)}`, called from this line"
+            fix = library_fix(call, sm.library_frames(ctx.host, group.rows[0]))
+            if fix is not None:
+                evidence["library_fix"] = fix.advice
+                message += f"; {fix.advice}"
+                if fix.framework is not None:
+                    evidence["framework"] = fix.framework.name
+                    config = config_site(ctx, fix.framework) \
+                        if fix.framework is not LIGHTNING else None
+                    if config is not None:  # the lever goes where the user configures it
+                        evidence["called_from"] = str(group.location)
+                        group = replace(group, location=config.location,
+                                        resolved_path=config.path, site=config.site)
+                        lever = (fix, config)
         ranks = {h.rank for h in hazards}
+        made = (Suggestion(title=lever[0].advice[0].upper() + lever[0].advice[1:],
+                           before=lever[1].location.source,
+                           after=f"{lever[1].site.name}(..., {lever[0].keyword}=...)")
+                if lever is not None else self.make_suggestion(ctx, group, hazards, latent))
         return self.finding(
             message, location=group.location,
-            suggestion=self.make_suggestion(ctx, group, hazards, latent),
+            suggestion=made,
             severity=severity, evidence=evidence,
             est_saving_ms_per_step=round(group.cost_ms_per_step, 4), count=group.count,
             op_chain=group.chain, latent=latent, rank=ranks.pop() if len(ranks) == 1 else None)
@@ -224,6 +475,8 @@ def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
     for move in sm.device_moves(ctx.host):
         if move.step < 0 or not (move.after_dataloader or move.early_in_step) or not move.input_dims:
             continue
+        if framework_moves(ctx, move.row, cause):
+            continue
         out.append(sm.Hazard(
             row=move.row, cause=cause, kind=f".{move.python_call}() of a batch",
             chain=("aten::to",), sync_rows=(), copy_rows=(), stall_us=0.0, cpu_us=move.cpu_us,
@@ -232,15 +485,111 @@ def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
     return out
 
 
+def framework_moves(ctx: Context, row: int, cause: sm.SyncCause) -> bool:
+    """A batch move made by a framework (Trainer's `_prepare_input`, Lightning's
+    `batch_to_device`): what it does on a GPU (pinned memory by default in Trainer,
+    `non_blocking=True` in Lightning and accelerate) is not a finding. Trainer with
+    `dataloader_pin_memory=False` keeps its pageable-copy finding."""
+    fw = framework_of(sm.library_frames(ctx.host, row))
+    if fw is None:
+        return False
+    if fw is HF_TRAINER and cause == sm.SyncCause.PAGEABLE_COPY:
+        return not is_false(keyword_value(config_site(ctx, fw), "dataloader_pin_memory"))
+    return True
+
+
 def non_blocking_of(trace: Trace, hazard: sm.Hazard, site: Site | None) -> bool:
     if site is not None and site.keyword("non_blocking") is not None:
         return site.keyword("non_blocking") == "True"
     return bool(sm.to_non_blocking(trace.concrete_inputs(hazard.row)))
 
 
-def dataloader_location(ctx: Context) -> CallSite | None:
-    sites = ctx.find_calls(["DataLoader"])
-    return sites[0] if sites else None
+_LOADER_CALLS = frozenset({"DataLoader", "StatefulDataLoader", "DataLoader2"})
+# Calls that wrap a loader on the way to a loop: `enumerate(loader)`, `iter(loader)`, `tqdm(...)`.
+_ITER_WRAPPERS = frozenset({"enumerate", "iter", "tqdm", "zip", "cycle", "islice", "trange"})
+
+
+def _names_in(expr: str) -> list[str]:
+    """Identifiers an iterated expression mentions, innermost call arguments included:
+    'enumerate(tqdm(self.train_loader))' → ['train_loader', ...]."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return []
+    out: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            out.append(node.attr)
+        elif isinstance(node, ast.Name) and node.id not in _ITER_WRAPPERS:
+            out.append(node.id)
+    return out
+
+
+def iterated_loader_names(ctx: Context, wait_rows: Sequence[int]) -> list[str]:
+    """Names of what the step's loop iterated, read at the loop line the recorded stack names
+    (`for x, y in train_loader:` → 'train_loader')."""
+    if not wait_rows:
+        return []
+    durations = ctx.trace.events["dur"].to_numpy()
+    occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
+                       frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
+    groups = ctx.attribute(occs, lambda o: fetch_site)
+    names: list[str] = []
+    for group in groups:
+        site = group.site
+        if site is None:
+            continue
+        names.extend(_names_in(site.name if site.kind == "for" else site.first_arg))
+    return list(dict.fromkeys(names))
+
+
+def dataloader_location(ctx: Context, wait_rows: Sequence[int] | None = None) -> CallSite | None:
+    """The `DataLoader(...)` construction of the loader the profiled steps iterated: the one
+    bound to the name the loop (recorded stack → `for ... in NAME`) reads, through one
+    `it = iter(NAME)` alias. When the stack cannot say, the only DataLoader of the user's
+    files; None when there are several and nothing tells which ran (never a guess)."""
+    sites = ctx.find_calls(sorted(_LOADER_CALLS))
+    if not sites:
+        return None
+    rows = list(wait_rows) if wait_rows is not None else loader_rows(ctx)
+    names = iterated_loader_names(ctx, rows)
+    if names:
+        by_file: dict[str, list[tuple[str, ast.Call, int]]] = {}
+        for cs in sites:
+            if cs.location.file is not None and cs.location.file not in by_file:
+                by_file[cs.location.file] = ctx.source.bindings(cs.location.file)
+        wanted = set(names)
+        for _ in range(2):  # `it = iter(train_loader)`: follow the alias once
+            for bindings in by_file.values():
+                for name, call, _ in bindings:
+                    if name in wanted and hazards_callee(call) in _ITER_WRAPPERS:
+                        wanted |= set(_names_in(ast.unparse(call)))
+        for file, bindings in by_file.items():
+            lines = {line for name, call, line in bindings
+                     if name in wanted and hazards_callee(call) in _LOADER_CALLS}
+            for cs in sites:
+                if cs.location.file == file and cs.location.line in lines:
+                    return cs
+    if LIGHTNING in frameworks(ctx):
+        found = loader_function_site(ctx, "train_dataloader")
+        if found is not None:
+            return found
+    return sites[0] if len(sites) == 1 else None
+
+
+def hazards_callee(call: ast.Call) -> str:
+    func = call.func
+    return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+
+
+def loader_rows(ctx: Context) -> list[int]:
+    """Rows of the DataLoader fetches (`enumerate(DataLoader)#...__next__`) inside the steps."""
+    from perftune.trace import categories as C
+
+    fetch = ctx.trace.events["name"].astype(str).str.startswith(C.DATALOADER_PREFIX).to_numpy()
+    rows = np.flatnonzero(fetch & ~ctx.host.is_device).tolist()
+    steps = sm.in_scope_steps(ctx.trace, rows)
+    return [r for r, k in zip(rows, steps.tolist(), strict=True) if k >= 0]
 
 
 def loop_location(ctx: Context, wait_rows: Sequence[int]) -> Location:
@@ -249,14 +598,21 @@ def loop_location(ctx: Context, wait_rows: Sequence[int]) -> Location:
     durations = ctx.trace.events["dur"].to_numpy()
     occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
                        frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
-    groups = ctx.attribute(occs, lambda o: (lambda s: s.kind == "for" or (s.kind == "call" and s.name == "next")))
+    groups = ctx.attribute(occs, lambda o: fetch_site)
     return groups[0].location if groups else Location()
+
+
+def fetch_site(site: Site) -> bool:
+    """A line that can fetch a batch: `for ... in loader:` (not over a range) or `next(it)`."""
+    if site.kind == "for":
+        return not site.name.startswith(("range(", "enumerate(range(", "tqdm(range(", "trange("))
+    return site.kind == "call" and site.name == "next"
 
 
 def loader_location(ctx: Context, wait_rows: Sequence[int]) -> tuple[Location, CallSite | None]:
     """Where to point a DataLoader-configuration finding: the DataLoader's construction in the
     user's code when it can be found, else the loop that iterates over it."""
-    site = dataloader_location(ctx)
+    site = dataloader_location(ctx, wait_rows)
     if site is not None:
         return site.location, site
     return loop_location(ctx, wait_rows), None

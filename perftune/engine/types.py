@@ -41,7 +41,8 @@ class Location:
 
     def __str__(self) -> str:
         if self.file is None:
-            return "<trace>"
+            # no python stack: the record_function region it ran in, when known
+            return self.function or "<trace>"
         return f"{self.file}:{self.line}" if self.line is not None else self.file
 
 

@@ -460,8 +460,8 @@ class Trace:
     def user_frame(self, i: int) -> Frame | None:
         """The innermost frame of the user's own code that led to event i.
 
-        Frames inside torch, the standard library and perftune are skipped; third-party
-        packages (transformers, timm, ...) count as the user's. Device events map to their
+        Frames inside torch, the standard library, installed packages (site-packages:
+        numpy, transformers, ...) and perftune are skipped. Device events map to their
         launching call; backward ops run on autograd threads without a python stack, so they are
         mapped to their forward op through `fwdbwd` flows.
         """

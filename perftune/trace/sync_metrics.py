@@ -23,7 +23,13 @@ from functools import cached_property
 import numpy as np
 
 from perftune.trace import categories as C
-from perftune.trace.frames import is_user_frame, parse_python_function
+from perftune.trace.frames import (
+    Frame,
+    dotted_name,
+    is_user_frame,
+    package_of,
+    parse_python_function,
+)
 from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Trace
 
@@ -399,6 +405,81 @@ def library_frames(host: HostIndex, row: int) -> tuple[str, ...]:
         if frame is not None:
             out.append(frame.file)
     return tuple(out)
+
+
+# Frames that only route a call (module __call__, hooks, decorators): never what a user called.
+_PLUMBING_FILES = ("torch/nn/modules/module.py", "torch/_dynamo/", "torch/utils/_contextlib.py",
+                   "torch/autograd/grad_mode.py", "torch/_compile.py", "torch/utils/hooks.py",
+                   "torch/_jit_internal.py", "torch/overrides.py", "torch/utils/_device.py",
+                   "torch/_tensor.py", "torch/autograd/profiler.py", "perftune/capture/",
+                   "perftune/_runtime.py")
+_MODULE_PREFIX = "nn.Module: "
+
+
+@dataclass(frozen=True)
+class LibraryCall:
+    """The library code a user's line called on the way to an op (numpy's memmap indexing,
+    nn.TransformerEncoder's forward, a framework's training loop)."""
+
+    name: str                 # what the user's line called: 'numpy._core.memmap.__getitem__',
+                              # 'nn.TransformerEncoder' (a module: its class)
+    function: str             # the entry frame's function: '__getitem__', 'forward', 'train'
+    module_class: str | None  # the nn.Module class called, when the call was a module's
+    inner: tuple[str, ...]    # dotted names of the library frames below the entry, outer first
+    package: str | None       # top-level package of the entry frame ('numpy', 'torch', ...)
+
+    @property
+    def functions(self) -> tuple[str, ...]:
+        """Function names of every library frame from the entry down (for known fixes)."""
+        return (self.function, *(n.rsplit(".", 1)[-1] for n in self.inner))
+
+
+def _module_class(name: str) -> str:
+    """'nn.Module: TransformerEncoder_0' → 'TransformerEncoder'."""
+    base = name.removeprefix(_MODULE_PREFIX)
+    head, _, tail = base.rpartition("_")
+    return head if head and tail.isdigit() else base
+
+
+def library_call(host: HostIndex, row: int) -> LibraryCall | None:
+    """The library function (or module) the user's innermost frame called to issue `row`, or
+    None when the op came straight from the user's line. Backward ops use their forward op."""
+    idx, trace = host, host.trace
+    frames: list[Frame] = []      # library frames below the user frame, inner first
+    modules: list[str] = []       # nn.Module events below the user frame, inner first
+    reached_user = False
+    for a in trace.ancestors(row):
+        if idx.cat[a] != C.PYTHON_FUNCTION:
+            continue
+        name = idx.names[a]
+        if name.startswith(_MODULE_PREFIX):
+            modules.append(name)
+            continue
+        if idx.is_user_frame_row(a):
+            reached_user = True
+            break
+        frame = parse_python_function(name)
+        if frame is not None:
+            frames.append(frame)
+    if not reached_user:
+        fwd = trace.forward_op_of(row)
+        if fwd is not None and fwd != row:
+            return library_call(host, fwd)
+        return None
+    outer_first = [f for f in reversed(frames)
+                   if not any(p in f.file.replace("\\", "/") for p in _PLUMBING_FILES)]
+    if not outer_first:
+        return None
+    entry = outer_first[0]
+    inner = tuple(dotted_name(f) for f in outer_first[1:])
+    module = _module_class(modules[-1]) if modules and entry.function == "forward" else None
+    package = package_of(entry)
+    if module is not None:
+        name = f"nn.{module}" if package == "torch" else module
+    else:
+        name = dotted_name(entry)
+    return LibraryCall(name=name, function=entry.function, module_class=module, inner=inner,
+                       package=package)
 
 
 def idle_after_us(host: HostIndex, row: int, cap_us: float = 10_000.0) -> float:

@@ -58,7 +58,7 @@ class DataLoaderWait(Rule):
         # The wait happens where the loop asks for the next batch; the fix goes where the
         # DataLoader is built (the diff edits that line when it is in the same file).
         location = loop_location(ctx, wait.rows)
-        site = dataloader_location(ctx)
+        site = dataloader_location(ctx, wait.rows)
         ms = wait.wait_us_per_step / 1000.0
         current = site.site.keyword("num_workers") if site is not None else None
         workers = 4

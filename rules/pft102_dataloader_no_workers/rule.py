@@ -38,10 +38,11 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from perftune.engine.context import Context
+from perftune.engine.frameworks import HF_TRAINER, config_site, frameworks
 from perftune.engine.hazards import loader_location
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
-from perftune.engine.types import Finding, Severity
+from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import sync_metrics as sm
 
 
@@ -57,6 +58,25 @@ class DataLoaderNoWorkers(Rule):
         location, site = loader_location(ctx, wait.rows)
         ms = wait.wait_us_per_step / 1000.0
         severity = Severity.ERROR if wait.share >= float(self.config["error_share"]) else Severity.WARNING
+        trainer = config_site(ctx, HF_TRAINER) if HF_TRAINER in frameworks(ctx) else None
+        if trainer is not None:
+            # The Trainer builds the DataLoader: its lever, at the TrainingArguments(...) line.
+            yield self.finding(
+                f"The Hugging Face Trainer's DataLoader has no worker processes: the step "
+                f"itself builds every batch ({ms:.2f} ms/step, {wait.share:.0%} of the step)",
+                location=trainer.location, severity=severity,
+                suggestion=Suggestion(
+                    title="Use worker processes: TrainingArguments(dataloader_num_workers=4, "
+                          "dataloader_persistent_workers=True)",
+                    before=trainer.location.source,
+                    after=f"{trainer.site.name}(..., dataloader_num_workers=4, "
+                          "dataloader_persistent_workers=True)",
+                    knobs={"num_workers": [2, 4, 8]}),
+                evidence={"wait_ms_per_step": round(ms, 4), "share": round(wait.share, 4),
+                          "batches": len(wait.rows), "steps": wait.steps,
+                          "framework": HF_TRAINER.name},
+                est_saving_ms_per_step=round(ms, 4), count=len(wait.rows))
+            return
         yield self.finding(
             f"The DataLoader has no worker processes: the step itself builds every batch "
             f"({ms:.2f} ms/step, {wait.share:.0%} of the step)",

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from perftune.engine.context import Context
+from perftune.engine.frameworks import HF_TRAINER, config_site, frameworks, is_false, keyword_value
 from perftune.engine.hazards import dataloader_location
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
@@ -56,6 +57,11 @@ class DataLoaderNoPinMemory(Rule):
                   if h.cause == sm.SyncCause.PAGEABLE_COPY and h.step >= 0 and sm.follows_dataloader(ctx.host, h.row)]
         if not copies:
             return
+        if HF_TRAINER in frameworks(ctx):
+            # The Trainer builds its DataLoader with pin_memory=True unless told otherwise.
+            trainer = config_site(ctx, HF_TRAINER)
+            if not is_false(keyword_value(trainer, "dataloader_pin_memory")):
+                return
         site = dataloader_location(ctx)
         if site is not None and (site.site.keyword("pin_memory") or "").strip() == "True":
             return

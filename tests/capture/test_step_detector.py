@@ -130,6 +130,8 @@ def test_a_script_shorter_than_the_window_is_profiled_again_with_a_window_that_f
     assert (done.run_dir / "trace.json.gz").is_file()
     assert "--skip 1 --active 2" in done.stderr
     assert "lower --skip" not in done.stdout + done.stderr
+    # The window waited for the optimizer step: nothing was profiled and then dropped.
+    assert not any("dropped" in note for note in steps["notes"])
 
 
 def test_a_short_script_without_steps_is_profiled_whole_in_time_slices(tmp_path: Path,

@@ -24,10 +24,18 @@ def by_code(name: str, code: str) -> list[Finding]:
     return [f for f in findings(name) if f.code == code]
 
 
-def test_bert_item_sync_is_attributed_to_the_transformers_line() -> None:
+def test_bert_item_sync_is_attributed_to_the_users_call_into_transformers() -> None:
+    # The innermost frame of the user's own code (not site-packages): the call of the model,
+    # with the library function that synchronised named beside it, and the library's lever.
     (f,) = by_code(BERT, "PFT206")
-    assert (f.location.file, f.location.line) == ("transformers/modeling_attn_mask_utils.py", 429)
-    assert f.location.function == "_prepare_4d_attention_mask_for_sdpa"
+    assert (f.location.file, f.location.line) == (
+        "moca/library/model_hub/huggingface/model/adapters/text_base_model.py", 28)
+    assert f.location.function == "run_on_input"
+    assert f.evidence["via"] == "BertLMHeadModel"
+    assert f.evidence["via_frames"][-1] == \
+        "transformers.modeling_attn_mask_utils._prepare_4d_attention_mask_for_sdpa"
+    assert "_prepare_4d_attention_mask_for_sdpa" in f.message
+    assert "attention_mask=None" in f.evidence["library_fix"]
     assert f.op_chain == ("aten::is_nonzero", "aten::item", "aten::_local_scalar_dense",
                           "cudaMemcpyAsync", "cudaStreamSynchronize")
     assert not f.latent and f.count == 1

@@ -1,5 +1,6 @@
-"""Which python frames are the user's: torch and the standard library are skipped, third-party
-packages (transformers, timm, ...) are kept because a user can change or configure them."""
+"""Which python frames are the user's: torch, the standard library and installed third-party
+packages (numpy, transformers, timm, ...) are library code; the user's line is the innermost
+frame of their own code, with the library function it called named beside it."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from perftune.trace.frames import Frame, is_library_frame, is_user_frame, parse_
     ("train.py(10): main", True),
     ("/home/me/project/train.py(10): main", True),
     ("C:\\work\\proj\\train.py(5): step", True),
-    ("transformers/modeling_attn_mask_utils.py(429): _prepare_4d_attention_mask_for_sdpa", True),
-    ("/home/me/.venv/lib/python3.11/site-packages/transformers/models/bert.py(88): forward", True),
-    ("/usr/lib/python3/dist-packages/timm/models/vit.py(12): forward", True),
+    ("transformers/modeling_attn_mask_utils.py(429): _prepare_4d_attention_mask_for_sdpa", False),
+    ("/home/me/.venv/lib/python3.11/site-packages/transformers/models/bert.py(88): forward", False),
+    ("/usr/lib/python3/dist-packages/timm/models/vit.py(12): forward", False),
+    ("/home/me/.venv/lib/python3.11/site-packages/numpy/_core/memmap.py(359): __getitem__", False),
+    ("numpy/_core/memmap.py(359): __getitem__", False),
+    ("/home/me/nanogpt/train.py(120): <listcomp>", True),
     ("moca/library/profiling/profile.py(34): run_torch_profiler", True),
     ("torch/nn/modules/module.py(1501): _call_impl", False),
     ("/opt/conda/lib/python3.10/site-packages/torch/nn/functional.py(2000): dropout", False),
@@ -49,3 +53,22 @@ def test_frame_parts_and_text() -> None:
     frame = parse_python_function("a/b (copy).py(42): f(x)")
     assert frame == Frame(file="a/b (copy).py", line=42, function="f(x)")
     assert str(frame) == "a/b (copy).py(42): f(x)"
+
+
+@pytest.mark.parametrize(("name", "dotted", "package"), [
+    ("/venv/lib/python3.11/site-packages/numpy/_core/memmap.py(359): __getitem__",
+     "numpy._core.memmap.__getitem__", "numpy"),
+    ("transformers/models/bert/modeling_bert.py(1001): forward",
+     "transformers.models.bert.modeling_bert.forward", "transformers"),
+    ("/opt/conda/lib/python3.10/site-packages/torch/nn/modules/transformer.py(900): _detect_is_causal_mask",
+     "torch.nn.modules.transformer._detect_is_causal_mask", "torch"),
+    ("/src/torch/nn/functional.py(10): dropout", "torch.nn.functional.dropout", "torch"),
+    ("/venv/lib/python3.11/site-packages/lightning/__init__.py(3): f", "lightning.f", "lightning"),
+])
+def test_library_frames_are_named_by_their_module(name: str, dotted: str, package: str) -> None:
+    from perftune.trace.frames import dotted_name, package_of
+
+    frame = parse_python_function(name)
+    assert frame is not None
+    assert dotted_name(frame) == dotted
+    assert package_of(frame) == package

@@ -27,6 +27,7 @@ from perftune.capture.child.shutdown import THREAD_GRACE_S, wind_down
 from perftune.capture.child.timeslice import TICK_SIGNAL, TimeSliceTicker
 from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
+    PROVENANCE_FILE,
     RANK_CHILD_RESULT_FILE,
     RANK_TRACE_FILE,
     SCHEMA_VERSION,
@@ -36,6 +37,7 @@ from perftune.capture.parent.layout import (
 from perftune.capture.parent.refit import window_advice
 from perftune.capture.parent.results import write_json
 from perftune.capture.parent.spec import ChildSpec, take_spec
+from perftune.documents import document_data
 from perftune.errors import PerftuneError
 from perftune.fsutil import OutputError, write_json_atomic
 
@@ -103,6 +105,7 @@ class ChildRun:
             run_dir=self.run_dir,
             step_marker=spec.step_marker,
             trace_name=trace_name,
+            provenance=self.rank is None,
         )
         self.hooks = Hooks(self.session)
         self.ticker: TimeSliceTicker | None = None
@@ -249,6 +252,7 @@ class ChildRun:
                 status = "nan"
                 error = f"the loss is not finite at step {bad}"
         notes = [*session.window.notes, *session.notes, *self._step_notes(status)]
+        notes.extend(self._write_provenance())
         try:
             meta = torch_meta()
         except Exception as exc:
@@ -278,6 +282,18 @@ class ChildRun:
                 "output_error": session.window.output_error,
             },
         )
+
+    def _write_provenance(self) -> list[str]:
+        """provenance.json (device provenance of the profiled steps), when it was recorded."""
+        recorder = self.session.provenance
+        document = recorder.document() if recorder is not None else None
+        if document is None or not self.session.window_done:
+            return []
+        try:
+            write_json_atomic(self.run_dir / PROVENANCE_FILE, document_data(document))
+        except (OutputError, OSError) as exc:
+            return [f"device provenance could not be written ({exc})"]
+        return [document.note] if document.note else []
 
     def _hand_over(self, document: dict[str, Any]) -> None:
         """Write the results file; when the run directory cannot take it (full disk, read-only),

@@ -19,11 +19,14 @@ import torch
 
 from perftune.capture.child import stepdetect
 from perftune.capture.child.control import StopCapture, raise_in_main_thread
+from perftune.capture.child.provenance import Provenance
 from perftune.capture.child.stepdetect import StepDetector
 from perftune.capture.child.steps import StepLog, phase_of, window_action
 from perftune.capture.child.window import MemoryPeak, ProfilerWindow
 from perftune.capture.parent.layout import TRACE_FILE
 
+# Warm-up steps before the profiler window that record device provenance (CPU runs).
+PROVENANCE_STEPS = 3
 # While the steps may still be regrouped (an optimizer was created but has not stepped yet, so
 # backward() calls are standing in; two optimizers were created and one has stepped), the window
 # waits, for at most this many steps past --skip: profiling steps that are about to be dropped
@@ -69,6 +72,7 @@ class CaptureSession:
         run_dir: Path,
         step_marker: str | None = None,
         trace_name: str = TRACE_FILE,
+        provenance: bool = False,
     ) -> None:
         self.skip = skip
         self.active = active
@@ -83,6 +87,12 @@ class CaptureSession:
             trace_path=run_dir / trace_name,
         )
         self.memory = MemoryPeak(self.cuda_available)
+        # Device provenance (CPU runs; provenance.json), recorded over the last warm-up steps
+        # before the window (the same code as the profiled steps): its per-op Python hook
+        # would otherwise inflate the very host time the profiled steps measure. With no
+        # warm-up steps (skip=0) it runs inside the window.
+        self.provenance = Provenance(cuda=self.cuda_available) if provenance and profile else None
+        self.provenance_steps = min(PROVENANCE_STEPS, skip)
         self.detector = StepDetector()
         self.window_first = skip  # the first profiled step (later while steps are unsettled)
         self.optimizers_created = 0
@@ -117,6 +127,10 @@ class CaptureSession:
 
     def begin(self) -> None:
         """The script is about to start: with skip=0 the window opens before its first step."""
+        if self.provenance is not None:
+            self.provenance.install()
+            if self.provenance_steps and self.skip == self.provenance_steps:
+                self.provenance.start()  # every warm-up step is one it covers
         if self.skip == 0:
             self._open_window()
         # After the profiler started: its start-up is not the script's first step.
@@ -183,6 +197,8 @@ class CaptureSession:
     def forked(self) -> None:
         """In a forked child (a DataLoader worker): every hook goes quiet."""
         self.enabled = False
+        if self.provenance is not None:
+            self.provenance.abandon()
 
     # -- boundaries ----------------------------------------------------------------------------
     def boundary(self, source: str, key: Any = None, name: str = "") -> None:
@@ -217,6 +233,11 @@ class CaptureSession:
         self.pending_samples = None
         self._stream()  # before the window action: never inside a step the profiler records
         stop = False
+        if self.provenance is not None:
+            self.provenance.step()  # counts the steps it covered while it runs
+            if self.provenance_steps and index + 1 == self.window_first - self.provenance_steps \
+                    and not self.window_done:
+                self.provenance.start()
         action = window_action(index + 1, self.window_first, self.active)
         if action == "start" and not self._settled(index + 1):
             self.window_first += 1  # wait: these steps may still be regrouped
@@ -292,6 +313,10 @@ class CaptureSession:
             return False  # an optimizer step is likely to come and regroup the backward() calls
         if self.source == stepdetect.OPTIMIZER:
             return len(self.detector.keys) >= self.optimizers_created
+        if self.source == stepdetect.MODULE:
+            # The forward comes before backward() in the same iteration: with an optimizer
+            # around, or before a second step shows the calls repeat, wait.
+            return not self.optimizers_created and steps_done >= 2
         return True
 
     def _regroup(self, old: str | None) -> bool:
@@ -349,6 +374,11 @@ class CaptureSession:
             self.window_first,
             {"step_source": self.source, "skip": self.window_first, "active": self.active}
         )
+        if self.provenance is not None:
+            if self.provenance.running:
+                self.provenance.stop()  # the warm-up steps it covered end here
+            elif self.profiling and self.provenance_steps == 0:
+                self.provenance.start()
 
     def _close_window(self) -> None:
         if self.source not in (None, stepdetect.TIME_WINDOW):
@@ -356,6 +386,8 @@ class CaptureSession:
         # Read the peak before the profiler stops: exporting the trace allocates a lot.
         self.peak_memory_bytes = self.memory.read()
         self.memory_kind = self.memory.kind
+        if self.provenance is not None:
+            self.provenance.stop()
         self.window.stop()
         self.window_open = False
         self.window_done = True

@@ -11,6 +11,7 @@ from perftune import rundir
 TRACE_FILE = rundir.TRACE
 STEPS_FILE = rundir.STEPS
 META_FILE = rundir.META
+PROVENANCE_FILE = rundir.PROVENANCE
 OUTPUT_LOG = rundir.OUTPUT_LOG
 
 # Private hand-over file from the child to the parent; removed once the run is assembled.

@@ -1,0 +1,348 @@
+"""Device provenance of the training step on a CPU run (provenance.json).
+
+On a CPU trace every `.item()`, `nonzero()` or boolean mask looks the same; on a GPU only the
+ones whose tensor lives on the device synchronise the host. This module tells them apart by
+running the profiled steps under a `torch.overrides.TorchFunctionMode` that *tags* tensors that
+would be on the accelerator:
+
+- model parameters (`nn.Parameter`) and the buffers of every module called in the window;
+- results of `.to(device)` / `.cuda()` (whatever `device` is in this run: the script chose to
+  move them), and factories given `device=` (`torch.zeros(..., device=device)`);
+- outputs of any op with a tagged input (the tag propagates through the step).
+
+Not tagged, hence never hazards: index tensors made without `device=` (`torch.randint`),
+module-level constants, what the Dataset/collate code builds, the optimizer's step counters,
+Python bools (the mode never sees those). For every sync-prone call (`item`, `tolist`, `cpu`,
+`numpy`, `bool(t)`, `int(t)`, `nonzero`, `unique`, boolean-mask indexing, ...) the mode records
+the innermost frame of the user's code (and the library function in between) with how many
+calls ran on tagged and untagged inputs; the latent-sync rules read that back.
+
+Cost: a Python call per torch function, for a few steps only. The session runs the mode over
+the last warm-up steps before the profiler window (the same code as the profiled steps, and
+steps that are never measured): its hook would otherwise inflate the host time the profiled
+steps record (benchmarks/provenance_overhead.py measures it). With no warm-up steps it runs
+inside the window. `.to()`/`.cuda()` results are tagged from the script's start by a thin
+wrapper, so data moved to the device before the mode starts counts too. On a CUDA run the mode
+is off by default (the trace measures the real syncs); PERFTUNE_PROVENANCE=1/0 forces it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from perftune.documents import ProvenanceDocument, ProvenanceSite
+from perftune.trace.frames import Frame, dotted_name, is_user_frame
+
+ENV = "PERFTUNE_PROVENANCE"
+
+# Calls that read a device value on the host (or whose output size depends on device data).
+_SYNC_PRONE = frozenset({
+    "item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__",
+    "__complex__", "nonzero", "argwhere", "nonzero_static", "unique", "unique_consecutive",
+    "masked_select", "equal", "allclose", "repeat_interleave", "bincount",
+})
+_INDEXING = frozenset({"__getitem__", "__setitem__"})
+_MOVES = frozenset({"to", "cuda", "pin_memory"})
+_PLUMBING = ("/torch/nn/modules/module.py", "/torch/_tensor.py", "/torch/overrides.py",
+             "/torch/utils/_contextlib.py", "/torch/_dynamo/", "/torch/functional.py",
+             "/torch/_jit_internal.py", "/torch/utils/_device.py")
+_THIS = __file__
+_PLAIN, _SYNC, _INDEX, _MOVE = 0, 1, 2, 3
+
+
+def enabled_for(cuda: bool) -> bool:
+    """Whether a capture records provenance: on CPU runs, unless PERFTUNE_PROVENANCE says."""
+    value = os.environ.get(ENV, "").strip().lower()
+    if value in ("0", "false", "off", "no"):
+        return False
+    if value in ("1", "true", "on", "yes"):
+        return True
+    return not cuda
+
+
+def _tensors(values: Iterable[Any]) -> Iterable[torch.Tensor]:
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            yield v
+        elif isinstance(v, (list, tuple)):
+            for w in v:
+                if isinstance(w, torch.Tensor):
+                    yield w
+
+
+def _moves_to_device(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -> bool:
+    """`.to(device)`, `.to(other_tensor)`, `.cuda()`; not a dtype-only `.to(torch.float16)`."""
+    if name == "cuda":
+        return True
+    if name == "pin_memory":
+        return True  # pinned memory exists to feed a device
+    if "device" in kwargs:
+        return True
+    for a in args[1:]:
+        if isinstance(a, (str, torch.device, int)) and not isinstance(a, bool):
+            return True
+        if isinstance(a, torch.Tensor):
+            return True
+    return False
+
+
+def _is_bool_index(args: tuple[Any, ...]) -> bool:
+    if len(args) < 2:
+        return False
+    index = args[1]
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
+
+
+def _frame_file(frame: FrameType) -> str:
+    return frame.f_code.co_filename
+
+
+class TagSet:
+    """Tensors by identity, forgotten when they die: a set of ids (a lookup is one hash) plus
+    a weak reference per tensor whose callback removes its id before the id can be reused."""
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref[torch.Tensor]] = {}
+
+    def __contains__(self, t: object) -> bool:
+        return id(t) in self._refs
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+    def add(self, t: torch.Tensor) -> None:
+        key = id(t)
+        if key in self._refs:
+            return
+        refs = self._refs
+
+        def forget(_ref: weakref.ref[torch.Tensor], k: int = key) -> None:
+            refs.pop(k, None)
+
+        with contextlib.suppress(TypeError):  # not weak-referenceable: not kept alive by us
+            refs[key] = weakref.ref(t, forget)
+
+
+class ProvenanceMode(TorchFunctionMode):
+    """Tags accelerator-bound tensors and records sync-prone call sites (see the module doc)."""
+
+    def __init__(self, tags: TagSet) -> None:
+        super().__init__()
+        self.tags = tags
+        self.ops = 0
+        self.sites: dict[tuple[str, int, str, str, str | None], list[int]] = {}
+        self._user_files: dict[str, bool] = {}
+        self._kinds: dict[Any, int] = {}
+
+    # ------------------------------------------------------------------ tags
+    def tagged(self, t: torch.Tensor) -> bool:
+        return isinstance(t, torch.nn.Parameter) or t in self.tags
+
+    def _any_tagged(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        tags, param, tensor = self.tags, torch.nn.Parameter, torch.Tensor
+        for v in (*args, *kwargs.values()) if kwargs else args:
+            if isinstance(v, tensor):
+                if id(v) in tags._refs or isinstance(v, param):
+                    return True
+            elif isinstance(v, (list, tuple)):
+                for w in v:
+                    if isinstance(w, tensor) and (id(w) in tags._refs or isinstance(w, param)):
+                        return True
+        return False
+
+    def tag(self, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            self.tags.add(out)
+        elif isinstance(out, (list, tuple)):
+            for t in out:
+                if isinstance(t, torch.Tensor):
+                    self.tags.add(t)
+
+    # ------------------------------------------------------------------ sites
+    def _is_user(self, file: str) -> bool:
+        known = self._user_files.get(file)
+        if known is None:
+            known = file != _THIS and is_user_frame(Frame(file=file, line=0, function=""))
+            self._user_files[file] = known
+        return known
+
+    def _record(self, call: str, tagged: bool) -> None:
+        frame: FrameType | None = sys._getframe(2)
+        library: FrameType | None = None
+        while frame is not None and not self._is_user(_frame_file(frame)):
+            path = _frame_file(frame).replace("\\", "/")
+            if path != _THIS and not any(p in path for p in _PLUMBING):
+                library = frame  # the outermost library frame below the user's wins
+            frame = frame.f_back
+        if frame is None:
+            return
+        via = None
+        if library is not None:
+            via = dotted_name(Frame(file=_frame_file(library), line=library.f_lineno,
+                                    function=library.f_code.co_name))
+        key = (_frame_file(frame), frame.f_lineno, frame.f_code.co_name, call, via)
+        counts = self.sites.get(key)
+        if counts is None:
+            counts = self.sites[key] = [0, 0, len(self.sites)]
+        counts[0 if tagged else 1] += 1
+
+    # ------------------------------------------------------------------ the mode
+    def _kind(self, func: Callable[..., Any]) -> int:
+        name = getattr(func, "__name__", "")
+        kind = _SYNC if name in _SYNC_PRONE else _INDEX if name in _INDEXING \
+            else _MOVE if name in _MOVES else _PLAIN
+        with contextlib.suppress(TypeError):  # an unhashable callable: classified every call
+            self._kinds[func] = kind
+        return kind
+
+    def __torch_function__(self, func: Callable[..., Any], types: Any, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        kwargs = kwargs or {}
+        self.ops += 1
+        kind = self._kinds.get(func)
+        if kind is None:
+            kind = self._kind(func)
+        tagged_in = self._any_tagged(args, kwargs)
+        if kind == _SYNC:
+            name = func.__name__
+            if not (name == "repeat_interleave" and "output_size" in kwargs) \
+                    and not torch.compiler.is_compiling():
+                self._record(name, tagged_in)
+        elif kind == _INDEX and _is_bool_index(args):
+            self._record(f"{func.__name__}[bool]", tagged_in)
+        out = func(*args, **kwargs)
+        if tagged_in or (kind == _MOVE and _moves_to_device(args, kwargs, func.__name__)) \
+                or (kwargs.get("device") is not None and self._is_user(_frame_file(sys._getframe(1)))):
+            # a factory given `device=` in the user's code (libraries keep host-side counters
+            # with an explicit device="cpu": Adam's step)
+            self.tag(out)
+        return out
+
+
+class Provenance:
+    """The capture's provenance recorder: `install()` at start, `start()`/`stop()` around the
+    profiled steps, `document()` for provenance.json."""
+
+    def __init__(self, *, cuda: bool) -> None:
+        self.enabled = enabled_for(cuda)
+        self.device = "cuda" if cuda else "cpu"
+        self.tags = TagSet()
+        self.mode: ProvenanceMode | None = None
+        self.steps = 0
+        self.window_s = 0.0
+        self._started: float | None = None
+        self._hook: Any = None
+        self._originals: dict[str, Any] = {}
+        self._recorded: ProvenanceMode | None = None
+        self._thread: int | None = None
+        self.note: str | None = None
+
+    # ------------------------------------------------------------------ before the window
+    def install(self) -> None:
+        """Tag `.to(device)` / `.cuda()` results from the script's start (data moved to the
+        device before the window is device data in the window too)."""
+        if not self.enabled or self._originals:
+            return
+        tags = self.tags
+        for name in ("to", "cuda"):
+            original = getattr(torch.Tensor, name)
+
+            def wrapper(self_: torch.Tensor, *args: Any, __orig: Any = original,
+                        __name: str = name, **kwargs: Any) -> Any:
+                out = __orig(self_, *args, **kwargs)
+                if isinstance(out, torch.Tensor) and _moves_to_device((self_, *args), kwargs, __name):
+                    tags.add(out)
+                return out
+
+            wrapper.__name__ = original.__name__
+            wrapper.__doc__ = original.__doc__
+            self._originals[name] = original
+            setattr(torch.Tensor, name, wrapper)
+
+    def uninstall(self) -> None:
+        for name, original in self._originals.items():
+            setattr(torch.Tensor, name, original)
+        self._originals.clear()
+
+    # ------------------------------------------------------------------ the window
+    def _tag_buffers(self, module: torch.nn.Module, inputs: Any) -> None:
+        for b in module.buffers(recurse=False):
+            self.tags.add(b)
+
+    def start(self) -> None:
+        if not self.enabled or self.mode is not None:
+            return
+        try:
+            self.mode = ProvenanceMode(self.tags)
+            self.mode.__enter__()  # type: ignore[no-untyped-call]
+            self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._tag_buffers)
+            self._thread = threading.get_ident()
+            self._started = time.perf_counter()
+        except Exception as exc:  # provenance is a help: never break the script for it
+            self.note = f"device provenance could not start ({type(exc).__name__}: {exc})"
+            self.mode = None
+
+    def step(self) -> None:
+        """A step boundary: counts the steps the mode covered."""
+        if self.mode is not None:
+            self.steps += 1
+
+    def abandon(self) -> None:
+        """In a forked child (a DataLoader worker): leave the mode, record nothing."""
+        mode, self.mode = self.mode, None
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if mode is not None:
+            with contextlib.suppress(Exception):
+                mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+        self.uninstall()
+        self.enabled = False
+
+    @property
+    def running(self) -> bool:
+        return self.mode is not None
+
+    def stop(self) -> None:
+        mode, self.mode = self.mode, None
+        if mode is None:
+            return
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        try:
+            if threading.get_ident() == self._thread:
+                mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
+            else:  # pragma: no cover - a window closed from another thread
+                self.note = "device provenance was stopped from another thread"
+        except Exception as exc:
+            self.note = f"device provenance did not stop cleanly ({type(exc).__name__}: {exc})"
+        if self._started is not None:
+            self.window_s += time.perf_counter() - self._started
+            self._started = None
+        self._recorded = mode
+
+    def document(self) -> ProvenanceDocument | None:
+        if not self.enabled:
+            return None
+        mode = self._recorded or self.mode
+        sites = [] if mode is None else [
+            ProvenanceSite(file=file, line=line, function=function, call=call, via=via,
+                           tagged=counts[0], untagged=counts[1], order=counts[2])
+            for (file, line, function, call, via), counts in sorted(
+                mode.sites.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][3]))]
+        return ProvenanceDocument(enabled=mode is not None, device=self.device, steps=self.steps,
+                                  ops_seen=mode.ops if mode is not None else 0,
+                                  note=self.note, sites=sites)

@@ -1,0 +1,56 @@
+"""Fixture traces of PFT305: each entry of FIXTURES builds `<name>.json.gz` in this folder.
+
+Python frames point at this folder's bad.py / good.py, so findings resolve to the lines users
+read. After changing a builder: `python -m perftune.engine.fixtures pft305`, then
+`PERFTUNE_BLESS=1 pytest tests/engine/test_catalogue.py -k pft305`; review both diffs.
+"""
+
+from __future__ import annotations
+
+from perftune.engine.fixtures import Fixture, compute, steps
+from perftune.engine.testing import TraceBuilder
+
+PARAMETERS = 24
+
+
+def _forward_backward(b: TraceBuilder) -> None:
+    compute(b, "aten::linear", 400, host=60)
+    compute(b, "aten::mse_loss", 40, host=20)
+    compute(b, "aten::zero_", 5, host=5)
+
+
+def bad(gpu: bool) -> TraceBuilder:
+    """`for p in model.parameters(): p.add_(p.grad, alpha=-lr)`: one add_ per parameter."""
+    def body(b: TraceBuilder) -> None:
+        with b.frame("bad.py", 4, "train_step"):
+            _forward_backward(b)
+            for _ in range(PARAMETERS):
+                compute(b, "aten::add_", 4, host=12 if gpu else None)
+    return steps(TraceBuilder(device=gpu), body)
+
+
+def clean(gpu: bool) -> TraceBuilder:
+    """torch._foreach_add_ over every parameter: one call."""
+    def body(b: TraceBuilder) -> None:
+        with b.frame("good.py", 4, "train_step"):
+            _forward_backward(b)
+            compute(b, "aten::_foreach_add_", 30, host=20 if gpu else None)
+    return steps(TraceBuilder(device=gpu), body)
+
+
+def residual_forward(gpu: bool) -> TraceBuilder:
+    """In-place adds inside a module's forward, once per block: not a parameter update."""
+    def body(b: TraceBuilder) -> None:
+        with b.frame("good.py", 4, "train_step"):
+            for _ in range(PARAMETERS):
+                with b.pycall("nn.Module: Block_0"), b.frame("good.py", 1, "forward"):
+                    compute(b, "aten::add_", 4, host=12 if gpu else None)
+    return steps(TraceBuilder(device=gpu), body)
+
+
+FIXTURES: dict[str, Fixture] = {
+    "residual": lambda: residual_forward(True),
+    "bad": lambda: bad(True),
+    "cpu": lambda: bad(False),
+    "clean": lambda: clean(True),
+}

@@ -1,0 +1,87 @@
+"""Device provenance on a real CPU capture (issue #13, section 3): `perftune profile` runs the
+script in a child process; over the last warm-up steps before the profiler window (the same code
+as the profiled steps) a TorchFunctionMode tags tensors that would be on the accelerator and
+records every sync-prone call site; provenance.json says which, and the latent-sync rules report
+only those."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from capture_helpers import child_env
+
+SCRIPT = textwrap.dedent("""\
+    import torch
+    from torch import nn
+
+    device = "cpu"                        # the script's device: a GPU would be "cuda"
+    WEIGHTS = torch.tensor([1.0, 2.0])    # a module-level constant, never moved
+    data = torch.randn(256, 8)
+    labels = torch.randint(0, 2, (256,))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    use_mask = True
+
+    for step in range(12):
+        ix = torch.randint(0, 256, (32,))
+        first = int(ix[0])                                   # perftune: not[PFT206]
+        x, y = data[ix].to(device), labels[ix].to(device)
+        out = model(x)
+        loss = nn.functional.cross_entropy(out, y)
+        if use_mask:                                         # perftune: not[PFT206]
+            confident = out[out.max(dim=1).values > 0.5]     # perftune: expect[PFT202]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        scale = WEIGHTS[1].item()                            # perftune: not[PFT206]
+        value = loss.item()                                  # perftune: expect[PFT206]
+""")
+
+
+def _profile(tmp_path: Path, env: dict[str, str] | None = None) -> Path:
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT)
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "perftune", "profile", "--out", str(run_dir), "--skip", "4",
+         "--active", "2", str(script)],
+        cwd=tmp_path, env=child_env(**(env or {})), stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return run_dir
+
+
+def _lines(run_dir: Path, code: str) -> set[int]:
+    findings = json.loads((run_dir / "findings.json").read_text())["findings"]
+    return {f["location"]["line"] for f in findings
+            if f["code"] == code and f["location"]["file"] and f["location"]["file"].endswith("train.py")}
+
+
+@pytest.mark.slow
+def test_cpu_capture_reports_only_device_bound_syncs(tmp_path: Path) -> None:
+    run_dir = _profile(tmp_path)
+    doc = json.loads((run_dir / "provenance.json").read_text())
+    # three warm-up steps, more while the step detector holds the window back
+    assert doc["enabled"] and doc["device"] == "cpu" and doc["steps"] >= 3
+    sites = {(s["line"], s["call"]): s for s in doc["sites"] if s["file"].endswith("train.py")}
+    assert sites[(14, "__int__")]["tagged"] == 0 and sites[(14, "__int__")]["untagged"] >= 2
+    assert sites[(23, "item")]["untagged"] >= 2 and sites[(23, "item")]["tagged"] == 0
+    # (the first step it covers starts after its forward: that loss predates the mode)
+    assert sites[(24, "item")]["tagged"] >= 2
+    assert sites[(19, "__getitem__[bool]")]["tagged"] >= 2
+    # the optimizer's own step counter (`_get_value(step)` in torch/optim) is host-only
+    assert all(s["tagged"] == 0 for s in doc["sites"] if s["call"] == "item" and s["via"]
+               and "optim" in s["via"])
+    assert _lines(run_dir, "PFT206") == {24}
+    assert 19 in _lines(run_dir, "PFT202")
+
+
+@pytest.mark.slow
+def test_provenance_can_be_turned_off(tmp_path: Path) -> None:
+    run_dir = _profile(tmp_path, {"PERFTUNE_PROVENANCE": "0"})
+    assert not (run_dir / "provenance.json").exists()

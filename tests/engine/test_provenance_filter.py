@@ -1,0 +1,86 @@
+"""Latent hazards on a CPU run are reported only where the capture's device provenance says the
+tensor would be on the accelerator (issue #13, section 3). The real capture is tested in
+tests/capture/test_provenance.py; this reads a provenance.json written next to a trace."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from perftune.documents import ProvenanceDocument, ProvenanceSite
+from perftune.engine.context import Context
+from perftune.engine.fixtures import pycall
+from perftune.engine.registry import run_rules, select_rules
+from perftune.engine.testing import TraceBuilder
+from perftune.rundir import RunDir
+from perftune.trace import load
+
+STEP = textwrap.dedent("""\
+    def step(model, x, ix):
+        n = ix[0].item()
+        loss = model(x[:n]).sum()
+        value = loss.item()
+        return value
+""")
+
+
+@pytest.fixture(autouse=True)
+def _in_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+
+
+def _trace(tmp: Path) -> Path:
+    (tmp / "train.py").write_text(STEP)
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step(), b.frame("train.py", 1, "step"):
+            for _ in range(2):
+                with pycall(b, "item"), b.op("aten::item", input_dims=[[]], input_types=["float"]), \
+                        b.op("aten::_local_scalar_dense"):
+                    pass
+    return b.write(tmp / "trace.json.gz")
+
+
+def _pft206(path: Path) -> list:
+    trace = load(path)
+    return [f for f in run_rules(Context.build(trace, [path.parent]), select_rules(select=["PFT2"]),
+                                 strict=True) if f.code == "PFT206"]
+
+
+def test_without_provenance_both_items_are_latent_hazards(tmp_path: Path) -> None:
+    assert {f.location.line for f in _pft206(_trace(tmp_path))} == {2, 4}
+
+
+def test_provenance_keeps_only_the_item_of_device_data(tmp_path: Path) -> None:
+    path = _trace(tmp_path)
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=2, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=2, function="step", call="item",
+                       untagged=2),
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=4, function="step", call="item",
+                       tagged=2),
+    ]))
+    (f,) = _pft206(path)
+    assert f.location.line == 4 and f.latent and f.count == 2
+    assert "loss.item()" in (f.location.source or "")
+
+
+def test_provenance_with_no_device_data_leaves_no_latent_finding(tmp_path: Path) -> None:
+    path = _trace(tmp_path)
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=2, sites=[
+        ProvenanceSite(file="train.py", line=2, function="step", call="item", untagged=2),
+        ProvenanceSite(file="train.py", line=4, function="step", call="item", untagged=2),
+    ]))
+    assert _pft206(path) == []
+
+
+def test_provenance_document_round_trips_and_has_a_schema(tmp_path: Path) -> None:
+    from perftune.report.schema import json_schema
+
+    doc = ProvenanceDocument(sites=[ProvenanceSite(file="a.py", line=3, function="f",
+                                                   call="nonzero", tagged=1)])
+    RunDir(tmp_path).write_document(doc)
+    back = RunDir(tmp_path).read_provenance()
+    assert back is not None and back.tagged_at("a.py", 3) is True and back.tagged_at("a.py", 4) is None
+    assert "sites" in json_schema("provenance")["$defs"]["ProvenanceDocument"]["properties"]
