@@ -10,12 +10,19 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from perftune.analysis.efficiency import efficiency_document
 from perftune.analysis.modules import modules_document
-from perftune.analysis.phases import phases_document
+from perftune.analysis.phases import (
+    optimizer_ms_per_step,
+    phase_table,
+    phases_document,
+    step_phases,
+)
+from perftune.documents import Finding as DocFinding
 from perftune.documents import FindingsDocument, Summary
 from perftune.engine import analyze as run_engine
 from perftune.engine.types import Finding
@@ -25,6 +32,9 @@ from perftune.trace import load
 from perftune.trace.model import Trace
 from perftune.trace.summary import SCHEMA_VERSION, summarize
 from perftune.trace.tables import Tables
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -124,8 +134,15 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
                                  tables=tables)  # the rank tables the rules computed
     if section is not None:
         summary.multi_rank = section
-    summary.phases = phases_document(trace)
+    per_step = tables(phase_table) if tables is not None else step_phases(trace)
+    summary.phases = phases_document(trace, per_step)
+    # One optimizer figure: the phases' (clipped to the step, the profiler's stop left out).
+    if len(per_step) == len(summary.per_step):
+        for row, phases in zip(summary.per_step, per_step, strict=True):
+            row.optimizer_ms = phases.phase_ms["optimizer"]
+        summary.breakdown_ms_per_step.optimizer_ms = optimizer_ms_per_step(per_step)
     summary.modules = modules_document(trace)
+    summary.efficiency = efficiency_document(trace, tables)
     return summary
 
 
@@ -381,3 +398,90 @@ def merge_rank_findings(per_rank: Sequence[Sequence[Finding]],
     out.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
                             f.location.file or "", f.location.line or 0, f.rank or 0))
     return out
+
+
+# ---------------------------------------------------------------------------- notebooks
+@dataclass(frozen=True)
+class Results:
+    """What `perftune.analyze(...)` returns: the typed documents (summary.json and findings.json
+    as their msgspec Structs), the trace when one was read, and the same figures as pandas
+    DataFrames for a notebook."""
+
+    summary: Summary
+    findings: tuple[DocFinding, ...]
+    trace: Trace | None = None
+
+    @property
+    def phases(self) -> pd.DataFrame:
+        """One row per step: rank, step, dur_ms and one column per phase (ms); they sum to dur_ms."""
+        import pandas as pd
+
+        section = self.summary.phase_section
+        if section is None:
+            return pd.DataFrame(columns=["rank", "step", "dur_ms"])
+        return pd.DataFrame([{"rank": s.rank, "step": s.step, "dur_ms": s.dur_ms, **s.phases}
+                             for s in section.per_step],
+                            columns=["rank", "step", "dur_ms", *section.names])
+
+    @property
+    def modules(self) -> pd.DataFrame:
+        """One row per nn.Module (ms per step), by own time, largest first."""
+        import pandas as pd
+
+        from perftune.documents import ModuleTime, document_data
+
+        section = self.summary.module_section
+        rows = section.modules if section is not None else []
+        return pd.DataFrame([document_data(m) for m in rows], columns=list(ModuleTime.__struct_fields__))
+
+    @property
+    def operators(self) -> pd.DataFrame:
+        """Host operators by self time: name, calls, self_ms, total_ms (every operator when the
+        trace was read, else the summary's top ones)."""
+        import pandas as pd
+
+        if self.trace is not None:
+            from perftune.trace.metrics import top_host_ops
+
+            return top_host_ops(self.trace, len(self.trace.events))
+        return pd.DataFrame([{"name": o.name, "calls": o.calls, "self_ms": o.self_ms,
+                              "total_ms": o.total_ms} for o in self.summary.top_host_ops],
+                            columns=["name", "calls", "self_ms", "total_ms"])
+
+    @property
+    def findings_frame(self) -> pd.DataFrame:
+        """One row per finding, ranked by estimated saving."""
+        import pandas as pd
+
+        return pd.DataFrame([{"code": f.code, "name": f.name, "severity": f.severity,
+                              "est_saving_ms_per_step": f.est_saving_ms_per_step,
+                              "file": f.location.file, "line": f.location.line,
+                              "message": f.message, "fix": f.suggestion.title}
+                             for f in self.findings],
+                            columns=["code", "name", "severity", "est_saving_ms_per_step", "file",
+                                     "line", "message", "fix"])
+
+
+def analyze(path: str | Path, rules: RuleSelection | None = None) -> Results:
+    """`perftune.analyze(path)`: a trace file, or a run directory (its traces are re-analysed;
+    without them, its summary.json and findings.json are read). Writes nothing."""
+    from perftune.errors import PerftuneError
+
+    target = Path(path)
+    if not target.exists():
+        raise PerftuneError(f"{target}: no such file or directory")
+    if target.is_dir():
+        traces = run_traces(target)
+        if not traces:
+            run = RunDir(target)
+            summary = run.read_summary()
+            doc = run.read_findings()
+            if summary is None and doc is None:
+                raise PerftuneError(f"{target}: no trace, summary.json or findings.json to read")
+            return Results(summary=summary if summary is not None else doc.summary,  # type: ignore[union-attr]
+                           findings=tuple(doc.findings) if doc is not None else ())
+        analysis = analyze_paths(traces, rules or RuleSelection())
+    else:
+        analysis = analyze_paths([target], rules or RuleSelection())
+    return Results(summary=analysis.summary, findings=tuple(f.document() for f in analysis.findings),
+                   trace=analysis.trace)

@@ -36,7 +36,7 @@ from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Step, Trace
 
 __all__ = ["DEVICE_PARTS", "PHASES", "PHASE_LABELS", "StepPhases", "main_threads", "mean_device",
-           "mean_phases", "phase_segments", "phases_document", "step_phases"]
+           "mean_phases", "optimizer_ms_per_step", "phase_segments", "phase_table", "phases_document", "step_phases"]
 
 # Highest priority first.
 PHASES = ("profiler", "data", "optimizer", "zero_grad", "backward", "forward", "sync",
@@ -170,6 +170,19 @@ def _coverage(bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
 def step_phases(trace: Trace) -> list[StepPhases]:
     """The phases of every step of every rank (trace.steps order)."""
     return _phases(trace, None)[0]
+
+
+def phase_table(trace: Trace, tables: object = None) -> list[StepPhases]:
+    """step_phases as an analysis-context fact (`ctx.fact(phase_table)`): computed once per run,
+    read by the summary and the rules alike, so the optimizer time of a finding is the
+    summary's."""
+    return step_phases(trace)
+
+
+def optimizer_ms_per_step(per_step: list[StepPhases]) -> float:
+    """The optimizer's time per step (mean): Optimizer.step annotations inside the step window,
+    less the profiler's own work run inside them — the one figure every output shows."""
+    return mean_phases(per_step)["optimizer"]
 
 
 def phase_segments(trace: Trace, step: int) -> list[tuple[str, float, float]]:

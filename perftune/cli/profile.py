@@ -94,7 +94,7 @@ def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -
         from perftune.report.console import finding_lines, summary_lines
 
         click.echo("")
-        for line in summary_lines(analysis.summary):
+        for line in summary_lines(analysis.summary, timed=True):
             click.echo(line)
         click.echo("")
         for line in finding_lines(analysis.findings, top):

@@ -256,6 +256,36 @@ class Modules(_Doc):
     modules: list[ModuleTime] = msgspec.field(default_factory=list)
 
 
+class Roofs(_Doc):
+    flops_per_s: float | None
+    bytes_per_s: float | None
+    source: str
+
+
+class OpEfficiency(_Doc):
+    """One heavy operator (by name and dtype), per step, against the machine's peaks."""
+
+    name: str
+    kind: str
+    dtype: str | None
+    calls_per_step: float
+    ms_per_step: Milliseconds
+    share: Annotated[float, msgspec.Meta(description="ms_per_step / mean step")]
+    flops_per_s: float
+    bytes_per_s: float
+    intensity: Annotated[float | None, msgspec.Meta(description="FLOP per byte")]
+    bound: Literal["compute", "bandwidth", "overhead", "unknown"]
+    percent_of_peak: Annotated[float | None, msgspec.Meta(
+        description="achieved over the attainable roof at this intensity, in per cent")]
+
+
+class Efficiency(_Doc):
+    """The heavy operators against the machine's peaks (analysis/efficiency.py)."""
+
+    roofs: Roofs
+    ops: list[OpEfficiency] = msgspec.field(default_factory=list)
+
+
 class Summary(_Doc):
     """summary.json: what the trace holds and where step time goes."""
 
@@ -287,6 +317,7 @@ class Summary(_Doc):
     # Absent in a summary.json of an older perftune.
     phases: Phases | msgspec.UnsetType | None = msgspec.UNSET
     modules: Modules | msgspec.UnsetType | None = msgspec.UNSET
+    efficiency: Efficiency | msgspec.UnsetType | None = msgspec.UNSET
 
     @property
     def ranks_section(self) -> MultiRank | None:
@@ -301,6 +332,10 @@ class Summary(_Doc):
     @property
     def module_section(self) -> Modules | None:
         return self.modules if isinstance(self.modules, Modules) else None
+
+    @property
+    def efficiency_section(self) -> Efficiency | None:
+        return self.efficiency if isinstance(self.efficiency, Efficiency) else None
 
 
 # ---------------------------------------------------------------------------- findings.json

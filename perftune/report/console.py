@@ -32,7 +32,10 @@ if TYPE_CHECKING:
 _ms = functools.partial(units.ms, missing="-")
 
 
-def summary_lines(summary: Summary) -> list[str]:
+def summary_lines(summary: Summary, timed: bool = False) -> list[str]:
+    """The analysis summary. `timed`: the caller printed the run's step count and step times
+    already (perftune profile, from steps.json): the trace's steps are named as those profiled
+    steps, with no second count or median for the same steps."""
     lines: list[str] = []
     names = [str(d.name) for d in summary.devices]
     devices = ", ".join(f"{names.count(n)}× {n}" if names.count(n) > 1 else n
@@ -45,9 +48,12 @@ def summary_lines(summary: Summary) -> list[str]:
     source = summary.step_source
     note = {"profiler-step": "ProfilerStep markers", "optimizer-step": "optimizer steps",
             "whole-trace": "no step markers: the whole trace is one window"}.get(source, source)
-    lines.append(f"steps      {steps.count} ({note})")
-    lines.append(f"step time  median {_ms(steps.median_ms)}   p10 {_ms(steps.p10_ms)}"
-                 f"   p90 {_ms(steps.p90_ms)}")
+    if timed:
+        lines.append(f"trace      holds the {steps.count} profiled steps above ({note})")
+    else:
+        lines.append(f"steps      {steps.count} ({note})")
+        lines.append(f"step time  median {_ms(steps.median_ms)}   p10 {_ms(steps.p10_ms)}"
+                     f"   p90 {_ms(steps.p90_ms)}")
     lines.append("")
     lines.append("where the time goes (mean per step)")
     # Shares of the mean step, the same statistic as the breakdown itself.
@@ -61,6 +67,7 @@ def summary_lines(summary: Summary) -> list[str]:
         lines.append(f"  {label:<26}{_ms(value):>14}  {share}")
     lines.extend(phase_lines(summary))
     lines.extend(module_lines(summary))
+    lines.extend(efficiency_lines(summary))
     lines.extend(rank_lines(summary))
     return [_safe(line) for line in lines]
 
@@ -82,6 +89,36 @@ def phase_lines(summary: Summary | None) -> list[str]:
             line += (f"   device: compute {_ms(dev.compute_ms)}, comm {_ms(dev.communication_ms)},"
                      f" copies {_ms(dev.memcpy_ms)}, idle {_ms(dev.idle_ms)}")
         lines.append(line)
+    return lines
+
+
+def _rate(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M")):
+        if value >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def efficiency_lines(summary: Summary | None, top: int = 6) -> list[str]:
+    """The heavy operators against the machine's peaks: what bounds each, and how close."""
+    eff = summary.efficiency_section if summary is not None else None
+    if eff is None or not eff.ops:
+        return []
+    roofs = eff.roofs
+    if roofs.flops_per_s:
+        head = (f"heavy operators vs peaks ({_rate(roofs.flops_per_s, 'FLOP/s')}, "
+                f"{_rate(roofs.bytes_per_s, 'B/s')}; {roofs.source})")
+    else:
+        head = f"heavy operators (peaks {roofs.source}: run `perftune machine` on a CPU host)"
+    lines = ["", head,
+             f"  {'operator':<34}{'time':>11}{'share':>7}{'FLOP/s':>12}{'bytes/s':>12}  bound"]
+    for op in eff.ops[:top]:
+        pct = op.percent_of_peak
+        bound = op.bound + (f" ({pct:.0f}% of peak)" if pct is not None else "")
+        lines.append(f"  {op.name[-34:]:<34}{_ms(op.ms_per_step):>11}{100.0 * op.share:6.1f}%"
+                     f"{_rate(op.flops_per_s, ''):>12}{_rate(op.bytes_per_s, ''):>12}  {bound}")
     return lines
 
 
@@ -285,7 +322,8 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
         table.add_row(label, _ms(value), f"{share:.1%}" if mean else "", bar)
     if table.row_count:
         out.print(table)
-    for extra in [*phase_lines(view.summary), *module_lines(view.summary)]:
+    for extra in [*phase_lines(view.summary), *module_lines(view.summary),
+                  *efficiency_lines(view.summary)]:
         out.print(Text(_safe(extra)))
     for rank_line in rank_lines(view.summary)[1:]:
         out.print(Text(_safe(rank_line)))

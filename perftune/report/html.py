@@ -275,9 +275,7 @@ def _top_tables(view: RunView) -> tuple[list[Any], list[Any]]:
     if view.trace is not None:
         from perftune.trace import metrics
 
-        # Step markers are annotations around everything, not operators: leave them out.
-        ops = [r for r in metrics.top_host_ops(view.trace, 40).to_dict(orient="records")
-               if not str(r["name"]).startswith("ProfilerStep#")][:30]
+        ops = metrics.top_host_ops(view.trace, 30).to_dict(orient="records")
         kernels = metrics.top_kernels(view.trace, 30).to_dict(orient="records")
         return plain_json(ops), plain_json(kernels)
     if view.summary is None:
@@ -357,6 +355,7 @@ def report_context(view: RunView) -> dict[str, Any]:
         "total_saving_ms": view.total_saving_ms,
         "rule_docs": [docs[c] for c in sorted(docs)],
         "phases": summary.phase_section if summary is not None else None,
+        "efficiency": summary.efficiency_section if summary is not None else None,
         "modules": modules,
         "top_modules": modules.modules[:TOP_MODULES] if modules is not None else [],
         "top_ops": ops,

@@ -126,6 +126,21 @@ def _modules(view: RunView) -> str | None:
                      rows, "lrrrrrr"))
 
 
+def _efficiency(view: RunView) -> str | None:
+    eff = view.summary.efficiency_section if view.summary is not None else None
+    if eff is None or not eff.ops:
+        return None
+    rows = []
+    for op in eff.ops[:10]:
+        pct = op.percent_of_peak
+        rows.append((md_code(op.name), md_text(op.dtype or "–"), units.ms(op.ms_per_step),
+                     f"{op.share:.1%}", f"{op.flops_per_s / 1e9:.3g}", f"{op.bytes_per_s / 1e9:.3g}",
+                     md_text(op.bound), f"{pct:.0f}%" if pct is not None else "–"))
+    return (f"### Heavy operators against the peaks ({md_text(eff.roofs.source)})\n\n"
+            + _table(("operator", "dtype", "time/step", "share", "GFLOP/s", "GB/s", "bound", "% of peak"),
+                     rows, "llrrrrlr"))
+
+
 def _ranks(view: RunView) -> str | None:
     """The per-rank table of a multi-rank run (mean per step), and its straggler."""
     section = view.summary.ranks_section if view.summary is not None else None
@@ -249,7 +264,7 @@ def _warnings(view: RunView) -> str | None:
 def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     findings = view.findings
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
-                                _breakdown(view), _phases(view), _modules(view), _ranks(view)]
+                                _breakdown(view), _phases(view), _modules(view), _efficiency(view), _ranks(view)]
     if findings:
         blocks.append(_findings_table(findings, shown=50, total=view.total_saving_ms))
         blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))

@@ -30,6 +30,8 @@ from perftune.rundir import RunDir
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
 
+_DEVICE_KEYS = frozenset({"compute_ms", "communication_ms", "memcpy_ms", "device_idle_ms"})
+_TOP_MODULE_SCALARS = 10
 SUFFIX = ".perftune"  # marks our event files, so that a re-render replaces exactly those
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -84,12 +86,27 @@ def _write_steps(writer: _Writer, view: RunView) -> None:
             writer.scalar("step/samples_per_s", p.samples / (p.duration_ms / 1000.0), p.index)
     per_step = view.summary.per_step if view.summary is not None else []
     first = min((s.rank for s in per_step), default=None)
-    for s in per_step:
-        if s.rank != first:
-            continue
-        for key in ("compute_ms", "communication_ms", "memcpy_ms", "device_idle_ms", "sync_ms",
-                    "dataloader_ms", "optimizer_ms"):
+    mine = [s for s in per_step if s.rank == first]
+    # A chart of zeros says nothing: device figures only with device activity, and no series
+    # that is zero on every step (the DataLoader wait of a script without a DataLoader).
+    device = bool(view.summary is not None and view.summary.has_device_activity)
+    keys = [k for k in ("compute_ms", "communication_ms", "memcpy_ms", "device_idle_ms", "sync_ms",
+                        "dataloader_ms", "optimizer_ms")
+            if (device or k not in _DEVICE_KEYS) and any(getattr(s, k) for s in mine)]
+    for s in mine:
+        for key in keys:
             writer.scalar(f"breakdown/{key}", getattr(s, key), s.step)
+    phases = view.summary.phase_section if view.summary is not None else None
+    if phases is not None:
+        rows = [s for s in phases.per_step if s.rank == first]
+        for name in phases.names:
+            if any(s.phases.get(name) for s in rows):
+                for s in rows:
+                    writer.scalar(f"phases/{name}_ms", s.phases.get(name, 0.0), s.step)
+    modules = view.summary.module_section if view.summary is not None else None
+    if modules is not None:
+        for m in modules.modules[:_TOP_MODULE_SCALARS]:
+            writer.scalar(f"modules/{m.path}/own_ms", m.self_ms, 0)
     head = timing.headline
     if head is not None and head.count:
         writer.scalar("summary/median_step_ms", head.median, 0)

@@ -440,8 +440,15 @@ def self_times(trace: Trace) -> pd.DataFrame:
 
 
 def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
-    """Host operators by total self time: name, calls, self_ms, total_ms."""
+    """Host operators by total self time: name, calls, self_ms, total_ms.
+
+    ProfilerStep#N markers are left out: they are step windows around everything, not
+    operators (their "self" time is every Python line of the step), and summary.json, the
+    Markdown and the HTML list the same operators."""
     df = self_times(trace)
+    if not df.empty:
+        marker = trace.name_startswith(C.PROFILER_STEP_PREFIX)[df["row"].to_numpy()]
+        df = df[~marker]
     if df.empty:
         return pd.DataFrame(columns=["name", "calls", "self_ms", "total_ms"])
     codes = trace.events["name"].cat.codes.to_numpy()[df["row"].to_numpy()]

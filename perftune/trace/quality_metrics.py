@@ -88,8 +88,9 @@ class PhaseTimes:
 def read_phase_times(path: Path) -> PhaseTimes | None:
     """Profiled vs un-profiled step medians of a steps.json, None without both.
 
-    Un-profiled steps are every step outside the profiled window except the first (index 0),
-    which holds the script's setup — the same split `perftune profile` prints.
+    Un-profiled steps are the steps measured after the profiled window (phase "measured"):
+    warm-up steps are not comparable (caches, allocators and compilation still settling) —
+    the same split `perftune profile` prints.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -105,7 +106,7 @@ def read_phase_times(path: Path) -> PhaseTimes | None:
             continue
         if s.get("phase") == "profiled":
             prof.append(float(s["duration_ms"]))
-        elif s.get("index") != 0:
+        elif s.get("phase") == "measured":
             meas.append(float(s["duration_ms"]))
     if not prof or not meas:
         return None

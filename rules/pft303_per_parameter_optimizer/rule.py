@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from perftune.analysis.phases import optimizer_ms_per_step, phase_table
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
@@ -124,6 +125,10 @@ class PerParameterOptimizer(Rule):
                 "row": row, "ops": len(top), "names": names, "median_op_us": float(np.median(durs)),
                 "ops_us": float(sum(durs)),
                 "host_us": hi - lo, "device_us": float(dev[row]), "kernels": int(kern[row])})
+        # The optimizer's time per step is the summary's (phases: inside the step window, the
+        # profiler's own stop left out); each class gets its share of it.
+        raw_total = sum(c["host_us"] for calls in by_class.values() for c in calls)
+        summary_ms = optimizer_ms_per_step(ctx.fact(phase_table))
         for cls, calls in sorted(by_class.items()):
             n = len(calls)
             ops_per = sum(c["ops"] for c in calls) / n
@@ -136,7 +141,8 @@ class PerParameterOptimizer(Rule):
             # the share of the calls that go away (never a count times a typical op time).
             ops_ms = sum(c["ops_us"] for c in calls) / n / 1000.0
             saving_ms = ops_ms * max(0.0, ops_per - distinct) / ops_per if ops_per else 0.0
-            host_ms = sum(c["host_us"] for c in calls) / n / 1000.0
+            host_ms = (summary_ms * sum(c["host_us"] for c in calls) / raw_total if raw_total > 0
+                       and trace.steps else sum(c["host_us"] for c in calls) / n / 1000.0)
             saving_ms = round(min(saving_ms, host_ms), 4)
             top_name, top_count = names.most_common(1)[0]
             params = round(top_count / n)

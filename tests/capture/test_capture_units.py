@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -98,17 +99,30 @@ def _result(tmp_path: Path, phases: list[str], durations: list[float]) -> Captur
     )
 
 
-def test_profiler_overhead_compares_profiled_with_later_warmup_steps(tmp_path: Path) -> None:
-    result = _result(tmp_path, ["warmup"] * 3 + ["profiled"] * 2, [900.0, 10.0, 10.0, 12.0, 12.0])
+def test_profiler_overhead_compares_profiled_with_steps_after_the_window(tmp_path: Path) -> None:
+    result = _result(tmp_path, ["warmup"] * 3 + ["profiled"] * 2 + ["measured"] * 2,
+                     [900.0, 5.0, 30.0, 12.0, 12.0, 10.0, 10.0])
     profiled, plain = split_steps(result)
-    assert [s.index for s in plain] == [1, 2]  # step 0 (setup, compilation) is left out
+    assert [s.index for s in plain] == [5, 6]  # warm-up steps are not comparable
     ratio = overhead(step_stats("p", profiled), step_stats("u", plain))
     assert ratio == pytest.approx(0.2)
-    assert result.median_step_ms() == 12.0
     lines = "\n".join(summary_lines(result))
     assert "+20.0%" in lines
-    assert "5 found by the optimizer.step() hook" in lines
+    assert "7 found by the optimizer.step() hook" in lines
     assert "3.00 MiB" in lines
+
+
+def test_no_profiler_overhead_against_warmup_steps(tmp_path: Path) -> None:
+    """Warm-up steps (before the window) used to be the baseline, and the figure swung from
+    -10 % to +155 % with what the warm-up happened to do: no steps after the window, no figure."""
+    result = _result(tmp_path, ["warmup"] * 3 + ["profiled"] * 2, [900.0, 10.0, 10.0, 12.0, 12.0])
+    profiled, plain = split_steps(result)
+    assert plain == []
+    assert overhead(step_stats("p", profiled), step_stats("u", plain)) is None
+    lines = "\n".join(summary_lines(result))
+    assert "profiler " not in lines and "%" not in lines
+    assert re.search(r"warm-up\s+[\d.]+ ms.*\s1-2", lines)  # shown, not compared
+    assert result.median_step_ms() == 12.0
 
 
 def test_steps_json_round_trip(tmp_path: Path) -> None:

@@ -32,8 +32,9 @@ def test_stops_a_long_script_right_after_the_window(tmp_path: Path, profile) -> 
     assert steps["peak_memory_bytes"] > 0 and steps["memory_kind"] == "rss"
     assert "5 found by the optimizer.step() hook" in done.stdout
     assert re.search(r"profiled\s+[\d.]+ ms\s+[\d.]+ ms\s+[\d.]+ ms\s+3-4", done.stdout)
-    assert re.search(r"un-profiled\s+[\d.]+ ms.*\s1-2", done.stdout)
-    assert "profiler " in done.stdout and "on the median step" in done.stdout
+    assert re.search(r"warm-up\s+[\d.]+ ms.*\s1-2", done.stdout)
+    # No steps after the window (the script was stopped): no overhead against warm-up steps.
+    assert "on the median step" not in done.stdout
 
 
 def test_trace_is_a_torch_profiler_chrome_trace_of_the_active_steps(

@@ -60,6 +60,12 @@ def test_step_scalars_text_and_trace(tb_run: tuple[Path, Analysis, list[float]])
     assert [e.value for e in acc.Scalars("step/time_ms_measured")] == pytest.approx([10.0, 10.2])
     assert acc.Scalars("summary/median_step_ms")[0].value == pytest.approx(10.1)
     assert "breakdown/optimizer_ms" in tags["scalars"]
+    # A CPU run: no device charts, no chart that is zero on every step; the phases instead.
+    assert not {"breakdown/compute_ms", "breakdown/device_idle_ms", "breakdown/memcpy_ms",
+                "breakdown/dataloader_ms"} & set(tags["scalars"])
+    assert {"phases/forward_ms", "phases/backward_ms"} <= set(tags["scalars"])
+    for tag in tags["scalars"]:
+        assert any(e.value for e in acc.Scalars(tag)) or tag.startswith("summary/"), tag
     findings_text = acc.Tensors("perftune/findings")[0].tensor_proto.string_val[0].decode()
     summary_text = acc.Tensors("perftune/summary")[0].tensor_proto.string_val[0].decode()
     assert "perftune" in summary_text and "Step time" in summary_text

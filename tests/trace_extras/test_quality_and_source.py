@@ -45,10 +45,12 @@ def _steps_json(path: Path, phases: list[tuple[str, float]]) -> Path:
 
 
 def test_phase_times_compare_profiled_and_unprofiled_steps(tmp_path: Path) -> None:
-    # step 0 (setup) is left out; warm-up and measured steps after it are un-profiled
-    path = _steps_json(tmp_path / "steps.json", [("warmup", 500.0), ("warmup", 19.0), ("profiled", 30.0),
+    # only the steps measured after the window compare: warm-up steps do not (one number for
+    # the overhead, the one `perftune profile` prints)
+    path = _steps_json(tmp_path / "steps.json", [("warmup", 500.0), ("warmup", 5.0), ("profiled", 30.0),
                                                  ("profiled", 32.0), ("profiled", 31.0),
-                                                 ("measured", 20.0), ("measured", 21.0)])
+                                                 ("measured", 20.0), ("measured", 21.0),
+                                                 ("measured", 20.0)])
     pt = read_phase_times(path)
     assert pt is not None
     assert (pt.profiled_ms, pt.unprofiled_ms) == (31.0, 20.0)

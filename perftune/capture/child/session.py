@@ -391,8 +391,23 @@ class CaptureSession:
         self.window.stop()
         self.window_open = False
         self.window_done = True
+        if self.profiling:
+            self._cache_host_peaks()
         self.profiling = False
         self.log.convert_losses(loss_to_float)
+
+    def _cache_host_peaks(self) -> None:
+        """Measure this machine's CPU peaks once (about a second), for the roofline and the
+        efficiency of a CPU trace; cached for every later run (`perftune machine` re-measures).
+        GPU traces take their roofs from the device table."""
+        if self.window.cuda:
+            return
+        try:
+            from perftune.trace import machine
+
+            machine.machine_peaks(measure_if_missing=True)
+        except Exception as exc:  # peaks are a nicety: never fail the capture for them
+            self.notes.append(f"this machine's peaks could not be measured ({type(exc).__name__}: {exc})")
 
     # -- the end -------------------------------------------------------------------------------
     def finish(self) -> None:

@@ -11,8 +11,12 @@ import errno
 import gzip
 import json
 import os
+import re
 import resource
 import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,37 @@ import torch.autograd.profiler as autograd_profiler
 from torch.profiler import ProfilerAction, ProfilerActivity, profile
 
 from perftune._version import __version__
+
+# Kineto's own log lines at profiler start/stop ("USDT:2026-… SyncActivityProfilerHandler.cpp:52]
+# profiler_start"): the profiler library's trace points, written straight to fd 2.
+_KINETO_NOISE = re.compile(rb"^USDT:|ActivityProfilerHandler\.cpp:\d+\] profiler_(start|stop)")
+
+
+@contextlib.contextmanager
+def _kineto_lines_filtered() -> Iterator[None]:
+    """Hold fd 2 while the profiler starts or stops, then pass on every line but Kineto's
+    start/stop trace points: the user's terminal shows the script's output and real warnings."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 (a closed or replaced stderr): nothing to filter
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True)
+                    if not _KINETO_NOISE.search(line)]
+            if kept:
+                with contextlib.suppress(OSError):
+                    os.write(2, b"".join(kept))
 
 
 def _record_every_step(step: int) -> ProfilerAction:
@@ -134,7 +169,8 @@ class ProfilerWindow:
         try:
             prof = profile(schedule=_record_every_step, **profiler_kwargs(self.detail, self.cuda))
             prof.step_num = first_step  # ProfilerStep#N then matches steps.json's index
-            prof.start()
+            with _kineto_lines_filtered():
+                prof.start()
             prof.add_metadata_json("perftune", json.dumps({"version": __version__, **metadata}))
         except Exception as exc:  # a profiler that cannot start must not end the training run
             self.notes.append(f"perftune's profiler could not start ({type(exc).__name__}: {exc})")
@@ -159,7 +195,8 @@ class ProfilerWindow:
             return
         self.own_call = True
         try:
-            prof.stop()
+            with _kineto_lines_filtered():
+                prof.stop()
             self._export(prof)
         except Exception as exc:
             self.notes.append(f"the trace could not be written ({type(exc).__name__}: {exc})")

@@ -69,12 +69,19 @@ def step_stats(label: str, steps: Sequence[StepRecord]) -> StepStats | None:
 def split_steps(result: CaptureResult) -> tuple[list[StepRecord], list[StepRecord]]:
     """(profiled steps, un-profiled steps comparable with them).
 
-    The first step is left out of the un-profiled ones: it holds the script's setup (model
-    build, first allocations, compilation) and says nothing about profiler overhead.
+    Only steps after warm-up and outside the window compare with profiled ones: those measured
+    after the window (`--full`). Warm-up steps run before caches, allocators and compilation
+    settle; comparing with them made the overhead swing from -10 % to +150 %. Without measured
+    steps there is no overhead figure.
     """
     profiled = [step for step in result.steps if step.phase == "profiled"]
-    plain = [step for step in result.steps if step.phase != "profiled" and step.index > 0]
+    plain = [step for step in result.steps if step.phase == "measured"]
     return profiled, plain
+
+
+def warmup_steps(result: CaptureResult) -> list[StepRecord]:
+    """The warm-up steps after the first (which holds the script's setup): shown, not compared."""
+    return [step for step in result.steps if step.phase == "warmup" and step.index > 0]
 
 
 def overhead(profiled: StepStats | None, plain: StepStats | None) -> float | None:
@@ -131,7 +138,8 @@ def summary_lines(result: CaptureResult, shown_run_dir: str | None = None) -> li
     detail = f"; {result.step_detail}" if result.step_detail else ""
     lines = [f"steps      {count} found by {source}{detail}" if count else "steps      none found"]
     profiled, plain = split_steps(result)
-    stats = [s for s in (step_stats("profiled", profiled), step_stats("un-profiled", plain)) if s]
+    prof, rest = step_stats("profiled", profiled), step_stats("un-profiled", plain)
+    stats = [s for s in (prof, rest, step_stats("warm-up", warmup_steps(result))) if s]
     if stats:
         lines.append(f"{'step time':<14}{'median':>10}{'p10':>11}{'p90':>11}   steps")
         for row in stats:
@@ -139,9 +147,10 @@ def summary_lines(result: CaptureResult, shown_run_dir: str | None = None) -> li
                 f"  {row.label:<12}{units.ms(row.median_ms):>10}{units.ms(row.p10_ms):>11}"
                 f"{units.ms(row.p90_ms):>11}   {_ranges(row.indices)}"
             )
-    ratio = overhead(*stats) if len(stats) == 2 else None
+    ratio = overhead(prof, rest)
     if ratio is not None:
-        lines.append(f"profiler   {ratio:+.1%} on the median step (profiled vs un-profiled steps)")
+        lines.append(f"profiler   {ratio:+.1%} on the median step (profiled vs un-profiled steps "
+                     "after the window)")
     if result.peak_memory_bytes is not None:
         kind = "CUDA allocator" if result.memory_kind == "cuda-allocator" else "process RSS"
         lines.append(f"memory     peak {units.size(result.peak_memory_bytes)} ({kind})")

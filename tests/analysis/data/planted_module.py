@@ -18,18 +18,34 @@ class Net(nn.Module):
         self.small1 = nn.Conv2d(8, 8, 1)
         self.wide = nn.Conv2d(8, 192, 7, padding=3)  # the planted expensive module
         self.small2 = nn.Conv2d(192, 4, 1)
-        self.head = nn.Linear(4 * 24 * 24, 10)
+        self.head = nn.Linear(4 * 24 * 24, 16)
+        # Many small parameters: SGD on CPU updates them one by one (PFT303's per-parameter ops).
+        self.tail = nn.Sequential(*[nn.Linear(16, 16) for _ in range(8)], nn.Linear(16, 10))
 
     def forward(self, x):
         x = torch.relu(self.stem(x))
         x = torch.relu(self.small1(x))
         x = torch.relu(self.wide(x))
         x = torch.relu(self.small2(x))
-        return self.head(x.flatten(1))
+        return self.tail(self.head(x.flatten(1)))
+
+
+class PlainSGD(torch.optim.Optimizer):
+    """A hand-written optimizer that updates one parameter at a time (PFT303 reports it)."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.add_(p.grad, alpha=-group["lr"])
 
 
 model = Net()
-opt = torch.optim.SGD(model.parameters(), lr=0.01)
+opt = PlainSGD(model.parameters(), lr=0.01)
 x = torch.randn(8, 3, 24, 24)
 y = torch.randint(0, 10, (8,))
 spent = {"fwd": 0.0, "bwd": 0.0}
