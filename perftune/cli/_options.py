@@ -1,15 +1,26 @@
-"""Options shared by several commands, and `[tool.perftune]` defaults from pyproject.toml."""
+"""Options shared by several commands, and `[tool.perftune]` defaults from pyproject.toml.
+
+Option defaults from `[tool.perftune]` reach the commands through click's `default_map`: the
+group gives every command a `ConfigDefaults`, which reads the table when click first asks for a
+default (so `--help` works even beside a broken pyproject.toml) and maps the table's keys to the
+command's parameters (`CONFIG_OPTIONS`). click then converts and checks a configured value as it
+does a typed one, and `--help` shows it as the default. A command's own table
+(`[tool.perftune.gate]` for gate, baseline and calibrate) overrides the shared keys.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import click
 
 # Re-exported: the commands read their defaults through these.
 from perftune.config import config_default as config_default
-from perftune.config import find_pyproject as find_pyproject
-from perftune.config import load_config as load_config
+from perftune.config import load_config
+from perftune.errors import ConfigError
 
 format_option = click.option(
     "--format",
@@ -146,3 +157,75 @@ class InterspersedScriptCommand(click.Command):
             warn_misplaced(ctx.info_name or self.name or "", misplaced_options(self, args, at + 1),
                            args[at], read_as_perftune=True)
         return super().parse_args(ctx, args)
+
+
+# command -> {[tool.perftune] key: parameter name}. Keys may be written with - or _.
+_GATE_MEASURE = {"warmup": "warmup", "steps": "steps", "timeout": "timeout_s"}
+CONFIG_OPTIONS: dict[str, dict[str, str]] = {
+    "analyze": {"fail-on": "fail_on"},
+    "profile": {"skip": "skip", "active": "active", "detail": "detail", "fail-on": "fail_on"},
+    "fix": {"skip": "skip", "active": "active", "warmup": "warmup", "steps": "steps",
+            "launches": "launches"},
+    "report": {"tensorboard": "tensorboard", "preview": "preview"},
+    "gate": {**_GATE_MEASURE, "launches": "launches", "max-launches": "max_launches",
+             "max-regression": "max_regression", "confidence": "confidence",
+             "calibration": "calibration", "inconclusive": "inconclusive", "explain": "explain",
+             "fail-on-new-findings": "fail_on_new_findings",
+             "fingerprint-mismatch": "fingerprint_mismatch"},
+    "baseline": {**_GATE_MEASURE, "baseline-launches": "launches"},
+    "calibrate": {**_GATE_MEASURE, "max-regression": "max_regression",
+                  "confidence": "confidence"},
+}
+# command -> its own table in [tool.perftune], whose keys override the shared ones.
+CONFIG_TABLES = {"gate": "gate", "baseline": "gate", "calibrate": "gate"}
+
+
+class ConfigDefaults(Mapping[str, Any]):
+    """One command's `default_map`: its option defaults from `[tool.perftune]`."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    @functools.cached_property
+    def _values(self) -> dict[str, Any]:
+        keys = CONFIG_OPTIONS.get(self.command)
+        if not keys:
+            return {}
+        config = load_config()
+        tables = [config]
+        own = CONFIG_TABLES.get(self.command)
+        if own is not None:
+            table = config.get(own, {})
+            if not isinstance(table, dict):
+                raise ConfigError(f"[tool.perftune.{own}] must be a table")
+            tables.append(table)
+        values: dict[str, Any] = {}
+        for table in tables:
+            for key, param in keys.items():
+                for name in (key, key.replace("-", "_")):
+                    if name in table:
+                        values[param] = table[name]
+        return values
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            return self._values
+        except ConfigError:
+            ctx = click.get_current_context(silent=True)
+            if ctx is not None and ctx.resilient_parsing:
+                return {}  # `--help` showing defaults: it works beside a broken pyproject.toml
+            raise
+
+    def __getitem__(self, name: str) -> Any:
+        return self._read()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+def config_default_map(commands: Iterator[str] | list[str]) -> dict[str, ConfigDefaults]:
+    """The group's `default_map`: one `ConfigDefaults` per command."""
+    return {name: ConfigDefaults(name) for name in commands}

@@ -46,7 +46,7 @@ from perftune.rundir import DocumentError, RunDir, same_files
 @click.option("--ignore", multiple=True, help="Skip these rule codes or prefixes.")
 @click.option("--preview", is_flag=True, help="Also run rules in preview.")
 @click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
-              help="Exit 1 when a finding has this severity or higher.")
+              help="Exit 1 when a finding has this severity or higher; [tool.perftune] fail-on.")
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
 @source_root_option
 @force_option
@@ -146,7 +146,7 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
     if show_timings:
         for line in timing_lines(analysis.timings):
             click.echo(line, err=True)
-    threshold = fail_on or config_default("fail-on")
+    threshold = fail_on
     if threshold:
         try:
             level = Severity.parse(str(threshold)).rank

@@ -10,7 +10,6 @@ from perftune.cli._options import InterspersedScriptCommand, out_option
 from perftune.cli.gate import (
     SCRIPT_CONTEXT,
     default_run_dir,
-    gate_config,
     measure_options,
     measure_settings,
     progress_printer,
@@ -25,14 +24,14 @@ from perftune.rundir import BASELINE
 @script_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("perf-baseline.json"), show_default=True, help="Baseline file to write.")
-@click.option("--launches", type=int, default=None,
-              help="Launches to record (the gate compares its launches with these) [default: 10].")
+@click.option("--launches", type=int, default=10, show_default=True,
+              help="Launches to record (the gate compares its launches with these).")
 @measure_options
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="Profile one launch too, so that the gate can report structural changes.")
 @out_option
 def baseline(script_and_args: tuple[str, ...], module: str | None, quiet: bool, output: Path,
-             launches: int | None, warmup: int | None, steps: int | None, timeout_s: float | None,
+             launches: int, warmup: int, steps: int, timeout_s: float,
              explain: bool, out_dir: Path | None) -> None:
     """Record step-time samples and an environment fingerprint for `perftune gate --baseline`.
 
@@ -51,7 +50,7 @@ def baseline(script_and_args: tuple[str, ...], module: str | None, quiet: bool, 
     progress(f"perftune baseline: {script or '-m ' + str(module)}, run dir {run_dir}")
     recorded = session.record_baseline(
         script, args, run_dir, measure_settings(warmup, steps, timeout_s),
-        launches if launches is not None else int(gate_config("baseline-launches", 10)),
+        launches,
         module=module, explain=explain, progress=progress)
     baseline_mod.save(recorded, output)
     write_json_atomic(run_dir / BASELINE, recorded.to_dict())

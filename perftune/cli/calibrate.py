@@ -10,7 +10,6 @@ from perftune.cli._options import InterspersedScriptCommand, out_option
 from perftune.cli.gate import (
     SCRIPT_CONTEXT,
     default_run_dir,
-    gate_config,
     measure_options,
     measure_settings,
     progress_printer,
@@ -27,16 +26,17 @@ from perftune.units import parse_fraction
 @click.option("--launches", type=int, default=10, show_default=True,
               help="Launches per side (the same code on both sides).")
 @measure_options
-@click.option("--max-regression", default=None,
-              help="The allowance you want to gate on, 0.05 or 5% [default: 5%].")
-@click.option("--confidence", type=float, default=None, help="Confidence of the interval [default: 0.95].")
+@click.option("--max-regression", default="5%", show_default=True,
+              help="The allowance you want to gate on, 0.05 or 5%.")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Confidence of the interval.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the calibration here, for `perftune gate --calibration FILE` (gate reads ./perftune-calibration.json by itself).")
 @click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
 @out_option
 def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool, launches: int,
-              warmup: int | None, steps: int | None, timeout_s: float | None,
-              max_regression: str | None, confidence: float | None, output: Path | None,
+              warmup: int, steps: int, timeout_s: float,
+              max_regression: str, confidence: float, output: Path | None,
               seed: int | None, out_dir: Path | None) -> None:
     """Measure this runner's launch-to-launch noise by running the same code on both sides.
 
@@ -47,9 +47,8 @@ def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool,
     from perftune.gate import session
 
     script, args = script_arguments(module, script_and_args)
-    wanted = parse_fraction(max_regression if max_regression is not None
-                            else gate_config("max-regression", 0.05), "--max-regression")
-    level = confidence if confidence is not None else float(gate_config("confidence", 0.95))
+    wanted = parse_fraction(max_regression, "--max-regression")
+    level = confidence
     run_dir = default_run_dir(out_dir, "calibrate")
     run_dir.mkdir(parents=True, exist_ok=True)
     progress = progress_printer(quiet)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import config_default, format_option, out_option
+from perftune.cli._options import format_option, out_option
 from perftune.cli.profile import ScriptCommand, default_run_dir
 from perftune.errors import UsageError
 
@@ -29,16 +29,16 @@ def _shown(path: Path) -> str:
 
 @click.command(cls=ScriptCommand, context_settings={"ignore_unknown_options": True})
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
-@click.option("--skip", type=int, default=None,
-              help="Warm-up steps before the profiled window of the first run. [default: 5]")
-@click.option("--active", type=int, default=None, help="Profiled steps. [default: 3]")
-@click.option("--warmup", type=int, default=None,
-              help="Warm-up steps discarded at the start of each measured launch. [default: 5]")
-@click.option("--steps", type=int, default=None,
-              help="Steps measured per launch after the warm-up. [default: 10]")
-@click.option("--launches", type=int, default=None,
+@click.option("--skip", type=int, default=5, show_default=True,
+              help="Warm-up steps before the profiled window of the first run.")
+@click.option("--active", type=int, default=3, show_default=True, help="Profiled steps.")
+@click.option("--warmup", type=int, default=5, show_default=True,
+              help="Warm-up steps discarded at the start of each measured launch.")
+@click.option("--steps", type=int, default=10, show_default=True,
+              help="Steps measured per launch after the warm-up.")
+@click.option("--launches", type=int, default=4, show_default=True,
               help="Launches of every version (original, each rewrite, all together), run "
-              "interleaved. [default: 4]")
+              "interleaved.")
 @click.option("--rtol", type=float, default=1e-4, show_default=True,
               help="Relative tolerance of the loss comparison.")
 @click.option("--atol", type=float, default=1e-6, show_default=True,
@@ -46,7 +46,7 @@ def _shown(path: Path) -> str:
 @click.option("--check-steps", type=int, default=5, show_default=True,
               help="How many leading steps' losses must match.")
 @click.option("--seed", type=int, default=0, show_default=True,
-              help="PYTHONHASHSEED and PERFTUNE_SEED of every run.")
+              help="PYTHONHASHSEED of every run, and the seed of torch, random and numpy.")
 @click.option("--select", multiple=True, help="Only rewrites for these rule codes or prefixes.")
 @click.option("--require-faster", is_flag=True,
               help="Keep only rewrites measurably faster here (default: also those with no "
@@ -59,8 +59,8 @@ def _shown(path: Path) -> str:
 @format_option
 @out_option
 @click.pass_context
-def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, active: int | None,
-        warmup: int | None, steps: int | None, launches: int | None, rtol: float, atol: float,
+def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int,
+        warmup: int, steps: int, launches: int, rtol: float, atol: float,
         check_steps: int, seed: int, select: tuple[str, ...], require_faster: bool,
         apply_fix: bool, force: bool, timeout_s: float, output_format: str,
         out_dir: Path | None) -> None:
@@ -95,9 +95,9 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
     if force and not apply_fix:
         raise UsageError("--force only goes with --apply")
     settings = FixSettings(
-        warmup=int(warmup if warmup is not None else config_default("warmup", 5)),
-        steps=int(steps if steps is not None else config_default("steps", 10)),
-        launches=int(launches if launches is not None else config_default("launches", 4)),
+        warmup=warmup,
+        steps=steps,
+        launches=launches,
         tolerance=Tolerance(rtol=rtol, atol=atol, steps=check_steps),
         seed=seed, timeout_s=timeout_s,
         select=tuple(c.strip() for v in select for c in v.split(",") if c.strip()),
@@ -124,8 +124,8 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int | None, acti
         say(f"profiling {first}")
         source = from_profile(
             first.resolve(), tuple(script_args[1:]), Path.cwd(), run_dir,
-            skip=int(skip if skip is not None else config_default("skip", 5)),
-            active=int(active if active is not None else config_default("active", 3)),
+            skip=skip,
+            active=active,
             timeout_s=timeout_s, seed=seed)
         source_run = None
     plan = plan_for(source.target, settings.select)

@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from perftune.cli._options import (
     InterspersedScriptCommand,
     config_default,
     format_option,
-    load_config,
     out_option,
 )
-from perftune.errors import ConfigError, ScriptError, UsageError
+from perftune.errors import ScriptError, UsageError
 from perftune.fsutil import write_text_atomic
 from perftune.rundir import GATE_MD
 from perftune.units import parse_fraction
@@ -34,17 +34,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 DEFAULT_CALIBRATION = Path("perftune-calibration.json")
 SCRIPT_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": True,
                   "help_option_names": ["-h", "--help"]}
-
-
-def gate_config(key: str, fallback: Any) -> Any:
-    """A default from `[tool.perftune.gate]`, else from `[tool.perftune]`, else `fallback`."""
-    table = load_config().get("gate", {})
-    if not isinstance(table, dict):
-        raise ConfigError("[tool.perftune.gate] must be a table")
-    for name in (key, key.replace("-", "_")):
-        if name in table:
-            return table[name]
-    return config_default(key, fallback)
 
 
 def script_arguments(module: str | None, script_and_args: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
@@ -67,12 +56,12 @@ def default_run_dir(out_dir: Path | None, name: str) -> Path:
 
 def measure_options(func: F) -> F:
     """--warmup/--steps/--timeout: how one launch is measured (same in gate, baseline, calibrate)."""
-    func = click.option("--timeout", "timeout_s", type=float, default=None,
-                        help="Kill a launch after this many seconds [default: 900].")(func)
-    func = click.option("--steps", type=int, default=None,
-                        help="Steps measured per launch after the warm-up [default: 10].")(func)
-    func = click.option("--warmup", type=int, default=None,
-                        help="Warm-up steps discarded at the start of each launch [default: 5].")(func)
+    func = click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
+                        help="Kill a launch after this many seconds.")(func)
+    func = click.option("--steps", type=int, default=10, show_default=True,
+                        help="Steps measured per launch after the warm-up.")(func)
+    func = click.option("--warmup", type=int, default=5, show_default=True,
+                        help="Warm-up steps discarded at the start of each launch.")(func)
     return func
 
 
@@ -84,14 +73,10 @@ def script_options(func: F) -> F:
     return func
 
 
-def measure_settings(warmup: int | None, steps: int | None, timeout_s: float | None) -> Any:
+def measure_settings(warmup: int, steps: int, timeout_s: float) -> Any:
     from perftune.capture.parent.measure import MeasureSettings
 
-    return MeasureSettings(
-        warmup=warmup if warmup is not None else int(gate_config("warmup", 5)),
-        steps=steps if steps is not None else int(gate_config("steps", 10)),
-        timeout_s=timeout_s if timeout_s is not None else float(gate_config("timeout", 900.0)),
-    )
+    return MeasureSettings(warmup=warmup, steps=steps, timeout_s=timeout_s)
 
 
 def progress_printer(quiet: bool) -> Callable[[str], None]:
@@ -133,24 +118,25 @@ def _checkout_root() -> Path | None:
               help="Compare with this git revision (checked out into a temporary worktree).")
 @click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Compare with a baseline file written by `perftune baseline`.")
-@click.option("--max-regression", default=None,
-              help="Allowed slowdown, 0.05 or 5% [default: 5%]; never tighter than --calibration shows is measurable.")
-@click.option("--confidence", type=float, default=None,
-              help="Confidence of the whole gate, split over its looks at the data [default: 0.95].")
-@click.option("--launches", type=int, default=None, help="Launches per side before the first decision [default: 6].")
-@click.option("--max-launches", type=int, default=None,
-              help="Launches per side at most, added 4 at a time while undecided [default: 20].")
+@click.option("--max-regression", default="5%", show_default=True,
+              help="Allowed slowdown, 0.05 or 5%; never tighter than --calibration shows is measurable.")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Confidence of the whole gate, split over its looks at the data.")
+@click.option("--launches", type=int, default=6, show_default=True,
+              help="Launches per side before the first decision.")
+@click.option("--max-launches", type=int, default=20, show_default=True,
+              help="Launches per side at most, added 4 at a time while undecided.")
 @measure_options
-@click.option("--inconclusive", type=click.Choice(["pass", "fail", "error"]), default=None,
-              help="Exit code when still undecided at --max-launches: 0, 1, or 4 [default: error = 4].")
-@click.option("--fail-on-new-findings", is_flag=True, default=None,
+@click.option("--inconclusive", type=click.Choice(["pass", "fail", "error"]), default="error", show_default=True,
+              help="Exit code when still undecided at --max-launches: 0, 1, or 4 (error).")
+@click.option("--fail-on-new-findings", is_flag=True, default=False,
               help="Also fail when head has structural changes for the worse (new syncs, findings, …).")
-@click.option("--explain/--no-explain", default=None,
-              help="Profile one launch per side to show what changed [default: explain].")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Profile one launch per side to show what changed.")
 @click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable [default: ./perftune-calibration.json when present].")
-@click.option("--fingerprint-mismatch", type=click.Choice(["refuse", "warn"]), default=None,
-              help="With --baseline: refuse (exit 2, default) or warn when the environment differs.")
+@click.option("--fingerprint-mismatch", type=click.Choice(["refuse", "warn"]), default="refuse", show_default=True,
+              help="With --baseline: refuse (exit 2) or warn when the environment differs.")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write a JUnit XML report here.")
 @click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
@@ -158,11 +144,11 @@ def _checkout_root() -> Path | None:
 @format_option
 @click.pass_context
 def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | None, quiet: bool,
-         against: str | None, baseline_path: Path | None, max_regression: str | None,
-         confidence: float | None, launches: int | None, max_launches: int | None,
-         warmup: int | None, steps: int | None, timeout_s: float | None,
-         inconclusive: str | None, fail_on_new_findings: bool | None, explain: bool | None,
-         calibration: Path | None, fingerprint_mismatch: str | None, junit: Path | None,
+         against: str | None, baseline_path: Path | None, max_regression: str,
+         confidence: float, launches: int, max_launches: int,
+         warmup: int, steps: int, timeout_s: float,
+         inconclusive: str, fail_on_new_findings: bool, explain: bool,
+         calibration: Path | None, fingerprint_mismatch: str, junit: Path | None,
          seed: int | None, out_dir: Path | None, output_format: str) -> None:
     """Fail the build when training step time really regressed.
 
@@ -187,19 +173,17 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
     script, args = script_arguments(module, script_and_args)
     stored = baseline_mod.load(baseline_path) if baseline_path is not None else None
     if stored is not None:
-        # The stored samples were measured one way; measure the head the same way.
-        warmup = stored.warmup if warmup is None else warmup
-        steps = stored.steps if steps is None else steps
-    plan = LaunchPlan(
-        launches=launches if launches is not None else int(gate_config("launches", 6)),
-        max_launches=max_launches if max_launches is not None else int(gate_config("max-launches", 20)),
-    )
-    rule = DecisionRule(
-        max_regression=parse_fraction(max_regression if max_regression is not None
-                                      else gate_config("max-regression", 0.05), "--max-regression"),
-        confidence=confidence if confidence is not None else float(gate_config("confidence", 0.95)),
-    )
-    calibration = calibration or (Path(gate_config("calibration", "")) if gate_config("calibration", "") else None)
+        # The stored samples were measured one way; measure the head the same way, unless the
+        # command line says otherwise ([tool.perftune] does not).
+        if ctx.get_parameter_source("warmup") is not ParameterSource.COMMANDLINE:
+            warmup = stored.warmup
+        if ctx.get_parameter_source("steps") is not ParameterSource.COMMANDLINE:
+            steps = stored.steps
+    plan = LaunchPlan(launches=launches, max_launches=max_launches)
+    rule = DecisionRule(max_regression=parse_fraction(max_regression, "--max-regression"),
+                        confidence=confidence)
+    if calibration is not None and calibration == Path(""):
+        calibration = None  # `calibration = ""` in [tool.perftune.gate]: none
     if calibration is None and DEFAULT_CALIBRATION.is_file():
         calibration = DEFAULT_CALIBRATION  # `perftune calibrate -o` wrote it here
     if calibration is not None:
@@ -207,18 +191,16 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
                                             paired=against is not None)
         rule = DecisionRule(max_regression=rule.max_regression, confidence=rule.confidence,
                             noise_floor=floor)
-    policy = inconclusive or str(gate_config("inconclusive", "error"))
-    if policy not in ("pass", "fail", "error"):
-        raise ConfigError(f"inconclusive = {policy!r}: use pass, fail or error")
+    policy = inconclusive
     options = session.GateOptions(
         rule=rule, plan=plan, measure=measure_settings(warmup, steps, timeout_s),
         inconclusive=policy,  # type: ignore[arg-type]
-        explain=explain if explain is not None else bool(gate_config("explain", True)),
-        fail_on_new_findings=(fail_on_new_findings if fail_on_new_findings is not None
-                              else bool(gate_config("fail-on-new-findings", False))),
+        explain=explain,
+        fail_on_new_findings=fail_on_new_findings,
         seed=seed,
-        # Launch length follows the step time unless --steps (or the config) fixes it.
-        size_launches=steps is None and gate_config("steps", None) is None,
+        # Launch length follows the step time unless --steps (or the config, or the baseline)
+        # fixes it.
+        size_launches=stored is None and ctx.get_parameter_source("steps") is ParameterSource.DEFAULT,
     )
     run_dir = default_run_dir(out_dir, "gate")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -229,7 +211,7 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
         if stored is not None:
             verdict = session.gate_against_baseline(
                 script, args, stored, run_dir, options, module=module,
-                fingerprint_mismatch=fingerprint_mismatch or str(gate_config("fingerprint-mismatch", "refuse")),
+                fingerprint_mismatch=fingerprint_mismatch,
                 progress=progress)
         else:
             assert against is not None

@@ -77,7 +77,8 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="perftune")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """perftune: find out why a PyTorch training step is slow, and make it fast.
 
     \b
@@ -85,6 +86,10 @@ def cli() -> None:
       perftune profile train.py --epochs 1     capture a trace of your unmodified script
       perftune analyze trace.json.gz           summarise a trace recorded anywhere
     """
+    from perftune.cli._options import config_default_map
+
+    # [tool.perftune] option defaults, read when a command first asks for one.
+    ctx.default_map = config_default_map(list(COMMANDS))
 
 
 def main(argv: list[str] | None = None) -> None:

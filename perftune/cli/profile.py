@@ -99,7 +99,7 @@ def _analyze(run_dir: Path, output_format: str, fail_on: str | None, top: int) -
         click.echo("")
         for line in finding_lines(analysis.findings, top):
             click.echo(line)
-    threshold = fail_on or config_default("fail-on")
+    threshold = fail_on
     if threshold:
         from perftune.engine.types import Severity
 
@@ -175,15 +175,16 @@ def exit_code_for(status: str, steps: int) -> int:
 @click.option(
     "--skip",
     type=int,
-    default=None,
-    help="Warm-up steps before the profiled window (warm-up, compilation). "
-    "[default: 5, or [tool.perftune] skip]",
+    default=5,
+    show_default=True,
+    help="Warm-up steps before the profiled window (warm-up, compilation); [tool.perftune] skip.",
 )
 @click.option(
     "--active",
     type=int,
-    default=None,
-    help="Profiled steps. [default: 3, or [tool.perftune] active]",
+    default=3,
+    show_default=True,
+    help="Profiled steps; [tool.perftune] active.",
 )
 @click.option(
     "--full",
@@ -193,9 +194,10 @@ def exit_code_for(status: str, steps: int) -> int:
 @click.option(
     "--detail",
     type=click.Choice(["light", "default", "full"]),
-    default=None,
+    default="default",
+    show_default=True,
     help="Profiler detail: light (ops, shapes), default (+ Python stacks for source "
-    "lines), full (+ memory, FLOPs, modules). [default: default, or [tool.perftune] detail]",
+    "lines), full (+ memory, FLOPs, modules); [tool.perftune] detail.",
 )
 @click.option(
     "--step-marker",
@@ -228,7 +230,7 @@ def exit_code_for(status: str, steps: int) -> int:
     "--fail-on",
     type=click.Choice(["info", "warning", "error"]),
     default=None,
-    help="Exit 1 when a finding has this severity or higher.",
+    help="Exit 1 when a finding has this severity or higher; [tool.perftune] fail-on.",
 )
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
 @click.option(
@@ -254,10 +256,10 @@ def profile(
     ctx: click.Context,
     script_args: tuple[str, ...],
     module: str | None,
-    skip: int | None,
-    active: int | None,
+    skip: int,
+    active: int,
     full: bool,
-    detail: str | None,
+    detail: str,
     step_marker: str | None,
     time_slice_s: float,
     timeout_s: float | None,
@@ -307,10 +309,10 @@ def profile(
             path=Path(script_args[0]), module=None, args=script_args[1:], cwd=Path.cwd()
         )
     options = CaptureOptions(
-        skip=int(skip if skip is not None else config_default("skip", 5)),
-        active=int(active if active is not None else config_default("active", 3)),
+        skip=skip,
+        active=active,
         full=full,
-        detail=str(detail or config_default("detail", "default")),
+        detail=detail,
         step_marker=step_marker,
         timeout_s=timeout_s,
         quiet=quiet,

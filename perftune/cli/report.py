@@ -40,14 +40,15 @@ def recorded_traces(run_dir: Path) -> list[Path]:
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @format_option
-@click.option("--tensorboard/--no-tensorboard", "tensorboard", default=None,
-              help="Also write RUN_DIR/tensorboard/ (default: [tool.perftune] tensorboard).")
+@click.option("--tensorboard/--no-tensorboard", "tensorboard", default=False,
+              help="Also write RUN_DIR/tensorboard/ (default: [tool.perftune] tensorboard, "
+              "else no).")
 @click.option("--select", multiple=True, help="Only these rule codes or prefixes (PFT2,PFT401).")
 @click.option("--ignore", multiple=True, help="Skip these rule codes or prefixes.")
 @click.option("--preview", is_flag=True, help="Also run rules in preview.")
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
 @source_root_option
-def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: tuple[str, ...],
+def report(run_dir: Path, output_format: str, tensorboard: bool, select: tuple[str, ...],
            ignore: tuple[str, ...], preview: bool, top: int, source_roots: tuple[Path, ...]) -> None:
     """Re-render report.html, report.md, summary.json and findings.json of RUN_DIR.
 
@@ -62,8 +63,6 @@ def report(run_dir: Path, output_format: str, tensorboard: bool | None, select: 
     if not run_dir.is_dir():
         raise UsageError(f"{run_dir} is a file; `perftune report` takes a run directory "
                          f"(for a trace file: perftune analyze {run_dir} --out DIR)")
-    if tensorboard is None:
-        tensorboard = bool(config_default("tensorboard", False))
     # Held from reading to the last file written: re-rendering the run is legitimate, a second
     # perftune process writing into it at the same time is not.
     with RunDir(run_dir).lock():
@@ -97,7 +96,7 @@ def _render(run_dir: Path, tensorboard: bool, select: tuple[str, ...], ignore: t
         if not isinstance(options, dict):
             raise UsageError("[tool.perftune.rules] must be a table of rule codes")
         rules = RuleSelection(select=_codes(select, "select"), ignore=_codes(ignore, "ignore"),
-                              preview=preview or bool(config_default("preview", False)),
+                              preview=preview,
                               options={k.upper(): v for k, v in options.items()})
         with progress(f"analysing {traces[0].name}", err):
             analysis = analyze_paths(traces, rules, source_roots or None)

@@ -139,38 +139,8 @@ class RichReporter:
 @out_option
 @format_option
 @click.pass_context
-def tune(
-    ctx: click.Context,
-    script_and_args: tuple[str, ...],
-    module: str | None,
-    knobs: tuple[str, ...],
-    arg_templates: tuple[str, ...],
-    from_findings: Path | None,
-    no_declared: bool,
-    samples_per_step: str | None,
-    tokens_per_sample: str | None,
-    memory_budget: str | None,
-    accuracy_tolerance: str | None,
-    max_trials: int | None,
-    time_budget: str | None,
-    strategy: str | None,
-    top_k: int | None,
-    repeats: int | None,
-    trial_warmup: int | None,
-    trial_steps: int | None,
-    trial_timeout: str | None,
-    seed: int | None,
-    no_seed: bool,
-    storage: str | None,
-    study_name: str | None,
-    resume: bool,
-    tensorboard: bool,
-    no_reuse: bool,
-    no_html: bool,
-    quiet: bool,
-    out_dir: Path | None,
-    output_format: str,
-) -> None:
+def tune(ctx: click.Context, /, tensorboard: bool, no_html: bool, quiet: bool, output_format: str,
+         **params: Any) -> None:
     """Tune knobs (batch size, precision, checkpointing, tile sizes...) for throughput.
 
     \b
@@ -186,49 +156,22 @@ def tune(
     """
     from rich.console import Console
 
+    from perftune.report import write_tuning_run
     from perftune.tune.options import TuneOptions, settings_from_options
-    from perftune.tune.results import build_tuning, write_tuning
+    from perftune.tune.results import build_tuning
     from perftune.tune.tuner import Tuner
 
-    settings = settings_from_options(TuneOptions(
-        script_and_args=script_and_args, module=module, knobs=knobs,
-        arg_templates=arg_templates, from_findings=from_findings, no_declared=no_declared,
-        samples_per_step=samples_per_step, tokens_per_sample=tokens_per_sample,
-        memory_budget=memory_budget, accuracy_tolerance=accuracy_tolerance,
-        max_trials=max_trials, time_budget=time_budget, strategy=strategy, top_k=top_k,
-        repeats=repeats, trial_warmup=trial_warmup, trial_steps=trial_steps,
-        trial_timeout=trial_timeout, seed=seed, no_seed=no_seed, storage=storage,
-        study_name=study_name, resume=resume, no_reuse=no_reuse, out_dir=out_dir))
-    script = settings.script
-
+    # Every other option is one of TuneOptions' fields (an option added here must be added there).
+    settings = settings_from_options(TuneOptions(**params))
     err = Console(stderr=True)
-    # Piped output is read in a file or a CI log, not an 80-column terminal.
-    out = Console() if sys.stdout.isatty() else Console(width=160)
     with RichReporter(err, settings.max_trials, quiet) as reporter:
         if not quiet:
-            err.print(f"perftune: tuning {script.describe()} into {settings.run_dir}", highlight=False, markup=False)
+            err.print(f"perftune: tuning {settings.script.describe()} into {settings.run_dir}",
+                      highlight=False, markup=False)
         run = Tuner(settings, reporter).run()
     tuning = build_tuning(run)
-    settings.run_dir.mkdir(parents=True, exist_ok=True)
-    path = write_tuning(tuning, settings.run_dir)
-    written = [path]
-    if not no_html:
-        from perftune.report.html import write_tuning_html
-
-        written.append(write_tuning_html(tuning, settings.run_dir))
-    if tensorboard:
-        from perftune.report import TENSORBOARD_DIR
-        from perftune.report.tensorboard import write_tuning_hparams
-
-        written.append(write_tuning_hparams(tuning, settings.run_dir / TENSORBOARD_DIR / "tuning"))
-    if output_format == "json":
-        from perftune.documents import document_data
-
-        click.echo(json.dumps(document_data(tuning), indent=1, default=str))
-    else:
-        from perftune.tune.render import print_results
-
-        print_results(tuning, out)
+    written = write_tuning_run(tuning, settings.run_dir, html=not no_html, tensorboard=tensorboard)
+    _print_tuning(tuning, output_format)
     if not quiet:
         err.print("perftune: wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
     if run.interrupted:
@@ -238,5 +181,20 @@ def tune(
     if tuning.best is None:
         raise ScriptError(
             "no configuration ran successfully within the constraints; see the reasons in "
-            f"{path}"
+            f"{written[0]}"
         )
+
+
+def _print_tuning(tuning: Any, output_format: str) -> None:
+    """The result on stdout: tuning.json's document, or the tables."""
+    if output_format == "json":
+        from perftune.documents import document_data
+
+        click.echo(json.dumps(document_data(tuning), indent=1, default=str))
+        return
+    from rich.console import Console
+
+    from perftune.tune.render import print_results
+
+    # Piped output is read in a file or a CI log, not an 80-column terminal.
+    print_results(tuning, Console() if sys.stdout.isatty() else Console(width=160))

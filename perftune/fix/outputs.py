@@ -187,7 +187,7 @@ def _loss_check_note(base: FixBaseline) -> str:
             "anything." if base.seeded is False else "")
     return (f"Losses are compared step by step, step k of the original against step k of the "
             f"rewritten run, steps found by {steps}. {seed} perftune sets PYTHONHASHSEED and "
-            "PERFTUNE_SEED.").replace("  ", " ")
+            "seeds torch, random and numpy (--seed).").replace("  ", " ")
 
 
 def _diff_text(originals: Mapping[str, str], rewrite_id: str, outcome: FixOutcome) -> list[str]:

@@ -47,7 +47,6 @@ from perftune.fix.workspace import (
 
 ALL = "all"
 CHOSEN = "chosen"
-SEED_ENV = "PERFTUNE_SEED"
 
 
 @dataclass(frozen=True)
@@ -158,7 +157,7 @@ class _Workspaces:
         touched = [f for c in self.plan.candidates for f in c.files]
         extra = [str(copy_root / rel) for rel in import_roots(self.plan.project, self.plan.script,
                                                                 touched)]
-        env = {"PYTHONHASHSEED": str(self.settings.seed), SEED_ENV: str(self.settings.seed)}
+        env = {"PYTHONHASHSEED": str(self.settings.seed)}
         if extra:
             existing = os.environ.get("PYTHONPATH")
             env["PYTHONPATH"] = os.pathsep.join([*extra, *([existing] if existing else [])])
@@ -172,7 +171,7 @@ class _Workspaces:
         write_texts(root, {**self.plan.originals, **self.plan.texts(ids)})
         side = Side(name=key, target=ScriptTarget(path=root / self.plan.script,
                                                   args=self.target.args, cwd=self.target.cwd),
-                    label=",".join(ids) or "original", env=self.env(root))
+                    label=",".join(ids) or "original", env=self.env(root), seed=self.settings.seed)
         arm = Arm(key=key, side=side, rewrites=tuple(ids))
         self.arms[key] = arm
         return arm

@@ -86,7 +86,7 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
     if not script.is_file():
         raise UsageError(f"{script}: no such script")
     options = CaptureOptions(skip=skip, active=active, timeout_s=timeout_s, quiet=True,
-                             env={"PYTHONHASHSEED": str(seed), "PERFTUNE_SEED": str(seed)})
+                             env={"PYTHONHASHSEED": str(seed)}, seed=seed)
     result = run_capture(ScriptTarget(path=script, args=args, cwd=cwd), run_dir, options)
     if result.status == "interrupted":
         raise KeyboardInterrupt

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from perftune.documents import TuningDocument
     from perftune.pipeline import Analysis
     from perftune.report.data import RunView
 
@@ -54,6 +55,24 @@ def write_run(analysis: Analysis, run_dir: Path, *, tensorboard: bool = False) -
     with RunDir(run_dir).lock():
         written = write_analysis(analysis, run_dir)
         written.extend(render_run(run_dir, analysis, tensorboard=tensorboard))
+    return written
+
+
+def write_tuning_run(tuning: TuningDocument, run_dir: Path, *, html: bool = True,
+                     tensorboard: bool = False) -> list[Path]:
+    """tuning.json, then tuning.html and the TensorBoard HParams when asked; the paths written."""
+    from perftune.tune.results import write_tuning
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written = [write_tuning(tuning, run_dir)]
+    if html:
+        from perftune.report.html import write_tuning_html
+
+        written.append(write_tuning_html(tuning, run_dir))
+    if tensorboard:
+        from perftune.report.tensorboard import write_tuning_hparams
+
+        written.append(write_tuning_hparams(tuning, run_dir / TENSORBOARD_DIR / "tuning"))
     return written
 
 

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from perftune.capture.parent.knobs import INJECT_ENV, MEMORY_BUDGET_ENV, REPORT_ENV, SEED_ENV
 from perftune.redact import redact_argv
 from perftune.rundir import OUTPUT_LOG, RunDir
 from perftune.tune.constraints import over_budget
@@ -182,17 +181,6 @@ class TrialRunner:
         self.launcher = launcher
         self.last_launch: dict[str, Any] | None = None  # how the last trial was started
 
-    def environment(self, run_dir: Path) -> dict[str, str]:
-        env = {
-            INJECT_ENV: json.dumps(self.space.injected()),
-            REPORT_ENV: str(run_dir / INJECT_REPORT),
-        }
-        if self.measurement.seed is not None:
-            env[SEED_ENV] = str(self.measurement.seed)
-        if self.measurement.memory_budget is not None:
-            env[MEMORY_BUDGET_ENV] = str(self.measurement.memory_budget)
-        return env
-
     def run(self, values: Mapping[str, Any], run_dir: Path) -> TrialOutcome:
         # Imported here: perftune.capture imports torch, which `perftune tune --help` and the
         # results/report code must not pay for.
@@ -211,7 +199,10 @@ class TrialRunner:
             profile=False,
             knobs=dict(values),
             timeout_s=self.measurement.timeout_s,
-            env=self.environment(run_dir),
+            inject=tuple(self.space.injected()),
+            inject_report=run_dir / INJECT_REPORT,
+            seed=self.measurement.seed,
+            memory_budget=self.measurement.memory_budget,
             quiet=True,
             launcher=self.launcher.command() if self.launcher is not None and self.launcher.alive() else None,
         )

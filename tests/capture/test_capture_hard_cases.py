@@ -86,7 +86,7 @@ def test_dataloader_workers_do_not_record_steps(tmp_path: Path, profile) -> None
                 return 64
             def __getitem__(self, i):
                 # Workers must not inherit perftune's configuration.
-                assert "PERFTUNE_CAPTURE_CONFIG" not in os.environ
+                assert "PERFTUNE_CAPTURE_SPEC" not in os.environ
                 return torch.randn(8), torch.randn(1)
 
         if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_a_forked_trial_sees_what_a_fresh_one_sees(workdir: Path, zygote: Zygote
     assert seen_forked["lr"] == 0.5 and seen_forked["name"] == "__main__"
     assert seen_forked["path"][0] == str(workdir)
     assert not seen_forked["not_yet_imported"]  # the script's own modules are imported fresh
-    assert "PERFTUNE_CAPTURE_CONFIG" not in seen_forked["env"]
+    assert "PERFTUNE_CAPTURE_SPEC" not in seen_forked["env"]
     for result in (fresh, forked):
         log = (result.run_dir / "output.log").read_text()
         assert "TO STDOUT" in log and "TO STDERR" in log
@@ -283,7 +283,7 @@ def test_a_different_environment_runs_fresh(workdir: Path, zygote: ZygoteLaunche
     assert result.meta["launch"]["launcher"] == "fresh"
     assert "OMP_NUM_THREADS" in result.meta["launch"]["reason"]
     # perftune's own variables may differ: they are read when the trial runs.
-    own = capture(workdir, script, "own-env", "--steps", "10", env={"PERFTUNE_SEED": "3"}, launcher=zygote)
+    own = capture(workdir, script, "own-env", "--steps", "10", env={"PERFTUNE_NO_PROGRESS": "1"}, launcher=zygote)
     assert own.status == "ok" and own.meta["launch"]["launcher"] == "zygote"
 
 

@@ -22,7 +22,7 @@ def test_script_arguments_pass_through_around_gate_options() -> None:
 def test_everything_after_double_dash_goes_to_the_script() -> None:
     params = parsed("train.py", "--against", "main", "--", "--steps", "100", "--against", "x")
     assert params["script_and_args"] == ("train.py", "--steps", "100", "--against", "x")
-    assert params["against"] == "main" and params["steps"] is None
+    assert params["against"] == "main" and params["steps"] == 10  # the default, not the script's
 
 
 @pytest.mark.parametrize("text, value", [("5%", 0.05), ("0.05", 0.05), ("12.5%", 0.125), (0.1, 0.1)])

@@ -10,19 +10,18 @@ import torch
 from tune_helpers import SCRIPTS
 
 from perftune.capture.child import injectors
-from perftune.capture.parent.knobs import INJECT_ENV, REPORT_ENV, parse_checkpoint
+from perftune.capture.parent.knobs import parse_checkpoint
 from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
 
 
 def _inspect(tmp_path: Path, knobs: dict, inject: list[str] | None = None) -> tuple[dict, dict, str]:
     report = tmp_path / "inspect.json"
-    env = {"INSPECT_OUT": str(report), REPORT_ENV: str(tmp_path / "injectors.json")}
-    if inject is not None:
-        env[INJECT_ENV] = json.dumps(inject)
     result = run_capture(
         ScriptTarget(path=SCRIPTS / "inspect_model.py", cwd=tmp_path),
         tmp_path / "run",
-        CaptureOptions(skip=1, active=2, profile=False, knobs=knobs, env=env, quiet=True),
+        CaptureOptions(skip=1, active=2, profile=False, knobs=knobs, quiet=True,
+                       env={"INSPECT_OUT": str(report)}, inject=inject,
+                       inject_report=tmp_path / "injectors.json"),
     )
     injected = json.loads((tmp_path / "injectors.json").read_text())
     return json.loads(report.read_text()), injected, result.status
@@ -59,8 +58,8 @@ def test_fp32_and_no_checkpointing_leave_the_model_alone(tmp_path: Path) -> None
     assert injected["applied"] == ["precision", "checkpoint"]
 
 
-def test_inject_env_narrows_the_knobs_applied(tmp_path: Path) -> None:
-    # batch_size passed as a flag instead (PERFTUNE_INJECT leaves it out): the loader keeps 4.
+def test_inject_narrows_the_knobs_applied(tmp_path: Path) -> None:
+    # batch_size passed as a flag instead (the spec's inject list leaves it out): the loader keeps 4.
     seen, injected, status = _inspect(
         tmp_path, {"checkpoint": "all", "batch_size": 6}, inject=["checkpoint"]
     )

@@ -40,21 +40,19 @@ def raise_in_main_thread(exc_type: type[BaseException]) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent(variable: str) -> None:
-    """Die with perftune: a `kill -9` of perftune must leave no script or trial running.
+def die_with_parent(parent: int | None) -> None:
+    """Die with perftune (pid `parent`; None: nothing to do): a `kill -9` of perftune must
+    leave no script or trial running.
 
-    `variable` names the environment variable that holds perftune's pid (taken out of the
-    environment, so that the script's own subprocesses never see it). Linux only (elsewhere a
-    no-op): PR_SET_PDEATHSIG, which also survives an exec; if perftune died before it took
-    effect, the parent is already someone else and this process ends at once.
+    Linux only (elsewhere a no-op): PR_SET_PDEATHSIG, which also survives an exec; if perftune
+    died before it took effect, the parent is already someone else and this process ends at once.
     """
-    parent = os.environ.pop(variable, "")
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
+    if parent is None or not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != int(parent):
+    if os.getppid() != parent:
         os._exit(128 + signal.SIGKILL)
 
 

@@ -15,19 +15,18 @@ the script's source: the injectors hook into torch instead.
   the knob itself through `perftune.knob("batch_size", ...)`.
 
 Unknown knobs are left alone (the script reads them with `perftune.knob`). What was applied is
-written as JSON to the file named by PERFTUNE_INJECT_REPORT, for the tuner's "how to apply" text.
+written as JSON to the child spec's inject_report file, for the tuner's "how to apply" text.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import random
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +37,13 @@ from perftune.capture.parent.knobs import (
     BATCH_SIZE,
     CHECKPOINT,
     CUDA_ONLY_PRECISIONS,
-    INJECT_ENV,
     INJECTED_KNOBS,
-    MEMORY_BUDGET_ENV,
     PRECISION,
-    REPORT_ENV,
-    SEED_ENV,
     CheckpointPlacement,
     parse_batch_size,
     parse_checkpoint,
     parse_precision,
 )
-from perftune.errors import ConfigError
 
 _PERFTUNE_DIR = str(Path(__file__).resolve().parents[2])
 _TORCH_DIR = str(Path(torch.__file__).resolve().parent)
@@ -80,7 +74,7 @@ class _Patches:
 
 
 class _Report:
-    """What the injectors did, rewritten to PERFTUNE_INJECT_REPORT whenever it changes."""
+    """What the injectors did, rewritten to the child spec's inject_report whenever it changes."""
 
     def __init__(self, path: str | None) -> None:
         self.path = Path(path) if path else None
@@ -99,19 +93,26 @@ _patches = _Patches()
 _report = _Report(None)
 
 
-def install(knobs: Mapping[str, Any]) -> list[str]:
+def install(knobs: Mapping[str, Any], *, inject: Sequence[str] | None = None,
+            report: str | None = None, seed: int | None = None,
+            memory_budget: int | None = None) -> list[str]:
     """Apply the injected knobs; return the names of the knobs applied.
 
-    Knobs this module does not know are ignored. PERFTUNE_INJECT (a JSON list) narrows the set,
-    e.g. to leave `batch_size` alone when the tuner passes it as a script flag instead.
+    Knobs this module does not know are ignored. `inject` narrows the set (None: every knob
+    this module knows), e.g. to leave `batch_size` alone when the tuner passes it as a script
+    flag instead. `report`: the file what was done is described in (JSON); `seed` seeds torch,
+    random and numpy; `memory_budget` (bytes) caps the CUDA caching allocator. All four come
+    from the child spec (perftune/capture/parent/spec.py).
     """
     global _report
-    _report = _Report(os.environ.get(REPORT_ENV))
-    _seed_from_env()
-    names = [name for name in _enabled_knobs() if name in knobs]
+    _report = _Report(report)
+    if seed is not None:
+        _seed(seed)
+    enabled = INJECTED_KNOBS if inject is None else tuple(k for k in INJECTED_KNOBS if k in inject)
+    names = [name for name in enabled if name in knobs]
     precision = parse_precision(knobs[PRECISION]) if PRECISION in names else None
     placement = parse_checkpoint(knobs[CHECKPOINT]) if CHECKPOINT in names else None
-    budget = _memory_budget()
+    budget = memory_budget
     scaler = _LossScaling() if precision == "fp16" else None
     if scaler is not None:
         scaler.install(_patches)
@@ -123,29 +124,7 @@ def install(knobs: Mapping[str, Any]) -> list[str]:
     return names
 
 
-def uninstall() -> None:
-    """Undo `install` (for tests that install injectors in their own process)."""
-    _patches.restore()
-
-
-def _enabled_knobs() -> tuple[str, ...]:
-    raw = os.environ.get(INJECT_ENV)
-    if raw is None:
-        return INJECTED_KNOBS
-    try:
-        names = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{INJECT_ENV} is not valid JSON: {exc}") from None
-    if not isinstance(names, list):
-        raise ConfigError(f"{INJECT_ENV} must be a JSON list of knob names")
-    return tuple(name for name in INJECTED_KNOBS if name in names)
-
-
-def _seed_from_env() -> None:
-    raw = os.environ.get(SEED_ENV)
-    if raw is None:
-        return
-    seed = int(raw)
+def _seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
     try:
@@ -153,11 +132,6 @@ def _seed_from_env() -> None:
     except ImportError:  # numpy is optional for torch
         return
     numpy.random.seed(seed)
-
-
-def _memory_budget() -> int | None:
-    raw = os.environ.get(MEMORY_BUDGET_ENV)
-    return int(raw) if raw else None
 
 
 def _caller_location() -> str | None:

@@ -27,7 +27,6 @@ from perftune.capture.child.shutdown import THREAD_GRACE_S, wind_down
 from perftune.capture.child.timeslice import TICK_SIGNAL, TimeSliceTicker
 from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
-    CONFIG_ENV,
     PROVENANCE_FILE,
     RANK_CHILD_RESULT_FILE,
     RANK_TRACE_FILE,
@@ -37,6 +36,7 @@ from perftune.capture.parent.layout import (
 )
 from perftune.capture.parent.refit import window_advice
 from perftune.capture.parent.results import write_json
+from perftune.capture.parent.spec import ChildSpec, take_spec
 from perftune.documents import document_data
 from perftune.errors import PerftuneError
 from perftune.fsutil import OutputError, write_json_atomic
@@ -69,44 +69,41 @@ def _exit_code_of(code: object) -> int:
     return 1
 
 
-def _load_config() -> dict[str, Any] | None:
-    path = os.environ.pop(CONFIG_ENV, None)
-    if not path:
-        return None
-    config: dict[str, Any] = json.loads(Path(path).read_text(encoding="utf-8"))
-    # Hand the script the PYTHONPATH and sys.path it would have had without perftune.
-    original = config.get("pythonpath")
-    if original is None:
+def _prepare_environment(spec: ChildSpec) -> None:
+    """Hand the script the PYTHONPATH and sys.path it would have had without perftune, and
+    perftune.knob()'s values in PERFTUNE_KNOBS (its own subprocesses read them there too)."""
+    if spec.pythonpath is None:
         os.environ.pop("PYTHONPATH", None)
     else:
-        os.environ["PYTHONPATH"] = original
-    injected = config.get("injected_path")
+        os.environ["PYTHONPATH"] = spec.pythonpath
+    injected = spec.injected_path
     if injected is not None and injected in sys.path[1:]:
         del sys.path[sys.path.index(injected, 1)]
-    return config
+    if spec.knobs:
+        os.environ[_runtime.KNOBS_ENV] = json.dumps(spec.knobs)
 
 
 class ChildRun:
     """The capture of one script run, from setup to the result file."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self.run_dir = Path(config["run_dir"])
+    def __init__(self, spec: ChildSpec) -> None:
+        self.spec = spec
+        self.run_dir = Path(spec.run_dir)
         # Under torchrun every rank is one of these, writing files named by its global rank.
-        self.rank = RankIdentity.from_env() if config.get("distributed") else None
+        self.rank = RankIdentity.from_env() if spec.distributed else None
         if self.rank is None:
             trace_name, self.result_path = TRACE_FILE, self.run_dir / CHILD_RESULT_FILE
         else:
             trace_name = RANK_TRACE_FILE.format(rank=self.rank.rank)
             self.result_path = self.run_dir / RANK_CHILD_RESULT_FILE.format(rank=self.rank.rank)
         self.session = CaptureSession(
-            skip=int(config["skip"]),
-            active=int(config["active"]),
-            full=bool(config["full"]),
-            profile=bool(config["profile"]),
-            detail=str(config["detail"]),
+            skip=spec.skip,
+            active=spec.active,
+            full=spec.full,
+            profile=spec.profile,
+            detail=spec.detail,
             run_dir=self.run_dir,
-            step_marker=config.get("step_marker"),
+            step_marker=spec.step_marker,
             trace_name=trace_name,
             provenance=self.rank is None,
         )
@@ -121,11 +118,12 @@ class ChildRun:
     def setup(self) -> None:
         if self.rank is not None:
             announce_rank(self.run_dir, self.rank)
-        script_path = script.prepare(
-            self.config["path"], self.config["module"], self.config["args"]
-        )
-        self.knobs_injected = list(injectors.install(self.config.get("knobs") or {}))
-        self.hooks.install(self.config.get("step_marker"), script_path)
+        spec = self.spec
+        script_path = script.prepare(spec.path, spec.module, list(spec.args))
+        self.knobs_injected = list(injectors.install(
+            spec.knobs, inject=spec.inject, report=spec.inject_report, seed=spec.seed,
+            memory_budget=spec.memory_budget))
+        self.hooks.install(spec.step_marker, script_path)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         restore_stop_signals()
         os.register_at_fork(after_in_child=self._in_forked_child)
@@ -134,10 +132,8 @@ class ChildRun:
     def start(self) -> None:
         """The script starts now: open a skip=0 window, start the time slices."""
         self.session.begin()
-        if self.config.get("step_marker") is None:
-            self.ticker = TimeSliceTicker(
-                float(self.config["time_slice_s"]), self.session.time_slices_wanted
-            )
+        if self.spec.step_marker is None:
+            self.ticker = TimeSliceTicker(self.spec.time_slice_s, self.session.time_slices_wanted)
             self.ticker.start(self.session.on_tick)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
@@ -167,7 +163,7 @@ class ChildRun:
                 "peak_memory_bytes": session.peak_memory_bytes,
                 "memory_kind": session.memory_kind,
                 "declared_knobs": dict(_runtime.declared_knobs),
-                "knobs": dict(self.config.get("knobs") or {}),
+                "knobs": dict(self.spec.knobs),
                 "profiler": session.window.who,
                 "notes": [],
                 "steps": steps,
@@ -306,7 +302,7 @@ class ChildRun:
         try:
             write_json(self.result_path, document)
         except OutputError as exc:
-            fallback = self.config.get("result_fallback")
+            fallback = self.spec.result_fallback
             if not fallback:
                 raise
             document["output_error"] = document.get("output_error") or {
@@ -329,7 +325,7 @@ class ChildRun:
             notes.append(
                 "no optimizer step, backward(), nn.Module call, perftune.step() or step-marker "
                 f"call was seen, so the steps are time slices of "
-                f"{float(self.config['time_slice_s']):.3g} s; for real step times {how_to_mark}"
+                f"{self.spec.time_slice_s:.3g} s; for real step times {how_to_mark}"
             )
         elif steps == 0:
             if session.step_marker is not None:
@@ -357,15 +353,22 @@ def _flush_stdio() -> None:
             stream.flush()
 
 
-def main() -> str | int | None:
-    config = _load_config()
-    if config is None:
+def main(spec: ChildSpec | None = None) -> str | int | None:
+    """Run the script the child spec describes (read from PERFTUNE_CAPTURE_SPEC when not given)."""
+    if spec is None:
+        try:
+            spec = take_spec()
+        except PerftuneError as exc:
+            print(f"perftune: error: {exc}", file=sys.stderr)
+            return 2
+    if spec is None:
         print(
             "perftune.capture.child.bootstrap is started by `perftune profile`, not by hand",
             file=sys.stderr,
         )
         return 2
-    run = ChildRun(config)
+    _prepare_environment(spec)
+    run = ChildRun(spec)
     try:
         run.setup()
     except PerftuneError as exc:  # an unusable --step-marker or knob value
@@ -377,7 +380,7 @@ def main() -> str | int | None:
     exit_request: str | int | None = 0
     try:
         run.start()
-        script.run(config["path"], config["module"])
+        script.run(spec.path, spec.module)
     except StopCapture:
         run.finish("ok", 0, None)
         if run.rank is not None:

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from perftune import units
 from perftune.capture.parent.launcher import importable_root
 from perftune.capture.parent.layout import (
-    CHILD_CONFIG_FILE,
     META_FILE,
     OUTPUT_LOG,
     RANK_CHILD_RESULT_FILE,
@@ -48,10 +49,11 @@ from perftune.capture.parent.runner import (
     _child_env,
     _clear_run_dir,
     capture_meta,
-    child_config,
+    child_spec,
     read_child_result,
     validate,
 )
+from perftune.capture.parent.spec import CHILD_SPEC_FILE, write_spec
 from perftune.capture.parent.watchdog import (
     FAILED_STATUSES,
     RankWatch,
@@ -436,11 +438,13 @@ def run_distributed(
     meta["command"] = redact_argv(torchrun_command(launch, target))
     meta["launch"] = launch.to_json()
     injected = importable_root()
-    config_path = run_dir / CHILD_CONFIG_FILE
-    env, original_pythonpath = _child_env(options, config_path, injected)
-    config = child_config(target, options, run_dir, injected, original_pythonpath)
-    config["distributed"] = True
-    write_json(config_path, config)
+    spec_path = run_dir / CHILD_SPEC_FILE
+    env, original_pythonpath = _child_env(options, spec_path, injected)
+    # One spec for every worker; their parent is torchrun, not perftune.
+    spec = msgspec.structs.replace(
+        child_spec(target, options, run_dir, injected, original_pythonpath),
+        distributed=True, parent_pid=None)
+    write_spec(spec_path, spec)
     argv = [sys.executable, "-m", "torch.distributed.run", *launch.torchrun_args(),
             "-m", "perftune.capture.child.bootstrap"]
     watch = RankWatch(run_dir)
@@ -452,12 +456,11 @@ def run_distributed(
             timeout_s=options.timeout_s,
             log_path=run_dir / OUTPUT_LOG if options.quiet else None,
             watch=ChildWatch(poll=watch.poll, before_stop=watch.before_stop, groups=watch.groups),
-            tell_parent=False,  # torchrun is not perftune's bootstrap; its workers' parent is it
         )
     except OSError as exc:
         raise ScriptError(f"cannot start torchrun ({sys.executable}): {exc}") from None
     finally:
-        config_path.unlink(missing_ok=True)
+        spec_path.unlink(missing_ok=True)
     try:
         ranks, extras = _assemble_ranks(run_dir, target, options, meta, outcome, watch)
     finally:

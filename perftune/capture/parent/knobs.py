@@ -1,7 +1,7 @@
 """The knobs perftune applies itself (precision, checkpoint placement, batch size), without torch.
 
 The protocol between the tuner and the child process: the tuner (which validates a search space
-and writes the "how to apply" snippets) sets these values and environment variables, the
+and writes the "how to apply" snippets) sets these values in the child spec (CaptureOptions), the
 injectors in the child (perftune/capture/child/injectors.py) read them, so both read a knob value the
 same way. It lives in capture, below the tuner, because the child may not import the tuner.
 """
@@ -24,11 +24,6 @@ PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # tf32 is a CUDA matmul mode, and fp16 autocast on CPU is neither fast nor what anyone ships.
 CUDA_ONLY_PRECISIONS = ("tf32", "fp16")
 
-# Environment variables the tuner sets for a trial's child process.
-INJECT_ENV = "PERFTUNE_INJECT"  # JSON list: the knobs the injectors should apply
-REPORT_ENV = "PERFTUNE_INJECT_REPORT"  # file the injectors describe what they did in (JSON)
-SEED_ENV = "PERFTUNE_SEED"  # seed torch/random/numpy before the script runs
-MEMORY_BUDGET_ENV = "PERFTUNE_MEMORY_BUDGET"  # bytes; caps the CUDA caching allocator
 
 _PLACEMENT = re.compile(r"^(every|first)[:_\-]?(\d+)$")
 

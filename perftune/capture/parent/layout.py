@@ -1,4 +1,4 @@
-"""Names shared by the parent (`run_capture`) and the child (`bootstrap`): files and env vars."""
+"""Names shared by the parent (`run_capture`) and the child (`bootstrap`): the run directory's files."""
 
 from __future__ import annotations
 
@@ -14,13 +14,9 @@ META_FILE = rundir.META
 PROVENANCE_FILE = rundir.PROVENANCE
 OUTPUT_LOG = rundir.OUTPUT_LOG
 
-# Private hand-over files between parent and child; removed once the run is assembled.
-CHILD_CONFIG_FILE = ".capture-config.json"
+# Private hand-over file from the child to the parent; removed once the run is assembled.
+# (The parent's to the child is the child spec: perftune/capture/parent/spec.py.)
 CHILD_RESULT_FILE = ".capture-child.json"
-
-# The child reads its configuration from the JSON file named here, then drops the variable so
-# that processes the script starts (DataLoader workers, subprocesses) never see it.
-CONFIG_ENV = "PERFTUNE_CAPTURE_CONFIG"
 
 # Multi-rank runs (`perftune profile --nproc-per-node N`, docs/contracts.md "Multi-rank run
 # directory"): one trace and one steps file per rank, named by the global rank (RANK).

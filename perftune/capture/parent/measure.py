@@ -34,6 +34,7 @@ class Side:
     label: str = ""
     knobs: Mapping[str, Any] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
+    seed: int | None = None  # seeds torch, random and numpy in the child before the script runs
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def capture_side(side: Side, run_dir: Path, settings: MeasureSettings, *, profil
         knobs=dict(side.knobs),
         timeout_s=settings.timeout_s,
         env=dict(side.env),
+        seed=side.seed,
         quiet=True,
     )
     return run_capture(side.target, run_dir, options)

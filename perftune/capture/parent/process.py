@@ -72,13 +72,6 @@ class ChildWatch:
     groups: Callable[[], Iterable[int]] = _no_groups
 
 
-# Every child learns perftune's pid from this variable and dies with it (control.die_with_parent:
-# PR_SET_PDEATHSIG, armed by the child itself at its start). Not a preexec_fn: running Python
-# between fork and exec would also run the fork hooks in perftune, where a Ctrl-C arriving at that
-# moment is swallowed ("Exception ignored in _releaseLock").
-PARENT_ENV = "PERFTUNE_PARENT_PID"
-
-
 def _stdin_is_terminal() -> bool:
     try:
         return sys.stdin is not None and os.isatty(sys.stdin.fileno())
@@ -227,15 +220,8 @@ def run_child(
     timeout_s: float | None,
     log_path: Path | None,
     watch: ChildWatch | None = None,
-    tell_parent: bool = True,
 ) -> ChildExit:
-    """Run `argv` to its end (or its timeout) with stdio passed through or sent to `log_path`.
-
-    `tell_parent`: the child is perftune's bootstrap or zygote client, which reads PARENT_ENV
-    to die with perftune (not a launcher like torchrun, whose workers have another parent).
-    """
-    if tell_parent:
-        env = {**env, PARENT_ENV: str(os.getpid())}
+    """Run `argv` to its end (or its timeout) with stdio passed through or sent to `log_path`."""
     own_group = log_path is not None or not _stdin_is_terminal()
     log: IO[bytes] | None = None
     started = time.monotonic()

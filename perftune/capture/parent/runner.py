@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from perftune._runtime import KNOBS_ENV
+import msgspec
+
 from perftune.capture.parent import killed
 from perftune.capture.parent.launcher import (
     LAUNCH_FILE,
@@ -29,9 +30,7 @@ from perftune.capture.parent.launcher import (
     read_launch,
 )
 from perftune.capture.parent.layout import (
-    CHILD_CONFIG_FILE,
     CHILD_RESULT_FILE,
-    CONFIG_ENV,
     DETAILS,
     META_FILE,
     OUTPUT_LOG,
@@ -51,6 +50,7 @@ from perftune.capture.parent.results import (
     steps_document,
     write_json,
 )
+from perftune.capture.parent.spec import CHILD_SPEC_FILE, SPEC_ENV, ChildSpec, write_spec
 from perftune.errors import ScriptError, UsageError
 from perftune.fsutil import OutputError
 from perftune.redact import redact_argv
@@ -100,6 +100,13 @@ class CaptureOptions:
     detail: str = "default"  # light | default | full
     step_marker: str | None = None  # "module:function" whose calls end a step
     knobs: Mapping[str, Any] = field(default_factory=dict)  # -> PERFTUNE_KNOBS in the child
+    # The knob injectors (perftune/capture/child/injectors.py): which knobs they apply (None:
+    # every one they know), the file they report what they did in, the seed of torch, random
+    # and numpy, the CUDA memory budget in bytes.
+    inject: Sequence[str] | None = None
+    inject_report: Path | None = None
+    seed: int | None = None
+    memory_budget: int | None = None
     timeout_s: float | None = None  # kill the child's process group after this
     env: Mapping[str, str] = field(default_factory=dict)  # extra environment for the child
     quiet: bool = False  # send the script's stdout/stderr to run_dir/output.log
@@ -153,7 +160,7 @@ _RUN_FILES = (
     STEPS_FILE,
     META_FILE,
     OUTPUT_LOG,
-    CHILD_CONFIG_FILE,
+    CHILD_SPEC_FILE,
     CHILD_RESULT_FILE,
     LAUNCH_FILE,
 )
@@ -169,14 +176,12 @@ def _clear_run_dir(run_dir: Path) -> None:
 
 
 def _child_env(
-    options: CaptureOptions, config_path: Path, injected: str | None
+    options: CaptureOptions, spec_path: Path, injected: str | None
 ) -> tuple[dict[str, str], str | None]:
     """The child's environment, and the PYTHONPATH the script must see (None: unset)."""
     env = dict(os.environ)
     env.update(options.env)
-    if options.knobs:
-        env[KNOBS_ENV] = json.dumps(dict(options.knobs))
-    env[CONFIG_ENV] = str(config_path)
+    env[SPEC_ENV] = str(spec_path)
     original = env.get("PYTHONPATH")
     if injected is not None:
         # So that `python -m perftune.capture.child.bootstrap` works from any working directory; the
@@ -245,30 +250,35 @@ def _assemble(
     return result, extra
 
 
-def child_config(
+def child_spec(
     target: ScriptTarget,
     options: CaptureOptions,
     run_dir: Path,
     injected: str | None,
     pythonpath: str | None,
-) -> dict[str, Any]:
-    """What the bootstrap reads from PERFTUNE_CAPTURE_CONFIG."""
-    return {
-        "path": str(target.path) if target.path is not None else None,
-        "module": target.module,
-        "args": list(target.args),
-        "skip": options.skip,
-        "active": options.active,
-        "profile": options.profile,
-        "full": options.full,
-        "detail": options.detail,
-        "step_marker": options.step_marker,
-        "knobs": dict(options.knobs),
-        "time_slice_s": options.time_slice_s,
-        "run_dir": str(run_dir),
-        "injected_path": injected,
-        "pythonpath": pythonpath,
-    }
+) -> ChildSpec:
+    """What the child is told to do (perftune/capture/parent/spec.py)."""
+    return ChildSpec(
+        path=str(target.path) if target.path is not None else None,
+        module=target.module,
+        args=tuple(target.args),
+        skip=options.skip,
+        active=options.active,
+        profile=options.profile,
+        full=options.full,
+        detail=options.detail,
+        step_marker=options.step_marker,
+        time_slice_s=options.time_slice_s,
+        run_dir=str(run_dir),
+        knobs=dict(options.knobs),
+        inject=tuple(options.inject) if options.inject is not None else None,
+        inject_report=str(options.inject_report) if options.inject_report is not None else None,
+        seed=options.seed,
+        memory_budget=options.memory_budget,
+        parent_pid=os.getpid(),
+        injected_path=injected,
+        pythonpath=pythonpath,
+    )
 
 
 def capture_meta(target: ScriptTarget, cwd: Path) -> dict[str, Any]:
@@ -325,23 +335,24 @@ def _run_capture(target: ScriptTarget, run_dir: Path, options: CaptureOptions) -
     cwd = Path(target.cwd).resolve()
     meta = capture_meta(target, cwd)
     injected = importable_root()
-    config_path = run_dir / CHILD_CONFIG_FILE
-    env, original_pythonpath = _child_env(options, config_path, injected)
-    config = child_config(target, options, run_dir, injected, original_pythonpath)
+    spec_path = run_dir / CHILD_SPEC_FILE
+    env, original_pythonpath = _child_env(options, spec_path, injected)
     # Where the child hands its results over when run_dir cannot take them (full disk): a
     # private folder elsewhere, so that the steps measured still reach this process.
     fallback_dir = Path(tempfile.mkdtemp(prefix="perftune-capture-"))
-    config["result_fallback"] = str(fallback_dir / CHILD_RESULT_FILE)
+    spec = msgspec.structs.replace(
+        child_spec(target, options, run_dir, injected, original_pythonpath),
+        result_fallback=str(fallback_dir / CHILD_RESULT_FILE))
     try:
-        write_json(config_path, config)
-        return _run_child(target, run_dir, options, env=env, config_path=config_path, cwd=cwd,
+        write_spec(spec_path, spec)
+        return _run_child(target, run_dir, options, env=env, spec_path=spec_path, cwd=cwd,
                           meta=meta, fallback=fallback_dir / CHILD_RESULT_FILE)
     finally:
         shutil.rmtree(fallback_dir, ignore_errors=True)
 
 
 def _run_child(target: ScriptTarget, run_dir: Path, options: CaptureOptions, *,
-               env: dict[str, str], config_path: Path, cwd: Path, meta: dict[str, Any],
+               env: dict[str, str], spec_path: Path, cwd: Path, meta: dict[str, Any],
                fallback: Path) -> CaptureResult:
     argv = list(options.launcher) if options.launcher is not None else fresh_command()
     oom_before = killed.oom_kill_counts()
@@ -356,7 +367,7 @@ def _run_child(target: ScriptTarget, run_dir: Path, options: CaptureOptions, *,
     except OSError as exc:
         raise ScriptError(f"cannot start {argv[0]}: {exc}") from None
     finally:
-        config_path.unlink(missing_ok=True)
+        spec_path.unlink(missing_ok=True)
     child_path = run_dir / CHILD_RESULT_FILE
     child = read_child_result(child_path) or read_child_result(fallback)
     if child is None:

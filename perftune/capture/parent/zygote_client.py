@@ -31,8 +31,7 @@ import socket
 import struct
 import sys
 
-CONFIG_ENV = "PERFTUNE_CAPTURE_CONFIG"  # = perftune.capture.parent.layout.CONFIG_ENV
-PARENT_ENV = "PERFTUNE_PARENT_PID"  # = perftune.capture.parent.process.PARENT_ENV
+SPEC_ENV = "PERFTUNE_CAPTURE_SPEC"  # = perftune.capture.parent.spec.SPEC_ENV
 _PR_SET_PDEATHSIG = 1
 LAUNCH_FILE = "launch.json"  # = perftune.capture.parent.launcher.LAUNCH_FILE
 RELAYED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -41,11 +40,11 @@ CONNECT_TIMEOUT_S = 5.0
 
 def _record(how: str, **details: object) -> None:
     """Say in the run directory how this trial was started (best effort)."""
-    config = os.environ.get(CONFIG_ENV)
-    if not config:
+    spec = os.environ.get(SPEC_ENV)
+    if not spec:
         return
     try:
-        path = os.path.join(os.path.dirname(config), LAUNCH_FILE)
+        path = os.path.join(os.path.dirname(spec), LAUNCH_FILE)
         with open(path, "w", encoding="utf-8") as fh:
             json.dump({"launcher": how, **details}, fh)
     except OSError:
@@ -55,15 +54,19 @@ def _record(how: str, **details: object) -> None:
 def _die_with_parent() -> None:
     """Die with perftune (PR_SET_PDEATHSIG, kept across the exec of a fresh trial): a client
     left behind by a `kill -9` of perftune would see its trial end and run it again, fresh.
-    The variable leaves the environment, so the trial (forked or fresh) never sees it."""
-    parent = os.environ.pop(PARENT_ENV, "")
-    if not parent.isdigit() or not sys.platform.startswith("linux"):
+    perftune's pid is the child spec's parent_pid (perftune/capture/parent/spec.py)."""
+    try:
+        with open(os.environ.get(SPEC_ENV, ""), "rb") as fh:
+            parent = json.load(fh).get("parent_pid")
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(parent, int) or not sys.platform.startswith("linux"):
         return
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    if os.getppid() != int(parent):  # perftune died before the prctl took effect
+    if os.getppid() != parent:  # perftune died before the prctl took effect
         os._exit(128 + signal.SIGKILL)
 
 
