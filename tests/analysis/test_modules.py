@@ -27,9 +27,14 @@ def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run)
     # The hand measurement of the same profiled steps (steps.json says which those are).
     steps = json.loads((out / "run" / "steps.json").read_text())["steps"]
     profiled = [s["index"] for s in steps if s.get("phase") == "profiled"]
-    hand = json.loads((out / "hand.json").read_text())["shares"]
-    expected = statistics.median(hand[i] for i in profiled if i < len(hand))
-    assert abs(first["share"] - expected) <= 0.10 * expected, (first, expected)
+    hand = json.loads((out / "hand.json").read_text())
+    # Its forward + backward time per step, as the hooks timed it in the same steps.
+    hand_ms = statistics.mean(hand["ms"][i] for i in profiled if i < len(hand["ms"]))
+    assert abs(first["total_ms"] - hand_ms) <= 0.10 * hand_ms, (first, hand_ms)
+    # Its share of the step: the trace's step also holds the capture's own per-step work, which
+    # the script's loop timer does not see, so the share is compared with a little more room.
+    expected = statistics.median(hand["shares"][i] for i in profiled if i < len(hand["shares"]))
+    assert abs(first["share"] - expected) <= 0.15 * expected, (first, expected)
     assert first["forward_ms"] > 0 and first["backward_ms"] > 0
     # The terminal names it first in the module table.
     table = stdout[stdout.index("modules by own time"):].splitlines()

@@ -56,6 +56,7 @@ wide.register_forward_hook(lambda m, a, o: spent.__setitem__("fwd", spent["fwd"]
 wide.register_full_backward_pre_hook(lambda m, g: mark.__setitem__("b", time.perf_counter()))
 wide.register_full_backward_hook(lambda m, gi, go: spent.__setitem__("bwd", spent["bwd"] + time.perf_counter() - mark["b"]))
 shares = []
+spent_ms = []
 steps = int(os.environ.get("PLANTED_STEPS", "14"))
 for _ in range(steps):
     spent["fwd"] = spent["bwd"] = 0.0
@@ -66,6 +67,7 @@ for _ in range(steps):
     opt.step()
     step = time.perf_counter() - t0
     shares.append((spent["fwd"] + spent["bwd"]) / step)
+    spent_ms.append(1000.0 * (spent["fwd"] + spent["bwd"]))
     if len(sys.argv) > 1:
         with open(sys.argv[1], "w") as fh:
-            json.dump({"shares": shares}, fh)
+            json.dump({"shares": shares, "ms": spent_ms}, fh)
