@@ -1,4 +1,5 @@
-"""A TensorBoard log directory for a run: run_dir/tensorboard/.
+"""A TensorBoard log directory for a run: run_dir/tensorboard/, one TensorBoard run named after
+the run directory (run_dir/tensorboard/<run name>/).
 
 - scalars per step: step time and throughput (from steps.json when the run has it, else from
   the trace's steps) and the per-step breakdown;
@@ -212,11 +213,21 @@ def _place_trace(view: RunView, root: Path) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------- entry points
+def run_name(view: RunView) -> str:
+    """The TensorBoard run: the run directory's name (never "." or a tuning folder's)."""
+    name = _safe_name(view.run_dir.name if view.run_dir is not None else "perftune")
+    return name if name not in ("tuning", "plugins") else f"run-{name}"
+
+
 def write_tensorboard_view(view: RunView) -> Path:
     if view.run_dir is None:
         raise ValueError("a RunView needs a run directory to write TensorBoard logs into")
     root = RunDir(view.run_dir).tensorboard
-    writer = _Writer(root)
+    # Events in a folder named after the run: at the log dir's top level TensorBoard calls the
+    # run "." (and an earlier perftune's events there are ours to replace).
+    for old in root.glob(f"events.out.tfevents.*{SUFFIX}"):
+        old.unlink()
+    writer = _Writer(root / run_name(view))
     try:
         _write_steps(writer, view)
         writer.text("perftune/summary", render_markdown(view))

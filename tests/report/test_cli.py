@@ -27,7 +27,7 @@ def test_report_rerenders_a_run_dir_with_tensorboard(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     for name in ("summary.json", "findings.json", "report.html", "report.md"):
         assert (run / name).is_file(), name
-    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((run / "tensorboard" / "run").glob("events.out.tfevents.*"))
     assert "report run/report.html" in out.stdout
     assert "tensorboard --logdir run/tensorboard" in out.stdout
     assert "H100" in out.stdout

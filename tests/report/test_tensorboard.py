@@ -50,7 +50,9 @@ def test_step_scalars_text_and_trace(tb_run: tuple[Path, Analysis, list[float]])
     run, analysis, durations = tb_run
     logdir = write_tensorboard(run, analysis)
     assert logdir == run / "tensorboard"
-    acc = accumulator(logdir)
+    # One TensorBoard run named after the run directory, not ".".
+    assert not list(logdir.glob("events.out.tfevents.*"))
+    acc = accumulator(logdir / "run")
     tags = acc.Tags()
     steps = acc.Scalars("step/time_ms")
     assert [e.step for e in steps] == list(range(len(durations)))
@@ -104,8 +106,9 @@ def test_rendering_again_replaces_instead_of_duplicating(
     run, analysis, durations = tb_run
     write_tensorboard(run, analysis)
     logdir = write_tensorboard(run, analysis)
-    assert len(list(logdir.glob("events.out.tfevents.*"))) == 1
-    assert len(accumulator(logdir).Scalars("step/time_ms")) == len(durations)
+    assert len(list(logdir.rglob("events.out.tfevents.*.perftune"))) - len(
+        list((logdir / "tuning").rglob("events.out.tfevents.*"))) == 1
+    assert len(accumulator(logdir / "run").Scalars("step/time_ms")) == len(durations)
 
 
 def test_reports_and_tensorboard_without_torch(tb_run: tuple[Path, Analysis, list[float]]) -> None:
@@ -119,5 +122,5 @@ def test_reports_and_tensorboard_without_torch(tb_run: tuple[Path, Analysis, lis
             f"main(['report', {str(run)!r}, '--tensorboard'])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert len(accumulator(run / "tensorboard").Scalars("step/time_ms")) == len(durations)
+    assert len(accumulator(run / "tensorboard" / "run").Scalars("step/time_ms")) == len(durations)
     assert (run / "report.html").stat().st_size > 1_000_000
