@@ -12,6 +12,7 @@ import pytest
 import perftune
 from perftune.documents import Summary
 from perftune.errors import PerftuneError
+from tests.analysis.planted import planted_run  # noqa: F401  (a fixture)
 from tests.conftest import shared_trace
 
 
@@ -38,7 +39,7 @@ def test_analyze_a_trace_file() -> None:
     assert frame["est_saving_ms_per_step"].is_monotonic_decreasing
 
 
-def test_analyze_a_run_directory_and_its_documents_alone(planted_run, tmp_path: Path) -> None:
+def test_analyze_a_run_directory_and_its_documents_alone(planted_run, tmp_path: Path) -> None:  # noqa: F811
     out, _ = planted_run
     result = perftune.analyze(out / "run")
     assert result.trace is not None

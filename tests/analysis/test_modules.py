@@ -10,6 +10,7 @@ import pytest
 
 from perftune.analysis.modules import leaf_ranking, module_times, modules_document
 from perftune.trace import load
+from tests.analysis.planted import planted_run  # noqa: F401  (a fixture)
 from tests.conftest import shared_trace
 
 # The profiler numbers instances of a class in the order it first meets them: the script's
@@ -17,7 +18,7 @@ from tests.conftest import shared_trace
 WIDE = "Net_0.Conv2d_2"
 
 
-def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run) -> None:
+def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run) -> None:  # noqa: F811
     out, stdout = planted_run
     summary = json.loads((out / "run" / "summary.json").read_text())
     modules = summary["modules"]
@@ -41,7 +42,7 @@ def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run)
     assert WIDE in table[2]
 
 
-def test_planted_module_in_the_html_report(planted_run) -> None:
+def test_planted_module_in_the_html_report(planted_run) -> None:  # noqa: F811
     out, _ = planted_run
     html = (out / "run" / "report.html").read_text()
     assert "modules-tree" in html and WIDE in html
@@ -50,7 +51,7 @@ def test_planted_module_in_the_html_report(planted_run) -> None:
     assert section.index(WIDE) < section.index("Net_0.Conv2d_3")
 
 
-def test_backward_is_attributed_through_forward_links(planted_run) -> None:
+def test_backward_is_attributed_through_forward_links(planted_run) -> None:  # noqa: F811
     out, _ = planted_run
     tree = module_times(load(out / "run" / "trace.json.gz"))
     by_path = {m.path: m for m in tree.modules}
@@ -68,7 +69,7 @@ def test_foreign_trace_without_modules_says_so() -> None:
     assert doc.source == "none" and doc.modules == [] and "with_stack" in doc.note
 
 
-def test_heavy_operators_against_peaks_measured_once_by_the_capture(planted_run) -> None:
+def test_heavy_operators_against_peaks_measured_once_by_the_capture(planted_run) -> None:  # noqa: F811
     """perftune profile measured this machine's peaks on first use (cached), so a CPU run's
     heavy operators have a roof: the planted convolution is compute-bound at some % of peak."""
     out, stdout = planted_run

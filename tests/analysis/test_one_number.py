@@ -18,6 +18,7 @@ from perftune.analysis.phases import step_phases
 from perftune.trace import categories as C
 from perftune.trace import load
 from perftune.trace.metrics import top_host_ops
+from tests.analysis.planted import planted_run  # noqa: F401  (a fixture)
 
 
 def _docs(run: Path) -> tuple[dict, dict]:
@@ -25,7 +26,7 @@ def _docs(run: Path) -> tuple[dict, dict]:
             json.loads((run / "findings.json").read_text()))
 
 
-def test_optimizer_time_is_one_figure_in_summary_phases_and_findings(planted_run) -> None:
+def test_optimizer_time_is_one_figure_in_summary_phases_and_findings(planted_run) -> None:  # noqa: F811
     out, _ = planted_run
     summary, findings = _docs(out / "run")
     optimizer = summary["breakdown_ms_per_step"]["optimizer_ms"]
@@ -37,7 +38,7 @@ def test_optimizer_time_is_one_figure_in_summary_phases_and_findings(planted_run
     assert f"{optimizer:.2f} ms of host time" in per_parameter[0]["message"]
 
 
-def test_last_optimizer_step_does_not_run_past_the_step_end(planted_run) -> None:
+def test_last_optimizer_step_does_not_run_past_the_step_end(planted_run) -> None:  # noqa: F811
     """The capture stops the profiler inside the last optimizer.step(): that annotation ends
     after the last step does. The optimizer time of that step stays inside the step, and the
     profiler's own step/stop inside earlier ones is the profiler's, not the optimizer's."""
@@ -57,7 +58,7 @@ def test_last_optimizer_step_does_not_run_past_the_step_end(planted_run) -> None
     assert last["optimizer_ms"] < raw_last  # the stop is not in it
 
 
-def test_one_step_count_and_one_median_in_the_terminal(planted_run) -> None:
+def test_one_step_count_and_one_median_in_the_terminal(planted_run) -> None:  # noqa: F811
     """`perftune profile` prints the step times once (from steps.json); the analysis part names
     the trace's steps as those profiled steps instead of a second count and median."""
     out, stdout = planted_run
@@ -70,7 +71,7 @@ def test_one_step_count_and_one_median_in_the_terminal(planted_run) -> None:
     assert len(re.findall(r"^steps ", stdout, flags=re.M)) == 1
 
 
-def test_profiler_step_is_not_a_top_operator(planted_run) -> None:
+def test_profiler_step_is_not_a_top_operator(planted_run) -> None:  # noqa: F811
     out, _ = planted_run
     summary, _ = _docs(out / "run")
     names = [op["name"] for op in summary["top_host_ops"]]
@@ -81,7 +82,7 @@ def test_profiler_step_is_not_a_top_operator(planted_run) -> None:
     assert not any(str(n).startswith("ProfilerStep#") for n in top_host_ops(trace, 500)["name"])
 
 
-def test_no_profiler_overhead_against_warmup_steps(planted_run) -> None:
+def test_no_profiler_overhead_against_warmup_steps(planted_run) -> None:  # noqa: F811
     """The run stops after the window: no steps after it, so no overhead figure anywhere
     (the terminal, the report, PFT903), rather than one against warm-up steps."""
     out, stdout = planted_run
@@ -92,7 +93,7 @@ def test_no_profiler_overhead_against_warmup_steps(planted_run) -> None:
                    for f in findings["findings"])
 
 
-def test_kineto_start_stop_lines_do_not_reach_the_terminal(planted_run) -> None:
+def test_kineto_start_stop_lines_do_not_reach_the_terminal(planted_run) -> None:  # noqa: F811
     out, stdout = planted_run
     stderr = (out / "stderr.txt").read_text()
     assert "USDT:" not in stderr + stdout and "profiler_start" not in stderr + stdout
