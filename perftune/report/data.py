@@ -11,12 +11,10 @@ more useful than none.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import msgspec
 
 from perftune.documents import (
     FixDocument,
@@ -27,7 +25,7 @@ from perftune.documents import (
     TuningDocument,
 )
 from perftune.engine.types import Finding
-from perftune.redact import redact_argv, redact_command
+from perftune.redact import redact_argv
 from perftune.rundir import (
     FIX,
     GATE,
@@ -62,8 +60,8 @@ class RunView:
     summary: Summary | None  # None: a run directory without summary.json or findings.json
     findings: tuple[Finding, ...]
     trace: Trace | None = None
-    steps: Mapping[str, Any] | None = None
-    meta: Mapping[str, Any] | None = None
+    steps: StepsDocument | None = None
+    meta: MetaDocument | None = None
     tuning: TuningDocument | None = None
     gate: GateDocument | None = None
     fix: FixDocument | None = None
@@ -75,10 +73,10 @@ class RunView:
     @property
     def title(self) -> str:
         """The script when the run captured one, else the trace file(s)."""
-        script = meta_value(self.meta, "script", "script_path")
-        if script:
-            return Path(str(script)).name
-        module = meta_value(self.meta, "module")
+        meta = self.meta or MetaDocument()
+        if meta.script:
+            return Path(meta.script).name
+        module = meta.module
         if module:
             return f"-m {module}"
         files = [Path(f).name for f in self.summary.files] if self.summary is not None else []
@@ -101,8 +99,9 @@ class RunView:
 
 def read_document(path: Path) -> tuple[Any, str | None]:
     """(document, None), (None, None) when the file is absent, or (None, note) when unreadable
-    or not matching its Struct (perftune.documents). tuning.json, gate.json and fix.json come
-    back as their Structs; steps.json and meta.json as checked JSON objects."""
+    or not matching its Struct (perftune.documents): tuning.json, gate.json and fix.json checked
+    strictly (perftune wrote them), steps.json and meta.json leniently (the capture stage adds
+    fields as it grows)."""
     try:
         data = read_json_object(path)
         if data is None:
@@ -112,7 +111,7 @@ def read_document(path: Path) -> tuple[Any, str | None]:
             return decode(path, data, stage, strict=True), None
         kind = _TYPED_OPTIONAL.get(path.name)
         if kind is not None:
-            decode(path, data, kind)
+            return decode(path, data, kind), None
     except DocumentError as exc:
         return None, f"{path.name} could not be read ({exc.problem}); its section is left out"
     return data, None
@@ -155,43 +154,6 @@ def view_of_documents(run_dir: Path, source_roots: Sequence[Path] = ()) -> RunVi
 
 
 # ---------------------------------------------------------------------------- meta.json
-_META_KEYS: Mapping[str, tuple[str, ...]] = {
-    "script": ("script", "script_path"),
-    "module": ("module",),
-    "command": ("command",),
-    "argv": ("argv", "args"),
-    "cwd": ("cwd",),
-    "git_commit": ("git_commit", "commit"),
-    "git_dirty": ("git_dirty", "dirty"),
-    "start_time": ("start_time", "started_at", "start", "time"),
-    "python": ("python_version", "python"),
-    "torch": ("torch_version", "torch"),
-    "cuda": ("cuda_version", "cuda"),
-    "devices": ("device_names", "devices"),
-    "hostname": ("hostname", "host"),
-    "perftune": ("perftune_version", "perftune"),
-}
-
-
-def meta_value(meta: Mapping[str, Any] | None, *keys: str) -> Any:
-    """The first present value among `keys`, looking one level into nested tables too.
-
-    meta.json is written by the capture stage; accepting a few spellings (`git.commit`,
-    `git_commit`) keeps the header right while that format settles.
-    """
-    if not meta:
-        return None
-    for key in keys:
-        if key in meta and meta[key] not in (None, "", []):
-            return meta[key]
-    for key in keys:
-        head, _, tail = key.partition("_")
-        nested = meta.get(head)
-        if tail and isinstance(nested, Mapping) and nested.get(tail) not in (None, "", []):
-            return nested[tail]
-    return None
-
-
 def _text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(str(v) for v in value)
@@ -200,31 +162,24 @@ def _text(value: Any) -> str:
 
 def header_facts(view: RunView) -> list[tuple[str, str]]:
     """(label, value) pairs for the report header, from meta.json or else the trace."""
-    meta = view.meta
+    meta = view.meta or MetaDocument()
     facts: list[tuple[str, str]] = []
 
     def add(label: str, value: Any) -> None:
         if value not in (None, "", [], ()):
             facts.append((label, _text(value)))
 
-    add("script", meta_value(meta, *_META_KEYS["script"]) or meta_value(meta, *_META_KEYS["module"]))
-    command = meta_value(meta, *_META_KEYS["command"])
-    if command is None and meta_value(meta, *_META_KEYS["argv"]) is not None:
-        command = meta_value(meta, *_META_KEYS["argv"])
-    if command is not None:  # a meta.json from elsewhere (or an older perftune) may hold secrets
-        command = redact_argv(command) if isinstance(command, list) else redact_command(str(command))
-    add("command", command)
-    add("working directory", meta_value(meta, *_META_KEYS["cwd"]))
-    commit = meta_value(meta, *_META_KEYS["git_commit"])
-    if commit:
-        dirty = meta_value(meta, *_META_KEYS["git_dirty"])
-        add("git commit", f"{commit}{' (uncommitted changes)' if dirty else ''}")
-    add("when", meta_value(meta, *_META_KEYS["start_time"]))
-    versions = []
-    for label, key in (("python", "python"), ("torch", "torch"), ("CUDA", "cuda")):
-        value = meta_value(meta, *_META_KEYS[key])
-        if value:
-            versions.append(f"{label} {value}")
+    add("script", meta.script or meta.module)
+    command = meta.command or meta.argv
+    if command:  # a meta.json from elsewhere (or an older perftune) may hold secrets
+        add("command", redact_argv(command))
+    add("working directory", meta.cwd)
+    if meta.git_commit:
+        add("git commit", f"{meta.git_commit}{' (uncommitted changes)' if meta.git_dirty else ''}")
+    add("when", meta.start_time)
+    versions = [f"{label} {value}" for label, value in (
+        ("python", meta.python_version), ("torch", meta.torch_version), ("CUDA", meta.cuda_version))
+        if value]
     if not versions:
         header = view.trace.ranks[0].header if view.trace is not None and view.trace.ranks else {}
         if header.get("cuda_runtime_version"):
@@ -232,13 +187,10 @@ def header_facts(view: RunView) -> list[tuple[str, str]]:
         if header.get("hip_runtime_version"):
             versions.append(f"HIP runtime {header['hip_runtime_version']}")
     add("versions", ", ".join(versions))
-    devices = meta_value(meta, *_META_KEYS["devices"])
-    if isinstance(devices, (list, tuple)):
-        devices = ", ".join(str(d) for d in devices)
-    add("devices", devices or device_line(view.summary))
-    add("host", meta_value(meta, *_META_KEYS["hostname"]))
+    add("devices", ", ".join(meta.devices) if meta.devices else device_line(view.summary))
+    add("host", meta.hostname)
     summary = view.summary
-    add("perftune", meta_value(meta, *_META_KEYS["perftune"])
+    add("perftune", meta.perftune_version
         or (summary.perftune_version if summary is not None else None))
     files = summary.files if summary is not None else []
     add("trace", ", ".join(str(f) for f in files[:4]) + (" …" if len(files) > 4 else ""))
@@ -307,17 +259,6 @@ def _distribution(values: Sequence[float]) -> Distribution | None:
     return Distribution.of(values) if values else None
 
 
-def _steps_document(raw: Mapping[str, Any] | None) -> StepsDocument | None:
-    """steps.json as its Struct (read_document validated it; a view built by hand may hold
-    anything, and then the trace's steps are used)."""
-    if raw is None:
-        return None
-    try:
-        return msgspec.convert(raw, StepsDocument)
-    except msgspec.ValidationError:
-        return None
-
-
 def steps_found_by(step_source: str, detail: str | None) -> str:
     """How the capture found the steps, in words: "steps.json: steps found by backward() calls"."""
     from perftune.capture.parent.summary import SOURCE_WORDS
@@ -329,7 +270,7 @@ def steps_found_by(step_source: str, detail: str | None) -> str:
 def step_timing(view: RunView) -> StepTiming:
     """From steps.json when the run has one (it times steps outside the profiler too), else
     from the trace's steps as summarised (all of them profiled)."""
-    steps_doc = _steps_document(view.steps)
+    steps_doc = view.steps
     if steps_doc is not None and steps_doc.steps:
         points = [StepPoint(index=step.index, duration_ms=step.duration_ms,
                             phase=step.phase or "measured", samples=step.samples)

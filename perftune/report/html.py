@@ -33,7 +33,6 @@ from perftune.report.data import (
     breakdown_rows,
     device_line,
     header_facts,
-    meta_value,
     step_timing,
 )
 from perftune.report.timeline import PERFETTO_URL
@@ -321,7 +320,7 @@ def report_context(view: RunView) -> dict[str, Any]:
         figures[f"tuning-{k}"] = tfig
     # Relative source paths in a trace are relative to where the script ran; files are read
     # only under the analysis' source roots.
-    lookup = [Path(str(cwd))] if (cwd := meta_value(view.meta, "cwd")) else []
+    lookup = [Path(view.meta.cwd)] if view.meta is not None and view.meta.cwd else []
     lookup.extend(p for p in (view.run_dir,) if p is not None)
     roots = SourceRoots.of(view.source_roots, lookup)
     docs = rule_docs(f.code for f in view.findings)

@@ -189,7 +189,7 @@ def _place_trace(view: RunView, root: Path) -> list[Path]:
     if not sources:
         return []
     run = _safe_name(view.run_dir.name if view.run_dir is not None else "perftune")
-    host = str((view.meta or {}).get("hostname") or "worker")
+    host = (view.meta.hostname if view.meta is not None else None) or "worker"
     target_dir = root / "plugins" / "profile" / run
     target_dir.mkdir(parents=True, exist_ok=True)
     placed = []

@@ -18,8 +18,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from perftune.documents import StepsDocument
 from perftune.redact import redact_argv
-from perftune.rundir import OUTPUT_LOG, RunDir
+from perftune.rundir import OUTPUT_LOG, DocumentError, RunDir
 from perftune.tune.constraints import over_budget
 from perftune.tune.objective import Objective
 from perftune.tune.space import SearchSpace
@@ -244,17 +245,17 @@ def outcome_from_capture(
     measurement: Measurement,
 ) -> TrialOutcome:
     """Turn a capture result into a trial outcome (status, figures, reason)."""
-    steps_json = _read_json(RunDir(run_dir).steps)
+    steps_doc = _read_steps(run_dir)
     common: dict[str, Any] = {
         "peak_memory_bytes": peak_memory_bytes,
-        "memory_kind": steps_json.get("memory_kind"),
+        "memory_kind": steps_doc.memory_kind if steps_doc is not None else None,
         "wall_s": wall_s,
         "run_dir": str(run_dir),
         "exit_code": exit_code,
         "injected": _read_json(run_dir / INJECT_REPORT),
-        "declared_knobs": steps_json.get("declared_knobs") or {},
+        "declared_knobs": dict(steps_doc.declared_knobs) if steps_doc is not None else {},
     }
-    failed = _failure(status, error, measurement, steps_json, run_dir)
+    failed = _failure(status, error, measurement, steps_doc, run_dir)
     if failed is not None:
         return TrialOutcome(status=failed[0], reason=failed[1], **common)
     if not measured:
@@ -313,7 +314,7 @@ def _failure(
     status: str,
     error: str | None,
     measurement: Measurement,
-    steps_json: Mapping[str, Any],
+    steps_doc: StepsDocument | None,
     run_dir: Path,
 ) -> tuple[str, str] | None:
     log = RunDir(run_dir).file(OUTPUT_LOG)
@@ -327,7 +328,7 @@ def _failure(
     if status == "nan":
         return "nan", f"non-finite loss: {detail}"
     if status == "window-not-reached":
-        seen = len(steps_json.get("steps") or [])
+        seen = len(steps_doc.steps) if steps_doc is not None else 0
         wanted = measurement.warmup + measurement.steps
         return (
             "no-steps",
@@ -336,7 +337,7 @@ def _failure(
         )
     if status == "interrupted":
         return "interrupted", "interrupted"
-    return "crashed", f"{detail} (exit code {steps_json.get('exit_code')}; log: {log})"
+    return "crashed", f"{detail} (exit code {steps_doc.exit_code if steps_doc is not None else None}; log: {log})"
 
 
 def _is_out_of_memory(error: str | None) -> bool:
@@ -356,6 +357,15 @@ def _quartiles(values: Sequence[float]) -> tuple[float, float]:
         return values[0], values[0]
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return q1, q3
+
+
+def _read_steps(run_dir: Path) -> StepsDocument | None:
+    """The trial's steps.json; None when it is missing or unreadable (the trial's status and
+    error already say why)."""
+    try:
+        return RunDir(run_dir).read_steps()
+    except DocumentError:
+        return None
 
 
 def _read_json(path: Path) -> dict[str, Any]:
