@@ -8,7 +8,6 @@ unprofiled step times of steps.json when a run has them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import numpy as np
 from perftune.analysis import stats
 from perftune.analysis.compare import FindingIdentity, slower_and_faster, time_deltas
 from perftune.analysis.compare import match_findings as analysis_match
+from perftune.analysis.ops import OpStat, op_stats_per_step
 from perftune.documents import (
     DiffCategory,
     DiffDocument,
@@ -32,10 +32,7 @@ from perftune.documents import (
 )
 from perftune.engine.types import Finding
 from perftune.report.data import RunView, breakdown_rows, step_timing, view_of_analysis
-from perftune.report.timeline import categorical_strings
-from perftune.trace import categories as C
-from perftune.trace.metrics import Distribution, device_event_steps
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.metrics import Distribution
 
 if TYPE_CHECKING:
     from perftune.pipeline import Analysis
@@ -49,17 +46,6 @@ CONFIDENCE = 0.95
 
 # ---------------------------------------------------------------------------- per-run facts
 @dataclass(frozen=True)
-class OpStat:
-    """One operator or kernel, matched across runs by kind, name and shape."""
-
-    kind: str  # "op" (host operator, self time) | "kernel" (device time)
-    name: str
-    shape: str | None  # input dims of an op, grid×block of a kernel; None when not recorded
-    calls_per_step: float
-    ms_per_step: float
-
-
-@dataclass(frozen=True)
 class RunFacts:
     label: str
     step_ms: tuple[float, ...]
@@ -68,49 +54,6 @@ class RunFacts:
     ops: tuple[OpStat, ...]
     findings: tuple[Finding, ...]
     has_device_activity: bool
-
-
-def _shape_text(value: Any) -> str | None:
-    if value is None or value == [] or value == "":
-        return None
-    return json.dumps(value, separators=(",", ":"), default=str).replace('"', "")
-
-
-def _op_stats(trace: Trace) -> list[OpStat]:
-    """Host-op self time and kernel time inside the steps, per step, by (name, shape)."""
-    ev = trace.events
-    n_steps = max(1, len(trace.steps))
-    ts = ev["ts"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    name_codes, name_strings = categorical_strings(ev["name"])
-    cat_codes, cat_names = categorical_strings(ev["cat"])
-    is_op = np.isin(cat_names, list(C.OP_CATS))[cat_codes] & ~ev["is_device"].to_numpy()
-    # Step annotations would otherwise show up as the biggest "operator" of all.
-    is_op &= ~np.asarray([n.startswith(C.PROFILER_STEP_PREFIX) for n in name_strings],
-                         dtype=bool)[name_codes]
-    in_step = trace.step_of(ts, ev["rank"].to_numpy()) != NO_ID
-    parent = trace.parent
-    child = np.zeros(len(ev))
-    rows = np.flatnonzero(is_op)
-    par = parent[rows]
-    has_parent = par != NO_ID
-    np.add.at(child, par[has_parent], dur[rows][has_parent])
-    self_us = np.maximum(0.0, dur - child)
-    acc: dict[tuple[str, str, str | None], list[float]] = {}
-    for row in np.flatnonzero(is_op & in_step).tolist():
-        key = ("op", str(name_strings[name_codes[row]]), _shape_text(trace.input_dims(row)))
-        slot = acc.setdefault(key, [0.0, 0.0])
-        slot[0] += 1
-        slot[1] += self_us[row]
-    kernels = (cat_names == C.KERNEL)[cat_codes] & (device_event_steps(trace) != NO_ID)
-    for row in np.flatnonzero(kernels).tolist():
-        grid, block = trace.launch_dims(row)
-        shape = f"{_shape_text(grid)}×{_shape_text(block)}" if grid or block else None
-        slot = acc.setdefault(("kernel", str(name_strings[name_codes[row]]), shape), [0.0, 0.0])
-        slot[0] += 1
-        slot[1] += dur[row]
-    return [OpStat(kind, name, shape, calls / n_steps, us / 1000.0 / n_steps)
-            for (kind, name, shape), (calls, us) in acc.items()]
 
 
 def _summary_op_stats(summary: Summary | None) -> list[OpStat]:
@@ -132,7 +75,7 @@ def facts_of_view(view: RunView, label: str) -> RunFacts:
     summary = view.summary
     breakdown = ({} if summary is None else
                  {key: float(value) for key, _, value in breakdown_rows(summary)})
-    ops = _op_stats(view.trace) if view.trace is not None else _summary_op_stats(summary)
+    ops = op_stats_per_step(view.trace) if view.trace is not None else _summary_op_stats(summary)
     return RunFacts(label=label, step_ms=step_ms, step_source=timing.source, breakdown=breakdown,
                     ops=tuple(ops), findings=view.findings,
                     has_device_activity=summary is not None and summary.has_device_activity)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
+from perftune.analysis.ops import categorical_strings
 from perftune.analysis.phases import MODULE_PREFIX, PHASE_LABELS, phase_segments
 from perftune.trace import categories as C
 from perftune.trace.metrics import device_event_steps, sync_call_mask
@@ -70,13 +70,6 @@ def _device_kind(cat: str, name: str) -> str:
     if cat == C.KERNEL:
         return "communication" if C.is_comm_kernel(name) else "kernel"
     return {C.MEMCPY: "memcpy", C.MEMSET: "memset"}.get(cat, "kernel")
-
-
-def categorical_strings(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, categories as str) of a categorical column: per-row strings without converting
-    every row (`astype(str)` on a million-event trace takes seconds)."""
-    cat = column.astype("category")
-    return cat.cat.codes.to_numpy(), np.asarray([str(c) for c in cat.cat.categories], dtype=object)
 
 
 def _details(trace: Trace, rows: list[int], is_dev: np.ndarray) -> dict[int, str]:
