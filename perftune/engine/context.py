@@ -32,7 +32,7 @@ from perftune.rundir import DocumentError, RunDir
 from perftune.sourcefiles import SourceRoots
 from perftune.trace.machine import MachinePeaks
 from perftune.trace.model import Trace
-from perftune.trace.quality_metrics import PhaseTimes, read_phase_times
+from perftune.trace.quality_metrics import PhaseTimes, phase_times
 from perftune.trace.roofline import Peaks, peaks_for
 from perftune.trace.sync_metrics import HostIndex
 from perftune.trace.tables import Tables
@@ -44,7 +44,12 @@ def run_phase_times(trace: Trace) -> PhaseTimes | None:
     """Profiled and unprofiled step times from the steps.json next to the trace (a perftune run
     directory), if it has both phases."""
     for path in trace.paths:
-        found = read_phase_times(RunDir(Path(path).parent).steps)
+        run = RunDir(Path(path).parent)
+        try:
+            steps = run.read_steps()
+        except DocumentError:  # unreadable: the overhead check is left out, not the analysis
+            continue
+        found = phase_times(steps, run.steps) if steps is not None else None
         if found is not None:
             return found
     return None

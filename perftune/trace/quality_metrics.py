@@ -10,12 +10,12 @@ directly.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from perftune.documents import StepsDocument
 from perftune.trace import categories as C
 from perftune.trace.model import Trace
 from perftune.trace.tables import Tables
@@ -85,29 +85,16 @@ class PhaseTimes:
         return self.profiled_ms / self.unprofiled_ms - 1.0 if self.unprofiled_ms > 0 else 0.0
 
 
-def read_phase_times(path: Path) -> PhaseTimes | None:
-    """Profiled vs un-profiled step medians of a steps.json, None without both.
+def phase_times(steps: StepsDocument, path: Path) -> PhaseTimes | None:
+    """Profiled vs un-profiled step medians of a run's steps.json (read from `path` by the
+    caller), None without both.
 
     Un-profiled steps are the steps measured after the profiled window (phase "measured"):
     warm-up steps are not comparable (caches, allocators and compilation still settling) —
     the same split `perftune profile` prints.
     """
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    steps = data.get("steps") if isinstance(data, dict) else None
-    if not isinstance(steps, list):
-        return None
-    prof: list[float] = []
-    meas: list[float] = []
-    for s in steps:
-        if not isinstance(s, dict) or not isinstance(s.get("duration_ms"), (int, float)):
-            continue
-        if s.get("phase") == "profiled":
-            prof.append(float(s["duration_ms"]))
-        elif s.get("phase") == "measured":
-            meas.append(float(s["duration_ms"]))
+    prof = [s.duration_ms for s in steps.steps if s.phase == "profiled"]
+    meas = [s.duration_ms for s in steps.steps if s.phase == "measured"]
     if not prof or not meas:
         return None
     return PhaseTimes(path=path, profiled_ms=float(np.median(prof)),

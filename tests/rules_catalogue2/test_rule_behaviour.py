@@ -64,7 +64,7 @@ def test_profiler_overhead_measured_from_the_run_directory(tmp_path: Path) -> No
                 for k, (ph, ms) in enumerate([("warmup", 90.0), ("profiled", profiled),
                                               ("profiled", profiled), ("measured", measured),
                                               ("measured", measured)])]
-        (run_dir / "steps.json").write_text(json.dumps({"steps": rows}))
+        (run_dir / "steps.json").write_text(json.dumps({"status": "ok", "steps": rows}))
 
     steps(30.0, 20.0)
     (f,) = run(load(run_dir / "trace.json.gz"), "PFT903")

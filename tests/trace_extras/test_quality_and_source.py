@@ -6,8 +6,10 @@ import ast
 import json
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from perftune.documents import StepsDocument
 from perftune.engine.testing import TraceBuilder
 from perftune.trace import load
 from perftune.trace.frame_source import (
@@ -19,7 +21,7 @@ from perftune.trace.frame_source import (
     lines_matching,
 )
 from perftune.trace.frames import Frame
-from perftune.trace.quality_metrics import event_density, read_phase_times
+from perftune.trace.quality_metrics import PhaseTimes, event_density, phase_times
 
 
 def test_event_density_counts_steps_only() -> None:
@@ -40,8 +42,12 @@ def test_event_density_counts_steps_only() -> None:
 def _steps_json(path: Path, phases: list[tuple[str, float]]) -> Path:
     steps = [{"index": k, "start_s": float(k), "duration_ms": ms, "phase": phase, "loss": None,
               "samples": None} for k, (phase, ms) in enumerate(phases)]
-    path.write_text(json.dumps({"schema_version": 1, "steps": steps}))
+    path.write_text(json.dumps({"schema_version": 1, "status": "ok", "steps": steps}))
     return path
+
+
+def read_phase_times(path: Path) -> PhaseTimes | None:
+    return phase_times(msgspec.json.decode(path.read_bytes(), type=StepsDocument), path)
 
 
 def test_phase_times_compare_profiled_and_unprofiled_steps(tmp_path: Path) -> None:
@@ -71,9 +77,20 @@ def test_phase_times_compare_profiled_and_unprofiled_steps(tmp_path: Path) -> No
 def test_phase_times_need_both_phases(tmp_path: Path) -> None:
     assert read_phase_times(_steps_json(tmp_path / "a.json", [("profiled", 3.0)])) is None
     assert read_phase_times(_steps_json(tmp_path / "b.json", [("warmup", 9.0), ("profiled", 3.0)])) is None
-    assert read_phase_times(tmp_path / "missing.json") is None
-    (tmp_path / "bad.json").write_text("[1, 2")
-    assert read_phase_times(tmp_path / "bad.json") is None
+
+
+def test_an_unreadable_steps_json_leaves_the_phase_times_out(tmp_path: Path) -> None:
+    from perftune.engine.context import Context
+
+    b = TraceBuilder(device=False)
+    with b.step():
+        b.leaf("aten::add", dur=5)
+    trace = load(b.write(tmp_path / "trace.json.gz"))
+    assert Context.build(trace).phase_times is None  # no steps.json
+    (tmp_path / "steps.json").write_text("[1, 2")
+    assert Context.build(trace).phase_times is None
+    (tmp_path / "steps.json").write_text(json.dumps({"steps": "none"}))
+    assert Context.build(trace).phase_times is None
 
 
 SOURCE = '''\
