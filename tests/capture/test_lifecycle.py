@@ -269,7 +269,7 @@ def test_a_sigkilled_trial_is_crashed_not_oom(tmp_path: Path) -> None:
 
 
 # An exit handler that is still running when Ctrl-C comes (torch registers some of its own).
-SLOW_EXIT_HANDLER = WORKER_STOPPED_AT_EXIT.replace(
+TWO_SECOND_EXIT_HANDLER = WORKER_STOPPED_AT_EXIT.replace(
     "atexit.register(stop.set)\n",
     "atexit.register(stop.set)\n"
     "def slow():\n"
@@ -282,7 +282,7 @@ SLOW_EXIT_HANDLER = WORKER_STOPPED_AT_EXIT.replace(
 def test_ctrl_c_while_the_exit_handlers_run_ends_quietly(tmp_path: Path) -> None:
     """Regression: a Ctrl-C that landed inside an atexit handler printed "Exception ignored in
     atexit callback" and a traceback; it now waits for the handlers, then ends the child."""
-    script = write(tmp_path / "script.py", SLOW_EXIT_HANDLER)
+    script = write(tmp_path / "script.py", TWO_SECOND_EXIT_HANDLER)
     proc = start_profile(tmp_path, str(script))
     marker = tmp_path / "exit-handler-started"
     assert wait_until(lambda: marker.exists() or proc.poll() is not None, 120)

@@ -49,6 +49,9 @@ KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {
         _ATTRIB, "the causal-mask sync inside nn.TransformerEncoder lands on the def line, not the call line"),
     ("own_profiler.py", "PFT206", 45): (
         _ATTRIB, "in the script's own trace the loss.item() sync lands on the next line (prof.step())"),
+    ("dcgan_two_optimizers.py", "PFT206", 68): (
+        _ATTRIB, "the per-iteration D(x) .item() is reported at the logging line's .item() calls (84) instead;"
+        " line refinement picks the wrong one of several .item() sites in the loop"),
     ("inference_no_grad.py", "PFT207", 34): (
         "field-attrib / field-steps (issue 13, sections 1 and 2)",
         "per-batch .cpu() in a no_grad inference loop (steps by module call) is not reported"),

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BIG, SMALL
 
 from perftune.analysis.stats import geometric_mean, ratio_interval
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.pipeline import analyze_paths
 from perftune.report.compare import compare_runs, match_findings, step_change
 from tests.conftest import shared_trace
+from tests.report.conftest import BIG, SMALL
 
 
 def finding(code: str, file: str | None = None, line: int | None = None,
@@ -42,8 +42,11 @@ def test_bigger_layer_makes_its_matmul_slower(cpu_traces: dict[int, Path]) -> No
     gemms = [d for d in c.slower if d.kind == "op" and d.name in ("aten::addmm", "aten::mm", "aten::linear")]
     assert gemms, [d.name for d in c.slower]
     # Matched by name and shape: the hidden size is part of the shape.
-    assert any(str(BIG) in (d.shape or "") for d in gemms)
-    assert any(str(SMALL) in (d.shape or "") for d in c.faster if d.status == "gone")
+    # The big layer's GEMM is new in B (its shape was never in A), not "slower than A's".
+    assert any(str(BIG) in (d.shape or "") and d.status == "new" for d in gemms)
+    assert not any(str(SMALL) in (d.shape or "") for d in gemms)
+    # (The small GEMM it replaced is "gone" only when it was above the diff's floor, 0.2 % of a
+    # step or 5 µs: a 16-wide GEMM sits at that floor on a quiet machine, so it is not asserted.)
     doc = c.to_dict()
     assert doc["a"]["label"] == "small" and doc["b"]["label"] == "big"
     assert doc["slower"][0]["delta_ms"] > 0

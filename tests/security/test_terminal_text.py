@@ -146,12 +146,16 @@ def test_skipped_events_are_warned_on_the_terminal_and_in_report_md(tmp_path: Pa
 
 
 def test_warning_lines_are_capped() -> None:
+    from types import SimpleNamespace
+
     from perftune.report.console import MAX_WARNINGS, warning_lines
 
-    lines = warning_lines({"warnings": [f"w{k}{TITLE}" for k in range(MAX_WARNINGS + 5)]})
+    # warning_lines reads only Summary.warnings; a stand-in with that attribute is enough.
+    hostile = SimpleNamespace(warnings=[f"w{k}{TITLE}" for k in range(MAX_WARNINGS + 5)])
+    lines = warning_lines(hostile)  # type: ignore[arg-type]
     assert len(lines) == MAX_WARNINGS + 1 and lines[-1].endswith("5 more in summary.json")
     assert not any(ACTIVE.search(line) for line in lines)
-    assert warning_lines({"warnings": []}) == [] and warning_lines({}) == []
+    assert warning_lines(SimpleNamespace(warnings=[])) == [] and warning_lines(None) == []  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- gate
