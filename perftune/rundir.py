@@ -52,6 +52,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 TENSORBOARD = "tensorboard"
 OUTPUT_LOG = "output.log"
+INJECTORS = "injectors.json"  # a tuner trial: what the injected knobs changed
 TUNING = "tuning.json"
 GATE = "gate.json"
 FIX = "fix.json"

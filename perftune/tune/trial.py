@@ -20,12 +20,11 @@ from typing import Any, Protocol
 
 from perftune.documents import StepsDocument
 from perftune.redact import redact_argv
-from perftune.rundir import OUTPUT_LOG, DocumentError, RunDir
+from perftune.rundir import INJECTORS, OUTPUT_LOG, DocumentError, RunDir
 from perftune.tune.constraints import over_budget
 from perftune.tune.objective import Objective
 from perftune.tune.space import SearchSpace
 
-INJECT_REPORT = "injectors.json"
 # Statuses of a trial that measured its steps (the others carry no step time).
 MEASURED = ("ok", "over-budget")
 MEMORY_FAILURES = ("oom", "over-budget")
@@ -201,7 +200,7 @@ class TrialRunner:
             knobs=dict(values),
             timeout_s=self.measurement.timeout_s,
             inject=tuple(self.space.injected()),
-            inject_report=run_dir / INJECT_REPORT,
+            inject_report=run_dir / INJECTORS,
             seed=self.measurement.seed,
             memory_budget=self.measurement.memory_budget,
             quiet=True,
@@ -252,7 +251,7 @@ def outcome_from_capture(
         "wall_s": wall_s,
         "run_dir": str(run_dir),
         "exit_code": exit_code,
-        "injected": _read_json(run_dir / INJECT_REPORT),
+        "injected": _read_json(run_dir / INJECTORS),
         "declared_knobs": dict(steps_doc.declared_knobs) if steps_doc is not None else {},
     }
     failed = _failure(status, error, measurement, steps_doc, run_dir)
