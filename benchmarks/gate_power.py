@@ -117,18 +117,7 @@ def one_gate(name: str, slowdown: float, run_dir: Path, options: GateOptions) ->
 def replay(pairs: list[tuple[float, float]], rule: DecisionRule, plan: LaunchPlan,
            rng: random.Random) -> str:
     """One gate replayed from measured pairs, with the gate's rounds and rule."""
-    base: list[float] = []
-    head: list[float] = []
-    rule = rule.per_look(plan.looks)  # as SequentialGate does
-    for size in plan.rounds():
-        for _ in range(size):
-            b, h = rng.choice(pairs)
-            base.append(b)
-            head.append(h)
-        decision = decide(base, head, rule, paired=True)
-        if decision.decided:
-            return decision.outcome
-    return "inconclusive"
+    return replay_sized(pairs, rule, plan, rng)[0]
 
 
 def launch_figures(gate_dir: Path) -> dict[str, list[tuple[float, float]]]:
