@@ -174,13 +174,25 @@ def provenance_lines(ctx: Context, hazard: sm.Hazard) -> frozenset[int] | None:
     return frozenset(lines)
 
 
+def _recorded_call(h: sm.Hazard, wanted: frozenset[str]) -> str | None:
+    """The provenance call a hazard must be (None: any call of its kind): the python call
+    the trace recorded (`item`), or what its op says (`aten::is_nonzero` is `bool(t)`)."""
+    if h.python_call in wanted:
+        return h.python_call
+    if h.chain and h.chain[0] == "aten::is_nonzero" and "__bool__" in wanted:
+        return "__bool__"
+    return None
+
+
 def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[int, tuple[int, bool]]:
     """On a CPU run with device provenance: hazard row → (recorded line, tagged).
 
     The mode recorded, per line of the user's function, how many calls of each kind ran per
-    step on device-bound and on host-only tensors. The occurrences of one call of the function
-    (one step), in time order, are laid over those lines in source order with their per-step
-    counts — the recorded order, not a guess among the function's call sites."""
+    step on device-bound and on host-only tensors, in the order they first ran. The
+    occurrences of one call of the function (one step), in time order, are laid over those
+    calls in that order with their per-step counts — the recorded order, not a guess among
+    the function's call sites; an occurrence whose own call is known (`.item()`, `bool(t)`)
+    takes the next recorded call of that name."""
     doc = ctx.provenance
     out: dict[int, tuple[int, bool]] = {}
     if doc is None or not doc.enabled or ctx.trace.has_device_activity:
@@ -189,8 +201,6 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
     for h in hazards:
         wanted = _PROVENANCE_CALLS.get(h.cause) if h.cause is not None else None
         if wanted is not None:
-            if h.python_call in wanted:  # the recorded python call narrows the kind
-                wanted = frozenset({h.python_call})
             per_call.setdefault((h.frame_row, h.step, wanted), []).append(h)
     steps = max(1, doc.steps)
     for (frame_row, _, wanted), group in per_call.items():
@@ -203,14 +213,20 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
                           key=lambda s: (s.order, s.line))  # the order they ran in a step
         if not recorded:
             continue
-        layout: list[tuple[int, bool]] = []
+        layout: list[tuple[int, bool, str]] = []
         for site in recorded:
             calls_per_step = max(1, round((site.tagged + site.untagged) / steps))
-            layout.extend([(site.line, site.tagged > 0)]
-                          * calls_per_step)
+            layout.extend([(site.line, site.tagged > 0, site.call)] * calls_per_step)
         group.sort(key=lambda h: h.row)
-        for k, h in enumerate(group):
-            out[h.row] = layout[k % len(layout)]
+        at = 0
+        for h in group:
+            call = _recorded_call(h, wanted)
+            pick = at % len(layout)
+            if call is not None:
+                pick = next((k % len(layout) for k in range(at, at + len(layout))
+                             if layout[k % len(layout)][2] == call), pick)
+            out[h.row] = layout[pick][:2]
+            at = pick + 1
     return out
 
 

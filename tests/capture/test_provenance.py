@@ -85,3 +85,27 @@ def test_cpu_capture_reports_only_device_bound_syncs(tmp_path: Path) -> None:
 def test_provenance_can_be_turned_off(tmp_path: Path) -> None:
     run_dir = _profile(tmp_path, {"PERFTUNE_PROVENANCE": "0"})
     assert not (run_dir / "provenance.json").exists()
+
+
+def test_a_factory_given_the_device_through_a_library_helper_is_device_data() -> None:
+    """`nn.Transformer.generate_square_subsequent_mask(n, device=device)` builds the mask with
+    `torch.full(..., device=device)` inside torch: the user chose the device, so the mask is
+    device data (its causal-mask check inside nn.TransformerEncoder syncs on a GPU). A
+    host-side library's own explicit-device tensors (the optimizer's) stay untagged."""
+    import torch
+    from torch import nn
+
+    from perftune.capture.child.provenance import ProvenanceMode, TagSet
+
+    mode = ProvenanceMode(TagSet())
+    param = nn.Parameter(torch.ones(3))
+    opt = torch.optim.Adam([param], lr=0.1, capturable=False, foreach=False)
+    param.grad = torch.ones(3)
+    with mode:
+        mask = nn.Transformer.generate_square_subsequent_mask(4, device="cpu")
+        plain = torch.zeros(4)
+        opt.step()
+    assert mode.tagged(mask)
+    assert not mode.tagged(plain)
+    assert not any(mode.tagged(v) for state in opt.state.values() for v in state.values()
+                   if isinstance(v, torch.Tensor) and v.dim() == 0)

@@ -75,6 +75,40 @@ def test_provenance_with_no_device_data_leaves_no_latent_finding(tmp_path: Path)
     assert _pft206(path) == []
 
 
+LOG = textwrap.dedent("""\
+    def log_step(loss):
+        total = loss.item()
+        if loss.isnan().any():
+            raise FloatingPointError
+        return total
+""")
+
+
+def test_an_item_and_a_bool_of_one_function_land_on_their_own_lines(tmp_path: Path) -> None:
+    """`.item()` (a recorded python call) then `if t.any():` (bool(t): aten::is_nonzero, no
+    python call): each occurrence takes the next recorded call of its own kind, in the order
+    the mode saw them run; the bool is not laid over the `.item()` line."""
+    (tmp_path / "train.py").write_text(LOG)
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step(), b.frame("train.py", 1, "log_step"):
+            with pycall(b, "item"), b.op("aten::item", input_dims=[[]], input_types=["float"]), \
+                    b.op("aten::_local_scalar_dense"):
+                pass
+            with b.op("aten::is_nonzero", input_dims=[[]], input_types=["bool"]), \
+                    b.op("aten::item"), b.op("aten::_local_scalar_dense"):
+                pass
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=2, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=2, function="log_step", call="item",
+                       tagged=2, order=0),
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=3, function="log_step",
+                       call="__bool__", tagged=2, order=1),
+    ]))
+    found = {(f.location.line, f.evidence["kind"]) for f in _pft206(path)}
+    assert found == {(2, ".item()"), (3, "bool(tensor)")}
+
+
 def test_provenance_document_round_trips_and_has_a_schema(tmp_path: Path) -> None:
     from perftune.report.schema import json_schema
 

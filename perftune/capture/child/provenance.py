@@ -7,7 +7,8 @@ would be on the accelerator:
 
 - model parameters (`nn.Parameter`) and the buffers of every module called in the window;
 - results of `.to(device)` / `.cuda()` (whatever `device` is in this run: the script chose to
-  move them), and factories given `device=` (`torch.zeros(..., device=device)`);
+  move them), and factories given `device=` (`torch.zeros(..., device=device)`), also through
+  a library helper the user passed the device to (`generate_square_subsequent_mask(n, device=d)`);
 - outputs of any op with a tagged input (the tag propagates through the step).
 
 Not tagged, hence never hazards: index tensors made without `device=` (`torch.randint`),
@@ -57,6 +58,11 @@ _MOVES = frozenset({"to", "cuda", "pin_memory"})
 _PLUMBING = ("/torch/nn/modules/module.py", "/torch/_tensor.py", "/torch/overrides.py",
              "/torch/utils/_contextlib.py", "/torch/_dynamo/", "/torch/functional.py",
              "/torch/_jit_internal.py", "/torch/utils/_device.py")
+# Libraries whose tensors stay on the host even in a GPU job (optimizer step counters, data
+# loading, the scaler's bookkeeping, the profiler, the compiler's own guards).
+_HOST_SIDE = ("/torch/optim/", "/torch/utils/data/", "/torch/amp/", "/torch/cuda/amp/",
+              "/torch/profiler/", "/torch/autograd/profiler", "/torch/_dynamo/", "/torch/_inductor/",
+              "/perftune/")
 _THIS = __file__
 _PLAIN, _SYNC, _INDEX, _MOVE = 0, 1, 2, 3
 
@@ -224,11 +230,26 @@ class ProvenanceMode(TorchFunctionMode):
             self._record(f"{func.__name__}[bool]", tagged_in)
         out = func(*args, **kwargs)
         if tagged_in or (kind == _MOVE and _moves_to_device(args, kwargs, func.__name__)) \
-                or (kwargs.get("device") is not None and self._is_user(_frame_file(sys._getframe(1)))):
-            # a factory given `device=` in the user's code (libraries keep host-side counters
-            # with an explicit device="cpu": Adam's step)
+                or (kwargs.get("device") is not None and self._device_factory_of_user()):
             self.tag(out)
         return out
+
+    def _device_factory_of_user(self) -> bool:
+        """A factory given `device=` on behalf of the user's code: called from it directly, or
+        through a library helper the user handed the device to
+        (`nn.Transformer.generate_square_subsequent_mask(n, device=device)`). Not when a
+        host-side library sits in between: its explicit device="cpu" counters (Adam's step,
+        GradScaler's growth tracker, the DataLoader's collate) never reach the accelerator."""
+        frame: FrameType | None = sys._getframe(2)
+        while frame is not None:
+            file = _frame_file(frame)
+            if self._is_user(file):
+                return True
+            path = file.replace("\\", "/")
+            if any(part in path for part in _HOST_SIDE):
+                return False
+            frame = frame.f_back
+        return False
 
 
 class Provenance:
