@@ -213,10 +213,16 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
                           key=lambda s: (s.order, s.line))  # the order they ran in a step
         if not recorded:
             continue
-        layout: list[tuple[int, bool, str]] = []
+        # A call that ran in fewer than half of the recorded steps (a log line every N
+        # iterations) holds a place only in a step that has an occurrence for it.
+        every: list[tuple[int, bool, str]] = []
+        full: list[tuple[int, bool, str]] = []
         for site in recorded:
-            calls_per_step = max(1, round((site.tagged + site.untagged) / steps))
-            layout.extend([(site.line, site.tagged > 0, site.call)] * calls_per_step)
+            per_step = round((site.tagged + site.untagged) / steps)
+            entry = (site.line, site.tagged > 0, site.call)
+            every.extend([entry] * per_step)
+            full.extend([entry] * max(1, per_step))
+        layout = full if len(group) == len(full) or not every else every
         group.sort(key=lambda h: h.row)
         at = 0
         for h in group:
@@ -590,7 +596,26 @@ def dataloader_location(ctx: Context, wait_rows: Sequence[int] | None = None) ->
         found = loader_function_site(ctx, "train_dataloader")
         if found is not None:
             return found
+    if len(sites) > 1 and rows:
+        # The trace says whether the iterated loader had worker processes: of several
+        # constructions (`make_loader()` / `make_loader_fixed()`), only those that agree can
+        # be the one that ran.
+        single = any("SingleProcess" in ctx.host.names[r] for r in rows)
+        agree = [cs for cs in sites if _single_process(cs.site) in (single, None)]
+        if len(agree) == 1:
+            return agree[0]
     return sites[0] if len(sites) == 1 else None
+
+
+def _single_process(site: Site) -> bool | None:
+    """Whether a DataLoader(...) call builds a loader without workers (None: not literal)."""
+    workers = site.keyword("num_workers")
+    if workers is None:
+        return True
+    try:
+        return int(ast.literal_eval(workers)) == 0
+    except (ValueError, SyntaxError, TypeError):
+        return None
 
 
 def hazards_callee(call: ast.Call) -> str:

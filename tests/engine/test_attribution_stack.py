@@ -174,3 +174,41 @@ def test_dataloader_advice_goes_to_the_loader_the_steps_iterated(tmp_path: Path)
     assert "train_loader = DataLoader" in (found["PFT102"].location.source or "")
     assert found["PFT101"].location.line == 10  # where the step waits: `next(batches)`
     assert "train_loader" in (found["PFT101"].suggestion.diff or "")
+
+
+FACTORIES = textwrap.dedent("""\
+    def make_loader(dataset):
+        return DataLoader(dataset, batch_size=16, num_workers=0)
+
+
+    def make_loader_fixed(dataset):
+        return DataLoader(dataset, batch_size=16, num_workers=2, persistent_workers=True)
+
+
+    def train(model, opt, fixed):
+        loader = make_loader_fixed(data) if fixed else make_loader(data)
+        for x in loader:
+            model(x).sum().backward()
+            opt.step()
+""")
+
+
+def test_dataloader_advice_goes_to_the_construction_that_agrees_with_the_trace(tmp_path: Path) -> None:
+    """Two DataLoader constructions behind factory functions: the trace's single-process
+    iterator can only be the one built with num_workers=0 (the loop line is not where the
+    workers are configured)."""
+    from perftune.engine.fixtures import STEPS, compute
+
+    (tmp_path / "train.py").write_text(FACTORIES)
+    b = TraceBuilder(device=True)
+    with b.frame("train.py", 12, "train"):
+        for _ in range(STEPS + 1):
+            with b.step():
+                with b.dataloader(single_process=True, dur=4000):
+                    pass
+                compute(b, "aten::conv2d", 2000, host=2000)
+                with b.optimizer_step():
+                    compute(b, "aten::_foreach_add_", 50)
+    path = b.write(tmp_path / "trace.json.gz")
+    found = {f.code: f for f in _findings(path, ["PFT1"])}
+    assert found["PFT102"].location.line == 2

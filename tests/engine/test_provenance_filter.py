@@ -109,6 +109,37 @@ def test_an_item_and_a_bool_of_one_function_land_on_their_own_lines(tmp_path: Pa
     assert found == {(2, ".item()"), (3, "bool(tensor)")}
 
 
+EVERY_TEN = textwrap.dedent("""\
+    def train(model, opt, it):
+        if it % 10 == 0:
+            print(last.item())
+        d_x = model(x).mean().item()
+        opt.step()
+""")
+
+
+def test_a_call_that_runs_every_tenth_step_holds_no_place_in_the_other_steps(tmp_path: Path) -> None:
+    """The mode saw a log line's `.item()` (every tenth iteration) before the per-step one:
+    in steps without the log line, the one occurrence is the per-step call (the DCGAN
+    loop's D(x)), not the first recorded site."""
+    (tmp_path / "train.py").write_text(EVERY_TEN)
+    b = TraceBuilder(device=False)
+    with b.frame("train.py", 5, "train"):  # already running: its current line
+        for _ in range(3):
+            with b.step():
+                with pycall(b, "item"), b.op("aten::item", input_dims=[[]], input_types=["float"]), \
+                        b.op("aten::_local_scalar_dense"):
+                    pass
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=6, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=3, function="train", call="item",
+                       tagged=1, order=0),
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=4, function="train", call="item",
+                       tagged=6, order=1),
+    ]))
+    assert {f.location.line for f in _pft206(path)} == {4}
+
+
 def test_provenance_document_round_trips_and_has_a_schema(tmp_path: Path) -> None:
     from perftune.report.schema import json_schema
 

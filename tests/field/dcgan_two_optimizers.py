@@ -57,7 +57,7 @@ def main() -> None:
 
     for it in range(args.steps):
         start = (it % 8) * args.batch_size
-        real = images[start:start + args.batch_size].to(device)
+        real = images[start:start + args.batch_size].to(device)  # perftune: expect[PFT208,PFT209]
         b = real.size(0)
         # (1) discriminator: maximise log D(x) + log(1 - D(G(z)))
         netD.zero_grad()
