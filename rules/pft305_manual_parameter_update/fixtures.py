@@ -29,6 +29,22 @@ def bad(gpu: bool) -> TraceBuilder:
     return steps(TraceBuilder(device=gpu), body)
 
 
+def clipped(gpu: bool) -> TraceBuilder:
+    """The manual loop after `clip_grad_norm_`, whose own `_foreach_norm` / `_foreach_mul_`
+    (a library helper's multi-tensor ops) say nothing about how the parameters are updated."""
+    clip = "/usr/lib/python3.11/site-packages/torch/nn/utils/clip_grad.py"
+
+    def body(b: TraceBuilder) -> None:
+        with b.frame("bad.py", 4, "train_step"):
+            _forward_backward(b)
+            with b.frame(clip, 30, "clip_grad_norm_"):
+                compute(b, "aten::_foreach_norm", 20, host=15 if gpu else None)
+                compute(b, "aten::_foreach_mul_", 20, host=15 if gpu else None)
+            for _ in range(PARAMETERS):
+                compute(b, "aten::add_", 4, host=12 if gpu else None)
+    return steps(TraceBuilder(device=gpu), body)
+
+
 def clean(gpu: bool) -> TraceBuilder:
     """torch._foreach_add_ over every parameter: one call."""
     def body(b: TraceBuilder) -> None:
@@ -52,5 +68,6 @@ FIXTURES: dict[str, Fixture] = {
     "residual": lambda: residual_forward(True),
     "bad": lambda: bad(True),
     "cpu": lambda: bad(False),
+    "clipped": lambda: clipped(False),
     "clean": lambda: clean(True),
 }

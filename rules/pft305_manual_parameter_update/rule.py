@@ -5,7 +5,8 @@ A training step that updates the model's parameters with its own loop — `for p
 model.parameters(): p.add_(p.grad, alpha=-lr)` or `p -= lr * p.grad`, as in several official
 examples — with no optimizer: many in-place update ops (`aten::add_`, `aten::sub_`,
 `aten::addcdiv_`, ...) issued one after another from the same line of the user's code, with no
-multi-tensor (`_foreach_*`) op and no `Optimizer.step` in the trace.
+multi-tensor (`_foreach_*`) update of the script's own and outside any `Optimizer.step`
+(a library helper's multi-tensor ops, `clip_grad_norm_`'s `_foreach_norm`, do not count).
 
 ## Why is it slow?
 Each update op pays the Python → dispatcher → kernel-launch overhead (5–20 µs) for one
@@ -32,7 +33,8 @@ Update ops per step, their op names, host time of the loop per step, and the est
 the per-op overhead of all but one op per kind (a multi-tensor op keeps one call per kind).
 
 ## Options
-`min_ops_per_step` (16): in-place update ops per step from one line to report.
+`min_ops_per_step` (8): in-place update ops per step from one line to report (a two-layer
+LSTM language model has 11 parameter tensors).
 `warning_share` (0.01): on a GPU trace, a warning when the saving is at least this share of the
 step; on a CPU-only trace the finding is advice (info).
 """
@@ -57,12 +59,29 @@ UPDATE_OPS = frozenset({"aten::add_", "aten::sub_", "aten::mul_", "aten::addcdiv
                         "aten::addcmul_", "aten::lerp_", "aten::div_"})
 
 
-def _update_site(site: Site) -> bool:
-    """The loop over the parameters, else an in-place update call on the frame's lines."""
-    if site.kind == "for":
-        return "param" in site.name.lower()
-    return site.kind == "call" and site.name in {"add_", "sub_", "mul_", "addcdiv_", "addcmul_",
-                                                 "lerp_", "div_"}
+_UPDATE_CALLS = frozenset({"add_", "sub_", "mul_", "addcdiv_", "addcmul_", "lerp_", "div_"})
+
+
+def _update_call(site: Site) -> bool:
+    """An in-place update call (`p.data.add_(p.grad, alpha=-lr)`): the line to change."""
+    return site.kind == "call" and site.name in _UPDATE_CALLS
+
+
+def _parameter_loop(site: Site) -> bool:
+    """The loop over the parameters, when no update call can be read (`p -= lr * p.grad`)."""
+    return site.kind == "for" and "param" in site.name.lower()
+
+
+def _in_optimizer_step(ctx: Context, row: int) -> bool:
+    """Inside `Optimizer.step` (a for-loop optimizer's own per-parameter ops: PFT303's)."""
+    return any(ctx.host.names[a].startswith(C.OPTIMIZER_STEP_PREFIX)
+               for a in ctx.trace.ancestors(row))
+
+
+def _multi_tensor(ctx: Context, row: int) -> bool:
+    """A multi-tensor op issued by the user's own code (not a library helper such as
+    clip_grad_norm_, whose `_foreach_norm` says nothing about how parameters are updated)."""
+    return not sm.library_frames(ctx.host, row)
 
 
 def _in_forward(ctx: Context, row: int) -> bool:
@@ -79,19 +98,22 @@ def _in_forward(ctx: Context, row: int) -> bool:
 class ManualParameterUpdate(Rule):
     code = "PFT305"
     name = "manual-parameter-update"
-    options: ClassVar[dict[str, Any]] = {"min_ops_per_step": 16, "warning_share": 0.01}
+    options: ClassVar[dict[str, Any]] = {"min_ops_per_step": 8, "warning_share": 0.01}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        if np.any(trace.name_startswith(C.OPTIMIZER_STEP_PREFIX)) or \
-                np.any(trace.name_startswith("aten::_foreach_")) or \
-                np.any(trace.name_startswith("aten::_fused_")):
-            return  # an optimizer (PFT303's) or multi-tensor updates already
         host = ctx.host
+        multi = np.flatnonzero((trace.name_startswith("aten::_foreach_")
+                                | trace.name_startswith("aten::_fused_")) & host.is_op).tolist()
+        if any(sm.user_op(host, r) == r and _multi_tensor(ctx, r)
+               and not _in_optimizer_step(ctx, r) for r in multi):
+            return  # the script updates with multi-tensor ops already
         rows = np.flatnonzero(np.isin(host.names, list(UPDATE_OPS)) & host.is_op).tolist()
         # issued by Python (not nested in another op), outside any module's forward (a
         # residual `out += identity` repeats per block too, but is not a parameter update)
-        top = [r for r in rows if sm.user_op(host, r) == r and not _in_forward(ctx, r)]
+        # and outside an optimizer's step (a for-loop optimizer is PFT303's)
+        top = [r for r in rows if sm.user_op(host, r) == r and not _in_forward(ctx, r)
+               and not _in_optimizer_step(ctx, r)]
         if not top:
             return
         steps = sm.in_scope_steps(trace, top)
@@ -116,7 +138,9 @@ class ManualParameterUpdate(Rule):
                 saving_ms = min(saving_ms, step_ms)
             occs = [Occurrence(row=r, step=s, cost_us=float(host.dur[r]), frame_row=f, key="update")
                     for r, s, f in items]
-            groups = ctx.attribute(occs, lambda o: _update_site, windows=windows)
+            groups = ctx.attribute(occs, lambda o: _update_call, windows=windows)
+            if not groups or groups[0].site is None:
+                groups = ctx.attribute(occs, lambda o: _parameter_loop, windows=windows)
             location = groups[0].location if groups else ctx.location_of(items[0][2])
             top_name, top_count = names.most_common(1)[0]
             gpu = trace.has_device_activity

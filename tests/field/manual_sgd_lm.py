@@ -72,7 +72,7 @@ def main() -> None:
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 0.25)
         for p in model.parameters():
-            p.data.add_(p.grad, alpha=-args.lr)  # perftune: expect[PFT303]
+            p.data.add_(p.grad, alpha=-args.lr)  # perftune: expect[PFT305]
         total_loss += loss.item()  # perftune: expect[PFT206]
         if (step + 1) % 10 == 0:
             print(f"step {step + 1} ppl {math.exp(total_loss / 10):.1f}")

@@ -43,15 +43,9 @@ SCRIPTS = acc.scripts(FIELD)
 # fix belongs to another helper's area (issue 13); a `not[...]` violation is never listed here.
 _ATTRIB = "field-attrib (issue 13, sections 2 and 6)"
 KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {
-    ("manual_sgd_lm.py", "PFT303", 75): (_ATTRIB, "manual per-parameter update loops are not detected yet"),
     ("tiny_overhead.py", "PFT304", None): (_ATTRIB, "an overhead-bound step on a CPU trace is not reported yet"),
-    ("transformer_causal_mask.py", "PFT206", 46): (
-        _ATTRIB, "the causal-mask sync inside nn.TransformerEncoder lands on the def line, not the call line"),
     ("own_profiler.py", "PFT206", 45): (
         _ATTRIB, "in the script's own trace the loss.item() sync lands on the next line (prof.step())"),
-    ("dcgan_two_optimizers.py", "PFT206", 68): (
-        _ATTRIB, "the per-iteration D(x) .item() is reported at the logging line's .item() calls (84) instead;"
-        " line refinement picks the wrong one of several .item() sites in the loop"),
     ("inference_no_grad.py", "PFT207", 34): (
         "field-attrib / field-steps (issue 13, sections 1 and 2)",
         "per-batch .cpu() in a no_grad inference loop (steps by module call) is not reported"),
