@@ -127,11 +127,13 @@ class Hooks:
     def _optimizer_created(self) -> None:
         original = torch.optim.Optimizer.__init__
         session = self.session
+        steps = self.steps
 
         @functools.wraps(original)
         def __init__(optimizer: Any, *args: Any, **kwargs: Any) -> None:
             session.on_optimizer_created()
             original(optimizer, *args, **kwargs)
+            steps.wrap_step(type(optimizer))  # after torch wrapped the class's step
 
         self._patch(torch.optim.Optimizer, "__init__", __init__)
 

@@ -1,8 +1,9 @@
 """The hooks that feed the step detector (perftune.capture.stepdetect) and what steps carry.
 
 - optimizer steps: the global optimizer step pre/post hooks (only the outermost step of nested
-  optimizers counts) and `GradScaler.step`, which marks the step even when the scaler skips
-  the update because of inf/nan gradients;
+  optimizers counts), reported once the optimizer's `step()` has returned (outside its
+  `record_function` region, see `wrap_step`), and `GradScaler.step`, which marks the step even
+  when the scaler skips the update because of inf/nan gradients;
 - backward: `torch.autograd.backward` and `torch.Tensor.backward`, outermost call only (the
   recomputation of activation checkpointing calls backward inside backward), on the thread
   that runs the script;
@@ -56,6 +57,9 @@ class StepHooks:
         self._backward_depth = 0
         self._module_depth = 0
         self._module_undo: Callable[[], None] | None = None
+        # Optimizer.step calls under way (wrap_step) and the step they will report on return.
+        self._step_depth = 0
+        self._pending_step: Any = None
         # (id of the scaled loss, the loss before scaling) of the last GradScaler.scale call
         self._scaled: tuple[int, Any] | None = None
 
@@ -97,12 +101,49 @@ class StepHooks:
             # A wrapper optimizer stepping an inner one (ZeroRedundancyOptimizer) is one step;
             # so is GradScaler.step (it reports the step itself, skipped or not).
             if self._optimizer_depth == 0 and self._scaler_depth == 0:
-                session.on_optimizer_step(optimizer)
+                if self._step_depth:
+                    self._pending_step = optimizer  # reported once step() has returned
+                else:
+                    session.on_optimizer_step(optimizer)
 
         pre_handle = register_optimizer_step_pre_hook(pre)  # type: ignore[no-untyped-call]
         post_handle = register_optimizer_step_post_hook(post)  # type: ignore[no-untyped-call]
         self._undo.append(pre_handle.remove)
         self._undo.append(post_handle.remove)
+
+    def wrap_step(self, cls: type) -> None:
+        """Report `cls.step`'s boundary after it returns, not from the post hook.
+
+        The post hook runs inside the step's `record_function("Optimizer.step#...")` region.
+        A boundary that stops perftune's profiler there and starts a new one (steps regrouped
+        in a --skip 0 window) leaves the region's end to the new session with the old
+        session's observer context, which points into the old session's freed event storage:
+        a use-after-free in torch.profiler that crashed the capture now and then (SIGSEGV).
+        Called for each optimizer class when an optimizer is created (after torch wrapped the
+        class's step)."""
+        step = cls.__dict__.get("step")
+        if step is None or getattr(step, "_perftune_step", False):
+            return
+        hooks = self
+        session = self.session
+
+        @functools.wraps(step)
+        def wrapped(optimizer: Any, *args: Any, **kwargs: Any) -> Any:
+            hooks._step_depth += 1
+            try:
+                result = step(optimizer, *args, **kwargs)
+            except BaseException:
+                hooks._pending_step = None if hooks._step_depth == 1 else hooks._pending_step
+                raise
+            finally:
+                hooks._step_depth -= 1
+            if hooks._step_depth == 0 and hooks._pending_step is not None:
+                done, hooks._pending_step = hooks._pending_step, None
+                session.on_optimizer_step(done)
+            return result
+
+        wrapped._perftune_step = True  # type: ignore[attr-defined]
+        self._patch(cls, "step", wrapped)
 
     def _scaler(self) -> None:
         scaler_cls = getattr(getattr(torch, "amp", None), "GradScaler", None)
