@@ -21,6 +21,38 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
+# What torch.compile leaves in a trace: the compiled region's annotation and the autograd
+# function of a compiled graph.
+_COMPILED = ("Torch-Compiled Region", "CompiledFunction")
+
+
+def _compiled(trace: Trace) -> bool:
+    names = trace.events["name"].astype(str)
+    return bool(names.str.startswith(_COMPILED).any())
+
+
+def _work_ms_per_step(ctx: Context) -> tuple[float, int] | None:
+    """What the steps' ops need at this machine's roofs (ms per step: each counted op's
+    FLOPs over the peak or bytes over the bandwidth, whichever is longer), and how many ops
+    were counted; None without the machine's peaks."""
+    from perftune.trace import roofline
+
+    trace = ctx.trace
+    peaks = ctx.peaks
+    if not (peaks.flops_per_s and peaks.bytes_per_s and np.isfinite(peaks.flops_per_s)
+            and np.isfinite(peaks.bytes_per_s)) or not trace.steps:
+        return None
+    points = ctx.fact(roofline.roofline_points)
+    if points.empty:
+        return 0.0, 0
+    steps = trace.step_of(trace.events["ts"].to_numpy()[points["row"].to_numpy()],
+                          points["rank"].to_numpy())
+    points = points[steps >= 0]
+    seconds = np.maximum(points["flops"].to_numpy() / peaks.flops_per_s,
+                         points["bytes"].to_numpy() / peaks.bytes_per_s).sum()
+    return float(seconds) * 1000.0 / len(trace.steps), len(points)
+
+
 class HostBoundPythonOverhead(Rule):
     """PFT304 host-bound-python-overhead: the host, not the device, sets the step time.
 
@@ -29,7 +61,10 @@ class HostBoundPythonOverhead(Rule):
     launches — rather than by the computation. On a GPU trace: the device sits idle for a
     large share of the step while the host is busy between launches (not waiting for data or
     a sync). On a CPU trace: most of the step goes to Python between operators and to
-    operators so short that dispatch overhead is all they do.
+    operators so short that dispatch overhead is all they do, or the model is tiny: the
+    arithmetic its ops need at this machine's measured peaks is under 2 µs per op, so the
+    step is overhead whatever the profiled ops took. Not reported when the trace shows
+    torch.compile at work (`Torch-Compiled Region`, `CompiledFunction`).
 
     ## Why is it slow?
     Each PyTorch op costs a few microseconds of Python and dispatcher work before any math
@@ -52,22 +87,26 @@ class HostBoundPythonOverhead(Rule):
     ## Evidence
     GPU: host-caused device idle per step, device busy time, ops and launches per step, the
     host ops that ran while the device waited. CPU: Python time between ops, time in tiny ops
-    (shorter than `tiny_op_us`), op count per step.
+    (shorter than 20 µs), op count per step, the ops' arithmetic at the machine's peaks
+    (`work_ms_per_step`); the overhead share is the step less that work.
 
     ## Options
     `min_host_idle_share` (0.25): GPU — share of the step the device waits on host work.
     `min_overhead_share` (0.5), `min_ops_per_step` (200): CPU — overhead share of the step and
-    how many ops a step must run.
+    how many ops a step must run. `tiny_work_us` (2.0): CPU — arithmetic per op (at the
+    machine's peaks, `perftune machine`) below which the model counts as tiny.
     """
 
     code: ClassVar[str] = "PFT304"
     name: ClassVar[str] = "host-bound-python-overhead"
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_host_idle_share": 0.25, "min_overhead_share": 0.5,
-                                         "min_ops_per_step": 200}
+                                         "min_ops_per_step": 200, "tiny_work_us": 2.0}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
+        if _compiled(trace):
+            return  # torch.compile already runs here: the advice would be what the script does
         if trace.has_device_activity:
             yield from self._gpu(ctx)
         else:
@@ -129,19 +168,38 @@ class HostBoundPythonOverhead(Rule):
         tiny = _mean([o.tiny_op_ms for o in over])
         ops = _mean([float(o.op_count) for o in over])
         share = (python + tiny) / dur if dur > 0 else 0.0
-        if share < self.config["min_overhead_share"] or ops < self.config["min_ops_per_step"]:
+        if ops < self.config["min_ops_per_step"]:
+            return
+        # A tiny model: the arithmetic of its ops at this machine's roofs is a sliver of the
+        # step (under `tiny_work_us` per op), however long the profiled ops themselves took —
+        # on a CPU an op's own time is mostly dispatch too.
+        work = _work_ms_per_step(ctx)
+        tiny_model = work is not None and dur > 0 and \
+            work[0] * 1000.0 / ops < float(self.config["tiny_work_us"])
+        if tiny_model and work is not None:
+            share = max(share, 1.0 - work[0] / dur)
+        elif share < self.config["min_overhead_share"]:
             return
         evidence = {
             "rank": rank, "steps": len(over), "step_ms": round(dur, 3),
             "python_ms_per_step": round(python, 3), "tiny_op_ms_per_step": round(tiny, 3),
+            "work_ms_per_step": round(work[0], 4) if work is not None else None,
+            "tiny_model": tiny_model,
             "op_ms_per_step": round(_mean([o.op_ms for o in over]), 3),
             "overhead_share": round(share, 4), "ops_per_step": round(ops, 1),
             "top_level_ops_per_step": round(_mean([float(o.top_level_ops) for o in over]), 1),
         }
-        message = (f"{share:.0%} of each {dur:.2f} ms step is Python between ops and tiny ops "
-                   f"({ops:.0f} ops per step): dispatch overhead, not computation, sets the pace")
+        if tiny_model and work is not None:
+            message = (f"{share:.0%} of each {dur:.2f} ms step is host overhead: its {ops:.0f} ops "
+                       f"need {work[0]:.3f} ms of arithmetic at this machine's peaks (a tiny "
+                       "model); Python and operator dispatch, not computation, set the pace")
+            saving = max(tiny, python)
+        else:
+            message = (f"{share:.0%} of each {dur:.2f} ms step is Python between ops and tiny ops "
+                       f"({ops:.0f} ops per step): dispatch overhead, not computation, sets the pace")
+            saving = tiny
         yield self.finding(
-            message, evidence=evidence, est_saving_ms_per_step=tiny, rank=rank,
+            message, evidence=evidence, est_saving_ms_per_step=saving, rank=rank,
             severity=Severity.INFO,
             suggestion=Suggestion(
                 title="Cut per-op overhead: torch.compile the step, vectorise Python loops over "

@@ -1,0 +1,53 @@
+"""PFT304 on a CPU trace (issue #13, section 6): a tiny model's step is host overhead even when
+its profiled ops look long, and a step torch.compile already runs is left alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from perftune.engine.context import Context
+from perftune.engine.fixtures import steps
+from perftune.engine.registry import run_rules, select_rules
+from perftune.engine.testing import TraceBuilder
+from perftune.trace import load
+from perftune.trace.machine import MachinePeaks
+
+PEAKS = MachinePeaks(flops_per_s=1e11, bytes_per_s=1e10, method="torch", hostname="h", cpu="c",
+                     threads=2, measured_at="", matmul_n=1024, copy_bytes=1 << 26)
+
+
+def _tiny_mlp(tmp: Path, compiled: bool = False) -> Path:
+    """300 matrix products of 16×32 by 32×32 per step, 40 µs each (dispatch, mostly): longer
+    than the 20 µs 'tiny op' mark, so the old share test (Python + tiny ops) saw no overhead."""
+    def body(b: TraceBuilder) -> None:
+        region = b.annotation("Torch-Compiled Region: 0/0") if compiled else None
+        if region is not None:
+            region.__enter__()
+        for _ in range(300):
+            with b.op("aten::mm", dur=40.0, input_dims=[[16, 32], [32, 32]],
+                      input_types=["float", "float"]):
+                pass
+        if region is not None:
+            region.__exit__(None, None, None)
+    return steps(TraceBuilder(device=False), body).write(tmp / "trace.json.gz")
+
+
+def _pft304(path: Path, peaks: MachinePeaks | None) -> list:
+    ctx = Context.build(load(path), [path.parent], machine_source=lambda: peaks)
+    return [f for f in run_rules(ctx, select_rules(select=["PFT304"]), strict=True)]
+
+
+def test_a_tiny_model_on_cpu_is_overhead_bound_with_the_measured_share(tmp_path: Path) -> None:
+    (f,) = _pft304(_tiny_mlp(tmp_path), PEAKS)
+    assert f.evidence["tiny_model"] is True
+    assert f.evidence["overhead_share"] > 0.95
+    assert "torch.compile" in f.suggestion.title
+    assert f"{f.evidence['overhead_share']:.0%}" in f.message
+
+
+def test_without_the_machines_peaks_the_op_times_decide(tmp_path: Path) -> None:
+    assert _pft304(_tiny_mlp(tmp_path), None) == []
+
+
+def test_not_when_torch_compile_already_runs_the_step(tmp_path: Path) -> None:
+    assert _pft304(_tiny_mlp(tmp_path, compiled=True), PEAKS) == []
