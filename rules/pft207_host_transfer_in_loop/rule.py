@@ -4,7 +4,9 @@ step.
 ## What it detects
 Device→host copies issued by the step (`Memcpy DtoH` under `aten::to`/`aten::copy_`, from
 `.cpu()`, `.to("cpu")`, `.numpy()`, `.tolist()`); on a CPU trace, the same python calls made
-from the user's step code.
+from the user's step code. `.cpu()` and `.numpy()` of a CPU tensor are no-ops that leave no
+event in a CPU trace: there the capture's device provenance (which tensors would be on the
+accelerator) says where the step moves device data to the host.
 
 ## Why is it slow?
 A copy to pageable host memory blocks the host until the device has produced the data and
@@ -33,9 +35,17 @@ read the result before synchronising.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from perftune.engine.attribution import SiteMatcher
-from perftune.engine.hazards import HazardRule, calls
+from perftune.engine.context import Context
+from perftune.engine.hazards import LATENT_NOTE, HazardRule, calls
+from perftune.engine.rewrite import suggestion
+from perftune.engine.types import Finding, Location, Severity
 from perftune.trace import sync_metrics as sm
+
+# Calls that are no-ops on a CPU tensor (no op in a CPU trace), recorded by provenance.
+_NO_OP_ON_CPU = frozenset({"cpu", "numpy"})
 
 
 class HostTransferInLoop(HazardRule):
@@ -51,3 +61,40 @@ class HostTransferInLoop(HazardRule):
         if hazard.python_call in sm.HOST_TRANSFER_CALLS:
             return calls(hazard.python_call)
         return calls("cpu", "to", "tolist", "numpy")
+
+    def check(self, ctx: Context) -> Iterator[Finding]:
+        found = list(super().check(ctx))
+        yield from found
+        yield from self._recorded_only(ctx, {(f.location.file, f.location.line) for f in found})
+
+    def _recorded_only(self, ctx: Context, known: set[tuple[str | None, int | None]]) -> Iterator[Finding]:
+        """On a CPU run: `.cpu()` / `.numpy()` of device-bound tensors that provenance saw in
+        the user's step code (the trace has no event for them on a CPU tensor)."""
+        doc = ctx.provenance
+        if doc is None or not doc.enabled or ctx.trace.has_device_activity or not ctx.trace.steps:
+            return
+        steps = max(1, doc.steps)
+        for site in doc.sites:
+            if site.call not in _NO_OP_ON_CPU or site.tagged <= 0 or site.via:
+                continue
+            per_step = site.tagged / steps
+            if per_step < 0.5:
+                continue  # not every step (a log line every N iterations)
+            file = site.file
+            if any(f is not None and (f == file or file.endswith("/" + f.lstrip("./")))
+                   and line == site.line for f, line in known):
+                continue
+            source = ctx.source.line(file, site.line)
+            location = Location(file=file, line=site.line, function=site.function,
+                                source=source.rstrip() if source is not None else None)
+            yield self.finding(
+                f"`.{site.call}()` of a device tensor {LATENT_NOTE} ({per_step:.0f}× per step; "
+                "recorded by device provenance: on a CPU tensor it is a no-op this trace cannot "
+                "show)",
+                location=location, severity=Severity.WARNING,
+                suggestion=suggestion(self.code, self.fix_title, location,
+                                      ctx.source.resolve(file), after=self.after),
+                evidence={"kind": f".{site.call}()", "per_step": round(per_step, 3),
+                          "steps": steps, "source": "provenance"},
+                est_saving_ms_per_step=0.0, count=site.tagged, latent=True)
+

@@ -140,6 +140,34 @@ def test_a_call_that_runs_every_tenth_step_holds_no_place_in_the_other_steps(tmp
     assert {f.location.line for f in _pft206(path)} == {4}
 
 
+PREDICT = textwrap.dedent("""\
+    def predict(model, loader, out):
+        for x in loader:
+            out.append(model(x).argmax(1).cpu())
+""")
+
+
+@pytest.mark.parametrize("tagged", [True, False])
+def test_a_per_batch_cpu_of_device_data_is_found_from_provenance(tmp_path: Path, tagged: bool) -> None:
+    """`.cpu()` of a CPU tensor is a no-op: a CPU trace has no event for it. Provenance saw it
+    run on device-bound tensors every step: PFT207 at that line; on host-only tensors, nothing."""
+    from perftune.engine.fixtures import compute
+
+    (tmp_path / "predict.py").write_text(PREDICT)
+    b = TraceBuilder(device=False)
+    with b.frame("predict.py", 2, "predict"):
+        for _ in range(3):
+            with b.step():
+                compute(b, "aten::conv2d", 500)
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=3, sites=[
+        ProvenanceSite(file=str(tmp_path / "predict.py"), line=3, function="predict", call="cpu",
+                       tagged=3 if tagged else 0, untagged=0 if tagged else 3)]))
+    ctx = Context.build(load(path), [tmp_path])
+    found = [f for f in run_rules(ctx, select_rules(select=["PFT207"]), strict=True)]
+    assert [(f.location.line, f.latent) for f in found] == ([(3, True)] if tagged else [])
+
+
 def test_provenance_document_round_trips_and_has_a_schema(tmp_path: Path) -> None:
     from perftune.report.schema import json_schema
 

@@ -43,12 +43,8 @@ SCRIPTS = acc.scripts(FIELD)
 # fix belongs to another helper's area (issue 13); a `not[...]` violation is never listed here.
 _ATTRIB = "field-attrib (issue 13, sections 2 and 6)"
 KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {
-    ("tiny_overhead.py", "PFT304", None): (_ATTRIB, "an overhead-bound step on a CPU trace is not reported yet"),
     ("own_profiler.py", "PFT206", 45): (
         _ATTRIB, "in the script's own trace the loss.item() sync lands on the next line (prof.step())"),
-    ("inference_no_grad.py", "PFT207", 34): (
-        "field-attrib / field-steps (issue 13, sections 1 and 2)",
-        "per-batch .cpu() in a no_grad inference loop (steps by module call) is not reported"),
 }
 
 
