@@ -336,8 +336,10 @@ class RealCheck:
 
 REAL_CHECKS = (
     RealCheck("TraceLens__h100__gaunernst_bert-small-uncased__1016001.json.gz", "PFT206",
-              "the .item()/is_nonzero sync in transformers/modeling_attn_mask_utils.py(429)",
-              "f.location.file == 'transformers/modeling_attn_mask_utils.py' and f.location.line == 429"
+              "the .item()/is_nonzero sync in transformers/modeling_attn_mask_utils.py(429), at the"
+              " harness's call line with the library function named",
+              "f.location.file.endswith('text_base_model.py') and f.location.line == 28"
+              " and 'modeling_attn_mask_utils' in f.evidence.get('via_frames', [''])[-1]"
               " and f.op_chain[-1] == 'cudaStreamSynchronize' and not f.latent"),
     RealCheck("param__resnet_kineto.json.gz", "PFT208",
               "61 pageable host→device copies, each paired with cudaStreamSynchronize",

@@ -394,12 +394,17 @@ class SourceReader:
 
 def lookup_folders(trace: Trace) -> tuple[Path, ...]:
     """Folders relative frame paths are looked up in: the run directory's recorded cwd and
-    script folder (meta.json), then the trace's folder. Only where to look: what is found is
+    script folder (meta.json; of the trace's folder, else of the folder above it), then the
+    trace's folder. Only where to look: what is found is
     read only when it is inside a source root."""
     folders: list[Path] = []
     for path in trace.paths:
         folder = Path(path).resolve().parent
         meta = RunDir(folder).recorded_meta()
+        if meta is None:
+            # the script's own profiler writing into a folder of perftune's run directory
+            # (`--logdir RUN/script-trace`): the run's recorded folders hold its source
+            meta = RunDir(folder.parent).recorded_meta()
         if meta is not None:
             if meta.cwd:
                 folders.append(Path(meta.cwd))

@@ -166,3 +166,19 @@ def test_read_source_line_never_raises(tmp_path: Path) -> None:
     assert read_source_line(path, 9) is None
     assert read_source_line(tmp_path / "missing.py", 1) is None
     assert read_source_line(tmp_path, 1) is None  # a directory
+
+
+def test_the_scripts_own_trace_in_a_folder_of_the_run_reads_the_runs_meta(tmp_path: Path) -> None:
+    """A script that profiles itself writes into a folder of perftune's run (`--logdir
+    RUN/script-trace`); its frames name files by base name: the run's recorded script folder
+    is where to look (the loss.item() line, not the running frame's next line)."""
+    from perftune.trace import load
+
+    project = tmp_path / "project"
+    (project / "pkg").mkdir(parents=True)
+    (project / "pkg" / "train.py").write_text(TRAIN)
+    run = tmp_path / "run"
+    (run / "script-trace").mkdir(parents=True)
+    (run / "meta.json").write_text(json.dumps({"cwd": str(project), "script": str(project / "pkg/train.py")}))
+    trace = load(_item_trace(run / "script-trace", file="train.py"))
+    assert Context.build(trace, [project]).source.resolve("train.py") == (project / "pkg" / "train.py").resolve()

@@ -41,11 +41,7 @@ SCRIPTS = acc.scripts(FIELD)
 
 # (script, code, line or None for file-level) -> (owner, reason). Only for expectations whose
 # fix belongs to another helper's area (issue 13); a `not[...]` violation is never listed here.
-_ATTRIB = "field-attrib (issue 13, sections 2 and 6)"
-KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {
-    ("own_profiler.py", "PFT206", 45): (
-        _ATTRIB, "in the script's own trace the loss.item() sync lands on the next line (prof.step())"),
-}
+KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {}
 
 
 @pytest.fixture(scope="session")
