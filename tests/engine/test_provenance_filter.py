@@ -126,10 +126,10 @@ def test_a_call_that_runs_every_tenth_step_holds_no_place_in_the_other_steps(tmp
     b = TraceBuilder(device=False)
     with b.frame("train.py", 5, "train"):  # already running: its current line
         for _ in range(3):
-            with b.step():
-                with pycall(b, "item"), b.op("aten::item", input_dims=[[]], input_types=["float"]), \
-                        b.op("aten::_local_scalar_dense"):
-                    pass
+            with b.step(), pycall(b, "item"), \
+                    b.op("aten::item", input_dims=[[]], input_types=["float"]), \
+                    b.op("aten::_local_scalar_dense"):
+                pass
     path = b.write(tmp_path / "trace.json.gz")
     RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=6, sites=[
         ProvenanceSite(file=str(tmp_path / "train.py"), line=3, function="train", call="item",
