@@ -231,3 +231,11 @@ def test_tune_picks_eager_when_compiling_does_not_pay_within_a_short_run(tmp_pat
     assert "compile" in table.splitlines()[2]  # the table's header has a compile column
     assert "compile=default: compiling took" in table
     assert ("not worth compiling" in table) or ("never pays back" in table)
+
+
+def test_the_tuning_page_shows_compile_time_apart(tmp_path: Path) -> None:
+    from perftune.report.html import render_tuning_html
+
+    page = render_tuning_html(build_tuning(_run(tmp_path, 500)))
+    assert "<th data-sort>compile s</th><th data-sort>break-even steps</th>" in page
+    assert "not worth compiling" in page
