@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 
+from perftune.capture.parent.knobs import COMPILE, COMPILE_NONE
 from perftune.documents import (
     AccuracyGuard,
     CodeChange,
@@ -30,7 +31,6 @@ from perftune.documents import (
     TuneUnmeasured,
     TuningDocument,
 )
-from perftune.capture.parent.knobs import COMPILE, COMPILE_NONE
 from perftune.redact import redact_argv, redact_url
 from perftune.rundir import RunDir
 from perftune.tune.apply import apply_instructions

@@ -78,10 +78,9 @@ def _compiles_already(module: Any, name: str) -> bool:
     class Finder(cst.CSTVisitor):
         def visit_Call(self, node: cst.Call) -> None:
             path = _dotted(node.func)
-            if path == f"{name}.compile":
-                found.append(True)
-            elif callee_name(node) == "compile" and node.args and \
-                    isinstance(node.args[0].value, cst.Name) and node.args[0].value.value == name:
+            first = node.args[0].value if node.args else None
+            wraps = isinstance(first, cst.Name) and first.value == name
+            if path == f"{name}.compile" or (callee_name(node) == "compile" and wraps):
                 found.append(True)
 
     module.visit(Finder())

@@ -17,7 +17,6 @@ from perftune.trace.device_metrics import batch_size_values, guess_batch_size, m
 from perftune.trace.idle_metrics import host_overhead, idle_gaps, step_idle
 from perftune.trace.model import Trace
 
-
 # torch.optim's optimizers: where the model the rewrite compiles is handed to its optimizer.
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "LBFGS", "NAdam",
               "RAdam", "RMSprop", "Rprop", "SparseAdam", "Adafactor", "Muon")

@@ -164,7 +164,7 @@ def _injector(mode: str) -> tuple[CompileInjector, injectors._Patches, dict]:
 
 
 def test_the_outermost_model_of_the_optimizer_gets_a_compiled_forward() -> None:
-    injector, patches, reported = _injector("max-autotune")
+    _, patches, reported = _injector("max-autotune")
     try:
         model = _Model()
         keys = sorted(model.state_dict())

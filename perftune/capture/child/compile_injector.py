@@ -142,4 +142,4 @@ def compile_in_place(model: torch.nn.Module, mode: str) -> None:
         return forward(*args, **kwargs)
 
     options: dict[str, Any] = {} if mode == "default" else {"mode": mode}
-    model.forward = torch.compile(compiled_forward, **options)  # type: ignore[method-assign]
+    model.forward = torch.compile(compiled_forward, **options)
