@@ -129,6 +129,10 @@ def test_compiling_wins_only_when_it_pays_back_within_the_run(
     assert by_mode["none"]["compile_s"] is None
     assert doc["objective"]["run_steps"] == run_steps
     assert doc["stats"]["compile_s_total"] == pytest.approx(6.0)
+    if best == "default":  # how to apply it without perftune
+        (change,) = doc["apply"]["code"]
+        assert change["knob"] == "compile"
+        assert change["snippet"].startswith("model = torch.compile(model)")
     (line,) = compile_lines(tuning)
     assert line.startswith("compile=default: compiling took 6.0s (not in its ms/step); its "
                            "faster steps pay that back after 1,000 steps")
