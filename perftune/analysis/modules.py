@@ -5,6 +5,13 @@ Python tracer records (`with_stack=True`, which `perftune profile` turns on by d
 `with_modules` adds. The tree is their nesting; a module's path names its ancestors
 (`Net_0.Conv2d_2`: the profiler numbers instances of a class in the order it first meets them).
 
+Names: on traces recorded by `perftune profile` the capture wrote the attribute path of every
+module its first profiled step called (`perftune_modules` in the trace header, from a module
+pre-hook: capture/child/modulenames.py); each `nn.Module: Conv2d_2` range is paired with that
+step's calls of the same class in the same order, so the module is named `Net.features.3`
+(path) / `features.3` (name). Foreign traces, and classes whose calls do not pair up, keep the
+profiler's names, and the note says so.
+
 Backward time is attributed to the module whose forward produced it: each backward node
 (`autograd::engine::evaluate_function: …`) is linked by a `fwdbwd` flow to the forward operator
 that recorded it, and that operator's innermost module range owns it. Backward nodes without a
@@ -56,6 +63,7 @@ class ModuleTree:
     step_ms: float
     modules: tuple[ModuleTime, ...]  # largest total first
     unattributed_backward_ms: float
+    names: str = "profiler"  # "attribute": paths from the capture's name map; else the profiler's
 
 
 def _unit_of(trace: Trace, rows: np.ndarray, is_unit: np.ndarray) -> np.ndarray:
@@ -84,10 +92,14 @@ def module_times(trace: Trace) -> ModuleTree:
     parent_mod = nearest_ancestor(trace.parent, is_module)
     mod_rows = np.flatnonzero(is_module)
     names = {int(r): trace.name_of(int(r))[len(MODULE_PREFIX):] for r in mod_rows.tolist()}
+    qualified, names_note = attribute_paths(trace, mod_rows, names)
     paths: dict[int, str] = {}
 
     def path_of(r: int) -> str:
         if r in paths:
+            return paths[r]
+        if names[r] in qualified:
+            paths[r] = qualified[names[r]]
             return paths[r]
         chain = []
         a = r
@@ -146,19 +158,79 @@ def module_times(trace: Trace) -> ModuleTree:
             bwd_total[q] = bwd_total.get(q, 0.0) + bwd_self.get(p, 0.0)
             q = parent_of.get(q)
     per = max(n_steps, 1) * 1000.0
+    qualified_paths = set(qualified.values())
     rows = []
     for p in all_paths:
         f = fwd.get(p, 0.0) / per
         b = bwd_total.get(p, 0.0) / per
         rows.append(ModuleTime(
-            path=p, name=p.rsplit(".", 1)[-1], parent=parent_of.get(p), depth=p.count("."),
+            path=p, name=_display_name(p, qualified_paths), parent=parent_of.get(p), depth=p.count("."),
             calls_per_step=calls.get(p, 0) / max(n_steps, 1), forward_ms=f,
             forward_self_ms=max(0.0, fwd.get(p, 0.0) - fwd_child.get(p, 0.0)) / per,
             backward_ms=b, backward_self_ms=bwd_self.get(p, 0.0) / per,
             share=(f + b) / step_ms if step_ms > 0 else 0.0))
     rows.sort(key=lambda m: (-m.total_ms, m.path))
-    return ModuleTree(source="trace", note="", steps=n_steps, step_ms=step_ms, modules=tuple(rows),
+    return ModuleTree(source="trace", note=names_note, names="attribute" if qualified else "profiler",
+                      steps=n_steps, step_ms=step_ms, modules=tuple(rows),
                       unattributed_backward_ms=unattributed / per)
+
+
+def _display_name(path: str, qualified: set[str]) -> str:
+    """`Net.features.3` → `features.3` (its attribute path in its root); the root keeps its
+    name; profiler paths (`Net_0.Conv2d_2`) → `Conv2d_2`."""
+    if path in qualified:
+        root, _, rest = path.partition(".")
+        return rest or root
+    return path.rsplit(".", 1)[-1]
+
+
+def attribute_paths(trace: Trace, mod_rows: np.ndarray, labels: dict[int, str]) -> tuple[dict[str, str], str]:
+    """Profiler label (`Conv2d_2`) → attribute path (`Net.features.4`) from the capture's name
+    map, and a note on what could not be named (see the module doc)."""
+    header = trace.ranks[0].header.get("perftune_modules") if trace.ranks else None
+    calls = header.get("calls") if isinstance(header, dict) else None
+    if not isinstance(calls, dict) or not trace.steps:
+        return {}, ("module names are the profiler's (class and instance number): this trace "
+                    "has no name map (traces recorded by perftune profile have one)")
+    rank0 = trace.ranks[0].rank
+    first = next((s for s in trace.steps if s.rank == rank0), None)
+    if first is None:
+        return {}, "module names are the profiler's: no step on the first rank"
+    ev = trace.events
+    ts = ev["ts"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    rows = [int(r) for r in mod_rows.tolist()
+            if rank[r] == rank0 and first.start <= ts[r] < first.end]
+    rows.sort(key=lambda r: (ts[r], r))
+    seen: dict[str, list[str]] = {}
+    for r in rows:
+        label = labels[r]
+        cls = label.rsplit("_", 1)[0]
+        seen.setdefault(cls, []).append(label)
+    out: dict[str, str] = {}
+    unpaired: list[str] = []
+    for cls, order in seen.items():
+        recorded = calls.get(cls)
+        if not isinstance(recorded, list) or len(recorded) != len(order):
+            unpaired.append(cls)
+            continue
+        pairs: dict[str, str] = {}
+        ok = True
+        for label, path in zip(order, recorded, strict=True):
+            if not isinstance(path, str) or pairs.setdefault(label, path) != path:
+                ok = False
+                break
+        # One instance, one path: two labels with one path would merge two modules.
+        if ok and len(set(pairs.values())) == len(pairs):
+            out.update(pairs)
+        else:
+            unpaired.append(cls)
+    note = ""
+    if unpaired:
+        note = ("the profiler's names kept for " + ", ".join(sorted(unpaired)[:5])
+                + (" and more" if len(unpaired) > 5 else "")
+                + ": their calls in the first profiled step do not pair with the capture's name map")
+    return out, note
 
 
 def leaf_ranking(tree: ModuleTree) -> list[ModuleTime]:
@@ -172,7 +244,8 @@ def modules_document(trace: Trace, tree: ModuleTree | None = None) -> Modules:
     tree = module_times(trace) if tree is None else tree
     step = tree.step_ms
     return Modules(
-        source="trace" if tree.source == "trace" else "none", note=tree.note, steps=tree.steps,
+        source="trace" if tree.source == "trace" else "none", note=tree.note,
+        names="attribute" if tree.names == "attribute" else "profiler", steps=tree.steps,
         step_ms=step, unattributed_backward_ms=tree.unattributed_backward_ms,
         modules=[ModuleRow(path=m.path, name=m.name, parent=m.parent, depth=m.depth,
                            calls_per_step=m.calls_per_step, forward_ms=m.forward_ms,

@@ -250,6 +250,9 @@ class Modules(_Doc):
 
     source: Literal["trace", "none"]
     note: str = ""
+    names: Annotated[Literal["attribute", "profiler"], msgspec.Meta(
+        description="attribute: paths like Net.features.3 from the capture's name map; "
+                    "profiler: the profiler's class_instance names (foreign traces)")] = "profiler"
     steps: int = 0
     step_ms: Milliseconds = 0.0
     unattributed_backward_ms: Milliseconds = 0.0
