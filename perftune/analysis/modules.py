@@ -103,9 +103,11 @@ def module_times(trace: Trace) -> ModuleTree:
             return paths[r]
         chain = []
         a = r
-        while a != NO_ID:
+        while a != NO_ID and names[a] not in qualified:
             chain.append(names[a])
             a = int(parent_mod[a])
+        if a != NO_ID:  # the nearest named ancestor's path, then the profiler's names below it
+            chain.append(qualified[names[a]])
         paths[r] = ".".join(reversed(chain))
         return paths[r]
 
