@@ -67,7 +67,7 @@ class NoReducedPrecision(Rule):
 
     code: ClassVar[str] = "PFT507"
     name: ClassVar[str] = "no-reduced-precision"
-    severity: ClassVar[Severity] = Severity.WARNING
+    severity: ClassVar[Severity] = Severity.INFO  # an opportunity (numerics/layout change), not a defect
     options: ClassVar[dict[str, Any]] = {"min_share": 0.2, "cpu_amx_speedup": 2.0,
                                          "cpu_avx512_bf16_speedup": 1.3, "gpu_max_speedup": 1.6}
 

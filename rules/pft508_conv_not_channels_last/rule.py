@@ -72,7 +72,7 @@ class ConvNotChannelsLast(Rule):
 
     code: ClassVar[str] = "PFT508"
     name: ClassVar[str] = "conv-not-channels-last"
-    severity: ClassVar[Severity] = Severity.WARNING
+    severity: ClassVar[Severity] = Severity.INFO  # an opportunity (numerics/layout change), not a defect
     options: ClassVar[dict[str, Any]] = {"min_share": 0.25, "cpu_speedup": 1.15, "gpu_speedup": 1.25}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
