@@ -32,7 +32,7 @@ from perftune.trace.model import Trace
 from perftune.trace.tables import Tables
 
 __all__ = ["MAX_OVERHEAD_SHARE", "MIN_DEVICE_BUSY", "MIN_MATRIX_SHARE", "OVERHEAD_CALL_US",
-           "OVERHEAD_EFFICIENCY", "TOP_OPS", "StepCompute", "efficiency_document", "host_facts",
+           "OVERHEAD_EFFICIENCY", "TOP_OPS", "StepCompute", "efficiency_document", "host_facts", "label",
            "matrix_points", "step_compute"]
 
 TOP_OPS = 15
@@ -42,6 +42,27 @@ OVERHEAD_EFFICIENCY = 0.10
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def label(flops: float, nbytes: float, dur_us: float, calls: float, peak_flops: float,
+          roofs: Peaks) -> tuple[float, float, float, str, float | None]:
+    """(achieved FLOP/s, bytes/s, FLOP per byte, bound, % of the attainable roof) of work that
+    did `flops` and moved `nbytes` in `dur_us` over `calls` calls, against `roofs` (the
+    compute roof `peak_flops` for its dtype): the labels of the module docstring."""
+    seconds = dur_us * 1e-6
+    f_s = flops / seconds if seconds > 0 else 0.0
+    b_s = nbytes / seconds if seconds > 0 else 0.0
+    intensity = flops / nbytes if nbytes > 0 else math.inf
+    per_call_us = dur_us / calls if calls > 0 else dur_us
+    if not (roofs.known and math.isfinite(peak_flops)):
+        return float(f_s), float(b_s), float(intensity), "unknown", None
+    attainable = min(peak_flops, intensity * roofs.bytes_per_s) if flops > 0 else roofs.bytes_per_s
+    achieved = f_s if flops > 0 else b_s
+    eff = achieved / attainable if attainable > 0 else math.nan
+    bound = "compute" if intensity >= peak_flops / roofs.bytes_per_s else "bandwidth"
+    if per_call_us < OVERHEAD_CALL_US and eff < OVERHEAD_EFFICIENCY:
+        bound = "overhead"
+    return float(f_s), float(b_s), float(intensity), bound, (100.0 * eff if math.isfinite(eff) else None)
 
 
 def efficiency_document(trace: Trace, tables: Tables | None = None, top: int = TOP_OPS) -> Efficiency:
@@ -66,27 +87,14 @@ def efficiency_document(trace: Trace, tables: Tables | None = None, top: int = T
     grouped = grouped.sort_values("dur_us", ascending=False).head(top)
     ops = []
     for (name, dtype, kind), g in grouped.iterrows():
-        seconds = g["dur_us"] * 1e-6
-        f_s = g["flops"] / seconds if seconds > 0 else 0.0
-        b_s = g["bytes"] / seconds if seconds > 0 else 0.0
-        intensity = g["flops"] / g["bytes"] if g["bytes"] > 0 else math.inf
-        peak_f = float(g["peak"])
-        per_call_us = g["dur_us"] / g["calls"]
-        if roofs.known and math.isfinite(peak_f):
-            attainable = min(peak_f, intensity * roofs.bytes_per_s) if g["flops"] > 0 else roofs.bytes_per_s
-            achieved = f_s if g["flops"] > 0 else b_s
-            eff = achieved / attainable if attainable > 0 else math.nan
-            bound = "compute" if intensity >= peak_f / roofs.bytes_per_s else "bandwidth"
-            if per_call_us < OVERHEAD_CALL_US and eff < OVERHEAD_EFFICIENCY:
-                bound = "overhead"
-            percent = 100.0 * eff if math.isfinite(eff) else None
-        else:
-            bound, percent = "unknown", None
+        f_s, b_s, intensity, bound, percent = label(
+            float(g["flops"]), float(g["bytes"]), float(g["dur_us"]), float(g["calls"]),
+            float(g["peak"]), roofs)
         ops.append(OpEfficiency(
             name=str(name), kind=str(kind), dtype=str(dtype) or None,
             calls_per_step=float(g["calls"]) / n_steps, ms_per_step=float(g["dur_us"]) / 1000.0 / n_steps,
             share=float(g["dur_us"]) / 1000.0 / n_steps / step_ms if step_ms > 0 else 0.0,
-            flops_per_s=float(f_s), bytes_per_s=float(b_s), intensity=_finite(float(intensity)),
+            flops_per_s=f_s, bytes_per_s=b_s, intensity=_finite(intensity),
             bound=bound, percent_of_peak=percent))  # type: ignore[arg-type]
     return Efficiency(roofs=doc_roofs, ops=ops)
 

@@ -20,14 +20,19 @@ forward link (AccumulateGrad, custom engines) are counted as unattributed, not g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from perftune.analysis.efficiency import label
 from perftune.analysis.phases import BACKWARD_PREFIX, MODULE_PREFIX
 from perftune.documents import Modules
 from perftune.documents import ModuleTime as ModuleRow
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
+from perftune.trace.roofline import Peaks, peaks, roofline_points
+from perftune.trace.tables import Tables
 
 __all__ = ["MAX_MODULES", "ModuleTime", "ModuleTree", "leaf_ranking", "module_times", "modules_document"]
 
@@ -49,6 +54,13 @@ class ModuleTime:
     backward_ms: float
     backward_self_ms: float
     share: float  # (forward_ms + backward_ms) / mean step
+    # The costed operators the module ran itself (forward, and its backward through the
+    # fwdbwd links), per step: FLOPs, bytes, time (µs), calls, and the dtype with most time.
+    op_flops: float = 0.0
+    op_bytes: float = 0.0
+    op_us: float = 0.0
+    op_calls: float = 0.0
+    op_dtype: str | None = None
 
     @property
     def total_ms(self) -> float:
@@ -72,7 +84,50 @@ def _unit_of(trace: Trace, rows: np.ndarray, is_unit: np.ndarray) -> np.ndarray:
     return np.where(is_unit[rows], rows, up[rows])
 
 
-def module_times(trace: Trace) -> ModuleTree:
+def _own_costs(trace: Trace, tables: Tables | None, in_step: np.ndarray, parent_mod: np.ndarray,
+               is_unit: np.ndarray, unit_path: dict[int, str], path_of: Any) -> dict[str, dict[str, Any]]:
+    """Per module path: FLOPs, bytes, time and calls of the costed operators it ran itself
+    (trace/roofline.py's outermost costed op of each chain): forward ops by their innermost
+    module range, backward ops by the module their autograd node's forward link names."""
+    points = roofline_points(trace, tables)
+    if points.empty:
+        return {}
+    rows = points["row"].to_numpy()
+    keep = in_step[rows]
+    points = points[keep]
+    rows = rows[keep]
+    unit = nearest_ancestor(trace.parent, is_unit)
+    out: dict[str, dict[str, Any]] = {}
+    for row, flops, nbytes, dur, dtype in zip(
+            rows.tolist(), points["flops"].tolist(), points["bytes"].tolist(),
+            points["dur_us"].tolist(), points["dtype"].fillna("").tolist(), strict=True):
+        u = row if is_unit[row] else int(unit[row])
+        if u != NO_ID:
+            path = unit_path.get(u)
+        else:
+            m = int(parent_mod[row])
+            path = path_of(m) if m != NO_ID else None
+        if path is None:
+            continue
+        acc = out.setdefault(path, {"flops": 0.0, "bytes": 0.0, "us": 0.0, "calls": 0, "by_dtype": {}})
+        acc["flops"] += float(flops)
+        acc["bytes"] += float(nbytes)
+        acc["us"] += float(dur)
+        acc["calls"] += 1
+        acc["by_dtype"][dtype] = acc["by_dtype"].get(dtype, 0.0) + float(dur)
+    return out
+
+
+def _per_step(cost: dict[str, Any] | None, n: int) -> dict[str, Any]:
+    if not cost:
+        return {}
+    by_dtype = cost["by_dtype"]
+    dtype = max(by_dtype, key=by_dtype.get) if by_dtype else ""
+    return {"op_flops": cost["flops"] / n, "op_bytes": cost["bytes"] / n, "op_us": cost["us"] / n,
+            "op_calls": cost["calls"] / n, "op_dtype": dtype or None}
+
+
+def module_times(trace: Trace, tables: Tables | None = None) -> ModuleTree:
     ev = trace.events
     steps = [s for s in trace.steps]
     n_steps = len(steps)
@@ -128,6 +183,7 @@ def module_times(trace: Trace) -> ModuleTree:
     is_unit = host & trace.name_startswith(BACKWARD_PREFIX)
     bwd_self: dict[str, float] = {}
     attributed_units: set[int] = set()
+    unit_path: dict[int, str] = {}
     fl = trace.flows
     if not fl.empty:
         sub = fl[(fl["cat"] == "fwdbwd").to_numpy()]
@@ -146,6 +202,7 @@ def module_times(trace: Trace) -> ModuleTree:
                 continue
             attributed_units.add(u)
             p = path_of(m)
+            unit_path[u] = p
             bwd_self[p] = bwd_self.get(p, 0.0) + float(dur[u])
             parent_of.setdefault(p, path_of(int(parent_mod[m])) if parent_mod[m] != NO_ID else None)
     # Outermost backward nodes only (reentrant backward nests them).
@@ -161,6 +218,7 @@ def module_times(trace: Trace) -> ModuleTree:
             q = parent_of.get(q)
     per = max(n_steps, 1) * 1000.0
     qualified_paths = set(qualified.values())
+    costs = _own_costs(trace, tables, in_step, parent_mod, is_unit, unit_path, path_of)
     rows = []
     for p in all_paths:
         f = fwd.get(p, 0.0) / per
@@ -170,7 +228,8 @@ def module_times(trace: Trace) -> ModuleTree:
             calls_per_step=calls.get(p, 0) / max(n_steps, 1), forward_ms=f,
             forward_self_ms=max(0.0, fwd.get(p, 0.0) - fwd_child.get(p, 0.0)) / per,
             backward_ms=b, backward_self_ms=bwd_self.get(p, 0.0) / per,
-            share=(f + b) / step_ms if step_ms > 0 else 0.0))
+            share=(f + b) / step_ms if step_ms > 0 else 0.0,
+            **_per_step(costs.get(p), max(n_steps, 1))))
     rows.sort(key=lambda m: (-m.total_ms, m.path))
     return ModuleTree(source="trace", note=names_note, names="attribute" if qualified else "profiler",
                       steps=n_steps, step_ms=step_ms, modules=tuple(rows),
@@ -241,9 +300,23 @@ def leaf_ranking(tree: ModuleTree) -> list[ModuleTime]:
     return sorted(tree.modules, key=lambda m: (-(m.forward_self_ms + m.backward_self_ms), m.path))
 
 
-def modules_document(trace: Trace, tree: ModuleTree | None = None) -> Modules:
-    """summary.json's `modules` section: ranked by own time, largest first."""
-    tree = module_times(trace) if tree is None else tree
+def _efficiency(m: ModuleTime, roofs: Peaks) -> dict[str, Any]:
+    """The module's own operators against the roofs (analysis/efficiency.label)."""
+    if m.op_us <= 0:
+        return {}
+    f_s, b_s, intensity, bound, percent = label(m.op_flops, m.op_bytes, m.op_us, m.op_calls,
+                                                roofs.flops_for(m.op_dtype), roofs)
+    return {"op_ms": m.op_us / 1000.0, "flops_per_s": f_s, "bytes_per_s": b_s,
+            "intensity": intensity if math.isfinite(intensity) else None, "bound": bound,
+            "percent_of_peak": percent}
+
+
+def modules_document(trace: Trace, tree: ModuleTree | None = None, tables: Tables | None = None,
+                     roofs: Peaks | None = None) -> Modules:
+    """summary.json's `modules` section: ranked by own time, largest first, each module's own
+    operators labelled against the machine's peaks (`roofs`; default: roofline.peaks)."""
+    tree = module_times(trace, tables) if tree is None else tree
+    roofs = peaks(trace, measure=False) if roofs is None else roofs
     step = tree.step_ms
     return Modules(
         source="trace" if tree.source == "trace" else "none", note=tree.note,
@@ -255,5 +328,6 @@ def modules_document(trace: Trace, tree: ModuleTree | None = None) -> Modules:
                            backward_self_ms=m.backward_self_ms,
                            self_ms=m.forward_self_ms + m.backward_self_ms, total_ms=m.total_ms,
                            share=m.share,
-                           self_share=(m.forward_self_ms + m.backward_self_ms) / step if step > 0 else 0.0)
+                           self_share=(m.forward_self_ms + m.backward_self_ms) / step if step > 0 else 0.0,
+                           **_efficiency(m, roofs))
                  for m in leaf_ranking(tree)[:MAX_MODULES]])

@@ -113,3 +113,28 @@ def test_heavy_operators_against_peaks_measured_once_by_the_capture(planted_run)
     assert elementwise and all(op["bound"] in ("bandwidth", "overhead") for op in elementwise)
     assert "heavy operators vs peaks" in stdout
     assert "Heavy operators against the peaks" in (out / "run" / "report.md").read_text()
+
+
+def test_efficiency_per_module_in_summary_terminal_and_html(planted_run) -> None:  # noqa: F811
+    """Each heavy module's own operators (forward and, through the fwdbwd links, backward)
+    against the machine's peaks: the planted convolution is compute-bound, its ReLU-free
+    neighbours' figures are their own, and every output shows the same label."""
+    out, stdout = planted_run
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    rows = {m["path"]: m for m in summary["modules"]["modules"]}
+    wide = rows[WIDE]
+    assert wide["bound"] == "compute" and wide["flops_per_s"] > 0
+    assert wide["percent_of_peak"] is not None and wide["percent_of_peak"] > 0
+    # Its own operators are most of its own time (the rest is module and hook overhead).
+    assert 0.8 * wide["self_ms"] <= wide["op_ms"] <= wide["self_ms"] * 1.01
+    # FLOPs: forward 2·N·Cout·H·W·Cin·k² and backward twice that, per step.
+    flops = 3 * 2 * 8 * 192 * 24 * 24 * 8 * 7 * 7
+    assert wide["flops_per_s"] * wide["op_ms"] / 1000.0 == pytest.approx(flops, rel=0.02)
+    # A module without costed operators has no label (not a zero).
+    assert all(m["bound"] is None for m in rows.values() if m["op_ms"] is None)
+    line = next(x for x in stdout.splitlines() if x.strip().startswith(WIDE))
+    assert "compute (" in line and "of peak" in line
+    html = (out / "run" / "report.html").read_text()
+    table = html[html.index('id="top-modules"'):]
+    table = table[:table.index("</table>")]
+    assert "% of peak" in table and ">compute<" in table
