@@ -44,7 +44,9 @@ class IntraOpThreads(Rule):
     torch.set_num_threads(len(os.sched_getaffinity(0)))
     ```
     or `OMP_NUM_THREADS=<cores>` in the launcher's environment (one process per machine; with
-    several processes per machine, cores / processes each).
+    several processes per machine, cores / processes each). `perftune tune --knob
+    num_threads=1,8 train.py` measures both (the injected value overrides the script's
+    `set_num_threads`).
 
     ## Evidence
     The thread count, the usable cores, OMP_NUM_THREADS, the compute time per step.
@@ -106,4 +108,6 @@ class IntraOpThreads(Rule):
                 title=f"Use one intra-op thread per usable core: torch.set_num_threads({cores}) "
                       f"or OMP_NUM_THREADS={cores}",
                 before=f"torch.set_num_threads({threads})",
-                after="torch.set_num_threads(len(os.sched_getaffinity(0)))"))
+                after="torch.set_num_threads(len(os.sched_getaffinity(0)))",
+                # The tuner's num_threads injector sets it and keeps the script's own call out.
+                knobs={"num_threads": sorted({threads, cores})}))

@@ -1,4 +1,5 @@
-"""The knobs perftune applies itself (precision, checkpoint placement, batch size), without torch.
+"""The knobs perftune applies itself (precision, checkpoint placement, batch size, intra-op
+threads), without torch.
 
 The protocol between the tuner and the child process: the tuner (which validates a search space
 and writes the "how to apply" snippets) sets these values in the child spec (CaptureOptions), the
@@ -18,7 +19,8 @@ from perftune.errors import ConfigError
 PRECISION = "precision"
 CHECKPOINT = "checkpoint"
 BATCH_SIZE = "batch_size"
-INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE)
+NUM_THREADS = "num_threads"
+INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE, NUM_THREADS)
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # tf32 is a CUDA matmul mode, and fp16 autocast on CPU is neither fast nor what anyone ships.
@@ -88,6 +90,12 @@ def parse_batch_size(value: object) -> int:
     return value
 
 
+def parse_num_threads(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"num_threads={value!r}: expected a positive integer")
+    return value
+
+
 def validate(name: str, value: object) -> object:
     """The canonical form of an injected knob's value (raises ConfigError when invalid)."""
     if name == PRECISION:
@@ -96,6 +104,8 @@ def validate(name: str, value: object) -> object:
         return parse_checkpoint(value).canonical()
     if name == BATCH_SIZE:
         return parse_batch_size(value)
+    if name == NUM_THREADS:
+        return parse_num_threads(value)
     return value
 
 
