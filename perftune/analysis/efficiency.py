@@ -27,8 +27,8 @@ import pandas as pd
 
 from perftune.documents import Efficiency, OpEfficiency, Roofs
 from perftune.trace import roofline
-from perftune.trace.roofline import Peaks
 from perftune.trace.model import Trace
+from perftune.trace.roofline import Peaks
 from perftune.trace.tables import Tables
 
 __all__ = ["MAX_OVERHEAD_SHARE", "MIN_DEVICE_BUSY", "MIN_MATRIX_SHARE", "OVERHEAD_CALL_US",

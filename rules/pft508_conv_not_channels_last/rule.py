@@ -19,7 +19,7 @@ def _layout(dims: Any, strides: Any) -> str:
     """'nchw', 'nhwc' or 'unknown' from a 4-D input's sizes and strides."""
     if not (isinstance(dims, list) and len(dims) == 4 and isinstance(strides, list) and len(strides) == 4):
         return "unknown"
-    n, c, h, w = dims
+    _, c, h, w = dims
     if strides == [c * h * w, h * w, w, 1]:
         return "nchw" if c > 1 and h * w > 1 else "unknown"
     if strides == [h * w * c, 1, w * c, c]:

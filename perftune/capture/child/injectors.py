@@ -1,4 +1,5 @@
-"""Knob injectors applied inside the child process (precision, checkpointing, batch size).
+"""Knob injectors applied inside the child process (precision, checkpointing, batch size,
+torch.compile mode).
 
 The capture bootstrap calls `install(knobs)` before the user's script runs. Nothing here changes
 the script's source: the injectors hook into torch instead.
@@ -13,6 +14,8 @@ the script's source: the injectors hook into torch instead.
   runs the chosen ones under `torch.utils.checkpoint` (non-reentrant).
 - batch_size: `DataLoader(..., batch_size=...)` gets the knob's value, unless the script reads
   the knob itself through `perftune.knob("batch_size", ...)`.
+- compile: the model the script's optimizer trains gets a torch.compile'd forward when the
+  optimizer is created (perftune/capture/child/compile_injector.py); `none` leaves it eager.
 - num_threads: `torch.set_num_threads(value)` before the script runs; the script's own
   `torch.set_num_threads(n)` calls are recorded and leave the knob's value in force.
 
@@ -35,9 +38,12 @@ from typing import Any
 import torch
 
 from perftune import _runtime
+from perftune.capture.child.compile_injector import CompileInjector
 from perftune.capture.parent.knobs import (
     BATCH_SIZE,
     CHECKPOINT,
+    COMPILE,
+    COMPILE_NONE,
     CUDA_ONLY_PRECISIONS,
     INJECTED_KNOBS,
     NUM_THREADS,
@@ -45,6 +51,7 @@ from perftune.capture.parent.knobs import (
     CheckpointPlacement,
     parse_batch_size,
     parse_checkpoint,
+    parse_compile,
     parse_num_threads,
     parse_precision,
 )
@@ -126,6 +133,12 @@ def install(knobs: Mapping[str, Any], *, inject: Sequence[str] | None = None,
         _install_batch_size(parse_batch_size(knobs[BATCH_SIZE]), _patches)
     if NUM_THREADS in names:
         _install_num_threads(parse_num_threads(knobs[NUM_THREADS]), _patches)
+    if COMPILE in names:
+        mode = parse_compile(knobs[COMPILE])
+        if mode == COMPILE_NONE:
+            _report.update(COMPILE, {"mode": mode, "models": []})
+        else:
+            CompileInjector(mode, _report.update).install(_patches.replace, _patches.handles)
     _report.update("applied", names)
     return names
 
