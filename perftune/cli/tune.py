@@ -148,16 +148,18 @@ class RichReporter:
 @click.pass_context
 def tune(ctx: click.Context, /, tensorboard: bool, no_html: bool, quiet: bool, output_format: str,
          **params: Any) -> None:
-    """Tune knobs (batch size, precision, checkpointing, tile sizes...) for throughput.
+    """Tune knobs (batch size, precision, checkpointing, torch.compile mode, tile sizes...) for throughput.
 
     \b
     perftune tune train.py --epochs 1 --knob batch_size=16..256 --knob precision=fp32,bf16
+    perftune tune --knob compile=none,default,max-autotune --run-steps 2000 train.py
     perftune tune train.py --knob chunk=16,32,64 --memory-budget 8GiB --max-trials 40
     perftune tune train.py --from-findings perftune-runs/20250101-train
 
     Every trial runs the script in its own process with one configuration (warm-up steps
     discarded, median of the measured steps). The fastest configuration (samples/s) within the
-    memory budget whose losses stay within the tolerance of the fp32 run wins; tuning.json,
+    memory budget whose losses stay within the tolerance of the fp32 run wins (compile time,
+    reported apart from the step time, is charged to a run of --run-steps N steps); tuning.json,
     tuning.html and the way to apply it are written to the run directory. Ctrl-C stops and
     keeps the finished trials; --resume goes on.
     """
