@@ -8,6 +8,7 @@ escaped for a <script> element (`script_json`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -89,10 +90,32 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+class _TemplateCache(jinja2.FileSystemBytecodeCache):
+    """jinja2's own cache of compiled templates (a private folder in the temp directory, keyed
+    by each template's source): compiling the report's templates took about a quarter of
+    `--out` on every run. A cache that cannot be read or written is skipped, never an error."""
+
+    def load_bytecode(self, bucket: Any) -> None:
+        with contextlib.suppress(OSError):
+            super().load_bytecode(bucket)
+
+    def dump_bytecode(self, bucket: Any) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _template_cache() -> jinja2.BytecodeCache | None:
+    try:
+        return _TemplateCache()
+    except (OSError, RuntimeError):  # no private folder in the temp directory
+        return None
+
+
 @functools.lru_cache(maxsize=4)
 def _environment(folder: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(folder) / "templates")),
+        bytecode_cache=_template_cache(),
         autoescape=True,  # every {{ }} is HTML-escaped unless a value is marked |safe
         undefined=jinja2.StrictUndefined,
         extensions=["jinja2.ext.do"],
@@ -383,7 +406,7 @@ def report_context(view: RunView) -> dict[str, Any]:
 def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None:
     """The Ranks section of a multi-rank run: heatmap, per-rank breakdown, collective
     timeline; their figures go into `figures`. None for a single rank."""
-    from perftune.report.ranks import collective_timeline, step_grid
+    from perftune.report.ranks import collective_timeline, collective_timeline_of, step_grid
 
     section = view.summary.ranks_section if view.summary is not None else None
     if section is None:
@@ -398,6 +421,8 @@ def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None
     timeline = None
     if view.trace is not None:
         timeline = collective_timeline(view.trace)
+    elif view.rank_results:
+        timeline = collective_timeline_of(view.rank_results)
     if timeline is not None and timeline.bars:
         figures["rank-collectives"] = F.collective_timeline_figure(timeline)
     return {"section": section, "rows": rows, "grid": grid, "collectives": timeline,
