@@ -174,13 +174,19 @@ def provenance_lines(ctx: Context, hazard: sm.Hazard) -> frozenset[int] | None:
     return frozenset(lines)
 
 
-def _recorded_call(h: sm.Hazard, wanted: frozenset[str]) -> str | None:
-    """The provenance call a hazard must be (None: any call of its kind): the python call
-    the trace recorded (`item`), or what its op says (`aten::is_nonzero` is `bool(t)`)."""
+_CONVERSIONS = frozenset({"__int__", "__float__", "__index__", "__complex__"})
+
+
+def _recorded_calls(h: sm.Hazard, wanted: frozenset[str]) -> frozenset[str] | None:
+    """The provenance calls a hazard can be (None: any call of its kind): the python call the
+    trace recorded (`item`), or what its ops say (`aten::is_nonzero` is `bool(t)`; a scalar
+    read with no python call is `int(t)` / `float(t)`)."""
     if h.python_call in wanted:
-        return h.python_call
+        return frozenset({h.python_call})
     if h.chain and h.chain[0] == "aten::is_nonzero" and "__bool__" in wanted:
-        return "__bool__"
+        return frozenset({"__bool__"})
+    if h.python_call is None and h.chain and h.chain[0] == "aten::item" and wanted & _CONVERSIONS:
+        return wanted & _CONVERSIONS
     return None
 
 
@@ -226,11 +232,11 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
         group.sort(key=lambda h: h.row)
         at = 0
         for h in group:
-            call = _recorded_call(h, wanted)
+            kinds = _recorded_calls(h, wanted)
             pick = at % len(layout)
-            if call is not None:
+            if kinds is not None:
                 pick = next((k % len(layout) for k in range(at, at + len(layout))
-                             if layout[k % len(layout)][2] == call), pick)
+                             if layout[k % len(layout)][2] in kinds), pick)
             out[h.row] = layout[pick][:2]
             at = pick + 1
     return out

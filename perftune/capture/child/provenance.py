@@ -55,7 +55,8 @@ _SYNC_PRONE = frozenset({
 })
 _INDEXING = frozenset({"__getitem__", "__setitem__"})
 _MOVES = frozenset({"to", "cuda", "pin_memory"})
-_PLUMBING = ("/torch/nn/modules/module.py", "/torch/_tensor.py", "/torch/overrides.py",
+# (perftune's own capture hooks too: the optimizer step wrapper sits above torch/optim.)
+_PLUMBING = ("/perftune/capture/", "/torch/nn/modules/module.py", "/torch/_tensor.py", "/torch/overrides.py",
              "/torch/utils/_contextlib.py", "/torch/_dynamo/", "/torch/functional.py",
              "/torch/_jit_internal.py", "/torch/utils/_device.py")
 # Libraries whose tensors stay on the host even in a GPU job (optimizer step counters, data
