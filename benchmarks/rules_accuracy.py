@@ -25,7 +25,7 @@ Real GPU traces (../shared/traces): the known problems in them must be found whe
 and the known false positives (issue 13, section 5) must not be reported.
 
     python benchmarks/rules_accuracy.py [--runs DIR] [--reuse] [--only NAME ...]
-        [--markdown benchmarks/rules_accuracy.md]
+        [--ignore PFT507,PFT508] [--markdown benchmarks/rules_accuracy.md]
 """
 
 from __future__ import annotations
@@ -284,15 +284,16 @@ def profile(script: Path, run_dir: Path, reuse: bool, extra: Sequence[str] = (),
     return traces, None
 
 
-def analyse_run(run_dir: Path, traces: Sequence[Path]) -> list[Any]:
-    """The findings `perftune analyze RUN_DIR` would report (every rule, preview included),
-    with source lines read from the checkout."""
+def analyse_run(run_dir: Path, traces: Sequence[Path], ignore: Sequence[str] = ()) -> list[Any]:
+    """The findings `perftune analyze RUN_DIR` would report (every rule, preview included,
+    but the codes or prefixes in `ignore`), with source lines read from the checkout."""
     from perftune.pipeline import RuleSelection, analyze_paths
 
-    return list(analyze_paths(traces, RuleSelection(preview=True), [ROOT]).findings)
+    return list(analyze_paths(traces, RuleSelection(ignore=tuple(ignore), preview=True),
+                              [ROOT]).findings)
 
 
-def run_script(script: Path, runs: Path, reuse: bool) -> ScriptResult:
+def run_script(script: Path, runs: Path, reuse: bool, ignore: Sequence[str] = ()) -> ScriptResult:
     truth = read_truth(script)
     run_dir = runs / script.parent.name / script.stem
     traces, error = profile(script.relative_to(ROOT), run_dir, reuse, truth.run_args,
@@ -301,7 +302,7 @@ def run_script(script: Path, runs: Path, reuse: bool) -> ScriptResult:
         result = ScriptResult(truth.name, truth, missed=set(truth.expect),
                               file_missed=set(truth.file_expect), error=error)
         return result
-    return score_script(truth, analyse_run(run_dir, traces))
+    return score_script(truth, analyse_run(run_dir, traces, ignore))
 
 
 def _pct(x: float | None) -> str:
@@ -397,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", default=None,
                         help="only these scripts (file names in tests/field or samples)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the report here")
+    parser.add_argument("--ignore", default="",
+                        help="rule codes or prefixes left out of the scoring (PFT507,PFT508)")
     args = parser.parse_args(argv)
+    ignore = tuple(c.strip() for c in args.ignore.split(",") if c.strip())
 
     started = time.time()
     sets: dict[str, list[ScriptResult]] = {}
@@ -406,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for script in chosen:
             print(f"{label}: {script.name}", file=sys.stderr, flush=True)
-            results.append(run_script(script, args.runs, args.reuse))
+            results.append(run_script(script, args.runs, args.reuse, ignore))
         sets[label] = results
     real_lines, real_hits, real_total = real_traces()
     elapsed = time.time() - started
@@ -422,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{total.markers}, not[] violations {total.violations})")
     print(f"real GPU traces: {real_hits}/{real_total} checks hold")
     if args.markdown:
-        args.markdown.write_text(_markdown(sets, real_lines, real_hits, real_total, elapsed),
-                                 encoding="utf-8")
+        args.markdown.write_text(_markdown(sets, real_lines, real_hits, real_total, elapsed,
+                                           ignore), encoding="utf-8")
         print(f"wrote {args.markdown}")
     return 0
 
@@ -439,11 +443,13 @@ def _table(total: Tally, per_code: dict[str, Tally]) -> list[str]:
 
 
 def _markdown(sets: dict[str, list[ScriptResult]], real_lines: list[str], real_hits: int,
-              real_total: int, elapsed: float) -> str:
+              real_total: int, elapsed: float, ignore: Sequence[str] = ()) -> str:
+    flag = f" --ignore {','.join(ignore)}" if ignore else ""
     out = [
         "# Rule accuracy",
         "",
-        "Produced by `python benchmarks/rules_accuracy.py --markdown benchmarks/rules_accuracy.md`"
+        f"Produced by `python benchmarks/rules_accuracy.py{flag} --markdown "
+        "benchmarks/rules_accuracy.md`"
         f" ({time.strftime('%Y-%m-%d %H:%M')}, {elapsed:.0f} s; 2 shared CPU cores, no GPU, torch "
         "CPU build). `--reuse` re-scores the traces of an earlier run without profiling again.",
         "",

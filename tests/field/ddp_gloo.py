@@ -7,6 +7,7 @@ Batches come from a DataLoader without pinned memory and are copied with a block
 
 perftune-run: --nproc-per-node 2
 perftune: file-not[PFT603]
+perftune: file-expect[PFT304] (a 32→64→1 MLP on batches of 32: the step is framework overhead)
 """
 
 from __future__ import annotations
