@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perftune.capture.parent.measure import MeasureSettings, Side, capture_side
+from perftune.capture.parent.measure import MeasureSettings, Side, capture_side, log_tail
 from perftune.errors import ScriptError
 from perftune.fix.verify import losses_by_step
 from perftune.rundir import OUTPUT_LOG, RunDir
@@ -97,15 +97,6 @@ def palindrome_blocks(keys: Sequence[str], launches: int, rng: random.Random) ->
     return blocks
 
 
-def _log_tail(run_dir: Path, lines: int = 15) -> str:
-    try:
-        text = RunDir(run_dir).file(OUTPUT_LOG).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    tail = "\n".join(text[-lines:])
-    return f"\nlast lines of {run_dir / 'output.log'}:\n{tail}" if tail else ""
-
-
 _WARNING = re.compile(r"\b(\w*Warning): (.+)$")
 
 
@@ -184,6 +175,6 @@ def run_interleaved(arms: Sequence[Arm], launches: int, launch_root: Path,
             why = f"{launch.status}: {launch.error}" if launch.error else launch.status
             if key == BASE:
                 raise ScriptError(f"the original script's launch failed ({why}); run dir "
-                                  f"{run_dir}" + _log_tail(run_dir))
+                                  f"{run_dir}" + log_tail(run_dir))
             found.failed[key] = f"the rewritten script failed ({why}); see {run_dir}/output.log"
     return found

@@ -80,6 +80,7 @@ def from_run_dir(run_dir: Path) -> Source:
 def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, *, skip: int,
                  active: int, timeout_s: float | None, seed: int) -> Source:
     """Profile the script into `run_dir` (as `perftune profile` would) and analyse it."""
+    from perftune.capture.parent.measure import log_tail
     from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
     from perftune.pipeline import process_run
 
@@ -92,8 +93,8 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
         raise KeyboardInterrupt
     if not result.ok or result.trace_path is None:
         detail = f": {result.error}" if result.error else ""
-        raise ScriptError(f"profiling {script} failed ({result.status}){detail}; see "
-                          f"{RunDir(run_dir).file(OUTPUT_LOG)}")
+        raise ScriptError(f"profiling {script} failed ({result.status}{_exit(result.exit_code)})"
+                          f"{detail}; see {RunDir(run_dir).file(OUTPUT_LOG)}" + log_tail(run_dir))
     try:
         analysis = process_run(run_dir)
     except PerftuneError:
@@ -107,3 +108,7 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
     target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=analysis.findings,
                        roots=(cwd, script.resolve().parent, run_dir))
     return Source(target, analysis, run_dir)
+
+
+def _exit(code: int | None) -> str:
+    return f", exit code {code}" if code is not None else ""

@@ -20,6 +20,10 @@ CHECKPOINT = "checkpoint"
 BATCH_SIZE = "batch_size"
 INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE)
 
+# The value of an injected knob that leaves the script as written: the script's own default
+# (the tuner's baseline). The batch size has none: it is read from the script's DataLoader.
+AS_WRITTEN: dict[str, str] = {PRECISION: "fp32", CHECKPOINT: "none"}
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # tf32 is a CUDA matmul mode, and fp16 autocast on CPU is neither fast nor what anyone ships.
 CUDA_ONLY_PRECISIONS = ("tf32", "fp16")
