@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import format_option, out_option
-from perftune.cli.profile import ScriptCommand, default_run_dir
+from perftune.cli._options import ScriptCommand, format_option, out_option
+from perftune.cli.profile import default_run_dir
 from perftune.errors import UsageError
 
 

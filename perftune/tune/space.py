@@ -413,8 +413,9 @@ def script_defaults(
     value cannot be seen is left out (its search starting value stands in, and says so)."""
     values: dict[str, Value] = {}
     origin: dict[str, str] = {}
-    flags = observed.get("flags") if isinstance(observed.get("flags"), dict) else {}
-    loader = observed.get("dataloader") if isinstance(observed.get("dataloader"), dict) else {}
+    raw_flags, raw_loader = observed.get("flags"), observed.get("dataloader")
+    flags: Mapping[str, Any] = raw_flags if isinstance(raw_flags, dict) else {}
+    loader: Mapping[str, Any] = raw_loader if isinstance(raw_loader, dict) else {}
     for knob in space.knobs:
         template = space.arg_for(knob.name)
         if template is not None:
