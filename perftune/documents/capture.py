@@ -186,6 +186,7 @@ class CompilationDocument(_Open, kw_only=True):
     steps: list[StepCompile] = msgspec.field(default_factory=list)  # only steps that compiled
     compiles: list[CompileEvent] = msgspec.field(default_factory=list)
     graph_breaks: list[GraphBreak] = msgspec.field(default_factory=list)
+    compile_calls: list[CodeSite] = msgspec.field(default_factory=list)  # the torch.compile() lines
     counters: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)  # dynamo's counters
 
     def graphs(self) -> list[CompileEvent]:

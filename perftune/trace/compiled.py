@@ -4,8 +4,8 @@ Compiled code shows up in a torch.profiler trace as host ranges named by dynamo 
 `Torch-Compiled Region: F/A` around each call of compiled frame F (attempt A), the guard check
 before it (`TorchDynamo Cache Lookup`), the forward graph (`CompiledFunction`) and its backward
 (`CompiledFunctionBackward`). A frame that a graph break split runs as several regions, with the
-user's eager Python between them. These are neutral facts; the compilation rules (PFT7xx) and
-the overhead rule (PFT304, "no torch.compile at all") decide what they mean.
+user's eager Python between them. These are neutral facts; the compilation rules and the
+host-overhead rule ("no torch.compile at all": `has_compiled_regions`) decide what they mean.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ class CompiledRegions:
     steps: tuple[int, ...] = ()  # the trace's steps (all of them, compiled or not)
     graph_calls: dict[int, int] = field(default_factory=dict)  # step → forward + backward graph calls
     lookup_us: dict[str, float] = field(default_factory=dict)  # compile id → guard-check µs per step
+    # Host time inside compiled code per step: the outermost regions (forward) plus the
+    # backward graphs, µs. What compiling could save per step is at most this.
+    compiled_us_per_step: float = 0.0
 
     @property
     def present(self) -> bool:
@@ -122,6 +125,18 @@ def compiled_regions(trace: Trace, tables: object = None) -> CompiledRegions:
         if k < len(order):
             lookup[regions[int(order[k])].compile_id] += float(end[row] - ts[row])
     n = max(len(steps), 1)
+    inside = 0.0
+    covered_until = -np.inf
+    for r in sorted(regions, key=lambda r: r.start):
+        if r.step is None:
+            continue
+        if r.start >= covered_until:  # not nested in the previous outermost region
+            inside += r.end - r.start
+            covered_until = r.end
+    backward = np.flatnonzero(trace.name_isin((BACKWARD_GRAPH,)) & host)
+    inside += sum(float(end[row] - ts[row]) for row in backward
+                  if step_of(float(ts[row])) is not None)
     return CompiledRegions(regions=tuple(regions), steps=tuple(s.index for s in steps),
                            graph_calls=dict(calls),
-                           lookup_us={k: v / n for k, v in lookup.items()})
+                           lookup_us={k: v / n for k, v in lookup.items()},
+                           compiled_us_per_step=inside / n)

@@ -118,7 +118,7 @@ def compile_findings(run_dir: Path) -> list[dict[str, object]]:
     ("break", "compiled_graph_break", "PFT701"), ("recompile", "compiled_recompile", "PFT702")])
 def test_samples_findings_are_at_their_planted_lines(runs: dict[str, Path], key: str, sample: str,
                                                       code: str) -> None:
-    found = compile_findings(runs[key])
+    found = [f for f in compile_findings(runs[key]) if f["code"] in ("PFT701", "PFT702")]
     located = {(f["code"], Path(str(f["location"]["file"])).name, f["location"]["line"])  # type: ignore[index]
                for f in found}
     assert located == {(code, f"{sample}.py", marked_line(sample, code))}

@@ -29,6 +29,7 @@ import re
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -78,6 +79,7 @@ class CompileRecorder:
     enabled: bool = True
     notes: list[str] = field(default_factory=list)
     compiles: list[_Compile] = field(default_factory=list)
+    compile_calls: list[Frame] = field(default_factory=list)  # where the script called torch.compile
     breaks: dict[tuple[str, str | None, int | None], _Break] = field(default_factory=dict)
     _open: dict[str, _Compile] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,17 +88,19 @@ class CompileRecorder:
 
     # ------------------------------------------------------------------ install
     def install(self) -> None:
-        """Attach now when dynamo is already imported, else at the script's first torch.compile."""
-        if "torch._dynamo" in sys.modules:
-            self._attach()
-            return
+        """Wrap torch.compile (its call sites are recorded, and the first call attaches the
+        recorder); attach at once when dynamo is already imported."""
         original = torch.compile
         recorder = self
 
         def compile_and_record(*args: Any, **kwargs: Any) -> Any:
-            recorder.called = True
-            if not recorder.attached:
-                recorder._attach()
+            if recorder.enabled:
+                recorder.called = True
+                site = _user_frame_on_stack()
+                if site is not None and site not in recorder.compile_calls:
+                    recorder.compile_calls.append(site)
+                if not recorder.attached:
+                    recorder._attach()
             return original(*args, **kwargs)
 
         compile_and_record.__wrapped__ = original  # type: ignore[attr-defined]
@@ -107,6 +111,8 @@ class CompileRecorder:
             if torch.compile is compile_and_record:
                 torch.compile = original
         self._undo.append(restore)
+        if "torch._dynamo" in sys.modules:
+            self._attach()
 
     def _attach(self) -> None:
         if self.attached or not self.enabled:
@@ -123,25 +129,19 @@ class CompileRecorder:
         self._attach_break_log()
 
     def _skip_own_wrappers(self) -> None:
-        """Keep dynamo out of perftune's step hook on `nn.Module.__call__`: dynamo would compile
-        the hook (and the helper it calls) as frames of their own, guarded on the module's type
-        and its inputs' requires_grad, adding graphs and recompilations the script does not
-        have. Skipping their code leaves the frames they call (the module's forward) to dynamo
-        as without the hook."""
-        hook = torch.nn.Module.__call__
-        helper = getattr(hook, "__globals__", {}).get("_is_compiling")  # the hook's module's
-        codes = [getattr(hook, "__code__", None), getattr(helper, "__code__", None)]
-        own = [c for c in codes if c is not None
-               and "/perftune/capture/" in c.co_filename.replace("\\", "/")]
-        if not own:
-            return
+        """Keep dynamo out of perftune's own frames. Its step hook on `nn.Module.__call__` runs
+        inside a compiled module's call, and so does the bookkeeping it calls (the session's
+        boundary handling): dynamo would compile each as a frame of its own, guarded on the
+        module's type and its inputs, adding graphs, guard checks and recompilations the
+        script does not have. Skipping their code (each frame alone: what they call, such as
+        the module's forward, is left to dynamo as without perftune) prevents that."""
         try:
             from torch._dynamo.eval_frame import skip_code
         except ImportError:
-            self.notes.append("perftune's module-call hook may show up as compiled frames "
+            self.notes.append("perftune's own hooks may show up as compiled frames "
                               "(this torch has no skip_code)")
             return
-        for code in own:
+        for code in _own_code():
             skip_code(code)
 
     def _attach_callbacks(self) -> None:
@@ -312,6 +312,8 @@ class CompileRecorder:
             total_compile_s=round(total, 6), outside_steps_s=round(outside, 6),
             steps=sorted(per_step.values(), key=lambda s: s.index), compiles=compiles,
             graph_breaks=breaks,
+            compile_calls=[CodeSite(file=f.file, line=f.line, function=f.function)
+                           for f in self.compile_calls],
             counters={k: v for k, v in counters.items() if k in ("frames", "stats", "resumes")})
 
 
@@ -325,6 +327,41 @@ class _BreakHandler(logging.Handler):
         # A log handler must never break the user's compilation.
         with contextlib.suppress(Exception):
             self.recorder.graph_break(record.getMessage(), _current_compile_id())
+
+
+def _own_code() -> list[types.CodeType]:
+    """The code of every function of perftune's capture child (module functions, methods and
+    the closures inside them, such as the hooks it patches into torch)."""
+    found: dict[int, types.CodeType] = {}
+
+    def add(code: types.CodeType) -> None:
+        if id(code) in found:
+            return
+        found[id(code)] = code
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                add(const)
+
+    def add_function(obj: Any) -> None:
+        code = getattr(obj, "__code__", None)
+        if isinstance(code, types.CodeType) and "/perftune/capture/" in \
+                code.co_filename.replace("\\", "/"):
+            add(code)
+
+    for name, module in list(sys.modules.items()):
+        if not name.startswith("perftune.capture.child") or module is None:
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, type):
+                for member in list(vars(obj).values()):
+                    add_function(getattr(member, "__func__", member))
+                    if isinstance(member, property):
+                        for accessor in (member.fget, member.fset, member.fdel):
+                            add_function(accessor)
+            else:
+                add_function(obj)
+    add_function(torch.nn.Module.__call__)  # the step hook, while it is patched in
+    return list(found.values())
 
 
 def _artifact_loggers(artifact: str) -> list[logging.Logger]:
