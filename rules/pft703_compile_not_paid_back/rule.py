@@ -94,4 +94,5 @@ class CompileNotPaidBack(Rule):
                       "cache across runs, mode=None instead of max-autotune, compile only the "
                       "hot module; `perftune tune --knob compile=none,default` measures both",
                 before=loc.source.strip() if loc.source else None,
-                after="model = torch.compile(model) if expected_steps > PAYBACK else model"))
+                after="model = torch.compile(model) if expected_steps > PAYBACK else model",
+                knobs={"compile": ["none", "default"]}))
