@@ -1,21 +1,25 @@
 """`perftune analyze` as the user waits for it: the whole process, from the shell, side by side
-with HolisticTraceAnalysis (HTA) in one run.
+with HolisticTraceAnalysis (HTA) in one run; writes benchmarks/analyze_end_to_end.md.
 
 Every figure is one fresh process started here (imports, load, rules, summary, writing the
-reports, exit), timed from the outside; its peak RSS comes from the kernel (`wait4`). Runs of
-the tools alternate so that machine noise hits them alike; medians are reported.
+reports, exit), timed from the outside: wall seconds, CPU seconds (user + system of the
+process and its workers) and peak RSS, all from the kernel (`wait4`). Runs of the tools
+alternate so that machine noise hits them alike; medians are reported, each row with the
+1-minute load average while it ran.
 
-    python benchmarks/analyze_end_to_end.py                                  # 54 MB trace + 3 synthetic sizes
-    python benchmarks/analyze_end_to_end.py --repeat 5 --sizes-gb 0.25,0.5,1 --markdown out.md
-    python benchmarks/analyze_end_to_end.py --sizes-gb ''                    # the real trace only
+    python benchmarks/analyze_end_to_end.py                   # 54 MB trace + 0.25/0.5/1 GB, writes the .md
+    python benchmarks/analyze_end_to_end.py --sizes-gb '' --repeat 5 --markdown /tmp/e2e.md
 
-Measured per trace: `perftune analyze FILE --format json`, the same with `--out DIR` (HTML,
-Markdown, JSON reports), the same with the loader's forked worker disabled
-(PERFTUNE_TRACE_WORKERS=1), and HTA's `TraceAnalysis(trace_dir=...)` (its load alone; HTA
-runs from its own virtual environment, --hta-python, and only on traces up to --hta-max-mb).
-Also `python -c "import perftune"` and `perftune --help`, and one `--timings` table (per stage
-and per rule) per trace. The synthetic traces repeat the real trace's steps (see
-benchmarks/trace_load.py) and are written to --scratch once, then reused.
+Measured per trace: `perftune analyze FILE --format json`, the same with the loader's forked
+worker disabled (PERFTUNE_TRACE_WORKERS=1: the side-by-side that decides whether the worker
+stays), `--out DIR` (HTML, Markdown, JSON reports), and HTA's `TraceAnalysis(trace_dir=...)`
+(its load alone; HTA runs from its own virtual environment, --hta-python, and only on traces
+up to --hta-max-mb). Also `python -c "import perftune"` and `perftune --help`, one `--timings`
+table (per stage and per rule) per trace, and the issue-17 targets with met / not met. The
+synthetic traces repeat the real trace's steps (see benchmarks/trace_load.py) and are written
+to --scratch once, then reused. perftune's modules are byte-compiled first (as a pip install
+does; where PYTHONDONTWRITEBYTECODE is set every run would otherwise compile them again).
+Anything in the .md after the line `<!-- notes -->` is kept when the script rewrites it.
 """
 
 from __future__ import annotations
@@ -88,13 +92,88 @@ def bench_trace(trace: Path, repeat: int, hta_python: Path | None, hta_max_mb: f
         variants["HTA TraceAnalysis"] = ([str(hta_python), "-c", HTA_SNIPPET,
                                           str(_hta_dir(trace, scratch))], dict(os.environ))
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in variants}
+    loads: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(repeat):
         for label, (cmd, cmd_env) in variants.items():
+            loads[label].append(os.getloadavg()[0])
             runs[label].append(measure(cmd, cmd_env))
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"trace": trace.name, "text_mb": text_mb, "disk_mb": size_mb,
             "results": {k: median_of(v) for k, v in runs.items()},
+            "load": {k: statistics.mean(v) for k, v in loads.items()},
             "timings": timings_table(trace, env)}
+
+
+NOTES_MARK = "<!-- notes -->"
+DEFAULT_MD = Path(__file__).resolve().with_suffix(".md")
+
+
+def load_now() -> float:
+    return os.getloadavg()[0]
+
+
+def byte_compile() -> None:
+    """perftune's modules and rules as .pyc, as an installed wheel has them."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "perftune"),
+                    str(ROOT / "rules")], check=True, stdout=subprocess.DEVNULL)
+
+
+def kept_notes(path: Path | None) -> list[str]:
+    """The hand-written part of an existing .md (after NOTES_MARK)."""
+    if path is None or not path.exists():
+        return [NOTES_MARK, ""]
+    text = path.read_text(encoding="utf-8")
+    return text[text.index(NOTES_MARK):].splitlines() if NOTES_MARK in text else [NOTES_MARK, ""]
+
+
+def target_rows(real: dict[str, Any], sized: list[dict[str, Any]],
+                startup: dict[str, dict[str, float]]) -> list[str]:
+    """The issue-17 targets, each with the figure measured in this run and met / not met."""
+    rows = ["| target | measured in this run | met? |", "|---|---|---|"]
+
+    def row(target: str, measured: str, ok: bool | None) -> None:
+        rows.append(f"| {target} | {measured} | {'yes' if ok else 'no' if ok is not None else '—'} |")
+
+    res = real["results"]
+    j, o, h = res["json"], res["--out"], res.get("HTA TraceAnalysis")
+    name = f"{real['trace']} ({real['text_mb']:.0f} MB)"
+    row(f"{name}: `--format json` ≤ 0.6 s", f"{j['wall_s']:.2f} s wall, {j['cpu_s']:.2f} CPU-s",
+        j["wall_s"] <= 0.6)
+    row(f"{name}: `--out` (HTML, MD, JSON) ≤ 1.0 s", f"{o['wall_s']:.2f} s wall, {o['cpu_s']:.2f} CPU-s",
+        o["wall_s"] <= 1.0)
+    if h:
+        row("≥ 6× faster than HTA's load (wall)", f"{h['wall_s'] / j['wall_s']:.1f}× "
+            f"(CPU: {h['cpu_s'] / j['cpu_s']:.1f}× less)", h["wall_s"] / j["wall_s"] >= 6)
+        row("peak RSS ≤ ⅓ of HTA's", f"{j['rss_mb']:.0f} MB of {h['rss_mb']:.0f} MB = "
+            f"{j['rss_mb'] / h['rss_mb']:.2f} (`--out`: {o['rss_mb'] / h['rss_mb']:.2f})",
+            max(j["rss_mb"], o["rss_mb"]) <= h["rss_mb"] / 3)
+    big = [g for g in sized if g["text_mb"] >= 900]
+    for g in big:
+        m = g["results"]["--out"]
+        row(f"{g['text_mb']:.0f} MB: load + rules + reports ≤ 15 s, ≤ 1.5 GB",
+            f"`--out` {m['wall_s']:.1f} s wall, {m['cpu_s']:.1f} CPU-s, {m['rss_mb']:.0f} MB",
+            m["wall_s"] <= 15 and m["rss_mb"] <= 1536)
+    if len(sized) >= 2:
+        per_mb = [g["results"]["json"]["cpu_s"] / g["text_mb"] for g in sized]
+        row("cost linear in events (CPU-s per MB of JSON, synthetic sizes)",
+            " → ".join(f"{v * 1000:.1f}" for v in per_mb) + " ms/MB",
+            max(per_mb) <= 1.2 * min(per_mb))
+    for label in ("import perftune", "perftune --help"):
+        m = startup[label]
+        row(f"`{label}` < 0.1 s", f"{m['wall_s']:.3f} s wall, {m['cpu_s']:.3f} CPU-s", m["wall_s"] < 0.1)
+    return rows
+
+
+def fork_rows(traces: list[dict[str, Any]]) -> list[str]:
+    """The loader's forked worker, side by side: with it against without it."""
+    rows = ["| trace | JSON MB | with the worker: wall / CPU / RSS | without: wall / CPU / RSS | wall saved |",
+            "|---|---|---|---|---|"]
+    for got in traces:
+        a, b = got["results"]["json"], got["results"]["json, no fork"]
+        rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | {a['wall_s']:.2f} s / {a['cpu_s']:.2f} s / "
+                    f"{a['rss_mb']:.0f} MB | {b['wall_s']:.2f} s / {b['cpu_s']:.2f} s / {b['rss_mb']:.0f} MB | "
+                    f"{b['wall_s'] - a['wall_s']:+.2f} s ({(b['wall_s'] - a['wall_s']) / b['wall_s']:+.0%}) |")
+    return rows
 
 
 def main() -> None:
@@ -108,28 +187,38 @@ def main() -> None:
     ap.add_argument("--hta-max-mb", type=float, default=100.0,
                     help="run HTA only on traces up to this much JSON text")
     ap.add_argument("--scratch", type=Path, default=Path(tempfile.gettempdir()) / "perftune-e2e")
-    ap.add_argument("--markdown", type=Path, default=None, help="also write the tables here")
+    ap.add_argument("--markdown", default=str(DEFAULT_MD),
+                    help="the .md to write (default: benchmarks/analyze_end_to_end.md); '' for none")
     args = ap.parse_args()
+    markdown = Path(args.markdown) if args.markdown else None
     args.scratch.mkdir(parents=True, exist_ok=True)
+    byte_compile()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started_at = time.time()
     load_before = os.getloadavg()
-    lines = [f"# analyze end to end — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
-             f"command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
-             f"machine: {os.cpu_count()} CPUs; load average before "
-             f"{load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f}", ""]
+    lines = [f"# `perftune analyze` end to end — {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             "Written by the command below (issue 17); the notes at the end are kept between runs.", "",
+             "```", f"python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}".rstrip(), "```", "",
+             f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; load average before "
+             f"{load_before[0]:.2f} / {load_before[1]:.2f} / {load_before[2]:.2f} (1 / 5 / 15 min). "
+             "Wall seconds are what a user waits; under load they grow, CPU seconds much less.", ""]
 
-    startup = {"import perftune": [sys.executable, "-c", "import perftune"],
-               "perftune --help": [sys.executable, "-m", "perftune", "--help"],
-               "python -c pass": [sys.executable, "-c", "pass"]}
-    lines += ["| start-up | wall s (median of 5) | peak RSS MB |", "|---|---|---|"]
-    for label, cmd in startup.items():
+    startup_cmds = {"import perftune": [sys.executable, "-c", "import perftune"],
+                    "perftune --help": [sys.executable, "-m", "perftune", "--help"],
+                    "python -c pass": [sys.executable, "-c", "pass"]}
+    startup: dict[str, dict[str, float]] = {}
+    lines += ["| start-up | wall s | CPU s | peak RSS MB | load |", "|---|---|---|---|---|"]
+    for label, cmd in startup_cmds.items():
+        load = load_now()
         m = median_of([measure(cmd, env) for _ in range(5)])
-        lines.append(f"| `{label}` | {m['wall_s']:.3f} | {m['rss_mb']:.0f} |")
+        startup[label] = m
+        lines.append(f"| `{label}` (median of 5) | {m['wall_s']:.3f} | {m['cpu_s']:.3f} | "
+                     f"{m['rss_mb']:.0f} | {load:.1f} |")
     lines.append("")
     print("\n".join(lines), flush=True)
 
     traces = [(args.trace, args.repeat)]
-    for gb in [float(s) for s in args.sizes_gb.split(",") if s.strip()]:
+    for gb in [float(x) for x in args.sizes_gb.split(",") if x.strip()]:
         path = args.scratch / f"synthetic-{gb:g}gb.json"
         started = time.perf_counter()
         # In a child: a child's peak RSS counts the memory of the parent it was forked from,
@@ -142,32 +231,41 @@ def main() -> None:
         print(f"synthetic {path.name}: ready in {time.perf_counter() - started:.0f} s", flush=True)
         traces.append((path, args.big_repeat))
 
-    header = ["| trace | JSON MB | variant | wall s | CPU s | peak RSS MB | vs HTA wall | vs HTA RSS |",
-              "|---|---|---|---|---|---|---|---|"]
+    header = ["| trace | JSON MB | variant | wall s | CPU s | peak RSS MB | load | vs HTA: wall | CPU | RSS |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     table: list[str] = []
     timing_blocks: list[str] = []
+    measured: list[dict[str, Any]] = []
     for trace, repeat in traces:
         got = bench_trace(trace, repeat, args.hta_python, args.hta_max_mb, args.scratch, env)
+        measured.append(got)
         hta = got["results"].get("HTA TraceAnalysis")
         for label, m in got["results"].items():
-            ratio_wall = f"{hta['wall_s'] / m['wall_s']:.1f}× faster" if hta and label != "HTA TraceAnalysis" else ""
-            ratio_rss = f"{m['rss_mb'] / hta['rss_mb']:.2f}×" if hta and label != "HTA TraceAnalysis" else ""
-            row = (f"| {got['trace']} | {got['text_mb']:.0f} | {label} | {m['wall_s']:.2f} | "
-                   f"{m['cpu_s']:.2f} | {m['rss_mb']:.0f} | {ratio_wall} | {ratio_rss} |")
+            ratios = ["", "", ""]
+            if hta and label != "HTA TraceAnalysis":
+                ratios = [f"{hta['wall_s'] / m['wall_s']:.1f}× faster",
+                          f"{hta['cpu_s'] / m['cpu_s']:.1f}× less", f"{m['rss_mb'] / hta['rss_mb']:.2f}×"]
+            runs = f" ({repeat} runs)" if repeat > 1 else ""
+            row = (f"| {got['trace']} | {got['text_mb']:.0f} | {label}{runs} | {m['wall_s']:.2f} | "
+                   f"{m['cpu_s']:.2f} | {m['rss_mb']:.0f} | {got['load'][label]:.1f} | " + " | ".join(ratios) + " |")
             table.append(row)
             print(row, flush=True)
-        timing_blocks += [f"`perftune analyze {got['trace']} --format json --timings`:", "```",
-                          *got["timings"], "```", ""]
+        timing_blocks += [f"`perftune analyze {got['trace']} --format json --timings` "
+                          "(wall seconds inside the process):", "```", *got["timings"], "```", ""]
     load_after = os.getloadavg()
     lines += [*header, *table, "",
-              f"load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}",
-              "", *timing_blocks]
+              f"Load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}; "
+              f"the whole run took {(time.time() - started_at) / 60:.1f} min.", "",
+              "## Against the targets", "", *target_rows(measured[0], measured[1:], startup), "",
+              "## The loader's forked worker, side by side", "", *fork_rows(measured), "",
+              "## Where the time goes", "", *timing_blocks]
     text = "\n".join(lines)
-    if args.markdown:
-        args.markdown.write_text(text + "\n")
+    if markdown is not None:
+        notes = kept_notes(markdown)
+        markdown.write_text(text + "\n" + "\n".join(notes) + "\n", encoding="utf-8")
+        print(f"wrote {markdown}")
     print("\n".join([*header, *table]))
-    print(f"load average after: {load_after[0]:.2f} / {load_after[1]:.2f} / {load_after[2]:.2f}")
-    print("\n".join(timing_blocks))
+    print("\n".join(target_rows(measured[0], measured[1:], startup)))
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class Analysis:
     # Wall seconds per stage, in order: "load", "context", one entry per rule code, "summary"
     # (`perftune analyze --timings`; the CLI adds "reports").
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    # Ranks analysed apart: their reductions (trace.multirank.RankResult, by rank), which the
+    # report's collective timeline reads instead of the trace.
+    rank_results: tuple[Any, ...] = field(default=(), compare=False, repr=False)
 
 
 def _code_list(value: Any, key: str) -> list[str]:
@@ -279,12 +282,40 @@ def analyze_rank(path: str, position: int, rules: RuleSelection,
                         result=result, timings=timings)
 
 
-def _pool_context() -> Any:
-    """Spawned workers: no copy of this process's memory, the same on every platform, and
-    direct children (their CPU and peak memory count in this process's rusage)."""
-    import multiprocessing
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    import os
 
-    return multiprocessing.get_context("spawn")
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_jobs(ranks: int) -> int:
+    """`perftune analyze DIR`'s worker processes when --jobs is not given: one per rank, at
+    most one per usable CPU."""
+    return max(1, min(usable_cpus(), ranks))
+
+
+def _pool_context() -> Any:
+    """Forked workers on Linux (they start with perftune already imported: 8 ranks took 3.3
+    CPU-s forked, 4.4 spawned, benchmarks/analyze_ranks.md; the parent holds no trace when
+    the pool starts), spawned elsewhere. Either way direct children: their CPU and peak
+    memory count in this process's rusage."""
+    import multiprocessing
+    import sys
+
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+
+
+def _pool_worker_setup(jobs: int) -> None:
+    """A rank worker does not fork the loader's own decoding worker when the ranks already
+    keep every CPU busy (it would only add a process per CPU)."""
+    import os
+
+    if jobs >= usable_cpus():
+        os.environ.setdefault("PERFTUNE_TRACE_WORKERS", "1")
 
 
 def _dask_client(address: str) -> Any:
@@ -325,8 +356,9 @@ def analyze_ranks(paths: Sequence[str | Path], rules: RuleSelection | None = Non
     elif jobs > 1 and len(files) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=min(jobs, len(files)),
-                                 mp_context=_pool_context()) as pool:
+        workers = min(jobs, len(files))
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context(),
+                                 initializer=_pool_worker_setup, initargs=(workers,)) as pool:
             ranks = list(pool.map(analyze_rank, files, range(len(files)), [rules] * len(files),
                                   [roots] * len(files)))
     else:
@@ -358,7 +390,8 @@ def analyze_ranks(paths: Sequence[str | Path], rules: RuleSelection | None = Non
         [r.result for r in ranks], rules))
     timings["cross-rank"] = time.perf_counter() - started
     return Analysis(trace=None, summary=summary, findings=tuple(findings),  # type: ignore[arg-type]
-                    source_roots=tuple(Path(p) for p in (roots or [Path.cwd()])), timings=timings)
+                    source_roots=tuple(Path(p) for p in (roots or [Path.cwd()])), timings=timings,
+                    rank_results=tuple(r.result for r in ranks))
 
 
 def cross_rank_findings(results: Sequence[Any], rules: RuleSelection) -> dict[str, list[Finding]]:

@@ -24,7 +24,9 @@ from perftune.errors import ConfigError
 from perftune.pipeline import (
     analyze_paths,
     analyze_ranks,
+    default_jobs,
     findings_document,
+    rank_files,
     selection_from_config,
 )
 from perftune.report import write_run
@@ -53,8 +55,10 @@ from perftune.rundir import DocumentError, RunDir, same_files
 @click.option("--timings", is_flag=True,
               help="Print on stderr how long each stage and each rule took.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Analyse each rank file apart in N worker processes, then compare the ranks "
-                   "from their reductions only (memory: the largest rank, not the sum).")
+              help="Worker processes for the rank files: each rank is analysed apart, then the "
+                   "ranks are compared from their reductions only (memory: the largest rank, "
+                   "not the sum). Default with two or more rank files: one per rank, at most "
+                   "one per CPU; --jobs 1 analyses them one after another in this process.")
 @click.option("--scheduler", envvar="PERFTUNE_SCHEDULER", default=None, metavar="ADDRESS",
               help="Run the per-rank analyses as tasks on this dask.distributed scheduler "
                    "(tcp://host:8786; also PERFTUNE_SCHEDULER); its workers read the traces "
@@ -72,9 +76,9 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], output_format: str, out_
     With --out DIR the summary, findings and reports go to DIR; a DIR that holds another run is
     refused without --force (re-analysing the run DIR holds is always allowed).
 
-    With --jobs N or --scheduler ADDRESS each rank file is analysed on its own (in worker
-    processes, or on a Dask cluster, where PATHS may be fsspec URLs such as s3://bucket/run/)
-    and only compact per-rank results are gathered: findings merged across ranks
+    Two or more rank files are each analysed on their own (in worker processes, --jobs; or on
+    a Dask cluster, --scheduler, where PATHS may be fsspec URLs such as s3://bucket/run/) and
+    only compact per-rank results are gathered: findings merged across ranks
     (evidence.ranks), the summary of all ranks, and the cross-rank section.
     """
     if scheduler is not None and not scheduler.strip():
@@ -120,12 +124,17 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
              spread: dict[str, Any] | None = None) -> None:
     rules = selection_from_config(select, ignore, preview)
     spread = spread or {}
-    if spread.get("jobs") is not None or spread.get("scheduler"):
+    jobs = spread.get("jobs")
+    if jobs is None and not spread.get("scheduler"):
+        # Two or more rank files: each analysed apart in worker processes by default (memory
+        # of the largest rank, not the sum); one file: analysed here.
+        files = rank_files(list(paths))
+        if len(files) > 1 or any(not isinstance(p, Path) for p in paths):  # URLs: read apart
+            jobs = default_jobs(len(files))
+    if jobs is not None or spread.get("scheduler"):
         analysis = analyze_ranks(list(paths), rules, source_roots or None,
-                                 jobs=spread.get("jobs") or 1, scheduler=spread.get("scheduler"))
+                                 jobs=jobs or 1, scheduler=spread.get("scheduler"))
     else:
-        if any(not isinstance(p, Path) for p in paths):
-            raise ConfigError("URLs (s3://, gs://, ...) are read only with --scheduler or --jobs")
         analysis = analyze_paths(list(paths), rules, source_roots or None)
     for warning in [*warning_lines(analysis.summary), *source_hint_lines(analysis.findings)]:
         click.echo(warning, err=True)  # events the loader skipped; source it did not read

@@ -100,7 +100,9 @@ class RichReporter:
 @click.option("--knob", "knobs", multiple=True, metavar="NAME=V1,V2",
               help="Values to try for a knob (repeatable); LOW..HIGH gives the powers of two in "
                    "between. Injected knobs: precision (fp32,tf32,bf16,fp16), checkpoint "
-                   "(none,all,every:K,first:N), batch_size.")
+                   "(none,all,every:K,first:N), batch_size, compile (none,default,"
+                   "reduce-overhead,max-autotune,max-autotune-no-cudagraphs: torch.compile of "
+                   "the model the optimizer trains; reduce-overhead needs a CUDA model).")
 @click.option("--arg", "arg_templates", multiple=True, metavar="KNOB=TEMPLATE",
               help="Pass a knob as the script's own flag, e.g. --arg batch_size=--batch-size={}.")
 @click.option("--from-findings", type=click.Path(exists=True, path_type=Path), default=None,
@@ -123,6 +125,11 @@ class RichReporter:
 @click.option("--trial-warmup", type=int, default=None, help="Warm-up steps discarded in each trial [default: 3].")
 @click.option("--trial-steps", type=int, default=None, help="Steps measured in each trial [default: 8].")
 @click.option("--trial-timeout", default=None, metavar="DURATION", help="Stop a trial after this long [default: 5m].")
+@click.option("--run-steps", type=int, default=None, metavar="N",
+              help="Steps your real run takes. Compile time (--knob compile=...) is kept out of "
+                   "ms/step and reported; with N it is also charged to the run: a compile mode "
+                   "wins only if (eager - compiled step time) x N > its compile time [default: "
+                   "not charged, the break-even step count is shown].")
 @click.option("--seed", type=int, default=None, help="Seed torch/random/numpy in every trial [default: 0].")
 @click.option("--no-seed", is_flag=True, help="Do not seed the trials (the script seeds itself).")
 @click.option("--storage", default=None, metavar="URL",
@@ -141,16 +148,18 @@ class RichReporter:
 @click.pass_context
 def tune(ctx: click.Context, /, tensorboard: bool, no_html: bool, quiet: bool, output_format: str,
          **params: Any) -> None:
-    """Tune knobs (batch size, precision, checkpointing, tile sizes...) for throughput.
+    """Tune knobs (batch size, precision, checkpointing, torch.compile mode, tile sizes...) for throughput.
 
     \b
     perftune tune train.py --epochs 1 --knob batch_size=16..256 --knob precision=fp32,bf16
+    perftune tune --knob compile=none,default,max-autotune --run-steps 2000 train.py
     perftune tune train.py --knob chunk=16,32,64 --memory-budget 8GiB --max-trials 40
     perftune tune train.py --from-findings perftune-runs/20250101-train
 
     Every trial runs the script in its own process with one configuration (warm-up steps
     discarded, median of the measured steps). The fastest configuration (samples/s) within the
-    memory budget whose losses stay within the tolerance of the fp32 run wins; tuning.json,
+    memory budget whose losses stay within the tolerance of the fp32 run wins (compile time,
+    reported apart from the step time, is charged to a run of --run-steps N steps); tuning.json,
     tuning.html and the way to apply it are written to the run directory. Ctrl-C stops and
     keeps the finished trials; --resume goes on.
     """

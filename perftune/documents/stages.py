@@ -37,6 +37,8 @@ class TuneStudy(_Stage):
 class TuneObjective(_Stage):
     samples_per_step: float | None = None
     tokens_per_sample: float | None = None
+    # Steps of the real run (--run-steps): compile time is charged over them.
+    run_steps: int | None = None
     unit: str = "samples/s"
 
 
@@ -114,6 +116,10 @@ class TuneTrial(_Stage):
     exit_code: int | msgspec.UnsetType | None = msgspec.UNSET
     injected: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     launch: str | msgspec.UnsetType | None = msgspec.UNSET
+    # Seconds spent compiling (the compile knob), kept out of step_ms, and where the figure
+    # comes from ("warm-up excess": the warm-up steps' time beyond the steady step).
+    compile_s: MaybeFloat | msgspec.UnsetType = msgspec.UNSET
+    compile_source: str | msgspec.UnsetType | None = msgspec.UNSET
     loss_deviation: Ratio | None = None
     accuracy: AccuracyGuard | None = None
 
@@ -129,6 +135,11 @@ class TuneConfig(_Stage):
     throughputs: list[float] = msgspec.field(default_factory=list)
     repeat_spread: Ratio | None = None
     step_ms: MaybeMs = None
+    # Median compile time of its trials (null: the configuration does not compile).
+    compile_s: float | None = None
+    # Steps after which the compile time is paid back by the faster steps, against the same
+    # configuration not compiled (null: not compiled, or not faster).
+    break_even_steps: float | None = None
     peak_memory_bytes: int | None = None
     trials: list[int] = msgspec.field(default_factory=list)
     loss_deviation: Ratio | None = None
@@ -204,6 +215,8 @@ class TuneStats(_Stage):
     configs: int = 0
     failed: int = 0
     overhead_s_median: float | None = None
+    # Seconds the trials spent compiling, all together (part of elapsed_s and of --time-budget).
+    compile_s_total: float | None = None
 
 
 class TuningDocument(_Stage):

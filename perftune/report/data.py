@@ -69,6 +69,8 @@ class RunView:
     # Folders whose source files the report may read (context lines): the analysis' source
     # roots; none for a view of documents alone unless the user named some.
     source_roots: tuple[Path, ...] = ()
+    # Ranks analysed apart (no trace): their reductions, for the collective timeline.
+    rank_results: tuple[Any, ...] = ()
 
     @property
     def title(self) -> str:
@@ -134,7 +136,8 @@ def view_of_analysis(analysis: Analysis, run_dir: Path | None) -> RunView:
     docs, notes = _optional_documents(run_dir)
     return RunView(run_dir=run_dir, summary=analysis.summary, findings=analysis.findings,
                    trace=analysis.trace, notes=tuple(notes),
-                   source_roots=analysis.source_roots, **docs)
+                   source_roots=analysis.source_roots, rank_results=analysis.rank_results,
+                   **docs)
 
 
 def view_of_documents(run_dir: Path, source_roots: Sequence[Path] = ()) -> RunView:

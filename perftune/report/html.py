@@ -383,7 +383,7 @@ def report_context(view: RunView) -> dict[str, Any]:
 def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None:
     """The Ranks section of a multi-rank run: heatmap, per-rank breakdown, collective
     timeline; their figures go into `figures`. None for a single rank."""
-    from perftune.report.ranks import collective_timeline, step_grid
+    from perftune.report.ranks import collective_timeline, collective_timeline_of, step_grid
 
     section = view.summary.ranks_section if view.summary is not None else None
     if section is None:
@@ -398,6 +398,8 @@ def _rank_views(view: RunView, figures: dict[str, Any]) -> dict[str, Any] | None
     timeline = None
     if view.trace is not None:
         timeline = collective_timeline(view.trace)
+    elif view.rank_results:
+        timeline = collective_timeline_of(view.rank_results)
     if timeline is not None and timeline.bars:
         figures["rank-collectives"] = F.collective_timeline_figure(timeline)
     return {"section": section, "rows": rows, "grid": grid, "collectives": timeline,

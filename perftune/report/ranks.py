@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -127,7 +127,40 @@ def collective_timeline(trace: Trace, max_steps: int = 3, max_bars: int = 1500,
     that waited least (the one the others waited for)."""
     from perftune.trace.multirank import collective_calls, collective_waits, comm_source
 
-    calls = collective_calls(trace)
+    sources = comm_source(trace)
+    starts: dict[int, list[tuple[int, float]]] = {}
+    for s in trace.steps:
+        starts.setdefault(s.rank, []).append((s.index, s.start / 1000.0))
+    return _timeline(collective_calls(trace), collective_waits(trace), starts, sources,
+                     max_steps, max_bars, max_ranks)
+
+
+def collective_timeline_of(results: Sequence[Any], max_steps: int = 3, max_bars: int = 1500,
+                           max_ranks: int = 16) -> CollectiveTimeline | None:
+    """`collective_timeline` from ranks analysed apart (trace.multirank.RankResult): each
+    rank's times moved from its own trace's start to the earliest one."""
+    from dataclasses import replace
+
+    from perftune.trace.multirank import waits_of_calls
+
+    if not results:
+        return None
+    origin = min(r.origin_us for r in results)
+    calls = []
+    starts: dict[int, list[tuple[int, float]]] = {}
+    for r in results:
+        shift = (r.origin_us - origin) / 1000.0
+        calls.extend(replace(c, start_ms=c.start_ms + shift) for c in r.calls)
+        starts.setdefault(r.rank, []).extend(
+            (step[0], start + shift) for step, start in zip(r.steps, r.step_starts_ms, strict=False))
+    return _timeline(calls, waits_of_calls(calls), starts, {r.rank: r.source for r in results},
+                     max_steps, max_bars, max_ranks)
+
+
+def _timeline(calls: Sequence[Any], waits_table: Sequence[Any],
+              starts_by_rank: Mapping[int, Sequence[tuple[int, float]]],
+              sources_by_rank: Mapping[int, str], max_steps: int, max_bars: int,
+              max_ranks: int) -> CollectiveTimeline | None:
     ranks = sorted({c.rank for c in calls})
     if len(ranks) < 2:
         return None
@@ -136,7 +169,7 @@ def collective_timeline(trace: Trace, max_steps: int = 3, max_bars: int = 1500,
     shown = tuple(common[-max_steps:]) if common else ()
     if not shown:
         return None
-    waits = {(w.step, w.seq): w.wait_ms for w in collective_waits(trace)}
+    waits = {(w.step, w.seq): w.wait_ms for w in waits_table}
     if len(ranks) > max_ranks:
         waited: dict[int, float] = dict.fromkeys(ranks, 0.0)
         for per_rank in waits.values():
@@ -149,15 +182,16 @@ def collective_timeline(trace: Trace, max_steps: int = 3, max_bars: int = 1500,
     total = len(chosen)
     if total > max_bars:  # keep the longest calls: they are what the eye should find
         chosen = sorted(chosen, key=lambda c: -c.dur_ms)[:max_bars]
-    t0 = min((s.start for s in trace.steps if s.index in shown), default=0.0) / 1000.0
+    t0 = min((start for steps in starts_by_rank.values() for index, start in steps
+              if index in shown), default=0.0)
     bars = tuple(CollectiveBar(
         rank=c.rank, step=c.step, seq=c.seq, kind=c.kind, name=c.name,
         start_ms=c.start_ms - t0, dur_ms=c.dur_ms,
         wait_ms=min(c.dur_ms, waits.get((c.step, c.seq), {}).get(c.rank, 0.0)))
         for c in sorted(chosen, key=lambda c: (c.rank, c.start_ms)))
-    starts = {r: tuple(s.start / 1000.0 - t0 for s in trace.steps
-                       if s.rank == r and s.index in shown) for r in ranks}
-    sources = {comm_source(trace).get(r, "none") for r in ranks}
+    starts = {r: tuple(start - t0 for index, start in starts_by_rank.get(r, ()) if index in shown)
+              for r in ranks}
+    sources = {sources_by_rank.get(r, "none") for r in ranks}
     return CollectiveTimeline(ranks=tuple(ranks), bars=bars, steps=shown, step_starts=starts,
                               total_calls=total,
                               source=sources.pop() if len(sources) == 1 else "mixed")

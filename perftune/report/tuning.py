@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from perftune.documents import TuneConfig, TuneTrial, TuningDocument
-from perftune.tune.render import knob_value, summary_lines, values_text
+from perftune.tune.render import compile_lines, knob_value, summary_lines, values_text
 
 COLOURS = {
     "feasible": "#1f77b4",
@@ -261,6 +261,7 @@ class TrialRow:
     loss_deviation: float | None
     wall_s: float | None
     reason: str
+    compile_s: float | None = None
 
 
 def trial_rows(tuning: TuningDocument, limit: int = 200) -> list[TrialRow]:
@@ -269,7 +270,7 @@ def trial_rows(tuning: TuningDocument, limit: int = 200) -> list[TrialRow]:
                      step_ms=_measured(t, "step_ms"), spread=_measured(t, "spread"),
                      peak_memory_bytes=_measured(t, "peak_memory_bytes"),
                      loss_deviation=t.loss_deviation, wall_s=_measured(t, "wall_s"),
-                     reason=_measured(t, "reason") or "")
+                     reason=_measured(t, "reason") or "", compile_s=_measured(t, "compile_s"))
             for t in tuning.trials[:limit]]
 
 
@@ -279,6 +280,9 @@ def tuning_context(tuning: TuningDocument) -> dict[str, Any]:
     return {
         "t": tuning,
         "summary_lines": summary_lines(tuning)[:3],
+        # torch.compile: compile time apart from the step time, and whether it pays back.
+        "compiled": any(c.compile_s is not None for c in tuning.configs),
+        "compile_lines": compile_lines(tuning),
         "knobs": [k.name for k in tuning.space.knobs],
         "best_values": best_values,
         "trial_rows": trial_rows(tuning),

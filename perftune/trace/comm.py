@@ -116,17 +116,23 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     for r in trace.rank_ids:
         on_rank = rank == r
         cs, ce = merge_intervals(ts[compute & on_rank], end[compute & on_rank])
+        # The rank's collective kernels grouped by step once (rows ascending within a step),
+        # not one mask over every event per step.
+        comm_rows = np.flatnonzero(comm & on_rank)
+        comm_steps = dev_step[comm_rows]
+        order = np.argsort(comm_steps, kind="stable")
+        sorted_steps = comm_steps[order]
         for k, step in enumerate(trace.steps):
             if step.rank != r:
                 continue
-            sel = comm & on_rank & (dev_step == k)
-            if not sel.any():
+            lo, hi = np.searchsorted(sorted_steps, k, side="left"), np.searchsorted(sorted_steps, k, side="right")
+            if hi == lo:
                 out.append(CommStep(r, k, step.dur / 1000.0, 0.0, 0.0, 0.0, 0, {}))
                 continue
-            ms, me = merge_intervals(ts[sel], end[sel])
+            rows = comm_rows[order[lo:hi]]
+            ms, me = merge_intervals(ts[rows], end[rows])
             total = float(np.sum(me - ms))
             hidden = float(np.sum(covered(cs, ce, ms, me)))
-            rows = np.flatnonzero(sel)
             own = covered(cs, ce, ts[rows], end[rows])
             by_kind: dict[str, float] = {}
             for row, hid in zip(rows.tolist(), own.tolist(), strict=True):

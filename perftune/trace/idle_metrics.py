@@ -113,7 +113,10 @@ def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
                 continue
             # Complement of the merged busy intervals inside the step window.
             lo, hi = step.start, step.end
-            inside = (me > lo) & (ms < hi)
+            # The merged intervals are sorted and disjoint: those overlapping the step are one
+            # slice (a search per step, not a mask over every interval per step).
+            inside = slice(int(np.searchsorted(me, lo, side="right")),
+                           int(np.searchsorted(ms, hi, side="left")))
             bs = np.clip(ms[inside], lo, hi)
             be = np.clip(me[inside], lo, hi)
             g_start = np.concatenate([[lo], be])

@@ -267,6 +267,10 @@ class RankResult:
     steps: tuple[tuple[int, float, float, float], ...]  # (Step.index, dur_ms, comm_ms, exposed_ms), by start
     calls: tuple[CollectiveCall, ...]
     compute: tuple[np.ndarray, np.ndarray]
+    # Where the trace's times start (Trace.t0_us, absolute µs) and each step's start (ms from
+    # there, the order of `steps`): what the report's collective timeline lines ranks up by.
+    origin_us: float = 0.0
+    step_starts_ms: tuple[float, ...] = ()
 
 
 def reduce_rank(trace: Trace, rank: int, tables: Tables | None = None) -> RankResult:
@@ -275,11 +279,13 @@ def reduce_rank(trace: Trace, rank: int, tables: Tables | None = None) -> RankRe
     device = {(c.rank, c.step): (c.comm_ms, c.exposed_ms) for c in t(comm_overlap)}
     host = {key: (c / 1000.0, e / 1000.0) for key, (c, e) in t(_host_exposure).items()}
     steps = []
+    starts = []
     for k, step in sorted(enumerate(trace.steps), key=lambda ks: ks[1].start):
         if step.rank != rank:
             continue
         comm_ms, exposed_ms = device.get((rank, k)) or host.get((rank, k)) or (0.0, 0.0)
         steps.append((step.index, step.dur / 1000.0, comm_ms, exposed_ms))
+        starts.append(step.start / 1000.0)
     calls = tuple(c for c in t(collective_calls) if c.rank == rank)
     cs, ce = t(compute_intervals).get(rank, (np.empty(0), np.empty(0)))
     if len(calls):  # keep compute only inside the calls (the waits lie there)
@@ -289,7 +295,8 @@ def reduce_rank(trace: Trace, rank: int, tables: Tables | None = None) -> RankRe
     else:
         cs, ce = np.empty(0), np.empty(0)
     return RankResult(rank=rank, source=t(comm_source).get(rank, "none"), steps=tuple(steps),
-                      calls=calls, compute=(cs, ce))
+                      calls=calls, compute=(cs, ce), origin_us=float(trace.t0_us),
+                      step_starts_ms=tuple(starts))
 
 
 def _intersect(a_s: np.ndarray, a_e: np.ndarray, b_s: np.ndarray,

@@ -12,7 +12,14 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from perftune.capture.parent.knobs import BATCH_SIZE, CHECKPOINT, PRECISION, parse_checkpoint
+from perftune.capture.parent.knobs import (
+    BATCH_SIZE,
+    CHECKPOINT,
+    COMPILE,
+    COMPILE_NONE,
+    PRECISION,
+    parse_checkpoint,
+)
 from perftune.redact import redact_argv
 from perftune.tune.space import SearchSpace
 from perftune.tune.trial import Script
@@ -42,6 +49,8 @@ def apply_instructions(
             code.append(snippet)
     if BATCH_SIZE in injected:
         code.append(_batch_size(int(values[BATCH_SIZE]), injected_report))
+    if COMPILE in injected and str(values[COMPILE]) != COMPILE_NONE:
+        code.append(_compile(str(values[COMPILE]), injected_report))
     for name, value in knob_values.items():
         code.append(
             {
@@ -141,4 +150,16 @@ def _batch_size(value: int, report: Mapping[str, Any]) -> dict[str, str]:
         "knob": BATCH_SIZE,
         "title": title,
         "snippet": f"loader = DataLoader(dataset, batch_size={value}, ...)",
+    }
+
+
+def _compile(mode: str, report: Mapping[str, Any]) -> dict[str, str]:
+    models = (report.get(COMPILE) or {}).get("models") or []
+    cls = models[0].get("class") if models else None
+    call = "torch.compile(model)" if mode == "default" else f'torch.compile(model, mode="{mode}")'
+    return {
+        "knob": COMPILE,
+        "title": f"compile the model the optimizer trains{f' ({cls})' if cls else ''} with "
+                 f"torch.compile, mode {mode}",
+        "snippet": f"model = {call}  # once, after building the model",
     }

@@ -3,6 +3,13 @@
 Samples per step come from `--samples-per-step` (a number, a knob name, or a product such as
 `batch_size*accum`), else from a knob named `batch_size`, else from the leading dimension of the
 model's input that the capture recorded for each step.
+
+Compile time (the `compile` knob) is kept out of the steady-state step time. With `run_steps`
+(`--run-steps N`: how many steps the real run takes) it is charged to the run instead: the
+throughput is samples / (step time + compile time / N), the rate over the whole run. So a
+compile mode wins only if (eager − compiled step time) × N > its compile time. Without it,
+configurations compare by their steady state, as if the run were long enough for any compile
+to pay back (the break-even step count is reported).
 """
 
 from __future__ import annotations
@@ -45,8 +52,11 @@ def _evaluate(terms: Sequence[str], values: Mapping[str, Any], option: str) -> f
 class Objective:
     samples_per_step: str | None = None  # expression, see the module docstring
     tokens_per_sample: str | None = None
+    run_steps: int | None = None  # steps of the real run, over which compile time is charged
 
     def __post_init__(self) -> None:
+        if self.run_steps is not None and (isinstance(self.run_steps, bool) or self.run_steps < 1):
+            raise UsageError(f"--run-steps must be a positive number of steps, got {self.run_steps}")
         if self.samples_per_step is not None:
             _parse_product(self.samples_per_step, "--samples-per-step")
         if self.tokens_per_sample is not None:
@@ -83,10 +93,19 @@ class Objective:
             return float(statistics.median(known)), "model input"
         return None, "unknown"
 
+    def charged_step_s(self, step_s: float, compile_s: float | None) -> float:
+        """The step time the objective divides by: the steady step, plus this configuration's
+        compile time spread over the run's steps when the run length is known."""
+        if compile_s is None or self.run_steps is None:
+            return step_s
+        return step_s + compile_s / self.run_steps
+
     def throughput(
-        self, values: Mapping[str, Any], recorded: Sequence[int | None], step_s: float
+        self, values: Mapping[str, Any], recorded: Sequence[int | None], step_s: float,
+        compile_s: float | None = None,
     ) -> tuple[float, str, float | None]:
         """(throughput, unit, samples per step). Without any sample count: steps/s."""
+        step_s = self.charged_step_s(step_s, compile_s)
         samples, _ = self.samples(values, recorded)
         if samples is None:
             return 1.0 / step_s, "steps/s", None
@@ -99,5 +118,6 @@ class Objective:
         return {
             "samples_per_step": self.samples_per_step,
             "tokens_per_sample": self.tokens_per_sample,
+            "run_steps": self.run_steps,
             "unit": self.unit,
         }

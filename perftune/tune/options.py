@@ -46,6 +46,7 @@ class TuneOptions:
     trial_warmup: int | None = None
     trial_steps: int | None = None
     trial_timeout: str | None = None
+    run_steps: int | None = None
     seed: int | None = None
     no_seed: bool = False
     storage: str | None = None
@@ -96,6 +97,19 @@ def _run_dir(out_dir: Path | None, stem: str, resume: bool) -> Path:
     return runs / f"{stamp}-tune-{stem}"
 
 
+def _run_steps(value: Any) -> int | None:
+    """--run-steps / run-steps: a positive whole number of steps."""
+    if value is None:
+        return None
+    try:
+        steps = int(str(value).replace("_", ""))
+    except ValueError:
+        raise UsageError(f"--run-steps {value!r}: expected a number of steps, e.g. 2000") from None
+    if steps < 1:
+        raise UsageError(f"--run-steps must be 1 or more, got {steps}")
+    return steps
+
+
 def settings_from_options(o: TuneOptions, table: Mapping[str, Any] | None = None) -> TuneSettings:
     """The tuner's settings: the command line, then `table` (default: [tool.perftune.tune]),
     then the defaults. Raises UsageError/ConfigError on values that cannot be used."""
@@ -137,6 +151,8 @@ def settings_from_options(o: TuneOptions, table: Mapping[str, Any] | None = None
         objective=Objective(
             samples_per_step=o.samples_per_step or _config(table, "samples-per-step"),
             tokens_per_sample=o.tokens_per_sample or _config(table, "tokens-per-sample"),
+            run_steps=_run_steps(o.run_steps if o.run_steps is not None
+                                 else _config(table, "run-steps")),
         ),
         tolerance=(parse_fraction(tolerance_text, "--accuracy-tolerance")
                    if tolerance_text is not None else DEFAULT_TOLERANCE),

@@ -97,6 +97,7 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
             f"runner-up: {values_text(runner_up.values)} — "
             f"{units.percent(runner_up.gap, missing=NONE)} slower; {verdict}"
         )
+    lines.extend(compile_lines(tuning))
     for gap in tuning.unmeasured:
         lines.append(f"not measured: {gap.total - gap.measured} of the {gap.total} configurations "
                      f"with {gap.knob}={knob_value(gap.value)} ({tuning.stop_reason})")
@@ -114,6 +115,34 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
     for change in apply.code if apply is not None else []:
         lines.append(f"code change ({change.knob}): {change.title}")
         lines.extend("    " + line for line in change.snippet.splitlines())
+    return lines
+
+
+def compile_lines(tuning: TuningDocument) -> list[str]:
+    """Per compiled configuration: its compile time, what its faster steps pay back, and
+    whether the run is long enough for that (the rule the ranking applied)."""
+    lines: list[str] = []
+    run_steps = tuning.objective.run_steps
+    for config in tuning.configs:
+        if config.compile_s is None:
+            continue
+        text = (f"{values_text(config.values)}: compiling took "
+                f"{units.duration(config.compile_s)} (not in its ms/step)")
+        eager = {**config.values, "compile": "none"}
+        measured_eager = any(c.values == eager and c.step_ms is not None for c in tuning.configs)
+        if config.break_even_steps is None and measured_eager:
+            text += "; its steps were not faster than eager, so it never pays back"
+        elif config.break_even_steps is None:
+            text += "; compile=none was not measured with the same other values to compare"
+        else:
+            text += f"; its faster steps pay that back after {config.break_even_steps:,.0f} steps"
+            if run_steps is not None:
+                pays = config.break_even_steps < run_steps
+                text += (f", {'within' if pays else 'beyond'} the run's {run_steps:,} steps "
+                         f"(--run-steps): {'worth' if pays else 'not worth'} compiling")
+        if run_steps is None:
+            text += " (give --run-steps N to charge compile time to a run of N steps)"
+        lines.append(text)
     return lines
 
 
@@ -138,6 +167,10 @@ def print_results(tuning: TuningDocument, console: Any, limit: int = 20) -> None
         table.add_column(escape(name))
     table.add_column(escape(unit), justify="right", no_wrap=True)
     table.add_column("ms/step", justify="right", no_wrap=True)
+    compiled = any(c.compile_s is not None for c in tuning.configs)
+    if compiled:
+        # Compile time is not in ms/step (the steady state): it has a column of its own.
+        table.add_column("compile", justify="right", no_wrap=True)
     table.add_column("peak mem", justify="right", no_wrap=True)
     table.add_column("loss Δ", justify="right", no_wrap=True)
     table.add_column("runs", justify="right")
@@ -159,6 +192,8 @@ def print_results(tuning: TuningDocument, console: Any, limit: int = 20) -> None
             *[escape(knob_value(config.values.get(name, NONE))) for name in knobs],
             units.rate(config.throughput, NONE) + (f" ±{spread * 50:.0f}%" if spread else ""),
             units.rate(config.step_ms, NONE),
+            *([units.duration(config.compile_s) if config.compile_s is not None else NONE]
+              if compiled else []),
             units.size(config.peak_memory_bytes, NONE),
             units.percent(config.loss_deviation, missing=NONE),
             str(len(config.trials)),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import msgspec
 
+from perftune.capture.parent.knobs import COMPILE, COMPILE_NONE
 from perftune.documents import (
     AccuracyGuard,
     CodeChange,
@@ -73,7 +74,38 @@ def trial_entry(record: TrialRecord, history: History) -> TuneTrial:
     return trial
 
 
-def config_entry(config: ConfigResult, rank: int | None, baseline: bool = False) -> TuneConfig:
+def _median_step_ms(config: ConfigResult) -> float | None:
+    figures = [m.step_ms for m in config.measurements if m.step_ms is not None]
+    return statistics.median(figures) if figures else None
+
+
+def compile_seconds(config: ConfigResult) -> float | None:
+    """The configuration's compile time: the median over its trials (None: it does not compile)."""
+    figures = [m.compile_s for m in config.measurements if m.compile_s is not None]
+    return statistics.median(figures) if figures else None
+
+
+def break_even_steps(config: ConfigResult, eager: ConfigResult | None) -> float | None:
+    """Steps after which compiling has paid for itself: compile time / (eager − compiled step
+    time), against the same configuration with compile=none. None when it does not compile,
+    the eager one was not measured, or compiling did not make the step faster."""
+    compile_s = compile_seconds(config)
+    if compile_s is None or eager is None:
+        return None
+    mine, theirs = _median_step_ms(config), _median_step_ms(eager)
+    if mine is None or theirs is None or theirs <= mine:
+        return None
+    return compile_s / ((theirs - mine) / 1000.0)
+
+
+def eager_counterpart(config: ConfigResult, history: History) -> ConfigResult | None:
+    if COMPILE not in config.values or config.values[COMPILE] == COMPILE_NONE:
+        return None
+    return history.result({**config.values, COMPILE: COMPILE_NONE})
+
+
+def config_entry(config: ConfigResult, rank: int | None, baseline: bool = False,
+                 eager: ConfigResult | None = None) -> TuneConfig:
     measurements = config.measurements
     return TuneConfig(
         baseline=baseline,
@@ -87,6 +119,8 @@ def config_entry(config: ConfigResult, rank: int | None, baseline: bool = False)
         step_ms=statistics.median([m.step_ms for m in measurements if m.step_ms is not None])
         if measurements
         else None,
+        compile_s=compile_seconds(config),
+        break_even_steps=break_even_steps(config, eager),
         peak_memory_bytes=config.peak_memory_bytes,
         trials=[t.number for t in config.trials],
         loss_deviation=config.guard.deviation if config.guard is not None else None,
@@ -178,6 +212,8 @@ def build_tuning(run: TuneRun) -> TuningDocument:
         next(t for t in best.trials if t.outcome is not None and t.outcome.measured) if best else None
     )
     overheads = [t.outcome.overhead_s for t in history.done if t.outcome and t.outcome.overhead_s is not None]
+    compiled = [t.outcome.compile_s for t in history.done
+                if t.outcome is not None and t.outcome.compile_s is not None]
     space = run.space.to_json()
     apply = (
         apply_instructions(
@@ -208,7 +244,8 @@ def build_tuning(run: TuneRun) -> TuningDocument:
                         declared=space["declared"], size=run.space.size),
         trials=[trial_entry(r, history) for r in history.records if r.outcome is not None or r.running],
         configs=[config_entry(c, ranked.get(c.key),
-                              baseline=default is not None and c.key == default.key)
+                              baseline=default is not None and c.key == default.key,
+                              eager=eager_counterpart(c, history))
                  for c in configs],
         best=_best(best, unit, default) if best else None,
         runner_up=_runner_up(best, ranking[1] if len(ranking) > 1 else None) if best else None,
@@ -225,6 +262,7 @@ def build_tuning(run: TuneRun) -> TuningDocument:
             configs=len(history.configs),
             failed=sum(1 for t in history.done if t.outcome and not t.outcome.measured),
             overhead_s_median=statistics.median(overheads) if overheads else None,
+            compile_s_total=sum(compiled) if compiled else None,
         ),
         notes=list(run.notes),
     )

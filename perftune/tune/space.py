@@ -362,6 +362,8 @@ def _make_knob(name: str, choices: tuple[Value, ...], source: str, declared: Val
         extra = ("fp32",)
     elif name == injected.CHECKPOINT and "none" not in choices:
         extra = ("none",)
+    elif name == injected.COMPILE and injected.COMPILE_NONE not in choices:
+        extra = (injected.COMPILE_NONE,)  # the eager run the compiled losses are checked against
     return Knob(name, choices, _default(name, choices, declared), source, extra)
 
 
@@ -375,6 +377,8 @@ def _default(name: str, choices: tuple[Value, ...], declared: Value | None) -> V
         return "fp32"
     if name == injected.CHECKPOINT and "none" in choices:
         return "none"
+    if name == injected.COMPILE and injected.COMPILE_NONE in choices:
+        return injected.COMPILE_NONE  # the script as it runs (eager) is the baseline
     numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in choices)
     if numeric and name == injected.BATCH_SIZE:
         return min(choices)  # type: ignore[type-var]

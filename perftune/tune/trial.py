@@ -5,6 +5,11 @@ the warm-up and measured steps. Its outcome is the median step time and spread o
 steps, the throughput, the peak memory, the losses of the measured steps, and a status: a trial
 that crashes, runs out of memory, runs past the timeout or produces NaN is recorded with its
 reason, and the search goes on.
+
+A trial that compiles the model (the `compile` knob) pays its compile time in its first steps.
+That time is kept out of the step figure (the warm-up steps are discarded anyway) and recorded
+on its own as `compile_s`: the excess of the warm-up steps over the median of the measured
+steps (see `compile_time`); the objective charges it to the run when the run length is known.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from perftune.capture.parent.knobs import COMPILE, COMPILE_NONE
 from perftune.documents import StepsDocument
 from perftune.redact import redact_argv
 from perftune.rundir import INJECTORS, OUTPUT_LOG, DocumentError, RunDir
@@ -100,6 +106,10 @@ class TrialOutcome:
     # "zygote": forked from the tuner's pre-imported zygote; "fresh": a new python process
     # (None: not known, e.g. the client was killed before it could say).
     launch: str | None = None
+    # Seconds spent compiling (torch.compile) in this trial, kept out of step_ms; None when the
+    # configuration does not compile. compile_source says where the figure comes from.
+    compile_s: float | None = None
+    compile_source: str | None = None
 
     @property
     def measured(self) -> bool:
@@ -111,7 +121,8 @@ class TrialOutcome:
         if self.step_ms is None:
             return self
         recorded = [int(self.input_samples)] if self.input_samples is not None else []
-        throughput, unit, samples = objective.throughput(values, recorded, self.step_ms / 1000.0)
+        throughput, unit, samples = objective.throughput(values, recorded, self.step_ms / 1000.0,
+                                                         self.compile_s)
         _, source = objective.samples(values, recorded)
         return replace(
             self, throughput=throughput, unit=unit, samples_per_step=samples, samples_source=source
@@ -222,6 +233,7 @@ class TrialRunner:
             values=values,
             objective=self.objective,
             measurement=self.measurement,
+            warmup=[s for s in result.steps if s.phase == "warmup"],
         )
         if self.last_launch is not None:
             outcome = replace(outcome, launch=str(self.last_launch.get("launcher")))
@@ -242,6 +254,7 @@ def outcome_from_capture(
     values: Mapping[str, Any],
     objective: Objective,
     measurement: Measurement,
+    warmup: Sequence[StepLike] = (),
 ) -> TrialOutcome:
     """Turn a capture result into a trial outcome (status, figures, reason)."""
     steps_doc = _read_steps(run_dir)
@@ -283,7 +296,9 @@ def outcome_from_capture(
     median = statistics.median(durations)
     q1, q3 = _quartiles(durations)
     recorded = [s.samples for s in measured]
-    throughput, unit, samples = objective.throughput(values, recorded, median / 1000.0)
+    compiled = compile_time(values, [s.duration_ms for s in warmup], median)
+    compile_s, compile_source = compiled if compiled is not None else (None, None)
+    throughput, unit, samples = objective.throughput(values, recorded, median / 1000.0, compile_s)
     _, samples_source = objective.samples(values, recorded)
     seen = [n for n in recorded if n is not None]
     measured_s = sum(durations) / 1000.0
@@ -305,8 +320,37 @@ def outcome_from_capture(
         losses=losses,
         measured_s=measured_s,
         overhead_s=max(0.0, wall_s - measured_s),
+        compile_s=compile_s,
+        compile_source=compile_source,
         **common,
     )
+
+
+WARMUP_EXCESS = "warm-up excess"
+
+
+def compiles(values: Mapping[str, Any]) -> bool:
+    """Whether the configuration has perftune compile the model (the `compile` knob)."""
+    return COMPILE in values and str(values[COMPILE]) != COMPILE_NONE
+
+
+def compile_time(
+    values: Mapping[str, Any], warmup_ms: Sequence[float], steady_ms: float
+) -> tuple[float, str] | None:
+    """(seconds, source) a compiling configuration spent compiling; None when it does not
+    compile.
+
+    The figure is what its warm-up steps took beyond the steady step (the median of the
+    measured ones): dynamo traces and inductor compiles the forward at the first call and the
+    backward at the first backward, inside the first steps, and the steps after are steady. It
+    also holds the first step's own costs an eager run pays too (milliseconds, against seconds
+    of compiling), and a recompilation after the warm-up is not in it (the median of the
+    measured steps stays steady through one slow step).
+    """
+    if not compiles(values):
+        return None
+    excess_ms = sum(max(0.0, ms - steady_ms) for ms in warmup_ms)
+    return excess_ms / 1000.0, WARMUP_EXCESS
 
 
 def _failure(

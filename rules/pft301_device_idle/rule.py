@@ -11,7 +11,7 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
-from perftune.trace.device_metrics import batch_size_values, guess_batch_size, outermost_op
+from perftune.trace.device_metrics import batch_size_values, guess_batch_size, op_ancestry
 from perftune.trace.idle_metrics import (
     CAUSES,
     IdleGap,
@@ -204,12 +204,9 @@ class DeviceIdle(Rule):
         overlap = gaps_overlapping(trace, gaps, host)
         tops: dict[str, float] = {}
         best_row: dict[str, int] = {}
-        for row, us in zip(host.tolist(), overlap.tolist(), strict=True):
-            if us <= 0:
-                continue
-            top = outermost_op(trace, row, ctx.tables)
-            if top is None or top != row:
-                continue
+        # Outermost ops only (each its own outermost op), the ones that overlap a gap.
+        keep = ~(overlap <= 0) & (ctx.fact(op_ancestry)[1][host] == host)
+        for row, us in zip(host[keep].tolist(), overlap[keep].tolist(), strict=True):
             name = trace.name_of(row)
             tops[name] = tops.get(name, 0.0) + us
             if name not in best_row:

@@ -13,11 +13,11 @@ from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.device_metrics import (
     batch_size_values,
     guess_batch_size,
-    launching_op,
-    outermost_op,
+    op_ancestry,
     step_count,
 )
 from perftune.trace.idle_metrics import tiny_kernels
+from perftune.trace.model import NO_ID
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -88,16 +88,22 @@ class LaunchBoundTinyKernels(Rule):
         by_op: dict[str, list[float]] = {}
         op_row: dict[str, int] = {}
         names: dict[str, int] = {}
-        for k, row in enumerate(tk.rows.tolist()):
-            inner = launching_op(trace, row, ctx.tables)
-            top = outermost_op(trace, inner, ctx.tables) if inner is not None else None
-            op = trace.name_of(top) if top is not None else "(no op)"
+        # The innermost op above each launch, then the outermost op above that (NO_ID: none),
+        # over whole columns; names through the interned strings.
+        inner_above, outer = ctx.fact(op_ancestry)
+        launch = trace.launch_of_device_event[tk.rows]
+        inner = np.where(launch != NO_ID, inner_above[np.maximum(launch, 0)], NO_ID)
+        tops = np.where(inner != NO_ID, outer[np.maximum(inner, 0)], NO_ID)
+        strings, codes = trace._interned("name")
+        for top, code, wait in zip(tops.tolist(), codes[tk.rows].tolist(), tk.wait_us.tolist(),
+                                   strict=True):
+            op = strings[codes[top]] if top != NO_ID else "(no op)"
             slot = by_op.setdefault(op, [0.0, 0.0])
             slot[0] += 1
-            slot[1] += float(tk.wait_us[k])
-            if top is not None:
+            slot[1] += wait
+            if top != NO_ID:
                 op_row.setdefault(op, top)
-            kname = trace.name_of(row)
+            kname = strings[code]
             names[kname] = names.get(kname, 0) + 1
         ranked = sorted(by_op.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
         top_op = ranked[0][0]

@@ -98,16 +98,20 @@ class PerParameterOptimizer(Rule):
         dev = ctx.fact(inclusive_device_us)
         kern = ctx.fact(kernels_under)
         ts_a, end_a, dur_a = ev["ts"].to_numpy(), ev["end"].to_numpy(), ev["dur"].to_numpy()
+        multi_tensor_op = trace.name_startswith(_MULTI_TENSOR)
         for row in steps_rows.tolist():
             name = trace.name_of(row)
             cls = name[len(C.OPTIMIZER_STEP_PREFIX):].split(".", 1)[0] or "Optimizer"
             lo, hi = float(ts_a[row]), float(end_a[row])
             a, b = np.searchsorted(op_ts, lo, side="left"), np.searchsorted(op_ts, hi, side="right")
-            inside = [int(r) for r in ops[a:b] if all(col[r] == col[row] for col in key_cols)
-                      and float(end_a[int(r)]) <= hi + 0.01]
-            if any(trace.name_of(r).startswith(_MULTI_TENSOR) for r in inside):
+            window = ops[a:b]
+            same = end_a[window] <= hi + 0.01
+            for col in key_cols:
+                same &= col[window] == col[row]
+            inside = window[same].tolist()
+            if multi_tensor_op[window[same]].any():
                 continue  # foreach / fused already
-            if cls.startswith("Fused") or _launches_multi_tensor_kernels(trace, row):
+            if cls.startswith("Fused") or _launches_multi_tensor_kernels(ctx, lo, hi):
                 continue  # apex / DeepSpeed style fused optimizers: multi-tensor kernels
             if cls in _TORCH_FOREACH and not trace.has_device_activity:
                 # On a CPU run torch.optim runs one tensor at a time by default; on a GPU the
@@ -186,22 +190,23 @@ class PerParameterOptimizer(Rule):
                     if cls in _TORCH_FOREACH else {}))
 
 
-def _launches_multi_tensor_kernels(trace: Any, row: int) -> bool:
-    """Whether kernels launched inside the optimizer step are multi-tensor ones."""
+def multi_tensor_launch_times(trace: Any, tables: Any = None) -> np.ndarray:
+    """When each multi-tensor kernel was launched (its runtime call, else the kernel itself),
+    sorted: one table per trace, names matched once per distinct name."""
     if not trace.has_device_activity:
-        return False
+        return np.empty(0)
     ev = trace.events
-    lo, hi = float(ev["ts"].iat[row]), float(ev["end"].iat[row])
-    kernels = np.flatnonzero(trace.is_device & (ev["cat"] == C.KERNEL).to_numpy())
-    if len(kernels) == 0:
-        return False
+    kernels = np.flatnonzero(trace.is_device & (ev["cat"] == C.KERNEL).to_numpy()
+                             & trace.name_mask(lambda s: _MULTI_TENSOR_KERNEL.search(s) is not None))
     launch = trace.launch_of_device_event[kernels]
     ts = ev["ts"].to_numpy()
-    when = np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts[kernels])
-    for k in kernels[(when >= lo) & (when <= hi)].tolist():
-        if _MULTI_TENSOR_KERNEL.search(trace.name_of(k)):
-            return True
-    return False
+    return np.sort(np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts[kernels]))
+
+
+def _launches_multi_tensor_kernels(ctx: Context, lo: float, hi: float) -> bool:
+    """Whether a multi-tensor kernel was launched inside the optimizer step [lo, hi]."""
+    when = ctx.fact(multi_tensor_launch_times)
+    return bool(np.searchsorted(when, hi, side="right") > np.searchsorted(when, lo, side="left"))
 
 
 def _nested_in(parent: np.ndarray, row: int, others: set[int]) -> bool:

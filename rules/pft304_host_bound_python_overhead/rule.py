@@ -9,12 +9,17 @@ from typing import Any, ClassVar
 import numpy as np
 
 from perftune.engine.context import Context
+from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
-from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, main_rank
 from perftune.trace.idle_metrics import host_overhead, idle_gaps, step_idle
 from perftune.trace.model import Trace
+
+# torch.optim's optimizers: where the model the rewrite compiles is handed to its optimizer.
+OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adagrad", "Adadelta", "Adamax", "ASGD", "LBFGS", "NAdam",
+              "RAdam", "RMSprop", "Rprop", "SparseAdam", "Adafactor", "Muon")
 
 
 def _mean(values: list[float]) -> float:
@@ -48,6 +53,9 @@ class HostBoundPythonOverhead(Rule):
     # on a GPU: torch.compile(model, mode="reduce-overhead") replays CUDA graphs
     ```
     Or give each op more work: a larger batch, vectorised code instead of Python loops.
+    `perftune fix` applies and verifies `model = torch.compile(model)` for the model the
+    optimizer trains (faster, same losses), and `perftune tune --knob compile=none,default
+    --run-steps N` measures compiling without a code change, compile time included.
 
     ## Evidence
     GPU: host-caused device idle per step, device busy time, ops and launches per step, the
@@ -75,7 +83,22 @@ class HostBoundPythonOverhead(Rule):
 
     def _knobs(self, trace: Trace) -> dict[str, list[Any]]:
         values = batch_size_values(guess_batch_size(trace), "up")
-        return {"batch_size": values} if values else {}
+        knobs: dict[str, list[Any]] = {"batch_size": values} if values else {}
+        # The tuner's compile knob: the model the optimizer trains, compiled without a code change.
+        knobs["compile"] = (["none", "default", "reduce-overhead"] if trace.has_device_activity
+                            else ["none", "default"])
+        return knobs
+
+    def _suggestion(self, ctx: Context, title: str, after: str, mode: str) -> tuple[Location | None, Suggestion]:
+        """The rewrite that wraps the model in torch.compile (fix.py), at the line creating the
+        optimizer that trains it, when the user's files show one; else advice only."""
+        knobs = self._knobs(ctx.trace)
+        sites = ctx.find_calls(OPTIMIZERS)
+        if not sites:
+            return None, Suggestion(title=title, after=after, knobs=knobs)
+        site = sites[0]
+        return site.location, suggestion(self.code, title, site.location, site.path, after=after,
+                                         params={"mode": mode}, knobs=knobs)
 
     def _gpu(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
@@ -109,14 +132,13 @@ class HostBoundPythonOverhead(Rule):
                    f"({share:.0%} of {dur:.2f} ms) for Python and operator work between launches; "
                    f"{evidence['ops_per_step']:.0f} ops and {evidence['launches_per_step']:.0f} "
                    f"launches per step")
+        location, advice = self._suggestion(
+            ctx, "Take Python and dispatch off the critical path: torch.compile (CUDA graphs "
+                 "with mode=\"reduce-overhead\"), fewer and larger ops, a larger batch",
+            'model = torch.compile(model, mode="reduce-overhead")', "reduce-overhead")
         yield self.finding(
             message, evidence=evidence, est_saving_ms_per_step=host_idle, rank=rank,
-            severity=Severity.WARNING,
-            suggestion=Suggestion(
-                title="Take Python and dispatch off the critical path: torch.compile (CUDA graphs "
-                      "with mode=\"reduce-overhead\"), fewer and larger ops, a larger batch",
-                after='model = torch.compile(model, mode="reduce-overhead")',
-                knobs=self._knobs(trace)))
+            severity=Severity.WARNING, location=location, suggestion=advice)
 
     def _cpu(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
@@ -140,10 +162,10 @@ class HostBoundPythonOverhead(Rule):
         }
         message = (f"{share:.0%} of each {dur:.2f} ms step is Python between ops and tiny ops "
                    f"({ops:.0f} ops per step): dispatch overhead, not computation, sets the pace")
+        location, advice = self._suggestion(
+            ctx, "Cut per-op overhead: torch.compile the step, vectorise Python loops over "
+                 "tensors, a larger batch",
+            "train_step = torch.compile(train_step)", "default")
         yield self.finding(
             message, evidence=evidence, est_saving_ms_per_step=tiny, rank=rank,
-            severity=Severity.INFO,
-            suggestion=Suggestion(
-                title="Cut per-op overhead: torch.compile the step, vectorise Python loops over "
-                      "tensors, a larger batch",
-                after="train_step = torch.compile(train_step)", knobs=self._knobs(trace)))
+            severity=Severity.INFO, location=location, suggestion=advice)

@@ -12,7 +12,8 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import CommStep, collective_kind, comm_kernel_mask, comm_overlap
-from perftune.trace.device_metrics import launching_op, outermost_op
+from perftune.trace.device_metrics import op_ancestry
+from perftune.trace.model import NO_ID
 from perftune.trace.multirank import rank_steps
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -113,13 +114,16 @@ class ExposedCommunication(Rule):
         ops: dict[str, float] = {}
         first: dict[str, int] = {}
         dur_a = ev["dur"].to_numpy()
-        for row in rows.tolist():
-            inner = launching_op(trace, row, ctx.tables)
-            op = outermost_op(trace, inner, ctx.tables) if inner is not None else None
-            if op is None:
-                continue
+        # The innermost op above each launch, then the outermost op above that, over whole
+        # columns (NO_ID: none).
+        inner_above, outer = ctx.fact(op_ancestry)
+        launch = trace.launch_of_device_event[rows]
+        inner = np.where(launch != NO_ID, inner_above[np.maximum(launch, 0)], NO_ID)
+        tops = np.where(inner != NO_ID, outer[np.maximum(inner, 0)], NO_ID)
+        found = tops != NO_ID
+        for op, us in zip(tops[found].tolist(), dur_a[rows[found]].tolist(), strict=True):
             name = trace.name_of(op)
-            ops[name] = ops.get(name, 0.0) + float(dur_a[row])
+            ops[name] = ops.get(name, 0.0) + us
             first.setdefault(name, op)
         ranked_ops = sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
         top = ranked_ops[0][0] if ranked_ops else None

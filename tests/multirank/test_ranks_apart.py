@@ -88,6 +88,21 @@ def test_worker_processes_give_the_same_documents(host_folder: Path) -> None:
     assert _documents(pooled) == _documents(local)
 
 
+def test_default_path_analyses_the_ranks_apart_in_workers(host_folder: Path) -> None:
+    """`perftune analyze DIR` without --jobs: the per-rank path in min(CPUs, ranks) workers,
+    the same documents as the ranks analysed one after another in one process."""
+    from perftune.pipeline import default_jobs, usable_cpus
+
+    assert default_jobs(4) == min(usable_cpus(), 4) and default_jobs(1) == 1
+    local = analyze_ranks([host_folder], jobs=1)
+    out = subprocess.run([sys.executable, "-m", "perftune", "analyze", str(host_folder),
+                          "--format", "json", "--timings"], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == json.loads(_documents(local))
+    assert "cross-rank" in out.stderr  # the gathering stage of the per-rank path ran
+
+
 def test_jobs_on_the_command_line(host_folder: Path, tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "perftune", "analyze", str(host_folder),
                           "--jobs", "2", "--format", "json", "--out", str(tmp_path / "run"),

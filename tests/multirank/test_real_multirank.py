@@ -128,6 +128,27 @@ def test_report_views_are_valid_plotly_figures(two_ranks: Path, tmp_path: Path) 
         go.Figure(figure)  # raises on a property plotly does not know
 
 
+def test_collective_timeline_from_ranks_analysed_apart(two_ranks: Path) -> None:
+    """The report's collective timeline of ranks analysed apart (no trace in this process)
+    is the one of all ranks loaded together."""
+    from perftune.pipeline import analyze_ranks
+    from perftune.report.ranks import collective_timeline_of
+
+    together = collective_timeline(analyze_paths([two_ranks], selection_from_config(config={})).trace)
+    apart_run = analyze_ranks([two_ranks], selection_from_config(config={}), jobs=1)
+    apart = collective_timeline_of(apart_run.rank_results)
+    assert together is not None and apart is not None
+    assert (apart.ranks, apart.steps, apart.total_calls, apart.source) == (
+        together.ranks, together.steps, together.total_calls, together.source)
+    key = [(b.rank, b.step, b.seq, b.kind, b.name) for b in together.bars]
+    assert [(b.rank, b.step, b.seq, b.kind, b.name) for b in apart.bars] == key
+    for name in ("start_ms", "dur_ms", "wait_ms"):
+        assert [getattr(b, name) for b in apart.bars] == pytest.approx(
+            [getattr(b, name) for b in together.bars], rel=1e-12, abs=1e-6)
+    for rank in together.ranks:
+        assert apart.step_starts[rank] == pytest.approx(together.step_starts[rank], rel=1e-12, abs=1e-6)
+
+
 def test_analyze_cli_prints_the_per_rank_table_and_writes_the_ranks_section(
         two_ranks: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -1,4 +1,5 @@
-"""Knob injectors applied inside the child process (precision, checkpointing, batch size).
+"""Knob injectors applied inside the child process (precision, checkpointing, batch size,
+torch.compile mode).
 
 The capture bootstrap calls `install(knobs)` before the user's script runs. Nothing here changes
 the script's source: the injectors hook into torch instead.
@@ -13,6 +14,8 @@ the script's source: the injectors hook into torch instead.
   runs the chosen ones under `torch.utils.checkpoint` (non-reentrant).
 - batch_size: `DataLoader(..., batch_size=...)` gets the knob's value, unless the script reads
   the knob itself through `perftune.knob("batch_size", ...)`.
+- compile: the model the script's optimizer trains gets a torch.compile'd forward when the
+  optimizer is created (perftune/capture/child/compile_injector.py); `none` leaves it eager.
 
 Unknown knobs are left alone (the script reads them with `perftune.knob`). What was applied is
 written as JSON to the child spec's inject_report file, for the tuner's "how to apply" text.
@@ -33,15 +36,19 @@ from typing import Any
 import torch
 
 from perftune import _runtime
+from perftune.capture.child.compile_injector import CompileInjector
 from perftune.capture.parent.knobs import (
     BATCH_SIZE,
     CHECKPOINT,
+    COMPILE,
+    COMPILE_NONE,
     CUDA_ONLY_PRECISIONS,
     INJECTED_KNOBS,
     PRECISION,
     CheckpointPlacement,
     parse_batch_size,
     parse_checkpoint,
+    parse_compile,
     parse_precision,
 )
 
@@ -120,6 +127,12 @@ def install(knobs: Mapping[str, Any], *, inject: Sequence[str] | None = None,
         _ModelAdopter(precision, placement, budget, scaler).install(_patches)
     if BATCH_SIZE in names:
         _install_batch_size(parse_batch_size(knobs[BATCH_SIZE]), _patches)
+    if COMPILE in names:
+        mode = parse_compile(knobs[COMPILE])
+        if mode == COMPILE_NONE:
+            _report.update(COMPILE, {"mode": mode, "models": []})
+        else:
+            CompileInjector(mode, _report.update).install(_patches.replace, _patches.handles)
     _report.update("applied", names)
     return names
 

@@ -1,4 +1,5 @@
-"""The knobs perftune applies itself (precision, checkpoint placement, batch size), without torch.
+"""The knobs perftune applies itself (precision, checkpoint placement, batch size, torch.compile
+mode), without torch.
 
 The protocol between the tuner and the child process: the tuner (which validates a search space
 and writes the "how to apply" snippets) sets these values in the child spec (CaptureOptions), the
@@ -18,11 +19,21 @@ from perftune.errors import ConfigError
 PRECISION = "precision"
 CHECKPOINT = "checkpoint"
 BATCH_SIZE = "batch_size"
-INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE)
+COMPILE = "compile"
+INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE, COMPILE)
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # tf32 is a CUDA matmul mode, and fp16 autocast on CPU is neither fast nor what anyone ships.
 CUDA_ONLY_PRECISIONS = ("tf32", "fp16")
+
+
+# compile=none runs the model eagerly; the others are torch.compile's modes (torch 2.2 and later
+# know all four; `default` is mode=None). reduce-overhead replays CUDA graphs: the child refuses
+# it for a model on the CPU, where it has nothing to replay (see COMPILE_CUDA_ONLY).
+COMPILE_NONE = "none"
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_VALUES = (COMPILE_NONE, *COMPILE_MODES)
+COMPILE_CUDA_ONLY = ("reduce-overhead",)
 
 
 _PLACEMENT = re.compile(r"^(every|first)[:_\-]?(\d+)$")
@@ -88,6 +99,20 @@ def parse_batch_size(value: object) -> int:
     return value
 
 
+def parse_compile(value: object) -> str:
+    """A compile knob value: none (eager) or a torch.compile mode."""
+    if value is None or value is False:
+        return COMPILE_NONE
+    if value is True:
+        return "default"
+    text = str(value).strip().lower()
+    if text in ("none", "off", "no", "eager"):
+        return COMPILE_NONE
+    if text not in COMPILE_VALUES:
+        raise ConfigError(f"compile={value!r}: expected one of {', '.join(COMPILE_VALUES)}")
+    return text
+
+
 def validate(name: str, value: object) -> object:
     """The canonical form of an injected knob's value (raises ConfigError when invalid)."""
     if name == PRECISION:
@@ -96,22 +121,29 @@ def validate(name: str, value: object) -> object:
         return parse_checkpoint(value).canonical()
     if name == BATCH_SIZE:
         return parse_batch_size(value)
+    if name == COMPILE:
+        return parse_compile(value)
     return value
 
 
 def baseline_values(values: Mapping[str, Any]) -> dict[str, Any]:
-    """The configuration the accuracy guard compares `values` with: fp32, no checkpointing.
+    """The configuration the accuracy guard compares `values` with: fp32, no checkpointing,
+    not compiled.
 
     Checkpointing recomputes the same ops (the non-reentrant variant also restores the RNG
     state), so its losses must match the plain run too; comparing against the un-checkpointed
     fp32 run catches a model whose recomputation is not faithful, and needs one baseline per
-    setting of the other knobs instead of one per checkpoint placement.
+    setting of the other knobs instead of one per checkpoint placement. A compiled model computes
+    the same function with fused kernels (a different summation order), so its losses must
+    match the eager run's within the tolerance.
     """
     out = dict(values)
     if PRECISION in out:
         out[PRECISION] = "fp32"
     if CHECKPOINT in out:
         out[CHECKPOINT] = "none"
+    if COMPILE in out:
+        out[COMPILE] = COMPILE_NONE
     return out
 
 
