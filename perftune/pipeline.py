@@ -144,7 +144,7 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
         for row, phases in zip(summary.per_step, per_step, strict=True):
             row.optimizer_ms = phases.phase_ms["optimizer"]
         summary.breakdown_ms_per_step.optimizer_ms = optimizer_ms_per_step(per_step)
-    summary.modules = modules_document(trace)
+    summary.modules = modules_document(trace, tables=tables)
     summary.efficiency = efficiency_document(trace, tables)
     return summary
 

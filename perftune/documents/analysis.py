@@ -243,6 +243,16 @@ class ModuleTime(_Doc):
     total_ms: Annotated[float, msgspec.Meta(description="forward_ms + backward_ms")]
     share: Annotated[float, msgspec.Meta(description="total_ms / mean step")]
     self_share: Annotated[float, msgspec.Meta(description="self_ms / mean step")]
+    # Efficiency of the costed operators the module ran itself (forward and their backward),
+    # against the machine's peaks; null for modules without costed operators.
+    op_ms: Annotated[float | None, msgspec.Meta(
+        description="time of the module's own costed operators per step")] = None
+    flops_per_s: float | None = None
+    bytes_per_s: float | None = None
+    intensity: Annotated[float | None, msgspec.Meta(description="FLOP per byte")] = None
+    bound: Literal["compute", "bandwidth", "overhead", "unknown"] | None = None
+    percent_of_peak: Annotated[float | None, msgspec.Meta(
+        description="achieved over the attainable roof at this intensity, in per cent")] = None
 
 
 class Modules(_Doc):
@@ -250,6 +260,9 @@ class Modules(_Doc):
 
     source: Literal["trace", "none"]
     note: str = ""
+    names: Annotated[Literal["attribute", "profiler"], msgspec.Meta(
+        description="attribute: paths like Net.features.3 from the capture's name map; "
+                    "profiler: the profiler's class_instance names (foreign traces)")] = "profiler"
     steps: int = 0
     step_ms: Milliseconds = 0.0
     unattributed_backward_ms: Milliseconds = 0.0

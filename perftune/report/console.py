@@ -131,12 +131,24 @@ def module_lines(summary: Summary | None, top: int = 8) -> list[str]:
         return ["", f"modules    {modules.note or 'no module information in this trace'}"]
     rows = modules.modules
     lines = ["", f"modules by own time (forward + backward, per step; top {min(top, len(rows))} of {len(rows)})",
-             f"  {'module':<40}{'own':>11}{'fwd':>11}{'bwd':>11}{'share':>8}{'calls':>7}"]
+             f"  {'module':<40}{'own':>11}{'fwd':>11}{'bwd':>11}{'share':>8}{'calls':>7}"
+             f"  {'FLOP/s':>8}  bound"]
     for m in rows[:top]:
         lines.append(f"  {m.path[-40:]:<40}{_ms(m.self_ms):>11}{_ms(m.forward_self_ms):>11}"
                      f"{_ms(m.backward_self_ms):>11}{100.0 * m.self_share:7.1f}%"
-                     f"{m.calls_per_step:7.3g}")
+                     f"{m.calls_per_step:7.3g}  {_module_efficiency(m)}")
+    if modules.note:
+        lines.append(f"  ({modules.note})")
     return lines
+
+
+def _module_efficiency(m: Any) -> str:
+    """`16.9 G  compute (61% of peak)` for a module with costed operators, else blank."""
+    if m.bound is None or m.flops_per_s is None:
+        return ""
+    rate = _rate(m.flops_per_s, "") if m.flops_per_s else "-"
+    pct = f" ({m.percent_of_peak:.0f}% of peak)" if m.percent_of_peak is not None else ""
+    return f"{rate:>8}  {m.bound}{pct}"
 
 
 MAX_WARNINGS = 20

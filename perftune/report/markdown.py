@@ -120,10 +120,15 @@ def _modules(view: RunView) -> str | None:
         return f"### Modules\n\n{modules.note or 'no module information in this trace'}"
     rows = [(md_code(m.path), units.ms(m.self_ms), units.ms(m.forward_self_ms),
              units.ms(m.backward_self_ms), units.ms(m.total_ms), f"{m.share:.1%}",
-             f"{m.calls_per_step:.3g}") for m in modules.modules[:TOP_MODULES]]
+             f"{m.calls_per_step:.3g}",
+             f"{m.flops_per_s / 1e9:.3g}" if m.flops_per_s is not None else "–",
+             md_text(m.bound or "–"),
+             f"{m.percent_of_peak:.0f}%" if m.percent_of_peak is not None else "–")
+            for m in modules.modules[:TOP_MODULES]]
+    note = f"\n\n{md_text(modules.note)}" if modules.note else ""
     return (f"### Modules (top {len(rows)} by own time, per step)\n\n"
-            + _table(("module", "own", "forward (own)", "backward (own)", "total", "share", "calls"),
-                     rows, "lrrrrrr"))
+            + _table(("module", "own", "forward (own)", "backward (own)", "total", "share", "calls",
+                      "GFLOP/s", "bound", "% of peak"), rows, "lrrrrrrrlr") + note)
 
 
 def _efficiency(view: RunView) -> str | None:
