@@ -8,6 +8,7 @@ escaped for a <script> element (`script_json`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -89,10 +90,32 @@ def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+class _TemplateCache(jinja2.FileSystemBytecodeCache):
+    """jinja2's own cache of compiled templates (a private folder in the temp directory, keyed
+    by each template's source): compiling the report's templates took about a quarter of
+    `--out` on every run. A cache that cannot be read or written is skipped, never an error."""
+
+    def load_bytecode(self, bucket: Any) -> None:
+        with contextlib.suppress(OSError):
+            super().load_bytecode(bucket)
+
+    def dump_bytecode(self, bucket: Any) -> None:
+        with contextlib.suppress(OSError):
+            super().dump_bytecode(bucket)
+
+
+def _template_cache() -> jinja2.BytecodeCache | None:
+    try:
+        return _TemplateCache()
+    except (OSError, RuntimeError):  # no private folder in the temp directory
+        return None
+
+
 @functools.lru_cache(maxsize=4)
 def _environment(folder: str) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(Path(folder) / "templates")),
+        bytecode_cache=_template_cache(),
         autoescape=True,  # every {{ }} is HTML-escaped unless a value is marked |safe
         undefined=jinja2.StrictUndefined,
         extensions=["jinja2.ext.do"],

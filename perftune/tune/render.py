@@ -64,7 +64,8 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
         + (f", {speedup:.2f}x your defaults" if speedup and not best.is_default else "")
         + f", peak memory {units.size(best.peak_memory_bytes, NONE)}"
         + (
-            f", loss within {units.percent(best.loss_deviation, missing=NONE)} of fp32"
+            f", loss within {units.percent(best.loss_deviation, missing=NONE)} of "
+            + _guard_baseline(best.values)
             if best.loss_deviation is not None
             else ""
         )
@@ -116,6 +117,12 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
         lines.append(f"code change ({change.knob}): {change.title}")
         lines.extend("    " + line for line in change.snippet.splitlines())
     return lines
+
+
+def _guard_baseline(values: dict[str, Any]) -> str:
+    """What the accuracy guard compared with: the fp32, uncheckpointed, eager run."""
+    parts = [word for knob, word in (("precision", "fp32"), ("compile", "eager")) if knob in values]
+    return " ".join(parts) + " run" if parts else "the baseline run"
 
 
 def compile_lines(tuning: TuningDocument) -> list[str]:

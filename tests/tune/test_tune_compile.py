@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -243,3 +243,18 @@ def test_the_tuning_page_shows_compile_time_apart(tmp_path: Path) -> None:
     page = render_tuning_html(build_tuning(_run(tmp_path, 500)))
     assert "<th data-sort>compile s</th><th data-sort>break-even steps</th>" in page
     assert "not worth compiling" in page
+
+
+def test_run_steps_comes_from_the_command_line_or_the_config(tmp_path: Path) -> None:
+    from perftune.tune.options import TuneOptions, settings_from_options
+
+    script = tmp_path / "train.py"
+    script.write_text("pass\n")
+    given = TuneOptions(script_and_args=(str(script),), knobs=("compile=none,default",),
+                        out_dir=tmp_path / "out")
+    assert settings_from_options(given, {}).objective.run_steps is None
+    assert settings_from_options(given, {"run-steps": 2000}).objective.run_steps == 2000
+    assert settings_from_options(replace(given, run_steps=50),
+                                 {"run-steps": 2000}).objective.run_steps == 50
+    with pytest.raises(UsageError, match="--run-steps 'many': expected a number of steps"):
+        settings_from_options(given, {"run-steps": "many"})
