@@ -120,6 +120,9 @@ def efficiency_lines(summary: Summary | None, top: int = 6) -> list[str]:
         bound = op.bound + (f" ({pct:.0f}% of peak)" if pct is not None else "")
         lines.append(f"  {op.name[-34:]:<34}{_ms(op.ms_per_step):>11}{100.0 * op.share:6.1f}%"
                      f"{_rate(op.flops_per_s, ''):>12}{_rate(op.bytes_per_s, ''):>12}  {bound}")
+    if roofs.source.startswith("measured") and any((op.percent_of_peak or 0) > 110 for op in eff.ops):
+        lines.append("  (operators above the measured peaks: those were measured on a busy machine or "
+                     "are stale; `perftune machine --refresh` measures them again)")
     return lines
 
 

@@ -102,8 +102,12 @@ class IntraOpThreads(Rule):
                        f"({sc.matrix_ms:.1f} ms per step of convolutions and matmuls)")
         evidence["estimate_basis"] = ("assumed parallel efficiency" if threads < cores
                                       else "assumed loss to oversubscription")
+        # The script's own thread setting, when its files say where (else the finding is the
+        # process's, with no line).
+        calls = ctx.find_calls(["set_num_threads"])
+        location = calls[0].location if len(calls) == 1 else None
         yield self.finding(
-            message, evidence=evidence, est_saving_ms_per_step=round(saving, 4),
+            message, location=location, evidence=evidence, est_saving_ms_per_step=round(saving, 4),
             suggestion=Suggestion(
                 title=f"Use one intra-op thread per usable core: torch.set_num_threads({cores}) "
                       f"or OMP_NUM_THREADS={cores}",

@@ -138,3 +138,24 @@ def test_efficiency_per_module_in_summary_terminal_and_html(planted_run) -> None
     table = html[html.index('id="top-modules"'):]
     table = table[:table.index("</table>")]
     assert "% of peak" in table and ">compute<" in table
+
+
+def test_operators_above_stale_measured_peaks_are_said_so() -> None:
+    """A CPU's cached peaks measured on a busy machine sit below what operators achieve later:
+    the terminal says the peaks need measuring again instead of leaving '237% of peak' bare."""
+    from types import SimpleNamespace
+
+    from perftune.documents import Efficiency, OpEfficiency, Roofs
+    from perftune.report.console import efficiency_lines
+
+    def lines(pct: float) -> str:
+        op = OpEfficiency(name="aten::conv2d", kind="conv", dtype="fp32", calls_per_step=1.0,
+                          ms_per_step=5.0, share=0.5, flops_per_s=2e10, bytes_per_s=1e8,
+                          intensity=200.0, bound="compute", percent_of_peak=pct)
+        eff = Efficiency(roofs=Roofs(flops_per_s=8e9, bytes_per_s=1e9, source="measured: torch on x"),
+                         ops=[op])
+        return "\n".join(efficiency_lines(SimpleNamespace(efficiency_section=eff)))  # type: ignore[arg-type]
+
+    stale = lines(237.0)
+    assert "237% of peak" in stale and "perftune machine --refresh" in stale
+    assert "--refresh" not in lines(61.0)

@@ -102,6 +102,8 @@ def test_compute_bound_nchw_fp32_step_on_one_thread(tmp_path: Path) -> None:
         thread = next(f for f in findings if f["code"] == "PFT510")
         assert thread["evidence"]["torch_threads"] == 1
         assert "set_num_threads" in thread["suggestion"]["title"]
+        assert thread["location"]["line"] == 5  # the script's torch.set_num_threads(1)
+        assert thread["suggestion"]["knobs"] == {"num_threads": sorted({1, host["usable_cores"]})}
     else:
         assert "PFT510" not in codes
     fast_bf16 = {"amx_bf16", "avx512_bf16"} & set(host["cpu_flags"])
