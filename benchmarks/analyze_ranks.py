@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import sys
 import tempfile
@@ -44,8 +45,11 @@ def write_ranks(base: Path, count: int, folder: Path) -> Path:
     import msgspec
 
     folder.mkdir(parents=True, exist_ok=True)
-    if len(list(folder.glob("rank-*.json.gz"))) == count:
+    done = folder / ".written-v2"  # v2: `"rank": N` spelled with a space, which HTA's rank finder needs
+    if done.exists() and len(list(folder.glob("rank-*.json.gz"))) == count:
         return folder
+    for old in folder.glob("rank-*.json.gz"):
+        old.unlink()
     doc = msgspec.json.decode(gzip.decompress(base.read_bytes()))
     events = doc["traceEvents"]
     for r in range(count):
@@ -54,8 +58,11 @@ def write_ranks(base: Path, count: int, folder: Path) -> Path:
         doc["traceEvents"] = [
             {**e, "dur": e["dur"] * stretch} if isinstance(e.get("dur"), (int, float)) and e.get("cat") == "kernel"
             else e for e in events]
-        with gzip.open(folder / f"rank-{r}.json.gz", "wb", compresslevel=1) as fh:
-            fh.write(msgspec.json.encode(doc))
+        # HTA finds a file's rank with the regex `"rank":\s+(\d+)` (else every file is rank 0):
+        # the separators of Python's json module, not msgspec's compact ones.
+        with gzip.open(folder / f"rank-{r}.json.gz", "wt", compresslevel=1, encoding="utf-8") as fh:
+            json.dump(doc, fh)
+    done.touch()
     return folder
 
 

@@ -19,15 +19,21 @@ re-measures them).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from perftune.documents import Efficiency, OpEfficiency, Roofs
 from perftune.trace import roofline
 from perftune.trace.model import Trace
+from perftune.trace.roofline import Peaks
 from perftune.trace.tables import Tables
 
-__all__ = ["OVERHEAD_CALL_US", "OVERHEAD_EFFICIENCY", "TOP_OPS", "efficiency_document"]
+__all__ = ["MAX_OVERHEAD_SHARE", "MIN_DEVICE_BUSY", "MIN_MATRIX_SHARE", "OVERHEAD_CALL_US",
+           "OVERHEAD_EFFICIENCY", "TOP_OPS", "StepCompute", "efficiency_document", "host_facts", "label",
+           "matrix_points", "step_compute"]
 
 TOP_OPS = 15
 OVERHEAD_CALL_US = 20.0
@@ -36,6 +42,27 @@ OVERHEAD_EFFICIENCY = 0.10
 
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
+
+
+def label(flops: float, nbytes: float, dur_us: float, calls: float, peak_flops: float,
+          roofs: Peaks) -> tuple[float, float, float, str, float | None]:
+    """(achieved FLOP/s, bytes/s, FLOP per byte, bound, % of the attainable roof) of work that
+    did `flops` and moved `nbytes` in `dur_us` over `calls` calls, against `roofs` (the
+    compute roof `peak_flops` for its dtype): the labels of the module docstring."""
+    seconds = dur_us * 1e-6
+    f_s = flops / seconds if seconds > 0 else 0.0
+    b_s = nbytes / seconds if seconds > 0 else 0.0
+    intensity = flops / nbytes if nbytes > 0 else math.inf
+    per_call_us = dur_us / calls if calls > 0 else dur_us
+    if not (roofs.known and math.isfinite(peak_flops)):
+        return float(f_s), float(b_s), float(intensity), "unknown", None
+    attainable = min(peak_flops, intensity * roofs.bytes_per_s) if flops > 0 else roofs.bytes_per_s
+    achieved = f_s if flops > 0 else b_s
+    eff = achieved / attainable if attainable > 0 else math.nan
+    bound = "compute" if intensity >= peak_flops / roofs.bytes_per_s else "bandwidth"
+    if per_call_us < OVERHEAD_CALL_US and eff < OVERHEAD_EFFICIENCY:
+        bound = "overhead"
+    return float(f_s), float(b_s), float(intensity), bound, (100.0 * eff if math.isfinite(eff) else None)
 
 
 def efficiency_document(trace: Trace, tables: Tables | None = None, top: int = TOP_OPS) -> Efficiency:
@@ -60,26 +87,125 @@ def efficiency_document(trace: Trace, tables: Tables | None = None, top: int = T
     grouped = grouped.sort_values("dur_us", ascending=False).head(top)
     ops = []
     for (name, dtype, kind), g in grouped.iterrows():
-        seconds = g["dur_us"] * 1e-6
-        f_s = g["flops"] / seconds if seconds > 0 else 0.0
-        b_s = g["bytes"] / seconds if seconds > 0 else 0.0
-        intensity = g["flops"] / g["bytes"] if g["bytes"] > 0 else math.inf
-        peak_f = float(g["peak"])
-        per_call_us = g["dur_us"] / g["calls"]
-        if roofs.known and math.isfinite(peak_f):
-            attainable = min(peak_f, intensity * roofs.bytes_per_s) if g["flops"] > 0 else roofs.bytes_per_s
-            achieved = f_s if g["flops"] > 0 else b_s
-            eff = achieved / attainable if attainable > 0 else math.nan
-            bound = "compute" if intensity >= peak_f / roofs.bytes_per_s else "bandwidth"
-            if per_call_us < OVERHEAD_CALL_US and eff < OVERHEAD_EFFICIENCY:
-                bound = "overhead"
-            percent = 100.0 * eff if math.isfinite(eff) else None
-        else:
-            bound, percent = "unknown", None
+        f_s, b_s, intensity, bound, percent = label(
+            float(g["flops"]), float(g["bytes"]), float(g["dur_us"]), float(g["calls"]),
+            float(g["peak"]), roofs)
         ops.append(OpEfficiency(
             name=str(name), kind=str(kind), dtype=str(dtype) or None,
             calls_per_step=float(g["calls"]) / n_steps, ms_per_step=float(g["dur_us"]) / 1000.0 / n_steps,
             share=float(g["dur_us"]) / 1000.0 / n_steps / step_ms if step_ms > 0 else 0.0,
-            flops_per_s=float(f_s), bytes_per_s=float(b_s), intensity=_finite(float(intensity)),
+            flops_per_s=f_s, bytes_per_s=b_s, intensity=_finite(intensity),
             bound=bound, percent_of_peak=percent))  # type: ignore[arg-type]
     return Efficiency(roofs=doc_roofs, ops=ops)
+
+
+# ---------------------------------------------------------------------------- compute-bound steps
+# A step is compute-bound when the model's own work (forward, backward, optimizer) fills it and
+# matrix operators (convolutions, matmuls, attention) take a large part of it; the advice for
+# such steps (precision, channels_last, batch size, threads: rules PFT507-PFT510) is given only
+# then. Host overhead (data wait, syncs, Python between ops, other host ops) above this share
+# of the step, or matrix time below MIN_MATRIX_SHARE, and the step is something else.
+MAX_OVERHEAD_SHARE = 0.35
+MIN_MATRIX_SHARE = 0.30
+MIN_DEVICE_BUSY = 0.60  # GPU traces: the device computes at least this share of the step
+_MATRIX = ("gemm", "conv", "attention")
+_LOW = ("bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class StepCompute:
+    """Where a step's arithmetic goes, per step (ms), and whether the step is compute-bound."""
+
+    steps: int
+    step_ms: float
+    work_ms: float  # forward + backward + optimizer + zero_grad phases
+    overhead_ms: float  # data wait, syncs, other host ops, Python between ops, profiler
+    device_busy_ms: float | None  # GPU traces: device compute time
+    matrix_ms: float  # conv / gemm / attention (kernel time on GPU, op wall time on CPU)
+    conv_ms: float
+    fp32_matrix_ms: float  # plain fp32 (on GPU: not on tensor cores)
+    tf32_matrix_ms: float  # GPU: fp32 ops whose kernels ran on tensor cores (TF32)
+    low_precision_matrix_ms: float  # bf16 / fp16
+    memory_bound_matrix_ms: float  # left of the ridge point (needs peaks)
+    short_call_matrix_ms: float  # calls shorter than OVERHEAD_CALL_US (launch/dispatch-bound)
+    compute_bound: bool
+    why: str
+
+    @property
+    def matrix_share(self) -> float:
+        return self.matrix_ms / self.step_ms if self.step_ms > 0 else 0.0
+
+
+def matrix_points(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
+    """The roofline points of matrix operators inside steps (one row per counted call)."""
+    points = roofline.roofline_points(trace, tables)
+    if points.empty or not trace.steps:
+        return points.iloc[0:0]
+    points = points[points["kind"].isin(_MATRIX).to_numpy()]
+    if points.empty:
+        return points
+    in_step = trace.step_of(trace.events["ts"].to_numpy()[points["row"].to_numpy()],
+                            points["rank"].to_numpy()) >= 0
+    return points[in_step]
+
+
+def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None = None) -> StepCompute:
+    """The step's compute profile (see the constants above for when it is compute-bound)."""
+    from perftune.analysis.phases import mean_device, mean_phases, step_phases
+
+    per_step = step_phases(trace)
+    steps = len(trace.steps)
+    step_ms = float(np.mean([s.dur_ms for s in per_step])) if per_step else 0.0
+    mean = mean_phases(per_step)
+    work = sum(mean[p] for p in ("forward", "backward", "optimizer", "zero_grad"))
+    overhead = sum(mean[p] for p in ("data", "sync", "other_ops", "python", "profiler"))
+    device = mean_device(per_step)
+    busy = sum(d["compute"] for d in device.values()) if device else None
+    points = matrix_points(trace, tables)
+    n = max(steps, 1)
+
+    def ms(mask: Any) -> float:
+        return float(points["dur_us"][mask].sum()) / 1000.0 / n if len(points) else 0.0
+
+    if len(points):
+        dtype = points["dtype"].fillna("").to_numpy()
+        dur = points["dur_us"].to_numpy()
+        matrix = ms(np.ones(len(points), dtype=bool))
+        conv = ms((points["kind"] == "conv").to_numpy())
+        fp32 = ms(dtype == "fp32")
+        tf32 = ms(dtype == "tf32")
+        low = ms(np.isin(dtype, _LOW))
+        short = ms(dur < OVERHEAD_CALL_US)
+        if roofs is not None and roofs.known:
+            ridge = np.asarray([roofs.flops_for(d or None) for d in dtype]) / roofs.bytes_per_s
+            memory = ms(points["intensity"].to_numpy() < ridge)
+        else:
+            memory = 0.0
+    else:
+        matrix = conv = fp32 = tf32 = low = short = memory = 0.0
+    why = ""
+    if step_ms <= 0:
+        why = "no steps"
+    elif busy is not None and busy < MIN_DEVICE_BUSY * step_ms:
+        why = f"the device computes {busy / step_ms:.0%} of the step (under {MIN_DEVICE_BUSY:.0%})"
+    elif busy is None and overhead > MAX_OVERHEAD_SHARE * step_ms:
+        why = (f"host overhead (data wait, syncs, Python, other host ops) is {overhead / step_ms:.0%} "
+               f"of the step (over {MAX_OVERHEAD_SHARE:.0%})")
+    elif matrix < MIN_MATRIX_SHARE * step_ms:
+        why = f"matrix operators take {matrix / step_ms:.0%} of the step (under {MIN_MATRIX_SHARE:.0%})"
+    elif matrix > 0 and (memory + short) > 0.5 * matrix:
+        why = "most matrix time is bandwidth- or overhead-bound (small or thin operators)"
+    return StepCompute(
+        steps=steps, step_ms=step_ms, work_ms=work, overhead_ms=overhead, device_busy_ms=busy,
+        matrix_ms=matrix, conv_ms=conv, fp32_matrix_ms=fp32, tf32_matrix_ms=tf32,
+        low_precision_matrix_ms=low, memory_bound_matrix_ms=memory, short_call_matrix_ms=short,
+        compute_bound=not why, why=why or "compute-bound")
+
+
+def host_facts(trace: Trace) -> dict[str, Any] | None:
+    """What `perftune profile` recorded about the process when profiling started (threads,
+    usable cores, CPU bf16 flags, matmul precision): the trace header's `perftune.host`.
+    None on foreign traces."""
+    header = trace.ranks[0].header.get("perftune") if trace.ranks else None
+    host = header.get("host") if isinstance(header, dict) else None
+    return host if isinstance(host, dict) and "error" not in host else None

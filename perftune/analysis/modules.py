@@ -5,6 +5,13 @@ Python tracer records (`with_stack=True`, which `perftune profile` turns on by d
 `with_modules` adds. The tree is their nesting; a module's path names its ancestors
 (`Net_0.Conv2d_2`: the profiler numbers instances of a class in the order it first meets them).
 
+Names: on traces recorded by `perftune profile` the capture wrote the attribute path of every
+module its first profiled step called (`perftune_modules` in the trace header, from a module
+pre-hook: capture/child/modulenames.py); each `nn.Module: Conv2d_2` range is paired with that
+step's calls of the same class in the same order, so the module is named `Net.features.3`
+(path) / `features.3` (name). Foreign traces, and classes whose calls do not pair up, keep the
+profiler's names, and the note says so.
+
 Backward time is attributed to the module whose forward produced it: each backward node
 (`autograd::engine::evaluate_function: …`) is linked by a `fwdbwd` flow to the forward operator
 that recorded it, and that operator's innermost module range owns it. Backward nodes without a
@@ -13,14 +20,19 @@ forward link (AccumulateGrad, custom engines) are counted as unattributed, not g
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from perftune.analysis.efficiency import label
 from perftune.analysis.phases import BACKWARD_PREFIX, MODULE_PREFIX
 from perftune.documents import Modules
 from perftune.documents import ModuleTime as ModuleRow
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
+from perftune.trace.roofline import Peaks, peaks, roofline_points
+from perftune.trace.tables import Tables
 
 __all__ = ["MAX_MODULES", "ModuleTime", "ModuleTree", "leaf_ranking", "module_times", "modules_document"]
 
@@ -42,6 +54,13 @@ class ModuleTime:
     backward_ms: float
     backward_self_ms: float
     share: float  # (forward_ms + backward_ms) / mean step
+    # The costed operators the module ran itself (forward, and its backward through the
+    # fwdbwd links), per step: FLOPs, bytes, time (µs), calls, and the dtype with most time.
+    op_flops: float = 0.0
+    op_bytes: float = 0.0
+    op_us: float = 0.0
+    op_calls: float = 0.0
+    op_dtype: str | None = None
 
     @property
     def total_ms(self) -> float:
@@ -56,6 +75,7 @@ class ModuleTree:
     step_ms: float
     modules: tuple[ModuleTime, ...]  # largest total first
     unattributed_backward_ms: float
+    names: str = "profiler"  # "attribute": paths from the capture's name map; else the profiler's
 
 
 def _unit_of(trace: Trace, rows: np.ndarray, is_unit: np.ndarray) -> np.ndarray:
@@ -64,7 +84,50 @@ def _unit_of(trace: Trace, rows: np.ndarray, is_unit: np.ndarray) -> np.ndarray:
     return np.where(is_unit[rows], rows, up[rows])
 
 
-def module_times(trace: Trace) -> ModuleTree:
+def _own_costs(trace: Trace, tables: Tables | None, in_step: np.ndarray, parent_mod: np.ndarray,
+               is_unit: np.ndarray, unit_path: dict[int, str], path_of: Any) -> dict[str, dict[str, Any]]:
+    """Per module path: FLOPs, bytes, time and calls of the costed operators it ran itself
+    (trace/roofline.py's outermost costed op of each chain): forward ops by their innermost
+    module range, backward ops by the module their autograd node's forward link names."""
+    points = roofline_points(trace, tables)
+    if points.empty:
+        return {}
+    rows = points["row"].to_numpy()
+    keep = in_step[rows]
+    points = points[keep]
+    rows = rows[keep]
+    unit = nearest_ancestor(trace.parent, is_unit)
+    out: dict[str, dict[str, Any]] = {}
+    for row, flops, nbytes, dur, dtype in zip(
+            rows.tolist(), points["flops"].tolist(), points["bytes"].tolist(),
+            points["dur_us"].tolist(), points["dtype"].fillna("").tolist(), strict=True):
+        u = row if is_unit[row] else int(unit[row])
+        if u != NO_ID:
+            path = unit_path.get(u)
+        else:
+            m = int(parent_mod[row])
+            path = path_of(m) if m != NO_ID else None
+        if path is None:
+            continue
+        acc = out.setdefault(path, {"flops": 0.0, "bytes": 0.0, "us": 0.0, "calls": 0, "by_dtype": {}})
+        acc["flops"] += float(flops)
+        acc["bytes"] += float(nbytes)
+        acc["us"] += float(dur)
+        acc["calls"] += 1
+        acc["by_dtype"][dtype] = acc["by_dtype"].get(dtype, 0.0) + float(dur)
+    return out
+
+
+def _per_step(cost: dict[str, Any] | None, n: int) -> dict[str, Any]:
+    if not cost:
+        return {}
+    by_dtype = cost["by_dtype"]
+    dtype = max(by_dtype, key=by_dtype.get) if by_dtype else ""
+    return {"op_flops": cost["flops"] / n, "op_bytes": cost["bytes"] / n, "op_us": cost["us"] / n,
+            "op_calls": cost["calls"] / n, "op_dtype": dtype or None}
+
+
+def module_times(trace: Trace, tables: Tables | None = None) -> ModuleTree:
     ev = trace.events
     steps = [s for s in trace.steps]
     n_steps = len(steps)
@@ -84,16 +147,22 @@ def module_times(trace: Trace) -> ModuleTree:
     parent_mod = nearest_ancestor(trace.parent, is_module)
     mod_rows = np.flatnonzero(is_module)
     names = {int(r): trace.name_of(int(r))[len(MODULE_PREFIX):] for r in mod_rows.tolist()}
+    qualified, names_note = attribute_paths(trace, mod_rows, names)
     paths: dict[int, str] = {}
 
     def path_of(r: int) -> str:
         if r in paths:
             return paths[r]
+        if names[r] in qualified:
+            paths[r] = qualified[names[r]]
+            return paths[r]
         chain = []
         a = r
-        while a != NO_ID:
+        while a != NO_ID and names[a] not in qualified:
             chain.append(names[a])
             a = int(parent_mod[a])
+        if a != NO_ID:  # the nearest named ancestor's path, then the profiler's names below it
+            chain.append(qualified[names[a]])
         paths[r] = ".".join(reversed(chain))
         return paths[r]
 
@@ -114,6 +183,7 @@ def module_times(trace: Trace) -> ModuleTree:
     is_unit = host & trace.name_startswith(BACKWARD_PREFIX)
     bwd_self: dict[str, float] = {}
     attributed_units: set[int] = set()
+    unit_path: dict[int, str] = {}
     fl = trace.flows
     if not fl.empty:
         sub = fl[(fl["cat"] == "fwdbwd").to_numpy()]
@@ -132,6 +202,7 @@ def module_times(trace: Trace) -> ModuleTree:
                 continue
             attributed_units.add(u)
             p = path_of(m)
+            unit_path[u] = p
             bwd_self[p] = bwd_self.get(p, 0.0) + float(dur[u])
             parent_of.setdefault(p, path_of(int(parent_mod[m])) if parent_mod[m] != NO_ID else None)
     # Outermost backward nodes only (reentrant backward nests them).
@@ -146,19 +217,81 @@ def module_times(trace: Trace) -> ModuleTree:
             bwd_total[q] = bwd_total.get(q, 0.0) + bwd_self.get(p, 0.0)
             q = parent_of.get(q)
     per = max(n_steps, 1) * 1000.0
+    qualified_paths = set(qualified.values())
+    costs = _own_costs(trace, tables, in_step, parent_mod, is_unit, unit_path, path_of)
     rows = []
     for p in all_paths:
         f = fwd.get(p, 0.0) / per
         b = bwd_total.get(p, 0.0) / per
         rows.append(ModuleTime(
-            path=p, name=p.rsplit(".", 1)[-1], parent=parent_of.get(p), depth=p.count("."),
+            path=p, name=_display_name(p, qualified_paths), parent=parent_of.get(p), depth=p.count("."),
             calls_per_step=calls.get(p, 0) / max(n_steps, 1), forward_ms=f,
             forward_self_ms=max(0.0, fwd.get(p, 0.0) - fwd_child.get(p, 0.0)) / per,
             backward_ms=b, backward_self_ms=bwd_self.get(p, 0.0) / per,
-            share=(f + b) / step_ms if step_ms > 0 else 0.0))
+            share=(f + b) / step_ms if step_ms > 0 else 0.0,
+            **_per_step(costs.get(p), max(n_steps, 1))))
     rows.sort(key=lambda m: (-m.total_ms, m.path))
-    return ModuleTree(source="trace", note="", steps=n_steps, step_ms=step_ms, modules=tuple(rows),
+    return ModuleTree(source="trace", note=names_note, names="attribute" if qualified else "profiler",
+                      steps=n_steps, step_ms=step_ms, modules=tuple(rows),
                       unattributed_backward_ms=unattributed / per)
+
+
+def _display_name(path: str, qualified: set[str]) -> str:
+    """`Net.features.3` → `features.3` (its attribute path in its root); the root keeps its
+    name; profiler paths (`Net_0.Conv2d_2`) → `Conv2d_2`."""
+    if path in qualified:
+        root, _, rest = path.partition(".")
+        return rest or root
+    return path.rsplit(".", 1)[-1]
+
+
+def attribute_paths(trace: Trace, mod_rows: np.ndarray, labels: dict[int, str]) -> tuple[dict[str, str], str]:
+    """Profiler label (`Conv2d_2`) → attribute path (`Net.features.4`) from the capture's name
+    map, and a note on what could not be named (see the module doc)."""
+    header = trace.ranks[0].header.get("perftune_modules") if trace.ranks else None
+    calls = header.get("calls") if isinstance(header, dict) else None
+    if not isinstance(calls, dict) or not trace.steps:
+        return {}, ("module names are the profiler's (class and instance number): this trace "
+                    "has no name map (traces recorded by perftune profile have one)")
+    rank0 = trace.ranks[0].rank
+    first = next((s for s in trace.steps if s.rank == rank0), None)
+    if first is None:
+        return {}, "module names are the profiler's: no step on the first rank"
+    ev = trace.events
+    ts = ev["ts"].to_numpy()
+    rank = ev["rank"].to_numpy()
+    rows = [int(r) for r in mod_rows.tolist()
+            if rank[r] == rank0 and first.start <= ts[r] < first.end]
+    rows.sort(key=lambda r: (ts[r], r))
+    seen: dict[str, list[str]] = {}
+    for r in rows:
+        label = labels[r]
+        cls = label.rsplit("_", 1)[0]
+        seen.setdefault(cls, []).append(label)
+    out: dict[str, str] = {}
+    unpaired: list[str] = []
+    for cls, order in seen.items():
+        recorded = calls.get(cls)
+        if not isinstance(recorded, list) or len(recorded) != len(order):
+            unpaired.append(cls)
+            continue
+        pairs: dict[str, str] = {}
+        ok = True
+        for label, path in zip(order, recorded, strict=True):
+            if not isinstance(path, str) or pairs.setdefault(label, path) != path:
+                ok = False
+                break
+        # One instance, one path: two labels with one path would merge two modules.
+        if ok and len(set(pairs.values())) == len(pairs):
+            out.update(pairs)
+        else:
+            unpaired.append(cls)
+    note = ""
+    if unpaired:
+        note = ("the profiler's names kept for " + ", ".join(sorted(unpaired)[:5])
+                + (" and more" if len(unpaired) > 5 else "")
+                + ": their calls in the first profiled step do not pair with the capture's name map")
+    return out, note
 
 
 def leaf_ranking(tree: ModuleTree) -> list[ModuleTime]:
@@ -167,12 +300,27 @@ def leaf_ranking(tree: ModuleTree) -> list[ModuleTime]:
     return sorted(tree.modules, key=lambda m: (-(m.forward_self_ms + m.backward_self_ms), m.path))
 
 
-def modules_document(trace: Trace, tree: ModuleTree | None = None) -> Modules:
-    """summary.json's `modules` section: ranked by own time, largest first."""
-    tree = module_times(trace) if tree is None else tree
+def _efficiency(m: ModuleTime, roofs: Peaks) -> dict[str, Any]:
+    """The module's own operators against the roofs (analysis/efficiency.label)."""
+    if m.op_us <= 0:
+        return {}
+    f_s, b_s, intensity, bound, percent = label(m.op_flops, m.op_bytes, m.op_us, m.op_calls,
+                                                roofs.flops_for(m.op_dtype), roofs)
+    return {"op_ms": m.op_us / 1000.0, "flops_per_s": f_s, "bytes_per_s": b_s,
+            "intensity": intensity if math.isfinite(intensity) else None, "bound": bound,
+            "percent_of_peak": percent}
+
+
+def modules_document(trace: Trace, tree: ModuleTree | None = None, tables: Tables | None = None,
+                     roofs: Peaks | None = None) -> Modules:
+    """summary.json's `modules` section: ranked by own time, largest first, each module's own
+    operators labelled against the machine's peaks (`roofs`; default: roofline.peaks)."""
+    tree = module_times(trace, tables) if tree is None else tree
+    roofs = peaks(trace, measure=False) if roofs is None else roofs
     step = tree.step_ms
     return Modules(
-        source="trace" if tree.source == "trace" else "none", note=tree.note, steps=tree.steps,
+        source="trace" if tree.source == "trace" else "none", note=tree.note,
+        names="attribute" if tree.names == "attribute" else "profiler", steps=tree.steps,
         step_ms=step, unattributed_backward_ms=tree.unattributed_backward_ms,
         modules=[ModuleRow(path=m.path, name=m.name, parent=m.parent, depth=m.depth,
                            calls_per_step=m.calls_per_step, forward_ms=m.forward_ms,
@@ -180,5 +328,6 @@ def modules_document(trace: Trace, tree: ModuleTree | None = None) -> Modules:
                            backward_self_ms=m.backward_self_ms,
                            self_ms=m.forward_self_ms + m.backward_self_ms, total_ms=m.total_ms,
                            share=m.share,
-                           self_share=(m.forward_self_ms + m.backward_self_ms) / step if step > 0 else 0.0)
+                           self_share=(m.forward_self_ms + m.backward_self_ms) / step if step > 0 else 0.0,
+                           **_efficiency(m, roofs))
                  for m in leaf_ranking(tree)[:MAX_MODULES]])

@@ -18,7 +18,7 @@ import argparse
 import gzip
 import json
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,50 @@ def op_kernel(b: TraceBuilder, op: str, kernel: str, dur: float, dims: list[Any]
                types: list[Any] | None = None, **kw: Any) -> None:
     with b.op(op, input_dims=dims, input_types=types):
         b.kernel(kernel, dur=dur, **kw)
+
+
+def cpu_host(threads: int = 8, cores: int = 8, flags: Sequence[str] = ("amx_bf16", "amx_tile", "avx512_bf16"),
+             **extra: Any) -> dict[str, Any]:
+    """The trace header `perftune profile` writes on a CPU (capture/child/meta.compute_facts)."""
+    host = {"torch_threads": threads, "interop_threads": threads, "usable_cores": cores,
+            "cpu_count": cores, "omp_num_threads": None, "mkl_num_threads": None,
+            "cpu_flags": list(flags), "float32_matmul_precision": "highest",
+            "cuda_matmul_allow_tf32": False, "cudnn_allow_tf32": True, "mkldnn": True,
+            "cpu_capability": "AVX512", **extra}
+    return {"perftune": {"version": "fixture", "step_source": "optimizer", "skip": 5, "active": 3,
+                         "host": host}}
+
+
+def cpu_train_steps(header: dict[str, Any] | None, *, steps: int = 3, convs: int = 3,
+                    conv_us: float = 9000.0, python_us: float = 0.0, dtype: str = F32,
+                    channels_last: bool = False, batch: int = 32, file: str = "bad.py",
+                    line: int = 1) -> dict[str, Any]:
+    """A CPU training step: `convs` convolutions forward (at `file:line`), their backward
+    (twice as long), an SGD step; `python_us` of Python between ops after the backward."""
+    b = TraceBuilder(header=header)
+    shape = [batch, 64, 56, 56]
+    strides = [200704, 1, 3584, 64] if channels_last else [200704, 3136, 56, 1]
+    for _ in range(steps):
+        with b.step(), b.frame(file, line, "train_step"):
+            handles = []
+            for _ in range(convs):
+                handles.append(b.leaf("aten::conv2d", dur=conv_us, sequence=True,
+                                      input_dims=[shape, [64, 64, 3, 3], [64], [], [], [], []],
+                                      input_types=[dtype, dtype, dtype, "ScalarList", "ScalarList",
+                                                   "ScalarList", "Scalar"],
+                                      input_strides=[strides, [576, 9, 3, 1], [1], [], [], [], []],
+                                      concrete_inputs=["", "", "", "[1, 1]", "[1, 1]", "[1, 1]", "1"]))
+            for h in reversed(handles):
+                with b.backward_of(h, "autograd::engine::evaluate_function: ConvolutionBackward0"):
+                    b.leaf("aten::convolution_backward", dur=2 * conv_us,
+                           input_dims=[shape, shape, [64, 64, 3, 3], [], [], [], [], [], [], [], []],
+                           input_types=[dtype, dtype, dtype, "ScalarList", "ScalarList", "ScalarList",
+                                        "ScalarList", "Scalar", "ScalarList", "Scalar", "ScalarList"])
+            if python_us:
+                b.advance(python_us)
+            with b.optimizer_step():
+                b.leaf("aten::add_", dur=200.0)
+    return b.to_dict()
 
 
 def straggler_rank(rank: int, compute_us: float, comm_us: list[float], world: int = 2) -> TraceBuilder:
@@ -269,3 +313,41 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------- torch.compile
+def with_compilation(b: TraceBuilder, document: Any) -> dict[str, Any]:
+    """A trace that carries its run's compilation.json (a `CompilationDocument`), as the
+    compilation rules' fixtures do (perftune.engine.catalogue.fixture_compilation)."""
+    from perftune.documents import document_data
+    from perftune.engine.catalogue import FIXTURE_COMPILATION_KEY
+
+    data = b.to_dict()
+    data[FIXTURE_COMPILATION_KEY] = document_data(document)
+    return data
+
+
+def compiled_forward_backward(b: TraceBuilder, frames: list[tuple[str, str, int, str]],
+                              eager: Callable[[TraceBuilder], None] | None = None,
+                              graph_us: float = 400.0) -> None:
+    """One step of compiled code as torch.profiler records it: for each (compile id, file,
+    line, function) a guard check and a `Torch-Compiled Region` around the frame and its
+    forward graph, each later frame nested in the first (dynamo resumes it from there) after
+    `eager` (the code between graphs); then one backward graph per forward graph."""
+
+    def region(k: int) -> None:
+        compile_id, file, line, function = frames[k]
+        b.leaf("TorchDynamo Cache Lookup", dur=20.0)
+        with b.op(f"Torch-Compiled Region: {compile_id}"), b.frame(file, line, function):
+            with b.op("CompiledFunction"):
+                b.advance(graph_us)
+            if k + 1 < len(frames):
+                if eager is not None:
+                    eager(b)
+                region(k + 1)
+
+    region(0)
+    for _ in frames:
+        with b.op("autograd::engine::evaluate_function: CompiledFunctionBackward"), \
+                b.op("CompiledFunctionBackward"):
+            b.advance(graph_us)

@@ -39,6 +39,9 @@ POOLS: dict[str, str] = {
     "PFT103": "copy", "PFT208": "copy", "PFT209": "copy", "PFT207": "copy",
     "PFT302": "host", "PFT304": "host",
     "PFT601": "communication", "PFT602": "communication",
+    # fp32 matrix math: on the vector units (PFT501) or on TF32 / CPU fp32 units (PFT507); one
+    # autocast fixes both.
+    "PFT501": "precision", "PFT507": "precision",
 }
 _PER_SITE = frozenset({"copy", "sync"})
 # Parts of the device's idle time: PFT301 reports their sum (and more) as one figure.

@@ -86,6 +86,8 @@ class TraceBuilder:
     start_us: float = 1_700_000_000_000_000.0
     device_properties: list[dict[str, Any]] | None = None
     runtime_prefix: str = "cuda"  # "hip" for ROCm-shaped traces
+    # Extra top-level entries, e.g. {"perftune": {"host": {...}}} as `perftune profile` writes.
+    header: dict[str, Any] | None = None
     _events: list[dict[str, Any]] = field(default_factory=list, repr=False)
     _clock: dict[int, float] = field(default_factory=dict, repr=False)
     _stream_clock: dict[int, float] = field(default_factory=dict, repr=False)
@@ -209,6 +211,7 @@ class TraceBuilder:
     def op(self, name: str, *, dur: float | None = None, input_dims: Sequence[Any] | None = None,
            input_types: Sequence[Any] | None = None,
            concrete_inputs: Sequence[Any] | None = None,
+           input_strides: Sequence[Any] | None = None,
            sequence: bool = False) -> Iterator[OpHandle]:
         """A `cpu_op` (an ATen operator); nest ops, runtime calls and kernels inside it."""
         ext, _ = self._ids()
@@ -219,6 +222,8 @@ class TraceBuilder:
             args["Input type"] = list(input_types)
         if concrete_inputs is not None:
             args["Concrete Inputs"] = list(concrete_inputs)
+        if input_strides is not None:
+            args["Input Strides"] = list(input_strides)
         handle = OpHandle(name=name, ts=self.now, ext_id=ext, tid=self._cur_tid)
         if sequence:
             handle.seq = self._next_seq
@@ -393,6 +398,8 @@ class TraceBuilder:
             "traceEvents": meta + sorted(self._events, key=lambda e: (e["ts"], -e.get("dur", 0))),
             "traceName": "builder",
         }
+        if self.header:
+            out.update(self.header)
         if self.device:
             out[f"{'hip' if self.runtime_prefix == 'hip' else 'cuda'}_runtime_version"] = 12040
         if self.rank is not None:

@@ -133,15 +133,16 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def _trials(tuning: TuningDocument) -> list[tuple[str, dict[str, Any], dict[str, float]]]:
-    """(trial id, knob values, numeric metrics) for each trial recorded in tuning.json."""
-    out: list[tuple[str, dict[str, Any], dict[str, float]]] = []
+def _trials(tuning: TuningDocument) -> list[tuple[str, dict[str, Any], dict[str, float], str]]:
+    """(trial id, knob values, numeric metrics, status) for each trial recorded in tuning.json."""
+    out: list[tuple[str, dict[str, Any], dict[str, float], str]] = []
     for trial in tuning.trials:
         metrics = {key: float(value) for key, value in document_data(trial).items()
                    if key != "number" and isinstance(value, (int, float))
                    and not isinstance(value, bool)}
         out.append((str(trial.number),
-                    {str(n): _hparam_value(v) for n, v in trial.values.items()}, metrics))
+                    {str(n): _hparam_value(v) for n, v in trial.values.items()}, metrics,
+                    str(getattr(trial, "status", "") or "")))
     return out
 
 
@@ -156,25 +157,37 @@ def write_tuning_hparams(tuning: TuningDocument, root: Path) -> Path:
     if not trials:
         return root
     values: dict[str, set[Any]] = {}
-    for _, knobs, _ in trials:
+    for _, knobs, _, _ in trials:
         for name, value in knobs.items():
             values.setdefault(name, set()).add(value)
-    metric_names = sorted({m for _, _, metrics in trials for m in metrics})
+    metric_names = sorted({m for _, _, metrics, _ in trials for m in metrics})
     hparams = []
     for name in sorted(values):
         kinds = {type(v) for v in values[name]}
         domain = hp.Discrete(sorted(values[name])) if len(kinds) == 1 else None
         hparams.append(hp.HParam(name, domain))
+    # The metrics are declared in the experiment config: the HParams dashboard shows the columns
+    # it declares (and only those) without the user ticking them.
     config = _Writer(root)
     config.add(hp.hparams_config_pb(hparams=hparams,
                                     metrics=[hp.Metric(f"tuning/{m}", display_name=m)
                                              for m in metric_names]), 0)
     config.close()
-    for trial_id, knobs, metrics in trials:
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+
+    for trial_id, knobs, metrics, status in trials:
         writer = _Writer(root / f"trial-{_safe_name(trial_id)}")
         writer.add(hp.hparams_pb(knobs, trial_id=f"trial {trial_id}"), 0)
         for name, value in metrics.items():
             writer.scalar(f"tuning/{name}", value, 0)
+        # Each trial ends with its status, so the dashboard's status filter tells an OOM trial
+        # (no figures) from one still running.
+        ended = plugin_data_pb2.HParamsPluginData(session_end_info=plugin_data_pb2.SessionEndInfo(
+            status=api_pb2.STATUS_SUCCESS if status in ("ok", "") else api_pb2.STATUS_FAILURE))
+        writer.add(summary_pb2.Summary(value=[summary_pb2.Summary.Value(
+            tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(ended),
+            tensor=metadata.NULL_TENSOR)]), 0)
         writer.close()
     return root
 

@@ -64,7 +64,8 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
         + (f", {speedup:.2f}x your defaults" if speedup and not best.is_default else "")
         + f", peak memory {units.size(best.peak_memory_bytes, NONE)}"
         + (
-            f", loss within {units.percent(best.loss_deviation, missing=NONE)} of fp32"
+            f", loss within {units.percent(best.loss_deviation, missing=NONE)} of "
+            + _guard_baseline(best.values)
             if best.loss_deviation is not None
             else ""
         )
@@ -122,6 +123,12 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
     return lines
 
 
+def _guard_baseline(values: dict[str, Any]) -> str:
+    """What the accuracy guard compared with: the fp32, uncheckpointed, eager run."""
+    parts = [word for knob, word in (("precision", "fp32"), ("compile", "eager")) if knob in values]
+    return " ".join(parts) + " run" if parts else "the baseline run"
+
+
 def compile_lines(tuning: TuningDocument) -> list[str]:
     """Per compiled configuration: its compile time, what its faster steps pay back, and
     whether the run is long enough for that (the rule the ranking applied)."""
@@ -136,6 +143,8 @@ def compile_lines(tuning: TuningDocument) -> list[str]:
         measured_eager = any(c.values == eager and c.step_ms is not None for c in tuning.configs)
         if config.break_even_steps is None and measured_eager:
             text += "; its steps were not faster than eager, so it never pays back"
+        elif config.break_even_steps is None and "compile" not in config.values:
+            text += " (the script compiles by itself)"
         elif config.break_even_steps is None:
             text += "; compile=none was not measured with the same other values to compare"
         else:

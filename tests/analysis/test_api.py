@@ -43,7 +43,7 @@ def test_analyze_a_run_directory_and_its_documents_alone(planted_run, tmp_path: 
     out, _ = planted_run
     result = perftune.analyze(out / "run")
     assert result.trace is not None
-    assert result.modules.iloc[0]["path"] == "Net_0.Conv2d_2"
+    assert result.modules.iloc[0]["path"] == "Net.wide"
     # Without its trace, a run directory still answers from summary.json / findings.json.
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -51,7 +51,7 @@ def test_analyze_a_run_directory_and_its_documents_alone(planted_run, tmp_path: 
         shutil.copy(out / "run" / name, docs / name)
     alone = perftune.analyze(docs)
     assert alone.trace is None
-    assert alone.modules.iloc[0]["path"] == "Net_0.Conv2d_2"
+    assert alone.modules.iloc[0]["path"] == "Net.wide"
     assert list(alone.phases["step"]) == list(result.phases["step"])
     assert len(alone.operators) == len(alone.summary.top_host_ops)
 

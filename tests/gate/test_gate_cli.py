@@ -1,7 +1,15 @@
 """`perftune gate / baseline / calibrate` end to end: real git repos, real training processes.
 
 The scripts are tiny (a few ms per step) and the launch counts small, so that the whole file
-runs in about a minute; the statistics themselves are covered on synthetic samples elsewhere.
+runs in about a minute; the statistics themselves are covered on synthetic samples elsewhere
+(test_gate_decision.py, test_gate_load.py, test_gate_explain.py, test_gate_outputs.py).
+
+These tests run on shared, busy CI runners, so they assert only what a loaded machine cannot
+flip: most of each micro-batch is a fixed 2 ms wait, which other processes do not stretch (a
+sleeping process is woken on time; its CPU work is what they delay), and the CPU work scales
+with WORK as well, so a 4x WORK is about 4x in wall time and in CPU time per step, whichever
+figure the gate decides on. Timing-dependent details of one profiled launch (which operator
+is listed as slower) are asserted on recorded profiles in test_gate_explain.py, not here.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 TRAIN = """\
+import time
+
 import torch
 from torch import nn
 
@@ -34,6 +44,7 @@ for step in range(40):
     optimizer.zero_grad()
     for _ in range(WORK * 8):
         model(x).pow(2).mean().backward()
+        time.sleep(0.002)  # a fixed wait: the same on a busy runner as on a quiet one
     optimizer.step()
 """
 
@@ -97,10 +108,11 @@ def test_a_4x_slowdown_fails_the_gate(repo: Path, tmp_path: Path) -> None:
     explanation = verdict["explanation"]
     assert explanation is not None
     assert explanation["head"]["step_ms"] > explanation["base"]["step_ms"]
+    # Four times the operator calls per step: a count, which load does not change.
     assert any(c["kind"] == "operator-calls" for c in explanation["structural"])
-    # One profiled launch per side on a busy runner: the matmuls are among the slower ops,
-    # not necessarily on top.
-    assert {"aten::mm", "aten::addmm"} & {row["name"] for row in explanation["slower"]}
+    # Which operators one profiled launch per side lists as slower depends on what else ran
+    # (asserted on recorded profiles in test_gate_explain.py); never the matmuls as faster.
+    assert not {"aten::mm", "aten::addmm"} & {row["name"] for row in explanation["faster"]}
 
     markdown = (tmp_path / "run" / "gate.md").read_text()
     assert markdown.startswith("## perftune gate: ❌ step time regression")

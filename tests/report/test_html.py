@@ -23,9 +23,9 @@ from perftune.report import render_run, write_run
 from perftune.report.data import view_of_documents
 from perftune.report.html import render_report_html, script_json, source_snippet
 from perftune.units import ms as _fmt_ms
-from tests.conftest import SHARED_TRACES, shared_trace
+from tests.conftest import shared_trace, shared_trace_names
 
-REAL_TRACES = sorted(p.name for p in SHARED_TRACES.glob("*.json.gz")) if SHARED_TRACES.exists() else []
+REAL_TRACES = shared_trace_names()
 
 
 def figures_of(page: str) -> dict[str, dict]:
@@ -47,7 +47,7 @@ def rendered(name: str, folder: Path) -> tuple[Analysis, str]:
     return _RENDERED[name]
 
 
-@pytest.mark.parametrize("name", REAL_TRACES or ["<no shared traces>"])
+@pytest.mark.parametrize("name", REAL_TRACES)
 def test_report_of_a_real_trace_shows_its_numbers(name: str, tmp_path: Path) -> None:
     analysis, page = rendered(name, tmp_path)
     summary = analysis.summary
@@ -223,3 +223,33 @@ def test_report_from_documents_when_the_trace_is_gone(tmp_path: Path) -> None:
     assert set(figures_of(page)) == {"steps", "breakdown"}  # no trace: no timeline or memory
     for f in analysis.findings:
         assert f.code in page
+
+
+def test_templates_compile_once_into_jinja2s_cache_and_a_broken_cache_is_skipped(
+        tmp_path: Path) -> None:
+    """The report's templates are compiled once and read back from jinja2's bytecode cache
+    (compiling them was about a quarter of `--out`); a cache folder that cannot be used is
+    skipped, never an error."""
+    import jinja2
+
+    from perftune.report import html as H
+
+    def environment(folder: Path) -> jinja2.Environment:
+        env = H._environment.__wrapped__(str(H.reports_dir()))
+        env.bytecode_cache = H._TemplateCache(str(folder))
+        return env
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = environment(cache).get_template("report.html.j2")
+    assert list(cache.iterdir())  # written on first use
+    compiled: list[str] = []
+    env = environment(cache)
+    original = env.compile
+    env.compile = lambda *a, **k: compiled.append("x") or original(*a, **k)  # type: ignore[method-assign]
+    again = env.get_template("report.html.j2")
+    assert compiled == [] and again.name == first.name  # read from the cache, not compiled
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert environment(not_a_folder).get_template("report.html.j2") is not None
+    assert isinstance(H.environment().bytecode_cache, jinja2.FileSystemBytecodeCache)

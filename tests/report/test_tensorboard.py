@@ -101,6 +101,42 @@ def test_tuning_trials_through_the_hparams_plugin(tb_run: tuple[Path, Analysis, 
         "trial-0", "trial-1", "trial-2"]
 
 
+def test_hparams_dashboard_shows_the_metrics_by_default(tb_run: tuple[Path, Analysis, list[float]]) -> None:
+    """What the HParams dashboard gets from the plugin's own backend (data provider over the
+    event files) for its default request (include_metrics unset): the declared metric columns
+    and each finished trial's values, and the OOM trial marked failed."""
+    from tensorboard import context as tb_context
+    from tensorboard.backend.event_processing import data_provider
+    from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    run, analysis, _ = tb_run
+    logdir = write_tensorboard(run, analysis)
+    mux = pem.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    provider = data_provider.MultiplexerDataProvider(mux, str(logdir))
+    backend = backend_context.Context(base_plugin.TBContext(logdir=str(logdir), multiplexer=mux,
+                                                            data_provider=provider))
+    request = tb_context.RequestContext()
+    metadata = backend.hparams_metadata(request, "")
+    experiment = backend.experiment_from_metadata(
+        request, "", True, metadata, backend.hparams_from_data_provider(request, "", 0))
+    assert {m.name.tag for m in experiment.metric_infos} == {
+        "tuning/throughput", "tuning/step_ms", "tuning/peak_memory_bytes"}
+    groups = list_session_groups.Handler(request, backend, "", api_pb2.ListSessionGroupsRequest(
+        start_index=0, slice_size=100, allowed_statuses=[
+            api_pb2.STATUS_UNKNOWN, api_pb2.STATUS_SUCCESS, api_pb2.STATUS_FAILURE,
+            api_pb2.STATUS_RUNNING])).run().session_groups
+    by_trial = {g.name: g for g in groups}
+    values = {m.name.tag: m.value for m in by_trial["trial 1"].metric_values}
+    assert values["tuning/throughput"] == pytest.approx(900.0)
+    assert values["tuning/step_ms"] == pytest.approx(71.1)
+    assert by_trial["trial 1"].sessions[0].status == api_pb2.STATUS_SUCCESS
+    assert by_trial["trial 2"].sessions[0].status == api_pb2.STATUS_FAILURE
+
+
 def test_rendering_again_replaces_instead_of_duplicating(
         tb_run: tuple[Path, Analysis, list[float]]) -> None:
     run, analysis, durations = tb_run

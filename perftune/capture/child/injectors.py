@@ -16,6 +16,8 @@ the script's source: the injectors hook into torch instead.
   the knob itself through `perftune.knob("batch_size", ...)`.
 - compile: the model the script's optimizer trains gets a torch.compile'd forward when the
   optimizer is created (perftune/capture/child/compile_injector.py); `none` leaves it eager.
+- num_threads: `torch.set_num_threads(value)` before the script runs; the script's own
+  `torch.set_num_threads(n)` calls are recorded and leave the knob's value in force.
 
 Unknown knobs are left alone (the script reads them with `perftune.knob`). What was applied is
 written as JSON to the child spec's inject_report file, for the tuner's "how to apply" text.
@@ -48,11 +50,13 @@ from perftune.capture.parent.knobs import (
     COMPILE_NONE,
     CUDA_ONLY_PRECISIONS,
     INJECTED_KNOBS,
+    NUM_THREADS,
     PRECISION,
     CheckpointPlacement,
     parse_batch_size,
     parse_checkpoint,
     parse_compile,
+    parse_num_threads,
     parse_precision,
 )
 
@@ -131,6 +135,8 @@ def install(knobs: Mapping[str, Any], *, inject: Sequence[str] | None = None,
         _ModelAdopter(precision, placement, budget, scaler).install(_patches)
     if BATCH_SIZE in names:
         _install_batch_size(parse_batch_size(knobs[BATCH_SIZE]), _patches)
+    if NUM_THREADS in names:
+        _install_num_threads(parse_num_threads(knobs[NUM_THREADS]), _patches)
     if COMPILE in names:
         mode = parse_compile(knobs[COMPILE])
         if mode == COMPILE_NONE:
@@ -162,6 +168,22 @@ def _caller_location() -> str | None:
             return f"{filename}:{frame.f_lineno}"
         frame = frame.f_back  # type: ignore[assignment]
     return None
+
+
+# --- intra-op threads ----------------------------------------------------------------------
+def _install_num_threads(value: int, patches: _Patches) -> None:
+    original = torch.set_num_threads
+    original(value)
+    ignored: list[dict[str, Any]] = []
+    _report.update(NUM_THREADS, {"value": value, "script_calls": ignored})
+
+    @functools.wraps(original)
+    def set_num_threads(n: int) -> None:
+        # The trial's value stays: the script's own setting is what the knob replaces.
+        ignored.append({"requested": n, "where": _caller_location()})
+        _report.update(NUM_THREADS, {"value": value, "script_calls": ignored})
+
+    patches.replace(torch, "set_num_threads", set_num_threads)
 
 
 # --- batch size ----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ def torch_meta() -> dict[str, Any]:
         "cuda_available": False,
         "devices": [],
         "torch_threads": torch.get_num_threads(),
+        "usable_cores": usable_cores(),
     }
     try:
         meta["cuda_available"] = bool(torch.cuda.is_available())
@@ -35,3 +37,53 @@ def torch_meta() -> dict[str, Any]:
     if not meta["devices"]:
         meta["devices"] = [f"cpu: {cpu_name()}"]
     return meta
+
+
+# CPU feature flags (Linux /proc/cpuinfo names) that make bf16/fp16 matrix math fast on a CPU:
+# AMX tiles (Sapphire Rapids and later) and the AVX-512 BF16/FP16 dot-product instructions.
+LOW_PRECISION_CPU_FLAGS = ("amx_bf16", "amx_fp16", "amx_tile", "avx512_bf16", "avx512_fp16")
+
+
+def cpu_flags() -> list[str]:
+    """The low-precision flags of this CPU (empty when /proc/cpuinfo cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in LOW_PRECISION_CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def usable_cores() -> int | None:
+    """The cores this process may run on (its CPU affinity), else the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def compute_facts() -> dict[str, Any]:
+    """What decides how fast the step's arithmetic runs, read when profiling starts (after the
+    script's own setup: its set_num_threads, matmul precision and TF32 flags are in force).
+    Written into the trace's `perftune` header (`host`) for the compute-efficiency rules."""
+    facts: dict[str, Any] = {
+        "torch_threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "usable_cores": usable_cores(),
+        "cpu_count": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "mkl_num_threads": os.environ.get("MKL_NUM_THREADS"),
+        "cpu_flags": cpu_flags(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+    }
+    try:
+        facts["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    except Exception:  # older torch
+        facts["cpu_capability"] = None
+    return facts

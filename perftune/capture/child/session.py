@@ -18,7 +18,10 @@ from typing import Any
 import torch
 
 from perftune.capture.child import stepdetect
+from perftune.capture.child.compilation import CompileRecorder
 from perftune.capture.child.control import StopCapture, raise_in_main_thread
+from perftune.capture.child.meta import compute_facts
+from perftune.capture.child.modulenames import ModuleNames
 from perftune.capture.child.provenance import Provenance
 from perftune.capture.child.stepdetect import StepDetector
 from perftune.capture.child.steps import StepLog, phase_of, window_action
@@ -73,6 +76,7 @@ class CaptureSession:
         step_marker: str | None = None,
         trace_name: str = TRACE_FILE,
         provenance: bool = False,
+        compilation: bool = False,
     ) -> None:
         self.skip = skip
         self.active = active
@@ -92,7 +96,11 @@ class CaptureSession:
         # would otherwise inflate the very host time the profiled steps measure. With no
         # warm-up steps (skip=0) it runs inside the window.
         self.provenance = Provenance(cuda=self.cuda_available) if provenance and profile else None
+        self.module_names = ModuleNames()
         self.provenance_steps = min(PROVENANCE_STEPS, skip)
+        # What torch.compile does (compilation.json): every capture, trials included (the tuner
+        # keeps compile time out of the steady state with it).
+        self.compilation = CompileRecorder() if compilation else None
         self.detector = StepDetector()
         self.window_first = skip  # the first profiled step (later while steps are unsettled)
         self.optimizers_created = 0
@@ -131,6 +139,8 @@ class CaptureSession:
             self.provenance.install()
             if self.provenance_steps and self.skip == self.provenance_steps:
                 self.provenance.start()  # every warm-up step is one it covers
+        if self.compilation is not None:
+            self.compilation.install()
         if self.skip == 0:
             self._open_window()
         # After the profiler started: its start-up is not the script's first step.
@@ -199,6 +209,8 @@ class CaptureSession:
         self.enabled = False
         if self.provenance is not None:
             self.provenance.abandon()
+        if self.compilation is not None:
+            self.compilation.forked()
 
     # -- boundaries ----------------------------------------------------------------------------
     def boundary(self, source: str, key: Any = None, name: str = "") -> None:
@@ -238,6 +250,7 @@ class CaptureSession:
             if self.provenance_steps and index + 1 == self.window_first - self.provenance_steps \
                     and not self.window_done:
                 self.provenance.start()
+        self.module_names.stop()  # names are recorded during the first profiled step only
         action = window_action(index + 1, self.window_first, self.active)
         if action == "start" and not self._settled(index + 1):
             self.window_first += 1  # wait: these steps may still be regrouped
@@ -346,6 +359,8 @@ class CaptureSession:
     def _drop_steps(self, new_source: str | None, old: str | None = None) -> None:
         old = old if old is not None else self.source
         self.window.discard()
+        self.module_names.stop()
+        self.module_names = ModuleNames()  # the new window's first step records them again
         if self.window_done:
             self.window.forget()
             self.window_done = False
@@ -372,8 +387,11 @@ class CaptureSession:
         self.window_open = True
         self.profiling = self.window.start(
             self.window_first,
-            {"step_source": self.source, "skip": self.window_first, "active": self.active}
+            {"step_source": self.source, "skip": self.window_first, "active": self.active,
+             "host": _compute_facts()}
         )
+        if self.profiling:
+            self.module_names.start()
         if self.provenance is not None:
             if self.provenance.running:
                 self.provenance.stop()  # the warm-up steps it covered end here
@@ -388,6 +406,10 @@ class CaptureSession:
         self.memory_kind = self.memory.kind
         if self.provenance is not None:
             self.provenance.stop()
+        self.module_names.stop()
+        self.window.add_metadata("perftune_modules", self.module_names.document())
+        if self.module_names.note:
+            self.notes.append(self.module_names.note)
         self.window.stop()
         self.window_open = False
         self.window_done = True
@@ -465,3 +487,10 @@ class CaptureSession:
             if loss is not None and not math.isfinite(loss):
                 step["loss"] = None  # JSON has no nan; the status says "nan"
         return steps
+
+
+def _compute_facts() -> dict[str, Any]:
+    try:
+        return compute_facts()
+    except Exception as exc:  # facts for the rules must never end the training run
+        return {"error": f"{type(exc).__name__}: {exc}"}

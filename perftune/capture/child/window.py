@@ -180,6 +180,18 @@ class ProfilerWindow:
         self.profiler = prof
         return True
 
+    def add_metadata(self, key: str, value: Any) -> None:
+        """A top-level entry of the trace (JSON), while the profiler runs."""
+        if self.profiler is None or value is None:
+            return
+        self.own_call = True
+        try:
+            self.profiler.add_metadata_json(key, json.dumps(value))
+        except Exception as exc:
+            self.notes.append(f"trace metadata {key} could not be added ({type(exc).__name__}: {exc})")
+        finally:
+            self.own_call = False
+
     def step(self) -> None:
         if self.profiler is not None:
             self.own_call = True

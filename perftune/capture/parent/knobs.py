@@ -1,5 +1,5 @@
 """The knobs perftune applies itself (precision, checkpoint placement, batch size, torch.compile
-mode), without torch.
+mode, intra-op threads), without torch.
 
 The protocol between the tuner and the child process: the tuner (which validates a search space
 and writes the "how to apply" snippets) sets these values in the child spec (CaptureOptions), the
@@ -20,7 +20,8 @@ PRECISION = "precision"
 CHECKPOINT = "checkpoint"
 BATCH_SIZE = "batch_size"
 COMPILE = "compile"
-INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE, COMPILE)
+NUM_THREADS = "num_threads"
+INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE, COMPILE, NUM_THREADS)
 
 
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -118,6 +119,12 @@ def parse_compile(value: object) -> str:
     return text
 
 
+def parse_num_threads(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"num_threads={value!r}: expected a positive integer")
+    return value
+
+
 def validate(name: str, value: object) -> object:
     """The canonical form of an injected knob's value (raises ConfigError when invalid)."""
     if name == PRECISION:
@@ -128,6 +135,8 @@ def validate(name: str, value: object) -> object:
         return parse_batch_size(value)
     if name == COMPILE:
         return parse_compile(value)
+    if name == NUM_THREADS:
+        return parse_num_threads(value)
     return value
 
 

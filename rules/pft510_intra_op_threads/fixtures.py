@@ -1,0 +1,18 @@
+"""Fixture traces of PFT510: each entry of FIXTURES builds `<name>.json.gz` in this folder.
+
+After changing a builder: `python -m perftune.engine.fixtures pft510`, then
+`PERFTUNE_BLESS=1 pytest tests/engine/test_catalogue.py -k pft510`; review both diffs.
+"""
+
+from __future__ import annotations
+
+from perftune.engine.fixtures import Fixture, cpu_host, cpu_train_steps
+
+FIXTURES: dict[str, Fixture] = {
+    "under_used": lambda: cpu_train_steps(cpu_host(threads=1, cores=8)),
+    "oversubscribed": lambda: cpu_train_steps(cpu_host(threads=16, cores=2)),
+    "matched": lambda: cpu_train_steps(cpu_host(threads=8, cores=8)),
+    # Under-used, but the step is Python-bound: more threads would not help.
+    "overhead_bound": lambda: cpu_train_steps(cpu_host(threads=1, cores=8), conv_us=500.0,
+                                              python_us=40000.0),
+}
