@@ -118,6 +118,10 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
                           timings=timings)
     started = time.perf_counter()
     summary = summary_of(trace, rules, ctx.tables)
+    if ctx.compilation is not None:  # the run used torch.compile (compilation.json)
+        from perftune.engine.compilation import compilation_section
+
+        summary.compilation = compilation_section(ctx.compilation, trace)
     timings["summary"] = time.perf_counter() - started
     return Analysis(trace=trace, summary=summary, findings=tuple(findings),
                     source_roots=access.roots, timings=timings)
