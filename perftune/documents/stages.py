@@ -117,7 +117,8 @@ class TuneTrial(_Stage):
     injected: dict[str, Any] | msgspec.UnsetType = msgspec.UNSET
     launch: str | msgspec.UnsetType | None = msgspec.UNSET
     # Seconds spent compiling (the compile knob), kept out of step_ms, and where the figure
-    # comes from ("warm-up excess": the warm-up steps' time beyond the steady step).
+    # comes from ("compilation.json": the capture's record of torch.compile; "warm-up excess":
+    # the warm-up steps' time beyond the steady step, when nothing recorded it).
     compile_s: MaybeFloat | msgspec.UnsetType = msgspec.UNSET
     compile_source: str | msgspec.UnsetType | None = msgspec.UNSET
     loss_deviation: Ratio | None = None

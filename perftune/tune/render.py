@@ -139,6 +139,8 @@ def compile_lines(tuning: TuningDocument) -> list[str]:
         measured_eager = any(c.values == eager and c.step_ms is not None for c in tuning.configs)
         if config.break_even_steps is None and measured_eager:
             text += "; its steps were not faster than eager, so it never pays back"
+        elif config.break_even_steps is None and "compile" not in config.values:
+            text += " (the script compiles by itself)"
         elif config.break_even_steps is None:
             text += "; compile=none was not measured with the same other values to compare"
         else:
