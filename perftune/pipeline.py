@@ -118,6 +118,10 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
                           timings=timings)
     started = time.perf_counter()
     summary = summary_of(trace, rules, ctx.tables)
+    if ctx.compilation is not None:  # the run used torch.compile (compilation.json)
+        from perftune.engine.compilation import compilation_section
+
+        summary.compilation = compilation_section(ctx.compilation, trace)
     timings["summary"] = time.perf_counter() - started
     return Analysis(trace=trace, summary=summary, findings=tuple(findings),
                     source_roots=access.roots, timings=timings)
@@ -292,10 +296,53 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def default_jobs(ranks: int) -> int:
+# Peak memory of one rank's analysis: about 1.5 bytes per byte of its JSON text (1032 MB of
+# JSON: 1484 MB; 257 MB: 401 MB; benchmarks/analyze_end_to_end.md) above the interpreter and
+# its imports (about 100 MB).
+RANK_BYTES_PER_TEXT_BYTE = 1.5
+RANK_BASE_BYTES = 100 << 20
+
+
+def available_memory() -> int | None:
+    """The memory the kernel says new work can use (MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _text_bytes(path: str) -> int:
+    """A rank file's JSON text size (the gzip trailer's figure), 0 for a URL or an unreadable
+    file (the worker reports those)."""
+    if is_url(path):
+        return 0
+    from collections import Counter
+
+    from perftune.errors import PerftuneError
+    from perftune.trace.stream import EventStream
+
+    try:
+        with EventStream(Path(path), Counter()) as stream:
+            return stream.text_size()
+    except (OSError, PerftuneError):
+        return 0
+
+
+def default_jobs(files: Sequence[str]) -> int:
     """`perftune analyze DIR`'s worker processes when --jobs is not given: one per rank, at
-    most one per usable CPU."""
-    return max(1, min(usable_cpus(), ranks))
+    most one per usable CPU, and no more than the available memory holds at the largest
+    rank's peak (each worker holds one rank at a time)."""
+    jobs = max(1, min(usable_cpus(), len(files)))
+    memory = available_memory()
+    if jobs > 1 and memory is not None:
+        largest = max((_text_bytes(f) for f in files), default=0)
+        per_worker = RANK_BASE_BYTES + RANK_BYTES_PER_TEXT_BYTE * largest
+        jobs = max(1, min(jobs, int((memory - RANK_BASE_BYTES) // per_worker)))
+    return jobs
 
 
 def _pool_context() -> Any:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from perftune.documents import (
+    CompilationDocument,
     DiffDocument,
     FindingsDocument,
     FixDocument,
@@ -46,6 +47,7 @@ TRACE_PLAIN = "trace.json"  # a trace copied in by hand, uncompressed
 STEPS = "steps.json"
 META = "meta.json"
 PROVENANCE = "provenance.json"
+COMPILATION = "compilation.json"
 SUMMARY = "summary.json"
 FINDINGS = "findings.json"
 REPORT_HTML = "report.html"
@@ -73,13 +75,14 @@ PROFILER_TRACE_SUFFIXES = (".pt.trace.json", ".pt.trace.json.gz")
 # Files whose presence means the folder already holds a run: writing another run there would
 # mix the two (`--force` to overwrite).
 RUN_DOCUMENTS = (TRACE, STEPS, META, SUMMARY, FINDINGS, REPORT_HTML, REPORT_MD, TUNING, GATE, FIX,
-                 PROVENANCE)
+                 PROVENANCE, COMPILATION)
 
 
 # The file each typed document is written as (RunDir.write_document).
 DOCUMENT_FILES: dict[type[msgspec.Struct], str] = {
     Summary: SUMMARY, FindingsDocument: FINDINGS, TuningDocument: TUNING, GateDocument: GATE,
     FixDocument: FIX, DiffDocument: DIFF_JSON, ProvenanceDocument: PROVENANCE,
+    CompilationDocument: COMPILATION,
 }
 
 
@@ -144,6 +147,10 @@ class RunDir:
     @property
     def provenance(self) -> Path:
         return self.path / PROVENANCE
+
+    @property
+    def compilation(self) -> Path:
+        return self.path / COMPILATION
 
     @property
     def summary(self) -> Path:
@@ -327,6 +334,10 @@ class RunDir:
         """provenance.json of a CPU capture (None when absent)."""
         return read_document(self.provenance, ProvenanceDocument)
 
+    def read_compilation(self) -> CompilationDocument | None:
+        """compilation.json of a capture (None when absent: nothing recorded it)."""
+        return read_document(self.compilation, CompilationDocument)
+
     def read_tuning(self) -> TuningDocument | None:
         return read_document(self.file(TUNING), TuningDocument, strict=True)
 
@@ -399,6 +410,7 @@ def same_files(a: Sequence[str | Path], b: Sequence[str | Path]) -> bool:
 __all__ = [
     "BASELINE",
     "CALIBRATION",
+    "COMPILATION",
     "DIFF_HTML",
     "DIFF_JSON",
     "DOCUMENT_FILES",

@@ -58,7 +58,8 @@ from perftune.rundir import DocumentError, RunDir, same_files
               help="Worker processes for the rank files: each rank is analysed apart, then the "
                    "ranks are compared from their reductions only (memory: the largest rank, "
                    "not the sum). Default with two or more rank files: one per rank, at most "
-                   "one per CPU; --jobs 1 analyses them one after another in this process.")
+                   "one per CPU and as many as the available memory holds; --jobs 1 analyses "
+                   "them one after another in this process.")
 @click.option("--scheduler", envvar="PERFTUNE_SCHEDULER", default=None, metavar="ADDRESS",
               help="Run the per-rank analyses as tasks on this dask.distributed scheduler "
                    "(tcp://host:8786; also PERFTUNE_SCHEDULER); its workers read the traces "
@@ -130,7 +131,7 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
         # of the largest rank, not the sum); one file: analysed here.
         files = rank_files(list(paths))
         if len(files) > 1 or any(not isinstance(p, Path) for p in paths):  # URLs: read apart
-            jobs = default_jobs(len(files))
+            jobs = default_jobs(files)
     if jobs is not None or spread.get("scheduler"):
         analysis = analyze_ranks(list(paths), rules, source_roots or None,
                                  jobs=jobs or 1, scheduler=spread.get("scheduler"))

@@ -47,7 +47,7 @@ SHORT_HELP: dict[str, str] = {
     "report": "Re-render report.html, report.md, summary.json and findings.json of RUN_DIR.",
     "rule": "Explain rule CODE (e.g.",
     "rules": "List every rule: code, name, category and status.",
-    "tune": "Tune knobs (batch size, precision, checkpointing, tile sizes...) for throughput.",
+    "tune": "Tune knobs (batch size, precision, checkpointing, torch.compile mode, tile sizes...) for throughput.",
 }
 
 

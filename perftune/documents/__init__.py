@@ -25,6 +25,10 @@ from perftune.documents.analysis import (
     Breakdown,
     CollectiveTotals,
     CommSource,
+    CompilationSection,
+    CompileBreak,
+    CompiledGraph,
+    CompileRecompile,
     Device,
     Efficiency,
     Finding,
@@ -58,9 +62,14 @@ from perftune.documents.analysis import (
     Syncs,
 )
 from perftune.documents.capture import (
+    CodeSite,
+    CompilationDocument,
+    CompileEvent,
+    GraphBreak,
     MetaDocument,
     ProvenanceDocument,
     ProvenanceSite,
+    StepCompile,
     StepEntry,
     StepsDocument,
 )
@@ -143,7 +152,7 @@ def document_data(document: msgspec.Struct) -> dict[str, Any]:
 DOCUMENTS: dict[str, type[msgspec.Struct]] = {
     "summary": Summary, "findings": FindingsDocument, "steps": StepsDocument, "meta": MetaDocument,
     "tuning": TuningDocument, "gate": GateDocument, "fix": FixDocument, "diff": DiffDocument,
-    "provenance": ProvenanceDocument,
+    "provenance": ProvenanceDocument, "compilation": CompilationDocument,
 }
 
 
@@ -153,8 +162,15 @@ __all__ = [
     "AccuracyGuard",
     "Breakdown",
     "CodeChange",
+    "CodeSite",
     "CollectiveTotals",
     "CommSource",
+    "CompilationDocument",
+    "CompilationSection",
+    "CompileBreak",
+    "CompileEvent",
+    "CompileRecompile",
+    "CompiledGraph",
     "Device",
     "DiffCategory",
     "DiffDocument",
@@ -184,6 +200,7 @@ __all__ = [
     "GateLoad",
     "GateLook",
     "GateSide",
+    "GraphBreak",
     "HostOp",
     "Kernel",
     "LargestMargin",
@@ -212,6 +229,7 @@ __all__ = [
     "Skew",
     "StepAcrossRanks",
     "StepBreakdown",
+    "StepCompile",
     "StepEntry",
     "StepPhaseTimes",
     "StepStats",

@@ -299,6 +299,50 @@ class Efficiency(_Doc):
     ops: list[OpEfficiency] = msgspec.field(default_factory=list)
 
 
+class CompiledGraph(_Doc):
+    """One graph torch.compile made (compilation.json), linked to its regions in the trace."""
+
+    compile_id: str
+    frame: str | None = None          # the compiled function (a graph break's resumed frame:
+    file: str | None = None           # torch_dynamo_resume_in_F_at_N)
+    line: int | None = None
+    ops: int = 0
+    step: int | None = None           # the step it was compiled in
+    compile_s: float = 0.0
+    calls_per_step: float | None = None  # its `Torch-Compiled Region` ranges per traced step
+    after_break: str | None = None    # "file:line reason" of the break it resumes after
+
+
+class CompileBreak(_Doc):
+    reason: str
+    file: str | None = None
+    line: int | None = None
+    step: int | None = None
+    count: int = 1
+
+
+class CompileRecompile(_Doc):
+    guard: str                        # the failed guard (first line)
+    compile_id: str | None = None
+    file: str | None = None           # the user's line running when it recompiled
+    line: int | None = None
+    step: int | None = None
+    phase: str | None = None
+    compile_s: float = 0.0
+
+
+class CompilationSection(_Doc):
+    """What torch.compile did during the capture (from compilation.json), for the reports."""
+
+    total_compile_s: float
+    compiling_steps: list[int] = msgspec.field(default_factory=list)
+    compile_s_by_step: dict[str, float] = msgspec.field(default_factory=dict)
+    graphs: list[CompiledGraph] = msgspec.field(default_factory=list)
+    graph_breaks: list[CompileBreak] = msgspec.field(default_factory=list)
+    recompiles: list[CompileRecompile] = msgspec.field(default_factory=list)
+    note: str | None = None
+
+
 class Summary(_Doc):
     """summary.json: what the trace holds and where step time goes."""
 
@@ -331,6 +375,12 @@ class Summary(_Doc):
     phases: Phases | msgspec.UnsetType | None = msgspec.UNSET
     modules: Modules | msgspec.UnsetType | None = msgspec.UNSET
     efficiency: Efficiency | msgspec.UnsetType | None = msgspec.UNSET
+    # Present when the run directory holds a compilation.json (the script used torch.compile).
+    compilation: CompilationSection | msgspec.UnsetType | None = msgspec.UNSET
+
+    @property
+    def compilation_section(self) -> CompilationSection | None:
+        return self.compilation if isinstance(self.compilation, CompilationSection) else None
 
     @property
     def ranks_section(self) -> MultiRank | None:

@@ -115,3 +115,90 @@ class ProvenanceDocument(_Open, kw_only=True):
 def _same_file(recorded: str, named: str) -> bool:
     a, b = recorded.replace("\\", "/"), named.replace("\\", "/")
     return a == b or a.endswith("/" + b.lstrip("./")) or b.endswith("/" + a.lstrip("./"))
+
+
+# ---------------------------------------------------------------------------- compilation.json
+class CodeSite(_Open, kw_only=True):
+    """A line of the user's code."""
+
+    file: str                       # as the interpreter names it (co_filename)
+    line: int
+    function: str = ""
+
+
+class CompileEvent(_Open, kw_only=True):
+    """One torch.compile compilation (dynamo tracing one frame, plus its backend), or a
+    compilation deferred to run time (the backward graph, autotuning)."""
+
+    compile_id: str | None = None   # dynamo's "frame/attempt" ("0/1": frame 0's second compile)
+    trigger: str = "dynamo"         # dynamo | lazy_backward | triton_autotuning | cudagraph_recording
+    start_s: float                  # on the steps' clock (steps.json start_s)
+    duration_s: float
+    step: int | None = None         # the step it ran in; None: before the first step or after
+    phase: str | None = None        # that step's phase (warmup | profiled | measured)
+    code: str | None = None         # the compiled frame's function (co_name)
+    code_file: str | None = None
+    code_line: int | None = None    # its first line
+    call_site: CodeSite | None = None  # the user's line that was running when it compiled
+    graph_ops: int | None = None    # operators in the captured graph (None: no graph)
+    graph_nodes: int | None = None
+    guards: int | None = None
+    recompile_reason: str | None = None  # the guard that failed, for a recompilation
+    failed: str | None = None       # "ExcType: message" when the compilation failed
+    installed: bool | None = None   # dynamo installed compiled code for the frame
+
+
+class GraphBreak(_Open, kw_only=True):
+    """One graph break dynamo logged: where the user's code stopped the graph, and why."""
+
+    reason: str                     # one line: "Unsupported Tensor.item() call ..."
+    explanation: str | None = None
+    hints: list[str] = msgspec.field(default_factory=list)
+    file: str | None = None         # the innermost frame of the user's code (attribution's rule)
+    line: int | None = None
+    function: str | None = None
+    traced_file: str | None = None  # where dynamo stopped (may be inside a library)
+    traced_line: int | None = None
+    compile_id: str | None = None
+    step: int | None = None
+    phase: str | None = None
+    count: int = 1                  # times it was logged (each recompilation logs it again)
+
+
+class StepCompile(_Open, kw_only=True):
+    """Compilation inside one step (a step still compiling)."""
+
+    index: int
+    phase: str
+    compile_s: float
+    compiles: int
+
+
+class CompilationDocument(_Open, kw_only=True):
+    """compilation.json: what torch.compile did while the capture ran (warm-up and window)."""
+
+    schema_version: int = 1
+    enabled: bool = True            # the recorder ran (False: see note)
+    note: str | None = None         # why it did not run, or what it could not record
+    compiled: bool = False          # anything was compiled
+    total_compile_s: float = 0.0    # every compilation, inside steps or not
+    outside_steps_s: float = 0.0    # compile time before the first step (or after the last)
+    steps: list[StepCompile] = msgspec.field(default_factory=list)  # only steps that compiled
+    compiles: list[CompileEvent] = msgspec.field(default_factory=list)
+    graph_breaks: list[GraphBreak] = msgspec.field(default_factory=list)
+    compile_calls: list[CodeSite] = msgspec.field(default_factory=list)  # the torch.compile() lines
+    counters: dict[str, dict[str, int]] = msgspec.field(default_factory=dict)  # dynamo's counters
+
+    def graphs(self) -> list[CompileEvent]:
+        """The compilations that produced a graph of at least one op (a frame that broke before
+        its first op, such as torch's own call wrapper, compiles to none)."""
+        return [c for c in self.compiles if c.graph_ops and c.installed is not False
+                and c.trigger == "dynamo"]
+
+    def recompiles(self) -> list[CompileEvent]:
+        """Compilations of a frame compiled before, with the guard that failed."""
+        return [c for c in self.compiles if c.recompile_reason]
+
+    def compile_s_of(self, step: int) -> float:
+        """Compile time inside step `step` (0.0 when it did not compile)."""
+        return sum(s.compile_s for s in self.steps if s.index == step)

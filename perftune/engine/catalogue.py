@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from perftune.documents import CompilationDocument
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding
 
@@ -61,7 +62,26 @@ def run_fixture(rule: type[Rule], path: Path) -> list[Finding]:
     from perftune.trace import load
 
     ctx = Context.build(load(path), [path.parent], run_facts=False, machine_source=lambda: None)
+    ctx.compilation = fixture_compilation(path)
     return run_rules(ctx, [rule()], strict=True)
+
+
+# A fixture trace of a compilation rule (PFT7xx) carries the run's compilation.json under this
+# top-level key (a capture writes it next to the trace; a fixture is one file). Trace loaders
+# ignore unknown top-level keys.
+FIXTURE_COMPILATION_KEY = "perftuneCompilation"
+
+
+def fixture_compilation(path: Path) -> CompilationDocument | None:
+    """The compilation document a fixture trace carries, if any."""
+    import gzip
+
+    import msgspec
+
+    raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    data = json.loads(raw)
+    found = data.get(FIXTURE_COMPILATION_KEY) if isinstance(data, dict) else None
+    return None if found is None else msgspec.convert(found, CompilationDocument)
 
 
 def read_expected(folder: Path) -> dict[str, list[dict[str, Any]]]:

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
-from perftune.documents import ProvenanceDocument
+from perftune.documents import CompilationDocument, ProvenanceDocument
 from perftune.engine.attribution import (
     CallSite,
     Group,
@@ -68,6 +68,19 @@ def run_provenance(trace: Trace) -> ProvenanceDocument | None:
     return None
 
 
+def run_compilation(trace: Trace) -> CompilationDocument | None:
+    """compilation.json next to the trace (what torch.compile did during the capture), if any.
+    An unreadable one is ignored: the compilation rules then have nothing to say."""
+    for path in trace.paths:
+        try:
+            found = RunDir(Path(path).parent).read_compilation()
+        except DocumentError:
+            return None
+        if found is not None:
+            return found
+    return None
+
+
 def cached_machine_peaks() -> MachinePeaks | None:
     """The host's peaks from `perftune machine`'s cache: analysis never runs a benchmark."""
     from perftune.trace.machine import machine_peaks
@@ -86,6 +99,9 @@ class Context:
     # Device provenance of a CPU capture (provenance.json): which sync-prone call sites ran on
     # tensors that would be on the accelerator.
     provenance: ProvenanceDocument | None = None
+    # What torch.compile did during the capture (compilation.json): graphs, graph breaks,
+    # recompilations, compile time per step.
+    compilation: CompilationDocument | None = None
     # Where the host's peaks come from on a CPU trace: `perftune machine`'s cache by default.
     machine_source: Callable[[], MachinePeaks | None] = cached_machine_peaks
 
@@ -100,6 +116,7 @@ class Context:
         return cls(trace=trace, source=reader,
                    phase_times=run_phase_times(trace) if run_facts else None,
                    provenance=run_provenance(trace) if run_facts else None,
+                   compilation=run_compilation(trace) if run_facts else None,
                    machine_source=machine_source or cached_machine_peaks)
 
     # ------------------------------------------------------------------ shared indexes

@@ -313,3 +313,41 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------- torch.compile
+def with_compilation(b: TraceBuilder, document: Any) -> dict[str, Any]:
+    """A trace that carries its run's compilation.json (a `CompilationDocument`), as the
+    compilation rules' fixtures do (perftune.engine.catalogue.fixture_compilation)."""
+    from perftune.documents import document_data
+    from perftune.engine.catalogue import FIXTURE_COMPILATION_KEY
+
+    data = b.to_dict()
+    data[FIXTURE_COMPILATION_KEY] = document_data(document)
+    return data
+
+
+def compiled_forward_backward(b: TraceBuilder, frames: list[tuple[str, str, int, str]],
+                              eager: Callable[[TraceBuilder], None] | None = None,
+                              graph_us: float = 400.0) -> None:
+    """One step of compiled code as torch.profiler records it: for each (compile id, file,
+    line, function) a guard check and a `Torch-Compiled Region` around the frame and its
+    forward graph, each later frame nested in the first (dynamo resumes it from there) after
+    `eager` (the code between graphs); then one backward graph per forward graph."""
+
+    def region(k: int) -> None:
+        compile_id, file, line, function = frames[k]
+        b.leaf("TorchDynamo Cache Lookup", dur=20.0)
+        with b.op(f"Torch-Compiled Region: {compile_id}"), b.frame(file, line, function):
+            with b.op("CompiledFunction"):
+                b.advance(graph_us)
+            if k + 1 < len(frames):
+                if eager is not None:
+                    eager(b)
+                region(k + 1)
+
+    region(0)
+    for _ in frames:
+        with b.op("autograd::engine::evaluate_function: CompiledFunctionBackward"), \
+                b.op("CompiledFunctionBackward"):
+            b.advance(graph_us)

@@ -20,6 +20,7 @@ CATEGORIES = {
     "4": "memory and bandwidth",
     "5": "compute efficiency / precision / tiling",
     "6": "distributed",
+    "7": "compilation (torch.compile)",
     "9": "trace quality",
 }
 REQUIRED_SECTIONS = ("What it detects", "Why is it slow?", "Example", "Use instead")

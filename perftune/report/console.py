@@ -68,6 +68,7 @@ def summary_lines(summary: Summary, timed: bool = False) -> list[str]:
     lines.extend(phase_lines(summary))
     lines.extend(module_lines(summary))
     lines.extend(efficiency_lines(summary))
+    lines.extend(compilation_lines(summary))
     lines.extend(rank_lines(summary))
     return [_safe(line) for line in lines]
 
@@ -119,6 +120,9 @@ def efficiency_lines(summary: Summary | None, top: int = 6) -> list[str]:
         bound = op.bound + (f" ({pct:.0f}% of peak)" if pct is not None else "")
         lines.append(f"  {op.name[-34:]:<34}{_ms(op.ms_per_step):>11}{100.0 * op.share:6.1f}%"
                      f"{_rate(op.flops_per_s, ''):>12}{_rate(op.bytes_per_s, ''):>12}  {bound}")
+    if roofs.source.startswith("measured") and any((op.percent_of_peak or 0) > 110 for op in eff.ops):
+        lines.append("  (operators above the measured peaks: those were measured on a busy machine or "
+                     "are stale; `perftune machine --refresh` measures them again)")
     return lines
 
 
@@ -141,6 +145,30 @@ def module_lines(summary: Summary | None, top: int = 8) -> list[str]:
         lines.append(f"  ({modules.note})")
     return lines
 
+
+def compilation_lines(summary: Summary | None, top: int = 8) -> list[str]:
+    """What torch.compile did: compile time, graphs, graph breaks, recompilations."""
+    section = summary.compilation_section if summary is not None else None
+    if section is None:
+        return []
+    steps = ", ".join(map(str, section.compiling_steps)) or "none"
+    lines = ["", f"torch.compile  {section.total_compile_s:.2f} s compiling; steps still "
+                 f"compiling: {steps}; {len(section.graphs)} graph(s), "
+                 f"{len(section.graph_breaks)} graph break(s), {len(section.recompiles)} "
+                 "recompilation(s)"]
+    for g in section.graphs[:top]:
+        calls = f"{g.calls_per_step:g}/step" if g.calls_per_step is not None else "–"
+        where = f"{Path(g.file).name}:{g.line}" if g.file else "?"
+        lines.append(f"  graph {g.compile_id:<7}{g.ops:>5} ops  {g.compile_s:7.2f} s  {calls:>8}  "
+                     f"{(g.frame or '?')[:40]} ({where})")
+    for b in section.graph_breaks[:top]:
+        where = f"{Path(b.file).name}:{b.line}" if b.file else "?"
+        lines.append(f"  break  {where}  {b.reason}  (step {b.step})")
+    for r in section.recompiles[:top]:
+        where = f"{Path(r.file).name}:{r.line}" if r.file else "?"
+        lines.append(f"  recompile {r.compile_id or '?'} at {where} (step {r.step}, "
+                     f"{r.compile_s:.2f} s): {r.guard[:120]}")
+    return lines
 
 def _module_efficiency(m: Any) -> str:
     """`16.9 G  compute (61% of peak)` for a module with costed operators, else blank."""
@@ -335,7 +363,7 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
     if table.row_count:
         out.print(table)
     for extra in [*phase_lines(view.summary), *module_lines(view.summary),
-                  *efficiency_lines(view.summary)]:
+                  *efficiency_lines(view.summary), *compilation_lines(view.summary)]:
         out.print(Text(_safe(extra)))
     for rank_line in rank_lines(view.summary)[1:]:
         out.print(Text(_safe(rank_line)))

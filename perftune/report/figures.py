@@ -32,6 +32,7 @@ COLORS = {
     # phases of a step (analysis/phases.py)
     "profiler": "#E0E0E0", "data": "#B279A2", "zero_grad": "#C7A88F", "backward": "#E45756",
     "forward": "#4C78A8", "other_ops": "#72B7B2", "python": "#BAB0AC", "module": "#9ECAE9",
+    "compiled": "#EECA3B",  # a torch.compile'd region (report/timeline.py)
 }
 _FONT = {"family": "system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif", "size": 12}
 

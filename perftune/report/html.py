@@ -25,7 +25,7 @@ import numpy as np
 from perftune import units
 from perftune._resources import reports_dir
 from perftune._version import __version__
-from perftune.documents import GateDocument, TuningDocument, document_data
+from perftune.documents import CompilationSection, GateDocument, TuningDocument, document_data
 from perftune.engine.types import Finding, Location
 from perftune.fsutil import write_text_atomic
 from perftune.report import figures as F
@@ -123,7 +123,8 @@ def _environment(folder: str) -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(ms=units.ms, pct=units.percent, bytes=units.size, num=units.number,
-                       delta_ms=units.delta_ms, rate=units.rate, knob=knob_value, value=_fmt_value)
+                       delta_ms=units.delta_ms, rate=units.rate, knob=knob_value, value=_fmt_value,
+                       basename=lambda p: Path(str(p)).name)
     env.tests["scalar"] = _is_scalar
     env.tests["mapping"] = lambda v: isinstance(v, Mapping)
     env.tests["rows"] = lambda v: (isinstance(v, list) and bool(v)
@@ -309,6 +310,24 @@ def _top_tables(view: RunView) -> tuple[list[Any], list[Any]]:
 TOP_MODULES = 25
 
 
+def _compiled_notes(section: CompilationSection | None) -> dict[str, str]:
+    """Hover text of each compiled graph on the step timeline: its frame, size and whether it
+    resumes after a graph break or is a recompilation."""
+    if section is None:
+        return {}
+    notes: dict[str, str] = {}
+    for g in section.graphs:
+        text = f"graph {g.compile_id}: {g.frame or '?'} ({g.ops} ops, compiled in {g.compile_s:.2f} s)"
+        if g.after_break:
+            text += f"<br>resumes after a graph break at {g.after_break}"
+        notes[g.compile_id] = text
+    for r in section.recompiles:
+        if r.compile_id:
+            notes[r.compile_id] = notes.get(r.compile_id, f"graph {r.compile_id}") + \
+                f"<br>recompiled in step {r.step}: {r.guard}"
+    return notes
+
+
 def report_context(view: RunView) -> dict[str, Any]:
     from perftune.report.memory import memory_timeline
     from perftune.report.timeline import step_timeline
@@ -325,7 +344,9 @@ def report_context(view: RunView) -> dict[str, Any]:
     fig = F.module_tree_figure(modules)
     if fig:
         figures["modules-tree"] = fig
-    timeline = step_timeline(view.trace) if view.trace is not None else None
+    compilation = view.summary.compilation_section if view.summary is not None else None
+    timeline = step_timeline(view.trace, compiled=_compiled_notes(compilation)) \
+        if view.trace is not None else None
     if timeline is not None and timeline.bars:
         figures["timeline"] = F.timeline_figure(timeline)
     memory = memory_timeline(view.trace) if view.trace is not None else ()
@@ -379,6 +400,7 @@ def report_context(view: RunView) -> dict[str, Any]:
         "phases": summary.phase_section if summary is not None else None,
         "efficiency": summary.efficiency_section if summary is not None else None,
         "modules": modules,
+        "compilation": compilation,
         "top_modules": modules.modules[:TOP_MODULES] if modules is not None else [],
         "top_ops": ops,
         "top_kernels": kernels,

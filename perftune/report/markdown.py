@@ -131,6 +131,38 @@ def _modules(view: RunView) -> str | None:
                       "GFLOP/s", "bound", "% of peak"), rows, "lrrrrrrrlr") + note)
 
 
+def _compilation(view: RunView) -> str | None:
+    section = view.summary.compilation_section if view.summary is not None else None
+    if section is None:
+        return None
+
+    def where(file: str | None, line: int | None) -> str:
+        return md_code(f"{Path(file).name}:{line}") if file else "–"
+
+    steps = ", ".join(map(str, section.compiling_steps)) or "none"
+    parts = [f"### torch.compile\n\n{section.total_compile_s:.2f} s compiling; steps still "
+             f"compiling: {steps}."]
+    if section.graphs:
+        parts.append(_table(
+            ("graph", "frame", "at", "ops", "compile", "calls/step", "after break"),
+            [(md_code(g.compile_id), md_code(g.frame or "?"), where(g.file, g.line), str(g.ops),
+              f"{g.compile_s:.2f} s",
+              f"{g.calls_per_step:g}" if g.calls_per_step is not None else "–",
+              md_text(g.after_break or "–")) for g in section.graphs], "lllrrrl"))
+    if section.graph_breaks:
+        parts.append("Graph breaks\n\n" + _table(
+            ("at", "reason", "step", "logged"),
+            [(where(b.file, b.line), md_text(b.reason), str(b.step), str(b.count))
+             for b in section.graph_breaks], "llrr"))
+    if section.recompiles:
+        parts.append("Recompilations\n\n" + _table(
+            ("graph", "at", "step", "compile", "failed guard"),
+            [(md_code(r.compile_id or "?"), where(r.file, r.line), f"{r.step} ({r.phase})",
+              f"{r.compile_s:.2f} s", md_code(r.guard[:160])) for r in section.recompiles],
+            "llrrl"))
+    return "\n\n".join(parts)
+
+
 def _efficiency(view: RunView) -> str | None:
     eff = view.summary.efficiency_section if view.summary is not None else None
     if eff is None or not eff.ops:
@@ -269,7 +301,8 @@ def _warnings(view: RunView) -> str | None:
 def render_markdown(view: RunView, max_bytes: int = MAX_BYTES) -> str:
     findings = view.findings
     blocks: list[str | None] = [_head(view), _steps(view), _gate(view), _tuning(view),
-                                _breakdown(view), _phases(view), _modules(view), _efficiency(view), _ranks(view)]
+                                _breakdown(view), _phases(view), _modules(view), _efficiency(view), _compilation(view),
+                                _ranks(view)]
     if findings:
         blocks.append(_findings_table(findings, shown=50, total=view.total_saving_ms))
         blocks.extend(_finding_detail(n, f) for n, f in enumerate(findings[:50], 1))

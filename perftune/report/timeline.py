@@ -7,6 +7,7 @@ the full trace is for Perfetto.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,8 @@ from perftune.trace.model import NO_ID, Trace
 
 PERFETTO_URL = "https://ui.perfetto.dev"
 PHASE_LANE = "phases"
+COMPILED_LANE = "torch.compile"
+_REGION = "Torch-Compiled Region: "
 # Module levels drawn as lanes of their own (0: the model, 1: its children).
 MODULE_LEVELS = 2
 
@@ -92,7 +95,10 @@ def _details(trace: Trace, rows: list[int], is_dev: np.ndarray) -> dict[int, str
     return out
 
 
-def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
+def step_timeline(trace: Trace, max_events: int = 1500,
+                  compiled: Mapping[str, str] | None = None) -> StepTimeline | None:
+    """The step's lanes; `compiled` (compile id → hover text) describes the torch.compile'd
+    graphs, drawn on a lane of their own from their `Torch-Compiled Region` ranges."""
     k = _pick_step(trace)
     if k is None:
         return None
@@ -176,6 +182,17 @@ def step_timeline(trace: Trace, max_events: int = 1500) -> StepTimeline | None:
                                 name=text[len(MODULE_PREFIX):] if kind == "module" else text,
                                 start_ms=(float(ts[row]) - step.start) / 1000.0,
                                 dur_ms=float(dur[row]) / 1000.0, detail=details.get(row, "")))
+    # torch.compile'd regions: one bar per region; a gap between two of them in one call is
+    # eager code a graph break left between graphs.
+    region_rows = [r for r in np.flatnonzero(in_window).tolist() if name(r).startswith(_REGION)]
+    if region_rows:
+        lane_order[COMPILED_LANE] = (-1, step.start)
+    for row in region_rows:
+        compile_id = name(row)[len(_REGION):]
+        bars.append(TimelineBar(lane=COMPILED_LANE, kind="compiled", name=f"graph {compile_id}",
+                                start_ms=(float(ts[row]) - step.start) / 1000.0,
+                                dur_ms=float(dur[row]) / 1000.0,
+                                detail=(compiled or {}).get(compile_id, "")))
     segments = phase_segments(trace, k)
     if segments:
         lane_order[PHASE_LANE] = (-2, step.start)

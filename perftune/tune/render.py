@@ -102,6 +102,10 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
     for gap in tuning.unmeasured:
         lines.append(f"not measured: {gap.total - gap.measured} of the {gap.total} configurations "
                      f"with {gap.knob}={knob_value(gap.value)} ({tuning.stop_reason})")
+    origins = [f"{k.name}={knob_value(k.default)} ({k.default_from or 'not seen: the search starting value'})"
+               for k in tuning.space.knobs]
+    if origins:
+        lines.append("your defaults (the baseline): " + ", ".join(origins))
     apply = tuning.apply
     if not winner:
         return lines
@@ -139,6 +143,8 @@ def compile_lines(tuning: TuningDocument) -> list[str]:
         measured_eager = any(c.values == eager and c.step_ms is not None for c in tuning.configs)
         if config.break_even_steps is None and measured_eager:
             text += "; its steps were not faster than eager, so it never pays back"
+        elif config.break_even_steps is None and "compile" not in config.values:
+            text += " (the script compiles by itself)"
         elif config.break_even_steps is None:
             text += "; compile=none was not measured with the same other values to compare"
         else:

@@ -96,7 +96,7 @@ def test_scaffold_with_fix_writes_the_rewrite_module(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("code", "slug", "message"), [
     ("PFT2", "x", "PFT \\+ three digits"),
-    ("PFT713", "x", "category"),
+    ("PFT813", "x", "category"),  # 7 became "compilation" (issue 18)
     ("PFT213", "Bad Name", "lower-case"),
 ])
 def test_scaffold_rejects_bad_codes_and_names(tmp_path: Path, code: str, slug: str, message: str) -> None:

@@ -30,7 +30,8 @@ def _changed(before: str, after: str) -> list[tuple[str, str]]:
 def test_each_rewrite_lives_in_its_rule_folder() -> None:
     # rules/pftNNN_slug/fix.py owns the rule's transformers; the engine looks them up by code
     with_fixes = {cls.code for cls in rule_classes() if transformers(cls.code)}
-    assert with_fixes == {f"PFT{n}" for n in (101, 102, 103, 202, 203, 204, 206, 208, 209, 211, 212, 304, 508)}
+    assert with_fixes == {f"PFT{n}" for n in (101, 102, 103, 202, 203, 204, 206, 208, 209, 211, 212,
+                                                 304, 508, 701, 702)}
     assert transformers("PFT901") == ()
 
 

@@ -10,9 +10,9 @@ from perftune.engine.registry import run_rules, select_rules
 from perftune.engine.savings import headline_ms
 from perftune.engine.testing import TraceBuilder
 from perftune.trace import load
-from tests.conftest import SHARED_TRACES, shared_trace
+from tests.conftest import shared_trace, shared_trace_names
 
-REAL = sorted(p.name for p in SHARED_TRACES.glob("*.json.gz")) if SHARED_TRACES.is_dir() else []
+REAL = shared_trace_names()
 
 
 def _all(trace):

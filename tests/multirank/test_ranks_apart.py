@@ -91,9 +91,10 @@ def test_worker_processes_give_the_same_documents(host_folder: Path) -> None:
 def test_default_path_analyses_the_ranks_apart_in_workers(host_folder: Path) -> None:
     """`perftune analyze DIR` without --jobs: the per-rank path in min(CPUs, ranks) workers,
     the same documents as the ranks analysed one after another in one process."""
-    from perftune.pipeline import default_jobs, usable_cpus
+    from perftune.pipeline import default_jobs, rank_files, usable_cpus
 
-    assert default_jobs(4) == min(usable_cpus(), 4) and default_jobs(1) == 1
+    files = rank_files([host_folder])
+    assert default_jobs(files) == min(usable_cpus(), 4) and default_jobs(files[:1]) == 1
     local = analyze_ranks([host_folder], jobs=1)
     out = subprocess.run([sys.executable, "-m", "perftune", "analyze", str(host_folder),
                           "--format", "json", "--timings"], capture_output=True, text=True,
@@ -101,6 +102,25 @@ def test_default_path_analyses_the_ranks_apart_in_workers(host_folder: Path) -> 
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == json.loads(_documents(local))
     assert "cross-rank" in out.stderr  # the gathering stage of the per-rank path ran
+
+
+def test_default_workers_fit_in_the_available_memory(host_folder: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each default worker holds one rank at a time: no more workers than the available memory
+    holds at the largest rank's estimated peak."""
+    from perftune import pipeline
+
+    files = pipeline.rank_files([host_folder])
+    monkeypatch.setattr(pipeline, "usable_cpus", lambda: 64)
+    per_worker = pipeline.RANK_BASE_BYTES + pipeline.RANK_BYTES_PER_TEXT_BYTE * max(
+        pipeline._text_bytes(f) for f in files)
+    assert per_worker > pipeline.RANK_BASE_BYTES  # the gzip trailers were read
+    monkeypatch.setattr(pipeline, "available_memory", lambda: None)
+    assert pipeline.default_jobs(files) == 4  # unknown memory: one per rank, CPUs permitting
+    monkeypatch.setattr(pipeline, "available_memory", lambda: int(pipeline.RANK_BASE_BYTES + 2.5 * per_worker))
+    assert pipeline.default_jobs(files) == 2
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 1 << 20)
+    assert pipeline.default_jobs(files) == 1  # never fewer than one
 
 
 def test_jobs_on_the_command_line(host_folder: Path, tmp_path: Path) -> None:

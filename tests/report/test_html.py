@@ -23,9 +23,9 @@ from perftune.report import render_run, write_run
 from perftune.report.data import view_of_documents
 from perftune.report.html import render_report_html, script_json, source_snippet
 from perftune.units import ms as _fmt_ms
-from tests.conftest import SHARED_TRACES, shared_trace
+from tests.conftest import shared_trace, shared_trace_names
 
-REAL_TRACES = sorted(p.name for p in SHARED_TRACES.glob("*.json.gz")) if SHARED_TRACES.exists() else []
+REAL_TRACES = shared_trace_names()
 
 
 def figures_of(page: str) -> dict[str, dict]:
@@ -47,7 +47,7 @@ def rendered(name: str, folder: Path) -> tuple[Analysis, str]:
     return _RENDERED[name]
 
 
-@pytest.mark.parametrize("name", REAL_TRACES or ["<no shared traces>"])
+@pytest.mark.parametrize("name", REAL_TRACES)
 def test_report_of_a_real_trace_shows_its_numbers(name: str, tmp_path: Path) -> None:
     analysis, page = rendered(name, tmp_path)
     summary = analysis.summary

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from perftune._resources import rules_dir
 from perftune.documents import document_data
 from perftune.pipeline import analyze_paths, findings_document, write_analysis
 from perftune.report.schema import (
@@ -40,6 +41,22 @@ def test_real_gpu_outputs_validate(name: str, tmp_path: Path) -> None:
     assert len(doc.findings) == len(findings["findings"])
 
 
+# Generated GPU traces of the rule catalogue (rules/*/gpu.json.gz, written by
+# perftune.engine.fixtures): the same checks on a clone without ../shared.
+GENERATED_GPU = [rules_dir() / "pft206_scalar_readback" / "gpu.json.gz",
+                 rules_dir() / "pft601_exposed_communication" / "gpu.json.gz"]
+
+
+@pytest.mark.parametrize("trace", GENERATED_GPU, ids=lambda p: p.parent.name)
+def test_generated_gpu_outputs_validate(trace: Path, tmp_path: Path) -> None:
+    summary, findings = written_documents(trace, tmp_path)
+    parsed = validate_summary(summary)
+    assert parsed.schema_version == SCHEMA_VERSION and parsed.runtime == "cuda"
+    assert parsed.steps.count == len(parsed.per_step) > 0
+    doc = validate_findings(findings)
+    assert len(doc.findings) == len(findings["findings"]) > 0
+
+
 def test_cpu_trace_outputs_validate(cpu_traces: dict[int, Path], tmp_path: Path) -> None:
     summary, findings = written_documents(next(iter(cpu_traces.values())), tmp_path)
     assert validate_summary(summary).runtime == "cpu"
@@ -67,7 +84,8 @@ def test_schema_files_are_generated_from_the_structs() -> None:
 
 @pytest.fixture(scope="module")
 def good_documents() -> dict:
-    analysis = analyze_paths([shared_trace("HolisticTraceAnalysis__cuda_event_sync__event_sync_trace.json.gz")])
+    # A generated GPU trace: these tests break a valid document, any valid one will do.
+    analysis = analyze_paths([GENERATED_GPU[0]])
     doc = json.loads(json.dumps(document_data(findings_document(analysis.summary, analysis.findings))))
     doc["findings"] = [{"code": "PFT206", "name": "scalar-readback", "message": "m",
                         "severity": "warning", "location": {"file": "a.py", "line": 3},

@@ -22,7 +22,13 @@ from perftune.tune.history import History, TrialRecord
 from perftune.tune.objective import Objective
 from perftune.tune.render import compile_lines
 from perftune.tune.results import build_tuning
-from perftune.tune.trial import WARMUP_EXCESS, Measurement, Script, outcome_from_capture
+from perftune.tune.trial import (
+    RECORDED,
+    WARMUP_EXCESS,
+    Measurement,
+    Script,
+    outcome_from_capture,
+)
 from perftune.tune.tuner import TuneRun, TuneSettings
 
 CHAIN = SCRIPTS / "chain.py"
@@ -91,6 +97,23 @@ def test_compile_time_is_the_warm_up_excess_and_stays_out_of_the_step_time(tmp_p
     charged = _outcome(tmp_path, {"compile": "default"}, [6004.0, 6.0, 4.0], 4.0,
                        Objective(run_steps=1000))
     assert charged.throughput == pytest.approx(16 / (0.004 + 6.002 / 1000))
+
+
+def test_the_compilation_record_or_the_warm_up_excess_whichever_is_larger(tmp_path: Path) -> None:
+    from perftune.documents import CompilationDocument
+    from perftune.rundir import RunDir
+
+    RunDir(tmp_path).write_document(CompilationDocument(compiled=True, total_compile_s=3.25))
+    compiled = _outcome(tmp_path, {"compile": "default"}, [3004.0, 6.0, 4.0], 4.0, Objective())
+    assert (compiled.compile_s, compiled.compile_source) == (3.25, RECORDED)
+    # The first compiled steps took longer than the recorded compilations: that is charged.
+    slower = _outcome(tmp_path, {"compile": "default"}, [6004.0, 6.0, 4.0], 4.0, Objective())
+    assert slower.compile_s == pytest.approx(6.002)
+    assert slower.compile_source == WARMUP_EXCESS
+    # The script's own torch.compile (no compile knob) is recorded and charged too.
+    own = _outcome(tmp_path, {"batch_size": 16}, [3300.0, 4.0, 4.0], 4.0, Objective(run_steps=10))
+    assert own.compile_s == 3.25
+    assert own.throughput == pytest.approx(16 / (0.004 + 3.25 / 10))
 
 
 def _run(tmp_path: Path, run_steps: int | None) -> TuneRun:
@@ -223,7 +246,9 @@ def test_tune_picks_eager_when_compiling_does_not_pay_within_a_short_run(tmp_pat
     assert trial["injected"]["compile"]["models"] == [
         {"class": "Chain", "device": "cpu", "optimizer": "SGD"}]
     # Compiling took seconds, in the warm-up; the step figure is the steady state without it.
-    assert trial["compile_source"] == WARMUP_EXCESS
+    assert trial["compile_source"] in (RECORDED, WARMUP_EXCESS)
+    recorded = json.loads((Path(trial["run_dir"]) / "compilation.json").read_text())
+    assert recorded["compiled"] and trial["compile_s"] >= recorded["total_compile_s"]
     assert trial["compile_s"] > 0.5
     assert trial["step_ms"] < 100 * trial["compile_s"]
     assert tuning["stats"]["compile_s_total"] == pytest.approx(trial["compile_s"])

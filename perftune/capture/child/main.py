@@ -27,6 +27,7 @@ from perftune.capture.child.shutdown import THREAD_GRACE_S, wind_down
 from perftune.capture.child.timeslice import TICK_SIGNAL, TimeSliceTicker
 from perftune.capture.parent.layout import (
     CHILD_RESULT_FILE,
+    COMPILATION_FILE,
     PROVENANCE_FILE,
     RANK_CHILD_RESULT_FILE,
     RANK_TRACE_FILE,
@@ -106,6 +107,7 @@ class ChildRun:
             step_marker=spec.step_marker,
             trace_name=trace_name,
             provenance=self.rank is None,
+            compilation=self.rank is None,
         )
         self.hooks = Hooks(self.session)
         self.ticker: TimeSliceTicker | None = None
@@ -253,6 +255,7 @@ class ChildRun:
                 error = f"the loss is not finite at step {bad}"
         notes = [*session.window.notes, *session.notes, *self._step_notes(status)]
         notes.extend(self._write_provenance())
+        notes.extend(self._write_compilation())
         try:
             meta = torch_meta()
         except Exception as exc:
@@ -293,6 +296,25 @@ class ChildRun:
             write_json_atomic(self.run_dir / PROVENANCE_FILE, document_data(document))
         except (OutputError, OSError) as exc:
             return [f"device provenance could not be written ({exc})"]
+        return [document.note] if document.note else []
+
+    def _write_compilation(self) -> list[str]:
+        """compilation.json (what torch.compile did), when the script compiled anything."""
+        recorder = self.session.compilation
+        if recorder is None:
+            return []
+        try:
+            document = recorder.document(self.session.log.t0, self.session.steps_json())
+        except Exception as exc:  # the record is a nicety: never lose the run for it
+            return [f"torch.compile's record could not be made ({type(exc).__name__}: {exc})"]
+        finally:
+            recorder.detach()
+        if document is None:
+            return []
+        try:
+            write_json_atomic(self.run_dir / COMPILATION_FILE, document_data(document))
+        except (OutputError, OSError) as exc:
+            return [f"torch.compile's record could not be written ({exc})"]
         return [document.note] if document.note else []
 
     def _hand_over(self, document: dict[str, Any]) -> None:

@@ -9,12 +9,15 @@ step. The calls, per class in call order, go into the trace's `perftune_modules`
 analysis pairs them with the same step's `nn.Module` ranges of that class in the same order
 (analysis/modules.py), so no assumption about the profiler's numbering is made.
 
-Not recorded when torch.compile has compiled anything: a global hook changes what dynamo
-traces (and would recompile), so those runs keep the profiler's names.
+Not recorded once the script called torch.compile (or compiled anything) before the window, nor once a compiled
+model (`OptimizedModule`) is called in it: a global hook changes what dynamo traces (and would
+recompile), so those runs keep the profiler's names (a compiled plain function first called
+inside the window with `--skip 0` is not detected).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from typing import Any
 
@@ -27,7 +30,31 @@ __all__ = ["ModuleNames"]
 MAX_CALLS = 50_000
 
 
+_compile_called = False
+
+
+def _watch_compile() -> None:
+    """Note every torch.compile / Module.compile call of the script (idempotent)."""
+    if getattr(torch.compile, "_perftune_watched", False):
+        return
+
+    def watch(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            global _compile_called
+            _compile_called = True
+            return fn(*args, **kwargs)
+
+        watched._perftune_watched = True  # type: ignore[attr-defined]
+        return watched
+
+    torch.compile = watch(torch.compile)  # type: ignore[assignment]
+    torch.nn.Module.compile = watch(torch.nn.Module.compile)  # type: ignore[method-assign]
+
+
 def _compiling() -> bool:
+    if _compile_called:
+        return True
     dynamo = sys.modules.get("torch._dynamo.utils")
     counters = getattr(dynamo, "counters", None)
     if counters is None:
@@ -42,6 +69,7 @@ class ModuleNames:
     """Records module calls by attribute path between `start()` and `stop()`."""
 
     def __init__(self) -> None:
+        _watch_compile()
         self._handle: Any = None
         self._paths: dict[int, str] = {}  # id(module) -> path ("Net.features.3")
         self._keep: list[torch.nn.Module] = []  # ids stay valid while recording
@@ -84,6 +112,16 @@ class ModuleNames:
 
     def _pre(self, module: torch.nn.Module, args: Any) -> None:
         if self._count >= MAX_CALLS:
+            return
+        if type(module).__name__ == "OptimizedModule":
+            # A torch.compile'd model about to be traced (window at its first call): step out
+            # before dynamo sees the hook; the profiler's names stay.
+            handle, self._handle = self._handle, None
+            if handle is not None:
+                handle.remove()
+            self.calls.clear()
+            self.note = ("module names are the profiler's (Conv2d_2): the model is compiled, and a "
+                         "module hook would change what torch.compile traces")
             return
         key = id(module)
         if key not in self._paths:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from perftune.capture.child import stepdetect
+from perftune.capture.child.compilation import CompileRecorder
 from perftune.capture.child.control import StopCapture, raise_in_main_thread
 from perftune.capture.child.meta import compute_facts
 from perftune.capture.child.modulenames import ModuleNames
@@ -75,6 +76,7 @@ class CaptureSession:
         step_marker: str | None = None,
         trace_name: str = TRACE_FILE,
         provenance: bool = False,
+        compilation: bool = False,
     ) -> None:
         self.skip = skip
         self.active = active
@@ -96,6 +98,9 @@ class CaptureSession:
         self.provenance = Provenance(cuda=self.cuda_available) if provenance and profile else None
         self.module_names = ModuleNames()
         self.provenance_steps = min(PROVENANCE_STEPS, skip)
+        # What torch.compile does (compilation.json): every capture, trials included (the tuner
+        # keeps compile time out of the steady state with it).
+        self.compilation = CompileRecorder() if compilation else None
         self.detector = StepDetector()
         self.window_first = skip  # the first profiled step (later while steps are unsettled)
         self.optimizers_created = 0
@@ -134,6 +139,8 @@ class CaptureSession:
             self.provenance.install()
             if self.provenance_steps and self.skip == self.provenance_steps:
                 self.provenance.start()  # every warm-up step is one it covers
+        if self.compilation is not None:
+            self.compilation.install()
         if self.skip == 0:
             self._open_window()
         # After the profiler started: its start-up is not the script's first step.
@@ -202,6 +209,8 @@ class CaptureSession:
         self.enabled = False
         if self.provenance is not None:
             self.provenance.abandon()
+        if self.compilation is not None:
+            self.compilation.forked()
 
     # -- boundaries ----------------------------------------------------------------------------
     def boundary(self, source: str, key: Any = None, name: str = "") -> None:

@@ -12,6 +12,7 @@ TRACE_FILE = rundir.TRACE
 STEPS_FILE = rundir.STEPS
 META_FILE = rundir.META
 PROVENANCE_FILE = rundir.PROVENANCE
+COMPILATION_FILE = rundir.COMPILATION
 OUTPUT_LOG = rundir.OUTPUT_LOG
 
 # Private hand-over file from the child to the parent; removed once the run is assembled.

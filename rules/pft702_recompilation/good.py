@@ -1,0 +1,14 @@
+import torch
+from torch import nn
+
+model = torch.compile(nn.Sequential(nn.Embedding(500, 64), nn.Linear(64, 4)))
+optimizer = torch.optim.AdamW(model.parameters())
+
+for step in range(100):
+    length = int(torch.randint(16, 64, ()))  # padded to the longest sequence of the batch
+    tokens = torch.randint(0, 500, (16, length))
+    torch._dynamo.mark_dynamic(tokens, 1)  # compiled once, for any length
+    loss = model(tokens).mean()
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
