@@ -26,14 +26,12 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else 0.0
 
 
-# What torch.compile leaves in a trace: the compiled region's annotation and the autograd
-# function of a compiled graph.
-_COMPILED = ("Torch-Compiled Region", "CompiledFunction")
-
-
 def _compiled(trace: Trace) -> bool:
-    names = trace.events["name"].astype(str)
-    return bool(names.str.startswith(_COMPILED).any())
+    """torch.compile at work: its regions, or a compiled graph's autograd function (traces
+    whose region annotations were not recorded)."""
+    from perftune.trace.compiled import FORWARD_GRAPH, has_compiled_regions
+
+    return has_compiled_regions(trace) or bool(np.any(trace.name_startswith(FORWARD_GRAPH)))
 
 
 def _work_ms_per_step(ctx: Context) -> tuple[float, int] | None:
