@@ -28,6 +28,18 @@ still compared.
 
 Results accumulate in OUT/gates.jsonl (runs can be split over several invocations);
 `--budget-min 0` only prints the report of what is there.
+
+The issue-16 targets in one command each (`--preset` sets the cycle, the busy processes, the
+script's size and the targets the report checks; other options still apply):
+
+    python benchmarks/gate_power.py --preset quiet --budget-min 15 --out perftune-runs/gate-quiet
+    python benchmarks/gate_power.py --preset busy --budget-min 20 --out perftune-runs/gate-busy
+
+quiet: nothing else running; the sample at ~50 ms/step (`--batch-size 64`); A/A and +25 % take
+turns; targets: every +25 % gate fails (exit 1) within 90 s, every A/A gate passes (exit 0)
+within 120 s, false alarms ≤ 2 % (real gates, and replayed ones). busy: one other CPU-bound
+process; A/A and +30 % take turns; targets: +30 % fails and A/A passes within 300 s each, false
+alarms ≤ 2 %.
 """
 
 from __future__ import annotations
@@ -58,6 +70,14 @@ SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "regression_demo.py"
 CYCLE: tuple[tuple[str, float], ...] = (("A/A", 0.0), ("A/B +5%", 0.05), ("A/A", 0.0),
                                         ("A/B +10%", 0.10), ("A/B +25%", 0.25))
 REPLAYS = 4000
+# --preset: (cycle, busy processes, the sample's arguments, {condition: (wanted, seconds)}).
+PRESETS: dict[str, tuple[str, int, tuple[str, ...], dict[str, tuple[str, float]]]] = {
+    "quiet": ("0,0.25", 0, ("--steps", "200", "--batch-size", "64"),
+              {"A/A": ("pass", 120.0), "A/B +25%": ("regression", 90.0)}),
+    "busy": ("0,0.3", 1, ("--steps", "200", "--batch-size", "64"),
+             {"A/A": ("pass", 300.0), "A/B +30%": ("regression", 300.0)}),
+}
+FALSE_ALARM_TARGET = 0.02
 
 
 @dataclass
@@ -88,8 +108,9 @@ def cycle_of(text: str) -> tuple[tuple[str, float], ...]:
     return tuple(("A/A" if s == 0 else f"A/B +{s:.0%}", s) for s in slowdowns)
 
 
-def one_gate(name: str, slowdown: float, run_dir: Path, options: GateOptions) -> dict[str, Any]:
-    target = ScriptTarget(path=SAMPLE, args=("--steps", "100"), cwd=SAMPLE.parent)
+def one_gate(name: str, slowdown: float, run_dir: Path, options: GateOptions,
+             script_args: tuple[str, ...] = ("--steps", "100")) -> dict[str, Any]:
+    target = ScriptTarget(path=SAMPLE, args=script_args, cwd=SAMPLE.parent)
     base = Side(name=BASE, target=target, label="slowdown 0", knobs={"slowdown": 0.0})
     head = Side(name=HEAD, target=target, label=f"slowdown {slowdown}", knobs={"slowdown": slowdown})
     load = os.getloadavg()[0]
@@ -239,6 +260,45 @@ def report(records: list[dict[str, Any]], options: GateOptions, seed: int) -> No
               f"{replayed.count('inconclusive') / REPLAYS:.1%} |")
 
 
+def check_targets(records: list[dict[str, Any]], targets: dict[str, tuple[str, float]],
+                  options: GateOptions, seed: int) -> None:
+    """Each preset target against the real gates: the wanted outcome within the time, every
+    time; the false-alarm rate of the A/A gates, real and replayed."""
+    print("\ntargets:\n")
+    print("| condition | target | gates | met | time to verdict (median, max) | step time "
+          "(median of base launches) | load average (median, max) |")
+    print("|---|---|---:|---|---:|---:|---:|")
+    for name, (wanted, seconds) in targets.items():
+        mine = [r for r in records if r["condition"] == name and r["status"] != "error"]
+        if not mine:
+            print(f"| {name} | {wanted} ≤ {seconds:.0f} s | 0 | not run | – | – | – |")
+            continue
+        ok = sum(1 for r in mine if r["status"] == wanted and r["seconds"] <= seconds)
+        times = [r["seconds"] for r in mine]
+        steps = [statistics.median(r["base_ms"]) for r in mine if r.get("base_ms")]
+        loads = [r["loadavg"] for r in mine]
+        print(f"| {name} | {wanted} (exit {0 if wanted == 'pass' else 1}) ≤ {seconds:.0f} s | "
+              f"{len(mine)} | {'**yes**' if ok == len(mine) else '**no**'}: {ok}/{len(mine)} | "
+              f"{statistics.median(times):.0f} s, {max(times):.0f} s | "
+              f"{statistics.median(steps) if steps else float('nan'):.1f} ms | "
+              f"{statistics.median(loads):.1f}, {max(loads):.1f} |")
+    aa = [r for r in records if r["condition"] == "A/A" and r["status"] != "error"]
+    if aa:
+        outcomes = [r["status"] for r in aa]
+        pairs: list[tuple[float, float]] = []
+        for r in aa:
+            cpu = r.get("figure") == "cpu"
+            pairs += list(zip(r["base_cpu_ms" if cpu else "base_ms"],
+                              r["head_cpu_ms" if cpu else "head_ms"], strict=True))
+        rng = random.Random(seed)
+        replayed = [replay(pairs, options.rule, options.plan, rng) for _ in range(REPLAYS)]
+        rate_replayed = replayed.count("regression") / REPLAYS
+        print(f"\nfalse alarms (target ≤ {FALSE_ALARM_TARGET:.0%}): real A/A gates "
+              f"{rate(outcomes, 'regression')}; replayed from their {len(pairs)} pairs "
+              f"{rate_replayed:.1%} of {REPLAYS}"
+              + (" — met" if rate_replayed <= FALSE_ALARM_TARGET else " — NOT met"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-min", type=float, default=25.0,
@@ -248,12 +308,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--busy", type=int, default=0,
                         help="keep this many other CPU-bound processes running (a busy runner)")
-    parser.add_argument("--cycle", default=",".join(str(s) for _, s in CYCLE),
-                        help="slowdowns of the head that take turns, 0 = A/A [default: %(default)s]")
+    parser.add_argument("--cycle", default=None,
+                        help="slowdowns of the head that take turns, 0 = A/A [default: "
+                             f"{','.join(str(s) for _, s in CYCLE)}, or the preset's]")
     parser.add_argument("--replay-launches", action="append", default=[], metavar="NAME=GATE_DIR",
                         help="replay gates from the launches a gate left in GATE_DIR (repeatable)")
+    parser.add_argument("--preset", choices=sorted(PRESETS),
+                        help="the issue-16 targets: sets --cycle, --busy and the sample's size, "
+                             "and checks the targets in the report")
+    parser.add_argument("--script-args", default="--steps 100",
+                        help="arguments of samples/regression_demo.py [default: %(default)s]")
     args = parser.parse_args()
-    cycle = cycle_of(args.cycle)
+    targets: dict[str, tuple[str, float]] = {}
+    args.script = tuple(args.script_args.split())
+    if args.preset is not None:
+        cycle_text, args.busy, args.script, targets = PRESETS[args.preset]
+        args.cycle = args.cycle or cycle_text  # --cycle 0.3: only the slowdown gates, e.g. a smoke
+    cycle = cycle_of(args.cycle or ",".join(str(s) for _, s in CYCLE))
     if args.replay_launches:
         replay_launches(args.replay_launches, GateOptions(explain=False), args.seed)
         return
@@ -266,7 +337,8 @@ def main() -> None:
     done = len(log_path.read_text().splitlines()) if log_path.exists() else 0
     deadline = time.monotonic() + args.budget_min * 60
     print(f"gate power: default settings {options.plan} {options.rule} {options.measure}, "
-          f"{args.busy} busy process(es)", flush=True)
+          f"{args.busy} busy process(es), sample {' '.join(args.script)}, load average "
+          f"{os.getloadavg()[0]:.1f} at the start", flush=True)
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
         run_gates(args, cycle, options, log_path, done, deadline)
@@ -276,6 +348,8 @@ def main() -> None:
             hog.wait()
     records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
     report(records, options, args.seed)
+    if targets:
+        check_targets(records, targets, options, args.seed)
 
 
 def run_gates(args: argparse.Namespace, cycle: tuple[tuple[str, float], ...],
@@ -284,7 +358,7 @@ def run_gates(args: argparse.Namespace, cycle: tuple[tuple[str, float], ...],
         count = done
         while time.monotonic() < deadline:
             name, slowdown = cycle[count % len(cycle)]
-            record = one_gate(name, slowdown, args.out / f"gate-{count:03d}", options)
+            record = one_gate(name, slowdown, args.out / f"gate-{count:03d}", options, args.script)
             log.write(json.dumps(record) + "\n")
             log.flush()
             count += 1

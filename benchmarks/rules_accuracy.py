@@ -18,7 +18,10 @@ whose code matches an `expect` marker of the file at another line (or at no line
 library file) found the problem at the *wrong line*; a marker with no finding of its code is a
 miss; any other finding is a false positive, and one at a `not[...]` line (or of a `file-not`
 code) is also a *violation*. Trace-quality findings (PFT9xx) describe the trace, not the code:
-they are listed, not scored. precision = (right + wrong line) / scored findings; recall =
+they are listed, not scored; so is the compute advice (PFT507-PFT510: lower precision,
+channels_last, batch size, intra-op threads), which depends on the machine the corpus runs on (its
+CPU's bf16 units, its cores and their load), not on the script alone — a `not[...]` line still
+forbids it. precision = (right + wrong line) / scored findings; recall =
 markers found (at any line) / markers; right-line rate = right / (right + wrong line).
 
 Real GPU traces (../shared/traces): the known problems in them must be found where they are,
@@ -152,6 +155,10 @@ def _loc(f: Any) -> tuple[str, int | None]:
     return (Path(f.location.file).name if f.location.file else "", f.location.line)
 
 
+# Advice that depends on the machine (CPU flags, cores, load), not on the script: not scored.
+MACHINE_ADVICE = frozenset({"PFT507", "PFT508", "PFT509", "PFT510"})
+
+
 def score_script(truth: Truth, findings: Iterable[Any]) -> ScriptResult:
     """Judge every finding of one script's run against its truth."""
     result = ScriptResult(truth.name, truth)
@@ -162,7 +169,7 @@ def score_script(truth: Truth, findings: Iterable[Any]) -> ScriptResult:
     for f in findings:
         fname, line = _loc(f)
         here = fname == truth.name
-        if f.code.startswith("PFT9"):
+        if f.code.startswith("PFT9") or f.code in MACHINE_ADVICE:
             verdict = "unscored"
         elif here and (f.code, line) in truth.expect:
             verdict = "right"
@@ -447,7 +454,8 @@ def _markdown(sets: dict[str, list[ScriptResult]], real_lines: list[str], real_h
         "",
         "Scoring (see the script's docstring): *right* = the marked code at the marked line;",
         "*wrong line* = a finding whose code is expected in the script but at another line (or",
-        "none); *FP* = any other finding; trace-quality findings (PFT9xx) are not scored.",
+        "none); *FP* = any other finding; trace-quality findings (PFT9xx) and the machine-dependent",
+        "compute advice (PFT507-PFT510) are not scored.",
         "precision = (right + wrong line) / findings; recall = expected markers found at any",
         "line / markers; right line = right / (right + wrong line). On a CPU trace the sync",
         "rules report *latent* hazards (what would stall on a GPU).",

@@ -37,7 +37,7 @@ WITHIN = 0.03
 
 def tune(out: Path, *args: str) -> dict[str, Any]:
     started = time.monotonic()
-    command = [sys.executable, "-m", "perftune", "tune", str(SAMPLE), "--out", str(out), "-q", *args]
+    command = [sys.executable, "-m", "perftune", "tune", "--out", str(out), "-q", *args, str(SAMPLE)]
     print("$", " ".join(command[2:]), flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:

@@ -6,8 +6,8 @@ of them; the data come from a DataLoader, so perftune can inject the batch size 
 so precision injection has to hand it fp32 logits. Runs in seconds on a CPU:
 
     python samples/gpt.py --steps 20
-    perftune tune samples/gpt.py --knob batch_size=4,8,16 --knob precision=fp32,bf16 \
-        --knob checkpoint=none,every:2,all --arg batch_size=--batch-size={}
+    perftune tune --knob batch_size=4,8,16 --knob precision=fp32,bf16 \
+        --knob checkpoint=none,every:2,all --arg batch_size=--batch-size={} samples/gpt.py
 """
 
 from __future__ import annotations

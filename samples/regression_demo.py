@@ -6,7 +6,7 @@ step: proportional extra work, standing in for a change that made the model heav
 
     python samples/regression_demo.py                      # the reference
     python samples/regression_demo.py --slowdown 0.25      # 25 % more work per step
-    perftune gate samples/regression_demo.py --against HEAD
+    perftune gate --against HEAD samples/regression_demo.py
 """
 
 from __future__ import annotations

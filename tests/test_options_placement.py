@@ -4,44 +4,88 @@ written after the script name gets a warning."""
 
 from __future__ import annotations
 
+import click
 import pytest
 
+from perftune.cli.baseline import baseline
+from perftune.cli.calibrate import calibrate
 from perftune.cli.fix import fix
 from perftune.cli.gate import gate
 from perftune.cli.profile import profile
 from perftune.cli.tune import tune
 
+# command, its argument that holds the script and its arguments, and one of its options with a
+# value that is not the default (option, value, parameter name, parsed value).
+COMMANDS = [
+    (profile, "script_args", ("--skip", "2", "skip", 2)),
+    (fix, "script_args", ("--launches", "2", "launches", 2)),
+    (tune, "script_and_args", ("--max-trials", "3", "max_trials", 3)),
+    (gate, "script_and_args", ("--launches", "3", "launches", 3)),
+    (baseline, "script_and_args", ("--launches", "3", "launches", 3)),
+    (calibrate, "script_and_args", ("--launches", "3", "launches", 3)),
+]
+IDS = [command.name for command, _, _ in COMMANDS]
 
-def parse(command, args: list[str]):  # type: ignore[no-untyped-def]
+
+def parse(command: click.Command, args: list[str]) -> dict[str, object]:
     return command.make_context(command.name, list(args)).params
 
 
-def test_a_profile_option_after_the_script_goes_to_the_script_with_a_warning(capsys: pytest.CaptureFixture[str]) -> None:
-    params = parse(profile, ["train.py", "--epochs", "1", "--skip", "2"])
-    # perftune's --skip keeps its default (from click's default_map or the built-in one).
-    assert params["skip"] == parse(profile, ["train.py"])["skip"] != 2
-    assert params["script_args"] == ("train.py", "--epochs", "1", "--skip", "2")
+@pytest.mark.parametrize("command, script_param, option", COMMANDS, ids=IDS)
+def test_an_option_after_the_script_goes_to_the_script_with_a_warning(
+        command: click.Command, script_param: str, option: tuple[str, str, str, object],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    flag, value, name, parsed = option
+    params = parse(command, ["train.py", "--epochs", "1", flag, value])
+    # perftune's option keeps its default (from click's default_map or the built-in one).
+    assert params[name] == parse(command, ["train.py"])[name] != parsed
+    assert params[script_param] == ("train.py", "--epochs", "1", flag, value)
     err = capsys.readouterr().err
-    assert "perftune: warning: --skip after the script name train.py goes to the script" in err
-
-
-def test_options_before_the_script_raise_no_warning(capsys: pytest.CaptureFixture[str]) -> None:
-    parse(profile, ["--skip", "2", "train.py", "--epochs", "1"])
-    parse(fix, ["--launches", "2", "train.py", "--epochs", "1"])
-    parse(gate, ["--against", "HEAD", "train.py", "--epochs", "1"])
-    assert capsys.readouterr().err == ""
-
-
-def test_script_flags_after_double_dash_are_not_warned_about(capsys: pytest.CaptureFixture[str]) -> None:
-    parse(profile, ["train.py", "--", "--skip", "2"])
-    parse(gate, ["--against", "HEAD", "train.py", "--", "--steps", "3"])
-    assert capsys.readouterr().err == ""
-
-
-@pytest.mark.parametrize("command", [gate, tune])
-def test_commands_that_still_read_later_options_warn_too(command, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
-    args = ["train.py", "--max-trials", "3"] if command is tune else ["train.py", "--against", "HEAD"]
-    parse(command, args)
-    err = capsys.readouterr().err
-    assert "after the script name train.py are still read as perftune's" in err
+    assert (f"perftune: warning: {flag} after the script name train.py goes to the script, "
+            "not to perftune") in err
     assert "perftune's options come before the script" in err
+    assert f"perftune {command.name} {flag} ... train.py" in err
+
+
+@pytest.mark.parametrize("command, script_param, option", COMMANDS, ids=IDS)
+def test_options_before_the_script_are_perftunes_and_raise_no_warning(
+        command: click.Command, script_param: str, option: tuple[str, str, str, object],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    flag, value, name, parsed = option
+    params = parse(command, [flag, value, "train.py", "--epochs", "1"])
+    assert params[name] == parsed
+    assert params[script_param] == ("train.py", "--epochs", "1")
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command, script_param, option",
+                         [c for c in COMMANDS if c[0] is not fix], ids=[i for i in IDS if i != "fix"])
+def test_a_module_and_everything_after_it_are_the_scripts(
+        command: click.Command, script_param: str, option: tuple[str, str, str, object],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    flag, value, name, parsed = option
+    params = parse(command, [flag, value, "-m", "pkg.train", "--lr", "3", flag, "9"])
+    assert params["module"] == "pkg.train" and params[name] == parsed
+    assert params[script_param] == ("--lr", "3", flag, "9")
+
+
+@pytest.mark.parametrize("command, script_param, option", COMMANDS, ids=IDS)
+def test_script_flags_after_double_dash_are_not_warned_about(
+        command: click.Command, script_param: str, option: tuple[str, str, str, object],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    flag, value, _, _ = option
+    parse(command, ["train.py", "--", flag, value])
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("command", [c for c, _, _ in COMMANDS], ids=IDS)
+def test_help_examples_put_perftune_options_before_the_script(command: click.Command) -> None:
+    """Every example line of the --help text: no perftune option after the `.py` script."""
+    from perftune.cli._options import misplaced_options
+
+    examples = [line.split() for line in (command.help or "").splitlines()
+                if line.strip().startswith(f"perftune {command.name} ")]
+    for words in examples:
+        scripts = [i for i, w in enumerate(words) if w.endswith(".py")]
+        if scripts:
+            assert misplaced_options(command, words, scripts[0] + 1) == [], " ".join(words)

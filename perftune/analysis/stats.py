@@ -216,6 +216,18 @@ def paired_ratio_interval(
     return _estimate(x, y, float(d.mean()), half, confidence, df, "paired", sd / math.sqrt(2.0))
 
 
+def per_look_confidence(confidence: float, looks: int) -> float:
+    """The confidence of each of `looks` looks at growing data (Bonferroni).
+
+    Deciding again after every round of launches gives chance more than one try; splitting the
+    error rate over the planned looks keeps the whole sequential test's error rate at
+    1 - confidence (gate and fix stop as soon as a look decides). One look leaves it as it is.
+    """
+    if looks < 1:
+        raise UsageError(f"looks must be at least 1, got {looks}")
+    return 1.0 - (1.0 - confidence) / looks
+
+
 def direction(estimate: RatioEstimate) -> str:
     """Whether head is reliably above base ("higher"), below ("lower"), or neither ("unclear"):
     the interval of head/base excludes 1 on one side. For step times higher is slower; for a

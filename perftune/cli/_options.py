@@ -70,23 +70,6 @@ def _option_names(command: click.Command) -> tuple[set[str], set[str]]:
     return names, valued
 
 
-def script_index(command: click.Command, args: list[str]) -> int | None:
-    """Where the script's name is in `args`: the first token that is neither an option nor an
-    option's value; None when `--` or -m MODULE comes first (or there is no script)."""
-    _, valued = _option_names(command)
-    i = 0
-    while i < len(args):
-        token = args[i]
-        if token == "--" or token in ("-m", "--module") or (token.startswith("-m") and not token.startswith("--")):
-            return None
-        if token.startswith("-") and token != "-":
-            name = token.split("=", 1)[0]
-            i += 2 if name in valued and "=" not in token else 1
-            continue
-        return i
-    return None
-
-
 def misplaced_options(command: click.Command, args: list[str], start: int) -> list[str]:
     """The options of `command` written after the script's name (up to a `--`)."""
     names, _ = _option_names(command)
@@ -101,15 +84,11 @@ def misplaced_options(command: click.Command, args: list[str], start: int) -> li
     return found
 
 
-def warn_misplaced(command: str, options: list[str], script: str, *, read_as_perftune: bool) -> None:
+def warn_misplaced(command: str, options: list[str], script: str) -> None:
     if not options:
         return
     shown = ", ".join(options)
-    if read_as_perftune:
-        fate = (f"are still read as perftune's by `perftune {command}`, but will go to the "
-                "script in a later release")
-    else:
-        fate = f"{'goes' if len(options) == 1 else 'go'} to the script, not to perftune"
+    fate = f"{'goes' if len(options) == 1 else 'go'} to the script, not to perftune"
     click.echo(f"perftune: warning: {shown} after the script name {script} {fate}; perftune's "
                f"options come before the script, everything after it belongs to the script "
                f"(as with python -m and torchrun): perftune {command} {options[0]} ... {script} "
@@ -117,23 +96,25 @@ def warn_misplaced(command: str, options: list[str], script: str, *, read_as_per
 
 
 class ScriptCommand(click.Command):
-    """perftune's options come first; the script (or -m MODULE) and everything after it are the
+    """Every command that runs a script (profile, fix, tune, gate, baseline, calibrate):
+    perftune's options come first; the script (or -m MODULE) and everything after it are the
     script's, exactly as with `python [options] SCRIPT ARGS`. A perftune option written after
     the script goes to the script, with a warning."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        takes_value = _option_names(self)[1]
+        names, takes_value = _option_names(self)
+        modules = "--module" in names  # fix runs only script files: its -m is click's error
         i = 0
         while i < len(args):
             token = args[i]
             if token == "--":
                 break
-            if token in ("-m", "--module"):
+            if modules and token in ("-m", "--module"):
                 if i + 1 >= len(args):
                     break  # click reports the missing value
                 args = [*args[:i], "--module", args[i + 1], "--", *args[i + 2 :]]
                 break
-            if token.startswith("-m") and not token.startswith("--"):
+            if modules and token.startswith("-m") and not token.startswith("--"):
                 args = [*args[:i], "--module", token[2:], "--", *args[i + 1 :]]
                 break
             if token.startswith("-") and token != "-":
@@ -141,21 +122,9 @@ class ScriptCommand(click.Command):
                 i += 2 if name in takes_value and "=" not in token else 1
                 continue
             warn_misplaced(ctx.info_name or self.name or "", misplaced_options(self, args, i + 1),
-                           token, read_as_perftune=False)
+                           token)
             args = [*args[:i], "--", *args[i:]]
             break
-        return super().parse_args(ctx, args)
-
-
-class InterspersedScriptCommand(click.Command):
-    """A command that still reads its own options anywhere (gate, tune, baseline, calibrate),
-    warning when one comes after the script's name: the one rule is "before the script"."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        at = script_index(self, args)
-        if at is not None:
-            warn_misplaced(ctx.info_name or self.name or "", misplaced_options(self, args, at + 1),
-                           args[at], read_as_perftune=True)
         return super().parse_args(ctx, args)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import InterspersedScriptCommand, out_option
+from perftune.cli._options import ScriptCommand, out_option
 from perftune.cli.gate import (
     SCRIPT_CONTEXT,
     default_run_dir,
@@ -20,7 +20,7 @@ from perftune.fsutil import write_json_atomic
 from perftune.rundir import BASELINE
 
 
-@click.command(cls=InterspersedScriptCommand, context_settings=SCRIPT_CONTEXT)
+@click.command(cls=ScriptCommand, context_settings=SCRIPT_CONTEXT)
 @script_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("perf-baseline.json"), show_default=True, help="Baseline file to write.")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import InterspersedScriptCommand, out_option
+from perftune.cli._options import ScriptCommand, out_option
 from perftune.cli.gate import (
     SCRIPT_CONTEXT,
     default_run_dir,
@@ -21,7 +21,7 @@ from perftune.rundir import CALIBRATION
 from perftune.units import parse_fraction
 
 
-@click.command(cls=InterspersedScriptCommand, context_settings=SCRIPT_CONTEXT)
+@click.command(cls=ScriptCommand, context_settings=SCRIPT_CONTEXT)
 @script_options
 @click.option("--launches", type=int, default=10, show_default=True,
               help="Launches per side (the same code on both sides).")

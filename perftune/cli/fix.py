@@ -15,8 +15,8 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import format_option, out_option
-from perftune.cli.profile import ScriptCommand, default_run_dir
+from perftune.cli._options import ScriptCommand, format_option, out_option
+from perftune.cli.profile import default_run_dir
 from perftune.errors import UsageError
 
 
@@ -37,8 +37,9 @@ def _shown(path: Path) -> str:
 @click.option("--steps", type=int, default=10, show_default=True,
               help="Steps measured per launch after the warm-up.")
 @click.option("--launches", type=int, default=4, show_default=True,
-              help="Launches of every version (original, each rewrite, all together), run "
-              "interleaved.")
+              help="Launches of every version (original, each rewrite, all together) at most, "
+              "run interleaved; a version stops after 3 once its verdict is decided (faster, "
+              "slower, or within 2 % of the original at the confidence split over the looks).")
 @click.option("--rtol", type=float, default=1e-4, show_default=True,
               help="Relative tolerance of the loss comparison.")
 @click.option("--atol", type=float, default=1e-6, show_default=True,

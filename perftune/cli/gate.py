@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from perftune.cli._options import (
-    InterspersedScriptCommand,
+    ScriptCommand,
     config_default,
     format_option,
     out_option,
@@ -28,12 +28,11 @@ from perftune.units import parse_fraction
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# Commands that run a user's script take its arguments verbatim; gate options may still come
-# anywhere, and `--` ends them (for script flags that share a gate option's name).
 # A calibration here is used without --calibration (`perftune calibrate -o` writes it).
 DEFAULT_CALIBRATION = Path("perftune-calibration.json")
-SCRIPT_CONTEXT = {"ignore_unknown_options": True, "allow_interspersed_args": True,
-                  "help_option_names": ["-h", "--help"]}
+# gate, baseline and calibrate are ScriptCommands: their options come before the script, and
+# the script and everything after it are the script's (as with python -m and torchrun).
+SCRIPT_CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 def script_arguments(module: str | None, script_and_args: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
@@ -66,7 +65,8 @@ def measure_options(func: F) -> F:
 
 
 def script_options(func: F) -> F:
-    func = click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED)(func)
+    func = click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED,
+                          metavar="SCRIPT [ARGS]...")(func)
     func = click.option("-m", "--module", default=None,
                         help="Run a module (like python -m) instead of a SCRIPT file.")(func)
     func = click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")(func)
@@ -112,7 +112,7 @@ def _checkout_root() -> Path | None:
         return None
 
 
-@click.command(cls=InterspersedScriptCommand, context_settings=SCRIPT_CONTEXT)
+@click.command(cls=ScriptCommand, context_settings=SCRIPT_CONTEXT)
 @script_options
 @click.option("--against", "against", metavar="REF", default=None,
               help="Compare with this git revision (checked out into a temporary worktree).")
@@ -153,8 +153,11 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
     """Fail the build when training step time really regressed.
 
     \b
-    perftune gate train.py --epochs 1 --against origin/main
-    perftune gate train.py --baseline perf-baseline.json
+    perftune gate --against origin/main train.py --epochs 1
+    perftune gate --baseline perf-baseline.json train.py
+
+    perftune's options come before the script; the script and everything after it are the
+    script's (as with python -m and torchrun).
 
     Base and head are launched interleaved in randomised ABBA order, each launch a separate
     process (warm-up discarded, median of the steady steps). The gate fails only when the

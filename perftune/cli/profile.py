@@ -286,7 +286,9 @@ def profile(
     found from optimizer.step() (or perftune.step() calls, or --step-marker); after --skip warm-up
     steps, --active steps are recorded with torch.profiler, then the script is stopped (unless
     --full). The trace, every step's time and the run's metadata go to a run directory,
-    perftune-runs/<time>-<script>/ unless --out or [tool.perftune] runs-dir say otherwise.
+    perftune-runs/<time>-<script>/ unless --out or [tool.perftune] runs-dir say otherwise; a
+    script that uses torch.compile also gets compilation.json there (compile time per step,
+    graphs, graph breaks, recompilations).
 
     With --nproc-per-node N the script runs under torchrun (`torchrun --nproc-per-node N
     train.py`, the script calls init_process_group itself): every rank is captured and stops

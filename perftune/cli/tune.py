@@ -11,16 +11,12 @@ from typing import Any
 import click
 
 from perftune import _signals
-from perftune.cli._options import InterspersedScriptCommand, format_option, out_option
+from perftune.cli._options import ScriptCommand, format_option, out_option
 from perftune.errors import ScriptError
 
-# Perftune's options may come before or after SCRIPT; `--` ends them (for a script flag with
-# the name of a tune option). The script's own arguments are passed on verbatim.
-SCRIPT_CONTEXT = {
-    "ignore_unknown_options": True,
-    "allow_interspersed_args": True,
-    "help_option_names": ["-h", "--help"],
-}
+# perftune's options come before SCRIPT; the script and everything after it are the script's,
+# passed on verbatim (as with python -m and torchrun).
+SCRIPT_CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 class RichReporter:
@@ -94,8 +90,8 @@ class RichReporter:
         return f"best {best.throughput:,.1f}: {values}"
 
 
-@click.command(cls=InterspersedScriptCommand, context_settings=SCRIPT_CONTEXT)
-@click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED)
+@click.command(cls=ScriptCommand, context_settings=SCRIPT_CONTEXT)
+@click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
 @click.option("-m", "--module", default=None, help="Tune a module (like python -m) instead of a SCRIPT file.")
 @click.option("--knob", "knobs", multiple=True, metavar="NAME=V1,V2",
               help="Values to try for a knob (repeatable); LOW..HIGH gives the powers of two in "
@@ -151,10 +147,13 @@ def tune(ctx: click.Context, /, tensorboard: bool, no_html: bool, quiet: bool, o
     """Tune knobs (batch size, precision, checkpointing, torch.compile mode, tile sizes...) for throughput.
 
     \b
-    perftune tune train.py --epochs 1 --knob batch_size=16..256 --knob precision=fp32,bf16
+    perftune tune --knob batch_size=16..256 --knob precision=fp32,bf16 train.py --epochs 1
     perftune tune --knob compile=none,default,max-autotune --run-steps 2000 train.py
-    perftune tune train.py --knob chunk=16,32,64 --memory-budget 8GiB --max-trials 40
-    perftune tune train.py --from-findings perftune-runs/20250101-train
+    perftune tune --knob chunk=16,32,64 --memory-budget 8GiB --max-trials 40 train.py
+    perftune tune --from-findings perftune-runs/20250101-train train.py
+
+    perftune's options come before the script; the script and everything after it are the
+    script's (as with python -m and torchrun).
 
     Every trial runs the script in its own process with one configuration (warm-up steps
     discarded, median of the measured steps). The fastest configuration (samples/s) within the

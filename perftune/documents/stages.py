@@ -61,6 +61,10 @@ class TuneKnob(_Stage):
     default: Any = None
     source: str = "cli"
     extra: list[Any] = msgspec.field(default_factory=list)
+    # Where `default` came from when it is the script's own ("perftune.knob() default", "the
+    # script's DataLoader (train.py:31)", "default of the script's --batch-size", "the script as
+    # written (nothing injected)"); null: not seen, the search's starting value stands in.
+    default_from: str | None = None
 
 
 class TuneSpace(_Stage):
@@ -177,7 +181,9 @@ class TuneRunnerUp(_Stage):
 
 
 class TuneDefault(_Stage):
-    """The baseline: the script's own defaults (perftune.knob defaults, else the first value)."""
+    """The baseline: the script's own defaults (perftune.knob() defaults, the batch size of its
+    DataLoader, its flags' defaults; where one cannot be seen, the search's starting value:
+    `space.knobs[].default_from` says which)."""
 
     values: Values = msgspec.field(default_factory=dict)
     throughput: float | None = None

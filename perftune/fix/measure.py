@@ -5,6 +5,12 @@ discarded, median of the steady steps). The versions take turns in palindromic b
 random order, then the same order reversed (ABBA for two versions) — so that a shared machine
 slowing down or speeding up during the run hits every version alike and cancels out of each
 pair of blocks.
+
+The measurement is sequential: every version runs FIRST_LOOK launches, then one palindromic
+block (two launches) at a time up to `--launches`, and a version whose verdict is decided
+(`perftune.fix.verify.speed_decided`: faster, slower, or a change too small to matter, at the
+confidence split over the looks) is not launched again. A clear rewrite costs FIRST_LOOK
+launches, an unclear one `--launches`.
 """
 
 from __future__ import annotations
@@ -15,12 +21,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perftune.capture.parent.measure import MeasureSettings, Side, capture_side
+from perftune.analysis.stats import per_look_confidence
+from perftune.capture.parent.measure import MeasureSettings, Side, capture_side, log_tail
 from perftune.errors import ScriptError
-from perftune.fix.verify import losses_by_step
+from perftune.fix.verify import losses_by_step, speed_decided
 from perftune.rundir import OUTPUT_LOG, RunDir
 
 BASE = "base"
+# Launches per version before the first look: two pairs give an interval with one degree of
+# freedom (a t quantile of ~25 at 97.5 %), too wide to decide anything; three give two.
+FIRST_LOOK = 3
 
 
 @dataclass(frozen=True)
@@ -97,15 +107,6 @@ def palindrome_blocks(keys: Sequence[str], launches: int, rng: random.Random) ->
     return blocks
 
 
-def _log_tail(run_dir: Path, lines: int = 15) -> str:
-    try:
-        text = RunDir(run_dir).file(OUTPUT_LOG).read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    tail = "\n".join(text[-lines:])
-    return f"\nlast lines of {run_dir / 'output.log'}:\n{tail}" if tail else ""
-
-
 _WARNING = re.compile(r"\b(\w*Warning): (.+)$")
 
 
@@ -155,10 +156,14 @@ def _launch(arm: Arm, seq: int, block: int, run_dir: Path,
                      step_source=result.step_source, seeded=result.seeded)
 
 
+LaunchFn = Callable[[Arm, int, int, Path, MeasureSettings], ArmLaunch]
+
+
 def run_interleaved(arms: Sequence[Arm], launches: int, launch_root: Path,
                     settings: MeasureSettings, seed: int | None = None,
                     on_launch: Callable[[ArmLaunch], None] | None = None,
-                    into: Measurements | None = None, first_block: int = 0) -> Measurements:
+                    into: Measurements | None = None, first_block: int = 0,
+                    launch: LaunchFn | None = None) -> Measurements:
     """Launch every arm `launches` times in palindromic blocks.
 
     The original failing is the user's script failing: ScriptError. A rewritten version that
@@ -174,16 +179,78 @@ def run_interleaved(arms: Sequence[Arm], launches: int, launch_root: Path,
             if key in found.failed:
                 continue
             run_dir = launch_root / f"{seq:03d}-{key}"
-            launch = _launch(by_key[key], seq, number, run_dir, settings)
+            done = (launch or _launch)(by_key[key], seq, number, run_dir, settings)
             seq += 1
-            found.launches.append(launch)
+            found.launches.append(done)
             if on_launch is not None:
-                on_launch(launch)
-            if launch.ok:
+                on_launch(done)
+            if done.ok:
                 continue
-            why = f"{launch.status}: {launch.error}" if launch.error else launch.status
+            why = f"{done.status}: {done.error}" if done.error else done.status
             if key == BASE:
                 raise ScriptError(f"the original script's launch failed ({why}); run dir "
-                                  f"{run_dir}" + _log_tail(run_dir))
+                                  f"{run_dir}" + log_tail(run_dir))
             found.failed[key] = f"the rewritten script failed ({why}); see {run_dir}/output.log"
     return found
+
+
+def launch_rounds(max_launches: int) -> list[int]:
+    """Launches per version added at each look: FIRST_LOOK, then two (a palindromic block) at
+    a time up to `max_launches`: [3, 2, 1] for 6, [3, 1] for 4, [2] for 2."""
+    sizes = [min(FIRST_LOOK, max_launches)]
+    while sum(sizes) < max_launches:
+        sizes.append(min(2, max_launches - sum(sizes)))
+    return sizes
+
+
+@dataclass(frozen=True)
+class Sequential:
+    """What the sequential measurement did: the launches, the confidence of each look, and
+    after how many launches each version was decided (None: measured to the end)."""
+
+    found: Measurements
+    confidence: float
+    decided_after: dict[str, int | None]
+    looks: int
+
+
+def run_sequential(arms: Sequence[Arm], max_launches: int, launch_root: Path,
+                   settings: MeasureSettings, confidence: float, seed: int | None = None,
+                   on_launch: Callable[[ArmLaunch], None] | None = None,
+                   into: Measurements | None = None,
+                   launch: LaunchFn | None = None) -> Sequential:
+    """Measure the versions against the original (arms[0], key BASE) round by round, stopping
+    for each version once its verdict is decided, and for all once every one is."""
+    rounds = launch_rounds(max_launches)
+    look = per_look_confidence(confidence, len(rounds))
+    found = into if into is not None else Measurements()
+    undecided = [arm for arm in arms if arm.key != BASE]
+    decided_after: dict[str, int | None] = {arm.key: None for arm in undecided}
+    base = next(arm for arm in arms if arm.key == BASE)
+    total = 0
+    for index, size in enumerate(rounds):
+        block = max((x.block for x in found.launches), default=-1) + 1
+        run_interleaved([base, *undecided], size, launch_root, settings,
+                        None if seed is None else seed + index, on_launch, into=found,
+                        first_block=block, launch=launch)
+        total += size
+        still = []
+        for arm in undecided:
+            xs, ys = found.paired_medians(arm.key)
+            if arm.key in found.failed or speed_decided(xs, ys, look):
+                decided_after[arm.key] = total
+            else:
+                still.append(arm)
+        undecided = still
+        if not undecided:
+            break
+    return Sequential(found, look, decided_after, len(rounds))
+
+
+def launch_seconds(step_ms: float | None, setup_s: float | None,
+                   settings: MeasureSettings) -> float | None:
+    """About how long one launch takes: starting the script (`setup_s`: Python, imports, the
+    script's own setup, as the profile run showed) plus its warm-up and measured steps."""
+    if step_ms is None or setup_s is None:
+        return None
+    return setup_s + (settings.warmup + settings.steps) * step_ms / 1000.0

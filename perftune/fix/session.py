@@ -7,9 +7,11 @@ the same seed, interleaved with the others; the original's own files are only to
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +22,16 @@ from perftune.engine.types import Finding
 from perftune.errors import UsageError
 from perftune.fix.apply import apply_diff
 from perftune.fix.diffs import parse_unified_diff
-from perftune.fix.measure import BASE, Arm, ArmLaunch, Measurements, new_warnings, run_interleaved
+from perftune.fix.measure import (
+    BASE,
+    Arm,
+    ArmLaunch,
+    Measurements,
+    launch_rounds,
+    launch_seconds,
+    new_warnings,
+    run_sequential,
+)
 from perftune.fix.plan import Candidate, Plan, compatible_set, conflicts_of, make_plan
 from perftune.fix.verify import (
     DIFFERS,
@@ -53,7 +64,7 @@ CHOSEN = "chosen"
 class FixSettings:
     warmup: int = 5  # steps discarded at the start of each launch
     steps: int = 10  # steps measured per launch
-    launches: int = 4  # launches per version
+    launches: int = 4  # launches per version at most (fewer once its verdict is decided)
     tolerance: Tolerance = field(default_factory=Tolerance)
     seed: int = 0
     confidence: float = 0.95
@@ -82,6 +93,10 @@ class FixTarget:
     # Findings read from a run directory: their diffs are not trusted, the rewrites are made
     # again on the current source (perftune.fix.regen).
     regenerate: bool = False
+    # From the profile run, for the expected time of the measurement: the median step time
+    # and the seconds a launch takes beyond its steps (Python, imports, the script's setup).
+    step_ms: float | None = None
+    setup_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -277,11 +292,17 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
 
     def show(launch: ArmLaunch) -> None:
         what = f"{launch.median_ms:.2f} ms/step" if launch.median_ms else launch.status
-        say(f"launch {launch.seq + 1}/{total} {launch.arm}: {what}")
+        say(f"launch {launch.seq + 1} (at most {total}) {launch.arm}: {what}")
 
-    say(f"measuring the original and {len(arms) - 1} rewritten version(s), "
-        f"{settings.launches} launches each")
-    found = run_interleaved(arms, settings.launches, launch_root, measure, settings.seed, show)
+    per_launch = launch_seconds(target.step_ms, target.setup_s, measure)
+    say(expected_time(len(arms), settings.launches, per_launch))
+    started = time.monotonic()
+    sequential = run_sequential(arms, settings.launches, launch_root, measure,
+                                settings.confidence, settings.seed, show)
+    found = sequential.found
+    whole = settings.confidence
+    # Every interval is read at the confidence of one look of the sequential test.
+    settings = dataclasses.replace(settings, confidence=sequential.confidence)
     base_launches = found.of(BASE)
     base_ref = base_launches[0]
     reproducible: LossCheck | None = baseline_reproducible([b.losses for b in base_launches],
@@ -298,7 +319,9 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
     results = tuple(RewriteResult(c, measured(c.id, [c]),
                                   tuple(conflicts_of(c, plan.candidates)))
                     for c in plan.candidates)
-    notes: list[str] = []
+    notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
+                                      time.monotonic() - started, per_launch, len(arms),
+                                      settings.launches)]
     why_not = not_comparable(base_ref)
     if why_not is not None:
         notes.append(f"losses were not compared: {why_not}")
@@ -315,12 +338,12 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             combined = all_together
         else:
             spaces.add(CHOSEN, chosen)
-            say(f"measuring the {len(chosen)} verified rewrites together")
+            say(f"measuring the {len(chosen)} verified rewrites together; "
+                + expected_time(2, settings.launches, per_launch))
             total = len(found.launches) + 2 * settings.launches
-            next_block = max(launch.block for launch in found.launches) + 1
-            run_interleaved([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
-                            launch_root, measure, settings.seed + 1, show, into=found,
-                            first_block=next_block)
+            run_sequential([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
+                           launch_root, measure, whole,
+                           settings.seed + 100, show, into=found)
             combined = measured(CHOSEN, chosen_set)
         if combined is None or not combined.verdict.included:
             best = accepted[0].candidate.id
@@ -332,6 +355,37 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
     return FixOutcome(plan, settings, target, results, combined, chosen, patch,
                       _median([b.median_ms for b in base_launches]), base_memory, memory_kind,
                       reproducible, tuple(found.launches), tuple(notes), all_together)
+
+
+def expected_time(versions: int, max_launches: int, per_launch_s: float | None) -> str:
+    """The line said before the launches start: how many, and about how long."""
+    rounds = launch_rounds(max_launches)
+    low, high = versions * rounds[0], versions * max_launches
+    text = (f"measuring the original and {versions - 1} rewritten version(s): {rounds[0]} "
+            f"launches each, up to {max_launches} for a version whose verdict is still open "
+            f"({low}–{high} launches")
+    if per_launch_s is None:
+        return text + ")"
+    return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(low * per_launch_s)} to "
+            f"{_minutes(high * per_launch_s)})")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def measured_note(decided_after: dict[str, int | None], launches: int, elapsed_s: float,
+                  per_launch_s: float | None, versions: int, max_launches: int) -> str:
+    """After the launches: when each version was decided, and the time against the estimate."""
+    parts = [f"{key} after {n} launches" if n is not None else f"{key} open after {max_launches}"
+             for key, n in decided_after.items()]
+    expected = ""
+    if per_launch_s is not None:
+        rounds = launch_rounds(max_launches)
+        expected = (f" (expected {_minutes(versions * rounds[0] * per_launch_s)} to "
+                    f"{_minutes(versions * max_launches * per_launch_s)})")
+    return (f"measured sequentially: {', '.join(parts)}; {launches} launches in "
+            f"{_minutes(elapsed_s)}{expected}")
 
 
 def _median(values: Sequence[float | None]) -> float | None:

@@ -6,6 +6,8 @@ directory in meta.json, and its findings in findings.json (or a trace to analyse
 
 from __future__ import annotations
 
+import statistics
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,7 @@ from perftune.redact import REDACTED
 from perftune.rundir import OUTPUT_LOG, RunDir
 
 if TYPE_CHECKING:
+    from perftune.capture.parent.runner import CaptureResult
     from perftune.pipeline import Analysis
 
 
@@ -80,6 +83,7 @@ def from_run_dir(run_dir: Path) -> Source:
 def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, *, skip: int,
                  active: int, timeout_s: float | None, seed: int) -> Source:
     """Profile the script into `run_dir` (as `perftune profile` would) and analyse it."""
+    from perftune.capture.parent.measure import log_tail
     from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
     from perftune.pipeline import process_run
 
@@ -87,13 +91,15 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
         raise UsageError(f"{script}: no such script")
     options = CaptureOptions(skip=skip, active=active, timeout_s=timeout_s, quiet=True,
                              env={"PYTHONHASHSEED": str(seed)}, seed=seed)
+    started = time.monotonic()
     result = run_capture(ScriptTarget(path=script, args=args, cwd=cwd), run_dir, options)
+    wall = time.monotonic() - started
     if result.status == "interrupted":
         raise KeyboardInterrupt
     if not result.ok or result.trace_path is None:
         detail = f": {result.error}" if result.error else ""
-        raise ScriptError(f"profiling {script} failed ({result.status}){detail}; see "
-                          f"{RunDir(run_dir).file(OUTPUT_LOG)}")
+        raise ScriptError(f"profiling {script} failed ({result.status}{_exit(result.exit_code)})"
+                          f"{detail}; see {RunDir(run_dir).file(OUTPUT_LOG)}" + log_tail(run_dir))
     try:
         analysis = process_run(run_dir)
     except PerftuneError:
@@ -104,6 +110,25 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
                          f"analysing it failed ({type(exc).__name__}: {exc})") from exc
     if analysis is None:
         raise ScriptError(f"profiling {script} recorded no trace; see {run_dir}")
+    step_ms, setup_s = launch_figures(result, wall)
     target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=analysis.findings,
-                       roots=(cwd, script.resolve().parent, run_dir))
+                       roots=(cwd, script.resolve().parent, run_dir), step_ms=step_ms,
+                       setup_s=setup_s)
     return Source(target, analysis, run_dir)
+
+
+def launch_figures(result: CaptureResult, wall_s: float) -> tuple[float | None, float | None]:
+    """From the profile run, for the expected time of the measured launches: the median time
+    of the unprofiled steps after the first, and the seconds before the first step (starting
+    Python, imports, the script's setup)."""
+    steps = result.steps
+    if not steps:
+        return None, None
+    plain = [s.duration_ms for s in steps[1:] if s.phase == "warmup"] or \
+        [s.duration_ms for s in steps]
+    outside = wall_s - result.script_s if result.script_s is not None else 0.0
+    return statistics.median(plain), max(0.0, outside) + max(0.0, steps[0].start_s)
+
+
+def _exit(code: int | None) -> str:
+    return f", exit code {code}" if code is not None else ""

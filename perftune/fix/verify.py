@@ -129,6 +129,20 @@ def compare_speed(base: Sequence[float], rewritten: Sequence[float],
                       est.base_geomean_ms, est.head_geomean_ms, n)
 
 
+def speed_decided(base: Sequence[float], rewritten: Sequence[float], confidence: float) -> bool:
+    """More launches would not change what is done with the rewrite: the interval of
+    rewritten/original lies above 1 (slower: dropped), below 1 (faster: kept), or within
+    SLOWER_MEASURED of 1 on both sides (a change too small to matter: kept). The sequential
+    measurement of `perftune fix` stops measuring a version once this holds."""
+    n = min(len(base), len(rewritten))
+    if n < 2:
+        return False
+    est = paired_ratio_interval(base[:n], rewritten[:n], confidence)
+    if est.low > 1.0 or est.high < 1.0:
+        return True
+    return est.low >= 1.0 / (1.0 + SLOWER_MEASURED) and est.high <= 1.0 + SLOWER_MEASURED
+
+
 @dataclass(frozen=True)
 class MemoryCheck:
     base_bytes: int | None

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from perftune._version import __version__
-from perftune.analysis.stats import DEFAULT_POWER, RatioEstimate, min_detectable_regression
+from perftune.analysis.stats import (
+    DEFAULT_POWER,
+    RatioEstimate,
+    min_detectable_regression,
+    per_look_confidence,
+)
 from perftune.errors import ConfigError
 from perftune.fsutil import write_json_atomic
 from perftune.gate.runner import DEFAULT_LAUNCHES, LaunchPlan
@@ -31,7 +36,7 @@ def gate_detectable(noise: float, max_launches: int, confidence: float, power: f
     reliably detects: its last look has all the launches, at the per-look confidence."""
     max_launches = max(2, max_launches)
     plan = LaunchPlan(launches=min(first, max_launches), max_launches=max_launches)
-    look = 1.0 - (1.0 - confidence) / plan.looks
+    look = per_look_confidence(confidence, plan.looks)
     return min_detectable_regression(noise, max_launches, look, power, paired)
 
 

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from perftune.analysis.stats import RatioEstimate, paired_ratio_interval, percent, ratio_interval
+from perftune.analysis.stats import (
+    RatioEstimate,
+    paired_ratio_interval,
+    per_look_confidence,
+    percent,
+    ratio_interval,
+)
 from perftune.errors import UsageError
 
 Outcome = Literal["pass", "regression", "undecided"]
@@ -62,10 +68,8 @@ class DecisionRule:
         the error rate over the planned looks keeps the whole gate's false-alarm rate at
         1 - confidence. One look leaves the rule as it is.
         """
-        if looks < 1:
-            raise UsageError(f"looks must be at least 1, got {looks}")
         return DecisionRule(max_regression=self.max_regression,
-                            confidence=1.0 - (1.0 - self.confidence) / looks,
+                            confidence=per_look_confidence(self.confidence, looks),
                             noise_floor=self.noise_floor)
 
 

@@ -102,6 +102,10 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
     for gap in tuning.unmeasured:
         lines.append(f"not measured: {gap.total - gap.measured} of the {gap.total} configurations "
                      f"with {gap.knob}={knob_value(gap.value)} ({tuning.stop_reason})")
+    origins = [f"{k.name}={knob_value(k.default)} ({k.default_from or 'not seen: the search starting value'})"
+               for k in tuning.space.knobs]
+    if origins:
+        lines.append("your defaults (the baseline): " + ", ".join(origins))
     apply = tuning.apply
     if not winner:
         return lines

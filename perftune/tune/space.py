@@ -37,6 +37,9 @@ class Knob:
     # Values the accuracy guard's baseline needs although the search does not try them
     # (fp32 when only bf16/fp16 are searched): allowed in the record, never proposed.
     extra: tuple[Value, ...] = ()
+    # Where `default` came from when it is the script's own (perftune.knob(), the DataLoader,
+    # the script's flag, "as written" for an injected knob); None: the search's starting value.
+    default_from: str | None = None
 
     @property
     def ordered(self) -> bool:
@@ -57,6 +60,7 @@ class Knob:
             "default": self.default,
             "source": self.source,
             "extra": list(self.extra),
+            "default_from": self.default_from,
         }
 
     @classmethod
@@ -67,6 +71,7 @@ class Knob:
             default=data["default"],
             source=str(data.get("source", "cli")),
             extra=tuple(data.get("extra", ())),
+            default_from=data.get("default_from"),
         )
 
 
@@ -79,6 +84,14 @@ class ArgTemplate:
 
     def render(self, value: Value) -> list[str]:
         return shlex.split(self.template.replace("{}", shlex.quote(_format_value(value))))
+
+    @property
+    def flag(self) -> str | None:
+        """The script's option the value is given to (`--batch-size` of `--batch-size={}`)."""
+        for word in shlex.split(self.template.replace("{}", "VALUE")):
+            if word.startswith("-"):
+                return word.split("=", 1)[0]
+        return None
 
 
 @dataclass(frozen=True)
@@ -309,8 +322,13 @@ def build_space(
     findings: Mapping[str, tuple[Value, ...]] | None = None,
     args: Sequence[ArgTemplate] = (),
     declared_names: Iterable[str] = (),
+    default_from: Mapping[str, str] | None = None,
 ) -> SearchSpace:
-    """Merge the sources into one space; later sources replace a knob's values."""
+    """Merge the sources into one space; later sources replace a knob's values.
+
+    `declared_defaults` are the script's own defaults (perftune.knob(), the DataLoader's batch
+    size, the script's flags; `script_defaults` finds them), `default_from` says where each
+    came from."""
     merged: dict[str, tuple[tuple[Value, ...], str]] = {}
     for source, given in (
         ("findings", findings or {}),
@@ -327,8 +345,10 @@ def build_space(
     unknown = sorted(set(arg_map) - set(merged))
     if unknown:
         raise UsageError(f"--arg for knob(s) with no values to try: {', '.join(unknown)}")
+    origin = dict(default_from or {})
     knobs = [
-        _make_knob(name, values, source, defaults.get(name))
+        _make_knob(name, values, source, defaults.get(name),
+                   origin.get(name, "perftune.knob() default") if name in defaults else None)
         for name, (values, source) in merged.items()
     ]
     names = {k.name for k in knobs}
@@ -349,7 +369,10 @@ def without(space: SearchSpace, names: Iterable[str]) -> SearchSpace:
     )
 
 
-def _make_knob(name: str, choices: tuple[Value, ...], source: str, declared: Value | None) -> Knob:
+def _make_knob(name: str, choices: tuple[Value, ...], source: str, declared: Value | None,
+               default_from: str | None = None) -> Knob:
+    if declared is not None:
+        declared = _like(declared, choices)
     if declared is not None and declared not in choices:
         # The script's own default is the baseline every configuration is compared with: it
         # is measured even when the values to try leave it out (batch 8 with --knob
@@ -364,7 +387,60 @@ def _make_knob(name: str, choices: tuple[Value, ...], source: str, declared: Val
         extra = ("none",)
     elif name == injected.COMPILE and injected.COMPILE_NONE not in choices:
         extra = (injected.COMPILE_NONE,)  # the eager run the compiled losses are checked against
-    return Knob(name, choices, _default(name, choices, declared), source, extra)
+    return Knob(name, choices, _default(name, choices, declared), source, extra,
+                default_from if declared is not None else None)
+
+
+def _like(value: Value, choices: tuple[Value, ...]) -> Value:
+    """`value` in the type of the choices: a flag parsed without `type=int` gives "64"."""
+    if isinstance(value, str) and choices and not any(isinstance(c, str) for c in choices):
+        parsed = parse_value(value)
+        return parsed if not isinstance(parsed, str) else value
+    if isinstance(value, float) and value.is_integer() and all(
+            isinstance(c, int) and not isinstance(c, bool) for c in choices):
+        return int(value)
+    return value
+
+
+def script_defaults(
+    space: SearchSpace, observed: Mapping[str, Any], input_samples: float | None
+) -> tuple[dict[str, Value], dict[str, str]]:
+    """The script's own value of each knob perftune applies or passes as a flag, from a run
+    with nothing applied (the tuner's probe): (values, where each came from).
+
+    `observed` is the injector report's "defaults" (the first DataLoader iterated, the script's
+    parsed flags); `input_samples` the model input's leading dimension in that run. A knob whose
+    value cannot be seen is left out (its search starting value stands in, and says so)."""
+    values: dict[str, Value] = {}
+    origin: dict[str, str] = {}
+    raw_flags, raw_loader = observed.get("flags"), observed.get("dataloader")
+    flags: Mapping[str, Any] = raw_flags if isinstance(raw_flags, dict) else {}
+    loader: Mapping[str, Any] = raw_loader if isinstance(raw_loader, dict) else {}
+    for knob in space.knobs:
+        template = space.arg_for(knob.name)
+        if template is not None:
+            flag = template.flag
+            if flag is not None and flags.get(flag) is not None:
+                values[knob.name] = flags[flag]
+                origin[knob.name] = f"default of the script's {flag}"
+        elif knob.name == injected.BATCH_SIZE:
+            if isinstance(loader.get("batch_size"), int):
+                values[knob.name] = loader["batch_size"]
+                where = loader.get("where")
+                origin[knob.name] = "the script's DataLoader" + (f" ({_short(where)})" if where else "")
+            elif input_samples is not None:
+                values[knob.name] = int(input_samples)
+                origin[knob.name] = "the model input's leading dimension"
+        elif knob.name in injected.AS_WRITTEN:
+            values[knob.name] = injected.AS_WRITTEN[knob.name]
+            origin[knob.name] = "the script as written (nothing injected)"
+    return values, origin
+
+
+def _short(where: str) -> str:
+    """file:line with the file's name only."""
+    path, _, line = where.rpartition(":")
+    return f"{Path(path).name}:{line}" if path else where
 
 
 def _default(name: str, choices: tuple[Value, ...], declared: Value | None) -> Value:

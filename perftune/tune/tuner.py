@@ -24,6 +24,7 @@ from perftune.tune.space import (
     build_space,
     config_key,
     knobs_from_declared,
+    script_defaults,
     without,
 )
 from perftune.tune.strategy import Proposal, StrategySettings, propose
@@ -152,15 +153,17 @@ class Tuner:
         return build_space(cli=src.cli, config=src.config, findings=src.findings, args=src.args)
 
     def _probe(self, study: Study) -> SearchSpace:
-        """Run the script once with the default values, to learn the knobs it declares; the run
-        also counts as the trial of the default configuration."""
+        """Run the script once as written, to learn the knobs it declares and its own defaults
+        (perftune.knob() defaults, the DataLoader's batch size, its flags' defaults); the run
+        also counts as the trial of the default configuration, the tuner's baseline."""
         partial = self._partial_space()
-        # Only what perftune itself applies or passes as a flag: the script's own knob()
-        # calls fall back to their defaults, which is what the search starts from.
-        probe_values = {
-            k.name: k.default
+        # Nothing that changes the script: no flag is passed and no batch size injected (the
+        # child records the DataLoader's and the flags' own values); precision and
+        # checkpointing get their "as written" values (fp32, none).
+        probe_values: dict[str, Value] = {
+            k.name: injected.AS_WRITTEN[k.name]
             for k in partial.knobs
-            if k.name in injected.INJECTED_KNOBS or partial.arg_for(k.name) is not None
+            if k.name in injected.AS_WRITTEN and partial.arg_for(k.name) is None
         }
         runner = TrialRunner(
             self.settings.script, partial, self.measurement, self.objective, self.launcher
@@ -169,12 +172,15 @@ class Tuner:
         outcome = runner.run(probe_values, self.settings.run_dir / TRIALS_DIR / "probe")
         self._check_launch(runner)
         if outcome.status in ("crashed", "no-steps"):
+            from perftune.capture.parent.measure import log_tail
+
             raise ScriptError(
                 f"the script failed with its default knob values: {outcome.reason}"
+                + log_tail(self.settings.run_dir / TRIALS_DIR / "probe")
             )
         if outcome.status == "interrupted":
             raise KeyboardInterrupt
-        space = self._full_space(outcome)
+        space = self._full_space(outcome, partial)
         self.objective.check(space.names)
         stored = study.save_settings(
             {
@@ -185,12 +191,16 @@ class Tuner:
             }
         )
         space = SearchSpace.from_json(stored["space"])
-        full_values = {**space.default(), **probe_values}
-        declared = outcome.declared_knobs
-        for knob in space.knobs:
-            if knob.name not in probe_values and isinstance(declared.get(knob.name), dict):
-                full_values[knob.name] = declared[knob.name].get("default")
-        if all(full_values.get(k.name) in k.allowed for k in space.knobs):
+        full_values = space.default()
+        unknown = [k.name for k in space.knobs if k.default_from is None]
+        if unknown:
+            # The probe ran the script's own value of these, which nothing showed: the search
+            # measures its starting values as the defaults instead.
+            shown = ", ".join(f"{k.name}={k.default}" for k in space.knobs if k.name in unknown)
+            self.note(f"the script's own value of {', '.join(unknown)} could not be seen (no "
+                      "DataLoader iterated, no flag default, no perftune.knob() default); the "
+                      f"baseline uses {shown}")
+        elif all(full_values.get(k.name) in k.allowed for k in space.knobs):
             study.add_finished(
                 space,
                 full_values,
@@ -200,10 +210,15 @@ class Tuner:
             )
         return space
 
-    def _full_space(self, probe: TrialOutcome) -> SearchSpace:
+    def _full_space(self, probe: TrialOutcome, partial: SearchSpace) -> SearchSpace:
         src = self.settings.sources
         declared_raw = probe.declared_knobs if src.use_declared else {}
         declared, defaults, notes = knobs_from_declared(declared_raw)
+        observed = probe.injected.get("defaults")
+        seen, origin = script_defaults(partial, observed if isinstance(observed, dict) else {},
+                                       probe.input_samples)
+        defaults = {**seen, **defaults}  # a perftune.knob() default is the script's word
+        origin = {k: v for k, v in origin.items() if k not in declared_raw}
         for text in notes:
             if not any(text.startswith(f"knob {name!r}") for name, _ in src.cli):
                 self.note(text)
@@ -215,6 +230,7 @@ class Tuner:
             declared_defaults=defaults,
             args=src.args,
             declared_names=probe.declared_knobs,
+            default_from=origin,
         )
         reachable = set(injected.INJECTED_KNOBS) | set(probe.declared_knobs) | {a.knob for a in space.args}
         unused = [k.name for k in space.knobs if k.name not in reachable]

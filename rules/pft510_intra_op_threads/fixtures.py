@@ -12,6 +12,10 @@ FIXTURES: dict[str, Fixture] = {
     "under_used": lambda: cpu_train_steps(cpu_host(threads=1, cores=8)),
     "oversubscribed": lambda: cpu_train_steps(cpu_host(threads=16, cores=2)),
     "matched": lambda: cpu_train_steps(cpu_host(threads=8, cores=8)),
+    # One thread of eight, but other processes keep the machine busy (load 12): the spare cores
+    # are not free, so no under-use (a shared CI runner).
+    "busy_machine": lambda: cpu_train_steps(cpu_host(threads=1, cores=8, loadavg=12.0)),
+    "under_used_idle_machine": lambda: cpu_train_steps(cpu_host(threads=1, cores=8, loadavg=1.2)),
     # Under-used, but the step is Python-bound: more threads would not help.
     "overhead_bound": lambda: cpu_train_steps(cpu_host(threads=1, cores=8), conv_us=500.0,
                                               python_us=40000.0),

@@ -27,7 +27,9 @@ class IntraOpThreads(Rule):
       machine's cores, not the affinity mask, in some builds; a container limited to 2 of 64
       cores), so OpenMP threads time-slice and wait for each other at every barrier.
 
-    Foreign traces do not record either count: the rule says nothing there.
+    Under-use is not claimed when the machine's load average (recorded with them) says other
+    processes keep the spare cores busy: more threads would then compete for them. Foreign
+    traces do not record either count: the rule says nothing there.
 
     ## Why is it slow?
     Convolutions and matmuls split their work over the intra-op threads. Idle cores are
@@ -84,6 +86,14 @@ class IntraOpThreads(Rule):
                                     "compute_ms_per_step": round(ops_ms, 3),
                                     "step_ms": round(sc.step_ms, 3)}
         env = host.get("omp_num_threads")
+        load = host.get("loadavg")
+        if threads < cores and isinstance(load, (int, float)):
+            # Other processes' runnable threads (the machine's load less this step's own):
+            # cores they keep busy are not there for more intra-op threads.
+            others = max(0.0, float(load) - threads)
+            evidence["loadavg"] = round(float(load), 2)
+            if cores - threads - others < 1.0:
+                return
         if threads < cores:
             eff = float(self.config["parallel_efficiency"])
             # Amdahl with the matrix time as the parallel part, at `eff` of ideal scaling.

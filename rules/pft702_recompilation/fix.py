@@ -23,30 +23,31 @@ from perftune.engine.types import Applicability
 
 def mark_dynamic_before(source: str, line: int, params: Mapping[str, Any]) -> Rewrite | None:
     """Insert `torch._dynamo.mark_dynamic(tensor, dim)` before the statement that calls the
-    compiled model with `tensor`, whose dimension `dim` failed its shape guard: the model is
-    compiled once with that dimension dynamic (unsafe: dynamo raises if the code specialises
-    the dimension after all)."""
+    compiled model with `tensor`, for each (tensor, dim) whose shape guard failed (`marks`):
+    the model is compiled once with those dimensions dynamic (unsafe: dynamo raises if the
+    code specialises such a dimension after all)."""
     import libcst as cst
 
-    tensor, dim = params.get("tensor"), params.get("dim")
-    if not isinstance(tensor, str) or not isinstance(dim, int) or not tensor.isidentifier():
-        return None
+    marks = [(m[0], m[1]) for m in params.get("marks", ())
+             if isinstance(m, (list, tuple)) and len(m) == 2 and isinstance(m[0], str)
+             and m[0].isidentifier() and isinstance(m[1], int)]
     module = parse(source)
-    if module is None or "torch" not in source:
+    if not marks or module is None or "torch" not in source:
         return None
     _, positions = with_positions(module)
     stmt = statement_on_line(module, positions, line)
-    if stmt is None or not uses_name(code_of(stmt), tensor):
+    if stmt is None:
         return None
-    block = parent_block(module, stmt)
+    marks = [(name, dim) for name, dim in marks if uses_name(code_of(stmt), name)]
+    block = parent_block(module, stmt) if marks else None
     if block is None:
         return None
-    mark = cst.parse_statement(f"torch._dynamo.mark_dynamic({tensor}, {dim})\n")
     body = list(block.body)
     index = next((i for i, s in enumerate(body) if s is stmt), None)
     if index is None:
         return None
-    body.insert(index, mark)
+    body[index:index] = [cst.parse_statement(f"torch._dynamo.mark_dynamic({name}, {dim})\n")
+                         for name, dim in marks]
     return Rewrite(module.deep_replace(block, block.with_changes(body=body)).code,
                    Applicability.UNSAFE)
 

@@ -90,17 +90,19 @@ class Recompilation(Rule):
                        f"{len(events)} time(s) here ({where}, {seconds:.2f} s of compilation): "
                        f"{reasons[0]}")
             params: dict[str, Any] = {}
-            shape = next((size_guard(e.recompile_reason or "") for e in events
-                          if guard_kind(e) == "shape"), None)
+            shapes: list[tuple[str, int]] = []
+            for e in events:
+                found = size_guard(e.recompile_reason or "")
+                if found is not None and found not in shapes:
+                    shapes.append(found)
             scalar = next((scalar_guard(e.recompile_reason or "") for e in events
                            if guard_kind(e) == "scalar"), None)
-            if shape is not None:
-                name, dim = shape
-                params = {"tensor": name, "dim": dim}
-                title = (f"Mark the varying dimension dynamic before the call: "
-                         f"torch._dynamo.mark_dynamic({name}, {dim}) (or torch.compile(..., "
-                         "dynamic=True), or pad to a few fixed sizes)")
-                after = f"torch._dynamo.mark_dynamic({name}, {dim})"
+            if shapes:
+                params = {"marks": [list(m) for m in shapes]}
+                marks = "; ".join(f"torch._dynamo.mark_dynamic({n}, {d})" for n, d in shapes)
+                title = (f"Mark the varying dimension(s) dynamic before the call: {marks} (or "
+                         "torch.compile(..., dynamic=True), or pad to a few fixed sizes)")
+                after = "\n".join(f"torch._dynamo.mark_dynamic({n}, {d})" for n, d in shapes)
             elif scalar is not None:
                 title = (f"Pass `{scalar[0]}` as a tensor (torch.tensor(value)): a Python number "
                          "is guarded as a constant and every new value recompiles")

@@ -31,15 +31,28 @@ def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run)
     hand = json.loads((out / "hand.json").read_text())
     # Its forward + backward time per step, as the hooks timed it in the same steps.
     hand_ms = statistics.mean(hand["ms"][i] for i in profiled if i < len(hand["ms"]))
+    # The operators run between the module's hooks: the trace never holds much more than the
+    # hooks timed, however busy the machine.
+    assert first["total_ms"] <= 1.10 * hand_ms, (first, hand_ms)
+    # Both are wall-clock timings. While other processes compete for the CPUs, a preemption
+    # between a hook and the operator counts for the hooks only, so the two are compared both
+    # ways only when the profiled steps ran uncontended: this single-threaded, compute-bound
+    # loop then has as much CPU time as wall time (steps.json holds both per step).
+    # (Skipped, saying so, otherwise: everything else in this test has been checked by then.)
+    assert first["forward_ms"] > 0 and first["backward_ms"] > 0
+    # The terminal names it first in the module table.
+    table = stdout[stdout.index("modules by own time"):].splitlines()
+    assert WIDE in table[2]
+    ratios = [s["cpu_ms"] / s["duration_ms"] for s in steps if s.get("phase") == "profiled"
+              and s.get("cpu_ms") is not None and s.get("duration_ms")]
+    if not ratios or min(ratios) < 0.8:
+        pytest.skip("the trace-against-hooks timing comparison needs uncontended steps; the "
+                    f"profiled steps had {min(ratios, default=0):.0%} CPU time per wall time")
     assert abs(first["total_ms"] - hand_ms) <= 0.10 * hand_ms, (first, hand_ms)
     # Its share of the step: the trace's step also holds the capture's own per-step work, which
     # the script's loop timer does not see, so the share is compared with a little more room.
     expected = statistics.median(hand["shares"][i] for i in profiled if i < len(hand["shares"]))
     assert abs(first["share"] - expected) <= 0.15 * expected, (first, expected)
-    assert first["forward_ms"] > 0 and first["backward_ms"] > 0
-    # The terminal names it first in the module table.
-    table = stdout[stdout.index("modules by own time"):].splitlines()
-    assert WIDE in table[2]
 
 
 def test_planted_module_in_the_html_report(planted_run) -> None:  # noqa: F811

@@ -88,9 +88,9 @@ def test_a_4x_slowdown_fails_the_gate(repo: Path, tmp_path: Path) -> None:
     summary = tmp_path / "step-summary.md"
     junit = tmp_path / "junit.xml"
     # Up to 8 pairs: a runner shared with other jobs can spoil a pair or two.
-    out = perftune("gate", "train.py", "--against", "HEAD~1", *MEASURE, "--launches", "4",
+    out = perftune("gate", "--against", "HEAD~1", *MEASURE, "--launches", "4",
                    "--max-launches", "8", "--out", str(tmp_path / "run"),
-                   "--junit", str(junit), cwd=repo,
+                   "--junit", str(junit), "train.py", cwd=repo,
                    env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})
     assert out.returncode == 1, out.stdout + out.stderr
     assert "REGRESSION" in out.stdout
@@ -126,16 +126,16 @@ def test_a_4x_slowdown_fails_the_gate(repo: Path, tmp_path: Path) -> None:
 
 def test_no_change_never_fails(repo: Path, tmp_path: Path) -> None:
     calibration = tmp_path / "calibration.json"
-    cal = perftune("calibrate", "train.py", "--warmup", "2", "--steps", "5", "--launches", "2",
-                   "-q", "-o", str(calibration), "--out", str(tmp_path / "cal"), cwd=repo)
+    cal = perftune("calibrate", "--warmup", "2", "--steps", "5", "--launches", "2",
+                   "-q", "-o", str(calibration), "--out", str(tmp_path / "cal"), "train.py", cwd=repo)
     assert cal.returncode == 0, cal.stdout + cal.stderr
     assert "launch-to-launch noise" in cal.stdout
     assert "smallest regression detected reliably" in cal.stdout
     noise = json.loads(calibration.read_text())["noise_log_sd"]
     assert noise >= 0
 
-    out = perftune("gate", "train.py", "--against", "HEAD", *FAST, "--no-explain",
-                   "--calibration", str(calibration), "--out", str(tmp_path / "run"), cwd=repo)
+    out = perftune("gate", "--against", "HEAD", *FAST, "--no-explain",
+                   "--calibration", str(calibration), "--out", str(tmp_path / "run"), "train.py", cwd=repo)
     assert out.returncode in (0, 4), out.stdout + out.stderr
     verdict = json.loads((tmp_path / "run" / "gate.json").read_text())
     assert verdict["status"] in ("pass", "inconclusive")
@@ -147,16 +147,16 @@ def test_no_change_never_fails(repo: Path, tmp_path: Path) -> None:
 
 def test_baseline_round_trip_and_fingerprint(repo: Path, tmp_path: Path) -> None:
     stored = repo / "perf-baseline.json"
-    rec = perftune("baseline", "train.py", "-o", str(stored), "--warmup", "2", "--steps", "5",
-                   "--launches", "5", "-q", "--out", str(tmp_path / "rec"), cwd=repo)
+    rec = perftune("baseline", "-o", str(stored), "--warmup", "2", "--steps", "5",
+                   "--launches", "5", "-q", "--out", str(tmp_path / "rec"), "train.py", cwd=repo)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     data = json.loads(stored.read_text())
     assert len(data["samples_ms"]) == 5 and data["steps"] == 5 and data["warmup"] == 2
     assert data["fingerprint"]["torch"] and data["fingerprint"]["python"]
     assert data["profile"]["operators_per_step"] > 0
 
-    same = perftune("gate", "train.py", "--baseline", str(stored), "--launches", "3",
-                    "--max-launches", "3", "-q", "--out", str(tmp_path / "same"), cwd=repo)
+    same = perftune("gate", "--baseline", str(stored), "--launches", "3",
+                    "--max-launches", "3", "-q", "--out", str(tmp_path / "same"), "train.py", cwd=repo)
     assert same.returncode in (0, 4), same.stdout + same.stderr
     verdict = json.loads((tmp_path / "same" / "gate.json").read_text())
     assert verdict["mode"] == "baseline"
@@ -166,16 +166,16 @@ def test_baseline_round_trip_and_fingerprint(repo: Path, tmp_path: Path) -> None
     # Recorded elsewhere: refused unless told to warn.
     data["fingerprint"]["torch"] = "0.0.1-elsewhere"
     stored.write_text(json.dumps(data))
-    refused = perftune("gate", "train.py", "--baseline", str(stored), "--launches", "3",
-                       "--max-launches", "3", "-q", "--out", str(tmp_path / "refused"), cwd=repo)
+    refused = perftune("gate", "--baseline", str(stored), "--launches", "3",
+                       "--max-launches", "3", "-q", "--out", str(tmp_path / "refused"), "train.py", cwd=repo)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "differs from the baseline" in refused.stderr and "0.0.1-elsewhere" in refused.stderr
 
     # A stored baseline cannot pair launches, so give the (unpaired) comparison a clear case.
     write_script(repo, work=8)
-    warned = perftune("gate", "train.py", "--baseline", str(stored), "--launches", "3",
+    warned = perftune("gate", "--baseline", str(stored), "--launches", "3",
                       "--max-launches", "7", "-q", "--fingerprint-mismatch", "warn",
-                      "--out", str(tmp_path / "warned"), cwd=repo)
+                      "--out", str(tmp_path / "warned"), "train.py", cwd=repo)
     assert warned.returncode == 1, warned.stdout + warned.stderr
     verdict = json.loads((tmp_path / "warned" / "gate.json").read_text())
     assert any("0.0.1-elsewhere" in note for note in verdict["notes"])
@@ -192,8 +192,8 @@ def worktree_count(repo: Path) -> int:
 def test_a_cancelled_gate_removes_its_worktree(repo: Path, tmp_path: Path, signum: int) -> None:
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}
-    proc = subprocess.Popen([sys.executable, "-m", "perftune", "gate", "train.py", "--against", "HEAD",
-                             *FAST, "--out", str(run)], cwd=repo, env=env, text=True,
+    proc = subprocess.Popen([sys.executable, "-m", "perftune", "gate", "--against", "HEAD",
+                             *FAST, "--out", str(run), "train.py"], cwd=repo, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not list(run.glob("launches/*")) and time.monotonic() < deadline and proc.poll() is None:
@@ -209,8 +209,8 @@ def test_a_cancelled_gate_removes_its_worktree(repo: Path, tmp_path: Path, signu
 def test_a_crashing_script_exits_3(repo: Path, tmp_path: Path) -> None:
     write_script(repo, work=1, extra="raise SystemExit('broken on purpose')")
     junit = tmp_path / "junit.xml"
-    out = perftune("gate", "train.py", "--against", "HEAD", *FAST, "--junit", str(junit),
-                   "--out", str(tmp_path / "run"), cwd=repo)
+    out = perftune("gate", "--against", "HEAD", *FAST, "--junit", str(junit),
+                   "--out", str(tmp_path / "run"), "train.py", cwd=repo)
     assert out.returncode == 3, out.stdout + out.stderr
     assert "perftune: error:" in out.stderr and "head" in out.stderr
     assert "Traceback" not in out.stderr.split("last lines of")[0]
@@ -222,14 +222,14 @@ def test_a_crashing_script_exits_3(repo: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["train.py"], "exactly one of --against"),
-    (["train.py", "--against", "HEAD", "--baseline", "x.json"], "exactly one of --against"),
-    (["missing.py", "--against", "HEAD"], "no such script"),
-    (["train.py", "--against", "no-such-ref"], "not a commit"),
-    (["train.py", "--against", "HEAD", "--max-regression", "5"], "5%"),
-    (["train.py", "--baseline", "nothing.json"], "not found"),
+    (["--against", "HEAD", "--baseline", "x.json", "train.py"], "exactly one of --against"),
+    (["--against", "HEAD", "missing.py"], "no such script"),
+    (["--against", "no-such-ref", "train.py"], "not a commit"),
+    (["--against", "HEAD", "--max-regression", "5", "train.py"], "5%"),
+    (["--baseline", "nothing.json", "train.py"], "not found"),
 ])
 def test_usage_errors_exit_2(repo: Path, tmp_path: Path, args: list[str], message: str) -> None:
-    out = perftune("gate", *args, "--out", str(tmp_path / "run"), cwd=repo)
+    out = perftune("gate", "--out", str(tmp_path / "run"), *args, cwd=repo)
     assert out.returncode == 2, out.stdout + out.stderr
     assert message in out.stderr
     assert "Traceback" not in out.stderr

@@ -13,14 +13,14 @@ def parsed(*args: str) -> dict[str, object]:
     return gate.make_context("gate", list(args)).params
 
 
-def test_script_arguments_pass_through_around_gate_options() -> None:
-    params = parsed("train.py", "--epochs", "1", "--against", "HEAD~1", "--lr=3e-4")
+def test_gate_options_come_before_the_script_and_its_arguments_pass_through() -> None:
+    params = parsed("--against", "HEAD~1", "train.py", "--epochs", "1", "--lr=3e-4")
     assert params["script_and_args"] == ("train.py", "--epochs", "1", "--lr=3e-4")
     assert params["against"] == "HEAD~1"
 
 
-def test_everything_after_double_dash_goes_to_the_script() -> None:
-    params = parsed("train.py", "--against", "main", "--", "--steps", "100", "--against", "x")
+def test_everything_after_the_script_goes_to_the_script() -> None:
+    params = parsed("--against", "main", "train.py", "--steps", "100", "--against", "x")
     assert params["script_and_args"] == ("train.py", "--steps", "100", "--against", "x")
     assert params["against"] == "main" and params["steps"] == 10  # the default, not the script's
 

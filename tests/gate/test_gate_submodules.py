@@ -111,9 +111,9 @@ def test_gate_against_a_revision_with_a_submodule_runs_the_base(project: Path,
                                                                 tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "perftune", "gate", "train.py", "--against", "HEAD~1",
+        [sys.executable, "-m", "perftune", "gate", "--against", "HEAD~1",
          "--warmup", "1", "--steps", "3", "--launches", "2", "--max-launches", "2",
-         "--no-explain", "--out", str(run)],
+         "--no-explain", "--out", str(run), "train.py"],
         cwd=project, capture_output=True, text=True, timeout=600,
         env={k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS",
                                                                 "GITHUB_STEP_SUMMARY")})

@@ -16,9 +16,9 @@ FAST = ("--trial-warmup", "1", "--trial-steps", "3")
 def test_failed_trials_are_recorded_with_their_reason_and_the_search_goes_on(project: Path) -> None:
     out = project / "run"
     result = run_tune(
-        str(SCRIPTS / "faulty.py"), "--knob", "mode=ok,crash,oom,nan,big,short", *FAST,
+        "--knob", "mode=ok,crash,oom,nan,big,short", *FAST,
         "--trial-timeout", "3m", "--memory-budget", "900MiB",
-        "--repeats", "0", "--out", str(out), cwd=project,
+        "--repeats", "0", "--out", str(out), str(SCRIPTS / "faulty.py"), cwd=project,
     )
     assert result.returncode == 0, result.stderr
     tuning = load_tuning(out)
@@ -63,8 +63,9 @@ def test_a_trial_past_its_timeout_is_stopped_and_recorded(tmp_path: Path) -> Non
 def test_accuracy_guard_rejects_a_precision_whose_losses_deviate(project: Path) -> None:
     out = project / "run"
     result = run_tune(
-        *TINY_GPT, "--knob", "precision=fp32,bf16", "--knob", "checkpoint=none,all",
-        "--accuracy-tolerance", "0.000001", "--repeats", "0", *FAST, "--out", str(out), cwd=project,
+        "--knob", "precision=fp32,bf16", "--knob", "checkpoint=none,all",
+        "--accuracy-tolerance", "0.000001", "--repeats", "0", *FAST, "--out", str(out), *TINY_GPT,
+        cwd=project,
     )
     assert result.returncode == 0, result.stderr
     tuning = load_tuning(out)
@@ -92,8 +93,9 @@ def test_html_json_and_tensorboard_outputs_escape_what_the_script_gave(project: 
     out = project / "run"
     evil = "</script><script>alert(1)</script>"
     result = run_tune(
-        str(SCRIPTS / "labelled.py"), "--knob", f"label=plain,{evil}", "--no-declared",
-        "--repeats", "0", *FAST, "--tensorboard", "--format", "json", "--out", str(out), cwd=project,
+        "--knob", f"label=plain,{evil}", "--no-declared", "--repeats", "0", *FAST,
+        "--tensorboard", "--format", "json", "--out", str(out), str(SCRIPTS / "labelled.py"),
+        cwd=project,
     )
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
@@ -114,13 +116,13 @@ def test_html_json_and_tensorboard_outputs_escape_what_the_script_gave(project: 
 def test_usage_errors_exit_2_with_one_line(project: Path) -> None:
     script = str(SCRIPTS / "labelled.py")
     for args, message in (
-        ((script, "--knob", "precision=fp8"), "precision='fp8'"),
-        ((script, "--knob", "tile"), "expected NAME=V1,V2"),
-        ((script, "--knob", "a=1,2", "--arg", "b=--b={}"), "--arg for knob"),
+        (("--knob", "precision=fp8", script), "precision='fp8'"),
+        (("--knob", "tile", script), "expected NAME=V1,V2"),
+        (("--knob", "a=1,2", "--arg", "b=--b={}", script), "--arg for knob"),
         ((), "give the training SCRIPT"),
-        ((script, "--memory-budget", "lots"), "cannot read memory size"),
+        (("--memory-budget", "lots", script), "cannot read memory size"),
     ):
-        result = run_tune(*args, "--out", str(project / "run"), cwd=project)
+        result = run_tune("--out", str(project / "run"), *args, cwd=project)
         assert result.returncode == 2, (args, result.stderr)
         assert "perftune: error: " in result.stderr and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
@@ -128,8 +130,8 @@ def test_usage_errors_exit_2_with_one_line(project: Path) -> None:
 
 def test_undeclared_knobs_are_dropped_and_a_crashing_script_exits_3(project: Path) -> None:
     result = run_tune(
-        str(SCRIPTS / "faulty.py"), "--knob", "unused=1,2", "--no-declared", *FAST,
-        "--out", str(project / "run"), cwd=project,
+        "--knob", "unused=1,2", "--no-declared", *FAST,
+        "--out", str(project / "run"), str(SCRIPTS / "faulty.py"), cwd=project,
     )
     # faulty.py reads only mode and batch_size; without its declared knobs nothing is left.
     assert result.returncode == 2
@@ -137,6 +139,7 @@ def test_undeclared_knobs_are_dropped_and_a_crashing_script_exits_3(project: Pat
     assert "nothing to tune" in result.stderr
     crash = project / "crash.py"
     crash.write_text("raise SystemExit('broken before the first step')\n")
-    result = run_tune(str(crash), "--knob", "precision=fp32,bf16", "--out", str(project / "run2"), cwd=project)
+    result = run_tune("--knob", "precision=fp32,bf16", "--out", str(project / "run2"), str(crash),
+                      cwd=project)
     assert result.returncode == 3
     assert "failed with its default knob values" in result.stderr

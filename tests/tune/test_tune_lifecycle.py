@@ -56,8 +56,9 @@ def test_trials_die_with_a_killed_tuner(tmp_path: Path) -> None:
     script = tmp_path / "slow_trial.py"
     script.write_text(SCRIPT.format(pids=str(pids)))
     proc = subprocess.Popen(
-        perftune_cmd("tune", str(script), "--knob", "label=a,b,c", "--no-declared", "--repeats", "0",
-                     "--trial-warmup", "1", "--trial-steps", "500", "-q", "--out", str(tmp_path / "run")),
+        perftune_cmd("tune", "--knob", "label=a,b,c", "--no-declared", "--repeats", "0",
+                     "--trial-warmup", "1", "--trial-steps", "500", "-q", "--out", str(tmp_path / "run"),
+                     str(script)),
         cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 180

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 def test_two_workers_share_one_study(postgres_url: str, project: Path) -> None:
     study = f"shared-{os.getpid()}-{time.monotonic_ns()}"
     args = (
-        str(SCRIPTS / "paced.py"), "--knob", "label=a,b,c,d", "--no-declared",
+        "--knob", "label=a,b,c,d", "--no-declared",
         "--repeats", "0", "--trial-warmup", "1", "--trial-steps", "3", "-q",
         "--storage", postgres_url, "--study-name", study,
     )
@@ -24,7 +24,7 @@ def test_two_workers_share_one_study(postgres_url: str, project: Path) -> None:
     for index in range(2):
         workers.append(
             subprocess.Popen(
-                perftune_cmd("tune", *args, "--out", str(project / f"worker{index}")),
+                perftune_cmd("tune", *args, "--out", str(project / f"worker{index}"), str(SCRIPTS / "paced.py")),
                 cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
         )

@@ -15,10 +15,11 @@ pytestmark = pytest.mark.slow
 
 # paced.py sleeps 0.3 s a step: a trial forked from the zygote would otherwise end in ~0.3 s and
 # the whole run before the test could interrupt it.
-ARGS = (
-    str(SCRIPTS / "paced.py"), "--knob", "label=a,b,c,d", "--no-declared", "--repeats", "0",
+OPTIONS = (
+    "--knob", "label=a,b,c,d", "--no-declared", "--repeats", "0",
     "--trial-warmup", "1", "--trial-steps", "3",
 )
+SCRIPT = str(SCRIPTS / "paced.py")
 
 
 def _finished_trials(run_dir: Path) -> dict[int, tuple[dict, float]]:
@@ -55,7 +56,7 @@ def _wait_for(condition, timeout: float, proc: subprocess.Popen[bytes]) -> None:
 def test_killed_run_resumes_and_keeps_its_finished_trials(project: Path) -> None:
     out = project / "run"
     proc = subprocess.Popen(
-        perftune_cmd("tune", *ARGS, "--out", str(out), "-q"),
+        perftune_cmd("tune", *OPTIONS, "--out", str(out), "-q", SCRIPT),
         cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
@@ -68,10 +69,10 @@ def test_killed_run_resumes_and_keeps_its_finished_trials(project: Path) -> None
     assert not (out / "tuning.json").exists()
 
     # A second run into the same directory must not silently mix with it.
-    refused = run_tune(*ARGS, "--out", str(out), cwd=project)
+    refused = run_tune(*OPTIONS, "--out", str(out), SCRIPT, cwd=project)
     assert refused.returncode == 2 and "--resume" in refused.stderr
 
-    result = run_tune(*ARGS, "--out", str(out), "--resume", cwd=project)
+    result = run_tune(*OPTIONS, "--out", str(out), "--resume", SCRIPT, cwd=project)
     assert result.returncode == 0, result.stderr
     tuning = load_tuning(out)
     done = {t["number"]: t for t in tuning["trials"] if t["status"] == "ok"}
@@ -86,7 +87,7 @@ def test_killed_run_resumes_and_keeps_its_finished_trials(project: Path) -> None
 def test_ctrl_c_stops_cleanly_and_keeps_the_results(project: Path) -> None:
     out = project / "run"
     proc = subprocess.Popen(
-        perftune_cmd("tune", *ARGS, "--out", str(out)),
+        perftune_cmd("tune", *OPTIONS, "--out", str(out), SCRIPT),
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     # Interrupt during the first trial after the probe.

@@ -121,7 +121,7 @@ def test_a_zygote_killed_during_a_trial_means_fresh_trials_and_one_note(project:
 def test_no_reuse_starts_every_trial_afresh(project: Path) -> None:
     (project / "tuner.pid").write_text(str(os.getpid()))
     out = project / "run"
-    result = run_tune(str(script(project)), *FAST, "--no-reuse", "--repeats", "0", "--out", str(out), cwd=project)
+    result = run_tune(*FAST, "--no-reuse", "--repeats", "0", "--out", str(out), str(script(project)), cwd=project)
     assert result.returncode == 0, result.stderr
     trials = load_tuning(out)["trials"]
     assert len(trials) == 3 and {t["launch"] for t in trials} == {"fresh"}
@@ -134,7 +134,7 @@ def test_ctrl_c_stops_the_trial_and_the_zygote(project: Path) -> None:
     (project / "tuner.pid").write_text("0")
     train = script(project, sleep=1.0)  # the first trial is still running when Ctrl-C comes
     proc = subprocess.Popen(
-        perftune_cmd("tune", str(train), *FAST, "--out", str(project / "run")),
+        perftune_cmd("tune", *FAST, "--out", str(project / "run"), str(train)),
         cwd=project,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

@@ -21,6 +21,10 @@ the script's source: the injectors hook into torch instead.
 
 Unknown knobs are left alone (the script reads them with `perftune.knob`). What was applied is
 written as JSON to the child spec's inject_report file, for the tuner's "how to apply" text.
+
+With a report file, the script's own defaults are observed too (`"defaults"` in the report), for
+the tuner's baseline: the batch size of the first DataLoader the script iterates, and the value
+every option of the script's argparse parser ended up with (its default when not given).
 """
 
 from __future__ import annotations
@@ -139,6 +143,8 @@ def install(knobs: Mapping[str, Any], *, inject: Sequence[str] | None = None,
             _report.update(COMPILE, {"mode": mode, "models": []})
         else:
             CompileInjector(mode, _report.update).install(_patches.replace, _patches.handles)
+    if report is not None:
+        _observe_defaults(_patches)
     _report.update("applied", names)
     return names
 
@@ -219,6 +225,50 @@ def _with_batch_size(
     if before is None:
         return args, kwargs, None
     return args, {**kwargs, "batch_size": value}, int(before)
+
+
+# --- the script's own defaults (observed for the tuner's baseline) ---------------------------
+
+# Flag values kept: what a knob value can be (a flag whose value is a list or a path is no knob).
+_SCALARS = (bool, int, float, str)
+
+
+def _observe_defaults(patches: _Patches) -> None:
+    """Record the batch size of the first DataLoader iterated and the script's parsed flags."""
+    import argparse
+
+    from torch.utils.data import DataLoader
+
+    observed: dict[str, Any] = {}
+    original_iter = DataLoader.__iter__
+    original_parse = argparse.ArgumentParser.parse_known_args
+
+    @functools.wraps(original_iter)
+    def iterate(self: Any) -> Any:
+        if "dataloader" not in observed:
+            size = self.batch_size
+            if size is None:  # a batch_sampler decides: its own batch size, when it has one
+                size = getattr(self.batch_sampler, "batch_size", None)
+            if isinstance(size, int) and not isinstance(size, bool):
+                observed["dataloader"] = {"batch_size": size, "where": _caller_location()}
+                _report.update("defaults", observed)
+        return original_iter(self)
+
+    @functools.wraps(original_parse)
+    def parse_known_args(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        namespace, extras = original_parse(self, *args, **kwargs)
+        flags = observed.setdefault("flags", {})
+        for action in self._actions:
+            value = getattr(namespace, action.dest, None) if action.dest else None
+            if not action.option_strings or not (value is None or isinstance(value, _SCALARS)):
+                continue
+            for option in action.option_strings:
+                flags.setdefault(option, value)  # the first parse is the script's main one
+        _report.update("defaults", observed)
+        return namespace, extras
+
+    patches.replace(DataLoader, "__iter__", iterate)
+    patches.replace(argparse.ArgumentParser, "parse_known_args", parse_known_args)
 
 
 # --- the model: precision and checkpointing -------------------------------------------------

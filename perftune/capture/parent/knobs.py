@@ -23,6 +23,7 @@ COMPILE = "compile"
 NUM_THREADS = "num_threads"
 INJECTED_KNOBS = (PRECISION, CHECKPOINT, BATCH_SIZE, COMPILE, NUM_THREADS)
 
+
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 # tf32 is a CUDA matmul mode, and fp16 autocast on CPU is neither fast nor what anyone ships.
 CUDA_ONLY_PRECISIONS = ("tf32", "fp16")
@@ -34,6 +35,10 @@ CUDA_ONLY_PRECISIONS = ("tf32", "fp16")
 COMPILE_NONE = "none"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 COMPILE_VALUES = (COMPILE_NONE, *COMPILE_MODES)
+
+# The value of an injected knob that leaves the script as written: the script's own default
+# (the tuner's baseline). The batch size has none: it is read from the script's DataLoader.
+AS_WRITTEN: dict[str, str] = {PRECISION: "fp32", CHECKPOINT: "none", COMPILE: COMPILE_NONE}
 COMPILE_CUDA_ONLY = ("reduce-overhead",)
 
 

@@ -72,7 +72,8 @@ class Launch:
     meta: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
 
-def _log_tail(run_dir: Path) -> str:
+def log_tail(run_dir: Path) -> str:
+    """The last lines of a launch's output.log (the script's own error), as a message's end."""
     log = RunDir(run_dir).file(OUTPUT_LOG)
     try:
         lines = log.read_text(errors="replace").splitlines()
@@ -94,12 +95,12 @@ def check_measured(result: CaptureResult, side: Side) -> float:
         code = f", exit code {result.exit_code}" if result.exit_code is not None else ""
         raise ScriptError(
             f"{what} launch failed ({result.status}{code}){detail}; run dir {result.run_dir}"
-            + _log_tail(result.run_dir))
+            + log_tail(result.run_dir))
     median = result.median_step_ms()
     if median is None or not median > 0:
         raise ScriptError(
             f"{what} launch measured no steps after the warm-up; run more steps or lower "
-            f"--warmup; run dir {result.run_dir}" + _log_tail(result.run_dir))
+            f"--warmup; run dir {result.run_dir}" + log_tail(result.run_dir))
     return float(median)
 
 
