@@ -15,6 +15,7 @@ import msgspec
 
 from perftune import units
 from perftune._version import __version__
+from perftune.analysis.stats import percent
 from perftune.capture.parent.summary import SOURCE_WORDS as STEP_WORDS
 from perftune.documents import (
     FixBaseline,
@@ -47,7 +48,7 @@ def _speedup_text(m: Measured) -> str:
         return "not measured"
     if s.low is None or s.high is None:
         return f"{1 / s.ratio:.2f}× (no interval: too few launches)"
-    return (f"{1 / s.ratio:.2f}× ({s.confidence:.0%} interval {1 / s.high:.3g}–"
+    return (f"{1 / s.ratio:.2f}× ({percent(s.confidence)} interval {1 / s.high:.3g}–"
             f"{1 / s.low:.3g}×)")
 
 

@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from perftune.analysis.stats import paired_ratio_interval
+from perftune.analysis.stats import paired_ratio_interval, percent
 
 MATCH = "match"
 DIFFERS = "differs"
@@ -210,7 +210,7 @@ def judge(losses: LossCheck, speed: SpeedCheck, applicability: str, *,
 def _interval(speed: SpeedCheck) -> str:
     if speed.low is None or speed.high is None:
         return "too few launches for an interval"
-    return (f"time ratio {speed.ratio:.3f}, {speed.confidence:.0%} interval "
+    return (f"time ratio {speed.ratio:.3f}, {percent(speed.confidence)} interval "
             f"{speed.low:.3g}–{speed.high:.3g}")
 
 

@@ -431,6 +431,10 @@ def script_defaults(
             elif input_samples is not None:
                 values[knob.name] = int(input_samples)
                 origin[knob.name] = "the model input's leading dimension"
+        elif knob.name == injected.NUM_THREADS:
+            if isinstance(observed.get("num_threads"), int):
+                values[knob.name] = observed["num_threads"]
+                origin[knob.name] = "the script's torch threads (torch.get_num_threads())"
         elif knob.name in injected.AS_WRITTEN:
             values[knob.name] = injected.AS_WRITTEN[knob.name]
             origin[knob.name] = "the script as written (nothing injected)"

@@ -41,6 +41,9 @@ def test_script_defaults_come_from_the_dataloader_the_flags_and_the_script_as_wr
     assert script_defaults(_space(), {}, 32.0)[0]["batch_size"] == 32
     assert "batch_size" not in script_defaults(_space(), {}, None)[0]
     assert "lr" not in script_defaults(_space(lr="--lr={}"), {"flags": {}}, None)[0]
+    threads = build_space(cli=[("num_threads", (1, 4))])
+    values, origin = script_defaults(threads, {"num_threads": 2}, None)
+    assert values == {"num_threads": 2} and "torch threads" in origin["num_threads"]
 
 
 def test_a_script_default_joins_the_choices_in_the_choices_type() -> None:

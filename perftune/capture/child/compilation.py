@@ -85,6 +85,9 @@ class CompileRecorder:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _undo: list[Callable[[], None]] = field(default_factory=list)
     _callbacks: bool = False
+    # Called once when the script first compiles (torch.compile called, or a compilation
+    # started): the session turns off what would change what dynamo traces.
+    on_compile: Callable[[], None] | None = None
 
     # ------------------------------------------------------------------ install
     def install(self) -> None:
@@ -96,6 +99,7 @@ class CompileRecorder:
         def compile_and_record(*args: Any, **kwargs: Any) -> Any:
             if recorder.enabled:
                 recorder.called = True
+                recorder._compiling()
                 site = _user_frame_on_stack()
                 if site is not None and site not in recorder.compile_calls:
                     recorder.compile_calls.append(site)
@@ -208,9 +212,16 @@ class CompileRecorder:
         self.detach()
 
     # ------------------------------------------------------------------ events
+    def _compiling(self) -> None:
+        hook, self.on_compile = self.on_compile, None
+        if hook is not None:
+            with contextlib.suppress(Exception):
+                hook()
+
     def _started(self, args: Any) -> None:
         if not self.enabled:
             return
+        self._compiling()
         now = self.clock()
         trigger = getattr(getattr(args, "callback_trigger", None), "name", "DYNAMO").lower()
         compile_id = getattr(args, "compile_id", None)

@@ -239,7 +239,17 @@ def _observe_defaults(patches: _Patches) -> None:
 
     from torch.utils.data import DataLoader
 
-    observed: dict[str, Any] = {}
+    # Torch's intra-op threads as the script leaves them: the default, or its own
+    # torch.set_num_threads(n) (the last call wins).
+    observed: dict[str, Any] = {"num_threads": torch.get_num_threads()}
+    original_threads = torch.set_num_threads
+
+    @functools.wraps(original_threads)
+    def set_num_threads(n: int) -> None:
+        original_threads(n)
+        observed["num_threads"] = torch.get_num_threads()
+        _report.update("defaults", observed)
+
     original_iter = DataLoader.__iter__
     original_parse = argparse.ArgumentParser.parse_known_args
 
@@ -269,6 +279,8 @@ def _observe_defaults(patches: _Patches) -> None:
 
     patches.replace(DataLoader, "__iter__", iterate)
     patches.replace(argparse.ArgumentParser, "parse_known_args", parse_known_args)
+    patches.replace(torch, "set_num_threads", set_num_threads)
+    _report.update("defaults", observed)
 
 
 # --- the model: precision and checkpointing -------------------------------------------------

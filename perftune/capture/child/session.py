@@ -140,12 +140,27 @@ class CaptureSession:
             if self.provenance_steps and self.skip == self.provenance_steps:
                 self.provenance.start()  # every warm-up step is one it covers
         if self.compilation is not None:
+            self.compilation.on_compile = self._compile_seen
             self.compilation.install()
         if self.skip == 0:
             self._open_window()
         # After the profiler started: its start-up is not the script's first step.
         self.script_started = time.perf_counter()
         self.log.begin_step(self.script_started)
+
+    def _compile_seen(self) -> None:
+        """The script uses torch.compile: device provenance stops for good. Its
+        TorchFunctionMode and global module hook would be traced by dynamo (a graph break
+        inside the mode cannot be resumed: the frame falls back to eager) and their removal
+        would recompile every frame (a failed `torch_function_mode_stack` guard)."""
+        recorder = self.provenance
+        if recorder is None or not recorder.enabled:
+            return
+        if recorder.running:
+            recorder.abandon()
+        recorder.enabled = False
+        self.notes.append("device provenance was not recorded: the script uses torch.compile, "
+                          "and its TorchFunctionMode would change what dynamo compiles")
 
     def on_optimizer_step(self, optimizer: Any) -> None:
         # Keyed by the optimizer: several that take turns (a GAN) make one iteration.
