@@ -9,13 +9,20 @@ from __future__ import annotations
 import signal
 
 _received: int | None = None
+_count = 0
 
 
 def record(signum: int) -> None:
     """Remember a stop signal; SIGTERM (a cancelled job) wins over an earlier Ctrl-C."""
-    global _received
+    global _received, _count
+    _count += 1
     if _received is None or signum == signal.SIGTERM:
         _received = signum
+
+
+def count() -> int:
+    """How many stop signals have arrived so far (to tell whether one came during a call)."""
+    return _count
 
 
 def received() -> int | None:

@@ -357,6 +357,10 @@ class CaptureSession:
             return False
         folded = self.log.fold()
         self.window_first = self.skip
+        if self.provenance is not None and self.provenance.running:
+            # The boundaries it counted so far are now one step, the one this event ends (its
+            # step() below counts it): a per-step call count stays per step.
+            self.provenance.steps = 0
         if folded:
             if self.pending_samples is None:
                 self.pending_samples = next((s.samples for s in folded if s.samples), None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune import _signals
 from perftune.errors import ScriptError, UsageError
 from perftune.rundir import OUTPUT_LOG, RunDir
 
@@ -126,7 +127,12 @@ def capture_side(side: Side, run_dir: Path, settings: MeasureSettings, *, profil
 
 def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSettings) -> Launch:
     started = time.monotonic()
+    signals = _signals.count()
     result = capture_side(side, run_dir, settings, profile=False)
+    if _signals.count() != signals:
+        # Ctrl-C or a cancelled CI job arrived while a launch that had already finished its
+        # steps was ending (the child then reports ok): unwind the whole gate all the same.
+        raise KeyboardInterrupt
     median = check_measured(result, side)
     return Launch(
         side=side.name,
