@@ -23,11 +23,13 @@ from perftune.trace import machine as m
 def machine(refresh: bool, method: str, output_format: str) -> None:
     """Measure and cache this machine's peak matmul FLOP/s and memory bandwidth."""
     cached = None if refresh else m.cached()
-    if cached is not None:
+    if cached is not None and not cached.contended:
         peaks, source = cached, "cached"
     else:
         use_torch = None if method == "auto" else method == "torch"
         peaks, source = m.measure(use_torch=use_torch), "measured"
+        if cached is not None:  # the cached figures were measured on busy cores: keep the higher
+            peaks = m.merged(cached, peaks)
         try:
             m.save(peaks)
         except OSError as exc:
@@ -43,3 +45,8 @@ def machine(refresh: bool, method: str, output_format: str) -> None:
                f"{peaks.copy_bytes >> 20} MiB, read + write)")
     click.echo(f"ridge      {peaks.flops_per_s / peaks.bytes_per_s:,.2f} FLOP/byte")
     click.echo(f"{source:<10} {peaks.measured_at}  →  {m.cache_path()}")
+    if peaks.contended:
+        share = "unknown" if peaks.cpu_share is None else f"{peaks.cpu_share:.0%}"
+        click.echo(f"warning    measured while other processes held the cores (CPU share {share}): "
+                   "these peaks are too low; perftune measures again on the next capture, or run "
+                   "`perftune machine --refresh` on a quiet machine", err=True)
