@@ -65,7 +65,7 @@ class HostBoundPythonOverhead(Rule):
     large share of the step while the host is busy between launches (not waiting for data or
     a sync). On a CPU trace: most of the step goes to Python between operators and to
     operators so short that dispatch overhead is all they do, or the model is tiny: the
-    arithmetic its ops need at this machine's measured peaks is under 2 µs per op, so the
+    arithmetic its ops need at this machine's measured peaks is under 0.05 µs per op, so the
     step is overhead whatever the profiled ops took. Not reported when the trace shows
     torch.compile at work (`Torch-Compiled Region`, `CompiledFunction`).
 
@@ -99,7 +99,7 @@ class HostBoundPythonOverhead(Rule):
     ## Options
     `min_host_idle_share` (0.25): GPU — share of the step the device waits on host work.
     `min_overhead_share` (0.5), `min_ops_per_step` (200): CPU — overhead share of the step and
-    how many ops a step must run. `tiny_work_us` (2.0): CPU — arithmetic per op (at the
+    how many ops a step must run. `tiny_work_us` (0.05): CPU — arithmetic per op (at the
     machine's peaks, `perftune machine`) below which the model counts as tiny.
     """
 
@@ -107,7 +107,7 @@ class HostBoundPythonOverhead(Rule):
     name: ClassVar[str] = "host-bound-python-overhead"
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_host_idle_share": 0.25, "min_overhead_share": 0.5,
-                                         "min_ops_per_step": 200, "tiny_work_us": 2.0}
+                                         "min_ops_per_step": 200, "tiny_work_us": 0.05}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
