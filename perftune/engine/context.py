@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from perftune.documents import CompilationDocument, ProvenanceDocument
 from perftune.engine.attribution import (
@@ -36,6 +36,9 @@ from perftune.trace.quality_metrics import PhaseTimes, phase_times
 from perftune.trace.roofline import Peaks, peaks_for
 from perftune.trace.sync_metrics import HostIndex
 from perftune.trace.tables import Tables
+
+if TYPE_CHECKING:
+    from perftune.analysis.efficiency import StepCompute
 
 T = TypeVar("T")
 
@@ -133,6 +136,14 @@ class Context:
     @cached_property
     def machine(self) -> MachinePeaks | None:
         return self.machine_source()
+
+    @cached_property
+    def step_compute(self) -> StepCompute:
+        """The step's compute profile (`analysis.efficiency.step_compute`), once per analysis:
+        the compute-advice rules (PFT507-510) all read it."""
+        from perftune.analysis.efficiency import step_compute
+
+        return step_compute(self.trace, self.tables, self.peaks)
 
     @cached_property
     def peaks(self) -> Peaks:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.analysis.efficiency import host_facts, matrix_points, step_compute
+from perftune.analysis.efficiency import host_facts, matrix_points
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
@@ -73,7 +73,7 @@ class NoReducedPrecision(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        sc = step_compute(trace, ctx.tables, ctx.peaks)
+        sc = ctx.step_compute
         if not sc.compute_bound or sc.low_precision_matrix_ms > 0.1 * sc.matrix_ms:
             return
         gpu = trace.has_device_activity

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.analysis.efficiency import host_facts, matrix_points, step_compute
+from perftune.analysis.efficiency import host_facts, matrix_points
 from perftune.engine.context import Context
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
@@ -77,7 +77,7 @@ class ConvNotChannelsLast(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        sc = step_compute(trace, ctx.tables, ctx.peaks)
+        sc = ctx.step_compute
         if not sc.compute_bound or sc.step_ms <= 0:
             return
         share = sc.conv_ms / sc.step_ms

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.analysis.efficiency import matrix_points, step_compute
+from perftune.analysis.efficiency import matrix_points
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
@@ -68,7 +68,7 @@ class UnderFilledBatch(Rule):
         trace = ctx.trace
         if not trace.has_device_activity or not trace.device_properties:
             return
-        sc = step_compute(trace, ctx.tables, ctx.peaks)
+        sc = ctx.step_compute
         if not sc.compute_bound:
             return
         points = matrix_points(trace, ctx.tables)

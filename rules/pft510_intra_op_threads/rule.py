@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.analysis.efficiency import host_facts, step_compute
+from perftune.analysis.efficiency import host_facts
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
@@ -76,7 +76,7 @@ class IntraOpThreads(Rule):
             return
         if threads == cores:
             return
-        sc = step_compute(trace, ctx.tables, ctx.peaks)
+        sc = ctx.step_compute
         if not sc.compute_bound:
             return
         ops_ms = sc.work_ms  # the operators' time: forward, backward, optimizer
