@@ -82,10 +82,15 @@ def test_a_rewrite_that_changes_the_losses_is_caught_and_the_good_ones_applied(
 
 @pytest.mark.slow
 def test_segmentation_sample_end_to_end(tmp_path: Path) -> None:
-    """The motivating case: three rewrites, losses equal, one patch that applies."""
+    """The motivating case: three rewrites, losses equal, one patch that applies.
+
+    `--select PFT2`: the sync rewrites only. PFT304 (overhead-bound step) may also fire on this
+    small CPU model when the test shares its two cores with another worker (Python time between
+    ops grows under contention past half the step); its torch.compile rewrite is tested in
+    tests/fix/test_fix_compile.py."""
     out = tmp_path / "fix"
     proc = perftune("fix", "--skip", "1", "--active", "1", "--warmup", "1", "--steps", "2",
-                    "--launches", "1", "--out", str(out), "samples/segmentation.py",
+                    "--launches", "1", "--select", "PFT2", "--out", str(out), "samples/segmentation.py",
                     "--steps", "6", cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     doc = json.loads((out / "fix.json").read_text(encoding="utf-8"))
