@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,10 @@ class GateOptions:
     # Size each launch's measured steps from the first launch's step time (the user did not
     # fix --steps); never for a stored baseline, whose launches had a fixed length.
     size_launches: bool = False
+    # Fork each side's launches from a zygote of that side that imported torch once (saves
+    # the ~2 s start of python + torch per launch); only when both sides are launched here,
+    # so that they start alike (a stored baseline's launches were fresh processes).
+    reuse_processes: bool = True
 
 
 def _quiet(_: str) -> None:
@@ -99,6 +103,50 @@ def figure_note(result_figure: str, load: RunnerLoad) -> str:
         return (f"decided on wall time although the runner was busy ({load.describe()}): the "
                 "launches did not record CPU time per step")
     return f"decided on wall time per step: the runner was quiet ({load.describe()})"
+
+
+@contextlib.contextmanager
+def side_zygotes(sides: Sequence[Side], run_dir: Path, enabled: bool,
+                 notes: list[str]) -> Iterator[dict[str, Any]]:
+    """One zygote per side (its own working directory and environment), for exactly as long
+    as the `with` lasts, Ctrl-C and errors too. Yields side name -> launcher; empty when not
+    `enabled` or when a zygote could not start (then every launch is a fresh process, said in
+    `notes`)."""
+    if not enabled:
+        yield {}
+        return
+    from perftune.capture.parent.launcher import ZygoteError, ZygoteLauncher
+
+    launchers: dict[str, Any] = {}
+    try:
+        for side in sides:
+            launcher = ZygoteLauncher(run_dir / "zygote" / side.name, Path(side.target.cwd),
+                                      env={**os.environ, **side.env})
+            try:
+                launcher.start()
+            except ZygoteError as exc:
+                notes.append(f"{exc}; every launch runs as a fresh process")
+                for started in launchers.values():
+                    started.stop()
+                launchers = {}
+                break
+            launchers[side.name] = launcher
+        yield launchers
+    finally:
+        for launcher in launchers.values():
+            launcher.stop()
+
+
+def launch_note(launches: Sequence[Launch], reused: bool) -> str | None:
+    """How the launches were started, when some were forked from the sides' zygotes."""
+    if not reused or not launches:
+        return None
+    forked = sum(1 for launch in launches if launch.started_by == "zygote")
+    if forked == len(launches):
+        return ("each launch was forked from a zygote of its side that had imported torch once "
+                "(--no-reuse: fresh processes)")
+    return (f"{forked} of {len(launches)} launches were forked from their side's zygote, the "
+            "others started fresh (the zygote could not take them; see RUN_DIR/zygote/*/zygote.log)")
 
 
 def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
@@ -156,17 +204,26 @@ def run_gate(
         progress(f"  after {est.n_base}+{est.n_head} launches ({FIGURE_WORDS[decision.figure]}): "
                  f"ratio {est.ratio:.3f} [{est.low:.3f}, {est.high:.3f}] -> {decision.outcome}")
 
-    sequential = SequentialGate(head=head, base=base, launch_root=run_dir / "launches",
-                                settings=options.measure, base_samples=base_samples,
-                                base_cpu_samples=base_cpu_samples,
-                                seed=options.seed, on_launch=launched, on_decision=looked,
-                                size_launches=options.size_launches and base is not None)
-    result = sequential.run(options.rule, options.plan)
+    reuse = options.reuse_processes and base is not None
+    launch_notes: list[str] = []
+    with side_zygotes([base, head] if base is not None else [head], run_dir, reuse,
+                      launch_notes) as launchers:
+        sequential = SequentialGate(head=head, base=base, launch_root=run_dir / "launches",
+                                    settings=options.measure, base_samples=base_samples,
+                                    base_cpu_samples=base_cpu_samples,
+                                    seed=options.seed, on_launch=launched, on_decision=looked,
+                                    size_launches=options.size_launches and base is not None,
+                                    launchers=launchers)
+        result = sequential.run(options.rule, options.plan)
     decision = result.decision
     base_wall = tuple(base_samples) if base is None else result.samples(BASE)
     status: Status = "inconclusive" if decision.outcome == "undecided" else decision.outcome
     # Read only now: `on_launch` may have added notes while launching (baseline fingerprint).
     all_notes = list(notes)
+    all_notes += launch_notes
+    started_note = launch_note(result.launches, reuse and not launch_notes)
+    if started_note:
+        all_notes.append(started_note)
     all_notes.append(figure_note(result.figure, result.load))
     if result.steps is not None and result.steps != options.measure.steps:
         all_notes.append(f"launches measured {result.steps} steps each after the first, sized "
@@ -388,17 +445,22 @@ def calibrate(
     cwd: Path | None = None,
     seed: int | None = None,
     progress: Progress = _quiet,
+    reuse_processes: bool = True,
 ) -> Calibration:
     """Run the same code on both sides, interleaved like a gate, and measure the noise."""
     cwd = (cwd or Path.cwd()).resolve()
     target = _target(script.resolve() if script else None, module, args, cwd)
-    sequential = SequentialGate(
-        head=Side(name=HEAD, target=target, label="same code"),
-        base=Side(name=BASE, target=target, label="same code"),
-        launch_root=run_dir / "launches", settings=measure, seed=seed,
-        on_launch=_launch_reporter(progress))
-    result = sequential.run(DecisionRule(confidence=confidence),
-                            LaunchPlan(launches=launches, max_launches=launches))
+    head = Side(name=HEAD, target=target, label="same code")
+    base = Side(name=BASE, target=target, label="same code")
+    # Launched the way a gate launches them (forked from a zygote per side), so the noise
+    # measured is the noise a gate sees.
+    with side_zygotes([base, head], run_dir, reuse_processes, []) as launchers:
+        sequential = SequentialGate(
+            head=head, base=base,
+            launch_root=run_dir / "launches", settings=measure, seed=seed,
+            on_launch=_launch_reporter(progress), launchers=launchers)
+        result = sequential.run(DecisionRule(confidence=confidence),
+                                LaunchPlan(launches=launches, max_launches=launches))
     paired = result.decision.estimate
     unpaired = ratio_interval(result.samples(BASE), result.samples(HEAD), confidence)
     return Calibration(noise=unpaired.noise, paired_noise=paired.noise, launches=launches,

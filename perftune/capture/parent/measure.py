@@ -9,7 +9,7 @@ both measure a launch here, so a gate and a fix of the same script measure alike
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,8 @@ class Launch:
     load: Any = field(default=None, compare=False)
     # meta.json of the launch (interpreter, torch/CUDA, devices) for the fingerprint.
     meta: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    # "zygote": forked from a side's pre-imported zygote; "fresh": a new python process.
+    started_by: str = "fresh"
 
 
 def log_tail(run_dir: Path) -> str:
@@ -106,8 +108,13 @@ def check_measured(result: CaptureResult, side: Side) -> float:
 
 
 def capture_side(side: Side, run_dir: Path, settings: MeasureSettings, *, profile: bool,
-                 active: int | None = None) -> CaptureResult:
-    """Run one process of `side` with capture (profiling on for explaining, off for timing)."""
+                 active: int | None = None,
+                 launcher: Sequence[str] | None = None) -> CaptureResult:
+    """Run one process of `side` with capture (profiling on for explaining, off for timing).
+
+    `launcher`: a ZygoteLauncher's command (perftune.capture.parent.launcher) to fork the
+    process from a zygote that imported torch once, instead of starting a fresh python.
+    """
     # Imported here: capture is the package that may pull in torch, and `perftune gate
     # --help` or a config error should not pay for it.
     from perftune.capture.parent.runner import CaptureOptions, run_capture
@@ -121,14 +128,16 @@ def capture_side(side: Side, run_dir: Path, settings: MeasureSettings, *, profil
         env=dict(side.env),
         seed=side.seed,
         quiet=True,
+        launcher=launcher,
     )
     return run_capture(side.target, run_dir, options)
 
 
-def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSettings) -> Launch:
+def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSettings,
+                   launcher: Sequence[str] | None = None) -> Launch:
     started = time.monotonic()
     signals = _signals.count()
-    result = capture_side(side, run_dir, settings, profile=False)
+    result = capture_side(side, run_dir, settings, profile=False, launcher=launcher)
     if _signals.count() != signals:
         # Ctrl-C or a cancelled CI job arrived while a launch that had already finished its
         # steps was ending (the child then reports ok): unwind the whole gate all the same.
@@ -144,4 +153,13 @@ def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSetting
         peak_memory_bytes=result.peak_memory_bytes,
         median_cpu_ms=result.median_cpu_ms(),
         meta=dict(result.meta),
+        started_by=_started_by(result.meta),
     )
+
+
+def _started_by(meta: Mapping[str, Any]) -> str:
+    """"zygote" when the launch was forked from a zygote, else "fresh"."""
+    launch = meta.get("launch")
+    if isinstance(launch, Mapping) and launch.get("launcher") == "zygote":
+        return "zygote"
+    return "fresh"
