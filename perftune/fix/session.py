@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from perftune.capture.parent.measure import MeasureSettings, Side
+from perftune.capture.parent.measure import MeasureSettings, Side, forked_note, side_zygotes
 from perftune.capture.parent.runner import ScriptTarget
 from perftune.engine.types import Finding
 from perftune.errors import UsageError
@@ -71,6 +72,9 @@ class FixSettings:
     timeout_s: float | None = 900.0
     select: tuple[str, ...] = ()
     require_faster: bool = False
+    # Fork launches from zygotes that imported torch once (one per distinct working directory
+    # and environment of the versions) instead of starting a fresh python for each.
+    reuse_processes: bool = True
 
     def __post_init__(self) -> None:
         if self.launches < 1:
@@ -287,18 +291,31 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         arms.append(spaces.add(ALL, together))
     measure = MeasureSettings(warmup=settings.warmup, steps=settings.steps,
                               timeout_s=settings.timeout_s)
-    total = len(arms) * settings.launches
+    total = [len(arms) * settings.launches]  # launches at most, grows with the chosen set
     launch_root = run_dir / "launches"
 
     def show(launch: ArmLaunch) -> None:
         what = f"{launch.median_ms:.2f} ms/step" if launch.median_ms else launch.status
-        say(f"launch {launch.seq + 1} (at most {total}) {launch.arm}: {what}")
+        say(f"launch {launch.seq + 1} (at most {total[0]}) {launch.arm}: {what}")
 
     per_launch = launch_seconds(target.step_ms, target.setup_s, measure)
     say(expected_time(len(arms), settings.launches, per_launch))
     started = time.monotonic()
+    zygote_notes: list[str] = []
+    with side_zygotes([arm.side for arm in arms], run_dir, settings.reuse_processes,
+                      zygote_notes, share_identical=True) as launchers:
+        return _judge_all(plan, target, settings, run_dir, say, spaces, arms, together, measure,
+                          launch_root, show, total, per_launch, started, launchers,
+                          zygote_notes)
+
+
+def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
+               say: Progress, spaces: _Workspaces, arms: list[Arm], together: list[str],
+               measure: MeasureSettings, launch_root: Path, show: Callable[[ArmLaunch], None],
+               total: list[int], per_launch: float | None, started: float, launchers: dict[str, Any],
+               zygote_notes: list[str]) -> FixOutcome:
     sequential = run_sequential(arms, settings.launches, launch_root, measure,
-                                settings.confidence, settings.seed, show)
+                                settings.confidence, settings.seed, show, launchers=launchers)
     found = sequential.found
     whole = settings.confidence
     # Every interval is read at the confidence of one look of the sequential test.
@@ -321,7 +338,11 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
                     for c in plan.candidates)
     notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
                                       time.monotonic() - started, per_launch, len(arms),
-                                      settings.launches)]
+                                      settings.launches), *zygote_notes]
+    forked = forked_note([x.started_by for x in found.launches],
+                         settings.reuse_processes and not zygote_notes)
+    if forked:
+        notes.append(forked)
     why_not = not_comparable(base_ref)
     if why_not is not None:
         notes.append(f"losses were not compared: {why_not}")
@@ -340,10 +361,16 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             spaces.add(CHOSEN, chosen)
             say(f"measuring the {len(chosen)} verified rewrites together; "
                 + expected_time(2, settings.launches, per_launch))
-            total = len(found.launches) + 2 * settings.launches
+            total[0] = len(found.launches) + 2 * settings.launches
+            # The chosen set forks from a zygote already running for the same working
+            # directory and environment, if any (else it starts fresh).
+            same = [arm.key for arm in arms
+                    if arm.side.env == spaces.arms[CHOSEN].side.env and arm.key in launchers]
+            if same:
+                launchers = {**launchers, CHOSEN: launchers[same[0]]}
             run_sequential([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
                            launch_root, measure, whole,
-                           settings.seed + 100, show, into=found)
+                           settings.seed + 100, show, into=found, launchers=launchers)
             combined = measured(CHOSEN, chosen_set)
         if combined is None or not combined.verdict.included:
             best = accepted[0].candidate.id

@@ -9,13 +9,22 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.analysis.stats import ratio_interval
-from perftune.capture.parent.measure import BASE, HEAD, Launch, MeasureSettings, Side, capture_side
+from perftune.capture.parent.measure import (
+    BASE,
+    HEAD,
+    Launch,
+    MeasureSettings,
+    Side,
+    capture_side,
+    forked_note,
+    side_zygotes,
+)
 from perftune.errors import ScriptError, UsageError
 from perftune.gate import explain as explain_mod
 from perftune.gate import fingerprint as fingerprint_mod
@@ -105,50 +114,6 @@ def figure_note(result_figure: str, load: RunnerLoad) -> str:
     return f"decided on wall time per step: the runner was quiet ({load.describe()})"
 
 
-@contextlib.contextmanager
-def side_zygotes(sides: Sequence[Side], run_dir: Path, enabled: bool,
-                 notes: list[str]) -> Iterator[dict[str, Any]]:
-    """One zygote per side (its own working directory and environment), for exactly as long
-    as the `with` lasts, Ctrl-C and errors too. Yields side name -> launcher; empty when not
-    `enabled` or when a zygote could not start (then every launch is a fresh process, said in
-    `notes`)."""
-    if not enabled:
-        yield {}
-        return
-    from perftune.capture.parent.launcher import ZygoteError, ZygoteLauncher
-
-    launchers: dict[str, Any] = {}
-    try:
-        for side in sides:
-            launcher = ZygoteLauncher(run_dir / "zygote" / side.name, Path(side.target.cwd),
-                                      env={**os.environ, **side.env})
-            try:
-                launcher.start()
-            except ZygoteError as exc:
-                notes.append(f"{exc}; every launch runs as a fresh process")
-                for started in launchers.values():
-                    started.stop()
-                launchers = {}
-                break
-            launchers[side.name] = launcher
-        yield launchers
-    finally:
-        for launcher in launchers.values():
-            launcher.stop()
-
-
-def launch_note(launches: Sequence[Launch], reused: bool) -> str | None:
-    """How the launches were started, when some were forked from the sides' zygotes."""
-    if not reused or not launches:
-        return None
-    forked = sum(1 for launch in launches if launch.started_by == "zygote")
-    if forked == len(launches):
-        return ("each launch was forked from a zygote of its side that had imported torch once "
-                "(--no-reuse: fresh processes)")
-    return (f"{forked} of {len(launches)} launches were forked from their side's zygote, the "
-            "others started fresh (the zygote could not take them; see RUN_DIR/zygote/*/zygote.log)")
-
-
 def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
                   measure: MeasureSettings, progress: Progress = _quiet,
                   noise: explain_mod.LaunchNoise | None = None) -> tuple[Explanation | None, list[str]]:
@@ -221,7 +186,8 @@ def run_gate(
     # Read only now: `on_launch` may have added notes while launching (baseline fingerprint).
     all_notes = list(notes)
     all_notes += launch_notes
-    started_note = launch_note(result.launches, reuse and not launch_notes)
+    started_note = forked_note([launch.started_by for launch in result.launches],
+                               reuse and not launch_notes)
     if started_note:
         all_notes.append(started_note)
     all_notes.append(figure_note(result.figure, result.load))

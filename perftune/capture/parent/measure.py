@@ -8,8 +8,10 @@ both measure a launch here, so a gate and a fix of the same script measure alike
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,13 +155,65 @@ def measure_launch(side: Side, seq: int, run_dir: Path, settings: MeasureSetting
         peak_memory_bytes=result.peak_memory_bytes,
         median_cpu_ms=result.median_cpu_ms(),
         meta=dict(result.meta),
-        started_by=_started_by(result.meta),
+        started_by=started_by(result.meta),
     )
 
 
-def _started_by(meta: Mapping[str, Any]) -> str:
+def started_by(meta: Mapping[str, Any]) -> str:
     """"zygote" when the launch was forked from a zygote, else "fresh"."""
     launch = meta.get("launch")
     if isinstance(launch, Mapping) and launch.get("launcher") == "zygote":
         return "zygote"
     return "fresh"
+
+
+@contextlib.contextmanager
+def side_zygotes(sides: Sequence[Side], run_dir: Path, enabled: bool, notes: list[str], *,
+                 share_identical: bool = False) -> Iterator[dict[str, Any]]:
+    """Zygotes (perftune.capture.parent.launcher.ZygoteLauncher) that fork the sides' launches,
+    each started in its side's working directory and environment, for exactly as long as the
+    `with` lasts, Ctrl-C and errors too.
+
+    Yields side name -> launcher: one zygote per side, or with `share_identical` one per
+    distinct (working directory, environment) — fix's versions differ only in the script file
+    each runs, which a fork imports fresh. Empty when not `enabled` or when a zygote could not
+    start: then every launch is a fresh process, and `notes` says why.
+    """
+    if not enabled:
+        yield {}
+        return
+    from perftune.capture.parent.launcher import ZygoteError, ZygoteLauncher
+
+    started: dict[Any, Any] = {}
+    launchers: dict[str, Any] = {}
+    try:
+        for side in sides:
+            cwd = Path(side.target.cwd)
+            key: Any = (str(cwd), tuple(sorted(side.env.items()))) if share_identical else side.name
+            if key not in started:
+                launcher = ZygoteLauncher(run_dir / "zygote" / side.name, cwd,
+                                          env={**os.environ, **side.env})
+                try:
+                    launcher.start()
+                except ZygoteError as exc:
+                    notes.append(f"{exc}; every launch runs as a fresh process")
+                    launchers = {}
+                    break
+                started[key] = launcher
+            launchers[side.name] = started[key]
+        yield launchers
+    finally:
+        for launcher in started.values():
+            launcher.stop()
+
+
+def forked_note(started_by: Sequence[str], reused: bool) -> str | None:
+    """How the launches were started, when they were meant to be forked from zygotes."""
+    if not reused or not started_by:
+        return None
+    forked = sum(1 for how in started_by if how == "zygote")
+    if forked == len(started_by):
+        return ("each launch was forked from a zygote that had imported torch once "
+                "(--no-reuse: fresh processes)")
+    return (f"{forked} of {len(started_by)} launches were forked from a zygote, the others "
+            "started fresh (the zygote could not take them; see RUN_DIR/zygote/*/zygote.log)")
