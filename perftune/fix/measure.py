@@ -8,8 +8,8 @@ pair of blocks.
 
 The measurement is sequential: every version runs FIRST_LOOK launches, then one palindromic
 block (two launches) at a time up to `--launches`, and a version whose verdict is decided
-(`perftune.fix.verify.speed_decided`: faster, slower, or a change too small to matter, at the
-confidence split over the looks) is not launched again. A clear rewrite costs FIRST_LOOK
+(`perftune.fix.verify.speed_decided`: faster, slower, or at most 2 % slower — kept either way —
+at the confidence split over the looks) is not launched again. A clear rewrite costs FIRST_LOOK
 launches, an unclear one `--launches`.
 """
 
@@ -233,7 +233,8 @@ def run_sequential(arms: Sequence[Arm], max_launches: int, launch_root: Path,
                    on_launch: Callable[[ArmLaunch], None] | None = None,
                    into: Measurements | None = None,
                    launch: LaunchFn | None = None,
-                   launchers: Mapping[str, Any] | None = None) -> Sequential:
+                   launchers: Mapping[str, Any] | None = None,
+                   require_faster: bool = False) -> Sequential:
     """Measure the versions against the original (arms[0], key BASE) round by round, stopping
     for each version once its verdict is decided, and for all once every one is."""
     rounds = launch_rounds(max_launches)
@@ -252,7 +253,7 @@ def run_sequential(arms: Sequence[Arm], max_launches: int, launch_root: Path,
         still = []
         for arm in undecided:
             xs, ys = found.paired_medians(arm.key)
-            if arm.key in found.failed or speed_decided(xs, ys, look):
+            if arm.key in found.failed or speed_decided(xs, ys, look, require_faster):
                 decided_after[arm.key] = total
             else:
                 still.append(arm)

@@ -36,6 +36,7 @@ from perftune.fix.measure import (
 from perftune.fix.plan import Candidate, Plan, compatible_set, conflicts_of, make_plan
 from perftune.fix.verify import (
     DIFFERS,
+    SLOWER_MEASURED,
     UNKNOWN,
     LossCheck,
     MemoryCheck,
@@ -46,6 +47,7 @@ from perftune.fix.verify import (
     compare_losses,
     compare_speed,
     judge,
+    launches_to_settle,
     typical_memory,
 )
 from perftune.fix.workspace import (
@@ -315,7 +317,8 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                total: list[int], per_launch: float | None, started: float, launchers: dict[str, Any],
                zygote_notes: list[str]) -> FixOutcome:
     sequential = run_sequential(arms, settings.launches, launch_root, measure,
-                                settings.confidence, settings.seed, show, launchers=launchers)
+                                settings.confidence, settings.seed, show, launchers=launchers,
+                                require_faster=settings.require_faster)
     found = sequential.found
     whole = settings.confidence
     # Every interval is read at the confidence of one look of the sequential test.
@@ -339,6 +342,10 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
     notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
                                       time.monotonic() - started, per_launch, len(arms),
                                       settings.launches), *zygote_notes]
+    for key, after in sequential.decided_after.items():
+        if after is None:
+            notes.append(open_note(key, *found.paired_medians(key), sequential.confidence,
+                                   settings.launches, per_launch))
     forked = forked_note([x.started_by for x in found.launches],
                          settings.reuse_processes and not zygote_notes)
     if forked:
@@ -370,7 +377,8 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                 launchers = {**launchers, CHOSEN: launchers[same[0]]}
             run_sequential([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
                            launch_root, measure, whole,
-                           settings.seed + 100, show, into=found, launchers=launchers)
+                           settings.seed + 100, show, into=found, launchers=launchers,
+                           require_faster=settings.require_faster)
             combined = measured(CHOSEN, chosen_set)
         if combined is None or not combined.verdict.included:
             best = accepted[0].candidate.id
@@ -395,6 +403,19 @@ def expected_time(versions: int, max_launches: int, per_launch_s: float | None) 
         return text + ")"
     return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(low * per_launch_s)} to "
             f"{_minutes(high * per_launch_s)})")
+
+
+def open_note(key: str, base: Sequence[float], rewritten: Sequence[float], confidence: float,
+               max_launches: int, per_launch_s: float | None) -> str:
+    """What a version still undecided after --launches means, and what deciding it would take."""
+    text = (f"{key}: undecided after {max_launches} launches — at this launch-to-launch noise "
+            f"the interval cannot tell a change within ±{SLOWER_MEASURED:.0%} from none, so it "
+            "is judged on its measured ratio (kept unless measured slower)")
+    needed = launches_to_settle(base, rewritten, confidence)
+    if needed is None or needed <= max_launches:
+        return text
+    cost = f", ~{_minutes(2 * needed * per_launch_s)}" if per_launch_s else ""
+    return text + f"; settling it would take ~{needed} launches per version (--launches {needed}{cost})"
 
 
 def _minutes(seconds: float) -> str:
