@@ -61,6 +61,10 @@ from perftune.fix.workspace import (
 
 ALL = "all"
 CHOSEN = "chosen"
+# What starting a launch forked from a zygote costs beyond the script's own setup and steps
+# (the client, the fork, perftune's capture set-up, writing steps.json), about, on a quiet
+# 2-core machine.
+FORKED_START_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,9 @@ class FixTarget:
     # and the seconds a launch takes beyond its steps (Python, imports, the script's setup).
     step_ms: float | None = None
     setup_s: float | None = None
+    # Of setup_s, the seconds outside the script: starting Python, importing perftune and
+    # torch (a launch forked from a zygote skips them).
+    start_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +290,15 @@ def verify_rewrites(plan: Plan, target: FixTarget, settings: FixSettings, run_di
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def per_launch_estimate(target: FixTarget, forked: bool, measure: MeasureSettings) -> float | None:
+    """About how long one measured launch takes, from the profile run; a launch forked from a
+    zygote does not repeat the start-up outside the script (Python, perftune, torch)."""
+    setup_s = target.setup_s
+    if forked and setup_s is not None and target.start_s is not None:
+        setup_s = max(0.0, setup_s - target.start_s) + FORKED_START_S
+    return launch_seconds(target.step_ms, setup_s, measure)
+
+
 def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             say: Progress, temp: Path) -> FixOutcome:
     spaces = _Workspaces(plan, target, settings, temp)
@@ -300,7 +316,7 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         what = f"{launch.median_ms:.2f} ms/step" if launch.median_ms else launch.status
         say(f"launch {launch.seq + 1} (at most {total[0]}) {launch.arm}: {what}")
 
-    per_launch = launch_seconds(target.step_ms, target.setup_s, measure)
+    per_launch = per_launch_estimate(target, settings.reuse_processes, measure)
     say(expected_time(len(arms), settings.launches, per_launch))
     started = time.monotonic()
     zygote_notes: list[str] = []
@@ -405,15 +421,20 @@ def expected_time(versions: int, max_launches: int, per_launch_s: float | None) 
             f"{_minutes(high * per_launch_s)})")
 
 
+SETTLE_LIMIT = 1000
+
+
 def open_note(key: str, base: Sequence[float], rewritten: Sequence[float], confidence: float,
                max_launches: int, per_launch_s: float | None) -> str:
     """What a version still undecided after --launches means, and what deciding it would take."""
     text = (f"{key}: undecided after {max_launches} launches — at this launch-to-launch noise "
             f"the interval cannot tell a change within ±{SLOWER_MEASURED:.0%} from none, so it "
             "is judged on its measured ratio (kept unless measured slower)")
-    needed = launches_to_settle(base, rewritten, confidence)
+    needed = launches_to_settle(base, rewritten, confidence, limit=SETTLE_LIMIT)
     if needed is None or needed <= max_launches:
         return text
+    if needed > SETTLE_LIMIT:
+        return text + f"; settling it would take more than {SETTLE_LIMIT} launches per version"
     cost = f", ~{_minutes(2 * needed * per_launch_s)}" if per_launch_s else ""
     return text + f"; settling it would take ~{needed} launches per version (--launches {needed}{cost})"
 

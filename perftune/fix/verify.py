@@ -153,17 +153,27 @@ def launches_to_settle(base: Sequence[float], rewritten: Sequence[float], confid
                        limit: int = 1000) -> int | None:
     """About how many launches per version would put the interval of a version that is no
     faster and no slower within SLOWER_MEASURED of 1, at the launch-to-launch noise of the pairs
-    measured (None: fewer than three pairs, or more than `limit`)."""
+    measured (None: fewer than three pairs; `limit` + 1: more than `limit`)."""
     n = min(len(base), len(rewritten))
     if n < 3:
         return None
     logs = [math.log(r / b) for b, r in zip(base[:n], rewritten[:n], strict=True)]
     sd = statistics.stdev(logs)
     margin = math.log(1.0 + SLOWER_MEASURED)
-    for k in range(2, limit + 1):
-        if t_quantile(0.5 + confidence / 2, k - 1) * sd / math.sqrt(k) <= margin:
-            return k
-    return None
+
+    def settles(k: int) -> bool:
+        return t_quantile(0.5 + confidence / 2, k - 1) * sd / math.sqrt(k) <= margin
+
+    if not settles(limit):
+        return limit + 1
+    lo, hi = 1, limit  # the half-width shrinks as launches grow: bisect
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if settles(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 @dataclass(frozen=True)

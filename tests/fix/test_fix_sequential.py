@@ -114,6 +114,21 @@ def test_the_gate_and_fix_split_the_confidence_over_looks_alike() -> None:
     assert per_look_confidence(0.95, 1) == 0.95
 
 
+def test_the_expected_time_of_forked_launches_leaves_out_python_and_torch_start(tmp_path: Path) -> None:
+    """The profile run's start-up outside the script (Python, perftune, torch) is what a launch
+    forked from a zygote does not repeat; the estimate said before the launches drops it."""
+    from perftune.fix.session import FORKED_START_S, FixTarget, per_launch_estimate
+
+    target = FixTarget(script=tmp_path / "train.py", args=(), cwd=tmp_path, findings=(),
+                       step_ms=100.0, setup_s=4.0, start_s=3.0)
+    steps = (SETTINGS.warmup + SETTINGS.steps) * 0.1
+    assert per_launch_estimate(target, False, SETTINGS) == pytest.approx(4.0 + steps)
+    assert per_launch_estimate(target, True, SETTINGS) == pytest.approx(1.0 + FORKED_START_S + steps)
+    unknown = FixTarget(script=tmp_path / "train.py", args=(), cwd=tmp_path, findings=(),
+                        step_ms=100.0, setup_s=4.0)
+    assert per_launch_estimate(unknown, True, SETTINGS) == pytest.approx(4.0 + steps)
+
+
 def test_expected_time_is_said_from_the_step_time_and_the_launch_sizes() -> None:
     per_launch = launch_seconds(step_ms=200.0, setup_s=4.0, settings=SETTINGS)
     assert per_launch == pytest.approx(4.0 + 15 * 0.2)
@@ -149,8 +164,12 @@ def test_a_version_open_at_the_maximum_says_what_settling_it_would_take(tmp_path
                            "the interval cannot tell a change within ±2% from none, so it is "
                            "judged on its measured ratio (kept unless measured slower)")
     assert f"settling it would take ~{needed} launches per version (--launches {needed}" in note
-    # Pairs that scatter by ±1 % settle within a handful of launches.
+    # Pairs that scatter by ±1 % settle within a handful of launches; ±40 % never does.
     assert launches_to_settle([100, 100, 100, 100], [101, 99, 102, 98], 0.975) == 8
+    wild = ([100, 100, 100], [60, 140, 100])
+    assert launches_to_settle(*wild, 0.975, limit=1000) == 1001
+    assert open_note("r9", *wild, 0.975, 4, 2.0).endswith(
+        "; settling it would take more than 1000 launches per version")
 
 
 def test_fix_launches_fork_from_zygotes_unless_told_not_to(tmp_path: Path,
