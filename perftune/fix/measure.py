@@ -234,7 +234,8 @@ def run_sequential(arms: Sequence[Arm], max_launches: int, launch_root: Path,
                    into: Measurements | None = None,
                    launch: LaunchFn | None = None,
                    launchers: Mapping[str, Any] | None = None,
-                   require_faster: bool = False) -> Sequential:
+                   require_faster: bool = False,
+                   renew_launchers: Callable[[], None] | None = None) -> Sequential:
     """Measure the versions against the original (arms[0], key BASE) round by round, stopping
     for each version once its verdict is decided, and for all once every one is."""
     rounds = launch_rounds(max_launches)
@@ -245,6 +246,8 @@ def run_sequential(arms: Sequence[Arm], max_launches: int, launch_root: Path,
     base = next(arm for arm in arms if arm.key == BASE)
     total = 0
     for index, size in enumerate(rounds):
+        if index and renew_launchers is not None:
+            renew_launchers()  # new zygotes each round (ZygotePool)
         block = max((x.block for x in found.launches), default=-1) + 1
         run_interleaved([base, *undecided], size, launch_root, settings,
                         None if seed is None else seed + index, on_launch, into=found,

@@ -15,9 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from perftune.capture.parent.measure import MeasureSettings, Side, forked_note, side_zygotes
+from perftune.capture.parent.measure import (
+    MeasureSettings,
+    Side,
+    ZygotePool,
+    forked_note,
+    side_zygotes,
+)
 from perftune.capture.parent.runner import ScriptTarget
 from perftune.engine.types import Finding
 from perftune.errors import UsageError
@@ -330,11 +335,12 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
 def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
                say: Progress, spaces: _Workspaces, arms: list[Arm], together: list[str],
                measure: MeasureSettings, launch_root: Path, show: Callable[[ArmLaunch], None],
-               total: list[int], per_launch: float | None, started: float, launchers: dict[str, Any],
+               total: list[int], per_launch: float | None, started: float, launchers: ZygotePool,
                zygote_notes: list[str]) -> FixOutcome:
     sequential = run_sequential(arms, settings.launches, launch_root, measure,
                                 settings.confidence, settings.seed, show, launchers=launchers,
-                                require_faster=settings.require_faster)
+                                require_faster=settings.require_faster,
+                                renew_launchers=launchers.renew)
     found = sequential.found
     whole = settings.confidence
     # Every interval is read at the confidence of one look of the sequential test.
@@ -386,15 +392,13 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                 + expected_time(2, settings.launches, per_launch))
             total[0] = len(found.launches) + 2 * settings.launches
             # The chosen set forks from a zygote already running for the same working
-            # directory and environment, if any (else it starts fresh).
-            same = [arm.key for arm in arms
-                    if arm.side.env == spaces.arms[CHOSEN].side.env and arm.key in launchers]
-            if same:
-                launchers = {**launchers, CHOSEN: launchers[same[0]]}
+            # directory and environment, or a new one.
+            launchers.add(spaces.arms[CHOSEN].side)
             run_sequential([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
                            launch_root, measure, whole,
                            settings.seed + 100, show, into=found, launchers=launchers,
-                           require_faster=settings.require_faster)
+                           require_faster=settings.require_faster,
+                           renew_launchers=launchers.renew)
             combined = measured(CHOSEN, chosen_set)
         if combined is None or not combined.verdict.included:
             best = accepted[0].candidate.id

@@ -176,6 +176,9 @@ class SequentialGate:
     # Side name -> its zygote (perftune.capture.parent.launcher.ZygoteLauncher): launches are
     # forked from it while it is alive, else started fresh.
     launchers: Mapping[str, Launcher] = field(default_factory=dict)
+    # Called before each round of launches after the first: new zygotes, so that one side's
+    # address-space layout does not persist through the whole gate (ZygotePool.renew).
+    renew_launchers: Callable[[], None] | None = None
     _launches: list[Launch] = field(default_factory=list, init=False)
     _load: load_mod.RunnerLoad = field(default_factory=lambda: load_mod.RunnerLoad(None), init=False)
 
@@ -219,7 +222,9 @@ class SequentialGate:
             # Before the first launch: what the rest of the machine does with nothing of ours
             # running (a one-second look at /proc/stat, and the load average).
             self._load = load_mod.RunnerLoad(load_mod.probe_others())
-        for per_side in plan.rounds():
+        for number, per_side in enumerate(plan.rounds()):
+            if number and self.renew_launchers is not None:
+                self.renew_launchers()
             order = [HEAD] * per_side if self.base is None else abba_order(per_side, rng)
             for name in order:
                 side = self.head if name == HEAD else self.base

@@ -178,7 +178,7 @@ def run_gate(
                                     base_cpu_samples=base_cpu_samples,
                                     seed=options.seed, on_launch=launched, on_decision=looked,
                                     size_launches=options.size_launches and base is not None,
-                                    launchers=launchers)
+                                    launchers=launchers, renew_launchers=launchers.renew)
         result = sequential.run(options.rule, options.plan)
     decision = result.decision
     base_wall = tuple(base_samples) if base is None else result.samples(BASE)
@@ -424,7 +424,8 @@ def calibrate(
         sequential = SequentialGate(
             head=head, base=base,
             launch_root=run_dir / "launches", settings=measure, seed=seed,
-            on_launch=_launch_reporter(progress), launchers=launchers)
+            on_launch=_launch_reporter(progress), launchers=launchers,
+            renew_launchers=launchers.renew)
         result = sequential.run(DecisionRule(confidence=confidence),
                                 LaunchPlan(launches=launches, max_launches=launches))
     paired = result.decision.estimate

@@ -167,44 +167,96 @@ def started_by(meta: Mapping[str, Any]) -> str:
     return "fresh"
 
 
+class ZygotePool(dict[str, Any]):
+    """Side name -> the zygote (perftune.capture.parent.launcher.ZygoteLauncher) its launches
+    are forked from: one per side, or with `share_identical` one per distinct (working
+    directory, environment) — fix's versions differ only in the script file each runs, which a
+    fork imports fresh. Empty when a zygote could not start (`notes` says why): then every
+    launch is a fresh process.
+
+    Forks of one zygote share its address-space layout (ASLR, heap), which can shift step time
+    by a few percent for the zygote's whole life; a fresh process draws a new layout every
+    launch. So that one side's layout luck does not persist through a whole comparison,
+    `renew()` replaces every zygote (the sequential measurements call it before each round of
+    launches after the first).
+    """
+
+    def __init__(self, sides: Sequence[Side], run_dir: Path, notes: list[str],
+                 share_identical: bool = False) -> None:
+        super().__init__()
+        self.sides = list(sides)
+        self.run_dir = run_dir
+        self.notes = notes
+        self.share_identical = share_identical
+        self.failed = False
+        self.renewals = 0
+        self._started: list[Any] = []
+        self._by_key: dict[Any, Any] = {}
+
+    def _key(self, side: Side) -> Any:
+        if self.share_identical:
+            return (str(Path(side.target.cwd)), tuple(sorted(side.env.items())))
+        return side.name
+
+    def _attach(self, side: Side) -> bool:
+        """Map `side` to its zygote, starting one when none runs for its key yet."""
+        from perftune.capture.parent.launcher import ZygoteError, ZygoteLauncher
+
+        key = self._key(side)
+        if key not in self._by_key:
+            launcher = ZygoteLauncher(self.run_dir / "zygote" / side.name, Path(side.target.cwd),
+                                      env={**os.environ, **side.env})
+            self._started.append(launcher)
+            try:
+                launcher.start()
+            except ZygoteError as exc:
+                self.notes.append(f"{exc}; every launch runs as a fresh process")
+                self.failed = True
+                self.stop()
+                return False
+            self._by_key[key] = launcher
+        self[side.name] = self._by_key[key]
+        return True
+
+    def start(self) -> None:
+        for side in self.sides:
+            if not self._attach(side):
+                return
+
+    def add(self, side: Side) -> None:
+        """One more side, forked from a running zygote of its key or a new one."""
+        self.sides.append(side)
+        if self and not self.failed:
+            self._attach(side)
+
+    def renew(self) -> None:
+        """New zygotes for every side (see the class docstring)."""
+        if self.failed or not self:
+            return
+        self.stop()
+        self.renewals += 1
+        self.start()
+
+    def stop(self) -> None:
+        started, self._started = self._started, []
+        self.clear()
+        self._by_key = {}
+        for launcher in started:
+            launcher.stop()
+
+
 @contextlib.contextmanager
 def side_zygotes(sides: Sequence[Side], run_dir: Path, enabled: bool, notes: list[str], *,
-                 share_identical: bool = False) -> Iterator[dict[str, Any]]:
-    """Zygotes (perftune.capture.parent.launcher.ZygoteLauncher) that fork the sides' launches,
-    each started in its side's working directory and environment, for exactly as long as the
-    `with` lasts, Ctrl-C and errors too.
-
-    Yields side name -> launcher: one zygote per side, or with `share_identical` one per
-    distinct (working directory, environment) — fix's versions differ only in the script file
-    each runs, which a fork imports fresh. Empty when not `enabled` or when a zygote could not
-    start: then every launch is a fresh process, and `notes` says why.
-    """
-    if not enabled:
-        yield {}
-        return
-    from perftune.capture.parent.launcher import ZygoteError, ZygoteLauncher
-
-    started: dict[Any, Any] = {}
-    launchers: dict[str, Any] = {}
+                 share_identical: bool = False) -> Iterator[ZygotePool]:
+    """A started ZygotePool of `sides` for exactly as long as the `with` lasts, Ctrl-C and
+    errors too (empty when not `enabled`)."""
+    pool = ZygotePool(sides, run_dir, notes, share_identical)
     try:
-        for side in sides:
-            cwd = Path(side.target.cwd)
-            key: Any = (str(cwd), tuple(sorted(side.env.items()))) if share_identical else side.name
-            if key not in started:
-                launcher = ZygoteLauncher(run_dir / "zygote" / side.name, cwd,
-                                          env={**os.environ, **side.env})
-                try:
-                    launcher.start()
-                except ZygoteError as exc:
-                    notes.append(f"{exc}; every launch runs as a fresh process")
-                    launchers = {}
-                    break
-                started[key] = launcher
-            launchers[side.name] = started[key]
-        yield launchers
+        if enabled:
+            pool.start()
+        yield pool
     finally:
-        for launcher in started.values():
-            launcher.stop()
+        pool.stop()
 
 
 def forked_note(started_by: Sequence[str], reused: bool) -> str | None:
@@ -213,7 +265,7 @@ def forked_note(started_by: Sequence[str], reused: bool) -> str | None:
         return None
     forked = sum(1 for how in started_by if how == "zygote")
     if forked == len(started_by):
-        return ("each launch was forked from a zygote that had imported torch once "
-                "(--no-reuse: fresh processes)")
+        return ("each launch was forked from a zygote that had imported torch once, new "
+                "zygotes for each round of launches (--no-reuse: fresh processes)")
     return (f"{forked} of {len(started_by)} launches were forked from a zygote, the others "
             "started fresh (the zygote could not take them; see RUN_DIR/zygote/*/zygote.log)")
