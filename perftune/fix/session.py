@@ -364,10 +364,10 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
     notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
                                       time.monotonic() - started, per_launch, len(arms),
                                       settings.launches), *zygote_notes]
-    for key, after in sequential.decided_after.items():
-        if after is None:
-            notes.append(open_note(key, *found.paired_medians(key), sequential.confidence,
-                                   settings.launches, per_launch))
+    opened = [(key, *found.paired_medians(key)) for key, after
+              in sequential.decided_after.items() if after is None and key not in found.failed]
+    if opened:
+        notes.append(open_note(opened, sequential.confidence, settings.launches, per_launch))
     forked = forked_note([x.started_by for x in found.launches],
                          settings.reuse_processes and not zygote_notes)
     if forked:
@@ -428,19 +428,28 @@ def expected_time(versions: int, max_launches: int, per_launch_s: float | None) 
 SETTLE_LIMIT = 1000
 
 
-def open_note(key: str, base: Sequence[float], rewritten: Sequence[float], confidence: float,
-               max_launches: int, per_launch_s: float | None) -> str:
-    """What a version still undecided after --launches means, and what deciding it would take."""
-    text = (f"{key}: undecided after {max_launches} launches — at this launch-to-launch noise "
-            f"the interval cannot tell a change within ±{SLOWER_MEASURED:.0%} from none, so it "
-            "is judged on its measured ratio (kept unless measured slower)")
-    needed = launches_to_settle(base, rewritten, confidence, limit=SETTLE_LIMIT)
-    if needed is None or needed <= max_launches:
-        return text
-    if needed > SETTLE_LIMIT:
-        return text + f"; settling it would take more than {SETTLE_LIMIT} launches per version"
-    cost = f", ~{_minutes(2 * needed * per_launch_s)}" if per_launch_s else ""
-    return text + f"; settling it would take ~{needed} launches per version (--launches {needed}{cost})"
+def open_note(opened: Sequence[tuple[str, Sequence[float], Sequence[float]]], confidence: float,
+              max_launches: int, per_launch_s: float | None) -> str:
+    """What versions still undecided after --launches mean, and what deciding them would take
+    (`opened`: each version's key and its paired original/rewritten launch medians)."""
+    keys = ", ".join(key for key, _, _ in opened)
+    text = (f"{keys}: undecided after {max_launches} launches — at this launch-to-launch noise "
+            f"the interval cannot tell a change within ±{SLOWER_MEASURED:.0%} from none, so "
+            f"{'it is' if len(opened) == 1 else 'each is'} judged on its measured ratio (kept "
+            "unless measured slower)")
+    settle = []
+    for key, base, rewritten in opened:
+        needed = launches_to_settle(base, rewritten, confidence, limit=SETTLE_LIMIT)
+        if needed is None or needed <= max_launches:
+            continue
+        if needed > SETTLE_LIMIT:
+            settle.append(f"{key} more than {SETTLE_LIMIT}")
+            continue
+        cost = f", ~{_minutes(2 * needed * per_launch_s)}" if per_launch_s else ""
+        settle.append(f"{key} ~{needed} (--launches {needed}{cost})")
+    if settle:
+        text += "; settling it would take launches per version: " + "; ".join(settle)
+    return text
 
 
 def _minutes(seconds: float) -> str:

@@ -159,17 +159,20 @@ def test_a_version_open_at_the_maximum_says_what_settling_it_would_take(tmp_path
     base, same = done.found.paired_medians("same")
     needed = launches_to_settle(base, same, done.confidence)
     assert needed is not None and needed > 4
-    note = open_note("same", base, same, done.confidence, 4, 3.0)
+    note = open_note([("same", base, same)], done.confidence, 4, 3.0)
     assert note.startswith("same: undecided after 4 launches — at this launch-to-launch noise "
                            "the interval cannot tell a change within ±2% from none, so it is "
                            "judged on its measured ratio (kept unless measured slower)")
-    assert f"settling it would take ~{needed} launches per version (--launches {needed}" in note
+    assert f"; settling it would take launches per version: same ~{needed} (--launches {needed}, ~" in note
     # Pairs that scatter by ±1 % settle within a handful of launches; ±40 % never does.
     assert launches_to_settle([100, 100, 100, 100], [101, 99, 102, 98], 0.975) == 8
     wild = ([100, 100, 100], [60, 140, 100])
     assert launches_to_settle(*wild, 0.975, limit=1000) == 1001
-    assert open_note("r9", *wild, 0.975, 4, 2.0).endswith(
-        "; settling it would take more than 1000 launches per version")
+    both = open_note([("r8", [100, 100, 100, 100], [101, 99, 102, 98]), ("r9", *wild)], 0.975,
+                     4, 2.0)
+    assert both.startswith("r8, r9: undecided after 4 launches")
+    assert both.endswith("settling it would take launches per version: r8 ~8 (--launches 8, "
+                         "~32 s); r9 more than 1000")
 
 
 def test_fix_launches_fork_from_zygotes_unless_told_not_to(tmp_path: Path,
