@@ -198,36 +198,42 @@ class ZygotePool(dict[str, Any]):
             return (str(Path(side.target.cwd)), tuple(sorted(side.env.items())))
         return side.name
 
-    def _attach(self, side: Side) -> bool:
-        """Map `side` to its zygote, starting one when none runs for its key yet."""
+    def _attach(self, sides: Sequence[Side]) -> bool:
+        """Map each side to its zygote, starting those not running for their key yet: all
+        spawned first, then waited for, so that they import torch side by side."""
         from perftune.capture.parent.launcher import ZygoteError, ZygoteLauncher
 
-        key = self._key(side)
-        if key not in self._by_key:
-            launcher = ZygoteLauncher(self.run_dir / "zygote" / side.name, Path(side.target.cwd),
-                                      env={**os.environ, **side.env})
-            self._started.append(launcher)
-            try:
-                launcher.start()
-            except ZygoteError as exc:
-                self.notes.append(f"{exc}; every launch runs as a fresh process")
-                self.failed = True
-                self.stop()
-                return False
-            self._by_key[key] = launcher
-        self[side.name] = self._by_key[key]
+        fresh: list[Any] = []
+        try:
+            for side in sides:
+                key = self._key(side)
+                if key not in self._by_key:
+                    launcher = ZygoteLauncher(self.run_dir / "zygote" / side.name,
+                                              Path(side.target.cwd),
+                                              env={**os.environ, **side.env})
+                    self._started.append(launcher)
+                    launcher.spawn()
+                    self._by_key[key] = launcher
+                    fresh.append(launcher)
+            for launcher in fresh:
+                launcher.wait_ready()
+        except ZygoteError as exc:
+            self.notes.append(f"{exc}; every launch runs as a fresh process")
+            self.failed = True
+            self.stop()
+            return False
+        for side in sides:
+            self[side.name] = self._by_key[self._key(side)]
         return True
 
     def start(self) -> None:
-        for side in self.sides:
-            if not self._attach(side):
-                return
+        self._attach(self.sides)
 
     def add(self, side: Side) -> None:
         """One more side, forked from a running zygote of its key or a new one."""
         self.sides.append(side)
         if self and not self.failed:
-            self._attach(side)
+            self._attach([side])
 
     def renew(self) -> None:
         """New zygotes for every side (see the class docstring)."""
