@@ -58,7 +58,7 @@ _HOST_COMM_OP = re.compile(r"^(c10d::|gloo:|nccl:|mpi:|ucc:|record_param_comms)|
 STRAGGLER_MIN_MS = 1.0
 STRAGGLER_MIN_SHARE = 0.05
 # Fewer steps than this: a straggler must be the slowest rank in every one of them (2 of 3 is
-# what ranks sharing busy cores do by chance; PFT602's `min_steps`).
+# what ranks sharing busy cores do by chance; the straggler rule's `min_steps`).
 STRAGGLER_MIN_STEPS = 5
 
 

@@ -146,7 +146,7 @@ def _costliest_forward_op(ctx: Context, dtype: str) -> int | None:
     if points.empty:
         return None
     points = points[(points["dtype"].fillna("") == dtype).to_numpy()]
-    forward = points[~points["name"].str.contains("backward").to_numpy()]
+    forward = points[~points["name"].str.contains("backward", case=False).to_numpy()]
     use = forward if not forward.empty else points
     if use.empty:
         return None
