@@ -523,7 +523,7 @@ class Results:
         if self.trace is not None:
             from perftune.trace.metrics import top_host_ops
 
-            return top_host_ops(self.trace, len(self.trace.events))
+            return top_host_ops(self.trace, self.trace.n)
         return pd.DataFrame([{"name": o.name, "calls": o.calls, "self_ms": o.self_ms,
                               "total_ms": o.total_ms} for o in self.summary.top_host_ops],
                             columns=["name", "calls", "self_ms", "total_ms"])

@@ -145,6 +145,13 @@ class Trace:
         """The distinct strings of a string column (cat, name), indexed by its codes."""
         return self.interned[column][0]
 
+    def distinct_names(self, mask: np.ndarray) -> list[str]:
+        """The names of the rows in `mask`, each once, in order of first appearance."""
+        codes = self.interned["name"][1][mask]
+        _, first = np.unique(codes, return_index=True)
+        strings = self.interned["name"][0]
+        return [str(strings[c]) for c in codes[np.sort(first)].tolist()]
+
     def cat_is(self, cat: str) -> np.ndarray:
         """Rows of one category."""
         return self.cat_mask((cat,))

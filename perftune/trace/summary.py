@@ -113,7 +113,7 @@ def summarize(trace: Trace) -> Summary:
         ranks=list(trace.rank_ids),
         world_size=trace.world_size,
         ranks_loaded=len(trace.rank_ids),
-        events=len(trace.events),
+        events=trace.n,
         span_ms=maybe(trace.span_us() / 1000.0),
         step_source=trace.step_source,  # type: ignore[arg-type]  # trace.steps sets one of three
         steps=StepStats(count=dist.count, median_ms=maybe(dist.median), p10_ms=maybe(dist.p10),
