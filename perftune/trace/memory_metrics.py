@@ -20,7 +20,7 @@ from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
 
 if TYPE_CHECKING:
-    import pandas as pd
+    pass
 
 CUDA_DEVICE_TYPE = 1  # c10::DeviceType::CUDA (HIP builds report CUDA too)
 _MEMORY_COLUMNS = ("rank", "ts", "device_type", "device_id", "bytes", "total_allocated",

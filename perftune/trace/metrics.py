@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -427,6 +427,13 @@ def self_times(trace: Trace) -> pd.DataFrame:
     """Host ops (cpu_op, user annotations): row, name, dur_us, self_us (dur minus child ops)."""
     import pandas as pd
 
+    rows, dur_us, self_us = _self_time_columns(trace)
+    names = np.asarray(trace.strings("name"), dtype=object)[trace.codes("name")[rows]]
+    return pd.DataFrame({"row": rows, "name": names, "dur_us": dur_us, "self_us": self_us})
+
+
+def _self_time_columns(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`self_times` as (rows, dur_us, self_us) arrays."""
     host_ops = trace.cat_mask(C.OP_CATS) & ~trace.is_device
     parent = trace.parent
     dur = trace.col("dur")
@@ -436,9 +443,7 @@ def self_times(trace: Trace) -> pd.DataFrame:
     child_time = np.bincount(par[has_parent], weights=dur[rows][has_parent],
                              minlength=trace.n) if has_parent.any() else np.zeros(trace.n)
     self_us = np.maximum(0.0, dur - child_time)
-    names = np.asarray(trace.strings("name"), dtype=object)[trace.codes("name")[rows]]
-    return pd.DataFrame({"row": rows, "name": names, "dur_us": dur[rows],
-                         "self_us": self_us[rows]})
+    return rows, dur[rows], self_us[rows]
 
 
 def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
@@ -449,21 +454,27 @@ def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
     Markdown and the HTML list the same operators."""
     import pandas as pd
 
-    df = self_times(trace)
-    if not df.empty:
-        marker = trace.name_startswith(C.PROFILER_STEP_PREFIX)[df["row"].to_numpy()]
-        df = df[~marker]
-    if df.empty:
+    top = top_host_op_columns(trace, n)
+    if top is None:
         return pd.DataFrame(columns=["name", "calls", "self_ms", "total_ms"])
-    codes = trace.codes("name")[df["row"].to_numpy()]
-    present, calls, sums = _sums_by_code(codes, df["self_us"].to_numpy(),
-                                         df["dur_us"].to_numpy())
+    return pd.DataFrame(top)
+
+
+def top_host_op_columns(trace: Trace, n: int = 15) -> dict[str, Any] | None:
+    """`top_host_ops` as columns (name, calls, self_ms, total_ms), None when there are none."""
+    rows, dur_us, self_us = _self_time_columns(trace)
+    marker = trace.name_startswith(C.PROFILER_STEP_PREFIX)[rows]
+    rows, dur_us, self_us = rows[~marker], dur_us[~marker], self_us[~marker]
+    if len(rows) == 0:
+        return None
+    codes = trace.codes("name")[rows]
+    present, calls, sums = _sums_by_code(codes, self_us, dur_us)
     top = np.argsort(-sums[0], kind="stable")[:n]
     categories = trace.strings("name")
-    return pd.DataFrame({"name": [str(categories[c]) for c in present[top]],
-                         "calls": calls[top],
-                         "self_ms": sums[0][top] / 1000.0,
-                         "total_ms": sums[1][top] / 1000.0})
+    return {"name": [str(categories[c]) for c in present[top]],
+            "calls": calls[top],
+            "self_ms": sums[0][top] / 1000.0,
+            "total_ms": sums[1][top] / 1000.0}
 
 
 def _sums_by_code(codes: np.ndarray, *weights: np.ndarray
@@ -479,14 +490,22 @@ def top_kernels(trace: Trace, n: int = 15) -> pd.DataFrame:
     """Device kernels by total time: name, calls, total_ms, mean_us."""
     import pandas as pd
 
+    top = top_kernel_columns(trace, n)
+    if top is None:
+        return pd.DataFrame(columns=["name", "calls", "total_ms", "mean_us"])
+    return pd.DataFrame(top)
+
+
+def top_kernel_columns(trace: Trace, n: int = 15) -> dict[str, Any] | None:
+    """`top_kernels` as columns (name, calls, total_ms, mean_us), None when there are none."""
     rows = np.flatnonzero(trace.cat_mask(C.KERNEL_CATS))
     if len(rows) == 0:
-        return pd.DataFrame(columns=["name", "calls", "total_ms", "mean_us"])
+        return None
     codes = trace.codes("name")[rows]
     present, calls, (total,) = _sums_by_code(codes, trace.col("dur")[rows])
     top = np.argsort(-total, kind="stable")[:n]
     categories = trace.strings("name")
-    return pd.DataFrame({"name": [str(categories[c]) for c in present[top]],
-                         "calls": calls[top],
-                         "total_ms": total[top] / 1000.0,
-                         "mean_us": total[top] / calls[top]})
+    return {"name": [str(categories[c]) for c in present[top]],
+            "calls": calls[top],
+            "total_ms": total[top] / 1000.0,
+            "mean_us": total[top] / calls[top]}
