@@ -78,8 +78,8 @@ class Trace:
     coerce (malformed events, duplicate ranks).
     """
 
-    columns: dict[str, np.ndarray]
-    interned: dict[str, tuple[list[str], np.ndarray]]
+    columns: dict[str, np.ndarray] = field(repr=False)
+    interned: dict[str, tuple[list[str], np.ndarray]] = field(repr=False)
     args: Sequence[EventArgs]
     ranks: tuple[RankInfo, ...]
     t0_us: float
