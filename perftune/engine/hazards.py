@@ -177,12 +177,26 @@ def provenance_lines(ctx: Context, hazard: sm.Hazard) -> frozenset[int] | None:
 _CONVERSIONS = frozenset({"__int__", "__float__", "__index__", "__complex__"})
 
 
+# Hazard kinds (sync_metrics' labels) → the provenance call each one is.
+_KIND_CALLS: dict[str, frozenset[str]] = {
+    "boolean-mask indexing": frozenset({"__getitem__[bool]"}),
+    "boolean-mask assignment": frozenset({"__setitem__[bool]"}),
+    "nonzero": frozenset({"nonzero"}), "nonzero_numpy": frozenset({"nonzero"}),
+    "argwhere": frozenset({"argwhere"}), "masked_select": frozenset({"masked_select"}),
+    "nonzero_static": frozenset({"nonzero_static"}),
+}
+
+
 def _recorded_calls(h: sm.Hazard, wanted: frozenset[str]) -> frozenset[str] | None:
     """The provenance calls a hazard can be (None: any call of its kind): the python call the
-    trace recorded (`item`), or what its ops say (`aten::is_nonzero` is `bool(t)`; a scalar
-    read with no python call is `int(t)` / `float(t)`)."""
+    trace recorded (`item`), or what its ops say (`aten::index` over `aten::nonzero` is
+    `x[mask]`, `aten::is_nonzero` is `bool(t)`; a scalar read with no python call is
+    `int(t)` / `float(t)`)."""
     if h.python_call in wanted:
         return frozenset({h.python_call})
+    by_kind = _KIND_CALLS.get(h.kind, frozenset()) & wanted
+    if by_kind:  # `x[mask]` is an index, never the `torch.nonzero(...)` line before it
+        return by_kind
     if h.chain and h.chain[0] == "aten::is_nonzero" and "__bool__" in wanted:
         return frozenset({"__bool__"})
     if h.python_call is None and h.chain and h.chain[0] == "aten::item" and wanted & _CONVERSIONS:

@@ -57,6 +57,9 @@ _HOST_COMM_OP = re.compile(r"^(c10d::|gloo:|nccl:|mpi:|ucc:|record_param_comms)|
 # Defaults shared by summary.json's straggler and the rank-straggler rule (its options override them).
 STRAGGLER_MIN_MS = 1.0
 STRAGGLER_MIN_SHARE = 0.05
+# Fewer steps than this: a straggler must be the slowest rank in every one of them (2 of 3 is
+# what ranks sharing busy cores do by chance; the straggler rule's `min_steps`).
+STRAGGLER_MIN_STEPS = 5
 
 
 # ---------------------------------------------------------------------------- collectives
@@ -431,6 +434,10 @@ class Straggler:
     def persistent(self) -> bool:
         return self.slowest_in * 2 >= self.steps
 
+    def consistent(self, min_steps: int = STRAGGLER_MIN_STEPS) -> bool:
+        """Enough steps to call it: at least `min_steps`, else the slowest in all of them."""
+        return self.steps >= min_steps or self.slowest_in == self.steps
+
 
 def straggler_candidate(trace: Trace, tables: Tables | None = None) -> Straggler | None:
     """The rank with the largest median margin over the others' busy time, whatever its size
@@ -472,8 +479,8 @@ def straggler(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
 
 def straggler_of(found: Straggler | None, min_ms: float = STRAGGLER_MIN_MS,
                  min_share: float = STRAGGLER_MIN_SHARE) -> Straggler | None:
-    """The candidate, when it passes `straggler`'s thresholds."""
-    if found is None or not found.persistent:
+    """The candidate, when it passes `straggler`'s thresholds (and `consistent`)."""
+    if found is None or not found.persistent or not found.consistent():
         return None
     if found.margin_ms < min_ms or found.share_of_step < min_share:
         return None
