@@ -638,14 +638,13 @@ def enclosing_annotation(trace: Trace, row: int) -> str | None:
     stacks."""
     from perftune.trace import categories as C
 
-    cats = trace.events["cat"]
-    if bool(trace.events["is_device"].iat[row]):
+    if bool(trace.col("is_device")[row]):
         launch = trace.launched_by(row)
         if launch is None:
             return None
         row = launch
     for a in trace.ancestors(row):
-        if str(cats.iat[a]) != C.USER_ANNOTATION:
+        if trace.cat_of(a) != C.USER_ANNOTATION:
             continue
         name = trace.name_of(a)
         if not name.startswith(_MARKER_ANNOTATIONS) and name.strip():
@@ -667,8 +666,7 @@ def user_files(trace: Trace) -> list[str]:
     """Files of the user's own python frames in the trace (as the profiler wrote them)."""
     from perftune.trace.frames import is_user_frame
 
-    ev = trace.events
-    names = ev.loc[ev["cat"] == "python_function", "name"].astype(str).unique()
+    names = trace.distinct_names(trace.cat_is("python_function"))
     files: dict[str, None] = {}
     for name in names:
         frame = parse_python_function(name)

@@ -522,7 +522,7 @@ def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
         out.append(sm.Hazard(
             row=move.row, cause=cause, kind=f".{move.python_call}() of a batch",
             chain=("aten::to",), sync_rows=(), copy_rows=(), stall_us=0.0, cpu_us=move.cpu_us,
-            on_device=False, step=move.step, rank=int(trace.events["rank"].to_numpy()[move.row]),
+            on_device=False, step=move.step, rank=int(trace.col("rank")[move.row]),
             python_call=move.python_call, frame_row=move.frame_row))
     return out
 
@@ -572,7 +572,7 @@ def iterated_loader_names(ctx: Context, wait_rows: Sequence[int]) -> list[str]:
     (`for x, y in train_loader:` → 'train_loader')."""
     if not wait_rows:
         return []
-    durations = ctx.trace.events["dur"].to_numpy()
+    durations = ctx.trace.col("dur")
     occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
                        frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
     groups = ctx.attribute(occs, lambda o: fetch_site)
@@ -647,7 +647,7 @@ def loader_rows(ctx: Context) -> list[int]:
     """Rows of the DataLoader fetches (`enumerate(DataLoader)#...__next__`) inside the steps."""
     from perftune.trace import categories as C
 
-    fetch = ctx.trace.events["name"].astype(str).str.startswith(C.DATALOADER_PREFIX).to_numpy()
+    fetch = ctx.trace.name_startswith(C.DATALOADER_PREFIX)
     rows = np.flatnonzero(fetch & ~ctx.host.is_device).tolist()
     steps = sm.in_scope_steps(ctx.trace, rows)
     return [r for r, k in zip(rows, steps.tolist(), strict=True) if k >= 0]
@@ -656,7 +656,7 @@ def loader_rows(ctx: Context) -> list[int]:
 def loop_location(ctx: Context, wait_rows: Sequence[int]) -> Location:
     """The user's line that iterates over the DataLoader (`for batch in loader:`), refined
     from the frame that was running when each batch was fetched."""
-    durations = ctx.trace.events["dur"].to_numpy()
+    durations = ctx.trace.col("dur")
     occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
                        frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
     groups = ctx.attribute(occs, lambda o: fetch_site)

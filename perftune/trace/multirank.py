@@ -85,7 +85,7 @@ def _host_collective_mask(trace: Trace) -> np.ndarray:
 
 def comm_source(trace: Trace, tables: Tables | None = None) -> dict[int, str]:
     """Per rank: 'device' (communication kernels), 'host' (CPU collectives) or 'none'."""
-    rank = trace.events["rank"].to_numpy()
+    rank = trace.col("rank")
     device = np.asarray(trace.comm_kernel_mask, dtype=bool)
     host = _host_collective_mask(trace)
     out: dict[int, str] = {}
@@ -99,10 +99,9 @@ def comm_source(trace: Trace, tables: Tables | None = None) -> dict[int, str]:
 def collective_calls(trace: Trace, tables: Tables | None = None) -> list[CollectiveCall]:
     """Every collective inside a step, per rank, in start order (see `comm_source`)."""
     t = Tables.of(trace, tables)
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    dur = trace.col("dur")
+    rank = trace.col("rank")
     sources = t(comm_source)
     device_mask = np.asarray(trace.comm_kernel_mask, dtype=bool)
     host_mask = _host_collective_mask(trace)
@@ -198,12 +197,11 @@ def compute_intervals(trace: Trace, tables: Tables | None = None) -> dict[int, t
     kernels when its collectives are kernels; else its host operators on threads that run no
     collective, leaving out operators that only enqueue or wait for communication."""
     t = Tables.of(trace, tables)
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
-    tid = ev["tid"].to_numpy()
-    pid = ev["pid"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
+    tid = trace.col("tid")
+    pid = trace.col("pid")
     device_comm = np.asarray(trace.comm_kernel_mask, dtype=bool)
     kernels = trace.cat_mask(C.KERNEL_CATS) & ~device_comm
     host_comm = _host_collective_mask(trace)
@@ -229,10 +227,9 @@ def _host_exposure(trace: Trace, tables: Tables | None = None) -> dict[tuple[int
     """(comm µs, exposed µs) per (rank, index into trace.steps) for ranks with host collectives
     (device collectives: `comm.comm_overlap`)."""
     t = Tables.of(trace, tables)
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
     comm = _host_collective_mask(trace)
     compute = t(compute_intervals)
     out: dict[tuple[int, int], tuple[float, float]] = {}

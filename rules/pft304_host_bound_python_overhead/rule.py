@@ -48,7 +48,7 @@ def _work_ms_per_step(ctx: Context) -> tuple[float, int] | None:
     points = ctx.fact(roofline.roofline_points)
     if points.empty:
         return 0.0, 0
-    steps = trace.step_of(trace.events["ts"].to_numpy()[points["row"].to_numpy()],
+    steps = trace.step_of(trace.col("ts")[points["row"].to_numpy()],
                           points["rank"].to_numpy())
     points = points[steps >= 0]
     seconds = np.maximum(points["flops"].to_numpy() / peaks.flops_per_s,
@@ -151,9 +151,8 @@ class HostBoundPythonOverhead(Rule):
         share = host_idle / dur if dur > 0 else 0.0
         if share < self.config["min_host_idle_share"]:
             return
-        ev = trace.events
         over = [o for o in ctx.fact(host_overhead) if o.rank == rank]
-        launches = int(np.count_nonzero(trace.name_isin(C.LAUNCH_CALLS) & (ev["rank"].to_numpy() == rank)))
+        launches = int(np.count_nonzero(trace.name_isin(C.LAUNCH_CALLS) & (trace.col("rank") == rank)))
         n = max(1, len(steps))
         gaps = [g for g in ctx.fact(idle_gaps) if g.rank == rank and g.cause in ("host", "launch")]
         long_gaps = Counter(round(g.dur) for g in gaps)
