@@ -83,7 +83,7 @@ def main() -> None:
     total_loss = torch.zeros((), device=device)
     for batch in train:
         batch = {k: v.to(device) for k, v in batch.items()}  # perftune: expect[PFT208,PFT209]
-        outputs = model(**batch)  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16)
+        outputs = model(**batch)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
         loss = outputs.loss
         total_loss += loss.detach().float()  # perftune: not[PFT206,PFT201]
         loss.backward()

@@ -75,7 +75,7 @@ def main() -> None:
         last_batch = batch_idx == last_idx
         inputs, target = mix(images[batch_idx % 8], labels[batch_idx % 8], classes, rng)
         with amp_autocast():
-            output = model(inputs)  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16) expect-if[PFT508](onednn) not-if[PFT508](cpu&!onednn)
+            output = model(inputs)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
             loss = torch.sum(-target * output.log_softmax(dim=-1), dim=-1).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
