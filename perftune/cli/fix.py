@@ -27,7 +27,7 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-@click.command(cls=ScriptCommand, context_settings={"ignore_unknown_options": True})
+@click.command(cls=ScriptCommand)
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @click.option("--skip", type=int, default=5, show_default=True,
               help="Warm-up steps before the profiled window of the first run.")
