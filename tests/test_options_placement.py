@@ -58,8 +58,7 @@ def test_options_before_the_script_are_perftunes_and_raise_no_warning(
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("command, script_param, option",
-                         [c for c in COMMANDS if c[0] is not fix], ids=[i for i in IDS if i != "fix"])
+@pytest.mark.parametrize("command, script_param, option", COMMANDS, ids=IDS)
 def test_a_module_and_everything_after_it_are_the_scripts(
         command: click.Command, script_param: str, option: tuple[str, str, str, object],
         capsys: pytest.CaptureFixture[str]) -> None:
