@@ -11,17 +11,27 @@ markers:
 - `# perftune: not[PFTnnn,...]` or `not[*]` on a line that must not be;
 - `perftune: file-expect[PFTnnn]` (anywhere in the file): a finding of that code, wherever it is
   reported (whole-step findings have no line);
-- `perftune: file-not[PFTnnn]`: no finding of that code at all.
+- `perftune: file-not[PFTnnn]`: no finding of that code at all;
+- `# perftune: expect-if[PFTnnn](CONDITION)`, `not-if[...](CONDITION)`, `file-expect-if`,
+  `file-not-if`: truth that holds only on some machines (lower precision pays off only on a
+  CPU with bf16 units): where CONDITION holds on the machine the run recorded, the marker
+  counts as its plain form (`expect`, `not`, ...); where it does not, it says nothing (a
+  script states each machine's truth with a pair, e.g. `expect-if[PFT507](cpu-bf16)
+  not-if[PFT507](cpu&!cpu-bf16)`, and leaves machines it cannot vouch for unstated).
+  CONDITION is words of MACHINE_CONDITIONS joined by `|` (any) and `&` (all), each may be
+  negated with `!`; they are read from what `perftune profile` recorded in the trace (the
+  `perftune.host` header: CPU flags, oneDNN) and the trace itself (device activity, GPU
+  properties). An unknown word is an error.
 
 A finding at a marked line with the marked code is right (true positive, right line); a finding
 whose code matches an `expect` marker of the file at another line (or at no line, or in a
 library file) found the problem at the *wrong line*; a marker with no finding of its code is a
 miss; any other finding is a false positive, and one at a `not[...]` line (or of a `file-not`
 code) is also a *violation*. Trace-quality findings (PFT9xx) describe the trace, not the code:
-they are listed, not scored; so is the compute advice (PFT507-PFT510: lower precision,
-channels_last, batch size, intra-op threads), which depends on the machine the corpus runs on (its
-CPU's bf16 units, its cores and their load), not on the script alone — a `not[...]` line still
-forbids it. precision = (right + wrong line) / scored findings; recall =
+they are listed, not scored; so are PFT509/PFT510 (batch size, intra-op threads), which depend
+on the cores and their load at the time of the run — a `not[...]` line still forbids them.
+PFT507/PFT508 (lower precision, channels_last) are scored through machine-conditional markers.
+precision = (right + wrong line) / scored findings; recall =
 markers found (at any line) / markers; right-line rate = right / (right + wrong line).
 
 Real GPU traces (../shared/traces): the known problems in them must be found where they are,
@@ -48,7 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 CORPUS = ROOT / "tests" / "field"
 TRACES = ROOT.parent / "shared" / "traces"
-_GROUP = re.compile(r"(file-expect|file-not|expect|not)\[([A-Z0-9*, ]+)\]")
+_GROUP = re.compile(r"(file-expect-if|file-not-if|expect-if|not-if|file-expect|file-not|expect|not)\[([A-Z0-9*, ]+)\]"
+                    r"(?:\(([^)]*)\))?")
 _RUN_ARGS = re.compile(r"perftune-run:\s*(.+)$")
 _SCRIPT_ARGS = re.compile(r"perftune-args:\s*(.+)$")
 _OWN_TRACES = re.compile(r"perftune-traces:\s*(\S+)")
@@ -68,6 +79,27 @@ class Truth:
     run_args: tuple[str, ...] = ()      # `perftune profile` options
     script_args: tuple[str, ...] = ()   # the script's own arguments ({run}: the run folder)
     own_traces: str | None = None       # where the script's own profiler writes ({run})
+    # (kind "expect" | "not" | "file-expect" | "file-not", code, line or None, condition)
+    conditional: list[tuple[str, str, int | None, str]] = field(default_factory=list)
+
+    def on(self, machine: frozenset[str]) -> Truth:
+        """The truth on a machine with these MACHINE_CONDITIONS: each conditional marker whose
+        condition holds, as its plain form."""
+        out = Truth(self.name, set(self.expect), {k: set(v) for k, v in self.forbid.items()},
+                    set(self.file_expect), set(self.file_forbid), self.run_args,
+                    self.script_args, self.own_traces, list(self.conditional))
+        for kind, code, line, condition in self.conditional:
+            if not holds_on(condition, machine):
+                continue
+            if kind == "expect" and line is not None:
+                out.expect.add((code, line))
+            elif kind == "not" and line is not None:
+                out.forbid.setdefault(line, set()).add(code)
+            elif kind == "file-expect":
+                out.file_expect.add(code)
+            else:
+                out.file_forbid.add(code)
+        return out
 
     def forbidden_at(self, code: str, line: int | None) -> bool:
         if code in self.file_forbid:
@@ -91,9 +123,17 @@ def read_truth(path: Path) -> Truth:
             truth.own_traces = own.group(1)
         if "perftune:" not in text:
             continue
-        for kind, group in _GROUP.findall(text.split("perftune:", 1)[1]):
+        for kind, group, condition in _GROUP.findall(text.split("perftune:", 1)[1]):
             codes = {c.strip() for c in group.split(",") if c.strip()}
-            if kind == "expect":
+            if kind.endswith("-if"):
+                if not condition.strip():
+                    raise ValueError(f"{path.name}:{lineno}: {kind}[...] needs a (CONDITION)")
+                holds_on(condition, frozenset())  # unknown words fail here, not at scoring
+                base = kind[:-3]
+                truth.conditional += [(base, c, None if base.startswith("file-") else lineno,
+                                       condition)
+                                      for c in sorted(codes)]
+            elif kind == "expect":
                 truth.expect |= {(c, lineno) for c in codes}
             elif kind == "not":
                 truth.forbid.setdefault(lineno, set()).update(codes)
@@ -102,6 +142,52 @@ def read_truth(path: Path) -> Truth:
             else:
                 truth.file_forbid |= codes
     return truth
+
+
+# ---------------------------------------------------------------------------- machine conditions
+MACHINE_CONDITIONS = {
+    "cpu": "a CPU run (no device activity in the trace)",
+    "gpu": "device activity in the trace",
+    "cpu-bf16": "a CPU run on a CPU with AMX-BF16 tiles or AVX-512 BF16 (recorded CPU flags)",
+    "cpu-amx": "a CPU run on a CPU with AMX-BF16 tiles",
+    "onednn": "a CPU run with oneDNN (mkldnn) available in torch",
+    "tensor-cores": "a GPU run on a GPU with tensor cores (Volta and later, CDNA)",
+}
+
+
+def holds_on(condition: str, machine: frozenset[str]) -> bool:
+    """Whether `a|b&!c` holds for a machine with these conditions (ValueError on an unknown
+    word)."""
+    def term(word: str) -> bool:
+        word = word.strip()
+        negated = word.startswith("!")
+        word = word.lstrip("!").strip()
+        if word not in MACHINE_CONDITIONS:
+            raise ValueError(f"unknown machine condition {word!r} (known: "
+                             f"{', '.join(MACHINE_CONDITIONS)})")
+        return (word in machine) != negated
+
+    return any(all([term(w) for w in conj.split("&")]) for conj in condition.split("|"))
+
+
+def machine_of(trace: Any) -> frozenset[str]:
+    """The MACHINE_CONDITIONS that hold for the machine a trace was recorded on."""
+    from perftune.analysis.efficiency import host_facts
+    from perftune.trace import device_specs
+
+    if trace.has_device_activity:
+        props = trace.device_properties[0] if trace.device_properties else None
+        return frozenset({"gpu"} | ({"tensor-cores"} if device_specs.has_tensor_cores(props) else set()))
+    host = host_facts(trace) or {}
+    flags = set(host.get("cpu_flags") or [])
+    out = {"cpu"}
+    if flags & {"amx_bf16", "avx512_bf16"}:
+        out.add("cpu-bf16")
+    if "amx_bf16" in flags:
+        out.add("cpu-amx")
+    if host.get("mkldnn"):
+        out.add("onednn")
+    return frozenset(out)
 
 
 def markers(path: Path) -> set[tuple[str, str, int]]:
@@ -116,7 +202,8 @@ def scripts(folder: Path) -> list[Path]:
         if path.name.startswith(("test_", "conftest")):
             continue
         t = read_truth(path)
-        if t.expect or t.forbid or t.file_expect or t.file_forbid or path.name == "clean.py":
+        if (t.expect or t.forbid or t.file_expect or t.file_forbid or t.conditional
+                or path.name == "clean.py"):
             out.append(path)
     return out
 
@@ -145,6 +232,7 @@ class ScriptResult:
     file_found: set[str] = field(default_factory=set)
     file_missed: set[str] = field(default_factory=set)
     error: str | None = None
+    machine: frozenset[str] | None = None
 
     @property
     def violations(self) -> list[Scored]:
@@ -155,13 +243,20 @@ def _loc(f: Any) -> tuple[str, int | None]:
     return (Path(f.location.file).name if f.location.file else "", f.location.line)
 
 
-# Advice that depends on the machine (CPU flags, cores, load), not on the script: not scored.
-MACHINE_ADVICE = frozenset({"PFT507", "PFT508", "PFT509", "PFT510"})
+# Advice that depends on the cores and their load at the time of the run, not on the script:
+# not scored (PFT507/PFT508 depend on the machine's units: machine-conditional markers).
+MACHINE_ADVICE = frozenset({"PFT509", "PFT510"})
 
 
-def score_script(truth: Truth, findings: Iterable[Any]) -> ScriptResult:
-    """Judge every finding of one script's run against its truth."""
-    result = ScriptResult(truth.name, truth)
+def score_script(truth: Truth, findings: Iterable[Any],
+                 machine: frozenset[str] | None = None) -> ScriptResult:
+    """Judge every finding of one script's run against its truth on the machine the run was
+    recorded on (`machine_of`; machine-conditional markers need it)."""
+    if truth.conditional:  # (resolving twice changes nothing)
+        if machine is None:
+            raise ValueError(f"{truth.name}: machine-conditional markers need the run's machine")
+        truth = truth.on(machine)
+    result = ScriptResult(truth.name, truth, machine=machine)
     findings = list(findings)
     expect_codes = {c for c, _ in truth.expect}
     at_line = {(f.code, _loc(f)[1]) for f in findings if _loc(f)[0] == truth.name}
@@ -309,7 +404,9 @@ def run_script(script: Path, runs: Path, reuse: bool, ignore: Sequence[str] = ()
         result = ScriptResult(truth.name, truth, missed=set(truth.expect),
                               file_missed=set(truth.file_expect), error=error)
         return result
-    return score_script(truth, analyse_run(run_dir, traces, ignore))
+    from perftune.trace import load
+
+    return score_script(truth, analyse_run(run_dir, traces, ignore), machine_of(load(traces[0])))
 
 
 def _pct(x: float | None) -> str:
@@ -319,8 +416,10 @@ def _pct(x: float | None) -> str:
 def describe(result: ScriptResult) -> list[str]:
     if result.error:
         return [f"{result.name}: capture failed: {result.error}"]
+    on = f" (machine: {', '.join(sorted(result.machine))})" if result.truth.conditional and \
+        result.machine is not None else ""
     lines = [f"{result.name}: {len(result.truth.expect) + len(result.truth.file_expect)} expected,"
-             f" {len(result.findings)} findings"]
+             f" {len(result.findings)} findings{on}"]
     tag = {"right": "OK ", "wrong-line": "WL ", "false-positive": "FP ", "unscored": "-- "}
     for s in result.findings:
         lines.append(f"  {tag[s.verdict]}{s.code} {s.where} {s.severity}"

@@ -185,13 +185,21 @@ def run_traces(run_dir: Path) -> list[Path]:
 def process_run(run_dir: Path, rules: RuleSelection | None = None) -> Analysis | None:
     """Analyse a capture run directory this process just wrote, in place (summary.json and
     findings.json; no reports); None when it holds no trace. Its source roots are the working
-    directory and script folder the capture recorded."""
+    directory and script folder the capture recorded. A multi-rank capture (one trace per
+    rank) takes the per-rank path of `perftune analyze DIR`: each rank analysed apart in worker
+    processes, then the cross-rank analysis on their reductions (memory of the largest rank,
+    not the sum)."""
     from perftune.engine.attribution import recorded_roots
 
     traces = run_traces(run_dir)
     if not traces:
         return None
-    analysis = analyze_paths(traces, rules, recorded_roots(run_dir) or None)
+    roots = recorded_roots(run_dir) or None
+    if len(traces) > 1:
+        files = [str(t) for t in traces]
+        analysis = analyze_ranks(files, rules, roots, jobs=default_jobs(files))
+    else:
+        analysis = analyze_paths(traces, rules, roots)
     write_analysis(analysis, run_dir)
     return analysis
 
@@ -523,7 +531,7 @@ class Results:
         if self.trace is not None:
             from perftune.trace.metrics import top_host_ops
 
-            return top_host_ops(self.trace, len(self.trace.events))
+            return top_host_ops(self.trace, self.trace.n)
         return pd.DataFrame([{"name": o.name, "calls": o.calls, "self_ms": o.self_ms,
                               "total_ms": o.total_ms} for o in self.summary.top_host_ops],
                             columns=["name", "calls", "self_ms", "total_ms"])

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perftune.documents import Efficiency, OpEfficiency, Roofs
 from perftune.trace import roofline
 from perftune.trace.model import Trace
 from perftune.trace.roofline import Peaks
 from perftune.trace.tables import Tables
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["MAX_OVERHEAD_SHARE", "MIN_DEVICE_BUSY", "MIN_MATRIX_SHARE", "OVERHEAD_CALL_US",
            "OVERHEAD_EFFICIENCY", "TOP_OPS", "StepCompute", "efficiency_document", "host_facts", "label",
@@ -73,7 +75,7 @@ def efficiency_document(trace: Trace, tables: Tables | None = None, top: int = T
     steps = trace.steps
     if points.empty or not steps:
         return Efficiency(roofs=doc_roofs)
-    in_step = trace.step_of(trace.events["ts"].to_numpy()[points["row"].to_numpy()],
+    in_step = trace.step_of(trace.col("ts")[points["row"].to_numpy()],
                             points["rank"].to_numpy()) >= 0
     points = points[in_step]
     if points.empty:
@@ -144,7 +146,7 @@ def matrix_points(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     points = points[points["kind"].isin(_MATRIX).to_numpy()]
     if points.empty:
         return points
-    in_step = trace.step_of(trace.events["ts"].to_numpy()[points["row"].to_numpy()],
+    in_step = trace.step_of(trace.col("ts")[points["row"].to_numpy()],
                             points["rank"].to_numpy()) >= 0
     return points[in_step]
 

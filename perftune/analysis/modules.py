@@ -128,7 +128,6 @@ def _per_step(cost: dict[str, Any] | None, n: int) -> dict[str, Any]:
 
 
 def module_times(trace: Trace, tables: Tables | None = None) -> ModuleTree:
-    ev = trace.events
     steps = [s for s in trace.steps]
     n_steps = len(steps)
     step_ms = float(np.mean([s.dur for s in steps])) / 1000.0 if steps else 0.0
@@ -140,9 +139,9 @@ def module_times(trace: Trace, tables: Tables | None = None) -> ModuleTree:
                           note="no nn.Module ranges in this trace: record it with Python stacks "
                                "(perftune profile does; torch.profiler(with_stack=True) or "
                                "with_modules=True) for the module view")
-    ts = ev["ts"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    dur = trace.col("dur")
+    rank = trace.col("rank")
     in_step = trace.step_of(ts, rank) >= 0
     parent_mod = nearest_ancestor(trace.parent, is_module)
     mod_rows = np.flatnonzero(is_module)
@@ -184,11 +183,8 @@ def module_times(trace: Trace, tables: Tables | None = None) -> ModuleTree:
     bwd_self: dict[str, float] = {}
     attributed_units: set[int] = set()
     unit_path: dict[int, str] = {}
-    fl = trace.flows
-    if not fl.empty:
-        sub = fl[(fl["cat"] == "fwdbwd").to_numpy()]
-        src = sub["src"].to_numpy()
-        dst = sub["dst"].to_numpy()
+    src, dst = trace.fwdbwd_pairs()
+    if len(trace.flow_columns["cat"]):
         ok = (src != NO_ID) & (dst != NO_ID)
         src, dst = src[ok], dst[ok]
         units = _unit_of(trace, dst, is_unit) if len(dst) else dst
@@ -257,9 +253,8 @@ def attribute_paths(trace: Trace, mod_rows: np.ndarray, labels: dict[int, str]) 
     first = next((s for s in trace.steps if s.rank == rank0), None)
     if first is None:
         return {}, "module names are the profiler's: no step on the first rank"
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    rank = trace.col("rank")
     rows = [int(r) for r in mod_rows.tolist()
             if rank[r] == rank0 and first.start <= ts[r] < first.end]
     rows.sort(key=lambda r: (ts[r], r))

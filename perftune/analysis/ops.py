@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -44,19 +46,18 @@ def shape_text(value: Any) -> str | None:
 def op_stats_per_step(trace: Trace) -> list[OpStat]:
     """Host-op self time and kernel time inside the steps, per step, by (kind, name, shape):
     what `perftune diff` matches across two runs."""
-    ev = trace.events
     n_steps = max(1, len(trace.steps))
-    ts = ev["ts"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    name_codes, name_strings = categorical_strings(ev["name"])
-    cat_codes, cat_names = categorical_strings(ev["cat"])
-    is_op = np.isin(cat_names, list(C.OP_CATS))[cat_codes] & ~ev["is_device"].to_numpy()
+    ts = trace.col("ts")
+    dur = trace.col("dur")
+    name_codes, name_strings = trace.codes("name"), np.asarray(trace.strings("name"), dtype=object)
+    cat_codes, cat_names = trace.codes("cat"), np.asarray(trace.strings("cat"), dtype=object)
+    is_op = np.isin(cat_names, list(C.OP_CATS))[cat_codes] & ~trace.col("is_device")
     # Step annotations would otherwise show up as the biggest "operator" of all.
     is_op &= ~np.asarray([n.startswith(C.PROFILER_STEP_PREFIX) for n in name_strings],
                          dtype=bool)[name_codes]
-    in_step = trace.step_of(ts, ev["rank"].to_numpy()) != NO_ID
+    in_step = trace.step_of(ts, trace.col("rank")) != NO_ID
     parent = trace.parent
-    child = np.zeros(len(ev))
+    child = np.zeros(trace.n)
     rows = np.flatnonzero(is_op)
     par = parent[rows]
     has_parent = par != NO_ID

@@ -89,15 +89,14 @@ def _is_profiler_frame(name: str) -> bool:
 def main_threads(trace: Trace) -> dict[int, tuple[int, int]]:
     """(pid, tid) of each rank's training loop: the thread holding ProfilerStep / optimizer
     annotations, else the one with the most operator time."""
-    ev = trace.events
     host = ~trace.is_device
     marks = host & (trace.name_startswith((C.PROFILER_STEP_PREFIX, C.OPTIMIZER_STEP_PREFIX,
                                            C.DATALOADER_PREFIX)))
     ops = host & trace.cat_mask(C.OP_CATS)
-    rank = ev["rank"].to_numpy()
-    pid = ev["pid"].to_numpy()
-    tid = ev["tid"].to_numpy()
-    dur = ev["dur"].to_numpy()
+    rank = trace.col("rank")
+    pid = trace.col("pid")
+    tid = trace.col("tid")
+    dur = trace.col("dur")
     out: dict[int, tuple[int, int]] = {}
     for r in trace.rank_ids:
         on = rank == r
@@ -193,24 +192,21 @@ def phase_segments(trace: Trace, step: int) -> list[tuple[str, float, float]]:
 
 def _phases(trace: Trace, segments_for: int | None
             ) -> tuple[list[StepPhases], list[tuple[str, float, float]]]:
-    ev = trace.events
     segments: list[tuple[str, float, float]] = []
-    if not trace.steps or ev.empty:
+    if not trace.steps or trace.n == 0:
         return [], segments
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
-    pid = ev["pid"].to_numpy()
-    tid = ev["tid"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
+    pid = trace.col("pid")
+    tid = trace.col("tid")
     is_dev = trace.is_device
     host = ~is_dev
     ops = host & trace.cat_mask(C.OP_CATS) & ~trace.name_startswith(C.PROFILER_STEP_PREFIX)
     backward_ops = host & trace.name_startswith(BACKWARD_PREFIX)
-    fwd_sources = np.zeros(len(ev), bool)
-    fl = trace.flows
-    if not fl.empty:
-        src = fl["src"].to_numpy()[(fl["cat"] == "fwdbwd").to_numpy()]
-        fwd_sources[src[src != NO_ID]] = True
+    fwd_sources = np.zeros(trace.n, bool)
+    src, _ = trace.fwdbwd_pairs()
+    fwd_sources[src[src != NO_ID]] = True
     masks_any_thread = {
         "profiler": host & _host_frame_mask(trace, _is_profiler_frame),
         "data": host & trace.name_startswith(C.DATALOADER_PREFIX),

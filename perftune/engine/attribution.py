@@ -18,12 +18,16 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from perftune.engine.types import Location
 from perftune.rundir import RunDir
 from perftune.sourcefiles import SourceRoots, default_roots, read_python_file
 from perftune.trace.frames import Frame, parse_python_function
 from perftune.trace.model import Trace
+
+if TYPE_CHECKING:
+    from perftune.trace.sync_metrics import HostIndex
 
 # ---------------------------------------------------------------------------- call sites
 
@@ -55,6 +59,17 @@ def _callee(node: ast.Call) -> str:
     if isinstance(func, ast.Name):
         return func.id
     return ""
+
+
+def _receiver_callees(node: ast.Call) -> list[str]:
+    """Callees along a chain of method calls: `Net(3).to(device).train()` → train, to, Net."""
+    out: list[str] = []
+    cur: ast.expr = node
+    while isinstance(cur, ast.Call):
+        out.append(_callee(cur))
+        func = cur.func
+        cur = func.value if isinstance(func, ast.Attribute) else func
+    return out
 
 
 def _is_mask_index(node: ast.Subscript) -> bool:
@@ -331,25 +346,31 @@ class SourceReader:
             self._sites[key] = result
         return self._sites[key]
 
-    def names_bound_to(self, file: str, callees: Iterable[str]) -> frozenset[str]:
+    def names_bound_to(self, file: str, callees: Iterable[str], *,
+                       through_methods: bool = False) -> frozenset[str]:
         """Names a file binds to the result of calling one of `callees` (`self.encoder =
         nn.TransformerEncoder(...)`, `train_loader = DataLoader(...)` → 'encoder',
-        'train_loader'). Empty when the source is unavailable."""
+        'train_loader'). With `through_methods`, also through method calls on the result
+        (`model = Net().to(device)` → 'model'). Empty when the source is unavailable."""
         wanted = frozenset(callees)
         tree = self.tree(file)
         if tree is None or not wanted:
             return frozenset()
         out: set[str] = set()
         for node in ast.walk(tree):
-            targets: list[ast.expr] = []
-            value: ast.expr | None = None
+            pairs: list[tuple[ast.expr, ast.expr]] = []
             if isinstance(node, ast.Assign):
-                targets, value = list(node.targets), node.value
+                pairs = [(t, node.value) for t in node.targets]
             elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                targets, value = [node.target], node.value
-            if not isinstance(value, ast.Call) or _callee(value) not in wanted:
-                continue
-            for target in targets:
+                pairs = [(node.target, node.value)]
+            if through_methods:  # `netG, netD = Generator().to(d), Discriminator().to(d)`
+                pairs = [q for t, v in pairs for q in (
+                    zip(t.elts, v.elts, strict=True) if isinstance(t, ast.Tuple)
+                    and isinstance(v, ast.Tuple) and len(t.elts) == len(v.elts) else [(t, v)])]
+            for target, value in pairs:
+                if not isinstance(value, ast.Call) or not wanted & set(
+                        _receiver_callees(value) if through_methods else (_callee(value),)):
+                    continue
                 if isinstance(target, ast.Name):
                     out.add(target.id)
                 elif isinstance(target, ast.Attribute):
@@ -617,14 +638,13 @@ def enclosing_annotation(trace: Trace, row: int) -> str | None:
     stacks."""
     from perftune.trace import categories as C
 
-    cats = trace.events["cat"]
-    if bool(trace.events["is_device"].iat[row]):
+    if bool(trace.col("is_device")[row]):
         launch = trace.launched_by(row)
         if launch is None:
             return None
         row = launch
     for a in trace.ancestors(row):
-        if str(cats.iat[a]) != C.USER_ANNOTATION:
+        if trace.cat_of(a) != C.USER_ANNOTATION:
             continue
         name = trace.name_of(a)
         if not name.startswith(_MARKER_ANNOTATIONS) and name.strip():
@@ -646,8 +666,7 @@ def user_files(trace: Trace) -> list[str]:
     """Files of the user's own python frames in the trace (as the profiler wrote them)."""
     from perftune.trace.frames import is_user_frame
 
-    ev = trace.events
-    names = ev.loc[ev["cat"] == "python_function", "name"].astype(str).unique()
+    names = trace.distinct_names(trace.cat_is("python_function"))
     files: dict[str, None] = {}
     for name in names:
         frame = parse_python_function(name)
@@ -678,3 +697,50 @@ def find_calls(trace: Trace, reader: SourceReader, names: Iterable[str],
                               source=source.rstrip() if source is not None else None),
             site=site, path=reader.resolve(file)))
     return out
+
+
+_MODULE_PREFIX = "nn.Module: "
+
+
+def model_call_location(trace: Trace, reader: SourceReader, host: HostIndex,
+                        row: int) -> Location | None:
+    """The line where the user's code calls the model that ran op `row`: the call of the
+    outermost `nn.Module` around the op (its forward op for a backward node), in the user's
+    function that made it (`logits = model(x)` in the training loop, not the `def forward`
+    the profiler names). What an expert edits for model-wide advice (autocast around the call,
+    channels_last input). The callee is found by reading the source: a name bound to the
+    module's class (`model = Net(...).to(device)`); None when the source does not say."""
+    from perftune.trace import categories as C
+    from perftune.trace.sync_metrics import user_frame_row
+
+    fwd = trace.forward_op_of(row)
+    if fwd is not None:
+        row = fwd
+    outer: int | None = None
+    for a in trace.ancestors(row):
+        if host.cat[a] == C.PYTHON_FUNCTION and host.names[a].startswith(_MODULE_PREFIX):
+            outer = a
+    if outer is None:
+        return None
+    cls = host.names[outer][len(_MODULE_PREFIX):].rsplit("_", 1)[0]
+    frame = frame_of_row(trace, user_frame_row(host, outer))
+    if frame is None or not cls:
+        return None
+    sites = reader.sites(frame)
+    if not sites:
+        return None
+    names: set[str] = set()
+    for file in list(reader._lines):
+        names |= reader.names_bound_to(file, [cls], through_methods=True)
+    calls = [s for s in sites if s.kind == "call" and s.name in names]
+    if not reader.is_entry_line(frame):
+        loops = [lp for lp in reader.loops(frame) if lp[0] <= frame.line <= lp[1]]
+        if loops:
+            lo, hi = min(loops, key=lambda lp: lp[1] - lp[0])
+            calls = [c for c in calls if lo <= c.line <= hi] or calls
+    if not calls:
+        return None
+    line = calls[0].line
+    source = reader.line(frame.file, line)
+    return Location(file=frame.file, line=line, function=frame.function,
+                    source=source.rstrip() if source is not None else None)

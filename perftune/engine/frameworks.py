@@ -45,8 +45,7 @@ FRAMEWORKS = (HF_TRAINER, LIGHTNING, ACCELERATE)
 
 
 def _frame_files(trace: Trace, tables: Tables | None) -> tuple[str, ...]:
-    ev = trace.events
-    names = ev.loc[ev["cat"] == C.PYTHON_FUNCTION, "name"].astype(str).unique()
+    names = trace.distinct_names(trace.cat_is(C.PYTHON_FUNCTION))
     return tuple(n.replace("\\", "/") for n in names)
 
 

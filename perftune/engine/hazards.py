@@ -177,12 +177,26 @@ def provenance_lines(ctx: Context, hazard: sm.Hazard) -> frozenset[int] | None:
 _CONVERSIONS = frozenset({"__int__", "__float__", "__index__", "__complex__"})
 
 
+# Hazard kinds (sync_metrics' labels) → the provenance call each one is.
+_KIND_CALLS: dict[str, frozenset[str]] = {
+    "boolean-mask indexing": frozenset({"__getitem__[bool]"}),
+    "boolean-mask assignment": frozenset({"__setitem__[bool]"}),
+    "nonzero": frozenset({"nonzero"}), "nonzero_numpy": frozenset({"nonzero"}),
+    "argwhere": frozenset({"argwhere"}), "masked_select": frozenset({"masked_select"}),
+    "nonzero_static": frozenset({"nonzero_static"}),
+}
+
+
 def _recorded_calls(h: sm.Hazard, wanted: frozenset[str]) -> frozenset[str] | None:
     """The provenance calls a hazard can be (None: any call of its kind): the python call the
-    trace recorded (`item`), or what its ops say (`aten::is_nonzero` is `bool(t)`; a scalar
-    read with no python call is `int(t)` / `float(t)`)."""
+    trace recorded (`item`), or what its ops say (`aten::index` over `aten::nonzero` is
+    `x[mask]`, `aten::is_nonzero` is `bool(t)`; a scalar read with no python call is
+    `int(t)` / `float(t)`)."""
     if h.python_call in wanted:
         return frozenset({h.python_call})
+    by_kind = _KIND_CALLS.get(h.kind, frozenset()) & wanted
+    if by_kind:  # `x[mask]` is an index, never the `torch.nonzero(...)` line before it
+        return by_kind
     if h.chain and h.chain[0] == "aten::is_nonzero" and "__bool__" in wanted:
         return frozenset({"__bool__"})
     if h.python_call is None and h.chain and h.chain[0] == "aten::item" and wanted & _CONVERSIONS:
@@ -508,7 +522,7 @@ def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
         out.append(sm.Hazard(
             row=move.row, cause=cause, kind=f".{move.python_call}() of a batch",
             chain=("aten::to",), sync_rows=(), copy_rows=(), stall_us=0.0, cpu_us=move.cpu_us,
-            on_device=False, step=move.step, rank=int(trace.events["rank"].to_numpy()[move.row]),
+            on_device=False, step=move.step, rank=int(trace.col("rank")[move.row]),
             python_call=move.python_call, frame_row=move.frame_row))
     return out
 
@@ -558,7 +572,7 @@ def iterated_loader_names(ctx: Context, wait_rows: Sequence[int]) -> list[str]:
     (`for x, y in train_loader:` → 'train_loader')."""
     if not wait_rows:
         return []
-    durations = ctx.trace.events["dur"].to_numpy()
+    durations = ctx.trace.col("dur")
     occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
                        frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
     groups = ctx.attribute(occs, lambda o: fetch_site)
@@ -633,7 +647,7 @@ def loader_rows(ctx: Context) -> list[int]:
     """Rows of the DataLoader fetches (`enumerate(DataLoader)#...__next__`) inside the steps."""
     from perftune.trace import categories as C
 
-    fetch = ctx.trace.events["name"].astype(str).str.startswith(C.DATALOADER_PREFIX).to_numpy()
+    fetch = ctx.trace.name_startswith(C.DATALOADER_PREFIX)
     rows = np.flatnonzero(fetch & ~ctx.host.is_device).tolist()
     steps = sm.in_scope_steps(ctx.trace, rows)
     return [r for r, k in zip(rows, steps.tolist(), strict=True) if k >= 0]
@@ -642,7 +656,7 @@ def loader_rows(ctx: Context) -> list[int]:
 def loop_location(ctx: Context, wait_rows: Sequence[int]) -> Location:
     """The user's line that iterates over the DataLoader (`for batch in loader:`), refined
     from the frame that was running when each batch was fetched."""
-    durations = ctx.trace.events["dur"].to_numpy()
+    durations = ctx.trace.col("dur")
     occs = [Occurrence(row=r, step=0, cost_us=float(durations[r]),
                        frame_row=sm.user_frame_row(ctx.host, r), key="loader") for r in wait_rows]
     groups = ctx.attribute(occs, lambda o: fetch_site)

@@ -94,7 +94,6 @@ def step_ms_of(ctx: Context) -> float:
     host = float(np.mean([s.dur for s in steps]))
     if not trace.has_device_activity:
         return host / 1000.0
-    ev = trace.events
     which = device_event_steps(trace)
     rows = np.flatnonzero(which >= 0)
     if len(rows) == 0:
@@ -102,8 +101,8 @@ def step_ms_of(ctx: Context) -> float:
     order = which[rows]
     start = np.full(len(steps), np.inf)
     end = np.full(len(steps), -np.inf)
-    np.minimum.at(start, order, ev["ts"].to_numpy()[rows])
-    np.maximum.at(end, order, ev["end"].to_numpy()[rows])
+    np.minimum.at(start, order, trace.col("ts")[rows])
+    np.maximum.at(end, order, trace.col("end")[rows])
     spans = np.where(np.isfinite(start), end - start, 0.0)
     return max(host, float(np.mean(spans))) / 1000.0
 
@@ -168,8 +167,8 @@ def _moved_waits(ctx: Context, findings: Sequence[Finding]) -> list[tuple[int, i
     trace = ctx.trace
     if not trace.has_device_activity or not trace.steps:
         return []
-    ts = trace.events["ts"].to_numpy()
-    ranks = trace.events["rank"].to_numpy()
+    ts = trace.col("ts")
+    ranks = trace.col("rank")
     n_rows = len(ts)
     occ: dict[int, list[tuple[int, float]]] = {}
     for i, f in enumerate(findings):

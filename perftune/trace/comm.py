@@ -102,15 +102,14 @@ class CommStep:
 
 def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     """Per rank and step: collective kernel time, and how much of it compute does not hide."""
-    ev = trace.events
     comm = comm_kernel_mask(trace)
     if not comm.any():
         return []
     compute = trace.cat_mask(C.KERNEL_CATS) & ~comm
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    dur = trace.col("dur")
+    rank = trace.col("rank")
     dev_step = device_event_steps(trace)
     out: list[CommStep] = []
     for r in trace.rank_ids:
@@ -167,17 +166,16 @@ def collective_waits(trace: Trace, tables: Tables | None = None) -> list[Collect
     waiting for slower peers. This needs only one rank's trace; with every rank's trace,
     `step_skew` names the straggler.
     """
-    ev = trace.events
     comm = comm_kernel_mask(trace)
     if not comm.any():
         return []
     dev_step = device_event_steps(trace)
     rows = np.flatnonzero(comm & (dev_step != NO_ID))
-    dur = ev["dur"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    dur = trace.col("dur")
+    rank = trace.col("rank")
     per_key: dict[tuple[int, str, int], dict[int, float]] = {}
     by_step: dict[tuple[int, int], list[int]] = {}
-    for row in rows[np.argsort(ev["ts"].to_numpy()[rows], kind="stable")].tolist():
+    for row in rows[np.argsort(trace.col("ts")[rows], kind="stable")].tolist():
         by_step.setdefault((int(rank[row]), int(dev_step[row])), []).append(row)
     for (r, k), rs in by_step.items():
         seen: dict[str, int] = {}

@@ -79,12 +79,11 @@ def compiled_regions(trace: Trace, tables: object = None) -> CompiledRegions:
     """The compiled regions of every step of the trace (rank 0 of a multi-rank trace)."""
     if not has_compiled_regions(trace):
         return CompiledRegions(steps=tuple(s.index for s in trace.steps))
-    ev = trace.events
     rank = trace.rank_ids[0] if trace.rank_ids else 0
     steps = [s for s in trace.steps if s.rank == rank]
     names = trace.names
-    host = ~trace.is_device & (ev["rank"].to_numpy() == rank)
-    ts, end = ev["ts"].to_numpy(), ev["end"].to_numpy()
+    host = ~trace.is_device & (trace.col("rank") == rank)
+    ts, end = trace.col("ts"), trace.col("end")
     region_rows = np.flatnonzero(trace.name_startswith(REGION_PREFIX) & host)
     graph_rows = np.flatnonzero(trace.name_isin((FORWARD_GRAPH, BACKWARD_GRAPH)) & host)
     lookup_rows = np.flatnonzero(trace.name_isin((CACHE_LOOKUP,)) & host)

@@ -26,14 +26,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Union, overload
+from typing import IO, TYPE_CHECKING, Any, Union, overload
 
 import msgspec
 import numpy as np
-import pandas as pd
 
 from perftune.errors import TraceError
 from perftune.trace.limits import TextLimit, text_limit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 NO_ID = -1
 _NAN = math.nan
@@ -664,6 +666,8 @@ class ArgStore:
 
     def rare_table(self, fields: Sequence[str]) -> pd.DataFrame:
         """Rows with any of `fields` set, one column per field (None where absent)."""
+        import pandas as pd
+
         idx = [self.rare_fields.index(f) for f in fields]
         rows = []
         values: list[list[Any]] = [[] for _ in fields]
@@ -689,12 +693,12 @@ _KERNEL_FLOAT_FIELDS = ("registers_per_thread", "shared_memory", "blocks_per_sm"
 class ArgsView(Sequence[EventArgs]):
     """`Trace.args`: each row's arguments, assembled on access from columns and the store."""
 
-    def __init__(self, events: pd.DataFrame, store: ArgStore) -> None:
+    def __init__(self, events: dict[str, np.ndarray], store: ArgStore) -> None:
         self._events = events
         self._store = store
 
     def __len__(self) -> int:
-        return len(self._events)
+        return len(self._events["ts"])
 
     @overload
     def __getitem__(self, i: int) -> EventArgs: ...
@@ -705,7 +709,7 @@ class ArgsView(Sequence[EventArgs]):
     def __getitem__(self, i: int | slice) -> EventArgs | list[EventArgs]:
         if isinstance(i, slice):
             return [self[k] for k in range(*i.indices(len(self)))]
-        n = len(self._events)
+        n = len(self)
         row = int(i)
         if row < 0:
             row += n
@@ -714,7 +718,7 @@ class ArgsView(Sequence[EventArgs]):
         ev = self._events
         values: dict[str, Any] = {}
         for attr, col in _VIEW_IDS:
-            v = int(ev[col].to_numpy()[row])
+            v = int(ev[col][row])
             if v != NO_ID:
                 values[attr] = v
         store = self._store

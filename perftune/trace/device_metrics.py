@@ -94,31 +94,28 @@ def inclusive_device_us(trace: Trace, tables: Tables | None = None) -> np.ndarra
     that call (the op, its parent ops, the step annotation), so an op's figure is the device
     time it caused.
     """
-    ev = trace.events
-    out = np.zeros(len(ev))
+    out = np.zeros(trace.n)
     launch = trace.launch_of_device_event
-    work = ev["cat"].isin(C.DEVICE_WORK_CATS).to_numpy() & (launch != NO_ID)
+    work = trace.cat_mask(C.DEVICE_WORK_CATS) & (launch != NO_ID)
     if not work.any():
         return out
     # Summed up the nesting tree level by level: linear in events, however deep they nest.
-    per_launch = np.bincount(launch[work], weights=ev["dur"].to_numpy()[work], minlength=len(ev))
+    per_launch = np.bincount(launch[work], weights=trace.col("dur")[work], minlength=trace.n)
     return subtree_sums(trace.parent, per_launch)
 
 
 def kernels_under(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """For every host row: how many kernels were launched under it (inclusive)."""
-    ev = trace.events
     launch = trace.launch_of_device_event
-    kern = (ev["cat"] == C.KERNEL).to_numpy() & (launch != NO_ID)
-    per_launch = np.bincount(launch[kern], minlength=len(ev))
+    kern = trace.cat_is(C.KERNEL) & (launch != NO_ID)
+    per_launch = np.bincount(launch[kern], minlength=trace.n)
     out: np.ndarray = np.rint(subtree_sums(trace.parent, per_launch)).astype(np.int64)
     return out
 
 
 def names(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """Every row's name as a numpy object array (fast per-row access in loops)."""
-    col = trace.events["name"]
-    names: np.ndarray = np.asarray(col.cat.categories, dtype=object)[col.cat.codes.to_numpy()]
+    names: np.ndarray = np.asarray(trace.strings("name"), dtype=object)[trace.codes("name")]
     return names
 
 
@@ -209,8 +206,7 @@ def guess_batch_size(trace: Trace) -> int | None:
     or more dims (activations, not weights) is the batch in nearly every model; None when the
     trace has no shapes.
     """
-    ev = trace.events
-    cand = np.flatnonzero(ev["name"].isin(_BATCH_OPS).to_numpy())
+    cand = np.flatnonzero(trace.name_isin(_BATCH_OPS))
     counts: dict[int, int] = {}
     for row in cand.tolist()[:5000]:
         dims = trace.input_dims(row) or []

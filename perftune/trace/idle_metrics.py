@@ -70,7 +70,7 @@ def _dataloader_mask(trace: Trace) -> np.ndarray:
 
 
 def _work_mask(trace: Trace) -> np.ndarray:
-    mask: np.ndarray = trace.events["cat"].isin(C.DEVICE_WORK_CATS).to_numpy()
+    mask: np.ndarray = trace.cat_mask(C.DEVICE_WORK_CATS)
     return mask
 
 
@@ -82,10 +82,9 @@ def idle_gaps(trace: Trace, tables: Tables | None = None) -> list[IdleGap]:
 def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
     if not trace.has_device_activity:
         return []
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
     work = _work_mask(trace)
     dl = _dataloader_mask(trace)
     syncs = sync_call_mask(trace)
@@ -186,11 +185,10 @@ def step_idle(trace: Trace, tables: Tables | None = None) -> list[StepIdle]:
 
 def gaps_overlapping(trace: Trace, gaps: Sequence[IdleGap], rows: np.ndarray) -> np.ndarray:
     """For each host row: how much of the given gaps it overlaps (µs)."""
-    ev = trace.events
     if not gaps or len(rows) == 0:
         return np.zeros(len(rows))
     gs, ge = merge_intervals(np.array([g.start for g in gaps]), np.array([g.end for g in gaps]))
-    return covered(gs, ge, ev["ts"].to_numpy()[rows], ev["end"].to_numpy()[rows])
+    return covered(gs, ge, trace.col("ts")[rows], trace.col("end")[rows])
 
 
 # ---------------------------------------------------------------------------- tiny kernels
@@ -208,13 +206,12 @@ class TinyKernels:
 
 
 def tiny_kernels(trace: Trace, tables: Tables | None = None) -> TinyKernels:
-    ev = trace.events
-    kern = (ev["cat"] == C.KERNEL).to_numpy()
+    kern = trace.cat_is(C.KERNEL)
     launch = trace.launch_of_device_event
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    dur = trace.col("dur")
+    rank = trace.col("rank")
     empty = np.empty(0, dtype=np.int64)
     rows = np.flatnonzero(kern & (launch != NO_ID))
     if len(rows) == 0:
@@ -266,13 +263,12 @@ def host_overhead(trace: Trace, tables: Tables | None = None) -> list[HostOverhe
 
 
 def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
-    ev = trace.events
-    cats = ev["cat"].to_numpy()
+    cats = trace.col("cat")
     is_op = cats == C.CPU_OP
     busy_kind = is_op | trace.cat_mask(C.RUNTIME_CATS) | _dataloader_mask(trace)
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
     # Top-level: no cpu_op or runtime call above (annotations and python frames do not count).
     top_level = busy_kind & (nearest_ancestor(trace.parent, busy_kind) == NO_ID)
     steps = trace.steps

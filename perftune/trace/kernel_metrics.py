@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace import device_specs
@@ -18,6 +18,9 @@ from perftune.trace.device_metrics import launching_op, outermost_op
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.roofline import uses_tensor_cores
 from perftune.trace.tables import Tables
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _MATRIX = re.compile(
     r"gemm|conv|scudnn|winograd|dgrad|wgrad|fprop|xmma|cutlass|nvjet|Cijk_|igemm|"
@@ -62,16 +65,17 @@ def kernel_table(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     """One row per kernel: row, rank, device, name, dur, ts, blocks (grid product), threads
     (block product), registers, shared_memory, blocks_per_sm, occupancy (the profiler's estimate,
     %), sms (of its device), matrix, tensor_core, launch (runtime row); -1 / NaN when unknown."""
-    ev = trace.events
+    import pandas as pd
+
     rows = np.flatnonzero(trace.cat_mask(C.KERNEL_CATS))
     cols = ["row", "rank", "device", "name", "dur", "ts", "blocks", "threads", "registers",
             "shared_memory", "blocks_per_sm", "occupancy", "sms", "matrix", "tensor_core", "launch"]
     if len(rows) == 0:
         return pd.DataFrame({c: [] for c in cols})
     base = pd.DataFrame({
-        "row": rows, "rank": ev["rank"].to_numpy()[rows], "device": ev["device"].to_numpy()[rows],
-        "name": ev["name"].astype(str).to_numpy()[rows], "dur": ev["dur"].to_numpy()[rows],
-        "ts": ev["ts"].to_numpy()[rows], "launch": trace.launch_of_device_event[rows]})
+        "row": rows, "rank": trace.col("rank")[rows], "device": trace.col("device")[rows],
+        "name": trace.col("name")[rows], "dur": trace.col("dur")[rows],
+        "ts": trace.col("ts")[rows], "launch": trace.launch_of_device_event[rows]})
     kern = trace.kernels
     if not kern.empty:
         base = base.merge(kern, on="row", how="left")
@@ -124,7 +128,7 @@ def matrix_kernel_use(trace: Trace, tables: Tables | None = None) -> MatrixKerne
     simt = mat[~tc]
     half_us = 0.0
     fp32_rows: list[int] = []
-    dur = trace.events["dur"].to_numpy()
+    dur = trace.col("dur")
     for row in simt["row"].tolist():
         op = launching_op(trace, int(row), t)
         dtype = _op_dtype(trace, op) if op is not None else None
@@ -165,6 +169,8 @@ def grid_fill(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     """Per kernel with known launch dims: blocks, SMs, fill (blocks / SMs, at most 1), resident
     blocks per SM (occupancy calculator), waves, wave efficiency, theoretical occupancy and its
     limiter, the profiler's occupancy estimate (%), library / triton flags."""
+    import pandas as pd
+
     t = Tables.of(trace, tables)
     table = t(kernel_table)
     cols = ["row", "rank", "name", "dur", "blocks", "threads", "sms", "fill",

@@ -1,7 +1,7 @@
 """Load Kineto trace files (one, several, or a directory of per-rank files) into a `Trace`.
 
 Columns are built a chunk of events at a time with C-level iteration (`map(attrgetter)`,
-`np.fromiter`, `pd.factorize`); strings are interned once into the categories of the `cat` and
+`np.fromiter`, dict interning); strings are interned once into the categories of the `cat` and
 `name` columns. No per-event Python loop runs over complete events.
 """
 
@@ -25,7 +25,6 @@ from typing import IO, Any
 
 import msgspec
 import numpy as np
-import pandas as pd
 
 from perftune.errors import TraceError
 from perftune.rundir import TRACE, TRACE_PLAIN
@@ -149,7 +148,7 @@ class _Interner:
     def encode(self, strings: list[str]) -> np.ndarray:
         if not strings:
             return np.empty(0, np.int32)
-        local, uniques = pd.factorize(np.asarray(strings, dtype=object))
+        local, uniques = _factorize(strings)
         # Long strings are cut once per distinct string (a chunk has few): every output that
         # prints a name stays small whatever the trace holds.
         limit = MAX_STRING_CHARS
@@ -261,6 +260,14 @@ def _launch_dims(kargs: list[Any]) -> np.ndarray:
         pass
     return np.array([(*_dim3(g), *_dim3(b)) for g, b in pairs],
                     dtype=np.int64).reshape(len(kargs), 6)
+
+
+def _factorize(strings: list[str]) -> tuple[np.ndarray, list[str]]:
+    """(code per string, distinct strings in order of first appearance)."""
+    seen: dict[str, int] = {}
+    add = seen.setdefault
+    local = np.fromiter((add(x, len(seen)) for x in strings), np.int64, len(strings))
+    return local, list(seen)
 
 
 def _in(uniques: Any, wanted: frozenset[str], local: np.ndarray) -> np.ndarray:
@@ -559,8 +566,7 @@ class _Builder:
     def _add_complete(self, xs: list[Any], rank: int) -> None:
         n = len(xs)
         time = _records(xs, ("ts", "dur"), _TIME_DTYPE, np.nan)
-        cat_local, cat_uniques = pd.factorize(np.asarray(list(map(attrgetter("cat"), xs)),
-                                                         dtype=object))
+        cat_local, cat_uniques = _factorize(list(map(attrgetter("cat"), xs)))
         # abs() < limit is False for NaN and inf too: one comparison finds every unusable ts.
         valid_ts = np.abs(time["ts"]) < MAX_ABS_TS_US
         keep = valid_ts & ~_in(cat_uniques, _SKIP_CATS, cat_local)
@@ -736,14 +742,11 @@ class _Builder:
         ts -= t0
         cat_codes, cat_categories = _normalised_categories(
             dense["cat"], self.cats.categories)
-        cat = pd.Categorical.from_codes(cat_codes, categories=pd.Index(cat_categories, dtype=object))
-        is_device = np.asarray(pd.Series(cat).isin(C.DEVICE_CATS))
+        device_cat = np.fromiter((c in C.DEVICE_CATS for c in cat_categories), bool,
+                                 len(cat_categories))
+        is_device = device_cat[cat_codes] if len(cat_categories) else np.zeros(len(ts), bool)
         columns: dict[str, Any] = {
             "rank": dense["rank"],
-            "cat": cat,
-            "name": pd.Categorical.from_codes(dense["name"],
-                                              categories=pd.Index(self.names.categories,
-                                                                  dtype=object)),
             "pid": dense["pid"],
             "tid": dense["tid"],
             "ts": ts,
@@ -754,29 +757,34 @@ class _Builder:
             columns[col] = dense[f]
         columns["is_device"] = is_device
         _fill_device_ids(columns, is_device)
-        events = pd.DataFrame(columns, copy=False)
+        interned = {"cat": (list(cat_categories), np.asarray(cat_codes)),
+                    "name": (self.names.categories, np.asarray(dense["name"]))}
         store = self._arg_store(parts, offsets)
         if kept is not None:
             store = _store_rows(store, kept)
         self.parts = []
-        flow_frame = _link_flows(events, self.flows, t0)
-        steps, source = find_steps(events)
-        memory = pd.DataFrame({c: np.concatenate([m[c] for m in self.memory]) if self.memory
-                               else np.empty(0, np.float64 if c == "ts" else np.int64)
-                               for c in ("rank", "ts", *_MEMORY_COLUMNS)})
+        flows = _link_flows(columns, interned, self.flows, t0)
+        steps, source = find_steps(columns, interned["name"])
+        memory = {c: np.concatenate([m[c] for m in self.memory]) if self.memory
+                  else np.empty(0, np.float64 if c == "ts" else np.int64)
+                  for c in ("rank", "ts", *_MEMORY_COLUMNS)}
         memory["ts"] = memory["ts"] - t0
         for c in _MEMORY_COLUMNS:
-            absent = memory[c].to_numpy() == _NO_VALUE
+            absent = memory[c] == _NO_VALUE
             if absent.any():
-                memory[c] = np.where(absent, np.nan, memory[c].to_numpy())
+                memory[c] = np.where(absent, np.nan, memory[c])
         # Allocator events far outside the events' time are as absurd as such events.
-        mem_ts = memory["ts"].to_numpy()
-        memory = memory[(mem_ts >= -MAX_SPAN_US) & (mem_ts <= float(columns["end"].max())
-                                                     + MAX_SPAN_US)].reset_index(drop=True)
-        return Trace(events=events, args=ArgsView(events, store), ranks=tuple(self.ranks),
-                     t0_us=t0, steps=steps, step_source=source, flows=flow_frame,
+        mem_ts = memory["ts"]
+        plausible = (mem_ts >= -MAX_SPAN_US) & (mem_ts <= float(columns["end"].max()) + MAX_SPAN_US)
+        if not plausible.all():
+            memory = {c: v[plausible] for c, v in memory.items()}
+        for column in columns.values():
+            column.flags.writeable = False  # shared by every reader of the trace
+        return Trace(columns=columns, interned=interned, args=ArgsView(columns, store),
+                     ranks=tuple(self.ranks),
+                     t0_us=t0, steps=steps, step_source=source, flow_columns=flows,
                      thread_names=self.thread_names, process_names=self.process_names,
-                     process_labels=self.process_labels, memory=memory,
+                     process_labels=self.process_labels, memory_columns=memory,
                      warnings=tuple(self.warnings), arg_store=store)
 
     def _canonical_labels(self) -> None:
@@ -1120,12 +1128,13 @@ def _fill_device_ids(columns: dict[str, Any], is_device: np.ndarray) -> None:
 
 
 # ---------------------------------------------------------------------------- flows
-def _empty_flows() -> pd.DataFrame:
-    return pd.DataFrame({"cat": pd.Series([], dtype=object), "id": np.empty(0, np.int64),
-                         "src": np.empty(0, np.int64), "dst": np.empty(0, np.int64)})
+def _empty_flows() -> dict[str, np.ndarray]:
+    return {"cat": np.empty(0, object), "id": np.empty(0, np.int64),
+            "src": np.empty(0, np.int64), "dst": np.empty(0, np.int64)}
 
 
-def _link_flows(ev: pd.DataFrame, chunks: list[_Flows], t0: float) -> pd.DataFrame:
+def _link_flows(ev: dict[str, np.ndarray], interned: dict[str, tuple[list[str], np.ndarray]],
+                chunks: list[_Flows], t0: float) -> dict[str, np.ndarray]:
     """Flow pairs (start event row → end event row): fwdbwd always; ac2g / async_cpu_to_gpu
     only when some launch or device event lacks `correlation` (otherwise the correlation
     column already is that link, and pairing a million redundant endpoints is wasted work).
@@ -1135,13 +1144,18 @@ def _link_flows(ev: pd.DataFrame, chunks: list[_Flows], t0: float) -> pd.DataFra
     (Kineto writes them so). Where several events start there, an ac2g endpoint prefers the one
     whose correlation equals the flow id, then a runtime call (start) or device event (end);
     a fwdbwd endpoint prefers a cpu_op. Endpoints that bind to nothing keep -1.
+
+    Pairs are one per (rank, flow category, id), the last start and the last end endpoint of
+    each, in the order of those keys; -1 where a side is missing.
     """
     if not chunks:
         return _empty_flows()
     cat = np.concatenate([c.cat for c in chunks])
-    corr = ev["corr"].to_numpy()
-    is_dev = ev["is_device"].to_numpy()
-    launches = np.asarray(ev["cat"].isin(C.RUNTIME_CATS))
+    corr = ev["corr"]
+    is_dev = ev["is_device"]
+    cat_strings, cat_codes = interned["cat"]
+    runtime_cat = np.fromiter((c in C.RUNTIME_CATS for c in cat_strings), bool, len(cat_strings))
+    launches = runtime_cat[cat_codes] if len(cat_strings) else np.zeros(len(corr), bool)
     need_ac2g = bool(((is_dev | launches) & (corr == NO_ID)).any())
     keep = (cat == _FWDBWD) | need_ac2g
     if not keep.any():
@@ -1152,30 +1166,47 @@ def _link_flows(ev: pd.DataFrame, chunks: list[_Flows], t0: float) -> pd.DataFra
         return out
 
     fl = {name: col(name) for name in ("rank", "cat", "start", "id", "pid", "tid", "ts")}
-    rows = _bind_endpoints(ev, fl, t0)
-    endpoints = pd.DataFrame({"rank": fl["rank"], "cat": fl["cat"], "id": fl["id"], "row": rows})
-    key = ["rank", "cat", "id"]
-    start = endpoints[fl["start"]].drop_duplicates(key, keep="last")
-    end = endpoints[~fl["start"]].drop_duplicates(key, keep="last")
-    pairs = start.merge(end, on=key, how="outer", suffixes=("_s", "_e"))
-    flows = pd.DataFrame({
-        "cat": np.asarray(FLOW_CAT_NAMES, dtype=object)[pairs["cat"].to_numpy(dtype=np.int64)],
-        "id": pairs["id"].to_numpy(dtype=np.int64),
-        "src": pairs["row_s"].fillna(NO_ID).to_numpy(dtype=np.int64),
-        "dst": pairs["row_e"].fillna(NO_ID).to_numpy(dtype=np.int64),
-    })
+    rows = _bind_endpoints(ev, interned, fl, t0)
+    f_rank = fl["rank"].astype(np.int64)
+    f_cat = fl["cat"].astype(np.int64)
+    f_id = fl["id"].astype(np.int64)
+    # Sorted by (rank, cat, id), then by position: each key's last endpoint ends its run.
+    order = np.lexsort((np.arange(len(f_id)), f_id, f_cat, f_rank))
+    k_rank, k_cat, k_id = f_rank[order], f_cat[order], f_id[order]
+    new_key = np.ones(len(order), bool)
+    new_key[1:] = (k_rank[1:] != k_rank[:-1]) | (k_cat[1:] != k_cat[:-1]) | (k_id[1:] != k_id[:-1])
+    key_of = np.cumsum(new_key) - 1  # dense key number, in key order
+    n_keys = int(key_of[-1]) + 1 if len(key_of) else 0
+    src = np.full(n_keys, NO_ID, np.int64)
+    dst = np.full(n_keys, NO_ID, np.int64)
+    has_src = np.zeros(n_keys, bool)
+    has_dst = np.zeros(n_keys, bool)
+    is_start = fl["start"][order].astype(bool)
+    o_rows = rows[order]
+    # Fancy assignment keeps the last write for a repeated index: the last endpoint per key.
+    src[key_of[is_start]] = o_rows[is_start]
+    has_src[key_of[is_start]] = True
+    dst[key_of[~is_start]] = o_rows[~is_start]
+    has_dst[key_of[~is_start]] = True
+    first = np.flatnonzero(new_key)
+    flows = {
+        "cat": np.asarray(FLOW_CAT_NAMES, dtype=object)[k_cat[first]],
+        "id": k_id[first],
+        "src": np.where(has_src, src, NO_ID),
+        "dst": np.where(has_dst, dst, NO_ID),
+    }
     if need_ac2g:
         _fill_correlation_from_flows(ev, flows)
     return flows
 
 
-def _bind_endpoints(ev: pd.DataFrame, fl: dict[str, np.ndarray], t0: float) -> np.ndarray:
-    thread, uniques = _thread_codes(ev["rank"].to_numpy(), ev["pid"].to_numpy(),
-                                    ev["tid"].to_numpy())
+def _bind_endpoints(ev: dict[str, np.ndarray], interned: dict[str, tuple[list[str], np.ndarray]],
+                    fl: dict[str, np.ndarray], t0: float) -> np.ndarray:
+    thread, uniques = _thread_codes(ev["rank"], ev["pid"], ev["tid"])
     fthread, _ = _thread_codes(fl["rank"], fl["pid"], fl["tid"], uniques)
     # Clipped: ranks far apart on the clock (an epoch clock and a relative one) must not
     # overflow the cast; within one rank the times are close together (see _plausible_times).
-    ts_ns = np.rint(np.clip(ev["ts"].to_numpy() * 1000.0, -_NS_LIMIT, _NS_LIMIT)).astype(np.int64)
+    ts_ns = np.rint(np.clip(ev["ts"] * 1000.0, -_NS_LIMIT, _NS_LIMIT)).astype(np.int64)
     # Event times are plausible by now (see _plausible_times); flow times are not checked:
     # an absurd one binds to nothing instead of overflowing the ns cast.
     fts = fl["ts"] - t0
@@ -1204,12 +1235,11 @@ def _bind_endpoints(ev: pd.DataFrame, fl: dict[str, np.ndarray], t0: float) -> n
     row = np.where(count >= 1, order[np.minimum(lo, len(order) - 1)], NO_ID)
     ambiguous = np.flatnonzero(count > 1)
     if len(ambiguous):
-        corr = ev["corr"].to_numpy()
-        is_dev = ev["is_device"].to_numpy()
-        cat_codes = ev["cat"].cat.codes.to_numpy()
-        cat_names = [str(c) for c in ev["cat"].cat.categories]
-        name_codes = ev["name"].cat.codes.to_numpy()
-        names = ev["name"].cat.categories
+        corr = ev["corr"]
+        is_dev = ev["is_device"]
+        cat_strings, cat_codes = interned["cat"]
+        cat_names = [str(c) for c in cat_strings]
+        names, name_codes = interned["name"]
         for k in ambiguous.tolist():
             # Kineto never starts more than a few events on one thread at one ns; a hostile
             # trace can start thousands there: the first few stand for all of them, so that
@@ -1272,20 +1302,19 @@ def _pick_endpoint(candidates: list[int], cat: int, start: bool, fid: int, corr:
     return candidates[0]
 
 
-def _fill_correlation_from_flows(ev: pd.DataFrame, flows: pd.DataFrame) -> None:
+def _fill_correlation_from_flows(ev: dict[str, np.ndarray], flows: dict[str, np.ndarray]) -> None:
     """Older traces lack `correlation` in args; an ac2g flow pair then carries the link."""
-    sub = flows[(flows["cat"] != "fwdbwd").to_numpy() & (flows["src"] != NO_ID).to_numpy()
-                & (flows["dst"] != NO_ID).to_numpy()]
-    if sub.empty:
+    sub = (flows["cat"] != "fwdbwd") & (flows["src"] != NO_ID) & (flows["dst"] != NO_ID)
+    if not sub.any():
         return
-    corr = ev["corr"].to_numpy().copy()
-    src = sub["src"].to_numpy()
-    dst = sub["dst"].to_numpy()
+    corr = ev["corr"].copy()
+    src = flows["src"][sub]
+    dst = flows["dst"][sub]
     missing = (corr[src] == NO_ID) | (corr[dst] == NO_ID)
     if not missing.any():
         return
     src, dst = src[missing], dst[missing]
-    ids = sub["id"].to_numpy()[missing]
+    ids = flows["id"][sub][missing]
     # Synthetic links for non-numeric ids stay below NO_ID so they never collide with real ones.
     synthetic = -(1 << 40) - np.arange(len(ids), dtype=np.int64)
     link = np.where(corr[src] != NO_ID, corr[src],

@@ -10,26 +10,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.frames import parse_python_function
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
 
+if TYPE_CHECKING:
+    pass
+
 CUDA_DEVICE_TYPE = 1  # c10::DeviceType::CUDA (HIP builds report CUDA too)
 _MEMORY_COLUMNS = ("rank", "ts", "device_type", "device_id", "bytes", "total_allocated",
                    "total_reserved")
 
 
-def memory_frame(trace: Trace) -> pd.DataFrame:
-    """`Trace.memory`, or an empty frame with its columns for traces without memory events."""
-    mem = getattr(trace, "memory", None)
-    if isinstance(mem, pd.DataFrame) and set(_MEMORY_COLUMNS) <= set(mem.columns):
+def memory_columns(trace: Trace) -> dict[str, np.ndarray]:
+    """`Trace.memory_columns`, or empty columns for traces without memory events."""
+    mem = getattr(trace, "memory_columns", None)
+    if isinstance(mem, dict) and set(_MEMORY_COLUMNS) <= set(mem):
         return mem
-    return pd.DataFrame({c: np.empty(0) for c in _MEMORY_COLUMNS})
+    return {c: np.empty(0) for c in _MEMORY_COLUMNS}
+
+
+def _filled(values: np.ndarray) -> np.ndarray:
+    """Missing values (NaN) as -1."""
+    if values.dtype.kind == "f":
+        return np.where(np.isnan(values), -1.0, values)
+    return values
 
 
 @dataclass(frozen=True)
@@ -75,16 +85,16 @@ def _capacity(trace: Trace, rank: int, device_id: int) -> tuple[int | None, str 
 
 def device_memory_peaks(trace: Trace, tables: Tables | None = None) -> list[MemoryPeak]:
     """Peak allocated / reserved bytes per (rank, device) from the GPU allocator's events."""
-    mem = memory_frame(trace)
+    mem = memory_columns(trace)
     out: list[MemoryPeak] = []
-    if mem.empty:
+    if len(mem["ts"]) == 0:
         return out
-    rank = mem["rank"].to_numpy()
-    dev = mem["device_id"].fillna(-1).to_numpy().astype(np.int64)
-    alloc = mem["total_allocated"].fillna(-1).to_numpy().astype(np.int64)
-    reserved = mem["total_reserved"].fillna(-1).to_numpy().astype(np.int64)
-    ts = mem["ts"].to_numpy()
-    gpu = (mem["device_type"].fillna(-1).to_numpy() == CUDA_DEVICE_TYPE) & (alloc >= 0)
+    rank = mem["rank"]
+    dev = _filled(mem["device_id"]).astype(np.int64)
+    alloc = _filled(mem["total_allocated"]).astype(np.int64)
+    reserved = _filled(mem["total_reserved"]).astype(np.int64)
+    ts = mem["ts"]
+    gpu = (_filled(mem["device_type"]) == CUDA_DEVICE_TYPE) & (alloc >= 0)
     for r, d in sorted({(int(x), int(y)) for x, y in zip(rank[gpu], dev[gpu], strict=True)}):
         sel = np.flatnonzero(gpu & (rank == r) & (dev == d))
         k = sel[int(np.argmax(alloc[sel]))]
@@ -98,12 +108,11 @@ def device_memory_peaks(trace: Trace, tables: Tables | None = None) -> list[Memo
 
 def op_at(trace: Trace, rank: int, ts: float) -> int | None:
     """The outermost cpu_op running at time ts on a rank (the longest, across threads)."""
-    ev = trace.events
-    sel = np.flatnonzero(((ev["cat"] == C.CPU_OP) & (ev["rank"] == rank)
-                          & (ev["ts"] <= ts) & (ev["end"] >= ts)).to_numpy())
+    sel = np.flatnonzero(trace.cat_is(C.CPU_OP) & (trace.col("rank") == rank)
+                         & (trace.col("ts") <= ts) & (trace.col("end") >= ts))
     if len(sel) == 0:
         return None
-    durs = ev["dur"].to_numpy()[sel]
+    durs = trace.col("dur")[sel]
     return int(sel[int(np.argmax(durs))])
 
 
@@ -127,17 +136,15 @@ def _first_step_indices(trace: Trace) -> set[int]:
 
 
 def allocator_calls(trace: Trace, tables: Tables | None = None) -> AllocatorCalls:
-    ev = trace.events
-    names = ev["name"]
-    host = ~ev["is_device"].to_numpy()
-    calls = names.isin(C.MALLOC_CALLS - {"cudaHostAlloc", "cudaFreeHost", "hipHostMalloc"}).to_numpy() & host
-    steps = trace.step_of(ev["ts"].to_numpy(), ev["rank"].to_numpy())
+    host = ~trace.col("is_device")
+    calls = trace.name_isin(C.MALLOC_CALLS - {"cudaHostAlloc", "cudaFreeHost", "hipHostMalloc"}) & host
+    steps = trace.step_of(trace.col("ts"), trace.col("rank"))
     warm = _first_step_indices(trace)
     steady = (steps != NO_ID) & ~np.isin(steps, list(warm))
     rows = np.flatnonzero(calls & steady)
     # torch.cuda.empty_cache(): visible as a python frame (with_stack) or a named annotation.
-    cand = [n for n in names.cat.categories if "empty_cache" in str(n) or "emptyCache" in str(n)]
-    ec_mask = names.isin(cand).to_numpy() & host & steady
+    cand = [n for n in trace.strings("name") if "empty_cache" in str(n) or "emptyCache" in str(n)]
+    ec_mask = trace.name_isin(cand) & host & steady
     ec_rows = [r for r in np.flatnonzero(ec_mask).tolist() if _is_empty_cache(trace, r)]
     n_steady = len(trace.steps) - len(warm) if trace.steps else 0
     return AllocatorCalls(rows=rows, steps=steps[rows], steady_steps=max(n_steady, 0),
@@ -145,7 +152,7 @@ def allocator_calls(trace: Trace, tables: Tables | None = None) -> AllocatorCall
 
 
 def _is_empty_cache(trace: Trace, row: int) -> bool:
-    if trace.events["cat"].iat[row] != C.PYTHON_FUNCTION:
+    if trace.cat_of(row) != C.PYTHON_FUNCTION:
         return True
     frame = parse_python_function(trace.name_of(row))
     return frame is not None and frame.function == "empty_cache"

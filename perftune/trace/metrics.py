@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.frames import Frame
 from perftune.trace.intervals import union_length as union_length
 from perftune.trace.model import NO_ID, Trace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # ---------------------------------------------------------------------------- intervals
@@ -107,6 +110,8 @@ def clipped_sums(starts: np.ndarray, ends: np.ndarray, lo: np.ndarray,
 # ---------------------------------------------------------------------------- steps
 def step_times(trace: Trace) -> pd.DataFrame:
     """One row per step: rank, index, name, start, end, dur_ms."""
+    import pandas as pd
+
     rows = [(s.rank, s.index, s.name, s.start, s.end, s.dur / 1000.0) for s in trace.steps]
     return pd.DataFrame(rows, columns=["rank", "index", "name", "start", "end", "dur_ms"])
 
@@ -143,13 +148,12 @@ def device_event_steps(trace: Trace) -> np.ndarray:
     Device work runs behind the host; it belongs to the step whose host code issued it. Device
     events whose launch is unknown fall back to the step window containing their start.
     """
-    ev = trace.events
     dev = np.flatnonzero(trace.is_device)  # only device rows: a fraction of the trace
     launch = trace.launch_of_device_event[dev]
-    ts = ev["ts"].to_numpy()
+    ts = trace.col("ts")
     when = np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts[dev])
-    out = np.full(len(ev), NO_ID, dtype=np.int64)
-    out[dev] = trace.step_of(when, ev["rank"].to_numpy()[dev])
+    out = np.full(trace.n, NO_ID, dtype=np.int64)
+    out[dev] = trace.step_of(when, trace.col("rank")[dev])
     return out
 
 
@@ -158,14 +162,13 @@ def device_busy(trace: Trace, rank: int | None = None, device: int | None = None
                 cats: Iterable[str] = C.DEVICE_WORK_CATS) -> float:
     """µs during which the device(s) ran work of `cats` within [start, end] (union, so
     concurrent streams count once)."""
-    ev = trace.events
     sel = trace.cat_mask(cats) & trace.is_device
     if rank is not None:
-        sel &= ev["rank"].to_numpy() == rank
+        sel &= trace.col("rank") == rank
     if device is not None:
-        sel &= ev["device"].to_numpy() == device
-    ts = ev["ts"].to_numpy()[sel]
-    te = ev["end"].to_numpy()[sel]
+        sel &= trace.col("device") == device
+    ts = trace.col("ts")[sel]
+    te = trace.col("end")[sel]
     lo = float(ts.min()) if start is None and len(ts) else (start or 0.0)
     hi = float(te.max()) if end is None and len(te) else (end or 0.0)
     return clipped_union(ts, te, lo, hi)
@@ -174,11 +177,12 @@ def device_busy(trace: Trace, rank: int | None = None, device: int | None = None
 def device_idle_gaps(trace: Trace, rank: int, start: float, end: float,
                      device: int | None = None, min_gap_us: float = 0.0) -> pd.DataFrame:
     """Stretches of [start, end] in which `rank`'s device(s) ran no work: start, end, dur_us."""
-    ev = trace.events
-    sel = trace.cat_mask(C.DEVICE_WORK_CATS) & trace.is_device & (ev["rank"].to_numpy() == rank)
+    import pandas as pd
+
+    sel = trace.cat_mask(C.DEVICE_WORK_CATS) & trace.is_device & (trace.col("rank") == rank)
     if device is not None:
-        sel &= ev["device"].to_numpy() == device
-    found = [(a, b, b - a) for a, b in gaps(ev["ts"].to_numpy()[sel], ev["end"].to_numpy()[sel],
+        sel &= trace.col("device") == device
+    found = [(a, b, b - a) for a, b in gaps(trace.col("ts")[sel], trace.col("end")[sel],
                                             start, end) if b - a >= min_gap_us]
     return pd.DataFrame(found, columns=["start", "end", "dur_us"])
 
@@ -220,11 +224,10 @@ def _category_masks(trace: Trace) -> dict[str, np.ndarray]:
 
 
 def step_breakdown(trace: Trace) -> list[StepBreakdown]:
-    ev = trace.events
     masks = _category_masks(trace)
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
     is_dev = trace.is_device
     host = ~is_dev
     host_masks = {
@@ -274,10 +277,8 @@ def step_breakdown(trace: Trace) -> list[StepBreakdown]:
 # ---------------------------------------------------------------------------- syncs
 def _memcpy_kind_rows(trace: Trace) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
     """Per row: index into the list of distinct (kind, src, dst) of memcpy names, else -1."""
-    names = trace.events["name"]
-    categories = names.cat.categories
+    categories, codes = trace.strings("name"), trace.codes("name")
     kinds = [C.memcpy_kind(str(c)) for c in categories]
-    codes = names.cat.codes.to_numpy()
     is_copy = trace.cat_mask({C.MEMCPY})
     return np.where(is_copy, codes, NO_ID), kinds
 
@@ -288,10 +289,10 @@ def pageable_copy_launch_mask(trace: Trace) -> np.ndarray:
     pageable = np.fromiter(("Pageable" in (k[1], k[2]) for k in kinds), bool, len(kinds))
     dev_rows = np.flatnonzero(code != NO_ID)
     if len(dev_rows) == 0:
-        return np.zeros(len(trace.events), bool)
+        return np.zeros(trace.n, bool)
     hit = dev_rows[pageable[code[dev_rows]]]
     launch = trace.launch_of_device_event[hit]
-    out = np.zeros(len(trace.events), bool)
+    out = np.zeros(trace.n, bool)
     out[launch[launch != NO_ID]] = True
     return out
 
@@ -338,15 +339,14 @@ class SyncCall:
 
 def host_device_syncs(trace: Trace) -> list[SyncCall]:
     """Every sync call on the host, with the op chain and user frame that led to it."""
-    ev = trace.events
     rows = np.flatnonzero(sync_call_mask(trace))
     if len(rows) == 0:
         return []
-    steps = trace.step_of(ev["ts"].to_numpy()[rows], ev["rank"].to_numpy()[rows])
+    steps = trace.step_of(trace.col("ts")[rows], trace.col("rank")[rows])
     frames = trace.user_frames(rows.tolist())
     op_rows = trace._op_rows
-    rank = ev["rank"].to_numpy()
-    dur = ev["dur"].to_numpy()
+    rank = trace.col("rank")
+    dur = trace.col("dur")
     out = []
     for row, step, frame in zip(rows.tolist(), steps.tolist(), frames, strict=True):
         chain = tuple(trace.op_chain(row))
@@ -382,18 +382,19 @@ def _innermost_cause(ops: list[str]) -> str:
 def memcpy_events(trace: Trace) -> pd.DataFrame:
     """Device copies: row, rank, kind (HtoD/DtoH/DtoD/...), src and dst memory (Pageable,
     Pinned, Device, ...), bytes, dur_us, step (of the launching host call), launch row."""
-    ev = trace.events
+    import pandas as pd
+
     code, kinds = _memcpy_kind_rows(trace)
     rows = np.flatnonzero(code != NO_ID)
     picked = [kinds[c] for c in code[rows].tolist()]
     return pd.DataFrame({
         "row": rows,
-        "rank": ev["rank"].to_numpy()[rows],
+        "rank": trace.col("rank")[rows],
         "kind": pd.Series([k[0] for k in picked], dtype=object),
         "src": pd.Series([k[1] for k in picked], dtype=object),
         "dst": pd.Series([k[2] for k in picked], dtype=object),
-        "bytes": ev["nbytes"].to_numpy()[rows],
-        "dur_us": ev["dur"].to_numpy()[rows],
+        "bytes": trace.col("nbytes")[rows],
+        "dur_us": trace.col("dur")[rows],
         "step": device_event_steps(trace)[rows],
         "launch": trace.launch_of_device_event[rows],
     })
@@ -407,14 +408,15 @@ def pageable_copies(trace: Trace) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- data loading
 def dataloader_waits(trace: Trace) -> pd.DataFrame:
     """`enumerate(DataLoader)#...__next__` annotations: how long each step waited for data."""
-    ev = trace.events
+    import pandas as pd
+
     rows = np.flatnonzero(trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device)
-    steps = trace.step_of(ev["ts"].to_numpy()[rows], ev["rank"].to_numpy()[rows])
+    steps = trace.step_of(trace.col("ts")[rows], trace.col("rank")[rows])
     picked = [trace.name_of(r) for r in rows.tolist()]
     return pd.DataFrame({
-        "row": rows, "rank": ev["rank"].to_numpy()[rows],
+        "row": rows, "rank": trace.col("rank")[rows],
         "name": pd.Series(picked, dtype=object),
-        "dur_us": ev["dur"].to_numpy()[rows], "step": steps,
+        "dur_us": trace.col("dur")[rows], "step": steps,
         # _SingleProcessDataLoaderIter loads in the training process (num_workers=0).
         "multiprocess": np.fromiter(("MultiProcessing" in p for p in picked), bool, len(picked)),
     })
@@ -423,20 +425,25 @@ def dataloader_waits(trace: Trace) -> pd.DataFrame:
 # ---------------------------------------------------------------------------- operators
 def self_times(trace: Trace) -> pd.DataFrame:
     """Host ops (cpu_op, user annotations): row, name, dur_us, self_us (dur minus child ops)."""
-    ev = trace.events
+    import pandas as pd
+
+    rows, dur_us, self_us = _self_time_columns(trace)
+    names = np.asarray(trace.strings("name"), dtype=object)[trace.codes("name")[rows]]
+    return pd.DataFrame({"row": rows, "name": names, "dur_us": dur_us, "self_us": self_us})
+
+
+def _self_time_columns(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`self_times` as (rows, dur_us, self_us) arrays."""
     host_ops = trace.cat_mask(C.OP_CATS) & ~trace.is_device
     parent = trace.parent
-    dur = ev["dur"].to_numpy()
+    dur = trace.col("dur")
     rows = np.flatnonzero(host_ops)
     par = parent[rows]
     has_parent = par != NO_ID
     child_time = np.bincount(par[has_parent], weights=dur[rows][has_parent],
-                             minlength=len(ev)) if has_parent.any() else np.zeros(len(ev))
+                             minlength=trace.n) if has_parent.any() else np.zeros(trace.n)
     self_us = np.maximum(0.0, dur - child_time)
-    name = ev["name"]
-    names = np.asarray(name.cat.categories, dtype=object)[name.cat.codes.to_numpy()[rows]]
-    return pd.DataFrame({"row": rows, "name": names, "dur_us": dur[rows],
-                         "self_us": self_us[rows]})
+    return rows, dur[rows], self_us[rows]
 
 
 def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
@@ -445,21 +452,29 @@ def top_host_ops(trace: Trace, n: int = 15) -> pd.DataFrame:
     ProfilerStep#N markers are left out: they are step windows around everything, not
     operators (their "self" time is every Python line of the step), and summary.json, the
     Markdown and the HTML list the same operators."""
-    df = self_times(trace)
-    if not df.empty:
-        marker = trace.name_startswith(C.PROFILER_STEP_PREFIX)[df["row"].to_numpy()]
-        df = df[~marker]
-    if df.empty:
+    import pandas as pd
+
+    top = top_host_op_columns(trace, n)
+    if top is None:
         return pd.DataFrame(columns=["name", "calls", "self_ms", "total_ms"])
-    codes = trace.events["name"].cat.codes.to_numpy()[df["row"].to_numpy()]
-    present, calls, sums = _sums_by_code(codes, df["self_us"].to_numpy(),
-                                         df["dur_us"].to_numpy())
+    return pd.DataFrame(top)
+
+
+def top_host_op_columns(trace: Trace, n: int = 15) -> dict[str, Any] | None:
+    """`top_host_ops` as columns (name, calls, self_ms, total_ms), None when there are none."""
+    rows, dur_us, self_us = _self_time_columns(trace)
+    marker = trace.name_startswith(C.PROFILER_STEP_PREFIX)[rows]
+    rows, dur_us, self_us = rows[~marker], dur_us[~marker], self_us[~marker]
+    if len(rows) == 0:
+        return None
+    codes = trace.codes("name")[rows]
+    present, calls, sums = _sums_by_code(codes, self_us, dur_us)
     top = np.argsort(-sums[0], kind="stable")[:n]
-    categories = trace.events["name"].cat.categories
-    return pd.DataFrame({"name": [str(categories[c]) for c in present[top]],
-                         "calls": calls[top],
-                         "self_ms": sums[0][top] / 1000.0,
-                         "total_ms": sums[1][top] / 1000.0})
+    categories = trace.strings("name")
+    return {"name": [str(categories[c]) for c in present[top]],
+            "calls": calls[top],
+            "self_ms": sums[0][top] / 1000.0,
+            "total_ms": sums[1][top] / 1000.0}
 
 
 def _sums_by_code(codes: np.ndarray, *weights: np.ndarray
@@ -473,15 +488,24 @@ def _sums_by_code(codes: np.ndarray, *weights: np.ndarray
 
 def top_kernels(trace: Trace, n: int = 15) -> pd.DataFrame:
     """Device kernels by total time: name, calls, total_ms, mean_us."""
-    ev = trace.events
+    import pandas as pd
+
+    top = top_kernel_columns(trace, n)
+    if top is None:
+        return pd.DataFrame(columns=["name", "calls", "total_ms", "mean_us"])
+    return pd.DataFrame(top)
+
+
+def top_kernel_columns(trace: Trace, n: int = 15) -> dict[str, Any] | None:
+    """`top_kernels` as columns (name, calls, total_ms, mean_us), None when there are none."""
     rows = np.flatnonzero(trace.cat_mask(C.KERNEL_CATS))
     if len(rows) == 0:
-        return pd.DataFrame(columns=["name", "calls", "total_ms", "mean_us"])
-    codes = ev["name"].cat.codes.to_numpy()[rows]
-    present, calls, (total,) = _sums_by_code(codes, ev["dur"].to_numpy()[rows])
+        return None
+    codes = trace.codes("name")[rows]
+    present, calls, (total,) = _sums_by_code(codes, trace.col("dur")[rows])
     top = np.argsort(-total, kind="stable")[:n]
-    categories = ev["name"].cat.categories
-    return pd.DataFrame({"name": [str(categories[c]) for c in present[top]],
-                         "calls": calls[top],
-                         "total_ms": total[top] / 1000.0,
-                         "mean_us": total[top] / calls[top]})
+    categories = trace.strings("name")
+    return {"name": [str(categories[c]) for c in present[top]],
+            "calls": calls[top],
+            "total_ms": total[top] / 1000.0,
+            "mean_us": total[top] / calls[top]}

@@ -1,8 +1,10 @@
-"""The columnar trace model: one pandas frame of events plus the links between them.
+"""The columnar trace model: numpy columns of events plus the links between them.
 
 Times are microseconds (the Chrome-trace unit; `displayTimeUnit` only changes how viewers
 print them) relative to `Trace.t0_us`, the earliest event of the trace. Everything derived
 (nesting, links, frames) is computed on first use and cached, with numpy over whole columns.
+The columns are numpy arrays (`Trace.col`); a pandas frame of them (`Trace.events`) is built
+only when some code asks for it, so that analyses which never do need not import pandas.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.decode import NO_ID, ArgStore, EventArgs, decode_raw
 from perftune.trace.frames import Frame, is_user_frame, parse_python_function
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["NO_ID", "RankInfo", "Step", "Trace"]
 
@@ -51,39 +55,106 @@ class Step:
         return self.end - self.start
 
 
-def _empty_frame() -> pd.DataFrame:
-    return pd.DataFrame()
+STRING_COLUMNS = ("cat", "name")
+_COLUMN_ORDER = ("rank", "cat", "name", "pid", "tid", "ts", "dur", "end", "ext_id", "corr",
+                 "stream", "device", "nbytes", "py_id", "py_parent", "is_device")
 
 
 @dataclass(eq=False)
 class Trace:
     """A loaded trace (one file, or one file per rank).
 
-    `events` has one row per complete (`ph == "X"`) event with the columns
-    rank, cat, name (categoricals: interned strings), pid, tid, ts, dur, end (µs, float),
-    ext_id, corr, stream, device, py_id, py_parent, nbytes (int64, -1 when absent), is_device.
+    One row per complete (`ph == "X"`) event, held as numpy columns: `columns` maps rank,
+    pid, tid, ts, dur, end (µs, float), ext_id, corr, stream, device, nbytes, py_id,
+    py_parent (int64, -1 when absent), is_device to arrays (read them with `col`); `interned`
+    maps cat and name to (distinct strings, per-row int code). `events` is the same table as a
+    pandas frame (cat and name categoricals), built on first use only.
     `args[i]` assembles row i's other arguments on demand (shapes, launch and collective
-    properties); `flows` pairs flow endpoints (cat, id, src row, dst row): every `fwdbwd`
+    properties); `flows` (`flow_columns` as arrays) pairs flow endpoints (cat, id, src row, dst row): every `fwdbwd`
     flow, and `ac2g` / `async_cpu_to_gpu` flows only for traces whose launches lack a
     `correlation` arg (elsewhere the `corr` column is that same link); `memory` holds
-    `[memory]` allocator events (profile_memory=True): rank, ts, device_type, device_id, addr,
+    `[memory]` allocator events (profile_memory=True; `memory_columns` as arrays): rank, ts, device_type, device_id, addr,
     bytes, total_allocated, total_reserved. `warnings` lists what the loader had to skip or
     coerce (malformed events, duplicate ranks).
     """
 
-    events: pd.DataFrame
+    columns: dict[str, np.ndarray] = field(repr=False)
+    interned: dict[str, tuple[list[str], np.ndarray]] = field(repr=False)
     args: Sequence[EventArgs]
     ranks: tuple[RankInfo, ...]
     t0_us: float
     steps: tuple[Step, ...]
     step_source: str
-    flows: pd.DataFrame = field(repr=False)
+    flow_columns: dict[str, np.ndarray] = field(repr=False)
     thread_names: dict[tuple[int, int, int], str] = field(default_factory=dict, repr=False)
     process_names: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
     process_labels: dict[tuple[int, int], str] = field(default_factory=dict, repr=False)
-    memory: pd.DataFrame = field(default_factory=_empty_frame, repr=False)
+    memory_columns: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     warnings: tuple[str, ...] = ()
     arg_store: ArgStore | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ columns
+    @functools.cached_property
+    def events(self) -> pd.DataFrame:
+        """The events as one pandas frame (built on first use; prefer `col` and the masks)."""
+        import pandas as pd
+
+        data: dict[str, Any] = {}
+        for column in _COLUMN_ORDER:
+            if column in STRING_COLUMNS:
+                strings, codes = self.interned[column]
+                data[column] = pd.Categorical.from_codes(
+                    codes, categories=pd.Index(strings, dtype=object))
+            else:
+                data[column] = self.columns[column]
+        return pd.DataFrame(data, copy=False)
+
+    @functools.cached_property
+    def flows(self) -> pd.DataFrame:
+        """`flow_columns` as a pandas frame (built on first use)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.flow_columns)
+
+    @functools.cached_property
+    def memory(self) -> pd.DataFrame:
+        """`memory_columns` as a pandas frame (built on first use)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.memory_columns)
+
+    @property
+    def n(self) -> int:
+        """Number of event rows."""
+        return len(self.columns["ts"])
+
+    def col(self, column: str) -> np.ndarray:
+        """One column as a numpy array (not a copy: never write to it). cat and name come as
+        object arrays of their strings; `codes` / `strings` give their interned form."""
+        if column == "name":
+            return self.names
+        if column == "cat":
+            return self.cats
+        return self.columns[column]
+
+    def codes(self, column: str) -> np.ndarray:
+        """Per-row int code of a string column (cat, name) into `strings(column)`."""
+        return self.interned[column][1]
+
+    def strings(self, column: str) -> list[str]:
+        """The distinct strings of a string column (cat, name), indexed by its codes."""
+        return self.interned[column][0]
+
+    def distinct_names(self, mask: np.ndarray) -> list[str]:
+        """The names of the rows in `mask`, each once, in order of first appearance."""
+        codes = self.interned["name"][1][mask]
+        _, first = np.unique(codes, return_index=True)
+        strings = self.interned["name"][0]
+        return [str(strings[c]) for c in codes[np.sort(first)].tolist()]
+
+    def cat_is(self, cat: str) -> np.ndarray:
+        """Rows of one category."""
+        return self.cat_mask((cat,))
 
     # ------------------------------------------------------------------ basic facts
     @property
@@ -125,7 +196,7 @@ class Trace:
     @functools.cached_property
     def has_device_activity(self) -> bool:
         """True when the trace recorded kernels, copies or memsets on an accelerator."""
-        return bool(self.events["is_device"].any())
+        return bool(self.columns["is_device"].any())
 
     @functools.cached_property
     def runtime(self) -> str:
@@ -140,12 +211,13 @@ class Trace:
         return "cpu"
 
     def span_us(self, rank: int | None = None) -> float:
-        ev = self.events
+        ts, end = self.columns["ts"], self.columns["end"]
         if rank is not None:
-            ev = ev[(ev["rank"] == rank).to_numpy()]
-        if ev.empty:
+            mine = self.columns["rank"] == rank
+            ts, end = ts[mine], end[mine]
+        if len(ts) == 0:
             return 0.0
-        return float(ev["end"].max() - ev["ts"].min())
+        return float(end.max() - ts.min())
 
     def name_of(self, i: int) -> str:
         """Row i's name: a lookup in the interned strings, no pandas row access."""
@@ -169,23 +241,8 @@ class Trace:
         return np.asarray(strings, dtype=object)[codes] if len(codes) else np.empty(0, object)
 
     def _interned(self, column: str) -> tuple[list[str], np.ndarray]:
-        """(distinct strings, per-row code) of a categorical column, built once per trace."""
-        cache = self.__dict__.setdefault("_interned_columns", {})
-        if column not in cache:
-            values = self.events[column]
-            if isinstance(values.dtype, pd.CategoricalDtype):
-                strings = [str(s) for s in values.cat.categories]
-                codes = values.cat.codes.to_numpy()
-                if len(codes) and codes.min() < 0:  # a missing value reads as "nan", as before
-                    strings.append("nan")
-                    codes = np.where(codes < 0, len(strings) - 1, codes)
-            else:
-                cat = pd.Categorical(values.astype(str)) if len(values) else pd.Categorical([])
-                strings = [str(s) for s in cat.categories]
-                codes = np.asarray(cat.codes)
-            cache[column] = (strings, codes)
-        found: tuple[list[str], np.ndarray] = cache[column]
-        return found
+        """(distinct strings, per-row code) of a string column."""
+        return self.interned[column]
 
     def steps_of(self, rank: int) -> tuple[Step, ...]:
         return tuple(s for s in self.steps if s.rank == rank)
@@ -193,7 +250,7 @@ class Trace:
     # ------------------------------------------------------------------ vectorised selection
     def name_mask(self, predicate: Callable[[str], bool]) -> np.ndarray:
         """Rows whose name satisfies `predicate`, testing each distinct name once."""
-        return _categorical_mask(self.events["name"], predicate)
+        return _categorical_mask(self.interned["name"], predicate)
 
     def name_startswith(self, prefix: str | tuple[str, ...]) -> np.ndarray:
         return self.name_mask(lambda s: s.startswith(prefix))
@@ -208,11 +265,11 @@ class Trace:
 
     def cat_mask(self, cats: Iterable[str]) -> np.ndarray:
         wanted = frozenset(cats)
-        return _categorical_mask(self.events["cat"], wanted.__contains__)
+        return _categorical_mask(self.interned["cat"], wanted.__contains__)
 
     @property
     def is_device(self) -> np.ndarray:
-        return np.asarray(self.events["is_device"].to_numpy(), dtype=bool)
+        return np.asarray(self.columns["is_device"], dtype=bool)
 
     # ------------------------------------------------------------------ lazy arguments
     def _raw(self, name: str, i: int) -> Any:
@@ -277,6 +334,8 @@ class Trace:
     def kernels(self) -> pd.DataFrame:
         """Launch properties of every kernel row: row, grid_x..z, block_x..z, registers,
         shared_memory, blocks_per_sm, warps_per_sm, occupancy (-1 / NaN when unknown)."""
+        import pandas as pd
+
         store = self.arg_store or ArgStore.empty()
         dims = store.kernel_dims
         fl = store.kernel_floats
@@ -292,6 +351,8 @@ class Trace:
     def collectives(self) -> pd.DataFrame:
         """Collective arguments (record_param_comms ops, NCCL kernels): row, collective,
         msg_nelems, out_msg_nelems, group_size, dtype, process_group_name, process_group_ranks."""
+        import pandas as pd
+
         fields = ("collective", "msg_nelems", "out_msg_nelems", "group_size", "dtype",
                   "process_group_name", "process_group_ranks")
         if self.arg_store is None or not self.arg_store.rare_fields:
@@ -303,7 +364,7 @@ class Trace:
     @functools.cached_property
     def parent(self) -> np.ndarray:
         """Index of the innermost host event enclosing each host event on its thread, else -1."""
-        return _nesting(self.events, self.t0_us)
+        return _nesting(self.columns, self.t0_us)
 
     def ancestors(self, i: int) -> list[int]:
         """Enclosing host events of event i, innermost first."""
@@ -343,9 +404,8 @@ class Trace:
     @functools.cached_property
     def _frame_of_name(self) -> dict[int, Frame]:
         """Parsed frame per distinct python_function name (by category code)."""
-        names = self.events["name"]
-        codes = names.cat.codes.to_numpy()[self._python_rows]
-        categories = names.cat.categories
+        categories, all_codes = self.interned["name"]
+        codes = all_codes[self._python_rows]
         out: dict[int, Frame] = {}
         for code in np.unique(codes).tolist():
             frame = parse_python_function(str(categories[code]))
@@ -357,7 +417,7 @@ class Trace:
     def _frames(self) -> dict[int, Frame]:
         """Row → frame for every python_function event that names a source line."""
         by_name = self._frame_of_name
-        codes = self.events["name"].cat.codes.to_numpy()
+        codes = self.interned["name"][1]
         return {r: by_name[c] for r in np.flatnonzero(self._python_rows).tolist()
                 if (c := int(codes[r])) in by_name}
 
@@ -367,10 +427,10 @@ class Trace:
 
     @functools.cached_property
     def _python_row_by_id(self) -> dict[tuple[int, int], int]:
-        ev = self.events
-        rows = np.flatnonzero(self._python_rows & (ev["py_id"].to_numpy() != NO_ID))
-        return dict(zip(zip(ev["rank"].to_numpy()[rows].tolist(),
-                            ev["py_id"].to_numpy()[rows].tolist(), strict=True),
+        ev = self.columns
+        rows = np.flatnonzero(self._python_rows & (ev["py_id"] != NO_ID))
+        return dict(zip(zip(ev["rank"][rows].tolist(),
+                            ev["py_id"][rows].tolist(), strict=True),
                         rows.tolist(), strict=True))
 
     @functools.cached_property
@@ -378,13 +438,13 @@ class Trace:
                                         np.ndarray]:
         """Per thread: python_function starts (sorted) and rows; and their nesting among
         themselves (python frames form a proper call tree even where ops overhang them)."""
-        ev = self.events
+        ev = self.columns
         rows = np.flatnonzero(self._python_rows)
         py_parent = _nesting(ev, self.t0_us, rows)
-        ts = ev["ts"].to_numpy()
-        rank, pid, tid = (ev[c].to_numpy()[rows] for c in ("rank", "pid", "tid"))
+        ts = ev["ts"]
+        rank, pid, tid = (ev[c][rows] for c in ("rank", "pid", "tid"))
         out: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
-        dur = ev["dur"].to_numpy()
+        dur = ev["dur"]
         for members in _groups(_dense_thread(rank, pid, tid)):
             g_rows = rows[members]
             order = np.lexsort((-dur[g_rows], ts[g_rows]))
@@ -402,18 +462,18 @@ class Trace:
         if self._python_rows[i]:
             return i
         timeline, py_parent = self._python_timeline
-        ev = self.events
-        key = (int(ev["rank"].to_numpy()[i]), int(ev["pid"].to_numpy()[i]),
-               int(ev["tid"].to_numpy()[i]))
+        ev = self.columns
+        key = (int(ev["rank"][i]), int(ev["pid"][i]),
+               int(ev["tid"][i]))
         found = timeline.get(key)
         if found is None:
             return NO_ID
         starts, rows = found
-        t = float(ev["ts"].to_numpy()[i])
+        t = float(ev["ts"][i])
         k = int(np.searchsorted(starts, t, side="right")) - 1
         if k < 0:
             return NO_ID
-        end = ev["end"].to_numpy()
+        end = ev["end"]
         p = int(rows[k])
         while p != NO_ID and end[p] <= t:
             p = int(py_parent[p])
@@ -429,9 +489,9 @@ class Trace:
             return []
         a = self._innermost_python(i)
         _, time_parent = self._python_timeline
-        ev = self.events
-        py_parent = ev["py_parent"].to_numpy()
-        rank = ev["rank"].to_numpy()
+        ev = self.columns
+        py_parent = ev["py_parent"]
+        rank = ev["rank"]
         by_id = self._python_row_by_id
         out: list[int] = []
         seen: set[int] = set()
@@ -445,13 +505,13 @@ class Trace:
     def python_stack(self, i: int) -> list[Frame]:
         """The python frames enclosing event i, innermost first."""
         frames = self._frame_of_name
-        codes = self.events["name"].cat.codes.to_numpy()
+        codes = self.interned["name"][1]
         return [frames[c] for r in self.python_stack_rows(self._host_row(i))
                 if (c := int(codes[r])) in frames]
 
     def _host_row(self, i: int) -> int:
         """Device events are attributed to the runtime call that launched them."""
-        if self.events["is_device"].iat[i]:
+        if self.columns["is_device"][i]:
             launch = int(self.launch_of_device_event[i])
             if launch != NO_ID:
                 return launch
@@ -496,20 +556,20 @@ class Trace:
     @functools.cached_property
     def _corr_keys(self) -> tuple[np.ndarray, np.ndarray]:
         """(sorted (rank, correlation) keys, their rows) of runtime calls and device events."""
-        ev = self.events
-        corr = ev["corr"].to_numpy()
+        ev = self.columns
+        corr = ev["corr"]
         rows = np.flatnonzero(corr != NO_ID)
-        keys = _rank_key(ev["rank"].to_numpy()[rows], corr[rows])
+        keys = _rank_key(ev["rank"][rows], corr[rows])
         order = np.argsort(keys, kind="stable")
         return keys[order], rows[order]
 
     def _same_correlation(self, i: int) -> np.ndarray:
-        ev = self.events
-        corr = int(ev["corr"].to_numpy()[i])
+        ev = self.columns
+        corr = int(ev["corr"][i])
         if corr == NO_ID:
             return np.empty(0, np.int64)
         keys, rows = self._corr_keys
-        key = _rank_key(np.asarray([ev["rank"].to_numpy()[i]]), np.asarray([corr]))[0]
+        key = _rank_key(np.asarray([ev["rank"][i]]), np.asarray([corr]))[0]
         lo = int(np.searchsorted(keys, key, "left"))
         hi = int(np.searchsorted(keys, key, "right"))
         return rows[lo:hi]
@@ -519,7 +579,7 @@ class Trace:
         launch = int(self.launch_of_device_event[i])
         if launch != NO_ID:
             return launch
-        is_dev = self.events["is_device"].to_numpy()
+        is_dev = self.columns["is_device"]
         for j in self._same_correlation(i).tolist():
             if not is_dev[j]:
                 return int(j)
@@ -527,18 +587,18 @@ class Trace:
 
     def device_events_of(self, i: int) -> list[int]:
         """Device events issued by runtime call i."""
-        is_dev = self.events["is_device"].to_numpy()
+        is_dev = self.columns["is_device"]
         return [int(j) for j in self._same_correlation(i).tolist() if is_dev[j]]
 
     @functools.cached_property
     def launch_of_device_event(self) -> np.ndarray:
         """For every row: the runtime row that launched it (device rows only), else -1."""
-        ev = self.events
-        n = len(ev)
+        ev = self.columns
+        n = self.n
         out = np.full(n, NO_ID, dtype=np.int64)
-        corr = ev["corr"].to_numpy()
-        rank = ev["rank"].to_numpy()
-        is_dev = ev["is_device"].to_numpy()
+        corr = ev["corr"]
+        rank = ev["rank"]
+        is_dev = ev["is_device"]
         host = np.flatnonzero((corr != NO_ID) & ~is_dev)
         dev = np.flatnonzero((corr != NO_ID) & is_dev)
         if len(host) == 0 or len(dev) == 0:
@@ -557,12 +617,15 @@ class Trace:
     @functools.cached_property
     def _fwd_of(self) -> dict[int, int]:
         """Backward op row → forward op row, from `fwdbwd` flows."""
-        fl = self.flows
-        if fl.empty:
-            return {}
-        sub = fl[(fl["cat"] == "fwdbwd").to_numpy()]
-        return {int(b): int(a) for a, b in zip(sub["src"], sub["dst"], strict=True)
+        src, dst = self.fwdbwd_pairs()
+        return {int(b): int(a) for a, b in zip(src.tolist(), dst.tolist(), strict=True)
                 if a != NO_ID and b != NO_ID}
+
+    def fwdbwd_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(src, dst) rows of the `fwdbwd` flows (-1 where an end is missing)."""
+        fl = self.flow_columns
+        sel = fl["cat"] == "fwdbwd"
+        return fl["src"][sel], fl["dst"][sel]
 
     def forward_op_of(self, i: int) -> int | None:
         """The forward op whose backward contains event i (via fwdbwd flows), if any."""
@@ -577,20 +640,22 @@ class Trace:
     # ------------------------------------------------------------------ timelines
     def device_ids(self, rank: int | None = None) -> list[int]:
         """Devices with recorded activity (on `rank`, or anywhere)."""
-        ev = self.events
-        sel = ev["is_device"].to_numpy()
+        ev = self.columns
+        sel = ev["is_device"]
         if rank is not None:
-            sel = sel & (ev["rank"].to_numpy() == rank)
-        dev = ev["device"].to_numpy()[sel]
+            sel = sel & (ev["rank"] == rank)
+        dev = ev["device"][sel]
         return sorted(int(d) for d in np.unique(dev) if d != NO_ID)
 
     def streams(self) -> pd.DataFrame:
         """One row per (rank, device, stream) with device work: events, kernels, comm_kernels,
         copies, busy_us (union of its work), first_us, last_us, and kind (compute, comm, copy,
         mixed)."""
+        import pandas as pd
+
         from perftune.trace.intervals import union_length
 
-        ev = self.events
+        ev = self.columns
         work = self.cat_mask(C.DEVICE_WORK_CATS)
         cols = ["rank", "device", "stream", "events", "kernels", "comm_kernels", "copies",
                 "busy_us", "first_us", "last_us", "kind"]
@@ -600,8 +665,8 @@ class Trace:
         comm = kernel & self.comm_kernel_mask
         copy = self.cat_mask({C.MEMCPY, C.MEMSET})
         rows = np.flatnonzero(work)
-        rank, device, stream = (ev[c].to_numpy()[rows] for c in ("rank", "device", "stream"))
-        ts, end = ev["ts"].to_numpy()[rows], ev["end"].to_numpy()[rows]
+        rank, device, stream = (ev[c][rows] for c in ("rank", "device", "stream"))
+        ts, end = ev["ts"][rows], ev["end"][rows]
         out = []
         for members in _groups(_dense_thread(rank, device, stream)):
             g_rows = rows[members]
@@ -664,11 +729,11 @@ class Trace:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _categorical_mask(column: pd.Series, predicate: Callable[[str], bool]) -> np.ndarray:
-    categories = column.cat.categories
+def _categorical_mask(column: tuple[list[str], np.ndarray],
+                      predicate: Callable[[str], bool]) -> np.ndarray:
+    categories, codes = column
     hit = np.fromiter((bool(predicate(str(c))) for c in categories), dtype=bool,
                       count=len(categories))
-    codes = column.cat.codes.to_numpy()
     if not hit.any():
         return np.zeros(len(codes), dtype=bool)
     # codes == -1 (missing) would index the last category: guard it.
@@ -681,7 +746,7 @@ def _rank_key(rank: np.ndarray, corr: np.ndarray) -> np.ndarray:
     return rank.astype(np.int64) * (1 << 44) + (corr.astype(np.int64) + (1 << 43))
 
 
-def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> np.ndarray:
+def _nesting(ev: dict[str, np.ndarray], t0_us: float, rows: np.ndarray | None = None) -> np.ndarray:
     """Innermost enclosing host event on the same thread, for every row (-1 for none).
 
     Host events of a thread sorted by (start, longest first) are nested intervals; the parent
@@ -692,18 +757,18 @@ def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> 
     timestamps (0.25 µs at epoch scale) lets a child end a hair after its parent: the
     tolerance is twice the float spacing of the absolute times, and at least 10 ns.
     """
-    n = len(ev)
+    n = len(ev["ts"])
     parent = np.full(n, NO_ID, dtype=np.int64)
-    host = np.flatnonzero(~ev["is_device"].to_numpy()) if rows is None else rows
+    host = np.flatnonzero(~ev["is_device"]) if rows is None else rows
     if len(host) == 0:
         return parent
     # Sorted by (thread, start, longest first). The thread is one int64 key built from small
     # per-column codes (threads are few), so the sort has three keys, not five: this runs on
     # every host event and its temporaries set the summary's peak memory.
-    thread = _thread_key(ev["rank"].to_numpy()[host], ev["pid"].to_numpy()[host],
-                         ev["tid"].to_numpy()[host])
-    ts = ev["ts"].to_numpy()[host]
-    neg_dur = ev["dur"].to_numpy()[host]
+    thread = _thread_key(ev["rank"][host], ev["pid"][host],
+                         ev["tid"][host])
+    ts = ev["ts"][host]
+    neg_dur = ev["dur"][host]
     np.negative(neg_dur, out=neg_dur)
     order = np.lexsort((neg_dur, ts, thread))
     del neg_dur
@@ -717,7 +782,7 @@ def _nesting(ev: pd.DataFrame, t0_us: float, rows: np.ndarray | None = None) -> 
     del thread
     ts = ts[order]
     del order
-    end = ev["end"].to_numpy()[rows]
+    end = ev["end"][rows]
     span = float(end.max())
     tol = max(0.01, 2.0 * float(np.spacing(abs(t0_us) + abs(span))))
     cand = np.arange(-1, m - 1, dtype=np.int64)
@@ -807,9 +872,9 @@ def _thread_key(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndarra
     """One int64 per row, equal exactly where (rank, pid, tid) are (not dense, not ordered)."""
     key = np.zeros(len(rank), dtype=np.int64)
     for column in (rank, pid, tid):
-        codes, uniques = pd.factorize(column)
+        uniques, codes = np.unique(column, return_inverse=True)
         if int(key.max(initial=0)) + 1 > (1 << 62) // max(len(uniques), 1):
-            key = pd.factorize(key)[0].astype(np.int64)  # re-densify before it could overflow
+            key = np.unique(key, return_inverse=True)[1].astype(np.int64)  # re-densify first
         key *= max(len(uniques), 1)
         key += codes
     return key
@@ -826,8 +891,8 @@ def _dense_thread(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndar
     """A dense int64 code per distinct (rank, pid, tid)."""
     code = np.zeros(len(rank), dtype=np.int64)
     for column in (rank, pid, tid):
-        local, uniques = pd.factorize(column)
-        code = code * max(len(uniques), 1) + local
+        uniques, local = np.unique(column, return_inverse=True)
+        code = code * max(len(uniques), 1) + local.reshape(-1)
         # Re-densify so that the product never overflows, however many threads there are.
-        code = pd.factorize(code)[0].astype(np.int64)
+        code = np.unique(code, return_inverse=True)[1].reshape(-1).astype(np.int64)
     return code

@@ -57,6 +57,9 @@ _HOST_COMM_OP = re.compile(r"^(c10d::|gloo:|nccl:|mpi:|ucc:|record_param_comms)|
 # Defaults shared by summary.json's straggler and the rank-straggler rule (its options override them).
 STRAGGLER_MIN_MS = 1.0
 STRAGGLER_MIN_SHARE = 0.05
+# Fewer steps than this: a straggler must be the slowest rank in every one of them (2 of 3 is
+# what ranks sharing busy cores do by chance; the straggler rule's `min_steps`).
+STRAGGLER_MIN_STEPS = 5
 
 
 # ---------------------------------------------------------------------------- collectives
@@ -82,7 +85,7 @@ def _host_collective_mask(trace: Trace) -> np.ndarray:
 
 def comm_source(trace: Trace, tables: Tables | None = None) -> dict[int, str]:
     """Per rank: 'device' (communication kernels), 'host' (CPU collectives) or 'none'."""
-    rank = trace.events["rank"].to_numpy()
+    rank = trace.col("rank")
     device = np.asarray(trace.comm_kernel_mask, dtype=bool)
     host = _host_collective_mask(trace)
     out: dict[int, str] = {}
@@ -96,10 +99,9 @@ def comm_source(trace: Trace, tables: Tables | None = None) -> dict[int, str]:
 def collective_calls(trace: Trace, tables: Tables | None = None) -> list[CollectiveCall]:
     """Every collective inside a step, per rank, in start order (see `comm_source`)."""
     t = Tables.of(trace, tables)
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    dur = trace.col("dur")
+    rank = trace.col("rank")
     sources = t(comm_source)
     device_mask = np.asarray(trace.comm_kernel_mask, dtype=bool)
     host_mask = _host_collective_mask(trace)
@@ -195,12 +197,11 @@ def compute_intervals(trace: Trace, tables: Tables | None = None) -> dict[int, t
     kernels when its collectives are kernels; else its host operators on threads that run no
     collective, leaving out operators that only enqueue or wait for communication."""
     t = Tables.of(trace, tables)
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
-    tid = ev["tid"].to_numpy()
-    pid = ev["pid"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
+    tid = trace.col("tid")
+    pid = trace.col("pid")
     device_comm = np.asarray(trace.comm_kernel_mask, dtype=bool)
     kernels = trace.cat_mask(C.KERNEL_CATS) & ~device_comm
     host_comm = _host_collective_mask(trace)
@@ -226,10 +227,9 @@ def _host_exposure(trace: Trace, tables: Tables | None = None) -> dict[tuple[int
     """(comm µs, exposed µs) per (rank, index into trace.steps) for ranks with host collectives
     (device collectives: `comm.comm_overlap`)."""
     t = Tables.of(trace, tables)
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
-    rank = ev["rank"].to_numpy()
+    ts = trace.col("ts")
+    end = trace.col("end")
+    rank = trace.col("rank")
     comm = _host_collective_mask(trace)
     compute = t(compute_intervals)
     out: dict[tuple[int, int], tuple[float, float]] = {}
@@ -434,6 +434,10 @@ class Straggler:
     def persistent(self) -> bool:
         return self.slowest_in * 2 >= self.steps
 
+    def consistent(self, min_steps: int = STRAGGLER_MIN_STEPS) -> bool:
+        """Enough steps to call it: at least `min_steps`, else the slowest in all of them."""
+        return self.steps >= min_steps or self.slowest_in == self.steps
+
 
 def straggler_candidate(trace: Trace, tables: Tables | None = None) -> Straggler | None:
     """The rank with the largest median margin over the others' busy time, whatever its size
@@ -475,8 +479,8 @@ def straggler(trace: Trace, min_ms: float = STRAGGLER_MIN_MS,
 
 def straggler_of(found: Straggler | None, min_ms: float = STRAGGLER_MIN_MS,
                  min_share: float = STRAGGLER_MIN_SHARE) -> Straggler | None:
-    """The candidate, when it passes `straggler`'s thresholds."""
-    if found is None or not found.persistent:
+    """The candidate, when it passes `straggler`'s thresholds (and `consistent`)."""
+    if found is None or not found.persistent or not found.consistent():
         return None
     if found.margin_ms < min_ms or found.share_of_step < min_share:
         return None

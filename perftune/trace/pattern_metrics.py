@@ -52,19 +52,18 @@ class OpRecord:
 def forward_sequences(trace: Trace, tables: Tables | None = None) -> dict[tuple[int, int, int], list[OpRecord]]:
     """Per host thread: its forward top-level ops in time order (costed or not)."""
     t = Tables.of(trace, tables)
-    ev = trace.events
     counted = t(counted_ops)
-    cats = ev["cat"].to_numpy()
+    cats = trace.col("cat")
     is_op = cats == C.CPU_OP
     parent = trace.parent
     on_device = trace.has_device_activity
     dev = t(inclusive_device_us) if on_device else None
-    dur = ev["dur"].to_numpy()
+    dur = trace.col("dur")
     out: dict[tuple[int, int, int], list[OpRecord]] = {}
     rows = np.flatnonzero(is_op)
     row_names = t(names)
-    rank, pid, tid, ts = (ev["rank"].to_numpy(), ev["pid"].to_numpy(), ev["tid"].to_numpy(),
-                          ev["ts"].to_numpy())
+    rank, pid, tid, ts = (trace.col("rank"), trace.col("pid"), trace.col("tid"),
+                          trace.col("ts"))
     for row in rows.tolist():
         # top-level among ops: no cpu_op ancestor; backward ops sit under autograd annotations
         p = int(parent[row])

@@ -53,18 +53,17 @@ class EventDensity:
 
 def event_density(trace: Trace, tables: Tables | None = None) -> EventDensity:
     """Event counts of the first rank inside its steps (the whole trace without steps)."""
-    ev = trace.events
     rank = trace.rank_ids[0] if trace.rank_ids else 0
-    on = (ev["rank"].to_numpy() == rank) & ~ev["is_device"].to_numpy()
+    on = (trace.col("rank") == rank) & ~trace.col("is_device")
     steps = trace.steps_of(rank)
     if steps:
         lo, hi = min(s.start for s in steps), max(s.end for s in steps)
-        ts = ev["ts"].to_numpy()
+        ts = trace.col("ts")
         on &= (ts >= lo) & (ts < hi)
         span = hi - lo
     else:
-        span = float(ev["end"].to_numpy()[on].max() - ev["ts"].to_numpy()[on].min()) if on.any() else 0.0
-    cats = ev["cat"].to_numpy()
+        span = float(trace.col("end")[on].max() - trace.col("ts")[on].min()) if on.any() else 0.0
+    cats = trace.col("cat")
     return EventDensity(cpu_ops=int(np.count_nonzero(on & (cats == C.CPU_OP))),
                         python_events=int(np.count_nonzero(on & (cats == C.PYTHON_FUNCTION))),
                         host_span_us=float(span), steps=len(steps))

@@ -17,10 +17,9 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace import device_specs, machine
@@ -34,6 +33,9 @@ from perftune.trace.device_metrics import (
 )
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # ---------------------------------------------------------------------------- op classes
 _UNARY = frozenset([
@@ -429,9 +431,8 @@ def uses_tensor_cores(kernel_name: str) -> bool:
 def _tensor_core_ops(trace: Trace, rows: list[int], tables: Tables | None = None) -> set[int]:
     """Counted ops (among `rows`) whose kernels include a tensor-core kernel."""
     t = Tables.of(trace, tables)
-    ev = trace.events
     launch = trace.launch_of_device_event
-    kern = np.flatnonzero((ev["cat"] == C.KERNEL).to_numpy() & (launch != NO_ID))
+    kern = np.flatnonzero(trace.cat_is(C.KERNEL) & (launch != NO_ID))
     wanted = set(rows)
     out: set[int] = set()
     row_names = t(names)
@@ -452,13 +453,14 @@ _COLUMNS = ["name", "row", "rank", "kind", "dtype", "flops", "bytes", "intensity
 
 
 def _roofline_frame(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
+    import pandas as pd
+
     t = Tables.of(trace, tables)
     counted = t(counted_ops)
     if not counted:
         return pd.DataFrame(columns=_COLUMNS)
     roofs = peaks(trace)
-    ev = trace.events
-    rank = ev["rank"].to_numpy()
+    rank = trace.col("rank")
     row_names = t(names)
     rows = sorted(counted)
     on_device = trace.has_device_activity
@@ -466,7 +468,7 @@ def _roofline_frame(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
         dur = t(inclusive_device_us)[rows]
         tensor_ops = _tensor_core_ops(trace, [r for r in rows if counted[r].kind in ("gemm", "conv", "attention")])
     else:
-        dur = ev["dur"].to_numpy()[rows]
+        dur = trace.col("dur")[rows]
         tensor_ops = set()
     out = []
     for row, d in zip(rows, dur.tolist(), strict=True):

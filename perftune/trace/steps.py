@@ -4,7 +4,6 @@ whole trace as one window (flagged as such by the step source)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace import categories as C
 from perftune.trace.model import Step
@@ -16,21 +15,21 @@ WHOLE_TRACE = "whole-trace"
 _PRECISION = (PROFILER_STEP, OPTIMIZER_STEP, WHOLE_TRACE)
 
 
-def _prefix_mask(names: pd.Series, prefix: str) -> np.ndarray:
-    categories = names.cat.categories
+def _prefix_mask(names: tuple[list[str], np.ndarray], prefix: str) -> np.ndarray:
+    categories, codes = names
     hit = np.fromiter((str(c).startswith(prefix) for c in categories), bool, len(categories))
-    codes = names.cat.codes.to_numpy()
     return hit[codes] & (codes >= 0) if hit.any() else np.zeros(len(codes), bool)
 
 
-def find_steps(ev: pd.DataFrame) -> tuple[tuple[Step, ...], str]:
-    host = ~ev["is_device"].to_numpy()
-    names = ev["name"]
+def find_steps(ev: dict[str, np.ndarray], names: tuple[list[str], np.ndarray]
+               ) -> tuple[tuple[Step, ...], str]:
+    """Steps from the event columns and the (strings, codes) of the name column."""
+    host = ~ev["is_device"]
     profiler = host & _prefix_mask(names, C.PROFILER_STEP_PREFIX)
     optimizer = host & _prefix_mask(names, C.OPTIMIZER_STEP_PREFIX)
-    rank = ev["rank"].to_numpy()
-    ts = ev["ts"].to_numpy()
-    end = ev["end"].to_numpy()
+    rank = ev["rank"]
+    ts = ev["ts"]
+    end = ev["end"]
     steps: list[Step] = []
     sources: set[str] = set()
     for r in np.unique(rank).tolist():
@@ -51,11 +50,12 @@ def find_steps(ev: pd.DataFrame) -> tuple[tuple[Step, ...], str]:
     return tuple(steps), source
 
 
-def _profiler_steps(rank: int, rows: np.ndarray, names: pd.Series, ts: np.ndarray,
+def _profiler_steps(rank: int, rows: np.ndarray, names: tuple[list[str], np.ndarray],
+                    ts: np.ndarray,
                     end: np.ndarray) -> list[Step]:
     steps: dict[str, Step] = {}
     for row in rows[np.argsort(ts[rows], kind="stable")].tolist():
-        name = str(names.iat[row])
+        name = str(names[0][names[1][row]])
         suffix = name[len(C.PROFILER_STEP_PREFIX):]
         index = int(suffix) if suffix.isdigit() else len(steps)
         step = Step(rank=rank, index=index, name=name, start=float(ts[row]), end=float(end[row]))

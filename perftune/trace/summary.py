@@ -101,8 +101,10 @@ def summarize(trace: Trace) -> Summary:
     for rank in trace.rank_ids:
         d = metrics.Distribution.of(s.dur / 1000.0 for s in trace.steps_of(rank))
         per_rank.append(RankSteps(rank=rank, steps=d.count, median_ms=maybe(d.median)))
-    ops = metrics.top_host_ops(trace, 10)
-    kernels = metrics.top_kernels(trace, 10)
+    ops = metrics.top_host_op_columns(trace, 10) or {"name": [], "calls": [], "self_ms": [],
+                                                      "total_ms": []}
+    kernels = metrics.top_kernel_columns(trace, 10) or {"name": [], "calls": [], "total_ms": [],
+                                                        "mean_us": []}
     return Summary(
         schema_version=SCHEMA_VERSION,
         perftune_version=__version__,
@@ -113,7 +115,7 @@ def summarize(trace: Trace) -> Summary:
         ranks=list(trace.rank_ids),
         world_size=trace.world_size,
         ranks_loaded=len(trace.rank_ids),
-        events=len(trace.events),
+        events=trace.n,
         span_ms=maybe(trace.span_us() / 1000.0),
         step_source=trace.step_source,  # type: ignore[arg-type]  # trace.steps sets one of three
         steps=StepStats(count=dist.count, median_ms=maybe(dist.median), p10_ms=maybe(dist.p10),

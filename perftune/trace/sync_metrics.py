@@ -113,14 +113,13 @@ class HostIndex:
     tables derived from them, each computed once per index."""
 
     def __init__(self, trace: Trace) -> None:
-        ev = trace.events
         self.trace = trace
         self.cat = trace.cats
         self.names = trace.names
-        self.ts = ev["ts"].to_numpy()
-        self.end = ev["end"].to_numpy()
-        self.dur = ev["dur"].to_numpy()
-        self.is_device = ev["is_device"].to_numpy()
+        self.ts = trace.col("ts")
+        self.end = trace.col("end")
+        self.dur = trace.col("dur")
+        self.is_device = trace.col("is_device")
         self.is_runtime = trace.cat_mask(C.RUNTIME_CATS)
         self.is_op = trace.cat_mask({C.CPU_OP})
         # Every host call in which the host waits for the device: the one detector,
@@ -132,7 +131,7 @@ class HostIndex:
         self.parent = trace.parent
         # Host rows grouped by thread, each thread's rows in time order (ties in row order).
         host = np.flatnonzero(~self.is_device)
-        r, p, t = (ev[c].to_numpy()[host] for c in ("rank", "pid", "tid"))
+        r, p, t = (trace.col(c)[host] for c in ("rank", "pid", "tid"))
         order = np.lexsort((self.ts[host], t, p, r))
         rows, r, p, t = host[order], r[order], p[order], t[order]
         cut = np.flatnonzero((r[1:] != r[:-1]) | (p[1:] != p[:-1]) | (t[1:] != t[:-1])) + 1
@@ -140,7 +139,7 @@ class HostIndex:
         ends = np.concatenate([cut, [len(rows)]]).astype(np.int64) if len(rows) else starts
         keys = list(zip(r[starts].tolist(), p[starts].tolist(), t[starts].tolist(), strict=True))
         self.threads: dict[tuple[int, int, int], _ThreadIndex] = {}
-        thread_no = np.full(len(ev), -1, dtype=np.int64)
+        thread_no = np.full(trace.n, -1, dtype=np.int64)
         for n, (key, a, b) in enumerate(zip(keys, starts.tolist(), ends.tolist(), strict=True)):
             arr = rows[a:b]
             self.threads[key] = _ThreadIndex(rows=arr, ts=self.ts[arr])
@@ -164,9 +163,8 @@ class HostIndex:
     def copies_of(self, runtime_row: int) -> list[int]:
         """Device memcpy rows issued by a runtime call (same rank and correlation id)."""
         if self._copies is None:
-            ev = self.trace.events
-            rank = ev["rank"].to_numpy()
-            corr = ev["corr"].to_numpy()
+            rank = self.trace.col("rank")
+            corr = self.trace.col("corr")
             self._copies = {}
             for r in np.flatnonzero((self.cat == C.MEMCPY) & (corr != NO_ID)).tolist():
                 self._copies.setdefault((int(rank[r]), int(corr[r])), []).append(r)
@@ -190,9 +188,10 @@ class HostIndex:
 
     @cached_property
     def device_starts(self) -> dict[int, np.ndarray]:
-        ev = self.trace.events
-        work = ev[ev["cat"].isin(C.DEVICE_WORK_CATS)]
-        return {int(str(r)): np.sort(g["ts"].to_numpy()) for r, g in work.groupby("rank")}
+        trace = self.trace
+        work = trace.cat_mask(C.DEVICE_WORK_CATS)
+        rank, ts = trace.col("rank")[work], trace.col("ts")[work]
+        return {int(r): np.sort(ts[rank == r]) for r in np.unique(rank).tolist()}
 
     @cached_property
     def masked_loss_pairs(self) -> dict[int, int]:
@@ -268,12 +267,11 @@ def in_scope_steps(trace: Trace, rows: np.ndarray | Sequence[int]) -> np.ndarray
     Traces whose steps come from optimizer calls bound N-1 steps with N calls: the iteration
     before the first boundary is work of a real step too, so it maps to step 0 there.
     """
-    ev = trace.events
     arr = np.asarray(rows, dtype=np.int64)
     if len(arr) == 0:
         return np.empty(0, dtype=np.int64)
-    ts = ev["ts"].to_numpy()[arr]
-    steps = trace.step_of(ts, ev["rank"].to_numpy()[arr])
+    ts = trace.col("ts")[arr]
+    steps = trace.step_of(ts, trace.col("rank")[arr])
     if trace.step_source == "optimizer-step" and trace.steps:
         # N optimizer calls bound N-1 steps; the work before the first boundary and after
         # the last is the first and the last iteration, partial but real.
@@ -487,7 +485,7 @@ def idle_after_us(host: HostIndex, row: int, cap_us: float = 10_000.0) -> float:
 
     A sync drains the device; it stays idle until the host has queued the next work."""
     idx, trace = host, host.trace
-    starts = host.device_starts.get(int(trace.events["rank"].to_numpy()[row]))
+    starts = host.device_starts.get(int(trace.col("rank")[row]))
     if starts is None or len(starts) == 0:
         return 0.0
     end = float(idx.end[row])
@@ -540,8 +538,7 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
             if parent == NO_ID or idx.is_user_frame_row(parent):
                 groups.setdefault(row, _Acc([], []))
 
-    ev = trace.events
-    rank_col = ev["rank"].to_numpy()
+    rank_col = trace.col("rank")
     hazards: list[Hazard] = []
     for anchor, acc in groups.items():
         inner = idx.under(anchor).tolist()
@@ -769,7 +766,7 @@ def dataloader_wait(host: HostIndex) -> LoaderWait | None:
     if not rows:
         return None
     # Strictly inside step windows: the first batch of a run waits for worker start-up.
-    steps = trace.step_of(trace.events["ts"].to_numpy()[rows], trace.events["rank"].to_numpy()[rows])
+    steps = trace.step_of(trace.col("ts")[rows], trace.col("rank")[rows])
     inside = [r for r, s in zip(rows, steps.tolist(), strict=True) if s != NO_ID]
     if not inside:
         return None

@@ -68,7 +68,7 @@ class DataLoaderNoPinMemory(Rule):
         location = site.location if site is not None else Location()
         windows = sm.step_windows(trace)
         blocked = sum(h.stall_us for h in copies) / 1000.0 / windows
-        sizes = trace.events["nbytes"].to_numpy()
+        sizes = trace.col("nbytes")
         nbytes = sum(max(0, int(sizes[c])) for h in copies for c in h.copy_rows)
         step_ms = sm.median_step_us(trace) / 1000.0
         severity = (Severity.ERROR if step_ms > 0 and blocked / step_ms >= float(self.config["error_share"])

@@ -165,12 +165,11 @@ class DeviceIdle(Rule):
                gaps: list[IdleGap]) -> tuple[Location | None, tuple[str, ...], dict[str, Any]]:
         """The host event behind most of the dominant cause's idle time, and its location."""
         trace = ctx.trace
-        ev = trace.events
         if not gaps:
             return None, (), {}
         if cause == "input":
             dl = np.flatnonzero(trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device
-                                & (ev["rank"].to_numpy() == gaps[0].rank))
+                                & (trace.col("rank") == gaps[0].rank))
             if len(dl) == 0:
                 return None, (), {}
             overlap = gaps_overlapping(trace, gaps, dl)
@@ -198,7 +197,7 @@ class DeviceIdle(Rule):
             return (ctx.location_of(user_frame_row(ctx.host, row)), chain,
                     {"blamed_call": trace.name_of(row)})
         # host / launch: the outermost ops running while the device waited
-        host = np.flatnonzero((ev["cat"] == C.CPU_OP).to_numpy() & (ev["rank"].to_numpy() == gaps[0].rank))
+        host = np.flatnonzero(trace.cat_is(C.CPU_OP) & (trace.col("rank") == gaps[0].rank))
         if len(host) == 0:
             return None, (), {}
         overlap = gaps_overlapping(trace, gaps, host)

@@ -85,19 +85,18 @@ class PerParameterOptimizer(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        ev = trace.events
         steps_rows = np.flatnonzero(trace.name_startswith(C.OPTIMIZER_STEP_PREFIX) & ~trace.is_device)
         if len(steps_rows) == 0:
             return
-        ops = np.flatnonzero((ev["cat"] == C.CPU_OP).to_numpy())
-        ops = ops[np.argsort(ev["ts"].to_numpy()[ops], kind="stable")]
-        op_ts = ev["ts"].to_numpy()[ops]
-        key_cols = (ev["rank"].to_numpy(), ev["pid"].to_numpy(), ev["tid"].to_numpy())
+        ops = np.flatnonzero(trace.cat_is(C.CPU_OP))
+        ops = ops[np.argsort(trace.col("ts")[ops], kind="stable")]
+        op_ts = trace.col("ts")[ops]
+        key_cols = (trace.col("rank"), trace.col("pid"), trace.col("tid"))
         by_class: dict[str, list[dict[str, Any]]] = {}
         parent = trace.parent
         dev = ctx.fact(inclusive_device_us)
         kern = ctx.fact(kernels_under)
-        ts_a, end_a, dur_a = ev["ts"].to_numpy(), ev["end"].to_numpy(), ev["dur"].to_numpy()
+        ts_a, end_a, dur_a = trace.col("ts"), trace.col("end"), trace.col("dur")
         multi_tensor_op = trace.name_startswith(_MULTI_TENSOR)
         for row in steps_rows.tolist():
             name = trace.name_of(row)
@@ -195,11 +194,10 @@ def multi_tensor_launch_times(trace: Any, tables: Any = None) -> np.ndarray:
     sorted: one table per trace, names matched once per distinct name."""
     if not trace.has_device_activity:
         return np.empty(0)
-    ev = trace.events
-    kernels = np.flatnonzero(trace.is_device & (ev["cat"] == C.KERNEL).to_numpy()
+    kernels = np.flatnonzero(trace.is_device & trace.cat_is(C.KERNEL)
                              & trace.name_mask(lambda s: _MULTI_TENSOR_KERNEL.search(s) is not None))
     launch = trace.launch_of_device_event[kernels]
-    ts = ev["ts"].to_numpy()
+    ts = trace.col("ts")
     return np.sort(np.where(launch != NO_ID, ts[np.maximum(launch, 0)], ts[kernels]))
 
 

@@ -67,9 +67,8 @@ class AllocatorChurn(Rule):
         empties = len(calls.empty_cache_rows)
         if per_step < self.config["min_calls_per_step"] and empties == 0:
             return
-        ev = trace.events
         names = Counter(trace.name_of(r) for r in calls.rows.tolist())
-        host_ms = float(ev["dur"].to_numpy()[calls.rows].sum()) / 1000.0 / n if len(calls.rows) else 0.0
+        host_ms = float(trace.col("dur")[calls.rows].sum()) / 1000.0 / n if len(calls.rows) else 0.0
         # The op that triggers them: the outermost op above each call.
         by_chain: Counter[tuple[str, ...]] = Counter()
         first_row: dict[tuple[str, ...], int] = {}

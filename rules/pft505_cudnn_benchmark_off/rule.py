@@ -84,9 +84,8 @@ class CudnnBenchmarkOff(Rule):
         share = float(conv["dur"].sum()) / total if total > 0 else 0.0
         if share < self.config["min_share"]:
             return
-        ev = trace.events
         ops = np.flatnonzero(trace.name_isin(_CONV_OPS) & ~trace.is_device)
-        steps_of_ops = trace.step_of(ev["ts"].to_numpy()[ops], ev["rank"].to_numpy()[ops])
+        steps_of_ops = trace.step_of(trace.col("ts")[ops], trace.col("rank")[ops])
         per_step: dict[int, Counter[str]] = {}
         for row, k in zip(ops.tolist(), steps_of_ops.tolist(), strict=True):
             if k == NO_ID:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from perftune.analysis.efficiency import host_facts, matrix_points
+from perftune.engine.attribution import model_call_location
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
@@ -119,7 +120,10 @@ class NoReducedPrecision(Rule):
         evidence.update(share_of_step=round(share, 4), assumed_speedup=round(speedup, 3),
                         estimate_basis=basis, saving_pool="precision")
         row = _costliest_forward_op(ctx, dtype)
-        location = ctx.location_of(user_frame_row(ctx.host, row)) if row is not None else None
+        # The model's call in the training loop (where autocast goes), else the op's frame.
+        location = None if row is None else (
+            model_call_location(ctx.trace, ctx.source, ctx.host, row)
+            or ctx.location_of(user_frame_row(ctx.host, row)))
         after = (f"with torch.autocast(\"{where}\", dtype=torch.{'bfloat16' if target == 'bf16' else 'float16'}):\n"
                  "    loss = loss_fn(model(x), y)")
         what = "fp32" if dtype == "fp32" else "fp32 (TF32 tensor cores)"
@@ -142,7 +146,7 @@ def _costliest_forward_op(ctx: Context, dtype: str) -> int | None:
     if points.empty:
         return None
     points = points[(points["dtype"].fillna("") == dtype).to_numpy()]
-    forward = points[~points["name"].str.contains("backward").to_numpy()]
+    forward = points[~points["name"].str.contains("backward", case=False).to_numpy()]
     use = forward if not forward.empty else points
     if use.empty:
         return None

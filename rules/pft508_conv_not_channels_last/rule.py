@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from perftune.analysis.efficiency import host_facts, matrix_points
+from perftune.engine.attribution import model_call_location
 from perftune.engine.context import Context
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
@@ -115,8 +116,9 @@ class ConvNotChannelsLast(Rule):
         evidence.update(assumed_speedup=speedup, estimate_basis=basis)
         by_time = convs[convs["row"].isin(layouts["nchw"]).to_numpy()].sort_values("dur_us", ascending=False)
         row = int(by_time["row"].iloc[0])
-        frame = user_frame_row(ctx.host, row)
-        location = ctx.location_of(frame)
+        # The model's call (its input and, through the name, its construction are what change).
+        location = (model_call_location(trace, ctx.source, ctx.host, row)
+                    or ctx.location_of(user_frame_row(ctx.host, row)))
         yield self.finding(
             f"Convolutions take {sc.conv_ms:.1f} ms per step ({share:.0%} of a compute-bound step) "
             f"in the NCHW layout; channels_last runs them about {speedup:.2f}x faster on "

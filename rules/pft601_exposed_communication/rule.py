@@ -109,11 +109,10 @@ class ExposedCommunication(Rule):
             kinds.update(c.by_kind)
         per_step_kernels = _mean([float(c.kernel_count) for c in steps])
         # Which op launched the collectives (c10d::allreduce_, nccl:all_reduce, DDP hooks ...)
-        ev = trace.events
-        rows = np.flatnonzero(comm_kernel_mask(trace) & (ev["rank"].to_numpy() == rank))
+        rows = np.flatnonzero(comm_kernel_mask(trace) & (trace.col("rank") == rank))
         ops: dict[str, float] = {}
         first: dict[str, int] = {}
-        dur_a = ev["dur"].to_numpy()
+        dur_a = trace.col("dur")
         # The innermost op above each launch, then the outermost op above that, over whole
         # columns (NO_ID: none).
         inner_above, outer = ctx.fact(op_ancestry)

@@ -12,6 +12,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import collective_waits
 from perftune.trace.multirank import (
+    STRAGGLER_MIN_STEPS,
     RankResult,
     RankStep,
     StepAcrossRanks,
@@ -70,13 +71,16 @@ class RankStraggler(Rule):
     ## Options
     `min_skew_ms` (1.0) and `min_skew_share` (0.05): the slowest rank's median margin over the
     other ranks' own work per step (single rank: mean collective wait per step), in ms and as a
-    share of the step, to report.
+    share of the step, to report. `min_steps` (5): with fewer steps compared across ranks, a
+    rank is called a straggler only when it is the slowest in every one of them (two ranks
+    sharing busy cores take turns being slowest: 2 of 3 steps is chance, not a straggler).
     """
 
     code: ClassVar[str] = "PFT602"
     name: ClassVar[str] = "rank-straggler"
     severity: ClassVar[Severity] = Severity.WARNING
-    options: ClassVar[dict[str, Any]] = {"min_skew_ms": 1.0, "min_skew_share": 0.05}
+    options: ClassVar[dict[str, Any]] = {"min_skew_ms": 1.0, "min_skew_share": 0.05,
+                                         "min_steps": STRAGGLER_MIN_STEPS}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
@@ -97,7 +101,7 @@ class RankStraggler(Rule):
 
     def _across(self, skews: Sequence[StepAcrossRanks], found: Straggler | None,
                 rows: Sequence[RankStep], sources: dict[int, str]) -> Iterator[Finding]:
-        if found is None or found.steps == 0:
+        if found is None or found.steps == 0 or not found.consistent(int(self.config["min_steps"])):
             return
         work = found.margin_ms
         step_ms = found.median_step_ms

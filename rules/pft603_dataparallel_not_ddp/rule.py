@@ -90,14 +90,13 @@ class DataParallelNotDdp(Rule):
                                and not _under_ddp(trace, r)], dtype=np.int64)
             if len(hits) == 0:
                 return
-        ev = trace.events
         names = Counter(_signal(trace.name_of(r)) for r in hits.tolist())
         work = [r for r in hits.tolist() if _WORK.search(trace.name_of(r))]
         # host time in DataParallel's own work, overlaps counted once
         ms_total = 0.0
         if work:
             w = np.asarray(work)
-            s, e = merge_intervals(ev["ts"].to_numpy()[w], ev["end"].to_numpy()[w])
+            s, e = merge_intervals(trace.col("ts")[w], trace.col("end")[w])
             ms_total = float(np.sum(e - s)) / 1000.0
         steps = max(1, step_count(trace))
         devices = trace.device_ids(trace.rank_ids[0]) if trace.rank_ids else []
@@ -139,10 +138,9 @@ def _signal(name: str) -> str:
 
 def _anchor(trace: Trace, hits: np.ndarray) -> int:
     """The outermost DataParallel event (its forward), else the first signal."""
-    cats = trace.events["cat"]
     best = int(hits[0])
     for r in hits.tolist():
-        if cats.iat[r] != C.PYTHON_FUNCTION and "DataParallel" in trace.name_of(r):
+        if trace.cat_of(r) != C.PYTHON_FUNCTION and "DataParallel" in trace.name_of(r):
             return int(r)
         if trace.parent[r] == NO_ID:
             best = int(r)

@@ -61,7 +61,7 @@ class NoStepMarkers(Rule):
             return
         span = trace.span_us() / 1000.0
         evidence = {"step_source": trace.step_source, "span_ms": round(span, 3),
-                    "events": len(trace.events), "ranks": len(trace.rank_ids)}
+                    "events": trace.n, "ranks": len(trace.rank_ids)}
         yield self.finding(
             f"no step markers (no ProfilerStep#N, no optimizer steps): the whole {span:.1f} ms "
             "trace is analysed as one step",

@@ -53,3 +53,24 @@ def test_without_the_machines_peaks_the_op_times_decide(tmp_path: Path) -> None:
 
 def test_not_when_torch_compile_already_runs_the_step(tmp_path: Path) -> None:
     assert _pft304(_tiny_mlp(tmp_path, compiled=True), PEAKS) == []
+
+
+def _busy_cpu_model(tmp: Path) -> Path:
+    """300 products of 8×64 by 64×64 per step (0.66 µs of arithmetic each at PEAKS: a real
+    model's ops, like samples/segmentation.py's 0.96 µs/op) whose profiled times are short and
+    far apart — what a loaded CPU shows: the process waits for a core between ops."""
+    def body(b: TraceBuilder) -> None:
+        for _ in range(300):
+            with b.op("aten::mm", dur=10.0, input_dims=[[8, 64], [64, 64]],
+                      input_types=["float", "float"]):
+                pass
+            b.advance(30.0)
+    return steps(TraceBuilder(device=False), body).write(tmp / "trace.json.gz")
+
+
+def test_a_real_models_step_on_a_busy_cpu_is_not_called_overhead_bound(tmp_path: Path) -> None:
+    path = _busy_cpu_model(tmp_path)
+    assert _pft304(path, PEAKS) == []
+    # without the machine's peaks the arithmetic cannot be counted: the shares decide
+    (f,) = _pft304(path, None)
+    assert f.evidence["tiny_model"] is False and f.evidence["overhead_share"] > 0.5

@@ -188,3 +188,24 @@ def test_a_wait_hidden_by_compute_is_not_exposed(tmp_path: Path) -> None:
     for row in (r for r in M.rank_steps(trace) if r.rank == 0):
         assert row.wait_ms == pytest.approx(5.01, abs=1e-6)
         assert row.exposed_wait_ms == pytest.approx(3.01, abs=1e-6)
+
+
+def test_a_rank_slowest_in_two_of_three_steps_is_not_called_a_straggler(tmp_path: Path) -> None:
+    # Two ranks on busy cores take turns being slowest (tests/field/ddp_gloo.py, 3 steps): a
+    # large median margin from 2 of 3 steps is chance. The same pattern over 6 steps, or a
+    # rank slowest in all 3, is one.
+    turns = [[9000.0, 4000.0], [9000.0, 4000.0], [4000.0, 9000.0]]
+    few = job(tmp_path / "few", turns)
+    candidate = M.straggler_candidate(few)
+    assert candidate is not None and candidate.rank == 0 and candidate.slowest_in == 2
+    assert M.straggler(few) is None
+    assert not [f for f in analyze(few, select=["PFT602"]) if f.code == "PFT602"]
+    assert document_data(summary_of(few))["multi_rank"]["straggler"] is None
+    more = job(tmp_path / "more", turns * 2)
+    assert M.straggler(more) is not None
+    assert [f.rank for f in analyze(more, select=["PFT602"]) if f.code == "PFT602"] == [0]
+    every = job(tmp_path / "every", [[9000.0, 4000.0]] * 3)
+    assert [f.rank for f in analyze(every, select=["PFT602"]) if f.code == "PFT602"] == [0]
+    # the option: a user who trusts 3 steps says so
+    assert [f.rank for f in analyze(few, select=["PFT602"], options={"PFT602": {"min_steps": 3}})
+            if f.code == "PFT602"] == [0]

@@ -104,6 +104,21 @@ def test_default_path_analyses_the_ranks_apart_in_workers(host_folder: Path) -> 
     assert "cross-rank" in out.stderr  # the gathering stage of the per-rank path ran
 
 
+def test_a_profiled_multi_rank_run_is_analysed_per_rank(host_folder: Path) -> None:
+    """`perftune profile` of a torchrun job analyses its run directory (one rank-K trace per
+    rank) with process_run: the per-rank path of `perftune analyze DIR`, not all ranks loaded
+    in one process, and the same documents."""
+    from perftune.pipeline import process_run
+
+    analysis = process_run(host_folder)
+    assert analysis is not None
+    assert analysis.trace is None  # no rank's events held in this process
+    assert len(analysis.rank_results) == 4
+    assert _documents(analysis) == _documents(analyze_ranks([host_folder], jobs=1))
+    written = json.loads((host_folder / "findings.json").read_text(encoding="utf-8"))
+    assert written["summary"]["multi_rank"]["straggler"]["rank"] == 1
+
+
 def test_default_workers_fit_in_the_available_memory(host_folder: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Each default worker holds one rank at a time: no more workers than the available memory

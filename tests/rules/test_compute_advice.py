@@ -115,10 +115,14 @@ def test_compute_bound_nchw_fp32_step_on_one_thread(tmp_path: Path) -> None:
         precision = next(f for f in findings if f["code"] == "PFT507")
         assert precision["suggestion"]["knobs"] == {"precision": ["fp32", "bf16"]}
         assert precision["est_saving_ms_per_step"] < precision["evidence"]["fp32_matrix_ms_per_step"]
+        # Where autocast goes: the model's call in the training loop, not `def forward`.
+        assert precision["location"]["line"] == 32
     assert "PFT509" not in codes  # one CPU trace cannot show per-sample cost falling with batch
     channels = next(f for f in findings if f["code"] == "PFT508")
-    # The innermost line of the script running the convolutions: Net.forward.
-    assert channels["location"]["line"] == 17 and channels["location"]["file"].endswith("conv.py")
+    # The line an expert changes: the model's call in the training loop (its input to
+    # channels_last there; the model through its name), not the `def forward` the profiler names.
+    assert channels["location"]["line"] == 32 and channels["location"]["file"].endswith("conv.py")
+    assert channels["location"]["source"].strip() == "out = model(x)"
     # Each saving is bounded by the step.
     step = summary["phases"]["step_ms"] if "step_ms" in summary.get("phases", {}) else None
     for f in findings:

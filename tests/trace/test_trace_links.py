@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from builder import HOST_PID, doc, gpu_step, kernel, op, runtime, write, x
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -21,14 +20,14 @@ def _row(trace, name: str) -> int:
 
 
 # ---------------------------------------------------------------------------- nesting
-def _frame(intervals: list[tuple[int, int, int]]) -> pd.DataFrame:
+def _frame(intervals: list[tuple[int, int, int]]) -> dict[str, np.ndarray]:
     """(thread, ts, dur) → the columns _nesting reads."""
     tid = np.array([t for t, _, _ in intervals], dtype=np.int64)
     ts = np.array([s for _, s, _ in intervals], dtype=np.float64)
     dur = np.array([d for _, _, d in intervals], dtype=np.float64)
-    return pd.DataFrame({"rank": np.zeros(len(ts), np.int32), "pid": np.ones(len(ts), np.int64),
-                         "tid": tid, "ts": ts, "dur": dur, "end": ts + dur,
-                         "is_device": np.zeros(len(ts), bool)})
+    return {"rank": np.zeros(len(ts), np.int32), "pid": np.ones(len(ts), np.int64),
+            "tid": tid, "ts": ts, "dur": dur, "end": ts + dur,
+            "is_device": np.zeros(len(ts), bool)}
 
 
 def _brute_parent(intervals: list[tuple[int, int, int]], tol: float = 0.01) -> list[int]:

@@ -1,0 +1,107 @@
+"""Machine-conditional truth markers (`expect-if[...](CONDITION)`, `not-if[...]`): the corpus
+states advice that is true only on some machines (lower precision pays off on a CPU with bf16
+units) per machine, read from what the run recorded, and the benchmark scores it."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from perftune.engine.types import Finding, Location, Severity, Suggestion
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _accuracy_module():
+    name = "perftune_bench_rules_accuracy"  # the name tests/field/test_field_truth.py loads it as
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "rules_accuracy.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+acc = _accuracy_module()
+FIXTURES = ROOT / "rules" / "pft507_no_reduced_precision"
+
+SCRIPT = """\
+import torch
+model = torch.nn.Linear(4, 4)
+for _ in range(3):
+    loss = model(torch.randn(2, 4)).sum()  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16)
+    loss.backward()  # perftune: expect[PFT206]
+"""
+
+
+def _truth(tmp_path: Path, text: str = SCRIPT) -> acc.Truth:
+    path = tmp_path / "train.py"
+    path.write_text(text)
+    return acc.read_truth(path)
+
+
+def _finding(code: str, line: int) -> Finding:
+    return Finding(code=code, name="x", severity=Severity.INFO, message="m",
+                   location=Location(file="train.py", line=line), suggestion=Suggestion(title="t"))
+
+
+def test_conditional_markers_are_read_with_their_condition(tmp_path: Path) -> None:
+    truth = _truth(tmp_path)
+    assert truth.expect == {("PFT206", 5)}
+    assert sorted(truth.conditional) == [("expect", "PFT507", 4, "cpu-bf16"),
+                                         ("not", "PFT507", 4, "cpu&!cpu-bf16")]
+    assert acc.scripts(tmp_path) == [tmp_path / "train.py"]
+
+
+def test_a_machine_with_bf16_units_expects_the_advice(tmp_path: Path) -> None:
+    truth = _truth(tmp_path).on(frozenset({"cpu", "cpu-bf16", "onednn"}))
+    assert truth.expect == {("PFT206", 5), ("PFT507", 4)}
+    assert not truth.forbidden_at("PFT507", 4)
+    result = acc.score_script(_truth(tmp_path), [_finding("PFT507", 4), _finding("PFT206", 5)],
+                              frozenset({"cpu", "cpu-bf16"}))
+    assert [s.verdict for s in result.findings] == ["right", "right"]
+    assert not result.violations and not result.missed
+
+
+def test_a_machine_without_them_forbids_it(tmp_path: Path) -> None:
+    result = acc.score_script(_truth(tmp_path), [_finding("PFT507", 4), _finding("PFT206", 5)],
+                              frozenset({"cpu", "onednn"}))
+    assert [(s.code, s.violation) for s in result.findings] == [("PFT507", True), ("PFT206", False)]
+    assert ("PFT507", 4) not in result.truth.expect
+
+
+def test_a_machine_the_script_does_not_vouch_for_is_unstated(tmp_path: Path) -> None:
+    # A GPU run: neither condition holds; the finding is scored as any unmarked one (an FP),
+    # not a violation, and nothing is expected.
+    result = acc.score_script(_truth(tmp_path), [_finding("PFT507", 4)], frozenset({"gpu"}))
+    assert [(s.verdict, s.violation) for s in result.findings] == [("false-positive", False)]
+    assert result.missed == {("PFT206", 5)}
+
+
+def test_conditions_combine_and_unknown_words_fail(tmp_path: Path) -> None:
+    machine = frozenset({"cpu", "onednn"})
+    assert acc.holds_on("onednn|tensor-cores", machine)
+    assert acc.holds_on("cpu&!cpu-bf16", machine)
+    assert not acc.holds_on("cpu&cpu-bf16", machine)
+    with pytest.raises(ValueError, match="unknown machine condition 'avx9'"):
+        _truth(tmp_path, "x = 1  # perftune: expect-if[PFT507](avx9)\n")
+    with pytest.raises(ValueError, match="needs a"):
+        _truth(tmp_path, "x = 1  # perftune: expect-if[PFT507]\n")
+    with pytest.raises(ValueError, match="machine"):
+        acc.score_script(_truth(tmp_path), [])
+
+
+@pytest.mark.parametrize(("fixture", "expected"), [
+    ("cpu_amx.json.gz", {"cpu", "cpu-bf16", "cpu-amx", "onednn"}),
+    ("cpu_no_bf16.json.gz", {"cpu", "onednn"}),
+    ("gpu_tf32.json.gz", {"gpu", "tensor-cores"}),
+])
+def test_the_machine_is_read_from_what_the_trace_recorded(fixture: str, expected: set[str]) -> None:
+    pytest.importorskip("torch")
+    from perftune.trace import load
+
+    assert acc.machine_of(load(FIXTURES / fixture)) == expected

@@ -1,0 +1,74 @@
+"""The trace's numpy columns (issue 17): loading a trace and the trace-level facts the rules
+read need no pandas; the pandas frame (`Trace.events`) is built only when asked for and holds
+the same table as the columns.
+
+Importing pandas costs ~0.2 CPU-s and ~40 MB on every `perftune analyze`; these tests run in a
+fresh interpreter (a subprocess) so that what another test imported does not count.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from perftune.trace import load
+from tests.conftest import shared_trace, shared_trace_names
+
+REPO = Path(__file__).resolve().parents[2]
+
+_PROBE = """
+import sys
+import numpy as np
+from perftune.trace import load
+from perftune.trace.memory_metrics import device_memory_peaks
+from perftune.trace.metrics import top_host_op_columns, top_kernel_columns
+
+t = load(sys.argv[1])
+t.parent, t.launch_of_device_event, t.runtime, t.comm_kernel_mask
+t.step_of(t.col("ts"), t.col("rank"))
+kernels = np.flatnonzero(t.cat_is("kernel"))[:50]
+t.user_frames(kernels.tolist())
+[t.op_chain(int(r)) for r in kernels[:10]]
+t.fwdbwd_pairs(), t.distinct_names(t.cat_is("python_function"))
+top_host_op_columns(t), top_kernel_columns(t), device_memory_peaks(t)
+print("pandas" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("name", shared_trace_names())
+def test_loading_and_trace_facts_import_no_pandas(name: str) -> None:
+    path = shared_trace(name)
+    done = subprocess.run([sys.executable, "-c", _PROBE, str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", shared_trace_names())
+def test_the_lazy_frame_is_the_columns(name: str) -> None:
+    t = load(shared_trace(name))
+    assert "events" not in t.__dict__  # not built by loading
+    ev = t.events
+    assert len(ev) == t.n
+    for column in ("rank", "pid", "tid", "ts", "dur", "end", "corr", "device", "is_device"):
+        assert np.array_equal(ev[column].to_numpy(), t.col(column)), column
+    for column in ("cat", "name"):
+        assert ev[column].astype(str).tolist() == t.col(column).tolist(), column
+        assert list(ev[column].cat.categories) == t.strings(column)
+    flows = t.flows
+    assert flows["src"].tolist() == t.flow_columns["src"].tolist()
+    src, dst = t.fwdbwd_pairs()
+    fwd = (flows["cat"] == "fwdbwd").to_numpy()
+    assert src.tolist() == flows["src"].to_numpy()[fwd].tolist()
+    assert dst.tolist() == flows["dst"].to_numpy()[fwd].tolist()
+
+
+def test_columns_are_read_only() -> None:
+    """Every reader shares the columns: writing to one raises instead of corrupting the trace."""
+    t = load(shared_trace("HolisticTraceAnalysis__nccl_data.json.gz"))
+    with pytest.raises(ValueError):
+        t.col("ts")[0] = 1.0
