@@ -51,3 +51,81 @@ def _skip_line() -> int:
 
     lines, first = inspect.getsourcelines(shared_trace)
     return first + next(k for k, line in enumerate(lines) if "pytest.skip" in line)
+
+
+# -- the order tests run in: the costliest modules first -------------------------------------
+#
+# CI runs `pytest -n 2 --dist worksteal`: the collection is split in two halves and an idle
+# worker steals queued tests from the other's tail. A long test that starts last leaves one core
+# idle to the end, so modules run in decreasing recorded cost (tests/durations.json: seconds per
+# module, setup + call + teardown, written by `pytest --store-durations`); cheap tests end the
+# run, where they are stolen to balance the two workers. A module stays in one piece and keeps
+# its own order, so its module-scoped fixtures are set up once. Modules not in the file are
+# estimated from their tests' `slow` marks.
+
+DURATIONS = Path(__file__).resolve().parent / "durations.json"
+SLOW_TEST_ESTIMATE_S = 3.0  # a real subprocess capture: torch import + steps + analysis
+QUICK_TEST_ESTIMATE_S = 0.05
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--store-durations", action="store_true", default=False,
+                     help=f"write each test module's run time to {DURATIONS} (the order of the "
+                          "next runs: costliest modules first)")
+
+
+def _module_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _recorded_costs() -> dict[str, float]:
+    import json
+
+    try:
+        data = json.loads(DURATIONS.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    recorded = _recorded_costs()
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(_module_of(item.nodeid), []).append(item)
+
+    def cost(module: str) -> float:
+        if module in recorded:
+            return recorded[module]
+        return sum(SLOW_TEST_ESTIMATE_S if item.get_closest_marker("slow") else QUICK_TEST_ESTIMATE_S
+                   for item in modules[module])
+
+    # sorted() is stable: equal costs keep the collection order, the same on every xdist worker
+    order = sorted(modules, key=cost, reverse=True)
+    items[:] = [item for module in order for item in modules[module]]
+
+
+class _DurationRecorder:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        module = _module_of(report.nodeid)
+        self.seconds[module] = self.seconds.get(module, 0.0) + report.duration
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        import json
+
+        if not self.seconds:
+            return
+        # a run of part of the suite updates its modules and keeps the others' figures
+        data = _recorded_costs()
+        data.update({module: round(s, 1) for module, s in self.seconds.items()})
+        data = dict(sorted(data.items()))
+        DURATIONS.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # on the controller only (an xdist worker has workerinput): it sees every worker's reports
+    if config.getoption("--store-durations") and not hasattr(config, "workerinput"):
+        config.pluginmanager.register(_DurationRecorder(), "perftune-durations")

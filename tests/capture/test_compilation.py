@@ -33,21 +33,32 @@ def marked_line(sample: str, code: str) -> int:
     raise AssertionError(f"{sample}.py has no expect[{code}]")
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Each variant profiled once (3 warm-up steps, 2 profiled), shared by the tests here."""
-    base = tmp_path_factory.mktemp("compiled")
-    out = {}
-    for key, (sample, args) in VARIANTS.items():
-        run_dir = base / key
+class _Runs(dict[str, Path]):
+    """Each variant profiled (3 warm-up steps, 2 profiled) the first time a test asks for it,
+    then shared: a test (or an xdist worker that took some of this module's tests) pays only
+    for the variants it reads."""
+
+    def __init__(self, base: Path) -> None:
+        super().__init__()
+        self.base = base
+
+    def __missing__(self, key: str) -> Path:
+        sample, args = VARIANTS[key]
+        run_dir = self.base / key
         done = subprocess.run(
             [sys.executable, "-m", "perftune", "profile", "--out", str(run_dir), "--skip", "3",
              "--active", "2", str(SAMPLES / f"{sample}.py"), *args],
-            cwd=base, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            cwd=self.base, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
             timeout=600, check=False)
         assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
-        out[key] = run_dir
-    return out
+        self[key] = run_dir
+        return run_dir
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The variants' run directories, each profiled on first use and shared by the tests here."""
+    return _Runs(tmp_path_factory.mktemp("compiled"))
 
 
 def compilation(run_dir: Path) -> CompilationDocument:

@@ -90,8 +90,9 @@ def test_a_4x_slowdown_fails_the_gate(repo: Path, tmp_path: Path) -> None:
     git(repo, "commit", "-q", "-am", "four times the work")
     summary = tmp_path / "step-summary.md"
     junit = tmp_path / "junit.xml"
-    # Up to 8 pairs: a runner shared with other jobs can spoil a pair or two.
-    out = perftune("gate", "--against", "HEAD~1", *MEASURE, "--launches", "4",
+    # 3 pairs decide a 4x slowdown on a quiet runner; up to 8 pairs when a runner shared with
+    # other jobs spoils a pair or two (the gate adds pairs until its interval is decided).
+    out = perftune("gate", "--against", "HEAD~1", *MEASURE, "--launches", "3",
                    "--max-launches", "8", "--out", str(tmp_path / "run"),
                    "--junit", str(junit), "train.py", cwd=repo,
                    env={"GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(summary)})
@@ -103,7 +104,7 @@ def test_a_4x_slowdown_fails_the_gate(repo: Path, tmp_path: Path) -> None:
     assert verdict["status"] == "regression" and verdict["return_code"] == 1
     assert verdict["ratio"] > 2.0 and verdict["interval"][0] > 1.0
     sides = [launch["side"] for launch in verdict["launches"]]
-    assert sides.count("base") == sides.count("head") >= 4
+    assert sides.count("base") == sides.count("head") >= 3
     # ABBA pairs: each consecutive two launches are one base and one head.
     assert all({sides[i], sides[i + 1]} == {"base", "head"} for i in range(0, len(sides), 2))
     assert verdict["base"]["label"].startswith("HEAD~1")
@@ -151,10 +152,10 @@ def test_no_change_never_fails(repo: Path, tmp_path: Path) -> None:
 def test_baseline_round_trip_and_fingerprint(repo: Path, tmp_path: Path) -> None:
     stored = repo / "perf-baseline.json"
     rec = perftune("baseline", "-o", str(stored), "--warmup", "2", "--steps", "5",
-                   "--launches", "5", "-q", "--out", str(tmp_path / "rec"), "train.py", cwd=repo)
+                   "--launches", "3", "-q", "--out", str(tmp_path / "rec"), "train.py", cwd=repo)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     data = json.loads(stored.read_text())
-    assert len(data["samples_ms"]) == 5 and data["steps"] == 5 and data["warmup"] == 2
+    assert len(data["samples_ms"]) == 3 and data["steps"] == 5 and data["warmup"] == 2
     assert data["fingerprint"]["torch"] and data["fingerprint"]["python"]
     assert data["profile"]["operators_per_step"] > 0
 
@@ -199,7 +200,7 @@ def test_a_cancelled_gate_removes_its_worktree(repo: Path, tmp_path: Path, signu
     proc = subprocess.Popen([sys.executable, "-m", "perftune", "gate", "--against", "HEAD",
                              *FAST, "--out", str(run), "train.py"], cwd=repo, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 600  # a milestone, not a speed: generous for a busy runner
     while not list(run.glob("launches/*")) and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
     assert worktree_count(repo) == 2  # the base worktree exists while launches run

@@ -60,7 +60,7 @@ def test_killed_run_resumes_and_keeps_its_finished_trials(project: Path) -> None
         cwd=project, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        _wait_for(lambda: len(_finished_trials(out)) >= 2, 120, proc)
+        _wait_for(lambda: len(_finished_trials(out)) >= 2, 600, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # no chance to clean up: the machine died
         proc.wait()
@@ -92,7 +92,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_results(project: Path) -> None:
         cwd=project, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     # Interrupt during the first trial after the probe.
-    _wait_for(lambda: (out / "trials" / "0001").exists(), 120, proc)
+    _wait_for(lambda: (out / "trials" / "0001").exists(), 600, proc)
     proc.send_signal(signal.SIGINT)
     _stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
