@@ -16,7 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perftune.capture.parent.measure import MeasureSettings, Side
+from perftune.capture.parent.measure import (
+    MeasureSettings,
+    Side,
+    ZygotePool,
+    forked_note,
+    side_zygotes,
+)
 from perftune.capture.parent.runner import ScriptTarget
 from perftune.engine.types import Finding
 from perftune.errors import UsageError
@@ -35,6 +41,7 @@ from perftune.fix.measure import (
 from perftune.fix.plan import Candidate, Plan, compatible_set, conflicts_of, make_plan
 from perftune.fix.verify import (
     DIFFERS,
+    SLOWER_MEASURED,
     UNKNOWN,
     LossCheck,
     MemoryCheck,
@@ -45,6 +52,7 @@ from perftune.fix.verify import (
     compare_losses,
     compare_speed,
     judge,
+    launches_to_settle,
     typical_memory,
 )
 from perftune.fix.workspace import (
@@ -53,11 +61,16 @@ from perftune.fix.workspace import (
     find_project,
     git_dirty_files,
     import_roots,
+    module_root,
     write_texts,
 )
 
 ALL = "all"
 CHOSEN = "chosen"
+# What starting a launch forked from a zygote costs beyond the script's own setup and steps
+# (the client, the fork, perftune's capture set-up, writing steps.json), about, on a quiet
+# 2-core machine.
+FORKED_START_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -71,6 +84,9 @@ class FixSettings:
     timeout_s: float | None = 900.0
     select: tuple[str, ...] = ()
     require_faster: bool = False
+    # Fork launches from zygotes that imported torch once (one per distinct working directory
+    # and environment of the versions) instead of starting a fresh python for each.
+    reuse_processes: bool = True
 
     def __post_init__(self) -> None:
         if self.launches < 1:
@@ -85,7 +101,7 @@ class FixSettings:
 class FixTarget:
     """The script to fix, how it is run, and what the analysis found in it."""
 
-    script: Path  # absolute
+    script: Path  # absolute; with `module`, the module's source file
     args: tuple[str, ...]
     cwd: Path
     findings: tuple[Finding, ...]
@@ -97,6 +113,10 @@ class FixTarget:
     # and the seconds a launch takes beyond its steps (Python, imports, the script's setup).
     step_ms: float | None = None
     setup_s: float | None = None
+    # Of setup_s, the seconds outside the script: starting Python, importing perftune and
+    # torch (a launch forked from a zygote skips them).
+    start_s: float | None = None
+    module: str | None = None  # run as `python -m module` (its file is `script`)
 
 
 @dataclass(frozen=True)
@@ -154,6 +174,9 @@ Progress = Callable[[str], None]
 
 def plan_for(target: FixTarget, select: Sequence[str] = ()) -> Plan:
     project = find_project(target.script)
+    if target.module is not None and not project.git:
+        # Without git, the project is the folder the module resolves from (its packages too).
+        project = Project(module_root(target.module, target.script), False)
     roots = (*target.roots, target.cwd, target.script.parent)
     return make_plan(target.findings, project, target.script, roots, select,
                      regenerate=target.regenerate)
@@ -172,11 +195,30 @@ class _Workspaces:
         touched = [f for c in self.plan.candidates for f in c.files]
         extra = [str(copy_root / rel) for rel in import_roots(self.plan.project, self.plan.script,
                                                                 touched)]
+        if self.target.module is not None:
+            # `python -m` finds the module through sys.path: the copy's comes first.
+            root = module_root(self.target.module, self.plan.project.root / self.plan.script)
+            extra.insert(0, str(copy_root / root.relative_to(self.plan.project.root)))
         env = {"PYTHONHASHSEED": str(self.settings.seed)}
         if extra:
             existing = os.environ.get("PYTHONPATH")
             env["PYTHONPATH"] = os.pathsep.join([*extra, *([existing] if existing else [])])
         return env
+
+    def launched(self, copy_root: Path) -> ScriptTarget:
+        """What one version runs: the copy's script, or the module from the copy.
+
+        A module is run in the copy's counterpart of the working directory when that lies in
+        the project (sys.path[0] of `python -m` is the working directory, which would find the
+        original first); relative paths the script opens resolve there to the same files."""
+        target = self.target
+        if target.module is None:
+            return ScriptTarget(path=copy_root / self.plan.script, args=target.args,
+                                cwd=target.cwd)
+        cwd = target.cwd.resolve()
+        if cwd.is_relative_to(self.plan.project.root):
+            cwd = copy_root / cwd.relative_to(self.plan.project.root)
+        return ScriptTarget(module=target.module, args=target.args, cwd=cwd)
 
     def add(self, key: str, ids: Sequence[str]) -> Arm:
         # Same-length folder names keep file paths (and so tracebacks, __file__) alike in size.
@@ -184,8 +226,7 @@ class _Workspaces:
         touched = sorted(self.plan.originals)
         copy_project(self.plan.project, root, real_copies=touched)
         write_texts(root, {**self.plan.originals, **self.plan.texts(ids)})
-        side = Side(name=key, target=ScriptTarget(path=root / self.plan.script,
-                                                  args=self.target.args, cwd=self.target.cwd),
+        side = Side(name=key, target=self.launched(root),
                     label=",".join(ids) or "original", env=self.env(root), seed=self.settings.seed)
         arm = Arm(key=key, side=side, rewrites=tuple(ids))
         self.arms[key] = arm
@@ -277,6 +318,15 @@ def verify_rewrites(plan: Plan, target: FixTarget, settings: FixSettings, run_di
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def per_launch_estimate(target: FixTarget, forked: bool, measure: MeasureSettings) -> float | None:
+    """About how long one measured launch takes, from the profile run; a launch forked from a
+    zygote does not repeat the start-up outside the script (Python, perftune, torch)."""
+    setup_s = target.setup_s
+    if forked and setup_s is not None and target.start_s is not None:
+        setup_s = max(0.0, setup_s - target.start_s) + FORKED_START_S
+    return launch_seconds(target.step_ms, setup_s, measure)
+
+
 def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             say: Progress, temp: Path) -> FixOutcome:
     spaces = _Workspaces(plan, target, settings, temp)
@@ -287,18 +337,33 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         arms.append(spaces.add(ALL, together))
     measure = MeasureSettings(warmup=settings.warmup, steps=settings.steps,
                               timeout_s=settings.timeout_s)
-    total = len(arms) * settings.launches
+    total = [len(arms) * settings.launches]  # launches at most, grows with the chosen set
     launch_root = run_dir / "launches"
 
     def show(launch: ArmLaunch) -> None:
         what = f"{launch.median_ms:.2f} ms/step" if launch.median_ms else launch.status
-        say(f"launch {launch.seq + 1} (at most {total}) {launch.arm}: {what}")
+        say(f"launch {launch.seq + 1} (at most {total[0]}) {launch.arm}: {what}")
 
-    per_launch = launch_seconds(target.step_ms, target.setup_s, measure)
+    per_launch = per_launch_estimate(target, settings.reuse_processes, measure)
     say(expected_time(len(arms), settings.launches, per_launch))
     started = time.monotonic()
+    zygote_notes: list[str] = []
+    with side_zygotes([arm.side for arm in arms], run_dir, settings.reuse_processes,
+                      zygote_notes, share_identical=True) as launchers:
+        return _judge_all(plan, target, settings, run_dir, say, spaces, arms, together, measure,
+                          launch_root, show, total, per_launch, started, launchers,
+                          zygote_notes)
+
+
+def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
+               say: Progress, spaces: _Workspaces, arms: list[Arm], together: list[str],
+               measure: MeasureSettings, launch_root: Path, show: Callable[[ArmLaunch], None],
+               total: list[int], per_launch: float | None, started: float, launchers: ZygotePool,
+               zygote_notes: list[str]) -> FixOutcome:
     sequential = run_sequential(arms, settings.launches, launch_root, measure,
-                                settings.confidence, settings.seed, show)
+                                settings.confidence, settings.seed, show, launchers=launchers,
+                                require_faster=settings.require_faster,
+                                renew_launchers=launchers.renew)
     found = sequential.found
     whole = settings.confidence
     # Every interval is read at the confidence of one look of the sequential test.
@@ -321,7 +386,15 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
                     for c in plan.candidates)
     notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
                                       time.monotonic() - started, per_launch, len(arms),
-                                      settings.launches)]
+                                      settings.launches), *zygote_notes]
+    opened = [(key, *found.paired_medians(key)) for key, after
+              in sequential.decided_after.items() if after is None and key not in found.failed]
+    if opened:
+        notes.append(open_note(opened, sequential.confidence, settings.launches, per_launch))
+    forked = forked_note([x.started_by for x in found.launches],
+                         settings.reuse_processes and not zygote_notes)
+    if forked:
+        notes.append(forked)
     why_not = not_comparable(base_ref)
     if why_not is not None:
         notes.append(f"losses were not compared: {why_not}")
@@ -340,10 +413,15 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             spaces.add(CHOSEN, chosen)
             say(f"measuring the {len(chosen)} verified rewrites together; "
                 + expected_time(2, settings.launches, per_launch))
-            total = len(found.launches) + 2 * settings.launches
+            total[0] = len(found.launches) + 2 * settings.launches
+            # The chosen set forks from a zygote already running for the same working
+            # directory and environment, or a new one.
+            launchers.add(spaces.arms[CHOSEN].side)
             run_sequential([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
                            launch_root, measure, whole,
-                           settings.seed + 100, show, into=found)
+                           settings.seed + 100, show, into=found, launchers=launchers,
+                           require_faster=settings.require_faster,
+                           renew_launchers=launchers.renew)
             combined = measured(CHOSEN, chosen_set)
         if combined is None or not combined.verdict.included:
             best = accepted[0].candidate.id
@@ -368,6 +446,33 @@ def expected_time(versions: int, max_launches: int, per_launch_s: float | None) 
         return text + ")"
     return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(low * per_launch_s)} to "
             f"{_minutes(high * per_launch_s)})")
+
+
+SETTLE_LIMIT = 1000
+
+
+def open_note(opened: Sequence[tuple[str, Sequence[float], Sequence[float]]], confidence: float,
+              max_launches: int, per_launch_s: float | None) -> str:
+    """What versions still undecided after --launches mean, and what deciding them would take
+    (`opened`: each version's key and its paired original/rewritten launch medians)."""
+    keys = ", ".join(key for key, _, _ in opened)
+    text = (f"{keys}: undecided after {max_launches} launches — at this launch-to-launch noise "
+            f"the interval cannot tell a change within ±{SLOWER_MEASURED:.0%} from none, so "
+            f"{'it is' if len(opened) == 1 else 'each is'} judged on its measured ratio (kept "
+            "unless measured slower)")
+    settle = []
+    for key, base, rewritten in opened:
+        needed = launches_to_settle(base, rewritten, confidence, limit=SETTLE_LIMIT)
+        if needed is None or needed <= max_launches:
+            continue
+        if needed > SETTLE_LIMIT:
+            settle.append(f"{key} more than {SETTLE_LIMIT}")
+            continue
+        cost = f", ~{_minutes(2 * needed * per_launch_s)}" if per_launch_s else ""
+        settle.append(f"{key} ~{needed} (--launches {needed}{cost})")
+    if settle:
+        text += "; settling it would take launches per version: " + "; ".join(settle)
+    return text
 
 
 def _minutes(seconds: float) -> str:
