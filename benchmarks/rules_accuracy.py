@@ -152,6 +152,9 @@ MACHINE_CONDITIONS = {
     "cpu-amx": "a CPU run on a CPU with AMX-BF16 tiles",
     "onednn": "a CPU run with oneDNN (mkldnn) available in torch",
     "tensor-cores": "a GPU run on a GPU with tensor cores (Volta and later, CDNA)",
+    "contended": "a CPU run whose intra-op threads competed with other processes for the cores"
+                 " (perftune.analysis.efficiency.threads_oversubscribed: the recorded load average"
+                 " less the process's threads above its usable cores)",
 }
 
 
@@ -172,7 +175,7 @@ def holds_on(condition: str, machine: frozenset[str]) -> bool:
 
 def machine_of(trace: Any) -> frozenset[str]:
     """The MACHINE_CONDITIONS that hold for the machine a trace was recorded on."""
-    from perftune.analysis.efficiency import host_facts
+    from perftune.analysis.efficiency import host_facts, threads_oversubscribed
     from perftune.trace import device_specs
 
     if trace.has_device_activity:
@@ -187,6 +190,8 @@ def machine_of(trace: Any) -> frozenset[str]:
         out.add("cpu-amx")
     if host.get("mkldnn"):
         out.add("onednn")
+    if threads_oversubscribed(host):
+        out.add("contended")
     return frozenset(out)
 
 

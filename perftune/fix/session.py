@@ -61,6 +61,7 @@ from perftune.fix.workspace import (
     find_project,
     git_dirty_files,
     import_roots,
+    module_root,
     write_texts,
 )
 
@@ -100,7 +101,7 @@ class FixSettings:
 class FixTarget:
     """The script to fix, how it is run, and what the analysis found in it."""
 
-    script: Path  # absolute
+    script: Path  # absolute; with `module`, the module's source file
     args: tuple[str, ...]
     cwd: Path
     findings: tuple[Finding, ...]
@@ -115,6 +116,7 @@ class FixTarget:
     # Of setup_s, the seconds outside the script: starting Python, importing perftune and
     # torch (a launch forked from a zygote skips them).
     start_s: float | None = None
+    module: str | None = None  # run as `python -m module` (its file is `script`)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,9 @@ Progress = Callable[[str], None]
 
 def plan_for(target: FixTarget, select: Sequence[str] = ()) -> Plan:
     project = find_project(target.script)
+    if target.module is not None and not project.git:
+        # Without git, the project is the folder the module resolves from (its packages too).
+        project = Project(module_root(target.module, target.script), False)
     roots = (*target.roots, target.cwd, target.script.parent)
     return make_plan(target.findings, project, target.script, roots, select,
                      regenerate=target.regenerate)
@@ -190,11 +195,30 @@ class _Workspaces:
         touched = [f for c in self.plan.candidates for f in c.files]
         extra = [str(copy_root / rel) for rel in import_roots(self.plan.project, self.plan.script,
                                                                 touched)]
+        if self.target.module is not None:
+            # `python -m` finds the module through sys.path: the copy's comes first.
+            root = module_root(self.target.module, self.plan.project.root / self.plan.script)
+            extra.insert(0, str(copy_root / root.relative_to(self.plan.project.root)))
         env = {"PYTHONHASHSEED": str(self.settings.seed)}
         if extra:
             existing = os.environ.get("PYTHONPATH")
             env["PYTHONPATH"] = os.pathsep.join([*extra, *([existing] if existing else [])])
         return env
+
+    def launched(self, copy_root: Path) -> ScriptTarget:
+        """What one version runs: the copy's script, or the module from the copy.
+
+        A module is run in the copy's counterpart of the working directory when that lies in
+        the project (sys.path[0] of `python -m` is the working directory, which would find the
+        original first); relative paths the script opens resolve there to the same files."""
+        target = self.target
+        if target.module is None:
+            return ScriptTarget(path=copy_root / self.plan.script, args=target.args,
+                                cwd=target.cwd)
+        cwd = target.cwd.resolve()
+        if cwd.is_relative_to(self.plan.project.root):
+            cwd = copy_root / cwd.relative_to(self.plan.project.root)
+        return ScriptTarget(module=target.module, args=target.args, cwd=cwd)
 
     def add(self, key: str, ids: Sequence[str]) -> Arm:
         # Same-length folder names keep file paths (and so tracebacks, __file__) alike in size.
@@ -202,8 +226,7 @@ class _Workspaces:
         touched = sorted(self.plan.originals)
         copy_project(self.plan.project, root, real_copies=touched)
         write_texts(root, {**self.plan.originals, **self.plan.texts(ids)})
-        side = Side(name=key, target=ScriptTarget(path=root / self.plan.script,
-                                                  args=self.target.args, cwd=self.target.cwd),
+        side = Side(name=key, target=self.launched(root),
                     label=",".join(ids) or "original", env=self.env(root), seed=self.settings.seed)
         arm = Arm(key=key, side=side, rewrites=tuple(ids))
         self.arms[key] = arm
