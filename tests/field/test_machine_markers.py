@@ -132,3 +132,11 @@ def test_oversubscribed_threads_make_a_contended_run_and_silence_the_compute_adv
                            "contended" in acc.machine_of(trace))
     assert codes[7.0] == (set(), True)
     assert codes[2.5] == ({"PFT507", "PFT508"}, False)
+
+
+def test_ignored_codes_leave_the_scoring_with_their_markers(tmp_path: Path) -> None:
+    # `--ignore PFT507,PFT508`: neither the findings nor the markers of those codes count
+    truth = _truth(tmp_path).without(("PFT507",))
+    assert truth.conditional == [] and truth.expect == {("PFT206", 5)}
+    result = acc.score_script(truth, [_finding("PFT206", 5)])
+    assert [s.verdict for s in result.findings] == ["right"] and not result.missed
