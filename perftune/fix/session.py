@@ -327,6 +327,11 @@ def per_launch_estimate(target: FixTarget, forked: bool, measure: MeasureSetting
     return launch_seconds(target.step_ms, setup_s, measure)
 
 
+def zygote_start_s(target: FixTarget, settings: FixSettings) -> float:
+    """Starting the zygotes costs about what a fresh start does (Python, perftune, torch)."""
+    return (target.start_s or 0.0) if settings.reuse_processes else 0.0
+
+
 def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             say: Progress, temp: Path) -> FixOutcome:
     spaces = _Workspaces(plan, target, settings, temp)
@@ -345,7 +350,7 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         say(f"launch {launch.seq + 1} (at most {total[0]}) {launch.arm}: {what}")
 
     per_launch = per_launch_estimate(target, settings.reuse_processes, measure)
-    say(expected_time(len(arms), settings.launches, per_launch))
+    say(expected_time(len(arms), settings.launches, per_launch, zygote_start_s(target, settings)))
     started = time.monotonic()
     zygote_notes: list[str] = []
     with side_zygotes([arm.side for arm in arms], run_dir, settings.reuse_processes,
@@ -360,6 +365,7 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                measure: MeasureSettings, launch_root: Path, show: Callable[[ArmLaunch], None],
                total: list[int], per_launch: float | None, started: float, launchers: ZygotePool,
                zygote_notes: list[str]) -> FixOutcome:
+    zygote_s = zygote_start_s(target, settings)
     sequential = run_sequential(arms, settings.launches, launch_root, measure,
                                 settings.confidence, settings.seed, show, launchers=launchers,
                                 require_faster=settings.require_faster,
@@ -386,7 +392,7 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                     for c in plan.candidates)
     notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
                                       time.monotonic() - started, per_launch, len(arms),
-                                      settings.launches), *zygote_notes]
+                                      settings.launches, zygote_s), *zygote_notes]
     opened = [(key, *found.paired_medians(key)) for key, after
               in sequential.decided_after.items() if after is None and key not in found.failed]
     if opened:
@@ -412,7 +418,7 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
         else:
             spaces.add(CHOSEN, chosen)
             say(f"measuring the {len(chosen)} verified rewrites together; "
-                + expected_time(2, settings.launches, per_launch))
+                + expected_time(2, settings.launches, per_launch, zygote_s))
             total[0] = len(found.launches) + 2 * settings.launches
             # The chosen set forks from a zygote already running for the same working
             # directory and environment, or a new one.
@@ -435,7 +441,18 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                       reproducible, tuple(found.launches), tuple(notes), all_together)
 
 
-def expected_time(versions: int, max_launches: int, per_launch_s: float | None) -> str:
+def expected_span(versions: int, max_launches: int, per_launch_s: float,
+                  zygote_s: float = 0.0) -> tuple[float, float]:
+    """Seconds the launches take when every version is decided at the first look, and when
+    none is before --launches: launches x per_launch_s, plus starting the zygotes (`zygote_s`,
+    side by side) once, and again before every later round."""
+    rounds = launch_rounds(max_launches)
+    return (versions * rounds[0] * per_launch_s + zygote_s,
+            versions * max_launches * per_launch_s + zygote_s * len(rounds))
+
+
+def expected_time(versions: int, max_launches: int, per_launch_s: float | None,
+                  zygote_s: float = 0.0) -> str:
     """The line said before the launches start: how many, and about how long."""
     rounds = launch_rounds(max_launches)
     low, high = versions * rounds[0], versions * max_launches
@@ -444,8 +461,9 @@ def expected_time(versions: int, max_launches: int, per_launch_s: float | None) 
             f"({low}–{high} launches")
     if per_launch_s is None:
         return text + ")"
-    return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(low * per_launch_s)} to "
-            f"{_minutes(high * per_launch_s)})")
+    fast, slow = expected_span(versions, max_launches, per_launch_s, zygote_s)
+    return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(fast)} to "
+            f"{_minutes(slow)})")
 
 
 SETTLE_LIMIT = 1000
@@ -480,15 +498,15 @@ def _minutes(seconds: float) -> str:
 
 
 def measured_note(decided_after: dict[str, int | None], launches: int, elapsed_s: float,
-                  per_launch_s: float | None, versions: int, max_launches: int) -> str:
+                  per_launch_s: float | None, versions: int, max_launches: int,
+                  zygote_s: float = 0.0) -> str:
     """After the launches: when each version was decided, and the time against the estimate."""
     parts = [f"{key} after {n} launches" if n is not None else f"{key} open after {max_launches}"
              for key, n in decided_after.items()]
     expected = ""
     if per_launch_s is not None:
-        rounds = launch_rounds(max_launches)
-        expected = (f" (expected {_minutes(versions * rounds[0] * per_launch_s)} to "
-                    f"{_minutes(versions * max_launches * per_launch_s)})")
+        fast, slow = expected_span(versions, max_launches, per_launch_s, zygote_s)
+        expected = f" (expected {_minutes(fast)} to {_minutes(slow)})"
     return (f"measured sequentially: {', '.join(parts)}; {launches} launches in "
             f"{_minutes(elapsed_s)}{expected}")
 
