@@ -216,7 +216,9 @@ def threads_oversubscribed(host: dict[str, Any] | None) -> bool:
     threads = int(host.get("torch_threads") or 1)
     cores = host.get("usable_cores") or host.get("cpu_count")
     load = host.get("loadavg")
-    return threads > 1 and bool(cores) and load is not None and float(load) - threads > float(cores)
+    if threads <= 1 or not cores or load is None:
+        return False
+    return float(load) - threads > float(cores)
 
 
 def host_facts(trace: Trace) -> dict[str, Any] | None:

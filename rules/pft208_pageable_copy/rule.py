@@ -36,7 +36,9 @@ that follow them.
 ## Known problems
 Pinned memory is a limited resource: pin batches (DataLoader `pin_memory=True`), not whole
 datasets. On a CPU trace the source memory cannot be seen; the rule reads the DataLoader's
-arguments from the source.
+arguments from the source, and counts tensors as pinned when the program pins them in this
+run or calls `.pin_memory()` under a test of the device (`if device.type == "cuda":`), the
+branch a CPU run never takes.
 """
 
 from __future__ import annotations

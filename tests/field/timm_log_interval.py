@@ -80,7 +80,7 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        num_updates += 1
+        num_updates += 1  # noqa: SIM113 (counts updates across epochs in timm)
         scheduler.step_update(num_updates=num_updates)
         if last_batch or batch_idx % args.log_interval == 0:
             losses_m.update(loss.item(), inputs.size(0))  # perftune: not[PFT206,PFT201]
