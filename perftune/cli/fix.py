@@ -42,7 +42,8 @@ def _shown(path: Path) -> str:
 @click.option("--launches", type=int, default=4, show_default=True,
               help="Launches of every version (original, each rewrite, all together) at most, "
               "run interleaved; a version stops after 3 once its verdict is decided (faster, "
-              "slower, or within 2 % of the original at the confidence split over the looks).")
+              "slower, or at most 2 % slower at the confidence split over the looks); one still "
+              "open is judged on its measured ratio.")
 @click.option("--rtol", type=float, default=1e-4, show_default=True,
               help="Relative tolerance of the loss comparison.")
 @click.option("--atol", type=float, default=1e-6, show_default=True,
