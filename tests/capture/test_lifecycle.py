@@ -175,7 +175,7 @@ def run_profile(tmp_path: Path, script_text: str, *args: str, options: tuple[str
     done = subprocess.run(
         profile_command("--out", str(tmp_path / "run"), "--no-analyze", *options, str(script), *args),
         cwd=tmp_path, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=120,  # before the fix: hangs forever
+        timeout=300,  # before the fix: hangs forever
     )
     return Profiled(done.returncode, done.stdout, done.stderr, tmp_path / "run")
 
