@@ -35,7 +35,7 @@ script's size and the targets the report checks; other options still apply):
     python benchmarks/gate_power.py --preset quiet --budget-min 15 --out perftune-runs/gate-quiet
     python benchmarks/gate_power.py --preset busy --budget-min 20 --out perftune-runs/gate-busy
 
-quiet: nothing else running; the sample at ~50 ms/step (`--batch-size 64`); A/A and +25 % take
+quiet: nothing else running; the sample at ~50 ms/step (`--batch-size 224`); A/A and +25 % take
 turns; targets: every +25 % gate fails (exit 1) within 90 s, every A/A gate passes (exit 0)
 within 120 s, false alarms ≤ 2 % (real gates, and replayed ones). busy: one other CPU-bound
 process; A/A and +30 % take turns; targets: +30 % fails and A/A passes within 300 s each, false
@@ -72,9 +72,9 @@ CYCLE: tuple[tuple[str, float], ...] = (("A/A", 0.0), ("A/B +5%", 0.05), ("A/A",
 REPLAYS = 4000
 # --preset: (cycle, busy processes, the sample's arguments, {condition: (wanted, seconds)}).
 PRESETS: dict[str, tuple[str, int, tuple[str, ...], dict[str, tuple[str, float]]]] = {
-    "quiet": ("0,0.25", 0, ("--steps", "200", "--batch-size", "64"),
+    "quiet": ("0,0.25", 0, ("--steps", "200", "--batch-size", "224"),
               {"A/A": ("pass", 120.0), "A/B +25%": ("regression", 90.0)}),
-    "busy": ("0,0.3", 1, ("--steps", "200", "--batch-size", "64"),
+    "busy": ("0,0.3", 1, ("--steps", "200", "--batch-size", "224"),
              {"A/A": ("pass", 300.0), "A/B +30%": ("regression", 300.0)}),
 }
 FALSE_ALARM_TARGET = 0.02

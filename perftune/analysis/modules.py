@@ -31,7 +31,7 @@ from perftune.analysis.phases import BACKWARD_PREFIX, MODULE_PREFIX
 from perftune.documents import Modules
 from perftune.documents import ModuleTime as ModuleRow
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
-from perftune.trace.roofline import Peaks, peaks, roofline_points
+from perftune.trace.roofline import Peaks, peaks, roofline_columns
 from perftune.trace.tables import Tables
 
 __all__ = ["MAX_MODULES", "ModuleTime", "ModuleTree", "leaf_ranking", "module_times", "modules_document"]
@@ -89,18 +89,18 @@ def _own_costs(trace: Trace, tables: Tables | None, in_step: np.ndarray, parent_
     """Per module path: FLOPs, bytes, time and calls of the costed operators it ran itself
     (trace/roofline.py's outermost costed op of each chain): forward ops by their innermost
     module range, backward ops by the module their autograd node's forward link names."""
-    points = roofline_points(trace, tables)
-    if points.empty:
+    points = roofline_columns(trace, tables)
+    if not len(points):
         return {}
-    rows = points["row"].to_numpy()
+    rows = points.col("row")
     keep = in_step[rows]
-    points = points[keep]
     rows = rows[keep]
+    dtypes = ["" if d is None else d for d in points.col("dtype")[keep].tolist()]
     unit = nearest_ancestor(trace.parent, is_unit)
     out: dict[str, dict[str, Any]] = {}
     for row, flops, nbytes, dur, dtype in zip(
-            rows.tolist(), points["flops"].tolist(), points["bytes"].tolist(),
-            points["dur_us"].tolist(), points["dtype"].fillna("").tolist(), strict=True):
+            rows.tolist(), points.col("flops")[keep].tolist(), points.col("bytes")[keep].tolist(),
+            points.col("dur_us")[keep].tolist(), dtypes, strict=True):
         u = row if is_unit[row] else int(unit[row])
         if u != NO_ID:
             path = unit_path.get(u)
@@ -207,7 +207,9 @@ def module_times(trace: Trace, tables: Tables | None = None) -> ModuleTree:
     unattributed = float(sum(dur[u] for u in unit_rows[outer].tolist() if u not in attributed_units))
     all_paths = set(fwd) | set(bwd_self)
     bwd_total = dict(bwd_self)
-    for p in all_paths:  # add each module's own backward to all its ancestors
+    # Add each module's own backward to all its ancestors, in a fixed order: the sums must not
+    # depend on the set's order (string hashes change per process).
+    for p in sorted(all_paths):
         q = parent_of.get(p)
         while q is not None:
             bwd_total[q] = bwd_total.get(q, 0.0) + bwd_self.get(p, 0.0)

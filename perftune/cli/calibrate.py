@@ -32,12 +32,16 @@ from perftune.units import parse_fraction
               help="Confidence of the interval.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the calibration here, for `perftune gate --calibration FILE` (gate reads ./perftune-calibration.json by itself).")
+@click.option("--no-reuse", "no_reuse", is_flag=True,
+              help="Start every launch as a fresh python process instead of forking it from a "
+                   "zygote per side that imported torch once (the default saves ~2 s per launch; "
+                   "launches the zygote cannot take safely run fresh anyway).")
 @click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
 @out_option
 def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool, launches: int,
               warmup: int, steps: int, timeout_s: float,
               max_regression: str, confidence: float, output: Path | None,
-              seed: int | None, out_dir: Path | None) -> None:
+              seed: int | None, no_reuse: bool, out_dir: Path | None) -> None:
     """Measure this runner's launch-to-launch noise by running the same code on both sides.
 
     Suggests the number of launches for the allowance you want, and the smallest regression
@@ -54,7 +58,8 @@ def calibrate(script_and_args: tuple[str, ...], module: str | None, quiet: bool,
     progress = progress_printer(quiet)
     progress(f"perftune calibrate: {launches} launches per side of the same code, run dir {run_dir}")
     result = session.calibrate(script, args, run_dir, measure_settings(warmup, steps, timeout_s),
-                               launches, level, module=module, seed=seed, progress=progress)
+                               launches, level, module=module, seed=seed, progress=progress,
+                               reuse_processes=not no_reuse)
     write_json_atomic(run_dir / CALIBRATION, result.to_dict())
     if output is not None:
         calibration_mod.save(result, output)

@@ -57,13 +57,17 @@ def _shown(path: Path) -> str:
 @click.option("--force", is_flag=True, help="With --apply: write even into uncommitted files.")
 @click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
               metavar="SECONDS", help="Stop any one run after this long.")
+@click.option("--no-reuse", "no_reuse", is_flag=True,
+              help="Start every launch as a fresh python process instead of forking it from a "
+                   "zygote that imported torch once (the default saves ~2 s per launch; "
+                   "launches the zygote cannot take safely run fresh anyway).")
 @format_option
 @out_option
 @click.pass_context
 def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int,
         warmup: int, steps: int, launches: int, rtol: float, atol: float,
         check_steps: int, seed: int, select: tuple[str, ...], require_faster: bool,
-        apply_fix: bool, force: bool, timeout_s: float, output_format: str,
+        apply_fix: bool, force: bool, timeout_s: float, no_reuse: bool, output_format: str,
         out_dir: Path | None) -> None:
     """Prove perftune's suggested rewrites: faster, same results, as a patch.
 
@@ -102,7 +106,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int
         tolerance=Tolerance(rtol=rtol, atol=atol, steps=check_steps),
         seed=seed, timeout_s=timeout_s,
         select=tuple(c.strip() for v in select for c in v.split(",") if c.strip()),
-        require_faster=require_faster)
+        require_faster=require_faster, reuse_processes=not no_reuse)
     run_dir = (out_dir if out_dir is not None else default_run_dir("fix")).resolve()
 
     def say(text: str) -> None:

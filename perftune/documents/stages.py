@@ -306,6 +306,8 @@ class GateLaunch(_Stage):
     peak_memory_bytes: int | None = None
     median_cpu_ms: MaybeMs = None
     load: LaunchLoadDoc | None = None
+    # "zygote": forked from its side's zygote (torch imported once); "fresh": a new python.
+    started_by: str = "fresh"
 
 
 class FindingRef(_Stage):

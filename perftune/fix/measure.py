@@ -8,8 +8,8 @@ pair of blocks.
 
 The measurement is sequential: every version runs FIRST_LOOK launches, then one palindromic
 block (two launches) at a time up to `--launches`, and a version whose verdict is decided
-(`perftune.fix.verify.speed_decided`: faster, slower, or a change too small to matter, at the
-confidence split over the looks) is not launched again. A clear rewrite costs FIRST_LOOK
+(`perftune.fix.verify.speed_decided`: faster, slower, or at most 2 % slower — kept either way —
+at the confidence split over the looks) is not launched again. A clear rewrite costs FIRST_LOOK
 launches, an unclear one `--launches`.
 """
 
@@ -20,9 +20,16 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from perftune.analysis.stats import per_look_confidence
-from perftune.capture.parent.measure import MeasureSettings, Side, capture_side, log_tail
+from perftune.capture.parent.measure import (
+    MeasureSettings,
+    Side,
+    capture_side,
+    log_tail,
+    started_by,
+)
 from perftune.errors import ScriptError
 from perftune.fix.verify import losses_by_step, speed_decided
 from perftune.rundir import OUTPUT_LOG, RunDir
@@ -58,6 +65,8 @@ class ArmLaunch:
     warnings: tuple[str, ...] = ()
     step_source: str = ""  # the step detector that numbered the steps (steps.json)
     seeded: bool | None = None  # the script called torch.manual_seed (None: unknown)
+    # "zygote": forked from a zygote that imported torch once; "fresh": a new python.
+    started_by: str = "fresh"
 
     @property
     def ok(self) -> bool:
@@ -141,8 +150,10 @@ def new_warnings(base: Sequence[ArmLaunch], arm: Sequence[ArmLaunch]) -> tuple[s
 
 
 def _launch(arm: Arm, seq: int, block: int, run_dir: Path,
-            settings: MeasureSettings) -> ArmLaunch:
-    result = capture_side(arm.side, run_dir, settings, profile=False)
+            settings: MeasureSettings, launchers: Mapping[str, Any] | None = None) -> ArmLaunch:
+    launcher = (launchers or {}).get(arm.key)
+    command = launcher.command() if launcher is not None and launcher.alive() else None
+    result = capture_side(arm.side, run_dir, settings, profile=False, launcher=command)
     if result.status == "interrupted":
         raise KeyboardInterrupt
     median = result.median_step_ms() if result.ok else None
@@ -153,7 +164,8 @@ def _launch(arm: Arm, seq: int, block: int, run_dir: Path,
                      peak_memory_bytes=result.peak_memory_bytes, memory_kind=result.memory_kind,
                      losses=losses_by_step([(step.index, step.loss) for step in result.steps]),
                      run_dir=run_dir, error=error, warnings=_warnings(run_dir),
-                     step_source=result.step_source, seeded=result.seeded)
+                     step_source=result.step_source, seeded=result.seeded,
+                     started_by=started_by(result.meta))
 
 
 LaunchFn = Callable[[Arm, int, int, Path, MeasureSettings], ArmLaunch]
@@ -163,7 +175,8 @@ def run_interleaved(arms: Sequence[Arm], launches: int, launch_root: Path,
                     settings: MeasureSettings, seed: int | None = None,
                     on_launch: Callable[[ArmLaunch], None] | None = None,
                     into: Measurements | None = None, first_block: int = 0,
-                    launch: LaunchFn | None = None) -> Measurements:
+                    launch: LaunchFn | None = None,
+                    launchers: Mapping[str, Any] | None = None) -> Measurements:
     """Launch every arm `launches` times in palindromic blocks.
 
     The original failing is the user's script failing: ScriptError. A rewritten version that
@@ -179,7 +192,8 @@ def run_interleaved(arms: Sequence[Arm], launches: int, launch_root: Path,
             if key in found.failed:
                 continue
             run_dir = launch_root / f"{seq:03d}-{key}"
-            done = (launch or _launch)(by_key[key], seq, number, run_dir, settings)
+            done = (launch(by_key[key], seq, number, run_dir, settings) if launch is not None
+                    else _launch(by_key[key], seq, number, run_dir, settings, launchers))
             seq += 1
             found.launches.append(done)
             if on_launch is not None:
@@ -218,7 +232,10 @@ def run_sequential(arms: Sequence[Arm], max_launches: int, launch_root: Path,
                    settings: MeasureSettings, confidence: float, seed: int | None = None,
                    on_launch: Callable[[ArmLaunch], None] | None = None,
                    into: Measurements | None = None,
-                   launch: LaunchFn | None = None) -> Sequential:
+                   launch: LaunchFn | None = None,
+                   launchers: Mapping[str, Any] | None = None,
+                   require_faster: bool = False,
+                   renew_launchers: Callable[[], None] | None = None) -> Sequential:
     """Measure the versions against the original (arms[0], key BASE) round by round, stopping
     for each version once its verdict is decided, and for all once every one is."""
     rounds = launch_rounds(max_launches)
@@ -229,15 +246,17 @@ def run_sequential(arms: Sequence[Arm], max_launches: int, launch_root: Path,
     base = next(arm for arm in arms if arm.key == BASE)
     total = 0
     for index, size in enumerate(rounds):
+        if index and renew_launchers is not None:
+            renew_launchers()  # new zygotes each round (ZygotePool)
         block = max((x.block for x in found.launches), default=-1) + 1
         run_interleaved([base, *undecided], size, launch_root, settings,
                         None if seed is None else seed + index, on_launch, into=found,
-                        first_block=block, launch=launch)
+                        first_block=block, launch=launch, launchers=launchers)
         total += size
         still = []
         for arm in undecided:
             xs, ys = found.paired_medians(arm.key)
-            if arm.key in found.failed or speed_decided(xs, ys, look):
+            if arm.key in found.failed or speed_decided(xs, ys, look, require_faster):
                 decided_after[arm.key] = total
             else:
                 still.append(arm)

@@ -16,7 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from perftune.capture.parent.measure import MeasureSettings, Side
+from perftune.capture.parent.measure import (
+    MeasureSettings,
+    Side,
+    ZygotePool,
+    forked_note,
+    side_zygotes,
+)
 from perftune.capture.parent.runner import ScriptTarget
 from perftune.engine.types import Finding
 from perftune.errors import UsageError
@@ -35,6 +41,7 @@ from perftune.fix.measure import (
 from perftune.fix.plan import Candidate, Plan, compatible_set, conflicts_of, make_plan
 from perftune.fix.verify import (
     DIFFERS,
+    SLOWER_MEASURED,
     UNKNOWN,
     LossCheck,
     MemoryCheck,
@@ -45,6 +52,7 @@ from perftune.fix.verify import (
     compare_losses,
     compare_speed,
     judge,
+    launches_to_settle,
     typical_memory,
 )
 from perftune.fix.workspace import (
@@ -58,6 +66,10 @@ from perftune.fix.workspace import (
 
 ALL = "all"
 CHOSEN = "chosen"
+# What starting a launch forked from a zygote costs beyond the script's own setup and steps
+# (the client, the fork, perftune's capture set-up, writing steps.json), about, on a quiet
+# 2-core machine.
+FORKED_START_S = 0.6
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,9 @@ class FixSettings:
     timeout_s: float | None = 900.0
     select: tuple[str, ...] = ()
     require_faster: bool = False
+    # Fork launches from zygotes that imported torch once (one per distinct working directory
+    # and environment of the versions) instead of starting a fresh python for each.
+    reuse_processes: bool = True
 
     def __post_init__(self) -> None:
         if self.launches < 1:
@@ -97,6 +112,9 @@ class FixTarget:
     # and the seconds a launch takes beyond its steps (Python, imports, the script's setup).
     step_ms: float | None = None
     setup_s: float | None = None
+    # Of setup_s, the seconds outside the script: starting Python, importing perftune and
+    # torch (a launch forked from a zygote skips them).
+    start_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +295,15 @@ def verify_rewrites(plan: Plan, target: FixTarget, settings: FixSettings, run_di
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def per_launch_estimate(target: FixTarget, forked: bool, measure: MeasureSettings) -> float | None:
+    """About how long one measured launch takes, from the profile run; a launch forked from a
+    zygote does not repeat the start-up outside the script (Python, perftune, torch)."""
+    setup_s = target.setup_s
+    if forked and setup_s is not None and target.start_s is not None:
+        setup_s = max(0.0, setup_s - target.start_s) + FORKED_START_S
+    return launch_seconds(target.step_ms, setup_s, measure)
+
+
 def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             say: Progress, temp: Path) -> FixOutcome:
     spaces = _Workspaces(plan, target, settings, temp)
@@ -287,18 +314,33 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         arms.append(spaces.add(ALL, together))
     measure = MeasureSettings(warmup=settings.warmup, steps=settings.steps,
                               timeout_s=settings.timeout_s)
-    total = len(arms) * settings.launches
+    total = [len(arms) * settings.launches]  # launches at most, grows with the chosen set
     launch_root = run_dir / "launches"
 
     def show(launch: ArmLaunch) -> None:
         what = f"{launch.median_ms:.2f} ms/step" if launch.median_ms else launch.status
-        say(f"launch {launch.seq + 1} (at most {total}) {launch.arm}: {what}")
+        say(f"launch {launch.seq + 1} (at most {total[0]}) {launch.arm}: {what}")
 
-    per_launch = launch_seconds(target.step_ms, target.setup_s, measure)
+    per_launch = per_launch_estimate(target, settings.reuse_processes, measure)
     say(expected_time(len(arms), settings.launches, per_launch))
     started = time.monotonic()
+    zygote_notes: list[str] = []
+    with side_zygotes([arm.side for arm in arms], run_dir, settings.reuse_processes,
+                      zygote_notes, share_identical=True) as launchers:
+        return _judge_all(plan, target, settings, run_dir, say, spaces, arms, together, measure,
+                          launch_root, show, total, per_launch, started, launchers,
+                          zygote_notes)
+
+
+def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
+               say: Progress, spaces: _Workspaces, arms: list[Arm], together: list[str],
+               measure: MeasureSettings, launch_root: Path, show: Callable[[ArmLaunch], None],
+               total: list[int], per_launch: float | None, started: float, launchers: ZygotePool,
+               zygote_notes: list[str]) -> FixOutcome:
     sequential = run_sequential(arms, settings.launches, launch_root, measure,
-                                settings.confidence, settings.seed, show)
+                                settings.confidence, settings.seed, show, launchers=launchers,
+                                require_faster=settings.require_faster,
+                                renew_launchers=launchers.renew)
     found = sequential.found
     whole = settings.confidence
     # Every interval is read at the confidence of one look of the sequential test.
@@ -321,7 +363,15 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
                     for c in plan.candidates)
     notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
                                       time.monotonic() - started, per_launch, len(arms),
-                                      settings.launches)]
+                                      settings.launches), *zygote_notes]
+    opened = [(key, *found.paired_medians(key)) for key, after
+              in sequential.decided_after.items() if after is None and key not in found.failed]
+    if opened:
+        notes.append(open_note(opened, sequential.confidence, settings.launches, per_launch))
+    forked = forked_note([x.started_by for x in found.launches],
+                         settings.reuse_processes and not zygote_notes)
+    if forked:
+        notes.append(forked)
     why_not = not_comparable(base_ref)
     if why_not is not None:
         notes.append(f"losses were not compared: {why_not}")
@@ -340,10 +390,15 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             spaces.add(CHOSEN, chosen)
             say(f"measuring the {len(chosen)} verified rewrites together; "
                 + expected_time(2, settings.launches, per_launch))
-            total = len(found.launches) + 2 * settings.launches
+            total[0] = len(found.launches) + 2 * settings.launches
+            # The chosen set forks from a zygote already running for the same working
+            # directory and environment, or a new one.
+            launchers.add(spaces.arms[CHOSEN].side)
             run_sequential([spaces.arms[BASE], spaces.arms[CHOSEN]], settings.launches,
                            launch_root, measure, whole,
-                           settings.seed + 100, show, into=found)
+                           settings.seed + 100, show, into=found, launchers=launchers,
+                           require_faster=settings.require_faster,
+                           renew_launchers=launchers.renew)
             combined = measured(CHOSEN, chosen_set)
         if combined is None or not combined.verdict.included:
             best = accepted[0].candidate.id
@@ -368,6 +423,33 @@ def expected_time(versions: int, max_launches: int, per_launch_s: float | None) 
         return text + ")"
     return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(low * per_launch_s)} to "
             f"{_minutes(high * per_launch_s)})")
+
+
+SETTLE_LIMIT = 1000
+
+
+def open_note(opened: Sequence[tuple[str, Sequence[float], Sequence[float]]], confidence: float,
+              max_launches: int, per_launch_s: float | None) -> str:
+    """What versions still undecided after --launches mean, and what deciding them would take
+    (`opened`: each version's key and its paired original/rewritten launch medians)."""
+    keys = ", ".join(key for key, _, _ in opened)
+    text = (f"{keys}: undecided after {max_launches} launches — at this launch-to-launch noise "
+            f"the interval cannot tell a change within ±{SLOWER_MEASURED:.0%} from none, so "
+            f"{'it is' if len(opened) == 1 else 'each is'} judged on its measured ratio (kept "
+            "unless measured slower)")
+    settle = []
+    for key, base, rewritten in opened:
+        needed = launches_to_settle(base, rewritten, confidence, limit=SETTLE_LIMIT)
+        if needed is None or needed <= max_launches:
+            continue
+        if needed > SETTLE_LIMIT:
+            settle.append(f"{key} more than {SETTLE_LIMIT}")
+            continue
+        cost = f", ~{_minutes(2 * needed * per_launch_s)}" if per_launch_s else ""
+        settle.append(f"{key} ~{needed} (--launches {needed}{cost})")
+    if settle:
+        text += "; settling it would take launches per version: " + "; ".join(settle)
+    return text
 
 
 def _minutes(seconds: float) -> str:

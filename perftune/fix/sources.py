@@ -110,24 +110,27 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
                          f"analysing it failed ({type(exc).__name__}: {exc})") from exc
     if analysis is None:
         raise ScriptError(f"profiling {script} recorded no trace; see {run_dir}")
-    step_ms, setup_s = launch_figures(result, wall)
+    step_ms, setup_s, start_s = launch_figures(result, wall)
     target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=analysis.findings,
                        roots=(cwd, script.resolve().parent, run_dir), step_ms=step_ms,
-                       setup_s=setup_s)
+                       setup_s=setup_s, start_s=start_s)
     return Source(target, analysis, run_dir)
 
 
-def launch_figures(result: CaptureResult, wall_s: float) -> tuple[float | None, float | None]:
+def launch_figures(result: CaptureResult,
+                   wall_s: float) -> tuple[float | None, float | None, float | None]:
     """From the profile run, for the expected time of the measured launches: the median time
-    of the unprofiled steps after the first, and the seconds before the first step (starting
-    Python, imports, the script's setup)."""
+    of the unprofiled steps after the first, the seconds before the first step (starting
+    Python, imports, the script's setup), and of those the seconds outside the script
+    (starting Python and importing perftune and torch: what a launch forked from a zygote
+    does not repeat)."""
     steps = result.steps
     if not steps:
-        return None, None
+        return None, None, None
     plain = [s.duration_ms for s in steps[1:] if s.phase == "warmup"] or \
         [s.duration_ms for s in steps]
-    outside = wall_s - result.script_s if result.script_s is not None else 0.0
-    return statistics.median(plain), max(0.0, outside) + max(0.0, steps[0].start_s)
+    outside = max(0.0, wall_s - result.script_s) if result.script_s is not None else 0.0
+    return statistics.median(plain), outside + max(0.0, steps[0].start_s), outside
 
 
 def _exit(code: int | None) -> str:

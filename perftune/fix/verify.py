@@ -13,7 +13,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from perftune.analysis.stats import paired_ratio_interval, percent
+from perftune.analysis.stats import paired_ratio_interval, percent, t_quantile
 
 MATCH = "match"
 DIFFERS = "differs"
@@ -129,18 +129,51 @@ def compare_speed(base: Sequence[float], rewritten: Sequence[float],
                       est.base_geomean_ms, est.head_geomean_ms, n)
 
 
-def speed_decided(base: Sequence[float], rewritten: Sequence[float], confidence: float) -> bool:
+def speed_decided(base: Sequence[float], rewritten: Sequence[float], confidence: float,
+                  require_faster: bool = False) -> bool:
     """More launches would not change what is done with the rewrite: the interval of
-    rewritten/original lies above 1 (slower: dropped), below 1 (faster: kept), or within
-    SLOWER_MEASURED of 1 on both sides (a change too small to matter: kept). The sequential
-    measurement of `perftune fix` stops measuring a version once this holds."""
+    rewritten/original lies above 1 (slower: dropped), below 1 (faster: kept), or its upper
+    end is within SLOWER_MEASURED of 1 (at most 2 % slower: kept as not slower, however much
+    faster it may be — more launches could only tell "faster" from "no change", and both are
+    kept). With `require_faster` only "faster" keeps a rewrite, so "not slower" is not enough:
+    the interval must lie within SLOWER_MEASURED of 1 on both sides (not faster: dropped).
+    The sequential measurement of `perftune fix` stops measuring a version once this holds."""
     n = min(len(base), len(rewritten))
     if n < 2:
         return False
     est = paired_ratio_interval(base[:n], rewritten[:n], confidence)
     if est.low > 1.0 or est.high < 1.0:
         return True
+    if not require_faster:
+        return est.high <= 1.0 + SLOWER_MEASURED
     return est.low >= 1.0 / (1.0 + SLOWER_MEASURED) and est.high <= 1.0 + SLOWER_MEASURED
+
+
+def launches_to_settle(base: Sequence[float], rewritten: Sequence[float], confidence: float,
+                       limit: int = 1000) -> int | None:
+    """About how many launches per version would put the interval of a version that is no
+    faster and no slower within SLOWER_MEASURED of 1, at the launch-to-launch noise of the pairs
+    measured (None: fewer than three pairs; `limit` + 1: more than `limit`)."""
+    n = min(len(base), len(rewritten))
+    if n < 3:
+        return None
+    logs = [math.log(r / b) for b, r in zip(base[:n], rewritten[:n], strict=True)]
+    sd = statistics.stdev(logs)
+    margin = math.log(1.0 + SLOWER_MEASURED)
+
+    def settles(k: int) -> bool:
+        return t_quantile(0.5 + confidence / 2, k - 1) * sd / math.sqrt(k) <= margin
+
+    if not settles(limit):
+        return limit + 1
+    lo, hi = 1, limit  # the half-width shrinks as launches grow: bisect
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if settles(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def _launch(launch: Launch) -> GateLaunch:
     return GateLaunch(side=launch.side, seq=launch.seq, median_ms=launch.median_ms,
                       measured_steps=launch.measured_steps, run_dir=str(launch.run_dir),
                       wall_s=launch.wall_s, peak_memory_bytes=launch.peak_memory_bytes,
-                      median_cpu_ms=launch.median_cpu_ms,
+                      median_cpu_ms=launch.median_cpu_ms, started_by=launch.started_by,
                       load=None if load is None else msgspec.convert(load, LaunchLoadDoc))
 
 

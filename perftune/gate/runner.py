@@ -20,9 +20,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from perftune.capture.parent.measure import (
     BASE,
@@ -35,6 +36,13 @@ from perftune.capture.parent.measure import (
 from perftune.errors import UsageError
 from perftune.gate import load as load_mod
 from perftune.gate.decision import Decision, DecisionRule, Figure, decide
+
+
+class Launcher(Protocol):
+    """Where a side's launch processes come from (perftune.capture.parent.launcher.ZygoteLauncher)."""
+
+    def alive(self) -> bool: ...
+    def command(self) -> list[str]: ...
 
 DEFAULT_LAUNCHES = 6
 # Steady-state time one launch should measure when its length is sized from the step time:
@@ -165,6 +173,12 @@ class SequentialGate:
     size_launches: bool = False
     # Measure the runner's load around launches (perftune.gate.load); off for replays.
     measure_load: bool = True
+    # Side name -> its zygote (perftune.capture.parent.launcher.ZygoteLauncher): launches are
+    # forked from it while it is alive, else started fresh.
+    launchers: Mapping[str, Launcher] = field(default_factory=dict)
+    # Called before each round of launches after the first: new zygotes, so that one side's
+    # address-space layout does not persist through the whole gate (ZygotePool.renew).
+    renew_launchers: Callable[[], None] | None = None
     _launches: list[Launch] = field(default_factory=list, init=False)
     _load: load_mod.RunnerLoad = field(default_factory=lambda: load_mod.RunnerLoad(None), init=False)
 
@@ -176,7 +190,9 @@ class SequentialGate:
         seq = len(self._launches)
         run_dir = self.launch_root / f"{seq:03d}-{side.name}"
         before = load_mod.read_cpu_times() if self.measure_load else None
-        launch = measure_launch(side, seq, run_dir, self.settings)
+        launcher = self.launchers.get(side.name)
+        command = launcher.command() if launcher is not None and launcher.alive() else None
+        launch = measure_launch(side, seq, run_dir, self.settings, launcher=command)
         measured = load_mod.launch_load(before, load_mod.read_cpu_times()) if before else None
         if measured is not None:
             launch = dataclasses.replace(launch, load=measured)
@@ -206,7 +222,9 @@ class SequentialGate:
             # Before the first launch: what the rest of the machine does with nothing of ours
             # running (a one-second look at /proc/stat, and the load average).
             self._load = load_mod.RunnerLoad(load_mod.probe_others())
-        for per_side in plan.rounds():
+        for number, per_side in enumerate(plan.rounds()):
+            if number and self.renew_launchers is not None:
+                self.renew_launchers()
             order = [HEAD] * per_side if self.base is None else abba_order(per_side, rng)
             for name in order:
                 side = self.head if name == HEAD else self.base

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from perftune.analysis.stats import ratio_interval
-from perftune.capture.parent.measure import BASE, HEAD, Launch, MeasureSettings, Side, capture_side
+from perftune.capture.parent.measure import (
+    BASE,
+    HEAD,
+    Launch,
+    MeasureSettings,
+    Side,
+    capture_side,
+    forked_note,
+    side_zygotes,
+)
 from perftune.errors import ScriptError, UsageError
 from perftune.gate import explain as explain_mod
 from perftune.gate import fingerprint as fingerprint_mod
@@ -50,6 +59,10 @@ class GateOptions:
     # Size each launch's measured steps from the first launch's step time (the user did not
     # fix --steps); never for a stored baseline, whose launches had a fixed length.
     size_launches: bool = False
+    # Fork each side's launches from a zygote of that side that imported torch once (saves
+    # the ~2 s start of python + torch per launch); only when both sides are launched here,
+    # so that they start alike (a stored baseline's launches were fresh processes).
+    reuse_processes: bool = True
 
 
 def _quiet(_: str) -> None:
@@ -156,17 +169,27 @@ def run_gate(
         progress(f"  after {est.n_base}+{est.n_head} launches ({FIGURE_WORDS[decision.figure]}): "
                  f"ratio {est.ratio:.3f} [{est.low:.3f}, {est.high:.3f}] -> {decision.outcome}")
 
-    sequential = SequentialGate(head=head, base=base, launch_root=run_dir / "launches",
-                                settings=options.measure, base_samples=base_samples,
-                                base_cpu_samples=base_cpu_samples,
-                                seed=options.seed, on_launch=launched, on_decision=looked,
-                                size_launches=options.size_launches and base is not None)
-    result = sequential.run(options.rule, options.plan)
+    reuse = options.reuse_processes and base is not None
+    launch_notes: list[str] = []
+    with side_zygotes([base, head] if base is not None else [head], run_dir, reuse,
+                      launch_notes) as launchers:
+        sequential = SequentialGate(head=head, base=base, launch_root=run_dir / "launches",
+                                    settings=options.measure, base_samples=base_samples,
+                                    base_cpu_samples=base_cpu_samples,
+                                    seed=options.seed, on_launch=launched, on_decision=looked,
+                                    size_launches=options.size_launches and base is not None,
+                                    launchers=launchers, renew_launchers=launchers.renew)
+        result = sequential.run(options.rule, options.plan)
     decision = result.decision
     base_wall = tuple(base_samples) if base is None else result.samples(BASE)
     status: Status = "inconclusive" if decision.outcome == "undecided" else decision.outcome
     # Read only now: `on_launch` may have added notes while launching (baseline fingerprint).
     all_notes = list(notes)
+    all_notes += launch_notes
+    started_note = forked_note([launch.started_by for launch in result.launches],
+                               reuse and not launch_notes)
+    if started_note:
+        all_notes.append(started_note)
     all_notes.append(figure_note(result.figure, result.load))
     if result.steps is not None and result.steps != options.measure.steps:
         all_notes.append(f"launches measured {result.steps} steps each after the first, sized "
@@ -388,17 +411,23 @@ def calibrate(
     cwd: Path | None = None,
     seed: int | None = None,
     progress: Progress = _quiet,
+    reuse_processes: bool = True,
 ) -> Calibration:
     """Run the same code on both sides, interleaved like a gate, and measure the noise."""
     cwd = (cwd or Path.cwd()).resolve()
     target = _target(script.resolve() if script else None, module, args, cwd)
-    sequential = SequentialGate(
-        head=Side(name=HEAD, target=target, label="same code"),
-        base=Side(name=BASE, target=target, label="same code"),
-        launch_root=run_dir / "launches", settings=measure, seed=seed,
-        on_launch=_launch_reporter(progress))
-    result = sequential.run(DecisionRule(confidence=confidence),
-                            LaunchPlan(launches=launches, max_launches=launches))
+    head = Side(name=HEAD, target=target, label="same code")
+    base = Side(name=BASE, target=target, label="same code")
+    # Launched the way a gate launches them (forked from a zygote per side), so the noise
+    # measured is the noise a gate sees.
+    with side_zygotes([base, head], run_dir, reuse_processes, []) as launchers:
+        sequential = SequentialGate(
+            head=head, base=base,
+            launch_root=run_dir / "launches", settings=measure, seed=seed,
+            on_launch=_launch_reporter(progress), launchers=launchers,
+            renew_launchers=launchers.renew)
+        result = sequential.run(DecisionRule(confidence=confidence),
+                                LaunchPlan(launches=launches, max_launches=launches))
     paired = result.decision.estimate
     unpaired = ratio_interval(result.samples(BASE), result.samples(HEAD), confidence)
     return Calibration(noise=unpaired.noise, paired_noise=paired.noise, launches=launches,

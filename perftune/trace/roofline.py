@@ -452,13 +452,60 @@ _COLUMNS = ["name", "row", "rank", "kind", "dtype", "flops", "bytes", "intensity
             "efficiency"]
 
 
-def _roofline_frame(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
-    import pandas as pd
+_TEXT_COLUMNS = frozenset({"name", "kind", "dtype", "bound"})
 
+
+@dataclass(frozen=True)
+class Points:
+    """The roofline points as records (one tuple per counted op call, in `_COLUMNS` order) and
+    as numpy columns (`col`); `frame()` is the pandas frame `roofline_points` returns."""
+
+    records: tuple[tuple[Any, ...], ...]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def col(self, name: str) -> np.ndarray:
+        """One column: object arrays for name, kind, dtype (None when unknown), bound; numbers
+        as numpy infers them from the values (as pandas does)."""
+        cache: dict[str, np.ndarray] = self.__dict__.setdefault("_columns", {})
+        if name not in cache:
+            k = _COLUMNS.index(name)
+            values = [r[k] for r in self.records]
+            if name in _TEXT_COLUMNS:
+                array = np.empty(len(values), dtype=object)
+                array[:] = values
+            else:
+                array = np.asarray(values) if values else np.empty(0, dtype=object)
+            cache[name] = array
+        return cache[name]
+
+    def frame(self) -> pd.DataFrame:
+        import pandas as pd
+
+        if not self.records:
+            return pd.DataFrame(columns=_COLUMNS)
+        return pd.DataFrame(list(self.records), columns=_COLUMNS)
+
+
+def roofline_columns(trace: Trace, tables: Tables | None = None) -> Points:
+    """`roofline_points` without pandas: the same rows as `Points` (computed once per analysis
+    when `tables` is given)."""
+    t = Tables.of(trace, tables)
+    points: Points = t(_roofline_records)
+    return points
+
+
+def _roofline_frame(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
+    t = Tables.of(trace, tables)
+    return roofline_columns(trace, t).frame()
+
+
+def _roofline_records(trace: Trace, tables: Tables | None = None) -> Points:
     t = Tables.of(trace, tables)
     counted = t(counted_ops)
     if not counted:
-        return pd.DataFrame(columns=_COLUMNS)
+        return Points(())
     roofs = peaks(trace)
     rank = trace.col("rank")
     row_names = t(names)
@@ -494,7 +541,7 @@ def _roofline_frame(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
             bound, efficiency = "unknown", math.nan
         out.append((str(row_names[row]), row, int(rank[row]), cost.kind, dtype, cost.flops,
                     cost.bytes, intensity, d, achieved_f, achieved_b, peak_f, bound, efficiency))
-    return pd.DataFrame(out, columns=_COLUMNS)
+    return Points(tuple(out))
 
 
 def roofline_points(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:

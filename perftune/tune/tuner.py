@@ -97,6 +97,17 @@ class SilentReporter:
         pass
 
 
+def max_trials_reason(max_trials: int, reserve: int, grid: int, repeat_trials: int) -> str:
+    """Why the search stopped at --max-trials, said where configurations were left unmeasured:
+    how many trials went to repeating the leaders, and the budget that measures everything."""
+    text = f"reached --max-trials {max_trials}"
+    if reserve <= 0:
+        return text
+    return (f"{text}, of which {reserve} repeated the leading configurations to tell them "
+            f"apart from noise; --max-trials {grid + repeat_trials} measures all {grid} "
+            "configurations and repeats the leaders")
+
+
 class Tuner:
     def __init__(self, settings: TuneSettings, reporter: Reporter | None = None) -> None:
         self.settings = settings
@@ -313,7 +324,8 @@ class Tuner:
                 counted = history.counted()
                 elapsed = time.monotonic() - started
                 if s.max_trials is not None and counted >= s.max_trials:
-                    stop_reason = f"reached --max-trials {s.max_trials}"
+                    stop_reason = max_trials_reason(s.max_trials, reserve, space.size,
+                                                    s.strategy.repeat_trials)
                     break
                 if s.time_budget_s is not None and elapsed >= s.time_budget_s:
                     stop_reason = "reached --time-budget"

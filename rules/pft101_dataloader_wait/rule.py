@@ -22,7 +22,13 @@ loader = DataLoader(dataset, batch_size=64, num_workers=4, persistent_workers=Tr
 ```
 
 ## Evidence
-The wait per step and its share of the steps' time.
+The wait per step and its share of the steps' time. When the batches are loaded in the
+training process (`num_workers=0`), the host function that fills the wait, from the recorded
+stack: the innermost function (the user's `__getitem__`, or a library's — an image
+processor's resize) holding at least half of it, with its time per batch; and the `.item()`
+calls per batch inside the loader: the Dataset reading its own CPU tensors, host overhead in
+the loader, never a device sync. With worker processes their functions are not in the
+training process's trace, and the finding says so.
 
 ## Options
 `threshold` (default 0.10): report when the wait is at least this share of the step time.
@@ -36,6 +42,7 @@ decoding full-size images) may need fixing itself.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 from perftune.engine.context import Context
@@ -43,7 +50,47 @@ from perftune.engine.hazards import dataloader_location, loop_location
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity
+from perftune.trace import categories as C
 from perftune.trace import sync_metrics as sm
+from perftune.trace.frames import is_user_frame, parse_python_function
+
+# The DataLoader's own machinery around the Dataset's code: never "the function behind the wait".
+_LOADER_INTERNALS = ("torch/utils/data/", "torch/multiprocessing/", "perftune/")
+
+
+def loader_hot_spot(ctx: Context, rows: tuple[int, ...]) -> dict[str, Any] | None:
+    """What fills a single-process DataLoader wait (`rows`: its `__next__` events): the
+    innermost python function holding at least half of the wait (else the costliest), its
+    time per batch and share, and the `.item()` calls per batch under the loader."""
+    host = ctx.host
+    wait = float(sum(host.dur[r] for r in rows))
+    if not rows or wait <= 0:
+        return None
+    inclusive: dict[str, float] = {}
+    items = 0
+    for r in rows:
+        for x in host.under(r).tolist():
+            name = host.names[x]
+            if host.cat[x] == C.PYTHON_FUNCTION:
+                frame = parse_python_function(name)
+                if frame is None or frame.file.replace("\\", "/").startswith("<") or any(
+                        part in frame.file.replace("\\", "/") for part in _LOADER_INTERNALS):
+                    continue
+                inclusive[name] = inclusive.get(name, 0.0) + float(host.dur[x])
+            elif host.is_op[x] and name == "aten::item":
+                items += 1
+    if not inclusive and not items:
+        return None  # no python stack under the loader (foreign trace, no with_stack)
+    out: dict[str, Any] = {"item_calls_per_batch": round(items / len(rows), 1)}
+    if inclusive:
+        held = [(us, name) for name, us in inclusive.items() if us >= 0.5 * wait]
+        us, name = min(held) if held else max((us, name) for name, us in inclusive.items())
+        frame = parse_python_function(name)
+        assert frame is not None
+        out.update(function=frame.function, file=frame.file, line=frame.line,
+                   user_code=is_user_frame(frame), ms_per_batch=round(us / len(rows) / 1000.0, 3),
+                   share_of_wait=round(min(1.0, us / wait), 4))
+    return out
 
 
 class DataLoaderWait(Rule):
@@ -68,14 +115,31 @@ class DataLoaderWait(Rule):
         if not wait.single_process:
             knobs["prefetch_factor"] = [2, 4, 8]
         severity = Severity.ERROR if wait.share >= float(self.config["error_share"]) else Severity.WARNING
+        hot = loader_hot_spot(ctx, wait.rows) if wait.single_process else None
+        behind, cheaper = "", "(and a cheaper __getitem__)"
+        if hot is not None and "function" in hot:
+            behind = (f"; {hot['share_of_wait']:.0%} of it in {hot['function']} "
+                      f"({Path(hot['file']).name}:{hot['line']}, {hot['ms_per_batch']:.2f} ms per batch)")
+            if not hot["user_code"]:
+                cheaper = (f"({hot['function']} is library code the Dataset calls: workers run it "
+                           "in parallel; or do it once ahead of training)")
+            else:
+                cheaper = f"(and a cheaper {hot['function']})"
+        if hot is not None and hot["item_calls_per_batch"] >= 1:
+            behind += (f"; {hot['item_calls_per_batch']:.0f} scalar reads per batch (.item(), a "
+                       "tensor used as an int) of the Dataset's CPU tensors: host overhead in the "
+                       "loader, not a device sync")
+        if not wait.single_process:
+            behind = "; the loading runs in worker processes, whose functions this trace does not show"
         yield self.finding(
             f"The step waits for the DataLoader {wait.share:.0%} of the time ({ms:.2f} ms/step"
             f" over {len(wait.rows)} batches, "
-            f"{'in the training process' if wait.single_process else 'with worker processes'})",
+            f"{'in the training process' if wait.single_process else 'with worker processes'})"
+            f"{behind}",
             location=location, severity=severity,
             suggestion=suggestion(
                 self.code, f"Load batches ahead and in parallel: num_workers={workers}, "
-                "persistent_workers=True (and a cheaper __getitem__)",
+                f"persistent_workers=True {cheaper}",
                 site.location if site is not None else location,
                 site.path if site is not None else None,
                 after=f"DataLoader(..., num_workers={workers}, persistent_workers=True, "
@@ -83,5 +147,5 @@ class DataLoaderWait(Rule):
                 params={"num_workers": workers}, knobs=knobs),
             evidence={"wait_ms_per_step": round(ms, 4), "share": round(wait.share, 4),
                       "batches": len(wait.rows), "single_process": wait.single_process,
-                      "steps": wait.steps},
+                      "steps": wait.steps, **({"host_function": hot} if hot else {})},
             est_saving_ms_per_step=round(ms, 4), count=len(wait.rows))

@@ -45,15 +45,14 @@ def _work_ms_per_step(ctx: Context) -> tuple[float, int] | None:
     if not (peaks.flops_per_s and peaks.bytes_per_s and np.isfinite(peaks.flops_per_s)
             and np.isfinite(peaks.bytes_per_s)) or not trace.steps:
         return None
-    points = ctx.fact(roofline.roofline_points)
-    if points.empty:
+    points = ctx.fact(roofline.roofline_columns)
+    if not len(points):
         return 0.0, 0
-    steps = trace.step_of(trace.col("ts")[points["row"].to_numpy()],
-                          points["rank"].to_numpy())
-    points = points[steps >= 0]
-    seconds = np.maximum(points["flops"].to_numpy() / peaks.flops_per_s,
-                         points["bytes"].to_numpy() / peaks.bytes_per_s).sum()
-    return float(seconds) * 1000.0 / len(trace.steps), len(points)
+    steps = trace.step_of(trace.col("ts")[points.col("row")], points.col("rank"))
+    keep = steps >= 0
+    seconds = np.maximum(points.col("flops")[keep] / peaks.flops_per_s,
+                         points.col("bytes")[keep] / peaks.bytes_per_s).sum()
+    return float(seconds) * 1000.0 / len(trace.steps), int(np.count_nonzero(keep))
 
 
 class HostBoundPythonOverhead(Rule):

@@ -4,7 +4,11 @@ measurement (module hooks timed with time.perf_counter inside the script) gives 
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +176,28 @@ def test_operators_above_stale_measured_peaks_are_said_so() -> None:
     stale = lines(237.0)
     assert "237% of peak" in stale and "perftune machine --refresh" in stale
     assert "--refresh" not in lines(61.0)
+
+
+ROOT = Path(__file__).resolve().parents[2]
+_MODULES_JSON = """
+import json, sys
+import msgspec
+from perftune.analysis.modules import modules_document
+from perftune.trace import load
+print(json.dumps(msgspec.to_builtins(modules_document(load(sys.argv[1]))), sort_keys=True))
+"""
+
+
+def test_module_times_do_not_depend_on_the_string_hash_seed(planted_run) -> None:  # noqa: F811
+    """Backward time summed up the module tree in set order gave other last digits per process
+    (PYTHONHASHSEED): summary.json differed between two runs of one trace."""
+    out, _ = planted_run
+    trace = out / "run" / "trace.json.gz"
+    docs = set()
+    for seed in range(6):
+        done = subprocess.run([sys.executable, "-c", _MODULES_JSON, str(trace)], cwd=ROOT,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr
+        docs.add(done.stdout)
+    assert len(docs) == 1

@@ -20,8 +20,8 @@ from perftune.fix.measure import (
     launch_seconds,
     run_sequential,
 )
-from perftune.fix.session import expected_time, measured_note
-from perftune.fix.verify import speed_decided
+from perftune.fix.session import expected_time, measured_note, open_note
+from perftune.fix.verify import launches_to_settle, speed_decided
 from perftune.gate.decision import DecisionRule
 
 SETTINGS = MeasureSettings(warmup=5, steps=10, timeout_s=None)
@@ -114,6 +114,21 @@ def test_the_gate_and_fix_split_the_confidence_over_looks_alike() -> None:
     assert per_look_confidence(0.95, 1) == 0.95
 
 
+def test_the_expected_time_of_forked_launches_leaves_out_python_and_torch_start(tmp_path: Path) -> None:
+    """The profile run's start-up outside the script (Python, perftune, torch) is what a launch
+    forked from a zygote does not repeat; the estimate said before the launches drops it."""
+    from perftune.fix.session import FORKED_START_S, FixTarget, per_launch_estimate
+
+    target = FixTarget(script=tmp_path / "train.py", args=(), cwd=tmp_path, findings=(),
+                       step_ms=100.0, setup_s=4.0, start_s=3.0)
+    steps = (SETTINGS.warmup + SETTINGS.steps) * 0.1
+    assert per_launch_estimate(target, False, SETTINGS) == pytest.approx(4.0 + steps)
+    assert per_launch_estimate(target, True, SETTINGS) == pytest.approx(1.0 + FORKED_START_S + steps)
+    unknown = FixTarget(script=tmp_path / "train.py", args=(), cwd=tmp_path, findings=(),
+                        step_ms=100.0, setup_s=4.0)
+    assert per_launch_estimate(unknown, True, SETTINGS) == pytest.approx(4.0 + steps)
+
+
 def test_expected_time_is_said_from_the_step_time_and_the_launch_sizes() -> None:
     per_launch = launch_seconds(step_ms=200.0, setup_s=4.0, settings=SETTINGS)
     assert per_launch == pytest.approx(4.0 + 15 * 0.2)
@@ -125,3 +140,63 @@ def test_expected_time_is_said_from_the_step_time_and_the_launch_sizes() -> None
     note = measured_note({"a": 3, "b": None}, 10, 70.0, per_launch, 3, 4)
     assert note == ("measured sequentially: a after 3 launches, b open after 4; 10 launches in "
                     "70 s (expected 63 s to 84 s)")
+
+
+def test_not_slower_is_decided_though_faster_and_no_change_cannot_be_told_apart() -> None:
+    # Interval about [0.925, 1.010]: maybe 7 % faster, maybe no change, at most 1 % slower.
+    # Either way the rewrite is kept, so more launches would change nothing that is done.
+    base, rewritten = [100, 101, 99], [96, 99, 95]
+    assert speed_decided(base, rewritten, 0.975)
+    # Under --require-faster "no change" drops it and "faster" keeps it: still open.
+    assert not speed_decided(base, rewritten, 0.975, require_faster=True)
+
+
+def test_a_version_open_at_the_maximum_says_what_settling_it_would_take(tmp_path: Path) -> None:
+    arms = [arm(BASE), arm("same")]
+    done = run_sequential(arms, 4, tmp_path, SETTINGS, 0.95, seed=1,
+                          launch=simulated({BASE: 1.0, "same": 1.0}, noise=0.05, seed=4))
+    assert done.decided_after == {"same": None}
+    base, same = done.found.paired_medians("same")
+    needed = launches_to_settle(base, same, done.confidence)
+    assert needed is not None and needed > 4
+    note = open_note([("same", base, same)], done.confidence, 4, 3.0)
+    assert note.startswith("same: undecided after 4 launches — at this launch-to-launch noise "
+                           "the interval cannot tell a change within ±2% from none, so it is "
+                           "judged on its measured ratio (kept unless measured slower)")
+    assert f"; settling it would take launches per version: same ~{needed} (--launches {needed}, ~" in note
+    # Pairs that scatter by ±1 % settle within a handful of launches; ±40 % never does.
+    assert launches_to_settle([100, 100, 100, 100], [101, 99, 102, 98], 0.975) == 8
+    wild = ([100, 100, 100], [60, 140, 100])
+    assert launches_to_settle(*wild, 0.975, limit=1000) == 1001
+    both = open_note([("r8", [100, 100, 100, 100], [101, 99, 102, 98]), ("r9", *wild)], 0.975,
+                     4, 2.0)
+    assert both.startswith("r8, r9: undecided after 4 launches")
+    assert both.endswith("settling it would take launches per version: r8 ~8 (--launches 8, "
+                         "~32 s); r9 more than 1000")
+
+
+def test_fix_launches_fork_from_zygotes_unless_told_not_to(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sequential measurement hands each version its zygote's command (real zygotes, no
+    launch: a stand-in records what each launch was given)."""
+    from perftune.capture.parent.measure import side_zygotes
+    from perftune.fix import measure as measure_mod
+
+    seen: dict[str, object] = {}
+
+    def recording(a: Arm, seq: int, block: int, run_dir: Path, settings: MeasureSettings,
+                  launchers: object = None) -> ArmLaunch:
+        launcher = (launchers or {}).get(a.key)  # type: ignore[attr-defined]
+        seen[a.key] = launcher.command() if launcher is not None else None
+        return simulated({BASE: 1.0, "r1": 0.5}, noise=0.001)(a, seq, block, run_dir, settings)
+
+    arms = [arm(BASE), arm("r1")]
+    monkeypatch.setattr(measure_mod, "_launch", recording)
+    notes: list[str] = []
+    with side_zygotes([a.side for a in arms], tmp_path, True, notes,
+                      share_identical=True) as launchers:
+        assert notes == [] and launchers[BASE] is launchers["r1"]  # same cwd and env: one
+        run_sequential(arms, 4, tmp_path, SETTINGS, 0.95, launchers=launchers)
+    assert seen[BASE] == seen["r1"] and "zygote_client.py" in " ".join(seen[BASE])  # type: ignore[arg-type]
+    with side_zygotes([a.side for a in arms], tmp_path, False, notes) as launchers:
+        assert launchers == {}

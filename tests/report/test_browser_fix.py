@@ -76,6 +76,11 @@ def test_the_fix_section_is_designed_like_the_rest_of_the_report(browser: Any, f
     assert len(rows) == 3
     assert "✓ in patch" in rows[0]
     assert "not in the patch: it edits the same code as R1" in rows[1]
+    # The file name and line are shown whole, on one line; the folder below it (and the whole
+    # path on hover), not a path cut into pieces mid-name.
+    where = page.eval_on_selector("#fix-rewrites tbody tr:nth-child(2) td:nth-child(2) code",
+                                  "e => [e.innerText, e.title, e.getClientRects().length]")
+    assert where == ["distributed_data_parallel_train.py:118", LONG_WHERE, 1], where
     assert "✗ warns" in rows[2]
     # The raw fix.json is folded away, not the section itself.
     assert page.eval_on_selector("#fix > details:last-of-type", "e => e.open") is False

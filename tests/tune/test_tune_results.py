@@ -185,3 +185,20 @@ def test_unmeasured_parts_of_the_space_are_named(tmp_path: Path) -> None:
     assert gaps[("label", "<b>x</b>")] == (0, 4)
     assert ("precision", "bf16") in gaps
     assert any(line.startswith("not measured: 4 of the 4 configurations with label=") for line in summary_lines(tuning))
+
+
+def test_configurations_left_out_by_max_trials_say_the_repeats_took_their_trials(tmp_path: Path) -> None:
+    """--max-trials 7 over 8 configurations, 2 trials kept for repeats: the lines naming what was
+    not measured say why (repeats of the leaders) and what budget measures everything."""
+    import dataclasses
+
+    from perftune.tune.tuner import max_trials_reason
+
+    reason = max_trials_reason(7, reserve=2, grid=8, repeat_trials=6)
+    assert reason == ("reached --max-trials 7, of which 2 repeated the leading configurations to "
+                      "tell them apart from noise; --max-trials 14 measures all 8 configurations "
+                      "and repeats the leaders")
+    assert max_trials_reason(7, reserve=0, grid=8, repeat_trials=6) == "reached --max-trials 7"
+    run = dataclasses.replace(make_run(tmp_path), stop_reason=reason)
+    lines = [line for line in summary_lines(build_tuning(run)) if line.startswith("not measured:")]
+    assert lines and all(line.endswith(f"({reason})") for line in lines)

@@ -303,5 +303,15 @@ class StepHooks:
             return original(seed)
 
         self._patch(torch.random, "manual_seed", manual_seed)
-        if torch.manual_seed is original:
+        current = torch.manual_seed
+        if current is original:
             self._patch(torch, "manual_seed", manual_seed)
+        elif inspect.unwrap(current) is original:
+            # torch._dynamo, once imported (a zygote preloads it), replaces torch.manual_seed
+            # by a wrapper that calls the original function directly, past the patch above.
+            @functools.wraps(current)
+            def wrapped_seed(seed: Any) -> Any:
+                session.on_seed()
+                return current(seed)
+
+            self._patch(torch, "manual_seed", wrapped_seed)

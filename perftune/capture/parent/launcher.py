@@ -85,6 +85,12 @@ class ZygoteLauncher:
 
     def start(self) -> None:
         """Start the zygote and wait until it has imported torch and listens."""
+        self.spawn()
+        self.wait_ready()
+
+    def spawn(self) -> None:
+        """Start the zygote's process without waiting for it (several zygotes then import
+        torch side by side; `wait_ready()` each)."""
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
@@ -108,6 +114,9 @@ class ZygoteLauncher:
         except OSError as exc:
             self.stop()
             raise ZygoteError(f"cannot start the zygote: {exc}") from None
+
+    def wait_ready(self) -> None:
+        """Wait until the spawned zygote has imported torch and listens (ZygoteError if not)."""
         if not self._wait_ready():
             problem = self.why_stopped() or "it did not get ready"
             self.stop()
