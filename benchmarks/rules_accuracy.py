@@ -101,6 +101,17 @@ class Truth:
                 out.file_forbid.add(code)
         return out
 
+    def without(self, ignore: Sequence[str]) -> Truth:
+        """The truth with the codes (or prefixes) in `ignore` left out, markers included."""
+        def kept(code: str) -> bool:
+            return not any(code.startswith(i) for i in ignore)
+
+        return Truth(self.name, {m for m in self.expect if kept(m[0])},
+                     {k: {c for c in v if c == _ALL or kept(c)} for k, v in self.forbid.items()},
+                     {c for c in self.file_expect if kept(c)}, {c for c in self.file_forbid if kept(c)},
+                     self.run_args, self.script_args, self.own_traces,
+                     [m for m in self.conditional if kept(m[1])])
+
     def forbidden_at(self, code: str, line: int | None) -> bool:
         if code in self.file_forbid:
             return True
@@ -152,6 +163,9 @@ MACHINE_CONDITIONS = {
     "cpu-amx": "a CPU run on a CPU with AMX-BF16 tiles",
     "onednn": "a CPU run with oneDNN (mkldnn) available in torch",
     "tensor-cores": "a GPU run on a GPU with tensor cores (Volta and later, CDNA)",
+    "contended": "a CPU run whose intra-op threads competed with other processes for the cores"
+                 " (perftune.analysis.efficiency.threads_oversubscribed: the recorded load average"
+                 " less the process's threads above its usable cores)",
 }
 
 
@@ -172,7 +186,7 @@ def holds_on(condition: str, machine: frozenset[str]) -> bool:
 
 def machine_of(trace: Any) -> frozenset[str]:
     """The MACHINE_CONDITIONS that hold for the machine a trace was recorded on."""
-    from perftune.analysis.efficiency import host_facts
+    from perftune.analysis.efficiency import host_facts, threads_oversubscribed
     from perftune.trace import device_specs
 
     if trace.has_device_activity:
@@ -187,6 +201,8 @@ def machine_of(trace: Any) -> frozenset[str]:
         out.add("cpu-amx")
     if host.get("mkldnn"):
         out.add("onednn")
+    if threads_oversubscribed(host):
+        out.add("contended")
     return frozenset(out)
 
 
@@ -396,7 +412,7 @@ def analyse_run(run_dir: Path, traces: Sequence[Path], ignore: Sequence[str] = (
 
 
 def run_script(script: Path, runs: Path, reuse: bool, ignore: Sequence[str] = ()) -> ScriptResult:
-    truth = read_truth(script)
+    truth = read_truth(script).without(ignore)
     run_dir = runs / script.parent.name / script.stem
     traces, error = profile(script.relative_to(ROOT), run_dir, reuse, truth.run_args,
                             script_args=truth.script_args, own_traces=truth.own_traces)
@@ -505,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only these scripts (file names in tests/field or samples)")
     parser.add_argument("--markdown", type=Path, default=None, help="write the report here")
     parser.add_argument("--ignore", default="",
-                        help="rule codes or prefixes left out of the scoring (PFT507,PFT508)")
+                        help="rule codes or prefixes left out of the scoring, findings and markers"
+                             " (PFT507,PFT508)")
     args = parser.parse_args(argv)
     ignore = tuple(c.strip() for c in args.ignore.split(",") if c.strip())
 
@@ -561,8 +578,10 @@ def _markdown(sets: dict[str, list[ScriptResult]], real_lines: list[str], real_h
         "",
         "Scoring (see the script's docstring): *right* = the marked code at the marked line;",
         "*wrong line* = a finding whose code is expected in the script but at another line (or",
-        "none); *FP* = any other finding; trace-quality findings (PFT9xx) and the machine-dependent",
-        "compute advice (PFT507-PFT510) are not scored.",
+        "none); *FP* = any other finding; trace-quality findings (PFT9xx) and the load-dependent",
+        "compute advice (PFT509, PFT510) are not scored; PFT507/PFT508 are scored through the",
+        "machine-conditional markers (`expect-if[...](CONDITION)`, `not-if`; the machine each run",
+        "recorded is shown next to its script).",
         "precision = (right + wrong line) / findings; recall = expected markers found at any",
         "line / markers; right line = right / (right + wrong line). On a CPU trace the sync",
         "rules report *latent* hazards (what would stall on a GPU).",

@@ -7,9 +7,27 @@ cleanly instead of dying, so it records which one arrived and exits with that co
 from __future__ import annotations
 
 import signal
+import threading
 
 _received: int | None = None
 _count = 0
+
+
+def heed_ctrl_c() -> None:
+    """Ctrl-C (SIGINT) stops perftune even when perftune was started with it ignored.
+
+    A shell starts a background job of a script (`perftune tune ... &`), and harnesses such as
+    a backgrounded CI run or its test workers, with SIGINT ignored; python then keeps it ignored
+    and installs no KeyboardInterrupt handler. perftune's promise is that a SIGINT sent to it
+    stops it cleanly (exit 130, results kept) however it was started, so the command-line entry
+    installs python's own handler before anything else: otherwise a SIGINT reached perftune
+    only while a child process ran (the supervisor's handler) and was discarded at every other
+    moment (imports, analysis, between launches and trials), and the command ran on to its end.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def record(signum: int) -> None:

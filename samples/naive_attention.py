@@ -81,7 +81,7 @@ def main() -> None:
     for step in range(args.steps):
         batch = tokens[step % 4]
         optimizer.zero_grad(set_to_none=True)
-        logits = model(batch[:, :-1])  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16)
+        logits = model(batch[:, :-1])  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
         loss = F.cross_entropy(logits.reshape(-1, vocab), batch[:, 1:].reshape(-1))
         loss.backward()
         optimizer.step()

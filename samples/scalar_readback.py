@@ -68,7 +68,7 @@ def main() -> None:
 
     for step in range(args.steps):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(inputs[step % 4]), targets[step % 4])  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16)
+        loss = loss_fn(model(inputs[step % 4]), targets[step % 4])  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
         loss.backward()
         optimizer.step()
         if args.fixed:

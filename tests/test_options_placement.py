@@ -58,8 +58,7 @@ def test_options_before_the_script_are_perftunes_and_raise_no_warning(
     assert capsys.readouterr().err == ""
 
 
-@pytest.mark.parametrize("command, script_param, option",
-                         [c for c in COMMANDS if c[0] is not fix], ids=[i for i in IDS if i != "fix"])
+@pytest.mark.parametrize("command, script_param, option", COMMANDS, ids=IDS)
 def test_a_module_and_everything_after_it_are_the_scripts(
         command: click.Command, script_param: str, option: tuple[str, str, str, object],
         capsys: pytest.CaptureFixture[str]) -> None:
@@ -89,3 +88,18 @@ def test_help_examples_put_perftune_options_before_the_script(command: click.Com
         scripts = [i for i, w in enumerate(words) if w.endswith(".py")]
         if scripts:
             assert misplaced_options(command, words, scripts[0] + 1) == [], " ".join(words)
+
+
+@pytest.mark.parametrize("command", [c for c, _, _ in COMMANDS], ids=IDS)
+def test_an_unknown_option_before_the_script_is_an_option_error(
+        command: click.Command, capsys: pytest.CaptureFixture[str]) -> None:
+    """A typo of a perftune option is click's "No such option" (exit 2) for every command;
+    profile and fix took it for the script ("no such script: --bogus")."""
+    from perftune.cli.main import main
+
+    with pytest.raises(SystemExit) as exited:
+        main([command.name, "--bogus", "train.py", "--epochs", "1"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Error: No such option '--bogus'" in err, err
+    assert "no such script" not in err and "Traceback" not in err

@@ -204,6 +204,23 @@ def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None
         compute_bound=not why, why=why or "compute-bound")
 
 
+def threads_oversubscribed(host: dict[str, Any] | None) -> bool:
+    """Whether the profiled process's intra-op threads competed with other processes for the
+    cores: more than one intra-op thread, and the load average recorded when profiling started,
+    less the process's own threads, above the cores it may use. Then a multi-threaded matrix
+    op's time is mostly its threads waiting for each other (a preempted thread holds the
+    barrier: steps 10-100x longer on a machine at load 7 on 2 cores), not arithmetic, and
+    whether the step is compute-bound cannot be read from it."""
+    if not host:
+        return False
+    threads = int(host.get("torch_threads") or 1)
+    cores = host.get("usable_cores") or host.get("cpu_count")
+    load = host.get("loadavg")
+    if threads <= 1 or not cores or load is None:
+        return False
+    return float(load) - threads > float(cores)
+
+
 def host_facts(trace: Trace) -> dict[str, Any] | None:
     """What `perftune profile` recorded about the process when profiling started (threads,
     usable cores, CPU bf16 flags, matmul precision): the trace header's `perftune.host`.

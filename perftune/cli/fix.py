@@ -1,4 +1,5 @@
-"""`perftune fix SCRIPT [ARGS]...` / `perftune fix RUN_DIR`: verified rewrites.
+"""`perftune fix SCRIPT [ARGS]...` / `perftune fix -m MODULE [ARGS]...` / `perftune fix RUN_DIR`:
+verified rewrites.
 
 Applies perftune's own mechanical rewrites to copies of the project, measures each one (and the
 compatible ones together) against the original in interleaved launches with the same seed,
@@ -27,8 +28,10 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-@click.command(cls=ScriptCommand, context_settings={"ignore_unknown_options": True})
-@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@click.command(cls=ScriptCommand)
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
+@click.option("-m", "--module", "module", default=None, metavar="MODULE",
+              help="Fix a module, run as `python -m MODULE` (its .py source file is rewritten).")
 @click.option("--skip", type=int, default=5, show_default=True,
               help="Warm-up steps before the profiled window of the first run.")
 @click.option("--active", type=int, default=3, show_default=True, help="Profiled steps.")
@@ -39,7 +42,8 @@ def _shown(path: Path) -> str:
 @click.option("--launches", type=int, default=4, show_default=True,
               help="Launches of every version (original, each rewrite, all together) at most, "
               "run interleaved; a version stops after 3 once its verdict is decided (faster, "
-              "slower, or within 2 % of the original at the confidence split over the looks).")
+              "slower, or at most 2 % slower at the confidence split over the looks); one still "
+              "open is judged on its measured ratio.")
 @click.option("--rtol", type=float, default=1e-4, show_default=True,
               help="Relative tolerance of the loss comparison.")
 @click.option("--atol", type=float, default=1e-6, show_default=True,
@@ -64,7 +68,8 @@ def _shown(path: Path) -> str:
 @format_option
 @out_option
 @click.pass_context
-def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int,
+def fix(ctx: click.Context, script_args: tuple[str, ...], module: str | None, skip: int,
+        active: int,
         warmup: int, steps: int, launches: int, rtol: float, atol: float,
         check_steps: int, seed: int, select: tuple[str, ...], require_faster: bool,
         apply_fix: bool, force: bool, timeout_s: float, no_reuse: bool, output_format: str,
@@ -77,6 +82,8 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int
     slower; the kept ones go into fix.patch. `perftune fix RUN_DIR` starts from an earlier
     `perftune profile` run: it takes the findings' locations from it and makes each rewrite
     again on the current source (a diff recorded in the run dir is never run nor written).
+    `perftune fix -m pkg.train [ARGS]` fixes a module run as `python -m pkg.train`: its source
+    file (found in the working directory or on PYTHONPATH) is rewritten.
     With --apply the patch is printed before it is written. Losses are compared step by step,
     step k of both runs as perftune's step detector numbered them (optimizer steps, else
     backward() calls, ...); a script whose steps are only time slices gets no loss check. The
@@ -95,8 +102,9 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int
     from perftune.fix.verify import Tolerance
     from perftune.report import render_fix_run
 
-    if not script_args:
-        raise UsageError("give the script to fix: perftune fix train.py [ARGS]... (or a run dir)")
+    if not script_args and module is None:
+        raise UsageError("give the script to fix: perftune fix train.py [ARGS]... (or a run dir, "
+                         "or -m MODULE [ARGS]...)")
     if force and not apply_fix:
         raise UsageError("--force only goes with --apply")
     settings = FixSettings(
@@ -112,8 +120,16 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int
     def say(text: str) -> None:
         click.echo(f"perftune fix: {text}", err=True)
 
-    first = Path(script_args[0])
-    if is_run_dir(first):
+    first = Path(script_args[0]) if module is None else None
+    if module is not None:
+        from perftune.fix.sources import module_file
+
+        file = module_file(module, Path.cwd())
+        say(f"profiling -m {module} ({_shown(file)})")
+        source = from_profile(file, tuple(script_args), Path.cwd(), run_dir, skip=skip,
+                              active=active, timeout_s=timeout_s, seed=seed, module=module)
+        source_run = None
+    elif first is not None and is_run_dir(first):
         if len(script_args) > 1:
             raise UsageError(f"{first} is a run directory; its script arguments come from its "
                              "meta.json, give no others")
@@ -121,6 +137,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], skip: int, active: int
         source_run = source.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
+        assert first is not None
         if first.is_dir():
             raise UsageError(f"{first} is a folder but not a perftune run directory (no "
                              "meta.json); give a script or a `perftune profile` run")

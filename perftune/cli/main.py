@@ -94,6 +94,7 @@ def cli(ctx: click.Context) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the group, turning perftune's own errors into one line and an exit code."""
+    _signals.heed_ctrl_c()  # also when started with SIGINT ignored (`cmd &` in a script, CI)
     try:
         # standalone_mode=False returns ctx.exit(code)'s code instead of exiting.
         result = cli.main(args=argv, prog_name="perftune", standalone_mode=False)

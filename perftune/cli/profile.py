@@ -162,7 +162,7 @@ def exit_code_for(status: str, steps: int) -> int:
     return _FAILED
 
 
-@click.command(cls=ScriptCommand, context_settings={"ignore_unknown_options": True})
+@click.command(cls=ScriptCommand)
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
 @click.option(
     "-m",

@@ -61,6 +61,7 @@ from perftune.fix.workspace import (
     find_project,
     git_dirty_files,
     import_roots,
+    module_root,
     write_texts,
 )
 
@@ -100,7 +101,7 @@ class FixSettings:
 class FixTarget:
     """The script to fix, how it is run, and what the analysis found in it."""
 
-    script: Path  # absolute
+    script: Path  # absolute; with `module`, the module's source file
     args: tuple[str, ...]
     cwd: Path
     findings: tuple[Finding, ...]
@@ -115,6 +116,7 @@ class FixTarget:
     # Of setup_s, the seconds outside the script: starting Python, importing perftune and
     # torch (a launch forked from a zygote skips them).
     start_s: float | None = None
+    module: str | None = None  # run as `python -m module` (its file is `script`)
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,9 @@ Progress = Callable[[str], None]
 
 def plan_for(target: FixTarget, select: Sequence[str] = ()) -> Plan:
     project = find_project(target.script)
+    if target.module is not None and not project.git:
+        # Without git, the project is the folder the module resolves from (its packages too).
+        project = Project(module_root(target.module, target.script), False)
     roots = (*target.roots, target.cwd, target.script.parent)
     return make_plan(target.findings, project, target.script, roots, select,
                      regenerate=target.regenerate)
@@ -190,11 +195,30 @@ class _Workspaces:
         touched = [f for c in self.plan.candidates for f in c.files]
         extra = [str(copy_root / rel) for rel in import_roots(self.plan.project, self.plan.script,
                                                                 touched)]
+        if self.target.module is not None:
+            # `python -m` finds the module through sys.path: the copy's comes first.
+            root = module_root(self.target.module, self.plan.project.root / self.plan.script)
+            extra.insert(0, str(copy_root / root.relative_to(self.plan.project.root)))
         env = {"PYTHONHASHSEED": str(self.settings.seed)}
         if extra:
             existing = os.environ.get("PYTHONPATH")
             env["PYTHONPATH"] = os.pathsep.join([*extra, *([existing] if existing else [])])
         return env
+
+    def launched(self, copy_root: Path) -> ScriptTarget:
+        """What one version runs: the copy's script, or the module from the copy.
+
+        A module is run in the copy's counterpart of the working directory when that lies in
+        the project (sys.path[0] of `python -m` is the working directory, which would find the
+        original first); relative paths the script opens resolve there to the same files."""
+        target = self.target
+        if target.module is None:
+            return ScriptTarget(path=copy_root / self.plan.script, args=target.args,
+                                cwd=target.cwd)
+        cwd = target.cwd.resolve()
+        if cwd.is_relative_to(self.plan.project.root):
+            cwd = copy_root / cwd.relative_to(self.plan.project.root)
+        return ScriptTarget(module=target.module, args=target.args, cwd=cwd)
 
     def add(self, key: str, ids: Sequence[str]) -> Arm:
         # Same-length folder names keep file paths (and so tracebacks, __file__) alike in size.
@@ -202,8 +226,7 @@ class _Workspaces:
         touched = sorted(self.plan.originals)
         copy_project(self.plan.project, root, real_copies=touched)
         write_texts(root, {**self.plan.originals, **self.plan.texts(ids)})
-        side = Side(name=key, target=ScriptTarget(path=root / self.plan.script,
-                                                  args=self.target.args, cwd=self.target.cwd),
+        side = Side(name=key, target=self.launched(root),
                     label=",".join(ids) or "original", env=self.env(root), seed=self.settings.seed)
         arm = Arm(key=key, side=side, rewrites=tuple(ids))
         self.arms[key] = arm
@@ -304,6 +327,11 @@ def per_launch_estimate(target: FixTarget, forked: bool, measure: MeasureSetting
     return launch_seconds(target.step_ms, setup_s, measure)
 
 
+def zygote_start_s(target: FixTarget, settings: FixSettings) -> float:
+    """Starting the zygotes costs about what a fresh start does (Python, perftune, torch)."""
+    return (target.start_s or 0.0) if settings.reuse_processes else 0.0
+
+
 def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
             say: Progress, temp: Path) -> FixOutcome:
     spaces = _Workspaces(plan, target, settings, temp)
@@ -322,7 +350,7 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         say(f"launch {launch.seq + 1} (at most {total[0]}) {launch.arm}: {what}")
 
     per_launch = per_launch_estimate(target, settings.reuse_processes, measure)
-    say(expected_time(len(arms), settings.launches, per_launch))
+    say(expected_time(len(arms), settings.launches, per_launch, zygote_start_s(target, settings)))
     started = time.monotonic()
     zygote_notes: list[str] = []
     with side_zygotes([arm.side for arm in arms], run_dir, settings.reuse_processes,
@@ -337,6 +365,7 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                measure: MeasureSettings, launch_root: Path, show: Callable[[ArmLaunch], None],
                total: list[int], per_launch: float | None, started: float, launchers: ZygotePool,
                zygote_notes: list[str]) -> FixOutcome:
+    zygote_s = zygote_start_s(target, settings)
     sequential = run_sequential(arms, settings.launches, launch_root, measure,
                                 settings.confidence, settings.seed, show, launchers=launchers,
                                 require_faster=settings.require_faster,
@@ -363,7 +392,7 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                     for c in plan.candidates)
     notes: list[str] = [measured_note(sequential.decided_after, len(found.launches),
                                       time.monotonic() - started, per_launch, len(arms),
-                                      settings.launches), *zygote_notes]
+                                      settings.launches, zygote_s), *zygote_notes]
     opened = [(key, *found.paired_medians(key)) for key, after
               in sequential.decided_after.items() if after is None and key not in found.failed]
     if opened:
@@ -389,7 +418,7 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
         else:
             spaces.add(CHOSEN, chosen)
             say(f"measuring the {len(chosen)} verified rewrites together; "
-                + expected_time(2, settings.launches, per_launch))
+                + expected_time(2, settings.launches, per_launch, zygote_s))
             total[0] = len(found.launches) + 2 * settings.launches
             # The chosen set forks from a zygote already running for the same working
             # directory and environment, or a new one.
@@ -412,7 +441,18 @@ def _judge_all(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Pa
                       reproducible, tuple(found.launches), tuple(notes), all_together)
 
 
-def expected_time(versions: int, max_launches: int, per_launch_s: float | None) -> str:
+def expected_span(versions: int, max_launches: int, per_launch_s: float,
+                  zygote_s: float = 0.0) -> tuple[float, float]:
+    """Seconds the launches take when every version is decided at the first look, and when
+    none is before --launches: launches x per_launch_s, plus starting the zygotes (`zygote_s`,
+    side by side) once, and again before every later round."""
+    rounds = launch_rounds(max_launches)
+    return (versions * rounds[0] * per_launch_s + zygote_s,
+            versions * max_launches * per_launch_s + zygote_s * len(rounds))
+
+
+def expected_time(versions: int, max_launches: int, per_launch_s: float | None,
+                  zygote_s: float = 0.0) -> str:
     """The line said before the launches start: how many, and about how long."""
     rounds = launch_rounds(max_launches)
     low, high = versions * rounds[0], versions * max_launches
@@ -421,8 +461,9 @@ def expected_time(versions: int, max_launches: int, per_launch_s: float | None) 
             f"({low}–{high} launches")
     if per_launch_s is None:
         return text + ")"
-    return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(low * per_launch_s)} to "
-            f"{_minutes(high * per_launch_s)})")
+    fast, slow = expected_span(versions, max_launches, per_launch_s, zygote_s)
+    return (text + f", ~{per_launch_s:.0f} s each: expect {_minutes(fast)} to "
+            f"{_minutes(slow)})")
 
 
 SETTLE_LIMIT = 1000
@@ -457,15 +498,15 @@ def _minutes(seconds: float) -> str:
 
 
 def measured_note(decided_after: dict[str, int | None], launches: int, elapsed_s: float,
-                  per_launch_s: float | None, versions: int, max_launches: int) -> str:
+                  per_launch_s: float | None, versions: int, max_launches: int,
+                  zygote_s: float = 0.0) -> str:
     """After the launches: when each version was decided, and the time against the estimate."""
     parts = [f"{key} after {n} launches" if n is not None else f"{key} open after {max_launches}"
              for key, n in decided_after.items()]
     expected = ""
     if per_launch_s is not None:
-        rounds = launch_rounds(max_launches)
-        expected = (f" (expected {_minutes(versions * rounds[0] * per_launch_s)} to "
-                    f"{_minutes(versions * max_launches * per_launch_s)})")
+        fast, slow = expected_span(versions, max_launches, per_launch_s, zygote_s)
+        expected = f" (expected {_minutes(fast)} to {_minutes(slow)})"
     return (f"measured sequentially: {', '.join(parts)}; {launches} launches in "
             f"{_minutes(elapsed_s)}{expected}")
 

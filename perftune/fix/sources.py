@@ -6,6 +6,7 @@ directory in meta.json, and its findings in findings.json (or a trace to analyse
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,17 +42,18 @@ def from_run_dir(run_dir: Path) -> Source:
     meta = run.read_meta()
     if meta is None:
         raise UsageError(f"{run_dir} holds no meta.json: not a `perftune profile` run")
-    if meta.module:
-        raise UsageError(f"{run_dir} profiled a module (-m {meta.module}); perftune fix "
-                         "needs a script file")
-    script_text = meta.script
-    if not script_text:
-        raise UsageError(f"{run_dir}/meta.json names no script")
     cwd = Path(meta.cwd or run_dir)
-    script = Path(script_text)
-    script = script if script.is_absolute() else cwd / script
-    if not script.is_file():
-        raise UsageError(f"{script}: the script of {run_dir} no longer exists")
+    module = meta.module or None
+    if module is not None:
+        script = module_file(module, cwd)
+    else:
+        script_text = meta.script
+        if not script_text:
+            raise UsageError(f"{run_dir}/meta.json names no script")
+        script = Path(script_text)
+        script = script if script.is_absolute() else cwd / script
+        if not script.is_file():
+            raise UsageError(f"{script}: the script of {run_dir} no longer exists")
     args = tuple(meta.argv[1:]) if meta.argv else ()
     if any(REDACTED in a for a in args):
         raise UsageError(f"{run_dir}/meta.json records the script's arguments with credentials "
@@ -74,15 +76,35 @@ def from_run_dir(run_dir: Path) -> Source:
     else:
         raise UsageError(f"{run_dir} holds neither findings.json nor trace.json.gz")
     target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=findings,
-                       roots=(cwd, script.parent, run_dir),
+                       roots=(cwd, script.parent, run_dir), module=module,
                        # findings.json is untrusted; findings analysed here just now are not
                        regenerate=analysis is None)
     return Source(target, analysis, run_dir)
 
 
+def module_file(module: str, cwd: Path) -> Path:
+    """The source file `python -m MODULE` run in `cwd` executes (MODULE.py, or a package's
+    __main__.py), looked up as python would: the working directory, then PYTHONPATH. Found
+    without importing anything; perftune fix rewrites that file."""
+    parts = module.split(".")
+    if not all(part.isidentifier() for part in parts):
+        raise UsageError(f"-m {module}: not a module name")
+    entries = [cwd, *(Path(e) for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e)]
+    for entry in entries:
+        base = entry if entry.is_absolute() else cwd / entry
+        for candidate in (base.joinpath(*parts[:-1], parts[-1] + ".py"),
+                          base.joinpath(*parts, "__main__.py")):
+            if candidate.is_file():
+                return candidate.resolve()
+    raise UsageError(f"-m {module}: no such module in {cwd} or on PYTHONPATH (perftune fix "
+                     "rewrites the module's source file, so it must be a .py file there)")
+
+
 def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, *, skip: int,
-                 active: int, timeout_s: float | None, seed: int) -> Source:
-    """Profile the script into `run_dir` (as `perftune profile` would) and analyse it."""
+                 active: int, timeout_s: float | None, seed: int,
+                 module: str | None = None) -> Source:
+    """Profile the script (or `-m module`, whose file is `script`) into `run_dir` (as
+    `perftune profile` would) and analyse it."""
     from perftune.capture.parent.measure import log_tail
     from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
     from perftune.pipeline import process_run
@@ -92,7 +114,9 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
     options = CaptureOptions(skip=skip, active=active, timeout_s=timeout_s, quiet=True,
                              env={"PYTHONHASHSEED": str(seed)}, seed=seed)
     started = time.monotonic()
-    result = run_capture(ScriptTarget(path=script, args=args, cwd=cwd), run_dir, options)
+    launched = (ScriptTarget(module=module, args=args, cwd=cwd) if module is not None
+                else ScriptTarget(path=script, args=args, cwd=cwd))
+    result = run_capture(launched, run_dir, options)
     wall = time.monotonic() - started
     if result.status == "interrupted":
         raise KeyboardInterrupt
@@ -112,8 +136,8 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
         raise ScriptError(f"profiling {script} recorded no trace; see {run_dir}")
     step_ms, setup_s, start_s = launch_figures(result, wall)
     target = FixTarget(script=script.resolve(), args=args, cwd=cwd, findings=analysis.findings,
-                       roots=(cwd, script.resolve().parent, run_dir), step_ms=step_ms,
-                       setup_s=setup_s, start_s=start_s)
+                       roots=(cwd, script.resolve().parent, run_dir), module=module,
+                       step_ms=step_ms, setup_s=setup_s, start_s=start_s)
     return Source(target, analysis, run_dir)
 
 

@@ -52,6 +52,12 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
         return None
 
 
+def module_root(module: str, file: Path) -> Path:
+    """The folder on sys.path from which `module` resolves to `file`."""
+    depth = len(module.split(".")) + (1 if file.name == "__main__.py" else 0)
+    return file.parents[depth - 1]
+
+
 def find_project(script: Path) -> Project:
     folder = Path(os.path.realpath(script)).parent
     proc = _git(folder, "rev-parse", "--show-toplevel")

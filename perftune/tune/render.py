@@ -99,9 +99,11 @@ def summary_lines(tuning: TuningDocument) -> list[str]:
             f"{units.percent(runner_up.gap, missing=NONE)} slower; {verdict}"
         )
     lines.extend(compile_lines(tuning))
-    for gap in tuning.unmeasured:
-        lines.append(f"not measured: {gap.total - gap.measured} of the {gap.total} configurations "
-                     f"with {gap.knob}={knob_value(gap.value)} ({tuning.stop_reason})")
+    if tuning.unmeasured:
+        # One line, the reason once: which parts of the space were left out, and why.
+        parts = [f"{gap.total - gap.measured} of the {gap.total} configurations with "
+                 f"{gap.knob}={knob_value(gap.value)}" for gap in tuning.unmeasured]
+        lines.append(f"not measured: {'; '.join(parts)} ({tuning.stop_reason})")
     origins = [f"{k.name}={knob_value(k.default)} ({k.default_from or 'not seen: the search starting value'})"
                for k in tuning.space.knobs]
     if origins:

@@ -5,7 +5,8 @@ study. So a resumed run goes on where it stopped, and several workers sharing on
 propose the next piece of work (the running trials of the others are taken as seen).
 
 Strategies:
-- grid: every configuration, in order (the default for small spaces).
+- grid: every configuration, the least-covered knob values first (the default for small
+  spaces), so that a trial budget below the grid still measures every value.
 - structured (the default for larger ones): start from the defaults; find the largest batch
   size that fits (batch size is monotone in memory: doubling, then bisection once a batch
   fails); then move one knob at a time from the best configuration so far — next value up and
@@ -22,6 +23,7 @@ spread more than history.NOISY_SPREAD) is measured once more before the search g
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -124,10 +126,21 @@ def _recheck(history: History) -> Proposal | None:
 
 
 def _grid(space: SearchSpace, history: History) -> Proposal | None:
+    """The next configuration of the grid: of those not measured yet, the one whose knob
+    values were measured least so far (grid order among equals). A trial budget below the
+    grid's size then leaves out a few configurations spread over the space, every value of
+    every knob measured where the budget allows, instead of the grid's tail (all of one
+    precision, say)."""
+    measured = Counter((name, value) for c in history.configs.values() if c.in_space
+                       for name, value in c.values.items())
+    best: tuple[int, dict[str, Value]] | None = None
     for values in space.grid():
-        if not history.seen(values) and not history.memory_pruned(values):
-            return Proposal(values, "search", "grid")
-    return None
+        if history.seen(values) or history.memory_pruned(values):
+            continue
+        covered = sum(measured[(name, value)] for name, value in values.items())
+        if best is None or covered < best[0]:
+            best = (covered, values)
+    return Proposal(best[1], "search", "grid") if best is not None else None
 
 
 def _sampler(space: SearchSpace, history: History) -> Proposal | None:

@@ -36,7 +36,9 @@ that follow them.
 ## Known problems
 Pinned memory is a limited resource: pin batches (DataLoader `pin_memory=True`), not whole
 datasets. On a CPU trace the source memory cannot be seen; the rule reads the DataLoader's
-arguments from the source.
+arguments from the source, and counts tensors as pinned when the program pins them in this
+run or calls `.pin_memory()` under a test of the device (`if device.type == "cuda":`), the
+branch a CPU run never takes.
 """
 
 from __future__ import annotations
@@ -75,8 +77,11 @@ class PageableCopy(HazardRule):
         from_loader = [h for h in moves if sm.follows_dataloader(ctx.host, h.row)]
         others = [h for h in moves if h not in from_loader]
         out = [] if dataloader_pinned(ctx) else from_loader
-        # Tensors not from a DataLoader are pageable unless the program pins them itself.
-        return out + ([] if sm.uses_pinned_memory(ctx.host) else others)
+        # Tensors not from a DataLoader are pageable unless the program pins them itself: in
+        # this run (the trace), or on the accelerator only (`if device.type == "cuda": x =
+        # x.pin_memory()` — a `.pin_memory()` call in the user's source, not run on a CPU).
+        pins = sm.uses_pinned_memory(ctx.host) or _pins_on_the_accelerator(ctx)
+        return out + ([] if pins else others)
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return calls("to", "cuda", "copy_")
@@ -93,3 +98,27 @@ class PageableCopy(HazardRule):
 
     def rewrite_params(self, group: Group, hazards: list[sm.Hazard]) -> dict[str, Any]:
         return {"direction": "HtoD"}
+
+
+def _pins_on_the_accelerator(ctx: Context) -> bool:
+    """Whether the user's code calls `.pin_memory()` under a test of the device
+    (`if device.type == "cuda":` / `... if torch.cuda.is_available() else ...`): the branch
+    a CPU run never takes, and the batches it copies are pinned on the GPU."""
+    import ast
+
+    from perftune.engine.attribution import user_files
+
+    for file in user_files(ctx.trace):
+        tree = ctx.source.tree(file)
+        if tree is None:
+            continue
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.If, ast.IfExp)) or "cuda" not in ast.unparse(node.test):
+                continue
+            body = [node.body] if isinstance(node, ast.IfExp) else node.body
+            for part in body:
+                for sub in ast.walk(part):
+                    if isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute) \
+                            and sub.func.attr == "pin_memory":
+                        return True
+    return False

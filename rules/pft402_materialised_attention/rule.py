@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
+
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
@@ -43,13 +45,16 @@ class MaterialisedAttention(Rule):
     step and the part spent between the two products (softmax, scaling, masking).
 
     ## Options
-    `min_len` (64): the shortest sequence length (score matrix side) to report.
+    `min_len` (64): the shortest sequence length (score matrix side) to report. `min_share`
+    (0.03): the share of the step the pattern must take (its forward products, softmax and
+    what lies between, per step; the backward roughly doubles it): below it the score matrix is too small to matter and a rewrite would
+    not show in the step time.
     """
 
     code: ClassVar[str] = "PFT402"
     name: ClassVar[str] = "materialised-attention"
     severity: ClassVar[Severity] = Severity.WARNING
-    options: ClassVar[dict[str, Any]] = {"min_len": 64}
+    options: ClassVar[dict[str, Any]] = {"min_len": 64, "min_share": 0.03}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
@@ -62,9 +67,13 @@ class MaterialisedAttention(Rule):
             key = (p.frame.file, p.frame.line, p.frame.function) if p.frame else ("<trace>", p.rows[0])
             by_loc.setdefault(key, []).append(p)
         reader = ctx.source
+        durations = [s.dur for s in trace.steps]
+        step_ms = float(np.median(durations)) / 1000.0 if durations else 0.0
         for ps in by_loc.values():
             main = max(ps, key=lambda p: p.time_us)
             time_ms = sum(p.time_us for p in ps) / 1000.0 / steps
+            if step_ms > 0 and time_ms / step_ms < float(self.config["min_share"]):
+                continue  # at this size attention is a sliver of the step: not worth a rewrite
             # A fused kernel does the two products; the ops in between disappear into it.
             saving = sum(p.extra_us for p in ps) / 1000.0 / steps
             shape = list(main.scores_shape)
@@ -76,6 +85,7 @@ class MaterialisedAttention(Rule):
                 "patterns": len(ps), "patterns_per_step": round(len(ps) / steps, 2),
                 "time_ms_per_step": round(time_ms, 4),
                 "between_products_ms_per_step": round(saving, 4),
+                "share_of_step": round(min(1.0, time_ms / step_ms), 4) if step_ms > 0 else None,
             }
             location = Location()
             if main.frame is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.analysis.efficiency import host_facts, matrix_points
+from perftune.analysis.efficiency import host_facts, matrix_points, threads_oversubscribed
 from perftune.engine.attribution import model_call_location
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
@@ -29,6 +29,9 @@ class NoReducedPrecision(Rule):
     - CPU (traces recorded by `perftune profile`, which records the CPU's flags): a CPU with
       AMX-BF16 tiles or AVX-512 BF16 instructions. Without them bf16 is emulated and slower,
       and the rule says nothing; on foreign CPU traces the flags are unknown and it says nothing.
+      Nor when the process's intra-op threads competed with other processes for the cores (the
+      load average recorded at the start, less its threads, above its usable cores): the matrix
+      ops' times are then threads waiting for each other, and the step only looks compute-bound.
     - GPU: fp32 matrix work that already runs on TF32 tensor cores (bf16 autocast halves the
       bytes and doubles the tensor-core rate again). fp32 matrix kernels on the vector units
       are PFT501's finding; the two share one saving (one cause: fp32 matrix math).
@@ -99,6 +102,8 @@ class NoReducedPrecision(Rule):
             where = "cuda"
         else:
             host = host_facts(trace)
+            if threads_oversubscribed(host):
+                return  # op times of oversubscribed threads say nothing about the arithmetic
             flags = set(host.get("cpu_flags") or []) if host else set()
             if CPU_AMX in flags:
                 speedup, basis = float(self.config["cpu_amx_speedup"]), \

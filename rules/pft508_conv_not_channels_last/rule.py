@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.analysis.efficiency import host_facts, matrix_points
+from perftune.analysis.efficiency import host_facts, matrix_points, threads_oversubscribed
 from perftune.engine.attribution import model_call_location
 from perftune.engine.context import Context
 from perftune.engine.rewrite import suggestion
@@ -68,7 +68,10 @@ class ConvNotChannelsLast(Rule):
 
     ## Known problems
     Convolutions followed by ops without channels_last kernels convert back and forth; the
-    tuner or `perftune gate` measures the real change.
+    tuner or `perftune gate` measures the real change. On a CPU whose cores other processes
+    kept busy while a multi-threaded profile ran (recorded load average, less the process's
+    threads, above its usable cores) the rule says nothing: the convolutions' times are then
+    threads waiting for each other.
     """
 
     code: ClassVar[str] = "PFT508"
@@ -109,6 +112,8 @@ class ConvNotChannelsLast(Rule):
             host = host_facts(trace)
             if host is not None and host.get("mkldnn") is False:
                 return
+            if threads_oversubscribed(host):
+                return  # convolution times of oversubscribed threads: not the arithmetic
             speedup, basis = float(self.config["cpu_speedup"]), \
                 "oneDNN (mkldnn) convolutions skip the NCHW reorders; assumed"
             evidence["device"] = "cpu"

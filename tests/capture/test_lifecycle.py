@@ -6,10 +6,13 @@ assertions are about what happened, never how fast.
 
 from __future__ import annotations
 
+import array
+import fcntl
 import json
 import os
 import signal
 import subprocess
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -103,6 +106,62 @@ def test_sigint_stops_the_script_when_perftune_started_with_sigint_ignored(tmp_p
     assert wait_until(lambda: not alive(script_pid))
     steps = json.loads((tmp_path / "run" / "steps.json").read_text())
     assert steps["status"] == "interrupted"
+
+
+# Writes its pid, then nearly fills its stdout pipe (all but 64 bytes) before training: the
+# perftune parent, which shares that pipe, blocks when it prints its summary after the script
+# ended, until the test reads. The test can thus signal perftune at a moment it knows no child
+# runs, instead of hoping to hit one.
+FILLS_STDOUT = """\
+import fcntl, os, sys
+import torch
+pids = sys.argv[1]
+with open(os.path.join(pids, "script.pid.tmp"), "w") as fh:
+    fh.write(str(os.getpid()))
+os.replace(os.path.join(pids, "script.pid.tmp"), os.path.join(pids, "script.pid"))
+room = fcntl.fcntl(1, fcntl.F_GETPIPE_SZ) - 64
+os.write(1, b"x" * room)
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(50):
+    model(torch.randn(2, 4)).sum().backward()
+    optimizer.step()
+    optimizer.zero_grad()
+"""
+
+
+def perftune_wrote_after_the_script(reader: int) -> bool:
+    """More bytes wait in the pipe than the script wrote: perftune has started printing its
+    summary (262 bytes; it blocks on a line that does not fit the 64 left)."""
+    waiting = array.array("i", [0])
+    fcntl.ioctl(reader, termios.FIONREAD, waiting)
+    return waiting[0] > fcntl.fcntl(reader, fcntl.F_GETPIPE_SZ) - 64
+
+
+def test_sigint_between_child_processes_stops_perftune_started_with_sigint_ignored(
+        tmp_path: Path) -> None:
+    """Regression (the Ctrl-C "sometimes lost" in CI): a shell's background job (`cmd &` in a
+    script, a backgrounded CI run and its pytest-xdist workers) starts with SIGINT ignored, and
+    python keeps it ignored. perftune heeded SIGINT only while a child ran (the supervisor's
+    handler) and restored "ignored" after it, so a SIGINT at any other moment (between launches
+    or trials, while analysing) was discarded and the command ran on to its end."""
+    script = write(tmp_path / "fills.py", FILLS_STDOUT)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = start_profile(tmp_path, "--skip", "1", "--active", "2", str(script), str(pids),
+                         ignore_sigint=True)
+    script_pid = read_pid(pids / "script.pid", proc)
+    assert proc.stdout is not None
+    # The script has ended and perftune printed after it: perftune is past the child and will
+    # block on its summary until the test reads (no child runs when the signal comes).
+    assert wait_until(lambda: (not alive(script_pid)
+                               and perftune_wrote_after_the_script(proc.stdout.fileno()))
+                      or proc.poll() is not None, 120)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert "perftune: interrupted" in err and "Traceback" not in err
 
 
 def test_sigterm_exits_143(tmp_path: Path) -> None:
@@ -299,7 +358,10 @@ def test_ctrl_c_while_the_exit_handlers_run_ends_quietly(tmp_path: Path) -> None
     _, err = proc.communicate(timeout=90)
     assert "Traceback" not in err, err
     assert "Exception ignored" not in err, err
-    assert len(json.loads((tmp_path / "run" / "steps.json").read_text())["steps"]) == 8
+    # The window was complete, but Ctrl-C stops perftune (it used to go on and exit 0).
+    assert proc.returncode == 130, err
+    steps = json.loads((tmp_path / "run" / "steps.json").read_text())
+    assert len(steps["steps"]) == 8 and steps["status"] == "interrupted"
 
 
 def test_ctrl_c_during_the_grace_period_ends_quietly(tmp_path: Path) -> None:
@@ -312,5 +374,8 @@ def test_ctrl_c_during_the_grace_period_ends_quietly(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=90)
     assert "Traceback" not in err, err
+    # The steps are all kept; the Ctrl-C that came while perftune was ending the script stops
+    # perftune too (it was swallowed: the child had reported "ok", so perftune ran on, exit 0).
+    assert proc.returncode == 130, err
     steps = json.loads((run / "steps.json").read_text())
-    assert len(steps["steps"]) == 8
+    assert len(steps["steps"]) == 8 and steps["status"] == "interrupted"

@@ -67,7 +67,7 @@ def main() -> None:
         errD_real.backward()
         d_x = out.mean().item()  # perftune: expect[PFT206]
         noise = torch.randn(b, NZ, 1, 1, device=device)
-        fake = netG(noise)  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16) expect-if[PFT508](onednn) not-if[PFT508](cpu&!onednn)
+        fake = netG(noise)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
         label.fill_(fake_label)
         out = netD(fake.detach())
         errD_fake = criterion(out, label)

@@ -35,7 +35,7 @@ def main() -> None:
     for images, target in train_loader:  # perftune: not[PFT102,PFT103]
         images = images.to(device, non_blocking=True)  # perftune: not[*]
         target = target.to(device, non_blocking=True)  # perftune: not[*]
-        loss = nn.functional.cross_entropy(model(images), target)  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16) expect-if[PFT508](onednn) not-if[PFT508](cpu&!onednn)
+        loss = nn.functional.cross_entropy(model(images), target)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

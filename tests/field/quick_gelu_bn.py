@@ -43,7 +43,7 @@ def main() -> None:
     x = torch.randn(1024, 256, device=device)
     y = torch.randint(0, 10, (1024,), device=device)
     for _ in range(args.steps):
-        loss = nn.functional.cross_entropy(model(x), y)  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16)
+        loss = nn.functional.cross_entropy(model(x), y)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

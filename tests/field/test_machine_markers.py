@@ -33,7 +33,7 @@ SCRIPT = """\
 import torch
 model = torch.nn.Linear(4, 4)
 for _ in range(3):
-    loss = model(torch.randn(2, 4)).sum()  # perftune: expect-if[PFT507](cpu-bf16) not-if[PFT507](cpu&!cpu-bf16)
+    loss = model(torch.randn(2, 4)).sum()  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
     loss.backward()  # perftune: expect[PFT206]
 """
 
@@ -52,8 +52,8 @@ def _finding(code: str, line: int) -> Finding:
 def test_conditional_markers_are_read_with_their_condition(tmp_path: Path) -> None:
     truth = _truth(tmp_path)
     assert truth.expect == {("PFT206", 5)}
-    assert sorted(truth.conditional) == [("expect", "PFT507", 4, "cpu-bf16"),
-                                         ("not", "PFT507", 4, "cpu&!cpu-bf16")]
+    assert sorted(truth.conditional) == [("expect", "PFT507", 4, "cpu-bf16&!contended"),
+                                         ("not", "PFT507", 4, "cpu&!cpu-bf16|contended")]
     assert acc.scripts(tmp_path) == [tmp_path / "train.py"]
 
 
@@ -72,6 +72,12 @@ def test_a_machine_without_them_forbids_it(tmp_path: Path) -> None:
                               frozenset({"cpu", "onednn"}))
     assert [(s.code, s.violation) for s in result.findings] == [("PFT507", True), ("PFT206", False)]
     assert ("PFT507", 4) not in result.truth.expect
+
+
+def test_a_contended_run_forbids_it_even_with_bf16_units(tmp_path: Path) -> None:
+    # the process's threads competed for the cores: its op times are not the arithmetic
+    truth = _truth(tmp_path).on(frozenset({"cpu", "cpu-bf16", "onednn", "contended"}))
+    assert ("PFT507", 4) not in truth.expect and truth.forbidden_at("PFT507", 4)
 
 
 def test_a_machine_the_script_does_not_vouch_for_is_unstated(tmp_path: Path) -> None:
@@ -105,3 +111,32 @@ def test_the_machine_is_read_from_what_the_trace_recorded(fixture: str, expected
     from perftune.trace import load
 
     assert acc.machine_of(load(FIXTURES / fixture)) == expected
+
+
+def test_oversubscribed_threads_make_a_contended_run_and_silence_the_compute_advice(
+        tmp_path: Path) -> None:
+    """Two intra-op threads on two cores at load 7 (the corpus run under other helpers' load:
+    steps 10-100x longer, the matrix ops' share inflated): no PFT507/PFT508; at load 2.5 (the
+    profile itself and a little more) they stand."""
+    pytest.importorskip("torch")
+    from perftune.engine.fixtures import cpu_host, cpu_train_steps, encode
+    from perftune.engine.registry import analyze
+    from perftune.trace import load
+
+    codes = {}
+    for load_avg in (7.0, 2.5):
+        path = tmp_path / f"load{load_avg}.json.gz"
+        path.write_bytes(encode(cpu_train_steps(cpu_host(threads=2, cores=2, loadavg=load_avg), line=2)))
+        trace = load(path)
+        codes[load_avg] = ({f.code for f in analyze(trace, select=["PFT507", "PFT508"])},
+                           "contended" in acc.machine_of(trace))
+    assert codes[7.0] == (set(), True)
+    assert codes[2.5] == ({"PFT507", "PFT508"}, False)
+
+
+def test_ignored_codes_leave_the_scoring_with_their_markers(tmp_path: Path) -> None:
+    # `--ignore PFT507,PFT508`: neither the findings nor the markers of those codes count
+    truth = _truth(tmp_path).without(("PFT507",))
+    assert truth.conditional == [] and truth.expect == {("PFT206", 5)}
+    result = acc.score_script(truth, [_finding("PFT206", 5)])
+    assert [s.verdict for s in result.findings] == ["right"] and not result.missed

@@ -124,6 +124,13 @@ def test_the_expected_time_of_forked_launches_leaves_out_python_and_torch_start(
     steps = (SETTINGS.warmup + SETTINGS.steps) * 0.1
     assert per_launch_estimate(target, False, SETTINGS) == pytest.approx(4.0 + steps)
     assert per_launch_estimate(target, True, SETTINGS) == pytest.approx(1.0 + FORKED_START_S + steps)
+    # Before the launches: the zygotes start once, and again before each later round.
+    per = per_launch_estimate(target, True, SETTINGS)
+    assert per is not None
+    text = expected_time(3, 4, per, zygote_s=3.0)
+    assert text.endswith(f"expect {9 * per + 3.0:.0f} s to {12 * per + 2 * 3.0:.0f} s)")
+    note = measured_note({"a": 3}, 9, 20.0, per, 3, 4, zygote_s=3.0)
+    assert note.endswith(f"(expected {9 * per + 3.0:.0f} s to {12 * per + 2 * 3.0:.0f} s)")
     unknown = FixTarget(script=tmp_path / "train.py", args=(), cwd=tmp_path, findings=(),
                         step_ms=100.0, setup_s=4.0)
     assert per_launch_estimate(unknown, True, SETTINGS) == pytest.approx(4.0 + steps)

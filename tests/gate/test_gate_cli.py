@@ -53,9 +53,6 @@ MEASURE = ["--warmup", "2", "--steps", "5", "-q"]
 FAST = [*MEASURE, "--launches", "3", "--max-launches", "3"]
 
 
-SIGINT_LOST = 'SIGINT is sometimes lost (seen in 2 of 5 fresh-clone CI runs this session, 2026-12-02): the command runs on to its normal end instead of unwinding with exit 130; SIGTERM is not affected. Cause not found yet (suspect: a SIGINT handler left ignored/replaced between child launches); quarantined so main stays landable.'
-
-
 def git(root: Path, *args: str) -> None:
     subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
 
@@ -192,8 +189,7 @@ def worktree_count(repo: Path) -> int:
     return len(listed.strip().splitlines())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.xfail(
-    strict=False, reason=SIGINT_LOST))])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_cancelled_gate_removes_its_worktree(repo: Path, tmp_path: Path, signum: int) -> None:
     run = tmp_path / "run"
     env = {k: v for k, v in os.environ.items() if k not in ("GITHUB_ACTIONS", "GITHUB_STEP_SUMMARY")}

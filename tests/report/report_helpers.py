@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -69,6 +70,32 @@ def capture_cpu_traces(folder: Path, sizes: tuple[int, ...]) -> dict[int, Path]:
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     return {size: folder / f"trace_{size}.json.gz" for size in sizes}
+
+
+def profile_into(script: Path, run_dir: Path) -> Path:
+    """`perftune profile --detail full --quiet` of `script` into `run_dir`, with its reports.
+
+    A profile that fails or leaves a document out fails the test that needs it, with the
+    command's stderr and stdout and the script's output: a defect to see, never a reason to
+    skip."""
+    if not script.exists():
+        pytest.fail(f"{script} is absent")
+    env = {**os.environ, "PERFTUNE_NO_PROGRESS": "1"}
+    env.pop("PERFTUNE_KNOBS", None)
+    command = [sys.executable, "-m", "perftune", "profile", "--out", str(run_dir), "--detail",
+               "full", "--quiet", "--skip", "2", "--active", "3", str(script)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env,
+                          cwd=run_dir.parent)
+    missing = [name for name in ("trace.json.gz", "steps.json", "findings.json", "report.html")
+               if not (run_dir / name).exists()]
+    if done.returncode != 0 or missing:
+        log = run_dir / "output.log"  # --quiet: the script's own output
+        script_output = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
+        pytest.fail(f"`perftune profile {script.name}` exited {done.returncode}"
+                    + (f" without {', '.join(missing)}" if missing else "")
+                    + f"\nits stderr:\n{done.stderr[-3000:]}\nits stdout:\n{done.stdout[-2000:]}"
+                    + f"\nthe script's output ({log}):\n{script_output}", pytrace=False)
+    return run_dir
 
 
 def run_dir_with(folder: Path, trace: Path | None, **documents: Any) -> Path:

@@ -84,7 +84,6 @@ def test_killed_run_resumes_and_keeps_its_finished_trials(project: Path) -> None
     assert tuning["best"] is not None
 
 
-@pytest.mark.xfail(strict=False, reason='SIGINT is sometimes lost (seen in 2 of 5 fresh-clone CI runs this session, 2026-12-02): the command runs on to its normal end instead of unwinding with exit 130; SIGTERM is not affected. Cause not found yet (suspect: a SIGINT handler left ignored/replaced between child launches); quarantined so main stays landable.')
 def test_ctrl_c_stops_cleanly_and_keeps_the_results(project: Path) -> None:
     out = project / "run"
     proc = subprocess.Popen(

@@ -252,3 +252,17 @@ def test_the_grid_does_not_recheck() -> None:
     noisy_default = noisy_first(tiled_landscape, {sp.config_key(TILED.default())})
     records, _ = drive(TILED, noisy_default, strategy="grid")
     assert len(records) == TILED.size
+
+
+def test_a_grid_cut_short_by_the_budget_still_measures_every_value() -> None:
+    """--max-trials below the grid: the configurations measured spread over the space instead of
+    being the grid's head (all of one layout)."""
+    space = sp.build_space(cli=[("layout", ("rows", "columns")), ("tile", (1, 2, 3, 4))])
+    records, _ = drive(space, lambda v: ok(float(v["tile"])), strategy="grid", limit=4)
+    measured = [r.values for r in records]
+    assert {v["layout"] for v in measured} == {"rows", "columns"}
+    assert {v["tile"] for v in measured} == {1, 2, 3, 4}
+    # The whole grid still runs when the budget allows, each configuration once.
+    records, _ = drive(space, lambda v: ok(float(v["tile"])), strategy="grid")
+    assert sorted((r.values["layout"], r.values["tile"]) for r in records) == sorted(
+        (p, t) for p in ("rows", "columns") for t in (1, 2, 3, 4))

@@ -39,7 +39,7 @@ WATCH_POLL_S = 0.5
 class ChildExit:
     returncode: int  # negative: killed by that signal
     timed_out: bool
-    interrupted: bool
+    interrupted: bool  # perftune got Ctrl-C or SIGTERM while the child was started or ran
     wall_s: float
     stopped: str | None = None  # why the watch stopped the child (None: it did not)
 
@@ -81,9 +81,9 @@ def _stdin_is_terminal() -> bool:
 
 class _Supervisor:
     def __init__(
-        self, proc: subprocess.Popen[bytes], own_group: bool, watch: ChildWatch | None = None
+        self, proc: subprocess.Popen[bytes] | None, own_group: bool, watch: ChildWatch | None = None
     ) -> None:
-        self.proc = proc
+        self.proc = proc  # None until the child is started (a signal then waits for it)
         self.own_group = own_group
         self.watch = watch
         self.interrupts = 0
@@ -95,8 +95,21 @@ class _Supervisor:
 
     # -- signals sent to the child -------------------------------------------------------------
     def _send(self, signum: int) -> None:
+        if self.proc is None:
+            return
         with contextlib.suppress(ProcessLookupError):
             self.proc.send_signal(signum)
+
+    def started(self, proc: subprocess.Popen[bytes]) -> None:
+        """The child runs now: a stop signal that came while it was being started reaches it."""
+        self.proc = proc
+        if self.interrupts:
+            if self.kill_at is not None or _signals.received() == signal.SIGTERM:
+                self.terminate()
+            elif self.own_group:
+                self._send(signal.SIGINT)
+            else:
+                self.forward_at = time.monotonic() + SHARED_GROUP_FORWARD_DELAY_S
 
     def terminate(self) -> None:
         """Ask the child to stop and write what it has; kill it after the grace period."""
@@ -121,6 +134,8 @@ class _Supervisor:
 
     def kill_tree(self) -> None:
         self.kill_watch_groups()
+        if self.proc is None:
+            return
         if self.own_group:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -228,17 +243,20 @@ def run_child(
     try:
         if log_path is not None:
             log = log_path.open("wb")
-        proc = subprocess.Popen(
-            list(argv),
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL if log is not None else None,
-            stdout=log,
-            stderr=subprocess.STDOUT if log is not None else None,
-            process_group=0 if own_group else None,
-        )
-        supervisor = _Supervisor(proc, own_group, watch)
+        supervisor = _Supervisor(None, own_group, watch)
+        # perftune's handlers are in place before the child starts and until it is reaped: a
+        # stop signal at any moment of the launch is seen (see ChildExit.interrupted).
         with supervisor.handling_signals():
+            proc = subprocess.Popen(
+                list(argv),
+                cwd=cwd,
+                env=dict(env),
+                stdin=subprocess.DEVNULL if log is not None else None,
+                stdout=log,
+                stderr=subprocess.STDOUT if log is not None else None,
+                process_group=0 if own_group else None,
+            )
+            supervisor.started(proc)
             try:
                 returncode = supervisor.wait(timeout_s)
             except BaseException:

@@ -211,7 +211,9 @@ def _assemble(
     if outcome.timed_out:
         status = "timeout"
         error = f"the script ran past the timeout of {options.timeout_s:g} s and was stopped"
-    elif outcome.interrupted and status != "ok":
+    elif outcome.interrupted:
+        # Also when the script had finished its window ("ok"): a Ctrl-C or SIGTERM that reached
+        # perftune while it was ending the child stops the command, not only the child.
         status = "interrupted"
         error = error or "interrupted"
     elif not child:
