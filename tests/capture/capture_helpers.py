@@ -103,7 +103,7 @@ def profile(tmp_path: Path) -> Callable[..., Profiled]:
         *args: str,
         cwd: Path | None = None,
         out: Path | None = None,
-        timeout: float = 120,
+        timeout: float = 300,  # an upper bound for a busy runner, not a speed
         stdin: str | None = None,
         analyze: bool = False,
     ) -> Profiled:

@@ -234,7 +234,7 @@ def run_profile(tmp_path: Path, script_text: str, *args: str, options: tuple[str
     done = subprocess.run(
         profile_command("--out", str(tmp_path / "run"), "--no-analyze", *options, str(script), *args),
         cwd=tmp_path, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-        timeout=120,  # before the fix: hangs forever
+        timeout=300,  # before the fix: hangs forever
     )
     return Profiled(done.returncode, done.stdout, done.stderr, tmp_path / "run")
 
@@ -267,7 +267,7 @@ def test_a_timeout_during_the_scripts_shutdown_prints_no_traceback_of_perftune(
     # The timeout must come after the training loop, in the exit handler's sleep: a short one
     # first; when the 8 steps were not all recorded the script was still starting or training
     # (torch's import is slow on a busy machine), so it runs again with a long one.
-    for attempt, timeout in enumerate(("10", "30")):
+    for attempt, timeout in enumerate(("15", "30")):
         (tmp_path / f"attempt-{attempt}").mkdir()
         out = run_profile(tmp_path / f"attempt-{attempt}", SLOW_EXIT_HANDLER,
                           options=("--timeout", timeout))

@@ -105,7 +105,7 @@ def _summary() -> dict[str, Any]:
     return document_data(analyze_paths([trace]).summary)
 
 
-def perftune(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def perftune(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "perftune", *args], cwd=cwd, text=True,
                           capture_output=True, timeout=timeout, check=False)
 
