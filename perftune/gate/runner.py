@@ -189,11 +189,15 @@ class SequentialGate:
     def _run_one(self, side: Side) -> Launch:
         seq = len(self._launches)
         run_dir = self.launch_root / f"{seq:03d}-{side.name}"
-        before = load_mod.read_cpu_times() if self.measure_load else None
         launcher = self.launchers.get(side.name)
         command = launcher.command() if launcher is not None and launcher.alive() else None
+        # A forked launch is its zygote's child, not ours: the zygotes' CPU counts as ours.
+        zygotes = {pid for pid in (getattr(z, "pid", None) for z in self.launchers.values())
+                   if pid is not None}
+        before = load_mod.read_cpu_times(zygotes) if self.measure_load else None
         launch = measure_launch(side, seq, run_dir, self.settings, launcher=command)
-        measured = load_mod.launch_load(before, load_mod.read_cpu_times()) if before else None
+        measured = (load_mod.launch_load(before, load_mod.read_cpu_times(zygotes)) if before
+                    else None)
         if measured is not None:
             launch = dataclasses.replace(launch, load=measured)
             self._load = self._load.with_launch(measured)

@@ -77,3 +77,34 @@ def test_an_allowance_under_three_percent_is_gated_with_fresh_processes() -> Non
     assert launch_mode(raised, interleaved=True) == (True, None)
     assert launch_mode(GateOptions(reuse_processes=False), interleaved=True) == (False, None)
     assert launch_mode(GateOptions(), interleaved=False) == (False, None)  # stored baseline
+
+
+def test_a_forked_launch_counts_as_the_gates_own_cpu_time_not_others(tmp_path: Path) -> None:
+    """A launch forked from a zygote is the zygote's child, not the gate's: unless the zygotes'
+    CPU time counts as the gate's own, a quiet runner looks busy (others using a whole CPU)
+    and the verdict says so. Real zygote, real capture; CPU time, not wall time."""
+    from perftune.capture.parent.measure import capture_side
+    from perftune.gate import load as load_mod
+
+    script = tmp_path / "train.py"
+    script.write_text("import torch\ntorch.set_num_threads(1)\n"
+                      "model = torch.nn.Linear(512, 512)\n"
+                      "optimizer = torch.optim.SGD(model.parameters(), lr=0.01)\n"
+                      "x = torch.randn(256, 512)\n"
+                      "for _ in range(12):\n"
+                      "    for _ in range(4):\n"
+                      "        model(x).sum().backward()\n"
+                      "    optimizer.step()\n")
+    target = Side(name=BASE, target=ScriptTarget(path=script, args=(), cwd=tmp_path))
+    with side_zygotes([target], tmp_path, True, []) as pool:
+        zygote = pool[BASE]
+        before = load_mod.read_cpu_times([zygote.pid])
+        result = capture_side(target, tmp_path / "run", MeasureSettings(warmup=2, steps=8),
+                              profile=False, launcher=zygote.command())
+        after = load_mod.read_cpu_times([zygote.pid])
+    assert result.ok and result.meta["launch"]["launcher"] == "zygote"
+    assert before is not None and after is not None
+    steps_cpu_s = sum(step.cpu_ms or 0.0 for step in result.steps) / 1000.0
+    assert steps_cpu_s > 0.02
+    # The launch's CPU time (at least its steps') is in the gate's own figure.
+    assert after.children_s - before.children_s >= steps_cpu_s * 0.9
