@@ -115,11 +115,11 @@ def figure_note(result_figure: str, load: RunnerLoad) -> str:
 
 
 # Forks of one zygote share its memory layout for the zygote's life: measured here, the forks
-# of two zygotes of the same code differed by up to 1.4 % over a round of 6+6 launches (A/A
-# gates at load 2-3, 2026-12-02), a shift the launches of that round cannot show as noise. An
-# allowance this small or smaller is gated with fresh processes, whose layout differs launch by
-# launch and so is counted in the launch-to-launch noise.
-ZYGOTE_MIN_ALLOWANCE = 0.03
+# of two zygotes of the same code differed by up to 2.3 % over a round of 6+6 launches (A/A
+# gates at load 1-3, 2026-12-02), a shift the launches of that round cannot show as noise. An
+# allowance under twice that (under the default 5 %) is gated with fresh processes, whose
+# layout differs launch by launch and so is counted in the launch-to-launch noise.
+ZYGOTE_MIN_ALLOWANCE = 0.05
 
 
 def launch_mode(options: GateOptions, interleaved: bool) -> tuple[bool, str | None]:
@@ -129,7 +129,7 @@ def launch_mode(options: GateOptions, interleaved: bool) -> tuple[bool, str | No
     if options.rule.threshold < ZYGOTE_MIN_ALLOWANCE:
         return False, (f"every launch started as a fresh process: with an allowance of "
                        f"{options.rule.threshold:.1%} (under {ZYGOTE_MIN_ALLOWANCE:.0%}) the "
-                       "memory layout shared by the forks of one zygote (up to ~1.4 % measured) "
+                       "memory layout shared by the forks of one zygote (up to ~2.3 % measured) "
                        "could pass for a change")
     return True, None
 

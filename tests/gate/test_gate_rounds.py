@@ -63,15 +63,16 @@ def test_renewing_the_pool_replaces_every_zygote(tmp_path: Path) -> None:
     assert measure_mod.forked_note(["zygote", "fresh"], True).startswith("1 of 2 launches")
 
 
-def test_an_allowance_under_three_percent_is_gated_with_fresh_processes() -> None:
-    """Two zygotes of the same code measured up to 1.4 % apart for a whole round: an allowance
-    near that would mistake their memory layouts for a change, so such a gate launches fresh."""
+def test_an_allowance_under_five_percent_is_gated_with_fresh_processes() -> None:
+    """Two zygotes of the same code measured up to 2.3 % apart for a whole round: an allowance
+    under twice that would mistake their memory layouts for a change, so such a gate launches
+    fresh."""
     from perftune.gate.session import ZYGOTE_MIN_ALLOWANCE, GateOptions, launch_mode
 
     assert launch_mode(GateOptions(), interleaved=True) == (True, None)  # default 5 %
     tight = GateOptions(rule=DecisionRule(max_regression=0.02))
     reuse, why = launch_mode(tight, interleaved=True)
-    assert reuse is False and why is not None and "allowance of 2.0% (under 3%)" in why
+    assert reuse is False and why is not None and "allowance of 2.0% (under 5%)" in why
     # A calibration that raised the allowance counts: it is what the gate applies.
     raised = GateOptions(rule=DecisionRule(max_regression=0.02, noise_floor=ZYGOTE_MIN_ALLOWANCE))
     assert launch_mode(raised, interleaved=True) == (True, None)
