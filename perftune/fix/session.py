@@ -327,6 +327,12 @@ def per_launch_estimate(target: FixTarget, forked: bool, measure: MeasureSetting
     return launch_seconds(target.step_ms, setup_s, measure)
 
 
+def one_zygote(sides: Sequence[Side]) -> bool:
+    """Whether every version can fork from one zygote: the same working directory and
+    environment (import paths), so that all forks share its memory layout alike."""
+    return len({(str(side.target.cwd), tuple(sorted(side.env.items()))) for side in sides}) <= 1
+
+
 def zygote_start_s(target: FixTarget, settings: FixSettings) -> float:
     """Starting the zygotes costs about what a fresh start does (Python, perftune, torch)."""
     return (target.start_s or 0.0) if settings.reuse_processes else 0.0
@@ -342,6 +348,14 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
         arms.append(spaces.add(ALL, together))
     measure = MeasureSettings(warmup=settings.warmup, steps=settings.steps,
                               timeout_s=settings.timeout_s)
+    zygote_notes: list[str] = []
+    if settings.reuse_processes and not one_zygote([arm.side for arm in arms]):
+        # Forks of different zygotes can sit ~2 % apart (memory layout): the size of the
+        # change a rewrite is judged on. Versions that need their own import paths run fresh.
+        settings = dataclasses.replace(settings, reuse_processes=False)
+        zygote_notes.append("every launch started as a fresh process: the versions import from "
+                            "different paths, so they could not fork from one zygote (forks of "
+                            "two zygotes can differ by ~2 %, the size of change judged here)")
     total = [len(arms) * settings.launches]  # launches at most, grows with the chosen set
     launch_root = run_dir / "launches"
 
@@ -352,7 +366,6 @@ def _verify(plan: Plan, target: FixTarget, settings: FixSettings, run_dir: Path,
     per_launch = per_launch_estimate(target, settings.reuse_processes, measure)
     say(expected_time(len(arms), settings.launches, per_launch, zygote_start_s(target, settings)))
     started = time.monotonic()
-    zygote_notes: list[str] = []
     with side_zygotes([arm.side for arm in arms], run_dir, settings.reuse_processes,
                       zygote_notes, share_identical=True) as launchers:
         return _judge_all(plan, target, settings, run_dir, say, spaces, arms, together, measure,

@@ -207,3 +207,15 @@ def test_fix_launches_fork_from_zygotes_unless_told_not_to(tmp_path: Path,
     assert seen[BASE] == seen["r1"] and "zygote_client.py" in " ".join(seen[BASE])  # type: ignore[arg-type]
     with side_zygotes([a.side for a in arms], tmp_path, False, notes) as launchers:
         assert launchers == {}
+
+
+def test_versions_fork_from_one_zygote_or_all_run_fresh(tmp_path: Path) -> None:
+    """Forks of two zygotes can sit ~2 % apart (memory layout), the size of change fix judges:
+    versions fork only when one zygote can take them all (same directory and import paths)."""
+    from perftune.fix.session import one_zygote
+
+    same = [arm(BASE).side, arm("r1").side, arm("r2").side]
+    assert one_zygote(same)
+    paths = [Side(name=k, target=arm(k).side.target, env={"PYTHONPATH": f"/tmp/{k}"})
+             for k in (BASE, "r1")]
+    assert not one_zygote(paths)
