@@ -145,8 +145,12 @@ class NoReducedPrecision(Rule):
 
 
 def _costliest_forward_op(ctx: Context, dtype: str) -> int | None:
-    """The row of the forward matrix op (not a backward node) with the most time, whose
-    user line the finding points at."""
+    """The row of the forward matrix op (not a backward node) with the most arithmetic, whose
+    user line the finding points at. Arithmetic (FLOPs from the shapes), not time: with two
+    models of like size (a GAN's generator and discriminator) the longest single call is a
+    matter of the machine's load, the FLOPs are not. Among calls of equal arithmetic (the same
+    model called on real and generated batches) the first one in the trace; time decides only
+    where no FLOPs were computed."""
     points = matrix_points(ctx.trace, ctx.tables)
     if points.empty:
         return None
@@ -155,6 +159,9 @@ def _costliest_forward_op(ctx: Context, dtype: str) -> int | None:
     use = forward if not forward.empty else points
     if use.empty:
         return None
-    by_name = use.groupby("name")["dur_us"].sum().sort_values(ascending=False)
+    use = use.assign(_flops=use["flops"].fillna(0.0) if "flops" in use else 0.0)
+    by_name = use.groupby("name")[["_flops", "dur_us"]].sum().sort_values(
+        ["_flops", "dur_us"], ascending=False)
     top = use[use["name"] == by_name.index[0]]
-    return int(top.sort_values("dur_us", ascending=False)["row"].iloc[0])
+    order = ["_flops", "row"] if float(top["_flops"].max()) > 0.0 else ["dur_us", "row"]
+    return int(top.sort_values(order, ascending=[False, True])["row"].iloc[0])

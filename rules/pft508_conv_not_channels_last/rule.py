@@ -119,8 +119,14 @@ class ConvNotChannelsLast(Rule):
             evidence["device"] = "cpu"
         saving = sc.conv_ms * (1.0 - 1.0 / speedup)
         evidence.update(assumed_speedup=speedup, estimate_basis=basis)
-        by_time = convs[convs["row"].isin(layouts["nchw"]).to_numpy()].sort_values("dur_us", ascending=False)
-        row = int(by_time["row"].iloc[0])
+        # The convolution with the most arithmetic (FLOPs are the shapes'; which single call
+        # took longest is a matter of the machine's load); among equal ones the first in the
+        # trace; time only where no FLOPs were computed.
+        nchw = convs[convs["row"].isin(layouts["nchw"]).to_numpy()]
+        nchw = nchw.assign(_flops=nchw["flops"].fillna(0.0) if "flops" in nchw else 0.0)
+        order = ["_flops", "row"] if float(nchw["_flops"].max()) > 0.0 else ["dur_us", "row"]
+        ranked = nchw.sort_values(order, ascending=[False, True])
+        row = int(ranked["row"].iloc[0])
         # The model's call (its input and, through the name, its construction are what change).
         location = (model_call_location(trace, ctx.source, ctx.host, row)
                     or ctx.location_of(user_frame_row(ctx.host, row)))
