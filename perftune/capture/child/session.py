@@ -427,8 +427,8 @@ class CaptureSession:
             self.provenance.stop()
         self.module_names.stop()
         self.window.add_metadata("perftune_modules", self.module_names.document())
-        if self.module_names.note:
-            self.notes.append(self.module_names.note)
+        if self.module_names.note and self.module_names.note not in self.notes:
+            self.notes.append(self.module_names.note)  # once, however often a window closes
         self.window.stop()
         self.window_open = False
         self.window_done = True
