@@ -398,7 +398,7 @@ class Tuner:
             known = history.result(values)
             study.cache_hit(trial, known.throughput if known is not None else None)
             return "cached"
-        if proposal.role not in ("repeat", "recheck") and self._taken_by_another(study, space, trial.number, values):
+        if proposal.role not in ("repeat", "recheck", "separate") and self._taken_by_another(study, space, trial.number, values):
             study.drop(trial, "duplicate", "another worker took this configuration first")
             return "duplicate"
         self.reporter.started(trial.number, values, proposal.role, proposal.why, history)
@@ -426,6 +426,6 @@ class Tuner:
         # same one was started by another worker in the meantime.
         key = config_key(values)
         return any(
-            r.number < number and r.key == key and r.counts and r.role not in ("repeat", "recheck")
+            r.number < number and r.key == key and r.counts and r.role not in ("repeat", "recheck", "separate")
             for r in study.records()
         )
