@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from perftune import _signals
 from perftune.capture.parent import knobs as injected
 from perftune.errors import ScriptError, UsageError
 from perftune.tune.constraints import DEFAULT_TOLERANCE
@@ -299,7 +300,9 @@ class Tuner:
     def run(self) -> TuneRun:
         """Tune; the zygote (if any) lives exactly as long as this call, Ctrl-C and errors too."""
         try:
-            return self._run()
+            # SIGTERM between trials unwinds like Ctrl-C: finished trials and tuning.json kept.
+            with _signals.sigterm_unwinds():
+                return self._run()
         finally:
             self._stop_launcher()
 
