@@ -98,6 +98,9 @@ class CaptureSession:
         self.provenance = Provenance(cuda=self.cuda_available) if provenance and profile else None
         self.module_names = ModuleNames()
         self.contention: ContentionProbe | None = None  # opened with the profiled window
+        # The window covered evaluation: a model.eval() call, or a step with gradients off,
+        # while it recorded (capture/child/evalscan).
+        self.eval_seen = False
         self.provenance_steps = min(PROVENANCE_STEPS, skip)
         # What torch.compile does (compilation.json): every capture, trials included (the tuner
         # keeps compile time out of the steady state with it).
@@ -254,6 +257,8 @@ class CaptureSession:
         if decision == stepdetect.REGROUP and not self._regroup(before):
             return False
         self._sync()
+        if self.profiling and not torch.is_grad_enabled():
+            self.eval_seen = True
         index = len(self.log)
         phase = phase_of(index, self.window_first, self.active, self.profiling)
         self.log.add(time.perf_counter(), phase, self.pending_loss, self.pending_samples)
@@ -387,6 +392,7 @@ class CaptureSession:
             self.peak_memory_bytes = None
         self.window_open = False
         self.profiling = False
+        self.eval_seen = False
         self.log.restart(time.perf_counter())
         self.window_first = self.skip
         self._streamed_steps = -1  # the next boundary streams the new steps
