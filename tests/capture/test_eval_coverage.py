@@ -45,7 +45,7 @@ def test_evaluation_loops_are_read_from_the_syntax() -> None:
 
         def clip(model):
             with torch.no_grad():
-                for p in model.parameters():   # 29: no_grad, but .step() of a scheduler? no: plain
+                for p in model.parameters():   # 29: a walk over the parameters: not evaluation
                     p.clamp_(-1, 1)
 
         def noisy_train(model, batches, opt):
@@ -56,7 +56,7 @@ def test_evaluation_loops_are_read_from_the_syntax() -> None:
     """)
     loops = evaluation_loops(source)
     assert [(loop.line, loop.why) for loop in loops] == [
-        (13, "model.eval()"), (23, "torch.no_grad()"), (29, "torch.no_grad()")]
+        (13, "model.eval()"), (23, "torch.no_grad()")]
     assert evaluation_loops("def broken(:\n") == []
 
 

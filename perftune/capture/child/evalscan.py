@@ -9,7 +9,8 @@ of letting a clean report read as "the evaluation is fine too".
 An evaluation loop, read from the script's syntax (no import, no execution): a `for`/`while`
 loop under `with torch.no_grad()` / `torch.inference_mode()` (or in a function decorated with
 either), or after a `.eval()` call in the same function, whose body calls no `.backward()` and
-no `.step()` (those are training).
+no `.step()` (those are training), and that does not walk the model's own tensors
+(`model.parameters()`, `state_dict()`: an EMA update, a clamp).
 """
 
 from __future__ import annotations
@@ -42,6 +43,19 @@ def _trains(loop: ast.AST) -> bool:
     for node in ast.walk(loop):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
                 node.func.attr in ("backward", "step"):
+            return True
+    return False
+
+
+_MODEL_WALKS = frozenset({"parameters", "named_parameters", "buffers", "named_buffers",
+                          "state_dict", "modules", "named_modules", "children", "param_groups"})
+
+
+def _over_the_model(iterable: ast.AST) -> bool:
+    """`model.parameters()`, `zip(a.parameters(), b.parameters())`, `sd.items()` of a
+    state_dict: a loop over the model's own tensors."""
+    for node in ast.walk(iterable):
+        if isinstance(node, ast.Attribute) and node.attr in _MODEL_WALKS:
             return True
     return False
 
@@ -89,6 +103,8 @@ class _Finder(ast.NodeVisitor):
             self._why.pop()
 
     def _loop(self, node: ast.For | ast.While) -> None:
+        if isinstance(node, ast.For) and _over_the_model(node.iter):
+            return  # a walk over parameters (an EMA update, clamping): no evaluation
         why = self._why[-1] if self._why else None
         after = self._eval_after[-1] if self._eval_after else None
         if why is None and after is not None and after < node.lineno:
