@@ -25,7 +25,7 @@ class ModelEma:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for ema_p, p in zip(self.module.parameters(), model.parameters()):
+        for ema_p, p in zip(self.module.parameters(), model.parameters(), strict=True):
             ema_p.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)  # perftune: expect[PFT305]
 
 

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from perftune.engine.fixtures import ADD_KERNEL, F32, encode, op_kernel  # noqa: E402
-from perftune.engine.registry import analyze  # noqa: E402
-from perftune.engine.testing import TraceBuilder  # noqa: E402
-from perftune.trace import load  # noqa: E402
+from perftune.engine.fixtures import ADD_KERNEL, F32, encode, op_kernel
+from perftune.engine.registry import analyze
+from perftune.engine.testing import TraceBuilder
+from perftune.trace import load
 
 Q = [4, 8, 512, 64]
 S = [4, 8, 512, 512]
@@ -24,9 +24,9 @@ CHAIN = [("aten::mul", [S, []], [F32, "Scalar"], 300),
 
 
 def _codes(tmp_path: Path, attention: bool) -> set[str]:
-    ops = ([("aten::matmul", [Q, [4, 8, 64, 512]], [F32, F32], 600)] + CHAIN
-           + [("aten::softmax", [S, [], []], [F32, "Scalar", ""], 400),
-              ("aten::matmul", [S, Q], [F32, F32], 600)]) if attention else CHAIN
+    ops = [("aten::matmul", [Q, [4, 8, 64, 512]], [F32, F32], 600), *CHAIN,
+           ("aten::softmax", [S, [], []], [F32, "Scalar", ""], 400),
+           ("aten::matmul", [S, Q], [F32, F32], 600)] if attention else CHAIN
     b = TraceBuilder(device=True)
     for _ in range(3):
         with b.step(), b.frame("model.py", 1, "attention"):

@@ -10,11 +10,11 @@ import pytest
 
 pytest.importorskip("torch")
 
-from perftune.engine.context import Context  # noqa: E402
-from perftune.engine.fixtures import compute, cpu_host, encode  # noqa: E402
-from perftune.engine.registry import analyze  # noqa: E402
-from perftune.engine.testing import TraceBuilder  # noqa: E402
-from perftune.trace import load  # noqa: E402
+from perftune.engine.context import Context
+from perftune.engine.fixtures import compute, cpu_host, encode
+from perftune.engine.registry import analyze
+from perftune.engine.testing import TraceBuilder
+from perftune.trace import load
 
 SOURCE = """from torch.utils.data import DataLoader
 

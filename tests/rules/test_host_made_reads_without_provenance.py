@@ -11,12 +11,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from perftune.engine.context import Context  # noqa: E402
-from perftune.engine.fixtures import compute, encode, item, pycall, steps  # noqa: E402
-from perftune.engine.hazards import reads_host_made_tensor  # noqa: E402
-from perftune.engine.registry import analyze  # noqa: E402
-from perftune.engine.testing import TraceBuilder  # noqa: E402
-from perftune.trace import load  # noqa: E402
+from perftune.engine.context import Context
+from perftune.engine.fixtures import compute, encode, item, pycall, steps
+from perftune.engine.hazards import reads_host_made_tensor
+from perftune.engine.registry import analyze
+from perftune.engine.testing import TraceBuilder
+from perftune.trace import load
 
 
 def _pft206(tmp_path: Path, read_line: str) -> list:
