@@ -206,8 +206,11 @@ def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None
 
 # Of the time the process's threads wanted a core during the profiled window, the part they
 # waited for one above which the window was contended. A multi-threaded op waits at its barrier
-# for its slowest thread, so a preempted thread stalls all of them; a quiet 2-core machine
-# measures 0-3 % (perftune's own threads), two profiles on its 2 cores 30-50 %.
+# for its slowest thread, so a preempted thread stalls all of them. Measured on the 2-core dev
+# machine next to other work (load 4-7): 65-80 % for one profile or two started together. No
+# quiet machine was at hand to measure the floor (the process's own threads: the intra-op
+# pool, the profiler's); a window above it is only called contended, which silences the
+# compute-bound advice (PFT507/PFT508) and its markers alike.
 CONTENDED_WAIT_SHARE = 0.15
 CONTENDED_STEAL_SHARE = 0.1  # of the machine's cores taken by the hypervisor
 
