@@ -6,8 +6,11 @@ cleanly instead of dying, so it records which one arrived and exits with that co
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
+from types import FrameType
 
 _received: int | None = None
 _count = 0
@@ -50,3 +53,29 @@ def received() -> int | None:
 def interrupted_exit_code() -> int:
     """128 + the stop signal received (SIGINT when none was: a KeyboardInterrupt)."""
     return 128 + (_received if _received is not None else signal.SIGINT)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job, `kill`) unwinding like Ctrl-C: what a command keeps on Ctrl-C
+    (a removed worktree, finished tuner trials and tuning.json) it keeps on SIGTERM too."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    record(signum)  # so that perftune exits 143, not Ctrl-C's 130
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def sigterm_unwinds() -> Iterator[None]:
+    """Within the block SIGTERM raises Terminated (a KeyboardInterrupt) instead of ending the
+    process at once; the previous handler is put back after. Python's default for SIGTERM is
+    to die where it stands, so between child processes (a supervisor handles it while one
+    runs) nothing would be written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

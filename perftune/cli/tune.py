@@ -117,7 +117,9 @@ class RichReporter:
 @click.option("--strategy", type=click.Choice(["auto", "grid", "structured", "tpe", "random"]), default=None,
               help="auto: the grid for up to 16 configurations (or when --max-trials covers them), else structured.")
 @click.option("--top-k", type=int, default=None, help="Candidates measured again at the end [default: 3].")
-@click.option("--repeats", type=int, default=None, help="Extra measurements of each of them [default: 2].")
+@click.option("--repeats", type=int, default=None, help="Extra measurements of each of them [default: 2]; then, while the best is not "
+              "separated from the defaults or the runner-up, more of the pair (up to 3x as many; "
+              "without a budget at most as many trials as the repeats).")
 @click.option("--trial-warmup", type=int, default=None, help="Warm-up steps discarded in each trial [default: 3].")
 @click.option("--trial-steps", type=int, default=None, help="Steps measured in each trial [default: 8].")
 @click.option("--trial-timeout", default=None, metavar="DURATION", help="Stop a trial after this long [default: 5m].")

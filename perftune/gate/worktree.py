@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
+from perftune import _signals
 from perftune.errors import UsageError
 
 
@@ -72,36 +70,13 @@ def map_into(path: Path, root: Path, worktree: Path) -> Path:
     return worktree / relative
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C so the worktree still gets removed."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    from perftune import _signals
-
-    _signals.record(signum)  # so that perftune exits 143, not Ctrl-C's 130
-    raise _Terminated()
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @contextlib.contextmanager
 def revision_worktree(root: Path, ref: str) -> Iterator[Worktree]:
     """Check `ref` out (detached) into a temporary worktree of the repository at `root`."""
     commit = resolve_commit(root, ref)
     holder = Path(tempfile.mkdtemp(prefix="perftune-gate-"))
     path = holder / "base"
-    with _sigterm_unwinds():
+    with _signals.sigterm_unwinds():
         try:
             _git(root, "worktree", "add", "--detach", str(path), commit)
             notes = checkout_submodules(path, root)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ast
 import math
 import os
+import re
 import stat
 import zlib
 from collections import Counter
@@ -362,6 +363,8 @@ class DecodedFile:
     distributed: dict[str, Any]
     raw_events: list[msgspec.Raw | None]
     problems: Counter[str] = field(default_factory=Counter)
+    # String values whose unescaped double quotes the loader escaped (see repair_quotes).
+    repaired: int = 0
 
     def chunk_count(self) -> int:
         return -(-len(self.raw_events) // CHUNK_EVENTS)
@@ -387,16 +390,24 @@ def decode(path: Path, data: bytes | None = None, max_bytes: int | None = None) 
     if start < 0:
         raise TraceError(path, "file is empty")
     head = data[start:start + 1]
+    repaired = 0
     try:
-        if head == b"[":
-            # The JSON-array form of the Chrome trace format: events only, no metadata.
-            top = TopLevel(traceEvents=array_decoder.decode(data))
-        elif head == b"{":
-            top = top_decoder.decode(data)
-        else:
-            raise TraceError(path, _not_an_object(data))
+        top = _decode_top(path, data, head)
     except msgspec.DecodeError as exc:
-        raise TraceError(path, _describe_decode_error(data, exc)) from None
+        fixed = repair_quotes(data, _error_offset(exc))
+        if fixed is None:
+            raise TraceError(path, _describe_decode_error(data, exc)) from None
+        try:
+            top = _decode_top(path, fixed[0], head)
+        except msgspec.DecodeError as exc2:  # more is wrong than the quotes
+            second = _describe_decode_error(fixed[0], exc2)
+            raise TraceError(path, second if second.startswith("truncated")
+                             else _describe_decode_error(data, exc)) from None
+        except msgspec.ValidationError as exc2:
+            raise TraceError(path, f"not a PyTorch profiler trace: {exc2}") from None
+        except RecursionError:
+            raise TraceError(path, "not a PyTorch profiler trace (JSON nested too deeply)") from None
+        repaired = fixed[1]
     except msgspec.ValidationError as exc:
         raise TraceError(path, f"not a PyTorch profiler trace: {exc}") from None
     except RecursionError:
@@ -406,7 +417,85 @@ def decode(path: Path, data: bytes | None = None, max_bytes: int | None = None) 
     if not top.traceEvents:
         raise TraceError(path, "the trace holds no events (empty trace)")
     return DecodedFile(path=path, header=header_of(top), device_properties=device_properties_of(top),
-                       distributed=distributed_of(top), raw_events=list(top.traceEvents))
+                       distributed=distributed_of(top), raw_events=list(top.traceEvents),
+                       repaired=repaired)
+
+
+def _decode_top(path: Path, data: bytes, head: bytes) -> TopLevel:
+    if head == b"[":
+        # The JSON-array form of the Chrome trace format: events only, no metadata.
+        return TopLevel(traceEvents=array_decoder.decode(data))
+    if head == b"{":
+        top: TopLevel = top_decoder.decode(data)
+        return top
+    raise TraceError(path, _not_an_object(data))
+
+
+# ---------------------------------------------------------------------------- quote repair
+# torch's Kineto writer puts names into the JSON text without escaping them: a Python function
+# or record_function name holding a double quote gives `"name": "rf "quoted" name",`, which no
+# JSON parser accepts. Kineto writes the "name" key on a line of its own, so the value is
+# everything between the first quote after the colon and the last quote of the line: that
+# layout makes the repair unambiguous. Only such "name" lines that do not parse on their own are
+# touched, and only when the escaped line then parses as one member with a string value.
+# Kineto's spelling, `"name": "`, leads the pattern: a literal prefix the regex engine finds
+# fast (~1.5 s per GB of text); the value must hold a quote, so valid name lines never match.
+_NAME_LINE = re.compile(rb'"name": "([^"\r\n]*"[^\r\n]*)"([ \t]*,?[ \t]*\r?)$', re.MULTILINE)
+_UNESCAPED_QUOTE = re.compile(rb'(?<!\\)((?:\\\\)*)"')
+_ERROR_AT = re.compile(r"\(byte (\d+)\)")
+
+
+def _error_offset(exc: msgspec.DecodeError) -> int:
+    """The byte offset msgspec names in a decode error (0 when it names none)."""
+    m = _ERROR_AT.search(str(exc))
+    return int(m.group(1)) if m else 0
+
+
+def repair_quotes(data: bytes, near: int = 0) -> tuple[bytes, int] | None:
+    """`data` with the unescaped double quotes inside Kineto's `"name": "…",` lines escaped,
+    and how many lines were repaired; None when no line needed and allowed the repair.
+
+    The scan starts at the line holding byte `near` (where the decoder stopped: the text
+    before it parsed). It runs only after a decode error, never on a valid trace.
+    """
+    begin = data.rfind(b"\n", 0, min(max(near, 0), len(data))) + 1
+    view = memoryview(data)  # the unchanged stretches are joined without a copy of each
+    pieces: list[bytes | memoryview] = []
+    done = 0
+    count = 0
+    for m in _NAME_LINE.finditer(data, begin):
+        if data[data.rfind(b"\n", 0, m.start()) + 1:m.start()].strip(b" \t"):
+            continue  # not a line of its own
+        if _parses_as_member(m.group(0)):
+            continue  # a valid line (e.g. two string members on one line): not this defect
+        fixed = b'"name": "' + _UNESCAPED_QUOTE.sub(rb'\1\\"', m.group(1)) + b'"' + m.group(2)
+        if not _parses_as_member(fixed, string_only=True):
+            continue
+        pieces += (view[done:m.start()], fixed)
+        done = m.end()
+        count += 1
+    if not count:
+        return None
+    pieces.append(view[done:])
+    fixed_text = b"".join(pieces)
+    del pieces
+    view.release()
+    return fixed_text, count
+
+
+def _parses_as_member(line: bytes, string_only: bool = False) -> bool:
+    """Whether `line` (without its trailing comma) is a valid `"key": value` member; with
+    `string_only`, exactly one member whose value is a string."""
+    body = line.strip()
+    if body.endswith(b","):
+        body = body[:-1]
+    try:
+        obj = _any_decoder.decode(b"{" + body + b"}")
+    except (msgspec.DecodeError, RecursionError):
+        return False
+    if not string_only:
+        return True
+    return isinstance(obj, dict) and len(obj) == 1 and isinstance(next(iter(obj.values())), str)
 
 
 _SPACE = frozenset(b" \t\r\n")

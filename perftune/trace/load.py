@@ -456,6 +456,12 @@ class _Builder:
 
     def add(self, decoded: DecodedFile, position: int) -> None:
         _sane_header(decoded, self.warnings)
+        if decoded.repaired:
+            n = decoded.repaired
+            self.warnings.append(
+                f"{decoded.path}: repaired {n} string value{'s' if n != 1 else ''} holding "
+                "unescaped double quotes (torch writes a name containing '\"' without escaping "
+                "it, which is not valid JSON); the file itself is unchanged")
         rank = self._rank_of(decoded, position)
         self.ranks.append(RankInfo(rank=rank, path=decoded.path,
                                    device_properties=decoded.device_properties,

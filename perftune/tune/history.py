@@ -21,8 +21,9 @@ from perftune.tune.trial import MEMORY_FAILURES, TrialOutcome
 
 # Roles a trial plays: the search proper, the fp32 run the accuracy guard needs, a repeat of a
 # top candidate, the first run that discovers the knobs the script declares, a second
-# measurement of a configuration whose first one was too noisy to act on.
-ROLES = ("probe", "search", "baseline", "repeat", "recheck")
+# measurement of a configuration whose first one was too noisy to act on, one more measurement
+# of the best or of the configuration it is not yet told apart from (the sequential phase).
+ROLES = ("probe", "search", "baseline", "repeat", "recheck", "separate")
 # A measurement whose steps spread more than this (interquartile range over the median) was
 # disturbed (a load spike on a shared machine): the structured search measures the
 # configuration again before it acts on the figure. Quiet trials spread 0.02-0.2 on CPU.

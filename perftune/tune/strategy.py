@@ -16,6 +16,11 @@ Strategies:
 - tpe / random: Optuna's samplers from the start (after the defaults).
 Every strategy ends by repeating the top candidates, interleaved, to separate real differences
 from noise; and runs the fp32 baseline any leading configuration needs for the accuracy guard.
+Then, sequentially: while the best is not reliably faster than the script's defaults or than
+the runner-up (history.reliably_faster, the gate's statistics), the less-measured of that pair
+is measured again — up to SEQUENTIAL_FIGURES_PER_REPEAT x repeats more figures each, and without
+a trial or time budget at most as many extra trials as the repeats themselves took — so a
+verdict is reached when the budget allows one, and "not separated" is said when it does not.
 The structured search acts on single figures (which configuration is the best so far, whether a
 larger batch still pays off), so a configuration whose one measurement was noisy (its steps
 spread more than history.NOISY_SPREAD) is measured once more before the search goes on.
@@ -28,11 +33,13 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from perftune.capture.parent.knobs import BATCH_SIZE, CHECKPOINT, PRECISION
-from perftune.tune.history import ConfigResult, History, noisy
+from perftune.tune.history import ConfigResult, History, noisy, reliably_faster
 from perftune.tune.space import Knob, SearchSpace, Value, sorted_choices
 
 STRATEGIES = ("auto", "grid", "structured", "tpe", "random")
 GRID_LIMIT = 16  # "auto" searches spaces up to this size exhaustively
+# The sequential phase measures a configuration at most 1 + (1 + this) x repeats times.
+SEQUENTIAL_FIGURES_PER_REPEAT = 2
 # Doubling the batch stops once throughput falls this far below the best batch seen.
 BATCH_DROP = 0.95
 MEMORY_KNOBS = (PRECISION, CHECKPOINT)
@@ -85,7 +92,7 @@ def propose(
         found = _search(space, history, strategy, sampler_open)
         if found is not None:
             return found
-    return _repeat(history, settings)
+    return _repeat(history, settings) or _separate(space, history, settings, budgeted=sampler_open)
 
 
 def _search(space: SearchSpace, history: History, strategy: str, sampler_open: bool) -> Proposal | None:
@@ -316,3 +323,37 @@ def _repeat(history: History, settings: StrategySettings) -> Proposal | None:
     return Proposal(
         dict(config.values), "repeat", f"repeat {have + 1}/{wanted} of candidate #{rank + 1}"
     )
+
+
+def _separate(space: SearchSpace, history: History, settings: StrategySettings, *,
+              budgeted: bool) -> Proposal | None:
+    """After the repeats: one more measurement of the less-measured side of a pair the verdict
+    needs but cannot yet tell apart — the best against the script's defaults, then against the
+    runner-up — or None when both are decided or the caps are reached."""
+    if settings.repeats <= 0 or settings.top_k <= 1:
+        return None
+    extra = sum(1 for r in history.records if r.role == "separate" and (r.counts or r.running))
+    if not budgeted and extra >= settings.repeat_trials:
+        return None
+    ranking = history.ranking()
+    if len(ranking) < 2:
+        return None
+    best = ranking[0]
+    default = history.result(space.default())
+    pairs = []
+    if default is not None and default.key != best.key and default.throughput is not None:
+        pairs.append(("the defaults", default))
+    pairs.append(("the runner-up", ranking[1]))
+    cap = 1 + (1 + SEQUENTIAL_FIGURES_PER_REPEAT) * settings.repeats
+    for name, other in pairs:
+        if reliably_faster(best, other):
+            continue
+        have = {c.key: len(c.measurements) + sum(1 for r in history.pending if r.key == c.key)
+                for c in (best, other)}
+        side = min((best, other), key=lambda c: (have[c.key], c is not best))
+        if have[side.key] >= cap:
+            continue
+        return Proposal(dict(side.values), "separate",
+                        f"measure {'the best' if side is best else name} again: the best and "
+                        f"{name} are not yet separated ({have[side.key] + 1}/{cap})")
+    return None

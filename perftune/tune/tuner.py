@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from perftune import _signals
 from perftune.capture.parent import knobs as injected
 from perftune.errors import ScriptError, UsageError
 from perftune.tune.constraints import DEFAULT_TOLERANCE
@@ -299,7 +300,9 @@ class Tuner:
     def run(self) -> TuneRun:
         """Tune; the zygote (if any) lives exactly as long as this call, Ctrl-C and errors too."""
         try:
-            return self._run()
+            # SIGTERM between trials unwinds like Ctrl-C: finished trials and tuning.json kept.
+            with _signals.sigterm_unwinds():
+                return self._run()
         finally:
             self._stop_launcher()
 
@@ -398,7 +401,7 @@ class Tuner:
             known = history.result(values)
             study.cache_hit(trial, known.throughput if known is not None else None)
             return "cached"
-        if proposal.role not in ("repeat", "recheck") and self._taken_by_another(study, space, trial.number, values):
+        if proposal.role not in ("repeat", "recheck", "separate") and self._taken_by_another(study, space, trial.number, values):
             study.drop(trial, "duplicate", "another worker took this configuration first")
             return "duplicate"
         self.reporter.started(trial.number, values, proposal.role, proposal.why, history)
@@ -426,6 +429,6 @@ class Tuner:
         # same one was started by another worker in the meantime.
         key = config_key(values)
         return any(
-            r.number < number and r.key == key and r.counts and r.role not in ("repeat", "recheck")
+            r.number < number and r.key == key and r.counts and r.role not in ("repeat", "recheck", "separate")
             for r in study.records()
         )

@@ -89,6 +89,11 @@ def test_the_fix_section_is_designed_like_the_rest_of_the_report(browser: Any, f
     assert section[0] <= section[1] + 1, section
     widths = page.eval_on_selector_all("#fix-rewrites td", "els => els.map(e => e.getBoundingClientRect().width)")
     assert min(widths) > 60, widths
+    # No cell's content runs into the next column (a long file name overlapped the verdict).
+    spill = page.eval_on_selector_all(
+        "#fix-rewrites td", "els => els.filter(td => Array.from(td.querySelectorAll('*')).some("
+        "c => c.getBoundingClientRect().right > td.getBoundingClientRect().right + 1)).length")
+    assert spill == 0, spill
     shots = os.environ.get("PERFTUNE_SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)

@@ -84,7 +84,10 @@ def test_killed_run_resumes_and_keeps_its_finished_trials(project: Path) -> None
     assert tuning["best"] is not None
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_results(project: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_and_keeps_the_results(project: Path, signum: int) -> None:
+    """Ctrl-C, or SIGTERM (a cancelled CI job), during a trial: exit 130 / 143, finished trials
+    and tuning.json kept, --resume offered."""
     out = project / "run"
     proc = subprocess.Popen(
         perftune_cmd("tune", *OPTIONS, "--out", str(out), SCRIPT),
@@ -92,9 +95,9 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_results(project: Path) -> None:
     )
     # Interrupt during the first trial after the probe.
     _wait_for(lambda: (out / "trials" / "0001").exists(), 600, proc)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr
     assert "--resume" in stderr
     tuning = load_tuning(out)

@@ -10,8 +10,13 @@ from typing import Any
 import pytest
 
 from perftune.tune import space as sp
-from perftune.tune.history import History, TrialRecord
-from perftune.tune.strategy import Proposal, StrategySettings, propose
+from perftune.tune.history import History, TrialRecord, reliably_faster
+from perftune.tune.strategy import (
+    SEQUENTIAL_FIGURES_PER_REPEAT,
+    Proposal,
+    StrategySettings,
+    propose,
+)
 from perftune.tune.trial import TrialOutcome
 
 Simulator = Callable[[Mapping[str, Any]], TrialOutcome]
@@ -266,3 +271,68 @@ def test_a_grid_cut_short_by_the_budget_still_measures_every_value() -> None:
     records, _ = drive(space, lambda v: ok(float(v["tile"])), strategy="grid")
     assert sorted((r.values["layout"], r.values["tile"]) for r in records) == sorted(
         (p, t) for p in ("rows", "columns") for t in (1, 2, 3, 4))
+
+
+def _drive_budgeted(space: sp.SearchSpace, simulate: Simulator, settings: StrategySettings, *,
+                    budgeted: bool, limit: int = 200) -> list[TrialRecord]:
+    records: list[TrialRecord] = []
+    while len(records) < limit:
+        history = History(space, records, tolerance=0.05)
+        proposal = propose(space, history, settings, strategy="grid", search_open=True,
+                           sampler_open=budgeted)
+        if proposal is None:
+            break
+        assert proposal.values is not None
+        records.append(TrialRecord(len(records), dict(proposal.values), proposal.role, proposal.why,
+                                   "w", simulate(proposal.values)))
+    return records
+
+
+def _jittered(base: Callable[[Mapping[str, Any]], float], jitter: float) -> Simulator:
+    """Throughput `base(values)` times 1 ± jitter, alternating per configuration, so repeats spread."""
+    seen: dict[str, int] = {}
+
+    def simulate(values: Mapping[str, Any]) -> TrialOutcome:
+        key = sp.config_key(values)
+        n = seen[key] = seen.get(key, 0) + 1
+        return ok(base(values) * (1 + jitter * (1 if n % 2 else -1) * (1 + 0.1 * (n % 3))))
+    return simulate
+
+
+def test_an_undecided_best_is_measured_until_separated_from_the_defaults_and_the_runner_up() -> None:
+    """The best 20 % ahead, but repeats spreading ±8 %: two repeats cannot separate it, a few
+    more measurements do, and then the search stops (no measuring to the cap)."""
+    space = sp.build_space(cli=[("tile", (1, 2, 3))])  # the defaults: tile=1
+    settings = StrategySettings(name="grid", top_k=3, repeats=2)
+    records = _drive_budgeted(space, _jittered(lambda v: {1: 100.0, 2: 100.0, 3: 120.0}[v["tile"]], 0.08),
+                              settings, budgeted=True)
+    extra = [r for r in records if r.role == "separate"]
+    assert extra, "two repeats of ±8 % cannot separate 20 %: more figures were needed"
+    history = History(space, records, tolerance=0.05)
+    best, *_ = history.ranking()
+    assert best.values == {"tile": 3}
+    assert reliably_faster(best, history.result({"tile": 1}))  # type: ignore[arg-type]
+    assert reliably_faster(best, history.ranking()[1])
+    cap = 1 + (1 + SEQUENTIAL_FIGURES_PER_REPEAT) * settings.repeats
+    assert all(len(c.measurements) < cap for c in history.ranking())  # stopped once decided
+
+
+def test_equal_configurations_stop_at_the_caps_without_a_verdict() -> None:
+    space = sp.build_space(cli=[("tile", (1, 2, 3))])
+    settings = StrategySettings(name="grid", top_k=3, repeats=2)
+    flat = _jittered(lambda v: 100.0, 0.1)
+    unbudgeted = _drive_budgeted(space, flat, settings, budgeted=False)
+    # No trial or time budget: at most as many extra trials as the repeats took.
+    assert 0 < sum(r.role == "separate" for r in unbudgeted) <= settings.repeat_trials
+    budgeted = _drive_budgeted(space, _jittered(lambda v: 100.0, 0.1), settings, budgeted=True)
+    cap = 1 + (1 + SEQUENTIAL_FIGURES_PER_REPEAT) * settings.repeats
+    history = History(space, budgeted, tolerance=0.05)
+    assert max(len(c.measurements) for c in history.ranking()) == cap
+    assert len(budgeted) < 3 * cap + 1  # finite: the caps end it
+
+
+def test_no_extra_measurements_when_the_repeats_already_decide() -> None:
+    space = sp.build_space(cli=[("tile", (1, 2, 3, 4))])
+    settings = StrategySettings(name="grid", top_k=3, repeats=2)
+    records = _drive_budgeted(space, lambda v: ok(float(v["tile"])), settings, budgeted=True)
+    assert not [r for r in records if r.role == "separate"]

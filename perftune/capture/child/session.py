@@ -439,8 +439,8 @@ class CaptureSession:
             # what the window saw of other processes (the rules' `contended`, read at the end)
             self.window.add_metadata("perftune_window", _probe_facts(self.contention))
             self.contention = None
-        if self.module_names.note:
-            self.notes.append(self.module_names.note)
+        if self.module_names.note and self.module_names.note not in self.notes:
+            self.notes.append(self.module_names.note)  # once, however often a window closes
         self.window.stop()
         self.window_open = False
         self.window_done = True
