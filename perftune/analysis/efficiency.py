@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from perftune.documents import Efficiency, OpEfficiency, Roofs
+from perftune.trace import groups as G
 from perftune.trace import roofline
 from perftune.trace.model import Trace
 from perftune.trace.roofline import Peaks
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_OVERHEAD_SHARE", "MIN_DEVICE_BUSY", "MIN_MATRIX_SHARE", "OVERHEAD_CALL_US",
            "OVERHEAD_EFFICIENCY", "TOP_OPS", "StepCompute", "efficiency_document", "host_facts", "label",
-           "matrix_points", "step_compute"]
+           "matrix_columns", "matrix_point_rows", "matrix_points", "step_compute"]
 
 TOP_OPS = 15
 OVERHEAD_CALL_US = 20.0
@@ -71,31 +72,38 @@ def efficiency_document(trace: Trace, tables: Tables | None = None, top: int = T
     roofs = roofline.peaks(trace, measure=False)
     doc_roofs = Roofs(flops_per_s=_finite(roofs.flops_per_s), bytes_per_s=_finite(roofs.bytes_per_s),
                       source=roofs.source)
-    points = roofline.roofline_points(trace, tables)
+    points = roofline.roofline_columns(trace, tables)
     steps = trace.steps
-    if points.empty or not steps:
+    if not len(points) or not steps:
         return Efficiency(roofs=doc_roofs)
-    in_step = trace.step_of(trace.col("ts")[points["row"].to_numpy()],
-                            points["rank"].to_numpy()) >= 0
-    points = points[in_step]
-    if points.empty:
+    in_step = np.flatnonzero(trace.step_of(trace.col("ts")[points.col("row").astype(np.int64)],
+                                           points.col("rank")) >= 0)
+    if not len(in_step):
         return Efficiency(roofs=doc_roofs)
     n_steps = len(steps)
     step_ms = float(np.mean([s.dur for s in steps])) / 1000.0
-    points = points.assign(dtype=points["dtype"].fillna(""))
-    grouped = points.groupby(["name", "dtype", "kind"], sort=False).agg(
-        calls=("row", "size"), flops=("flops", "sum"), bytes=("bytes", "sum"),
-        dur_us=("dur_us", "sum"), peak=("peak_flops_per_s", "first"))
-    grouped = grouped.sort_values("dur_us", ascending=False).head(top)
+    # pandas' groupby(["name", "dtype", "kind"], sort=False) then sort_values("dur_us",
+    # ascending=False), to the last bit (perftune.trace.groups): the document is unchanged.
+    dtypes = np.asarray(["" if d is None else d for d in points.col("dtype")[in_step].tolist()],
+                        dtype=object)
+    codes, keys = G.group_codes([points.col("name")[in_step], dtypes, points.col("kind")[in_step]])
+    n = len(keys)
+    calls = G.group_size(codes, n)
+    flops = G.group_sum(codes, points.col("flops")[in_step], n)
+    nbytes = G.group_sum(codes, points.col("bytes")[in_step], n)
+    dur_us = G.group_sum(codes, points.col("dur_us")[in_step], n)
+    peak = G.group_first(codes, points.col("peak_flops_per_s")[in_step], n)
     ops = []
-    for (name, dtype, kind), g in grouped.iterrows():
+    for g in G.sort_desc(dur_us)[:top].tolist():
+        name, dtype, kind = keys[g]
         f_s, b_s, intensity, bound, percent = label(
-            float(g["flops"]), float(g["bytes"]), float(g["dur_us"]), float(g["calls"]),
-            float(g["peak"]), roofs)
+            float(flops[g]), float(nbytes[g]), float(dur_us[g]), float(calls[g]), float(peak[g]),
+            roofs)
+        ms = float(dur_us[g]) / 1000.0 / n_steps
         ops.append(OpEfficiency(
             name=str(name), kind=str(kind), dtype=str(dtype) or None,
-            calls_per_step=float(g["calls"]) / n_steps, ms_per_step=float(g["dur_us"]) / 1000.0 / n_steps,
-            share=float(g["dur_us"]) / 1000.0 / n_steps / step_ms if step_ms > 0 else 0.0,
+            calls_per_step=float(calls[g]) / n_steps, ms_per_step=ms,
+            share=ms / step_ms if step_ms > 0 else 0.0,
             flops_per_s=f_s, bytes_per_s=b_s, intensity=_finite(intensity),
             bound=bound, percent_of_peak=percent))  # type: ignore[arg-type]
     return Efficiency(roofs=doc_roofs, ops=ops)
@@ -138,17 +146,31 @@ class StepCompute:
         return self.matrix_ms / self.step_ms if self.step_ms > 0 else 0.0
 
 
+def matrix_point_rows(trace: Trace, tables: Tables | None = None) -> np.ndarray:
+    """Indices into `roofline.roofline_columns` of the matrix operators' points inside steps
+    (one per counted call), in the points' order: `matrix_points` without pandas."""
+    points = roofline.roofline_columns(trace, tables)
+    if not len(points) or not trace.steps:
+        return np.empty(0, dtype=np.int64)
+    idx = np.flatnonzero(np.isin(points.col("kind"), _MATRIX))
+    if not len(idx):
+        return idx
+    rows = points.col("row")[idx].astype(np.int64)
+    return idx[trace.step_of(trace.col("ts")[rows], points.col("rank")[idx]) >= 0]
+
+
+def matrix_columns(trace: Trace, tables: Tables | None = None) -> dict[str, np.ndarray]:
+    """The columns of `matrix_points` (roofline point columns at `matrix_point_rows`)."""
+    points = roofline.roofline_columns(trace, tables)
+    idx = matrix_point_rows(trace, tables)
+    return {c: points.col(c)[idx] if len(points) else np.empty(0, dtype=object)
+            for c in roofline.POINT_COLUMNS}
+
+
 def matrix_points(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     """The roofline points of matrix operators inside steps (one row per counted call)."""
     points = roofline.roofline_points(trace, tables)
-    if points.empty or not trace.steps:
-        return points.iloc[0:0]
-    points = points[points["kind"].isin(_MATRIX).to_numpy()]
-    if points.empty:
-        return points
-    in_step = trace.step_of(trace.col("ts")[points["row"].to_numpy()],
-                            points["rank"].to_numpy()) >= 0
-    return points[in_step]
+    return points.iloc[matrix_point_rows(trace, tables)]
 
 
 def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None = None) -> StepCompute:
@@ -163,24 +185,24 @@ def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None
     overhead = sum(mean[p] for p in ("data", "sync", "other_ops", "python", "profiler"))
     device = mean_device(per_step)
     busy = sum(d["compute"] for d in device.values()) if device else None
-    points = matrix_points(trace, tables)
+    points = matrix_columns(trace, tables)
     n = max(steps, 1)
+    dur = points["dur_us"]
 
     def ms(mask: Any) -> float:
-        return float(points["dur_us"][mask].sum()) / 1000.0 / n if len(points) else 0.0
+        return float(np.nansum(dur[mask])) / 1000.0 / n if len(dur) else 0.0
 
-    if len(points):
-        dtype = points["dtype"].fillna("").to_numpy()
-        dur = points["dur_us"].to_numpy()
-        matrix = ms(np.ones(len(points), dtype=bool))
-        conv = ms((points["kind"] == "conv").to_numpy())
+    if len(dur):
+        dtype = np.asarray(["" if d is None else d for d in points["dtype"].tolist()], dtype=object)
+        matrix = ms(np.ones(len(dur), dtype=bool))
+        conv = ms(points["kind"] == "conv")
         fp32 = ms(dtype == "fp32")
         tf32 = ms(dtype == "tf32")
         low = ms(np.isin(dtype, _LOW))
         short = ms(dur < OVERHEAD_CALL_US)
         if roofs is not None and roofs.known:
             ridge = np.asarray([roofs.flops_for(d or None) for d in dtype]) / roofs.bytes_per_s
-            memory = ms(points["intensity"].to_numpy() < ridge)
+            memory = ms(points["intensity"] < ridge)
         else:
             memory = 0.0
     else:

@@ -14,6 +14,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace import device_specs
+from perftune.trace import groups as G
 from perftune.trace.device_metrics import launching_op, outermost_op
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.roofline import uses_tensor_cores
@@ -61,45 +62,75 @@ def _props(trace: Trace, rank: int, device: int) -> dict[str, object]:
         dict(trace.device_properties[0]) if trace.device_properties else {})
 
 
+KERNEL_COLUMNS = ("row", "rank", "device", "name", "dur", "ts", "blocks", "threads", "registers",
+                  "shared_memory", "blocks_per_sm", "occupancy", "sms", "matrix", "tensor_core",
+                  "launch")
+
+
+def kernel_columns(trace: Trace, tables: Tables | None = None) -> dict[str, np.ndarray]:
+    """`kernel_table` as numpy columns (no pandas): one array per column, a row per kernel in
+    trace order; computed once per analysis when `tables` is given."""
+    t = Tables.of(trace, tables)
+    columns: dict[str, np.ndarray] = t(_kernel_columns)
+    return columns
+
+
+def _kernel_columns(trace: Trace, tables: Tables | None = None) -> dict[str, np.ndarray]:
+    rows = np.flatnonzero(trace.cat_mask(C.KERNEL_CATS))
+    if len(rows) == 0:
+        return {c: np.empty(0, dtype=object) for c in KERNEL_COLUMNS}
+    out: dict[str, np.ndarray] = {
+        "row": rows, "rank": trace.col("rank")[rows], "device": trace.col("device")[rows],
+        "name": trace.col("name")[rows], "dur": trace.col("dur")[rows],
+        "ts": trace.col("ts")[rows]}
+    store = trace.arg_store
+    n = len(rows)
+    dims = np.full((n, 6), NO_ID, dtype=np.int64)
+    floats = np.full((n, 5), np.nan)
+    if store is not None and len(store.kernel_rows):
+        k = np.minimum(np.searchsorted(store.kernel_rows, rows), len(store.kernel_rows) - 1)
+        found = store.kernel_rows[k] == rows
+        dims[found] = store.kernel_dims[k[found]]
+        floats[found] = store.kernel_floats[k[found]]
+    grid, block = dims[:, :3], dims[:, 3:]
+    out["blocks"] = np.where((grid > 0).all(axis=1), np.prod(np.maximum(grid, 1), axis=1), NO_ID)
+    out["threads"] = np.where((block > 0).all(axis=1), np.prod(np.maximum(block, 1), axis=1),
+                              NO_ID)
+    out["registers"], out["shared_memory"], out["blocks_per_sm"] = (floats[:, 0], floats[:, 1],
+                                                                    floats[:, 2])
+    out["occupancy"] = floats[:, 4]
+    rank, device = out["rank"].tolist(), out["device"].tolist()
+    sms: dict[tuple[int, int], int] = {}
+    for key in set(zip(rank, device, strict=True)):
+        value = _props(trace, int(key[0]), int(key[1])).get("numSms")
+        sms[key] = int(value) if isinstance(value, int) else NO_ID
+    out["sms"] = np.fromiter((sms[k] for k in zip(rank, device, strict=True)), dtype=np.int64,
+                             count=n)
+    codes = trace.codes("name")[rows]
+    strings = trace.strings("name")
+    used = np.unique(codes)
+    matrix = np.zeros(len(strings), dtype=bool)
+    tensor = np.zeros(len(strings), dtype=bool)
+    for c in used.tolist():
+        name = strings[c]
+        matrix[c] = is_matrix_kernel(name)
+        tensor[c] = matrix[c] and uses_tensor_cores(name)
+    out["matrix"], out["tensor_core"] = matrix[codes], tensor[codes]
+    out["launch"] = trace.launch_of_device_event[rows]
+    return {c: out[c] for c in KERNEL_COLUMNS}
+
+
 def kernel_table(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
     """One row per kernel: row, rank, device, name, dur, ts, blocks (grid product), threads
     (block product), registers, shared_memory, blocks_per_sm, occupancy (the profiler's estimate,
-    %), sms (of its device), matrix, tensor_core, launch (runtime row); -1 / NaN when unknown."""
+    %), sms (of its device), matrix, tensor_core, launch (runtime row); -1 / NaN when unknown.
+    The pandas form of `kernel_columns` (the analysis reads the columns)."""
     import pandas as pd
 
-    rows = np.flatnonzero(trace.cat_mask(C.KERNEL_CATS))
-    cols = ["row", "rank", "device", "name", "dur", "ts", "blocks", "threads", "registers",
-            "shared_memory", "blocks_per_sm", "occupancy", "sms", "matrix", "tensor_core", "launch"]
-    if len(rows) == 0:
-        return pd.DataFrame({c: [] for c in cols})
-    base = pd.DataFrame({
-        "row": rows, "rank": trace.col("rank")[rows], "device": trace.col("device")[rows],
-        "name": trace.col("name")[rows], "dur": trace.col("dur")[rows],
-        "ts": trace.col("ts")[rows], "launch": trace.launch_of_device_event[rows]})
-    kern = trace.kernels
-    if not kern.empty:
-        base = base.merge(kern, on="row", how="left")
-    for c in ("grid_x", "grid_y", "grid_z", "block_x", "block_y", "block_z"):
-        if c not in base:
-            base[c] = NO_ID
-        base[c] = base[c].fillna(NO_ID).astype(np.int64)
-    for c in ("registers", "shared_memory", "blocks_per_sm", "occupancy"):
-        if c not in base:
-            base[c] = np.nan
-    grid = base[["grid_x", "grid_y", "grid_z"]].to_numpy()
-    block = base[["block_x", "block_y", "block_z"]].to_numpy()
-    base["blocks"] = np.where((grid > 0).all(axis=1), np.prod(np.maximum(grid, 1), axis=1), NO_ID)
-    base["threads"] = np.where((block > 0).all(axis=1), np.prod(np.maximum(block, 1), axis=1), NO_ID)
-    sms: dict[tuple[int, int], int] = {}
-    for key in set(zip(base["rank"].tolist(), base["device"].tolist(), strict=True)):
-        value = _props(trace, int(key[0]), int(key[1])).get("numSms")
-        sms[key] = int(value) if isinstance(value, int) else NO_ID
-    base["sms"] = [sms[k] for k in zip(base["rank"].tolist(), base["device"].tolist(), strict=True)]
-    flags = {n: (is_matrix_kernel(n), is_matrix_kernel(n) and uses_tensor_cores(n))
-             for n in base["name"].unique()}
-    base["matrix"] = base["name"].map(lambda n: flags[n][0]).astype(bool)
-    base["tensor_core"] = base["name"].map(lambda n: flags[n][1]).astype(bool)
-    return base[cols]
+    columns = kernel_columns(trace, tables)
+    if len(columns["row"]) == 0:
+        return pd.DataFrame({c: [] for c in KERNEL_COLUMNS})
+    return pd.DataFrame(columns)
 
 
 # ---------------------------------------------------------------------------- fp32 matrix math
@@ -117,31 +148,39 @@ class MatrixKernelUse:
 
 def matrix_kernel_use(trace: Trace, tables: Tables | None = None) -> MatrixKernelUse:
     t = Tables.of(trace, tables)
-    table = t(kernel_table)
+    table = kernel_columns(trace, t)
     empty = MatrixKernelUse(0.0, 0.0, 0.0, 0.0, [], np.empty(0, np.int64))
-    if table.empty:
+    if len(table["row"]) == 0:
         return empty
-    mat = table[table["matrix"].to_numpy(dtype=bool)]
-    if mat.empty:
+    is_mat = table["matrix"].astype(bool)
+    if not is_mat.any():
         return empty
-    tc = mat["tensor_core"].to_numpy(dtype=bool)
-    simt = mat[~tc]
+    mat_rows, mat_dur = table["row"][is_mat], table["dur"][is_mat]
+    mat_names = table["name"][is_mat]
+    tc = table["tensor_core"][is_mat].astype(bool)
     half_us = 0.0
     fp32_rows: list[int] = []
+    fp32_mask = np.zeros(len(mat_rows), dtype=bool)
     dur = trace.col("dur")
-    for row in simt["row"].tolist():
-        op = launching_op(trace, int(row), t)
+    for k in np.flatnonzero(~tc).tolist():
+        row = int(mat_rows[k])
+        op = launching_op(trace, row, t)
         dtype = _op_dtype(trace, op) if op is not None else None
         if dtype in ("fp16", "bf16"):
-            half_us += float(dur[int(row)])
+            half_us += float(dur[row])
         else:
-            fp32_rows.append(int(row))
-    fp32 = simt[simt["row"].isin(fp32_rows)]
-    agg = fp32.groupby("name")["dur"].agg(["sum", "size"]).sort_values("sum", ascending=False)
-    top = [(str(n), float(r["sum"]), int(r["size"])) for n, r in agg.head(8).iterrows()]
-    return MatrixKernelUse(total_us=float(mat["dur"].sum()),
-                           tensor_core_us=float(mat["dur"].to_numpy()[tc].sum()),
-                           fp32_simt_us=float(fp32["dur"].sum()), half_simt_us=half_us,
+            fp32_rows.append(row)
+            fp32_mask[k] = True
+    fp32_dur, fp32_names = mat_dur[fp32_mask], mat_names[fp32_mask]
+    top: list[tuple[str, float, int]] = []
+    if len(fp32_dur):
+        codes, keys = G.group_codes([fp32_names], sort=True)
+        sums = G.group_sum(codes, fp32_dur, len(keys))
+        sizes = G.group_size(codes, len(keys))
+        top = [(str(keys[g]), float(sums[g]), int(sizes[g])) for g in G.sort_desc(sums)[:8].tolist()]
+    return MatrixKernelUse(total_us=float(np.nansum(mat_dur)),
+                           tensor_core_us=float(mat_dur[tc].sum()),
+                           fp32_simt_us=float(np.nansum(fp32_dur)), half_simt_us=half_us,
                            top_simt=top, simt_rows=np.asarray(fp32_rows, dtype=np.int64))
 
 
@@ -165,45 +204,64 @@ def user_op_of_kernel(trace: Trace, row: int, tables: Tables | None = None) -> i
 
 
 # ---------------------------------------------------------------------------- grid fill
-def grid_fill(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
+GRID_FILL_COLUMNS = ("row", "rank", "name", "dur", "blocks", "threads", "sms", "fill",
+                     "resident_blocks_per_sm", "waves", "wave_efficiency", "theoretical_occupancy",
+                     "limiter", "occupancy", "registers", "shared_memory", "library", "triton")
+
+
+def grid_fill_columns(trace: Trace, tables: Tables | None = None) -> dict[str, np.ndarray]:
     """Per kernel with known launch dims: blocks, SMs, fill (blocks / SMs, at most 1), resident
     blocks per SM (occupancy calculator), waves, wave efficiency, theoretical occupancy and its
-    limiter, the profiler's occupancy estimate (%), library / triton flags."""
-    import pandas as pd
-
+    limiter, the profiler's occupancy estimate (%), library / triton flags; numpy columns,
+    computed once per analysis when `tables` is given."""
     t = Tables.of(trace, tables)
-    table = t(kernel_table)
-    cols = ["row", "rank", "name", "dur", "blocks", "threads", "sms", "fill",
-            "resident_blocks_per_sm", "waves", "wave_efficiency", "theoretical_occupancy",
-            "limiter", "occupancy", "registers", "shared_memory", "library", "triton"]
-    known = table[(table["blocks"] > 0) & (table["threads"] > 0) & (table["sms"] > 0)].copy()
-    if known.empty:
-        return pd.DataFrame({c: [] for c in cols})
-    known["registers"] = known["registers"].fillna(0.0)
-    known["shared_memory"] = known["shared_memory"].fillna(0.0)
-    keys = ["rank", "device", "threads", "registers", "shared_memory"]
-    combos = known[keys].drop_duplicates()
-    occ_rows = []
-    for rank, device, threads, regs, smem in combos.itertuples(index=False):
+    columns: dict[str, np.ndarray] = t(_grid_fill_columns)
+    return columns
+
+
+def _grid_fill_columns(trace: Trace, tables: Tables | None = None) -> dict[str, np.ndarray]:
+    t = Tables.of(trace, tables)
+    table = kernel_columns(trace, t)
+    if len(table["row"]) == 0:
+        return {c: np.empty(0, dtype=object) for c in GRID_FILL_COLUMNS}
+    keep = (table["blocks"] > 0) & (table["threads"] > 0) & (table["sms"] > 0)
+    if not keep.any():
+        return {c: np.empty(0, dtype=object) for c in GRID_FILL_COLUMNS}
+    known = {c: v[keep] for c, v in table.items()}
+    known["registers"] = np.nan_to_num(known["registers"], nan=0.0)
+    known["shared_memory"] = np.nan_to_num(known["shared_memory"], nan=0.0)
+    keys = ("rank", "device", "threads", "registers", "shared_memory")
+    codes, combos = G.group_codes([known[k] for k in keys])
+    resident = np.zeros(len(combos), dtype=np.int64)
+    theoretical = np.full(len(combos), np.nan)
+    limiter = np.empty(len(combos), dtype=object)
+    for g, (rank, device, threads, regs, smem) in enumerate(combos):
         occ = device_specs.occupancy(int(threads), float(regs), float(smem),
                                      _props(trace, int(rank), int(device)))
-        occ_rows.append((rank, device, threads, regs, smem,
-                         occ.blocks_per_sm if occ else 0, occ.fraction if occ else np.nan,
-                         occ.limiter if occ else "unknown"))
-    occ_df = pd.DataFrame(occ_rows, columns=[*keys, "resident_blocks_per_sm",
-                                             "theoretical_occupancy", "limiter"])
-    known = known.merge(occ_df, on=keys, how="left")
-    blocks = known["blocks"].to_numpy(dtype=np.float64)
-    sms_a = known["sms"].to_numpy(dtype=np.float64)
-    per_wave = known["resident_blocks_per_sm"].to_numpy(dtype=np.float64) * sms_a
+        resident[g] = occ.blocks_per_sm if occ else 0
+        theoretical[g] = occ.fraction if occ else np.nan
+        limiter[g] = occ.limiter if occ else "unknown"
+    known["resident_blocks_per_sm"] = resident[codes]
+    known["theoretical_occupancy"] = theoretical[codes]
+    known["limiter"] = limiter[codes]
+    blocks = known["blocks"].astype(np.float64)
+    sms_a = known["sms"].astype(np.float64)
+    per_wave = known["resident_blocks_per_sm"].astype(np.float64) * sms_a
     waves = np.where(per_wave > 0, blocks / np.maximum(per_wave, 1), 0.0)
     known["fill"] = np.minimum(1.0, blocks / sms_a)
     known["waves"] = waves
     known["wave_efficiency"] = np.where(waves > 0, waves / np.ceil(np.maximum(waves, 1e-12)), 1.0)
-    names = known["name"]
-    lib = {n: is_library_kernel(n) for n in names.unique()}
-    tri = {n: is_triton_kernel(n) for n in names.unique()}
-    known["library"] = names.map(lib).astype(bool)
-    known["triton"] = names.map(tri).astype(bool)
-    return known[cols]
+    name_codes, names = G.group_codes([known["name"]])
+    known["library"] = np.asarray([is_library_kernel(n) for n in names], dtype=bool)[name_codes]
+    known["triton"] = np.asarray([is_triton_kernel(n) for n in names], dtype=bool)[name_codes]
+    return {c: known[c] for c in GRID_FILL_COLUMNS}
 
+
+def grid_fill(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
+    """`grid_fill_columns` as a pandas frame (the analysis reads the columns)."""
+    import pandas as pd
+
+    columns = grid_fill_columns(trace, tables)
+    if len(columns["row"]) == 0:
+        return pd.DataFrame({c: [] for c in GRID_FILL_COLUMNS})
+    return pd.DataFrame(columns)

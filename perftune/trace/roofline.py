@@ -450,6 +450,7 @@ def _tensor_core_ops(trace: Trace, rows: list[int], tables: Tables | None = None
 _COLUMNS = ["name", "row", "rank", "kind", "dtype", "flops", "bytes", "intensity", "dur_us",
             "achieved_flops_per_s", "achieved_bytes_per_s", "peak_flops_per_s", "bound",
             "efficiency"]
+POINT_COLUMNS = tuple(_COLUMNS)
 
 
 _TEXT_COLUMNS = frozenset({"name", "kind", "dtype", "bound"})

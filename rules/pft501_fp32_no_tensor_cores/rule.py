@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
+import numpy as np
+
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import device_specs
 from perftune.trace.device_metrics import step_count
-from perftune.trace.kernel_metrics import kernel_table, matrix_kernel_use, user_op_of_kernel
+from perftune.trace.kernel_metrics import kernel_columns, matrix_kernel_use, user_op_of_kernel
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -71,8 +73,8 @@ class Fp32NoTensorCores(Rule):
         if use.fp32_simt_us <= 0:
             return
         steps = max(1, step_count(trace) if trace.steps else 1)
-        table = ctx.fact(kernel_table)
-        kernel_us = float(table["dur"].sum())
+        table = ctx.fact(kernel_columns)
+        kernel_us = float(np.nansum(table["dur"]))
         fp32_ms = use.fp32_simt_us / 1000.0 / steps
         share = use.fp32_simt_us / kernel_us if kernel_us > 0 else 0.0
         if fp32_ms < self.config["min_ms_per_step"] or share < self.config["min_share"]:
@@ -99,7 +101,7 @@ class Fp32NoTensorCores(Rule):
         top_row = int(use.simt_rows[0]) if len(use.simt_rows) else None
         if top_row is not None and use.top_simt:
             # anchor on the costliest kernel's launching op
-            names = table.set_index("row")["name"]
+            names = dict(zip(table["row"].tolist(), table["name"].tolist(), strict=True))
             best = [int(r) for r in use.simt_rows.tolist() if names.get(int(r)) == use.top_simt[0][0]]
             top_row = best[0] if best else top_row
         op = user_op_of_kernel(trace, top_row, ctx.tables) if top_row is not None else None

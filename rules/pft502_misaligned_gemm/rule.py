@@ -11,7 +11,7 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.device_metrics import step_count, tensor_inputs
-from perftune.trace.roofline import base_name, roofline_points
+from perftune.trace.roofline import POINT_COLUMNS, base_name, roofline_columns
 from perftune.trace.sync_metrics import user_frame_row
 
 # Bytes per element → the multiple tensor cores need (16 bytes: 8 halves, 4 floats, 16 int8).
@@ -95,17 +95,19 @@ class MisalignedGemm(Rule):
             # No tensor cores on a CPU, and the dtype a GPU run would use (autocast, TF32) is
             # not the CPU's fp32: nothing this trace can say about alignment.
             return
-        points = roofline_points(trace, ctx.tables)
-        if points.empty:
+        points = roofline_columns(trace, ctx.tables)
+        if not len(points):
             return
-        mats = points[points["kind"].isin(["gemm", "conv"])]
-        if mats.empty:
+        is_mat = np.isin(points.col("kind"), ["gemm", "conv"])
+        if not is_mat.any():
             return
-        total_us = float(mats["dur_us"].sum())
+        total_us = float(np.nansum(points.col("dur_us")[is_mat].astype(np.float64)))
+        fields = POINT_COLUMNS
         steps = max(1, step_count(trace))
         groups: dict[tuple[Any, ...], dict[str, Any]] = {}
         aligned_rates: dict[str, list[float]] = {}
-        for rec in mats.to_dict("records"):
+        for k in np.flatnonzero(is_mat).tolist():
+            rec = dict(zip(fields, points.records[k], strict=True))
             shapes = [s for s, _ in tensor_inputs(trace, int(rec["row"]))]
             dims = gemm_dims(str(rec["name"]), shapes)
             if not dims:

@@ -11,8 +11,9 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
+from perftune.trace import groups as G
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, step_count
-from perftune.trace.kernel_metrics import grid_fill, user_op_of_kernel
+from perftune.trace.kernel_metrics import grid_fill_columns, user_op_of_kernel
 from perftune.trace.sync_metrics import user_frame_row
 
 
@@ -63,51 +64,57 @@ class UnderFilledGrid(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        fill = ctx.fact(grid_fill)
-        if fill.empty:
+        fill = ctx.fact(grid_fill_columns)
+        if not len(fill["row"]):
             return
-        names = fill["name"]
-        comm = names.map(C.is_comm_kernel).to_numpy(dtype=bool)
+        comm = G.flags_of(fill["name"], C.is_comm_kernel)
         # Vendor-tuned kernels (cuBLAS, cuDNN, CUTLASS, NCCL, flash attention) pick their grids
         # on purpose; collectives (NCCL, NVLS / multimem all-reduce) fill the SMs they need.
-        usable = fill[~comm & ~fill["library"].to_numpy(dtype=bool)
-                      & ~fill["triton"].to_numpy(dtype=bool)
-                      & (fill["dur"].to_numpy() >= self.config["min_kernel_us"])]
-        total_us = float(fill["dur"].sum())
-        under = usable["fill"].to_numpy() <= self.config["max_fill"]
-        waves = usable["waves"].to_numpy()
-        tail = ((usable["fill"].to_numpy() >= 1.0) & (waves > 1.0) & (waves <= self.config["max_tail_waves"])
-                & (usable["wave_efficiency"].to_numpy() < self.config["tail_efficiency"]))
-        sel = usable[under | tail].copy()
-        if sel.empty:
+        keep = (~comm & ~fill["library"].astype(bool) & ~fill["triton"].astype(bool)
+                & (fill["dur"] >= self.config["min_kernel_us"]))
+        usable = {c: v[keep] for c, v in fill.items()}
+        total_us = float(np.nansum(fill["dur"]))
+        under = usable["fill"] <= self.config["max_fill"]
+        waves = usable["waves"]
+        tail = ((usable["fill"] >= 1.0) & (waves > 1.0) & (waves <= self.config["max_tail_waves"])
+                & (usable["wave_efficiency"] < self.config["tail_efficiency"]))
+        pick = under | tail
+        if not pick.any():
             return
-        sel["efficiency"] = np.where(sel["fill"].to_numpy() < 1.0, sel["fill"].to_numpy(),
-                                     sel["wave_efficiency"].to_numpy())
-        sel["lost_us"] = sel["dur"].to_numpy() * (1.0 - sel["efficiency"].to_numpy())
+        sel = {c: v[pick] for c, v in usable.items()}
+        efficiency = np.where(sel["fill"] < 1.0, sel["fill"], sel["wave_efficiency"])
+        lost_us = sel["dur"] * (1.0 - efficiency)
         steps = max(1, step_count(trace))
-        bad_us = float(sel["dur"].sum())
+        bad_us = float(np.nansum(sel["dur"]))
         ms = bad_us / 1000.0 / steps
         share = bad_us / total_us if total_us > 0 else 0.0
         if ms < self.config["min_ms_per_step"] or share < self.config["min_share"]:
             return
-        agg = (sel.groupby("name").agg(us=("dur", "sum"), lost=("lost_us", "sum"), calls=("row", "size"),
-                                       blocks=("blocks", "median"), fill=("fill", "median"),
-                                       waves=("waves", "median"), row=("row", "first"))
-               .sort_values("lost", ascending=False))
-        top = agg.iloc[0]
-        op = user_op_of_kernel(trace, int(top["row"]), ctx.tables)
-        sms = int(fill["sms"].iloc[0])
-        saving = float(sel["lost_us"].sum()) / 1000.0 / steps
+        # pandas' groupby("name").agg(...).sort_values("lost", ascending=False), bit for bit
+        codes, names = G.group_codes([sel["name"]], sort=True)
+        k = len(names)
+        us = G.group_sum(codes, sel["dur"], k)
+        lost = G.group_sum(codes, lost_us, k)
+        calls = G.group_size(codes, k)
+        blocks = G.group_median(codes, sel["blocks"], k)
+        fills = G.group_median(codes, sel["fill"], k)
+        waves_m = G.group_median(codes, sel["waves"], k)
+        first_row = G.group_first(codes, sel["row"], k)
+        order = G.sort_desc(lost).tolist()
+        top = order[0]
+        op = user_op_of_kernel(trace, int(first_row[top]), ctx.tables)
+        sms = int(fill["sms"][0])
+        saving = float(np.nansum(lost_us)) / 1000.0 / steps
         evidence: dict[str, Any] = {
             "sms": sms, "ms_per_step": round(ms, 3), "share_of_kernel_time": round(share, 4),
             "under_filled_kernels": int(np.count_nonzero(under)), "tail_kernels": int(np.count_nonzero(tail)),
-            "top_kernels": [{"kernel": str(n)[:160], "ms_per_step": round(float(r["us"]) / 1000.0 / steps, 3),
-                             "calls_per_step": round(float(r["calls"]) / steps, 1), "blocks": int(r["blocks"]),
-                             "fill": round(float(r["fill"]), 3), "waves": round(float(r["waves"]), 3)}
-                            for n, r in agg.head(5).iterrows()],
+            "top_kernels": [{"kernel": str(names[g])[:160], "ms_per_step": round(float(us[g]) / 1000.0 / steps, 3),
+                             "calls_per_step": round(float(calls[g]) / steps, 1), "blocks": int(blocks[g]),
+                             "fill": round(float(fills[g]), 3), "waves": round(float(waves_m[g]), 3)}
+                            for g in order[:5]],
         }
         message = (f"{ms:.2f} ms per step ({share:.0%} of kernel time) runs in kernels that leave "
-                   f"SMs idle: e.g. {str(agg.index[0])[:60]} launches {int(top['blocks'])} blocks on "
+                   f"SMs idle: e.g. {str(names[top])[:60]} launches {int(blocks[top])} blocks on "
                    f"{sms} SMs")
         knobs: dict[str, list[Any]] = {}
         batch = batch_size_values(guess_batch_size(trace), "up")
@@ -115,7 +122,7 @@ class UnderFilledGrid(Rule):
             knobs["batch_size"] = batch
         yield self.finding(
             message, location=ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None,
-            evidence=evidence, est_saving_ms_per_step=saving, count=len(sel),
+            evidence=evidence, est_saving_ms_per_step=saving, count=int(np.count_nonzero(pick)),
             op_chain=tuple(trace.op_chain(op)) if op is not None else (),
             suggestion=Suggestion(
                 title="Give every SM work: batch the work into fewer, larger launches, raise the "

@@ -11,8 +11,9 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
+from perftune.trace import groups as G
 from perftune.trace.device_metrics import step_count
-from perftune.trace.kernel_metrics import grid_fill, user_op_of_kernel
+from perftune.trace.kernel_metrics import grid_fill_columns, user_op_of_kernel
 from perftune.trace.sync_metrics import user_frame_row
 
 _ADVICE = {
@@ -77,32 +78,34 @@ class LowOccupancy(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        fill = ctx.fact(grid_fill)
-        if fill.empty:
+        fill = ctx.fact(grid_fill_columns)
+        if not len(fill["row"]):
             return
-        comm = fill["name"].map(C.is_comm_kernel).to_numpy(dtype=bool)
-        occ = fill["theoretical_occupancy"].to_numpy(dtype=np.float64)
-        sel = fill[~comm & ~fill["library"].to_numpy(dtype=bool)
-                   & (fill["fill"].to_numpy() >= 1.0)
-                   & (fill["dur"].to_numpy() >= self.config["min_kernel_us"])
-                   & (occ <= self.config["max_occupancy"])]
-        if sel.empty:
+        comm = G.flags_of(fill["name"], C.is_comm_kernel)
+        occ = fill["theoretical_occupancy"].astype(np.float64)
+        keep = (~comm & ~fill["library"].astype(bool) & (fill["fill"] >= 1.0)
+                & (fill["dur"] >= self.config["min_kernel_us"])
+                & (occ <= self.config["max_occupancy"]))
+        if not keep.any():
             return
+        sel = {c: v[keep] for c, v in fill.items()}
         steps = max(1, step_count(trace))
         target = self.config["target_occupancy"]
-        for name, g in sorted(sel.groupby("name"), key=lambda kv: -float(kv[1]["dur"].sum())):
-            us = float(g["dur"].sum())
+        groups = [(name, {c: v[idx] for c, v in sel.items()}) for name, idx in G.split_by(sel["name"])]
+        for name, g in sorted(groups, key=lambda kv: -float(np.nansum(kv[1]["dur"]))):
+            us = float(np.nansum(g["dur"]))
             ms = us / 1000.0 / steps
             if ms < self.config["min_ms_per_step"]:
                 continue
-            first = g.iloc[0]
+            first = {c: v[0] for c, v in g.items()}
             theo = float(first["theoretical_occupancy"])
             limiter = str(first["limiter"])
             saving = ms * max(0.0, 1.0 - theo / target) * 0.5
             op = user_op_of_kernel(trace, int(first["row"]), ctx.tables)
-            achieved = float(np.nanmedian(g["occupancy"].to_numpy(dtype=np.float64))) if g["occupancy"].notna().any() else None
+            occupancy = g["occupancy"].astype(np.float64)
+            achieved = float(np.nanmedian(occupancy)) if (~np.isnan(occupancy)).any() else None
             evidence: dict[str, Any] = {
-                "kernel": str(name)[:200], "calls": len(g), "ms_per_step": round(ms, 3),
+                "kernel": str(name)[:200], "calls": len(g["row"]), "ms_per_step": round(ms, 3),
                 "threads_per_block": int(first["threads"]), "registers_per_thread": float(first["registers"]),
                 "shared_memory_per_block": float(first["shared_memory"]),
                 "resident_blocks_per_sm": int(first["resident_blocks_per_sm"]),
@@ -115,6 +118,6 @@ class LowOccupancy(Rule):
                        f"shared/block); {ms:.3f} ms per step")
             yield self.finding(
                 message, location=ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None,
-                evidence=evidence, est_saving_ms_per_step=saving, count=len(g),
+                evidence=evidence, est_saving_ms_per_step=saving, count=len(g["row"]),
                 op_chain=tuple(trace.op_chain(op)) if op is not None else (),
                 suggestion=Suggestion(title=f"Raise occupancy: {_ADVICE.get(limiter, 'rebalance the launch configuration')}"))

@@ -12,7 +12,7 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.device_metrics import step_count
-from perftune.trace.kernel_metrics import kernel_table, user_op_of_kernel
+from perftune.trace.kernel_metrics import kernel_columns, user_op_of_kernel
 from perftune.trace.model import NO_ID
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -71,17 +71,19 @@ class CudnnBenchmarkOff(Rule):
         trace = ctx.trace
         if not trace.has_device_activity or len(trace.steps) < 2:
             return
-        table = ctx.fact(kernel_table)
-        if table.empty:
+        table = ctx.fact(kernel_columns)
+        if not len(table["row"]):
             return
         from perftune.trace.kernel_metrics import is_conv_kernel
 
-        flags = {n: is_conv_kernel(n) for n in table["name"].unique()}
-        conv = table[table["name"].map(flags).to_numpy(dtype=bool)]
-        if conv.empty:
+        flags = {n: is_conv_kernel(n) for n in set(table["name"].tolist())}
+        is_conv = np.fromiter((flags[n] for n in table["name"].tolist()), dtype=bool,
+                              count=len(table["name"]))
+        conv_rows, conv_dur = table["row"][is_conv], table["dur"][is_conv]
+        if not len(conv_rows):
             return
-        total = float(table["dur"].sum())
-        share = float(conv["dur"].sum()) / total if total > 0 else 0.0
+        total = float(np.nansum(table["dur"]))
+        share = float(np.nansum(conv_dur)) / total if total > 0 else 0.0
         if share < self.config["min_share"]:
             return
         ops = np.flatnonzero(trace.name_isin(_CONV_OPS) & ~trace.is_device)
@@ -103,14 +105,14 @@ class CudnnBenchmarkOff(Rule):
             return
         # Benchmarking launches several conv kernels for one conv call.
         launches_per_op: Counter[int] = Counter()
-        for row in conv["row"].tolist():
+        for row in conv_rows.tolist():
             op = user_op_of_kernel(trace, int(row), ctx.tables)
             if op is not None:
                 launches_per_op[op] += 1
         most = max(launches_per_op.values(), default=0)
         if most >= 8:
             return
-        conv_ms = float(conv["dur"].sum()) / 1000.0 / n
+        conv_ms = float(np.nansum(conv_dur)) / 1000.0 / n
         first_op = int(ops[0]) if len(ops) else None
         location = ctx.location_of(user_frame_row(ctx.host, first_op)) if first_op is not None else None
         shapes = len({k for c in per_step.values() for k in c})

@@ -11,9 +11,10 @@ import numpy as np
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.trace import groups as G
 from perftune.trace.decode import decode_raw
 from perftune.trace.device_metrics import launching_op, step_count
-from perftune.trace.kernel_metrics import grid_fill
+from perftune.trace.kernel_metrics import grid_fill_columns
 from perftune.trace.model import Trace
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -95,19 +96,21 @@ class TritonTiles(Rule):
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
-        fill = ctx.fact(grid_fill)
-        if fill.empty:
+        fill = ctx.fact(grid_fill_columns)
+        if not len(fill["row"]):
             return
-        tri = fill[fill["triton"].to_numpy(dtype=bool)]
-        if tri.empty:
+        is_tri = fill["triton"].astype(bool)
+        if not is_tri.any():
             return
-        total = float(tri["dur"].sum())
+        tri = {c: v[is_tri] for c, v in fill.items()}
+        total = float(np.nansum(tri["dur"]))
         steps = max(1, step_count(trace))
-        for name, g in sorted(tri.groupby("name"), key=lambda kv: -float(kv[1]["dur"].sum())):
-            us = float(g["dur"].sum())
+        groups = [(name, {c: v[idx] for c, v in tri.items()}) for name, idx in G.split_by(tri["name"])]
+        for name, g in sorted(groups, key=lambda kv: -float(np.nansum(kv[1]["dur"]))):
+            us = float(np.nansum(g["dur"]))
             if total > 0 and us / total < self.config["min_share_of_triton"]:
                 continue
-            first = g.iloc[0]
+            first = {c: v[0] for c, v in g.items()}
             kfill = float(first["fill"])
             theo = float(first["theoretical_occupancy"])
             eff = float(first["wave_efficiency"])
@@ -123,9 +126,10 @@ class TritonTiles(Rule):
             op = launching_op(trace, int(first["row"]), ctx.tables)
             meta = launch_metadata(trace, op)
             ms = us / 1000.0 / steps
-            lost = float((g["dur"] * (1.0 - np.minimum(g["fill"], g["wave_efficiency"]))).sum())
+            lost = float(np.nansum(g["dur"] * (1.0 - np.minimum(g["fill"].astype(np.float64),
+                                                                 g["wave_efficiency"]))))
             evidence: dict[str, Any] = {
-                "kernel": str(name), "calls": len(g), "ms_per_step": round(ms, 4),
+                "kernel": str(name), "calls": len(g["row"]), "ms_per_step": round(ms, 4),
                 "blocks": int(first["blocks"]), "threads_per_block": int(first["threads"]),
                 "num_warps": int(first["threads"]) // 32, "sms": int(first["sms"]),
                 "fill": round(kfill, 4), "waves": round(float(first["waves"]), 4),
@@ -135,7 +139,7 @@ class TritonTiles(Rule):
             message = (f"Triton kernel {name}: {', '.join(problems)}; {ms:.4f} ms per step")
             yield self.finding(
                 message, location=ctx.location_of(user_frame_row(ctx.host, op)) if op is not None else None,
-                evidence=evidence, est_saving_ms_per_step=lost / 1000.0 / steps, count=len(g),
+                evidence=evidence, est_saving_ms_per_step=lost / 1000.0 / steps, count=len(g["row"]),
                 op_chain=tuple(trace.op_chain(op)) if op is not None else (),
                 suggestion=Suggestion(
                     title="Let Inductor autotune the tiles: torch.compile(mode=\"max-autotune\") "

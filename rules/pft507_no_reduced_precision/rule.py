@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.analysis.efficiency import host_facts, matrix_points, threads_oversubscribed
+import numpy as np
+
+from perftune.analysis.efficiency import host_facts, matrix_columns, threads_oversubscribed
 from perftune.engine.attribution import model_call_location
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import device_specs
+from perftune.trace import groups as G
 from perftune.trace.sync_metrics import user_frame_row
 
 CPU_AMX = "amx_bf16"
@@ -153,17 +156,27 @@ def _costliest_forward_op(ctx: Context, dtype: str) -> int | None:
     matter of the machine's load, the FLOPs are not. Among calls of equal arithmetic (the same
     model called on real and generated batches) the first one in the trace; time decides only
     where no FLOPs were computed."""
-    points = matrix_points(ctx.trace, ctx.tables)
-    if points.empty:
+    points = matrix_columns(ctx.trace, ctx.tables)
+    if not len(points["row"]):
         return None
-    points = points[(points["dtype"].fillna("") == dtype).to_numpy()]
-    forward = points[~points["name"].str.contains("backward", case=False).to_numpy()]
-    use = forward if not forward.empty else points
-    if use.empty:
+    dtypes = np.asarray(["" if d is None else d for d in points["dtype"].tolist()], dtype=object)
+    idx = np.flatnonzero(dtypes == dtype)
+    names = points["name"]
+    forward = idx[[("backward" not in str(names[k]).lower()) for k in idx.tolist()]] \
+        if len(idx) else idx
+    use = forward if len(forward) else idx
+    if not len(use):
         return None
-    use = use.assign(_flops=use["flops"].fillna(0.0) if "flops" in use else 0.0)
-    by_name = use.groupby("name")[["_flops", "dur_us"]].sum().sort_values(
-        ["_flops", "dur_us"], ascending=False)
-    top = use[use["name"] == by_name.index[0]]
-    order = ["_flops", "row"] if float(top["_flops"].max()) > 0.0 else ["dur_us", "row"]
-    return int(top.sort_values(order, ascending=[False, True])["row"].iloc[0])
+    flops = np.nan_to_num(points["flops"][use].astype(np.float64), nan=0.0)
+    dur = points["dur_us"][use].astype(np.float64)
+    rows = points["row"][use].astype(np.int64)
+    # pandas' groupby("name").sum().sort_values(["_flops", "dur_us"], ascending=False): sums
+    # bit for bit (perftune.trace.groups), ties in name order (a stable sort)
+    codes, keys = G.group_codes([names[use]], sort=True)
+    f_sum = G.group_sum(codes, flops, len(keys))
+    d_sum = G.group_sum(codes, dur, len(keys))
+    best = sorted(range(len(keys)), key=lambda g: (-f_sum[g], -d_sum[g]))[0]
+    top = np.flatnonzero(codes == best)
+    key = flops if float(flops[top].max()) > 0.0 else dur
+    pick = min(top.tolist(), key=lambda k: (-key[k], rows[k]))
+    return int(rows[pick])

@@ -6,7 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from perftune.analysis.efficiency import host_facts, matrix_points, threads_oversubscribed
+import numpy as np
+
+from perftune.analysis.efficiency import host_facts, matrix_columns, threads_oversubscribed
 from perftune.engine.attribution import model_call_location
 from perftune.engine.context import Context
 from perftune.engine.rewrite import suggestion
@@ -88,11 +90,13 @@ class ConvNotChannelsLast(Rule):
         share = sc.conv_ms / sc.step_ms
         if share < float(self.config["min_share"]):
             return
-        points = matrix_points(trace, ctx.tables)
-        convs = points[(points["kind"] == "conv").to_numpy()
-                       & ~points["name"].str.contains("backward").to_numpy()]
+        points = matrix_columns(trace, ctx.tables)
+        conv_idx = np.flatnonzero(points["kind"] == "conv") if len(points["row"]) else \
+            np.empty(0, dtype=np.int64)
+        conv_idx = conv_idx[[("backward" not in str(points["name"][k])) for k in conv_idx.tolist()]] \
+            if len(conv_idx) else conv_idx
         layouts: dict[str, list[int]] = {"nchw": [], "nhwc": [], "unknown": []}
-        for row in convs["row"].tolist():
+        for row in points["row"][conv_idx].tolist():
             dims, strides = trace.input_dims(int(row)), trace.input_strides(int(row))
             layout = _layout(dims[0] if dims else None, strides[0] if strides else None)
             layouts[layout].append(int(row))
@@ -123,11 +127,11 @@ class ConvNotChannelsLast(Rule):
         # The convolution with the most arithmetic (FLOPs are the shapes'; which single call
         # took longest is a matter of the machine's load); among equal ones the first in the
         # trace; time only where no FLOPs were computed.
-        nchw = convs[convs["row"].isin(layouts["nchw"]).to_numpy()]
-        nchw = nchw.assign(_flops=nchw["flops"].fillna(0.0) if "flops" in nchw else 0.0)
-        order = ["_flops", "row"] if float(nchw["_flops"].max()) > 0.0 else ["dur_us", "row"]
-        ranked = nchw.sort_values(order, ascending=[False, True])
-        row = int(ranked["row"].iloc[0])
+        nchw = conv_idx[np.isin(points["row"][conv_idx], layouts["nchw"])]
+        flops = np.nan_to_num(points["flops"][nchw].astype(np.float64), nan=0.0)
+        key = flops if float(flops.max()) > 0.0 else points["dur_us"][nchw].astype(np.float64)
+        nchw_rows = points["row"][nchw].astype(np.int64)
+        row = int(nchw_rows[min(range(len(nchw)), key=lambda k: (-key[k], nchw_rows[k]))])
         # The model's call (its input and, through the name, its construction are what change).
         location = (model_call_location(trace, ctx.source, ctx.host, row)
                     or ctx.location_of(user_frame_row(ctx.host, row)))
@@ -146,10 +150,10 @@ class ConvNotChannelsLast(Rule):
 
 
 def _kernel_names(ctx: Context, rows: list[int]) -> list[str]:
-    from perftune.trace.kernel_metrics import kernel_table
+    from perftune.trace.kernel_metrics import kernel_columns
 
-    table = ctx.fact(kernel_table)
-    if table.empty:
+    table = ctx.fact(kernel_columns)
+    if not len(table["row"]):
         return []
     wanted = set(rows)
     out = []

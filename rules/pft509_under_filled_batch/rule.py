@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from perftune.analysis.efficiency import matrix_points
+from perftune.analysis.efficiency import matrix_columns
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
@@ -71,9 +71,10 @@ class UnderFilledBatch(Rule):
         sc = ctx.step_compute
         if not sc.compute_bound:
             return
-        points = matrix_points(trace, ctx.tables)
-        eff = points["efficiency"].to_numpy(dtype=float) if len(points) else np.empty(0)
-        weights = points["dur_us"].to_numpy(dtype=float) if len(points) else np.empty(0)
+        points = matrix_columns(trace, ctx.tables)
+        n = len(points["row"])
+        eff = points["efficiency"].astype(float) if n else np.empty(0)
+        weights = points["dur_us"].astype(float) if n else np.empty(0)
         ok = np.isfinite(eff)
         if not ok.any() or weights[ok].sum() <= 0:
             return
@@ -81,14 +82,14 @@ class UnderFilledBatch(Rule):
         if mean_eff >= float(self.config["max_efficiency"]):
             return
         total = trace.device_properties[0].get("totalGlobalMem")
-        mem = trace.memory
-        if not isinstance(total, int) or total <= 0 or mem.empty:
+        allocated = trace.memory_columns.get("total_allocated")
+        if not isinstance(total, int) or total <= 0 or allocated is None or not len(allocated):
             return
-        peak = float(mem["total_allocated"].max())
+        peak = float(np.nanmax(allocated) if allocated.dtype.kind == "f" else allocated.max())
         free = 1.0 - peak / total
         if free < float(self.config["min_free_memory"]):
             return
-        first = int(points.sort_values("row")["row"].iloc[0])
+        first = int(points["row"].astype(np.int64).min())
         dims = trace.input_dims(first)
         batch = dims[0][0] if dims and isinstance(dims[0], list) and dims[0] else None
         speedup = float(self.config["assumed_speedup"])

@@ -31,6 +31,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 out, sizes = sys.argv[1], [int(s) for s in sys.argv[2].split(",")]
+# One intra-op thread: on a loaded runner a multi-threaded op's time is its threads waiting for
+# each other (steps 10-100x longer, the small ops' share blown up past the diff's floor for the
+# GEMMs); a single thread is slowed evenly, so op shares stay the code's.
+torch.set_num_threads(1)
 for hidden in sizes:
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(),

@@ -48,6 +48,31 @@ def test_loading_and_trace_facts_import_no_pandas(name: str) -> None:
     assert done.stdout.strip() == "False"
 
 
+# `perftune analyze FILE --format json` end to end (rules, summary, efficiency table, the JSON
+# written) with pandas made unimportable: an import anywhere on the path fails the run, and a
+# rule that fails is skipped with a warning on stderr, which the test also refuses.
+_ANALYZE_WITHOUT_PANDAS = """
+import sys
+sys.modules["pandas"] = None  # import pandas -> ImportError
+from perftune.cli.main import main
+sys.argv = ["perftune", "analyze", sys.argv[1], "--format", "json"]
+main()
+"""
+
+
+@pytest.mark.parametrize("name", shared_trace_names())
+def test_analyze_format_json_imports_no_pandas(name: str) -> None:
+    path = shared_trace(name)
+    done = subprocess.run([sys.executable, "-c", _ANALYZE_WITHOUT_PANDAS, str(path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "pandas" not in done.stderr and "failed" not in done.stderr, done.stderr
+    with_pandas = subprocess.run([sys.executable, "-m", "perftune", "analyze", str(path),
+                                  "--format", "json"], cwd=REPO, capture_output=True, text=True,
+                                 timeout=300, check=False)
+    assert done.stdout == with_pandas.stdout
+
+
 @pytest.mark.parametrize("name", shared_trace_names())
 def test_the_lazy_frame_is_the_columns(name: str) -> None:
     t = load(shared_trace(name))

@@ -1,0 +1,110 @@
+"""Group-by on numpy columns with pandas' results, to the last bit (no pandas imported).
+
+The rules and the efficiency table used to group pandas frames; their outputs (sums in
+findings and summary.json) must not change when they read numpy columns instead:
+
+- `group_sum` adds as pandas' groupby sum does: in row order, with Kahan compensation,
+  skipping NaN (an infinite value resets the compensation, so a sum with an infinity stays
+  infinite); integer columns add exactly;
+- `sort_desc` orders as `sort_values(ascending=False)` does (numpy's quicksort on the reversed
+  values, then reversed back: ties keep pandas' order, not a stable one), NaN last;
+- `group_codes` numbers the groups by first appearance (`sort=False`) or by sorted key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def group_codes(keys: Sequence[np.ndarray], sort: bool = False) -> tuple[np.ndarray, list[Any]]:
+    """(group code per row, the group keys in code order); one key column gives plain keys,
+    several give tuples."""
+    n = len(keys[0]) if keys else 0
+    mapping: dict[Any, int] = {}
+    values = zip(*(k.tolist() for k in keys), strict=True) if len(keys) > 1 else keys[0].tolist()
+    codes = np.fromiter((mapping.setdefault(v, len(mapping)) for v in values), dtype=np.int64,
+                        count=n)
+    uniques = list(mapping)
+    if sort and uniques:
+        order = sorted(range(len(uniques)), key=uniques.__getitem__)
+        remap = np.empty(len(uniques), dtype=np.int64)
+        remap[order] = np.arange(len(uniques))
+        codes = remap[codes]
+        uniques = [uniques[g] for g in order]
+    return codes, uniques
+
+
+def group_sum(codes: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    """Per-group sums as pandas' groupby sum computes them (see the module docstring)."""
+    if values.dtype.kind in "iub":
+        out = np.zeros(groups, dtype=np.int64)
+        np.add.at(out, codes, values.astype(np.int64))
+        return out
+    sums = [0.0] * groups
+    comp = [0.0] * groups
+    for g, v in zip(codes.tolist(), values.tolist(), strict=True):
+        if v != v:  # NaN
+            continue
+        y = v - comp[g]
+        t = sums[g] + y
+        c = t - sums[g] - y
+        comp[g] = 0.0 if c != c else c
+        sums[g] = t
+    return np.asarray(sums, dtype=np.float64)
+
+
+def group_size(codes: np.ndarray, groups: int) -> np.ndarray:
+    return np.bincount(codes, minlength=groups).astype(np.int64)
+
+
+def group_first(codes: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    """The first non-NaN value of each group (pandas' `first`); NaN when it has none."""
+    valid = ~np.isnan(values) if values.dtype.kind == "f" else np.ones(len(values), dtype=bool)
+    out = np.full(groups, np.nan) if values.dtype.kind == "f" else np.zeros(groups, values.dtype)
+    rows = np.flatnonzero(valid)
+    # the first valid row of each group: reversed assignment leaves the earliest one
+    out[codes[rows][::-1]] = values[rows][::-1]
+    return out
+
+
+def group_median(codes: np.ndarray, values: np.ndarray, groups: int) -> np.ndarray:
+    """Per-group median of the non-NaN values (pandas' `median`), as float."""
+    out = np.full(groups, np.nan)
+    v = values.astype(np.float64)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(groups + 1))
+    for g in range(groups):
+        part = v[order[bounds[g]:bounds[g + 1]]]
+        part = part[~np.isnan(part)]
+        if len(part):
+            out[g] = float(np.median(part))
+    return out
+
+
+def sort_desc(values: np.ndarray) -> np.ndarray:
+    """The order `sort_values(ascending=False)` gives a numeric column (NaN last)."""
+    v = np.asarray(values, dtype=np.float64)
+    idx = np.arange(len(v))
+    nan = np.isnan(v)
+    non_nans, non_nan_idx = v[~nan][::-1], idx[~nan][::-1]
+    indexer = non_nan_idx[non_nans.argsort(kind="quicksort")][::-1]
+    return np.concatenate([indexer, idx[nan]]).astype(np.int64)
+
+
+def split_by(column: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+    """(key, row indices in order) per distinct value, keys sorted: what iterating
+    `frame.groupby(column)` gives."""
+    codes, keys = group_codes([column], sort=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
+    return [(keys[g], order[bounds[g]:bounds[g + 1]]) for g in range(len(keys))]
+
+
+def flags_of(names: np.ndarray, test: Any) -> np.ndarray:
+    """`test(name)` per row, called once per distinct name."""
+    codes, keys = group_codes([names])
+    return np.asarray([bool(test(k)) for k in keys], dtype=bool)[codes] if keys else \
+        np.zeros(0, dtype=bool)
