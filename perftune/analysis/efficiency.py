@@ -229,10 +229,11 @@ def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None
 # Of the time the process's threads wanted a core during the profiled window, the part they
 # waited for one above which the window was contended. A multi-threaded op waits at its barrier
 # for its slowest thread, so a preempted thread stalls all of them. Measured on the 2-core dev
-# machine next to other work (load 4-7): 65-80 % for one profile or two started together. No
-# quiet machine was at hand to measure the floor (the process's own threads: the intra-op
-# pool, the profiler's); a window above it is only called contended, which silences the
-# compute-bound advice (PFT507/PFT508) and its markers alike.
+# machine (tests/field/imagenet_meters.py): alone at load 2.0, 6 % (5.9 ms steps); two profiles
+# started together at load 2.0 — which the start load average cannot see — 41 % and 53 %
+# (46 and 92 ms steps); next to other work at load 4-14, 26-91 %. A window above the line is
+# called contended, which silences the compute-bound advice (PFT507/PFT508) and its markers
+# alike.
 CONTENDED_WAIT_SHARE = 0.15
 CONTENDED_STEAL_SHARE = 0.1  # of the machine's cores taken by the hypervisor
 
