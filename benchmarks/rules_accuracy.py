@@ -163,9 +163,11 @@ MACHINE_CONDITIONS = {
     "cpu-amx": "a CPU run on a CPU with AMX-BF16 tiles",
     "onednn": "a CPU run with oneDNN (mkldnn) available in torch",
     "tensor-cores": "a GPU run on a GPU with tensor cores (Volta and later, CDNA)",
-    "contended": "a CPU run whose intra-op threads competed with other processes for the cores"
-                 " (perftune.analysis.efficiency.threads_oversubscribed: the recorded load average"
-                 " less the process's threads above its usable cores)",
+    "contended": "a CPU run whose threads competed with other processes for the cores"
+                 " (perftune.analysis.efficiency.threads_oversubscribed: over the profiled window"
+                 " the process's threads waited for a core more than 15 % of the time they were"
+                 " runnable, or the hypervisor stole over 10 %; else the load average at the"
+                 " window's start or end less the process's threads above its usable cores)",
 }
 
 

@@ -52,7 +52,7 @@ def main() -> None:
         length = 16 + int(torch.randint(0, 48, (), generator=generator))  # padded batch length
         tokens = torch.randint(0, VOCAB, (args.batch_size, length), generator=generator)
         labels = torch.randint(0, 4, (args.batch_size,), generator=generator)
-        tokens, labels = tokens.to(device), labels.to(device)
+        tokens, labels = tokens.to(device), labels.to(device)  # perftune: expect-if[PFT208,PFT209](cpu|gpu)
         if args.fixed:
             torch._dynamo.mark_dynamic(tokens, 1)
         optimizer.zero_grad(set_to_none=True)

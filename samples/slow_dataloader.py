@@ -81,8 +81,8 @@ def main() -> None:
     step = 0
     while step < args.steps:
         for images, labels in loader:  # perftune: expect[PFT101]
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True)  # perftune: expect-if[PFT208](cpu|gpu)
+            labels = labels.to(device, non_blocking=True)  # perftune: expect-if[PFT208](cpu|gpu)
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(images), labels)
             loss.backward()

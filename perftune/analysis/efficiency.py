@@ -226,27 +226,61 @@ def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None
         compute_bound=not why, why=why or "compute-bound")
 
 
+# Of the time the process's threads wanted a core during the profiled window, the part they
+# waited for one above which the window was contended. A multi-threaded op waits at its barrier
+# for its slowest thread, so a preempted thread stalls all of them. Measured on the 2-core dev
+# machine (tests/field/imagenet_meters.py): alone at load 2.0, 6 % (5.9 ms steps); two profiles
+# started together at load 2.0 — which the start load average cannot see — 41 % and 53 %
+# (46 and 92 ms steps); next to other work at load 4-14, 26-91 %. A window above the line is
+# called contended, which silences the compute-bound advice (PFT507/PFT508) and its markers
+# alike.
+CONTENDED_WAIT_SHARE = 0.15
+CONTENDED_STEAL_SHARE = 0.1  # of the machine's cores taken by the hypervisor
+
+
 def threads_oversubscribed(host: dict[str, Any] | None) -> bool:
-    """Whether the profiled process's intra-op threads competed with other processes for the
-    cores: more than one intra-op thread, and the load average recorded when profiling started,
-    less the process's own threads, above the cores it may use. Then a multi-threaded matrix
-    op's time is mostly its threads waiting for each other (a preempted thread holds the
-    barrier: steps 10-100x longer on a machine at load 7 on 2 cores), not arithmetic, and
+    """Whether the profiled process's threads competed with other processes for the cores.
+
+    From the window itself where the capture recorded it (`window`, read when the profiled
+    steps ended): the process's threads waited for a core for more than CONTENDED_WAIT_SHARE
+    of the time they were runnable, or the hypervisor stole more than CONTENDED_STEAL_SHARE
+    of the cores. Else, or as well, from the load average (when profiling started, and when
+    it ended): more than one intra-op thread, and the load less the process's own threads
+    above the cores it may use. A load average lags by a minute (two profiles started
+    together both record the load of before): the window's own figures decide first.
+
+    Then an op's time is mostly its threads waiting (a preempted thread holds a multi-threaded
+    op's barrier: steps 10-100x longer on a machine at load 7 on 2 cores), not arithmetic, and
     whether the step is compute-bound cannot be read from it."""
     if not host:
         return False
+    window = host.get("window")
+    if isinstance(window, dict) and "error" not in window:
+        wait, steal = window.get("wait_share"), window.get("steal_share")
+        if wait is not None and float(wait) > CONTENDED_WAIT_SHARE:
+            return True
+        if steal is not None and float(steal) > CONTENDED_STEAL_SHARE:
+            return True
     threads = int(host.get("torch_threads") or 1)
     cores = host.get("usable_cores") or host.get("cpu_count")
-    load = host.get("loadavg")
-    if threads <= 1 or not cores or load is None:
+    loads = [host.get("loadavg")]
+    if isinstance(window, dict):
+        loads.append(window.get("loadavg_end"))
+    known = [float(x) for x in loads if x is not None]
+    if threads <= 1 or not cores or not known:
         return False
-    return float(load) - threads > float(cores)
+    return max(known) - threads > float(cores)
 
 
 def host_facts(trace: Trace) -> dict[str, Any] | None:
     """What `perftune profile` recorded about the process when profiling started (threads,
-    usable cores, CPU bf16 flags, matmul precision): the trace header's `perftune.host`.
+    usable cores, CPU bf16 flags, matmul precision): the trace header's `perftune.host`, with
+    what the window saw of other processes when it ended (`perftune_window`) as `window`.
     None on foreign traces."""
-    header = trace.ranks[0].header.get("perftune") if trace.ranks else None
-    host = header.get("host") if isinstance(header, dict) else None
-    return host if isinstance(host, dict) and "error" not in host else None
+    header = trace.ranks[0].header if trace.ranks else {}
+    meta = header.get("perftune")
+    host = meta.get("host") if isinstance(meta, dict) else None
+    if not isinstance(host, dict) or "error" in host:
+        return None
+    window = header.get("perftune_window")
+    return {**host, "window": window} if isinstance(window, dict) else host

@@ -403,6 +403,8 @@ class HazardRule(Rule):
         for group in groups:
             if not self.keep_group(ctx, group, latent):
                 continue
+            if latent and ctx.provenance is None and reads_host_made_tensor(group.location.source):
+                continue  # no provenance (torch.compile): the line reads a tensor it made on the host
             yield self.to_finding(ctx, group, [by_row[r] for r in group.rows], latent,
                                   via=via[group.rows[0]])
 
@@ -677,3 +679,48 @@ def loader_location(ctx: Context, wait_rows: Sequence[int]) -> tuple[Location, C
     if site is not None:
         return site.location, site
     return loop_location(ctx, wait_rows), None
+
+
+# torch factories: a tensor they make without `device=` is on the host, whatever the run.
+_HOST_FACTORIES = frozenset({
+    "randint", "rand", "randn", "randperm", "arange", "tensor", "as_tensor", "zeros", "ones",
+    "full", "empty", "linspace", "bernoulli", "multinomial", "normal", "poisson"})
+_SCALAR_READS = frozenset({"item", "tolist", "numpy", "cpu"})
+
+
+def _host_factory(node: ast.AST) -> bool:
+    """`torch.randint(...)` (and methods chained on it) with no `device=`."""
+    while isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and not (
+            isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+        if node.func.attr in ("to", "cuda") or any(k.arg == "device" for k in node.keywords):
+            return False
+        node = node.func.value  # `.float()`, `.sum()`: the same host tensor
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"
+            and node.func.attr in _HOST_FACTORIES
+            and not any(k.arg == "device" for k in node.keywords))
+
+
+def reads_host_made_tensor(source: str | None) -> bool:
+    """Whether every scalar read on a source line (`int(...)`, `float(...)`, `bool(...)`,
+    `.item()`, `.tolist()`, `.numpy()`, `.cpu()`) reads a tensor a torch factory made on that
+    line without `device=` (`int(torch.randint(0, 48, (), generator=g))`): a host tensor in any
+    run, never a device sync. The fallback for CPU runs without device provenance
+    (torch.compile); False when the line does not parse alone or reads anything else."""
+    if not source:
+        return False
+    text = source.strip()
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return False
+    reads: list[ast.AST] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Name) and node.func.id in ("int", "float", "bool") \
+                and len(node.args) == 1:
+            reads.append(node.args[0])
+        elif isinstance(node.func, ast.Attribute) and node.func.attr in _SCALAR_READS:
+            reads.append(node.func.value)
+    return bool(reads) and all(_host_factory(r) for r in reads)

@@ -245,15 +245,17 @@ class TopLevel(msgspec.Struct, gc=False):
     with_flops: Any = None
     with_modules: Any = None
     # perftune's capture: what it knew when profiling started (host facts: threads, cores, CPU
-    # and matmul-precision settings) and the module names of the profiled model.
+    # and matmul-precision settings), the module names of the profiled model and what the
+    # window saw of other processes when it ended (contention).
     perftune: Any = None
     perftune_modules: Any = None
+    perftune_window: Any = None
 
 
 HEADER_KEYS = ("schemaVersion", "displayTimeUnit", "baseTimeNanoseconds", "traceName",
                "cuda_runtime_version", "hip_runtime_version", "cuda_driver_version",
                "cupti_version", "record_shapes", "with_stack", "profile_memory", "with_flops",
-               "with_modules", "perftune", "perftune_modules")
+               "with_modules", "perftune", "perftune_modules", "perftune_window")
 
 # strict=False: numbers re-serialised as strings ("stream": "7") still decode as numbers.
 # Chunks try the strict decoder first (15% faster) and fall back to the lax one.

@@ -30,6 +30,12 @@ calls per batch inside the loader: the Dataset reading its own CPU tensors, host
 the loader, never a device sync. With worker processes their functions are not in the
 training process's trace, and the finding says so.
 
+When the loading runs in worker processes that already take every spare core of the machine
+the run recorded (`num_workers` at the DataLoader's line ≥ usable cores − 1, from the trace's
+`perftune.host`), more workers would compete with the training process for the same cores: a
+wait under `error_share` is then the machine's limit, not a setting, and is not reported; a
+larger one is, with advice to make each sample cheaper instead of adding workers.
+
 ## Options
 `threshold` (default 0.10): report when the wait is at least this share of the step time.
 `error_share` (default 0.30): above this share the finding is an error.
@@ -45,11 +51,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+from perftune.analysis.efficiency import host_facts
 from perftune.engine.context import Context
 from perftune.engine.hazards import dataloader_location, loop_location
 from perftune.engine.rewrite import suggestion
 from perftune.engine.rule import Rule
-from perftune.engine.types import Finding, Severity
+from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace import sync_metrics as sm
 from perftune.trace.frames import is_user_frame, parse_python_function
@@ -109,8 +116,14 @@ class DataLoaderWait(Rule):
         ms = wait.wait_us_per_step / 1000.0
         current = site.site.keyword("num_workers") if site is not None else None
         workers = 4
+        saturated = None  # the usable cores, when the workers already take every spare one
         if current is not None and current.strip().isdigit() and int(current) > 0:
             workers = min(32, 2 * int(current))
+            cores = _usable_cores(ctx)
+            if not wait.single_process and cores is not None and int(current) >= max(1, cores - 1):
+                saturated = cores
+                if wait.share < float(self.config["error_share"]):
+                    return  # a short wait with every core loading or training: the machine's limit
         knobs: dict[str, list[Any]] = {"num_workers": sorted({2, 4, 8, workers})}
         if not wait.single_process:
             knobs["prefetch_factor"] = [2, 4, 8]
@@ -131,15 +144,24 @@ class DataLoaderWait(Rule):
                        "loader, not a device sync")
         if not wait.single_process:
             behind = "; the loading runs in worker processes, whose functions this trace does not show"
+        title = (f"Load batches ahead and in parallel: num_workers={workers}, "
+                 f"persistent_workers=True {cheaper}")
+        if saturated is not None:
+            behind += (f"; its {current} workers already take every spare core of the "
+                       f"{saturated} this run could use: more would compete with the training "
+                       "process for them")
+            title = ("Make each sample cheaper (decode/resize once ahead of training, lighter "
+                     "transforms), or train where there are more cores: more workers cannot help here")
         yield self.finding(
             f"The step waits for the DataLoader {wait.share:.0%} of the time ({ms:.2f} ms/step"
             f" over {len(wait.rows)} batches, "
             f"{'in the training process' if wait.single_process else 'with worker processes'})"
             f"{behind}",
             location=location, severity=severity,
-            suggestion=suggestion(
-                self.code, f"Load batches ahead and in parallel: num_workers={workers}, "
-                f"persistent_workers=True {cheaper}",
+            suggestion=Suggestion(title=title, before=site.location.source.strip()
+                                  if site is not None and site.location.source else None)
+            if saturated is not None else suggestion(
+                self.code, title,
                 site.location if site is not None else location,
                 site.path if site is not None else None,
                 after=f"DataLoader(..., num_workers={workers}, persistent_workers=True, "
@@ -149,3 +171,10 @@ class DataLoaderWait(Rule):
                       "batches": len(wait.rows), "single_process": wait.single_process,
                       "steps": wait.steps, **({"host_function": hot} if hot else {})},
             est_saving_ms_per_step=round(ms, 4), count=len(wait.rows))
+
+
+def _usable_cores(ctx: Context) -> int | None:
+    """The cores the profiled process could use, as `perftune profile` recorded them."""
+    host = host_facts(ctx.trace)
+    cores = (host or {}).get("usable_cores") or (host or {}).get("cpu_count")
+    return int(cores) if cores else None

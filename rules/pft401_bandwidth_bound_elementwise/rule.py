@@ -11,7 +11,11 @@ from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace.device_metrics import fmt_bytes, step_count
 from perftune.trace.frame_source import frame_site, is_elementwise
 from perftune.trace.model import Trace
-from perftune.trace.pattern_metrics import ElementwiseChain, find_elementwise_chains
+from perftune.trace.pattern_metrics import (
+    ElementwiseChain,
+    find_attention_patterns,
+    find_elementwise_chains,
+)
 
 # What a chain computes, recognised from its ops (and the constants on its source line), and the
 # one op that computes exactly that. A chain that is none of these gets generic advice.
@@ -30,7 +34,9 @@ class BandwidthBoundElementwise(Rule):
     `sqrt`, …) over the same large tensor, issued one after another from one function — a
     hand-written GELU, LayerNorm or activation formula. Each op reads and writes the whole
     tensor; the chain is placed on the device's roofline (FLOPs and bytes from the recorded
-    shapes and dtypes against the peak FLOP/s and memory bandwidth).
+    shapes and dtypes against the peak FLOP/s and memory bandwidth). The scaling and masking
+    between the two products of a hand-written attention are PFT402's (one cause, one
+    finding: `F.scaled_dot_product_attention` fuses them), never a chain here.
 
     ## Why is it slow?
     Elementwise ops do one or two FLOPs per element moved: far left of the ridge point, they
@@ -81,6 +87,11 @@ class BandwidthBoundElementwise(Rule):
         min_numel = self.config["min_numel"] if trace.has_device_activity else max(
             self.config["min_numel"], self.config["min_numel_cpu"])
         chains = find_elementwise_chains(trace, self.config["min_ops"], min_numel, tables=ctx.tables)
+        if chains:
+            # One cause, one finding: the scaling/masking between attention's two products is
+            # PFT402's (F.scaled_dot_product_attention fuses it), not a chain to fuse apart.
+            attention = {r for p in find_attention_patterns(trace, 1, tables=ctx.tables) for r in p.rows}
+            chains = [c for c in chains if not attention.intersection(c.rows)]
         if not chains:
             return
         groups: dict[tuple[Any, ...], list[ElementwiseChain]] = {}

@@ -32,9 +32,11 @@ class NoReducedPrecision(Rule):
     - CPU (traces recorded by `perftune profile`, which records the CPU's flags): a CPU with
       AMX-BF16 tiles or AVX-512 BF16 instructions. Without them bf16 is emulated and slower,
       and the rule says nothing; on foreign CPU traces the flags are unknown and it says nothing.
-      Nor when the process's intra-op threads competed with other processes for the cores (the
-      load average recorded at the start, less its threads, above its usable cores): the matrix
-      ops' times are then threads waiting for each other, and the step only looks compute-bound.
+      Nor when the process's threads competed with other processes for the cores during the
+      profiled window (they waited for a core over 15 % of the time they were runnable, or the
+      load average at the window's start or end, less its threads, was above its usable
+      cores): the matrix ops' times are then threads waiting, and the step only looks
+      compute-bound.
     - GPU: fp32 matrix work that already runs on TF32 tensor cores (bf16 autocast halves the
       bytes and doubles the tensor-core rate again). fp32 matrix kernels on the vector units
       are PFT501's finding; the two share one saving (one cause: fp32 matrix math).

@@ -71,9 +71,10 @@ class ConvNotChannelsLast(Rule):
     ## Known problems
     Convolutions followed by ops without channels_last kernels convert back and forth; the
     tuner or `perftune gate` measures the real change. On a CPU whose cores other processes
-    kept busy while a multi-threaded profile ran (recorded load average, less the process's
-    threads, above its usable cores) the rule says nothing: the convolutions' times are then
-    threads waiting for each other.
+    kept busy while the profiled window ran (its threads waited for a core over 15 % of the
+    time they were runnable, or the load average at the window's start or end, less the
+    process's threads, was above its usable cores) the rule says nothing: the convolutions'
+    times are then threads waiting.
     """
 
     code: ClassVar[str] = "PFT508"

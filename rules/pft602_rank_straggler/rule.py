@@ -72,8 +72,9 @@ class RankStraggler(Rule):
     `min_skew_ms` (1.0) and `min_skew_share` (0.05): the slowest rank's median margin over the
     other ranks' own work per step (single rank: mean collective wait per step), in ms and as a
     share of the step, to report. `min_steps` (5): with fewer steps compared across ranks, a
-    rank is called a straggler only when it is the slowest in every one of them (two ranks
-    sharing busy cores take turns being slowest: 2 of 3 steps is chance, not a straggler).
+    rank is called a straggler only when it is the slowest in every one of them, each by at
+    least `min_skew_ms` (two ranks sharing busy cores take turns being slowest: 2 of 3 steps
+    is chance, not a straggler; and so is 3 of 3 whose margins run 0.3, 4 and 8 ms).
     """
 
     code: ClassVar[str] = "PFT602"
@@ -103,6 +104,9 @@ class RankStraggler(Rule):
                 rows: Sequence[RankStep], sources: dict[int, str]) -> Iterator[Finding]:
         if found is None or found.steps == 0 or not found.consistent(int(self.config["min_steps"])):
             return
+        if found.steps < int(self.config["min_steps"]) and \
+                min(s.busy_skew_ms for s in skews) < float(self.config["min_skew_ms"]):
+            return  # few steps: a straggler is slower in each by the margin; one within it is chance
         work = found.margin_ms
         step_ms = found.median_step_ms
         if work < self.config["min_skew_ms"] or (step_ms > 0 and work / step_ms < self.config["min_skew_share"]):

@@ -134,6 +134,30 @@ def test_oversubscribed_threads_make_a_contended_run_and_silence_the_compute_adv
     assert codes[2.5] == ({"PFT507", "PFT508"}, False)
 
 
+def test_a_window_whose_threads_waited_for_cores_is_contended_whatever_the_start_load(
+        tmp_path: Path) -> None:
+    """Two profiles started together both record the load of before (2.3 on 2 cores); their
+    windows' threads waited for a core 40 % of the time: both the marker condition and the
+    rules' silence follow the window (the -n 2 flake of imagenet_meters.py)."""
+    pytest.importorskip("torch")
+    from perftune.engine.fixtures import cpu_host, cpu_train_steps, encode
+    from perftune.engine.registry import analyze
+    from perftune.trace import load
+
+    seen = {}
+    for wait in (0.4, 0.01):
+        header = cpu_host(threads=2, cores=2, loadavg=2.3)
+        header["perftune_window"] = {"window_s": 1.2, "wait_share": wait, "steal_share": 0.0,
+                                     "loadavg_end": 2.4}
+        path = tmp_path / f"wait{wait}.json.gz"
+        path.write_bytes(encode(cpu_train_steps(header, line=2)))
+        trace = load(path)
+        seen[wait] = ({f.code for f in analyze(trace, select=["PFT507", "PFT508"])},
+                      "contended" in acc.machine_of(trace))
+    assert seen[0.4] == (set(), True)
+    assert seen[0.01] == ({"PFT507", "PFT508"}, False)
+
+
 def test_ignored_codes_leave_the_scoring_with_their_markers(tmp_path: Path) -> None:
     # `--ignore PFT507,PFT508`: neither the findings nor the markers of those codes count
     truth = _truth(tmp_path).without(("PFT507",))

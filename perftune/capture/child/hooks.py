@@ -58,6 +58,7 @@ class Hooks:
         self._optimizer_created()
         self._batches()
         self._profiler_guard()
+        self._evaluation()
         self._user_steps()
         if step_marker is not None:
             self._marker(step_marker, script)
@@ -73,6 +74,19 @@ class Hooks:
         self.steps.install()
         self.session.on_modules_unneeded = self.steps.drop_module_hook
         self._undo.append(self.steps.remove)
+
+    def _evaluation(self) -> None:
+        """`model.eval()` (`train(False)`) while the window records: it covered evaluation."""
+        session = self.session
+        original = torch.nn.Module.train
+
+        @functools.wraps(original)
+        def train(module: Any, mode: bool = True) -> Any:
+            if not mode and session.profiling:
+                session.eval_seen = True
+            return original(module, mode)
+
+        self._patch(torch.nn.Module, "train", train)
 
     def _user_steps(self) -> None:
         session = self.session

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 from perftune import _runtime
 from perftune.capture.child import injectors, script
 from perftune.capture.child.control import StopCapture, Terminated, restore_stop_signals
+from perftune.capture.child.evalscan import uncovered_note
 from perftune.capture.child.hooks import Hooks
 from perftune.capture.child.meta import torch_meta
 from perftune.capture.child.rank import RankIdentity, announce_rank, leave_process_group
@@ -113,6 +114,7 @@ class ChildRun:
         self.ticker: TimeSliceTicker | None = None
         self.knobs_injected: list[str] = []
         self.finished = False
+        self.script_path: Path | None = None
         if self.rank is None:
             self.session.stream = self._stream_steps
 
@@ -122,6 +124,7 @@ class ChildRun:
             announce_rank(self.run_dir, self.rank)
         spec = self.spec
         script_path = script.prepare(spec.path, spec.module, list(spec.args))
+        self.script_path = script_path
         self.knobs_injected = list(injectors.install(
             spec.knobs, inject=spec.inject, report=spec.inject_report, seed=spec.seed,
             memory_budget=spec.memory_budget))
@@ -254,6 +257,11 @@ class ChildRun:
                 status = "nan"
                 error = f"the loss is not finite at step {bad}"
         notes = [*session.window.notes, *session.notes, *self._step_notes(status)]
+        uncovered = uncovered_note(self.script_path,
+                                   session.window_done and session.window.who == "perftune",
+                                   session.eval_seen)
+        if uncovered:
+            notes.append(uncovered)
         notes.extend(self._write_provenance())
         notes.extend(self._write_compilation())
         try:

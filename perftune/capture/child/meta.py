@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from typing import Any
 
 import torch
@@ -90,3 +92,73 @@ def compute_facts() -> dict[str, Any]:
     except Exception:  # older torch
         facts["cpu_capability"] = None
     return facts
+
+
+# -- contention over the profiled window -------------------------------------------------------
+# The load average recorded when profiling starts lags (a 1-minute average, sampled every 5 s):
+# two profiles started together both see the load of before and run contended. What the window
+# itself saw is read from the kernel's scheduler statistics of the process's own threads
+# (/proc/self/task/*/schedstat: ns on a core, ns runnable but waiting for one), the machine's
+# steal time (/proc/stat) and the load average when the window closes.
+
+
+def _thread_schedstats() -> dict[str, tuple[int, int]] | None:
+    """ns on a core and ns waiting for one, per thread of this process (None off Linux or
+    without schedstats)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    out: dict[str, tuple[int, int]] = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/schedstat", encoding="ascii") as fh:
+                fields = fh.read().split()
+            out[tid] = (int(fields[0]), int(fields[1]))
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return out or None
+
+
+def _steal_ticks() -> int | None:
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+        return int(fields[8]) if fields and fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
+class ContentionProbe:
+    """What the profiled window saw of other processes, read at its two ends."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.threads = _thread_schedstats()
+        self.steal = _steal_ticks()
+
+    def facts(self) -> dict[str, Any]:
+        """`wait_share`: of the time the process's threads wanted a core, the part they waited
+        for one (other processes, or more runnable threads than cores); `steal_share`: the
+        machine's cores' time taken by the hypervisor; `loadavg_end`: the 1-minute load when
+        the window closed. Each None where the system does not say."""
+        wall = time.monotonic() - self.started
+        out: dict[str, Any] = {"window_s": round(wall, 4), "wait_share": None, "steal_share": None,
+                               "loadavg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+        now = _thread_schedstats()
+        if self.threads is not None and now is not None:
+            run = wait = 0
+            for tid, (cpu_ns, wait_ns) in now.items():
+                cpu0, wait0 = self.threads.get(tid, (0, 0))
+                run += max(0, cpu_ns - cpu0)
+                wait += max(0, wait_ns - wait0)
+            if run + wait > 0:
+                out["wait_share"] = round(wait / (run + wait), 4)
+                out["run_s"], out["wait_s"] = round(run / 1e9, 4), round(wait / 1e9, 4)
+        steal = _steal_ticks()
+        cores = os.cpu_count()
+        if self.steal is not None and steal is not None and cores and wall > 0:
+            with contextlib.suppress(ValueError, OSError):
+                ticks = os.sysconf("SC_CLK_TCK")
+                out["steal_share"] = round((steal - self.steal) / ticks / (wall * cores), 4)
+        return out

@@ -20,7 +20,7 @@ import torch
 from perftune.capture.child import stepdetect
 from perftune.capture.child.compilation import CompileRecorder
 from perftune.capture.child.control import StopCapture, raise_in_main_thread
-from perftune.capture.child.meta import compute_facts
+from perftune.capture.child.meta import ContentionProbe, compute_facts
 from perftune.capture.child.modulenames import ModuleNames
 from perftune.capture.child.provenance import Provenance
 from perftune.capture.child.stepdetect import StepDetector
@@ -97,6 +97,10 @@ class CaptureSession:
         # warm-up steps (skip=0) it runs inside the window.
         self.provenance = Provenance(cuda=self.cuda_available) if provenance and profile else None
         self.module_names = ModuleNames()
+        self.contention: ContentionProbe | None = None  # opened with the profiled window
+        # The window covered evaluation: a model.eval() call, or a step with gradients off,
+        # while it recorded (capture/child/evalscan).
+        self.eval_seen = False
         self.provenance_steps = min(PROVENANCE_STEPS, skip)
         # What torch.compile does (compilation.json): every capture, trials included (the tuner
         # keeps compile time out of the steady state with it).
@@ -253,6 +257,8 @@ class CaptureSession:
         if decision == stepdetect.REGROUP and not self._regroup(before):
             return False
         self._sync()
+        if self.profiling and not torch.is_grad_enabled():
+            self.eval_seen = True
         index = len(self.log)
         phase = phase_of(index, self.window_first, self.active, self.profiling)
         self.log.add(time.perf_counter(), phase, self.pending_loss, self.pending_samples)
@@ -386,6 +392,7 @@ class CaptureSession:
             self.peak_memory_bytes = None
         self.window_open = False
         self.profiling = False
+        self.eval_seen = False
         self.log.restart(time.perf_counter())
         self.window_first = self.skip
         self._streamed_steps = -1  # the next boundary streams the new steps
@@ -411,6 +418,7 @@ class CaptureSession:
         )
         if self.profiling:
             self.module_names.start()
+            self.contention = _probe()
         if self.provenance is not None:
             if self.provenance.running:
                 self.provenance.stop()  # the warm-up steps it covered end here
@@ -427,6 +435,10 @@ class CaptureSession:
             self.provenance.stop()
         self.module_names.stop()
         self.window.add_metadata("perftune_modules", self.module_names.document())
+        if self.contention is not None:
+            # what the window saw of other processes (the rules' `contended`, read at the end)
+            self.window.add_metadata("perftune_window", _probe_facts(self.contention))
+            self.contention = None
         if self.module_names.note and self.module_names.note not in self.notes:
             self.notes.append(self.module_names.note)  # once, however often a window closes
         self.window.stop()
@@ -512,4 +524,18 @@ def _compute_facts() -> dict[str, Any]:
     try:
         return compute_facts()
     except Exception as exc:  # facts for the rules must never end the training run
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _probe() -> ContentionProbe | None:
+    try:
+        return ContentionProbe()
+    except Exception:  # facts for the rules must never end the training run
+        return None
+
+
+def _probe_facts(probe: ContentionProbe) -> dict[str, Any]:
+    try:
+        return probe.facts()
+    except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
