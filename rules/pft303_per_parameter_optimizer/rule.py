@@ -27,6 +27,9 @@ _FUSED = frozenset({"Adam", "AdamW", "SGD", "Adagrad"})
 # torch.optim.FusedAdam.
 _TORCH_FOREACH = frozenset({"Adam", "AdamW", "SGD", "Adagrad", "Adadelta", "Adamax", "ASGD",
                             "NAdam", "RAdam", "RMSprop", "Rprop", "Adafactor"})
+# torch.optim's optimizers with no multi-tensor implementation to switch to. L-BFGS also runs
+# the closure (forward and backward) inside its step: those ops are the model's, not updates.
+_TORCH_NO_MULTI_TENSOR = frozenset({"LBFGS", "SparseAdam"})
 # Kernels of multi-tensor implementations outside torch.optim (apex / DeepSpeed / TE FusedAdam,
 # FusedLAMB, ...): one launch updates many parameters.
 _MULTI_TENSOR_KERNEL = re.compile(r"multi_tensor|MultiTensor|fused_adam|FusedAdam|fused_lamb", re.IGNORECASE)
@@ -72,7 +75,9 @@ class PerParameterOptimizer(Rule):
     ## Known problems
     Not reported: optimizers that launch multi-tensor kernels (`multi_tensor_apply`, apex /
     DeepSpeed `FusedAdam`), and torch.optim optimizers on a CPU-only trace (on a GPU PyTorch
-    picks `foreach` by default, so the CPU run's per-parameter ops say nothing about the script).
+    picks `foreach` by default, so the CPU run's per-parameter ops say nothing about the script),
+    nor torch.optim's `LBFGS` and `SparseAdam`, which have no multi-tensor implementation to
+    switch to (and L-BFGS runs the closure's forward and backward inside its step).
     Advice names `torch.optim.X(..., foreach/fused=True)` only for torch.optim's own classes;
     for other optimizers it is generic and says so. The saving is the measured time of the
     per-parameter ops, less the share a multi-tensor call keeps (one call per op kind).
@@ -110,6 +115,8 @@ class PerParameterOptimizer(Rule):
             inside = window[same].tolist()
             if multi_tensor_op[window[same]].any():
                 continue  # foreach / fused already
+            if cls in _TORCH_NO_MULTI_TENSOR:
+                continue  # nothing to switch to (and L-BFGS's step holds the closure's ops)
             if cls.startswith("Fused") or _launches_multi_tensor_kernels(ctx, lo, hi):
                 continue  # apex / DeepSpeed style fused optimizers: multi-tensor kernels
             if cls in _TORCH_FOREACH and not trace.has_device_activity:
