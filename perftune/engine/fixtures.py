@@ -183,14 +183,17 @@ def cpu_train_steps(header: dict[str, Any] | None, *, steps: int = 3, convs: int
     return b.to_dict()
 
 
-def straggler_rank(rank: int, compute_us: float, comm_us: list[float], world: int = 2) -> TraceBuilder:
-    """One rank of a data-parallel job: compute, then two all-reduces per step."""
+def straggler_rank(rank: int, compute_us: float | list[float], comm_us: list[float],
+                   world: int = 2) -> TraceBuilder:
+    """One rank of a data-parallel job: compute (the same every step, or one figure per step),
+    then two all-reduces per step."""
     b = TraceBuilder(device=True, rank=rank, world_size=world, device_properties=[dict(A100)],
                      pid=1000 + rank)
-    for comm in comm_us:
+    computes = compute_us if isinstance(compute_us, list) else [compute_us] * len(comm_us)
+    for compute, comm in zip(computes, comm_us, strict=True):
         with b.step(), b.frame("bad.py", 1, "train_step"):
-            op_kernel(b, "aten::mm", "ampere_s16816gemm_tf32_128x128_nn", compute_us)
-            b.advance(compute_us + 50)
+            op_kernel(b, "aten::mm", "ampere_s16816gemm_tf32_128x128_nn", compute)
+            b.advance(compute + 50)
             for _ in range(2):
                 with b.op("c10d::allreduce_"), b.annotation("nccl:all_reduce"):
                     b.kernel(NCCL_ALLREDUCE, dur=comm, stream=20, grid=(2, 1, 1), block=(512, 1, 1))

@@ -175,7 +175,7 @@ def _costliest_forward_op(ctx: Context, dtype: str) -> int | None:
     codes, keys = G.group_codes([names[use]], sort=True)
     f_sum = G.group_sum(codes, flops, len(keys))
     d_sum = G.group_sum(codes, dur, len(keys))
-    best = sorted(range(len(keys)), key=lambda g: (-f_sum[g], -d_sum[g]))[0]
+    best = min(range(len(keys)), key=lambda g: (-f_sum[g], -d_sum[g]))  # first among ties
     top = np.flatnonzero(codes == best)
     key = flops if float(flops[top].max()) > 0.0 else dur
     pick = min(top.tolist(), key=lambda k: (-key[k], rows[k]))

@@ -10,32 +10,17 @@ import pytest
 
 pytest.importorskip("torch")
 
-from perftune.engine.fixtures import A100, NCCL_ALLREDUCE, op_kernel
+from perftune.engine.fixtures import straggler_rank
 from perftune.engine.registry import analyze
-from perftune.engine.testing import TraceBuilder
 from perftune.trace import load
-
-
-def _rank(rank: int, compute_us: list[float], comm_us: list[float]) -> TraceBuilder:
-    b = TraceBuilder(device=True, rank=rank, world_size=2, device_properties=[dict(A100)],
-                     pid=1000 + rank)
-    for compute, comm in zip(compute_us, comm_us, strict=True):
-        with b.step(), b.frame("train.py", 1, "train_step"):
-            op_kernel(b, "aten::mm", "ampere_s16816gemm_tf32_128x128_nn", compute)
-            b.advance(compute + 50)
-            for _ in range(2):
-                with b.op("c10d::allreduce_"), b.annotation("nccl:all_reduce"):
-                    b.kernel(NCCL_ALLREDUCE, dur=comm, stream=20, grid=(2, 1, 1), block=(512, 1, 1))
-            b.sync(dur=2 * comm + 10)
-    return b
 
 
 def _pft602(tmp_path: Path, slow: list[float]) -> list:
     fast = [2000.0] * 3
     # the fast rank waits in its two all-reduces for the slow rank's extra compute
-    _rank(0, fast, [1000.0 + (s - f) / 2 for s, f in zip(slow, fast, strict=True)]).write(
+    straggler_rank(0, fast, [1000.0 + (s - f) / 2 for s, f in zip(slow, fast, strict=True)]).write(
         tmp_path / "run" / "rank0.json.gz")
-    _rank(1, slow, [1000.0] * 3).write(tmp_path / "run" / "rank1.json.gz")
+    straggler_rank(1, slow, [1000.0] * 3).write(tmp_path / "run" / "rank1.json.gz")
     return analyze(load(tmp_path / "run"), select=["PFT602"])
 
 
