@@ -286,12 +286,15 @@ def tiny_kernels(trace: Trace, tables: Tables | None = None) -> TinyKernels:
         w = work[rank[work] == r]
         order = w[np.lexsort((end[w], ts[w]))]
         run_end = np.maximum.accumulate(end[order])
-        pos = {int(row): p for p, row in enumerate(order.tolist())}
         sel = np.flatnonzero((rank[rows] == r) & tiny)
-        for j in sel.tolist():
-            p = pos.get(int(rows[j]), 0)
-            prev_end = run_end[p - 1] if p > 0 else ts[rows[j]]
-            wait[j] = max(0.0, ts[rows[j]] - prev_end)
+        if len(sel) == 0 or len(order) == 0:
+            continue
+        # Each kernel's place in the rank's work order (0 when it is not there).
+        where = np.zeros(trace.n, dtype=np.int64)
+        where[order] = np.arange(len(order))
+        p = where[rows[sel]]
+        prev_end = np.where(p > 0, run_end[np.maximum(p - 1, 0)], ts[rows[sel]])
+        wait[sel] = np.maximum(0.0, ts[rows[sel]] - prev_end)
     keep = tiny & (steps_all != NO_ID)
     return TinyKernels(rows=rows[keep], launch_rows=lrows[keep], steps=steps_all[keep],
                        dur_us=dur[rows][keep], launch_us=dur[lrows][keep],
