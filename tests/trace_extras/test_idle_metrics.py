@@ -107,3 +107,28 @@ def test_host_overhead_splits_ops_and_python() -> None:
     assert o.op_ms == pytest.approx(0.04)
     assert o.python_ms == pytest.approx(o.dur_ms - 0.04)
     assert o.overhead_share == pytest.approx(1.0)
+
+
+def test_module_loops_count_the_most_called_instance_per_step() -> None:
+    from perftune.trace.idle_metrics import module_loops
+
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step():
+            with b.pycall("nn.Module: Sequence_0"):
+                for _ in range(20):  # an RNN cell stepped over 20 time steps
+                    with b.pycall("nn.Module: LSTMCell_0"):
+                        b.leaf("aten::addmm", dur=3.0)
+            with b.pycall("nn.Module: MSELoss_0"):
+                b.leaf("aten::mse_loss", dur=3.0)
+    (loop,) = module_loops(b.trace())
+    assert (loop.module, loop.calls_per_step, loop.steps) == ("LSTMCell_0", 20.0, 2)
+
+
+def test_module_loops_without_module_events_is_empty() -> None:
+    from perftune.trace.idle_metrics import module_loops
+
+    b = TraceBuilder(device=False)
+    with b.step():
+        b.leaf("aten::add", dur=4.0)
+    assert module_loops(b.trace()) == []
