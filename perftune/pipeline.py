@@ -287,7 +287,11 @@ def analyze_rank(path: str, position: int, rules: RuleSelection,
         analysis.summary.files = [path]
     rank = trace.rank_ids[0]
     started = time.perf_counter()
-    result = reduce_rank(trace, rank)
+    from perftune.engine.context import Context
+
+    # The user's source names the lines where each rank spent its time (a straggler's extra).
+    reader = Context.build(trace, source_roots, run_facts=False).source
+    result = reduce_rank(trace, rank, lookup=reader)
     timings["reduce"] = time.perf_counter() - started
     findings = tuple(f if f.rank is not None else replace(f, rank=rank) for f in analysis.findings)
     return RankAnalysis(rank=rank, path=path, summary=analysis.summary, findings=findings,

@@ -128,3 +128,16 @@ def frame_site(lookup: SourceLookup, frame: Frame,
                         else max(sorted(counts), key=lambda k: counts[k]))
     source = lookup.line(frame.file, line)
     return frame.file, line, frame.function, source.rstrip() if source is not None else None
+
+
+def call_line(lookup: SourceLookup, frame: Frame | None, callee: str) -> int | None:
+    """The line in the frame's function that calls `callee` (`extra_work(...)`,
+    `time.sleep(...)`), the first of several; None when the source is unavailable or has no
+    such call."""
+    if frame is None:
+        return None
+    tree = lookup.tree(frame.file)
+    if tree is None:
+        return None
+    counts = line_counts(tree, frame, lambda node: isinstance(node, ast.Call) and _callee(node) == callee)
+    return min(counts) if counts else None

@@ -372,3 +372,44 @@ def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
             python_ms=max(0.0, step.dur - busy_us) / 1000.0,
             op_count=int(op_count[k]), top_level_ops=int(top_ops[k])))
     return out
+
+
+@dataclass(frozen=True)
+class ModuleLoop:
+    """The module instance a rank calls most often per step (`nn.Module: LSTMCell_0` events,
+    recorded with python stacks): a Python loop stepping one small module — an RNN cell over
+    time steps, a policy over environment steps — shows as tens of calls per step."""
+
+    rank: int
+    module: str               # the instance, as the trace names it: 'LSTMCell_0'
+    calls_per_step: float     # mean over the rank's steps
+    steps: int
+
+
+_MODULE_EVENT = "nn.Module: "
+
+
+def module_loops(trace: Trace, tables: Tables | None = None) -> list[ModuleLoop]:
+    """Per rank: the module instance with the most calls per step (mean over the steps); none
+    for a rank without module events in its steps."""
+    rows = np.flatnonzero(trace.name_startswith(_MODULE_EVENT))
+    if not len(rows) or not trace.steps:
+        return []
+    rank = trace.col("rank")
+    steps = trace.step_of(trace.col("ts")[rows], rank[rows])
+    keep = steps >= 0
+    rows = rows[keep]
+    counts: dict[tuple[int, str], int] = {}
+    for row in rows.tolist():
+        key = (int(rank[row]), trace.name_of(row))
+        counts[key] = counts.get(key, 0) + 1
+    n_steps: dict[int, int] = {}
+    for s in trace.steps:
+        n_steps[s.rank] = n_steps.get(s.rank, 0) + 1
+    best: dict[int, ModuleLoop] = {}
+    for (r, name), calls in sorted(counts.items()):
+        per_step = calls / max(1, n_steps.get(r, 1))
+        if r not in best or per_step > best[r].calls_per_step:
+            best[r] = ModuleLoop(rank=r, module=name.removeprefix(_MODULE_EVENT),
+                                 calls_per_step=per_step, steps=n_steps.get(r, 0))
+    return [best[r] for r in sorted(best)]

@@ -42,6 +42,8 @@ from perftune.documents import RankStep as RankStepRow
 from perftune.documents import StepAcrossRanks as StepAcrossRanksRow
 from perftune.trace import categories as C
 from perftune.trace.comm import collective_kind, comm_overlap, covered, merge_intervals
+from perftune.trace.frame_source import SourceLookup, call_line
+from perftune.trace.frames import is_user_frame, parse_python_function
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
@@ -271,10 +273,127 @@ class RankResult:
     # there, the order of `steps`): what the report's collective timeline lines ranks up by.
     origin_us: float = 0.0
     step_starts_ms: tuple[float, ...] = ()
+    # Where the rank's time went in the user's code, per step (`user_calls`): what names the
+    # line a straggler spends its extra time at.
+    user_calls: tuple[UserCall, ...] = ()
 
 
-def reduce_rank(trace: Trace, rank: int, tables: Tables | None = None) -> RankResult:
-    """Rank `rank` of `trace` reduced to a RankResult."""
+@dataclass(frozen=True)
+class UserCall:
+    """The time one step spent in the calls one line of the user's code made to one function
+    (summed over that step's calls; inclusive of everything below)."""
+
+    step: int  # Step.index
+    file: str
+    line: int  # the call's line when the source was read (`call_line`), else the frame's
+    function: str  # the user's function making the call
+    callee: str  # what it called: 'extra_work', 'sleep', 'Linear_0' (a module instance)
+    depth: int  # python frames above the call (the outermost user calls have the least)
+    ms: float
+    text: str | None = None  # the line's source, when it was read
+
+
+def _callee_label(name: str) -> str:
+    """'train.py(30): extra_work' → 'extra_work'; '<built-in function sleep>' → 'sleep';
+    '<built-in method item of Tensor object>' → 'item'; 'nn.Module: Linear_0' → 'Linear_0'."""
+    frame = parse_python_function(name)
+    if frame is not None:
+        return frame.function
+    if name.startswith("nn.Module: "):
+        return name.removeprefix("nn.Module: ")
+    words = name.strip("<>").split()
+    if len(words) >= 3 and words[0] == "built-in":
+        return words[2]
+    return name
+
+
+# Per rank: at most this many (line, callee) keys kept, the ones with the most time.
+USER_CALLS_KEPT = 64
+
+
+def user_calls(trace: Trace, rank: int, lookup: SourceLookup | None = None) -> tuple[UserCall, ...]:
+    """Per step of `rank`: the time in each call a user frame made (to the user's own
+    functions, to a library, to a module), counting calls that began and ended inside the step
+    (the loop function that spans the steps is the caller, never a call). With `lookup`, the
+    caller's line is the call site in its source (`extra_work(...)`), not the frame's."""
+    if not trace.has_python_stacks or not trace.steps:
+        return ()
+    ev = trace.columns
+    py_rows = np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION}) & (ev["rank"] == rank))
+    if not len(py_rows):
+        return ()
+    ts, end, dur = ev["ts"], ev["end"], ev["dur"]
+    steps = trace.step_of(ts[py_rows], ev["rank"][py_rows])
+    by_id = trace._python_row_by_id
+    _, time_parent = trace._python_timeline
+    py_parent = ev["py_parent"]
+
+    def parent(row: int) -> int:
+        if py_parent[row] != NO_ID:
+            found = by_id.get((rank, int(py_parent[row])))
+            if found is not None:
+                return found
+        return int(time_parent[row])
+
+    depth: dict[int, int] = {}
+
+    def depth_of(row: int) -> int:
+        chain: list[int] = []
+        while row != NO_ID and row not in depth and len(chain) < 10_000:
+            chain.append(row)
+            row = parent(row)
+        d = depth.get(row, -1) if row != NO_ID else -1
+        for r in reversed(chain):
+            d += 1
+            depth[r] = d
+        return depth[chain[0]] if chain else d
+
+    frames = trace._frames
+    user: dict[int, bool] = {}
+    totals: dict[tuple[int, str, int, str, str], float] = {}
+    depths: dict[tuple[int, str, int, str, str], int] = {}
+    step_list = trace.steps
+    for row, k in zip(py_rows.tolist(), steps.tolist(), strict=True):
+        if k < 0:
+            continue
+        step = step_list[k]
+        if ts[row] < step.start or end[row] > step.end:
+            continue  # not a call made inside the step
+        p = parent(row)
+        frame = frames.get(p) if p != NO_ID else None
+        if frame is None:
+            continue
+        if p not in user:
+            user[p] = is_user_frame(frame)
+        if not user[p]:
+            continue
+        key = (step.index, frame.file, frame.line, frame.function, _callee_label(trace.name_of(row)))
+        totals[key] = totals.get(key, 0.0) + float(dur[row]) / 1000.0
+        if key not in depths:
+            depths[key] = depth_of(row)
+    by_site: dict[tuple[str, int, str, str], float] = {}
+    for (_, file, line, function, callee), ms in totals.items():
+        site = (file, line, function, callee)
+        by_site[site] = by_site.get(site, 0.0) + ms
+    kept = set(sorted(by_site, key=lambda s: -by_site[s])[:USER_CALLS_KEPT])
+    lines: dict[tuple[str, int, str, str], int] = {}
+    for file, line, function, callee in kept:
+        found = (call_line(lookup, parse_python_function(f"{file}({line}): {function}"), callee)
+                 if lookup is not None else None)
+        lines[(file, line, function, callee)] = found if found is not None else line
+    texts = {site: (lookup.line(site[0], at) if lookup is not None else None)
+             for site, at in lines.items()}
+    return tuple(UserCall(step=k, file=file, line=lines[(file, line, function, callee)],
+                          function=function, callee=callee, depth=depths[(k, file, line, function, callee)],
+                          ms=ms, text=(texts[(file, line, function, callee)] or "").rstrip() or None)
+                 for (k, file, line, function, callee), ms in sorted(totals.items())
+                 if (file, line, function, callee) in kept)
+
+
+def reduce_rank(trace: Trace, rank: int, tables: Tables | None = None,
+                lookup: SourceLookup | None = None) -> RankResult:
+    """Rank `rank` of `trace` reduced to a RankResult (`lookup`: the user's source, to name
+    the lines of `user_calls`)."""
     t = Tables.of(trace, tables)
     device = {(c.rank, c.step): (c.comm_ms, c.exposed_ms) for c in t(comm_overlap)}
     host = {key: (c / 1000.0, e / 1000.0) for key, (c, e) in t(_host_exposure).items()}
@@ -296,7 +415,7 @@ def reduce_rank(trace: Trace, rank: int, tables: Tables | None = None) -> RankRe
         cs, ce = np.empty(0), np.empty(0)
     return RankResult(rank=rank, source=t(comm_source).get(rank, "none"), steps=tuple(steps),
                       calls=calls, compute=(cs, ce), origin_us=float(trace.t0_us),
-                      step_starts_ms=tuple(starts))
+                      step_starts_ms=tuple(starts), user_calls=user_calls(trace, rank, lookup))
 
 
 def _intersect(a_s: np.ndarray, a_e: np.ndarray, b_s: np.ndarray,

@@ -13,7 +13,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, main_rank
-from perftune.trace.idle_metrics import host_overhead, idle_gap_columns, step_idle
+from perftune.trace.idle_metrics import host_overhead, idle_gap_columns, module_loops, step_idle
 from perftune.trace.model import Trace
 
 # torch.optim's optimizers: where the model the rewrite compiles is handed to its optimizer.
@@ -63,7 +63,8 @@ class HostBoundPythonOverhead(Rule):
     large share of the step while the host is busy between launches (not waiting for data or
     a sync). On a CPU trace: the model is tiny — the arithmetic its ops need at this machine's
     measured peaks is under 0.05 µs per op, so the step is overhead whatever the profiled ops
-    took. The verdict rests on that count, not on wall-clock shares: on a CPU the time between
+    took; or a Python loop steps one small module (an RNN cell over time steps) at least 16
+    times per step while the ops need under 1 µs of arithmetic each. The verdict rests on that count, not on wall-clock shares: on a CPU the time between
     ops grows with the machine's load (the process waits for a core), and holds sleeps and
     data loading. Only when the arithmetic cannot be counted (no machine peaks, no recorded
     shapes) does the share decide: most of the step in Python between operators and in
@@ -102,13 +103,17 @@ class HostBoundPythonOverhead(Rule):
     `min_overhead_share` (0.5), `min_ops_per_step` (200): CPU — overhead share of the step
     (used only when the arithmetic cannot be counted) and how many ops a step must run. `tiny_work_us` (0.05): CPU — arithmetic per op (at the
     machine's peaks, `perftune machine`) below which the model counts as tiny.
+    `min_module_calls_per_step` (16) and `loop_work_us` (1.0): CPU — calls of one module
+    instance per step, and arithmetic per op below which, together, the step is a Python loop
+    of small ops.
     """
 
     code: ClassVar[str] = "PFT304"
     name: ClassVar[str] = "host-bound-python-overhead"
     severity: ClassVar[Severity] = Severity.WARNING
     options: ClassVar[dict[str, Any]] = {"min_host_idle_share": 0.25, "min_overhead_share": 0.5,
-                                         "min_ops_per_step": 200, "tiny_work_us": 0.05}
+                                         "min_ops_per_step": 200, "tiny_work_us": 0.05,
+                                         "min_module_calls_per_step": 16, "loop_work_us": 1.0}
 
     def check(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace
@@ -199,9 +204,20 @@ class HostBoundPythonOverhead(Rule):
         work = _work_ms_per_step(ctx)
         if work is not None and work[1] == 0:
             work = None  # no op shapes recorded: the arithmetic cannot be counted
-        tiny_model = work is not None and dur > 0 and \
-            work[0] * 1000.0 / ops < float(self.config["tiny_work_us"])
-        if tiny_model and work is not None:
+        work_us_per_op = work[0] * 1000.0 / ops if work is not None else None
+        tiny_model = work_us_per_op is not None and dur > 0 and \
+            work_us_per_op < float(self.config["tiny_work_us"])
+        # A Python loop over one small module (an RNN cell stepped over time, a policy over
+        # environment steps): tens of calls of one instance per step, each too small to pay
+        # for its dispatch. The corpus: 106 calls per step at 0.41 µs of arithmetic per op
+        # (lbfgs_sequence.py); every script not called overhead-bound calls a module at most
+        # 5 times per step (gradient accumulation, a GAN's discriminator, evaluation batches).
+        loop = next((m for m in ctx.fact(module_loops) if m.rank == rank), None)
+        python_loop = (not tiny_model and work_us_per_op is not None and dur > 0
+                       and loop is not None
+                       and loop.calls_per_step >= float(self.config["min_module_calls_per_step"])
+                       and work_us_per_op < float(self.config["loop_work_us"]))
+        if (tiny_model or python_loop) and work is not None:
             share = max(share, 1.0 - work[0] / dur)
         elif work is not None:
             # The arithmetic was counted and is not a tiny model's: no verdict from wall-clock
@@ -217,6 +233,10 @@ class HostBoundPythonOverhead(Rule):
             "python_ms_per_step": round(python, 3), "tiny_op_ms_per_step": round(tiny, 3),
             "work_ms_per_step": round(work[0], 4) if work is not None else None,
             "tiny_model": tiny_model,
+            "work_us_per_op": round(work_us_per_op, 4) if work_us_per_op is not None else None,
+            "module_loop": ({"module": loop.module, "calls_per_step": round(loop.calls_per_step, 1)}
+                            if loop is not None else None),
+            "python_loop": python_loop,
             "op_ms_per_step": round(_mean([o.op_ms for o in over]), 3),
             "overhead_share": round(share, 4), "ops_per_step": round(ops, 1),
             "top_level_ops_per_step": round(_mean([float(o.top_level_ops) for o in over]), 1),
@@ -225,6 +245,13 @@ class HostBoundPythonOverhead(Rule):
             message = (f"{share:.0%} of each {dur:.2f} ms step is host overhead: its {ops:.0f} ops "
                        f"need {work[0]:.3f} ms of arithmetic at this machine's peaks (a tiny "
                        "model); Python and operator dispatch, not computation, set the pace")
+            saving = max(tiny, python)
+        elif python_loop and work is not None and loop is not None:
+            message = (f"{share:.0%} of each {dur:.2f} ms step is host overhead: a Python loop "
+                       f"calls {loop.module} {loop.calls_per_step:.0f} times per step, and the "
+                       f"step's {ops:.0f} ops need {work_us_per_op:.2f} µs of arithmetic each at "
+                       "this machine's peaks; Python and operator dispatch, not computation, set "
+                       "the pace")
             saving = max(tiny, python)
         else:
             message = (f"{share:.0%} of each {dur:.2f} ms step is Python between ops and tiny ops "

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
-from perftune.engine.types import Finding, Severity, Suggestion
+from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace.comm import collective_waits
 from perftune.trace.multirank import (
     STRAGGLER_MIN_STEPS,
@@ -17,6 +17,7 @@ from perftune.trace.multirank import (
     RankStep,
     StepAcrossRanks,
     Straggler,
+    UserCall,
     comm_source,
     rank_steps,
     rank_steps_of,
@@ -24,7 +25,47 @@ from perftune.trace.multirank import (
     steps_across_ranks_of,
     straggler_candidate,
     straggler_candidate_of,
+    user_calls,
 )
+
+# A line names the straggler's extra time when its own excess is at least this share of the
+# margin; of the lines that explain nearly as much as the best (`_NEAR_BEST`), the outermost
+# (the training loop's call, not the sleep inside the helper it called).
+_MIN_EXPLAINED = 0.5
+_NEAR_BEST = 0.8
+
+
+def hot_line(rank: int, calls: Mapping[int, Sequence[UserCall]], margin_ms: float,
+             ) -> tuple[tuple[str, int, str, str], float, float, float] | None:
+    """Where `rank` spends its extra time: the user call whose per-step time (median over the
+    rank's steps) most exceeds the other ranks' (the median of their medians), if it explains
+    at least half of `margin_ms`. ((file, line, function, callee), excess ms, the rank's ms,
+    the others' ms)."""
+    def medians(rows: Sequence[UserCall]) -> dict[tuple[str, int, str, str], float]:
+        steps = sorted({c.step for c in rows})
+        per: dict[tuple[str, int, str, str], dict[int, float]] = {}
+        for c in rows:
+            key = (c.file, c.line, c.function, c.callee)
+            per.setdefault(key, {})[c.step] = per.setdefault(key, {}).get(c.step, 0.0) + c.ms
+        return {key: float(np.median([by_step.get(k, 0.0) for k in steps])) for key, by_step in per.items()}
+
+    mine = medians(calls.get(rank, ()))
+    others = [medians(rows) for r, rows in calls.items() if r != rank and rows]
+    if not mine or not others:
+        return None
+    depth: dict[tuple[str, int, str, str], int] = {}
+    for c in calls.get(rank, ()):
+        key = (c.file, c.line, c.function, c.callee)
+        depth[key] = min(depth.get(key, c.depth), c.depth)
+    excess = {key: (ms - float(np.median([o.get(key, 0.0) for o in others])), ms,
+                    float(np.median([o.get(key, 0.0) for o in others])))
+              for key, ms in mine.items()}
+    best = max(excess.values(), key=lambda e: e[0])[0]
+    if best < _MIN_EXPLAINED * margin_ms or best <= 0:
+        return None
+    near = [key for key, e in excess.items() if e[0] >= _NEAR_BEST * best]
+    key = min(near, key=lambda k: (depth.get(k, 0), -excess[k][0], k))
+    return (key, *excess[key])
 
 
 class RankStraggler(Rule):
@@ -89,8 +130,9 @@ class RankStraggler(Rule):
         if not skews:
             yield from self._single_rank(ctx)
             return
+        calls = {r: user_calls(trace, r, ctx.source) for r in sorted(trace.rank_ids)}
         yield from self._across(skews, straggler_candidate(trace), ctx.fact(rank_steps),
-                                ctx.fact(comm_source))
+                                ctx.fact(comm_source), calls)
 
     def check_ranks(self, results: Sequence[RankResult]) -> list[Finding] | None:
         rows = rank_steps_of(results)
@@ -98,10 +140,12 @@ class RankStraggler(Rule):
         if not skews:
             return None  # nothing to compare: each rank's own findings stand
         return list(self._across(skews, straggler_candidate_of(skews, rows), rows,
-                                 {r.rank: r.source for r in results}))
+                                 {r.rank: r.source for r in results},
+                                 {r.rank: r.user_calls for r in results}))
 
     def _across(self, skews: Sequence[StepAcrossRanks], found: Straggler | None,
-                rows: Sequence[RankStep], sources: dict[int, str]) -> Iterator[Finding]:
+                rows: Sequence[RankStep], sources: dict[int, str],
+                calls: Mapping[int, Sequence[UserCall]] | None = None) -> Iterator[Finding]:
         if found is None or found.steps == 0 or not found.consistent(int(self.config["min_steps"])):
             return
         if found.steps < int(self.config["min_steps"]) and \
@@ -134,16 +178,33 @@ class RankStraggler(Rule):
             "median_by_rank": {str(r): values for r, values in by_rank.items()},
         }
         persistent = found.persistent
+        hot = hot_line(rank, calls or {}, work)
+        location = None
+        where = ""
+        title = (f"Balance the ranks: find what rank {rank} does extra (data loading, logging, "
+                 "uneven shards or sequence lengths, a slower or throttled GPU)")
+        if hot is not None:
+            (file, line, function, callee), extra, rank_ms, theirs = hot
+            text = next((c.text for c in (calls or {}).get(rank, ())
+                         if (c.file, c.line, c.function, c.callee) == hot[0]), None)
+            location = Location(file=file, line=line, function=function, source=text)
+            evidence["extra_time_at"] = {"file": file, "line": line, "function": function,
+                                         "callee": callee, "excess_ms_per_step": round(extra, 3),
+                                         "rank_ms_per_step": round(rank_ms, 3),
+                                         "other_ranks_ms_per_step": round(theirs, 3)}
+            where = (f"; rank {rank} spends {extra:.2f} ms more per step than the others in "
+                     f"{callee}() called from {function} (line {line})")
+            title = (f"Balance the ranks: rank {rank}'s extra time is in {callee}() at {file}:"
+                     f"{line}: do it less often, off the step (another process or thread), or "
+                     "split it over the ranks")
         message = (f"rank {rank} is the slowest in {times} of {len(skews)} steps; the ranks' own "
                    f"work differs by {work:.2f} ms per step (median, {work / step_ms:.0%} of the "
-                   f"step) and the others wait for it in collectives"
+                   f"step) and the others wait for it in collectives" + where
                    + ("" if persistent else " (the slowest rank changes: jitter, not one straggler)"))
         yield self.finding(
             message, evidence=evidence, est_saving_ms_per_step=work, rank=rank,
-            severity=Severity.WARNING if persistent else Severity.INFO,
-            suggestion=Suggestion(
-                title=f"Balance the ranks: find what rank {rank} does extra (data loading, logging, "
-                      "uneven shards or sequence lengths, a slower or throttled GPU)"))
+            severity=Severity.WARNING if persistent else Severity.INFO, location=location,
+            suggestion=Suggestion(title=title))
 
     def _single_rank(self, ctx: Context) -> Iterator[Finding]:
         trace = ctx.trace

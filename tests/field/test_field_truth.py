@@ -42,12 +42,6 @@ SCRIPTS = acc.scripts(FIELD)
 # (script, code, line or None for file-level) -> (owner, reason). Only for expectations whose
 # fix belongs to another helper's area (issue 13); a `not[...]` violation is never listed here.
 KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {
-    ("lbfgs_sequence.py", "PFT304", None): (
-        "accuracy (issue 13)",
-        "PFT304's CPU verdict needs under 0.05 µs of arithmetic per op at the machine's peaks; "
-        "two width-51 LSTM cells stepped in Python need 0.41 µs per op, between the tiny "
-        "models (0.003-0.026) and scripts the corpus does not call overhead-bound (0.13-0.9): "
-        "a threshold there needs more truth first"),
 }
 
 

@@ -141,6 +141,32 @@ def test_the_planted_straggler_is_named_by_rank(straggler: Run) -> None:
     assert 'id="ranks"' in page and "Straggler: rank 1" in page
 
 
+def test_the_straggler_finding_names_the_line_of_the_extra_work(straggler: Run) -> None:
+    """Each rank's time per user call site travels in its reduction (RankResult.user_calls):
+    rank 1's extra 150 ms per step is in `extra_work(...)`, called from the training loop —
+    the line the finding points at, not the sleep inside the helper nor the loop around it.
+    The same line when the ranks are loaded together into one trace (the in-process path)."""
+    from perftune.engine import analyze
+    from perftune.engine.context import Context
+    from perftune.trace import load
+
+    call = line_of("extra_work(args.straggler_ms)")
+    (finding,) = straggler.findings("PFT602")
+    assert finding["location"]["file"].endswith("ddp.py") and finding["location"]["line"] == call
+    assert "extra_work(args.straggler_ms)" in (finding["location"]["source"] or "")
+    at = finding["evidence"]["extra_time_at"]
+    assert at["callee"] == "extra_work" and at["function"] == "main"
+    assert at["excess_ms_per_step"] > 100.0 and at["other_ranks_ms_per_step"] < 10.0
+    assert "extra_work()" in finding["message"] and f"line {call}" in finding["message"]
+
+    traces = sorted(straggler.run_dir.glob("rank-*.trace.json.gz"))
+    assert len(traces) == 2
+    ctx = Context.build(load(traces), [REPO / "samples"], run_facts=False)
+    found = [f for f in analyze(ctx, select=["PFT602"], options={"PFT602": {"min_skew_ms": 50.0}})
+             if f.code == "PFT602"]
+    assert [(f.rank, f.location.line) for f in found] == [(1, call)]
+
+
 def test_no_straggler_is_reported_when_none_is_planted(balanced: Run) -> None:
     run = balanced
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

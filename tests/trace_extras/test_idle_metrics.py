@@ -143,3 +143,28 @@ def test_step_idle_adds_each_steps_gaps_in_order() -> None:
         assert s.idle_ms == sum(causes.values())  # bit for bit, not approximately
         assert s.busy_ms == max(0.0, s.dur_ms - s.idle_ms)
         assert s.by_cause == {c: round(causes.get(c, 0.0), 6) for c in s.by_cause}
+
+
+def test_module_loops_count_the_most_called_instance_per_step() -> None:
+    from perftune.trace.idle_metrics import module_loops
+
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step():
+            with b.pycall("nn.Module: Sequence_0"):
+                for _ in range(20):  # an RNN cell stepped over 20 time steps
+                    with b.pycall("nn.Module: LSTMCell_0"):
+                        b.leaf("aten::addmm", dur=3.0)
+            with b.pycall("nn.Module: MSELoss_0"):
+                b.leaf("aten::mse_loss", dur=3.0)
+    (loop,) = module_loops(b.trace())
+    assert (loop.module, loop.calls_per_step, loop.steps) == ("LSTMCell_0", 20.0, 2)
+
+
+def test_module_loops_without_module_events_is_empty() -> None:
+    from perftune.trace.idle_metrics import module_loops
+
+    b = TraceBuilder(device=False)
+    with b.step():
+        b.leaf("aten::add", dur=4.0)
+    assert module_loops(b.trace()) == []
