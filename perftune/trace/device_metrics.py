@@ -16,7 +16,7 @@ import numpy as np
 
 from perftune import units
 from perftune.trace import categories as C
-from perftune.trace.model import NO_ID, Trace, nesting_depth, subtree_sums
+from perftune.trace.model import NO_ID, Trace, subtree_sums
 from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- dtypes
@@ -101,7 +101,7 @@ def inclusive_device_us(trace: Trace, tables: Tables | None = None) -> np.ndarra
         return out
     # Summed up the nesting tree level by level: linear in events, however deep they nest.
     per_launch = np.bincount(launch[work], weights=trace.col("dur")[work], minlength=trace.n)
-    return subtree_sums(trace.parent, per_launch)
+    return subtree_sums(trace.parent, per_launch, trace.depth)
 
 
 def kernels_under(trace: Trace, tables: Tables | None = None) -> np.ndarray:
@@ -109,7 +109,7 @@ def kernels_under(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     launch = trace.launch_of_device_event
     kern = trace.cat_is(C.KERNEL) & (launch != NO_ID)
     per_launch = np.bincount(launch[kern], minlength=trace.n)
-    out: np.ndarray = np.rint(subtree_sums(trace.parent, per_launch)).astype(np.int64)
+    out: np.ndarray = np.rint(subtree_sums(trace.parent, per_launch, trace.depth)).astype(np.int64)
     return out
 
 
@@ -137,7 +137,7 @@ def op_ancestry(trace: Trace, tables: Tables | None = None) -> tuple[np.ndarray,
     outer = np.full(n, NO_ID, dtype=np.int64)
     if n == 0:
         return inner_above, outer
-    depth = nesting_depth(parent)
+    depth = trace.depth
     order = np.argsort(depth, kind="stable")
     bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
     roots = order[bounds[0]:bounds[1]]

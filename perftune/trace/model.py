@@ -362,9 +362,19 @@ class Trace:
 
     # ------------------------------------------------------------------ host nesting
     @functools.cached_property
+    def _parent_and_depth(self) -> tuple[np.ndarray, np.ndarray]:
+        return _nesting_with_depth(self.columns, self.t0_us)
+
+    @property
     def parent(self) -> np.ndarray:
         """Index of the innermost host event enclosing each host event on its thread, else -1."""
-        return _nesting(self.columns, self.t0_us)
+        return self._parent_and_depth[0]
+
+    @property
+    def depth(self) -> np.ndarray:
+        """`nesting_depth(parent)`: how many events enclose each row (0 for a root), computed
+        once with the nesting."""
+        return self._parent_and_depth[1]
 
     def ancestors(self, i: int) -> list[int]:
         """Enclosing host events of event i, innermost first."""
@@ -747,7 +757,13 @@ def _rank_key(rank: np.ndarray, corr: np.ndarray) -> np.ndarray:
 
 
 def _nesting(ev: dict[str, np.ndarray], t0_us: float, rows: np.ndarray | None = None) -> np.ndarray:
-    """Innermost enclosing host event on the same thread, for every row (-1 for none).
+    """`_nesting_with_depth`'s parents."""
+    return _nesting_with_depth(ev, t0_us, rows)[0]
+
+
+def _nesting_with_depth(ev: dict[str, np.ndarray], t0_us: float, rows: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(parent, nesting_depth(parent)): innermost enclosing host event on the same thread, for every row (-1 for none).
 
     Host events of a thread sorted by (start, longest first) are nested intervals; the parent
     of an event is the nearest earlier event still open when it starts and ending no earlier
@@ -761,7 +777,7 @@ def _nesting(ev: dict[str, np.ndarray], t0_us: float, rows: np.ndarray | None = 
     parent = np.full(n, NO_ID, dtype=np.int64)
     host = np.flatnonzero(~ev["is_device"]) if rows is None else rows
     if len(host) == 0:
-        return parent
+        return parent, np.zeros(n, dtype=np.int32)
     # Sorted by (thread, start, longest first). The thread is one int64 key built from small
     # per-column codes (threads are few), so the sort has three keys, not five: this runs on
     # every host event and its temporaries set the summary's peak memory.
@@ -800,8 +816,7 @@ def _nesting(ev: dict[str, np.ndarray], t0_us: float, rows: np.ndarray | None = 
     found = cand != NO_ID
     parent[rows[found]] = rows[cand[found]]
     del cand, rows, found, ts, end, todo  # before the depth check's own temporaries
-    _cap_depth(parent)
-    return parent
+    return parent, _cap_depth(parent)
 
 
 # Real nesting (python frames, ops, runtime calls) is tens to a few hundred deep. Events that
@@ -831,15 +846,20 @@ def nesting_depth(parent: np.ndarray) -> np.ndarray:
     return depth
 
 
-def _cap_depth(parent: np.ndarray) -> None:
+def _cap_depth(parent: np.ndarray) -> np.ndarray:
+    """Cut the nesting every MAX_NESTING_DEPTH levels; the depth of the result."""
     depth = nesting_depth(parent)
     cut = (depth > 0) & (depth % MAX_NESTING_DEPTH == 0)
     if cut.any():
         parent[cut] = NO_ID
+        depth = nesting_depth(parent)
+    return depth
 
 
-def subtree_sums(parent: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """For every row: its weight plus the weights of all rows nested under it.
+def subtree_sums(parent: np.ndarray, weights: np.ndarray,
+                 depth: np.ndarray | None = None) -> np.ndarray:
+    """For every row: its weight plus the weights of all rows nested under it (`depth`:
+    `nesting_depth(parent)` when the caller has it).
 
     Deepest level first, one vectorised step per level (levels are at most MAX_NESTING_DEPTH).
     """
@@ -847,7 +867,7 @@ def subtree_sums(parent: np.ndarray, weights: np.ndarray) -> np.ndarray:
     nodes = np.flatnonzero(parent != NO_ID)
     if not len(nodes):
         return out
-    depth = nesting_depth(parent)[nodes]
+    depth = (nesting_depth(parent) if depth is None else depth)[nodes]
     order = np.argsort(-depth, kind="stable")
     nodes, depth = nodes[order], depth[order]
     for level in np.split(nodes, np.flatnonzero(np.diff(depth)) + 1):
