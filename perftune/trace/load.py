@@ -1036,8 +1036,9 @@ def _decoded_header(path: Path, header: dict[str, Any], problems: Counter[str]) 
 
 # Below this much JSON text a second process costs more than it saves. 128 MiB: on the 54 MB
 # trace the worker saved 0.08 s on a quiet machine but cost 0.15-0.7 s of wall time and
-# ~0.15 CPU-s (it inflates the gzip head too) with the second core busy, the usual case on a
-# shared machine; from 257 MB up it saves 8-18 % (benchmarks/analyze_end_to_end.md).
+# 0.12-0.33 CPU-s (it inflates the gzip head too) with the second core busy, the usual case on a
+# shared machine; from 257 MB up it saved wall time in most runs (up to 42 %:
+# benchmarks/analyze_end_to_end.md).
 PARALLEL_MIN_BYTES = 1 << 27
 PARALLEL_HEAD_SHARE_GZIP = 0.56
 
