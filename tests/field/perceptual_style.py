@@ -134,7 +134,7 @@ def main() -> None:
         features_y, features_x = features(y), features(x)
         content_loss = args.content_weight * mse(features_y.relu2, features_x.relu2)
         style_loss = 0.0
-        for fy, gs in zip(features_y, gram_style):
+        for fy, gs in zip(features_y, gram_style, strict=True):
             style_loss += mse(gram_matrix(fy), gs[:n])
         style_loss *= args.style_weight
         (content_loss + style_loss).backward()
