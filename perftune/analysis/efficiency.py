@@ -175,9 +175,10 @@ def matrix_points(trace: Trace, tables: Tables | None = None) -> pd.DataFrame:
 
 def step_compute(trace: Trace, tables: Tables | None = None, roofs: Peaks | None = None) -> StepCompute:
     """The step's compute profile (see the constants above for when it is compute-bound)."""
-    from perftune.analysis.phases import mean_device, mean_phases, step_phases
+    from perftune.analysis.phases import mean_device, mean_phases, phase_table
 
-    per_step = step_phases(trace)
+    # The phases are one table per analysis (the summary and PFT303 read it too).
+    per_step = Tables.of(trace, tables)(phase_table)
     steps = len(trace.steps)
     step_ms = float(np.mean([s.dur_ms for s in per_step])) if per_step else 0.0
     mean = mean_phases(per_step)

@@ -119,19 +119,17 @@ def _fill_gaps(starts: np.ndarray, ends: np.ndarray, blockers: np.ndarray) -> tu
     order = np.argsort(starts, kind="stable")
     s, e = starts[order], np.maximum.accumulate(ends[order])
     blockers = np.sort(blockers)
-    out_s = [float(s[0])]
-    out_e = [float(e[0])]
-    for a, b in zip(s[1:].tolist(), e[1:].tolist(), strict=True):
-        last = out_e[-1]
-        if a > last:
-            k = int(np.searchsorted(blockers, last, side="left"))
-            blocked = k < len(blockers) and blockers[k] < a
-            if blocked:
-                out_s.append(a)
-                out_e.append(b)
-                continue
-        out_e[-1] = max(last, b)
-    return np.asarray(out_s), np.asarray(out_e)
+    # With e the running maximum of the ends, the merged interval open before interval i ends
+    # at e[i - 1]; interval i starts a new one when it starts after that and a blocker starts
+    # in between.
+    last = e[:-1]
+    k = np.searchsorted(blockers, last, side="left")
+    blocked = (k < len(blockers)) & (blockers[np.minimum(k, max(len(blockers) - 1, 0))] < s[1:]) \
+        if len(blockers) else np.zeros(len(last), dtype=bool)
+    new = np.flatnonzero((s[1:] > last) & blocked) + 1
+    out_s = np.concatenate([s[:1], s[new]]).astype(np.float64)
+    out_e = np.concatenate([e[new - 1], e[-1:]]).astype(np.float64)
+    return out_s, out_e
 
 
 def _ops_before_backward(trace: Trace, ops: np.ndarray, backward_starts: np.ndarray,

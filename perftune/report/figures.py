@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from perftune.documents import Modules, RankStats, StepBreakdown, StepPhaseTimes, Summary
 from perftune.report.data import StepTiming
@@ -308,19 +309,26 @@ class RooflineOp:
 
 
 def heavy_ops(points: Any, top: int = 40) -> list[RooflineOp]:
-    """The `top` operators by time from perftune.trace.roofline.roofline_points (a frame with one
-    row per op call: name, kind, dtype, flops, bytes, dur_us), summed per (name, kind, dtype)."""
+    """The `top` operators by time from perftune.trace.roofline.roofline_columns (`Points`: one
+    row per op call: name, kind, dtype, flops, bytes, dur_us), summed per (name, kind, dtype)
+    as pandas' groupby sum would (perftune.trace.groups), without pandas."""
+    from perftune.trace import groups as G
+
     if points is None or len(points) == 0:
         return []
-    frame = points.assign(dtype=points["dtype"].fillna("").astype(str))
-    grouped = frame.groupby(["name", "kind", "dtype"], observed=True, sort=False).agg(
-        calls=("flops", "size"), flops=("flops", "sum"), bytes=("bytes", "sum"),
-        dur_us=("dur_us", "sum"))
-    grouped = grouped.sort_values("dur_us", ascending=False).head(top)
+    dtype = np.empty(len(points), dtype=object)
+    dtype[:] = ["" if d is None or d != d else str(d) for d in points.col("dtype").tolist()]
+    codes, keys = G.group_codes([points.col("name"), points.col("kind"), dtype])
+    n = len(keys)
+    calls = G.group_size(codes, n)
+    flops = G.group_sum(codes, points.col("flops"), n)
+    nbytes = G.group_sum(codes, points.col("bytes"), n)
+    dur_us = G.group_sum(codes, points.col("dur_us"), n)
     out = []
-    for (name, kind, dtype), row in grouped.iterrows():
-        op = RooflineOp(str(name), str(kind), str(dtype), int(row["calls"]), float(row["flops"]),
-                        float(row["bytes"]), float(row["dur_us"]) / 1000.0)
+    for g in G.sort_desc(dur_us)[:top].tolist():
+        name, kind, dt = keys[g]
+        op = RooflineOp(str(name), str(kind), str(dt), int(calls[g]), float(flops[g]),
+                        float(nbytes[g]), float(dur_us[g]) / 1000.0)
         if op.flops > 0 and op.bytes > 0 and op.time_ms > 0:
             out.append(op)
     return out

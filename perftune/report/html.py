@@ -267,7 +267,7 @@ def _roofline(view: RunView) -> tuple[dict[str, Any] | None, list[F.RooflineOp],
         return None, [], ""
     from perftune.trace import roofline
 
-    ops = F.heavy_ops(roofline.roofline_points(view.trace))
+    ops = F.heavy_ops(roofline.roofline_columns(view.trace))
     if not ops:
         return None, [], ""
     # measure=False: use the calibrated machine's cached roofs, never benchmark while rendering.
@@ -294,12 +294,20 @@ def _step_starts_ms(view: RunView) -> list[float]:
     return [s.start / 1000.0 for s in view.trace.steps if s.rank == first]
 
 
+def _records(columns: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """Columns (lists or numpy arrays) as one dict per row, Python values, in column order."""
+    if columns is None:
+        return []
+    values = [v.tolist() if isinstance(v, np.ndarray) else list(v) for v in columns.values()]
+    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
+
+
 def _top_tables(view: RunView) -> tuple[list[Any], list[Any]]:
     if view.trace is not None:
         from perftune.trace import metrics
 
-        ops = metrics.top_host_ops(view.trace, 30).to_dict(orient="records")
-        kernels = metrics.top_kernels(view.trace, 30).to_dict(orient="records")
+        ops = _records(metrics.top_host_op_columns(view.trace, 30))
+        kernels = _records(metrics.top_kernel_columns(view.trace, 30))
         return plain_json(ops), plain_json(kernels)
     if view.summary is None:
         return [], []

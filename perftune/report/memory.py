@@ -1,13 +1,11 @@
 """The allocator's memory over time, from the `[memory]` instant events of `profile_memory=True`
-that the trace model keeps in `Trace.memory`."""
+that the trace model keeps in `Trace.memory_columns` (no pandas)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, cast
 
 import numpy as np
-import pandas as pd
 
 from perftune.trace.model import Trace
 
@@ -53,25 +51,41 @@ def _series(trace: Trace, rank: int, device_type: int, device_id: int, t_us: np.
                         peak_allocated_bytes=float(alloc.max()), events=len(t_us))
 
 
-def _from_frame(trace: Trace, frame: pd.DataFrame, max_points: int) -> list[MemorySeries]:
-    """From the trace model's own `memory` frame (ts already relative to the trace start)."""
-    frame = frame[frame["total_allocated"].notna()]
+def _key(column: np.ndarray) -> np.ndarray:
+    """A grouping key column: missing values (NaN) as -1, as int64."""
+    if column.dtype.kind == "f":
+        column = np.where(np.isnan(column), -1.0, column)
+    return column.astype(np.int64)
+
+
+def _from_columns(trace: Trace, memory: dict[str, np.ndarray],
+                  max_points: int) -> list[MemorySeries]:
+    """From the trace model's own `memory_columns` (ts already relative to the trace start):
+    one series per (rank, device type, device id), in key order, each with its events in
+    trace order."""
+    keep = ~np.isnan(memory["total_allocated"].astype(np.float64))
+    m = {c: v[keep] for c, v in memory.items()}
+    if not len(m["ts"]):
+        return []
+    rank, dtype, did = (_key(m[c]) for c in ("rank", "device_type", "device_id"))
+    order = np.lexsort((did, dtype, rank))  # stable: trace order within a group
+    rank, dtype, did = rank[order], dtype[order], did[order]
+    cut = np.flatnonzero((rank[1:] != rank[:-1]) | (dtype[1:] != dtype[:-1])
+                         | (did[1:] != did[:-1])) + 1
+    ts = m["ts"].astype(np.float64)[order]
+    alloc = m["total_allocated"].astype(np.float64)[order]
+    reserved = m["total_reserved"].astype(np.float64)[order]
+    reserved = np.where(np.isnan(reserved), 0.0, reserved)
     out = []
-    keys = frame[["rank", "device_type", "device_id"]].fillna(-1).astype(np.int64)
-    for key, group in frame.groupby([keys["rank"], keys["device_type"], keys["device_id"]],
-                                    sort=True):
-        rank, dtype, did = (int(v) for v in cast(tuple[Any, ...], key))
-        out.append(_series(trace, rank, dtype, did,
-                           group["ts"].to_numpy(dtype=np.float64),
-                           group["total_allocated"].to_numpy(dtype=np.float64),
-                           group["total_reserved"].fillna(0).to_numpy(dtype=np.float64),
-                           max_points))
+    for a, b in zip([0, *cut.tolist()], [*cut.tolist(), len(order)], strict=True):
+        out.append(_series(trace, int(rank[a]), int(dtype[a]), int(did[a]), ts[a:b],
+                           alloc[a:b], reserved[a:b], max_points))
     return out
 
 
 def memory_timeline(trace: Trace, max_points: int = 3000) -> tuple[MemorySeries, ...]:
     """One series per (rank, device) that recorded allocator events; () when none did."""
-    frame = trace.memory
-    if frame.empty or "total_allocated" not in frame.columns:
+    memory = trace.memory_columns
+    if "total_allocated" not in memory or not len(memory["total_allocated"]):
         return ()
-    return tuple(_from_frame(trace, frame, max_points))
+    return tuple(_from_columns(trace, memory, max_points))

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perftune.analysis.ops import categorical_strings
 from perftune.analysis.phases import MODULE_PREFIX, PHASE_LABELS, phase_segments
 from perftune.trace import categories as C
 from perftune.trace.metrics import device_event_steps, sync_call_mask
@@ -103,13 +102,13 @@ def step_timeline(trace: Trace, max_events: int = 1500,
     if k is None:
         return None
     step = trace.steps[k]
-    ev = trace.events
-    ts = ev["ts"].to_numpy()
-    dur = ev["dur"].to_numpy()
-    cat_codes, cat_names = categorical_strings(ev["cat"])
-    name_codes, name_strings = categorical_strings(ev["name"])
-    on_rank = ev["rank"].to_numpy() == step.rank
-    is_dev = ev["is_device"].to_numpy()
+    # Columns and interned strings (no pandas frame).
+    ts = trace.col("ts")
+    dur = trace.col("dur")
+    cat_codes, cat_names = trace.codes("cat"), np.asarray(trace.strings("cat"), dtype=object)
+    name_codes, name_strings = trace.codes("name"), np.asarray(trace.strings("name"), dtype=object)
+    on_rank = trace.col("rank") == step.rank
+    is_dev = trace.col("is_device")
     in_window = on_rank & ~is_dev & (ts >= step.start) & (ts < step.end)
     is_op = np.isin(cat_names, list(C.OP_CATS))[cat_codes]
     is_step_marker = np.asarray([n.startswith(C.PROFILER_STEP_PREFIX) for n in name_strings],
@@ -155,10 +154,10 @@ def step_timeline(trace: Trace, max_events: int = 1500,
     chosen.extend((row, "module") for row in module_lane)
     details = _details(trace, [row for row, kind in chosen], is_dev)
 
-    pids = ev["pid"].to_numpy()
-    tids = ev["tid"].to_numpy()
-    devices = ev["device"].to_numpy()
-    streams = ev["stream"].to_numpy()
+    pids = trace.col("pid")
+    tids = trace.col("tid")
+    devices = trace.col("device")
+    streams = trace.col("stream")
     bars: list[TimelineBar] = []
     lane_order: dict[str, tuple[int, float]] = {}
     for row, kind in chosen:

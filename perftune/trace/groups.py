@@ -19,10 +19,39 @@ from typing import Any
 import numpy as np
 
 
+def _numeric_codes(keys: Sequence[np.ndarray], sort: bool) -> tuple[np.ndarray, list[Any]] | None:
+    """group_codes over whole columns, for integer, boolean and NaN-free float keys (where
+    numpy's equality is the dict's); None for any other key."""
+    if not all(k.dtype.kind in "iub" or (k.dtype.kind == "f" and not np.isnan(k).any())
+               for k in keys):
+        return None
+    code = np.zeros(len(keys[0]), dtype=np.int64)
+    for k in keys:
+        uniques, local = np.unique(k, return_inverse=True)
+        code = code * max(len(uniques), 1) + local.reshape(-1)
+        code = np.unique(code, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    # `code` numbers the groups in sorted key order; renumber them by first appearance.
+    _, first = np.unique(code, return_index=True)
+    groups = len(first)
+    if not sort:
+        rank = np.empty(groups, dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(groups)
+        code = rank[code]
+        first = np.sort(first)
+    rows = first.tolist()
+    if len(keys) == 1:
+        return code, keys[0][rows].tolist()
+    return code, list(zip(*(k[rows].tolist() for k in keys), strict=True))
+
+
 def group_codes(keys: Sequence[np.ndarray], sort: bool = False) -> tuple[np.ndarray, list[Any]]:
     """(group code per row, the group keys in code order); one key column gives plain keys,
     several give tuples."""
     n = len(keys[0]) if keys else 0
+    if n:
+        fast = _numeric_codes(keys, sort)
+        if fast is not None:
+            return fast
     mapping: dict[Any, int] = {}
     values = zip(*(k.tolist() for k in keys), strict=True) if len(keys) > 1 else keys[0].tolist()
     codes = np.fromiter((mapping.setdefault(v, len(mapping)) for v in values), dtype=np.int64,
@@ -104,7 +133,10 @@ def split_by(column: np.ndarray) -> list[tuple[Any, np.ndarray]]:
 
 
 def flags_of(names: np.ndarray, test: Any) -> np.ndarray:
-    """`test(name)` per row, called once per distinct name."""
-    codes, keys = group_codes([names])
-    return np.asarray([bool(test(k)) for k in keys], dtype=bool)[codes] if keys else \
-        np.zeros(0, dtype=bool)
+    """`test(name)` per row, called once per distinct name object (a trace's names are
+    interned: one object per distinct string, so this is once per distinct name)."""
+    if len(names) == 0:
+        return np.zeros(0, dtype=bool)
+    ids = np.fromiter(map(id, names.tolist()), dtype=np.int64, count=len(names))
+    _, first, codes = np.unique(ids, return_index=True, return_inverse=True)
+    return np.asarray([bool(test(names[i])) for i in first.tolist()], dtype=bool)[codes.reshape(-1)]

@@ -74,14 +74,62 @@ def _work_mask(trace: Trace) -> np.ndarray:
     return mask
 
 
+@dataclass(frozen=True)
+class IdleGapColumns:
+    """Every idle gap as columns (one entry per gap, in the order `idle_gaps` lists them):
+    rank by rank, step by step, in time order within a step."""
+
+    rank: np.ndarray
+    step: np.ndarray  # index into trace.steps
+    start: np.ndarray
+    end: np.ndarray
+    cause: np.ndarray  # index into CAUSES
+    host_row: np.ndarray
+    next_device_row: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    @property
+    def dur(self) -> np.ndarray:
+        d: np.ndarray = self.end - self.start
+        return d
+
+    def where(self, mask: np.ndarray) -> IdleGapColumns:
+        return IdleGapColumns(self.rank[mask], self.step[mask], self.start[mask], self.end[mask],
+                              self.cause[mask], self.host_row[mask], self.next_device_row[mask])
+
+    def of_rank(self, rank: int, causes: Sequence[str] | None = None) -> IdleGapColumns:
+        """The gaps of one rank (of the given causes only, when given)."""
+        mask = self.rank == rank
+        if causes is not None:
+            mask &= np.isin(self.cause, [CAUSES.index(c) for c in causes])
+        return self.where(mask)
+
+
+def _no_gaps() -> IdleGapColumns:
+    i, f = np.empty(0, dtype=np.int64), np.empty(0)
+    return IdleGapColumns(i, i, f, f, i, i, i)
+
+
 def idle_gaps(trace: Trace, tables: Tables | None = None) -> list[IdleGap]:
-    """Every gap in device activity inside a step, with its cause (see the module docstring)."""
+    """Every gap in device activity inside a step, with its cause (see the module docstring).
+    One object per gap: the rules read `idle_gap_columns`."""
+    g = Tables.of(trace, tables)(idle_gap_columns)
+    return [IdleGap(r, step, start, end, CAUSES[c], row, nx)
+            for r, step, start, end, c, row, nx in zip(
+                g.rank.tolist(), g.step.tolist(), g.start.tolist(), g.end.tolist(),
+                g.cause.tolist(), g.host_row.tolist(), g.next_device_row.tolist(), strict=True)]
+
+
+def idle_gap_columns(trace: Trace, tables: Tables | None = None) -> IdleGapColumns:
+    """Every gap in device activity inside a step, with its cause, as columns."""
     return _idle_gaps(trace, LAUNCH_GAP_US)
 
 
-def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
+def _idle_gaps(trace: Trace, launch_gap_us: float) -> IdleGapColumns:
     if not trace.has_device_activity:
-        return []
+        return _no_gaps()
     ts = trace.col("ts")
     end = trace.col("end")
     rank = trace.col("rank")
@@ -89,7 +137,7 @@ def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
     dl = _dataloader_mask(trace)
     syncs = sync_call_mask(trace)
     launch = trace.launch_of_device_event
-    out: list[IdleGap] = []
+    parts: list[tuple[np.ndarray, ...]] = []
     for r in trace.rank_ids:
         on_rank = rank == r
         w_rows = np.flatnonzero(work & on_rank)
@@ -124,20 +172,27 @@ def _idle_gaps(trace: Trace, launch_gap_us: float) -> list[IdleGap]:
             g0s.append(g_start[keep])
             g1s.append(g_end[keep])
             ks.append(np.full(int(keep.sum()), k, dtype=np.int64))
-        if g0s:
-            out.extend(_classify(np.concatenate(g0s), np.concatenate(g1s), r, np.concatenate(ks),
-                                 dls, dle, s_rows, s_end, w_order, w_ts, ts, launch, launch_gap_us))
-    return out
+        g0 = np.concatenate(g0s) if g0s else np.empty(0)
+        if len(g0):
+            g1, g_step = np.concatenate(g1s), np.concatenate(ks)
+            cause, host, nxt = _classify(g0, g1, dls, dle, s_rows, s_end, w_order, w_ts, ts,
+                                         launch, launch_gap_us)
+            parts.append((np.full(len(g0), r, dtype=np.int64), g_step, g0, g1, cause, host, nxt))
+    if not parts:
+        return _no_gaps()
+    cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
+    return IdleGapColumns(cols[0], cols[1].astype(np.int64), cols[2].astype(np.float64),
+                          cols[3].astype(np.float64), cols[4].astype(np.int64),
+                          cols[5].astype(np.int64), cols[6].astype(np.int64))
 
 
-def _classify(g0: np.ndarray, g1: np.ndarray, r: int, k: np.ndarray, dls: np.ndarray,
+def _classify(g0: np.ndarray, g1: np.ndarray, dls: np.ndarray,
               dle: np.ndarray, s_rows: np.ndarray, s_end: np.ndarray, w_order: np.ndarray,
               w_ts: np.ndarray, ts: np.ndarray, launch: np.ndarray,
-              launch_gap_us: float) -> list[IdleGap]:
-    """The cause of each gap [g0, g1) of rank r, over whole arrays (first match wins)."""
+              launch_gap_us: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cause (index into CAUSES), blamed host row and next device row of each gap [g0, g1)
+    of one rank, over whole arrays (first match wins)."""
     n = len(g0)
-    if n == 0:
-        return []
     gap = g1 - g0
     nxt_pos = np.searchsorted(w_ts, g1, side="left")
     has_next = nxt_pos < len(w_order)
@@ -156,11 +211,7 @@ def _classify(g0: np.ndarray, g1: np.ndarray, r: int, k: np.ndarray, dls: np.nda
     is_launch = (gap < launch_gap_us) & has_next
     cause = np.select([is_input, is_sync, is_dep, is_launch], [0, 1, 2, 3], 4)
     host = np.select([is_input, is_sync], [NO_ID, sync_row], nxt_launch)
-    names = ("input", "sync", "dependency", "launch", "host")
-    return [IdleGap(r, step, start, end, names[c], row, nx)
-            for start, end, step, c, row, nx in zip(g0.tolist(), g1.tolist(), k.tolist(),
-                                                    cause.tolist(), host.tolist(), nxt.tolist(),
-                                                    strict=True)]
+    return cause, host, nxt
 
 
 def step_idle(trace: Trace, tables: Tables | None = None) -> list[StepIdle]:
@@ -168,26 +219,35 @@ def step_idle(trace: Trace, tables: Tables | None = None) -> list[StepIdle]:
     t = Tables.of(trace, tables)
     if not trace.has_device_activity:
         return []
-    gaps = t(idle_gaps)
-    by_step: dict[int, dict[str, float]] = {}
-    for g in gaps:
-        slot = by_step.setdefault(g.step, {})
-        slot[g.cause] = slot.get(g.cause, 0.0) + g.dur / 1000.0
+    gaps = t(idle_gap_columns)
+    n_steps, n_causes = len(trace.steps), len(CAUSES)
+    key = gaps.step * n_causes + gaps.cause
+    # Each (step, cause) sum adds its gaps in gap order, as a running float sum does
+    # (bincount adds in index order).
+    sums = np.bincount(key, weights=gaps.dur / 1000.0,
+                       minlength=n_steps * n_causes).reshape(-1, n_causes).tolist()
+    # A step's idle time adds its causes in the order they first occur in the step.
+    present, first = np.unique(key, return_index=True)
+    order = np.argsort(first, kind="stable")
+    seen: dict[int, list[int]] = {}
+    for kc in present[order].tolist():
+        seen.setdefault(kc // n_causes, []).append(kc % n_causes)
     out = []
     for k, step in enumerate(trace.steps):
-        causes = by_step.get(k, {})
-        idle = sum(causes.values())
+        row = sums[k] if k < len(sums) else [0.0] * n_causes
+        idle = sum(row[c] for c in seen.get(k, ()))
         dur = step.dur / 1000.0
         out.append(StepIdle(rank=step.rank, step=k, dur_ms=dur, busy_ms=max(0.0, dur - idle),
-                            idle_ms=idle, by_cause={c: round(causes.get(c, 0.0), 6) for c in CAUSES}))
+                            idle_ms=idle, by_cause={c: round(row[i], 6) if i in seen.get(k, ())
+                                                    else 0.0 for i, c in enumerate(CAUSES)}))
     return out
 
 
-def gaps_overlapping(trace: Trace, gaps: Sequence[IdleGap], rows: np.ndarray) -> np.ndarray:
+def gaps_overlapping(trace: Trace, gaps: IdleGapColumns, rows: np.ndarray) -> np.ndarray:
     """For each host row: how much of the given gaps it overlaps (µs)."""
-    if not gaps or len(rows) == 0:
+    if not len(gaps) or len(rows) == 0:
         return np.zeros(len(rows))
-    gs, ge = merge_intervals(np.array([g.start for g in gaps]), np.array([g.end for g in gaps]))
+    gs, ge = merge_intervals(gaps.start, gaps.end)
     return covered(gs, ge, trace.col("ts")[rows], trace.col("end")[rows])
 
 
@@ -226,12 +286,15 @@ def tiny_kernels(trace: Trace, tables: Tables | None = None) -> TinyKernels:
         w = work[rank[work] == r]
         order = w[np.lexsort((end[w], ts[w]))]
         run_end = np.maximum.accumulate(end[order])
-        pos = {int(row): p for p, row in enumerate(order.tolist())}
         sel = np.flatnonzero((rank[rows] == r) & tiny)
-        for j in sel.tolist():
-            p = pos.get(int(rows[j]), 0)
-            prev_end = run_end[p - 1] if p > 0 else ts[rows[j]]
-            wait[j] = max(0.0, ts[rows[j]] - prev_end)
+        if len(sel) == 0 or len(order) == 0:
+            continue
+        # Each kernel's place in the rank's work order (0 when it is not there).
+        where = np.zeros(trace.n, dtype=np.int64)
+        where[order] = np.arange(len(order))
+        p = where[rows[sel]]
+        prev_end = np.where(p > 0, run_end[np.maximum(p - 1, 0)], ts[rows[sel]])
+        wait[sel] = np.maximum(0.0, ts[rows[sel]] - prev_end)
     keep = tiny & (steps_all != NO_ID)
     return TinyKernels(rows=rows[keep], launch_rows=lrows[keep], steps=steps_all[keep],
                        dur_us=dur[rows][keep], launch_us=dur[lrows][keep],

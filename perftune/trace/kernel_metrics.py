@@ -251,9 +251,8 @@ def _grid_fill_columns(trace: Trace, tables: Tables | None = None) -> dict[str, 
     known["fill"] = np.minimum(1.0, blocks / sms_a)
     known["waves"] = waves
     known["wave_efficiency"] = np.where(waves > 0, waves / np.ceil(np.maximum(waves, 1e-12)), 1.0)
-    name_codes, names = G.group_codes([known["name"]])
-    known["library"] = np.asarray([is_library_kernel(n) for n in names], dtype=bool)[name_codes]
-    known["triton"] = np.asarray([is_triton_kernel(n) for n in names], dtype=bool)[name_codes]
+    known["library"] = G.flags_of(known["name"], is_library_kernel)
+    known["triton"] = G.flags_of(known["name"], is_triton_kernel)
     return {c: known[c] for c in GRID_FILL_COLUMNS}
 
 

@@ -129,6 +129,7 @@ class HostIndex:
         # copies to or from pageable memory, which the driver runs synchronously.
         self.waits = sync_call_mask(trace)
         self.sync = self.waits & trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
+        self.is_copy_call = trace.name_isin(C.COPY_CALLS)
         self.parent = trace.parent
         # Host rows grouped by thread, each thread's rows in time order (ties in row order).
         host = np.flatnonzero(~self.is_device)
@@ -322,7 +323,7 @@ class Hazard:
 
 
 def _copy_kinds(trace: Trace, copy_rows: Sequence[int]) -> set[tuple[str, str, str]]:
-    return {C.memcpy_kind(trace.name_of(r)) for r in copy_rows}
+    return {C.memcpy_kind(name) for name in {trace.name_of(r) for r in copy_rows}}
 
 
 def _factory(call: str | None) -> str:
@@ -530,7 +531,7 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
 
     for row in np.flatnonzero(idx.waits).tolist():
         add(row, sync=row)
-    for row in np.flatnonzero(np.isin(idx.names, list(_LEAF_OPS)) & idx.is_op).tolist():
+    for row in np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op).tolist():
         add(row)
     for row in np.flatnonzero(idx.cat == C.MEMCPY).tolist():
         launch = trace.launched_by(row)
@@ -548,16 +549,19 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
     rank_col = trace.col("rank")
     hazards: list[Hazard] = []
     for anchor, acc in groups.items():
-        inner = idx.under(anchor).tolist()
+        inner_rows = idx.under(anchor)
+        inner = inner_rows.tolist()
+        op_names = idx.names[inner_rows[idx.is_op[inner_rows]]].tolist()
         if idx.is_op[anchor]:
-            names = [idx.names[anchor]] + [idx.names[r] for r in inner if idx.is_op[r]]
+            names = [idx.names[anchor], *op_names]
             call = calling_python(host, anchor)
         else:
-            names = [idx.names[r] for r in inner if idx.is_op[r]]
+            names = op_names
             call = python_call_name(idx.names[anchor])
-        runtime = [r for r in inner if idx.is_runtime[r]]
-        syncs = sorted(set(acc.syncs) | {r for r in runtime if idx.sync[r]})
-        copies = sorted(set(acc.copies) | {d for r in runtime if idx.names[r] in C.COPY_CALLS
+        runtime_rows = inner_rows[idx.is_runtime[inner_rows]]
+        runtime = runtime_rows.tolist()
+        syncs = sorted(set(acc.syncs) | set(runtime_rows[idx.sync[runtime_rows]].tolist()))
+        copies = sorted(set(acc.copies) | {d for r in runtime_rows[idx.is_copy_call[runtime_rows]].tolist()
                                             for d in idx.copies_of(r)})
         real_syncs = any(idx.sync[r] for r in syncs)
         if idx.is_op[anchor]:
@@ -627,7 +631,8 @@ def _chain(trace: Trace, idx: HostIndex, op: int, inner: list[int], syncs: list[
         target = leaves[-1] if leaves else None
     if target is None:
         return (idx.names[op],) if idx.is_op[op] else ()
-    path = [a for a in reversed(trace.ancestors(target)) if a == op or a in set(inner)]
+    inside = set(inner)
+    path = [a for a in reversed(trace.ancestors(target)) if a == op or a in inside]
     names = [idx.names[a] for a in path if idx.is_op[a]]
     if idx.is_op[target]:
         names.append(idx.names[target])

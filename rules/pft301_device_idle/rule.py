@@ -14,10 +14,10 @@ from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, op_ancestry
 from perftune.trace.idle_metrics import (
     CAUSES,
-    IdleGap,
+    IdleGapColumns,
     StepIdle,
     gaps_overlapping,
-    idle_gaps,
+    idle_gap_columns,
     step_idle,
 )
 from perftune.trace.model import NO_ID
@@ -127,8 +127,8 @@ class DeviceIdle(Rule):
             return
         by_cause = {c: round(_mean([s.by_cause.get(c, 0.0) for s in steps]), 4) for c in CAUSES}
         dominant = max(CAUSES, key=lambda c: by_cause[c])
-        gaps = [g for g in ctx.fact(idle_gaps) if g.rank == rank]
-        location, chain, blamed = self._blame(ctx, dominant, [g for g in gaps if g.cause == dominant])
+        location, chain, blamed = self._blame(ctx, dominant,
+                                              ctx.fact(idle_gap_columns).of_rank(rank, (dominant,)))
         step_ms = _mean([s.dur_ms for s in steps])
         worst = sorted(steps, key=lambda s: -s.idle_ms)[:10]
         evidence: dict[str, Any] = {
@@ -162,14 +162,16 @@ class DeviceIdle(Rule):
             suggestion=Suggestion(title=_FIX[dominant], after=_AFTER.get(dominant), knobs=knobs))
 
     def _blame(self, ctx: Context, cause: str,
-               gaps: list[IdleGap]) -> tuple[Location | None, tuple[str, ...], dict[str, Any]]:
+               gaps: IdleGapColumns) -> tuple[Location | None, tuple[str, ...], dict[str, Any]]:
         """The host event behind most of the dominant cause's idle time, and its location."""
         trace = ctx.trace
-        if not gaps:
+        if not len(gaps):
             return None, (), {}
+        rank = int(gaps.rank[0])
+        n_steps = max(1, len(np.unique(gaps.step)))
         if cause == "input":
             dl = np.flatnonzero(trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device
-                                & (trace.col("rank") == gaps[0].rank))
+                                & (trace.col("rank") == rank))
             if len(dl) == 0:
                 return None, (), {}
             overlap = gaps_overlapping(trace, gaps, dl)
@@ -177,14 +179,18 @@ class DeviceIdle(Rule):
             return (ctx.location_of(user_frame_row(ctx.host, row)), (trace.name_of(row),),
                     {"dataloader": trace.name_of(row),
                      "dataloader_wait_ms_per_step": round(float(overlap.sum()) / 1000.0
-                                                          / max(1, len({g.step for g in gaps})), 3)})
+                                                          / n_steps, 3)})
         if cause in ("sync", "dependency"):
-            weights: dict[int, float] = {}
-            for g in gaps:
-                if g.host_row != NO_ID:
-                    weights[g.host_row] = weights.get(g.host_row, 0.0) + g.dur
-            if not weights:
+            blamed = gaps.host_row != NO_ID
+            if not blamed.any():
                 return None, (), {}
+            # Per host row, in order of first appearance: its gaps' time, added in gap order
+            # (bincount adds in index order).
+            rows, first_at, inverse = np.unique(gaps.host_row[blamed], return_index=True,
+                                                return_inverse=True)
+            sums = np.bincount(inverse.reshape(-1), weights=gaps.dur[blamed], minlength=len(rows))
+            order = np.argsort(first_at, kind="stable")
+            weights = dict(zip(rows[order].tolist(), sums[order].tolist(), strict=True))
             # The same call site recurs every step: group by the op chain that issued it.
             by_chain: dict[tuple[str, ...], float] = {}
             first: dict[tuple[str, ...], int] = {}
@@ -197,7 +203,7 @@ class DeviceIdle(Rule):
             return (ctx.location_of(user_frame_row(ctx.host, row)), chain,
                     {"blamed_call": trace.name_of(row)})
         # host / launch: the outermost ops running while the device waited
-        host = np.flatnonzero(trace.cat_is(C.CPU_OP) & (trace.col("rank") == gaps[0].rank))
+        host = np.flatnonzero(trace.cat_is(C.CPU_OP) & (trace.col("rank") == rank))
         if len(host) == 0:
             return None, (), {}
         overlap = gaps_overlapping(trace, gaps, host)
@@ -212,7 +218,6 @@ class DeviceIdle(Rule):
                 best_row[name] = row
         if not tops:
             return None, (), {}
-        n_steps = max(1, len({g.step for g in gaps}))
         ranked = sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))
         name = ranked[0][0]
         row = best_row[name]

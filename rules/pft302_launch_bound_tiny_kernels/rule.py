@@ -85,9 +85,6 @@ class LaunchBoundTinyKernels(Rule):
                 or (step_ms > 0 and wait_ms / step_ms < self.config["min_wait_share"])):
             return
         # Which user-level op issues them: group by the outermost op above each launch.
-        by_op: dict[str, list[float]] = {}
-        op_row: dict[str, int] = {}
-        names: dict[str, int] = {}
         # The innermost op above each launch, then the outermost op above that (NO_ID: none),
         # over whole columns; names through the interned strings.
         inner_above, outer = ctx.fact(op_ancestry)
@@ -95,16 +92,24 @@ class LaunchBoundTinyKernels(Rule):
         inner = np.where(launch != NO_ID, inner_above[np.maximum(launch, 0)], NO_ID)
         tops = np.where(inner != NO_ID, outer[np.maximum(inner, 0)], NO_ID)
         strings, codes = trace._interned("name")
-        for top, code, wait in zip(tops.tolist(), codes[tk.rows].tolist(), tk.wait_us.tolist(),
-                                   strict=True):
-            op = strings[codes[top]] if top != NO_ID else "(no op)"
-            slot = by_op.setdefault(op, [0.0, 0.0])
-            slot[0] += 1
-            slot[1] += wait
-            if top != NO_ID:
-                op_row.setdefault(op, top)
-            kname = strings[code]
-            names[kname] = names.get(kname, 0) + 1
+        # Per op name (first seen first): kernels and their waits, added in row order
+        # (bincount adds in index order, as a running sum does).
+        top_code = np.where(tops != NO_ID, codes[np.maximum(tops, 0)], -1)
+        op_codes, first, inverse = np.unique(top_code, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        counts = np.bincount(inverse, minlength=len(op_codes)).astype(np.float64)
+        waits = np.bincount(inverse, weights=tk.wait_us, minlength=len(op_codes))
+        by_op: dict[str, list[float]] = {}
+        op_row: dict[str, int] = {}
+        for g in np.argsort(first, kind="stable").tolist():
+            code = int(op_codes[g])
+            op = strings[code] if code != -1 else "(no op)"
+            by_op[op] = [float(counts[g]), float(waits[g])]
+            if code != -1:
+                op_row[op] = int(tops[first[g]])
+        kernel_codes, kernel_counts = np.unique(codes[tk.rows], return_counts=True)
+        names = {strings[c]: n for c, n in zip(kernel_codes.tolist(), kernel_counts.tolist(),
+                                                strict=True)}
         ranked = sorted(by_op.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0]))
         top_op = ranked[0][0]
         location = ctx.location_of(user_frame_row(ctx.host, op_row[top_op])) if top_op in op_row else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
@@ -14,7 +13,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, main_rank
-from perftune.trace.idle_metrics import host_overhead, idle_gaps, module_loops, step_idle
+from perftune.trace.idle_metrics import host_overhead, idle_gap_columns, module_loops, step_idle
 from perftune.trace.model import Trace
 
 # torch.optim's optimizers: where the model the rewrite compiles is handed to its optimizer.
@@ -158,8 +157,11 @@ class HostBoundPythonOverhead(Rule):
         over = [o for o in ctx.fact(host_overhead) if o.rank == rank]
         launches = int(np.count_nonzero(trace.name_isin(C.LAUNCH_CALLS) & (trace.col("rank") == rank)))
         n = max(1, len(steps))
-        gaps = [g for g in ctx.fact(idle_gaps) if g.rank == rank and g.cause in ("host", "launch")]
-        long_gaps = Counter(round(g.dur) for g in gaps)
+        gap_us = ctx.fact(idle_gap_columns).of_rank(rank, ("host", "launch")).dur
+        # The most common gap length in whole µs (ties: the one seen first), as
+        # Counter(round(d)).most_common(1) gives it; round and rint both round half to even.
+        common, first, counts = np.unique(np.rint(gap_us), return_index=True, return_counts=True)
+        most_common = int(common[np.lexsort((first, -counts))[0]]) if len(gap_us) else 0
         evidence: dict[str, Any] = {
             "rank": rank, "steps": len(steps), "step_ms": round(dur, 3),
             "host_caused_idle_ms_per_step": round(host_idle, 3), "host_caused_idle_share": round(share, 4),
@@ -167,9 +169,9 @@ class HostBoundPythonOverhead(Rule):
             "ops_per_step": round(_mean([o.op_count for o in over]), 1),
             "launches_per_step": round(launches / n, 1),
             "python_ms_per_step": round(_mean([o.python_ms for o in over]), 3),
-            "idle_gaps_per_step": round(len(gaps) / n, 1),
-            "median_gap_us": round(float(np.median([g.dur for g in gaps])), 3) if gaps else 0.0,
-            "most_common_gap_us": long_gaps.most_common(1)[0][0] if long_gaps else 0,
+            "idle_gaps_per_step": round(len(gap_us) / n, 1),
+            "median_gap_us": round(float(np.median(gap_us)), 3) if len(gap_us) else 0.0,
+            "most_common_gap_us": most_common,
         }
         message = (f"the host sets the pace: the GPU waits {host_idle:.2f} ms per step "
                    f"({share:.0%} of {dur:.2f} ms) for Python and operator work between launches; "

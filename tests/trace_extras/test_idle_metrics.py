@@ -109,6 +109,42 @@ def test_host_overhead_splits_ops_and_python() -> None:
     assert o.overhead_share == pytest.approx(1.0)
 
 
+def test_step_idle_adds_each_steps_gaps_in_order() -> None:
+    """step_idle (computed over the gap columns) gives exactly what adding the gap list up one
+    gap at a time gives: per cause in gap order, the step's idle in first-seen cause order."""
+    b = TraceBuilder(device=True)
+    for n in range(3):
+        with b.step():
+            with b.dataloader(dur=300 + 7 * n):
+                pass
+            with b.op("aten::add"):
+                b.kernel("k1", dur=2, launch_dur=4)
+            with b.op("aten::add"):
+                b.kernel("k2", dur=2, launch_dur=4)
+            b.advance(100 + n)
+            with b.op("aten::mm"):
+                b.kernel(GEMM, dur=300)
+            with b.op("aten::item"):
+                b.sync()
+            b.advance(200 + 3 * n)
+            with b.op("aten::mm"):
+                b.kernel(GEMM, dur=300)
+    trace = b.trace()
+    gaps = idle_gaps(trace)
+    assert {g.cause for g in gaps} >= {"input", "sync", "launch", "host"}
+    expected: dict[int, dict[str, float]] = {}
+    for g in gaps:
+        slot = expected.setdefault(g.step, {})
+        slot[g.cause] = slot.get(g.cause, 0.0) + g.dur / 1000.0
+    steps = step_idle(trace)
+    assert len(steps) == 3
+    for s in steps:
+        causes = expected[s.step]
+        assert s.idle_ms == sum(causes.values())  # bit for bit, not approximately
+        assert s.busy_ms == max(0.0, s.dur_ms - s.idle_ms)
+        assert s.by_cause == {c: round(causes.get(c, 0.0), 6) for c in s.by_cause}
+
+
 def test_module_loops_count_the_most_called_instance_per_step() -> None:
     from perftune.trace.idle_metrics import module_loops
 
