@@ -12,6 +12,7 @@ catalogue's metadata, whichever rules are selected).
 from __future__ import annotations
 
 import ast
+import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -504,12 +505,20 @@ def is_device_move(site: Site | None) -> bool:
     return not first.startswith(_DTYPE_ARG) and "dtype" not in first
 
 
+_ACCELERATOR_TEST = re.compile(r"cuda|is_available|device|accelerator|gpu", re.IGNORECASE)
+
+
 def dataloader_pinned(ctx: Context) -> bool | None:
     """Whether the DataLoader the steps iterated passes pin_memory=True (None: not found)."""
     site = dataloader_location(ctx)
     if site is None:
         return None
-    return (site.site.keyword("pin_memory") or "False").strip() == "True"
+    value = (site.site.keyword("pin_memory") or "False").strip()
+    if value == "True":
+        return True
+    # `pin_memory=torch.cuda.is_available()`, `=use_cuda`, `=device.type == "cuda"`: pinned
+    # exactly where there is a GPU to copy to; a CPU run sees False.
+    return bool(_ACCELERATOR_TEST.search(value)) and value not in ("False", "None", "0")
 
 
 def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:

@@ -53,7 +53,8 @@ _LEAF_OPS = NONZERO_OPS | UNIQUE_OPS | SCALAR_OPS | {REPEAT_INTERLEAVE_OP}
 
 # Python-level calls (from with_stack `<built-in method NAME of ...>` events).
 TENSOR_FACTORY_CALLS = frozenset({"tensor", "as_tensor", "Tensor", "LongTensor", "FloatTensor",
-                                  "IntTensor", "BoolTensor", "HalfTensor", "DoubleTensor"})
+                                  "IntTensor", "BoolTensor", "HalfTensor", "DoubleTensor",
+                                  "new_tensor"})
 HOST_TRANSFER_CALLS = frozenset({"tolist", "numpy", "cpu"})
 DEVICE_MOVE_CALLS = frozenset({"to", "cuda"})
 
@@ -325,6 +326,12 @@ def _copy_kinds(trace: Trace, copy_rows: Sequence[int]) -> set[tuple[str, str, s
     return {C.memcpy_kind(name) for name in {trace.name_of(r) for r in copy_rows}}
 
 
+def _factory(call: str | None) -> str:
+    """`torch.tensor`, or `Tensor.new_tensor` (a method: the new tensor lands on its
+    receiver's device)."""
+    return f"Tensor.{call}" if call == "new_tensor" else f"torch.{call}"
+
+
 def classify(names: Sequence[str], python_call: str | None,
              copy_kinds: set[tuple[str, str, str]], has_op: bool,
              has_sync: bool = True) -> tuple[SyncCause | None, str]:
@@ -337,7 +344,7 @@ def classify(names: Sequence[str], python_call: str | None,
         return SyncCause.EXPLICIT_SYNCHRONIZE, "explicit synchronize"
     kinds = {k[0] for k in copy_kinds}
     if python_call in TENSOR_FACTORY_CALLS:
-        return SyncCause.TENSOR_FROM_PYTHON, f"torch.{python_call}(python data)"
+        return SyncCause.TENSOR_FROM_PYTHON, f"{_factory(python_call)}(python data)"
     if python_call in HOST_TRANSFER_CALLS and (not copy_kinds or "DtoH" in kinds):
         return SyncCause.HOST_TRANSFER, f".{python_call}()"
     top = names[0]
@@ -572,7 +579,7 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         stall = float(sum(idx.dur[s] for s in syncs))
         chain = _chain(trace, idx, anchor, inner, syncs, copies)
         if not idx.is_op[anchor]:
-            chain = (f"Tensor.{call}" if call in HOST_TRANSFER_CALLS else f"torch.{call}", *chain)
+            chain = (f"Tensor.{call}" if call in HOST_TRANSFER_CALLS else _factory(call), *chain)
         hazards.append(Hazard(
             row=anchor, cause=cause, kind=kind, chain=chain, sync_rows=tuple(syncs),
             copy_rows=tuple(copies), stall_us=stall, cpu_us=float(idx.dur[anchor]),

@@ -1,7 +1,7 @@
 """PFT210 tensor-from-python-data: `torch.tensor(python_list, device=...)` in every step.
 
 ## What it detects
-`torch.tensor` / `torch.as_tensor` / `torch.LongTensor(...)` built from Python data
+`torch.tensor` / `torch.as_tensor` / `torch.LongTensor(...)` / `t.new_tensor(...)` built from Python data
 (`aten::lift_fresh`) and copied host→device, inside a step.
 
 ## Why is it slow?
@@ -25,14 +25,15 @@ WEIGHTS = torch.tensor([0.2, 0.3, 0.5], device="cuda")  # once, outside the loop
 
 ## Known problems
 On a CPU trace only calls with an explicit `device=` (or followed by `.to()` / `.cuda()`)
-are reported.
+are reported, and `t.new_tensor([...])` where the capture's device provenance saw `t` come
+from the model or a `.to(device)` (it lands on `t`'s device).
 """
 
 from __future__ import annotations
 
 from perftune.engine.attribution import Group, SiteMatcher
 from perftune.engine.context import Context
-from perftune.engine.hazards import HazardRule, calls
+from perftune.engine.hazards import HazardRule, calls, same_file
 from perftune.trace import sync_metrics as sm
 
 
@@ -51,5 +52,19 @@ class TensorFromPythonData(HazardRule):
         if not latent:
             return True
         site, source = group.site, group.location.source or ""
+        if site is not None and site.name == "new_tensor":
+            return _tagged_receiver(ctx, group)
         return (site is not None and "device" in site.keywords) or ".to(" in source \
             or ".cuda(" in source
+
+
+def _tagged_receiver(ctx: Context, group: Group) -> bool:
+    """`t.new_tensor([...])` lands on t's device: on a CPU run a hazard where the capture's
+    device provenance saw t come from the model or a `.to(device)` at that line; without
+    provenance, kept."""
+    doc = ctx.provenance
+    if doc is None or not doc.enabled:
+        return True
+    loc = group.location
+    return any(s.call == "new_tensor" and s.tagged and s.line == loc.line
+               and same_file(s.file, loc.file or "") for s in doc.sites)

@@ -77,7 +77,10 @@ class RankStraggler(Rule):
     inside their collectives. Each collective is matched across ranks by its position in the
     step; a rank's duration in it minus the shortest rank's is its wait, and the step minus
     that wait is the rank's own work. Reports the rank whose own work exceeds the others' most
-    (median over steps), how often it is the slowest, the per-step skew and the waits. Works
+    (median over steps), how often it is the slowest, the per-step skew and the waits, and
+    the line of the user's code where it spends its extra time (the call whose per-step time
+    on that rank exceeds the other ranks' most, when it explains at least half the margin).
+    Works
     on GPU traces (NCCL kernels) and CPU traces (gloo collectives). With a single rank's trace,
     the wait shows as
     collectives that take longer in some steps than the same collective (same kernel, same
@@ -106,7 +109,9 @@ class RankStraggler(Rule):
 
     ## Evidence
     Per step: slowest and fastest rank, skew of own work and of step time, the longest wait in
-    collectives; how often each rank was the slowest. Single rank: collective time and the
+    collectives; how often each rank was the slowest. `extra_time_at`: the call (file, line,
+    function, callee) holding the slow rank's extra time, its ms per step there and the other
+    ranks'. Single rank: collective time and the
     wait beyond the fastest instances, per step.
 
     ## Options

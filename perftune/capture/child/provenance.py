@@ -52,6 +52,9 @@ _SYNC_PRONE = frozenset({
     "item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__",
     "__complex__", "nonzero", "argwhere", "nonzero_static", "unique", "unique_consecutive",
     "masked_select", "equal", "allclose", "repeat_interleave", "bincount",
+    # not a read-back: Python data copied to the receiver's device (PFT210 on a CPU run asks
+    # whether the receiver would be on the accelerator)
+    "new_tensor",
 })
 _INDEXING = frozenset({"__getitem__", "__setitem__"})
 _MOVES = frozenset({"to", "cuda", "pin_memory"})
