@@ -892,6 +892,8 @@ def _thread_key(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndarra
     """One int64 per row, equal exactly where (rank, pid, tid) are (not dense, not ordered)."""
     key = np.zeros(len(rank), dtype=np.int64)
     for column in (rank, pid, tid):
+        if len(column) and column.min() == column.max():
+            continue  # one value (one rank, one process): its code is 0 for every row
         uniques, codes = np.unique(column, return_inverse=True)
         if int(key.max(initial=0)) + 1 > (1 << 62) // max(len(uniques), 1):
             key = np.unique(key, return_inverse=True)[1].astype(np.int64)  # re-densify first

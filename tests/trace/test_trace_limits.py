@@ -91,6 +91,8 @@ def test_events_at_one_instant_nest_no_deeper_than_the_cap(tmp_path: Path) -> No
     t = load(write(tmp_path / "t.json", doc(events)))
     assert int(nesting_depth(t.parent).max()) < MAX_NESTING_DEPTH
     assert int((t.parent == NO_ID).sum()) == 3  # one tree per MAX_NESTING_DEPTH levels
+    # The depth kept with the nesting is the cut tree's, not the uncut chain's.
+    assert np.array_equal(t.depth, nesting_depth(t.parent))
 
 
 def test_device_time_summed_up_the_tree_matches_walking_it(real_trace: Any) -> None:
