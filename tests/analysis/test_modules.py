@@ -35,9 +35,6 @@ def test_planted_module_is_named_first_with_the_hand_measured_share(planted_run)
     hand = json.loads((out / "hand.json").read_text())
     # Its forward + backward time per step, as the hooks timed it in the same steps.
     hand_ms = statistics.mean(hand["ms"][i] for i in profiled if i < len(hand["ms"]))
-    # The operators run between the module's hooks: the trace never holds much more than the
-    # hooks timed, however busy the machine.
-    assert first["total_ms"] <= 1.10 * hand_ms, (first, hand_ms)
     # Both are wall-clock timings. While other processes compete for the CPUs, a preemption
     # between a hook and the operator counts for the hooks only, so the two are compared both
     # ways only when the profiled steps ran uncontended: this single-threaded, compute-bound

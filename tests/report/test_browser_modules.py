@@ -3,6 +3,7 @@ Chromium, with data, from a real `perftune profile` run of a script with a plant
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -47,9 +48,14 @@ def test_module_icicle_and_timeline_render_with_data(browser: Any, planted_repor
     assert "phases" in ticks and "modules · level 1" in ticks, ticks
     bars = page.eval_on_selector_all("#fig-timeline .bars path", "els => els.length")
     assert bars > 10
-    # The top-modules table names the planted module first.
+    # The top-modules table starts with the module summary.json ranks first (one computed
+    # figure for every output). Which module that is on a loaded machine is not this test's
+    # question: tests/analysis/test_modules.py asserts the planted one, guarded for contention
+    # (under load 7 the root's own time, stretched by preemptions, once came first here).
+    summary = json.loads((planted_report.parent / "summary.json").read_text())
     first = page.inner_text("#top-modules tbody tr:first-child td:first-child")
-    assert first.strip() == "Net.wide"
+    assert first.strip() == summary["modules"]["modules"][0]["path"]
+    assert "Net.wide" in page.inner_text("#top-modules tbody")
     shots = os.environ.get("PERFTUNE_SCREENSHOTS")
     if shots:
         Path(shots).mkdir(parents=True, exist_ok=True)
