@@ -82,7 +82,7 @@ def compute_facts() -> dict[str, Any]:
         "float32_matmul_precision": torch.get_float32_matmul_precision(),
         "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
         "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "mkldnn": bool(torch.backends.mkldnn.is_available()),  # type: ignore[no-untyped-call]
         # Runnable threads of the whole machine (1 min): cores the process may use are not free
         # when other processes keep them busy.
         "loadavg": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,

@@ -188,9 +188,12 @@ class _Supervisor:
     # -- waiting -------------------------------------------------------------------------------
     def wait(self, timeout_s: float | None) -> int:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        proc = self.proc
+        if proc is None:
+            raise RuntimeError("wait() before the child was started")
         while True:
             try:
-                return self.proc.wait(timeout=_POLL_S)
+                return proc.wait(timeout=_POLL_S)
             except subprocess.TimeoutExpired:
                 pass
             now = time.monotonic()
