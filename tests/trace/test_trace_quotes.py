@@ -23,7 +23,7 @@ from builder import doc, gpu_step, op, write
 
 from perftune.errors import TraceError
 from perftune.trace import load
-from perftune.trace.decode import repair_quotes
+from perftune.trace.decode import escaped_kineto_text, repair_quotes
 from perftune.trace.model import Trace
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -210,3 +210,51 @@ def test_a_trace_torch_writes_with_quoted_names(tmp_path: Path) -> None:
     assert sum("repaired" in line for line in result.stderr.splitlines()) == 1
     gz = write(tmp_path / "trace.json.gz", gzip.compress(text.encode()), gz=False)
     _same(load(gz), got)
+
+
+def test_escaped_kineto_text_repairs_the_quotes_and_leaves_everything_else(tmp_path: Path) -> None:
+    document = doc(_quoted_events())
+    broken = kineto_text(document).encode()
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(broken)
+    fixed, count = escaped_kineto_text(broken)
+    assert count == len([n for n in QUOTED if '"' in n])
+    parsed = json.loads(fixed)
+    assert [e["name"] for e in parsed["traceEvents"]][-len(QUOTED):] == list(QUOTED)
+    # A valid trace comes back as the very same bytes; so do JSON of another shape and text
+    # with more wrong than the quotes (the loader says what is wrong with those).
+    valid = json.dumps(document).encode()
+    assert escaped_kineto_text(valid) == (valid, 0)
+    for other in (b"[1, 2]", broken[: len(broken) // 2], b"not json at all"):
+        got, n = escaped_kineto_text(other)
+        assert got is other and n == 0
+
+
+def test_perftune_profile_writes_a_trace_every_json_reader_opens(tmp_path: Path) -> None:
+    """The capture escapes the names torch leaves unescaped: the run directory's trace opens
+    with json.load (Perfetto, TensorBoard, HTA read it alike), the names kept as written."""
+    pytest.importorskip("torch")
+    script = tmp_path / "quoted_train.py"
+    script.write_text(textwrap.dedent('''
+        import torch
+        from torch.profiler import record_function
+
+        model = torch.nn.Linear(16, 16)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x = torch.randn(8, 16)
+        for step in range(8):
+            with record_function('loss "quoted" name'):
+                loss = model(x).pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    '''))
+    result = _cli("profile", "--no-analyze", "--quiet", "--skip", "2", "--active", "2",
+                  "--out", tmp_path / "run", script)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with gzip.open(tmp_path / "run" / "trace.json.gz", "rt", encoding="utf-8") as fh:
+        data = json.load(fh)
+    names = {e.get("name") for e in data["traceEvents"]}
+    assert 'loss "quoted" name' in names
+    got = load(tmp_path / "run" / "trace.json.gz")
+    assert not any("repaired" in w for w in got.warnings)

@@ -226,8 +226,19 @@ class ProfilerWindow:
             prof.export_chrome_trace(str(plain))
             if not plain.exists():  # Kineto logs "Failed to write" and returns without raising
                 raise _export_failure(plain.parent)
-            with plain.open("rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
+            if plain.stat().st_size <= _ESCAPE_MAX_BYTES:
+                # torch 2.13 writes some event names with unescaped double quotes (not JSON):
+                # escape them here, so that the run directory's trace opens in every reader,
+                # not only in perftune's loader (which repairs foreign traces the same way).
+                from perftune.trace.decode import escaped_kineto_text
+
+                text, _ = escaped_kineto_text(plain.read_bytes())
+                with gzip.open(partial, "wb", compresslevel=6) as dst:
+                    dst.write(text)
+                del text
+            else:  # streamed, not held in the script's memory; the loader repairs it on reading
+                with plain.open("rb") as src, gzip.open(partial, "wb", compresslevel=6) as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
             os.replace(partial, self.trace_path)
         finally:
             plain.unlink(missing_ok=True)
@@ -260,6 +271,12 @@ class ProfilerWindow:
                 "(two profilers cannot run at once); step times were still measured"
             )
         self.discard()
+
+
+# Exported traces up to this size are read whole into the script's process to escape Kineto's
+# unescaped quotes (perftune.trace.decode.escaped_kineto_text); larger ones are streamed as
+# written, so that a huge window does not double the script's memory at its end.
+_ESCAPE_MAX_BYTES = 256 << 20
 
 
 def _export_failure(folder: Path) -> OSError:
