@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="training steps to run")
     parser.add_argument("--fixed", action="store_true", help="use scaled_dot_product_attention")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=128, help="sequence length")
+    parser.add_argument("--seq", type=int, default=256, help="sequence length")
     args = parser.parse_args()
 
     torch.manual_seed(0)
