@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent('''
 
 
     x = torch.randn(512, 512)  # a quarter million elements: the CPU floor of PFT401
-    q = k = v = torch.randn(2, 2, 128, 32)
+    q = k = v = torch.randn(2, 2, 256, 32)  # seq 256: the naive attention well above its 3 % floor under load
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True, with_stack=True,
                  schedule=schedule(wait=0, warmup=1, active=3),
                  on_trace_ready=lambda p: p.export_chrome_trace("trace.json")) as prof:
@@ -86,5 +86,5 @@ def test_real_cpu_trace_finds_the_chain_and_the_attention(captured: Path) -> Non
     assert chain.evidence["shape"] == [512, 512] and chain.evidence["dtype"] == "fp32"
     assert chain.location.source is not None and "torch.tanh" in chain.location.source
     attn = next(f for f in findings if f.code == "PFT402")
-    assert attn.evidence["scores_shape"] == [2, 2, 128, 128] and attn.evidence["head_dim"] == 32
+    assert attn.evidence["scores_shape"] == [2, 2, 256, 256] and attn.evidence["head_dim"] == 32
     assert attn.evidence["ops"][0] == "aten::matmul" and attn.evidence["ops"][-1] == "aten::matmul"
