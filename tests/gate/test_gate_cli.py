@@ -148,29 +148,27 @@ def test_no_change_never_fails(repo: Path, tmp_path: Path) -> None:
 
 def test_baseline_round_trip_and_fingerprint(repo: Path, tmp_path: Path) -> None:
     stored = repo / "perf-baseline.json"
-    # Two launches (the fewest the gate accepts): each is a fresh process, since stored samples
-    # are compared with fresh launches (test_gate_zygote.py), and the test suite pays for each.
     rec = perftune("baseline", "-o", str(stored), "--warmup", "2", "--steps", "5",
-                   "--launches", "2", "-q", "--out", str(tmp_path / "rec"), "train.py", cwd=repo)
+                   "--launches", "3", "-q", "--out", str(tmp_path / "rec"), "train.py", cwd=repo)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     data = json.loads(stored.read_text())
-    assert len(data["samples_ms"]) == 2 and data["steps"] == 5 and data["warmup"] == 2
+    assert len(data["samples_ms"]) == 3 and data["steps"] == 5 and data["warmup"] == 2
     assert data["fingerprint"]["torch"] and data["fingerprint"]["python"]
     assert data["profile"]["operators_per_step"] > 0
 
-    same = perftune("gate", "--baseline", str(stored), "--launches", "2", "--max-launches", "2",
-                    "--no-explain", "-q", "--out", str(tmp_path / "same"), "train.py", cwd=repo)
+    same = perftune("gate", "--baseline", str(stored), "--launches", "3",
+                    "--max-launches", "3", "-q", "--out", str(tmp_path / "same"), "train.py", cwd=repo)
     assert same.returncode in (0, 4), same.stdout + same.stderr
     verdict = json.loads((tmp_path / "same" / "gate.json").read_text())
     assert verdict["mode"] == "baseline"
     assert verdict["base"]["samples_ms"] == data["samples_ms"]
-    assert [launch["side"] for launch in verdict["launches"]] == ["head"] * 2
+    assert [launch["side"] for launch in verdict["launches"]] == ["head"] * 3
 
     # Recorded elsewhere: refused unless told to warn.
     data["fingerprint"]["torch"] = "0.0.1-elsewhere"
     stored.write_text(json.dumps(data))
-    refused = perftune("gate", "--baseline", str(stored), "--launches", "2",
-                       "--max-launches", "2", "-q", "--out", str(tmp_path / "refused"), "train.py", cwd=repo)
+    refused = perftune("gate", "--baseline", str(stored), "--launches", "3",
+                       "--max-launches", "3", "-q", "--out", str(tmp_path / "refused"), "train.py", cwd=repo)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "differs from the baseline" in refused.stderr and "0.0.1-elsewhere" in refused.stderr
 
