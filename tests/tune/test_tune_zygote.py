@@ -121,10 +121,13 @@ def test_a_zygote_killed_during_a_trial_means_fresh_trials_and_one_note(project:
 def test_no_reuse_starts_every_trial_afresh(project: Path) -> None:
     (project / "tuner.pid").write_text(str(os.getpid()))
     out = project / "run"
-    result = run_tune(*FAST, "--no-reuse", "--repeats", "0", "--out", str(out), str(script(project)), cwd=project)
+    # Two values: the probe (mode a, the default) and one search trial, both fresh processes.
+    result = run_tune(*FAST, "--no-reuse", "--repeats", "0", "--knob", "mode=a,b", "--out", str(out),
+                      str(script(project)), cwd=project)
     assert result.returncode == 0, result.stderr
     trials = load_tuning(out)["trials"]
-    assert len(trials) == 3 and {t["launch"] for t in trials} == {"fresh"}
+    assert [t["values"]["mode"] for t in trials] == ["a", "b"]
+    assert {t["launch"] for t in trials} == {"fresh"}
     assert not (out / "zygote.log").exists()
     help_text = subprocess.run(perftune_cmd("tune", "--help"), capture_output=True, text=True, check=True).stdout
     assert "--no-reuse" in help_text and "zygote" in help_text
