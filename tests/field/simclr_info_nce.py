@@ -123,6 +123,7 @@ class SimCLR:
                     top1, top5 = accuracy(logits, labels, topk=(1, 5))
                     self.writer.add_scalar("loss", loss, global_step=n_iter)  # perftune: not[*]
                     self.writer.add_scalar("acc/top1", top1[0], global_step=n_iter)  # perftune: not[*]
+                    self.writer.add_scalar("acc/top5", top5[0], global_step=n_iter)  # perftune: not[*]
                     self.writer.add_scalar("learning_rate", self.scheduler.get_last_lr()[0], global_step=n_iter)
                 n_iter += 1
             if epoch >= 10:
