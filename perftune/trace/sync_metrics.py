@@ -23,6 +23,7 @@ from functools import cached_property
 import numpy as np
 
 from perftune.trace import categories as C
+from perftune.trace.device_metrics import op_ancestry
 from perftune.trace.frames import (
     Frame,
     dotted_name,
@@ -32,6 +33,7 @@ from perftune.trace.frames import (
 )
 from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Trace
+from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- op families
 NONZERO_OPS = frozenset({"aten::nonzero", "aten::nonzero_numpy", "aten::argwhere",
@@ -113,8 +115,9 @@ class HostIndex:
     """Lookups the rules need many times (events under an op, python frames of an op) and the
     tables derived from them, each computed once per index."""
 
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, tables: Tables | None = None) -> None:
         self.trace = trace
+        self.tables = tables
         self.cat = trace.cats
         self.names = trace.names
         self.ts = trace.col("ts")
@@ -185,6 +188,12 @@ class HostIndex:
 
     # ------------------------------------------------------------ derived, once per index
     @cached_property
+    def outer_op(self) -> np.ndarray:
+        """For every row: the outermost cpu_op enclosing or being it, else -1 (the analysis'
+        shared op-ancestry table)."""
+        return Tables.of(self.trace, self.tables)(op_ancestry)[1]
+
+    @cached_property
     def hazards(self) -> tuple[Hazard, ...]:
         return _host_hazards(self)
 
@@ -215,12 +224,8 @@ class HostIndex:
 # ---------------------------------------------------------------------------- small queries
 def user_op(host: HostIndex, row: int) -> int | None:
     """The outermost ATen op enclosing `row` (itself included): the op the user's line called."""
-    idx, trace = host, host.trace
-    best = row if idx.is_op[row] else None
-    for a in trace.ancestors(row):
-        if idx.is_op[a]:
-            best = a
-    return best
+    found = int(host.outer_op[row])
+    return None if found == NO_ID else found
 
 
 def calling_python(host: HostIndex, row: int) -> str | None:
