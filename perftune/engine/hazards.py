@@ -148,7 +148,8 @@ _PROVENANCE_CALLS: dict[sm.SyncCause, frozenset[str]] = {
     sm.SyncCause.SCALAR_READBACK: frozenset({"item", "__bool__", "__int__", "__float__",
                                              "__index__", "__complex__", "equal", "allclose"}),
     sm.SyncCause.DATA_DEPENDENT_SHAPE: frozenset({"nonzero", "argwhere", "masked_select",
-                                                  "__getitem__[bool]", "nonzero_static"}),
+                                                  "__getitem__[bool]", "nonzero_static",
+                                                  "where"}),  # one-argument torch.where(cond)
     sm.SyncCause.UNIQUE: frozenset({"unique", "unique_consecutive"}),
     sm.SyncCause.HOST_TRANSFER: frozenset({"tolist", "cpu", "numpy"}),
     sm.SyncCause.BOOLEAN_MASK_ASSIGNMENT: frozenset({"__setitem__[bool]"}),
@@ -185,6 +186,7 @@ _KIND_CALLS: dict[str, frozenset[str]] = {
     "nonzero": frozenset({"nonzero"}), "nonzero_numpy": frozenset({"nonzero"}),
     "argwhere": frozenset({"argwhere"}), "masked_select": frozenset({"masked_select"}),
     "nonzero_static": frozenset({"nonzero_static"}),
+    "where(condition)": frozenset({"where"}),
 }
 
 

@@ -498,19 +498,26 @@ class Trace:
         if not self.has_python_stacks:
             return []
         a = self._innermost_python(i)
-        _, time_parent = self._python_timeline
-        ev = self.columns
-        py_parent = ev["py_parent"]
-        rank = ev["rank"]
-        by_id = self._python_row_by_id
         out: list[int] = []
         seen: set[int] = set()
         while a != NO_ID and a not in seen:
             out.append(a)
             seen.add(a)
-            nxt = by_id.get((int(rank[a]), int(py_parent[a]))) if py_parent[a] != NO_ID else None
-            a = nxt if nxt is not None else int(time_parent[a])
+            a = self.python_parent(a)
         return out
+
+    def python_parent(self, row: int) -> int:
+        """The python_function row that called python_function row `row`: by the profiler's
+        `Python parent id` where that frame is in the trace, else by time nesting; NO_ID for a
+        root frame."""
+        _, time_parent = self._python_timeline
+        ev = self.columns
+        parent_id = ev["py_parent"][row]
+        if parent_id != NO_ID:
+            found = self._python_row_by_id.get((int(ev["rank"][row]), int(parent_id)))
+            if found is not None:
+                return found
+        return int(time_parent[row])
 
     def python_stack(self, i: int) -> list[Frame]:
         """The python frames enclosing event i, innermost first."""

@@ -144,3 +144,43 @@ def test_every_move_is_recorded_with_what_it_copies() -> None:
     here = {(s.line - first, s.call, s.tagged, s.untagged) for s in doc.sites if s.file == __file__}
     assert here == {(0, "to[pinned]", 0, 1), (1, "to[batch]", 0, 1), (2, "to[host]", 0, 1),
                     (3, "to[none]", 1, 0), (4, "to[none]", 1, 0)}
+
+
+def test_one_argument_where_is_recorded_as_a_read_back() -> None:
+    """`torch.where(cond)` is `nonzero(cond, as_tuple=True)`: the host reads the count back
+    (tests/field/detection_reference.py's positive anchors); the three-argument form is not."""
+    import inspect
+
+    import torch
+    from torch import nn
+
+    from perftune.capture.child.provenance import ProvenanceMode, TagSet
+
+    mode = ProvenanceMode(TagSet())
+    labels = nn.Parameter(torch.tensor([0.0, 2.0, 1.0]))
+    with mode:
+        first = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        torch.where(labels > 0)
+        torch.where(labels > 0, labels, torch.zeros(3))
+    here = {(key[1] - first, key[3], counts[0]) for key, counts in mode.sites.items() if key[0] == __file__}
+    assert here == {(0, "where", 1)}
+
+
+def test_tensors_nested_in_a_detection_batch_are_the_loader_s() -> None:
+    """A detection batch (a tuple of images and a tuple of target dicts) from a pinned loader:
+    the target tensors are the loader's pinned memory too, not host tensors of the step."""
+    import torch
+
+    from perftune.capture.child.provenance import Provenance
+
+    recorder = Provenance(cuda=False)
+    recorder.start()
+    boxes = torch.ones(2, 4)
+    try:
+        recorder.on_batch(((torch.ones(3, 8, 8),), ({"boxes": boxes, "image_id": 3},)), pinned=True)
+        boxes.to("cpu")
+    finally:
+        recorder.stop()
+    doc = recorder.document()
+    assert doc is not None
+    assert [s.call for s in doc.sites if s.file == __file__] == ["to[pinned]"]

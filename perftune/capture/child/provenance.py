@@ -22,7 +22,8 @@ and is recorded as `to[none]`, so that every move of a call is in the record, in
 Not tagged, hence never hazards: index tensors made without `device=` (`torch.randint`),
 module-level constants, what the Dataset/collate code builds, the optimizer's step counters,
 Python bools (the mode never sees those). For every sync-prone call (`item`, `tolist`, `cpu`,
-`numpy`, `bool(t)`, `int(t)`, `nonzero`, `unique`, boolean-mask indexing, ...) the mode records
+`numpy`, `bool(t)`, `int(t)`, `nonzero`, one-argument `torch.where`, `unique`, boolean-mask
+indexing, ...) the mode records
 the innermost frame of the user's code (and the library function in between) with how many
 calls ran on tagged and untagged inputs; the latent-sync rules read that back.
 
@@ -76,7 +77,7 @@ _HOST_SIDE = ("/torch/optim/", "/torch/utils/data/", "/torch/amp/", "/torch/cuda
               "/torch/profiler/", "/torch/autograd/profiler", "/torch/_dynamo/", "/torch/_inductor/",
               "/perftune/")
 _THIS = __file__
-_PLAIN, _SYNC, _INDEX, _MOVE = 0, 1, 2, 3
+_PLAIN, _SYNC, _INDEX, _MOVE, _WHERE = 0, 1, 2, 3, 4
 # What a host→device copy's source was (see the module doc).
 HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY = "to[host]", "to[batch]", "to[pinned]"
 NO_COPY = "to[none]"  # a tensor already on the device, or a dtype-only `.to(torch.float16)`
@@ -128,13 +129,14 @@ def _is_bool_index(args: tuple[Any, ...]) -> bool:
 
 
 def _batch_tensors(batch: Any, depth: int = 0) -> Iterable[torch.Tensor]:
-    """The tensors of a DataLoader batch: a tensor, or lists/tuples/dicts of them (2 levels)."""
+    """The tensors of a DataLoader batch: a tensor, or lists/tuples/dicts of them, nested (a
+    detection batch is a tuple of images and a tuple of target dicts), 4 levels at most."""
     if isinstance(batch, torch.Tensor):
         yield batch
-    elif depth < 2 and isinstance(batch, (list, tuple)):
+    elif depth < 4 and isinstance(batch, (list, tuple)):
         for v in batch:
             yield from _batch_tensors(v, depth + 1)
-    elif depth < 2 and isinstance(batch, dict):
+    elif depth < 4 and isinstance(batch, dict):
         for v in batch.values():
             yield from _batch_tensors(v, depth + 1)
 
@@ -241,7 +243,7 @@ class ProvenanceMode(TorchFunctionMode):
     def _kind(self, func: Callable[..., Any]) -> int:
         name = getattr(func, "__name__", "")
         kind = _SYNC if name in _SYNC_PRONE else _INDEX if name in _INDEXING \
-            else _MOVE if name in _MOVES else _PLAIN
+            else _MOVE if name in _MOVES else _WHERE if name == "where" else _PLAIN
         with contextlib.suppress(TypeError):  # an unhashable callable: classified every call
             self._kinds[func] = kind
         return kind
@@ -261,6 +263,9 @@ class ProvenanceMode(TorchFunctionMode):
                 self._record(name, tagged_in)
         elif kind == _INDEX and _is_bool_index(args):
             self._record(f"{func.__name__}[bool]", tagged_in)
+        elif kind == _WHERE and len(args) == 1 and not kwargs:
+            # one-argument `torch.where(cond)` is `nonzero(cond, as_tuple=True)`: a read-back
+            self._record("where", tagged_in)
         elif kind == _MOVE and func.__name__ != "pin_memory" and args and isinstance(args[0], torch.Tensor):
             # every `.to()` / `.cuda()`, in the order they ran (the rules lay the trace's moves
             # of a call over them): a copy counts as untagged (its input is on the host)
