@@ -138,11 +138,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "perftune"
 
 def _compile_package() -> None:
     import compileall
+    import contextlib
 
-    try:
+    # a read-only checkout: the launches compile as before
+    with contextlib.suppress(OSError):
         compileall.compile_dir(str(PACKAGE), quiet=2, workers=0)
-    except OSError:  # a read-only checkout: the launches compile as before
-        pass
 
 
 def pytest_configure(config: pytest.Config) -> None:
