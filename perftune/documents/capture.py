@@ -83,7 +83,8 @@ class ProvenanceSite(_Open, kw_only=True):
     file: str                       # as the interpreter names it (co_filename)
     line: int
     function: str
-    call: str                       # 'item', 'nonzero', '__bool__', '__getitem__[bool]', ...
+    call: str                       # 'item', 'nonzero', '__bool__', '__getitem__[bool]', ...;
+                                    # moves: 'to[host]', 'to[batch]', 'to[pinned]', 'to[none]'
     via: str | None = None          # the library function the user's line called, if any
     tagged: int = 0                 # calls whose input would be on the accelerator
     untagged: int = 0               # calls on host-only tensors (never a device sync)

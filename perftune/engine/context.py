@@ -126,7 +126,7 @@ class Context:
     @cached_property
     def host(self) -> HostIndex:
         """The host-op index of the sync and input-pipeline rules (trace.sync_metrics)."""
-        return HostIndex(self.trace)
+        return HostIndex(self.trace, self.tables)
 
     @cached_property
     def tables(self) -> Tables:

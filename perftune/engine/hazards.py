@@ -148,7 +148,8 @@ _PROVENANCE_CALLS: dict[sm.SyncCause, frozenset[str]] = {
     sm.SyncCause.SCALAR_READBACK: frozenset({"item", "__bool__", "__int__", "__float__",
                                              "__index__", "__complex__", "equal", "allclose"}),
     sm.SyncCause.DATA_DEPENDENT_SHAPE: frozenset({"nonzero", "argwhere", "masked_select",
-                                                  "__getitem__[bool]", "nonzero_static"}),
+                                                  "__getitem__[bool]", "nonzero_static",
+                                                  "where"}),  # one-argument torch.where(cond)
     sm.SyncCause.UNIQUE: frozenset({"unique", "unique_consecutive"}),
     sm.SyncCause.HOST_TRANSFER: frozenset({"tolist", "cpu", "numpy"}),
     sm.SyncCause.BOOLEAN_MASK_ASSIGNMENT: frozenset({"__setitem__[bool]"}),
@@ -185,6 +186,7 @@ _KIND_CALLS: dict[str, frozenset[str]] = {
     "nonzero": frozenset({"nonzero"}), "nonzero_numpy": frozenset({"nonzero"}),
     "argwhere": frozenset({"argwhere"}), "masked_select": frozenset({"masked_select"}),
     "nonzero_static": frozenset({"nonzero_static"}),
+    "where(condition)": frozenset({"where"}),
 }
 
 
@@ -508,8 +510,73 @@ def is_device_move(site: Site | None) -> bool:
 _ACCELERATOR_TEST = re.compile(r"cuda|is_available|device|accelerator|gpu", re.IGNORECASE)
 
 
+# What device provenance recorded each `.to()` / `.cuda()` to copy (capture/child/provenance.py).
+HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY = "to[host]", "to[batch]", "to[pinned]", "to[none]"
+_MOVE_CALLS = frozenset({HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY})
+
+
+def _provenance_usable(ctx: Context) -> bool:
+    doc = ctx.provenance
+    return doc is not None and doc.enabled and not ctx.trace.has_device_activity
+
+
+def recorded_copy_kinds(ctx: Context) -> frozenset[str]:
+    """Every kind of host→device copy device provenance saw in the user's code."""
+    if not _provenance_usable(ctx):
+        return frozenset()
+    assert ctx.provenance is not None
+    return frozenset(s.call for s in ctx.provenance.sites
+                     if s.call in _MOVE_CALLS - {NO_COPY} and s.untagged > 0)
+
+
+def move_assignment(ctx: Context, moves: Sequence[sm.DeviceMove]) -> dict[int, tuple[int, str]]:
+    """On a CPU run with device provenance: move row → (line, what it copied).
+
+    The mode recorded every `.to()` / `.cuda()` of the user's code, per line, with what it
+    copied (a DataLoader batch, pinned or not; a tensor the step made on the host; nothing),
+    in the order they first ran in a step. The trace's moves of one call of a function, in
+    time order, are laid over those records with their per-step counts; where the counts
+    disagree nothing is assigned (never a guess)."""
+    out: dict[int, tuple[int, str]] = {}
+    if not _provenance_usable(ctx):
+        return out
+    doc = ctx.provenance
+    assert doc is not None
+    per_call: dict[tuple[int | None, int], list[sm.DeviceMove]] = {}
+    for m in moves:
+        if m.step >= 0:
+            per_call.setdefault((m.frame_row, m.step), []).append(m)
+    steps = max(1, doc.steps)
+    for (frame_row, _), group in per_call.items():
+        frame = frame_of_row(ctx.trace, frame_row)
+        if frame is None:
+            continue
+        recorded = sorted((s for s in doc.sites if s.function == frame.function and s.via is None
+                           and s.call in _MOVE_CALLS and same_file(s.file, frame.file)),
+                          key=lambda s: (s.order, s.line))
+        every: list[tuple[int, str]] = []
+        full: list[tuple[int, str]] = []
+        for site in recorded:
+            per_step = round((site.tagged + site.untagged) / steps)
+            every.extend([(site.line, site.call)] * per_step)
+            full.extend([(site.line, site.call)] * max(1, per_step))
+        layout = full if len(group) == len(full) else every if len(group) == len(every) else None
+        if not layout:
+            continue
+        for m, entry in zip(sorted(group, key=lambda m: m.row), layout, strict=True):
+            out[m.row] = entry
+    return out
+
+
 def dataloader_pinned(ctx: Context) -> bool | None:
-    """Whether the DataLoader the steps iterated passes pin_memory=True (None: not found)."""
+    """Whether the DataLoader the steps iterated passes pin_memory=True (None: not found).
+
+    Device provenance says it first where it saw the loader's batches copied: every batch
+    came from a loader that asked for pinned memory (`pin_memory=args.pin_mem`, a value the
+    source cannot tell; a CPU run cannot pin, the request is what a GPU run does)."""
+    kinds = recorded_copy_kinds(ctx)
+    if PINNED_BATCH_COPY in kinds and BATCH_COPY not in kinds:
+        return True
     site = dataloader_location(ctx)
     if site is None:
         return None
@@ -522,11 +589,21 @@ def dataloader_pinned(ctx: Context) -> bool | None:
 
 
 def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
-    """On a CPU trace: `.to(device)` / `.cuda()` of DataLoader batches, as latent copy hazards."""
+    """On a CPU trace: `.to(device)` / `.cuda()` of DataLoader batches, and of tensors the
+    step made on the host where device provenance saw them copied (a label matrix rebuilt
+    every step: on a GPU a pageable, blocking copy wherever it is in the step), as latent
+    copy hazards."""
     trace = ctx.trace
+    all_moves = sm.device_moves(ctx.host)
+    copied = move_assignment(ctx, all_moves)
     out = []
-    for move in sm.device_moves(ctx.host):
-        if move.step < 0 or not (move.after_dataloader or move.early_in_step) or not move.input_dims:
+    for move in all_moves:
+        if move.step < 0 or not move.input_dims:
+            continue
+        kind = copied[move.row][1] if move.row in copied else None
+        if kind == NO_COPY:
+            continue  # provenance: the tensor was on the device already (or a dtype cast)
+        if not (move.after_dataloader or move.early_in_step) and kind not in (HOST_COPY, BATCH_COPY):
             continue
         if framework_moves(ctx, move.row, cause):
             continue

@@ -99,11 +99,11 @@ def _write_steps(writer: _Writer, view: RunView) -> None:
             writer.scalar(f"breakdown/{key}", getattr(s, key), s.step)
     phases = view.summary.phase_section if view.summary is not None else None
     if phases is not None:
-        rows = [s for s in phases.per_step if s.rank == first]
+        rows = [row for row in phases.per_step if row.rank == first]
         for name in phases.names:
-            if any(s.phases.get(name) for s in rows):
-                for s in rows:
-                    writer.scalar(f"phases/{name}_ms", s.phases.get(name, 0.0), s.step)
+            if any(row.phases.get(name) for row in rows):
+                for row in rows:
+                    writer.scalar(f"phases/{name}_ms", row.phases.get(name, 0.0), row.step)
     modules = view.summary.module_section if view.summary is not None else None
     if modules is not None:
         for m in modules.modules[:_TOP_MODULE_SCALARS]:

@@ -15,7 +15,7 @@ import numpy as np
 from perftune.trace import categories as C
 from perftune.trace import device_specs
 from perftune.trace import groups as G
-from perftune.trace.device_metrics import launching_op, outermost_op
+from perftune.trace.device_metrics import launching_op, op_ancestry, outermost_op
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.roofline import uses_tensor_cores
 from perftune.trace.tables import Tables
@@ -158,19 +158,32 @@ def matrix_kernel_use(trace: Trace, tables: Tables | None = None) -> MatrixKerne
     mat_rows, mat_dur = table["row"][is_mat], table["dur"][is_mat]
     mat_names = table["name"][is_mat]
     tc = table["tensor_core"][is_mat].astype(bool)
-    half_us = 0.0
-    fp32_rows: list[int] = []
-    fp32_mask = np.zeros(len(mat_rows), dtype=bool)
     dur = trace.col("dur")
-    for k in np.flatnonzero(~tc).tolist():
-        row = int(mat_rows[k])
-        op = launching_op(trace, row, t)
-        dtype = _op_dtype(trace, op) if op is not None else None
-        if dtype in ("fp16", "bf16"):
-            half_us += float(dur[row])
-        else:
-            fp32_rows.append(row)
-            fp32_mask[k] = True
+    # Matrix kernels off the tensor cores: the op that launched each (`launching_op`, over
+    # whole columns) and its input dtype, decoded once per distinct `Input type` text.
+    simt = np.flatnonzero(~tc)
+    simt_rows = mat_rows[simt]
+    launch = trace.launch_of_device_event[simt_rows]
+    ops = np.full(len(simt_rows), NO_ID, dtype=np.int64)
+    launched = launch != NO_ID
+    if launched.any():
+        ops[launched] = t(op_ancestry)[0][launch[launched]]
+    half = np.zeros(len(simt_rows), dtype=bool)
+    with_op = np.flatnonzero(ops != NO_ID)
+    if len(with_op):
+        op_rows = ops[with_op].tolist()
+        dtypes: dict[bytes | None, str | None] = {}
+        for k, key, op in zip(with_op.tolist(), trace.arg_bytes_of("input_type", ops[with_op]),
+                              op_rows, strict=True):
+            if key not in dtypes:
+                dtypes[key] = _op_dtype(trace, op)
+            half[k] = dtypes[key] in ("fp16", "bf16")
+    half_us = 0.0
+    for us in dur[simt_rows[half]].tolist():  # in kernel order, as the sum always was
+        half_us += us
+    fp32_rows = simt_rows[~half].tolist()
+    fp32_mask = np.zeros(len(mat_rows), dtype=bool)
+    fp32_mask[simt[~half]] = True
     fp32_dur, fp32_names = mat_dur[fp32_mask], mat_names[fp32_mask]
     top: list[tuple[str, float, int]] = []
     if len(fp32_dur):

@@ -498,19 +498,26 @@ class Trace:
         if not self.has_python_stacks:
             return []
         a = self._innermost_python(i)
-        _, time_parent = self._python_timeline
-        ev = self.columns
-        py_parent = ev["py_parent"]
-        rank = ev["rank"]
-        by_id = self._python_row_by_id
         out: list[int] = []
         seen: set[int] = set()
         while a != NO_ID and a not in seen:
             out.append(a)
             seen.add(a)
-            nxt = by_id.get((int(rank[a]), int(py_parent[a]))) if py_parent[a] != NO_ID else None
-            a = nxt if nxt is not None else int(time_parent[a])
+            a = self.python_parent(a)
         return out
+
+    def python_parent(self, row: int) -> int:
+        """The python_function row that called python_function row `row`: by the profiler's
+        `Python parent id` where that frame is in the trace, else by time nesting; NO_ID for a
+        root frame."""
+        _, time_parent = self._python_timeline
+        ev = self.columns
+        parent_id = ev["py_parent"][row]
+        if parent_id != NO_ID:
+            found = self._python_row_by_id.get((int(ev["rank"][row]), int(parent_id)))
+            if found is not None:
+                return found
+        return int(time_parent[row])
 
     def python_stack(self, i: int) -> list[Frame]:
         """The python frames enclosing event i, innermost first."""
@@ -827,22 +834,23 @@ MAX_NESTING_DEPTH = 512
 
 
 def nesting_depth(parent: np.ndarray) -> np.ndarray:
-    """Ancestors of every row (0 for a root), by pointer doubling: O(n log depth)."""
+    """Ancestors of every row (0 for a root), by pointer jumping: O(n log depth).
+
+    Each round, every unsettled row adds the depth its jump target has gathered so far and
+    jumps to that target's own target (all reads before all writes: numpy evaluates the
+    right-hand side first); a row whose target is a root or settled holds its full depth.
+    Only the unsettled rows are touched, and the pointers live in one row-indexed array (no
+    search to find a target among the unsettled).
+    """
     depth: np.ndarray = (parent != NO_ID).astype(np.int32)
     active = np.flatnonzero(depth)
-    # Jump pointers of the active rows only: most rows are roots or settle in a round or two,
-    # and this runs on every trace (the nesting's peak memory is the summary's).
-    jump = parent[active]
+    jump = parent.copy()
     while len(active):
-        depth[active] += depth[jump]
-        # A row's next jump is where its target jumps: a target still active passes on its own
-        # pointer; a settled one (a root, or done) holds its full depth and ends the chain.
-        pos = np.minimum(np.searchsorted(active, jump), len(active) - 1)
-        live = active[pos] == jump
-        nxt = np.full(len(jump), NO_ID, np.int64)
-        nxt[live] = jump[pos[live]]
-        keep = nxt != NO_ID
-        active, jump = active[keep], nxt[keep]
+        to = jump[active]
+        depth[active] += depth[to]
+        nxt = jump[to]
+        jump[active] = nxt
+        active = active[nxt != NO_ID]
     return depth
 
 

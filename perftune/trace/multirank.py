@@ -324,16 +324,7 @@ def user_calls(trace: Trace, rank: int, lookup: SourceLookup | None = None) -> t
         return ()
     ts, end, dur = ev["ts"], ev["end"], ev["dur"]
     steps = trace.step_of(ts[py_rows], ev["rank"][py_rows])
-    by_id = trace._python_row_by_id
-    _, time_parent = trace._python_timeline
-    py_parent = ev["py_parent"]
-
-    def parent(row: int) -> int:
-        if py_parent[row] != NO_ID:
-            found = by_id.get((rank, int(py_parent[row])))
-            if found is not None:
-                return found
-        return int(time_parent[row])
+    parent = trace.python_parent
 
     depth: dict[int, int] = {}
 

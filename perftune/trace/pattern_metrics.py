@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from perftune.trace import categories as C
 from perftune.trace.device_metrics import (
     dtype_bytes,
     inclusive_device_us,
     names,
     numel,
+    op_mask,
     tensor_inputs,
 )
 from perftune.trace.frames import Frame
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Trace, nearest_ancestor
 from perftune.trace.roofline import OpCost, base_name, counted_ops
 from perftune.trace.tables import Tables
 
@@ -39,6 +39,14 @@ _PASSIVE = frozenset({"view", "reshape", "_reshape_alias", "transpose", "t", "pe
                       "tril"})
 
 
+def _starts_skipped(name: str) -> bool:
+    return name.startswith(_SKIP_UNDER)
+
+
+def _is_backward(name: str) -> bool:
+    return "Backward" in name
+
+
 @dataclass(frozen=True)
 class OpRecord:
     row: int
@@ -53,33 +61,21 @@ def forward_sequences(trace: Trace, tables: Tables | None = None) -> dict[tuple[
     """Per host thread: its forward top-level ops in time order (costed or not)."""
     t = Tables.of(trace, tables)
     counted = t(counted_ops)
-    cats = trace.col("cat")
-    is_op = cats == C.CPU_OP
-    parent = trace.parent
+    is_op = t(op_mask)
     on_device = trace.has_device_activity
     dev = t(inclusive_device_us) if on_device else None
     dur = trace.col("dur")
     out: dict[tuple[int, int, int], list[OpRecord]] = {}
-    rows = np.flatnonzero(is_op)
+    # Top-level among ops (no cpu_op above) and not under an autograd / optimizer annotation
+    # (backward ops sit under those): no ancestor in either mask, over whole columns.
+    under = is_op | trace.name_mask(_starts_skipped)
+    top = is_op & (nearest_ancestor(trace.parent, under) == NO_ID)
+    top &= ~trace.name_mask(_is_backward)
     row_names = t(names)
     rank, pid, tid, ts = (trace.col("rank"), trace.col("pid"), trace.col("tid"),
                           trace.col("ts"))
-    for row in rows.tolist():
-        # top-level among ops: no cpu_op ancestor; backward ops sit under autograd annotations
-        p = int(parent[row])
-        nested = backward = False
-        while p != NO_ID:
-            if is_op[p]:
-                nested = True
-                break
-            if str(row_names[p]).startswith(_SKIP_UNDER):
-                backward = True
-            p = int(parent[p])
-        if nested or backward:
-            continue
+    for row in np.flatnonzero(top).tolist():
         name = str(row_names[row])
-        if "Backward" in name:
-            continue
         cost = counted.get(row)
         ins = tensor_inputs(trace, row) if cost is not None else []
         shape: tuple[int, ...] = ()

@@ -31,7 +31,7 @@ from perftune.trace.device_metrics import (
     op_mask,
     short_dtype,
 )
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Trace, nearest_ancestor
 from perftune.trace.tables import Tables
 
 if TYPE_CHECKING:
@@ -339,11 +339,12 @@ def counted_ops(trace: Trace, tables: Tables | None = None) -> dict[int, OpCost]
     """The outermost costed op of each call chain (its children are inside its figures)."""
     t = Tables.of(trace, tables)
     costs = t(op_costs)
-    out = {}
-    for row, cost in costs.items():
-        if not any(a in costs for a in trace.ancestors(row)):
-            out[row] = cost
-    return out
+    if not costs:
+        return {}
+    costed = np.zeros(trace.n, dtype=bool)
+    costed[np.fromiter(costs, dtype=np.int64, count=len(costs))] = True
+    outermost = nearest_ancestor(trace.parent, costed) == NO_ID  # no costed op above
+    return {row: cost for row, cost in costs.items() if outermost[row]}
 
 
 # ---------------------------------------------------------------------------- peaks

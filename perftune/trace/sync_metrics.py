@@ -23,6 +23,7 @@ from functools import cached_property
 import numpy as np
 
 from perftune.trace import categories as C
+from perftune.trace.device_metrics import op_ancestry
 from perftune.trace.frames import (
     Frame,
     dotted_name,
@@ -32,6 +33,7 @@ from perftune.trace.frames import (
 )
 from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Trace
+from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- op families
 NONZERO_OPS = frozenset({"aten::nonzero", "aten::nonzero_numpy", "aten::argwhere",
@@ -113,8 +115,9 @@ class HostIndex:
     """Lookups the rules need many times (events under an op, python frames of an op) and the
     tables derived from them, each computed once per index."""
 
-    def __init__(self, trace: Trace) -> None:
+    def __init__(self, trace: Trace, tables: Tables | None = None) -> None:
         self.trace = trace
+        self.tables = tables
         self.cat = trace.cats
         self.names = trace.names
         self.ts = trace.col("ts")
@@ -185,6 +188,12 @@ class HostIndex:
 
     # ------------------------------------------------------------ derived, once per index
     @cached_property
+    def outer_op(self) -> np.ndarray:
+        """For every row: the outermost cpu_op enclosing or being it, else -1 (the analysis'
+        shared op-ancestry table)."""
+        return Tables.of(self.trace, self.tables)(op_ancestry)[1]
+
+    @cached_property
     def hazards(self) -> tuple[Hazard, ...]:
         return _host_hazards(self)
 
@@ -215,12 +224,8 @@ class HostIndex:
 # ---------------------------------------------------------------------------- small queries
 def user_op(host: HostIndex, row: int) -> int | None:
     """The outermost ATen op enclosing `row` (itself included): the op the user's line called."""
-    idx, trace = host, host.trace
-    best = row if idx.is_op[row] else None
-    for a in trace.ancestors(row):
-        if idx.is_op[a]:
-            best = a
-    return best
+    found = int(host.outer_op[row])
+    return None if found == NO_ID else found
 
 
 def calling_python(host: HostIndex, row: int) -> str | None:
@@ -767,8 +772,22 @@ class LoaderWait:
     rows: tuple[int, ...]
     single_process: bool
     wait_us_per_step: float
-    share: float          # of the median step
+    share: float          # of the steps' time (single-process: the median step's share)
     steps: int
+    mean_share: float = 0.0  # the wait over the steps' time, whatever the loader
+
+
+def _median_step_share(trace: Trace, rows: list[int], step_ids: list[int], dur: np.ndarray) -> float:
+    """The median over the profiled steps of each step's wait / its time (a step without a
+    wait counts 0)."""
+    waits = np.zeros(len(trace.steps))
+    for r, k in zip(rows, step_ids, strict=True):
+        waits[k] += float(dur[r])
+    durs = np.asarray([s.dur for s in trace.steps], dtype=float)
+    ok = durs > 0
+    if not ok.any():
+        return 0.0
+    return float(np.median(np.minimum(1.0, waits[ok] / durs[ok])))
 
 
 def dataloader_wait(host: HostIndex) -> LoaderWait | None:
@@ -779,18 +798,28 @@ def dataloader_wait(host: HostIndex) -> LoaderWait | None:
         return None
     # Strictly inside step windows: the first batch of a run waits for worker start-up.
     steps = trace.step_of(trace.col("ts")[rows], trace.col("rank")[rows])
-    inside = [r for r, s in zip(rows, steps.tolist(), strict=True) if s != NO_ID]
-    if not inside:
+    pairs = [(r, s) for r, s in zip(rows, steps.tolist(), strict=True) if s != NO_ID]
+    if not pairs:
         return None
+    inside = [r for r, _ in pairs]
     n = step_windows(trace)
     total = float(sum(idx.dur[r] for r in inside))
     stepped = float(sum(s.dur for s in trace.steps))
     single = any("SingleProcess" in idx.names[r] for r in inside)
     # Share of the time spent in steps: with optimizer-bounded steps the first iteration's
     # wait falls before the first boundary, so the ratio can pass 1; cap it.
-    share = min(1.0, total / stepped) if stepped > 0 else 0.0
+    mean = min(1.0, total / stepped) if stepped > 0 else 0.0
+    share = mean
+    if single:
+        # In the training process every step loads its own batches: a real wait is in every
+        # step. On a contended machine a preemption inflates whichever interval it lands in
+        # (a cheap __getitem__ of trainer_nan_callback.py: 0.2-12 % of the steps' time over 7
+        # windows at load 5.6-9.4, one step at 14 %, the median step at most 7.6 %; the
+        # planted slow loaders 36-75 % in every step). The median step says it; workers
+        # deliver in bursts (a wait every other step), so their share stays the total's.
+        share = _median_step_share(trace, inside, [s for _, s in pairs], idx.dur)
     return LoaderWait(rows=tuple(inside), single_process=single, wait_us_per_step=total / n,
-                      share=share, steps=n)
+                      share=share, steps=n, mean_share=mean)
 
 
 # ---------------------------------------------------------------------------- masked losses

@@ -3,7 +3,10 @@
 ## What it detects
 Time inside steps spent in the DataLoader's `__next__` (the
 `enumerate(DataLoader)#..._DataLoaderIter.__next__` annotation), when its share of the step
-time is above a threshold (option `threshold`, default 10%).
+time is above a threshold (option `threshold`, default 10%). With a single-process loader
+(`num_workers=0`) every step loads its own batches, so the share is the median step's: a
+preemption on a contended machine that lands in one step's loading is no input-bound loop.
+With workers (which deliver in bursts) it is the total wait over the steps' time.
 
 ## Why is it slow?
 While the loop waits for data, nothing else happens: on a GPU the device idles. Loading,

@@ -3,7 +3,8 @@
 ## What it detects
 `enumerate(DataLoader)#_SingleProcessDataLoaderIter.__next__` annotations — a DataLoader
 without worker processes — with a wait inside the steps of at least 10% of the step time (option `min_share`, the
-threshold of PFT101's input-bound finding).
+threshold of PFT101's input-bound finding), in the median step: each step loads its own
+batches, so a real wait is in every step (a preemption on a contended machine lands in one).
 
 ## Why is it slow?
 With `num_workers=0` every batch is fetched, decoded, augmented and collated by the training

@@ -4,7 +4,9 @@
 On a GPU trace: `Memcpy HtoD (Pageable -> Device)` issued by `.to(device)` / `.cuda()` /
 `copy_` in a step. On a CPU trace (latent): `.to(device)` / `.cuda()` of a step's inputs (the first
 ops of the step, or right after a DataLoader `__next__`) when the source is not pinned: a
-DataLoader without `pin_memory=True`, or tensors the program never pins.
+DataLoader without `pin_memory=True`, or tensors the program never pins; and, where the
+capture's device provenance saw the copy, of tensors the step made on the host, wherever
+they are copied in the step (`labels = torch.eye(n).to(device)` every step).
 
 ## Why is it slow?
 The GPU's copy engine can only read page-locked memory. From pageable memory the driver first
@@ -35,10 +37,14 @@ that follow them.
 
 ## Known problems
 Pinned memory is a limited resource: pin batches (DataLoader `pin_memory=True`), not whole
-datasets. On a CPU trace the source memory cannot be seen; the rule reads the DataLoader's
-arguments from the source, and counts tensors as pinned when the program pins them in this
-run or calls `.pin_memory()` under a test of the device (`if device.type == "cuda":`), the
-branch a CPU run never takes.
+datasets. On a CPU trace the source memory cannot be seen; the capture's device provenance
+records what each `.to(device)` copied: a batch from a DataLoader that asks for pinned memory
+(whatever expression asks: `pin_memory=args.pin_mem`) is pinned; a tensor the step made on
+the host — a label matrix or mask rebuilt every step, a `torch.cat` of the loader's views — is
+pageable wherever it is copied in the step. Without provenance the rule reads the DataLoader's
+arguments from the source. Tensors count as pinned when the program pins them in this run or
+calls `.pin_memory()` under a test of the device (`if device.type == "cuda":`), the branch a
+CPU run never takes.
 """
 
 from __future__ import annotations
@@ -48,11 +54,14 @@ from typing import Any
 from perftune.engine.attribution import Group, SiteMatcher
 from perftune.engine.context import Context
 from perftune.engine.hazards import (
+    BATCH_COPY,
+    PINNED_BATCH_COPY,
     HazardRule,
     calls,
     dataloader_pinned,
     is_device_move,
     latent_batch_moves,
+    move_assignment,
     non_blocking_of,
 )
 from perftune.engine.types import Severity
@@ -74,7 +83,12 @@ class PageableCopy(HazardRule):
         if ctx.trace.has_device_activity:
             return super().hazards(ctx)
         moves = latent_batch_moves(ctx, sm.SyncCause.PAGEABLE_COPY)
-        from_loader = [h for h in moves if sm.follows_dataloader(ctx.host, h.row)]
+        copied = move_assignment(ctx, sm.device_moves(ctx.host))
+        kinds = {h.row: copied[h.row][1] if h.row in copied else None for h in moves}
+        # Device provenance says what each move copied where it saw it: a tensor the step made
+        # on the host (`torch.cat` of the loader's views) is pageable whatever the loader pins.
+        from_loader = [h for h in moves if kinds[h.row] in (BATCH_COPY, PINNED_BATCH_COPY)
+                       or (kinds[h.row] is None and sm.follows_dataloader(ctx.host, h.row))]
         others = [h for h in moves if h not in from_loader]
         out = [] if dataloader_pinned(ctx) else from_loader
         # Tensors not from a DataLoader are pageable unless the program pins them itself: in

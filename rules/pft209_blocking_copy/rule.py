@@ -3,7 +3,9 @@
 ## What it detects
 On a GPU trace: a copy op whose `cudaMemcpyAsync` is followed by a `cudaStreamSynchronize`
 inside the same op — what `.to(device)` does without `non_blocking=True`. On a CPU trace
-(latent): `.to(device)` / `.cuda()` of a step's inputs without `non_blocking=True`.
+(latent): `.to(device)` / `.cuda()` without `non_blocking=True` of a step's inputs, and of
+tensors the step made on the host wherever they are copied in the step (a label matrix or mask
+rebuilt every step), where the capture's device provenance saw the copy.
 
 ## Why is it slow?
 With `non_blocking=False` PyTorch synchronises the stream after the copy, so the host waits

@@ -109,3 +109,78 @@ def test_a_factory_given_the_device_through_a_library_helper_is_device_data() ->
     assert not mode.tagged(plain)
     assert not any(mode.tagged(v) for state in opt.state.values() for v in state.values()
                    if isinstance(v, torch.Tensor) and v.dim() == 0)
+
+
+def test_every_move_is_recorded_with_what_it_copies() -> None:
+    """A `.to(device)` of a DataLoader batch (from a loader that does / does not ask for pinned
+    memory), of a tensor the step made on the host, and of a tensor already on the device
+    (or a dtype-only cast): `to[pinned]`, `to[batch]`, `to[host]`, `to[none]`, in the order they
+    ran — what PFT208/PFT209 read on a CPU run (tests/rules/test_host_made_copies.py)."""
+    import inspect
+
+    import torch
+    from torch import nn
+
+    from perftune.capture.child.provenance import Provenance
+
+    recorder = Provenance(cuda=False)
+    recorder.start()
+    assert recorder.mode is not None
+    pinned, plain = torch.ones(4, 3), torch.ones(4, 3)
+    param = nn.Parameter(torch.ones(3))
+    try:
+        recorder.on_batch({"x": pinned}, pinned=True)
+        recorder.on_batch([plain], pinned=False)
+        first = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        pinned.to("cpu")
+        plain.to("cpu")
+        torch.cat([torch.ones(2), torch.ones(2)]).to("cpu")
+        (param * 2).to("cpu")
+        torch.zeros(2).to(torch.float64)
+    finally:
+        recorder.stop()
+    doc = recorder.document()
+    assert doc is not None
+    here = {(s.line - first, s.call, s.tagged, s.untagged) for s in doc.sites if s.file == __file__}
+    assert here == {(0, "to[pinned]", 0, 1), (1, "to[batch]", 0, 1), (2, "to[host]", 0, 1),
+                    (3, "to[none]", 1, 0), (4, "to[none]", 1, 0)}
+
+
+def test_one_argument_where_is_recorded_as_a_read_back() -> None:
+    """`torch.where(cond)` is `nonzero(cond, as_tuple=True)`: the host reads the count back
+    (tests/field/detection_reference.py's positive anchors); the three-argument form is not."""
+    import inspect
+
+    import torch
+    from torch import nn
+
+    from perftune.capture.child.provenance import ProvenanceMode, TagSet
+
+    mode = ProvenanceMode(TagSet())
+    labels = nn.Parameter(torch.tensor([0.0, 2.0, 1.0]))
+    with mode:
+        first = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        torch.where(labels > 0)
+        torch.where(labels > 0, labels, torch.zeros(3))
+    here = {(key[1] - first, key[3], counts[0]) for key, counts in mode.sites.items() if key[0] == __file__}
+    assert here == {(0, "where", 1)}
+
+
+def test_tensors_nested_in_a_detection_batch_are_the_loader_s() -> None:
+    """A detection batch (a tuple of images and a tuple of target dicts) from a pinned loader:
+    the target tensors are the loader's pinned memory too, not host tensors of the step."""
+    import torch
+
+    from perftune.capture.child.provenance import Provenance
+
+    recorder = Provenance(cuda=False)
+    recorder.start()
+    boxes = torch.ones(2, 4)
+    try:
+        recorder.on_batch(((torch.ones(3, 8, 8),), ({"boxes": boxes, "image_id": 3},)), pinned=True)
+        boxes.to("cpu")
+    finally:
+        recorder.stop()
+    doc = recorder.document()
+    assert doc is not None
+    assert [s.call for s in doc.sites if s.file == __file__] == ["to[pinned]"]

@@ -177,3 +177,29 @@ def test_provenance_document_round_trips_and_has_a_schema(tmp_path: Path) -> Non
     back = RunDir(tmp_path).read_provenance()
     assert back is not None and back.tagged_at("a.py", 3) is True and back.tagged_at("a.py", 4) is None
     assert "sites" in json_schema("provenance")["$defs"]["ProvenanceDocument"]["properties"]
+
+
+WHERE = textwrap.dedent("""\
+    def match(labels, reg):
+        pos = torch.where(labels > 0)[0]
+        return reg[pos].sum()
+""")
+
+
+def test_a_one_argument_where_on_device_data_is_kept(tmp_path: Path) -> None:
+    """Device provenance records one-argument `torch.where(cond)` (a nonzero): before, it was
+    missing from the record and the latent PFT202 was dropped as host-only."""
+    (tmp_path / "train.py").write_text(WHERE)
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step(), b.frame("train.py", 1, "match"), pycall(b, "where", of="type"), \
+                b.op("aten::where", input_dims=[[64]], input_types=["bool"]), \
+                b.op("aten::nonzero_numpy", input_dims=[[64]], input_types=["bool"]), \
+                b.op("aten::nonzero", input_dims=[[64]], input_types=["bool"]):
+            b.leaf("aten::as_strided_", input_dims=[[12, 1], [], [], []], dur=1)
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=2, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=2, function="match", call="where", tagged=2)]))
+    trace = load(path)
+    found = [f for f in run_rules(Context.build(trace, [tmp_path]), select_rules(select=["PFT202"]), strict=True)]
+    assert [(f.code, f.location.line) for f in found] == [("PFT202", 2)]

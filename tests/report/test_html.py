@@ -253,3 +253,15 @@ def test_templates_compile_once_into_jinja2s_cache_and_a_broken_cache_is_skipped
     not_a_folder.write_text("")
     assert environment(not_a_folder).get_template("report.html.j2") is not None
     assert isinstance(H.environment().bytecode_cache, jinja2.FileSystemBytecodeCache)
+
+
+def test_inlined_plotly_is_plotlys_own_bundle() -> None:
+    """report.html inlines plotly.min.js read from plotly's package data (without importing
+    plotly): the same text plotly's own reader gives, made safe inside <script>."""
+    from plotly.offline import get_plotlyjs
+
+    from perftune.report.html import plotly_js
+
+    expected = get_plotlyjs().replace("</script", "<\\/script").replace("<!--", "<\\!--")
+    assert plotly_js() == expected
+    assert "</script" not in plotly_js()

@@ -55,10 +55,10 @@ def test_a_trial_past_its_timeout_is_stopped_and_recorded(tmp_path: Path) -> Non
     space = sp.build_space(declared={"mode": ("ok", "hang")}, declared_names=["mode"])
     # mode=hang never ends (it sleeps 600 s at step 2), so the trial is past any timeout; a short
     # one is enough, wherever the trial is when it fires (still importing torch on a busy machine)
-    runner = TrialRunner(script, space, Measurement(warmup=1, steps=3, timeout_s=5), Objective())
+    runner = TrialRunner(script, space, Measurement(warmup=1, steps=3, timeout_s=1), Objective())
     outcome = runner.run({"mode": "hang"}, tmp_path / "trial")
     assert outcome.status == "timeout"
-    assert outcome.reason == "ran past the trial timeout of 5s"
+    assert outcome.reason == "ran past the trial timeout of 1s"
     assert outcome.throughput is None
 
 

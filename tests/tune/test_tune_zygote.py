@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import textwrap
 import time
 from dataclasses import replace
@@ -121,10 +122,13 @@ def test_a_zygote_killed_during_a_trial_means_fresh_trials_and_one_note(project:
 def test_no_reuse_starts_every_trial_afresh(project: Path) -> None:
     (project / "tuner.pid").write_text(str(os.getpid()))
     out = project / "run"
-    result = run_tune(*FAST, "--no-reuse", "--repeats", "0", "--out", str(out), str(script(project)), cwd=project)
+    # Two values: the probe (mode a, the default) and one search trial, both fresh processes.
+    result = run_tune(*FAST, "--no-reuse", "--repeats", "0", "--knob", "mode=a,b", "--out", str(out),
+                      str(script(project)), cwd=project)
     assert result.returncode == 0, result.stderr
     trials = load_tuning(out)["trials"]
-    assert len(trials) == 3 and {t["launch"] for t in trials} == {"fresh"}
+    assert [t["values"]["mode"] for t in trials] == ["a", "b"]
+    assert {t["launch"] for t in trials} == {"fresh"}
     assert not (out / "zygote.log").exists()
     help_text = subprocess.run(perftune_cmd("tune", "--help"), capture_output=True, text=True, check=True).stdout
     assert "--no-reuse" in help_text and "zygote" in help_text
@@ -154,3 +158,19 @@ def test_ctrl_c_stops_the_trial_and_the_zygote(project: Path) -> None:
     assert zygote != proc.pid  # the trial was forked from the zygote
     assert gone(trial), "the trial outlived Ctrl-C"
     assert gone(zygote), "the zygote outlived Ctrl-C"
+
+
+def test_the_zygote_preloads_perftunes_side_of_a_trial() -> None:
+    """A forked trial imports none of perftune's capture modules: the zygote did, once. (Left to
+    each fork, reading them cost every trial about half a second on a busy 2-core machine.)"""
+    code = (
+        "import sys\n"
+        "from perftune.capture.child.zygote import preload\n"
+        "preload()\n"
+        "before = set(sys.modules)\n"
+        "import perftune.capture.child.bootstrap, perftune.capture.child.main\n"
+        "print(sorted(m for m in set(sys.modules) - before if m.startswith('perftune')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

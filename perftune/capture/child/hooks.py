@@ -154,7 +154,14 @@ class Hooks:
     def _batches(self) -> None:
         iterator = dataloader._BaseDataLoaderIter
         original = iterator.__next__
+        original_init = iterator.__init__
         session = self.session
+
+        @functools.wraps(original_init)
+        def __init__(it: Any, loader: Any, *args: Any, **kwargs: Any) -> None:
+            original_init(it, loader, *args, **kwargs)
+            # what the loader asks for, not what this machine grants (no pinning on a CPU)
+            it._perftune_pin_memory = bool(getattr(loader, "pin_memory", False))
 
         @functools.wraps(original)
         def __next__(it: Any) -> Any:
@@ -164,9 +171,10 @@ class Hooks:
                 batch = original(it)
             finally:
                 session.in_loader = outer
-            session.on_batch(batch)
+            session.on_batch(batch, getattr(it, "_perftune_pin_memory", None))
             return batch
 
+        self._patch(iterator, "__init__", __init__)
         self._patch(iterator, "__next__", __next__)
 
     def _profiler_guard(self) -> None:

@@ -11,10 +11,19 @@ would be on the accelerator:
   a library helper the user passed the device to (`generate_square_subsequent_mask(n, device=d)`);
 - outputs of any op with a tagged input (the tag propagates through the step).
 
+Host→device copies: a `.to(device)` / `.cuda()` whose input is not tagged is a copy from host
+memory on a GPU run. The mode records its line as `to[batch]` (a tensor the DataLoader just
+yielded, from a loader without `pin_memory=True`), `to[pinned]` (the same from a loader that
+asks for pinned memory: a CPU run cannot pin, a GPU run would) or `to[host]` (a tensor the step
+made on the host — a label matrix, a concatenation of the loader's views — pageable memory
+whatever the loader pins); a move of a tagged tensor (or a dtype-only `.to`) copies nothing
+and is recorded as `to[none]`, so that every move of a call is in the record, in order.
+
 Not tagged, hence never hazards: index tensors made without `device=` (`torch.randint`),
 module-level constants, what the Dataset/collate code builds, the optimizer's step counters,
 Python bools (the mode never sees those). For every sync-prone call (`item`, `tolist`, `cpu`,
-`numpy`, `bool(t)`, `int(t)`, `nonzero`, `unique`, boolean-mask indexing, ...) the mode records
+`numpy`, `bool(t)`, `int(t)`, `nonzero`, one-argument `torch.where`, `unique`, boolean-mask
+indexing, ...) the mode records
 the innermost frame of the user's code (and the library function in between) with how many
 calls ran on tagged and untagged inputs; the latent-sync rules read that back.
 
@@ -68,7 +77,11 @@ _HOST_SIDE = ("/torch/optim/", "/torch/utils/data/", "/torch/amp/", "/torch/cuda
               "/torch/profiler/", "/torch/autograd/profiler", "/torch/_dynamo/", "/torch/_inductor/",
               "/perftune/")
 _THIS = __file__
-_PLAIN, _SYNC, _INDEX, _MOVE = 0, 1, 2, 3
+_PLAIN, _SYNC, _INDEX, _MOVE, _WHERE = 0, 1, 2, 3, 4
+# What a host→device copy's source was (see the module doc).
+HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY = "to[host]", "to[batch]", "to[pinned]"
+NO_COPY = "to[none]"  # a tensor already on the device, or a dtype-only `.to(torch.float16)`
+MOVE_CALLS = frozenset({HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY})
 
 
 def enabled_for(cuda: bool) -> bool:
@@ -115,6 +128,19 @@ def _is_bool_index(args: tuple[Any, ...]) -> bool:
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in items)
 
 
+def _batch_tensors(batch: Any, depth: int = 0) -> Iterable[torch.Tensor]:
+    """The tensors of a DataLoader batch: a tensor, or lists/tuples/dicts of them, nested (a
+    detection batch is a tuple of images and a tuple of target dicts), 4 levels at most."""
+    if isinstance(batch, torch.Tensor):
+        yield batch
+    elif depth < 4 and isinstance(batch, (list, tuple)):
+        for v in batch:
+            yield from _batch_tensors(v, depth + 1)
+    elif depth < 4 and isinstance(batch, dict):
+        for v in batch.values():
+            yield from _batch_tensors(v, depth + 1)
+
+
 def _frame_file(frame: FrameType) -> str:
     return frame.f_code.co_filename
 
@@ -148,9 +174,14 @@ class TagSet:
 class ProvenanceMode(TorchFunctionMode):
     """Tags accelerator-bound tensors and records sync-prone call sites (see the module doc)."""
 
-    def __init__(self, tags: TagSet) -> None:
+    def __init__(self, tags: TagSet, batches: TagSet | None = None,
+                 pinned_batches: TagSet | None = None) -> None:
         super().__init__()
         self.tags = tags
+        # the tensors of the DataLoader's latest batches (from loaders that do / do not ask
+        # for pinned memory): what a `.to(device)` of them copies
+        self.batches = batches if batches is not None else TagSet()
+        self.pinned_batches = pinned_batches if pinned_batches is not None else TagSet()
         self.ops = 0
         self.sites: dict[tuple[str, int, str, str, str | None], list[int]] = {}
         self._user_files: dict[str, bool] = {}
@@ -212,7 +243,7 @@ class ProvenanceMode(TorchFunctionMode):
     def _kind(self, func: Callable[..., Any]) -> int:
         name = getattr(func, "__name__", "")
         kind = _SYNC if name in _SYNC_PRONE else _INDEX if name in _INDEXING \
-            else _MOVE if name in _MOVES else _PLAIN
+            else _MOVE if name in _MOVES else _WHERE if name == "where" else _PLAIN
         with contextlib.suppress(TypeError):  # an unhashable callable: classified every call
             self._kinds[func] = kind
         return kind
@@ -232,11 +263,27 @@ class ProvenanceMode(TorchFunctionMode):
                 self._record(name, tagged_in)
         elif kind == _INDEX and _is_bool_index(args):
             self._record(f"{func.__name__}[bool]", tagged_in)
+        elif kind == _WHERE and len(args) == 1 and not kwargs:
+            # one-argument `torch.where(cond)` is `nonzero(cond, as_tuple=True)`: a read-back
+            self._record("where", tagged_in)
+        elif kind == _MOVE and func.__name__ != "pin_memory" and args and isinstance(args[0], torch.Tensor):
+            # every `.to()` / `.cuda()`, in the order they ran (the rules lay the trace's moves
+            # of a call over them): a copy counts as untagged (its input is on the host)
+            copy = not self.tagged(args[0]) and _moves_to_device(args, kwargs, func.__name__)
+            self._record(self._copy_of(args[0]) if copy else NO_COPY, not copy)
         out = func(*args, **kwargs)
         if tagged_in or (kind == _MOVE and _moves_to_device(args, kwargs, func.__name__)) \
                 or (kwargs.get("device") is not None and self._device_factory_of_user()):
             self.tag(out)
         return out
+
+    def _copy_of(self, t: torch.Tensor) -> str:
+        """What a `.to(device)` of the host tensor `t` copies from (see the module doc)."""
+        if t in self.pinned_batches:
+            return PINNED_BATCH_COPY
+        if t in self.batches:
+            return BATCH_COPY
+        return HOST_COPY
 
     def _device_factory_of_user(self) -> bool:
         """A factory given `device=` on behalf of the user's code: called from it directly, or
@@ -264,6 +311,8 @@ class Provenance:
         self.enabled = enabled_for(cuda)
         self.device = "cuda" if cuda else "cpu"
         self.tags = TagSet()
+        self.batches = TagSet()
+        self.pinned_batches = TagSet()
         self.mode: ProvenanceMode | None = None
         self.steps = 0
         self.window_s = 0.0
@@ -310,7 +359,7 @@ class Provenance:
         if not self.enabled or self.mode is not None:
             return
         try:
-            self.mode = ProvenanceMode(self.tags)
+            self.mode = ProvenanceMode(self.tags, self.batches, self.pinned_batches)
             self.mode.__enter__()  # type: ignore[no-untyped-call]
             self._hook = torch.nn.modules.module.register_module_forward_pre_hook(self._tag_buffers)
             self._thread = threading.get_ident()
@@ -318,6 +367,16 @@ class Provenance:
         except Exception as exc:  # provenance is a help: never break the script for it
             self.note = f"device provenance could not start ({type(exc).__name__}: {exc})"
             self.mode = None
+
+    def on_batch(self, batch: Any, pinned: bool | None) -> None:
+        """A DataLoader batch (`pinned`: whether its loader asked for pinned memory): its
+        tensors, while the mode runs, so that a `.to(device)` of them is told from a copy of
+        a tensor the step made on the host."""
+        if self.mode is None:
+            return
+        into = self.pinned_batches if pinned else self.batches
+        for t in _batch_tensors(batch):
+            into.add(t)
 
     def step(self) -> None:
         """A step boundary: counts the steps the mode covered."""

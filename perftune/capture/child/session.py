@@ -198,9 +198,13 @@ class CaptureSession:
         if self.enabled and loss.numel() == 1:
             self.pending_loss = loss.detach()
 
-    def on_batch(self, batch: Any) -> None:
-        if self.enabled and self.pending_samples is None:
+    def on_batch(self, batch: Any, pinned: bool | None = None) -> None:
+        if not self.enabled:
+            return
+        if self.pending_samples is None:
             self.pending_samples = leading_dim(batch)
+        if self.provenance is not None:
+            self.provenance.on_batch(batch, pinned)
 
     def on_tick(self) -> None:
         if self.time_slices_wanted():

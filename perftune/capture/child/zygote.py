@@ -62,6 +62,11 @@ def preload() -> None:
     import torch.optim
     import torch.utils.data
 
+    # perftune's side of every trial: the bootstrap and the capture modules it imports (the
+    # session, step detection, injectors, the trace modules they use). Left to each forked
+    # child, reading them from disk cost every trial about half a second on a busy 2-core
+    # machine.
+    import perftune.capture.child.bootstrap  # noqa: F401
 
     del torch
 
