@@ -42,6 +42,7 @@ def baseline(script_and_args: tuple[str, ...], module: str | None, quiet: bool, 
     from perftune.analysis.stats import geometric_mean, log_sd
     from perftune.gate import baseline as baseline_mod
     from perftune.gate import session
+    from perftune.gate.runner import MIN_STORED_LAUNCHES
 
     script, args = script_arguments(module, script_and_args)
     run_dir = default_run_dir(out_dir, "baseline")
@@ -57,4 +58,11 @@ def baseline(script_and_args: tuple[str, ...], module: str | None, quiet: bool, 
     click.echo(f"perftune baseline: {len(recorded.samples_ms)} launches, step time "
                f"{geometric_mean(recorded.samples_ms):.3f} ms (geometric mean), launch-to-launch "
                f"noise {log_sd(recorded.samples_ms):.1%}")
+    if recorded.busy:
+        click.echo("  recorded while other processes competed for the CPUs: a gate against it "
+                   "will not pass a head measured on a quiet runner (record it when the runner "
+                   "is quiet)")
+    if len(recorded.samples_ms) < MIN_STORED_LAUNCHES:
+        click.echo(f"  {len(recorded.samples_ms)} launches: a gate against it stays "
+                   f"inconclusive (it decides from {MIN_STORED_LAUNCHES} or more)")
     click.echo(f"  wrote {output} (run dir {run_dir})")

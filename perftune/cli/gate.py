@@ -165,8 +165,10 @@ def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | Non
 
     Base and head are launched interleaved in randomised ABBA order, each launch a separate
     process (warm-up discarded, median of the steady steps). The gate fails only when the
-    confidence interval of the head/base ratio lies above 1 and the ratio exceeds the allowed
-    slowdown; it passes when the interval lies below the allowance; otherwise it adds launches.
+    ratio exceeds the allowed slowdown and a one-sided bound at a 1 % false-alarm rate lies
+    above 1; it passes when the interval lies below the allowance; otherwise it adds launches.
+    Against a baseline it decides only from 5 or more stored launches, and not when the load
+    (busy or quiet) it recorded under could explain the outcome.
     Exit codes: 0 pass, 1 regression, 2 usage, 3 script failed, 4 inconclusive.
     """
     from perftune.gate import baseline as baseline_mod

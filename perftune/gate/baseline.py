@@ -39,6 +39,12 @@ class Baseline:
     # CPU time per step of each launch (same order as samples_ms): what a gate on a busy
     # runner compares; empty in baselines recorded before perftune measured it.
     cpu_samples_ms: tuple[float, ...] = ()
+    # Whether other processes competed for the CPUs while it was recorded (perftune.gate.load:
+    # the probe before the launches, or any launch, busy), and their CPUs' worth per launch;
+    # None in baselines recorded before perftune measured it. An unpaired gate compares only
+    # like with like (perftune.gate.runner.unpaired_doubt).
+    busy: bool | None = None
+    others_cpus: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +60,8 @@ class Baseline:
             "steps": self.steps,
             "samples_ms": list(self.samples_ms),
             "cpu_samples_ms": list(self.cpu_samples_ms),
+            "load": None if self.busy is None else {
+                "busy": self.busy, "others_cpus": [round(v, 3) for v in self.others_cpus]},
             "git": {"commit": self.git_commit, "dirty": self.git_dirty},
             "fingerprint": self.fingerprint.to_dict(),
             "profile": self.profile,
@@ -99,6 +107,14 @@ def load(path: Path) -> Baseline:
             isinstance(s, int | float) and not isinstance(s, bool) and math.isfinite(s) and s > 0
             for s in cpu)):
         cpu = []  # absent, or not one positive time per launch: the gate stays on wall time
+    load_doc = data.get("load")
+    busy = load_doc.get("busy") if isinstance(load_doc, dict) else None
+    others = load_doc.get("others_cpus") if isinstance(load_doc, dict) else None
+    if not isinstance(busy, bool):
+        busy = None  # absent or malformed: the load it was recorded under is unknown
+    if not (isinstance(others, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in others)):
+        others = []
     git = data.get("git") or {}
     args = _require(data, "args", list, path)
     knobs = data.get("knobs") or {}
@@ -119,4 +135,6 @@ def load(path: Path) -> Baseline:
         perftune_version=str(data.get("perftune_version", "")),
         profile=data.get("profile") if isinstance(data.get("profile"), dict) else None,
         cpu_samples_ms=tuple(float(s) for s in cpu),
+        busy=busy,
+        others_cpus=tuple(float(v) for v in others),
     )

@@ -51,6 +51,43 @@ DEFAULT_LAUNCHES = 6
 TARGET_MEASURED_S = 1.0
 MIN_SIZED_STEPS = 5
 MAX_SIZED_STEPS = 100
+# A gate against stored launches compares two independent samples taken at different times;
+# with fewer stored launches than this their spread is too poorly known to decide on.
+MIN_STORED_LAUNCHES = 5
+
+
+def unpaired_doubt(decision: Decision, stored: int, base_busy: bool | None,
+                   head_busy: bool) -> str:
+    """Why a decision against stored launches cannot stand ("" when it can).
+
+    Interleaved launches pair each head launch with a base launch that saw the same runner;
+    stored ones were measured another time, maybe on a quiet runner where the head now runs on
+    a busy one. Contention slows CPU time per step too (other processes evict the caches and
+    share the memory bandwidth: identical code measured 2.36x on CPU time next to one busy
+    process against a baseline recorded quiet), so a verdict against stored launches stands
+    only when the load could not have produced it: a regression measured on a runner no busier
+    than the baseline's, a pass measured on a runner no quieter than it.
+    """
+    if not decision.decided:
+        return ""
+    if stored < MIN_STORED_LAUNCHES:
+        return (f"not decided: the baseline holds {stored} launches, and a gate against stored "
+                f"launches (unpaired) decides only from {MIN_STORED_LAUNCHES} or more; record it "
+                f"again with --launches {MIN_STORED_LAUNCHES} or more")
+    if decision.outcome == "regression" and head_busy and base_busy is not True:
+        recorded = ("on a quiet runner" if base_busy is False
+                    else "under a load that was not measured (an older baseline)")
+        return ("not failed: the head ran while other processes competed for the CPUs and the "
+                f"baseline was recorded {recorded}; contention slows CPU time as well as wall "
+                f"time, so the measured slowdown (ratio {decision.estimate.ratio:.3f}) may be "
+                "the runner's. Gate against a revision (--against: launches paired) or record "
+                "the baseline under the same load")
+    if decision.outcome == "pass" and base_busy is True and not head_busy:
+        return ("not passed: the baseline was recorded while other processes competed for the "
+                "CPUs and the head ran on a quiet runner, so a slowdown could hide behind the "
+                "baseline's contention. Record the baseline on a quiet runner or gate against a "
+                "revision (--against: launches paired)")
+    return ""
 
 
 def sized_steps(step_ms: float, default: int) -> int:
@@ -166,6 +203,8 @@ class SequentialGate:
     base_samples: Sequence[float] = ()
     # CPU time per step of the stored base launches, when the baseline recorded it.
     base_cpu_samples: Sequence[float] = ()
+    # Whether the stored base launches ran on a busy runner (None: not measured).
+    base_busy: bool | None = None
     seed: int | None = None
     on_launch: Callable[[Launch], None] | None = None
     on_decision: Callable[[Decision], None] | None = None
@@ -238,6 +277,15 @@ class SequentialGate:
             figure = self._figure()
             decision = decide(self._samples(BASE, figure), self._samples(HEAD, figure), look_rule,
                               paired=self.base is not None, figure=figure)
+            doubt = "" if self.base is not None else unpaired_doubt(
+                decision, len(self.base_samples), self.base_busy, self._load.busy)
+            if doubt:
+                # More launches measure the same mismatch: stop, undecided, and say why.
+                decision = dataclasses.replace(decision, outcome="undecided", withheld=doubt)
+                decisions.append(decision)
+                if self.on_decision is not None:
+                    self.on_decision(decision)
+                break
             decisions.append(decision)
             if self.on_decision is not None:
                 self.on_decision(decision)

@@ -167,6 +167,7 @@ def run_gate(
     base: Side | None = None,
     base_samples: Sequence[float] = (),
     base_cpu_samples: Sequence[float] = (),
+    base_busy: bool | None = None,
     base_profile: ProfileSummary | None = None,
     mode: Mode = "ab",
     base_label: str = "base",
@@ -195,7 +196,7 @@ def run_gate(
                       launch_notes) as launchers:
         sequential = SequentialGate(head=head, base=base, launch_root=run_dir / "launches",
                                     settings=options.measure, base_samples=base_samples,
-                                    base_cpu_samples=base_cpu_samples,
+                                    base_cpu_samples=base_cpu_samples, base_busy=base_busy,
                                     seed=options.seed, on_launch=launched, on_decision=looked,
                                     size_launches=options.size_launches and base is not None,
                                     launchers=launchers, renew_launchers=launchers.renew)
@@ -352,7 +353,7 @@ def gate_against_baseline(
                 target=_target(script.resolve() if script else None, module, args, cwd))
     return run_gate(
         head, run_dir, options, base_samples=baseline.samples_ms,
-        base_cpu_samples=baseline.cpu_samples_ms,
+        base_cpu_samples=baseline.cpu_samples_ms, base_busy=baseline.busy,
         base_profile=explain_mod.profile_from_dict(baseline.profile) if baseline.profile else None,
         mode="baseline", base_label=base_label, head_label="working tree", notes=notes,
         on_launch=_fingerprint_guard(baseline.fingerprint, fingerprint_mismatch, notes),
@@ -381,9 +382,15 @@ def record_baseline(
     report = _launch_reporter(progress)
     measured: list[Launch] = []
     from perftune.capture.parent.measure import measure_launch
+    from perftune.gate import load as load_mod
 
+    # The load it is recorded under, measured as a gate measures it: a gate against this
+    # baseline compares only like with like (perftune.gate.runner.unpaired_doubt).
+    runner_load = RunnerLoad(load_mod.probe_others())
     for seq in range(launches):
+        before = load_mod.read_cpu_times()
         launch = measure_launch(head, seq, run_dir / "launches" / f"{seq:03d}-{HEAD}", measure)
+        runner_load = runner_load.with_launch(load_mod.launch_load(before, load_mod.read_cpu_times()))
         report(launch)
         measured.append(launch)
     profile = None
@@ -416,6 +423,8 @@ def record_baseline(
         git_commit=commit,
         git_dirty=dirty,
         profile=profile,
+        busy=runner_load.busy if runner_load.measured else None,
+        others_cpus=tuple(launch_load.others_cpus for launch_load in runner_load.launches),
     )
 
 
