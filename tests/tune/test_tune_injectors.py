@@ -1,8 +1,12 @@
-"""The knob injectors, in a real child process started by the capture (run_capture)."""
+"""The knob injectors, in a real child process started by the capture (run_capture), forked
+from a zygote as tune's trials are."""
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -11,25 +15,66 @@ from tune_helpers import SCRIPTS
 
 from perftune.capture.child import injectors
 from perftune.capture.parent.knobs import parse_checkpoint
-from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
+from perftune.capture.parent.launcher import ZygoteLauncher
+from perftune.capture.parent.runner import CaptureOptions, CaptureResult, ScriptTarget, run_capture
 
 
-def _inspect(tmp_path: Path, knobs: dict, inject: list[str] | None = None) -> tuple[dict, dict, str]:
-    report = tmp_path / "inspect.json"
-    result = run_capture(
-        ScriptTarget(path=SCRIPTS / "inspect_model.py", cwd=tmp_path),
-        tmp_path / "run",
-        CaptureOptions(skip=1, active=2, profile=False, knobs=knobs, quiet=True,
-                       env={"INSPECT_OUT": str(report)}, inject=inject,
-                       inject_report=tmp_path / "injectors.json"),
-    )
+def _env(report: Path) -> dict[str, str]:
+    # The zygote forks only for the environment it started with; pytest names the current test
+    # in PYTEST_CURRENT_TEST, so the runs give it one value.
+    return {"INSPECT_OUT": str(report), "PYTEST_CURRENT_TEST": "test_tune_injectors"}
+
+
+@dataclass(frozen=True)
+class Inspector:
+    """Where the inspected runs start: one working directory and INSPECT_OUT for the module,
+    and a zygote there that the runs fork from, as tune's trials do (one torch import for the
+    module, not one per run)."""
+
+    folder: Path
+    launcher: ZygoteLauncher
+
+    @property
+    def report(self) -> Path:
+        return self.folder / "inspect.json"
+
+    def run(self, run_dir: Path, knobs: dict, inject: list[str] | None = None,
+            inject_report: Path | None = None) -> CaptureResult:
+        self.report.unlink(missing_ok=True)
+        return run_capture(
+            ScriptTarget(path=SCRIPTS / "inspect_model.py", cwd=self.folder),
+            run_dir,
+            CaptureOptions(skip=1, active=2, profile=False, knobs=knobs, quiet=True,
+                           env=_env(self.report), inject=inject,
+                           inject_report=inject_report, launcher=self.launcher.command()),
+        )
+
+
+@pytest.fixture(scope="module")
+def inspector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Inspector]:
+    folder = tmp_path_factory.mktemp("inspect")
+    report = folder / "inspect.json"
+    launcher = ZygoteLauncher(folder / "zygote", folder, env={**os.environ, **_env(report)})
+    inspector = Inspector(folder, launcher)
+    launcher.spawn()
+    try:
+        launcher.wait_ready()
+        yield inspector
+    finally:
+        launcher.stop()
+
+
+def _inspect(inspector: Inspector, tmp_path: Path, knobs: dict,
+             inject: list[str] | None = None) -> tuple[dict, dict, str]:
+    result = inspector.run(tmp_path / "run", knobs, inject, tmp_path / "injectors.json")
+    assert result.meta["launch"]["launcher"] == "zygote", result.meta["launch"]
     injected = json.loads((tmp_path / "injectors.json").read_text())
-    return json.loads(report.read_text()), injected, result.status
+    return json.loads(inspector.report.read_text()), injected, result.status
 
 
-def test_bf16_checkpoint_and_batch_size_are_applied(tmp_path: Path) -> None:
+def test_bf16_checkpoint_and_batch_size_are_applied(inspector: Inspector, tmp_path: Path) -> None:
     seen, injected, status = _inspect(
-        tmp_path, {"precision": "bf16", "checkpoint": "every:2", "batch_size": 6}
+        inspector, tmp_path, {"precision": "bf16", "checkpoint": "every:2", "batch_size": 6}
     )
     assert status == "ok"
     # Autocast is on inside the model: its matmuls run in bf16 ...
@@ -48,8 +93,9 @@ def test_bf16_checkpoint_and_batch_size_are_applied(tmp_path: Path) -> None:
     assert injected["batch_size"]["dataloaders"][0]["where"].endswith(f"inspect_model.py:{line}")
 
 
-def test_fp32_and_no_checkpointing_leave_the_model_alone(tmp_path: Path) -> None:
-    seen, injected, status = _inspect(tmp_path, {"precision": "fp32", "checkpoint": "none"})
+def test_fp32_and_no_checkpointing_leave_the_model_alone(inspector: Inspector,
+                                                         tmp_path: Path) -> None:
+    seen, injected, status = _inspect(inspector, tmp_path, {"precision": "fp32", "checkpoint": "none"})
     assert status == "ok"
     assert seen["autocast"] is False
     assert seen["inner_dtype"] == "torch.float32"
@@ -58,10 +104,10 @@ def test_fp32_and_no_checkpointing_leave_the_model_alone(tmp_path: Path) -> None
     assert injected["applied"] == ["precision", "checkpoint"]
 
 
-def test_inject_narrows_the_knobs_applied(tmp_path: Path) -> None:
+def test_inject_narrows_the_knobs_applied(inspector: Inspector, tmp_path: Path) -> None:
     # batch_size passed as a flag instead (the spec's inject list leaves it out): the loader keeps 4.
     seen, injected, status = _inspect(
-        tmp_path, {"checkpoint": "all", "batch_size": 6}, inject=["checkpoint"]
+        inspector, tmp_path, {"checkpoint": "all", "batch_size": 6}, inject=["checkpoint"]
     )
     assert status == "ok"
     assert seen["calls"] == [2, 2, 2, 2]
@@ -69,16 +115,9 @@ def test_inject_narrows_the_knobs_applied(tmp_path: Path) -> None:
     assert "batch_size" not in injected
 
 
-def test_cuda_only_precision_fails_the_trial_clearly_on_cpu(tmp_path: Path) -> None:
-    report = tmp_path / "inspect.json"
-    result = run_capture(
-        ScriptTarget(path=SCRIPTS / "inspect_model.py", cwd=tmp_path),
-        tmp_path / "run",
-        CaptureOptions(
-            skip=1, active=2, profile=False, knobs={"precision": "tf32"},
-            env={"INSPECT_OUT": str(report)}, quiet=True,
-        ),
-    )
+def test_cuda_only_precision_fails_the_trial_clearly_on_cpu(inspector: Inspector,
+                                                           tmp_path: Path) -> None:
+    result = inspector.run(tmp_path / "run", {"precision": "tf32"})
     assert result.status == "crashed"
     assert "precision=tf32 needs a CUDA model" in (result.error or "")
 
