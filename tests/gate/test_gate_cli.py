@@ -143,12 +143,15 @@ def test_no_change_never_fails(repo: Path, tmp_path: Path) -> None:
     assert noise >= 0
 
     # Two pairs: what an A/A gate decides is tested on simulated and recorded launches
-    # (test_gate_decision.py, test_gate_unpaired.py); here that it never fails, end to end.
+    # (test_gate_decision.py, test_gate_unpaired.py); here that it never fails, end to end,
+    # and, with --no-reuse, that every launch is a fresh process (no zygote).
     out = perftune("gate", "--against", "HEAD", *MEASURE, "--launches", "2", "--max-launches", "2",
-                   "--no-explain", "--calibration", str(calibration),
+                   "--no-explain", "--no-reuse", "--calibration", str(calibration),
                    "--out", str(tmp_path / "run"), "train.py", cwd=repo)
     assert out.returncode in (0, 4), out.stdout + out.stderr
     verdict = json.loads((tmp_path / "run" / "gate.json").read_text())
+    assert {launch["started_by"] for launch in verdict["launches"]} == {"fresh"}
+    assert not any("zygote" in note for note in verdict["notes"])
     assert verdict["status"] in ("pass", "inconclusive")
     assert verdict["explanation"] is None
     assert verdict["threshold"] >= 0.05
