@@ -77,6 +77,13 @@ class MetaDocument(_Open, kw_only=True):
 
 
 # ---------------------------------------------------------------------------- provenance.json
+# The `call` of a `.to()` / `.cuda()` site: what the move copied from (a tensor the step made
+# on the host; a DataLoader batch from a loader that does not / does ask for pinned memory) or
+# that it copied nothing (a tensor already on the device, a dtype-only `.to`).
+HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY = "to[host]", "to[batch]", "to[pinned]", "to[none]"
+MOVE_CALLS = frozenset({HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY})
+
+
 class ProvenanceSite(_Open, kw_only=True):
     """One sync-prone call site seen during the profiled steps, at the user's line."""
 
@@ -84,7 +91,7 @@ class ProvenanceSite(_Open, kw_only=True):
     line: int
     function: str
     call: str                       # 'item', 'nonzero', '__bool__', '__getitem__[bool]', ...;
-                                    # moves: 'to[host]', 'to[batch]', 'to[pinned]', 'to[none]'
+                                    # moves: MOVE_CALLS above
     via: str | None = None          # the library function the user's line called, if any
     tagged: int = 0                 # calls whose input would be on the accelerator
     untagged: int = 0               # calls on host-only tensors (never a device sync)

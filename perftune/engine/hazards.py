@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from perftune.documents.capture import BATCH_COPY, HOST_COPY, MOVE_CALLS, NO_COPY, PINNED_BATCH_COPY
 from perftune.engine.attribution import (
     CallSite,
     Group,
@@ -510,11 +511,6 @@ def is_device_move(site: Site | None) -> bool:
 _ACCELERATOR_TEST = re.compile(r"cuda|is_available|device|accelerator|gpu", re.IGNORECASE)
 
 
-# What device provenance recorded each `.to()` / `.cuda()` to copy (capture/child/provenance.py).
-HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY = "to[host]", "to[batch]", "to[pinned]", "to[none]"
-_MOVE_CALLS = frozenset({HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY})
-
-
 def _provenance_usable(ctx: Context) -> bool:
     doc = ctx.provenance
     return doc is not None and doc.enabled and not ctx.trace.has_device_activity
@@ -526,7 +522,7 @@ def recorded_copy_kinds(ctx: Context) -> frozenset[str]:
         return frozenset()
     assert ctx.provenance is not None
     return frozenset(s.call for s in ctx.provenance.sites
-                     if s.call in _MOVE_CALLS - {NO_COPY} and s.untagged > 0)
+                     if s.call in MOVE_CALLS - {NO_COPY} and s.untagged > 0)
 
 
 def move_assignment(ctx: Context, moves: Sequence[sm.DeviceMove]) -> dict[int, tuple[int, str]]:
@@ -552,7 +548,7 @@ def move_assignment(ctx: Context, moves: Sequence[sm.DeviceMove]) -> dict[int, t
         if frame is None:
             continue
         recorded = sorted((s for s in doc.sites if s.function == frame.function and s.via is None
-                           and s.call in _MOVE_CALLS and same_file(s.file, frame.file)),
+                           and s.call in MOVE_CALLS and same_file(s.file, frame.file)),
                           key=lambda s: (s.order, s.line))
         every: list[tuple[int, str]] = []
         full: list[tuple[int, str]] = []

@@ -280,16 +280,12 @@ class SequentialGate:
             doubt = "" if self.base is not None else unpaired_doubt(
                 decision, len(self.base_samples), self.base_busy, self._load.busy)
             if doubt:
-                # More launches measure the same mismatch: stop, undecided, and say why.
                 decision = dataclasses.replace(decision, outcome="undecided", withheld=doubt)
-                decisions.append(decision)
-                if self.on_decision is not None:
-                    self.on_decision(decision)
-                break
             decisions.append(decision)
             if self.on_decision is not None:
                 self.on_decision(decision)
-            if decision.decided:
+            # A withheld decision stops too: more launches measure the same mismatch.
+            if decision.decided or doubt:
                 break
         return SequentialResult(launches=tuple(self._launches), decisions=tuple(decisions),
                                 load=self._load,

@@ -774,7 +774,6 @@ class LoaderWait:
     wait_us_per_step: float
     share: float          # of the steps' time (single-process: the median step's share)
     steps: int
-    mean_share: float = 0.0  # the wait over the steps' time, whatever the loader
 
 
 def _median_step_share(trace: Trace, rows: list[int], step_ids: list[int], dur: np.ndarray) -> float:
@@ -808,8 +807,7 @@ def dataloader_wait(host: HostIndex) -> LoaderWait | None:
     single = any("SingleProcess" in idx.names[r] for r in inside)
     # Share of the time spent in steps: with optimizer-bounded steps the first iteration's
     # wait falls before the first boundary, so the ratio can pass 1; cap it.
-    mean = min(1.0, total / stepped) if stepped > 0 else 0.0
-    share = mean
+    share = min(1.0, total / stepped) if stepped > 0 else 0.0
     if single:
         # In the training process every step loads its own batches: a real wait is in every
         # step. On a contended machine a preemption inflates whichever interval it lands in
@@ -819,7 +817,7 @@ def dataloader_wait(host: HostIndex) -> LoaderWait | None:
         # deliver in bursts (a wait every other step), so their share stays the total's.
         share = _median_step_share(trace, inside, [s for _, s in pairs], idx.dur)
     return LoaderWait(rows=tuple(inside), single_process=single, wait_us_per_step=total / n,
-                      share=share, steps=n, mean_share=mean)
+                      share=share, steps=n)
 
 
 # ---------------------------------------------------------------------------- masked losses

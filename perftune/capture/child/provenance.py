@@ -52,6 +52,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from perftune.documents import ProvenanceDocument, ProvenanceSite
+from perftune.documents.capture import BATCH_COPY, HOST_COPY, NO_COPY, PINNED_BATCH_COPY
 from perftune.trace.frames import Frame, dotted_name, is_user_frame
 
 ENV = "PERFTUNE_PROVENANCE"
@@ -78,10 +79,6 @@ _HOST_SIDE = ("/torch/optim/", "/torch/utils/data/", "/torch/amp/", "/torch/cuda
               "/perftune/")
 _THIS = __file__
 _PLAIN, _SYNC, _INDEX, _MOVE, _WHERE = 0, 1, 2, 3, 4
-# What a host→device copy's source was (see the module doc).
-HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY = "to[host]", "to[batch]", "to[pinned]"
-NO_COPY = "to[none]"  # a tensor already on the device, or a dtype-only `.to(torch.float16)`
-MOVE_CALLS = frozenset({HOST_COPY, BATCH_COPY, PINNED_BATCH_COPY, NO_COPY})
 
 
 def enabled_for(cuda: bool) -> bool:
