@@ -212,4 +212,4 @@ def test_planted_lines_are_found(name: str, profiles: _Profiles) -> None:
     warnings = {(str(f["code"]), int(f["location"]["line"])) for f in findings
                 if CATALOGUE.match(str(f["code"])) and f["severity"] in ("warning", "error")
                 and f["location"]["line"] is not None}
-    assert warnings == {(line, code)[::-1] for line, code in planted(name) if CATALOGUE.match(code)}
+    assert warnings == {(code, line) for line, code in planted(name) if CATALOGUE.match(code)}
