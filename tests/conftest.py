@@ -152,3 +152,46 @@ def pytest_configure(config: pytest.Config) -> None:
     _compile_package()
     if config.getoption("--store-durations"):
         config.pluginmanager.register(_DurationRecorder(), "perftune-durations")
+
+
+# -- one zygote per test process for `perftune profile` ---------------------------------------
+#
+# Each real `perftune profile` launch spends ~3 of its ~4.5 CPU-s importing torch and
+# torch._dynamo in the new capture child. The suite makes a few hundred such launches, so each
+# test process (each xdist worker) starts one zygote (perftune.capture.child.zygote, the one the
+# tuner, the gate and fix use) and names it in PERFTUNE_ZYGOTE: `perftune profile` forks its
+# capture child from it whenever it can take the launch safely, and runs it fresh otherwise
+# (another environment, a terminal on stdin; the run's meta.json says which). Tests of the fresh
+# path itself use the `fresh_launches` fixture; PERFTUNE_TEST_FRESH=1 runs the whole suite fresh.
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    import os
+
+    if os.environ.get("PERFTUNE_TEST_FRESH"):
+        yield None
+        return
+    from perftune.capture.parent.launcher import SHARED_ZYGOTE_ENV, ZygoteError, ZygoteLauncher
+
+    env = dict(os.environ)
+    env.pop(SHARED_ZYGOTE_ENV, None)
+    # pytest sets PYTEST_CURRENT_TEST per test; nothing the zygote imports reads it
+    env["PERFTUNE_ZYGOTE_VOLATILE"] = "PYTEST_CURRENT_TEST"
+    launcher = ZygoteLauncher(tmp_path_factory.mktemp("shared-zygote"), PACKAGE.parent, env=env)
+    try:
+        launcher.start()
+    except ZygoteError:
+        yield None  # every launch runs fresh, as without the zygote
+        return
+    os.environ[SHARED_ZYGOTE_ENV] = launcher.socket_path
+    try:
+        yield launcher.socket_path
+    finally:
+        os.environ.pop(SHARED_ZYGOTE_ENV, None)
+        launcher.stop()
+
+
+@pytest.fixture
+def fresh_launches(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`perftune profile` launches of this test start a new python, as a user's do."""
+    monkeypatch.delenv("PERFTUNE_ZYGOTE", raising=False)

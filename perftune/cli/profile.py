@@ -298,6 +298,7 @@ def profile(
     that hung is named.
     """
     # Imported here: the capture runner is torch-free but not needed by `--help`.
+    from perftune.capture.parent.launcher import shared_zygote_command
     from perftune.capture.parent.results import CaptureOutputError
     from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture, validate
     from perftune.capture.parent.summary import summary_document, summary_lines
@@ -320,6 +321,7 @@ def profile(
         quiet=quiet,
         time_slice_s=time_slice_s,
         refit=True,
+        launcher=shared_zygote_command(os.environ),
     )
     run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
     launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,

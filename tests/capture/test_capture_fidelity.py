@@ -53,10 +53,12 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
 def _plain(
     args: list[str], cwd: Path, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
+    env = child_env()
+    env.pop("PERFTUNE_ZYGOTE", None)  # the suite's launch plumbing: never passed to a script
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
-        env=child_env(),
+        env=env,
         input=stdin,
         capture_output=True,
         text=True,

@@ -19,6 +19,7 @@ import psutil
 import pytest
 from capture_helpers import train_script, write
 
+from perftune.capture.child.zygote import relative_path_entries
 from perftune.capture.parent.launcher import ZygoteLauncher
 from perftune.capture.parent.runner import CaptureOptions, CaptureResult, ScriptTarget, run_capture
 
@@ -287,15 +288,40 @@ def test_a_different_environment_runs_fresh(workdir: Path, zygote: ZygoteLaunche
     assert own.status == "ok" and own.meta["launch"]["launcher"] == "zygote"
 
 
-def test_another_working_directory_runs_fresh(workdir: Path, zygote: ZygoteLauncher, tmp_path: Path) -> None:
-    script = write(tmp_path / "train.py", train_script())
+def test_another_working_directory_is_forked_and_the_trial_changes_into_it(
+    workdir: Path, zygote: ZygoteLauncher, tmp_path: Path
+) -> None:
+    # The zygote's PYTHONPATH is absolute here (none, or this checkout's), so nothing it
+    # imported depends on the working directory: the trial changes into its own.
+    assert not relative_path_entries(zygote.env)
+    helper = write(tmp_path / "observed_helper.py", "VALUE = 1\n")
+    script = write(tmp_path / "observe.py", OBSERVE)
     same_environment()
-    target = ScriptTarget(path=script, module=None, args=("--steps", "10"), cwd=tmp_path)
-    options = CaptureOptions(skip=1, active=3, profile=False, quiet=True, launcher=zygote.command())
+    target = ScriptTarget(path=script, module=None, args=(str(tmp_path / "seen.json"),), cwd=tmp_path)
+    options = CaptureOptions(skip=1, active=3, profile=False, quiet=True, full=True,
+                             launcher=zygote.command())
     result = run_capture(target, tmp_path / "run", options)
+    assert result.meta["launch"]["launcher"] == "zygote", result.meta["launch"]
+    seen = json.loads((tmp_path / "seen.json").read_text())
+    assert seen["cwd"] == str(tmp_path) and seen["path"][0] == str(tmp_path)
+    assert helper.exists()
+
+
+def test_another_working_directory_runs_fresh_when_pythonpath_is_relative(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != PHASE_VAR}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, ["lib", env.get("PYTHONPATH")]))
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    script = write(other / "train.py", train_script())
+    with ZygoteLauncher(tmp_path / "zygote-run", tmp_path, env=env) as launcher:
+        target = ScriptTarget(path=script, module=None, args=("--steps", "10"), cwd=other)
+        options = CaptureOptions(skip=1, active=3, profile=False, quiet=True, env=launcher.env,
+                                 launcher=launcher.command())
+        result = run_capture(target, other / "run", options)
     assert result.status == "ok"
     assert result.meta["launch"]["launcher"] == "fresh"
     assert "working directory" in result.meta["launch"]["reason"]
+    assert "relative" in result.meta["launch"]["reason"]
 
 
 def test_a_dead_zygote_means_fresh_trials(tmp_path: Path) -> None:

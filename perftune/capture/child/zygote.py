@@ -11,9 +11,12 @@ script and its own modules are imported fresh in the child, as always.
 
 It forks only when that is safe, and otherwise answers "refuse REASON" so that the client runs
 the trial as a fresh process: the trial's environment must equal the zygote's except for
-perftune's own variables (PERFTUNE_*), its working directory must be the zygote's (relative
-PYTHONPATH entries resolve against it), its command must be the bootstrap's, the zygote must
-still be single-threaded (threading.active_count() == 1) and CUDA uninitialised.
+perftune's own variables (PERFTUNE_*) and those its starter named volatile (PERFTUNE_ZYGOTE_VOLATILE,
+comma-separated: variables nothing it imported reads, such as pytest's PYTEST_CURRENT_TEST), its
+working directory must be the zygote's unless the zygote's PYTHONPATH is all absolute paths
+(a relative entry resolves against the working directory; the trial changes into its own),
+its command must be the bootstrap's, the zygote must still be single-threaded
+(threading.active_count() == 1) and CUDA uninitialised.
 
 The socket lies in a folder of its own (mkdtemp, 0700), is bound with mode 0600 whatever the
 umask, and a connection from another uid (SO_PEERCRED) is closed unread: a trial runs code as
@@ -75,10 +78,21 @@ def _own(key: str) -> bool:
     return key.startswith(OWN_PREFIX)
 
 
+VOLATILE_ENV = "PERFTUNE_ZYGOTE_VOLATILE"
+
+
 def env_difference(theirs: dict[str, str], ours: dict[str, str]) -> list[str]:
-    """Names of the variables (not perftune's own) that differ between the two environments."""
-    names = {k for k in (*theirs, *ours) if not _own(k)}
+    """Names of the variables (not perftune's own, nor named in our PERFTUNE_ZYGOTE_VOLATILE)
+    that differ between the two environments."""
+    volatile = {name.strip() for name in ours.get(VOLATILE_ENV, "").split(",") if name.strip()}
+    names = {k for k in (*theirs, *ours) if not _own(k) and k not in volatile}
     return sorted(k for k in names if theirs.get(k) != ours.get(k))
+
+
+def relative_path_entries(env: dict[str, str]) -> list[str]:
+    """PYTHONPATH entries that resolve against the working directory."""
+    return [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
+            if entry and not os.path.isabs(entry)]
 
 
 def import_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, str | None]:
@@ -197,8 +211,11 @@ class Zygote:
             return "the zygote runs only the capture bootstrap"
         if request.get("command", [""])[0] != sys.executable:
             return "a different python than the zygote's"
-        if not os.path.samefile(request.get("cwd", ""), self.cwd):
-            return f"the working directory differs from the zygote's ({self.cwd})"
+        if not os.path.isdir(request.get("cwd", "")):
+            return "the working directory does not exist"
+        if not os.path.samefile(request["cwd"], self.cwd) and relative_path_entries(_START_ENV):
+            return (f"the working directory differs from the zygote's ({self.cwd}) and its "
+                    "PYTHONPATH has relative entries")
         differ = env_difference(dict(request.get("env", {})), _START_ENV)
         if differ:
             shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")

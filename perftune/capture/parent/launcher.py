@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import select
+import stat
 import subprocess
 import sys
 import tempfile
@@ -41,6 +42,36 @@ def fresh_command() -> list[str]:
 
 def client_path() -> Path:
     return Path(__file__).resolve().parent / "zygote_client.py"
+
+
+def zygote_command(socket_path: str) -> list[str]:
+    """The child command that runs a capture through the zygote listening on `socket_path`
+    (or fresh, when it refuses or cannot be reached)."""
+    return [sys.executable, "-I", "-S", str(client_path()), socket_path, "--", *fresh_command()]
+
+
+# A zygote shared by many `perftune profile` launches (a test suite's, or a CI job's that
+# profiles many scripts): its socket. Each launch forks from it instead of importing torch anew,
+# when the zygote can take it safely (perftune.capture.child.zygote); else it runs fresh.
+SHARED_ZYGOTE_ENV = "PERFTUNE_ZYGOTE"
+ZYGOTE_VOLATILE_ENV = "PERFTUNE_ZYGOTE_VOLATILE"  # = perftune.capture.child.zygote.VOLATILE_ENV
+# How a capture is launched is perftune's business: the script never sees these.
+LAUNCH_ENV = (SHARED_ZYGOTE_ENV, ZYGOTE_VOLATILE_ENV)
+
+
+def shared_zygote_command(env: Mapping[str, str]) -> list[str] | None:
+    """The child command through the zygote PERFTUNE_ZYGOTE names, when that is a socket of
+    this user's; None (a fresh child) otherwise."""
+    path = env.get(SHARED_ZYGOTE_ENV)
+    if not path:
+        return None
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
+        return None
+    return zygote_command(os.path.abspath(path))
 
 
 class ZygoteError(Exception):
@@ -152,7 +183,7 @@ class ZygoteLauncher:
 
     def command(self) -> list[str]:
         """The child command that runs a capture through the zygote (or fresh, as a fallback)."""
-        return [sys.executable, "-I", "-S", str(client_path()), self.socket_path, "--", *fresh_command()]
+        return zygote_command(self.socket_path)
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

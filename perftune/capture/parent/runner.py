@@ -24,6 +24,7 @@ import msgspec
 
 from perftune.capture.parent import killed
 from perftune.capture.parent.launcher import (
+    LAUNCH_ENV,
     LAUNCH_FILE,
     fresh_command,
     importable_root,
@@ -181,6 +182,8 @@ def _child_env(
     """The child's environment, and the PYTHONPATH the script must see (None: unset)."""
     env = dict(os.environ)
     env.update(options.env)
+    for name in LAUNCH_ENV:
+        env.pop(name, None)
     env[SPEC_ENV] = str(spec_path)
     original = env.get("PYTHONPATH")
     if injected is not None:
