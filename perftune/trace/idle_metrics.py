@@ -25,6 +25,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.comm import covered, merge_intervals
+from perftune.trace.groups import unique_codes
 from perftune.trace.metrics import clipped_sums, covered_in_windows, sync_call_mask
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
 from perftune.trace.tables import Tables
@@ -227,7 +228,7 @@ def step_idle(trace: Trace, tables: Tables | None = None) -> list[StepIdle]:
     sums = np.bincount(key, weights=gaps.dur / 1000.0,
                        minlength=n_steps * n_causes).reshape(-1, n_causes).tolist()
     # A step's idle time adds its causes in the order they first occur in the step.
-    present, first = np.unique(key, return_index=True)
+    present, first, _ = unique_codes(key, return_index=True)
     order = np.argsort(first, kind="stable")
     seen: dict[int, list[int]] = {}
     for kc in present[order].tolist():
