@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, repeat
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -50,7 +50,7 @@ from perftune.trace.decode import (
     sniff_is_trace,
 )
 from perftune.trace.limits import MAX_STRING_CHARS, truncated
-from perftune.trace.model import RankInfo, Trace
+from perftune.trace.model import RankInfo, Trace, thread_time_order
 from perftune.trace.steps import find_steps
 from perftune.trace.stream import EventStream, StreamFallback
 
@@ -190,6 +190,12 @@ RARE_FIELDS = ("flops", "kernel_file", "kernel_backend", "num_warps", "num_stage
 # few events that carry any of them.
 _EXTRAS = attrgetter(*RAW_FIELDS, *RARE_FIELDS)
 _EXTRAS_DEFAULT = _EXTRAS(EMPTY_ARGS)
+# The same fields are the tail of the args struct: `astuple` reads them from its slots, cheaper
+# than one attribute lookup per field when scanning every event.
+_ARG_FIELDS = tuple(f.name for f in msgspec.structs.fields(EMPTY_ARGS))
+_EXTRAS_TAIL = itemgetter(slice(len(_ARG_FIELDS) - len(RAW_FIELDS) - len(RARE_FIELDS), None))
+assert _EXTRAS_TAIL(_ARG_FIELDS) == (*RAW_FIELDS, *RARE_FIELDS), "args struct fields reordered"
+_EXTRAS_TAIL_DEFAULT = _EXTRAS_TAIL(msgspec.structs.astuple(EMPTY_ARGS))
 _N_RAW = len(RAW_FIELDS)
 _MEMORY_COLUMNS = ("device_type", "device_id", "addr", "bytes", "total_allocated",
                    "total_reserved")
@@ -620,8 +626,9 @@ class _Builder:
         heavy_rows = np.flatnonzero(~_in(cat_uniques, _LIGHT_CATS, cat_local))
         heavy = [args[i] for i in heavy_rows.tolist()]
         # One C-level pass finds the few events that carry any of them.
-        carries = np.flatnonzero(np.fromiter(map(_EXTRAS_DEFAULT.__ne__, map(_EXTRAS, heavy)),
-                                             bool, len(heavy)))
+        carries = np.flatnonzero(np.fromiter(
+            map(_EXTRAS_TAIL_DEFAULT.__ne__, map(_EXTRAS_TAIL, map(msgspec.structs.astuple, heavy))),
+            bool, len(heavy)))
         extras = [(k, _EXTRAS(heavy[k])) for k in carries.tolist()]
         extra_rows = heavy_rows[carries]
         # Shapes and launch metadata: a blob per field, so that the chunk's buffer is released.
@@ -1246,7 +1253,7 @@ def _bind_endpoints(ev: dict[str, np.ndarray], interned: dict[str, tuple[list[st
         fthread = np.where(absurd, -1, fthread)
         fts = np.where(absurd, 0.0, fts)
     fts_ns = np.rint(fts * 1000.0).astype(np.int64)
-    order = np.lexsort((ts_ns, thread))
+    order = thread_time_order(thread, ts_ns)  # np.lexsort((ts_ns, thread))'s permutation
     key_thread = thread[order]
     key_ts = ts_ns[order]
     lo = np.zeros(len(fthread), np.int64)

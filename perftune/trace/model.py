@@ -794,7 +794,7 @@ def _nesting_with_depth(ev: dict[str, np.ndarray], t0_us: float, rows: np.ndarra
     ts = ev["ts"][host]
     neg_dur = ev["dur"][host]
     np.negative(neg_dur, out=neg_dur)
-    order = _thread_time_order(thread, ts, neg_dur)
+    order = thread_time_order(thread, ts, neg_dur)
     del neg_dur
     rows = host[order]
     del host
@@ -897,25 +897,29 @@ def nearest_ancestor(parent: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return nxt
 
 
-def _thread_time_order(thread: np.ndarray, ts: np.ndarray, neg_dur: np.ndarray) -> np.ndarray:
-    """`np.lexsort((neg_dur, ts, thread))`, the same permutation, without its three full sorts.
+def thread_time_order(thread: np.ndarray, ts: np.ndarray,
+                      neg_dur: np.ndarray | None = None) -> np.ndarray:
+    """`np.lexsort((neg_dur, ts, thread))` (without `neg_dur`: `np.lexsort((ts, thread))`), the
+    same permutation, without lexsort's full sort per key; `thread` is any integer key.
 
     A trace's host events come almost in time order, so a stable sort by start is cheap; only
     the runs of rows sharing a start are then ordered by `neg_dur`, and the (few) threads come
     last by a radix sort of their dense codes.
     """
-    if len(ts) == 0 or np.isnan(ts).any():  # NaN starts: lexsort's own tie order
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.intp)
+    if neg_dur is not None and np.isnan(ts).any():  # NaN starts: lexsort's own tie order
         return np.lexsort((neg_dur, ts, thread))
     order = np.argsort(ts, kind="stable")
     start = ts[order]
     same = start[1:] == start[:-1]
-    if same.any():
+    if neg_dur is not None and same.any():
         shared = np.zeros(len(start), dtype=bool)
         shared[1:] = same
         shared[:-1] |= same
         pos = np.flatnonzero(shared)
-        run = np.cumsum(np.concatenate(([True], ~same)))[pos]
-        order[pos] = order[pos[np.lexsort((neg_dur[order[pos]], run))]]
+        # The start itself tells the runs apart (they are in ascending order of it).
+        order[pos] = order[pos[np.lexsort((neg_dur[order[pos]], start[pos]))]]
     codes = unique_codes(thread)[1]
     top = int(codes.max())
     if top > 0:

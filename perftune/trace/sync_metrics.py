@@ -32,7 +32,7 @@ from perftune.trace.frames import (
     parse_python_function,
 )
 from perftune.trace.metrics import sync_call_mask
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Trace, _thread_key, thread_time_order
 from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- op families
@@ -137,7 +137,9 @@ class HostIndex:
         # Host rows grouped by thread, each thread's rows in time order (ties in row order).
         host = np.flatnonzero(~self.is_device)
         r, p, t = (trace.col(c)[host] for c in ("rank", "pid", "tid"))
-        order = np.lexsort((self.ts[host], t, p, r))
+        # (rank, pid, tid, ts): one order-preserving thread key, then a start sort and a radix
+        # sort of the threads (np.lexsort's permutation, without its four full sorts).
+        order = thread_time_order(_thread_key(r, p, t), self.ts[host])
         rows, r, p, t = host[order], r[order], p[order], t[order]
         cut = np.flatnonzero((r[1:] != r[:-1]) | (p[1:] != p[:-1]) | (t[1:] != t[:-1])) + 1
         starts = np.concatenate([[0], cut]).astype(np.int64) if len(rows) else np.empty(0, np.int64)

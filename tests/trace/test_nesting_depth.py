@@ -45,7 +45,7 @@ def test_depth_of_a_long_chain_and_of_roots() -> None:
 def test_thread_time_order_is_lexsort() -> None:
     """The nesting's sort of host rows (thread, start, longest first) is np.lexsort's
     permutation: ties, NaN durations and NaN starts included."""
-    from perftune.trace.model import _thread_time_order
+    from perftune.trace.model import thread_time_order
 
     rng = np.random.default_rng(5)
     for trial in range(300):
@@ -59,5 +59,6 @@ def test_thread_time_order_is_lexsort() -> None:
         if trial % 5 == 0 and n:
             neg_dur[rng.integers(0, n, 3)] = np.nan
         thread = rng.integers(-3, 3, n) * 10 ** int(rng.integers(0, 12))
-        assert np.array_equal(_thread_time_order(thread, ts, neg_dur),
+        assert np.array_equal(thread_time_order(thread, ts, neg_dur),
                               np.lexsort((neg_dur, ts, thread)))
+        assert np.array_equal(thread_time_order(thread, ts), np.lexsort((ts, thread)))
