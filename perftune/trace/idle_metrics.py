@@ -327,8 +327,7 @@ def host_overhead(trace: Trace, tables: Tables | None = None) -> list[HostOverhe
 
 
 def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
-    cats = trace.col("cat")
-    is_op = cats == C.CPU_OP
+    is_op = trace.cat_mask({C.CPU_OP})
     busy_kind = is_op | trace.cat_mask(C.RUNTIME_CATS) | _dataloader_mask(trace)
     ts = trace.col("ts")
     end = trace.col("end")

@@ -173,7 +173,7 @@ class HostIndex:
             rank = self.trace.col("rank")
             corr = self.trace.col("corr")
             self._copies = {}
-            for r in np.flatnonzero((self.cat == C.MEMCPY) & (corr != NO_ID)).tolist():
+            for r in np.flatnonzero(self.trace.cat_mask({C.MEMCPY}) & (corr != NO_ID)).tolist():
                 self._copies.setdefault((int(rank[r]), int(corr[r])), []).append(r)
             self._rank = rank
             self._corr = corr
@@ -540,12 +540,12 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         add(row, sync=row)
     for row in np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op).tolist():
         add(row)
-    for row in np.flatnonzero(idx.cat == C.MEMCPY).tolist():
+    for row in np.flatnonzero(trace.cat_mask({C.MEMCPY})).tolist():
         launch = trace.launched_by(row)
         if launch is not None and user_op(host, launch) is not None:
             add(launch, copy=row)
     # Python-level transfers and factories (on CPU traces visible only through with_stack).
-    for row in np.flatnonzero(idx.cat == C.PYTHON_FUNCTION).tolist():
+    for row in np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION})).tolist():
         called = python_call_name(idx.names[row])
         if (called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS) \
                 and _python_anchor(trace, idx, row) is None:
@@ -689,7 +689,7 @@ def device_moves(host: HostIndex) -> tuple[DeviceMove, ...]:
     idx, trace = host, host.trace
     loader_ends = idx.dataloader_ends
     out: list[DeviceMove] = []
-    rows = np.flatnonzero((idx.names == "aten::to") & idx.is_op).tolist()
+    rows = np.flatnonzero(idx.trace.name_isin({"aten::to"}) & idx.is_op).tolist()
     for row in rows:
         if user_op(host, row) != row:
             continue
