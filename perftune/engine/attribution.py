@@ -47,6 +47,7 @@ class Site:
     first_arg: str = ""        # source of a call's first positional argument
     kw_values: tuple[tuple[str, str], ...] = ()  # (keyword, source of its value)
     loop: tuple[int, int] | None = None  # lines of the innermost for/while loop around it
+    in_comprehension: bool = False  # inside a list/set/dict comprehension or generator expression
 
     def keyword(self, name: str) -> str | None:
         return next((v for k, v in self.kw_values if k == name), None)
@@ -127,6 +128,7 @@ class _SiteCollector(ast.NodeVisitor):
         self.mask_names = mask_names or set()
         self._store_targets: set[int] = set()
         self.loops: list[tuple[int, int]] = []
+        self._comprehensions = 0
 
     def _loop(self, node: ast.For | ast.AsyncFor | ast.While) -> None:
         self.loops.append((node.lineno, node.end_lineno or node.lineno))
@@ -136,6 +138,15 @@ class _SiteCollector(ast.NodeVisitor):
         self.sites.append(Site(line=node.lineno, kind="for", name=ast.unparse(node.iter),
                                col=node.col_offset))
         self.generic_visit(node)
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> None:
+        self._comprehensions += 1
+        try:
+            self.generic_visit(node)
+        finally:
+            self._comprehensions -= 1
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
     def visit_AsyncFor(self, node: ast.AsyncFor) -> None:
         self._loop(node)
@@ -196,7 +207,8 @@ class _SiteCollector(ast.NodeVisitor):
                                masked_args=masked, col=node.col_offset,
                                first_arg=ast.unparse(first) if first is not None else "",
                                kw_values=tuple((k.arg, ast.unparse(k.value))
-                                               for k in node.keywords if k.arg)))
+                                               for k in node.keywords if k.arg),
+                               in_comprehension=self._comprehensions > 0))
         self.generic_visit(node)
 
     def _test(self, test: ast.expr) -> None:
@@ -582,6 +594,14 @@ def _assign_sites(reader: SourceReader, frame: Frame, occs: list[Occurrence],
         return [candidates[min(k, n - 1)] for k in range(len(occs))]
     if len(occs) % n == 0:  # a loop in the function: the pattern repeats
         return [candidates[k % n] for k in range(len(occs))]
+    repeated = [k for k, s in enumerate(candidates) if s.in_comprehension]
+    if len(repeated) == 1 and len(occs) > n:
+        # one site runs once per element of a comprehension (`[torch.norm(g) for g in grads]`),
+        # the others once: they take one occurrence each, in source order, it takes the rest
+        at = repeated[0]
+        extra = len(occs) - n
+        return [candidates[at] if at <= k <= at + extra else candidates[k if k < at else k - extra]
+                for k in range(len(occs))]
     return [candidates[min(k, n - 1)] for k in range(len(occs))]
 
 

@@ -184,3 +184,39 @@ def test_tensors_nested_in_a_detection_batch_are_the_loader_s() -> None:
     doc = recorder.document()
     assert doc is not None
     assert [s.call for s in doc.sites if s.file == __file__] == ["to[pinned]"]
+
+
+def test_a_host_tensor_copied_every_step_is_a_copy_every_step() -> None:
+    """On a CPU run `.to(device)` returns its input itself. A tensor built once on the host
+    before the loop (class weights, a label matrix) and moved every step is a pageable copy
+    every step on a GPU; a tensor moved once before the loop (`w = w.to(device)`) and moved
+    again in the step copies nothing. Both before the mode starts (the `.to` wrapper) and in it."""
+    import inspect
+
+    import torch
+
+    from perftune.capture.child.provenance import Provenance
+
+    recorder = Provenance(cuda=False)
+    recorder.install()
+    try:
+        host = torch.arange(6.0)
+        moved = torch.ones(3).to("cpu")       # moved before the window: device data
+        assert moved.to("cpu") is moved      # a move of device data is the tensor itself
+        before = host.to("cpu")
+        assert not host.requires_grad and before is not host
+        recorder.start()
+        try:
+            first = inspect.currentframe().f_lineno + 2  # type: ignore[union-attr]
+            for _ in range(3):
+                (host.to("cpu") * 2).sum()
+                moved.to("cpu").sum()
+        finally:
+            recorder.stop()
+    finally:
+        recorder.uninstall()
+    doc = recorder.document()
+    assert doc is not None
+    here = {(s.line - first, s.call, s.tagged, s.untagged) for s in doc.sites if s.file == __file__}
+    assert here == {(0, "to[host]", 0, 3), (1, "to[none]", 3, 0)}
+    assert torch.equal(before, host)  # the copy is the host tensor's data

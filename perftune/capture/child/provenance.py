@@ -17,7 +17,10 @@ yielded, from a loader without `pin_memory=True`), `to[pinned]` (the same from a
 asks for pinned memory: a CPU run cannot pin, a GPU run would) or `to[host]` (a tensor the step
 made on the host — a label matrix, a concatenation of the loader's views — pageable memory
 whatever the loader pins); a move of a tagged tensor (or a dtype-only `.to`) copies nothing
-and is recorded as `to[none]`, so that every move of a call is in the record, in order.
+and is recorded as `to[none]`, so that every move of a call is in the record, in order. On a
+CPU run `.to(device)` returns its input itself; a move of an untagged tensor returns a view of
+it instead (the device copy a GPU run would make), so that the host tensor stays untagged and a
+tensor built once on the host and copied every step is a copy every step.
 
 Not tagged, hence never hazards: index tensors made without `device=` (`torch.randint`),
 module-level constants, what the Dataset/collate code builds, the optimizer's step counters,
@@ -136,6 +139,26 @@ def _batch_tensors(batch: Any, depth: int = 0) -> Iterable[torch.Tensor]:
     elif depth < 4 and isinstance(batch, dict):
         for v in batch.values():
             yield from _batch_tensors(v, depth + 1)
+
+
+def _device_copy(src: torch.Tensor, out: Any, tags: TagSet) -> Any:
+    """The result of a move to the device, as a GPU run would have it: a tensor of its own.
+
+    On a CPU run `.to(device)` of a host tensor returns that very tensor; on a GPU it returns
+    a copy and the host tensor stays on the host. Tagging the returned tensor would then tag
+    the host tensor itself, and its next move (a label matrix built once before the loop and
+    copied every step) would look like a move of device data that copies nothing. So a move
+    that returned its untagged input returns a view of it instead (same storage, same
+    autograd history): the view is the device copy, the input stays a host tensor. A
+    parameter, a leaf that requires grad (a view of it is no leaf: the optimizer would refuse
+    it) and a tensor without strides (sparse) are returned as they are."""
+    if out is not src or isinstance(src, torch.nn.Parameter) or src in tags \
+            or (src.requires_grad and src.is_leaf) or src.layout != torch.strided:
+        return out
+    try:
+        return src.view_as(src)
+    except Exception:  # a layout or subclass without views: the tensor itself, as before
+        return out
 
 
 def _frame_file(frame: FrameType) -> str:
@@ -269,8 +292,11 @@ class ProvenanceMode(TorchFunctionMode):
             copy = not self.tagged(args[0]) and _moves_to_device(args, kwargs, func.__name__)
             self._record(self._copy_of(args[0]) if copy else NO_COPY, not copy)
         out = func(*args, **kwargs)
-        if tagged_in or (kind == _MOVE and _moves_to_device(args, kwargs, func.__name__)) \
-                or (kwargs.get("device") is not None and self._device_factory_of_user()):
+        if kind == _MOVE and _moves_to_device(args, kwargs, func.__name__):
+            if args and isinstance(args[0], torch.Tensor) and not self.tagged(args[0]):
+                out = _device_copy(args[0], out, self.tags)
+            self.tag(out)
+        elif tagged_in or (kwargs.get("device") is not None and self._device_factory_of_user()):
             self.tag(out)
         return out
 
@@ -334,6 +360,7 @@ class Provenance:
                         __name: str = name, **kwargs: Any) -> Any:
                 out = __orig(self_, *args, **kwargs)
                 if isinstance(out, torch.Tensor) and _moves_to_device((self_, *args), kwargs, __name):
+                    out = _device_copy(self_, out, tags)
                     tags.add(out)
                 return out
 
