@@ -563,15 +563,36 @@ def frame_of_row(trace: Trace, frame_row: int | None) -> Frame | None:
     return parse_python_function(trace.name_of(frame_row))
 
 
+_COMPREHENSIONS = ("<listcomp>", "<genexpr>", "<dictcomp>", "<setcomp>")
+
+
+def comprehension_files(trace: Trace) -> frozenset[str]:
+    """Files whose comprehensions ran as frames of their own in this trace (`<listcomp>`:
+    Python before 3.12 gives each comprehension a frame; 3.12 inlines them)."""
+    names = trace.distinct_names(trace.cat_is("python_function"))
+    out = set()
+    for name in names:
+        if any(c in name for c in _COMPREHENSIONS):
+            frame = parse_python_function(name)
+            if frame is not None:
+                out.add(frame.file)
+    return frozenset(out)
+
+
 def _assign_sites(reader: SourceReader, frame: Frame, occs: list[Occurrence],
-                  matcher: SiteMatcher | None) -> list[Site | None]:
-    """Map occurrences inside one call of a function to call sites, in order."""
+                  matcher: SiteMatcher | None, comprehensions_apart: bool = False) -> list[Site | None]:
+    """Map occurrences inside one call of a function to call sites, in order.
+    `comprehensions_apart`: the trace gives this file's comprehensions frames of their own,
+    so a function's own ops never come from the calls inside its comprehensions."""
     if matcher is None:
         return [None] * len(occs)
     sites = reader.sites(frame)
     if not sites:
         return [None] * len(occs)
     candidates = [s for s in sites if matcher(s)]
+    if comprehensions_apart and not frame.function.startswith(_COMPREHENSIONS):
+        own = [s for s in candidates if not s.in_comprehension]
+        candidates = own or candidates
     if not candidates:
         return [None] * len(occs)
     # A frame that was already running when profiling began sits at its current line, inside
@@ -618,6 +639,7 @@ def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurren
     for occ in sorted(occurrences, key=lambda o: o.row):
         by_call.setdefault((occ.frame_row, occ.key, occ.step), []).append(occ)
     placed: dict[tuple[str | None, int | None, str | None], list[tuple[Occurrence, Frame | None, Site | None]]] = {}
+    apart = comprehension_files(trace) if matcher is not None else frozenset()
     for (frame_row, _, _), occs in by_call.items():
         frame = frame_of_row(trace, frame_row)
         if frame is None:
@@ -628,7 +650,8 @@ def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurren
                 key = ("@" + region) if region else (" → ".join(occ.chain) or None)
                 placed.setdefault((None, None, key), []).append((occ, None, None))
             continue
-        sites = _assign_sites(reader, frame, occs, matcher(occs[0]) if matcher else None)
+        sites = _assign_sites(reader, frame, occs, matcher(occs[0]) if matcher else None,
+                              frame.file in apart)
         for occ, site in zip(occs, sites, strict=True):
             at = site.line if site is not None else frame.line
             placed.setdefault((frame.file, at, frame.function), []).append((occ, frame, site))

@@ -81,7 +81,7 @@ def main() -> None:
             spectrograms, labels = spectrograms.to(device), labels.to(device)  # perftune: expect[PFT208,PFT209]
             input_lengths, label_lengths = input_lengths.to(device), label_lengths.to(device)  # perftune: expect[PFT208,PFT209]
             optimizer.zero_grad()
-            log_probs, out_lengths = model(spectrograms, input_lengths)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
+            log_probs, out_lengths = model(spectrograms, input_lengths)
             loss = F.ctc_loss(log_probs.transpose(0, 1), labels, out_lengths, label_lengths, blank=0,  # perftune: expect[PFT207]
                               zero_infinity=True)
             loss.backward()

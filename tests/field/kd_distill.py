@@ -61,7 +61,7 @@ def main() -> None:
     for inputs, targets in loader:
         inputs, targets = inputs.to(device), targets.to(device)  # perftune: expect[PFT208,PFT209]
         with torch.no_grad():
-            teacher_logits = teacher(inputs)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
+            teacher_logits = teacher(inputs)
         student_logits = student(inputs)
         loss = distillation_loss(student_logits, teacher_logits, targets, class_weights.to(device),  # perftune: expect[PFT208,PFT209]
                                  args.temperature, args.alpha)

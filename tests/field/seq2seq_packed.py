@@ -134,7 +134,7 @@ def main() -> None:
     for src, src_len, trg in loader:
         src, src_len, trg = src.to(device), src_len.to(device), trg.to(device)  # perftune: expect[PFT208,PFT209]
         optimizer.zero_grad()
-        output = model(src, src_len, trg)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
+        output = model(src, src_len, trg)  # perftune: not[PFT507]
         loss = criterion(output[1:].reshape(-1, output.shape[-1]), trg[1:].reshape(-1))
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)  # perftune: not[*]
