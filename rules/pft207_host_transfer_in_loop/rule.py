@@ -6,7 +6,10 @@ Device→host copies issued by the step (`Memcpy DtoH` under `aten::to`/`aten::c
 `.cpu()`, `.to("cpu")`, `.numpy()`, `.tolist()`); on a CPU trace, the same python calls made
 from the user's step code. `.cpu()` and `.numpy()` of a CPU tensor are no-ops that leave no
 event in a CPU trace: there the capture's device provenance (which tensors would be on the
-accelerator) says where the step moves device data to the host.
+accelerator) says where the step moves device data to the host — `.cpu()`, `.numpy()`, and
+`.to("cpu")` where the source names the host (one finding per line: `.cpu().numpy()` is one
+copy) — and where a library op copies device arguments to the host before it starts
+(`F.ctc_loss` given device length tensors).
 
 ## Why is it slow?
 A copy to pageable host memory blocks the host until the device has produced the data and

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from perftune.documents.capture import BATCH_COPY, HOST_COPY, PINNED_BATCH_COPY
+from perftune.documents.capture import BATCH_COPY, PINNED_BATCH_COPY
 from perftune.engine.attribution import Group, SiteMatcher
 from perftune.engine.context import Context
 from perftune.engine.hazards import (
@@ -93,12 +93,8 @@ class PageableCopy(HazardRule):
         # Tensors not from a DataLoader are pageable unless the program pins them itself: in
         # this run (the trace), or on the accelerator only (`if device.type == "cuda": x =
         # x.pin_memory()` — a `.pin_memory()` call in the user's source, not run on a CPU).
-        # A tensor provenance saw the step make on the host is pageable whatever else the
-        # program pins (a tensor it pins itself is device-bound: its move copies nothing).
-        host_made = [h for h in others if kinds[h.row] == HOST_COPY]
-        others = [h for h in others if kinds[h.row] != HOST_COPY]
         pins = sm.uses_pinned_memory(ctx.host) or _pins_on_the_accelerator(ctx)
-        return out + host_made + ([] if pins else others)
+        return out + ([] if pins else others)
 
     def site_matcher(self, hazard: sm.Hazard) -> SiteMatcher | None:
         return calls("to", "cuda", "copy_")

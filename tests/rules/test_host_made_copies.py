@@ -251,22 +251,3 @@ def test_a_copy_torch_s_own_helper_makes_is_not_the_user_s_move(tmp_path: Path) 
                        tagged=3, order=k) for k, call in enumerate(("to[none]", "cpu"))]))
     assert _lines(path, "PFT208") == set() and _lines(path, "PFT209") == set()
 
-
-def test_a_host_made_copy_is_pageable_whatever_else_the_program_pins(tmp_path: Path) -> None:
-    """A tensor the step makes on the host is pageable memory even when the program pins
-    other tensors (`pin_memory()` elsewhere in the step)."""
-    path = _loss_trace(tmp_path)
-    b = TraceBuilder(device=False)
-    for _ in range(3):
-        with b.step(), b.frame("loss.py", 1, "info_nce"):
-            compute(b, "aten::pin_memory", 20)
-            for _ in range(10):
-                compute(b, "aten::mm", 200)
-            for _ in LOSS_MOVES:
-                with pycall(b, "to"):
-                    copy_to_device(b, 4 * 128 * 128, "Pageable", non_blocking=False, dims=[128, 128])
-            with b.optimizer_step():
-                compute(b, "aten::_foreach_add_", 50)
-    path = b.write(tmp_path / "trace.json.gz")
-    _provenance(tmp_path, "loss.py", "info_nce", {3: "to[host]", 4: "to[host]", 5: "to[none]"})
-    assert _lines(path, "PFT208") == {3, 4}
