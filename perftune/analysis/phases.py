@@ -154,12 +154,27 @@ def _ops_before_backward(trace: Trace, ops: np.ndarray, backward_starts: np.ndar
     return ts[picked], end[picked]
 
 
+def _sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique` of float values; a stable (merge) sort, fast on the concatenated runs of
+    mostly time-ordered starts and ends these boundaries are."""
+    if np.isnan(values).any():
+        return np.unique(values)
+    ordered = np.sort(values, kind="stable")
+    if len(ordered) < 2:
+        return ordered
+    fresh = np.empty(len(ordered), dtype=bool)
+    fresh[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=fresh[1:])
+    out: np.ndarray = ordered[fresh]
+    return out
+
+
 def _coverage(bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """For each elementary segment [bounds[k], bounds[k+1]): whether an interval covers it."""
-    delta = np.zeros(len(bounds) + 1, dtype=np.int64)
     keep = ends > starts
-    np.add.at(delta, np.searchsorted(bounds, starts[keep], side="left"), 1)
-    np.add.at(delta, np.searchsorted(bounds, ends[keep], side="left"), -1)
+    size = len(bounds) + 1
+    delta = (np.bincount(np.searchsorted(bounds, starts[keep], side="left"), minlength=size)
+             - np.bincount(np.searchsorted(bounds, ends[keep], side="left"), minlength=size))
     covered: np.ndarray = np.cumsum(delta)[: len(bounds) - 1] > 0
     return covered
 
@@ -267,7 +282,7 @@ def _phases(trace: Trace, segments_for: int | None
         for s_, e_ in [*intervals.values(), *dev_iv.values()]:
             pieces.append(np.clip(s_, lo.min(), hi.max()))
             pieces.append(np.clip(e_, lo.min(), hi.max()))
-        bounds = np.unique(np.concatenate(pieces))
+        bounds = _sorted_unique(np.concatenate(pieces))
         seg_len = np.diff(bounds)
         label = np.full(len(seg_len), len(PHASES) - 1, dtype=np.int64)  # python
         for p in reversed(range(len(PHASES) - 1)):
@@ -283,16 +298,20 @@ def _phases(trace: Trace, segments_for: int | None
         inside &= mid < hi[order][pos]
         seg_step = np.where(inside, order[pos], -1)
         n_steps = len(ks)
-        sums = np.zeros((n_steps, len(PHASES)))
-        np.add.at(sums, (seg_step[inside], label[inside]), seg_len[inside])
+        # bincount adds in index order, as np.add.at did: the same sums to the last bit.
+        cell = seg_step[inside] * len(PHASES) + label[inside]
+        sums = np.bincount(cell, weights=seg_len[inside],
+                           minlength=n_steps * len(PHASES)).reshape(n_steps, len(PHASES))
         dev_sums = None
         if has_device:
             part = np.full(len(seg_len), len(DEVICE_PARTS) - 1, dtype=np.int64)  # idle
             for q in reversed(range(len(DEVICE_PARTS) - 1)):
                 s_, e_ = dev_iv[DEVICE_PARTS[q]]
                 part[_coverage(bounds, s_, e_)] = q
-            dev_sums = np.zeros((n_steps, len(PHASES), len(DEVICE_PARTS)))
-            np.add.at(dev_sums, (seg_step[inside], label[inside], part[inside]), seg_len[inside])
+            dev_cell = cell * len(DEVICE_PARTS) + part[inside]
+            dev_sums = np.bincount(dev_cell, weights=seg_len[inside],
+                                   minlength=n_steps * len(PHASES) * len(DEVICE_PARTS)
+                                   ).reshape(n_steps, len(PHASES), len(DEVICE_PARTS))
         if segments_for is not None:
             mine = np.flatnonzero(seg_step == ks.index(segments_for))
             for i in mine.tolist():

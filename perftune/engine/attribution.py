@@ -47,6 +47,7 @@ class Site:
     first_arg: str = ""        # source of a call's first positional argument
     kw_values: tuple[tuple[str, str], ...] = ()  # (keyword, source of its value)
     loop: tuple[int, int] | None = None  # lines of the innermost for/while loop around it
+    in_comprehension: bool = False  # inside a list/set/dict comprehension or generator expression
 
     def keyword(self, name: str) -> str | None:
         return next((v for k, v in self.kw_values if k == name), None)
@@ -127,6 +128,7 @@ class _SiteCollector(ast.NodeVisitor):
         self.mask_names = mask_names or set()
         self._store_targets: set[int] = set()
         self.loops: list[tuple[int, int]] = []
+        self._comprehensions = 0
 
     def _loop(self, node: ast.For | ast.AsyncFor | ast.While) -> None:
         self.loops.append((node.lineno, node.end_lineno or node.lineno))
@@ -136,6 +138,15 @@ class _SiteCollector(ast.NodeVisitor):
         self.sites.append(Site(line=node.lineno, kind="for", name=ast.unparse(node.iter),
                                col=node.col_offset))
         self.generic_visit(node)
+
+    def _comprehension(self, node: ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) -> None:
+        self._comprehensions += 1
+        try:
+            self.generic_visit(node)
+        finally:
+            self._comprehensions -= 1
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension
 
     def visit_AsyncFor(self, node: ast.AsyncFor) -> None:
         self._loop(node)
@@ -196,7 +207,8 @@ class _SiteCollector(ast.NodeVisitor):
                                masked_args=masked, col=node.col_offset,
                                first_arg=ast.unparse(first) if first is not None else "",
                                kw_values=tuple((k.arg, ast.unparse(k.value))
-                                               for k in node.keywords if k.arg)))
+                                               for k in node.keywords if k.arg),
+                               in_comprehension=self._comprehensions > 0))
         self.generic_visit(node)
 
     def _test(self, test: ast.expr) -> None:
@@ -551,15 +563,36 @@ def frame_of_row(trace: Trace, frame_row: int | None) -> Frame | None:
     return parse_python_function(trace.name_of(frame_row))
 
 
+_COMPREHENSIONS = ("<listcomp>", "<genexpr>", "<dictcomp>", "<setcomp>")
+
+
+def comprehension_files(trace: Trace) -> frozenset[str]:
+    """Files whose comprehensions ran as frames of their own in this trace (`<listcomp>`:
+    Python before 3.12 gives each comprehension a frame; 3.12 inlines them)."""
+    names = trace.distinct_names(trace.cat_is("python_function"))
+    out = set()
+    for name in names:
+        if any(c in name for c in _COMPREHENSIONS):
+            frame = parse_python_function(name)
+            if frame is not None:
+                out.add(frame.file)
+    return frozenset(out)
+
+
 def _assign_sites(reader: SourceReader, frame: Frame, occs: list[Occurrence],
-                  matcher: SiteMatcher | None) -> list[Site | None]:
-    """Map occurrences inside one call of a function to call sites, in order."""
+                  matcher: SiteMatcher | None, comprehensions_apart: bool = False) -> list[Site | None]:
+    """Map occurrences inside one call of a function to call sites, in order.
+    `comprehensions_apart`: the trace gives this file's comprehensions frames of their own,
+    so a function's own ops never come from the calls inside its comprehensions."""
     if matcher is None:
         return [None] * len(occs)
     sites = reader.sites(frame)
     if not sites:
         return [None] * len(occs)
     candidates = [s for s in sites if matcher(s)]
+    if comprehensions_apart and not frame.function.startswith(_COMPREHENSIONS):
+        own = [s for s in candidates if not s.in_comprehension]
+        candidates = own or candidates
     if not candidates:
         return [None] * len(occs)
     # A frame that was already running when profiling began sits at its current line, inside
@@ -582,6 +615,14 @@ def _assign_sites(reader: SourceReader, frame: Frame, occs: list[Occurrence],
         return [candidates[min(k, n - 1)] for k in range(len(occs))]
     if len(occs) % n == 0:  # a loop in the function: the pattern repeats
         return [candidates[k % n] for k in range(len(occs))]
+    repeated = [k for k, s in enumerate(candidates) if s.in_comprehension]
+    if len(repeated) == 1 and len(occs) > n:
+        # one site runs once per element of a comprehension (`[torch.norm(g) for g in grads]`),
+        # the others once: they take one occurrence each, in source order, it takes the rest
+        at = repeated[0]
+        extra = len(occs) - n
+        return [candidates[at] if at <= k <= at + extra else candidates[k if k < at else k - extra]
+                for k in range(len(occs))]
     return [candidates[min(k, n - 1)] for k in range(len(occs))]
 
 
@@ -598,6 +639,7 @@ def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurren
     for occ in sorted(occurrences, key=lambda o: o.row):
         by_call.setdefault((occ.frame_row, occ.key, occ.step), []).append(occ)
     placed: dict[tuple[str | None, int | None, str | None], list[tuple[Occurrence, Frame | None, Site | None]]] = {}
+    apart = comprehension_files(trace) if matcher is not None else frozenset()
     for (frame_row, _, _), occs in by_call.items():
         frame = frame_of_row(trace, frame_row)
         if frame is None:
@@ -608,7 +650,8 @@ def attribute(trace: Trace, reader: SourceReader, occurrences: Sequence[Occurren
                 key = ("@" + region) if region else (" → ".join(occ.chain) or None)
                 placed.setdefault((None, None, key), []).append((occ, None, None))
             continue
-        sites = _assign_sites(reader, frame, occs, matcher(occs[0]) if matcher else None)
+        sites = _assign_sites(reader, frame, occs, matcher(occs[0]) if matcher else None,
+                              frame.file in apart)
         for occ, site in zip(occs, sites, strict=True):
             at = site.line if site is not None else frame.line
             placed.setdefault((frame.file, at, frame.function), []).append((occ, frame, site))

@@ -540,20 +540,41 @@ def move_assignment(ctx: Context, moves: Sequence[sm.DeviceMove]) -> dict[int, t
     assert doc is not None
     per_call: dict[tuple[int | None, int], list[sm.DeviceMove]] = {}
     for m in moves:
-        if m.step >= 0:
+        # (a copy torch's own helper makes is not among the user's recorded moves)
+        if m.step >= 0 and not _torch_helper_move(ctx, m.row):
             per_call.setdefault((m.frame_row, m.step), []).append(m)
     steps = max(1, doc.steps)
-    for (frame_row, _), group in per_call.items():
-        frame = frame_of_row(ctx.trace, frame_row)
+    # A function called several times a step (a schedule lookup per term of a formula): the
+    # record counts its moves per step, each call makes its share of them.
+    frames = {key: frame_of_row(ctx.trace, key[0]) for key in per_call}
+    calls: dict[tuple[str, str, int, int], int] = {}
+    for (_, step), frame in frames.items():
+        if frame is not None:
+            k = (frame.file, frame.function, frame.line, step)
+            calls[k] = calls.get(k, 0) + 1
+    for (frame_row, step), group in per_call.items():
+        frame = frames[(frame_row, step)]
         if frame is None:
             continue
+        n_calls = calls[(frame.file, frame.function, frame.line, step)]
+        # a comprehension is a frame of its own named `<listcomp>` (Python < 3.12): the
+        # comprehensions of one function are told apart by their line
+        inline = frame.function.startswith("<") and frame.function != "<module>"
+        # the records of this function, not of another of the same name in the file (every
+        # module's `forward`): the lines of its own calls
+        own = ctx.source.sites(frame) if not inline else None
+        own_lines = {site.line for site in own} if own else None
         recorded = sorted((s for s in doc.sites if s.function == frame.function and s.via is None
-                           and s.call in MOVE_CALLS and same_file(s.file, frame.file)),
+                           and s.call in MOVE_CALLS and same_file(s.file, frame.file)
+                           and (not inline or s.line == frame.line)
+                           and (own_lines is None or s.line in own_lines)),
                           key=lambda s: (s.order, s.line))
         every: list[tuple[int, str]] = []
         full: list[tuple[int, str]] = []
         for site in recorded:
             per_step = round((site.tagged + site.untagged) / steps)
+            if n_calls > 1 and per_step % n_calls == 0:
+                per_step //= n_calls
             every.extend([(site.line, site.call)] * per_step)
             full.extend([(site.line, site.call)] * max(1, per_step))
         layout = full if len(group) == len(full) else every if len(group) == len(every) else None
@@ -601,7 +622,7 @@ def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
             continue  # provenance: the tensor was on the device already (or a dtype cast)
         if not (move.after_dataloader or move.early_in_step) and kind not in (HOST_COPY, BATCH_COPY):
             continue
-        if framework_moves(ctx, move.row, cause):
+        if framework_moves(ctx, move.row, cause) or _torch_helper_move(ctx, move.row):
             continue
         out.append(sm.Hazard(
             row=move.row, cause=cause, kind=f".{move.python_call}() of a batch",
@@ -609,6 +630,22 @@ def latent_batch_moves(ctx: Context, cause: sm.SyncCause) -> list[sm.Hazard]:
             on_device=False, step=move.step, rank=int(trace.col("rank")[move.row]),
             python_call=move.python_call, frame_row=move.frame_row))
     return out
+
+
+# torch files that only route a call to the user's code (never a helper that copies)
+_TORCH_ROUTING = ("torch/nn/modules/module.py", "torch/utils/_contextlib.py", "torch/_tensor.py",
+                  "torch/overrides.py", "torch/utils/_device.py", "torch/_dynamo/", "torch/autograd/grad_mode.py")
+
+
+def _torch_helper_move(ctx: Context, row: int) -> bool:
+    """A move torch's own helper made inside the user's call (`pack_padded_sequence` moving
+    its sorted indices to the input's device): not a `.to()` the user wrote, nor one the user
+    can pin or make non-blocking."""
+    for file in sm.library_frames(ctx.host, row):
+        path = "/" + file.replace("\\", "/").lstrip("/")
+        if "/torch/" in path and not any(r in path for r in _TORCH_ROUTING):
+            return True
+    return False
 
 
 def framework_moves(ctx: Context, row: int, cause: sm.SyncCause) -> bool:

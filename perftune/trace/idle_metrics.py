@@ -25,6 +25,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.comm import covered, merge_intervals
+from perftune.trace.groups import unique_codes
 from perftune.trace.metrics import clipped_sums, covered_in_windows, sync_call_mask
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
 from perftune.trace.tables import Tables
@@ -227,7 +228,7 @@ def step_idle(trace: Trace, tables: Tables | None = None) -> list[StepIdle]:
     sums = np.bincount(key, weights=gaps.dur / 1000.0,
                        minlength=n_steps * n_causes).reshape(-1, n_causes).tolist()
     # A step's idle time adds its causes in the order they first occur in the step.
-    present, first = np.unique(key, return_index=True)
+    present, first, _ = unique_codes(key, return_index=True)
     order = np.argsort(first, kind="stable")
     seen: dict[int, list[int]] = {}
     for kc in present[order].tolist():
@@ -326,8 +327,7 @@ def host_overhead(trace: Trace, tables: Tables | None = None) -> list[HostOverhe
 
 
 def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
-    cats = trace.col("cat")
-    is_op = cats == C.CPU_OP
+    is_op = trace.cat_mask({C.CPU_OP})
     busy_kind = is_op | trace.cat_mask(C.RUNTIME_CATS) | _dataloader_mask(trace)
     ts = trace.col("ts")
     end = trace.col("end")

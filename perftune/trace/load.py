@@ -19,7 +19,8 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
+from itertools import compress, repeat
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,7 +50,7 @@ from perftune.trace.decode import (
     sniff_is_trace,
 )
 from perftune.trace.limits import MAX_STRING_CHARS, truncated
-from perftune.trace.model import RankInfo, Trace
+from perftune.trace.model import RankInfo, Trace, thread_time_order
 from perftune.trace.steps import find_steps
 from perftune.trace.stream import EventStream, StreamFallback
 
@@ -189,6 +190,12 @@ RARE_FIELDS = ("flops", "kernel_file", "kernel_backend", "num_warps", "num_stage
 # few events that carry any of them.
 _EXTRAS = attrgetter(*RAW_FIELDS, *RARE_FIELDS)
 _EXTRAS_DEFAULT = _EXTRAS(EMPTY_ARGS)
+# The same fields are the tail of the args struct: `astuple` reads them from its slots, cheaper
+# than one attribute lookup per field when scanning every event.
+_ARG_FIELDS = tuple(f.name for f in msgspec.structs.fields(EMPTY_ARGS))
+_EXTRAS_TAIL = itemgetter(slice(len(_ARG_FIELDS) - len(RAW_FIELDS) - len(RARE_FIELDS), None))
+assert _EXTRAS_TAIL(_ARG_FIELDS) == (*RAW_FIELDS, *RARE_FIELDS), "args struct fields reordered"
+_EXTRAS_TAIL_DEFAULT = _EXTRAS_TAIL(msgspec.structs.astuple(EMPTY_ARGS))
 _N_RAW = len(RAW_FIELDS)
 _MEMORY_COLUMNS = ("device_type", "device_id", "addr", "bytes", "total_allocated",
                    "total_reserved")
@@ -207,8 +214,12 @@ FLOW_CAT_NAMES = ("ac2g", "async_cpu_to_gpu", "fwdbwd")
 _FLOW_CAT_CODE = {c: k for k, c in enumerate(FLOW_CAT_NAMES)}
 _FWDBWD = _FLOW_CAT_CODE["fwdbwd"]
 _FLOW_STARTS = frozenset(FLOW_TYPES[:1])  # ph "s"
-_FLOW_CLASSES = frozenset(FLOW_TYPES)
-_INSTANT_CLASSES = frozenset(INSTANT_TYPES)
+# The kind of every decoded event, from its class: the chunk is split by one C-level pass
+# (`map` + `compress`) instead of a Python comparison per event and kind.
+_COMPLETE, _META, _FLOW, _INSTANT, _IGNORED = range(5)
+_KIND_OF_CLASS: dict[type, int] = {Complete: _COMPLETE, Meta: _META,
+                                   **dict.fromkeys(FLOW_TYPES, _FLOW),
+                                   **dict.fromkeys(INSTANT_TYPES, _INSTANT)}
 
 
 def _column(source: list[Any], attr: str, dtype: Any, missing: float) -> np.ndarray:
@@ -263,11 +274,14 @@ def _launch_dims(kargs: list[Any]) -> np.ndarray:
 
 
 def _factorize(strings: list[str]) -> tuple[np.ndarray, list[str]]:
-    """(code per string, distinct strings in order of first appearance)."""
-    seen: dict[str, int] = {}
-    add = seen.setdefault
-    local = np.fromiter((add(x, len(seen)) for x in strings), np.int64, len(strings))
-    return local, list(seen)
+    """(code per string, distinct strings in order of first appearance).
+
+    Two C-level passes (`dict.fromkeys`, then `map` of a dict lookup): no Python frame per
+    string."""
+    uniques = list(dict.fromkeys(strings))
+    code = dict(zip(uniques, range(len(uniques)), strict=True))
+    local = np.fromiter(map(code.__getitem__, strings), np.int64, len(strings))
+    return local, uniques
 
 
 def _in(uniques: Any, wanted: frozenset[str], local: np.ndarray) -> np.ndarray:
@@ -563,11 +577,15 @@ class _Builder:
         return int(other["events"])
 
     def _add_chunk(self, events: list[Any], rank: int) -> None:
-        xs = [e for e in events if e.__class__ is Complete]
-        if xs:
-            self._add_complete(xs, rank)
-        if len(xs) != len(events):
-            self._add_other([e for e in events if e.__class__ is not Complete], rank)
+        kind = np.fromiter(map(_KIND_OF_CLASS.get, map(type, events), repeat(_IGNORED)),
+                           np.int8, len(events))
+        complete = kind == _COMPLETE
+        if complete.all():
+            self._add_complete(events, rank)
+            return
+        if complete.any():
+            self._add_complete(list(compress(events, complete.tolist())), rank)
+        self._add_other(events, kind, rank)
 
     def _add_complete(self, xs: list[Any], rank: int) -> None:
         n = len(xs)
@@ -607,8 +625,12 @@ class _Builder:
 
         heavy_rows = np.flatnonzero(~_in(cat_uniques, _LIGHT_CATS, cat_local))
         heavy = [args[i] for i in heavy_rows.tolist()]
-        extras = [(k, t) for k, t in enumerate(map(_EXTRAS, heavy)) if t != _EXTRAS_DEFAULT]
-        extra_rows = heavy_rows[np.fromiter((k for k, _ in extras), np.int64, len(extras))]
+        # One C-level pass finds the few events that carry any of them.
+        carries = np.flatnonzero(np.fromiter(
+            map(_EXTRAS_TAIL_DEFAULT.__ne__, map(_EXTRAS_TAIL, map(msgspec.structs.astuple, heavy))),
+            bool, len(heavy)))
+        extras = [(k, _EXTRAS(heavy[k])) for k in carries.tolist()]
+        extra_rows = heavy_rows[carries]
         # Shapes and launch metadata: a blob per field, so that the chunk's buffer is released.
         raw_rows: list[np.ndarray] = []
         raw_lens: list[np.ndarray] = []
@@ -686,24 +708,30 @@ class _Builder:
         # Any other id: a stable code below every real one.
         return self.flow_labels.setdefault(repr(value), -2 - len(self.flow_labels))
 
-    def _add_other(self, rest: list[Any], rank: int) -> None:
+    def _add_other(self, events: list[Any], kind: np.ndarray, rank: int) -> None:
+        """The flows, metadata and memory instants among a chunk's `events` (`kind` per event)."""
         # ac2g flows repeat the `correlation` link of modern traces: all are kept here (compact
         # columns), and _link_flows uses them only where some launch lacks it.
-        wanted = _FLOW_CAT_CODE
-        flows = [e for e in rest if e.__class__ in _FLOW_CLASSES and e.cat in wanted]
+        flows = list(compress(events, (kind == _FLOW).tolist()))
+        flow_cat = np.fromiter(map(_FLOW_CAT_CODE.get, map(attrgetter("cat"), flows),
+                                   repeat(-1)), np.int8, len(flows))
+        if not (flow_cat >= 0).all():
+            flows = list(compress(flows, (flow_cat >= 0).tolist()))
+            flow_cat = flow_cat[flow_cat >= 0]
         if flows:
             n = len(flows)
             self.flows.append(_Flows(
                 rank=np.full(n, rank, np.int32),
-                cat=np.fromiter(map(wanted.__getitem__, map(attrgetter("cat"), flows)), np.int8, n),
+                cat=flow_cat,
                 start=np.fromiter(map(_FLOW_STARTS.__contains__, map(type, flows)), bool, n),
                 id=self._flow_ids(list(map(attrgetter("id"), flows))),
                 pid=self._ids(list(map(attrgetter("pid"), flows))),
                 tid=self._ids(list(map(attrgetter("tid"), flows))),
                 ts=np.fromiter(map(attrgetter("ts"), flows), np.float64, n)))
-        for e in [e for e in rest if e.__class__ is Meta]:
+        for e in compress(events, (kind == _META).tolist()):
             self._add_metadata(e, rank)
-        memory = [e for e in rest if e.__class__ in _INSTANT_CLASSES and e.name == "[memory]"]
+        instants = list(compress(events, (kind == _INSTANT).tolist()))
+        memory = list(compress(instants, map("[memory]".__eq__, map(attrgetter("name"), instants))))
         if memory:
             values = _records(list(map(attrgetter("args"), memory)), _MEMORY_FIELDS,
                               _MEMORY_DTYPE, _NO_VALUE)
@@ -1225,7 +1253,7 @@ def _bind_endpoints(ev: dict[str, np.ndarray], interned: dict[str, tuple[list[st
         fthread = np.where(absurd, -1, fthread)
         fts = np.where(absurd, 0.0, fts)
     fts_ns = np.rint(fts * 1000.0).astype(np.int64)
-    order = np.lexsort((ts_ns, thread))
+    order = thread_time_order(thread, ts_ns)  # np.lexsort((ts_ns, thread))'s permutation
     key_thread = thread[order]
     key_ts = ts_ns[order]
     lo = np.zeros(len(fthread), np.int64)

@@ -95,7 +95,7 @@ def device_memory_peaks(trace: Trace, tables: Tables | None = None) -> list[Memo
     reserved = _filled(mem["total_reserved"]).astype(np.int64)
     ts = mem["ts"]
     gpu = (_filled(mem["device_type"]) == CUDA_DEVICE_TYPE) & (alloc >= 0)
-    for r, d in sorted({(int(x), int(y)) for x, y in zip(rank[gpu], dev[gpu], strict=True)}):
+    for r, d in sorted(set(zip(rank[gpu].tolist(), dev[gpu].tolist(), strict=True))):
         sel = np.flatnonzero(gpu & (rank == r) & (dev == d))
         k = sel[int(np.argmax(alloc[sel]))]
         capacity, name = _capacity(trace, r, d)

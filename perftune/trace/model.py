@@ -21,6 +21,7 @@ import numpy as np
 from perftune.trace import categories as C
 from perftune.trace.decode import NO_ID, ArgStore, EventArgs, decode_raw
 from perftune.trace.frames import Frame, is_user_frame, parse_python_function
+from perftune.trace.groups import unique_codes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -148,7 +149,7 @@ class Trace:
     def distinct_names(self, mask: np.ndarray) -> list[str]:
         """The names of the rows in `mask`, each once, in order of first appearance."""
         codes = self.interned["name"][1][mask]
-        _, first = np.unique(codes, return_index=True)
+        _, first, _ = unique_codes(codes, return_index=True)
         strings = self.interned["name"][0]
         return [str(strings[c]) for c in codes[np.sort(first)].tolist()]
 
@@ -793,7 +794,7 @@ def _nesting_with_depth(ev: dict[str, np.ndarray], t0_us: float, rows: np.ndarra
     ts = ev["ts"][host]
     neg_dur = ev["dur"][host]
     np.negative(neg_dur, out=neg_dur)
-    order = np.lexsort((neg_dur, ts, thread))
+    order = thread_time_order(thread, ts, neg_dur)
     del neg_dur
     rows = host[order]
     del host
@@ -896,15 +897,46 @@ def nearest_ancestor(parent: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return nxt
 
 
+def thread_time_order(thread: np.ndarray, ts: np.ndarray,
+                      neg_dur: np.ndarray | None = None) -> np.ndarray:
+    """`np.lexsort((neg_dur, ts, thread))` (without `neg_dur`: `np.lexsort((ts, thread))`), the
+    same permutation, without lexsort's full sort per key; `thread` is any integer key.
+
+    A trace's host events come almost in time order, so a stable sort by start is cheap; only
+    the runs of rows sharing a start are then ordered by `neg_dur`, and the (few) threads come
+    last by a radix sort of their dense codes.
+    """
+    if len(ts) == 0:
+        return np.zeros(0, dtype=np.intp)
+    if neg_dur is not None and np.isnan(ts).any():  # NaN starts: lexsort's own tie order
+        return np.lexsort((neg_dur, ts, thread))
+    order = np.argsort(ts, kind="stable")
+    start = ts[order]
+    same = start[1:] == start[:-1]
+    if neg_dur is not None and same.any():
+        shared = np.zeros(len(start), dtype=bool)
+        shared[1:] = same
+        shared[:-1] |= same
+        pos = np.flatnonzero(shared)
+        # The start itself tells the runs apart (they are in ascending order of it).
+        order[pos] = order[pos[np.lexsort((neg_dur[order[pos]], start[pos]))]]
+    codes = unique_codes(thread)[1]
+    top = int(codes.max())
+    if top > 0:
+        small = codes.astype(np.uint16) if top < (1 << 16) else codes
+        order = order[np.argsort(small[order], kind="stable")]
+    return order
+
+
 def _thread_key(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
     """One int64 per row, equal exactly where (rank, pid, tid) are (not dense, not ordered)."""
     key = np.zeros(len(rank), dtype=np.int64)
     for column in (rank, pid, tid):
         if len(column) and column.min() == column.max():
             continue  # one value (one rank, one process): its code is 0 for every row
-        uniques, codes = np.unique(column, return_inverse=True)
+        uniques, codes = unique_codes(column)
         if int(key.max(initial=0)) + 1 > (1 << 62) // max(len(uniques), 1):
-            key = np.unique(key, return_inverse=True)[1].astype(np.int64)  # re-densify first
+            key = unique_codes(key)[1].astype(np.int64)  # re-densify first
         key *= max(len(uniques), 1)
         key += codes
     return key
@@ -921,8 +953,8 @@ def _dense_thread(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray) -> np.ndar
     """A dense int64 code per distinct (rank, pid, tid)."""
     code = np.zeros(len(rank), dtype=np.int64)
     for column in (rank, pid, tid):
-        uniques, local = np.unique(column, return_inverse=True)
-        code = code * max(len(uniques), 1) + local.reshape(-1)
+        uniques, local = unique_codes(column)
+        code = code * max(len(uniques), 1) + local
         # Re-densify so that the product never overflows, however many threads there are.
-        code = np.unique(code, return_inverse=True)[1].reshape(-1).astype(np.int64)
+        code = unique_codes(code)[1].astype(np.int64)
     return code

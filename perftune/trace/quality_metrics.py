@@ -63,9 +63,9 @@ def event_density(trace: Trace, tables: Tables | None = None) -> EventDensity:
         span = hi - lo
     else:
         span = float(trace.col("end")[on].max() - trace.col("ts")[on].min()) if on.any() else 0.0
-    cats = trace.col("cat")
-    return EventDensity(cpu_ops=int(np.count_nonzero(on & (cats == C.CPU_OP))),
-                        python_events=int(np.count_nonzero(on & (cats == C.PYTHON_FUNCTION))),
+    # Category masks from the interned codes: no string compare per row.
+    return EventDensity(cpu_ops=int(np.count_nonzero(on & trace.cat_mask({C.CPU_OP}))),
+                        python_events=int(np.count_nonzero(on & trace.cat_mask({C.PYTHON_FUNCTION}))),
                         host_span_us=float(span), steps=len(steps))
 
 

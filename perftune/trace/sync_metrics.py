@@ -32,7 +32,7 @@ from perftune.trace.frames import (
     parse_python_function,
 )
 from perftune.trace.metrics import sync_call_mask
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Trace, _thread_key, thread_time_order
 from perftune.trace.tables import Tables
 
 # ---------------------------------------------------------------------------- op families
@@ -137,7 +137,9 @@ class HostIndex:
         # Host rows grouped by thread, each thread's rows in time order (ties in row order).
         host = np.flatnonzero(~self.is_device)
         r, p, t = (trace.col(c)[host] for c in ("rank", "pid", "tid"))
-        order = np.lexsort((self.ts[host], t, p, r))
+        # (rank, pid, tid, ts): one order-preserving thread key, then a start sort and a radix
+        # sort of the threads (np.lexsort's permutation, without its four full sorts).
+        order = thread_time_order(_thread_key(r, p, t), self.ts[host])
         rows, r, p, t = host[order], r[order], p[order], t[order]
         cut = np.flatnonzero((r[1:] != r[:-1]) | (p[1:] != p[:-1]) | (t[1:] != t[:-1])) + 1
         starts = np.concatenate([[0], cut]).astype(np.int64) if len(rows) else np.empty(0, np.int64)
@@ -171,7 +173,7 @@ class HostIndex:
             rank = self.trace.col("rank")
             corr = self.trace.col("corr")
             self._copies = {}
-            for r in np.flatnonzero((self.cat == C.MEMCPY) & (corr != NO_ID)).tolist():
+            for r in np.flatnonzero(self.trace.cat_mask({C.MEMCPY}) & (corr != NO_ID)).tolist():
                 self._copies.setdefault((int(rank[r]), int(corr[r])), []).append(r)
             self._rank = rank
             self._corr = corr
@@ -538,12 +540,12 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         add(row, sync=row)
     for row in np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op).tolist():
         add(row)
-    for row in np.flatnonzero(idx.cat == C.MEMCPY).tolist():
+    for row in np.flatnonzero(trace.cat_mask({C.MEMCPY})).tolist():
         launch = trace.launched_by(row)
         if launch is not None and user_op(host, launch) is not None:
             add(launch, copy=row)
     # Python-level transfers and factories (on CPU traces visible only through with_stack).
-    for row in np.flatnonzero(idx.cat == C.PYTHON_FUNCTION).tolist():
+    for row in np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION})).tolist():
         called = python_call_name(idx.names[row])
         if (called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS) \
                 and _python_anchor(trace, idx, row) is None:
@@ -687,7 +689,7 @@ def device_moves(host: HostIndex) -> tuple[DeviceMove, ...]:
     idx, trace = host, host.trace
     loader_ends = idx.dataloader_ends
     out: list[DeviceMove] = []
-    rows = np.flatnonzero((idx.names == "aten::to") & idx.is_op).tolist()
+    rows = np.flatnonzero(idx.trace.name_isin({"aten::to"}) & idx.is_op).tolist()
     for row in rows:
         if user_op(host, row) != row:
             continue

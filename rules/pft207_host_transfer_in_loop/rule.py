@@ -6,7 +6,10 @@ Device→host copies issued by the step (`Memcpy DtoH` under `aten::to`/`aten::c
 `.cpu()`, `.to("cpu")`, `.numpy()`, `.tolist()`); on a CPU trace, the same python calls made
 from the user's step code. `.cpu()` and `.numpy()` of a CPU tensor are no-ops that leave no
 event in a CPU trace: there the capture's device provenance (which tensors would be on the
-accelerator) says where the step moves device data to the host.
+accelerator) says where the step moves device data to the host — `.cpu()`, `.numpy()`, and
+`.to("cpu")` where the source names the host (one finding per line: `.cpu().numpy()` is one
+copy) — and where a library op copies device arguments to the host before it starts
+(`F.ctc_loss` given device length tensors).
 
 ## Why is it slow?
 A copy to pageable host memory blocks the host until the device has produced the data and
@@ -36,6 +39,7 @@ read the result before synchronising.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from perftune.engine.attribution import SiteMatcher
 from perftune.engine.context import Context
@@ -44,8 +48,19 @@ from perftune.engine.rewrite import suggestion
 from perftune.engine.types import Finding, Location, Severity
 from perftune.trace import sync_metrics as sm
 
-# Calls that are no-ops on a CPU tensor (no op in a CPU trace), recorded by provenance.
+# Calls that are no-ops on a CPU tensor (no op in a CPU trace), recorded by provenance
+# (`.to("cpu")` is recorded as `cpu`).
 _NO_OP_ON_CPU = frozenset({"cpu", "numpy"})
+# Library ops that copy some of their tensor arguments to the host before they start (the
+# capture's provenance records which ran on device data): what they read, and the fix.
+_READS_ARGUMENTS = {
+    "ctc_loss": ("its length tensors (the tensor-lengths form of `ctc_loss` copies them to the "
+                 "host with `.to('cpu')` before it starts)",
+                 "Keep the CTC lengths on the host: pass the DataLoader's CPU length tensors (or "
+                 "Python lists) as input_lengths/target_lengths instead of device tensors",
+                 "loss = F.ctc_loss(log_probs, targets, input_lengths.cpu(), target_lengths.cpu())"
+                 "  # lengths computed on the host"),
+}
 
 
 class HostTransferInLoop(HazardRule):
@@ -74,27 +89,40 @@ class HostTransferInLoop(HazardRule):
         if doc is None or not doc.enabled or ctx.trace.has_device_activity or not ctx.trace.steps:
             return
         steps = max(1, doc.steps)
+        # one finding per line: `.cpu().numpy()` is one copy to the host, recorded twice
+        lines: dict[tuple[str, int], list[Any]] = {}
         for site in doc.sites:
-            if site.call not in _NO_OP_ON_CPU or site.tagged <= 0 or site.via:
+            reads = site.call in _READS_ARGUMENTS
+            if not (site.call in _NO_OP_ON_CPU or reads) or site.tagged <= 0 or (site.via and not reads):
                 continue
-            per_step = site.tagged / steps
-            if per_step < 0.5:
+            if site.tagged / steps < 0.5:
                 continue  # not every step (a log line every N iterations)
-            file = site.file
+            lines.setdefault((site.file, site.line), []).append(site)
+        for (file, line), sites in lines.items():
             if any(f is not None and (f == file or file.endswith("/" + f.lstrip("./")))
-                   and line == site.line for f, line in known):
+                   and at == line for f, at in known):
                 continue
-            source = ctx.source.line(file, site.line)
-            location = Location(file=file, line=site.line, function=site.function,
+            site = next((x for x in sites if x.call in _READS_ARGUMENTS), sites[0])
+            tagged = max(x.tagged for x in sites)
+            per_step = tagged / steps
+            source = ctx.source.line(file, line)
+            location = Location(file=file, line=line, function=site.function,
                                 source=source.rstrip() if source is not None else None)
+            if site.call in _READS_ARGUMENTS:
+                what, title, after = _READS_ARGUMENTS[site.call]
+                message = (f"`{site.call}` reads {what}: device tensors there are copied to the host "
+                           f"{LATENT_NOTE} ({per_step:.0f}× per step; recorded by device provenance)")
+                kind = site.call
+            else:
+                calls_ = ".".join(f"{x.call}()" for x in sorted(sites, key=lambda x: x.order))
+                message = (f"`.{calls_}` of a device tensor {LATENT_NOTE} ({per_step:.0f}× per step; "
+                           "recorded by device provenance: on a CPU tensor it is a no-op this trace "
+                           "cannot show)")
+                title, after, kind = self.fix_title, self.after, f".{calls_}"
             yield self.finding(
-                f"`.{site.call}()` of a device tensor {LATENT_NOTE} ({per_step:.0f}× per step; "
-                "recorded by device provenance: on a CPU tensor it is a no-op this trace cannot "
-                "show)",
-                location=location, severity=Severity.WARNING,
-                suggestion=suggestion(self.code, self.fix_title, location,
-                                      ctx.source.resolve(file), after=self.after),
-                evidence={"kind": f".{site.call}()", "per_step": round(per_step, 3),
+                message, location=location, severity=Severity.WARNING,
+                suggestion=suggestion(self.code, title, location, ctx.source.resolve(file), after=after),
+                evidence={"kind": kind, "per_step": round(per_step, 3),
                           "steps": steps, "source": "provenance"},
-                est_saving_ms_per_step=0.0, count=site.tagged, latent=True)
+                est_saving_ms_per_step=0.0, count=tagged, latent=True)
 

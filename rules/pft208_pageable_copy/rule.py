@@ -51,11 +51,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from perftune.documents.capture import BATCH_COPY, PINNED_BATCH_COPY
 from perftune.engine.attribution import Group, SiteMatcher
 from perftune.engine.context import Context
 from perftune.engine.hazards import (
-    BATCH_COPY,
-    PINNED_BATCH_COPY,
     HazardRule,
     calls,
     dataloader_pinned,

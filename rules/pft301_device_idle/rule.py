@@ -12,6 +12,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, op_ancestry
+from perftune.trace.groups import unique_codes
 from perftune.trace.idle_metrics import (
     CAUSES,
     IdleGapColumns,
@@ -186,9 +187,8 @@ class DeviceIdle(Rule):
                 return None, (), {}
             # Per host row, in order of first appearance: its gaps' time, added in gap order
             # (bincount adds in index order).
-            rows, first_at, inverse = np.unique(gaps.host_row[blamed], return_index=True,
-                                                return_inverse=True)
-            sums = np.bincount(inverse.reshape(-1), weights=gaps.dur[blamed], minlength=len(rows))
+            rows, first_at, inverse = unique_codes(gaps.host_row[blamed], return_index=True)
+            sums = np.bincount(inverse, weights=gaps.dur[blamed], minlength=len(rows))
             order = np.argsort(first_at, kind="stable")
             weights = dict(zip(rows[order].tolist(), sums[order].tolist(), strict=True))
             # The same call site recurs every step: group by the op chain that issued it.

@@ -16,6 +16,7 @@ from perftune.trace.device_metrics import (
     op_ancestry,
     step_count,
 )
+from perftune.trace.groups import unique_codes
 from perftune.trace.idle_metrics import tiny_kernels
 from perftune.trace.model import NO_ID
 from perftune.trace.sync_metrics import user_frame_row
@@ -95,8 +96,7 @@ class LaunchBoundTinyKernels(Rule):
         # Per op name (first seen first): kernels and their waits, added in row order
         # (bincount adds in index order, as a running sum does).
         top_code = np.where(tops != NO_ID, codes[np.maximum(tops, 0)], -1)
-        op_codes, first, inverse = np.unique(top_code, return_index=True, return_inverse=True)
-        inverse = inverse.reshape(-1)
+        op_codes, first, inverse = unique_codes(top_code, return_index=True)
         counts = np.bincount(inverse, minlength=len(op_codes)).astype(np.float64)
         waits = np.bincount(inverse, weights=tk.wait_us, minlength=len(op_codes))
         by_op: dict[str, list[float]] = {}

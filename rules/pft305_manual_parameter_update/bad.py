@@ -9,3 +9,8 @@ def train_step(model, x, y, lr=0.01):
         for p in model.parameters():  # one update per parameter tensor
             p.add_(p.grad, alpha=-lr)
     return loss
+
+
+def grad_norm(parameters, norm_type=2.0):
+    norms = [torch.norm(p.grad.detach(), norm_type) for p in parameters]  # one norm per tensor
+    return torch.norm(torch.stack(norms), norm_type)

@@ -64,7 +64,55 @@ def residual_forward(gpu: bool) -> TraceBuilder:
     return steps(TraceBuilder(device=gpu), body)
 
 
+FUNCTIONAL = "/usr/lib/python3.11/site-packages/torch/functional.py"
+CLIP = "/usr/lib/python3.11/site-packages/torch/nn/utils/clip_grad.py"
+
+
+def norms(gpu: bool) -> TraceBuilder:
+    """`[torch.norm(p.grad, 2) for p in parameters]` stacked and normed again (a masked-
+    autoencoder engine's gradient norm): one `torch.norm` call, one norm op, per parameter."""
+    def body(b: TraceBuilder) -> None:
+        with b.frame("bad.py", 4, "train_step"):
+            _forward_backward(b)
+        with b.frame("bad.py", 14, "grad_norm"):
+            for _ in range(PARAMETERS):
+                with b.frame(FUNCTIONAL, 1700, "norm"):
+                    compute(b, "aten::linalg_vector_norm", 4, host=12 if gpu else None)
+            compute(b, "aten::stack", 4, host=12 if gpu else None)
+            with b.frame(FUNCTIONAL, 1700, "norm"):
+                compute(b, "aten::linalg_vector_norm", 4, host=12 if gpu else None)
+    return steps(TraceBuilder(device=gpu), body)
+
+
+def clip_fallback(gpu: bool) -> TraceBuilder:
+    """`clip_grad_norm_` computing its norms one tensor at a time inside one call (its own
+    loop, the library's): not the script's loop."""
+    def body(b: TraceBuilder) -> None:
+        with b.frame("good.py", 4, "train_step"):
+            _forward_backward(b)
+            with b.frame(CLIP, 30, "clip_grad_norm_"):
+                for _ in range(PARAMETERS):
+                    compute(b, "aten::linalg_vector_norm", 4, host=12 if gpu else None)
+            compute(b, "aten::_foreach_add_", 30, host=20 if gpu else None)
+    return steps(TraceBuilder(device=gpu), body)
+
+
+def norms_foreach(gpu: bool) -> TraceBuilder:
+    """`torch.nn.utils.get_total_norm(grads, foreach=True)`: one `_foreach_norm`."""
+    def body(b: TraceBuilder) -> None:
+        with b.frame("good.py", 4, "train_step"):
+            _forward_backward(b)
+            compute(b, "aten::_foreach_add_", 30, host=20 if gpu else None)
+        with b.frame("good.py", 14, "grad_norm"):
+            compute(b, "aten::_foreach_norm", 20, host=15 if gpu else None)
+            compute(b, "aten::linalg_vector_norm", 4, host=12 if gpu else None)
+    return steps(TraceBuilder(device=gpu), body)
+
+
 FIXTURES: dict[str, Fixture] = {
+    "norms": lambda: norms(True),
+    "norms_clip": lambda: clip_fallback(False),
+    "norms_foreach": lambda: norms_foreach(True),
     "residual": lambda: residual_forward(True),
     "bad": lambda: bad(True),
     "cpu": lambda: bad(False),

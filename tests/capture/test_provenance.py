@@ -123,6 +123,7 @@ def test_every_move_is_recorded_with_what_it_copies() -> None:
 
     from perftune.capture.child.provenance import Provenance
 
+    device = "cpu"  # the run's device (a GPU run: "cuda")
     recorder = Provenance(cuda=False)
     recorder.start()
     assert recorder.mode is not None
@@ -132,10 +133,10 @@ def test_every_move_is_recorded_with_what_it_copies() -> None:
         recorder.on_batch({"x": pinned}, pinned=True)
         recorder.on_batch([plain], pinned=False)
         first = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
-        pinned.to("cpu")
-        plain.to("cpu")
-        torch.cat([torch.ones(2), torch.ones(2)]).to("cpu")
-        (param * 2).to("cpu")
+        pinned.to(device)
+        plain.to(device)
+        torch.cat([torch.ones(2), torch.ones(2)]).to(device)
+        (param * 2).to(device)
         torch.zeros(2).to(torch.float64)
     finally:
         recorder.stop()
@@ -173,14 +174,115 @@ def test_tensors_nested_in_a_detection_batch_are_the_loader_s() -> None:
 
     from perftune.capture.child.provenance import Provenance
 
+    device = "cpu"  # the run's device (a GPU run: "cuda")
     recorder = Provenance(cuda=False)
     recorder.start()
     boxes = torch.ones(2, 4)
     try:
         recorder.on_batch(((torch.ones(3, 8, 8),), ({"boxes": boxes, "image_id": 3},)), pinned=True)
-        boxes.to("cpu")
+        boxes.to(device)
     finally:
         recorder.stop()
     doc = recorder.document()
     assert doc is not None
     assert [s.call for s in doc.sites if s.file == __file__] == ["to[pinned]"]
+
+
+def test_a_host_tensor_copied_every_step_is_a_copy_every_step() -> None:
+    """On a CPU run `.to(device)` returns its input itself. A tensor built once on the host
+    before the loop (class weights, a label matrix) and moved every step is a pageable copy
+    every step on a GPU; a tensor moved once before the loop (`w = w.to(device)`) and moved
+    again in the step copies nothing. Both before the mode starts (the `.to` wrapper) and in it."""
+    import inspect
+
+    import torch
+
+    from perftune.capture.child.provenance import Provenance
+
+    device = "cpu"  # the run's device (a GPU run: "cuda")
+    recorder = Provenance(cuda=False)
+    recorder.install()
+    try:
+        host = torch.arange(6.0)
+        moved = torch.ones(3).to(device)       # moved before the window: device data
+        assert moved.to(device) is moved      # a move of device data is the tensor itself
+        before = host.to(device)
+        assert not host.requires_grad and before is not host
+        recorder.start()
+        try:
+            first = inspect.currentframe().f_lineno + 2  # type: ignore[union-attr]
+            for _ in range(3):
+                (host.to(device) * 2).sum()
+                moved.to(device).sum()
+        finally:
+            recorder.stop()
+    finally:
+        recorder.uninstall()
+    doc = recorder.document()
+    assert doc is not None
+    here = {(s.line - first, s.call, s.tagged, s.untagged) for s in doc.sites if s.file == __file__}
+    assert here == {(0, "to[host]", 0, 3), (1, "to[none]", 3, 0)}
+    assert torch.equal(before, host)  # the copy is the host tensor's data
+
+
+def test_a_move_to_the_host_in_so_many_words_is_a_read_back() -> None:
+    """`lengths.to("cpu")` of device data (the packed-sequence tutorials' `src_len.to("cpu")`)
+    is a device→host copy, recorded as `.cpu()` (and as a move that copies nothing to the
+    device); what it returns, like `.cpu()`'s result, is host data — so the PackedSequence
+    built from it is not a device tensor the GRU reads back. `.to(device)` with
+    device="cpu" in this run stays a move to the device."""
+    import inspect
+
+    import torch
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from perftune.capture.child.provenance import ProvenanceMode, TagSet
+
+    mode = ProvenanceMode(TagSet())
+    device = "cpu"
+    embedded = nn.Parameter(torch.randn(5, 3, 4))
+    rnn = nn.GRU(4, 4)
+    with mode:
+        lengths = torch.tensor([5, 3, 2]).to(device)
+        first = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        host_lengths = lengths.to("cpu")
+        packed = pack_padded_sequence(embedded * 1, host_lengths, enforce_sorted=False)
+        out, _ = rnn(packed)
+        _, out_lengths = pad_packed_sequence(out)
+        norm = (embedded * 2).sum().cpu()
+    assert mode.tagged(lengths) and not mode.tagged(host_lengths)
+    assert mode.tagged(packed.data) and not mode.tagged(packed.batch_sizes)
+    assert not mode.tagged(out_lengths) and not mode.tagged(norm)
+    here = {(key[1] - first, key[3], counts[0]) for key, counts in mode.sites.items()
+            if key[0] == __file__ and key[4] is None}
+    assert (0, "cpu", 1) in here and (0, "to[none]", 1) in here
+    assert not any(call == "__int__" for _, call, _ in here)
+    assert (-2, "to[host]", 0) in here  # the move to the run's device: a host→device copy
+
+
+def test_ctc_loss_reads_its_length_tensors() -> None:
+    """`F.ctc_loss` with tensor lengths copies them to the host before it starts (its
+    tensor-lengths overload): recorded on device lengths, not on host ones."""
+    import inspect
+
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    from perftune.capture.child.provenance import ProvenanceMode, TagSet
+
+    mode = ProvenanceMode(TagSet())
+    device = "cpu"
+    logits = nn.Parameter(torch.randn(12, 2, 5))
+    targets = torch.randint(1, 5, (2, 4))
+    lengths, target_lengths = torch.tensor([12, 10]), torch.tensor([4, 3])
+    with mode:
+        device_lengths = lengths.to(device)
+        log_probs = logits.log_softmax(-1)
+        first = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        F.ctc_loss(log_probs, targets, device_lengths, target_lengths)
+        F.ctc_loss(log_probs, targets, lengths, target_lengths)
+    here = {(key[1] - first, key[3], tuple(counts[:2])) for key, counts in mode.sites.items()
+            if key[0] == __file__ and key[3] == "ctc_loss"}
+    assert here == {(0, "ctc_loss", (1, 0)), (1, "ctc_loss", (0, 1))}

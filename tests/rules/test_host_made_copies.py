@@ -141,3 +141,113 @@ def test_a_concatenation_of_pinned_views_is_pageable(tmp_path: Path) -> None:
     assert _lines(path, "PFT208") == {7}
     path = _loop_trace(tmp_path, pin="True", moved="torch.cat(views)", recorded=None)
     assert _lines(path, "PFT208") == set()  # without provenance: the loader's pinning, as before
+
+
+SCHEDULE = textwrap.dedent("""\
+    def extract(arr, t):
+        return torch.from_numpy(arr).to(device=t.device)[t]
+
+
+    def q_sample(x, t, noise, a, b):
+        return extract(a, t) * x + extract(b, t) * noise
+""")
+
+
+def test_a_function_called_twice_a_step_makes_its_share_of_the_recorded_moves(tmp_path: Path) -> None:
+    """DDPM's schedule lookup (tests/field/ddpm_noise_schedule.py): `extract` runs twice a
+    step and copies its host array each time; provenance counts 2 moves a step at its line,
+    the trace shows 1 per call of the function."""
+    (tmp_path / "diffusion.py").write_text(SCHEDULE)
+    b = TraceBuilder(device=False)
+    for _ in range(3):
+        with b.step(), b.frame("diffusion.py", 5, "q_sample"):
+            for _ in range(10):
+                compute(b, "aten::mm", 200)
+            for _ in range(2):
+                with b.frame("diffusion.py", 1, "extract"), pycall(b, "to"):
+                    copy_to_device(b, 8 * 1000, "Pageable", non_blocking=False, dims=[1000])
+            with b.optimizer_step():
+                compute(b, "aten::_foreach_add_", 50)
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=3, sites=[
+        ProvenanceSite(file=str(tmp_path / "diffusion.py"), line=2, function="extract",
+                       call="to[host]", untagged=6, order=0)]))
+    assert _lines(path, "PFT208") == {2}
+    assert _lines(path, "PFT209") == {2}
+
+
+COMPREHENSIONS = textwrap.dedent("""\
+    def train(model, loader, device):
+        for dense, offsets, indices, target in loader:
+            dense = dense.to(device)
+            offsets = [o.to(device) for o in offsets]
+            indices = [i.to(device) for i in indices]
+            target = target.to(device)
+            model(dense, offsets, indices, target).backward()
+""")
+
+
+def test_copies_in_comprehension_frames_stay_at_their_own_lines(tmp_path: Path) -> None:
+    """Python < 3.12 runs each comprehension as a frame of its own (`<listcomp>`): the moves
+    of two comprehensions on two lines of one function are told apart by the frame's line, and
+    the function's own moves never land on the comprehensions' `.to(` calls
+    (tests/field/dlrm_embedding_bag.py)."""
+    (tmp_path / "train.py").write_text(COMPREHENSIONS)
+    b = TraceBuilder(device=False)
+
+    def move(n: int = 128) -> None:
+        with pycall(b, "to"):
+            copy_to_device(b, 8 * n, "Pageable", non_blocking=False, dims=[n])
+
+    with b.frame("train.py", 1, "train"):
+        for _ in range(3):
+            with b.step():
+                with b.dataloader(single_process=True, dur=40):
+                    pass
+                move()
+                for line in (4, 5):
+                    with b.frame("train.py", line, "<listcomp>"):
+                        for _ in range(4):
+                            move()
+                move()
+                compute(b, "aten::mm", 2000)
+                with b.optimizer_step():
+                    compute(b, "aten::_foreach_add_", 50)
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=3, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=line, function=function,
+                       call="to[batch]", untagged=3 * per_step, order=k)
+        for k, (line, function, per_step) in enumerate(
+            [(3, "train", 1), (4, "<listcomp>", 4), (5, "<listcomp>", 4), (6, "train", 1)])]))
+    assert _lines(path, "PFT208") == {3, 4, 5, 6}
+
+
+RNN = textwrap.dedent("""\
+    def encode(rnn, embedded, lengths):
+        packed = pack_padded_sequence(embedded, lengths.to("cpu"), enforce_sorted=False)
+        return rnn(packed)
+""")
+
+
+def test_a_copy_torch_s_own_helper_makes_is_not_the_user_s_move(tmp_path: Path) -> None:
+    """`pack_padded_sequence(..., enforce_sorted=False)` moves its sorted indices to the
+    input's device itself: not a `.to()` the user wrote, pinned or made non-blocking."""
+    (tmp_path / "seq.py").write_text(RNN)
+    b = TraceBuilder(device=False)
+    for _ in range(3):
+        with b.step(), b.frame("seq.py", 1, "encode"):
+            with pycall(b, "to"):  # the user's `lengths.to("cpu")`: a copy to the host
+                copy_to_device(b, 8 * 32, "Pageable", non_blocking=False, dims=[32])
+            with b.frame("/usr/lib/python3.11/site-packages/torch/nn/utils/rnn.py", 300,
+                         "pack_padded_sequence"), pycall(b, "to"):
+                copy_to_device(b, 8 * 32, "Pageable", non_blocking=False, dims=[32])
+            for _ in range(10):
+                compute(b, "aten::mm", 200)
+            with b.optimizer_step():
+                compute(b, "aten::_foreach_add_", 50)
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=3, sites=[
+        ProvenanceSite(file=str(tmp_path / "seq.py"), line=2, function="encode", call=call,
+                       tagged=3, order=k) for k, call in enumerate(("to[none]", "cpu"))]))
+    assert _lines(path, "PFT208") == set() and _lines(path, "PFT209") == set()
+

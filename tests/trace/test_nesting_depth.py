@@ -40,3 +40,25 @@ def test_depth_of_a_long_chain_and_of_roots() -> None:
     roots = np.full(5, NO_ID, dtype=np.int64)
     assert not nesting_depth(roots).any()
     assert len(nesting_depth(np.empty(0, dtype=np.int64))) == 0
+
+
+def test_thread_time_order_is_lexsort() -> None:
+    """The nesting's sort of host rows (thread, start, longest first) is np.lexsort's
+    permutation: ties, NaN durations and NaN starts included."""
+    from perftune.trace.model import thread_time_order
+
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(0, 300))
+        ts = rng.integers(0, 50, n).astype(float)
+        if trial % 2:
+            ts.sort()
+        if trial % 7 == 0 and n:
+            ts[rng.integers(0, n)] = np.nan
+        neg_dur = -rng.integers(0, 5, n).astype(float)
+        if trial % 5 == 0 and n:
+            neg_dur[rng.integers(0, n, 3)] = np.nan
+        thread = rng.integers(-3, 3, n) * 10 ** int(rng.integers(0, 12))
+        assert np.array_equal(thread_time_order(thread, ts, neg_dur),
+                              np.lexsort((neg_dur, ts, thread)))
+        assert np.array_equal(thread_time_order(thread, ts), np.lexsort((ts, thread)))

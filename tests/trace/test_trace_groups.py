@@ -44,3 +44,22 @@ def test_tuple_keys_first_appearance() -> None:
     codes, keys = G.group_codes([a, b])
     assert codes.tolist() == [0, 1, 0, 2]
     assert keys == [("x", ""), ("y", "fp32"), ("z", "")]
+
+
+def test_unique_codes_is_np_unique() -> None:
+    """The table path (small integer ranges) and the sort path give np.unique's arrays."""
+    rng = np.random.default_rng(3)
+    cases = [rng.integers(-5, 5, 1000), rng.integers(0, 3, 10).astype(np.int32),
+             rng.random(100) < 0.5, np.array([], np.int64), rng.integers(-2**62, 2**62, 100),
+             np.array([2**63 + 5, 2**63 + 5], np.uint64), rng.integers(0, 200, 999).astype(np.uint16),
+             np.array([-(1 << 62), -(1 << 62) + 3]), np.array([7]), rng.random(50),
+             rng.integers(-2**31, -2**31 + 10, 100).astype(np.int32)]
+    for values in cases:
+        uniques, inverse = np.unique(values, return_inverse=True)
+        got_u, got_inv = G.unique_codes(values)
+        assert got_u.dtype == uniques.dtype
+        assert np.array_equal(got_u, uniques) and np.array_equal(got_inv, inverse.reshape(-1))
+        uniques, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+        got_u, got_first, got_inv = G.unique_codes(values, return_index=True)
+        assert np.array_equal(got_u, uniques) and np.array_equal(got_first, first)
+        assert np.array_equal(got_inv, inverse.reshape(-1))

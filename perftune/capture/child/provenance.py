@@ -17,7 +17,10 @@ yielded, from a loader without `pin_memory=True`), `to[pinned]` (the same from a
 asks for pinned memory: a CPU run cannot pin, a GPU run would) or `to[host]` (a tensor the step
 made on the host — a label matrix, a concatenation of the loader's views — pageable memory
 whatever the loader pins); a move of a tagged tensor (or a dtype-only `.to`) copies nothing
-and is recorded as `to[none]`, so that every move of a call is in the record, in order.
+and is recorded as `to[none]`, so that every move of a call is in the record, in order. On a
+CPU run `.to(device)` returns its input itself; a move of an untagged tensor returns a view of
+it instead (the device copy a GPU run would make), so that the host tensor stays untagged and a
+tensor built once on the host and copied every step is a copy every step.
 
 Not tagged, hence never hazards: index tensors made without `device=` (`torch.randint`),
 module-level constants, what the Dataset/collate code builds, the optimizer's step counters,
@@ -39,7 +42,9 @@ is off by default (the trace measures the real syncs); PERFTUNE_PROVENANCE=1/0 f
 from __future__ import annotations
 
 import contextlib
+import linecache
 import os
+import re
 import sys
 import threading
 import time
@@ -67,6 +72,17 @@ _SYNC_PRONE = frozenset({
     "new_tensor",
 })
 _INDEXING = frozenset({"__getitem__", "__setitem__"})
+# Ops whose implementation copies some of their tensor arguments to the host before it starts
+# (positions, keyword names): on a GPU, device tensors there are read back every call.
+_READS_ARGUMENTS: dict[str, tuple[tuple[int, ...], tuple[str, ...]]] = {
+    "ctc_loss": ((2, 3), ("input_lengths", "target_lengths")),  # its tensor-lengths overload
+}
+# Ops some of whose outputs are host tensors whatever their inputs: a PackedSequence's
+# `batch_sizes`, the lengths `pad_packed_sequence` returns.
+_HOST_OUTPUTS: dict[str, frozenset[int]] = {
+    "_pack_padded_sequence": frozenset({1}),
+    "_pad_packed_sequence": frozenset({1}),
+}
 _MOVES = frozenset({"to", "cuda", "pin_memory"})
 # (perftune's own capture hooks too: the optimizer step wrapper sits above torch/optim.)
 _PLUMBING = ("/perftune/capture/", "/torch/nn/modules/module.py", "/torch/_tensor.py", "/torch/overrides.py",
@@ -78,7 +94,7 @@ _HOST_SIDE = ("/torch/optim/", "/torch/utils/data/", "/torch/amp/", "/torch/cuda
               "/torch/profiler/", "/torch/autograd/profiler", "/torch/_dynamo/", "/torch/_inductor/",
               "/perftune/")
 _THIS = __file__
-_PLAIN, _SYNC, _INDEX, _MOVE, _WHERE = 0, 1, 2, 3, 4
+_PLAIN, _SYNC, _INDEX, _MOVE, _WHERE, _READS = 0, 1, 2, 3, 4, 5
 
 
 def enabled_for(cuda: bool) -> bool:
@@ -117,6 +133,40 @@ def _moves_to_device(args: tuple[Any, ...], kwargs: dict[str, Any], name: str) -
     return False
 
 
+def _to_host(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """A `.to()` whose target device is the CPU (whatever the source wrote)."""
+    target = kwargs.get("device")
+    if target is None:
+        target = next((a for a in args[1:] if isinstance(a, (str, torch.device))), None)
+    if target is None:
+        return False
+    with contextlib.suppress(RuntimeError, TypeError):
+        return torch.device(target).type == "cpu"
+    return False
+
+
+# `.to("cpu")`, `.to(torch.device("cpu"))`, `.to(device="cpu")`: a move the source sends to the
+# host in so many words (on a CPU run `.to(device)` is a move to the CPU too, and the same at
+# run time; only the source tells them apart).
+_HOST_LITERAL = re.compile(r"""\.to\(\s*(?:device\s*=\s*)?(?:(?:torch\.)?device\(\s*)?["']cpu["']""")
+_host_lines: dict[tuple[str, int], bool] = {}
+
+
+def _host_literal_at(frame: FrameType | None) -> bool:
+    """Whether the innermost frame of the user's code (from `frame` outwards) moves to the
+    host in so many words on its line (`.to("cpu")`)."""
+    while frame is not None and _frame_file(frame) == _THIS:
+        frame = frame.f_back
+    # the user's own `.to()`, not one a library makes inside the user's call
+    if frame is None or not is_user_frame(Frame(file=_frame_file(frame), line=0, function="")):
+        return False
+    key = (_frame_file(frame), frame.f_lineno)
+    known = _host_lines.get(key)
+    if known is None:
+        known = _host_lines[key] = bool(_HOST_LITERAL.search(linecache.getline(*key)))
+    return known
+
+
 def _is_bool_index(args: tuple[Any, ...]) -> bool:
     if len(args) < 2:
         return False
@@ -136,6 +186,38 @@ def _batch_tensors(batch: Any, depth: int = 0) -> Iterable[torch.Tensor]:
     elif depth < 4 and isinstance(batch, dict):
         for v in batch.values():
             yield from _batch_tensors(v, depth + 1)
+
+
+def _device_copy(src: torch.Tensor, out: Any, tags: TagSet) -> Any:
+    """The result of a move to the device, as a GPU run would have it: a tensor of its own.
+
+    On a CPU run `.to(device)` of a host tensor returns that very tensor; on a GPU it returns
+    a copy and the host tensor stays on the host. Tagging the returned tensor would then tag
+    the host tensor itself, and its next move (a label matrix built once before the loop and
+    copied every step) would look like a move of device data that copies nothing. So a move
+    that returned its untagged input returns a view of it instead (same storage, same
+    autograd history): the view is the device copy, the input stays a host tensor. A
+    parameter, a leaf that requires grad (a view of it is no leaf: the optimizer would refuse
+    it) and a tensor without strides (sparse) are returned as they are."""
+    if out is not src or isinstance(src, torch.nn.Parameter) or src in tags \
+            or (src.requires_grad and src.is_leaf) or src.layout != torch.strided:
+        return out
+    try:
+        return src.view_as(src)
+    except Exception:  # a layout or subclass without views: the tensor itself, as before
+        return out
+
+
+def _host_copy(src: torch.Tensor, out: Any) -> Any:
+    """The result of `.to("cpu")` of `src`: a tensor of its own (a view when the move returned
+    its input), never tagged, so that what the host copy feeds is host data."""
+    if out is not src or isinstance(src, torch.nn.Parameter) or (src.requires_grad and src.is_leaf) \
+            or src.layout != torch.strided:
+        return out
+    try:
+        return src.view_as(src)
+    except Exception:
+        return out
 
 
 def _frame_file(frame: FrameType) -> str:
@@ -240,7 +322,8 @@ class ProvenanceMode(TorchFunctionMode):
     def _kind(self, func: Callable[..., Any]) -> int:
         name = getattr(func, "__name__", "")
         kind = _SYNC if name in _SYNC_PRONE else _INDEX if name in _INDEXING \
-            else _MOVE if name in _MOVES else _WHERE if name == "where" else _PLAIN
+            else _MOVE if name in _MOVES else _WHERE if name == "where" \
+            else _READS if name in _READS_ARGUMENTS else _PLAIN
         with contextlib.suppress(TypeError):  # an unhashable callable: classified every call
             self._kinds[func] = kind
         return kind
@@ -258,20 +341,43 @@ class ProvenanceMode(TorchFunctionMode):
             if not (name == "repeat_interleave" and "output_size" in kwargs) \
                     and not torch.compiler.is_compiling():
                 self._record(name, tagged_in)
+            if name == "cpu" and args and isinstance(args[0], torch.Tensor):
+                # a copy to the host: what it returns is host data (a view on this CPU run)
+                return _host_copy(args[0], func(*args, **kwargs))
         elif kind == _INDEX and _is_bool_index(args):
             self._record(f"{func.__name__}[bool]", tagged_in)
         elif kind == _WHERE and len(args) == 1 and not kwargs:
             # one-argument `torch.where(cond)` is `nonzero(cond, as_tuple=True)`: a read-back
             self._record("where", tagged_in)
+        elif kind == _READS:
+            positions, names = _READS_ARGUMENTS[func.__name__]
+            read = [args[k] for k in positions if k < len(args)] + [kwargs[n] for n in names if n in kwargs]
+            tensors = [t for t in read if isinstance(t, torch.Tensor)]
+            if tensors:
+                self._record(func.__name__, any(self.tagged(t) for t in tensors))
+        elif kind == _MOVE and func.__name__ == "to" and args and isinstance(args[0], torch.Tensor) \
+                and _to_host(args, kwargs) and _host_literal_at(sys._getframe(1)):
+            # `.to("cpu")`: a device→host copy of device data (recorded as `.cpu()`); what it
+            # returns is host data (a view on this CPU run: the input stays what it was)
+            self._record(NO_COPY, True)  # no host→device copy (the rules' record of moves)
+            self._record("cpu", self.tagged(args[0]))
+            return _host_copy(args[0], func(*args, **kwargs))
         elif kind == _MOVE and func.__name__ != "pin_memory" and args and isinstance(args[0], torch.Tensor):
             # every `.to()` / `.cuda()`, in the order they ran (the rules lay the trace's moves
             # of a call over them): a copy counts as untagged (its input is on the host)
             copy = not self.tagged(args[0]) and _moves_to_device(args, kwargs, func.__name__)
             self._record(self._copy_of(args[0]) if copy else NO_COPY, not copy)
         out = func(*args, **kwargs)
-        if tagged_in or (kind == _MOVE and _moves_to_device(args, kwargs, func.__name__)) \
-                or (kwargs.get("device") is not None and self._device_factory_of_user()):
+        if kind == _MOVE and _moves_to_device(args, kwargs, func.__name__):
+            if args and isinstance(args[0], torch.Tensor) and not self.tagged(args[0]):
+                out = _device_copy(args[0], out, self.tags)
             self.tag(out)
+        elif tagged_in or (kwargs.get("device") is not None and self._device_factory_of_user()):
+            host = _HOST_OUTPUTS.get(getattr(func, "__name__", ""))
+            if host and isinstance(out, (list, tuple)):
+                self.tag([t for k, t in enumerate(out) if k not in host])
+            else:
+                self.tag(out)
         return out
 
     def _copy_of(self, t: torch.Tensor) -> str:
@@ -333,8 +439,12 @@ class Provenance:
             def wrapper(self_: torch.Tensor, *args: Any, __orig: Any = original,
                         __name: str = name, **kwargs: Any) -> Any:
                 out = __orig(self_, *args, **kwargs)
-                if isinstance(out, torch.Tensor) and _moves_to_device((self_, *args), kwargs, __name):
-                    tags.add(out)
+                if not isinstance(out, torch.Tensor) or not _moves_to_device((self_, *args), kwargs, __name):
+                    return out
+                if __name == "to" and _to_host((self_, *args), kwargs) and _host_literal_at(sys._getframe(1)):
+                    return out if out is not self_ or self_ not in tags else _host_copy(self_, out)
+                out = _device_copy(self_, out, tags)
+                tags.add(out)
                 return out
 
             wrapper.__name__ = original.__name__
