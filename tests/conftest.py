@@ -166,6 +166,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def shared_zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    import contextlib
     import os
 
     if os.environ.get("PERFTUNE_TEST_FRESH"):
@@ -173,6 +174,14 @@ def shared_zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | No
         return
     from perftune.capture.parent.launcher import SHARED_ZYGOTE_ENV, ZygoteError, ZygoteLauncher
 
+    # Inductor writes its cache folder into os.environ the first time it is asked for it (the
+    # zygote's torch._dynamo import does, and so do this process's in-process compile tests,
+    # after which every launch would inherit it and differ from the zygote's environment): the
+    # same folder, set before the zygote starts.
+    with contextlib.suppress(ImportError):
+        from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+        cache_dir()
     env = dict(os.environ)
     env.pop(SHARED_ZYGOTE_ENV, None)
     # pytest sets PYTEST_CURRENT_TEST per test; nothing the zygote imports reads it

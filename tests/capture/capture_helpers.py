@@ -68,6 +68,14 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def fresh_env(**extra: str) -> dict[str, str]:
+    """child_env without the suite's zygote (tests/conftest.py): a `perftune profile` launch
+    that starts a new python."""
+    env = child_env(**extra)
+    env.pop("PERFTUNE_ZYGOTE", None)
+    return env
+
+
 @dataclass
 class Profiled:
     returncode: int
