@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from capture_helpers import REPO, fresh_env
+from capture_helpers import REPO, child_env
 
 from perftune.capture.child.compilation import parse_graph_break
 from perftune.documents import CompilationDocument
@@ -48,9 +48,9 @@ class _Runs(dict[str, Path]):
         done = subprocess.run(
             [sys.executable, "-m", "perftune", "profile", "--out", str(run_dir), "--skip", "3",
              "--active", "2", str(SAMPLES / f"{sample}.py"), *args],
-            # Fresh: a capture forked from a zygote that imported torch._dynamo before
-            # perftune patched nn.Module.__call__ recompiles at step 1 (CHANGELOG, issue 16)
-            cwd=self.base, env=fresh_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            # Forked from the suite's zygote (tests/conftest.py), which imported torch._dynamo
+            # before perftune patched nn.Module.__call__: no recompilation may follow from it
+            cwd=self.base, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, text=True,
             timeout=600, check=False)
         assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-3000:]
         self[key] = run_dir

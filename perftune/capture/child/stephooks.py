@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -243,6 +244,7 @@ class StepHooks:
 
         functools.update_wrapper(call, original)
         self._module_undo = self._patch(module_cls, "__call__", call)
+        _dynamo_sees_the_patch(original, call)
 
     def drop_module_hook(self) -> None:
         """A stronger detector is in charge: module calls cost nothing from now on."""
@@ -315,3 +317,18 @@ class StepHooks:
                 return current(seed)
 
             self._patch(torch, "manual_seed", wrapped_seed)
+
+
+def _dynamo_sees_the_patch(original: Any, patched: Any) -> None:
+    """torch._dynamo keeps the nn.Module.__call__ it finds when it is imported
+    (`unpatched_nn_module_call`) and inlines, with a guard on its closure, any other. A fresh
+    child imports dynamo after this patch (the script's first optimizer or torch.compile does),
+    so dynamo takes the patch for the plain call; a child forked from the zygote, which imported
+    dynamo before, would guard on the patch and recompile every compiled module once the patch
+    is dropped (drop_module_hook). Pointing dynamo at the patch makes both alike. Nothing
+    happens where dynamo is not imported yet or keeps no such reference."""
+    for name in ("torch._dynamo.utils", "torch._dynamo.variables.nn_module"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "unpatched_nn_module_call", None) is original:
+            setattr(module, "unpatched_nn_module_call", patched)  # noqa: B010
+
