@@ -161,18 +161,19 @@ def test_no_change_never_fails(repo: Path, tmp_path: Path) -> None:
 
 def test_baseline_round_trip_and_fingerprint(repo: Path, tmp_path: Path) -> None:
     """Record, refuse on another environment, warn and compare. What a gate against stored
-    launches decides on identical code (few stored launches, a busy head against a quiet
-    baseline) is tested on recorded timings in test_gate_unpaired.py: a live A/A gate here
-    false-alarmed on a busy CI runner when it stored 2 launches."""
+    launches decides (enough stored launches, a busy head against a quiet baseline) is tested
+    on recorded timings in test_gate_unpaired.py: a live A/A gate here false-alarmed on a busy
+    CI runner when it stored 2 launches. Here the baseline stores 2 (fresh launches, the
+    costliest of this file), so the comparison ends, whatever the load, withheld."""
     stored = repo / "perf-baseline.json"
     rec = perftune("baseline", "-o", str(stored), "--warmup", "2", "--steps", "5",
-                   "--launches", "5", "-q", "--out", str(tmp_path / "rec"), "train.py", cwd=repo)
+                   "--launches", "2", "-q", "--out", str(tmp_path / "rec"), "train.py", cwd=repo)
     assert rec.returncode == 0, rec.stdout + rec.stderr
     data = json.loads(stored.read_text())
-    assert len(data["samples_ms"]) == 5 and data["steps"] == 5 and data["warmup"] == 2
+    assert len(data["samples_ms"]) == 2 and data["steps"] == 5 and data["warmup"] == 2
     assert data["fingerprint"]["torch"] and data["fingerprint"]["python"]
     assert data["profile"]["operators_per_step"] > 0
-    assert isinstance(data["load"]["busy"], bool) and len(data["load"]["others_cpus"]) == 5
+    assert isinstance(data["load"]["busy"], bool) and len(data["load"]["others_cpus"]) == 2
 
     # Recorded elsewhere: refused unless told to warn.
     data["fingerprint"]["torch"] = "0.0.1-elsewhere"
@@ -182,23 +183,22 @@ def test_baseline_round_trip_and_fingerprint(repo: Path, tmp_path: Path) -> None
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "differs from the baseline" in refused.stderr and "0.0.1-elsewhere" in refused.stderr
 
-    # A stored baseline cannot pair launches, so give the (unpaired) comparison a clear case.
+    # Eight times the work: a regression the launches show, withheld because two stored
+    # launches are too few to compare with (exit 4, "not decided", and how to record more).
     write_script(repo, work=8)
     warned = perftune("gate", "--baseline", str(stored), "--launches", "2",
-                      "--max-launches", "4", "-q", "--fingerprint-mismatch", "warn",
+                      "--max-launches", "2", "-q", "--fingerprint-mismatch", "warn",
                       "--out", str(tmp_path / "warned"), "train.py", cwd=repo)
     verdict = json.loads((tmp_path / "warned" / "gate.json").read_text())
-    if verdict["status"] == "inconclusive":
-        # The runner got busy between recording and gating: a slowdown the load could
-        # explain is not a verdict (test_gate_unpaired.py), and the gate says so.
-        assert warned.returncode == 4 and verdict["reason"].startswith("not failed"), warned.stdout
-    else:
-        assert warned.returncode == 1, warned.stdout + warned.stderr
-        assert verdict["status"] == "regression" and verdict["ratio"] > 2.0
+    assert warned.returncode == 4, warned.stdout + warned.stderr
+    assert verdict["status"] == "inconclusive"
+    assert verdict["reason"].startswith("not decided: the baseline holds 2 launches"), verdict["reason"]
+    assert "--launches 5" in verdict["reason"]
+    assert verdict["ratio"] > 2.0
     assert verdict["mode"] == "baseline"
     assert verdict["base"]["samples_ms"] == data["samples_ms"]
     sides = [launch["side"] for launch in verdict["launches"]]
-    assert set(sides) == {"head"} and 2 <= len(sides) <= 4
+    assert sides == ["head", "head"]
     # The stored samples were measured in fresh processes, so the head is measured alike.
     assert {launch["started_by"] for launch in verdict["launches"]} == {"fresh"}
     assert any("0.0.1-elsewhere" in note for note in verdict["notes"])
