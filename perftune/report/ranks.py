@@ -146,7 +146,7 @@ def collective_timeline_of(results: Sequence[Any], max_steps: int = 3, max_bars:
     if not results:
         return None
     origin = min(r.origin_us for r in results)
-    calls = []
+    calls: list[Any] = []
     starts: dict[int, list[tuple[int, float]]] = {}
     for r in results:
         shift = (r.origin_us - origin) / 1000.0
