@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from capture_helpers import child_env, write
+from capture_helpers import fresh_env, write
 
 SHOW = """\
 import json, os, re, sys
@@ -53,12 +53,10 @@ def _project(tmp_path: Path) -> tuple[Path, Path]:
 def _plain(
     args: list[str], cwd: Path, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
-    env = child_env()
-    env.pop("PERFTUNE_ZYGOTE", None)  # the suite's launch plumbing: never passed to a script
     return subprocess.run(
         [sys.executable, *args],
         cwd=cwd,
-        env=env,
+        env=fresh_env(),  # the suite's launch plumbing (PERFTUNE_ZYGOTE) never reaches a script
         input=stdin,
         capture_output=True,
         text=True,
