@@ -12,7 +12,11 @@ markers:
 - `perftune: file-expect[PFTnnn]` (anywhere in the file): a finding of that code, wherever it is
   reported (whole-step findings have no line);
 - `perftune: file-not[PFTnnn]`: no finding of that code at all;
-- `# perftune: expect-if[PFTnnn](CONDITION)`, `not-if[...](CONDITION)`, `file-expect-if`,
+- `# perftune: may[PFTnnn]` on a line where the finding is defensible but not required (advice
+  whose threshold the script sits on: on a quiet two-core CPU the official VAE example's
+  matrix share of the step measures 29-32 % against the compute-bound line of 30 %): a
+  finding there is right, its absence is no miss;
+- `# perftune: expect-if[PFTnnn](CONDITION)`, `not-if[...](CONDITION)`, `may-if[...]`, `file-expect-if`,
   `file-not-if`: truth that holds only on some machines (lower precision pays off only on a
   CPU with bf16 units): where CONDITION holds on the machine the run recorded, the marker
   counts as its plain form (`expect`, `not`, ...); where it does not, it says nothing (a
@@ -58,7 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 CORPUS = ROOT / "tests" / "field"
 TRACES = ROOT.parent / "shared" / "traces"
-_GROUP = re.compile(r"(file-expect-if|file-not-if|expect-if|not-if|file-expect|file-not|expect|not)\[([A-Z0-9*, ]+)\]"
+_GROUP = re.compile(r"(file-expect-if|file-not-if|expect-if|not-if|may-if|file-expect|file-not|expect|not|may)\[([A-Z0-9*, ]+)\]"
                     r"(?:\(([^)]*)\))?")
 _RUN_ARGS = re.compile(r"perftune-run:\s*(.+)$")
 _SCRIPT_ARGS = re.compile(r"perftune-args:\s*(.+)$")
@@ -74,19 +78,20 @@ class Truth:
     name: str
     expect: set[tuple[str, int]] = field(default_factory=set)       # (code, line)
     forbid: dict[int, set[str]] = field(default_factory=dict)       # line -> codes or {"*"}
+    allow: set[tuple[str, int]] = field(default_factory=set)        # (code, line): may, not must
     file_expect: set[str] = field(default_factory=set)
     file_forbid: set[str] = field(default_factory=set)
     run_args: tuple[str, ...] = ()      # `perftune profile` options
     script_args: tuple[str, ...] = ()   # the script's own arguments ({run}: the run folder)
     own_traces: str | None = None       # where the script's own profiler writes ({run})
-    # (kind "expect" | "not" | "file-expect" | "file-not", code, line or None, condition)
+    # (kind "expect" | "not" | "may" | "file-expect" | "file-not", code, line or None, condition)
     conditional: list[tuple[str, str, int | None, str]] = field(default_factory=list)
 
     def on(self, machine: frozenset[str]) -> Truth:
         """The truth on a machine with these MACHINE_CONDITIONS: each conditional marker whose
         condition holds, as its plain form."""
         out = Truth(self.name, set(self.expect), {k: set(v) for k, v in self.forbid.items()},
-                    set(self.file_expect), set(self.file_forbid), self.run_args,
+                    set(self.allow), set(self.file_expect), set(self.file_forbid), self.run_args,
                     self.script_args, self.own_traces, list(self.conditional))
         for kind, code, line, condition in self.conditional:
             if not holds_on(condition, machine):
@@ -95,6 +100,8 @@ class Truth:
                 out.expect.add((code, line))
             elif kind == "not" and line is not None:
                 out.forbid.setdefault(line, set()).add(code)
+            elif kind == "may" and line is not None:
+                out.allow.add((code, line))
             elif kind == "file-expect":
                 out.file_expect.add(code)
             else:
@@ -108,6 +115,7 @@ class Truth:
 
         return Truth(self.name, {m for m in self.expect if kept(m[0])},
                      {k: {c for c in v if c == _ALL or kept(c)} for k, v in self.forbid.items()},
+                     {m for m in self.allow if kept(m[0])},
                      {c for c in self.file_expect if kept(c)}, {c for c in self.file_forbid if kept(c)},
                      self.run_args, self.script_args, self.own_traces,
                      [m for m in self.conditional if kept(m[1])])
@@ -148,6 +156,8 @@ def read_truth(path: Path) -> Truth:
                 truth.expect |= {(c, lineno) for c in codes}
             elif kind == "not":
                 truth.forbid.setdefault(lineno, set()).update(codes)
+            elif kind == "may":
+                truth.allow |= {(c, lineno) for c in codes}
             elif kind == "file-expect":
                 truth.file_expect |= codes
             else:
@@ -284,7 +294,7 @@ def score_script(truth: Truth, findings: Iterable[Any],
         here = fname == truth.name
         if f.code.startswith("PFT9") or f.code in MACHINE_ADVICE:
             verdict = "unscored"
-        elif here and (f.code, line) in truth.expect:
+        elif here and ((f.code, line) in truth.expect or (f.code, line) in truth.allow):
             verdict = "right"
         elif f.code in truth.file_expect:
             verdict = "right"

@@ -88,6 +88,24 @@ def test_a_machine_the_script_does_not_vouch_for_is_unstated(tmp_path: Path) -> 
     assert result.missed == {("PFT206", 5)}
 
 
+def test_a_may_marker_makes_the_finding_right_and_its_absence_no_miss(tmp_path: Path) -> None:
+    """A script on the rule's threshold (the VAE example's matrix share sits on the 30 % line):
+    the advice is defensible, not required; elsewhere in the file it is still a false positive."""
+    text = ("x = 1  # perftune: may-if[PFT507](cpu-bf16&!contended) not-if[PFT507](contended)\n"
+            "y = 2  # perftune: may[PFT206]\n")
+    truth = _truth(tmp_path, text)
+    assert truth.allow == {("PFT206", 2)} and not truth.expect
+    quiet = frozenset({"cpu", "cpu-bf16"})
+    found = acc.score_script(truth, [_finding("PFT507", 1), _finding("PFT206", 2),
+                                     _finding("PFT206", 1)], quiet)
+    assert [s.verdict for s in found.findings] == ["right", "right", "false-positive"]
+    assert not found.violations
+    silent = acc.score_script(truth, [], quiet)
+    assert not silent.missed and not silent.found_elsewhere
+    contended = acc.score_script(truth, [_finding("PFT507", 1)], quiet | {"contended"})
+    assert [(s.verdict, s.violation) for s in contended.findings] == [("false-positive", True)]
+
+
 def test_conditions_combine_and_unknown_words_fail(tmp_path: Path) -> None:
     machine = frozenset({"cpu", "onednn"})
     assert acc.holds_on("onednn|tensor-cores", machine)
