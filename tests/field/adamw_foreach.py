@@ -53,7 +53,7 @@ def main() -> None:
     labels = torch.randint(0, 4, (16,), device=device)
     model.train()
     for _ in range(args.steps):
-        loss = nn.functional.cross_entropy(model(tokens), labels)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
+        loss = nn.functional.cross_entropy(model(tokens), labels)  # perftune: may-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
         loss.backward()
         optimizer.step()  # perftune: not[PFT303]
         scheduler.step()  # perftune: not[*]

@@ -53,7 +53,7 @@ def main() -> None:
     losses, top1, top5 = AverageMeter(), AverageMeter(), AverageMeter()
     model.train()
     for i in range(args.steps):
-        output = model(images[i % 4])  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
+        output = model(images[i % 4])  # perftune: may-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) may-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
         loss = criterion(output, targets[i % 4])
         acc1, acc5 = accuracy(output, targets[i % 4], topk=(1, 5))
         losses.update(loss.item(), images.size(1))  # perftune: expect[PFT206]

@@ -30,7 +30,7 @@ def main() -> None:
     predictions = []
     with torch.no_grad():
         for (images,) in loader:
-            logits = model(images.to(device))  # perftune: expect[PFT208,PFT209] expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
+            logits = model(images.to(device))  # perftune: expect[PFT208,PFT209] may-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) may-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
             predictions.append(logits.argmax(dim=1).cpu())  # perftune: expect[PFT207]
     print(torch.cat(predictions).bincount(minlength=10).tolist())
 
