@@ -221,13 +221,17 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
     out: dict[int, tuple[int, bool]] = {}
     if doc is None or not doc.enabled or ctx.trace.has_device_activity:
         return out
-    per_call: dict[tuple[int | None, int, frozenset[str]], list[sm.Hazard]] = {}
+    # a hazard inside a library call the user made (`nn.GRU`) takes the calls provenance saw
+    # inside library calls (recorded with a `via`), one of the user's own line the calls made
+    # from that line; either kind takes any call when its own kind has none recorded
+    per_call: dict[tuple[int | None, int, frozenset[str], bool], list[sm.Hazard]] = {}
     for h in hazards:
         wanted = _PROVENANCE_CALLS.get(h.cause) if h.cause is not None else None
         if wanted is not None:
-            per_call.setdefault((h.frame_row, h.step, wanted), []).append(h)
+            inside = is_named_library_call(sm.library_call(ctx.host, h.row))
+            per_call.setdefault((h.frame_row, h.step, wanted, inside), []).append(h)
     steps = max(1, doc.steps)
-    for (frame_row, _, wanted), group in per_call.items():
+    for (frame_row, _, wanted, inside), group in per_call.items():
         frame = frame_of_row(ctx.trace, frame_row)
         if frame is None:
             continue
@@ -235,6 +239,7 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
                            and s.call in wanted and same_file(s.file, frame.file)
                            and not _host_side_via(s.via)),
                           key=lambda s: (s.order, s.line))  # the order they ran in a step
+        recorded = [s for s in recorded if (s.via is not None) == inside] or recorded
         if not recorded:
             continue
         # A call that ran in fewer than half of the recorded steps (a log line every N

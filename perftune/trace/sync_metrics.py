@@ -350,6 +350,9 @@ def classify(names: Sequence[str], python_call: str | None,
     if not has_op:
         return SyncCause.EXPLICIT_SYNCHRONIZE, "explicit synchronize"
     kinds = {k[0] for k in copy_kinds}
+    if python_call in TENSOR_FACTORY_CALLS and any(n in SCALAR_OPS for n in names):
+        # `torch.tensor([loss, acc])`: each tensor of the list read back to the host
+        return SyncCause.SCALAR_READBACK, f"{_factory(python_call)}([...]) of tensors (one read-back per element)"
     if python_call in TENSOR_FACTORY_CALLS:
         return SyncCause.TENSOR_FROM_PYTHON, f"{_factory(python_call)}(python data)"
     if python_call in HOST_TRANSFER_CALLS and (not copy_kinds or "DtoH" in kinds):
