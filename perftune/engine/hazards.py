@@ -253,21 +253,17 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
     out: dict[int, tuple[int, bool]] = {}
     if doc is None or not doc.enabled or ctx.trace.has_device_activity:
         return out
-    # a hazard inside a library call the user made (`nn.GRU`) takes the calls provenance saw
-    # inside library calls (recorded with a `via`), one of the user's own line the calls made
-    # from that line; either kind takes any call when its own kind has none recorded
-    per_call: dict[tuple[int | None, int, frozenset[str], bool], list[sm.Hazard]] = {}
+    per_call: dict[tuple[int | None, int, frozenset[str]], list[sm.Hazard]] = {}
     inner: dict[int, frozenset[str]] = {}  # hazard row -> the library functions it ran in
     for h in hazards:
         wanted = _PROVENANCE_CALLS.get(h.cause) if h.cause is not None else None
         if wanted is not None:
             call = sm.library_call(ctx.host, h.row)
-            inside = is_named_library_call(call)
             if call is not None:
-                inner[h.row] = frozenset((call.name, *call.inner))
-            per_call.setdefault((h.frame_row, h.step, wanted, inside), []).append(h)
+                inner[h.row] = frozenset((call.name, call.entry, *call.inner))
+            per_call.setdefault((h.frame_row, h.step, wanted), []).append(h)
     steps = max(1, doc.steps)
-    for (frame_row, _, wanted, inside), group in per_call.items():
+    for (frame_row, _, wanted), group in per_call.items():
         frame = frame_of_row(ctx.trace, frame_row)
         if frame is None:
             continue
@@ -275,7 +271,6 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
                            and s.call in wanted and same_file(s.file, frame.file)
                            and not _host_side_via(s.via)),
                           key=lambda s: (s.order, s.line))  # the order they ran in a step
-        recorded = [s for s in recorded if (s.via is not None) == inside] or recorded
         if not recorded:
             continue
         # A call that ran in fewer than half of the recorded steps (a log line every N
@@ -296,11 +291,13 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
             ahead = [k % len(layout) for k in range(at, at + len(layout))
                      if kinds is None or layout[k % len(layout)][2] in kinds]
             # the library function the call ran in, where provenance recorded it (a
-            # distribution's argument check in `__init__`, its sample check in `log_prob`):
-            # the counts of a window need not be those of the recorded steps
+            # distribution's argument check in `__init__`, its sample check in `log_prob`; an
+            # RNN's own `int()`): the counts of a window need not be those of the recorded
+            # steps. A call of the user's own line takes a record made from the user's line.
             names = inner.get(h.row, frozenset())
+            own = [k for k in ahead if layout[k][3] is None]
             pick = next((k for k in ahead if layout[k][3] is not None and layout[k][3] in names),
-                        ahead[0] if ahead else pick)
+                        (own[0] if own and not names else ahead[0]) if ahead else pick)
             if not ahead and layout is every and kinds is not None:
                 # a call that runs in fewer than half of the steps (a test after every epoch)
                 # and ran in this one: its own place, not the next call of another kind

@@ -443,6 +443,7 @@ class LibraryCall:
     module_class: str | None  # the nn.Module class called, when the call was a module's
     inner: tuple[str, ...]    # dotted names of the library frames below the entry, outer first
     package: str | None       # top-level package of the entry frame ('numpy', 'torch', ...)
+    entry: str = ""           # the entry frame's dotted name ('torch.nn.modules.rnn.forward')
 
     @property
     def functions(self) -> tuple[str, ...]:
@@ -495,7 +496,7 @@ def library_call(host: HostIndex, row: int) -> LibraryCall | None:
     else:
         name = dotted_name(entry)
     return LibraryCall(name=name, function=entry.function, module_class=module, inner=inner,
-                       package=package)
+                       package=package, entry=dotted_name(entry))
 
 
 def idle_after_us(host: HostIndex, row: int, cap_us: float = 10_000.0) -> float:
