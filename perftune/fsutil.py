@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ def _describe(exc: OSError) -> str:
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> Path:
     """Replace ``path`` with ``data`` atomically; raise :class:`OutputError` on any OS error."""
+    import tempfile  # here: `perftune analyze --format json` writes no file
+
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ are microseconds unless a name says `_ms`.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.frames import Frame
+from perftune.trace.groups import distinct
 from perftune.trace.intervals import union_length as union_length
 from perftune.trace.model import NO_ID, Trace
 
@@ -246,7 +248,7 @@ def step_breakdown(trace: Trace) -> list[StepBreakdown]:
     # in events and steps, where a query per step and figure cost 100 s for 10^5 steps.
     figures = ("work", "compute", "communication", "memcpy", "memset", *host_masks)
     ms = {f: np.zeros(len(steps)) for f in figures}
-    for r in np.unique(step_rank).tolist():
+    for r in distinct(step_rank).tolist():
         sel = np.flatnonzero(step_rank == r)
         on_rank = rank == r
         dev_rows = np.flatnonzero(masks["work"] & is_dev & on_rank)
@@ -297,13 +299,24 @@ def pageable_copy_launch_mask(trace: Trace) -> np.ndarray:
     return out
 
 
+# sync_call_mask per trace: the summary, the phases, the idle causes, the host index and the
+# sync list all ask for it; computed once per trace (read-only, so no caller can change it).
+_SYNC_MASKS: weakref.WeakKeyDictionary[Trace, np.ndarray] = weakref.WeakKeyDictionary()
+
+
 def sync_call_mask(trace: Trace) -> np.ndarray:
     """Host runtime calls in which the host waits for the device: synchronize calls, blocking
-    copies, and async copies to or from pageable memory (which the driver runs synchronously)."""
-    host = ~trace.is_device
-    named = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
-    async_copy = trace.name_isin(C.ASYNC_COPY_CALLS) & pageable_copy_launch_mask(trace)
-    mask: np.ndarray = (named | async_copy) & host
+    copies, and async copies to or from pageable memory (which the driver runs synchronously).
+
+    One read-only array per trace, computed on first use."""
+    mask = _SYNC_MASKS.get(trace)
+    if mask is None or len(mask) != trace.n:
+        host = ~trace.is_device
+        named = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
+        async_copy = trace.name_isin(C.ASYNC_COPY_CALLS) & pageable_copy_launch_mask(trace)
+        mask = (named | async_copy) & host
+        mask.setflags(write=False)
+        _SYNC_MASKS[trace] = mask
     return mask
 
 
