@@ -6,7 +6,6 @@ are microseconds unless a name says `_ms`.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -299,24 +298,13 @@ def pageable_copy_launch_mask(trace: Trace) -> np.ndarray:
     return out
 
 
-# sync_call_mask per trace: the summary, the phases, the idle causes, the host index and the
-# sync list all ask for it; computed once per trace (read-only, so no caller can change it).
-_SYNC_MASKS: weakref.WeakKeyDictionary[Trace, np.ndarray] = weakref.WeakKeyDictionary()
-
-
 def sync_call_mask(trace: Trace) -> np.ndarray:
     """Host runtime calls in which the host waits for the device: synchronize calls, blocking
-    copies, and async copies to or from pageable memory (which the driver runs synchronously).
-
-    One read-only array per trace, computed on first use."""
-    mask = _SYNC_MASKS.get(trace)
-    if mask is None or len(mask) != trace.n:
-        host = ~trace.is_device
-        named = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
-        async_copy = trace.name_isin(C.ASYNC_COPY_CALLS) & pageable_copy_launch_mask(trace)
-        mask = (named | async_copy) & host
-        mask.setflags(write=False)
-        _SYNC_MASKS[trace] = mask
+    copies, and async copies to or from pageable memory (which the driver runs synchronously)."""
+    host = ~trace.is_device
+    named = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
+    async_copy = trace.name_isin(C.ASYNC_COPY_CALLS) & pageable_copy_launch_mask(trace)
+    mask: np.ndarray = (named | async_copy) & host
     return mask
 
 

@@ -236,16 +236,3 @@ def test_self_times_and_top_ops(step_trace) -> None:
                                                           ["vectorized_elementwise_kernel<add>", 1]]
     assert kernels["total_ms"].tolist() == pytest.approx([0.3, 0.01])
 
-
-def test_sync_call_mask_is_computed_once_per_trace_and_read_only() -> None:
-    from perftune.trace.metrics import sync_call_mask
-    from tests.conftest import shared_trace
-
-    trace = load(shared_trace("HolisticTraceAnalysis__cuda_event_sync__event_sync_trace.json.gz"))
-    first = sync_call_mask(trace)
-    assert sync_call_mask(trace) is first
-    assert first.sum() == 4  # cudaMemcpyAsync (DtoH, pageable), stream, event, device sync
-    with pytest.raises(ValueError):
-        first[0] = True  # shared by every caller: nobody may change it
-    other = load(shared_trace("HolisticTraceAnalysis__cuda_event_sync__event_sync_trace.json.gz"))
-    assert sync_call_mask(other) is not first and np.array_equal(sync_call_mask(other), first)
