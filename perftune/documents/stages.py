@@ -275,6 +275,10 @@ class GateLook(_Stage):
     high: float
     threshold: float
     figure: str = "wall"  # wall | cpu: what this look compared
+    # The one-sided lower bound on the ratio at the look's false-alarm rate `fail_alpha`: a
+    # regression needs it above 1 (and the ratio above 1 + threshold). Absent in older files.
+    fail_low: float | None = None
+    fail_alpha: float | None = None
 
 
 class LaunchLoadDoc(_Stage):

@@ -46,7 +46,8 @@ def _look(decision: Decision) -> GateLook:
     est = decision.estimate
     return GateLook(outcome=decision.outcome, n_base=est.n_base, n_head=est.n_head,
                     ratio=est.ratio, low=est.low, high=est.high, threshold=decision.threshold,
-                    figure=decision.figure)
+                    figure=decision.figure, fail_low=decision.fail_low,
+                    fail_alpha=decision.fail_alpha)
 
 
 def _launch(launch: Launch) -> GateLaunch:

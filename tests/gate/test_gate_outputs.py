@@ -61,6 +61,10 @@ def test_gate_json_holds_the_decision_and_the_samples() -> None:
     assert len(data["launches"]) == 12 and data["launches"][0]["run_dir"] == "/runs/0"
     assert data["explanation"]["structural"][0]["kind"] == "operator-calls"
     assert data["looks"][-1]["outcome"] == "regression"
+    # what decided it: the one-sided bound at the look's false-alarm rate, above 1
+    last = verdict.decisions[-1]
+    assert data["looks"][-1]["fail_low"] == pytest.approx(last.fail_low) and last.fail_low > 1.0
+    assert data["looks"][-1]["fail_alpha"] == pytest.approx(last.fail_alpha) and last.fail_alpha < 0.05
 
 
 def test_markdown_summary() -> None:

@@ -174,3 +174,68 @@ def test_the_zygote_preloads_perftunes_side_of_a_trial() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+# Ends as `python train.py` would: a log it never closes, an exit handler, and with end=ended a
+# non-daemon thread still working when the script's last line has run.
+ENDING = """\
+import atexit, pathlib, threading, time
+import torch
+import perftune
+end = perftune.knob("end", "stopped", choices=["stopped", "ended"])
+here = pathlib.Path(__file__).parent
+log = open(here / f"{end}.log", "w")
+atexit.register(lambda: (here / f"{end}.atexit").write_text("ran"))
+def late():
+    time.sleep(0.3)
+    (here / f"{end}.thread").write_text("ran")
+model = torch.nn.Linear(4, 1)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+for step in range(6 if end == "stopped" else 2):
+    optimizer.zero_grad()
+    model(torch.randn(8, 4)).sum().backward()
+    optimizer.step()
+    log.write(f"step {step}\\n")
+if end == "ended":
+    threading.Thread(target=late).start()
+print("last words", end)
+"""
+
+
+@pytest.mark.parametrize("launcher", ["zygote", "fresh"])
+def test_a_trial_ends_as_the_script_would_end(project: Path, launcher: str) -> None:
+    """The capture child exits without python's teardown of every module (~0.8 s of a forked
+    launch), but with what the script can see of its end: the buffered lines of a file it
+    never closed, its exit handlers, its non-daemon threads; stopped after the window or ended
+    on its own (a window of 3 steps: the script runs 6, or 2). Forked from a zygote and started
+    fresh alike."""
+    from perftune.capture.parent.launcher import ZygoteLauncher
+    from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
+
+    train = project / "train.py"
+    train.write_text(ENDING)
+    zygote = ZygoteLauncher(project / "zygote", project)
+    if launcher == "zygote":
+        zygote.spawn()
+    try:
+        if launcher == "zygote":
+            zygote.wait_ready()
+        results = {}
+        for end in ("stopped", "ended"):
+            results[end] = run_capture(
+                ScriptTarget(path=train, cwd=project), project / f"run-{end}",
+                CaptureOptions(skip=1, active=2, profile=False, knobs={"end": end}, quiet=True,
+                               launcher=zygote.command() if launcher == "zygote" else None))
+    finally:
+        if launcher == "zygote":
+            zygote.stop()
+    assert results["stopped"].status == "ok", results["stopped"].error
+    assert results["ended"].exit_code == 0
+    for end, result in results.items():
+        assert result.meta.get("launch", {}).get("launcher", "fresh") == launcher, (end, result.meta)
+        assert (project / f"{end}.atexit").read_text() == "ran", end
+    assert "last words ended" in (project / "run-ended" / "output.log").read_text()
+    lines = (project / "stopped.log").read_text().splitlines()
+    assert lines[:2] == ["step 0", "step 1"]  # stopped at the end of step 2's optimizer.step
+    assert (project / "ended.log").read_text().splitlines() == ["step 0", "step 1"]
+    assert (project / "ended.thread").read_text() == "ran"

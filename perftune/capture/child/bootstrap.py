@@ -22,6 +22,7 @@ if __name__ == "__main__":
     die_with_parent(spec.parent_pid if spec is not None else None)
 
 from perftune.capture.child.main import main
+from perftune.capture.child.shutdown import exit_process
 
 if __name__ == "__main__":
-    sys.exit(main(spec))
+    exit_process(main(spec))

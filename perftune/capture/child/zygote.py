@@ -47,7 +47,7 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
+from typing import Any, NoReturn
 
 # Before anything is imported: what the imports change in os.environ is applied to every
 # trial's own environment too (torch sets TORCHINDUCTOR_CACHE_DIR, for one).
@@ -431,8 +431,9 @@ def _die_with_parent(parent: int) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def become_bootstrap(request: Request, zygote_pid: int) -> str | int | None:
-    """Turn this forked child into `python -m perftune.capture.child.bootstrap` and run it."""
+def become_bootstrap(request: Request, zygote_pid: int) -> NoReturn:
+    """Turn this forked child into `python -m perftune.capture.child.bootstrap`, run it, and
+    exit without the interpreter's teardown (perftune.capture.child.shutdown.exit_process)."""
     os.setpgid(0, 0)  # a process group of its own, like run_child gives a fresh trial
     _die_with_parent(zygote_pid)
     for signum, handler in (
@@ -457,13 +458,14 @@ def become_bootstrap(request: Request, zygote_pid: int) -> str | int | None:
     os.environ.update(env)
     import perftune.capture.child.bootstrap as bootstrap
     from perftune.capture.child.main import main
+    from perftune.capture.child.shutdown import exit_process
 
     # As `python -m perftune.capture.child.bootstrap` started in cwd would have them.
     sys.argv = [os.path.abspath(str(bootstrap.__file__))]
     sys.path[0] = os.getcwd()
     gc.enable()
     _reseed_numpy()
-    return main()
+    exit_process(main())
 
 
 def _reseed_numpy() -> None:
