@@ -6,7 +6,6 @@ when no command line chose one.
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,8 @@ def load_config(start: Path | None = None) -> dict[str, Any]:
     path = find_pyproject(start)
     if path is None:
         return {}
+    import tomllib  # here: without a pyproject.toml nothing is parsed
+
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

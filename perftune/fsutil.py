@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,15 @@ def _describe(exc: OSError) -> str:
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> Path:
     """Replace ``path`` with ``data`` atomically; raise :class:`OutputError` on any OS error."""
+    return write_chunks_atomic(path, (data,), fsync=fsync)
+
+
+def write_chunks_atomic(path: str | os.PathLike[str], chunks: Iterable[bytes], *,
+                        fsync: bool = True) -> Path:
+    """`write_bytes_atomic` of the chunks one after another, never joined in memory (a page
+    that inlines a 4.6 MB script need not exist as one string, nor as its bytes, at once)."""
+    import tempfile  # here: `perftune analyze --format json` writes no file
+
     target = Path(path)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -44,7 +53,8 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, fsync: bool
         raise OutputError(target, _describe(exc)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             if fsync:
                 os.fsync(handle.fileno())

@@ -14,7 +14,6 @@ error or an unknown shape falls back to a before/after snippet.
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -260,6 +259,8 @@ def parent_block(module: Any, stmt: Any) -> Any:
 
 # ---------------------------------------------------------------------------- entry points
 def unified_diff(original: str, new: str, display: str) -> str:
+    import difflib  # here: most analyses write no diff
+
     lines = difflib.unified_diff(original.splitlines(keepends=True), new.splitlines(keepends=True),
                                  fromfile=f"a/{display}", tofile=f"b/{display}", n=2)
     return "".join(lines)

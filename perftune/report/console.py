@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from perftune import units
 from perftune.engine.types import Finding
-from perftune.report.data import breakdown_rows
 from perftune.textsafe import terminal_safe as _safe
 
 if TYPE_CHECKING:
@@ -36,6 +35,8 @@ def summary_lines(summary: Summary, timed: bool = False) -> list[str]:
     """The analysis summary. `timed`: the caller printed the run's step count and step times
     already (perftune profile, from steps.json): the trace's steps are named as those profiled
     steps, with no second count or median for the same steps."""
+    from perftune.report.data import breakdown_rows  # here: not on the JSON path
+
     lines: list[str] = []
     names = [str(d.name) for d in summary.devices]
     devices = ", ".join(f"{names.count(n)}× {n}" if names.count(n) > 1 else n
@@ -321,7 +322,7 @@ def print_run(view: RunView, written: Sequence[Path] = (), console: Console | No
     from rich.table import Table
     from rich.text import Text
 
-    from perftune.report.data import device_line, step_timing
+    from perftune.report.data import breakdown_rows, device_line, step_timing
 
     out = console or make_console()
     out.print(Text.assemble(("perftune ", "bold"), (_safe(view.title), "bold cyan")))

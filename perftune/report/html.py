@@ -28,7 +28,7 @@ from perftune._resources import reports_dir
 from perftune._version import __version__
 from perftune.documents import CompilationSection, GateDocument, TuningDocument, document_data
 from perftune.engine.types import Finding, Location
-from perftune.fsutil import write_text_atomic
+from perftune.fsutil import write_chunks_atomic
 from perftune.report import figures as F
 from perftune.report.data import (
     RunView,
@@ -146,21 +146,27 @@ def _assets() -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=1)
 def plotly_js() -> str:
-    """plotly's bundled plotly.min.js, made safe to inline in a <script> element.
+    """plotly's bundled plotly.min.js, made safe to inline in a <script> element."""
+    return plotly_js_bytes().decode("utf-8")
+
+
+def plotly_js_bytes() -> bytes:
+    """`plotly_js()` as UTF-8 bytes, never held as a str.
 
     Read from plotly's package data where `plotly.offline.get_plotlyjs` reads it, without
     importing plotly (its import is ~0.07 s of CPU per `--out` run)."""
-    source: str | None = None
+    source: bytes | None = None
     spec = importlib.util.find_spec("plotly")
     for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        with contextlib.suppress(OSError, UnicodeDecodeError):
-            source = (Path(folder) / "package_data" / "plotly.min.js").read_bytes().decode("utf-8")
+        with contextlib.suppress(OSError):
+            source = (Path(folder) / "package_data" / "plotly.min.js").read_bytes()
+            source.decode("utf-8")  # raises on a file that is not UTF-8, as the str read did
             break
     if source is None:  # an unusual install (zipped, ...): plotly's own reader
         from plotly.offline import get_plotlyjs
 
-        source = get_plotlyjs()
-    return source.replace("</script", "<\\/script").replace("<!--", "<\\!--")
+        source = get_plotlyjs().encode("utf-8")
+    return source.replace(b"</script", b"<\\/script").replace(b"<!--", b"<\\!--")
 
 
 # ---------------------------------------------------------------------------- findings
@@ -479,9 +485,22 @@ _DEVICE_KEYS = frozenset({"compute_ms", "communication_ms", "memcpy_ms", "memset
 
 def render_page(template: str, context: Mapping[str, Any]) -> str:
     """A page from reports/templates: the context plus the inlined CSS, JS and plotly."""
+    return b"".join(page_chunks(template, context)).decode("utf-8")
+
+
+def page_chunks(template: str, context: Mapping[str, Any]) -> list[bytes]:
+    """`render_page`'s bytes in three chunks: the page up to plotly.js, plotly.js, the rest.
+
+    The template is rendered around a slot, and plotly.js (4.6 MB) is written between the two
+    halves from its bytes: the page never exists as one string (with its copies, ~30 MB of
+    `--out`'s peak memory)."""
     css, js = _assets()
-    return environment().get_template(template).render(
-        **context, css=css, js=js, plotly_js=plotly_js(), nonce=secrets.token_urlsafe(18))
+    nonce = secrets.token_urlsafe(18)
+    slot = f"/*plotly.js {nonce}*/"
+    page = environment().get_template(template).render(
+        **context, css=css, js=js, plotly_js=slot, nonce=nonce)
+    head, tail = page.split(slot)  # exactly one slot: base.html.j2 inlines plotly.js once
+    return [head.encode("utf-8"), plotly_js_bytes(), tail.encode("utf-8")]
 
 
 def render_report_html(view: RunView) -> str:
@@ -490,10 +509,14 @@ def render_report_html(view: RunView) -> str:
 
 def write_report_html(view: RunView, path: Path) -> Path:
     # Atomic: a reader (or a crash) never sees half a report.
-    return write_text_atomic(path, render_report_html(view))
+    return write_chunks_atomic(path, page_chunks("report.html.j2", report_context(view)))
 
 
 def render_diff_html(comparison: Comparison) -> str:
+    return b"".join(page_chunks("diff.html.j2", _diff_context(comparison))).decode("utf-8")
+
+
+def _diff_context(comparison: Comparison) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     fig = F.compare_steps_figure(comparison.a.label, comparison.a.step_ms,
                                  comparison.b.label, comparison.b.step_ms)
@@ -505,12 +528,12 @@ def render_diff_html(comparison: Comparison) -> str:
         figures["breakdown"] = fig
     context = {"title": f"{comparison.a.label} → {comparison.b.label}", "version": __version__,
                "c": comparison, "figure_ids": sorted(figures), "figures_json": script_json(figures)}
-    return render_page("diff.html.j2", context)
+    return context
 
 
 def write_diff_html(comparison: Comparison, path: Path) -> Path:
     # Atomic: a reader (or a crash) never sees half a report.
-    return write_text_atomic(path, render_diff_html(comparison))
+    return write_chunks_atomic(path, page_chunks("diff.html.j2", _diff_context(comparison)))
 
 
 def render_tuning_html(tuning: TuningDocument) -> str:

@@ -19,6 +19,33 @@ from typing import Any
 import numpy as np
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)`: the sorted distinct values (NaNs as one), the same array.
+
+    Integer and boolean values over a range not much larger than their count (ranks, ids,
+    codes) are marked in a table over that range: one pass, ~10x faster than `np.unique`'s
+    hash table on a million rows of a few distinct ranks. Other values take `np.unique`'s
+    sorting path, asked for counts: its plain path imports `numpy.ma` (~10 ms of every
+    `perftune analyze`) to test for a masked array.
+    """
+    flat = np.asarray(values).reshape(-1)
+    n = len(flat)
+    kind = flat.dtype.kind
+    if n and (kind in "ib" or (kind == "u" and int(flat.max()) < (1 << 62))):
+        ints = flat.view(np.uint8) if kind == "b" else flat
+        lo, hi = int(ints.min()), int(ints.max())
+        span = hi - lo + 1
+        if span <= max(1 << 20, 4 * n):
+            present = np.zeros(span, dtype=bool)
+            offset = ints.astype(np.intp)  # before subtracting: int8/int16 would wrap
+            if lo:
+                offset -= lo
+            present[offset] = True
+            return (np.flatnonzero(present) + lo).astype(flat.dtype)
+    uniques: np.ndarray = np.unique(flat, return_counts=True)[0]
+    return uniques
+
+
 def unique_codes(values: np.ndarray, return_index: bool = False
                  ) -> tuple[np.ndarray, ...]:
     """`np.unique(values, return_inverse=True)` (with `return_index`: `(uniques, first,
@@ -36,7 +63,9 @@ def unique_codes(values: np.ndarray, return_index: bool = False
         lo, hi = int(ints.min()), int(ints.max())
         span = hi - lo + 1
         if span <= max(1 << 20, 4 * n):
-            offset = (ints - lo).astype(np.intp, copy=False) if lo else ints.astype(np.intp)
+            offset = ints.astype(np.intp)  # before subtracting: int8/int16 would wrap
+            if lo:
+                offset -= lo
             present = np.zeros(span, dtype=bool)
             present[offset] = True
             code_of = np.cumsum(present, dtype=np.intp)

@@ -25,7 +25,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.comm import covered, merge_intervals
-from perftune.trace.groups import unique_codes
+from perftune.trace.groups import distinct, unique_codes
 from perftune.trace.metrics import clipped_sums, covered_in_windows, sync_call_mask
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
 from perftune.trace.tables import Tables
@@ -344,7 +344,7 @@ def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
     top_ops = np.zeros(len(steps), np.int64)
     # All steps of a rank at once (sorted times and prefix sums): a pass over every event per
     # step made 10^5 steps quadratic.
-    for r in np.unique(step_rank).tolist():
+    for r in distinct(step_rank).tolist():
         sel = np.flatnonzero(step_rank == r)
         a, b = lo[sel], hi[sel]
         on_rank = rank == r

@@ -108,7 +108,7 @@ def _kernel_columns(trace: Trace, tables: Tables | None = None) -> dict[str, np.
                              count=n)
     codes = trace.codes("name")[rows]
     strings = trace.strings("name")
-    used = np.unique(codes)
+    used = G.distinct(codes)
     matrix = np.zeros(len(strings), dtype=bool)
     tensor = np.zeros(len(strings), dtype=bool)
     for c in used.tolist():

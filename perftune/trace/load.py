@@ -49,6 +49,7 @@ from perftune.trace.decode import (
     problem_summary,
     sniff_is_trace,
 )
+from perftune.trace.groups import distinct
 from perftune.trace.limits import MAX_STRING_CHARS, truncated
 from perftune.trace.model import RankInfo, Trace, thread_time_order
 from perftune.trace.steps import find_steps
@@ -947,7 +948,7 @@ def _plausible_times(rank: np.ndarray, ts: np.ndarray, warnings: list[str]) -> n
     if not len(ts):
         return None
     one_rank = bool(rank[0] == rank[-1]) and bool((rank == rank[0]).all())
-    groups = [slice(None)] if one_rank else [np.flatnonzero(rank == r) for r in np.unique(rank)]
+    groups = [slice(None)] if one_rank else [np.flatnonzero(rank == r) for r in distinct(rank)]
     keep: np.ndarray | None = None
     for rows in groups:
         t = ts[rows]
@@ -1295,7 +1296,7 @@ def _thread_codes(rank: np.ndarray, pid: np.ndarray, tid: np.ndarray,
                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A dense int code per (rank, pid, tid); codes for the flows reuse the events' uniques."""
     if uniques is None:
-        uniques = (np.unique(rank), np.unique(pid), np.unique(tid))
+        uniques = (distinct(rank), distinct(pid), distinct(tid))
     codes = []
     for values, u in zip((rank, pid, tid), uniques, strict=True):
         if not len(u):

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import platform
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -162,6 +161,8 @@ def _torch_available() -> bool:
 def measure(*, matmul_n: int = 1024, copy_bytes: int = 64 << 20, repeats: int = 5,
             use_torch: bool | None = None) -> MachinePeaks:
     """Run the benchmarks (about a second); copy bytes count one read plus one write."""
+    import socket
+
     method = "torch" if (use_torch if use_torch is not None else _torch_available()) else "numpy"
     runner = _measure_torch if method == "torch" else _measure_numpy
     flops, bandwidth, threads, share = runner(matmul_n, copy_bytes, repeats)
@@ -173,6 +174,8 @@ def measure(*, matmul_n: int = 1024, copy_bytes: int = 64 << 20, repeats: int = 
 
 def cached() -> MachinePeaks | None:
     """The cached peaks of this host, or None (no cache, another host's, or unreadable)."""
+    import socket  # here: most analyses never read the cache
+
     path = cache_path()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -14,6 +14,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.frames import Frame
+from perftune.trace.groups import distinct
 from perftune.trace.intervals import union_length as union_length
 from perftune.trace.model import NO_ID, Trace
 
@@ -246,7 +247,7 @@ def step_breakdown(trace: Trace) -> list[StepBreakdown]:
     # in events and steps, where a query per step and figure cost 100 s for 10^5 steps.
     figures = ("work", "compute", "communication", "memcpy", "memset", *host_masks)
     ms = {f: np.zeros(len(steps)) for f in figures}
-    for r in np.unique(step_rank).tolist():
+    for r in distinct(step_rank).tolist():
         sel = np.flatnonzero(step_rank == r)
         on_rank = rank == r
         dev_rows = np.flatnonzero(masks["work"] & is_dev & on_rank)

@@ -21,7 +21,7 @@ import numpy as np
 from perftune.trace import categories as C
 from perftune.trace.decode import NO_ID, ArgStore, EventArgs, decode_raw
 from perftune.trace.frames import Frame, is_user_frame, parse_python_function
-from perftune.trace.groups import unique_codes
+from perftune.trace.groups import distinct, unique_codes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -418,7 +418,7 @@ class Trace:
         categories, all_codes = self.interned["name"]
         codes = all_codes[self._python_rows]
         out: dict[int, Frame] = {}
-        for code in np.unique(codes).tolist():
+        for code in distinct(codes).tolist():
             frame = parse_python_function(str(categories[code]))
             if frame is not None:
                 out[code] = frame
@@ -663,7 +663,7 @@ class Trace:
         if rank is not None:
             sel = sel & (ev["rank"] == rank)
         dev = ev["device"][sel]
-        return sorted(int(d) for d in np.unique(dev) if d != NO_ID)
+        return sorted(int(d) for d in distinct(dev).tolist() if d != NO_ID)
 
     def streams(self) -> pd.DataFrame:
         """One row per (rank, device, stream) with device work: events, kernels, comm_kernels,
@@ -750,12 +750,13 @@ class Trace:
 def _categorical_mask(column: tuple[list[str], np.ndarray],
                       predicate: Callable[[str], bool]) -> np.ndarray:
     categories, codes = column
-    hit = np.fromiter((bool(predicate(str(c))) for c in categories), dtype=bool,
-                      count=len(categories))
+    # One entry more, False: code -1 (missing) indexes it, so one gather makes the mask.
+    hit = np.zeros(len(categories) + 1, dtype=bool)
+    hit[:-1] = np.fromiter((bool(predicate(str(c))) for c in categories), dtype=bool,
+                           count=len(categories))
     if not hit.any():
         return np.zeros(len(codes), dtype=bool)
-    # codes == -1 (missing) would index the last category: guard it.
-    mask: np.ndarray = hit[codes] & (codes >= 0)
+    mask: np.ndarray = hit.take(codes)  # take: ~1.6x faster than hit[codes] on int32 codes
     return mask
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 import re
-import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -516,7 +515,7 @@ def steps_across_ranks_of(rank_rows: Sequence[RankStep]) -> list[StepAcrossRanks
         durs = [r.dur_ms for r in rows]
         waits = [r.wait_ms if known else r.comm_ms for r in rows]
         out.append(StepAcrossRanks(
-            step=step, ranks=len(rows), median_dur_ms=float(statistics.median(durs)),
+            step=step, ranks=len(rows), median_dur_ms=float(_middle(durs)),
             dur_skew_ms=max(durs) - min(durs), busy_skew_ms=max(busy) - min(busy),
             slowest_rank=rows[int(np.argmax(busy))].rank,
             fastest_rank=rows[int(np.argmin(busy))].rank,
@@ -570,13 +569,13 @@ def straggler_candidate_of(table: Sequence[StepAcrossRanks],
         busy = {r.rank: _busy(r, known) for r in rows}
         for r, value in busy.items():
             others = [v for q, v in busy.items() if q != r]
-            margins.setdefault(r, []).append(value - float(statistics.median(others)))
-    scores = {r: float(statistics.median(values)) for r, values in margins.items()}
+            margins.setdefault(r, []).append(value - float(_middle(others)))
+    scores = {r: float(_middle(values)) for r, values in margins.items()}
     rank = max(sorted(scores), key=lambda r: scores[r])
     counts = Counter(s.slowest_rank for s in table)
     return Straggler(rank=rank, slowest_in=counts.get(rank, 0), steps=len(table),
                      margin_ms=scores[rank],
-                     median_step_ms=float(statistics.median(s.median_dur_ms for s in table)),
+                     median_step_ms=float(_middle(s.median_dur_ms for s in table)),
                      slowest_counts=dict(sorted(counts.items())))
 
 
@@ -597,10 +596,22 @@ def straggler_of(found: Straggler | None, min_ms: float = STRAGGLER_MIN_MS,
     return found
 
 
+def _middle(values: Iterable[float]) -> float:
+    """`statistics.median`, the same arithmetic (the middle value, or the mean of the two
+    middle ones), without importing statistics (and random, fractions) on every analysis."""
+    data = sorted(values)
+    n = len(data)
+    if n == 0:
+        raise ValueError("no median of no values")
+    if n % 2:
+        return data[n // 2]
+    return (data[n // 2 - 1] + data[n // 2]) / 2
+
+
 # ---------------------------------------------------------------------------- summary.json
 def _median(values: Iterable[float]) -> float | None:
     data = [v for v in values if math.isfinite(v)]
-    return float(statistics.median(data)) if data else None
+    return float(_middle(data)) if data else None
 
 
 def _mean(values: Sequence[float]) -> float | None:

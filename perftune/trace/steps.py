@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from perftune.trace import categories as C
+from perftune.trace.groups import distinct
 from perftune.trace.model import Step
 
 PROFILER_STEP = "profiler-step"
@@ -32,7 +33,7 @@ def find_steps(ev: dict[str, np.ndarray], names: tuple[list[str], np.ndarray]
     end = ev["end"]
     steps: list[Step] = []
     sources: set[str] = set()
-    for r in np.unique(rank).tolist():
+    for r in distinct(rank).tolist():
         on_rank = rank == r
         found = _profiler_steps(int(r), np.flatnonzero(profiler & on_rank), names, ts, end)
         source = PROFILER_STEP

@@ -31,6 +31,7 @@ from perftune.trace.frames import (
     package_of,
     parse_python_function,
 )
+from perftune.trace.groups import distinct
 from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Trace, _thread_key, thread_time_order
 from perftune.trace.tables import Tables
@@ -204,7 +205,7 @@ class HostIndex:
         trace = self.trace
         work = trace.cat_mask(C.DEVICE_WORK_CATS)
         rank, ts = trace.col("rank")[work], trace.col("ts")[work]
-        return {int(r): np.sort(ts[rank == r]) for r in np.unique(rank).tolist()}
+        return {int(r): np.sort(ts[rank == r]) for r in distinct(rank).tolist()}
 
     @cached_property
     def masked_loss_pairs(self) -> dict[int, int]:

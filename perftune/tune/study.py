@@ -37,6 +37,9 @@ JOURNAL = "study.journal"
 SETTINGS_ATTR = "perftune"
 HEARTBEAT_S = 10
 GRACE_S = 60
+# A journal trial still RUNNING without its worker's name this long after it started: its
+# worker died between creating it and naming itself (they are milliseconds apart).
+UNTAGGED_STALE_S = 30.0
 
 
 def worker_id() -> str:
@@ -228,10 +231,12 @@ class Study:
             trial = self.optuna.ask(self.distributions(space))
         finally:
             self.sampler.fixed = None
+        # The worker first: a worker killed between `ask` and this line leaves a RUNNING trial
+        # that only the age rule of `fail_stale` can end (UNTAGGED_STALE_S).
+        trial.set_user_attr("worker", self.worker)
         trial.set_user_attr("values", dict(trial.params))
         trial.set_user_attr("role", role)
         trial.set_user_attr("why", why)
-        trial.set_user_attr("worker", self.worker)
         return trial
 
     def finish(self, trial: Any, outcome: TrialOutcome) -> None:
@@ -303,6 +308,10 @@ class Study:
             started = trial.datetime_start
             if name == host and pid.isdigit():
                 stale = not _alive(int(pid), started)
+            elif not worker and started is not None:
+                # A worker names itself right after `ask`: one that has not after
+                # UNTAGGED_STALE_S died in between (a resumed run otherwise waited 2 timeouts).
+                stale = (now - started).total_seconds() > UNTAGGED_STALE_S
             else:
                 stale = (
                     max_age_s is not None

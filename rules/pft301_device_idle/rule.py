@@ -12,7 +12,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, op_ancestry
-from perftune.trace.groups import unique_codes
+from perftune.trace.groups import distinct, unique_codes
 from perftune.trace.idle_metrics import (
     CAUSES,
     IdleGapColumns,
@@ -169,7 +169,7 @@ class DeviceIdle(Rule):
         if not len(gaps):
             return None, (), {}
         rank = int(gaps.rank[0])
-        n_steps = max(1, len(np.unique(gaps.step)))
+        n_steps = max(1, len(distinct(gaps.step)))
         if cause == "input":
             dl = np.flatnonzero(trace.name_startswith(C.DATALOADER_PREFIX) & ~trace.is_device
                                 & (trace.col("rank") == rank))

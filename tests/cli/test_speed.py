@@ -74,3 +74,46 @@ def test_comm_kernel_names(name: str, expected: bool) -> None:
 
     assert C.is_comm_kernel(name) is expected
     assert C.is_comm_kernel(name) is expected  # the second answer comes from the cache
+
+
+# `perftune analyze FILE --format json` in one process, then the modules it loaded: what only
+# --out, the text output, a diff, a cache or several ranks need stays unimported.
+_JSON_PATH_MODULES = """
+import io, contextlib, sys
+from perftune.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(["analyze", sys.argv[1], "--format", "json"])
+    except SystemExit:
+        pass
+print(sorted(m for m in ("perftune.report.data", "perftune.redact", "difflib", "tempfile",
+                         "socket", "statistics", "tomllib", "pandas", "plotly", "jinja2", "rich")
+             if m in sys.modules))
+"""
+
+
+def test_json_path_imports_only_what_it_uses(tmp_path) -> None:
+    # From a folder without pyproject.toml (tomllib is imported only to read one).
+    out = subprocess.run([sys.executable, "-c", _JSON_PATH_MODULES, str(shared_trace(NCCL))],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_numpy_imported_single_threaded_for_analyze_only_during_the_import() -> None:
+    code = ("import os, sys\n"
+            "from perftune.cli.main import import_numpy_single_threaded\n"
+            "import_numpy_single_threaded()\n"
+            "print('numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS'),"
+            " len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 1)")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    # numpy loaded, the variable gone again (child processes get the user's environment), and
+    # no BLAS thread besides the main one
+    assert out.stdout.split() == ["True", "None", "1"]
+    # A user's own setting is left alone (numpy is then imported later, the usual way).
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**env, "OPENBLAS_NUM_THREADS": "2"})
+    assert out.stdout.split()[:2] == ["False", "2"]

@@ -265,3 +265,22 @@ def test_inlined_plotly_is_plotlys_own_bundle() -> None:
     expected = get_plotlyjs().replace("</script", "<\\/script").replace("<!--", "<\\!--")
     assert plotly_js() == expected
     assert "</script" not in plotly_js()
+
+
+def test_written_page_is_the_rendered_page_streamed_around_plotly(tmp_path: Path) -> None:
+    """write_report_html writes plotly.js between the two halves of the page (never one string
+    in memory): the file is render_report_html's page, byte for byte up to the nonce."""
+    from perftune.report.html import plotly_js_bytes, write_report_html
+
+    analysis = analyze_paths([shared_trace("HolisticTraceAnalysis__nccl_data.json.gz")])
+    write_run(analysis, tmp_path)
+    view = view_of_documents(tmp_path)
+    written = write_report_html(view, tmp_path / "again.html").read_bytes()
+    rendered = render_report_html(view).encode("utf-8")
+
+    def unnonced(page: bytes) -> bytes:
+        return re.sub(rb'nonce(-|=")[A-Za-z0-9_-]+', rb"nonce\1X", page)
+
+    assert unnonced(written) == unnonced(rendered)
+    assert written.count(plotly_js_bytes()) == 1
+    assert b"/*plotly.js " not in written  # the slot it was written into is gone

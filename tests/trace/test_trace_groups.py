@@ -63,3 +63,26 @@ def test_unique_codes_is_np_unique() -> None:
         got_u, got_first, got_inv = G.unique_codes(values, return_index=True)
         assert np.array_equal(got_u, uniques) and np.array_equal(got_first, first)
         assert np.array_equal(got_inv, inverse.reshape(-1))
+
+
+@pytest.mark.parametrize("values", [
+    np.array([], dtype=np.int64),
+    np.array([3, 1, 3, -5], dtype=np.int32),
+    np.array([-100, 100, 5, 5], dtype=np.int8),  # span 200: wraps in int8 arithmetic
+    np.array([-30000, 30000, 7], dtype=np.int16),
+    np.random.default_rng(0).integers(-2**62, 2**62, 1000),  # too wide for a table
+    np.array([True, False, True]),
+    np.array([5, 5], dtype=np.uint64),
+    np.array([2**63 + 5, 1], dtype=np.uint64),
+    np.array([1.0, np.nan, 0.5, np.nan, 2.0, 0.5]),
+    np.random.default_rng(1).integers(0, 8, 100_000),
+])
+def test_distinct_and_unique_codes_are_np_unique(values: np.ndarray) -> None:
+    want = np.unique(values)
+    got = G.distinct(values)
+    assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+    if values.dtype.kind != "f":
+        uniques, first, inverse = G.unique_codes(values, return_index=True)
+        w_uniques, w_first, w_inverse = np.unique(values, return_index=True, return_inverse=True)
+        assert np.array_equal(uniques, w_uniques) and uniques.dtype == w_uniques.dtype
+        assert np.array_equal(first, w_first) and np.array_equal(inverse, w_inverse.reshape(-1))

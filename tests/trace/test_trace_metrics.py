@@ -235,3 +235,4 @@ def test_self_times_and_top_ops(step_trace) -> None:
     assert kernels[["name", "calls"]].values.tolist() == [["sm80_xmma_gemm_f32f32_tf32", 1],
                                                           ["vectorized_elementwise_kernel<add>", 1]]
     assert kernels["total_ms"].tolist() == pytest.approx([0.3, 0.01])
+

@@ -113,3 +113,19 @@ def test_single_rank_waits_from_repeated_collectives() -> None:
     assert [round(w.wait_ms, 6) for w in waits] == [0.0, 1.0, 0.0, 0.2]
     assert [w.matched for w in waits] == [1, 1, 1, 1]
     assert straggler_candidate(trace) is None  # one rank: nothing to compare across
+
+
+def test_middle_is_statistics_median() -> None:
+    import random
+    import statistics
+
+    from perftune.trace.multirank import _middle
+
+    rng = random.Random(0)
+    for n in range(1, 9):
+        for _ in range(50):
+            floats = [rng.uniform(-1e6, 1e6) for _ in range(n)]
+            ints = [rng.randint(-5, 5) for _ in range(n)]
+            assert _middle(iter(floats)) == statistics.median(floats)
+            got, want = _middle(ints), statistics.median(ints)
+            assert got == want and type(got) is type(want)

@@ -76,6 +76,25 @@ def test_running_trials_of_a_dead_worker_are_failed(tmp_path: Path) -> None:
     assert study.optuna.trials[0].state == optuna.trial.TrialState.FAIL
 
 
+def test_a_trial_left_before_its_worker_named_itself_is_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed between creating its trial and naming itself on it (the kill of
+    test_tune_resume landed there once: the resumed run waited 2 timeouts + 120 s for it)."""
+    import perftune.tune.study as study_module
+
+    study = open_study(tmp_path)
+    orphan = study.optuna.ask(study.distributions(SPACE))  # no attrs: the worker died here
+    assert study.records()[0].running
+    assert study.fail_stale() == []  # a worker may be naming itself right now
+    monkeypatch.setattr(study_module, "UNTAGGED_STALE_S", 0.0)
+    assert study.fail_stale() == [orphan.number]
+    assert study.optuna.trials[0].state == optuna.trial.TrialState.FAIL
+    # a trial started by `start` names its worker before anything else
+    named = study.start(SPACE, {"tile": 16, "precision": "bf16"}, "search", "x")
+    assert next(iter(study.optuna.trials[named.number].user_attrs)) == "worker"
+    assert study.fail_stale() == []  # this process is alive
+
+
 def test_database_urls() -> None:
     assert redact_url("postgresql://user:secret@host/db") == "postgresql://user:***@host/db"
     assert redact_url("postgresql://user@host/db") == "postgresql://user@host/db"
