@@ -77,15 +77,15 @@ class GCN(nn.Module):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--nodes", type=int, default=3000)
+    parser.add_argument("--nodes", type=int, default=1500)
     args = parser.parse_args()
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    x, y, edge_index, train_mask, val_mask = make_graph(args.nodes, 128, 7, 8, seed=0)
+    x, y, edge_index, train_mask, val_mask = make_graph(args.nodes, 64, 7, 6, seed=0)
     x, y, edge_index = x.to(device), y.to(device), edge_index.to(device)
     train_mask, val_mask = train_mask.to(device), val_mask.to(device)
-    model = GCN(128, 64, 7).to(device)
+    model = GCN(64, 32, 7).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01, weight_decay=5e-4)
 
     for epoch in range(1, args.epochs + 1):

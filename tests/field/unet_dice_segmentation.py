@@ -94,7 +94,7 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     amp = device.type == "cuda"
-    loader = DataLoader(Shapes(args.images, 64, seed=0), batch_size=args.batch_size, shuffle=True,  # perftune: not[PFT103]
+    loader = DataLoader(Shapes(args.images, 48, seed=0), batch_size=args.batch_size, shuffle=True,  # perftune: not[PFT103]
                         pin_memory=True)
     model = UNet().to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.RMSprop(model.parameters(), lr=1e-5, weight_decay=1e-8, momentum=0.999,
