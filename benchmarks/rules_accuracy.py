@@ -48,6 +48,7 @@ and the known false positives (issue 13, section 5) must not be reported.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shlex
 import subprocess
@@ -68,6 +69,10 @@ _RUN_ARGS = re.compile(r"perftune-run:\s*(.+)$")
 _SCRIPT_ARGS = re.compile(r"perftune-args:\s*(.+)$")
 _OWN_TRACES = re.compile(r"perftune-traces:\s*(\S+)")
 _ALL = "*"
+# The sha256 of the script a run folder profiled: `--reuse` (and PERFTUNE_FIELD_RUNS) reuse a
+# run only for the very text it profiled — a run of an edited script, or of another checkout's
+# copy, has its findings at that text's lines, not at the markers of this one.
+SCRIPT_DIGEST = "script.sha256"
 
 
 # ---------------------------------------------------------------------------- truth markers
@@ -393,9 +398,12 @@ def _traces(run_dir: Path, own: str | None) -> list[Path]:
 def profile(script: Path, run_dir: Path, reuse: bool, extra: Sequence[str] = (),
             timeout: float = 600, script_args: Sequence[str] = (),
             own_traces: str | None = None) -> tuple[list[Path], str | None]:
-    """Profile one script into run_dir (once: reused with `reuse`); its traces (perftune's, or
-    those its own profiler wrote into `own_traces`), or an error."""
-    if reuse:
+    """Profile one script into run_dir (once: reused with `reuse` while the script's text is
+    the one profiled there); its traces (perftune's, or those its own profiler wrote into
+    `own_traces`), or an error."""
+    stamp = run_dir / SCRIPT_DIGEST
+    digest = hashlib.sha256((ROOT / script).read_bytes()).hexdigest()
+    if reuse and stamp.is_file() and stamp.read_text(encoding="utf-8").strip() == digest:
         traces = _traces(run_dir, own_traces)
         if traces:
             return traces, None
@@ -411,6 +419,7 @@ def profile(script: Path, run_dir: Path, reuse: bool, extra: Sequence[str] = (),
     if not traces:
         tail = (proc.stderr.strip() or proc.stdout.strip())[-300:]
         return [], f"no trace (exit {proc.returncode}): {tail}"
+    stamp.write_text(digest + "\n", encoding="utf-8")
     return traces, None
 
 

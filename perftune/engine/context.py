@@ -10,10 +10,10 @@ context, and live as long as it does — there are no module-level caches keyed 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from perftune.documents import CompilationDocument, ProvenanceDocument
 from perftune.engine.attribution import (
@@ -107,6 +107,9 @@ class Context:
     compilation: CompilationDocument | None = None
     # Where the host's peaks come from on a CPU trace: `perftune machine`'s cache by default.
     machine_source: Callable[[], MachinePeaks | None] = cached_machine_peaks
+    # Results several rules share, computed once per analysis by the engine's helpers (the
+    # latent-sync rules' provenance assignment), keyed by the helper's name.
+    memo: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, trace: Trace, source_roots: Iterable[str | Path] | None = None, *,

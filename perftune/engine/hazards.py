@@ -208,6 +208,38 @@ def _recorded_calls(h: sm.Hazard, wanted: frozenset[str]) -> frozenset[str] | No
     return None
 
 
+def step_hazards(ctx: Context) -> list[sm.Hazard]:
+    """The host hazards of the steps that can be device syncs at all: not in data loading, not
+    (on a CPU trace) inside host-side libraries, not (on a GPU trace) on CPU tensors."""
+    memo = ctx.memo.get("step_hazards")
+    if memo is not None:
+        return list(memo)
+    latent = not ctx.trace.has_device_activity
+    out = []
+    for h in sm.host_hazards(ctx.host):
+        if h.step < 0:
+            continue
+        if not latent and not h.on_device:
+            continue  # an op on CPU tensors inside a GPU trace is not a device sync
+        if sm.in_data_loading(ctx.host, h.row):
+            continue  # the DataLoader builds batches from CPU tensors
+        if latent and any(m in f.replace("\\", "/") for f in sm.library_frames(ctx.host, h.row)
+                          if not f.endswith(_PROVENANCE_MODE_FILE)
+                          for m in _HOST_SIDE_LIBRARIES):
+            continue
+        out.append(h)
+    ctx.memo["step_hazards"] = tuple(out)
+    return out
+
+
+def shared_provenance_assignment(ctx: Context) -> dict[int, tuple[int, bool]]:
+    """`provenance_assignment` of every step hazard, once per analysis."""
+    memo = ctx.memo.get("provenance_assignment")
+    if memo is None:
+        memo = ctx.memo["provenance_assignment"] = provenance_assignment(ctx, step_hazards(ctx))
+    return dict(memo)
+
+
 def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[int, tuple[int, bool]]:
     """On a CPU run with device provenance: hazard row → (recorded line, tagged).
 
@@ -222,9 +254,13 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
     if doc is None or not doc.enabled or ctx.trace.has_device_activity:
         return out
     per_call: dict[tuple[int | None, int, frozenset[str]], list[sm.Hazard]] = {}
+    inner: dict[int, frozenset[str]] = {}  # hazard row -> the library functions it ran in
     for h in hazards:
         wanted = _PROVENANCE_CALLS.get(h.cause) if h.cause is not None else None
         if wanted is not None:
+            call = sm.library_call(ctx.host, h.row)
+            if call is not None:
+                inner[h.row] = frozenset((call.name, call.entry, *call.inner))
             per_call.setdefault((h.frame_row, h.step, wanted), []).append(h)
     steps = max(1, doc.steps)
     for (frame_row, _, wanted), group in per_call.items():
@@ -239,11 +275,11 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
             continue
         # A call that ran in fewer than half of the recorded steps (a log line every N
         # iterations) holds a place only in a step that has an occurrence for it.
-        every: list[tuple[int, bool, str]] = []
-        full: list[tuple[int, bool, str]] = []
+        every: list[tuple[int, bool, str, str | None]] = []
+        full: list[tuple[int, bool, str, str | None]] = []
         for site in recorded:
             per_step = round((site.tagged + site.untagged) / steps)
-            entry = (site.line, site.tagged > 0, site.call)
+            entry = (site.line, site.tagged > 0, site.call, site.via)
             every.extend([entry] * per_step)
             full.extend([entry] * max(1, per_step))
         layout = full if len(group) == len(full) or not every else every
@@ -252,9 +288,23 @@ def provenance_assignment(ctx: Context, hazards: Sequence[sm.Hazard]) -> dict[in
         for h in group:
             kinds = _recorded_calls(h, wanted)
             pick = at % len(layout)
-            if kinds is not None:
-                pick = next((k % len(layout) for k in range(at, at + len(layout))
-                             if layout[k % len(layout)][2] in kinds), pick)
+            ahead = [k % len(layout) for k in range(at, at + len(layout))
+                     if kinds is None or layout[k % len(layout)][2] in kinds]
+            # the library function the call ran in, where provenance recorded it (a
+            # distribution's argument check in `__init__`, its sample check in `log_prob`; an
+            # RNN's own `int()`): the counts of a window need not be those of the recorded
+            # steps. A call of the user's own line takes a record made from the user's line.
+            names = inner.get(h.row, frozenset())
+            own = [k for k in ahead if layout[k][3] is None]
+            pick = next((k for k in ahead if layout[k][3] is not None and layout[k][3] in names),
+                        (own[0] if own and not names else ahead[0]) if ahead else pick)
+            if not ahead and layout is every and kinds is not None:
+                # a call that runs in fewer than half of the steps (a test after every epoch)
+                # and ran in this one: its own place, not the next call of another kind
+                rare = next((e for e in full if e[2] in kinds and e not in every), None)
+                if rare is not None:
+                    out[h.row] = rare[:2]
+                    continue
             out[h.row] = layout[pick][:2]
             at = pick + 1
     return out
@@ -355,19 +405,11 @@ class HazardRule(Rule):
             return []
         superseding = [cls() for cls in superseding_rules(self.code)]
         out = []
-        for h in sm.host_hazards(ctx.host):
-            if h.step < 0 or not self.accepts(ctx, h):
+        for h in step_hazards(ctx):
+            if not self.accepts(ctx, h):
                 continue
             if any(isinstance(rule, HazardRule) and rule.explains(ctx, h) for rule in superseding):
                 continue  # one cause, one finding: the more specific rule reports it
-            if not latent and not h.on_device:
-                continue  # an op on CPU tensors inside a GPU trace is not a device sync
-            if sm.in_data_loading(ctx.host, h.row):
-                continue  # the DataLoader builds batches from CPU tensors
-            if latent and any(m in f.replace("\\", "/") for f in sm.library_frames(ctx.host, h.row)
-                              if not f.endswith(_PROVENANCE_MODE_FILE)
-                              for m in _HOST_SIDE_LIBRARIES):
-                continue
             if latent and provenance_lines(ctx, h) == frozenset():
                 continue  # provenance: this call ran on host-only tensors, never a device sync
             out.append(h)
@@ -387,7 +429,9 @@ class HazardRule(Rule):
         hazards = self.hazards(ctx)
         if not hazards:
             return
-        recorded = provenance_assignment(ctx, hazards) if latent else {}
+        # the recorded calls are laid over every hazard of the step, not only this rule's: a
+        # masked loss after two masked accuracies takes the loss's line, not the first one
+        recorded = shared_provenance_assignment(ctx) if latent else {}
         # provenance: a call that ran on host-only tensors is never a device sync
         hazards = [h for h in hazards if recorded.get(h.row, (0, True))[1]]
         if not hazards:

@@ -351,6 +351,9 @@ def classify(names: Sequence[str], python_call: str | None,
     if not has_op:
         return SyncCause.EXPLICIT_SYNCHRONIZE, "explicit synchronize"
     kinds = {k[0] for k in copy_kinds}
+    if python_call in TENSOR_FACTORY_CALLS and any(n in SCALAR_OPS for n in names):
+        # `torch.tensor([loss, acc])`: each tensor of the list read back to the host
+        return SyncCause.SCALAR_READBACK, f"{_factory(python_call)}([...]) of tensors (one read-back per element)"
     if python_call in TENSOR_FACTORY_CALLS:
         return SyncCause.TENSOR_FROM_PYTHON, f"{_factory(python_call)}(python data)"
     if python_call in HOST_TRANSFER_CALLS and (not copy_kinds or "DtoH" in kinds):
@@ -441,6 +444,7 @@ class LibraryCall:
     module_class: str | None  # the nn.Module class called, when the call was a module's
     inner: tuple[str, ...]    # dotted names of the library frames below the entry, outer first
     package: str | None       # top-level package of the entry frame ('numpy', 'torch', ...)
+    entry: str = ""           # the entry frame's dotted name ('torch.nn.modules.rnn.forward')
 
     @property
     def functions(self) -> tuple[str, ...]:
@@ -493,7 +497,7 @@ def library_call(host: HostIndex, row: int) -> LibraryCall | None:
     else:
         name = dotted_name(entry)
     return LibraryCall(name=name, function=entry.function, module_class=module, inner=inner,
-                       package=package)
+                       package=package, entry=dotted_name(entry))
 
 
 def idle_after_us(host: HostIndex, row: int, cap_us: float = 10_000.0) -> float:

@@ -3,7 +3,8 @@ inside a training step.
 
 ## What it detects
 `aten::item`, `aten::_local_scalar_dense` and `aten::is_nonzero` (truth tests such as
-`if t.sum() > 0:`) called from the step, i.e. a tensor value read by Python.
+`if t.sum() > 0:`) called from the step, i.e. a tensor value read by Python — also
+`torch.tensor([loss, acc])` of device tensors, which reads each element back.
 
 ## Why is it slow?
 Python can only see the number after the device has computed it: the read is a

@@ -8,8 +8,10 @@ from the user's step code. `.cpu()` and `.numpy()` of a CPU tensor are no-ops th
 event in a CPU trace: there the capture's device provenance (which tensors would be on the
 accelerator) says where the step moves device data to the host — `.cpu()`, `.numpy()`, and
 `.to("cpu")` where the source names the host (one finding per line: `.cpu().numpy()` is one
-copy) — and where a library op copies device arguments to the host before it starts
-(`F.ctc_loss` given device length tensors).
+copy) — where a library op copies device arguments to the host before it starts
+(`F.ctc_loss` given device length tensors), and where a library function copies device data
+to the host itself (`pad_packed_sequence` of a batch packed with `enforce_sorted=False` reads
+its `unsorted_indices` back).
 
 ## Why is it slow?
 A copy to pageable host memory blocks the host until the device has produced the data and
@@ -62,6 +64,19 @@ _READS_ARGUMENTS = {
                  "  # lengths computed on the host"),
 }
 
+# Library functions whose own `.cpu()` reads device data back (recorded by provenance with the
+# function as `via`): what they copy, and the fix at the user's call.
+_LIBRARY_READS = {
+    "torch.nn.utils.rnn.pad_packed_sequence": (
+        "the PackedSequence's `unsorted_indices` (with `enforce_sorted=False` they live on the "
+        "data's device; `pad_packed_sequence` copies them to the host with `.cpu()` to reorder "
+        "the lengths)",
+        "Sort the batch by length in the collate function (descending) and pack with "
+        "enforce_sorted=True: the PackedSequence then has no indices to read back",
+        "# collate: order = lengths.argsort(descending=True); batch = batch[order] ...\n"
+        "packed = pack_padded_sequence(embedded, lengths, enforce_sorted=True)"),
+}
+
 
 class HostTransferInLoop(HazardRule):
     code = "PFT207"
@@ -93,7 +108,9 @@ class HostTransferInLoop(HazardRule):
         lines: dict[tuple[str, int], list[Any]] = {}
         for site in doc.sites:
             reads = site.call in _READS_ARGUMENTS
-            if not (site.call in _NO_OP_ON_CPU or reads) or site.tagged <= 0 or (site.via and not reads):
+            library = site.call in _NO_OP_ON_CPU and site.via in _LIBRARY_READS
+            if not (site.call in _NO_OP_ON_CPU or reads) or site.tagged <= 0 \
+                    or (site.via and not reads and not library):
                 continue
             if site.tagged / steps < 0.5:
                 continue  # not every step (a log line every N iterations)
@@ -102,7 +119,8 @@ class HostTransferInLoop(HazardRule):
             if any(f is not None and (f == file or file.endswith("/" + f.lstrip("./")))
                    and at == line for f, at in known):
                 continue
-            site = next((x for x in sites if x.call in _READS_ARGUMENTS), sites[0])
+            site = next((x for x in sites if x.call in _READS_ARGUMENTS or x.via in _LIBRARY_READS),
+                        sites[0])
             tagged = max(x.tagged for x in sites)
             per_step = tagged / steps
             source = ctx.source.line(file, line)
@@ -113,6 +131,12 @@ class HostTransferInLoop(HazardRule):
                 message = (f"`{site.call}` reads {what}: device tensors there are copied to the host "
                            f"{LATENT_NOTE} ({per_step:.0f}× per step; recorded by device provenance)")
                 kind = site.call
+            elif site.via in _LIBRARY_READS:
+                what, title, after = _LIBRARY_READS[site.via]
+                short = site.via.rsplit(".", 1)[-1]
+                message = (f"`{short}` copies {what} to the host: the copy {LATENT_NOTE} ({per_step:.0f}× per "
+                           "step; recorded by device provenance)")
+                kind = short
             else:
                 calls_ = ".".join(f"{x.call}()" for x in sorted(sites, key=lambda x: x.order))
                 message = (f"`.{calls_}` of a device tensor {LATENT_NOTE} ({per_step:.0f}× per step; "

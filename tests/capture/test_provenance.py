@@ -286,3 +286,71 @@ def test_ctc_loss_reads_its_length_tensors() -> None:
     here = {(key[1] - first, key[3], tuple(counts[:2])) for key, counts in mode.sites.items()
             if key[0] == __file__ and key[3] == "ctc_loss"}
     assert here == {(0, "ctc_loss", (1, 0)), (1, "ctc_loss", (0, 1))}
+
+
+HOST_BY_NAME = textwrap.dedent("""\
+    import torch
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    host_device = torch.device("cpu")
+
+
+    def step(embedded, lengths, rnn, loss, acc):
+        device_lengths = lengths.to(device)
+        packed = pack_padded_sequence(embedded, device_lengths.to(host_device), enforce_sorted=False)
+        out, _ = rnn(packed)
+        padded, _ = pad_packed_sequence(out)
+        stats = torch.tensor([loss, acc])
+        return padded, stats
+""")
+
+
+def test_a_move_to_a_name_bound_to_the_host_a_packed_batch_and_a_tensor_of_tensors(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`.to(host_device)` where the file binds `host_device` to the host only (and names an
+    accelerator elsewhere) is a device→host copy like `.to("cpu")`; `pad_packed_sequence` of a
+    batch packed with `enforce_sorted=False` reads its device `unsorted_indices` back with
+    `.cpu()` (recorded with the function as `via`); `torch.tensor([loss, acc])` reads each
+    device tensor of the list back (one `item` per element)."""
+    import torch
+    from torch import nn
+
+    from perftune.capture.child.provenance import ProvenanceMode, TagSet
+
+    (tmp_path / "host_by_name.py").write_text(HOST_BY_NAME)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import host_by_name  # type: ignore[import-not-found]
+
+    mode = ProvenanceMode(TagSet())
+    embedded = nn.Parameter(torch.randn(5, 3, 4))
+    with mode:
+        host_by_name.step(embedded * 1, torch.tensor([5, 3, 2]), nn.GRU(4, 4),
+                          embedded.detach().sum(), embedded.detach().mean())
+    here = {(key[1], key[3], key[4], tuple(counts[:2])) for key, counts in mode.sites.items()
+            if key[0].endswith("host_by_name.py")}
+    assert (10, "cpu", None, (1, 0)) in here  # `.to(host_device)` of the device lengths
+    assert not any(call == "__int__" and counts[0] for _, call, _, counts in here)  # batch_sizes: host data
+    assert (12, "cpu", "torch.nn.utils.rnn.pad_packed_sequence", (1, 0)) in here
+    assert (13, "item", None, (2, 0)) in here
+
+
+def test_a_name_bound_to_the_host_in_a_file_that_names_no_accelerator_is_the_run_s_device(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script whose only device is `device = "cpu"` does not tell host from device: its
+    `.to(device)` stays a move to the run's device."""
+    import torch
+
+    from perftune.capture.child.provenance import ProvenanceMode, TagSet
+
+    (tmp_path / "cpu_only.py").write_text(
+        'device = "cpu"\n\n\ndef move(x):\n    return x.to(device)\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import cpu_only  # type: ignore[import-not-found]
+
+    mode = ProvenanceMode(TagSet())
+    with mode:
+        moved = cpu_only.move(torch.ones(3))
+    assert mode.tagged(moved)
+    calls = {key[3] for key in mode.sites if key[0].endswith("cpu_only.py")}
+    assert calls == {"to[host]"}

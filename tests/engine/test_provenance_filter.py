@@ -203,3 +203,121 @@ def test_a_one_argument_where_on_device_data_is_kept(tmp_path: Path) -> None:
     trace = load(path)
     found = [f for f in run_rules(Context.build(trace, [tmp_path]), select_rules(select=["PFT202"]), strict=True)]
     assert [(f.code, f.location.line) for f in found] == [("PFT202", 2)]
+
+
+EPOCH = textwrap.dedent("""\
+    def step(loss, approx_kl, target_kl):
+        total = loss.item()
+        if approx_kl > target_kl:
+            return total
+        return total + loss.item()
+""")
+
+
+def _epoch_trace(tmp: Path) -> Path:
+    (tmp / "train.py").write_text(EPOCH)
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step(), b.frame("train.py", 1, "step"):
+            with pycall(b, "item"), b.op("aten::item", input_dims=[[]], input_types=["float"]), \
+                    b.op("aten::_local_scalar_dense"):
+                pass
+            with b.op("aten::is_nonzero", input_dims=[[]]), b.op("aten::item"), \
+                    b.op("aten::_local_scalar_dense"):
+                pass
+    return b.write(tmp / "trace.json.gz")
+
+
+def test_a_read_in_fewer_than_half_of_the_recorded_steps_keeps_its_own_line(tmp_path: Path) -> None:
+    """PPO's `if approx_kl > target_kl: break` after every epoch (1 step in 4 where provenance
+    recorded, both steps of the window here): its `bool()` is reported at its own line, not
+    laid over the every-step `.item()` before it (tests/field/ppo_gae_rollout.py)."""
+    path = _epoch_trace(tmp_path)
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=4, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=2, function="step", call="item",
+                       tagged=4, order=0),
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=3, function="step", call="__bool__",
+                       tagged=1, order=1),
+        # a read once per iteration that did not run in the window
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=5, function="step", call="item",
+                       tagged=1, order=2),
+    ]))
+    assert {f.location.line for f in _pft206(path)} == {2, 3}
+
+
+LIBRARY = "/opt/py/lib/python3.11/site-packages/torch/distributions/categorical.py"
+DIST = textwrap.dedent("""\
+    def act(logits, action):
+        probs = Categorical(logits=logits)
+        return probs.log_prob(action)
+""")
+
+
+def test_a_check_inside_a_library_call_takes_the_record_of_that_call(tmp_path: Path) -> None:
+    """A distribution validates its logits in `__init__` and the action in `log_prob` (one
+    `bool()` each); where the recorded steps ran each 7 times a step (a rollout) and the
+    window's steps once, each check keeps its own line: the record of the library function
+    it ran in (tests/field/ppo_gae_rollout.py)."""
+    (tmp_path / "train.py").write_text(DIST)
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step(), b.frame("train.py", 1, "act"):
+            for function, line in (("__init__", 50), ("log_prob", 120)):
+                with b.frame(LIBRARY, line, function), b.op("aten::is_nonzero", input_dims=[[]]), \
+                        b.op("aten::item"), b.op("aten::_local_scalar_dense"):
+                    pass
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=2, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=2, function="act", call="__bool__",
+                       via="torch.distributions.categorical.__init__", tagged=14, order=0),
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=3, function="act", call="__bool__",
+                       via="torch.distributions.categorical.log_prob", tagged=14, order=1),
+    ]))
+    assert {f.location.line for f in _pft206(path)} == {2, 3}
+
+
+GRAPH = textwrap.dedent("""\
+    def epoch(model, x, y, train_mask):
+        acc = (pred[train_mask] == y[train_mask]).float().mean()
+        out = model(x)
+        loss = F.cross_entropy(out[train_mask], y[train_mask])
+        return loss, acc
+""")
+
+
+def test_a_masked_loss_after_masked_reads_keeps_the_loss_line(tmp_path: Path) -> None:
+    """GCN training: boolean-mask selections for an accuracy, then for the loss, in one
+    function. The recorded selections are laid over every selection of the step, not only
+    the masked loss's (PFT212): the loss keeps its own line, the accuracy gets PFT202
+    (tests/field/gcn_message_passing.py)."""
+    from perftune.engine.fixtures import compute, nonzero
+
+    (tmp_path / "train.py").write_text(GRAPH)
+    b = TraceBuilder(device=False)
+    for _ in range(2):
+        with b.step(), b.frame("train.py", 1, "epoch"):
+            for _ in range(2):
+                with b.op("aten::index", input_dims=[[3000, 7], [3000]]):
+                    nonzero(b, n=3000, selected=300)
+            compute(b, "aten::eq", 5)
+            for _ in range(12):  # the model's forward
+                compute(b, "aten::addmm", 20)
+            for dims in ([[3000, 7], [3000]], [[3000], [3000]]):
+                with b.op("aten::index", input_dims=dims):
+                    nonzero(b, n=3000, selected=300)
+            with b.pycall("torch/nn/functional.py(3462): cross_entropy"), \
+                    b.pycall("<built-in function cross_entropy_loss>"), \
+                    b.op("aten::cross_entropy_loss", input_dims=[[300, 7], [300], [], [], [], []]):
+                compute(b, "aten::log_softmax", 20)
+                compute(b, "aten::nll_loss_nd", 10)
+    path = b.write(tmp_path / "trace.json.gz")
+    RunDir(tmp_path).write_document(ProvenanceDocument(device="cpu", steps=2, sites=[
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=2, function="epoch",
+                       call="__getitem__[bool]", tagged=4, order=0),
+        ProvenanceSite(file=str(tmp_path / "train.py"), line=4, function="epoch",
+                       call="__getitem__[bool]", tagged=4, order=1),
+    ]))
+    found = [f for f in run_rules(Context.build(load(path), [tmp_path]),
+                                  select_rules(select=["PFT2"]), strict=True)
+             if f.code in ("PFT202", "PFT212")]
+    assert sorted((f.code, f.location.line) for f in found) == [("PFT202", 2), ("PFT212", 4)]

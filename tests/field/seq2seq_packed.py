@@ -41,7 +41,7 @@ class Encoder(nn.Module):
         embedded = self.embedding(src)
         packed = pack_padded_sequence(embedded, src_len.to("cpu"), enforce_sorted=False)  # perftune: expect[PFT207] not[PFT208,PFT209]
         packed_outputs, hidden = self.rnn(packed)
-        outputs, _ = pad_packed_sequence(packed_outputs, total_length=src.shape[0])
+        outputs, _ = pad_packed_sequence(packed_outputs, total_length=src.shape[0])  # perftune: expect[PFT207]
         hidden = torch.tanh(self.fc(torch.cat((hidden[-2], hidden[-1]), dim=1)))
         return outputs, hidden
 

@@ -42,6 +42,13 @@ SCRIPTS = acc.scripts(FIELD)
 # (script, code, line or None for file-level) -> (owner, reason). Only for expectations whose
 # fix belongs to another helper's area (issue 13); a `not[...]` violation is never listed here.
 KNOWN_MISSES: dict[tuple[str, str, int | None], tuple[str, str]] = {
+    **{("ppo_gae_rollout.py", code, line): (
+        "engine (move assignment, issue 13)",
+        "the rollout's host->device copies: the function's moves in a step are laid over the "
+        "recorded `.to()` calls only when their counts agree, and PPO's main() runs a rollout in 1 "
+        "step of 4 (per-step averages match no step) and moves data without `.to()` (numpy index "
+        "arrays, `.long()`)")
+       for code in ("PFT208", "PFT209") for line in (121, 122)},
 }
 
 

@@ -66,4 +66,26 @@ def test_ctc_loss_with_device_lengths_reads_them_back(tmp_path: Path) -> None:
 
 
 def test_a_library_s_own_copy_to_the_host_is_not_the_user_s(tmp_path: Path) -> None:
-    assert _findings(tmp_path, [(2, "cpu", "torch.nn.utils.rnn.pad_packed_sequence")]) == []
+    assert _findings(tmp_path, [(2, "cpu", "torchaudio.functional.resample")]) == []
+
+
+def test_pad_packed_sequence_reads_the_unsorted_indices_back(tmp_path: Path) -> None:
+    """`pad_packed_sequence` of a batch packed with `enforce_sorted=False` copies its device
+    `unsorted_indices` to the host itself (tests/field/seq2seq_packed.py): reported at the
+    user's call, with the fix that removes the indices."""
+    found = _findings(tmp_path, [(2, "cpu", "torch.nn.utils.rnn.pad_packed_sequence")])
+    assert [line for line, _ in found] == [2]
+    assert "unsorted_indices" in found[0][1] and "pad_packed_sequence" in found[0][1]
+
+
+def test_a_tensor_built_from_tensors_is_a_read_back_per_element() -> None:
+    """`torch.tensor([loss, acc])` reads each tensor of the list back (`aten::item` under the
+    factory): a scalar read-back (PFT206), not Python data copied to the device (PFT210);
+    `torch.tensor([0.1, 0.2], device=d)` stays PFT210."""
+    from perftune.trace import sync_metrics as sm
+
+    cause, label = sm.classify(("torch.tensor", "aten::item", "aten::_local_scalar_dense"), "tensor",
+                               set(), True)
+    assert cause is sm.SyncCause.SCALAR_READBACK and "torch.tensor([...])" in label
+    cause, _ = sm.classify(("torch.tensor", "aten::lift_fresh", "aten::to"), "tensor", set(), True)
+    assert cause is sm.SyncCause.TENSOR_FROM_PYTHON

@@ -41,6 +41,7 @@ is off by default (the trace measures the real syncs); PERFTUNE_PROVENANCE=1/0 f
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import linecache
 import os
@@ -84,6 +85,9 @@ _HOST_OUTPUTS: dict[str, frozenset[int]] = {
     "_pad_packed_sequence": frozenset({1}),
 }
 _MOVES = frozenset({"to", "cuda", "pin_memory"})
+# Factories from Python data: given a list of tensors (`torch.tensor([loss, acc])`) they read
+# each element back to the host (an `item()` per tensor: on a GPU, a sync per device scalar).
+_FROM_DATA = frozenset({"tensor", "as_tensor"})
 # (perftune's own capture hooks too: the optimizer step wrapper sits above torch/optim.)
 _PLUMBING = ("/perftune/capture/", "/torch/nn/modules/module.py", "/torch/_tensor.py", "/torch/overrides.py",
              "/torch/utils/_contextlib.py", "/torch/_dynamo/", "/torch/functional.py",
@@ -94,7 +98,7 @@ _HOST_SIDE = ("/torch/optim/", "/torch/utils/data/", "/torch/amp/", "/torch/cuda
               "/torch/profiler/", "/torch/autograd/profiler", "/torch/_dynamo/", "/torch/_inductor/",
               "/perftune/")
 _THIS = __file__
-_PLAIN, _SYNC, _INDEX, _MOVE, _WHERE, _READS = 0, 1, 2, 3, 4, 5
+_PLAIN, _SYNC, _INDEX, _MOVE, _WHERE, _READS, _DATA = 0, 1, 2, 3, 4, 5, 6
 
 
 def enabled_for(cuda: bool) -> bool:
@@ -149,12 +153,83 @@ def _to_host(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
 # host in so many words (on a CPU run `.to(device)` is a move to the CPU too, and the same at
 # run time; only the source tells them apart).
 _HOST_LITERAL = re.compile(r"""\.to\(\s*(?:device\s*=\s*)?(?:(?:torch\.)?device\(\s*)?["']cpu["']""")
+# `.to(host_device)`, `.to(self.cpu_device)`, `.to(device=host)`: a move to a name (or an
+# attribute) the file only ever binds to the host in so many words
+_NAMED_TARGET = re.compile(r"""\.to\(\s*(?:device\s*=\s*)?(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*)\s*[,)]""")
 _host_lines: dict[tuple[str, int], bool] = {}
+_host_names_of: dict[str, frozenset[str]] = {}
+
+
+def _is_host_expr(node: ast.expr) -> bool:
+    """`"cpu"`, `torch.device("cpu")`, `torch.device(type="cpu")`."""
+    if isinstance(node, ast.Constant):
+        return node.value == "cpu"
+    if isinstance(node, ast.Call) and not node.args[1:] and (
+            (isinstance(node.func, ast.Attribute) and node.func.attr == "device")
+            or (isinstance(node.func, ast.Name) and node.func.id == "device")):
+        values = list(node.args) + [k.value for k in node.keywords if k.arg == "type"]
+        return len(values) == 1 and isinstance(values[0], ast.Constant) and values[0].value == "cpu"
+    return False
+
+
+def _host_names(file: str) -> frozenset[str]:
+    """The names (variables or attributes, by their last part) that every assignment of the
+    file binds to the host in so many words (`host_device = torch.device("cpu")`); a name also
+    bound to anything else (`device = "cpu"` then `device = "cuda"`, a parameter) is not one.
+    Only in a file that also binds an accelerator (`"cuda"`, `torch.cuda.is_available()`):
+    where the source never names one, its `device = "cpu"` is the run's device, whatever it
+    would be on a GPU."""
+    known = _host_names_of.get(file)
+    if known is not None:
+        return known
+    bound: dict[str, bool] = {}
+    accelerator = False
+    try:
+        tree = ast.parse("".join(linecache.getlines(file)))
+    except (SyntaxError, ValueError):
+        tree = None
+    for node in ast.walk(tree) if tree is not None else ():
+        pairs: list[tuple[ast.expr, ast.expr | None]] = []
+        if isinstance(node, ast.Assign):
+            pairs = [(t, node.value) for t in node.targets]
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign, ast.NamedExpr)):
+            pairs = [(node.target, node.value)]
+        elif isinstance(node, (ast.For, ast.With, ast.comprehension)):
+            targets = [node.target] if not isinstance(node, ast.With) else \
+                [i.optional_vars for i in node.items if i.optional_vars is not None]
+            pairs = [(t, None) for t in targets]
+        elif isinstance(node, ast.arg):
+            bound[node.arg] = False  # a parameter: whatever the caller passes
+        for target, value in pairs:
+            if value is not None and _names_accelerator(value):
+                accelerator = True
+            for t in ast.walk(target):
+                name = t.id if isinstance(t, ast.Name) else t.attr if isinstance(t, ast.Attribute) else None
+                if name is not None:
+                    host = value is not None and t is target and _is_host_expr(value)
+                    bound[name] = bound.get(name, True) and host
+    known = _host_names_of[file] = frozenset(n for n, host in bound.items() if host and accelerator)
+    return known
+
+
+_ACCELERATORS = ("cuda", "mps", "xpu", "hip", "accelerator")
+
+
+def _names_accelerator(node: ast.expr) -> bool:
+    """An expression that names an accelerator: `"cuda"`, `"cuda:0"`, `torch.cuda.is_available()`."""
+    for n in ast.walk(node):
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) \
+                and n.value.split(":")[0] in _ACCELERATORS:
+            return True
+        if isinstance(n, ast.Attribute) and n.attr in _ACCELERATORS:
+            return True
+    return False
 
 
 def _host_literal_at(frame: FrameType | None) -> bool:
     """Whether the innermost frame of the user's code (from `frame` outwards) moves to the
-    host in so many words on its line (`.to("cpu")`)."""
+    host in so many words on its line (`.to("cpu")`, or `.to(host_device)` where the file binds
+    `host_device` to the host and to nothing else)."""
     while frame is not None and _frame_file(frame) == _THIS:
         frame = frame.f_back
     # the user's own `.to()`, not one a library makes inside the user's call
@@ -163,7 +238,10 @@ def _host_literal_at(frame: FrameType | None) -> bool:
     key = (_frame_file(frame), frame.f_lineno)
     known = _host_lines.get(key)
     if known is None:
-        known = _host_lines[key] = bool(_HOST_LITERAL.search(linecache.getline(*key)))
+        text = linecache.getline(*key)
+        known = bool(_HOST_LITERAL.search(text)) or any(
+            m.group(1) in _host_names(key[0]) for m in _NAMED_TARGET.finditer(text))
+        _host_lines[key] = known
     return known
 
 
@@ -323,7 +401,7 @@ class ProvenanceMode(TorchFunctionMode):
         name = getattr(func, "__name__", "")
         kind = _SYNC if name in _SYNC_PRONE else _INDEX if name in _INDEXING \
             else _MOVE if name in _MOVES else _WHERE if name == "where" \
-            else _READS if name in _READS_ARGUMENTS else _PLAIN
+            else _READS if name in _READS_ARGUMENTS else _DATA if name in _FROM_DATA else _PLAIN
         with contextlib.suppress(TypeError):  # an unhashable callable: classified every call
             self._kinds[func] = kind
         return kind
@@ -355,6 +433,10 @@ class ProvenanceMode(TorchFunctionMode):
             tensors = [t for t in read if isinstance(t, torch.Tensor)]
             if tensors:
                 self._record(func.__name__, any(self.tagged(t) for t in tensors))
+        elif kind == _DATA and args and isinstance(args[0], (list, tuple)):
+            # `torch.tensor([loss, acc])`: one read-back per tensor of the list
+            for t in _tensors(args[0]):
+                self._record("item", self.tagged(t))
         elif kind == _MOVE and func.__name__ == "to" and args and isinstance(args[0], torch.Tensor) \
                 and _to_host(args, kwargs) and _host_literal_at(sys._getframe(1)):
             # `.to("cpu")`: a device→host copy of device data (recorded as `.cpu()`); what it
