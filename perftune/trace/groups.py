@@ -29,21 +29,33 @@ def distinct(values: np.ndarray) -> np.ndarray:
     `perftune analyze`) to test for a masked array.
     """
     flat = np.asarray(values).reshape(-1)
-    n = len(flat)
-    kind = flat.dtype.kind
-    if n and (kind in "ib" or (kind == "u" and int(flat.max()) < (1 << 62))):
-        ints = flat.view(np.uint8) if kind == "b" else flat
-        lo, hi = int(ints.min()), int(ints.max())
-        span = hi - lo + 1
-        if span <= max(1 << 20, 4 * n):
-            present = np.zeros(span, dtype=bool)
-            offset = ints.astype(np.intp)  # before subtracting: int8/int16 would wrap
-            if lo:
-                offset -= lo
-            present[offset] = True
-            return (np.flatnonzero(present) + lo).astype(flat.dtype)
+    table = _range_table(flat)
+    if table is not None:
+        present, _, lo = table
+        return (np.flatnonzero(present) + lo).astype(flat.dtype)
     uniques: np.ndarray = np.unique(flat, return_counts=True)[0]
     return uniques
+
+
+def _range_table(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """For integer and boolean values spanning a range not much larger than their count:
+    `(present, offset, lo)` — which values of the range occur, each value's offset into the
+    range, and its lowest value. None for other values (they take np.unique's sort)."""
+    n = len(flat)
+    kind = flat.dtype.kind
+    if not n or not (kind in "ib" or (kind == "u" and int(flat.max()) < (1 << 62))):
+        return None
+    ints = flat.view(np.uint8) if kind == "b" else flat
+    lo, hi = int(ints.min()), int(ints.max())
+    span = hi - lo + 1
+    if span > max(1 << 20, 4 * n):
+        return None
+    offset = ints.astype(np.intp)  # before subtracting: int8/int16 would wrap
+    if lo:
+        offset -= lo
+    present = np.zeros(span, dtype=bool)
+    present[offset] = True
+    return present, offset, lo
 
 
 def unique_codes(values: np.ndarray, return_index: bool = False
@@ -57,26 +69,18 @@ def unique_codes(values: np.ndarray, return_index: bool = False
     """
     flat = values.reshape(-1)
     n = len(flat)
-    kind = flat.dtype.kind
-    if n and (kind in "ib" or (kind == "u" and int(flat.max()) < (1 << 62))):
-        ints = flat.view(np.uint8) if kind == "b" else flat
-        lo, hi = int(ints.min()), int(ints.max())
-        span = hi - lo + 1
-        if span <= max(1 << 20, 4 * n):
-            offset = ints.astype(np.intp)  # before subtracting: int8/int16 would wrap
-            if lo:
-                offset -= lo
-            present = np.zeros(span, dtype=bool)
-            present[offset] = True
-            code_of = np.cumsum(present, dtype=np.intp)
-            code_of -= 1
-            inverse = code_of[offset]
-            uniques = (np.flatnonzero(present) + lo).astype(flat.dtype)
-            if not return_index:
-                return uniques, inverse
-            first = np.full(len(uniques), n, dtype=np.intp)
-            np.minimum.at(first, inverse, np.arange(n, dtype=np.intp))
-            return uniques, first, inverse
+    table = _range_table(flat)
+    if table is not None:
+        present, offset, lo = table
+        code_of = np.cumsum(present, dtype=np.intp)
+        code_of -= 1
+        inverse = code_of[offset]
+        uniques = (np.flatnonzero(present) + lo).astype(flat.dtype)
+        if not return_index:
+            return uniques, inverse
+        first = np.full(len(uniques), n, dtype=np.intp)
+        np.minimum.at(first, inverse, np.arange(n, dtype=np.intp))
+        return uniques, first, inverse
     if return_index:
         uniques, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
         return uniques, first, inverse.reshape(-1)
