@@ -73,6 +73,19 @@ def _receiver_callees(node: ast.Call) -> list[str]:
     return out
 
 
+def _assigned_pairs(node: ast.AST) -> list[tuple[ast.expr, ast.expr]]:
+    """(target, value) of an assignment, tuples paired element by element (`a, b = x, y`)."""
+    if isinstance(node, ast.Assign):
+        pairs = [(t, node.value) for t in node.targets]
+    elif isinstance(node, ast.AnnAssign) and node.value is not None:
+        pairs = [(node.target, node.value)]
+    else:
+        return []
+    return [q for t, v in pairs for q in (
+        zip(t.elts, v.elts, strict=True) if isinstance(t, ast.Tuple) and isinstance(v, ast.Tuple)
+        and len(t.elts) == len(v.elts) else [(t, v)])]
+
+
 def _is_mask_index(node: ast.Subscript) -> bool:
     """`x[mask]`, `x[t > 0]`, `x[idx]`: an index that is neither a constant nor a slice."""
     index = node.slice
@@ -387,6 +400,58 @@ class SourceReader:
                     out.add(target.id)
                 elif isinstance(target, ast.Attribute):
                     out.add(target.attr)
+        return frozenset(out)
+
+    def names_carried_from(self, file: str, callees: Iterable[str]) -> frozenset[str]:
+        """Names that hold the result of calling one of `callees` after it was handed to a
+        class of the same file: `Trainer(GPT(...).to(device))` with `def __init__(self, model)`,
+        `self.model = model` and `model = self.model` in a method → 'model' (the generic
+        trainers of minimal GPT libraries and Lightning-like loops). Follows the constructor's
+        parameters, `self.<attr> = <param>` and `<name> = self.<attr>`, tuple assignments
+        included; empty when the source is unavailable or does not say."""
+        tree = self.tree(file)
+        wanted = frozenset(callees)
+        if tree is None or not wanted:
+            return frozenset()
+        held = set(self.names_bound_to(file, wanted, through_methods=True))
+
+        def holds(expr: ast.expr) -> bool:
+            if isinstance(expr, ast.Call):
+                return bool(wanted & set(_receiver_callees(expr)))
+            return isinstance(expr, ast.Name) and expr.id in held
+
+        classes = {node.name: node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+        params: dict[str, set[str]] = {}  # class -> its __init__ parameters handed the result
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call) or _callee(node) not in classes:
+                continue
+            init = next((f for f in classes[_callee(node)].body
+                         if isinstance(f, ast.FunctionDef) and f.name == "__init__"), None)
+            if init is None:
+                continue
+            names = [a.arg for a in init.args.args[1:]]
+            for k, arg in enumerate(node.args):
+                if k < len(names) and holds(arg):
+                    params.setdefault(_callee(node), set()).add(names[k])
+            for kw in node.keywords:
+                if kw.arg in names and holds(kw.value):
+                    params.setdefault(_callee(node), set()).add(kw.arg)
+        out: set[str] = set()
+        for cls, carried in params.items():
+            attrs: set[str] = set()
+            for node in ast.walk(classes[cls]):
+                for target, value in _assigned_pairs(node):
+                    if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                            and target.value.id == "self" and isinstance(value, ast.Name)
+                            and value.id in carried):
+                        attrs.add(target.attr)
+            for node in ast.walk(classes[cls]):
+                for target, value in _assigned_pairs(node):
+                    if (isinstance(target, ast.Name) and isinstance(value, ast.Attribute)
+                            and isinstance(value.value, ast.Name) and value.value.id == "self"
+                            and value.attr in attrs):
+                        out.add(target.id)
+            out |= attrs
         return frozenset(out)
 
     def bindings(self, file: str) -> list[tuple[str, ast.Call, int]]:
@@ -776,6 +841,10 @@ def model_call_location(trace: Trace, reader: SourceReader, host: HostIndex,
     for file in list(reader._lines):
         names |= reader.names_bound_to(file, [cls], through_methods=True)
     calls = [s for s in sites if s.kind == "call" and s.name in names]
+    if not calls:  # the model handed to a trainer class: `Trainer(Net())`, `model = self.model`
+        for file in list(reader._lines):
+            names |= reader.names_carried_from(file, [cls])
+        calls = [s for s in sites if s.kind == "call" and s.name in names]
     if not reader.is_entry_line(frame):
         loops = [lp for lp in reader.loops(frame) if lp[0] <= frame.line <= lp[1]]
         if loops:

@@ -182,3 +182,46 @@ def test_the_scripts_own_trace_in_a_folder_of_the_run_reads_the_runs_meta(tmp_pa
     (run / "meta.json").write_text(json.dumps({"cwd": str(project), "script": str(project / "pkg/train.py")}))
     trace = load(_item_trace(run / "script-trace", file="train.py"))
     assert Context.build(trace, [project]).source.resolve("train.py") == (project / "pkg" / "train.py").resolve()
+
+
+TRAINER = '''\
+import torch
+
+
+class GPT(torch.nn.Module):
+    pass
+
+
+class Trainer:
+    def __init__(self, model, data, steps):
+        self.model, self.data, self.steps = model, data, steps
+        self.log = steps
+
+    def run(self):
+        model = self.model
+        for x in self.data:
+            loss = model(x)
+            other = self.log
+
+
+def main():
+    Trainer(GPT().to("cpu"), [], steps=3).run()
+    net = GPT()
+    Trainer(data=[], model=net, steps=1)
+'''
+
+
+def test_a_model_handed_to_a_trainer_class_is_followed_to_its_call(tmp_path: Path) -> None:
+    """`Trainer(GPT().to(device))`, `self.model = model`, `model = self.model`: the name the
+    training loop calls the model by (PFT507/PFT508 point at that call, not at whatever line
+    the loop's frame was on when profiling began: optimizer.step() in a CI run)."""
+    from perftune.engine.attribution import SourceReader
+    from perftune.sourcefiles import SourceRoots
+
+    (tmp_path / "train.py").write_text(TRAINER)
+    reader = SourceReader(access=SourceRoots.of([tmp_path]))
+    file = str(tmp_path / "train.py")
+    assert reader.names_bound_to(file, ["GPT"], through_methods=True) == {"net"}
+    assert reader.names_carried_from(file, ["GPT"]) == {"model"}  # the attribute and the local
+    assert reader.names_carried_from(file, ["Missing"]) == frozenset()
+    assert reader.names_carried_from(str(tmp_path / "absent.py"), ["GPT"]) == frozenset()

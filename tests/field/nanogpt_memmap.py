@@ -98,7 +98,7 @@ def main() -> None:
                                   lr=6e-4, betas=(0.9, 0.95), fused=device.type == "cuda")  # perftune: not[*]
     x, y = get_batch(path, device)
     for it in range(args.steps):
-        loss = model(x, y)
+        loss = model(x, y)  # perftune: may-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended)
         x, y = get_batch(path, device)  # perftune: not[PFT206,PFT201,PFT207]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
