@@ -73,14 +73,17 @@ def _receiver_callees(node: ast.Call) -> list[str]:
     return out
 
 
-def _assigned_pairs(node: ast.AST) -> list[tuple[ast.expr, ast.expr]]:
-    """(target, value) of an assignment, tuples paired element by element (`a, b = x, y`)."""
+def _assigned_pairs(node: ast.AST, split: bool = True) -> list[tuple[ast.expr, ast.expr]]:
+    """(target, value) of an assignment; with `split`, tuples paired element by element
+    (`a, b = x, y`)."""
     if isinstance(node, ast.Assign):
         pairs = [(t, node.value) for t in node.targets]
     elif isinstance(node, ast.AnnAssign) and node.value is not None:
         pairs = [(node.target, node.value)]
     else:
         return []
+    if not split:
+        return pairs
     return [q for t, v in pairs for q in (
         zip(t.elts, v.elts, strict=True) if isinstance(t, ast.Tuple) and isinstance(v, ast.Tuple)
         and len(t.elts) == len(v.elts) else [(t, v)])]
@@ -383,16 +386,8 @@ class SourceReader:
             return frozenset()
         out: set[str] = set()
         for node in ast.walk(tree):
-            pairs: list[tuple[ast.expr, ast.expr]] = []
-            if isinstance(node, ast.Assign):
-                pairs = [(t, node.value) for t in node.targets]
-            elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                pairs = [(node.target, node.value)]
-            if through_methods:  # `netG, netD = Generator().to(d), Discriminator().to(d)`
-                pairs = [q for t, v in pairs for q in (
-                    zip(t.elts, v.elts, strict=True) if isinstance(t, ast.Tuple)
-                    and isinstance(v, ast.Tuple) and len(t.elts) == len(v.elts) else [(t, v)])]
-            for target, value in pairs:
+            # through methods, tuples pair up: `netG, netD = Generator().to(d), Discriminator().to(d)`
+            for target, value in _assigned_pairs(node, split=through_methods):
                 if not isinstance(value, ast.Call) or not wanted & set(
                         _receiver_callees(value) if through_methods else (_callee(value),)):
                     continue
@@ -461,15 +456,9 @@ class SourceReader:
         if tree is None:
             return out
         for node in ast.walk(tree):
-            if isinstance(node, ast.Assign):
-                targets, value = list(node.targets), node.value
-            elif isinstance(node, ast.AnnAssign) and node.value is not None:
-                targets, value = [node.target], node.value
-            else:
-                continue
-            if not isinstance(value, ast.Call):
-                continue
-            for target in targets:
+            for target, value in _assigned_pairs(node, split=False):
+                if not isinstance(value, ast.Call):
+                    continue
                 name = target.id if isinstance(target, ast.Name) else \
                     target.attr if isinstance(target, ast.Attribute) else None
                 if name:

@@ -162,11 +162,9 @@ def close_open_files() -> None:
     then raw ones: closing a layer closes those under it after writing its buffer into them,
     and a raw file closed first would drop the buffers above it. Objects frozen in the
     zygote (gc.freeze) are not seen, and none of them is a file of the script. Standard
-    streams (file descriptors 0-2, whatever object holds them) are flushed, never closed."""
+    streams (file descriptors 0-2, whatever object holds them) are left open (exit_process
+    flushes them last)."""
     layers = (io.TextIOBase, io.BufferedIOBase, io.IOBase)
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
     found = [obj for obj in gc.get_objects() if isinstance(obj, io.IOBase) and not _stdio(obj)]
     found.sort(key=lambda obj: next(k for k, kind in enumerate(layers) if isinstance(obj, kind)))
     for obj in found:
