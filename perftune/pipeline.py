@@ -134,7 +134,7 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
     straggler threshold is rule PFT602's, with its `[tool.perftune.rules.PFT602]` options."""
     from perftune.trace.multirank import STRAGGLER_MIN_MS, STRAGGLER_MIN_SHARE, multi_rank_summary
 
-    summary = summarize(trace)
+    summary = summarize(trace, tables)
     options = (rules.options if rules is not None else {}).get("PFT602", {})
     section = multi_rank_summary(trace, float(options.get("min_skew_ms", STRAGGLER_MIN_MS)),
                                  float(options.get("min_skew_share", STRAGGLER_MIN_SHARE)),

@@ -34,6 +34,7 @@ from perftune.documents import PhaseDevice, Phases, PhaseTime, StepPhaseTimes
 from perftune.trace import categories as C
 from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Step, Trace
+from perftune.trace.tables import Tables
 
 __all__ = ["DEVICE_PARTS", "PHASES", "PHASE_LABELS", "StepPhases", "main_threads", "mean_device",
            "mean_phases", "optimizer_ms_per_step", "phase_segments", "phase_table", "phases_document", "step_phases"]
@@ -179,16 +180,16 @@ def _coverage(bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     return covered
 
 
-def step_phases(trace: Trace) -> list[StepPhases]:
+def step_phases(trace: Trace, tables: Tables | None = None) -> list[StepPhases]:
     """The phases of every step of every rank (trace.steps order)."""
-    return _phases(trace, None)[0]
+    return _phases(trace, None, tables)[0]
 
 
-def phase_table(trace: Trace, tables: object = None) -> list[StepPhases]:
+def phase_table(trace: Trace, tables: Tables | None = None) -> list[StepPhases]:
     """step_phases as an analysis-context fact (`ctx.fact(phase_table)`): computed once per run,
     read by the summary and the rules alike, so the optimizer time of a finding is the
     summary's."""
-    return step_phases(trace)
+    return step_phases(trace, tables)
 
 
 def optimizer_ms_per_step(per_step: list[StepPhases]) -> float:
@@ -203,7 +204,7 @@ def phase_segments(trace: Trace, step: int) -> list[tuple[str, float, float]]:
     return _phases(trace, step)[1]
 
 
-def _phases(trace: Trace, segments_for: int | None
+def _phases(trace: Trace, segments_for: int | None, tables: Tables | None = None
             ) -> tuple[list[StepPhases], list[tuple[str, float, float]]]:
     segments: list[tuple[str, float, float]] = []
     if not trace.steps or trace.n == 0:
@@ -231,7 +232,7 @@ def _phases(trace: Trace, segments_for: int | None
     }
     main_only = {
         "forward_ops": ops & fwd_sources & ~backward_ops,
-        "sync": sync_call_mask(trace),
+        "sync": sync_call_mask(trace, tables),
         "other_ops": ops,
     }
     has_device = trace.has_device_activity

@@ -6,9 +6,12 @@ torch, optuna or plotly imports that another command needs.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
 import sys
+import threading
+from typing import NoReturn
 
 import click
 
@@ -118,7 +121,23 @@ def cli(ctx: click.Context) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the group, turning perftune's own errors into one line and an exit code."""
+    """Entry point: run the group, turning perftune's own errors into one line and an exit code.
+
+    Without `argv` this is the command line's whole process (the `perftune` script, `python -m
+    perftune`): it ends through `end_process`, without the interpreter's teardown. With `argv`
+    (a program or a test running a command in its own process) it raises SystemExit as usual.
+    """
+    if argv is not None:
+        sys.exit(run(argv))
+    try:
+        code = run(None)
+    except SystemExit as exc:  # a command's own sys.exit(...)
+        code = exit_status(exc)
+    end_process(code)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the group on `argv` (default: the command line); the exit code."""
     _signals.heed_ctrl_c()  # also when started with SIGINT ignored (`cmd &` in a script, CI)
     try:
         # standalone_mode=False returns ctx.exit(code)'s code instead of exiting.
@@ -126,23 +145,61 @@ def main(argv: list[str] | None = None) -> None:
     except PerftuneError as exc:
         # The message may quote a trace or a script's output: no escape sequence reaches the terminal.
         click.echo(f"perftune: error: {terminal_safe(exc, multiline=True)}", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.exceptions.Abort:
         click.echo("perftune: interrupted", err=True)
-        sys.exit(_signals.interrupted_exit_code())
+        return _signals.interrupted_exit_code()
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2 if exc.exit_code == 2 else exc.exit_code)
+        return 2 if exc.exit_code == 2 else exc.exit_code
     except KeyboardInterrupt:
         # 130 for Ctrl-C, 143 for SIGTERM (a cancelled CI job), as a shell would report them.
         click.echo("perftune: interrupted", err=True)
-        sys.exit(_signals.interrupted_exit_code())
+        return _signals.interrupted_exit_code()
     except BrokenPipeError:
-        sys.exit(0)
+        return 0
     except MemoryError:
         # A trace (or run) too large for this machine's memory: the input's size is the
         # problem, so it is reported like bad input, not as perftune's own traceback.
         click.echo("perftune: error: out of memory (the input is too large for this machine; "
                    "see PERFTUNE_MAX_TRACE_BYTES to reject such traces early)", err=True)
-        sys.exit(2)
-    sys.exit(result if isinstance(result, int) else 0)
+        return 2
+    return result if isinstance(result, int) else 0
+
+
+def exit_status(exc: SystemExit) -> int:
+    """The exit code python gives a SystemExit that ends the process (a message: printed, 1)."""
+    if exc.code is None:
+        return 0
+    if isinstance(exc.code, int):
+        return exc.code
+    print(exc.code, file=sys.stderr)
+    return 1
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with `code` as the interpreter would — non-daemon threads joined (a worker pool's
+    included), exit handlers run, stdout and stderr flushed — without tearing down every
+    module and object one by one (os._exit): that teardown is time a user waits for after the
+    output is complete. perftune closes the files it writes before this; objects' __del__
+    methods do not run, as at any os._exit.
+    """
+    try:
+        shutdown = getattr(threading, "_shutdown", None)  # what python's own exit calls first
+        if shutdown is not None:
+            shutdown()
+        atexit._run_exitfuncs()
+    except KeyboardInterrupt:
+        click.echo("perftune: interrupted", err=True)
+        code = _signals.interrupted_exit_code()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is None or stream.closed:
+                continue
+            try:
+                stream.flush()
+            except BrokenPipeError:
+                pass  # the reader went away (`| head`): what it read is what it wanted
+            except (OSError, ValueError):
+                code = code or 120  # what python reports when it cannot flush at exit
+    os._exit(code & 0xFF)

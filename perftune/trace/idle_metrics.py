@@ -125,10 +125,10 @@ def idle_gaps(trace: Trace, tables: Tables | None = None) -> list[IdleGap]:
 
 def idle_gap_columns(trace: Trace, tables: Tables | None = None) -> IdleGapColumns:
     """Every gap in device activity inside a step, with its cause, as columns."""
-    return _idle_gaps(trace, LAUNCH_GAP_US)
+    return _idle_gaps(trace, LAUNCH_GAP_US, tables)
 
 
-def _idle_gaps(trace: Trace, launch_gap_us: float) -> IdleGapColumns:
+def _idle_gaps(trace: Trace, launch_gap_us: float, tables: Tables | None = None) -> IdleGapColumns:
     if not trace.has_device_activity:
         return _no_gaps()
     ts = trace.col("ts")
@@ -136,7 +136,7 @@ def _idle_gaps(trace: Trace, launch_gap_us: float) -> IdleGapColumns:
     rank = trace.col("rank")
     work = _work_mask(trace)
     dl = _dataloader_mask(trace)
-    syncs = sync_call_mask(trace)
+    syncs = sync_call_mask(trace, tables)
     launch = trace.launch_of_device_event
     parts: list[tuple[np.ndarray, ...]] = []
     for r in trace.rank_ids:

@@ -21,6 +21,8 @@ from perftune.trace.model import NO_ID, Trace
 if TYPE_CHECKING:
     import pandas as pd
 
+    from perftune.trace.tables import Tables
+
 
 # ---------------------------------------------------------------------------- intervals
 def clipped_union(starts: np.ndarray, ends: np.ndarray, lo: float, hi: float) -> float:
@@ -224,7 +226,7 @@ def _category_masks(trace: Trace) -> dict[str, np.ndarray]:
     }
 
 
-def step_breakdown(trace: Trace) -> list[StepBreakdown]:
+def step_breakdown(trace: Trace, tables: Tables | None = None) -> list[StepBreakdown]:
     masks = _category_masks(trace)
     ts = trace.col("ts")
     end = trace.col("end")
@@ -232,7 +234,7 @@ def step_breakdown(trace: Trace) -> list[StepBreakdown]:
     is_dev = trace.is_device
     host = ~is_dev
     host_masks = {
-        "sync": sync_call_mask(trace),
+        "sync": sync_call_mask(trace, tables),
         "dataloader": trace.name_startswith(C.DATALOADER_PREFIX) & host,
         "optimizer": trace.name_startswith(C.OPTIMIZER_STEP_PREFIX) & host,
     }
@@ -298,9 +300,16 @@ def pageable_copy_launch_mask(trace: Trace) -> np.ndarray:
     return out
 
 
-def sync_call_mask(trace: Trace) -> np.ndarray:
+def sync_call_mask(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """Host runtime calls in which the host waits for the device: synchronize calls, blocking
-    copies, and async copies to or from pageable memory (which the driver runs synchronously)."""
+    copies, and async copies to or from pageable memory (which the driver runs synchronously).
+    With `tables` (the analysis's), computed once per trace and shared: never modify it."""
+    if tables is not None and tables.trace is trace:
+        return tables(_sync_call_mask)
+    return _sync_call_mask(trace)
+
+
+def _sync_call_mask(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     host = ~trace.is_device
     named = trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
     async_copy = trace.name_isin(C.ASYNC_COPY_CALLS) & pageable_copy_launch_mask(trace)
@@ -338,9 +347,9 @@ class SyncCall:
     op_row: int = NO_ID
 
 
-def host_device_syncs(trace: Trace) -> list[SyncCall]:
+def host_device_syncs(trace: Trace, tables: Tables | None = None) -> list[SyncCall]:
     """Every sync call on the host, with the op chain and user frame that led to it."""
-    rows = np.flatnonzero(sync_call_mask(trace))
+    rows = np.flatnonzero(sync_call_mask(trace, tables))
     if len(rows) == 0:
         return []
     steps = trace.step_of(trace.col("ts")[rows], trace.col("rank")[rows])

@@ -25,6 +25,7 @@ from perftune.documents import (
 )
 from perftune.trace import metrics
 from perftune.trace.model import Trace
+from perftune.trace.tables import Tables
 
 __all__ = ["BREAKDOWN_KEYS", "SCHEMA_VERSION", "devices", "finite", "maybe", "summarize"]
 BREAKDOWN_KEYS = ("compute_ms", "communication_ms", "memcpy_ms", "memset_ms", "device_idle_ms",
@@ -89,14 +90,14 @@ def _step_row(b: metrics.StepBreakdown) -> StepBreakdown:
         kernel_count=int(b.kernel_count))
 
 
-def summarize(trace: Trace) -> Summary:
+def summarize(trace: Trace, tables: Tables | None = None) -> Summary:
     """summary.json of a trace (version SCHEMA_VERSION), without the multi-rank section
-    (perftune.pipeline.summary_of adds it)."""
-    breakdown = metrics.step_breakdown(trace)
+    (perftune.pipeline.summary_of adds it); `tables`: the analysis's, when there is one."""
+    breakdown = metrics.step_breakdown(trace, tables)
     dist = metrics.step_time_distribution(trace)
     mean = {k: finite(float(np.mean([getattr(b, k) for b in breakdown])) if breakdown else 0.0)
             for k in BREAKDOWN_KEYS}
-    syncs = metrics.host_device_syncs(trace)
+    syncs = metrics.host_device_syncs(trace, tables)
     per_rank = []
     for rank in trace.rank_ids:
         d = metrics.Distribution.of(s.dur / 1000.0 for s in trace.steps_of(rank))

@@ -131,7 +131,7 @@ class HostIndex:
         # trace.metrics.sync_call_mask (also behind host_device_syncs and the summary's syncs);
         # `sync` are those that wait by name (synchronize, cudaMemcpy), `waits` adds the async
         # copies to or from pageable memory, which the driver runs synchronously.
-        self.waits = sync_call_mask(trace)
+        self.waits = sync_call_mask(trace, tables)
         self.sync = self.waits & trace.name_isin(C.SYNC_CALLS | C.BLOCKING_COPY_CALLS)
         self.is_copy_call = trace.name_isin(C.COPY_CALLS)
         self.parent = trace.parent
@@ -749,8 +749,7 @@ def _few_ops_between(idx: HostIndex, start: float, row: int, limit: int = 8) -> 
 
 def uses_pinned_memory(host: HostIndex) -> bool:
     """Whether the program pins host memory anywhere in the trace (tensor.pin_memory())."""
-    idx = host
-    return bool(np.isin(idx.names, ["aten::pin_memory", "aten::_pin_memory"]).any())
+    return bool(host.trace.name_isin(("aten::pin_memory", "aten::_pin_memory")).any())
 
 
 def _follows_dataloader(idx: HostIndex, row: int, ends: dict[tuple[int, int, int], np.ndarray]) -> bool:

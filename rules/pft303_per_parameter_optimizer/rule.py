@@ -103,6 +103,9 @@ class PerParameterOptimizer(Rule):
         kern = ctx.fact(kernels_under)
         ts_a, end_a, dur_a = trace.col("ts"), trace.col("end"), trace.col("dur")
         multi_tensor_op = trace.name_startswith(_MULTI_TENSOR)
+        # Per-parameter update kinds, decided once per distinct name (not per op and step).
+        update_kind = trace.name_mask(lambda s: op_kind(s) in ("elementwise", "norm", "reduction"))
+        row_names = trace.names
         for row in steps_rows.tolist():
             name = trace.name_of(row)
             cls = name[len(C.OPTIMIZER_STEP_PREFIX):].split(".", 1)[0] or "Optimizer"
@@ -125,11 +128,10 @@ class PerParameterOptimizer(Rule):
                 continue
             # Per-parameter update ops: elementwise ops not nested in another op of the step.
             inside_set = set(inside)
-            top = [r for r in inside if op_kind(trace.name_of(r)) in ("elementwise", "norm", "reduction")
-                   and not _nested_in(parent, r, inside_set)]
+            top = [r for r in inside if update_kind[r] and not _nested_in(parent, r, inside_set)]
             if not top:
                 continue
-            names = Counter(trace.name_of(r) for r in top)
+            names = Counter(row_names[r] for r in top)
             durs = [float(dur_a[r]) for r in top]
             by_class.setdefault(cls, []).append({
                 "row": row, "ops": len(top), "names": names, "median_op_us": float(np.median(durs)),

@@ -155,7 +155,7 @@ class ManualParameterUpdate(Rule):
     def _loops(self, ctx: Context, ops: frozenset[str], call: Any, *, reduce: bool) -> Iterator[Finding]:
         trace = ctx.trace
         host = ctx.host
-        rows = np.flatnonzero(np.isin(host.names, list(ops)) & host.is_op).tolist()
+        rows = np.flatnonzero(trace.name_isin(ops) & host.is_op).tolist()
         # issued by Python (not nested in another op), outside any module's forward (a
         # residual `out += identity` repeats per block too, but is not a parameter update)
         # and outside an optimizer's step (a for-loop optimizer is PFT303's); a norm issued
