@@ -40,6 +40,12 @@ turns; targets: every +25 % gate fails (exit 1) within 90 s, every A/A gate pass
 within 120 s, false alarms ≤ 2 % (real gates, and replayed ones). busy: one other CPU-bound
 process; A/A and +30 % take turns; targets: +30 % fails and A/A passes within 300 s each, false
 alarms ≤ 2 %.
+
+`--calibrate N` first runs `perftune calibrate` on the sample (N launches per side, fresh
+processes, as a user does once per runner) and gives every gate the allowance it implies (the
+smallest slowdown the gate reliably detects on this runner, if above the 5 % default), as
+`perftune gate` does with ./perftune-calibration.json. OUT/calibration.json is written once and
+reused by later runs with the same OUT; the report says the calibration's noise and floor.
 """
 
 from __future__ import annotations
@@ -53,13 +59,14 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from perftune.capture.parent.measure import BASE, HEAD, Side
 from perftune.capture.parent.runner import ScriptTarget
 from perftune.errors import ScriptError
+from perftune.gate import calibration as calibration_mod
 from perftune.gate.decision import DecisionRule, decide
 from perftune.gate.runner import LaunchPlan
 from perftune.gate.session import GateOptions, run_gate
@@ -318,6 +325,9 @@ def main() -> None:
                              "and checks the targets in the report")
     parser.add_argument("--script-args", default="--steps 100",
                         help="arguments of samples/regression_demo.py [default: %(default)s]")
+    parser.add_argument("--calibrate", type=int, default=0, metavar="N",
+                        help="run `perftune calibrate --launches N` on the sample first (once per "
+                             "--out) and gate with the allowance it implies [default: no calibration]")
     args = parser.parse_args()
     targets: dict[str, tuple[str, float]] = {}
     args.script = tuple(args.script_args.split())
@@ -341,6 +351,10 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} at the start", flush=True)
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     try:
+        if args.calibrate:  # on the runner as the gates find it (the busy processes running)
+            options = replace(options, rule=replace(options.rule, noise_floor=calibrated_floor(
+                args.out / "calibration.json", args.calibrate, args.script, options)))
+            deadline = time.monotonic() + args.budget_min * 60
         run_gates(args, cycle, options, log_path, done, deadline)
     finally:
         for hog in hogs:
@@ -350,6 +364,26 @@ def main() -> None:
     report(records, options, args.seed)
     if targets:
         check_targets(records, targets, options, args.seed)
+
+
+def calibrated_floor(path: Path, launches: int, script_args: tuple[str, ...],
+                     options: GateOptions) -> float:
+    """The noise floor `perftune gate` takes from a calibration of this runner: made here once
+    (`perftune calibrate`, fresh processes, the sample with no slowdown), then reused."""
+    if not path.is_file():
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "perftune", "calibrate", "-q",
+                        "--launches", str(launches), "-o", str(path),
+                        "--out", str(path.parent / "calibration-run"), str(SAMPLE), *script_args],
+                       check=True)
+        print(f"calibration: {launches} launches per side in {time.monotonic() - started:.0f} s "
+              f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+    data = json.loads(path.read_text())
+    floor = calibration_mod.noise_floor(path, options.rule.confidence, options.plan, paired=True)
+    print(f"calibration {path}: launch-to-launch noise {data['noise_log_sd']:.1%}, within pairs "
+          f"{data['paired_noise_log_sd']:.1%}; the gates' noise floor {floor:.1%} (allowance "
+          f"{max(floor, options.rule.max_regression):.1%})", flush=True)
+    return floor
 
 
 def run_gates(args: argparse.Namespace, cycle: tuple[tuple[str, float], ...],

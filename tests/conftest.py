@@ -55,11 +55,12 @@ def _skip_line() -> int:
 
 # -- the order tests run in: the costliest modules first -------------------------------------
 #
-# CI runs `pytest -n 2 --dist worksteal`: the collection is split in two halves and an idle
-# worker steals queued tests from the other's tail. A long test that starts last leaves one core
+# CI runs `pytest -n 3 --dist worksteal` (3 workers on 2 cores: much of a test's time is spent
+# waiting on the processes it launches): the collection is split in three and an idle
+# worker steals queued tests from another's tail. A long test that starts last leaves one core
 # idle to the end, so modules run in decreasing recorded cost (tests/durations.json: seconds per
 # module, setup + call + teardown, written by `pytest --store-durations`); cheap tests end the
-# run, where they are stolen to balance the two workers. A module stays in one piece and keeps
+# run, where they are stolen to balance the workers. A module stays in one piece and keeps
 # its own order, so its module-scoped fixtures are set up once. Modules not in the file are
 # estimated from their tests' `slow` marks.
 

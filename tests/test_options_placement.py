@@ -4,6 +4,8 @@ written after the script name gets a warning."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import pytest
 
@@ -103,3 +105,23 @@ def test_an_unknown_option_before_the_script_is_an_option_error(
     err = capsys.readouterr().err
     assert "Error: No such option '--bogus'" in err, err
     assert "no such script" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command, script_param, option", COMMANDS, ids=IDS)
+def test_an_option_the_script_declares_itself_is_not_warned_about(
+        command: click.Command, script_param: str, option: tuple[str, str, str, object],
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`train.py --steps 200` where train.py has its own --steps: meant for the script, no
+    warning; a perftune option the script does not declare still gets one."""
+    flag, value, _, _ = option
+    script = tmp_path / "train.py"
+    script.write_text("import argparse\nparser = argparse.ArgumentParser()\n"
+                      f"parser.add_argument('{flag}', type=int)\nparser.parse_args()\n")
+    params = parse(command, [str(script), flag, value])
+    assert params[script_param] == (str(script), flag, value)
+    assert capsys.readouterr().err == ""
+    other = next(opt for p in command.params if isinstance(p, click.Option) and p.type == click.INT
+                 for opt in p.opts if opt.startswith("--") and opt != flag)
+    parse(command, [str(script), flag, value, other, "5"])
+    warned = capsys.readouterr().err.split(" after the script name")[0]
+    assert warned == f"perftune: warning: {other}"

@@ -84,7 +84,25 @@ def misplaced_options(command: click.Command, args: list[str], start: int) -> li
     return found
 
 
+SCRIPT_READ_LIMIT = 4 << 20  # bytes of the script read to see which options it declares
+
+
+def declared_by_script(options: list[str], script: str) -> list[str]:
+    """Those of `options` the script names itself as a quoted string (`"--steps"` in an
+    argparse or click declaration): written after the script, they are meant for it."""
+    path = Path(script)
+    if not options or path.suffix != ".py":
+        return []
+    try:
+        with path.open("rb") as handle:
+            text = handle.read(SCRIPT_READ_LIMIT).decode("utf-8", errors="replace")
+    except OSError:
+        return []
+    return [name for name in options if f'"{name}"' in text or f"'{name}'" in text]
+
+
 def warn_misplaced(command: str, options: list[str], script: str) -> None:
+    options = [name for name in options if name not in declared_by_script(options, script)]
     if not options:
         return
     shown = ", ".join(options)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from perftune.analysis.stats import ratio_interval
+from perftune.analysis.stats import DEFAULT_POWER, ratio_interval
 from perftune.capture.parent.measure import (
     BASE,
     HEAD,
@@ -29,7 +29,7 @@ from perftune.errors import ScriptError, UsageError
 from perftune.gate import explain as explain_mod
 from perftune.gate import fingerprint as fingerprint_mod
 from perftune.gate.baseline import Baseline
-from perftune.gate.calibration import Calibration
+from perftune.gate.calibration import Calibration, gate_detectable
 from perftune.gate.decision import FIGURE_WORDS, Decision, DecisionRule
 from perftune.gate.explain import Explanation, ProfileSummary
 from perftune.gate.load import RunnerLoad
@@ -219,6 +219,7 @@ def run_gate(
         all_notes.append(f"allowance raised from {options.rule.max_regression:.1%} to "
                          f"{options.rule.threshold:.1%}: calibration shows smaller slowdowns "
                          "are not measurable on this runner")
+    all_notes.append(resolution_note(decision, options, paired=base is not None))
     explanation = None
     if options.explain:
         reference: Side | ProfileSummary | None = base if base is not None else base_profile
@@ -233,6 +234,7 @@ def run_gate(
             all_notes += explain_notes
             if explanation is not None:
                 all_notes += explanation.notes
+    all_notes = [note for note in all_notes if note]
     return Verdict(
         status=status,
         decisions=result.decisions,
@@ -253,6 +255,24 @@ def run_gate(
         elapsed_s=time.monotonic() - started,
         run_dir=run_dir,
     )
+
+
+def resolution_note(decision: Decision, options: GateOptions, paired: bool) -> str:
+    """For a gate left undecided by launches too noisy for its allowance: the slowdown this
+    runner can resolve within --max-launches, and how to gate on that. Empty otherwise."""
+    rule = options.rule
+    if decision.decided or decision.withheld or rule.raised_by_calibration:
+        return ""
+    noise = decision.estimate.noise
+    resolvable = gate_detectable(noise, options.plan.max_launches, rule.confidence, DEFAULT_POWER,
+                                 paired, options.plan.launches)
+    if resolvable <= rule.threshold:
+        return ""
+    return (f"launch-to-launch noise {noise:.1%} ({FIGURE_WORDS[decision.figure]}): with at most "
+            f"{options.plan.max_launches} launches per side this runner reliably resolves a "
+            f"{resolvable:.1%} slowdown, not the {rule.threshold:.1%} allowance; run `perftune "
+            "calibrate -o perftune-calibration.json SCRIPT` once on this runner and the gate uses "
+            "the allowance it can resolve (or raise --max-launches)")
 
 
 def _target(path: Path | None, module: str | None, args: Sequence[str], cwd: Path) -> ScriptTarget:
