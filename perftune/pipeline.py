@@ -30,6 +30,7 @@ from perftune.errors import ConfigError
 from perftune.rundir import RunDir
 from perftune.trace import load
 from perftune.trace.model import Trace
+from perftune.trace.roofline import roofline_columns
 from perftune.trace.summary import SCHEMA_VERSION, summarize
 from perftune.trace.tables import Tables
 
@@ -59,6 +60,9 @@ class Analysis:
     # Ranks analysed apart: their reductions (trace.multirank.RankResult, by rank), which the
     # report's collective timeline reads instead of the trace.
     rank_results: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    # The trace's roofline points (trace.roofline.Points), as the analysis computed them: the
+    # HTML report reads them instead of costing every op again. None: not computed.
+    roofline: Any = field(default=None, compare=False, repr=False)
 
 
 def _code_list(value: Any, key: str) -> list[str]:
@@ -124,7 +128,8 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
         summary.compilation = compilation_section(ctx.compilation, trace)
     timings["summary"] = time.perf_counter() - started
     return Analysis(trace=trace, summary=summary, findings=tuple(findings),
-                    source_roots=access.roots, timings=timings)
+                    source_roots=access.roots, timings=timings,
+                    roofline=roofline_columns(trace, ctx.tables))  # computed by the summary
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None,

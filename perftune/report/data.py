@@ -71,6 +71,8 @@ class RunView:
     source_roots: tuple[Path, ...] = ()
     # Ranks analysed apart (no trace): their reductions, for the collective timeline.
     rank_results: tuple[Any, ...] = ()
+    # The analysis's roofline points (trace.roofline.Points), when the view is of an analysis.
+    roofline: Any = field(default=None, compare=False, repr=False)
 
     @property
     def title(self) -> str:
@@ -137,7 +139,7 @@ def view_of_analysis(analysis: Analysis, run_dir: Path | None) -> RunView:
     return RunView(run_dir=run_dir, summary=analysis.summary, findings=analysis.findings,
                    trace=analysis.trace, notes=tuple(notes),
                    source_roots=analysis.source_roots, rank_results=analysis.rank_results,
-                   **docs)
+                   roofline=analysis.roofline, **docs)
 
 
 def view_of_documents(run_dir: Path, source_roots: Sequence[Path] = ()) -> RunView:

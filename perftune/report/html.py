@@ -284,7 +284,8 @@ def _roofline(view: RunView) -> tuple[dict[str, Any] | None, list[F.RooflineOp],
         return None, [], ""
     from perftune.trace import roofline
 
-    ops = F.heavy_ops(roofline.roofline_columns(view.trace))
+    points = view.roofline if view.roofline is not None else roofline.roofline_columns(view.trace)
+    ops = F.heavy_ops(points)
     if not ops:
         return None, [], ""
     # measure=False: use the calibrated machine's cached roofs, never benchmark while rendering.
