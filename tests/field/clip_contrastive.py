@@ -150,7 +150,7 @@ def main() -> None:
         images = images.to(device=device, non_blocking=True)  # perftune: not[PFT208,PFT209]
         texts = texts.to(device=device, non_blocking=True)  # perftune: not[PFT208,PFT209]
         optimizer.zero_grad()
-        image_features, text_features, logit_scale = model(images, texts)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) expect-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
+        image_features, text_features, logit_scale = model(images, texts)  # perftune: expect-if[PFT507](cpu-bf16&!contended) not-if[PFT507](cpu&!cpu-bf16|contended) may-if[PFT508](onednn&!contended) not-if[PFT508](cpu&!onednn|contended)
         total_loss = loss_fn(image_features, text_features, logit_scale)
         total_loss.backward()
         optimizer.step()
