@@ -102,7 +102,8 @@ def declared_by_script(options: list[str], script: str) -> list[str]:
 
 
 def warn_misplaced(command: str, options: list[str], script: str) -> None:
-    options = [name for name in options if name not in declared_by_script(options, script)]
+    declared = declared_by_script(options, script)
+    options = [name for name in options if name not in declared]
     if not options:
         return
     shown = ", ".join(options)
