@@ -219,7 +219,8 @@ def run_gate(
         all_notes.append(f"allowance raised from {options.rule.max_regression:.1%} to "
                          f"{options.rule.threshold:.1%}: calibration shows smaller slowdowns "
                          "are not measurable on this runner")
-    all_notes.append(resolution_note(decision, options, paired=base is not None))
+    if note := resolution_note(decision, options, paired=base is not None):
+        all_notes.append(note)
     explanation = None
     if options.explain:
         reference: Side | ProfileSummary | None = base if base is not None else base_profile
@@ -234,7 +235,6 @@ def run_gate(
             all_notes += explain_notes
             if explanation is not None:
                 all_notes += explanation.notes
-    all_notes = [note for note in all_notes if note]
     return Verdict(
         status=status,
         decisions=result.decisions,

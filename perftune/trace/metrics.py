@@ -17,11 +17,10 @@ from perftune.trace.frames import Frame
 from perftune.trace.groups import distinct
 from perftune.trace.intervals import union_length as union_length
 from perftune.trace.model import NO_ID, Trace
+from perftune.trace.tables import Tables
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from perftune.trace.tables import Tables
 
 
 # ---------------------------------------------------------------------------- intervals
@@ -304,9 +303,7 @@ def sync_call_mask(trace: Trace, tables: Tables | None = None) -> np.ndarray:
     """Host runtime calls in which the host waits for the device: synchronize calls, blocking
     copies, and async copies to or from pageable memory (which the driver runs synchronously).
     With `tables` (the analysis's), computed once per trace and shared: never modify it."""
-    if tables is not None and tables.trace is trace:
-        return tables(_sync_call_mask)
-    return _sync_call_mask(trace)
+    return Tables.of(trace, tables)(_sync_call_mask)
 
 
 def _sync_call_mask(trace: Trace, tables: Tables | None = None) -> np.ndarray:
