@@ -6,16 +6,15 @@ torch, optuna or plotly imports that another command needs.
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import os
 import sys
-import threading
 from typing import NoReturn
 
 import click
 
 from perftune import _signals
+from perftune._exit import exit_now
 from perftune._version import __version__
 from perftune.errors import PerftuneError
 from perftune.textsafe import terminal_safe
@@ -180,26 +179,12 @@ def exit_status(exc: SystemExit) -> int:
 def end_process(code: int) -> NoReturn:
     """Exit with `code` as the interpreter would — non-daemon threads joined (a worker pool's
     included), exit handlers run, stdout and stderr flushed — without tearing down every
-    module and object one by one (os._exit): that teardown is time a user waits for after the
-    output is complete. perftune closes the files it writes before this; objects' __del__
-    methods do not run, as at any os._exit.
+    module and object one by one (`perftune._exit.exit_now`): that teardown is time a user
+    waits for after the output is complete. perftune closes the files it writes before this.
     """
-    try:
-        shutdown = getattr(threading, "_shutdown", None)  # what python's own exit calls first
-        if shutdown is not None:
-            shutdown()
-        atexit._run_exitfuncs()
-    except KeyboardInterrupt:
-        click.echo("perftune: interrupted", err=True)
-        code = _signals.interrupted_exit_code()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            if stream is None or stream.closed:
-                continue
-            try:
-                stream.flush()
-            except BrokenPipeError:
-                pass  # the reader went away (`| head`): what it read is what it wanted
-            except (OSError, ValueError):
-                code = code or 120  # what python reports when it cannot flush at exit
-    os._exit(code & 0xFF)
+    exit_now(code, interrupted=_interrupted_at_exit)
+
+
+def _interrupted_at_exit() -> int:
+    click.echo("perftune: interrupted", err=True)
+    return _signals.interrupted_exit_code()

@@ -339,6 +339,9 @@ class ProfiledSide(_Stage):
     operators_per_step: float | None = None
     findings: list[FindingRef] | None = None
     notes: list[str] = msgspec.field(default_factory=list)
+    # Mean of the profiled steps (the median is step_ms): what the contention check compares
+    # with the side's timed launches.
+    step_mean_ms: MaybeMs = None
 
 
 class TimeShareChange(_Stage):

@@ -110,6 +110,13 @@ class ProfileSummary:
     operators_per_step: float | None = None
     findings: tuple[FindingRef, ...] | None = None
     notes: tuple[str, ...] = ()
+    # Mean of the profiled steps: the per-step lines are window totals over steps, so one
+    # preempted step shows in them and in this, not in the median.
+    step_mean_ms: float | None = None
+
+    @property
+    def window_step_ms(self) -> float | None:
+        return self.step_mean_ms if self.step_mean_ms is not None else self.step_ms
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,7 @@ def profile_from_dict(data: Mapping[str, Any]) -> ProfileSummary:
         findings=(None if not isinstance(findings, list)
                   else tuple(_finding_from_dict(f) for f in findings if isinstance(f, dict))),
         notes=tuple(str(n) for n in data.get("notes") or ()),
+        step_mean_ms=number("step_mean_ms"),
     )
 
 
@@ -236,9 +244,11 @@ def summarize_capture(result: CaptureResult) -> ProfileSummary:
     """Read one profiled launch: its trace when one was recorded, else capture's own data."""
     measured = result.measured()
     step_ms = statistics.median(s.duration_ms for s in measured) if measured else None
+    step_mean_ms = statistics.fmean(s.duration_ms for s in measured) if measured else None
     memory_kind = getattr(result, "memory_kind", None)
     base = ProfileSummary(run_dir=result.run_dir, step_ms=step_ms,
-                          peak_memory_bytes=result.peak_memory_bytes, memory_kind=memory_kind)
+                          peak_memory_bytes=result.peak_memory_bytes, memory_kind=memory_kind,
+                          step_mean_ms=step_mean_ms)
     if result.trace_path is None or not Path(result.trace_path).is_file():
         return _with_notes(base, ["no trace was recorded, so operators were not compared"])
     from perftune.engine import analyze
@@ -272,13 +282,15 @@ def summarize_capture(result: CaptureResult) -> ProfileSummary:
                           if breakdown and trace.has_device_activity else None),
         operators_per_step=len(host_ops) / steps,
         findings=findings,
+        step_mean_ms=step_mean_ms,
     )
 
 
 def _with_notes(summary: ProfileSummary, notes: Sequence[str]) -> ProfileSummary:
     return ProfileSummary(run_dir=summary.run_dir, step_ms=summary.step_ms,
                           peak_memory_bytes=summary.peak_memory_bytes,
-                          memory_kind=summary.memory_kind, notes=(*summary.notes, *notes))
+                          memory_kind=summary.memory_kind, notes=(*summary.notes, *notes),
+                          step_mean_ms=summary.step_mean_ms)
 
 
 def _count_increase(kind: str, what: str, base: float | None, head: float | None) -> StructuralChange | None:
@@ -314,13 +326,78 @@ class LaunchNoise:
     confidence: float = 0.95
 
 
+@dataclass(frozen=True)
+class ProfiledExcess:
+    """How much slower each side's profiled steps ran than its timed launches, beyond the
+    profiler's own overhead (ms per step).
+
+    A profiled launch is one launch: when the runner preempts it, the time lands in whichever
+    operators were running and no launch-to-launch noise of the *timed* launches covers it
+    (seen: a base launch profiled while preempted showed `aten::pow` at 6.5 ms per step against
+    head's 0.9 ms, head doing 4× the work). The profiler's overhead is taken as the smaller of
+    the two sides' profiled/timed ratios; what one side ran slower than that is contention, and
+    any single line of that side may hold all of it.
+    """
+
+    base_ms: float = 0.0
+    head_ms: float = 0.0
+    base_ratio: float | None = None
+    head_ratio: float | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.base_ms > 0.0 or self.head_ms > 0.0
+
+
+def profiled_excess(base: ProfileSummary, head: ProfileSummary,
+                    base_timed_ms: float | None, head_timed_ms: float | None) -> ProfiledExcess:
+    """Each side's profiled step time against the median step of its timed launches."""
+
+    def ratio(profiled: float | None, timed: float | None) -> float | None:
+        if profiled is None or timed is None or profiled <= 0.0 or timed <= 0.0:
+            return None
+        return profiled / timed
+
+    rb = ratio(base.window_step_ms, base_timed_ms)
+    rh = ratio(head.window_step_ms, head_timed_ms)
+    known = [r for r in (rb, rh) if r is not None]
+    if not known:
+        return ProfiledExcess()
+    # With one side known the profiler's overhead cannot be told apart: all of its excess over
+    # the timed steps counts (the cautious reading).
+    overhead = min(known) if len(known) == 2 else 1.0
+
+    def excess(r: float | None, timed: float | None) -> float:
+        return 0.0 if r is None or timed is None else max(0.0, (r - overhead) * timed)
+
+    return ProfiledExcess(base_ms=excess(rb, base_timed_ms), head_ms=excess(rh, head_timed_ms),
+                          base_ratio=rb, head_ratio=rh)
+
+
+def _excess_note(excess: ProfiledExcess, hidden: int) -> str:
+    parts = []
+    for side, ms, r in (("base", excess.base_ms, excess.base_ratio),
+                        ("head", excess.head_ms, excess.head_ratio)):
+        if ms > 0.0 and r is not None:
+            parts.append(f"the profiled {side} launch's steps ran {r:.2f}× its timed launches' "
+                         f"({units.ms(ms)} per step more than the profiler's overhead explains)")
+    return ("; ".join(parts) + f": the runner was busier while it was profiled, so {hidden} "
+            "difference(s) no larger than that are not listed as changes")
+
+
 def compare(base: ProfileSummary, head: ProfileSummary,
-            noise: LaunchNoise | None = None) -> Explanation:
+            noise: LaunchNoise | None = None,
+            excess: ProfiledExcess | None = None) -> Explanation:
     """What got slower or faster, and what is structurally new in head.
 
     With `noise`, each time line gets its own interval (stats.part_change_interval) and a line
-    whose interval holds 0 is left out: on identical code nothing is listed as changed.
+    whose interval holds 0 is left out: on identical code nothing is listed as changed. With
+    `excess` (profiled_excess), a side whose profiled launch ran slower than its timed launches
+    widens every line's interval by that much on its side: a line "faster in head" must beat
+    what contention could have added to base, a line "slower in head" what it could have added
+    to head.
     """
+    excess = excess if excess is not None and excess.any else None
     reference = base.step_ms or 0.0
     floor = max(MIN_OP_DELTA_MS, MIN_OP_DELTA_SHARE * reference)
     deltas = []
@@ -331,7 +408,7 @@ def compare(base: ProfileSummary, head: ProfileSummary,
                               {(kind, k): v for k, v in b.items()}, floor,
                               keys=[(kind, name) for name in sorted(set(a) | set(b))])
     shown = []
-    hidden = 0
+    hidden = hidden_by_excess = 0
     for d in deltas:
         low = high = None
         if noise is not None:
@@ -339,6 +416,13 @@ def compare(base: ProfileSummary, head: ProfileSummary,
                                              noise.confidence)
             if low <= 0.0 <= high:
                 hidden += 1
+                continue
+        if excess is not None:
+            delta = d.b_ms - d.a_ms
+            low = (delta if low is None else low) - excess.head_ms
+            high = (delta if high is None else high) + excess.base_ms
+            if low <= 0.0 <= high:
+                hidden_by_excess += 1
                 continue
         shown.append((d, low, high))
     by_delta = {id(d): (low, high) for d, low, high in shown}
@@ -367,5 +451,7 @@ def compare(base: ProfileSummary, head: ProfileSummary,
         notes += (f"{hidden} time difference(s) between the profiled launches lie within the "
                   f"launch-to-launch noise ({max(noise.log_sd, MIN_PART_NOISE):.0%} per launch) "
                   "and are not listed as changes",)
+    if hidden_by_excess and excess is not None:
+        notes += (_excess_note(excess, hidden_by_excess),)
     return Explanation(base=base, head=head, slower=slower, faster=faster,
                        structural=tuple(structural), notes=notes)

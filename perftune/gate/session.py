@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -92,6 +93,10 @@ def _python_path(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(entries)}
 
 
+def _median(samples: Sequence[float]) -> float | None:
+    return statistics.median(samples) if samples else None
+
+
 def wall_noise(base: Sequence[float], head: Sequence[float],
                confidence: float) -> explain_mod.LaunchNoise | None:
     """The launch-to-launch noise of the wall times the gate measured (the profiled launches
@@ -136,8 +141,14 @@ def launch_mode(options: GateOptions, interleaved: bool) -> tuple[bool, str | No
 
 def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
                   measure: MeasureSettings, progress: Progress = _quiet,
-                  noise: explain_mod.LaunchNoise | None = None) -> tuple[Explanation | None, list[str]]:
-    """Profile one launch per side (or use the stored base profile) and compare them."""
+                  noise: explain_mod.LaunchNoise | None = None,
+                  timed_ms: tuple[float | None, float | None] = (None, None),
+                  ) -> tuple[Explanation | None, list[str]]:
+    """Profile one launch per side (or use the stored base profile) and compare them.
+
+    `timed_ms` is the median step (wall, ms) of each side's timed launches: a profiled launch
+    that ran slower than those, beyond the profiler's overhead, was contended, and its lines
+    are judged with that allowance (explain.profiled_excess)."""
     summaries: dict[str, ProfileSummary] = {}
     notes: list[str] = []
     if isinstance(base, ProfileSummary):
@@ -156,7 +167,8 @@ def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
                          "no explanation")
             return None, notes
         summaries[side.name] = explain_mod.summarize_capture(result)
-    return explain_mod.compare(summaries[BASE], summaries[HEAD], noise), notes
+    excess = explain_mod.profiled_excess(summaries[BASE], summaries[HEAD], *timed_ms)
+    return explain_mod.compare(summaries[BASE], summaries[HEAD], noise, excess), notes
 
 
 def run_gate(
@@ -228,10 +240,11 @@ def run_gate(
             all_notes.append("the baseline holds no profile (recorded with --no-explain), "
                              "so structural changes were not compared")
         else:
-            explanation, explain_notes = explain_sides(reference, head, run_dir / "explain",
-                                                       options.measure, progress,
-                                                       wall_noise(base_wall, result.samples(HEAD),
-                                                                  options.rule.confidence))
+            head_wall = result.samples(HEAD)
+            explanation, explain_notes = explain_sides(
+                reference, head, run_dir / "explain", options.measure, progress,
+                wall_noise(base_wall, head_wall, options.rule.confidence),
+                (_median(base_wall), _median(head_wall)))
             all_notes += explain_notes
             if explanation is not None:
                 all_notes += explanation.notes

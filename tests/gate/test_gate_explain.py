@@ -119,3 +119,50 @@ def test_part_change_interval_floors_the_noise_and_widens_with_fewer_launches() 
     assert tight == part_change_interval(100.0, 150.0, MIN_PART_NOISE, 40)  # floored
     few = part_change_interval(100.0, 150.0, 0.0, 4)
     assert few[0] < tight[0] < 50.0 < tight[1] < few[1]
+
+
+def test_a_preempted_profiled_launch_does_not_make_head_look_faster() -> None:
+    """Recorded from a CI run (2026-12-03): head does 4× the base's work per step, and the
+    base's one profiled launch was preempted: its lines had `aten::pow` at 6.49 ms per step
+    against head's 0.89 and `aten::mm` at 10.55 against 7.85, so both were listed as faster in
+    head. Its profiled steps ran far slower than the base's timed launches, head's did not."""
+    from perftune.gate.explain import LaunchNoise, profiled_excess
+
+    base = summary(step_ms=19.0, step_mean_ms=21.0,
+                   operators_ms={"aten::pow": 6.49, "aten::mm": 10.55, "aten::add": 0.40})
+    head = summary(step_ms=17.5, step_mean_ms=17.9,
+                   operators_ms={"aten::pow": 0.89, "aten::mm": 7.85, "aten::add": 1.60})
+    noise = LaunchNoise(log_sd=0.06, launches=8)
+    # Without the timed launches' step times the contended lines read as changes.
+    before = compare(base, head, noise)
+    assert {"aten::mm", "aten::pow"} <= {s.name for s in before.faster}
+
+    excess = profiled_excess(base, head, base_timed_ms=3.9, head_timed_ms=14.2)
+    assert excess.head_ms == 0.0 and excess.base_ms > 10.0
+    explained = compare(base, head, noise, excess)
+    assert explained.faster == ()
+    # What head really does more of still shows: 4× the additions, beyond any contention.
+    assert [s.name for s in explained.slower] == ["aten::add"]
+    assert any("profiled base launch's steps ran" in n and "busier" in n for n in explained.notes)
+
+
+def test_the_profilers_own_overhead_is_not_taken_for_contention() -> None:
+    """Both profiled launches ran ~1.4× their timed launches (the profiler's overhead, not
+    contention): nothing is widened, and a real slowdown in head is listed."""
+    from perftune.gate.explain import LaunchNoise, profiled_excess
+
+    base = summary(step_ms=14.0, operators_ms={"aten::mm": 8.0, "aten::add": 2.0})
+    head = summary(step_ms=28.2, operators_ms={"aten::mm": 16.1, "aten::add": 2.0})
+    excess = profiled_excess(base, head, base_timed_ms=10.0, head_timed_ms=20.0)
+    assert excess.base_ms == 0.0 and excess.head_ms < 0.5
+    explained = compare(base, head, LaunchNoise(log_sd=0.03, launches=12), excess)
+    assert [s.name for s in explained.slower] == ["aten::mm"]
+    assert not any("busier" in n for n in explained.notes)
+    # Without the timed step times no allowance is made.
+    assert profiled_excess(base, head, None, None).any is False
+
+
+def test_a_profile_round_trips_its_mean_step() -> None:
+    side = summary(step_ms=10.0, step_mean_ms=12.5)
+    assert profile_from_dict(profile_to_dict(side)).step_mean_ms == 12.5
+    assert profile_from_dict(profile_to_dict(summary())).window_step_ms == 20.0

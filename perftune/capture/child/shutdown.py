@@ -15,7 +15,6 @@ import atexit
 import contextlib
 import gc
 import io
-import os
 import signal
 import sys
 import threading
@@ -24,6 +23,8 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 import psutil
+
+from perftune._exit import exit_now
 
 # How long the script's own threads get to end after its exit handlers ran.
 THREAD_GRACE_S = 3.0
@@ -136,24 +137,13 @@ def exit_process(request: str | int | None) -> NoReturn:
     process is gone.
     """
     code = 0
-    try:
-        if isinstance(request, str):
-            print(request, file=sys.stderr)
-            code = 1
-        elif request is not None:
-            code = request
-        shutdown = getattr(threading, "_shutdown", None)  # what python's own exit calls first
-        if shutdown is not None:
-            shutdown()
-        run_exit_handlers()
-        close_open_files()
-    except KeyboardInterrupt:
-        code = 130
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-    os._exit(code & 0xFF)
+    if isinstance(request, str):
+        print(request, file=sys.stderr)
+        code = 1
+    elif request is not None:
+        code = request
+    exit_now(code, interrupted=lambda: 130, exit_handlers=run_exit_handlers,
+             then=close_open_files)
 
 
 def close_open_files() -> None:
