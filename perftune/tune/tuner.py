@@ -38,6 +38,10 @@ MAX_CACHE_HITS = 25
 POLL_S = 1.0
 
 
+# How long an earlier trial without its parameters yet is waited for (Tuner._taken_by_another).
+PARAMS_SETTLE_S = 5.0
+
+
 @dataclass(frozen=True)
 class SpaceSources:
     cli: tuple[tuple[str, tuple[Value, ...]], ...] = ()
@@ -424,11 +428,25 @@ class Tuner:
         return "done"
 
     @staticmethod
-    def _taken_by_another(study: Study, space: SearchSpace, number: int, values: Mapping[str, Any]) -> bool:
-        # The strategy never proposes a configuration it has seen, so an earlier trial of the
-        # same one was started by another worker in the meantime.
+    def _taken_by_another(study: Study, space: SearchSpace, number: int, values: Mapping[str, Any],
+                          settle_s: float = PARAMS_SETTLE_S) -> bool:
+        """Whether an earlier trial (lower number) of the same configuration was started by
+        another worker in the meantime: the strategy never proposes a configuration it has seen.
+
+        Optuna's `ask` creates the trial first and stores its parameters after: another
+        worker's earlier trial read in between has none yet, and both workers would run the
+        configuration (seen in a CI run under load: two workers searched one label twice). Such
+        a trial is read again until its parameters are stored (or it ended), for up to
+        `settle_s`."""
         key = config_key(values)
-        return any(
-            r.number < number and r.key == key and r.counts and r.role not in ("repeat", "recheck", "separate")
-            for r in study.records()
-        )
+        names = {knob.name for knob in space.knobs}
+        deadline = time.monotonic() + settle_s
+        while True:
+            earlier = [r for r in study.records() if r.number < number]
+            if any(r.key == key and r.counts and r.role not in ("repeat", "recheck", "separate")
+                   for r in earlier):
+                return True
+            unsettled = any(r.running and not names <= set(r.values) for r in earlier)
+            if not unsettled or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)

@@ -100,3 +100,40 @@ def test_database_urls() -> None:
     assert redact_url("postgresql://user@host/db") == "postgresql://user@host/db"
     assert _with_driver("sqlite:///x.db") == "sqlite:///x.db"
     assert _with_driver("postgresql://u@h/db").startswith("postgresql")
+
+
+def test_another_workers_trial_read_before_its_parameters_still_takes_the_configuration(
+        tmp_path: Path) -> None:
+    """Optuna's `ask` stores a trial, then its parameters. A worker that reads the other's
+    earlier trial in between saw no configuration there, and both ran it (a CI run: two workers
+    searched one label twice). The earlier trial is read again until its parameters are in."""
+    import threading
+
+    from perftune.tune.tuner import Tuner
+
+    other = open_study(tmp_path, must_be_new=True)
+    earlier = other.optuna.ask()  # the other worker's trial, parameters not stored yet
+    mine = open_study(tmp_path)
+    values = {"tile": 32, "precision": "bf16"}
+    trial = mine.start(SPACE, values, "search", "grid")
+    assert earlier.number < trial.number
+    # Without waiting for them, the earlier trial does not count: the race.
+    assert not Tuner._taken_by_another(mine, SPACE, trial.number, values, settle_s=0.0)
+
+    storage = other.optuna._storage
+
+    distributions = other.distributions(SPACE)
+
+    def store_parameters() -> None:
+        for name, value in values.items():
+            dist = distributions[name]
+            storage.set_trial_param(earlier._trial_id, name, dist.to_internal_repr(value), dist)
+
+    timer = threading.Timer(0.3, store_parameters)
+    timer.start()
+    try:
+        assert Tuner._taken_by_another(mine, SPACE, trial.number, values, settle_s=5.0)
+    finally:
+        timer.join()
+    # Another configuration is not taken by it.
+    assert not Tuner._taken_by_another(mine, SPACE, trial.number, {"tile": 64, "precision": "bf16"})
