@@ -8,6 +8,7 @@ the slowest: the wait shows up as longer collective kernels on the fast ranks.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -69,8 +70,10 @@ _KIND = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def collective_kind(kernel_name: str) -> str:
-    """'all_reduce', 'all_gather', ... from an NCCL/RCCL kernel name; 'other' otherwise."""
+    """'all_reduce', 'all_gather', ... from an NCCL/RCCL kernel name; 'other' otherwise. Each
+    distinct (interned) name is matched once."""
     for kind, pattern in _KIND:
         if pattern.search(kernel_name):
             return kind
