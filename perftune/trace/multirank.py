@@ -498,6 +498,8 @@ def _busy(row: RankStep, waits_known: bool) -> float:
 
 def steps_across_ranks(trace: Trace, tables: Tables | None = None) -> list[StepAcrossRanks]:
     """Per step index present on two or more ranks: skew, and who was slowest."""
+    if len(trace.rank_ids) < 2:  # one rank: no step to compare, nothing to reduce
+        return []
     return steps_across_ranks_of(Tables.of(trace, tables)(rank_steps))
 
 
