@@ -50,7 +50,7 @@ from perftune.trace.decode import (
     problem_summary,
     sniff_is_trace,
 )
-from perftune.trace.groups import distinct
+from perftune.trace.groups import distinct, median
 from perftune.trace.limits import MAX_STRING_CHARS, truncated
 from perftune.trace.model import RankInfo, Trace, thread_time_order
 from perftune.trace.steps import find_steps
@@ -1010,7 +1010,7 @@ def _plausible_times(rank: np.ndarray, ts: np.ndarray, warnings: list[str]) -> n
         t = ts[rows]
         if float(t.max()) - float(t.min()) <= MAX_SPAN_US:  # the usual case: no median needed
             continue
-        middle = float(np.median(t))
+        middle = float(median(t))
         ok = np.abs(t - middle) <= MAX_SPAN_US
         if ok.all():
             continue
