@@ -177,29 +177,34 @@ def collective_waits(trace: Trace, tables: Tables | None = None) -> list[Collect
     dur = trace.col("dur")
     rank = trace.col("rank")
     per_key: dict[tuple[int, str, int], dict[int, float]] = {}
-    by_step: dict[tuple[int, int], list[int]] = {}
-    for row in rows[np.argsort(trace.col("ts")[rows], kind="stable")].tolist():
-        by_step.setdefault((int(rank[row]), int(dev_step[row])), []).append(row)
-    for (r, k), rs in by_step.items():
+    by_step: dict[tuple[int, int], list[tuple[int, str, float]]] = {}
+    ordered = rows[np.argsort(trace.col("ts")[rows], kind="stable")]
+    # Each row's rank, step, name and duration as Python values in one conversion each.
+    strings = trace.strings("name")
+    names = [str(strings[c]) for c in trace.codes("name")[ordered].tolist()]
+    for row, r, k, name, d in zip(ordered.tolist(), rank[ordered].tolist(),
+                                  dev_step[ordered].tolist(), names, dur[ordered].tolist(),
+                                  strict=True):
+        by_step.setdefault((int(r), int(k)), []).append((row, name, float(d)))
+    for (r, k), calls in by_step.items():
         seen: dict[str, int] = {}
-        for row in rs:
-            name = trace.name_of(row)
+        for _, name, d in calls:
             n = seen.get(name, 0)
             seen[name] = n + 1
-            per_key.setdefault((r, name, n), {})[k] = float(dur[row])
+            per_key.setdefault((r, name, n), {})[k] = d
     out: list[CollectiveWait] = []
-    for (r, k), rs in sorted(by_step.items()):
+    for (r, k), calls in sorted(by_step.items()):
         wait = 0.0
         matched = 0
         seen2: dict[str, int] = {}
-        for row in rs:
-            name = trace.name_of(row)
+        for _, name, d in calls:
             n = seen2.get(name, 0)
             seen2[name] = n + 1
             inst = per_key[(r, name, n)]
             if len(inst) >= 2:
-                wait += float(dur[row]) - min(inst.values())
+                wait += d - min(inst.values())
                 matched += 1
+        rs = [row for row, _, _ in calls]
         out.append(CollectiveWait(rank=r, step=k, comm_ms=float(dur[rs].sum()) / 1000.0,
                                   wait_ms=wait / 1000.0, matched=matched))
     return out
