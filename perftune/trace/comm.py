@@ -114,6 +114,7 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     dur = trace.col("dur")
     rank = trace.col("rank")
     dev_step = device_event_steps(trace)
+    strings, name_codes = trace.strings("name"), trace.codes("name")
     out: list[CommStep] = []
     for r in trace.rank_ids:
         on_rank = rank == r
@@ -137,9 +138,10 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
             hidden = float(np.sum(covered(cs, ce, ms, me)))
             own = covered(cs, ce, ts[rows], end[rows])
             by_kind: dict[str, float] = {}
-            for row, hid in zip(rows.tolist(), own.tolist(), strict=True):
-                kind = collective_kind(trace.name_of(row))
-                by_kind[kind] = by_kind.get(kind, 0.0) + (float(dur[row]) - hid) / 1000.0
+            names = [str(strings[c]) for c in name_codes[rows].tolist()]
+            for name, length, hid in zip(names, dur[rows].tolist(), own.tolist(), strict=True):
+                kind = collective_kind(name)
+                by_kind[kind] = by_kind.get(kind, 0.0) + (float(length) - hid) / 1000.0
             out.append(CommStep(rank=r, step=k, step_dur_ms=step.dur / 1000.0,
                                 comm_ms=total / 1000.0, exposed_ms=(total - hidden) / 1000.0,
                                 overlapped_ms=hidden / 1000.0, kernel_count=len(rows),

@@ -123,13 +123,16 @@ def collective_calls(trace: Trace, tables: Tables | None = None) -> list[Collect
         rows, steps = rows[keep], steps[keep]
         order = np.lexsort((ts[rows], steps))
         seq: Counter[int] = Counter()
-        for row, k in zip(rows[order].tolist(), steps[order].tolist(), strict=True):
+        ordered = rows[order]
+        strings = trace.strings("name")
+        names = [str(strings[c]) for c in trace.codes("name")[ordered].tolist()]
+        for k, name, start, length in zip(steps[order].tolist(), names, ts[ordered].tolist(),
+                                          dur[ordered].tolist(), strict=True):
             index = trace.steps[k].index
-            name = trace.name_of(row)
             out.append(CollectiveCall(
                 rank=int(r), step=index, seq=seq[index], name=name,
-                kind=collective_kind(name.split(":", 1)[-1]), start_ms=float(ts[row]) / 1000.0,
-                dur_ms=float(dur[row]) / 1000.0, source=source))
+                kind=collective_kind(name.split(":", 1)[-1]), start_ms=float(start) / 1000.0,
+                dur_ms=float(length) / 1000.0, source=source))
             seq[index] += 1
     return out
 
