@@ -156,7 +156,8 @@ class _Codes(dict[str, int]):
     def __missing__(self, text: str) -> int:
         codes = self.codes
         code = -1 if text in self.skip else codes.setdefault(truncated(text), len(codes))
-        self[text] = code
+        if len(text) <= MAX_STRING_CHARS:  # a long one is kept only cut (in `codes`)
+            self[text] = code
         return code
 
 
