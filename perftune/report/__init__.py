@@ -8,7 +8,6 @@ run-directory lock; the commands call it (the analysis never calls up into the r
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -83,6 +82,8 @@ _FIX_COPIED = (META, STEPS, SUMMARY, FINDINGS)
 
 def render_fix_run(run_dir: Path, analysis: Analysis | None, source_run: Path | None) -> list[Path]:
     """report.html/report.md of a `perftune fix` run directory, with its fix section."""
+    import shutil  # here: `perftune analyze --format json` imports this package, never copies
+
     from perftune.report.data import view_of_analysis, view_of_documents
 
     if source_run is not None and source_run.resolve() != run_dir.resolve():

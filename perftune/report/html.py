@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import importlib.util
 import json
 import math
+import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from perftune._resources import reports_dir
 from perftune._version import __version__
 from perftune.documents import CompilationSection, GateDocument, TuningDocument, document_data
 from perftune.engine.types import Finding, Location
-from perftune.fsutil import write_chunks_atomic
+from perftune.fsutil import OutputError, write_bytes_atomic, write_chunks_atomic
 from perftune.report import figures as F
 from perftune.report.data import (
     RunView,
@@ -236,16 +238,42 @@ def rule_docs(codes: Iterable[str]) -> dict[str, RuleDoc]:
         return {}
     from perftune.engine.registry import rule_classes
 
-    classes = rule_classes()
-    from markdown_it import MarkdownIt
+    chosen = [cls for cls in rule_classes() if cls.code in wanted]
+    pages = _markdown_pages([cls.doc() for cls in chosen])
+    return {cls.code: RuleDoc(code=cls.code, name=cls.name, category=_category(cls.code),
+                              html=page) for cls, page in zip(chosen, pages, strict=True)}
 
-    md = MarkdownIt("commonmark", {"html": False})
-    out = {}
-    for cls in classes:
-        if cls.code in wanted:
-            out[cls.code] = RuleDoc(code=cls.code, name=cls.name, category=_category(cls.code),
-                                    html=md.render(cls.doc()))
-    return out
+
+def _markdown_pages(texts: list[str]) -> list[str]:
+    """CommonMark texts as HTML (raw HTML disabled). Each page is kept in the template cache's
+    private folder, keyed by its text and by the installed markdown-it: a run whose rule docs
+    were rendered before neither imports nor sets up markdown-it (about a tenth of `--out`)."""
+    folder = getattr(environment().bytecode_cache, "directory", None)
+    spec = importlib.util.find_spec("markdown_it")
+    version = ""
+    if spec is not None and spec.origin:
+        with contextlib.suppress(OSError):
+            stat = os.stat(spec.origin)
+            version = f"{spec.origin}:{stat.st_mtime_ns}:{stat.st_size}"
+    paths: list[Path | None] = [None] * len(texts)
+    pages: list[str | None] = [None] * len(texts)
+    for k, text in enumerate(texts):
+        if folder and version:
+            digest = hashlib.sha256(f"{version}\0{text}".encode()).hexdigest()
+            path = paths[k] = Path(folder) / f"perftune-doc-{digest}.html"
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                pages[k] = path.read_text(encoding="utf-8")
+    if any(page is None for page in pages):
+        from markdown_it import MarkdownIt
+
+        md = MarkdownIt("commonmark", {"html": False})
+        for k, (text, target) in enumerate(zip(texts, paths, strict=True)):
+            if pages[k] is None:
+                pages[k] = page = md.render(text)
+                if target is not None:  # a cache that cannot be written is skipped
+                    with contextlib.suppress(OSError, OutputError):
+                        write_bytes_atomic(target, page.encode("utf-8"), fsync=False)
+    return [page or "" for page in pages]
 
 
 def _category(code: str) -> str:

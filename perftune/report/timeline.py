@@ -183,7 +183,8 @@ def step_timeline(trace: Trace, max_events: int = 1500,
                                 dur_ms=float(dur[row]) / 1000.0, detail=details.get(row, "")))
     # torch.compile'd regions: one bar per region; a gap between two of them in one call is
     # eager code a graph break left between graphs.
-    region_rows = [r for r in np.flatnonzero(in_window).tolist() if name(r).startswith(_REGION)]
+    is_region = np.asarray([n.startswith(_REGION) for n in name_strings], dtype=bool)[name_codes]
+    region_rows = np.flatnonzero(in_window & is_region).tolist()
     if region_rows:
         lane_order[COMPILED_LANE] = (-1, step.start)
     for row in region_rows:

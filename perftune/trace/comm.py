@@ -8,6 +8,7 @@ the slowest: the wait shows up as longer collective kernels on the fast ranks.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -69,8 +70,10 @@ _KIND = (
 )
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def collective_kind(kernel_name: str) -> str:
-    """'all_reduce', 'all_gather', ... from an NCCL/RCCL kernel name; 'other' otherwise."""
+    """'all_reduce', 'all_gather', ... from an NCCL/RCCL kernel name; 'other' otherwise. Each
+    distinct (interned) name is matched once."""
     for kind, pattern in _KIND:
         if pattern.search(kernel_name):
             return kind
@@ -111,6 +114,7 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     dur = trace.col("dur")
     rank = trace.col("rank")
     dev_step = device_event_steps(trace)
+    strings, name_codes = trace.strings("name"), trace.codes("name")
     out: list[CommStep] = []
     for r in trace.rank_ids:
         on_rank = rank == r
@@ -134,9 +138,10 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
             hidden = float(np.sum(covered(cs, ce, ms, me)))
             own = covered(cs, ce, ts[rows], end[rows])
             by_kind: dict[str, float] = {}
-            for row, hid in zip(rows.tolist(), own.tolist(), strict=True):
-                kind = collective_kind(trace.name_of(row))
-                by_kind[kind] = by_kind.get(kind, 0.0) + (float(dur[row]) - hid) / 1000.0
+            names = [str(strings[c]) for c in name_codes[rows].tolist()]
+            for name, length, hid in zip(names, dur[rows].tolist(), own.tolist(), strict=True):
+                kind = collective_kind(name)
+                by_kind[kind] = by_kind.get(kind, 0.0) + (float(length) - hid) / 1000.0
             out.append(CommStep(rank=r, step=k, step_dur_ms=step.dur / 1000.0,
                                 comm_ms=total / 1000.0, exposed_ms=(total - hidden) / 1000.0,
                                 overlapped_ms=hidden / 1000.0, kernel_count=len(rows),
@@ -174,29 +179,34 @@ def collective_waits(trace: Trace, tables: Tables | None = None) -> list[Collect
     dur = trace.col("dur")
     rank = trace.col("rank")
     per_key: dict[tuple[int, str, int], dict[int, float]] = {}
-    by_step: dict[tuple[int, int], list[int]] = {}
-    for row in rows[np.argsort(trace.col("ts")[rows], kind="stable")].tolist():
-        by_step.setdefault((int(rank[row]), int(dev_step[row])), []).append(row)
-    for (r, k), rs in by_step.items():
+    by_step: dict[tuple[int, int], list[tuple[int, str, float]]] = {}
+    ordered = rows[np.argsort(trace.col("ts")[rows], kind="stable")]
+    # Each row's rank, step, name and duration as Python values in one conversion each.
+    strings = trace.strings("name")
+    names = [str(strings[c]) for c in trace.codes("name")[ordered].tolist()]
+    for row, r, k, name, d in zip(ordered.tolist(), rank[ordered].tolist(),
+                                  dev_step[ordered].tolist(), names, dur[ordered].tolist(),
+                                  strict=True):
+        by_step.setdefault((int(r), int(k)), []).append((row, name, float(d)))
+    for (r, k), calls in by_step.items():
         seen: dict[str, int] = {}
-        for row in rs:
-            name = trace.name_of(row)
+        for _, name, d in calls:
             n = seen.get(name, 0)
             seen[name] = n + 1
-            per_key.setdefault((r, name, n), {})[k] = float(dur[row])
+            per_key.setdefault((r, name, n), {})[k] = d
     out: list[CollectiveWait] = []
-    for (r, k), rs in sorted(by_step.items()):
+    for (r, k), calls in sorted(by_step.items()):
         wait = 0.0
         matched = 0
         seen2: dict[str, int] = {}
-        for row in rs:
-            name = trace.name_of(row)
+        for _, name, d in calls:
             n = seen2.get(name, 0)
             seen2[name] = n + 1
             inst = per_key[(r, name, n)]
             if len(inst) >= 2:
-                wait += float(dur[row]) - min(inst.values())
+                wait += d - min(inst.values())
                 matched += 1
+        rs = [row for row, _, _ in calls]
         out.append(CollectiveWait(rank=r, step=k, comm_ms=float(dur[rs].sum()) / 1000.0,
                                   wait_ms=wait / 1000.0, matched=matched))
     return out

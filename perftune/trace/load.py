@@ -15,11 +15,12 @@ import os
 import pickle
 import re
 import signal
+import struct
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import chain, compress, repeat
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import IO, Any
@@ -49,7 +50,7 @@ from perftune.trace.decode import (
     problem_summary,
     sniff_is_trace,
 )
-from perftune.trace.groups import distinct
+from perftune.trace.groups import distinct, median
 from perftune.trace.limits import MAX_STRING_CHARS, truncated
 from perftune.trace.model import RankInfo, Trace, thread_time_order
 from perftune.trace.steps import find_steps
@@ -141,31 +142,71 @@ def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None =
 
 
 # ---------------------------------------------------------------------------- building
+class _Codes(dict[str, int]):
+    """Raw string → code, filled on a miss from the interner's table (`codes`, keyed by the
+    string as kept: long ones cut): one C-level dict lookup per event, no Python frame."""
+
+    __slots__ = ("codes", "skip")
+
+    def __init__(self, codes: dict[str, int], skip: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.codes = codes
+        self.skip = skip
+
+    def __missing__(self, text: str) -> int:
+        codes = self.codes
+        code = -1 if text in self.skip else codes.setdefault(truncated(text), len(codes))
+        if len(text) <= MAX_STRING_CHARS:  # a long one is kept only cut (in `codes`)
+            self[text] = code
+        return code
+
+
 class _Interner:
-    """Strings → small int codes, shared by every chunk and file of one trace."""
+    """Strings → small int codes, shared by every chunk and file of one trace, numbered in
+    order of first appearance; strings in `skip` get -1 and no code."""
 
-    def __init__(self) -> None:
-        self.codes: dict[str, int] = {}
+    def __init__(self, skip: frozenset[str] = frozenset()) -> None:
+        self._skip = skip
+        self.codes = {}
 
-    def encode(self, strings: list[str]) -> np.ndarray:
-        if not strings:
-            return np.empty(0, np.int32)
-        local, uniques = _factorize(strings)
+    @property
+    def codes(self) -> dict[str, int]:
+        return self._codes
+
+    @codes.setter
+    def codes(self, codes: dict[str, int]) -> None:  # also when a half-read file is undone
+        self._codes = codes
+        self._lookup = _Codes(codes, self._skip)
+
+    def encode(self, strings: Sequence[str]) -> np.ndarray:
         # Long strings are cut once per distinct string (a chunk has few): every output that
         # prints a name stays small whatever the trace holds.
-        limit = MAX_STRING_CHARS
-        table = np.fromiter((self.codes.setdefault(u if len(u) <= limit else truncated(u),
-                                                   len(self.codes)) for u in uniques),
-                            dtype=np.int32, count=len(uniques))
-        codes: np.ndarray = table[local]
-        return codes
+        return _packed(list(map(self._lookup.__getitem__, strings)), "i")
+
+    def mask(self, wanted: frozenset[str]) -> np.ndarray:
+        """Per code: whether its string is one of `wanted` (short names: never cut)."""
+        return np.fromiter(map(wanted.__contains__, self._codes), bool, len(self._codes))
 
     @property
     def categories(self) -> list[str]:
-        return list(self.codes)  # dicts keep insertion order = code order
+        return list(self._codes)  # dicts keep insertion order = code order
 
 
-_TIME_DTYPE = np.dtype([("ts", np.float64), ("dur", np.float64)])
+def _packed(values: Sequence[Any], code: str) -> np.ndarray:
+    """Python ints (code "i", "q") or floats ("d") as a read-only array, converted by `struct`
+    in one C loop
+    (numpy's per-item conversion costs several times more); a value struct refuses (None, a
+    str, out of range) raises TypeError, OverflowError or struct.error."""
+    out: np.ndarray = np.frombuffer(struct.pack(f"{len(values)}{code}", *values),
+                                    _STRUCT_DTYPES[code])
+    return out
+
+
+_STRUCT_DTYPES: dict[str, np.dtype[Any]] = {
+    "i": np.dtype(np.int32), "q": np.dtype(np.int64), "d": np.dtype(np.float64)}
+_PACK_ERRORS = (TypeError, OverflowError, struct.error)
+
+
 # Integer args become columns; each is read only from the categories that carry it (stream,
 # device and bytes from device events, python ids from python frames), which saves most of the
 # per-event attribute reads on large traces.
@@ -221,17 +262,36 @@ _COMPLETE, _META, _FLOW, _INSTANT, _IGNORED = range(5)
 _KIND_OF_CLASS: dict[type, int] = {Complete: _COMPLETE, Meta: _META,
                                    **dict.fromkeys(FLOW_TYPES, _FLOW),
                                    **dict.fromkeys(INSTANT_TYPES, _INSTANT)}
+# Complete events and flows are unpacked into columns by `astuple`, in field order.
+assert [f.name for f in msgspec.structs.fields(Complete)] == [
+    "cat", "name", "pid", "tid", "ts", "dur", "args"], "Complete's fields reordered"
+assert all([f.name for f in msgspec.structs.fields(t)] == ["cat", "id", "pid", "tid", "ts"]
+           for t in FLOW_TYPES), "Flow's fields reordered"
 
 
-def _column(source: list[Any], attr: str, dtype: Any, missing: float) -> np.ndarray:
+def _column(source: Sequence[Any], attr: str, dtype: Any, missing: float) -> np.ndarray:
     """`attr` of every item as an array; JSON null and out-of-range ints become `missing`.
 
-    One C-level pass (`map(attrgetter)` into `np.fromiter`) per field: faster than building
+    One C-level pass (`map(attrgetter)`) per field, then `_values`: faster than building
     tuples into a structured array.
     """
-    n = len(source)
+    return _values(list(map(attrgetter(attr), source)), "d" if np.dtype(dtype).kind == "f"
+                   else "q", missing, dtype)
+
+
+def _values(values: Sequence[Any], code: str, missing: float, dtype: Any = None) -> np.ndarray:
+    """Numbers as an array (`struct` code "d" or "q"); JSON null and out-of-range ints become
+    `missing`. Where `struct` takes every value (ints and floats in range) it gives what
+    `np.fromiter` gives, in a fraction of the time; anything else goes through numpy."""
+    dtype = _STRUCT_DTYPES[code] if dtype is None else np.dtype(dtype)
+    if dtype == _STRUCT_DTYPES[code]:
+        try:
+            return _packed(values, code)
+        except _PACK_ERRORS:
+            pass
+    n = len(values)
     try:
-        return np.fromiter(map(attrgetter(attr), source), dtype=dtype, count=n)
+        return np.fromiter(values, dtype=dtype, count=n)
     except (TypeError, ValueError, OverflowError):
         pass
     limit = 1 << 62
@@ -241,10 +301,10 @@ def _column(source: list[Any], attr: str, dtype: Any, missing: float) -> np.ndar
             return missing
         return v
 
-    return np.fromiter((clean(getattr(x, attr)) for x in source), dtype=dtype, count=n)
+    return np.fromiter(map(clean, values), dtype=dtype, count=n)
 
 
-def _records(source: list[Any], fields: Sequence[str], dtype: np.dtype[Any],
+def _records(source: Sequence[Any], fields: Sequence[str], dtype: np.dtype[Any],
              missing: float) -> np.ndarray:
     """A structured array with one _column per field."""
     out = np.empty(len(source), dtype=dtype)
@@ -264,6 +324,11 @@ def _dim3(value: Any) -> tuple[int, int, int]:
 def _launch_dims(kargs: list[Any]) -> np.ndarray:
     """(n, 6) grid and block sizes of kernels; rows with anything but 3 ints each → -1."""
     pairs = list(map(_GRID, kargs))
+    lists = list(chain.from_iterable(pairs))
+    # The usual case, every grid and block a list of 3 ints: one `struct` pass.
+    if set(map(type, lists)) == {list} and set(map(len, lists)) == {3}:
+        with contextlib.suppress(*_PACK_ERRORS):
+            return _packed(list(chain.from_iterable(lists)), "q").reshape(len(kargs), 6)
     try:
         dims = np.array(pairs, dtype=np.int64)
         if dims.shape == (len(kargs), 2, 3):
@@ -272,23 +337,6 @@ def _launch_dims(kargs: list[Any]) -> np.ndarray:
         pass
     return np.array([(*_dim3(g), *_dim3(b)) for g, b in pairs],
                     dtype=np.int64).reshape(len(kargs), 6)
-
-
-def _factorize(strings: list[str]) -> tuple[np.ndarray, list[str]]:
-    """(code per string, distinct strings in order of first appearance).
-
-    Two C-level passes (`dict.fromkeys`, then `map` of a dict lookup): no Python frame per
-    string."""
-    uniques = list(dict.fromkeys(strings))
-    code = dict(zip(uniques, range(len(uniques)), strict=True))
-    local = np.fromiter(map(code.__getitem__, strings), np.int64, len(strings))
-    return local, uniques
-
-
-def _in(uniques: Any, wanted: frozenset[str], local: np.ndarray) -> np.ndarray:
-    """Rows whose (chunk-local) category code names one of `wanted`."""
-    hit = np.fromiter((c in wanted for c in uniques), bool, len(uniques))
-    return hit[local] if hit.any() else np.zeros(len(local), bool)
 
 
 @dataclass
@@ -402,7 +450,7 @@ class _Flows:
 
 @dataclass
 class _Builder:
-    cats: _Interner = field(default_factory=_Interner)
+    cats: _Interner = field(default_factory=lambda: _Interner(_SKIP_CATS))
     names: _Interner = field(default_factory=_Interner)
     labels: dict[str, int] = field(default_factory=dict)
     flow_labels: dict[str, int] = field(default_factory=dict)
@@ -590,41 +638,39 @@ class _Builder:
 
     def _add_complete(self, xs: list[Any], rank: int) -> None:
         n = len(xs)
-        time = _records(xs, ("ts", "dur"), _TIME_DTYPE, np.nan)
-        cat_local, cat_uniques = _factorize(list(map(attrgetter("cat"), xs)))
+        if not n:
+            return
+        # One pass turns the events into columns (a tuple per field): each event is read once.
+        cats, names, pids, tids, tss, durs, args = zip(*map(msgspec.structs.astuple, xs),
+                                                        strict=True)
+        ts, dur = _values(tss, "d", np.nan), _values(durs, "d", np.nan)
+        cat = self.cats.encode(cats)  # -1: a skipped category
         # abs() < limit is False for NaN and inf too: one comparison finds every unusable ts.
-        valid_ts = np.abs(time["ts"]) < MAX_ABS_TS_US
-        keep = valid_ts & ~_in(cat_uniques, _SKIP_CATS, cat_local)
+        valid_ts = np.abs(ts) < MAX_ABS_TS_US
+        keep = valid_ts & (cat >= 0)
         if not keep.all():
             dropped_ts = int(np.count_nonzero(~valid_ts))
             if dropped_ts:
                 self.warnings.append(f"{dropped_ts} complete event(s) without a valid 'ts' "
                                      "(missing, not a number, or beyond any clock) skipped")
             idx = np.flatnonzero(keep)
-            xs = [xs[i] for i in idx.tolist()]
-            time = time[idx]
-            cat_local = cat_local[idx]
-            n = len(xs)
+            rows = keep.tolist()
+            names, pids, tids, args = (tuple(compress(c, rows)) for c in (names, pids, tids, args))
+            ts, dur, cat = ts[idx], dur[idx], cat[idx]
+            n = len(idx)
             if n == 0:
                 return
-        # Skipped categories are not interned: the categories must not depend on which chunk
-        # held a skipped event next to kept ones.
-        cat_table = np.fromiter((self.cats.codes.setdefault(truncated(c), len(self.cats.codes))
-                                 if c not in _SKIP_CATS else -1 for c in cat_uniques),
-                                dtype=np.int32, count=len(cat_uniques))
-        cat = cat_table[cat_local]
-        args = list(map(attrgetter("args"), xs))
-        ids = self._id_columns(args, cat_uniques, cat_local)
-        name = self.names.encode(list(map(attrgetter("name"), xs)))
-        pid = self._ids(list(map(attrgetter("pid"), xs)))
-        tid = self._ids(list(map(attrgetter("tid"), xs)))
+        ids = self._id_columns(args, cat)
+        name = self.names.encode(names)
+        pid = self._ids(pids)
+        tid = self._ids(tids)
 
-        kernel_rows = np.flatnonzero(_in(cat_uniques, C.KERNEL_CATS, cat_local))
+        kernel_rows = np.flatnonzero(self.cats.mask(C.KERNEL_CATS)[cat])
         kargs = [args[i] for i in kernel_rows.tolist()]
         kernel_floats = _records(kargs, _KERNEL_FLOATS, _KERNEL_F_DTYPE, np.nan)
         kernel_dims = _launch_dims(kargs)
 
-        heavy_rows = np.flatnonzero(~_in(cat_uniques, _LIGHT_CATS, cat_local))
+        heavy_rows = np.flatnonzero(~self.cats.mask(_LIGHT_CATS)[cat])
         heavy = [args[i] for i in heavy_rows.tolist()]
         # One C-level pass finds the few events that carry any of them.
         carries = np.flatnonzero(np.fromiter(
@@ -647,7 +693,7 @@ class _Builder:
             v is not None for v in t[_N_RAW:])]
         rare_rows = extra_rows[np.fromiter((k for k, _ in rare), np.int64, len(rare))]
         self.dense.append({"rank": rank, "cat": cat, "name": name, "pid": pid, "tid": tid,
-                           "ts": time["ts"], "dur": time["dur"],
+                           "ts": ts, "dur": dur,
                            **{f: ids[f] for f in _ID_FIELDS}})
         self.parts.append(_Part(
             rows=n, kernel_rows=kernel_rows, kernel_dims=kernel_dims, kernel_floats=kernel_floats,
@@ -655,12 +701,11 @@ class _Builder:
             rare_rows=rare_rows, rare_values=[t for _, t in rare]))
         self.rows += n
 
-    @staticmethod
-    def _id_columns(args: list[Any], cat_uniques: Any, cat_local: np.ndarray) -> np.ndarray:
+    def _id_columns(self, args: Sequence[Any], cat: np.ndarray) -> np.ndarray:
         n = len(args)
         ids = np.full(n, NO_ID, dtype=_IDS_DTYPE)
-        where = (np.arange(n), np.flatnonzero(_in(cat_uniques, C.DEVICE_CATS, cat_local)),
-                 np.flatnonzero(_in(cat_uniques, _PYTHON_CATS, cat_local)))
+        where = (np.arange(n), np.flatnonzero(self.cats.mask(C.DEVICE_CATS)[cat]),
+                 np.flatnonzero(self.cats.mask(_PYTHON_CATS)[cat]))
         for (fields, dtype), rows in zip(_ID_GROUPS, where, strict=True):
             if len(rows) == 0:
                 continue
@@ -670,9 +715,13 @@ class _Builder:
                 ids[f][rows] = values[f]
         return ids
 
-    def _ids(self, values: list[Any]) -> np.ndarray:
+    def _ids(self, values: Sequence[Any]) -> np.ndarray:
         """pid/tid are ints, or labels like 'Spans'; labels get stable negative codes."""
         try:
+            return _packed(values, "q")
+        except _PACK_ERRORS:
+            pass
+        try:  # floats among them: numpy's conversion (which truncates them)
             return np.fromiter(values, dtype=np.int64, count=len(values))
         except (ValueError, TypeError, OverflowError):
             return np.fromiter((self._label(v) for v in values), dtype=np.int64, count=len(values))
@@ -687,7 +736,11 @@ class _Builder:
             return int(text)
         return self.labels.setdefault(text, -2 - len(self.labels))
 
-    def _flow_ids(self, values: list[Any]) -> np.ndarray:
+    def _flow_ids(self, values: Sequence[Any]) -> np.ndarray:
+        try:
+            return _packed(values, "q")
+        except _PACK_ERRORS:
+            pass
         try:
             return np.fromiter(values, dtype=np.int64, count=len(values))
         except (ValueError, TypeError, OverflowError):
@@ -714,21 +767,25 @@ class _Builder:
         # ac2g flows repeat the `correlation` link of modern traces: all are kept here (compact
         # columns), and _link_flows uses them only where some launch lacks it.
         flows = list(compress(events, (kind == _FLOW).tolist()))
-        flow_cat = np.fromiter(map(_FLOW_CAT_CODE.get, map(attrgetter("cat"), flows),
-                                   repeat(-1)), np.int8, len(flows))
-        if not (flow_cat >= 0).all():
-            flows = list(compress(flows, (flow_cat >= 0).tolist()))
-            flow_cat = flow_cat[flow_cat >= 0]
+        if flows:
+            cats, ids, pids, tids, tss = (list(c) for c in zip(
+                *map(msgspec.structs.astuple, flows), strict=True))
+            flow_cat = np.fromiter(map(_FLOW_CAT_CODE.get, cats, repeat(-1)), np.int8, len(flows))
+            if not (flow_cat >= 0).all():
+                rows = (flow_cat >= 0).tolist()
+                flows, ids, pids, tids, tss = (list(compress(c, rows))
+                                               for c in (flows, ids, pids, tids, tss))
+                flow_cat = flow_cat[flow_cat >= 0]
         if flows:
             n = len(flows)
             self.flows.append(_Flows(
                 rank=np.full(n, rank, np.int32),
                 cat=flow_cat,
                 start=np.fromiter(map(_FLOW_STARTS.__contains__, map(type, flows)), bool, n),
-                id=self._flow_ids(list(map(attrgetter("id"), flows))),
-                pid=self._ids(list(map(attrgetter("pid"), flows))),
-                tid=self._ids(list(map(attrgetter("tid"), flows))),
-                ts=np.fromiter(map(attrgetter("ts"), flows), np.float64, n)))
+                id=self._flow_ids(ids),
+                pid=self._ids(pids),
+                tid=self._ids(tids),
+                ts=_values(tss, "d", np.nan)))
         for e in compress(events, (kind == _META).tolist()):
             self._add_metadata(e, rank)
         instants = list(compress(events, (kind == _INSTANT).tolist()))
@@ -954,7 +1011,7 @@ def _plausible_times(rank: np.ndarray, ts: np.ndarray, warnings: list[str]) -> n
         t = ts[rows]
         if float(t.max()) - float(t.min()) <= MAX_SPAN_US:  # the usual case: no median needed
             continue
-        middle = float(np.median(t))
+        middle = float(median(t))
         ok = np.abs(t - middle) <= MAX_SPAN_US
         if ok.all():
             continue

@@ -14,7 +14,7 @@ import numpy as np
 
 from perftune.trace import categories as C
 from perftune.trace.frames import Frame
-from perftune.trace.groups import distinct
+from perftune.trace.groups import distinct, median, percentile
 from perftune.trace.intervals import union_length as union_length
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
@@ -134,8 +134,8 @@ class Distribution:
         if arr.size == 0:
             nan = float("nan")
             return Distribution(0, nan, nan, nan, nan, nan, nan)
-        return Distribution(int(arr.size), float(np.median(arr)), float(np.percentile(arr, 10)),
-                            float(np.percentile(arr, 90)), float(arr.mean()), float(arr.min()),
+        return Distribution(int(arr.size), float(median(arr)), float(percentile(arr, 10)),
+                            float(percentile(arr, 90)), float(arr.mean()), float(arr.min()),
                             float(arr.max()))
 
 

@@ -379,12 +379,12 @@ class Trace:
 
     def ancestors(self, i: int) -> list[int]:
         """Enclosing host events of event i, innermost first."""
-        parent = self.parent
+        step = self.parent.item  # a Python int per level, no numpy scalar in between
         chain: list[int] = []
-        p = int(parent[i])
+        p = step(i)
         while p != NO_ID:
             chain.append(p)
-            p = int(parent[p])
+            p = step(p)
         return chain
 
     def children(self, i: int) -> np.ndarray:

@@ -123,13 +123,16 @@ def collective_calls(trace: Trace, tables: Tables | None = None) -> list[Collect
         rows, steps = rows[keep], steps[keep]
         order = np.lexsort((ts[rows], steps))
         seq: Counter[int] = Counter()
-        for row, k in zip(rows[order].tolist(), steps[order].tolist(), strict=True):
+        ordered = rows[order]
+        strings = trace.strings("name")
+        names = [str(strings[c]) for c in trace.codes("name")[ordered].tolist()]
+        for k, name, start, length in zip(steps[order].tolist(), names, ts[ordered].tolist(),
+                                          dur[ordered].tolist(), strict=True):
             index = trace.steps[k].index
-            name = trace.name_of(row)
             out.append(CollectiveCall(
                 rank=int(r), step=index, seq=seq[index], name=name,
-                kind=collective_kind(name.split(":", 1)[-1]), start_ms=float(ts[row]) / 1000.0,
-                dur_ms=float(dur[row]) / 1000.0, source=source))
+                kind=collective_kind(name.split(":", 1)[-1]), start_ms=float(start) / 1000.0,
+                dur_ms=float(length) / 1000.0, source=source))
             seq[index] += 1
     return out
 
@@ -498,6 +501,8 @@ def _busy(row: RankStep, waits_known: bool) -> float:
 
 def steps_across_ranks(trace: Trace, tables: Tables | None = None) -> list[StepAcrossRanks]:
     """Per step index present on two or more ranks: skew, and who was slowest."""
+    if len(trace.rank_ids) < 2:  # one rank: no step to compare, nothing to reduce
+        return []
     return steps_across_ranks_of(Tables.of(trace, tables)(rank_steps))
 
 

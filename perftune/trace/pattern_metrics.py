@@ -72,19 +72,22 @@ def forward_sequences(trace: Trace, tables: Tables | None = None) -> dict[tuple[
     top = is_op & (nearest_ancestor(trace.parent, under) == NO_ID)
     top &= ~trace.name_mask(_is_backward)
     row_names = t(names)
-    rank, pid, tid, ts = (trace.col("rank"), trace.col("pid"), trace.col("tid"),
-                          trace.col("ts"))
-    for row in np.flatnonzero(top).tolist():
-        name = str(row_names[row])
+    rows = np.flatnonzero(top)
+    # The rows' columns as Python values in one conversion each, not a numpy scalar per read.
+    columns = zip(rows.tolist(), row_names[rows].tolist(), trace.col("rank")[rows].tolist(),
+                  trace.col("pid")[rows].tolist(), trace.col("tid")[rows].tolist(),
+                  trace.col("ts")[rows].tolist(), (dur if dev is None else dev)[rows].tolist(),
+                  strict=True)
+    for row, name, rank, pid, tid, ts, time_us in columns:
         cost = counted.get(row)
         ins = tensor_inputs(trace, row) if cost is not None else []
         shape: tuple[int, ...] = ()
         for s, _ in ins:
             if not shape or numel(s) > numel(shape):
                 shape = tuple(s)
-        time_us = float(dev[row]) if dev is not None else float(dur[row])
-        out.setdefault((int(rank[row]), int(pid[row]), int(tid[row])), []).append(
-            OpRecord(row=row, name=name, cost=cost, shape=shape, ts=float(ts[row]), time_us=time_us))
+        out.setdefault((int(rank), int(pid), int(tid)), []).append(
+            OpRecord(row=row, name=str(name), cost=cost, shape=shape, ts=float(ts),
+                     time_us=float(time_us)))
     for seq in out.values():
         seq.sort(key=lambda r: r.ts)
     return out

@@ -17,6 +17,7 @@ import numpy as np
 
 from perftune.documents import StepsDocument
 from perftune.trace import categories as C
+from perftune.trace.groups import median
 from perftune.trace.model import Trace
 from perftune.trace.tables import Tables
 
@@ -96,6 +97,6 @@ def phase_times(steps: StepsDocument, path: Path) -> PhaseTimes | None:
     meas = [s.duration_ms for s in steps.steps if s.phase == "measured"]
     if not prof or not meas:
         return None
-    return PhaseTimes(path=path, profiled_ms=float(np.median(prof)),
-                      unprofiled_ms=float(np.median(meas)), profiled_steps=len(prof),
+    return PhaseTimes(path=path, profiled_ms=float(median(prof)),
+                      unprofiled_ms=float(median(meas)), profiled_steps=len(prof),
                       unprofiled_steps=len(meas))

@@ -31,6 +31,7 @@ from perftune.trace.device_metrics import (
     op_mask,
     short_dtype,
 )
+from perftune.trace.groups import distinct
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
 from perftune.trace.tables import Tables
 
@@ -315,11 +316,17 @@ def op_costs(trace: Trace, tables: Tables | None = None) -> dict[int, OpCost]:
     if len(cand) == 0:
         return out
     row_names = t(names)
-    kinds = {n: op_kind(str(n)) for n in set(row_names[cand].tolist())}
+    # Whether a name has a cost model, decided once per distinct (interned) name: a table over
+    # the name codes, read with one gather (code -1 reads the last name, as row_names does).
+    strings = trace.strings("name")
+    codes = trace.codes("name")[cand]
+    modelled = np.zeros(len(strings), dtype=bool)
+    for c in distinct(codes).tolist():
+        modelled[c] = op_kind(str(strings[c])) is not None
     # A cost depends only on the name and the three raw arguments: ops repeat with the same
     # shapes every step, so each distinct combination is decoded and costed once.
     known: dict[tuple[Any, ...], OpCost | None] = {}
-    costed = np.asarray([kinds.get(n) is not None for n in row_names[cand].tolist()], dtype=bool)
+    costed = modelled[codes] if len(strings) else np.zeros(len(cand), dtype=bool)
     rows = cand[costed] if len(cand) else cand
     raw = [trace.arg_bytes_of(arg, rows) for arg in ("input_dims", "input_type", "concrete_inputs")]
     for row, dims, types, concrete in zip(rows.tolist(), *raw, strict=True):

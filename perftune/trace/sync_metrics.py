@@ -31,7 +31,7 @@ from perftune.trace.frames import (
     package_of,
     parse_python_function,
 )
-from perftune.trace.groups import distinct
+from perftune.trace.groups import distinct, median
 from perftune.trace.metrics import sync_call_mask
 from perftune.trace.model import NO_ID, Trace, _thread_key, thread_time_order
 from perftune.trace.tables import Tables
@@ -303,7 +303,7 @@ def step_windows(trace: Trace) -> int:
 def median_step_us(trace: Trace) -> float:
     if not trace.steps:
         return trace.span_us()
-    return float(np.median([s.dur for s in trace.steps]))
+    return float(median([s.dur for s in trace.steps]))
 
 
 # ---------------------------------------------------------------------------- hazards
@@ -792,7 +792,7 @@ def _median_step_share(trace: Trace, rows: list[int], step_ids: list[int], dur: 
     ok = durs > 0
     if not ok.any():
         return 0.0
-    return float(np.median(np.minimum(1.0, waits[ok] / durs[ok])))
+    return float(median(np.minimum(1.0, waits[ok] / durs[ok])))
 
 
 def dataloader_wait(host: HostIndex) -> LoaderWait | None:

@@ -211,8 +211,10 @@ class DeviceIdle(Rule):
         best_row: dict[str, int] = {}
         # Outermost ops only (each its own outermost op), the ones that overlap a gap.
         keep = ~(overlap <= 0) & (ctx.fact(op_ancestry)[1][host] == host)
-        for row, us in zip(host[keep].tolist(), overlap[keep].tolist(), strict=True):
-            name = trace.name_of(row)
+        kept = host[keep]
+        strings = trace.strings("name")
+        names = [str(strings[c]) for c in trace.codes("name")[kept].tolist()]
+        for row, name, us in zip(kept.tolist(), names, overlap[keep].tolist(), strict=True):
             tops[name] = tops.get(name, 0.0) + us
             if name not in best_row:
                 best_row[name] = row

@@ -16,7 +16,7 @@ from perftune.trace.device_metrics import (
     op_ancestry,
     step_count,
 )
-from perftune.trace.groups import unique_codes
+from perftune.trace.groups import median, unique_codes
 from perftune.trace.idle_metrics import tiny_kernels
 from perftune.trace.model import NO_ID
 from perftune.trace.sync_metrics import user_frame_row
@@ -116,8 +116,8 @@ class LaunchBoundTinyKernels(Rule):
         evidence: dict[str, Any] = {
             "steps": steps, "tiny_kernels_per_step": round(per_step, 2),
             "kernels_per_step": round(tk.kernel_count / steps, 2), "tiny_share": round(share, 4),
-            "median_kernel_us": round(float(np.median(tk.dur_us)), 3),
-            "median_launch_us": round(float(np.median(tk.launch_us)), 3),
+            "median_kernel_us": round(float(median(tk.dur_us)), 3),
+            "median_launch_us": round(float(median(tk.launch_us)), 3),
             "launch_wait_ms_per_step": round(wait_ms, 4), "step_ms": round(step_ms, 3),
             "top_ops": [{"op": op, "tiny_kernels_per_step": round(v[0] / steps, 2),
                          "launch_wait_ms_per_step": round(v[1] / 1000.0 / steps, 4)}

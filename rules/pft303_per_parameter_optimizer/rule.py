@@ -15,6 +15,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import inclusive_device_us, kernels_under
+from perftune.trace.groups import median
 from perftune.trace.model import NO_ID
 from perftune.trace.roofline import op_kind
 from perftune.trace.sync_metrics import user_frame_row
@@ -134,7 +135,7 @@ class PerParameterOptimizer(Rule):
             names = Counter(row_names[r] for r in top)
             durs = [float(dur_a[r]) for r in top]
             by_class.setdefault(cls, []).append({
-                "row": row, "ops": len(top), "names": names, "median_op_us": float(np.median(durs)),
+                "row": row, "ops": len(top), "names": names, "median_op_us": float(median(durs)),
                 "ops_us": float(sum(durs)),
                 "host_us": hi - lo, "device_us": float(dev[row]), "kernels": int(kern[row])})
         # The optimizer's time per step is the summary's (phases: inside the step window, the
@@ -148,7 +149,7 @@ class PerParameterOptimizer(Rule):
                 continue
             names = sum((c["names"] for c in calls), Counter())
             distinct = len(names)
-            median_op = float(np.median([c["median_op_us"] for c in calls]))
+            median_op = float(median([c["median_op_us"] for c in calls]))
             # foreach runs one call per op kind: of the measured time of the per-parameter ops,
             # the share of the calls that go away (never a count times a typical op time).
             ops_ms = sum(c["ops_us"] for c in calls) / n / 1000.0
@@ -181,7 +182,7 @@ class PerParameterOptimizer(Rule):
                        f"(~{params} parameters × {top_name} ...) instead of multi-tensor kernels; "
                        f"the optimizer takes {host_ms:.2f} ms of host time per step")
             first = calls[0]["row"]
-            step_ms = float(np.median([s.dur for s in trace.steps])) / 1000.0 if trace.steps else 0.0
+            step_ms = float(median([s.dur for s in trace.steps])) / 1000.0 if trace.steps else 0.0
             evidence["estimated_saving_share"] = round(saving_ms / step_ms, 4) if step_ms > 0 else None
             # On a CPU-only trace the estimate rests on a few microseconds of per-op overhead
             # measured under whatever else the machine is doing: advice, never a warning.

@@ -13,6 +13,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, main_rank
+from perftune.trace.groups import median
 from perftune.trace.idle_metrics import host_overhead, idle_gap_columns, module_loops, step_idle
 from perftune.trace.model import Trace
 
@@ -171,7 +172,7 @@ class HostBoundPythonOverhead(Rule):
             "launches_per_step": round(launches / n, 1),
             "python_ms_per_step": round(_mean([o.python_ms for o in over]), 3),
             "idle_gaps_per_step": round(len(gap_us) / n, 1),
-            "median_gap_us": round(float(np.median(gap_us)), 3) if len(gap_us) else 0.0,
+            "median_gap_us": round(float(median(gap_us)), 3) if len(gap_us) else 0.0,
             "most_common_gap_us": most_common,
         }
         message = (f"the host sets the pace: the GPU waits {host_idle:.2f} ms per step "

@@ -67,6 +67,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace import sync_metrics as sm
+from perftune.trace.groups import median
 
 # In-place arithmetic an update rule is made of (zero_ and copy_ are not updates).
 UPDATE_OPS = frozenset({"aten::add_", "aten::sub_", "aten::mul_", "aten::addcdiv_",
@@ -205,7 +206,7 @@ class ManualParameterUpdate(Rule):
                 continue
             names = Counter(host.names[r] for r in rows)
             durs = np.array([float(host.dur[r]) for r in rows])
-            median_us = float(np.median(durs))
+            median_us = float(median(durs))
             loop_ms = float(durs.sum()) / 1000.0 / windows
             saving_ms = min(loop_ms, max(0.0, per_step - len(names)) * median_us / 1000.0)
             if step_ms > 0:

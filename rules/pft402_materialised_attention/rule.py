@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import numpy as np
-
 from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace.device_metrics import fmt_bytes, step_count
 from perftune.trace.frame_source import frame_site, is_matmul
+from perftune.trace.groups import median
 from perftune.trace.pattern_metrics import AttentionPattern, find_attention_patterns
 
 
@@ -68,7 +67,7 @@ class MaterialisedAttention(Rule):
             by_loc.setdefault(key, []).append(p)
         reader = ctx.source
         durations = [s.dur for s in trace.steps]
-        step_ms = float(np.median(durations)) / 1000.0 if durations else 0.0
+        step_ms = float(median(durations)) / 1000.0 if durations else 0.0
         for ps in by_loc.values():
             main = max(ps, key=lambda p: p.time_us)
             time_ms = sum(p.time_us for p in ps) / 1000.0 / steps

@@ -11,6 +11,7 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.device_metrics import step_count, tensor_inputs
+from perftune.trace.groups import median
 from perftune.trace.roofline import POINT_COLUMNS, base_name, roofline_columns
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -138,7 +139,7 @@ class MisalignedGemm(Rule):
             ms = g["us"] / 1000.0 / steps
             rate = g["flops"] / (g["us"] * 1e-6) if g["us"] > 0 else 0.0
             ref = aligned_rates.get(g["dtype"])
-            ref_rate = float(np.median(ref)) if ref else None
+            ref_rate = float(median(ref)) if ref else None
             saving = 0.0
             if ref_rate and rate < ref_rate:
                 saving = max(0.0, ms - g["flops"] / ref_rate * 1000.0 / steps)

@@ -11,6 +11,7 @@ from perftune.engine.context import Context
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace.comm import collective_waits
+from perftune.trace.groups import median
 from perftune.trace.multirank import (
     STRAGGLER_MIN_STEPS,
     RankResult,
@@ -47,7 +48,7 @@ def hot_line(rank: int, calls: Mapping[int, Sequence[UserCall]], margin_ms: floa
         for c in rows:
             key = (c.file, c.line, c.function, c.callee)
             per.setdefault(key, {})[c.step] = per.setdefault(key, {}).get(c.step, 0.0) + c.ms
-        return {key: float(np.median([by_step.get(k, 0.0) for k in steps])) for key, by_step in per.items()}
+        return {key: float(median([by_step.get(k, 0.0) for k in steps])) for key, by_step in per.items()}
 
     mine = medians(calls.get(rank, ()))
     others = [medians(rows) for r, rows in calls.items() if r != rank and rows]
@@ -57,8 +58,8 @@ def hot_line(rank: int, calls: Mapping[int, Sequence[UserCall]], margin_ms: floa
     for c in calls.get(rank, ()):
         key = (c.file, c.line, c.function, c.callee)
         depth[key] = min(depth.get(key, c.depth), c.depth)
-    excess = {key: (ms - float(np.median([o.get(key, 0.0) for o in others])), ms,
-                    float(np.median([o.get(key, 0.0) for o in others])))
+    excess = {key: (ms - float(median([o.get(key, 0.0) for o in others])), ms,
+                    float(median([o.get(key, 0.0) for o in others])))
               for key, ms in mine.items()}
     best = max(excess.values(), key=lambda e: e[0])[0]
     if best < _MIN_EXPLAINED * margin_ms or best <= 0:
@@ -164,16 +165,16 @@ class RankStraggler(Rule):
         by_rank: dict[int, dict[str, float]] = {}
         for r in sorted({row.rank for row in rows}):
             mine = [row for row in rows if row.rank == r]
-            by_rank[r] = {key: round(float(np.median([getattr(row, attr) for row in mine])), 3)
+            by_rank[r] = {key: round(float(median([getattr(row, attr) for row in mine])), 3)
                           for key, attr in (("work_ms", "busy_ms"), ("comm_ms", "comm_ms"),
                                             ("dur_ms", "dur_ms"), ("wait_ms", "wait_ms"))}
         waits = [s.max_wait_ms for s in skews]
         evidence: dict[str, Any] = {
             "ranks": len(by_rank), "steps": len(skews),
             "median_step_ms": round(step_ms, 3), "median_work_skew_ms": round(work, 3),
-            "median_busy_skew_ms": round(float(np.median([s.busy_skew_ms for s in skews])), 3),
-            "median_dur_skew_ms": round(float(np.median([s.dur_skew_ms for s in skews])), 3),
-            "median_max_wait_ms": round(float(np.median(waits)), 3),
+            "median_busy_skew_ms": round(float(median([s.busy_skew_ms for s in skews])), 3),
+            "median_dur_skew_ms": round(float(median([s.dur_skew_ms for s in skews])), 3),
+            "median_max_wait_ms": round(float(median(waits)), 3),
             "slowest_rank": rank, "slowest_in_steps": times,
             "slowest_counts": {str(r): c for r, c in found.slowest_counts.items()},
             "communication": sorted(set(sources.values())),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import secrets
 from pathlib import Path
 
 import pytest
@@ -174,6 +175,24 @@ def test_findings_with_source_diff_chain_and_rule_docs(tmp_path: Path) -> None:
     # Ranked by estimated saving: the 1.5 ms finding is the first card.
     first = page[page.index('id="finding-1"'):page.index('id="finding-2"')]
     assert "PFT206" in first and "PFT303" not in first
+
+
+def test_rule_docs_are_rendered_once_and_read_back_from_the_template_cache() -> None:
+    from markdown_it import MarkdownIt
+
+    from perftune.report.html import _markdown_pages, environment
+
+    text = f"**What it detects** a <b>tag</b> kept as text\n\n- {secrets.token_hex(8)}\n"
+    fresh = MarkdownIt("commonmark", {"html": False}).render(text)
+    assert _markdown_pages([text]) == [fresh]  # rendered, and written to the cache
+    folder = Path(environment().bytecode_cache.directory)  # type: ignore[union-attr]
+    cached = [p for p in folder.glob("perftune-doc-*.html")
+              if p.read_text(encoding="utf-8") == fresh]
+    assert len(cached) == 1
+    assert _markdown_pages([text]) == [fresh]  # read back, the same text
+    cached[0].write_text("<p>from the cache</p>", encoding="utf-8")
+    assert _markdown_pages([text]) == ["<p>from the cache</p>"]
+    cached[0].unlink()
 
 
 def test_source_snippet_only_trusts_an_unchanged_file(tmp_path: Path) -> None:

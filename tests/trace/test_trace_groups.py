@@ -86,3 +86,46 @@ def test_distinct_and_unique_codes_are_np_unique(values: np.ndarray) -> None:
         w_uniques, w_first, w_inverse = np.unique(values, return_index=True, return_inverse=True)
         assert np.array_equal(uniques, w_uniques) and uniques.dtype == w_uniques.dtype
         assert np.array_equal(first, w_first) and np.array_equal(inverse, w_inverse.reshape(-1))
+
+
+def test_median_and_percentile_are_numpys_to_the_last_bit() -> None:
+    import math
+
+    rng = np.random.default_rng(7)
+
+    def same(got: float, want: float) -> bool:
+        return (math.isnan(got) and math.isnan(want)) or (
+            got == want and math.copysign(1.0, got) == math.copysign(1.0, want))
+
+    samples: list[object] = [[1.0], [2, 1], [0.0, -0.0], [np.inf, 1.0], [np.inf, -np.inf], [1.0, np.nan]]
+    for trial in range(3000):
+        n = int(rng.integers(1, 30))
+        kind = trial % 5
+        if kind == 0:
+            v = rng.normal(size=n) * 10.0 ** int(rng.integers(-5, 8))
+        elif kind == 1:
+            v = rng.integers(-1000, 1000, size=n)
+        elif kind == 2:
+            v = rng.choice([0.0, -0.0, 1.5, 3.25, 1e300, -1e300, 5e-324], size=n)
+        elif kind == 3:
+            v = rng.normal(size=n)
+            v[rng.integers(0, n)] = np.nan
+        else:
+            v = rng.integers(0, 5, size=n) * 0.1
+        samples.append(v.tolist() if trial % 2 else v)
+    with np.errstate(invalid="ignore"):
+        for values in samples:
+            assert same(G.median(values), float(np.median(values))), values
+            for q in (0, 10, 50, 90, 99.9, 100):
+                assert same(G.percentile(values, q), float(np.percentile(values, q))), (values, q)
+
+
+def test_median_and_percentile_leave_numpy_ma_unimported() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from perftune.trace.groups import median, percentile; "
+            "median([3.0, 1.0, 2.0, 4.0]); percentile([3.0, 1.0, 2.0], 10); "
+            "median([5, 1, 2]); print('numpy.ma' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
