@@ -151,7 +151,7 @@ def _measure_machine_peaks() -> None:
     none uncontended are cached: the CPU rules read a trace against them (PFT304's "tiny
     model" test among others), and the first capture of a suite on a fresh machine would
     otherwise measure them while the other test processes hold the cores (54 GFLOP/s against
-    ~90+ quiet, measured on 2026-12-03 under `pytest -n 3`), and ddp_gloo, lbfgs_sequence and
+    206 with a core free, both measured here on 2026-12-03), and ddp_gloo, lbfgs_sequence and
     ppo_gae_rollout lose their PFT304 in the field corpus. A machine that stays busy keeps its
     contended figure (perftune re-measures it at most every ten minutes)."""
     import subprocess
