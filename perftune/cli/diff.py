@@ -49,12 +49,22 @@ def _labels(a: Path, b: Path) -> tuple[str, str]:
 @click.argument("run_b", type=click.Path(path_type=Path))
 @format_option
 @out_option
-@click.option("--fail-on-slower", is_flag=True,
-              help="Exit 1 when B's step time is slower than A's beyond the spread of the steps.")
+@click.option(
+    "--fail-on-slower",
+    is_flag=True,
+    help="Exit 1 when B's step time is slower than A's beyond the spread of the steps.",
+)
 @click.option("--top", type=int, default=8, show_default=True, help="Ops and findings to print.")
 @click.pass_context
-def diff(ctx: click.Context, run_a: Path, run_b: Path, output_format: str, out_dir: Path | None,
-         fail_on_slower: bool, top: int) -> None:
+def diff(
+    ctx: click.Context,
+    run_a: Path,
+    run_b: Path,
+    output_format: str,
+    out_dir: Path | None,
+    fail_on_slower: bool,
+    top: int,
+) -> None:
     """Compare RUN_B against RUN_A: step time, breakdown, operators, findings.
 
     RUN_A and RUN_B are run directories (from `perftune profile` or `analyze --out`) or trace
@@ -71,7 +81,8 @@ def diff(ctx: click.Context, run_a: Path, run_b: Path, output_format: str, out_d
         view_b = load_side(run_b)
     comparison = compare_views(view_a, view_b, _labels(run_a, run_b))
     target = out_dir or Path(str(config_default("runs-dir", "perftune-runs"))) / (
-        datetime.now().strftime("%Y%m%d-%H%M%S") + "-diff")
+        datetime.now().strftime("%Y%m%d-%H%M%S") + "-diff"
+    )
     document = comparison.to_document()
     out = RunDir(target)
     with out.lock():

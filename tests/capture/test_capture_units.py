@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ from perftune.capture.parent.summary import (
     step_stats,
     summary_lines,
 )
-from perftune.cli.profile import default_run_dir, exit_code_for, profile
+from perftune.cli._options import default_run_dir
+from perftune.cli.profile import exit_code_for, profile
 
 
 @given(skip=st.integers(0, 20), active=st.integers(1, 10))
@@ -100,8 +102,11 @@ def _result(tmp_path: Path, phases: list[str], durations: list[float]) -> Captur
 
 
 def test_profiler_overhead_compares_profiled_with_steps_after_the_window(tmp_path: Path) -> None:
-    result = _result(tmp_path, ["warmup"] * 3 + ["profiled"] * 2 + ["measured"] * 2,
-                     [900.0, 5.0, 30.0, 12.0, 12.0, 10.0, 10.0])
+    result = _result(
+        tmp_path,
+        ["warmup"] * 3 + ["profiled"] * 2 + ["measured"] * 2,
+        [900.0, 5.0, 30.0, 12.0, 12.0, 10.0, 10.0],
+    )
     profiled, plain = split_steps(result)
     assert [s.index for s in plain] == [5, 6]  # warm-up steps are not comparable
     ratio = overhead(step_stats("p", profiled), step_stats("u", plain))
@@ -175,12 +180,17 @@ def test_run_dir_default_and_runs_dir_setting(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    first = default_run_dir("train")
-    assert first.parent == Path("perftune-runs") and first.name.endswith("-train")
+    # One clock reading for every call: the suffix must not depend on crossing a second.
+    now = datetime(2026, 12, 3, 23, 33, 31)
+    first = default_run_dir("train", now)
+    assert first == Path("perftune-runs") / "20261203-233331-train"
     first.mkdir(parents=True)
-    assert default_run_dir("train").name == first.name + "-2"  # never reuses a run dir
+    second = default_run_dir("train", now)
+    assert second.name == first.name + "-2"  # never reuses a run dir
+    second.mkdir()
+    assert default_run_dir("train", now).name == first.name + "-3"
     (tmp_path / "pyproject.toml").write_text('[tool.perftune]\nruns-dir = "out/runs"\n')
-    assert default_run_dir("train").parent == Path("out/runs")
+    assert default_run_dir("train", now).parent == Path("out/runs")
 
 
 def _session(tmp_path: Path, skip: int = 1, active: int = 2):
@@ -220,8 +230,9 @@ def test_session_lets_explicit_marks_replace_the_optimizer(tmp_path: Path) -> No
     assert session.source == "perftune.step"
     assert len(session.log) == 2
     assert session.log.steps[0].start == pytest.approx(session.log.t0, abs=1.0)
-    assert any("marked by perftune.step" in note and "merged into step 0" in note
-               for note in session.notes)
+    assert any(
+        "marked by perftune.step" in note and "merged into step 0" in note for note in session.notes
+    )
 
 
 def test_session_drops_time_slices_when_an_optimizer_appears(tmp_path: Path) -> None:
