@@ -125,13 +125,10 @@ def warn_misplaced(command: str, options: list[str], script: str) -> None:
         return
     shown = ", ".join(options)
     fate = f"{'goes' if len(options) == 1 else 'go'} to the script, not to perftune"
-    click.echo(
-        f"perftune: warning: {shown} after the script name {script} {fate}; perftune's "
-        f"options come before the script, everything after it belongs to the script "
-        f"(as with python -m and torchrun): perftune {command} {options[0]} ... {script} "
-        "...",
-        err=True,
-    )
+    click.echo(f"perftune: warning: {shown} after the script name {script} {fate}; perftune's "
+               f"options come before the script, everything after it belongs to the script "
+               f"(as with python -m and torchrun): perftune {command} {options[0]} ... {script} "
+               "...", err=True)
 
 
 class ScriptCommand(click.Command):
@@ -160,9 +157,8 @@ class ScriptCommand(click.Command):
                 name = token.split("=", 1)[0]
                 i += 2 if name in takes_value and "=" not in token else 1
                 continue
-            warn_misplaced(
-                ctx.info_name or self.name or "", misplaced_options(self, args, i + 1), token
-            )
+            warn_misplaced(ctx.info_name or self.name or "", misplaced_options(self, args, i + 1),
+                           token)
             args = [*args[:i], "--", *args[i:]]
             break
         return super().parse_args(ctx, args)
@@ -173,28 +169,17 @@ _GATE_MEASURE = {"warmup": "warmup", "steps": "steps", "timeout": "timeout_s"}
 CONFIG_OPTIONS: dict[str, dict[str, str]] = {
     "analyze": {"fail-on": "fail_on"},
     "profile": {"skip": "skip", "active": "active", "detail": "detail", "fail-on": "fail_on"},
-    "fix": {
-        "skip": "skip",
-        "active": "active",
-        "warmup": "warmup",
-        "steps": "steps",
-        "launches": "launches",
-    },
+    "fix": {"skip": "skip", "active": "active", "warmup": "warmup", "steps": "steps",
+            "launches": "launches"},
     "report": {"tensorboard": "tensorboard", "preview": "preview"},
-    "gate": {
-        **_GATE_MEASURE,
-        "launches": "launches",
-        "max-launches": "max_launches",
-        "max-regression": "max_regression",
-        "confidence": "confidence",
-        "calibration": "calibration",
-        "inconclusive": "inconclusive",
-        "explain": "explain",
-        "fail-on-new-findings": "fail_on_new_findings",
-        "fingerprint-mismatch": "fingerprint_mismatch",
-    },
+    "gate": {**_GATE_MEASURE, "launches": "launches", "max-launches": "max_launches",
+             "max-regression": "max_regression", "confidence": "confidence",
+             "calibration": "calibration", "inconclusive": "inconclusive", "explain": "explain",
+             "fail-on-new-findings": "fail_on_new_findings",
+             "fingerprint-mismatch": "fingerprint_mismatch"},
     "baseline": {**_GATE_MEASURE, "baseline-launches": "launches"},
-    "calibrate": {**_GATE_MEASURE, "max-regression": "max_regression", "confidence": "confidence"},
+    "calibrate": {**_GATE_MEASURE, "max-regression": "max_regression",
+                  "confidence": "confidence"},
 }
 # command -> its own table in [tool.perftune], whose keys override the shared ones.
 CONFIG_TABLES = {"gate": "gate", "baseline": "gate", "calibrate": "gate"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import click
 
 from perftune.cli._options import (
     config_default,
+    default_run_dir,
     force_option,
     format_option,
     out_option,
@@ -47,54 +47,28 @@ from perftune.rundir import DocumentError, RunDir, same_files
 @click.option("--select", multiple=True, help="Only these rule codes or prefixes (PFT2,PFT401).")
 @click.option("--ignore", multiple=True, help="Skip these rule codes or prefixes.")
 @click.option("--preview", is_flag=True, help="Also run rules in preview.")
-@click.option(
-    "--fail-on",
-    type=click.Choice(["info", "warning", "error"]),
-    default=None,
-    help="Exit 1 when a finding has this severity or higher; [tool.perftune] fail-on.",
-)
+@click.option("--fail-on", type=click.Choice(["info", "warning", "error"]), default=None,
+              help="Exit 1 when a finding has this severity or higher; [tool.perftune] fail-on.")
 @click.option("--top", type=int, default=10, show_default=True, help="Findings to print.")
 @source_root_option
 @force_option
-@click.option(
-    "--timings", is_flag=True, help="Print on stderr how long each stage and each rule took."
-)
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Worker processes for the rank files: each rank is analysed apart, then the "
-    "ranks are compared from their reductions only (memory: the largest rank, "
-    "not the sum). Default with two or more rank files: one per rank, at most "
-    "one per CPU and as many as the available memory holds; --jobs 1 analyses "
-    "them one after another in this process.",
-)
-@click.option(
-    "--scheduler",
-    envvar="PERFTUNE_SCHEDULER",
-    default=None,
-    metavar="ADDRESS",
-    help="Run the per-rank analyses as tasks on this dask.distributed scheduler "
-    "(tcp://host:8786; also PERFTUNE_SCHEDULER); its workers read the traces "
-    "by path or fsspec URL. Needs perftune[dask].",
-)
+@click.option("--timings", is_flag=True,
+              help="Print on stderr how long each stage and each rule took.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Worker processes for the rank files: each rank is analysed apart, then the "
+                   "ranks are compared from their reductions only (memory: the largest rank, "
+                   "not the sum). Default with two or more rank files: one per rank, at most "
+                   "one per CPU and as many as the available memory holds; --jobs 1 analyses "
+                   "them one after another in this process.")
+@click.option("--scheduler", envvar="PERFTUNE_SCHEDULER", default=None, metavar="ADDRESS",
+              help="Run the per-rank analyses as tasks on this dask.distributed scheduler "
+                   "(tcp://host:8786; also PERFTUNE_SCHEDULER); its workers read the traces "
+                   "by path or fsspec URL. Needs perftune[dask].")
 @click.pass_context
-def analyze(
-    ctx: click.Context,
-    paths: tuple[str, ...],
-    output_format: str,
-    out_dir: Path | None,
-    select: tuple[str, ...],
-    ignore: tuple[str, ...],
-    preview: bool,
-    fail_on: str | None,
-    top: int,
-    source_roots: tuple[Path, ...],
-    force: bool,
-    timings: bool,
-    jobs: int | None,
-    scheduler: str | None,
-) -> None:
+def analyze(ctx: click.Context, paths: tuple[str, ...], output_format: str, out_dir: Path | None,
+            select: tuple[str, ...], ignore: tuple[str, ...], preview: bool, fail_on: str | None,
+            top: int, source_roots: tuple[Path, ...], force: bool, timings: bool,
+            jobs: int | None, scheduler: str | None) -> None:
     """Summarise trace files and report what makes the step slow.
 
     PATHS are Kineto / torch.profiler traces (.json or .json.gz) or directories of per-rank
@@ -113,56 +87,28 @@ def analyze(
     spread = {"jobs": jobs, "scheduler": scheduler}
     named: tuple[Path, ...] = tuple(  # fsspec URLs stay strings (read on the workers)
         p if "://" in p and not p.startswith("file://") else Path(p)  # type: ignore[misc]
-        for p in paths
-    )
+        for p in paths)
     target: Path | None = None
     if out_dir is not None or config_default("always-write", False):
-        target = out_dir or Path(config_default("runs-dir", "perftune-runs")) / (
-            datetime.now().strftime("%Y%m%d-%H%M%S") + "-analyze"
-        )
+        target = out_dir or default_run_dir("analyze")
     if target is None:
-        _analyze(
-            ctx,
-            named,
-            output_format,
-            None,
-            select,
-            ignore,
-            preview,
-            fail_on,
-            top,
-            source_roots,
-            timings,
-            spread,
-        )
+        _analyze(ctx, named, output_format, None, select, ignore, preview, fail_on, top,
+                 source_roots, timings, spread)
         return
     run = RunDir(target)
     # Locked before the (possibly long) analysis, so that a second run fails at once.
     with run.lock():
         run.check_new_run(force=force, same_run=_same_run(run, named))
-        _analyze(
-            ctx,
-            named,
-            output_format,
-            target,
-            select,
-            ignore,
-            preview,
-            fail_on,
-            top,
-            source_roots,
-            timings,
-            spread,
-        )
+        _analyze(ctx, named, output_format, target, select, ignore, preview, fail_on, top,
+                 source_roots, timings, spread)
 
 
 def _same_run(run: RunDir, paths: tuple[Path, ...]) -> bool:
     """Whether `paths` are the run's own traces: files inside the run directory, or the files
     its summary.json says it analysed."""
     root = os.path.realpath(run.path)
-    if all(
-        os.path.realpath(p).startswith(root + os.sep) or os.path.realpath(p) == root for p in paths
-    ):
+    if all(os.path.realpath(p).startswith(root + os.sep) or os.path.realpath(p) == root
+           for p in paths):
         return True
     try:
         summary = run.read_summary()
@@ -171,20 +117,11 @@ def _same_run(run: RunDir, paths: tuple[Path, ...]) -> bool:
     return summary is not None and same_files(summary.files, paths)
 
 
-def _analyze(
-    ctx: click.Context,
-    paths: tuple[Path, ...],
-    output_format: str,
-    target: Path | None,
-    select: tuple[str, ...],
-    ignore: tuple[str, ...],
-    preview: bool,
-    fail_on: str | None,
-    top: int,
-    source_roots: tuple[Path, ...],
-    show_timings: bool = False,
-    spread: dict[str, Any] | None = None,
-) -> None:
+def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
+             target: Path | None, select: tuple[str, ...], ignore: tuple[str, ...],
+             preview: bool, fail_on: str | None, top: int,
+             source_roots: tuple[Path, ...], show_timings: bool = False,
+             spread: dict[str, Any] | None = None) -> None:
     rules = selection_from_config(select, ignore, preview)
     spread = spread or {}
     jobs = spread.get("jobs")
@@ -195,13 +132,8 @@ def _analyze(
         if len(files) > 1 or any(not isinstance(p, Path) for p in paths):  # URLs: read apart
             jobs = default_jobs(files)
     if jobs is not None or spread.get("scheduler"):
-        analysis = analyze_ranks(
-            list(paths),
-            rules,
-            source_roots or None,
-            jobs=jobs or 1,
-            scheduler=spread.get("scheduler"),
-        )
+        analysis = analyze_ranks(list(paths), rules, source_roots or None,
+                                 jobs=jobs or 1, scheduler=spread.get("scheduler"))
     else:
         analysis = analyze_paths(list(paths), rules, source_roots or None)
     for warning in [*warning_lines(analysis.summary), *source_hint_lines(analysis.findings)]:

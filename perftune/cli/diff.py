@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from perftune.cli._options import config_default, format_option, out_option
+from perftune.cli._options import default_run_dir, format_option, out_option
 from perftune.documents import document_data
 from perftune.errors import UsageError
 from perftune.rundir import DIFF_HTML, RunDir
@@ -49,22 +48,12 @@ def _labels(a: Path, b: Path) -> tuple[str, str]:
 @click.argument("run_b", type=click.Path(path_type=Path))
 @format_option
 @out_option
-@click.option(
-    "--fail-on-slower",
-    is_flag=True,
-    help="Exit 1 when B's step time is slower than A's beyond the spread of the steps.",
-)
+@click.option("--fail-on-slower", is_flag=True,
+              help="Exit 1 when B's step time is slower than A's beyond the spread of the steps.")
 @click.option("--top", type=int, default=8, show_default=True, help="Ops and findings to print.")
 @click.pass_context
-def diff(
-    ctx: click.Context,
-    run_a: Path,
-    run_b: Path,
-    output_format: str,
-    out_dir: Path | None,
-    fail_on_slower: bool,
-    top: int,
-) -> None:
+def diff(ctx: click.Context, run_a: Path, run_b: Path, output_format: str, out_dir: Path | None,
+         fail_on_slower: bool, top: int) -> None:
     """Compare RUN_B against RUN_A: step time, breakdown, operators, findings.
 
     RUN_A and RUN_B are run directories (from `perftune profile` or `analyze --out`) or trace
@@ -80,9 +69,7 @@ def diff(
     with progress(f"loading {run_b.name}", err):
         view_b = load_side(run_b)
     comparison = compare_views(view_a, view_b, _labels(run_a, run_b))
-    target = out_dir or Path(str(config_default("runs-dir", "perftune-runs"))) / (
-        datetime.now().strftime("%Y%m%d-%H%M%S") + "-diff"
-    )
+    target = out_dir or default_run_dir("diff")
     document = comparison.to_document()
     out = RunDir(target)
     with out.lock():

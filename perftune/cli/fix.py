@@ -29,130 +29,50 @@ def _shown(path: Path) -> str:
 
 @click.command(cls=ScriptCommand)
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
-@click.option(
-    "-m",
-    "--module",
-    "module",
-    default=None,
-    metavar="MODULE",
-    help="Fix a module, run as `python -m MODULE` (its .py source file is rewritten).",
-)
-@click.option(
-    "--skip",
-    type=int,
-    default=5,
-    show_default=True,
-    help="Warm-up steps before the profiled window of the first run.",
-)
+@click.option("-m", "--module", "module", default=None, metavar="MODULE",
+              help="Fix a module, run as `python -m MODULE` (its .py source file is rewritten).")
+@click.option("--skip", type=int, default=5, show_default=True,
+              help="Warm-up steps before the profiled window of the first run.")
 @click.option("--active", type=int, default=3, show_default=True, help="Profiled steps.")
-@click.option(
-    "--warmup",
-    type=int,
-    default=5,
-    show_default=True,
-    help="Warm-up steps discarded at the start of each measured launch.",
-)
-@click.option(
-    "--steps",
-    type=int,
-    default=10,
-    show_default=True,
-    help="Steps measured per launch after the warm-up.",
-)
-@click.option(
-    "--launches",
-    type=int,
-    default=4,
-    show_default=True,
-    help="Launches of every version (original, each rewrite, all together) at most, "
-    "run interleaved; a version stops after 3 once its verdict is decided (faster, "
-    "slower, or at most 2 % slower at the confidence split over the looks); one still "
-    "open is judged on its measured ratio.",
-)
-@click.option(
-    "--rtol",
-    type=float,
-    default=1e-4,
-    show_default=True,
-    help="Relative tolerance of the loss comparison.",
-)
-@click.option(
-    "--atol",
-    type=float,
-    default=1e-6,
-    show_default=True,
-    help="Absolute tolerance of the loss comparison.",
-)
-@click.option(
-    "--check-steps",
-    type=int,
-    default=5,
-    show_default=True,
-    help="How many leading steps' losses must match.",
-)
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="PYTHONHASHSEED of every run, and the seed of torch, random and numpy.",
-)
+@click.option("--warmup", type=int, default=5, show_default=True,
+              help="Warm-up steps discarded at the start of each measured launch.")
+@click.option("--steps", type=int, default=10, show_default=True,
+              help="Steps measured per launch after the warm-up.")
+@click.option("--launches", type=int, default=4, show_default=True,
+              help="Launches of every version (original, each rewrite, all together) at most, "
+              "run interleaved; a version stops after 3 once its verdict is decided (faster, "
+              "slower, or at most 2 % slower at the confidence split over the looks); one still "
+              "open is judged on its measured ratio.")
+@click.option("--rtol", type=float, default=1e-4, show_default=True,
+              help="Relative tolerance of the loss comparison.")
+@click.option("--atol", type=float, default=1e-6, show_default=True,
+              help="Absolute tolerance of the loss comparison.")
+@click.option("--check-steps", type=int, default=5, show_default=True,
+              help="How many leading steps' losses must match.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="PYTHONHASHSEED of every run, and the seed of torch, random and numpy.")
 @click.option("--select", multiple=True, help="Only rewrites for these rule codes or prefixes.")
-@click.option(
-    "--require-faster",
-    is_flag=True,
-    help="Keep only rewrites measurably faster here (default: also those with no "
-    "measurable change, e.g. GPU syncs on a CPU machine).",
-)
-@click.option(
-    "--apply",
-    "apply_fix",
-    is_flag=True,
-    help="Write the verified rewrites into your files (they must be committed).",
-)
+@click.option("--require-faster", is_flag=True,
+              help="Keep only rewrites measurably faster here (default: also those with no "
+              "measurable change, e.g. GPU syncs on a CPU machine).")
+@click.option("--apply", "apply_fix", is_flag=True,
+              help="Write the verified rewrites into your files (they must be committed).")
 @click.option("--force", is_flag=True, help="With --apply: write even into uncommitted files.")
-@click.option(
-    "--timeout",
-    "timeout_s",
-    type=float,
-    default=900.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Stop any one run after this long.",
-)
-@click.option(
-    "--no-reuse",
-    "no_reuse",
-    is_flag=True,
-    help="Start every launch as a fresh python process instead of forking it from a "
-    "zygote that imported torch once (the default saves ~2 s per launch; "
-    "launches the zygote cannot take safely run fresh anyway).",
-)
+@click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
+              metavar="SECONDS", help="Stop any one run after this long.")
+@click.option("--no-reuse", "no_reuse", is_flag=True,
+              help="Start every launch as a fresh python process instead of forking it from a "
+                   "zygote that imported torch once (the default saves ~2 s per launch; "
+                   "launches the zygote cannot take safely run fresh anyway).")
 @format_option
 @out_option
 @click.pass_context
-def fix(
-    ctx: click.Context,
-    script_args: tuple[str, ...],
-    module: str | None,
-    skip: int,
-    active: int,
-    warmup: int,
-    steps: int,
-    launches: int,
-    rtol: float,
-    atol: float,
-    check_steps: int,
-    seed: int,
-    select: tuple[str, ...],
-    require_faster: bool,
-    apply_fix: bool,
-    force: bool,
-    timeout_s: float,
-    no_reuse: bool,
-    output_format: str,
-    out_dir: Path | None,
-) -> None:
+def fix(ctx: click.Context, script_args: tuple[str, ...], module: str | None, skip: int,
+        active: int,
+        warmup: int, steps: int, launches: int, rtol: float, atol: float,
+        check_steps: int, seed: int, select: tuple[str, ...], require_faster: bool,
+        apply_fix: bool, force: bool, timeout_s: float, no_reuse: bool, output_format: str,
+        out_dir: Path | None) -> None:
     """Prove perftune's suggested rewrites: faster, same results, as a patch.
 
     `perftune fix train.py [ARGS]` profiles the script, takes every finding whose suggestion is
@@ -182,10 +102,8 @@ def fix(
     from perftune.report import render_fix_run
 
     if not script_args and module is None:
-        raise UsageError(
-            "give the script to fix: perftune fix train.py [ARGS]... (or a run dir, "
-            "or -m MODULE [ARGS]...)"
-        )
+        raise UsageError("give the script to fix: perftune fix train.py [ARGS]... (or a run dir, "
+                         "or -m MODULE [ARGS]...)")
     if force and not apply_fix:
         raise UsageError("--force only goes with --apply")
     settings = FixSettings(
@@ -193,12 +111,9 @@ def fix(
         steps=steps,
         launches=launches,
         tolerance=Tolerance(rtol=rtol, atol=atol, steps=check_steps),
-        seed=seed,
-        timeout_s=timeout_s,
+        seed=seed, timeout_s=timeout_s,
         select=tuple(c.strip() for v in select for c in v.split(",") if c.strip()),
-        require_faster=require_faster,
-        reuse_processes=not no_reuse,
-    )
+        require_faster=require_faster, reuse_processes=not no_reuse)
     run_dir = (out_dir if out_dir is not None else default_run_dir("fix")).resolve()
 
     def say(text: str) -> None:
@@ -210,47 +125,29 @@ def fix(
 
         file = module_file(module, Path.cwd())
         say(f"profiling -m {module} ({_shown(file)})")
-        source = from_profile(
-            file,
-            tuple(script_args),
-            Path.cwd(),
-            run_dir,
-            skip=skip,
-            active=active,
-            timeout_s=timeout_s,
-            seed=seed,
-            module=module,
-        )
+        source = from_profile(file, tuple(script_args), Path.cwd(), run_dir, skip=skip,
+                              active=active, timeout_s=timeout_s, seed=seed, module=module)
         source_run = None
     elif first is not None and is_run_dir(first):
         if len(script_args) > 1:
-            raise UsageError(
-                f"{first} is a run directory; its script arguments come from its "
-                "meta.json, give no others"
-            )
+            raise UsageError(f"{first} is a run directory; its script arguments come from its "
+                             "meta.json, give no others")
         source = from_run_dir(first.resolve())
         source_run = source.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
     else:
         assert first is not None
         if first.is_dir():
-            raise UsageError(
-                f"{first} is a folder but not a perftune run directory (no "
-                "meta.json); give a script or a `perftune profile` run"
-            )
+            raise UsageError(f"{first} is a folder but not a perftune run directory (no "
+                             "meta.json); give a script or a `perftune profile` run")
         if not first.is_file():
             raise UsageError(f"{first}: no such script")
         say(f"profiling {first}")
         source = from_profile(
-            first.resolve(),
-            tuple(script_args[1:]),
-            Path.cwd(),
-            run_dir,
+            first.resolve(), tuple(script_args[1:]), Path.cwd(), run_dir,
             skip=skip,
             active=active,
-            timeout_s=timeout_s,
-            seed=seed,
-        )
+            timeout_s=timeout_s, seed=seed)
         source_run = None
     plan = plan_for(source.target, settings.select)
     if apply_fix:
@@ -258,7 +155,6 @@ def fix(
         check_clean(plan.project, sorted({f for c in plan.candidates for f in c.files}), force)
     say(f"{len(plan.candidates)} rewrite(s) to try, {len(plan.skipped)} finding(s) without one")
     outcome = verify_rewrites(plan, source.target, settings, run_dir, progress=say)
-
     def show(patch: str) -> None:
         # The exact patch about to go into the user's files, shown before they are written.
         say("--apply: writing this patch:")

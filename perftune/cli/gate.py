@@ -34,9 +34,7 @@ DEFAULT_CALIBRATION = Path("perftune-calibration.json")
 SCRIPT_CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
-def script_arguments(
-    module: str | None, script_and_args: tuple[str, ...]
-) -> tuple[Path | None, tuple[str, ...]]:
+def script_arguments(module: str | None, script_and_args: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
     if module is not None:
         return None, script_and_args
     if not script_and_args:
@@ -54,41 +52,20 @@ def run_dir_for(out_dir: Path | None, name: str) -> Path:
 
 def measure_options(func: F) -> F:
     """--warmup/--steps/--timeout: how one launch is measured (same in gate, baseline, calibrate)."""
-    func = click.option(
-        "--timeout",
-        "timeout_s",
-        type=float,
-        default=900.0,
-        show_default=True,
-        help="Kill a launch after this many seconds.",
-    )(func)
-    func = click.option(
-        "--steps",
-        type=int,
-        default=10,
-        show_default=True,
-        help="Steps measured per launch after the warm-up.",
-    )(func)
-    func = click.option(
-        "--warmup",
-        type=int,
-        default=5,
-        show_default=True,
-        help="Warm-up steps discarded at the start of each launch.",
-    )(func)
+    func = click.option("--timeout", "timeout_s", type=float, default=900.0, show_default=True,
+                        help="Kill a launch after this many seconds.")(func)
+    func = click.option("--steps", type=int, default=10, show_default=True,
+                        help="Steps measured per launch after the warm-up.")(func)
+    func = click.option("--warmup", type=int, default=5, show_default=True,
+                        help="Warm-up steps discarded at the start of each launch.")(func)
     return func
 
 
 def script_options(func: F) -> F:
-    func = click.argument(
-        "script_and_args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]..."
-    )(func)
-    func = click.option(
-        "-m",
-        "--module",
-        default=None,
-        help="Run a module (like python -m) instead of a SCRIPT file.",
-    )(func)
+    func = click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED,
+                          metavar="SCRIPT [ARGS]...")(func)
+    func = click.option("-m", "--module", default=None,
+                        help="Run a module (like python -m) instead of a SCRIPT file.")(func)
     func = click.option("-q", "--quiet", is_flag=True, help="No progress lines on stderr.")(func)
     return func
 
@@ -107,9 +84,7 @@ def progress_printer(quiet: bool) -> Callable[[str], None]:
     return show
 
 
-def _write_error_outputs(
-    run_dir: Path, message: str, script: str, mode: str, junit: Path | None
-) -> None:
+def _write_error_outputs(run_dir: Path, message: str, script: str, mode: str, junit: Path | None) -> None:
     from perftune.gate import outputs
 
     outputs.write_document(run_dir, outputs.error_document(message, mode, ScriptError.exit_code))
@@ -120,13 +95,8 @@ def _write_error_outputs(
         junit.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(junit, outputs.render_error_junit(message, script))
     if outputs.is_github_actions():
-        click.echo(
-            outputs.annotation(
-                "error",
-                message.splitlines()[0] if message else "script failed",
-                title="perftune gate: the script failed",
-            )
-        )
+        click.echo(outputs.annotation("error", message.splitlines()[0] if message else "script failed",
+                                      title="perftune gate: the script failed"))
 
 
 def _checkout_root() -> Path | None:
@@ -141,123 +111,46 @@ def _checkout_root() -> Path | None:
 
 @click.command(cls=ScriptCommand, context_settings=SCRIPT_CONTEXT)
 @script_options
-@click.option(
-    "--against",
-    "against",
-    metavar="REF",
-    default=None,
-    help="Compare with this git revision (checked out into a temporary worktree).",
-)
-@click.option(
-    "--baseline",
-    "baseline_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Compare with a baseline file written by `perftune baseline`.",
-)
-@click.option(
-    "--max-regression",
-    default="5%",
-    show_default=True,
-    help="Allowed slowdown, 0.05 or 5%; never tighter than --calibration shows is measurable.",
-)
-@click.option(
-    "--confidence",
-    type=float,
-    default=0.95,
-    show_default=True,
-    help="Confidence of the whole gate, split over its looks at the data.",
-)
-@click.option(
-    "--launches",
-    type=int,
-    default=6,
-    show_default=True,
-    help="Launches per side before the first decision.",
-)
-@click.option(
-    "--max-launches",
-    type=int,
-    default=20,
-    show_default=True,
-    help="Launches per side at most, added 4 at a time while undecided.",
-)
+@click.option("--against", "against", metavar="REF", default=None,
+              help="Compare with this git revision (checked out into a temporary worktree).")
+@click.option("--baseline", "baseline_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Compare with a baseline file written by `perftune baseline`.")
+@click.option("--max-regression", default="5%", show_default=True,
+              help="Allowed slowdown, 0.05 or 5%; never tighter than --calibration shows is measurable.")
+@click.option("--confidence", type=float, default=0.95, show_default=True,
+              help="Confidence of the whole gate, split over its looks at the data.")
+@click.option("--launches", type=int, default=6, show_default=True,
+              help="Launches per side before the first decision.")
+@click.option("--max-launches", type=int, default=20, show_default=True,
+              help="Launches per side at most, added 4 at a time while undecided.")
 @measure_options
-@click.option(
-    "--inconclusive",
-    type=click.Choice(["pass", "fail", "error"]),
-    default="error",
-    show_default=True,
-    help="Exit code when still undecided at --max-launches: 0, 1, or 4 (error).",
-)
-@click.option(
-    "--fail-on-new-findings",
-    is_flag=True,
-    default=False,
-    help="Also fail when head has structural changes for the worse (new syncs, findings, …).",
-)
-@click.option(
-    "--explain/--no-explain",
-    default=True,
-    show_default=True,
-    help="Profile one launch per side to show what changed.",
-)
-@click.option(
-    "--calibration",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable [default: ./perftune-calibration.json when present].",
-)
-@click.option(
-    "--fingerprint-mismatch",
-    type=click.Choice(["refuse", "warn"]),
-    default="refuse",
-    show_default=True,
-    help="With --baseline: refuse (exit 2) or warn when the environment differs.",
-)
-@click.option(
-    "--junit",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Also write a JUnit XML report here.",
-)
-@click.option(
-    "--no-reuse",
-    "no_reuse",
-    is_flag=True,
-    help="Start every launch as a fresh python process instead of forking it from a "
-    "zygote per side that imported torch once (the default saves ~2 s per launch; "
-    "launches the zygote cannot take safely run fresh anyway).",
-)
+@click.option("--inconclusive", type=click.Choice(["pass", "fail", "error"]), default="error", show_default=True,
+              help="Exit code when still undecided at --max-launches: 0, 1, or 4 (error).")
+@click.option("--fail-on-new-findings", is_flag=True, default=False,
+              help="Also fail when head has structural changes for the worse (new syncs, findings, …).")
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Profile one launch per side to show what changed.")
+@click.option("--calibration", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Calibration file from `perftune calibrate -o`: raises the allowance to what is measurable [default: ./perftune-calibration.json when present].")
+@click.option("--fingerprint-mismatch", type=click.Choice(["refuse", "warn"]), default="refuse", show_default=True,
+              help="With --baseline: refuse (exit 2) or warn when the environment differs.")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write a JUnit XML report here.")
+@click.option("--no-reuse", "no_reuse", is_flag=True,
+              help="Start every launch as a fresh python process instead of forking it from a "
+                   "zygote per side that imported torch once (the default saves ~2 s per launch; "
+                   "launches the zygote cannot take safely run fresh anyway).")
 @click.option("--seed", type=int, default=None, help="Seed of the randomised ABBA launch order.")
 @out_option
 @format_option
 @click.pass_context
-def gate(
-    ctx: click.Context,
-    script_and_args: tuple[str, ...],
-    module: str | None,
-    quiet: bool,
-    against: str | None,
-    baseline_path: Path | None,
-    max_regression: str,
-    confidence: float,
-    launches: int,
-    max_launches: int,
-    warmup: int,
-    steps: int,
-    timeout_s: float,
-    inconclusive: str,
-    fail_on_new_findings: bool,
-    explain: bool,
-    calibration: Path | None,
-    fingerprint_mismatch: str,
-    junit: Path | None,
-    seed: int | None,
-    no_reuse: bool,
-    out_dir: Path | None,
-    output_format: str,
-) -> None:
+def gate(ctx: click.Context, script_and_args: tuple[str, ...], module: str | None, quiet: bool,
+         against: str | None, baseline_path: Path | None, max_regression: str,
+         confidence: float, launches: int, max_launches: int,
+         warmup: int, steps: int, timeout_s: float,
+         inconclusive: str, fail_on_new_findings: bool, explain: bool,
+         calibration: Path | None, fingerprint_mismatch: str, junit: Path | None,
+         seed: int | None, no_reuse: bool, out_dir: Path | None, output_format: str) -> None:
     """Fail the build when training step time really regressed.
 
     \b
@@ -293,25 +186,20 @@ def gate(
         if ctx.get_parameter_source("steps") is not ParameterSource.COMMANDLINE:
             steps = stored.steps
     plan = LaunchPlan(launches=launches, max_launches=max_launches)
-    rule = DecisionRule(
-        max_regression=parse_fraction(max_regression, "--max-regression"), confidence=confidence
-    )
+    rule = DecisionRule(max_regression=parse_fraction(max_regression, "--max-regression"),
+                        confidence=confidence)
     if calibration is not None and calibration == Path(""):
         calibration = None  # `calibration = ""` in [tool.perftune.gate]: none
     if calibration is None and DEFAULT_CALIBRATION.is_file():
         calibration = DEFAULT_CALIBRATION  # `perftune calibrate -o` wrote it here
     if calibration is not None:
-        floor = calibration_mod.noise_floor(
-            calibration, rule.confidence, plan, paired=against is not None
-        )
-        rule = DecisionRule(
-            max_regression=rule.max_regression, confidence=rule.confidence, noise_floor=floor
-        )
+        floor = calibration_mod.noise_floor(calibration, rule.confidence, plan,
+                                            paired=against is not None)
+        rule = DecisionRule(max_regression=rule.max_regression, confidence=rule.confidence,
+                            noise_floor=floor)
     policy = inconclusive
     options = session.GateOptions(
-        rule=rule,
-        plan=plan,
-        measure=measure_settings(warmup, steps, timeout_s),
+        rule=rule, plan=plan, measure=measure_settings(warmup, steps, timeout_s),
         inconclusive=policy,  # type: ignore[arg-type]
         explain=explain,
         fail_on_new_findings=fail_on_new_findings,
@@ -319,8 +207,7 @@ def gate(
         reuse_processes=not no_reuse,
         # Launch length follows the step time unless --steps (or the config, or the baseline)
         # fixes it.
-        size_launches=stored is None
-        and ctx.get_parameter_source("steps") is ParameterSource.DEFAULT,
+        size_launches=stored is None and ctx.get_parameter_source("steps") is ParameterSource.DEFAULT,
     )
     run_dir = run_dir_for(out_dir, "gate")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -330,20 +217,13 @@ def gate(
     try:
         if stored is not None:
             verdict = session.gate_against_baseline(
-                script,
-                args,
-                stored,
-                run_dir,
-                options,
-                module=module,
+                script, args, stored, run_dir, options, module=module,
                 fingerprint_mismatch=fingerprint_mismatch,
-                progress=progress,
-            )
+                progress=progress)
         else:
             assert against is not None
-            verdict = session.gate_against_revision(
-                script, args, against, run_dir, options, module=module, progress=progress
-            )
+            verdict = session.gate_against_revision(script, args, against, run_dir, options,
+                                                    module=module, progress=progress)
     except ScriptError as exc:
         _write_error_outputs(run_dir, str(exc), shown, mode, junit)
         raise

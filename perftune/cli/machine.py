@@ -17,13 +17,8 @@ from perftune.trace import machine as m
 
 @click.command()
 @click.option("--refresh", is_flag=True, help="Measure again even when cached figures exist.")
-@click.option(
-    "--method",
-    type=click.Choice(["auto", "torch", "numpy"]),
-    default="auto",
-    show_default=True,
-    help="Benchmark library (auto: torch when installed).",
-)
+@click.option("--method", type=click.Choice(["auto", "torch", "numpy"]), default="auto",
+              show_default=True, help="Benchmark library (auto: torch when installed).")
 @format_option
 def machine(refresh: bool, method: str, output_format: str) -> None:
     """Measure and cache this machine's peak matmul FLOP/s and memory bandwidth."""
@@ -40,28 +35,18 @@ def machine(refresh: bool, method: str, output_format: str) -> None:
         except OSError as exc:
             click.echo(f"perftune: warning: cannot write {m.cache_path()}: {exc}", err=True)
     if output_format == "json":
-        click.echo(
-            json.dumps(
-                {**peaks.to_dict(), "source": source, "cache": str(m.cache_path())}, indent=2
-            )
-        )
+        click.echo(json.dumps({**peaks.to_dict(), "source": source, "cache": str(m.cache_path())},
+                              indent=2))
         return
     click.echo(f"machine    {peaks.hostname}  {peaks.cpu}  ({peaks.threads} threads)")
-    click.echo(
-        f"matmul     {peaks.flops_per_s / 1e9:,.1f} GFLOP/s  (float32 {peaks.matmul_n}×"
-        f"{peaks.matmul_n}, {peaks.method})"
-    )
-    click.echo(
-        f"memory     {peaks.bytes_per_s / 1e9:,.1f} GB/s  (copy of "
-        f"{peaks.copy_bytes >> 20} MiB, read + write)"
-    )
+    click.echo(f"matmul     {peaks.flops_per_s / 1e9:,.1f} GFLOP/s  (float32 {peaks.matmul_n}×"
+               f"{peaks.matmul_n}, {peaks.method})")
+    click.echo(f"memory     {peaks.bytes_per_s / 1e9:,.1f} GB/s  (copy of "
+               f"{peaks.copy_bytes >> 20} MiB, read + write)")
     click.echo(f"ridge      {peaks.flops_per_s / peaks.bytes_per_s:,.2f} FLOP/byte")
     click.echo(f"{source:<10} {peaks.measured_at}  →  {m.cache_path()}")
     if peaks.contended:
         share = "unknown" if peaks.cpu_share is None else f"{peaks.cpu_share:.0%}"
-        click.echo(
-            f"warning    measured while other processes held the cores (CPU share {share}): "
-            "these peaks are too low; perftune measures again on the next capture, or run "
-            "`perftune machine --refresh` on a quiet machine",
-            err=True,
-        )
+        click.echo(f"warning    measured while other processes held the cores (CPU share {share}): "
+                   "these peaks are too low; perftune measures again on the next capture, or run "
+                   "`perftune machine --refresh` on a quiet machine", err=True)

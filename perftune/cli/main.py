@@ -86,10 +86,7 @@ class LazyGroup(click.Group):
         if not names:
             return
         limit = formatter.width - 6 - max(len(n) for n in names)
-        rows = [
-            (n, click.Command(n, help=SHORT_HELP.get(n, "")).get_short_help_str(limit))
-            for n in names
-        ]
+        rows = [(n, click.Command(n, help=SHORT_HELP.get(n, "")).get_short_help_str(limit)) for n in names]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -163,11 +160,8 @@ def run(argv: list[str] | None = None) -> int:
     except MemoryError:
         # A trace (or run) too large for this machine's memory: the input's size is the
         # problem, so it is reported like bad input, not as perftune's own traceback.
-        click.echo(
-            "perftune: error: out of memory (the input is too large for this machine; "
-            "see PERFTUNE_MAX_TRACE_BYTES to reject such traces early)",
-            err=True,
-        )
+        click.echo("perftune: error: out of memory (the input is too large for this machine; "
+                   "see PERFTUNE_MAX_TRACE_BYTES to reject such traces early)", err=True)
         return 2
     return result if isinstance(result, int) else 0
 

@@ -123,9 +123,7 @@ def _profile_ranks(
         click.echo(json.dumps(summary_document(result), indent=2))
     else:
         click.echo("")
-        click.echo(
-            f"perftune: captured {shlex.join(redact_argv(torchrun_command(launch, target)))}"
-        )
+        click.echo(f"perftune: captured {shlex.join(redact_argv(torchrun_command(launch, target)))}")
         for line in summary_lines(result, _shown(result.run_dir)):
             click.echo(line)
     if code == _FAILED and result.error:
@@ -232,12 +230,8 @@ def exit_code_for(status: str, steps: int) -> int:
 @click.option("--nnodes", default=None, metavar="N|MIN:MAX", help="torchrun: number of nodes.")
 @click.option("--node-rank", type=int, default=None, help="torchrun: rank of this node.")
 @click.option("--rdzv-backend", default=None, help="torchrun: rendezvous backend (c10d, ...).")
-@click.option(
-    "--rdzv-endpoint",
-    default=None,
-    metavar="HOST:PORT",
-    help="torchrun: rendezvous endpoint shared by every node.",
-)
+@click.option("--rdzv-endpoint", default=None, metavar="HOST:PORT", help="torchrun: rendezvous "
+              "endpoint shared by every node.")
 @click.option("--rdzv-id", default=None, help="torchrun: id of the job's rendezvous.")
 @click.option("--master-addr", default=None, help="torchrun: address of the rank 0 node.")
 @click.option("--master-port", type=int, default=None, help="torchrun: port on the rank 0 node.")
@@ -317,21 +311,12 @@ def profile(
         launcher=shared_zygote_command(os.environ),
     )
     run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
-    launch_values = (
-        nnodes,
-        node_rank,
-        rdzv_backend,
-        rdzv_endpoint,
-        rdzv_id,
-        master_addr,
-        master_port,
-    )
+    launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,
+                     master_port)
     if nproc_per_node is None:  # usage errors first: they create no run directory
         if any(value is not None for value in launch_values):
-            raise UsageError(
-                "the torchrun options (--nnodes, --node-rank, --rdzv-*, "
-                "--master-*) need --nproc-per-node N"
-            )
+            raise UsageError("the torchrun options (--nnodes, --node-rank, --rdzv-*, "
+                             "--master-*) need --nproc-per-node N")
         validate(target, options)
     # Held until the command ends (click closes the context): a second perftune process
     # writing into this folder at the same time gets one line and exit 2 instead of mixing
@@ -350,24 +335,18 @@ def profile(
             master_addr=master_addr,
             master_port=master_port,
         )
-        ctx.exit(
-            _profile_ranks(
-                target, run_dir, options, launch, output_format, no_analyze, fail_on, top
-            )
-        )
+        ctx.exit(_profile_ranks(target, run_dir, options, launch, output_format, no_analyze,
+                                fail_on, top))
     try:
         result = run_capture(target, run_dir, options)
     except CaptureOutputError as exc:
         # perftune could not write the run directory: that is exit 2 with one line naming the
         # path (cli.main), and the script's own outcome is told apart, from memory.
         measured = exc.result
-        click.echo(
-            f"perftune: the script itself: {measured.status}, "
-            f"{len(measured.steps)} step{'s' if len(measured.steps) != 1 else ''} "
-            f"measured (median {_median_text(measured)}); they could not all be written "
-            f"to {_shown(run_dir)}",
-            err=True,
-        )
+        click.echo(f"perftune: the script itself: {measured.status}, "
+                   f"{len(measured.steps)} step{'s' if len(measured.steps) != 1 else ''} "
+                   f"measured (median {_median_text(measured)}); they could not all be written "
+                   f"to {_shown(run_dir)}", err=True)
         raise
 
     code = exit_code_for(result.status, len(result.steps))

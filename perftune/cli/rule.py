@@ -21,46 +21,23 @@ def _read(path: Path | None) -> str | None:
 
 @click.command("rules")
 @format_option
-@click.option(
-    "--preview/--no-preview",
-    default=True,
-    show_default=True,
-    help="Include rules still in preview.",
-)
+@click.option("--preview/--no-preview", default=True, show_default=True,
+              help="Include rules still in preview.")
 def rules(output_format: str, preview: bool) -> None:
     """List every rule: code, name, category and status."""
     from perftune.engine.registry import catalogue
 
     infos = [i for i in catalogue() if preview or i.status != "preview"]
     if output_format == "json":
-        click.echo(
-            json.dumps(
-                [
-                    {
-                        "code": i.code,
-                        "name": i.name,
-                        "category": i.category,
-                        "status": i.status,
-                        "severity": i.severity,
-                        "summary": i.summary,
-                        "options": i.options,
-                    }
-                    for i in infos
-                ],
-                indent=2,
-                default=str,
-            )
-        )
+        click.echo(json.dumps([{"code": i.code, "name": i.name, "category": i.category,
+                                "status": i.status, "severity": i.severity, "summary": i.summary,
+                                "options": i.options} for i in infos], indent=2, default=str))
         return
     width = max((len(i.name) for i in infos), default=4)
     cat_width = max((len(i.category) for i in infos), default=8)
-    click.echo(
-        f"{'code':<7} {'name':<{width}}  {'category':<{cat_width}}  {'status':<7}  what it detects"
-    )
+    click.echo(f"{'code':<7} {'name':<{width}}  {'category':<{cat_width}}  {'status':<7}  what it detects")
     for i in infos:
-        click.echo(
-            f"{i.code:<7} {i.name:<{width}}  {i.category:<{cat_width}}  {i.status:<7}  {i.summary}"
-        )
+        click.echo(f"{i.code:<7} {i.name:<{width}}  {i.category:<{cat_width}}  {i.status:<7}  {i.summary}")
     click.echo(f"\n{len(infos)} rules; `perftune rule CODE` explains one.")
 
 
@@ -75,17 +52,10 @@ def rule(code: str, raw: bool) -> None:
     cls = rule_by_code(code)
     info = rule_info(cls)
     folder = info.folder
-    text = markdown(
-        cls.code,
-        cls.name,
-        cls.doc(),
-        category=info.category,
-        status=info.status,
-        severity=info.severity,
-        options=info.options,
-        bad=_read(folder / "bad.py" if folder else None),
-        good=_read(folder / "good.py" if folder else None),
-    )
+    text = markdown(cls.code, cls.name, cls.doc(), category=info.category, status=info.status,
+                    severity=info.severity, options=info.options,
+                    bad=_read(folder / "bad.py" if folder else None),
+                    good=_read(folder / "good.py" if folder else None))
     if raw:
         click.echo(text)
         return

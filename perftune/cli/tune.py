@@ -58,14 +58,10 @@ class RichReporter:
         if not self.quiet:
             self.progress.console.print(f"[dim]perftune: {escape(text)}[/]", highlight=False)
 
-    def started(
-        self, number: int, values: Mapping[str, Any], role: str, why: str, history: Any
-    ) -> None:
+    def started(self, number: int, values: Mapping[str, Any], role: str, why: str, history: Any) -> None:
         from rich.markup import escape
 
-        self.progress.update(
-            self.task, completed=history.counted(), description=escape(self._best(history))
-        )
+        self.progress.update(self.task, completed=history.counted(), description=escape(self._best(history)))
 
     def finished(self, record: Any, history: Any) -> None:
         from rich.markup import escape
@@ -83,9 +79,7 @@ class RichReporter:
                 f"trial {record.number:>3} [dim]{escape(record.role)}[/] {escape(values)}: {result}",
                 highlight=False,
             )
-        self.progress.update(
-            self.task, completed=history.counted(), description=escape(self._best(history))
-        )
+        self.progress.update(self.task, completed=history.counted(), description=escape(self._best(history)))
 
     @staticmethod
     def _best(history: Any) -> str:
@@ -98,156 +92,60 @@ class RichReporter:
 
 @click.command(cls=ScriptCommand, context_settings=SCRIPT_CONTEXT)
 @click.argument("script_and_args", nargs=-1, type=click.UNPROCESSED, metavar="SCRIPT [ARGS]...")
-@click.option(
-    "-m", "--module", default=None, help="Tune a module (like python -m) instead of a SCRIPT file."
-)
-@click.option(
-    "--knob",
-    "knobs",
-    multiple=True,
-    metavar="NAME=V1,V2",
-    help="Values to try for a knob (repeatable); LOW..HIGH gives the powers of two in "
-    "between. Injected knobs: precision (fp32,tf32,bf16,fp16), checkpoint "
-    "(none,all,every:K,first:N), batch_size, compile (none,default,"
-    "reduce-overhead,max-autotune,max-autotune-no-cudagraphs: torch.compile of "
-    "the model the optimizer trains; reduce-overhead needs a CUDA model).",
-)
-@click.option(
-    "--arg",
-    "arg_templates",
-    multiple=True,
-    metavar="KNOB=TEMPLATE",
-    help="Pass a knob as the script's own flag, e.g. --arg batch_size=--batch-size={}.",
-)
-@click.option(
-    "--from-findings",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Add the knobs suggested by the findings of a profile run (its run dir or findings.json).",
-)
-@click.option(
-    "--no-declared", is_flag=True, help="Ignore the knobs the script declares with perftune.knob()."
-)
-@click.option(
-    "--samples-per-step",
-    default=None,
-    metavar="N|KNOB|A*B",
-    help="Samples per step for the throughput [default: the batch_size knob, else the model input's leading dimension].",
-)
-@click.option(
-    "--tokens-per-sample",
-    default=None,
-    metavar="N|KNOB",
-    help="Report tokens/s: tokens in one sample (a number or a knob).",
-)
-@click.option(
-    "--memory-budget",
-    default=None,
-    metavar="SIZE",
-    help="Peak memory a configuration may use, e.g. 8GiB (device allocator on GPU, RSS on CPU).",
-)
-@click.option(
-    "--accuracy-tolerance",
-    default=None,
-    metavar="FRACTION",
-    help="Largest relative loss difference from the fp32 baseline over the measured steps [default: 5%].",
-)
-@click.option(
-    "--max-trials", type=int, default=None, help="Stop after this many trials (repeats included)."
-)
-@click.option(
-    "--time-budget",
-    default=None,
-    metavar="DURATION",
-    help="Stop starting trials after this long, e.g. 20m.",
-)
-@click.option(
-    "--strategy",
-    type=click.Choice(["auto", "grid", "structured", "tpe", "random"]),
-    default=None,
-    help="auto: the grid for up to 16 configurations (or when --max-trials covers them), else structured.",
-)
-@click.option(
-    "--top-k", type=int, default=None, help="Candidates measured again at the end [default: 3]."
-)
-@click.option(
-    "--repeats",
-    type=int,
-    default=None,
-    help="Extra measurements of each of them [default: 2]; then, while the best is not "
-    "separated from the defaults or the runner-up, more of the pair (up to 3x as many; "
-    "without a budget at most as many trials as the repeats).",
-)
-@click.option(
-    "--trial-warmup",
-    type=int,
-    default=None,
-    help="Warm-up steps discarded in each trial [default: 3].",
-)
-@click.option(
-    "--trial-steps", type=int, default=None, help="Steps measured in each trial [default: 8]."
-)
-@click.option(
-    "--trial-timeout",
-    default=None,
-    metavar="DURATION",
-    help="Stop a trial after this long [default: 5m].",
-)
-@click.option(
-    "--run-steps",
-    type=int,
-    default=None,
-    metavar="N",
-    help="Steps your real run takes. Compile time (--knob compile=...) is kept out of "
-    "ms/step and reported; with N it is also charged to the run: a compile mode "
-    "wins only if (eager - compiled step time) x N > its compile time [default: "
-    "not charged, the break-even step count is shown].",
-)
-@click.option(
-    "--seed", type=int, default=None, help="Seed torch/random/numpy in every trial [default: 0]."
-)
+@click.option("-m", "--module", default=None, help="Tune a module (like python -m) instead of a SCRIPT file.")
+@click.option("--knob", "knobs", multiple=True, metavar="NAME=V1,V2",
+              help="Values to try for a knob (repeatable); LOW..HIGH gives the powers of two in "
+                   "between. Injected knobs: precision (fp32,tf32,bf16,fp16), checkpoint "
+                   "(none,all,every:K,first:N), batch_size, compile (none,default,"
+                   "reduce-overhead,max-autotune,max-autotune-no-cudagraphs: torch.compile of "
+                   "the model the optimizer trains; reduce-overhead needs a CUDA model).")
+@click.option("--arg", "arg_templates", multiple=True, metavar="KNOB=TEMPLATE",
+              help="Pass a knob as the script's own flag, e.g. --arg batch_size=--batch-size={}.")
+@click.option("--from-findings", type=click.Path(exists=True, path_type=Path), default=None,
+              help="Add the knobs suggested by the findings of a profile run (its run dir or findings.json).")
+@click.option("--no-declared", is_flag=True, help="Ignore the knobs the script declares with perftune.knob().")
+@click.option("--samples-per-step", default=None, metavar="N|KNOB|A*B",
+              help="Samples per step for the throughput [default: the batch_size knob, else the model input's leading dimension].")
+@click.option("--tokens-per-sample", default=None, metavar="N|KNOB",
+              help="Report tokens/s: tokens in one sample (a number or a knob).")
+@click.option("--memory-budget", default=None, metavar="SIZE",
+              help="Peak memory a configuration may use, e.g. 8GiB (device allocator on GPU, RSS on CPU).")
+@click.option("--accuracy-tolerance", default=None, metavar="FRACTION",
+              help="Largest relative loss difference from the fp32 baseline over the measured steps [default: 5%].")
+@click.option("--max-trials", type=int, default=None, help="Stop after this many trials (repeats included).")
+@click.option("--time-budget", default=None, metavar="DURATION", help="Stop starting trials after this long, e.g. 20m.")
+@click.option("--strategy", type=click.Choice(["auto", "grid", "structured", "tpe", "random"]), default=None,
+              help="auto: the grid for up to 16 configurations (or when --max-trials covers them), else structured.")
+@click.option("--top-k", type=int, default=None, help="Candidates measured again at the end [default: 3].")
+@click.option("--repeats", type=int, default=None, help="Extra measurements of each of them [default: 2]; then, while the best is not "
+              "separated from the defaults or the runner-up, more of the pair (up to 3x as many; "
+              "without a budget at most as many trials as the repeats).")
+@click.option("--trial-warmup", type=int, default=None, help="Warm-up steps discarded in each trial [default: 3].")
+@click.option("--trial-steps", type=int, default=None, help="Steps measured in each trial [default: 8].")
+@click.option("--trial-timeout", default=None, metavar="DURATION", help="Stop a trial after this long [default: 5m].")
+@click.option("--run-steps", type=int, default=None, metavar="N",
+              help="Steps your real run takes. Compile time (--knob compile=...) is kept out of "
+                   "ms/step and reported; with N it is also charged to the run: a compile mode "
+                   "wins only if (eager - compiled step time) x N > its compile time [default: "
+                   "not charged, the break-even step count is shown].")
+@click.option("--seed", type=int, default=None, help="Seed torch/random/numpy in every trial [default: 0].")
 @click.option("--no-seed", is_flag=True, help="Do not seed the trials (the script seeds itself).")
-@click.option(
-    "--storage",
-    default=None,
-    metavar="URL",
-    help="Optuna storage shared by several workers, e.g. postgresql://user@host/db [default: a journal file in the run dir].",
-)
-@click.option(
-    "--study-name", default=None, help="Study name in the storage [default: tune-SCRIPT]."
-)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Continue the tuning run in --out (default: the latest of this script).",
-)
-@click.option(
-    "--tensorboard",
-    is_flag=True,
-    help="Also write TensorBoard HParams to RUN_DIR/tensorboard/tuning.",
-)
-@click.option(
-    "--no-reuse",
-    "no_reuse",
-    is_flag=True,
-    help="Start every trial as a fresh python process instead of forking it from a "
-    "zygote that imported torch once (the default saves ~2 s per trial; trials "
-    "the zygote cannot take safely run fresh anyway).",
-)
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage shared by several workers, e.g. postgresql://user@host/db [default: a journal file in the run dir].")
+@click.option("--study-name", default=None, help="Study name in the storage [default: tune-SCRIPT].")
+@click.option("--resume", is_flag=True, help="Continue the tuning run in --out (default: the latest of this script).")
+@click.option("--tensorboard", is_flag=True, help="Also write TensorBoard HParams to RUN_DIR/tensorboard/tuning.")
+@click.option("--no-reuse", "no_reuse", is_flag=True,
+              help="Start every trial as a fresh python process instead of forking it from a "
+                   "zygote that imported torch once (the default saves ~2 s per trial; trials "
+                   "the zygote cannot take safely run fresh anyway).")
 @click.option("--no-html", is_flag=True, help="Do not write tuning.html.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
 @out_option
 @format_option
 @click.pass_context
-def tune(
-    ctx: click.Context,
-    /,
-    tensorboard: bool,
-    no_html: bool,
-    quiet: bool,
-    output_format: str,
-    **params: Any,
-) -> None:
+def tune(ctx: click.Context, /, tensorboard: bool, no_html: bool, quiet: bool, output_format: str,
+         **params: Any) -> None:
     """Tune knobs (batch size, precision, checkpointing, torch.compile mode, tile sizes...) for throughput.
 
     \b
@@ -278,24 +176,17 @@ def tune(
     err = Console(stderr=True)
     with RichReporter(err, settings.max_trials, quiet) as reporter:
         if not quiet:
-            err.print(
-                f"perftune: tuning {settings.script.describe()} into {settings.run_dir}",
-                highlight=False,
-                markup=False,
-            )
+            err.print(f"perftune: tuning {settings.script.describe()} into {settings.run_dir}",
+                      highlight=False, markup=False)
         run = Tuner(settings, reporter).run()
     tuning = build_tuning(run)
     written = write_tuning_run(tuning, settings.run_dir, html=not no_html, tensorboard=tensorboard)
     _print_tuning(tuning, output_format)
     if not quiet:
-        err.print(
-            "perftune: wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False
-        )
+        err.print("perftune: wrote " + ", ".join(str(p) for p in written), highlight=False, markup=False)
     if run.interrupted:
         if not quiet:
-            err.print(
-                "perftune: interrupted; finished trials are kept, --resume continues", markup=False
-            )
+            err.print("perftune: interrupted; finished trials are kept, --resume continues", markup=False)
         ctx.exit(_signals.interrupted_exit_code())
     if tuning.best is None:
         raise ScriptError(

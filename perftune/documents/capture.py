@@ -46,6 +46,7 @@ class StepsDocument(_Open, kw_only=True):
     seeded: bool | None = None  # the script called torch.manual_seed
     script_traces: list[str] = msgspec.field(default_factory=list)  # its own profiler's output
     script_s: float | None = None  # how long the script itself ran
+    script_cpu_s: float | None = None  # the CPU time its process spent in that span
     notes: list[str] = msgspec.field(default_factory=list)
     steps: list[StepEntry] = msgspec.field(default_factory=list)
     # A multi-rank job (`profile --nproc-per-node`): the rank whose steps are listed, and more.

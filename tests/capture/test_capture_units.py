@@ -102,11 +102,8 @@ def _result(tmp_path: Path, phases: list[str], durations: list[float]) -> Captur
 
 
 def test_profiler_overhead_compares_profiled_with_steps_after_the_window(tmp_path: Path) -> None:
-    result = _result(
-        tmp_path,
-        ["warmup"] * 3 + ["profiled"] * 2 + ["measured"] * 2,
-        [900.0, 5.0, 30.0, 12.0, 12.0, 10.0, 10.0],
-    )
+    result = _result(tmp_path, ["warmup"] * 3 + ["profiled"] * 2 + ["measured"] * 2,
+                     [900.0, 5.0, 30.0, 12.0, 12.0, 10.0, 10.0])
     profiled, plain = split_steps(result)
     assert [s.index for s in plain] == [5, 6]  # warm-up steps are not comparable
     ratio = overhead(step_stats("p", profiled), step_stats("u", plain))
@@ -230,9 +227,8 @@ def test_session_lets_explicit_marks_replace_the_optimizer(tmp_path: Path) -> No
     assert session.source == "perftune.step"
     assert len(session.log) == 2
     assert session.log.steps[0].start == pytest.approx(session.log.t0, abs=1.0)
-    assert any(
-        "marked by perftune.step" in note and "merged into step 0" in note for note in session.notes
-    )
+    assert any("marked by perftune.step" in note and "merged into step 0" in note
+               for note in session.notes)
 
 
 def test_session_drops_time_slices_when_an_optimizer_appears(tmp_path: Path) -> None:

@@ -99,12 +99,13 @@ def test_a_window_that_fits_keeps_step_0_as_warm_up(steps: int,
 
 
 def _ended(steps: int, script_s: float, source: str = "optimizer",
-           status: str = "window-not-reached") -> CaptureResult:
+           status: str = "window-not-reached", script_cpu_s: float | None = None) -> CaptureResult:
     return CaptureResult(
         run_dir=Path("run"), status=status, exit_code=0, error=None, step_source=source,
         steps=tuple(StepRecord(index=k, start_s=k * 0.1, duration_ms=100.0, phase="warmup")
                     for k in range(steps)),
-        peak_memory_bytes=None, trace_path=None, meta={}, script_s=script_s)
+        peak_memory_bytes=None, trace_path=None, meta={}, script_s=script_s,
+        script_cpu_s=script_cpu_s)
 
 
 def test_refit_of_a_short_script() -> None:
@@ -122,11 +123,23 @@ def test_refit_of_a_short_script() -> None:
 @pytest.mark.parametrize("result", [
     _ended(3, 300.0),  # a long run: told the options instead
     _ended(0, 0.001, source="time-window"),  # did nothing (print("hello"))
+    # print("hello") on a loaded machine: 0.3 s of wall time, 2 ms of CPU (a CI run re-ran it)
+    _ended(0, 0.3, source="time-window", script_cpu_s=0.002),
     _ended(3, 0.3, status="crashed"),
     _ended(8, 0.3, status="ok"),
 ])
 def test_no_refit_when_it_would_not_help(result: CaptureResult) -> None:
     assert refit_options(result, CaptureOptions(skip=5, active=3)) is None
+
+
+def test_an_idle_run_is_refitted_only_when_it_is_long_or_worked() -> None:
+    options = CaptureOptions(skip=5, active=3)
+    # CPU time counts only for short runs: a longer one that waited (on data-loader worker
+    # processes, on a device) is profiled again; so is a short one that did work.
+    assert refit_options(_ended(0, 2.0, source="time-window", script_cpu_s=0.01), options)
+    assert refit_options(_ended(0, 0.3, source="time-window", script_cpu_s=0.2), options)
+    # Unknown CPU time (a steps.json from an older perftune): the wall time decides.
+    assert refit_options(_ended(0, 0.3, source="time-window"), options)
 
 
 def test_the_advice_names_options_that_fit() -> None:

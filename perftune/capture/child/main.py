@@ -280,6 +280,7 @@ class ChildRun:
                 "seeded": session.seeded,
                 "script_traces": list(session.script_traces),
                 "script_s": session.script_s,
+                "script_cpu_s": session.script_cpu_s,
                 "steps": session.steps_json(),
                 "peak_memory_bytes": session.peak_memory_bytes,
                 "memory_kind": session.memory_kind,

@@ -117,6 +117,9 @@ class CaptureSession:
         self.on_modules_unneeded: Callable[[], None] | None = None
         self.script_started: float | None = None
         self.script_ended: float | None = None
+        # The process's CPU time (every thread) at the same two moments.
+        self.script_cpu_started: float | None = None
+        self.script_cpu_ended: float | None = None
         self.window_open = False
         self.window_done = False
         self.profiling = False  # perftune's profiler records the step under way
@@ -150,6 +153,7 @@ class CaptureSession:
             self._open_window()
         # After the profiler started: its start-up is not the script's first step.
         self.script_started = time.perf_counter()
+        self.script_cpu_started = time.process_time()
         self.log.begin_step(self.script_started)
 
     def _compile_seen(self) -> None:
@@ -472,6 +476,7 @@ class CaptureSession:
         self.enabled = False
         if self.script_ended is None:
             self.script_ended = time.perf_counter()
+            self.script_cpu_ended = time.process_time()
         if self.window_open:
             done = len(self.log) - self.window_first
             if self.profiling:
@@ -506,6 +511,15 @@ class CaptureSession:
             return None
         end = self.script_ended if self.script_ended is not None else time.perf_counter()
         return round(end - self.script_started, 6)
+
+    @property
+    def script_cpu_s(self) -> float | None:
+        """The CPU time the script's process spent over the same span (all its threads; not its
+        child processes): what other processes on the machine do not stretch."""
+        if self.script_cpu_started is None:
+            return None
+        end = self.script_cpu_ended if self.script_cpu_ended is not None else time.process_time()
+        return round(end - self.script_cpu_started, 6)
 
     def first_bad_loss(self) -> int | None:
         """Index of the first measured step whose loss is nan or infinite."""

@@ -35,8 +35,11 @@ Options = TypeVar("Options", bound=_Options)
 # A script whose own run (perftune's imports left out) took at most this long is run again
 # with a window that fits; a longer one gets the options to use instead.
 REFIT_MAX_S = 60.0
-# Below this the script did no work worth a trace (`print("hello")`).
+# Below this the script did no work worth a trace (`print("hello")`): its run took less, or its
+# process spent less CPU time in a run of at most IDLE_MAX_S (on a loaded machine a
+# `print("hello")` can take longer than MIN_WORK_S of wall time while its CPU time stays ~1 ms).
 MIN_WORK_S = 0.05
+IDLE_MAX_S = 1.0
 MIN_SLICE_S = 0.005
 
 
@@ -84,7 +87,7 @@ def refit_options(result: CaptureResult, options: Options) -> tuple[Options, str
         skip, active = window
         return (_replace(options, skip=skip, active=active),
                 f"{ended}; profiled it again with --skip {skip} --active {active}")
-    if script_s < MIN_WORK_S or options.step_marker is not None:
+    if did_no_work(script_s, result.script_cpu_s) or options.step_marker is not None:
         return None
     # No step boundary: profiled from its start (a profiler that starts mid-run can take
     # longer than the whole script), in time slices sized from its run.
@@ -92,6 +95,13 @@ def refit_options(result: CaptureResult, options: Options) -> tuple[Options, str
     return (_replace(options, skip=0, time_slice_s=slice_s),
             f"{ended} and showed no step boundary; profiled it again from its start in time "
             f"slices of {slice_s * 1000:.0f} ms (--skip 0 --time-slice {slice_s:.3g})")
+
+
+def did_no_work(script_s: float, script_cpu_s: float | None) -> bool:
+    """The script's run was too short, or too idle, to hold anything worth a trace."""
+    if script_s < MIN_WORK_S:
+        return True
+    return script_cpu_s is not None and script_cpu_s < MIN_WORK_S and script_s <= IDLE_MAX_S
 
 
 def _replace(options: Options, **changes: Any) -> Options:

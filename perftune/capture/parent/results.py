@@ -81,6 +81,7 @@ class CaptureResult:
     seeded: bool | None = None  # the script called torch.manual_seed (None: unknown)
     script_traces: tuple[str, ...] = ()  # where the script's own torch.profiler wrote traces
     script_s: float | None = None  # how long the script itself ran, perftune's setup left out
+    script_cpu_s: float | None = None  # the CPU time its process spent in that span
 
     @property
     def ok(self) -> bool:
@@ -122,6 +123,7 @@ def steps_document(result: CaptureResult, extra: Mapping[str, Any]) -> dict[str,
         "seeded": result.seeded,
         "script_traces": list(result.script_traces),
         "script_s": result.script_s,
+        "script_cpu_s": result.script_cpu_s,
         "notes": list(result.notes),
         "steps": [step.to_json() for step in result.steps],
     }
@@ -185,4 +187,5 @@ def load_capture(run_dir: Path) -> CaptureResult:
         seeded=doc.seeded,
         script_traces=tuple(doc.script_traces),
         script_s=doc.script_s,
+        script_cpu_s=doc.script_cpu_s,
     )

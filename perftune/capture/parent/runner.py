@@ -247,6 +247,7 @@ def _assemble(
         seeded=child.get("seeded"),
         script_traces=tuple(str(p) for p in child.get("script_traces") or ()),
         script_s=child.get("script_s"),
+        script_cpu_s=child.get("script_cpu_s"),
     )
     extra = {
         "declared_knobs": child.get("declared_knobs", {}),
