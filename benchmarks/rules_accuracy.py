@@ -54,7 +54,7 @@ import shlex
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -474,7 +474,7 @@ class RealCheck:
     trace: str
     code: str
     what: str
-    test: str  # a python expression over `f` (a Finding)
+    test: Callable[[Any], bool]  # what a matching Finding must satisfy
     absent: bool = False  # a known false positive: the check holds when no finding matches
 
 
@@ -482,27 +482,28 @@ REAL_CHECKS = (
     RealCheck("TraceLens__h100__gaunernst_bert-small-uncased__1016001.json.gz", "PFT206",
               "the .item()/is_nonzero sync in transformers/modeling_attn_mask_utils.py(429), at the"
               " harness's call line with the library function named",
-              "f.location.file.endswith('text_base_model.py') and f.location.line == 28"
-              " and 'modeling_attn_mask_utils' in f.evidence.get('via_frames', [''])[-1]"
-              " and f.op_chain[-1] == 'cudaStreamSynchronize' and not f.latent"),
+              lambda f: f.location.file.endswith("text_base_model.py") and f.location.line == 28
+              and "modeling_attn_mask_utils" in f.evidence.get("via_frames", [""])[-1]
+              and f.op_chain[-1] == "cudaStreamSynchronize" and not f.latent),
     RealCheck("param__resnet_kineto.json.gz", "PFT208",
               "61 pageable host→device copies, each paired with cudaStreamSynchronize",
-              "f.count == 61 and 'cudaStreamSynchronize' in f.op_chain"),
+              lambda f: f.count == 61 and "cudaStreamSynchronize" in f.op_chain),
     RealCheck("param__resnet_kineto.json.gz", "PFT209", "the same 61 copies are blocking",
-              "f.count == 61"),
+              lambda f: f.count == 61),
     RealCheck("param__resnet_kineto.json.gz", "PFT101", "input-bound: DataLoader wait",
-              "f.evidence['share'] > 0.3"),
+              lambda f: f.evidence["share"] > 0.3),
     RealCheck("param__resnet_kineto.json.gz", "PFT103", "batch copies from pageable memory",
-              "f.count >= 58"),
+              lambda f: f.count >= 58),
     RealCheck("HolisticTraceAnalysis__cuda_event_sync__event_sync_trace.json.gz", "PFT206",
               "`if t.sum() > 0:` → is_nonzero → item → _local_scalar_dense → memcpy + sync",
-              "f.op_chain[:3] == ('aten::is_nonzero', 'aten::item', 'aten::_local_scalar_dense')"
-              " and f.op_chain[-1] == 'cudaStreamSynchronize'"),
+              lambda f: f.op_chain[:3] == ("aten::is_nonzero", "aten::item",
+                                           "aten::_local_scalar_dense")
+              and f.op_chain[-1] == "cudaStreamSynchronize"),
     RealCheck("HolisticTraceAnalysis__cuda_event_sync__event_sync_trace.json.gz", "PFT211",
               "explicit cudaEventSynchronize / cudaDeviceSynchronize in the step",
-              "f.op_chain[-1] in ('cudaEventSynchronize', 'cudaDeviceSynchronize')"),
+              lambda f: f.op_chain[-1] in ("cudaEventSynchronize", "cudaDeviceSynchronize")),
     RealCheck("HolisticTraceAnalysis__nccl_data.json.gz", "PFT603",
-              "not: DataParallel on a DistributedDataParallel job", "True", absent=True),
+              "not: DataParallel on a DistributedDataParallel job", lambda f: True, absent=True),
 )
 
 
@@ -520,7 +521,7 @@ def real_traces() -> tuple[list[str], int, int]:
         if check.trace not in cache:
             cache[check.trace] = run_rules(load(path), select_rules(preview=True))
         ok = [f for f in cache[check.trace] if f.code == check.code
-              and eval(check.test, {}, {"f": f})]
+              and check.test(f)]
         if check.absent:
             hits += not ok
             shown = (f"**reported** at {ok[0].location}: {ok[0].message[:80]}" if ok
