@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.trace import categories as C
 from perftune.trace import device_specs, machine
 from perftune.trace.device_metrics import (
@@ -141,7 +142,7 @@ def is_elementwise(name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- cost model
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class OpCost:
     flops: float
     bytes: float

@@ -22,6 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import op_ancestry
 from perftune.trace.frames import (
@@ -433,7 +434,7 @@ _PLUMBING_FILES = ("torch/nn/modules/module.py", "torch/_dynamo/", "torch/utils/
 _MODULE_PREFIX = "nn.Module: "
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class LibraryCall:
     """The library code a user's line called on the way to an op (numpy's memmap indexing,
     nn.TransformerEncoder's forward, a framework's training loop)."""
@@ -674,7 +675,7 @@ def to_non_blocking(concrete: Sequence[object] | None) -> bool | None:
     return True if value == "True" else False if value == "False" else None
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class DeviceMove:
     """A `.to(...)` / `.cuda()` call in user code: a host→device copy on a GPU."""
 
@@ -773,7 +774,7 @@ def follows_dataloader(host: HostIndex, row: int) -> bool:
 
 
 # ---------------------------------------------------------------------------- data loading
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class LoaderWait:
     rows: tuple[int, ...]
     single_process: bool
