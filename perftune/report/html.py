@@ -8,6 +8,7 @@ escaped for a <script> element (`script_json`).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import functools
 import hashlib
@@ -152,6 +153,22 @@ def plotly_js() -> str:
     return plotly_js_bytes().decode("utf-8")
 
 
+def check_utf8(data: bytes, piece: int = 1 << 16) -> None:
+    """Raise UnicodeDecodeError unless `data` is UTF-8, without decoding it whole.
+
+    A str of plotly.min.js (4.8 MB with a few non-ASCII characters) is built wide: ~15-40 ms.
+    Decoded in pieces cut before an ASCII byte (never inside a multi-byte sequence), the pure
+    ASCII pieces take the decoder's fast path and only the few others are widened: < 1 ms."""
+    view = memoryview(data)
+    start, n = 0, len(data)
+    while start < n:
+        stop = min(start + piece, n)
+        while stop < n and data[stop] >= 0x80:
+            stop += 1
+        codecs.utf_8_decode(view[start:stop], "strict", True)
+        start = stop
+
+
 def plotly_js_bytes() -> bytes:
     """`plotly_js()` as UTF-8 bytes, never held as a str.
 
@@ -162,7 +179,7 @@ def plotly_js_bytes() -> bytes:
     for folder in (spec.submodule_search_locations or []) if spec is not None else []:
         with contextlib.suppress(OSError):
             source = (Path(folder) / "package_data" / "plotly.min.js").read_bytes()
-            source.decode("utf-8")  # raises on a file that is not UTF-8, as the str read did
+            check_utf8(source)  # raises on a file that is not UTF-8, as the str read did
             break
     if source is None:  # an unusual install (zipped, ...): plotly's own reader
         from plotly.offline import get_plotlyjs
