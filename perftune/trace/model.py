@@ -898,6 +898,22 @@ def nearest_ancestor(parent: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return nxt
 
 
+def has_ancestor(parent: np.ndarray, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For each of `rows`: whether an enclosing row (not itself) is in `mask`. One numpy step
+    per nesting level over the rows still climbing: for a few rows, where `nearest_ancestor`
+    would climb from every row of the trace."""
+    found = np.zeros(len(rows), dtype=bool)
+    which = np.arange(len(rows))
+    up = parent[rows]
+    while len(which):
+        climbing = up != NO_ID
+        which, up = which[climbing], up[climbing]
+        hit = mask[up]
+        found[which[hit]] = True
+        which, up = which[~hit], parent[up[~hit]]
+    return found
+
+
 def thread_time_order(thread: np.ndarray, ts: np.ndarray,
                       neg_dur: np.ndarray | None = None) -> np.ndarray:
     """`np.lexsort((neg_dur, ts, thread))` (without `neg_dur`: `np.lexsort((ts, thread))`), the

@@ -97,3 +97,19 @@ def test_columns_are_read_only() -> None:
     t = load(shared_trace("HolisticTraceAnalysis__nccl_data.json.gz"))
     with pytest.raises(ValueError):
         t.col("ts")[0] = 1.0
+
+
+@pytest.mark.parametrize("name", ["param__resnet_kineto.json.gz", "HolisticTraceAnalysis__rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz"])
+def test_has_ancestor_is_the_walk_up_the_nesting(name: str) -> None:
+    """`has_ancestor` (one numpy step per level) answers what walking each row's ancestors does."""
+    from perftune.trace.model import has_ancestor
+
+    trace = load(shared_trace(name))
+    rng = np.random.default_rng(7)
+    parent = trace.parent
+    for share in (0.0, 0.01, 0.2, 1.0):
+        mask = rng.random(trace.n) < share
+        rows = np.flatnonzero(rng.random(trace.n) < 0.3)
+        walked = [any(mask[a] for a in trace.ancestors(r)) for r in rows.tolist()]
+        assert has_ancestor(parent, rows, mask).tolist() == walked
+    assert has_ancestor(parent, np.zeros(0, np.int64), mask).tolist() == []
