@@ -396,17 +396,33 @@ class _Acc:
     copies: list[int]
 
 
-def _python_anchor(trace: Trace, idx: HostIndex, row: int) -> int | None:
-    """The `.tolist()` / `.cpu()` / `torch.tensor(...)` python call that issued `row`, if any."""
-    anchor: int | None = None
-    for a in trace.ancestors(row):
-        if idx.cat[a] != C.PYTHON_FUNCTION:
-            continue
-        if idx.is_user_frame_row(a):
-            break
-        called = python_call_name(idx.names[a])
-        if called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS:
-            anchor = a
+def _is_user_frame_name(name: str) -> bool:
+    frame = parse_python_function(name)
+    return frame is not None and is_user_frame(frame)
+
+
+def _is_anchor_call(name: str) -> bool:
+    called = python_call_name(name)
+    return called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS
+
+
+def _python_anchors(idx: HostIndex, rows: np.ndarray) -> np.ndarray:
+    """The `.tolist()` / `.cpu()` / `torch.tensor(...)` python call that issued each of `rows`
+    (NO_ID: none): the outermost such call among its enclosing python frames below the user's
+    own frame. All rows climb together, one numpy step per nesting level."""
+    trace = idx.trace
+    python = trace.cat_mask({C.PYTHON_FUNCTION})
+    user = python & trace.name_mask(_is_user_frame_name)
+    call = python & trace.name_mask(_is_anchor_call)
+    anchor = np.full(len(rows), NO_ID, dtype=np.int64)
+    which = np.arange(len(rows))
+    up = idx.parent[rows]
+    while len(which):
+        go_on = (up != NO_ID) & ~user[np.maximum(up, 0)]
+        which, up = which[go_on], up[go_on]
+        hit = call[up]
+        anchor[which[hit]] = up[hit]  # an outer one overwrites an inner one
+        up = idx.parent[up]
     return anchor
 
 
@@ -526,13 +542,14 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
     groups: dict[int, _Acc] = {}
     explicit: list[int] = []
 
-    def anchor_of(row: int) -> int | None:
-        py = _python_anchor(trace, idx, row)
-        return py if py is not None else user_op(host, row)
+    def anchors_of(rows: np.ndarray) -> list[int]:
+        """The python call that issued each row, else its user op (NO_ID: neither)."""
+        py = _python_anchors(idx, rows)
+        anchors: list[int] = np.where(py != NO_ID, py, idx.outer_op[rows]).tolist()
+        return anchors
 
-    def add(row: int, sync: int | None = None, copy: int | None = None) -> None:
-        anchor = anchor_of(row)
-        if anchor is None:
+    def add(anchor: int, sync: int | None = None, copy: int | None = None) -> None:
+        if anchor == NO_ID:
             if sync is not None:
                 explicit.append(sync)
             return
@@ -542,22 +559,27 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         if copy is not None:
             acc.copies.append(copy)
 
-    for row in np.flatnonzero(idx.waits).tolist():
-        add(row, sync=row)
-    for row in np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op).tolist():
-        add(row)
+    waits = np.flatnonzero(idx.waits)
+    for row, anchor in zip(waits.tolist(), anchors_of(waits), strict=True):
+        add(anchor, sync=row)
+    leaves = np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op)
+    for anchor in anchors_of(leaves):
+        add(anchor)
+    copies, launches = [], []
     for row in np.flatnonzero(trace.cat_mask({C.MEMCPY})).tolist():
         launch = trace.launched_by(row)
         if launch is not None and user_op(host, launch) is not None:
-            add(launch, copy=row)
+            copies.append(row)
+            launches.append(launch)
+    for row, anchor in zip(copies, anchors_of(np.asarray(launches, dtype=np.int64)), strict=True):
+        add(anchor, copy=row)
     # Python-level transfers and factories (on CPU traces visible only through with_stack).
-    for row in np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION})).tolist():
-        called = python_call_name(idx.names[row])
-        if (called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS) \
-                and _python_anchor(trace, idx, row) is None:
-            parent = int(idx.parent[row])
-            if parent == NO_ID or idx.is_user_frame_row(parent):
-                groups.setdefault(row, _Acc([], []))
+    calls = np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION}) & trace.name_mask(_is_anchor_call))
+    calls = calls[_python_anchors(idx, calls) == NO_ID]
+    for row in calls.tolist():
+        parent = int(idx.parent[row])
+        if parent == NO_ID or idx.is_user_frame_row(parent):
+            groups.setdefault(row, _Acc([], []))
 
     rank_col = trace.col("rank")
     hazards: list[Hazard] = []
