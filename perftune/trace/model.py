@@ -21,7 +21,7 @@ import numpy as np
 from perftune.trace import categories as C
 from perftune.trace.decode import NO_ID, ArgStore, EventArgs, decode_raw
 from perftune.trace.frames import Frame, is_user_frame, parse_python_function
-from perftune.trace.groups import distinct, unique_codes
+from perftune.trace.groups import distinct, stable_order, unique_codes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -878,7 +878,7 @@ def subtree_sums(parent: np.ndarray, weights: np.ndarray,
     if not len(nodes):
         return out
     depth = (nesting_depth(parent) if depth is None else depth)[nodes]
-    order = np.argsort(-depth, kind="stable")
+    order = stable_order(-depth)
     nodes, depth = nodes[order], depth[order]
     for level in np.split(nodes, np.flatnonzero(np.diff(depth)) + 1):
         np.add.at(out, parent[level], out[level])
