@@ -54,8 +54,18 @@ _SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026",
                    "\u2028": "\\u2028", "\u2029": "\\u2029"}
 
 
+_PLAIN_TYPES = frozenset({str, int, bool, type(None)})
+
+
 def plain_json(value: Any) -> Any:
     """`value` with NaN/inf as None and numpy scalars and arrays as Python values."""
+    kind = type(value)  # the exact built-in types first: no isinstance (an ABC's for Mapping)
+    if kind in _PLAIN_TYPES:
+        return value
+    if kind is list or kind is tuple:
+        return [plain_json(v) for v in value]
+    if kind is dict:
+        return {str(k): plain_json(v) for k, v in value.items()}
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):

@@ -15,7 +15,7 @@ import numpy as np
 from perftune.analysis.phases import MODULE_PREFIX, PHASE_LABELS, phase_segments
 from perftune.trace import categories as C
 from perftune.trace.metrics import device_event_steps, sync_call_mask
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Trace, ancestors_in, has_ancestor
 
 PERFETTO_URL = "https://ui.perfetto.dev"
 PHASE_LANE = "phases"
@@ -125,12 +125,10 @@ def step_timeline(trace: Trace, max_events: int = 1500,
     # rows: (row, kind); a host op is top-level when no enclosing op other than the step
     # marker exists (python frames in between do not count).
     chosen: list[tuple[int, str]] = []
-    for row in np.flatnonzero(in_window & is_op & ~is_step_marker).tolist():
-        p = int(parent[row])
-        while p != NO_ID and not (is_op[p] and not is_step_marker[p]):
-            p = int(parent[p])
-        if p == NO_ID:
-            chosen.append((row, _host_kind(name(row))))
+    enclosing = is_op & ~is_step_marker
+    host_ops = np.flatnonzero(in_window & enclosing)
+    for row in host_ops[~has_ancestor(parent, host_ops, enclosing)].tolist():
+        chosen.append((row, _host_kind(name(row))))
     chosen.extend((row, "sync") for row in np.flatnonzero(in_window & sync_call_mask(trace)).tolist())
     work = np.isin(cat_names, list(C.DEVICE_WORK_CATS))[cat_codes] & on_rank
     chosen.extend((row, _device_kind(cat(row), name(row)))
@@ -144,11 +142,8 @@ def step_timeline(trace: Trace, max_events: int = 1500,
     is_module = np.asarray([n.startswith(MODULE_PREFIX) for n in name_strings], dtype=bool)[name_codes]
     module_rows = np.flatnonzero(in_window & is_module)
     module_lane: dict[int, str] = {}
-    for row in module_rows.tolist():
-        depth, p = 0, int(parent[row])
-        while p != NO_ID:
-            depth += int(is_module[p])
-            p = int(parent[p])
+    depths = ancestors_in(parent, module_rows, is_module)
+    for row, depth in zip(module_rows.tolist(), depths.tolist(), strict=True):
         if depth < MODULE_LEVELS:
             module_lane[row] = f"modules · level {depth}"
     chosen.extend((row, "module") for row in module_lane)

@@ -914,6 +914,20 @@ def has_ancestor(parent: np.ndarray, rows: np.ndarray, mask: np.ndarray) -> np.n
     return found
 
 
+def ancestors_in(parent: np.ndarray, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For each of `rows`: how many of its enclosing rows (not itself) are in `mask`, one numpy
+    step per nesting level over the rows still climbing."""
+    count = np.zeros(len(rows), dtype=np.int64)
+    which = np.arange(len(rows))
+    up = parent[rows]
+    while len(which):
+        climbing = up != NO_ID
+        which, up = which[climbing], up[climbing]
+        count[which] += mask[up]
+        up = parent[up]
+    return count
+
+
 def thread_time_order(thread: np.ndarray, ts: np.ndarray,
                       neg_dur: np.ndarray | None = None) -> np.ndarray:
     """`np.lexsort((neg_dur, ts, thread))` (without `neg_dur`: `np.lexsort((ts, thread))`), the

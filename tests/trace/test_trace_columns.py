@@ -101,8 +101,9 @@ def test_columns_are_read_only() -> None:
 
 @pytest.mark.parametrize("name", ["param__resnet_kineto.json.gz", "HolisticTraceAnalysis__rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz"])
 def test_has_ancestor_is_the_walk_up_the_nesting(name: str) -> None:
-    """`has_ancestor` (one numpy step per level) answers what walking each row's ancestors does."""
-    from perftune.trace.model import has_ancestor
+    """`has_ancestor` and `ancestors_in` (one numpy step per level) answer what walking each
+    row's ancestors does."""
+    from perftune.trace.model import ancestors_in, has_ancestor
 
     trace = load(shared_trace(name))
     rng = np.random.default_rng(7)
@@ -112,4 +113,6 @@ def test_has_ancestor_is_the_walk_up_the_nesting(name: str) -> None:
         rows = np.flatnonzero(rng.random(trace.n) < 0.3)
         walked = [any(mask[a] for a in trace.ancestors(r)) for r in rows.tolist()]
         assert has_ancestor(parent, rows, mask).tolist() == walked
+        counted = [sum(bool(mask[a]) for a in trace.ancestors(r)) for r in rows.tolist()]
+        assert ancestors_in(parent, rows, mask).tolist() == counted
     assert has_ancestor(parent, np.zeros(0, np.int64), mask).tolist() == []
