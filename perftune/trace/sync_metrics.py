@@ -155,7 +155,6 @@ class HostIndex:
             thread_no[arr] = n
         self.thread_of = _ThreadOf(thread_no, keys)
         self._frame_rows: dict[int, bool] = {}
-        self._copies: dict[tuple[int, int], list[int]] | None = None
 
     def under(self, row: int) -> np.ndarray:
         """Host rows nested inside `row` (same thread, starting within it), in time order."""
@@ -169,17 +168,27 @@ class HostIndex:
         keep = (rows != row) & (self.end[rows] <= self.end[row] + 0.01)
         return np.asarray(rows[keep], dtype=np.int64)
 
-    def copies_of(self, runtime_row: int) -> list[int]:
-        """Device memcpy rows issued by a runtime call (same rank and correlation id)."""
-        if self._copies is None:
-            rank = self.trace.col("rank")
-            corr = self.trace.col("corr")
-            self._copies = {}
-            for r in np.flatnonzero(self.trace.cat_mask({C.MEMCPY}) & (corr != NO_ID)).tolist():
-                self._copies.setdefault((int(rank[r]), int(corr[r])), []).append(r)
-            self._rank = rank
-            self._corr = corr
-        return self._copies.get((int(self._rank[runtime_row]), int(self._corr[runtime_row])), [])
+    @cached_property
+    def _copy_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Device memcpy rows with a correlation id, sorted by (rank, correlation), and those
+        (rank, correlation) keys."""
+        corr = self.trace.col("corr")
+        rows = np.flatnonzero(self.trace.cat_mask({C.MEMCPY}) & (corr != NO_ID))
+        keys = _rank_corr_key(self.trace.col("rank")[rows], corr[rows])
+        order = np.argsort(keys, kind="stable")
+        return keys[order], rows[order]
+
+    def copies_of(self, runtime_rows: np.ndarray) -> list[int]:
+        """Device memcpy rows issued by any of `runtime_rows` (same rank and correlation id)."""
+        keys, rows = self._copy_keys
+        wanted = _rank_corr_key(self.trace.col("rank")[runtime_rows],
+                                self.trace.col("corr")[runtime_rows])
+        lo = np.searchsorted(keys, wanted, side="left")
+        count = np.searchsorted(keys, wanted, side="right") - lo
+        # rows[lo:lo+count] of every runtime row, concatenated (no loop over them)
+        at = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        found: list[int] = rows[at].tolist()
+        return found
 
     def is_user_frame_row(self, row: int) -> bool:
         cached = self._frame_rows.get(row)
@@ -396,6 +405,11 @@ class _Acc:
     copies: list[int]
 
 
+def _rank_corr_key(rank: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """One int64 per (rank, correlation id); correlations fit in 43 bits (as model's)."""
+    return rank.astype(np.int64) * (1 << 44) + (corr.astype(np.int64) + (1 << 43))
+
+
 def _is_user_frame_name(name: str) -> bool:
     frame = parse_python_function(name)
     return frame is not None and is_user_frame(frame)
@@ -596,8 +610,8 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         runtime_rows = inner_rows[idx.is_runtime[inner_rows]]
         runtime = runtime_rows.tolist()
         syncs = sorted(set(acc.syncs) | set(runtime_rows[idx.sync[runtime_rows]].tolist()))
-        copies = sorted(set(acc.copies) | {d for r in runtime_rows[idx.is_copy_call[runtime_rows]].tolist()
-                                            for d in idx.copies_of(r)})
+        copies = sorted(set(acc.copies).union(
+            idx.copies_of(runtime_rows[idx.is_copy_call[runtime_rows]])))
         real_syncs = any(idx.sync[r] for r in syncs)
         if idx.is_op[anchor]:
             cause, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True,
