@@ -2,10 +2,10 @@
 
 Python 3.11 builds every dataclass's `__init__`, `__repr__`, `__eq__`, `__hash__` and, for
 frozen ones, `__setattr__` / `__delattr__` from source text, compiled once per class when the
-class statement runs: about 0.5 ms per class. perftune's commands import ~75 of them before
-reading a trace, and a typical analysis never makes an instance of some 30 (multi-rank results,
-compiled regions, Python frames, call sites, op costs...): ~15 % of the start-up's
-instructions. A class decorated with `lazy_dataclass` is processed by `dataclasses.dataclass`
+class statement runs: about 0.5 ms per class. `perftune analyze` imports ~75 of them before
+reading a trace, and a single-trace analysis never makes an instance of some 30 (multi-rank
+results, compiled regions, Python frames, call sites, op costs...): deferring those took 12 % off
+the instructions of analysing a 2 KB trace (992 M -> 873 M, benchmarks/analyze_end_to_end.md). A class decorated with `lazy_dataclass` is processed by `dataclasses.dataclass`
 (with the same options) the first time an instance is created or unpickled, or a subclass
 is defined; from then on it is that dataclass, identical to one processed at once.
 
