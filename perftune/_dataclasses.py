@@ -5,9 +5,11 @@ frozen ones, `__setattr__` / `__delattr__` from source text, compiled once per c
 class statement runs: about 0.5 ms per class. `perftune analyze` imports ~75 of them before
 reading a trace, and a single-trace analysis never makes an instance of some 30 (multi-rank
 results, compiled regions, Python frames, call sites, op costs...): deferring those took 12 % off
-the instructions of analysing a 2 KB trace (992 M -> 873 M, benchmarks/analyze_end_to_end.md). A class decorated with `lazy_dataclass` is processed by `dataclasses.dataclass`
-(with the same options) the first time an instance is created or unpickled, or a subclass
-is defined; from then on it is that dataclass, identical to one processed at once.
+the instructions of analysing a 2 KB trace (992 M -> 873 M, benchmarks/analyze_end_to_end.md).
+
+A class decorated with `lazy_dataclass` is processed by `dataclasses.dataclass` (with the same
+options) the first time an instance is created or unpickled, or a subclass is defined; from
+then on it is that dataclass, identical to one processed at once.
 
 What the class cannot do before its first instance: be inspected as a class
 (`dataclasses.fields(cls)`, `cls.__dataclass_fields__`, `msgspec.convert(data, cls)`). Use it
