@@ -68,10 +68,15 @@ def _host_kind(name: str) -> str:
     return "op"
 
 
-def _device_kind(cat: str, name: str) -> str:
-    if cat == C.KERNEL:
-        return "communication" if C.is_comm_kernel(name) else "kernel"
-    return {C.MEMCPY: "memcpy", C.MEMSET: "memset"}.get(cat, "kernel")
+def _device_kinds(trace: Trace, rows: np.ndarray, cats: np.ndarray) -> list[str]:
+    """The lane kind of device rows (`cats`: their categories): a collective kernel is
+    communication, memcpy and memset are themselves, any other device work is a kernel."""
+    kinds = np.full(len(rows), "kernel", dtype=object)
+    kinds[cats == C.MEMCPY] = "memcpy"
+    kinds[cats == C.MEMSET] = "memset"
+    kinds[(cats == C.KERNEL) & trace.comm_kernel_mask[rows]] = "communication"
+    out: list[str] = kinds.tolist()
+    return out
 
 
 def _details(trace: Trace, rows: list[int], is_dev: np.ndarray) -> dict[int, str]:
@@ -117,9 +122,6 @@ def step_timeline(trace: Trace, max_events: int = 1500,
     def name(row: int) -> str:
         return str(name_strings[name_codes[row]])
 
-    def cat(row: int) -> str:
-        return str(cat_names[cat_codes[row]])
-
     parent = trace.parent
 
     # rows: (row, kind); a host op is top-level when no enclosing op other than the step
@@ -131,8 +133,9 @@ def step_timeline(trace: Trace, max_events: int = 1500,
         chosen.append((row, _host_kind(name(row))))
     chosen.extend((row, "sync") for row in np.flatnonzero(in_window & sync_call_mask(trace)).tolist())
     work = np.isin(cat_names, list(C.DEVICE_WORK_CATS))[cat_codes] & on_rank
-    chosen.extend((row, _device_kind(cat(row), name(row)))
-                  for row in np.flatnonzero(work & (device_event_steps(trace) == k)).tolist())
+    dev_rows = np.flatnonzero(work & (device_event_steps(trace) == k))
+    chosen.extend(zip(dev_rows.tolist(), _device_kinds(trace, dev_rows, cat_names[cat_codes[dev_rows]]),
+                      strict=True))
     total = len(chosen)
     if total > max_events:
         chosen.sort(key=lambda rk: -dur[rk[0]])
