@@ -86,10 +86,12 @@ def _details(trace: Trace, rows: list[int], is_dev: np.ndarray) -> dict[int, str
     hosts = [int(launch[r]) if is_dev[r] and launch[r] != NO_ID else r for r in rows]
     frames = trace.user_frames(hosts) if trace.has_python_stacks else [None] * len(hosts)
     out: dict[int, str] = {}
+    chained = [host for row, host in zip(rows, hosts, strict=True) if host != row or not is_dev[row]]
+    chains = iter(trace.op_chains(chained))
     for row, host, frame in zip(rows, hosts, frames, strict=True):
         parts = []
         if host != row or not is_dev[row]:
-            chain = trace.op_chain(host)
+            chain = next(chains)
             if len(chain) > 1 or host != row:
                 parts.append(" → ".join(chain[-6:]))
         if frame is not None:

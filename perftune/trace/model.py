@@ -402,6 +402,33 @@ class Trace:
         names.append(self.name_of(i))
         return names
 
+    def op_chains(self, rows: Sequence[int]) -> list[list[str]]:
+        """`op_chain` of each of `rows`: their ancestors climbed together, one numpy step per
+        nesting level, the op rows met on the way gathered by row."""
+        start = np.asarray(rows, dtype=np.int64)
+        parent, op_rows = self.parent, self._op_rows
+        which, up = np.arange(len(start)), parent[start]
+        met_by: list[np.ndarray] = []
+        met: list[np.ndarray] = []
+        while len(which):
+            climbing = up != NO_ID
+            which, up = which[climbing], up[climbing]
+            hit = op_rows[up]
+            met_by.append(which[hit])
+            met.append(up[hit])
+            up = parent[up]
+        chains: list[list[str]] = [[] for _ in range(len(start))]
+        if met:
+            by = np.concatenate(met_by)
+            order = stable_order(by)  # by row; within a row, innermost first (the climb's order)
+            for k, name in zip(by[order].tolist(), self.names[np.concatenate(met)[order]].tolist(),
+                               strict=True):
+                chains[k].append(name)
+        for chain, own in zip(chains, self.names[start].tolist(), strict=True):
+            chain.reverse()
+            chain.append(own)
+        return chains
+
     @functools.cached_property
     def _op_rows(self) -> np.ndarray:
         mask: np.ndarray = self.cat_mask(C.OP_CATS) & ~self.name_startswith(C.PROFILER_STEP_PREFIX)

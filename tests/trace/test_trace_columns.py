@@ -101,8 +101,8 @@ def test_columns_are_read_only() -> None:
 
 @pytest.mark.parametrize("name", ["param__resnet_kineto.json.gz", "HolisticTraceAnalysis__rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz"])
 def test_has_ancestor_is_the_walk_up_the_nesting(name: str) -> None:
-    """`has_ancestor` and `ancestors_in` (one numpy step per level) answer what walking each
-    row's ancestors does."""
+    """`has_ancestor`, `ancestors_in` and `Trace.op_chains` (one numpy step per level) answer
+    what walking each row's ancestors does."""
     from perftune.trace.model import ancestors_in, has_ancestor
 
     trace = load(shared_trace(name))
@@ -116,3 +116,6 @@ def test_has_ancestor_is_the_walk_up_the_nesting(name: str) -> None:
         counted = [sum(bool(mask[a]) for a in trace.ancestors(r)) for r in rows.tolist()]
         assert ancestors_in(parent, rows, mask).tolist() == counted
     assert has_ancestor(parent, np.zeros(0, np.int64), mask).tolist() == []
+    rows = np.flatnonzero(rng.random(trace.n) < 0.05).tolist()
+    assert trace.op_chains(rows) == [trace.op_chain(r) for r in rows]
+    assert trace.op_chains([]) == []
