@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.analysis.efficiency import efficiency_document
 from perftune.analysis.modules import modules_document
 from perftune.analysis.phases import (
@@ -215,7 +216,7 @@ DASK_MISSING = ('--scheduler needs dask.distributed: pip install "perftune[dask]
                 '(or pip install "dask[distributed]")')
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class RankAnalysis:
     """What one rank's worker sends back: its findings, its summary and its reduction for the
     cross-rank analysis (trace.multirank.RankResult), never its events."""
@@ -498,7 +499,7 @@ def merge_rank_findings(per_rank: Sequence[Sequence[Finding]],
 
 
 # ---------------------------------------------------------------------------- notebooks
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Results:
     """What `perftune.analyze(...)` returns: the typed documents (summary.json and findings.json
     as their msgspec Structs), the trace when one was read, and the same figures as pandas

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.analysis.efficiency import label
 from perftune.analysis.phases import BACKWARD_PREFIX, MODULE_PREFIX
 from perftune.documents import Modules
@@ -40,7 +41,7 @@ __all__ = ["MAX_MODULES", "ModuleTime", "ModuleTree", "leaf_ranking", "module_ti
 MAX_MODULES = 2000
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class ModuleTime:
     """One module instance (by its path), milliseconds per step."""
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.engine.types import Location
 from perftune.rundir import RunDir
 from perftune.sourcefiles import SourceRoots, default_roots, read_python_file
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 # ---------------------------------------------------------------------------- call sites
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Site:
     """A place in a function body that can issue ops: a call, an index, a truth test."""
 
@@ -556,7 +557,7 @@ def library_call_matcher(reader: SourceReader, file: str, function: str,
     return lambda site: site.kind == "call" and site.name == function
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Occurrence:
     """One event attributed to user code, with its cost."""
 
@@ -570,7 +571,7 @@ class Occurrence:
     key: str = ""                  # what to match sites against (kind label, python call)
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Group:
     """Occurrences at one location: one finding."""
 
@@ -772,7 +773,7 @@ def user_files(trace: Trace) -> list[str]:
     return list(files)
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class CallSite:
     """A call found by reading the user's files (e.g. the DataLoader construction)."""
 

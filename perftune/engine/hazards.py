@@ -15,11 +15,12 @@ import ast
 import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, ClassVar
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.documents.capture import BATCH_COPY, HOST_COPY, MOVE_CALLS, NO_COPY, PINNED_BATCH_COPY
 from perftune.engine.attribution import (
     CallSite,
@@ -106,7 +107,7 @@ FRAMEWORK_FIXES: tuple[tuple[str, str, str, str], ...] = (
 )
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class LibraryFix:
     advice: str
     framework: Framework | None = None

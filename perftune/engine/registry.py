@@ -10,10 +10,10 @@ import sys
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune._dataclasses import lazy_dataclass
 from perftune._resources import rules_dir
 from perftune.engine.rule import CATEGORIES, Rule
 from perftune.engine.types import Finding
@@ -79,7 +79,7 @@ def rule_folder(code: str) -> Path | None:
     return None
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class RuleInfo:
     """What `perftune rules` lists about a rule."""
 

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.engine.types import Applicability, Location, Suggestion
 from perftune.sourcefiles import read_python_file
 
@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # libcst is imported lazily at run time (TID253)
     import libcst as cst
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Rewrite:
     """A transformed module and how safe the change is; `note` names the change when it is
     not what the rule's generic advice says (it becomes the suggestion's title)."""

@@ -15,7 +15,7 @@ import numpy as np
 from perftune.analysis.phases import MODULE_PREFIX, PHASE_LABELS, phase_segments
 from perftune.trace import categories as C
 from perftune.trace.metrics import device_event_steps, sync_call_mask
-from perftune.trace.model import NO_ID, Trace
+from perftune.trace.model import NO_ID, Trace, ancestors_in, has_ancestor
 
 PERFETTO_URL = "https://ui.perfetto.dev"
 PHASE_LANE = "phases"
@@ -68,10 +68,15 @@ def _host_kind(name: str) -> str:
     return "op"
 
 
-def _device_kind(cat: str, name: str) -> str:
-    if cat == C.KERNEL:
-        return "communication" if C.is_comm_kernel(name) else "kernel"
-    return {C.MEMCPY: "memcpy", C.MEMSET: "memset"}.get(cat, "kernel")
+def _device_kinds(trace: Trace, rows: np.ndarray, cats: np.ndarray) -> list[str]:
+    """The lane kind of device rows (`cats`: their categories): a collective kernel is
+    communication, memcpy and memset are themselves, any other device work is a kernel."""
+    kinds = np.full(len(rows), "kernel", dtype=object)
+    kinds[cats == C.MEMCPY] = "memcpy"
+    kinds[cats == C.MEMSET] = "memset"
+    kinds[(cats == C.KERNEL) & trace.comm_kernel_mask[rows]] = "communication"
+    out: list[str] = kinds.tolist()
+    return out
 
 
 def _details(trace: Trace, rows: list[int], is_dev: np.ndarray) -> dict[int, str]:
@@ -81,10 +86,12 @@ def _details(trace: Trace, rows: list[int], is_dev: np.ndarray) -> dict[int, str
     hosts = [int(launch[r]) if is_dev[r] and launch[r] != NO_ID else r for r in rows]
     frames = trace.user_frames(hosts) if trace.has_python_stacks else [None] * len(hosts)
     out: dict[int, str] = {}
+    chained = [host for row, host in zip(rows, hosts, strict=True) if host != row or not is_dev[row]]
+    chains = iter(trace.op_chains(chained))
     for row, host, frame in zip(rows, hosts, frames, strict=True):
         parts = []
         if host != row or not is_dev[row]:
-            chain = trace.op_chain(host)
+            chain = next(chains)
             if len(chain) > 1 or host != row:
                 parts.append(" → ".join(chain[-6:]))
         if frame is not None:
@@ -117,24 +124,20 @@ def step_timeline(trace: Trace, max_events: int = 1500,
     def name(row: int) -> str:
         return str(name_strings[name_codes[row]])
 
-    def cat(row: int) -> str:
-        return str(cat_names[cat_codes[row]])
-
     parent = trace.parent
 
     # rows: (row, kind); a host op is top-level when no enclosing op other than the step
     # marker exists (python frames in between do not count).
     chosen: list[tuple[int, str]] = []
-    for row in np.flatnonzero(in_window & is_op & ~is_step_marker).tolist():
-        p = int(parent[row])
-        while p != NO_ID and not (is_op[p] and not is_step_marker[p]):
-            p = int(parent[p])
-        if p == NO_ID:
-            chosen.append((row, _host_kind(name(row))))
+    enclosing = is_op & ~is_step_marker
+    host_ops = np.flatnonzero(in_window & enclosing)
+    for row in host_ops[~has_ancestor(parent, host_ops, enclosing)].tolist():
+        chosen.append((row, _host_kind(name(row))))
     chosen.extend((row, "sync") for row in np.flatnonzero(in_window & sync_call_mask(trace)).tolist())
     work = np.isin(cat_names, list(C.DEVICE_WORK_CATS))[cat_codes] & on_rank
-    chosen.extend((row, _device_kind(cat(row), name(row)))
-                  for row in np.flatnonzero(work & (device_event_steps(trace) == k)).tolist())
+    dev_rows = np.flatnonzero(work & (device_event_steps(trace) == k))
+    chosen.extend(zip(dev_rows.tolist(), _device_kinds(trace, dev_rows, cat_names[cat_codes[dev_rows]]),
+                      strict=True))
     total = len(chosen)
     if total > max_events:
         chosen.sort(key=lambda rk: -dur[rk[0]])
@@ -144,11 +147,8 @@ def step_timeline(trace: Trace, max_events: int = 1500,
     is_module = np.asarray([n.startswith(MODULE_PREFIX) for n in name_strings], dtype=bool)[name_codes]
     module_rows = np.flatnonzero(in_window & is_module)
     module_lane: dict[int, str] = {}
-    for row in module_rows.tolist():
-        depth, p = 0, int(parent[row])
-        while p != NO_ID:
-            depth += int(is_module[p])
-            p = int(parent[p])
+    depths = ancestors_in(parent, module_rows, is_module)
+    for row, depth in zip(module_rows.tolist(), depths.tolist(), strict=True):
         if depth < MODULE_LEVELS:
             module_lane[row] = f"modules · level {depth}"
     chosen.extend((row, "module") for row in module_lane)

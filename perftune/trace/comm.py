@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perftune.trace import categories as C
+from perftune.trace.groups import stable_order
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
@@ -123,7 +124,7 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
         # not one mask over every event per step.
         comm_rows = np.flatnonzero(comm & on_rank)
         comm_steps = dev_step[comm_rows]
-        order = np.argsort(comm_steps, kind="stable")
+        order = stable_order(comm_steps)
         sorted_steps = comm_steps[order]
         for k, step in enumerate(trace.steps):
             if step.rank != r:

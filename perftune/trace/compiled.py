@@ -11,10 +11,11 @@ host-overhead rule ("no torch.compile at all": `has_compiled_regions`) decide wh
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import field
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.trace.model import Trace
 
 REGION_PREFIX = "Torch-Compiled Region: "
@@ -23,7 +24,7 @@ FORWARD_GRAPH = "CompiledFunction"
 BACKWARD_GRAPH = "CompiledFunctionBackward"
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Region:
     """One call of a compiled frame: its compile id ("frame/attempt"), step and host interval."""
 
@@ -37,7 +38,7 @@ class Region:
     eager_before_us: float | None = None
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class CompiledRegions:
     """The compiled regions of a trace, per profiled step."""
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from perftune import units
 from perftune.trace import categories as C
+from perftune.trace.groups import stable_order
 from perftune.trace.model import NO_ID, Trace, subtree_sums
 from perftune.trace.tables import Tables
 
@@ -138,7 +139,7 @@ def op_ancestry(trace: Trace, tables: Tables | None = None) -> tuple[np.ndarray,
     if n == 0:
         return inner_above, outer
     depth = trace.depth
-    order = np.argsort(depth, kind="stable")
+    order = stable_order(depth)
     bounds = np.searchsorted(depth[order], np.arange(int(depth.max()) + 2))
     roots = order[bounds[0]:bounds[1]]
     outer[roots] = np.where(is_op[roots], roots, NO_ID)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+
+from perftune._dataclasses import lazy_dataclass
 
 _FRAME = re.compile(r"^(?P<file>.+?)\((?P<line>\d+)\): (?P<func>.+)$")
 
@@ -31,7 +32,7 @@ _KNOWN_LIBRARIES = frozenset({
 _STDLIB = frozenset(sys.stdlib_module_names)
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Frame:
     file: str
     line: int

@@ -108,6 +108,17 @@ def _range_table(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, int] | None:
     return present, offset, lo
 
 
+def stable_order(keys: np.ndarray) -> np.ndarray:
+    """`np.argsort(keys, kind="stable")`; integer keys that fit in 16 bits (nesting depths,
+    step and group numbers) are sorted as int16, which numpy radix-sorts: the same permutation,
+    ~6x faster than its merge sort of int64 keys."""
+    if keys.dtype.kind in "iu" and len(keys) > 1:
+        lo, hi = int(keys.min()), int(keys.max())
+        if lo >= -(1 << 15) and hi < (1 << 15):
+            return np.argsort(keys.astype(np.int16), kind="stable")
+    return np.argsort(keys, kind="stable")
+
+
 def unique_codes(values: np.ndarray, return_index: bool = False
                  ) -> tuple[np.ndarray, ...]:
     """`np.unique(values, return_inverse=True)` (with `return_index`: `(uniques, first,
@@ -222,7 +233,7 @@ def group_median(codes: np.ndarray, values: np.ndarray, groups: int) -> np.ndarr
     """Per-group median of the non-NaN values (pandas' `median`), as float."""
     out = np.full(groups, np.nan)
     v = values.astype(np.float64)
-    order = np.argsort(codes, kind="stable")
+    order = stable_order(codes)
     bounds = np.searchsorted(codes[order], np.arange(groups + 1))
     for g in range(groups):
         part = v[order[bounds[g]:bounds[g + 1]]]
@@ -246,7 +257,7 @@ def split_by(column: np.ndarray) -> list[tuple[Any, np.ndarray]]:
     """(key, row indices in order) per distinct value, keys sorted: what iterating
     `frame.groupby(column)` gives."""
     codes, keys = group_codes([column], sort=True)
-    order = np.argsort(codes, kind="stable")
+    order = stable_order(codes)
     bounds = np.searchsorted(codes[order], np.arange(len(keys) + 1))
     return [(keys[g], order[bounds[g]:bounds[g + 1]]) for g in range(len(keys))]
 

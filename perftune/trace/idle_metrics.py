@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.trace import categories as C
 from perftune.trace.comm import covered, merge_intervals
 from perftune.trace.groups import distinct, unique_codes
@@ -34,7 +35,7 @@ CAUSES = ("input", "sync", "dependency", "launch", "host")
 LAUNCH_GAP_US = 10.0
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class IdleGap:
     rank: int
     step: int  # index into trace.steps
@@ -304,7 +305,7 @@ def tiny_kernels(trace: Trace, tables: Tables | None = None) -> TinyKernels:
 
 
 # ---------------------------------------------------------------------------- host overhead
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class HostOverhead:
     """Where a rank's host time goes in one step (ms): inside ops vs between them."""
 
@@ -374,7 +375,7 @@ def host_overhead_with(trace: Trace, tiny_op_us: float) -> list[HostOverhead]:
     return out
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class ModuleLoop:
     """The module instance a rank calls most often per step (`nn.Module: LSTMCell_0` events,
     recorded with python stacks): a Python loop stepping one small module — an RNN cell over

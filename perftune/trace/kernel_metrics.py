@@ -99,13 +99,11 @@ def _kernel_columns(trace: Trace, tables: Tables | None = None) -> dict[str, np.
     out["registers"], out["shared_memory"], out["blocks_per_sm"] = (floats[:, 0], floats[:, 1],
                                                                     floats[:, 2])
     out["occupancy"] = floats[:, 4]
-    rank, device = out["rank"].tolist(), out["device"].tolist()
-    sms: dict[tuple[int, int], int] = {}
-    for key in set(zip(rank, device, strict=True)):
-        value = _props(trace, int(key[0]), int(key[1])).get("numSms")
-        sms[key] = int(value) if isinstance(value, int) else NO_ID
-    out["sms"] = np.fromiter((sms[k] for k in zip(rank, device, strict=True)), dtype=np.int64,
-                             count=n)
+    # The SM count per (rank, device) pair, looked up once per pair and spread by its code.
+    pairs, keys = G.group_codes([out["rank"], out["device"]])
+    sms = [_props(trace, int(r), int(d)).get("numSms") for r, d in keys]
+    out["sms"] = np.asarray([v if isinstance(v, int) else NO_ID for v in sms],
+                            dtype=np.int64)[pairs]
     codes = trace.codes("name")[rows]
     strings = trace.strings("name")
     used = G.distinct(codes)

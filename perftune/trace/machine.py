@@ -23,13 +23,14 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.fsutil import write_json_atomic
 
 CACHE_ENV = "PERFTUNE_CACHE_DIR"
@@ -42,7 +43,7 @@ MIN_SECONDS = 0.6
 MAX_REPEATS = 500
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class MachinePeaks:
     """Measured peaks of the host CPU."""
 

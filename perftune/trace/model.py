@@ -21,7 +21,7 @@ import numpy as np
 from perftune.trace import categories as C
 from perftune.trace.decode import NO_ID, ArgStore, EventArgs, decode_raw
 from perftune.trace.frames import Frame, is_user_frame, parse_python_function
-from perftune.trace.groups import distinct, unique_codes
+from perftune.trace.groups import distinct, stable_order, unique_codes
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -401,6 +401,33 @@ class Trace:
         names = [self.name_of(a) for a in reversed(self.ancestors(i)) if op_rows[a]]
         names.append(self.name_of(i))
         return names
+
+    def op_chains(self, rows: Sequence[int]) -> list[list[str]]:
+        """`op_chain` of each of `rows`: their ancestors climbed together, one numpy step per
+        nesting level, the op rows met on the way gathered by row."""
+        start = np.asarray(rows, dtype=np.int64)
+        parent, op_rows = self.parent, self._op_rows
+        which, up = np.arange(len(start)), parent[start]
+        met_by: list[np.ndarray] = []
+        met: list[np.ndarray] = []
+        while len(which):
+            climbing = up != NO_ID
+            which, up = which[climbing], up[climbing]
+            hit = op_rows[up]
+            met_by.append(which[hit])
+            met.append(up[hit])
+            up = parent[up]
+        chains: list[list[str]] = [[] for _ in range(len(start))]
+        if met:
+            by = np.concatenate(met_by)
+            order = stable_order(by)  # by row; within a row, innermost first (the climb's order)
+            for k, name in zip(by[order].tolist(), self.names[np.concatenate(met)[order]].tolist(),
+                               strict=True):
+                chains[k].append(name)
+        for chain, own in zip(chains, self.names[start].tolist(), strict=True):
+            chain.reverse()
+            chain.append(own)
+        return chains
 
     @functools.cached_property
     def _op_rows(self) -> np.ndarray:
@@ -878,7 +905,7 @@ def subtree_sums(parent: np.ndarray, weights: np.ndarray,
     if not len(nodes):
         return out
     depth = (nesting_depth(parent) if depth is None else depth)[nodes]
-    order = np.argsort(-depth, kind="stable")
+    order = stable_order(-depth)
     nodes, depth = nodes[order], depth[order]
     for level in np.split(nodes, np.flatnonzero(np.diff(depth)) + 1):
         np.add.at(out, parent[level], out[level])
@@ -896,6 +923,36 @@ def nearest_ancestor(parent: np.ndarray, mask: np.ndarray) -> np.ndarray:
         active = active[up != NO_ID]
         active = active[~mask[nxt[active]]]
     return nxt
+
+
+def has_ancestor(parent: np.ndarray, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For each of `rows`: whether an enclosing row (not itself) is in `mask`. One numpy step
+    per nesting level over the rows still climbing: for a few rows, where `nearest_ancestor`
+    would climb from every row of the trace."""
+    found = np.zeros(len(rows), dtype=bool)
+    which = np.arange(len(rows))
+    up = parent[rows]
+    while len(which):
+        climbing = up != NO_ID
+        which, up = which[climbing], up[climbing]
+        hit = mask[up]
+        found[which[hit]] = True
+        which, up = which[~hit], parent[up[~hit]]
+    return found
+
+
+def ancestors_in(parent: np.ndarray, rows: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """For each of `rows`: how many of its enclosing rows (not itself) are in `mask`, one numpy
+    step per nesting level over the rows still climbing."""
+    count = np.zeros(len(rows), dtype=np.int64)
+    which = np.arange(len(rows))
+    up = parent[rows]
+    while len(which):
+        climbing = up != NO_ID
+        which, up = which[climbing], up[climbing]
+        count[which] += mask[up]
+        up = parent[up]
+    return count
 
 
 def thread_time_order(thread: np.ndarray, ts: np.ndarray,

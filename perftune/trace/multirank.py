@@ -25,10 +25,10 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.documents import (
     CollectiveTotals,
     LargestMargin,
@@ -64,7 +64,7 @@ STRAGGLER_MIN_STEPS = 5
 
 
 # ---------------------------------------------------------------------------- collectives
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class CollectiveCall:
     """One collective on one rank: a communication kernel, or a host collective on CPU."""
 
@@ -137,7 +137,7 @@ def collective_calls(trace: Trace, tables: Tables | None = None) -> list[Collect
     return out
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class CollectiveWait:
     """One collective call matched across ranks: how long each rank spent in it, and waited."""
 
@@ -180,7 +180,7 @@ def waits_of_calls(calls: Iterable[CollectiveCall]) -> list[CollectiveWait]:
 
 
 # ---------------------------------------------------------------------------- per rank and step
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class RankStep:
     """One step of one rank (milliseconds)."""
 
@@ -256,7 +256,7 @@ def _host_exposure(trace: Trace, tables: Tables | None = None) -> dict[tuple[int
     return out
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class RankResult:
     """One rank reduced to what the cross-rank analysis needs: small, picklable, computed where
     the rank's trace is (a worker process, a Dask worker) so that only this travels.
@@ -280,7 +280,7 @@ class RankResult:
     user_calls: tuple[UserCall, ...] = ()
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class UserCall:
     """The time one step spent in the calls one line of the user's code made to one function
     (summed over that step's calls; inclusive of everything below)."""
@@ -480,7 +480,7 @@ def rank_steps_of(results: Sequence[RankResult],
     return out
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class StepAcrossRanks:
     """One step index seen on two or more ranks."""
 
@@ -529,7 +529,7 @@ def steps_across_ranks_of(rank_rows: Sequence[RankStep]) -> list[StepAcrossRanks
 
 
 # ---------------------------------------------------------------------------- stragglers
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class Straggler:
     """A rank the others wait for, step after step."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.trace.device_metrics import (
     dtype_bytes,
     inclusive_device_us,
@@ -100,7 +101,7 @@ def _frame_key(trace: Trace, row: int, cache: dict[int, Frame | None]) -> Frame 
 
 
 # ---------------------------------------------------------------------------- elementwise chains
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class ElementwiseChain:
     rows: tuple[int, ...]  # the chain's ops, in order
     names: tuple[str, ...]
@@ -209,7 +210,7 @@ def _make_chain(trace: Trace, run: list[OpRecord], frames: dict[int, Frame | Non
 
 
 # ---------------------------------------------------------------------------- attention
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class AttentionPattern:
     """matmul → (scale / mask) → softmax → (dropout) → matmul over an L×L score matrix."""
 

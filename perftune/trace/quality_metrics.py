@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.documents import StepsDocument
 from perftune.trace import categories as C
 from perftune.trace.groups import median
@@ -70,7 +71,7 @@ def event_density(trace: Trace, tables: Tables | None = None) -> EventDensity:
                         host_span_us=float(span), steps=len(steps))
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class PhaseTimes:
     """Median step times (ms) of one run's profiled and un-profiled steps (from steps.json)."""
 

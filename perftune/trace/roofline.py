@@ -13,6 +13,7 @@ Only the outermost op with a cost model on each call chain is counted (`aten::li
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.trace import categories as C
 from perftune.trace import device_specs, machine
 from perftune.trace.device_metrics import (
@@ -103,6 +105,7 @@ _CONV_ARGS = {"conv1d": (3, 4, 5), "conv2d": (3, 4, 5), "conv3d": (3, 4, 5),
               "cudnn_convolution_add_relu": (5, 6, 7)}
 
 
+@functools.lru_cache(maxsize=1 << 16)  # per distinct op name (names are interned)
 def base_name(name: str) -> str:
     """'aten::add_' → 'add'; names outside the aten/prims namespaces come back unchanged."""
     for prefix in ("aten::", "prims::"):
@@ -141,7 +144,7 @@ def is_elementwise(name: str) -> bool:
 
 
 # ---------------------------------------------------------------------------- cost model
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class OpCost:
     flops: float
     bytes: float

@@ -56,6 +56,8 @@ _INFLATE_ERRORS: tuple[type[BaseException], ...] = (zlib.error, _inflate_lib.err
 STREAM_BYTES = 1 << 20
 READ_BYTES = 1 << 18  # compressed bytes read at a time
 BLOCK_BYTES = 1 << 20  # decompressed bytes produced at a time
+# A chunk is cut at the first separator this far before the end of the buffered text (or later).
+_TAIL_BYTES = 1 << 16
 # A header this long before "traceEvents" is not a Kineto trace: read it whole instead.
 MAX_PREFIX = 1 << 26
 _SEPARATOR = re.compile(rb"\}\s*,\s*\{")
@@ -168,13 +170,25 @@ class EventStream:
 
     # -------------------------------------------------------------- text
     def _more(self) -> bool:
-        """Append the next block of text to the buffer; False at the end of the file."""
+        """Append the next block of text to the buffer; False at the end of the file.
+
+        Chunks are decoded in place (`_middle`) and their `Raw` values keep views of the buffer,
+        so a buffer that may be exported is never resized: once text before `_off` has been
+        consumed, the live tail and the block are joined into a new buffer (one copy of each,
+        where compacting and growing in place copied the tail up to three times); a buffer
+        read from its start grows in place while nothing views it."""
         for block in self._blocks:
-            if self._off > len(self._buf) // 2:  # compact: move the live tail to the front
-                del self._buf[:self._off]
+            if self._off:
+                live = memoryview(self._buf)[self._off:]
+                self._buf = bytearray().join((live, block))
+                live.release()
                 self._pos += self._off
                 self._off = 0
-            self._buf += block
+            else:
+                try:
+                    self._buf += block
+                except BufferError:  # a chunk decoded from it is still alive
+                    self._buf = bytearray().join((self._buf, block))
             return True
         return False
 
@@ -184,7 +198,7 @@ class EventStream:
         n = upto - self._pos
         if n >= len(self._buf):  # callers never drop past what was read
             self._pos += len(self._buf)
-            self._buf.clear()
+            self._buf = bytearray()  # a new one: the old may be viewed by decoded events
             self._off = 0
         elif n > self._off:
             self._off = n
@@ -193,13 +207,13 @@ class EventStream:
     def open_head(self) -> int:
         """Read the header keys before the event array; return the text offset of the array's
         first byte after `[`."""
-        buf = self._buf
-        while len(buf) < 3 and self._more():
+        while len(self._buf) < 3 and self._more():
             pass
-        if buf[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark some editors add
-            del buf[:3]
+        if self._buf[:3] == b"\xef\xbb\xbf":  # a UTF-8 byte-order mark some editors add
+            del self._buf[:3]
             self._pos = 3
         while True:
+            buf = self._buf  # `_more` may hand over a new buffer
             stripped = len(buf) - len(buf.lstrip(_SPACE))
             if stripped < len(buf):
                 break
@@ -213,6 +227,7 @@ class EventStream:
             raise StreamFallback("not an object")
         look = stripped
         while True:
+            buf = self._buf
             k = buf.find(b'"traceEvents"', look)
             if k >= 0:
                 m = _EVENTS_KEY.match(buf, k)
@@ -270,7 +285,8 @@ class EventStream:
         self._drop(start)
         while True:
             begin = self._pos + self._off
-            target = begin + STREAM_BYTES
+            # A chunk of at least STREAM_BYTES, and up to near the end of what the buffer holds.
+            target = max(begin + STREAM_BYTES, self._edge(stop))
             if stop is not None:
                 target = min(target, stop)
             m = None
@@ -282,6 +298,7 @@ class EventStream:
                 look = self._resume(look)
                 if not self._more():
                     break
+                look = max(look, self._edge(stop))
             if m is None:
                 yield from self._last(bytes(self._buf[self._off:]))
                 return
@@ -293,12 +310,26 @@ class EventStream:
             if stop is not None and cut >= stop:
                 return
 
+    def _edge(self, stop: int | None) -> int:
+        """Where a chunk's cut is looked for once the buffer holds enough text: near its end
+        (the text left after the cut is copied again with the next block), never past `stop`."""
+        edge = self._pos + len(self._buf) - _TAIL_BYTES
+        return edge if stop is None else min(edge, stop)
+
     def _middle(self, start: int, n: int) -> list[Any]:
-        """Decode `n` bytes of the buffer from `start` as a list of events (one copy of them,
-        between brackets, so that the buffer stays free to change; `join` copies the text
-        straight from the buffer: no zeroed array, no intermediate copy)."""
-        with memoryview(self._buf) as view, view[start:start + n] as text:
-            data = b"".join((b"[", text, b"]"))
+        """Decode `n` bytes of the buffer from `start` as a list of events. The chunk is decoded
+        in place: the separator bytes on either side of it (or the array's `[`), consumed text,
+        become its brackets; its `Raw` values then view the buffer, which `_more` therefore never
+        resizes. At the buffer's front (no byte before it) the text is copied between brackets."""
+        buf = self._buf
+        data: bytes | memoryview
+        if start > 0:
+            buf[start - 1] = 0x5B  # [
+            buf[start + n] = 0x5D  # ], a byte of the separator after the chunk's last event
+            data = memoryview(buf)[start - 1:start + n + 1]
+        else:
+            with memoryview(buf) as view, view[start:start + n] as text:
+                data = b"".join((b"[", text, b"]"))
         for decoder in (chunk_decoder, lax_chunk_decoder):
             try:
                 events: list[Any] = decoder.decode(data)
@@ -326,7 +357,7 @@ class EventStream:
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             raise StreamFallback("the end of the file does not decode") from None
         del text
-        self._buf.clear()
+        self._buf = bytearray()
         if raws:
             events = decode_chunk(raws, self.problems)
             self.events += len(events)

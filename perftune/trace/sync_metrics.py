@@ -22,6 +22,7 @@ from functools import cached_property
 
 import numpy as np
 
+from perftune._dataclasses import lazy_dataclass
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import op_ancestry
 from perftune.trace.frames import (
@@ -154,7 +155,6 @@ class HostIndex:
             thread_no[arr] = n
         self.thread_of = _ThreadOf(thread_no, keys)
         self._frame_rows: dict[int, bool] = {}
-        self._copies: dict[tuple[int, int], list[int]] | None = None
 
     def under(self, row: int) -> np.ndarray:
         """Host rows nested inside `row` (same thread, starting within it), in time order."""
@@ -168,17 +168,27 @@ class HostIndex:
         keep = (rows != row) & (self.end[rows] <= self.end[row] + 0.01)
         return np.asarray(rows[keep], dtype=np.int64)
 
-    def copies_of(self, runtime_row: int) -> list[int]:
-        """Device memcpy rows issued by a runtime call (same rank and correlation id)."""
-        if self._copies is None:
-            rank = self.trace.col("rank")
-            corr = self.trace.col("corr")
-            self._copies = {}
-            for r in np.flatnonzero(self.trace.cat_mask({C.MEMCPY}) & (corr != NO_ID)).tolist():
-                self._copies.setdefault((int(rank[r]), int(corr[r])), []).append(r)
-            self._rank = rank
-            self._corr = corr
-        return self._copies.get((int(self._rank[runtime_row]), int(self._corr[runtime_row])), [])
+    @cached_property
+    def _copy_keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """Device memcpy rows with a correlation id, sorted by (rank, correlation), and those
+        (rank, correlation) keys."""
+        corr = self.trace.col("corr")
+        rows = np.flatnonzero(self.trace.cat_mask({C.MEMCPY}) & (corr != NO_ID))
+        keys = _rank_corr_key(self.trace.col("rank")[rows], corr[rows])
+        order = np.argsort(keys, kind="stable")
+        return keys[order], rows[order]
+
+    def copies_of(self, runtime_rows: np.ndarray) -> list[int]:
+        """Device memcpy rows issued by any of `runtime_rows` (same rank and correlation id)."""
+        keys, rows = self._copy_keys
+        wanted = _rank_corr_key(self.trace.col("rank")[runtime_rows],
+                                self.trace.col("corr")[runtime_rows])
+        lo = np.searchsorted(keys, wanted, side="left")
+        count = np.searchsorted(keys, wanted, side="right") - lo
+        # rows[lo:lo+count] of every runtime row, concatenated (no loop over them)
+        at = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(int(count.sum()))
+        found: list[int] = rows[at].tolist()
+        return found
 
     def is_user_frame_row(self, row: int) -> bool:
         cached = self._frame_rows.get(row)
@@ -395,17 +405,38 @@ class _Acc:
     copies: list[int]
 
 
-def _python_anchor(trace: Trace, idx: HostIndex, row: int) -> int | None:
-    """The `.tolist()` / `.cpu()` / `torch.tensor(...)` python call that issued `row`, if any."""
-    anchor: int | None = None
-    for a in trace.ancestors(row):
-        if idx.cat[a] != C.PYTHON_FUNCTION:
-            continue
-        if idx.is_user_frame_row(a):
-            break
-        called = python_call_name(idx.names[a])
-        if called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS:
-            anchor = a
+def _rank_corr_key(rank: np.ndarray, corr: np.ndarray) -> np.ndarray:
+    """One int64 per (rank, correlation id); correlations fit in 43 bits (as model's)."""
+    return rank.astype(np.int64) * (1 << 44) + (corr.astype(np.int64) + (1 << 43))
+
+
+def _is_user_frame_name(name: str) -> bool:
+    frame = parse_python_function(name)
+    return frame is not None and is_user_frame(frame)
+
+
+def _is_anchor_call(name: str) -> bool:
+    called = python_call_name(name)
+    return called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS
+
+
+def _python_anchors(idx: HostIndex, rows: np.ndarray) -> np.ndarray:
+    """The `.tolist()` / `.cpu()` / `torch.tensor(...)` python call that issued each of `rows`
+    (NO_ID: none): the outermost such call among its enclosing python frames below the user's
+    own frame. All rows climb together, one numpy step per nesting level."""
+    trace = idx.trace
+    python = trace.cat_mask({C.PYTHON_FUNCTION})
+    user = python & trace.name_mask(_is_user_frame_name)
+    call = python & trace.name_mask(_is_anchor_call)
+    anchor = np.full(len(rows), NO_ID, dtype=np.int64)
+    which = np.arange(len(rows))
+    up = idx.parent[rows]
+    while len(which):
+        go_on = (up != NO_ID) & ~user[np.maximum(up, 0)]
+        which, up = which[go_on], up[go_on]
+        hit = call[up]
+        anchor[which[hit]] = up[hit]  # an outer one overwrites an inner one
+        up = idx.parent[up]
     return anchor
 
 
@@ -433,7 +464,7 @@ _PLUMBING_FILES = ("torch/nn/modules/module.py", "torch/_dynamo/", "torch/utils/
 _MODULE_PREFIX = "nn.Module: "
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class LibraryCall:
     """The library code a user's line called on the way to an op (numpy's memmap indexing,
     nn.TransformerEncoder's forward, a framework's training loop)."""
@@ -525,13 +556,14 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
     groups: dict[int, _Acc] = {}
     explicit: list[int] = []
 
-    def anchor_of(row: int) -> int | None:
-        py = _python_anchor(trace, idx, row)
-        return py if py is not None else user_op(host, row)
+    def anchors_of(rows: np.ndarray) -> list[int]:
+        """The python call that issued each row, else its user op (NO_ID: neither)."""
+        py = _python_anchors(idx, rows)
+        anchors: list[int] = np.where(py != NO_ID, py, idx.outer_op[rows]).tolist()
+        return anchors
 
-    def add(row: int, sync: int | None = None, copy: int | None = None) -> None:
-        anchor = anchor_of(row)
-        if anchor is None:
+    def add(anchor: int, sync: int | None = None, copy: int | None = None) -> None:
+        if anchor == NO_ID:
             if sync is not None:
                 explicit.append(sync)
             return
@@ -541,22 +573,27 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         if copy is not None:
             acc.copies.append(copy)
 
-    for row in np.flatnonzero(idx.waits).tolist():
-        add(row, sync=row)
-    for row in np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op).tolist():
-        add(row)
+    waits = np.flatnonzero(idx.waits)
+    for row, anchor in zip(waits.tolist(), anchors_of(waits), strict=True):
+        add(anchor, sync=row)
+    leaves = np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op)
+    for anchor in anchors_of(leaves):
+        add(anchor)
+    copies, launches = [], []
     for row in np.flatnonzero(trace.cat_mask({C.MEMCPY})).tolist():
         launch = trace.launched_by(row)
         if launch is not None and user_op(host, launch) is not None:
-            add(launch, copy=row)
+            copies.append(row)
+            launches.append(launch)
+    for row, anchor in zip(copies, anchors_of(np.asarray(launches, dtype=np.int64)), strict=True):
+        add(anchor, copy=row)
     # Python-level transfers and factories (on CPU traces visible only through with_stack).
-    for row in np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION})).tolist():
-        called = python_call_name(idx.names[row])
-        if (called in HOST_TRANSFER_CALLS or called in TENSOR_FACTORY_CALLS) \
-                and _python_anchor(trace, idx, row) is None:
-            parent = int(idx.parent[row])
-            if parent == NO_ID or idx.is_user_frame_row(parent):
-                groups.setdefault(row, _Acc([], []))
+    calls = np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION}) & trace.name_mask(_is_anchor_call))
+    calls = calls[_python_anchors(idx, calls) == NO_ID]
+    for row in calls.tolist():
+        parent = int(idx.parent[row])
+        if parent == NO_ID or idx.is_user_frame_row(parent):
+            groups.setdefault(row, _Acc([], []))
 
     rank_col = trace.col("rank")
     hazards: list[Hazard] = []
@@ -573,8 +610,8 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         runtime_rows = inner_rows[idx.is_runtime[inner_rows]]
         runtime = runtime_rows.tolist()
         syncs = sorted(set(acc.syncs) | set(runtime_rows[idx.sync[runtime_rows]].tolist()))
-        copies = sorted(set(acc.copies) | {d for r in runtime_rows[idx.is_copy_call[runtime_rows]].tolist()
-                                            for d in idx.copies_of(r)})
+        copies = sorted(set(acc.copies).union(
+            idx.copies_of(runtime_rows[idx.is_copy_call[runtime_rows]])))
         real_syncs = any(idx.sync[r] for r in syncs)
         if idx.is_op[anchor]:
             cause, kind = classify(names, call, _copy_kinds(trace, copies), has_op=True,
@@ -674,7 +711,7 @@ def to_non_blocking(concrete: Sequence[object] | None) -> bool | None:
     return True if value == "True" else False if value == "False" else None
 
 
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class DeviceMove:
     """A `.to(...)` / `.cuda()` call in user code: a host→device copy on a GPU."""
 
@@ -773,7 +810,7 @@ def follows_dataloader(host: HostIndex, row: int) -> bool:
 
 
 # ---------------------------------------------------------------------------- data loading
-@dataclass(frozen=True)
+@lazy_dataclass(frozen=True)
 class LoaderWait:
     rows: tuple[int, ...]
     single_process: bool

@@ -16,7 +16,7 @@ from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import inclusive_device_us, kernels_under
 from perftune.trace.groups import median
-from perftune.trace.model import NO_ID
+from perftune.trace.model import NO_ID, has_ancestor
 from perftune.trace.roofline import op_kind
 from perftune.trace.sync_metrics import user_frame_row
 
@@ -107,6 +107,7 @@ class PerParameterOptimizer(Rule):
         # Per-parameter update kinds, decided once per distinct name (not per op and step).
         update_kind = trace.name_mask(lambda s: op_kind(s) in ("elementwise", "norm", "reduction"))
         row_names = trace.names
+        in_step = np.zeros(trace.n, dtype=bool)  # the current step's ops, set and cleared per step
         for row in steps_rows.tolist():
             name = trace.name_of(row)
             cls = name[len(C.OPTIMIZER_STEP_PREFIX):].split(".", 1)[0] or "Optimizer"
@@ -128,12 +129,14 @@ class PerParameterOptimizer(Rule):
                 # same code picks foreach: nothing to change in the script.
                 continue
             # Per-parameter update ops: elementwise ops not nested in another op of the step.
-            inside_set = set(inside)
-            top = [r for r in inside if update_kind[r] and not _nested_in(parent, r, inside_set)]
-            if not top:
+            in_step[inside] = True
+            updates = window[same][update_kind[window[same]]]
+            top = updates[~has_ancestor(parent, updates, in_step)]
+            in_step[inside] = False
+            if not len(top):
                 continue
-            names = Counter(row_names[r] for r in top)
-            durs = [float(dur_a[r]) for r in top]
+            names = Counter(row_names[top].tolist())
+            durs: list[float] = dur_a[top].tolist()
             by_class.setdefault(cls, []).append({
                 "row": row, "ops": len(top), "names": names, "median_op_us": float(median(durs)),
                 "ops_us": float(sum(durs)),
@@ -217,10 +220,3 @@ def _launches_multi_tensor_kernels(ctx: Context, lo: float, hi: float) -> bool:
     return bool(np.searchsorted(when, hi, side="right") > np.searchsorted(when, lo, side="left"))
 
 
-def _nested_in(parent: np.ndarray, row: int, others: set[int]) -> bool:
-    p = int(parent[row])
-    while p != NO_ID:
-        if p in others:
-            return True
-        p = int(parent[p])
-    return False

@@ -68,6 +68,7 @@ from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace import sync_metrics as sm
 from perftune.trace.groups import median
+from perftune.trace.model import has_ancestor
 
 # In-place arithmetic an update rule is made of (zero_ and copy_ are not updates).
 UPDATE_OPS = frozenset({"aten::add_", "aten::sub_", "aten::mul_", "aten::addcdiv_",
@@ -124,15 +125,20 @@ def _library_call(ctx: Context, row: int) -> int | None:
     return None
 
 
-def _in_forward(ctx: Context, row: int) -> bool:
-    host = ctx.host
-    for a in ctx.trace.ancestors(row):
-        if host.cat[a] != C.PYTHON_FUNCTION:
-            continue
-        name = host.names[a]
-        if name.startswith("nn.Module: ") or name.endswith((": forward", ": _call_impl")):
-            return True
-    return False
+def _forward_frame(name: str) -> bool:
+    return name.startswith("nn.Module: ") or name.endswith((": forward", ": _call_impl"))
+
+
+def _top_level_updates(ctx: Context, rows: np.ndarray) -> list[int]:
+    """The `rows` issued by Python (each its own outermost op), outside any module's forward
+    (a python frame of a module call above them) and outside an optimizer's step."""
+    trace, host = ctx.trace, ctx.host
+    rows = rows[host.outer_op[rows] == rows]
+    forward = trace.cat_mask({C.PYTHON_FUNCTION}) & trace.name_mask(_forward_frame)
+    optimizer = trace.name_startswith(C.OPTIMIZER_STEP_PREFIX)
+    inside = has_ancestor(trace.parent, rows, forward) | has_ancestor(trace.parent, rows, optimizer)
+    top: list[int] = rows[~inside].tolist()
+    return top
 
 
 class ManualParameterUpdate(Rule):
@@ -156,13 +162,11 @@ class ManualParameterUpdate(Rule):
     def _loops(self, ctx: Context, ops: frozenset[str], call: Any, *, reduce: bool) -> Iterator[Finding]:
         trace = ctx.trace
         host = ctx.host
-        rows = np.flatnonzero(trace.name_isin(ops) & host.is_op).tolist()
         # issued by Python (not nested in another op), outside any module's forward (a
         # residual `out += identity` repeats per block too, but is not a parameter update)
         # and outside an optimizer's step (a for-loop optimizer is PFT303's); a norm issued
         # by a library helper (clip_grad_norm_'s per-tensor fallback) is the library's
-        top = [r for r in rows if sm.user_op(host, r) == r and not _in_forward(ctx, r)
-               and not _in_optimizer_step(ctx, r)]
+        top = _top_level_updates(ctx, np.flatnonzero(trace.name_isin(ops) & host.is_op))
         if reduce:  # the loop is the user's: each norm its own call (a library's loop is not)
             calls = {r: _library_call(ctx, r) for r in top}
             shared = Counter(c for c in calls.values() if c is not None)

@@ -286,6 +286,27 @@ def test_inlined_plotly_is_plotlys_own_bundle() -> None:
     assert "</script" not in plotly_js()
 
 
+@pytest.mark.parametrize("piece", [1, 2, 3, 7, 1 << 16])
+def test_utf8_check_in_pieces_is_the_decoders_verdict(piece: int) -> None:
+    """check_utf8 accepts exactly what bytes.decode("utf-8") accepts, wherever its pieces end."""
+    from perftune.report.html import check_utf8
+
+    samples = [b"", b"plain ascii", "é, ü, 中文, 😀 and </script".encode(), b"a\xc3", b"\xc3a",
+               b"ab\xe2\x82", b"\xed\xa0\x80 surrogate", b"\xf8\x88\x80\x80\x80",
+               b"ok \xe2\x82\xac then bad \xff", b"\xc3\xa9" * 50 + b"\x80"]
+    for data in samples:
+        try:
+            data.decode("utf-8")
+            valid = True
+        except UnicodeDecodeError:
+            valid = False
+        if valid:
+            check_utf8(data, piece)
+        else:
+            with pytest.raises(UnicodeDecodeError):
+                check_utf8(data, piece)
+
+
 def test_written_page_is_the_rendered_page_streamed_around_plotly(tmp_path: Path) -> None:
     """write_report_html writes plotly.js between the two halves of the page (never one string
     in memory): the file is render_report_html's page, byte for byte up to the nonce."""

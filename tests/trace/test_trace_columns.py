@@ -97,3 +97,25 @@ def test_columns_are_read_only() -> None:
     t = load(shared_trace("HolisticTraceAnalysis__nccl_data.json.gz"))
     with pytest.raises(ValueError):
         t.col("ts")[0] = 1.0
+
+
+@pytest.mark.parametrize("name", ["param__resnet_kineto.json.gz", "HolisticTraceAnalysis__rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz"])
+def test_has_ancestor_is_the_walk_up_the_nesting(name: str) -> None:
+    """`has_ancestor`, `ancestors_in` and `Trace.op_chains` (one numpy step per level) answer
+    what walking each row's ancestors does."""
+    from perftune.trace.model import ancestors_in, has_ancestor
+
+    trace = load(shared_trace(name))
+    rng = np.random.default_rng(7)
+    parent = trace.parent
+    for share in (0.0, 0.01, 0.2, 1.0):
+        mask = rng.random(trace.n) < share
+        rows = np.flatnonzero(rng.random(trace.n) < 0.3)
+        walked = [any(mask[a] for a in trace.ancestors(r)) for r in rows.tolist()]
+        assert has_ancestor(parent, rows, mask).tolist() == walked
+        counted = [sum(bool(mask[a]) for a in trace.ancestors(r)) for r in rows.tolist()]
+        assert ancestors_in(parent, rows, mask).tolist() == counted
+    assert has_ancestor(parent, np.zeros(0, np.int64), mask).tolist() == []
+    rows = np.flatnonzero(rng.random(trace.n) < 0.05).tolist()
+    assert trace.op_chains(rows) == [trace.op_chain(r) for r in rows]
+    assert trace.op_chains([]) == []

@@ -129,3 +129,17 @@ def test_median_and_percentile_leave_numpy_ma_unimported() -> None:
             "median([5, 1, 2]); print('numpy.ma' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_stable_order_is_numpys_stable_argsort() -> None:
+    """Small integer keys go through numpy's radix sort (as int16): the same permutation."""
+    from perftune.trace.groups import stable_order
+
+    rng = np.random.default_rng(3)
+    cases = [rng.integers(0, 60, 5000), -rng.integers(0, 60, 5000),
+             rng.integers(-(1 << 15), 1 << 15, 5000), rng.integers(0, 1 << 40, 5000),
+             rng.integers(-(1 << 16), 1 << 16, 5000), rng.integers(0, 3, 5000).astype(np.uint8),
+             rng.integers(0, 5, 5000).astype(np.int32), rng.random(5000),
+             np.zeros(0, np.int64), np.array([7])]
+    for keys in cases:
+        assert stable_order(keys).tolist() == np.argsort(keys, kind="stable").tolist()

@@ -172,6 +172,42 @@ def test_two_processes_meet_at_the_same_separator(tmp_path: Path) -> None:
             assert names == [f"op{k}" for k in range(500)], (gz, split)
 
 
+@pytest.mark.parametrize("layout", ["kineto", "kineto-gzip", "tricky", "bom"])
+def test_chunks_decoded_in_place_while_earlier_chunks_live(layout: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks are decoded in the stream's buffer and their `Raw` values view it: with every
+    chunk kept alive (small blocks, so that the buffer is refilled under live views) the events
+    equal the whole file's, and the text copied into buffers stays about one copy of the file
+    (the tail left after each cut is short)."""
+    data, gz = _layouts()[layout]
+    path = write(tmp_path / "t.json", data, gz=gz)
+    whole = _load(path, monkeypatch, stream=False)
+    monkeypatch.setattr(stream_module, "STREAM_BYTES", 300)
+    monkeypatch.setattr(stream_module, "BLOCK_BYTES", 257)
+    monkeypatch.setattr(stream_module, "_TAIL_BYTES", 64)
+    copied = 0
+    more = EventStream._more
+
+    def counting_more(self: EventStream) -> bool:
+        nonlocal copied
+        before, offset = len(self._buf), self._off
+        got = more(self)
+        if got:  # a new buffer holds the live tail and the block; else the block is appended
+            copied += len(self._buf) if offset else len(self._buf) - before
+        return got
+
+    monkeypatch.setattr(EventStream, "_more", counting_more)
+    with EventStream(path, Counter()) as stream:
+        chunks = list(stream.read(stream.open_head()))  # every chunk alive until the end
+    streamed = [e for chunk in chunks for e in chunk]
+    raws = decode_module.top_decoder.decode(data.removeprefix(b"\xef\xbb\xbf")).traceEvents
+    assert streamed == decode_module.decode_chunk(raws, Counter())
+    assert len(streamed) == len(_tricky_events() if layout == "tricky" else _events())
+    # buffers hold the text once, plus at most a block and the tail per refill
+    assert copied <= len(data) * 1.5, (copied, len(data))
+    _assert_same(_load(path, monkeypatch, stream=True), whole)
+
+
 def test_concatenated_gzip_members_and_truncation(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     text = json.dumps(doc(_events())).encode()
