@@ -73,6 +73,11 @@ def default_run_dir(name: str, now: datetime | None = None) -> Path:
     return candidate
 
 
+def run_dir_for(out_dir: Path | None, name: str) -> Path:
+    """--out when given, else a new run directory named after the command or script."""
+    return out_dir if out_dir is not None else default_run_dir(name)
+
+
 # ---------------------------------------------------------------------------- the script's args
 def _option_names(command: click.Command) -> tuple[set[str], set[str]]:
     """Every option name of `command`, and those that take a value."""

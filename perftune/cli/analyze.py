@@ -12,10 +12,10 @@ import click
 
 from perftune.cli._options import (
     config_default,
-    default_run_dir,
     force_option,
     format_option,
     out_option,
+    run_dir_for,
     source_root_option,
 )
 from perftune.documents import document_data
@@ -90,7 +90,7 @@ def analyze(ctx: click.Context, paths: tuple[str, ...], output_format: str, out_
         for p in paths)
     target: Path | None = None
     if out_dir is not None or config_default("always-write", False):
-        target = out_dir or default_run_dir("analyze")
+        target = run_dir_for(out_dir, "analyze")
     if target is None:
         _analyze(ctx, named, output_format, None, select, ignore, preview, fail_on, top,
                  source_roots, timings, spread)

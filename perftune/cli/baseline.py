@@ -6,13 +6,12 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import ScriptCommand, out_option
+from perftune.cli._options import ScriptCommand, out_option, run_dir_for
 from perftune.cli.gate import (
     SCRIPT_CONTEXT,
     measure_options,
     measure_settings,
     progress_printer,
-    run_dir_for,
     script_arguments,
     script_options,
 )

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from perftune.cli._options import default_run_dir, format_option, out_option
+from perftune.cli._options import format_option, out_option, run_dir_for
 from perftune.documents import document_data
 from perftune.errors import UsageError
 from perftune.rundir import DIFF_HTML, RunDir
@@ -69,7 +69,7 @@ def diff(ctx: click.Context, run_a: Path, run_b: Path, output_format: str, out_d
     with progress(f"loading {run_b.name}", err):
         view_b = load_side(run_b)
     comparison = compare_views(view_a, view_b, _labels(run_a, run_b))
-    target = out_dir or default_run_dir("diff")
+    target = run_dir_for(out_dir, "diff")
     document = comparison.to_document()
     out = RunDir(target)
     with out.lock():

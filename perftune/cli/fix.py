@@ -16,7 +16,7 @@ from pathlib import Path
 
 import click
 
-from perftune.cli._options import ScriptCommand, default_run_dir, format_option, out_option
+from perftune.cli._options import ScriptCommand, format_option, out_option, run_dir_for
 from perftune.errors import UsageError
 
 
@@ -114,7 +114,7 @@ def fix(ctx: click.Context, script_args: tuple[str, ...], module: str | None, sk
         seed=seed, timeout_s=timeout_s,
         select=tuple(c.strip() for v in select for c in v.split(",") if c.strip()),
         require_faster=require_faster, reuse_processes=not no_reuse)
-    run_dir = (out_dir if out_dir is not None else default_run_dir("fix")).resolve()
+    run_dir = run_dir_for(out_dir, "fix").resolve()
 
     def say(text: str) -> None:
         click.echo(f"perftune fix: {text}", err=True)

@@ -16,9 +16,9 @@ from click.core import ParameterSource
 
 from perftune.cli._options import (
     ScriptCommand,
-    default_run_dir,
     format_option,
     out_option,
+    run_dir_for,
 )
 from perftune.errors import ScriptError, UsageError
 from perftune.fsutil import write_text_atomic
@@ -43,11 +43,6 @@ def script_arguments(module: str | None, script_and_args: tuple[str, ...]) -> tu
     if not script.is_file():
         raise UsageError(f"{script}: no such script")
     return script, script_and_args[1:]
-
-
-def run_dir_for(out_dir: Path | None, name: str) -> Path:
-    """--out when given, else a new run directory named after the command."""
-    return out_dir if out_dir is not None else default_run_dir(name)
 
 
 def measure_options(func: F) -> F:

@@ -19,10 +19,10 @@ import click
 from perftune import _signals
 from perftune.cli._options import (
     ScriptCommand,
-    default_run_dir,
     force_option,
     format_option,
     out_option,
+    run_dir_for,
 )
 from perftune.errors import PerftuneError, UsageError
 from perftune.redact import redact_argv
@@ -310,7 +310,7 @@ def profile(
         refit=True,
         launcher=shared_zygote_command(os.environ),
     )
-    run_dir = out_dir if out_dir is not None else default_run_dir(target.name)
+    run_dir = run_dir_for(out_dir, target.name)
     launch_values = (nnodes, node_rank, rdzv_backend, rdzv_endpoint, rdzv_id, master_addr,
                      master_port)
     if nproc_per_node is None:  # usage errors first: they create no run directory
