@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The suite runs three test processes on a 2-core machine, each starting torch processes of two
+# intra-op threads: more threads than cores. torch's OpenMP (libgomp) keeps a thread that waits
+# for work spinning on its core by default, which on an oversubscribed machine burns the CPU the
+# other processes need (a field script: 8.9 CPU-s spinning vs 3.9 CPU-s waiting passively, with
+# two other processes busy; the whole suite 836 -> 765 CPU-s). Set here, before any torch is
+# imported, so that every process the suite starts (the shared zygote included) inherits the
+# same value; a value the caller set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 # One reason for every test that needs them, so that a fresh clone's skip summary is one line
