@@ -93,6 +93,28 @@ def _python_path(root: Path) -> dict[str, str]:
     return {"PYTHONPATH": os.pathsep.join(entries)}
 
 
+# OpenMP's wait policy for every launch of gate, baseline and calibrate, unless the user's
+# environment sets one. torch's OpenMP (libgomp) keeps a thread that waits for work spinning on
+# its core; where another process wants that core (a shared CI runner) the spinning threads and
+# the other process slow each other down by whatever the scheduler makes of it. Measured on a
+# 2-core runner with one other CPU-bound process, samples/regression_demo.py --threads 2, six
+# launches each: spinning, 24-130 s wall and 21-73 CPU-s per launch (CPU time 39 % noisy);
+# waiting passively, 7-13 s and 6.6-8.2 CPU-s (8 %). Both sides of a comparison wait the same
+# way, so the gate compares the code, not how the runner's load met the spinning.
+OMP_WAIT_ENV = "OMP_WAIT_POLICY"
+LAUNCH_OMP_WAIT = "PASSIVE"
+
+
+def launch_env(root: Path | None = None) -> dict[str, str]:
+    """The variables a side's launches get on top of perftune's environment: its checkout
+    first on the import path (with `root`) and OpenMP threads that wait passively (unless
+    OMP_WAIT_POLICY is set)."""
+    env = _python_path(root) if root is not None else {}
+    if OMP_WAIT_ENV not in os.environ:
+        env[OMP_WAIT_ENV] = LAUNCH_OMP_WAIT
+    return env
+
+
 def _median(samples: Sequence[float]) -> float | None:
     return statistics.median(samples) if samples else None
 
@@ -329,9 +351,9 @@ def gate_against_revision(
             progress(f"perftune gate: {note}")
         base = Side(name=BASE, label=worktree.label, knobs=dict(knobs or {}),
                     target=_target(base_script, module, args, map_into(cwd, root, worktree.path)),
-                    env=_python_path(worktree.path))
+                    env=launch_env(worktree.path))
         head = Side(name=HEAD, label=head_label, knobs=dict(knobs or {}),
-                    target=_target(head_script, module, args, cwd), env=_python_path(root))
+                    target=_target(head_script, module, args, cwd), env=launch_env(root))
         return run_gate(head, run_dir, options, base=base, mode="revision",
                         base_label=worktree.label, head_label=head_label, notes=worktree.notes,
                         progress=progress)
@@ -383,7 +405,8 @@ def gate_against_baseline(
     commit = f" at {baseline.git_commit[:10]}" if baseline.git_commit else ""
     base_label = f"stored baseline{commit}{created}"
     head = Side(name=HEAD, label="working tree", knobs=dict(baseline.knobs),
-                target=_target(script.resolve() if script else None, module, args, cwd))
+                target=_target(script.resolve() if script else None, module, args, cwd),
+                env=launch_env())
     return run_gate(
         head, run_dir, options, base_samples=baseline.samples_ms,
         base_cpu_samples=baseline.cpu_samples_ms, base_busy=baseline.busy,
@@ -411,7 +434,8 @@ def record_baseline(
         raise UsageError(f"--launches must be at least 2, got {launches}")
     cwd = (cwd or Path.cwd()).resolve()
     head = Side(name=HEAD, label="working tree", knobs=dict(knobs or {}),
-                target=_target(script.resolve() if script else None, module, args, cwd))
+                target=_target(script.resolve() if script else None, module, args, cwd),
+                env=launch_env())
     report = _launch_reporter(progress)
     measured: list[Launch] = []
     from perftune.capture.parent.measure import measure_launch
@@ -478,8 +502,8 @@ def calibrate(
     """Run the same code on both sides, interleaved like a gate, and measure the noise."""
     cwd = (cwd or Path.cwd()).resolve()
     target = _target(script.resolve() if script else None, module, args, cwd)
-    head = Side(name=HEAD, target=target, label="same code")
-    base = Side(name=BASE, target=target, label="same code")
+    head = Side(name=HEAD, target=target, label="same code", env=launch_env())
+    base = Side(name=BASE, target=target, label="same code", env=launch_env())
     # Fresh processes unless told otherwise: their launch-to-launch noise includes the memory
     # layout, which the forks of one zygote share (ZYGOTE_MIN_ALLOWANCE), so the noise floor
     # derived from it errs on the safe side for gates launched either way.
