@@ -69,7 +69,7 @@ from perftune.errors import ScriptError
 from perftune.gate import calibration as calibration_mod
 from perftune.gate.decision import DecisionRule, decide
 from perftune.gate.runner import LaunchPlan
-from perftune.gate.session import GateOptions, run_gate
+from perftune.gate.session import GateOptions, launch_env, run_gate
 
 SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "regression_demo.py"
 # (name, slowdown of the head); A/A twice per cycle because its rate is the one with the
@@ -118,8 +118,11 @@ def cycle_of(text: str) -> tuple[tuple[str, float], ...]:
 def one_gate(name: str, slowdown: float, run_dir: Path, options: GateOptions,
              script_args: tuple[str, ...] = ("--steps", "100")) -> dict[str, Any]:
     target = ScriptTarget(path=SAMPLE, args=script_args, cwd=SAMPLE.parent)
-    base = Side(name=BASE, target=target, label="slowdown 0", knobs={"slowdown": 0.0})
-    head = Side(name=HEAD, target=target, label=f"slowdown {slowdown}", knobs={"slowdown": slowdown})
+    # launch_env(): the environment `perftune gate` gives each side's launches
+    base = Side(name=BASE, target=target, label="slowdown 0", knobs={"slowdown": 0.0},
+                env=launch_env())
+    head = Side(name=HEAD, target=target, label=f"slowdown {slowdown}", knobs={"slowdown": slowdown},
+                env=launch_env())
     load = os.getloadavg()[0]
     started = time.monotonic()
     try:
