@@ -25,7 +25,8 @@ from perftune.analysis.phases import (
 )
 from perftune.documents import Finding as DocFinding
 from perftune.documents import FindingsDocument, Summary
-from perftune.engine import analyze as run_engine
+from perftune.engine import select_rules
+from perftune.engine.split import run_rules_beside
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
 from perftune.rundir import RunDir
@@ -119,15 +120,22 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
     ctx = Context.build(trace, source_roots)
     access = ctx.source.access
     timings["context"] = time.perf_counter() - started
-    findings = run_engine(ctx, rules.select, rules.ignore, rules.preview, rules.options,
-                          timings=timings)
-    started = time.perf_counter()
-    summary = summary_of(trace, rules, ctx.tables)
-    if ctx.compilation is not None:  # the run used torch.compile (compilation.json)
-        from perftune.engine.compilation import compilation_section
 
-        summary.compilation = compilation_section(ctx.compilation, trace)
-    timings["summary"] = time.perf_counter() - started
+    def summary_document() -> Summary:
+        started = time.perf_counter()
+        found = summary_of(trace, rules, ctx.tables)
+        if ctx.compilation is not None:  # the run used torch.compile (compilation.json)
+            from perftune.engine.compilation import compilation_section
+
+            found.compilation = compilation_section(ctx.compilation, trace)
+        timings["summary"] = time.perf_counter() - started
+        return found
+
+    # On a large trace part of the rules run in a forked worker while this process runs the
+    # others and the summary (perftune.engine.split); the findings are the same.
+    findings, summary = run_rules_beside(
+        ctx, select_rules(rules.select, rules.ignore, rules.preview, rules.options),
+        summary_document, timings=timings)
     return Analysis(trace=trace, summary=summary, findings=tuple(findings),
                     source_roots=access.roots, timings=timings,
                     roofline=roofline_columns(trace, ctx.tables))  # computed by the summary

@@ -1,0 +1,125 @@
+"""The rules of a large trace on two cores: a forked worker runs part of the catalogue while this
+process runs the rest and the caller's own work (the summary).
+
+On a 1 GB trace the rules and the summary take seconds on one core while the second core idles
+(benchmarks/analyze_end_to_end.md). After the load, the trace and the analysis context are
+shared with a forked child at no copying cost; the child runs the rules of `WORKER_RULES` and
+sends back their findings, timings and warnings (pickled through a pipe), and the findings are
+then merged in rule order and ranked exactly as one process would (`registry.rank_findings`):
+the result is the same, byte for byte. Both processes compute the tables they need on their
+own, so the rules are split where they share the least: the worker takes the host-side rules
+(the host-op index and op nesting: input pipeline, syncs, memory, tiny kernels) and
+communication; this process keeps the step-phase and compute rules, whose tables the summary
+reads too. The op nesting, which nearly every rule reads, is built once before the fork.
+
+Only above `SPLIT_MIN_EVENTS` (below it the fork and the second copy of the shared tables cost
+more than they save), on a platform that forks cheaply, with a second CPU, and not in strict
+mode (a failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
+this process; `=2` splits at any size (tests, measurements).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from perftune.engine.registry import check_rules, rank_findings
+from perftune.engine.rule import Rule
+from perftune.engine.types import Finding
+
+if TYPE_CHECKING:
+    from perftune.engine.context import Context
+
+T = TypeVar("T")
+
+# Code prefixes of the rules the worker runs (see the module docstring); any other rule, and any
+# rule added later, runs in this process.
+WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", "PFT6")
+# Events below which the rules stay in one process. The 0.25 GB synthetic trace (1.0 M events)
+# gains; the 54 MB one (216 k events; rules ~0.12 s) does not (benchmarks/analyze_end_to_end.md).
+SPLIT_MIN_EVENTS = 500_000
+ENV = "PERFTUNE_RULE_WORKERS"
+
+
+def _setting() -> int | None:
+    value = os.environ.get(ENV, "").strip()
+    return min(2, max(1, int(value))) if value.isdigit() else None
+
+
+def split_worth(events: int, strict: bool = False) -> bool:
+    """Whether the rules of a trace with `events` events run in two processes."""
+    if strict or os.environ.get("PERFTUNE_STRICT_RULES") or not hasattr(os, "fork"):
+        return False
+    setting = _setting()
+    if setting is not None:
+        return setting == 2
+    if sys.platform != "linux" or events < SPLIT_MIN_EVENTS:
+        return False
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return cpus >= 2
+
+
+def in_worker(code: str) -> bool:
+    return code.startswith(WORKER_RULES)
+
+
+def run_rules_beside(ctx: Context, rules: Sequence[Rule], beside: Callable[[], T],
+                     timings: dict[str, float] | None = None) -> tuple[list[Finding], T]:
+    """The ranked findings of `rules` (as `registry.run_rules`) and `beside()`'s result: on a
+    large trace the worker's share of the rules runs in a forked child meanwhile."""
+    theirs = [r for r in rules if in_worker(r.code)]
+    if not theirs or len(theirs) == len(rules) or not split_worth(ctx.trace.n):
+        found = check_rules(ctx, rules, timings=timings)
+        ranked = rank_findings(ctx, [f for r in rules for f in found[r.code]])
+        return ranked, beside()
+    _ = ctx.trace.parent  # the op nesting: nearly every rule reads it, built once for both
+    ours = [r for r in rules if not in_worker(r.code)]
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker: never returns into the caller
+        code = 1
+        try:
+            os.close(read_fd)
+            own: dict[str, float] = {}
+            with warnings.catch_warnings(record=True) as caught:
+                found = check_rules(ctx, theirs, timings=own)
+            said = [(w.message, w.category, w.filename, w.lineno) for w in caught]
+            with os.fdopen(write_fd, "wb") as out:
+                pickle.dump((found, own, said), out, protocol=pickle.HIGHEST_PROTOCOL)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    got: tuple[Any, ...] | None = None
+    try:
+        found = check_rules(ctx, ours, timings=timings)
+        result = beside()
+        with os.fdopen(read_fd, "rb") as src:
+            try:
+                got = pickle.load(src)
+            except (EOFError, pickle.UnpicklingError, OSError):
+                got = None
+    finally:
+        if got is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if got is None:  # the worker died: its rules run here after all
+        found.update(check_rules(ctx, theirs, timings=timings))
+    else:
+        theirs_found, own, said = got
+        found.update(theirs_found)
+        if timings is not None:
+            timings.update(own)
+        for message, category, filename, lineno in said:
+            warnings.warn_explicit(message, category, filename, lineno, registry={})
+    return rank_findings(ctx, [f for r in rules for f in found[r.code]]), result
