@@ -43,7 +43,7 @@ T = TypeVar("T")
 WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", "PFT6")
 # Events below which the rules stay in one process. The 0.25 GB synthetic trace (1.0 M events)
 # gains; the 54 MB one (216 k events; rules ~0.12 s) does not (benchmarks/analyze_end_to_end.md).
-SPLIT_MIN_EVENTS = 500_000
+SPLIT_MIN_EVENTS = 100_000
 ENV = "PERFTUNE_RULE_WORKERS"
 
 
