@@ -12,7 +12,8 @@ alternate so that machine noise hits them alike; medians are reported, each row 
 
 Measured per trace: `perftune analyze FILE --format json`, the same with the loader's forked
 worker disabled (PERFTUNE_TRACE_WORKERS=1: the side-by-side that decides whether the worker
-stays), `--out DIR` (the same command writing summary.json, findings.json, report.md and report.html:
+stays), the same and `--out` with every rule in one process (PERFTUNE_RULE_WORKERS=1: the
+side-by-side for the rules' forked worker, perftune.engine.split), `--out DIR` (the same command writing summary.json, findings.json, report.md and report.html:
 checked after every run, the folder emptied before it), and HTA's `TraceAnalysis(trace_dir=...)`
 (its load alone; HTA runs from its own virtual environment, --hta-python, and only on traces
 up to --hta-max-mb). Also `python -c "import perftune"` and `perftune --help`, one `--timings`
@@ -97,6 +98,11 @@ def bench_trace(trace: Path, repeat: int, hta_python: Path | None, hta_max_mb: f
         # Only a trace the loader splits has a worker to switch off: below the threshold both
         # variants would run the same code path.
         variants["json, no fork"] = ([*perftune, "--format", "json"], {**env, "PERFTUNE_TRACE_WORKERS": "1"})
+    # The rules' forked worker (perftune.engine.split) switched off: every trace here is above
+    # its event threshold, so both variants show what the worker buys (wall) and costs (CPU).
+    variants["json, rules in one process"] = ([*perftune, "--format", "json"],
+                                              {**env, "PERFTUNE_RULE_WORKERS": "1"})
+    variants["--out, rules in one process"] = (variants["--out"][0], {**env, "PERFTUNE_RULE_WORKERS": "1"})
     if hta_python is not None and text_mb <= hta_max_mb:
         variants["HTA TraceAnalysis"] = ([str(hta_python), "-c", HTA_SNIPPET,
                                           str(_hta_dir(trace, scratch))], dict(os.environ))
@@ -105,11 +111,11 @@ def bench_trace(trace: Path, repeat: int, hta_python: Path | None, hta_max_mb: f
     written: set[str] = set()
     for _ in range(repeat):
         for label, (cmd, cmd_env) in variants.items():
-            if label == "--out":
+            if label.startswith("--out"):
                 shutil.rmtree(out_dir, ignore_errors=True)  # what is there after the run, it wrote
             loads[label].append(os.getloadavg()[0])
             runs[label].append(measure(cmd, cmd_env))
-            if label == "--out":
+            if label.startswith("--out"):
                 written = {p.name for p in out_dir.iterdir()}
                 if not set(OUT_FILES) <= written:
                     raise SystemExit(f"{' '.join(cmd)} wrote {sorted(written)}, not all of {OUT_FILES}")
@@ -197,6 +203,23 @@ def fork_rows(traces: list[dict[str, Any]]) -> list[str]:
     return rows
 
 
+def split_rows(traces: list[dict[str, Any]]) -> list[str]:
+    """The rules' forked worker, side by side: with it (as shipped) against every rule in one
+    process (PERFTUNE_RULE_WORKERS=1)."""
+    rows = ["| trace | JSON MB | variant | with the worker: wall / CPU / RSS | one process: wall / CPU / RSS "
+            "| wall saved |", "|---|---|---|---|---|---|"]
+    for got in traces:
+        for label in ("json", "--out"):
+            a, b = got["results"][label], got["results"].get(f"{label}, rules in one process")
+            if b is None:
+                continue
+            rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | {label} | {a['wall_s']:.2f} s / "
+                        f"{a['cpu_s']:.2f} s / {a['rss_mb']:.0f} MB | {b['wall_s']:.2f} s / {b['cpu_s']:.2f} s / "
+                        f"{b['rss_mb']:.0f} MB | {b['wall_s'] - a['wall_s']:+.2f} s "
+                        f"({(b['wall_s'] - a['wall_s']) / b['wall_s']:+.0%}) |")
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
@@ -279,6 +302,7 @@ def main() -> None:
               f"the whole run took {(time.time() - started_at) / 60:.1f} min.", "",
               "## Against the targets", "", *target_rows(measured[0], measured[1:], startup), "",
               "## The loader's forked worker, side by side", "", *fork_rows(measured), "",
+              "## The rules' forked worker, side by side", "", *split_rows(measured), "",
               "## Where the time goes", "", *timing_blocks]
     text = "\n".join(lines)
     if markdown is not None:
