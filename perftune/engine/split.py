@@ -87,14 +87,17 @@ def _shared_tables(ctx: Context) -> None:
 
 
 def run_rules_beside(ctx: Context, rules: Sequence[Rule], beside: Callable[[], T],
-                     timings: dict[str, float] | None = None) -> tuple[list[Finding], T]:
-    """The ranked findings of `rules` (as `registry.run_rules`) and `beside()`'s result: on a
-    large trace the worker's share of the rules runs in a forked child meanwhile."""
+                     timings: dict[str, float] | None = None,
+                     worker_extra: Callable[[], Any] | None = None) -> tuple[list[Finding], T, Any]:
+    """The ranked findings of `rules` (as `registry.run_rules`), `beside()`'s result, and
+    `worker_extra()`'s: on a large trace the worker's share of the rules runs in a forked
+    child meanwhile, and then `worker_extra` (None when there was no worker, or it failed
+    there: the caller computes it itself)."""
     theirs = [r for r in rules if in_worker(r.code)]
     if not theirs or len(theirs) == len(rules) or not split_worth(ctx.trace.n):
         found = check_rules(ctx, rules, timings=timings)
         ranked = rank_findings(ctx, [f for r in rules for f in found[r.code]])
-        return ranked, beside()
+        return ranked, beside(), None
     _shared_tables(ctx)
     ours = [r for r in rules if not in_worker(r.code)]
     read_fd, write_fd = os.pipe()
@@ -106,9 +109,17 @@ def run_rules_beside(ctx: Context, rules: Sequence[Rule], beside: Callable[[], T
             own: dict[str, float] = {}
             with warnings.catch_warnings(record=True) as caught:
                 found = check_rules(ctx, theirs, timings=own)
+            extra = None
+            if worker_extra is not None:
+                with warnings.catch_warnings(record=True) as more:
+                    try:
+                        extra = worker_extra()
+                    except Exception:  # the caller computes it itself, and says why
+                        extra = None
+                caught.extend(more if extra is not None else [])
             said = [(w.message, w.category, w.filename, w.lineno) for w in caught]
             with os.fdopen(write_fd, "wb") as out:
-                pickle.dump((found, own, said), out, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((found, own, said, extra), out, protocol=pickle.HIGHEST_PROTOCOL)
             code = 0
         finally:
             os._exit(code)
@@ -127,13 +138,14 @@ def run_rules_beside(ctx: Context, rules: Sequence[Rule], beside: Callable[[], T
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
+    extra = None
     if got is None:  # the worker died: its rules run here after all
         found.update(check_rules(ctx, theirs, timings=timings))
     else:
-        theirs_found, own, said = got
+        theirs_found, own, said, extra = got
         found.update(theirs_found)
         if timings is not None:
             timings.update(own)
         for message, category, filename, lineno in said:
             warnings.warn_explicit(message, category, filename, lineno, registry={})
-    return rank_findings(ctx, [f for r in rules for f in found[r.code]]), result
+    return rank_findings(ctx, [f for r in rules for f in found[r.code]]), result, extra

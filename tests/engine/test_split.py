@@ -121,7 +121,7 @@ def test_a_rule_failing_in_the_worker_is_a_warning_here_and_the_others_still_rep
         alone = run_rules(trace, rules)
     monkeypatch.setenv(split.ENV, "2")
     with pytest.warns(RuntimeWarning, match="PFT199 failed on this trace and was skipped: KeyError"):
-        found, extra = split.run_rules_beside(Context.build(trace), rules, lambda: "beside")
+        found, extra, _ = split.run_rules_beside(Context.build(trace), rules, lambda: "beside")
     assert extra == "beside"
     assert found == alone and [f.code for f in found] == ["PFT206"]
     assert len(forks) == 1
@@ -143,6 +143,34 @@ def test_a_worker_that_dies_leaves_its_rules_to_this_process(
 
     parent = os.getpid()
     monkeypatch.setattr(split, "check_rules", dying)
-    found, _ = split.run_rules_beside(Context.build(trace), rules, lambda: None)
+    found, _, _ = split.run_rules_beside(Context.build(trace), rules, lambda: None)
     assert found == alone
     assert len(forks) == 1
+
+
+def test_the_worker_computes_the_reports_trace_parts_as_the_report_would(
+        forks: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    from perftune.report.sections import TraceSections, trace_sections, worker_sections
+
+    path = shared_trace(DF_INDEX)
+    monkeypatch.setenv(split.ENV, "2")
+    analysis = analyze_paths([path], prepare=worker_sections)
+    assert len(forks) == 1
+    assert isinstance(analysis.prepared, TraceSections)
+    assert analysis.trace is not None
+    here = trace_sections(analysis.trace, analysis.summary.compilation_section)
+    assert analysis.prepared == here
+    monkeypatch.setenv(split.ENV, "1")  # one process: nothing prepared, the report computes it
+    assert analyze_paths([path], prepare=worker_sections).prepared is None
+
+
+def test_a_failing_worker_extra_leaves_it_to_the_caller(
+        forks: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(trace: Trace, compilation: object) -> object:
+        raise ValueError("no")
+
+    monkeypatch.setenv(split.ENV, "2")
+    analysis = analyze_paths([shared_trace(DF_INDEX)], prepare=broken)
+    assert analysis.prepared is None and len(forks) == 1
+    assert output(DF_INDEX) == json.dumps(
+        document_data(findings_document(analysis.summary, analysis.findings)), indent=2, default=str)
