@@ -12,9 +12,9 @@ own, so the rules are split where they share the least: the worker takes the hos
 communication; this process keeps the step-phase and compute rules, whose tables the summary
 reads too. The op nesting and the tables both sides read are built once, before the fork.
 
-Only above `SPLIT_MIN_EVENTS` (below it the fork and the second copy of the shared tables cost
-more than they save), on a platform that forks cheaply, with a second CPU, and not in strict
-mode (a failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
+Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
+forks cheaply, with a second CPU that the load average says is idle, and not in strict mode (a
+failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
 this process; `=2` splits at any size (tests, measurements).
 """
 
@@ -45,6 +45,10 @@ WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", 
 # gains; the 54 MB one (216 k events; rules ~0.12 s) does not (benchmarks/analyze_end_to_end.md).
 SPLIT_MIN_EVENTS = 100_000
 ENV = "PERFTUNE_RULE_WORKERS"
+# A second process pays only with a core to run on: with every core busy (the 1-minute load
+# average) it costs wall time (54 MB trace under load 4.3 on 2 cores: 0.93 s against 0.72 s in
+# one process, benchmarks/analyze_end_to_end.md).
+IDLE_CPU_NEEDED = 0.5
 
 
 def _setting() -> int | None:
@@ -65,7 +69,16 @@ def split_worth(events: int, strict: bool = False) -> bool:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return cpus >= 2
+    return cpus >= 2 and _idle_cpus(cpus) >= IDLE_CPU_NEEDED
+
+
+def _idle_cpus(cpus: int) -> float:
+    """CPUs left idle by the other processes: the 1-minute load average counts this one."""
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float(cpus - 1)
+    return cpus - max(busy, 1.0)
 
 
 def in_worker(code: str) -> bool:
