@@ -41,6 +41,10 @@ T = TypeVar("T")
 # Code prefixes of the rules the worker runs (see the module docstring); any other rule, and any
 # rule added later, runs in this process.
 WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", "PFT6")
+# When this process also writes the reports (the worker then computes their trace-only parts,
+# `worker_extra`), the worker takes the grid-fill rules too: they share no table with the
+# summary, and the halves stay even (54 MB and 0.25 GB traces, benchmarks/analyze_end_to_end.md).
+WORKER_RULES_WRITING = (*WORKER_RULES, "PFT503", "PFT504")
 # Events below which the rules stay in one process. The 0.25 GB synthetic trace (1.0 M events)
 # gains; the 54 MB one (216 k events; rules ~0.12 s) does not (benchmarks/analyze_end_to_end.md).
 SPLIT_MIN_EVENTS = 100_000
@@ -81,8 +85,9 @@ def _idle_cpus(cpus: int) -> float:
     return cpus - max(busy, 1.0)
 
 
-def in_worker(code: str) -> bool:
-    return code.startswith(WORKER_RULES)
+def in_worker(code: str, writing: bool = False) -> bool:
+    """Whether the worker runs rule `code` (`writing`: with reports to write afterwards)."""
+    return code.startswith(WORKER_RULES_WRITING if writing else WORKER_RULES)
 
 
 def _shared_tables(ctx: Context) -> None:
@@ -106,13 +111,14 @@ def run_rules_beside(ctx: Context, rules: Sequence[Rule], beside: Callable[[], T
     `worker_extra()`'s: on a large trace the worker's share of the rules runs in a forked
     child meanwhile, and then `worker_extra` (None when there was no worker, or it failed
     there: the caller computes it itself)."""
-    theirs = [r for r in rules if in_worker(r.code)]
+    writing = worker_extra is not None
+    theirs = [r for r in rules if in_worker(r.code, writing)]
     if not theirs or len(theirs) == len(rules) or not split_worth(ctx.trace.n):
         found = check_rules(ctx, rules, timings=timings)
         ranked = rank_findings(ctx, [f for r in rules for f in found[r.code]])
         return ranked, beside(), None
     _shared_tables(ctx)
-    ours = [r for r in rules if not in_worker(r.code)]
+    ours = [r for r in rules if not in_worker(r.code, writing)]
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker: never returns into the caller
