@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trace_load import DEFAULT_TRACE, HTA_PYTHON, _hta_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from perftune.trace.load import PARALLEL_MIN_BYTES
+from perftune.trace.load import PARALLEL_IDLE_MIN_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 # What `perftune analyze --out DIR` must write (checked after every --out run).
@@ -94,9 +94,10 @@ def bench_trace(trace: Path, repeat: int, hta_python: Path | None, hta_max_mb: f
 
         with gzip.open(trace, "rb") as fh:
             text_mb = sum(len(b) for b in iter(lambda: fh.read(1 << 24), b"")) / 1e6
-    if text_mb * 1e6 >= PARALLEL_MIN_BYTES:
+    if text_mb * 1e6 >= PARALLEL_IDLE_MIN_BYTES:
         # Only a trace the loader splits has a worker to switch off: below the threshold both
-        # variants would run the same code path.
+        # variants would run the same code path (from PARALLEL_IDLE_MIN_BYTES it splits when
+        # the load average leaves a core idle, from PARALLEL_MIN_BYTES always).
         variants["json, no fork"] = ([*perftune, "--format", "json"], {**env, "PERFTUNE_TRACE_WORKERS": "1"})
     # The rules' forked worker (perftune.engine.split) switched off: every trace here is above
     # its event threshold, so both variants show what the worker buys (wall) and costs (CPU).
@@ -193,7 +194,7 @@ def fork_rows(traces: list[dict[str, Any]]) -> list[str]:
             "|---|---|---|---|---|"]
     for got in traces:
         if "json, no fork" not in got["results"]:
-            rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | below the {PARALLEL_MIN_BYTES >> 20} MiB "
+            rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | below the {PARALLEL_IDLE_MIN_BYTES >> 20} MiB "
                         "threshold: decoded in one process | — | — |")
             continue
         a, b = got["results"]["json"], got["results"]["json, no fork"]

@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from perftune._cpus import spare_cpus, usable_cpus
 from perftune.engine.registry import check_rules, rank_findings
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding
@@ -69,20 +70,8 @@ def split_worth(events: int, strict: bool = False) -> bool:
         return setting == 2
     if sys.platform != "linux" or events < SPLIT_MIN_EVENTS:
         return False
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return cpus >= 2 and _idle_cpus(cpus) >= IDLE_CPU_NEEDED
-
-
-def _idle_cpus(cpus: int) -> float:
-    """CPUs left idle by the other processes: the 1-minute load average counts this one."""
-    try:
-        busy = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return float(cpus - 1)
-    return cpus - max(busy, 1.0)
+    cpus = usable_cpus()
+    return cpus >= 2 and spare_cpus(cpus) >= IDLE_CPU_NEEDED
 
 
 def in_worker(code: str, writing: bool = False) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from perftune import _cpus
 from perftune.documents import document_data
 from perftune.engine import split
 from perftune.engine.context import Context
@@ -72,17 +73,17 @@ def test_the_split_needs_a_large_trace_a_second_cpu_and_no_strict_mode(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(split.ENV, raising=False)
     monkeypatch.delenv("PERFTUNE_STRICT_RULES", raising=False)
-    monkeypatch.setattr(split.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_cpus.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     monkeypatch.setattr(split.sys, "platform", "linux")
-    monkeypatch.setattr(split.os, "getloadavg", lambda: (0.9, 0.5, 0.5))
+    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (0.9, 0.5, 0.5))
     assert not split.split_worth(split.SPLIT_MIN_EVENTS - 1)
     assert split.split_worth(split.SPLIT_MIN_EVENTS)
     assert not split.split_worth(split.SPLIT_MIN_EVENTS, strict=True)
-    monkeypatch.setattr(split.os, "getloadavg", lambda: (1.6, 0.5, 0.5))  # no core to spare
+    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (1.6, 0.5, 0.5))  # no core to spare
     assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
-    monkeypatch.setattr(split.os, "getloadavg", lambda: (1.4, 0.5, 0.5))
+    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (1.4, 0.5, 0.5))
     assert split.split_worth(10 * split.SPLIT_MIN_EVENTS)
-    monkeypatch.setattr(split.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    monkeypatch.setattr(_cpus.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
     assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
     monkeypatch.setenv(split.ENV, "2")  # forced, at any size
     assert split.split_worth(1)
