@@ -26,4 +26,12 @@ def spare_cpus(cpus: int | None = None) -> float:
     return cpus - max(busy, 1.0)
 
 
-__all__ = ["spare_cpus", "usable_cpus"]
+def forks_safely() -> bool:
+    """Whether this process may fork a worker that runs Python: no other thread is running
+    (a Dask worker runs its tasks in threads, whose locks a forked child could inherit held)."""
+    import threading
+
+    return threading.active_count() == 1
+
+
+__all__ = ["forks_safely", "spare_cpus", "usable_cpus"]

@@ -394,12 +394,13 @@ def _pool_context() -> Any:
 
 
 def _pool_worker_setup(jobs: int) -> None:
-    """A rank worker does not fork the loader's own decoding worker when the ranks already
-    keep every CPU busy (it would only add a process per CPU)."""
+    """A rank worker forks neither the loader's decoding worker nor the rules' worker when the
+    ranks already keep every CPU busy (each would only add a process per CPU)."""
     import os
 
     if jobs >= usable_cpus():
         os.environ.setdefault("PERFTUNE_TRACE_WORKERS", "1")
+        os.environ.setdefault("PERFTUNE_RULE_WORKERS", "1")
 
 
 def _dask_client(address: str) -> Any:

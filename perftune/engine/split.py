@@ -13,8 +13,8 @@ communication; this process keeps the step-phase and compute rules, whose tables
 reads too. The op nesting and the tables both sides read are built once, before the fork.
 
 Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
-forks cheaply, with a second CPU that the load average says is idle, and not in strict mode (a
-failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
+forks cheaply, in a process running no other thread, with a second CPU that the load average
+says is idle, and not in strict mode (a failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
 this process; `=2` splits at any size (tests, measurements).
 """
 
@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from perftune._cpus import spare_cpus, usable_cpus
+from perftune._cpus import forks_safely, spare_cpus, usable_cpus
 from perftune.engine.registry import check_rules, rank_findings
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding
@@ -68,7 +68,7 @@ def split_worth(events: int, strict: bool = False) -> bool:
     setting = _setting()
     if setting is not None:
         return setting == 2
-    if sys.platform != "linux" or events < SPLIT_MIN_EVENTS:
+    if sys.platform != "linux" or events < SPLIT_MIN_EVENTS or not forks_safely():
         return False
     cpus = usable_cpus()
     return cpus >= 2 and spare_cpus(cpus) >= IDLE_CPU_NEEDED

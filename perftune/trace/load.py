@@ -28,7 +28,7 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
-from perftune._cpus import spare_cpus
+from perftune._cpus import forks_safely, spare_cpus
 from perftune.errors import TraceError
 from perftune.rundir import TRACE, TRACE_PLAIN
 from perftune.trace import categories as C
@@ -1105,7 +1105,7 @@ def _parallel_worth(size: int) -> bool:
         return False
     if os.environ.get("PERFTUNE_TRACE_WORKERS", "").strip() == "2":
         return True
-    return spare_cpus() >= PARALLEL_IDLE_CPU_NEEDED
+    return forks_safely() and spare_cpus() >= PARALLEL_IDLE_CPU_NEEDED
 
 
 def _release_free_heap() -> None:

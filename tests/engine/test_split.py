@@ -83,6 +83,11 @@ def test_the_split_needs_a_large_trace_a_second_cpu_and_no_strict_mode(
     assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
     monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (1.4, 0.5, 0.5))
     assert split.split_worth(10 * split.SPLIT_MIN_EVENTS)
+    import threading
+
+    other = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
+    other.start()  # a thread running (a Dask worker's): no fork
+    assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
     monkeypatch.setattr(_cpus.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
     assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
     monkeypatch.setenv(split.ENV, "2")  # forced, at any size
