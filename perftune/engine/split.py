@@ -13,8 +13,8 @@ communication; this process keeps the step-phase and compute rules, whose tables
 reads too. The op nesting and the tables both sides read are built once, before the fork.
 
 Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
-forks cheaply, in a process running no other thread, with a second CPU that the load average
-says is idle, and not in strict mode (a failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
+forks cheaply, in a process running no other thread, with a second CPU idle at that moment
+(perftune._cpus.spare_cpus), and not in strict mode (a failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
 this process; `=2` splits at any size (tests, measurements).
 """
 
@@ -50,9 +50,9 @@ WORKER_RULES_WRITING = (*WORKER_RULES, "PFT503", "PFT504")
 # gains; the 54 MB one (216 k events; rules ~0.12 s) does not (benchmarks/analyze_end_to_end.md).
 SPLIT_MIN_EVENTS = 100_000
 ENV = "PERFTUNE_RULE_WORKERS"
-# A second process pays only with a core to run on: with every core busy (the 1-minute load
-# average) it costs wall time (54 MB trace under load 4.3 on 2 cores: 0.93 s against 0.72 s in
-# one process, benchmarks/analyze_end_to_end.md).
+# A second process pays only with a core to run on: with every core busy (threads runnable
+# beside this one) it costs wall time (54 MB trace under load 4.3 on 2 cores: 0.93 s against
+# 0.72 s in one process, benchmarks/analyze_end_to_end.md).
 IDLE_CPU_NEEDED = 0.5
 
 

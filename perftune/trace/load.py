@@ -1097,7 +1097,7 @@ def _workers() -> int:
 
 def _parallel_worth(size: int) -> bool:
     """Whether a file of `size` bytes of JSON text is decoded by two processes (given two
-    workers): large ones always, middling ones when a core is idle. PERFTUNE_TRACE_WORKERS=2
+    workers): large ones always, middling ones when a core is idle now. PERFTUNE_TRACE_WORKERS=2
     splits them regardless of the load."""
     if size >= PARALLEL_MIN_BYTES:
         return True
@@ -1136,7 +1136,7 @@ def _decoded_header(path: Path, header: dict[str, Any], problems: Counter[str]) 
 
 # Below this much JSON text a second process costs more than it saves. From 128 MiB the worker
 # is always used: from 257 MB up it saved wall time in most runs, under load too (up to 42 %:
-# benchmarks/analyze_end_to_end.md). From 32 MiB only when the load average leaves a core idle:
+# benchmarks/analyze_end_to_end.md). From 32 MiB only when a core is idle (perftune._cpus):
 # on the 54 MB trace it takes the instructions of the critical path from 5.25 G to 3.82 G, but
 # with the second core busy it cost 0.15-0.7 s of wall time and 0.12-0.33 CPU-s (it inflates
 # the gzip head too).

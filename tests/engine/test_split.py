@@ -75,13 +75,13 @@ def test_the_split_needs_a_large_trace_a_second_cpu_and_no_strict_mode(
     monkeypatch.delenv("PERFTUNE_STRICT_RULES", raising=False)
     monkeypatch.setattr(_cpus.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     monkeypatch.setattr(split.sys, "platform", "linux")
-    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (0.9, 0.5, 0.5))
+    monkeypatch.setattr(_cpus, "runnable_now", lambda: 1)
     assert not split.split_worth(split.SPLIT_MIN_EVENTS - 1)
     assert split.split_worth(split.SPLIT_MIN_EVENTS)
     assert not split.split_worth(split.SPLIT_MIN_EVENTS, strict=True)
-    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (1.6, 0.5, 0.5))  # no core to spare
+    monkeypatch.setattr(_cpus, "runnable_now", lambda: 2)  # no core to spare
     assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
-    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (1.4, 0.5, 0.5))
+    monkeypatch.setattr(_cpus, "runnable_now", lambda: 1)
     assert split.split_worth(10 * split.SPLIT_MIN_EVENTS)
     import threading
 

@@ -492,10 +492,10 @@ def test_middling_files_are_split_only_with_a_core_to_spare(monkeypatch: pytest.
     big, middling = load_module.PARALLEL_MIN_BYTES, load_module.PARALLEL_IDLE_MIN_BYTES
     monkeypatch.delenv("PERFTUNE_TRACE_WORKERS", raising=False)
     monkeypatch.setattr(_cpus.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
-    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (0.8, 0.5, 0.5))
+    monkeypatch.setattr(_cpus, "runnable_now", lambda: 1)
     assert load_module._parallel_worth(big) and load_module._parallel_worth(middling)
     assert not load_module._parallel_worth(middling - 1)
-    monkeypatch.setattr(_cpus.os, "getloadavg", lambda: (3.5, 3.0, 2.0))  # both cores busy
+    monkeypatch.setattr(_cpus, "runnable_now", lambda: 4)  # both cores busy
     assert load_module._parallel_worth(big) and not load_module._parallel_worth(middling)
     monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "2")
     assert load_module._parallel_worth(middling)
