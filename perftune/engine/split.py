@@ -48,7 +48,7 @@ WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", 
 WORKER_RULES_WRITING = (*WORKER_RULES, "PFT503", "PFT504")
 # Events (Trace.n) below which the rules stay in one process. The 54 MB trace (123 k) gains:
 # json 0.54 -> 0.48 s wall, quiet, 9 alternating runs; rules + summary ~0.13 s in one process
-# (benchmarks/analyze_end_to_end.md). The next shared trace down (75 k) has rules of ~0.05 s.
+# (benchmarks/analyze_end_to_end.md). The next shared trace down (75 k, rules ~0.09 s) is not split.
 SPLIT_MIN_EVENTS = 100_000
 ENV = "PERFTUNE_RULE_WORKERS"
 # A second process pays only with a core to run on: with every core busy (threads runnable
