@@ -12,7 +12,8 @@ alternate so that machine noise hits them alike; medians are reported, each row 
 
 Measured per trace: `perftune analyze FILE --format json`, the same with the loader's forked
 worker disabled (PERFTUNE_TRACE_WORKERS=1: the side-by-side that decides whether the worker
-stays), `--out DIR` (the same command writing summary.json, findings.json, report.md and report.html:
+stays), the same and `--out` with every rule in one process (PERFTUNE_RULE_WORKERS=1: the
+side-by-side for the rules' forked worker, perftune.engine.split), `--out DIR` (the same command writing summary.json, findings.json, report.md and report.html:
 checked after every run, the folder emptied before it), and HTA's `TraceAnalysis(trace_dir=...)`
 (its load alone; HTA runs from its own virtual environment, --hta-python, and only on traces
 up to --hta-max-mb). Also `python -c "import perftune"` and `perftune --help`, one `--timings`
@@ -40,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from trace_load import DEFAULT_TRACE, HTA_PYTHON, _hta_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from perftune.trace.load import PARALLEL_MIN_BYTES
+from perftune.trace.load import PARALLEL_IDLE_MIN_BYTES
 
 ROOT = Path(__file__).resolve().parents[1]
 # What `perftune analyze --out DIR` must write (checked after every --out run).
@@ -93,10 +94,16 @@ def bench_trace(trace: Path, repeat: int, hta_python: Path | None, hta_max_mb: f
 
         with gzip.open(trace, "rb") as fh:
             text_mb = sum(len(b) for b in iter(lambda: fh.read(1 << 24), b"")) / 1e6
-    if text_mb * 1e6 >= PARALLEL_MIN_BYTES:
+    if text_mb * 1e6 >= PARALLEL_IDLE_MIN_BYTES:
         # Only a trace the loader splits has a worker to switch off: below the threshold both
-        # variants would run the same code path.
+        # variants would run the same code path (from PARALLEL_IDLE_MIN_BYTES it splits when
+        # the load average leaves a core idle, from PARALLEL_MIN_BYTES always).
         variants["json, no fork"] = ([*perftune, "--format", "json"], {**env, "PERFTUNE_TRACE_WORKERS": "1"})
+    # The rules' forked worker (perftune.engine.split) switched off: every trace here is above
+    # its event threshold, so both variants show what the worker buys (wall) and costs (CPU).
+    variants["json, rules in one process"] = ([*perftune, "--format", "json"],
+                                              {**env, "PERFTUNE_RULE_WORKERS": "1"})
+    variants["--out, rules in one process"] = (variants["--out"][0], {**env, "PERFTUNE_RULE_WORKERS": "1"})
     if hta_python is not None and text_mb <= hta_max_mb:
         variants["HTA TraceAnalysis"] = ([str(hta_python), "-c", HTA_SNIPPET,
                                           str(_hta_dir(trace, scratch))], dict(os.environ))
@@ -105,11 +112,11 @@ def bench_trace(trace: Path, repeat: int, hta_python: Path | None, hta_max_mb: f
     written: set[str] = set()
     for _ in range(repeat):
         for label, (cmd, cmd_env) in variants.items():
-            if label == "--out":
+            if label.startswith("--out"):
                 shutil.rmtree(out_dir, ignore_errors=True)  # what is there after the run, it wrote
             loads[label].append(os.getloadavg()[0])
             runs[label].append(measure(cmd, cmd_env))
-            if label == "--out":
+            if label.startswith("--out"):
                 written = {p.name for p in out_dir.iterdir()}
                 if not set(OUT_FILES) <= written:
                     raise SystemExit(f"{' '.join(cmd)} wrote {sorted(written)}, not all of {OUT_FILES}")
@@ -187,13 +194,30 @@ def fork_rows(traces: list[dict[str, Any]]) -> list[str]:
             "|---|---|---|---|---|"]
     for got in traces:
         if "json, no fork" not in got["results"]:
-            rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | below the {PARALLEL_MIN_BYTES >> 20} MiB "
+            rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | below the {PARALLEL_IDLE_MIN_BYTES >> 20} MiB "
                         "threshold: decoded in one process | — | — |")
             continue
         a, b = got["results"]["json"], got["results"]["json, no fork"]
         rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | {a['wall_s']:.2f} s / {a['cpu_s']:.2f} s / "
                     f"{a['rss_mb']:.0f} MB | {b['wall_s']:.2f} s / {b['cpu_s']:.2f} s / {b['rss_mb']:.0f} MB | "
                     f"{b['wall_s'] - a['wall_s']:+.2f} s ({(b['wall_s'] - a['wall_s']) / b['wall_s']:+.0%}) |")
+    return rows
+
+
+def split_rows(traces: list[dict[str, Any]]) -> list[str]:
+    """The rules' forked worker, side by side: with it (as shipped) against every rule in one
+    process (PERFTUNE_RULE_WORKERS=1)."""
+    rows = ["| trace | JSON MB | variant | with the worker: wall / CPU / RSS | one process: wall / CPU / RSS "
+            "| wall saved |", "|---|---|---|---|---|---|"]
+    for got in traces:
+        for label in ("json", "--out"):
+            a, b = got["results"][label], got["results"].get(f"{label}, rules in one process")
+            if b is None:
+                continue
+            rows.append(f"| {got['trace']} | {got['text_mb']:.0f} | {label} | {a['wall_s']:.2f} s / "
+                        f"{a['cpu_s']:.2f} s / {a['rss_mb']:.0f} MB | {b['wall_s']:.2f} s / {b['cpu_s']:.2f} s / "
+                        f"{b['rss_mb']:.0f} MB | {b['wall_s'] - a['wall_s']:+.2f} s "
+                        f"({(b['wall_s'] - a['wall_s']) / b['wall_s']:+.0%}) |")
     return rows
 
 
@@ -279,6 +303,7 @@ def main() -> None:
               f"the whole run took {(time.time() - started_at) / 60:.1f} min.", "",
               "## Against the targets", "", *target_rows(measured[0], measured[1:], startup), "",
               "## The loader's forked worker, side by side", "", *fork_rows(measured), "",
+              "## The rules' forked worker, side by side", "", *split_rows(measured), "",
               "## Where the time goes", "", *timing_blocks]
     text = "\n".join(lines)
     if markdown is not None:

@@ -7,7 +7,7 @@ holds the same files.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,9 +23,10 @@ from perftune.analysis.phases import (
     phases_document,
     step_phases,
 )
+from perftune.documents import CompilationDocument, FindingsDocument, Summary
 from perftune.documents import Finding as DocFinding
-from perftune.documents import FindingsDocument, Summary
-from perftune.engine import analyze as run_engine
+from perftune.engine import select_rules
+from perftune.engine.split import run_rules_beside
 from perftune.engine.types import Finding
 from perftune.errors import ConfigError
 from perftune.rundir import RunDir
@@ -64,6 +65,9 @@ class Analysis:
     # The trace's roofline points (trace.roofline.Points), as the analysis computed them: the
     # HTML report reads them instead of costing every op again. None: not computed.
     roofline: Any = field(default=None, compare=False, repr=False)
+    # What `prepare(trace, compilation)` returned (analyze_trace): computed by the rules'
+    # forked worker when the rules were split, else None (the caller computes it itself).
+    prepared: Any = field(default=None, compare=False, repr=False)
 
 
 def _code_list(value: Any, key: str) -> list[str]:
@@ -106,10 +110,14 @@ def selection_from_config(select: Sequence[str] = (), ignore: Sequence[str] = ()
 
 def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
                   source_roots: Sequence[str | Path] | None = None,
-                  timings: dict[str, float] | None = None) -> Analysis:
+                  timings: dict[str, float] | None = None,
+                  prepare: Callable[[Trace, CompilationDocument | None], Any] | None = None
+                  ) -> Analysis:
     """Summary and findings of a trace. Source lines are read only from files under
     `source_roots` (default: the current directory). `timings` (stage -> seconds) is extended
-    with this call's stages and kept on the result."""
+    with this call's stages and kept on the result. `prepare(trace, compilation)`, where the
+    rules run in two processes, is computed by the worker after its rules (Analysis.prepared:
+    the report's trace-only parts, perftune.report.sections)."""
     from perftune.engine.context import Context
 
     timings = {} if timings is None else timings
@@ -119,18 +127,27 @@ def analyze_trace(trace: Trace, rules: RuleSelection | None = None,
     ctx = Context.build(trace, source_roots)
     access = ctx.source.access
     timings["context"] = time.perf_counter() - started
-    findings = run_engine(ctx, rules.select, rules.ignore, rules.preview, rules.options,
-                          timings=timings)
-    started = time.perf_counter()
-    summary = summary_of(trace, rules, ctx.tables)
-    if ctx.compilation is not None:  # the run used torch.compile (compilation.json)
-        from perftune.engine.compilation import compilation_section
 
-        summary.compilation = compilation_section(ctx.compilation, trace)
-    timings["summary"] = time.perf_counter() - started
+    def summary_document() -> Summary:
+        started = time.perf_counter()
+        found = summary_of(trace, rules, ctx.tables)
+        if ctx.compilation is not None:  # the run used torch.compile (compilation.json)
+            from perftune.engine.compilation import compilation_section
+
+            found.compilation = compilation_section(ctx.compilation, trace)
+        timings["summary"] = time.perf_counter() - started
+        return found
+
+    # On a large trace part of the rules run in a forked worker while this process runs the
+    # others and the summary (perftune.engine.split); the findings are the same.
+    extra = (lambda: prepare(trace, ctx.compilation)) if prepare is not None else None
+    findings, summary, prepared = run_rules_beside(
+        ctx, select_rules(rules.select, rules.ignore, rules.preview, rules.options),
+        summary_document, timings=timings, worker_extra=extra)
     return Analysis(trace=trace, summary=summary, findings=tuple(findings),
                     source_roots=access.roots, timings=timings,
-                    roofline=roofline_columns(trace, ctx.tables))  # computed by the summary
+                    roofline=roofline_columns(trace, ctx.tables),  # computed by the summary
+                    prepared=prepared)
 
 
 def summary_of(trace: Trace, rules: RuleSelection | None = None,
@@ -160,11 +177,13 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
 
 
 def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = None,
-                  source_roots: Sequence[str | Path] | None = None) -> Analysis:
+                  source_roots: Sequence[str | Path] | None = None,
+                  prepare: Callable[[Trace, CompilationDocument | None], Any] | None = None
+                  ) -> Analysis:
     started = time.perf_counter()
     trace = load(paths)
     timings = {"load": time.perf_counter() - started}
-    return analyze_trace(trace, rules, source_roots, timings)
+    return analyze_trace(trace, rules, source_roots, timings, prepare)
 
 
 def findings_document(summary: Summary, findings: Sequence[Finding]) -> FindingsDocument:
@@ -375,12 +394,13 @@ def _pool_context() -> Any:
 
 
 def _pool_worker_setup(jobs: int) -> None:
-    """A rank worker does not fork the loader's own decoding worker when the ranks already
-    keep every CPU busy (it would only add a process per CPU)."""
+    """A rank worker forks neither the loader's decoding worker nor the rules' worker when the
+    ranks already keep every CPU busy (each would only add a process per CPU)."""
     import os
 
     if jobs >= usable_cpus():
         os.environ.setdefault("PERFTUNE_TRACE_WORKERS", "1")
+        os.environ.setdefault("PERFTUNE_RULE_WORKERS", "1")
 
 
 def _dask_client(address: str) -> Any:

@@ -170,6 +170,14 @@ def _sorted_unique(values: np.ndarray) -> np.ndarray:
     return out
 
 
+def _overlapping(starts: np.ndarray, ends: np.ndarray, lo: float, hi: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The intervals that reach into [lo, hi] (touching it included; NaN ends kept, as the
+    coverage counts them)."""
+    keep = ~((ends < lo) | (starts > hi))
+    return starts[keep], ends[keep]
+
+
 def _coverage(bounds: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """For each elementary segment [bounds[k], bounds[k+1]): whether an interval covers it."""
     keep = ends > starts
@@ -247,8 +255,12 @@ def _phases(trace: Trace, segments_for: int | None, tables: Tables | None = None
     for k, s in enumerate(trace.steps):
         by_rank.setdefault(s.rank, []).append(k)
     for r, ks in by_rank.items():
-        if segments_for is not None and segments_for not in ks:
-            continue
+        if segments_for is not None:
+            if segments_for not in ks:
+                continue
+            # One step's lane: the bounds and coverage inside a step depend only on the
+            # intervals that overlap it (the steps of a rank do not overlap).
+            ks = [segments_for]
         on_rank = rank == r
         main = threads.get(r)
         on_main = on_rank & (pid == main[0]) & (tid == main[1]) if main else on_rank
@@ -279,6 +291,9 @@ def _phases(trace: Trace, segments_for: int | None, tables: Tables | None = None
         dev_iv = {name: rows_of(m, on_rank) for name, m in dev_masks.items()} if has_device else {}
         lo = np.asarray([trace.steps[k].start for k in ks])
         hi = np.asarray([trace.steps[k].end for k in ks])
+        if segments_for is not None:
+            intervals = {name: _overlapping(*pair, lo[0], hi[0]) for name, pair in intervals.items()}
+            dev_iv = {name: _overlapping(*pair, lo[0], hi[0]) for name, pair in dev_iv.items()}
         pieces = [lo, hi]
         for s_, e_ in [*intervals.values(), *dev_iv.values()]:
             pieces.append(np.clip(s_, lo.min(), hi.max()))

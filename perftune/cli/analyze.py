@@ -37,6 +37,7 @@ from perftune.report.console import (
     timing_lines,
     warning_lines,
 )
+from perftune.report.sections import worker_sections
 from perftune.rundir import DocumentError, RunDir, same_files
 
 
@@ -135,7 +136,10 @@ def _analyze(ctx: click.Context, paths: tuple[Path, ...], output_format: str,
         analysis = analyze_ranks(list(paths), rules, source_roots or None,
                                  jobs=jobs or 1, scheduler=spread.get("scheduler"))
     else:
-        analysis = analyze_paths(list(paths), rules, source_roots or None)
+        # With reports to write, the rules' worker (a large trace) also computes the report's
+        # trace-only parts while this process finishes its rules and the summary.
+        analysis = analyze_paths(list(paths), rules, source_roots or None,
+                                 prepare=worker_sections if target is not None else None)
     for warning in [*warning_lines(analysis.summary), *source_hint_lines(analysis.findings)]:
         click.echo(warning, err=True)  # events the loader skipped; source it did not read
     if output_format == "json":

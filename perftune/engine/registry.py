@@ -167,9 +167,17 @@ def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = Fa
     from perftune.engine.context import as_context
 
     ctx = as_context(subject)
-    findings: list[Finding] = []
+    found = check_rules(ctx, rules, strict, timings)
+    return rank_findings(ctx, [f for rule in rules for f in found[rule.code]])
+
+
+def check_rules(ctx: Context, rules: Sequence[Rule], strict: bool = False,
+                timings: dict[str, float] | None = None) -> dict[str, list[Finding]]:
+    """Each rule's own findings, by code, in the order the rules ran (see `run_rules`)."""
+    out: dict[str, list[Finding]] = {}
     for rule in rules:
         started = time.perf_counter()
+        findings: list[Finding] = []
         try:
             findings.extend(rule.check(ctx))
         except Exception as exc:
@@ -178,15 +186,21 @@ def run_rules(subject: Trace | Context, rules: Sequence[Rule], strict: bool = Fa
             warnings.warn(f"rule {rule.code} failed on this trace and was skipped: "
                           f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
         finally:
+            out[rule.code] = findings
             if timings is not None:
                 timings[rule.code] = timings.get(rule.code, 0.0) + time.perf_counter() - started
+    return out
+
+
+def rank_findings(ctx: Context, findings: Sequence[Finding]) -> list[Finding]:
+    """The findings of every rule, in rule order, accounted and ranked (see `run_rules`)."""
     from perftune.engine.savings import account
 
     # Savings that can be true: bounded by the step, one cause linked, moved waits said.
-    findings = account(ctx, findings)
-    findings.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
-                                 f.location.file or "", f.location.line or 0))
-    return findings
+    ranked = account(ctx, findings)
+    ranked.sort(key=lambda f: (-f.est_saving_ms_per_step, -f.severity.rank, f.code,
+                               f.location.file or "", f.location.line or 0))
+    return ranked
 
 
 def analyze(subject: Trace | Context, select: Sequence[str] = (), ignore: Sequence[str] = (),

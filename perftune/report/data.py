@@ -73,6 +73,9 @@ class RunView:
     rank_results: tuple[Any, ...] = ()
     # The analysis's roofline points (trace.roofline.Points), when the view is of an analysis.
     roofline: Any = field(default=None, compare=False, repr=False)
+    # The report's parts that read the trace alone (report.sections.TraceSections), when the
+    # rules' worker computed them during the analysis; None: computed from `trace`.
+    sections: Any = field(default=None, compare=False, repr=False)
 
     @property
     def title(self) -> str:
@@ -139,7 +142,7 @@ def view_of_analysis(analysis: Analysis, run_dir: Path | None) -> RunView:
     return RunView(run_dir=run_dir, summary=analysis.summary, findings=analysis.findings,
                    trace=analysis.trace, notes=tuple(notes),
                    source_roots=analysis.source_roots, rank_results=analysis.rank_results,
-                   roofline=analysis.roofline, **docs)
+                   roofline=analysis.roofline, sections=analysis.prepared, **docs)
 
 
 def view_of_documents(run_dir: Path, source_roots: Sequence[Path] = ()) -> RunView:

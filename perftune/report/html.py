@@ -29,7 +29,7 @@ import numpy as np
 from perftune import units
 from perftune._resources import reports_dir
 from perftune._version import __version__
-from perftune.documents import CompilationSection, GateDocument, TuningDocument, document_data
+from perftune.documents import GateDocument, TuningDocument, document_data
 from perftune.engine.types import Finding, Location
 from perftune.fsutil import OutputError, write_bytes_atomic, write_chunks_atomic
 from perftune.report import figures as F
@@ -40,6 +40,7 @@ from perftune.report.data import (
     header_facts,
     step_timing,
 )
+from perftune.report.sections import TraceSections, trace_sections
 from perftune.report.timeline import PERFETTO_URL
 from perftune.report.tuning import figure_dicts, tuning_context
 from perftune.rundir import TRACE, TUNING_HTML, RunDir
@@ -367,21 +368,9 @@ def _step_starts_ms(view: RunView) -> list[float]:
     return [s.start / 1000.0 for s in view.trace.steps if s.rank == first]
 
 
-def _records(columns: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    """Columns (lists or numpy arrays) as one dict per row, Python values, in column order."""
-    if columns is None:
-        return []
-    values = [v.tolist() if isinstance(v, np.ndarray) else list(v) for v in columns.values()]
-    return [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
-
-
-def _top_tables(view: RunView) -> tuple[list[Any], list[Any]]:
-    if view.trace is not None:
-        from perftune.trace import metrics
-
-        ops = _records(metrics.top_host_op_columns(view.trace, 30))
-        kernels = _records(metrics.top_kernel_columns(view.trace, 30))
-        return plain_json(ops), plain_json(kernels)
+def _top_tables(view: RunView, sections: TraceSections | None) -> tuple[list[Any], list[Any]]:
+    if sections is not None:
+        return plain_json(sections.top_ops), plain_json(sections.top_kernels)
     if view.summary is None:
         return [], []
     return list(view.summary.top_host_ops), list(view.summary.top_kernels)
@@ -391,28 +380,7 @@ def _top_tables(view: RunView) -> tuple[list[Any], list[Any]]:
 TOP_MODULES = 25
 
 
-def _compiled_notes(section: CompilationSection | None) -> dict[str, str]:
-    """Hover text of each compiled graph on the step timeline: its frame, size and whether it
-    resumes after a graph break or is a recompilation."""
-    if section is None:
-        return {}
-    notes: dict[str, str] = {}
-    for g in section.graphs:
-        text = f"graph {g.compile_id}: {g.frame or '?'} ({g.ops} ops, compiled in {g.compile_s:.2f} s)"
-        if g.after_break:
-            text += f"<br>resumes after a graph break at {g.after_break}"
-        notes[g.compile_id] = text
-    for r in section.recompiles:
-        if r.compile_id:
-            notes[r.compile_id] = notes.get(r.compile_id, f"graph {r.compile_id}") + \
-                f"<br>recompiled in step {r.step}: {r.guard}"
-    return notes
-
-
 def report_context(view: RunView) -> dict[str, Any]:
-    from perftune.report.memory import memory_timeline
-    from perftune.report.timeline import step_timeline
-
     figures: dict[str, Any] = {}
     timing = step_timing(view)
     fig = F.step_time_figure(timing)
@@ -426,11 +394,13 @@ def report_context(view: RunView) -> dict[str, Any]:
     if fig:
         figures["modules-tree"] = fig
     compilation = view.summary.compilation_section if view.summary is not None else None
-    timeline = step_timeline(view.trace, compiled=_compiled_notes(compilation)) \
-        if view.trace is not None else None
+    # The trace's own parts: computed by the rules' worker when it ran, else here.
+    sections = view.sections if view.sections is not None else \
+        trace_sections(view.trace, compilation) if view.trace is not None else None
+    timeline = sections.timeline if sections is not None else None
     if timeline is not None and timeline.bars:
         figures["timeline"] = F.timeline_figure(timeline)
-    memory = memory_timeline(view.trace) if view.trace is not None else ()
+    memory = sections.memory if sections is not None else ()
     if memory:
         figures["memory"] = F.memory_figure(memory, _step_starts_ms(view))
     roof, roof_ops, roof_source = _roofline(view)
@@ -449,7 +419,7 @@ def report_context(view: RunView) -> dict[str, Any]:
     lookup.extend(p for p in (view.run_dir,) if p is not None)
     roots = SourceRoots.of(view.source_roots, lookup)
     docs = rule_docs(f.code for f in view.findings)
-    ops, kernels = _top_tables(view)
+    ops, kernels = _top_tables(view, sections)
     summary = view.summary
     has_device = summary is not None and summary.has_device_activity
     mean = (summary.steps.mean_ms if summary is not None else None) or 0.0

@@ -32,9 +32,21 @@ def _downsample(t: np.ndarray, alloc: np.ndarray, reserved: np.ndarray,
         return t, alloc, reserved
     edges = np.linspace(0, len(t), max_points + 1).astype(np.int64)
     starts = edges[:-1][np.diff(edges) > 0]
-    peak_pos = np.array([s + int(np.argmax(alloc[s:e]))
-                         for s, e in zip(starts, [*starts[1:], len(t)], strict=True)])
+    peak_pos = _bucket_argmax(alloc, starts)
     return t[peak_pos], alloc[peak_pos], reserved[peak_pos]
+
+
+def _bucket_argmax(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The position of each bucket's first maximum (`np.argmax` of values[start:next start]),
+    for every bucket at once."""
+    if np.isnan(values).any():  # argmax's NaN rule (the first NaN wins), one bucket at a time
+        return np.array([s + int(np.argmax(values[s:e]))
+                         for s, e in zip(starts, [*starts[1:], len(values)], strict=True)])
+    top = np.maximum.reduceat(values, starts)
+    bucket = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, len(values))))
+    hits = np.flatnonzero(values == top[bucket])
+    first: np.ndarray = hits[np.searchsorted(bucket[hits], np.arange(len(starts)))]
+    return first
 
 
 def _series(trace: Trace, rank: int, device_type: int, device_id: int, t_us: np.ndarray,

@@ -28,6 +28,7 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
+from perftune._cpus import forks_safely, spare_cpus
 from perftune.errors import TraceError
 from perftune.rundir import TRACE, TRACE_PLAIN
 from perftune.trace import categories as C
@@ -1094,6 +1095,19 @@ def _workers() -> int:
     return 2 if cpus >= 2 else 1
 
 
+def _parallel_worth(size: int) -> bool:
+    """Whether a file of `size` bytes of JSON text is decoded by two processes (given two
+    workers): large ones always, middling ones when a core is idle now. PERFTUNE_TRACE_WORKERS=2
+    splits them regardless of the load."""
+    if size >= PARALLEL_MIN_BYTES:
+        return True
+    if size < PARALLEL_IDLE_MIN_BYTES:
+        return False
+    if os.environ.get("PERFTUNE_TRACE_WORKERS", "").strip() == "2":
+        return True
+    return forks_safely() and spare_cpus() >= PARALLEL_IDLE_CPU_NEEDED
+
+
 def _release_free_heap() -> None:
     """Give the C heap's free pages back to the system (glibc's malloc_trim).
 
@@ -1120,12 +1134,15 @@ def _decoded_header(path: Path, header: dict[str, Any], problems: Counter[str]) 
                        distributed=distributed_of(top), raw_events=[], problems=problems)
 
 
-# Below this much JSON text a second process costs more than it saves. 128 MiB: on the 54 MB
-# trace the worker saved 0.08 s on a quiet machine but cost 0.15-0.7 s of wall time and
-# 0.12-0.33 CPU-s (it inflates the gzip head too) with the second core busy, the usual case on a
-# shared machine; from 257 MB up it saved wall time in most runs (up to 42 %:
-# benchmarks/analyze_end_to_end.md).
+# Below this much JSON text a second process costs more than it saves. From 128 MiB the worker
+# is always used: from 257 MB up it saved wall time in most runs, under load too (up to 42 %:
+# benchmarks/analyze_end_to_end.md). From 32 MiB only when a core is idle (perftune._cpus):
+# on the 54 MB trace it takes the instructions of the critical path from 5.25 G to 3.82 G, but
+# with the second core busy it cost 0.15-0.7 s of wall time and 0.12-0.33 CPU-s (it inflates
+# the gzip head too).
 PARALLEL_MIN_BYTES = 1 << 27
+PARALLEL_IDLE_MIN_BYTES = 1 << 25
+PARALLEL_IDLE_CPU_NEEDED = 0.5
 PARALLEL_HEAD_SHARE_GZIP = 0.56
 
 
@@ -1135,7 +1152,7 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
     the worker starts there). Returns the header keys the worker read after the events."""
     size = stream.text_size()
     builder.dense.reserve((size - start) // _BYTES_PER_EVENT)
-    if _workers() < 2 or size < PARALLEL_MIN_BYTES:
+    if _workers() < 2 or not _parallel_worth(size):
         for events in stream.read(start):
             builder._add_chunk(events, rank)
         return {}

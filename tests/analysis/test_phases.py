@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,22 @@ def test_phases_document_reports_its_own_error() -> None:
     assert [p.name for p in doc.mean] == list(PHASES)
     assert abs(sum(p.share for p in doc.mean) - 1.0) < 1e-6
     assert all(p.device is not None for p in doc.mean)
+
+
+@pytest.mark.parametrize("name", SHARED)
+def test_a_steps_lane_is_its_phases_as_computed_over_every_step(name: str) -> None:
+    # phase_segments works on the one step's window (the intervals that reach into it); its
+    # lane must still tile the step and carry the time the whole-trace computation gives each
+    # phase of that step.
+    from perftune.analysis.phases import phase_segments
+
+    trace = load(shared_trace(name))
+    per_step = step_phases(trace)
+    for k, step in enumerate(trace.steps):
+        lane = phase_segments(trace, k)
+        assert lane and lane[0][1] == step.start and lane[-1][2] == step.end
+        assert all(a[2] == b[1] for a, b in itertools.pairwise(lane))  # contiguous, in time order
+        assert all(a[0] != b[0] for a, b in itertools.pairwise(lane))  # neighbours merged
+        for phase in PHASES:
+            ms = sum(b - a for p, a, b in lane if p == phase) / 1000.0
+            assert ms == pytest.approx(per_step[k].phase_ms[phase], rel=1e-9, abs=1e-9), (k, phase)

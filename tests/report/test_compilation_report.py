@@ -72,3 +72,23 @@ def test_html_compile_table_and_timeline_lane(browser: Any, tmp_path: Path) -> N
     assert timeline["marks"] > 0
     html = page.read_text()
     assert '"torch.compile"' in html and "resumes after a graph break at bad.py:16" in html
+
+
+def test_the_rules_worker_draws_the_same_compiled_lane(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # With the rules split over two processes the worker computes the timeline (and its
+    # compiled-graph notes, from compilation.json) for report.html: the same page.
+    import re
+
+    from perftune.report.sections import worker_sections
+
+    run = compiled_run(tmp_path)
+    pages = []
+    for workers in ("1", "2"):
+        monkeypatch.setenv("PERFTUNE_RULE_WORKERS", workers)
+        analysis = analyze_paths([run / "trace.json.gz"], source_roots=[run], prepare=worker_sections)
+        assert (analysis.prepared is not None) == (workers == "2")
+        write_run(analysis, run)
+        pages.append(re.sub(r"nonce-[^'\"]+|nonce=\"[^\"]*\"", "", (run / "report.html").read_text()))
+    assert "resumes after a graph break" in pages[1]
+    assert pages[0] == pages[1]

@@ -49,3 +49,27 @@ def test_reports_that_need_no_figures_import_no_pandas() -> None:
             "{p.name for p in d.iterdir()}\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_the_peak_of_each_bucket_is_found_for_all_buckets_at_once() -> None:
+    # _bucket_argmax is np.argmax per bucket: the first maximum, ties and signed zeros
+    # included, and argmax's NaN rule (the first NaN wins) where NaN occurs.
+    import numpy as np
+
+    from perftune.report.memory import _bucket_argmax
+
+    rng = np.random.default_rng(17)
+    for trial in range(2000):
+        n = int(rng.integers(1, 200))
+        values = rng.integers(0, 4, n).astype(float) if trial % 2 else rng.random(n)
+        if trial % 5 == 0:
+            values = np.where(values == 0, -0.0, values)
+        if trial % 7 == 0:
+            values[rng.integers(0, n)] = np.nan
+        if trial % 3 == 0 and not np.isnan(values).any():
+            values = values.astype(np.int64)
+        edges = np.linspace(0, n, int(rng.integers(1, n + 1)) + 1).astype(np.int64)
+        starts = edges[:-1][np.diff(edges) > 0]
+        expected = [s + int(np.argmax(values[s:e]))
+                    for s, e in zip(starts, [*starts[1:], n], strict=True)]
+        assert _bucket_argmax(values, starts).tolist() == expected, trial

@@ -478,3 +478,24 @@ def test_parallel_decode_matches_serial(tmp_path: Path, monkeypatch: pytest.Monk
     assert parallel.name_of(parallel.launched_by(late)) == "cudaLaunchKernel"
     spans = parallel.events["pid"].to_numpy()[np.flatnonzero(parallel.name_isin(["aten::zero_"]))]
     assert len(set(spans.tolist())) == 2  # "Spans" got one code in both halves
+
+
+def test_middling_files_are_split_only_with_a_core_to_spare(monkeypatch: pytest.MonkeyPatch) -> None:
+    # From PARALLEL_MIN_BYTES always (as before); from PARALLEL_IDLE_MIN_BYTES only when the
+    # load average leaves a core idle (the worker costs wall time on a busy machine), or when
+    # PERFTUNE_TRACE_WORKERS=2 asks for it.
+    import sys
+
+    from perftune import _cpus
+
+    load_module = sys.modules["perftune.trace.load"]
+    big, middling = load_module.PARALLEL_MIN_BYTES, load_module.PARALLEL_IDLE_MIN_BYTES
+    monkeypatch.delenv("PERFTUNE_TRACE_WORKERS", raising=False)
+    monkeypatch.setattr(_cpus.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_cpus, "runnable_now", lambda: 1)
+    assert load_module._parallel_worth(big) and load_module._parallel_worth(middling)
+    assert not load_module._parallel_worth(middling - 1)
+    monkeypatch.setattr(_cpus, "runnable_now", lambda: 4)  # both cores busy
+    assert load_module._parallel_worth(big) and not load_module._parallel_worth(middling)
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "2")
+    assert load_module._parallel_worth(middling)

@@ -1,0 +1,54 @@
+"""How many CPUs this process may use, and how many of them the other processes leave idle:
+the forked workers (the loader's, perftune.trace.load; the rules', perftune.engine.split) pay
+only with a core to run on, which the number of runnable threads tells."""
+
+from __future__ import annotations
+
+import os
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def runnable_now() -> int | None:
+    """Threads runnable at this instant, this one included (/proc/loadavg's fourth field);
+    None where the system does not say."""
+    try:
+        with open("/proc/loadavg", encoding="ascii") as fh:
+            return int(fh.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def spare_cpus(cpus: int | None = None) -> float:
+    """CPUs the other processes leave idle now: the threads runnable at this instant (this one
+    included), else the 1-minute load average; unknown: all but this one.
+
+    The instant count, not the load average: the average lags by a minute, so a run right after
+    another (a loop over trace files, a benchmark) would find the previous run's own workers in
+    it and decline a core that is idle; a busy machine (a test suite on every core) has
+    runnable threads beside this one at almost any instant."""
+    cpus = usable_cpus() if cpus is None else cpus
+    busy: float | None = runnable_now()
+    if busy is None:
+        try:
+            busy = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return float(cpus - 1)
+    return cpus - max(busy, 1.0)
+
+
+def forks_safely() -> bool:
+    """Whether this process may fork a worker that runs Python: no other thread is running
+    (a Dask worker runs its tasks in threads, whose locks a forked child could inherit held)."""
+    import threading
+
+    return threading.active_count() == 1
+
+
+__all__ = ["forks_safely", "runnable_now", "spare_cpus", "usable_cpus"]
