@@ -54,7 +54,9 @@ from perftune.rundir import DocumentError, RunDir, same_files
 @source_root_option
 @force_option
 @click.option("--timings", is_flag=True,
-              help="Print on stderr how long each stage and each rule took.")
+              help="Print on stderr how long each stage and each rule took (each process's own "
+                   "seconds: on a large trace whose rules ran in two processes the stages add up "
+                   "to more than the wall time).")
 @click.option("--jobs", type=click.IntRange(min=1), default=None,
               help="Worker processes for the rank files: each rank is analysed apart, then the "
                    "ranks are compared from their reductions only (memory: the largest rank, "
