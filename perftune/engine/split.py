@@ -14,7 +14,7 @@ reads too. The op nesting and the tables both sides read are built once, before 
 
 Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
 forks cheaply, in a process running no other thread, with a second CPU idle at that moment
-(perftune._cpus.spare_cpus), and not in strict mode (a failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
+(perftune._cpus.worker_has_a_core), and not in strict mode (a failing rule must raise where it runs). `PERFTUNE_RULE_WORKERS=1` keeps every rule in
 this process; `=2` splits at any size (tests, measurements).
 """
 
@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from perftune._cpus import forks_safely, spare_cpus, usable_cpus
+from perftune._cpus import worker_has_a_core
 from perftune.engine.registry import check_rules, rank_findings
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding
@@ -51,10 +51,6 @@ WORKER_RULES_WRITING = (*WORKER_RULES, "PFT503", "PFT504")
 # (benchmarks/analyze_end_to_end.md). The next shared trace down (75 k, rules ~0.09 s) is not split.
 SPLIT_MIN_EVENTS = 100_000
 ENV = "PERFTUNE_RULE_WORKERS"
-# A second process pays only with a core to run on: with every core busy (threads runnable
-# beside this one) it costs wall time (54 MB trace under load 4.3 on 2 cores: 0.93 s against
-# 0.72 s in one process, benchmarks/analyze_end_to_end.md).
-IDLE_CPU_NEEDED = 0.5
 
 
 def _setting() -> int | None:
@@ -69,10 +65,7 @@ def split_worth(events: int, strict: bool = False) -> bool:
     setting = _setting()
     if setting is not None:
         return setting == 2
-    if sys.platform != "linux" or events < SPLIT_MIN_EVENTS or not forks_safely():
-        return False
-    cpus = usable_cpus()
-    return cpus >= 2 and spare_cpus(cpus) >= IDLE_CPU_NEEDED
+    return sys.platform == "linux" and events >= SPLIT_MIN_EVENTS and worker_has_a_core()
 
 
 def in_worker(code: str, writing: bool = False) -> bool:

@@ -97,8 +97,9 @@ def _python_path(root: Path) -> dict[str, str]:
 # environment sets one. torch's OpenMP (libgomp) keeps a thread that waits for work spinning on
 # its core; where another process wants that core (a shared CI runner) the spinning threads and
 # the other process slow each other down by whatever the scheduler makes of it. Measured on a
-# 2-core runner with one other CPU-bound process, samples/regression_demo.py --threads 2, six
-# launches each: spinning, 24-130 s wall and 21-73 CPU-s per launch (CPU time 39 % noisy);
+# 2-core runner with one other CPU-bound process and more work beside it (load 4.4),
+# samples/regression_demo.py --threads 2 run six times each way: spinning, 24-130 s wall and
+# 21-73 CPU-s per run (CPU time 39 % noisy);
 # waiting passively, 7-13 s and 6.6-8.2 CPU-s (8 %). Both sides of a comparison wait the same
 # way, so the gate compares the code, not how the runner's load met the spinning.
 OMP_WAIT_ENV = "OMP_WAIT_POLICY"

@@ -28,7 +28,7 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
-from perftune._cpus import forks_safely, spare_cpus
+from perftune._cpus import worker_has_a_core
 from perftune.errors import TraceError
 from perftune.rundir import TRACE, TRACE_PLAIN
 from perftune.trace import categories as C
@@ -1105,7 +1105,7 @@ def _parallel_worth(size: int) -> bool:
         return False
     if os.environ.get("PERFTUNE_TRACE_WORKERS", "").strip() == "2":
         return True
-    return forks_safely() and spare_cpus() >= PARALLEL_IDLE_CPU_NEEDED
+    return worker_has_a_core()
 
 
 def _release_free_heap() -> None:
@@ -1142,7 +1142,6 @@ def _decoded_header(path: Path, header: dict[str, Any], problems: Counter[str]) 
 # the gzip head too).
 PARALLEL_MIN_BYTES = 1 << 27
 PARALLEL_IDLE_MIN_BYTES = 1 << 25
-PARALLEL_IDLE_CPU_NEEDED = 0.5
 PARALLEL_HEAD_SHARE_GZIP = 0.56
 
 
