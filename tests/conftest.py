@@ -216,8 +216,9 @@ def shared_zygote(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | No
         cache_dir()
     env = dict(os.environ)
     env.pop(SHARED_ZYGOTE_ENV, None)
-    # pytest sets PYTEST_CURRENT_TEST per test; nothing the zygote imports reads it
-    env["PERFTUNE_ZYGOTE_VOLATILE"] = "PYTEST_CURRENT_TEST"
+    # pytest sets PYTEST_CURRENT_TEST per test, and tests set the terminal's size (COLUMNS,
+    # LINES) for wide output; nothing the zygote imports reads them (they are read when used)
+    env["PERFTUNE_ZYGOTE_VOLATILE"] = "PYTEST_CURRENT_TEST,COLUMNS,LINES"
     launcher = ZygoteLauncher(tmp_path_factory.mktemp("shared-zygote"), PACKAGE.parent, env=env)
     try:
         launcher.start()

@@ -18,6 +18,12 @@ working directory must be the zygote's unless the zygote's PYTHONPATH is all abs
 its command must be the bootstrap's, the zygote must still be single-threaded
 (threading.active_count() == 1) and CUDA uninitialised.
 
+The command may also be this module's own (`python -m perftune.capture.child.zygote SOCKET2`):
+the forked child then becomes a zygote listening on SOCKET2, with the request's stdio, working
+directory and environment, without importing torch again. That is how `perftune tune`, `gate`
+and `fix` start their zygotes when PERFTUNE_ZYGOTE names a shared one (a CI job's, a test
+suite's): through the client, so a refusal starts the zygote fresh, as before.
+
 The socket lies in a folder of its own (mkdtemp, 0700), is bound with mode 0600 whatever the
 umask, and a connection from another uid (SO_PEERCRED) is closed unread: a trial runs code as
 this user.
@@ -54,7 +60,9 @@ from typing import Any, NoReturn
 _START_ENV = dict(os.environ)
 OWN_PREFIX = "PERFTUNE_"
 BOOTSTRAP = "perftune.capture.child.bootstrap"
-READY = "perftune-zygote ready"
+ZYGOTE = "perftune.capture.child.zygote"
+READY = "perftune-zygote ready"  # followed by the zygote's pid
+_FIRST_PID = os.getpid()
 _MAX_REQUEST = 16 * 1024 * 1024
 
 
@@ -207,8 +215,9 @@ class Zygote:
         return None
 
     def _refusal(self, request: dict[str, Any]) -> str | None:
-        if request.get("command", [])[1:] != ["-m", BOOTSTRAP]:
-            return "the zygote runs only the capture bootstrap"
+        command = request.get("command", [])
+        if command[1:] != ["-m", BOOTSTRAP] and nested_socket(command) is None:
+            return "the zygote runs only the capture bootstrap or another zygote"
         if request.get("command", [""])[0] != sys.executable:
             return "a different python than the zygote's"
         if not os.path.isdir(request.get("cwd", "")):
@@ -481,30 +490,90 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def nested_socket(command: list[str]) -> str | None:
+    """The socket of the zygote `command` would start (`python -m
+    perftune.capture.child.zygote SOCKET`), None for any other command."""
+    if len(command) == 4 and command[1:3] == ["-m", ZYGOTE] and os.path.isabs(command[3]):
+        return command[3]
+    return None
+
+
+def become_zygote(request: Request, zygote_pid: int) -> str:
+    """Turn this forked child into `python -m perftune.capture.child.zygote SOCKET` started
+    with the request's stdio, directory and environment (a tuner's, a gate's or fix's own
+    zygote forked from a shared one: torch is imported already); returns SOCKET, to serve."""
+    global _START_ENV
+
+    os.setpgid(0, 0)  # stopped with its trials as a group, like a trial
+    _die_with_parent(zygote_pid)
+    for signum, handler in ((signal.SIGHUP, signal.SIG_DFL), (signal.SIGCHLD, signal.SIG_DFL)):
+        signal.signal(signum, handler)
+    _ignore_stop_signals()
+    for target, fd in enumerate(request.fds):
+        os.dup2(fd, target)
+    _close_all([fd for fd in request.fds if fd > 2])
+    _reopen_stdio()
+    os.chdir(request.cwd)
+    # This zygote's trials are compared with its own starting environment, and get what the
+    # imports changed applied as the first zygote's trials do.
+    _START_ENV = dict(request.env)
+    env = dict(request.env)
+    for key, value in request.changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    os.environ.clear()
+    os.environ.update(env)
+    socket_path = nested_socket(request.command)
+    assert socket_path is not None
+    sys.argv = [os.path.abspath(__file__), socket_path]
+    sys.path[0] = os.getcwd()
+    return socket_path
+
+
+def _ignore_stop_signals() -> None:
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+
+
+def serve(path: str) -> Request | None:
+    """Listen on `path`, say so on stdout, and serve until the parent is done (None) or, in a
+    forked child, return its request."""
+    zygote = Zygote(path, parent_fd=0)
+    try:
+        print(f"{READY} {zygote.pid}", flush=True)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)  # the parent reads only the ready line
+        os.close(devnull)
+        return zygote.serve()
+    finally:
+        zygote.close()  # nothing in a forked child
+
+
 def main(argv: list[str]) -> str | int | None:
     if len(argv) != 1:
         print("usage: python -m perftune.capture.child.zygote SOCKET (started by perftune tune)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
+    _ignore_stop_signals()
     # Trials are watched through pidfds (Linux 5.3+); without them, no zygote at all.
     os.close(os.pidfd_open(os.getpid()))
     preload()
     gc.collect()
     gc.freeze()  # keep the preloaded objects' pages shared with the children
-    zygote = Zygote(argv[0], parent_fd=0)
-    request: Request | None = None
-    try:
-        print(READY, flush=True)
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)  # the parent reads only the ready line
-        os.close(devnull)
-        request = zygote.serve()
-    finally:
-        zygote.close()  # nothing in a forked child
-    if request is None:
-        return 0
-    return become_bootstrap(request, zygote.pid)
+    path = argv[0]
+    while True:
+        zygote_pid = os.getpid()
+        request = serve(path)
+        if request is None:
+            if zygote_pid != _FIRST_PID:
+                # a zygote forked from another: no interpreter teardown in a forked child
+                sys.stderr.flush()
+                os._exit(0)
+            return 0
+        if nested_socket(request.command) is None:
+            return become_bootstrap(request, zygote_pid)
+        path = become_zygote(request, zygote_pid)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ BOOTSTRAP = "perftune.capture.child.bootstrap"
 LAUNCH_FILE = "launch.json"
 SOCKET_NAME = "zygote.sock"
 LOG_NAME = "zygote.log"
-READY = "perftune-zygote ready"  # = perftune.capture.child.zygote.READY
+READY = "perftune-zygote ready"  # = perftune.capture.child.zygote.READY, then the zygote's pid
+ZYGOTE = "perftune.capture.child.zygote"
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
 # sockaddr_un holds 108 bytes; a TMPDIR too long for that falls back to /tmp.
@@ -62,6 +63,12 @@ LAUNCH_ENV = (SHARED_ZYGOTE_ENV, ZYGOTE_VOLATILE_ENV)
 def shared_zygote_command(env: Mapping[str, str]) -> list[str] | None:
     """The child command through the zygote PERFTUNE_ZYGOTE names, when that is a socket of
     this user's; None (a fresh child) otherwise."""
+    path = shared_zygote(env)
+    return None if path is None else zygote_command(path)
+
+
+def shared_zygote(env: Mapping[str, str]) -> str | None:
+    """The socket PERFTUNE_ZYGOTE names, when that is a socket of this user's."""
     path = env.get(SHARED_ZYGOTE_ENV)
     if not path:
         return None
@@ -71,7 +78,7 @@ def shared_zygote_command(env: Mapping[str, str]) -> list[str] | None:
         return None
     if not stat.S_ISSOCK(info.st_mode) or info.st_uid != os.getuid():
         return None
-    return zygote_command(os.path.abspath(path))
+    return os.path.abspath(path)
 
 
 class ZygoteError(Exception):
@@ -94,6 +101,8 @@ class ZygoteLauncher:
         self.socket_path = self._socket_path()
         self.log_path = self.run_dir / LOG_NAME
         self._log: IO[bytes] | None = None
+        self._pid: int | None = None  # the zygote's own, from its ready line
+        self.forked = False  # forked from the shared zygote (PERFTUNE_ZYGOTE), not started fresh
 
     def _socket_path(self) -> str:
         # Whoever can connect to the socket can have code run as this user: it lives in a
@@ -131,9 +140,15 @@ class ZygoteLauncher:
         if pythonpath is not None:
             env["PYTHONPATH"] = pythonpath
         self._log = self.log_path.open("ab")
+        command = [sys.executable, "-m", ZYGOTE, self.socket_path]
+        shared = shared_zygote(env)
+        if shared is not None:
+            # Forked from the shared zygote when it can take it (torch is imported there
+            # already), through the client, which starts it fresh when it cannot.
+            command = [sys.executable, "-I", "-S", str(client_path()), shared, "--", *command]
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "perftune.capture.child.zygote", self.socket_path],
+                command,
                 cwd=self.cwd,
                 env=env,
                 stdin=subprocess.PIPE,
@@ -166,8 +181,18 @@ class ZygoteLauncher:
                     return False
                 line += chunk
                 if b"\n" in line:
-                    return line.split(b"\n", 1)[0].decode(errors="replace") == READY
+                    return self._ready(line.split(b"\n", 1)[0].decode(errors="replace"))
         return False
+
+    def _ready(self, line: str) -> bool:
+        """Whether `line` is the zygote's ready line (noting its pid)."""
+        word, _, pid = line.rpartition(" ")
+        if word != READY or not pid.isdigit():
+            return False
+        self._pid = int(pid)
+        # through the client: a zygote of its own pid was started fresh (the client exec'ed it)
+        self.forked = self.proc is not None and self._pid != self.proc.pid
+        return True
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and os.path.exists(self.socket_path)
@@ -209,7 +234,11 @@ class ZygoteLauncher:
 
     @property
     def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
+        """The zygote's pid: its trials are its children (forked from the shared zygote, it is
+        not this process's child: `proc` is then the client that relays its end)."""
+        if self.proc is None:
+            return None
+        return self._pid if self._pid is not None else self.proc.pid
 
 
 def read_launch(run_dir: Path) -> dict[str, Any] | None:
