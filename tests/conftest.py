@@ -17,6 +17,11 @@ import pytest
 # imported, so that every process the suite starts (the shared zygote included) inherits the
 # same value; a value the caller set is kept.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# `perftune fix` runs every version with PYTHONHASHSEED set (--seed, 0 by default), which a
+# forked process cannot change: the suite's processes use the same hash seed, so that fix's
+# profile and its zygotes fork from the shared one (tests/analysis/test_modules.py checks
+# that a summary does not depend on the seed).
+os.environ.setdefault("PYTHONHASHSEED", "0")
 
 SHARED_TRACES = Path(__file__).resolve().parents[2] / "shared" / "traces"
 # One reason for every test that needs them, so that a fresh clone's skip summary is one line

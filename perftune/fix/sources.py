@@ -105,14 +105,17 @@ def from_profile(script: Path, args: tuple[str, ...], cwd: Path, run_dir: Path, 
                  module: str | None = None) -> Source:
     """Profile the script (or `-m module`, whose file is `script`) into `run_dir` (as
     `perftune profile` would) and analyse it."""
+    from perftune.capture.parent.launcher import shared_zygote_command
     from perftune.capture.parent.measure import log_tail
     from perftune.capture.parent.runner import CaptureOptions, ScriptTarget, run_capture
     from perftune.pipeline import process_run
 
     if not script.is_file():
         raise UsageError(f"{script}: no such script")
+    # forked from the zygote PERFTUNE_ZYGOTE names where it takes it, as `perftune profile`
     options = CaptureOptions(skip=skip, active=active, timeout_s=timeout_s, quiet=True,
-                             env={"PYTHONHASHSEED": str(seed)}, seed=seed)
+                             env={"PYTHONHASHSEED": str(seed)}, seed=seed,
+                             launcher=shared_zygote_command(os.environ))
     started = time.monotonic()
     launched = (ScriptTarget(module=module, args=args, cwd=cwd) if module is not None
                 else ScriptTarget(path=script, args=args, cwd=cwd))

@@ -95,3 +95,61 @@ def test_a_refused_zygote_starts_fresh(tmp_path: Path, shared_zygote: str | None
         assert result.meta["launch"]["launcher"] == "zygote"
         assert parent == launcher.pid
     assert gone(parent)
+
+
+# Writes sys.path and where `sidemod` came from into argv[1].
+PATH_SCRIPT = """\
+import json, sys
+import torch
+import sidemod
+with open(sys.argv[1], "w") as fh:
+    json.dump({"path": sys.path, "sidemod": sidemod.__file__}, fh)
+"""
+
+
+def observe_path(folder: Path, name: str, launcher: ZygoteLauncher | None) -> tuple[CaptureResult, dict]:
+    import json
+
+    script = write(folder / "paths.py", PATH_SCRIPT)
+    out = folder / f"{name}.json"
+    target = ScriptTarget(path=script, module=None, args=(str(out),), cwd=folder)
+    options = CaptureOptions(skip=1, active=3, profile=False, quiet=True,
+                             launcher=launcher.command() if launcher is not None else None)
+    result = run_capture(target, folder / name, options)
+    return result, json.loads(out.read_text())
+
+
+def test_pythonpath_entries_put_in_front_are_forked_with_a_fresh_starts_sys_path(
+        tmp_path: Path, shared_zygote: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gate's side puts its checkout in front of PYTHONPATH: forked from the shared zygote,
+    its trials see the sys.path a fresh start gives them."""
+    if shared_zygote is None:
+        pytest.skip("the suite's shared zygote is off (PERFTUNE_TEST_FRESH, or it did not start)")
+    side = write(tmp_path / "side" / "sidemod.py", "VALUE = 1\n").parent
+    existing = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(side), *([existing] if existing else [])]))
+    work = tmp_path / "work"
+    work.mkdir()
+    with ZygoteLauncher(tmp_path / "run", work) as launcher:
+        assert launcher.forked
+        forked, seen_forked = observe_path(work, "forked", launcher)
+    fresh, seen_fresh = observe_path(work, "fresh", None)
+    assert forked.meta["launch"]["launcher"] == "zygote" and "launch" not in fresh.meta
+    assert seen_forked == seen_fresh
+    assert seen_forked["path"][1] == str(side)
+    assert seen_forked["sidemod"] == str(side / "sidemod.py")
+
+
+def test_a_pythonpath_entry_holding_a_module_the_zygote_imported_starts_fresh(
+        tmp_path: Path, shared_zygote: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout with its own `perftune` (perftune's CI gating itself) must not be served by
+    a zygote that imported another perftune."""
+    if shared_zygote is None:
+        pytest.skip("the suite's shared zygote is off (PERFTUNE_TEST_FRESH, or it did not start)")
+    side = tmp_path / "side"
+    write(side / "sidemod.py", "VALUE = 1\n")
+    write(side / "perftune" / "__init__.py", "")
+    existing = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(side), *([existing] if existing else [])]))
+    with ZygoteLauncher(tmp_path / "run", tmp_path) as launcher:
+        assert not launcher.forked and launcher.pid == launcher.proc.pid  # type: ignore[union-attr]

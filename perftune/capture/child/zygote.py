@@ -11,8 +11,10 @@ script and its own modules are imported fresh in the child, as always.
 
 It forks only when that is safe, and otherwise answers "refuse REASON" so that the client runs
 the trial as a fresh process: the trial's environment must equal the zygote's except for
-perftune's own variables (PERFTUNE_*) and those its starter named volatile (PERFTUNE_ZYGOTE_VOLATILE,
-comma-separated: variables nothing it imported reads, such as pytest's PYTEST_CURRENT_TEST), its
+perftune's own variables (PERFTUNE_*), those its starter named volatile (PERFTUNE_ZYGOTE_VOLATILE,
+comma-separated: variables nothing it imported reads, such as pytest's PYTEST_CURRENT_TEST) and
+absolute PYTHONPATH entries put in front of the zygote's that hold no module of a name the
+zygote imported (they are inserted into sys.path where a fresh start puts them), its
 working directory must be the zygote's unless the zygote's PYTHONPATH is all absolute paths
 (a relative entry resolves against the working directory; the trial changes into its own),
 its command must be the bootstrap's, the zygote must still be single-threaded
@@ -101,6 +103,43 @@ def relative_path_entries(env: dict[str, str]) -> list[str]:
     """PYTHONPATH entries that resolve against the working directory."""
     return [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep)
             if entry and not os.path.isabs(entry)]
+
+
+def added_path_entries(theirs: dict[str, str], ours: dict[str, str]) -> list[str] | str:
+    """The PYTHONPATH entries `theirs` puts in front of `ours` (a gate's side adds its checkout,
+    `perftune fix` its copy), or why a fork cannot stand for a fresh start with it.
+
+    A fresh python would put them on sys.path right after the script's folder, before our own
+    entries; a fork can insert them there, unless one of them holds a module or package of a
+    name the zygote has imported already (a fresh start would import that one instead: a
+    checkout of perftune itself, a vendored torch), or is relative (it resolves against the
+    working directory at start)."""
+    mine = [e for e in ours.get("PYTHONPATH", "").split(os.pathsep) if e]
+    entries = [e for e in theirs.get("PYTHONPATH", "").split(os.pathsep) if e]
+    if len(entries) < len(mine) or entries[len(entries) - len(mine):] != mine:
+        return "its PYTHONPATH is not the zygote's with entries put in front"
+    added = entries[:len(entries) - len(mine)]
+    imported = {name.partition(".")[0] for name in sys.modules}
+    for entry in added:
+        if not os.path.isabs(entry):
+            return f"its PYTHONPATH adds a relative entry ({entry})"
+        try:
+            names = os.listdir(entry)
+        except OSError:
+            continue  # nothing to import there (as for a fresh start)
+        shadowed = sorted(imported & {name.partition(".")[0] for name in names})
+        if shadowed:
+            return (f"its PYTHONPATH entry {entry} holds {', '.join(shadowed[:3])}, which the "
+                    "zygote imported from elsewhere")
+    return [os.path.normpath(entry) for entry in added]
+
+
+def _take_path_entries(env: dict[str, str]) -> None:
+    """sys.path as a fresh start with `env` would have it: the entries its PYTHONPATH adds to
+    this zygote's go right after sys.path[0] (the request passed `added_path_entries`)."""
+    added = added_path_entries(env, _START_ENV)
+    if isinstance(added, list) and added:
+        sys.path[1:1] = added
 
 
 def import_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, str | None]:
@@ -225,7 +264,13 @@ class Zygote:
         if not os.path.samefile(request["cwd"], self.cwd) and relative_path_entries(_START_ENV):
             return (f"the working directory differs from the zygote's ({self.cwd}) and its "
                     "PYTHONPATH has relative entries")
-        differ = env_difference(dict(request.get("env", {})), _START_ENV)
+        env = dict(request.get("env", {}))
+        differ = env_difference(env, _START_ENV)
+        if "PYTHONPATH" in differ:
+            added = added_path_entries(env, _START_ENV)
+            if isinstance(added, str):
+                return added
+            differ.remove("PYTHONPATH")
         if differ:
             shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
             return f"the environment differs from the zygote's in {shown}"
@@ -457,6 +502,7 @@ def become_bootstrap(request: Request, zygote_pid: int) -> NoReturn:
     _close_all([fd for fd in request.fds if fd > 2])
     _reopen_stdio()
     os.chdir(request.cwd)
+    _take_path_entries(request.env)
     env = dict(request.env)
     for key, value in request.changes.items():
         if value is None:
@@ -514,6 +560,7 @@ def become_zygote(request: Request, zygote_pid: int) -> str:
     _close_all([fd for fd in request.fds if fd > 2])
     _reopen_stdio()
     os.chdir(request.cwd)
+    _take_path_entries(request.env)
     # This zygote's trials are compared with its own starting environment, and get what the
     # imports changed applied as the first zygote's trials do.
     _START_ENV = dict(request.env)
