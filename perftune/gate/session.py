@@ -162,6 +162,14 @@ def launch_mode(options: GateOptions, interleaved: bool) -> tuple[bool, str | No
     return True, None
 
 
+def _shared_launcher() -> list[str] | None:
+    """The profiled launches that explain a verdict fork from the zygote PERFTUNE_ZYGOTE
+    names where it takes them, as `perftune profile` does (None: a fresh process)."""
+    from perftune.capture.parent.launcher import shared_zygote_command
+
+    return shared_zygote_command(os.environ)
+
+
 def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
                   measure: MeasureSettings, progress: Progress = _quiet,
                   noise: explain_mod.LaunchNoise | None = None,
@@ -182,7 +190,8 @@ def explain_sides(base: Side | ProfileSummary, head: Side, out_dir: Path,
     for side in sides:
         progress(f"  profiling one {side.name} launch to explain the verdict")
         result = capture_side(side, out_dir / side.name, measure, profile=True,
-                              active=min(EXPLAIN_STEPS, measure.steps))
+                              active=min(EXPLAIN_STEPS, measure.steps),
+                              launcher=_shared_launcher())
         if result.status == "interrupted":
             raise KeyboardInterrupt
         if not result.ok or not result.measured():
@@ -455,7 +464,8 @@ def record_baseline(
     if explain:
         progress("  profiling one launch for the baseline's structural summary")
         result = capture_side(head, run_dir / "explain" / HEAD, measure, profile=True,
-                              active=min(EXPLAIN_STEPS, measure.steps))
+                              active=min(EXPLAIN_STEPS, measure.steps),
+                              launcher=_shared_launcher())
         if result.status == "interrupted":
             raise KeyboardInterrupt
         if not result.ok:

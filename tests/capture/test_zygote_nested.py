@@ -16,6 +16,7 @@ import psutil
 import pytest
 from capture_helpers import write
 
+import perftune
 from perftune.capture.parent.launcher import ZygoteLauncher
 from perftune.capture.parent.runner import CaptureOptions, CaptureResult, ScriptTarget, run_capture
 from perftune.gate.load import process_cpu_s
@@ -148,7 +149,8 @@ def test_a_pythonpath_entry_holding_a_module_the_zygote_imported_starts_fresh(
         pytest.skip("the suite's shared zygote is off (PERFTUNE_TEST_FRESH, or it did not start)")
     side = tmp_path / "side"
     write(side / "sidemod.py", "VALUE = 1\n")
-    write(side / "perftune" / "__init__.py", "")
+    # the same package under another folder (a fresh start imports it from there, and works)
+    (side / "perftune").symlink_to(Path(perftune.__file__).resolve().parent)
     existing = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(side), *([existing] if existing else [])]))
     with ZygoteLauncher(tmp_path / "run", tmp_path) as launcher:

@@ -78,6 +78,12 @@ def test_the_split_needs_a_large_trace_a_second_cpu_and_no_strict_mode(
     monkeypatch.setattr(_cpus.os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
     monkeypatch.setattr(split.sys, "platform", "linux")
     monkeypatch.setattr(_cpus, "runnable_now", lambda: 1)
+    import threading
+
+    # this process alone: threads other tests left running in it (Dask's offload thread) would
+    # keep the split off; a real second thread is checked below
+    real_active_count = threading.active_count
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
     assert not split.split_worth(split.SPLIT_MIN_EVENTS - 1)
     assert split.split_worth(split.SPLIT_MIN_EVENTS)
     assert not split.split_worth(split.SPLIT_MIN_EVENTS, strict=True)
@@ -85,8 +91,7 @@ def test_the_split_needs_a_large_trace_a_second_cpu_and_no_strict_mode(
     assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
     monkeypatch.setattr(_cpus, "runnable_now", lambda: 1)
     assert split.split_worth(10 * split.SPLIT_MIN_EVENTS)
-    import threading
-
+    monkeypatch.setattr(threading, "active_count", real_active_count)
     other = threading.Thread(target=threading.Event().wait, args=(5,), daemon=True)
     other.start()  # a thread running (a Dask worker's): no fork
     assert not split.split_worth(10 * split.SPLIT_MIN_EVENTS)
