@@ -9,6 +9,7 @@ the slowest: the wait shows up as longer collective kernels on the fast ranks.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -164,6 +165,24 @@ class CollectiveWait:
     matched: int  # collectives matched with the same collective in other steps
 
 
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Where a new run of equal keys starts, over rows sorted by those keys."""
+    change = np.zeros(len(keys[0]), dtype=bool)
+    if len(change):
+        change[0] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
+
+
+def _place_in_runs(*keys: np.ndarray) -> np.ndarray:
+    """Each row's place (0, 1, ...) in its run of equal keys, over rows sorted by those keys."""
+    starts = _run_starts(*keys)
+    first = np.zeros(len(keys[0]), dtype=np.int64)
+    first[starts] = starts
+    return np.arange(len(keys[0])) - np.maximum.accumulate(first)
+
+
 def collective_waits(trace: Trace, tables: Tables | None = None) -> list[CollectiveWait]:
     """Per rank and step: how much longer its collectives ran than their fastest instances.
 
@@ -177,37 +196,40 @@ def collective_waits(trace: Trace, tables: Tables | None = None) -> list[Collect
         return []
     dev_step = device_event_steps(trace)
     rows = np.flatnonzero(comm & (dev_step != NO_ID))
+    if not len(rows):
+        return []
     dur = trace.col("dur")
-    rank = trace.col("rank")
-    per_key: dict[tuple[int, str, int], dict[int, float]] = {}
-    by_step: dict[tuple[int, int], list[tuple[int, str, float]]] = {}
     ordered = rows[np.argsort(trace.col("ts")[rows], kind="stable")]
-    # Each row's rank, step, name and duration as Python values in one conversion each.
-    strings = trace.strings("name")
-    names = [str(strings[c]) for c in trace.codes("name")[ordered].tolist()]
-    for row, r, k, name, d in zip(ordered.tolist(), rank[ordered].tolist(),
-                                  dev_step[ordered].tolist(), names, dur[ordered].tolist(),
-                                  strict=True):
-        by_step.setdefault((int(r), int(k)), []).append((row, name, float(d)))
-    for (r, k), calls in by_step.items():
-        seen: dict[str, int] = {}
-        for _, name, d in calls:
-            n = seen.get(name, 0)
-            seen[name] = n + 1
-            per_key.setdefault((r, name, n), {})[k] = d
+    r = trace.col("rank")[ordered].astype(np.int64)
+    k = dev_step[ordered].astype(np.int64)
+    name = trace.codes("name")[ordered]  # one code per distinct string (never -1: comm names)
+    d = dur[ordered].astype(np.float64)
+    # n: the call's place among the calls of its name in its (rank, step), in time order.
+    by_name = np.lexsort((name, k, r))  # stable: time order within each (rank, step, name)
+    n = np.empty(len(ordered), dtype=np.int64)
+    n[by_name] = _place_in_runs(r[by_name], k[by_name], name[by_name])
+    # The k-th call of a name on a rank in every step: its fastest instance and how many steps
+    # have one.
+    by_call = np.lexsort((n, name, r))
+    starts = _run_starts(r[by_call], name[by_call], n[by_call])
+    first = np.zeros(len(by_call), dtype=np.int64)
+    first[starts] = 1
+    run = np.cumsum(first) - 1
+    count = np.empty(len(ordered), dtype=np.int64)
+    count[by_call] = np.diff(np.append(starts, len(by_call)))[run]
+    fastest = np.empty(len(ordered), dtype=np.float64)
+    fastest[by_call] = np.minimum.reduceat(d[by_call], starts)[run]
+    matched = count >= 2
+    excess = np.where(matched, d - fastest, 0.0)
+    # Per (rank, step), in time order: the excess added up one call after the other (cumsum is
+    # sequential, and adding the unmatched calls' 0.0 changes no sum), and the durations' sum.
+    by_step = np.lexsort((k, r))
+    bounds = [*_run_starts(r[by_step], k[by_step]).tolist(), len(by_step)]
     out: list[CollectiveWait] = []
-    for (r, k), calls in sorted(by_step.items()):
-        wait = 0.0
-        matched = 0
-        seen2: dict[str, int] = {}
-        for _, name, d in calls:
-            n = seen2.get(name, 0)
-            seen2[name] = n + 1
-            inst = per_key[(r, name, n)]
-            if len(inst) >= 2:
-                wait += d - min(inst.values())
-                matched += 1
-        rs = [row for row, _, _ in calls]
-        out.append(CollectiveWait(rank=r, step=k, comm_ms=float(dur[rs].sum()) / 1000.0,
-                                  wait_ms=wait / 1000.0, matched=matched))
+    for a, b in itertools.pairwise(bounds):
+        part = by_step[a:b]
+        out.append(CollectiveWait(rank=int(r[part[0]]), step=int(k[part[0]]),
+                                  comm_ms=float(dur[ordered[part]].sum()) / 1000.0,
+                                  wait_ms=(float(np.cumsum(excess[part])[-1]) + 0.0) / 1000.0,
+                                  matched=int(np.count_nonzero(matched[part]))))
     return out
