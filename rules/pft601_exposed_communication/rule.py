@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -120,10 +121,20 @@ class ExposedCommunication(Rule):
         inner = np.where(launch != NO_ID, inner_above[np.maximum(launch, 0)], NO_ID)
         tops = np.where(inner != NO_ID, outer[np.maximum(inner, 0)], NO_ID)
         found = tops != NO_ID
-        for op, us in zip(tops[found].tolist(), dur_a[rows[found]].tolist(), strict=True):
-            name = trace.name_of(op)
-            ops[name] = ops.get(name, 0.0) + us
-            first.setdefault(name, op)
+        # Per op name (one interned code per distinct name): the launches' time added up in row
+        # order (a sequential cumsum, as adding one by one) and the first op.
+        strings = trace.strings("name")
+        op_rows = tops[found]
+        us = dur_a[rows[found]].astype(np.float64)
+        codes = trace.codes("name")[op_rows].astype(np.int64)
+        codes[codes < 0] += len(strings)  # as name_of indexes the strings
+        order = np.argsort(codes, kind="stable")
+        starts = np.flatnonzero(np.diff(codes[order], prepend=-1) != 0).tolist()
+        for a, b in itertools.pairwise([*starts, len(order)]):
+            part = order[a:b]
+            name = str(strings[int(codes[part[0]])])
+            ops[name] = float(np.cumsum(us[part])[-1]) + 0.0
+            first[name] = int(op_rows[part[0]])
         ranked_ops = sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
         top = ranked_ops[0][0] if ranked_ops else None
         n = len(steps)
