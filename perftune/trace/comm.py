@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perftune.trace import categories as C
-from perftune.trace.groups import stable_order
+from perftune.trace.groups import distinct, running_sums, stable_order
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
@@ -117,6 +117,13 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     rank = trace.col("rank")
     dev_step = device_event_steps(trace)
     strings, name_codes = trace.strings("name"), trace.codes("name")
+    # The collective kind of each distinct collective name, as a code into `kind_names` (a code
+    # of -1 indexes the last string, as the list would).
+    present = distinct(name_codes[comm]).tolist()
+    kinds_present = [collective_kind(str(strings[c])) for c in present]
+    kind_names = sorted(set(kinds_present))
+    kind_of = np.zeros(len(strings), dtype=np.int64)
+    kind_of[np.asarray(present, dtype=np.int64)] = [kind_names.index(k) for k in kinds_present]
     out: list[CommStep] = []
     for r in trace.rank_ids:
         on_rank = rank == r
@@ -139,11 +146,11 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
             total = float(np.sum(me - ms))
             hidden = float(np.sum(covered(cs, ce, ms, me)))
             own = covered(cs, ce, ts[rows], end[rows])
-            by_kind: dict[str, float] = {}
-            names = [str(strings[c]) for c in name_codes[rows].tolist()]
-            for name, length, hid in zip(names, dur[rows].tolist(), own.tolist(), strict=True):
-                kind = collective_kind(name)
-                by_kind[kind] = by_kind.get(kind, 0.0) + (float(length) - hid) / 1000.0
+            # Exposed ms per collective kind (kinds named once per distinct name), added up in
+            # row order.
+            kinds = kind_of[name_codes[rows]]
+            exposed = (dur[rows].astype(np.float64) - own) / 1000.0
+            by_kind = {kind_names[c]: v for c, _, v in zip(*running_sums(kinds, exposed), strict=True)}
             out.append(CommStep(rank=r, step=k, step_dur_ms=step.dur / 1000.0,
                                 comm_ms=total / 1000.0, exposed_ms=(total - hidden) / 1000.0,
                                 overlapped_ms=hidden / 1000.0, kernel_count=len(rows),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -14,6 +13,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import CommStep, collective_kind, comm_kernel_mask, comm_overlap
 from perftune.trace.device_metrics import op_ancestry
+from perftune.trace.groups import running_sums
 from perftune.trace.model import NO_ID
 from perftune.trace.multirank import rank_steps
 from perftune.trace.sync_metrics import user_frame_row
@@ -122,19 +122,15 @@ class ExposedCommunication(Rule):
         tops = np.where(inner != NO_ID, outer[np.maximum(inner, 0)], NO_ID)
         found = tops != NO_ID
         # Per op name (one interned code per distinct name): the launches' time added up in row
-        # order (a sequential cumsum, as adding one by one) and the first op.
+        # order, and the first op.
         strings = trace.strings("name")
         op_rows = tops[found]
-        us = dur_a[rows[found]].astype(np.float64)
         codes = trace.codes("name")[op_rows].astype(np.int64)
         codes[codes < 0] += len(strings)  # as name_of indexes the strings
-        order = np.argsort(codes, kind="stable")
-        starts = np.flatnonzero(np.diff(codes[order], prepend=-1) != 0).tolist()
-        for a, b in itertools.pairwise([*starts, len(order)]):
-            part = order[a:b]
-            name = str(strings[int(codes[part[0]])])
-            ops[name] = float(np.cumsum(us[part])[-1]) + 0.0
-            first[name] = int(op_rows[part[0]])
+        for code, at, us in zip(*running_sums(codes, dur_a[rows[found]]), strict=True):
+            name = str(strings[code])
+            ops[name] = us
+            first[name] = int(op_rows[at])
         ranked_ops = sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
         top = ranked_ops[0][0] if ranked_ops else None
         n = len(steps)
