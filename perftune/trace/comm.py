@@ -40,20 +40,31 @@ def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, n
     return out_s, out_e
 
 
-def covered(ms: np.ndarray, me: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """For each [start, end): how much of it the merged intervals (ms, me) cover."""
+def covered_prefix(ms: np.ndarray, me: np.ndarray) -> np.ndarray:
+    """The merged intervals' covered length before each of them (`covered`'s `prefix`): a
+    caller asking about many batches of intervals against the same (ms, me) computes it once
+    (one pass per step over a whole rank's intervals made the overlap tables quadratic)."""
+    return np.concatenate([[0.0], np.cumsum(me - ms)])
+
+
+def covered(ms: np.ndarray, me: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+            prefix: np.ndarray | None = None) -> np.ndarray:
+    """For each [start, end): how much of it the merged intervals (ms, me) cover. `prefix`:
+    `covered_prefix(ms, me)`, when the caller has it."""
     starts = np.asarray(starts, dtype=np.float64)
     ends = np.asarray(ends, dtype=np.float64)
     if len(ms) == 0 or len(starts) == 0:
         return np.zeros(len(starts))
-    cum = np.concatenate([[0.0], np.cumsum(me - ms)])
+    cum = covered_prefix(ms, me) if prefix is None else prefix
 
     def before(t: np.ndarray) -> np.ndarray:
         # covered length in (-inf, t)
         k = np.searchsorted(ms, t, side="right")  # intervals starting at or before t
-        full = cum[np.maximum(k - 1, 0)]
-        last = np.where(k > 0, np.clip(t - ms[np.maximum(k - 1, 0)], 0.0,
-                                       (me - ms)[np.maximum(k - 1, 0)]), 0.0)
+        at = np.maximum(k - 1, 0)
+        full = cum[at]
+        # the lengths of the intervals asked about only (me - ms over all of them: a pass over
+        # the whole rank per call)
+        last = np.where(k > 0, np.clip(t - ms[at], 0.0, me[at] - ms[at]), 0.0)
         return np.where(k > 0, full + last, 0.0)
 
     out: np.ndarray = np.maximum(0.0, before(ends) - before(starts))
@@ -128,6 +139,7 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     for r in trace.rank_ids:
         on_rank = rank == r
         cs, ce = merge_intervals(ts[compute & on_rank], end[compute & on_rank])
+        prefix = covered_prefix(cs, ce)
         # The rank's collective kernels grouped by step once (rows ascending within a step),
         # not one mask over every event per step.
         comm_rows = np.flatnonzero(comm & on_rank)
@@ -144,8 +156,8 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
             rows = comm_rows[order[lo:hi]]
             ms, me = merge_intervals(ts[rows], end[rows])
             total = float(np.sum(me - ms))
-            hidden = float(np.sum(covered(cs, ce, ms, me)))
-            own = covered(cs, ce, ts[rows], end[rows])
+            hidden = float(np.sum(covered(cs, ce, ms, me, prefix)))
+            own = covered(cs, ce, ts[rows], end[rows], prefix)
             # Exposed ms per collective kind (kinds named once per distinct name), added up in
             # row order.
             kinds = kind_of[name_codes[rows]]
