@@ -8,9 +8,9 @@ sends back their findings, timings and warnings (pickled through a pipe), and th
 then merged in rule order and ranked exactly as one process would (`registry.rank_findings`):
 the result is the same, byte for byte. Both processes compute the tables they need on their
 own, so the rules are split where they share the least: the worker takes the host-side rules
-(the host-op index and op nesting: input pipeline, syncs, memory, tiny kernels) and
-communication; this process keeps the step-phase and compute rules, whose tables the summary
-reads too. The op nesting and the tables both sides read are built once, before the fork.
+(the host-op index and op nesting: input pipeline, syncs, memory, tiny kernels), the
+communication overlap and the grid-fill rules; this process keeps the step-phase and compute
+rules, whose tables the summary reads too, and the rank straggler (to even the halves). The op nesting and the tables both sides read are built once, before the fork.
 
 Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
 forks cheaply, in a process running no other thread, with a second CPU idle at that moment
