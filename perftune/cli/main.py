@@ -54,26 +54,38 @@ SHORT_HELP: dict[str, str] = {
 }
 
 
-# Commands that do no linear algebra: numpy is imported for them with OpenBLAS on one thread.
+# Commands that do no linear algebra: numpy is imported for them with OpenBLAS on one thread,
+# and without transparent huge pages for its large arrays.
 SINGLE_BLAS_THREAD = frozenset({"analyze", "report", "diff", "rule", "rules"})
 _BLAS_THREADS_ENV = "OPENBLAS_NUM_THREADS"
+_HUGEPAGE_ENV = "NUMPY_MADVISE_HUGEPAGE"
+_IMPORT_SETTINGS = {_BLAS_THREADS_ENV: "1", _HUGEPAGE_ENV: "0"}
 
 
 def import_numpy_single_threaded() -> None:
-    """Import numpy with OpenBLAS on one thread, unless numpy is loaded or the user set it.
+    """Import numpy with OpenBLAS on one thread and no huge-page advice, unless numpy is loaded;
+    a setting the user made wins.
 
     OpenBLAS starts a thread per core when numpy is imported (~0.1 CPU-s on 2 busy cores, a
-    quarter of a small `perftune analyze`), and reads the setting only then: it is set for the
-    import and removed again, so child processes (worker processes, a profiled script) get the
-    user's environment unchanged.
+    quarter of a small `perftune analyze`), and reads the setting only then. numpy asks the
+    kernel for transparent huge pages on every array of 4 MB or more (madvise); where the
+    kernel then compacts memory to find them (`defrag` = madvise, a common default), each such
+    page fault can stall for milliseconds, and a page shared with a forked worker is copied
+    2 MB at a time: on a 1 GB trace the rules spent 4.2 s of system time against 0.85 s
+    without (benchmarks/analyze_end_to_end.md). Both are read at numpy's import only: they
+    are set for the import and removed again, so child processes (worker processes, a
+    profiled script) get the user's environment unchanged.
     """
-    if "numpy" in sys.modules or _BLAS_THREADS_ENV in os.environ:
+    if "numpy" in sys.modules:
         return
-    os.environ[_BLAS_THREADS_ENV] = "1"
+    added = [name for name in _IMPORT_SETTINGS if name not in os.environ]
+    for name in added:
+        os.environ[name] = _IMPORT_SETTINGS[name]
     try:
         import numpy  # noqa: F401
     finally:
-        os.environ.pop(_BLAS_THREADS_ENV, None)
+        for name in added:
+            os.environ.pop(name, None)
 
 
 class LazyGroup(click.Group):

@@ -8,9 +8,9 @@ sends back their findings, timings and warnings (pickled through a pipe), and th
 then merged in rule order and ranked exactly as one process would (`registry.rank_findings`):
 the result is the same, byte for byte. Both processes compute the tables they need on their
 own, so the rules are split where they share the least: the worker takes the host-side rules
-(the host-op index and op nesting: input pipeline, syncs, memory, tiny kernels) and
-communication; this process keeps the step-phase and compute rules, whose tables the summary
-reads too. The op nesting and the tables both sides read are built once, before the fork.
+(the host-op index and op nesting: input pipeline, syncs, memory, tiny kernels), the
+communication overlap and the grid-fill rules; this process keeps the step-phase and compute
+rules, whose tables the summary reads too, and the rank straggler (to even the halves). The op nesting and the tables both sides read are built once, before the fork.
 
 Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
 forks cheaply, in a process running no other thread, with a second CPU idle at that moment
@@ -41,11 +41,15 @@ T = TypeVar("T")
 
 # Code prefixes of the rules the worker runs (see the module docstring); any other rule, and any
 # rule added later, runs in this process.
-WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", "PFT6")
+# The grid-fill rules (PFT503, PFT504) share no table with the summary: the worker takes them;
+# the rank-straggler rule (PFT602) stays here. Since the host-side rules got cheaper the worker's
+# half was the shorter one: 54 MB trace, json, instructions this process / worker 3816 M / 3564 M
+# before, 3677 M / 3761 M after; `--out` unchanged (benchmarks/analyze_end_to_end.md).
+WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", "PFT503",
+                "PFT504", "PFT601", "PFT603")
 # When this process also writes the reports (the worker then computes their trace-only parts,
-# `worker_extra`), the worker takes the grid-fill rules too: they share no table with the
-# summary, and the halves stay even (54 MB and 0.25 GB traces, benchmarks/analyze_end_to_end.md).
-WORKER_RULES_WRITING = (*WORKER_RULES, "PFT503", "PFT504")
+# `worker_extra`), the same rules.
+WORKER_RULES_WRITING = WORKER_RULES
 # Events (Trace.n) below which the rules stay in one process. The 54 MB trace (123 k) gains:
 # json 0.54 -> 0.48 s wall, quiet, 9 alternating runs; rules + summary ~0.13 s in one process
 # (benchmarks/analyze_end_to_end.md). The next shared trace down (75 k, rules ~0.09 s) is not split.

@@ -9,13 +9,14 @@ the slowest: the wait shows up as longer collective kernels on the fast ranks.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from perftune.trace import categories as C
-from perftune.trace.groups import stable_order
+from perftune.trace.groups import distinct, running_sums, stable_order
 from perftune.trace.metrics import device_event_steps
 from perftune.trace.model import NO_ID, Trace
 from perftune.trace.tables import Tables
@@ -39,20 +40,31 @@ def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, n
     return out_s, out_e
 
 
-def covered(ms: np.ndarray, me: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """For each [start, end): how much of it the merged intervals (ms, me) cover."""
+def covered_prefix(ms: np.ndarray, me: np.ndarray) -> np.ndarray:
+    """The merged intervals' covered length before each of them (`covered`'s `prefix`): a
+    caller asking about many batches of intervals against the same (ms, me) computes it once
+    (one pass per step over a whole rank's intervals made the overlap tables quadratic)."""
+    return np.concatenate([[0.0], np.cumsum(me - ms)])
+
+
+def covered(ms: np.ndarray, me: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+            prefix: np.ndarray | None = None) -> np.ndarray:
+    """For each [start, end): how much of it the merged intervals (ms, me) cover. `prefix`:
+    `covered_prefix(ms, me)`, when the caller has it."""
     starts = np.asarray(starts, dtype=np.float64)
     ends = np.asarray(ends, dtype=np.float64)
     if len(ms) == 0 or len(starts) == 0:
         return np.zeros(len(starts))
-    cum = np.concatenate([[0.0], np.cumsum(me - ms)])
+    cum = covered_prefix(ms, me) if prefix is None else prefix
 
     def before(t: np.ndarray) -> np.ndarray:
         # covered length in (-inf, t)
         k = np.searchsorted(ms, t, side="right")  # intervals starting at or before t
-        full = cum[np.maximum(k - 1, 0)]
-        last = np.where(k > 0, np.clip(t - ms[np.maximum(k - 1, 0)], 0.0,
-                                       (me - ms)[np.maximum(k - 1, 0)]), 0.0)
+        at = np.maximum(k - 1, 0)
+        full = cum[at]
+        # the lengths of the intervals asked about only (me - ms over all of them: a pass over
+        # the whole rank per call)
+        last = np.where(k > 0, np.clip(t - ms[at], 0.0, me[at] - ms[at]), 0.0)
         return np.where(k > 0, full + last, 0.0)
 
     out: np.ndarray = np.maximum(0.0, before(ends) - before(starts))
@@ -116,10 +128,18 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
     rank = trace.col("rank")
     dev_step = device_event_steps(trace)
     strings, name_codes = trace.strings("name"), trace.codes("name")
+    # The collective kind of each distinct collective name, as a code into `kind_names` (a code
+    # of -1 indexes the last string, as the list would).
+    present = distinct(name_codes[comm]).tolist()
+    kinds_present = [collective_kind(str(strings[c])) for c in present]
+    kind_names = sorted(set(kinds_present))
+    kind_of = np.zeros(len(strings), dtype=np.int64)
+    kind_of[np.asarray(present, dtype=np.int64)] = [kind_names.index(k) for k in kinds_present]
     out: list[CommStep] = []
     for r in trace.rank_ids:
         on_rank = rank == r
         cs, ce = merge_intervals(ts[compute & on_rank], end[compute & on_rank])
+        prefix = covered_prefix(cs, ce)
         # The rank's collective kernels grouped by step once (rows ascending within a step),
         # not one mask over every event per step.
         comm_rows = np.flatnonzero(comm & on_rank)
@@ -136,13 +156,13 @@ def comm_overlap(trace: Trace, tables: Tables | None = None) -> list[CommStep]:
             rows = comm_rows[order[lo:hi]]
             ms, me = merge_intervals(ts[rows], end[rows])
             total = float(np.sum(me - ms))
-            hidden = float(np.sum(covered(cs, ce, ms, me)))
-            own = covered(cs, ce, ts[rows], end[rows])
-            by_kind: dict[str, float] = {}
-            names = [str(strings[c]) for c in name_codes[rows].tolist()]
-            for name, length, hid in zip(names, dur[rows].tolist(), own.tolist(), strict=True):
-                kind = collective_kind(name)
-                by_kind[kind] = by_kind.get(kind, 0.0) + (float(length) - hid) / 1000.0
+            hidden = float(np.sum(covered(cs, ce, ms, me, prefix)))
+            own = covered(cs, ce, ts[rows], end[rows], prefix)
+            # Exposed ms per collective kind (kinds named once per distinct name), added up in
+            # row order.
+            kinds = kind_of[name_codes[rows]]
+            exposed = (dur[rows].astype(np.float64) - own) / 1000.0
+            by_kind = {kind_names[c]: v for c, _, v in zip(*running_sums(kinds, exposed), strict=True)}
             out.append(CommStep(rank=r, step=k, step_dur_ms=step.dur / 1000.0,
                                 comm_ms=total / 1000.0, exposed_ms=(total - hidden) / 1000.0,
                                 overlapped_ms=hidden / 1000.0, kernel_count=len(rows),
@@ -164,6 +184,24 @@ class CollectiveWait:
     matched: int  # collectives matched with the same collective in other steps
 
 
+def _run_starts(*keys: np.ndarray) -> np.ndarray:
+    """Where a new run of equal keys starts, over rows sorted by those keys."""
+    change = np.zeros(len(keys[0]), dtype=bool)
+    if len(change):
+        change[0] = True
+    for key in keys:
+        change[1:] |= key[1:] != key[:-1]
+    return np.flatnonzero(change)
+
+
+def _place_in_runs(*keys: np.ndarray) -> np.ndarray:
+    """Each row's place (0, 1, ...) in its run of equal keys, over rows sorted by those keys."""
+    starts = _run_starts(*keys)
+    first = np.zeros(len(keys[0]), dtype=np.int64)
+    first[starts] = starts
+    return np.arange(len(keys[0])) - np.maximum.accumulate(first)
+
+
 def collective_waits(trace: Trace, tables: Tables | None = None) -> list[CollectiveWait]:
     """Per rank and step: how much longer its collectives ran than their fastest instances.
 
@@ -177,37 +215,40 @@ def collective_waits(trace: Trace, tables: Tables | None = None) -> list[Collect
         return []
     dev_step = device_event_steps(trace)
     rows = np.flatnonzero(comm & (dev_step != NO_ID))
+    if not len(rows):
+        return []
     dur = trace.col("dur")
-    rank = trace.col("rank")
-    per_key: dict[tuple[int, str, int], dict[int, float]] = {}
-    by_step: dict[tuple[int, int], list[tuple[int, str, float]]] = {}
     ordered = rows[np.argsort(trace.col("ts")[rows], kind="stable")]
-    # Each row's rank, step, name and duration as Python values in one conversion each.
-    strings = trace.strings("name")
-    names = [str(strings[c]) for c in trace.codes("name")[ordered].tolist()]
-    for row, r, k, name, d in zip(ordered.tolist(), rank[ordered].tolist(),
-                                  dev_step[ordered].tolist(), names, dur[ordered].tolist(),
-                                  strict=True):
-        by_step.setdefault((int(r), int(k)), []).append((row, name, float(d)))
-    for (r, k), calls in by_step.items():
-        seen: dict[str, int] = {}
-        for _, name, d in calls:
-            n = seen.get(name, 0)
-            seen[name] = n + 1
-            per_key.setdefault((r, name, n), {})[k] = d
+    r = trace.col("rank")[ordered].astype(np.int64)
+    k = dev_step[ordered].astype(np.int64)
+    name = trace.codes("name")[ordered]  # one code per distinct string (never -1: comm names)
+    d = dur[ordered].astype(np.float64)
+    # n: the call's place among the calls of its name in its (rank, step), in time order.
+    by_name = np.lexsort((name, k, r))  # stable: time order within each (rank, step, name)
+    n = np.empty(len(ordered), dtype=np.int64)
+    n[by_name] = _place_in_runs(r[by_name], k[by_name], name[by_name])
+    # The k-th call of a name on a rank in every step: its fastest instance and how many steps
+    # have one.
+    by_call = np.lexsort((n, name, r))
+    starts = _run_starts(r[by_call], name[by_call], n[by_call])
+    first = np.zeros(len(by_call), dtype=np.int64)
+    first[starts] = 1
+    run = np.cumsum(first) - 1
+    count = np.empty(len(ordered), dtype=np.int64)
+    count[by_call] = np.diff(np.append(starts, len(by_call)))[run]
+    fastest = np.empty(len(ordered), dtype=np.float64)
+    fastest[by_call] = np.minimum.reduceat(d[by_call], starts)[run]
+    matched = count >= 2
+    excess = np.where(matched, d - fastest, 0.0)
+    # Per (rank, step), in time order: the excess added up one call after the other (cumsum is
+    # sequential, and adding the unmatched calls' 0.0 changes no sum), and the durations' sum.
+    by_step = np.lexsort((k, r))
+    bounds = [*_run_starts(r[by_step], k[by_step]).tolist(), len(by_step)]
     out: list[CollectiveWait] = []
-    for (r, k), calls in sorted(by_step.items()):
-        wait = 0.0
-        matched = 0
-        seen2: dict[str, int] = {}
-        for _, name, d in calls:
-            n = seen2.get(name, 0)
-            seen2[name] = n + 1
-            inst = per_key[(r, name, n)]
-            if len(inst) >= 2:
-                wait += d - min(inst.values())
-                matched += 1
-        rs = [row for row, _, _ in calls]
-        out.append(CollectiveWait(rank=r, step=k, comm_ms=float(dur[rs].sum()) / 1000.0,
-                                  wait_ms=wait / 1000.0, matched=matched))
+    for a, b in itertools.pairwise(bounds):
+        part = by_step[a:b]
+        out.append(CollectiveWait(rank=int(r[part[0]]), step=int(k[part[0]]),
+                                  comm_ms=float(dur[ordered[part]].sum()) / 1000.0,
+                                  wait_ms=(float(np.cumsum(excess[part])[-1]) + 0.0) / 1000.0,
+                                  matched=int(np.count_nonzero(matched[part]))))
     return out

@@ -13,6 +13,7 @@ findings and summary.json) must not change when they read numpy columns instead:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -270,3 +271,21 @@ def flags_of(names: np.ndarray, test: Any) -> np.ndarray:
     ids = np.fromiter(map(id, names.tolist()), dtype=np.int64, count=len(names))
     _, first, codes = np.unique(ids, return_index=True, return_inverse=True)
     return np.asarray([bool(test(names[i])) for i in first.tolist()], dtype=bool)[codes.reshape(-1)]
+
+
+def running_sums(codes: np.ndarray, values: np.ndarray) -> tuple[list[int], list[int], list[float]]:
+    """Per distinct code, in increasing code order: the code, the position of its first row, and
+    its values added up one by one from 0.0 in row order — bit for bit what a dict update per
+    row (`d[k] = d.get(k, 0.0) + v`) gives: cumsum adds sequentially, and `+ 0.0` gives a zero
+    sum the sign a sum started at 0.0 has. One cumsum per distinct code, none per row."""
+    codes = np.asarray(codes)
+    values = np.asarray(values, dtype=np.float64)
+    if not len(codes):
+        return [], [], []
+    order = np.argsort(codes, kind="stable")
+    ordered = codes[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    bounds = [*starts.tolist(), len(order)]
+    sums = [float(np.cumsum(values[order[a:b]])[-1]) + 0.0
+            for a, b in itertools.pairwise(bounds)]
+    return ordered[starts].tolist(), order[starts].tolist(), sums

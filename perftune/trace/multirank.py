@@ -40,7 +40,13 @@ from perftune.documents import (
 from perftune.documents import RankStep as RankStepRow
 from perftune.documents import StepAcrossRanks as StepAcrossRanksRow
 from perftune.trace import categories as C
-from perftune.trace.comm import collective_kind, comm_overlap, covered, merge_intervals
+from perftune.trace.comm import (
+    collective_kind,
+    comm_overlap,
+    covered,
+    covered_prefix,
+    merge_intervals,
+)
 from perftune.trace.frame_source import SourceLookup, call_line
 from perftune.trace.frames import is_user_frame, parse_python_function
 from perftune.trace.metrics import device_event_steps
@@ -242,6 +248,7 @@ def _host_exposure(trace: Trace, tables: Tables | None = None) -> dict[tuple[int
             continue
         comm_rows = np.flatnonzero(comm & (rank == r))
         cs, ce = compute[r]
+        prefix = covered_prefix(cs, ce)
         for k, step in enumerate(trace.steps):
             if step.rank != r:
                 continue
@@ -251,7 +258,7 @@ def _host_exposure(trace: Trace, tables: Tables | None = None) -> dict[tuple[int
                 continue
             ms, me = merge_intervals(np.maximum(ts[sel], step.start), np.minimum(end[sel], step.end))
             total = float(np.sum(me - ms))
-            hidden = float(np.sum(covered(cs, ce, ms, me)))
+            hidden = float(np.sum(covered(cs, ce, ms, me, prefix)))
             out[(r, k)] = (total, max(0.0, total - hidden))
     return out
 
@@ -459,11 +466,15 @@ def rank_steps_of(results: Sequence[RankResult],
             matched[(r, w.step)] += 1
     waits: dict[tuple[int, int], tuple[float, float]] = {}
     compute = {res.rank: res.compute for res in results}
+    prefixes: dict[int, np.ndarray] = {}  # per rank, once (not a pass over its compute per step)
     for key, pairs in spans.items():
         starts, ends = merge_intervals(np.asarray([a for a, _ in pairs]),
                                        np.asarray([b for _, b in pairs]))
         cs, ce = compute.get(key[0], (np.empty(0), np.empty(0)))
-        hidden = float(np.sum(covered(cs, ce, starts * 1000.0, ends * 1000.0))) / 1000.0
+        if key[0] not in prefixes:
+            prefixes[key[0]] = covered_prefix(cs, ce)
+        hidden = float(np.sum(covered(cs, ce, starts * 1000.0, ends * 1000.0,
+                                      prefixes[key[0]]))) / 1000.0
         total = float(np.sum(ends - starts))
         waits[key] = (total, max(0.0, total - hidden))
     calls: Counter[tuple[int, int]] = Counter((c.rank, c.step) for res in results for c in res.calls)

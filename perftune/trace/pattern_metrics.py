@@ -22,6 +22,7 @@ from perftune.trace.device_metrics import (
     tensor_inputs,
 )
 from perftune.trace.frames import Frame
+from perftune.trace.groups import group_codes
 from perftune.trace.model import NO_ID, Trace, nearest_ancestor
 from perftune.trace.roofline import OpCost, base_name, counted_ops
 from perftune.trace.tables import Tables
@@ -58,7 +59,46 @@ class OpRecord:
     time_us: float  # device time on GPU traces, wall time on CPU traces
 
 
-def forward_sequences(trace: Trace, tables: Tables | None = None) -> dict[tuple[int, int, int], list[OpRecord]]:
+class OpSequence:
+    """One host thread's forward top-level ops in time order, as columns; an op's `OpRecord` is
+    built when a detector reads it (`seq[i]`), so the ops no detector looks at cost no Python
+    object each (a GPU trace has thousands of uncosted forward ops per step)."""
+
+    def __init__(self, trace: Trace, counted: dict[int, OpCost], row_array: np.ndarray,
+                 names: list[str], ts: list[float], time_us: list[float]) -> None:
+        self.trace = trace
+        self.counted = counted
+        self.row_array = row_array
+        self.rows: list[int] = row_array.tolist()
+        self.names = names
+        self.ts = ts
+        self.time_us = time_us
+        self._records: dict[int, OpRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> OpRecord:
+        rec = self._records.get(i)
+        if rec is None:
+            row = self.rows[i]
+            cost = self.counted.get(row)
+            ins = tensor_inputs(self.trace, row) if cost is not None else []
+            shape: tuple[int, ...] = ()
+            for s, _ in ins:
+                if not shape or numel(s) > numel(shape):
+                    shape = tuple(s)
+            rec = OpRecord(row=row, name=self.names[i], cost=cost, shape=shape, ts=self.ts[i],
+                           time_us=self.time_us[i])
+            self._records[i] = rec
+        return rec
+
+    def positions(self, row_mask: np.ndarray) -> np.ndarray:
+        """Positions of the ops whose rows are in a mask over the trace's rows."""
+        return np.flatnonzero(row_mask[self.row_array])
+
+
+def forward_sequences(trace: Trace, tables: Tables | None = None) -> dict[tuple[int, int, int], OpSequence]:
     """Per host thread: its forward top-level ops in time order (costed or not)."""
     t = Tables.of(trace, tables)
     counted = t(counted_ops)
@@ -66,31 +106,30 @@ def forward_sequences(trace: Trace, tables: Tables | None = None) -> dict[tuple[
     on_device = trace.has_device_activity
     dev = t(inclusive_device_us) if on_device else None
     dur = trace.col("dur")
-    out: dict[tuple[int, int, int], list[OpRecord]] = {}
+    out: dict[tuple[int, int, int], OpSequence] = {}
     # Top-level among ops (no cpu_op above) and not under an autograd / optimizer annotation
     # (backward ops sit under those): no ancestor in either mask, over whole columns.
     under = is_op | trace.name_mask(_starts_skipped)
     top = is_op & (nearest_ancestor(trace.parent, under) == NO_ID)
     top &= ~trace.name_mask(_is_backward)
-    row_names = t(names)
     rows = np.flatnonzero(top)
-    # The rows' columns as Python values in one conversion each, not a numpy scalar per read.
-    columns = zip(rows.tolist(), row_names[rows].tolist(), trace.col("rank")[rows].tolist(),
-                  trace.col("pid")[rows].tolist(), trace.col("tid")[rows].tolist(),
-                  trace.col("ts")[rows].tolist(), (dur if dev is None else dev)[rows].tolist(),
-                  strict=True)
-    for row, name, rank, pid, tid, ts, time_us in columns:
-        cost = counted.get(row)
-        ins = tensor_inputs(trace, row) if cost is not None else []
-        shape: tuple[int, ...] = ()
-        for s, _ in ins:
-            if not shape or numel(s) > numel(shape):
-                shape = tuple(s)
-        out.setdefault((int(rank), int(pid), int(tid)), []).append(
-            OpRecord(row=row, name=str(name), cost=cost, shape=shape, ts=float(ts),
-                     time_us=float(time_us)))
-    for seq in out.values():
-        seq.sort(key=lambda r: r.ts)
+    if not len(rows):
+        return out
+    # Threads numbered by first appearance; within a thread the rows in time order, ties in row
+    # order (lexsort is stable): what appending in row order and a stable sort by ts gave.
+    thread, keys = group_codes([trace.col("rank")[rows], trace.col("pid")[rows],
+                                trace.col("tid")[rows]])
+    ts = trace.col("ts")[rows].astype(np.float64)
+    order = np.lexsort((ts, thread))
+    rows, thread, ts = rows[order], thread[order], ts[order]
+    bounds = np.searchsorted(thread, np.arange(len(keys) + 1)).tolist()
+    name_list = t(names)[rows].tolist()
+    ts_list = ts.tolist()
+    time_list = (dur if dev is None else dev)[rows].astype(np.float64).tolist()
+    for g, (rank, pid, tid) in enumerate(keys):
+        a, b = bounds[g], bounds[g + 1]
+        out[(int(rank), int(pid), int(tid))] = OpSequence(
+            trace, counted, rows[a:b], name_list[a:b], ts_list[a:b], time_list[a:b])
     return out
 
 
@@ -121,8 +160,7 @@ class ElementwiseChain:
         return self.time_us * max(0.0, 1.0 - self.fused_bytes / self.bytes)
 
 
-def _is_chain_op(rec: OpRecord) -> bool:
-    return rec.cost is not None and rec.cost.kind in ("elementwise", "norm", "reduction")
+_CHAIN_KINDS = ("elementwise", "norm", "reduction")
 
 
 
@@ -132,7 +170,20 @@ def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int, tables: 
     t = Tables.of(trace, tables)
     frames: dict[int, Frame | None] = {}
     out: list[ElementwiseChain] = []
-    for seq in t(forward_sequences).values():
+    seqs = t(forward_sequences)
+    if not seqs:
+        return out
+    counted = next(iter(seqs.values())).counted
+    costed = np.zeros(trace.n, dtype=bool)
+    costed[np.fromiter(counted, dtype=np.int64, count=len(counted))] = True
+    # Ops that end a run: costed ones that are no chain op, and uncosted ones other than views
+    # and allocations (names tested once per distinct name).
+    chain = np.zeros(trace.n, dtype=bool)
+    chain_rows = [row for row, cost in counted.items() if cost.kind in _CHAIN_KINDS]
+    chain[np.asarray(chain_rows, dtype=np.int64)] = True
+    passive = trace.name_mask(lambda name: base_name(name) in _PASSIVE)
+    ends = ~chain & (costed | ~passive)
+    for seq in seqs.values():
         run: list[OpRecord] = []
         run_frame: Frame | None = None
 
@@ -142,12 +193,17 @@ def find_elementwise_chains(trace: Trace, min_ops: int, min_numel: int, tables: 
                 out.append(chain)
             run.clear()
 
-        for rec in seq:
-            if not _is_chain_op(rec):
-                if base_name(rec.name) in _PASSIVE and rec.cost is None:
-                    continue  # views and allocations do not break a chain
+        # Only costed ops can be chain ops; an uncosted op in between either passes (a view or
+        # an allocation: no chain ends there) or ends the run. So the ops are visited at the
+        # chain ops only, each told whether anything ended the run since the one before.
+        ended = np.zeros(len(seq) + 1, dtype=np.int64)  # ended[i]: run-ending ops before i
+        np.cumsum(ends[seq.row_array], out=ended[1:])
+        last = 0
+        for i in seq.positions(chain).tolist():
+            if ended[i] > ended[last]:
                 flush()
-                continue
+            last = i
+            rec = seq[i]
             if run and _is_integer(rec) != _is_integer(run[0]):
                 if not rec.shape or numel(rec.shape) < min_numel:
                     continue  # a counter (num_batches_tracked += 1) is no part of the chain
@@ -224,10 +280,13 @@ class AttentionPattern:
     score_bytes: float  # one score matrix
 
 
+_MATMULS = ("matmul", "bmm", "baddbmm", "einsum")
+
+
 def _matmul_out(trace: Trace, rec: OpRecord) -> tuple[tuple[int, ...], int] | None:
     """(output shape, contraction dim) of a matmul-like op from its input shapes."""
     core = base_name(rec.name)
-    if core not in ("matmul", "bmm", "baddbmm", "einsum"):
+    if core not in _MATMULS:
         return None
     ins = [s for s, _ in tensor_inputs(trace, rec.row)]
     if core == "baddbmm":
@@ -248,13 +307,21 @@ def find_attention_patterns(trace: Trace, min_len: int, tables: Tables | None = 
     t = Tables.of(trace, tables)
     frames: dict[int, Frame | None] = {}
     out: list[AttentionPattern] = []
-    for seq in t(forward_sequences).values():
+    seqs = t(forward_sequences)
+    if not seqs:
+        return out
+    # A pattern starts at a matmul-like op: only those positions are tried (names tested once
+    # per distinct name), from the end of the last pattern found on.
+    matmuls = trace.name_mask(lambda name: base_name(name) in _MATMULS)
+    for seq in seqs.values():
         k = 0
-        while k < len(seq):
+        for start in seq.positions(matmuls).tolist():
+            if start < k:
+                continue
+            k = start
             first = seq[k]
             mm = _matmul_out(trace, first)
             if mm is None or len(mm[0]) < 3 or min(mm[0][-2], mm[0][-1]) < min_len:
-                k += 1
                 continue
             scores, head_dim = mm
             # look ahead for softmax over the scores, then a matmul consuming them
@@ -269,7 +336,6 @@ def find_attention_patterns(trace: Trace, min_len: int, tables: Tables | None = 
                     break
                 j += 1
             if soft is None:
-                k += 1
                 continue
             m, second = soft + 1, None
             while m < len(seq) and m - soft <= 6:
@@ -282,16 +348,15 @@ def find_attention_patterns(trace: Trace, min_len: int, tables: Tables | None = 
                     break
                 m += 1
             if second is None:
-                k += 1
                 continue
-            part = seq[k:second + 1]
+            part = [seq[i] for i in range(k, second + 1)]
             frame = _frame_key(trace, first.row, frames)
             dtype = first.cost.dtype if first.cost is not None else None
             size = 2 if dtype in ("fp16", "bf16") else 4
             out.append(AttentionPattern(
                 rows=tuple(r.row for r in part), scores_shape=tuple(scores), head_dim=int(head_dim),
                 dtype=dtype, frame=frame, time_us=sum(r.time_us for r in part),
-                extra_us=sum(r.time_us for r in seq[k + 1:second]),
+                extra_us=sum(r.time_us for r in part[1:-1]),
                 score_bytes=float(numel(scores) * size)))
             k = second + 1
     out.sort(key=lambda p: p.rows[0])

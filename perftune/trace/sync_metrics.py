@@ -341,7 +341,9 @@ class Hazard:
 
 
 def _copy_kinds(trace: Trace, copy_rows: Sequence[int]) -> set[tuple[str, str, str]]:
-    return {C.memcpy_kind(name) for name in {trace.name_of(r) for r in copy_rows}}
+    strings = trace.strings("name")
+    codes = trace.codes("name")[np.asarray(copy_rows, dtype=np.int64)]
+    return {C.memcpy_kind(str(strings[c])) for c in distinct(codes).tolist()}
 
 
 def _factory(call: str | None) -> str:
@@ -553,40 +555,43 @@ def host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
 
 def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
     idx, trace = host, host.trace
-    groups: dict[int, _Acc] = {}
-    explicit: list[int] = []
 
-    def anchors_of(rows: np.ndarray) -> list[int]:
+    def anchors_of(rows: np.ndarray) -> np.ndarray:
         """The python call that issued each row, else its user op (NO_ID: neither)."""
         py = _python_anchors(idx, rows)
-        anchors: list[int] = np.where(py != NO_ID, py, idx.outer_op[rows]).tolist()
-        return anchors
-
-    def add(anchor: int, sync: int | None = None, copy: int | None = None) -> None:
-        if anchor == NO_ID:
-            if sync is not None:
-                explicit.append(sync)
-            return
-        acc = groups.setdefault(anchor, _Acc([], []))
-        if sync is not None and sync not in acc.syncs:
-            acc.syncs.append(sync)
-        if copy is not None:
-            acc.copies.append(copy)
+        return np.asarray(np.where(py != NO_ID, py, idx.outer_op[rows]), dtype=np.int64)
 
     waits = np.flatnonzero(idx.waits)
-    for row, anchor in zip(waits.tolist(), anchors_of(waits), strict=True):
-        add(anchor, sync=row)
-    leaves = np.flatnonzero(trace.name_isin(_LEAF_OPS) & idx.is_op)
-    for anchor in anchors_of(leaves):
-        add(anchor)
-    copies, launches = [], []
-    for row in np.flatnonzero(trace.cat_mask({C.MEMCPY})).tolist():
-        launch = trace.launched_by(row)
-        if launch is not None and user_op(host, launch) is not None:
-            copies.append(row)
-            launches.append(launch)
-    for row, anchor in zip(copies, anchors_of(np.asarray(launches, dtype=np.int64)), strict=True):
-        add(anchor, copy=row)
+    wait_anchors = anchors_of(waits)
+    leaf = trace.name_isin(_LEAF_OPS) & idx.is_op
+    leaves = np.flatnonzero(leaf)
+    # Device copies launched under a user op: the launch from the event's own column, else
+    # (an event the loader did not pair) by its correlation.
+    copy_rows = np.flatnonzero(trace.cat_mask({C.MEMCPY}))
+    launches = trace.launch_of_device_event[copy_rows].astype(np.int64)
+    for k in np.flatnonzero(launches == NO_ID).tolist():
+        launch = trace.launched_by(int(copy_rows[k]))
+        launches[k] = NO_ID if launch is None else launch
+    keep = launches != NO_ID
+    keep[keep] = idx.outer_op[launches[keep]] != NO_ID
+    copies, launches = copy_rows[keep], launches[keep]
+    # Waits without an anchor are explicit syncs; the others, the leaf ops and the copies make
+    # one group per anchor, numbered in order of first appearance (waits, leaves, copies).
+    explicit: list[int] = waits[wait_anchors == NO_ID].tolist()
+    anchors = np.concatenate([wait_anchors, anchors_of(leaves), anchors_of(launches)])
+    member = np.concatenate([waits, np.full(len(leaves), NO_ID, dtype=np.int64), copies])
+    source = np.repeat(np.arange(3), [len(waits), len(leaves), len(copies)])
+    has = anchors != NO_ID
+    anchors, member, source = anchors[has], member[has], source[has]
+    order = np.argsort(anchors, kind="stable")
+    bounds = np.flatnonzero(np.diff(anchors[order], prepend=NO_ID - 1) != 0)
+    first = order[bounds]  # each anchor's first appearance
+    by_anchor = np.split(order, bounds[1:]) if len(order) else []
+    groups: dict[int, _Acc] = {}
+    for g in np.argsort(first, kind="stable").tolist():
+        part = by_anchor[g]
+        groups[int(anchors[part[0]])] = _Acc(member[part[source[part] == 0]].tolist(),
+                                            member[part[source[part] == 2]].tolist())
     # Python-level transfers and factories (on CPU traces visible only through with_stack).
     calls = np.flatnonzero(trace.cat_mask({C.PYTHON_FUNCTION}) & trace.name_mask(_is_anchor_call))
     calls = calls[_python_anchors(idx, calls) == NO_ID]
@@ -599,7 +604,6 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
     hazards: list[Hazard] = []
     for anchor, acc in groups.items():
         inner_rows = idx.under(anchor)
-        inner = inner_rows.tolist()
         op_names = idx.names[inner_rows[idx.is_op[inner_rows]]].tolist()
         if idx.is_op[anchor]:
             names = [idx.names[anchor], *op_names]
@@ -626,7 +630,7 @@ def _host_hazards(host: HostIndex) -> tuple[Hazard, ...]:
         if cause is None and not syncs:
             continue  # an ordinary op that happened to contain a copy
         stall = float(sum(idx.dur[s] for s in syncs))
-        chain = _chain(trace, idx, anchor, inner, syncs, copies)
+        chain = _chain(trace, idx, anchor, inner_rows, syncs, copies, leaf)
         if not idx.is_op[anchor]:
             chain = (f"Tensor.{call}" if call in HOST_TRANSFER_CALLS else _factory(call), *chain)
         hazards.append(Hazard(
@@ -669,26 +673,26 @@ def _clean_chain(names: Sequence[str]) -> list[str]:
                                                     C.OPTIMIZER_STEP_PREFIX, "##"))]
 
 
-def _chain(trace: Trace, idx: HostIndex, op: int, inner: list[int], syncs: list[int],
-           copies: list[int]) -> tuple[str, ...]:
+def _chain(trace: Trace, idx: HostIndex, op: int, inner: np.ndarray, syncs: list[int],
+           copies: list[int], leaf: np.ndarray) -> tuple[str, ...]:
     """user op → the op that needed device data → the runtime calls that waited."""
     # The call the host waited in: a real sync call when there is one (after the copy).
     waits = [r for r in syncs if idx.sync[r]] or syncs
     target: int | None = max(waits, key=lambda r: idx.ts[r]) if waits else None
     if target is None:
-        leaves = [r for r in inner if idx.is_op[r] and idx.names[r] in _LEAF_OPS]
-        target = leaves[-1] if leaves else None
+        leaves = inner[leaf[inner]]  # leaf: ATen leaf ops (`_LEAF_OPS`), a mask over rows
+        target = int(leaves[-1]) if len(leaves) else None
     if target is None:
         return (idx.names[op],) if idx.is_op[op] else ()
-    inside = set(inner)
-    path = [a for a in reversed(trace.ancestors(target)) if a == op or a in inside]
+    above = np.asarray(trace.ancestors(target)[::-1], dtype=np.int64)
+    path = above[(above == op) | np.isin(above, inner)].tolist()
     names = [idx.names[a] for a in path if idx.is_op[a]]
     if idx.is_op[target]:
         names.append(idx.names[target])
     else:
         parent = int(idx.parent[target])
-        calls = [r for r in inner if idx.is_runtime[r] and int(idx.parent[r]) == parent
-                 and idx.ts[r] <= idx.ts[target]]
+        calls = inner[idx.is_runtime[inner] & (idx.parent[inner] == parent)
+                      & (idx.ts[inner] <= idx.ts[target])].tolist()
         names.extend(idx.names[r] for r in calls[-2:] if r != target)
         names.append(idx.names[target])
     # Collapse repeats (aten::sum → aten::sum) without losing order.

@@ -54,6 +54,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
+
 from perftune.analysis.efficiency import host_facts
 from perftune.engine.context import Context
 from perftune.engine.hazards import dataloader_location, loop_location
@@ -63,9 +65,19 @@ from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace import sync_metrics as sm
 from perftune.trace.frames import is_user_frame, parse_python_function
+from perftune.trace.groups import distinct, running_sums
 
 # The DataLoader's own machinery around the Dataset's code: never "the function behind the wait".
 _LOADER_INTERNALS = ("torch/utils/data/", "torch/multiprocessing/", "perftune/")
+
+
+def _dataset_function(name: str) -> bool:
+    """A python function event of code outside the DataLoader's machinery."""
+    frame = parse_python_function(name)
+    if frame is None:
+        return False
+    file = frame.file.replace("\\", "/")
+    return not file.startswith("<") and not any(part in file for part in _LOADER_INTERNALS)
 
 
 def loader_hot_spot(ctx: Context, rows: tuple[int, ...]) -> dict[str, Any] | None:
@@ -76,19 +88,24 @@ def loader_hot_spot(ctx: Context, rows: tuple[int, ...]) -> dict[str, Any] | Non
     wait = float(sum(host.dur[r] for r in rows))
     if not rows or wait <= 0:
         return None
-    inclusive: dict[str, float] = {}
-    items = 0
-    for r in rows:
-        for x in host.under(r).tolist():
-            name = host.names[x]
-            if host.cat[x] == C.PYTHON_FUNCTION:
-                frame = parse_python_function(name)
-                if frame is None or frame.file.replace("\\", "/").startswith("<") or any(
-                        part in frame.file.replace("\\", "/") for part in _LOADER_INTERNALS):
-                    continue
-                inclusive[name] = inclusive.get(name, 0.0) + float(host.dur[x])
-            elif host.is_op[x] and name == "aten::item":
-                items += 1
+    trace = ctx.trace
+    # The rows under every wait, in order (a row under two waits counts twice, as it did).
+    under = np.concatenate([host.under(r) for r in rows])
+    python = host.cat[under] == C.PYTHON_FUNCTION
+    items = int(np.count_nonzero(~python & host.is_op[under] & (host.names[under] == "aten::item")))
+    # The python functions other than the loader's machinery (each distinct name parsed once:
+    # one interned code per distinct name; a code of -1 reads the last string, as `names` does),
+    # and each one's time added up in row order.
+    strings = trace.strings("name")
+    fn_rows = under[python]
+    codes = trace.codes("name")[fn_rows].astype(np.int64)
+    codes[codes < 0] += len(strings)
+    present = distinct(codes)
+    dataset = np.zeros(len(strings), dtype=bool)
+    dataset[present] = [_dataset_function(str(strings[c])) for c in present.tolist()]
+    keep = dataset[codes]
+    inclusive = {str(strings[c]): us for c, _, us in
+                 zip(*running_sums(codes[keep], host.dur[fn_rows[keep]]), strict=True)}
     if not inclusive and not items:
         return None  # no python stack under the loader (foreign trace, no with_stack)
     out: dict[str, Any] = {"item_calls_per_batch": round(items / len(rows), 1)}

@@ -12,7 +12,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Location, Severity, Suggestion
 from perftune.trace import categories as C
 from perftune.trace.device_metrics import batch_size_values, guess_batch_size, op_ancestry
-from perftune.trace.groups import distinct, unique_codes
+from perftune.trace.groups import distinct, running_sums, unique_codes
 from perftune.trace.idle_metrics import (
     CAUSES,
     IdleGapColumns,
@@ -212,12 +212,15 @@ class DeviceIdle(Rule):
         # Outermost ops only (each its own outermost op), the ones that overlap a gap.
         keep = ~(overlap <= 0) & (ctx.fact(op_ancestry)[1][host] == host)
         kept = host[keep]
+        # Per op name (one interned code per distinct name): the overlaps added up in row order,
+        # and the first row.
         strings = trace.strings("name")
-        names = [str(strings[c]) for c in trace.codes("name")[kept].tolist()]
-        for row, name, us in zip(kept.tolist(), names, overlap[keep].tolist(), strict=True):
-            tops[name] = tops.get(name, 0.0) + us
-            if name not in best_row:
-                best_row[name] = row
+        codes = trace.codes("name")[kept].astype(np.int64)
+        codes[codes < 0] += len(strings)  # as the strings' list indexes them
+        for code, at, us in zip(*running_sums(codes, overlap[keep]), strict=True):
+            name = str(strings[code])
+            tops[name] = us
+            best_row[name] = int(kept[at])
         if not tops:
             return None, (), {}
         ranked = sorted(tops.items(), key=lambda kv: (-kv[1], kv[0]))

@@ -13,6 +13,7 @@ from perftune.engine.rule import Rule
 from perftune.engine.types import Finding, Severity, Suggestion
 from perftune.trace.comm import CommStep, collective_kind, comm_kernel_mask, comm_overlap
 from perftune.trace.device_metrics import op_ancestry
+from perftune.trace.groups import running_sums
 from perftune.trace.model import NO_ID
 from perftune.trace.multirank import rank_steps
 from perftune.trace.sync_metrics import user_frame_row
@@ -120,10 +121,16 @@ class ExposedCommunication(Rule):
         inner = np.where(launch != NO_ID, inner_above[np.maximum(launch, 0)], NO_ID)
         tops = np.where(inner != NO_ID, outer[np.maximum(inner, 0)], NO_ID)
         found = tops != NO_ID
-        for op, us in zip(tops[found].tolist(), dur_a[rows[found]].tolist(), strict=True):
-            name = trace.name_of(op)
-            ops[name] = ops.get(name, 0.0) + us
-            first.setdefault(name, op)
+        # Per op name (one interned code per distinct name): the launches' time added up in row
+        # order, and the first op.
+        strings = trace.strings("name")
+        op_rows = tops[found]
+        codes = trace.codes("name")[op_rows].astype(np.int64)
+        codes[codes < 0] += len(strings)  # as name_of indexes the strings
+        for code, at, us in zip(*running_sums(codes, dur_a[rows[found]]), strict=True):
+            name = str(strings[code])
+            ops[name] = us
+            first[name] = int(op_rows[at])
         ranked_ops = sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))
         top = ranked_ops[0][0] if ranked_ops else None
         n = len(steps)

@@ -104,16 +104,22 @@ def test_numpy_imported_single_threaded_for_analyze_only_during_the_import() -> 
     code = ("import os, sys\n"
             "from perftune.cli.main import import_numpy_single_threaded\n"
             "import_numpy_single_threaded()\n"
+            "from numpy._core.multiarray import _get_madvise_hugepage\n"
             "print('numpy' in sys.modules, os.environ.get('OPENBLAS_NUM_THREADS'),"
-            " len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 1)")
-    env = {k: v for k, v in __import__("os").environ.items() if k != "OPENBLAS_NUM_THREADS"}
+            " len(os.listdir('/proc/self/task')) if os.path.isdir('/proc/self/task') else 1,"
+            " os.environ.get('NUMPY_MADVISE_HUGEPAGE'), _get_madvise_hugepage())")
+    env = {k: v for k, v in __import__("os").environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "NUMPY_MADVISE_HUGEPAGE")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env=env)
     assert out.returncode == 0, out.stderr
-    # numpy loaded, the variable gone again (child processes get the user's environment), and
-    # no BLAS thread besides the main one
-    assert out.stdout.split() == ["True", "None", "1"]
-    # A user's own setting is left alone (numpy is then imported later, the usual way).
+    # numpy loaded, the variables gone again (child processes get the user's environment), no
+    # BLAS thread besides the main one, and no huge-page advice for numpy's arrays
+    assert out.stdout.split() == ["True", "None", "1", "None", "False"]
+    # A user's own settings are left alone and win.
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, env={**env, "OPENBLAS_NUM_THREADS": "2"})
-    assert out.stdout.split()[:2] == ["False", "2"]
+                         timeout=120, env={**env, "OPENBLAS_NUM_THREADS": "2",
+                                           "NUMPY_MADVISE_HUGEPAGE": "1"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:2] == ["True", "2"]
+    assert out.stdout.split()[3:] == ["1", "True"]

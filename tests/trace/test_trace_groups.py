@@ -143,3 +143,20 @@ def test_stable_order_is_numpys_stable_argsort() -> None:
              np.zeros(0, np.int64), np.array([7])]
     for keys in cases:
         assert stable_order(keys).tolist() == np.argsort(keys, kind="stable").tolist()
+
+
+def test_running_sums_are_a_dict_update_per_row_bit_for_bit() -> None:
+    rng = np.random.default_rng(7)
+    for n, keys in ((0, 1), (1, 1), (50, 3), (5000, 40)):
+        codes = rng.integers(0, keys, n)
+        values = rng.standard_normal(n) * 10.0 ** rng.integers(-8, 8, n)
+        values[:: 7] = -0.0
+        sums: dict[int, float] = {}
+        first: dict[int, int] = {}
+        for i, (k, v) in enumerate(zip(codes.tolist(), values.tolist(), strict=True)):
+            sums[k] = sums.get(k, 0.0) + v
+            first.setdefault(k, i)
+        got_codes, got_first, got_sums = G.running_sums(codes, values)
+        assert got_codes == sorted(sums)
+        assert got_first == [first[k] for k in got_codes]
+        assert [s.hex() for s in got_sums] == [sums[k].hex() for k in got_codes]
