@@ -485,18 +485,9 @@ def _die_with_parent(parent: int) -> None:
 _PR_SET_PDEATHSIG = 1
 
 
-def become_bootstrap(request: Request, zygote_pid: int) -> NoReturn:
-    """Turn this forked child into `python -m perftune.capture.child.bootstrap`, run it, and
-    exit without the interpreter's teardown (perftune.capture.child.shutdown.exit_process)."""
-    os.setpgid(0, 0)  # a process group of its own, like run_child gives a fresh trial
-    _die_with_parent(zygote_pid)
-    for signum, handler in (
-        (signal.SIGINT, signal.default_int_handler),
-        (signal.SIGTERM, signal.SIG_DFL),
-        (signal.SIGHUP, signal.SIG_DFL),
-        (signal.SIGCHLD, signal.SIG_DFL),
-    ):
-        signal.signal(signum, handler)
+def _take_request(request: Request) -> None:
+    """Take the request's stdio, working directory, sys.path entries and environment (with
+    what the zygote's imports changed in it)."""
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
     _close_all([fd for fd in request.fds if fd > 2])
@@ -511,6 +502,21 @@ def become_bootstrap(request: Request, zygote_pid: int) -> NoReturn:
             env[key] = value
     os.environ.clear()
     os.environ.update(env)
+
+
+def become_bootstrap(request: Request, zygote_pid: int) -> NoReturn:
+    """Turn this forked child into `python -m perftune.capture.child.bootstrap`, run it, and
+    exit without the interpreter's teardown (perftune.capture.child.shutdown.exit_process)."""
+    os.setpgid(0, 0)  # a process group of its own, like run_child gives a fresh trial
+    _die_with_parent(zygote_pid)
+    for signum, handler in (
+        (signal.SIGINT, signal.default_int_handler),
+        (signal.SIGTERM, signal.SIG_DFL),
+        (signal.SIGHUP, signal.SIG_DFL),
+        (signal.SIGCHLD, signal.SIG_DFL),
+    ):
+        signal.signal(signum, handler)
+    _take_request(request)
     import perftune.capture.child.bootstrap as bootstrap
     from perftune.capture.child.main import main
     from perftune.capture.child.shutdown import exit_process
@@ -555,23 +561,10 @@ def become_zygote(request: Request, zygote_pid: int) -> str:
     for signum, handler in ((signal.SIGHUP, signal.SIG_DFL), (signal.SIGCHLD, signal.SIG_DFL)):
         signal.signal(signum, handler)
     _ignore_stop_signals()
-    for target, fd in enumerate(request.fds):
-        os.dup2(fd, target)
-    _close_all([fd for fd in request.fds if fd > 2])
-    _reopen_stdio()
-    os.chdir(request.cwd)
-    _take_path_entries(request.env)
+    _take_request(request)
     # This zygote's trials are compared with its own starting environment, and get what the
     # imports changed applied as the first zygote's trials do.
     _START_ENV = dict(request.env)
-    env = dict(request.env)
-    for key, value in request.changes.items():
-        if value is None:
-            env.pop(key, None)
-        else:
-            env[key] = value
-    os.environ.clear()
-    os.environ.update(env)
     socket_path = nested_socket(request.command)
     assert socket_path is not None
     sys.argv = [os.path.abspath(__file__), socket_path]
