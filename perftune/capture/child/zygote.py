@@ -64,7 +64,6 @@ OWN_PREFIX = "PERFTUNE_"
 BOOTSTRAP = "perftune.capture.child.bootstrap"
 ZYGOTE = "perftune.capture.child.zygote"
 READY = "perftune-zygote ready"  # followed by the zygote's pid
-_FIRST_PID = os.getpid()
 _MAX_REQUEST = 16 * 1024 * 1024
 
 
@@ -134,14 +133,6 @@ def added_path_entries(theirs: dict[str, str], ours: dict[str, str]) -> list[str
     return [os.path.normpath(entry) for entry in added]
 
 
-def _take_path_entries(env: dict[str, str]) -> None:
-    """sys.path as a fresh start with `env` would have it: the entries its PYTHONPATH adds to
-    this zygote's go right after sys.path[0] (the request passed `added_path_entries`)."""
-    added = added_path_entries(env, _START_ENV)
-    if isinstance(added, list) and added:
-        sys.path[1:1] = added
-
-
 def import_changes(before: dict[str, str], after: dict[str, str]) -> dict[str, str | None]:
     """What importing changed in os.environ (None: removed)."""
     changes: dict[str, str | None] = {k: v for k, v in after.items() if before.get(k) != v}
@@ -156,6 +147,7 @@ class Request:
     command: list[str]
     fds: tuple[int, ...]
     changes: dict[str, str | None] = field(default_factory=dict)
+    path_entries: tuple[str, ...] = ()  # PYTHONPATH entries put in front of the zygote's
 
 
 @dataclass
@@ -218,8 +210,9 @@ class Zygote:
             conn.settimeout(5.0)
             data, fds = _receive(conn)
             request = json.loads(data)
-            reason = self._refusal(request)
-            if reason is not None:
+            admitted = self._admit(request)
+            if isinstance(admitted, str):
+                reason = admitted
                 conn.sendall(f"refuse {reason}\n".encode())
                 conn.close()
                 _close_all(fds)
@@ -240,6 +233,7 @@ class Zygote:
                 command=list(request["command"]),
                 fds=tuple(fds),
                 changes=import_changes(_START_ENV, self.env),
+                path_entries=tuple(admitted),
             )
         _close_all(fds)
         pidfd = os.pidfd_open(pid)
@@ -253,7 +247,9 @@ class Zygote:
             conn.sendall(f"pid {pid}\n".encode())
         return None
 
-    def _refusal(self, request: dict[str, Any]) -> str | None:
+    def _admit(self, request: dict[str, Any]) -> str | list[str]:
+        """Why the zygote refuses `request`, or the PYTHONPATH entries it puts in front of the
+        zygote's (to insert into the forked child's sys.path; usually none)."""
         command = request.get("command", [])
         if command[1:] != ["-m", BOOTSTRAP] and nested_socket(command) is None:
             return "the zygote runs only the capture bootstrap or another zygote"
@@ -266,10 +262,12 @@ class Zygote:
                     "PYTHONPATH has relative entries")
         env = dict(request.get("env", {}))
         differ = env_difference(env, _START_ENV)
+        added: list[str] = []
         if "PYTHONPATH" in differ:
-            added = added_path_entries(env, _START_ENV)
-            if isinstance(added, str):
-                return added
+            entries = added_path_entries(env, _START_ENV)
+            if isinstance(entries, str):
+                return entries
+            added = entries
             differ.remove("PYTHONPATH")
         if differ:
             shown = ", ".join(differ[:5]) + (" ..." if len(differ) > 5 else "")
@@ -278,7 +276,7 @@ class Zygote:
             return "the zygote has started threads"
         if _cuda_initialised():
             return "CUDA was initialised in the zygote"
-        return None
+        return added
 
     def _from_client(self, trial: Trial) -> None:
         assert trial.conn is not None
@@ -493,7 +491,8 @@ def _take_request(request: Request) -> None:
     _close_all([fd for fd in request.fds if fd > 2])
     _reopen_stdio()
     os.chdir(request.cwd)
-    _take_path_entries(request.env)
+    # where a fresh start with the request's PYTHONPATH has them: right after sys.path[0]
+    sys.path[1:1] = request.path_entries
     env = dict(request.env)
     for key, value in request.changes.items():
         if value is None:
@@ -601,19 +600,18 @@ def main(argv: list[str]) -> str | int | None:
     preload()
     gc.collect()
     gc.freeze()  # keep the preloaded objects' pages shared with the children
-    path = argv[0]
+    path, forked = argv[0], False
     while True:
         zygote_pid = os.getpid()
         request = serve(path)
         if request is None:
-            if zygote_pid != _FIRST_PID:
-                # a zygote forked from another: no interpreter teardown in a forked child
+            if forked:  # a zygote forked from another: no interpreter teardown in a forked child
                 sys.stderr.flush()
                 os._exit(0)
             return 0
         if nested_socket(request.command) is None:
             return become_bootstrap(request, zygote_pid)
-        path = become_zygote(request, zygote_pid)
+        path, forked = become_zygote(request, zygote_pid), True
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ LAUNCH_FILE = "launch.json"
 SOCKET_NAME = "zygote.sock"
 LOG_NAME = "zygote.log"
 READY = "perftune-zygote ready"  # = perftune.capture.child.zygote.READY, then the zygote's pid
-ZYGOTE = "perftune.capture.child.zygote"
+ZYGOTE = "perftune.capture.child.zygote"  # = perftune.capture.child.zygote.ZYGOTE
 START_TIMEOUT_S = 120.0
 STOP_GRACE_S = 5.0
 # sockaddr_un holds 108 bytes; a TMPDIR too long for that falls back to /tmp.
@@ -102,7 +102,6 @@ class ZygoteLauncher:
         self.log_path = self.run_dir / LOG_NAME
         self._log: IO[bytes] | None = None
         self._pid: int | None = None  # the zygote's own, from its ready line
-        self.forked = False  # forked from the shared zygote (PERFTUNE_ZYGOTE), not started fresh
 
     def _socket_path(self) -> str:
         # Whoever can connect to the socket can have code run as this user: it lives in a
@@ -190,9 +189,13 @@ class ZygoteLauncher:
         if word != READY or not pid.isdigit():
             return False
         self._pid = int(pid)
-        # through the client: a zygote of its own pid was started fresh (the client exec'ed it)
-        self.forked = self.proc is not None and self._pid != self.proc.pid
         return True
+
+    @property
+    def forked(self) -> bool:
+        """Forked from the shared zygote (PERFTUNE_ZYGOTE), not started fresh: a zygote started
+        fresh has the pid of the process started for it (the client exec'ed it)."""
+        return self.proc is not None and self._pid is not None and self._pid != self.proc.pid
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None and os.path.exists(self.socket_path)
