@@ -6,6 +6,7 @@ holds the same files.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -176,12 +177,28 @@ def summary_of(trace: Trace, rules: RuleSelection | None = None,
     return summary
 
 
+def _analysis_imports() -> None:
+    """What analyze_trace imports on first use: the engine's context (and through it the
+    metrics modules), the multi-rank summary and the rule catalogue's modules."""
+    import perftune.engine.context
+    import perftune.trace.multirank  # noqa: F401
+    from perftune.engine.registry import rule_classes
+
+    rule_classes()
+
+
+def _meanwhile() -> Callable[[], None] | None:
+    """The loader's `meanwhile` (perftune.trace.load): the analysis's imports, done while its
+    worker decodes half of a large trace; None once they are done."""
+    return None if "perftune.engine.context" in sys.modules else _analysis_imports
+
+
 def analyze_paths(paths: Sequence[str | Path], rules: RuleSelection | None = None,
                   source_roots: Sequence[str | Path] | None = None,
                   prepare: Callable[[Trace, CompilationDocument | None], Any] | None = None
                   ) -> Analysis:
     started = time.perf_counter()
-    trace = load(paths)
+    trace = load(paths, meanwhile=_meanwhile())
     timings = {"load": time.perf_counter() - started}
     return analyze_trace(trace, rules, source_roots, timings, prepare)
 
@@ -283,7 +300,7 @@ def load_files(paths: Sequence[str | Path]) -> list[Path]:
 
 def _load_one(path: str, position: int) -> Trace:
     if not is_url(path):
-        return load([path], first_position=position)
+        return load([path], first_position=position, meanwhile=_meanwhile())
     import tempfile
 
     import fsspec

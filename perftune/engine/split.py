@@ -8,9 +8,9 @@ sends back their findings, timings and warnings (pickled through a pipe), and th
 then merged in rule order and ranked exactly as one process would (`registry.rank_findings`):
 the result is the same, byte for byte. Both processes compute the tables they need on their
 own, so the rules are split where they share the least: the worker takes the host-side rules
-(the host-op index and op nesting: input pipeline, syncs, memory, tiny kernels), the
-communication overlap and the grid-fill rules; this process keeps the step-phase and compute
-rules, whose tables the summary reads too, and the rank straggler (to even the halves). The op nesting and the tables both sides read are built once, before the fork.
+(the host-op index and op nesting: input pipeline, syncs, memory), the communication overlap
+and the grid-fill rules; this process keeps the step-phase and compute rules, whose tables the
+summary reads too, and the launch-bound and rank-straggler rules (to even the halves). The op nesting and the tables both sides read are built once, before the fork.
 
 Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
 forks cheaply, in a process running no other thread, with a second CPU idle at that moment
@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from perftune._cpus import worker_has_a_core
+from perftune._cpus import worker_has_a_core, worker_pipe
 from perftune.engine.registry import check_rules, rank_findings
 from perftune.engine.rule import Rule
 from perftune.engine.types import Finding
@@ -45,7 +45,11 @@ T = TypeVar("T")
 # the rank-straggler rule (PFT602) stays here. Since the host-side rules got cheaper the worker's
 # half was the shorter one: 54 MB trace, json, instructions this process / worker 3816 M / 3564 M
 # before, 3677 M / 3761 M after; `--out` unchanged (benchmarks/analyze_end_to_end.md).
-WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT302", "PFT304", "PFT305", "PFT4", "PFT503",
+# The launch-bound rule (PFT302) moved here when the analysis's imports left this process's
+# half (perftune.pipeline's loader `meanwhile`): with it the worker finished 20-33 ms after this
+# process (rules and summary); analyze_trace 152-161 ms against 144-150 ms without it (54 MB
+# trace, json, 8 runs each, three alternating rounds, medians).
+WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT304", "PFT305", "PFT4", "PFT503",
                 "PFT504", "PFT601", "PFT603")
 # When this process also writes the reports (the worker then computes their trace-only parts,
 # `worker_extra`), the same rules.
@@ -106,7 +110,7 @@ def run_rules_beside(ctx: Context, rules: Sequence[Rule], beside: Callable[[], T
         return ranked, beside(), None
     _shared_tables(ctx)
     ours = [r for r in rules if not in_worker(r.code, writing)]
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = worker_pipe()
     pid = os.fork()
     if pid == 0:  # the worker: never returns into the caller
         code = 1

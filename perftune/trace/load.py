@@ -28,7 +28,7 @@ from typing import IO, Any
 import msgspec
 import numpy as np
 
-from perftune._cpus import worker_has_a_core
+from perftune._cpus import worker_has_a_core, worker_pipe
 from perftune.errors import TraceError
 from perftune.rundir import TRACE, TRACE_PLAIN
 from perftune.trace import categories as C
@@ -103,13 +103,17 @@ def trace_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None = None,
-         first_position: int = 0) -> Trace:
+         first_position: int = 0, meanwhile: Callable[[], object] | None = None) -> Trace:
     """Load one trace file, several per-rank files, or a directory of them.
 
     `max_trace_bytes` caps the JSON text of each file (default: PERFTUNE_MAX_TRACE_BYTES, see
     perftune.trace.limits); a gzip file is also capped relative to its size. A file that names
     no rank (no distributedInfo, no rank in its name) is rank `first_position` + its position:
     a worker loading the k-th file of a directory alone passes k.
+
+    `meanwhile()` is the caller's next serial work (the analysis's imports), run once: while a
+    forked worker decodes the second half of a large file, the head moved forward to make
+    room for it (MEANWHILE_S); without a worker, after the files are read.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -119,7 +123,7 @@ def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None =
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        builder = _Builder(max_bytes=max_trace_bytes)
+        builder = _Builder(max_bytes=max_trace_bytes, meanwhile=meanwhile)
         for position, path in enumerate(files):
             try:
                 builder.add_file(path, first_position + position)
@@ -128,6 +132,9 @@ def load(paths: str | Path | Sequence[str | Path], max_trace_bytes: int | None =
             except (ValueError, TypeError, KeyError, IndexError, OverflowError,
                     msgspec.MsgspecError) as exc:  # malformed data the checks above missed
                 raise TraceError(path, f"malformed trace ({type(exc).__name__}: {exc})") from None
+        builder.run_meanwhile()
+        if builder.meanwhile_error is not None:
+            raise builder.meanwhile_error
         try:
             _release_free_heap()
             trace = builder.finish()
@@ -466,6 +473,17 @@ class _Builder:
     warnings: list[str] = field(default_factory=list)
     rows: int = 0
     max_bytes: int | None = None  # text limit per file (None: perftune.trace.limits default)
+    meanwhile: Callable[[], object] | None = None  # see load(); None once it has run
+
+    meanwhile_error: BaseException | None = None  # raised by load() as it is, not as a trace error
+
+    def run_meanwhile(self) -> None:
+        work, self.meanwhile = self.meanwhile, None
+        if work is not None:
+            try:
+                work()
+            except Exception as exc:
+                self.meanwhile_error = exc
 
     # -------------------------------------------------------------- per file
     def add_file(self, path: Path, position: int) -> None:
@@ -1142,7 +1160,21 @@ def _decoded_header(path: Path, header: dict[str, Any], problems: Counter[str]) 
 # the gzip head too).
 PARALLEL_MIN_BYTES = 1 << 27
 PARALLEL_IDLE_MIN_BYTES = 1 << 25
-PARALLEL_HEAD_SHARE_GZIP = 0.56
+# The head's share of a gzip file's text: the worker inflates the head's part too (ISA-L: ~0.4 ms
+# per MB, against ~7 ms to decode it), and hands its columns back after. On the 54 MB trace at
+# 0.56 the head finished 44-56 ms after the worker, at 0.50 15-40 ms before it, at 0.53 9-15 ms
+# after (8 runs each, median; the worker then still pickles for ~5 ms).
+PARALLEL_HEAD_SHARE_GZIP = 0.53
+# What the caller's `meanwhile` work delays the head by (the analysis's imports and rule
+# catalogue take 27-41 ms on the 2-core benchmark machine, but the worker spends the same
+# moments inflating the head's part, and the two contend for memory: measured, the head
+# finished 6 to -12 ms after the worker with 0.03, 16-17 ms with 0.015 (the balance the share
+# above aims at), 27-33 ms with 0; 8 runs each, median), and the seconds one process takes per
+# byte of JSON text to decode it (0.39 s for the 54 MB trace on the same machine): the head
+# gives the worker half of that delay's share of the text. Both are CPU-bound Python, so their
+# ratio holds on a faster or slower machine; a wrong guess costs at most half the difference.
+MEANWHILE_S = 0.015
+DECODE_S_PER_BYTE = 7.2e-9
 
 
 def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int) -> dict[str, Any]:
@@ -1158,8 +1190,10 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
     # The worker also inflates the head's half of a gzip file (without decoding it): the head
     # takes a larger share so that both finish together.
     share = PARALLEL_HEAD_SHARE_GZIP if stream.compressed else 0.5
+    if builder.meanwhile is not None:  # this process runs it first: the worker takes more
+        share = max(0.25, share - MEANWHILE_S / (2 * DECODE_S_PER_BYTE * (size - start)))
     split = start + int((size - start) * share)
-    read_fd, write_fd = os.pipe()
+    read_fd, write_fd = worker_pipe()
     pid = os.fork()
     if pid == 0:  # the worker: never returns into the caller
         code = 1
@@ -1194,6 +1228,7 @@ def _stream_events(builder: _Builder, stream: EventStream, start: int, rank: int
     os.close(write_fd)
     got: dict[str, Any] | None = None
     try:
+        builder.run_meanwhile()
         for events in stream.read(start, stop=split):
             builder._add_chunk(events, rank)
         with os.fdopen(read_fd, "rb") as src:

@@ -499,3 +499,90 @@ def test_middling_files_are_split_only_with_a_core_to_spare(monkeypatch: pytest.
     assert load_module._parallel_worth(big) and not load_module._parallel_worth(middling)
     monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "2")
     assert load_module._parallel_worth(middling)
+
+
+def _split_small_files(monkeypatch: pytest.MonkeyPatch) -> object:
+    """The loader's forked worker on hand-sized files (what it does from 32 MiB up)."""
+    import sys
+
+    import perftune.trace.stream as stream_module
+
+    load_module = sys.modules["perftune.trace.load"]
+    monkeypatch.setattr(stream_module, "STREAM_BYTES", 2000)
+    monkeypatch.setattr(load_module, "PARALLEL_MIN_BYTES", 100)
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "2")
+    if load_module._workers() < 2:
+        pytest.skip("no fork on this platform")
+    return load_module
+
+
+def _same_trace(a, b) -> None:
+    assert a.events.equals(b.events)
+    assert a.flows.equals(b.flows)
+    assert a.memory.equals(b.memory)
+    assert a.warnings == b.warnings
+    assert [a.args[r] for r in range(len(a.events))] == [b.args[r] for r in range(len(b.events))]
+
+
+def test_meanwhile_runs_once_here_while_the_worker_decodes(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # The caller's next work (the analysis's imports) runs in this process during the load,
+    # while the forked worker is alive, exactly once for all the files; the trace is the
+    # same as without it, also when the head gives nearly all of the text to the worker.
+    import os
+
+    import psutil
+
+    load_module = _split_small_files(monkeypatch)
+    first = write(tmp_path / "rank0.json", doc(_varied_events()))
+    second = write(tmp_path / "rank1.json", doc(_varied_events()))
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "1")
+    serial = load([first, second])
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "2")
+    calls: list[tuple[int, int]] = []
+
+    before = {c.pid for c in psutil.Process().children()}  # the suite's own (a zygote)
+
+    def meanwhile() -> None:
+        calls.append((os.getpid(), len({c.pid for c in psutil.Process().children()} - before)))
+
+    for lag in (load_module.MEANWHILE_S, 1000.0):  # 1000 s: the head's share at its floor
+        monkeypatch.setattr(load_module, "MEANWHILE_S", lag)
+        calls.clear()
+        parallel = load([first, second], meanwhile=meanwhile)
+        assert calls == [(os.getpid(), 1)]  # here, beside one live worker, once
+        _same_trace(parallel, serial)
+
+
+def test_meanwhile_without_a_worker_runs_after_the_files(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path / "t.json", doc(_varied_events()))
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", "1")
+    seen: list[int] = []
+    trace = load(path, meanwhile=lambda: seen.append(1))
+    assert seen == [1]
+    _same_trace(trace, load(path))
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_meanwhile_errors_are_raised_as_they_are(workers: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A failure of the caller's work is not a malformed trace (the loader words ValueErrors
+    # from decoding as TraceError), and the worker is not left behind.
+    import psutil
+
+    from perftune.errors import ConfigError
+
+    _split_small_files(monkeypatch)
+    monkeypatch.setenv("PERFTUNE_TRACE_WORKERS", workers)
+    path = write(tmp_path / "t.json", doc(_varied_events()))
+    before = psutil.Process().children()  # the suite's own (a zygote)
+
+    def fails(error: Exception) -> None:
+        raise error
+
+    for error in (ValueError("not a trace problem"), ConfigError("bad rules folder")):
+        with pytest.raises(type(error)) as caught:
+            load(path, meanwhile=lambda e=error: fails(e))
+        assert caught.value is error and not isinstance(caught.value, TraceError)
+        assert psutil.Process().children() == before
