@@ -123,6 +123,7 @@ def bench_trace(trace: Path, repeat: int, hta_python: Path | None, hta_max_mb: f
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"trace": trace.name, "text_mb": text_mb, "disk_mb": size_mb,
             "results": {k: median_of(v) for k, v in runs.items()},
+            "walls": {k: sorted(r["wall_s"] for r in v) for k, v in runs.items()},
             "load": {k: statistics.mean(v) for k, v in loads.items()},
             "out_files": sorted(written),
             "timings": timings_table(trace, env)}
@@ -161,7 +162,10 @@ def target_rows(real: dict[str, Any], sized: list[dict[str, Any]],
     res = real["results"]
     j, o, h = res["json"], res["--out"], res.get("HTA TraceAnalysis")
     name = f"{real['trace']} ({real['text_mb']:.0f} MB)"
-    row(f"{name}: `--format json` ≤ 0.6 s", f"{j['wall_s']:.2f} s wall, {j['cpu_s']:.2f} CPU-s",
+    walls = real.get("walls", {}).get("json", [])
+    spread = (f" (median of {len(walls)}: {walls[0]:.2f}-{walls[-1]:.2f} s, "
+              f"{sum(w <= 0.6 for w in walls)} of {len(walls)} ≤ 0.6 s)") if len(walls) > 1 else ""
+    row(f"{name}: `--format json` ≤ 0.6 s", f"{j['wall_s']:.2f} s wall{spread}, {j['cpu_s']:.2f} CPU-s",
         j["wall_s"] <= 0.6)
     row(f"{name}: `--out` ≤ 1.0 s (wrote {', '.join(real['out_files'])})",
         f"{o['wall_s']:.2f} s wall, {o['cpu_s']:.2f} CPU-s", o["wall_s"] <= 1.0)
@@ -226,7 +230,9 @@ def main() -> None:
     ap.add_argument("--trace", type=Path, default=DEFAULT_TRACE)
     ap.add_argument("--sizes-gb", default="0.25,0.5,1",
                     help="synthetic trace sizes (GB of JSON text), comma-separated; '' for none")
-    ap.add_argument("--repeat", type=int, default=3, help="runs of each variant on the real trace")
+    # 7: this VM's speed moves by ±20-30 % from minute to minute; a median of 3 was decided
+    # by one slow run more often than the code.
+    ap.add_argument("--repeat", type=int, default=7, help="runs of each variant on the real trace")
     ap.add_argument("--big-repeat", type=int, default=1, help="runs on each synthetic trace")
     ap.add_argument("--hta-python", type=Path, default=HTA_PYTHON if HTA_PYTHON.exists() else None)
     ap.add_argument("--hta-max-mb", type=float, default=100.0,
