@@ -586,3 +586,45 @@ def test_meanwhile_errors_are_raised_as_they_are(workers: str, tmp_path: Path,
             load(path, meanwhile=lambda e=error: fails(e))
         assert caught.value is error and not isinstance(caught.value, TraceError)
         assert psutil.Process().children() == before
+
+
+_ANALYZE_RECORDING_IMPORTS = """
+import json, sys
+import psutil
+import perftune.trace.stream as stream
+stream.STREAM_BYTES = 2000
+load_module = sys.modules["perftune.trace.load"]
+load_module.PARALLEL_MIN_BYTES = 100
+import perftune.pipeline as pipeline
+from perftune.documents import document_data
+imports = pipeline._analysis_imports
+seen = []
+def recording():
+    seen.append((len(psutil.Process().children()), "perftune.engine.context" in sys.modules))
+    imports()
+pipeline._analysis_imports = recording
+analysis = pipeline.analyze_paths([sys.argv[1]])
+doc = document_data(pipeline.findings_document(analysis.summary, analysis.findings))
+print(json.dumps({"seen": seen, "doc": doc}, default=str))
+"""
+
+
+def test_analyze_imports_the_analysis_beside_the_loaders_worker(tmp_path: Path) -> None:
+    # A fresh `perftune analyze` process has not imported the engine when the load starts: the
+    # pipeline hands those imports to the loader, which runs them beside its forked worker
+    # (one child alive), once; the findings and summary are those of a run without the worker.
+    import os
+    import subprocess
+    import sys
+
+    path = write(tmp_path / "t.json", doc(_varied_events()))
+    got = {}
+    for workers in ("1", "2"):
+        env = {**os.environ, "PERFTUNE_TRACE_WORKERS": workers}
+        result = subprocess.run([sys.executable, "-c", _ANALYZE_RECORDING_IMPORTS, str(path)],
+                                capture_output=True, text=True, env=env, cwd=tmp_path, check=True)
+        got[workers] = json.loads(result.stdout)
+    assert got["1"]["seen"] == [[0, False]]  # after the files, no worker
+    if sys.platform.startswith("linux"):
+        assert got["2"]["seen"] == [[1, False]]
+    assert got["2"]["doc"] == got["1"]["doc"]
