@@ -38,8 +38,8 @@ def test_the_worker_pipe_holds_a_megabyte() -> None:
 
 
 def test_a_refused_size_leaves_an_ordinary_pipe(monkeypatch: pytest.MonkeyPatch) -> None:
-    # More than the kernel allows anyone (pipe sizes are an int of bytes): the pipe keeps its
-    # default size and still carries the data.
+    # Far beyond pipe-max-size: the kernel refuses it (EPERM), and the pipe still carries the
+    # data at whatever size it has.
     monkeypatch.setattr(_cpus, "WORKER_PIPE_BYTES", 1 << 40)
     read_fd, write_fd = _cpus.worker_pipe()
     payload = os.urandom(3 << 20)

@@ -10,7 +10,8 @@ the result is the same, byte for byte. Both processes compute the tables they ne
 own, so the rules are split where they share the least: the worker takes the host-side rules
 (the host-op index and op nesting: input pipeline, syncs, memory), the communication overlap
 and the grid-fill rules; this process keeps the step-phase and compute rules, whose tables the
-summary reads too, and the launch-bound and rank-straggler rules (to even the halves). The op nesting and the tables both sides read are built once, before the fork.
+summary reads too, the launch-bound rule (whose launch ancestry the compute rules read) and
+the rank straggler (to even the halves). The op nesting and the tables both sides read are built once, before the fork.
 
 Only above `SPLIT_MIN_EVENTS` (below it the fork costs more than it saves), on a platform that
 forks cheaply, in a process running no other thread, with a second CPU idle at that moment
@@ -45,10 +46,11 @@ T = TypeVar("T")
 # the rank-straggler rule (PFT602) stays here. Since the host-side rules got cheaper the worker's
 # half was the shorter one: 54 MB trace, json, instructions this process / worker 3816 M / 3564 M
 # before, 3677 M / 3761 M after; `--out` unchanged (benchmarks/analyze_end_to_end.md).
-# The launch-bound rule (PFT302) moved here when the analysis's imports left this process's
-# half (perftune.pipeline's loader `meanwhile`): with it the worker finished 20-33 ms after this
-# process (rules and summary); analyze_trace 152-161 ms against 144-150 ms without it (54 MB
-# trace, json, 8 runs each, three alternating rounds, medians).
+# The launch-bound rule (PFT302) runs here: it builds the launch ancestry PFT303 and PFT501 read
+# (here it costs 22 ms, and PFT303 45-53 -> 25 ms, PFT501 18-21 -> 11 ms), so both halves got
+# shorter: worker 80-95 -> 69-93 ms, this process with the summary 75-88 -> 68 ms (`--timings`);
+# analyze_trace 152-161 -> 144-150 ms (54 MB trace, json, 8 runs each, three alternating
+# rounds, medians).
 WORKER_RULES = ("PFT1", "PFT2", "PFT301", "PFT304", "PFT305", "PFT4", "PFT503",
                 "PFT504", "PFT601", "PFT603")
 # When this process also writes the reports (the worker then computes their trace-only parts,

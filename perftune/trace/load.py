@@ -474,7 +474,6 @@ class _Builder:
     rows: int = 0
     max_bytes: int | None = None  # text limit per file (None: perftune.trace.limits default)
     meanwhile: Callable[[], object] | None = None  # see load(); None once it has run
-
     meanwhile_error: BaseException | None = None  # raised by load() as it is, not as a trace error
 
     def run_meanwhile(self) -> None:
